@@ -1,0 +1,120 @@
+/**
+ * JSON payloads: request/response heads (OPEN, RESPONSE, END) and control bodies (CONTROL).
+ * Parsed strictly at the boundary; code past it sees typed values.
+ */
+import { fromUtf8, utf8 } from "./bytes.ts";
+import { ControlKind, PROTOCOL_VERSION, WINDOW_BYTES_MAX } from "./constants.ts";
+import { arrayOf, int, nullable, object, oneOf, optional, str, tuple2, type Infer, type Validator } from "./schema.ts";
+
+export const PROVIDERS = ["openai", "anthropic", "azure"] as const;
+export type Provider = (typeof PROVIDERS)[number];
+
+const headerList = arrayOf(tuple2(str(256, /^[!#$%&'*+.^_`|~0-9a-z-]+$/), str(8192)), 128);
+const id = str(128, /^[A-Za-z0-9_:.-]+$/);
+const modelName = str(256, /^[\w.:\/@-]+$/);
+
+export const requestHead = object({
+  requestId: id,
+  method: oneOf(["GET", "POST", "DELETE"] as const),
+  /** Path and query as the official API spells them, e.g. `/v1/chat/completions`. */
+  path: str(2048, /^\/v1\/[\x21-\x7e]*$/),
+  provider: oneOf(PROVIDERS),
+  model: nullable(modelName),
+  /** Allow-listed request headers, lower-case names. Never credentials. */
+  headers: headerList,
+  /** Body length when the client sent Content-Length; null when chunked or absent. */
+  bodyBytes: nullable(int(0, Number.MAX_SAFE_INTEGER)),
+});
+export type RequestHead = Infer<typeof requestHead>;
+
+export const responseHead = object({
+  status: int(100, 599),
+  headers: headerList,
+});
+export type ResponseHead = Infer<typeof responseHead>;
+
+/** Optional trailer on the agent's END: what the agent measured for this stream. */
+export const endTrailer = object({
+  upstreamBytes: optional(int(0, Number.MAX_SAFE_INTEGER)),
+  upstreamMs: optional(int(0, Number.MAX_SAFE_INTEGER)),
+});
+export type EndTrailer = Infer<typeof endTrailer>;
+
+export const settings = object({
+  /** Window the sender of these settings grants the peer for each stream. */
+  streamWindowBytes: int(1024, WINDOW_BYTES_MAX),
+  /** Window the sender of these settings grants the peer for the whole connection. */
+  connectionWindowBytes: int(1024, WINDOW_BYTES_MAX),
+  /** Streams the sender of these settings accepts at once. */
+  concurrentStreamsMax: int(1, 65_536),
+});
+export type Settings = Infer<typeof settings>;
+
+const b64url = (max: number) => str(max, /^[A-Za-z0-9_-]*$/);
+
+export const challenge = object({
+  protocolVersion: int(PROTOCOL_VERSION, PROTOCOL_VERSION),
+  hubId: id,
+  sessionId: id,
+  nonce: b64url(128),
+  issuedAtMs: int(0, Number.MAX_SAFE_INTEGER),
+  settings,
+});
+export type Challenge = Infer<typeof challenge>;
+
+export const auth = object({
+  agentId: id,
+  sessionId: id,
+  nonce: b64url(128),
+  timestampMs: int(0, Number.MAX_SAFE_INTEGER),
+  signature: b64url(128),
+  agentVersion: str(64),
+  settings,
+});
+export type Auth = Infer<typeof auth>;
+
+export const welcome = object({
+  agentId: id,
+  sessionId: id,
+  serverTimeMs: int(0, Number.MAX_SAFE_INTEGER),
+  heartbeatIntervalMs: int(100, 600_000),
+  settings,
+});
+export type Welcome = Infer<typeof welcome>;
+
+export const inventory = object({
+  agentVersion: str(64),
+  models: arrayOf(
+    object({
+      provider: oneOf(PROVIDERS),
+      model: modelName,
+      /** Context window the agent measured or was told, in tokens; null when unknown. */
+      contextTokens: nullable(int(1, 100_000_000)),
+    }),
+    1024,
+  ),
+  /** Non-reversible key fingerprints (`kfp_` + hex of an HMAC); never keys. */
+  keyFingerprints: arrayOf(str(80, /^kfp_[0-9a-f]{16,64}$/), 64),
+  concurrentStreamsMax: int(1, 65_536),
+});
+export type Inventory = Infer<typeof inventory>;
+
+export const notice = object({ level: oneOf(["info", "warn", "error"] as const), message: str(1024) });
+export type Notice = Infer<typeof notice>;
+
+/** Parses a JSON payload against a validator; throws SchemaError / SyntaxError / TypeError. */
+export function parseJson<T>(validator: Validator<T>, bytes: Uint8Array): T {
+  return validator(JSON.parse(fromUtf8(bytes)) as unknown, "");
+}
+
+export function jsonBytes(value: unknown): Uint8Array {
+  return utf8(JSON.stringify(value));
+}
+
+export const CONTROL_SCHEMAS = {
+  [ControlKind.CHALLENGE]: challenge,
+  [ControlKind.AUTH]: auth,
+  [ControlKind.WELCOME]: welcome,
+  [ControlKind.INVENTORY]: inventory,
+  [ControlKind.NOTICE]: notice,
+} as const;

@@ -1,0 +1,8 @@
+/** Public face of the Wellspring tunnel protocol (runtime-neutral: Node and Deno). */
+export * from "./constants.ts";
+export * from "./bytes.ts";
+export * from "./frame.ts";
+export * from "./messages.ts";
+export * from "./flow.ts";
+export * from "./handshake.ts";
+export { SchemaError } from "./schema.ts";
