@@ -6,8 +6,16 @@ import { fromUtf8, utf8 } from "./bytes.ts";
 import { ControlKind, PROTOCOL_VERSION, WINDOW_BYTES_MAX } from "./constants.ts";
 import { arrayOf, int, nullable, object, oneOf, optional, str, tuple2, type Infer, type Validator } from "./schema.ts";
 
+/** Upstreams an agent may call. Azure OpenAI serves the OpenAI API family. */
 export const PROVIDERS = ["openai", "anthropic", "azure"] as const;
 export type Provider = (typeof PROVIDERS)[number];
+/** API families the gateway exposes; a request names its family, the agent picks the upstream that serves it. */
+export const API_FAMILIES = ["openai", "anthropic"] as const;
+export type ApiFamily = (typeof API_FAMILIES)[number];
+
+export function apiFamilyOf(provider: Provider): ApiFamily {
+  return provider === "anthropic" ? "anthropic" : "openai";
+}
 
 const headerList = arrayOf(tuple2(str(256, /^[!#$%&'*+.^_`|~0-9a-z-]+$/), str(8192)), 128);
 const id = str(128, /^[A-Za-z0-9_:.-]+$/);
@@ -18,7 +26,7 @@ export const requestHead = object({
   method: oneOf(["GET", "POST", "DELETE"] as const),
   /** Path and query as the official API spells them, e.g. `/v1/chat/completions`. */
   path: str(2048, /^\/v1\/[\x21-\x7e]*$/),
-  provider: oneOf(PROVIDERS),
+  api: oneOf(API_FAMILIES),
   model: nullable(modelName),
   /** Allow-listed request headers, lower-case names. Never credentials. */
   headers: headerList,

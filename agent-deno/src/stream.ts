@@ -1,0 +1,214 @@
+/**
+ * One proxied call at the agent: the request body arrives as DATA frames and feeds a ReadableStream that
+ * fetch() pulls (credit goes back to the hub only as fetch takes the bytes); the response body is read
+ * only as fast as the hub grants credit, so a slow user slows the provider read, not the agent's memory.
+ * A RESET from the hub aborts the fetch, which closes the provider connection.
+ */
+import {
+  acquireCredit,
+  DATA_PAYLOAD_BYTES_MAX,
+  encodeData,
+  encodeEnd,
+  encodeReset,
+  encodeResponse,
+  encodeWindow,
+  jsonBytes,
+  RecvWindow,
+  ResetCode,
+  SendWindow,
+  type RequestHead,
+} from "../../protocol/src/mod.ts";
+import { authHeaders, upstreamUrl, type Upstream } from "./providers.ts";
+import type { Log } from "./log.ts";
+
+export interface StreamHost {
+  send(frame: Uint8Array): void;
+  connectionSendWindow(): SendWindow;
+  forget(id: number): void;
+  readonly log: Log;
+  readonly devOrigin: string | null;
+}
+
+/** Response headers the agent never passes on: hop-by-hop, cookies, the owner's account identifiers. */
+const DROPPED_RESPONSE_HEADERS = new Set([
+  "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding",
+  "upgrade", "set-cookie", "openai-organization", "openai-project", "anthropic-organization-id",
+]);
+
+/** Longest wait for the provider's response head, ms. */
+export const UPSTREAM_HEAD_TIMEOUT_MS = 600_000;
+
+export class AgentStream {
+  readonly sendWindow: SendWindow;
+  readonly recvWindow: RecvWindow;
+  readonly #abort = new AbortController();
+  #bodyQueue: Uint8Array[] = [];
+  #bodyEnded = false;
+  #bodyWaiter: (() => void) | null = null;
+  #closed = false;
+  readonly startedAt = Date.now();
+  upstreamBytes = 0;
+
+  constructor(
+    readonly id: number,
+    readonly head: RequestHead,
+    readonly upstream: Upstream,
+    private readonly host: StreamHost,
+    peerStreamWindowBytes: number,
+    ownStreamWindowBytes: number,
+  ) {
+    this.sendWindow = new SendWindow(peerStreamWindowBytes);
+    this.recvWindow = new RecvWindow(ownStreamWindowBytes);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  // --- from the hub ---
+
+  onData(chunk: Uint8Array): boolean {
+    if (this.#bodyEnded) return false;
+    if (!this.recvWindow.receive(chunk.length)) return false;
+    // The frame buffer belongs to the socket layer: keep a copy only as long as fetch has not taken it.
+    this.#bodyQueue.push(chunk.slice());
+    this.#bodyWaiter?.();
+    return true;
+  }
+
+  onEnd(): void {
+    this.#bodyEnded = true;
+    this.#bodyWaiter?.();
+  }
+
+  onWindow(increment: number): boolean {
+    return this.sendWindow.grant(increment);
+  }
+
+  /** The hub reset the stream (user cancelled, timeout): abort the provider call now. */
+  onReset(reason: string): void {
+    if (this.#closed) return;
+    this.host.log.info("stream.cancelled", { requestId: this.head.requestId, streamId: this.id, reason });
+    this.#close(new DOMException(`cancelled by hub: ${reason}`, "AbortError"));
+  }
+
+  /** The tunnel dropped: abort without telling anyone. */
+  abandon(): void {
+    this.#close(new DOMException("tunnel lost", "AbortError"));
+  }
+
+  #close(reason: unknown): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#abort.abort(reason);
+    this.sendWindow.close();
+    this.#bodyWaiter?.();
+    this.host.forget(this.id);
+  }
+
+  #reset(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.host.send(encodeReset(this.id, code, reason));
+    this.#close(new DOMException(reason, "AbortError"));
+  }
+
+  #requestBody(): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        while (this.#bodyQueue.length === 0 && !this.#bodyEnded && !this.#closed) {
+          await new Promise<void>((resolve) => (this.#bodyWaiter = resolve));
+          this.#bodyWaiter = null;
+        }
+        if (this.#closed) {
+          controller.error(new DOMException("stream closed", "AbortError"));
+          return;
+        }
+        const chunk = this.#bodyQueue.shift();
+        if (chunk) {
+          controller.enqueue(chunk);
+          const inc = this.recvWindow.consume(chunk.length);
+          if (inc > 0) this.host.send(encodeWindow(this.id, inc));
+          return;
+        }
+        controller.close();
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** Runs the provider call to completion, reset or abort. Never throws. */
+  async run(): Promise<void> {
+    const headers = new Headers();
+    for (const [name, value] of this.head.headers) headers.append(name, value);
+    for (const [name, value] of authHeaders(this.upstream)) headers.set(name, value);
+    if (this.upstream.provider === "anthropic" && !headers.has("anthropic-version")) headers.set("anthropic-version", "2023-06-01");
+    // Bytes must reach the user as the provider sent them: ask for no compression.
+    headers.set("accept-encoding", "identity");
+    if (this.head.bodyBytes !== null) headers.set("content-length", String(this.head.bodyBytes));
+    const url = upstreamUrl(this.upstream, this.head.path, this.host.devOrigin);
+    const headTimer = setTimeout(() => this.#reset(ResetCode.UPSTREAM_TIMEOUT, "provider did not answer in time"), UPSTREAM_HEAD_TIMEOUT_MS);
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method: this.head.method,
+        headers,
+        body: this.head.method === "POST" ? this.#requestBody() : undefined,
+        signal: this.#abort.signal,
+        redirect: "manual",
+        // @ts-ignore: `duplex` is required for streaming request bodies (not yet in every lib.dom).
+        duplex: "half",
+      });
+    } catch (error) {
+      clearTimeout(headTimer);
+      if (!this.#closed) {
+        this.host.log.warn("stream.upstream_unreachable", { requestId: this.head.requestId, provider: this.upstream.provider, error: (error as Error).name });
+        this.#reset(ResetCode.UPSTREAM_UNREACHABLE, "provider unreachable");
+      }
+      return;
+    } finally {
+      clearTimeout(headTimer);
+    }
+    if (this.#closed) {
+      await response.body?.cancel().catch(() => {});
+      return;
+    }
+    const outHeaders: [string, string][] = [];
+    response.headers.forEach((value, name) => {
+      if (!DROPPED_RESPONSE_HEADERS.has(name)) outHeaders.push([name, value]);
+    });
+    this.host.send(encodeResponse(this.id, jsonBytes({ status: response.status, headers: outHeaders })));
+    if (!response.body) {
+      this.#finish();
+      return;
+    }
+    const reader = response.body.getReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        let offset = 0;
+        while (offset < value.length) {
+          const want = Math.min(value.length - offset, DATA_PAYLOAD_BYTES_MAX);
+          const n = await acquireCredit(this.sendWindow, this.host.connectionSendWindow(), want, this.#abort.signal);
+          if (this.#closed) return;
+          this.host.send(encodeData(this.id, value.subarray(offset, offset + n)));
+          offset += n;
+          this.upstreamBytes += n;
+        }
+      }
+    } catch (error) {
+      if (!this.#closed) {
+        this.host.log.warn("stream.upstream_broken", { requestId: this.head.requestId, error: (error as Error).name });
+        this.#reset(ResetCode.UPSTREAM_RESET, "provider stream broke");
+      }
+      await reader.cancel().catch(() => {});
+      return;
+    }
+    this.#finish();
+  }
+
+  #finish(): void {
+    if (this.#closed) return;
+    this.host.send(encodeEnd(this.id, jsonBytes({ upstreamBytes: this.upstreamBytes, upstreamMs: Date.now() - this.startedAt })));
+    this.#close(new DOMException("done", "AbortError"));
+  }
+}

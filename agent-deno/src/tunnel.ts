@@ -1,0 +1,402 @@
+/**
+ * The agent's side of the reverse tunnel: dial out to the hub (pinned TLS), answer the challenge, announce
+ * the inventory, serve streams, answer heartbeats, and reconnect with full-jitter backoff. Listens on no port.
+ */
+// @ts-types="./ws.d.ts"
+import WebSocket from "npm:ws@8";
+import {
+  AUTH_NONCE_BYTES,
+  challenge as challengeSchema,
+  CloseCode,
+  CONCURRENT_STREAMS_MAX_DEFAULT,
+  CONNECTION_WINDOW_BYTES_DEFAULT,
+  ControlKind,
+  decodeFrame,
+  encodeControl,
+  encodeGoAway,
+  encodePong,
+  encodeReset,
+  encodeWindow,
+  FRAME_BYTES_MAX,
+  FrameType,
+  GoAwayCode,
+  HEARTBEAT_TIMEOUT_MS_DEFAULT,
+  jsonBytes,
+  parseJson,
+  RecvWindow,
+  requestHead,
+  ResetCode,
+  SendWindow,
+  signAuth,
+  STREAM_WINDOW_BYTES_DEFAULT,
+  welcome as welcomeSchema,
+  type Frame,
+  type Inventory,
+  type Settings,
+} from "../../protocol/src/mod.ts";
+import type { Identity } from "./config.ts";
+import type { Log } from "./log.ts";
+import { connectPinned } from "./pinned_tls.ts";
+import { familyOf, type Upstream } from "./providers.ts";
+import { AgentStream } from "./stream.ts";
+
+export const AGENT_VERSION = "0.1.0";
+export const TUNNEL_PATH = "/agent/v1/tunnel";
+
+/** Reconnect backoff: full jitter between 0 and min(cap, base × 2^attempt). */
+export const RECONNECT_BASE_MS = 250;
+export const RECONNECT_CAP_MS = 30_000;
+
+/** Close codes after which reconnecting cannot help: the agent stops. */
+const FATAL_CLOSE_CODES = new Set<number>([CloseCode.AGENT_REVOKED, CloseCode.UNKNOWN_AGENT]);
+
+export interface TunnelOptions {
+  identity: Identity;
+  privateKey: CryptoKey;
+  upstreams: Upstream[];
+  inventory: Inventory;
+  concurrentStreamsMax: number;
+  devOrigin: string | null;
+  log: Log;
+  settings?: Partial<Settings>;
+  /** Stop signal: closes the tunnel after a GOAWAY and ends `run()`. */
+  signal?: AbortSignal;
+  /** Called whenever the tunnel becomes ready (for tests and status output). */
+  onReady?: (sessionId: string) => void;
+}
+
+export class FatalTunnelError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FatalTunnelError";
+  }
+}
+
+interface Session {
+  ws: WebSocket;
+  state: "challenge" | "ready" | "closed";
+  streams: Map<number, AgentStream>;
+  highestStreamId: number;
+  connSend: SendWindow;
+  connRecv: RecvWindow;
+  peer: Settings | null;
+  lastFrameAt: number;
+  heartbeatTimeoutMs: number;
+  draining: boolean;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}
+
+export class Tunnel {
+  readonly #o: TunnelOptions;
+  readonly #own: Settings;
+  #session: Session | null = null;
+  #modelIndex = new Map<string, Upstream>();
+
+  constructor(options: TunnelOptions) {
+    this.#o = options;
+    this.#own = {
+      streamWindowBytes: options.settings?.streamWindowBytes ?? STREAM_WINDOW_BYTES_DEFAULT,
+      connectionWindowBytes: options.settings?.connectionWindowBytes ?? CONNECTION_WINDOW_BYTES_DEFAULT,
+      concurrentStreamsMax: Math.min(options.concurrentStreamsMax, options.settings?.concurrentStreamsMax ?? CONCURRENT_STREAMS_MAX_DEFAULT),
+    };
+    for (const u of options.upstreams) {
+      for (const m of u.models) {
+        const key = `${familyOf(u.provider)}:${m}`;
+        if (!this.#modelIndex.has(key)) this.#modelIndex.set(key, u);
+      }
+    }
+  }
+
+  /** Connects and serves until stopped or a fatal refusal; reconnects after any other loss. */
+  async run(): Promise<void> {
+    const { log, signal } = this.#o;
+    let attempt = 0;
+    while (!signal?.aborted) {
+      let becameReady = false;
+      try {
+        const code = await this.#connectOnce(() => {
+          becameReady = true;
+          attempt = 0;
+        });
+        if (FATAL_CLOSE_CODES.has(code)) throw new FatalTunnelError(`Cannot serve: the hub refused this agent (close code ${code})`);
+      } catch (error) {
+        if (error instanceof FatalTunnelError) throw error;
+        log.warn("tunnel.connect_failed", { error: error as Error, attempt });
+      }
+      if (signal?.aborted) break;
+      const delay = becameReady ? Math.random() * RECONNECT_BASE_MS : Math.random() * Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt);
+      attempt = Math.min(attempt + 1, 20);
+      log.info("tunnel.reconnecting", { inMs: Math.round(delay) });
+      await sleep(delay, signal);
+    }
+  }
+
+  /** One connection's life. Resolves with the close code. */
+  async #connectOnce(onReady: () => void): Promise<number> {
+    const { identity, log } = this.#o;
+    const origin = new URL(identity.hubUrl);
+    const socket = await connectPinned(origin, identity.pins);
+    // The transport is the pinned TLS socket handed over by createConnection; the ws:// scheme only stops
+    // ws from opening a TLS connection (and consulting the system CA store) of its own.
+    const wsUrl = `ws://${origin.host}${TUNNEL_PATH}`;
+    const ws = new WebSocket(wsUrl, {
+      createConnection: () => socket,
+      maxPayload: FRAME_BYTES_MAX,
+      perMessageDeflate: false,
+      handshakeTimeout: 10_000,
+    });
+    ws.binaryType = "nodebuffer";
+    const session: Session = {
+      ws,
+      state: "challenge",
+      streams: new Map(),
+      highestStreamId: 0,
+      connSend: new SendWindow(0),
+      connRecv: new RecvWindow(this.#own.connectionWindowBytes),
+      peer: null,
+      lastFrameAt: Date.now(),
+      heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS_DEFAULT,
+      draining: false,
+    };
+    this.#session = session;
+    return await new Promise<number>((resolve) => {
+      const watchdog = setInterval(() => {
+        if (Date.now() - session.lastFrameAt > session.heartbeatTimeoutMs) {
+          log.warn("tunnel.hub_silent", { ms: Date.now() - session.lastFrameAt });
+          this.#close(session, CloseCode.HEARTBEAT_TIMEOUT, "hub missed its heartbeats");
+          ws.terminate();
+        }
+      }, 1000);
+      const onStop = () => {
+        if (session.state === "closed") return;
+        session.draining = true;
+        ws.send(encodeGoAway(session.highestStreamId, GoAwayCode.SHUTDOWN, "agent stopping"));
+        if (session.streams.size === 0) this.#close(session, 1000, "agent stopping");
+      };
+      this.#o.signal?.addEventListener("abort", onStop, { once: true });
+      ws.on("message", (data: Uint8Array, isBinary: boolean) => {
+        if (!isBinary) {
+          this.#close(session, CloseCode.PROTOCOL_ERROR, "text messages are not part of the protocol");
+          return;
+        }
+        session.lastFrameAt = Date.now();
+        const result = decodeFrame(data);
+        if (!result.ok) {
+          const v = result.violation;
+          log.warn("tunnel.violation", { ...v });
+          if (v.scope === "connection") this.#close(session, v.closeCode, v.message);
+          else this.#resetStream(session, v.streamId, v.resetCode, v.message);
+          return;
+        }
+        try {
+          this.#onFrame(session, result.frame, onReady);
+        } catch (error) {
+          log.error("tunnel.frame_handler_failed", { error: error as Error });
+          this.#close(session, CloseCode.INTERNAL, "internal error");
+        }
+      });
+      ws.on("error", (error: Error) => log.warn("tunnel.socket_error", { error }));
+      ws.on("close", (code: number, reason: Uint8Array) => {
+        clearInterval(watchdog);
+        this.#o.signal?.removeEventListener("abort", onStop);
+        session.state = "closed";
+        session.connSend.close();
+        for (const s of session.streams.values()) s.abandon();
+        session.streams.clear();
+        if (this.#session === session) this.#session = null;
+        log.info("tunnel.closed", { code, reason: new TextDecoder().decode(reason) });
+        resolve(code);
+      });
+    });
+  }
+
+  #send(session: Session, frame: Uint8Array): void {
+    if (session.ws.readyState === WebSocket.OPEN) session.ws.send(frame);
+  }
+
+  #close(session: Session, code: number, reason: string): void {
+    if (session.state === "closed") return;
+    session.state = "closed";
+    try {
+      session.ws.close(code, reason.slice(0, 120));
+    } catch {
+      session.ws.terminate();
+    }
+    setTimeout(() => session.ws.terminate(), 2000);
+  }
+
+  #resetStream(session: Session, streamId: number, code: number, reason: string): void {
+    session.streams.get(streamId)?.onReset(reason);
+    this.#send(session, encodeReset(streamId, code, reason));
+  }
+
+  #onFrame(session: Session, frame: Frame, onReady: () => void): void {
+    const { log } = this.#o;
+    if (session.state === "challenge") {
+      if (frame.type === FrameType.CONTROL && frame.kind === ControlKind.CHALLENGE) {
+        void this.#answerChallenge(session, frame.body);
+        return;
+      }
+      if (frame.type === FrameType.CONTROL && frame.kind === ControlKind.WELCOME) {
+        const w = parseJson(welcomeSchema, frame.body);
+        session.peer = w.settings;
+        session.connSend = new SendWindow(w.settings.connectionWindowBytes);
+        session.heartbeatTimeoutMs = Math.max(3 * w.heartbeatIntervalMs, 3000);
+        session.state = "ready";
+        log.info("tunnel.ready", { agentId: w.agentId, sessionId: w.sessionId, clockSkewMs: Date.now() - w.serverTimeMs });
+        this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(this.#o.inventory)));
+        onReady();
+        this.#o.onReady?.(w.sessionId);
+        return;
+      }
+      if (frame.type === FrameType.PING) {
+        this.#send(session, encodePong(frame.data));
+        return;
+      }
+      this.#close(session, CloseCode.PROTOCOL_ERROR, "expected the handshake first");
+      return;
+    }
+    switch (frame.type) {
+      case FrameType.OPEN:
+        this.#onOpen(session, frame.streamId, frame.payload);
+        return;
+      case FrameType.DATA: {
+        const n = frame.payload.length;
+        if (!session.connRecv.receive(n)) {
+          this.#close(session, CloseCode.FLOW_CONTROL_ERROR, "connection window exceeded");
+          return;
+        }
+        const inc = session.connRecv.consume(n);
+        if (inc > 0) this.#send(session, encodeWindow(0, inc));
+        const stream = this.#streamFor(session, frame.streamId);
+        if (stream && !stream.onData(frame.payload)) {
+          this.#resetStream(session, frame.streamId, ResetCode.FLOW_CONTROL_ERROR, "request body exceeded the window or followed END");
+        }
+        return;
+      }
+      case FrameType.END:
+        this.#streamFor(session, frame.streamId)?.onEnd();
+        return;
+      case FrameType.RESET:
+        this.#streamFor(session, frame.streamId)?.onReset(`code ${frame.code}`);
+        return;
+      case FrameType.WINDOW:
+        if (frame.streamId === 0) {
+          if (!session.connSend.grant(frame.increment)) this.#close(session, CloseCode.FLOW_CONTROL_ERROR, "connection window overflow");
+        } else {
+          const stream = this.#streamFor(session, frame.streamId);
+          if (stream && !stream.onWindow(frame.increment)) this.#resetStream(session, frame.streamId, ResetCode.FLOW_CONTROL_ERROR, "window overflow");
+        }
+        return;
+      case FrameType.PING:
+        this.#send(session, encodePong(frame.data));
+        return;
+      case FrameType.PONG:
+        return;
+      case FrameType.GOAWAY:
+        log.info("tunnel.hub_goaway", { code: frame.code, reason: frame.reason });
+        session.draining = true;
+        if (session.streams.size === 0) this.#close(session, 1000, "hub asked us to go away");
+        return;
+      case FrameType.RESPONSE:
+        this.#close(session, CloseCode.PROTOCOL_ERROR, "the hub may not send RESPONSE");
+        return;
+      case FrameType.CONTROL:
+        // Reserved control kinds (price tables, chain tails, config, updates) arrive with later versions.
+        if (frame.kind === ControlKind.CHALLENGE || frame.kind === ControlKind.WELCOME) {
+          this.#close(session, CloseCode.PROTOCOL_ERROR, "handshake message after the handshake");
+        }
+        return;
+    }
+  }
+
+  #streamFor(session: Session, streamId: number): AgentStream | undefined {
+    const stream = session.streams.get(streamId);
+    if (stream) return stream;
+    if (streamId % 2 === 0 || streamId > session.highestStreamId) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, `frame for stream ${streamId} that was never opened`);
+    }
+    return undefined;
+  }
+
+  #onOpen(session: Session, streamId: number, payload: Uint8Array): void {
+    if (streamId % 2 === 0 || streamId <= session.highestStreamId) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, `stream id ${streamId} is not a new odd id`);
+      return;
+    }
+    session.highestStreamId = streamId;
+    if (session.draining) {
+      this.#send(session, encodeReset(streamId, ResetCode.SHUTTING_DOWN, "agent is stopping"));
+      return;
+    }
+    if (session.streams.size >= this.#own.concurrentStreamsMax) {
+      this.#send(session, encodeReset(streamId, ResetCode.STREAM_LIMIT, "agent is at its stream limit"));
+      return;
+    }
+    let head;
+    try {
+      head = parseJson(requestHead, payload);
+    } catch (error) {
+      this.#send(session, encodeReset(streamId, ResetCode.PROTOCOL_ERROR, `bad request head: ${(error as Error).message}`));
+      return;
+    }
+    const upstream = head.model ? this.#modelIndex.get(`${head.api}:${head.model}`) : undefined;
+    if (!upstream) {
+      this.#send(session, encodeReset(streamId, ResetCode.REFUSED, "model not offered by this agent"));
+      return;
+    }
+    const stream = new AgentStream(streamId, head, upstream, {
+      send: (f) => this.#send(session, f),
+      connectionSendWindow: () => session.connSend,
+      forget: (id) => {
+        session.streams.delete(id);
+        if (session.draining && session.streams.size === 0) this.#close(session, 1000, "drained");
+      },
+      log: this.#o.log,
+      devOrigin: this.#o.devOrigin,
+    }, session.peer!.streamWindowBytes, this.#own.streamWindowBytes);
+    session.streams.set(streamId, stream);
+    void stream.run();
+  }
+
+  async #answerChallenge(session: Session, body: Uint8Array): Promise<void> {
+    const { identity, privateKey, log } = this.#o;
+    let ch;
+    try {
+      ch = parseJson(challengeSchema, body);
+    } catch (error) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, `bad challenge: ${(error as Error).message}`);
+      return;
+    }
+    if (ch.hubId !== identity.hubId) {
+      log.error("tunnel.wrong_hub", { expected: identity.hubId, presented: ch.hubId });
+      this.#close(session, CloseCode.WRONG_HUB, "this is not the hub the agent enrolled with");
+      return;
+    }
+    if (ch.nonce.length < Math.ceil((AUTH_NONCE_BYTES * 4) / 3)) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, "challenge nonce too short");
+      return;
+    }
+    const timestampMs = Date.now();
+    // Sign the hub id we enrolled with, not the one presented: a signature is only good for our hub.
+    const signature = await signAuth(privateKey, { hubId: identity.hubId, sessionId: ch.sessionId, nonce: ch.nonce, timestampMs, agentId: identity.agentId });
+    this.#send(session, encodeControl(ControlKind.AUTH, jsonBytes({
+      agentId: identity.agentId,
+      sessionId: ch.sessionId,
+      nonce: ch.nonce,
+      timestampMs,
+      signature,
+      agentVersion: AGENT_VERSION,
+      settings: this.#own,
+    })));
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * Whole-stack test harness: a fresh PostgreSQL database, the mock provider, the gateway as its own Node
+ * process and a real Deno agent process (enrolled through the launcher, run under its permission flags).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, writeFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import pg from "pg";
+import { createDb, deployMigrations, newId, type Db } from "@wellspring/db";
+import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
+import { issueKey } from "../../gateway/src/api/keys.ts";
+import { createEnrollmentToken } from "../../gateway/src/tunnel/enroll.ts";
+
+export const ROOT = resolve(import.meta.dirname, "../..");
+export const DENO = join(ROOT, "node_modules/.bin/deno");
+const TSX = join(ROOT, "node_modules/.bin/tsx");
+const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
+
+export interface TestDatabase {
+  url: string;
+  db: Db;
+  drop(): Promise<void>;
+}
+
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `ws_test_${newId("hub").slice(4)}`;
+  const admin = new pg.Client({ connectionString: ADMIN_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE "${name}"`);
+  await admin.end();
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  await deployMigrations(url.toString());
+  const db = createDb(url.toString(), { poolConnectionsMax: 4 });
+  return {
+    url: url.toString(),
+    db,
+    async drop() {
+      await db.$disconnect();
+      const c = new pg.Client({ connectionString: ADMIN_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+export interface Proc {
+  child: ChildProcess;
+  lines: string[];
+  waitForLine(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export function startProc(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Proc {
+  const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
+  const lines: string[] = [];
+  const waiters = new Set<() => void>();
+  for (const stream of [child.stdout!, child.stderr!]) {
+    createInterface({ input: stream }).on("line", (line) => {
+      lines.push(line);
+      if (process.env.STACK_DEBUG) console.log(`[${cmd.split("/").pop()}] ${line}`);
+      for (const w of [...waiters]) w();
+    });
+  }
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  return {
+    child,
+    lines,
+    waitForLine(pattern, timeoutMs) {
+      return new Promise((resolvePromise, reject) => {
+        const check = () => {
+          for (const l of lines) {
+            const m = l.match(pattern);
+            if (m) {
+              waiters.delete(check);
+              clearTimeout(timer);
+              resolvePromise(m);
+              return;
+            }
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no line matching ${pattern} within ${timeoutMs} ms; output:\n${lines.slice(-30).join("\n")}`));
+        }, timeoutMs);
+        waiters.add(check);
+        child.once("exit", (code) => setTimeout(() => {
+          check();
+          if (waiters.has(check)) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            reject(new Error(`process exited (${code}) before a line matching ${pattern}; output:\n${lines.slice(-30).join("\n")}`));
+          }
+        }, 50));
+        check();
+      });
+    },
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+export interface GatewayProc extends Proc {
+  apiOrigin: string;
+  agentOrigin: string;
+  pin: string;
+  hubId: string;
+  dataDir: string;
+}
+
+export async function startGatewayProc(databaseUrl: string, env: Record<string, string> = {}, dataDir?: string): Promise<GatewayProc> {
+  const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ws-gw-")));
+  const proc = startProc(TSX, ["gateway/src/main.ts"], {
+    env: { DATABASE_URL: databaseUrl, DATA_DIR: dir, GATEWAY_PORT: "0", AGENT_PORT: "0", LOG_LEVEL: "warn", ...env },
+  });
+  const m = await proc.waitForLine(/WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+)/, 30_000);
+  return { ...proc, apiOrigin: m[1]!, agentOrigin: `https://${m[2]!}`, pin: m[3]!, hubId: m[4]!, dataDir: dir };
+}
+
+export interface AgentProc extends Proc {
+  dataDir: string;
+  agentId: string;
+}
+
+export const DEMO_MODELS = {
+  openai: ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "whisper-1", "tts-1", "gpt-image-1"],
+  anthropic: ["claude-haiku-4-5", "claude-sonnet-4-5"],
+};
+
+/** Enrolls a new agent through the launcher (as an owner would) and writes its config. */
+export async function enrollAgent(db: Db, gw: { agentOrigin: string; pin: string }, ownerId: string, opts: { models?: typeof DEMO_MODELS; concurrentStreamsMax?: number } = {}): Promise<{ dataDir: string; agentId: string }> {
+  const dataDir = await mkdtemp(join(tmpdir(), "ws-agent-"));
+  const { token } = await createEnrollmentToken(db, ownerId);
+  const proc = startProc(DENO, ["run", "--no-prompt", `--allow-read=${dataDir}`, `--allow-write=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "enroll", "--data", dataDir, "--hub", gw.agentOrigin, "--pin", gw.pin, "--token", token, "--name", "test-agent"], { cwd: join(ROOT, "agent-deno") });
+  const m = await proc.waitForLine(/enrolled as (agt_\S+)/, 60_000);
+  await proc.stop();
+  const models = opts.models ?? DEMO_MODELS;
+  await writeFile(join(dataDir, "config.json"), JSON.stringify({
+    name: "test-agent",
+    concurrentStreamsMax: opts.concurrentStreamsMax ?? 512,
+    logLevel: "warn",
+    upstreams: [
+      { provider: "openai", apiKeyEnv: "TEST_OPENAI_KEY", models: models.openai },
+      { provider: "anthropic", apiKey: "sk-ant-test-owner-key", models: models.anthropic },
+    ],
+  }), { mode: 0o600 });
+  return { dataDir, agentId: m[1]! };
+}
+
+export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string): Promise<AgentProc> {
+  const proc = startProc(DENO, ["run", "--no-prompt", `--allow-read=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "start", "--data", dataDir, "--dev-upstream", upstreamOrigin], {
+    cwd: join(ROOT, "agent-deno"),
+    env: { TEST_OPENAI_KEY: "sk-test-owner-openai-key-123" },
+  });
+  await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
+  return { ...proc, dataDir, agentId };
+}
+
+export interface Stack {
+  database: TestDatabase;
+  db: Db;
+  mock: MockProvider;
+  gateway: GatewayProc;
+  agent: AgentProc;
+  userId: string;
+  ownerId: string;
+  apiKey: string;
+  keyId: string;
+  baseUrl: string;
+  /** Waits until the gateway routes the model (the agent's inventory arrived). */
+  waitForModel(model: string, timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startStack(opts: { gatewayEnv?: Record<string, string>; concurrentStreamsMax?: number } = {}): Promise<Stack> {
+  const database = await createTestDatabase();
+  const { db } = database;
+  const mock = await startMockProvider();
+  const gateway = await startGatewayProc(database.url, opts.gatewayEnv);
+  const ownerId = newId("usr");
+  const userId = newId("usr");
+  await db.user.create({ data: { id: ownerId, email: `${ownerId}@owner.test`, isOwner: true } });
+  await db.user.create({ data: { id: userId, email: `${userId}@user.test` } });
+  const key = await issueKey(db, userId, "test");
+  const enrolled = await enrollAgent(db, gateway, ownerId, { concurrentStreamsMax: opts.concurrentStreamsMax });
+  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
+  const stack: Stack = {
+    database, db, mock, gateway, agent, userId, ownerId,
+    apiKey: key.secret,
+    keyId: key.id,
+    baseUrl: gateway.apiOrigin,
+    async waitForModel(model, timeoutMs = 10_000) {
+      const until = Date.now() + timeoutMs;
+      while (Date.now() < until) {
+        const res = await fetch(`${gateway.apiOrigin}/v1/models`, { headers: { authorization: `Bearer ${key.secret}` } });
+        const body = (await res.json()) as { data?: { id: string }[] };
+        if (body.data?.some((m) => m.id === model)) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`gateway never routed ${model}`);
+    },
+    async close() {
+      await agent.stop();
+      await gateway.stop();
+      await mock.close();
+      await database.drop();
+      await rm(agent.dataDir, { recursive: true, force: true });
+      await rm(gateway.dataDir, { recursive: true, force: true });
+    },
+  };
+  await stack.waitForModel("gpt-4o-mini");
+  return stack;
+}

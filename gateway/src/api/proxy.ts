@@ -1,0 +1,329 @@
+/**
+ * The request path: authenticate the virtual key, read the routing fields as the body streams in, pick an
+ * agent, and forward bytes both ways through the tunnel as they arrive — no buffering beyond the bytes
+ * before `model`, no re-serialisation. A client that goes away resets the stream, which aborts the
+ * provider call at the agent.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { ResetCode, type ApiFamily, type RequestHead } from "@wellspring/protocol";
+import { newId } from "@wellspring/db";
+import { GatewayError, sendError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { AgentConnection } from "../tunnel/agent_connection.ts";
+import type { HubStream } from "../tunnel/hub_stream.ts";
+import type { AgentRegistry } from "../tunnel/registry.ts";
+import { JsonFieldScanner, MultipartFieldScanner, multipartBoundary, type FieldScanner } from "./field_scanner.ts";
+import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
+import type { EndCause, RecordWriter } from "./records.ts";
+import { DROPPED_RESPONSE_HEADERS, FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
+
+export interface ProxyLimits {
+  /** Largest request body accepted, bytes. */
+  requestBodyBytesMax: number;
+  /** Longest wait for the response head after the request was dispatched, ms. */
+  responseHeadTimeoutMs: number;
+  /** Longest silence inside a response body before the stream is cut, ms. */
+  streamIdleTimeoutMs: number;
+  /** Retry-After sent with 503 when no agent has room, seconds. */
+  noCapacityRetryAfterSeconds: number;
+}
+
+export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
+  requestBodyBytesMax: 32 * 1024 * 1024,
+  responseHeadTimeoutMs: 600_000,
+  streamIdleTimeoutMs: 300_000,
+  noCapacityRetryAfterSeconds: 2,
+};
+
+export interface ProxyDeps {
+  registry: AgentRegistry;
+  keys: KeyVerifier;
+  records: RecordWriter;
+  gatewayId: string;
+  limits: ProxyLimits;
+  log: Logger;
+  /** Models known to the hub even when no agent serving them is connected (404 vs 503). */
+  knownModels(api: ApiFamily): Promise<ReadonlySet<string>>;
+}
+
+export async function authenticate(req: IncomingMessage, keys: KeyVerifier): Promise<Principal> {
+  const secret = extractKey(req.headers);
+  if (!secret) {
+    throw new GatewayError("missing_api_key", "You didn't provide an API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.");
+  }
+  const check = await keys.verify(secret);
+  if (check.ok) return check.principal;
+  if (check.reason === "expired") throw new GatewayError("key_expired", "This API key has expired.");
+  if (check.reason === "suspended") throw new GatewayError("account_suspended", "The account that owns this API key is suspended.");
+  // Never echo the key back: not even a part of it.
+  throw new GatewayError("invalid_api_key", "Incorrect API key provided.");
+}
+
+class ProxyExchange {
+  readonly requestId = newId("req");
+  readonly startedAt = Date.now();
+  firstByteAt: number | null = null;
+  bytesIn = 0;
+  bytesOut = 0;
+  stream: HubStream | null = null;
+  conn: AgentConnection | null = null;
+  model: string | null = null;
+  streamed = false;
+  status = 0;
+  endCause: EndCause | null = null;
+  #pendingConsume = 0;
+  #headTimer: ReturnType<typeof setTimeout> | null = null;
+  #idleTimer: ReturnType<typeof setTimeout> | null = null;
+  principal: Principal | null = null;
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly route: ProxyRoute,
+    readonly deps: ProxyDeps,
+  ) {
+    res.setHeader("x-wellspring-request-id", this.requestId);
+    res.on("close", () => this.#onClientClose());
+  }
+
+  get finished(): boolean {
+    return this.endCause !== null;
+  }
+
+  #finish(cause: EndCause, status: number): void {
+    if (this.endCause) return;
+    this.endCause = cause;
+    if (!this.status) this.status = status;
+    if (this.#headTimer) clearTimeout(this.#headTimer);
+    if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    if (!this.principal) return;
+    this.deps.records.add({
+      id: this.requestId,
+      userId: this.principal.userId,
+      keyId: this.principal.keyId,
+      agentId: this.conn?.agentId ?? null,
+      gatewayId: this.deps.gatewayId,
+      route: this.route.path,
+      provider: this.route.api,
+      model: this.model,
+      streamed: this.streamed,
+      httpStatus: this.status,
+      endCause: cause,
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      startedAt: new Date(this.startedAt),
+      firstByteMs: this.firstByteAt === null ? null : this.firstByteAt - this.startedAt,
+      durationMs: Date.now() - this.startedAt,
+    });
+  }
+
+  fail(error: GatewayError, cause: EndCause): void {
+    if (this.finished) return;
+    this.stream?.reset(ResetCode.CANCEL, error.code);
+    this.#finish(cause, error.status);
+    sendError(this.res, this.route.api, error, this.requestId);
+    // Stop reading an upload we will not use; the client has its answer.
+    this.req.resume();
+  }
+
+  #onClientClose(): void {
+    if (this.res.writableFinished || this.finished) return;
+    this.stream?.reset(ResetCode.CANCEL, "client closed the connection");
+    this.#finish("client_cancelled", 499);
+  }
+
+  async run(): Promise<void> {
+    const { req, route, deps } = this;
+    const declared = req.headers["content-length"];
+    const declaredBytes = declared === undefined ? null : Number(declared);
+    if (declaredBytes !== null && (!Number.isSafeInteger(declaredBytes) || declaredBytes < 0)) {
+      throw new GatewayError("invalid_request", "Content-Length is not a valid length.");
+    }
+    this.principal = await authenticate(req, deps.keys);
+    if (declaredBytes !== null && declaredBytes > deps.limits.requestBodyBytesMax) {
+      throw new GatewayError("body_too_large", `Request body is ${declaredBytes} bytes; the limit is ${deps.limits.requestBodyBytesMax} bytes.`);
+    }
+
+    // Read until the routing fields are known; hold only those bytes.
+    const contentType = String(req.headers["content-type"] ?? "");
+    let scanner: FieldScanner;
+    if (route.body === "multipart") {
+      const boundary = multipartBoundary(contentType);
+      if (!contentType.toLowerCase().startsWith("multipart/form-data") || !boundary) {
+        throw new GatewayError("invalid_request", "This endpoint takes a multipart/form-data body.");
+      }
+      scanner = new MultipartFieldScanner(boundary);
+    } else {
+      scanner = new JsonFieldScanner();
+    }
+    const body = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const held: Buffer[] = [];
+    let bodyDone = false;
+    while (!scanner.settled) {
+      const next = await body.next();
+      if (next.done) {
+        bodyDone = true;
+        break;
+      }
+      this.#countIn(next.value.length);
+      held.push(next.value);
+      scanner.push(next.value);
+    }
+    if (this.finished) return;
+    if (scanner.malformed) throw new GatewayError("invalid_request", `We could not parse the JSON body of your request: ${scanner.malformed}.`);
+    const model = scanner.fields.model;
+    if (!model) {
+      throw new GatewayError("model_required", this.bytesIn === 0 ? "Request body is empty; it must name a model." : "You must provide a model parameter.", { param: "model" });
+    }
+    this.model = model;
+    this.streamed = scanner.fields.stream === true;
+    const allowed = this.principal.allowedModels;
+    if (allowed.length > 0 && !allowed.includes(model)) {
+      throw new GatewayError("model_not_allowed", `This API key may not use the model '${model}'.`, { param: "model" });
+    }
+
+    const conn = deps.registry.pick(route.api, model);
+    if (!conn) {
+      const known = deps.registry.serves(route.api, model) || (await deps.knownModels(route.api)).has(model);
+      if (!known) throw new GatewayError("model_not_found", `The model '${model}' does not exist or you do not have access to it.`, { param: "model" });
+      throw new GatewayError("no_capacity", `No capacity for the model '${model}' right now; retry shortly.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
+    }
+    this.conn = conn;
+    const headers: [string, string][] = [];
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (FORWARDED_REQUEST_HEADERS.has(name) && typeof value === "string") headers.push([name, value]);
+    }
+    const url = new URL(req.url ?? "/", "http://gateway");
+    const head: RequestHead = {
+      requestId: this.requestId,
+      method: "POST",
+      path: `${route.path}${url.search}`,
+      api: route.api,
+      model,
+      headers,
+      bodyBytes: declaredBytes,
+    };
+    this.stream = conn.openStream(head, {
+      response: (h) => this.#onResponse(h.status, h.headers),
+      data: (chunk) => this.#onData(chunk),
+      end: () => this.#onEnd(),
+      reset: (code, reason, cause) => this.#onReset(code, reason, cause),
+    });
+    this.#headTimer = setTimeout(() => {
+      this.stream?.reset(ResetCode.UPSTREAM_TIMEOUT, "no response head in time");
+      this.fail(new GatewayError("upstream_timeout", `The provider did not answer within ${deps.limits.responseHeadTimeoutMs} ms.`), "upstream_timeout");
+    }, deps.limits.responseHeadTimeoutMs);
+
+    // Forward what was held, then the rest of the body as it arrives.
+    try {
+      for (const chunk of held) await this.stream.sendData(chunk);
+      held.length = 0;
+      while (!bodyDone) {
+        const next = await body.next();
+        if (next.done) break;
+        this.#countIn(next.value.length);
+        if (this.finished) return;
+        await this.stream.sendData(next.value);
+      }
+      this.stream.end();
+    } catch (error) {
+      if (error instanceof GatewayError) throw error;
+      if (this.stream.closed || this.finished) return; // reset or client gone: already answered
+      throw error;
+    }
+  }
+
+  #countIn(n: number): void {
+    this.bytesIn += n;
+    if (this.bytesIn > this.deps.limits.requestBodyBytesMax) {
+      throw new GatewayError("body_too_large", `Request body exceeds the limit of ${this.deps.limits.requestBodyBytesMax} bytes.`);
+    }
+  }
+
+  #armIdle(): void {
+    if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    this.#idleTimer = setTimeout(() => {
+      this.stream?.reset(ResetCode.UPSTREAM_TIMEOUT, "response stalled");
+      this.#finish("upstream_timeout", this.status || 504);
+      this.res.destroy();
+    }, this.deps.limits.streamIdleTimeoutMs);
+  }
+
+  #onResponse(status: number, headers: [string, string][]): void {
+    if (this.finished || this.res.headersSent) return;
+    if (this.#headTimer) clearTimeout(this.#headTimer);
+    this.status = status;
+    this.firstByteAt = Date.now();
+    const out: Record<string, string | string[]> = { "x-wellspring-request-id": this.requestId };
+    for (const [name, value] of headers) {
+      if (DROPPED_RESPONSE_HEADERS.has(name)) continue;
+      const prev = out[name];
+      out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+    }
+    this.res.writeHead(status, out);
+    this.res.flushHeaders();
+    this.#armIdle();
+  }
+
+  #onData(chunk: Uint8Array): void {
+    if (this.finished) return;
+    this.bytesOut += chunk.length;
+    this.#armIdle();
+    const n = chunk.length;
+    if (this.res.write(chunk)) {
+      this.stream?.consumed(n);
+      return;
+    }
+    // The client is slower than the agent: hold the credit until its socket drains.
+    if (this.#pendingConsume === 0) {
+      this.res.once("drain", () => {
+        const pending = this.#pendingConsume;
+        this.#pendingConsume = 0;
+        this.stream?.consumed(pending);
+      });
+    }
+    this.#pendingConsume += n;
+  }
+
+  #onEnd(): void {
+    if (this.finished) return;
+    this.#finish(this.status >= 400 ? "upstream_error" : "completed", this.status);
+    this.res.end();
+  }
+
+  #onReset(code: number, reason: string, cause: "agent" | "connection"): void {
+    if (this.finished) return;
+    const endCause: EndCause = cause === "connection" ? "agent_lost"
+      : code === ResetCode.UPSTREAM_TIMEOUT ? "upstream_timeout"
+      : code === ResetCode.REFUSED || code === ResetCode.STREAM_LIMIT || code === ResetCode.ENDPOINT_FORBIDDEN ? "refused"
+      : "upstream_error";
+    this.deps.log.warn("proxy.stream_reset", { requestId: this.requestId, agentId: this.conn?.agentId, code, reason, cause });
+    if (this.res.headersSent) {
+      // Mid-body: cut the client's connection so it sees a truncated response, never a forged ending.
+      this.#finish(endCause, this.status);
+      this.res.destroy();
+      return;
+    }
+    const error = endCause === "upstream_timeout"
+      ? new GatewayError("upstream_timeout", "The provider did not answer in time.")
+      : endCause === "refused"
+        ? new GatewayError("no_capacity", "The selected capacity refused the request; retry shortly.", { retryAfterSeconds: this.deps.limits.noCapacityRetryAfterSeconds })
+        : new GatewayError("agent_unreachable", "The request could not be completed upstream; retry shortly.");
+    this.#finish(endCause, error.status);
+    sendError(this.res, this.route.api, error, this.requestId);
+  }
+}
+
+export async function proxyRequest(req: IncomingMessage, res: ServerResponse, route: ProxyRoute, deps: ProxyDeps): Promise<void> {
+  const exchange = new ProxyExchange(req, res, route, deps);
+  try {
+    await exchange.run();
+  } catch (error) {
+    if (error instanceof GatewayError) {
+      exchange.fail(error, error.code === "no_capacity" ? "refused" : "gateway_error");
+      return;
+    }
+    deps.log.error("proxy.failed", { requestId: exchange.requestId, error });
+    exchange.fail(new GatewayError("internal_error", "The gateway had an error while processing your request."), "gateway_error");
+  }
+}

@@ -1,0 +1,35 @@
+/** Gateway configuration, parsed once from the environment. Optional features return null when unset. */
+import { z } from "zod";
+
+const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
+
+const schema = z.object({
+  HOST: z.string().default("127.0.0.1"),
+  GATEWAY_PORT: int(8787),
+  AGENT_PORT: int(8788),
+  DATABASE_URL: z.string().url().optional(),
+  REDIS_URL: z.string().url().optional(),
+  DATA_DIR: z.string().default(".data"),
+  HUB_ID: z.string().regex(/^[A-Za-z0-9_.:-]{3,64}$/).optional(),
+  GATEWAY_ID: z.string().regex(/^[A-Za-z0-9_.:-]{3,64}$/).optional(),
+  TLS_CERT_FILE: z.string().optional(),
+  TLS_KEY_FILE: z.string().optional(),
+  REQUEST_BODY_BYTES_MAX: int(32 * 1024 * 1024),
+  RESPONSE_HEAD_TIMEOUT_MS: int(600_000),
+  STREAM_IDLE_TIMEOUT_MS: int(300_000),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+});
+
+export type GatewayEnv = z.infer<typeof schema>;
+
+export function parseEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new Error(`Cannot start the gateway: invalid configuration (${problems})`);
+  }
+  if (Boolean(parsed.data.TLS_CERT_FILE) !== Boolean(parsed.data.TLS_KEY_FILE)) {
+    throw new Error("Cannot start the gateway: set both TLS_CERT_FILE and TLS_KEY_FILE, or neither");
+  }
+  return parsed.data;
+}

@@ -1,0 +1,89 @@
+/**
+ * API errors in each provider's own shape: OpenAI routes answer `{error:{message,type,param,code}}`,
+ * Anthropic's `/v1/messages` answers `{type:"error",error:{type,message}}`. One table maps our codes.
+ */
+import type { ServerResponse } from "node:http";
+import type { ApiFamily } from "@wellspring/protocol";
+
+export type GatewayErrorCode =
+  | "missing_api_key"
+  | "invalid_api_key"
+  | "key_expired"
+  | "account_suspended"
+  | "model_not_allowed"
+  | "model_required"
+  | "model_not_found"
+  | "route_not_found"
+  | "method_not_allowed"
+  | "invalid_request"
+  | "body_too_large"
+  | "no_capacity"
+  | "agent_unreachable"
+  | "upstream_timeout"
+  | "internal_error";
+
+interface Mapping {
+  status: number;
+  openaiType: string;
+  anthropicType: string;
+  /** May the caller retry the same request? */
+  retry: boolean;
+}
+
+const TABLE: Record<GatewayErrorCode, Mapping> = {
+  missing_api_key: { status: 401, openaiType: "invalid_request_error", anthropicType: "authentication_error", retry: false },
+  invalid_api_key: { status: 401, openaiType: "invalid_request_error", anthropicType: "authentication_error", retry: false },
+  key_expired: { status: 401, openaiType: "invalid_request_error", anthropicType: "authentication_error", retry: false },
+  account_suspended: { status: 403, openaiType: "permission_error", anthropicType: "permission_error", retry: false },
+  model_not_allowed: { status: 403, openaiType: "permission_error", anthropicType: "permission_error", retry: false },
+  model_required: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
+  model_not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
+  route_not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
+  method_not_allowed: { status: 405, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
+  invalid_request: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
+  body_too_large: { status: 413, openaiType: "invalid_request_error", anthropicType: "request_too_large", retry: false },
+  no_capacity: { status: 503, openaiType: "server_error", anthropicType: "overloaded_error", retry: true },
+  agent_unreachable: { status: 502, openaiType: "server_error", anthropicType: "api_error", retry: true },
+  upstream_timeout: { status: 504, openaiType: "server_error", anthropicType: "api_error", retry: true },
+  internal_error: { status: 500, openaiType: "server_error", anthropicType: "api_error", retry: true },
+};
+
+export class GatewayError extends Error {
+  constructor(
+    readonly code: GatewayErrorCode,
+    message: string,
+    readonly options: { retryAfterSeconds?: number; param?: string | null; cause?: unknown } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.name = "GatewayError";
+  }
+  get status(): number {
+    return TABLE[this.code].status;
+  }
+  get retry(): boolean {
+    return TABLE[this.code].retry;
+  }
+}
+
+export function errorBody(family: ApiFamily, error: GatewayError): Record<string, unknown> {
+  const m = TABLE[error.code];
+  if (family === "anthropic") return { type: "error", error: { type: m.anthropicType, message: error.message } };
+  return { error: { message: error.message, type: m.openaiType, param: error.options.param ?? null, code: error.code } };
+}
+
+export function sendError(res: ServerResponse, family: ApiFamily, error: GatewayError, requestId?: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify(errorBody(family, error));
+  const headers: Record<string, string | number> = {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+  };
+  if (requestId) headers["x-wellspring-request-id"] = requestId;
+  if (error.options.retryAfterSeconds !== undefined) headers["retry-after"] = String(error.options.retryAfterSeconds);
+  if (family === "openai") headers["x-should-retry"] = String(error.retry);
+  res.writeHead(error.status, headers);
+  res.end(body);
+}

@@ -1,0 +1,503 @@
+/**
+ * The hub's end of one agent's WebSocket: handshake (Ed25519 challenge–response), frame dispatch,
+ * stream multiplexing with flow control, heartbeats and orderly shutdown.
+ *
+ * Operating errors (a bad frame, a dropped peer) reset a stream or close this connection with a documented
+ * code; they never throw out of the socket handlers, so one agent cannot take the gateway down.
+ */
+import type { IncomingMessage } from "node:http";
+import type { WebSocket } from "ws";
+import {
+  AUTH_CLOCK_SKEW_MS_MAX,
+  AUTH_NONCE_BYTES,
+  AUTH_TIMEOUT_MS,
+  auth as authSchema,
+  CloseCode,
+  CONCURRENT_STREAMS_MAX_DEFAULT,
+  CONNECTION_WINDOW_BYTES_DEFAULT,
+  ControlKind,
+  decodeFrame,
+  encodeControl,
+  encodeGoAway,
+  encodeOpen,
+  encodePing,
+  encodePong,
+  encodeReset,
+  encodeWindow,
+  endTrailer,
+  FrameType,
+  GoAwayCode,
+  HEARTBEAT_INTERVAL_MS_DEFAULT,
+  HEARTBEAT_TIMEOUT_MS_DEFAULT,
+  inventory as inventorySchema,
+  jsonBytes,
+  parseJson,
+  PROTOCOL_VERSION,
+  randomBytes,
+  RecvWindow,
+  ResetCode,
+  responseHead,
+  SendWindow,
+  STREAM_WINDOW_BYTES_DEFAULT,
+  toBase64Url,
+  verifyAuth,
+  type Frame,
+  type Inventory,
+  type RequestHead,
+  type Settings,
+} from "@wellspring/protocol";
+import type { Db } from "@wellspring/db";
+import { newId } from "@wellspring/db";
+import type { Logger } from "../log.ts";
+import { HubStream, type StreamSink } from "./hub_stream.ts";
+
+export interface TunnelSettings {
+  hubId: string;
+  streamWindowBytes: number;
+  connectionWindowBytes: number;
+  concurrentStreamsMax: number;
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+  authTimeoutMs: number;
+}
+
+export const DEFAULT_TUNNEL_SETTINGS: Omit<TunnelSettings, "hubId"> = {
+  streamWindowBytes: STREAM_WINDOW_BYTES_DEFAULT,
+  connectionWindowBytes: CONNECTION_WINDOW_BYTES_DEFAULT,
+  concurrentStreamsMax: CONCURRENT_STREAMS_MAX_DEFAULT,
+  heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS_DEFAULT,
+  heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS_DEFAULT,
+  authTimeoutMs: AUTH_TIMEOUT_MS,
+};
+
+export interface ConnectionEvents {
+  ready(conn: AgentConnection): void;
+  inventory(conn: AgentConnection): void;
+  closed(conn: AgentConnection): void;
+}
+
+type State = "authenticating" | "ready" | "draining" | "closed";
+
+export class AgentConnection {
+  readonly sessionId = newId("ses");
+  readonly remoteIp: string;
+  agentId: string | null = null;
+  ownerId: string | null = null;
+  agentStatus: string | null = null;
+  state: State = "authenticating";
+  inventory: Inventory | null = null;
+  /** The agent's settings: what it lets us send. */
+  peer: Settings | null = null;
+  readonly streams = new Map<number, HubStream>();
+  connectionSendWindow = new SendWindow(0);
+  readonly #connRecv: RecvWindow;
+  #nextStreamId = 1;
+  #highestClosedOrOpen = 0;
+  #nonce = toBase64Url(randomBytes(AUTH_NONCE_BYTES));
+  #authTimer: ReturnType<typeof setTimeout> | null = null;
+  #heartbeatTimer: ReturnType<typeof setInterval> | null = null;
+  #lastFrameAt = Date.now();
+  readonly log: Logger;
+  rttMs: number | null = null;
+  #pingSentAt = new Map<string, number>();
+  readonly connectedAt = Date.now();
+
+  constructor(
+    private readonly ws: WebSocket,
+    req: IncomingMessage,
+    private readonly db: Db,
+    private readonly settings: TunnelSettings,
+    private readonly events: ConnectionEvents,
+    log: Logger,
+  ) {
+    this.remoteIp = req.socket.remoteAddress ?? "unknown";
+    this.log = log.child({ sessionId: this.sessionId });
+    this.#connRecv = new RecvWindow(settings.connectionWindowBytes);
+    ws.on("message", (data, isBinary) => this.#onMessage(data as Buffer, isBinary));
+    ws.on("close", (code) => this.#onClose(code));
+    ws.on("error", (error) => this.log.warn("tunnel.socket_error", { error }));
+    this.#authTimer = setTimeout(() => this.close(CloseCode.AUTH_TIMEOUT, "no answer to the challenge in time"), settings.authTimeoutMs);
+    this.#sendControl(ControlKind.CHALLENGE, {
+      protocolVersion: PROTOCOL_VERSION,
+      hubId: settings.hubId,
+      sessionId: this.sessionId,
+      nonce: this.#nonce,
+      issuedAtMs: Date.now(),
+      settings: this.#ownSettings(),
+    });
+  }
+
+  get routable(): boolean {
+    return this.state === "ready" && this.agentStatus === "active" && this.inventory !== null;
+  }
+
+  get inFlight(): number {
+    return this.streams.size;
+  }
+
+  get capacity(): number {
+    return Math.min(this.peer?.concurrentStreamsMax ?? 0, this.inventory?.concurrentStreamsMax ?? 0, this.settings.concurrentStreamsMax);
+  }
+
+  /** Bytes the WebSocket has queued but not yet written to the kernel. */
+  get bufferedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  /** Bytes received for streams and not yet taken by clients: what this connection holds in memory. */
+  get heldResponseBytes(): number {
+    let total = 0;
+    for (const s of this.streams.values()) total += s.recvWindow.outstandingBytes;
+    return total;
+  }
+
+  #ownSettings(): Settings {
+    return {
+      streamWindowBytes: this.settings.streamWindowBytes,
+      connectionWindowBytes: this.settings.connectionWindowBytes,
+      concurrentStreamsMax: this.settings.concurrentStreamsMax,
+    };
+  }
+
+  openStream(head: RequestHead, sink: StreamSink): HubStream {
+    if (!this.routable) throw new Error("connection is not accepting streams");
+    if (this.streams.size >= this.capacity) throw new Error("connection is at its stream limit");
+    const id = this.#nextStreamId;
+    this.#nextStreamId += 2;
+    this.#highestClosedOrOpen = id;
+    const stream = new HubStream(
+      id,
+      {
+        send: (frame) => this.send(frame),
+        connectionSendWindow: this.connectionSendWindow,
+        forget: (sid) => this.streams.delete(sid),
+      },
+      sink,
+      this.peer!.streamWindowBytes,
+      this.settings.streamWindowBytes,
+    );
+    this.streams.set(id, stream);
+    this.send(encodeOpen(id, jsonBytes(head)));
+    return stream;
+  }
+
+  send(frame: Uint8Array): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    this.ws.send(frame, { binary: true });
+  }
+
+  #sendControl(kind: number, body: unknown): void {
+    this.send(encodeControl(kind, jsonBytes(body)));
+  }
+
+  /** Stops new streams, lets running ones finish, then closes. */
+  drain(code: number, reason: string): void {
+    if (this.state === "closed") return;
+    this.state = "draining";
+    this.send(encodeGoAway(this.#highestClosedOrOpen, code, reason));
+    if (this.streams.size === 0) this.close(CloseCode.GOING_AWAY, reason);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.state === "closed") return;
+    this.log.info("tunnel.close", { agentId: this.agentId, code, reason });
+    this.#teardown(`connection closed: ${reason}`);
+    try {
+      this.ws.close(code, reason.slice(0, 120));
+    } catch {
+      this.ws.terminate();
+    }
+    setTimeout(() => this.ws.terminate(), 2000).unref();
+  }
+
+  #teardown(reason: string): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    if (this.#authTimer) clearTimeout(this.#authTimer);
+    if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
+    this.connectionSendWindow.close();
+    for (const stream of [...this.streams.values()]) stream.onRemoteReset(ResetCode.INTERNAL, reason, "connection");
+    this.streams.clear();
+    this.events.closed(this);
+  }
+
+  #onClose(code: number): void {
+    if (this.state !== "closed") this.log.info("tunnel.closed_by_peer", { agentId: this.agentId, code });
+    this.#teardown("agent connection lost");
+  }
+
+  #onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.state === "closed") return;
+    if (!isBinary) {
+      this.close(CloseCode.PROTOCOL_ERROR, "text messages are not part of the protocol");
+      return;
+    }
+    this.#lastFrameAt = Date.now();
+    const result = decodeFrame(data);
+    if (!result.ok) {
+      const v = result.violation;
+      this.log.warn("tunnel.violation", { agentId: this.agentId, ...v });
+      if (v.scope === "connection") this.close(v.closeCode, v.message);
+      else this.#resetStream(v.streamId, v.resetCode, v.message);
+      return;
+    }
+    try {
+      this.#onFrame(result.frame);
+    } catch (error) {
+      // A broken invariant stops this connection, not the process.
+      this.log.error("tunnel.frame_handler_failed", { agentId: this.agentId, error });
+      this.close(CloseCode.INTERNAL, "internal error");
+    }
+  }
+
+  #resetStream(streamId: number, code: number, reason: string): void {
+    const stream = this.streams.get(streamId);
+    if (stream) {
+      stream.onRemoteReset(code, reason, "agent");
+    }
+    this.send(encodeReset(streamId, code, reason));
+  }
+
+  #onFrame(frame: Frame): void {
+    if (this.state === "authenticating") {
+      if (frame.type === FrameType.CONTROL && frame.kind === ControlKind.AUTH) {
+        void this.#onAuth(frame.body);
+        return;
+      }
+      if (frame.type === FrameType.PING || frame.type === FrameType.PONG) return;
+      this.close(CloseCode.PROTOCOL_ERROR, "expected AUTH first");
+      return;
+    }
+    switch (frame.type) {
+      case FrameType.OPEN:
+        // Only the hub opens streams in protocol v1.
+        this.close(CloseCode.PROTOCOL_ERROR, "agents may not open streams");
+        return;
+      case FrameType.RESPONSE: {
+        const stream = this.#streamFor(frame.streamId);
+        if (!stream) return;
+        if (stream.responseStarted) {
+          this.#resetStream(frame.streamId, ResetCode.PROTOCOL_ERROR, "second RESPONSE on a stream");
+          return;
+        }
+        let head;
+        try {
+          head = parseJson(responseHead, frame.payload);
+        } catch (error) {
+          this.#resetStream(frame.streamId, ResetCode.PROTOCOL_ERROR, `bad response head: ${(error as Error).message}`);
+          return;
+        }
+        stream.onResponse(head);
+        return;
+      }
+      case FrameType.DATA: {
+        const n = frame.payload.length;
+        if (!this.#connRecv.receive(n)) {
+          this.close(CloseCode.FLOW_CONTROL_ERROR, "connection window exceeded");
+          return;
+        }
+        // Connection credit returns on receipt: per-stream windows bound what each stream holds, so a
+        // slow client only ever stalls its own stream, never the agent's other streams.
+        const inc = this.#connRecv.consume(n);
+        if (inc > 0) this.send(encodeWindow(0, inc));
+        const stream = this.#streamFor(frame.streamId);
+        if (!stream) return;
+        if (!stream.responseStarted || stream.remoteEnded) {
+          this.#resetStream(frame.streamId, ResetCode.PROTOCOL_ERROR, "DATA outside a response body");
+          return;
+        }
+        if (!stream.recvWindow.receive(n)) {
+          this.#resetStream(frame.streamId, ResetCode.FLOW_CONTROL_ERROR, "stream window exceeded");
+          return;
+        }
+        stream.onData(frame.payload);
+        return;
+      }
+      case FrameType.END: {
+        const stream = this.#streamFor(frame.streamId);
+        if (!stream) return;
+        if (!stream.responseStarted) {
+          this.#resetStream(frame.streamId, ResetCode.PROTOCOL_ERROR, "END before RESPONSE");
+          return;
+        }
+        let trailer = null;
+        if (frame.payload.length > 0) {
+          try {
+            trailer = parseJson(endTrailer, frame.payload);
+          } catch {
+            trailer = null;
+          }
+        }
+        stream.onEnd(trailer);
+        return;
+      }
+      case FrameType.RESET: {
+        const stream = this.#streamFor(frame.streamId);
+        stream?.onRemoteReset(frame.code, frame.reason, "agent");
+        return;
+      }
+      case FrameType.WINDOW: {
+        if (frame.streamId === 0) {
+          if (!this.connectionSendWindow.grant(frame.increment)) this.close(CloseCode.FLOW_CONTROL_ERROR, "connection window overflow");
+          return;
+        }
+        const stream = this.#streamFor(frame.streamId);
+        if (stream && !stream.onWindow(frame.increment)) {
+          this.#resetStream(frame.streamId, ResetCode.FLOW_CONTROL_ERROR, "stream window overflow");
+        }
+        return;
+      }
+      case FrameType.PING:
+        this.send(encodePong(frame.data));
+        return;
+      case FrameType.PONG: {
+        const key = toBase64Url(frame.data);
+        const sentAt = this.#pingSentAt.get(key);
+        if (sentAt !== undefined) {
+          this.rttMs = Date.now() - sentAt;
+          this.#pingSentAt.delete(key);
+        }
+        return;
+      }
+      case FrameType.GOAWAY:
+        this.log.info("tunnel.agent_goaway", { agentId: this.agentId, code: frame.code, reason: frame.reason });
+        this.state = "draining";
+        if (this.streams.size === 0) this.close(CloseCode.GOING_AWAY, "agent is going away");
+        return;
+      case FrameType.CONTROL:
+        this.#onControl(frame.kind, frame.body);
+        return;
+    }
+  }
+
+  /** A frame for a stream id: the open stream, or undefined for one already closed (ignored, as in HTTP/2). */
+  #streamFor(streamId: number): HubStream | undefined {
+    const stream = this.streams.get(streamId);
+    if (stream) return stream;
+    if (streamId % 2 === 0 || streamId > this.#highestClosedOrOpen) {
+      this.close(CloseCode.PROTOCOL_ERROR, `frame for stream ${streamId} that was never opened`);
+    }
+    return undefined;
+  }
+
+  #onControl(kind: number, body: Uint8Array): void {
+    switch (kind) {
+      case ControlKind.INVENTORY: {
+        let inv: Inventory;
+        try {
+          inv = parseJson(inventorySchema, body);
+        } catch (error) {
+          this.close(CloseCode.PROTOCOL_ERROR, `bad inventory: ${(error as Error).message}`);
+          return;
+        }
+        this.inventory = inv;
+        this.log.info("tunnel.inventory", { agentId: this.agentId, models: inv.models.length, agentVersion: inv.agentVersion });
+        this.events.inventory(this);
+        void this.db.agent
+          .update({
+            where: { id: this.agentId! },
+            data: {
+              models: inv.models.map((m) => `${m.provider}:${m.model}`),
+              keyFingerprints: inv.keyFingerprints,
+              version: inv.agentVersion,
+              lastSeenAt: new Date(),
+            },
+          })
+          .catch((error: unknown) => this.log.warn("tunnel.inventory_persist_failed", { agentId: this.agentId, error }));
+        return;
+      }
+      case ControlKind.NOTICE:
+        return;
+      case ControlKind.CHALLENGE:
+      case ControlKind.AUTH:
+      case ControlKind.WELCOME:
+        this.close(CloseCode.PROTOCOL_ERROR, "handshake message after the handshake");
+        return;
+      default:
+        // Reserved kinds this hub version does not implement yet are ignored (see docs/protocol.md).
+        return;
+    }
+  }
+
+  async #onAuth(body: Uint8Array): Promise<void> {
+    let msg;
+    try {
+      msg = parseJson(authSchema, body);
+    } catch (error) {
+      this.close(CloseCode.AUTH_FAILED, `bad AUTH: ${(error as Error).message}`);
+      return;
+    }
+    if (msg.sessionId !== this.sessionId || msg.nonce !== this.#nonce) {
+      this.close(CloseCode.AUTH_FAILED, "AUTH does not answer this session's challenge");
+      return;
+    }
+    if (Math.abs(Date.now() - msg.timestampMs) > AUTH_CLOCK_SKEW_MS_MAX) {
+      this.close(CloseCode.CLOCK_SKEW, `agent clock differs from the hub's by more than ${AUTH_CLOCK_SKEW_MS_MAX} ms`);
+      return;
+    }
+    // The nonce is single-use: whatever happens next, this session never accepts another AUTH.
+    this.#nonce = "";
+    const agent = await this.db.agent.findUnique({ where: { id: msg.agentId } }).catch(() => null);
+    if (this.state !== "authenticating") return;
+    if (!agent) {
+      this.close(CloseCode.UNKNOWN_AGENT, "unknown agent");
+      return;
+    }
+    const valid = await verifyAuth(agent.publicKey, msg.signature, {
+      hubId: this.settings.hubId,
+      sessionId: this.sessionId,
+      nonce: msg.nonce,
+      timestampMs: msg.timestampMs,
+      agentId: msg.agentId,
+    });
+    if (this.state !== "authenticating") return;
+    if (!valid) {
+      this.log.warn("tunnel.auth_failed", { agentId: msg.agentId, remoteIp: this.remoteIp });
+      this.close(CloseCode.AUTH_FAILED, "signature does not verify for this hub and session");
+      return;
+    }
+    if (agent.status === "revoked" || agent.status === "suspended") {
+      this.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
+      return;
+    }
+    if (this.#authTimer) clearTimeout(this.#authTimer);
+    this.agentId = agent.id;
+    this.ownerId = agent.ownerId;
+    this.agentStatus = agent.status;
+    this.peer = msg.settings;
+    this.connectionSendWindow = new SendWindow(msg.settings.connectionWindowBytes);
+    this.state = "ready";
+    this.#sendControl(ControlKind.WELCOME, {
+      agentId: agent.id,
+      sessionId: this.sessionId,
+      serverTimeMs: Date.now(),
+      heartbeatIntervalMs: this.settings.heartbeatIntervalMs,
+      settings: this.#ownSettings(),
+    });
+    this.#startHeartbeat();
+    this.log.info("tunnel.ready", { agentId: agent.id, agentVersion: msg.agentVersion, remoteIp: this.remoteIp });
+    this.events.ready(this);
+    void this.db.agent
+      .update({ where: { id: agent.id }, data: { lastSeenAt: new Date(), lastIp: this.remoteIp } })
+      .catch((error: unknown) => this.log.warn("tunnel.last_seen_failed", { agentId: agent.id, error }));
+  }
+
+  #startHeartbeat(): void {
+    this.#heartbeatTimer = setInterval(() => {
+      if (Date.now() - this.#lastFrameAt > this.settings.heartbeatTimeoutMs) {
+        this.close(CloseCode.HEARTBEAT_TIMEOUT, "agent missed its heartbeats");
+        return;
+      }
+      const data = randomBytes(8);
+      this.#pingSentAt.clear();
+      this.#pingSentAt.set(toBase64Url(data), Date.now());
+      this.send(encodePing(data));
+    }, this.settings.heartbeatIntervalMs);
+    this.#heartbeatTimer.unref();
+  }
+
+  /** Used on shutdown: tell the agent to reconnect elsewhere. */
+  goAway(): void {
+    this.drain(GoAwayCode.SHUTDOWN, "hub shutting down");
+  }
+}

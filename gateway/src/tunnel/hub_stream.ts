@@ -1,0 +1,134 @@
+/**
+ * One request/response exchange on an agent connection, seen from the hub. The proxy drives it:
+ * it sends request body bytes (bounded by the agent's windows) and receives the response through a sink,
+ * returning credit as its client actually takes the bytes.
+ */
+import {
+  acquireCredit,
+  DATA_PAYLOAD_BYTES_MAX,
+  encodeData,
+  encodeEnd,
+  encodeReset,
+  encodeWindow,
+  RecvWindow,
+  SendWindow,
+  type EndTrailer,
+  type ResponseHead,
+} from "@wellspring/protocol";
+
+export interface StreamSink {
+  response(head: ResponseHead): void;
+  /** A chunk of the response body. The sink calls `stream.consumed(n)` once its client took the bytes. */
+  data(chunk: Uint8Array): void;
+  end(trailer: EndTrailer | null): void;
+  /** The stream ended abnormally: RESET from the agent, or the agent connection was lost. */
+  reset(code: number, reason: string, cause: "agent" | "connection"): void;
+}
+
+export interface StreamTransport {
+  send(frame: Uint8Array): void;
+  readonly connectionSendWindow: SendWindow;
+  forget(streamId: number): void;
+}
+
+export class HubStream {
+  readonly sendWindow: SendWindow;
+  readonly recvWindow: RecvWindow;
+  #abort = new AbortController();
+  #closed = false;
+  responseStarted = false;
+  /** Bytes of DATA received for this stream (response body). */
+  bytesReceived = 0;
+  bytesSent = 0;
+  localEnded = false;
+  remoteEnded = false;
+
+  constructor(
+    readonly id: number,
+    private readonly transport: StreamTransport,
+    readonly sink: StreamSink,
+    peerStreamWindowBytes: number,
+    ownStreamWindowBytes: number,
+  ) {
+    this.sendWindow = new SendWindow(peerStreamWindowBytes);
+    this.recvWindow = new RecvWindow(ownStreamWindowBytes);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Sends request body bytes, waiting for credit; rejects if the stream closes meanwhile. */
+  async sendData(chunk: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.#closed) throw new Error("stream closed");
+      const want = Math.min(chunk.length - offset, DATA_PAYLOAD_BYTES_MAX);
+      const n = await acquireCredit(this.sendWindow, this.transport.connectionSendWindow, want, this.#abort.signal);
+      if (this.#closed) throw new Error("stream closed");
+      this.transport.send(encodeData(this.id, chunk.subarray(offset, offset + n)));
+      offset += n;
+      this.bytesSent += n;
+    }
+  }
+
+  end(): void {
+    if (this.#closed || this.localEnded) return;
+    this.localEnded = true;
+    this.transport.send(encodeEnd(this.id));
+    this.#maybeForget();
+  }
+
+  /** The client took `bytes` of the response: grant them back to the agent. */
+  consumed(bytes: number): void {
+    if (this.#closed || bytes === 0) return;
+    const inc = this.recvWindow.consume(bytes);
+    if (inc > 0) this.transport.send(encodeWindow(this.id, inc));
+  }
+
+  /** Aborts the stream from the hub side (client gone, timeout) and tells the agent. */
+  reset(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.transport.send(encodeReset(this.id, code, reason));
+    this.#close();
+  }
+
+  // --- called by the connection ---
+
+  onResponse(head: ResponseHead): void {
+    this.responseStarted = true;
+    this.sink.response(head);
+  }
+
+  onData(chunk: Uint8Array): void {
+    this.bytesReceived += chunk.length;
+    this.sink.data(chunk);
+  }
+
+  onEnd(trailer: EndTrailer | null): void {
+    this.remoteEnded = true;
+    this.sink.end(trailer);
+    this.#maybeForget();
+  }
+
+  onRemoteReset(code: number, reason: string, cause: "agent" | "connection"): void {
+    if (this.#closed) return;
+    this.#close();
+    this.sink.reset(code, reason, cause);
+  }
+
+  onWindow(increment: number): boolean {
+    return this.sendWindow.grant(increment);
+  }
+
+  #maybeForget(): void {
+    if (this.localEnded && this.remoteEnded) this.#close();
+  }
+
+  #close(): void {
+    this.#closed = true;
+    this.#abort.abort(new Error("stream closed"));
+    this.sendWindow.close();
+    this.transport.forget(this.id);
+  }
+}

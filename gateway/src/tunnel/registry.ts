@@ -1,0 +1,91 @@
+/**
+ * Agents connected to this gateway, indexed by the models they serve. Picks the least-loaded routable
+ * agent for a model; the discount lane and tiers weigh in with the billing issue.
+ */
+import { apiFamilyOf, CloseCode, GoAwayCode, type ApiFamily } from "@wellspring/protocol";
+import type { AgentConnection } from "./agent_connection.ts";
+
+export class AgentRegistry {
+  readonly #byAgent = new Map<string, AgentConnection>();
+  readonly #byModel = new Map<string, Set<AgentConnection>>();
+
+  get size(): number {
+    return this.#byAgent.size;
+  }
+
+  connections(): AgentConnection[] {
+    return [...this.#byAgent.values()];
+  }
+
+  get(agentId: string): AgentConnection | undefined {
+    return this.#byAgent.get(agentId);
+  }
+
+  /** A newly authenticated connection; an older one of the same agent is told to go away. */
+  add(conn: AgentConnection): void {
+    const previous = this.#byAgent.get(conn.agentId!);
+    if (previous && previous !== conn) {
+      this.#unindex(previous);
+      previous.drain(GoAwayCode.REPLACED, "replaced by a newer connection");
+      setTimeout(() => previous.close(CloseCode.REPLACED, "replaced by a newer connection"), 30_000).unref();
+    }
+    this.#byAgent.set(conn.agentId!, conn);
+    this.#index(conn);
+  }
+
+  reindex(conn: AgentConnection): void {
+    if (this.#byAgent.get(conn.agentId!) !== conn) return;
+    this.#unindex(conn);
+    this.#index(conn);
+  }
+
+  remove(conn: AgentConnection): void {
+    if (conn.agentId && this.#byAgent.get(conn.agentId) === conn) this.#byAgent.delete(conn.agentId);
+    this.#unindex(conn);
+  }
+
+  #index(conn: AgentConnection): void {
+    for (const m of conn.inventory?.models ?? []) {
+      const key = `${apiFamilyOf(m.provider)}:${m.model}`;
+      let set = this.#byModel.get(key);
+      if (!set) this.#byModel.set(key, (set = new Set()));
+      set.add(conn);
+    }
+  }
+
+  #unindex(conn: AgentConnection): void {
+    for (const [key, set] of this.#byModel) {
+      set.delete(conn);
+      if (set.size === 0) this.#byModel.delete(key);
+    }
+  }
+
+  /** Models currently served by at least one connected agent, per API family. */
+  models(api: ApiFamily): string[] {
+    const prefix = `${api}:`;
+    return [...this.#byModel.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length)).sort();
+  }
+
+  serves(api: ApiFamily, model: string): boolean {
+    return (this.#byModel.get(`${api}:${model}`)?.size ?? 0) > 0;
+  }
+
+  /** The routable connection with the lowest load (in-flight / capacity); null when none has room. */
+  pick(api: ApiFamily, model: string, exclude?: ReadonlySet<AgentConnection>): AgentConnection | null {
+    const set = this.#byModel.get(`${api}:${model}`);
+    if (!set) return null;
+    let best: AgentConnection | null = null;
+    let bestLoad = Infinity;
+    for (const conn of set) {
+      if (!conn.routable || exclude?.has(conn)) continue;
+      const capacity = conn.capacity;
+      if (conn.inFlight >= capacity) continue;
+      const load = conn.inFlight / capacity + Math.random() * 1e-6;
+      if (load < bestLoad) {
+        best = conn;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * Behaviour directives for the mock provider. A test writes them into the prompt text, so they travel
+ * through the gateway and the agent untouched, e.g. `[mock chunks=64 delay_ms=20 stall_after=3]`.
+ */
+export interface Directives {
+  /** Number of streamed content chunks (default 5). */
+  chunks: number;
+  /** Delay between chunks, ms (default 0). */
+  delayMs: number;
+  /** Delay before the response head, ms (default 0). */
+  firstDelayMs: number;
+  /** Stop sending after this many chunks and keep the connection open (a stalled stream). */
+  stallAfter: number | null;
+  /** Force an error: 429 (rate limit), 400 context (context length), 500, 503 (overloaded). */
+  status: number | null;
+  error: "context" | null;
+  /** Make the whole response body (non-streaming) or the content (streaming) about this many bytes. */
+  bytes: number | null;
+  /** Omit the usage chunk even when the client asked for it. */
+  noUsage: boolean;
+}
+
+const DEFAULTS: Directives = {
+  chunks: 5,
+  delayMs: 0,
+  firstDelayMs: 0,
+  stallAfter: null,
+  status: null,
+  error: null,
+  bytes: null,
+  noUsage: false,
+};
+
+const MARKER = /\[mock((?:\s+[a-z_]+=[a-z0-9_.]+)*)\s*\]/;
+
+/** Finds the first `[mock …]` directive in a (possibly large) raw body; only the head is searched. */
+export function parseDirectives(body: Buffer): Directives {
+  const head = body.subarray(0, 64 * 1024).toString("latin1");
+  const match = MARKER.exec(head);
+  const d = { ...DEFAULTS };
+  if (!match) return d;
+  for (const pair of match[1]!.trim().split(/\s+/).filter(Boolean)) {
+    const [key, value = ""] = pair.split("=");
+    const n = Number(value);
+    switch (key) {
+      case "chunks": d.chunks = n; break;
+      case "delay_ms": d.delayMs = n; break;
+      case "first_delay_ms": d.firstDelayMs = n; break;
+      case "stall_after": d.stallAfter = n; break;
+      case "status": d.status = n; break;
+      case "error": d.error = value === "context" ? "context" : null; break;
+      case "bytes": d.bytes = n; break;
+      case "no_usage": d.noUsage = value === "1"; break;
+    }
+  }
+  return d;
+}

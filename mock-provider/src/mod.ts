@@ -1,0 +1,452 @@
+/**
+ * A mock of the OpenAI and Anthropic HTTP APIs, faithful to their wire formats: JSON bodies, SSE framing
+ * (`data: …\n\n`, `event: …`), usage fields, error bodies, 429 with retry headers, context-length errors,
+ * slow and stalled streams, large bodies. It records what it saw (sizes and SHA-256, never content) and
+ * when a client went away, so tests can assert byte-exactness and cancellation across the tunnel.
+ */
+import http from "node:http";
+import { createHash, randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import { parseDirectives, type Directives } from "./directives.ts";
+
+export interface MockRequestRecord {
+  id: string;
+  method: string;
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  requestBytes: number;
+  requestSha256: string;
+  status: number;
+  responseBytes: number;
+  responseSha256: string;
+  startedAt: number;
+  /** Set when the client closed the connection before the response finished. */
+  cancelledAt: number | null;
+  finishedAt: number | null;
+}
+
+export interface MockProvider {
+  origin: string;
+  port: number;
+  requests: MockRequestRecord[];
+  /** Resolves with the record once a request matching `pred` is cancelled by its client. */
+  waitForCancel(pred: (r: MockRequestRecord) => boolean, timeoutMs: number): Promise<MockRequestRecord>;
+  waitForRequest(pred: (r: MockRequestRecord) => boolean, timeoutMs: number): Promise<MockRequestRecord>;
+  close(): Promise<void>;
+}
+
+type Json = Record<string, unknown>;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function estimateTokens(bytes: number): number {
+  return Math.max(1, Math.ceil(bytes / 4));
+}
+
+function word(i: number): string {
+  return `w${i} `;
+}
+
+/** Content for chunk i, padded so the whole content is about `d.bytes` when asked. */
+function chunkText(i: number, d: Directives): string {
+  if (d.bytes === null) return word(i);
+  const per = Math.max(1, Math.floor(d.bytes / Math.max(1, d.chunks)));
+  return "x".repeat(per);
+}
+
+class Responder {
+  #hash = createHash("sha256");
+  bytes = 0;
+  constructor(readonly res: http.ServerResponse, readonly record: MockRequestRecord) {}
+
+  head(status: number, headers: http.OutgoingHttpHeaders): void {
+    this.record.status = status;
+    this.res.writeHead(status, headers);
+  }
+
+  async write(text: string | Buffer): Promise<boolean> {
+    if (this.res.destroyed || this.record.cancelledAt !== null) return false;
+    const buf = typeof text === "string" ? Buffer.from(text) : text;
+    this.#hash.update(buf);
+    this.bytes += buf.length;
+    if (!this.res.write(buf)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          this.res.off("drain", done);
+          this.res.off("close", done);
+          resolve();
+        };
+        this.res.on("drain", done);
+        this.res.on("close", done);
+      });
+    }
+    return !this.res.destroyed && this.record.cancelledAt === null;
+  }
+
+  end(): void {
+    this.record.responseBytes = this.bytes;
+    this.record.responseSha256 = this.#hash.digest("hex");
+    this.record.finishedAt = Date.now();
+    this.res.end();
+  }
+}
+
+function openAiError(status: number, d: Directives): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+  if (d.error === "context") {
+    return {
+      status: 400,
+      headers: {},
+      body: {
+        error: {
+          message: "This model's maximum context length is 128000 tokens. However, your messages resulted in 250000 tokens. Please reduce the length of the messages.",
+          type: "invalid_request_error",
+          param: "messages",
+          code: "context_length_exceeded",
+        },
+      },
+    };
+  }
+  if (status === 429) {
+    return {
+      status,
+      headers: {
+        "retry-after": "1",
+        "retry-after-ms": "1000",
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+      },
+      body: {
+        error: {
+          message: "Rate limit reached for requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 1s.",
+          type: "requests",
+          param: null,
+          code: "rate_limit_exceeded",
+        },
+      },
+    };
+  }
+  return {
+    status,
+    headers: {},
+    body: { error: { message: "The server had an error while processing your request.", type: "server_error", param: null, code: null } },
+  };
+}
+
+function anthropicError(status: number, d: Directives): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+  if (d.error === "context") {
+    return {
+      status: 400,
+      headers: {},
+      body: { type: "error", error: { type: "invalid_request_error", message: "prompt is too long: 250000 tokens > 200000 maximum" } },
+    };
+  }
+  if (status === 429) {
+    return {
+      status,
+      headers: { "retry-after": "1", "anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": new Date(Date.now() + 1000).toISOString() },
+      body: { type: "error", error: { type: "rate_limit_error", message: "Number of request tokens has exceeded your per-minute rate limit." } },
+    };
+  }
+  if (status === 529 || status === 503) {
+    return { status: 529, headers: {}, body: { type: "error", error: { type: "overloaded_error", message: "Overloaded" } } };
+  }
+  return { status, headers: {}, body: { type: "error", error: { type: "api_error", message: "Internal server error" } } };
+}
+
+const JSON_HEADERS = { "content-type": "application/json" };
+const SSE_HEADERS = { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive" };
+
+async function sendJson(r: Responder, status: number, body: Json, extra: http.OutgoingHttpHeaders = {}): Promise<void> {
+  const text = JSON.stringify(body);
+  r.head(status, { ...JSON_HEADERS, "content-length": Buffer.byteLength(text), "x-request-id": `req_${randomUUID()}`, ...extra });
+  await r.write(text);
+  r.end();
+}
+
+/** Streams chunk i = 0…chunks-1 through `emit`, honouring delays and stalls. Returns false if the client left. */
+async function paced(d: Directives, emit: (i: number) => Promise<boolean>): Promise<boolean> {
+  for (let i = 0; i < d.chunks; i++) {
+    if (d.stallAfter !== null && i >= d.stallAfter) {
+      await new Promise(() => {}); // stalled: never resolves; the client's close ends it
+    }
+    if (i > 0 && d.delayMs > 0) await sleep(d.delayMs);
+    if (!(await emit(i))) return false;
+  }
+  return true;
+}
+
+async function chatCompletions(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
+  const model = String(body.model ?? "gpt-4o-mini");
+  const id = `chatcmpl-${randomUUID().replaceAll("-", "").slice(0, 24)}`;
+  const created = Math.floor(Date.now() / 1000);
+  const promptTokens = estimateTokens(requestBytes);
+  if (body.stream === true) {
+    const includeUsage = (body.stream_options as Json | undefined)?.include_usage === true && !d.noUsage;
+    r.head(200, { ...SSE_HEADERS, "x-request-id": `req_${randomUUID()}` });
+    const base = { id, object: "chat.completion.chunk", created, model, system_fingerprint: "fp_mock" };
+    const frame = (obj: Json) => r.write(`data: ${JSON.stringify(obj)}\n\n`);
+    if (!(await frame({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }], ...(includeUsage ? { usage: null } : {}) }))) return;
+    let completion = 0;
+    const ok = await paced(d, async (i) => {
+      completion++;
+      return frame({ ...base, choices: [{ index: 0, delta: { content: chunkText(i, d) }, logprobs: null, finish_reason: null }], ...(includeUsage ? { usage: null } : {}) });
+    });
+    if (!ok) return;
+    if (!(await frame({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: "stop" }], ...(includeUsage ? { usage: null } : {}) }))) return;
+    if (includeUsage) {
+      await frame({ ...base, choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } } });
+    }
+    await r.write("data: [DONE]\n\n");
+    r.end();
+    return;
+  }
+  if (d.firstDelayMs === 0 && d.delayMs > 0) await sleep(d.delayMs * d.chunks);
+  let content = "";
+  for (let i = 0; i < d.chunks; i++) content += chunkText(i, d);
+  await sendJson(r, 200, {
+    id, object: "chat.completion", created, model, system_fingerprint: "fp_mock",
+    choices: [{ index: 0, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: "stop" }],
+    usage: { prompt_tokens: promptTokens, completion_tokens: d.chunks, total_tokens: promptTokens + d.chunks, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } },
+  });
+}
+
+async function completions(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
+  const model = String(body.model ?? "gpt-3.5-turbo-instruct");
+  const id = `cmpl-${randomUUID().replaceAll("-", "").slice(0, 24)}`;
+  const created = Math.floor(Date.now() / 1000);
+  const promptTokens = estimateTokens(requestBytes);
+  if (body.stream === true) {
+    r.head(200, SSE_HEADERS);
+    const ok = await paced(d, (i) => r.write(`data: ${JSON.stringify({ id, object: "text_completion", created, model, choices: [{ text: chunkText(i, d), index: 0, logprobs: null, finish_reason: null }] })}\n\n`));
+    if (!ok) return;
+    await r.write("data: [DONE]\n\n");
+    r.end();
+    return;
+  }
+  let text = "";
+  for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
+  await sendJson(r, 200, { id, object: "text_completion", created, model, choices: [{ text, index: 0, logprobs: null, finish_reason: "stop" }], usage: { prompt_tokens: promptTokens, completion_tokens: d.chunks, total_tokens: promptTokens + d.chunks } });
+}
+
+async function responses(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
+  const model = String(body.model ?? "gpt-4o-mini");
+  const id = `resp_${randomUUID().replaceAll("-", "")}`;
+  const msgId = `msg_${randomUUID().replaceAll("-", "")}`;
+  const created_at = Math.floor(Date.now() / 1000);
+  const inputTokens = estimateTokens(requestBytes);
+  let text = "";
+  const response = (status: string, usage: Json | null) => ({
+    id, object: "response", created_at, status, model,
+    output: status === "completed" ? [{ type: "message", id: msgId, status: "completed", role: "assistant", content: [{ type: "output_text", text, annotations: [] }] }] : [],
+    usage,
+  });
+  if (body.stream === true) {
+    r.head(200, SSE_HEADERS);
+    let seq = 0;
+    const ev = (type: string, data: Json) => r.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
+    if (!(await ev("response.created", { response: response("in_progress", null) }))) return;
+    if (!(await ev("response.output_item.added", { output_index: 0, item: { type: "message", id: msgId, status: "in_progress", role: "assistant", content: [] } }))) return;
+    const ok = await paced(d, (i) => {
+      const delta = chunkText(i, d);
+      text += delta;
+      return ev("response.output_text.delta", { item_id: msgId, output_index: 0, content_index: 0, delta });
+    });
+    if (!ok) return;
+    await ev("response.output_text.done", { item_id: msgId, output_index: 0, content_index: 0, text });
+    await ev("response.completed", { response: response("completed", { input_tokens: inputTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: d.chunks, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: inputTokens + d.chunks }) });
+    r.end();
+    return;
+  }
+  for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
+  await sendJson(r, 200, response("completed", { input_tokens: inputTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: d.chunks, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: inputTokens + d.chunks }));
+}
+
+async function embeddings(r: Responder, body: Json, requestBytes: number): Promise<void> {
+  const inputs = Array.isArray(body.input) ? body.input : [body.input];
+  const dims = typeof body.dimensions === "number" ? body.dimensions : 8;
+  const base64 = body.encoding_format === "base64";
+  const data = inputs.map((_, index) => {
+    const vector = Array.from({ length: dims }, (_, j) => Number((Math.sin(index + j) / 2).toFixed(6)));
+    return { object: "embedding", index, embedding: base64 ? Buffer.from(new Float32Array(vector).buffer).toString("base64") : vector };
+  });
+  const tokens = estimateTokens(requestBytes);
+  await sendJson(r, 200, { object: "list", data, model: String(body.model ?? "text-embedding-3-small"), usage: { prompt_tokens: tokens, total_tokens: tokens } });
+}
+
+async function messages(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
+  const model = String(body.model ?? "claude-haiku-4-5");
+  const id = `msg_${randomUUID().replaceAll("-", "").slice(0, 24)}`;
+  const inputTokens = estimateTokens(requestBytes);
+  const common = { "request-id": `req_${randomUUID()}`, "anthropic-organization-id": "org-mock" };
+  if (body.stream === true) {
+    r.head(200, { ...SSE_HEADERS, ...common });
+    const ev = (type: string, data: Json) => r.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+    if (!(await ev("message_start", { message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 } } }))) return;
+    if (!(await ev("content_block_start", { index: 0, content_block: { type: "text", text: "" } }))) return;
+    if (!(await ev("ping", {}))) return;
+    const ok = await paced(d, (i) => ev("content_block_delta", { index: 0, delta: { type: "text_delta", text: chunkText(i, d) } }));
+    if (!ok) return;
+    await ev("content_block_stop", { index: 0 });
+    await ev("message_delta", { delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { output_tokens: d.chunks } });
+    await ev("message_stop", {});
+    r.end();
+    return;
+  }
+  let text = "";
+  for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
+  await sendJson(r, 200, {
+    id, type: "message", role: "assistant", model,
+    content: [{ type: "text", text }],
+    stop_reason: "end_turn", stop_sequence: null,
+    usage: { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: d.chunks },
+  }, common);
+}
+
+const MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "claude-haiku-4-5", "claude-sonnet-4-5"];
+
+async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer): Promise<void> {
+  const url = new URL(req.url ?? "/", "http://mock");
+  const path = url.pathname;
+  const isAnthropic = path === "/v1/messages";
+  if (req.method === "GET" && path === "/v1/models") {
+    await sendJson(r, 200, { object: "list", data: MODELS.map((id) => ({ id, object: "model", created: 1_700_000_000, owned_by: "mock" })) });
+    return;
+  }
+  // The agent authenticates upstream with the owner's key; the mock checks one is present.
+  const key = isAnthropic ? req.headers["x-api-key"] : req.headers["authorization"] ?? req.headers["api-key"];
+  if (!key) {
+    const body = isAnthropic
+      ? { type: "error", error: { type: "authentication_error", message: "x-api-key header is required" } }
+      : { error: { message: "You didn't provide an API key.", type: "invalid_request_error", param: null, code: null } };
+    await sendJson(r, 401, body);
+    return;
+  }
+  const contentType = String(req.headers["content-type"] ?? "");
+  if (contentType.startsWith("multipart/form-data")) {
+    // Audio transcription / image edit: answer with the byte count so tests see the body arrived whole.
+    const d = parseDirectives(raw);
+    if (d.status !== null) {
+      const e = openAiError(d.status, d);
+      await sendJson(r, e.status, e.body, e.headers);
+      return;
+    }
+    if (path.startsWith("/v1/audio/")) await sendJson(r, 200, { text: `received ${raw.length} bytes`, usage: { type: "duration", seconds: 1 } });
+    else await sendJson(r, 200, { created: Math.floor(Date.now() / 1000), data: [{ b64_json: Buffer.from(`received ${raw.length} bytes`).toString("base64") }] });
+    return;
+  }
+  let body: Json;
+  try {
+    body = JSON.parse(raw.toString("utf8")) as Json;
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new Error("not an object");
+  } catch {
+    const e = isAnthropic
+      ? { type: "error", error: { type: "invalid_request_error", message: "Request body is not valid JSON" } }
+      : { error: { message: "We could not parse the JSON body of your request.", type: "invalid_request_error", param: null, code: null } };
+    await sendJson(r, 400, e);
+    return;
+  }
+  const d = parseDirectives(raw);
+  if (d.firstDelayMs > 0) await sleep(d.firstDelayMs);
+  if (r.record.cancelledAt !== null) return;
+  if (d.status !== null || d.error !== null) {
+    const e = isAnthropic ? anthropicError(d.status ?? 400, d) : openAiError(d.status ?? 400, d);
+    await sendJson(r, e.status, e.body, e.headers);
+    return;
+  }
+  switch (path) {
+    case "/v1/chat/completions": return chatCompletions(r, body, d, raw.length);
+    case "/v1/completions": return completions(r, body, d, raw.length);
+    case "/v1/responses": return responses(r, body, d, raw.length);
+    case "/v1/embeddings": return embeddings(r, body, raw.length);
+    case "/v1/messages": return messages(r, body, d, raw.length);
+    case "/v1/images/generations":
+      return sendJson(r, 200, { created: Math.floor(Date.now() / 1000), data: [{ b64_json: Buffer.from("png").toString("base64") }] });
+    case "/v1/audio/speech": {
+      const audio = Buffer.alloc(d.bytes ?? 4096, 7);
+      r.head(200, { "content-type": "audio/mpeg", "content-length": audio.length });
+      await r.write(audio);
+      r.end();
+      return;
+    }
+    default:
+      await sendJson(r, 404, isAnthropic
+        ? { type: "error", error: { type: "not_found_error", message: `Unknown path ${path}` } }
+        : { error: { message: `Invalid URL (${req.method} ${path})`, type: "invalid_request_error", param: null, code: null } });
+  }
+}
+
+export async function startMockProvider(options: { port?: number; host?: string } = {}): Promise<MockProvider> {
+  const requests: MockRequestRecord[] = [];
+  const waiters = new Set<() => void>();
+  const notify = () => { for (const w of [...waiters]) w(); };
+  const server = http.createServer((req, res) => {
+    const record: MockRequestRecord = {
+      id: `mock_${requests.length + 1}`,
+      method: req.method ?? "GET",
+      path: req.url ?? "/",
+      headers: req.headers,
+      requestBytes: 0,
+      requestSha256: "",
+      status: 0,
+      responseBytes: 0,
+      responseSha256: "",
+      startedAt: Date.now(),
+      cancelledAt: null,
+      finishedAt: null,
+    };
+    requests.push(record);
+    const hash = createHash("sha256");
+    const chunks: Buffer[] = [];
+    res.on("close", () => {
+      if (record.finishedAt === null && record.cancelledAt === null) {
+        record.cancelledAt = Date.now();
+        notify();
+      }
+    });
+    req.on("data", (c: Buffer) => {
+      hash.update(c);
+      record.requestBytes += c.length;
+      chunks.push(c);
+    });
+    req.on("end", () => {
+      record.requestSha256 = hash.digest("hex");
+      notify();
+      const r = new Responder(res, record);
+      handle(req, r, Buffer.concat(chunks)).then(notify, (error: unknown) => {
+        console.error("mock provider error", error);
+        res.destroy();
+      });
+    });
+  });
+  server.keepAliveTimeout = 5000;
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, options.host ?? "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  const waitFor = (pred: (r: MockRequestRecord) => boolean, timeoutMs: number, what: string) =>
+    new Promise<MockRequestRecord>((resolve, reject) => {
+      const check = () => {
+        const found = requests.find(pred);
+        if (found) {
+          waiters.delete(check);
+          clearTimeout(timer);
+          resolve(found);
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`mock provider: no ${what} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      waiters.add(check);
+      check();
+    });
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    port,
+    requests,
+    waitForCancel: (pred, timeoutMs) => waitFor((r) => r.cancelledAt !== null && pred(r), timeoutMs, "cancelled request"),
+    waitForRequest: (pred, timeoutMs) => waitFor(pred, timeoutMs, "request"),
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}

@@ -1,0 +1,4 @@
+export * from "./client.ts";
+export * from "./ids.ts";
+export { deployMigrations, diffMigrationsToSchema, createMigration } from "./migrate.ts";
+export { startEmbeddedPostgres, type EmbeddedDb } from "./embedded.ts";
