@@ -19,6 +19,10 @@ export interface MockRequestRecord {
   status: number;
   responseBytes: number;
   responseSha256: string;
+  /** Response bytes handed to the socket so far (live, for backpressure tests). */
+  responseBytesSoFar: number;
+  /** Requests in flight at the mock when this one started (for concurrency tests). */
+  concurrentAtStart: number;
   startedAt: number;
   /** Set when the client closed the connection before the response finished. */
   cancelledAt: number | null;
@@ -68,6 +72,7 @@ class Responder {
     const buf = typeof text === "string" ? Buffer.from(text) : text;
     this.#hash.update(buf);
     this.bytes += buf.length;
+    this.record.responseBytesSoFar = this.bytes;
     if (!this.res.write(buf)) {
       await new Promise<void>((resolve) => {
         const done = () => {
@@ -156,10 +161,15 @@ function anthropicError(status: number, d: Directives): { status: number; header
 const JSON_HEADERS = { "content-type": "application/json" };
 const SSE_HEADERS = { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", connection: "keep-alive" };
 
+/** Largest piece handed to the socket at once, so a large body honours backpressure like a real server. */
+const WRITE_BYTES_MAX = 64 * 1024;
+
 async function sendJson(r: Responder, status: number, body: Json, extra: http.OutgoingHttpHeaders = {}): Promise<void> {
-  const text = JSON.stringify(body);
-  r.head(status, { ...JSON_HEADERS, "content-length": Buffer.byteLength(text), "x-request-id": `req_${randomUUID()}`, ...extra });
-  await r.write(text);
+  const bytes = Buffer.from(JSON.stringify(body));
+  r.head(status, { ...JSON_HEADERS, "content-length": bytes.length, "x-request-id": `req_${randomUUID()}`, ...extra });
+  for (let i = 0; i < bytes.length; i += WRITE_BYTES_MAX) {
+    if (!(await r.write(bytes.subarray(i, i + WRITE_BYTES_MAX)))) return;
+  }
   r.end();
 }
 
@@ -390,6 +400,8 @@ export async function startMockProvider(options: { port?: number; host?: string 
       status: 0,
       responseBytes: 0,
       responseSha256: "",
+      responseBytesSoFar: 0,
+      concurrentAtStart: requests.filter((r) => r.finishedAt === null && r.cancelledAt === null).length,
       startedAt: Date.now(),
       cancelledAt: null,
       finishedAt: null,
