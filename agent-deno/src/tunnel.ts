@@ -3,7 +3,7 @@
  * the inventory, serve streams, answer heartbeats, and reconnect with full-jitter backoff. Listens on no port.
  */
 // @ts-types="./ws.d.ts"
-import WebSocket from "npm:ws@8";
+import WebSocket from "ws";
 import {
   AUTH_NONCE_BYTES,
   challenge as challengeSchema,

@@ -157,29 +157,29 @@ export async function deployMigrations(url: string, dir = MIGRATIONS_DIR): Promi
 }
 
 /** SQL that would bring a database built from the migrations to schema.prisma ("" when they agree). */
-export async function diffMigrationsToSchema(url: string, dir = MIGRATIONS_DIR): Promise<string> {
+export async function diffMigrationsToSchema(url: string, dir = MIGRATIONS_DIR, schemaPath = SCHEMA_PATH): Promise<string> {
   const migrationsList = await loadMigrations(dir);
-  const schema = await readFile(SCHEMA_PATH, "utf8");
+  const schema = await readFile(schemaPath, "utf8");
   return withEngine(url, async (engine) => {
     const from = migrationsList.migrationDirectories.length === 0
       ? { tag: "empty" as const }
       : { tag: "migrations" as const, ...migrationsList };
     const out = await engine.diff({
       from,
-      to: { tag: "schemaDatamodel", files: [{ path: SCHEMA_PATH, content: schema }] },
+      to: { tag: "schemaDatamodel", files: [{ path: schemaPath, content: schema }] },
       script: true,
       exitCode: null,
       filters: NO_FILTER,
     });
     const script = out.stdout ?? "";
     return /^\s*(--[^\n]*\n?\s*)*$/.test(script) || script.includes("This is an empty migration") ? "" : script;
-  });
+  }, schemaPath);
 }
 
 /** Writes a new migration folder for the difference between the migrations and schema.prisma. */
-export async function createMigration(url: string, name: string, dir = MIGRATIONS_DIR): Promise<string | null> {
+export async function createMigration(url: string, name: string, dir = MIGRATIONS_DIR, schemaPath = SCHEMA_PATH): Promise<string | null> {
   if (!/^[a-z0-9_]+$/.test(name)) throw new Error("migration name: lower-case letters, digits and _ only");
-  const script = await diffMigrationsToSchema(url, dir);
+  const script = await diffMigrationsToSchema(url, dir, schemaPath);
   if (script === "") return null;
   const stamp = new Date().toISOString().replace(/[-:T]/g, "").slice(0, 14);
   const folder = join(dir, `${stamp}_${name}`);

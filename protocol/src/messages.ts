@@ -19,7 +19,7 @@ export function apiFamilyOf(provider: Provider): ApiFamily {
 
 const headerList = arrayOf(tuple2(str(256, /^[!#$%&'*+.^_`|~0-9a-z-]+$/), str(8192)), 128);
 const id = str(128, /^[A-Za-z0-9_:.-]+$/);
-const modelName = str(256, /^[\w.:\/@-]+$/);
+const modelName = str(256, /^[\w.:/@-]+$/);
 
 export const requestHead = object({
   requestId: id,
