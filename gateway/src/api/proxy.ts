@@ -121,8 +121,10 @@ class ProxyExchange {
     if (this.finished) return;
     this.stream?.reset(ResetCode.CANCEL, error.code);
     this.#finish(cause, error.status);
+    // Answering before the upload finished: the connection cannot be reused (the client may still be
+    // sending), so close it after this response while the rest of the upload drains.
+    if (!this.req.complete && !this.res.headersSent) this.res.setHeader("connection", "close");
     sendError(this.res, this.route.api, error, this.requestId);
-    // Stop reading an upload we will not use; the client has its answer.
     this.req.resume();
   }
 

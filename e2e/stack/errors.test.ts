@@ -1,0 +1,137 @@
+/**
+ * Bad input and upstream failures reach the user as clear errors in the provider's own shape, and a key
+ * never appears in an answer.
+ */
+import Anthropic from "@anthropic-ai/sdk";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { newId } from "@wellspring/db";
+import { startStack, type Stack } from "./harness.ts";
+
+let stack: Stack;
+beforeAll(async () => {
+  stack = await startStack({ gatewayEnv: { REQUEST_BODY_BYTES_MAX: String(1024 * 1024) } });
+}, 120_000);
+afterAll(async () => {
+  await stack?.close();
+});
+
+async function call(path: string, init: { key?: string | null; body?: string; method?: string; headers?: Record<string, string> } = {}) {
+  const headers: Record<string, string> = { "content-type": "application/json", ...init.headers };
+  if (init.key !== null) headers.authorization = `Bearer ${init.key ?? stack.apiKey}`;
+  const res = await fetch(`${stack.baseUrl}${path}`, { method: init.method ?? "POST", headers, body: init.body });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, text, json: JSON.parse(text) as Record<string, any> };
+}
+
+const chat = (model: string, extra = "") => JSON.stringify({ model, messages: [{ role: "user", content: `hi ${extra}` }] });
+
+describe("gateway errors", () => {
+  it("401 for a missing or wrong key, OpenAI-shaped on OpenAI routes, Anthropic-shaped on /v1/messages", async () => {
+    const missing = await call("/v1/chat/completions", { key: null, body: chat("gpt-4o-mini") });
+    expect(missing.status).toBe(401);
+    expect(missing.json.error).toMatchObject({ type: "invalid_request_error", code: "missing_api_key" });
+    const wrongKey = "sk-ws-" + "z".repeat(40);
+    const wrong = await call("/v1/chat/completions", { key: wrongKey, body: chat("gpt-4o-mini") });
+    expect(wrong.status).toBe(401);
+    expect(wrong.json.error.code).toBe("invalid_api_key");
+    expect(wrong.text).not.toContain(wrongKey.slice(6));
+    const anthropic = await call("/v1/messages", { key: null, headers: { "x-api-key": wrongKey, "anthropic-version": "2023-06-01" }, body: chat("claude-haiku-4-5") });
+    expect(anthropic.status).toBe(401);
+    expect(anthropic.json).toEqual({ type: "error", error: { type: "authentication_error", message: expect.any(String) } });
+    // The SDKs surface them as their own typed errors.
+    await expect(new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: wrongKey, maxRetries: 0 }).chat.completions.create({ model: "gpt-4o-mini", messages: [] })).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+    await expect(new Anthropic({ baseURL: stack.baseUrl, apiKey: wrongKey, maxRetries: 0 }).messages.create({ model: "claude-haiku-4-5", max_tokens: 5, messages: [{ role: "user", content: "x" }] })).rejects.toBeInstanceOf(Anthropic.AuthenticationError);
+  });
+
+  it("a revoked key stops working", async () => {
+    const { issueKey } = await import("../../gateway/src/api/keys.ts");
+    const key = await issueKey(stack.db, stack.userId, "to-revoke");
+    expect((await call("/v1/chat/completions", { key: key.secret, body: chat("gpt-4o-mini") })).status).toBe(200);
+    await stack.db.virtualKey.update({ where: { id: key.id }, data: { status: "revoked" } });
+    await new Promise((r) => setTimeout(r, 5_100)); // the key cache's TTL
+    expect((await call("/v1/chat/completions", { key: key.secret, body: chat("gpt-4o-mini") })).status).toBe(401);
+  }, 20_000);
+
+  it("404 for an unknown model, 503 with Retry-After when the model's agents are all offline", async () => {
+    const unknown = await call("/v1/chat/completions", { body: chat("gpt-9-imaginary") });
+    expect(unknown.status).toBe(404);
+    expect(unknown.json.error).toMatchObject({ code: "model_not_found", param: "model" });
+    await stack.db.agent.create({ data: { id: newId("agt"), ownerId: stack.ownerId, name: "offline", publicKey: newId("hub"), models: ["openai:gpt-offline-only"] } });
+    await new Promise((r) => setTimeout(r, 10_100)); // known-models cache
+    const offline = await call("/v1/chat/completions", { body: chat("gpt-offline-only") });
+    expect(offline.status).toBe(503);
+    expect(offline.json.error.code).toBe("no_capacity");
+    expect(Number(offline.headers.get("retry-after"))).toBeGreaterThan(0);
+    const anthropicUnknown = await call("/v1/messages", { body: chat("claude-imaginary") });
+    expect(anthropicUnknown.json).toMatchObject({ type: "error", error: { type: "not_found_error" } });
+  }, 20_000);
+
+  it("400 for malformed bodies and a missing model; 404 and 405 for wrong routes", async () => {
+    const notJson = await call("/v1/chat/completions", { body: "{not json" });
+    expect(notJson.status).toBe(400);
+    expect(notJson.json.error.type).toBe("invalid_request_error");
+    const array = await call("/v1/chat/completions", { body: "[1,2]" });
+    expect(array.status).toBe(400);
+    const noModel = await call("/v1/chat/completions", { body: JSON.stringify({ messages: [] }) });
+    expect(noModel.status).toBe(400);
+    expect(noModel.json.error.code).toBe("model_required");
+    const route = await call("/v1/nope", { body: "{}" });
+    expect(route.status).toBe(404);
+    const method = await call("/v1/chat/completions", { method: "GET" });
+    expect(method.status).toBe(405);
+    const keyLimited = await (await import("../../gateway/src/api/keys.ts")).issueKey(stack.db, stack.userId, "limited", { allowedModels: ["claude-haiku-4-5"] });
+    const forbidden = await call("/v1/chat/completions", { key: keyLimited.secret, body: chat("gpt-4o-mini") });
+    expect(forbidden.status).toBe(403);
+    expect(forbidden.json.error.code).toBe("model_not_allowed");
+  });
+
+  it("413 for a body over the limit, declared or streamed", async () => {
+    const big = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x".repeat(2 * 1024 * 1024) }] });
+    const declared = await call("/v1/chat/completions", { body: big });
+    expect(declared.status).toBe(413);
+    expect(declared.json.error.code).toBe("body_too_large");
+    // Chunked (no Content-Length): cut off once it passes the limit, nothing forwarded past it.
+    const before = stack.mock.requests.length;
+    const chunked = await fetch(`${stack.baseUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
+      body: new ReadableStream({
+        start(c) {
+          c.enqueue(new TextEncoder().encode(big));
+          c.close();
+        },
+      }),
+      duplex: "half",
+    } as RequestInit);
+    expect(chunked.status).toBe(413);
+    await new Promise((r) => setTimeout(r, 300));
+    const forwarded = stack.mock.requests.slice(before);
+    expect(forwarded.every((r) => r.finishedAt === null || r.requestBytes <= 1024 * 1024)).toBe(true);
+  });
+
+  it("provider errors pass through as the provider sent them: 429 with retry headers, context length", async () => {
+    const limited = await call("/v1/chat/completions", { body: chat("gpt-4o-mini", "[mock status=429]") });
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get("retry-after")).toBe("1");
+    expect(limited.json.error.code).toBe("rate_limit_exceeded");
+    const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: stack.apiKey, maxRetries: 0 });
+    const err = await client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "[mock error=context]" }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((err as InstanceType<typeof OpenAI.BadRequestError>).code).toBe("context_length_exceeded");
+    const anthropic = new Anthropic({ baseURL: stack.baseUrl, apiKey: stack.apiKey, maxRetries: 0 });
+    const aerr = await anthropic.messages.create({ model: "claude-haiku-4-5", max_tokens: 5, messages: [{ role: "user", content: "[mock status=429]" }] }).catch((e: unknown) => e);
+    expect(aerr).toBeInstanceOf(Anthropic.RateLimitError);
+    expect((aerr as InstanceType<typeof Anthropic.RateLimitError>).headers?.get("retry-after")).toBe("1");
+  });
+
+  it("records every proxied request with its end cause and never its content", async () => {
+    await new Promise((r) => setTimeout(r, 500));
+    const rows = await stack.db.requestRecord.findMany({ where: { userId: stack.userId } });
+    expect(rows.length).toBeGreaterThan(3);
+    const causes = new Set(rows.map((r) => r.endCause));
+    expect(causes.has("completed")).toBe(true);
+    expect(causes.has("upstream_error")).toBe(true);
+    expect(JSON.stringify(rows, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v))).not.toMatch(/hi \[mock|"messages"/);
+  });
+});
