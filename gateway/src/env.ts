@@ -23,7 +23,9 @@ const schema = z.object({
 export type GatewayEnv = z.infer<typeof schema>;
 
 export function parseEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {
-  const parsed = schema.safeParse(env);
+  // An empty variable means unset (e.g. `DATABASE_URL=` selects the embedded database).
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = schema.safeParse(present);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
     throw new Error(`Cannot start the gateway: invalid configuration (${problems})`);

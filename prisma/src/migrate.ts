@@ -134,12 +134,12 @@ export async function loadMigrations(dir = MIGRATIONS_DIR): Promise<MigrationLis
   };
 }
 
-async function withEngine<T>(url: string, fn: (engine: Engine) => Promise<T>): Promise<T> {
+async function withEngine<T>(url: string, fn: (engine: Engine) => Promise<T>, schemaPath = SCHEMA_PATH): Promise<T> {
   enginePromise ??= loadEngineModule();
   const mod = await enginePromise;
-  const schema = await readFile(SCHEMA_PATH, "utf8");
+  const schema = await readFile(schemaPath, "utf8");
   const logs: string[] = [];
-  const engine = await mod.SchemaEngine.new({ datamodels: [[SCHEMA_PATH, schema]] }, (line: string) => logs.push(line), adapterFactory(url));
+  const engine = await mod.SchemaEngine.new({ datamodels: [[schemaPath, schema]] }, (line: string) => logs.push(line), adapterFactory(url));
   try {
     return await fn(engine);
   } finally {

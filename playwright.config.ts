@@ -1,0 +1,30 @@
+import { defineConfig } from "@playwright/test";
+
+const WEB_PORT = 13000;
+const GATEWAY_PORT = 18787;
+
+export default defineConfig({
+  testDir: "e2e/browser",
+  outputDir: "test-results/browser",
+  timeout: 60_000,
+  retries: 0,
+  reporter: [["list"]],
+  use: {
+    baseURL: `http://127.0.0.1:${WEB_PORT}`,
+    screenshot: "only-on-failure",
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    },
+  },
+  webServer: {
+    // The README's zero-configuration start (embedded PostgreSQL, no Redis) in a throwaway data folder.
+    command: "rm -rf .data/playwright && npx tsx scripts/start.ts",
+    url: `http://127.0.0.1:${WEB_PORT}`,
+    timeout: 180_000,
+    reuseExistingServer: false,
+    env: { DATA_DIR: ".data/playwright", WEB_PORT: String(WEB_PORT), GATEWAY_PORT: String(GATEWAY_PORT), AGENT_PORT: "18788", DATABASE_URL: "" },
+    stdout: "pipe",
+    stderr: "pipe",
+  },
+});

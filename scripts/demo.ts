@@ -1,0 +1,94 @@
+/**
+ * `npm run demo [-- --upstream http://127.0.0.1:PORT]`: the hub, the mock provider (or the given loopback
+ * origin) and one enrolled Deno agent serving gpt-4o-mini, text-embedding-3-small and claude-haiku-4-5.
+ * When ready it prints WELLSPRING_BASE_URL=… and WELLSPRING_API_KEY=… and runs until Ctrl-C.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { rm, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { newId } from "@wellspring/db";
+import { startMockProvider } from "@wellspring/mock-provider";
+import { issueKey } from "../gateway/src/api/keys.ts";
+import { parseEnv } from "../gateway/src/env.ts";
+import { bootHub } from "../gateway/src/hub.ts";
+import { createLogger } from "../gateway/src/log.ts";
+import { startGateway } from "../gateway/src/server.ts";
+import { createEnrollmentToken } from "../gateway/src/tunnel/enroll.ts";
+
+const root = resolve(import.meta.dirname, "..");
+const deno = join(root, "node_modules/.bin/deno");
+const agentDir = join(root, "agent-deno");
+const args = process.argv.slice(2);
+const upstreamArg = args.indexOf("--upstream") >= 0 ? args[args.indexOf("--upstream") + 1] : undefined;
+
+const env = parseEnv({ DATA_DIR: ".data/demo", ...process.env });
+const log = createLogger({ proc: "demo" }, env.LOG_LEVEL === "info" ? "warn" : env.LOG_LEVEL);
+const children: ChildProcess[] = [];
+
+function run(cmd: string, argv: string[], opts: { cwd: string; env?: Record<string, string> }, readyPattern: RegExp): Promise<ChildProcess> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(cmd, argv, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(child);
+    let done = false;
+    const tail: string[] = [];
+    for (const s of [child.stdout!, child.stderr!]) {
+      createInterface({ input: s }).on("line", (line) => {
+        tail.push(line);
+        if (tail.length > 20) tail.shift();
+        if (process.env.DEMO_VERBOSE) console.error(line);
+        if (!done && readyPattern.test(line)) {
+          done = true;
+          resolvePromise(child);
+        }
+      });
+    }
+    child.on("exit", (code) => {
+      if (!done) reject(new Error(`${cmd.split("/").pop()} ${argv[0]} exited (${code}):\n${tail.join("\n")}`));
+    });
+  });
+}
+
+const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
+const mock = upstreamArg ? null : await startMockProvider();
+const upstream = upstreamArg ?? mock!.origin;
+const gateway = await startGateway({ db: hub.db, log, hubId: hub.hubId, gatewayId: newId("gw"), tls: hub.tls, host: env.HOST, apiPort: env.GATEWAY_PORT, agentPort: env.AGENT_PORT });
+
+// A demo end user with a key, and a key owner with one agent.
+const user = await hub.db.user.upsert({ where: { email: "demo@wellspring.local" }, create: { id: newId("usr"), email: "demo@wellspring.local" }, update: {} });
+const owner = await hub.db.user.upsert({ where: { email: "owner@wellspring.local" }, create: { id: newId("usr"), email: "owner@wellspring.local", isOwner: true }, update: {} });
+const key = await issueKey(hub.db, user.id, `demo ${new Date().toISOString()}`);
+const { token } = await createEnrollmentToken(hub.db, owner.id, "demo agent");
+
+const agentData = join(hub.dataDir, "agent");
+await rm(agentData, { recursive: true, force: true });
+const enroll = await run(deno, ["run", "--no-prompt", `--allow-read=${agentData}`, `--allow-write=${agentData}`, "--allow-run", "--allow-env", "launch.ts", "enroll", "--data", agentData, "--hub", gateway.agentOrigin, "--pin", hub.tls.pin, "--token", token, "--name", "demo-agent"], { cwd: agentDir }, /enrolled as/);
+await new Promise((r) => enroll.once("exit", r));
+await writeFile(join(agentData, "config.json"), JSON.stringify({
+  name: "demo-agent",
+  logLevel: "warn",
+  upstreams: [
+    { provider: "openai", apiKeyEnv: "OPENAI_API_KEY", models: ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"] },
+    { provider: "anthropic", apiKeyEnv: "ANTHROPIC_API_KEY", models: ["claude-haiku-4-5", "claude-sonnet-4-5"] },
+  ],
+}, null, 2), { mode: 0o600 });
+await run(deno, ["run", "--no-prompt", `--allow-read=${agentData}`, "--allow-run", "--allow-env", "launch.ts", "start", "--data", agentData, "--dev-upstream", upstream], {
+  cwd: agentDir,
+  env: { OPENAI_API_KEY: process.env.OPENAI_API_KEY ?? "sk-demo-owner-openai", ANTHROPIC_API_KEY: process.env.ANTHROPIC_API_KEY ?? "sk-ant-demo-owner" },
+}, /WELLSPRING_AGENT_READY/);
+// Wait until the gateway routes the demo models.
+for (let i = 0; i < 100 && !gateway.registry.serves("anthropic", "claude-haiku-4-5"); i++) await new Promise((r) => setTimeout(r, 50));
+
+console.error(`demo: hub ${hub.hubId}, upstream ${upstream}${mock ? " (built-in mock provider)" : ""}; Ctrl-C stops everything`);
+console.log(`WELLSPRING_BASE_URL=${gateway.apiOrigin}`);
+console.log(`WELLSPRING_API_KEY=${key.secret}`);
+
+let stopping = false;
+const stop = () => {
+  if (stopping) return;
+  stopping = true;
+  for (const c of children) c.kill("SIGTERM");
+  void gateway.close().then(() => mock?.close()).then(() => hub.close()).finally(() => process.exit(0));
+};
+process.on("SIGINT", stop);
+process.on("SIGTERM", stop);

@@ -1,0 +1,62 @@
+import { gatewayStatus } from "./gateway-status";
+
+export const dynamic = "force-dynamic";
+
+const GATEWAY_URL = process.env.WELLSPRING_GATEWAY_URL ?? "http://127.0.0.1:8787";
+const PUBLIC_API_URL = process.env.WELLSPRING_PUBLIC_API_URL ?? GATEWAY_URL;
+
+export default async function Home() {
+  const status = await gatewayStatus(GATEWAY_URL);
+  return (
+    <main className="mx-auto max-w-4xl px-6 py-16">
+      <header className="flex items-center justify-between">
+        <div className="flex items-center gap-3">
+          <span aria-hidden className="inline-block h-8 w-8 rounded-lg bg-gradient-to-br from-sky-500 to-emerald-500" />
+          <span className="text-xl font-semibold tracking-tight">Wellspring</span>
+        </div>
+        <span className="text-sm text-slate-500">Enterprise AI gateway</span>
+      </header>
+
+      <section className="mt-16">
+        <h1 className="text-4xl font-semibold tracking-tight">One gateway for your organisation&apos;s AI capacity</h1>
+        <p className="mt-4 max-w-2xl text-lg text-slate-600">
+          OpenAI, Azure OpenAI and Anthropic capacity behind one OpenAI- and Anthropic-compatible API, with
+          metering, limits and routing. Provider keys stay on their owners&apos; machines.
+        </p>
+      </section>
+
+      <section aria-labelledby="status-heading" className="mt-12 rounded-xl border border-slate-200 bg-white p-6 shadow-sm">
+        <h2 id="status-heading" className="text-sm font-medium uppercase tracking-wide text-slate-500">System status</h2>
+        <dl className="mt-4 grid grid-cols-1 gap-6 sm:grid-cols-3">
+          <div>
+            <dt className="text-sm text-slate-500">Gateway</dt>
+            <dd className="mt-1 flex items-center gap-2 text-lg font-medium" data-testid="gateway-state">
+              <span aria-hidden className={`h-2.5 w-2.5 rounded-full ${status.reachable ? "bg-emerald-500" : "bg-rose-500"}`} />
+              {status.reachable ? "Online" : "Unreachable"}
+            </dd>
+          </div>
+          <div>
+            <dt className="text-sm text-slate-500">Agents connected</dt>
+            <dd className="mt-1 text-lg font-medium tabular-nums" data-testid="agents-connected">{status.agentsConnected}</dd>
+          </div>
+          <div>
+            <dt className="text-sm text-slate-500">Streams in flight</dt>
+            <dd className="mt-1 text-lg font-medium tabular-nums">{status.streamsOpen}</dd>
+          </div>
+        </dl>
+        <p className="mt-4 text-xs text-slate-400">Checked {status.checkedAt.replace("T", " ").slice(0, 19)} UTC</p>
+      </section>
+
+      <section className="mt-12">
+        <h2 className="text-lg font-semibold">Make a first call</h2>
+        <p className="mt-2 text-slate-600">Point the official SDKs at this gateway; only the base URL and the key change.</p>
+        <pre className="mt-4 overflow-x-auto rounded-lg bg-slate-900 p-4 text-sm text-slate-100">
+          <code>{`curl ${PUBLIC_API_URL}/v1/chat/completions \\
+  -H "Authorization: Bearer $WELLSPRING_API_KEY" \\
+  -H "Content-Type: application/json" \\
+  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`}</code>
+        </pre>
+      </section>
+    </main>
+  );
+}
