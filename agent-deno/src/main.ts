@@ -12,6 +12,8 @@ import { checkDevOrigin, keyFingerprint } from "./providers.ts";
 import { AGENT_VERSION, FatalTunnelError, Tunnel } from "./tunnel.ts";
 
 export const DEV_UPSTREAM_ENV = "WELLSPRING_DEV_UPSTREAM_ORIGIN";
+/** On SIGINT/SIGTERM, running streams get this long to finish before the agent exits. */
+export const SHUTDOWN_DRAIN_MS = 10_000;
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -46,7 +48,8 @@ async function serve(dataDir: string): Promise<void> {
     Deno.addSignalListener(sig, () => {
       log.info("agent.stopping", { signal: sig });
       stop.abort();
-      setTimeout(() => Deno.exit(0), 10_000);
+      // Streams get this long to drain after GOAWAY; then the process exits regardless.
+      setTimeout(() => Deno.exit(0), SHUTDOWN_DRAIN_MS);
     });
   }
   log.info("agent.starting", { agentId: identity.agentId, hub: identity.hubUrl, models: inventory.models.length, version: AGENT_VERSION });
@@ -60,6 +63,7 @@ if (import.meta.main) {
   try {
     if (command === "serve") {
       await serve(dataDir);
+      Deno.exit(0); // signal listeners and the drain timer would otherwise keep the process alive
     } else if (command === "enroll") {
       const hub = flag(args, "hub");
       const token = flag(args, "token");

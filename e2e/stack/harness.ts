@@ -55,7 +55,8 @@ export interface Proc {
 }
 
 export function startProc(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Proc {
-  const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
+  // Its own process group, so a stop reaches every descendant, as Ctrl-C in a terminal would.
+  const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"], detached: true });
   const lines: string[] = [];
   const waiters = new Set<() => void>();
   for (const stream of [child.stdout!, child.stderr!]) {
@@ -99,11 +100,22 @@ export function startProc(cmd: string, args: string[], opts: { cwd?: string; env
       });
     },
     async stop(signal = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-      child.kill(signal);
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      const group = (sig: NodeJS.Signals) => {
+        try {
+          process.kill(-child.pid!, sig);
+        } catch {
+          /* already gone */
+        }
+      };
+      if (child.exitCode !== null || child.signalCode !== null) {
+        group("SIGKILL"); // leave no descendant behind
+        return child.exitCode;
+      }
+      group(signal);
+      const timer = setTimeout(() => group("SIGKILL"), 12_000);
       const code = await exited;
       clearTimeout(timer);
+      group("SIGKILL");
       return code;
     },
   };

@@ -21,6 +21,8 @@ import type { TlsIdentity } from "./tls.ts";
 
 export const TUNNEL_PATH = "/agent/v1/tunnel";
 export const ENROLL_PATH = "/agent/v1/enroll";
+/** On shutdown, requests in flight get this long to finish before their connections are closed. */
+const SHUTDOWN_GRACE_MS = 5_000;
 /** How long the known-models list (for 404 vs 503) is cached, ms. */
 const KNOWN_MODELS_TTL_MS = 10_000;
 
@@ -188,11 +190,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     records,
     async close() {
       for (const conn of registry.connections()) conn.goAway();
-      await new Promise<void>((resolve) => api.close(() => resolve()));
-      api.closeAllConnections();
+      // Stop accepting; idle keep-alive connections go now, requests in flight get a grace period.
+      const apiClosed = new Promise<void>((resolve) => api.close(() => resolve()));
+      api.closeIdleConnections();
+      const grace = setTimeout(() => api.closeAllConnections(), SHUTDOWN_GRACE_MS);
+      await apiClosed;
+      clearTimeout(grace);
       for (const client of wss.clients) client.terminate();
-      await new Promise<void>((resolve) => agentServer.close(() => resolve()));
+      const agentClosed = new Promise<void>((resolve) => agentServer.close(() => resolve()));
       agentServer.closeAllConnections();
+      await agentClosed;
       await records.flush();
     },
   };
