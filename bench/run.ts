@@ -43,7 +43,7 @@ try {
   await measure(stack.baseUrl, stack.apiKey, WARMUP);
   const direct = await measure(stack.mock.origin, stack.apiKey, REQUESTS);
   const tunnel = await measure(stack.baseUrl, stack.apiKey, REQUESTS);
-  const row = (xs: number[]) => ({ p50: +percentile(xs, 50).toFixed(3), p99: +percentile(xs, 99).toFixed(3) });
+  const row = (xs: number[]) => ({ p50: +percentile(xs, 50).toFixed(3), p90: +percentile(xs, 90).toFixed(3), p95: +percentile(xs, 95).toFixed(3), p99: +percentile(xs, 99).toFixed(3), max: +xs[xs.length - 1]!.toFixed(3) });
   const result = {
     scenario: "S1: small non-streaming chat call (≈1 KB in, ≈0.5 KB out), concurrency 1",
     requests: REQUESTS,

@@ -4,6 +4,7 @@
  * and only then does any byte of ours (the WebSocket upgrade, an enrollment token) go out. A certificate a
  * system CA would accept is still refused when its key is not pinned.
  */
+import net from "node:net";
 import tls from "node:tls";
 import { createHash, X509Certificate } from "node:crypto";
 
@@ -35,9 +36,11 @@ export function connectPinned(origin: URL, pins: readonly string[], timeoutMs = 
   const host = origin.hostname.replace(/^\[|\]$/g, "");
   const isIp = /^[\d.]+$|:/.test(host);
   return new Promise((resolve, reject) => {
+    // TCP first, with Nagle off (small frames must not wait for delayed ACKs), then TLS over it.
+    const raw = net.connect({ host, port: Number(origin.port || 443) });
+    raw.setNoDelay(true);
     const socket = tls.connect({
-      host,
-      port: Number(origin.port || 443),
+      socket: raw,
       servername: isIp ? undefined : host,
       // Chain validation is replaced by the pin: only a pinned key is accepted, CA-signed or not.
       rejectUnauthorized: false,

@@ -6,6 +6,7 @@
  */
 import {
   acquireCredit,
+  concatBytes,
   DATA_PAYLOAD_BYTES_MAX,
   encodeData,
   encodeEnd,
@@ -135,6 +136,25 @@ export class AgentStream {
     }, { highWaterMark: 0 });
   }
 
+  /**
+   * A body that fits in one stream window arrives without waiting for credit, so waiting for all of it is
+   * free; it then goes to the provider as one buffer, written with the request head (a streamed body is
+   * written after the head, and a small second write can wait ~40 ms for a delayed ACK).
+   */
+  async #smallBody(): Promise<Uint8Array | null> {
+    const expected = this.head.bodyBytes;
+    if (expected === null || expected > this.recvWindow.remainingBytes + this.recvWindow.outstandingBytes) return null;
+    while (!this.#bodyEnded && !this.#closed) {
+      await new Promise<void>((resolve) => (this.#bodyWaiter = resolve));
+      this.#bodyWaiter = null;
+    }
+    const body = concatBytes(this.#bodyQueue);
+    const inc = this.recvWindow.consume(body.length);
+    if (inc > 0) this.host.send(encodeWindow(this.id, inc));
+    this.#bodyQueue = [];
+    return body;
+  }
+
   /** Runs the provider call to completion, reset or abort. Never throws. */
   async run(): Promise<void> {
     const headers = new Headers();
@@ -145,13 +165,15 @@ export class AgentStream {
     headers.set("accept-encoding", "identity");
     if (this.head.bodyBytes !== null) headers.set("content-length", String(this.head.bodyBytes));
     const url = upstreamUrl(this.upstream, this.head.path, this.host.devOrigin);
+    const small = this.head.method === "POST" ? await this.#smallBody() : null;
+    if (this.#closed) return;
     const headTimer = setTimeout(() => this.#reset(ResetCode.UPSTREAM_TIMEOUT, "provider did not answer in time"), UPSTREAM_HEAD_TIMEOUT_MS);
     let response: Response;
     try {
       response = await fetch(url, {
         method: this.head.method,
         headers,
-        body: this.head.method === "POST" ? this.#requestBody() : undefined,
+        body: this.head.method !== "POST" ? undefined : (small as Uint8Array<ArrayBuffer> | null) ?? this.#requestBody(),
         signal: this.#abort.signal,
         redirect: "manual",
         // @ts-ignore: `duplex` is required for streaming request bodies (not yet in every lib.dom).

@@ -152,6 +152,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
     res.writeHead(404, { "content-type": "application/json" }).end('{"error":{"code":"not_found","message":"Unknown path."}}');
   });
+  // Small frames must leave at once: Nagle plus delayed ACKs would add ~40 ms to small exchanges.
+  agentServer.on("connection", (socket: import("node:net").Socket) => socket.setNoDelay(true));
   const wss = new WebSocketServer({ noServer: true, maxPayload: FRAME_BYTES_MAX, perMessageDeflate: false });
   agentServer.on("upgrade", (req, socket, head) => {
     const path = new URL(req.url ?? "/", "https://hub").pathname;
