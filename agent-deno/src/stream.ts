@@ -5,10 +5,7 @@
  * A RESET from the hub aborts the fetch, which closes the provider connection.
  */
 import {
-  acquireCredit,
   concatBytes,
-  DATA_PAYLOAD_BYTES_MAX,
-  encodeData,
   encodeEnd,
   encodeReset,
   encodeResponse,
@@ -17,6 +14,7 @@ import {
   RecvWindow,
   ResetCode,
   SendWindow,
+  sendWithCredit,
   type RequestHead,
 } from "../../protocol/src/mod.ts";
 import { authHeaders, upstreamUrl, type Upstream } from "./providers.ts";
@@ -207,15 +205,9 @@ export class AgentStream {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        let offset = 0;
-        while (offset < value.length) {
-          const want = Math.min(value.length - offset, DATA_PAYLOAD_BYTES_MAX);
-          const n = await acquireCredit(this.sendWindow, this.host.connectionSendWindow(), want, this.#abort.signal);
-          if (this.#closed) return;
-          this.host.send(encodeData(this.id, value.subarray(offset, offset + n)));
-          offset += n;
-          this.upstreamBytes += n;
-        }
+        const windows = { stream: this.sendWindow, connection: this.host.connectionSendWindow() };
+        this.upstreamBytes += await sendWithCredit(this.id, value, windows, (f) => this.host.send(f), () => this.#closed, this.#abort.signal);
+        if (this.#closed) return;
       }
     } catch (error) {
       if (!this.#closed) {

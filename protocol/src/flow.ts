@@ -6,7 +6,8 @@
  * credit back (WINDOW frames) only as its consumer actually takes the bytes, so a slow reader stops the
  * sender after at most one window, and memory is bounded by windows, not by body size.
  */
-import { WINDOW_BYTES_MAX } from "./constants.ts";
+import { DATA_PAYLOAD_BYTES_MAX, WINDOW_BYTES_MAX } from "./constants.ts";
+import { encodeData } from "./frame.ts";
 
 export class WindowClosedError extends Error {
   constructor(message = "window closed") {
@@ -107,6 +108,29 @@ export async function acquireCredit(
     stream.giveBack(fromStream - n);
     return n;
   }
+}
+
+/**
+ * Sends `bytes` on a stream as DATA frames of at most DATA_PAYLOAD_BYTES_MAX, each only once both windows
+ * have credit for it. Stops early (returning what was sent) when `isClosed()` turns true while waiting.
+ */
+export async function sendWithCredit(
+  streamId: number,
+  bytes: Uint8Array,
+  windows: { stream: SendWindow; connection: SendWindow },
+  send: (frame: Uint8Array) => void,
+  isClosed: () => boolean,
+  signal?: AbortSignal,
+): Promise<number> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    const want = Math.min(bytes.length - offset, DATA_PAYLOAD_BYTES_MAX);
+    const n = await acquireCredit(windows.stream, windows.connection, want, signal);
+    if (isClosed()) return offset;
+    send(encodeData(streamId, bytes.subarray(offset, offset + n)));
+    offset += n;
+  }
+  return offset;
 }
 
 /**

@@ -4,14 +4,12 @@
  * returning credit as its client actually takes the bytes.
  */
 import {
-  acquireCredit,
-  DATA_PAYLOAD_BYTES_MAX,
-  encodeData,
   encodeEnd,
   encodeReset,
   encodeWindow,
   RecvWindow,
   SendWindow,
+  sendWithCredit,
   type EndTrailer,
   type ResponseHead,
 } from "@wellspring/protocol";
@@ -60,16 +58,11 @@ export class HubStream {
 
   /** Sends request body bytes, waiting for credit; rejects if the stream closes meanwhile. */
   async sendData(chunk: Uint8Array): Promise<void> {
-    let offset = 0;
-    while (offset < chunk.length) {
-      if (this.#closed) throw new Error("stream closed");
-      const want = Math.min(chunk.length - offset, DATA_PAYLOAD_BYTES_MAX);
-      const n = await acquireCredit(this.sendWindow, this.transport.connectionSendWindow, want, this.#abort.signal);
-      if (this.#closed) throw new Error("stream closed");
-      this.transport.send(encodeData(this.id, chunk.subarray(offset, offset + n)));
-      offset += n;
-      this.bytesSent += n;
-    }
+    if (this.#closed) throw new Error("stream closed");
+    const windows = { stream: this.sendWindow, connection: this.transport.connectionSendWindow };
+    const sent = await sendWithCredit(this.id, chunk, windows, (f) => this.transport.send(f), () => this.#closed, this.#abort.signal);
+    this.bytesSent += sent;
+    if (sent < chunk.length) throw new Error("stream closed");
   }
 
   end(): void {
