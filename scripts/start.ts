@@ -23,6 +23,7 @@ const gateway = await startGateway({
   db: hub.db, log, hubId: hub.hubId, gatewayId: env.GATEWAY_ID ?? newId("gw"), tls: hub.tls,
   host: env.HOST, apiPort: env.GATEWAY_PORT, agentPort: env.AGENT_PORT,
   limits: { requestBodyBytesMax: env.REQUEST_BODY_BYTES_MAX, responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS, streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS },
+  tunnel: { heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS, heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS },
 });
 
 const webDir = join(root, "web");

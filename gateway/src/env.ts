@@ -17,6 +17,8 @@ const schema = z.object({
   REQUEST_BODY_BYTES_MAX: int(32 * 1024 * 1024),
   RESPONSE_HEAD_TIMEOUT_MS: int(600_000),
   STREAM_IDLE_TIMEOUT_MS: int(300_000),
+  TUNNEL_HEARTBEAT_INTERVAL_MS: int(15_000),
+  TUNNEL_HEARTBEAT_TIMEOUT_MS: int(45_000),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
