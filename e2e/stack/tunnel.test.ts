@@ -44,13 +44,13 @@ describe("tunnel", () => {
       headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
       body: chatBody("chunks=100 bytes=104857600", false),
     }).then(async (r) => ({ status: r.status, bytes: (await r.arrayBuffer()).byteLength, ms: Date.now() - bigStart }));
-    // 200 SSE streams of 50 chunks paced 20 ms apart: about 1 s each when nothing blocks them.
+    // 200 SSE streams of 60 chunks paced 50 ms apart: about 3 s each, long enough for all to be open at once.
     const streams = Array.from({ length: 200 }, (_, i) => {
       const startedAt = Date.now();
       return fetch(`${stack.baseUrl}/v1/chat/completions`, {
         method: "POST",
         headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
-        body: chatBody(`chunks=50 delay_ms=20 n=${i}`),
+        body: chatBody(`chunks=60 delay_ms=50 n=${i}`),
       }).then(async (r) => {
         const ttfbMs = Date.now() - startedAt;
         const text = await r.text();
@@ -61,23 +61,23 @@ describe("tunnel", () => {
     const bigResult = await big;
     expect(bigResult.status).toBe(200);
     expect(bigResult.bytes).toBeGreaterThan(100 * 1024 * 1024);
-    const expected = Array.from({ length: 50 }, (_, i) => `"content":"w${i} "`);
+    const expected = Array.from({ length: 60 }, (_, i) => `"content":"w${i} "`);
     for (const r of results) {
       expect(r.status).toBe(200);
       for (const piece of expected) expect(r.text).toContain(piece);
       expect(r.text.endsWith("data: [DONE]\n\n")).toBe(true);
     }
-    // Interleaved: the streams were open at the provider together, each took about its own pacing (1 s),
+    // Interleaved: the streams were open at the provider together, each took about its own pacing (3 s),
     // and none waited for the big body.
     const peak = Math.max(...stack.mock.requests.slice(-201).map((r) => r.concurrentAtStart));
     const sorted = results.map((r) => r.ms).sort((a, b) => a - b);
     const ttfb = results.map((r) => r.ttfbMs).sort((a, b) => a - b);
     console.log(`200 streams: peak concurrency ${peak}, duration p50 ${sorted[100]} ms max ${sorted[199]} ms, ttfb p50 ${ttfb[100]} ms max ${ttfb[199]} ms; 100 MB body ${bigResult.ms} ms`);
-    expect(peak).toBeGreaterThanOrEqual(150);
+    expect(peak).toBeGreaterThanOrEqual(190);
     // No stream waited for the big body to finish (head-of-line blocking would push every first byte past it).
     expect(ttfb[199]!).toBeLessThan(bigResult.ms);
-    // On 2 shared cores the client, mock, gateway and agent compete; 1 s streams still finish within a few.
-    expect(sorted[199]!).toBeLessThan(10_000);
+    // On 2 shared cores the client, mock, gateway and agent compete; 3 s streams still finish within 12 s.
+    expect(sorted[199]!).toBeLessThan(12_000);
   }, 60_000);
 
   it("a client that stops reading holds gateway and agent memory to the flow-control windows", async () => {

@@ -10,7 +10,7 @@ const log = createLogger({ proc: "gateway" }, env.LOG_LEVEL);
 const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
 if (!env.REDIS_URL) log.info("gateway.limits", { mode: "in-process", note: "REDIS_URL is unset: limits are kept in this process only" });
 const gateway = await startGateway({
-  db: hub.db,
+  db: hub.db, databaseUrl: hub.databaseUrl,
   log,
   hubId: hub.hubId,
   gatewayId: env.GATEWAY_ID ?? newId("gw"),

@@ -5,6 +5,7 @@
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
+import pg from "pg";
 import { WebSocketServer } from "ws";
 import { FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
 import type { Db } from "@wellspring/db";
@@ -28,6 +29,8 @@ const KNOWN_MODELS_TTL_MS = 10_000;
 
 export interface GatewayOptions {
   db: Db;
+  /** The same database, for the record writer's batched inserts. */
+  databaseUrl: string;
   log: Logger;
   hubId: string;
   gatewayId: string;
@@ -65,7 +68,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
   const keys = new KeyVerifier(db);
-  const records = new RecordWriter(db, log);
+  const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 2 });
+  recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
+  const records = new RecordWriter(recordsPool, log);
   let knownCache: { at: number; models: Map<ApiFamily, Set<string>> } | null = null;
   const knownModels = async (api: ApiFamily): Promise<ReadonlySet<string>> => {
     if (!knownCache || Date.now() - knownCache.at > KNOWN_MODELS_TTL_MS) {
@@ -203,6 +208,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       agentServer.closeAllConnections();
       await agentClosed;
       await records.flush();
+      await recordsPool.end();
     },
   };
 }
