@@ -150,4 +150,27 @@ describe("official SDKs through gateway → tunnel → agent → provider", () =
     expect(res.text).toBe(`received ${seen.requestBytes} bytes`);
     expect(seen.requestBytes).toBeGreaterThan(audio.length);
   });
+
+  it("each request's record carries the usage the provider reported, streamed or not", async () => {
+    const send = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
+      const res = await fetch(`${stack.baseUrl}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json", ...headers },
+        body: JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { id: res.headers.get("x-wellspring-request-id")!, text };
+    };
+    const chat = await send("/v1/chat/completions", { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, messages: [{ role: "user", content: "[mock chunks=12]" }] });
+    const noUsage = await send("/v1/chat/completions", { model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "[mock chunks=3]" }] });
+    const claude = await send("/v1/messages", { model: "claude-haiku-4-5", stream: true, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7]" }] }, { "anthropic-version": "2023-06-01" });
+    const emb = await send("/v1/embeddings", { model: "text-embedding-3-small", input: "hello" });
+    await new Promise((r) => setTimeout(r, 600));
+    const rows = new Map((await stack.db.requestRecord.findMany({ where: { id: { in: [chat.id, noUsage.id, claude.id, emb.id] } } })).map((r) => [r.id, r]));
+    const promptOf = (text: string, key: string) => Number(new RegExp(`"${key}":(\\d+)`).exec(text)![1]);
+    expect(rows.get(chat.id)).toMatchObject({ outputTokens: 12, inputTokens: promptOf(chat.text, "prompt_tokens"), streamed: true, endCause: "completed" });
+    expect(rows.get(noUsage.id)).toMatchObject({ outputTokens: null, inputTokens: null });
+    expect(rows.get(claude.id)).toMatchObject({ outputTokens: 7, inputTokens: promptOf(claude.text, "input_tokens") });
+    expect(rows.get(emb.id)).toMatchObject({ outputTokens: 0, inputTokens: promptOf(emb.text, "prompt_tokens") });
+  });
 });

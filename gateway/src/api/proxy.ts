@@ -15,6 +15,7 @@ import type { AgentRegistry } from "../tunnel/registry.ts";
 import { JsonFieldScanner, MultipartFieldScanner, multipartBoundary, type FieldScanner } from "./field_scanner.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { EndCause, RecordWriter } from "./records.ts";
+import { createUsageTap, type UsageTap } from "../billing/usage_tap.ts";
 import { DROPPED_RESPONSE_HEADERS, FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
 
 export interface ProxyLimits {
@@ -72,6 +73,8 @@ class ProxyExchange {
   status = 0;
   endCause: EndCause | null = null;
   #pendingConsume = 0;
+  /** Reads the provider's reported usage from the response bytes as they pass (never changes them). */
+  #usage: UsageTap | null = null;
   #headTimer: ReturnType<typeof setTimeout> | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   principal: Principal | null = null;
@@ -97,6 +100,7 @@ class ProxyExchange {
     if (this.#headTimer) clearTimeout(this.#headTimer);
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
     if (!this.principal) return;
+    const usage = this.#usage?.result() ?? null;
     this.deps.records.add({
       id: this.requestId,
       userId: this.principal.userId,
@@ -114,6 +118,9 @@ class ProxyExchange {
       startedAt: new Date(this.startedAt),
       firstByteMs: this.firstByteAt === null ? null : this.firstByteAt - this.startedAt,
       durationMs: Date.now() - this.startedAt,
+      inputTokens: usage?.inputTokens ?? null,
+      outputTokens: usage?.outputTokens ?? null,
+      cachedInputTokens: usage?.cachedInputTokens ?? null,
     });
   }
 
@@ -262,6 +269,7 @@ class ProxyExchange {
       const prev = out[name];
       out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
+    if (status < 400) this.#usage = createUsageTap(headers.find(([n]) => n === "content-type")?.[1] ?? "");
     this.res.writeHead(status, out);
     this.res.flushHeaders();
     this.#armIdle();
@@ -270,6 +278,7 @@ class ProxyExchange {
   #onData(chunk: Uint8Array): void {
     if (this.finished) return;
     this.bytesOut += chunk.length;
+    this.#usage?.push(chunk);
     this.#armIdle();
     const n = chunk.length;
     if (this.res.write(chunk)) {

@@ -26,6 +26,9 @@ export interface RequestRecordInput {
   startedAt: Date;
   firstByteMs: number | null;
   durationMs: number;
+  inputTokens: number | null;
+  outputTokens: number | null;
+  cachedInputTokens: number | null;
 }
 
 /** Records waiting for their batch; past this many, new records are dropped and counted. */
@@ -33,10 +36,10 @@ export const RECORD_QUEUE_ENTRIES_MAX = 100_000;
 const FLUSH_INTERVAL_MS = 200;
 const INSERT_SQL = `INSERT INTO request_records
   (id, user_id, key_id, agent_id, gateway_id, route, provider, model, streamed, http_status, end_cause,
-   bytes_in, bytes_out, started_at, first_byte_ms, duration_ms)
+   bytes_in, bytes_out, started_at, first_byte_ms, duration_ms, input_tokens, output_tokens, cached_input_tokens)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
   $8::text[], $9::bool[], $10::int[], $11::"EndCause"[], $12::bigint[], $13::bigint[], $14::timestamptz[],
-  $15::int[], $16::int[])
+  $15::int[], $16::int[], $17::int[], $18::int[], $19::int[])
 ON CONFLICT (id) DO NOTHING`;
 const BATCH_ENTRIES_MAX = 500;
 
@@ -81,6 +84,9 @@ export class RecordWriter {
         batch.map((r) => r.startedAt.toISOString()),
         batch.map((r) => r.firstByteMs),
         batch.map((r) => r.durationMs),
+        batch.map((r) => r.inputTokens),
+        batch.map((r) => r.outputTokens),
+        batch.map((r) => r.cachedInputTokens),
       ])
       .then(
         () => undefined,

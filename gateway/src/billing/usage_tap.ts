@@ -1,0 +1,235 @@
+/**
+ * Reads token usage from a response as its bytes pass to the user, without changing or holding them:
+ * OpenAI chat/completions SSE (`stream_options.include_usage`), Responses API events (`response.completed`),
+ * Anthropic `message_start` / `message_delta`, and non-streaming JSON bodies (chat, completions, responses,
+ * embeddings, messages). Memory is bounded: one partial SSE line (≤ LINE_BYTES_MAX) or the body's tail
+ * (≤ TAIL_BYTES_MAX) for JSON.
+ */
+
+export interface Usage {
+  inputTokens: number;
+  outputTokens: number;
+  /** Input tokens served from the provider's prompt cache (billed at the cached-input price). */
+  cachedInputTokens: number;
+}
+
+/** Longest SSE line examined; longer lines (large content deltas) are skipped, never buffered. */
+export const LINE_BYTES_MAX = 256 * 1024;
+/** Bytes kept from the end of a JSON body, where every provider puts `usage`. */
+export const TAIL_BYTES_MAX = 64 * 1024;
+
+type Json = Record<string, unknown>;
+const num = (v: unknown): number => (typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0);
+const obj = (v: unknown): Json | null => (typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Json) : null);
+
+/** Usage from any of the providers' usage objects (OpenAI chat/embeddings, Responses, Anthropic). */
+export function usageFromObject(u: Json): Usage | null {
+  if ("prompt_tokens" in u || "completion_tokens" in u) {
+    return {
+      inputTokens: num(u.prompt_tokens),
+      outputTokens: num(u.completion_tokens),
+      cachedInputTokens: num(obj(u.prompt_tokens_details)?.cached_tokens),
+    };
+  }
+  if ("input_tokens" in u || "output_tokens" in u) {
+    // Responses API: input_tokens includes cached ones. Anthropic: input_tokens excludes cache reads/writes.
+    const details = obj(u.input_tokens_details);
+    if (details) return { inputTokens: num(u.input_tokens), outputTokens: num(u.output_tokens), cachedInputTokens: num(details.cached_tokens) };
+    const cacheRead = num(u.cache_read_input_tokens);
+    const cacheWrite = num(u.cache_creation_input_tokens);
+    return { inputTokens: num(u.input_tokens) + cacheRead + cacheWrite, outputTokens: num(u.output_tokens), cachedInputTokens: cacheRead };
+  }
+  return null;
+}
+
+export interface UsageTap {
+  push(chunk: Uint8Array): void;
+  /** The usage the provider reported, or null if it reported none (the stream was cut, or not asked). */
+  result(): Usage | null;
+}
+
+class SseTap implements UsageTap {
+  #partial: Uint8Array[] = [];
+  #partialBytes = 0;
+  /** Set when the current line outgrew LINE_BYTES_MAX: only its head and a rolling tail are kept. */
+  #long: { head: string; tail: TailBuffer } | null = null;
+  #usage: Usage | null = null;
+  #anthropicInput: Usage | null = null;
+  readonly #decoder = new TextDecoder();
+
+  push(chunk: Uint8Array): void {
+    let start = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      if (chunk[i] !== 0x0a) continue;
+      this.#take(chunk.subarray(start, i));
+      this.#endLine();
+      start = i + 1;
+    }
+    if (start < chunk.length) this.#take(chunk.subarray(start));
+  }
+
+  #take(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    if (this.#long) {
+      this.#long.tail.push(bytes);
+      return;
+    }
+    if (this.#partialBytes + bytes.length <= LINE_BYTES_MAX) {
+      this.#partial.push(bytes.slice());
+      this.#partialBytes += bytes.length;
+      return;
+    }
+    // A large event (e.g. response.completed repeating a long output): keep where its type is and its tail,
+    // where the usage object is.
+    const head = new TextDecoder().decode(concat([...this.#partial, bytes.subarray(0, 512)]).subarray(0, 512));
+    const tail = new TailBuffer();
+    for (const p of this.#partial) tail.push(p);
+    tail.push(bytes);
+    this.#long = { head, tail };
+    this.#partial = [];
+    this.#partialBytes = 0;
+  }
+
+  #endLine(): void {
+    const parts = this.#partial;
+    const long = this.#long;
+    this.#partial = [];
+    this.#partialBytes = 0;
+    this.#long = null;
+    if (long) {
+      if (!long.head.startsWith("data:")) return;
+      const type = /"type"\s*:\s*"([^"]+)"/.exec(long.head)?.[1];
+      const usage = lastUsageIn(new TextDecoder().decode(long.tail.bytes()));
+      // Only the events that carry final usage count (Anthropic's usage events are always small).
+      if (usage && (type === "response.completed" || type === "response.incomplete" || type === "response.failed" || type === undefined)) this.#usage = usage;
+      return;
+    }
+    if (parts.length === 0) return;
+    let line = this.#decoder.decode(concat(parts));
+    if (line.endsWith("\r")) line = line.slice(0, -1);
+    if (!line.startsWith("data:") || !line.includes("_tokens")) return;
+    let data: Json | null;
+    try {
+      data = obj(JSON.parse(line.slice(5).trimStart()));
+    } catch {
+      return;
+    }
+    if (!data) return;
+    this.#onEvent(data);
+  }
+
+  #onEvent(data: Json): void {
+    // Anthropic: input in message_start, cumulative output in message_delta.
+    if (data.type === "message_start") {
+      const u = obj(obj(data.message)?.usage);
+      if (u) this.#anthropicInput = usageFromObject(u);
+      return;
+    }
+    if (data.type === "message_delta") {
+      const u = obj(data.usage);
+      if (!u) return;
+      const input = this.#anthropicInput ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0 };
+      // message_delta may repeat input counts (newer API versions); prefer them when present.
+      const delta = usageFromObject({ ...u, input_tokens: u.input_tokens ?? 0 });
+      this.#usage = {
+        inputTokens: "input_tokens" in u ? delta!.inputTokens : input.inputTokens,
+        outputTokens: num(u.output_tokens),
+        cachedInputTokens: "cache_read_input_tokens" in u ? delta!.cachedInputTokens : input.cachedInputTokens,
+      };
+      return;
+    }
+    // Responses API: the final response carries usage.
+    if (typeof data.type === "string" && data.type.startsWith("response.")) {
+      const u = obj(obj(data.response)?.usage);
+      if (u && (data.type === "response.completed" || data.type === "response.incomplete" || data.type === "response.failed")) {
+        this.#usage = usageFromObject(u);
+      }
+      return;
+    }
+    // OpenAI chat / completions: a chunk with a non-null usage.
+    const u = obj(data.usage);
+    if (u) this.#usage = usageFromObject(u);
+  }
+
+  result(): Usage | null {
+    return this.#usage;
+  }
+}
+
+/** The last TAIL_BYTES_MAX bytes pushed into it. */
+class TailBuffer {
+  #parts: Uint8Array[] = [];
+  #bytes = 0;
+
+  push(chunk: Uint8Array): void {
+    this.#parts.push(chunk.slice(Math.max(0, chunk.length - TAIL_BYTES_MAX)));
+    this.#bytes += Math.min(chunk.length, TAIL_BYTES_MAX);
+    while (this.#parts.length > 1 && this.#bytes - this.#parts[0]!.length >= TAIL_BYTES_MAX) {
+      this.#bytes -= this.#parts.shift()!.length;
+    }
+  }
+
+  bytes(): Uint8Array {
+    return concat(this.#parts);
+  }
+}
+
+/** The last `"usage": { … }` object in `text` that reads as a usage object. */
+function lastUsageIn(text: string): Usage | null {
+  for (let at = text.lastIndexOf('"usage"'); at >= 0; at = text.lastIndexOf('"usage"', at - 1)) {
+    const open = text.indexOf("{", at);
+    if (open < 0) continue;
+    const close = matchingBrace(text, open);
+    if (close < 0) continue;
+    try {
+      const u = obj(JSON.parse(text.slice(open, close + 1)));
+      const usage = u ? usageFromObject(u) : null;
+      if (usage) return usage;
+    } catch {
+      /* not JSON at this position; keep looking */
+    }
+  }
+  return null;
+}
+
+class JsonTailTap implements UsageTap {
+  readonly #tail = new TailBuffer();
+
+  push(chunk: Uint8Array): void {
+    this.#tail.push(chunk);
+  }
+
+  result(): Usage | null {
+    return lastUsageIn(new TextDecoder().decode(this.#tail.bytes()));
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+function matchingBrace(text: string, open: number): number {
+  let depth = 0;
+  let inString = false;
+  for (let i = open; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === "{") depth++;
+    else if (c === "}" && --depth === 0) return i;
+  }
+  return -1;
+}
+
+/** A tap for a response with this content type. */
+export function createUsageTap(contentType: string): UsageTap {
+  return contentType.toLowerCase().startsWith("text/event-stream") ? new SseTap() : new JsonTailTap();
+}
