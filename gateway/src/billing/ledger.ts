@@ -1,0 +1,167 @@
+/**
+ * The hub's authoritative money ledger (PostgreSQL): wallets with available and reserved balances,
+ * reserve-before-dispatch and settle-once per request, and a double-entry journal from which every balance
+ * can be derived. Every operation is one transaction and idempotent by its id, so a retry never counts twice.
+ *
+ * Concurrency: a reservation is a single conditional UPDATE on the wallet row (`available >= amount`), so any
+ * number of concurrent requests — on any number of gateways — can never spend more than the balance.
+ */
+import type pg from "pg";
+
+export type ReserveResult = "reserved" | "duplicate" | "insufficient_balance";
+export type SettleResult =
+  | { outcome: "settled"; chargedMicros: bigint; releasedMicros: bigint }
+  | { outcome: "already_settled" | "unknown_request" };
+
+export interface Settlement {
+  /** What the request cost the user; capped at the reservation. */
+  chargeMicros: bigint;
+  /** The owner credited, and what they earn (capped at the charge); null for no owner. */
+  ownerId: string | null;
+  ownerEarningMicros: bigint;
+}
+
+export interface AuditReport {
+  ok: boolean;
+  problems: string[];
+  journalSumMicros: bigint;
+  walletsChecked: number;
+}
+
+export const ACCOUNT_FUNDING = "platform:funding";
+export const ACCOUNT_MARGIN = "platform:margin";
+export const userAccount = (id: string) => `user:${id}`;
+export const ownerAccount = (id: string) => `owner:${id}`;
+
+async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    const out = await fn(client);
+    await client.query("COMMIT");
+    return out;
+  } catch (error) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+export class Ledger {
+  constructor(private readonly pool: pg.Pool) {}
+
+  /** Adds money to a user's wallet (top-up, grant, redemption); idempotent by `txId`. */
+  async credit(userId: string, amountMicros: bigint, kind: string, txId: string): Promise<"credited" | "duplicate"> {
+    if (amountMicros <= 0n) throw new RangeError("credit amount must be positive");
+    return inTransaction(this.pool, async (c) => {
+      // The transaction id is claimed first; a retry finds it and changes nothing.
+      const claimed = await c.query("SELECT 1 FROM journal_entries WHERE tx_id = $1 LIMIT 1", [txId]);
+      if (claimed.rowCount) return "duplicate";
+      await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [txId]);
+      const again = await c.query("SELECT 1 FROM journal_entries WHERE tx_id = $1 LIMIT 1", [txId]);
+      if (again.rowCount) return "duplicate";
+      await c.query(
+        `INSERT INTO wallets (user_id, available_micros) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE SET available_micros = wallets.available_micros + EXCLUDED.available_micros, updated_at = now()`,
+        [userId, amountMicros.toString()],
+      );
+      await c.query(
+        `INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, $5), ($1, $4, $6, $5)`,
+        [txId, ACCOUNT_FUNDING, (-amountMicros).toString(), userAccount(userId), kind, amountMicros.toString()],
+      );
+      return "credited";
+    });
+  }
+
+  /** Holds the most a request may cost, before any upstream call. Idempotent by request id. */
+  async reserve(requestId: string, userId: string, amountMicros: bigint): Promise<ReserveResult> {
+    if (amountMicros < 0n) throw new RangeError("reservation must not be negative");
+    return inTransaction(this.pool, async (c) => {
+      const inserted = await c.query(
+        "INSERT INTO reservations (request_id, user_id, amount_micros) VALUES ($1, $2, $3) ON CONFLICT (request_id) DO NOTHING",
+        [requestId, userId, amountMicros.toString()],
+      );
+      if (inserted.rowCount === 0) return "duplicate";
+      const held = await c.query(
+        `UPDATE wallets SET available_micros = available_micros - $2, reserved_micros = reserved_micros + $2, updated_at = now()
+         WHERE user_id = $1 AND available_micros >= $2`,
+        [userId, amountMicros.toString()],
+      );
+      if (held.rowCount === 0) throw new InsufficientBalance();
+      return "reserved";
+    }).catch((error: unknown) => {
+      if (error instanceof InsufficientBalance) return "insufficient_balance" as const;
+      throw error;
+    });
+  }
+
+  /** Settles a reservation once: charges at most what was reserved, returns the rest, posts the journal. */
+  async settle(requestId: string, s: Settlement): Promise<SettleResult> {
+    if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n) throw new RangeError("charge and earning must not be negative");
+    return inTransaction(this.pool, async (c) => {
+      const r = await c.query<{ user_id: string; amount_micros: string; status: string }>(
+        "SELECT user_id, amount_micros, status FROM reservations WHERE request_id = $1 FOR UPDATE",
+        [requestId],
+      );
+      const row = r.rows[0];
+      if (!row) return { outcome: "unknown_request" as const };
+      if (row.status !== "held") return { outcome: "already_settled" as const };
+      const amount = BigInt(row.amount_micros);
+      const charge = s.chargeMicros < amount ? s.chargeMicros : amount;
+      const earning = s.ownerId === null ? 0n : s.ownerEarningMicros < charge ? s.ownerEarningMicros : charge;
+      const released = amount - charge;
+      await c.query(
+        `UPDATE wallets SET reserved_micros = reserved_micros - $2, available_micros = available_micros + $3, updated_at = now()
+         WHERE user_id = $1`,
+        [row.user_id, amount.toString(), released.toString()],
+      );
+      await c.query("UPDATE reservations SET status = 'settled', charge_micros = $2, settled_at = now() WHERE request_id = $1", [requestId, charge.toString()]);
+      if (charge > 0n) {
+        const entries: [string, bigint, string][] = [[userAccount(row.user_id), -charge, "usage"]];
+        if (earning > 0n) entries.push([ownerAccount(s.ownerId!), earning, "earning"]);
+        if (charge - earning > 0n) entries.push([ACCOUNT_MARGIN, charge - earning, "margin"]);
+        const values = entries.map((_, i) => `($1, $2, $${i * 3 + 3}, $${i * 3 + 4}, $${i * 3 + 5})`).join(", ");
+        await c.query(
+          `INSERT INTO journal_entries (tx_id, request_id, account, amount_micros, kind) VALUES ${values}`,
+          [`settle:${requestId}`, requestId, ...entries.flatMap(([a, m, k]) => [a, m.toString(), k])],
+        );
+      }
+      return { outcome: "settled" as const, chargedMicros: charge, releasedMicros: released };
+    });
+  }
+
+  /** Checks every invariant of the ledger; `ok` is false with a list of problems when one fails. */
+  async audit(): Promise<AuditReport> {
+    const problems: string[] = [];
+    const sum = await this.pool.query<{ s: string | null }>("SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries");
+    const journalSumMicros = BigInt(sum.rows[0]!.s ?? "0");
+    if (journalSumMicros !== 0n) problems.push(`journal sums to ${journalSumMicros}, not 0`);
+    const unbalanced = await this.pool.query("SELECT tx_id FROM journal_entries GROUP BY tx_id HAVING SUM(amount_micros) <> 0 LIMIT 5");
+    for (const r of unbalanced.rows as { tx_id: string }[]) problems.push(`transaction ${r.tx_id} does not balance`);
+    const wallets = await this.pool.query<{ user_id: string; available: string; reserved: string; journal: string; held: string }>(`
+      SELECT w.user_id, w.available_micros::text AS available, w.reserved_micros::text AS reserved,
+        COALESCE((SELECT SUM(amount_micros) FROM journal_entries j WHERE j.account = 'user:' || w.user_id), 0)::text AS journal,
+        COALESCE((SELECT SUM(amount_micros) FROM reservations r WHERE r.user_id = w.user_id AND r.status = 'held'), 0)::text AS held
+      FROM wallets w`);
+    for (const w of wallets.rows) {
+      const available = BigInt(w.available);
+      const reserved = BigInt(w.reserved);
+      if (available < 0n || reserved < 0n) problems.push(`wallet ${w.user_id} is negative`);
+      if (available + reserved !== BigInt(w.journal)) problems.push(`wallet ${w.user_id}: available + reserved ${available + reserved} ≠ journal ${w.journal}`);
+      if (reserved !== BigInt(w.held)) problems.push(`wallet ${w.user_id}: reserved ${reserved} ≠ held reservations ${w.held}`);
+    }
+    const overcharged = await this.pool.query("SELECT request_id FROM reservations WHERE charge_micros > amount_micros LIMIT 5");
+    for (const r of overcharged.rows as { request_id: string }[]) problems.push(`request ${r.request_id} charged over its reservation`);
+    const twice = await this.pool.query("SELECT request_id FROM journal_entries WHERE kind = 'usage' GROUP BY request_id HAVING COUNT(*) > 1 LIMIT 5");
+    for (const r of twice.rows as { request_id: string }[]) problems.push(`request ${r.request_id} charged more than once`);
+    return { ok: problems.length === 0, problems, journalSumMicros, walletsChecked: wallets.rowCount ?? 0 };
+  }
+}
+
+class InsufficientBalance extends Error {
+  constructor() {
+    super("insufficient balance");
+    this.name = "InsufficientBalance";
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Prices and money arithmetic, in integers only. Prices are micro-units per million tokens; coefficients are
+ * basis points (1/10,000). Rounding: what a user is charged rounds up to the micro-unit, what an owner earns
+ * rounds down, and the platform margin takes the difference — so every settlement balances exactly.
+ */
+import type { Usage } from "./usage_tap.ts";
+
+export interface ModelPriceMicros {
+  inputMicrosPerMTok: bigint;
+  outputMicrosPerMTok: bigint;
+  cachedInputMicrosPerMTok: bigint;
+}
+
+export const TOKENS_PER_PRICE_UNIT = 1_000_000n;
+export const BPS = 10_000n;
+
+/** Settlement tiers: the share of the official price an agent's owner earns, in basis points. */
+export const TIER_BPS = { S: 9_000n, A: 7_000n } as const;
+
+function ceilDiv(a: bigint, b: bigint): bigint {
+  return a === 0n ? 0n : (a + b - 1n) / b;
+}
+
+/** The official cost of a request's usage, rounded up to the micro-unit. */
+export function officialCostMicros(usage: Usage, price: ModelPriceMicros): bigint {
+  const cached = BigInt(Math.min(usage.cachedInputTokens, usage.inputTokens));
+  const uncached = BigInt(usage.inputTokens) - cached;
+  const scaled = uncached * price.inputMicrosPerMTok + cached * price.cachedInputMicrosPerMTok + BigInt(usage.outputTokens) * price.outputMicrosPerMTok;
+  return ceilDiv(scaled, TOKENS_PER_PRICE_UNIT);
+}
+
+/** The most a request can cost: every input byte a token (an upper bound for every tokenizer), plus its output cap. */
+export function maxCostMicros(inputBytes: number, maxOutputTokens: number, price: ModelPriceMicros): bigint {
+  return officialCostMicros({ inputTokens: inputBytes, outputTokens: maxOutputTokens, cachedInputTokens: 0 }, price);
+}
+
+/** What a user on a plan pays for an official cost (plan multiplier in basis points), rounded up. */
+export function userChargeMicros(officialMicros: bigint, planBps: bigint): bigint {
+  return ceilDiv(officialMicros * planBps, BPS);
+}
+
+/** What an owner earns for an official cost at a tier coefficient (basis points), rounded down. */
+export function ownerEarningMicros(officialMicros: bigint, tierBps: bigint): bigint {
+  return (officialMicros * tierBps) / BPS;
+}
+
+/** "$1.234567" from micro-units, for display only (never for arithmetic). */
+export function formatMicros(micros: bigint): string {
+  const sign = micros < 0n ? "-" : "";
+  const abs = micros < 0n ? -micros : micros;
+  return `${sign}$${abs / 1_000_000n}.${(abs % 1_000_000n).toString().padStart(6, "0")}`;
+}
