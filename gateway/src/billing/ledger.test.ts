@@ -17,6 +17,7 @@ let ledger: Ledger;
 beforeAll(async () => {
   database = await createTestDatabase();
   pool = new pg.Pool({ connectionString: database.url, max: 8 });
+  pool.on("error", () => {}); // idle clients are terminated when the test database is dropped
   ledger = new Ledger(pool);
 }, 60_000);
 afterAll(async () => {
