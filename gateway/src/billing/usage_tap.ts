@@ -105,9 +105,12 @@ class SseTap implements UsageTap {
       return;
     }
     if (parts.length === 0) return;
-    let line = this.#decoder.decode(concat(parts));
+    const bytes = parts.length === 1 ? parts[0]! : concat(parts);
+    // Most lines are content deltas: look for the field name in the bytes before decoding anything.
+    if (Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf("_tokens") < 0) return;
+    let line = this.#decoder.decode(bytes);
     if (line.endsWith("\r")) line = line.slice(0, -1);
-    if (!line.startsWith("data:") || !line.includes("_tokens")) return;
+    if (!line.startsWith("data:")) return;
     let data: Json | null;
     try {
       data = obj(JSON.parse(line.slice(5).trimStart()));

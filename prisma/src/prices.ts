@@ -1,0 +1,67 @@
+/**
+ * The official price table: versioned (`price_ver`, increasing), immutable once published (the database
+ * refuses UPDATE and DELETE on published prices). Amounts are micro-USD per million tokens.
+ */
+import type { Db } from "./client.ts";
+
+export interface PriceEntry {
+  provider: "openai" | "anthropic" | "azure";
+  model: string;
+  inputMicrosPerMTok: bigint;
+  outputMicrosPerMTok: bigint;
+  cachedInputMicrosPerMTok: bigint;
+}
+
+const usd = (dollarsPerMTok: number): bigint => BigInt(Math.round(dollarsPerMTok * 1_000_000));
+const entry = (provider: PriceEntry["provider"], model: string, input: number, output: number, cached: number): PriceEntry => ({
+  provider, model, inputMicrosPerMTok: usd(input), outputMicrosPerMTok: usd(output), cachedInputMicrosPerMTok: usd(cached),
+});
+
+/**
+ * Public list prices (USD per 1M tokens: input, output, cached input) of current models, used to seed
+ * version 1. Anthropic's cache writes (1.25× input) are billed as input for now; see docs/billing.md.
+ */
+export const DEFAULT_PRICE_TABLE: readonly PriceEntry[] = [
+  entry("openai", "gpt-5", 1.25, 10, 0.125),
+  entry("openai", "gpt-5-mini", 0.25, 2, 0.025),
+  entry("openai", "gpt-5-nano", 0.05, 0.4, 0.005),
+  entry("openai", "gpt-4.1", 2, 8, 0.5),
+  entry("openai", "gpt-4.1-mini", 0.4, 1.6, 0.1),
+  entry("openai", "gpt-4.1-nano", 0.1, 0.4, 0.025),
+  entry("openai", "gpt-4o", 2.5, 10, 1.25),
+  entry("openai", "gpt-4o-mini", 0.15, 0.6, 0.075),
+  entry("openai", "o3", 2, 8, 0.5),
+  entry("openai", "o4-mini", 1.1, 4.4, 0.275),
+  entry("openai", "text-embedding-3-small", 0.02, 0, 0.02),
+  entry("openai", "text-embedding-3-large", 0.13, 0, 0.13),
+  entry("anthropic", "claude-opus-4-1", 15, 75, 1.5),
+  entry("anthropic", "claude-sonnet-4-5", 3, 15, 0.3),
+  entry("anthropic", "claude-haiku-4-5", 1, 5, 0.1),
+  entry("anthropic", "claude-3-5-haiku", 0.8, 4, 0.08),
+];
+
+/** Publishes a new version with these prices; returns its number. Versions only ever increase. */
+export async function publishPriceVersion(db: Db, prices: readonly PriceEntry[], note?: string): Promise<number> {
+  if (prices.length === 0) throw new Error("Cannot publish an empty price table");
+  for (const p of prices) {
+    if (p.inputMicrosPerMTok < 0n || p.outputMicrosPerMTok < 0n || p.cachedInputMicrosPerMTok < 0n) {
+      throw new Error(`Cannot publish: negative price for ${p.provider}:${p.model}`);
+    }
+  }
+  return db.$transaction(async (tx) => {
+    // One publisher at a time: the next number is read and taken under this lock.
+    await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext('wellspring.price_versions'))`;
+    const last = await tx.priceVersion.findFirst({ orderBy: { ver: "desc" }, select: { ver: true } });
+    const ver = (last?.ver ?? 0) + 1;
+    await tx.priceVersion.create({ data: { ver, note: note ?? null } });
+    await tx.modelPrice.createMany({ data: prices.map((p) => ({ ver, ...p })) });
+    return ver;
+  });
+}
+
+/** The newest published version and its prices, or null before the first publication. */
+export async function currentPriceTable(db: Db): Promise<{ ver: number; prices: PriceEntry[] } | null> {
+  const v = await db.priceVersion.findFirst({ orderBy: { ver: "desc" }, include: { prices: true } });
+  if (!v) return null;
+  return { ver: v.ver, prices: v.prices.map(({ ver: _ver, ...p }) => ({ ...p, provider: p.provider as PriceEntry["provider"] })) };
+}
