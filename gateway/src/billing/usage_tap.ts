@@ -5,6 +5,7 @@
  * embeddings, messages). Memory is bounded: one partial SSE line (≤ LINE_BYTES_MAX) or the body's tail
  * (≤ TAIL_BYTES_MAX) for JSON.
  */
+import { concatBytes as concat } from "@wellspring/protocol";
 
 export interface Usage {
   inputTokens: number;
@@ -205,16 +206,6 @@ class JsonTailTap implements UsageTap {
   result(): Usage | null {
     return lastUsageIn(new TextDecoder().decode(this.#tail.bytes()));
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 function matchingBrace(text: string, open: number): number {
