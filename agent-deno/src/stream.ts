@@ -141,7 +141,7 @@ export class AgentStream {
    */
   async #smallBody(): Promise<Uint8Array | null> {
     const expected = this.head.bodyBytes;
-    if (expected === null || expected > this.recvWindow.remainingBytes + this.recvWindow.outstandingBytes) return null;
+    if (expected === null || expected > this.recvWindow.sizeBytes) return null;
     while (!this.#bodyEnded && !this.#closed) {
       await new Promise<void>((resolve) => (this.#bodyWaiter = resolve));
       this.#bodyWaiter = null;

@@ -151,6 +151,11 @@ export class RecvWindow {
     return this.#remaining;
   }
 
+  /** The window granted to the peer at the start. */
+  get sizeBytes(): number {
+    return this.#sizeBytes;
+  }
+
   /** Bytes received and not yet granted back: what the receiver is holding for this window. */
   get outstandingBytes(): number {
     return this.#sizeBytes - this.#remaining;
