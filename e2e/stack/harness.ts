@@ -193,9 +193,10 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-export async function startStack(opts: { gatewayEnv?: Record<string, string>; concurrentStreamsMax?: number } = {}): Promise<Stack> {
+export async function startStack(opts: { gatewayEnv?: Record<string, string>; concurrentStreamsMax?: number; beforeAgent?: (db: Db) => Promise<void> } = {}): Promise<Stack> {
   const database = await createTestDatabase();
   const { db } = database;
+  await opts.beforeAgent?.(db);
   const mock = await startMockProvider();
   const gateway = await startGatewayProc(database.url, opts.gatewayEnv);
   const ownerId = newId("usr");

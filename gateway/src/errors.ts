@@ -17,6 +17,7 @@ export type GatewayErrorCode =
   | "method_not_allowed"
   | "invalid_request"
   | "body_too_large"
+  | "insufficient_quota"
   | "no_capacity"
   | "agent_unreachable"
   | "upstream_timeout"
@@ -42,6 +43,7 @@ const TABLE: Record<GatewayErrorCode, Mapping> = {
   method_not_allowed: { status: 405, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   invalid_request: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   body_too_large: { status: 413, openaiType: "invalid_request_error", anthropicType: "request_too_large", retry: false },
+  insufficient_quota: { status: 429, openaiType: "insufficient_quota", anthropicType: "invalid_request_error", retry: false },
   no_capacity: { status: 503, openaiType: "server_error", anthropicType: "overloaded_error", retry: true },
   agent_unreachable: { status: 502, openaiType: "server_error", anthropicType: "api_error", retry: true },
   upstream_timeout: { status: 504, openaiType: "server_error", anthropicType: "api_error", retry: true },

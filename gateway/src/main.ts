@@ -1,6 +1,6 @@
 /** The gateway process entry: `npm run gateway` (or part of `npm start`). */
 import { newId } from "@wellspring/db";
-import { parseEnv } from "./env.ts";
+import { billingFromEnv, parseEnv } from "./env.ts";
 import { bootHub } from "./hub.ts";
 import { createLogger } from "./log.ts";
 import { startGateway } from "./server.ts";
@@ -23,6 +23,7 @@ const gateway = await startGateway({
     responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS,
     streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS,
   },
+  billing: billingFromEnv(env),
   tunnel: { heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS, heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS },
 });
 console.log(`WELLSPRING_GATEWAY_READY api=${gateway.apiOrigin} tunnel=${gateway.tunnelUrl} pin=${hub.tls.pin} hub=${hub.hubId}`);

@@ -14,6 +14,8 @@ import type { Logger } from "./log.ts";
 import { KeyVerifier } from "./api/keys.ts";
 import { authenticate, DEFAULT_PROXY_LIMITS, proxyRequest, type ProxyLimits } from "./api/proxy.ts";
 import { RecordWriter } from "./api/records.ts";
+import { Ledger } from "./billing/ledger.ts";
+import { PriceBook } from "./billing/price_book.ts";
 import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
@@ -39,6 +41,8 @@ export interface GatewayOptions {
   apiPort?: number;
   agentPort?: number;
   limits?: Partial<ProxyLimits>;
+  /** Reserve-then-settle billing against the official price table; off when unset. */
+  billing?: { planBps: bigint; discountTierBps: bigint; defaultMaxOutputTokens: number } | null;
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
 }
 
@@ -68,7 +72,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
   const keys = new KeyVerifier(db);
-  const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 2 });
+  const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 8 });
   recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
   const records = new RecordWriter(recordsPool, log);
   let knownCache: { at: number; models: Map<ApiFamily, Set<string>> } | null = null;
@@ -86,7 +90,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
     return knownCache.models.get(api)!;
   };
-  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels };
+  const billing = opts.billing
+    ? { ...opts.billing, ledger: new Ledger(recordsPool), prices: new PriceBook(db) }
+    : null;
+  if (billing) log.info("gateway.billing", { mode: "on", planBps: String(billing.planBps) });
+  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, billing };
 
   const api = http.createServer((req, res) => {
     void handleApi(req, res).catch((error: unknown) => {

@@ -12,7 +12,11 @@ const FIELD_BYTES_MAX = 256;
 export interface RoutingFields {
   model: string | null;
   stream: boolean | null;
+  /** The output cap the request sets (`max_tokens`, `max_completion_tokens` or `max_output_tokens`). */
+  maxOutputTokens: number | null;
 }
+
+const MAX_OUTPUT_KEYS = new Set(["max_tokens", "max_completion_tokens", "max_output_tokens"]);
 
 export interface FieldScanner {
   push(chunk: Uint8Array): void;
@@ -27,8 +31,10 @@ type Want = "key" | "colon" | "value" | "comma";
 
 /** Incremental scanner for the top level of a JSON object. */
 export class JsonFieldScanner implements FieldScanner {
-  fields: RoutingFields = { model: null, stream: null };
+  fields: RoutingFields = { model: null, stream: null, maxOutputTokens: null };
   malformed: string | null = null;
+  /** Set once the top-level object closed: every top-level field has been seen. */
+  complete = false;
   #depth = 0;
   #started = false;
   #inString = false;
@@ -101,7 +107,7 @@ export class JsonFieldScanner implements FieldScanner {
           this.#inString = true;
           this.#collectingKey = true;
           this.#collect = [];
-        } else if (b === RBRACE) this.#done = true;
+        } else if (b === RBRACE) this.#close();
         else this.malformed = "request body is not valid JSON";
         return;
       case "colon":
@@ -126,11 +132,16 @@ export class JsonFieldScanner implements FieldScanner {
       case "comma":
         if (this.#literal && (b === COMMA || b === RBRACE)) this.#finishLiteral();
         if (b === COMMA) this.#want = "key";
-        else if (b === RBRACE) this.#done = true;
+        else if (b === RBRACE) this.#close();
         else if (this.#literal) this.#literal += String.fromCharCode(b);
         else this.malformed = "request body is not valid JSON";
         return;
     }
+  }
+
+  #close(): void {
+    this.#done = true;
+    this.complete = true;
   }
 
   #collectByte(b: number): void {
@@ -156,6 +167,7 @@ export class JsonFieldScanner implements FieldScanner {
 
   #finishLiteral(): void {
     if (this.#key === "stream") this.fields.stream = this.#literal === "true" ? true : this.#literal === "false" ? false : null;
+    if (MAX_OUTPUT_KEYS.has(this.#key) && /^\d{1,9}$/.test(this.#literal)) this.fields.maxOutputTokens = Number(this.#literal);
     this.#literal = "";
   }
 }
@@ -174,7 +186,7 @@ function decodeJsonString(bytes: number[]): string | null {
  * kept (to match a field split across chunks); the body itself is never held here.
  */
 export class MultipartFieldScanner implements FieldScanner {
-  fields: RoutingFields = { model: null, stream: null };
+  fields: RoutingFields = { model: null, stream: null, maxOutputTokens: null };
   malformed: string | null = null;
   #tail = "";
   readonly #pattern: RegExp;

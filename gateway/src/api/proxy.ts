@@ -16,6 +16,23 @@ import { JsonFieldScanner, MultipartFieldScanner, multipartBoundary, type FieldS
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { EndCause, RecordWriter } from "./records.ts";
 import { createUsageTap, type UsageTap } from "../billing/usage_tap.ts";
+import type { Ledger } from "../billing/ledger.ts";
+import type { PriceBook, PricedModel } from "../billing/price_book.ts";
+import { maxCostMicros, officialCostMicros, ownerEarningMicros, TIER_BPS, userChargeMicros } from "../billing/pricing.ts";
+
+export interface Billing {
+  ledger: Ledger;
+  prices: PriceBook;
+  /** What users pay relative to the official price, basis points (10,000 = the official price). */
+  planBps: bigint;
+  /** Owner share for agents in the discount lane, basis points. */
+  discountTierBps: bigint;
+  /** Output cap assumed for the reservation when a request sets none, tokens. */
+  defaultMaxOutputTokens: number;
+}
+
+/** With billing on, bytes read (at most) before dispatch to find the output cap (`max_tokens`). */
+const BILLING_SCAN_BYTES_MAX = 256 * 1024;
 import { DROPPED_RESPONSE_HEADERS, FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
 
 export interface ProxyLimits {
@@ -43,6 +60,8 @@ export interface ProxyDeps {
   gatewayId: string;
   limits: ProxyLimits;
   log: Logger;
+  /** Reserve before dispatch and settle at the end; null when billing is off. */
+  billing: Billing | null;
   /** Models known to the hub even when no agent serving them is connected (404 vs 503). */
   knownModels(api: ApiFamily): Promise<ReadonlySet<string>>;
 }
@@ -75,6 +94,7 @@ class ProxyExchange {
   #pendingConsume = 0;
   /** Reads the provider's reported usage from the response bytes as they pass (never changes them). */
   #usage: UsageTap | null = null;
+  #priced: PricedModel | null = null;
   #headTimer: ReturnType<typeof setTimeout> | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   principal: Principal | null = null;
@@ -101,6 +121,7 @@ class ProxyExchange {
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
     if (!this.principal) return;
     const usage = this.#usage?.result() ?? null;
+    if (this.#priced) this.#settle(usage);
     this.deps.records.add({
       id: this.requestId,
       userId: this.principal.userId,
@@ -122,6 +143,21 @@ class ProxyExchange {
       outputTokens: usage?.outputTokens ?? null,
       cachedInputTokens: usage?.cachedInputTokens ?? null,
     });
+  }
+
+  /** Charges the reported usage (nothing when none was reported yet: see docs/billing.md) and releases the rest. */
+  #settle(usage: ReturnType<UsageTap["result"]>): void {
+    const billing = this.deps.billing!;
+    const official = usage ? officialCostMicros(usage, this.#priced!.price) : 0n;
+    const tier = this.conn?.agentTier ?? "A";
+    const tierBps = tier === "discount" ? billing.discountTierBps : TIER_BPS[tier];
+    void billing.ledger
+      .settle(this.requestId, {
+        chargeMicros: userChargeMicros(official, billing.planBps),
+        ownerId: this.conn?.ownerId ?? null,
+        ownerEarningMicros: ownerEarningMicros(official, tierBps),
+      })
+      .catch((error: unknown) => this.deps.log.error("billing.settle_failed", { requestId: this.requestId, error }));
   }
 
   fail(error: GatewayError, cause: EndCause): void {
@@ -178,6 +214,17 @@ class ProxyExchange {
       held.push(next.value);
       scanner.push(next.value);
     }
+    // With billing on, read on (up to a bound) so the output cap is known for the reservation.
+    while (deps.billing && !bodyDone && scanner instanceof JsonFieldScanner && !scanner.complete && !scanner.malformed && this.bytesIn < BILLING_SCAN_BYTES_MAX) {
+      const next = await body.next();
+      if (next.done) {
+        bodyDone = true;
+        break;
+      }
+      this.#countIn(next.value.length);
+      held.push(next.value);
+      scanner.push(next.value);
+    }
     if (this.finished) return;
     if (scanner.malformed) throw new GatewayError("invalid_request", `We could not parse the JSON body of your request: ${scanner.malformed}.`);
     const model = scanner.fields.model;
@@ -198,6 +245,8 @@ class ProxyExchange {
       throw new GatewayError("no_capacity", `No capacity for the model '${model}' right now; retry shortly.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
     }
     this.conn = conn;
+    if (deps.billing) await this.#reserve(deps.billing, model, declaredBytes, bodyDone, scanner.fields.maxOutputTokens);
+    if (this.finished) return;
     const headers: [string, string][] = [];
     for (const [name, value] of Object.entries(req.headers)) {
       if (FORWARDED_REQUEST_HEADERS.has(name) && typeof value === "string") headers.push([name, value]);
@@ -240,6 +289,22 @@ class ProxyExchange {
       if (this.stream.closed || this.finished) return; // reset or client gone: already answered
       throw error;
     }
+  }
+
+  async #reserve(billing: Billing, model: string, declaredBytes: number | null, bodyDone: boolean, maxOutputTokens: number | null): Promise<void> {
+    const priced = await billing.prices.get(this.route.api, model);
+    if (!priced) throw new GatewayError("model_not_found", `The model '${model}' has no price and cannot be served.`, { param: "model" });
+    const inputBytes = declaredBytes ?? (bodyDone ? this.bytesIn : this.deps.limits.requestBodyBytesMax);
+    const max = userChargeMicros(maxCostMicros(inputBytes, maxOutputTokens ?? billing.defaultMaxOutputTokens, priced.price), billing.planBps);
+    const result = await billing.ledger.reserve(this.requestId, this.principal!.userId, max);
+    if (result === "insufficient_balance") {
+      throw new GatewayError("insufficient_quota", this.route.api === "anthropic"
+        ? "Your credit balance is too low to access the API. Top up your Wellspring balance."
+        : "You exceeded your current quota: your balance does not cover this request. Top up your Wellspring balance.");
+    }
+    this.#priced = priced;
+    // The client may have gone while the reservation was made: release it at once.
+    if (this.finished) this.#settle(null);
   }
 
   #countIn(n: number): void {

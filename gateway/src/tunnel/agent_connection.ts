@@ -84,6 +84,8 @@ export class AgentConnection {
   agentId: string | null = null;
   ownerId: string | null = null;
   agentStatus: string | null = null;
+  /** Settlement tier at the handshake (S, A or discount). */
+  agentTier: "S" | "A" | "discount" = "A";
   state: State = "authenticating";
   inventory: Inventory | null = null;
   /** The agent's settings: what it lets us send. */
@@ -464,6 +466,7 @@ export class AgentConnection {
     this.agentId = agent.id;
     this.ownerId = agent.ownerId;
     this.agentStatus = agent.status;
+    this.agentTier = agent.tier;
     this.peer = msg.settings;
     this.connectionSendWindow = new SendWindow(msg.settings.connectionWindowBytes);
     this.state = "ready";
