@@ -204,18 +204,12 @@ class ProxyExchange {
     const body = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const held: Buffer[] = [];
     let bodyDone = false;
-    while (!scanner.settled) {
-      const next = await body.next();
-      if (next.done) {
-        bodyDone = true;
-        break;
-      }
-      this.#countIn(next.value.length);
-      held.push(next.value);
-      scanner.push(next.value);
-    }
-    // With billing on, read on (up to a bound) so the output cap is known for the reservation.
-    while (deps.billing && !bodyDone && scanner instanceof JsonFieldScanner && !scanner.complete && !scanner.malformed && this.bytesIn < BILLING_SCAN_BYTES_MAX) {
+    // Hold bytes only until the routing fields are known; with billing on, read on (up to a bound) so the
+    // output cap is known for the reservation.
+    const wantMore = () =>
+      !scanner.settled ||
+      (deps.billing !== null && scanner instanceof JsonFieldScanner && !scanner.complete && !scanner.malformed && this.bytesIn < BILLING_SCAN_BYTES_MAX);
+    while (wantMore()) {
       const next = await body.next();
       if (next.done) {
         bodyDone = true;
