@@ -7,14 +7,19 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import pg from "pg";
 import { newId } from "@wellspring/db";
 import { startMockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../gateway/src/api/keys.ts";
-import { parseEnv } from "../gateway/src/env.ts";
+import { billingFromEnv, parseEnv } from "../gateway/src/env.ts";
 import { bootHub } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
 import { createEnrollmentToken } from "../gateway/src/tunnel/enroll.ts";
+import { Treasury } from "../gateway/src/billing/treasury.ts";
+
+/** Credit the demo user starts with, micro-USD ($10). */
+const DEMO_CREDIT_MICROS = 10_000_000n;
 
 const root = resolve(import.meta.dirname, "..");
 const deno = join(root, "node_modules/.bin/deno");
@@ -52,12 +57,16 @@ function run(cmd: string, argv: string[], opts: { cwd: string; env?: Record<stri
 const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
 const mock = upstreamArg ? null : await startMockProvider();
 const upstream = upstreamArg ?? mock!.origin;
-const gateway = await startGateway({ db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: newId("gw"), tls: hub.tls, host: env.HOST, apiPort: env.GATEWAY_PORT, agentPort: env.AGENT_PORT });
+const gateway = await startGateway({ db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: newId("gw"), tls: hub.tls, host: env.HOST, apiPort: env.GATEWAY_PORT, agentPort: env.AGENT_PORT, billing: billingFromEnv(env), adminToken: env.ADMIN_TOKEN });
 
 // A demo end user with a key, and a key owner with one agent.
 const user = await hub.db.user.upsert({ where: { email: "demo@wellspring.local" }, create: { id: newId("usr"), email: "demo@wellspring.local" }, update: {} });
 const owner = await hub.db.user.upsert({ where: { email: "owner@wellspring.local" }, create: { id: newId("usr"), email: "owner@wellspring.local", isOwner: true }, update: {} });
 const key = await issueKey(hub.db, user.id, `demo ${new Date().toISOString()}`);
+// The demo user starts with $10 of credit (granted once per data directory, like a welcome grant).
+const treasuryPool = new pg.Pool({ connectionString: hub.databaseUrl, max: 1 });
+await new Treasury(treasuryPool).grant("system:demo", user.id, DEMO_CREDIT_MICROS, "demo welcome credit", `demo-welcome-${user.id}`);
+await treasuryPool.end();
 const { token } = await createEnrollmentToken(hub.db, owner.id, "demo agent");
 
 const agentData = join(hub.dataDir, "agent");

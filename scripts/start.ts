@@ -7,7 +7,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { newId } from "@wellspring/db";
-import { parseEnv } from "../gateway/src/env.ts";
+import { billingFromEnv, parseEnv } from "../gateway/src/env.ts";
 import { bootHub } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
@@ -24,6 +24,8 @@ const gateway = await startGateway({
   host: env.HOST, apiPort: env.GATEWAY_PORT, agentPort: env.AGENT_PORT,
   limits: { requestBodyBytesMax: env.REQUEST_BODY_BYTES_MAX, responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS, streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS },
   tunnel: { heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS, heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS },
+  billing: billingFromEnv(env),
+  adminToken: env.ADMIN_TOKEN,
 });
 
 const webDir = join(root, "web");

@@ -8,6 +8,7 @@ import { importAgentPrivateKey, type Inventory } from "../../protocol/src/mod.ts
 import { loadConfig, loadIdentity, loadPrivateKey, resolveUpstreams } from "./config.ts";
 import { enroll } from "./enroll.ts";
 import { createLog } from "./log.ts";
+import { PriceStore } from "./prices.ts";
 import { checkDevOrigin, keyFingerprint } from "./providers.ts";
 import { AGENT_VERSION, FatalTunnelError, Tunnel } from "./tunnel.ts";
 
@@ -53,7 +54,9 @@ async function serve(dataDir: string): Promise<void> {
     });
   }
   log.info("agent.starting", { agentId: identity.agentId, hub: identity.hubUrl, models: inventory.models.length, version: AGENT_VERSION });
-  const tunnel = new Tunnel({ identity, privateKey, upstreams, inventory, concurrentStreamsMax: config.concurrentStreamsMax, devOrigin, log, signal: stop.signal, onReady: () => console.log("WELLSPRING_AGENT_READY") });
+  const prices = new PriceStore(dataDir, log);
+  await prices.load();
+  const tunnel = new Tunnel({ identity, privateKey, upstreams, inventory, concurrentStreamsMax: config.concurrentStreamsMax, devOrigin, log, signal: stop.signal, prices, onReady: () => console.log("WELLSPRING_AGENT_READY") });
   await tunnel.run();
 }
 

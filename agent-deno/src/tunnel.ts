@@ -23,6 +23,7 @@ import {
   HEARTBEAT_TIMEOUT_MS_DEFAULT,
   jsonBytes,
   parseJson,
+  priceTable as priceTableSchema,
   RecvWindow,
   requestHead,
   ResetCode,
@@ -37,6 +38,7 @@ import {
 import type { Identity } from "./config.ts";
 import type { Log } from "./log.ts";
 import { connectPinned } from "./pinned_tls.ts";
+import type { PriceStore } from "./prices.ts";
 import { familyOf, type Upstream } from "./providers.ts";
 import { AgentStream } from "./stream.ts";
 
@@ -63,6 +65,8 @@ export interface TunnelOptions {
   signal?: AbortSignal;
   /** Called whenever the tunnel becomes ready (for tests and status output). */
   onReady?: (sessionId: string) => void;
+  /** Where pushed price tables are kept; without one they are acknowledged and not kept. */
+  prices?: PriceStore;
 }
 
 export class FatalTunnelError extends Error {
@@ -311,12 +315,28 @@ export class Tunnel {
         this.#close(session, CloseCode.PROTOCOL_ERROR, "the hub may not send RESPONSE");
         return;
       case FrameType.CONTROL:
-        // Reserved control kinds (price tables, chain tails, config, updates) arrive with later versions.
+        if (frame.kind === ControlKind.PRICE_TABLE) {
+          this.#onPriceTable(session, frame.body);
+          return;
+        }
+        // Other reserved control kinds (chain tails, config, updates) arrive with later versions.
         if (frame.kind === ControlKind.CHALLENGE || frame.kind === ControlKind.WELCOME) {
           this.#close(session, CloseCode.PROTOCOL_ERROR, "handshake message after the handshake");
         }
         return;
     }
+  }
+
+  #onPriceTable(session: Session, body: Uint8Array): void {
+    let table;
+    try {
+      table = parseJson(priceTableSchema, body);
+    } catch (error) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, `bad price table: ${(error as Error).message}`);
+      return;
+    }
+    const held = this.#o.prices ? this.#o.prices.accept(table) : Promise.resolve(table.ver);
+    void held.then((ver) => this.#send(session, encodeControl(ControlKind.PRICE_ACK, jsonBytes({ ver }))));
   }
 
   #streamFor(session: Session, streamId: number): AgentStream | undefined {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_PRICE_TABLE, newId, publishPriceVersion } from "@wellspring/db";
 import { issueKey } from "../../gateway/src/api/keys.ts";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
-import { maxCostMicros, officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/pricing.ts";
+import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/pricing.ts";
 import { startStack, type Stack } from "./harness.ts";
 
 let stack: Stack;
@@ -96,7 +96,8 @@ describe("billing", () => {
 
   it("64 concurrent streams on a balance that covers about 10 never overspend", async () => {
     const body = { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, max_tokens: 1000, messages: [{ role: "user", content: "[mock chunks=20 delay_ms=20]" }] };
-    const perRequest = maxCostMicros(Buffer.byteLength(JSON.stringify(body)), 1000, price("gpt-4o-mini"));
+    // The reservation: every input byte a token, plus the output cap.
+    const perRequest = officialCostMicros({ inputTokens: Buffer.byteLength(JSON.stringify(body)), outputTokens: 1000, cachedInputTokens: 0 }, price("gpt-4o-mini"));
     const funding = perRequest * 10n + perRequest / 2n;
     const { userId, key } = await fundedUser(funding);
     const results = await Promise.all(Array.from({ length: 64 }, async () => {

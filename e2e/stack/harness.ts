@@ -12,10 +12,16 @@ import { createDb, deployMigrations, newId, type Db } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../../gateway/src/api/keys.ts";
 import { createEnrollmentToken } from "../../gateway/src/tunnel/enroll.ts";
+import { Ledger } from "../../gateway/src/billing/ledger.ts";
+
+/** The admin API token every test gateway is started with. */
+export const TEST_ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
+/** What the default test user is funded with, micro-USD ($1,000): enough for every non-billing test's traffic. */
+export const TEST_USER_FUNDING_MICROS = 1_000_000_000n;
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const DENO = join(ROOT, "node_modules/.bin/deno");
-const TSX = join(ROOT, "node_modules/.bin/tsx");
+export const TSX = join(ROOT, "node_modules/.bin/tsx");
 const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 
 export interface TestDatabase {
@@ -132,7 +138,7 @@ export interface GatewayProc extends Proc {
 export async function startGatewayProc(databaseUrl: string, env: Record<string, string> = {}, dataDir?: string): Promise<GatewayProc> {
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ws-gw-")));
   const proc = startProc(TSX, ["gateway/src/main.ts"], {
-    env: { DATABASE_URL: databaseUrl, DATA_DIR: dir, GATEWAY_PORT: "0", AGENT_PORT: "0", LOG_LEVEL: "warn", ...env },
+    env: { DATABASE_URL: databaseUrl, DATA_DIR: dir, GATEWAY_PORT: "0", AGENT_PORT: "0", LOG_LEVEL: "warn", ADMIN_TOKEN: TEST_ADMIN_TOKEN, ...env },
   });
   const m = await proc.waitForLine(/WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+)/, 30_000);
   return { ...proc, apiOrigin: m[1]!, agentOrigin: `https://${m[2]!}`, pin: m[3]!, hubId: m[4]!, dataDir: dir };
@@ -177,6 +183,25 @@ export async function startAgentProc(dataDir: string, agentId: string, upstreamO
   return { ...proc, dataDir, agentId };
 }
 
+/** Credits a user's wallet (an admin grant, as the ledger records it). */
+export async function fund(databaseUrl: string, userId: string, micros: bigint): Promise<void> {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+  try {
+    await new Ledger(pool).credit(userId, micros, "grant", `grant:test:${userId}:${micros}`);
+  } finally {
+    await pool.end();
+  }
+}
+
+/** Calls the admin API of a test gateway. */
+export function adminFetch(apiOrigin: string, path: string, init: { method?: string; body?: unknown } = {}): Promise<Response> {
+  return fetch(`${apiOrigin}${path}`, {
+    method: init.method ?? (init.body === undefined ? "GET" : "POST"),
+    headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, "content-type": "application/json" },
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+  });
+}
+
 export interface Stack {
   database: TestDatabase;
   db: Db;
@@ -204,6 +229,7 @@ export async function startStack(opts: { gatewayEnv?: Record<string, string>; co
   await db.user.create({ data: { id: ownerId, email: `${ownerId}@owner.test`, isOwner: true } });
   await db.user.create({ data: { id: userId, email: `${userId}@user.test` } });
   const key = await issueKey(db, userId, "test");
+  await fund(database.url, userId, TEST_USER_FUNDING_MICROS);
   const enrolled = await enrollAgent(db, gateway, ownerId, { concurrentStreamsMax: opts.concurrentStreamsMax });
   const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
   const stack: Stack = {

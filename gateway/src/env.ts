@@ -19,19 +19,18 @@ const schema = z.object({
   STREAM_IDLE_TIMEOUT_MS: int(300_000),
   TUNNEL_HEARTBEAT_INTERVAL_MS: int(15_000),
   TUNNEL_HEARTBEAT_TIMEOUT_MS: int(45_000),
-  BILLING_ENABLED: z.enum(["0", "1", "false", "true"]).default("0"),
-  BILLING_PLAN_BPS: int(10_000),
-  BILLING_DISCOUNT_TIER_BPS: int(5_000),
+  BILLING_ENABLED: z.enum(["0", "1", "false", "true"]).default("1"),
   BILLING_DEFAULT_MAX_OUTPUT_TOKENS: int(32_768),
+  ADMIN_TOKEN: z.string().min(16).optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
 export type GatewayEnv = z.infer<typeof schema>;
 
 /** The gateway's billing options from the environment, or null when billing is off. */
-export function billingFromEnv(env: GatewayEnv): { planBps: bigint; discountTierBps: bigint; defaultMaxOutputTokens: number } | null {
+export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: number } | null {
   if (env.BILLING_ENABLED !== "1" && env.BILLING_ENABLED !== "true") return null;
-  return { planBps: BigInt(env.BILLING_PLAN_BPS), discountTierBps: BigInt(env.BILLING_DISCOUNT_TIER_BPS), defaultMaxOutputTokens: env.BILLING_DEFAULT_MAX_OUTPUT_TOKENS };
+  return { defaultMaxOutputTokens: env.BILLING_DEFAULT_MAX_OUTPUT_TOKENS };
 }
 
 export function parseEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {

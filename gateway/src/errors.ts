@@ -21,6 +21,9 @@ export type GatewayErrorCode =
   | "no_capacity"
   | "agent_unreachable"
   | "upstream_timeout"
+  | "forbidden"
+  | "not_found"
+  | "conflict"
   | "internal_error";
 
 interface Mapping {
@@ -47,6 +50,9 @@ const TABLE: Record<GatewayErrorCode, Mapping> = {
   no_capacity: { status: 503, openaiType: "server_error", anthropicType: "overloaded_error", retry: true },
   agent_unreachable: { status: 502, openaiType: "server_error", anthropicType: "api_error", retry: true },
   upstream_timeout: { status: 504, openaiType: "server_error", anthropicType: "api_error", retry: true },
+  forbidden: { status: 403, openaiType: "permission_error", anthropicType: "permission_error", retry: false },
+  not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
+  conflict: { status: 409, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   internal_error: { status: 500, openaiType: "server_error", anthropicType: "api_error", retry: true },
 };
 

@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { createDb, deployMigrations, newId, startEmbeddedPostgres, type Db, type EmbeddedDb } from "@wellspring/db";
+import { createDb, deployMigrations, newId, seedPriceTableIfEmpty, startEmbeddedPostgres, type Db, type EmbeddedDb } from "@wellspring/db";
 import type { Logger } from "./log.ts";
 import { ensureTlsIdentity, type TlsIdentity } from "./tls.ts";
 
@@ -36,6 +36,8 @@ export async function bootHub(opts: { databaseUrl?: string; dataDir: string; hub
   const hubId = opts.hubId ?? (await persistentHubId(dataDir));
   const tls = await ensureTlsIdentity({ certFile: opts.tlsCertFile, keyFile: opts.tlsKeyFile, dir: join(dataDir, "tls") });
   const db = createDb(databaseUrl);
+  const seeded = await seedPriceTableIfEmpty(db);
+  if (seeded !== null) opts.log.info("hub.prices_seeded", { ver: seeded, note: "no price table was published: seeded the public list prices" });
   return {
     db,
     databaseUrl,

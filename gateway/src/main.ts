@@ -24,6 +24,7 @@ const gateway = await startGateway({
     streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS,
   },
   billing: billingFromEnv(env),
+  adminToken: env.ADMIN_TOKEN,
   tunnel: { heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS, heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS },
 });
 console.log(`WELLSPRING_GATEWAY_READY api=${gateway.apiOrigin} tunnel=${gateway.tunnelUrl} pin=${hub.tls.pin} hub=${hub.hubId}`);

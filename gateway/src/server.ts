@@ -7,15 +7,20 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { WebSocketServer } from "ws";
-import { FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
-import type { Db } from "@wellspring/db";
+import { CloseCode, FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
+import type { Db, HubEvent } from "@wellspring/db";
 import { GatewayError, sendError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { KeyVerifier } from "./api/keys.ts";
 import { authenticate, DEFAULT_PROXY_LIMITS, proxyRequest, type ProxyLimits } from "./api/proxy.ts";
 import { RecordWriter } from "./api/records.ts";
 import { Ledger } from "./billing/ledger.ts";
-import { PriceBook } from "./billing/price_book.ts";
+import { PriceBook, type PriceTable } from "./billing/price_book.ts";
+import { Tariffs } from "./billing/tariffs.ts";
+import { Treasury } from "./billing/treasury.ts";
+import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
+import { adminTokenHash, handleAdmin } from "./api/admin.ts";
+import { HubEventListener } from "./hub_events.ts";
 import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
@@ -23,6 +28,13 @@ import { AgentRegistry } from "./tunnel/registry.ts";
 import type { TlsIdentity } from "./tls.ts";
 
 export const TUNNEL_PATH = "/agent/v1/tunnel";
+/** Routes answered by the gateway itself for the caller's own account (authenticated with the virtual key). */
+const ACCOUNT_ROUTES: Record<string, "models" | "subscription" | "usage" | "redeem"> = {
+  "GET /v1/models": "models",
+  "GET /v1/dashboard/billing/subscription": "subscription",
+  "GET /v1/dashboard/billing/usage": "usage",
+  "POST /v1/billing/redeem": "redeem",
+};
 export const ENROLL_PATH = "/agent/v1/enroll";
 /** On shutdown, requests in flight get this long to finish before their connections are closed. */
 const SHUTDOWN_GRACE_MS = 5_000;
@@ -41,8 +53,10 @@ export interface GatewayOptions {
   apiPort?: number;
   agentPort?: number;
   limits?: Partial<ProxyLimits>;
-  /** Reserve-then-settle billing against the official price table; off when unset. */
-  billing?: { planBps: bigint; discountTierBps: bigint; defaultMaxOutputTokens: number } | null;
+  /** Reserve-then-settle billing against the official price table; off when null. */
+  billing?: { defaultMaxOutputTokens: number } | null;
+  /** Bearer token for the admin API (`/admin/v1/…`); the admin API is off when unset. */
+  adminToken?: string;
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
 }
 
@@ -90,10 +104,57 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
     return knownCache.models.get(api)!;
   };
-  const billing = opts.billing
-    ? { ...opts.billing, ledger: new Ledger(recordsPool), prices: new PriceBook(db) }
-    : null;
-  if (billing) log.info("gateway.billing", { mode: "on", planBps: String(billing.planBps) });
+  const prices = new PriceBook(db);
+  const tariffs = new Tariffs(db);
+  const ledger = new Ledger(recordsPool);
+  const treasury = new Treasury(recordsPool);
+  const billing = opts.billing ? { ...opts.billing, ledger, prices, tariffs } : null;
+  log.info("gateway.billing", { mode: billing ? "on" : "off" });
+  const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
+  const adminDeps = { db, pool: recordsPool, ledger, treasury, prices, registry, tokenHash: adminTokenHash(opts.adminToken) };
+
+  const priceMessage = (t: PriceTable) => ({
+    ver: t.ver,
+    publishedAt: t.publishedAt.toISOString(),
+    prices: t.prices.map((p) => ({
+      provider: p.provider,
+      model: p.model,
+      inputMicrosPerMTok: p.inputMicrosPerMTok.toString(),
+      outputMicrosPerMTok: p.outputMicrosPerMTok.toString(),
+      cachedInputMicrosPerMTok: p.cachedInputMicrosPerMTok.toString(),
+    })),
+  });
+  const pushPrices = async (to: readonly AgentConnection[]) => {
+    const t = await prices.current();
+    if (t.ver === 0) return;
+    const message = priceMessage(t);
+    for (const conn of to) conn.sendPriceTable(message);
+  };
+  const onHubEvent = (event: HubEvent) => {
+    if (event.kind === "price_published") {
+      prices.invalidate();
+      void pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
+      log.info("prices.published", { ver: event.ver });
+    } else if (event.kind === "tariffs_changed") {
+      tariffs.invalidate();
+    } else if (event.kind === "agent_changed") {
+      const conn = registry.get(event.agentId);
+      if (!conn) return;
+      void db.agent.findUnique({ where: { id: event.agentId } }).then((agent) => {
+        if (!agent) return;
+        conn.agentTier = agent.tier;
+        conn.discountLane = agent.discountLane;
+        conn.agentStatus = agent.status;
+        if (agent.status === "revoked" || agent.status === "suspended") conn.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
+      }, (error: unknown) => log.warn("agents.reload_failed", { agentId: event.agentId, error }));
+    }
+  };
+  const events = new HubEventListener(opts.databaseUrl, onHubEvent, () => {
+    prices.invalidate();
+    tariffs.invalidate();
+    void pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
+  }, log);
+  await events.start();
   const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, billing };
 
   const api = http.createServer((req, res) => {
@@ -119,20 +180,29 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return;
     }
     const family = familyOfPath(path);
-    if (path === "/v1/models" && req.method === "GET") {
+    if (path.startsWith("/admin/v1/")) {
       try {
-        await authenticate(req, keys);
+        await handleAdmin(req, res, path, adminDeps);
       } catch (error) {
-        sendError(res, family, error as GatewayError);
-        return;
+        if (!(error instanceof GatewayError)) throw error;
+        sendError(res, "openai", error);
+        req.resume();
       }
-      const anthropic = typeof req.headers["anthropic-version"] === "string";
-      const models = registry.models(anthropic ? "anthropic" : "openai");
-      const body = anthropic
-        ? { data: models.map((id) => ({ type: "model", id, display_name: id, created_at: "2025-01-01T00:00:00Z" })), has_more: false, first_id: models[0] ?? null, last_id: models.at(-1) ?? null }
-        : { object: "list", data: models.map((id) => ({ id, object: "model", created: 0, owned_by: "wellspring" })) };
-      const text = JSON.stringify(body);
-      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) }).end(text);
+      return;
+    }
+    const account = ACCOUNT_ROUTES[`${req.method} ${path}`];
+    if (account) {
+      try {
+        const principal = await authenticate(req, keys);
+        if (account === "models") await handleModels(req, res, principal, accountDeps);
+        else if (account === "subscription") await handleBillingSubscription(res, principal, accountDeps);
+        else if (account === "usage") await handleBillingUsage(url, res, principal, accountDeps);
+        else await handleRedeem(req, res, principal, accountDeps);
+      } catch (error) {
+        if (!(error instanceof GatewayError)) throw error;
+        sendError(res, family, error);
+        req.resume();
+      }
       return;
     }
     const route = findRoute(path);
@@ -181,6 +251,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         ready: (conn) => {
           knownCache = null;
           registry.add(conn);
+          void pushPrices([conn]).catch((error: unknown) => log.error("prices.push_failed", { agentId: conn.agentId, error }));
         },
         inventory: (conn) => {
           knownCache = null;
@@ -216,6 +287,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       agentServer.closeAllConnections();
       await agentClosed;
       await records.flush();
+      await events.close();
       await recordsPool.end();
     },
   };

@@ -3,6 +3,7 @@
  * refuses UPDATE and DELETE on published prices). Amounts are micro-USD per million tokens.
  */
 import type { Db } from "./client.ts";
+import { publishHubEvent } from "./events.ts";
 
 export interface PriceEntry {
   provider: "openai" | "anthropic" | "azure";
@@ -42,6 +43,15 @@ export const DEFAULT_PRICE_TABLE: readonly PriceEntry[] = [
 
 /** Publishes a new version with these prices; returns its number. Versions only ever increase. */
 export async function publishPriceVersion(db: Db, prices: readonly PriceEntry[], note?: string): Promise<number> {
+  return (await publish(db, prices, note ?? null, false))!;
+}
+
+/** Publishes DEFAULT_PRICE_TABLE as version 1 when nothing was ever published; returns the version made, or null. */
+export async function seedPriceTableIfEmpty(db: Db): Promise<number | null> {
+  return publish(db, DEFAULT_PRICE_TABLE, "seed: public list prices", true);
+}
+
+async function publish(db: Db, prices: readonly PriceEntry[], note: string | null, onlyIfEmpty: boolean): Promise<number | null> {
   if (prices.length === 0) throw new Error("Cannot publish an empty price table");
   for (const p of prices) {
     if (p.inputMicrosPerMTok < 0n || p.outputMicrosPerMTok < 0n || p.cachedInputMicrosPerMTok < 0n) {
@@ -52,16 +62,19 @@ export async function publishPriceVersion(db: Db, prices: readonly PriceEntry[],
     // One publisher at a time: the next number is read and taken under this lock.
     await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext('wellspring.price_versions'))`;
     const last = await tx.priceVersion.findFirst({ orderBy: { ver: "desc" }, select: { ver: true } });
+    if (onlyIfEmpty && last) return null;
     const ver = (last?.ver ?? 0) + 1;
-    await tx.priceVersion.create({ data: { ver, note: note ?? null } });
+    await tx.priceVersion.create({ data: { ver, note } });
     await tx.modelPrice.createMany({ data: prices.map((p) => ({ ver, ...p })) });
+    // Every gateway hears of it when (and only if) this commits, and pushes it to its agents.
+    await publishHubEvent(tx, { kind: "price_published", ver });
     return ver;
   });
 }
 
 /** The newest published version and its prices, or null before the first publication. */
-export async function currentPriceTable(db: Db): Promise<{ ver: number; prices: PriceEntry[] } | null> {
+export async function currentPriceTable(db: Db): Promise<{ ver: number; publishedAt: Date; prices: PriceEntry[] } | null> {
   const v = await db.priceVersion.findFirst({ orderBy: { ver: "desc" }, include: { prices: true } });
   if (!v) return null;
-  return { ver: v.ver, prices: v.prices.map(({ ver: _ver, ...p }) => ({ ...p, provider: p.provider as PriceEntry["provider"] })) };
+  return { ver: v.ver, publishedAt: v.publishedAt, prices: v.prices.map(({ ver: _ver, ...p }) => ({ ...p, provider: p.provider as PriceEntry["provider"] })) };
 }

@@ -119,10 +119,39 @@ export function jsonBytes(value: unknown): Uint8Array {
   return utf8(JSON.stringify(value));
 }
 
+/** Prices per million tokens as decimal strings of integer micro-units (JSON numbers cannot hold every bigint). */
+const micros = str(20, /^(0|[1-9][0-9]{0,18})$/);
+
+/** Largest number of models in one price table. */
+export const PRICE_TABLE_ENTRIES_MAX = 4096;
+
+/** Hub → agent: the official price table in force (on connect and on every publication). */
+export const priceTable = object({
+  ver: int(1, 2_147_483_647),
+  publishedAt: str(40),
+  prices: arrayOf(
+    object({
+      provider: oneOf(PROVIDERS),
+      model: modelName,
+      inputMicrosPerMTok: micros,
+      outputMicrosPerMTok: micros,
+      cachedInputMicrosPerMTok: micros,
+    }),
+    PRICE_TABLE_ENTRIES_MAX,
+  ),
+});
+export type PriceTableMessage = Infer<typeof priceTable>;
+
+/** Agent → hub: the price version the agent now holds. */
+export const priceAck = object({ ver: int(1, 2_147_483_647) });
+export type PriceAck = Infer<typeof priceAck>;
+
 export const CONTROL_SCHEMAS = {
   [ControlKind.CHALLENGE]: challenge,
   [ControlKind.AUTH]: auth,
   [ControlKind.WELCOME]: welcome,
   [ControlKind.INVENTORY]: inventory,
   [ControlKind.NOTICE]: notice,
+  [ControlKind.PRICE_TABLE]: priceTable,
+  [ControlKind.PRICE_ACK]: priceAck,
 } as const;

@@ -24,6 +24,8 @@ export interface Principal {
   userId: string;
   allowedModels: string[];
   expiresAt: Date | null;
+  /** The user's plan; null = the default plan. */
+  planId: string | null;
 }
 
 export type KeyCheck = { ok: true; principal: Principal } | { ok: false; reason: "invalid" | "expired" | "suspended" };
@@ -70,10 +72,10 @@ export class KeyVerifier {
   }
 
   async #load(hash: string): Promise<KeyCheck> {
-    const key = await this.db.virtualKey.findUnique({ where: { hash }, include: { user: { select: { status: true } } } });
+    const key = await this.db.virtualKey.findUnique({ where: { hash }, include: { user: { select: { status: true, planId: true } } } });
     if (!key || key.status !== "active") return { ok: false, reason: "invalid" };
     if (key.user.status !== "active") return { ok: false, reason: "suspended" };
-    return { ok: true, principal: { keyId: key.id, userId: key.userId, allowedModels: key.allowedModels, expiresAt: key.expiresAt } };
+    return { ok: true, principal: { keyId: key.id, userId: key.userId, allowedModels: key.allowedModels, expiresAt: key.expiresAt, planId: key.user.planId } };
   }
 
   #touch(keyId: string, now: number): void {

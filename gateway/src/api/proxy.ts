@@ -15,20 +15,28 @@ import type { AgentRegistry } from "../tunnel/registry.ts";
 import { JsonFieldScanner, MultipartFieldScanner, multipartBoundary, type FieldScanner } from "./field_scanner.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { EndCause, RecordWriter } from "./records.ts";
-import { createUsageTap, type UsageTap } from "../billing/usage_tap.ts";
+import { createUsageTap, type Usage, type UsageTap } from "../billing/usage_tap.ts";
 import type { Ledger } from "../billing/ledger.ts";
 import type { PriceBook, PricedModel } from "../billing/price_book.ts";
-import { maxCostMicros, officialCostMicros, ownerEarningMicros, TIER_BPS, userChargeMicros } from "../billing/pricing.ts";
+import { officialCostMicros, ownerEarningMicros } from "../billing/pricing.ts";
+import { planChargeMicros, type PlanView, type Tariffs, type Tier } from "../billing/tariffs.ts";
+import { RequestTokenEstimator } from "../billing/estimate.ts";
+import { chargeBasis } from "../billing/charge_rules.ts";
 
 export interface Billing {
   ledger: Ledger;
   prices: PriceBook;
-  /** What users pay relative to the official price, basis points (10,000 = the official price). */
-  planBps: bigint;
-  /** Owner share for agents in the discount lane, basis points. */
-  discountTierBps: bigint;
+  tariffs: Tariffs;
   /** Output cap assumed for the reservation when a request sets none, tokens. */
   defaultMaxOutputTokens: number;
+}
+
+/** What a request was priced with when it started; it settles with the same, whatever is published meanwhile. */
+interface Priced extends PricedModel {
+  plan: PlanView;
+  tier: Tier;
+  tierBps: bigint;
+  reservedMicros: bigint;
 }
 
 /** With billing on, bytes read (at most) before dispatch to find the output cap (`max_tokens`). */
@@ -94,7 +102,11 @@ class ProxyExchange {
   #pendingConsume = 0;
   /** Reads the provider's reported usage from the response bytes as they pass (never changes them). */
   #usage: UsageTap | null = null;
-  #priced: PricedModel | null = null;
+  #priced: Priced | null = null;
+  /** Counts the request's input tokens as it streams, for charges the provider reports no usage for. */
+  #inputEstimate: RequestTokenEstimator | null = null;
+  /** The whole request body went into the tunnel. */
+  #dispatched = false;
   #headTimer: ReturnType<typeof setTimeout> | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   principal: Principal | null = null;
@@ -120,8 +132,8 @@ class ProxyExchange {
     if (this.#headTimer) clearTimeout(this.#headTimer);
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
     if (!this.principal) return;
-    const usage = this.#usage?.result() ?? null;
-    if (this.#priced) this.#settle(usage);
+    const charge = this.#priced ? this.#settle(cause) : null;
+    const usage = charge?.usage ?? this.#usage?.result() ?? null;
     this.deps.records.add({
       id: this.requestId,
       userId: this.principal.userId,
@@ -142,22 +154,43 @@ class ProxyExchange {
       inputTokens: usage?.inputTokens ?? null,
       outputTokens: usage?.outputTokens ?? null,
       cachedInputTokens: usage?.cachedInputTokens ?? null,
+      usageEstimated: charge?.estimated ?? false,
+      priceVer: this.#priced?.ver ?? null,
+      tier: this.#priced?.tier ?? null,
+      tierBps: this.#priced ? Number(this.#priced.tierBps) : null,
+      userChargeMicros: charge?.chargeMicros ?? null,
+      ownerEarningMicros: charge?.earningMicros ?? null,
     });
   }
 
-  /** Charges the reported usage (nothing when none was reported yet: see docs/billing.md) and releases the rest. */
-  #settle(usage: ReturnType<UsageTap["result"]>): void {
+  /**
+   * Charges by the rule for how the request ended (docs/billing.md) at the prices it started with, and
+   * releases the rest of the reservation. The owner earns the official cost × the tier in force.
+   */
+  #settle(cause: EndCause): { usage: Usage; estimated: boolean; chargeMicros: bigint; earningMicros: bigint } {
     const billing = this.deps.billing!;
-    const official = usage ? officialCostMicros(usage, this.#priced!.price) : 0n;
-    const tier = this.conn?.agentTier ?? "A";
-    const tierBps = tier === "discount" ? billing.discountTierBps : TIER_BPS[tier];
+    const priced = this.#priced!;
+    const tap = this.#usage;
+    const basis = chargeBasis({
+      cause,
+      status: this.status,
+      responded: this.firstByteAt !== null,
+      dispatched: this.#dispatched,
+      reported: tap?.result() ?? null,
+      reportedInput: tap?.reportedInput() ?? null,
+      deliveredOutputTokens: () => tap?.streamedOutputTokens() ?? null,
+      estimatedInputTokens: () => this.#inputEstimate?.total() ?? 0,
+    });
+    const official = officialCostMicros(basis.usage, priced.price);
+    const wanted = planChargeMicros(priced.plan, this.route.api, this.model!, priced.price, basis.usage);
+    const chargeMicros = wanted < priced.reservedMicros ? wanted : priced.reservedMicros;
+    const earned = ownerEarningMicros(official, priced.tierBps);
+    const ownerId = this.conn?.ownerId ?? null;
+    const earningMicros = ownerId === null ? 0n : earned < chargeMicros ? earned : chargeMicros;
     void billing.ledger
-      .settle(this.requestId, {
-        chargeMicros: userChargeMicros(official, billing.planBps),
-        ownerId: this.conn?.ownerId ?? null,
-        ownerEarningMicros: ownerEarningMicros(official, tierBps),
-      })
+      .settle(this.requestId, { chargeMicros, ownerId, ownerEarningMicros: earningMicros, usage: basis.usage, estimated: basis.estimated, endCause: cause })
       .catch((error: unknown) => this.deps.log.error("billing.settle_failed", { requestId: this.requestId, error }));
+    return { usage: basis.usage, estimated: basis.estimated, chargeMicros, earningMicros };
   }
 
   fail(error: GatewayError, cause: EndCause): void {
@@ -239,7 +272,13 @@ class ProxyExchange {
       throw new GatewayError("no_capacity", `No capacity for the model '${model}' right now; retry shortly.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
     }
     this.conn = conn;
-    if (deps.billing) await this.#reserve(deps.billing, model, declaredBytes, bodyDone, scanner.fields.maxOutputTokens);
+    if (deps.billing) {
+      await this.#reserve(deps.billing, model, declaredBytes, bodyDone, scanner.fields.maxOutputTokens);
+      if (route.body !== "multipart") {
+        this.#inputEstimate = new RequestTokenEstimator();
+        for (const chunk of held) this.#inputEstimate.push(chunk);
+      }
+    }
     if (this.finished) return;
     const headers: [string, string][] = [];
     for (const [name, value] of Object.entries(req.headers)) {
@@ -275,9 +314,11 @@ class ProxyExchange {
         if (next.done) break;
         this.#countIn(next.value.length);
         if (this.finished) return;
+        this.#inputEstimate?.push(next.value);
         await this.stream.sendData(next.value);
       }
       this.stream.end();
+      this.#dispatched = true;
     } catch (error) {
       if (error instanceof GatewayError) throw error;
       if (this.stream.closed || this.finished) return; // reset or client gone: already answered
@@ -286,19 +327,34 @@ class ProxyExchange {
   }
 
   async #reserve(billing: Billing, model: string, declaredBytes: number | null, bodyDone: boolean, maxOutputTokens: number | null): Promise<void> {
-    const priced = await billing.prices.get(this.route.api, model);
-    if (!priced) throw new GatewayError("model_not_found", `The model '${model}' has no price and cannot be served.`, { param: "model" });
+    const official = await billing.prices.get(this.route.api, model);
+    if (!official) throw new GatewayError("model_not_found", `The model '${model}' has no price and cannot be served.`, { param: "model" });
+    const plan = await billing.tariffs.plan(this.principal!.planId);
+    const conn = this.conn!;
+    const tier = conn.effectiveTier;
+    const tierBps = await billing.tariffs.tierBps(tier);
+    // The most it can cost: every input byte a token (an upper bound for every tokenizer) plus the output cap.
     const inputBytes = declaredBytes ?? (bodyDone ? this.bytesIn : this.deps.limits.requestBodyBytesMax);
-    const max = userChargeMicros(maxCostMicros(inputBytes, maxOutputTokens ?? billing.defaultMaxOutputTokens, priced.price), billing.planBps);
-    const result = await billing.ledger.reserve(this.requestId, this.principal!.userId, max);
+    const worst = { inputTokens: inputBytes, outputTokens: maxOutputTokens ?? billing.defaultMaxOutputTokens, cachedInputTokens: 0 };
+    const max = planChargeMicros(plan, this.route.api, model, official.price, worst);
+    const result = await billing.ledger.reserve(this.requestId, this.principal!.userId, max, {
+      priceVer: official.ver,
+      planId: plan.id,
+      api: this.route.api,
+      model,
+      agentId: conn.agentId,
+      ownerId: conn.ownerId,
+      tier,
+      tierBps: Number(tierBps),
+    });
     if (result === "insufficient_balance") {
       throw new GatewayError("insufficient_quota", this.route.api === "anthropic"
         ? "Your credit balance is too low to access the API. Top up your Wellspring balance."
         : "You exceeded your current quota: your balance does not cover this request. Top up your Wellspring balance.");
     }
-    this.#priced = priced;
+    this.#priced = { ...official, plan, tier, tierBps, reservedMicros: max };
     // The client may have gone while the reservation was made: release it at once.
-    if (this.finished) this.#settle(null);
+    if (this.finished) this.#settle(this.endCause!);
   }
 
   #countIn(n: number): void {

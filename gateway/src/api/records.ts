@@ -29,6 +29,12 @@ export interface RequestRecordInput {
   inputTokens: number | null;
   outputTokens: number | null;
   cachedInputTokens: number | null;
+  usageEstimated: boolean;
+  priceVer: number | null;
+  tier: "S" | "A" | "discount" | null;
+  tierBps: number | null;
+  userChargeMicros: bigint | null;
+  ownerEarningMicros: bigint | null;
 }
 
 /** Records waiting for their batch; past this many, new records are dropped and counted. */
@@ -36,10 +42,12 @@ export const RECORD_QUEUE_ENTRIES_MAX = 100_000;
 const FLUSH_INTERVAL_MS = 200;
 const INSERT_SQL = `INSERT INTO request_records
   (id, user_id, key_id, agent_id, gateway_id, route, provider, model, streamed, http_status, end_cause,
-   bytes_in, bytes_out, started_at, first_byte_ms, duration_ms, input_tokens, output_tokens, cached_input_tokens)
+   bytes_in, bytes_out, started_at, first_byte_ms, duration_ms, input_tokens, output_tokens, cached_input_tokens,
+   usage_estimated, price_ver, tier, tier_bps, user_charge_micros, owner_earning_micros)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
   $8::text[], $9::bool[], $10::int[], $11::"EndCause"[], $12::bigint[], $13::bigint[], $14::timestamptz[],
-  $15::int[], $16::int[], $17::int[], $18::int[], $19::int[])
+  $15::int[], $16::int[], $17::int[], $18::int[], $19::int[], $20::bool[], $21::int[], $22::"AgentTier"[],
+  $23::int[], $24::bigint[], $25::bigint[])
 ON CONFLICT (id) DO NOTHING`;
 const BATCH_ENTRIES_MAX = 500;
 
@@ -87,6 +95,12 @@ export class RecordWriter {
         batch.map((r) => r.inputTokens),
         batch.map((r) => r.outputTokens),
         batch.map((r) => r.cachedInputTokens),
+        batch.map((r) => r.usageEstimated),
+        batch.map((r) => r.priceVer),
+        batch.map((r) => r.tier),
+        batch.map((r) => r.tierBps),
+        batch.map((r) => (r.userChargeMicros === null ? null : String(r.userChargeMicros))),
+        batch.map((r) => (r.ownerEarningMicros === null ? null : String(r.ownerEarningMicros))),
       ])
       .then(
         () => undefined,

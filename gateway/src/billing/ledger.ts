@@ -19,6 +19,22 @@ export interface Settlement {
   /** The owner credited, and what they earn (capped at the charge); null for no owner. */
   ownerId: string | null;
   ownerEarningMicros: bigint;
+  /** The token counts charged, whether they were estimated, and how the request ended (kept with the charge). */
+  usage?: { inputTokens: number; outputTokens: number; cachedInputTokens: number };
+  estimated?: boolean;
+  endCause?: string;
+}
+
+/** What a reservation was priced with and who it pays, recorded with it (the durable record of the charge). */
+export interface ReserveMeta {
+  priceVer: number;
+  planId: string;
+  api: string;
+  model: string;
+  agentId: string | null;
+  ownerId: string | null;
+  tier: "S" | "A" | "discount" | null;
+  tierBps: number | null;
 }
 
 export interface AuditReport {
@@ -33,7 +49,28 @@ export const ACCOUNT_MARGIN = "platform:margin";
 export const userAccount = (id: string) => `user:${id}`;
 export const ownerAccount = (id: string) => `owner:${id}`;
 
-async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Credits a wallet inside the caller's transaction: funding → user, one balanced transaction claimed by
+ * `txId` (a retry finds it and changes nothing).
+ */
+export async function postCredit(c: pg.PoolClient, userId: string, amountMicros: bigint, kind: string, txId: string): Promise<"credited" | "duplicate"> {
+  if (amountMicros <= 0n) throw new RangeError("credit amount must be positive");
+  await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [txId]);
+  const claimed = await c.query("SELECT 1 FROM journal_entries WHERE tx_id = $1 LIMIT 1", [txId]);
+  if (claimed.rowCount) return "duplicate";
+  await c.query(
+    `INSERT INTO wallets (user_id, available_micros) VALUES ($1, $2)
+     ON CONFLICT (user_id) DO UPDATE SET available_micros = wallets.available_micros + EXCLUDED.available_micros, updated_at = now()`,
+    [userId, amountMicros.toString()],
+  );
+  await c.query(
+    `INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, $5), ($1, $4, $6, $5)`,
+    [txId, ACCOUNT_FUNDING, (-amountMicros).toString(), userAccount(userId), kind, amountMicros.toString()],
+  );
+  return "credited";
+}
+
+export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   try {
     await client.query("BEGIN");
@@ -53,34 +90,18 @@ export class Ledger {
 
   /** Adds money to a user's wallet (top-up, grant, redemption); idempotent by `txId`. */
   async credit(userId: string, amountMicros: bigint, kind: string, txId: string): Promise<"credited" | "duplicate"> {
-    if (amountMicros <= 0n) throw new RangeError("credit amount must be positive");
-    return inTransaction(this.pool, async (c) => {
-      // The transaction id is claimed first; a retry finds it and changes nothing.
-      const claimed = await c.query("SELECT 1 FROM journal_entries WHERE tx_id = $1 LIMIT 1", [txId]);
-      if (claimed.rowCount) return "duplicate";
-      await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [txId]);
-      const again = await c.query("SELECT 1 FROM journal_entries WHERE tx_id = $1 LIMIT 1", [txId]);
-      if (again.rowCount) return "duplicate";
-      await c.query(
-        `INSERT INTO wallets (user_id, available_micros) VALUES ($1, $2)
-         ON CONFLICT (user_id) DO UPDATE SET available_micros = wallets.available_micros + EXCLUDED.available_micros, updated_at = now()`,
-        [userId, amountMicros.toString()],
-      );
-      await c.query(
-        `INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, $5), ($1, $4, $6, $5)`,
-        [txId, ACCOUNT_FUNDING, (-amountMicros).toString(), userAccount(userId), kind, amountMicros.toString()],
-      );
-      return "credited";
-    });
+    return inTransaction(this.pool, (c) => postCredit(c, userId, amountMicros, kind, txId));
   }
 
   /** Holds the most a request may cost, before any upstream call. Idempotent by request id. */
-  async reserve(requestId: string, userId: string, amountMicros: bigint): Promise<ReserveResult> {
+  async reserve(requestId: string, userId: string, amountMicros: bigint, meta?: ReserveMeta): Promise<ReserveResult> {
     if (amountMicros < 0n) throw new RangeError("reservation must not be negative");
     return inTransaction(this.pool, async (c) => {
       const inserted = await c.query(
-        "INSERT INTO reservations (request_id, user_id, amount_micros) VALUES ($1, $2, $3) ON CONFLICT (request_id) DO NOTHING",
-        [requestId, userId, amountMicros.toString()],
+        `INSERT INTO reservations (request_id, user_id, amount_micros, price_ver, plan_id, api, model, agent_id, owner_id, tier, tier_bps)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (request_id) DO NOTHING`,
+        [requestId, userId, amountMicros.toString(), meta?.priceVer ?? null, meta?.planId ?? null, meta?.api ?? null, meta?.model ?? null,
+          meta?.agentId ?? null, meta?.ownerId ?? null, meta?.tier ?? null, meta?.tierBps ?? null],
       );
       if (inserted.rowCount === 0) return "duplicate";
       const held = await c.query(
@@ -116,7 +137,13 @@ export class Ledger {
          WHERE user_id = $1`,
         [row.user_id, amount.toString(), released.toString()],
       );
-      await c.query("UPDATE reservations SET status = 'settled', charge_micros = $2, settled_at = now() WHERE request_id = $1", [requestId, charge.toString()]);
+      await c.query(
+        `UPDATE reservations SET status = 'settled', charge_micros = $2, earning_micros = $3, owner_id = COALESCE($4, owner_id),
+           input_tokens = $5, output_tokens = $6, cached_input_tokens = $7, estimated = $8, end_cause = $9::"EndCause", settled_at = now()
+         WHERE request_id = $1`,
+        [requestId, charge.toString(), earning.toString(), s.ownerId, s.usage?.inputTokens ?? null, s.usage?.outputTokens ?? null,
+          s.usage?.cachedInputTokens ?? null, s.estimated ?? false, s.endCause ?? null],
+      );
       if (charge > 0n) {
         const entries: [string, bigint, string][] = [[userAccount(row.user_id), -charge, "usage"]];
         if (earning > 0n) entries.push([ownerAccount(s.ownerId!), earning, "earning"]);
@@ -155,6 +182,15 @@ export class Ledger {
     for (const r of overcharged.rows as { request_id: string }[]) problems.push(`request ${r.request_id} charged over its reservation`);
     const twice = await this.pool.query("SELECT request_id FROM journal_entries WHERE kind = 'usage' GROUP BY request_id HAVING COUNT(*) > 1 LIMIT 5");
     for (const r of twice.rows as { request_id: string }[]) problems.push(`request ${r.request_id} charged more than once`);
+    const owners = await this.pool.query("SELECT account FROM journal_entries WHERE account LIKE 'owner:%' GROUP BY account HAVING SUM(amount_micros) < 0 LIMIT 5");
+    for (const r of owners.rows as { account: string }[]) problems.push(`${r.account} is negative`);
+    const pending = await this.pool.query<{ journal: string; payouts: string }>(`
+      SELECT COALESCE((SELECT SUM(amount_micros) FROM journal_entries WHERE account = 'platform:payouts_pending'), 0)::text AS journal,
+             COALESCE((SELECT SUM(amount_micros) FROM payouts WHERE status = 'requested'), 0)::text AS payouts`);
+    const p = pending.rows[0]!;
+    if (p.journal !== p.payouts) problems.push(`payouts pending in the journal ${p.journal} ≠ requested payouts ${p.payouts}`);
+    const earnings = await this.pool.query("SELECT request_id FROM reservations WHERE earning_micros > charge_micros LIMIT 5");
+    for (const r of earnings.rows as { request_id: string }[]) problems.push(`request ${r.request_id} paid its owner more than it charged`);
     return { ok: problems.length === 0, problems, journalSumMicros, walletsChecked: wallets.rowCount ?? 0 };
   }
 }

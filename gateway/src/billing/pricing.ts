@@ -14,8 +14,8 @@ export interface ModelPriceMicros {
 export const TOKENS_PER_PRICE_UNIT = 1_000_000n;
 export const BPS = 10_000n;
 
-/** Settlement tiers: the share of the official price an agent's owner earns, in basis points. */
-export const TIER_BPS = { S: 9_000n, A: 7_000n } as const;
+/** The mission's settlement tiers: the share of the official price an owner earns, basis points (the database seeds these; an admin sets the discount lane's). */
+export const TIER_BPS = { S: 9_000n, A: 7_000n, discount: 5_000n } as const;
 
 function ceilDiv(a: bigint, b: bigint): bigint {
   return a === 0n ? 0n : (a + b - 1n) / b;
@@ -27,11 +27,6 @@ export function officialCostMicros(usage: Usage, price: ModelPriceMicros): bigin
   const uncached = BigInt(usage.inputTokens) - cached;
   const scaled = uncached * price.inputMicrosPerMTok + cached * price.cachedInputMicrosPerMTok + BigInt(usage.outputTokens) * price.outputMicrosPerMTok;
   return ceilDiv(scaled, TOKENS_PER_PRICE_UNIT);
-}
-
-/** The most a request can cost: every input byte a token (an upper bound for every tokenizer), plus its output cap. */
-export function maxCostMicros(inputBytes: number, maxOutputTokens: number, price: ModelPriceMicros): bigint {
-  return officialCostMicros({ inputTokens: inputBytes, outputTokens: maxOutputTokens, cachedInputTokens: 0 }, price);
 }
 
 /** What a user on a plan pays for an official cost (plan multiplier in basis points), rounded up. */

@@ -6,6 +6,7 @@
  * (≤ TAIL_BYTES_MAX) for JSON.
  */
 import { concatBytes as concat } from "@wellspring/protocol";
+import { StreamedTokenCounter } from "./estimate.ts";
 
 export interface Usage {
   inputTokens: number;
@@ -47,6 +48,13 @@ export interface UsageTap {
   push(chunk: Uint8Array): void;
   /** The usage the provider reported, or null if it reported none (the stream was cut, or not asked). */
   result(): Usage | null;
+  /** Input usage reported before the output (Anthropic's `message_start`), for a stream that was cut. */
+  reportedInput(): Usage | null;
+  /**
+   * Tokens of the generated text that passed through, by tokenizer: for streams, every delta delivered;
+   * for a JSON body, null (a cut JSON body delivers no usable output).
+   */
+  streamedOutputTokens(): number | null;
 }
 
 class SseTap implements UsageTap {
@@ -56,6 +64,7 @@ class SseTap implements UsageTap {
   #long: { head: string; tail: TailBuffer } | null = null;
   #usage: Usage | null = null;
   #anthropicInput: Usage | null = null;
+  readonly #output = new StreamedTokenCounter();
   readonly #decoder = new TextDecoder();
 
   push(chunk: Uint8Array): void {
@@ -107,6 +116,8 @@ class SseTap implements UsageTap {
     }
     if (parts.length === 0) return;
     const bytes = parts.length === 1 ? parts[0]! : concat(parts);
+    // `data:` lines go to the output counter (kept as bytes; parsed only in batches or when needed).
+    if (bytes[0] === 0x64 && bytes[4] === 0x3a && bytes[1] === 0x61) this.#output.line(bytes.subarray(5));
     // Most lines are content deltas: look for the field name in the bytes before decoding anything.
     if (Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf("_tokens") < 0) return;
     let line = this.#decoder.decode(bytes);
@@ -158,6 +169,14 @@ class SseTap implements UsageTap {
   result(): Usage | null {
     return this.#usage;
   }
+
+  reportedInput(): Usage | null {
+    return this.#anthropicInput;
+  }
+
+  streamedOutputTokens(): number {
+    return this.#output.total();
+  }
 }
 
 /** The last TAIL_BYTES_MAX bytes pushed into it. */
@@ -205,6 +224,14 @@ class JsonTailTap implements UsageTap {
 
   result(): Usage | null {
     return lastUsageIn(new TextDecoder().decode(this.#tail.bytes()));
+  }
+
+  reportedInput(): null {
+    return null;
+  }
+
+  streamedOutputTokens(): null {
+    return null;
   }
 }
 

@@ -5,9 +5,24 @@
  *   npm run admin -- enroll-token --email owner@b.c [--label L]
  *   npm run admin -- agents
  *   npm run admin -- revoke-agent --id agt_…
+ *   npm run admin -- set-tier --id agt_… --tier S|A|discount
+ *   npm run admin -- grant --email a@b.c --micros 5000000 --reason "…" [--grant-id G]
+ *   npm run admin -- balance --email a@b.c
+ *   npm run admin -- redemption-codes --micros 5000000 --count 100 [--note N] [--expires 2027-01-01T00:00:00Z]
+ *   npm run admin -- earnings --email owner@b.c [--days 30]
+ *   npm run admin -- request-payout --email owner@b.c --micros N
+ *   npm run admin -- payouts
+ *   npm run admin -- decide-payout --id pay_… --paid --reference REF | --cancel
+ *   npm run admin -- audit                       (exit status 1 when an invariant fails)
  * DATABASE_URL selects the database; without it, the embedded one in DATA_DIR (default .data) is used.
+ * Money is given and shown in integer micro-USD (1 USD = 1,000,000).
  */
-import { newId, type Db } from "@wellspring/db";
+import { userInfo } from "node:os";
+import pg from "pg";
+import { newId, publishHubEvent, type Db } from "@wellspring/db";
+import { Ledger } from "../billing/ledger.ts";
+import { formatMicros } from "../billing/pricing.ts";
+import { Treasury } from "../billing/treasury.ts";
 import { parseEnv } from "../env.ts";
 import { bootHub } from "../hub.ts";
 import { createLogger } from "../log.ts";
@@ -26,7 +41,25 @@ async function userByEmail(db: Db, email: string | undefined) {
   return user;
 }
 
-export async function runAdmin(db: Db, args: string[], hub: { pin: string; agentOrigin: string }): Promise<string> {
+function micros(args: string[], name = "micros"): bigint {
+  const v = flag(args, name);
+  if (!v || !/^[1-9][0-9]{0,18}$/.test(v)) throw new Error(`--${name} must be a positive whole number of micro-USD`);
+  return BigInt(v);
+}
+
+export interface AdminContext {
+  db: Db;
+  pool: pg.Pool;
+  pin: string;
+  agentOrigin: string;
+}
+
+/** The operator running the command, for the audit trail. */
+const actor = () => `cli:${userInfo().username}`;
+
+export async function runAdmin(ctx: AdminContext, args: string[]): Promise<string> {
+  const { db, pool } = ctx;
+  const treasury = new Treasury(pool);
   const [command] = args;
   switch (command) {
     case "create-user": {
@@ -53,7 +86,7 @@ export async function runAdmin(db: Db, args: string[], hub: { pin: string; agent
         t.token,
         "",
         "On the key owner's machine, in agent-deno/:",
-        `  deno task enroll --hub ${hub.agentOrigin} --pin ${hub.pin} --token ${t.token}`,
+        `  deno task enroll --hub ${ctx.agentOrigin} --pin ${ctx.pin} --token ${t.token}`,
       ].join("\n");
     }
     case "agents": {
@@ -64,11 +97,77 @@ export async function runAdmin(db: Db, args: string[], hub: { pin: string; agent
     case "revoke-agent": {
       const id = flag(args, "id");
       if (!id) throw new Error("--id is required");
-      await db.agent.update({ where: { id }, data: { status: "revoked", revokedAt: new Date() } });
-      return `agent ${id} revoked; its next handshake is refused`;
+      await db.$transaction(async (tx) => {
+        await tx.agent.update({ where: { id }, data: { status: "revoked", revokedAt: new Date() } });
+        await tx.auditEvent.create({ data: { actor: actor(), action: "agent.revoked", subject: `agent:${id}` } });
+        await publishHubEvent(tx, { kind: "agent_changed", agentId: id });
+      });
+      return `agent ${id} revoked; its connection is closed and its next handshake refused`;
+    }
+    case "set-tier": {
+      const id = flag(args, "id");
+      const tier = flag(args, "tier");
+      if (!id) throw new Error("--id is required");
+      if (tier !== "S" && tier !== "A" && tier !== "discount") throw new Error("--tier must be S, A or discount");
+      await db.$transaction(async (tx) => {
+        await tx.agent.update({ where: { id }, data: { tier } });
+        await tx.auditEvent.create({ data: { actor: actor(), action: "agent.updated", subject: `agent:${id}`, detail: { tier } } });
+        await publishHubEvent(tx, { kind: "agent_changed", agentId: id });
+      });
+      return `agent ${id} is now tier ${tier}; requests that start from now settle at it`;
+    }
+    case "grant": {
+      const user = await userByEmail(db, flag(args, "email"));
+      const reason = flag(args, "reason");
+      if (!reason) throw new Error("--reason is required (it goes into the audit trail)");
+      const amount = micros(args);
+      const result = await treasury.grant(actor(), user.id, amount, reason, flag(args, "grant-id"));
+      return result === "credited" ? `granted ${formatMicros(amount)} to ${user.email}` : "that grant id was already credited: nothing changed";
+    }
+    case "balance": {
+      const user = await userByEmail(db, flag(args, "email"));
+      const w = await db.wallet.findUnique({ where: { userId: user.id } });
+      return `${user.email}: available ${formatMicros(w?.availableMicros ?? 0n)}, reserved ${formatMicros(w?.reservedMicros ?? 0n)}`;
+    }
+    case "redemption-codes": {
+      const count = Number(flag(args, "count") ?? "1");
+      const expires = flag(args, "expires");
+      const expiresAt = expires ? new Date(expires) : null;
+      if (expiresAt && Number.isNaN(expiresAt.getTime())) throw new Error("--expires must be an ISO 8601 time (UTC)");
+      const batch = await treasury.createRedemptionBatch(actor(), { amountMicros: micros(args), count, note: flag(args, "note"), expiresAt });
+      return [`batch ${batch.batchId}: ${batch.codes.length} codes of ${formatMicros(micros(args))} each (shown once, store them now):`, ...batch.codes].join("\n");
+    }
+    case "earnings": {
+      const user = await userByEmail(db, flag(args, "email"));
+      const days = await treasury.ownerEarningsByDay(user.id, Number(flag(args, "days") ?? "30"));
+      const balance = await treasury.ownerBalance(user.id);
+      return [`${user.email}: ${formatMicros(balance)} not yet requested for payout`, ...days.map((d) => `${d.day} (UTC)  ${formatMicros(d.earningMicros)}  ${d.requests} requests`)].join("\n");
+    }
+    case "request-payout": {
+      const user = await userByEmail(db, flag(args, "email"));
+      const r = await treasury.requestPayout(user.id, micros(args));
+      return r.outcome === "requested" ? `payout ${r.payoutId} requested` : `refused: only ${formatMicros(r.availableMicros)} is available`;
+    }
+    case "payouts": {
+      const rows = await db.payout.findMany({ orderBy: { requestedAt: "desc" }, take: 100, include: { owner: { select: { email: true } } } });
+      if (rows.length === 0) return "no payouts";
+      return rows.map((p) => `${p.id} ${p.status} ${formatMicros(p.amountMicros)} ${p.owner.email} requested=${p.requestedAt.toISOString()}${p.reference ? ` ref=${p.reference}` : ""}`).join("\n");
+    }
+    case "decide-payout": {
+      const id = flag(args, "id");
+      if (!id) throw new Error("--id is required");
+      const decision = args.includes("--paid") ? "paid" : args.includes("--cancel") ? "cancelled" : null;
+      if (!decision) throw new Error("say --paid --reference REF, or --cancel");
+      const r = await treasury.decidePayout(actor(), id, decision, flag(args, "reference"));
+      return r === "done" ? `payout ${id} ${decision}` : `payout ${id} does not exist or was already decided`;
+    }
+    case "audit": {
+      const report = await new Ledger(pool).audit();
+      if (!report.ok) throw new Error(`ledger audit FAILED:\n${report.problems.join("\n")}`);
+      return `ledger audit ok: journal sums to 0, ${report.walletsChecked} wallets match the journal, no negative balance, reserves match requests in flight`;
     }
     default:
-      throw new Error("usage: admin create-user|create-key|enroll-token|agents|revoke-agent (see gateway/src/cli/admin.ts)");
+      throw new Error("usage: admin create-user|create-key|enroll-token|agents|revoke-agent|set-tier|grant|balance|redemption-codes|earnings|request-payout|payouts|decide-payout|audit (see gateway/src/cli/admin.ts)");
   }
 }
 
@@ -76,13 +175,15 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const env = parseEnv();
   const log = createLogger({ proc: "admin" }, "warn");
   const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
+  const pool = new pg.Pool({ connectionString: hub.databaseUrl, max: 2 });
   let code = 0;
   try {
-    console.log(await runAdmin(hub.db, process.argv.slice(2), { pin: hub.tls.pin, agentOrigin: `https://${env.HOST}:${env.AGENT_PORT}` }));
+    console.log(await runAdmin({ db: hub.db, pool, pin: hub.tls.pin, agentOrigin: `https://${env.HOST}:${env.AGENT_PORT}` }, process.argv.slice(2)));
   } catch (error) {
     console.error((error as Error).message);
     code = 1;
   }
+  await pool.end();
   await hub.close();
   process.exit(code);
 }

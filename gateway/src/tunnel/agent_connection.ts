@@ -31,6 +31,7 @@ import {
   HEARTBEAT_TIMEOUT_MS_DEFAULT,
   inventory as inventorySchema,
   jsonBytes,
+  priceAck as priceAckSchema,
   parseJson,
   PROTOCOL_VERSION,
   randomBytes,
@@ -43,6 +44,7 @@ import {
   verifyAuth,
   type Frame,
   type Inventory,
+  type PriceTableMessage,
   type RequestHead,
   type Settings,
 } from "@wellspring/protocol";
@@ -84,8 +86,17 @@ export class AgentConnection {
   agentId: string | null = null;
   ownerId: string | null = null;
   agentStatus: string | null = null;
-  /** Settlement tier at the handshake (S, A or discount). */
+  /** Settlement tier set by the admin (S, A or discount), as of the handshake or the last change event. */
   agentTier: "S" | "A" | "discount" = "A";
+  /** The owner opted into the discount lane: the discount share, and routing priority. */
+  discountLane = false;
+  /** The price version this agent acknowledged holding (PRICE_ACK). */
+  priceVerAcked: number | null = null;
+
+  /** The tier a request routed here now is settled at. */
+  get effectiveTier(): "S" | "A" | "discount" {
+    return this.discountLane ? "discount" : this.agentTier;
+  }
   state: State = "authenticating";
   inventory: Inventory | null = null;
   /** The agent's settings: what it lets us send. */
@@ -186,6 +197,12 @@ export class AgentConnection {
   send(frame: Uint8Array): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
     this.ws.send(frame, { binary: true });
+  }
+
+  /** Sends the official price table in force; the agent answers PRICE_ACK with the version it now holds. */
+  sendPriceTable(table: PriceTableMessage): void {
+    if (this.state !== "ready" && this.state !== "draining") return;
+    this.#sendControl(ControlKind.PRICE_TABLE, table);
   }
 
   #sendControl(kind: number, body: unknown): void {
@@ -410,6 +427,24 @@ export class AgentConnection {
       }
       case ControlKind.NOTICE:
         return;
+      case ControlKind.PRICE_ACK: {
+        let ver: number;
+        try {
+          ver = parseJson(priceAckSchema, body).ver;
+        } catch (error) {
+          this.close(CloseCode.PROTOCOL_ERROR, `bad price ack: ${(error as Error).message}`);
+          return;
+        }
+        this.priceVerAcked = ver;
+        this.log.info("tunnel.price_ack", { agentId: this.agentId, ver });
+        void this.db.agent
+          .update({ where: { id: this.agentId! }, data: { priceVer: ver } })
+          .catch((error: unknown) => this.log.warn("tunnel.price_ack_persist_failed", { agentId: this.agentId, error }));
+        return;
+      }
+      case ControlKind.PRICE_TABLE:
+        this.close(CloseCode.PROTOCOL_ERROR, "only the hub sends price tables");
+        return;
       case ControlKind.CHALLENGE:
       case ControlKind.AUTH:
       case ControlKind.WELCOME:
@@ -467,6 +502,7 @@ export class AgentConnection {
     this.ownerId = agent.ownerId;
     this.agentStatus = agent.status;
     this.agentTier = agent.tier;
+    this.discountLane = agent.discountLane;
     this.peer = msg.settings;
     this.connectionSendWindow = new SendWindow(msg.settings.connectionWindowBytes);
     this.state = "ready";

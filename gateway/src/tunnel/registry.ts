@@ -1,6 +1,7 @@
 /**
- * Agents connected to this gateway, indexed by the models they serve. Picks the least-loaded routable
- * agent for a model; the discount lane and tiers weigh in with the billing issue.
+ * Agents connected to this gateway, indexed by the models they serve. Picks, for a model, a routable agent
+ * with room: agents in the discount lane first (the priority their owners accept a lower share for), then
+ * the least loaded.
  */
 import { apiFamilyOf, CloseCode, GoAwayCode, type ApiFamily } from "@wellspring/protocol";
 import type { AgentConnection } from "./agent_connection.ts";
@@ -70,7 +71,10 @@ export class AgentRegistry {
     return (this.#byModel.get(`${api}:${model}`)?.size ?? 0) > 0;
   }
 
-  /** The routable connection with the lowest load (in-flight / capacity); null when none has room. */
+  /**
+   * The routable connection with room, discount-lane agents first, then by lowest load (in-flight /
+   * capacity); null when none has room.
+   */
   pick(api: ApiFamily, model: string, exclude?: ReadonlySet<AgentConnection>): AgentConnection | null {
     const set = this.#byModel.get(`${api}:${model}`);
     if (!set) return null;
@@ -80,7 +84,8 @@ export class AgentRegistry {
       if (!conn.routable || exclude?.has(conn)) continue;
       const capacity = conn.capacity;
       if (conn.inFlight >= capacity) continue;
-      const load = conn.inFlight / capacity + Math.random() * 1e-6;
+      // Loads are in [0, 1); the lane adds a whole class, so any discount agent with room beats every other.
+      const load = (conn.discountLane ? 0 : 1) + conn.inFlight / capacity + Math.random() * 1e-6;
       if (load < bestLoad) {
         best = conn;
         bestLoad = load;

@@ -1,0 +1,75 @@
+/**
+ * Listens on the hub event channel (PostgreSQL LISTEN on a dedicated connection) and hands each event to
+ * the gateway. The connection is re-made after an error with a growing delay; after a reconnect every
+ * cache is dropped and the price table re-pushed, since events sent meanwhile were missed.
+ */
+import pg from "pg";
+import { HUB_EVENTS_CHANNEL, parseHubEvent, type HubEvent } from "@wellspring/db";
+import type { Logger } from "./log.ts";
+
+/** Delay before re-making a lost LISTEN connection: doubles from the first to the last, ms. */
+const RECONNECT_DELAY_FIRST_MS = 250;
+const RECONNECT_DELAY_MAX_MS = 10_000;
+
+export class HubEventListener {
+  #client: pg.Client | null = null;
+  #closed = false;
+  #delay = RECONNECT_DELAY_FIRST_MS;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(
+    private readonly databaseUrl: string,
+    private readonly onEvent: (event: HubEvent) => void,
+    /** Called after a reconnect: events may have been missed. */
+    private readonly onResync: () => void,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.#connect(false);
+  }
+
+  async #connect(resync: boolean): Promise<void> {
+    const client = new pg.Client({ connectionString: this.databaseUrl });
+    client.on("error", (error) => {
+      this.log.warn("events.connection_error", { error });
+      this.#retry(client);
+    });
+    client.on("end", () => this.#retry(client));
+    client.on("notification", (msg) => {
+      if (msg.channel !== HUB_EVENTS_CHANNEL) return;
+      const event = parseHubEvent(msg.payload);
+      if (event) this.onEvent(event);
+      else this.log.warn("events.unreadable", { channel: msg.channel });
+    });
+    await client.connect();
+    await client.query(`LISTEN ${HUB_EVENTS_CHANNEL}`);
+    this.#client = client;
+    this.#delay = RECONNECT_DELAY_FIRST_MS;
+    if (resync) this.onResync();
+  }
+
+  #retry(client: pg.Client): void {
+    if (this.#closed || this.#client !== client) return;
+    this.#client = null;
+    client.removeAllListeners("end");
+    void client.end().catch(() => {});
+    const delay = this.#delay;
+    this.#delay = Math.min(this.#delay * 2, RECONNECT_DELAY_MAX_MS);
+    this.#timer = setTimeout(() => {
+      void this.#connect(true).catch((error: unknown) => {
+        this.log.warn("events.reconnect_failed", { error, retryInMs: this.#delay });
+        this.#client = client; // so #retry accepts this attempt's failure
+        this.#retry(client);
+      });
+    }, delay);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    const client = this.#client;
+    this.#client = null;
+    await client?.end().catch(() => {});
+  }
+}
