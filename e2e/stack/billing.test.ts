@@ -117,4 +117,36 @@ describe("billing", () => {
     expect(spent).toBe(official * BigInt(ok));
     expect((await ledger.audit()).problems).toEqual([]);
   }, 60_000);
+
+  it("speech, images and transcriptions are charged by their own units: characters, images, audio seconds", async () => {
+    const { userId, key } = await fundedUser(1_000_000n);
+    const ownerBefore = await ownerTotal();
+    const input = "Héllo, wörld — this sentence is read aloud. 😀";
+    const speech = await post(key, "/v1/audio/speech", { model: "tts-1", voice: "alloy", input });
+    expect(speech.status).toBe(200);
+    expect((await speech.arrayBuffer()).byteLength).toBe(4096);
+    const image = await post(key, "/v1/images/generations", { model: "dall-e-3", prompt: "a lighthouse", n: 1, size: "1024x1024" });
+    expect(((await image.json()) as { data: unknown[] }).data).toHaveLength(1);
+    const form = new FormData();
+    form.append("file", new File([new Uint8Array(3000)], "a.mp3", { type: "audio/mpeg" }));
+    form.append("model", "whisper-1");
+    const transcript = await fetch(`${stack.baseUrl}/v1/audio/transcriptions`, { method: "POST", headers: { authorization: `Bearer ${key}` }, body: form });
+    expect(((await transcript.json()) as { usage: { seconds: number } }).usage.seconds).toBe(1);
+    await settled(userId);
+    // tts-1: $15 per 1M characters (code points); dall-e-3: $0.04 per image; whisper-1: $0.006 per minute = 100 µUSD/s.
+    const speechCost = (BigInt([...input].length) * price("tts-1").characterMicrosPerM + 999_999n) / 1_000_000n;
+    const expected = [speechCost, price("dall-e-3").imageMicros, price("whisper-1").audioSecondMicros];
+    expect(expected).toEqual([675n, 40_000n, 100n]); // 45 characters × 15 µUSD
+    const charges = await pool.query<{ model: string; charge_micros: string; earning_micros: string; estimated: boolean }>(
+      "SELECT model, charge_micros, earning_micros, estimated FROM reservations WHERE user_id = $1 ORDER BY created_at", [userId]);
+    expect(charges.rows.map((r) => [r.model, BigInt(r.charge_micros), r.estimated])).toEqual([["tts-1", expected[0], false], ["dall-e-3", expected[1], false], ["whisper-1", expected[2], false]]);
+    const total = expected.reduce((a, b) => a + b, 0n);
+    expect((await wallet(userId)).available).toBe(1_000_000n - total);
+    expect((await ownerTotal()) - ownerBefore).toBe(expected.reduce((a, b) => a + ownerEarningMicros(b, TIER_BPS.A), 0n));
+  });
 });
+
+async function ownerTotal(): Promise<bigint> {
+  const r = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(stack.ownerId)]);
+  return BigInt(r.rows[0]!.s ?? 0);
+}

@@ -150,7 +150,7 @@ export interface AgentProc extends Proc {
 }
 
 export const DEMO_MODELS = {
-  openai: ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "whisper-1", "tts-1", "gpt-image-1"],
+  openai: ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "whisper-1", "tts-1", "gpt-image-1", "dall-e-3"],
   anthropic: ["claude-haiku-4-5", "claude-sonnet-4-5"],
 };
 

@@ -6,14 +6,13 @@ import { createHash } from "node:crypto";
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
+import { documentedInputEstimate } from "../../gateway/src/billing/testing/estimate_spec.ts";
 import { startStack, type Stack } from "./harness.ts";
 
 let stack: Stack;
 beforeAll(async () => {
-  // Billing off here: this file also calls whisper-1, which is billed per second of audio, a unit the
-  // official price table cannot express yet (billing refuses unpriced models). Billing is covered by
-  // billing.test.ts and end_causes.test.ts.
-  stack = await startStack({ gatewayEnv: { BILLING_ENABLED: "0" } });
+  stack = await startStack();
 }, 120_000);
 afterAll(async () => {
   await stack?.close();
@@ -165,14 +164,16 @@ describe("official SDKs through gateway → tunnel → agent → provider", () =
       return { id: res.headers.get("x-wellspring-request-id")!, text };
     };
     const chat = await send("/v1/chat/completions", { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, messages: [{ role: "user", content: "[mock chunks=12]" }] });
-    const noUsage = await send("/v1/chat/completions", { model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "[mock chunks=3]" }] });
+    const noUsageBody = { model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "[mock chunks=3]" }] };
+    const noUsage = await send("/v1/chat/completions", noUsageBody);
     const claude = await send("/v1/messages", { model: "claude-haiku-4-5", stream: true, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7]" }] }, { "anthropic-version": "2023-06-01" });
     const emb = await send("/v1/embeddings", { model: "text-embedding-3-small", input: "hello" });
     await new Promise((r) => setTimeout(r, 600));
     const rows = new Map((await stack.db.requestRecord.findMany({ where: { id: { in: [chat.id, noUsage.id, claude.id, emb.id] } } })).map((r) => [r.id, r]));
     const promptOf = (text: string, key: string) => Number(new RegExp(`"${key}":(\\d+)`).exec(text)![1]);
     expect(rows.get(chat.id)).toMatchObject({ outputTokens: 12, inputTokens: promptOf(chat.text, "prompt_tokens"), streamed: true, endCause: "completed" });
-    expect(rows.get(noUsage.id)).toMatchObject({ outputTokens: null, inputTokens: null });
+    // No usage reported: billing estimates it (the delivered text "w0 w1 w2 ", the request's strings) and says so.
+    expect(rows.get(noUsage.id)).toMatchObject({ outputTokens: countTokens("w0 w1 w2 "), inputTokens: documentedInputEstimate(noUsageBody), usageEstimated: true });
     expect(rows.get(claude.id)).toMatchObject({ outputTokens: 7, inputTokens: promptOf(claude.text, "input_tokens") });
     expect(rows.get(emb.id)).toMatchObject({ outputTokens: 0, inputTokens: promptOf(emb.text, "prompt_tokens") });
   });

@@ -122,6 +122,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       inputMicrosPerMTok: p.inputMicrosPerMTok.toString(),
       outputMicrosPerMTok: p.outputMicrosPerMTok.toString(),
       cachedInputMicrosPerMTok: p.cachedInputMicrosPerMTok.toString(),
+      audioSecondMicros: p.audioSecondMicros.toString(),
+      imageMicros: p.imageMicros.toString(),
+      characterMicrosPerM: p.characterMicrosPerM.toString(),
     })),
   });
   const pushPrices = async (to: readonly AgentConnection[]) => {

@@ -11,11 +11,24 @@ export interface PriceEntry {
   inputMicrosPerMTok: bigint;
   outputMicrosPerMTok: bigint;
   cachedInputMicrosPerMTok: bigint;
+  /** Per second of input audio (transcription, translation). */
+  audioSecondMicros: bigint;
+  /** Per generated image (images the API bills per image). */
+  imageMicros: bigint;
+  /** Per million input characters (text to speech). */
+  characterMicrosPerM: bigint;
 }
 
-const usd = (dollarsPerMTok: number): bigint => BigInt(Math.round(dollarsPerMTok * 1_000_000));
+const usd = (dollars: number): bigint => BigInt(Math.round(dollars * 1_000_000));
+const NO_UNITS = { audioSecondMicros: 0n, imageMicros: 0n, characterMicrosPerM: 0n };
 const entry = (provider: PriceEntry["provider"], model: string, input: number, output: number, cached: number): PriceEntry => ({
-  provider, model, inputMicrosPerMTok: usd(input), outputMicrosPerMTok: usd(output), cachedInputMicrosPerMTok: usd(cached),
+  provider, model, inputMicrosPerMTok: usd(input), outputMicrosPerMTok: usd(output), cachedInputMicrosPerMTok: usd(cached), ...NO_UNITS,
+});
+const unitEntry = (model: string, units: { perMinute?: number; perImage?: number; perMChars?: number }): PriceEntry => ({
+  provider: "openai", model, inputMicrosPerMTok: 0n, outputMicrosPerMTok: 0n, cachedInputMicrosPerMTok: 0n,
+  audioSecondMicros: units.perMinute === undefined ? 0n : usd(units.perMinute / 60),
+  imageMicros: units.perImage === undefined ? 0n : usd(units.perImage),
+  characterMicrosPerM: units.perMChars === undefined ? 0n : usd(units.perMChars),
 });
 
 /**
@@ -35,6 +48,14 @@ export const DEFAULT_PRICE_TABLE: readonly PriceEntry[] = [
   entry("openai", "o4-mini", 1.1, 4.4, 0.275),
   entry("openai", "text-embedding-3-small", 0.02, 0, 0.02),
   entry("openai", "text-embedding-3-large", 0.13, 0, 0.13),
+  // Billed by other units: audio per minute of input, speech per 1M characters, DALL·E per image (standard
+  // quality, 1024×1024); gpt-image-1 reports token usage (text input, image output).
+  unitEntry("whisper-1", { perMinute: 0.006 }),
+  unitEntry("tts-1", { perMChars: 15 }),
+  unitEntry("tts-1-hd", { perMChars: 30 }),
+  unitEntry("dall-e-3", { perImage: 0.04 }),
+  unitEntry("dall-e-2", { perImage: 0.02 }),
+  entry("openai", "gpt-image-1", 5, 40, 1.25),
   entry("anthropic", "claude-opus-4-1", 15, 75, 1.5),
   entry("anthropic", "claude-sonnet-4-5", 3, 15, 0.3),
   entry("anthropic", "claude-haiku-4-5", 1, 5, 0.1),
@@ -54,7 +75,7 @@ export async function seedPriceTableIfEmpty(db: Db): Promise<number | null> {
 async function publish(db: Db, prices: readonly PriceEntry[], note: string | null, onlyIfEmpty: boolean): Promise<number | null> {
   if (prices.length === 0) throw new Error("Cannot publish an empty price table");
   for (const p of prices) {
-    if (p.inputMicrosPerMTok < 0n || p.outputMicrosPerMTok < 0n || p.cachedInputMicrosPerMTok < 0n) {
+    if ([p.inputMicrosPerMTok, p.outputMicrosPerMTok, p.cachedInputMicrosPerMTok, p.audioSecondMicros, p.imageMicros, p.characterMicrosPerM].some((v) => v < 0n)) {
       throw new Error(`Cannot publish: negative price for ${p.provider}:${p.model}`);
     }
   }

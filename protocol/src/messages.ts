@@ -136,6 +136,10 @@ export const priceTable = object({
       inputMicrosPerMTok: micros,
       outputMicrosPerMTok: micros,
       cachedInputMicrosPerMTok: micros,
+      /** Other billed units: per second of input audio, per image, per million input characters. */
+      audioSecondMicros: optional(micros),
+      imageMicros: optional(micros),
+      characterMicrosPerM: optional(micros),
     }),
     PRICE_TABLE_ENTRIES_MAX,
   ),

@@ -46,7 +46,14 @@ export function decimalOf(micros: bigint, scale: number): string {
 const perToken = (microsPerMTok: bigint) => decimalOf(microsPerMTok, 12);
 
 function pricingFields(p: ModelPriceMicros) {
-  return { prompt: perToken(p.inputMicrosPerMTok), completion: perToken(p.outputMicrosPerMTok), input_cache_read: perToken(p.cachedInputMicrosPerMTok) };
+  return {
+    prompt: perToken(p.inputMicrosPerMTok),
+    completion: perToken(p.outputMicrosPerMTok),
+    input_cache_read: perToken(p.cachedInputMicrosPerMTok),
+    ...(p.imageMicros ? { image: decimalOf(p.imageMicros, 6) } : {}),
+    ...(p.audioSecondMicros ? { audio_second: decimalOf(p.audioSecondMicros, 6) } : {}),
+    ...(p.characterMicrosPerM ? { character: decimalOf(p.characterMicrosPerM, 12) } : {}),
+  };
 }
 
 export async function handleModels(req: IncomingMessage, res: ServerResponse, principal: Principal, deps: AccountDeps): Promise<void> {
@@ -67,6 +74,9 @@ export async function handleModels(req: IncomingMessage, res: ServerResponse, pr
         input_micros_per_mtok: mine.inputMicrosPerMTok.toString(),
         output_micros_per_mtok: mine.outputMicrosPerMTok.toString(),
         cached_input_micros_per_mtok: mine.cachedInputMicrosPerMTok.toString(),
+        audio_second_micros: (mine.audioSecondMicros ?? 0n).toString(),
+        image_micros: (mine.imageMicros ?? 0n).toString(),
+        character_micros_per_m: (mine.characterMicrosPerM ?? 0n).toString(),
       },
     };
   }));

@@ -76,6 +76,9 @@ function priceEntries(v: unknown): PriceEntry[] {
       inputMicrosPerMTok: micros(p.input_micros_per_mtok, `prices[${i}].input_micros_per_mtok`),
       outputMicrosPerMTok: micros(p.output_micros_per_mtok, `prices[${i}].output_micros_per_mtok`),
       cachedInputMicrosPerMTok: micros(p.cached_input_micros_per_mtok ?? p.input_micros_per_mtok, `prices[${i}].cached_input_micros_per_mtok`),
+      audioSecondMicros: micros(p.audio_second_micros ?? 0, `prices[${i}].audio_second_micros`),
+      imageMicros: micros(p.image_micros ?? 0, `prices[${i}].image_micros`),
+      characterMicrosPerM: micros(p.character_micros_per_m ?? 0, `prices[${i}].character_micros_per_m`),
     };
   });
 }
@@ -86,6 +89,9 @@ const priceJson = (p: PriceEntry) => ({
   input_micros_per_mtok: p.inputMicrosPerMTok.toString(),
   output_micros_per_mtok: p.outputMicrosPerMTok.toString(),
   cached_input_micros_per_mtok: p.cachedInputMicrosPerMTok.toString(),
+  audio_second_micros: p.audioSecondMicros.toString(),
+  image_micros: p.imageMicros.toString(),
+  character_micros_per_m: p.characterMicrosPerM.toString(),
 });
 
 export async function handleAdmin(req: IncomingMessage, res: ServerResponse, path: string, deps: AdminDeps): Promise<void> {

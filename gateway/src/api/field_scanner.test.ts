@@ -32,6 +32,15 @@ describe("JsonFieldScanner", () => {
     ), { numRuns: 500 });
   });
 
+  it("counts the characters of a top-level input string and reads n, however the body is chunked", () => {
+    fc.assert(fc.property(fc.string({ unit: "grapheme", maxLength: 60 }), fc.integer({ min: 1, max: 10 }), fc.array(fc.nat(), { maxLength: 8 }), (input, n, cuts) => {
+      const s = scanInChunks(JSON.stringify({ model: "tts-1", input, voice: "alloy", n, nested: { input: "not this one" } }), cuts);
+      expect(s.fields.inputChars).toBe([...input].length);
+      expect(s.fields.n).toBe(n);
+    }), { numRuns: 500 });
+    expect(scanInChunks('{"model":"tts-1","input":"a\\n\\u00e9\\"b"}', [19, 22]).fields.inputChars).toBe(5);
+  });
+
   it("ignores nested model keys and reports non-objects", () => {
     const s = scanInChunks('{"messages":[{"model":"nested"}],"metadata":{"model":"x"},"model":"gpt-4o-mini"}', [5, 17]);
     expect(s.fields.model).toBe("gpt-4o-mini");

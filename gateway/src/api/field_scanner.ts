@@ -14,6 +14,10 @@ export interface RoutingFields {
   stream: boolean | null;
   /** The output cap the request sets (`max_tokens`, `max_completion_tokens` or `max_output_tokens`). */
   maxOutputTokens: number | null;
+  /** `n`: how many results (images) the request asks for. */
+  n: number | null;
+  /** Characters of a top-level `input` string (text to speech is billed by them). */
+  inputChars: number | null;
 }
 
 const MAX_OUTPUT_KEYS = new Set(["max_tokens", "max_completion_tokens", "max_output_tokens"]);
@@ -31,7 +35,9 @@ type Want = "key" | "colon" | "value" | "comma";
 
 /** Incremental scanner for the top level of a JSON object. */
 export class JsonFieldScanner implements FieldScanner {
-  fields: RoutingFields = { model: null, stream: null, maxOutputTokens: null };
+  fields: RoutingFields = { model: null, stream: null, maxOutputTokens: null, n: null, inputChars: null };
+  /** Counting the characters of the `input` string being read: count, and hex digits of a \u escape left. */
+  #chars: { count: number; hexLeft: number } | null = null;
   malformed: string | null = null;
   /** Set once the top-level object closed: every top-level field has been seen. */
   complete = false;
@@ -55,9 +61,14 @@ export class JsonFieldScanner implements FieldScanner {
     for (let i = 0; i < chunk.length; i++) {
       const b = chunk[i]!;
       if (this.#inString) {
+        const chars = this.#chars;
         if (this.#escaped) {
           this.#escaped = false;
           this.#collectByte(b);
+          if (chars) {
+            chars.count++; // one escape sequence is one character
+            if (b === 0x75) chars.hexLeft = 4;
+          }
         } else if (b === BACKSLASH) {
           this.#escaped = true;
           this.#collectByte(b);
@@ -66,6 +77,10 @@ export class JsonFieldScanner implements FieldScanner {
           this.#finishString();
         } else {
           this.#collectByte(b);
+          if (chars) {
+            if (chars.hexLeft > 0) chars.hexLeft--;
+            else if ((b & 0xc0) !== 0x80) chars.count++; // the first byte of a UTF-8 character
+          }
         }
         continue;
       }
@@ -119,6 +134,7 @@ export class JsonFieldScanner implements FieldScanner {
           this.#inString = true;
           this.#collectingKey = false;
           this.#collect = this.#key === "model" ? [] : null;
+          this.#chars = this.#key === "input" ? { count: 0, hexLeft: 0 } : null;
           this.#want = "comma";
         } else if (b === LBRACE || b === LBRACKET) {
           this.#depth++;
@@ -163,11 +179,16 @@ export class JsonFieldScanner implements FieldScanner {
       return;
     }
     if (this.#key === "model" && bytes) this.fields.model = decodeJsonString(bytes);
+    if (this.#chars) {
+      this.fields.inputChars = this.#chars.count;
+      this.#chars = null;
+    }
   }
 
   #finishLiteral(): void {
     if (this.#key === "stream") this.fields.stream = this.#literal === "true" ? true : this.#literal === "false" ? false : null;
     if (MAX_OUTPUT_KEYS.has(this.#key) && /^\d{1,9}$/.test(this.#literal)) this.fields.maxOutputTokens = Number(this.#literal);
+    if (this.#key === "n" && /^\d{1,4}$/.test(this.#literal)) this.fields.n = Number(this.#literal);
     this.#literal = "";
   }
 }
@@ -186,7 +207,7 @@ function decodeJsonString(bytes: number[]): string | null {
  * kept (to match a field split across chunks); the body itself is never held here.
  */
 export class MultipartFieldScanner implements FieldScanner {
-  fields: RoutingFields = { model: null, stream: null, maxOutputTokens: null };
+  fields: RoutingFields = { model: null, stream: null, maxOutputTokens: null, n: null, inputChars: null };
   malformed: string | null = null;
   #tail = "";
   readonly #pattern: RegExp;

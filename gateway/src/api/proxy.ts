@@ -12,7 +12,7 @@ import type { Logger } from "../log.ts";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
 import type { HubStream } from "../tunnel/hub_stream.ts";
 import type { AgentRegistry } from "../tunnel/registry.ts";
-import { JsonFieldScanner, MultipartFieldScanner, multipartBoundary, type FieldScanner } from "./field_scanner.ts";
+import { JsonFieldScanner, MultipartFieldScanner, multipartBoundary, type FieldScanner, type RoutingFields } from "./field_scanner.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { EndCause, RecordWriter } from "./records.ts";
 import { createUsageTap, type Usage, type UsageTap } from "../billing/usage_tap.ts";
@@ -41,6 +41,10 @@ interface Priced extends PricedModel {
 
 /** With billing on, bytes read (at most) before dispatch to find the output cap (`max_tokens`). */
 const BILLING_SCAN_BYTES_MAX = 256 * 1024;
+/** Reservation bound for audio billed per second: audio is assumed to use at least this many bytes per second (8 kbit/s). */
+export const AUDIO_BYTES_PER_SECOND_MIN = 1_000;
+/** Reservation bound for images when a request does not say `n` in a form the gateway reads (multipart). */
+export const IMAGES_PER_REQUEST_MAX = 10;
 import { DROPPED_RESPONSE_HEADERS, FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
 
 export interface ProxyLimits {
@@ -107,6 +111,8 @@ class ProxyExchange {
   #inputEstimate: RequestTokenEstimator | null = null;
   /** The whole request body went into the tunnel. */
   #dispatched = false;
+  /** What the body scanner read (model, stream, output cap, n, speech input length). */
+  #fields: RoutingFields | null = null;
   #headTimer: ReturnType<typeof setTimeout> | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   principal: Principal | null = null;
@@ -180,6 +186,8 @@ class ProxyExchange {
       reportedInput: tap?.reportedInput() ?? null,
       deliveredOutputTokens: () => tap?.streamedOutputTokens() ?? null,
       estimatedInputTokens: () => this.#inputEstimate?.total() ?? 0,
+      inputCharacters: this.route.path === "/v1/audio/speech" ? (this.#fields?.inputChars ?? 0) : 0,
+      responseImages: () => (this.route.path.startsWith("/v1/images/") ? (tap?.images() ?? 0) : 0),
     });
     const official = officialCostMicros(basis.usage, priced.price);
     const wanted = planChargeMicros(priced.plan, this.route.api, this.model!, priced.price, basis.usage);
@@ -272,8 +280,9 @@ class ProxyExchange {
       throw new GatewayError("no_capacity", `No capacity for the model '${model}' right now; retry shortly.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
     }
     this.conn = conn;
+    this.#fields = scanner.fields;
     if (deps.billing) {
-      await this.#reserve(deps.billing, model, declaredBytes, bodyDone, scanner.fields.maxOutputTokens);
+      await this.#reserve(deps.billing, model, declaredBytes, bodyDone, scanner.fields);
       if (route.body !== "multipart") {
         this.#inputEstimate = new RequestTokenEstimator();
         for (const chunk of held) this.#inputEstimate.push(chunk);
@@ -326,7 +335,7 @@ class ProxyExchange {
     }
   }
 
-  async #reserve(billing: Billing, model: string, declaredBytes: number | null, bodyDone: boolean, maxOutputTokens: number | null): Promise<void> {
+  async #reserve(billing: Billing, model: string, declaredBytes: number | null, bodyDone: boolean, fields: RoutingFields): Promise<void> {
     const official = await billing.prices.get(this.route.api, model);
     if (!official) throw new GatewayError("model_not_found", `The model '${model}' has no price and cannot be served.`, { param: "model" });
     const plan = await billing.tariffs.plan(this.principal!.planId);
@@ -335,7 +344,16 @@ class ProxyExchange {
     const tierBps = await billing.tariffs.tierBps(tier);
     // The most it can cost: every input byte a token (an upper bound for every tokenizer) plus the output cap.
     const inputBytes = declaredBytes ?? (bodyDone ? this.bytesIn : this.deps.limits.requestBodyBytesMax);
-    const worst = { inputTokens: inputBytes, outputTokens: maxOutputTokens ?? billing.defaultMaxOutputTokens, cachedInputTokens: 0 };
+    const path = this.route.path;
+    const worst: Usage = {
+      inputTokens: inputBytes,
+      outputTokens: fields.maxOutputTokens ?? billing.defaultMaxOutputTokens,
+      cachedInputTokens: 0,
+      // Other units: audio seconds bounded by the upload's size, images by `n`, speech by its input (≤ bytes).
+      audioSeconds: path === "/v1/audio/transcriptions" || path === "/v1/audio/translations" ? Math.ceil(inputBytes / AUDIO_BYTES_PER_SECOND_MIN) : 0,
+      images: path.startsWith("/v1/images/") ? (fields.n ?? (this.route.body === "multipart" ? IMAGES_PER_REQUEST_MAX : 1)) : 0,
+      characters: path === "/v1/audio/speech" ? (fields.inputChars ?? inputBytes) : 0,
+    };
     const max = planChargeMicros(plan, this.route.api, model, official.price, worst);
     const result = await billing.ledger.reserve(this.requestId, this.principal!.userId, max, {
       priceVer: official.ver,

@@ -23,7 +23,12 @@ function estimateInChunks(bytes: Uint8Array, cuts: number[]): number {
   return e.total();
 }
 
-const text = fc.string({ unit: fc.constantFrom("a", "b", " ", "é", "\n", "\"", "\\", "漢", "😀", "\t", "x", "1", "/"), maxLength: 60 });
+const text = fc.oneof(
+  fc.string({ unit: fc.constantFrom("a", "b", " ", "é", "\n", "\"", "\\", "漢", "😀", "\t", "x", "1", "/"), maxLength: 60 }),
+  // Long runs (base64-like and not), and strings that start like a data URL.
+  fc.tuple(fc.constantFrom("", "data:", "dat", "x "), fc.constantFrom("A", "b/", "é", "-", "zz"), fc.integer({ min: 100, max: 400 }), fc.constantFrom("", " tail", "\nmore"))
+    .map(([head, unit, times, tail]) => head + unit.repeat(times) + tail),
+);
 
 describe("RequestTokenEstimator", () => {
   it("counts the text of every JSON string, however the body is chunked", () => {
@@ -37,13 +42,26 @@ describe("RequestTokenEstimator", () => {
     );
   });
 
-  it("skips base64 payloads (a long run with no space) and counts the text around them", () => {
-    const image = "A".repeat(200_000);
-    const body = { model: "gpt-4o", messages: [{ role: "user", content: [{ type: "text", text: "What is in this picture?" }, { type: "image_url", image_url: { url: `data:image/png;base64,${image}` } }] }] };
+  it("skips data URLs and base64 payloads, counts other long runs by size, and stays fast on them", () => {
+    const image = "iVBORw0KGgoAAAANSUhEUg".repeat(10_000);
+    const body = {
+      model: "gpt-4o",
+      messages: [{ role: "user", content: [
+        { type: "text", text: "What is in this picture?" },
+        { type: "image_url", image_url: { url: `data:image/png;base64,${image}` } },
+        { type: "image", source: { type: "base64", media_type: "image/png", data: image } },
+        { type: "text", text: `a hash ${"0a1b2c3d".repeat(64)}: and a run ${"p.".repeat(2_000_000)} end` },
+      ] }],
+    };
     const bytes = new TextEncoder().encode(JSON.stringify(body));
-    const n = estimateInChunks(bytes, [10, 500, 70_000, 150_000]);
+    const started = performance.now();
+    const n = estimateInChunks(bytes, [10, 500, 70_000, 150_000, 2_000_000]);
+    const ms = performance.now() - started;
     expect(n).toBe(expected(body));
-    expect(n).toBeLessThan(40);
+    // The 4 MB run of "p." counts 1 token per 4 bytes; the images count nothing.
+    expect(n - 1_000_000).toBeGreaterThan(0);
+    expect(n - 1_000_000).toBeLessThan(400);
+    expect(ms).toBeLessThan(3_000); // linear: ~4.5 MB in well under a second on this machine
   });
 
   it("counts long text across batch boundaries like one piece", () => {
@@ -86,6 +104,8 @@ describe("charge rules", () => {
     reportedInput: null,
     deliveredOutputTokens: () => 17,
     estimatedInputTokens: () => 40,
+    inputCharacters: 0,
+    responseImages: () => 0,
   };
   const usage = (inputTokens: number, outputTokens: number) => ({ inputTokens, outputTokens, cachedInputTokens: 0 });
 
@@ -102,5 +122,10 @@ describe("charge rules", () => {
     expect(chargeBasis({ ...base, cause: "agent_lost", responded: false, status: 0 })).toMatchObject({ rule: "failed" });
     expect(chargeBasis({ ...base, cause: "client_cancelled", reportedInput: { inputTokens: 33, outputTokens: 1, cachedInputTokens: 8 } })).toEqual({ usage: { inputTokens: 33, outputTokens: 17, cachedInputTokens: 8 }, estimated: true, rule: "delivered" });
     expect(chargeBasis({ ...base, cause: "client_cancelled", deliveredOutputTokens: () => null })).toEqual({ usage: usage(40, 0), estimated: true, rule: "input_only" });
+    // Units: images counted in a completed response, speech characters once the provider has the input.
+    expect(chargeBasis({ ...base, deliveredOutputTokens: () => null, responseImages: () => 2 })).toEqual({ usage: { ...usage(0, 0), images: 2 }, estimated: false, rule: "units" });
+    expect(chargeBasis({ ...base, deliveredOutputTokens: () => null, inputCharacters: 120 })).toEqual({ usage: { ...usage(0, 0), characters: 120 }, estimated: false, rule: "units" });
+    expect(chargeBasis({ ...base, cause: "client_cancelled", responded: false, inputCharacters: 120 })).toMatchObject({ usage: { characters: 120 }, rule: "input_only" });
+    expect(chargeBasis({ ...base, status: 400, responseImages: () => 2 })).toMatchObject({ usage: usage(0, 0), rule: "failed" });
   });
 });

@@ -8,11 +8,29 @@ import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 
 /** Text held before it is tokenized and dropped, characters. */
 export const TEXT_BATCH_CHARS = 64 * 1024;
-/** A JSON string at least this long with no whitespace is treated as binary (base64 image/audio) and not counted, bytes. */
-export const BINARY_STRING_BYTES_MIN = 1024;
+/**
+ * A whitespace-free run longer than this is not tokenized (tokenizing one huge "word" costs quadratic time):
+ * made only of base64 characters it is binary (an image or audio) and not counted; otherwise it counts one
+ * token per 4 bytes. Bytes.
+ */
+export const LONG_RUN_BYTES = 256;
+/** Bytes per token assumed for a long run that is not base64. */
+export const LONG_RUN_BYTES_PER_TOKEN = 4;
 
+const LONG_RUN = new RegExp(`[^ \\n\\t\\r]{${LONG_RUN_BYTES + 1},}`, "g");
+
+/**
+ * Tokens of a text. Whitespace-free runs longer than LONG_RUN_BYTES characters count one token per
+ * LONG_RUN_BYTES_PER_TOKEN UTF-8 bytes instead of being tokenized (BPE on one huge word is quadratic).
+ */
 export function tokenCount(text: string): number {
-  return text.length === 0 ? 0 : countTokens(text);
+  if (text.length === 0) return 0;
+  let sized = 0;
+  const kept = text.length > LONG_RUN_BYTES ? text.replace(LONG_RUN, (run) => {
+    sized += Math.ceil(Buffer.byteLength(run) / LONG_RUN_BYTES_PER_TOKEN);
+    return "";
+  }) : text;
+  return (kept.length === 0 ? 0 : countTokens(kept)) + sized;
 }
 
 /** Counts the tokens of text added to it, tokenizing in batches. */
@@ -47,108 +65,115 @@ const enum S {
   Unicode,
 }
 
+const isSpace = (b: number) => b === 0x20 || b === 0x0a || b === 0x09 || b === 0x0d;
+const isBase64 = (b: number) => (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || b === 0x2b || b === 0x2f || b === 0x3d || b === 0x2d || b === 0x5f;
+const DATA_URL = [0x64, 0x61, 0x74, 0x61, 0x3a]; // "data:"
+
 /**
  * Estimates the input tokens of a JSON request body from the text of its strings (keys included, which
- * stands in for the providers' per-message overhead), skipping binary payloads. Feed it the body as it
- * streams; it never holds more than one batch of text.
+ * stands in for the providers' per-message overhead): each string followed by a space; data URLs not
+ * counted; whitespace-free runs over LONG_RUN_BYTES counted by size, or not at all when base64. Feed it the
+ * body as it streams; it holds at most one batch of text and one run.
  */
 export class RequestTokenEstimator {
   #state = S.Outside;
+  #hex = "";
+  /** Text ready for the tokenizer (whole runs and separators), and its size. */
   #parts: Uint8Array[] = [];
   #partBytes = 0;
+  /** The current whitespace-free run: its bytes while short, its length, whether it is all base64 characters. */
+  #run: number[] = [];
+  #runBytes = 0;
+  #runBase64 = true;
+  /** Bytes of the current string seen, and whether it is a data URL (not counted). */
   #stringBytes = 0;
-  #binary = false;
-  #sawSpace = false;
-  #hex = "";
+  #dataUrl = false;
+  /** Tokens counted by size (long runs). */
+  #sized = 0;
   readonly #decoder = new TextDecoder();
   readonly #encoder = new TextEncoder();
   readonly #count = new RunningCount();
 
   push(chunk: Uint8Array): void {
-    let i = 0;
-    while (i < chunk.length) {
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i]!;
       switch (this.#state) {
-        case S.Outside: {
-          const quote = chunk.indexOf(0x22, i);
-          if (quote < 0) return;
-          this.#state = S.InString;
-          this.#stringBytes = 0;
-          this.#binary = false;
-          this.#sawSpace = false;
-          i = quote + 1;
-          break;
-        }
-        case S.InString: {
-          let j = i;
-          let space = false;
-          for (; j < chunk.length; j++) {
-            const b = chunk[j]!;
-            if (b === 0x22 || b === 0x5c) break;
-            if (b === 0x20) space = true;
+        case S.Outside:
+          if (b === 0x22) {
+            this.#state = S.InString;
+            this.#stringBytes = 0;
+            this.#dataUrl = false;
           }
-          this.#text(chunk.subarray(i, j), space);
-          if (j === chunk.length) return;
-          if (chunk[j] === 0x22) {
+          break;
+        case S.InString:
+          if (b === 0x22) {
             this.#endString();
             this.#state = S.Outside;
-          } else {
-            this.#state = S.Escape;
-          }
-          i = j + 1;
+          } else if (b === 0x5c) this.#state = S.Escape;
+          else this.#byte(b);
           break;
-        }
-        case S.Escape: {
-          const b = chunk[i++]!;
+        case S.Escape:
           if (b === 0x75) {
             this.#state = S.Unicode;
             this.#hex = "";
             break;
           }
-          const ch = b === 0x6e ? "\n" : b === 0x74 ? "\t" : b === 0x72 ? "\r" : b === 0x62 || b === 0x66 ? " " : String.fromCharCode(b);
-          this.#text(this.#encoder.encode(ch), ch.trim() === "");
+          this.#byte(b === 0x6e ? 0x0a : b === 0x74 ? 0x09 : b === 0x72 ? 0x0d : b === 0x62 || b === 0x66 ? 0x20 : b);
           this.#state = S.InString;
           break;
-        }
-        case S.Unicode: {
-          this.#hex += String.fromCharCode(chunk[i++]!);
+        case S.Unicode:
+          this.#hex += String.fromCharCode(b);
           if (this.#hex.length === 4) {
             const code = Number.parseInt(this.#hex, 16);
             // Lone surrogate halves count as one character each; exact pairing does not change an estimate.
-            const ch = Number.isNaN(code) || (code >= 0xd800 && code <= 0xdfff) ? "?" : String.fromCharCode(code);
-            this.#text(this.#encoder.encode(ch), ch.trim() === "");
+            for (const byte of this.#encoder.encode(Number.isNaN(code) || (code >= 0xd800 && code <= 0xdfff) ? "?" : String.fromCharCode(code))) this.#byte(byte);
             this.#state = S.InString;
           }
           break;
-        }
       }
     }
   }
 
-  #text(bytes: Uint8Array, space: boolean): void {
-    if (this.#binary || bytes.length === 0) return;
-    if (space) this.#sawSpace = true;
-    this.#stringBytes += bytes.length;
-    if (this.#stringBytes >= BINARY_STRING_BYTES_MIN && !this.#sawSpace) {
-      // A long run with no space: base64 (images, audio), not text.
-      this.#binary = true;
-      this.#dropCurrentString();
+  /** One decoded byte of the current string. */
+  #byte(b: number): void {
+    if (this.#dataUrl) return;
+    if (this.#stringBytes < DATA_URL.length && b !== DATA_URL[this.#stringBytes]) this.#stringBytes = DATA_URL.length + 1; // cannot be a data URL
+    else if (this.#stringBytes < DATA_URL.length && ++this.#stringBytes === DATA_URL.length) {
+      this.#dataUrl = true;
+      this.#run = [];
+      this.#runBytes = 0;
       return;
     }
-    this.#parts.push(bytes.slice());
+    if (isSpace(b)) {
+      this.#endRun();
+      this.#take(Uint8Array.of(b));
+      return;
+    }
+    this.#runBytes++;
+    if (!isBase64(b)) this.#runBase64 = false;
+    if (this.#runBytes <= LONG_RUN_BYTES) this.#run.push(b);
+    else if (this.#run.length) this.#run = [];
+  }
+
+  #endRun(): void {
+    if (this.#runBytes > LONG_RUN_BYTES) {
+      if (!this.#runBase64) this.#sized += Math.ceil(this.#runBytes / LONG_RUN_BYTES_PER_TOKEN);
+    } else if (this.#run.length) {
+      this.#take(Uint8Array.from(this.#run));
+    }
+    this.#run = [];
+    this.#runBytes = 0;
+    this.#runBase64 = true;
+  }
+
+  #take(bytes: Uint8Array): void {
+    this.#parts.push(bytes);
     this.#partBytes += bytes.length;
-    if (this.#partBytes >= TEXT_BATCH_CHARS) this.#emit(true);
+    if (this.#partBytes >= TEXT_BATCH_CHARS) this.#emit();
   }
 
-  #stringStartPart = 0;
-
-  #dropCurrentString(): void {
-    // Whatever of this string is still queued is taken back; a part already tokenized with a full batch
-    // (at most BINARY_STRING_BYTES_MIN bytes) stays counted.
-    this.#parts.length = Math.min(this.#parts.length, this.#stringStartPart);
-    this.#partBytes = this.#parts.reduce((n, p) => n + p.length, 0);
-  }
-
-  #emit(more: boolean): void {
+  /** Hands the queued text to the counter; queued text always ends at a run boundary, never inside a character. */
+  #emit(): void {
     if (this.#parts.length === 0) return;
     const all = new Uint8Array(this.#partBytes);
     let at = 0;
@@ -156,22 +181,28 @@ export class RequestTokenEstimator {
       all.set(p, at);
       at += p.length;
     }
-    this.#count.add(this.#decoder.decode(all, { stream: more }));
+    this.#count.add(this.#decoder.decode(all));
     this.#parts = [];
     this.#partBytes = 0;
-    this.#stringStartPart = 0;
   }
 
   #endString(): void {
+    if (this.#dataUrl) {
+      this.#dataUrl = false;
+      this.#run = [];
+      this.#runBytes = 0;
+      this.#runBase64 = true;
+    } else {
+      this.#endRun();
+    }
     // A separator between strings, so adjacent strings are not tokenized as one word.
-    this.#parts.push(SPACE);
-    this.#partBytes += 1;
-    this.#stringStartPart = this.#parts.length;
+    this.#take(SPACE);
   }
 
   total(): number {
-    this.#emit(false);
-    return this.#count.total();
+    this.#endRun();
+    this.#emit();
+    return this.#count.total() + this.#sized;
   }
 }
 

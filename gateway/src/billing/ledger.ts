@@ -93,69 +93,35 @@ export class Ledger {
     return inTransaction(this.pool, (c) => postCredit(c, userId, amountMicros, kind, txId));
   }
 
-  /** Holds the most a request may cost, before any upstream call. Idempotent by request id. */
+  /**
+   * Holds the most a request may cost, before any upstream call. Idempotent by request id. One statement
+   * (`wellspring_reserve`, migration ledger_functions): a conditional UPDATE of the wallet row, then the
+   * reservation row — never more than the balance, whatever runs concurrently.
+   */
   async reserve(requestId: string, userId: string, amountMicros: bigint, meta?: ReserveMeta): Promise<ReserveResult> {
     if (amountMicros < 0n) throw new RangeError("reservation must not be negative");
-    return inTransaction(this.pool, async (c) => {
-      const inserted = await c.query(
-        `INSERT INTO reservations (request_id, user_id, amount_micros, price_ver, plan_id, api, model, agent_id, owner_id, tier, tier_bps)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (request_id) DO NOTHING`,
-        [requestId, userId, amountMicros.toString(), meta?.priceVer ?? null, meta?.planId ?? null, meta?.api ?? null, meta?.model ?? null,
-          meta?.agentId ?? null, meta?.ownerId ?? null, meta?.tier ?? null, meta?.tierBps ?? null],
-      );
-      if (inserted.rowCount === 0) return "duplicate";
-      const held = await c.query(
-        `UPDATE wallets SET available_micros = available_micros - $2, reserved_micros = reserved_micros + $2, updated_at = now()
-         WHERE user_id = $1 AND available_micros >= $2`,
-        [userId, amountMicros.toString()],
-      );
-      if (held.rowCount === 0) throw new InsufficientBalance();
-      return "reserved";
-    }).catch((error: unknown) => {
-      if (error instanceof InsufficientBalance) return "insufficient_balance" as const;
-      throw error;
-    });
+    const r = await this.pool.query<{ outcome: ReserveResult }>(
+      "SELECT wellspring_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS outcome",
+      [requestId, userId, amountMicros.toString(), meta?.priceVer ?? null, meta?.planId ?? null, meta?.api ?? null, meta?.model ?? null,
+        meta?.agentId ?? null, meta?.ownerId ?? null, meta?.tier ?? null, meta?.tierBps ?? null],
+    );
+    return r.rows[0]!.outcome;
   }
 
-  /** Settles a reservation once: charges at most what was reserved, returns the rest, posts the journal. */
+  /**
+   * Settles a reservation once: charges at most what was reserved, pays the owner at most the charge,
+   * returns the rest, posts the balanced journal. One statement (`wellspring_settle`).
+   */
   async settle(requestId: string, s: Settlement): Promise<SettleResult> {
     if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n) throw new RangeError("charge and earning must not be negative");
-    return inTransaction(this.pool, async (c) => {
-      const r = await c.query<{ user_id: string; amount_micros: string; status: string }>(
-        "SELECT user_id, amount_micros, status FROM reservations WHERE request_id = $1 FOR UPDATE",
-        [requestId],
-      );
-      const row = r.rows[0];
-      if (!row) return { outcome: "unknown_request" as const };
-      if (row.status !== "held") return { outcome: "already_settled" as const };
-      const amount = BigInt(row.amount_micros);
-      const charge = s.chargeMicros < amount ? s.chargeMicros : amount;
-      const earning = s.ownerId === null ? 0n : s.ownerEarningMicros < charge ? s.ownerEarningMicros : charge;
-      const released = amount - charge;
-      await c.query(
-        `UPDATE wallets SET reserved_micros = reserved_micros - $2, available_micros = available_micros + $3, updated_at = now()
-         WHERE user_id = $1`,
-        [row.user_id, amount.toString(), released.toString()],
-      );
-      await c.query(
-        `UPDATE reservations SET status = 'settled', charge_micros = $2, earning_micros = $3, owner_id = COALESCE($4, owner_id),
-           input_tokens = $5, output_tokens = $6, cached_input_tokens = $7, estimated = $8, end_cause = $9::"EndCause", settled_at = now()
-         WHERE request_id = $1`,
-        [requestId, charge.toString(), earning.toString(), s.ownerId, s.usage?.inputTokens ?? null, s.usage?.outputTokens ?? null,
-          s.usage?.cachedInputTokens ?? null, s.estimated ?? false, s.endCause ?? null],
-      );
-      if (charge > 0n) {
-        const entries: [string, bigint, string][] = [[userAccount(row.user_id), -charge, "usage"]];
-        if (earning > 0n) entries.push([ownerAccount(s.ownerId!), earning, "earning"]);
-        if (charge - earning > 0n) entries.push([ACCOUNT_MARGIN, charge - earning, "margin"]);
-        const values = entries.map((_, i) => `($1, $2, $${i * 3 + 3}, $${i * 3 + 4}, $${i * 3 + 5})`).join(", ");
-        await c.query(
-          `INSERT INTO journal_entries (tx_id, request_id, account, amount_micros, kind) VALUES ${values}`,
-          [`settle:${requestId}`, requestId, ...entries.flatMap(([a, m, k]) => [a, m.toString(), k])],
-        );
-      }
-      return { outcome: "settled" as const, chargedMicros: charge, releasedMicros: released };
-    });
+    const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
+      "SELECT outcome, charged::text, released::text FROM wellspring_settle($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+      [requestId, s.chargeMicros.toString(), s.ownerId, s.ownerEarningMicros.toString(), s.usage?.inputTokens ?? null, s.usage?.outputTokens ?? null,
+        s.usage?.cachedInputTokens ?? null, s.estimated ?? false, s.endCause ?? null],
+    );
+    const row = r.rows[0]!;
+    if (row.outcome === "settled") return { outcome: "settled", chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released) };
+    return { outcome: row.outcome as "already_settled" | "unknown_request" };
   }
 
   /** Checks every invariant of the ledger; `ok` is false with a list of problems when one fails. */
@@ -195,9 +161,3 @@ export class Ledger {
   }
 }
 
-class InsufficientBalance extends Error {
-  constructor() {
-    super("insufficient balance");
-    this.name = "InsufficientBalance";
-  }
-}

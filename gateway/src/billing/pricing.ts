@@ -9,6 +9,10 @@ export interface ModelPriceMicros {
   inputMicrosPerMTok: bigint;
   outputMicrosPerMTok: bigint;
   cachedInputMicrosPerMTok: bigint;
+  /** Units other APIs bill by (0 / absent when the model is billed by tokens only). */
+  audioSecondMicros?: bigint;
+  imageMicros?: bigint;
+  characterMicrosPerM?: bigint;
 }
 
 export const TOKENS_PER_PRICE_UNIT = 1_000_000n;
@@ -21,12 +25,14 @@ function ceilDiv(a: bigint, b: bigint): bigint {
   return a === 0n ? 0n : (a + b - 1n) / b;
 }
 
-/** The official cost of a request's usage, rounded up to the micro-unit. */
+/** The official cost of a request's usage (tokens and any other billed units), rounded up to the micro-unit. */
 export function officialCostMicros(usage: Usage, price: ModelPriceMicros): bigint {
   const cached = BigInt(Math.min(usage.cachedInputTokens, usage.inputTokens));
   const uncached = BigInt(usage.inputTokens) - cached;
-  const scaled = uncached * price.inputMicrosPerMTok + cached * price.cachedInputMicrosPerMTok + BigInt(usage.outputTokens) * price.outputMicrosPerMTok;
-  return ceilDiv(scaled, TOKENS_PER_PRICE_UNIT);
+  // Tokens and characters are priced per million: summed before the one rounding.
+  const scaled = uncached * price.inputMicrosPerMTok + cached * price.cachedInputMicrosPerMTok + BigInt(usage.outputTokens) * price.outputMicrosPerMTok
+    + BigInt(usage.characters ?? 0) * (price.characterMicrosPerM ?? 0n);
+  return ceilDiv(scaled, TOKENS_PER_PRICE_UNIT) + BigInt(usage.audioSeconds ?? 0) * (price.audioSecondMicros ?? 0n) + BigInt(usage.images ?? 0) * (price.imageMicros ?? 0n);
 }
 
 /** What a user on a plan pays for an official cost (plan multiplier in basis points), rounded up. */

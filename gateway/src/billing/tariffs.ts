@@ -24,19 +24,27 @@ export interface PlanView {
 /** What a user on `plan` pays for `usage` of a model whose official price is `official`. */
 export function planChargeMicros(plan: PlanView, api: ApiFamily, model: string, official: ModelPriceMicros, usage: Usage): bigint {
   const own = plan.overrides.get(`${api}:${model}`);
-  return own ? officialCostMicros(usage, own) : userChargeMicros(officialCostMicros(usage, official), plan.multiplierBps);
+  return own ? officialCostMicros(usage, planPrice(plan, api, model, official)) : userChargeMicros(officialCostMicros(usage, official), plan.multiplierBps);
 }
 
-/** A plan's effective per-million-token prices for a model (for display: `/v1/models` pricing). */
+/**
+ * A plan's effective prices for a model (for display, and for plans with their own price for it): the
+ * plan's own token prices when it has them, every other price the official one × the multiplier (rounded up).
+ */
 export function planPrice(plan: PlanView, api: ApiFamily, model: string, official: ModelPriceMicros): ModelPriceMicros {
-  const own = plan.overrides.get(`${api}:${model}`);
-  if (own) return own;
-  const scale = (v: bigint) => (v * plan.multiplierBps + BPS - 1n) / BPS;
-  return {
+  const scale = (v: bigint | undefined) => ((v ?? 0n) * plan.multiplierBps + BPS - 1n) / BPS;
+  const scaled: ModelPriceMicros = {
     inputMicrosPerMTok: scale(official.inputMicrosPerMTok),
     outputMicrosPerMTok: scale(official.outputMicrosPerMTok),
     cachedInputMicrosPerMTok: scale(official.cachedInputMicrosPerMTok),
+    audioSecondMicros: scale(official.audioSecondMicros),
+    imageMicros: scale(official.imageMicros),
+    characterMicrosPerM: scale(official.characterMicrosPerM),
   };
+  const own = plan.overrides.get(`${api}:${model}`);
+  return own
+    ? { ...scaled, inputMicrosPerMTok: own.inputMicrosPerMTok, outputMicrosPerMTok: own.outputMicrosPerMTok, cachedInputMicrosPerMTok: own.cachedInputMicrosPerMTok }
+    : scaled;
 }
 
 const FALLBACK_PLAN: PlanView = { id: "plan_standard", name: "Standard", kind: "standard", multiplierBps: BPS, overrides: new Map() };

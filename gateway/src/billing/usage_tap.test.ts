@@ -88,4 +88,23 @@ describe("usage tap", () => {
     tap.push(new TextEncoder().encode('event: message_delta\ndata: {"type":"message_delta","delta":{},"usage":{"output_tokens":7}}\n\n'));
     expect(tap.result()).toEqual({ inputTokens: 100, outputTokens: 7, cachedInputTokens: 90 });
   });
+
+  it("counts the images of an images response however it is chunked, and reads audio seconds", () => {
+    const b64 = "iVBORw0KGgo".repeat(30_000);
+    const body = JSON.stringify({ created: 1, data: [{ b64_json: b64, revised_prompt: 'a "url": not an image' }, { b64_json: b64 }, { url: "https://files.example/x.png" }] }, null, 2);
+    const bytes = new TextEncoder().encode(body);
+    fc.assert(fc.property(fc.array(fc.nat(), { maxLength: 30 }), (cuts) => {
+      const tap = createUsageTap("application/json");
+      const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+      let at = 0;
+      for (const p of [...points, bytes.length]) {
+        tap.push(bytes.subarray(at, p));
+        at = p;
+      }
+      expect(tap.images()).toBe(3);
+    }), { numRuns: 200 });
+    const audio = createUsageTap("application/json");
+    audio.push(new TextEncoder().encode('{"text":"hello","usage":{"type":"duration","seconds":3.2}}'));
+    expect(audio.result()).toEqual({ inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, audioSeconds: 4 });
+  });
 });

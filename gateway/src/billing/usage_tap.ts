@@ -13,6 +13,12 @@ export interface Usage {
   outputTokens: number;
   /** Input tokens served from the provider's prompt cache (billed at the cached-input price). */
   cachedInputTokens: number;
+  /** Seconds of input audio (transcription usage `{type: "duration", seconds}`), rounded up. */
+  audioSeconds?: number;
+  /** Images generated (image APIs billed per image). */
+  images?: number;
+  /** Input characters (text to speech). */
+  characters?: number;
 }
 
 /** Longest SSE line examined; longer lines (large content deltas) are skipped, never buffered. */
@@ -26,6 +32,9 @@ const obj = (v: unknown): Json | null => (typeof v === "object" && v !== null &&
 
 /** Usage from any of the providers' usage objects (OpenAI chat/embeddings, Responses, Anthropic). */
 export function usageFromObject(u: Json): Usage | null {
+  if (u.type === "duration" && typeof u.seconds === "number" && Number.isFinite(u.seconds) && u.seconds >= 0) {
+    return { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, audioSeconds: Math.ceil(u.seconds) };
+  }
   if ("prompt_tokens" in u || "completion_tokens" in u) {
     return {
       inputTokens: num(u.prompt_tokens),
@@ -55,6 +64,8 @@ export interface UsageTap {
    * for a JSON body, null (a cut JSON body delivers no usable output).
    */
   streamedOutputTokens(): number | null;
+  /** Images in a JSON body (`"b64_json"` / `"url"` entries of an images response); 0 for streams. */
+  images(): number;
 }
 
 class SseTap implements UsageTap {
@@ -177,6 +188,10 @@ class SseTap implements UsageTap {
   streamedOutputTokens(): number {
     return this.#output.total();
   }
+
+  images(): number {
+    return 0;
+  }
 }
 
 /** The last TAIL_BYTES_MAX bytes pushed into it. */
@@ -215,11 +230,30 @@ function lastUsageIn(text: string): Usage | null {
   return null;
 }
 
+/** Keys that hold one generated image each in an images response. Base64 and URLs cannot contain a quote. */
+const IMAGE_KEYS = ['"b64_json"', '"url"'];
+const IMAGE_KEY_BYTES_MAX = 10;
+
 class JsonTailTap implements UsageTap {
   readonly #tail = new TailBuffer();
+  /** The last bytes of the previous chunk, so a key split across chunks is still found. */
+  #carry = "";
+  #images = 0;
 
   push(chunk: Uint8Array): void {
     this.#tail.push(chunk);
+    // Count image keys without decoding the (large) base64 text: latin1 keeps byte offsets.
+    const text = this.#carry + Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("latin1");
+    for (const key of IMAGE_KEYS) {
+      for (let at = text.indexOf(key); at >= 0; at = text.indexOf(key, at + key.length)) {
+        if (at + key.length > this.#carry.length) this.#images++; // not already counted with the previous chunk
+      }
+    }
+    this.#carry = text.slice(-(IMAGE_KEY_BYTES_MAX - 1));
+  }
+
+  images(): number {
+    return this.#images;
   }
 
   result(): Usage | null {

@@ -1,10 +1,12 @@
 /**
  * The documented input estimate (docs/billing.md), written independently of the streaming implementation
  * for tests to compare against: the o200k tokens of every JSON string of the parsed body — keys and values,
- * each followed by a space — with strings of BINARY_STRING_BYTES_MIN bytes or more and no whitespace skipped.
+ * each followed by a space — where data URLs are not counted, and a whitespace-free run longer than
+ * LONG_RUN_BYTES is cut out of the text and counted as one token per 4 bytes, or not at all when it is
+ * made only of base64 characters.
  */
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
-import { BINARY_STRING_BYTES_MIN } from "../estimate.ts";
+import { LONG_RUN_BYTES, LONG_RUN_BYTES_PER_TOKEN } from "../estimate.ts";
 
 export function documentedInputEstimate(body: unknown): number {
   const strings: string[] = [];
@@ -19,6 +21,16 @@ export function documentedInputEstimate(body: unknown): number {
     }
   };
   walk(body);
-  const binary = (s: string) => Buffer.byteLength(s) >= BINARY_STRING_BYTES_MIN && !/[ \n\t]/.test(s);
-  return countTokens(strings.map((s) => (binary(s) ? " " : `${s} `)).join(""));
+  let sized = 0;
+  const text = strings.map((s) => {
+    if (s.startsWith("data:")) return " ";
+    const kept = s.replace(/[^ \n\t\r]+/g, (run) => {
+      const bytes = Buffer.byteLength(run);
+      if (bytes <= LONG_RUN_BYTES) return run;
+      if (!/^[A-Za-z0-9+/=_-]+$/.test(run)) sized += Math.ceil(bytes / LONG_RUN_BYTES_PER_TOKEN);
+      return "";
+    });
+    return `${kept} `;
+  });
+  return countTokens(text.join("")) + sized;
 }
