@@ -1,17 +1,23 @@
 /**
- * `npm run bench`: the quick latency figure for the tunnel (S1 of the benchmark issue): a small
- * non-streaming chat call at concurrency 1, direct to the mock provider vs through gateway → tunnel → agent,
- * measured in the same run on this machine. Results go to bench/results/latest.json.
+ * `npm run bench`: the quick latency figures for the tunnel (S1 of the benchmark issue): a small
+ * non-streaming chat call at concurrency 1, direct to the mock provider vs through gateway → tunnel → agent
+ * with billing on, and with billing off, measured in the same run on this machine; and the billing path
+ * under load: 100 concurrent clients on one wallet vs on 100 wallets. Results go to bench/results/latest.json.
  * The full suite (throughput, SSE at 1,000 streams, bulk, cancellation, nginx comparison) is its own issue.
  */
 import http from "node:http";
 import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { startStack } from "../e2e/stack/harness.ts";
+import { newId } from "@wellspring/db";
+import { issueKey } from "../gateway/src/api/keys.ts";
+import { fund, startStack } from "../e2e/stack/harness.ts";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
 const WARMUP = 200;
+/** Concurrent clients in the billing-under-load scenario, and requests each sends. */
+const LOAD_CLIENTS = 100;
+const LOAD_REQUESTS_PER_CLIENT = Number(process.env.BENCH_LOAD_REQUESTS ?? 20);
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -37,27 +43,67 @@ async function measure(origin: string, key: string, n: number): Promise<number[]
   return out.sort((a, b) => a - b);
 }
 
+/** `clients` concurrent clients, each with its key, each sending `perClient` requests back to back. */
+async function load(origin: string, keys: string[], perClient: number): Promise<{ latencies: number[]; seconds: number }> {
+  const started = process.hrtime.bigint();
+  const all = await Promise.all(keys.map((key) => measure(origin, key, perClient)));
+  return { latencies: all.flat().sort((a, b) => a - b), seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+const row = (xs: number[]) => ({ p50: +percentile(xs, 50).toFixed(3), p90: +percentile(xs, 90).toFixed(3), p95: +percentile(xs, 95).toFixed(3), p99: +percentile(xs, 99).toFixed(3), max: +xs[xs.length - 1]!.toFixed(3) });
+const added = (xs: number[], base: number[]) => ({ p50: +(percentile(xs, 50) - percentile(base, 50)).toFixed(3), p99: +(percentile(xs, 99) - percentile(base, 99)).toFixed(3) });
+const ratio = (xs: number[], base: number[]) => ({ p50: +(percentile(xs, 50) / percentile(base, 50)).toFixed(2), p99: +(percentile(xs, 99) / percentile(base, 99)).toFixed(2) });
+
+let direct: number[];
+let tunnel: number[];
+let oneWallet: Awaited<ReturnType<typeof load>>;
+let manyWallets: Awaited<ReturnType<typeof load>>;
 const stack = await startStack();
 try {
   await measure(stack.mock.origin, stack.apiKey, WARMUP);
   await measure(stack.baseUrl, stack.apiKey, WARMUP);
-  const direct = await measure(stack.mock.origin, stack.apiKey, REQUESTS);
-  const tunnel = await measure(stack.baseUrl, stack.apiKey, REQUESTS);
-  const row = (xs: number[]) => ({ p50: +percentile(xs, 50).toFixed(3), p90: +percentile(xs, 90).toFixed(3), p95: +percentile(xs, 95).toFixed(3), p99: +percentile(xs, 99).toFixed(3), max: +xs[xs.length - 1]!.toFixed(3) });
-  const result = {
-    scenario: "S1: small non-streaming chat call (≈1 KB in, ≈0.5 KB out), concurrency 1",
-    requests: REQUESTS,
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
-    directMs: row(direct),
-    tunnelMs: row(tunnel),
-    addedMs: { p50: +(percentile(tunnel, 50) - percentile(direct, 50)).toFixed(3), p99: +(percentile(tunnel, 99) - percentile(direct, 99)).toFixed(3) },
-    ratio: { p50: +(percentile(tunnel, 50) / percentile(direct, 50)).toFixed(2), p99: +(percentile(tunnel, 99) / percentile(direct, 99)).toFixed(2) },
-    at: new Date().toISOString(),
-  };
-  console.log(JSON.stringify(result, null, 2));
-  await mkdir(join(import.meta.dirname, "results"), { recursive: true });
-  await writeFile(join(import.meta.dirname, "results", "latest.json"), JSON.stringify(result, null, 2) + "\n");
+  direct = await measure(stack.mock.origin, stack.apiKey, REQUESTS);
+  tunnel = await measure(stack.baseUrl, stack.apiKey, REQUESTS);
+  // Billing under load: 100 concurrent clients sharing one wallet (one key), then 100 wallets.
+  oneWallet = await load(stack.baseUrl, Array.from({ length: LOAD_CLIENTS }, () => stack.apiKey), LOAD_REQUESTS_PER_CLIENT);
+  const keys: string[] = [];
+  for (let i = 0; i < LOAD_CLIENTS; i++) {
+    const userId = newId("usr");
+    await stack.db.user.create({ data: { id: userId, email: `${userId}@bench.test` } });
+    await fund(stack.database.url, userId, 100_000_000n);
+    keys.push((await issueKey(stack.db, userId, "bench")).secret);
+  }
+  manyWallets = await load(stack.baseUrl, keys, LOAD_REQUESTS_PER_CLIENT);
 } finally {
   await stack.close();
 }
+// The same call with billing off, to isolate what reserve + settle add.
+const plain = await startStack({ gatewayEnv: { BILLING_ENABLED: "0" } });
+let unbilled: number[];
+try {
+  await measure(plain.baseUrl, plain.apiKey, WARMUP);
+  unbilled = await measure(plain.baseUrl, plain.apiKey, REQUESTS);
+} finally {
+  await plain.close();
+}
+const result = {
+  scenario: "S1: small non-streaming chat call (≈1 KB in, ≈0.5 KB out), concurrency 1",
+  requests: REQUESTS,
+  machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
+  directMs: row(direct),
+  tunnelMs: row(tunnel),
+  addedMs: added(tunnel, direct),
+  ratio: ratio(tunnel, direct),
+  tunnelBillingOffMs: row(unbilled),
+  billingAddsMs: added(tunnel, unbilled),
+  billingUnderLoad: {
+    scenario: `${LOAD_CLIENTS} concurrent clients × ${LOAD_REQUESTS_PER_CLIENT} requests through the gateway with billing on`,
+    oneWallet: { ...row(oneWallet.latencies), requestsPerSecond: Math.round(oneWallet.latencies.length / oneWallet.seconds) },
+    hundredWallets: { ...row(manyWallets.latencies), requestsPerSecond: Math.round(manyWallets.latencies.length / manyWallets.seconds) },
+  },
+  at: new Date().toISOString(),
+};
+console.log(JSON.stringify(result, null, 2));
+await mkdir(join(import.meta.dirname, "results"), { recursive: true });
+await writeFile(join(import.meta.dirname, "results", "latest.json"), JSON.stringify(result, null, 2) + "\n");
 process.exit(0);
