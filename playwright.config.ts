@@ -8,6 +8,8 @@ export default defineConfig({
   outputDir: "test-results/browser",
   timeout: 60_000,
   retries: 0,
+  // One hub serves every test (counts of agents, accounts): files run one after another.
+  workers: 1,
   reporter: [["list"]],
   use: {
     baseURL: `http://127.0.0.1:${WEB_PORT}`,

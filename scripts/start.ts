@@ -1,10 +1,12 @@
 /**
  * `npm start`: the whole hub on one machine with nothing configured — an embedded PostgreSQL when
  * DATABASE_URL is unset, in-process limits when REDIS_URL is unset (both logged), the gateway (API and agent
- * tunnel) and the portal. Builds the portal first if it has not been built.
+ * tunnel) and the portal. Builds the portal first when it has not been built or its sources changed.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { newId } from "@wellspring/db";
 import { billingFromEnv, parseEnv } from "../gateway/src/env.ts";
@@ -30,9 +32,17 @@ const gateway = await startGateway({
 
 const webDir = join(root, "web");
 const nextBin = join(root, "node_modules/.bin/next");
-const webEnv = { ...process.env, NEXT_TELEMETRY_DISABLED: "1", WELLSPRING_GATEWAY_URL: gateway.apiOrigin, DATABASE_URL: hub.databaseUrl };
-if (!existsSync(join(webDir, ".next", "BUILD_ID"))) {
-  log.info("hub.portal_build", { note: "building the portal once (next build)" });
+const webEnv = {
+  ...process.env,
+  NEXT_TELEMETRY_DISABLED: "1",
+  WELLSPRING_GATEWAY_URL: gateway.apiOrigin,
+  DATABASE_URL: hub.databaseUrl,
+  // Sessions are signed with a secret kept in DATA_DIR (made once) unless NEXTAUTH_SECRET is set.
+  NEXTAUTH_SECRET: process.env.NEXTAUTH_SECRET || (await persistentSecret(join(hub.dataDir, "portal-secret"))),
+  NEXTAUTH_URL: process.env.NEXTAUTH_URL || `http://${env.HOST}:${webPort}`,
+};
+if (portalBuildIsStale(webDir)) {
+  log.info("hub.portal_build", { note: "building the portal (next build): no build yet, or sources changed since" });
   const built = spawnSync(nextBin, ["build"], { cwd: webDir, env: webEnv, stdio: "inherit" });
   if (built.status !== 0) throw new Error("Cannot start the portal: next build failed");
 }
@@ -46,9 +56,28 @@ console.log([
   `  agent tunnel  ${gateway.tunnelUrl}`,
   `  tunnel pin    ${hub.tls.pin}`,
   `  hub id        ${hub.hubId}`,
-  "Create a user and key:  npm run admin -- create-user --email you@example.com && npm run admin -- create-key --email you@example.com",
+  `Sign up in the portal, or make the first administrator:  npm run admin -- create-admin --email you@example.com`,
   "",
 ].join("\n"));
+
+/** A random secret stored (mode 0600) in `file` the first time, read back afterwards. */
+async function persistentSecret(file: string): Promise<string> {
+  if (existsSync(file)) return (await readFile(file, "utf8")).trim();
+  const secret = randomBytes(32).toString("base64url");
+  await writeFile(file, secret + "\n", { mode: 0o600 });
+  return secret;
+}
+
+/** True without a build, or when a source file the portal bundles is newer than the build. */
+function portalBuildIsStale(dir: string): boolean {
+  const buildId = join(dir, ".next", "BUILD_ID");
+  if (!existsSync(buildId)) return true;
+  const builtAt = statSync(buildId).mtimeMs;
+  const newer = (path: string): boolean =>
+    readdirSync(path, { withFileTypes: true }).some((e) =>
+      e.isDirectory() ? !["node_modules", ".next", "generated"].includes(e.name) && newer(join(path, e.name)) : statSync(join(path, e.name)).mtimeMs > builtAt);
+  return ["web/app", "web/lib", "prisma/src", "gateway/src"].some((d) => existsSync(join(root, d)) && newer(join(root, d)));
+}
 
 let stopping = false;
 const stop = (signal: string) => {

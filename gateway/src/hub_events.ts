@@ -4,7 +4,7 @@
  * cache is dropped and the price table re-pushed, since events sent meanwhile were missed.
  */
 import pg from "pg";
-import { HUB_EVENTS_CHANNEL, parseHubEvent, type HubEvent } from "@wellspring/db";
+import { HUB_EVENTS_CHANNEL, parseHubEvent, type HubEvent } from "@wellspring/db/core";
 import type { Logger } from "./log.ts";
 
 /** Delay before re-making a lost LISTEN connection: doubles from the first to the last, ms. */

@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { WebSocketServer } from "ws";
 import { CloseCode, FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
-import type { Db, HubEvent } from "@wellspring/db";
+import type { Db, HubEvent } from "@wellspring/db/core";
 import { GatewayError, sendError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { KeyVerifier } from "./api/keys.ts";

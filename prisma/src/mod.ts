@@ -1,6 +1,3 @@
-export * from "./client.ts";
-export * from "./ids.ts";
+export * from "./core.ts";
 export { deployMigrations, diffMigrationsToSchema, createMigration } from "./migrate.ts";
 export { startEmbeddedPostgres, type EmbeddedDb } from "./embedded.ts";
-export * from "./prices.ts";
-export * from "./events.ts";

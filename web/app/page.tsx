@@ -1,3 +1,4 @@
+import Link from "next/link";
 import { gatewayStatus } from "./gateway-status";
 
 export const dynamic = "force-dynamic";
@@ -14,7 +15,10 @@ export default async function Home() {
           <span aria-hidden className="inline-block h-8 w-8 rounded-lg bg-gradient-to-br from-sky-500 to-emerald-500" />
           <span className="text-xl font-semibold tracking-tight">Wellspring</span>
         </div>
-        <span className="text-sm text-slate-500">Enterprise AI gateway</span>
+        <nav className="flex items-center gap-3 text-sm">
+          <Link href="/signin" className="font-medium text-slate-600 hover:text-slate-900">Sign in</Link>
+          <Link href="/signup" className="rounded-md bg-indigo-600 px-3 py-1.5 font-medium text-white hover:bg-indigo-500">Create account</Link>
+        </nav>
       </header>
 
       <section className="mt-16">

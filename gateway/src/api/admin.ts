@@ -7,7 +7,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type pg from "pg";
-import { newId, publishHubEvent, publishPriceVersion, type Db, type PriceEntry } from "@wellspring/db";
+import { newId, publishHubEvent, publishPriceVersion, type Db, type PriceEntry } from "@wellspring/db/core";
 import { GatewayError } from "../errors.ts";
 import type { Ledger } from "../billing/ledger.ts";
 import { audit, type Treasury } from "../billing/treasury.ts";

@@ -3,7 +3,7 @@
  * Verification goes through a short-lived cache so a burst of calls costs one database read.
  */
 import { createHash } from "node:crypto";
-import { newId, randomToken, type Db } from "@wellspring/db";
+import { newId, randomToken, type Db } from "@wellspring/db/core";
 
 export const KEY_PREFIX = "sk-ws-";
 const KEY_BODY_CHARS = 40;

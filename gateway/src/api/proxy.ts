@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ResetCode, type ApiFamily, type RequestHead } from "@wellspring/protocol";
-import { newId } from "@wellspring/db";
+import { newId } from "@wellspring/db/core";
 import { GatewayError, sendError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
@@ -464,7 +464,7 @@ export async function proxyRequest(req: IncomingMessage, res: ServerResponse, ro
     await exchange.run();
   } catch (error) {
     if (error instanceof GatewayError) {
-      exchange.fail(error, error.code === "no_capacity" ? "refused" : "gateway_error");
+      exchange.fail(error, error.code === "no_capacity" || error.code === "insufficient_quota" ? "refused" : "gateway_error");
       return;
     }
     deps.log.error("proxy.failed", { requestId: exchange.requestId, error });

@@ -1,5 +1,5 @@
 /** The current official price table, cached briefly, looked up by API family and model. */
-import { currentPriceTable, type Db, type PriceEntry } from "@wellspring/db";
+import { currentPriceTable, type Db, type PriceEntry } from "@wellspring/db/core";
 import type { ApiFamily } from "@wellspring/protocol";
 import { Cached } from "./cached.ts";
 import type { ModelPriceMicros } from "./pricing.ts";

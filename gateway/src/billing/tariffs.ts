@@ -2,7 +2,7 @@
  * Plans (what users pay) and tier coefficients (what owners earn), read from the database and cached
  * briefly; a change published on the event channel drops the cache at once.
  */
-import type { Db } from "@wellspring/db";
+import type { Db } from "@wellspring/db/core";
 import type { ApiFamily } from "@wellspring/protocol";
 import { Cached } from "./cached.ts";
 import { BPS, officialCostMicros, TIER_BPS, userChargeMicros, type ModelPriceMicros } from "./pricing.ts";

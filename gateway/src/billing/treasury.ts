@@ -10,7 +10,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import type pg from "pg";
-import { newId } from "@wellspring/db";
+import { newId } from "@wellspring/db/core";
 import { ACCOUNT_FUNDING, inTransaction, ownerAccount, postCredit } from "./ledger.ts";
 
 export const ACCOUNT_PAYOUTS_PENDING = "platform:payouts_pending";

@@ -1,5 +1,6 @@
 /**
  * Operator commands (the portal adds pages for these later):
+ *   npm run admin -- create-admin --email a@b.c        (asks for a password on stdin, or WELLSPRING_ADMIN_PASSWORD)
  *   npm run admin -- create-user --email a@b.c [--admin] [--owner]
  *   npm run admin -- create-key --email a@b.c [--name N] [--models m1,m2]
  *   npm run admin -- enroll-token --email owner@b.c [--label L]
@@ -19,7 +20,7 @@
  */
 import { userInfo } from "node:os";
 import pg from "pg";
-import { newId, publishHubEvent, type Db } from "@wellspring/db";
+import { hashPassword, newId, passwordProblem, publishHubEvent, type Db } from "@wellspring/db";
 import { Ledger } from "../billing/ledger.ts";
 import { formatMicros } from "../billing/pricing.ts";
 import { Treasury } from "../billing/treasury.ts";
@@ -54,6 +55,16 @@ export interface AdminContext {
   agentOrigin: string;
 }
 
+async function readPasswordFromStdin(): Promise<string> {
+  if (process.stdin.isTTY) process.stderr.write("Password (at least 10 characters), then Enter: ");
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    chunks.push(chunk);
+    if (Buffer.concat(chunks).includes(0x0a)) break;
+  }
+  return Buffer.concat(chunks).toString("utf8").split(/\r?\n/)[0] ?? "";
+}
+
 /** The operator running the command, for the audit trail. */
 const actor = () => `cli:${userInfo().username}`;
 
@@ -62,6 +73,21 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
   const treasury = new Treasury(pool);
   const [command] = args;
   switch (command) {
+    case "create-admin": {
+      const email = flag(args, "email")?.toLowerCase();
+      if (!email || !/^[^@\s]+@[^@\s]+$/.test(email)) throw new Error("--email must be an email address");
+      const password = process.env.WELLSPRING_ADMIN_PASSWORD ?? (await readPasswordFromStdin());
+      const problem = passwordProblem(password);
+      if (problem) throw new Error(`Password refused: ${problem}`);
+      const passwordHash = await hashPassword(password);
+      const user = await db.user.upsert({
+        where: { email },
+        create: { id: newId("usr"), email, passwordHash, isAdmin: true },
+        update: { passwordHash, isAdmin: true },
+      });
+      await db.auditEvent.create({ data: { actor: actor(), action: "account.admin_created", subject: `user:${user.id}` } });
+      return `administrator ${user.id} ${user.email}: sign in to the portal with this email and password`;
+    }
     case "create-user": {
       const email = flag(args, "email")?.toLowerCase();
       if (!email || !/^[^@\s]+@[^@\s]+$/.test(email)) throw new Error("--email must be an email address");

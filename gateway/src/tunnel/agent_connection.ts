@@ -48,8 +48,8 @@ import {
   type RequestHead,
   type Settings,
 } from "@wellspring/protocol";
-import type { Db } from "@wellspring/db";
-import { newId } from "@wellspring/db";
+import type { Db } from "@wellspring/db/core";
+import { newId } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
 import { HubStream, type StreamSink } from "./hub_stream.ts";
 

@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { fromBase64Url } from "@wellspring/protocol";
-import { newId, randomToken, type Db } from "@wellspring/db";
+import { newId, randomToken, type Db } from "@wellspring/db/core";
 import { z } from "zod";
 
 /** How long an enrollment token stays valid. */

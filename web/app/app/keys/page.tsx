@@ -1,0 +1,72 @@
+import { requireActor } from "../../../lib/data/actor";
+import { listKeys } from "../../../lib/data/keys";
+import { usd, utc, utcDate } from "../../../lib/format";
+import { Card, Empty, PageTitle, quietButtonClass } from "../../ui";
+import { revokeKeyAction } from "./actions";
+import { CreateKeyForm } from "./create-key-form";
+
+export const metadata = { title: "API keys — Wellspring" };
+
+export default async function KeysPage() {
+  const actor = await requireActor();
+  const keys = await listKeys(actor);
+  const gateway = process.env.WELLSPRING_PUBLIC_API_URL ?? process.env.WELLSPRING_GATEWAY_URL ?? "http://127.0.0.1:8787";
+  return (
+    <>
+      <PageTitle title="API keys" subtitle="Use a key with the OpenAI or Anthropic SDKs: change only the base URL and the key." />
+      <div className="grid gap-6 lg:grid-cols-3">
+        <div className="lg:col-span-2">
+          <Card title="Your keys">
+            {keys.length === 0 ? (
+              <Empty>No keys yet. Create one to make your first call.</Empty>
+            ) : (
+              <table className="w-full text-sm" data-testid="keys-table">
+                <thead className="text-left text-xs uppercase tracking-wide text-slate-500">
+                  <tr><th className="pb-2">Name</th><th className="pb-2">Key</th><th className="pb-2">Limits</th><th className="pb-2">Last used</th><th className="pb-2" /></tr>
+                </thead>
+                <tbody>
+                  {keys.map((k) => (
+                    <tr key={k.id} className="border-t border-slate-100 align-top">
+                      <td className="py-2 font-medium">{k.name}{k.status === "revoked" && <span className="ml-2 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-500">revoked</span>}</td>
+                      <td className="py-2 font-mono text-xs text-slate-600">{k.prefix}…</td>
+                      <td className="py-2 text-xs text-slate-500">
+                        {k.allowedModels.length ? k.allowedModels.join(", ") : "all models"}
+                        {k.rpmLimit !== null && <div>{k.rpmLimit} requests/min</div>}
+                        {k.monthlyBudgetMicros !== null && <div>{usd(k.monthlyBudgetMicros)} / month</div>}
+                        {k.expiresAt && <div>expires {utcDate(k.expiresAt)}</div>}
+                      </td>
+                      <td className="py-2 text-xs text-slate-500">{k.lastUsedAt ? utc(k.lastUsedAt) : "never"}</td>
+                      <td className="py-2 text-right">
+                        {k.status === "active" && (
+                          <form action={revokeKeyAction}>
+                            <input type="hidden" name="keyId" value={k.id} />
+                            <button type="submit" className={quietButtonClass} aria-label={`Revoke ${k.name}`}>Revoke</button>
+                          </form>
+                        )}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )}
+          </Card>
+          <div className="mt-6">
+            <Card title="Quick start">
+              <pre className="overflow-x-auto rounded-lg bg-slate-900 p-4 text-xs leading-relaxed text-slate-100"><code>{`curl ${gateway}/v1/chat/completions \\
+  -H "Authorization: Bearer $WELLSPRING_API_KEY" -H "content-type: application/json" \\
+  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
+
+# OpenAI SDK
+new OpenAI({ baseURL: "${gateway}/v1", apiKey: process.env.WELLSPRING_API_KEY })
+# Anthropic SDK
+new Anthropic({ baseURL: "${gateway}", apiKey: process.env.WELLSPRING_API_KEY })`}</code></pre>
+            </Card>
+          </div>
+        </div>
+        <Card title="Create a key">
+          <CreateKeyForm />
+        </Card>
+      </div>
+    </>
+  );
+}

@@ -1,0 +1,54 @@
+"use client";
+import { signIn } from "next-auth/react";
+import { useRouter } from "next/navigation";
+import { useActionState, useEffect, useRef } from "react";
+import { buttonClass, FieldError, inputClass } from "../ui";
+import { signUpAction } from "./actions";
+
+export function SignUpForm() {
+  const router = useRouter();
+  const [errors, action, pending] = useActionState(signUpAction, null);
+  const credentials = useRef<{ email: string; password: string } | null>(null);
+  useEffect(() => {
+    // Account made ({} = no errors): sign in with what was typed.
+    if (errors && Object.keys(errors).length === 0 && credentials.current) {
+      const { email, password } = credentials.current;
+      credentials.current = null;
+      void signIn("credentials", { email, password, redirect: false }).then(() => {
+        router.push("/app");
+        router.refresh();
+      });
+    }
+  }, [errors, router]);
+  return (
+    <form
+      action={action}
+      onSubmit={(e) => {
+        const form = new FormData(e.currentTarget);
+        credentials.current = { email: String(form.get("email")), password: String(form.get("password")) };
+      }}
+      className="mt-6 space-y-4"
+      noValidate
+    >
+      <label className="block text-sm font-medium text-slate-700">
+        Name <span className="font-normal text-slate-400">(optional)</span>
+        <input name="name" autoComplete="name" className={inputClass} />
+      </label>
+      <label className="block text-sm font-medium text-slate-700">
+        Email
+        <input name="email" type="email" autoComplete="email" required className={inputClass} aria-invalid={Boolean(errors?.email)} aria-describedby="email-error" />
+      </label>
+      <FieldError id="email-error" message={errors?.email} />
+      <label className="block text-sm font-medium text-slate-700">
+        Password <span className="font-normal text-slate-400">(at least 10 characters)</span>
+        <input name="password" type="password" autoComplete="new-password" required minLength={10} className={inputClass} aria-invalid={Boolean(errors?.password)} aria-describedby="password-error" />
+      </label>
+      <FieldError id="password-error" message={errors?.password} />
+      <label className="flex items-start gap-2 text-sm text-slate-700">
+        <input name="owner" type="checkbox" className="mt-0.5 h-4 w-4 rounded border-slate-300" />
+        <span>I also want to offer capacity from my own provider keys (key owner)</span>
+      </label>
+      <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>{pending ? "Creating…" : "Create account"}</button>
+    </form>
+  );
+}

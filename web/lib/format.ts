@@ -1,0 +1,26 @@
+/** Display formatting. Money arrives as integer micro-USD (bigint) and is only ever formatted, never computed on. */
+
+/** "$1,234.56" — two decimals, or up to six for amounts under a cent so small charges are not shown as $0.00. */
+export function usd(micros: bigint): string {
+  const neg = micros < 0n;
+  const abs = neg ? -micros : micros;
+  const whole = abs / 1_000_000n;
+  const frac = (abs % 1_000_000n).toString().padStart(6, "0");
+  const decimals = abs > 0n && abs < 10_000n ? frac.replace(/0+$/, "").padEnd(2, "0") : frac.slice(0, 2);
+  return `${neg ? "−" : ""}$${whole.toLocaleString("en-US")}.${decimals}`;
+}
+
+export function count(n: number | bigint): string {
+  return n.toLocaleString("en-US");
+}
+
+/** "2026-11-29 23:05:01 UTC" */
+export function utc(d: Date | string): string {
+  const date = typeof d === "string" ? new Date(d) : d;
+  return `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+}
+
+export function utcDate(d: Date | string): string {
+  const date = typeof d === "string" ? new Date(d) : d;
+  return date.toISOString().slice(0, 10);
+}
