@@ -36,6 +36,9 @@ const webEnv = {
   ...process.env,
   NEXT_TELEMETRY_DISABLED: "1",
   WELLSPRING_GATEWAY_URL: gateway.apiOrigin,
+  // What the owner's enrollment command needs: the tunnel listener and the key agents pin.
+  WELLSPRING_AGENT_URL: process.env.WELLSPRING_AGENT_URL || gateway.agentOrigin,
+  WELLSPRING_TUNNEL_PIN: hub.tls.pin,
   DATABASE_URL: hub.databaseUrl,
   // Sessions are signed with a secret kept in DATA_DIR (made once) unless NEXTAUTH_SECRET is set.
   NEXTAUTH_SECRET: process.env.NEXTAUTH_SECRET || (await persistentSecret(join(hub.dataDir, "portal-secret"))),

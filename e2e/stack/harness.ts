@@ -156,9 +156,14 @@ export const DEMO_MODELS = {
 
 /** Enrolls a new agent through the launcher (as an owner would) and writes its config. */
 export async function enrollAgent(db: Db, gw: { agentOrigin: string; pin: string }, ownerId: string, opts: { models?: typeof DEMO_MODELS; concurrentStreamsMax?: number } = {}): Promise<{ dataDir: string; agentId: string }> {
-  const dataDir = await mkdtemp(join(tmpdir(), "ws-agent-"));
   const { token } = await createEnrollmentToken(db, ownerId);
-  const proc = startProc(DENO, ["run", "--no-prompt", `--allow-read=${dataDir}`, `--allow-write=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "enroll", "--data", dataDir, "--hub", gw.agentOrigin, "--pin", gw.pin, "--token", token, "--name", "test-agent"], { cwd: join(ROOT, "agent-deno") });
+  return enrollWithToken(gw, token, opts);
+}
+
+/** Runs the owner's enrollment command (the launcher's `enroll`) with a token, then writes the agent's config. */
+export async function enrollWithToken(gw: { agentOrigin: string; pin: string }, token: string, opts: { models?: typeof DEMO_MODELS; concurrentStreamsMax?: number; name?: string } = {}): Promise<{ dataDir: string; agentId: string }> {
+  const dataDir = await mkdtemp(join(tmpdir(), "ws-agent-"));
+  const proc = startProc(DENO, ["run", "--no-prompt", `--allow-read=${dataDir}`, `--allow-write=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "enroll", "--data", dataDir, "--hub", gw.agentOrigin, "--pin", gw.pin, "--token", token, "--name", opts.name ?? "test-agent"], { cwd: join(ROOT, "agent-deno") });
   const m = await proc.waitForLine(/enrolled as (agt_\S+)/, 60_000);
   await proc.stop();
   const models = opts.models ?? DEMO_MODELS;

@@ -238,6 +238,12 @@ export class AgentConnection {
     for (const stream of [...this.streams.values()]) stream.onRemoteReset(ResetCode.INTERNAL, reason, "connection");
     this.streams.clear();
     this.events.closed(this);
+    if (this.agentId) {
+      // Offline now, unless a newer session of the same agent has taken over meanwhile.
+      void this.db.agent
+        .updateMany({ where: { id: this.agentId, connectedSession: this.sessionId }, data: { connectedSession: null, lastSeenAt: new Date() } })
+        .catch((error: unknown) => this.log.warn("tunnel.presence_failed", { agentId: this.agentId, error }));
+    }
   }
 
   #onClose(code: number): void {
@@ -375,6 +381,10 @@ export class AgentConnection {
         if (sentAt !== undefined) {
           this.rttMs = Date.now() - sentAt;
           this.#pingSentAt.delete(key);
+          // Presence: the portal shows an agent online while its session is set and seen recently.
+          void this.db.agent
+            .updateMany({ where: { id: this.agentId!, connectedSession: this.sessionId }, data: { lastSeenAt: new Date() } })
+            .catch((error: unknown) => this.log.warn("tunnel.presence_failed", { agentId: this.agentId, error }));
         }
         return;
       }
@@ -517,7 +527,7 @@ export class AgentConnection {
     this.log.info("tunnel.ready", { agentId: agent.id, agentVersion: msg.agentVersion, remoteIp: this.remoteIp });
     this.events.ready(this);
     void this.db.agent
-      .update({ where: { id: agent.id }, data: { lastSeenAt: new Date(), lastIp: this.remoteIp } })
+      .update({ where: { id: agent.id }, data: { lastSeenAt: new Date(), lastIp: this.remoteIp, connectedSession: this.sessionId } })
       .catch((error: unknown) => this.log.warn("tunnel.last_seen_failed", { agentId: agent.id, error }));
   }
 

@@ -10,7 +10,10 @@ const NAV = [
   { href: "/app/keys", label: "API keys" },
   { href: "/app/usage", label: "Usage" },
   { href: "/app/billing", label: "Billing" },
-  { href: "/app/account", label: "Account" },
+];
+const OWNER_NAV = [
+  { href: "/app/agents", label: "Agents" },
+  { href: "/app/earnings", label: "Earnings" },
 ];
 
 export default async function AppLayout({ children }: { children: ReactNode }) {
@@ -22,7 +25,7 @@ export default async function AppLayout({ children }: { children: ReactNode }) {
           <div className="flex items-center gap-8">
             <Link href="/app" className="text-sm font-semibold text-indigo-600">Wellspring</Link>
             <nav aria-label="Main" className="flex gap-1">
-              {NAV.map((n) => (
+              {[...NAV, ...(actor.isOwner ? OWNER_NAV : []), { href: "/app/account", label: "Account" }].map((n) => (
                 <Link key={n.href} href={n.href} className="rounded-md px-3 py-1.5 text-sm font-medium text-slate-600 hover:bg-slate-100 hover:text-slate-900">
                   {n.label}
                 </Link>

@@ -1,0 +1,25 @@
+"use server";
+import { revalidatePath } from "next/cache";
+import { requireActor } from "../../../lib/data/actor";
+import { createEnrollment, updateAgent } from "../../../lib/data/owner";
+
+export type EnrollState = { command?: string; expiresAt?: string; error?: string } | null;
+
+export async function enrollAction(_prev: EnrollState, form: FormData): Promise<EnrollState> {
+  const actor = await requireActor();
+  try {
+    const e = await createEnrollment(actor, String(form.get("label") ?? ""));
+    return { command: e.command, expiresAt: e.expiresAt.toISOString() };
+  } catch (error) {
+    return { error: (error as Error).message };
+  }
+}
+
+export async function agentSwitchAction(form: FormData): Promise<void> {
+  const actor = await requireActor();
+  const agentId = String(form.get("agentId") ?? "");
+  const what = String(form.get("what") ?? "");
+  const on = form.get("on") === "true";
+  await updateAgent(actor, agentId, what === "pause" ? { paused: on } : { discountLane: on });
+  revalidatePath("/app/agents");
+}

@@ -1,0 +1,76 @@
+import { redirect } from "next/navigation";
+import { requireActor } from "../../../lib/data/actor";
+import { listAgents } from "../../../lib/data/owner";
+import { utc } from "../../../lib/format";
+import { Card, Empty, PageTitle, quietButtonClass } from "../../ui";
+import { agentSwitchAction } from "./actions";
+import { EnrollForm } from "./enroll-form";
+
+export const metadata = { title: "Agents — Wellspring" };
+
+const TIER_SHARE: Record<string, string> = { S: "0.9", A: "0.7" };
+
+export default async function AgentsPage() {
+  const actor = await requireActor();
+  if (!actor.isOwner) redirect("/app");
+  const agents = await listAgents(actor);
+  return (
+    <>
+      <PageTitle title="Agents" subtitle="Your agents run next to your provider keys and connect out to the hub; your keys never leave your machine." />
+      <div className="grid gap-6 lg:grid-cols-3">
+        <div className="lg:col-span-2">
+          <Card title="Your agents">
+            {agents.length === 0 ? (
+              <Empty>No agents yet. Create an enrollment command and run it where your keys are.</Empty>
+            ) : (
+              <table className="w-full text-sm" data-testid="agents-table">
+                <thead className="text-left text-xs uppercase tracking-wide text-slate-500">
+                  <tr><th className="pb-2">Agent</th><th className="pb-2">State</th><th className="pb-2">Tier</th><th className="pb-2">Models</th><th className="pb-2" /></tr>
+                </thead>
+                <tbody>
+                  {agents.map((a) => (
+                    <tr key={a.id} className="border-t border-slate-100 align-top">
+                      <td className="py-2">
+                        <div className="font-medium">{a.name}</div>
+                        <div className="font-mono text-xs text-slate-500">{a.id}</div>
+                        <div className="text-xs text-slate-500">{a.version ? `v${a.version}` : "never connected"}{a.priceVer ? ` · prices v${a.priceVer}` : ""}</div>
+                      </td>
+                      <td className="py-2 text-xs">
+                        <span data-testid={`agent-state-${a.id}`} className={a.online ? "font-medium text-emerald-700" : "text-slate-500"}>{a.online ? "Online" : "Offline"}</span>
+                        {a.status !== "active" && <span className="ml-1 rounded bg-amber-50 px-1.5 py-0.5 text-amber-700">{a.status}</span>}
+                        <div className="text-slate-500">{a.lastSeenAt ? `seen ${utc(a.lastSeenAt)}` : "not seen yet"}</div>
+                      </td>
+                      <td className="py-2 text-xs">
+                        {a.discountLane ? <span title="You earn the discount share; your agent gets traffic first">discount lane</span> : <span>{a.tier} ({TIER_SHARE[a.tier] ?? a.tier} of list price)</span>}
+                      </td>
+                      <td className="py-2 text-xs text-slate-600">{a.models.length ? a.models.map((m) => m.split(":").slice(1).join(":")).join(", ") : "—"}</td>
+                      <td className="space-y-1 py-2 text-right">
+                        {(a.status === "active" || a.status === "paused") && (
+                          <form action={agentSwitchAction}>
+                            <input type="hidden" name="agentId" value={a.id} />
+                            <input type="hidden" name="what" value="pause" />
+                            <input type="hidden" name="on" value={String(a.status === "active")} />
+                            <button type="submit" className={quietButtonClass}>{a.status === "active" ? "Pause" : "Resume"}</button>
+                          </form>
+                        )}
+                        <form action={agentSwitchAction}>
+                          <input type="hidden" name="agentId" value={a.id} />
+                          <input type="hidden" name="what" value="lane" />
+                          <input type="hidden" name="on" value={String(!a.discountLane)} />
+                          <button type="submit" className={quietButtonClass}>{a.discountLane ? "Leave discount lane" : "Join discount lane"}</button>
+                        </form>
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )}
+          </Card>
+        </div>
+        <Card title="Enroll an agent">
+          <EnrollForm />
+        </Card>
+      </div>
+    </>
+  );
+}

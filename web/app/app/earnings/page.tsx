@@ -1,0 +1,74 @@
+import { redirect } from "next/navigation";
+import { requireActor } from "../../../lib/data/actor";
+import { earnings } from "../../../lib/data/owner";
+import { count, usd, utc } from "../../../lib/format";
+import { Card, Empty, PageTitle, Stat } from "../../ui";
+import { SpendChart } from "../spend-chart";
+import { PayoutForm } from "./payout-form";
+
+export const metadata = { title: "Earnings — Wellspring" };
+
+export default async function EarningsPage() {
+  const actor = await requireActor();
+  if (!actor.isOwner) redirect("/app");
+  const e = await earnings(actor);
+  const days = [...e.byDay].reverse();
+  return (
+    <>
+      <PageTitle title="Earnings" subtitle="You earn the official list price × your tier for every request your agents serve. Days are UTC." />
+      <div className="grid gap-4 sm:grid-cols-3">
+        <Stat label="Available to pay out" value={usd(e.unrequestedMicros)} testId="earnings-available" />
+        <Stat label="Payouts pending" value={usd(e.pendingPayoutMicros)} testId="payouts-pending" />
+        <Stat label="Paid out" value={usd(e.paidMicros)} />
+      </div>
+      <div className="mt-6 grid gap-4 lg:grid-cols-3">
+        <div className="lg:col-span-2">
+          <Card title="Earnings per day">
+            {days.length === 0 ? <Empty>No earnings yet.</Empty> : <SpendChart data={days.map((d) => ({ day: d.day.slice(5), spent: Number(d.earningMicros) / 1e6 }))} />}
+          </Card>
+        </div>
+        <Card title="By model">
+          {e.byModel.length === 0 ? (
+            <Empty>Nothing yet.</Empty>
+          ) : (
+            <table className="w-full text-sm" data-testid="earnings-by-model">
+              <tbody>
+                {e.byModel.map((m) => (
+                  <tr key={m.model} className="border-b border-slate-100 last:border-0">
+                    <td className="py-2 font-mono text-xs">{m.model}</td>
+                    <td className="py-2 text-right tabular-nums text-slate-500">{count(m.requests)}</td>
+                    <td className="py-2 text-right tabular-nums font-medium">{usd(m.earningMicros)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </Card>
+      </div>
+      <div className="mt-6 grid gap-4 lg:grid-cols-3">
+        <Card title="Request a payout"><PayoutForm /></Card>
+        <div className="lg:col-span-2">
+          <Card title="Payouts">
+            {e.payouts.length === 0 ? (
+              <Empty>No payouts yet.</Empty>
+            ) : (
+              <table className="w-full text-sm" data-testid="payouts-table">
+                <thead className="text-left text-xs uppercase tracking-wide text-slate-500"><tr><th className="pb-2">Requested (UTC)</th><th className="pb-2">Amount</th><th className="pb-2">Status</th><th className="pb-2">Reference</th></tr></thead>
+                <tbody>
+                  {e.payouts.map((p) => (
+                    <tr key={p.id} className="border-t border-slate-100">
+                      <td className="py-2 text-xs text-slate-500">{utc(p.requestedAt)}</td>
+                      <td className="py-2 tabular-nums">{usd(p.amountMicros)}</td>
+                      <td className="py-2 text-xs">{p.status === "requested" ? "pending" : p.status}{p.decidedAt && ` · ${utc(p.decidedAt)}`}</td>
+                      <td className="py-2 font-mono text-xs">{p.reference ?? "—"}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )}
+          </Card>
+        </div>
+      </div>
+    </>
+  );
+}

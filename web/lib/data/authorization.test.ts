@@ -1,0 +1,82 @@
+/**
+ * Tenancy in the portal's data layer: every function, handed another account's object ids, finds nothing,
+ * changes nothing, and leaves the other account's data as it was. (Pages and server actions reach data
+ * only through these functions, with the signed-in actor.)
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { newId } from "@wellspring/db";
+import { createTestDatabase, fund, type TestDatabase } from "../../../e2e/stack/harness.ts";
+import type { Actor } from "./actor.ts";
+
+let database: TestDatabase;
+let keys: typeof import("./keys.ts");
+let usage: typeof import("./usage.ts");
+let accounts: typeof import("./accounts.ts");
+let alice: Actor;
+let bob: Actor;
+let aliceKeyId: string;
+
+const actor = (userId: string, email: string): Actor => ({ userId, email, name: null, isOwner: false, isAdmin: false });
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  process.env.DATABASE_URL = database.url;
+  keys = await import("./keys.ts");
+  usage = await import("./usage.ts");
+  accounts = await import("./accounts.ts");
+  for (const [name, pw] of [["alice", "alice-password-1"], ["bob", "bob-password-22"]] as const) {
+    expect(await accounts.signUp({ email: `${name}@tenant.test`, password: pw, name, owner: false })).toEqual({ ok: true });
+  }
+  const users = await database.db.user.findMany({ orderBy: { email: "asc" } });
+  alice = actor(users[0]!.id, users[0]!.email);
+  bob = actor(users[1]!.id, users[1]!.email);
+  await fund(database.url, alice.userId, 3_000_000n);
+  aliceKeyId = (await keys.createKey(alice, { name: "alice-key", allowedModels: [], rpmLimit: 60, monthlyBudgetMicros: null, expiresAt: null })).id;
+  await database.db.requestRecord.create({
+    data: { id: newId("req"), userId: alice.userId, keyId: aliceKeyId, gatewayId: "gw_test", route: "/v1/chat/completions", provider: "openai", model: "gpt-4o-mini", httpStatus: 200, endCause: "completed", startedAt: new Date(), durationMs: 12, userChargeMicros: 42n },
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await database?.drop();
+});
+
+describe("another tenant's ids", () => {
+  const cases: [string, () => Promise<unknown>, unknown][] = [
+    ["listKeys shows only the caller's keys", async () => (await keys.listKeys(bob)).map((k) => k.id), []],
+    ["revokeKey of another's key reports not found", () => keys.revokeKey(bob, aliceKeyId), false],
+    ["usagePage filtered by another's key finds nothing", () => usage.usagePage(bob, { keyId: aliceKeyId }), []],
+    ["usagePage unfiltered shows only the caller's requests", () => usage.usagePage(bob, {}), []],
+    ["balance is the caller's own", async () => (await usage.balance(bob)).availableMicros, 0n],
+    ["spendByModel is the caller's own", () => usage.spendByModel(bob), []],
+  ];
+  for (const [name, run, expected] of cases) {
+    it(name, async () => {
+      expect(await run()).toEqual(expected);
+    });
+  }
+
+  it("changes nothing of the owner's data", async () => {
+    const key = await database.db.virtualKey.findUniqueOrThrow({ where: { id: aliceKeyId } });
+    expect(key.status).toBe("active");
+    expect((await usage.usagePage(alice, { keyId: aliceKeyId })).map((r) => r.chargeMicros)).toEqual([42n]);
+    expect((await usage.balance(alice)).availableMicros).toBe(3_000_000n);
+    expect(await keys.revokeKey(alice, aliceKeyId)).toBe(true);
+  });
+
+  it("a password change needs the current password and touches only the caller", async () => {
+    expect(await accounts.changePassword(bob, "alice-password-1", "new-password-123")).toEqual({ ok: false, errors: { current: "This is not your current password." } });
+    expect(await accounts.changePassword(bob, "bob-password-22", "short")).toMatchObject({ ok: false, errors: { password: expect.stringMatching(/at least 10/) } });
+    expect(await accounts.changePassword(bob, "bob-password-22", "new-password-123")).toEqual({ ok: true });
+    const { verifyPassword } = await import("@wellspring/db");
+    const [a, b] = await Promise.all([database.db.user.findUniqueOrThrow({ where: { id: alice.userId } }), database.db.user.findUniqueOrThrow({ where: { id: bob.userId } })]);
+    expect(await verifyPassword("alice-password-1", a.passwordHash)).toBe(true);
+    expect(await verifyPassword("new-password-123", b.passwordHash)).toBe(true);
+    expect(await verifyPassword("bob-password-22", b.passwordHash)).toBe(false);
+  });
+
+  it("sign-up refuses a taken email and weak input with field errors", async () => {
+    expect(await accounts.signUp({ email: "ALICE@tenant.test", password: "whatever-long-1", name: "", owner: false })).toEqual({ ok: false, errors: { email: "An account with this email exists. Sign in instead." } });
+    expect(await accounts.signUp({ email: "nope", password: "short", name: "", owner: false })).toMatchObject({ ok: false, errors: { email: expect.any(String), password: expect.any(String) } });
+  });
+});

@@ -1,0 +1,81 @@
+import "server-only";
+import { issueKey } from "@wellspring/gateway";
+import { db } from "../db";
+import type { Actor } from "./actor";
+
+export interface KeyRow {
+  id: string;
+  name: string;
+  prefix: string;
+  status: "active" | "revoked";
+  allowedModels: string[];
+  rpmLimit: number | null;
+  monthlyBudgetMicros: bigint | null;
+  expiresAt: Date | null;
+  lastUsedAt: Date | null;
+  createdAt: Date;
+}
+
+/** Keys at most per account. */
+export const KEYS_PER_USER_MAX = 100;
+
+export async function listKeys(actor: Actor): Promise<KeyRow[]> {
+  return db().virtualKey.findMany({
+    where: { userId: actor.userId },
+    orderBy: [{ status: "asc" }, { createdAt: "desc" }],
+    select: { id: true, name: true, prefix: true, status: true, allowedModels: true, rpmLimit: true, monthlyBudgetMicros: true, expiresAt: true, lastUsedAt: true, createdAt: true },
+  });
+}
+
+export interface NewKey {
+  name: string;
+  allowedModels: string[];
+  rpmLimit: number | null;
+  monthlyBudgetMicros: bigint | null;
+  expiresAt: Date | null;
+}
+
+export type KeyErrors = Partial<Record<keyof NewKey | "form", string>>;
+
+export function validateNewKey(raw: { name: string; models: string; rpm: string; budgetUsd: string; expires: string }): { ok: true; key: NewKey } | { ok: false; errors: KeyErrors } {
+  const errors: KeyErrors = {};
+  const name = raw.name.trim();
+  if (!name || name.length > 60) errors.name = "Give the key a name of 1 to 60 characters.";
+  const allowedModels = raw.models.split(/[\s,]+/).map((m) => m.trim()).filter(Boolean);
+  if (allowedModels.some((m) => !/^[\w.:/@-]{1,256}$/.test(m))) errors.allowedModels = "Model names are letters, digits and . : / @ - _ only.";
+  let rpmLimit: number | null = null;
+  if (raw.rpm.trim()) {
+    rpmLimit = Number(raw.rpm);
+    if (!Number.isInteger(rpmLimit) || rpmLimit < 1 || rpmLimit > 1_000_000) errors.rpmLimit = "Requests per minute: a whole number from 1 to 1,000,000.";
+  }
+  let monthlyBudgetMicros: bigint | null = null;
+  if (raw.budgetUsd.trim()) {
+    const m = /^(\d{1,9})(?:\.(\d{1,6}))?$/.exec(raw.budgetUsd.trim());
+    if (!m) errors.monthlyBudgetMicros = "Monthly budget in dollars, e.g. 25 or 25.50.";
+    else monthlyBudgetMicros = BigInt(m[1]!) * 1_000_000n + BigInt((m[2] ?? "").padEnd(6, "0"));
+  }
+  let expiresAt: Date | null = null;
+  if (raw.expires.trim()) {
+    expiresAt = new Date(`${raw.expires.trim()}T00:00:00Z`);
+    if (Number.isNaN(expiresAt.getTime()) || expiresAt.getTime() <= Date.now()) errors.expiresAt = "Expiry must be a future date (UTC).";
+  }
+  if (Object.keys(errors).length) return { ok: false, errors };
+  return { ok: true, key: { name, allowedModels, rpmLimit, monthlyBudgetMicros, expiresAt } };
+}
+
+/** Creates a key for the actor; the secret is returned once and never stored. */
+export async function createKey(actor: Actor, key: NewKey): Promise<{ id: string; secret: string }> {
+  const count = await db().virtualKey.count({ where: { userId: actor.userId, status: "active" } });
+  if (count >= KEYS_PER_USER_MAX) throw new Error(`You have ${KEYS_PER_USER_MAX} active keys; revoke one first.`);
+  const issued = await issueKey(db(), actor.userId, key.name, { allowedModels: key.allowedModels, expiresAt: key.expiresAt });
+  if (key.rpmLimit !== null || key.monthlyBudgetMicros !== null) {
+    await db().virtualKey.update({ where: { id: issued.id }, data: { rpmLimit: key.rpmLimit, monthlyBudgetMicros: key.monthlyBudgetMicros } });
+  }
+  return issued;
+}
+
+/** Revokes one of the actor's keys; another account's key id changes nothing and reports not found. */
+export async function revokeKey(actor: Actor, keyId: string): Promise<boolean> {
+  const n = await db().virtualKey.updateMany({ where: { id: keyId, userId: actor.userId, status: "active" }, data: { status: "revoked", revokedAt: new Date() } });
+  return n.count === 1;
+}

@@ -1,0 +1,117 @@
+import "server-only";
+import { publishHubEvent } from "@wellspring/db/core";
+import { createEnrollmentToken, Treasury, type EarningsDay } from "@wellspring/gateway";
+import { db, pool } from "../db";
+import { Forbidden, requireOwner, type Actor } from "./actor";
+
+/** An agent counts as online while its tunnel session is set and it answered a heartbeat this recently, ms. */
+export const ONLINE_WINDOW_MS = 60_000;
+
+export interface Enrollment {
+  token: string;
+  expiresAt: Date;
+  command: string;
+}
+
+/** A single-use enrollment token for one of the actor's agents, and the exact command the owner runs. */
+export async function createEnrollment(actor: Actor, label: string): Promise<Enrollment> {
+  requireOwner(actor);
+  const hub = process.env.WELLSPRING_AGENT_URL ?? "https://127.0.0.1:8788";
+  const pin = process.env.WELLSPRING_TUNNEL_PIN ?? "sha256/…";
+  const t = await createEnrollmentToken(db(), actor.userId, label.trim().slice(0, 60) || undefined);
+  return { token: t.token, expiresAt: t.expiresAt, command: `deno task enroll --hub ${hub} --pin ${pin} --token ${t.token} --name ${JSON.stringify(label.trim() || "agent")}` };
+}
+
+export interface AgentRow {
+  id: string;
+  name: string;
+  status: string;
+  online: boolean;
+  tier: string;
+  discountLane: boolean;
+  version: string | null;
+  models: string[];
+  priceVer: number | null;
+  lastSeenAt: Date | null;
+}
+
+export async function listAgents(actor: Actor): Promise<AgentRow[]> {
+  requireOwner(actor);
+  const rows = await db().agent.findMany({ where: { ownerId: actor.userId }, orderBy: { createdAt: "asc" } });
+  const now = Date.now();
+  return rows.map((a) => ({
+    id: a.id,
+    name: a.name,
+    status: a.status,
+    online: a.connectedSession !== null && a.lastSeenAt !== null && now - a.lastSeenAt.getTime() < ONLINE_WINDOW_MS,
+    tier: a.tier,
+    discountLane: a.discountLane,
+    version: a.version,
+    models: a.models,
+    priceVer: a.priceVer,
+    lastSeenAt: a.lastSeenAt,
+  }));
+}
+
+/**
+ * The owner's own switches for one of their agents: pause (no new requests) and the discount lane. An
+ * agent an admin suspended or revoked cannot be resumed by its owner. Applies on every gateway at once.
+ */
+export async function updateAgent(actor: Actor, agentId: string, change: { paused?: boolean; discountLane?: boolean }): Promise<boolean> {
+  requireOwner(actor);
+  return db().$transaction(async (tx) => {
+    const agent = await tx.agent.findFirst({ where: { id: agentId, ownerId: actor.userId } });
+    if (!agent) return false;
+    const data: { status?: "active" | "paused"; discountLane?: boolean } = {};
+    if (change.paused !== undefined) {
+      if (agent.status !== "active" && agent.status !== "paused") throw new Forbidden(`This agent is ${agent.status} by an administrator.`);
+      data.status = change.paused ? "paused" : "active";
+    }
+    if (change.discountLane !== undefined) data.discountLane = change.discountLane;
+    await tx.agent.update({ where: { id: agent.id }, data });
+    await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: "agent.owner_updated", subject: `agent:${agent.id}`, detail: data } });
+    await publishHubEvent(tx, { kind: "agent_changed", agentId: agent.id });
+    return true;
+  });
+}
+
+export interface Earnings {
+  unrequestedMicros: bigint;
+  pendingPayoutMicros: bigint;
+  paidMicros: bigint;
+  byDay: EarningsDay[];
+  byModel: { model: string; earningMicros: bigint; requests: number }[];
+  payouts: { id: string; amountMicros: bigint; status: string; requestedAt: Date; decidedAt: Date | null; reference: string | null }[];
+}
+
+export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
+  requireOwner(actor);
+  const treasury = new Treasury(pool());
+  const [unrequestedMicros, byDay, byModel, payouts] = await Promise.all([
+    treasury.ownerBalance(actor.userId),
+    treasury.ownerEarningsByDay(actor.userId, days),
+    pool().query<{ model: string | null; earning: string; requests: string }>(
+      `SELECT model, SUM(earning_micros)::text AS earning, COUNT(*)::text AS requests FROM reservations
+       WHERE owner_id = $1 AND status = 'settled' AND settled_at >= now() - ($2::int * interval '1 day')
+       GROUP BY model ORDER BY SUM(earning_micros) DESC LIMIT 20`,
+      [actor.userId, days],
+    ),
+    db().payout.findMany({ where: { ownerId: actor.userId }, orderBy: { requestedAt: "desc" }, take: 50 }),
+  ]);
+  return {
+    unrequestedMicros,
+    pendingPayoutMicros: payouts.filter((p) => p.status === "requested").reduce((n, p) => n + p.amountMicros, 0n),
+    paidMicros: payouts.filter((p) => p.status === "paid").reduce((n, p) => n + p.amountMicros, 0n),
+    byDay,
+    byModel: byModel.rows.map((r) => ({ model: r.model ?? "unknown", earningMicros: BigInt(r.earning), requests: Number(r.requests) })),
+    payouts: payouts.map((p) => ({ id: p.id, amountMicros: p.amountMicros, status: p.status, requestedAt: p.requestedAt, decidedAt: p.decidedAt, reference: p.reference })),
+  };
+}
+
+/** Asks for a payout of the actor's own unrequested earnings. */
+export async function requestPayout(actor: Actor, amountMicros: bigint): Promise<{ ok: true; payoutId: string } | { ok: false; error: string }> {
+  requireOwner(actor);
+  if (amountMicros <= 0n) return { ok: false, error: "Enter a positive amount." };
+  const r = await new Treasury(pool()).requestPayout(actor.userId, amountMicros);
+  return r.outcome === "requested" ? { ok: true, payoutId: r.payoutId } : { ok: false, error: "That is more than your unrequested earnings." };
+}
