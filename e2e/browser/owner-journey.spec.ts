@@ -62,8 +62,9 @@ test("an owner enrolls an agent with the command the page shows, sees it online,
   await expect(async () => {
     await page.reload();
     await expect(page.getByTestId(`agent-state-${enrolled.agentId}`)).toHaveText("Online", { timeout: 500 });
+    // The models arrive with the agent's inventory, just after the handshake.
+    await expect(page.getByTestId("agents-table")).toContainText("gpt-4o-mini", { timeout: 500 });
   }).toPass({ timeout: 15_000 });
-  await expect(page.getByTestId("agents-table")).toContainText("gpt-4o-mini");
   await shot("agents-online");
 
   // A user's traffic, served by this owner's agent (the only agent offering claude-opus-4-1).

@@ -8,7 +8,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect, test } from "@playwright/test";
 import pg from "pg";
-import { createDb, newId, type Db } from "@wellspring/db";
+import { createDb, currentPriceTable, newId, type Db } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { Treasury } from "../../gateway/src/billing/treasury.ts";
 import { ensureTlsIdentity } from "../../gateway/src/tls.ts";
@@ -97,8 +97,9 @@ test("sign up, create a key, top up, call the API, and see the request and its c
   expect(ok.status).toBe(200);
   const body = (await ok.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
   const requestId = ok.headers.get("x-wellspring-request-id")!;
-  // gpt-4o-mini: $0.15 / $0.60 per 1M tokens (the seeded official table, standard plan), rounded up to the µUSD.
-  const chargeMicros = (BigInt(body.usage.prompt_tokens) * 150_000n + BigInt(body.usage.completion_tokens) * 600_000n + 999_999n) / 1_000_000n;
+  // The current official price of gpt-4o-mini (standard plan: the official price), rounded up to the µUSD.
+  const price = (await currentPriceTable(db))!.prices.find((p) => p.model === "gpt-4o-mini")!;
+  const chargeMicros = (BigInt(body.usage.prompt_tokens) * price.inputMicrosPerMTok + BigInt(body.usage.completion_tokens) * price.outputMicrosPerMTok + 999_999n) / 1_000_000n;
   const shown = `$0.${chargeMicros.toString().padStart(6, "0").replace(/0+$/, "").padEnd(2, "0")}`;
 
   // Records are written in batches (≤ 200 ms): reload until the newest row is this call, with its charge.

@@ -155,6 +155,12 @@ export class Ledger {
              COALESCE((SELECT SUM(amount_micros) FROM payouts WHERE status = 'requested'), 0)::text AS payouts`);
     const p = pending.rows[0]!;
     if (p.journal !== p.payouts) problems.push(`payouts pending in the journal ${p.journal} ≠ requested payouts ${p.payouts}`);
+    const spent = await this.pool.query<{ user_id: string }>(`
+      SELECT w.user_id FROM wallets w
+      WHERE w.spent_micros <> COALESCE((SELECT -SUM(j.amount_micros) FROM journal_entries j WHERE j.account = 'user:' || w.user_id AND j.kind = 'usage'), 0)
+         OR w.spent_micros <> COALESCE((SELECT SUM(u.spent_micros) FROM usage_daily u WHERE u.user_id = w.user_id), 0)
+      LIMIT 5`);
+    for (const r of spent.rows) problems.push(`wallet ${r.user_id}: spent total differs from its journal or its daily rollup`);
     const earnings = await this.pool.query("SELECT request_id FROM reservations WHERE earning_micros > charge_micros LIMIT 5");
     for (const r of earnings.rows as { request_id: string }[]) problems.push(`request ${r.request_id} paid its owner more than it charged`);
     return { ok: problems.length === 0, problems, journalSumMicros, walletsChecked: wallets.rowCount ?? 0 };

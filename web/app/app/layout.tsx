@@ -10,6 +10,11 @@ const NAV = [
   { href: "/app/keys", label: "API keys" },
   { href: "/app/usage", label: "Usage" },
   { href: "/app/billing", label: "Billing" },
+  { href: "/app/prices", label: "Prices" },
+];
+const ADMIN_NAV = [
+  { href: "/app/admin/prices", label: "Price tables" },
+  { href: "/app/admin/risk", label: "Risk review" },
 ];
 const OWNER_NAV = [
   { href: "/app/agents", label: "Agents" },
@@ -21,24 +26,22 @@ export default async function AppLayout({ children }: { children: ReactNode }) {
   return (
     <div className="min-h-screen">
       <header className="border-b border-slate-200 bg-white">
-        <div className="mx-auto flex max-w-6xl items-center justify-between px-6 py-3">
-          <div className="flex items-center gap-8">
-            <Link href="/app" className="text-sm font-semibold text-indigo-600">Wellspring</Link>
-            <nav aria-label="Main" className="flex gap-1">
-              {[...NAV, ...(actor.isOwner ? OWNER_NAV : []), { href: "/app/account", label: "Account" }].map((n) => (
-                <Link key={n.href} href={n.href} className="rounded-md px-3 py-1.5 text-sm font-medium text-slate-600 hover:bg-slate-100 hover:text-slate-900">
-                  {n.label}
-                </Link>
-              ))}
-            </nav>
-          </div>
+        <div className="mx-auto flex max-w-6xl items-center justify-between px-6 pt-3">
+          <Link href="/app" className="text-sm font-semibold text-indigo-600">Wellspring</Link>
           <div className="flex items-center gap-3 text-sm text-slate-600">
-            <span data-testid="signed-in-as">{actor.email}</span>
+            <span data-testid="signed-in-as" className="max-w-[18rem] truncate">{actor.email}</span>
             {actor.isOwner && <span className="rounded bg-emerald-50 px-2 py-0.5 text-xs font-medium text-emerald-700">owner</span>}
             {actor.isAdmin && <span className="rounded bg-amber-50 px-2 py-0.5 text-xs font-medium text-amber-700">admin</span>}
             <SignOutButton />
           </div>
         </div>
+        <nav aria-label="Main" className="mx-auto flex max-w-6xl flex-wrap gap-1 px-4 pb-2 pt-2">
+          {[...NAV, ...(actor.isOwner ? OWNER_NAV : []), ...(actor.isAdmin ? ADMIN_NAV : []), { href: "/app/account", label: "Account" }].map((n) => (
+            <Link key={n.href} href={n.href} className="whitespace-nowrap rounded-md px-2.5 py-1.5 text-sm font-medium text-slate-600 hover:bg-slate-100 hover:text-slate-900">
+              {n.label}
+            </Link>
+          ))}
+        </nav>
       </header>
       <main className="mx-auto max-w-6xl px-6 py-8">{children}</main>
       <footer className="mx-auto max-w-6xl px-6 pb-8 text-xs text-slate-400">All times are UTC. Amounts in US dollars.</footer>

@@ -1,4 +1,5 @@
 "use client";
+import { submitTo } from "../submit";
 import { signIn } from "next-auth/react";
 import { useRouter } from "next/navigation";
 import { useActionState, useEffect, useRef } from "react";
@@ -22,10 +23,10 @@ export function SignUpForm() {
   }, [errors, router]);
   return (
     <form
-      action={action}
       onSubmit={(e) => {
         const form = new FormData(e.currentTarget);
         credentials.current = { email: String(form.get("email")), password: String(form.get("password")) };
+        submitTo(action)(e);
       }}
       className="mt-6 space-y-4"
       noValidate

@@ -12,6 +12,10 @@ let database: TestDatabase;
 let keys: typeof import("./keys.ts");
 let usage: typeof import("./usage.ts");
 let accounts: typeof import("./accounts.ts");
+let owner: typeof import("./owner.ts");
+let risk: typeof import("./risk.ts");
+let prices: typeof import("./prices.ts");
+let actorMod: typeof import("./actor.ts");
 let alice: Actor;
 let bob: Actor;
 let aliceKeyId: string;
@@ -24,6 +28,10 @@ beforeAll(async () => {
   keys = await import("./keys.ts");
   usage = await import("./usage.ts");
   accounts = await import("./accounts.ts");
+  owner = await import("./owner.ts");
+  risk = await import("./risk.ts");
+  prices = await import("./prices.ts");
+  actorMod = await import("./actor.ts");
   for (const [name, pw] of [["alice", "alice-password-1"], ["bob", "bob-password-22"]] as const) {
     expect(await accounts.signUp({ email: `${name}@tenant.test`, password: pw, name, owner: false })).toEqual({ ok: true });
   }
@@ -78,5 +86,56 @@ describe("another tenant's ids", () => {
   it("sign-up refuses a taken email and weak input with field errors", async () => {
     expect(await accounts.signUp({ email: "ALICE@tenant.test", password: "whatever-long-1", name: "", owner: false })).toEqual({ ok: false, errors: { email: "An account with this email exists. Sign in instead." } });
     expect(await accounts.signUp({ email: "nope", password: "short", name: "", owner: false })).toMatchObject({ ok: false, errors: { email: expect.any(String), password: expect.any(String) } });
+  });
+});
+
+describe("roles and other owners' agents", () => {
+  let carolAgent: string;
+  const carol = (): Actor => ({ ...actor("", "carol@tenant.test"), isOwner: true });
+  const dave = (): Actor => ({ ...actor("", "dave@tenant.test"), isOwner: true });
+  const ids: Record<string, string> = {};
+
+  beforeAll(async () => {
+    for (const name of ["carol", "dave"]) {
+      ids[name] = newId("usr");
+      await database.db.user.create({ data: { id: ids[name]!, email: `${name}@tenant.test`, isOwner: true } });
+    }
+    carolAgent = newId("agt");
+    await database.db.agent.create({ data: { id: carolAgent, ownerId: ids.carol!, name: "carol-agent", publicKey: `pk-${carolAgent}` } });
+  });
+
+  const as = (who: "carol" | "dave"): Actor => ({ ...(who === "carol" ? carol() : dave()), userId: ids[who]! });
+
+  it("an owner lists only their agents and cannot switch another owner's", async () => {
+    expect((await owner.listAgents(as("dave"))).map((a) => a.id)).toEqual([]);
+    expect(await owner.updateAgent(as("dave"), carolAgent, { paused: true, discountLane: true })).toBe(false);
+    const agent = await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } });
+    expect({ status: agent.status, discountLane: agent.discountLane }).toEqual({ status: "active", discountLane: false });
+    expect(await owner.updateAgent(as("carol"), carolAgent, { discountLane: true })).toBe(true);
+    expect((await owner.listAgents(as("carol"))).map((a) => [a.id, a.discountLane])).toEqual([[carolAgent, true]]);
+  });
+
+  it("an admin-suspended agent cannot be resumed by its owner", async () => {
+    await database.db.agent.update({ where: { id: carolAgent }, data: { status: "suspended" } });
+    await expect(owner.updateAgent(as("carol"), carolAgent, { paused: false })).rejects.toThrow(/suspended by an administrator/);
+    expect((await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } })).status).toBe("suspended");
+  });
+
+  it("owner and admin functions refuse accounts without the role, and change nothing", async () => {
+    const flagId = await risk.raiseFlag({ kind: "self_dealing", subject: `user:${bob.userId}`, severity: 2, evidence: { ip: "203.0.113.9" } });
+    const refusals: [string, () => Promise<unknown>][] = [
+      ["createEnrollment", () => owner.createEnrollment(bob, "x")],
+      ["listAgents", () => owner.listAgents(bob)],
+      ["earnings", () => owner.earnings(bob)],
+      ["requestPayout", () => owner.requestPayout(bob, 1n)],
+      ["flagQueue", () => risk.flagQueue(as("carol"), "open")],
+      ["decideFlag", () => risk.decideFlag(as("carol"), flagId, "suspended", "no")],
+      ["publishDraft", () => prices.publishDraft(bob, [], "x")],
+    ];
+    for (const [name, run] of refusals) await expect(run(), name).rejects.toBeInstanceOf(actorMod.Forbidden);
+    expect((await database.db.riskFlag.findUniqueOrThrow({ where: { id: flagId } })).status).toBe("open");
+    expect((await database.db.user.findUniqueOrThrow({ where: { id: bob.userId } })).status).toBe("active");
+    expect(await database.db.enrollmentToken.count({ where: { ownerId: bob.userId } })).toBe(0);
+    expect(await database.db.priceVersion.count()).toBe(0);
   });
 });

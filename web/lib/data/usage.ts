@@ -1,5 +1,4 @@
 import "server-only";
-import { userAccount } from "@wellspring/gateway";
 import { pool } from "../db";
 import type { Actor } from "./actor";
 
@@ -10,14 +9,12 @@ export interface Balance {
 }
 
 export async function balance(actor: Actor): Promise<Balance> {
-  const r = await pool().query<{ available: string | null; reserved: string | null; spent: string }>(
-    `SELECT (SELECT available_micros::text FROM wallets WHERE user_id = $1) AS available,
-            (SELECT reserved_micros::text FROM wallets WHERE user_id = $1) AS reserved,
-            (SELECT COALESCE(-SUM(amount_micros), 0)::text FROM journal_entries WHERE account = $2 AND kind = 'usage') AS spent`,
-    [actor.userId, userAccount(actor.userId)],
+  const r = await pool().query<{ available: string; reserved: string; spent: string }>(
+    "SELECT available_micros::text AS available, reserved_micros::text AS reserved, spent_micros::text AS spent FROM wallets WHERE user_id = $1",
+    [actor.userId],
   );
-  const row = r.rows[0]!;
-  return { availableMicros: BigInt(row.available ?? "0"), reservedMicros: BigInt(row.reserved ?? "0"), spentMicros: BigInt(row.spent) };
+  const row = r.rows[0];
+  return { availableMicros: BigInt(row?.available ?? "0"), reservedMicros: BigInt(row?.reserved ?? "0"), spentMicros: BigInt(row?.spent ?? "0") };
 }
 
 export interface DaySpend {
@@ -26,13 +23,12 @@ export interface DaySpend {
   requests: number;
 }
 
-/** Spend per UTC day for the last `days` days (days without spend included as 0). */
+/** Spend per UTC day for the last `days` days (days without spend included as 0), from the daily rollup. */
 export async function spendByDay(actor: Actor, days = 30): Promise<DaySpend[]> {
   const r = await pool().query<{ day: string; spent: string; requests: string }>(
-    `SELECT to_char(d, 'YYYY-MM-DD') AS day, COALESCE(SUM(v.charge_micros), 0)::text AS spent, COUNT(v.request_id)::text AS requests
+    `SELECT to_char(d, 'YYYY-MM-DD') AS day, COALESCE(SUM(u.spent_micros), 0)::text AS spent, COALESCE(SUM(u.requests), 0)::text AS requests
      FROM generate_series((now() AT TIME ZONE 'UTC')::date - ($2::int - 1), (now() AT TIME ZONE 'UTC')::date, interval '1 day') AS d
-     LEFT JOIN reservations v ON v.user_id = $1 AND v.status = 'settled'
-       AND v.settled_at >= d AT TIME ZONE 'UTC' AND v.settled_at < (d + interval '1 day') AT TIME ZONE 'UTC'
+     LEFT JOIN usage_daily u ON u.user_id = $1 AND u.day = d::date
      GROUP BY d ORDER BY d`,
     [actor.userId, days],
   );
@@ -40,13 +36,13 @@ export async function spendByDay(actor: Actor, days = 30): Promise<DaySpend[]> {
 }
 
 export async function spendByModel(actor: Actor, days = 30): Promise<{ model: string; spentMicros: bigint; requests: number }[]> {
-  const r = await pool().query<{ model: string | null; spent: string; requests: string }>(
-    `SELECT model, SUM(charge_micros)::text AS spent, COUNT(*)::text AS requests FROM reservations
-     WHERE user_id = $1 AND status = 'settled' AND settled_at >= now() - ($2::int * interval '1 day')
-     GROUP BY model ORDER BY SUM(charge_micros) DESC LIMIT 20`,
+  const r = await pool().query<{ model: string; spent: string; requests: string }>(
+    `SELECT model, SUM(spent_micros)::text AS spent, SUM(requests)::text AS requests FROM usage_daily
+     WHERE user_id = $1 AND day > (now() AT TIME ZONE 'UTC')::date - $2::int
+     GROUP BY model HAVING SUM(requests) > 0 ORDER BY SUM(spent_micros) DESC LIMIT 20`,
     [actor.userId, days],
   );
-  return r.rows.map((x) => ({ model: x.model ?? "unknown", spentMicros: BigInt(x.spent), requests: Number(x.requests) }));
+  return r.rows.map((x) => ({ model: x.model, spentMicros: BigInt(x.spent), requests: Number(x.requests) }));
 }
 
 export interface UsageRow {

@@ -1,4 +1,5 @@
 "use client";
+import { submitTo } from "../../submit";
 import { useActionState } from "react";
 import { buttonClass, FieldError, inputClass } from "../../ui";
 import { changePasswordAction } from "./actions";
@@ -6,7 +7,7 @@ import { changePasswordAction } from "./actions";
 export function PasswordForm() {
   const [state, action, pending] = useActionState(changePasswordAction, null);
   return (
-    <form action={action} className="space-y-3">
+    <form onSubmit={submitTo(action)} className="space-y-3">
       <label className="block text-sm font-medium text-slate-700">Current password
         <input name="current" type="password" autoComplete="current-password" className={inputClass} aria-invalid={Boolean(state?.current)} aria-describedby="current-error" />
       </label>

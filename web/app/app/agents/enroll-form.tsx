@@ -1,4 +1,5 @@
 "use client";
+import { submitTo } from "../../submit";
 import { useActionState } from "react";
 import { buttonClass, FieldError, inputClass } from "../../ui";
 import { enrollAction } from "./actions";
@@ -7,7 +8,7 @@ export function EnrollForm() {
   const [state, action, pending] = useActionState(enrollAction, null);
   return (
     <div>
-      <form action={action} className="space-y-3">
+      <form onSubmit={submitTo(action)} className="space-y-3">
         <label className="block text-sm font-medium text-slate-700">
           Agent name
           <input name="label" maxLength={60} className={inputClass} placeholder="office-agent" />

@@ -1,4 +1,5 @@
 "use client";
+import { submitTo } from "../../submit";
 import { useActionState } from "react";
 import { buttonClass, FieldError, inputClass } from "../../ui";
 import { redeemAction } from "./actions";
@@ -6,7 +7,7 @@ import { redeemAction } from "./actions";
 export function RedeemForm() {
   const [state, action, pending] = useActionState(redeemAction, null);
   return (
-    <form action={action} className="space-y-3">
+    <form onSubmit={submitTo(action)} className="space-y-3">
       <label className="block text-sm font-medium text-slate-700">
         Code
         <input name="code" className={`${inputClass} font-mono uppercase`} placeholder="WSR-XXXX-XXXX-XXXX-XXXX" autoComplete="off" aria-invalid={Boolean(state?.error)} aria-describedby="redeem-error" />

@@ -1,4 +1,5 @@
 "use client";
+import { submitTo } from "../../submit";
 import { useActionState } from "react";
 import { buttonClass, FieldError, inputClass } from "../../ui";
 import { payoutAction } from "./actions";
@@ -6,7 +7,7 @@ import { payoutAction } from "./actions";
 export function PayoutForm() {
   const [state, action, pending] = useActionState(payoutAction, null);
   return (
-    <form action={action} className="space-y-3">
+    <form onSubmit={submitTo(action)} className="space-y-3">
       <label className="block text-sm font-medium text-slate-700">
         Amount ($)
         <input name="amount" inputMode="decimal" className={inputClass} placeholder="25.00" aria-invalid={Boolean(state?.error)} aria-describedby="payout-error" />

@@ -1,4 +1,5 @@
 "use client";
+import { submitTo } from "../../submit";
 import { useActionState, useState } from "react";
 import { buttonClass, FieldError, inputClass, quietButtonClass } from "../../ui";
 import { createKeyAction } from "./actions";
@@ -18,7 +19,7 @@ export function CreateKeyForm() {
           </button>
         </div>
       )}
-      <form action={action} className="space-y-3" noValidate>
+      <form onSubmit={submitTo(action)} className="space-y-3" noValidate>
         <label className="block text-sm font-medium text-slate-700">
           Name
           <input name="name" required maxLength={60} className={inputClass} placeholder="laptop" aria-invalid={Boolean(e?.name)} aria-describedby="key-name-error" />

@@ -1,0 +1,65 @@
+import { redirect } from "next/navigation";
+import { requireActor } from "../../../../lib/data/actor";
+import { flagQueue } from "../../../../lib/data/risk";
+import { utc } from "../../../../lib/format";
+import { Card, Empty, PageTitle } from "../../../ui";
+import { DecideForm } from "./decide-form";
+
+export const metadata = { title: "Risk review — Wellspring admin" };
+
+const SEVERITY = ["", "low", "medium", "high"];
+
+export default async function RiskPage() {
+  const actor = await requireActor();
+  if (!actor.isAdmin) redirect("/app");
+  const [open, decided] = await Promise.all([flagQueue(actor, "open"), flagQueue(actor, "decided")]);
+  return (
+    <>
+      <PageTitle title="Risk review" subtitle="Flags raised by the ledger and trust checks. Every decision needs a note and is kept in the audit trail." />
+      <Card title={`Open (${open.length})`}>
+        {open.length === 0 ? (
+          <Empty>Nothing to review.</Empty>
+        ) : (
+          <ul className="divide-y divide-slate-100" data-testid="open-flags">
+            {open.map((f) => (
+              <li key={f.id} className="grid gap-3 py-4 lg:grid-cols-2" data-testid={`flag-${f.id}`}>
+                <div>
+                  <div className="flex items-center gap-2">
+                    <span className={`rounded px-1.5 py-0.5 text-xs font-medium ${f.severity === 3 ? "bg-red-50 text-red-700" : f.severity === 2 ? "bg-amber-50 text-amber-700" : "bg-slate-100 text-slate-600"}`}>{SEVERITY[f.severity]}</span>
+                    <span className="font-medium">{f.kind.replaceAll("_", " ")}</span>
+                  </div>
+                  <div className="mt-1 font-mono text-xs text-slate-600">{f.subject}</div>
+                  <div className="text-xs text-slate-500">raised {utc(f.createdAt)}</div>
+                  <pre className="mt-2 overflow-x-auto rounded bg-slate-50 p-2 text-xs text-slate-700">{JSON.stringify(f.evidence, null, 2)}</pre>
+                </div>
+                <DecideForm flagId={f.id} />
+              </li>
+            ))}
+          </ul>
+        )}
+      </Card>
+      <div className="mt-6">
+        <Card title="Decided">
+          {decided.length === 0 ? (
+            <Empty>No decisions yet.</Empty>
+          ) : (
+            <table className="w-full text-sm" data-testid="decided-flags">
+              <thead className="text-left text-xs uppercase tracking-wide text-slate-500"><tr><th className="pb-2">Flag</th><th className="pb-2">Subject</th><th className="pb-2">Decision</th><th className="pb-2">Note</th><th className="pb-2">When (UTC)</th></tr></thead>
+              <tbody>
+                {decided.map((f) => (
+                  <tr key={f.id} className="border-t border-slate-100">
+                    <td className="py-2">{f.kind.replaceAll("_", " ")}</td>
+                    <td className="py-2 font-mono text-xs">{f.subject}</td>
+                    <td className="py-2">{f.status}</td>
+                    <td className="py-2 text-xs text-slate-600">{f.note}</td>
+                    <td className="py-2 text-xs text-slate-500">{f.decidedAt ? utc(f.decidedAt) : ""}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </Card>
+      </div>
+    </>
+  );
+}

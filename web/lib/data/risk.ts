@@ -1,0 +1,63 @@
+import "server-only";
+import { newId, publishHubEvent } from "@wellspring/db/core";
+import { db } from "../db";
+import { requireAdmin, type Actor } from "./actor";
+
+export interface FlagRow {
+  id: string;
+  kind: string;
+  subject: string;
+  severity: number;
+  evidence: unknown;
+  status: string;
+  createdAt: Date;
+  decidedAt: Date | null;
+  decidedBy: string | null;
+  note: string | null;
+}
+
+/** Raised by detectors (ledger, trust issues); evidence holds ids and counts, never content. */
+export async function raiseFlag(input: { kind: string; subject: string; severity: 1 | 2 | 3; evidence: Record<string, unknown> }): Promise<string> {
+  const id = newId("flg");
+  await db().riskFlag.create({ data: { id, kind: input.kind, subject: input.subject, severity: input.severity, evidence: input.evidence as object } });
+  return id;
+}
+
+export async function flagQueue(actor: Actor, status: "open" | "decided"): Promise<FlagRow[]> {
+  requireAdmin(actor);
+  return db().riskFlag.findMany({
+    where: status === "open" ? { status: "open" } : { status: { not: "open" } },
+    orderBy: status === "open" ? [{ severity: "desc" }, { createdAt: "asc" }] : [{ decidedAt: "desc" }],
+    take: 100,
+  });
+}
+
+/**
+ * Decides an open flag once, with a note: approve (the activity is allowed), dismiss (false alarm) or
+ * suspend (the flagged user or agent is suspended at once, on every gateway). Audited.
+ */
+export async function decideFlag(actor: Actor, flagId: string, decision: "approved" | "dismissed" | "suspended", note: string): Promise<"done" | "not_open" | "note_required"> {
+  requireAdmin(actor);
+  if (!note.trim()) return "note_required";
+  return db().$transaction(async (tx) => {
+    const n = await tx.riskFlag.updateMany({ where: { id: flagId, status: "open" }, data: { status: decision, decidedAt: new Date(), decidedBy: actor.userId, note: note.trim() } });
+    if (n.count === 0) return "not_open" as const;
+    const flag = await tx.riskFlag.findUniqueOrThrow({ where: { id: flagId } });
+    if (decision === "suspended") {
+      const [type, id] = flag.subject.split(":") as [string, string];
+      if (type === "user") await tx.user.update({ where: { id }, data: { status: "suspended" } });
+      if (type === "agent") {
+        await tx.agent.update({ where: { id }, data: { status: "suspended" } });
+        await publishHubEvent(tx, { kind: "agent_changed", agentId: id });
+      }
+      if (type === "key") await tx.virtualKey.update({ where: { id }, data: { status: "revoked", revokedAt: new Date() } });
+    }
+    await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: `risk.${decision}`, subject: `flag:${flagId}`, detail: { flagSubject: flag.subject, kind: flag.kind, note: note.trim() } } });
+    return "done" as const;
+  });
+}
+
+export async function auditTrail(actor: Actor, subject: string): Promise<{ action: string; actor: string; createdAt: Date; detail: unknown }[]> {
+  requireAdmin(actor);
+  return db().auditEvent.findMany({ where: { subject }, orderBy: { createdAt: "asc" }, select: { action: true, actor: true, createdAt: true, detail: true } });
+}
