@@ -101,4 +101,34 @@ test("an admin publishes a price version the user's price page shows, and resolv
   // The suspended user's next page load finds no session.
   await user.goto("/app");
   await expect(user).toHaveURL(/\/signin/);
+
+  // Users & agents: find the user, reactivate them.
+  await admin.getByRole("link", { name: "Users & agents" }).click();
+  await admin.getByLabel("Search").fill(userEmail);
+  await admin.getByRole("button", { name: "Search" }).click();
+  const row = admin.getByTestId(`user-${userEmail}`);
+  await expect(row).toContainText("suspended");
+  await row.getByRole("button", { name: "Reactivate" }).click();
+  await expect(admin.getByTestId(`user-${userEmail}`)).toContainText("active");
+  await admin.screenshot({ path: testInfo.outputPath("admin-accounts.png"), fullPage: true });
+  expect((await db.user.findUniqueOrThrow({ where: { id: buyer.id } })).status).toBe("active");
+
+  // Redemption codes: a batch, shown once.
+  await admin.getByRole("link", { name: "Codes" }).click();
+  await admin.getByLabel("Value per code ($)").fill("2");
+  await admin.getByLabel("Codes", { exact: true }).fill("3");
+  await admin.getByLabel("Note").fill("launch week");
+  await admin.getByRole("button", { name: "Create codes" }).click();
+  const codes = (await admin.getByTestId("new-codes").inputValue()).split("\n");
+  expect(codes).toHaveLength(3);
+  for (const c of codes) expect(c).toMatch(/^WSR(-[A-Z2-9]{4}){4}$/);
+  await expect(admin.getByTestId("batches")).toContainText("0 / 3");
+  await expect(admin.getByTestId("batches")).toContainText("launch week");
+  await admin.screenshot({ path: testInfo.outputPath("admin-codes.png"), fullPage: true });
+
+  // System: the gateway, the agents' price versions, and the ledger audit.
+  await admin.getByRole("link", { name: "System" }).click();
+  await expect(admin.getByTestId("system-gateway")).toHaveText("Online");
+  await expect(admin.getByTestId("ledger-audit")).toContainText("All invariants hold");
+  await admin.screenshot({ path: testInfo.outputPath("admin-system.png"), fullPage: true });
 });

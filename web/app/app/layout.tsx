@@ -13,8 +13,12 @@ const NAV = [
   { href: "/app/prices", label: "Prices" },
 ];
 const ADMIN_NAV = [
+  { href: "/app/admin/system", label: "System" },
+  { href: "/app/admin/accounts", label: "Users & agents" },
   { href: "/app/admin/prices", label: "Price tables" },
   { href: "/app/admin/risk", label: "Risk review" },
+  { href: "/app/admin/payouts", label: "Payouts" },
+  { href: "/app/admin/codes", label: "Codes" },
 ];
 const OWNER_NAV = [
   { href: "/app/agents", label: "Agents" },

@@ -16,6 +16,7 @@ let owner: typeof import("./owner.ts");
 let risk: typeof import("./risk.ts");
 let prices: typeof import("./prices.ts");
 let actorMod: typeof import("./actor.ts");
+let admin: typeof import("./admin.ts");
 let alice: Actor;
 let bob: Actor;
 let aliceKeyId: string;
@@ -32,6 +33,7 @@ beforeAll(async () => {
   risk = await import("./risk.ts");
   prices = await import("./prices.ts");
   actorMod = await import("./actor.ts");
+  admin = await import("./admin.ts");
   for (const [name, pw] of [["alice", "alice-password-1"], ["bob", "bob-password-22"]] as const) {
     expect(await accounts.signUp({ email: `${name}@tenant.test`, password: pw, name, owner: false })).toEqual({ ok: true });
   }
@@ -131,11 +133,18 @@ describe("roles and other owners' agents", () => {
       ["flagQueue", () => risk.flagQueue(as("carol"), "open")],
       ["decideFlag", () => risk.decideFlag(as("carol"), flagId, "suspended", "no")],
       ["publishDraft", () => prices.publishDraft(bob, [], "x")],
+      ["searchAccounts", () => admin.searchAccounts(as("carol"), "")],
+      ["setUserStatus", () => admin.setUserStatus(as("carol"), bob.userId, "suspended", "x")],
+      ["setAgent", () => admin.setAgent(as("dave"), carolAgent, { tier: "S" })],
+      ["createBatch", () => admin.createBatch(bob, { amountMicros: 1n, count: 1, note: "", expiresAt: null })],
+      ["systemStatus", () => admin.systemStatus(bob)],
     ];
     for (const [name, run] of refusals) await expect(run(), name).rejects.toBeInstanceOf(actorMod.Forbidden);
     expect((await database.db.riskFlag.findUniqueOrThrow({ where: { id: flagId } })).status).toBe("open");
     expect((await database.db.user.findUniqueOrThrow({ where: { id: bob.userId } })).status).toBe("active");
     expect(await database.db.enrollmentToken.count({ where: { ownerId: bob.userId } })).toBe(0);
     expect(await database.db.priceVersion.count()).toBe(0);
+    expect(await database.db.redemptionBatch.count()).toBe(0);
+    expect((await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } })).tier).toBe("A");
   });
 });

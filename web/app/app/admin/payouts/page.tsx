@@ -1,0 +1,37 @@
+import { redirect } from "next/navigation";
+import { requireActor } from "../../../../lib/data/actor";
+import { db } from "../../../../lib/db";
+import { usd, utc } from "../../../../lib/format";
+import { Card, Empty, PageTitle } from "../../../ui";
+import { DecidePayout } from "./decide-payout";
+
+export const metadata = { title: "Payouts — Wellspring admin" };
+
+export default async function PayoutsPage() {
+  const actor = await requireActor();
+  if (!actor.isAdmin) redirect("/app");
+  const payouts = await db().payout.findMany({ orderBy: [{ status: "asc" }, { requestedAt: "desc" }], take: 200, include: { owner: { select: { email: true } } } });
+  return (
+    <>
+      <PageTitle title="Payouts" subtitle="Owners' requests. Pay them outside Wellspring, then mark them paid with the payment reference." />
+      <Card>
+        {payouts.length === 0 ? <Empty>No payout requests.</Empty> : (
+          <table className="w-full text-sm" data-testid="admin-payouts">
+            <thead className="text-left text-xs uppercase tracking-wide text-slate-500"><tr><th className="pb-2">Requested (UTC)</th><th className="pb-2">Owner</th><th className="pb-2 text-right">Amount</th><th className="pb-2">Status</th><th className="pb-2" /></tr></thead>
+            <tbody>
+              {payouts.map((p) => (
+                <tr key={p.id} className="border-t border-slate-100 align-top">
+                  <td className="py-2 text-xs text-slate-500">{utc(p.requestedAt)}</td>
+                  <td className="py-2">{p.owner.email}</td>
+                  <td className="py-2 text-right tabular-nums">{usd(p.amountMicros)}</td>
+                  <td className="py-2 text-xs">{p.status === "requested" ? "pending" : `${p.status}${p.reference ? ` · ${p.reference}` : ""}`}</td>
+                  <td className="py-2">{p.status === "requested" && <DecidePayout payoutId={p.id} />}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Card>
+    </>
+  );
+}

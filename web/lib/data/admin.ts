@@ -1,0 +1,129 @@
+import "server-only";
+import { publishHubEvent } from "@wellspring/db/core";
+import { Ledger, Treasury } from "@wellspring/gateway";
+import { db, pool } from "../db";
+import { requireAdmin, type Actor } from "./actor";
+
+/** Rows per admin search. */
+export const ADMIN_SEARCH_ROWS = 50;
+
+export interface UserRow {
+  id: string;
+  email: string;
+  name: string | null;
+  status: string;
+  isOwner: boolean;
+  isAdmin: boolean;
+  availableMicros: bigint;
+  spentMicros: bigint;
+  createdAt: Date;
+}
+
+export interface AdminAgentRow {
+  id: string;
+  name: string;
+  ownerEmail: string;
+  status: string;
+  tier: string;
+  discountLane: boolean;
+  priceVer: number | null;
+  lastSeenAt: Date | null;
+}
+
+/** Users and agents whose email, name or id contains `q` (case-insensitive); newest first. */
+export async function searchAccounts(actor: Actor, q: string): Promise<{ users: UserRow[]; agents: AdminAgentRow[] }> {
+  requireAdmin(actor);
+  const term = q.trim();
+  const users = await db().user.findMany({
+    where: term ? { OR: [{ email: { contains: term, mode: "insensitive" } }, { name: { contains: term, mode: "insensitive" } }, { id: term }] } : {},
+    orderBy: { createdAt: "desc" },
+    take: ADMIN_SEARCH_ROWS,
+  });
+  const wallets = await db().wallet.findMany({ where: { userId: { in: users.map((u) => u.id) } } });
+  const byUser = new Map(wallets.map((w) => [w.userId, w]));
+  const agents = await db().agent.findMany({
+    where: term ? { OR: [{ id: term }, { name: { contains: term, mode: "insensitive" } }, { owner: { email: { contains: term, mode: "insensitive" } } }] } : {},
+    include: { owner: { select: { email: true } } },
+    orderBy: { createdAt: "desc" },
+    take: ADMIN_SEARCH_ROWS,
+  });
+  return {
+    users: users.map((u) => ({ id: u.id, email: u.email, name: u.name, status: u.status, isOwner: u.isOwner, isAdmin: u.isAdmin, availableMicros: byUser.get(u.id)?.availableMicros ?? 0n, spentMicros: byUser.get(u.id)?.spentMicros ?? 0n, createdAt: u.createdAt })),
+    agents: agents.map((a) => ({ id: a.id, name: a.name, ownerEmail: a.owner.email, status: a.status, tier: a.tier, discountLane: a.discountLane, priceVer: a.priceVer, lastSeenAt: a.lastSeenAt })),
+  };
+}
+
+/** Suspends or reactivates a user (never the acting admin). A suspended user's keys stop working within 5 s. */
+export async function setUserStatus(actor: Actor, userId: string, status: "active" | "suspended", note: string): Promise<boolean> {
+  requireAdmin(actor);
+  if (userId === actor.userId) throw new Error("You cannot suspend your own account.");
+  return db().$transaction(async (tx) => {
+    const n = await tx.user.updateMany({ where: { id: userId }, data: { status } });
+    if (n.count === 0) return false;
+    await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: `user.${status === "active" ? "reactivated" : "suspended"}`, subject: `user:${userId}`, detail: { note } } });
+    return true;
+  });
+}
+
+/** Sets an agent's tier or status (suspend / reactivate); applies on every gateway at once. */
+export async function setAgent(actor: Actor, agentId: string, change: { tier?: "S" | "A" | "discount"; status?: "active" | "suspended" }): Promise<boolean> {
+  requireAdmin(actor);
+  return db().$transaction(async (tx) => {
+    const n = await tx.agent.updateMany({ where: { id: agentId, status: { not: "revoked" } }, data: change });
+    if (n.count === 0) return false;
+    await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: "agent.updated", subject: `agent:${agentId}`, detail: change } });
+    await publishHubEvent(tx, { kind: "agent_changed", agentId });
+    return true;
+  });
+}
+
+export interface BatchRow {
+  id: string;
+  amountMicros: bigint;
+  codeCount: number;
+  redeemed: number;
+  note: string | null;
+  expiresAt: Date | null;
+  createdAt: Date;
+}
+
+export async function redemptionBatches(actor: Actor): Promise<BatchRow[]> {
+  requireAdmin(actor);
+  const r = await pool().query<{ id: string; amount: string; code_count: number; redeemed: string; note: string | null; expires_at: Date | null; created_at: Date }>(
+    `SELECT b.id, b.amount_micros::text AS amount, b.code_count, COUNT(c.redeemed_at)::text AS redeemed, b.note, b.expires_at, b.created_at
+     FROM redemption_batches b LEFT JOIN redemption_codes c ON c.batch_id = b.id GROUP BY b.id ORDER BY b.created_at DESC LIMIT 100`,
+  );
+  return r.rows.map((b) => ({ id: b.id, amountMicros: BigInt(b.amount), codeCount: b.code_count, redeemed: Number(b.redeemed), note: b.note, expiresAt: b.expires_at, createdAt: b.created_at }));
+}
+
+export async function createBatch(actor: Actor, input: { amountMicros: bigint; count: number; note: string; expiresAt: Date | null }): Promise<{ batchId: string; codes: string[] }> {
+  requireAdmin(actor);
+  return new Treasury(pool()).createRedemptionBatch(`user:${actor.userId}`, { amountMicros: input.amountMicros, count: input.count, note: input.note || undefined, expiresAt: input.expiresAt });
+}
+
+export interface SystemStatus {
+  currentPriceVer: number | null;
+  agents: { id: string; name: string; online: boolean; priceVer: number | null }[];
+  audit: { ok: boolean; problems: string[]; walletsChecked: number };
+  openFlags: number;
+  pendingPayouts: { count: number; amountMicros: bigint };
+}
+
+export async function systemStatus(actor: Actor): Promise<SystemStatus> {
+  requireAdmin(actor);
+  const [ver, agents, audit, openFlags, pending] = await Promise.all([
+    db().priceVersion.findFirst({ orderBy: { ver: "desc" }, select: { ver: true } }),
+    db().agent.findMany({ where: { status: { not: "revoked" } }, orderBy: { createdAt: "asc" }, take: 200 }),
+    new Ledger(pool()).audit(),
+    db().riskFlag.count({ where: { status: "open" } }),
+    db().payout.aggregate({ where: { status: "requested" }, _count: true, _sum: { amountMicros: true } }),
+  ]);
+  const now = Date.now();
+  return {
+    currentPriceVer: ver?.ver ?? null,
+    agents: agents.map((a) => ({ id: a.id, name: a.name, online: a.connectedSession !== null && a.lastSeenAt !== null && now - a.lastSeenAt.getTime() < 60_000, priceVer: a.priceVer })),
+    audit: { ok: audit.ok, problems: audit.problems, walletsChecked: audit.walletsChecked },
+    openFlags,
+    pendingPayouts: { count: pending._count, amountMicros: pending._sum.amountMicros ?? 0n },
+  };
+}
