@@ -48,3 +48,32 @@ export function FieldError({ id, message }: { id: string; message?: string }) {
   if (!message) return null;
   return <p id={id} role="alert" className="mt-1 text-xs text-red-600">{message}</p>;
 }
+
+/** A data table with a header row; columns marked `right` are right-aligned (numbers). */
+export function Table({ columns, testId, children }: { columns: (string | { label: string; right?: boolean })[]; testId?: string; children: ReactNode }) {
+  return (
+    <div className="overflow-x-auto">
+      <table className="w-full text-sm" data-testid={testId}>
+        <thead className="text-left text-xs uppercase tracking-wide text-slate-500">
+          <tr>
+            {columns.map((c, i) => {
+              const col = typeof c === "string" ? { label: c } : c;
+              return <th key={i} className={`pb-2 ${col.right ? "text-right" : ""}`}>{col.label}</th>;
+            })}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
+      </table>
+    </div>
+  );
+}
+
+/** One button posting fixed fields to a server action (revoke, pause, suspend, …). */
+export function ActionButton({ action, fields, label, ariaLabel, danger }: { action: (form: FormData) => Promise<void>; fields: Record<string, string>; label: string; ariaLabel?: string; danger?: boolean }) {
+  return (
+    <form action={action}>
+      {Object.entries(fields).map(([name, value]) => <input key={name} type="hidden" name={name} value={value} />)}
+      <button type="submit" aria-label={ariaLabel} className={`${quietButtonClass} ${danger ? "border-red-300 text-red-700 hover:bg-red-50" : ""}`}>{label}</button>
+    </form>
+  );
+}

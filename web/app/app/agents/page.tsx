@@ -2,7 +2,7 @@ import { redirect } from "next/navigation";
 import { requireActor } from "../../../lib/data/actor";
 import { listAgents } from "../../../lib/data/owner";
 import { utc } from "../../../lib/format";
-import { Card, Empty, PageTitle, quietButtonClass } from "../../ui";
+import { ActionButton, Card, Empty, PageTitle, Table } from "../../ui";
 import { agentSwitchAction } from "./actions";
 import { EnrollForm } from "./enroll-form";
 
@@ -23,11 +23,7 @@ export default async function AgentsPage() {
             {agents.length === 0 ? (
               <Empty>No agents yet. Create an enrollment command and run it where your keys are.</Empty>
             ) : (
-              <table className="w-full text-sm" data-testid="agents-table">
-                <thead className="text-left text-xs uppercase tracking-wide text-slate-500">
-                  <tr><th className="pb-2">Agent</th><th className="pb-2">State</th><th className="pb-2">Tier</th><th className="pb-2">Models</th><th className="pb-2" /></tr>
-                </thead>
-                <tbody>
+              <Table testId="agents-table" columns={["Agent", "State", "Tier", "Models", ""]}>
                   {agents.map((a) => (
                     <tr key={a.id} className="border-t border-slate-100 align-top">
                       <td className="py-2">
@@ -46,24 +42,13 @@ export default async function AgentsPage() {
                       <td className="py-2 text-xs text-slate-600">{a.models.length ? a.models.map((m) => m.split(":").slice(1).join(":")).join(", ") : "—"}</td>
                       <td className="space-y-1 py-2 text-right">
                         {(a.status === "active" || a.status === "paused") && (
-                          <form action={agentSwitchAction}>
-                            <input type="hidden" name="agentId" value={a.id} />
-                            <input type="hidden" name="what" value="pause" />
-                            <input type="hidden" name="on" value={String(a.status === "active")} />
-                            <button type="submit" className={quietButtonClass}>{a.status === "active" ? "Pause" : "Resume"}</button>
-                          </form>
+                          <ActionButton action={agentSwitchAction} fields={{ agentId: a.id, what: "pause", on: String(a.status === "active") }} label={a.status === "active" ? "Pause" : "Resume"} />
                         )}
-                        <form action={agentSwitchAction}>
-                          <input type="hidden" name="agentId" value={a.id} />
-                          <input type="hidden" name="what" value="lane" />
-                          <input type="hidden" name="on" value={String(!a.discountLane)} />
-                          <button type="submit" className={quietButtonClass}>{a.discountLane ? "Leave discount lane" : "Join discount lane"}</button>
-                        </form>
+                        <ActionButton action={agentSwitchAction} fields={{ agentId: a.id, what: "lane", on: String(!a.discountLane) }} label={a.discountLane ? "Leave discount lane" : "Join discount lane"} />
                       </td>
                     </tr>
                   ))}
-                </tbody>
-              </table>
+              </Table>
             )}
           </Card>
         </div>

@@ -2,7 +2,7 @@ import { redirect } from "next/navigation";
 import { requireActor } from "../../../lib/data/actor";
 import { earnings } from "../../../lib/data/owner";
 import { count, usd, utc } from "../../../lib/format";
-import { Card, Empty, PageTitle, Stat } from "../../ui";
+import { Card, Empty, PageTitle, Stat, Table } from "../../ui";
 import { SpendChart } from "../spend-chart";
 import { PayoutForm } from "./payout-form";
 
@@ -52,9 +52,7 @@ export default async function EarningsPage() {
             {e.payouts.length === 0 ? (
               <Empty>No payouts yet.</Empty>
             ) : (
-              <table className="w-full text-sm" data-testid="payouts-table">
-                <thead className="text-left text-xs uppercase tracking-wide text-slate-500"><tr><th className="pb-2">Requested (UTC)</th><th className="pb-2">Amount</th><th className="pb-2">Status</th><th className="pb-2">Reference</th></tr></thead>
-                <tbody>
+              <Table testId="payouts-table" columns={["Requested (UTC)", "Amount", "Status", "Reference"]}>
                   {e.payouts.map((p) => (
                     <tr key={p.id} className="border-t border-slate-100">
                       <td className="py-2 text-xs text-slate-500">{utc(p.requestedAt)}</td>
@@ -63,8 +61,7 @@ export default async function EarningsPage() {
                       <td className="py-2 font-mono text-xs">{p.reference ?? "—"}</td>
                     </tr>
                   ))}
-                </tbody>
-              </table>
+                </Table>
             )}
           </Card>
         </div>

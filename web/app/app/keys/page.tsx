@@ -1,7 +1,7 @@
 import { requireActor } from "../../../lib/data/actor";
 import { listKeys } from "../../../lib/data/keys";
 import { usd, utc, utcDate } from "../../../lib/format";
-import { Card, Empty, PageTitle, quietButtonClass } from "../../ui";
+import { ActionButton, Card, Empty, PageTitle, Table } from "../../ui";
 import { revokeKeyAction } from "./actions";
 import { CreateKeyForm } from "./create-key-form";
 
@@ -20,11 +20,7 @@ export default async function KeysPage() {
             {keys.length === 0 ? (
               <Empty>No keys yet. Create one to make your first call.</Empty>
             ) : (
-              <table className="w-full text-sm" data-testid="keys-table">
-                <thead className="text-left text-xs uppercase tracking-wide text-slate-500">
-                  <tr><th className="pb-2">Name</th><th className="pb-2">Key</th><th className="pb-2">Limits</th><th className="pb-2">Last used</th><th className="pb-2" /></tr>
-                </thead>
-                <tbody>
+              <Table testId="keys-table" columns={["Name", "Key", "Limits", "Last used", ""]}>
                   {keys.map((k) => (
                     <tr key={k.id} className="border-t border-slate-100 align-top">
                       <td className="py-2 font-medium">{k.name}{k.status === "revoked" && <span className="ml-2 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-500">revoked</span>}</td>
@@ -37,17 +33,11 @@ export default async function KeysPage() {
                       </td>
                       <td className="py-2 text-xs text-slate-500">{k.lastUsedAt ? utc(k.lastUsedAt) : "never"}</td>
                       <td className="py-2 text-right">
-                        {k.status === "active" && (
-                          <form action={revokeKeyAction}>
-                            <input type="hidden" name="keyId" value={k.id} />
-                            <button type="submit" className={quietButtonClass} aria-label={`Revoke ${k.name}`}>Revoke</button>
-                          </form>
-                        )}
+                        {k.status === "active" && <ActionButton action={revokeKeyAction} fields={{ keyId: k.id }} label="Revoke" ariaLabel={`Revoke ${k.name}`} danger />}
                       </td>
                     </tr>
                   ))}
-                </tbody>
-              </table>
+              </Table>
             )}
           </Card>
           <div className="mt-6">

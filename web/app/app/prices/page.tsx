@@ -1,7 +1,7 @@
 import { requireActor } from "../../../lib/data/actor";
 import { myPrices, priceHistory } from "../../../lib/data/prices";
 import { utc } from "../../../lib/format";
-import { Card, Empty, PageTitle } from "../../ui";
+import { Card, Empty, PageTitle, Table } from "../../ui";
 
 export const metadata = { title: "Prices — Wellspring" };
 
@@ -24,11 +24,7 @@ export default async function PricesPage() {
         <div className="grid gap-6 lg:grid-cols-3">
           <div className="lg:col-span-2">
             <Card title={`Your prices — official version ${mine.ver}, plan ${mine.plan}`}>
-              <table className="w-full text-sm" data-testid="my-prices">
-                <thead className="text-left text-xs uppercase tracking-wide text-slate-500">
-                  <tr><th className="pb-2">Model</th><th className="pb-2 text-right">Input / 1M</th><th className="pb-2 text-right">Output / 1M</th><th className="pb-2 text-right">Cached input / 1M</th><th className="pb-2 text-right">Other</th></tr>
-                </thead>
-                <tbody>
+              <Table testId="my-prices" columns={["Model", { label: "Input / 1M", right: true }, { label: "Output / 1M", right: true }, { label: "Cached input / 1M", right: true }, { label: "Other", right: true }]}>
                   {mine.rows.map((r) => (
                     <tr key={`${r.provider}:${r.model}`} className="border-t border-slate-100" data-testid={`price-${r.model}`}>
                       <td className="py-1.5"><span className="font-mono text-xs">{r.model}</span> <span className="text-xs text-slate-400">{r.provider}</span></td>
@@ -42,8 +38,7 @@ export default async function PricesPage() {
                       </td>
                     </tr>
                   ))}
-                </tbody>
-              </table>
+                </Table>
             </Card>
           </div>
           <Card title="Official versions">

@@ -3,7 +3,7 @@ import { requireActor } from "../../../lib/data/actor";
 import { listKeys } from "../../../lib/data/keys";
 import { usagePage, USAGE_PAGE_ROWS, type UsageFilter } from "../../../lib/data/usage";
 import { count, usd, utc } from "../../../lib/format";
-import { Card, Empty, PageTitle, buttonClass, inputClass, quietButtonClass } from "../../ui";
+import { Card, Empty, PageTitle, buttonClass, inputClass, quietButtonClass, Table } from "../../ui";
 
 export const metadata = { title: "Usage — Wellspring" };
 
@@ -56,11 +56,7 @@ export default async function UsagePage({ searchParams }: { searchParams: Promis
           <Empty>No requests match.</Empty>
         ) : (
           <div className="overflow-x-auto">
-            <table className="w-full text-sm" data-testid="usage-table">
-              <thead className="text-left text-xs uppercase tracking-wide text-slate-500">
-                <tr><th className="pb-2">Time (UTC)</th><th className="pb-2">Key</th><th className="pb-2">Model</th><th className="pb-2">Status</th><th className="pb-2 text-right">Input</th><th className="pb-2 text-right">Output</th><th className="pb-2 text-right">Charge</th><th className="pb-2 text-right">Duration</th></tr>
-              </thead>
-              <tbody>
+            <Table testId="usage-table" columns={["Time (UTC)", "Key", "Model", "Status", { label: "Input", right: true }, { label: "Output", right: true }, { label: "Charge", right: true }, { label: "Duration", right: true }]}>
                 {rows.map((r) => (
                   <tr key={r.id} className="border-t border-slate-100">
                     <td className="py-2 whitespace-nowrap text-xs text-slate-500">{utc(r.startedAt)}</td>
@@ -73,8 +69,7 @@ export default async function UsagePage({ searchParams }: { searchParams: Promis
                     <td className="py-2 text-right tabular-nums text-slate-500">{count(r.durationMs)} ms</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
+              </Table>
           </div>
         )}
         <div className="mt-4 flex justify-between text-sm">

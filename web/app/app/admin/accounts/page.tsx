@@ -2,7 +2,7 @@ import { redirect } from "next/navigation";
 import { requireActor } from "../../../../lib/data/actor";
 import { searchAccounts } from "../../../../lib/data/admin";
 import { usd, utc } from "../../../../lib/format";
-import { buttonClass, Card, Empty, inputClass, PageTitle, quietButtonClass } from "../../../ui";
+import { ActionButton, buttonClass, Card, Empty, inputClass, PageTitle, quietButtonClass, Table } from "../../../ui";
 import { agentAction, userStatusAction } from "./actions";
 
 export const metadata = { title: "Users and agents — Wellspring admin" };
@@ -21,9 +21,7 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
       </form>
       <Card title={`Users (${users.length})`}>
         {users.length === 0 ? <Empty>No user matches.</Empty> : (
-          <table className="w-full text-sm" data-testid="admin-users">
-            <thead className="text-left text-xs uppercase tracking-wide text-slate-500"><tr><th className="pb-2">User</th><th className="pb-2">Roles</th><th className="pb-2 text-right">Balance</th><th className="pb-2 text-right">Spent</th><th className="pb-2">Status</th><th className="pb-2" /></tr></thead>
-            <tbody>
+          <Table testId="admin-users" columns={["User", "Roles", { label: "Balance", right: true }, { label: "Spent", right: true }, "Status", ""]}>
               {users.map((u) => (
                 <tr key={u.id} className="border-t border-slate-100" data-testid={`user-${u.email}`}>
                   <td className="py-2"><div>{u.email}</div><div className="font-mono text-xs text-slate-500">{u.id} · since {utc(u.createdAt)}</div></td>
@@ -33,25 +31,18 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
                   <td className="py-2 text-xs">{u.status}</td>
                   <td className="py-2 text-right">
                     {u.id !== actor.userId && (
-                      <form action={userStatusAction}>
-                        <input type="hidden" name="userId" value={u.id} />
-                        <input type="hidden" name="status" value={u.status === "active" ? "suspended" : "active"} />
-                        <button type="submit" className={quietButtonClass}>{u.status === "active" ? "Suspend" : "Reactivate"}</button>
-                      </form>
+                      <ActionButton action={userStatusAction} fields={{ userId: u.id, status: u.status === "active" ? "suspended" : "active" }} label={u.status === "active" ? "Suspend" : "Reactivate"} danger={u.status === "active"} />
                     )}
                   </td>
                 </tr>
               ))}
-            </tbody>
-          </table>
+          </Table>
         )}
       </Card>
       <div className="mt-6">
         <Card title={`Agents (${agents.length})`}>
           {agents.length === 0 ? <Empty>No agent matches.</Empty> : (
-            <table className="w-full text-sm" data-testid="admin-agents">
-              <thead className="text-left text-xs uppercase tracking-wide text-slate-500"><tr><th className="pb-2">Agent</th><th className="pb-2">Owner</th><th className="pb-2">Tier</th><th className="pb-2">Status</th><th className="pb-2" /></tr></thead>
-              <tbody>
+            <Table testId="admin-agents" columns={["Agent", "Owner", "Tier", "Status", ""]}>
                 {agents.map((a) => (
                   <tr key={a.id} className="border-t border-slate-100" data-testid={`agent-${a.id}`}>
                     <td className="py-2"><div>{a.name}</div><div className="font-mono text-xs text-slate-500">{a.id}{a.priceVer ? ` · prices v${a.priceVer}` : ""}</div></td>
@@ -69,17 +60,12 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
                     <td className="py-2 text-xs">{a.status}</td>
                     <td className="py-2 text-right">
                       {a.status !== "revoked" && (
-                        <form action={agentAction}>
-                          <input type="hidden" name="agentId" value={a.id} />
-                          <input type="hidden" name="status" value={a.status === "suspended" ? "active" : "suspended"} />
-                          <button type="submit" className={quietButtonClass}>{a.status === "suspended" ? "Reactivate" : "Suspend"}</button>
-                        </form>
+                        <ActionButton action={agentAction} fields={{ agentId: a.id, status: a.status === "suspended" ? "active" : "suspended" }} label={a.status === "suspended" ? "Reactivate" : "Suspend"} danger={a.status !== "suspended"} />
                       )}
                     </td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
+            </Table>
           )}
         </Card>
       </div>

@@ -2,7 +2,7 @@ import { redirect } from "next/navigation";
 import { requireActor } from "../../../../lib/data/actor";
 import { redemptionBatches } from "../../../../lib/data/admin";
 import { count, usd, utc, utcDate } from "../../../../lib/format";
-import { Card, Empty, PageTitle } from "../../../ui";
+import { Card, Empty, PageTitle, Table } from "../../../ui";
 import { BatchForm } from "./batch-form";
 
 export const metadata = { title: "Redemption codes — Wellspring admin" };
@@ -19,9 +19,7 @@ export default async function CodesPage() {
         <div className="lg:col-span-2">
           <Card title="Batches">
             {batches.length === 0 ? <Empty>No batches yet.</Empty> : (
-              <table className="w-full text-sm" data-testid="batches">
-                <thead className="text-left text-xs uppercase tracking-wide text-slate-500"><tr><th className="pb-2">Created (UTC)</th><th className="pb-2 text-right">Value</th><th className="pb-2 text-right">Redeemed</th><th className="pb-2">Expires</th><th className="pb-2">Note</th></tr></thead>
-                <tbody>
+              <Table testId="batches" columns={["Created (UTC)", { label: "Value", right: true }, { label: "Redeemed", right: true }, "Expires", "Note"]}>
                   {batches.map((b) => (
                     <tr key={b.id} className="border-t border-slate-100">
                       <td className="py-2 text-xs text-slate-500">{utc(b.createdAt)}</td>
@@ -31,8 +29,7 @@ export default async function CodesPage() {
                       <td className="py-2 text-xs text-slate-600">{b.note ?? ""}</td>
                     </tr>
                   ))}
-                </tbody>
-              </table>
+                </Table>
             )}
           </Card>
         </div>

@@ -2,7 +2,7 @@ import { redirect } from "next/navigation";
 import { requireActor } from "../../../../lib/data/actor";
 import { db } from "../../../../lib/db";
 import { usd, utc } from "../../../../lib/format";
-import { Card, Empty, PageTitle } from "../../../ui";
+import { Card, Empty, PageTitle, Table } from "../../../ui";
 import { DecidePayout } from "./decide-payout";
 
 export const metadata = { title: "Payouts — Wellspring admin" };
@@ -16,9 +16,7 @@ export default async function PayoutsPage() {
       <PageTitle title="Payouts" subtitle="Owners' requests. Pay them outside Wellspring, then mark them paid with the payment reference." />
       <Card>
         {payouts.length === 0 ? <Empty>No payout requests.</Empty> : (
-          <table className="w-full text-sm" data-testid="admin-payouts">
-            <thead className="text-left text-xs uppercase tracking-wide text-slate-500"><tr><th className="pb-2">Requested (UTC)</th><th className="pb-2">Owner</th><th className="pb-2 text-right">Amount</th><th className="pb-2">Status</th><th className="pb-2" /></tr></thead>
-            <tbody>
+          <Table testId="admin-payouts" columns={["Requested (UTC)", "Owner", { label: "Amount", right: true }, "Status", ""]}>
               {payouts.map((p) => (
                 <tr key={p.id} className="border-t border-slate-100 align-top">
                   <td className="py-2 text-xs text-slate-500">{utc(p.requestedAt)}</td>
@@ -28,8 +26,7 @@ export default async function PayoutsPage() {
                   <td className="py-2">{p.status === "requested" && <DecidePayout payoutId={p.id} />}</td>
                 </tr>
               ))}
-            </tbody>
-          </table>
+            </Table>
         )}
       </Card>
     </>

@@ -2,7 +2,7 @@ import { redirect } from "next/navigation";
 import { requireActor } from "../../../../lib/data/actor";
 import { flagQueue } from "../../../../lib/data/risk";
 import { utc } from "../../../../lib/format";
-import { Card, Empty, PageTitle } from "../../../ui";
+import { Card, Empty, PageTitle, Table } from "../../../ui";
 import { DecideForm } from "./decide-form";
 
 export const metadata = { title: "Risk review — Wellspring admin" };
@@ -43,9 +43,7 @@ export default async function RiskPage() {
           {decided.length === 0 ? (
             <Empty>No decisions yet.</Empty>
           ) : (
-            <table className="w-full text-sm" data-testid="decided-flags">
-              <thead className="text-left text-xs uppercase tracking-wide text-slate-500"><tr><th className="pb-2">Flag</th><th className="pb-2">Subject</th><th className="pb-2">Decision</th><th className="pb-2">Note</th><th className="pb-2">When (UTC)</th></tr></thead>
-              <tbody>
+            <Table testId="decided-flags" columns={["Flag", "Subject", "Decision", "Note", "When (UTC)"]}>
                 {decided.map((f) => (
                   <tr key={f.id} className="border-t border-slate-100">
                     <td className="py-2">{f.kind.replaceAll("_", " ")}</td>
@@ -55,8 +53,7 @@ export default async function RiskPage() {
                     <td className="py-2 text-xs text-slate-500">{f.decidedAt ? utc(f.decidedAt) : ""}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
+              </Table>
           )}
         </Card>
       </div>
