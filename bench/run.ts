@@ -12,9 +12,14 @@ import { join } from "node:path";
 import { newId } from "@wellspring/db";
 import { issueKey } from "../gateway/src/api/keys.ts";
 import { fund, startStack } from "../e2e/stack/harness.ts";
+import { startNginx } from "./nginx.ts";
+import { writePerformanceDoc } from "./report.ts";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
 const WARMUP = 200;
+/** S2: concurrency levels, and requests sent at each. */
+const S2_LEVELS = [1, 8, 32, 128, 256];
+const S2_REQUESTS = Number(process.env.BENCH_S2_REQUESTS ?? 3000);
 /** Concurrent clients in the billing-under-load scenario, and requests each sends. */
 const LOAD_CLIENTS = 100;
 const LOAD_REQUESTS_PER_CLIENT = Number(process.env.BENCH_LOAD_REQUESTS ?? 20);
@@ -43,6 +48,19 @@ async function measure(origin: string, key: string, n: number): Promise<number[]
   return out.sort((a, b) => a - b);
 }
 
+interface Throughput {
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** S2: `total` requests spread over `concurrency` clients; requests per second and latency. */
+async function throughput(origin: string, key: string, concurrency: number, total: number): Promise<Throughput> {
+  const perClient = Math.max(1, Math.floor(total / concurrency));
+  const r = await load(origin, Array.from({ length: concurrency }, () => key), perClient);
+  return { requestsPerSecond: Math.round(r.latencies.length / r.seconds), p50Ms: +percentile(r.latencies, 50).toFixed(2), p99Ms: +percentile(r.latencies, 99).toFixed(2) };
+}
+
 /** `clients` concurrent clients, each with its key, each sending `perClient` requests back to back. */
 async function load(origin: string, keys: string[], perClient: number): Promise<{ latencies: number[]; seconds: number }> {
   const started = process.hrtime.bigint();
@@ -56,14 +74,33 @@ const ratio = (xs: number[], base: number[]) => ({ p50: +(percentile(xs, 50) / p
 
 let direct: number[];
 let tunnel: number[];
+let viaNginx: number[] | null = null;
+const s2: { concurrency: number; direct: Throughput; nginx: Throughput | null; wellspring: Throughput }[] = [];
 let oneWallet: Awaited<ReturnType<typeof load>>;
 let manyWallets: Awaited<ReturnType<typeof load>>;
 const stack = await startStack();
 try {
   await measure(stack.mock.origin, stack.apiKey, WARMUP);
   await measure(stack.baseUrl, stack.apiKey, WARMUP);
-  direct = await measure(stack.mock.origin, stack.apiKey, REQUESTS);
-  tunnel = await measure(stack.baseUrl, stack.apiKey, REQUESTS);
+  const nginx = await startNginx(stack.mock.origin);
+  try {
+    direct = await measure(stack.mock.origin, stack.apiKey, REQUESTS);
+    if (nginx) {
+      await measure(nginx.origin, stack.apiKey, WARMUP);
+      viaNginx = await measure(nginx.origin, stack.apiKey, REQUESTS);
+    }
+    tunnel = await measure(stack.baseUrl, stack.apiKey, REQUESTS);
+    for (const c of S2_LEVELS) {
+      s2.push({
+        concurrency: c,
+        direct: await throughput(stack.mock.origin, stack.apiKey, c, S2_REQUESTS),
+        nginx: nginx ? await throughput(nginx.origin, stack.apiKey, c, S2_REQUESTS) : null,
+        wellspring: await throughput(stack.baseUrl, stack.apiKey, c, S2_REQUESTS),
+      });
+    }
+  } finally {
+    await nginx?.stop();
+  }
   // Billing under load: 100 concurrent clients sharing one wallet (one key), then 100 wallets.
   oneWallet = await load(stack.baseUrl, Array.from({ length: LOAD_CLIENTS }, () => stack.apiKey), LOAD_REQUESTS_PER_CLIENT);
   const keys: string[] = [];
@@ -91,9 +128,12 @@ const result = {
   requests: REQUESTS,
   machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
   directMs: row(direct),
+  nginxMs: viaNginx ? row(viaNginx) : null,
   tunnelMs: row(tunnel),
   addedMs: added(tunnel, direct),
   ratio: ratio(tunnel, direct),
+  nginxAddedMs: viaNginx ? added(viaNginx, direct) : null,
+  ratioToNginx: viaNginx ? ratio(tunnel, viaNginx) : null,
   tunnelBillingOffMs: row(unbilled),
   billingAddsMs: added(tunnel, unbilled),
   billingUnderLoad: {
@@ -101,9 +141,19 @@ const result = {
     oneWallet: { ...row(oneWallet.latencies), requestsPerSecond: Math.round(oneWallet.latencies.length / oneWallet.seconds) },
     hundredWallets: { ...row(manyWallets.latencies), requestsPerSecond: Math.round(manyWallets.latencies.length / manyWallets.seconds) },
   },
+  s2: {
+    scenario: `S2: ${S2_REQUESTS} small non-streaming calls per concurrency level, billing on`,
+    levels: s2,
+    bestRequestsPerSecond: {
+      direct: Math.max(...s2.map((l) => l.direct.requestsPerSecond)),
+      nginx: s2.every((l) => l.nginx) ? Math.max(...s2.map((l) => l.nginx!.requestsPerSecond)) : null,
+      wellspring: Math.max(...s2.map((l) => l.wellspring.requestsPerSecond)),
+    },
+  },
   at: new Date().toISOString(),
 };
 console.log(JSON.stringify(result, null, 2));
 await mkdir(join(import.meta.dirname, "results"), { recursive: true });
 await writeFile(join(import.meta.dirname, "results", "latest.json"), JSON.stringify(result, null, 2) + "\n");
+await writePerformanceDoc(result);
 process.exit(0);
