@@ -18,7 +18,12 @@ export interface BenchResult {
   tunnelBillingOffMs: Pct;
   billingAddsMs: { p50: number; p99: number };
   billingUnderLoad: { scenario: string; oneWallet: Pct & { requestsPerSecond: number }; hundredWallets: Pct & { requestsPerSecond: number } };
-  s2: { scenario: string; levels: { concurrency: number; direct: Tp; nginx: Tp | null; wellspring: Tp }[]; bestRequestsPerSecond: { direct: number; nginx: number | null; wellspring: number } };
+  s2: {
+    scenario: string;
+    levels: { concurrency: number; direct: Tp; nginx: Tp | null; wellspring: Tp }[];
+    cpuSecondsPer1000Requests: { concurrency: number; byProcess: Record<string, number> | null };
+    bestRequestsPerSecond: { direct: number; nginx: number | null; wellspring: number };
+  };
   at: string;
 }
 
@@ -57,6 +62,12 @@ export async function writePerformanceDoc(r: BenchResult): Promise<void> {
     "",
     `Best: direct ${best.direct} req/s, nginx ${best.nginx ?? "—"} req/s, Wellspring ${best.wellspring} req/s — ${best.nginx ? `${Math.round((best.wellspring / best.nginx) * 100)}% of nginx` : ""}, ${Math.round((best.wellspring / best.direct) * 100)}% of direct.`,
     `Target: ≥ 50% of nginx (${best.nginx ? met(best.wellspring >= best.nginx / 2) : "not measured"}).`,
+    "",
+    `CPU-seconds per 1,000 Wellspring requests at concurrency ${r.s2.cpuSecondsPer1000Requests.concurrency} (where the time goes):`,
+    "",
+    "| process | CPU-s / 1,000 requests |",
+    "|---|---|",
+    ...Object.entries(r.s2.cpuSecondsPer1000Requests.byProcess ?? {}).map(([k, v]) => `| ${k} | ${v.toFixed(3)} |`),
     "",
     "## S6 — billing under load",
     "",

@@ -13,6 +13,7 @@ import { newId } from "@wellspring/db";
 import { issueKey } from "../gateway/src/api/keys.ts";
 import { fund, startStack } from "../e2e/stack/harness.ts";
 import { startNginx } from "./nginx.ts";
+import { cpuSeconds, pidsNamed, processTree } from "../e2e/stack/procfs.ts";
 import { writePerformanceDoc } from "./report.ts";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
@@ -76,6 +77,9 @@ let direct: number[];
 let tunnel: number[];
 let viaNginx: number[] | null = null;
 const s2: { concurrency: number; direct: Throughput; nginx: Throughput | null; wellspring: Throughput }[] = [];
+/** CPU-seconds per 1,000 requests of each process, measured over the S2 run at CPU_CONCURRENCY. */
+const CPU_CONCURRENCY = 32;
+let cpuPer1000: Record<string, number> | null = null;
 let oneWallet: Awaited<ReturnType<typeof load>>;
 let manyWallets: Awaited<ReturnType<typeof load>>;
 const stack = await startStack();
@@ -91,12 +95,24 @@ try {
     }
     tunnel = await measure(stack.baseUrl, stack.apiKey, REQUESTS);
     for (const c of S2_LEVELS) {
-      s2.push({
-        concurrency: c,
-        direct: await throughput(stack.mock.origin, stack.apiKey, c, S2_REQUESTS),
-        nginx: nginx ? await throughput(nginx.origin, stack.apiKey, c, S2_REQUESTS) : null,
-        wellspring: await throughput(stack.baseUrl, stack.apiKey, c, S2_REQUESTS),
-      });
+      const directTp = await throughput(stack.mock.origin, stack.apiKey, c, S2_REQUESTS);
+      const nginxTp = nginx ? await throughput(nginx.origin, stack.apiKey, c, S2_REQUESTS) : null;
+      const groups = {
+        gateway: await processTree(stack.gateway.child.pid!),
+        agent: await processTree(stack.agent.child.pid!),
+        postgres: await pidsNamed("postgres"),
+      };
+      const before = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, p]) => [k, await cpuSeconds(p)] as const)));
+      const selfBefore = process.cpuUsage();
+      const wellspringTp = await throughput(stack.baseUrl, stack.apiKey, c, S2_REQUESTS);
+      if (c === CPU_CONCURRENCY) {
+        const n = Math.max(1, Math.floor(S2_REQUESTS / c)) * c;
+        const self = process.cpuUsage(selfBefore);
+        cpuPer1000 = { "client + mock provider (bench process)": ((self.user + self.system) / 1e6 / n) * 1000 };
+        for (const [k, p] of Object.entries(groups)) cpuPer1000[k] = (((await cpuSeconds(p)) - before[k]!) / n) * 1000;
+        for (const k of Object.keys(cpuPer1000)) cpuPer1000[k] = +cpuPer1000[k]!.toFixed(3);
+      }
+      s2.push({ concurrency: c, direct: directTp, nginx: nginxTp, wellspring: wellspringTp });
     }
   } finally {
     await nginx?.stop();
@@ -144,6 +160,7 @@ const result = {
   s2: {
     scenario: `S2: ${S2_REQUESTS} small non-streaming calls per concurrency level, billing on`,
     levels: s2,
+    cpuSecondsPer1000Requests: { concurrency: CPU_CONCURRENCY, byProcess: cpuPer1000 },
     bestRequestsPerSecond: {
       direct: Math.max(...s2.map((l) => l.direct.requestsPerSecond)),
       nginx: s2.every((l) => l.nginx) ? Math.max(...s2.map((l) => l.nginx!.requestsPerSecond)) : null,

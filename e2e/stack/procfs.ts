@@ -54,3 +54,26 @@ export async function socketCount(pid: number): Promise<number> {
   }
   return n;
 }
+
+/** User + system CPU seconds used so far by these processes (from /proc/<pid>/stat; clock ticks of 10 ms). */
+export async function cpuSeconds(pids: number[]): Promise<number> {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+    // Fields after the parenthesised command name: state is field 3; utime and stime are fields 14 and 15.
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(rest[11] ?? 0) + Number(rest[12] ?? 0);
+  }
+  return ticks / 100;
+}
+
+/** Pids of every process whose command name is `comm` (e.g. the PostgreSQL server's backends). */
+export async function pidsNamed(comm: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const name = await readFile(`/proc/${entry}/comm`, "utf8").catch(() => "");
+    if (name.trim() === comm) out.push(Number(entry));
+  }
+  return out;
+}
