@@ -18,6 +18,7 @@ import { Ledger } from "./billing/ledger.ts";
 import { PriceBook, type PriceTable } from "./billing/price_book.ts";
 import { Tariffs } from "./billing/tariffs.ts";
 import { Treasury } from "./billing/treasury.ts";
+import { SettlementBatcher } from "./billing/settlement_batcher.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
 import { adminTokenHash, handleAdmin } from "./api/admin.ts";
 import { HubEventListener } from "./hub_events.ts";
@@ -108,7 +109,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const tariffs = new Tariffs(db);
   const ledger = new Ledger(recordsPool);
   const treasury = new Treasury(recordsPool);
-  const billing = opts.billing ? { ...opts.billing, ledger, prices, tariffs } : null;
+  const settlements = new SettlementBatcher(ledger, log);
+  const billing = opts.billing ? { ...opts.billing, ledger, settlements, prices, tariffs } : null;
   log.info("gateway.billing", { mode: billing ? "on" : "off" });
   const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
   const adminDeps = { db, pool: recordsPool, ledger, treasury, prices, registry, tokenHash: adminTokenHash(opts.adminToken) };
@@ -289,6 +291,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       const agentClosed = new Promise<void>((resolve) => agentServer.close(() => resolve()));
       agentServer.closeAllConnections();
       await agentClosed;
+      await settlements.drain();
       await records.flush();
       await events.close();
       await recordsPool.end();

@@ -17,6 +17,7 @@ import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { EndCause, RecordWriter } from "./records.ts";
 import { createUsageTap, type Usage, type UsageTap } from "../billing/usage_tap.ts";
 import type { Ledger } from "../billing/ledger.ts";
+import type { SettlementBatcher } from "../billing/settlement_batcher.ts";
 import type { PriceBook, PricedModel } from "../billing/price_book.ts";
 import { officialCostMicros, ownerEarningMicros } from "../billing/pricing.ts";
 import { planChargeMicros, type PlanView, type Tariffs, type Tier } from "../billing/tariffs.ts";
@@ -25,6 +26,8 @@ import { chargeBasis } from "../billing/charge_rules.ts";
 
 export interface Billing {
   ledger: Ledger;
+  /** Writes settlements in small batches, off the request path. */
+  settlements: SettlementBatcher;
   prices: PriceBook;
   tariffs: Tariffs;
   /** Output cap assumed for the reservation when a request sets none, tokens. */
@@ -195,8 +198,8 @@ class ProxyExchange {
     const earned = ownerEarningMicros(official, priced.tierBps);
     const ownerId = this.conn?.ownerId ?? null;
     const earningMicros = ownerId === null ? 0n : earned < chargeMicros ? earned : chargeMicros;
-    void billing.ledger
-      .settle(this.requestId, { chargeMicros, ownerId, ownerEarningMicros: earningMicros, usage: basis.usage, estimated: basis.estimated, endCause: cause })
+    void billing.settlements
+      .settle(this.principal!.userId, this.model!, this.requestId, { chargeMicros, ownerId, ownerEarningMicros: earningMicros, usage: basis.usage, estimated: basis.estimated, endCause: cause })
       .catch((error: unknown) => this.deps.log.error("billing.settle_failed", { requestId: this.requestId, error }));
     return { usage: basis.usage, estimated: basis.estimated, chargeMicros, earningMicros };
   }

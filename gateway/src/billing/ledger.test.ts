@@ -9,6 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { Ledger } from "./ledger.ts";
+import { SettlementBatcher } from "./settlement_batcher.ts";
+import { createLogger } from "../log.ts";
 import { formatMicros, officialCostMicros, ownerEarningMicros, TIER_BPS, userChargeMicros } from "./pricing.ts";
 
 let database: TestDatabase;
@@ -129,4 +131,29 @@ describe("pricing", () => {
       expect(userChargeMicros(cost, plan) * 10_000n >= cost * plan).toBe(true);
     }), { numRuns: 2000 });
   });
+
+  it("batched settlements from several gateways at once: each request charged once, no deadlock lost, books balanced", async () => {
+    const users = Array.from({ length: 6 }, () => newId("usr"));
+    for (const u of users) await ledger.credit(u, 10_000_000n, "grant", `grant:batch:${u}`);
+    const owner = newId("usr");
+    const ids = Array.from({ length: 600 }, (_, i) => ({ id: `req_batch_${i}_${users[0]}`, user: users[i % users.length]!, model: ["m1", "m2", "m3"][i % 3]!, charge: BigInt(100 + (i % 7) * 50) }));
+    for (const r of ids) expect(await ledger.reserve(r.id, r.user, 1_000n, { priceVer: 1, planId: "plan_standard", api: "openai", model: r.model, agentId: null, ownerId: owner, tier: "A", tierBps: 7_000 })).toBe("reserved");
+    // Three "gateways", each with its own batcher and pool, settle overlapping subsets concurrently (so every
+    // request is settled two or three times); batches interleave users and models in every order.
+    const log = createLogger({ proc: "test" }, "error");
+    const pools = [0, 1, 2].map(() => new pg.Pool({ connectionString: database.url, max: 4 }));
+    const batchers = pools.map((p) => new SettlementBatcher(new Ledger(p), log));
+    const settled = await Promise.all(ids.flatMap((r, i) =>
+      batchers.filter((_, g) => g !== i % 3 || i % 2 === 0).map((b) =>
+        b.settle(r.user, r.model, r.id, { chargeMicros: r.charge, ownerId: owner, ownerEarningMicros: (r.charge * 7n) / 10n }))));
+    await Promise.all(batchers.map((b) => b.drain()));
+    await Promise.all(pools.map((p) => p.end()));
+    const charged = settled.filter((x) => x.outcome === "settled");
+    expect(charged).toHaveLength(ids.length);
+    expect(settled.filter((x) => x.outcome !== "settled" && x.outcome !== "already_settled")).toEqual([]);
+    const journal = await pool.query<{ n: string }>("SELECT COUNT(*)::text AS n FROM journal_entries WHERE kind = 'usage' AND request_id LIKE 'req_batch_%'");
+    expect(Number(journal.rows[0]!.n)).toBe(ids.length);
+    const report = await ledger.audit();
+    expect(report.problems).toEqual([]);
+  }, 60_000);
 });

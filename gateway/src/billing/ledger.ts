@@ -124,6 +124,39 @@ export class Ledger {
     return { outcome: row.outcome as "already_settled" | "unknown_request" };
   }
 
+  /**
+   * Settles many reservations in one round trip (one statement, one transaction). Items are settled in the
+   * order given; callers order them by user so concurrent batches lock wallets in the same order.
+   */
+  async settleMany(items: readonly { requestId: string; settlement: Settlement }[]): Promise<SettleResult[]> {
+    for (const { settlement: s } of items) {
+      if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n) throw new RangeError("charge and earning must not be negative");
+    }
+    const col = <T>(f: (s: Settlement, id: string) => T) => items.map((i) => f(i.settlement, i.requestId));
+    const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
+      `SELECT s.outcome, s.charged::text, s.released::text
+       FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::int[], $8::bool[], $9::"EndCause"[])
+         WITH ORDINALITY AS x(request_id, charge, owner_id, earning, input_tokens, output_tokens, cached_tokens, estimated, end_cause, ord)
+       CROSS JOIN LATERAL wellspring_settle(x.request_id, x.charge, x.owner_id, x.earning, x.input_tokens, x.output_tokens, x.cached_tokens, x.estimated, x.end_cause) AS s
+       ORDER BY x.ord`,
+      [
+        col((_, id) => id),
+        col((s) => s.chargeMicros.toString()),
+        col((s) => s.ownerId),
+        col((s) => s.ownerEarningMicros.toString()),
+        col((s) => s.usage?.inputTokens ?? null),
+        col((s) => s.usage?.outputTokens ?? null),
+        col((s) => s.usage?.cachedInputTokens ?? null),
+        col((s) => s.estimated ?? false),
+        col((s) => s.endCause ?? null),
+      ],
+    );
+    return r.rows.map((row) =>
+      row.outcome === "settled"
+        ? { outcome: "settled" as const, chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released) }
+        : { outcome: row.outcome as "already_settled" | "unknown_request" });
+  }
+
   /** Checks every invariant of the ledger; `ok` is false with a list of problems when one fails. */
   async audit(): Promise<AuditReport> {
     const problems: string[] = [];
