@@ -4,21 +4,20 @@
  * page then shows, and resolves a risk flag with a note — suspending the flagged user, audited.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { hubDatabaseUrl } from "./hub.ts";
 import { expect, test, type Browser, type Page } from "@playwright/test";
 import { createDb, newId, type Db } from "@wellspring/db";
 import { ROOT, TSX } from "../stack/harness.ts";
 
-const DATA_DIR = join(ROOT, ".data/playwright");
 let db: Db;
 let url: string;
 
 test.beforeAll(async () => {
-  const port = (await readFile(join(DATA_DIR, "postgres", "postmaster.pid"), "utf8")).split("\n")[3]!.trim();
-  url = `postgresql://postgres:postgres@127.0.0.1:${port}/wellspring`;
+  url = await hubDatabaseUrl();
   db = createDb(url, { poolConnectionsMax: 2 });
 });
 

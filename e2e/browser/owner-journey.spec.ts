@@ -3,18 +3,16 @@
  * enrollment command on the Agents page, run exactly that command (the Deno launcher), start the agent and
  * see it online; after users' traffic, see the earnings (official price × tier A) and request a payout.
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { HUB_API, hubDatabaseUrl } from "./hub.ts";
 import { expect, test } from "@playwright/test";
 import pg from "pg";
 import { createDb, newId, type Db } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../../gateway/src/api/keys.ts";
 import { Treasury } from "../../gateway/src/billing/treasury.ts";
-import { enrollWithToken, ROOT, startAgentProc, type AgentProc } from "../stack/harness.ts";
+import { enrollWithToken, startAgentProc, type AgentProc } from "../stack/harness.ts";
 
-const DATA_DIR = join(ROOT, ".data/playwright");
-const API = "http://127.0.0.1:18787";
+const API = HUB_API;
 
 let mock: MockProvider;
 let agent: AgentProc | null = null;
@@ -22,8 +20,7 @@ let db: Db;
 let pool: pg.Pool;
 
 test.beforeAll(async () => {
-  const port = (await readFile(join(DATA_DIR, "postgres", "postmaster.pid"), "utf8")).split("\n")[3]!.trim();
-  const url = `postgresql://postgres:postgres@127.0.0.1:${port}/wellspring`;
+  const url = await hubDatabaseUrl();
   db = createDb(url, { poolConnectionsMax: 2 });
   pool = new pg.Pool({ connectionString: url, max: 2 });
   mock = await startMockProvider();

@@ -3,21 +3,17 @@
  * forms with another account's object ids (hidden fields rewritten in the page) and request its pages and
  * exports with the other's ids. Each answer finds nothing; nothing of the other account changes.
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { hubDatabaseUrl } from "./hub.ts";
 import { expect, test, type Page } from "@playwright/test";
 import { createDb, hashPassword, newId, type Db } from "@wellspring/db";
 import { issueKey } from "../../gateway/src/api/keys.ts";
-import { ROOT } from "../stack/harness.ts";
 
-const DATA_DIR = join(ROOT, ".data/playwright");
 let db: Db;
 const victim = { userId: "", keyId: "", agentId: "", email: "" };
 const attacker = { userId: "", email: "", password: "attacker password 1" };
 
 test.beforeAll(async () => {
-  const port = (await readFile(join(DATA_DIR, "postgres", "postmaster.pid"), "utf8")).split("\n")[3]!.trim();
-  db = createDb(`postgresql://postgres:postgres@127.0.0.1:${port}/wellspring`, { poolConnectionsMax: 2 });
+  db = createDb(await hubDatabaseUrl(), { poolConnectionsMax: 2 });
   victim.userId = newId("usr");
   victim.email = `${victim.userId}@victim.test`;
   await db.user.create({ data: { id: victim.userId, email: victim.email, isOwner: true } });

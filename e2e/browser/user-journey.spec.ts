@@ -4,19 +4,18 @@
  * sign up → create a key → top up with a redemption code → call the API with the key → the request and its
  * charge appear on the dashboard and in the usage log. Screenshots of every page are kept as artifacts.
  */
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { HUB_AGENT_ORIGIN, HUB_API, HUB_DATA_DIR, hubDatabaseUrl } from "./hub.ts";
 import { expect, test } from "@playwright/test";
 import pg from "pg";
 import { createDb, currentPriceTable, newId, type Db } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { Treasury } from "../../gateway/src/billing/treasury.ts";
 import { ensureTlsIdentity } from "../../gateway/src/tls.ts";
-import { enrollAgent, ROOT, startAgentProc, type AgentProc } from "../stack/harness.ts";
+import { enrollAgent, startAgentProc, type AgentProc } from "../stack/harness.ts";
 
-const DATA_DIR = join(ROOT, ".data/playwright");
-const API = "http://127.0.0.1:18787";
-const AGENT_ORIGIN = "https://127.0.0.1:18788";
+const API = HUB_API;
+const AGENT_ORIGIN = HUB_AGENT_ORIGIN;
 
 let mock: MockProvider;
 let agent: AgentProc;
@@ -24,15 +23,13 @@ let db: Db;
 let pool: pg.Pool;
 
 test.beforeAll(async () => {
-  // The embedded database of the running hub: its port is in postmaster.pid (line 4).
-  const port = (await readFile(join(DATA_DIR, "postgres", "postmaster.pid"), "utf8")).split("\n")[3]!.trim();
-  const url = `postgresql://postgres:postgres@127.0.0.1:${port}/wellspring`;
+  const url = await hubDatabaseUrl();
   db = createDb(url, { poolConnectionsMax: 2 });
   pool = new pg.Pool({ connectionString: url, max: 2 });
   mock = await startMockProvider();
   const ownerId = newId("usr");
   await db.user.create({ data: { id: ownerId, email: `${ownerId}@owner.test`, isOwner: true } });
-  const { pin } = await ensureTlsIdentity({ dir: join(DATA_DIR, "tls") });
+  const { pin } = await ensureTlsIdentity({ dir: join(HUB_DATA_DIR, "tls") });
   const enrolled = await enrollAgent(db, { agentOrigin: AGENT_ORIGIN, pin }, ownerId);
   agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
 });

@@ -42,25 +42,36 @@ export class HubEventListener {
       if (event) this.onEvent(event);
       else this.log.warn("events.unreadable", { channel: msg.channel });
     });
-    await client.connect();
-    await client.query(`LISTEN ${HUB_EVENTS_CHANNEL}`);
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${HUB_EVENTS_CHANNEL}`);
+    } catch (error) {
+      client.removeAllListeners("end");
+      void client.end().catch(() => {});
+      throw error;
+    }
     this.#client = client;
     this.#delay = RECONNECT_DELAY_FIRST_MS;
     if (resync) this.onResync();
   }
 
+  /** The LISTEN connection failed or ended: drop it and connect again later. */
   #retry(client: pg.Client): void {
     if (this.#closed || this.#client !== client) return;
     this.#client = null;
     client.removeAllListeners("end");
     void client.end().catch(() => {});
+    this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect(): void {
     const delay = this.#delay;
     this.#delay = Math.min(this.#delay * 2, RECONNECT_DELAY_MAX_MS);
     this.#timer = setTimeout(() => {
+      if (this.#closed) return;
       void this.#connect(true).catch((error: unknown) => {
         this.log.warn("events.reconnect_failed", { error, retryInMs: this.#delay });
-        this.#client = client; // so #retry accepts this attempt's failure
-        this.#retry(client);
+        this.#scheduleReconnect();
       });
     }, delay);
   }

@@ -1,7 +1,7 @@
 /** What other hub processes (the portal) use of the gateway's services: keys, money, enrollment. */
 export { issueKey, hashKey, KEY_PREFIX } from "./api/keys.ts";
-export { Ledger, inTransaction, userAccount, ownerAccount } from "./billing/ledger.ts";
+export { Ledger, inTransaction, userAccount, ownerAccount, walletBalance } from "./billing/ledger.ts";
 export { Treasury, audit, type EarningsDay } from "./billing/treasury.ts";
 export { formatMicros, officialCostMicros } from "./billing/pricing.ts";
-export { planPrice, type PlanView } from "./billing/tariffs.ts";
+export { planPrice, Tariffs, type PlanView } from "./billing/tariffs.ts";
 export { createEnrollmentToken } from "./tunnel/enroll.ts";

@@ -24,3 +24,14 @@ export function utcDate(d: Date | string): string {
   const date = typeof d === "string" ? new Date(d) : d;
   return date.toISOString().slice(0, 10);
 }
+
+/** Micro-USD from a dollar amount typed by a person ("25", "12.50", up to 6 decimals); null when it is not one. */
+export function parseUsd(text: string): bigint | null {
+  const m = /^(\d{1,9})(?:\.(\d{1,6}))?$/.exec(text.trim());
+  return m ? BigInt(m[1]!) * 1_000_000n + BigInt((m[2] ?? "").padEnd(6, "0")) : null;
+}
+
+/** A price in dollars with at least two decimals and up to six, no trailing zeros ("0.15", "0.075"). */
+export function rate(micros: bigint): string {
+  return `${micros / 1_000_000n}.${(micros % 1_000_000n).toString().padStart(6, "0")}`.replace(/(\.\d\d\d*?)0+$/, "$1");
+}

@@ -13,7 +13,7 @@ import type { PriceBook } from "../billing/price_book.ts";
 import { planPrice, type Tariffs } from "../billing/tariffs.ts";
 import type { ModelPriceMicros } from "../billing/pricing.ts";
 import type { Treasury } from "../billing/treasury.ts";
-import { userAccount } from "../billing/ledger.ts";
+import { walletBalance } from "../billing/ledger.ts";
 
 /** Largest body accepted by the account endpoints, bytes. */
 const ACCOUNT_BODY_BYTES_MAX = 4 * 1024;
@@ -91,16 +91,7 @@ export async function handleModels(req: IncomingMessage, res: ServerResponse, pr
   sendJson(res, 200, body);
 }
 
-async function walletAndSpend(pool: pg.Pool, userId: string): Promise<{ available: bigint; reserved: bigint; spent: bigint }> {
-  const r = await pool.query<{ available: string | null; reserved: string | null; spent: string }>(
-    `SELECT (SELECT available_micros::text FROM wallets WHERE user_id = $1) AS available,
-            (SELECT reserved_micros::text FROM wallets WHERE user_id = $1) AS reserved,
-            (SELECT COALESCE(-SUM(amount_micros), 0)::text FROM journal_entries WHERE account = $2 AND kind = 'usage') AS spent`,
-    [userId, userAccount(userId)],
-  );
-  const row = r.rows[0]!;
-  return { available: BigInt(row.available ?? "0"), reserved: BigInt(row.reserved ?? "0"), spent: BigInt(row.spent) };
-}
+
 
 /** Dollars as a JSON number, for the legacy endpoints' display fields only (exact integers sit beside them). */
 const usdNumber = (micros: bigint) => Number(decimalOf(micros, 6));
@@ -110,7 +101,7 @@ const usdNumber = (micros: bigint) => Number(decimalOf(micros, 6));
  * `/usage`'s `total_usage` = everything spent in cents, so `hard_limit_usd − total_usage / 100` = balance.
  */
 export async function handleBillingSubscription(res: ServerResponse, principal: Principal, deps: AccountDeps): Promise<void> {
-  const w = await walletAndSpend(deps.pool, principal.userId);
+  const w = await walletBalance(deps.pool, principal.userId);
   const total = w.available + w.reserved + w.spent;
   sendJson(res, 200, {
     object: "billing_subscription",
@@ -128,7 +119,7 @@ const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const USAGE_RANGE_DAYS_MAX = 366;
 
 export async function handleBillingUsage(url: URL, res: ServerResponse, principal: Principal, deps: AccountDeps): Promise<void> {
-  const w = await walletAndSpend(deps.pool, principal.userId);
+  const w = await walletBalance(deps.pool, principal.userId);
   const end = url.searchParams.get("end_date") ?? new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
   const start = url.searchParams.get("start_date") ?? new Date(Date.now() - 29 * 86_400_000).toISOString().slice(0, 10);
   if (!DATE.test(start) || !DATE.test(end) || Number.isNaN(Date.parse(`${start}T00:00:00Z`)) || Number.isNaN(Date.parse(`${end}T00:00:00Z`))) {
@@ -185,6 +176,6 @@ export async function handleRedeem(req: IncomingMessage, res: ServerResponse, pr
     if (result.outcome === "invalid") throw new GatewayError("not_found", "This redemption code does not exist.", { param: "code" });
     throw new GatewayError("conflict", result.outcome === "expired" ? "This redemption code has expired." : "This redemption code was already redeemed.", { param: "code" });
   }
-  const w = await walletAndSpend(deps.pool, principal.userId);
+  const w = await walletBalance(deps.pool, principal.userId);
   sendJson(res, 200, { object: "redemption", amount_micros: result.amountMicros.toString(), available_micros: w.available.toString() });
 }

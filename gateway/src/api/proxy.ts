@@ -190,7 +190,7 @@ class ProxyExchange {
       deliveredOutputTokens: () => tap?.streamedOutputTokens() ?? null,
       estimatedInputTokens: () => this.#inputEstimate?.total() ?? 0,
       inputCharacters: this.route.path === "/v1/audio/speech" ? (this.#fields?.inputChars ?? 0) : 0,
-      responseImages: () => (this.route.path.startsWith("/v1/images/") ? (tap?.images() ?? 0) : 0),
+      responseImages: () => tap?.images() ?? 0,
     });
     const official = officialCostMicros(basis.usage, priced.price);
     const wanted = planChargeMicros(priced.plan, this.route.api, this.model!, priced.price, basis.usage);
@@ -405,7 +405,7 @@ class ProxyExchange {
       const prev = out[name];
       out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
-    if (status < 400) this.#usage = createUsageTap(headers.find(([n]) => n === "content-type")?.[1] ?? "");
+    if (status < 400) this.#usage = createUsageTap(headers.find(([n]) => n === "content-type")?.[1] ?? "", { countImages: this.route.path.startsWith("/v1/images/") });
     this.res.writeHead(status, out);
     this.res.flushHeaders();
     this.#armIdle();

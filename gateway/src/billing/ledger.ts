@@ -70,6 +70,19 @@ export async function postCredit(c: pg.PoolClient, userId: string, amountMicros:
   return "credited";
 }
 
+/**
+ * A user's balance: available, held by requests in flight, and spent so far (the running total settlement
+ * keeps on the wallet row, which the audit checks against the journal). Zeros for a user with no wallet.
+ */
+export async function walletBalance(pool: pg.Pool, userId: string): Promise<{ available: bigint; reserved: bigint; spent: bigint }> {
+  const r = await pool.query<{ available: string; reserved: string; spent: string }>(
+    "SELECT available_micros::text AS available, reserved_micros::text AS reserved, spent_micros::text AS spent FROM wallets WHERE user_id = $1",
+    [userId],
+  );
+  const row = r.rows[0];
+  return { available: BigInt(row?.available ?? "0"), reserved: BigInt(row?.reserved ?? "0"), spent: BigInt(row?.spent ?? "0") };
+}
+
 export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   try {

@@ -94,7 +94,7 @@ describe("usage tap", () => {
     const body = JSON.stringify({ created: 1, data: [{ b64_json: b64, revised_prompt: 'a "url": not an image' }, { b64_json: b64 }, { url: "https://files.example/x.png" }] }, null, 2);
     const bytes = new TextEncoder().encode(body);
     fc.assert(fc.property(fc.array(fc.nat(), { maxLength: 30 }), (cuts) => {
-      const tap = createUsageTap("application/json");
+      const tap = createUsageTap("application/json", { countImages: true });
       const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
       let at = 0;
       for (const p of [...points, bytes.length]) {

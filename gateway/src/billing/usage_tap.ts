@@ -240,8 +240,12 @@ class JsonTailTap implements UsageTap {
   #carry = "";
   #images = 0;
 
+  /** `countImages`: scan for images (only image responses need it; it reads every byte). */
+  constructor(private readonly countImages: boolean) {}
+
   push(chunk: Uint8Array): void {
     this.#tail.push(chunk);
+    if (!this.countImages) return;
     // Count image keys without decoding the (large) base64 text: latin1 keeps byte offsets.
     const text = this.#carry + Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("latin1");
     for (const key of IMAGE_KEYS) {
@@ -284,7 +288,7 @@ function matchingBrace(text: string, open: number): number {
   return -1;
 }
 
-/** A tap for a response with this content type. */
-export function createUsageTap(contentType: string): UsageTap {
-  return contentType.toLowerCase().startsWith("text/event-stream") ? new SseTap() : new JsonTailTap();
+/** A tap for a response with this content type; `countImages` for image API responses (billed per image). */
+export function createUsageTap(contentType: string, opts: { countImages?: boolean } = {}): UsageTap {
+  return contentType.toLowerCase().startsWith("text/event-stream") ? new SseTap() : new JsonTailTap(opts.countImages ?? false);
 }

@@ -3,6 +3,7 @@ import { publishHubEvent } from "@wellspring/db/core";
 import { Ledger, Treasury } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { requireAdmin, type Actor } from "./actor";
+import { isOnline } from "./owner";
 
 /** Rows per admin search. */
 export const ADMIN_SEARCH_ROWS = 50;
@@ -118,10 +119,9 @@ export async function systemStatus(actor: Actor): Promise<SystemStatus> {
     db().riskFlag.count({ where: { status: "open" } }),
     db().payout.aggregate({ where: { status: "requested" }, _count: true, _sum: { amountMicros: true } }),
   ]);
-  const now = Date.now();
   return {
     currentPriceVer: ver?.ver ?? null,
-    agents: agents.map((a) => ({ id: a.id, name: a.name, online: a.connectedSession !== null && a.lastSeenAt !== null && now - a.lastSeenAt.getTime() < 60_000, priceVer: a.priceVer })),
+    agents: agents.map((a) => ({ id: a.id, name: a.name, online: isOnline(a), priceVer: a.priceVer })),
     audit: { ok: audit.ok, problems: audit.problems, walletsChecked: audit.walletsChecked },
     openFlags,
     pendingPayouts: { count: pending._count, amountMicros: pending._sum.amountMicros ?? 0n },

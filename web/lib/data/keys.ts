@@ -1,6 +1,7 @@
 import "server-only";
 import { issueKey } from "@wellspring/gateway";
 import { db } from "../db";
+import { parseUsd } from "../format";
 import type { Actor } from "./actor";
 
 export interface KeyRow {
@@ -50,9 +51,8 @@ export function validateNewKey(raw: { name: string; models: string; rpm: string;
   }
   let monthlyBudgetMicros: bigint | null = null;
   if (raw.budgetUsd.trim()) {
-    const m = /^(\d{1,9})(?:\.(\d{1,6}))?$/.exec(raw.budgetUsd.trim());
-    if (!m) errors.monthlyBudgetMicros = "Monthly budget in dollars, e.g. 25 or 25.50.";
-    else monthlyBudgetMicros = BigInt(m[1]!) * 1_000_000n + BigInt((m[2] ?? "").padEnd(6, "0"));
+    monthlyBudgetMicros = parseUsd(raw.budgetUsd);
+    if (monthlyBudgetMicros === null) errors.monthlyBudgetMicros = "Monthly budget in dollars, e.g. 25 or 25.50.";
   }
   let expiresAt: Date | null = null;
   if (raw.expires.trim()) {

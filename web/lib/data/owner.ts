@@ -7,6 +7,10 @@ import { Forbidden, requireOwner, type Actor } from "./actor";
 /** An agent counts as online while its tunnel session is set and it answered a heartbeat this recently, ms. */
 export const ONLINE_WINDOW_MS = 60_000;
 
+export function isOnline(agent: { connectedSession: string | null; lastSeenAt: Date | null }, now = Date.now()): boolean {
+  return agent.connectedSession !== null && agent.lastSeenAt !== null && now - agent.lastSeenAt.getTime() < ONLINE_WINDOW_MS;
+}
+
 export interface Enrollment {
   token: string;
   expiresAt: Date;
@@ -38,12 +42,11 @@ export interface AgentRow {
 export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   requireOwner(actor);
   const rows = await db().agent.findMany({ where: { ownerId: actor.userId }, orderBy: { createdAt: "asc" } });
-  const now = Date.now();
   return rows.map((a) => ({
     id: a.id,
     name: a.name,
     status: a.status,
-    online: a.connectedSession !== null && a.lastSeenAt !== null && now - a.lastSeenAt.getTime() < ONLINE_WINDOW_MS,
+    online: isOnline(a),
     tier: a.tier,
     discountLane: a.discountLane,
     version: a.version,

@@ -1,7 +1,8 @@
 import "server-only";
 import { currentPriceTable, publishPriceVersion, type PriceEntry } from "@wellspring/db/core";
-import { planPrice, type PlanView } from "@wellspring/gateway";
+import { planPrice, Tariffs } from "@wellspring/gateway";
 import { db } from "../db";
+import { parseUsd, rate } from "../format";
 import { requireAdmin, type Actor } from "./actor";
 
 export interface PriceVersionSummary {
@@ -25,10 +26,8 @@ export async function myPrices(actor: Actor): Promise<{ ver: number; plan: strin
   const table = await currentPriceTable(db());
   if (!table) return null;
   const user = await db().user.findUniqueOrThrow({ where: { id: actor.userId }, select: { planId: true } });
-  const p = user.planId ? await db().plan.findUnique({ where: { id: user.planId }, include: { overrides: true } }) : await db().plan.findFirst({ where: { isDefault: true }, include: { overrides: true } });
-  const plan: PlanView = p
-    ? { id: p.id, name: p.name, kind: p.kind, multiplierBps: BigInt(p.multiplierBps), overrides: new Map(p.overrides.map((o) => [`${o.api}:${o.model}`, o])) }
-    : { id: "plan_standard", name: "Standard", kind: "standard", multiplierBps: 10_000n, overrides: new Map() };
+  // The same plan resolution the gateway charges by (own plan, else the default plan).
+  const plan = await new Tariffs(db()).plan(user.planId);
   return {
     ver: table.ver,
     plan: plan.name,
@@ -55,9 +54,9 @@ export function parseDraft(text: string): { ok: true; entries: PriceEntry[] } | 
     if (amounts.length !== 3 && amounts.length !== 6) return { ok: false, error: `Line ${i + 1}: give 3 prices (input output cached) or 6 (… audio_second image character).` };
     const micros: bigint[] = [];
     for (const a of amounts) {
-      const m = /^(\d{1,9})(?:\.(\d{1,6}))?$/.exec(a);
-      if (!m) return { ok: false, error: `Line ${i + 1}: "${a}" is not an amount in dollars (up to 6 decimals).` };
-      micros.push(BigInt(m[1]!) * 1_000_000n + BigInt((m[2] ?? "").padEnd(6, "0")));
+      const v = parseUsd(a);
+      if (v === null) return { ok: false, error: `Line ${i + 1}: "${a}" is not an amount in dollars (up to 6 decimals).` };
+      micros.push(v);
     }
     if (seen.has(`${provider}:${model}`)) return { ok: false, error: `Line ${i + 1}: ${provider} ${model} is listed twice.` };
     seen.add(`${provider}:${model}`);
@@ -68,14 +67,12 @@ export function parseDraft(text: string): { ok: true; entries: PriceEntry[] } | 
   return { ok: true, entries };
 }
 
-const dollars = (m: bigint) => `${m / 1_000_000n}.${(m % 1_000_000n).toString().padStart(6, "0")}`.replace(/(\.\d\d\d*?)0+$/, "$1");
-
 /** The current table as draft text (what the editor starts from). */
 export function draftText(prices: PriceEntry[]): string {
   return prices
     .map((p) => {
-      const base = [p.provider, p.model, dollars(p.inputMicrosPerMTok), dollars(p.outputMicrosPerMTok), dollars(p.cachedInputMicrosPerMTok)];
-      const units = p.audioSecondMicros || p.imageMicros || p.characterMicrosPerM ? [dollars(p.audioSecondMicros), dollars(p.imageMicros), dollars(p.characterMicrosPerM)] : [];
+      const base = [p.provider, p.model, rate(p.inputMicrosPerMTok), rate(p.outputMicrosPerMTok), rate(p.cachedInputMicrosPerMTok)];
+      const units = p.audioSecondMicros || p.imageMicros || p.characterMicrosPerM ? [rate(p.audioSecondMicros), rate(p.imageMicros), rate(p.characterMicrosPerM)] : [];
       return [...base, ...units].join(" ");
     })
     .join("\n");

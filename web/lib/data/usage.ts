@@ -1,4 +1,5 @@
 import "server-only";
+import { walletBalance } from "@wellspring/gateway";
 import { pool } from "../db";
 import type { Actor } from "./actor";
 
@@ -9,12 +10,8 @@ export interface Balance {
 }
 
 export async function balance(actor: Actor): Promise<Balance> {
-  const r = await pool().query<{ available: string; reserved: string; spent: string }>(
-    "SELECT available_micros::text AS available, reserved_micros::text AS reserved, spent_micros::text AS spent FROM wallets WHERE user_id = $1",
-    [actor.userId],
-  );
-  const row = r.rows[0];
-  return { availableMicros: BigInt(row?.available ?? "0"), reservedMicros: BigInt(row?.reserved ?? "0"), spentMicros: BigInt(row?.spent ?? "0") };
+  const w = await walletBalance(pool(), actor.userId);
+  return { availableMicros: w.available, reservedMicros: w.reserved, spentMicros: w.spent };
 }
 
 export interface DaySpend {

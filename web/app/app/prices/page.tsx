@@ -1,16 +1,12 @@
 import { requireActor } from "../../../lib/data/actor";
 import { myPrices, priceHistory } from "../../../lib/data/prices";
-import { utc } from "../../../lib/format";
+import { rate, utc } from "../../../lib/format";
 import { Card, Empty, PageTitle, Table } from "../../ui";
 
 export const metadata = { title: "Prices — Wellspring" };
 
 /** "$0.15" from micro-USD per million tokens (i.e. dollars per 1M tokens). */
-const perM = (m: bigint | undefined) => {
-  const v = m ?? 0n;
-  const s = `${v / 1_000_000n}.${(v % 1_000_000n).toString().padStart(6, "0")}`.replace(/(\.\d\d\d*?)0+$/, "$1");
-  return `$${s}`;
-};
+const perM = (m: bigint | undefined) => `$${rate(m ?? 0n)}`;
 
 export default async function PricesPage() {
   const actor = await requireActor();

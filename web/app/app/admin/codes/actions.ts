@@ -2,14 +2,14 @@
 import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../../lib/data/actor";
 import { createBatch } from "../../../../lib/data/admin";
+import { parseUsd } from "../../../../lib/format";
 
 export type BatchState = { error?: string; codes?: string[]; batchId?: string } | null;
 
 export async function batchAction(_prev: BatchState, form: FormData): Promise<BatchState> {
   const actor = await requireActor();
-  const m = /^(\d{1,9})(?:\.(\d{1,6}))?$/.exec(String(form.get("amount") ?? "").trim());
-  if (!m) return { error: "Value per code in dollars, e.g. 5 or 12.50." };
-  const amountMicros = BigInt(m[1]!) * 1_000_000n + BigInt((m[2] ?? "").padEnd(6, "0"));
+  const amountMicros = parseUsd(String(form.get("amount") ?? ""));
+  if (amountMicros === null) return { error: "Value per code in dollars, e.g. 5 or 12.50." };
   const count = Number(form.get("count"));
   if (!Number.isInteger(count) || count < 1 || count > 10_000) return { error: "Number of codes: 1 to 10,000." };
   const expires = String(form.get("expires") ?? "").trim();

@@ -1,0 +1,14 @@
+/** The hub Playwright's web server started (`npm start` in `.data/playwright`, zero configuration). */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { ROOT } from "../stack/harness.ts";
+
+export const HUB_DATA_DIR = join(ROOT, ".data/playwright");
+export const HUB_API = "http://127.0.0.1:18787";
+export const HUB_AGENT_ORIGIN = "https://127.0.0.1:18788";
+
+/** The URL of the hub's embedded PostgreSQL: its port is line 4 of postmaster.pid. */
+export async function hubDatabaseUrl(): Promise<string> {
+  const port = (await readFile(join(HUB_DATA_DIR, "postgres", "postmaster.pid"), "utf8")).split("\n")[3]!.trim();
+  return `postgresql://postgres:postgres@127.0.0.1:${port}/wellspring`;
+}
