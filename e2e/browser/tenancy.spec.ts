@@ -40,10 +40,16 @@ async function signIn(page: Page): Promise<void> {
   await expect(page).toHaveURL(/\/app$/);
 }
 
-/** Rewrites every hidden input `name` on the page to `value`, then clicks the button. */
+/**
+ * Submits the page's form with the hidden field `name` set to `value`. The page must be hydrated first
+ * (React restores controlled values when it renders), and the value is also set in the submitted FormData
+ * itself, so a re-render between the rewrite and the click cannot put the real id back.
+ */
 async function submitWith(page: Page, name: string, value: string, button: string): Promise<void> {
+  await page.waitForLoadState("networkidle");
   await page.evaluate(([n, v]) => {
     for (const input of document.querySelectorAll<HTMLInputElement>(`input[type=hidden][name="${n}"]`)) input.value = v!;
+    document.addEventListener("formdata", (e) => e.formData.set(n!, v!), { capture: true });
   }, [name, value]);
   await page.getByRole("button", { name: button }).first().click();
   await page.waitForLoadState("networkidle");
