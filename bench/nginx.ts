@@ -25,6 +25,8 @@ async function freePort(): Promise<number> {
 
 export interface Nginx {
   origin: string;
+  /** The nginx master process (its worker is a child). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -74,6 +76,7 @@ http {
   }
   return {
     origin,
+    pid: child.pid!,
     async stop() {
       child.kill("SIGQUIT");
       await new Promise((r) => child.once("exit", r));

@@ -9,7 +9,7 @@ import { DEFAULT_PRICE_TABLE, newId, publishPriceVersion } from "@wellspring/db"
 import { issueKey } from "../../gateway/src/api/keys.ts";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/pricing.ts";
-import { startStack, type Stack } from "./harness.ts";
+import { settledWallet, startStack, type Stack } from "./harness.ts";
 
 let stack: Stack;
 let pool: pg.Pool;
@@ -28,8 +28,7 @@ afterAll(async () => {
 const price = (model: string) => DEFAULT_PRICE_TABLE.find((p) => p.model === model)!;
 
 async function wallet(userId: string): Promise<{ available: bigint; reserved: bigint }> {
-  const r = await pool.query<{ available_micros: string; reserved_micros: string }>("SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1", [userId]);
-  return { available: BigInt(r.rows[0]?.available_micros ?? 0), reserved: BigInt(r.rows[0]?.reserved_micros ?? 0) };
+  return settledWallet(pool, userId);
 }
 
 async function settled(userId: string): Promise<void> {

@@ -16,7 +16,7 @@ import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/pricing.ts";
 import type { Usage } from "../../gateway/src/billing/usage_tap.ts";
 import { documentedInputEstimate } from "../../gateway/src/billing/testing/estimate_spec.ts";
-import { adminFetch, fund, startStack, type Stack } from "./harness.ts";
+import { adminFetch, fund, settledWallet, startStack, type Stack } from "./harness.ts";
 
 const HEAD_TIMEOUT_MS = 1_500;
 const IDLE_TIMEOUT_MS = 1_500;
@@ -92,9 +92,9 @@ async function user() {
 }
 
 async function balances(userId: string) {
-  const w = await pool.query<{ available_micros: string; reserved_micros: string }>("SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1", [userId]);
+  const w = await settledWallet(pool, userId);
   const o = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(stack.ownerId)]);
-  return { available: BigInt(w.rows[0]!.available_micros), reserved: BigInt(w.rows[0]!.reserved_micros), owner: BigInt(o.rows[0]!.s ?? 0) };
+  return { available: w.available, reserved: w.reserved, owner: BigInt(o.rows[0]!.s ?? 0) };
 }
 
 function post(key: string, path: string, body: unknown, signal?: AbortSignal) {

@@ -138,7 +138,8 @@ export interface GatewayProc extends Proc {
 export async function startGatewayProc(databaseUrl: string, env: Record<string, string> = {}, dataDir?: string): Promise<GatewayProc> {
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ws-gw-")));
   const proc = startProc(TSX, ["gateway/src/main.ts"], {
-    env: { DATABASE_URL: databaseUrl, DATA_DIR: dir, GATEWAY_PORT: "0", AGENT_PORT: "0", LOG_LEVEL: "warn", ADMIN_TOKEN: TEST_ADMIN_TOKEN, ...env },
+    // Leases go back 100 ms after a user's last request (2 s in production), so tests see settled wallets soon.
+    env: { DATABASE_URL: databaseUrl, DATA_DIR: dir, GATEWAY_PORT: "0", AGENT_PORT: "0", LOG_LEVEL: "warn", ADMIN_TOKEN: TEST_ADMIN_TOKEN, BILLING_LEASE_IDLE_RELEASE_MS: "100", ...env },
   });
   const m = await proc.waitForLine(/WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+)/, 30_000);
   return { ...proc, apiOrigin: m[1]!, agentOrigin: `https://${m[2]!}`, pin: m[3]!, hubId: m[4]!, dataDir: dir };
@@ -186,6 +187,25 @@ export async function startAgentProc(dataDir: string, agentId: string, upstreamO
   });
   await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
   return { ...proc, dataDir, agentId };
+}
+
+/**
+ * A user's wallet once nothing is held for them any more (no request running, the gateway's lease given
+ * back): what tests compare exact charges against.
+ */
+export async function settledWallet(databaseUrl: string | pg.Pool, userId: string, timeoutMs = 5_000): Promise<{ available: bigint; reserved: bigint }> {
+  const pool = typeof databaseUrl === "string" ? new pg.Pool({ connectionString: databaseUrl, max: 1 }) : databaseUrl;
+  try {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await pool.query<{ available_micros: string; reserved_micros: string }>("SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1", [userId]);
+      const w = { available: BigInt(r.rows[0]?.available_micros ?? 0), reserved: BigInt(r.rows[0]?.reserved_micros ?? 0) };
+      if (w.reserved === 0n || Date.now() > until) return w;
+      await new Promise((res) => setTimeout(res, 25));
+    }
+  } finally {
+    if (typeof databaseUrl === "string") await pool.end();
+  }
 }
 
 /** Credits a user's wallet (an admin grant, as the ledger records it). */

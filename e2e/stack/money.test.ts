@@ -16,7 +16,7 @@ import { issueKey } from "../../gateway/src/api/keys.ts";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros, TIER_BPS, userChargeMicros } from "../../gateway/src/billing/pricing.ts";
 import { Treasury } from "../../gateway/src/billing/treasury.ts";
-import { adminFetch, fund, startStack, type Stack } from "./harness.ts";
+import { adminFetch, fund, settledWallet, startStack, type Stack } from "./harness.ts";
 
 let stack: Stack;
 let pool: pg.Pool;
@@ -155,6 +155,7 @@ describe("plans and what callers read", () => {
     const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: key });
     const done = await client.chat.completions.create({ model: "gpt-4o-mini", max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=30]" }] }).withResponse();
     const s = await settled(done.response.headers.get("x-wellspring-request-id")!);
+    await settledWallet(pool, userId); // the gateway's lease went back
     const sub = (await (await fetch(`${stack.baseUrl}/v1/dashboard/billing/subscription`, { headers: { authorization: `Bearer ${key}` } })).json()) as { hard_limit_usd: number; wellspring: { available_micros: string } };
     const day = (offset: number) => new Date(Date.now() + offset * 86_400_000).toISOString().slice(0, 10);
     const usage = (await (await fetch(`${stack.baseUrl}/v1/dashboard/billing/usage?start_date=${day(-7)}&end_date=${day(2)}`, { headers: { authorization: `Bearer ${key}` } })).json()) as { total_usage: number; daily_costs: { line_items: { name: string; cost: number }[] }[]; wellspring: { spent_micros: string } };

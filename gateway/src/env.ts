@@ -1,5 +1,6 @@
 /** Gateway configuration, parsed once from the environment. Optional features return null when unset. */
 import { z } from "zod";
+import type { LeaseOptions } from "./billing/leases.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 
@@ -21,6 +22,10 @@ const schema = z.object({
   TUNNEL_HEARTBEAT_TIMEOUT_MS: int(45_000),
   BILLING_ENABLED: z.enum(["0", "1", "false", "true"]).default("1"),
   BILLING_DEFAULT_MAX_OUTPUT_TOKENS: int(32_768),
+  BILLING_LEASE_SLICE_MICROS: int(1_000_000),
+  BILLING_LEASE_IDLE_RELEASE_MS: int(2_000),
+  BILLING_LEASE_RENEW_INTERVAL_MS: int(60_000),
+  BILLING_LEASE_ABANDONED_AFTER_MS: int(600_000),
   ADMIN_TOKEN: z.string().min(16).optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
@@ -28,9 +33,17 @@ const schema = z.object({
 export type GatewayEnv = z.infer<typeof schema>;
 
 /** The gateway's billing options from the environment, or null when billing is off. */
-export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: number } | null {
+export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: number; leases: LeaseOptions } | null {
   if (env.BILLING_ENABLED !== "1" && env.BILLING_ENABLED !== "true") return null;
-  return { defaultMaxOutputTokens: env.BILLING_DEFAULT_MAX_OUTPUT_TOKENS };
+  return {
+    defaultMaxOutputTokens: env.BILLING_DEFAULT_MAX_OUTPUT_TOKENS,
+    leases: {
+      sliceMicros: BigInt(env.BILLING_LEASE_SLICE_MICROS),
+      idleReleaseMs: env.BILLING_LEASE_IDLE_RELEASE_MS,
+      renewIntervalMs: env.BILLING_LEASE_RENEW_INTERVAL_MS,
+      abandonedAfterMs: env.BILLING_LEASE_ABANDONED_AFTER_MS,
+    },
+  };
 }
 
 export function parseEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {

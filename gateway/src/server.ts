@@ -19,6 +19,7 @@ import { PriceBook, type PriceTable } from "./billing/price_book.ts";
 import { Tariffs } from "./billing/tariffs.ts";
 import { Treasury } from "./billing/treasury.ts";
 import { SettlementBatcher } from "./billing/settlement_batcher.ts";
+import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
 import { adminTokenHash, handleAdmin } from "./api/admin.ts";
 import { HubEventListener } from "./hub_events.ts";
@@ -55,7 +56,7 @@ export interface GatewayOptions {
   agentPort?: number;
   limits?: Partial<ProxyLimits>;
   /** Reserve-then-settle billing against the official price table; off when null. */
-  billing?: { defaultMaxOutputTokens: number } | null;
+  billing?: { defaultMaxOutputTokens: number; leases?: LeaseOptions } | null;
   /** Bearer token for the admin API (`/admin/v1/…`); the admin API is off when unset. */
   adminToken?: string;
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
@@ -110,7 +111,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const ledger = new Ledger(recordsPool);
   const treasury = new Treasury(recordsPool);
   const settlements = new SettlementBatcher(ledger, log);
-  const billing = opts.billing ? { ...opts.billing, ledger, settlements, prices, tariffs } : null;
+  const leases = opts.billing ? new CreditLeases(ledger, opts.gatewayId, log, opts.billing.leases ?? DEFAULT_LEASE_OPTIONS) : null;
+  const billing = opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, ledger, settlements, leases, prices, tariffs } : null;
   log.info("gateway.billing", { mode: billing ? "on" : "off" });
   const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
   const adminDeps = { db, pool: recordsPool, ledger, treasury, prices, registry, tokenHash: adminTokenHash(opts.adminToken) };
@@ -292,6 +294,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       agentServer.closeAllConnections();
       await agentClosed;
       await settlements.drain();
+      await leases?.close();
       await records.flush();
       await events.close();
       await recordsPool.end();

@@ -18,6 +18,8 @@ export interface Directives {
   bytes: number | null;
   /** Omit the usage chunk even when the client asked for it. */
   noUsage: boolean;
+  /** An opaque label the mock keeps on the request's record, so a benchmark can match its own requests. */
+  tag: string | null;
 }
 
 const DEFAULTS: Directives = {
@@ -29,6 +31,7 @@ const DEFAULTS: Directives = {
   error: null,
   bytes: null,
   noUsage: false,
+  tag: null,
 };
 
 const MARKER = /\[mock((?:\s+[a-z_]+=[a-z0-9_.]+)*)\s*\]/;
@@ -51,6 +54,7 @@ export function parseDirectives(body: Buffer): Directives {
       case "error": d.error = value === "context" ? "context" : null; break;
       case "bytes": d.bytes = n; break;
       case "no_usage": d.noUsage = value === "1"; break;
+      case "tag": d.tag = value; break;
     }
   }
   return d;

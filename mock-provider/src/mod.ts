@@ -23,6 +23,9 @@ export interface MockRequestRecord {
   responseBytesSoFar: number;
   /** Requests in flight at the mock when this one started (for concurrency tests). */
   concurrentAtStart: number;
+  /** The request's `tag` directive, if any (benchmarks match their requests by it). */
+  tag: string | null;
+  /** Times are milliseconds since the epoch, with sub-millisecond precision (`performance`'s clock). */
   startedAt: number;
   /** Set when the client closed the connection before the response finished. */
   cancelledAt: number | null;
@@ -33,6 +36,8 @@ export interface MockProvider {
   origin: string;
   port: number;
   requests: MockRequestRecord[];
+  /** Requests neither finished nor cancelled yet. */
+  inFlight(): number;
   /** Resolves with the record once a request matching `pred` is cancelled by its client. */
   waitForCancel(pred: (r: MockRequestRecord) => boolean, timeoutMs: number): Promise<MockRequestRecord>;
   waitForRequest(pred: (r: MockRequestRecord) => boolean, timeoutMs: number): Promise<MockRequestRecord>;
@@ -41,6 +46,8 @@ export interface MockProvider {
 
 type Json = Record<string, unknown>;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Epoch milliseconds with sub-millisecond precision, on the same clock as `performance.now()`. */
+export const preciseNow = () => performance.timeOrigin + performance.now();
 
 function estimateTokens(bytes: number): number {
   return Math.max(1, Math.ceil(bytes / 4));
@@ -60,7 +67,7 @@ function chunkText(i: number, d: Directives): string {
 class Responder {
   #hash = createHash("sha256");
   bytes = 0;
-  constructor(readonly res: http.ServerResponse, readonly record: MockRequestRecord) {}
+  constructor(readonly res: http.ServerResponse, readonly record: MockRequestRecord, readonly onSettled?: () => void) {}
 
   head(status: number, headers: http.OutgoingHttpHeaders): void {
     this.record.status = status;
@@ -90,7 +97,8 @@ class Responder {
   end(): void {
     this.record.responseBytes = this.bytes;
     this.record.responseSha256 = this.#hash.digest("hex");
-    this.record.finishedAt = Date.now();
+    this.record.finishedAt = preciseNow();
+    this.onSettled?.();
     this.res.end();
   }
 }
@@ -387,6 +395,7 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer): Pro
 
 export async function startMockProvider(options: { port?: number; host?: string } = {}): Promise<MockProvider> {
   const requests: MockRequestRecord[] = [];
+  let inFlight = 0;
   const waiters = new Set<() => void>();
   const notify = () => { for (const w of [...waiters]) w(); };
   const server = http.createServer((req, res) => {
@@ -401,17 +410,20 @@ export async function startMockProvider(options: { port?: number; host?: string 
       responseBytes: 0,
       responseSha256: "",
       responseBytesSoFar: 0,
-      concurrentAtStart: requests.filter((r) => r.finishedAt === null && r.cancelledAt === null).length,
-      startedAt: Date.now(),
+      concurrentAtStart: inFlight,
+      tag: null,
+      startedAt: preciseNow(),
       cancelledAt: null,
       finishedAt: null,
     };
     requests.push(record);
+    inFlight++;
     const hash = createHash("sha256");
     const chunks: Buffer[] = [];
     res.on("close", () => {
       if (record.finishedAt === null && record.cancelledAt === null) {
-        record.cancelledAt = Date.now();
+        record.cancelledAt = preciseNow();
+        inFlight--;
         notify();
       }
     });
@@ -423,8 +435,10 @@ export async function startMockProvider(options: { port?: number; host?: string 
     req.on("end", () => {
       record.requestSha256 = hash.digest("hex");
       notify();
-      const r = new Responder(res, record);
-      handle(req, r, Buffer.concat(chunks)).then(notify, (error: unknown) => {
+      const r = new Responder(res, record, () => inFlight--);
+      const raw = Buffer.concat(chunks);
+      record.tag = parseDirectives(raw).tag;
+      handle(req, r, raw).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();
       });
@@ -454,6 +468,7 @@ export async function startMockProvider(options: { port?: number; host?: string 
     origin: `http://127.0.0.1:${port}`,
     port,
     requests,
+    inFlight: () => inFlight,
     waitForCancel: (pred, timeoutMs) => waitFor((r) => r.cancelledAt !== null && pred(r), timeoutMs, "cancelled request"),
     waitForRequest: (pred, timeoutMs) => waitFor(pred, timeoutMs, "request"),
     close: () => new Promise<void>((resolve) => {

@@ -18,6 +18,8 @@ import type { EndCause, RecordWriter } from "./records.ts";
 import { createUsageTap, type Usage, type UsageTap } from "../billing/usage_tap.ts";
 import type { Ledger } from "../billing/ledger.ts";
 import type { SettlementBatcher } from "../billing/settlement_batcher.ts";
+import type { CreditLeases, LeaseClaim } from "../billing/leases.ts";
+import type { ReserveMeta } from "../billing/ledger.ts";
 import type { PriceBook, PricedModel } from "../billing/price_book.ts";
 import { officialCostMicros, ownerEarningMicros } from "../billing/pricing.ts";
 import { planChargeMicros, type PlanView, type Tariffs, type Tier } from "../billing/tariffs.ts";
@@ -28,6 +30,8 @@ export interface Billing {
   ledger: Ledger;
   /** Writes settlements in small batches, off the request path. */
   settlements: SettlementBatcher;
+  /** Holds each request's worst case in memory against a slice of the wallet this gateway leased. */
+  leases: CreditLeases;
   prices: PriceBook;
   tariffs: Tariffs;
   /** Output cap assumed for the reservation when a request sets none, tokens. */
@@ -40,6 +44,8 @@ interface Priced extends PricedModel {
   tier: Tier;
   tierBps: bigint;
   reservedMicros: bigint;
+  claim: LeaseClaim;
+  meta: ReserveMeta;
 }
 
 /** With billing on, bytes read (at most) before dispatch to find the output cap (`max_tokens`). */
@@ -198,9 +204,11 @@ class ProxyExchange {
     const earned = ownerEarningMicros(official, priced.tierBps);
     const ownerId = this.conn?.ownerId ?? null;
     const earningMicros = ownerId === null ? 0n : earned < chargeMicros ? earned : chargeMicros;
-    void billing.settlements
-      .settle(this.principal!.userId, this.model!, this.requestId, { chargeMicros, ownerId, ownerEarningMicros: earningMicros, usage: basis.usage, estimated: basis.estimated, endCause: cause })
-      .catch((error: unknown) => this.deps.log.error("billing.settle_failed", { requestId: this.requestId, error }));
+    const lease = { leaseId: priced.claim.leaseId, userId: priced.claim.userId, reservedMicros: priced.reservedMicros, meta: { ...priced.meta, ownerId: ownerId ?? priced.meta.ownerId } };
+    const written = billing.settlements
+      .settle(this.principal!.userId, this.model!, this.requestId, { chargeMicros, ownerId, ownerEarningMicros: earningMicros, usage: basis.usage, estimated: basis.estimated, endCause: cause, lease });
+    written.catch((error: unknown) => this.deps.log.error("billing.settle_failed", { requestId: this.requestId, error }));
+    billing.leases.finish(priced.claim, chargeMicros, written);
     return { usage: basis.usage, estimated: basis.estimated, chargeMicros, earningMicros };
   }
 
@@ -358,7 +366,7 @@ class ProxyExchange {
       characters: path === "/v1/audio/speech" ? (fields.inputChars ?? inputBytes) : 0,
     };
     const max = planChargeMicros(plan, this.route.api, model, official.price, worst);
-    const result = await billing.ledger.reserve(this.requestId, this.principal!.userId, max, {
+    const meta: ReserveMeta = {
       priceVer: official.ver,
       planId: plan.id,
       api: this.route.api,
@@ -367,13 +375,15 @@ class ProxyExchange {
       ownerId: conn.ownerId,
       tier,
       tierBps: Number(tierBps),
-    });
-    if (result === "insufficient_balance") {
+    };
+    // Held in memory against this gateway's lease on the wallet; a database round trip only to top it up.
+    const claim = await billing.leases.claim(this.principal!.userId, max);
+    if (!claim) {
       throw new GatewayError("insufficient_quota", this.route.api === "anthropic"
         ? "Your credit balance is too low to access the API. Top up your Wellspring balance."
         : "You exceeded your current quota: your balance does not cover this request. Top up your Wellspring balance.");
     }
-    this.#priced = { ...official, plan, tier, tierBps, reservedMicros: max };
+    this.#priced = { ...official, plan, tier, tierBps, reservedMicros: max, claim, meta };
     // The client may have gone while the reservation was made: release it at once.
     if (this.finished) this.#settle(this.endCause!);
   }

@@ -23,6 +23,17 @@ export interface Settlement {
   usage?: { inputTokens: number; outputTokens: number; cachedInputTokens: number };
   estimated?: boolean;
   endCause?: string;
+  /** Set when the request was held against a gateway's credit lease instead of a reservation of its own. */
+  lease?: LeasedHold;
+}
+
+/** A request held in a gateway's memory against a lease: its reservation record is written when it settles. */
+export interface LeasedHold {
+  leaseId: string;
+  userId: string;
+  /** The most the request could cost, held from the lease while it ran. */
+  reservedMicros: bigint;
+  meta: ReserveMeta;
 }
 
 /** What a reservation was priced with and who it pays, recorded with it (the durable record of the charge). */
@@ -127,6 +138,7 @@ export class Ledger {
    */
   async settle(requestId: string, s: Settlement): Promise<SettleResult> {
     if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n) throw new RangeError("charge and earning must not be negative");
+    if (s.lease) return (await this.settleMany([{ requestId, settlement: s }]))[0]!;
     const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
       "SELECT outcome, charged::text, released::text FROM wellspring_settle($1, $2, $3, $4, $5, $6, $7, $8, $9)",
       [requestId, s.chargeMicros.toString(), s.ownerId, s.ownerEarningMicros.toString(), s.usage?.inputTokens ?? null, s.usage?.outputTokens ?? null,
@@ -144,6 +156,16 @@ export class Ledger {
   async settleMany(items: readonly { requestId: string; settlement: Settlement }[]): Promise<SettleResult[]> {
     for (const { settlement: s } of items) {
       if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n) throw new RangeError("charge and earning must not be negative");
+    }
+    const leased = items.filter((i) => i.settlement.lease);
+    if (leased.length === items.length) return this.#settleLeased(items);
+    if (leased.length > 0) {
+      // Mixed batches (not made by the gateway, which always leases): each kind in its own statement.
+      const own = await this.settleMany(items.filter((i) => !i.settlement.lease));
+      const viaLease = await this.#settleLeased(leased);
+      let a = 0;
+      let b = 0;
+      return items.map((i) => (i.settlement.lease ? viaLease[b++]! : own[a++]!));
     }
     const col = <T>(f: (s: Settlement, id: string) => T) => items.map((i) => f(i.settlement, i.requestId));
     const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
@@ -170,6 +192,77 @@ export class Ledger {
         : { outcome: row.outcome as "already_settled" | "unknown_request" });
   }
 
+  async #settleLeased(items: readonly { requestId: string; settlement: Settlement }[]): Promise<SettleResult[]> {
+    const col = <T>(f: (s: Settlement, l: LeasedHold, id: string) => T) => items.map((i) => f(i.settlement, i.settlement.lease!, i.requestId));
+    const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
+      `SELECT s.outcome, s.charged::text, s.released::text
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::int[], $9::int[], $10::int[],
+                   $11::bool[], $12::"EndCause"[], $13::int[], $14::text[], $15::text[], $16::text[], $17::text[], $18::"AgentTier"[], $19::int[])
+         WITH ORDINALITY AS x(request_id, lease_id, user_id, reserved, charge, owner_id, earning, input_tokens, output_tokens, cached_tokens,
+                              estimated, end_cause, price_ver, plan_id, api, model, agent_id, tier, tier_bps, ord)
+       CROSS JOIN LATERAL wellspring_settle_leased(x.request_id, x.lease_id, x.user_id, x.reserved, x.charge, x.owner_id, x.earning,
+         x.input_tokens, x.output_tokens, x.cached_tokens, x.estimated, x.end_cause, x.price_ver, x.plan_id, x.api, x.model, x.agent_id, x.tier, x.tier_bps) AS s
+       ORDER BY x.ord`,
+      [
+        col((_, __, id) => id),
+        col((_, l) => l.leaseId),
+        col((_, l) => l.userId),
+        col((_, l) => l.reservedMicros.toString()),
+        col((s) => s.chargeMicros.toString()),
+        col((s) => s.ownerId),
+        col((s) => s.ownerEarningMicros.toString()),
+        col((s) => s.usage?.inputTokens ?? null),
+        col((s) => s.usage?.outputTokens ?? null),
+        col((s) => s.usage?.cachedInputTokens ?? null),
+        col((s) => s.estimated ?? false),
+        col((s) => s.endCause ?? null),
+        col((_, l) => l.meta.priceVer),
+        col((_, l) => l.meta.planId),
+        col((_, l) => l.meta.api),
+        col((_, l) => l.meta.model),
+        col((_, l) => l.meta.agentId),
+        col((_, l) => l.meta.tier),
+        col((_, l) => l.meta.tierBps),
+      ],
+    );
+    return r.rows.map((row) =>
+      row.outcome === "settled"
+        ? { outcome: "settled" as const, chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released) }
+        : { outcome: row.outcome as "already_settled" | "unknown_request" });
+  }
+
+  /**
+   * Grants (or tops up) a gateway's lease on a user's wallet: at most `wantMicros`, at least `minMicros`, and
+   * no more than half the available balance unless `minMicros` needs more. Returns what was granted (0n:
+   * the balance does not cover `minMicros`).
+   */
+  async lease(leaseId: string, userId: string, gatewayId: string, wantMicros: bigint, minMicros: bigint): Promise<bigint> {
+    if (minMicros <= 0n || wantMicros < minMicros) throw new RangeError("a lease needs 0 < min ≤ want");
+    const r = await this.pool.query<{ granted: string }>("SELECT wellspring_lease($1, $2, $3, $4, $5)::text AS granted", [leaseId, userId, gatewayId, wantMicros.toString(), minMicros.toString()]);
+    return BigInt(r.rows[0]!.granted);
+  }
+
+  /** Returns what a lease still holds to the wallet and closes it; the amount returned (0n if already closed). */
+  async releaseLease(leaseId: string): Promise<bigint> {
+    const r = await this.pool.query<{ returned: string }>("SELECT wellspring_release_lease($1)::text AS returned", [leaseId]);
+    return BigInt(r.rows[0]!.returned);
+  }
+
+  /** Marks leases as still in use (a sweeper closes leases nobody renewed). */
+  async renewLeases(leaseIds: readonly string[]): Promise<void> {
+    if (leaseIds.length) await this.pool.query("UPDATE credit_leases SET renewed_at = now() WHERE id = ANY($1) AND released = false", [leaseIds]);
+  }
+
+  /** Closes leases not renewed for `idleMs` (their gateway stopped); how many were closed. */
+  async sweepLeases(idleMs: number): Promise<number> {
+    const r = await this.pool.query<{ id: string }>(
+      "SELECT id FROM credit_leases WHERE released = false AND renewed_at < now() - make_interval(secs => $1::double precision / 1000)",
+      [idleMs],
+    );
+    for (const { id } of r.rows) await this.releaseLease(id);
+    return r.rows.length;
+  }
+
   /** Checks every invariant of the ledger; `ok` is false with a list of problems when one fails. */
   async audit(): Promise<AuditReport> {
     const problems: string[] = [];
@@ -181,14 +274,15 @@ export class Ledger {
     const wallets = await this.pool.query<{ user_id: string; available: string; reserved: string; journal: string; held: string }>(`
       SELECT w.user_id, w.available_micros::text AS available, w.reserved_micros::text AS reserved,
         COALESCE((SELECT SUM(amount_micros) FROM journal_entries j WHERE j.account = 'user:' || w.user_id), 0)::text AS journal,
-        COALESCE((SELECT SUM(amount_micros) FROM reservations r WHERE r.user_id = w.user_id AND r.status = 'held'), 0)::text AS held
+        (COALESCE((SELECT SUM(amount_micros) FROM reservations r WHERE r.user_id = w.user_id AND r.status = 'held'), 0)
+          + COALESCE((SELECT SUM(amount_micros) FROM credit_leases l WHERE l.user_id = w.user_id AND NOT l.released), 0))::text AS held
       FROM wallets w`);
     for (const w of wallets.rows) {
       const available = BigInt(w.available);
       const reserved = BigInt(w.reserved);
       if (available < 0n || reserved < 0n) problems.push(`wallet ${w.user_id} is negative`);
       if (available + reserved !== BigInt(w.journal)) problems.push(`wallet ${w.user_id}: available + reserved ${available + reserved} ≠ journal ${w.journal}`);
-      if (reserved !== BigInt(w.held)) problems.push(`wallet ${w.user_id}: reserved ${reserved} ≠ held reservations ${w.held}`);
+      if (reserved !== BigInt(w.held)) problems.push(`wallet ${w.user_id}: reserved ${reserved} ≠ held reservations and leases ${w.held}`);
     }
     const overcharged = await this.pool.query("SELECT request_id FROM reservations WHERE charge_micros > amount_micros LIMIT 5");
     for (const r of overcharged.rows as { request_id: string }[]) problems.push(`request ${r.request_id} charged over its reservation`);
@@ -207,6 +301,13 @@ export class Ledger {
          OR w.spent_micros <> COALESCE((SELECT SUM(u.spent_micros) FROM usage_daily u WHERE u.user_id = w.user_id), 0)
       LIMIT 5`);
     for (const r of spent.rows) problems.push(`wallet ${r.user_id}: spent total differs from its journal or its daily rollup`);
+    const leases = await this.pool.query<{ id: string }>("SELECT id FROM credit_leases WHERE NOT released AND amount_micros <> granted_micros - charged_micros LIMIT 5");
+    for (const r of leases.rows) problems.push(`lease ${r.id}: holds other than granted less charged`);
+    const leaseCharges = await this.pool.query<{ id: string }>(`
+      SELECT l.id FROM credit_leases l
+      WHERE l.charged_micros <> COALESCE((SELECT SUM(r.charge_micros) FROM reservations r WHERE r.lease_id = l.id), 0) AND NOT l.released
+      LIMIT 5`);
+    for (const r of leaseCharges.rows) problems.push(`lease ${r.id}: charged total differs from its requests`);
     const earnings = await this.pool.query("SELECT request_id FROM reservations WHERE earning_micros > charge_micros LIMIT 5");
     for (const r of earnings.rows as { request_id: string }[]) problems.push(`request ${r.request_id} paid its owner more than it charged`);
     return { ok: problems.length === 0, problems, journalSumMicros, walletsChecked: wallets.rowCount ?? 0 };

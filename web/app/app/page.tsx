@@ -15,7 +15,7 @@ export default async function Dashboard() {
     <>
       <PageTitle title="Dashboard" subtitle="Your balance and spend over the last 30 days (UTC)." />
       <div className="grid gap-4 sm:grid-cols-3">
-        <Stat label="Available balance" value={usd(b.availableMicros)} hint={b.reservedMicros > 0n ? `${usd(b.reservedMicros)} held by requests in flight` : "Nothing held right now"} testId="balance" />
+        <Stat label="Balance" value={usd(b.availableMicros + b.reservedMicros)} hint={b.reservedMicros > 0n ? `${usd(b.reservedMicros)} of it held for requests in flight` : "Nothing held right now"} testId="balance" />
         <Stat label="Spend, 30 days" value={usd(spent30)} hint={`${count(requests)} billed ${requests === 1 ? "request" : "requests"}`} testId="spend-30d" />
         <Stat label="Spend, all time" value={usd(b.spentMicros)} />
       </div>
