@@ -112,7 +112,7 @@ function s3Section(r: BenchResult): string[] {
   const out = [
     "## S3 — SSE streams (64 events 20 ms apart), 1 → 1,000 at once through one agent",
     "",
-    `${r.s3.scenario}. Each level: that many clients, each starting at a random moment within one stream's length and running two streams back to back.`,
+    `${r.s3.scenario}. Each level: that many clients, each starting at a random moment within one stream's length and running streams back to back (8 at 1 stream, 3 at ≤ 10, else 2).`,
     "TTFB = send → first complete event; gap = time between paced events (20 ms at the source); a stall is a gap over 250 ms; byte-exact = the SHA-256 of what the client received equals what the provider sent.",
     "",
     "| streams | path | TTFB p50 | TTFB p99 | gap p50 | gap p99 | stalls | errors | byte-exact |",

@@ -1,7 +1,7 @@
 /**
  * S3 — SSE: streams of 64 content events 20 ms apart, 1 → 1,000 of them open at once through one agent.
  * Each level runs `level` clients; each starts at a random moment within one stream's length (so the level
- * is reached as a steady state, not as one connection storm) and runs S3_ROUNDS streams back to back.
+ * is reached as a steady state, not as one connection storm) and runs a few streams back to back.
  * Measured at the client: time to the first event, the gaps between paced events, stalls, and whether the
  * bytes received are exactly the bytes the mock provider sent (SHA-256 of each stream, matched by tag).
  */
@@ -12,7 +12,8 @@ import { contentGaps, keepAlive, pct, sleep, sseCall, type Pct, type SseResult, 
 export const S3_CHUNKS = 64;
 export const S3_DELAY_MS = 20;
 export const S3_LEVELS = (process.env.BENCH_S3_LEVELS ?? "1,10,100,1000").split(",").map(Number);
-export const S3_ROUNDS = 2;
+/** Streams each client runs back to back: more at the low levels, so every level has a fair sample. */
+export const s3Rounds = (level: number) => (level === 1 ? 8 : level <= 10 ? 3 : 2);
 /** A gap between two paced events longer than this is a stall, ms. */
 export const STALL_GAP_MS = 250;
 
@@ -69,7 +70,7 @@ export async function runS3(gen: Generator, targets: Target[], key: string, mock
   for (const level of S3_LEVELS) {
     const byPath: S3Level["byPath"] = {};
     for (const t of targets) {
-      const results = await gen.call("sseLoad", t, key, level, S3_ROUNDS, `s3.${level}`);
+      const results = await gen.call("sseLoad", t, key, level, s3Rounds(level), `s3.${level}`);
       byPath[t.name] = sseFigures(results, mock);
       console.error(`S3 ${level} streams ${t.name}: ${JSON.stringify(byPath[t.name])}`);
     }
