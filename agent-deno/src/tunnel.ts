@@ -157,6 +157,9 @@ export class Tunnel {
       maxPayload: FRAME_BYTES_MAX,
       perMessageDeflate: false,
       handshakeTimeout: 10_000,
+      // An all-zero masking key: ws then skips masking here and unmasking at the hub, byte loops in
+      // JavaScript that cost more CPU than anything else on a bulk transfer (docs/protocol.md, "Transport").
+      generateMask: (mask) => mask.fill(0),
     });
     ws.binaryType = "nodebuffer";
     const session: Session = {

@@ -10,6 +10,7 @@ export default class WebSocket {
     maxPayload?: number;
     perMessageDeflate?: boolean;
     handshakeTimeout?: number;
+    generateMask?: (mask: Uint8Array) => void;
   });
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
