@@ -60,8 +60,10 @@ export function sseBody(tag: string, chunks: number, delayMs: number): string {
 export interface SseResult {
   tag: string;
   status: number;
-  /** `performance.now()` at the send. */
+  /** `performance.now()` at the send (this thread's clock). */
   startedAt: number;
+  /** The send as epoch milliseconds (comparable with the mock provider's record times). */
+  sentAtEpochMs: number;
   /** Send → first complete SSE event, ms. */
   ttfbMs: number;
   /** Arrival time of each complete event, ms after the send. */
@@ -86,7 +88,7 @@ export function sseCall(origin: string, key: string, tag: string, chunks: number
     const finish = (error: string | null) => {
       if (done) return;
       done = true;
-      resolve({ tag, status, startedAt: t0, ttfbMs: eventAtMs[0] ?? NaN, eventAtMs, sha256: hash.digest("hex"), bytes, error });
+      resolve({ tag, status, startedAt: t0, sentAtEpochMs: performance.timeOrigin + t0, ttfbMs: eventAtMs[0] ?? NaN, eventAtMs, sha256: hash.digest("hex"), bytes, error });
     };
     const req = http.request(`${origin}/v1/chat/completions`, {
       method: "POST",

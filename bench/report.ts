@@ -35,12 +35,13 @@ export interface BenchResult {
   };
   s3: { scenario: string; levels: S3Level[] };
   s4: { scenario: string; byPath: Partial<Record<PathName, S4Figures>> };
-  s5: { scenario: string; byPath: Partial<Record<PathName, S5Figures>> };
+  s5: { scenario: string; byPath: Partial<Record<PathName, S5Figures[]>> };
   totalSeconds: number;
   at: string;
 }
 
 const ms = (v: number | undefined) => (v === undefined ? "—" : `${v.toFixed(2)} ms`);
+const signed = (v: number) => (v >= 0 ? `+${v}` : `${v}`);
 const met = (ok: boolean) => (ok ? "met" : "**missed**");
 
 export async function writePerformanceDoc(r: BenchResult): Promise<void> {
@@ -64,7 +65,7 @@ export async function writePerformanceDoc(r: BenchResult): Promise<void> {
     `| Wellspring, billing off (gateway → tunnel → agent) | ${ms(r.tunnelBillingOffMs.p50)} | ${ms(r.tunnelBillingOffMs.p90)} | ${ms(r.tunnelBillingOffMs.p99)} | ${ms(r.tunnelBillingOffMs.max)} |`,
     `| Wellspring, billing on (the default) | ${ms(r.tunnelMs.p50)} | ${ms(r.tunnelMs.p90)} | ${ms(r.tunnelMs.p99)} | ${ms(r.tunnelMs.max)} |`,
     "",
-    `Added over direct: nginx ${r.nginxAddedMs ? `p50 +${r.nginxAddedMs.p50} ms, p99 +${r.nginxAddedMs.p99} ms` : "—"}; Wellspring p50 +${r.addedMs.p50} ms, p99 +${r.addedMs.p99} ms (billing alone p50 +${r.billingAddsMs.p50} ms, p99 +${r.billingAddsMs.p99} ms).`,
+    `Added over direct: nginx ${r.nginxAddedMs ? `p50 ${signed(r.nginxAddedMs.p50)} ms, p99 ${signed(r.nginxAddedMs.p99)} ms` : "—"}; Wellspring p50 ${signed(r.addedMs.p50)} ms, p99 ${signed(r.addedMs.p99)} ms (billing alone p50 ${signed(r.billingAddsMs.p50)} ms, p99 ${signed(r.billingAddsMs.p99)} ms).`,
     `Target: added p50 ≤ 0.5 ms (${met(r.addedMs.p50 <= 0.5)}), p99 ≤ 2 ms (${met(r.addedMs.p99 <= 2)}).`,
     "",
     "## S2 — throughput (small non-streaming calls, billing on)",
@@ -172,15 +173,20 @@ function s5Section(r: BenchResult): string[] {
     "",
     `${r.s5.scenario}; the provider-side cancel is when the mock provider saw its connection close.`,
     "",
-    "| path | aborts | reached the provider | cancel p50 | cancel p99 | max | leaked |",
-    "|---|---|---|---|---|---|---|",
+    "| clients at once | path | aborts | head seen before the abort | reached the provider | cancel p50 | cancel p99 | max | leaked |",
+    "|---|---|---|---|---|---|---|---|---|",
   ];
-  for (const p of PATHS) {
-    const f = r.s5.byPath[p];
-    if (f) out.push(`| ${LABEL[p]} | ${f.aborts} | ${f.reachedProvider} | ${ms(f.cancelMs.p50)} | ${ms(f.cancelMs.p99)} | ${ms(f.cancelMs.max)} | ${f.leaked} |`);
+  const levels = [...new Set(PATHS.flatMap((p) => (r.s5.byPath[p] ?? []).map((f) => f.concurrency)))];
+  for (const c of levels) {
+    for (const p of PATHS) {
+      const f = r.s5.byPath[p]?.find((x) => x.concurrency === c);
+      if (f) out.push(`| ${c} | ${LABEL[p]} | ${f.aborts} | ${f.aborts - (f.statusesBeforeAbort.none ?? 0)} | ${f.reachedProvider} | ${ms(f.cancelMs.p50)} | ${ms(f.cancelMs.p99)} | ${ms(f.cancelMs.max)} | ${f.leaked} |`);
+    }
   }
   const w = r.s5.byPath.wellspring;
-  if (w) out.push("", `Target: p99 ≤ 50 ms (${met(w.cancelMs.p99 <= 50)}), 0 leaks (${met(w.leaked === 0)}).`);
+  if (w?.length) {
+    out.push("", w.map((f) => `Target at ${f.concurrency} clients: p99 ≤ 50 ms (${met(f.cancelMs.p99 <= 50)}), 0 leaks (${met(f.leaked === 0)}).`).join(" "));
+  }
   out.push("");
   return out;
 }

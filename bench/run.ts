@@ -18,7 +18,7 @@ import { percentile, sleep, type Target } from "./lib.ts";
 import { Generator } from "./generator.ts";
 import { runS3 } from "./sse.ts";
 import { BULK_BYTES, runS4, type S4Figures } from "./bulk.ts";
-import { runS5, type S5Figures } from "./cancel.ts";
+import { runS5, S5_LEVELS, type S5Figures } from "./cancel.ts";
 
 const benchStarted = Date.now();
 const gen = new Generator();
@@ -66,7 +66,7 @@ let oneWallet: Awaited<ReturnType<typeof load>>;
 let manyWallets: Awaited<ReturnType<typeof load>>;
 let s3: Awaited<ReturnType<typeof runS3>>;
 const s4: Partial<Record<Target["name"], S4Figures>> = {};
-const s5: Partial<Record<Target["name"], S5Figures>> = {};
+const s5: Partial<Record<Target["name"], S5Figures[]>> = {};
 // S4 uploads 50 MB; the gateway's body limit (32 MiB by default) is raised for it.
 // Leases go back on the production schedule (the test harness shortens it).
 // S3 runs 1,000 streams through one agent: it is enrolled for the protocol's most (1,024).
@@ -119,9 +119,12 @@ try {
       s4[t.name] = await runS4(gen, t, stack.apiKey, proxies[t.name]);
       console.error(`S4 ${t.name}: ${JSON.stringify(s4[t.name])}`);
     }
-    for (const t of targets) {
-      s5[t.name] = await runS5(gen, t, stack.apiKey, stack.mock, t.name === "wellspring" ? () => heldByWellspring(stack) : async () => 0);
-      console.error(`S5 ${t.name}: ${JSON.stringify(s5[t.name])}`);
+    for (const level of S5_LEVELS) {
+      for (const t of targets) {
+        const f = await runS5(gen, t, stack.apiKey, stack.mock, t.name === "wellspring" ? () => heldByWellspring(stack) : async () => 0, level);
+        (s5[t.name] ??= []).push(f);
+        console.error(`S5 ${t.name}: ${JSON.stringify(f)}`);
+      }
     }
   } finally {
     await nginx?.stop();

@@ -71,10 +71,17 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
+/**
+ * Connections the kernel may queue for accept() on each listener (Node's default is 511). A burst of new
+ * clients while the event loop is busy overflowed 511 in the S3 benchmark, and a dropped SYN costs the
+ * client a 1 s retransmit; the kernel caps it at net.core.somaxconn.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 function listen(server: http.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
       server.off("error", reject);
       resolve((server.address() as AddressInfo).port);
     });

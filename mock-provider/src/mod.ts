@@ -445,7 +445,8 @@ export async function startMockProvider(options: { port?: number; host?: string 
     });
   });
   server.keepAliveTimeout = 5000;
-  await new Promise<void>((resolve) => server.listen(options.port ?? 0, options.host ?? "127.0.0.1", resolve));
+  // A provider's front end queues bursts of connections; so does the mock (Node's default backlog is 511).
+  await new Promise<void>((resolve) => server.listen({ port: options.port ?? 0, host: options.host ?? "127.0.0.1", backlog: 4096 }, resolve));
   const { port } = server.address() as AddressInfo;
   const waitFor = (pred: (r: MockRequestRecord) => boolean, timeoutMs: number, what: string) =>
     new Promise<MockRequestRecord>((resolve, reject) => {
