@@ -128,6 +128,28 @@ describe("credit leases", () => {
     await dead.close();
   });
 
+  it("a burst of 1,000 concurrent claims on one wallet needs a handful of top-ups: the slice grows with what is claimed", async () => {
+    const userId = await fundedUser(100_000_000n);
+    let topUps = 0;
+    const counting = Object.create(ledger) as Ledger;
+    counting.lease = (...args: Parameters<Ledger["lease"]>) => {
+      topUps++;
+      return ledger.lease(...args);
+    };
+    const leases = new CreditLeases(counting, "gw_e", log, options({ sliceMicros: 1_000_000n }));
+    const claims = await Promise.all(Array.from({ length: 1_000 }, () => leases.claim(userId, 20_000n)));
+    expect(claims.every((c) => c !== null)).toBe(true);
+    // 1,000 × 20,000 = 20,000,000 claimed: 20 top-ups at a fixed 1,000,000 slice; doubling needs 6.
+    expect(topUps).toBeLessThanOrEqual(8);
+    const w = await wallet(userId);
+    expect(w.reserved).toBeGreaterThanOrEqual(20_000_000n);
+    expect(w.reserved).toBeLessThanOrEqual(50_000_000n); // never more than half the balance
+    const batcher = new SettlementBatcher(ledger, log);
+    await Promise.all(claims.map((c) => settle(leases, batcher, c!, 1n)));
+    await leases.close();
+    expect(await wallet(userId)).toEqual({ available: 100_000_000n - 1_000n, reserved: 0n, spent: 1_000n });
+  });
+
   it("a claim the balance cannot cover is refused and holds nothing", async () => {
     const userId = await fundedUser(5_000n);
     const leases = new CreditLeases(ledger, "gw_d", log, options());

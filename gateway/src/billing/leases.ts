@@ -33,6 +33,8 @@ export const DEFAULT_LEASE_OPTIONS: LeaseOptions = {
   abandonedAfterMs: 10 * 60_000,
 };
 
+const max = (...xs: bigint[]) => xs.reduce((a, b) => (a > b ? a : b));
+
 /** Each worst case claimed is at most this many times smaller than the slice asked for. */
 const SLICE_PER_REQUEST_MIN = 16n;
 
@@ -40,6 +42,8 @@ interface UserLease {
   id: string;
   userId: string;
   free: bigint;
+  /** What the running requests have claimed (their worst cases), µ$. */
+  claimed: bigint;
   /** Requests claimed and not yet written (running, or settled in memory with the write queued). */
   open: number;
   idleSince: number;
@@ -93,11 +97,12 @@ export class CreditLeases {
     for (;;) {
       let lease = this.#byUser.get(userId);
       if (!lease) {
-        lease = { id: newId("lse"), userId, free: 0n, open: 0, idleSince: Date.now(), topUp: null };
+        lease = { id: newId("lse"), userId, free: 0n, claimed: 0n, open: 0, idleSince: Date.now(), topUp: null };
         this.#byUser.set(userId, lease);
       }
       if (lease.free >= amountMicros) {
         lease.free -= amountMicros;
+        lease.claimed += amountMicros;
         lease.open++;
         return { leaseId: lease.id, userId, amountMicros };
       }
@@ -106,8 +111,9 @@ export class CreditLeases {
         continue;
       }
       const need = amountMicros - lease.free;
-      const slice = this.options.sliceMicros > amountMicros * SLICE_PER_REQUEST_MIN ? this.options.sliceMicros : amountMicros * SLICE_PER_REQUEST_MIN;
-      const want = slice > need ? slice : need;
+      // The slice grows with the load: at least what the running requests hold, so a burst of N concurrent
+      // requests on one wallet needs about log2(N) top-ups, not N / slice.
+      const want = max(this.options.sliceMicros, amountMicros * SLICE_PER_REQUEST_MIN, lease.claimed, need);
       let granted = 0n;
       const l = lease;
       l.topUp = this.ledger.lease(l.id, userId, this.gatewayId, want, need).then((g) => {
@@ -131,7 +137,10 @@ export class CreditLeases {
   finish(claim: LeaseClaim, chargeMicros: bigint, written: Promise<unknown>): void {
     const lease = this.#byUser.get(claim.userId);
     const charged = chargeMicros < claim.amountMicros ? chargeMicros : claim.amountMicros;
-    if (lease && lease.id === claim.leaseId) lease.free += claim.amountMicros - charged;
+    if (lease && lease.id === claim.leaseId) {
+      lease.free += claim.amountMicros - charged;
+      lease.claimed -= claim.amountMicros;
+    }
     const done = () => {
       const l = this.#byUser.get(claim.userId);
       if (l && l.id === claim.leaseId) {
