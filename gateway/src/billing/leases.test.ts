@@ -150,6 +150,28 @@ describe("credit leases", () => {
     expect(await wallet(userId)).toEqual({ available: 100_000_000n - 1_000n, reserved: 0n, spent: 1_000n });
   });
 
+  it("a lease swept while its gateway runs is forgotten at the next renewal; an unwritable settlement does not hold money forever", async () => {
+    const userId = await fundedUser(1_000_000n);
+    const leases = new CreditLeases(ledger, "gw_f", log, options({ idleReleaseMs: 150, renewIntervalMs: 100 }));
+    const first = (await leases.claim(userId, 10_000n))!;
+    // Another gateway's sweep closes it (this one could not renew in time).
+    await ledger.releaseLease(first.leaseId);
+    await sleep(400);
+    const second = (await leases.claim(userId, 10_000n))!;
+    expect(second.leaseId).not.toBe(first.leaseId);
+    // A request on the new lease whose settlement can never be written: the lease still goes back once idle.
+    const third = (await leases.claim(userId, 10_000n))!;
+    expect(third.leaseId).toBe(second.leaseId);
+    leases.finish(third, 5_000n, Promise.reject(new Error("database unreachable")));
+    const batcher = new SettlementBatcher(ledger, log);
+    await settle(leases, batcher, second, 2_000n);
+    await sleep(600);
+    expect(leases.active).toBe(0);
+    expect(await wallet(userId)).toEqual({ available: 998_000n, reserved: 0n, spent: 2_000n });
+    expect((await ledger.audit()).problems).toEqual([]);
+    await leases.close();
+  });
+
   it("a claim the balance cannot cover is refused and holds nothing", async () => {
     const userId = await fundedUser(5_000n);
     const leases = new CreditLeases(ledger, "gw_d", log, options());

@@ -149,8 +149,10 @@ export class CreditLeases {
       }
     };
     written.then(done, (error: unknown) => {
-      // The settlement could not be written: keep the lease open (the money stays held) and say so.
-      this.log.error("billing.lease_settlement_unwritten", { leaseId: claim.leaseId, error });
+      // The settlement could not be written even one by one: the request goes uncharged (its claim returns
+      // to the wallet with the lease) rather than holding the user's money until an operator steps in.
+      this.log.error("billing.lease_settlement_unwritten", { leaseId: claim.leaseId, userId: claim.userId, amountMicros: claim.amountMicros.toString(), error });
+      done();
     });
   }
 
@@ -171,7 +173,15 @@ export class CreditLeases {
 
   async #renewAndSweep(): Promise<void> {
     try {
-      await this.ledger.renewLeases([...this.#byUser.values()].map((l) => l.id));
+      // A lease closed behind this gateway's back (swept while it could not renew) backs nothing any more:
+      // forget it, so the next request opens a new one instead of claiming money the wallet no longer holds.
+      const closed = new Set(await this.ledger.renewLeases([...this.#byUser.values()].map((l) => l.id)));
+      for (const lease of [...this.#byUser.values()]) {
+        if (closed.has(lease.id)) {
+          this.#byUser.delete(lease.userId);
+          this.log.warn("billing.lease_lost", { leaseId: lease.id, note: "closed by a sweep; running requests settle against the balance" });
+        }
+      }
       const swept = await this.ledger.sweepLeases(this.options.abandonedAfterMs);
       if (swept > 0) this.log.info("billing.leases_swept", { count: swept });
     } catch (error) {

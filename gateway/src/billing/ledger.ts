@@ -248,9 +248,12 @@ export class Ledger {
     return BigInt(r.rows[0]!.returned);
   }
 
-  /** Marks leases as still in use (a sweeper closes leases nobody renewed). */
-  async renewLeases(leaseIds: readonly string[]): Promise<void> {
-    if (leaseIds.length) await this.pool.query("UPDATE credit_leases SET renewed_at = now() WHERE id = ANY($1) AND released = false", [leaseIds]);
+  /** Marks leases as still in use (a sweeper closes leases nobody renewed); returns the ids that are no longer open. */
+  async renewLeases(leaseIds: readonly string[]): Promise<string[]> {
+    if (leaseIds.length === 0) return [];
+    const r = await this.pool.query<{ id: string }>("UPDATE credit_leases SET renewed_at = now() WHERE id = ANY($1) AND released = false RETURNING id", [leaseIds]);
+    const open = new Set(r.rows.map((x) => x.id));
+    return leaseIds.filter((id) => !open.has(id));
   }
 
   /** Closes leases not renewed for `idleMs` (their gateway stopped); how many were closed. */
