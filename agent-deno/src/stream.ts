@@ -96,10 +96,11 @@ export class AgentStream {
     this.#close(new DOMException("tunnel lost", "AbortError"));
   }
 
-  #close(reason: unknown): void {
+  /** `reason` null: the call completed, nothing to abort (and no exception object to make per stream). */
+  #close(reason: unknown | null): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#abort.abort(reason);
+    if (reason !== null) this.#abort.abort(reason);
     this.sendWindow.close();
     this.#bodyWaiter?.();
     this.host.forget(this.id);
@@ -223,6 +224,6 @@ export class AgentStream {
   #finish(): void {
     if (this.#closed) return;
     this.host.send(encodeEnd(this.id, jsonBytes({ upstreamBytes: this.upstreamBytes, upstreamMs: Date.now() - this.startedAt })));
-    this.#close(new DOMException("done", "AbortError"));
+    this.#close(null);
   }
 }

@@ -16,6 +16,9 @@ export class WindowClosedError extends Error {
   }
 }
 
+/** The one reason every closed window gives (an Error captures a stack trace: too costly to make per stream). */
+const WINDOW_CLOSED = new WindowClosedError();
+
 export class SendWindow {
   #available: number;
   #waiters = new Set<() => void>();
@@ -70,7 +73,7 @@ export class SendWindow {
     });
   }
 
-  close(reason: Error = new WindowClosedError()): void {
+  close(reason: Error = WINDOW_CLOSED): void {
     if (this.#closed) return;
     this.#closed = reason;
     this.#wake();

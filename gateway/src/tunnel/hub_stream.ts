@@ -29,10 +29,13 @@ export interface StreamTransport {
   forget(streamId: number): void;
 }
 
+const STREAM_CLOSED = new Error("stream closed");
+
 export class HubStream {
   readonly sendWindow: SendWindow;
   readonly recvWindow: RecvWindow;
-  #abort = new AbortController();
+  /** Made only when a request body waits for credit (most streams never do). */
+  #abort: AbortController | null = null;
   #closed = false;
   responseStarted = false;
   /** Bytes of DATA received for this stream (response body). */
@@ -60,6 +63,7 @@ export class HubStream {
   async sendData(chunk: Uint8Array): Promise<void> {
     if (this.#closed) throw new Error("stream closed");
     const windows = { stream: this.sendWindow, connection: this.transport.connectionSendWindow };
+    this.#abort ??= new AbortController();
     const sent = await sendWithCredit(this.id, chunk, windows, (f) => this.transport.send(f), () => this.#closed, this.#abort.signal);
     this.bytesSent += sent;
     if (sent < chunk.length) throw new Error("stream closed");
@@ -120,7 +124,7 @@ export class HubStream {
 
   #close(): void {
     this.#closed = true;
-    this.#abort.abort(new Error("stream closed"));
+    this.#abort?.abort(STREAM_CLOSED);
     this.sendWindow.close();
     this.transport.forget(this.id);
   }
