@@ -109,6 +109,13 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => 
   }
 }
 
+/** A row of `wellspring_settle` / `wellspring_settle_leased` as the caller sees it. */
+function settleResult(row: { outcome: string; charged: string; released: string }): SettleResult {
+  return row.outcome === "settled"
+    ? { outcome: "settled", chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released) }
+    : { outcome: row.outcome as "already_settled" | "unknown_request" };
+}
+
 export class Ledger {
   constructor(private readonly pool: pg.Pool) {}
 
@@ -144,9 +151,7 @@ export class Ledger {
       [requestId, s.chargeMicros.toString(), s.ownerId, s.ownerEarningMicros.toString(), s.usage?.inputTokens ?? null, s.usage?.outputTokens ?? null,
         s.usage?.cachedInputTokens ?? null, s.estimated ?? false, s.endCause ?? null],
     );
-    const row = r.rows[0]!;
-    if (row.outcome === "settled") return { outcome: "settled", chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released) };
-    return { outcome: row.outcome as "already_settled" | "unknown_request" };
+    return settleResult(r.rows[0]!);
   }
 
   /**
@@ -186,10 +191,7 @@ export class Ledger {
         col((s) => s.endCause ?? null),
       ],
     );
-    return r.rows.map((row) =>
-      row.outcome === "settled"
-        ? { outcome: "settled" as const, chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released) }
-        : { outcome: row.outcome as "already_settled" | "unknown_request" });
+    return r.rows.map(settleResult);
   }
 
   async #settleLeased(items: readonly { requestId: string; settlement: Settlement }[]): Promise<SettleResult[]> {
@@ -225,10 +227,7 @@ export class Ledger {
         col((_, l) => l.meta.tierBps),
       ],
     );
-    return r.rows.map((row) =>
-      row.outcome === "settled"
-        ? { outcome: "settled" as const, chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released) }
-        : { outcome: row.outcome as "already_settled" | "unknown_request" });
+    return r.rows.map(settleResult);
   }
 
   /**
