@@ -56,6 +56,24 @@ function post(key: string, path: string, body: unknown) {
 }
 
 describe("billing", () => {
+  it("a request holds money through a credit lease that /metrics counts, and the lease goes back when the user is idle", async () => {
+    const { userId, key } = await fundedUser(5_000_000n);
+    const leasesOpen = async () => Number(/^wellspring_credit_leases_open (\d+)$/m.exec(await (await fetch(`${stack.baseUrl}/metrics`)).text())?.[1]);
+    const res = await post(key, "/v1/chat/completions", { model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "[mock chunks=20 delay_ms=20]" }] });
+    expect(res.status).toBe(200);
+    // While the stream runs, the user's lease is open and part of the balance is held.
+    expect(await leasesOpen()).toBeGreaterThanOrEqual(1);
+    const held = await pool.query<{ n: number; amount: string }>("SELECT count(*)::int AS n, COALESCE(SUM(amount_micros), 0)::text AS amount FROM credit_leases WHERE user_id = $1 AND NOT released", [userId]);
+    expect(held.rows[0]!.n).toBe(1);
+    expect(BigInt(held.rows[0]!.amount)).toBeGreaterThan(0n);
+    await res.text();
+    const w = await settled(userId).then(() => wallet(userId));
+    expect(w.reserved).toBe(0n);
+    expect(await leasesOpen()).toBe(0);
+    const after = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM credit_leases WHERE user_id = $1 AND NOT released", [userId]);
+    expect(after.rows[0]!.n).toBe(0);
+  });
+
   it("a completed request costs exactly its reported usage at the official price; the owner earns price × tier A", async () => {
     const { userId, key } = await fundedUser(1_000_000n);
     const ownerBefore = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(stack.ownerId)]);

@@ -190,7 +190,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return;
     }
     if (path === "/metrics") {
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records));
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records, leases));
       return;
     }
     const family = familyOfPath(path);
@@ -309,7 +309,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 }
 
-function metricsText(registry: AgentRegistry, records: RecordWriter): string {
+function metricsText(registry: AgentRegistry, records: RecordWriter, leases: CreditLeases | null): string {
   const conns = registry.connections();
   const lines = [
     "# HELP wellspring_agents_connected Agents with an authenticated tunnel to this gateway.",
@@ -324,6 +324,9 @@ function metricsText(registry: AgentRegistry, records: RecordWriter): string {
     "# HELP wellspring_tunnel_buffered_bytes Bytes queued on tunnel sockets.",
     "# TYPE wellspring_tunnel_buffered_bytes gauge",
     `wellspring_tunnel_buffered_bytes ${conns.reduce((n, c) => n + c.bufferedBytes, 0)}`,
+    "# HELP wellspring_credit_leases_open Wallet slices this gateway holds for running and recent requests.",
+    "# TYPE wellspring_credit_leases_open gauge",
+    `wellspring_credit_leases_open ${leases?.active ?? 0}`,
     "# HELP wellspring_records_dropped_total Request records dropped because the write queue was full.",
     "# TYPE wellspring_records_dropped_total counter",
     `wellspring_records_dropped_total ${records.dropped}`,
