@@ -11,7 +11,8 @@ import {
   CONCURRENT_STREAMS_MAX_DEFAULT,
   CONNECTION_WINDOW_BYTES_DEFAULT,
   ControlKind,
-  decodeFrame,
+  decodeMessage,
+  FrameBatcher,
   encodeControl,
   encodeGoAway,
   encodePong,
@@ -78,6 +79,8 @@ export class FatalTunnelError extends Error {
 
 interface Session {
   ws: WebSocket;
+  /** Frames of one turn leave as one message (protocol/src/batch.ts). */
+  batch: FrameBatcher;
   state: "challenge" | "ready" | "closed";
   streams: Map<number, AgentStream>;
   highestStreamId: number;
@@ -164,6 +167,9 @@ export class Tunnel {
     ws.binaryType = "nodebuffer";
     const session: Session = {
       ws,
+      batch: new FrameBatcher((message) => {
+        if (ws.readyState === WebSocket.OPEN) ws.send(message);
+      }),
       state: "challenge",
       streams: new Map(),
       highestStreamId: 0,
@@ -186,7 +192,7 @@ export class Tunnel {
       const onStop = () => {
         if (session.state === "closed") return;
         session.draining = true;
-        ws.send(encodeGoAway(session.highestStreamId, GoAwayCode.SHUTDOWN, "agent stopping"));
+        this.#send(session, encodeGoAway(session.highestStreamId, GoAwayCode.SHUTDOWN, "agent stopping"));
         if (session.streams.size === 0) this.#close(session, 1000, "agent stopping");
       };
       this.#o.signal?.addEventListener("abort", onStop, { once: true });
@@ -196,19 +202,22 @@ export class Tunnel {
           return;
         }
         session.lastFrameAt = Date.now();
-        const result = decodeFrame(data);
-        if (!result.ok) {
-          const v = result.violation;
-          log.warn("tunnel.violation", { ...v });
-          if (v.scope === "connection") this.#close(session, v.closeCode, v.message);
-          else this.#resetStream(session, v.streamId, v.resetCode, v.message);
-          return;
-        }
-        try {
-          this.#onFrame(session, result.frame, onReady);
-        } catch (error) {
-          log.error("tunnel.frame_handler_failed", { error: error as Error });
-          this.#close(session, CloseCode.INTERNAL, "internal error");
+        // One message may carry several frames; a frame that closes the session stops the rest.
+        for (const result of decodeMessage(data)) {
+          if (session.state === "closed") return;
+          if (!result.ok) {
+            const v = result.violation;
+            log.warn("tunnel.violation", { ...v });
+            if (v.scope === "connection") this.#close(session, v.closeCode, v.message);
+            else this.#resetStream(session, v.streamId, v.resetCode, v.message);
+            continue;
+          }
+          try {
+            this.#onFrame(session, result.frame, onReady);
+          } catch (error) {
+            log.error("tunnel.frame_handler_failed", { error: error as Error });
+            this.#close(session, CloseCode.INTERNAL, "internal error");
+          }
         }
       });
       ws.on("error", (error: Error) => log.warn("tunnel.socket_error", { error }));
@@ -227,12 +236,13 @@ export class Tunnel {
   }
 
   #send(session: Session, frame: Uint8Array): void {
-    if (session.ws.readyState === WebSocket.OPEN) session.ws.send(frame);
+    if (session.ws.readyState === WebSocket.OPEN) session.batch.push(frame);
   }
 
   #close(session: Session, code: number, reason: string): void {
     if (session.state === "closed") return;
     session.state = "closed";
+    session.batch.flush(); // what was sent before the close (a GOAWAY, a RESET) goes first
     try {
       session.ws.close(code, reason.slice(0, 120));
     } catch {

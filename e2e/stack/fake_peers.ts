@@ -5,6 +5,7 @@ import WebSocket, { WebSocketServer } from "ws";
 import {
   ControlKind,
   decodeFrame,
+  decodeMessage,
   encodeControl,
   FrameType,
   generateAgentKeyPair,
@@ -41,7 +42,7 @@ export async function connectFakeAgent(tunnelUrl: string): Promise<FakeAgentSess
   const frames: ReturnType<typeof decodeFrame>[] = [];
   const listeners = new Set<() => void>();
   ws.on("message", (data: Buffer) => {
-    frames.push(decodeFrame(new Uint8Array(data)));
+    frames.push(...decodeMessage(new Uint8Array(data)));
     for (const l of [...listeners]) l();
   });
   const closed = new Promise<[number, string]>((resolve) => ws.on("close", (code, reason) => resolve([code, reason.toString()])));

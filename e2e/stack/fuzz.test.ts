@@ -9,7 +9,7 @@ import fc from "fast-check";
 import type WebSocket from "ws";
 import {
   ControlKind,
-  decodeFrame,
+  decodeMessage,
   encodeControl,
   encodeData,
   encodeEnd,
@@ -98,8 +98,9 @@ describe("fuzzing live peers", () => {
       const batch = batches[served++ % batches.length]!;
       ws.on("close", (code) => closes.push(code));
       ws.on("message", (data: Buffer) => {
-        const r = decodeFrame(new Uint8Array(data));
-        if (!r.ok || r.frame.type !== FrameType.CONTROL || r.frame.kind !== ControlKind.AUTH) return;
+        // The agent may send several frames in one message; the fuzzed hub answers its AUTH.
+        const r = decodeMessage(new Uint8Array(data)).find((x) => x.ok && x.frame.type === FrameType.CONTROL && x.frame.kind === ControlKind.AUTH);
+        if (!r) return;
         ws.send(encodeControl(ControlKind.WELCOME, jsonBytes({ agentId: "agt_x", sessionId: "ses_fuzz", serverTimeMs: Date.now(), heartbeatIntervalMs: 15_000, settings: SETTINGS })));
         for (const frame of batch) if (ws.readyState === ws.OPEN) ws.send(frame);
         setTimeout(() => ws.terminate(), 300);

@@ -1,5 +1,5 @@
 /**
- * Frame codec. One WebSocket binary message carries exactly one frame:
+ * Frame codec. One WebSocket binary message carries one or more whole frames, back to back (batch.ts):
  *
  *   0      1      2      3      4              8              12
  *   +------+------+------+------+--------------+--------------+---------------+

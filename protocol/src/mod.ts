@@ -6,3 +6,4 @@ export * from "./messages.ts";
 export * from "./flow.ts";
 export * from "./handshake.ts";
 export { SchemaError } from "./schema.ts";
+export * from "./batch.ts";

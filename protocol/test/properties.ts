@@ -8,7 +8,9 @@ import {
   CloseCode,
   ControlKind,
   DATA_PAYLOAD_BYTES_MAX,
+  BATCHED_FRAME_BYTES_MAX,
   decodeFrame,
+  decodeMessage,
   encodeControl,
   encodeData,
   encodeEnd,
@@ -19,7 +21,9 @@ import {
   encodeReset,
   encodeResponse,
   encodeWindow,
+  FRAME_BYTES_MAX,
   FRAME_HEADER_BYTES,
+  FrameBatcher,
   FrameType,
   fromBase64Url,
   generateAgentKeyPair,
@@ -109,6 +113,45 @@ function decodeSafely(bytes: Uint8Array): void {
 }
 
 export const properties: PropertyCase[] = [
+  {
+    name: "frames batched into messages arrive whole, in order, each message within FRAME_BYTES_MAX",
+    async run(fc) {
+      await fc.assert(fc.asyncProperty(fc.array(frameArb(fc), { minLength: 1, maxLength: 40 }), async (specs) => {
+        const messages: Uint8Array[] = [];
+        const batcher = new FrameBatcher((m) => messages.push(m));
+        const sent = specs.map(encodeSpec);
+        for (const f of sent) batcher.push(f);
+        await Promise.resolve(); // the batch leaves once the microtasks queued before it ran
+        check(messages.every((m) => m.length <= FRAME_BYTES_MAX), "a message exceeds FRAME_BYTES_MAX");
+        check(messages.length < sent.length || sent.length === 1 || sent.some((f) => f.length >= BATCHED_FRAME_BYTES_MAX), "small frames were not batched");
+        const received = messages.flatMap((m) => decodeMessage(m));
+        check(received.length === specs.length, `sent ${specs.length} frames, received ${received.length}`);
+        received.forEach((r, i) => check(r.ok && matches(specs[i]!, r.frame), `frame ${i} differs or is out of order`));
+      }), { numRuns: 300 });
+    },
+  },
+  {
+    name: "a message that ends inside a frame is a connection error; random messages never crash the splitter",
+    run(fc) {
+      fc.assert(fc.property(fc.array(frameArb(fc), { minLength: 1, maxLength: 5 }), fc.nat(), (specs, cut) => {
+        const whole = specs.map(encodeSpec);
+        const message = new Uint8Array(whole.reduce((n, f) => n + f.length, 0));
+        let at = 0;
+        for (const f of whole) {
+          message.set(f, at);
+          at += f.length;
+        }
+        const ends = new Set(whole.reduce<number[]>((acc, f) => [...acc, (acc.at(-1) ?? 0) + f.length], []));
+        const length = 1 + (cut % message.length);
+        const rs = decodeMessage(message.subarray(0, length));
+        if (ends.has(length)) check(rs.every((r) => r.ok), "a whole prefix of frames was refused");
+        else check(rs.length === 1 && !rs[0]!.ok && rs[0]!.violation.scope === "connection" && rs[0]!.violation.closeCode === CloseCode.PROTOCOL_ERROR, "a cut frame was not a connection error");
+      }), { numRuns: 1000 });
+      fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+        for (const r of decodeMessage(bytes)) if (!r.ok) check(r.violation.scope === "stream" || DOCUMENTED_CLOSE.has(r.violation.closeCode), "undocumented close code");
+      }), { numRuns: 3000 });
+    },
+  },
   {
     name: "every valid frame round-trips through encode and decode",
     run(fc) {

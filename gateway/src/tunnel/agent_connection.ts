@@ -16,7 +16,9 @@ import {
   CONCURRENT_STREAMS_MAX_DEFAULT,
   CONNECTION_WINDOW_BYTES_DEFAULT,
   ControlKind,
-  decodeFrame,
+  decodeMessage,
+  FrameBatcher,
+  type DecodeResult,
   encodeControl,
   encodeGoAway,
   encodeOpen,
@@ -194,9 +196,14 @@ export class AgentConnection {
     return stream;
   }
 
+  /** Frames of one turn leave as one message (protocol/src/batch.ts). */
+  readonly #batch = new FrameBatcher((message) => {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(message, { binary: true });
+  });
+
   send(frame: Uint8Array): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    this.ws.send(frame, { binary: true });
+    this.#batch.push(frame);
   }
 
   /** Sends the official price table in force; the agent answers PRICE_ACK with the version it now holds. */
@@ -221,6 +228,7 @@ export class AgentConnection {
     if (this.state === "closed") return;
     this.log.info("tunnel.close", { agentId: this.agentId, code, reason });
     this.#teardown(`connection closed: ${reason}`);
+    this.#batch.flush(); // what was sent before the close (a RESET, a GOAWAY) goes first
     try {
       this.ws.close(code, reason.slice(0, 120));
     } catch {
@@ -258,7 +266,17 @@ export class AgentConnection {
       return;
     }
     this.#lastFrameAt = Date.now();
-    const result = decodeFrame(data);
+    // One message may carry several frames; a frame that closes the connection stops the rest.
+    for (const result of decodeMessage(data)) if (!this.#onDecoded(result)) return;
+  }
+
+  /** Handles one decoded frame; false once the connection is closed. */
+  #onDecoded(result: DecodeResult): boolean {
+    this.#handleDecoded(result);
+    return this.state !== "closed";
+  }
+
+  #handleDecoded(result: DecodeResult): void {
     if (!result.ok) {
       const v = result.violation;
       this.log.warn("tunnel.violation", { agentId: this.agentId, ...v });
