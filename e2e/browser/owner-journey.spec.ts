@@ -78,15 +78,16 @@ test("an owner enrolls an agent with the command the page shows, sees it online,
     official += (BigInt(u.input_tokens) * 15_000_000n + BigInt(u.output_tokens) * 75_000_000n + 999_999n) / 1_000_000n;
   }
   const earned = (official * 7_000n) / 10_000n; // tier A, rounded down per request below
+  // Settlements are written just after each response (batched), so the page shows all three moments later.
+  let available = "";
   await expect(async () => {
     await page.goto("/app/earnings");
     await expect(page.getByTestId("earnings-by-model")).toContainText("claude-opus-4-1", { timeout: 500 });
+    available = (await page.getByTestId("earnings-available").textContent())!;
+    const availableMicros = BigInt(Math.round(Number(available.replace(/[$,]/g, "")) * 1e6));
+    expect(availableMicros - earned).toBeLessThanOrEqual(0n); // per-request rounding down can only lower it…
+    expect(earned - availableMicros).toBeLessThanOrEqual(3n); // …by under 1 µUSD per request
   }).toPass({ timeout: 10_000 });
-  const available = (await page.getByTestId("earnings-available").textContent())!;
-  const availableMicros = BigInt(Math.round(Number(available.replace(/[$,]/g, "")) * 1e6));
-  expect(availableMicros).toBeGreaterThan(0n);
-  expect(availableMicros - earned).toBeLessThanOrEqual(0n); // per-request rounding down can only lower it…
-  expect(earned - availableMicros).toBeLessThanOrEqual(3n); // …by under 1 µUSD per request
   await shot("earnings");
 
   await page.getByLabel("Amount ($)").fill("1000");
