@@ -109,6 +109,21 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => 
   }
 }
 
+/** The parameters every settle statement takes, in order: charge, owner, earning, token counts, estimated, end cause. */
+function settlementColumns(items: readonly { settlement: Settlement }[]): unknown[][] {
+  const col = <T>(f: (s: Settlement) => T) => items.map((i) => f(i.settlement));
+  return [
+    col((s) => s.chargeMicros.toString()),
+    col((s) => s.ownerId),
+    col((s) => s.ownerEarningMicros.toString()),
+    col((s) => s.usage?.inputTokens ?? null),
+    col((s) => s.usage?.outputTokens ?? null),
+    col((s) => s.usage?.cachedInputTokens ?? null),
+    col((s) => s.estimated ?? false),
+    col((s) => s.endCause ?? null),
+  ];
+}
+
 /** A row of `wellspring_settle` / `wellspring_settle_leased` as the caller sees it. */
 function settleResult(row: { outcome: string; charged: string; released: string }): SettleResult {
   return row.outcome === "settled"
@@ -172,24 +187,13 @@ export class Ledger {
       let b = 0;
       return items.map((i) => (i.settlement.lease ? viaLease[b++]! : own[a++]!));
     }
-    const col = <T>(f: (s: Settlement, id: string) => T) => items.map((i) => f(i.settlement, i.requestId));
     const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
       `SELECT s.outcome, s.charged::text, s.released::text
        FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::int[], $8::bool[], $9::"EndCause"[])
          WITH ORDINALITY AS x(request_id, charge, owner_id, earning, input_tokens, output_tokens, cached_tokens, estimated, end_cause, ord)
        CROSS JOIN LATERAL wellspring_settle(x.request_id, x.charge, x.owner_id, x.earning, x.input_tokens, x.output_tokens, x.cached_tokens, x.estimated, x.end_cause) AS s
        ORDER BY x.ord`,
-      [
-        col((_, id) => id),
-        col((s) => s.chargeMicros.toString()),
-        col((s) => s.ownerId),
-        col((s) => s.ownerEarningMicros.toString()),
-        col((s) => s.usage?.inputTokens ?? null),
-        col((s) => s.usage?.outputTokens ?? null),
-        col((s) => s.usage?.cachedInputTokens ?? null),
-        col((s) => s.estimated ?? false),
-        col((s) => s.endCause ?? null),
-      ],
+      [items.map((i) => i.requestId), ...settlementColumns(items)],
     );
     return r.rows.map(settleResult);
   }
@@ -210,14 +214,7 @@ export class Ledger {
         col((_, l) => l.leaseId),
         col((_, l) => l.userId),
         col((_, l) => l.reservedMicros.toString()),
-        col((s) => s.chargeMicros.toString()),
-        col((s) => s.ownerId),
-        col((s) => s.ownerEarningMicros.toString()),
-        col((s) => s.usage?.inputTokens ?? null),
-        col((s) => s.usage?.outputTokens ?? null),
-        col((s) => s.usage?.cachedInputTokens ?? null),
-        col((s) => s.estimated ?? false),
-        col((s) => s.endCause ?? null),
+        ...settlementColumns(items),
         col((_, l) => l.meta.priceVer),
         col((_, l) => l.meta.planId),
         col((_, l) => l.meta.api),
