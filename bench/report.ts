@@ -6,7 +6,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { PathName } from "./lib.ts";
 import type { S3Level } from "./sse.ts";
-import type { S4Figures } from "./bulk.ts";
+import { SLOW_READER_BYTES_PER_SECOND, type S4Figures } from "./bulk.ts";
 import type { S5Figures } from "./cancel.ts";
 
 const PATHS: PathName[] = ["direct", "nginx", "wellspring"];
@@ -159,7 +159,7 @@ function s4Section(r: BenchResult): string[] {
   const out = [
     "## S4 — bulk beside streams",
     "",
-    `${r.s4.scenario} (read at ${"256 KiB/s"}). Gaps are the SSE streams' inter-event gaps before the bulk transfers start and while they run.`,
+    `${r.s4.scenario} (read at ${SLOW_READER_BYTES_PER_SECOND / 1024} KiB/s). Gaps are the SSE streams' inter-event gaps before the bulk transfers start and while they run.`,
     "",
     "| path | upload MB/s | download MB/s | gap p99 before | gap p99 during | stalls | peak RSS (before) |",
     "|---|---|---|---|---|---|---|",

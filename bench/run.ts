@@ -44,7 +44,7 @@ interface Throughput {
 /** S2: `total` requests spread over `concurrency` clients; requests per second and latency. */
 async function throughput(origin: string, key: string, concurrency: number, total: number): Promise<Throughput> {
   const perClient = Math.max(1, Math.floor(total / concurrency));
-  const r = await gen.call("load", origin, Array.from({ length: concurrency }, () => key), perClient);
+  const r = await load(origin, Array.from({ length: concurrency }, () => key), perClient);
   return { requestsPerSecond: Math.round(r.latencies.length / r.seconds), p50Ms: +percentile(r.latencies, 50).toFixed(2), p99Ms: +percentile(r.latencies, 99).toFixed(2) };
 }
 

@@ -193,18 +193,13 @@ export async function startAgentProc(dataDir: string, agentId: string, upstreamO
  * A user's wallet once nothing is held for them any more (no request running, the gateway's lease given
  * back): what tests compare exact charges against.
  */
-export async function settledWallet(databaseUrl: string | pg.Pool, userId: string, timeoutMs = 5_000): Promise<{ available: bigint; reserved: bigint }> {
-  const pool = typeof databaseUrl === "string" ? new pg.Pool({ connectionString: databaseUrl, max: 1 }) : databaseUrl;
-  try {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const r = await pool.query<{ available_micros: string; reserved_micros: string }>("SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1", [userId]);
-      const w = { available: BigInt(r.rows[0]?.available_micros ?? 0), reserved: BigInt(r.rows[0]?.reserved_micros ?? 0) };
-      if (w.reserved === 0n || Date.now() > until) return w;
-      await new Promise((res) => setTimeout(res, 25));
-    }
-  } finally {
-    if (typeof databaseUrl === "string") await pool.end();
+export async function settledWallet(pool: pg.Pool, userId: string, timeoutMs = 5_000): Promise<{ available: bigint; reserved: bigint }> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await pool.query<{ available_micros: string; reserved_micros: string }>("SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1", [userId]);
+    const w = { available: BigInt(r.rows[0]?.available_micros ?? 0), reserved: BigInt(r.rows[0]?.reserved_micros ?? 0) };
+    if (w.reserved === 0n || Date.now() > until) return w;
+    await new Promise((res) => setTimeout(res, 25));
   }
 }
 

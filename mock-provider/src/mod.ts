@@ -322,7 +322,7 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
 
 const MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "claude-haiku-4-5", "claude-sonnet-4-5"];
 
-async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer): Promise<void> {
+async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: Directives): Promise<void> {
   const url = new URL(req.url ?? "/", "http://mock");
   const path = url.pathname;
   const isAnthropic = path === "/v1/messages";
@@ -342,7 +342,6 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer): Pro
   const contentType = String(req.headers["content-type"] ?? "");
   if (contentType.startsWith("multipart/form-data")) {
     // Audio transcription / image edit: answer with the byte count so tests see the body arrived whole.
-    const d = parseDirectives(raw);
     if (d.status !== null) {
       const e = openAiError(d.status, d);
       await sendJson(r, e.status, e.body, e.headers);
@@ -363,7 +362,6 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer): Pro
     await sendJson(r, 400, e);
     return;
   }
-  const d = parseDirectives(raw);
   if (d.firstDelayMs > 0) await sleep(d.firstDelayMs);
   if (r.record.cancelledAt !== null) return;
   if (d.status !== null || d.error !== null) {
@@ -437,8 +435,9 @@ export async function startMockProvider(options: { port?: number; host?: string 
       notify();
       const r = new Responder(res, record, () => inFlight--);
       const raw = Buffer.concat(chunks);
-      record.tag = parseDirectives(raw).tag;
-      handle(req, r, raw).then(notify, (error: unknown) => {
+      const directives = parseDirectives(raw);
+      record.tag = directives.tag;
+      handle(req, r, raw, directives).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();
       });

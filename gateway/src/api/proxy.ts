@@ -204,7 +204,7 @@ class ProxyExchange {
     const earned = ownerEarningMicros(official, priced.tierBps);
     const ownerId = this.conn?.ownerId ?? null;
     const earningMicros = ownerId === null ? 0n : earned < chargeMicros ? earned : chargeMicros;
-    const lease = { leaseId: priced.claim.leaseId, userId: priced.claim.userId, reservedMicros: priced.reservedMicros, meta: { ...priced.meta, ownerId: ownerId ?? priced.meta.ownerId } };
+    const lease = { leaseId: priced.claim.leaseId, userId: priced.claim.userId, reservedMicros: priced.reservedMicros, meta: priced.meta };
     const written = billing.settlements
       .settle(this.principal!.userId, this.model!, this.requestId, { chargeMicros, ownerId, ownerEarningMicros: earningMicros, usage: basis.usage, estimated: basis.estimated, endCause: cause, lease });
     written.catch((error: unknown) => this.deps.log.error("billing.settle_failed", { requestId: this.requestId, error }));
