@@ -22,7 +22,7 @@ const log = createLogger({ proc: "hub" }, env.LOG_LEVEL);
 const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
 if (!env.REDIS_URL) log.info("hub.limits", { mode: "in-process", note: "REDIS_URL is unset: limits are kept in this process only (one gateway)" });
 const gateway = await startGateway({
-  db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: env.GATEWAY_ID ?? newId("gw"), tls: hub.tls,
+  db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: env.GATEWAY_ID ?? newId("gw"), tls: hub.tls, spoolDir: join(hub.dataDir, "spool"),
   host: env.HOST, apiPort: env.GATEWAY_PORT, agentPort: env.AGENT_PORT,
   limits: { requestBodyBytesMax: env.REQUEST_BODY_BYTES_MAX, responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS, streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS },
   tunnel: { heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS, heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS },

@@ -238,19 +238,27 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-export async function startStack(opts: { gatewayEnv?: Record<string, string>; concurrentStreamsMax?: number; beforeAgent?: (db: Db) => Promise<void> } = {}): Promise<Stack> {
+export async function startStack(opts: {
+  gatewayEnv?: Record<string, string>;
+  concurrentStreamsMax?: number;
+  beforeAgent?: (db: Db) => Promise<void>;
+  /** The database URL the gateway is given (e.g. through a proxy the test can cut); the test's own is direct. */
+  gatewayDatabaseUrl?: (url: string) => string;
+  /** Models the agent offers (default DEMO_MODELS). */
+  models?: typeof DEMO_MODELS;
+} = {}): Promise<Stack> {
   const database = await createTestDatabase();
   const { db } = database;
   await opts.beforeAgent?.(db);
   const mock = await startMockProvider();
-  const gateway = await startGatewayProc(database.url, opts.gatewayEnv);
+  const gateway = await startGatewayProc(opts.gatewayDatabaseUrl?.(database.url) ?? database.url, opts.gatewayEnv);
   const ownerId = newId("usr");
   const userId = newId("usr");
   await db.user.create({ data: { id: ownerId, email: `${ownerId}@owner.test`, isOwner: true } });
   await db.user.create({ data: { id: userId, email: `${userId}@user.test` } });
   const key = await issueKey(db, userId, "test");
   await fund(database.url, userId, TEST_USER_FUNDING_MICROS);
-  const enrolled = await enrollAgent(db, gateway, ownerId, { concurrentStreamsMax: opts.concurrentStreamsMax });
+  const enrolled = await enrollAgent(db, gateway, ownerId, { concurrentStreamsMax: opts.concurrentStreamsMax, models: opts.models });
   const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
   const stack: Stack = {
     database, db, mock, gateway, agent, userId, ownerId,

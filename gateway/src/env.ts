@@ -1,6 +1,6 @@
 /** Gateway configuration, parsed once from the environment. Optional features return null when unset. */
 import { z } from "zod";
-import type { LeaseOptions } from "./billing/leases.ts";
+import { leaseOptionsProblem, type LeaseOptions } from "./billing/leases.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 
@@ -24,8 +24,9 @@ const schema = z.object({
   BILLING_DEFAULT_MAX_OUTPUT_TOKENS: int(32_768),
   BILLING_LEASE_SLICE_MICROS: int(1_000_000),
   BILLING_LEASE_IDLE_RELEASE_MS: int(2_000),
-  BILLING_LEASE_RENEW_INTERVAL_MS: int(60_000),
-  BILLING_LEASE_ABANDONED_AFTER_MS: int(600_000),
+  BILLING_LEASE_RENEW_INTERVAL_MS: int(5_000),
+  BILLING_LEASE_VALID_MS: int(15_000),
+  BILLING_GATEWAY_DEAD_AFTER_MS: int(30_000),
   ADMIN_TOKEN: z.string().min(16).optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
@@ -41,7 +42,8 @@ export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: numbe
       sliceMicros: BigInt(env.BILLING_LEASE_SLICE_MICROS),
       idleReleaseMs: env.BILLING_LEASE_IDLE_RELEASE_MS,
       renewIntervalMs: env.BILLING_LEASE_RENEW_INTERVAL_MS,
-      abandonedAfterMs: env.BILLING_LEASE_ABANDONED_AFTER_MS,
+      validForMs: env.BILLING_LEASE_VALID_MS,
+      gatewayDeadAfterMs: env.BILLING_GATEWAY_DEAD_AFTER_MS,
     },
   };
 }
@@ -54,6 +56,9 @@ export function parseEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {
     const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
     throw new Error(`Cannot start the gateway: invalid configuration (${problems})`);
   }
+  const leases = billingFromEnv(parsed.data)?.leases;
+  const leaseProblem = leases ? leaseOptionsProblem(leases) : null;
+  if (leaseProblem) throw new Error(`Cannot start the gateway: invalid configuration (${leaseProblem}: BILLING_LEASE_RENEW_INTERVAL_MS < BILLING_LEASE_VALID_MS < BILLING_GATEWAY_DEAD_AFTER_MS)`);
   if (Boolean(parsed.data.TLS_CERT_FILE) !== Boolean(parsed.data.TLS_KEY_FILE)) {
     throw new Error("Cannot start the gateway: set both TLS_CERT_FILE and TLS_KEY_FILE, or neither");
   }

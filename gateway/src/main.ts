@@ -1,4 +1,5 @@
 /** The gateway process entry: `npm run gateway` (or part of `npm start`). */
+import { join } from "node:path";
 import { newId } from "@wellspring/db";
 import { billingFromEnv, parseEnv } from "./env.ts";
 import { bootHub } from "./hub.ts";
@@ -14,7 +15,7 @@ const gateway = await startGateway({
   log,
   hubId: hub.hubId,
   gatewayId: env.GATEWAY_ID ?? newId("gw"),
-  tls: hub.tls,
+  tls: hub.tls, spoolDir: join(hub.dataDir, "spool"),
   host: env.HOST,
   apiPort: env.GATEWAY_PORT,
   agentPort: env.AGENT_PORT,

@@ -13,13 +13,16 @@ import { GatewayError, sendError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { KeyVerifier } from "./api/keys.ts";
 import { authenticate, DEFAULT_PROXY_LIMITS, proxyRequest, type ProxyLimits } from "./api/proxy.ts";
-import { RecordWriter } from "./api/records.ts";
+import { FreeRouteLimiter } from "./api/free_routes.ts";
+import { RECORD_CODEC, RecordWriter, type RequestRecordInput } from "./api/records.ts";
 import { Ledger } from "./billing/ledger.ts";
+import { isUnavailable, LedgerHealth } from "./billing/health.ts";
 import { PriceBook, type PriceTable } from "./billing/price_book.ts";
 import { Tariffs } from "./billing/tariffs.ts";
 import { Treasury } from "./billing/treasury.ts";
-import { SettlementBatcher } from "./billing/settlement_batcher.ts";
+import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
 import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
+import { Spool } from "./billing/spool.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
 import { adminTokenHash, handleAdmin } from "./api/admin.ts";
 import { HubEventListener } from "./hub_events.ts";
@@ -42,6 +45,12 @@ export const ENROLL_PATH = "/agent/v1/enroll";
 const SHUTDOWN_GRACE_MS = 5_000;
 /** How long the known-models list (for 404 vs 503) is cached, ms. */
 const KNOWN_MODELS_TTL_MS = 10_000;
+/**
+ * Database calls of the record writer and the ledger give up after these times, so an unreachable database
+ * (a cut network hangs a connection instead of refusing it) is detected and work goes to the spool, ms.
+ */
+export const DB_CONNECT_TIMEOUT_MS = 5_000;
+export const DB_QUERY_TIMEOUT_MS = 15_000;
 
 export interface GatewayOptions {
   db: Db;
@@ -51,6 +60,8 @@ export interface GatewayOptions {
   hubId: string;
   gatewayId: string;
   tls: TlsIdentity;
+  /** Where settlements and records wait while the database is unreachable (`DATA_DIR/spool`). */
+  spoolDir: string;
   host?: string;
   apiPort?: number;
   agentPort?: number;
@@ -95,9 +106,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
   const keys = new KeyVerifier(db);
-  const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 8 });
+  const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 8, connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS, query_timeout: DB_QUERY_TIMEOUT_MS });
   recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
-  const records = new RecordWriter(recordsPool, log);
+  const health = new LedgerHealth(log);
+  const recordSpool = new Spool<RequestRecordInput>(opts.spoolDir, opts.gatewayId, "records", RECORD_CODEC, log);
+  const settlementSpool = new Spool<SpooledSettlement>(opts.spoolDir, opts.gatewayId, "settlements", SETTLEMENT_CODEC, log);
+  await recordSpool.open();
+  await settlementSpool.open();
+  const records = new RecordWriter(recordsPool, log, recordSpool);
   let knownCache: { at: number; models: Map<ApiFamily, Set<string>> } | null = null;
   const knownModels = async (api: ApiFamily): Promise<ReadonlySet<string>> => {
     if (!knownCache || Date.now() - knownCache.at > KNOWN_MODELS_TTL_MS) {
@@ -117,9 +133,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const tariffs = new Tariffs(db);
   const ledger = new Ledger(recordsPool);
   const treasury = new Treasury(recordsPool);
-  const settlements = new SettlementBatcher(ledger, log);
-  const leases = opts.billing ? new CreditLeases(ledger, opts.gatewayId, log, opts.billing.leases ?? DEFAULT_LEASE_OPTIONS) : null;
-  const billing = opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, ledger, settlements, leases, prices, tariffs } : null;
+  const leaseOptions = opts.billing?.leases ?? DEFAULT_LEASE_OPTIONS;
+  const settlements = new SettlementBatcher(ledger, log, health, settlementSpool, leaseOptions.gatewayDeadAfterMs);
+  const leases = opts.billing ? new CreditLeases(ledger, opts.gatewayId, opts.hubId, health, log, leaseOptions) : null;
+  // Known to the ledger (and to other gateways' sweeps) before it serves anything.
+  await leases?.heartbeat();
+  const billing = opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, settlements, leases, prices, tariffs } : null;
   log.info("gateway.billing", { mode: billing ? "on" : "off" });
   const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
   const adminDeps = { db, pool: recordsPool, ledger, treasury, prices, registry, tokenHash: adminTokenHash(opts.adminToken) };
@@ -169,13 +188,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     void pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
   }, log);
   await events.start();
-  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, billing };
+  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, billing, freeRoutes: new FreeRouteLimiter() };
 
   const api = http.createServer((req, res) => {
     void handleApi(req, res).catch((error: unknown) => {
-      log.error("api.unhandled", { error });
-      if (!res.headersSent) sendError(res, familyOfPath(req.url ?? "/"), new GatewayError("internal_error", "Internal error."));
-      else res.destroy();
+      const unavailable = isUnavailable(error);
+      if (unavailable) log.warn("api.database_unavailable", { error });
+      else log.error("api.unhandled", { error });
+      if (res.headersSent) res.destroy();
+      else if (unavailable) sendError(res, familyOfPath(req.url ?? "/"), new GatewayError("service_unavailable", "The service is briefly unavailable; retry shortly.", { retryAfterSeconds: 5 }));
+      else sendError(res, familyOfPath(req.url ?? "/"), new GatewayError("internal_error", "Internal error."));
     });
   });
   api.keepAliveTimeout = 65_000;
@@ -189,8 +211,21 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ok: true }));
       return;
     }
+    if (path === "/readyz") {
+      // Ready while the ledger answers: without it this gateway grants no new credit (its settlements spool).
+      const ready = health.up;
+      const body = {
+        ready,
+        ledger: ready ? "reachable" : "unreachable",
+        ...(health.downSince !== null ? { ledgerDownSince: new Date(health.downSince).toISOString() } : {}),
+        spooledSettlements: settlements.spooled,
+        spooledRecords: records.spooled,
+      };
+      res.writeHead(ready ? 200 : 503, { "content-type": "application/json" }).end(JSON.stringify(body));
+      return;
+    }
     if (path === "/metrics") {
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records, leases));
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records, leases, settlements, health));
       return;
     }
     const family = familyOfPath(path);
@@ -303,13 +338,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await settlements.drain();
       await leases?.close();
       await records.flush();
+      records.close();
+      await settlementSpool.close();
+      await recordSpool.close();
       await events.close();
       await recordsPool.end();
     },
   };
 }
 
-function metricsText(registry: AgentRegistry, records: RecordWriter, leases: CreditLeases | null): string {
+function metricsText(registry: AgentRegistry, records: RecordWriter, leases: CreditLeases | null, settlements: SettlementBatcher, health: LedgerHealth): string {
   const conns = registry.connections();
   const lines = [
     "# HELP wellspring_agents_connected Agents with an authenticated tunnel to this gateway.",
@@ -327,6 +365,15 @@ function metricsText(registry: AgentRegistry, records: RecordWriter, leases: Cre
     "# HELP wellspring_credit_leases_open Wallet slices this gateway holds for running and recent requests.",
     "# TYPE wellspring_credit_leases_open gauge",
     `wellspring_credit_leases_open ${leases?.active ?? 0}`,
+    "# HELP wellspring_ledger_up Whether the ledger (PostgreSQL) answered this gateway's last call.",
+    "# TYPE wellspring_ledger_up gauge",
+    `wellspring_ledger_up ${health.up ? 1 : 0}`,
+    "# HELP wellspring_spool_settlements Settlements waiting in the local spool for the database.",
+    "# TYPE wellspring_spool_settlements gauge",
+    `wellspring_spool_settlements ${settlements.spooled}`,
+    "# HELP wellspring_spool_records Request records waiting in the local spool for the database.",
+    "# TYPE wellspring_spool_records gauge",
+    `wellspring_spool_records ${records.spooled}`,
     "# HELP wellspring_records_dropped_total Request records dropped because the write queue was full.",
     "# TYPE wellspring_records_dropped_total counter",
     `wellspring_records_dropped_total ${records.dropped}`,

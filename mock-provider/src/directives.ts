@@ -20,6 +20,11 @@ export interface Directives {
   noUsage: boolean;
   /** An opaque label the mock keeps on the request's record, so a benchmark can match its own requests. */
   tag: string | null;
+  /**
+   * Output tokens the usage reports per result, whatever was sent (hidden reasoning, or a provider that
+   * reports more than it delivered); null reports one token per chunk.
+   */
+  outputTokens: number | null;
 }
 
 const DEFAULTS: Directives = {
@@ -32,6 +37,7 @@ const DEFAULTS: Directives = {
   bytes: null,
   noUsage: false,
   tag: null,
+  outputTokens: null,
 };
 
 const MARKER = /\[mock((?:\s+[a-z_]+=[a-z0-9_.]+)*)\s*\]/;
@@ -55,6 +61,7 @@ export function parseDirectives(body: Buffer): Directives {
       case "bytes": d.bytes = n; break;
       case "no_usage": d.noUsage = value === "1"; break;
       case "tag": d.tag = value; break;
+      case "output_tokens": d.outputTokens = n; break;
     }
   }
   return d;

@@ -193,27 +193,39 @@ async function paced(d: Directives, emit: (i: number) => Promise<boolean>): Prom
   return true;
 }
 
+/** Output tokens the usage reports for one result of `d.chunks` chunks. */
+const reportedOutput = (d: Directives) => d.outputTokens ?? d.chunks;
+
 async function chatCompletions(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
   const model = String(body.model ?? "gpt-4o-mini");
   const id = `chatcmpl-${randomUUID().replaceAll("-", "").slice(0, 24)}`;
   const created = Math.floor(Date.now() / 1000);
   const promptTokens = estimateTokens(requestBytes);
+  // `n` results, each generated (and billed) separately.
+  const n = typeof body.n === "number" && Number.isInteger(body.n) && body.n > 0 ? Math.min(body.n, 128) : 1;
+  const indexes = Array.from({ length: n }, (_, i) => i);
+  const completion = reportedOutput(d) * n;
+  const usage = { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } };
   if (body.stream === true) {
     const includeUsage = (body.stream_options as Json | undefined)?.include_usage === true && !d.noUsage;
     r.head(200, { ...SSE_HEADERS, "x-request-id": `req_${randomUUID()}` });
     const base = { id, object: "chat.completion.chunk", created, model, system_fingerprint: "fp_mock" };
     const frame = (obj: Json) => r.write(`data: ${JSON.stringify(obj)}\n\n`);
-    if (!(await frame({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }], ...(includeUsage ? { usage: null } : {}) }))) return;
-    let completion = 0;
+    const nullUsage = includeUsage ? { usage: null } : {};
+    for (const index of indexes) {
+      if (!(await frame({ ...base, choices: [{ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }], ...nullUsage }))) return;
+    }
     const ok = await paced(d, async (i) => {
-      completion++;
-      return frame({ ...base, choices: [{ index: 0, delta: { content: chunkText(i, d) }, logprobs: null, finish_reason: null }], ...(includeUsage ? { usage: null } : {}) });
+      for (const index of indexes) {
+        if (!(await frame({ ...base, choices: [{ index, delta: { content: chunkText(i, d) }, logprobs: null, finish_reason: null }], ...nullUsage }))) return false;
+      }
+      return true;
     });
     if (!ok) return;
-    if (!(await frame({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: "stop" }], ...(includeUsage ? { usage: null } : {}) }))) return;
-    if (includeUsage) {
-      await frame({ ...base, choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } } });
+    for (const index of indexes) {
+      if (!(await frame({ ...base, choices: [{ index, delta: {}, logprobs: null, finish_reason: "stop" }], ...nullUsage }))) return;
     }
+    if (includeUsage) await frame({ ...base, choices: [], usage });
     await r.write("data: [DONE]\n\n");
     r.end();
     return;
@@ -223,8 +235,8 @@ async function chatCompletions(r: Responder, body: Json, d: Directives, requestB
   for (let i = 0; i < d.chunks; i++) content += chunkText(i, d);
   await sendJson(r, 200, {
     id, object: "chat.completion", created, model, system_fingerprint: "fp_mock",
-    choices: [{ index: 0, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: "stop" }],
-    usage: { prompt_tokens: promptTokens, completion_tokens: d.chunks, total_tokens: promptTokens + d.chunks, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } },
+    choices: indexes.map((index) => ({ index, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: "stop" })),
+    usage,
   });
 }
 
@@ -271,12 +283,12 @@ async function responses(r: Responder, body: Json, d: Directives, requestBytes: 
     });
     if (!ok) return;
     await ev("response.output_text.done", { item_id: msgId, output_index: 0, content_index: 0, text });
-    await ev("response.completed", { response: response("completed", { input_tokens: inputTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: d.chunks, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: inputTokens + d.chunks }) });
+    await ev("response.completed", { response: response("completed", { input_tokens: inputTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: reportedOutput(d), output_tokens_details: { reasoning_tokens: 0 }, total_tokens: inputTokens + reportedOutput(d) }) });
     r.end();
     return;
   }
   for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
-  await sendJson(r, 200, response("completed", { input_tokens: inputTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: d.chunks, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: inputTokens + d.chunks }));
+  await sendJson(r, 200, response("completed", { input_tokens: inputTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: reportedOutput(d), output_tokens_details: { reasoning_tokens: 0 }, total_tokens: inputTokens + reportedOutput(d) }));
 }
 
 async function embeddings(r: Responder, body: Json, requestBytes: number): Promise<void> {
@@ -305,7 +317,7 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
     const ok = await paced(d, (i) => ev("content_block_delta", { index: 0, delta: { type: "text_delta", text: chunkText(i, d) } }));
     if (!ok) return;
     await ev("content_block_stop", { index: 0 });
-    await ev("message_delta", { delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { output_tokens: d.chunks } });
+    await ev("message_delta", { delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { output_tokens: reportedOutput(d) } });
     await ev("message_stop", {});
     r.end();
     return;
@@ -316,7 +328,7 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
     id, type: "message", role: "assistant", model,
     content: [{ type: "text", text }],
     stop_reason: "end_turn", stop_sequence: null,
-    usage: { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: d.chunks },
+    usage: { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: reportedOutput(d) },
   }, common);
 }
 
@@ -325,7 +337,7 @@ const MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small
 async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: Directives): Promise<void> {
   const url = new URL(req.url ?? "/", "http://mock");
   const path = url.pathname;
-  const isAnthropic = path === "/v1/messages";
+  const isAnthropic = path === "/v1/messages" || path === "/v1/messages/count_tokens";
   if (req.method === "GET" && path === "/v1/models") {
     await sendJson(r, 200, { object: "list", data: MODELS.map((id) => ({ id, object: "model", created: 1_700_000_000, owned_by: "mock" })) });
     return;
@@ -375,6 +387,8 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
     case "/v1/responses": return responses(r, body, d, raw.length);
     case "/v1/embeddings": return embeddings(r, body, raw.length);
     case "/v1/messages": return messages(r, body, d, raw.length);
+    // Free at the provider: counts the prompt's tokens, generates nothing.
+    case "/v1/messages/count_tokens": return sendJson(r, 200, { input_tokens: estimateTokens(raw.length) });
     case "/v1/images/generations":
       return sendJson(r, 200, { created: Math.floor(Date.now() / 1000), data: [{ b64_json: Buffer.from("png").toString("base64") }] });
     case "/v1/audio/speech": {

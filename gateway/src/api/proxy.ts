@@ -1,40 +1,43 @@
 /**
- * The request path: authenticate the virtual key, read the routing fields as the body streams in, pick an
- * agent, and forward bytes both ways through the tunnel as they arrive — no buffering beyond the bytes
- * before `model`, no re-serialisation. A client that goes away resets the stream, which aborts the
- * provider call at the agent.
+ * The request path: authenticate the virtual key, read the routing and billing fields as the body streams in
+ * (the whole body, so the hub reads what the provider will read), pick an agent, hold the request's worst case
+ * against the user's balance, and forward bytes both ways through the tunnel as they arrive — no buffering
+ * beyond the bytes before the routing fields, no re-serialisation. A client that goes away resets the stream,
+ * which aborts the provider call at the agent.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { ResetCode, type ApiFamily, type RequestHead } from "@wellspring/protocol";
+import { JsonBodyScanner, MultipartBodyScanner, multipartBoundary, ResetCode, type ApiFamily, type BodyFields, type BodyScanner, type RequestHead } from "@wellspring/protocol";
 import { newId } from "@wellspring/db/core";
 import { GatewayError, sendError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
 import type { HubStream } from "../tunnel/hub_stream.ts";
 import type { AgentRegistry } from "../tunnel/registry.ts";
-import { JsonFieldScanner, MultipartFieldScanner, multipartBoundary, type FieldScanner, type RoutingFields } from "./field_scanner.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
-import type { EndCause, RecordWriter } from "./records.ts";
-import { createUsageTap, type Usage, type UsageTap } from "../billing/usage_tap.ts";
-import type { Ledger } from "../billing/ledger.ts";
+import type { RecordWriter } from "./records.ts";
+import { createUsageTap, type UsageTap } from "../billing/usage_tap.ts";
+import type { EndCause, Usage } from "../billing/usage.ts";
 import type { SettlementBatcher } from "../billing/settlement_batcher.ts";
 import type { CreditLeases, LeaseClaim } from "../billing/leases.ts";
+import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
 import type { ReserveMeta } from "../billing/ledger.ts";
 import type { PriceBook, PricedModel } from "../billing/price_book.ts";
 import { officialCostMicros, ownerEarningMicros } from "../billing/pricing.ts";
 import { planChargeMicros, type PlanView, type Tariffs, type Tier } from "../billing/tariffs.ts";
 import { RequestTokenEstimator } from "../billing/estimate.ts";
 import { chargeBasis } from "../billing/charge_rules.ts";
+import { modelLimits, worstUsage, type ModelLimits } from "../billing/worst_case.ts";
+import type { FreeRouteLimiter } from "./free_routes.ts";
+import { DROPPED_RESPONSE_HEADERS, FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
 
 export interface Billing {
-  ledger: Ledger;
-  /** Writes settlements in small batches, off the request path. */
+  /** Writes settlements in small batches, off the request path (to the spool while the ledger is away). */
   settlements: SettlementBatcher;
   /** Holds each request's worst case in memory against a slice of the wallet this gateway leased. */
   leases: CreditLeases;
   prices: PriceBook;
   tariffs: Tariffs;
-  /** Output cap assumed for the reservation when a request sets none, tokens. */
+  /** Output cap assumed for a request that sets none, for a model whose maximum is not known, tokens. */
   defaultMaxOutputTokens: number;
 }
 
@@ -43,18 +46,15 @@ interface Priced extends PricedModel {
   plan: PlanView;
   tier: Tier;
   tierBps: bigint;
+  limits: ModelLimits;
+  /** The worst case held for the request now, µ$ (it grows with the body). */
   reservedMicros: bigint;
   claim: LeaseClaim;
   meta: ReserveMeta;
 }
 
-/** With billing on, bytes read (at most) before dispatch to find the output cap (`max_tokens`). */
-const BILLING_SCAN_BYTES_MAX = 256 * 1024;
-/** Reservation bound for audio billed per second: audio is assumed to use at least this many bytes per second (8 kbit/s). */
-export const AUDIO_BYTES_PER_SECOND_MIN = 1_000;
-/** Reservation bound for images when a request does not say `n` in a form the gateway reads (multipart). */
-export const IMAGES_PER_REQUEST_MAX = 10;
-import { DROPPED_RESPONSE_HEADERS, FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
+/** With billing on, bytes read (at most) before dispatch, so a small body's cap, `n` and size are known for its hold. */
+export const BILLING_SCAN_BYTES_MAX = 256 * 1024;
 
 export interface ProxyLimits {
   /** Largest request body accepted, bytes. */
@@ -74,6 +74,9 @@ export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
   noCapacityRetryAfterSeconds: 2,
 };
 
+/** Retry-After sent when the ledger cannot be reached to grant credit, seconds. */
+export const LEDGER_UNAVAILABLE_RETRY_AFTER_SECONDS = 5;
+
 export interface ProxyDeps {
   registry: AgentRegistry;
   keys: KeyVerifier;
@@ -81,8 +84,10 @@ export interface ProxyDeps {
   gatewayId: string;
   limits: ProxyLimits;
   log: Logger;
-  /** Reserve before dispatch and settle at the end; null when billing is off. */
+  /** Hold before dispatch and settle at the end; null when billing is off. */
   billing: Billing | null;
+  /** Rate limit of routes that are free at the provider (they cost owners capacity, not money). */
+  freeRoutes: FreeRouteLimiter;
   /** Models known to the hub even when no agent serving them is connected (404 vs 503). */
   knownModels(api: ApiFamily): Promise<ReadonlySet<string>>;
 }
@@ -98,6 +103,20 @@ export async function authenticate(req: IncomingMessage, keys: KeyVerifier): Pro
   if (check.reason === "suspended") throw new GatewayError("account_suspended", "The account that owns this API key is suspended.");
   // Never echo the key back: not even a part of it.
   throw new GatewayError("invalid_api_key", "Incorrect API key provided.");
+}
+
+function insufficientQuota(api: ApiFamily): GatewayError {
+  return new GatewayError("insufficient_quota", api === "anthropic"
+    ? "Your credit balance is too low to access the API. Top up your Wellspring balance."
+    : "You exceeded your current quota: your balance does not cover this request. Top up your Wellspring balance.");
+}
+
+/** Why a body the scanner read is refused before it reaches a provider, or null. */
+function bodyRefusal(fields: BodyFields): GatewayError | null {
+  if (fields.billedTools.length > 0) {
+    return new GatewayError("invalid_request", `The server-side tool \`${fields.billedTools[0]}\` is billed per call by the provider and is not offered through this gateway; use function tools instead.`, { param: "tools" });
+  }
+  return null;
 }
 
 class ProxyExchange {
@@ -120,8 +139,9 @@ class ProxyExchange {
   #inputEstimate: RequestTokenEstimator | null = null;
   /** The whole request body went into the tunnel. */
   #dispatched = false;
-  /** What the body scanner read (model, stream, output cap, n, speech input length). */
-  #fields: RoutingFields | null = null;
+  /** Reads the routing and billing fields from every byte of the body. */
+  #scanner: BodyScanner | null = null;
+  #declaredBytes: number | null = null;
   #headTimer: ReturnType<typeof setTimeout> | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   principal: Principal | null = null;
@@ -179,8 +199,9 @@ class ProxyExchange {
   }
 
   /**
-   * Charges by the rule for how the request ended (docs/billing.md) at the prices it started with, and
-   * releases the rest of the reservation. The owner earns the official cost × the tier in force.
+   * Charges by the rule for how the request ended (docs/billing.md) at the prices it started with — in full,
+   * even beyond what it held — and frees the rest of its hold. The owner earns the official cost × the tier
+   * in force, whatever the user's plan charges.
    */
   #settle(cause: EndCause): { usage: Usage; estimated: boolean; chargeMicros: bigint; earningMicros: bigint } {
     const billing = this.deps.billing!;
@@ -195,18 +216,19 @@ class ProxyExchange {
       reportedInput: tap?.reportedInput() ?? null,
       deliveredOutputTokens: () => tap?.streamedOutputTokens() ?? null,
       estimatedInputTokens: () => this.#inputEstimate?.total() ?? 0,
-      inputCharacters: this.route.path === "/v1/audio/speech" ? (this.#fields?.inputChars ?? 0) : 0,
+      inputCharacters: this.route.billing === "speech" ? (this.#scanner?.fields.inputChars ?? 0) : 0,
       responseImages: () => tap?.images() ?? 0,
     });
     const official = officialCostMicros(basis.usage, priced.price);
-    const wanted = planChargeMicros(priced.plan, this.route.api, this.model!, priced.price, basis.usage);
-    const chargeMicros = wanted < priced.reservedMicros ? wanted : priced.reservedMicros;
-    const earned = ownerEarningMicros(official, priced.tierBps);
+    const chargeMicros = planChargeMicros(priced.plan, this.route.api, this.model!, priced.price, basis.usage);
     const ownerId = this.conn?.ownerId ?? null;
-    const earningMicros = ownerId === null ? 0n : earned < chargeMicros ? earned : chargeMicros;
+    const earningMicros = ownerId === null ? 0n : ownerEarningMicros(official, priced.tierBps);
+    const planBps = priced.plan.overrides.has(`${this.route.api}:${this.model}`) ? null : Number(priced.plan.multiplierBps);
     const lease = { leaseId: priced.claim.leaseId, userId: priced.claim.userId, reservedMicros: priced.reservedMicros, meta: priced.meta };
-    const written = billing.settlements
-      .settle(this.principal!.userId, this.model!, this.requestId, { chargeMicros, ownerId, ownerEarningMicros: earningMicros, usage: basis.usage, estimated: basis.estimated, endCause: cause, lease });
+    const written = billing.settlements.settle(this.principal!.userId, this.model!, this.requestId, {
+      chargeMicros, ownerId, ownerEarningMicros: earningMicros, officialMicros: official, planBps,
+      usage: basis.usage, estimated: basis.estimated, endCause: cause, lease,
+    });
     written.catch((error: unknown) => this.deps.log.error("billing.settle_failed", { requestId: this.requestId, error }));
     billing.leases.finish(priced.claim, chargeMicros, written);
     return { usage: basis.usage, estimated: basis.estimated, chargeMicros, earningMicros };
@@ -229,6 +251,20 @@ class ProxyExchange {
     this.#finish("client_cancelled", 499);
   }
 
+  /** Feeds one chunk of the body to the scanner; a body that cannot be accepted stops the request here. */
+  #scan(chunk: Uint8Array): void {
+    const scanner = this.#scanner!;
+    scanner.push(chunk);
+    if (scanner.problem) throw this.#bodyProblem(scanner.problem);
+    const refusal = bodyRefusal(scanner.fields);
+    if (refusal) throw refusal;
+  }
+
+  #bodyProblem(problem: string): GatewayError {
+    if (problem === "the request body is empty") return new GatewayError("model_required", "Request body is empty; it must name a model.", { param: "model" });
+    return new GatewayError("invalid_request", `We could not read the body of your request: ${problem}.`);
+  }
+
   async run(): Promise<void> {
     const { req, route, deps } = this;
     const declared = req.headers["content-length"];
@@ -236,31 +272,33 @@ class ProxyExchange {
     if (declaredBytes !== null && (!Number.isSafeInteger(declaredBytes) || declaredBytes < 0)) {
       throw new GatewayError("invalid_request", "Content-Length is not a valid length.");
     }
+    this.#declaredBytes = declaredBytes;
     this.principal = await authenticate(req, deps.keys);
     if (declaredBytes !== null && declaredBytes > deps.limits.requestBodyBytesMax) {
       throw new GatewayError("body_too_large", `Request body is ${declaredBytes} bytes; the limit is ${deps.limits.requestBodyBytesMax} bytes.`);
     }
+    if (route.billing === "free") {
+      const wait = deps.freeRoutes.take(this.principal.keyId);
+      if (wait !== null) throw new GatewayError("rate_limited", `This endpoint is free and limited to ${deps.freeRoutes.requestsPerWindow} requests per ${deps.freeRoutes.windowSeconds} s per key; retry in ${wait} s.`, { retryAfterSeconds: wait });
+    }
 
-    // Read until the routing fields are known; hold only those bytes.
     const contentType = String(req.headers["content-type"] ?? "");
-    let scanner: FieldScanner;
     if (route.body === "multipart") {
       const boundary = multipartBoundary(contentType);
       if (!contentType.toLowerCase().startsWith("multipart/form-data") || !boundary) {
         throw new GatewayError("invalid_request", "This endpoint takes a multipart/form-data body.");
       }
-      scanner = new MultipartFieldScanner(boundary);
+      this.#scanner = new MultipartBodyScanner(boundary);
     } else {
-      scanner = new JsonFieldScanner();
+      this.#scanner = new JsonBodyScanner();
     }
+    const scanner = this.#scanner;
     const body = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const held: Buffer[] = [];
     let bodyDone = false;
-    // Hold bytes only until the routing fields are known; with billing on, read on (up to a bound) so the
-    // output cap is known for the reservation.
-    const wantMore = () =>
-      !scanner.settled ||
-      (deps.billing !== null && scanner instanceof JsonFieldScanner && !scanner.complete && !scanner.malformed && this.bytesIn < BILLING_SCAN_BYTES_MAX);
+    // Hold bytes only until the routing fields are known; with billing on, read on (up to a bound) so a small
+    // body's size, output cap and `n` are known for its hold.
+    const wantMore = () => !scanner.settled || (deps.billing !== null && this.bytesIn < BILLING_SCAN_BYTES_MAX);
     while (wantMore()) {
       const next = await body.next();
       if (next.done) {
@@ -268,11 +306,14 @@ class ProxyExchange {
         break;
       }
       this.#countIn(next.value.length);
+      this.#scan(next.value);
       held.push(next.value);
-      scanner.push(next.value);
     }
     if (this.finished) return;
-    if (scanner.malformed) throw new GatewayError("invalid_request", `We could not parse the JSON body of your request: ${scanner.malformed}.`);
+    if (bodyDone) {
+      scanner.end();
+      if (scanner.problem) throw this.#bodyProblem(scanner.problem);
+    }
     const model = scanner.fields.model;
     if (!model) {
       throw new GatewayError("model_required", this.bytesIn === 0 ? "Request body is empty; it must name a model." : "You must provide a model parameter.", { param: "model" });
@@ -291,9 +332,8 @@ class ProxyExchange {
       throw new GatewayError("no_capacity", `No capacity for the model '${model}' right now; retry shortly.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
     }
     this.conn = conn;
-    this.#fields = scanner.fields;
-    if (deps.billing) {
-      await this.#reserve(deps.billing, model, declaredBytes, bodyDone, scanner.fields);
+    if (deps.billing && route.billing !== "free") {
+      await this.#hold(deps.billing, model);
       if (route.body !== "multipart") {
         this.#inputEstimate = new RequestTokenEstimator();
         for (const chunk of held) this.#inputEstimate.push(chunk);
@@ -325,7 +365,9 @@ class ProxyExchange {
       this.fail(new GatewayError("upstream_timeout", `The provider did not answer within ${deps.limits.responseHeadTimeoutMs} ms.`), "upstream_timeout");
     }, deps.limits.responseHeadTimeoutMs);
 
-    // Forward what was held, then the rest of the body as it arrives.
+    // Forward what was held, then the rest of the body as it arrives. Each chunk is scanned (and the hold
+    // grown to cover it) before it is forwarded: a body that turns out unacceptable never reaches the
+    // provider whole, so the provider never acts on it.
     try {
       for (const chunk of held) await this.stream.sendData(chunk);
       held.length = 0;
@@ -334,8 +376,15 @@ class ProxyExchange {
         if (next.done) break;
         this.#countIn(next.value.length);
         if (this.finished) return;
+        this.#scan(next.value);
+        await this.#growHold();
+        if (this.finished) return;
         this.#inputEstimate?.push(next.value);
         await this.stream.sendData(next.value);
+      }
+      if (!bodyDone) {
+        scanner.end();
+        if (scanner.problem) throw this.#bodyProblem(scanner.problem);
       }
       this.stream.end();
       this.#dispatched = true;
@@ -346,26 +395,26 @@ class ProxyExchange {
     }
   }
 
-  async #reserve(billing: Billing, model: string, declaredBytes: number | null, bodyDone: boolean, fields: RoutingFields): Promise<void> {
+  /** The body's size as far as it is known: declared, or received so far. */
+  get #inputBytes(): number {
+    return this.#declaredBytes ?? this.bytesIn;
+  }
+
+  #worstMicros(priced: Pick<Priced, "plan" | "price" | "limits">): bigint {
+    const worst = worstUsage(this.route.billing, this.route.body === "multipart", this.#scanner!.fields, this.#inputBytes, priced.limits);
+    return planChargeMicros(priced.plan, this.route.api, this.model!, priced.price, worst);
+  }
+
+  /** Holds the request's worst case against the user's balance before anything is sent upstream. */
+  async #hold(billing: Billing, model: string): Promise<void> {
     const official = await billing.prices.get(this.route.api, model);
     if (!official) throw new GatewayError("model_not_found", `The model '${model}' has no price and cannot be served.`, { param: "model" });
     const plan = await billing.tariffs.plan(this.principal!.planId);
     const conn = this.conn!;
     const tier = conn.effectiveTier;
     const tierBps = await billing.tariffs.tierBps(tier);
-    // The most it can cost: every input byte a token (an upper bound for every tokenizer) plus the output cap.
-    const inputBytes = declaredBytes ?? (bodyDone ? this.bytesIn : this.deps.limits.requestBodyBytesMax);
-    const path = this.route.path;
-    const worst: Usage = {
-      inputTokens: inputBytes,
-      outputTokens: fields.maxOutputTokens ?? billing.defaultMaxOutputTokens,
-      cachedInputTokens: 0,
-      // Other units: audio seconds bounded by the upload's size, images by `n`, speech by its input (≤ bytes).
-      audioSeconds: path === "/v1/audio/transcriptions" || path === "/v1/audio/translations" ? Math.ceil(inputBytes / AUDIO_BYTES_PER_SECOND_MIN) : 0,
-      images: path.startsWith("/v1/images/") ? (fields.n ?? (this.route.body === "multipart" ? IMAGES_PER_REQUEST_MAX : 1)) : 0,
-      characters: path === "/v1/audio/speech" ? (fields.inputChars ?? inputBytes) : 0,
-    };
-    const max = planChargeMicros(plan, this.route.api, model, official.price, worst);
+    const limits = modelLimits(model, billing.defaultMaxOutputTokens);
+    const amount = this.#worstMicros({ plan, price: official.price, limits });
     const meta: ReserveMeta = {
       priceVer: official.ver,
       planId: plan.id,
@@ -377,15 +426,34 @@ class ProxyExchange {
       tierBps: Number(tierBps),
     };
     // Held in memory against this gateway's lease on the wallet; a database round trip only to top it up.
-    const claim = await billing.leases.claim(this.principal!.userId, max);
-    if (!claim) {
-      throw new GatewayError("insufficient_quota", this.route.api === "anthropic"
-        ? "Your credit balance is too low to access the API. Top up your Wellspring balance."
-        : "You exceeded your current quota: your balance does not cover this request. Top up your Wellspring balance.");
+    let claim: LeaseClaim | null;
+    try {
+      claim = await billing.leases.claim(this.principal!.userId, amount);
+    } catch (error) {
+      if (error instanceof LedgerUnavailableError) throw ledgerUnavailable(error);
+      throw error;
     }
-    this.#priced = { ...official, plan, tier, tierBps, reservedMicros: max, claim, meta };
-    // The client may have gone while the reservation was made: release it at once.
+    if (!claim) throw insufficientQuota(this.route.api);
+    this.#priced = { ...official, plan, tier, tierBps, limits, reservedMicros: amount, claim, meta };
+    // The client may have gone while the hold was made: release it at once.
     if (this.finished) this.#settle(this.endCause!);
+  }
+
+  /** The body grew (or asked for more) past what is held: hold more before forwarding it, or refuse. */
+  async #growHold(): Promise<void> {
+    const priced = this.#priced;
+    if (!priced) return;
+    const need = this.#worstMicros(priced);
+    if (need <= priced.reservedMicros) return;
+    let grown: boolean;
+    try {
+      grown = await this.deps.billing!.leases.grow(priced.claim, need - priced.reservedMicros);
+    } catch (error) {
+      if (error instanceof LedgerUnavailableError) throw ledgerUnavailable(error);
+      throw error;
+    }
+    if (!grown) throw insufficientQuota(this.route.api);
+    priced.reservedMicros = need;
   }
 
   #countIn(n: number): void {
@@ -415,7 +483,7 @@ class ProxyExchange {
       const prev = out[name];
       out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
-    if (status < 400) this.#usage = createUsageTap(headers.find(([n]) => n === "content-type")?.[1] ?? "", { countImages: this.route.path.startsWith("/v1/images/") });
+    if (status < 400) this.#usage = createUsageTap(headers.find(([n]) => n === "content-type")?.[1] ?? "", { countImages: this.route.billing === "images" });
     this.res.writeHead(status, out);
     this.res.flushHeaders();
     this.#armIdle();
@@ -471,13 +539,23 @@ class ProxyExchange {
   }
 }
 
+function ledgerUnavailable(cause: unknown): GatewayError {
+  return new GatewayError("service_unavailable", "Billing is briefly unavailable, so no new credit can be granted; retry shortly.", { retryAfterSeconds: LEDGER_UNAVAILABLE_RETRY_AFTER_SECONDS, cause });
+}
+
 export async function proxyRequest(req: IncomingMessage, res: ServerResponse, route: ProxyRoute, deps: ProxyDeps): Promise<void> {
   const exchange = new ProxyExchange(req, res, route, deps);
   try {
     await exchange.run();
   } catch (error) {
     if (error instanceof GatewayError) {
-      exchange.fail(error, error.code === "no_capacity" || error.code === "insufficient_quota" ? "refused" : "gateway_error");
+      const refused = error.code === "no_capacity" || error.code === "insufficient_quota" || error.code === "rate_limited" || error.code === "service_unavailable";
+      exchange.fail(error, refused ? "refused" : "gateway_error");
+      return;
+    }
+    if (isUnavailable(error)) {
+      deps.log.warn("proxy.database_unavailable", { requestId: exchange.requestId, error });
+      exchange.fail(ledgerUnavailable(error), "refused");
       return;
     }
     deps.log.error("proxy.failed", { requestId: exchange.requestId, error });

@@ -2,12 +2,18 @@
  * Per-request records, written in batches off the request path. Never content: sizes, timings, ids.
  *
  * One INSERT … SELECT FROM unnest(…) per batch through node-postgres: the ORM's per-call query planning ran
- * on the event loop and stalled proxied requests around each flush (p99 +30 ms in the S1 benchmark).
+ * on the event loop and stalled proxied requests around each flush (p99 +30 ms in the S1 benchmark). A batch
+ * the database cannot take now goes to the durable spool and is written when it is back (inserts are keyed by
+ * the request id, so a replay never duplicates a record).
  */
 import type pg from "pg";
 import type { Logger } from "../log.ts";
+import { isUnavailable } from "../billing/health.ts";
+import type { Spool, SpoolCodec } from "../billing/spool.ts";
 
-export type EndCause = "completed" | "client_cancelled" | "upstream_error" | "upstream_timeout" | "agent_lost" | "refused" | "gateway_error";
+import type { EndCause } from "../billing/usage.ts";
+
+export type { EndCause };
 
 export interface RequestRecordInput {
   id: string;
@@ -51,13 +57,26 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
 ON CONFLICT (id) DO NOTHING`;
 const BATCH_ENTRIES_MAX = 500;
 
+/** How often spooled records are tried again while the spool is not empty, ms. */
+const SPOOL_REPLAY_INTERVAL_MS = 2_000;
+
 export class RecordWriter {
   #queue: RequestRecordInput[] = [];
   #timer: ReturnType<typeof setTimeout> | null = null;
   #flushing: Promise<void> | null = null;
+  #replaying = false;
+  readonly #replayTimer: ReturnType<typeof setInterval> | null;
   dropped = 0;
 
-  constructor(private readonly pool: pg.Pool, private readonly log: Logger) {}
+  constructor(private readonly pool: pg.Pool, private readonly log: Logger, private readonly spool: Spool<RequestRecordInput> | null = null) {
+    this.#replayTimer = spool ? setInterval(() => void this.#replay(), SPOOL_REPLAY_INTERVAL_MS) : null;
+    this.#replayTimer?.unref();
+  }
+
+  /** Records waiting in the spool. */
+  get spooled(): number {
+    return this.spool?.depth ?? 0;
+  }
 
   add(record: RequestRecordInput): void {
     if (this.#queue.length >= RECORD_QUEUE_ENTRIES_MAX) {
@@ -74,7 +93,49 @@ export class RecordWriter {
     while (this.#flushing) await this.#flushing;
     if (this.#queue.length === 0) return;
     const batch = this.#queue.splice(0, BATCH_ENTRIES_MAX);
-    this.#flushing = this.pool
+    this.#flushing = this.#insert(batch)
+      .then(
+        () => undefined,
+        async (error: unknown) => {
+          if (this.spool && isUnavailable(error)) {
+            await this.spool.append(batch).catch((e: unknown) => this.log.error("records.spool_failed", { count: batch.length, error: e }));
+            return;
+          }
+          this.log.error("records.write_failed", { count: batch.length, error });
+        },
+      )
+      .finally(() => {
+        this.#flushing = null;
+      });
+    await this.#flushing;
+    if (this.#queue.length > 0) await this.flush();
+  }
+
+  async #replay(): Promise<void> {
+    const spool = this.spool;
+    if (!spool || spool.depth === 0 || this.#replaying) return;
+    this.#replaying = true;
+    try {
+      while (spool.depth > 0) {
+        const batch = spool.items().slice(0, BATCH_ENTRIES_MAX);
+        await this.#insert(batch);
+        const done = new Set(batch);
+        await spool.remove((r) => done.has(r));
+      }
+    } catch (error) {
+      if (!isUnavailable(error)) this.log.warn("records.replay_failed", { error });
+    } finally {
+      this.#replaying = false;
+    }
+  }
+
+  /** Stops replaying (on shutdown, after the last flush). */
+  close(): void {
+    if (this.#replayTimer) clearInterval(this.#replayTimer);
+  }
+
+  #insert(batch: RequestRecordInput[]): Promise<unknown> {
+    return this.pool
       .query(INSERT_SQL, [
         batch.map((r) => r.id),
         batch.map((r) => r.userId),
@@ -101,17 +162,23 @@ export class RecordWriter {
         batch.map((r) => r.tierBps),
         batch.map((r) => (r.userChargeMicros === null ? null : String(r.userChargeMicros))),
         batch.map((r) => (r.ownerEarningMicros === null ? null : String(r.ownerEarningMicros))),
-      ])
-      .then(
-        () => undefined,
-        (error: unknown) => {
-          this.log.error("records.write_failed", { count: batch.length, error });
-        },
-      )
-      .finally(() => {
-        this.#flushing = null;
-      });
-    await this.#flushing;
-    if (this.#queue.length > 0) await this.flush();
+      ]);
   }
 }
+
+const bigOrNull = (v: unknown): bigint | null => (typeof v === "string" && /^-?\d{1,20}$/.test(v) ? BigInt(v) : null);
+
+/** Request records as spool lines: bigints as decimal strings, the start time as ISO-8601 (UTC). */
+export const RECORD_CODEC: SpoolCodec<RequestRecordInput> = {
+  encode: (r) => ({
+    ...r,
+    startedAt: r.startedAt.toISOString(),
+    userChargeMicros: r.userChargeMicros === null ? null : r.userChargeMicros.toString(),
+    ownerEarningMicros: r.ownerEarningMicros === null ? null : r.ownerEarningMicros.toString(),
+  }),
+  decode: (raw) => {
+    const r = raw as Record<string, unknown>;
+    if (typeof r.id !== "string" || typeof r.userId !== "string" || typeof r.startedAt !== "string") return null;
+    return { ...(r as unknown as RequestRecordInput), startedAt: new Date(r.startedAt), userChargeMicros: bigOrNull(r.userChargeMicros), ownerEarningMicros: bigOrNull(r.ownerEarningMicros) };
+  },
+};

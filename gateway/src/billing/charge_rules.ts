@@ -15,8 +15,7 @@
  *
  * Estimated charges are marked so on the charge and the request record.
  */
-import type { Usage } from "./usage_tap.ts";
-import type { EndCause } from "../api/records.ts";
+import type { EndCause, Usage } from "./usage.ts";
 
 export interface RequestOutcome {
   cause: EndCause;

@@ -1,37 +1,43 @@
 /**
- * The hub's authoritative money ledger (PostgreSQL): wallets with available and reserved balances,
- * reserve-before-dispatch and settle-once per request, and a double-entry journal from which every balance
- * can be derived. Every operation is one transaction and idempotent by its id, so a retry never counts twice.
+ * The hub's authoritative money ledger (PostgreSQL): wallets with available and reserved balances, credit
+ * leases (a gateway's hold on a slice of a wallet), settle-once per request, and a double-entry journal from
+ * which every balance can be derived. Every operation is one statement or transaction and idempotent by its
+ * id, so a retry never counts twice.
  *
- * Concurrency: a reservation is a single conditional UPDATE on the wallet row (`available >= amount`), so any
- * number of concurrent requests — on any number of gateways — can never spend more than the balance.
+ * Concurrency: a lease is granted by one conditional UPDATE on the wallet row (`available >= amount`), so any
+ * number of gateways can never hold more than the balance; a request's charge beyond what it held (usage its
+ * reservation did not foresee) is still charged, from the available balance, and flagged.
  */
 import type pg from "pg";
+import type { Usage } from "./usage.ts";
 
-export type ReserveResult = "reserved" | "duplicate" | "insufficient_balance";
 export type SettleResult =
   | { outcome: "settled"; chargedMicros: bigint; releasedMicros: bigint }
   | { outcome: "already_settled" | "unknown_request" };
 
 export interface Settlement {
-  /** What the request cost the user; capped at the reservation. */
+  /** What the request cost the user, in full (it may exceed what was reserved). */
   chargeMicros: bigint;
-  /** The owner credited, and what they earn (capped at the charge); null for no owner. */
+  /** The owner credited, and what they earn (official cost × tier); null for no owner. */
   ownerId: string | null;
   ownerEarningMicros: bigint;
-  /** The token counts charged, whether they were estimated, and how the request ended (kept with the charge). */
-  usage?: { inputTokens: number; outputTokens: number; cachedInputTokens: number };
-  estimated?: boolean;
-  endCause?: string;
-  /** Set when the request was held against a gateway's credit lease instead of a reservation of its own. */
-  lease?: LeasedHold;
+  /** The official cost of `usage` at the price version the request was priced with. */
+  officialMicros: bigint;
+  /** The plan multiplier the charge was computed with (bps); null when the plan has its own price for the model. */
+  planBps: number | null;
+  /** The units charged, whether they were estimated, and how the request ended (kept with the charge). */
+  usage: Usage;
+  estimated: boolean;
+  endCause: string;
+  /** The gateway lease the request was held against. */
+  lease: LeasedHold;
 }
 
 /** A request held in a gateway's memory against a lease: its reservation record is written when it settles. */
 export interface LeasedHold {
   leaseId: string;
   userId: string;
-  /** The most the request could cost, held from the lease while it ran. */
+  /** The most the request was expected to cost, held from the lease while it ran. */
   reservedMicros: bigint;
   meta: ReserveMeta;
 }
@@ -53,6 +59,8 @@ export interface AuditReport {
   problems: string[];
   journalSumMicros: bigint;
   walletsChecked: number;
+  /** Settled requests whose charge and earning were recomputed from their usage and the price table. */
+  chargesChecked: number;
 }
 
 export const ACCOUNT_FUNDING = "platform:funding";
@@ -109,22 +117,7 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => 
   }
 }
 
-/** The parameters every settle statement takes, in order: charge, owner, earning, token counts, estimated, end cause. */
-function settlementColumns(items: readonly { settlement: Settlement }[]): unknown[][] {
-  const col = <T>(f: (s: Settlement) => T) => items.map((i) => f(i.settlement));
-  return [
-    col((s) => s.chargeMicros.toString()),
-    col((s) => s.ownerId),
-    col((s) => s.ownerEarningMicros.toString()),
-    col((s) => s.usage?.inputTokens ?? null),
-    col((s) => s.usage?.outputTokens ?? null),
-    col((s) => s.usage?.cachedInputTokens ?? null),
-    col((s) => s.estimated ?? false),
-    col((s) => s.endCause ?? null),
-  ];
-}
-
-/** A row of `wellspring_settle` / `wellspring_settle_leased` as the caller sees it. */
+/** A row of `wellspring_settle_leased` as the caller sees it. */
 function settleResult(row: { outcome: string; charged: string; released: string }): SettleResult {
   return row.outcome === "settled"
     ? { outcome: "settled", chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released) }
@@ -139,82 +132,47 @@ export class Ledger {
     return inTransaction(this.pool, (c) => postCredit(c, userId, amountMicros, kind, txId));
   }
 
-  /**
-   * Holds the most a request may cost, before any upstream call. Idempotent by request id. One statement
-   * (`wellspring_reserve`, migration ledger_functions): a conditional UPDATE of the wallet row, then the
-   * reservation row — never more than the balance, whatever runs concurrently.
-   */
-  async reserve(requestId: string, userId: string, amountMicros: bigint, meta?: ReserveMeta): Promise<ReserveResult> {
-    if (amountMicros < 0n) throw new RangeError("reservation must not be negative");
-    const r = await this.pool.query<{ outcome: ReserveResult }>(
-      "SELECT wellspring_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS outcome",
-      [requestId, userId, amountMicros.toString(), meta?.priceVer ?? null, meta?.planId ?? null, meta?.api ?? null, meta?.model ?? null,
-        meta?.agentId ?? null, meta?.ownerId ?? null, meta?.tier ?? null, meta?.tierBps ?? null],
-    );
-    return r.rows[0]!.outcome;
-  }
-
-  /**
-   * Settles a reservation once: charges at most what was reserved, pays the owner at most the charge,
-   * returns the rest, posts the balanced journal. One statement (`wellspring_settle`).
-   */
+  /** Settles one request held against a lease (see `settleMany`). */
   async settle(requestId: string, s: Settlement): Promise<SettleResult> {
-    if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n) throw new RangeError("charge and earning must not be negative");
-    if (s.lease) return (await this.settleMany([{ requestId, settlement: s }]))[0]!;
-    const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
-      "SELECT outcome, charged::text, released::text FROM wellspring_settle($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-      [requestId, s.chargeMicros.toString(), s.ownerId, s.ownerEarningMicros.toString(), s.usage?.inputTokens ?? null, s.usage?.outputTokens ?? null,
-        s.usage?.cachedInputTokens ?? null, s.estimated ?? false, s.endCause ?? null],
-    );
-    return settleResult(r.rows[0]!);
+    return (await this.settleMany([{ requestId, settlement: s }]))[0]!;
   }
 
   /**
-   * Settles many reservations in one round trip (one statement, one transaction). Items are settled in the
-   * order given; callers order them by user so concurrent batches lock wallets in the same order.
+   * Settles many requests in one round trip (one statement, one transaction), each once: its reservation
+   * record is written already settled, its charge taken in full (from its lease up to what it reserved, the rest
+   * from the available balance), the owner credited, the journal posted (`wellspring_settle_leased`). Items are
+   * settled in the order given; callers order them by user so concurrent batches lock wallets in the same order.
    */
   async settleMany(items: readonly { requestId: string; settlement: Settlement }[]): Promise<SettleResult[]> {
     for (const { settlement: s } of items) {
-      if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n) throw new RangeError("charge and earning must not be negative");
+      if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n || s.officialMicros < 0n) throw new RangeError("charge, earning and cost must not be negative");
     }
-    const leased = items.filter((i) => i.settlement.lease);
-    if (leased.length === items.length) return this.#settleLeased(items);
-    if (leased.length > 0) {
-      // Mixed batches (not made by the gateway, which always leases): each kind in its own statement.
-      const own = await this.settleMany(items.filter((i) => !i.settlement.lease));
-      const viaLease = await this.#settleLeased(leased);
-      let a = 0;
-      let b = 0;
-      return items.map((i) => (i.settlement.lease ? viaLease[b++]! : own[a++]!));
-    }
-    const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
-      `SELECT s.outcome, s.charged::text, s.released::text
-       FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::int[], $8::bool[], $9::"EndCause"[])
-         WITH ORDINALITY AS x(request_id, charge, owner_id, earning, input_tokens, output_tokens, cached_tokens, estimated, end_cause, ord)
-       CROSS JOIN LATERAL wellspring_settle(x.request_id, x.charge, x.owner_id, x.earning, x.input_tokens, x.output_tokens, x.cached_tokens, x.estimated, x.end_cause) AS s
-       ORDER BY x.ord`,
-      [items.map((i) => i.requestId), ...settlementColumns(items)],
-    );
-    return r.rows.map(settleResult);
-  }
-
-  async #settleLeased(items: readonly { requestId: string; settlement: Settlement }[]): Promise<SettleResult[]> {
-    const col = <T>(f: (s: Settlement, l: LeasedHold, id: string) => T) => items.map((i) => f(i.settlement, i.settlement.lease!, i.requestId));
+    if (items.length === 0) return [];
+    const col = <T>(f: (s: Settlement, l: LeasedHold, id: string) => T) => items.map((i) => f(i.settlement, i.settlement.lease, i.requestId));
     const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
       `SELECT s.outcome, s.charged::text, s.released::text
        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::int[], $9::int[], $10::int[],
-                   $11::bool[], $12::"EndCause"[], $13::int[], $14::text[], $15::text[], $16::text[], $17::text[], $18::"AgentTier"[], $19::int[])
+                   $11::bool[], $12::"EndCause"[], $13::int[], $14::text[], $15::text[], $16::text[], $17::text[], $18::"AgentTier"[], $19::int[],
+                   $20::bigint[], $21::int[], $22::int[], $23::int[], $24::int[])
          WITH ORDINALITY AS x(request_id, lease_id, user_id, reserved, charge, owner_id, earning, input_tokens, output_tokens, cached_tokens,
-                              estimated, end_cause, price_ver, plan_id, api, model, agent_id, tier, tier_bps, ord)
+                              estimated, end_cause, price_ver, plan_id, api, model, agent_id, tier, tier_bps, official, plan_bps, audio, images, chars, ord)
        CROSS JOIN LATERAL wellspring_settle_leased(x.request_id, x.lease_id, x.user_id, x.reserved, x.charge, x.owner_id, x.earning,
-         x.input_tokens, x.output_tokens, x.cached_tokens, x.estimated, x.end_cause, x.price_ver, x.plan_id, x.api, x.model, x.agent_id, x.tier, x.tier_bps) AS s
+         x.input_tokens, x.output_tokens, x.cached_tokens, x.estimated, x.end_cause, x.price_ver, x.plan_id, x.api, x.model, x.agent_id, x.tier, x.tier_bps,
+         x.official, x.plan_bps, x.audio, x.images, x.chars) AS s
        ORDER BY x.ord`,
       [
         col((_, __, id) => id),
         col((_, l) => l.leaseId),
         col((_, l) => l.userId),
         col((_, l) => l.reservedMicros.toString()),
-        ...settlementColumns(items),
+        col((s) => s.chargeMicros.toString()),
+        col((s) => s.ownerId),
+        col((s) => s.ownerEarningMicros.toString()),
+        col((s) => s.usage.inputTokens),
+        col((s) => s.usage.outputTokens),
+        col((s) => s.usage.cachedInputTokens),
+        col((s) => s.estimated),
+        col((s) => s.endCause),
         col((_, l) => l.meta.priceVer),
         col((_, l) => l.meta.planId),
         col((_, l) => l.meta.api),
@@ -222,6 +180,11 @@ export class Ledger {
         col((_, l) => l.meta.agentId),
         col((_, l) => l.meta.tier),
         col((_, l) => l.meta.tierBps),
+        col((s) => s.officialMicros.toString()),
+        col((s) => s.planBps),
+        col((s) => s.usage.audioSeconds ?? null),
+        col((s) => s.usage.images ?? null),
+        col((s) => s.usage.characters ?? null),
       ],
     );
     return r.rows.map(settleResult);
@@ -238,78 +201,169 @@ export class Ledger {
     return BigInt(r.rows[0]!.granted);
   }
 
-  /** Returns what a lease still holds to the wallet and closes it; the amount returned (0n if already closed). */
-  async releaseLease(leaseId: string): Promise<bigint> {
-    const r = await this.pool.query<{ returned: string }>("SELECT wellspring_release_lease($1)::text AS returned", [leaseId]);
+  /**
+   * Returns what a lease still holds to the wallet and closes it, recording how many requests were claimed
+   * against it; the amount returned (0n if already closed).
+   */
+  async releaseLease(leaseId: string, requestsClaimed: number | null): Promise<bigint> {
+    const r = await this.pool.query<{ returned: string }>("SELECT wellspring_release_lease($1, $2)::text AS returned", [leaseId, requestsClaimed]);
     return BigInt(r.rows[0]!.returned);
   }
 
-  /** Marks leases as still in use (a sweeper closes leases nobody renewed); returns the ids that are no longer open. */
-  async renewLeases(leaseIds: readonly string[]): Promise<string[]> {
-    if (leaseIds.length === 0) return [];
-    const r = await this.pool.query<{ id: string }>("UPDATE credit_leases SET renewed_at = now() WHERE id = ANY($1) AND released = false RETURNING id", [leaseIds]);
+  /**
+   * One round trip every few seconds per gateway: the gateway says it is alive (`gateways.last_seen_at`), renews
+   * its open leases with the number of requests claimed against each, and learns which of them were closed
+   * behind its back (released by a sweep while it could not report). Returns those ids.
+   */
+  async heartbeat(gatewayId: string, hubId: string, leases: readonly { id: string; requestsClaimed: number }[]): Promise<string[]> {
+    const r = await this.pool.query<{ id: string }>(
+      `WITH alive AS (
+         INSERT INTO gateways (id, hub_id) VALUES ($1, $2)
+         ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), stopped_at = NULL
+         RETURNING id
+       ), renewed AS (
+         UPDATE credit_leases l SET renewed_at = now(), requests_claimed = GREATEST(l.requests_claimed, x.claimed)
+         FROM unnest($3::text[], $4::int[]) AS x(id, claimed)
+         WHERE l.id = x.id AND l.released = false
+         RETURNING l.id
+       )
+       SELECT id FROM renewed UNION ALL SELECT '' FROM alive`,
+      [gatewayId, hubId, leases.map((l) => l.id), leases.map((l) => l.requestsClaimed)],
+    );
     const open = new Set(r.rows.map((x) => x.id));
-    return leaseIds.filter((id) => !open.has(id));
+    return leases.filter((l) => !open.has(l.id)).map((l) => l.id);
   }
 
-  /** Closes leases not renewed for `idleMs` (their gateway stopped); how many were closed. */
-  async sweepLeases(idleMs: number): Promise<number> {
+  /** The gateway stopped in order: others release whatever leases it still holds at once. */
+  async gatewayStopped(gatewayId: string): Promise<void> {
+    await this.pool.query("UPDATE gateways SET stopped_at = now() WHERE id = $1", [gatewayId]);
+  }
+
+  /**
+   * Releases the open leases of gateways that are known dead — stopped, or silent for longer than `deadAfterMs`
+   * (and, for leases of gateways that never reported, not renewed for as long) — except `selfId`'s.
+   * Returns how many were released.
+   */
+  async sweepDeadGateways(selfId: string, deadAfterMs: number): Promise<number> {
     const r = await this.pool.query<{ id: string }>(
-      "SELECT id FROM credit_leases WHERE released = false AND renewed_at < now() - make_interval(secs => $1::double precision / 1000)",
-      [idleMs],
+      `SELECT l.id FROM credit_leases l LEFT JOIN gateways g ON g.id = l.gateway_id
+       WHERE l.released = false AND l.gateway_id <> $1
+         AND (g.stopped_at IS NOT NULL
+           OR g.last_seen_at < now() - make_interval(secs => $2::double precision / 1000)
+           OR (g.id IS NULL AND l.renewed_at < now() - make_interval(secs => $2::double precision / 1000)))`,
+      [selfId, deadAfterMs],
     );
-    for (const { id } of r.rows) await this.releaseLease(id);
+    for (const { id } of r.rows) await this.releaseLease(id, null);
     return r.rows.length;
+  }
+
+  /** Gateways whose spool files may be taken over: stopped, silent for `deadAfterMs`, or never seen. */
+  async deadGateways(ids: readonly string[], deadAfterMs: number): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const r = await this.pool.query<{ id: string }>(
+      `SELECT x.id FROM unnest($1::text[]) AS x(id) LEFT JOIN gateways g ON g.id = x.id
+       WHERE g.id IS NULL OR g.stopped_at IS NOT NULL OR g.last_seen_at < now() - make_interval(secs => $2::double precision / 1000)`,
+      [ids, deadAfterMs],
+    );
+    return r.rows.map((x) => x.id);
   }
 
   /** Checks every invariant of the ledger; `ok` is false with a list of problems when one fails. */
   async audit(): Promise<AuditReport> {
     const problems: string[] = [];
-    const sum = await this.pool.query<{ s: string | null }>("SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries");
-    const journalSumMicros = BigInt(sum.rows[0]!.s ?? "0");
+    const q = async <T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) => (await this.pool.query<T>(sql, params)).rows;
+    const sum = await q<{ s: string | null }>("SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries");
+    const journalSumMicros = BigInt(sum[0]!.s ?? "0");
     if (journalSumMicros !== 0n) problems.push(`journal sums to ${journalSumMicros}, not 0`);
-    const unbalanced = await this.pool.query("SELECT tx_id FROM journal_entries GROUP BY tx_id HAVING SUM(amount_micros) <> 0 LIMIT 5");
-    for (const r of unbalanced.rows as { tx_id: string }[]) problems.push(`transaction ${r.tx_id} does not balance`);
-    const wallets = await this.pool.query<{ user_id: string; available: string; reserved: string; journal: string; held: string }>(`
+    for (const r of await q<{ tx_id: string }>("SELECT tx_id FROM journal_entries GROUP BY tx_id HAVING SUM(amount_micros) <> 0 LIMIT 5")) {
+      problems.push(`transaction ${r.tx_id} does not balance`);
+    }
+    const wallets = await q<{ user_id: string; available: string; reserved: string; journal: string; held: string; overdraft: string }>(`
       SELECT w.user_id, w.available_micros::text AS available, w.reserved_micros::text AS reserved,
         COALESCE((SELECT SUM(amount_micros) FROM journal_entries j WHERE j.account = 'user:' || w.user_id), 0)::text AS journal,
         (COALESCE((SELECT SUM(amount_micros) FROM reservations r WHERE r.user_id = w.user_id AND r.status = 'held'), 0)
-          + COALESCE((SELECT SUM(amount_micros) FROM credit_leases l WHERE l.user_id = w.user_id AND NOT l.released), 0))::text AS held
+          + COALESCE((SELECT SUM(amount_micros) FROM credit_leases l WHERE l.user_id = w.user_id AND NOT l.released), 0))::text AS held,
+        COALESCE((SELECT SUM(overdraft_micros) FROM reservations r WHERE r.user_id = w.user_id), 0)::text AS overdraft
       FROM wallets w`);
-    for (const w of wallets.rows) {
+    for (const w of wallets) {
       const available = BigInt(w.available);
       const reserved = BigInt(w.reserved);
-      if (available < 0n || reserved < 0n) problems.push(`wallet ${w.user_id} is negative`);
+      if (reserved < 0n) problems.push(`wallet ${w.user_id}: reserved is negative`);
+      // Only usage beyond reservations (charged in full, flagged) may take a balance below zero.
+      if (available < 0n && -available > BigInt(w.overdraft)) problems.push(`wallet ${w.user_id} is ${-available} below zero, more than its requests' overdraft ${w.overdraft}`);
       if (available + reserved !== BigInt(w.journal)) problems.push(`wallet ${w.user_id}: available + reserved ${available + reserved} ≠ journal ${w.journal}`);
       if (reserved !== BigInt(w.held)) problems.push(`wallet ${w.user_id}: reserved ${reserved} ≠ held reservations and leases ${w.held}`);
     }
-    const overcharged = await this.pool.query("SELECT request_id FROM reservations WHERE charge_micros > amount_micros LIMIT 5");
-    for (const r of overcharged.rows as { request_id: string }[]) problems.push(`request ${r.request_id} charged over its reservation`);
-    const twice = await this.pool.query("SELECT request_id FROM journal_entries WHERE kind = 'usage' GROUP BY request_id HAVING COUNT(*) > 1 LIMIT 5");
-    for (const r of twice.rows as { request_id: string }[]) problems.push(`request ${r.request_id} charged more than once`);
-    const owners = await this.pool.query("SELECT account FROM journal_entries WHERE account LIKE 'owner:%' GROUP BY account HAVING SUM(amount_micros) < 0 LIMIT 5");
-    for (const r of owners.rows as { account: string }[]) problems.push(`${r.account} is negative`);
-    const pending = await this.pool.query<{ journal: string; payouts: string }>(`
+    for (const r of await q<{ request_id: string }>("SELECT request_id FROM journal_entries WHERE kind = 'usage' GROUP BY request_id HAVING COUNT(*) > 1 LIMIT 5")) {
+      problems.push(`request ${r.request_id} charged more than once`);
+    }
+    for (const r of await q<{ account: string }>("SELECT account FROM journal_entries WHERE account LIKE 'owner:%' GROUP BY account HAVING SUM(amount_micros) < 0 LIMIT 5")) {
+      problems.push(`${r.account} is negative`);
+    }
+    const pending = (await q<{ journal: string; payouts: string }>(`
       SELECT COALESCE((SELECT SUM(amount_micros) FROM journal_entries WHERE account = 'platform:payouts_pending'), 0)::text AS journal,
-             COALESCE((SELECT SUM(amount_micros) FROM payouts WHERE status = 'requested'), 0)::text AS payouts`);
-    const p = pending.rows[0]!;
-    if (p.journal !== p.payouts) problems.push(`payouts pending in the journal ${p.journal} ≠ requested payouts ${p.payouts}`);
-    const spent = await this.pool.query<{ user_id: string }>(`
+             COALESCE((SELECT SUM(amount_micros) FROM payouts WHERE status = 'requested'), 0)::text AS payouts`))[0]!;
+    if (pending.journal !== pending.payouts) problems.push(`payouts pending in the journal ${pending.journal} ≠ requested payouts ${pending.payouts}`);
+    for (const r of await q<{ user_id: string }>(`
       SELECT w.user_id FROM wallets w
       WHERE w.spent_micros <> COALESCE((SELECT -SUM(j.amount_micros) FROM journal_entries j WHERE j.account = 'user:' || w.user_id AND j.kind = 'usage'), 0)
          OR w.spent_micros <> COALESCE((SELECT SUM(u.spent_micros) FROM usage_daily u WHERE u.user_id = w.user_id), 0)
-      LIMIT 5`);
-    for (const r of spent.rows) problems.push(`wallet ${r.user_id}: spent total differs from its journal or its daily rollup`);
-    const leases = await this.pool.query<{ id: string }>("SELECT id FROM credit_leases WHERE NOT released AND amount_micros <> granted_micros - charged_micros LIMIT 5");
-    for (const r of leases.rows) problems.push(`lease ${r.id}: holds other than granted less charged`);
-    const leaseCharges = await this.pool.query<{ id: string }>(`
+      LIMIT 5`)) {
+      problems.push(`wallet ${r.user_id}: spent total differs from its journal or its daily rollup`);
+    }
+    for (const r of await q<{ id: string }>("SELECT id FROM credit_leases WHERE NOT released AND amount_micros <> granted_micros - charged_micros LIMIT 5")) {
+      problems.push(`lease ${r.id}: holds other than granted less charged`);
+    }
+    for (const r of await q<{ id: string }>(`
       SELECT l.id FROM credit_leases l
-      WHERE l.charged_micros <> COALESCE((SELECT SUM(r.charge_micros) FROM reservations r WHERE r.lease_id = l.id), 0) AND NOT l.released
-      LIMIT 5`);
-    for (const r of leaseCharges.rows) problems.push(`lease ${r.id}: charged total differs from its requests`);
-    const earnings = await this.pool.query("SELECT request_id FROM reservations WHERE earning_micros > charge_micros LIMIT 5");
-    for (const r of earnings.rows as { request_id: string }[]) problems.push(`request ${r.request_id} paid its owner more than it charged`);
-    return { ok: problems.length === 0, problems, journalSumMicros, walletsChecked: wallets.rowCount ?? 0 };
+      WHERE l.charged_micros <> COALESCE((SELECT SUM(COALESCE(r.lease_micros, r.charge_micros)) FROM reservations r WHERE r.lease_id = l.id), 0) AND NOT l.released
+      LIMIT 5`)) {
+      problems.push(`lease ${r.id}: charged total differs from its requests`);
+    }
+    // Settlements that were never written: every request a gateway claimed against a lease it has since given
+    // back (or that was swept) must have its settled reservation row.
+    for (const r of await q<{ id: string; claimed: number; settled: string }>(`
+      SELECT l.id, l.requests_claimed AS claimed, (SELECT COUNT(*) FROM reservations r WHERE r.lease_id = l.id)::text AS settled
+      FROM credit_leases l
+      WHERE l.released AND l.requests_claimed > (SELECT COUNT(*) FROM reservations r WHERE r.lease_id = l.id)
+      LIMIT 5`)) {
+      problems.push(`lease ${r.id}: ${r.claimed} requests were claimed against it, ${r.settled} settled — ${r.claimed - Number(r.settled)} settlements were never written`);
+    }
+    // Every charge is the full cost of the usage it records, at the price version it was priced with: the
+    // official cost recomputed from the recorded units, the owner's share of it, and (multiplier plans) the
+    // user's price of it. A charge capped below its usage, or an owner paid less than the tier, fails here.
+    const recomputed = await q<{ request_id: string; official: string; expected_official: string | null; earning: string; expected_earning: string; charge: string; expected_charge: string | null }>(`
+      WITH c AS (
+        SELECT r.request_id, r.official_micros, r.earning_micros, r.charge_micros, r.owner_id, r.tier_bps, r.plan_bps,
+          (SELECT CASE WHEN p.ver IS NULL THEN NULL ELSE
+             (GREATEST(COALESCE(r.input_tokens, 0) - LEAST(COALESCE(r.cached_input_tokens, 0), COALESCE(r.input_tokens, 0)), 0)::bigint * p.input_micros_per_mtok
+               + LEAST(COALESCE(r.cached_input_tokens, 0), COALESCE(r.input_tokens, 0))::bigint * p.cached_input_micros_per_mtok
+               + COALESCE(r.output_tokens, 0)::bigint * p.output_micros_per_mtok
+               + COALESCE(r.characters, 0)::bigint * p.character_micros_per_m + 999999) / 1000000
+             + COALESCE(r.audio_seconds, 0) * p.audio_second_micros + COALESCE(r.images, 0) * p.image_micros END
+           FROM model_prices p
+           WHERE p.ver = r.price_ver AND p.model = r.model AND p.provider IN (r.api, CASE WHEN r.api = 'openai' THEN 'azure' END)
+           ORDER BY (p.provider = r.api) DESC LIMIT 1) AS expected_official
+        FROM reservations r
+        WHERE r.status = 'settled' AND r.official_micros IS NOT NULL
+      )
+      SELECT request_id, official_micros::text AS official, expected_official::text,
+        earning_micros::text AS earning,
+        (CASE WHEN owner_id IS NULL OR tier_bps IS NULL THEN 0 ELSE (official_micros * tier_bps) / 10000 END)::text AS expected_earning,
+        charge_micros::text AS charge,
+        (CASE WHEN plan_bps IS NULL THEN NULL ELSE (official_micros * plan_bps + 9999) / 10000 END)::text AS expected_charge
+      FROM c`);
+    let mismatched = 0;
+    for (const r of recomputed) {
+      const wrong = r.expected_official === null ? "no official price for its model and version"
+        : r.official !== r.expected_official ? `official cost ${r.official} ≠ ${r.expected_official} for its usage`
+        : r.earning !== r.expected_earning ? `owner earned ${r.earning} ≠ ${r.expected_earning} (official × tier)`
+        : r.expected_charge !== null && r.charge !== r.expected_charge ? `charged ${r.charge} ≠ ${r.expected_charge} for its usage`
+        : null;
+      if (wrong && ++mismatched <= 5) problems.push(`request ${r.request_id}: ${wrong}`);
+    }
+    if (mismatched > 5) problems.push(`… and ${mismatched - 5} more requests whose charge does not match their usage`);
+    return { ok: problems.length === 0, problems, journalSumMicros, walletsChecked: wallets.length, chargesChecked: recomputed.length };
   }
 }
 

@@ -3,7 +3,7 @@
  * basis points (1/10,000). Rounding: what a user is charged rounds up to the micro-unit, what an owner earns
  * rounds down, and the platform margin takes the difference — so every settlement balances exactly.
  */
-import type { Usage } from "./usage_tap.ts";
+import type { Usage } from "./usage.ts";
 
 export interface ModelPriceMicros {
   inputMicrosPerMTok: bigint;

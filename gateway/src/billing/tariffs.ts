@@ -6,7 +6,7 @@ import type { Db } from "@wellspring/db/core";
 import type { ApiFamily } from "@wellspring/protocol";
 import { Cached } from "./cached.ts";
 import { BPS, officialCostMicros, TIER_BPS, userChargeMicros, type ModelPriceMicros } from "./pricing.ts";
-import type { Usage } from "./usage_tap.ts";
+import type { Usage } from "./usage.ts";
 
 /** How long plans and tiers are used before they are read again, ms (a change event drops them sooner). */
 export const TARIFF_CACHE_TTL_MS = 5_000;

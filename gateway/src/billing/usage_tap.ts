@@ -7,19 +7,9 @@
  */
 import { concatBytes as concat } from "@wellspring/protocol";
 import { StreamedTokenCounter } from "./estimate.ts";
+import type { Usage } from "./usage.ts";
 
-export interface Usage {
-  inputTokens: number;
-  outputTokens: number;
-  /** Input tokens served from the provider's prompt cache (billed at the cached-input price). */
-  cachedInputTokens: number;
-  /** Seconds of input audio (transcription usage `{type: "duration", seconds}`), rounded up. */
-  audioSeconds?: number;
-  /** Images generated (image APIs billed per image). */
-  images?: number;
-  /** Input characters (text to speech). */
-  characters?: number;
-}
+export type { Usage } from "./usage.ts";
 
 /** Longest SSE line examined; longer lines (large content deltas) are skipped, never buffered. */
 export const LINE_BYTES_MAX = 256 * 1024;
