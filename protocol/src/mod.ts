@@ -7,3 +7,4 @@ export * from "./flow.ts";
 export * from "./handshake.ts";
 export { SchemaError } from "./schema.ts";
 export * from "./batch.ts";
+export * from "./query.ts";
