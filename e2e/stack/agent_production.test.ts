@@ -150,6 +150,8 @@ describe("an agent installed and started as the docs tell an owner", () => {
     }), { mode: 0o600 });
     const [cmd, ...args] = image.cmd;
     agent = startProc(cmd!, args, { cwd: agentDir, env: ownerEnv() });
+    const dockerAgent = agent;
+    cleanups.push(() => dockerAgent.stop());
     await agent.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
     const [granted] = events(agent, "launcher.permissions");
     const data = join(agentDir, "data");
@@ -186,6 +188,8 @@ describe("an agent installed and started as the docs tell an owner", () => {
     await mkdir(join(bin, "system"));
     await symlink(join(ROOT, "node_modules/deno/deno"), join(bin, "system/deno"));
     agent = startProc(join(bin, "system/deno"), ["task", "start"], { cwd: agentDir, env: ownerEnv([join(bin, "shim"), join(bin, "system")]) });
+    const taskAgent = agent;
+    cleanups.push(() => taskAgent.stop());
     await agent.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
     await eventually(async () => (await servedModels()).includes("gpt-4o-mini"), 10_000, "the agent's inventory");
   }, 120_000);
@@ -219,10 +223,13 @@ describe("an agent installed and started as the docs tell an owner", () => {
       await cp(join(agentDir, "data"), data, { recursive: true });
       await writeFile(join(data, "agent.json"), JSON.stringify({ ...identity, hubUrl }));
       const proc = startProc("./wellspring-agent", ["start", "--data", data], { cwd: agentDir, env: ownerEnv() });
-      const [first] = await proc.waitForLine(/^.*"event":"launcher\.(refused|agent_started)".*$/, 20_000);
-      expect(JSON.parse(first!), hubUrl).toMatchObject({ event: "launcher.refused", error: expect.stringMatching(/Cannot use hub URL/) });
-      expect(await exited(proc), hubUrl).toBe(EXIT_CONFIG);
-      await proc.stop();
+      try {
+        const [first] = await proc.waitForLine(/^.*"event":"launcher\.(refused|agent_started)".*$/, 20_000);
+        expect(JSON.parse(first!), hubUrl).toMatchObject({ event: "launcher.refused", error: expect.stringMatching(/Cannot use hub URL/) });
+        expect(await exited(proc), hubUrl).toBe(EXIT_CONFIG);
+      } finally {
+        await proc.stop();
+      }
     }
   }, 60_000);
 });

@@ -28,7 +28,7 @@ export async function createEnrollmentToken(db: Db, ownerId: string, label?: str
 
 /** Quotes a shell word only when it needs it (single quotes: nothing inside is expanded). */
 function shellWord(value: string): string {
-  return /^[A-Za-z0-9._:\/@=+-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
+  return /^[A-Za-z0-9._:/@=+-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
 }
 
 /**
