@@ -50,7 +50,7 @@ function spawnAgent(permissions: string[], args: string[]): Deno.ChildProcess {
 
 async function enrollCommand(args: string[], dataDir: string): Promise<number> {
   const hub = flag(args, "hub");
-  if (!hub) throw new UsageFailure("usage: ./wellspring-agent enroll --hub https://HOST:PORT --pin sha256/… --token wse_… [--name NAME]");
+  if (!hub) throw new UsageError("usage: ./wellspring-agent enroll --hub https://HOST:PORT --pin sha256/… --token wse_… [--name NAME]");
   const hubOrigin = parseHubUrl(hub);
   await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
   const child = spawnAgent(enrollPermissions(dataDir, hubOrigin), ["enroll", ...without(args, "data"), "--data", dataDir]);
@@ -128,19 +128,19 @@ async function startCommand(args: string[], dataDir: string): Promise<number> {
   }
 }
 
-class UsageFailure extends Error {}
+class UsageError extends Error {}
 
 const [command, ...args] = Deno.args;
 let code: number = ExitCode.USAGE;
 try {
   const data = flag(args, "data");
-  if (!data) throw new UsageFailure("usage: launch.ts enroll|start … --data /absolute/path (run it through ./wellspring-agent)");
+  if (!data) throw new UsageError("usage: launch.ts enroll|start … --data /absolute/path (run it through ./wellspring-agent)");
   const dataDir = checkDataDir(data);
   if (command === "enroll") code = await enrollCommand(args, dataDir);
   else if (command === "start") code = await startCommand(args, dataDir);
-  else throw new UsageFailure("usage: ./wellspring-agent enroll --hub … --pin … --token … | ./wellspring-agent start");
+  else throw new UsageError("usage: ./wellspring-agent enroll --hub … --pin … --token … | ./wellspring-agent start");
 } catch (error) {
   console.error((error as Error).message);
-  code = error instanceof UsageFailure ? ExitCode.USAGE : ExitCode.CONFIG;
+  code = error instanceof UsageError ? ExitCode.USAGE : ExitCode.CONFIG;
 }
 Deno.exit(code);

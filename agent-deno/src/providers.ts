@@ -1,6 +1,6 @@
 /**
  * Official provider endpoints, fixed in code. The agent calls nothing else — except, for tests and the demo,
- * a development origin that must be on loopback and must be enabled explicitly (see `devUpstreamOrigin`).
+ * a development origin that must be on loopback and must be enabled explicitly (see `checkDevOrigin`).
  */
 import type { ApiFamily, Provider } from "../../protocol/src/mod.ts";
 import type { ForwardedRequest } from "./forward_rules.ts";
