@@ -22,8 +22,9 @@ import { Treasury } from "../gateway/src/billing/treasury.ts";
 const DEMO_CREDIT_MICROS = 10_000_000n;
 
 const root = resolve(import.meta.dirname, "..");
-const deno = join(root, "node_modules/.bin/deno");
 const agentDir = join(root, "agent-deno");
+/** The owner's command (agent-deno/wellspring-agent), with --dev-upstream so provider calls reach the mock. */
+const launcher = join(agentDir, "wellspring-agent");
 const args = process.argv.slice(2);
 const upstreamArg = args.indexOf("--upstream") >= 0 ? args[args.indexOf("--upstream") + 1] : undefined;
 
@@ -71,7 +72,7 @@ const { token } = await createEnrollmentToken(hub.db, owner.id, "demo agent");
 
 const agentData = join(hub.dataDir, "agent");
 await rm(agentData, { recursive: true, force: true });
-const enroll = await run(deno, ["run", "--no-prompt", `--allow-read=${agentData}`, `--allow-write=${agentData}`, "--allow-run", "--allow-env", "launch.ts", "enroll", "--data", agentData, "--hub", gateway.agentOrigin, "--pin", hub.tls.pin, "--token", token, "--name", "demo-agent"], { cwd: agentDir }, /enrolled as/);
+const enroll = await run(launcher, ["enroll", "--data", agentData, "--hub", gateway.agentOrigin, "--pin", hub.tls.pin, "--token", token, "--name", "demo-agent"], { cwd: agentDir }, /enrolled as/);
 await new Promise((r) => enroll.once("exit", r));
 await writeFile(join(agentData, "config.json"), JSON.stringify({
   name: "demo-agent",
@@ -81,7 +82,7 @@ await writeFile(join(agentData, "config.json"), JSON.stringify({
     { provider: "anthropic", apiKeyEnv: "ANTHROPIC_API_KEY", models: ["claude-haiku-4-5", "claude-sonnet-4-5"] },
   ],
 }, null, 2), { mode: 0o600 });
-await run(deno, ["run", "--no-prompt", `--allow-read=${agentData}`, "--allow-run", "--allow-env", "launch.ts", "start", "--data", agentData, "--dev-upstream", upstream], {
+await run(launcher, ["start", "--data", agentData, "--dev-upstream", upstream], {
   cwd: agentDir,
   env: { OPENAI_API_KEY: process.env.OPENAI_API_KEY ?? "sk-demo-owner-openai", ANTHROPIC_API_KEY: process.env.ANTHROPIC_API_KEY ?? "sk-ant-demo-owner" },
 }, /WELLSPRING_AGENT_READY/);

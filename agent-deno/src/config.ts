@@ -4,6 +4,8 @@
  * variables; they are read here and never leave this process except as credentials to the provider.
  */
 import { PROVIDERS, type Provider } from "../../protocol/src/mod.ts";
+import { HubUrlError, parseHubUrl } from "./hub_url.ts";
+import { isPin } from "./pinned_tls.ts";
 import { EndpointError, officialOrigin, type Upstream } from "./providers.ts";
 
 export interface UpstreamConfig {
@@ -103,17 +105,29 @@ export function resolveUpstreams(config: AgentConfig): Upstream[] {
 }
 
 export async function loadIdentity(dataDir: string): Promise<Identity> {
-  let raw: Record<string, unknown>;
+  let raw: unknown;
   try {
     raw = JSON.parse(await Deno.readTextFile(`${dataDir}/agent.json`));
   } catch {
-    throw new ConfigError(`Cannot start agent: ${dataDir}/agent.json is missing; enroll first (deno task enroll)`);
+    throw new ConfigError(`Cannot start agent: ${dataDir}/agent.json is missing; enroll first (./wellspring-agent enroll)`);
   }
-  const { agentId, hubId, hubUrl, pins } = raw;
+  return parseIdentity(raw, `${dataDir}/agent.json`);
+}
+
+/** Checks agent.json: the hub URL goes into the agent's network permission, so it must be exactly one origin. */
+export function parseIdentity(raw: unknown, file = "agent.json"): Identity {
+  const { agentId, hubId, hubUrl, pins } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
   if (typeof agentId !== "string" || typeof hubId !== "string" || typeof hubUrl !== "string" || !Array.isArray(pins) || pins.length === 0) {
-    throw new ConfigError(`Cannot start agent: ${dataDir}/agent.json is incomplete; enroll again`);
+    throw new ConfigError(`Cannot start agent: ${file} is incomplete; enroll again`);
   }
-  return { agentId, hubId, hubUrl, pins: pins.map(String) };
+  let origin: string;
+  try {
+    origin = parseHubUrl(hubUrl);
+  } catch (error) {
+    throw new ConfigError(`Cannot start agent: ${file}: ${(error as HubUrlError).message}`);
+  }
+  if (!pins.every((p) => typeof p === "string" && isPin(p))) throw new ConfigError(`Cannot start agent: ${file}: every pin must look like sha256/<base64>`);
+  return { agentId, hubId, hubUrl: origin, pins: pins as string[] };
 }
 
 export async function loadPrivateKey(dataDir: string): Promise<Uint8Array> {

@@ -4,6 +4,7 @@
  */
 import { concatBytes as concat, generateAgentKeyPair } from "../../protocol/src/mod.ts";
 import type { Identity } from "./config.ts";
+import { parseHubUrl } from "./hub_url.ts";
 import { connectPinned, isPin } from "./pinned_tls.ts";
 
 export const ENROLL_PATH = "/agent/v1/enroll";
@@ -51,8 +52,8 @@ function post(origin: URL, pins: string[], path: string, body: string, timeoutMs
 }
 
 export async function enroll(o: EnrollOptions): Promise<Identity> {
-  const origin = new URL(o.hubUrl);
-  if (origin.protocol !== "https:") throw new Error("Cannot enroll: the hub URL must be https://");
+  // The stored origin becomes the serving agent's network permission: exactly one https host, nothing else.
+  const origin = new URL(parseHubUrl(o.hubUrl));
   if (!o.pins.every(isPin)) throw new Error("Cannot enroll: --pin must look like sha256/<base64>");
   try {
     await Deno.stat(`${o.dataDir}/agent.json`);

@@ -1,20 +1,24 @@
 /**
- * The agent process. Started by launch.ts with the narrowest permissions:
- *   --allow-net=<hub>,<official provider hosts>  --allow-read=<data> --allow-write=<data> --allow-env=<key variables>
- *   deno run … src/main.ts serve --data <dir>
+ * The agent process. Started by launch.ts with the narrowest permissions (see permissions.ts):
+ *   deno run … src/main.ts serve --data <dir> [--dev-upstream http://127.0.0.1:PORT]
  *   deno run … src/main.ts enroll --data <dir> --hub https://… --pin sha256/… --token wse_… [--name N]
+ * It exits with a code from exit_codes.ts, so the launcher knows whether a restart can help.
  */
 import { importAgentPrivateKey, type Inventory } from "../../protocol/src/mod.ts";
-import { loadConfig, loadIdentity, loadPrivateKey, resolveUpstreams } from "./config.ts";
+import { ConfigError, loadConfig, loadIdentity, loadPrivateKey, resolveUpstreams } from "./config.ts";
 import { enroll } from "./enroll.ts";
+import { ExitCode } from "./exit_codes.ts";
+import { HubUrlError } from "./hub_url.ts";
 import { createLog } from "./log.ts";
+import { stateDir } from "./permissions.ts";
 import { PriceStore } from "./prices.ts";
-import { checkDevOrigin, keyFingerprint } from "./providers.ts";
+import { checkDevOrigin, EndpointError, keyFingerprint } from "./providers.ts";
 import { AGENT_VERSION, FatalTunnelError, Tunnel } from "./tunnel.ts";
 
-export const DEV_UPSTREAM_ENV = "WELLSPRING_DEV_UPSTREAM_ORIGIN";
 /** On SIGINT/SIGTERM, running streams get this long to finish before the agent exits. */
 export const SHUTDOWN_DRAIN_MS = 10_000;
+
+class UsageError extends Error {}
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -29,14 +33,14 @@ function flags(args: string[], name: string): string[] {
   return out;
 }
 
-async function serve(dataDir: string): Promise<void> {
+/** Serves until stopped. `devUpstream` (tests and demos only) sends provider calls to a loopback origin. */
+async function serve(dataDir: string, devUpstream: string | undefined): Promise<void> {
   const config = await loadConfig(dataDir);
   const log = createLog(config.logLevel);
   const identity = await loadIdentity(dataDir);
   const privateKey = await importAgentPrivateKey(await loadPrivateKey(dataDir));
   const upstreams = resolveUpstreams(config);
-  const devRaw = Deno.env.get(DEV_UPSTREAM_ENV);
-  const devOrigin = devRaw ? checkDevOrigin(devRaw) : null;
+  const devOrigin = devUpstream === undefined ? null : checkDevOrigin(devUpstream);
   if (devOrigin) log.warn("agent.dev_upstream", { origin: devOrigin, note: "DEVELOPMENT MODE: provider calls go to this loopback origin, not the official APIs" });
   const inventory: Inventory = {
     agentVersion: AGENT_VERSION,
@@ -50,14 +54,21 @@ async function serve(dataDir: string): Promise<void> {
       log.info("agent.stopping", { signal: sig });
       stop.abort();
       // Streams get this long to drain after GOAWAY; then the process exits regardless.
-      setTimeout(() => Deno.exit(0), SHUTDOWN_DRAIN_MS);
+      setTimeout(() => Deno.exit(ExitCode.OK), SHUTDOWN_DRAIN_MS);
     });
   }
   log.info("agent.starting", { agentId: identity.agentId, hub: identity.hubUrl, models: inventory.models.length, version: AGENT_VERSION });
-  const prices = new PriceStore(dataDir, log);
+  const prices = new PriceStore(stateDir(dataDir), log, dataDir);
   await prices.load();
   const tunnel = new Tunnel({ identity, privateKey, upstreams, inventory, concurrentStreamsMax: config.concurrentStreamsMax, devOrigin, log, signal: stop.signal, prices, onReady: () => console.log("WELLSPRING_AGENT_READY") });
   await tunnel.run();
+}
+
+function exitCodeOf(error: unknown): ExitCode {
+  if (error instanceof FatalTunnelError) return ExitCode.REFUSED_BY_HUB;
+  if (error instanceof ConfigError || error instanceof HubUrlError || error instanceof EndpointError) return ExitCode.CONFIG;
+  if (error instanceof UsageError) return ExitCode.USAGE;
+  return ExitCode.FAILED;
 }
 
 if (import.meta.main) {
@@ -65,21 +76,20 @@ if (import.meta.main) {
   const dataDir = flag(args, "data") ?? "./data";
   try {
     if (command === "serve") {
-      await serve(dataDir);
-      Deno.exit(0); // signal listeners and the drain timer would otherwise keep the process alive
+      await serve(dataDir, flag(args, "dev-upstream"));
+      Deno.exit(ExitCode.OK); // signal listeners and the drain timer would otherwise keep the process alive
     } else if (command === "enroll") {
       const hub = flag(args, "hub");
       const token = flag(args, "token");
       const pins = flags(args, "pin");
-      if (!hub || !token || pins.length === 0) throw new Error("usage: enroll --hub https://HOST:PORT --pin sha256/… [--pin backup] --token wse_…");
+      if (!hub || !token || pins.length === 0) throw new UsageError("usage: enroll --hub https://HOST:PORT --pin sha256/… [--pin backup] --token wse_…");
       const id = await enroll({ hubUrl: hub, pins, token, name: flag(args, "name") ?? "agent", dataDir });
-      console.log(`enrolled as ${id.agentId} with hub ${id.hubId}; start with: deno task start`);
+      console.log(`enrolled as ${id.agentId} with hub ${id.hubId}; list your providers in ${dataDir}/config.json, then run: ./wellspring-agent start`);
     } else {
-      throw new Error("usage: main.ts serve|enroll …");
+      throw new UsageError("usage: main.ts serve|enroll …");
     }
   } catch (error) {
-    if (error instanceof FatalTunnelError) console.error(error.message);
-    else console.error((error as Error).message);
-    Deno.exit(1);
+    console.error((error as Error).message);
+    Deno.exit(exitCodeOf(error));
   }
 }

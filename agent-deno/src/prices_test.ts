@@ -29,3 +29,24 @@ Deno.test("price store: keeps newer versions on disk, ignores older ones, reload
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("price store: a table an older agent kept in the data folder is read once and moved to the state folder", async () => {
+  const data = await Deno.makeTempDir();
+  const state = `${data}/state`;
+  await Deno.mkdir(state);
+  try {
+    const log = createLog("error");
+    await Deno.writeTextFile(`${data}/prices.json`, JSON.stringify(table(4, "800000")));
+    const store = new PriceStore(state, log, data);
+    await store.load();
+    assert.equal(store.ver, 4);
+    assert.equal(JSON.parse(await Deno.readTextFile(`${state}/prices.json`)).ver, 4);
+    // From now on the state folder's copy wins, whatever the old file says.
+    await Deno.writeTextFile(`${data}/prices.json`, JSON.stringify(table(9, "1")));
+    const again = new PriceStore(state, log, data);
+    await again.load();
+    assert.equal(again.ver, 4);
+  } finally {
+    await Deno.remove(data, { recursive: true });
+  }
+});

@@ -1,8 +1,9 @@
 /**
  * Official provider endpoints, fixed in code. The agent calls nothing else — except, for tests and the demo,
- * a development origin that must be on loopback and must be enabled explicitly (see `devUpstreamOrigin`).
+ * a development origin that must be on loopback and must be enabled explicitly (see `checkDevOrigin`).
  */
 import type { ApiFamily, Provider } from "../../protocol/src/mod.ts";
+import type { ForwardedRequest } from "./forward_rules.ts";
 
 export const OFFICIAL_ORIGINS = {
   openai: "https://api.openai.com",
@@ -63,12 +64,16 @@ export function checkDevOrigin(origin: string): string {
   return url.origin;
 }
 
-/** The URL a request for `path` goes to. */
-export function upstreamUrl(u: Pick<Upstream, "provider" | "resource">, path: string, devOrigin: string | null): string {
-  if (!path.startsWith("/v1/")) throw new EndpointError("Cannot build upstream URL: path must start with /v1/");
-  if (devOrigin) return devOrigin + path;
-  if (u.provider === "azure") return `${officialOrigin(u)}/openai${path}`;
-  return officialOrigin(u) + path;
+/**
+ * The URL a checked request goes to (see forward_rules.ts). Azure's v1 API (`/openai/v1/…`) takes no
+ * `api-version`; a user's is never forwarded, so the version is the agent's choice, not the caller's.
+ */
+export function upstreamUrl(u: Pick<Upstream, "provider" | "resource">, request: ForwardedRequest, devOrigin: string | null): string {
+  if (!request.path.startsWith("/v1/")) throw new EndpointError("Cannot build upstream URL: path must start with /v1/");
+  const pathAndQuery = request.path + request.query;
+  if (devOrigin) return devOrigin + pathAndQuery;
+  if (u.provider === "azure") return `${officialOrigin(u)}/openai${pathAndQuery}`;
+  return officialOrigin(u) + pathAndQuery;
 }
 
 /** Credential headers for the provider. */

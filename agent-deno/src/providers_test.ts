@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { checkDevOrigin, EndpointError, keyFingerprint, officialOrigin, upstreamHosts, upstreamUrl } from "./providers.ts";
 
 Deno.test("official endpoints are fixed in code", () => {
-  assert.equal(upstreamUrl({ provider: "openai" }, "/v1/chat/completions", null), "https://api.openai.com/v1/chat/completions");
-  assert.equal(upstreamUrl({ provider: "anthropic" }, "/v1/messages", null), "https://api.anthropic.com/v1/messages");
-  assert.equal(upstreamUrl({ provider: "azure", resource: "contoso" }, "/v1/chat/completions", null), "https://contoso.openai.azure.com/openai/v1/chat/completions");
+  const chat = { path: "/v1/chat/completions", query: "" };
+  assert.equal(upstreamUrl({ provider: "openai" }, chat, null), "https://api.openai.com/v1/chat/completions");
+  assert.equal(upstreamUrl({ provider: "anthropic" }, { path: "/v1/messages", query: "?beta=true" }, null), "https://api.anthropic.com/v1/messages?beta=true");
+  assert.equal(upstreamUrl({ provider: "azure", resource: "contoso" }, chat, null), "https://contoso.openai.azure.com/openai/v1/chat/completions");
+  assert.equal(upstreamUrl({ provider: "openai" }, chat, "http://127.0.0.1:9"), "http://127.0.0.1:9/v1/chat/completions");
   assert.deepEqual(upstreamHosts([{ provider: "openai" }, { provider: "anthropic" }, { provider: "azure", resource: "contoso" }]), [
     "api.openai.com:443",
     "api.anthropic.com:443",
@@ -19,8 +21,8 @@ Deno.test("an Azure resource name cannot smuggle another host", () => {
 });
 
 Deno.test("a path that does not start with /v1/ is refused", () => {
-  assert.throws(() => upstreamUrl({ provider: "openai" }, "//evil.com/v1/x", null), EndpointError);
-  assert.throws(() => upstreamUrl({ provider: "openai" }, "@evil.com/v1", null), EndpointError);
+  assert.throws(() => upstreamUrl({ provider: "openai" }, { path: "//evil.com/v1/x", query: "" }, null), EndpointError);
+  assert.throws(() => upstreamUrl({ provider: "openai" }, { path: "@evil.com/v1", query: "" }, null), EndpointError);
 });
 
 Deno.test("the development origin must be loopback", () => {

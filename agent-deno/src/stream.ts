@@ -17,7 +17,7 @@ import {
   sendWithCredit,
   type RequestHead,
 } from "../../protocol/src/mod.ts";
-import { authHeaders, upstreamUrl, type Upstream } from "./providers.ts";
+import { authHeaders, type Upstream } from "./providers.ts";
 import type { Log } from "./log.ts";
 
 export interface StreamHost {
@@ -25,7 +25,6 @@ export interface StreamHost {
   connectionSendWindow(): SendWindow;
   forget(id: number): void;
   readonly log: Log;
-  readonly devOrigin: string | null;
 }
 
 /** Response headers the agent never passes on: hop-by-hop, cookies, the owner's account identifiers. */
@@ -52,6 +51,8 @@ export class AgentStream {
     readonly id: number,
     readonly head: RequestHead,
     readonly upstream: Upstream,
+    /** Where the call goes: an allowlisted path on the provider's official origin (tunnel.ts checks it). */
+    readonly url: string,
     private readonly host: StreamHost,
     peerStreamWindowBytes: number,
     ownStreamWindowBytes: number,
@@ -163,13 +164,12 @@ export class AgentStream {
     // Bytes must reach the user as the provider sent them: ask for no compression.
     headers.set("accept-encoding", "identity");
     if (this.head.bodyBytes !== null) headers.set("content-length", String(this.head.bodyBytes));
-    const url = upstreamUrl(this.upstream, this.head.path, this.host.devOrigin);
     const small = this.head.method === "POST" ? await this.#smallBody() : null;
     if (this.#closed) return;
     const headTimer = setTimeout(() => this.#reset(ResetCode.UPSTREAM_TIMEOUT, "provider did not answer in time"), UPSTREAM_HEAD_TIMEOUT_MS);
     let response: Response;
     try {
-      response = await fetch(url, {
+      response = await fetch(this.url, {
         method: this.head.method,
         headers,
         body: this.head.method !== "POST" ? undefined : (small as Uint8Array<ArrayBuffer> | null) ?? this.#requestBody(),

@@ -40,7 +40,8 @@ import type { Identity } from "./config.ts";
 import type { Log } from "./log.ts";
 import { connectPinned } from "./pinned_tls.ts";
 import type { PriceStore } from "./prices.ts";
-import { familyOf, type Upstream } from "./providers.ts";
+import { checkForward, type ForwardedRequest } from "./forward_rules.ts";
+import { familyOf, upstreamUrl, type Upstream } from "./providers.ts";
 import { AgentStream } from "./stream.ts";
 
 export const AGENT_VERSION = "0.1.0";
@@ -382,12 +383,21 @@ export class Tunnel {
       this.#send(session, encodeReset(streamId, ResetCode.PROTOCOL_ERROR, `bad request head: ${(error as Error).message}`));
       return;
     }
+    let forwarded: ForwardedRequest;
+    try {
+      forwarded = checkForward(head.api, head.method, head.path);
+    } catch (error) {
+      this.#o.log.warn("stream.path_forbidden", { requestId: head.requestId, method: head.method, path: head.path.split("?")[0]!.slice(0, 120) });
+      this.#send(session, encodeReset(streamId, ResetCode.PATH_FORBIDDEN, (error as Error).message));
+      return;
+    }
     const upstream = head.model ? this.#modelIndex.get(`${head.api}:${head.model}`) : undefined;
     if (!upstream) {
       this.#send(session, encodeReset(streamId, ResetCode.REFUSED, "model not offered by this agent"));
       return;
     }
-    const stream = new AgentStream(streamId, head, upstream, {
+    const url = upstreamUrl(upstream, forwarded, this.#o.devOrigin);
+    const stream = new AgentStream(streamId, head, upstream, url, {
       send: (f) => this.#send(session, f),
       connectionSendWindow: () => session.connSend,
       forget: (id) => {
@@ -395,7 +405,6 @@ export class Tunnel {
         if (session.draining && session.streams.size === 0) this.#close(session, 1000, "drained");
       },
       log: this.#o.log,
-      devOrigin: this.#o.devOrigin,
     }, session.peer!.streamWindowBytes, this.#own.streamWindowBytes);
     session.streams.set(streamId, stream);
     void stream.run();

@@ -48,12 +48,12 @@ test("an owner enrolls an agent with the command the page shows, sees it online,
   await page.getByRole("button", { name: "Create enrollment command" }).click();
   const command = (await page.getByTestId("enroll-command").textContent())!;
   await shot("agents-enroll");
-  const m = /^deno task enroll --hub (\S+) --pin (\S+) --token (wse_\w+) --name "office-agent"$/.exec(command);
+  const m = /^\.\/wellspring-agent enroll --hub (\S+) --pin (\S+) --token (wse_\w+) --name office-agent$/.exec(command);
   expect(m, command).not.toBeNull();
   const [, hub, pin, token] = m!;
   expect(hub).toBe("https://127.0.0.1:18788");
 
-  // The owner runs it where the keys are (here, through the same launcher the task runs), then starts the agent.
+  // The owner runs it where the keys are (here, through the same launcher script), then starts the agent.
   const enrolled = await enrollWithToken({ agentOrigin: hub!, pin: pin! }, token!, { name: "office-agent", models: { openai: ["gpt-4o-mini"], anthropic: ["claude-opus-4-1"] } });
   agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
   await expect(async () => {

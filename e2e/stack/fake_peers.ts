@@ -7,13 +7,22 @@ import {
   decodeFrame,
   decodeMessage,
   encodeControl,
+  encodeData,
+  encodeEnd,
+  encodeOpen,
+  encodePong,
   FrameType,
   generateAgentKeyPair,
   jsonBytes,
   parseJson,
   challenge as challengeSchema,
+  PROTOCOL_VERSION,
+  randomBytes,
   signAuth,
+  toBase64Url,
   type Challenge,
+  type Frame,
+  type RequestHead,
 } from "@wellspring/protocol";
 import { newId, type Db } from "@wellspring/db";
 import { generateSelfSigned } from "../../gateway/src/tls.ts";
@@ -109,4 +118,59 @@ export async function startFakeHub(onAgent: (ws: WebSocket) => void) {
       server.close(() => r());
     }),
   };
+}
+
+/** How a stream a scripted hub opened ended at the agent. */
+export type StreamOutcome = { kind: "reset"; code: number; reason: string } | { kind: "response"; status: number };
+
+export interface ScriptedHubSession {
+  /** Opens a stream with any head (one the real hub would never send, too), sends the body and END. */
+  request(head: Omit<RequestHead, "requestId" | "headers" | "bodyBytes"> & { headers?: [string, string][] }, body?: string): Promise<StreamOutcome>;
+}
+
+/**
+ * A hub impostor that completes the handshake as the agent's own hub would (the agent checks the hub id and
+ * the pin; it cannot verify the hub's signature-free WELCOME) and then sends whatever request heads a test
+ * asks for: the agent's own defences, without the real hub's filtering in front of them.
+ */
+export async function startScriptedHub(hubId: string) {
+  let resolveSession: (s: ScriptedHubSession) => void;
+  const session = new Promise<ScriptedHubSession>((r) => (resolveSession = r));
+  const hub = await startFakeHub((ws) => {
+    const waiting = new Map<number, (o: StreamOutcome) => void>();
+    let nextStreamId = 1;
+    ws.on("message", (data: Buffer) => {
+      for (const r of decodeMessage(new Uint8Array(data))) {
+        if (!r.ok) continue;
+        const f: Frame = r.frame;
+        if (f.type === FrameType.PING) ws.send(encodePong(f.data));
+        else if (f.type === FrameType.CONTROL && f.kind === ControlKind.AUTH) {
+          ws.send(encodeControl(ControlKind.WELCOME, jsonBytes({ agentId: "agt_scripted", sessionId: "ses_scripted", serverTimeMs: Date.now(), heartbeatIntervalMs: 15_000, settings: SETTINGS })));
+        } else if (f.type === FrameType.CONTROL && f.kind === ControlKind.INVENTORY) {
+          resolveSession({
+            request(head, body = "") {
+              const streamId = nextStreamId;
+              nextStreamId += 2;
+              const bytes = new TextEncoder().encode(body);
+              const full: RequestHead = { requestId: `req_scripted${streamId}`, headers: [["content-type", "application/json"]], bodyBytes: head.method === "POST" ? bytes.length : null, ...head };
+              const outcome = new Promise<StreamOutcome>((resolve) => waiting.set(streamId, resolve));
+              ws.send(encodeOpen(streamId, jsonBytes(full)));
+              if (bytes.length > 0) ws.send(encodeData(streamId, bytes));
+              ws.send(encodeEnd(streamId));
+              return outcome;
+            },
+          });
+        } else if (f.type === FrameType.RESET) {
+          waiting.get(f.streamId)?.({ kind: "reset", code: f.code, reason: f.reason });
+          waiting.delete(f.streamId);
+        } else if (f.type === FrameType.RESPONSE) {
+          const head = JSON.parse(new TextDecoder().decode(f.payload)) as { status: number };
+          waiting.get(f.streamId)?.({ kind: "response", status: head.status });
+          waiting.delete(f.streamId);
+        }
+      }
+    });
+    ws.send(encodeControl(ControlKind.CHALLENGE, jsonBytes({ protocolVersion: PROTOCOL_VERSION, hubId, sessionId: "ses_scripted", nonce: toBase64Url(randomBytes(32)), issuedAtMs: Date.now(), settings: SETTINGS })));
+  });
+  return { ...hub, session };
 }

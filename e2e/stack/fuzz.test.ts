@@ -24,7 +24,7 @@ import {
 } from "@wellspring/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectFakeAgent, registerFakeAgent, sendAuth, SETTINGS, startFakeHub } from "./fake_peers.ts";
-import { DENO, ROOT, startProc, startStack, type Stack } from "./harness.ts";
+import { startAgentLauncher, startStack, type Stack } from "./harness.ts";
 
 let stack: Stack;
 beforeAll(async () => {
@@ -108,7 +108,7 @@ describe("fuzzing live peers", () => {
       ws.send(encodeControl(ControlKind.CHALLENGE, jsonBytes({ protocolVersion: PROTOCOL_VERSION, hubId: identity.hubId, sessionId: "ses_fuzz", nonce: toBase64Url(randomBytes(32)), issuedAtMs: Date.now(), settings: SETTINGS })));
     });
     await writeFile(join(dataDir, "agent.json"), JSON.stringify({ ...identity, hubUrl: fake.origin, pins: [fake.pin] }));
-    const proc = startProc(DENO, ["run", "--no-prompt", `--allow-read=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "start", "--data", dataDir, "--dev-upstream", stack.mock.origin], { cwd: join(ROOT, "agent-deno"), env: { TEST_OPENAI_KEY: "k" } });
+    const proc = startAgentLauncher(dataDir, { devUpstream: stack.mock.origin });
     const until = Date.now() + 60_000;
     while (fake.connections < 25 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
     expect(fake.connections).toBeGreaterThanOrEqual(25);

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { CloseCode, ControlKind, encodeControl, generateAgentKeyPair, jsonBytes, PROTOCOL_VERSION, randomBytes, toBase64Url, welcome, parseJson } from "@wellspring/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectFakeAgent, registerFakeAgent, sendAuth, SETTINGS, startFakeHub } from "./fake_peers.ts";
-import { startAgentProc, startStack, type Stack } from "./harness.ts";
+import { startAgentLauncher, startAgentProc, startStack, type Stack } from "./harness.ts";
 
 let stack: Stack;
 let tunnelUrl: string;
@@ -128,7 +128,7 @@ describe("the agent verifies the hub", () => {
     const probe = await new Promise<string>((resolve, reject) => execFile(join(process.cwd(), "node_modules/.bin/deno"), ["eval", `const r = await fetch("${origin}/"); console.log("trusted", r.status); await r.body?.cancel();`], { env: { ...process.env, DENO_CERT: join(dir, "ca.pem") }, timeout: 20_000 }, (error, stdout, stderr) => (error ? reject(new Error(stderr || error.message)) : resolve(stdout))));
     expect(probe).toMatch(/trusted \d{3}/);
     const dataDir = await agentCopy([stack.gateway.pin], origin);
-    const proc = (await import("./harness.ts")).startProc(join(process.cwd(), "node_modules/.bin/deno"), ["run", "--no-prompt", `--allow-read=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "start", "--data", dataDir, "--dev-upstream", stack.mock.origin], { cwd: join(process.cwd(), "agent-deno"), env: { DENO_CERT: join(dir, "ca.pem"), TEST_OPENAI_KEY: "k" } });
+    const proc = startAgentLauncher(dataDir, { devUpstream: stack.mock.origin, env: { DENO_CERT: join(dir, "ca.pem") } });
     await proc.waitForLine(/pinned key does not match/, 20_000);
     expect(upgrades).toBe(0); // not one byte of the WebSocket handshake reached the impostor
     expect(proc.lines.some((l) => l.includes("WELLSPRING_AGENT_READY"))).toBe(false);
@@ -153,7 +153,7 @@ describe("the agent verifies the hub", () => {
       })));
     });
     const dataDir = await agentCopy([fake.pin], fake.origin);
-    const proc = (await import("./harness.ts")).startProc(join(process.cwd(), "node_modules/.bin/deno"), ["run", "--no-prompt", `--allow-read=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "start", "--data", dataDir, "--dev-upstream", stack.mock.origin], { cwd: join(process.cwd(), "agent-deno"), env: { TEST_OPENAI_KEY: "k" } });
+    const proc = startAgentLauncher(dataDir, { devUpstream: stack.mock.origin });
     await proc.waitForLine(/tunnel.wrong_hub/, 20_000);
     expect(authSeen).toBe(false);
     await proc.stop();

@@ -21,6 +21,8 @@ export const TEST_USER_FUNDING_MICROS = 1_000_000_000n;
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const DENO = join(ROOT, "node_modules/.bin/deno");
+/** The owner's one command (agent-deno/wellspring-agent): finds Deno and runs the launcher. */
+export const AGENT_LAUNCHER = join(ROOT, "agent-deno/wellspring-agent");
 export const TSX = join(ROOT, "node_modules/.bin/tsx");
 const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 
@@ -164,7 +166,7 @@ export async function enrollAgent(db: Db, gw: { agentOrigin: string; pin: string
 /** Runs the owner's enrollment command (the launcher's `enroll`) with a token, then writes the agent's config. */
 export async function enrollWithToken(gw: { agentOrigin: string; pin: string }, token: string, opts: { models?: typeof DEMO_MODELS; concurrentStreamsMax?: number; name?: string } = {}): Promise<{ dataDir: string; agentId: string }> {
   const dataDir = await mkdtemp(join(tmpdir(), "ws-agent-"));
-  const proc = startProc(DENO, ["run", "--no-prompt", `--allow-read=${dataDir}`, `--allow-write=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "enroll", "--data", dataDir, "--hub", gw.agentOrigin, "--pin", gw.pin, "--token", token, "--name", opts.name ?? "test-agent"], { cwd: join(ROOT, "agent-deno") });
+  const proc = startProc(AGENT_LAUNCHER, ["enroll", "--data", dataDir, "--hub", gw.agentOrigin, "--pin", gw.pin, "--token", token, "--name", opts.name ?? "test-agent"], { cwd: join(ROOT, "agent-deno") });
   const m = await proc.waitForLine(/enrolled as (agt_\S+)/, 60_000);
   await proc.stop();
   const models = opts.models ?? DEMO_MODELS;
@@ -180,11 +182,19 @@ export async function enrollWithToken(gw: { agentOrigin: string; pin: string }, 
   return { dataDir, agentId: m[1]! };
 }
 
-export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string): Promise<AgentProc> {
-  const proc = startProc(DENO, ["run", "--no-prompt", `--allow-read=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "start", "--data", dataDir, "--dev-upstream", upstreamOrigin], {
+/**
+ * Starts an agent as an owner does (`./wellspring-agent start`), with `--dev-upstream` when given (provider
+ * calls then go to that loopback origin, e.g. the mock provider). Does not wait for it to connect.
+ */
+export function startAgentLauncher(dataDir: string, opts: { devUpstream?: string; env?: Record<string, string> } = {}): Proc {
+  return startProc(AGENT_LAUNCHER, ["start", "--data", dataDir, ...(opts.devUpstream ? ["--dev-upstream", opts.devUpstream] : [])], {
     cwd: join(ROOT, "agent-deno"),
-    env: { TEST_OPENAI_KEY: "sk-test-owner-openai-key-123" },
+    env: { TEST_OPENAI_KEY: "sk-test-owner-openai-key-123", ...opts.env },
   });
+}
+
+export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string): Promise<AgentProc> {
+  const proc = startAgentLauncher(dataDir, { devUpstream: upstreamOrigin });
   await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
   return { ...proc, dataDir, agentId };
 }

@@ -4,4 +4,4 @@ export { Ledger, inTransaction, userAccount, ownerAccount, walletBalance } from 
 export { Treasury, audit, type EarningsDay } from "./billing/treasury.ts";
 export { formatMicros, officialCostMicros } from "./billing/pricing.ts";
 export { planPrice, Tariffs, type PlanView } from "./billing/tariffs.ts";
-export { createEnrollmentToken } from "./tunnel/enroll.ts";
+export { createEnrollmentToken, enrollCommand } from "./tunnel/enroll.ts";

@@ -87,6 +87,8 @@ export const ResetCode = {
   UPSTREAM_RESET: 10,
   /** The agent is shutting down. */
   SHUTTING_DOWN: 11,
+  /** The agent does not forward this method and path (not on its provider's inference allowlist). */
+  PATH_FORBIDDEN: 12,
 } as const;
 export type ResetCode = (typeof ResetCode)[keyof typeof ResetCode];
 

@@ -8,3 +8,4 @@ export * from "./handshake.ts";
 export { SchemaError } from "./schema.ts";
 export * from "./batch.ts";
 export * from "./fields.ts";
+export * from "./query.ts";

@@ -6,7 +6,7 @@
  * which aborts the provider call at the agent.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { JsonBodyScanner, MultipartBodyScanner, multipartBoundary, ResetCode, type ApiFamily, type BodyFields, type BodyScanner, type RequestHead } from "@wellspring/protocol";
+import { forwardedQuery, JsonBodyScanner, MultipartBodyScanner, multipartBoundary, ResetCode, type ApiFamily, type BodyFields, type BodyScanner, type RequestHead } from "@wellspring/protocol";
 import { newId } from "@wellspring/db/core";
 import { GatewayError, sendError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -348,7 +348,7 @@ class ProxyExchange {
     const head: RequestHead = {
       requestId: this.requestId,
       method: "POST",
-      path: `${route.path}${url.search}`,
+      path: `${route.path}${forwardedQuery(route.api, url.search)}`,
       api: route.api,
       model,
       headers,
@@ -520,7 +520,7 @@ class ProxyExchange {
     if (this.finished) return;
     const endCause: EndCause = cause === "connection" ? "agent_lost"
       : code === ResetCode.UPSTREAM_TIMEOUT ? "upstream_timeout"
-      : code === ResetCode.REFUSED || code === ResetCode.STREAM_LIMIT || code === ResetCode.ENDPOINT_FORBIDDEN ? "refused"
+      : code === ResetCode.REFUSED || code === ResetCode.STREAM_LIMIT || code === ResetCode.ENDPOINT_FORBIDDEN || code === ResetCode.PATH_FORBIDDEN ? "refused"
       : "upstream_error";
     this.deps.log.warn("proxy.stream_reset", { requestId: this.requestId, agentId: this.conn?.agentId, code, reason, cause });
     if (this.res.headersSent) {
@@ -529,7 +529,9 @@ class ProxyExchange {
       this.res.destroy();
       return;
     }
-    const error = endCause === "upstream_timeout"
+    const error = code === ResetCode.PATH_FORBIDDEN
+      ? new GatewayError("forbidden", `The agent serving this model does not forward POST ${this.route.path}.`)
+      : endCause === "upstream_timeout"
       ? new GatewayError("upstream_timeout", "The provider did not answer in time.")
       : endCause === "refused"
         ? new GatewayError("no_capacity", "The selected capacity refused the request; retry shortly.", { retryAfterSeconds: this.deps.limits.noCapacityRetryAfterSeconds })

@@ -28,7 +28,7 @@ import { parseEnv } from "../env.ts";
 import { bootHub } from "../hub.ts";
 import { createLogger } from "../log.ts";
 import { issueKey } from "../api/keys.ts";
-import { createEnrollmentToken } from "../tunnel/enroll.ts";
+import { createEnrollmentToken, enrollCommand } from "../tunnel/enroll.ts";
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -111,8 +111,9 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
         `enrollment token ${t.id}, valid until ${t.expiresAt.toISOString()} (UTC), single use:`,
         t.token,
         "",
-        "On the key owner's machine, in agent-deno/:",
-        `  deno task enroll --hub ${ctx.agentOrigin} --pin ${ctx.pin} --token ${t.token}`,
+        "On the key owner's machine, in the agent's folder (agent-deno/; docs/operations/agent.md):",
+        `  ${enrollCommand({ agentUrl: ctx.agentOrigin, pin: ctx.pin, token: t.token })}`,
+        "then list the providers in data/config.json and run: ./wellspring-agent start",
       ].join("\n");
     }
     case "agents": {

@@ -26,6 +26,20 @@ export async function createEnrollmentToken(db: Db, ownerId: string, label?: str
   return { id, token, expiresAt };
 }
 
+/** Quotes a shell word only when it needs it (single quotes: nothing inside is expanded). */
+function shellWord(value: string): string {
+  return /^[A-Za-z0-9._:/@=+-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
+}
+
+/**
+ * The one command an owner runs, in the agent's folder, to enroll it (what the portal and `npm run admin --
+ * enroll-token` print; docs/operations/agent.md). `agentUrl` is the hub's tunnel origin, `pin` its key's pin.
+ */
+export function enrollCommand(o: { agentUrl: string; pin: string; token: string; name?: string }): string {
+  const name = o.name?.trim();
+  return ["./wellspring-agent", "enroll", "--hub", o.agentUrl, "--pin", o.pin, "--token", o.token, ...(name ? ["--name", name] : [])].map(shellWord).join(" ");
+}
+
 const enrollBody = z.object({
   token: z.string().min(10).max(100),
   publicKey: z.string().max(64).refine((k) => {

@@ -1,6 +1,6 @@
 import "server-only";
 import { publishHubEvent } from "@wellspring/db/core";
-import { createEnrollmentToken, Treasury, type EarningsDay } from "@wellspring/gateway";
+import { createEnrollmentToken, enrollCommand, Treasury, type EarningsDay } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { Forbidden, requireOwner, type Actor } from "./actor";
 
@@ -23,7 +23,7 @@ export async function createEnrollment(actor: Actor, label: string): Promise<Enr
   const hub = process.env.WELLSPRING_AGENT_URL ?? "https://127.0.0.1:8788";
   const pin = process.env.WELLSPRING_TUNNEL_PIN ?? "sha256/…";
   const t = await createEnrollmentToken(db(), actor.userId, label.trim().slice(0, 60) || undefined);
-  return { token: t.token, expiresAt: t.expiresAt, command: `deno task enroll --hub ${hub} --pin ${pin} --token ${t.token} --name ${JSON.stringify(label.trim() || "agent")}` };
+  return { token: t.token, expiresAt: t.expiresAt, command: enrollCommand({ agentUrl: hub, pin, token: t.token, name: label.trim() || "agent" }) };
 }
 
 export interface AgentRow {

@@ -18,9 +18,9 @@ export function EnrollForm() {
       </form>
       {state?.command && (
         <div className="mt-4 space-y-2 text-sm" role="status">
-          <p className="text-slate-600">On the machine with your provider keys, in <code>agent-deno/</code>, run (single use, valid until {state.expiresAt?.slice(0, 16).replace("T", " ")} UTC):</p>
+          <p className="text-slate-600">On the machine with your provider keys, in the agent&apos;s folder (<code>agent-deno/</code>), run (single use, valid until {state.expiresAt?.slice(0, 16).replace("T", " ")} UTC):</p>
           <pre className="overflow-x-auto rounded-lg bg-slate-900 p-3 text-xs text-slate-100"><code data-testid="enroll-command">{state.command}</code></pre>
-          <p className="text-slate-600">Then put your providers and models in <code>data/config.json</code> and start it with <code>deno task start</code> (docs/operations/agent.md).</p>
+          <p className="text-slate-600">Then put your providers and models in <code>data/config.json</code> and start it with <code>./wellspring-agent start</code> (docs/operations/agent.md).</p>
         </div>
       )}
     </div>

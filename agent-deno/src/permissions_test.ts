@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { parseConfig } from "./config.ts";
+import { enrollPermissions, servePermissions, stateDir } from "./permissions.ts";
+
+const config = parseConfig({
+  upstreams: [
+    { provider: "openai", apiKeyEnv: "OPENAI_API_KEY", models: ["gpt-4o-mini"] },
+    { provider: "azure", resource: "contoso", apiKey: "k", models: ["gpt-4o"] },
+  ],
+});
+
+Deno.test("permissions: the serving agent reaches the hub and the official hosts, reads its data, writes only its state", () => {
+  assert.deepEqual(servePermissions({ dataDir: "/srv/agent/data", hubOrigin: "https://hub.example.com:8788", config, devOrigin: null }), [
+    "--allow-net=hub.example.com:8788,api.openai.com:443,contoso.openai.azure.com:443",
+    "--allow-read=/srv/agent/data",
+    "--allow-write=/srv/agent/data/state",
+    "--allow-env=WS_NO_BUFFER_UTIL,WS_NO_UTF_8_VALIDATE,OPENAI_API_KEY",
+  ]);
+  assert.equal(servePermissions({ dataDir: "/d", hubOrigin: "https://hub.example.com", config, devOrigin: "http://127.0.0.1:9999" })[0], "--allow-net=hub.example.com:443,api.openai.com:443,contoso.openai.azure.com:443,127.0.0.1:9999");
+  assert.deepEqual(enrollPermissions("/d", "https://[::1]:8788"), ["--allow-net=[::1]:8788", "--allow-read=/d", "--allow-write=/d", "--allow-env=WS_NO_BUFFER_UTIL,WS_NO_UTF_8_VALIDATE"]);
+});
+
+/** What a compromised agent would try, run under exactly the permissions the launcher grants. */
+const PROBE = `
+const data = Deno.args[0];
+const results = {};
+async function attempt(name, fn) {
+  try { await fn(); results[name] = "ok"; } catch (e) { results[name] = e.name; }
+}
+await attempt("readIdentity", () => Deno.readTextFile(data + "/agent.json"));
+await attempt("writeIdentity", () => Deno.writeTextFile(data + "/agent.json", "{}"));
+await attempt("writeConfig", () => Deno.writeTextFile(data + "/config.json", "{}"));
+await attempt("writeKey", () => Deno.writeFile(data + "/agent-key.pk8", new Uint8Array(1)));
+await attempt("removeIdentity", () => Deno.remove(data + "/agent.json"));
+await attempt("renameIntoData", () => Deno.rename(data + "/state/prices.json", data + "/agent.json"));
+await attempt("linkIdentity", () => Deno.symlink(data + "/agent.json", data + "/state/link"));
+await attempt("writeState", () => Deno.writeTextFile(data + "/state/prices.json", "{}"));
+await attempt("readOtherEnv", () => { if (Deno.env.get("HOME") === undefined) throw new Error("unset"); });
+await attempt("readKeyEnv", () => Deno.env.get("OPENAI_API_KEY"));
+await attempt("netElsewhere", () => Deno.connect({ hostname: "203.0.113.7", port: 443 }));
+await attempt("run", () => new Deno.Command("true").output());
+console.log(JSON.stringify(results));
+`;
+
+Deno.test("permissions: under the launcher's grant the agent cannot rewrite the files that decide its permissions", async () => {
+  const root = await Deno.makeTempDir();
+  const data = `${root}/data`;
+  try {
+    await Deno.mkdir(stateDir(data), { recursive: true });
+    await Deno.writeTextFile(`${data}/agent.json`, "{\"original\":true}");
+    await Deno.writeTextFile(`${data}/config.json`, "{}");
+    await Deno.writeTextFile(`${root}/probe.js`, PROBE);
+    const permissions = servePermissions({ dataDir: data, hubOrigin: "https://hub.example.com:8788", config, devOrigin: null });
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", ...permissions, `${root}/probe.js`, data],
+      env: { OPENAI_API_KEY: "sk-test" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), {
+      readIdentity: "ok",
+      writeIdentity: "NotCapable",
+      writeConfig: "NotCapable",
+      writeKey: "NotCapable",
+      removeIdentity: "NotCapable",
+      renameIntoData: "NotCapable",
+      linkIdentity: "NotCapable",
+      writeState: "ok",
+      readOtherEnv: "NotCapable",
+      readKeyEnv: "ok",
+      netElsewhere: "NotCapable",
+      run: "NotCapable",
+    });
+    assert.equal(await Deno.readTextFile(`${data}/agent.json`), "{\"original\":true}");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -1,0 +1,109 @@
+/**
+ * What reaches a provider with the owner's key. The agent forwards only POSTs to its provider's inference
+ * paths and only allowlisted query parameters, whatever its hub sends (a scripted hub drives a real agent
+ * with heads the real hub never sends); the hub forwards only allowlisted query parameters and turns the
+ * agent's PATH_FORBIDDEN into a clear error (a fake agent behind the real gateway shows both).
+ */
+import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ControlKind, decodeMessage, encodeControl, encodePong, encodeReset, FrameType, jsonBytes, ResetCode, type RequestHead } from "@wellspring/protocol";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connectFakeAgent, registerFakeAgent, sendAuth, startScriptedHub } from "./fake_peers.ts";
+import { startAgentLauncher, startStack, type Stack } from "./harness.ts";
+
+let stack: Stack;
+beforeAll(async () => {
+  stack = await startStack();
+}, 120_000);
+afterAll(async () => {
+  await stack?.close();
+});
+
+const CHAT = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hello" }] });
+const MESSAGES = JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 16, messages: [{ role: "user", content: "hello" }] });
+
+describe("the agent's own allowlist", () => {
+  it("refuses other paths and methods with PATH_FORBIDDEN and drops query parameters, before the provider sees anything", async () => {
+    const identity = JSON.parse(await readFile(join(stack.agent.dataDir, "agent.json"), "utf8")) as { hubId: string };
+    const hub = await startScriptedHub(identity.hubId);
+    const dataDir = await mkdtemp(join(tmpdir(), "ws-agent-allow-"));
+    await cp(stack.agent.dataDir, dataDir, { recursive: true });
+    await writeFile(join(dataDir, "agent.json"), JSON.stringify({ ...identity, hubUrl: hub.origin, pins: [hub.pin] }));
+    const agent = startAgentLauncher(dataDir, { devUpstream: stack.mock.origin });
+    try {
+      await agent.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
+      const session = await hub.session;
+      const before = stack.mock.requests.length;
+      const openai = (method: RequestHead["method"], path: string) => session.request({ method, path, api: "openai", model: "gpt-4o-mini" }, method === "POST" ? CHAT : "");
+
+      const forbidden = await Promise.all([
+        openai("POST", "/v1/../organization/admin_api_keys"),
+        openai("POST", "/v1/chat/completions/../../organization/admin_api_keys"),
+        openai("POST", "/v1/files"),
+        openai("POST", "/v1/chat%2fcompletions"),
+        openai("GET", "/v1/chat/completions"),
+        openai("DELETE", "/v1/chat/completions"),
+        session.request({ method: "POST", path: "/v1/messages/batches", api: "anthropic", model: "claude-haiku-4-5" }, MESSAGES),
+      ]);
+      for (const outcome of forbidden) expect(outcome).toMatchObject({ kind: "reset", code: ResetCode.PATH_FORBIDDEN });
+      expect(stack.mock.requests.length).toBe(before); // not one of them reached the provider
+
+      expect(await openai("POST", "/v1/chat/completions?api-version=2099-01-01&organization=org_x")).toEqual({ kind: "response", status: 200 });
+      expect(await session.request({ method: "POST", path: "/v1/messages?x=1&beta=true", api: "anthropic", model: "claude-haiku-4-5" }, MESSAGES)).toEqual({ kind: "response", status: 200 });
+      const seen = stack.mock.requests.slice(before).map((r) => `${r.method} ${r.path}`);
+      expect(seen).toEqual(["POST /v1/chat/completions", "POST /v1/messages?beta=true"]);
+    } finally {
+      await agent.stop();
+      await hub.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
+
+describe("the hub's side", () => {
+  it("forwards only allowlisted query parameters and answers an agent's PATH_FORBIDDEN with a clear error", async () => {
+    // A fake agent serving two priced models the stack's real agent does not serve, so every request reaches it.
+    const fake = await registerFakeAgent(stack.db, stack.ownerId);
+    const s = await connectFakeAgent(`${stack.gateway.agentOrigin.replace("https:", "wss:")}/agent/v1/tunnel`);
+    const heads: RequestHead[] = [];
+    s.ws.on("message", (data: Buffer) => {
+      for (const r of decodeMessage(new Uint8Array(data))) {
+        if (!r.ok) continue;
+        if (r.frame.type === FrameType.PING) s.ws.send(encodePong(r.frame.data));
+        if (r.frame.type === FrameType.OPEN) {
+          heads.push(JSON.parse(new TextDecoder().decode(r.frame.payload)) as RequestHead);
+          s.ws.send(encodeReset(r.frame.streamId, ResetCode.PATH_FORBIDDEN, "not an inference endpoint this agent forwards"));
+        }
+      }
+    });
+    await sendAuth(s, fake);
+    await s.waitForControl(ControlKind.WELCOME);
+    s.ws.send(encodeControl(ControlKind.INVENTORY, jsonBytes({
+      agentVersion: "fake",
+      models: [{ provider: "anthropic", model: "claude-3-5-haiku", contextTokens: null }, { provider: "openai", model: "gpt-4.1-nano", contextTokens: null }],
+      keyFingerprints: [],
+      concurrentStreamsMax: 8,
+    })));
+    await stack.waitForModel("gpt-4.1-nano");
+    try {
+      const anthropic = await fetch(`${stack.baseUrl}/v1/messages?beta=true&x=1`, {
+        method: "POST",
+        headers: { "x-api-key": stack.apiKey, "content-type": "application/json", "anthropic-version": "2023-06-01" },
+        body: MESSAGES.replace("claude-haiku-4-5", "claude-3-5-haiku"),
+      });
+      expect(anthropic.status).toBe(403);
+      expect(await anthropic.json()).toEqual({ type: "error", error: { type: "permission_error", message: "The agent serving this model does not forward POST /v1/messages." } });
+      const openai = await fetch(`${stack.baseUrl}/v1/chat/completions?api-version=2099-01-01&beta=true`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
+        body: CHAT.replace("gpt-4o-mini", "gpt-4.1-nano"),
+      });
+      expect(openai.status).toBe(403);
+      expect(((await openai.json()) as { error: { code: string } }).error.code).toBe("forbidden");
+      expect(heads.map((h) => h.path)).toEqual(["/v1/messages?beta=true", "/v1/chat/completions"]);
+    } finally {
+      s.ws.close();
+    }
+  }, 60_000);
+});
