@@ -3,7 +3,7 @@
  * process and a real Deno agent process (enrolled through the launcher, run under its permission flags).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, writeFile, rm } from "node:fs/promises";
+import { cp, mkdtemp, readFile, writeFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -180,13 +180,29 @@ export async function enrollWithToken(gw: { agentOrigin: string; pin: string }, 
   return { dataDir, agentId: m[1]! };
 }
 
-export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string): Promise<AgentProc> {
-  const proc = startProc(DENO, ["run", "--no-prompt", `--allow-read=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "start", "--data", dataDir, "--dev-upstream", upstreamOrigin], {
+/** Starts an agent through the launcher, as an owner does (`deno task start`), without waiting for it to connect. */
+export function launchAgent(dataDir: string, upstreamOrigin: string): Proc {
+  return startProc(DENO, ["run", "--no-prompt", `--allow-read=${dataDir}`, "--allow-run", "--allow-env", "launch.ts", "start", "--data", dataDir, "--dev-upstream", upstreamOrigin], {
     cwd: join(ROOT, "agent-deno"),
     env: { TEST_OPENAI_KEY: "sk-test-owner-openai-key-123" },
   });
+}
+
+export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string): Promise<AgentProc> {
+  const proc = launchAgent(dataDir, upstreamOrigin);
   await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
   return { ...proc, dataDir, agentId };
+}
+
+/** A copy of an agent's data folder (what an owner makes by copying it to a second machine), optionally pointed at another hub origin. */
+export async function copyAgentData(dataDir: string, hubUrl?: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "ws-agent-copy-"));
+  await cp(dataDir, dir, { recursive: true });
+  if (hubUrl) {
+    const identity = JSON.parse(await readFile(join(dir, "agent.json"), "utf8")) as Record<string, unknown>;
+    await writeFile(join(dir, "agent.json"), JSON.stringify({ ...identity, hubUrl }));
+  }
+  return dir;
 }
 
 /**
