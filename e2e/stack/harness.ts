@@ -284,12 +284,13 @@ export async function startStack(opts: { gatewayEnv?: Record<string, string>; co
       throw new Error(`gateway never routed ${model}`);
     },
     async close() {
-      await agent.stop();
-      await gateway.stop();
+      // The current processes: a test may have restarted the agent or the gateway.
+      await stack.agent.stop();
+      await stack.gateway.stop();
       await mock.close();
       await database.drop();
-      await rm(agent.dataDir, { recursive: true, force: true });
-      await rm(gateway.dataDir, { recursive: true, force: true });
+      await rm(stack.agent.dataDir, { recursive: true, force: true });
+      await rm(stack.gateway.dataDir, { recursive: true, force: true });
     },
   };
   await stack.waitForModel("gpt-4o-mini");

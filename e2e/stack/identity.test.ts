@@ -6,7 +6,8 @@
  * with both copies on one gateway, and with the copies on two gateways sharing the database. A half-open old
  * session (its agent stopped with SIGSTOP) gives way to a new connection within the probe time.
  */
-import { readFile, rm } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CloseCode, ControlKind, decodeMessage, encodePong, FrameType, importAgentPrivateKey, parseJson, welcome } from "@wellspring/protocol";
@@ -28,6 +29,11 @@ const HANDSHAKES_IN_WINDOW_MAX = 3;
 /** The long stream: a chunk a second, for longer than REPLACED_CUT_MS. */
 const STREAM_CHUNKS = 32;
 const STREAM_CHUNK_DELAY_MS = 1_000;
+
+/** Gateway two's presence time to live (its heartbeat timeout), far longer than the crash test takes. */
+const CRASHED_PRESENCE_TTL_MS = 120_000;
+/** After its gateway dies, the agent serves again through another gateway within this time. */
+const RECONNECT_AFTER_CRASH_MS_MAX = 5_000;
 
 const GATEWAY_ENV = {
   // A short heartbeat, so presence is renewed (and would run out) many times during the stream.
@@ -53,6 +59,8 @@ beforeAll(async () => {
   // A second gateway of the same hub: same hub id and tunnel key (so agents' pins hold), same database.
   two = await startGatewayProc(database.url, {
     ...GATEWAY_ENV,
+    // Presence this gateway records lasts 2 minutes, so a crash of it leaves a fresh presence behind (last test).
+    TUNNEL_HEARTBEAT_TIMEOUT_MS: String(CRASHED_PRESENCE_TTL_MS),
     GATEWAY_ID: "gw_identity_two",
     HUB_ID: one.hubId,
     TLS_CERT_FILE: join(one.dataDir, "tls/tunnel-cert.pem"),
@@ -172,14 +180,16 @@ async function duplicateScenario(model: string, copyGateway: GatewayProc): Promi
   const copyStartedAt = Date.now();
   const copy = launchAgent(copyDir, mock.origin);
   procs.push(copy);
-  await copyGateway.waitForLine(new RegExp(`"event":"tunnel.duplicate_refused".*"agentId":"${enrolled.agentId}"`), 30_000);
-  await copy.waitForLine(/"event":"tunnel.duplicate_identity".*another agent is running with this identity/, 10_000);
+  // The copy's first handshake has happened once it says how it ended (refused, or — the hole — connected).
+  await copy.waitForLine(/WELLSPRING_AGENT_READY|"event":"tunnel.duplicate_identity"/, 30_000);
 
   // A stream on the live agent, longer than the old replacement cut-off, while the copy keeps trying.
   const s = await stream(one, model, `chunks=${STREAM_CHUNKS} delay_ms=${STREAM_CHUNK_DELAY_MS}`);
-  expect(s.ms).toBeGreaterThan(REPLACED_CUT_MS);
   expect(s.text).toBe(expectedText(STREAM_CHUNKS));
   expect(s.done).toBe(true);
+  expect(s.ms).toBeGreaterThan(REPLACED_CUT_MS);
+  // The copy was refused, and told its owner why.
+  expect(copy.lines.some((l) => /"event":"tunnel.duplicate_identity".*another agent is running with this identity/.test(l))).toBe(true);
 
   // No flapping: in the window after the copy started, the live agent's one handshake and the copy's refusals.
   const gateways = [one, two];
@@ -279,6 +289,70 @@ describe("a half-open old session", () => {
       fresh.ws.close();
     } finally {
       process.kill(-old.child.pid!, "SIGCONT");
+    }
+  }, 90_000);
+});
+
+/** A TCP forwarder standing in for a load balancer in front of the gateways' tunnel listeners. */
+async function startBalancer(targetPort: number): Promise<{ origin: string; target: number; close(): Promise<void> }> {
+  const state = { target: targetPort };
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(state.target, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.on("close", () => {
+        sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    origin: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    get target() {
+      return state.target;
+    },
+    set target(port: number) {
+      state.target = port;
+    },
+    close: () => new Promise<void>((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => r());
+    }),
+  };
+}
+
+describe("a gateway that dies", () => {
+  it("leaves no presence in the way: its agents serve again through another gateway at once", async () => {
+    const balancer = await startBalancer(Number(new URL(two.agentOrigin).port));
+    try {
+      const enrolled = await enrollAgent(database.db, one, ownerId, { models: { openai: ["gpt-4.1-mini"], anthropic: ["claude-haiku-4-5"] } });
+      dirs.push(enrolled.dataDir);
+      const identity = JSON.parse(await readFile(join(enrolled.dataDir, "agent.json"), "utf8")) as Record<string, unknown>;
+      await writeFile(join(enrolled.dataDir, "agent.json"), JSON.stringify({ ...identity, hubUrl: balancer.origin }));
+      const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
+      procs.push(agent);
+      expect((await database.db.agent.findUniqueOrThrow({ where: { id: enrolled.agentId } })).connectedGateway).toBe("gw_identity_two");
+
+      // Gateway two is killed; the balancer sends new connections to gateway one. The agent's presence on two
+      // would last CRASHED_PRESENCE_TTL_MS, but the agent names its lost session, so one admits it at once.
+      const killedAt = Date.now();
+      await two.stop("SIGKILL");
+      balancer.target = Number(new URL(one.agentOrigin).port);
+      await waitForModel(one, "gpt-4.1-mini");
+      expect(Date.now() - killedAt).toBeLessThan(RECONNECT_AFTER_CRASH_MS_MAX);
+      const row = await database.db.agent.findUniqueOrThrow({ where: { id: enrolled.agentId } });
+      expect(row.connectedGateway).toBe("gw_identity_one");
+      expect(handshakes([one], enrolled.agentId, killedAt)).toEqual({ ready: 1, refused: 0 });
+      expect(agent.lines.some((l) => l.includes("tunnel.duplicate_identity"))).toBe(false);
+      const s = await stream(one, "gpt-4.1-mini", "chunks=2");
+      expect(s.text).toBe(expectedText(2));
+    } finally {
+      await balancer.close();
     }
   }, 90_000);
 });
