@@ -54,6 +54,19 @@ export const RECONNECT_CAP_MS = 30_000;
 /** Close codes after which reconnecting cannot help: the agent stops. */
 const FATAL_CLOSE_CODES = new Set<number>([CloseCode.AGENT_REVOKED, CloseCode.UNKNOWN_AGENT]);
 
+/**
+ * After DUPLICATE_IDENTITY (another agent with this identity is connected) the agent waits long, so a copy
+ * never flaps with the live agent: a random delay in [½, 1] × min(cap, base × 2^(refusals − 1)).
+ */
+export const DUPLICATE_RETRY_BASE_MS = 30_000;
+export const DUPLICATE_RETRY_CAP_MS = 300_000;
+
+/** The wait after the n-th consecutive DUPLICATE_IDENTITY refusal (n ≥ 1), ms. */
+export function duplicateRetryDelayMs(refusals: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(DUPLICATE_RETRY_CAP_MS, DUPLICATE_RETRY_BASE_MS * 2 ** Math.min(Math.max(refusals - 1, 0), 20));
+  return Math.round(ceiling * (0.5 + random() / 2));
+}
+
 export interface TunnelOptions {
   identity: Identity;
   privateKey: CryptoKey;
@@ -107,6 +120,8 @@ export class Tunnel {
   readonly #o: TunnelOptions;
   readonly #own: Settings;
   #session: Session | null = null;
+  /** The session id of the last WELCOME: sent with the next AUTH so the hub lets this process take its place. */
+  #lastSessionId: string | null = null;
   #modelIndex = new Map<string, Upstream>();
 
   constructor(options: TunnelOptions) {
@@ -128,12 +143,15 @@ export class Tunnel {
   async run(): Promise<void> {
     const { log, signal } = this.#o;
     let attempt = 0;
+    let duplicateRefusals = 0;
     while (!signal?.aborted) {
       let becameReady = false;
+      let code: number | null = null;
       try {
-        const code = await this.#connectOnce(() => {
+        code = await this.#connectOnce(() => {
           becameReady = true;
           attempt = 0;
+          duplicateRefusals = 0;
         });
         if (FATAL_CLOSE_CODES.has(code)) throw new FatalTunnelError(`Cannot serve: the hub refused this agent (close code ${code})`);
       } catch (error) {
@@ -141,6 +159,18 @@ export class Tunnel {
         log.warn("tunnel.connect_failed", { error: error as Error, attempt });
       }
       if (signal?.aborted) break;
+      if (code === CloseCode.DUPLICATE_IDENTITY) {
+        duplicateRefusals++;
+        const delay = duplicateRetryDelayMs(duplicateRefusals);
+        log.error("tunnel.duplicate_identity", {
+          agentId: this.#o.identity.agentId,
+          retryInMs: delay,
+          message: `Cannot serve: another agent is running with this identity (${this.#o.identity.agentId}) and is connected to the hub; only one may run. ` +
+            "Stop the other copy (a copied data folder runs the same agent), or enroll this machine as a new agent. Retrying later.",
+        });
+        await sleep(delay, signal);
+        continue;
+      }
       const delay = becameReady ? Math.random() * RECONNECT_BASE_MS : Math.random() * Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt);
       attempt = Math.min(attempt + 1, 20);
       log.info("tunnel.reconnecting", { inMs: Math.round(delay) });
@@ -270,6 +300,7 @@ export class Tunnel {
         session.connSend = new SendWindow(w.settings.connectionWindowBytes);
         session.heartbeatTimeoutMs = Math.max(3 * w.heartbeatIntervalMs, 3000);
         session.state = "ready";
+        this.#lastSessionId = w.sessionId;
         log.info("tunnel.ready", { agentId: w.agentId, sessionId: w.sessionId, clockSkewMs: Date.now() - w.serverTimeMs });
         this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(this.#o.inventory)));
         onReady();
@@ -439,6 +470,7 @@ export class Tunnel {
       signature,
       agentVersion: AGENT_VERSION,
       settings: this.#own,
+      ...(this.#lastSessionId ? { previousSessionId: this.#lastSessionId } : {}),
     })));
   }
 }

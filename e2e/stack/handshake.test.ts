@@ -138,11 +138,14 @@ describe("the agent verifies the hub", () => {
 
   it("connects when the pin matches the backup pin (key rotation)", async () => {
     const dataDir = await agentCopy(["sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", stack.gateway.pin]);
+    // One identity serves once at a time (identity.test.ts): the original steps aside for its copy.
+    await stack.agent.stop();
     const agent = await startAgentProc(dataDir, "copy", stack.mock.origin);
     expect(agent.lines.some((l) => l.includes("WELLSPRING_AGENT_READY"))).toBe(true);
     await agent.stop();
-    await stack.waitForModel("gpt-4o-mini"); // the original agent took its place back
-  }, 60_000);
+    stack.agent = await startAgentProc(stack.agent.dataDir, stack.agent.agentId, stack.mock.origin);
+    await stack.waitForModel("gpt-4o-mini");
+  }, 90_000);
 
   it("refuses a hub that presents another hub id, and never signs for it", async () => {
     let authSeen = false;

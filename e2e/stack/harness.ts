@@ -3,7 +3,7 @@
  * process and a real Deno agent process (enrolled through the launcher, run under its permission flags).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, writeFile, rm } from "node:fs/promises";
+import { cp, mkdtemp, readFile, writeFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -193,10 +193,26 @@ export function startAgentLauncher(dataDir: string, opts: { devUpstream?: string
   });
 }
 
+/** Starts an agent through the launcher with provider calls going to `upstreamOrigin`, without waiting for it to connect. */
+export function launchAgent(dataDir: string, upstreamOrigin: string): Proc {
+  return startAgentLauncher(dataDir, { devUpstream: upstreamOrigin });
+}
+
 export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string): Promise<AgentProc> {
   const proc = startAgentLauncher(dataDir, { devUpstream: upstreamOrigin });
   await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
   return { ...proc, dataDir, agentId };
+}
+
+/** A copy of an agent's data folder (what an owner makes by copying it to a second machine), optionally pointed at another hub origin. */
+export async function copyAgentData(dataDir: string, hubUrl?: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "ws-agent-copy-"));
+  await cp(dataDir, dir, { recursive: true });
+  if (hubUrl) {
+    const identity = JSON.parse(await readFile(join(dir, "agent.json"), "utf8")) as Record<string, unknown>;
+    await writeFile(join(dir, "agent.json"), JSON.stringify({ ...identity, hubUrl }));
+  }
+  return dir;
 }
 
 /**
@@ -286,12 +302,13 @@ export async function startStack(opts: {
       throw new Error(`gateway never routed ${model}`);
     },
     async close() {
-      await agent.stop();
-      await gateway.stop();
+      // The current processes: a test may have restarted the agent or the gateway.
+      await stack.agent.stop();
+      await stack.gateway.stop();
       await mock.close();
       await database.drop();
-      await rm(agent.dataDir, { recursive: true, force: true });
-      await rm(gateway.dataDir, { recursive: true, force: true });
+      await rm(stack.agent.dataDir, { recursive: true, force: true });
+      await rm(stack.gateway.dataDir, { recursive: true, force: true });
     },
   };
   await stack.waitForModel("gpt-4o-mini");

@@ -1,5 +1,6 @@
 /** Gateway configuration, parsed once from the environment. Optional features return null when unset. */
 import { z } from "zod";
+import { AUTH_TIMEOUT_MS, PRESENCE_PROBE_TIMEOUT_MS_DEFAULT } from "@wellspring/protocol";
 import { leaseOptionsProblem, type LeaseOptions } from "./billing/leases.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
@@ -20,6 +21,8 @@ const schema = z.object({
   STREAM_IDLE_TIMEOUT_MS: int(300_000),
   TUNNEL_HEARTBEAT_INTERVAL_MS: int(15_000),
   TUNNEL_HEARTBEAT_TIMEOUT_MS: int(45_000),
+  /** A live session must answer a ping this fast to keep its agent from a second connection; below AUTH_TIMEOUT_MS. */
+  TUNNEL_PRESENCE_PROBE_TIMEOUT_MS: z.coerce.number().int().min(1).max(AUTH_TIMEOUT_MS - 1_000).default(PRESENCE_PROBE_TIMEOUT_MS_DEFAULT),
   BILLING_ENABLED: z.enum(["0", "1", "false", "true"]).default("1"),
   BILLING_DEFAULT_MAX_OUTPUT_TOKENS: int(32_768),
   BILLING_LEASE_SLICE_MICROS: int(1_000_000),

@@ -30,6 +30,7 @@ import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
+import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import type { TlsIdentity } from "./tls.ts";
 
 export const TUNNEL_PATH = "/agent/v1/tunnel";
@@ -105,6 +106,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const limits: ProxyLimits = { ...DEFAULT_PROXY_LIMITS, ...opts.limits };
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
+  // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.
+  const identities = new IdentityGuard({ db, gatewayId: opts.gatewayId, probeTimeoutMs: tunnelSettings.presenceProbeTimeoutMs, presenceTtlMs: tunnelSettings.heartbeatTimeoutMs, log });
   const keys = new KeyVerifier(db);
   const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 8, connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS, query_timeout: DB_QUERY_TIMEOUT_MS });
   recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
@@ -179,6 +182,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         conn.discountLane = agent.discountLane;
         conn.agentStatus = agent.status;
         if (agent.status === "revoked" || agent.status === "suspended") conn.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
+        // Another gateway admitted a new session of this agent (it reconnected there): this one is stale.
+        else if (agent.connectedSession !== conn.sessionId) conn.close(CloseCode.REPLACED, "the agent reconnected elsewhere");
       }, (error: unknown) => log.warn("agents.reload_failed", { agentId: event.agentId, error }));
     }
   };
@@ -297,6 +302,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     wss.handleUpgrade(req, socket, head, (ws) => {
       (socket as import("node:net").Socket).setNoDelay(true);
       new AgentConnection(ws, req, db, tunnelSettings, {
+        admit: (conn, previousSessionId) => identities.admit(conn, previousSessionId),
+        alive: (conn) => identities.renew(conn),
         ready: (conn) => {
           knownCache = null;
           registry.add(conn);
@@ -306,7 +313,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           knownCache = null;
           registry.reindex(conn);
         },
-        closed: (conn) => registry.remove(conn),
+        closed: (conn) => {
+          registry.remove(conn);
+          identities.forget(conn);
+        },
       }, log);
     });
   });
@@ -332,6 +342,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await apiClosed;
       clearTimeout(grace);
       for (const client of wss.clients) client.terminate();
+      // Agents reconnecting to another gateway are admitted at once, not after their presence runs out.
+      await identities.releaseAll().catch((error: unknown) => log.warn("tunnel.presence_failed", { error }));
       const agentClosed = new Promise<void>((resolve) => agentServer.close(() => resolve()));
       agentServer.closeAllConnections();
       await agentClosed;

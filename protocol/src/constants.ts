@@ -36,6 +36,12 @@ export const STREAM_ID_MAX = 2 ** 32 - 1;
 /** Heartbeat: the hub pings at this interval; a peer silent for `HEARTBEAT_TIMEOUT_MS` is dropped. */
 export const HEARTBEAT_INTERVAL_MS_DEFAULT = 15_000;
 export const HEARTBEAT_TIMEOUT_MS_DEFAULT = 45_000;
+/**
+ * One live connection per agent identity: when a new connection authenticates as an agent whose session
+ * lives on the same gateway, the hub pings that session and must get the PONG within this time, or the
+ * old session is presumed half-open and replaced. A session that answers keeps the identity.
+ */
+export const PRESENCE_PROBE_TIMEOUT_MS_DEFAULT = 5_000;
 /** Handshake: the agent must answer the challenge within this time. */
 export const AUTH_TIMEOUT_MS = 10_000;
 /** Largest difference between the agent's signed timestamp and the hub's clock. */
@@ -109,6 +115,8 @@ export const CloseCode = {
   CLOCK_SKEW: 4013,
   WRONG_HUB: 4014,
   UNKNOWN_AGENT: 4015,
+  /** Another connection with this agent's identity is live: only one may serve. The agent backs off long. */
+  DUPLICATE_IDENTITY: 4016,
   HEARTBEAT_TIMEOUT: 4020,
   GOING_AWAY: 4030,
   REPLACED: 4031,

@@ -78,6 +78,11 @@ export const auth = object({
   signature: b64url(128),
   agentVersion: str(64),
   settings,
+  /**
+   * The session this agent process held before this connection and has since lost (from its last WELCOME);
+   * absent on a first connection. The hub lets the new connection take that session's place at once.
+   */
+  previousSessionId: optional(id),
 });
 export type Auth = Infer<typeof auth>;
 

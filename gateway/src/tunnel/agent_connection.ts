@@ -32,6 +32,7 @@ import {
   HEARTBEAT_INTERVAL_MS_DEFAULT,
   HEARTBEAT_TIMEOUT_MS_DEFAULT,
   inventory as inventorySchema,
+  PRESENCE_PROBE_TIMEOUT_MS_DEFAULT,
   jsonBytes,
   priceAck as priceAckSchema,
   parseJson,
@@ -63,6 +64,8 @@ export interface TunnelSettings {
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
   authTimeoutMs: number;
+  /** A live session on this gateway must answer a ping within this time to keep its agent from a new connection. */
+  presenceProbeTimeoutMs: number;
 }
 
 export const DEFAULT_TUNNEL_SETTINGS: Omit<TunnelSettings, "hubId"> = {
@@ -72,10 +75,18 @@ export const DEFAULT_TUNNEL_SETTINGS: Omit<TunnelSettings, "hubId"> = {
   heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS_DEFAULT,
   heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS_DEFAULT,
   authTimeoutMs: AUTH_TIMEOUT_MS,
+  presenceProbeTimeoutMs: PRESENCE_PROBE_TIMEOUT_MS_DEFAULT,
 };
 
 export interface ConnectionEvents {
+  /**
+   * Authenticated: may this connection serve its agent? (One live connection per identity.) The agent names
+   * the session it held before this one, if any.
+   */
+  admit(conn: AgentConnection, previousSessionId: string | null): Promise<{ admitted: true } | { admitted: false; code: number; reason: string }>;
   ready(conn: AgentConnection): void;
+  /** The agent answered a heartbeat. */
+  alive(conn: AgentConnection): void;
   inventory(conn: AgentConnection): void;
   closed(conn: AgentConnection): void;
 }
@@ -115,6 +126,8 @@ export class AgentConnection {
   readonly log: Logger;
   rttMs: number | null = null;
   #pingSentAt = new Map<string, number>();
+  /** Presence probes waiting for their PONG, by ping data. */
+  readonly #probes = new Map<string, (answered: boolean) => void>();
   readonly connectedAt = Date.now();
 
   constructor(
@@ -140,6 +153,10 @@ export class AgentConnection {
       issuedAtMs: Date.now(),
       settings: this.#ownSettings(),
     });
+  }
+
+  get isClosed(): boolean {
+    return this.state === "closed";
   }
 
   get routable(): boolean {
@@ -212,6 +229,25 @@ export class AgentConnection {
     this.#sendControl(ControlKind.PRICE_TABLE, table);
   }
 
+  /** Pings the agent now: true when its PONG arrives within `timeoutMs`, false on timeout or close. */
+  probe(timeoutMs: number): Promise<boolean> {
+    if (this.state === "closed") return Promise.resolve(false);
+    const data = randomBytes(8);
+    const key = toBase64Url(data);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#probes.delete(key);
+        resolve(false);
+      }, timeoutMs);
+      this.#probes.set(key, (answered) => {
+        clearTimeout(timer);
+        this.#probes.delete(key);
+        resolve(answered);
+      });
+      this.send(encodePing(data));
+    });
+  }
+
   #sendControl(kind: number, body: unknown): void {
     this.send(encodeControl(kind, jsonBytes(body)));
   }
@@ -245,13 +281,8 @@ export class AgentConnection {
     this.connectionSendWindow.close();
     for (const stream of [...this.streams.values()]) stream.onRemoteReset(ResetCode.INTERNAL, reason, "connection");
     this.streams.clear();
+    for (const settle of [...this.#probes.values()]) settle(false);
     this.events.closed(this);
-    if (this.agentId) {
-      // Offline now, unless a newer session of the same agent has taken over meanwhile.
-      void this.db.agent
-        .updateMany({ where: { id: this.agentId, connectedSession: this.sessionId }, data: { connectedSession: null, lastSeenAt: new Date() } })
-        .catch((error: unknown) => this.log.warn("tunnel.presence_failed", { agentId: this.agentId, error }));
-    }
   }
 
   #onClose(code: number): void {
@@ -395,14 +426,12 @@ export class AgentConnection {
         return;
       case FrameType.PONG: {
         const key = toBase64Url(frame.data);
+        this.#probes.get(key)?.(true);
         const sentAt = this.#pingSentAt.get(key);
         if (sentAt !== undefined) {
           this.rttMs = Date.now() - sentAt;
           this.#pingSentAt.delete(key);
-          // Presence: the portal shows an agent online while its session is set and seen recently.
-          void this.db.agent
-            .updateMany({ where: { id: this.agentId!, connectedSession: this.sessionId }, data: { lastSeenAt: new Date() } })
-            .catch((error: unknown) => this.log.warn("tunnel.presence_failed", { agentId: this.agentId, error }));
+          if (this.state === "ready" || this.state === "draining") this.events.alive(this);
         }
         return;
       }
@@ -502,7 +531,15 @@ export class AgentConnection {
     }
     // The nonce is single-use: whatever happens next, this session never accepts another AUTH.
     this.#nonce = "";
-    const agent = await this.db.agent.findUnique({ where: { id: msg.agentId } }).catch(() => null);
+    let agent;
+    try {
+      agent = await this.db.agent.findUnique({ where: { id: msg.agentId } });
+    } catch (error) {
+      // Not the agent's fault: it reconnects and tries again (UNKNOWN_AGENT would stop it for good).
+      this.log.error("tunnel.agent_lookup_failed", { agentId: msg.agentId, error });
+      this.close(CloseCode.INTERNAL, "cannot look the agent up; try again");
+      return;
+    }
     if (this.state !== "authenticating") return;
     if (!agent) {
       this.close(CloseCode.UNKNOWN_AGENT, "unknown agent");
@@ -525,12 +562,19 @@ export class AgentConnection {
       this.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
       return;
     }
-    if (this.#authTimer) clearTimeout(this.#authTimer);
     this.agentId = agent.id;
     this.ownerId = agent.ownerId;
     this.agentStatus = agent.status;
     this.agentTier = agent.tier;
     this.discountLane = agent.discountLane;
+    // One live connection per identity; the auth timer still bounds the wait (a probe is shorter).
+    const admission = await this.events.admit(this, msg.previousSessionId ?? null);
+    if (this.state !== "authenticating") return;
+    if (!admission.admitted) {
+      this.close(admission.code, admission.reason);
+      return;
+    }
+    if (this.#authTimer) clearTimeout(this.#authTimer);
     this.peer = msg.settings;
     this.connectionSendWindow = new SendWindow(msg.settings.connectionWindowBytes);
     this.state = "ready";
@@ -544,9 +588,6 @@ export class AgentConnection {
     this.#startHeartbeat();
     this.log.info("tunnel.ready", { agentId: agent.id, agentVersion: msg.agentVersion, remoteIp: this.remoteIp });
     this.events.ready(this);
-    void this.db.agent
-      .update({ where: { id: agent.id }, data: { lastSeenAt: new Date(), lastIp: this.remoteIp, connectedSession: this.sessionId } })
-      .catch((error: unknown) => this.log.warn("tunnel.last_seen_failed", { agentId: agent.id, error }));
   }
 
   #startHeartbeat(): void {

@@ -3,7 +3,7 @@
  * with room: agents in the discount lane first (the priority their owners accept a lower share for), then
  * the least loaded.
  */
-import { apiFamilyOf, CloseCode, GoAwayCode, type ApiFamily } from "@wellspring/protocol";
+import { apiFamilyOf, CloseCode, type ApiFamily } from "@wellspring/protocol";
 import type { AgentConnection } from "./agent_connection.ts";
 
 export class AgentRegistry {
@@ -22,13 +22,16 @@ export class AgentRegistry {
     return this.#byAgent.get(agentId);
   }
 
-  /** A newly authenticated connection; an older one of the same agent is told to go away. */
+  /**
+   * A newly admitted connection. The identity guard admits a second connection of an agent only once the
+   * first is dead (it did not answer a probe, or the agent reconnected from it), so an older one still
+   * registered here is closed at once.
+   */
   add(conn: AgentConnection): void {
     const previous = this.#byAgent.get(conn.agentId!);
     if (previous && previous !== conn) {
       this.#unindex(previous);
-      previous.drain(GoAwayCode.REPLACED, "replaced by a newer connection");
-      setTimeout(() => previous.close(CloseCode.REPLACED, "replaced by a newer connection"), 30_000).unref();
+      previous.close(CloseCode.REPLACED, "replaced by a newer connection");
     }
     this.#byAgent.set(conn.agentId!, conn);
     this.#index(conn);

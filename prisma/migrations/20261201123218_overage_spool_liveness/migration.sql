@@ -41,23 +41,18 @@ DROP FUNCTION IF EXISTS wellspring_reserve(text, text, bigint, integer, text, te
 DROP FUNCTION IF EXISTS wellspring_settle(text, bigint, text, bigint, integer, integer, integer, boolean, "EndCause");
 DROP FUNCTION IF EXISTS wellspring_settle_leased(text, text, text, bigint, bigint, text, bigint, integer, integer, integer, boolean, "EndCause", integer, text, text, text, text, "AgentTier", integer);
 
--- Raises (or, when one is open already, adds to) a risk flag for an admin: one open flag per kind and subject,
--- its evidence carrying a count and the latest details. Serialised per (kind, subject) by an advisory lock.
+-- Raises a risk flag for an admin, or — when one of the same kind and subject is open — updates it (latest
+-- evidence, highest severity, raise count and time): the same rule as gateway/src/risk/flags.ts, atomic by the
+-- unique `open_key`, for detectors that run inside the database's own statements.
 CREATE OR REPLACE FUNCTION wellspring_raise_flag(p_kind text, p_subject text, p_severity integer, p_evidence jsonb) RETURNS text AS $$
 DECLARE
-  v_id text;
+  v_id text := 'flg_' || substr(md5(random()::text || clock_timestamp()::text), 1, 20);
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('wellspring.risk_flag:' || p_kind || ':' || p_subject));
-  UPDATE risk_flags SET evidence = p_evidence || jsonb_build_object('count', COALESCE((evidence->>'count')::bigint, 1) + 1,
-        'firstAt', COALESCE(evidence->'firstAt', to_jsonb(created_at))),
-      severity = GREATEST(severity, p_severity)
-    WHERE kind = p_kind AND subject = p_subject AND status = 'open'
+  INSERT INTO risk_flags (id, kind, subject, severity, evidence, open_key, raised_count, created_at, last_raised_at)
+    VALUES (v_id, p_kind, p_subject, p_severity, p_evidence, p_kind || ':' || p_subject, 1, now(), now())
+    ON CONFLICT (open_key) DO UPDATE SET evidence = EXCLUDED.evidence, severity = GREATEST(risk_flags.severity, EXCLUDED.severity),
+      raised_count = risk_flags.raised_count + 1, last_raised_at = now()
     RETURNING id INTO v_id;
-  IF FOUND THEN
-    RETURN v_id;
-  END IF;
-  v_id := 'flg_' || substr(md5(random()::text || clock_timestamp()::text), 1, 20);
-  INSERT INTO risk_flags (id, kind, subject, severity, evidence) VALUES (v_id, p_kind, p_subject, p_severity, p_evidence || '{"count": 1}'::jsonb);
   RETURN v_id;
 END;
 $$ LANGUAGE plpgsql;

@@ -1,6 +1,6 @@
 import "server-only";
 import { publishHubEvent } from "@wellspring/db/core";
-import { createEnrollmentToken, enrollCommand, Treasury, type EarningsDay } from "@wellspring/gateway";
+import { createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollCommand, Treasury, type DuplicateWarning, type EarningsDay } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { Forbidden, requireOwner, type Actor } from "./actor";
 
@@ -37,11 +37,24 @@ export interface AgentRow {
   models: string[];
   priceVer: number | null;
   lastSeenAt: Date | null;
+  /** Another copy of this agent (same identity) tried to connect recently and was refused. */
+  duplicate: DuplicateWarning | null;
 }
 
 export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   requireOwner(actor);
   const rows = await db().agent.findMany({ where: { ownerId: actor.userId }, orderBy: { createdAt: "asc" } });
+  // The hub's duplicate-identity flags on the caller's own agents (subjects built from the rows above).
+  const flags = await db().riskFlag.findMany({
+    where: { kind: DUPLICATE_AGENT_IDENTITY, subject: { in: rows.map((a) => `agent:${a.id}`) }, lastRaisedAt: { gte: new Date(Date.now() - DUPLICATE_WARNING_WINDOW_MS) } },
+    orderBy: { lastRaisedAt: "desc" },
+    select: { kind: true, subject: true, evidence: true, lastRaisedAt: true, raisedCount: true },
+  });
+  const duplicates = new Map<string, DuplicateWarning>();
+  for (const f of flags) {
+    const warning = duplicateWarningOf(f);
+    if (warning && !duplicates.has(f.subject)) duplicates.set(f.subject, warning);
+  }
   return rows.map((a) => ({
     id: a.id,
     name: a.name,
@@ -53,6 +66,7 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     models: a.models,
     priceVer: a.priceVer,
     lastSeenAt: a.lastSeenAt,
+    duplicate: duplicates.get(`agent:${a.id}`) ?? null,
   }));
 }
 

@@ -1,5 +1,6 @@
 import "server-only";
-import { newId, publishHubEvent } from "@wellspring/db/core";
+import { publishHubEvent } from "@wellspring/db/core";
+import { raiseRiskFlag, type RiskFlagInput } from "@wellspring/gateway";
 import { db } from "../db";
 import { requireAdmin, type Actor } from "./actor";
 
@@ -10,17 +11,18 @@ export interface FlagRow {
   severity: number;
   evidence: unknown;
   status: string;
+  /** Times a detector raised it while open. */
+  raisedCount: number;
   createdAt: Date;
+  lastRaisedAt: Date;
   decidedAt: Date | null;
   decidedBy: string | null;
   note: string | null;
 }
 
-/** Raised by detectors (ledger, trust issues); evidence holds ids and counts, never content. */
-export async function raiseFlag(input: { kind: string; subject: string; severity: 1 | 2 | 3; evidence: Record<string, unknown> }): Promise<string> {
-  const id = newId("flg");
-  await db().riskFlag.create({ data: { id, kind: input.kind, subject: input.subject, severity: input.severity, evidence: input.evidence as object } });
-  return id;
+/** Raised by detectors (ledger, trust issues); evidence holds ids and counts, never content. A repeat updates the open flag. */
+export async function raiseFlag(input: RiskFlagInput): Promise<string> {
+  return (await raiseRiskFlag(db(), input)).id;
 }
 
 export async function flagQueue(actor: Actor, status: "open" | "decided"): Promise<FlagRow[]> {
@@ -40,7 +42,8 @@ export async function decideFlag(actor: Actor, flagId: string, decision: "approv
   requireAdmin(actor);
   if (!note.trim()) return "note_required";
   return db().$transaction(async (tx) => {
-    const n = await tx.riskFlag.updateMany({ where: { id: flagId, status: "open" }, data: { status: decision, decidedAt: new Date(), decidedBy: actor.userId, note: note.trim() } });
+    // Deciding gives the open key up: the detector's next raise opens a new flag.
+    const n = await tx.riskFlag.updateMany({ where: { id: flagId, status: "open" }, data: { status: decision, openKey: null, decidedAt: new Date(), decidedBy: actor.userId, note: note.trim() } });
     if (n.count === 0) return "not_open" as const;
     const flag = await tx.riskFlag.findUniqueOrThrow({ where: { id: flagId } });
     if (decision === "suspended") {

@@ -30,6 +30,13 @@ export default async function AgentsPage() {
                         <div className="font-medium">{a.name}</div>
                         <div className="font-mono text-xs text-slate-500">{a.id}</div>
                         <div className="text-xs text-slate-500">{a.version ? `v${a.version}` : "never connected"}{a.priceVer ? ` · prices v${a.priceVer}` : ""}</div>
+                        {a.duplicate && (
+                          <p role="alert" data-testid={`agent-duplicate-${a.id}`} className="mt-1 max-w-sm rounded bg-amber-50 px-2 py-1 text-xs text-amber-800">
+                            Another copy of this agent tried to connect at {utc(a.duplicate.at)} from {a.duplicate.address}
+                            {a.duplicate.attempts > 1 ? ` (${a.duplicate.attempts} attempts)` : ""}; only one may run. The hub refused it and
+                            keeps the connected one. Stop the other copy, or enroll that machine as a new agent.
+                          </p>
+                        )}
                       </td>
                       <td className="py-2 text-xs">
                         <span data-testid={`agent-state-${a.id}`} className={a.online ? "font-medium text-emerald-700" : "text-slate-500"}>{a.online ? "Online" : "Offline"}</span>

@@ -15,7 +15,7 @@ export default async function RiskPage() {
   const [open, decided] = await Promise.all([flagQueue(actor, "open"), flagQueue(actor, "decided")]);
   return (
     <>
-      <PageTitle title="Risk review" subtitle="Flags raised by the ledger and trust checks. Every decision needs a note and is kept in the audit trail." />
+      <PageTitle title="Risk review" subtitle="Flags raised by the hub's detectors, with what they saw; a detector that fires again updates its open flag. Every decision needs a note and is kept in the audit trail." />
       <Card title={`Open (${open.length})`}>
         {open.length === 0 ? (
           <Empty>Nothing to review.</Empty>
@@ -29,7 +29,9 @@ export default async function RiskPage() {
                     <span className="font-medium">{f.kind.replaceAll("_", " ")}</span>
                   </div>
                   <div className="mt-1 font-mono text-xs text-slate-600">{f.subject}</div>
-                  <div className="text-xs text-slate-500">raised {utc(f.createdAt)}</div>
+                  <div className="text-xs text-slate-500" data-testid={`flag-raised-${f.id}`}>
+                    raised {utc(f.createdAt)}{f.raisedCount > 1 ? ` · ${f.raisedCount} times, last ${utc(f.lastRaisedAt)}` : ""}
+                  </div>
                   <pre className="mt-2 overflow-x-auto rounded bg-slate-50 p-2 text-xs text-slate-700">{JSON.stringify(f.evidence, null, 2)}</pre>
                 </div>
                 <DecideForm flagId={f.id} />
