@@ -1,13 +1,33 @@
 /** Gateway configuration, parsed once from the environment. Optional features return null when unset. */
 import { z } from "zod";
 import type { LeaseOptions } from "./billing/leases.ts";
+import type { GatewayOptions } from "./server.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
+const positive = (def: number) => z.coerce.number().int().positive().default(def);
+
+/** An origin agents can dial: `https://host[:port]`, nothing else (no path, query or credentials). */
+const agentUrl = z.string().transform((v, ctx) => {
+  let u: URL | null = null;
+  try {
+    u = new URL(v);
+  } catch {
+    /* reported below */
+  }
+  if (!u || u.protocol !== "https:" || u.username || u.password || u.search || u.hash || (u.pathname !== "/" && u.pathname !== "")) {
+    ctx.addIssue({ code: "custom", message: "must be an https origin such as https://hub.example.com:8788 (no path, query or credentials)" });
+    return z.NEVER;
+  }
+  return u.origin;
+});
 
 const schema = z.object({
   HOST: z.string().default("127.0.0.1"),
   GATEWAY_PORT: int(8787),
   AGENT_PORT: int(8788),
+  ADMIN_HOST: z.string().default("127.0.0.1"),
+  ADMIN_PORT: int(8789),
+  AGENT_PUBLIC_URL: agentUrl.optional(),
   DATABASE_URL: z.string().url().optional(),
   REDIS_URL: z.string().url().optional(),
   DATA_DIR: z.string().default(".data"),
@@ -27,6 +47,11 @@ const schema = z.object({
   BILLING_LEASE_RENEW_INTERVAL_MS: int(60_000),
   BILLING_LEASE_ABANDONED_AFTER_MS: int(600_000),
   ADMIN_TOKEN: z.string().min(16).optional(),
+  ADMIN_AUTH_FAILURES_MAX: positive(10),
+  ADMIN_AUTH_WINDOW_MS: positive(60_000),
+  ADMIN_AUTH_BLOCK_MS: positive(60_000),
+  KEY_FILTER_MISS_LOOKUPS_PER_S: positive(10),
+  KEY_FILTER_REBUILD_INTERVAL_MS: positive(600_000),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
@@ -43,6 +68,28 @@ export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: numbe
       renewIntervalMs: env.BILLING_LEASE_RENEW_INTERVAL_MS,
       abandonedAfterMs: env.BILLING_LEASE_ABANDONED_AFTER_MS,
     },
+  };
+}
+
+/** The gateway's options that come from the environment (main, `npm start` and the demo start it alike). */
+export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db" | "databaseUrl" | "log" | "hubId" | "gatewayId" | "tls"> {
+  return {
+    host: env.HOST,
+    apiPort: env.GATEWAY_PORT,
+    agentPort: env.AGENT_PORT,
+    adminHost: env.ADMIN_HOST,
+    adminPort: env.ADMIN_PORT,
+    agentPublicUrl: env.AGENT_PUBLIC_URL,
+    limits: {
+      requestBodyBytesMax: env.REQUEST_BODY_BYTES_MAX,
+      responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS,
+      streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS,
+    },
+    billing: billingFromEnv(env),
+    adminToken: env.ADMIN_TOKEN,
+    adminAuth: { failuresMax: env.ADMIN_AUTH_FAILURES_MAX, windowMs: env.ADMIN_AUTH_WINDOW_MS, blockMs: env.ADMIN_AUTH_BLOCK_MS },
+    keyFilter: { missLookupsPerSecond: env.KEY_FILTER_MISS_LOOKUPS_PER_S, rebuildIntervalMs: env.KEY_FILTER_REBUILD_INTERVAL_MS },
+    tunnel: { heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS, heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS },
   };
 }
 

@@ -24,6 +24,7 @@ export type GatewayErrorCode =
   | "forbidden"
   | "not_found"
   | "conflict"
+  | "rate_limited"
   | "internal_error";
 
 interface Mapping {
@@ -53,6 +54,7 @@ const TABLE: Record<GatewayErrorCode, Mapping> = {
   forbidden: { status: 403, openaiType: "permission_error", anthropicType: "permission_error", retry: false },
   not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
   conflict: { status: 409, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
+  rate_limited: { status: 429, openaiType: "requests", anthropicType: "rate_limit_error", retry: true },
   internal_error: { status: 500, openaiType: "server_error", anthropicType: "api_error", retry: true },
 };
 

@@ -1,6 +1,7 @@
 /**
- * The gateway process: the public API (OpenAI- and Anthropic-compatible) on one listener and the agent
- * tunnel (TLS, WebSocket) on another, so each can be exposed and firewalled on its own.
+ * The gateway process: the public API (OpenAI- and Anthropic-compatible) on one listener, the agent tunnel
+ * (TLS, WebSocket) on another, and the operator's admin API and metrics on a third (loopback by default),
+ * so each can be exposed and firewalled on its own.
  */
 import http from "node:http";
 import https from "node:https";
@@ -8,10 +9,12 @@ import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { WebSocketServer } from "ws";
 import { CloseCode, FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
-import type { Db, HubEvent } from "@wellspring/db/core";
+import { publishHubEndpoint, type Db, type HubEvent } from "@wellspring/db/core";
 import { GatewayError, sendError } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { KeyVerifier } from "./api/keys.ts";
+import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT, KeyVerifier } from "./api/keys.ts";
+import { activeKeyPrefixes, KeyFilter, KeyFilterLoader } from "./api/key_filter.ts";
+import { FailureThrottle, type FailureThrottleOptions } from "./api/failure_throttle.ts";
 import { authenticate, DEFAULT_PROXY_LIMITS, proxyRequest, type ProxyLimits } from "./api/proxy.ts";
 import { RecordWriter } from "./api/records.ts";
 import { Ledger } from "./billing/ledger.ts";
@@ -42,6 +45,10 @@ export const ENROLL_PATH = "/agent/v1/enroll";
 const SHUTDOWN_GRACE_MS = 5_000;
 /** How long the known-models list (for 404 vs 503) is cached, ms. */
 const KNOWN_MODELS_TTL_MS = 10_000;
+/** Admin-token guessing: failures per client address before it is refused, and for how long (defaults). */
+export const ADMIN_AUTH_DEFAULTS: FailureThrottleOptions = { failuresMax: 10, windowMs: 60_000, blockMs: 60_000, addressesMax: 10_000 };
+/** How often the key filter is rebuilt from the database by default (events keep it fresh between), ms. */
+export const KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT = 600_000;
 
 export interface GatewayOptions {
   db: Db;
@@ -51,20 +58,31 @@ export interface GatewayOptions {
   hubId: string;
   gatewayId: string;
   tls: TlsIdentity;
+  /** Address the API and agent listeners bind to. */
   host?: string;
   apiPort?: number;
   agentPort?: number;
+  /** Address and port of the admin listener (`/admin/v1/…`, `/metrics`): loopback by default. */
+  adminHost?: string;
+  adminPort?: number;
+  /** The origin agents dial, published for enrollment commands; the agent listener's own origin when unset. */
+  agentPublicUrl?: string;
   limits?: Partial<ProxyLimits>;
   /** Reserve-then-settle billing against the official price table; off when null. */
   billing?: { defaultMaxOutputTokens: number; leases?: LeaseOptions } | null;
   /** Bearer token for the admin API (`/admin/v1/…`); the admin API is off when unset. */
   adminToken?: string;
+  /** Throttling of wrong admin tokens per client address. */
+  adminAuth?: Partial<FailureThrottleOptions>;
+  /** The in-memory filter of issued keys: lookups allowed per second for keys it does not hold, rebuild interval. */
+  keyFilter?: { missLookupsPerSecond?: number; rebuildIntervalMs?: number };
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
 }
 
 export interface Gateway {
   apiOrigin: string;
   agentOrigin: string;
+  adminOrigin: string;
   tunnelUrl: string;
   registry: AgentRegistry;
   records: RecordWriter;
@@ -94,9 +112,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const limits: ProxyLimits = { ...DEFAULT_PROXY_LIMITS, ...opts.limits };
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
-  const keys = new KeyVerifier(db);
   const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 8 });
   recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
+  const keyFilter = new KeyFilter();
+  const keys = new KeyVerifier(db, { filter: keyFilter, missLookupsPerSecond: opts.keyFilter?.missLookupsPerSecond ?? KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT });
+  const keyFilterLoader = new KeyFilterLoader(keyFilter, () => activeKeyPrefixes(recordsPool), log, opts.keyFilter?.rebuildIntervalMs ?? KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT);
   const records = new RecordWriter(recordsPool, log);
   let knownCache: { at: number; models: Map<ApiFamily, Set<string>> } | null = null;
   const knownModels = async (api: ApiFamily): Promise<ReadonlySet<string>> => {
@@ -122,7 +142,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const billing = opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, ledger, settlements, leases, prices, tariffs } : null;
   log.info("gateway.billing", { mode: billing ? "on" : "off" });
   const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
-  const adminDeps = { db, pool: recordsPool, ledger, treasury, prices, registry, tokenHash: adminTokenHash(opts.adminToken) };
+  const adminDeps = {
+    db, pool: recordsPool, ledger, treasury, prices, registry, log,
+    tokenHash: adminTokenHash(opts.adminToken),
+    throttle: new FailureThrottle({ ...ADMIN_AUTH_DEFAULTS, ...opts.adminAuth }),
+    now: Date.now,
+  };
 
   const priceMessage = (t: PriceTable) => ({
     ver: t.ver,
@@ -161,14 +186,25 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         conn.agentStatus = agent.status;
         if (agent.status === "revoked" || agent.status === "suspended") conn.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
       }, (error: unknown) => log.warn("agents.reload_failed", { agentId: event.agentId, error }));
+    } else if (event.kind === "key_created") {
+      keys.keyCreated(event.hashPrefix);
+      if (keyFilter.wantsRebuild) void keyFilterLoader.rebuild().catch(() => {});
+    } else if (event.kind === "key_changed") {
+      keys.keyChanged(event.keyId);
+    } else if (event.kind === "user_changed") {
+      keys.userChanged(event.userId);
     }
   };
   const events = new HubEventListener(opts.databaseUrl, onHubEvent, () => {
     prices.invalidate();
     tariffs.invalidate();
+    keys.forgetAll();
+    void keyFilterLoader.rebuild().catch(() => {});
     void pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
   }, log);
   await events.start();
+  // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
+  await keyFilterLoader.start();
   const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, billing };
 
   const api = http.createServer((req, res) => {
@@ -189,21 +225,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ok: true }));
       return;
     }
-    if (path === "/metrics") {
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records, leases));
-      return;
-    }
     const family = familyOfPath(path);
-    if (path.startsWith("/admin/v1/")) {
-      try {
-        await handleAdmin(req, res, path, adminDeps);
-      } catch (error) {
-        if (!(error instanceof GatewayError)) throw error;
-        sendError(res, "openai", error);
-        req.resume();
-      }
-      return;
-    }
     const account = ACCOUNT_ROUTES[`${req.method} ${path}`];
     if (account) {
       try {
@@ -231,6 +253,32 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return;
     }
     await proxyRequest(req, res, route, deps);
+  }
+
+  // --- admin listener: the admin API and metrics, for operators (loopback unless ADMIN_HOST says otherwise) ---
+  const admin = http.createServer((req, res) => {
+    void handleAdminListener(req, res).catch((error: unknown) => {
+      log.error("admin.unhandled", { error });
+      if (!res.headersSent) sendError(res, "openai", new GatewayError("internal_error", "Internal error."));
+      else res.destroy();
+    });
+  });
+
+  async function handleAdminListener(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? "/", "http://gateway").pathname;
+    if (path === "/metrics") {
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records, leases, keys, keyFilter));
+      req.resume();
+      return;
+    }
+    try {
+      if (!path.startsWith("/admin/v1/")) throw new GatewayError("route_not_found", `Unknown request URL: ${req.method} ${path}.`);
+      await handleAdmin(req, res, path, adminDeps);
+    } catch (error) {
+      if (!(error instanceof GatewayError)) throw error;
+      sendError(res, "openai", error);
+      req.resume();
+    }
   }
 
   // --- agent listener: TLS only ---
@@ -278,13 +326,23 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const apiPort = await listen(api, opts.apiPort ?? 0, host);
   const agentPort = await listen(agentServer, opts.agentPort ?? 0, host);
+  const adminHost = opts.adminHost ?? "127.0.0.1";
+  const adminPort = await listen(admin, opts.adminPort ?? 0, adminHost);
   const apiOrigin = `http://${host}:${apiPort}`;
   const agentOrigin = `https://${host}:${agentPort}`;
-  log.info("gateway.listening", { apiOrigin, agentOrigin, hubId: opts.hubId, gatewayId: opts.gatewayId, tunnelPin: opts.tls.pin });
+  const adminOrigin = `http://${adminHost}:${adminPort}`;
+  const agentPublicUrl = opts.agentPublicUrl ?? agentOrigin;
+  if (!opts.agentPublicUrl && isWildcard(host)) {
+    log.warn("gateway.agent_url_unknown", { agentOrigin, note: "HOST is a wildcard address: set AGENT_PUBLIC_URL to the origin agents dial, or enrollment commands name an address they cannot reach" });
+  }
+  // What enrollment commands (operator CLI, portal) print: the origin agents dial and the key they pin.
+  await publishHubEndpoint(db, { hubId: opts.hubId, agentUrl: agentPublicUrl, tunnelPin: opts.tls.pin });
+  log.info("gateway.listening", { apiOrigin, agentOrigin, adminOrigin, agentPublicUrl, hubId: opts.hubId, gatewayId: opts.gatewayId, tunnelPin: opts.tls.pin });
 
   return {
     apiOrigin,
     agentOrigin,
+    adminOrigin,
     tunnelUrl: `wss://${host}:${agentPort}${TUNNEL_PATH}`,
     registry,
     records,
@@ -296,6 +354,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       const grace = setTimeout(() => api.closeAllConnections(), SHUTDOWN_GRACE_MS);
       await apiClosed;
       clearTimeout(grace);
+      const adminClosed = new Promise<void>((resolve) => admin.close(() => resolve()));
+      admin.closeAllConnections();
+      await adminClosed;
+      keyFilterLoader.close();
       for (const client of wss.clients) client.terminate();
       const agentClosed = new Promise<void>((resolve) => agentServer.close(() => resolve()));
       agentServer.closeAllConnections();
@@ -309,7 +371,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 }
 
-function metricsText(registry: AgentRegistry, records: RecordWriter, leases: CreditLeases | null): string {
+const isWildcard = (host: string) => host === "0.0.0.0" || host === "::" || host === "[::]";
+
+function metricsText(registry: AgentRegistry, records: RecordWriter, leases: CreditLeases | null, keys: KeyVerifier, keyFilter: KeyFilter): string {
+  const k = keys.counts;
   const conns = registry.connections();
   const lines = [
     "# HELP wellspring_agents_connected Agents with an authenticated tunnel to this gateway.",
@@ -330,6 +395,21 @@ function metricsText(registry: AgentRegistry, records: RecordWriter, leases: Cre
     "# HELP wellspring_records_dropped_total Request records dropped because the write queue was full.",
     "# TYPE wellspring_records_dropped_total counter",
     `wellspring_records_dropped_total ${records.dropped}`,
+    "# HELP wellspring_key_checks_total Virtual key checks by how they were answered: cache; lookup (the key filter holds the key); miss_lookup (it does not, looked up from the miss budget); miss_refused (it does not and the budget was spent: no lookup).",
+    "# TYPE wellspring_key_checks_total counter",
+    `wellspring_key_checks_total{path="cache"} ${k.cache}`,
+    `wellspring_key_checks_total{path="lookup"} ${k.lookups}`,
+    `wellspring_key_checks_total{path="miss_lookup"} ${k.missLookups}`,
+    `wellspring_key_checks_total{path="miss_refused"} ${k.missRefused}`,
+    "# HELP wellspring_key_db_queries_total Database queries made to verify virtual keys.",
+    "# TYPE wellspring_key_db_queries_total counter",
+    `wellspring_key_db_queries_total ${k.queries}`,
+    "# HELP wellspring_key_filter_stale_total Active keys the key filter did not hold yet (their creation event had not arrived).",
+    "# TYPE wellspring_key_filter_stale_total counter",
+    `wellspring_key_filter_stale_total ${k.filterStale}`,
+    "# HELP wellspring_key_filter_entries Keys the key filter holds (active at its last rebuild, plus created since).",
+    "# TYPE wellspring_key_filter_entries gauge",
+    `wellspring_key_filter_entries ${keyFilter.size}`,
     "# HELP process_resident_memory_bytes Resident memory size in bytes.",
     "# TYPE process_resident_memory_bytes gauge",
     `process_resident_memory_bytes ${process.memoryUsage.rss()}`,
