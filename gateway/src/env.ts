@@ -2,6 +2,9 @@
 import { z } from "zod";
 import type { LeaseOptions } from "./billing/leases.ts";
 import type { GatewayOptions } from "./server.ts";
+import { ADMIN_AUTH_DEFAULTS } from "./api/admin.ts";
+import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT } from "./api/keys.ts";
+import { KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT } from "./api/key_filter.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 const positive = (def: number) => z.coerce.number().int().positive().default(def);
@@ -47,11 +50,11 @@ const schema = z.object({
   BILLING_LEASE_RENEW_INTERVAL_MS: int(60_000),
   BILLING_LEASE_ABANDONED_AFTER_MS: int(600_000),
   ADMIN_TOKEN: z.string().min(16).optional(),
-  ADMIN_AUTH_FAILURES_MAX: positive(10),
-  ADMIN_AUTH_WINDOW_MS: positive(60_000),
-  ADMIN_AUTH_BLOCK_MS: positive(60_000),
-  KEY_FILTER_MISS_LOOKUPS_PER_S: positive(10),
-  KEY_FILTER_REBUILD_INTERVAL_MS: positive(600_000),
+  ADMIN_AUTH_FAILURES_MAX: positive(ADMIN_AUTH_DEFAULTS.failuresMax),
+  ADMIN_AUTH_WINDOW_MS: positive(ADMIN_AUTH_DEFAULTS.windowMs),
+  ADMIN_AUTH_BLOCK_MS: positive(ADMIN_AUTH_DEFAULTS.blockMs),
+  KEY_FILTER_MISS_LOOKUPS_PER_S: positive(KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT),
+  KEY_FILTER_REBUILD_INTERVAL_MS: positive(KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 

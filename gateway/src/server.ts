@@ -13,7 +13,7 @@ import { publishHubEndpoint, type Db, type HubEvent } from "@wellspring/db/core"
 import { GatewayError, sendError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT, KeyVerifier } from "./api/keys.ts";
-import { activeKeyPrefixes, KeyFilter, KeyFilterLoader } from "./api/key_filter.ts";
+import { activeKeyPrefixes, KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT, KeyFilter, KeyFilterLoader } from "./api/key_filter.ts";
 import { FailureThrottle, type FailureThrottleOptions } from "./api/failure_throttle.ts";
 import { authenticate, DEFAULT_PROXY_LIMITS, proxyRequest, type ProxyLimits } from "./api/proxy.ts";
 import { RecordWriter } from "./api/records.ts";
@@ -24,7 +24,7 @@ import { Treasury } from "./billing/treasury.ts";
 import { SettlementBatcher } from "./billing/settlement_batcher.ts";
 import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
-import { adminTokenHash, handleAdmin } from "./api/admin.ts";
+import { ADMIN_AUTH_DEFAULTS, adminTokenHash, handleAdmin } from "./api/admin.ts";
 import { HubEventListener } from "./hub_events.ts";
 import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
@@ -45,10 +45,6 @@ export const ENROLL_PATH = "/agent/v1/enroll";
 const SHUTDOWN_GRACE_MS = 5_000;
 /** How long the known-models list (for 404 vs 503) is cached, ms. */
 const KNOWN_MODELS_TTL_MS = 10_000;
-/** Admin-token guessing: failures per client address before it is refused, and for how long (defaults). */
-export const ADMIN_AUTH_DEFAULTS: FailureThrottleOptions = { failuresMax: 10, windowMs: 60_000, blockMs: 60_000, addressesMax: 10_000 };
-/** How often the key filter is rebuilt from the database by default (events keep it fresh between), ms. */
-export const KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT = 600_000;
 
 export interface GatewayOptions {
   db: Db;

@@ -11,7 +11,7 @@ import type pg from "pg";
 import { newId, publishHubEvent, publishPriceVersion, type Db, type PriceEntry } from "@wellspring/db/core";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { FailureThrottle } from "./failure_throttle.ts";
+import type { FailureThrottle, FailureThrottleOptions } from "./failure_throttle.ts";
 import type { Ledger } from "../billing/ledger.ts";
 import { audit, type Treasury } from "../billing/treasury.ts";
 import type { PriceBook } from "../billing/price_book.ts";
@@ -21,6 +21,11 @@ import { readJsonObject, sendJson } from "./account.ts";
 /** Largest admin request body (a price table of a few thousand models fits), bytes. */
 export const ADMIN_BODY_BYTES_MAX = 2 * 1024 * 1024;
 const ACTOR = "admin-api";
+/**
+ * Admin-token guessing, per client address: 10 failures within a minute, then every attempt is refused for a
+ * minute; at most 10,000 addresses tracked (defaults; ADMIN_AUTH_* override the first three).
+ */
+export const ADMIN_AUTH_DEFAULTS: FailureThrottleOptions = { failuresMax: 10, windowMs: 60_000, blockMs: 60_000, addressesMax: 10_000 };
 
 export interface AdminDeps {
   db: Db;

@@ -14,6 +14,8 @@
 import type pg from "pg";
 import type { Logger } from "../log.ts";
 
+/** How often the filter is rebuilt from the database by default (hub events keep it current between), ms. */
+export const KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT = 600_000;
 /** Keys added since the last rebuild that the filter holds before it asks for an early rebuild. */
 export const KEY_FILTER_RECENT_MAX = 65_536;
 
