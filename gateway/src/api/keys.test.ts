@@ -12,8 +12,10 @@ function fakeDb(rows: Map<string, Row>) {
     virtualKey: {
       findUnique: async ({ where }: { where: { hash: string } }) => {
         stats.queries++;
+        const r = rows.get(where.hash); // read when the query runs
+        const answer = r ? structuredClone(r) : null;
         await Promise.resolve();
-        return rows.get(where.hash) ?? null;
+        return answer;
       },
       update: async () => ({}),
     },
@@ -91,5 +93,17 @@ describe("KeyVerifier", () => {
     const checks = await Promise.all(Array.from({ length: 10 }, () => v.verify(s)));
     expect(checks.every((c) => c.ok)).toBe(true);
     expect(stats.queries).toBe(1);
+  });
+});
+
+describe("KeyVerifier and events racing a lookup", () => {
+  it("an answer loaded while a key_changed event arrived is used once but not cached", async () => {
+    const s = secret("g");
+    const { v, rows } = setup({ [s]: row("key_g") });
+    const first = v.verify(s); // its query is in flight
+    rows.get(hashKey(s))!.status = "revoked";
+    v.keyChanged("key_g"); // the revocation's event overtakes the answer
+    expect((await first).ok).toBe(true); // read before the change: this one request passes
+    expect(await v.verify(s)).toEqual({ ok: false, reason: "invalid" }); // not served from a stale cache entry
   });
 });

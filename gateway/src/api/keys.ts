@@ -113,6 +113,11 @@ export class KeyVerifier {
   /** keyId → hash of positively cached keys, so a `key_changed` event finds its entry. */
   readonly #hashByKeyId = new Map<string, string>();
   readonly #inFlight = new Map<string, Promise<Loaded>>();
+  /**
+   * Counts invalidations (key and user events): an answer loaded across one may predate the change it
+   * announces, so it is used once but not cached, and lookups started before it are not joined.
+   */
+  #epoch = 0;
   readonly #lastUsedWrite = new Map<string, number>();
   readonly #now: () => number;
   readonly #missBudget: MissBudget;
@@ -145,13 +150,14 @@ export class KeyVerifier {
       }
       if (held) this.counts.lookups++;
       else this.counts.missLookups++;
+      const epoch = this.#epoch;
       const loaded = await this.#loadOnce(hash);
       if (!held && loaded.active) {
         this.counts.filterStale++;
         filter!.add(prefix);
       }
       check = loaded.check;
-      this.#remember(hash, now, check);
+      if (epoch === this.#epoch) this.#remember(hash, now, check);
     }
     if (check.ok && check.principal.expiresAt && check.principal.expiresAt.getTime() <= now) return { ok: false, reason: "expired" };
     if (check.ok) this.#touch(check.principal.keyId, now);
@@ -165,6 +171,7 @@ export class KeyVerifier {
 
   /** A key was revoked or edited (hub event): forget what was cached about it. */
   keyChanged(keyId: string): void {
+    this.#invalidated();
     const hash = this.#hashByKeyId.get(keyId);
     if (hash === undefined) return;
     this.#hashByKeyId.delete(keyId);
@@ -173,6 +180,7 @@ export class KeyVerifier {
 
   /** A user was suspended, reinstated or moved to another plan (hub event): forget their cached keys. */
   userChanged(userId: string): void {
+    this.#invalidated();
     for (const [hash, entry] of this.#cache) {
       if (entry.check.ok && entry.check.principal.userId === userId) {
         this.#cache.delete(hash);
@@ -183,8 +191,14 @@ export class KeyVerifier {
 
   /** Events may have been missed (the event connection was re-made): forget everything cached. */
   forgetAll(): void {
+    this.#invalidated();
     this.#cache.clear();
     this.#hashByKeyId.clear();
+  }
+
+  #invalidated(): void {
+    this.#epoch++;
+    this.#inFlight.clear();
   }
 
   #remember(hash: string, now: number, check: KeyCheck): void {
@@ -202,8 +216,11 @@ export class KeyVerifier {
   #loadOnce(hash: string): Promise<Loaded> {
     let p = this.#inFlight.get(hash);
     if (!p) {
-      p = this.#load(hash).finally(() => this.#inFlight.delete(hash));
-      this.#inFlight.set(hash, p);
+      const load = this.#load(hash).finally(() => {
+        if (this.#inFlight.get(hash) === load) this.#inFlight.delete(hash);
+      });
+      p = load;
+      this.#inFlight.set(hash, load);
     }
     return p;
   }
