@@ -222,4 +222,13 @@ describe("npm run admin", () => {
     expect(r.out).toContain(`--hub ${gw.agentOrigin} --pin ${gw.pin} --token wse_`);
     expect(await readdir(cwd)).toEqual([]);
   }, 60_000);
+
+  it("with neither DATABASE_URL nor a hub's data folder: refuses, and makes no new empty database", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "ws-opnone-"));
+    cleanup.push(dataDir);
+    const r = await admin(["agents"], { env: { DATABASE_URL: "", DATA_DIR: dataDir } });
+    expect(r.code).toBe(1);
+    expect(r.out).toContain(`Cannot find the hub's database: no hub is running on DATA_DIR (${dataDir}) and it holds no database.`);
+    expect(await readdir(dataDir)).toEqual([]);
+  }, 60_000);
 });

@@ -6,8 +6,10 @@
  *  2. Else the embedded database of the hub running on `DATA_DIR`, found through `DATA_DIR/hub.json` and
  *     accepted only when that server answers and serves this very folder.
  *  3. Else (no hub running) the embedded database in `DATA_DIR`, started by the CLI for the command's
- *     duration, as the hub would.
+ *     duration, as the hub would. A `DATA_DIR` that holds no database yet is refused rather than given a new,
+ *     empty one: it is almost always the wrong folder, and the commands would change nothing the hub sees.
  */
+import { existsSync } from "node:fs";
 import { realpath } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import pg from "pg";
@@ -33,6 +35,9 @@ export async function openOperatorDatabase(opts: { databaseUrl?: string; dataDir
   const hub = await readHubFile(dataDir);
   if (hub && (await servesFolder(hub.databaseUrl, join(dataDir, "postgres")))) {
     return { databaseUrl: hub.databaseUrl, source: "running hub", close: async () => {} };
+  }
+  if (!existsSync(join(dataDir, "postgres", "PG_VERSION"))) {
+    throw new Error(`Cannot find the hub's database: no hub is running on DATA_DIR (${dataDir}) and it holds no database. Start the hub (npm start) first, give the DATA_DIR it uses, or set DATABASE_URL.`);
   }
   const embedded: EmbeddedDb = await startEmbeddedPostgres(dataDir);
   try {
