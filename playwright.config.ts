@@ -25,7 +25,7 @@ export default defineConfig({
     url: `http://127.0.0.1:${WEB_PORT}`,
     timeout: 180_000,
     reuseExistingServer: false,
-    env: { DATA_DIR: ".data/playwright", WEB_PORT: String(WEB_PORT), GATEWAY_PORT: String(GATEWAY_PORT), AGENT_PORT: "18788", DATABASE_URL: "" },
+    env: { DATA_DIR: ".data/playwright", WEB_PORT: String(WEB_PORT), GATEWAY_PORT: String(GATEWAY_PORT), AGENT_PORT: "18788", ADMIN_PORT: "18789", DATABASE_URL: "" },
     stdout: "pipe",
     stderr: "pipe",
   },

@@ -150,7 +150,7 @@ try {
 async function heldByWellspring(s: typeof stack): Promise<number> {
   const until = Date.now() + 5_000;
   for (;;) {
-    const metrics = await (await fetch(`${s.baseUrl}/metrics`)).text();
+    const metrics = await (await fetch(`${s.gateway.adminOrigin}/metrics`)).text();
     const open = Number(/^wellspring_streams_open (\d+)$/m.exec(metrics)?.[1] ?? NaN);
     const rows = await s.db.$queryRaw<{ n: number }[]>`SELECT (SELECT count(*) FROM reservations WHERE status = 'held') + (SELECT count(*) FROM credit_leases WHERE NOT released) AS n`;
     const held = open + Number(rows[0]!.n);

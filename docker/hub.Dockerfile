@@ -1,4 +1,4 @@
-# The hub: gateway (API :8787, agent tunnel :8788) and portal (:3000).
+# The hub: gateway (API :8787, agent tunnel :8788, admin :8789) and portal (:3000).
 FROM node:20.20-bookworm-slim AS build
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends openssl ca-certificates && rm -rf /var/lib/apt/lists/*
@@ -23,6 +23,6 @@ COPY --from=build --chown=wellspring /app /app
 USER wellspring
 ENV HOST=0.0.0.0 DATA_DIR=/data NODE_ENV=production NEXT_TELEMETRY_DISABLED=1
 VOLUME /data
-EXPOSE 3000 8787 8788
+EXPOSE 3000 8787 8788 8789
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["npm", "start"]

@@ -11,7 +11,7 @@ import pg from "pg";
 import { newId } from "@wellspring/db";
 import { startMockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../gateway/src/api/keys.ts";
-import { billingFromEnv, parseEnv } from "../gateway/src/env.ts";
+import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
 import { bootHub } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
@@ -58,7 +58,7 @@ function run(cmd: string, argv: string[], opts: { cwd: string; env?: Record<stri
 const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
 const mock = upstreamArg ? null : await startMockProvider();
 const upstream = upstreamArg ?? mock!.origin;
-const gateway = await startGateway({ db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: newId("gw"), tls: hub.tls, spoolDir: join(hub.dataDir, "spool"), host: env.HOST, apiPort: env.GATEWAY_PORT, agentPort: env.AGENT_PORT, billing: billingFromEnv(env), adminToken: env.ADMIN_TOKEN });
+const gateway = await startGateway({ ...gatewayOptionsFromEnv(env), db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: newId("gw"), tls: hub.tls, spoolDir: join(hub.dataDir, "spool") });
 
 // A demo end user with a key, and a key owner with one agent.
 const user = await hub.db.user.upsert({ where: { email: "demo@wellspring.local" }, create: { id: newId("usr"), email: "demo@wellspring.local" }, update: {} });

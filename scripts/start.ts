@@ -9,8 +9,8 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { newId } from "@wellspring/db";
-import { billingFromEnv, parseEnv } from "../gateway/src/env.ts";
-import { bootHub } from "../gateway/src/hub.ts";
+import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
+import { bootHub, databaseLocation } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
 
@@ -22,12 +22,8 @@ const log = createLogger({ proc: "hub" }, env.LOG_LEVEL);
 const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
 if (!env.REDIS_URL) log.info("hub.limits", { mode: "in-process", note: "REDIS_URL is unset: limits are kept in this process only (one gateway)" });
 const gateway = await startGateway({
+  ...gatewayOptionsFromEnv(env),
   db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: env.GATEWAY_ID ?? newId("gw"), tls: hub.tls, spoolDir: join(hub.dataDir, "spool"),
-  host: env.HOST, apiPort: env.GATEWAY_PORT, agentPort: env.AGENT_PORT,
-  limits: { requestBodyBytesMax: env.REQUEST_BODY_BYTES_MAX, responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS, streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS },
-  tunnel: { heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS, heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS },
-  billing: billingFromEnv(env),
-  adminToken: env.ADMIN_TOKEN,
 });
 
 const webDir = join(root, "web");
@@ -36,9 +32,8 @@ const webEnv = {
   ...process.env,
   NEXT_TELEMETRY_DISABLED: "1",
   WELLSPRING_GATEWAY_URL: gateway.apiOrigin,
-  // What the owner's enrollment command needs: the tunnel listener and the key agents pin.
-  WELLSPRING_AGENT_URL: process.env.WELLSPRING_AGENT_URL || gateway.agentOrigin,
-  WELLSPRING_TUNNEL_PIN: hub.tls.pin,
+  // Gateway status (metrics) is read from the admin listener.
+  WELLSPRING_GATEWAY_ADMIN_URL: gateway.adminOrigin,
   DATABASE_URL: hub.databaseUrl,
   // Sessions are signed with a secret kept in DATA_DIR (made once) unless NEXTAUTH_SECRET is set.
   NEXTAUTH_SECRET: process.env.NEXTAUTH_SECRET || (await persistentSecret(join(hub.dataDir, "portal-secret"))),
@@ -58,6 +53,8 @@ console.log([
   `  API           ${gateway.apiOrigin}/v1   (OpenAI- and Anthropic-compatible)`,
   `  agent tunnel  ${gateway.tunnelUrl}`,
   `  tunnel pin    ${hub.tls.pin}`,
+  `  admin         ${gateway.adminOrigin}   (admin API /admin/v1/…, /metrics; keep it private)`,
+  `  database      ${databaseLocation(hub.databaseUrl)}${hub.embedded ? ` (embedded, in ${hub.dataDir}/postgres)` : ""}`,
   `  hub id        ${hub.hubId}`,
   `Sign up in the portal, or make the first administrator:  npm run admin -- create-admin --email you@example.com`,
   "",

@@ -80,7 +80,8 @@ beforeAll(async () => {
   mock = await startMockProvider();
   gateway = await startGatewayProc(database.url);
   pool = new pg.Pool({ connectionString: database.url, max: 2 });
-  admin = { db: database.db, pool, pin: gateway.pin, agentOrigin: gateway.agentOrigin };
+  // The running gateway published its agent URL and pin (hub_endpoints); the CLI prints them.
+  admin = { db: database.db, pool };
   const userId = newId("usr");
   await database.db.user.create({ data: { id: newId("usr"), email: ownerEmail, isOwner: true } });
   await database.db.user.create({ data: { id: userId, email: `${userId}@user.test` } });

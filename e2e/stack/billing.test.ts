@@ -58,7 +58,7 @@ function post(key: string, path: string, body: unknown) {
 describe("billing", () => {
   it("a request holds money through a credit lease that /metrics counts, and the lease goes back when the user is idle", async () => {
     const { userId, key } = await fundedUser(5_000_000n);
-    const leasesOpen = async () => Number(/^wellspring_credit_leases_open (\d+)$/m.exec(await (await fetch(`${stack.baseUrl}/metrics`)).text())?.[1]);
+    const leasesOpen = async () => Number(/^wellspring_credit_leases_open (\d+)$/m.exec(await (await fetch(`${stack.gateway.adminOrigin}/metrics`)).text())?.[1]);
     const res = await post(key, "/v1/chat/completions", { model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "[mock chunks=20 delay_ms=20]" }] });
     expect(res.status).toBe(200);
     // While the stream runs, the user's lease is open and part of the balance is held.

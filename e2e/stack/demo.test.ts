@@ -19,7 +19,7 @@ afterAll(async () => {
 it("npm run demo prints WELLSPRING_BASE_URL and WELLSPRING_API_KEY that work with both SDKs", async () => {
   database = await createTestDatabase();
   dataDir = await mkdtemp(join(tmpdir(), "ws-demo-"));
-  demo = startProc("npm", ["run", "--silent", "demo"], { env: { DATABASE_URL: database.url, DATA_DIR: dataDir, GATEWAY_PORT: "0", AGENT_PORT: "0" } });
+  demo = startProc("npm", ["run", "--silent", "demo"], { env: { DATABASE_URL: database.url, DATA_DIR: dataDir, GATEWAY_PORT: "0", AGENT_PORT: "0", ADMIN_PORT: "0" } });
   const base = (await demo.waitForLine(/^WELLSPRING_BASE_URL=(http:\/\/127\.0\.0\.1:\d+)$/, 120_000))[1]!;
   const key = (await demo.waitForLine(/^WELLSPRING_API_KEY=(sk-ws-\w+)$/, 10_000))[1]!;
   const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: key });

@@ -28,7 +28,7 @@ beforeAll(async () => {
   pool = new pg.Pool({ connectionString: stack.database.url, max: 4 });
   pool.on("error", () => {});
   // The admin moves this agent to tier S; every charge below must pay the owner 0.9 of the official cost.
-  const res = await adminFetch(stack.gateway.apiOrigin, `/admin/v1/agents/${stack.agent.agentId}`, { method: "PATCH", body: { tier: "S" } });
+  const res = await adminFetch(stack.gateway.adminOrigin, `/admin/v1/agents/${stack.agent.agentId}`, { method: "PATCH", body: { tier: "S" } });
   expect(res.status).toBe(200);
   await waitFor(async () => (await pool.query("SELECT 1 FROM audit_events WHERE action = 'agent.updated'")).rowCount === 1);
 }, 120_000);

@@ -132,6 +132,8 @@ export function startProc(cmd: string, args: string[], opts: { cwd?: string; env
 export interface GatewayProc extends Proc {
   apiOrigin: string;
   agentOrigin: string;
+  /** The admin listener: `/admin/v1/…` and `/metrics`. */
+  adminOrigin: string;
   pin: string;
   hubId: string;
   dataDir: string;
@@ -141,10 +143,10 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ws-gw-")));
   const proc = startProc(TSX, ["gateway/src/main.ts"], {
     // Leases go back 100 ms after a user's last request (2 s in production), so tests see settled wallets soon.
-    env: { DATABASE_URL: databaseUrl, DATA_DIR: dir, GATEWAY_PORT: "0", AGENT_PORT: "0", LOG_LEVEL: "warn", ADMIN_TOKEN: TEST_ADMIN_TOKEN, BILLING_LEASE_IDLE_RELEASE_MS: "100", ...env },
+    env: { DATABASE_URL: databaseUrl, DATA_DIR: dir, GATEWAY_PORT: "0", AGENT_PORT: "0", ADMIN_PORT: "0", LOG_LEVEL: "warn", ADMIN_TOKEN: TEST_ADMIN_TOKEN, BILLING_LEASE_IDLE_RELEASE_MS: "100", ...env },
   });
-  const m = await proc.waitForLine(/WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+)/, 30_000);
-  return { ...proc, apiOrigin: m[1]!, agentOrigin: `https://${m[2]!}`, pin: m[3]!, hubId: m[4]!, dataDir: dir };
+  const m = await proc.waitForLine(/WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+) admin=(\S+)/, 30_000);
+  return { ...proc, apiOrigin: m[1]!, agentOrigin: `https://${m[2]!}`, pin: m[3]!, hubId: m[4]!, adminOrigin: m[5]!, dataDir: dir };
 }
 
 export interface AgentProc extends Proc {
@@ -239,9 +241,9 @@ export async function fund(databaseUrl: string, userId: string, micros: bigint):
   }
 }
 
-/** Calls the admin API of a test gateway. */
-export function adminFetch(apiOrigin: string, path: string, init: { method?: string; body?: unknown } = {}): Promise<Response> {
-  return fetch(`${apiOrigin}${path}`, {
+/** Calls the admin API of a test gateway, on its admin listener. */
+export function adminFetch(adminOrigin: string, path: string, init: { method?: string; body?: unknown } = {}): Promise<Response> {
+  return fetch(`${adminOrigin}${path}`, {
     method: init.method ?? (init.body === undefined ? "GET" : "POST"),
     headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, "content-type": "application/json" },
     body: init.body === undefined ? undefined : JSON.stringify(init.body),

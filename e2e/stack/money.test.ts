@@ -30,7 +30,7 @@ afterAll(async () => {
   await stack?.close();
 });
 
-const admin = (path: string, init?: { method?: string; body?: unknown }) => adminFetch(stack.gateway.apiOrigin, path, init);
+const admin = (path: string, init?: { method?: string; body?: unknown }) => adminFetch(stack.gateway.adminOrigin, path, init);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function agentPriceVer(): Promise<number | null> {
@@ -94,7 +94,7 @@ describe("price versions", () => {
     const res = await admin("/admin/v1/prices", { body: { prices: [{ provider: "openai", model: "gpt-4o-mini", input_micros_per_mtok: -1, output_micros_per_mtok: 1 }] } });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/input_micros_per_mtok/);
-    const unauthorised = await fetch(`${stack.gateway.apiOrigin}/admin/v1/prices`, { headers: { authorization: "Bearer wrong-token" } });
+    const unauthorised = await fetch(`${stack.gateway.adminOrigin}/admin/v1/prices`, { headers: { authorization: "Bearer wrong-token" } });
     expect(unauthorised.status).toBe(401);
     expect(((await (await admin("/admin/v1/prices")).json()) as { ver: number }).ver).toBe(2);
   });

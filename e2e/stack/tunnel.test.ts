@@ -98,7 +98,7 @@ describe("tunnel", () => {
     const sentWhilePaused = record.responseBytesSoFar;
     await new Promise((r) => setTimeout(r, 1000));
     const after = { agent: await rssBytes(agentPid), gateway: await treeRss(gwPids) };
-    const metrics = await (await fetch(`${stack.baseUrl}/metrics`)).text();
+    const metrics = await (await fetch(`${stack.gateway.adminOrigin}/metrics`)).text();
     const held = Number(/wellspring_tunnel_held_response_bytes (\d+)/.exec(metrics)?.[1]);
     // The provider stopped: only windows and socket buffers' worth left it, not the 200 MB body.
     expect(record.responseBytesSoFar).toBe(sentWhilePaused);

@@ -2,13 +2,36 @@
 import { z } from "zod";
 import { AUTH_TIMEOUT_MS, PRESENCE_PROBE_TIMEOUT_MS_DEFAULT } from "@wellspring/protocol";
 import { leaseOptionsProblem, type LeaseOptions } from "./billing/leases.ts";
+import type { GatewayOptions } from "./server.ts";
+import { ADMIN_AUTH_DEFAULTS } from "./api/admin.ts";
+import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT } from "./api/keys.ts";
+import { KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT } from "./api/key_filter.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
+const positive = (def: number) => z.coerce.number().int().positive().default(def);
+
+/** An origin agents can dial: `https://host[:port]`, nothing else (no path, query or credentials). */
+const agentUrl = z.string().transform((v, ctx) => {
+  let u: URL | null = null;
+  try {
+    u = new URL(v);
+  } catch {
+    /* reported below */
+  }
+  if (!u || u.protocol !== "https:" || u.username || u.password || u.search || u.hash || (u.pathname !== "/" && u.pathname !== "")) {
+    ctx.addIssue({ code: "custom", message: "must be an https origin such as https://hub.example.com:8788 (no path, query or credentials)" });
+    return z.NEVER;
+  }
+  return u.origin;
+});
 
 const schema = z.object({
   HOST: z.string().default("127.0.0.1"),
   GATEWAY_PORT: int(8787),
   AGENT_PORT: int(8788),
+  ADMIN_HOST: z.string().default("127.0.0.1"),
+  ADMIN_PORT: int(8789),
+  AGENT_PUBLIC_URL: agentUrl.optional(),
   DATABASE_URL: z.string().url().optional(),
   REDIS_URL: z.string().url().optional(),
   DATA_DIR: z.string().default(".data"),
@@ -31,6 +54,11 @@ const schema = z.object({
   BILLING_LEASE_VALID_MS: int(15_000),
   BILLING_GATEWAY_DEAD_AFTER_MS: int(30_000),
   ADMIN_TOKEN: z.string().min(16).optional(),
+  ADMIN_AUTH_FAILURES_MAX: positive(ADMIN_AUTH_DEFAULTS.failuresMax),
+  ADMIN_AUTH_WINDOW_MS: positive(ADMIN_AUTH_DEFAULTS.windowMs),
+  ADMIN_AUTH_BLOCK_MS: positive(ADMIN_AUTH_DEFAULTS.blockMs),
+  KEY_FILTER_MISS_LOOKUPS_PER_S: positive(KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT),
+  KEY_FILTER_REBUILD_INTERVAL_MS: positive(KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
@@ -48,6 +76,28 @@ export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: numbe
       validForMs: env.BILLING_LEASE_VALID_MS,
       gatewayDeadAfterMs: env.BILLING_GATEWAY_DEAD_AFTER_MS,
     },
+  };
+}
+
+/** The gateway's options that come from the environment (main, `npm start` and the demo start it alike). */
+export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db" | "databaseUrl" | "log" | "hubId" | "gatewayId" | "tls" | "spoolDir"> {
+  return {
+    host: env.HOST,
+    apiPort: env.GATEWAY_PORT,
+    agentPort: env.AGENT_PORT,
+    adminHost: env.ADMIN_HOST,
+    adminPort: env.ADMIN_PORT,
+    agentPublicUrl: env.AGENT_PUBLIC_URL,
+    limits: {
+      requestBodyBytesMax: env.REQUEST_BODY_BYTES_MAX,
+      responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS,
+      streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS,
+    },
+    billing: billingFromEnv(env),
+    adminToken: env.ADMIN_TOKEN,
+    adminAuth: { failuresMax: env.ADMIN_AUTH_FAILURES_MAX, windowMs: env.ADMIN_AUTH_WINDOW_MS, blockMs: env.ADMIN_AUTH_BLOCK_MS },
+    keyFilter: { missLookupsPerSecond: env.KEY_FILTER_MISS_LOOKUPS_PER_S, rebuildIntervalMs: env.KEY_FILTER_REBUILD_INTERVAL_MS },
+    tunnel: { heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS, heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS, presenceProbeTimeoutMs: env.TUNNEL_PRESENCE_PROBE_TIMEOUT_MS },
   };
 }
 

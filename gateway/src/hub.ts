@@ -1,13 +1,31 @@
 /**
  * Boots a hub process's shared parts: the database (DATABASE_URL, or an embedded PostgreSQL when unset),
- * migrations, the hub id and the tunnel TLS identity. Used by `npm start`, `npm run demo` and the gateway.
+ * migrations, the hub id and the tunnel TLS identity. Used by `npm start`, `npm run demo` and the gateway —
+ * the processes that are the hub. The operator CLI is not: it finds the running hub's database
+ * (`cli/database.ts`) and never writes the hub's identity files.
  */
 import { existsSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createDb, deployMigrations, newId, seedPriceTableIfEmpty, startEmbeddedPostgres, type Db, type EmbeddedDb } from "@wellspring/db";
 import type { Logger } from "./log.ts";
 import { ensureTlsIdentity, type TlsIdentity } from "./tls.ts";
+
+/**
+ * `DATA_DIR/hub.json` (mode 0600): how to reach the embedded database of the hub running on this data
+ * folder, for `npm run admin`. Written after the embedded server starts, removed at a clean stop; a file
+ * left by a killed hub is recognised as stale because its database no longer answers from this folder.
+ */
+export const HUB_FILE = "hub.json";
+
+export interface HubFile {
+  /** Connection string of the embedded server (loopback; the embedded server's fixed local password). */
+  databaseUrl: string;
+  /** The hub process. */
+  pid: number;
+  /** UTC, ISO 8601. */
+  startedAt: string;
+}
 
 export interface HubBase {
   db: Db;
@@ -19,6 +37,26 @@ export interface HubBase {
   close(): Promise<void>;
 }
 
+/** A connection string without its credentials, for logs: `postgresql://host:port/database`. */
+export function databaseLocation(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return "(unreadable DATABASE_URL)";
+  }
+}
+
+export async function readHubFile(dataDir: string): Promise<HubFile | null> {
+  try {
+    const f = JSON.parse(await readFile(join(dataDir, HUB_FILE), "utf8")) as Partial<HubFile>;
+    if (typeof f.databaseUrl !== "string" || typeof f.pid !== "number") return null;
+    return { databaseUrl: f.databaseUrl, pid: f.pid, startedAt: String(f.startedAt ?? "") };
+  } catch {
+    return null;
+  }
+}
+
 export async function bootHub(opts: { databaseUrl?: string; dataDir: string; hubId?: string; tlsCertFile?: string; tlsKeyFile?: string; log: Logger }): Promise<HubBase> {
   const dataDir = resolve(opts.dataDir);
   await mkdir(dataDir, { recursive: true });
@@ -27,9 +65,11 @@ export async function bootHub(opts: { databaseUrl?: string; dataDir: string; hub
   if (!databaseUrl) {
     embedded = await startEmbeddedPostgres(dataDir);
     databaseUrl = embedded.url;
-    opts.log.info("hub.database", { mode: "embedded", note: "DATABASE_URL is unset: using an embedded PostgreSQL", dataDir });
+    const file: HubFile = { databaseUrl, pid: process.pid, startedAt: new Date().toISOString() };
+    await writeFile(join(dataDir, HUB_FILE), JSON.stringify(file, null, 2) + "\n", { mode: 0o600 });
+    opts.log.info("hub.database", { mode: "embedded", location: databaseLocation(databaseUrl), dataDir: join(dataDir, "postgres"), note: "DATABASE_URL is unset: using an embedded PostgreSQL; `npm run admin` finds it through DATA_DIR/hub.json" });
   } else {
-    opts.log.info("hub.database", { mode: "external" });
+    opts.log.info("hub.database", { mode: "external", location: databaseLocation(databaseUrl) });
   }
   const applied = await deployMigrations(databaseUrl);
   if (applied.length) opts.log.info("hub.migrations_applied", { names: applied });
@@ -47,7 +87,10 @@ export async function bootHub(opts: { databaseUrl?: string; dataDir: string; hub
     dataDir,
     async close() {
       await db.$disconnect();
-      await embedded?.stop();
+      if (embedded) {
+        await rm(join(dataDir, HUB_FILE), { force: true });
+        await embedded.stop();
+      }
     },
   };
 }

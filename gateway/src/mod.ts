@@ -1,5 +1,5 @@
 /** What other hub processes (the portal) use of the gateway's services: keys, money, enrollment. */
-export { issueKey, hashKey, KEY_PREFIX } from "./api/keys.ts";
+export { issueKey, revokeKey, revokeKeyIn, hashKey, KEY_PREFIX } from "./api/keys.ts";
 export { Ledger, inTransaction, userAccount, ownerAccount, walletBalance } from "./billing/ledger.ts";
 export { Treasury, audit, type EarningsDay } from "./billing/treasury.ts";
 export { formatMicros, officialCostMicros } from "./billing/pricing.ts";

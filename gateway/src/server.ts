@@ -1,6 +1,7 @@
 /**
- * The gateway process: the public API (OpenAI- and Anthropic-compatible) on one listener and the agent
- * tunnel (TLS, WebSocket) on another, so each can be exposed and firewalled on its own.
+ * The gateway process: the public API (OpenAI- and Anthropic-compatible) on one listener, the agent tunnel
+ * (TLS, WebSocket) on another, and the operator's admin API and metrics on a third (loopback by default),
+ * so each can be exposed and firewalled on its own.
  */
 import http from "node:http";
 import https from "node:https";
@@ -8,10 +9,12 @@ import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { WebSocketServer } from "ws";
 import { CloseCode, FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
-import type { Db, HubEvent } from "@wellspring/db/core";
+import { publishHubEndpoint, type Db, type HubEvent } from "@wellspring/db/core";
 import { GatewayError, sendError } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { KeyVerifier } from "./api/keys.ts";
+import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT, KeyVerifier } from "./api/keys.ts";
+import { activeKeyPrefixes, KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT, KeyFilter, KeyFilterLoader } from "./api/key_filter.ts";
+import { FailureThrottle, type FailureThrottleOptions } from "./api/failure_throttle.ts";
 import { authenticate, DEFAULT_PROXY_LIMITS, proxyRequest, type ProxyLimits } from "./api/proxy.ts";
 import { FreeRouteLimiter } from "./api/free_routes.ts";
 import { RECORD_CODEC, RecordWriter, type RequestRecordInput } from "./api/records.ts";
@@ -24,7 +27,7 @@ import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./b
 import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
 import { Spool } from "./billing/spool.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
-import { adminTokenHash, handleAdmin } from "./api/admin.ts";
+import { ADMIN_AUTH_DEFAULTS, adminTokenHash, handleAdmin } from "./api/admin.ts";
 import { HubEventListener } from "./hub_events.ts";
 import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
@@ -63,20 +66,31 @@ export interface GatewayOptions {
   tls: TlsIdentity;
   /** Where settlements and records wait while the database is unreachable (`DATA_DIR/spool`). */
   spoolDir: string;
+  /** Address the API and agent listeners bind to. */
   host?: string;
   apiPort?: number;
   agentPort?: number;
+  /** Address and port of the admin listener (`/admin/v1/…`, `/metrics`): loopback by default. */
+  adminHost?: string;
+  adminPort?: number;
+  /** The origin agents dial, published for enrollment commands; the agent listener's own origin when unset. */
+  agentPublicUrl?: string;
   limits?: Partial<ProxyLimits>;
   /** Reserve-then-settle billing against the official price table; off when null. */
   billing?: { defaultMaxOutputTokens: number; leases?: LeaseOptions } | null;
   /** Bearer token for the admin API (`/admin/v1/…`); the admin API is off when unset. */
   adminToken?: string;
+  /** Throttling of wrong admin tokens per client address. */
+  adminAuth?: Partial<FailureThrottleOptions>;
+  /** The in-memory filter of issued keys: lookups allowed per second for keys it does not hold, rebuild interval. */
+  keyFilter?: { missLookupsPerSecond?: number; rebuildIntervalMs?: number };
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
 }
 
 export interface Gateway {
   apiOrigin: string;
   agentOrigin: string;
+  adminOrigin: string;
   tunnelUrl: string;
   registry: AgentRegistry;
   records: RecordWriter;
@@ -108,9 +122,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const registry = new AgentRegistry();
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.
   const identities = new IdentityGuard({ db, gatewayId: opts.gatewayId, probeTimeoutMs: tunnelSettings.presenceProbeTimeoutMs, presenceTtlMs: tunnelSettings.heartbeatTimeoutMs, log });
-  const keys = new KeyVerifier(db);
   const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 8, connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS, query_timeout: DB_QUERY_TIMEOUT_MS });
   recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
+  const keyFilter = new KeyFilter();
+  const keys = new KeyVerifier(db, { filter: keyFilter, missLookupsPerSecond: opts.keyFilter?.missLookupsPerSecond ?? KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT });
+  const keyFilterLoader = new KeyFilterLoader(keyFilter, () => activeKeyPrefixes(recordsPool), log, opts.keyFilter?.rebuildIntervalMs ?? KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT);
   const health = new LedgerHealth(log);
   const recordSpool = new Spool<RequestRecordInput>(opts.spoolDir, opts.gatewayId, "records", RECORD_CODEC, log);
   const settlementSpool = new Spool<SpooledSettlement>(opts.spoolDir, opts.gatewayId, "settlements", SETTLEMENT_CODEC, log);
@@ -144,7 +160,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const billing = opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, settlements, leases, prices, tariffs } : null;
   log.info("gateway.billing", { mode: billing ? "on" : "off" });
   const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
-  const adminDeps = { db, pool: recordsPool, ledger, treasury, prices, registry, tokenHash: adminTokenHash(opts.adminToken) };
+  const adminDeps = {
+    db, pool: recordsPool, ledger, treasury, prices, registry, log,
+    tokenHash: adminTokenHash(opts.adminToken),
+    throttle: new FailureThrottle({ ...ADMIN_AUTH_DEFAULTS, ...opts.adminAuth }),
+    now: Date.now,
+  };
 
   const priceMessage = (t: PriceTable) => ({
     ver: t.ver,
@@ -185,14 +206,25 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         // Another gateway admitted a new session of this agent (it reconnected there): this one is stale.
         else if (agent.connectedSession !== conn.sessionId) conn.close(CloseCode.REPLACED, "the agent reconnected elsewhere");
       }, (error: unknown) => log.warn("agents.reload_failed", { agentId: event.agentId, error }));
+    } else if (event.kind === "key_created") {
+      keys.keyCreated(event.hashPrefix);
+      if (keyFilter.wantsRebuild) void keyFilterLoader.rebuild().catch(() => {});
+    } else if (event.kind === "key_changed") {
+      keys.keyChanged(event.keyId);
+    } else if (event.kind === "user_changed") {
+      keys.userChanged(event.userId);
     }
   };
   const events = new HubEventListener(opts.databaseUrl, onHubEvent, () => {
     prices.invalidate();
     tariffs.invalidate();
+    keys.forgetAll();
+    void keyFilterLoader.rebuild().catch(() => {});
     void pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
   }, log);
   await events.start();
+  // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
+  await keyFilterLoader.start();
   const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, billing, freeRoutes: new FreeRouteLimiter() };
 
   const api = http.createServer((req, res) => {
@@ -229,21 +261,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       res.writeHead(ready ? 200 : 503, { "content-type": "application/json" }).end(JSON.stringify(body));
       return;
     }
-    if (path === "/metrics") {
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records, leases, settlements, health));
-      return;
-    }
     const family = familyOfPath(path);
-    if (path.startsWith("/admin/v1/")) {
-      try {
-        await handleAdmin(req, res, path, adminDeps);
-      } catch (error) {
-        if (!(error instanceof GatewayError)) throw error;
-        sendError(res, "openai", error);
-        req.resume();
-      }
-      return;
-    }
     const account = ACCOUNT_ROUTES[`${req.method} ${path}`];
     if (account) {
       try {
@@ -271,6 +289,32 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return;
     }
     await proxyRequest(req, res, route, deps);
+  }
+
+  // --- admin listener: the admin API and metrics, for operators (loopback unless ADMIN_HOST says otherwise) ---
+  const admin = http.createServer((req, res) => {
+    void handleAdminListener(req, res).catch((error: unknown) => {
+      log.error("admin.unhandled", { error });
+      if (!res.headersSent) sendError(res, "openai", new GatewayError("internal_error", "Internal error."));
+      else res.destroy();
+    });
+  });
+
+  async function handleAdminListener(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? "/", "http://gateway").pathname;
+    if (path === "/metrics") {
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records, leases, keys, keyFilter, settlements, health));
+      req.resume();
+      return;
+    }
+    try {
+      if (!path.startsWith("/admin/v1/")) throw new GatewayError("route_not_found", `Unknown request URL: ${req.method} ${path}.`);
+      await handleAdmin(req, res, path, adminDeps);
+    } catch (error) {
+      if (!(error instanceof GatewayError)) throw error;
+      sendError(res, "openai", error);
+      req.resume();
+    }
   }
 
   // --- agent listener: TLS only ---
@@ -323,13 +367,23 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const apiPort = await listen(api, opts.apiPort ?? 0, host);
   const agentPort = await listen(agentServer, opts.agentPort ?? 0, host);
+  const adminHost = opts.adminHost ?? "127.0.0.1";
+  const adminPort = await listen(admin, opts.adminPort ?? 0, adminHost);
   const apiOrigin = `http://${host}:${apiPort}`;
   const agentOrigin = `https://${host}:${agentPort}`;
-  log.info("gateway.listening", { apiOrigin, agentOrigin, hubId: opts.hubId, gatewayId: opts.gatewayId, tunnelPin: opts.tls.pin });
+  const adminOrigin = `http://${adminHost}:${adminPort}`;
+  const agentPublicUrl = opts.agentPublicUrl ?? agentOrigin;
+  if (!opts.agentPublicUrl && isWildcard(host)) {
+    log.warn("gateway.agent_url_unknown", { agentOrigin, note: "HOST is a wildcard address: set AGENT_PUBLIC_URL to the origin agents dial, or enrollment commands name an address they cannot reach" });
+  }
+  // What enrollment commands (operator CLI, portal) print: the origin agents dial and the key they pin.
+  await publishHubEndpoint(db, { hubId: opts.hubId, agentUrl: agentPublicUrl, tunnelPin: opts.tls.pin });
+  log.info("gateway.listening", { apiOrigin, agentOrigin, adminOrigin, agentPublicUrl, hubId: opts.hubId, gatewayId: opts.gatewayId, tunnelPin: opts.tls.pin });
 
   return {
     apiOrigin,
     agentOrigin,
+    adminOrigin,
     tunnelUrl: `wss://${host}:${agentPort}${TUNNEL_PATH}`,
     registry,
     records,
@@ -341,6 +395,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       const grace = setTimeout(() => api.closeAllConnections(), SHUTDOWN_GRACE_MS);
       await apiClosed;
       clearTimeout(grace);
+      const adminClosed = new Promise<void>((resolve) => admin.close(() => resolve()));
+      admin.closeAllConnections();
+      await adminClosed;
+      keyFilterLoader.close();
       for (const client of wss.clients) client.terminate();
       // Agents reconnecting to another gateway are admitted at once, not after their presence runs out.
       await identities.releaseAll().catch((error: unknown) => log.warn("tunnel.presence_failed", { error }));
@@ -359,7 +417,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 }
 
-function metricsText(registry: AgentRegistry, records: RecordWriter, leases: CreditLeases | null, settlements: SettlementBatcher, health: LedgerHealth): string {
+const isWildcard = (host: string) => host === "0.0.0.0" || host === "::" || host === "[::]";
+
+function metricsText(registry: AgentRegistry, records: RecordWriter, leases: CreditLeases | null, keys: KeyVerifier, keyFilter: KeyFilter, settlements: SettlementBatcher, health: LedgerHealth): string {
+  const k = keys.counts;
   const conns = registry.connections();
   const lines = [
     "# HELP wellspring_agents_connected Agents with an authenticated tunnel to this gateway.",
@@ -389,6 +450,21 @@ function metricsText(registry: AgentRegistry, records: RecordWriter, leases: Cre
     "# HELP wellspring_records_dropped_total Request records dropped because the write queue was full.",
     "# TYPE wellspring_records_dropped_total counter",
     `wellspring_records_dropped_total ${records.dropped}`,
+    "# HELP wellspring_key_checks_total Virtual key checks by how they were answered: cache; lookup (the key filter holds the key); miss_lookup (it does not, looked up from the miss budget); miss_refused (it does not and the budget was spent: no lookup).",
+    "# TYPE wellspring_key_checks_total counter",
+    `wellspring_key_checks_total{path="cache"} ${k.cache}`,
+    `wellspring_key_checks_total{path="lookup"} ${k.lookups}`,
+    `wellspring_key_checks_total{path="miss_lookup"} ${k.missLookups}`,
+    `wellspring_key_checks_total{path="miss_refused"} ${k.missRefused}`,
+    "# HELP wellspring_key_db_queries_total Database queries made to verify virtual keys.",
+    "# TYPE wellspring_key_db_queries_total counter",
+    `wellspring_key_db_queries_total ${k.queries}`,
+    "# HELP wellspring_key_filter_stale_total Active keys the key filter did not hold yet (their creation event had not arrived).",
+    "# TYPE wellspring_key_filter_stale_total counter",
+    `wellspring_key_filter_stale_total ${k.filterStale}`,
+    "# HELP wellspring_key_filter_entries Keys the key filter holds (active at its last rebuild, plus created since).",
+    "# TYPE wellspring_key_filter_entries gauge",
+    `wellspring_key_filter_entries ${keyFilter.size}`,
     "# HELP process_resident_memory_bytes Resident memory size in bytes.",
     "# TYPE process_resident_memory_bytes gauge",
     `process_resident_memory_bytes ${process.memoryUsage.rss()}`,

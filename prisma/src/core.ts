@@ -7,3 +7,4 @@ export * from "./ids.ts";
 export * from "./prices.ts";
 export * from "./events.ts";
 export * from "./password.ts";
+export * from "./hub_endpoint.ts";

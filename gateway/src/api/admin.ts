@@ -1,5 +1,6 @@
 /**
- * The admin API (`/admin/v1/…`, `Authorization: Bearer $ADMIN_TOKEN`; off when ADMIN_TOKEN is unset):
+ * The admin API (`/admin/v1/…` on the admin listener, `Authorization: Bearer $ADMIN_TOKEN`; off when
+ * ADMIN_TOKEN is unset; wrong tokens are throttled per client address):
  * publish price versions, set tiers and plans, grant credit, make redemption codes, decide payouts, audit
  * the ledger. Every change is one transaction with an audit event, and changes every gateway must apply at
  * once go out on the hub event channel. The portal's admin pages use the same operations.
@@ -9,6 +10,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type pg from "pg";
 import { newId, publishHubEvent, publishPriceVersion, type Db, type PriceEntry } from "@wellspring/db/core";
 import { GatewayError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { FailureThrottle, FailureThrottleOptions } from "./failure_throttle.ts";
 import type { Ledger } from "../billing/ledger.ts";
 import { audit, type Treasury } from "../billing/treasury.ts";
 import type { PriceBook } from "../billing/price_book.ts";
@@ -18,6 +21,11 @@ import { readJsonObject, sendJson } from "./account.ts";
 /** Largest admin request body (a price table of a few thousand models fits), bytes. */
 export const ADMIN_BODY_BYTES_MAX = 2 * 1024 * 1024;
 const ACTOR = "admin-api";
+/**
+ * Admin-token guessing, per client address: 10 failures within a minute, then every attempt is refused for a
+ * minute; at most 10,000 addresses tracked (defaults; ADMIN_AUTH_* override the first three).
+ */
+export const ADMIN_AUTH_DEFAULTS: FailureThrottleOptions = { failuresMax: 10, windowMs: 60_000, blockMs: 60_000, addressesMax: 10_000 };
 
 export interface AdminDeps {
   db: Db;
@@ -28,6 +36,11 @@ export interface AdminDeps {
   registry: AgentRegistry;
   /** SHA-256 of the admin token; null = admin API off. */
   tokenHash: Buffer | null;
+  /** Wrong tokens per client address. */
+  throttle: FailureThrottle;
+  log: Logger;
+  /** The clock, ms. */
+  now: () => number;
 }
 
 export function adminTokenHash(token: string | undefined): Buffer | null {
@@ -36,9 +49,21 @@ export function adminTokenHash(token: string | undefined): Buffer | null {
 
 function authorize(req: IncomingMessage, deps: AdminDeps): void {
   if (!deps.tokenHash) throw new GatewayError("not_found", "The admin API is off: set ADMIN_TOKEN to enable it.");
+  const address = req.socket.remoteAddress ?? "unknown";
+  const now = deps.now();
+  const waitMs = deps.throttle.waitMs(address, now);
+  if (waitMs > 0) {
+    throw new GatewayError("rate_limited", "Too many wrong admin tokens from this address: try again after the Retry-After delay.", { retryAfterSeconds: Math.ceil(waitMs / 1000) });
+  }
   const m = /^Bearer\s+(\S+)\s*$/i.exec(String(req.headers.authorization ?? ""));
+  // Compare fixed-length digests in constant time: neither the length nor a prefix of the token leaks.
   const given = createHash("sha256").update(m?.[1] ?? "").digest();
-  if (!m || !timingSafeEqual(given, deps.tokenHash)) throw new GatewayError("invalid_api_key", "Incorrect admin token.");
+  if (!m || !timingSafeEqual(given, deps.tokenHash)) {
+    const failures = deps.throttle.failed(address, now);
+    deps.log.warn("admin.auth_failed", { address, failures, method: req.method, path: req.url?.split("?")[0] });
+    throw new GatewayError("invalid_api_key", "Incorrect admin token.");
+  }
+  deps.throttle.succeeded(address);
 }
 
 const body = (req: IncomingMessage) => readJsonObject(req, ADMIN_BODY_BYTES_MAX, { emptyIsObject: true });
@@ -193,11 +218,12 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
       const n = await tx.user.updateMany({ where: { id }, data: { planId } });
       if (n.count === 0) return "no_user";
       await tx.auditEvent.create({ data: { actor: ACTOR, action: "user.plan_set", subject: `user:${id}`, detail: { planId } } });
+      await publishHubEvent(tx, { kind: "user_changed", userId: id });
       return "ok";
     });
     if (ok === "no_plan") throw new GatewayError("not_found", `No plan ${planId}.`, { param: "plan_id" });
     if (ok === "no_user") throw new GatewayError("not_found", `No user ${id}.`);
-    return sendJson(res, 200, { user_id: id, plan_id: planId, note: "takes effect within the key cache time (5 s)" });
+    return sendJson(res, 200, { user_id: id, plan_id: planId, note: "applies to requests that start from now, on every gateway" });
   }
 
   if (resource === "users" && id && sub === "grants" && method === "POST") {

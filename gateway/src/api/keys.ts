@@ -1,19 +1,27 @@
 /**
  * Virtual keys: `sk-ws-` + 40 base32 characters. Only the SHA-256 is stored; the secret is shown once.
- * Verification goes through a short-lived cache so a burst of calls costs one database read.
+ * Creating or revoking a key publishes a hub event in the same transaction, so every gateway's key filter
+ * and key cache follow at once. Verification answers from a short-lived cache, refuses keys the in-memory
+ * filter says were never issued without asking the database, and looks up the rest.
  */
 import { createHash } from "node:crypto";
-import { newId, randomToken, type Db } from "@wellspring/db/core";
+import { newId, publishHubEvent, randomToken, type Db } from "@wellspring/db/core";
+import { hashPrefix64, KeyFilter, MissBudget } from "./key_filter.ts";
 
 export const KEY_PREFIX = "sk-ws-";
 const KEY_BODY_CHARS = 40;
 const KEY_PATTERN = /^sk-ws-[0-9a-z]{40}$/;
-/** How long a verified (or refused) key stays cached; revocation takes effect within this time. */
+/**
+ * How long a verified (or refused) key stays cached. A revocation or user change reaches every gateway at
+ * once through a hub event; this is the bound when an event is lost (a change made behind the product's back).
+ */
 export const KEY_CACHE_TTL_MS = 5_000;
 /** Cache entries kept at most; the oldest go first. */
 export const KEY_CACHE_ENTRIES_MAX = 50_000;
 /** `lastUsedAt` is written at most once per this interval per key. */
 const LAST_USED_WRITE_INTERVAL_MS = 60_000;
+/** Database lookups per second (per gateway) for well-formed keys the key filter does not hold. */
+export const KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT = 10;
 
 export function hashKey(secret: string): string {
   return createHash("sha256").update(secret).digest("hex");
@@ -30,52 +38,199 @@ export interface Principal {
 
 export type KeyCheck = { ok: true; principal: Principal } | { ok: false; reason: "invalid" | "expired" | "suspended" };
 
+/** What a transaction (or the client itself) offers that key changes need. */
+type KeyWriter = Pick<Db, "virtualKey" | "$executeRaw">;
+
 export async function issueKey(db: Db, userId: string, name: string, opts: { allowedModels?: string[]; expiresAt?: Date | null } = {}): Promise<{ id: string; secret: string }> {
   const secret = `${KEY_PREFIX}${randomToken(KEY_BODY_CHARS)}`;
   const id = newId("key");
-  await db.virtualKey.create({
-    data: {
-      id,
-      userId,
-      name,
-      prefix: secret.slice(0, KEY_PREFIX.length + 6),
-      hash: hashKey(secret),
-      allowedModels: opts.allowedModels ?? [],
-      expiresAt: opts.expiresAt ?? null,
-    },
+  const hash = hashKey(secret);
+  await db.$transaction(async (tx) => {
+    await tx.virtualKey.create({
+      data: {
+        id,
+        userId,
+        name,
+        prefix: secret.slice(0, KEY_PREFIX.length + 6),
+        hash,
+        allowedModels: opts.allowedModels ?? [],
+        expiresAt: opts.expiresAt ?? null,
+      },
+    });
+    await publishHubEvent(tx, { kind: "key_created", keyId: id, hashPrefix: hash.slice(0, 16) });
   });
   return { id, secret };
 }
 
+/**
+ * Revokes an active key (only the given user's, when `userId` is set) and tells every gateway. Pass the
+ * transaction client to revoke inside a larger change. False when there was no such active key.
+ */
+export async function revokeKeyIn(tx: KeyWriter, keyId: string, opts: { userId?: string } = {}): Promise<boolean> {
+  const n = await tx.virtualKey.updateMany({ where: { id: keyId, status: "active", ...(opts.userId ? { userId: opts.userId } : {}) }, data: { status: "revoked", revokedAt: new Date() } });
+  if (n.count === 0) return false;
+  await publishHubEvent(tx, { kind: "key_changed", keyId });
+  return true;
+}
+
+export async function revokeKey(db: Db, keyId: string, opts: { userId?: string } = {}): Promise<boolean> {
+  return db.$transaction((tx) => revokeKeyIn(tx, keyId, opts));
+}
+
+export interface KeyVerifierOptions {
+  /** Refuse well-formed keys it does not hold without a lookup; null = look every key up. */
+  filter: KeyFilter | null;
+  /** Lookups per second allowed for keys the filter does not hold. */
+  missLookupsPerSecond: number;
+  /** The clock, ms (tests inject one). */
+  now?: () => number;
+}
+
+/** How each verification was answered, for `/metrics`. */
+export interface KeyCheckCounts {
+  /** From the cache. */
+  cache: number;
+  /** The filter holds it (or there is no filter): looked up. */
+  lookups: number;
+  /** The filter does not hold it: looked up from the miss budget. */
+  missLookups: number;
+  /** The filter does not hold it and the miss budget was spent: refused without a lookup. */
+  missRefused: number;
+  /** Miss lookups that found an active key (its creation event had not arrived): added to the filter. */
+  filterStale: number;
+  /** Database queries made (concurrent lookups of one key share a query). */
+  queries: number;
+}
+
+interface Loaded {
+  check: KeyCheck;
+  /** The key exists and is not revoked (whatever its user's state). */
+  active: boolean;
+}
+
 export class KeyVerifier {
   readonly #cache = new Map<string, { at: number; check: KeyCheck }>();
+  /** keyId → hash of positively cached keys, so a `key_changed` event finds its entry. */
+  readonly #hashByKeyId = new Map<string, string>();
+  readonly #inFlight = new Map<string, Promise<Loaded>>();
+  /**
+   * Counts invalidations (key and user events): an answer loaded across one may predate the change it
+   * announces, so it is used once but not cached, and lookups started before it are not joined.
+   */
+  #epoch = 0;
   readonly #lastUsedWrite = new Map<string, number>();
+  readonly #now: () => number;
+  readonly #missBudget: MissBudget;
+  readonly counts: KeyCheckCounts = { cache: 0, lookups: 0, missLookups: 0, missRefused: 0, filterStale: 0, queries: 0 };
 
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly opts: KeyVerifierOptions = { filter: null, missLookupsPerSecond: KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT },
+  ) {
+    this.#now = opts.now ?? Date.now;
+    this.#missBudget = new MissBudget(opts.missLookupsPerSecond, this.#now());
+  }
 
   async verify(secret: string): Promise<KeyCheck> {
     if (!KEY_PATTERN.test(secret)) return { ok: false, reason: "invalid" };
     const hash = hashKey(secret);
-    const now = Date.now();
+    const now = this.#now();
     const cached = this.#cache.get(hash);
     let check: KeyCheck;
     if (cached && now - cached.at < KEY_CACHE_TTL_MS) {
+      this.counts.cache++;
       check = cached.check;
     } else {
-      check = await this.#load(hash);
-      if (this.#cache.size >= KEY_CACHE_ENTRIES_MAX) this.#cache.delete(this.#cache.keys().next().value!);
-      this.#cache.set(hash, { at: now, check });
+      const filter = this.opts.filter;
+      const prefix = hashPrefix64(hash);
+      const held = !filter || filter.has(prefix);
+      if (!held && !this.#missBudget.take(now)) {
+        this.counts.missRefused++;
+        return { ok: false, reason: "invalid" };
+      }
+      if (held) this.counts.lookups++;
+      else this.counts.missLookups++;
+      const epoch = this.#epoch;
+      const loaded = await this.#loadOnce(hash);
+      if (!held && loaded.active) {
+        this.counts.filterStale++;
+        filter!.add(prefix);
+      }
+      check = loaded.check;
+      if (epoch === this.#epoch) this.#remember(hash, now, check);
     }
     if (check.ok && check.principal.expiresAt && check.principal.expiresAt.getTime() <= now) return { ok: false, reason: "expired" };
     if (check.ok) this.#touch(check.principal.keyId, now);
     return check;
   }
 
-  async #load(hash: string): Promise<KeyCheck> {
+  /** A key was created (hub event): the filter holds it from now on. */
+  keyCreated(hashPrefixHex: string): void {
+    this.opts.filter?.add(hashPrefix64(hashPrefixHex));
+  }
+
+  /** A key was revoked or edited (hub event): forget what was cached about it. */
+  keyChanged(keyId: string): void {
+    this.#invalidated();
+    const hash = this.#hashByKeyId.get(keyId);
+    if (hash === undefined) return;
+    this.#hashByKeyId.delete(keyId);
+    this.#cache.delete(hash);
+  }
+
+  /** A user was suspended, reinstated or moved to another plan (hub event): forget their cached keys. */
+  userChanged(userId: string): void {
+    this.#invalidated();
+    for (const [hash, entry] of this.#cache) {
+      if (entry.check.ok && entry.check.principal.userId === userId) {
+        this.#cache.delete(hash);
+        this.#hashByKeyId.delete(entry.check.principal.keyId);
+      }
+    }
+  }
+
+  /** Events may have been missed (the event connection was re-made): forget everything cached. */
+  forgetAll(): void {
+    this.#invalidated();
+    this.#cache.clear();
+    this.#hashByKeyId.clear();
+  }
+
+  #invalidated(): void {
+    this.#epoch++;
+    this.#inFlight.clear();
+  }
+
+  #remember(hash: string, now: number, check: KeyCheck): void {
+    if (this.#cache.size >= KEY_CACHE_ENTRIES_MAX) {
+      const [oldHash, old] = this.#cache.entries().next().value!;
+      this.#cache.delete(oldHash);
+      if (old.check.ok) this.#hashByKeyId.delete(old.check.principal.keyId);
+    }
+    this.#cache.delete(hash);
+    this.#cache.set(hash, { at: now, check });
+    if (check.ok) this.#hashByKeyId.set(check.principal.keyId, hash);
+  }
+
+  /** One lookup per key at a time: concurrent first uses of a key share it. */
+  #loadOnce(hash: string): Promise<Loaded> {
+    let p = this.#inFlight.get(hash);
+    if (!p) {
+      const load = this.#load(hash).finally(() => {
+        if (this.#inFlight.get(hash) === load) this.#inFlight.delete(hash);
+      });
+      p = load;
+      this.#inFlight.set(hash, load);
+    }
+    return p;
+  }
+
+  async #load(hash: string): Promise<Loaded> {
+    this.counts.queries++;
     const key = await this.db.virtualKey.findUnique({ where: { hash }, include: { user: { select: { status: true, planId: true } } } });
-    if (!key || key.status !== "active") return { ok: false, reason: "invalid" };
-    if (key.user.status !== "active") return { ok: false, reason: "suspended" };
-    return { ok: true, principal: { keyId: key.id, userId: key.userId, allowedModels: key.allowedModels, expiresAt: key.expiresAt, planId: key.user.planId } };
+    if (!key || key.status !== "active") return { check: { ok: false, reason: "invalid" }, active: false };
+    if (key.user.status !== "active") return { check: { ok: false, reason: "suspended" }, active: true };
+    return { check: { ok: true, principal: { keyId: key.id, userId: key.userId, allowedModels: key.allowedModels, expiresAt: key.expiresAt, planId: key.user.planId } }, active: true };
   }
 
   #touch(keyId: string, now: number): void {

@@ -15,19 +15,20 @@
  *   npm run admin -- payouts
  *   npm run admin -- decide-payout --id pay_… --paid --reference REF | --cancel
  *   npm run admin -- audit                       (exit status 1 when an invariant fails)
- * DATABASE_URL selects the database; without it, the embedded one in DATA_DIR (default .data) is used.
+ * DATABASE_URL selects the database; without it, the database of the hub running on DATA_DIR (default .data),
+ * or, with no hub running, the embedded one in DATA_DIR (cli/database.ts). The CLI never writes the hub's
+ * identity files; the enrollment command names the agent URL and tunnel pin the hub published.
  * Money is given and shown in integer micro-USD (1 USD = 1,000,000).
  */
 import { userInfo } from "node:os";
 import pg from "pg";
-import { hashPassword, newId, passwordProblem, publishHubEvent, type Db } from "@wellspring/db";
+import { createDb, currentHubEndpoint, hashPassword, newId, passwordProblem, publishHubEvent, type Db } from "@wellspring/db";
 import { Ledger } from "../billing/ledger.ts";
 import { formatMicros } from "../billing/pricing.ts";
 import { Treasury } from "../billing/treasury.ts";
 import { parseEnv } from "../env.ts";
-import { bootHub } from "../hub.ts";
-import { createLogger } from "../log.ts";
 import { issueKey } from "../api/keys.ts";
+import { openOperatorDatabase } from "./database.ts";
 import { createEnrollmentToken, enrollCommand } from "../tunnel/enroll.ts";
 
 function flag(args: string[], name: string): string | undefined {
@@ -51,8 +52,6 @@ function micros(args: string[], name = "micros"): bigint {
 export interface AdminContext {
   db: Db;
   pool: pg.Pool;
-  pin: string;
-  agentOrigin: string;
 }
 
 async function readPasswordFromStdin(): Promise<string> {
@@ -106,13 +105,15 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
     }
     case "enroll-token": {
       const user = await userByEmail(db, flag(args, "email"));
+      const hub = await currentHubEndpoint(db);
+      if (!hub) throw new Error("Cannot print the enrollment command: no hub has published its agent address in this database yet. Start the hub (npm start) once, then run this again.");
       const t = await createEnrollmentToken(db, user.id, flag(args, "label"));
       return [
         `enrollment token ${t.id}, valid until ${t.expiresAt.toISOString()} (UTC), single use:`,
         t.token,
         "",
         "On the key owner's machine, in the agent's folder (agent-deno/; docs/operations/agent.md):",
-        `  ${enrollCommand({ agentUrl: ctx.agentOrigin, pin: ctx.pin, token: t.token })}`,
+        `  ${enrollCommand({ agentUrl: hub.agentUrl, pin: hub.tunnelPin, token: t.token })}`,
         "then list the providers in data/config.json and run: ./wellspring-agent start",
       ].join("\n");
     }
@@ -200,17 +201,23 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const env = parseEnv();
-  const log = createLogger({ proc: "admin" }, "warn");
-  const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
-  const pool = new pg.Pool({ connectionString: hub.databaseUrl, max: 2 });
   let code = 0;
   try {
-    console.log(await runAdmin({ db: hub.db, pool, pin: hub.tls.pin, agentOrigin: `https://${env.HOST}:${env.AGENT_PORT}` }, process.argv.slice(2)));
+    const database = await openOperatorDatabase({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR });
+    const db = createDb(database.databaseUrl, { poolConnectionsMax: 2 });
+    const pool = new pg.Pool({ connectionString: database.databaseUrl, max: 2 });
+    try {
+      console.log(await runAdmin({ db, pool }, process.argv.slice(2)));
+    } catch (error) {
+      console.error((error as Error).message);
+      code = 1;
+    }
+    await pool.end();
+    await db.$disconnect();
+    await database.close();
   } catch (error) {
     console.error((error as Error).message);
     code = 1;
   }
-  await pool.end();
-  await hub.close();
   process.exit(code);
 }

@@ -54,7 +54,7 @@ export async function searchAccounts(actor: Actor, q: string): Promise<{ users: 
   };
 }
 
-/** Suspends or reactivates a user (never the acting admin). A suspended user's keys stop working within 5 s. */
+/** Suspends or reactivates a user (never the acting admin); their keys follow at once, on every gateway. */
 export async function setUserStatus(actor: Actor, userId: string, status: "active" | "suspended", note: string): Promise<boolean> {
   requireAdmin(actor);
   if (userId === actor.userId) throw new Error("You cannot suspend your own account.");
@@ -62,6 +62,7 @@ export async function setUserStatus(actor: Actor, userId: string, status: "activ
     const n = await tx.user.updateMany({ where: { id: userId }, data: { status } });
     if (n.count === 0) return false;
     await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: `user.${status === "active" ? "reactivated" : "suspended"}`, subject: `user:${userId}`, detail: { note } } });
+    await publishHubEvent(tx, { kind: "user_changed", userId });
     return true;
   });
 }

@@ -1,5 +1,5 @@
 import "server-only";
-import { issueKey } from "@wellspring/gateway";
+import { issueKey, revokeKey as revokeKeyForUser } from "@wellspring/gateway";
 import { db } from "../db";
 import { parseUsd } from "../format";
 import type { Actor } from "./actor";
@@ -76,6 +76,5 @@ export async function createKey(actor: Actor, key: NewKey): Promise<{ id: string
 
 /** Revokes one of the actor's keys; another account's key id changes nothing and reports not found. */
 export async function revokeKey(actor: Actor, keyId: string): Promise<boolean> {
-  const n = await db().virtualKey.updateMany({ where: { id: keyId, userId: actor.userId, status: "active" }, data: { status: "revoked", revokedAt: new Date() } });
-  return n.count === 1;
+  return revokeKeyForUser(db(), keyId, { userId: actor.userId });
 }

@@ -1,5 +1,5 @@
 import "server-only";
-import { publishHubEvent } from "@wellspring/db/core";
+import { currentHubEndpoint, publishHubEvent } from "@wellspring/db/core";
 import { createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollCommand, Treasury, type DuplicateWarning, type EarningsDay } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { Forbidden, requireOwner, type Actor } from "./actor";
@@ -20,8 +20,11 @@ export interface Enrollment {
 /** A single-use enrollment token for one of the actor's agents, and the exact command the owner runs. */
 export async function createEnrollment(actor: Actor, label: string): Promise<Enrollment> {
   requireOwner(actor);
-  const hub = process.env.WELLSPRING_AGENT_URL ?? "https://127.0.0.1:8788";
-  const pin = process.env.WELLSPRING_TUNNEL_PIN ?? "sha256/…";
+  // The agent URL and tunnel pin the running hub published (table hub_endpoints).
+  const endpoint = await currentHubEndpoint(db());
+  if (!endpoint) throw new Error("The hub has not published its agent address yet: start the gateway, then try again.");
+  const hub = endpoint.agentUrl;
+  const pin = endpoint.tunnelPin;
   const t = await createEnrollmentToken(db(), actor.userId, label.trim().slice(0, 60) || undefined);
   return { token: t.token, expiresAt: t.expiresAt, command: enrollCommand({ agentUrl: hub, pin, token: t.token, name: label.trim() || "agent" }) };
 }

@@ -1,6 +1,6 @@
 import "server-only";
 import { publishHubEvent } from "@wellspring/db/core";
-import { raiseRiskFlag, type RiskFlagInput } from "@wellspring/gateway";
+import { raiseRiskFlag, revokeKeyIn, type RiskFlagInput } from "@wellspring/gateway";
 import { db } from "../db";
 import { requireAdmin, type Actor } from "./actor";
 
@@ -48,12 +48,15 @@ export async function decideFlag(actor: Actor, flagId: string, decision: "approv
     const flag = await tx.riskFlag.findUniqueOrThrow({ where: { id: flagId } });
     if (decision === "suspended") {
       const [type, id] = flag.subject.split(":") as [string, string];
-      if (type === "user") await tx.user.update({ where: { id }, data: { status: "suspended" } });
+      if (type === "user") {
+        await tx.user.update({ where: { id }, data: { status: "suspended" } });
+        await publishHubEvent(tx, { kind: "user_changed", userId: id });
+      }
       if (type === "agent") {
         await tx.agent.update({ where: { id }, data: { status: "suspended" } });
         await publishHubEvent(tx, { kind: "agent_changed", agentId: id });
       }
-      if (type === "key") await tx.virtualKey.update({ where: { id }, data: { status: "revoked", revokedAt: new Date() } });
+      if (type === "key") await revokeKeyIn(tx, id);
     }
     await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: `risk.${decision}`, subject: `flag:${flagId}`, detail: { flagSubject: flag.subject, kind: flag.kind, note: note.trim() } } });
     return "done" as const;

@@ -10,7 +10,7 @@ export const metadata = { title: "System — Wellspring admin" };
 export default async function SystemPage() {
   const actor = await requireActor();
   if (!actor.isAdmin) redirect("/app");
-  const [s, gw] = await Promise.all([systemStatus(actor), gatewayStatus(process.env.WELLSPRING_GATEWAY_URL ?? "http://127.0.0.1:8787")]);
+  const [s, gw] = await Promise.all([systemStatus(actor), gatewayStatus()]);
   return (
     <>
       <PageTitle title="System" subtitle={`Checked ${utc(gw.checkedAt)}.`} />
