@@ -26,6 +26,7 @@ const actor = (userId: string, email: string): Actor => ({ userId, email, name: 
 beforeAll(async () => {
   database = await createTestDatabase();
   process.env.DATABASE_URL = database.url;
+  process.env.NEXTAUTH_URL = "http://portal.test:3000"; // links in the mail a taken address's sign-up sends
   keys = await import("./keys.ts");
   usage = await import("./usage.ts");
   accounts = await import("./accounts.ts");
