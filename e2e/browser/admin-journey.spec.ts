@@ -8,7 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { hubDatabaseUrl } from "./hub.ts";
+import { hubDatabaseUrl, signInOnPage } from "./hub.ts";
 import { expect, test, type Browser, type Page } from "@playwright/test";
 import { createDb, newId, type Db } from "@wellspring/db";
 import { ROOT, TSX } from "../stack/harness.ts";
@@ -51,7 +51,8 @@ test("an admin publishes a price version the user's price page shows, and resolv
   await user.getByLabel("Email").fill(userEmail);
   await user.getByLabel(/^Password/).fill("buyer password 789");
   await user.getByRole("button", { name: "Create account" }).click();
-  await expect(user).toHaveURL(/\/app$/);
+  await expect(user).toHaveURL(/\/signin\?notice=signed-up$/);
+  await signInOnPage(user, userEmail, "buyer password 789");
   await user.getByRole("link", { name: "Prices" }).click();
   const before = Number(/official version (\d+)/.exec((await user.getByText(/official version \d+/).textContent())!)![1]);
   await expect(user.getByTestId("price-o4-mini")).toContainText("$4.40");
