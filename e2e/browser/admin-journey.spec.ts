@@ -51,7 +51,7 @@ test("an admin publishes a price version the user's price page shows, and resolv
   await user.getByLabel("Email").fill(userEmail);
   await user.getByLabel(/^Password/).fill("buyer password 789");
   await user.getByRole("button", { name: "Create account" }).click();
-  await expect(user).toHaveURL(/\/signin\?notice=signed-up$/);
+  await expect(user).toHaveURL(/\/signin\?notice=signed-up$/, { timeout: 15_000 }); // a fresh portal's first server action hashes a password
   await signInOnPage(user, userEmail, "buyer password 789");
   await user.getByRole("link", { name: "Prices" }).click();
   const before = Number(/official version (\d+)/.exec((await user.getByText(/official version \d+/).textContent())!)![1]);

@@ -41,7 +41,7 @@ test("an owner enrolls an agent with the command the page shows, sees it online,
   await page.getByLabel(/^Password/).fill("owner password 123");
   await page.getByLabel(/offer capacity/).check();
   await page.getByRole("button", { name: "Create account" }).click();
-  await expect(page).toHaveURL(/\/signin\?notice=signed-up$/);
+  await expect(page).toHaveURL(/\/signin\?notice=signed-up$/, { timeout: 15_000 }); // a fresh portal's first server action hashes a password
   await signInOnPage(page, email, "owner password 123");
 
   await page.getByRole("link", { name: "Agents" }).click();

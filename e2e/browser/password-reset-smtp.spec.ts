@@ -88,7 +88,7 @@ test("the reset mail arrives over SMTP; its link sets a password that signs in; 
   expect(await db.outboxMail.count({ where: { toAddress: email } })).toBe(0);
 
   await page.goto(link!);
-  await page.getByLabel("New password").fill("password after 22");
+  await page.getByLabel(/^New password/).fill("password after 22");
   await page.getByLabel("Repeat the new password").fill("password after 22");
   await page.getByRole("button", { name: "Set new password" }).click();
   await expect(page).toHaveURL(/\/signin\?notice=password-reset$/);

@@ -58,7 +58,7 @@ test("sign up, create a key, top up, call the API, and see the request and its c
   await page.getByLabel(/^Password/).fill(password);
   await page.getByRole("button", { name: "Create account" }).click();
   // The same answer whether the address was new or taken: sign in with what was chosen.
-  await expect(page).toHaveURL(/\/signin\?notice=signed-up$/);
+  await expect(page).toHaveURL(/\/signin\?notice=signed-up$/, { timeout: 15_000 }); // a fresh portal's first server action hashes a password
   await expect(page.getByTestId("signin-notice")).toContainText("sign in with the email and password you chose");
   await signInOnPage(page, email, password);
   await expect(page.getByTestId("signed-in-as")).toHaveText(email);
