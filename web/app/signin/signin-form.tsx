@@ -2,19 +2,13 @@
 import { signIn } from "next-auth/react";
 import { useRouter } from "next/navigation";
 import { useEffect, useState } from "react";
+import { waitText } from "../../lib/format";
 import { buttonClass, FieldError, inputClass } from "../ui";
 
 const MESSAGES: Record<string, string> = {
   invalid: "Wrong email or password.",
   suspended: "This account is suspended.",
 };
-
-/** "42 seconds" / "3 minutes". */
-function duration(s: number): string {
-  if (s < 90) return `${s} second${s === 1 ? "" : "s"}`;
-  const m = Math.ceil(s / 60);
-  return `${m} minute${m === 1 ? "" : "s"}`;
-}
 
 export function SignInForm() {
   const router = useRouter();
@@ -49,7 +43,7 @@ export function SignInForm() {
   };
   const waitMessage = wait &&
     (left > 0
-      ? `Too many failed sign-ins ${wait.scope === "network" ? "from your network" : "for this account"}. Try again in ${duration(left)}.`
+      ? `Too many failed sign-ins ${wait.scope === "network" ? "from your network" : "for this account"}. Try again in ${waitText(left * 1000)}.`
       : "You can try again now.");
   return (
     <form

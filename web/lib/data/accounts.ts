@@ -2,6 +2,7 @@ import "server-only";
 import { hashPassword, newId, passwordProblem, verifyPassword } from "@wellspring/db/core";
 import { addressKey } from "../client-address";
 import { db } from "../db";
+import { waitText } from "../format";
 import { mailInBackground, portalUrl, sendMail } from "../mail";
 import { SIGNUP_ADDRESS, SIGNUP_NOTICE_ACCOUNT, signupAddressKey, signupNoticeKey, takeAttempt } from "../throttle";
 import type { Actor } from "./actor";
@@ -9,14 +10,6 @@ import type { Actor } from "./actor";
 const EMAIL = /^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$/;
 
 export type FieldErrors = Partial<Record<"email" | "password" | "name" | "current" | "form", string>>;
-
-/** "Try again in 3 minutes" / "in 40 seconds", from a wait in ms. */
-export function waitText(waitMs: number): string {
-  const s = Math.ceil(waitMs / 1000);
-  if (s < 90) return `${s} second${s === 1 ? "" : "s"}`;
-  const m = Math.ceil(s / 60);
-  return `${m} minute${m === 1 ? "" : "s"}`;
-}
 
 /**
  * Creates an account (user, and owner when asked). The answer is the same whether the email was new or

@@ -3,10 +3,11 @@ import { createHash, randomBytes } from "node:crypto";
 import { hashPassword, newId, passwordProblem } from "@wellspring/db/core";
 import { addressKey } from "../client-address";
 import { db } from "../db";
+import { waitText } from "../format";
 import { mailInBackground, portalUrl, sendMail } from "../mail";
 import { clearSigninThrottle, RESET_ACCOUNT, RESET_ADDRESS, resetAccountKey, resetAddressKey, takeAttempt } from "../throttle";
 import { requireAdmin, type Actor } from "./actor";
-import { waitText, type FieldErrors } from "./accounts";
+import type { FieldErrors } from "./accounts";
 
 /**
  * Password reset by emailed link. The link carries a random token (32 bytes); only its SHA-256 is stored. A
