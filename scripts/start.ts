@@ -44,7 +44,8 @@ if (portalBuildIsStale(webDir)) {
   const built = spawnSync(nextBin, ["build"], { cwd: webDir, env: webEnv, stdio: "inherit" });
   if (built.status !== 0) throw new Error("Cannot start the portal: next build failed");
 }
-const web = spawn(nextBin, ["start", "-H", env.HOST, "-p", String(webPort)], { cwd: webDir, env: webEnv, stdio: ["ignore", "inherit", "inherit"] });
+// The portal runs through web/server.ts (Next.js's handler behind a listener that resolves client addresses).
+const web = spawn(join(root, "node_modules/.bin/tsx"), [join(webDir, "server.ts")], { cwd: webDir, env: { ...webEnv, HOST: env.HOST, WEB_PORT: String(webPort) }, stdio: ["ignore", "inherit", "inherit"] });
 
 console.log([
   "",

@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { HUB_AGENT_ORIGIN, HUB_DATA_DIR, hubDatabaseUrl } from "./hub.ts";
+import { HUB_AGENT_ORIGIN, HUB_DATA_DIR, hubDatabaseUrl, signInOnPage } from "./hub.ts";
 import { expect, test, type Browser, type Page } from "@playwright/test";
 import { createDb, type Db } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
@@ -63,7 +63,8 @@ test("an admin publishes a price version the user's price page shows, and resolv
   await user.getByLabel("Email").fill(userEmail);
   await user.getByLabel(/^Password/).fill("buyer password 789");
   await user.getByRole("button", { name: "Create account" }).click();
-  await expect(user).toHaveURL(/\/app$/);
+  await expect(user).toHaveURL(/\/signin\?notice=signed-up$/, { timeout: 15_000 }); // a fresh portal's first server action hashes a password
+  await signInOnPage(user, userEmail, "buyer password 789");
   await user.getByRole("link", { name: "Prices" }).click();
   const before = Number(/official version (\d+)/.exec((await user.getByText(/official version \d+/).textContent())!)![1]);
   await expect(user.getByTestId("price-o4-mini")).toContainText("$4.40");
@@ -98,7 +99,8 @@ test("an admin publishes a price version the user's price page shows, and resolv
   await owner.getByLabel(/^Password/).fill("owner password 321");
   await owner.getByLabel(/offer capacity/).check();
   await owner.getByRole("button", { name: "Create account" }).click();
-  await expect(owner).toHaveURL(/\/app$/);
+  await expect(owner).toHaveURL(/\/signin\?notice=signed-up$/, { timeout: 15_000 });
+  await signInOnPage(owner, ownerEmail, "owner password 321");
   const ownerId = (await db.user.findUniqueOrThrow({ where: { email: ownerEmail } })).id;
   const pin = spkiPin(await readFile(join(HUB_DATA_DIR, "tls/tunnel-cert.pem")));
   const enrolled = await enrollAgent(db, { agentOrigin: HUB_AGENT_ORIGIN, pin }, ownerId, { models: { openai: ["gpt-4.1-nano"], anthropic: ["claude-haiku-4-5"] } });

@@ -3,7 +3,7 @@
  * enrollment command on the Agents page, run exactly that command (the Deno launcher), start the agent and
  * see it online; after users' traffic, see the earnings (official price × tier A) and request a payout.
  */
-import { HUB_API, hubDatabaseUrl } from "./hub.ts";
+import { HUB_API, hubDatabaseUrl, signInOnPage } from "./hub.ts";
 import { expect, test } from "@playwright/test";
 import pg from "pg";
 import { createDb, newId, type Db } from "@wellspring/db";
@@ -41,7 +41,8 @@ test("an owner enrolls an agent with the command the page shows, sees it online,
   await page.getByLabel(/^Password/).fill("owner password 123");
   await page.getByLabel(/offer capacity/).check();
   await page.getByRole("button", { name: "Create account" }).click();
-  await expect(page).toHaveURL(/\/app$/);
+  await expect(page).toHaveURL(/\/signin\?notice=signed-up$/, { timeout: 15_000 }); // a fresh portal's first server action hashes a password
+  await signInOnPage(page, email, "owner password 123");
 
   await page.getByRole("link", { name: "Agents" }).click();
   await page.getByLabel("Agent name").fill("office-agent");

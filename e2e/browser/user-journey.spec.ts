@@ -5,7 +5,7 @@
  * charge appear on the dashboard and in the usage log. Screenshots of every page are kept as artifacts.
  */
 import { join } from "node:path";
-import { HUB_AGENT_ORIGIN, HUB_API, HUB_DATA_DIR, hubDatabaseUrl } from "./hub.ts";
+import { HUB_AGENT_ORIGIN, HUB_API, HUB_DATA_DIR, hubDatabaseUrl, signInOnPage } from "./hub.ts";
 import { expect, test } from "@playwright/test";
 import pg from "pg";
 import { createDb, currentPriceTable, newId, type Db } from "@wellspring/db";
@@ -57,7 +57,10 @@ test("sign up, create a key, top up, call the API, and see the request and its c
   await page.getByLabel("Email").fill(email);
   await page.getByLabel(/^Password/).fill(password);
   await page.getByRole("button", { name: "Create account" }).click();
-  await expect(page).toHaveURL(/\/app$/);
+  // The same answer whether the address was new or taken: sign in with what was chosen.
+  await expect(page).toHaveURL(/\/signin\?notice=signed-up$/, { timeout: 15_000 }); // a fresh portal's first server action hashes a password
+  await expect(page.getByTestId("signin-notice")).toContainText("sign in with the email and password you chose");
+  await signInOnPage(page, email, password);
   await expect(page.getByTestId("signed-in-as")).toHaveText(email);
   await expect(page.getByTestId("balance")).toHaveText("$0.00");
   await shot("dashboard-empty");

@@ -35,3 +35,11 @@ export function parseUsd(text: string): bigint | null {
 export function rate(micros: bigint): string {
   return `${micros / 1_000_000n}.${(micros % 1_000_000n).toString().padStart(6, "0")}`.replace(/(\.\d\d\d*?)0+$/, "$1");
 }
+
+/** A wait as people say it: "40 seconds" below 90 s, else whole minutes rounded up ("15 minutes"). */
+export function waitText(waitMs: number): string {
+  const s = Math.max(0, Math.ceil(waitMs / 1000));
+  if (s < 90) return `${s} second${s === 1 ? "" : "s"}`;
+  const m = Math.ceil(s / 60);
+  return `${m} minute${m === 1 ? "" : "s"}`;
+}

@@ -19,6 +19,7 @@ const ADMIN_NAV = [
   { href: "/app/admin/risk", label: "Risk review" },
   { href: "/app/admin/payouts", label: "Payouts" },
   { href: "/app/admin/codes", label: "Codes" },
+  { href: "/app/admin/outbox", label: "Outbox" },
 ];
 const OWNER_NAV = [
   { href: "/app/agents", label: "Agents" },

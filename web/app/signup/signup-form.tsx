@@ -1,36 +1,20 @@
 "use client";
 import { submitTo } from "../submit";
-import { signIn } from "next-auth/react";
 import { useRouter } from "next/navigation";
-import { useActionState, useEffect, useRef } from "react";
+import { useActionState, useEffect } from "react";
 import { buttonClass, FieldError, inputClass } from "../ui";
 import { signUpAction } from "./actions";
 
 export function SignUpForm() {
   const router = useRouter();
   const [errors, action, pending] = useActionState(signUpAction, null);
-  const credentials = useRef<{ email: string; password: string } | null>(null);
   useEffect(() => {
-    // Account made ({} = no errors): sign in with what was typed.
-    if (errors && Object.keys(errors).length === 0 && credentials.current) {
-      const { email, password } = credentials.current;
-      credentials.current = null;
-      void signIn("credentials", { email, password, redirect: false }).then(() => {
-        router.push("/app");
-        router.refresh();
-      });
-    }
+    // Done ({} = no errors). The answer is the same whether the address was new or taken, so the next step is
+    // too: sign in with what was chosen (an address that already had an account keeps its own password).
+    if (errors && Object.keys(errors).length === 0) router.push("/signin?notice=signed-up");
   }, [errors, router]);
   return (
-    <form
-      onSubmit={(e) => {
-        const form = new FormData(e.currentTarget);
-        credentials.current = { email: String(form.get("email")), password: String(form.get("password")) };
-        submitTo(action)(e);
-      }}
-      className="mt-6 space-y-4"
-      noValidate
-    >
+    <form onSubmit={submitTo(action)} className="mt-6 space-y-4" noValidate>
       <label className="block text-sm font-medium text-slate-700">
         Name <span className="font-normal text-slate-400">(optional)</span>
         <input name="name" autoComplete="name" className={inputClass} />
@@ -49,6 +33,7 @@ export function SignUpForm() {
         <input name="owner" type="checkbox" className="mt-0.5 h-4 w-4 rounded border-slate-300" />
         <span>I also want to offer capacity from my own provider keys (key owner)</span>
       </label>
+      <FieldError id="signup-error" message={errors?.form} />
       <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>{pending ? "Creating…" : "Create account"}</button>
     </form>
   );

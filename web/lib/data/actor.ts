@@ -23,10 +23,18 @@ export class Forbidden extends Error {
 /** The signed-in, active account, or null. */
 export async function currentActor(): Promise<Actor | null> {
   const session = await getServerSession(authOptions);
-  const id = (session?.user as { id?: string } | undefined)?.id;
-  if (!id) return null;
-  const user = await db().user.findUnique({ where: { id } });
-  if (!user || user.status !== "active") return null;
+  const claim = session?.user as { id?: string; sv?: number } | undefined;
+  if (!claim?.id) return null;
+  return actorOfSession(claim.id, claim.sv ?? -1);
+}
+
+/**
+ * The account a session cookie names, when it is active and the cookie was signed in at the account's current
+ * session version (a password change, a reset or "sign out everywhere" raises it, ending older sessions).
+ */
+export async function actorOfSession(userId: string, sessionVersion: number): Promise<Actor | null> {
+  const user = await db().user.findUnique({ where: { id: userId } });
+  if (!user || user.status !== "active" || user.sessionVersion !== sessionVersion) return null;
   return { userId: user.id, email: user.email, name: user.name, isOwner: user.isOwner, isAdmin: user.isAdmin };
 }
 

@@ -2,6 +2,8 @@ import "server-only";
 import { publishHubEvent } from "@wellspring/db/core";
 import { Ledger, Treasury } from "@wellspring/gateway";
 import { db, pool } from "../db";
+import { mailMode } from "../mail";
+import { clearSigninThrottle, signinThrottleStates, type SigninThrottleState } from "../throttle";
 import { requireAdmin, type Actor } from "./actor";
 import { isOnline } from "./owner";
 
@@ -18,6 +20,8 @@ export interface UserRow {
   availableMicros: bigint;
   spentMicros: bigint;
   createdAt: Date;
+  /** The account's sign-in slow-down, when failed sign-ins are counted against it now. */
+  signinThrottle: SigninThrottleState | null;
 }
 
 export interface AdminAgentRow {
@@ -42,6 +46,7 @@ export async function searchAccounts(actor: Actor, q: string): Promise<{ users: 
   });
   const wallets = await db().wallet.findMany({ where: { userId: { in: users.map((u) => u.id) } } });
   const byUser = new Map(wallets.map((w) => [w.userId, w]));
+  const throttles = await signinThrottleStates(users.map((u) => u.email));
   const agents = await db().agent.findMany({
     where: term ? { OR: [{ id: term }, { name: { contains: term, mode: "insensitive" } }, { owner: { email: { contains: term, mode: "insensitive" } } }] } : {},
     include: { owner: { select: { email: true } } },
@@ -49,7 +54,7 @@ export async function searchAccounts(actor: Actor, q: string): Promise<{ users: 
     take: ADMIN_SEARCH_ROWS,
   });
   return {
-    users: users.map((u) => ({ id: u.id, email: u.email, name: u.name, status: u.status, isOwner: u.isOwner, isAdmin: u.isAdmin, availableMicros: byUser.get(u.id)?.availableMicros ?? 0n, spentMicros: byUser.get(u.id)?.spentMicros ?? 0n, createdAt: u.createdAt })),
+    users: users.map((u) => ({ id: u.id, email: u.email, name: u.name, status: u.status, isOwner: u.isOwner, isAdmin: u.isAdmin, availableMicros: byUser.get(u.id)?.availableMicros ?? 0n, spentMicros: byUser.get(u.id)?.spentMicros ?? 0n, createdAt: u.createdAt, signinThrottle: throttles.get(u.email) ?? null })),
     agents: agents.map((a) => ({ id: a.id, name: a.name, ownerEmail: a.owner.email, status: a.status, tier: a.tier, discountLane: a.discountLane, priceVer: a.priceVer, lastSeenAt: a.lastSeenAt })),
   };
 }
@@ -65,6 +70,35 @@ export async function setUserStatus(actor: Actor, userId: string, status: "activ
     await publishHubEvent(tx, { kind: "user_changed", userId });
     return true;
   });
+}
+
+/** Ends a user's sign-in slow-down from every address ("unlock"); the per-address limits stay. */
+export async function unlockSignin(actor: Actor, userId: string): Promise<boolean> {
+  requireAdmin(actor);
+  const user = await db().user.findUnique({ where: { id: userId }, select: { email: true } });
+  if (!user) return false;
+  const cleared = await clearSigninThrottle(user.email);
+  await db().auditEvent.create({ data: { actor: `user:${actor.userId}`, action: "account.signin_unlocked", subject: `user:${userId}`, detail: { counters: cleared } } });
+  return true;
+}
+
+/** Rows on the Outbox page. */
+export const OUTBOX_ROWS = 100;
+
+export interface OutboxRow {
+  id: string;
+  kind: string;
+  toAddress: string;
+  subject: string;
+  text: string;
+  createdAt: Date;
+}
+
+/** The newest mail kept in the outbox (where mail goes while SMTP_URL is unset), and where mail goes now. */
+export async function outbox(actor: Actor): Promise<{ mode: "smtp" | "outbox"; mails: OutboxRow[] }> {
+  requireAdmin(actor);
+  const mails = await db().outboxMail.findMany({ orderBy: { createdAt: "desc" }, take: OUTBOX_ROWS });
+  return { mode: mailMode(), mails };
 }
 
 /** Sets an agent's tier or status (suspend / reactivate); applies on every gateway at once. */

@@ -1,6 +1,6 @@
 "use server";
 import { requireActor } from "../../../lib/data/actor";
-import { changePassword, type FieldErrors } from "../../../lib/data/accounts";
+import { changePassword, signOutEverywhere, type FieldErrors } from "../../../lib/data/accounts";
 
 export async function changePasswordAction(_prev: (FieldErrors & { done?: boolean }) | null, form: FormData): Promise<FieldErrors & { done?: boolean }> {
   const actor = await requireActor();
@@ -8,4 +8,9 @@ export async function changePasswordAction(_prev: (FieldErrors & { done?: boolea
   if (next !== String(form.get("confirm") ?? "")) return { password: "The two new passwords differ." };
   const r = await changePassword(actor, String(form.get("current") ?? ""), next);
   return r.ok ? { done: true } : r.errors;
+}
+
+export async function signOutEverywhereAction(): Promise<{ done: true }> {
+  await signOutEverywhere(await requireActor());
+  return { done: true };
 }

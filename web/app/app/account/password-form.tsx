@@ -1,11 +1,16 @@
 "use client";
+import { signOut } from "next-auth/react";
 import { submitTo } from "../../submit";
-import { useActionState } from "react";
+import { useActionState, useEffect } from "react";
 import { buttonClass, FieldError, inputClass } from "../../ui";
 import { changePasswordAction } from "./actions";
 
 export function PasswordForm() {
   const [state, action, pending] = useActionState(changePasswordAction, null);
+  useEffect(() => {
+    // The change ended every session of the account, this one too: clear its cookie and sign in again.
+    if (state?.done) void signOut({ callbackUrl: "/signin?notice=password-changed" });
+  }, [state]);
   return (
     <form onSubmit={submitTo(action)} className="space-y-3">
       <label className="block text-sm font-medium text-slate-700">Current password
@@ -19,7 +24,8 @@ export function PasswordForm() {
         <input name="confirm" type="password" autoComplete="new-password" className={inputClass} />
       </label>
       <FieldError id="new-error" message={state?.password} />
-      {state?.done && <p role="status" className="text-sm text-emerald-700">Password changed.</p>}
+      {state?.done && <p role="status" className="text-sm text-emerald-700">Password changed. Signing out…</p>}
+      <p className="text-xs text-slate-500">Changing it signs your account out everywhere, here too.</p>
       <button type="submit" className={buttonClass} disabled={pending}>{pending ? "Saving…" : "Change password"}</button>
     </form>
   );

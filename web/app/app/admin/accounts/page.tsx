@@ -3,18 +3,26 @@ import { requireActor } from "../../../../lib/data/actor";
 import { searchAccounts } from "../../../../lib/data/admin";
 import { usd, utc } from "../../../../lib/format";
 import { ActionButton, buttonClass, Card, Empty, inputClass, PageTitle, quietButtonClass, Table } from "../../../ui";
-import { agentAction, userStatusAction } from "./actions";
+import { agentAction, sendResetLinkAction, unlockSigninAction, userStatusAction } from "./actions";
 
 export const metadata = { title: "Users and agents — Wellspring admin" };
+
+const NOTICES: Record<string, string> = {
+  "reset-sent": "A password reset link was sent to the user (it is in the Outbox while no SMTP server is configured).",
+  "reset-failed": "The reset link could not be sent: the account is not active, or the mail server refused it (see the portal's log).",
+};
 
 export default async function AccountsPage({ searchParams }: { searchParams: Promise<Record<string, string | string[] | undefined>> }) {
   const actor = await requireActor();
   if (!actor.isAdmin) redirect("/app");
-  const q = typeof (await searchParams).q === "string" ? ((await searchParams).q as string) : "";
+  const params = await searchParams;
+  const q = typeof params.q === "string" ? params.q : "";
+  const notice = typeof params.notice === "string" ? NOTICES[params.notice] : undefined;
   const { users, agents } = await searchAccounts(actor, q);
   return (
     <>
       <PageTitle title="Users and agents" subtitle="Search by email, name or id. Suspending takes effect on the next request (keys within 5 s)." />
+      {notice && <p role="status" data-testid="accounts-notice" className="mb-4 rounded-md bg-indigo-50 px-3 py-2 text-sm text-indigo-800">{notice}</p>}
       <form method="get" className="mb-6 flex max-w-lg gap-2">
         <input name="q" defaultValue={q} aria-label="Search" placeholder="email, name or id" className={inputClass} />
         <button type="submit" className={buttonClass}>Search</button>
@@ -28,11 +36,25 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
                   <td className="py-2 text-xs">{["user", u.isOwner && "owner", u.isAdmin && "admin"].filter(Boolean).join(", ")}</td>
                   <td className="py-2 text-right tabular-nums">{usd(u.availableMicros)}</td>
                   <td className="py-2 text-right tabular-nums">{usd(u.spentMicros)}</td>
-                  <td className="py-2 text-xs">{u.status}</td>
-                  <td className="py-2 text-right">
-                    {u.id !== actor.userId && (
-                      <ActionButton action={userStatusAction} fields={{ userId: u.id, status: u.status === "active" ? "suspended" : "active" }} label={u.status === "active" ? "Suspend" : "Reactivate"} danger={u.status === "active"} />
+                  <td className="py-2 text-xs">
+                    <div>{u.status}</div>
+                    {u.signinThrottle && (
+                      <div className="mt-1 flex items-center gap-2 text-amber-700" data-testid="signin-throttle">
+                        <span>
+                          {u.signinThrottle.failures} failed sign-in{u.signinThrottle.failures === 1 ? "" : "s"} from {u.signinThrottle.addresses} address{u.signinThrottle.addresses === 1 ? "" : "es"}
+                          {u.signinThrottle.accountWaitUntil ? ` · next try after ${utc(u.signinThrottle.accountWaitUntil)}` : ""}
+                        </span>
+                        <ActionButton action={unlockSigninAction} fields={{ userId: u.id }} label="Unlock" ariaLabel={`Unlock sign-in of ${u.email}`} />
+                      </div>
                     )}
+                  </td>
+                  <td className="py-2 text-right">
+                    <div className="flex justify-end gap-2">
+                      {u.status === "active" && <ActionButton action={sendResetLinkAction} fields={{ userId: u.id }} label="Send reset link" ariaLabel={`Send a password reset link to ${u.email}`} />}
+                      {u.id !== actor.userId && (
+                        <ActionButton action={userStatusAction} fields={{ userId: u.id, status: u.status === "active" ? "suspended" : "active" }} label={u.status === "active" ? "Suspend" : "Reactivate"} danger={u.status === "active"} />
+                      )}
+                    </div>
                   </td>
                 </tr>
               ))}
