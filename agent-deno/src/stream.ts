@@ -5,12 +5,16 @@
  * A RESET from the hub aborts the fetch, which closes the provider connection.
  */
 import {
+  type BodyScanner,
   concatBytes,
   encodeEnd,
   encodeReset,
   encodeResponse,
   encodeWindow,
   jsonBytes,
+  JsonBodyScanner,
+  MultipartBodyScanner,
+  multipartBoundary,
   RecvWindow,
   ResetCode,
   SendWindow,
@@ -46,6 +50,11 @@ export class AgentStream {
   #closed = false;
   readonly startedAt = Date.now();
   upstreamBytes = 0;
+  /**
+   * Reads the body the way the provider will, so a body that names another model than the head the agent was
+   * asked to serve (or repeats a routing field) never reaches the provider whole.
+   */
+  readonly #scanner: BodyScanner;
 
   constructor(
     readonly id: number,
@@ -59,6 +68,26 @@ export class AgentStream {
   ) {
     this.sendWindow = new SendWindow(peerStreamWindowBytes);
     this.recvWindow = new RecvWindow(ownStreamWindowBytes);
+    const contentType = head.headers.find(([n]) => n === "content-type")?.[1] ?? "";
+    const boundary = contentType.toLowerCase().startsWith("multipart/form-data") ? multipartBoundary(contentType) : null;
+    this.#scanner = boundary ? new MultipartBodyScanner(boundary) : new JsonBodyScanner();
+  }
+
+  /**
+   * Checks `chunk` (or, with `end`, the whole body) before it goes on: true when the body may continue; false
+   * after refusing the stream with BODY_REFUSED.
+   */
+  #bodyAllowed(chunk: Uint8Array | null, end: boolean): boolean {
+    const scanner = this.#scanner;
+    if (chunk) scanner.push(chunk);
+    if (end) scanner.end();
+    const model = scanner.fields.model;
+    const problem = scanner.problem ?? (model !== null && model !== this.head.model ? "the body names another model than the request head"
+      : end && model === null ? "the body names no model" : null);
+    if (problem === null) return true;
+    this.host.log.warn("stream.body_refused", { requestId: this.head.requestId, streamId: this.id, problem });
+    this.#reset(ResetCode.BODY_REFUSED, problem);
+    return false;
   }
 
   get closed(): boolean {
@@ -125,6 +154,10 @@ export class AgentStream {
           return;
         }
         const chunk = this.#bodyQueue.shift();
+        if (!this.#bodyAllowed(chunk ?? null, !chunk)) {
+          controller.error(new DOMException("request body refused", "AbortError"));
+          return;
+        }
         if (chunk) {
           controller.enqueue(chunk);
           const inc = this.recvWindow.consume(chunk.length);
@@ -149,6 +182,7 @@ export class AgentStream {
       this.#bodyWaiter = null;
     }
     const body = concatBytes(this.#bodyQueue);
+    if (!this.#bodyAllowed(body, true)) return null;
     const inc = this.recvWindow.consume(body.length);
     if (inc > 0) this.host.send(encodeWindow(this.id, inc));
     this.#bodyQueue = [];

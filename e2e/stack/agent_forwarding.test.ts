@@ -2,7 +2,7 @@
  * What reaches a provider with the owner's key. The agent forwards only POSTs to its provider's inference
  * paths and only allowlisted query parameters, whatever its hub sends (a scripted hub drives a real agent
  * with heads the real hub never sends); the hub forwards only allowlisted query parameters and turns the
- * agent's PATH_FORBIDDEN into a clear error (a fake agent behind the real gateway shows both).
+ * agent's PATH_FORBIDDEN into a clear error; the agent also refuses a body that does not match its head (a fake agent behind the real gateway shows both).
  */
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -53,6 +53,18 @@ describe("the agent's own allowlist", () => {
       expect(await session.request({ method: "POST", path: "/v1/messages?x=1&beta=true", api: "anthropic", model: "claude-haiku-4-5" }, MESSAGES)).toEqual({ kind: "response", status: 200 });
       const seen = stack.mock.requests.slice(before).map((r) => `${r.method} ${r.path}`);
       expect(seen).toEqual(["POST /v1/chat/completions", "POST /v1/messages?beta=true"]);
+
+      // The agent reads the body too: one that names another model than its head, or repeats a field the
+      // provider would read the last of, is refused with BODY_REFUSED before the provider sees it.
+      const afterAllowed = stack.mock.requests.length;
+      const mismatched = await Promise.all([
+        openai("POST", "/v1/chat/completions").then(() => null), // a sound one, for contrast
+        session.request({ method: "POST", path: "/v1/chat/completions", api: "openai", model: "gpt-4o-mini" }, JSON.stringify({ model: "gpt-4o", messages: [] })),
+        session.request({ method: "POST", path: "/v1/chat/completions", api: "openai", model: "gpt-4o-mini" }, `{"model":"gpt-4o-mini","messages":[]${" ".repeat(60_000)},"model":"gpt-4o"}`),
+        session.request({ method: "POST", path: "/v1/messages", api: "anthropic", model: "claude-haiku-4-5" }, '{"max_tokens":5,"messages":[]}'),
+      ]);
+      for (const outcome of mismatched.slice(1)) expect(outcome).toMatchObject({ kind: "reset", code: ResetCode.BODY_REFUSED });
+      expect(stack.mock.requests.length).toBe(afterAllowed + 1); // only the sound one reached the provider
     } finally {
       await agent.stop();
       await hub.close();

@@ -85,12 +85,13 @@ describe("usage beyond the reservation", () => {
   it("a chat with n=4 is charged for all four answers, and the owner paid for all four", async () => {
     const { key } = await user(5_000_000n);
     const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: key, maxRetries: 0 });
-    const res = await client.chat.completions.create({ model: "gpt-4o-mini", n: 4, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7] four answers" }] }).withResponse();
+    // Each answer uses its whole cap (50 tokens): 200 output tokens, four times what one answer could use.
+    const res = await client.chat.completions.create({ model: "gpt-4o-mini", n: 4, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7 output_tokens=50] four answers" }] }).withResponse();
     expect(res.data.choices).toHaveLength(4);
-    expect(res.data.usage!.completion_tokens).toBe(28);
+    expect(res.data.usage!.completion_tokens).toBe(200);
     const s = await settled(res.response.headers.get("x-wellspring-request-id")!);
-    expect(s.output).toBe(28);
-    const official = officialCostMicros({ inputTokens: s.input, outputTokens: 28, cachedInputTokens: 0 }, price("gpt-4o-mini"));
+    expect(s.output).toBe(200);
+    const official = officialCostMicros({ inputTokens: s.input, outputTokens: 200, cachedInputTokens: 0 }, price("gpt-4o-mini"));
     expect(s.charge).toBe(official);
     expect(s.earning).toBe(ownerEarningMicros(official, TIER_A_BPS));
     // n × max_tokens was held, so nothing went beyond the hold.

@@ -85,7 +85,7 @@ describe("price versions", () => {
     const elapsed = Date.now() - startedAt;
     expect(await agentPriceVer()).toBe(2);
     expect(elapsed).toBeLessThan(1_000);
-    const kept = JSON.parse(await readFile(join(stack.agent.dataDir, "prices.json"), "utf8")) as { ver: number; prices: { model: string; outputMicrosPerMTok: string }[] };
+    const kept = JSON.parse(await readFile(join(stack.agent.dataDir, "state", "prices.json"), "utf8")) as { ver: number; prices: { model: string; outputMicrosPerMTok: string }[] };
     expect(kept.ver).toBe(2);
     expect(kept.prices.find((p) => p.model === "gpt-4o-mini")?.outputMicrosPerMTok).toBe("600000");
   });

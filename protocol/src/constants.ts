@@ -95,6 +95,11 @@ export const ResetCode = {
   SHUTTING_DOWN: 11,
   /** The agent does not forward this method and path (not on its provider's inference allowlist). */
   PATH_FORBIDDEN: 12,
+  /**
+   * The request body does not say what its head says (another `model`), repeats a routing field, or is not a
+   * body the agent can read: refused before the provider has it whole.
+   */
+  BODY_REFUSED: 13,
 } as const;
 export type ResetCode = (typeof ResetCode)[keyof typeof ResetCode];
 

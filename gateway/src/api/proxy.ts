@@ -520,7 +520,7 @@ class ProxyExchange {
     if (this.finished) return;
     const endCause: EndCause = cause === "connection" ? "agent_lost"
       : code === ResetCode.UPSTREAM_TIMEOUT ? "upstream_timeout"
-      : code === ResetCode.REFUSED || code === ResetCode.STREAM_LIMIT || code === ResetCode.ENDPOINT_FORBIDDEN || code === ResetCode.PATH_FORBIDDEN ? "refused"
+      : code === ResetCode.REFUSED || code === ResetCode.STREAM_LIMIT || code === ResetCode.ENDPOINT_FORBIDDEN || code === ResetCode.PATH_FORBIDDEN || code === ResetCode.BODY_REFUSED ? "refused"
       : "upstream_error";
     this.deps.log.warn("proxy.stream_reset", { requestId: this.requestId, agentId: this.conn?.agentId, code, reason, cause });
     if (this.res.headersSent) {
@@ -531,6 +531,9 @@ class ProxyExchange {
     }
     const error = code === ResetCode.PATH_FORBIDDEN
       ? new GatewayError("forbidden", `The agent serving this model does not forward POST ${this.route.path}.`)
+      : code === ResetCode.BODY_REFUSED
+      // The hub read the body and found it acceptable; the agent, reading it too, did not: never forwarded.
+      ? new GatewayError("invalid_request", "The request body was refused upstream: it does not read as the request it was routed as.")
       : endCause === "upstream_timeout"
       ? new GatewayError("upstream_timeout", "The provider did not answer in time.")
       : endCause === "refused"
