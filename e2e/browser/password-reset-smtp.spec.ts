@@ -6,10 +6,9 @@
  * the portal trusts is believed about the client's address.
  */
 import { readFile } from "node:fs/promises";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { expect, test } from "@playwright/test";
-import { SMTPServer } from "smtp-server";
+import { startTestSmtp, type TestSmtp } from "../support/smtp.ts";
 import { createDb, hashPassword, newId, type Db } from "@wellspring/db";
 import { ROOT, startProc, TSX, type Proc } from "../stack/harness.ts";
 import { HUB_DATA_DIR, hubDatabaseUrl, signInOnPage } from "./hub.ts";
@@ -19,26 +18,12 @@ const PORTAL = `http://127.0.0.1:${PORTAL_PORT}`;
 
 let db: Db;
 let portal: Proc;
-let smtp: SMTPServer;
-const received: { to: string[]; data: string }[] = [];
+let smtp: TestSmtp | null = null;
 
 test.beforeAll(async () => {
   const url = await hubDatabaseUrl();
   db = createDb(url, { poolConnectionsMax: 2 });
-  smtp = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ["STARTTLS"],
-    onData(stream, session, done) {
-      let data = "";
-      stream.setEncoding("utf8");
-      stream.on("data", (chunk: string) => (data += chunk));
-      stream.on("end", () => {
-        received.push({ to: session.envelope.rcptTo.map((r) => r.address), data });
-        done();
-      });
-    },
-  });
-  await new Promise<void>((resolve) => smtp.listen(0, "127.0.0.1", resolve));
+  smtp = await startTestSmtp();
   portal = startProc(TSX, [join(ROOT, "web/server.ts")], {
     cwd: join(ROOT, "web"),
     env: {
@@ -48,7 +33,7 @@ test.beforeAll(async () => {
       NEXTAUTH_URL: PORTAL,
       HOST: "127.0.0.1",
       WEB_PORT: String(PORTAL_PORT),
-      SMTP_URL: `smtp://127.0.0.1:${(smtp.server.address() as AddressInfo).port}`,
+      SMTP_URL: smtp.url,
       MAIL_FROM: "Wellspring <accounts@hub.test>",
       TRUSTED_PROXIES: "127.0.0.1",
       NEXT_TELEMETRY_DISABLED: "1",
@@ -59,7 +44,7 @@ test.beforeAll(async () => {
 
 test.afterAll(async () => {
   await portal?.stop();
-  await new Promise<void>((resolve) => (smtp ? smtp.close(() => resolve()) : resolve()));
+  await smtp?.close();
   await db?.$disconnect();
 });
 
@@ -78,8 +63,8 @@ test("the reset mail arrives over SMTP; its link sets a password that signs in; 
   await page.getByLabel("Email").fill(email);
   await page.getByRole("button", { name: "Send reset link" }).click();
   await expect(page.getByTestId("reset-requested")).toBeVisible();
-  await expect.poll(() => received.filter((m) => m.to.includes(email)).length, { timeout: 15_000 }).toBe(1);
-  const mail = received.find((m) => m.to.includes(email))!;
+  await expect.poll(() => smtp!.received.filter((m) => m.to.includes(email)).length, { timeout: 15_000 }).toBe(1);
+  const mail = smtp!.received.find((m) => m.to.includes(email))!;
   expect(mail.data).toMatch(/^From: Wellspring <accounts@hub\.test>$/m);
   expect(mail.data).toMatch(/^Subject: Reset your Wellspring password$/m);
   const link = new RegExp(`${PORTAL}/reset-password/[A-Za-z0-9_-]{43}`).exec(bodyOf(mail.data))?.[0];

@@ -4,9 +4,8 @@
  * reset and "sign out everywhere" end older sessions; sign-up and reset requests answer the same for any
  * address; a reset link works once, before it expires, and arrives through a real SMTP server.
  */
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SMTPServer } from "smtp-server";
+import { startTestSmtp } from "../../../e2e/support/smtp.ts";
 import { hashPassword, newId } from "@wellspring/db";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import type { Actor } from "./actor.ts";
@@ -276,22 +275,9 @@ describe("password reset", () => {
   });
 
   it("through a real SMTP server: the mail arrives, its link sets the password, the old session is refused", async () => {
-    const received: { to: string[]; data: string }[] = [];
-    const smtp = new SMTPServer({
-      authOptional: true,
-      disabledCommands: ["STARTTLS"],
-      onData(stream, session, done) {
-        let data = "";
-        stream.setEncoding("utf8");
-        stream.on("data", (chunk: string) => (data += chunk));
-        stream.on("end", () => {
-          received.push({ to: session.envelope.rcptTo.map((r) => r.address), data });
-          done();
-        });
-      },
-    });
-    await new Promise<void>((resolve) => smtp.listen(0, "127.0.0.1", resolve));
-    process.env.SMTP_URL = `smtp://127.0.0.1:${(smtp.server.address() as AddressInfo).port}`;
+    const smtp = await startTestSmtp();
+    const received = smtp.received;
+    process.env.SMTP_URL = smtp.url;
     process.env.MAIL_FROM = "Wellspring <accounts@portal.test>";
     try {
       const u = await user("smtp1@acct.test", "old password 666");
@@ -313,7 +299,7 @@ describe("password reset", () => {
     } finally {
       delete process.env.SMTP_URL;
       delete process.env.MAIL_FROM;
-      await new Promise<void>((resolve) => smtp.close(() => resolve()));
+      await smtp.close();
     }
   });
 
