@@ -90,6 +90,15 @@ const NUMBER = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$/;
 const LITERAL_CHARS_MAX = 64;
 
 function decodeJsonString(bytes: number[]): string | null {
+  // Most keys and values read here are short ASCII without escapes: no decoder needed.
+  let plain = true;
+  for (const b of bytes) {
+    if (b >= 0x80 || b === BACKSLASH) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return String.fromCharCode(...bytes);
   try {
     const text = JSON.parse(`"${STRICT.decode(new Uint8Array(bytes))}"`) as unknown;
     return typeof text === "string" ? text : null;
@@ -255,16 +264,15 @@ export class JsonBodyScanner implements BodyScanner {
       }
       if (this.problem !== null) return;
     }
-    const invalid = () => this.#fail(`the request body is not valid JSON (at byte ${this.#bytes + at})`);
     switch (b) {
       case QUOTE:
         if (frame.obj && frame.want === KEY) this.#startString(true);
         else if (frame.want === VALUE) this.#startString(false);
-        else invalid();
+        else this.#invalid(at);
         return;
       case LBRACE:
       case LBRACKET:
-        if (frame.want !== VALUE) return invalid();
+        if (frame.want !== VALUE) return this.#invalid(at);
         if (this.#stack.length >= JSON_DEPTH_MAX) return this.#fail(`the JSON body is nested deeper than ${JSON_DEPTH_MAX} levels`);
         this.#beforeValue(frame, b === LBRACE ? "object" : "array");
         frame.want = COMMA_NEXT;
@@ -274,27 +282,31 @@ export class JsonBodyScanner implements BodyScanner {
       case RBRACE:
       case RBRACKET: {
         const closesObj = b === RBRACE;
-        if (frame.obj !== closesObj) return invalid();
+        if (frame.obj !== closesObj) return this.#invalid(at);
         const emptyOk = frame.count === 0 && (closesObj ? frame.want === KEY : frame.want === VALUE);
-        if (frame.want !== COMMA_NEXT && !emptyOk) return invalid();
+        if (frame.want !== COMMA_NEXT && !emptyOk) return this.#invalid(at);
         this.#stack.pop();
         if (this.#stack.length === 0) this.#closed = true;
         return;
       }
       case COLON:
-        if (!frame.obj || frame.want !== COLON_NEXT) return invalid();
+        if (!frame.obj || frame.want !== COLON_NEXT) return this.#invalid(at);
         frame.want = VALUE;
         return;
       case COMMA:
-        if (frame.want !== COMMA_NEXT) return invalid();
+        if (frame.want !== COMMA_NEXT) return this.#invalid(at);
         frame.want = frame.obj ? KEY : VALUE;
         return;
       default:
-        if (frame.want !== VALUE) return invalid();
+        if (frame.want !== VALUE) return this.#invalid(at);
         frame.want = COMMA_NEXT;
         frame.count++;
         this.#literalByte(b);
     }
+  }
+
+  #invalid(at: number): void {
+    this.#fail(`the request body is not valid JSON (at byte ${this.#bytes + at})`);
   }
 
   #literalByte(b: number): void {
