@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_PRICE_TABLE, newId, publishPriceVersion } from "@wellspring/db";
 import { issueKey } from "../../gateway/src/api/keys.ts";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
-import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/pricing.ts";
+import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/prices.ts";
 import { settledWallet, startStack, type Stack } from "./harness.ts";
 
 let stack: Stack;

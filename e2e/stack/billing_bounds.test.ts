@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_PRICE_TABLE, newId } from "@wellspring/db";
 import { issueKey } from "../../gateway/src/api/keys.ts";
 import { Ledger } from "../../gateway/src/billing/ledger.ts";
-import { officialCostMicros, ownerEarningMicros } from "../../gateway/src/billing/pricing.ts";
+import { officialCostMicros, ownerEarningMicros } from "../../gateway/src/billing/prices.ts";
 import { FREE_ROUTE_REQUESTS_PER_WINDOW } from "../../gateway/src/api/free_routes.ts";
 import { DEMO_MODELS, fund, settledWallet, startStack, type Stack } from "./harness.ts";
 

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_PRICE_TABLE, newId } from "@wellspring/db";
 import { issueKey } from "../../gateway/src/api/keys.ts";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
-import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/pricing.ts";
+import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/prices.ts";
 import type { Usage } from "../../gateway/src/billing/usage.ts";
 import { documentedInputEstimate } from "../../gateway/src/billing/testing/estimate_spec.ts";
 import { adminFetch, fund, settledWallet, startStack, type Stack } from "./harness.ts";

@@ -20,8 +20,8 @@ import { FreeRouteLimiter } from "./api/free_routes.ts";
 import { RECORD_CODEC, RecordWriter, type RequestRecordInput } from "./api/records.ts";
 import { Ledger } from "./billing/ledger.ts";
 import { isUnavailable, LedgerHealth } from "./billing/health.ts";
-import { PriceBook, type PriceTable } from "./billing/price_book.ts";
-import { Tariffs } from "./billing/tariffs.ts";
+import { PriceBook, Tariffs, type PriceTable } from "./billing/prices.ts";
+import { Meter } from "./billing/meter.ts";
 import { Treasury } from "./billing/treasury.ts";
 import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
 import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
@@ -157,8 +157,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const leases = opts.billing ? new CreditLeases(ledger, opts.gatewayId, opts.hubId, health, log, leaseOptions) : null;
   // Known to the ledger (and to other gateways' sweeps) before it serves anything.
   await leases?.heartbeat();
-  const billing = opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, settlements, leases, prices, tariffs } : null;
-  log.info("gateway.billing", { mode: billing ? "on" : "off" });
+  const meter = new Meter(opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, settlements, leases, prices, tariffs } : null, log);
+  log.info("gateway.billing", { mode: meter.billingOn ? "on" : "off" });
   const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
   const adminDeps = {
     db, pool: recordsPool, ledger, treasury, prices, registry, log,
@@ -225,7 +225,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   await events.start();
   // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
   await keyFilterLoader.start();
-  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, billing, freeRoutes: new FreeRouteLimiter() };
+  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter() };
 
   const api = http.createServer((req, res) => {
     void handleApi(req, res).catch((error: unknown) => {

@@ -9,9 +9,9 @@ import type pg from "pg";
 import type { ApiFamily } from "@wellspring/protocol";
 import { GatewayError } from "../errors.ts";
 import type { Principal } from "./keys.ts";
-import type { PriceBook } from "../billing/price_book.ts";
-import { planPrice, type Tariffs } from "../billing/tariffs.ts";
-import type { ModelPriceMicros } from "../billing/pricing.ts";
+import type { PriceBook } from "../billing/prices.ts";
+import { planPrice, type Tariffs } from "../billing/prices.ts";
+import type { ModelPriceMicros } from "../billing/prices.ts";
 import type { Treasury } from "../billing/treasury.ts";
 import { walletBalance } from "../billing/ledger.ts";
 

@@ -14,7 +14,7 @@ import type { Logger } from "../log.ts";
 import type { FailureThrottle, FailureThrottleOptions } from "./failure_throttle.ts";
 import type { Ledger } from "../billing/ledger.ts";
 import { audit, type Treasury } from "../billing/treasury.ts";
-import type { PriceBook } from "../billing/price_book.ts";
+import type { PriceBook } from "../billing/prices.ts";
 import type { AgentRegistry } from "../tunnel/registry.ts";
 import { readJsonObject, sendJson } from "./account.ts";
 

@@ -1,9 +1,9 @@
 /**
- * The request path: authenticate the virtual key, read the routing and billing fields as the body streams in
- * (the whole body, so the hub reads what the provider will read), pick an agent, hold the request's worst case
- * against the user's balance, and forward bytes both ways through the tunnel as they arrive — no buffering
- * beyond the bytes before the routing fields, no re-serialisation. A client that goes away resets the stream,
- * which aborts the provider call at the agent.
+ * The request path, HTTP ↔ tunnel: authenticate the virtual key, read the routing fields as the body streams in
+ * (every byte, so the hub reads what the provider will read), pick an agent, open the billing meter, and forward
+ * bytes both ways as they arrive — no buffering beyond the bytes before the routing fields, no re-serialisation.
+ * A client that goes away resets the stream, which aborts the provider call at the agent. Money is the meter's
+ * (`billing/meter.ts`): `meter.open` before anything goes upstream, `hold.settle` when the request ends.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { forwardedQuery, JsonBodyScanner, MultipartBodyScanner, multipartBoundary, ResetCode, type ApiFamily, type BodyFields, type BodyScanner, type RequestHead } from "@wellspring/protocol";
@@ -15,43 +15,11 @@ import type { HubStream } from "../tunnel/hub_stream.ts";
 import type { AgentRegistry } from "../tunnel/registry.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { RecordWriter } from "./records.ts";
-import { createUsageTap, type UsageTap } from "../billing/usage_tap.ts";
-import type { EndCause, Usage } from "../billing/usage.ts";
-import type { SettlementBatcher } from "../billing/settlement_batcher.ts";
-import type { CreditLeases, LeaseClaim } from "../billing/leases.ts";
+import type { EndCause } from "../billing/usage.ts";
 import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
-import type { ReserveMeta } from "../billing/ledger.ts";
-import type { PriceBook, PricedModel } from "../billing/price_book.ts";
-import { officialCostMicros, ownerEarningMicros } from "../billing/pricing.ts";
-import { planChargeMicros, type PlanView, type Tariffs, type Tier } from "../billing/tariffs.ts";
-import { RequestTokenEstimator } from "../billing/estimate.ts";
-import { chargeBasis } from "../billing/charge_rules.ts";
-import { modelLimits, worstUsage, type ModelLimits } from "../billing/worst_case.ts";
+import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, type Meter } from "../billing/meter.ts";
 import type { FreeRouteLimiter } from "./free_routes.ts";
 import { DROPPED_RESPONSE_HEADERS, FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
-
-export interface Billing {
-  /** Writes settlements in small batches, off the request path (to the spool while the ledger is away). */
-  settlements: SettlementBatcher;
-  /** Holds each request's worst case in memory against a slice of the wallet this gateway leased. */
-  leases: CreditLeases;
-  prices: PriceBook;
-  tariffs: Tariffs;
-  /** Output cap assumed for a request that sets none, for a model whose maximum is not known, tokens. */
-  defaultMaxOutputTokens: number;
-}
-
-/** What a request was priced with when it started; it settles with the same, whatever is published meanwhile. */
-interface Priced extends PricedModel {
-  plan: PlanView;
-  tier: Tier;
-  tierBps: bigint;
-  limits: ModelLimits;
-  /** The worst case held for the request now, µ$ (it grows with the body). */
-  reservedMicros: bigint;
-  claim: LeaseClaim;
-  meta: ReserveMeta;
-}
 
 /** With billing on, bytes read (at most) before dispatch, so a small body's cap, `n` and size are known for its hold. */
 export const BILLING_SCAN_BYTES_MAX = 256 * 1024;
@@ -74,6 +42,10 @@ export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
   noCapacityRetryAfterSeconds: 2,
 };
 
+/** After an early answer, the most of the rest of an upload read and dropped before the connection is closed, bytes and ms. */
+export const UPLOAD_DRAIN_BYTES_MAX = 64 * 1024 * 1024;
+export const UPLOAD_DRAIN_MS_MAX = 10_000;
+
 /** Retry-After sent when the ledger cannot be reached to grant credit, seconds. */
 export const LEDGER_UNAVAILABLE_RETRY_AFTER_SECONDS = 5;
 
@@ -84,8 +56,8 @@ export interface ProxyDeps {
   gatewayId: string;
   limits: ProxyLimits;
   log: Logger;
-  /** Hold before dispatch and settle at the end; null when billing is off. */
-  billing: Billing | null;
+  /** Holds before dispatch and settles at the end (with billing off: reads usage only). */
+  meter: Meter;
   /** Rate limit of routes that are free at the provider (they cost owners capacity, not money). */
   freeRoutes: FreeRouteLimiter;
   /** Models known to the hub even when no agent serving them is connected (404 vs 503). */
@@ -105,18 +77,28 @@ export async function authenticate(req: IncomingMessage, keys: KeyVerifier): Pro
   throw new GatewayError("invalid_api_key", "Incorrect API key provided.");
 }
 
-function insufficientQuota(api: ApiFamily): GatewayError {
-  return new GatewayError("insufficient_quota", api === "anthropic"
-    ? "Your credit balance is too low to access the API. Top up your Wellspring balance."
-    : "You exceeded your current quota: your balance does not cover this request. Top up your Wellspring balance.");
-}
-
 /** Why a body the scanner read is refused before it reaches a provider, or null. */
 function bodyRefusal(fields: BodyFields): GatewayError | null {
   if (fields.billedTools.length > 0) {
     return new GatewayError("invalid_request", `The server-side tool \`${fields.billedTools[0]}\` is billed per call by the provider and is not offered through this gateway; use function tools instead.`, { param: "tools" });
   }
   return null;
+}
+
+/** The meter's refusals in the route's error shape. */
+function meterError(error: unknown, api: ApiFamily): unknown {
+  if (error instanceof InsufficientBalanceError) {
+    return new GatewayError("insufficient_quota", api === "anthropic"
+      ? "Your credit balance is too low to access the API. Top up your Wellspring balance."
+      : "You exceeded your current quota: your balance does not cover this request. Top up your Wellspring balance.");
+  }
+  if (error instanceof UnpricedModelError) return new GatewayError("model_not_found", error.message, { param: "model" });
+  if (error instanceof LedgerUnavailableError) return ledgerUnavailable(error);
+  return error;
+}
+
+function ledgerUnavailable(cause: unknown): GatewayError {
+  return new GatewayError("service_unavailable", "Billing is briefly unavailable, so no new credit can be granted; retry shortly.", { retryAfterSeconds: LEDGER_UNAVAILABLE_RETRY_AFTER_SECONDS, cause });
 }
 
 class ProxyExchange {
@@ -132,11 +114,8 @@ class ProxyExchange {
   status = 0;
   endCause: EndCause | null = null;
   #pendingConsume = 0;
-  /** Reads the provider's reported usage from the response bytes as they pass (never changes them). */
-  #usage: UsageTap | null = null;
-  #priced: Priced | null = null;
-  /** Counts the request's input tokens as it streams, for charges the provider reports no usage for. */
-  #inputEstimate: RequestTokenEstimator | null = null;
+  /** The request's billing meter, from dispatch to its end. */
+  #hold: Hold | null = null;
   /** The whole request body went into the tunnel. */
   #dispatched = false;
   /** Reads the routing and billing fields from every byte of the body. */
@@ -167,8 +146,8 @@ class ProxyExchange {
     if (this.#headTimer) clearTimeout(this.#headTimer);
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
     if (!this.principal) return;
-    const charge = this.#priced ? this.#settle(cause) : null;
-    const usage = charge?.usage ?? this.#usage?.result() ?? null;
+    const charge: Charge | null = this.#hold?.settle({ cause, status: this.status, responded: this.firstByteAt !== null, dispatched: this.#dispatched }) ?? null;
+    const usage = charge?.usage ?? null;
     this.deps.records.add({
       id: this.requestId,
       userId: this.principal.userId,
@@ -190,59 +169,46 @@ class ProxyExchange {
       outputTokens: usage?.outputTokens ?? null,
       cachedInputTokens: usage?.cachedInputTokens ?? null,
       usageEstimated: charge?.estimated ?? false,
-      priceVer: this.#priced?.ver ?? null,
-      tier: this.#priced?.tier ?? null,
-      tierBps: this.#priced ? Number(this.#priced.tierBps) : null,
+      priceVer: charge?.priceVer ?? null,
+      tier: charge?.tier ?? null,
+      tierBps: charge?.tierBps ?? null,
       userChargeMicros: charge?.chargeMicros ?? null,
       ownerEarningMicros: charge?.earningMicros ?? null,
     });
-  }
-
-  /**
-   * Charges by the rule for how the request ended (docs/billing.md) at the prices it started with — in full,
-   * even beyond what it held — and frees the rest of its hold. The owner earns the official cost × the tier
-   * in force, whatever the user's plan charges.
-   */
-  #settle(cause: EndCause): { usage: Usage; estimated: boolean; chargeMicros: bigint; earningMicros: bigint } {
-    const billing = this.deps.billing!;
-    const priced = this.#priced!;
-    const tap = this.#usage;
-    const basis = chargeBasis({
-      cause,
-      status: this.status,
-      responded: this.firstByteAt !== null,
-      dispatched: this.#dispatched,
-      reported: tap?.result() ?? null,
-      reportedInput: tap?.reportedInput() ?? null,
-      deliveredOutputTokens: () => tap?.streamedOutputTokens() ?? null,
-      estimatedInputTokens: () => this.#inputEstimate?.total() ?? 0,
-      inputCharacters: this.route.billing === "speech" ? (this.#scanner?.fields.inputChars ?? 0) : 0,
-      responseImages: () => tap?.images() ?? 0,
-    });
-    const official = officialCostMicros(basis.usage, priced.price);
-    const chargeMicros = planChargeMicros(priced.plan, this.route.api, this.model!, priced.price, basis.usage);
-    const ownerId = this.conn?.ownerId ?? null;
-    const earningMicros = ownerId === null ? 0n : ownerEarningMicros(official, priced.tierBps);
-    const planBps = priced.plan.overrides.has(`${this.route.api}:${this.model}`) ? null : Number(priced.plan.multiplierBps);
-    const lease = { leaseId: priced.claim.leaseId, userId: priced.claim.userId, reservedMicros: priced.reservedMicros, meta: priced.meta };
-    const written = billing.settlements.settle(this.principal!.userId, this.model!, this.requestId, {
-      chargeMicros, ownerId, ownerEarningMicros: earningMicros, officialMicros: official, planBps,
-      usage: basis.usage, estimated: basis.estimated, endCause: cause, lease,
-    });
-    written.catch((error: unknown) => this.deps.log.error("billing.settle_failed", { requestId: this.requestId, error }));
-    billing.leases.finish(priced.claim, chargeMicros, written);
-    return { usage: basis.usage, estimated: basis.estimated, chargeMicros, earningMicros };
   }
 
   fail(error: GatewayError, cause: EndCause): void {
     if (this.finished) return;
     this.stream?.reset(ResetCode.CANCEL, error.code);
     this.#finish(cause, error.status);
-    // Answering before the upload finished: the connection cannot be reused (the client may still be
-    // sending), so close it after this response while the rest of the upload drains.
-    if (!this.req.complete && !this.res.headersSent) this.res.setHeader("connection", "close");
     sendError(this.res, this.route.api, error, this.requestId);
-    this.req.resume();
+    if (!this.req.complete) this.#dropRestOfUpload();
+  }
+
+  /**
+   * Answered before the upload finished: the client may still be sending, and cannot read the answer if the
+   * connection closes under it. Read and drop the rest — up to UPLOAD_DRAIN_BYTES_MAX or UPLOAD_DRAIN_MS_MAX —
+   * then the connection serves its next request; past either bound it is closed.
+   */
+  #dropRestOfUpload(): void {
+    const req = this.req;
+    const socket = req.socket;
+    let dropped = 0;
+    // Only while this upload is still arriving: once it is complete the connection may serve another request.
+    const cut = () => {
+      if (!req.complete) socket.destroy();
+    };
+    const timer = setTimeout(cut, UPLOAD_DRAIN_MS_MAX);
+    timer.unref();
+    req.on("data", (chunk: Buffer) => {
+      dropped += chunk.length;
+      if (dropped > UPLOAD_DRAIN_BYTES_MAX) cut();
+    });
+    req.once("end", () => clearTimeout(timer));
+    req.once("close", () => clearTimeout(timer));
+    // The body's async iterator reads through 'readable' events, under which resume() does nothing.
+    req.removeAllListeners("readable");
+    req.resume();
   }
 
   #onClientClose(): void {
@@ -263,6 +229,11 @@ class ProxyExchange {
   #bodyProblem(problem: string): GatewayError {
     if (problem === "the request body is empty") return new GatewayError("model_required", "Request body is empty; it must name a model.", { param: "model" });
     return new GatewayError("invalid_request", `We could not read the body of your request: ${problem}.`);
+  }
+
+  /** The body's size as far as it is known: declared, or received so far. */
+  get #inputBytes(): number {
+    return this.#declaredBytes ?? this.bytesIn;
   }
 
   async run(): Promise<void> {
@@ -298,7 +269,7 @@ class ProxyExchange {
     let bodyDone = false;
     // Hold bytes only until the routing fields are known; with billing on, read on (up to a bound) so a small
     // body's size, output cap and `n` are known for its hold.
-    const wantMore = () => !scanner.settled || (deps.billing !== null && this.bytesIn < BILLING_SCAN_BYTES_MAX);
+    const wantMore = () => !scanner.settled || (deps.meter.billingOn && this.bytesIn < BILLING_SCAN_BYTES_MAX);
     while (wantMore()) {
       const next = await body.next();
       if (next.done) {
@@ -332,14 +303,25 @@ class ProxyExchange {
       throw new GatewayError("no_capacity", `No capacity for the model '${model}' right now; retry shortly.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
     }
     this.conn = conn;
-    if (deps.billing && route.billing !== "free") {
-      await this.#hold(deps.billing, model);
-      if (route.body !== "multipart") {
-        this.#inputEstimate = new RequestTokenEstimator();
-        for (const chunk of held) this.#inputEstimate.push(chunk);
-      }
+    try {
+      this.#hold = await deps.meter.open({
+        requestId: this.requestId,
+        userId: this.principal.userId,
+        planId: this.principal.planId,
+        route: { api: route.api, unit: route.billing, multipart: route.body === "multipart" },
+        model,
+        fields: scanner.fields,
+        agent: { agentId: conn.agentId, ownerId: conn.ownerId, tier: conn.effectiveTier },
+        inputBytes: this.#inputBytes,
+      });
+    } catch (error) {
+      throw meterError(error, route.api);
     }
-    if (this.finished) return;
+    // The client may have gone while the hold was made: settle (release) it at once.
+    if (this.finished) {
+      this.#hold.settle({ cause: this.endCause!, status: this.status, responded: false, dispatched: false });
+      return;
+    }
     const headers: [string, string][] = [];
     for (const [name, value] of Object.entries(req.headers)) {
       if (FORWARDED_REQUEST_HEADERS.has(name) && typeof value === "string") headers.push([name, value]);
@@ -368,8 +350,12 @@ class ProxyExchange {
     // Forward what was held, then the rest of the body as it arrives. Each chunk is scanned (and the hold
     // grown to cover it) before it is forwarded: a body that turns out unacceptable never reaches the
     // provider whole, so the provider never acts on it.
+    const hold = this.#hold;
     try {
-      for (const chunk of held) await this.stream.sendData(chunk);
+      for (const chunk of held) {
+        hold.input(chunk);
+        await this.stream.sendData(chunk);
+      }
       held.length = 0;
       while (!bodyDone) {
         const next = await body.next();
@@ -377,9 +363,11 @@ class ProxyExchange {
         this.#countIn(next.value.length);
         if (this.finished) return;
         this.#scan(next.value);
-        await this.#growHold();
+        await hold.grow(this.#inputBytes).catch((error: unknown) => {
+          throw meterError(error, route.api);
+        });
         if (this.finished) return;
-        this.#inputEstimate?.push(next.value);
+        hold.input(next.value);
         await this.stream.sendData(next.value);
       }
       if (!bodyDone) {
@@ -393,67 +381,6 @@ class ProxyExchange {
       if (this.stream.closed || this.finished) return; // reset or client gone: already answered
       throw error;
     }
-  }
-
-  /** The body's size as far as it is known: declared, or received so far. */
-  get #inputBytes(): number {
-    return this.#declaredBytes ?? this.bytesIn;
-  }
-
-  #worstMicros(priced: Pick<Priced, "plan" | "price" | "limits">): bigint {
-    const worst = worstUsage(this.route.billing, this.route.body === "multipart", this.#scanner!.fields, this.#inputBytes, priced.limits);
-    return planChargeMicros(priced.plan, this.route.api, this.model!, priced.price, worst);
-  }
-
-  /** Holds the request's worst case against the user's balance before anything is sent upstream. */
-  async #hold(billing: Billing, model: string): Promise<void> {
-    const official = await billing.prices.get(this.route.api, model);
-    if (!official) throw new GatewayError("model_not_found", `The model '${model}' has no price and cannot be served.`, { param: "model" });
-    const plan = await billing.tariffs.plan(this.principal!.planId);
-    const conn = this.conn!;
-    const tier = conn.effectiveTier;
-    const tierBps = await billing.tariffs.tierBps(tier);
-    const limits = modelLimits(model, billing.defaultMaxOutputTokens);
-    const amount = this.#worstMicros({ plan, price: official.price, limits });
-    const meta: ReserveMeta = {
-      priceVer: official.ver,
-      planId: plan.id,
-      api: this.route.api,
-      model,
-      agentId: conn.agentId,
-      ownerId: conn.ownerId,
-      tier,
-      tierBps: Number(tierBps),
-    };
-    // Held in memory against this gateway's lease on the wallet; a database round trip only to top it up.
-    let claim: LeaseClaim | null;
-    try {
-      claim = await billing.leases.claim(this.principal!.userId, amount);
-    } catch (error) {
-      if (error instanceof LedgerUnavailableError) throw ledgerUnavailable(error);
-      throw error;
-    }
-    if (!claim) throw insufficientQuota(this.route.api);
-    this.#priced = { ...official, plan, tier, tierBps, limits, reservedMicros: amount, claim, meta };
-    // The client may have gone while the hold was made: release it at once.
-    if (this.finished) this.#settle(this.endCause!);
-  }
-
-  /** The body grew (or asked for more) past what is held: hold more before forwarding it, or refuse. */
-  async #growHold(): Promise<void> {
-    const priced = this.#priced;
-    if (!priced) return;
-    const need = this.#worstMicros(priced);
-    if (need <= priced.reservedMicros) return;
-    let grown: boolean;
-    try {
-      grown = await this.deps.billing!.leases.grow(priced.claim, need - priced.reservedMicros);
-    } catch (error) {
-      if (error instanceof LedgerUnavailableError) throw ledgerUnavailable(error);
-      throw error;
-    }
-    if (!grown) throw insufficientQuota(this.route.api);
-    priced.reservedMicros = need;
   }
 
   #countIn(n: number): void {
@@ -483,7 +410,7 @@ class ProxyExchange {
       const prev = out[name];
       out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
-    if (status < 400) this.#usage = createUsageTap(headers.find(([n]) => n === "content-type")?.[1] ?? "", { countImages: this.route.billing === "images" });
+    this.#hold?.response(status, headers.find(([n]) => n === "content-type")?.[1] ?? "");
     this.res.writeHead(status, out);
     this.res.flushHeaders();
     this.#armIdle();
@@ -492,7 +419,7 @@ class ProxyExchange {
   #onData(chunk: Uint8Array): void {
     if (this.finished) return;
     this.bytesOut += chunk.length;
-    this.#usage?.push(chunk);
+    this.#hold?.output(chunk);
     this.#armIdle();
     const n = chunk.length;
     if (this.res.write(chunk)) {
@@ -542,10 +469,6 @@ class ProxyExchange {
     this.#finish(endCause, error.status);
     sendError(this.res, this.route.api, error, this.requestId);
   }
-}
-
-function ledgerUnavailable(cause: unknown): GatewayError {
-  return new GatewayError("service_unavailable", "Billing is briefly unavailable, so no new credit can be granted; retry shortly.", { retryAfterSeconds: LEDGER_UNAVAILABLE_RETRY_AFTER_SECONDS, cause });
 }
 
 export async function proxyRequest(req: IncomingMessage, res: ServerResponse, route: ProxyRoute, deps: ProxyDeps): Promise<void> {

@@ -24,7 +24,7 @@ import { userInfo } from "node:os";
 import pg from "pg";
 import { createDb, currentHubEndpoint, hashPassword, newId, passwordProblem, publishHubEvent, type Db } from "@wellspring/db";
 import { Ledger } from "../billing/ledger.ts";
-import { formatMicros } from "../billing/pricing.ts";
+import { formatUsd } from "../billing/money.ts";
 import { Treasury } from "../billing/treasury.ts";
 import { parseEnv } from "../env.ts";
 import { issueKey } from "../api/keys.ts";
@@ -150,12 +150,12 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       if (!reason) throw new Error("--reason is required (it goes into the audit trail)");
       const amount = micros(args);
       const result = await treasury.grant(actor(), user.id, amount, reason, flag(args, "grant-id"));
-      return result === "credited" ? `granted ${formatMicros(amount)} to ${user.email}` : "that grant id was already credited: nothing changed";
+      return result === "credited" ? `granted ${formatUsd(amount, { exact: true })} to ${user.email}` : "that grant id was already credited: nothing changed";
     }
     case "balance": {
       const user = await userByEmail(db, flag(args, "email"));
       const w = await db.wallet.findUnique({ where: { userId: user.id } });
-      return `${user.email}: available ${formatMicros(w?.availableMicros ?? 0n)}, reserved ${formatMicros(w?.reservedMicros ?? 0n)}`;
+      return `${user.email}: available ${formatUsd(w?.availableMicros ?? 0n, { exact: true })}, reserved ${formatUsd(w?.reservedMicros ?? 0n, { exact: true })}`;
     }
     case "redemption-codes": {
       const count = Number(flag(args, "count") ?? "1");
@@ -163,23 +163,23 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const expiresAt = expires ? new Date(expires) : null;
       if (expiresAt && Number.isNaN(expiresAt.getTime())) throw new Error("--expires must be an ISO 8601 time (UTC)");
       const batch = await treasury.createRedemptionBatch(actor(), { amountMicros: micros(args), count, note: flag(args, "note"), expiresAt });
-      return [`batch ${batch.batchId}: ${batch.codes.length} codes of ${formatMicros(micros(args))} each (shown once, store them now):`, ...batch.codes].join("\n");
+      return [`batch ${batch.batchId}: ${batch.codes.length} codes of ${formatUsd(micros(args), { exact: true })} each (shown once, store them now):`, ...batch.codes].join("\n");
     }
     case "earnings": {
       const user = await userByEmail(db, flag(args, "email"));
       const days = await treasury.ownerEarningsByDay(user.id, Number(flag(args, "days") ?? "30"));
       const balance = await treasury.ownerBalance(user.id);
-      return [`${user.email}: ${formatMicros(balance)} not yet requested for payout`, ...days.map((d) => `${d.day} (UTC)  ${formatMicros(d.earningMicros)}  ${d.requests} requests`)].join("\n");
+      return [`${user.email}: ${formatUsd(balance, { exact: true })} not yet requested for payout`, ...days.map((d) => `${d.day} (UTC)  ${formatUsd(d.earningMicros, { exact: true })}  ${d.requests} requests`)].join("\n");
     }
     case "request-payout": {
       const user = await userByEmail(db, flag(args, "email"));
       const r = await treasury.requestPayout(user.id, micros(args));
-      return r.outcome === "requested" ? `payout ${r.payoutId} requested` : `refused: only ${formatMicros(r.availableMicros)} is available`;
+      return r.outcome === "requested" ? `payout ${r.payoutId} requested` : `refused: only ${formatUsd(r.availableMicros, { exact: true })} is available`;
     }
     case "payouts": {
       const rows = await db.payout.findMany({ orderBy: { requestedAt: "desc" }, take: 100, include: { owner: { select: { email: true } } } });
       if (rows.length === 0) return "no payouts";
-      return rows.map((p) => `${p.id} ${p.status} ${formatMicros(p.amountMicros)} ${p.owner.email} requested=${p.requestedAt.toISOString()}${p.reference ? ` ref=${p.reference}` : ""}`).join("\n");
+      return rows.map((p) => `${p.id} ${p.status} ${formatUsd(p.amountMicros, { exact: true })} ${p.owner.email} requested=${p.requestedAt.toISOString()}${p.reference ? ` ref=${p.reference}` : ""}`).join("\n");
     }
     case "decide-payout": {
       const id = flag(args, "id");

@@ -6,7 +6,7 @@
 import { DEFAULT_PRICE_TABLE } from "@wellspring/db/core";
 import type { LeaseClaim } from "../leases.ts";
 import type { ReserveMeta, Settlement } from "../ledger.ts";
-import { officialCostMicros, ownerEarningMicros, userChargeMicros } from "../pricing.ts";
+import { officialCostMicros, ownerEarningMicros, userChargeMicros } from "../prices.ts";
 import type { Usage } from "../usage.ts";
 
 export const TEST_MODEL = "gpt-4o-mini";

@@ -1,0 +1,233 @@
+/**
+ * The billing meter: what the request path calls to charge for a request, twice —
+ * `meter.open(request)` before anything goes upstream (holds the request's worst case against the user's
+ * balance, in memory against this gateway's credit lease) and `hold.settle(outcome)` when it ends (charges by the
+ * rule for how it ended, in full, at the prices it started with; the owner earns official × tier). Between the
+ * two, the hold grows with the body (`grow`) and reads the request's and the response's bytes as they pass
+ * (`input`, `response`, `output`) to know what was used — without changing or keeping them.
+ *
+ * With billing off, or on a route the provider does not charge for, `open` holds nothing and `settle` charges
+ * nothing; the hold still reads the usage the provider reports, for the request's record.
+ */
+import type { ApiFamily, BodyFields } from "@wellspring/protocol";
+import { chargeBasis } from "./charge_rules.ts";
+import { RequestTokenEstimator } from "./estimate.ts";
+import type { CreditLeases, LeaseClaim } from "./leases.ts";
+import type { ReserveMeta } from "./ledger.ts";
+import { officialCostMicros, ownerEarningMicros, planChargeMicros, type PlanView, type PriceBook, type PricedModel, type Tariffs, type Tier } from "./prices.ts";
+import type { SettlementBatcher } from "./settlement_batcher.ts";
+import type { EndCause, Usage } from "./usage.ts";
+import { createUsageTap, type UsageTap } from "./usage_tap.ts";
+import { modelLimits, worstUsage, type BillingUnit, type ModelLimits } from "./worst_case.ts";
+import type { Logger } from "../log.ts";
+
+export interface MeterOptions {
+  /** Writes settlements in small batches, off the request path (to the spool while the ledger is away). */
+  settlements: SettlementBatcher;
+  /** Holds each request's worst case in memory against a slice of the wallet this gateway leased. */
+  leases: CreditLeases;
+  prices: PriceBook;
+  tariffs: Tariffs;
+  /** Output cap assumed for a request that sets none, for a model whose maximum is not known, tokens. */
+  defaultMaxOutputTokens: number;
+}
+
+/** The model has no official price: it cannot be served while billing is on. */
+export class UnpricedModelError extends Error {
+  constructor(readonly model: string) {
+    super(`The model '${model}' has no price and cannot be served.`);
+    this.name = "UnpricedModelError";
+  }
+}
+
+/** The user's balance does not cover what the request may cost. */
+export class InsufficientBalanceError extends Error {
+  constructor() {
+    super("the balance does not cover this request");
+    this.name = "InsufficientBalanceError";
+  }
+}
+
+export interface MeteredRoute {
+  api: ApiFamily;
+  /** What the provider bills the route by. */
+  unit: BillingUnit;
+  /** The body is multipart (no input estimate; images bounded by the route's maximum when `n` is absent). */
+  multipart: boolean;
+}
+
+export interface HoldRequest {
+  requestId: string;
+  userId: string;
+  /** The user's plan; null = the default plan. */
+  planId: string | null;
+  route: MeteredRoute;
+  model: string;
+  /** What the body scanner read; the hold reads it again as the body grows. */
+  fields: BodyFields;
+  /** Who serves it: the agent, its owner and the tier it settles at now. */
+  agent: { agentId: string | null; ownerId: string | null; tier: Tier };
+  /** The body's size as far as it is known (Content-Length, or the bytes received so far). */
+  inputBytes: number;
+}
+
+/** How the request ended, as the request path saw it. */
+export interface Outcome {
+  cause: EndCause;
+  /** HTTP status the provider answered with; 0 when it never answered. */
+  status: number;
+  /** The response head reached the gateway. */
+  responded: boolean;
+  /** The whole request body was sent toward the provider. */
+  dispatched: boolean;
+}
+
+/** What a request was charged, for its record. */
+export interface Charge {
+  usage: Usage | null;
+  estimated: boolean;
+  chargeMicros: bigint | null;
+  earningMicros: bigint | null;
+  priceVer: number | null;
+  tier: Tier | null;
+  tierBps: number | null;
+}
+
+/** What a billed request was priced with when it started; it settles with the same, whatever is published meanwhile. */
+interface Priced extends PricedModel {
+  plan: PlanView;
+  tier: Tier;
+  tierBps: bigint;
+  limits: ModelLimits;
+  /** The worst case held now, µ$ (it grows with the body). */
+  reservedMicros: bigint;
+  claim: LeaseClaim;
+  meta: ReserveMeta;
+}
+
+export class Meter {
+  constructor(private readonly billing: MeterOptions | null, private readonly log: Logger) {}
+
+  get billingOn(): boolean {
+    return this.billing !== null;
+  }
+
+  /**
+   * Opens the request's meter. When the request is billed, holds its worst case first; throws
+   * UnpricedModelError, InsufficientBalanceError or LedgerUnavailableError before anything went upstream.
+   */
+  async open(req: HoldRequest): Promise<Hold> {
+    const billing = this.billing;
+    if (!billing || req.route.unit === "free") return new Hold(req, null, null, this.log);
+    const official = await billing.prices.get(req.route.api, req.model);
+    if (!official) throw new UnpricedModelError(req.model);
+    const plan = await billing.tariffs.plan(req.planId);
+    const tierBps = await billing.tariffs.tierBps(req.agent.tier);
+    const limits = modelLimits(req.model, billing.defaultMaxOutputTokens);
+    const amount = worstMicros(req, req.inputBytes, { plan, price: official.price, limits });
+    // Held in memory against this gateway's lease on the wallet; a database round trip only to top it up.
+    const claim = await billing.leases.claim(req.userId, amount);
+    if (!claim) throw new InsufficientBalanceError();
+    const meta: ReserveMeta = {
+      priceVer: official.ver,
+      planId: plan.id,
+      api: req.route.api,
+      model: req.model,
+      agentId: req.agent.agentId,
+      ownerId: req.agent.ownerId,
+      tier: req.agent.tier,
+      tierBps: Number(tierBps),
+    };
+    return new Hold(req, billing, { ...official, plan, tier: req.agent.tier, tierBps, limits, reservedMicros: amount, claim, meta }, this.log);
+  }
+}
+
+function worstMicros(req: HoldRequest, inputBytes: number, priced: Pick<Priced, "plan" | "price" | "limits">): bigint {
+  const worst = worstUsage(req.route.unit, req.route.multipart, req.fields, inputBytes, priced.limits);
+  return planChargeMicros(priced.plan, req.route.api, req.model, priced.price, worst);
+}
+
+/** One request's meter: what it holds, what it used, and its settlement (exactly once). */
+export class Hold {
+  /** Counts the request's input tokens as it streams, for charges the provider reports no usage for. */
+  readonly #inputEstimate: RequestTokenEstimator | null;
+  /** Reads the provider's reported usage from the response bytes as they pass (never changes them). */
+  #usage: UsageTap | null = null;
+  #settled: Charge | null = null;
+
+  constructor(
+    private readonly req: HoldRequest,
+    private readonly billing: MeterOptions | null,
+    private readonly priced: Priced | null,
+    private readonly log: Logger,
+  ) {
+    this.#inputEstimate = priced && !req.route.multipart ? new RequestTokenEstimator() : null;
+  }
+
+  /**
+   * The body grew (or asked for more) past what is held: holds more before the bytes go on. Throws
+   * InsufficientBalanceError or LedgerUnavailableError when it cannot.
+   */
+  async grow(inputBytes: number): Promise<void> {
+    const priced = this.priced;
+    if (!priced) return;
+    const need = worstMicros(this.req, inputBytes, priced);
+    if (need <= priced.reservedMicros) return;
+    if (!(await this.billing!.leases.grow(priced.claim, need - priced.reservedMicros))) throw new InsufficientBalanceError();
+    priced.reservedMicros = need;
+  }
+
+  /** Request body bytes, in order, as they go upstream. */
+  input(chunk: Uint8Array): void {
+    this.#inputEstimate?.push(chunk);
+  }
+
+  /** The provider's response head. */
+  response(status: number, contentType: string): void {
+    if (status < 400) this.#usage = createUsageTap(contentType, { countImages: this.req.route.unit === "images" });
+  }
+
+  /** Response body bytes, in order, as they go to the client. */
+  output(chunk: Uint8Array): void {
+    this.#usage?.push(chunk);
+  }
+
+  /**
+   * Charges by the rule for how the request ended (docs/billing.md) at the prices it started with — in full,
+   * even beyond what it held — and frees the rest of its hold. Once: later calls return the same charge.
+   */
+  settle(outcome: Outcome): Charge {
+    if (this.#settled) return this.#settled;
+    const priced = this.priced;
+    const tap = this.#usage;
+    if (!priced) {
+      this.#settled = { usage: tap?.result() ?? null, estimated: false, chargeMicros: null, earningMicros: null, priceVer: null, tier: null, tierBps: null };
+      return this.#settled;
+    }
+    const { req } = this;
+    const basis = chargeBasis({
+      ...outcome,
+      reported: tap?.result() ?? null,
+      reportedInput: tap?.reportedInput() ?? null,
+      deliveredOutputTokens: () => tap?.streamedOutputTokens() ?? null,
+      estimatedInputTokens: () => this.#inputEstimate?.total() ?? 0,
+      inputCharacters: req.route.unit === "speech" ? (req.fields.inputChars ?? 0) : 0,
+      responseImages: () => tap?.images() ?? 0,
+    });
+    const official = officialCostMicros(basis.usage, priced.price);
+    const chargeMicros = planChargeMicros(priced.plan, req.route.api, req.model, priced.price, basis.usage);
+    const ownerId = req.agent.ownerId;
+    const earningMicros = ownerId === null ? 0n : ownerEarningMicros(official, priced.tierBps);
+    const planBps = priced.plan.overrides.has(`${req.route.api}:${req.model}`) ? null : Number(priced.plan.multiplierBps);
+    const lease = { leaseId: priced.claim.leaseId, userId: priced.claim.userId, reservedMicros: priced.reservedMicros, meta: priced.meta };
+    const billing = this.billing!;
+    const written = billing.settlements.settle(req.userId, req.model, req.requestId, {
+      chargeMicros, ownerId, ownerEarningMicros: earningMicros, officialMicros: official, planBps,
+      usage: basis.usage, estimated: basis.estimated, endCause: outcome.cause, lease,
+    });
+    written.catch((error: unknown) => this.log.error("billing.settle_failed", { requestId: req.requestId, error }));
+    billing.leases.finish(priced.claim, chargeMicros, written);
+    this.#settled = { usage: basis.usage, estimated: basis.estimated, chargeMicros, earningMicros, priceVer: priced.ver, tier: priced.tier, tierBps: Number(priced.tierBps) };
+    return this.#settled;
+  }
+}
