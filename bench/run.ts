@@ -9,7 +9,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { newId } from "@wellspring/db";
-import { issueKey } from "../gateway/src/api/keys.ts";
+import { issueKey } from "../gateway/src/ops/keys.ts";
 import { fund, startStack } from "../e2e/stack/harness.ts";
 import { startNginx } from "./nginx.ts";
 import { cpuSeconds, pidsNamed, processTree } from "../e2e/stack/procfs.ts";

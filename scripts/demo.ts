@@ -10,13 +10,13 @@ import { createInterface } from "node:readline";
 import pg from "pg";
 import { newId } from "@wellspring/db";
 import { startMockProvider } from "@wellspring/mock-provider";
-import { issueKey } from "../gateway/src/api/keys.ts";
+import { issueKey } from "../gateway/src/ops/keys.ts";
 import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
 import { bootHub } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
-import { createEnrollmentToken } from "../gateway/src/tunnel/enroll.ts";
-import { Treasury } from "../gateway/src/billing/treasury.ts";
+import { createEnrollmentToken } from "../gateway/src/ops/enrollment.ts";
+import { Treasury } from "../gateway/src/ops/treasury.ts";
 
 /** Credit the demo user starts with, micro-USD ($10). */
 const DEMO_CREDIT_MICROS = 10_000_000n;

@@ -8,8 +8,8 @@ import { expect, test } from "@playwright/test";
 import pg from "pg";
 import { createDb, newId, type Db } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
-import { issueKey } from "../../gateway/src/api/keys.ts";
-import { Treasury } from "../../gateway/src/billing/treasury.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
+import { Treasury } from "../../gateway/src/ops/treasury.ts";
 import { enrollWithToken, startAgentProc, type AgentProc } from "../stack/harness.ts";
 
 const API = HUB_API;

@@ -6,7 +6,7 @@
 import { hubDatabaseUrl } from "./hub.ts";
 import { expect, test, type Page } from "@playwright/test";
 import { createDb, hashPassword, newId, type Db } from "@wellspring/db";
-import { issueKey } from "../../gateway/src/api/keys.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
 
 let db: Db;
 const victim = { userId: "", keyId: "", agentId: "", email: "" };

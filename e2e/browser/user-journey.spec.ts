@@ -10,7 +10,7 @@ import { expect, test } from "@playwright/test";
 import pg from "pg";
 import { createDb, currentPriceTable, newId, type Db } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
-import { Treasury } from "../../gateway/src/billing/treasury.ts";
+import { Treasury } from "../../gateway/src/ops/treasury.ts";
 import { ensureTlsIdentity } from "../../gateway/src/tls.ts";
 import { enrollAgent, startAgentProc, type AgentProc } from "../stack/harness.ts";
 

@@ -15,7 +15,7 @@ import { newId } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runAdmin, type AdminContext } from "../../gateway/src/cli/admin.ts";
-import { issueKey } from "../../gateway/src/api/keys.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { createTestDatabase, fund, ROOT, startGatewayProc, startProc, TEST_USER_FUNDING_MICROS, type GatewayProc, type Proc, type TestDatabase } from "./harness.ts";
 
 const DOCKERFILE = join(ROOT, "docker/agent.Dockerfile");

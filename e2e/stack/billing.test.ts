@@ -6,7 +6,7 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_PRICE_TABLE, newId, publishPriceVersion } from "@wellspring/db";
-import { issueKey } from "../../gateway/src/api/keys.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/prices.ts";
 import { settledWallet, startStack, type Stack } from "./harness.ts";

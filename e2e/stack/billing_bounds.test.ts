@@ -15,7 +15,7 @@ import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_PRICE_TABLE, newId } from "@wellspring/db";
-import { issueKey } from "../../gateway/src/api/keys.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { Ledger } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros } from "../../gateway/src/billing/prices.ts";
 import { FREE_ROUTE_REQUESTS_PER_WINDOW } from "../../gateway/src/api/free_routes.ts";

@@ -11,7 +11,7 @@ import pg from "pg";
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_PRICE_TABLE, newId } from "@wellspring/db";
-import { issueKey } from "../../gateway/src/api/keys.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/prices.ts";
 import type { Usage } from "../../gateway/src/billing/usage.ts";

@@ -46,7 +46,7 @@ describe("gateway errors", () => {
   });
 
   it("a revoked key stops working", async () => {
-    const { issueKey } = await import("../../gateway/src/api/keys.ts");
+    const { issueKey } = await import("../../gateway/src/ops/keys.ts");
     const key = await issueKey(stack.db, stack.userId, "to-revoke");
     expect((await call("/v1/chat/completions", { key: key.secret, body: chat("gpt-4o-mini") })).status).toBe(200);
     await stack.db.virtualKey.update({ where: { id: key.id }, data: { status: "revoked" } });
@@ -81,7 +81,7 @@ describe("gateway errors", () => {
     expect(route.status).toBe(404);
     const method = await call("/v1/chat/completions", { method: "GET" });
     expect(method.status).toBe(405);
-    const keyLimited = await (await import("../../gateway/src/api/keys.ts")).issueKey(stack.db, stack.userId, "limited", { allowedModels: ["claude-haiku-4-5"] });
+    const keyLimited = await (await import("../../gateway/src/ops/keys.ts")).issueKey(stack.db, stack.userId, "limited", { allowedModels: ["claude-haiku-4-5"] });
     const forbidden = await call("/v1/chat/completions", { key: keyLimited.secret, body: chat("gpt-4o-mini") });
     expect(forbidden.status).toBe(403);
     expect(forbidden.json.error.code).toBe("model_not_allowed");

@@ -10,8 +10,8 @@ import { createInterface } from "node:readline";
 import pg from "pg";
 import { createDb, deployMigrations, newId, type Db } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
-import { issueKey } from "../../gateway/src/api/keys.ts";
-import { createEnrollmentToken } from "../../gateway/src/tunnel/enroll.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
+import { createEnrollmentToken } from "../../gateway/src/ops/enrollment.ts";
 import { Ledger } from "../../gateway/src/billing/ledger.ts";
 
 /** The admin API token every test gateway is started with. */

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CloseCode, ControlKind, decodeMessage, encodePong, FrameType, importAgentPrivateKey, parseJson, welcome } from "@wellspring/protocol";
 import { newId } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
-import { issueKey } from "../../gateway/src/api/keys.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { DUPLICATE_AGENT_IDENTITY, type DuplicateEvidence } from "../../gateway/src/risk/duplicate_identity.ts";
 import { connectFakeAgent, sendAuth } from "./fake_peers.ts";
 import { copyAgentData, createTestDatabase, enrollAgent, fund, launchAgent, startAgentProc, startGatewayProc, TEST_USER_FUNDING_MICROS, type GatewayProc, type Proc, type TestDatabase } from "./harness.ts";

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
-import { issueKey } from "../../gateway/src/api/keys.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { Ledger } from "../../gateway/src/billing/ledger.ts";
 import { fund, settledWallet, startGatewayProc, startStack, type Stack } from "./harness.ts";
 import { startTcpProxy, type TcpProxy } from "./tcp_proxy.ts";

@@ -12,10 +12,10 @@ import OpenAI from "openai";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_PRICE_TABLE, newId } from "@wellspring/db";
-import { issueKey } from "../../gateway/src/api/keys.ts";
+import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros, TIER_BPS, userChargeMicros } from "../../gateway/src/billing/prices.ts";
-import { Treasury } from "../../gateway/src/billing/treasury.ts";
+import { Treasury } from "../../gateway/src/ops/treasury.ts";
 import { adminFetch, fund, settledWallet, startStack, type Stack } from "./harness.ts";
 
 let stack: Stack;

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
-import { issueKey, KEY_CACHE_TTL_MS, revokeKey } from "../../gateway/src/api/keys.ts";
+import { KEY_CACHE_TTL_MS } from "../../gateway/src/api/keys.ts";
+import { issueKey, revokeKey } from "../../gateway/src/ops/keys.ts";
 import { adminFetch, createTestDatabase, ROOT, startGatewayProc, startProc, TEST_ADMIN_TOKEN, TSX, type GatewayProc, type Proc, type TestDatabase } from "./harness.ts";
 
 const run = promisify(execFile);

@@ -22,7 +22,7 @@ import { Ledger } from "./billing/ledger.ts";
 import { isUnavailable, LedgerHealth } from "./billing/health.ts";
 import { PriceBook, Tariffs, type PriceTable } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
-import { Treasury } from "./billing/treasury.ts";
+import { Treasury } from "./ops/treasury.ts";
 import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
 import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
 import { Spool } from "./billing/spool.ts";

@@ -62,9 +62,15 @@ export const DEFAULT_PRICE_TABLE: readonly PriceEntry[] = [
   entry("anthropic", "claude-3-5-haiku", 0.8, 4, 0.08),
 ];
 
-/** Publishes a new version with these prices; returns its number. Versions only ever increase. */
-export async function publishPriceVersion(db: Db, prices: readonly PriceEntry[], note?: string): Promise<number> {
-  return (await publish(db, prices, note ?? null, false))!;
+/** What runs inside the publishing transaction (the caller's audit event). */
+export type InPublication = (tx: Parameters<Parameters<Db["$transaction"]>[0]>[0], ver: number) => Promise<void>;
+
+/**
+ * Publishes a new version with these prices; returns its number. Versions only ever increase. `inside` runs in
+ * the same transaction (an audit event): if it fails, nothing is published.
+ */
+export async function publishPriceVersion(db: Db, prices: readonly PriceEntry[], note?: string, inside?: InPublication): Promise<number> {
+  return (await publish(db, prices, note ?? null, false, inside))!;
 }
 
 /** Publishes DEFAULT_PRICE_TABLE as version 1 when nothing was ever published; returns the version made, or null. */
@@ -72,7 +78,7 @@ export async function seedPriceTableIfEmpty(db: Db): Promise<number | null> {
   return publish(db, DEFAULT_PRICE_TABLE, "seed: public list prices", true);
 }
 
-async function publish(db: Db, prices: readonly PriceEntry[], note: string | null, onlyIfEmpty: boolean): Promise<number | null> {
+async function publish(db: Db, prices: readonly PriceEntry[], note: string | null, onlyIfEmpty: boolean, inside?: InPublication): Promise<number | null> {
   if (prices.length === 0) throw new Error("Cannot publish an empty price table");
   for (const p of prices) {
     if ([p.inputMicrosPerMTok, p.outputMicrosPerMTok, p.cachedInputMicrosPerMTok, p.audioSecondMicros, p.imageMicros, p.characterMicrosPerM].some((v) => v < 0n)) {
@@ -87,6 +93,7 @@ async function publish(db: Db, prices: readonly PriceEntry[], note: string | nul
     const ver = (last?.ver ?? 0) + 1;
     await tx.priceVersion.create({ data: { ver, note } });
     await tx.modelPrice.createMany({ data: prices.map((p) => ({ ver, ...p })) });
+    await inside?.(tx, ver);
     // Every gateway hears of it when (and only if) this commits, and pushes it to its agents.
     await publishHubEvent(tx, { kind: "price_published", ver });
     return ver;

@@ -12,7 +12,7 @@ import type { Principal } from "./keys.ts";
 import type { PriceBook } from "../billing/prices.ts";
 import { planPrice, type Tariffs } from "../billing/prices.ts";
 import type { ModelPriceMicros } from "../billing/prices.ts";
-import type { Treasury } from "../billing/treasury.ts";
+import type { Treasury } from "../ops/treasury.ts";
 import { walletBalance } from "../billing/ledger.ts";
 
 /** Largest body accepted by the account endpoints, bytes. */

@@ -8,12 +8,14 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type pg from "pg";
-import { newId, publishHubEvent, publishPriceVersion, type Db, type PriceEntry } from "@wellspring/db/core";
+import type { Db, PriceEntry } from "@wellspring/db/core";
+import { z } from "zod";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { FailureThrottle, FailureThrottleOptions } from "./failure_throttle.ts";
 import type { Ledger } from "../billing/ledger.ts";
-import { audit, type Treasury } from "../billing/treasury.ts";
+import type { Treasury } from "../ops/treasury.ts";
+import { changeAgent, createPlan, publishPrices, setTierShare, setUserPlan } from "../ops/mod.ts";
 import type { PriceBook } from "../billing/prices.ts";
 import type { AgentRegistry } from "../tunnel/registry.ts";
 import { readJsonObject, sendJson } from "./account.ts";
@@ -66,47 +68,74 @@ function authorize(req: IncomingMessage, deps: AdminDeps): void {
   deps.throttle.succeeded(address);
 }
 
-const body = (req: IncomingMessage) => readJsonObject(req, ADMIN_BODY_BYTES_MAX, { emptyIsObject: true });
+/** Reads the JSON body and checks it against `schema`; the first problem becomes a 400 naming its field. */
+async function body<T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<T> {
+  const raw = await readJsonObject(req, ADMIN_BODY_BYTES_MAX, { emptyIsObject: true });
+  const parsed = schema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const param = issue.path.map(String).join(".").replace(/\.(\d+)\./g, "[$1].");
+  throw new GatewayError("invalid_request", `${param || "body"}: ${issue.message}`, { param: param || null });
+}
 
 /** A non-negative integer amount of micro-units, given as a JSON integer or a decimal string. */
-function micros(v: unknown, param: string, { positive = false } = {}): bigint {
-  const text = typeof v === "number" && Number.isSafeInteger(v) ? String(v) : typeof v === "string" ? v : "";
-  if (!/^(0|[1-9][0-9]{0,18})$/.test(text)) throw new GatewayError("invalid_request", `${param} must be a non-negative integer number of micro-units.`, { param });
-  const n = BigInt(text);
-  if (positive && n === 0n) throw new GatewayError("invalid_request", `${param} must be positive.`, { param });
-  return n;
-}
-
-function text(v: unknown, param: string, max = 500): string {
-  if (typeof v !== "string" || !v.trim() || v.length > max) throw new GatewayError("invalid_request", `${param} must be a non-empty string of at most ${max} characters.`, { param });
-  return v.trim();
-}
-
+const micros = z.union([z.number().int().nonnegative().refine(Number.isSafeInteger, "must be a safe integer").transform(String), z.string()])
+  .refine((v) => /^(0|[1-9][0-9]{0,18})$/.test(v), "must be a non-negative integer number of micro-units")
+  .transform((v) => BigInt(v));
+const positiveMicros = micros.refine((v) => v > 0n, "must be positive");
+const text = (max = 500) => z.string().trim().min(1, "must not be empty").max(max, `must be at most ${max} characters`);
 const MODEL = /^[\w.:/@-]{1,256}$/;
 
-function priceEntries(v: unknown): PriceEntry[] {
-  if (!Array.isArray(v) || v.length === 0) throw new GatewayError("invalid_request", "prices must be a non-empty array.", { param: "prices" });
+const priceEntry = z.object({
+  provider: z.enum(["openai", "anthropic", "azure"]),
+  model: z.string().regex(MODEL, "is not a model name"),
+  input_micros_per_mtok: micros,
+  output_micros_per_mtok: micros,
+  cached_input_micros_per_mtok: micros.optional(),
+  audio_second_micros: micros.default(0n),
+  image_micros: micros.default(0n),
+  character_micros_per_m: micros.default(0n),
+}).transform((p): PriceEntry => ({
+  provider: p.provider,
+  model: p.model,
+  inputMicrosPerMTok: p.input_micros_per_mtok,
+  outputMicrosPerMTok: p.output_micros_per_mtok,
+  cachedInputMicrosPerMTok: p.cached_input_micros_per_mtok ?? p.input_micros_per_mtok,
+  audioSecondMicros: p.audio_second_micros,
+  imageMicros: p.image_micros,
+  characterMicrosPerM: p.character_micros_per_m,
+}));
+const priceEntries = z.array(priceEntry).min(1, "must list at least one price").superRefine((entries, ctx) => {
   const seen = new Set<string>();
-  return v.map((raw, i) => {
-    const p = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
-    const provider = p.provider;
-    if (provider !== "openai" && provider !== "anthropic" && provider !== "azure") throw new GatewayError("invalid_request", `prices[${i}].provider must be openai, anthropic or azure.`);
-    if (typeof p.model !== "string" || !MODEL.test(p.model)) throw new GatewayError("invalid_request", `prices[${i}].model is not a model name.`);
-    const key = `${provider}:${p.model}`;
-    if (seen.has(key)) throw new GatewayError("invalid_request", `prices lists ${key} twice.`);
+  entries.forEach((e, i) => {
+    const key = `${e.provider}:${e.model}`;
+    if (seen.has(key)) ctx.addIssue({ code: "custom", path: [i], message: `lists ${key} twice` });
     seen.add(key);
-    return {
-      provider,
-      model: p.model,
-      inputMicrosPerMTok: micros(p.input_micros_per_mtok, `prices[${i}].input_micros_per_mtok`),
-      outputMicrosPerMTok: micros(p.output_micros_per_mtok, `prices[${i}].output_micros_per_mtok`),
-      cachedInputMicrosPerMTok: micros(p.cached_input_micros_per_mtok ?? p.input_micros_per_mtok, `prices[${i}].cached_input_micros_per_mtok`),
-      audioSecondMicros: micros(p.audio_second_micros ?? 0, `prices[${i}].audio_second_micros`),
-      imageMicros: micros(p.image_micros ?? 0, `prices[${i}].image_micros`),
-      characterMicrosPerM: micros(p.character_micros_per_m ?? 0, `prices[${i}].character_micros_per_m`),
-    };
   });
-}
+});
+
+const PublishPrices = z.object({ note: text().optional(), prices: priceEntries });
+const ChangeAgent = z.object({ tier: z.enum(["S", "A", "discount"]).optional(), discount_lane: z.boolean().optional() })
+  .refine((b) => b.tier !== undefined || b.discount_lane !== undefined, "nothing to change: send tier and/or discount_lane");
+const SetTierShare = z.object({ bps: z.number().int().min(0).max(10_000) });
+const CreatePlan = z.object({
+  name: text(80),
+  kind: z.enum(["standard", "promotional", "premium"]),
+  multiplier_bps: z.number().int().min(1).max(1_000_000, "must be at most 1000000 (10000 = the official price)"),
+  overrides: priceEntries.optional(),
+});
+const SetPlan = z.object({ plan_id: text(64).nullable() });
+const Grant = z.object({ amount_micros: positiveMicros, reason: text(), grant_id: text(64).optional() });
+const CodeBatch = z.object({
+  amount_micros: positiveMicros,
+  count: z.number().int(),
+  note: text().optional(),
+  expires_at: z.iso.datetime({ offset: true }).nullable().optional(),
+});
+const DecidePayout = z.discriminatedUnion("decision", [
+  z.object({ decision: z.literal("paid"), reference: text(200) }),
+  z.object({ decision: z.literal("cancelled"), reference: text(200).optional() }),
+]);
 
 const priceJson = (p: PriceEntry) => ({
   provider: p.provider,
@@ -131,11 +160,8 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
       return sendJson(res, 200, { ver: t.ver, prices: t.prices.map(priceJson) });
     }
     if (method === "POST") {
-      const b = await body(req);
-      const entries = priceEntries(b.prices);
-      const note = b.note === undefined ? undefined : text(b.note, "note");
-      const ver = await publishPriceVersion(deps.db, entries, note);
-      await audit(deps.pool, ACTOR, "prices.published", `price_ver:${ver}`, { models: entries.length, note: note ?? null });
+      const b = await body(req, PublishPrices);
+      const ver = await publishPrices(deps.db, ACTOR, b.prices, b.note);
       return sendJson(res, 201, { ver });
     }
   }
@@ -151,101 +177,45 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
   }
 
   if (resource === "agents" && id && !sub && method === "PATCH") {
-    const b = await body(req);
-    const data: { tier?: "S" | "A" | "discount"; discountLane?: boolean } = {};
-    if (b.tier !== undefined) {
-      if (b.tier !== "S" && b.tier !== "A" && b.tier !== "discount") throw new GatewayError("invalid_request", "tier must be S, A or discount.", { param: "tier" });
-      data.tier = b.tier;
-    }
-    if (b.discount_lane !== undefined) {
-      if (typeof b.discount_lane !== "boolean") throw new GatewayError("invalid_request", "discount_lane must be true or false.", { param: "discount_lane" });
-      data.discountLane = b.discount_lane;
-    }
-    if (Object.keys(data).length === 0) throw new GatewayError("invalid_request", "Nothing to change: send tier and/or discount_lane.");
-    const updated = await deps.db.$transaction(async (tx) => {
-      const n = await tx.agent.updateMany({ where: { id }, data });
-      if (n.count === 0) return false;
-      await tx.auditEvent.create({ data: { actor: ACTOR, action: "agent.updated", subject: `agent:${id}`, detail: data } });
-      await publishHubEvent(tx, { kind: "agent_changed", agentId: id });
-      return true;
-    });
-    if (!updated) throw new GatewayError("not_found", `No agent ${id}.`);
-    return sendJson(res, 200, { id, ...(data.tier ? { tier: data.tier } : {}), ...(data.discountLane !== undefined ? { discount_lane: data.discountLane } : {}) });
+    const b = await body(req, ChangeAgent);
+    const change = { ...(b.tier ? { tier: b.tier } : {}), ...(b.discount_lane !== undefined ? { discountLane: b.discount_lane } : {}) };
+    if (!(await changeAgent(deps.db, ACTOR, id, change))) throw new GatewayError("not_found", `No agent ${id}.`);
+    return sendJson(res, 200, { id, ...(b.tier ? { tier: b.tier } : {}), ...(b.discount_lane !== undefined ? { discount_lane: b.discount_lane } : {}) });
   }
 
   if (resource === "tiers" && id && method === "PUT") {
     if (id !== "S" && id !== "A" && id !== "discount") throw new GatewayError("not_found", "Tiers are S, A and discount.");
-    const b = await body(req);
-    const bps = b.bps;
-    if (typeof bps !== "number" || !Number.isInteger(bps) || bps < 0 || bps > 10_000) throw new GatewayError("invalid_request", "bps must be an integer from 0 to 10000.", { param: "bps" });
-    await deps.db.$transaction(async (tx) => {
-      await tx.tierCoefficient.upsert({ where: { tier: id }, create: { tier: id, bps }, update: { bps } });
-      await tx.auditEvent.create({ data: { actor: ACTOR, action: "tier.set", subject: `tier:${id}`, detail: { bps } } });
-      await publishHubEvent(tx, { kind: "tariffs_changed" });
-    });
+    const { bps } = await body(req, SetTierShare);
+    await setTierShare(deps.db, ACTOR, id, bps);
     return sendJson(res, 200, { tier: id, bps });
   }
 
   if (resource === "plans" && !id && method === "POST") {
-    const b = await body(req);
-    const name = text(b.name, "name", 80);
-    const kind = b.kind;
-    if (kind !== "standard" && kind !== "promotional" && kind !== "premium") throw new GatewayError("invalid_request", "kind must be standard, promotional or premium.", { param: "kind" });
-    const multiplierBps = b.multiplier_bps;
-    if (typeof multiplierBps !== "number" || !Number.isInteger(multiplierBps) || multiplierBps < 1 || multiplierBps > 1_000_000) {
-      throw new GatewayError("invalid_request", "multiplier_bps must be an integer from 1 to 1000000 (10000 = the official price).", { param: "multiplier_bps" });
-    }
-    const overrides = b.overrides === undefined ? [] : priceEntries(b.overrides);
-    const planId = newId("plan");
-    await deps.db.$transaction(async (tx) => {
-      await tx.plan.create({ data: { id: planId, name, kind, multiplierBps } });
-      if (overrides.length) {
-        await tx.planModelPrice.createMany({
-          data: overrides.map((o) => ({ planId, api: o.provider === "anthropic" ? "anthropic" : "openai", model: o.model, inputMicrosPerMTok: o.inputMicrosPerMTok, outputMicrosPerMTok: o.outputMicrosPerMTok, cachedInputMicrosPerMTok: o.cachedInputMicrosPerMTok })),
-        });
-      }
-      await tx.auditEvent.create({ data: { actor: ACTOR, action: "plan.created", subject: `plan:${planId}`, detail: { name, kind, multiplierBps, overrides: overrides.length } } });
-      await publishHubEvent(tx, { kind: "tariffs_changed" });
-    });
-    return sendJson(res, 201, { id: planId, name, kind, multiplier_bps: multiplierBps });
+    const b = await body(req, CreatePlan);
+    const planId = await createPlan(deps.db, ACTOR, { name: b.name, kind: b.kind, multiplierBps: b.multiplier_bps, overrides: b.overrides ?? [] });
+    return sendJson(res, 201, { id: planId, name: b.name, kind: b.kind, multiplier_bps: b.multiplier_bps });
   }
 
   if (resource === "users" && id && sub === "plan" && method === "PUT") {
-    const b = await body(req);
-    const planId = b.plan_id === null ? null : text(b.plan_id, "plan_id", 64);
-    const ok = await deps.db.$transaction(async (tx) => {
-      if (planId && !(await tx.plan.findUnique({ where: { id: planId } }))) return "no_plan";
-      const n = await tx.user.updateMany({ where: { id }, data: { planId } });
-      if (n.count === 0) return "no_user";
-      await tx.auditEvent.create({ data: { actor: ACTOR, action: "user.plan_set", subject: `user:${id}`, detail: { planId } } });
-      await publishHubEvent(tx, { kind: "user_changed", userId: id });
-      return "ok";
-    });
+    const { plan_id: planId } = await body(req, SetPlan);
+    const ok = await setUserPlan(deps.db, ACTOR, id, planId);
     if (ok === "no_plan") throw new GatewayError("not_found", `No plan ${planId}.`, { param: "plan_id" });
     if (ok === "no_user") throw new GatewayError("not_found", `No user ${id}.`);
     return sendJson(res, 200, { user_id: id, plan_id: planId, note: "applies to requests that start from now, on every gateway" });
   }
 
   if (resource === "users" && id && sub === "grants" && method === "POST") {
-    const b = await body(req);
-    const amount = micros(b.amount_micros, "amount_micros", { positive: true });
-    const reason = text(b.reason, "reason");
-    const grantId = b.grant_id === undefined ? undefined : text(b.grant_id, "grant_id", 64);
+    const b = await body(req, Grant);
     if (!(await deps.db.user.findUnique({ where: { id }, select: { id: true } }))) throw new GatewayError("not_found", `No user ${id}.`);
-    const result = await deps.treasury.grant(ACTOR, id, amount, reason, grantId);
-    return sendJson(res, result === "credited" ? 201 : 200, { user_id: id, amount_micros: amount.toString(), result });
+    const result = await deps.treasury.grant(ACTOR, id, b.amount_micros, b.reason, b.grant_id);
+    return sendJson(res, result === "credited" ? 201 : 200, { user_id: id, amount_micros: b.amount_micros.toString(), result });
   }
 
   if (resource === "redemption-batches" && !id && method === "POST") {
-    const b = await body(req);
-    const amount = micros(b.amount_micros, "amount_micros", { positive: true });
-    const count = b.count;
-    if (typeof count !== "number" || !Number.isInteger(count)) throw new GatewayError("invalid_request", "count must be an integer.", { param: "count" });
-    const expiresAt = b.expires_at === undefined || b.expires_at === null ? null : new Date(text(b.expires_at, "expires_at", 40));
-    if (expiresAt && Number.isNaN(expiresAt.getTime())) throw new GatewayError("invalid_request", "expires_at must be an ISO 8601 time.", { param: "expires_at" });
+    const b = await body(req, CodeBatch);
     try {
-      const batch = await deps.treasury.createRedemptionBatch(ACTOR, { amountMicros: amount, count, note: b.note === undefined ? undefined : text(b.note, "note"), expiresAt });
-      return sendJson(res, 201, { batch_id: batch.batchId, amount_micros: amount.toString(), codes: batch.codes });
+      const batch = await deps.treasury.createRedemptionBatch(ACTOR, { amountMicros: b.amount_micros, count: b.count, note: b.note, expiresAt: b.expires_at ? new Date(b.expires_at) : null });
+      return sendJson(res, 201, { batch_id: batch.batchId, amount_micros: b.amount_micros.toString(), codes: batch.codes });
     } catch (error) {
       if (error instanceof RangeError) throw new GatewayError("invalid_request", error.message);
       throw error;
@@ -253,11 +223,8 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
   }
 
   if (resource === "payouts" && id && !sub && method === "POST") {
-    const b = await body(req);
-    if (b.decision !== "paid" && b.decision !== "cancelled") throw new GatewayError("invalid_request", "decision must be paid or cancelled.", { param: "decision" });
-    const reference = b.reference === undefined ? undefined : text(b.reference, "reference", 200);
-    if (b.decision === "paid" && !reference) throw new GatewayError("invalid_request", "Marking a payout paid needs its payment reference.", { param: "reference" });
-    const result = await deps.treasury.decidePayout(ACTOR, id, b.decision, reference);
+    const b = await body(req, DecidePayout);
+    const result = await deps.treasury.decidePayout(ACTOR, id, b.decision, b.reference);
     if (result === "not_pending") throw new GatewayError("conflict", `Payout ${id} does not exist or was already decided.`);
     return sendJson(res, 200, { id, status: b.decision });
   }

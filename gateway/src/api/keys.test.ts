@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Db } from "@wellspring/db/core";
-import { hashKey, KEY_CACHE_TTL_MS, KeyVerifier } from "./keys.ts";
+import { KEY_CACHE_TTL_MS, KeyVerifier } from "./keys.ts";
+import { hashKey } from "../ops/keys.ts";
 import { hashPrefix64, KeyFilter } from "./key_filter.ts";
 
 interface Row { id: string; userId: string; status: "active" | "revoked"; allowedModels: string[]; expiresAt: Date | null; user: { status: "active" | "suspended"; planId: string | null } }

@@ -1,16 +1,12 @@
 /**
- * Virtual keys: `sk-ws-` + 40 base32 characters. Only the SHA-256 is stored; the secret is shown once.
- * Creating or revoking a key publishes a hub event in the same transaction, so every gateway's key filter
- * and key cache follow at once. Verification answers from a short-lived cache, refuses keys the in-memory
- * filter says were never issued without asking the database, and looks up the rest.
+ * Verifying virtual keys on the request path (keys are issued and revoked in `ops/keys.ts`, which publishes
+ * a hub event in the same transaction, so every gateway's key filter and key cache follow at once).
+ * Verification answers from a short-lived cache, refuses keys the in-memory filter says were never issued
+ * without asking the database, and looks up the rest.
  */
-import { createHash } from "node:crypto";
-import { newId, publishHubEvent, randomToken, type Db } from "@wellspring/db/core";
+import type { Db } from "@wellspring/db/core";
+import { hashKey, KEY_PATTERN } from "../ops/keys.ts";
 import { hashPrefix64, KeyFilter, MissBudget } from "./key_filter.ts";
-
-export const KEY_PREFIX = "sk-ws-";
-const KEY_BODY_CHARS = 40;
-const KEY_PATTERN = /^sk-ws-[0-9a-z]{40}$/;
 /**
  * How long a verified (or refused) key stays cached. A revocation or user change reaches every gateway at
  * once through a hub event; this is the bound when an event is lost (a change made behind the product's back).
@@ -23,10 +19,6 @@ const LAST_USED_WRITE_INTERVAL_MS = 60_000;
 /** Database lookups per second (per gateway) for well-formed keys the key filter does not hold. */
 export const KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT = 10;
 
-export function hashKey(secret: string): string {
-  return createHash("sha256").update(secret).digest("hex");
-}
-
 export interface Principal {
   keyId: string;
   userId: string;
@@ -37,45 +29,6 @@ export interface Principal {
 }
 
 export type KeyCheck = { ok: true; principal: Principal } | { ok: false; reason: "invalid" | "expired" | "suspended" };
-
-/** What a transaction (or the client itself) offers that key changes need. */
-type KeyWriter = Pick<Db, "virtualKey" | "$executeRaw">;
-
-export async function issueKey(db: Db, userId: string, name: string, opts: { allowedModels?: string[]; expiresAt?: Date | null } = {}): Promise<{ id: string; secret: string }> {
-  const secret = `${KEY_PREFIX}${randomToken(KEY_BODY_CHARS)}`;
-  const id = newId("key");
-  const hash = hashKey(secret);
-  await db.$transaction(async (tx) => {
-    await tx.virtualKey.create({
-      data: {
-        id,
-        userId,
-        name,
-        prefix: secret.slice(0, KEY_PREFIX.length + 6),
-        hash,
-        allowedModels: opts.allowedModels ?? [],
-        expiresAt: opts.expiresAt ?? null,
-      },
-    });
-    await publishHubEvent(tx, { kind: "key_created", keyId: id, hashPrefix: hash.slice(0, 16) });
-  });
-  return { id, secret };
-}
-
-/**
- * Revokes an active key (only the given user's, when `userId` is set) and tells every gateway. Pass the
- * transaction client to revoke inside a larger change. False when there was no such active key.
- */
-export async function revokeKeyIn(tx: KeyWriter, keyId: string, opts: { userId?: string } = {}): Promise<boolean> {
-  const n = await tx.virtualKey.updateMany({ where: { id: keyId, status: "active", ...(opts.userId ? { userId: opts.userId } : {}) }, data: { status: "revoked", revokedAt: new Date() } });
-  if (n.count === 0) return false;
-  await publishHubEvent(tx, { kind: "key_changed", keyId });
-  return true;
-}
-
-export async function revokeKey(db: Db, keyId: string, opts: { userId?: string } = {}): Promise<boolean> {
-  return db.$transaction((tx) => revokeKeyIn(tx, keyId, opts));
-}
 
 export interface KeyVerifierOptions {
   /** Refuse well-formed keys it does not hold without a lookup; null = look every key up. */

@@ -22,14 +22,10 @@
  */
 import { userInfo } from "node:os";
 import pg from "pg";
-import { createDb, currentHubEndpoint, hashPassword, newId, passwordProblem, publishHubEvent, type Db } from "@wellspring/db";
-import { Ledger } from "../billing/ledger.ts";
-import { formatUsd } from "../billing/money.ts";
-import { Treasury } from "../billing/treasury.ts";
+import { createDb, currentHubEndpoint, passwordProblem, type Db } from "@wellspring/db";
+import { changeAgent, createEnrollmentToken, enrollCommand, ensureUser, formatUsd, issueKey, Ledger, makeAdmin, revokeAgent, Treasury } from "../ops/mod.ts";
 import { parseEnv } from "../env.ts";
-import { issueKey } from "../api/keys.ts";
 import { openOperatorDatabase } from "./database.ts";
-import { createEnrollmentToken, enrollCommand } from "../tunnel/enroll.ts";
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -78,29 +74,19 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const password = process.env.WELLSPRING_ADMIN_PASSWORD ?? (await readPasswordFromStdin());
       const problem = passwordProblem(password);
       if (problem) throw new Error(`Password refused: ${problem}`);
-      const passwordHash = await hashPassword(password);
-      const user = await db.user.upsert({
-        where: { email },
-        create: { id: newId("usr"), email, passwordHash, isAdmin: true },
-        update: { passwordHash, isAdmin: true },
-      });
-      await db.auditEvent.create({ data: { actor: actor(), action: "account.admin_created", subject: `user:${user.id}` } });
+      const user = await makeAdmin(db, actor(), email, password);
       return `administrator ${user.id} ${user.email}: sign in to the portal with this email and password`;
     }
     case "create-user": {
       const email = flag(args, "email")?.toLowerCase();
       if (!email || !/^[^@\s]+@[^@\s]+$/.test(email)) throw new Error("--email must be an email address");
-      const user = await db.user.upsert({
-        where: { email },
-        create: { id: newId("usr"), email, isAdmin: args.includes("--admin"), isOwner: args.includes("--owner") },
-        update: { isAdmin: args.includes("--admin") || undefined, isOwner: args.includes("--owner") || undefined },
-      });
+      const user = await ensureUser(db, actor(), email, { admin: args.includes("--admin"), owner: args.includes("--owner") });
       return `user ${user.id} ${user.email}${user.isAdmin ? " admin" : ""}${user.isOwner ? " owner" : ""}`;
     }
     case "create-key": {
       const user = await userByEmail(db, flag(args, "email"));
       const models = flag(args, "models")?.split(",").filter(Boolean) ?? [];
-      const key = await issueKey(db, user.id, flag(args, "name") ?? "default", { allowedModels: models });
+      const key = await issueKey(db, user.id, flag(args, "name") ?? "default", { allowedModels: models }, actor());
       return `key ${key.id} (shown once, store it now):\n${key.secret}`;
     }
     case "enroll-token": {
@@ -125,11 +111,7 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
     case "revoke-agent": {
       const id = flag(args, "id");
       if (!id) throw new Error("--id is required");
-      await db.$transaction(async (tx) => {
-        await tx.agent.update({ where: { id }, data: { status: "revoked", revokedAt: new Date() } });
-        await tx.auditEvent.create({ data: { actor: actor(), action: "agent.revoked", subject: `agent:${id}` } });
-        await publishHubEvent(tx, { kind: "agent_changed", agentId: id });
-      });
+      if (!(await revokeAgent(db, actor(), id))) throw new Error(`Cannot revoke agent ${id}: no such agent, or it is revoked already`);
       return `agent ${id} revoked; its connection is closed and its next handshake refused`;
     }
     case "set-tier": {
@@ -137,11 +119,7 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const tier = flag(args, "tier");
       if (!id) throw new Error("--id is required");
       if (tier !== "S" && tier !== "A" && tier !== "discount") throw new Error("--tier must be S, A or discount");
-      await db.$transaction(async (tx) => {
-        await tx.agent.update({ where: { id }, data: { tier } });
-        await tx.auditEvent.create({ data: { actor: actor(), action: "agent.updated", subject: `agent:${id}`, detail: { tier } } });
-        await publishHubEvent(tx, { kind: "agent_changed", agentId: id });
-      });
+      if (!(await changeAgent(db, actor(), id, { tier }))) throw new Error(`Cannot set the tier of agent ${id}: no such agent, or it is revoked`);
       return `agent ${id} is now tier ${tier}; requests that start from now settle at it`;
     }
     case "grant": {

@@ -1,44 +1,15 @@
 /**
- * Enrollment: an owner gets a one-time token from the hub (CLI now, the portal later); the agent makes its
- * Ed25519 key pair locally and registers only the public key with that token, over the pinned TLS listener.
+ * Enrollment on the agent listener: the agent registers its Ed25519 public key (made on the owner's machine)
+ * with a one-time token the owner got from the portal or the CLI (`ops/enrollment.ts`), over pinned TLS.
  */
-import { createHash } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { fromBase64Url } from "@wellspring/protocol";
-import { newId, randomToken, type Db } from "@wellspring/db/core";
+import { newId, type Db } from "@wellspring/db/core";
 import { z } from "zod";
+import { hashEnrollmentToken } from "../ops/enrollment.ts";
 
-/** How long an enrollment token stays valid. */
-export const ENROLLMENT_TOKEN_TTL_MS = 24 * 60 * 60 * 1000;
 /** Largest enrollment request body, bytes. */
 const ENROLL_BODY_BYTES_MAX = 8 * 1024;
-
-function hashToken(token: string): string {
-  return createHash("sha256").update(token).digest("hex");
-}
-
-export async function createEnrollmentToken(db: Db, ownerId: string, label?: string, ttlMs = ENROLLMENT_TOKEN_TTL_MS): Promise<{ id: string; token: string; expiresAt: Date }> {
-  const token = `wse_${randomToken(40)}`;
-  const id = newId("enr");
-  const expiresAt = new Date(Date.now() + ttlMs);
-  await db.enrollmentToken.create({ data: { id, ownerId, tokenHash: hashToken(token), label: label ?? null, expiresAt } });
-  await db.user.update({ where: { id: ownerId }, data: { isOwner: true } });
-  return { id, token, expiresAt };
-}
-
-/** Quotes a shell word only when it needs it (single quotes: nothing inside is expanded). */
-function shellWord(value: string): string {
-  return /^[A-Za-z0-9._:/@=+-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
-}
-
-/**
- * The one command an owner runs, in the agent's folder, to enroll it (what the portal and `npm run admin --
- * enroll-token` print; docs/operations/agent.md). `agentUrl` is the hub's tunnel origin, `pin` its key's pin.
- */
-export function enrollCommand(o: { agentUrl: string; pin: string; token: string; name?: string }): string {
-  const name = o.name?.trim();
-  return ["./wellspring-agent", "enroll", "--hub", o.agentUrl, "--pin", o.pin, "--token", o.token, ...(name ? ["--name", name] : [])].map(shellWord).join(" ");
-}
 
 const enrollBody = z.object({
   token: z.string().min(10).max(100),
@@ -65,11 +36,11 @@ export async function enrollAgent(db: Db, hubId: string, input: unknown): Promis
     return await db.$transaction(async (tx) => {
       // Conditional update: of two racing enrollments with one token, exactly one wins.
       const claimed = await tx.enrollmentToken.updateMany({
-        where: { tokenHash: hashToken(token), usedAt: null, expiresAt: { gt: new Date() } },
+        where: { tokenHash: hashEnrollmentToken(token), usedAt: null, expiresAt: { gt: new Date() } },
         data: { usedAt: new Date() },
       });
       if (claimed.count !== 1) return { ok: false as const, status: 401, code: "invalid_token", message: "Enrollment token is unknown, used or expired." };
-      const row = await tx.enrollmentToken.findUniqueOrThrow({ where: { tokenHash: hashToken(token) } });
+      const row = await tx.enrollmentToken.findUniqueOrThrow({ where: { tokenHash: hashEnrollmentToken(token) } });
       const existing = await tx.agent.findUnique({ where: { publicKey } });
       if (existing) throw new Error("duplicate public key");
       await tx.agent.create({ data: { id: agentId, ownerId: row.ownerId, name, publicKey } });

@@ -1,6 +1,5 @@
 import "server-only";
-import { publishHubEvent } from "@wellspring/db/core";
-import { Ledger, Treasury } from "@wellspring/gateway";
+import { changeAgent, Ledger, setUserStatus as setStatus, Treasury } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { mailMode } from "../mail";
 import { clearSigninThrottle, signinThrottleStates, type SigninThrottleState } from "../throttle";
@@ -63,13 +62,7 @@ export async function searchAccounts(actor: Actor, q: string): Promise<{ users: 
 export async function setUserStatus(actor: Actor, userId: string, status: "active" | "suspended", note: string): Promise<boolean> {
   requireAdmin(actor);
   if (userId === actor.userId) throw new Error("You cannot suspend your own account.");
-  return db().$transaction(async (tx) => {
-    const n = await tx.user.updateMany({ where: { id: userId }, data: { status } });
-    if (n.count === 0) return false;
-    await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: `user.${status === "active" ? "reactivated" : "suspended"}`, subject: `user:${userId}`, detail: { note } } });
-    await publishHubEvent(tx, { kind: "user_changed", userId });
-    return true;
-  });
+  return setStatus(db(), `user:${actor.userId}`, userId, status, note);
 }
 
 /** Ends a user's sign-in slow-down from every address ("unlock"); the per-address limits stay. */
@@ -104,13 +97,7 @@ export async function outbox(actor: Actor): Promise<{ mode: "smtp" | "outbox"; m
 /** Sets an agent's tier or status (suspend / reactivate); applies on every gateway at once. */
 export async function setAgent(actor: Actor, agentId: string, change: { tier?: "S" | "A" | "discount"; status?: "active" | "suspended" }): Promise<boolean> {
   requireAdmin(actor);
-  return db().$transaction(async (tx) => {
-    const n = await tx.agent.updateMany({ where: { id: agentId, status: { not: "revoked" } }, data: change });
-    if (n.count === 0) return false;
-    await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: "agent.updated", subject: `agent:${agentId}`, detail: change } });
-    await publishHubEvent(tx, { kind: "agent_changed", agentId });
-    return true;
-  });
+  return changeAgent(db(), `user:${actor.userId}`, agentId, change);
 }
 
 export interface BatchRow {

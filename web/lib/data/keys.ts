@@ -67,11 +67,7 @@ export function validateNewKey(raw: { name: string; models: string; rpm: string;
 export async function createKey(actor: Actor, key: NewKey): Promise<{ id: string; secret: string }> {
   const count = await db().virtualKey.count({ where: { userId: actor.userId, status: "active" } });
   if (count >= KEYS_PER_USER_MAX) throw new Error(`You have ${KEYS_PER_USER_MAX} active keys; revoke one first.`);
-  const issued = await issueKey(db(), actor.userId, key.name, { allowedModels: key.allowedModels, expiresAt: key.expiresAt });
-  if (key.rpmLimit !== null || key.monthlyBudgetMicros !== null) {
-    await db().virtualKey.update({ where: { id: issued.id }, data: { rpmLimit: key.rpmLimit, monthlyBudgetMicros: key.monthlyBudgetMicros } });
-  }
-  return issued;
+  return issueKey(db(), actor.userId, key.name, { allowedModels: key.allowedModels, expiresAt: key.expiresAt, rpmLimit: key.rpmLimit, monthlyBudgetMicros: key.monthlyBudgetMicros });
 }
 
 /** Revokes one of the actor's keys; another account's key id changes nothing and reports not found. */

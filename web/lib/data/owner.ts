@@ -1,6 +1,6 @@
 import "server-only";
-import { currentHubEndpoint, publishHubEvent } from "@wellspring/db/core";
-import { createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollCommand, Treasury, type DuplicateWarning, type EarningsDay } from "@wellspring/gateway";
+import { currentHubEndpoint } from "@wellspring/db/core";
+import { AgentLockedError, changeOwnAgent, createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollCommand, Treasury, type DuplicateWarning, type EarningsDay } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { Forbidden, requireOwner, type Actor } from "./actor";
 
@@ -79,20 +79,12 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
  */
 export async function updateAgent(actor: Actor, agentId: string, change: { paused?: boolean; discountLane?: boolean }): Promise<boolean> {
   requireOwner(actor);
-  return db().$transaction(async (tx) => {
-    const agent = await tx.agent.findFirst({ where: { id: agentId, ownerId: actor.userId } });
-    if (!agent) return false;
-    const data: { status?: "active" | "paused"; discountLane?: boolean } = {};
-    if (change.paused !== undefined) {
-      if (agent.status !== "active" && agent.status !== "paused") throw new Forbidden(`This agent is ${agent.status} by an administrator.`);
-      data.status = change.paused ? "paused" : "active";
-    }
-    if (change.discountLane !== undefined) data.discountLane = change.discountLane;
-    await tx.agent.update({ where: { id: agent.id }, data });
-    await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: "agent.owner_updated", subject: `agent:${agent.id}`, detail: data } });
-    await publishHubEvent(tx, { kind: "agent_changed", agentId: agent.id });
-    return true;
-  });
+  try {
+    return await changeOwnAgent(db(), actor.userId, agentId, change);
+  } catch (error) {
+    if (error instanceof AgentLockedError) throw new Forbidden(error.message);
+    throw error;
+  }
 }
 
 export interface Earnings {

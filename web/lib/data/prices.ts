@@ -1,6 +1,6 @@
 import "server-only";
-import { currentPriceTable, publishPriceVersion, type PriceEntry } from "@wellspring/db/core";
-import { planPrice, Tariffs } from "@wellspring/gateway";
+import { currentPriceTable, type PriceEntry } from "@wellspring/db/core";
+import { planPrice, publishPrices, Tariffs } from "@wellspring/gateway";
 import { db } from "../db";
 import { parseUsd, rate } from "../format";
 import { requireAdmin, type Actor } from "./actor";
@@ -95,7 +95,5 @@ export function diffTables(before: PriceEntry[], after: PriceEntry[]): DiffRow[]
 
 export async function publishDraft(actor: Actor, entries: PriceEntry[], note: string): Promise<number> {
   requireAdmin(actor);
-  const ver = await publishPriceVersion(db(), entries, note || undefined);
-  await db().auditEvent.create({ data: { actor: `user:${actor.userId}`, action: "prices.published", subject: `price_ver:${ver}`, detail: { models: entries.length, note } } });
-  return ver;
+  return publishPrices(db(), `user:${actor.userId}`, entries, note || undefined);
 }

@@ -1,6 +1,5 @@
 import "server-only";
-import { publishHubEvent } from "@wellspring/db/core";
-import { raiseRiskFlag, revokeKeyIn, type RiskFlagInput } from "@wellspring/gateway";
+import { decideFlag as decide, raiseRiskFlag, type FlagDecision, type RiskFlagInput } from "@wellspring/gateway";
 import { db } from "../db";
 import { requireAdmin, type Actor } from "./actor";
 
@@ -38,29 +37,9 @@ export async function flagQueue(actor: Actor, status: "open" | "decided"): Promi
  * Decides an open flag once, with a note: approve (the activity is allowed), dismiss (false alarm) or
  * suspend (the flagged user or agent is suspended at once, on every gateway). Audited.
  */
-export async function decideFlag(actor: Actor, flagId: string, decision: "approved" | "dismissed" | "suspended", note: string): Promise<"done" | "not_open" | "note_required"> {
+export async function decideFlag(actor: Actor, flagId: string, decision: FlagDecision, note: string): Promise<"done" | "not_open" | "note_required"> {
   requireAdmin(actor);
-  if (!note.trim()) return "note_required";
-  return db().$transaction(async (tx) => {
-    // Deciding gives the open key up: the detector's next raise opens a new flag.
-    const n = await tx.riskFlag.updateMany({ where: { id: flagId, status: "open" }, data: { status: decision, openKey: null, decidedAt: new Date(), decidedBy: actor.userId, note: note.trim() } });
-    if (n.count === 0) return "not_open" as const;
-    const flag = await tx.riskFlag.findUniqueOrThrow({ where: { id: flagId } });
-    if (decision === "suspended") {
-      const [type, id] = flag.subject.split(":") as [string, string];
-      if (type === "user") {
-        await tx.user.update({ where: { id }, data: { status: "suspended" } });
-        await publishHubEvent(tx, { kind: "user_changed", userId: id });
-      }
-      if (type === "agent") {
-        await tx.agent.update({ where: { id }, data: { status: "suspended" } });
-        await publishHubEvent(tx, { kind: "agent_changed", agentId: id });
-      }
-      if (type === "key") await revokeKeyIn(tx, id);
-    }
-    await tx.auditEvent.create({ data: { actor: `user:${actor.userId}`, action: `risk.${decision}`, subject: `flag:${flagId}`, detail: { flagSubject: flag.subject, kind: flag.kind, note: note.trim() } } });
-    return "done" as const;
-  });
+  return decide(db(), `user:${actor.userId}`, flagId, decision, note, actor.userId);
 }
 
 export async function auditTrail(actor: Actor, subject: string): Promise<{ action: string; actor: string; createdAt: Date; detail: unknown }[]> {

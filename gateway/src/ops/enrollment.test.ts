@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { enrollCommand } from "./enroll.ts";
+import { enrollCommand } from "./enrollment.ts";
 
 /** The words a POSIX shell makes of `command` (what the owner's shell passes to ./wellspring-agent). */
 const words = (command: string) => execFileSync("sh", ["-c", `set -- ${command}; printf '%s\\n' "$@"`], { encoding: "utf8" }).trimEnd().split("\n");

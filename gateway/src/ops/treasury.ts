@@ -11,7 +11,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type pg from "pg";
 import { newId } from "@wellspring/db/core";
-import { ACCOUNT_FUNDING, inTransaction, ownerAccount, postCredit } from "./ledger.ts";
+import { ACCOUNT_FUNDING, inTransaction, ownerAccount, postCredit } from "../billing/ledger.ts";
 
 export const ACCOUNT_PAYOUTS_PENDING = "platform:payouts_pending";
 /** Codes in one redemption batch at most. */

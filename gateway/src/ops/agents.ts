@@ -1,0 +1,68 @@
+/**
+ * Agents, as admins and owners change them: tier (S, A, discount), status (active, paused, suspended,
+ * revoked) and the owner's discount-lane opt-in. Each change is one transaction with its audit event and the
+ * hub event every gateway applies at once (a suspended or revoked agent's tunnel is closed).
+ */
+import { publishHubEvent, type Db } from "@wellspring/db/core";
+import { recordAudit, type Actor } from "./audit.ts";
+
+export type AgentTier = "S" | "A" | "discount";
+
+export interface AgentChange {
+  tier?: AgentTier;
+  status?: "active" | "suspended";
+  discountLane?: boolean;
+}
+
+/** An admin's change to an agent (not a revoked one). False when there is no such agent. */
+export async function changeAgent(db: Db, actor: Actor, agentId: string, change: AgentChange): Promise<boolean> {
+  if (Object.keys(change).length === 0) return false;
+  return db.$transaction(async (tx) => {
+    const n = await tx.agent.updateMany({ where: { id: agentId, status: { not: "revoked" } }, data: change });
+    if (n.count === 0) return false;
+    await recordAudit(tx, actor, "agent.updated", `agent:${agentId}`, { ...change });
+    await publishHubEvent(tx, { kind: "agent_changed", agentId });
+    return true;
+  });
+}
+
+/** The owner's change is refused: the agent was suspended or revoked by an administrator. */
+export class AgentLockedError extends Error {
+  constructor(readonly status: string) {
+    super(`This agent is ${status} by an administrator.`);
+    this.name = "AgentLockedError";
+  }
+}
+
+/**
+ * The owner's own switches for one of their agents: pause (no new requests) and the discount lane. An agent
+ * an admin suspended or revoked cannot be resumed by its owner (AgentLockedError). False when `ownerId` has no
+ * such agent.
+ */
+export async function changeOwnAgent(db: Db, ownerId: string, agentId: string, change: { paused?: boolean; discountLane?: boolean }): Promise<boolean> {
+  return db.$transaction(async (tx) => {
+    const agent = await tx.agent.findFirst({ where: { id: agentId, ownerId } });
+    if (!agent) return false;
+    const data: { status?: "active" | "paused"; discountLane?: boolean } = {};
+    if (change.paused !== undefined) {
+      if (agent.status !== "active" && agent.status !== "paused") throw new AgentLockedError(agent.status);
+      data.status = change.paused ? "paused" : "active";
+    }
+    if (change.discountLane !== undefined) data.discountLane = change.discountLane;
+    await tx.agent.update({ where: { id: agent.id }, data });
+    await recordAudit(tx, `user:${ownerId}`, "agent.owner_updated", `agent:${agent.id}`, data);
+    await publishHubEvent(tx, { kind: "agent_changed", agentId: agent.id });
+    return true;
+  });
+}
+
+/** Revokes an agent for good: its tunnel is closed and its next handshake refused. False when unknown. */
+export async function revokeAgent(db: Db, actor: Actor, agentId: string): Promise<boolean> {
+  return db.$transaction(async (tx) => {
+    const n = await tx.agent.updateMany({ where: { id: agentId, status: { not: "revoked" } }, data: { status: "revoked", revokedAt: new Date() } });
+    if (n.count === 0) return false;
+    await recordAudit(tx, actor, "agent.revoked", `agent:${agentId}`);
+    await publishHubEvent(tx, { kind: "agent_changed", agentId });
+    return true;
+  });
+}

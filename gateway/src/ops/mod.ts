@@ -1,0 +1,19 @@
+/**
+ * The operations layer: every change an operator, an owner or a user makes outside the request path — keys,
+ * enrollment tokens, agents, accounts, prices, plans and tier shares, money in and out, risk decisions — each
+ * one transaction with its audit event and the hub event gateways follow. The CLI, the admin API and the
+ * portal all call these, so an operation is written once. Also what those callers read of the ledger.
+ */
+export { recordAudit, type Actor } from "./audit.ts";
+export { hashKey, issueKey, KEY_PREFIX, revokeKey, revokeKeyIn, type KeyOptions } from "./keys.ts";
+export { createEnrollmentToken, enrollCommand, ENROLLMENT_TOKEN_TTL_MS } from "./enrollment.ts";
+export { AgentLockedError, changeAgent, changeOwnAgent, revokeAgent, type AgentChange, type AgentTier } from "./agents.ts";
+export { ensureUser, makeAdmin, setUserPlan, setUserStatus } from "./users.ts";
+export { createPlan, publishPrices, setTierShare, type NewPlan } from "./prices.ts";
+export { decideFlag, type FlagDecision } from "./risk.ts";
+export { audit, Treasury, type EarningsDay } from "./treasury.ts";
+export { Ledger, walletBalance, type AuditReport } from "../billing/ledger.ts";
+export { officialCostMicros, planPrice, Tariffs, type PlanView } from "../billing/prices.ts";
+export { formatRate, formatUsd, parseUsd } from "../billing/money.ts";
+export { raiseRiskFlag, RISK_EVIDENCE_BYTES_MAX, type RaisedFlag, type RiskFlagInput } from "../risk/flags.ts";
+export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "../risk/duplicate_identity.ts";
