@@ -17,6 +17,7 @@ import {
   multipartBoundary,
   RecvWindow,
   ResetCode,
+  RESPONSE_HEADERS_DROPPED,
   SendWindow,
   sendWithCredit,
   type RequestHead,
@@ -30,12 +31,6 @@ export interface StreamHost {
   forget(id: number): void;
   readonly log: Log;
 }
-
-/** Response headers the agent never passes on: hop-by-hop, cookies, the owner's account identifiers. */
-const DROPPED_RESPONSE_HEADERS = new Set([
-  "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding",
-  "upgrade", "set-cookie", "openai-organization", "openai-project", "anthropic-organization-id",
-]);
 
 /** Longest wait for the provider's response head, ms. */
 export const UPSTREAM_HEAD_TIMEOUT_MS = 600_000;
@@ -228,7 +223,7 @@ export class AgentStream {
     }
     const outHeaders: [string, string][] = [];
     response.headers.forEach((value, name) => {
-      if (!DROPPED_RESPONSE_HEADERS.has(name)) outHeaders.push([name, value]);
+      if (!RESPONSE_HEADERS_DROPPED.has(name)) outHeaders.push([name, value]);
     });
     this.host.send(encodeResponse(this.id, jsonBytes({ status: response.status, headers: outHeaders })));
     if (!response.body) {

@@ -17,7 +17,6 @@ import {
   encodeGoAway,
   encodePong,
   encodeReset,
-  encodeWindow,
   FRAME_BYTES_MAX,
   FrameType,
   GoAwayCode,
@@ -25,10 +24,9 @@ import {
   jsonBytes,
   parseJson,
   priceTable as priceTableSchema,
-  RecvWindow,
   requestHead,
   ResetCode,
-  SendWindow,
+  SessionRules,
   signAuth,
   STREAM_WINDOW_BYTES_DEFAULT,
   welcome as welcomeSchema,
@@ -97,9 +95,8 @@ interface Session {
   batch: FrameBatcher;
   state: "challenge" | "ready" | "closed";
   streams: Map<number, AgentStream>;
-  highestStreamId: number;
-  connSend: SendWindow;
-  connRecv: RecvWindow;
+  /** Connection-level flow control and stream-id rules, the same as the hub's (protocol/src/session.ts). */
+  rules: SessionRules;
   peer: Settings | null;
   lastFrameAt: number;
   heartbeatTimeoutMs: number;
@@ -203,9 +200,7 @@ export class Tunnel {
       }),
       state: "challenge",
       streams: new Map(),
-      highestStreamId: 0,
-      connSend: new SendWindow(0),
-      connRecv: new RecvWindow(this.#own.connectionWindowBytes),
+      rules: new SessionRules(this.#own.connectionWindowBytes),
       peer: null,
       lastFrameAt: Date.now(),
       heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS_DEFAULT,
@@ -223,7 +218,7 @@ export class Tunnel {
       const onStop = () => {
         if (session.state === "closed") return;
         session.draining = true;
-        this.#send(session, encodeGoAway(session.highestStreamId, GoAwayCode.SHUTDOWN, "agent stopping"));
+        this.#send(session, encodeGoAway(session.rules.highestStreamId, GoAwayCode.SHUTDOWN, "agent stopping"));
         if (session.streams.size === 0) this.#close(session, 1000, "agent stopping");
       };
       this.#o.signal?.addEventListener("abort", onStop, { once: true });
@@ -256,7 +251,7 @@ export class Tunnel {
         clearInterval(watchdog);
         this.#o.signal?.removeEventListener("abort", onStop);
         session.state = "closed";
-        session.connSend.close();
+        session.rules.close();
         for (const s of session.streams.values()) s.abandon();
         session.streams.clear();
         if (this.#session === session) this.#session = null;
@@ -297,7 +292,7 @@ export class Tunnel {
       if (frame.type === FrameType.CONTROL && frame.kind === ControlKind.WELCOME) {
         const w = parseJson(welcomeSchema, frame.body);
         session.peer = w.settings;
-        session.connSend = new SendWindow(w.settings.connectionWindowBytes);
+        session.rules.peerWindow(w.settings.connectionWindowBytes);
         session.heartbeatTimeoutMs = Math.max(3 * w.heartbeatIntervalMs, 3000);
         session.state = "ready";
         this.#lastSessionId = w.sessionId;
@@ -319,13 +314,12 @@ export class Tunnel {
         this.#onOpen(session, frame.streamId, frame.payload);
         return;
       case FrameType.DATA: {
-        const n = frame.payload.length;
-        if (!session.connRecv.receive(n)) {
-          this.#close(session, CloseCode.FLOW_CONTROL_ERROR, "connection window exceeded");
+        const verdict = session.rules.data(frame.payload.length);
+        if (!verdict.ok) {
+          this.#close(session, CloseCode.FLOW_CONTROL_ERROR, verdict.reason);
           return;
         }
-        const inc = session.connRecv.consume(n);
-        if (inc > 0) this.#send(session, encodeWindow(0, inc));
+        if (verdict.reply) this.#send(session, verdict.reply);
         const stream = this.#streamFor(session, frame.streamId);
         if (stream && !stream.onData(frame.payload)) {
           this.#resetStream(session, frame.streamId, ResetCode.FLOW_CONTROL_ERROR, "request body exceeded the window or followed END");
@@ -340,7 +334,8 @@ export class Tunnel {
         return;
       case FrameType.WINDOW:
         if (frame.streamId === 0) {
-          if (!session.connSend.grant(frame.increment)) this.#close(session, CloseCode.FLOW_CONTROL_ERROR, "connection window overflow");
+          const verdict = session.rules.window(frame.increment);
+          if (!verdict.ok) this.#close(session, CloseCode.FLOW_CONTROL_ERROR, verdict.reason);
         } else {
           const stream = this.#streamFor(session, frame.streamId);
           if (stream && !stream.onWindow(frame.increment)) this.#resetStream(session, frame.streamId, ResetCode.FLOW_CONTROL_ERROR, "window overflow");
@@ -387,18 +382,15 @@ export class Tunnel {
   #streamFor(session: Session, streamId: number): AgentStream | undefined {
     const stream = session.streams.get(streamId);
     if (stream) return stream;
-    if (streamId % 2 === 0 || streamId > session.highestStreamId) {
-      this.#close(session, CloseCode.PROTOCOL_ERROR, `frame for stream ${streamId} that was never opened`);
-    }
+    if (session.rules.neverOpened(streamId)) this.#close(session, CloseCode.PROTOCOL_ERROR, `frame for stream ${streamId} that was never opened`);
     return undefined;
   }
 
   #onOpen(session: Session, streamId: number, payload: Uint8Array): void {
-    if (streamId % 2 === 0 || streamId <= session.highestStreamId) {
+    if (!session.rules.open(streamId)) {
       this.#close(session, CloseCode.PROTOCOL_ERROR, `stream id ${streamId} is not a new odd id`);
       return;
     }
-    session.highestStreamId = streamId;
     if (session.draining) {
       this.#send(session, encodeReset(streamId, ResetCode.SHUTTING_DOWN, "agent is stopping"));
       return;
@@ -430,7 +422,7 @@ export class Tunnel {
     const url = upstreamUrl(upstream, forwarded, this.#o.devOrigin);
     const stream = new AgentStream(streamId, head, upstream, url, {
       send: (f) => this.#send(session, f),
-      connectionSendWindow: () => session.connSend,
+      connectionSendWindow: () => session.rules.send,
       forget: (id) => {
         session.streams.delete(id);
         if (session.draining && session.streams.size === 0) this.#close(session, 1000, "drained");

@@ -33,6 +33,7 @@ import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
+import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import type { TlsIdentity } from "./tls.ts";
 
@@ -120,6 +121,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const limits: ProxyLimits = { ...DEFAULT_PROXY_LIMITS, ...opts.limits };
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
+  const directory = new AgentDirectory(db, log);
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.
   const identities = new IdentityGuard({ db, gatewayId: opts.gatewayId, probeTimeoutMs: tunnelSettings.presenceProbeTimeoutMs, presenceTtlMs: tunnelSettings.heartbeatTimeoutMs, log });
   const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 8, connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS, query_timeout: DB_QUERY_TIMEOUT_MS });
@@ -199,9 +201,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       if (!conn) return;
       void db.agent.findUnique({ where: { id: event.agentId } }).then((agent) => {
         if (!agent) return;
-        conn.agentTier = agent.tier;
-        conn.discountLane = agent.discountLane;
-        conn.agentStatus = agent.status;
+        registry.setProfile(agent);
         if (agent.status === "revoked" || agent.status === "suspended") conn.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
         // Another gateway admitted a new session of this agent (it reconnected there): this one is stale.
         else if (agent.connectedSession !== conn.sessionId) conn.close(CloseCode.REPLACED, "the agent reconnected elsewhere");
@@ -345,18 +345,21 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       (socket as import("node:net").Socket).setNoDelay(true);
-      new AgentConnection(ws, req, db, tunnelSettings, {
-        admit: (conn, previousSessionId) => identities.admit(conn, previousSessionId),
+      new AgentConnection(ws, req, directory, tunnelSettings, {
+        admit: (conn, _agent, previousSessionId) => identities.admit(conn, previousSessionId),
         alive: (conn) => identities.renew(conn),
-        ready: (conn) => {
+        ready: (conn, agent) => {
           knownCache = null;
           registry.add(conn);
+          registry.setProfile(agent);
           void pushPrices([conn]).catch((error: unknown) => log.error("prices.push_failed", { agentId: conn.agentId, error }));
         },
-        inventory: (conn) => {
+        inventory: (conn, inventory) => {
           knownCache = null;
           registry.reindex(conn);
+          directory.inventory(conn.agentId!, inventory);
         },
+        priceAck: (conn, ver) => directory.priceAck(conn.agentId!, ver),
         closed: (conn) => {
           registry.remove(conn);
           identities.forget(conn);

@@ -9,3 +9,4 @@ export { SchemaError } from "./schema.ts";
 export * from "./batch.ts";
 export * from "./fields.ts";
 export * from "./query.ts";
+export * from "./session.ts";

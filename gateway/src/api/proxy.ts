@@ -6,20 +6,20 @@
  * (`billing/meter.ts`): `meter.open` before anything goes upstream, `hold.settle` when the request ends.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { forwardedQuery, JsonBodyScanner, MultipartBodyScanner, multipartBoundary, ResetCode, type ApiFamily, type BodyFields, type BodyScanner, type RequestHead } from "@wellspring/protocol";
+import { forwardedQuery, JsonBodyScanner, MultipartBodyScanner, multipartBoundary, ResetCode, RESPONSE_HEADERS_DROPPED, type ApiFamily, type BodyFields, type BodyScanner, type RequestHead } from "@wellspring/protocol";
 import { newId } from "@wellspring/db/core";
 import { GatewayError, sendError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
 import type { HubStream } from "../tunnel/hub_stream.ts";
-import type { AgentRegistry } from "../tunnel/registry.ts";
+import { effectiveTier, type AgentRegistry } from "../tunnel/registry.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { RecordWriter } from "./records.ts";
 import type { EndCause } from "../billing/usage.ts";
 import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
 import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, type Meter } from "../billing/meter.ts";
 import type { FreeRouteLimiter } from "./free_routes.ts";
-import { DROPPED_RESPONSE_HEADERS, FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
+import { FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
 
 /** With billing on, bytes read (at most) before dispatch, so a small body's cap, `n` and size are known for its hold. */
 export const BILLING_SCAN_BYTES_MAX = 256 * 1024;
@@ -303,6 +303,7 @@ class ProxyExchange {
       throw new GatewayError("no_capacity", `No capacity for the model '${model}' right now; retry shortly.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
     }
     this.conn = conn;
+    const profile = deps.registry.profile(conn.agentId!)!;
     try {
       this.#hold = await deps.meter.open({
         requestId: this.requestId,
@@ -311,7 +312,7 @@ class ProxyExchange {
         route: { api: route.api, unit: route.billing, multipart: route.body === "multipart" },
         model,
         fields: scanner.fields,
-        agent: { agentId: conn.agentId, ownerId: conn.ownerId, tier: conn.effectiveTier },
+        agent: { agentId: conn.agentId, ownerId: profile.ownerId, tier: effectiveTier(profile) },
         inputBytes: this.#inputBytes,
       });
     } catch (error) {
@@ -406,7 +407,7 @@ class ProxyExchange {
     this.firstByteAt = Date.now();
     const out: Record<string, string | string[]> = { "x-wellspring-request-id": this.requestId };
     for (const [name, value] of headers) {
-      if (DROPPED_RESPONSE_HEADERS.has(name)) continue;
+      if (RESPONSE_HEADERS_DROPPED.has(name)) continue;
       const prev = out[name];
       out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
     }

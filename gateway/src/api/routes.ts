@@ -50,22 +50,3 @@ export const FORWARDED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
   "openai-beta",
   "idempotency-key",
 ]);
-
-/** Response headers never passed to the user: hop-by-hop, cookies, and the key owner's account identifiers. */
-export const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "set-cookie",
-  "openai-organization",
-  "openai-project",
-  "anthropic-organization-id",
-  "alt-svc",
-  "cf-ray",
-  "server",
-]);

@@ -25,7 +25,6 @@ import {
   encodePing,
   encodePong,
   encodeReset,
-  encodeWindow,
   endTrailer,
   FrameType,
   GoAwayCode,
@@ -38,10 +37,9 @@ import {
   parseJson,
   PROTOCOL_VERSION,
   randomBytes,
-  RecvWindow,
   ResetCode,
   responseHead,
-  SendWindow,
+  SessionRules,
   STREAM_WINDOW_BYTES_DEFAULT,
   toBase64Url,
   verifyAuth,
@@ -51,7 +49,6 @@ import {
   type RequestHead,
   type Settings,
 } from "@wellspring/protocol";
-import type { Db } from "@wellspring/db/core";
 import { newId } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
 import { HubStream, type StreamSink } from "./hub_stream.ts";
@@ -78,16 +75,39 @@ export const DEFAULT_TUNNEL_SETTINGS: Omit<TunnelSettings, "hubId"> = {
   presenceProbeTimeoutMs: PRESENCE_PROBE_TIMEOUT_MS_DEFAULT,
 };
 
+/** What the hub knows of an enrolled agent: its key, owner and standing (see `AgentDirectory`). */
+export interface AgentRecord {
+  id: string;
+  ownerId: string;
+  /** Raw 32-byte Ed25519 public key, base64url. */
+  publicKey: string;
+  status: "active" | "paused" | "suspended" | "revoked";
+  tier: "S" | "A" | "discount";
+  discountLane: boolean;
+}
+
+/** Where a connection looks up the agent that answers its challenge. */
+export interface AgentLookup {
+  find(agentId: string): Promise<AgentRecord | null>;
+}
+
+/**
+ * What a connection tells the gateway; the connection itself keeps no agent state beyond its protocol's (no
+ * database writes, no tier or lane: the registry holds what routing and billing read).
+ */
 export interface ConnectionEvents {
   /**
-   * Authenticated: may this connection serve its agent? (One live connection per identity.) The agent names
-   * the session it held before this one, if any.
+   * Authenticated as `agent`: may this connection serve it? (One live connection per identity.) The agent
+   * names the session it held before this one, if any.
    */
-  admit(conn: AgentConnection, previousSessionId: string | null): Promise<{ admitted: true } | { admitted: false; code: number; reason: string }>;
-  ready(conn: AgentConnection): void;
+  admit(conn: AgentConnection, agent: AgentRecord, previousSessionId: string | null): Promise<{ admitted: true } | { admitted: false; code: number; reason: string }>;
+  ready(conn: AgentConnection, agent: AgentRecord): void;
   /** The agent answered a heartbeat. */
   alive(conn: AgentConnection): void;
-  inventory(conn: AgentConnection): void;
+  /** The agent said what it serves (its inventory). */
+  inventory(conn: AgentConnection, inventory: Inventory): void;
+  /** The agent holds this official price version now. */
+  priceAck(conn: AgentConnection, ver: number): void;
   closed(conn: AgentConnection): void;
 }
 
@@ -97,28 +117,16 @@ export class AgentConnection {
   readonly sessionId = newId("ses");
   readonly remoteIp: string;
   agentId: string | null = null;
-  ownerId: string | null = null;
-  agentStatus: string | null = null;
-  /** Settlement tier set by the admin (S, A or discount), as of the handshake or the last change event. */
-  agentTier: "S" | "A" | "discount" = "A";
-  /** The owner opted into the discount lane: the discount share, and routing priority. */
-  discountLane = false;
-  /** The price version this agent acknowledged holding (PRICE_ACK). */
+  /** The price version this agent acknowledged holding on this session (PRICE_ACK). */
   priceVerAcked: number | null = null;
-
-  /** The tier a request routed here now is settled at. */
-  get effectiveTier(): "S" | "A" | "discount" {
-    return this.discountLane ? "discount" : this.agentTier;
-  }
   state: State = "authenticating";
   inventory: Inventory | null = null;
   /** The agent's settings: what it lets us send. */
   peer: Settings | null = null;
   readonly streams = new Map<number, HubStream>();
-  connectionSendWindow = new SendWindow(0);
-  readonly #connRecv: RecvWindow;
+  /** Connection-level flow control and stream-id rules, the same as the agent's (protocol/src/session.ts). */
+  readonly #rules: SessionRules;
   #nextStreamId = 1;
-  #highestClosedOrOpen = 0;
   #nonce = toBase64Url(randomBytes(AUTH_NONCE_BYTES));
   #authTimer: ReturnType<typeof setTimeout> | null = null;
   #heartbeatTimer: ReturnType<typeof setInterval> | null = null;
@@ -133,14 +141,14 @@ export class AgentConnection {
   constructor(
     private readonly ws: WebSocket,
     req: IncomingMessage,
-    private readonly db: Db,
+    private readonly agents: AgentLookup,
     private readonly settings: TunnelSettings,
     private readonly events: ConnectionEvents,
     log: Logger,
   ) {
     this.remoteIp = req.socket.remoteAddress ?? "unknown";
     this.log = log.child({ sessionId: this.sessionId });
-    this.#connRecv = new RecvWindow(settings.connectionWindowBytes);
+    this.#rules = new SessionRules(settings.connectionWindowBytes);
     ws.on("message", (data, isBinary) => this.#onMessage(data as Buffer, isBinary));
     ws.on("close", (code) => this.#onClose(code));
     ws.on("error", (error) => this.log.warn("tunnel.socket_error", { error }));
@@ -160,7 +168,7 @@ export class AgentConnection {
   }
 
   get routable(): boolean {
-    return this.state === "ready" && this.agentStatus === "active" && this.inventory !== null;
+    return this.state === "ready" && this.inventory !== null;
   }
 
   get inFlight(): number {
@@ -196,12 +204,12 @@ export class AgentConnection {
     if (this.streams.size >= this.capacity) throw new Error("connection is at its stream limit");
     const id = this.#nextStreamId;
     this.#nextStreamId += 2;
-    this.#highestClosedOrOpen = id;
+    this.#rules.open(id);
     const stream = new HubStream(
       id,
       {
         send: (frame) => this.send(frame),
-        connectionSendWindow: this.connectionSendWindow,
+        connectionSendWindow: this.#rules.send,
         forget: (sid) => this.streams.delete(sid),
       },
       sink,
@@ -256,7 +264,7 @@ export class AgentConnection {
   drain(code: number, reason: string): void {
     if (this.state === "closed") return;
     this.state = "draining";
-    this.send(encodeGoAway(this.#highestClosedOrOpen, code, reason));
+    this.send(encodeGoAway(this.#rules.highestStreamId, code, reason));
     if (this.streams.size === 0) this.close(CloseCode.GOING_AWAY, reason);
   }
 
@@ -278,7 +286,7 @@ export class AgentConnection {
     this.state = "closed";
     if (this.#authTimer) clearTimeout(this.#authTimer);
     if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
-    this.connectionSendWindow.close();
+    this.#rules.close();
     for (const stream of [...this.streams.values()]) stream.onRemoteReset(ResetCode.INTERNAL, reason, "connection");
     this.streams.clear();
     for (const settle of [...this.#probes.values()]) settle(false);
@@ -366,14 +374,12 @@ export class AgentConnection {
       }
       case FrameType.DATA: {
         const n = frame.payload.length;
-        if (!this.#connRecv.receive(n)) {
-          this.close(CloseCode.FLOW_CONTROL_ERROR, "connection window exceeded");
+        const verdict = this.#rules.data(n);
+        if (!verdict.ok) {
+          this.close(CloseCode.FLOW_CONTROL_ERROR, verdict.reason);
           return;
         }
-        // Connection credit returns on receipt: per-stream windows bound what each stream holds, so a
-        // slow client only ever stalls its own stream, never the agent's other streams.
-        const inc = this.#connRecv.consume(n);
-        if (inc > 0) this.send(encodeWindow(0, inc));
+        if (verdict.reply) this.send(verdict.reply);
         const stream = this.#streamFor(frame.streamId);
         if (!stream) return;
         if (!stream.responseStarted || stream.remoteEnded) {
@@ -412,7 +418,8 @@ export class AgentConnection {
       }
       case FrameType.WINDOW: {
         if (frame.streamId === 0) {
-          if (!this.connectionSendWindow.grant(frame.increment)) this.close(CloseCode.FLOW_CONTROL_ERROR, "connection window overflow");
+          const verdict = this.#rules.window(frame.increment);
+          if (!verdict.ok) this.close(CloseCode.FLOW_CONTROL_ERROR, verdict.reason);
           return;
         }
         const stream = this.#streamFor(frame.streamId);
@@ -450,9 +457,7 @@ export class AgentConnection {
   #streamFor(streamId: number): HubStream | undefined {
     const stream = this.streams.get(streamId);
     if (stream) return stream;
-    if (streamId % 2 === 0 || streamId > this.#highestClosedOrOpen) {
-      this.close(CloseCode.PROTOCOL_ERROR, `frame for stream ${streamId} that was never opened`);
-    }
+    if (this.#rules.neverOpened(streamId)) this.close(CloseCode.PROTOCOL_ERROR, `frame for stream ${streamId} that was never opened`);
     return undefined;
   }
 
@@ -468,18 +473,7 @@ export class AgentConnection {
         }
         this.inventory = inv;
         this.log.info("tunnel.inventory", { agentId: this.agentId, models: inv.models.length, agentVersion: inv.agentVersion });
-        this.events.inventory(this);
-        void this.db.agent
-          .update({
-            where: { id: this.agentId! },
-            data: {
-              models: inv.models.map((m) => `${m.provider}:${m.model}`),
-              keyFingerprints: inv.keyFingerprints,
-              version: inv.agentVersion,
-              lastSeenAt: new Date(),
-            },
-          })
-          .catch((error: unknown) => this.log.warn("tunnel.inventory_persist_failed", { agentId: this.agentId, error }));
+        this.events.inventory(this, inv);
         return;
       }
       case ControlKind.NOTICE:
@@ -494,9 +488,7 @@ export class AgentConnection {
         }
         this.priceVerAcked = ver;
         this.log.info("tunnel.price_ack", { agentId: this.agentId, ver });
-        void this.db.agent
-          .update({ where: { id: this.agentId! }, data: { priceVer: ver } })
-          .catch((error: unknown) => this.log.warn("tunnel.price_ack_persist_failed", { agentId: this.agentId, error }));
+        this.events.priceAck(this, ver);
         return;
       }
       case ControlKind.PRICE_TABLE:
@@ -533,7 +525,7 @@ export class AgentConnection {
     this.#nonce = "";
     let agent;
     try {
-      agent = await this.db.agent.findUnique({ where: { id: msg.agentId } });
+      agent = await this.agents.find(msg.agentId);
     } catch (error) {
       // Not the agent's fault: it reconnects and tries again (UNKNOWN_AGENT would stop it for good).
       this.log.error("tunnel.agent_lookup_failed", { agentId: msg.agentId, error });
@@ -563,12 +555,8 @@ export class AgentConnection {
       return;
     }
     this.agentId = agent.id;
-    this.ownerId = agent.ownerId;
-    this.agentStatus = agent.status;
-    this.agentTier = agent.tier;
-    this.discountLane = agent.discountLane;
     // One live connection per identity; the auth timer still bounds the wait (a probe is shorter).
-    const admission = await this.events.admit(this, msg.previousSessionId ?? null);
+    const admission = await this.events.admit(this, agent, msg.previousSessionId ?? null);
     if (this.state !== "authenticating") return;
     if (!admission.admitted) {
       this.close(admission.code, admission.reason);
@@ -576,7 +564,7 @@ export class AgentConnection {
     }
     if (this.#authTimer) clearTimeout(this.#authTimer);
     this.peer = msg.settings;
-    this.connectionSendWindow = new SendWindow(msg.settings.connectionWindowBytes);
+    this.#rules.peerWindow(msg.settings.connectionWindowBytes);
     this.state = "ready";
     this.#sendControl(ControlKind.WELCOME, {
       agentId: agent.id,
@@ -587,7 +575,7 @@ export class AgentConnection {
     });
     this.#startHeartbeat();
     this.log.info("tunnel.ready", { agentId: agent.id, agentVersion: msg.agentVersion, remoteIp: this.remoteIp });
-    this.events.ready(this);
+    this.events.ready(this, agent);
   }
 
   #startHeartbeat(): void {

@@ -1,14 +1,43 @@
 /**
- * Agents connected to this gateway, indexed by the models they serve. Picks, for a model, a routable agent
- * with room: agents in the discount lane first (the priority their owners accept a lower share for), then
- * the least loaded.
+ * Agents connected to this gateway, indexed by the models they serve, with the standing routing and billing
+ * read of each (its profile: owner, status, tier, discount lane — kept current by the hub's `agent_changed`
+ * events). Picks, for a model, an active agent with room: agents in the discount lane first (the priority their
+ * owners accept a lower share for), then the least loaded.
  */
 import { apiFamilyOf, CloseCode, type ApiFamily } from "@wellspring/protocol";
-import type { AgentConnection } from "./agent_connection.ts";
+import type { AgentConnection, AgentRecord } from "./agent_connection.ts";
+
+export type Tier = "S" | "A" | "discount";
+
+/** What routing and billing read of a connected agent. */
+export interface AgentProfile {
+  ownerId: string;
+  status: AgentRecord["status"];
+  /** Settlement tier the admin set. */
+  tier: Tier;
+  /** The owner opted into the discount lane: the discount share, and routing priority. */
+  discountLane: boolean;
+}
+
+/** The tier a request routed to the agent now is settled at. */
+export function effectiveTier(p: AgentProfile): Tier {
+  return p.discountLane ? "discount" : p.tier;
+}
 
 export class AgentRegistry {
   readonly #byAgent = new Map<string, AgentConnection>();
   readonly #byModel = new Map<string, Set<AgentConnection>>();
+  readonly #profiles = new Map<string, AgentProfile>();
+
+  /** The standing of a connected agent (as of its handshake or the last change event). */
+  profile(agentId: string): AgentProfile | undefined {
+    return this.#profiles.get(agentId);
+  }
+
+  /** An agent's standing changed (handshake, admin, owner): routing and billing use it from now. */
+  setProfile(agent: Pick<AgentRecord, "id" | "ownerId" | "status" | "tier" | "discountLane">): void {
+    this.#profiles.set(agent.id, { ownerId: agent.ownerId, status: agent.status, tier: agent.tier, discountLane: agent.discountLane });
+  }
 
   get size(): number {
     return this.#byAgent.size;
@@ -44,7 +73,10 @@ export class AgentRegistry {
   }
 
   remove(conn: AgentConnection): void {
-    if (conn.agentId && this.#byAgent.get(conn.agentId) === conn) this.#byAgent.delete(conn.agentId);
+    if (conn.agentId && this.#byAgent.get(conn.agentId) === conn) {
+      this.#byAgent.delete(conn.agentId);
+      this.#profiles.delete(conn.agentId);
+    }
     this.#unindex(conn);
   }
 
@@ -84,11 +116,12 @@ export class AgentRegistry {
     let best: AgentConnection | null = null;
     let bestLoad = Infinity;
     for (const conn of set) {
-      if (!conn.routable || exclude?.has(conn)) continue;
+      const profile = this.#profiles.get(conn.agentId!);
+      if (!conn.routable || profile?.status !== "active" || exclude?.has(conn)) continue;
       const capacity = conn.capacity;
       if (conn.inFlight >= capacity) continue;
       // Loads are in [0, 1); the lane adds a whole class, so any discount agent with room beats every other.
-      const load = (conn.discountLane ? 0 : 1) + conn.inFlight / capacity + Math.random() * 1e-6;
+      const load = (profile.discountLane ? 0 : 1) + conn.inFlight / capacity + Math.random() * 1e-6;
       if (load < bestLoad) {
         best = conn;
         bestLoad = load;
