@@ -4,8 +4,67 @@
  * cache is dropped and the price table re-pushed, since events sent meanwhile were missed.
  */
 import pg from "pg";
-import { HUB_EVENTS_CHANNEL, parseHubEvent, type HubEvent } from "@wellspring/db/core";
+import { CloseCode } from "@wellspring/protocol";
+import { HUB_EVENTS_CHANNEL, parseHubEvent, type Db, type HubEvent } from "@wellspring/db/core";
 import type { Logger } from "./log.ts";
+import type { KeyVerifier } from "./api/keys.ts";
+import type { KeyFilter, KeyFilterLoader } from "./api/key_filter.ts";
+import type { PriceBook, Tariffs } from "./billing/prices.ts";
+import type { AgentConnection } from "./tunnel/agent_connection.ts";
+import type { AgentRegistry } from "./tunnel/registry.ts";
+
+/** What hub events change in a gateway. */
+export interface HubEventTargets {
+  db: Db;
+  registry: AgentRegistry;
+  prices: PriceBook;
+  tariffs: Tariffs;
+  keys: KeyVerifier;
+  keyFilter: KeyFilter;
+  keyFilterLoader: KeyFilterLoader;
+  /** Sends the current price table to these agents. */
+  pushPrices(to: readonly AgentConnection[]): Promise<void>;
+  log: Logger;
+}
+
+/** How a gateway applies each hub event: caches dropped, agents told, profiles reloaded, tunnels closed. */
+export function hubEventHandler(t: HubEventTargets): (event: HubEvent) => void {
+  const { db, registry, prices, tariffs, keys, keyFilter, keyFilterLoader, log } = t;
+  return (event) => {
+    switch (event.kind) {
+      case "price_published":
+        prices.invalidate();
+        void t.pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
+        log.info("prices.published", { ver: event.ver });
+        return;
+      case "tariffs_changed":
+        tariffs.invalidate();
+        return;
+      case "agent_changed": {
+        const conn = registry.get(event.agentId);
+        if (!conn) return;
+        void db.agent.findUnique({ where: { id: event.agentId } }).then((agent) => {
+          if (!agent) return;
+          registry.setProfile(agent);
+          if (agent.status === "revoked" || agent.status === "suspended") conn.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
+          // Another gateway admitted a new session of this agent (it reconnected there): this one is stale.
+          else if (agent.connectedSession !== conn.sessionId) conn.close(CloseCode.REPLACED, "the agent reconnected elsewhere");
+        }, (error: unknown) => log.warn("agents.reload_failed", { agentId: event.agentId, error }));
+        return;
+      }
+      case "key_created":
+        keys.keyCreated(event.hashPrefix);
+        if (keyFilter.wantsRebuild) void keyFilterLoader.rebuild().catch(() => {});
+        return;
+      case "key_changed":
+        keys.keyChanged(event.keyId);
+        return;
+      case "user_changed":
+        keys.userChanged(event.userId);
+        return;
+    }
+  };
+}
 
 /** Delay before re-making a lost LISTEN connection: doubles from the first to the last, ms. */
 const RECONNECT_DELAY_FIRST_MS = 250;

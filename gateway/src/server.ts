@@ -8,27 +8,28 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { WebSocketServer } from "ws";
-import { CloseCode, FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
-import { publishHubEndpoint, type Db, type HubEvent } from "@wellspring/db/core";
-import { GatewayError, sendError } from "./errors.ts";
+import { FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
+import { publishHubEndpoint, type Db } from "@wellspring/db/core";
+import { GatewayError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT, KeyVerifier } from "./api/keys.ts";
 import { activeKeyPrefixes, KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT, KeyFilter, KeyFilterLoader } from "./api/key_filter.ts";
 import { FailureThrottle, type FailureThrottleOptions } from "./api/failure_throttle.ts";
-import { authenticate, DEFAULT_PROXY_LIMITS, proxyRequest, type ProxyLimits } from "./api/proxy.ts";
+import { DEFAULT_PROXY_LIMITS, proxyRequest, type ProxyLimits } from "./api/proxy.ts";
+import { json, Router, withAdmin, withPrincipal } from "./api/router.ts";
 import { FreeRouteLimiter } from "./api/free_routes.ts";
 import { RECORD_CODEC, RecordWriter, type RequestRecordInput } from "./api/records.ts";
 import { Ledger } from "./billing/ledger.ts";
-import { isUnavailable, LedgerHealth } from "./billing/health.ts";
-import { PriceBook, Tariffs, type PriceTable } from "./billing/prices.ts";
+import { LedgerHealth } from "./billing/health.ts";
+import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { Treasury } from "./ops/treasury.ts";
 import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
 import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
 import { Spool } from "./billing/spool.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
-import { ADMIN_AUTH_DEFAULTS, adminTokenHash, handleAdmin } from "./api/admin.ts";
-import { HubEventListener } from "./hub_events.ts";
+import { ADMIN_AUTH_DEFAULTS, adminTokenHash, authorizeAdmin, handleAdmin } from "./api/admin.ts";
+import { hubEventHandler, HubEventListener } from "./hub_events.ts";
 import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
@@ -38,14 +39,11 @@ import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import type { TlsIdentity } from "./tls.ts";
 
 export const TUNNEL_PATH = "/agent/v1/tunnel";
-/** Routes answered by the gateway itself for the caller's own account (authenticated with the virtual key). */
-const ACCOUNT_ROUTES: Record<string, "models" | "subscription" | "usage" | "redeem"> = {
-  "GET /v1/models": "models",
-  "GET /v1/dashboard/billing/subscription": "subscription",
-  "GET /v1/dashboard/billing/usage": "usage",
-  "POST /v1/billing/redeem": "redeem",
-};
 export const ENROLL_PATH = "/agent/v1/enroll";
+/** Idle keep-alive connections of API clients are closed after this long (above common load balancers' 60 s), ms. */
+const API_KEEP_ALIVE_TIMEOUT_MS = 65_000;
+/** A request's headers must arrive within this long (just above the keep-alive timeout, as Node requires), ms. */
+const API_HEADERS_TIMEOUT_MS = 66_000;
 /** On shutdown, requests in flight get this long to finish before their connections are closed. */
 const SHUTDOWN_GRACE_MS = 5_000;
 /** How long the known-models list (for 404 vs 503) is cached, ms. */
@@ -169,52 +167,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     now: Date.now,
   };
 
-  const priceMessage = (t: PriceTable) => ({
-    ver: t.ver,
-    publishedAt: t.publishedAt.toISOString(),
-    prices: t.prices.map((p) => ({
-      provider: p.provider,
-      model: p.model,
-      inputMicrosPerMTok: p.inputMicrosPerMTok.toString(),
-      outputMicrosPerMTok: p.outputMicrosPerMTok.toString(),
-      cachedInputMicrosPerMTok: p.cachedInputMicrosPerMTok.toString(),
-      audioSecondMicros: p.audioSecondMicros.toString(),
-      imageMicros: p.imageMicros.toString(),
-      characterMicrosPerM: p.characterMicrosPerM.toString(),
-    })),
-  });
   const pushPrices = async (to: readonly AgentConnection[]) => {
     const t = await prices.current();
     if (t.ver === 0) return;
-    const message = priceMessage(t);
+    const message = priceTableMessage(t);
     for (const conn of to) conn.sendPriceTable(message);
   };
-  const onHubEvent = (event: HubEvent) => {
-    if (event.kind === "price_published") {
-      prices.invalidate();
-      void pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
-      log.info("prices.published", { ver: event.ver });
-    } else if (event.kind === "tariffs_changed") {
-      tariffs.invalidate();
-    } else if (event.kind === "agent_changed") {
-      const conn = registry.get(event.agentId);
-      if (!conn) return;
-      void db.agent.findUnique({ where: { id: event.agentId } }).then((agent) => {
-        if (!agent) return;
-        registry.setProfile(agent);
-        if (agent.status === "revoked" || agent.status === "suspended") conn.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
-        // Another gateway admitted a new session of this agent (it reconnected there): this one is stale.
-        else if (agent.connectedSession !== conn.sessionId) conn.close(CloseCode.REPLACED, "the agent reconnected elsewhere");
-      }, (error: unknown) => log.warn("agents.reload_failed", { agentId: event.agentId, error }));
-    } else if (event.kind === "key_created") {
-      keys.keyCreated(event.hashPrefix);
-      if (keyFilter.wantsRebuild) void keyFilterLoader.rebuild().catch(() => {});
-    } else if (event.kind === "key_changed") {
-      keys.keyChanged(event.keyId);
-    } else if (event.kind === "user_changed") {
-      keys.userChanged(event.userId);
-    }
-  };
+  const onHubEvent = hubEventHandler({ db, registry, prices, tariffs, keys, keyFilter, keyFilterLoader, pushPrices, log });
   const events = new HubEventListener(opts.databaseUrl, onHubEvent, () => {
     prices.invalidate();
     tariffs.invalidate();
@@ -227,112 +186,49 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   await keyFilterLoader.start();
   const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter() };
 
-  const api = http.createServer((req, res) => {
-    void handleApi(req, res).catch((error: unknown) => {
-      const unavailable = isUnavailable(error);
-      if (unavailable) log.warn("api.database_unavailable", { error });
-      else log.error("api.unhandled", { error });
-      if (res.headersSent) res.destroy();
-      else if (unavailable) sendError(res, familyOfPath(req.url ?? "/"), new GatewayError("service_unavailable", "The service is briefly unavailable; retry shortly.", { retryAfterSeconds: 5 }));
-      else sendError(res, familyOfPath(req.url ?? "/"), new GatewayError("internal_error", "Internal error."));
-    });
-  });
-  api.keepAliveTimeout = 65_000;
-  api.headersTimeout = 66_000;
-  api.requestTimeout = 0; // long generations are bounded by the proxy's own timeouts
-
-  async function handleApi(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? "/", "http://gateway");
-    const path = url.pathname;
-    if (path === "/healthz") {
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ok: true }));
-      return;
-    }
-    if (path === "/readyz") {
+  // --- API listener: the public, OpenAI- and Anthropic-compatible API ---
+  const apiRoutes = new Router("api", log, familyOfPath)
+    .on("GET /healthz", ({ res }) => json(res, 200, { ok: true }))
+    .on("GET /readyz", ({ res }) => {
       // Ready while the ledger answers: without it this gateway grants no new credit (its settlements spool).
       const ready = health.up;
-      const body = {
+      json(res, ready ? 200 : 503, {
         ready,
         ledger: ready ? "reachable" : "unreachable",
         ...(health.downSince !== null ? { ledgerDownSince: new Date(health.downSince).toISOString() } : {}),
         spooledSettlements: settlements.spooled,
         spooledRecords: records.spooled,
-      };
-      res.writeHead(ready ? 200 : 503, { "content-type": "application/json" }).end(JSON.stringify(body));
-      return;
-    }
-    const family = familyOfPath(path);
-    const account = ACCOUNT_ROUTES[`${req.method} ${path}`];
-    if (account) {
-      try {
-        const principal = await authenticate(req, keys);
-        if (account === "models") await handleModels(req, res, principal, accountDeps);
-        else if (account === "subscription") await handleBillingSubscription(res, principal, accountDeps);
-        else if (account === "usage") await handleBillingUsage(url, res, principal, accountDeps);
-        else await handleRedeem(req, res, principal, accountDeps);
-      } catch (error) {
-        if (!(error instanceof GatewayError)) throw error;
-        sendError(res, family, error);
-        req.resume();
-      }
-      return;
-    }
-    const route = findRoute(path);
-    if (!route) {
-      sendError(res, family, new GatewayError("route_not_found", `Unknown request URL: ${req.method} ${path}.`));
-      req.resume();
-      return;
-    }
-    if (req.method !== "POST") {
-      sendError(res, route.api, new GatewayError("method_not_allowed", `${req.method} is not allowed on ${route.path}; use POST.`));
-      req.resume();
-      return;
-    }
-    await proxyRequest(req, res, route, deps);
-  }
+      });
+    })
+    .on("GET /v1/models", withPrincipal(keys, ({ req, res }, principal) => handleModels(req, res, principal, accountDeps)))
+    .on("GET /v1/dashboard/billing/subscription", withPrincipal(keys, ({ res }, principal) => handleBillingSubscription(res, principal, accountDeps)))
+    .on("GET /v1/dashboard/billing/usage", withPrincipal(keys, ({ url, res }, principal) => handleBillingUsage(url, res, principal, accountDeps)))
+    .on("POST /v1/billing/redeem", withPrincipal(keys, ({ req, res }, principal) => handleRedeem(req, res, principal, accountDeps)))
+    .otherwise(({ req, res, url }) => {
+      const route = findRoute(url.pathname);
+      if (!route) throw new GatewayError("route_not_found", `Unknown request URL: ${req.method} ${url.pathname}.`);
+      if (req.method !== "POST") throw new GatewayError("method_not_allowed", `${req.method} is not allowed on ${route.path}; use POST.`);
+      return proxyRequest(req, res, route, deps);
+    });
+  const api = http.createServer(apiRoutes.listener);
+  api.keepAliveTimeout = API_KEEP_ALIVE_TIMEOUT_MS;
+  api.headersTimeout = API_HEADERS_TIMEOUT_MS;
+  api.requestTimeout = 0; // long generations are bounded by the proxy's own timeouts
 
   // --- admin listener: the admin API and metrics, for operators (loopback unless ADMIN_HOST says otherwise) ---
-  const admin = http.createServer((req, res) => {
-    void handleAdminListener(req, res).catch((error: unknown) => {
-      log.error("admin.unhandled", { error });
-      if (!res.headersSent) sendError(res, "openai", new GatewayError("internal_error", "Internal error."));
-      else res.destroy();
-    });
-  });
-
-  async function handleAdminListener(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? "/", "http://gateway").pathname;
-    if (path === "/metrics") {
+  const adminRoutes = new Router("admin", log, () => "openai")
+    .on("GET /metrics", ({ req, res }) => {
       res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records, leases, keys, keyFilter, settlements, health));
       req.resume();
-      return;
-    }
-    try {
-      if (!path.startsWith("/admin/v1/")) throw new GatewayError("route_not_found", `Unknown request URL: ${req.method} ${path}.`);
-      await handleAdmin(req, res, path, adminDeps);
-    } catch (error) {
-      if (!(error instanceof GatewayError)) throw error;
-      sendError(res, "openai", error);
-      req.resume();
-    }
-  }
+    })
+    .under("/admin/v1/", withAdmin((req) => authorizeAdmin(req, adminDeps), ({ req, res, url }) => handleAdmin(req, res, url.pathname, adminDeps)));
+  const admin = http.createServer(adminRoutes.listener);
 
-  // --- agent listener: TLS only ---
-  const agentServer = https.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: "TLSv1.2" }, (req, res) => {
-    const path = new URL(req.url ?? "/", "https://hub").pathname;
-    if (path === ENROLL_PATH && req.method === "POST") {
-      void handleEnroll(req, res, db, opts.hubId).catch((error: unknown) => {
-        log.error("enroll.failed", { error });
-        if (!res.headersSent) res.writeHead(500, { "content-type": "application/json" }).end('{"error":{"code":"internal_error","message":"Internal error."}}');
-      });
-      return;
-    }
-    if (path === "/agent/v1/healthz") {
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ok: true, hubId: opts.hubId }));
-      return;
-    }
-    res.writeHead(404, { "content-type": "application/json" }).end('{"error":{"code":"not_found","message":"Unknown path."}}');
-  });
+  // --- agent listener: TLS only; enrollment, health, and (below) the tunnel's WebSocket upgrade ---
+  const agentRoutes = new Router("agent_listener", log, () => "openai")
+    .on(`POST ${ENROLL_PATH}`, ({ req, res }) => handleEnroll(req, res, db, opts.hubId))
+    .on("GET /agent/v1/healthz", ({ res }) => json(res, 200, { ok: true, hubId: opts.hubId }));
+  const agentServer = https.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: "TLSv1.2" }, agentRoutes.listener);
   // Small frames must leave at once: Nagle plus delayed ACKs would add ~40 ms to small exchanges.
   agentServer.on("connection", (socket: import("node:net").Socket) => socket.setNoDelay(true));
   const wss = new WebSocketServer({ noServer: true, maxPayload: FRAME_BYTES_MAX, perMessageDeflate: false });

@@ -49,7 +49,8 @@ export function adminTokenHash(token: string | undefined): Buffer | null {
   return token ? createHash("sha256").update(token).digest() : null;
 }
 
-function authorize(req: IncomingMessage, deps: AdminDeps): void {
+/** Checks the admin token (throttled per client address); throws a GatewayError when it is missing or wrong. */
+export function authorizeAdmin(req: IncomingMessage, deps: AdminDeps): void {
   if (!deps.tokenHash) throw new GatewayError("not_found", "The admin API is off: set ADMIN_TOKEN to enable it.");
   const address = req.socket.remoteAddress ?? "unknown";
   const now = deps.now();
@@ -148,8 +149,8 @@ const priceJson = (p: PriceEntry) => ({
   character_micros_per_m: p.characterMicrosPerM.toString(),
 });
 
+/** One admin request, its token already checked (`authorizeAdmin`). */
 export async function handleAdmin(req: IncomingMessage, res: ServerResponse, path: string, deps: AdminDeps): Promise<void> {
-  authorize(req, deps);
   const method = req.method ?? "GET";
   const parts = path.split("/").slice(3); // ["", "admin", "v1", ...]
   const [resource, id, sub] = parts;

@@ -7,7 +7,7 @@
  * briefly; a change published on the hub event channel drops the cache at once.
  */
 import { currentPriceTable, type Db, type PriceEntry } from "@wellspring/db/core";
-import type { ApiFamily } from "@wellspring/protocol";
+import type { ApiFamily, PriceTableMessage } from "@wellspring/protocol";
 import { Cached } from "./cached.ts";
 import type { Usage } from "./usage.ts";
 
@@ -92,6 +92,24 @@ export class PriceBook {
     const p = t.byKey.get(`${api}:${model}`);
     return p ? { ver: t.ver, price: p } : null;
   }
+}
+
+/** The official table as the tunnel carries it to agents (CONTROL `PRICE_TABLE`; amounts as decimal strings). */
+export function priceTableMessage(t: PriceTable): PriceTableMessage {
+  return {
+    ver: t.ver,
+    publishedAt: t.publishedAt.toISOString(),
+    prices: t.prices.map((p) => ({
+      provider: p.provider,
+      model: p.model,
+      inputMicrosPerMTok: p.inputMicrosPerMTok.toString(),
+      outputMicrosPerMTok: p.outputMicrosPerMTok.toString(),
+      cachedInputMicrosPerMTok: p.cachedInputMicrosPerMTok.toString(),
+      audioSecondMicros: p.audioSecondMicros.toString(),
+      imageMicros: p.imageMicros.toString(),
+      characterMicrosPerM: p.characterMicrosPerM.toString(),
+    })),
+  };
 }
 
 async function loadTable(db: Db): Promise<LoadedTable> {
