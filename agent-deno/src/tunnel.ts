@@ -359,7 +359,7 @@ export class Tunnel {
           this.#onPriceTable(session, frame.body);
           return;
         }
-        // Other reserved control kinds (chain tails, config, updates) arrive with later versions.
+        // Reserved control kinds this agent version does not implement are ignored (docs/protocol.md).
         if (frame.kind === ControlKind.CHALLENGE || frame.kind === ControlKind.WELCOME) {
           this.#close(session, CloseCode.PROTOCOL_ERROR, "handshake message after the handshake");
         }

@@ -1,5 +1,5 @@
 /**
- * Operator commands (the portal adds pages for these later):
+ * Operator commands (the portal's admin pages call the same operations, gateway/src/ops/):
  *   npm run admin -- create-admin --email a@b.c        (asks for a password on stdin, or WELLSPRING_ADMIN_PASSWORD)
  *   npm run admin -- create-user --email a@b.c [--admin] [--owner]
  *   npm run admin -- create-key --email a@b.c [--name N] [--models m1,m2]

@@ -1,0 +1,79 @@
+/**
+ * Import rules (npm run lint:imports, part of npm test). What each part may import is written in
+ * docs/ARCHITECTURE.md ("Map"); these rules keep it true without anyone remembering it.
+ */
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: "protocol-is-runtime-neutral",
+      comment: "protocol/ is shared by Node and Deno: it imports nothing of the hub or the agent, no npm package and no Node built-in.",
+      severity: "error",
+      from: { path: "^protocol/src" },
+      to: { pathNot: "^protocol/src" },
+    },
+    {
+      name: "agent-imports-only-the-protocol",
+      comment: "The agent runs on owners' machines: it imports its own files, the protocol and ws, nothing of the hub.",
+      severity: "error",
+      from: { path: "^agent-deno/" },
+      to: { path: "^(gateway|web|prisma|mock-provider|e2e|bench|scripts)/" },
+    },
+    {
+      name: "billing-below-the-request-path",
+      comment: "Billing is a domain the request path calls; it never imports the HTTP layer, the tunnel, the operations layer or the CLI.",
+      severity: "error",
+      from: { path: "^gateway/src/billing/", pathNot: "\\.test\\.ts$|/testing/" },
+      to: { path: "^gateway/src/(api|tunnel|ops|cli|risk)/" },
+    },
+    {
+      name: "ops-below-the-listeners",
+      comment: "The operations layer is called by the CLI, the admin API and the portal; it never imports them, the request path or the tunnel.",
+      severity: "error",
+      from: { path: "^gateway/src/ops/", pathNot: "\\.test\\.ts$" },
+      to: { path: "^gateway/src/(api|tunnel|cli)/" },
+    },
+    {
+      name: "tunnel-does-not-know-http-or-money",
+      comment: "The tunnel carries streams; it knows nothing of the public API or of billing.",
+      severity: "error",
+      from: { path: "^gateway/src/tunnel/", pathNot: "\\.test\\.ts$" },
+      to: { path: "^gateway/src/(api|billing|cli)/" },
+    },
+    {
+      name: "portal-through-the-operations-layer",
+      comment: "The portal reaches the gateway only through its public face (gateway/src/mod.ts = ops/) and the money formatter, never its internals.",
+      severity: "error",
+      from: { path: "^web/" },
+      to: { path: "^gateway/src/", pathNot: "^gateway/src/(mod\\.ts|ops/|billing/money\\.ts)" },
+    },
+    {
+      name: "portal-never-bundles-migrations",
+      comment: "The portal uses the database client, never the migration tools (Turbopack would bundle the Wasm schema engine).",
+      severity: "error",
+      from: { path: "^web/" },
+      to: { path: "^prisma/src/(migrate|embedded)\\.ts$" },
+    },
+    {
+      name: "database-package-knows-no-app",
+      comment: "prisma/ (the schema, client and migrations) imports nothing of the gateway, portal or agent.",
+      severity: "error",
+      from: { path: "^prisma/src" },
+      to: { path: "^(gateway|web|agent-deno|mock-provider)/" },
+    },
+    {
+      name: "product-never-imports-tests",
+      comment: "Test harnesses and fixtures stay out of what ships.",
+      severity: "error",
+      from: { path: "^(gateway|web|agent-deno|protocol|prisma|mock-provider)/", pathNot: "(\\.test\\.ts|_test\\.ts|\\.spec\\.ts)$|/testing/|^web/.*\\.test\\.ts$" },
+      to: { path: "^(e2e|bench)/|/testing/" },
+    },
+  ],
+  options: {
+    doNotFollow: { path: "node_modules" },
+    exclude: { path: "(^|/)(node_modules|\\.next|generated|test-results|\\.data)/" },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: "tsconfig.json" },
+    enhancedResolveOptions: { exportsFields: ["exports"], conditionNames: ["import", "require", "node", "default"], extensions: [".ts", ".tsx", ".js", ".mjs", ".cjs"] },
+  },
+};
