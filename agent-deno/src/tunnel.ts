@@ -7,6 +7,7 @@ import WebSocket from "ws";
 import {
   AUTH_NONCE_BYTES,
   challenge as challengeSchema,
+  CLOSE_GRACE_MS,
   CloseCode,
   CONCURRENT_STREAMS_MAX_DEFAULT,
   CONNECTION_WINDOW_BYTES_DEFAULT,
@@ -29,6 +30,7 @@ import {
   SessionRules,
   signAuth,
   STREAM_WINDOW_BYTES_DEFAULT,
+  TUNNEL_UPGRADE_TIMEOUT_MS,
   welcome as welcomeSchema,
   type Frame,
   type Inventory,
@@ -187,7 +189,7 @@ export class Tunnel {
       createConnection: () => socket,
       maxPayload: FRAME_BYTES_MAX,
       perMessageDeflate: false,
-      handshakeTimeout: 10_000,
+      handshakeTimeout: TUNNEL_UPGRADE_TIMEOUT_MS,
       // An all-zero masking key: ws then skips masking here and unmasking at the hub, byte loops in
       // JavaScript that cost more CPU than anything else on a bulk transfer (docs/protocol.md, "Transport").
       generateMask: (mask) => mask.fill(0),
@@ -219,7 +221,7 @@ export class Tunnel {
         if (session.state === "closed") return;
         session.draining = true;
         this.#send(session, encodeGoAway(session.rules.highestStreamId, GoAwayCode.SHUTDOWN, "agent stopping"));
-        if (session.streams.size === 0) this.#close(session, 1000, "agent stopping");
+        if (session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "agent stopping");
       };
       this.#o.signal?.addEventListener("abort", onStop, { once: true });
       ws.on("message", (data: Uint8Array, isBinary: boolean) => {
@@ -274,7 +276,7 @@ export class Tunnel {
     } catch {
       session.ws.terminate();
     }
-    setTimeout(() => session.ws.terminate(), 2000);
+    setTimeout(() => session.ws.terminate(), CLOSE_GRACE_MS);
   }
 
   #resetStream(session: Session, streamId: number, code: number, reason: string): void {
@@ -349,7 +351,7 @@ export class Tunnel {
       case FrameType.GOAWAY:
         log.info("tunnel.hub_goaway", { code: frame.code, reason: frame.reason });
         session.draining = true;
-        if (session.streams.size === 0) this.#close(session, 1000, "hub asked us to go away");
+        if (session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "hub asked us to go away");
         return;
       case FrameType.RESPONSE:
         this.#close(session, CloseCode.PROTOCOL_ERROR, "the hub may not send RESPONSE");
@@ -425,7 +427,7 @@ export class Tunnel {
       connectionSendWindow: () => session.rules.send,
       forget: (id) => {
         session.streams.delete(id);
-        if (session.draining && session.streams.size === 0) this.#close(session, 1000, "drained");
+        if (session.draining && session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "drained");
       },
       log: this.#o.log,
     }, session.peer!.streamWindowBytes, this.#own.streamWindowBytes);

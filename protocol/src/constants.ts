@@ -33,6 +33,10 @@ export const CONCURRENT_STREAMS_MAX_DEFAULT = 1024;
 /** Largest stream id; ids are never reused on one connection. */
 export const STREAM_ID_MAX = 2 ** 32 - 1;
 
+/** After sending a close frame, a peer that has not closed the socket within this long is cut off, ms. */
+export const CLOSE_GRACE_MS = 2_000;
+/** The WebSocket upgrade of a tunnel must complete within this long, ms. */
+export const TUNNEL_UPGRADE_TIMEOUT_MS = 10_000;
 /** Heartbeat: the hub pings at this interval; a peer silent for `HEARTBEAT_TIMEOUT_MS` is dropped. */
 export const HEARTBEAT_INTERVAL_MS_DEFAULT = 15_000;
 export const HEARTBEAT_TIMEOUT_MS_DEFAULT = 45_000;
@@ -108,6 +112,8 @@ export type ResetCode = (typeof ResetCode)[keyof typeof ResetCode];
  * socket with one of these; the close reason is a short human text.
  */
 export const CloseCode = {
+  /** RFC 6455 normal closure: the peer asked to go away, or drained after a GOAWAY. */
+  NORMAL: 1000,
   PROTOCOL_ERROR: 4000,
   UNSUPPORTED_VERSION: 4001,
   FRAME_TOO_LARGE: 4002,

@@ -12,6 +12,7 @@ import {
   AUTH_NONCE_BYTES,
   AUTH_TIMEOUT_MS,
   auth as authSchema,
+  CLOSE_GRACE_MS,
   CloseCode,
   CONCURRENT_STREAMS_MAX_DEFAULT,
   CONNECTION_WINDOW_BYTES_DEFAULT,
@@ -278,7 +279,7 @@ export class AgentConnection {
     } catch {
       this.ws.terminate();
     }
-    setTimeout(() => this.ws.terminate(), 2000).unref();
+    setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
   }
 
   #teardown(reason: string): void {
