@@ -16,7 +16,7 @@ import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/prices.ts";
 import type { Usage } from "../../gateway/src/billing/usage.ts";
 import { documentedInputEstimate } from "../../gateway/src/billing/testing/estimate_spec.ts";
-import { adminFetch, fund, settledWallet, startStack, type Stack } from "./harness.ts";
+import { adminFetch, fund, settledWallet, startStack, waitFor, type Stack } from "./harness.ts";
 
 const HEAD_TIMEOUT_MS = 1_500;
 const IDLE_TIMEOUT_MS = 1_500;
@@ -36,15 +36,6 @@ afterAll(async () => {
   await pool?.end();
   await stack?.close();
 });
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error("condition not met in time");
-}
 
 const price = (model: string) => DEFAULT_PRICE_TABLE.find((p) => p.model === model)!;
 const FUNDING = 10_000_000n; // $10

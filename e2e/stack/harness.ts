@@ -221,6 +221,16 @@ export async function copyAgentData(dataDir: string, hubUrl?: string): Promise<s
  * A user's wallet once nothing is held for them any more (no request running, the gateway's lease given
  * back): what tests compare exact charges against.
  */
+/** Polls `check` every 25 ms until it holds; throws after `timeoutMs`. For waiting on another process's work. */
+export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`condition not met in ${timeoutMs} ms`);
+}
+
 export async function settledWallet(pool: pg.Pool, userId: string, timeoutMs = 5_000): Promise<{ available: bigint; reserved: bigint }> {
   const until = Date.now() + timeoutMs;
   for (;;) {

@@ -40,16 +40,18 @@ it("keeps an agent that answers its PINGs", async () => {
   await sendAuth(s, agent);
   await s.waitForControl(ControlKind.WELCOME);
   let pongs = 0;
-  s.ws.on("message", (data: Buffer) => {
-    if (data[1] === FrameType.PING) {
-      s.ws.send(encodePong(new Uint8Array(data.subarray(12))));
-      pongs++;
-    }
-  });
-  let closed = false;
-  void s.closed.then(() => (closed = true));
-  await new Promise((r) => setTimeout(r, 2000));
-  expect(closed).toBe(false);
-  expect(pongs).toBeGreaterThanOrEqual(5);
+  // Five answered PINGs span more than the 800 ms timeout: the agent outlived it because it answered.
+  const fivePongs = new Promise<void>((resolve) =>
+    s.ws.on("message", (data: Buffer) => {
+      if (data[1] === FrameType.PING) {
+        s.ws.send(encodePong(new Uint8Array(data.subarray(12))));
+        if (++pongs === 5) resolve();
+      }
+    }),
+  );
+  const started = Date.now();
+  const outcome = await Promise.race([fivePongs.then(() => "alive" as const), s.closed.then(() => "closed" as const)]);
+  expect(outcome).toBe("alive");
+  expect(Date.now() - started).toBeGreaterThan(800);
   s.ws.close();
 });

@@ -1,7 +1,7 @@
 /**
  * One live connection per agent identity, through real processes: two Deno agents run from one copied data
  * folder. The copy is refused (close DUPLICATE_IDENTITY) and backs off instead of flapping with the live agent,
- * the live agent keeps serving a stream longer than the 30 s after which a replaced connection used to be cut,
+ * the live agent keeps serving a stream that outlasts the copy's first retry (15–30 s after its refusal),
  * the hub raises one risk flag that counts the refusals, and the owner's agent page data carries the warning —
  * with both copies on one gateway, and with the copies on two gateways sharing the database. A half-open old
  * session (its agent stopped with SIGSTOP) gives way to a new connection within the probe time.
@@ -20,7 +20,10 @@ import { copyAgentData, createTestDatabase, enrollAgent, fund, launchAgent, star
 
 /** A live session on the gateway must answer the presence probe within this time (TUNNEL_PRESENCE_PROBE_TIMEOUT_MS). */
 const PROBE_MS = 1_000;
-/** Before this fix, a connection replaced by a newer one of the same agent was closed this long after, streams and all. */
+/**
+ * The stream on the live agent lasts longer than this: the copy's first retry (after [½, 1] × the agent's
+ * DUPLICATE_RETRY_BASE_MS of 30 s) happens during it, and must not cut it.
+ */
 const REPLACED_CUT_MS = 30_000;
 /** The window in which handshakes are counted after the copy starts. */
 const WINDOW_MS = 10_000;
@@ -183,7 +186,7 @@ async function duplicateScenario(model: string, copyGateway: GatewayProc): Promi
   // The copy's first handshake has happened once it says how it ended (refused, or — the hole — connected).
   await copy.waitForLine(/WELLSPRING_AGENT_READY|"event":"tunnel.duplicate_identity"/, 30_000);
 
-  // A stream on the live agent, longer than the old replacement cut-off, while the copy keeps trying.
+  // A stream on the live agent, outlasting the copy's first retry, while the copy keeps trying.
   const s = await stream(one, model, `chunks=${STREAM_CHUNKS} delay_ms=${STREAM_CHUNK_DELAY_MS}`);
   expect(s.text).toBe(expectedText(STREAM_CHUNKS));
   expect(s.done).toBe(true);

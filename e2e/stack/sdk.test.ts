@@ -8,7 +8,7 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import { documentedInputEstimate } from "../../gateway/src/billing/testing/estimate_spec.ts";
-import { startStack, type Stack } from "./harness.ts";
+import { startStack, waitFor, type Stack } from "./harness.ts";
 
 let stack: Stack;
 beforeAll(async () => {
@@ -168,8 +168,9 @@ describe("official SDKs through gateway → tunnel → agent → provider", () =
     const noUsage = await send("/v1/chat/completions", noUsageBody);
     const claude = await send("/v1/messages", { model: "claude-haiku-4-5", stream: true, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7]" }] }, { "anthropic-version": "2023-06-01" });
     const emb = await send("/v1/embeddings", { model: "text-embedding-3-small", input: "hello" });
-    await new Promise((r) => setTimeout(r, 600));
-    const rows = new Map((await stack.db.requestRecord.findMany({ where: { id: { in: [chat.id, noUsage.id, claude.id, emb.id] } } })).map((r) => [r.id, r]));
+    const ids = [chat.id, noUsage.id, claude.id, emb.id];
+    await waitFor(async () => (await stack.db.requestRecord.count({ where: { id: { in: ids } } })) === ids.length);
+    const rows = new Map((await stack.db.requestRecord.findMany({ where: { id: { in: ids } } })).map((r) => [r.id, r]));
     const promptOf = (text: string, key: string) => Number(new RegExp(`"${key}":(\\d+)`).exec(text)![1]);
     expect(rows.get(chat.id)).toMatchObject({ outputTokens: 12, inputTokens: promptOf(chat.text, "prompt_tokens"), streamed: true, endCause: "completed" });
     // No usage reported: billing estimates it (the delivered text "w0 w1 w2 ", the request's strings) and says so.

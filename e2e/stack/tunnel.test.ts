@@ -44,7 +44,8 @@ describe("tunnel", () => {
       headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
       body: chatBody("chunks=100 bytes=104857600", false),
     }).then(async (r) => ({ status: r.status, bytes: (await r.arrayBuffer()).byteLength, ms: Date.now() - bigStart }));
-    // 200 SSE streams of 60 chunks paced 50 ms apart: about 3 s each, long enough for all to be open at once.
+    // 200 SSE streams of 60 chunks paced 50 ms apart: STREAM_MS each, long enough for all to be open at once.
+    const STREAM_MS = 60 * 50;
     const streams = Array.from({ length: 200 }, (_, i) => {
       const startedAt = Date.now();
       return fetch(`${stack.baseUrl}/v1/chat/completions`, {
@@ -76,8 +77,9 @@ describe("tunnel", () => {
     expect(peak).toBeGreaterThanOrEqual(190);
     // No stream waited for the big body to finish (head-of-line blocking would push every first byte past it).
     expect(ttfb[199]!).toBeLessThan(bigResult.ms);
-    // On 2 shared cores the client, mock, gateway and agent compete; 3 s streams still finish within 12 s.
-    expect(sorted[199]!).toBeLessThan(12_000);
+    // Concurrent, not queued: served one after another, 200 streams of 3 s would take 600 s (a few at a time,
+    // minutes). Their speed on 2 shared cores is the benchmark's business (S3), so the bound here is loose.
+    expect(sorted[199]!).toBeLessThan(10 * STREAM_MS);
   }, 60_000);
 
   it("a client that stops reading holds gateway and agent memory to the flow-control windows", async () => {
@@ -93,10 +95,14 @@ describe("tunnel", () => {
     const res = await new Promise<http.IncomingMessage>((r) => req.on("response", r));
     expect(res.statusCode).toBe(200);
     res.pause(); // the user reads nothing
-    await new Promise((r) => setTimeout(r, 2500));
+    // Wait until the provider has stopped sending: the same count over four reads 250 ms apart.
     const record = stack.mock.requests.at(-1)!;
-    const sentWhilePaused = record.responseBytesSoFar;
-    await new Promise((r) => setTimeout(r, 1000));
+    let sentWhilePaused = -1;
+    for (let unchanged = 0, deadline = Date.now() + 20_000; unchanged < 4 && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 250));
+      unchanged = record.responseBytesSoFar === sentWhilePaused ? unchanged + 1 : 0;
+      sentWhilePaused = record.responseBytesSoFar;
+    }
     const after = { agent: await rssBytes(agentPid), gateway: await treeRss(gwPids) };
     const metrics = await (await fetch(`${stack.gateway.adminOrigin}/metrics`)).text();
     const held = Number(/wellspring_tunnel_held_response_bytes (\d+)/.exec(metrics)?.[1]);
