@@ -35,9 +35,9 @@ async function admin(...args: string[]): Promise<{ code: number; out: string }> 
 it("grant, balance, codes and audit work from the command line; an altered wallet fails the audit", async () => {
   expect((await admin("create-user", "--email", "buyer@example.test")).code).toBe(0);
   const granted = await admin("grant", "--email", "buyer@example.test", "--micros", "2500000", "--reason", "welcome");
-  expect(granted).toEqual({ code: 0, out: expect.stringContaining("granted $2.500000") });
+  expect(granted).toEqual({ code: 0, out: expect.stringContaining("granted $2.50") });
   expect((await admin("grant", "--email", "buyer@example.test", "--micros", "2.5", "--reason", "x")).code).toBe(1);
-  expect((await admin("balance", "--email", "buyer@example.test")).out).toContain("available $2.500000, reserved $0.000000");
+  expect((await admin("balance", "--email", "buyer@example.test")).out).toContain("available $2.50, reserved $0.00");
   const codes = await admin("redemption-codes", "--micros", "1000000", "--count", "3");
   expect(codes.out.match(/WSR(-[A-Z2-9]{4}){4}/g)).toHaveLength(3);
   const ok = await admin("audit");

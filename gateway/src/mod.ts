@@ -9,3 +9,6 @@ export { raiseRiskFlag, RISK_EVIDENCE_BYTES_MAX, type RiskFlagInput, type Raised
 export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "./risk/duplicate_identity.ts";
 export { createLogger, type Logger } from "./log.ts";
 export { administratorExists, completeSetup, createAdministrator, issueSetupToken, AdministratorInputError, SETUP_TOKEN_TTL_MS, type AdministratorErrors, type SetupOutcome } from "./accounts/administrators.ts";
+export { formatUsd } from "./format/money.ts";
+export { knownModelNames, unknownModelNames } from "./catalog/models.ts";
+export { payoutAmountProblem, PAYOUT_MICROS_MIN } from "./billing/payout_minimum.ts";

@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { WebSocketServer } from "ws";
 import { CloseCode, FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
-import { publishHubEndpoint, type Db, type HubEvent } from "@wellspring/db/core";
+import { currentPriceTable, publishHubEndpoint, type Db, type HubEvent } from "@wellspring/db/core";
 import { GatewayError, sendError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT, KeyVerifier } from "./api/keys.ts";
@@ -138,6 +138,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (!knownCache || Date.now() - knownCache.at > KNOWN_MODELS_TTL_MS) {
       const rows = await db.agent.findMany({ where: { status: { in: ["active", "paused"] } }, select: { models: true } });
       const models = new Map<ApiFamily, Set<string>>([["openai", new Set()], ["anthropic", new Set()]]);
+      // A model of the official price table is known even while no agent serves it ("not available right now").
+      for (const p of (await currentPriceTable(db))?.prices ?? []) models.get(p.provider === "anthropic" ? "anthropic" : "openai")!.add(p.model);
       for (const r of rows) {
         for (const pm of r.models) {
           const [provider, ...rest] = pm.split(":");

@@ -1,14 +1,7 @@
 /** Display formatting. Money arrives as integer micro-USD (bigint) and is only ever formatted, never computed on. */
 
-/** "$1,234.56" — two decimals, or up to six for amounts under a cent so small charges are not shown as $0.00. */
-export function usd(micros: bigint): string {
-  const neg = micros < 0n;
-  const abs = neg ? -micros : micros;
-  const whole = abs / 1_000_000n;
-  const frac = (abs % 1_000_000n).toString().padStart(6, "0");
-  const decimals = abs > 0n && abs < 10_000n ? frac.replace(/0+$/, "").padEnd(2, "0") : frac.slice(0, 2);
-  return `${neg ? "−" : ""}$${whole.toLocaleString("en-US")}.${decimals}`;
-}
+/** Money, exactly: "$1,234.50", "$0.000001" (the one formatter, shared with the operator CLI: gateway/src/format/money.ts). */
+export { formatUsd as usd } from "@wellspring/gateway";
 
 export function count(n: number | bigint): string {
   return n.toLocaleString("en-US");
@@ -42,4 +35,11 @@ export function waitText(waitMs: number): string {
   if (s < 90) return `${s} second${s === 1 ? "" : "s"}`;
   const m = Math.ceil(s / 60);
   return `${m} minute${m === 1 ? "" : "s"}`;
+}
+
+/** `text` when it is a real calendar date written YYYY-MM-DD (2026-02-30 is not one), else null. */
+export function parseUtcDate(text: string | null | undefined): string | null {
+  if (!text || !/^\d{4}-\d{2}-\d{2}$/.test(text)) return null;
+  const d = new Date(`${text}T00:00:00Z`);
+  return !Number.isNaN(d.getTime()) && d.toISOString().slice(0, 10) === text ? text : null;
 }

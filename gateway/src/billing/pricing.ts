@@ -45,9 +45,5 @@ export function ownerEarningMicros(officialMicros: bigint, tierBps: bigint): big
   return (officialMicros * tierBps) / BPS;
 }
 
-/** "$1.234567" from micro-units, for display only (never for arithmetic). */
-export function formatMicros(micros: bigint): string {
-  const sign = micros < 0n ? "-" : "";
-  const abs = micros < 0n ? -micros : micros;
-  return `${sign}$${abs / 1_000_000n}.${(abs % 1_000_000n).toString().padStart(6, "0")}`;
-}
+/** Display only (never for arithmetic): the one money formatter, format/money.ts. */
+export { formatUsd as formatMicros } from "../format/money.ts";

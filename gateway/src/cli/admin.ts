@@ -25,8 +25,10 @@ import pg from "pg";
 import { read } from "read";
 import { createDb, currentHubEndpoint, newId, PASSWORD_CHARS_MIN, publishHubEvent, type Db } from "@wellspring/db";
 import { AdministratorInputError, createAdministrator } from "../accounts/administrators.ts";
+import { unknownModelNames } from "../catalog/models.ts";
 import { Ledger } from "../billing/ledger.ts";
 import { formatMicros } from "../billing/pricing.ts";
+import { payoutAmountProblem } from "../billing/payout_minimum.ts";
 import { Treasury } from "../billing/treasury.ts";
 import { parseEnv } from "../env.ts";
 import { issueKey } from "../api/keys.ts";
@@ -108,6 +110,8 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
     case "create-key": {
       const user = await userByEmail(db, flag(args, "email"));
       const models = flag(args, "models")?.split(",").filter(Boolean) ?? [];
+      const unknown = await unknownModelNames(db, models);
+      if (unknown.length) throw new Error(`Unknown model(s): ${unknown.join(", ")} (neither in the official price table nor reported by an agent)`);
       const key = await issueKey(db, user.id, flag(args, "name") ?? "default", { allowedModels: models });
       return `key ${key.id} (shown once, store it now):\n${key.secret}`;
     }
@@ -181,7 +185,10 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
     }
     case "request-payout": {
       const user = await userByEmail(db, flag(args, "email"));
-      const r = await treasury.requestPayout(user.id, micros(args));
+      const amount = micros(args);
+      const problem = payoutAmountProblem(amount);
+      if (problem) throw new Error(`Refused: ${problem}`);
+      const r = await treasury.requestPayout(user.id, amount);
       return r.outcome === "requested" ? `payout ${r.payoutId} requested` : `refused: only ${formatMicros(r.availableMicros)} is available`;
     }
     case "payouts": {
