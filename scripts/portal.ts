@@ -5,7 +5,9 @@
  * through web/server.ts.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, statSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -36,6 +38,31 @@ export interface Portal {
   /** Called once if the portal stops by itself (not through stop()). */
   onExit(listener: (code: number | null) => void): void;
   stop(): Promise<void>;
+}
+
+/**
+ * The portal's environment beside a hub: its database, the gateway's API and admin origins, and a session secret
+ * kept in DATA_DIR (made once, mode 0600) unless NEXTAUTH_SECRET is set.
+ */
+export async function portalEnv(o: { dataDir: string; databaseUrl: string; apiOrigin: string; adminOrigin: string; host: string; port: number }): Promise<NodeJS.ProcessEnv & { NEXTAUTH_URL: string }> {
+  return {
+    ...process.env,
+    NEXT_TELEMETRY_DISABLED: "1",
+    WELLSPRING_GATEWAY_URL: o.apiOrigin,
+    // Gateway status (metrics) is read from the admin listener.
+    WELLSPRING_GATEWAY_ADMIN_URL: o.adminOrigin,
+    DATABASE_URL: o.databaseUrl,
+    NEXTAUTH_SECRET: process.env.NEXTAUTH_SECRET || (await persistentSecret(join(o.dataDir, "portal-secret"))),
+    NEXTAUTH_URL: process.env.NEXTAUTH_URL || `http://${o.host}:${o.port}`,
+  };
+}
+
+/** A random secret stored (mode 0600) in `file` the first time, read back afterwards. */
+async function persistentSecret(file: string): Promise<string> {
+  if (existsSync(file)) return (await readFile(file, "utf8")).trim();
+  const secret = randomBytes(32).toString("base64url");
+  await writeFile(file, secret + "\n", { mode: 0o600 });
+  return secret;
 }
 
 /** True without a build, or when a source file the portal bundles is newer than the build. */

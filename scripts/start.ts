@@ -6,9 +6,7 @@
  * yet, prints a single-use link to the portal's first-run page. SIGINT, SIGTERM and SIGHUP stop the portal, the
  * gateway and the embedded database, in that order.
  */
-import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { newId } from "@wellspring/db";
 import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
@@ -16,7 +14,7 @@ import { bootHub, databaseLocation } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
 import { issueSetupToken } from "../gateway/src/accounts/administrators.ts";
-import { startPortal } from "./portal.ts";
+import { portalEnv, startPortal } from "./portal.ts";
 
 /** The file (in DATA_DIR, mode 0600) holding the first-run link while no administrator exists. */
 const ADMIN_SETUP_URL_FILE = "admin-setup-url";
@@ -33,17 +31,7 @@ const gateway = await startGateway({
   db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: env.GATEWAY_ID ?? newId("gw"), tls: hub.tls, spoolDir: join(hub.dataDir, "spool"),
 });
 
-const webEnv = {
-  ...process.env,
-  NEXT_TELEMETRY_DISABLED: "1",
-  WELLSPRING_GATEWAY_URL: gateway.apiOrigin,
-  // Gateway status (metrics) is read from the admin listener.
-  WELLSPRING_GATEWAY_ADMIN_URL: gateway.adminOrigin,
-  DATABASE_URL: hub.databaseUrl,
-  // Sessions are signed with a secret kept in DATA_DIR (made once) unless NEXTAUTH_SECRET is set.
-  NEXTAUTH_SECRET: process.env.NEXTAUTH_SECRET || (await persistentSecret(join(hub.dataDir, "portal-secret"))),
-  NEXTAUTH_URL: process.env.NEXTAUTH_URL || `http://${env.HOST}:${webPort}`,
-};
+const webEnv = await portalEnv({ dataDir: hub.dataDir, databaseUrl: hub.databaseUrl, apiOrigin: gateway.apiOrigin, adminOrigin: gateway.adminOrigin, host: env.HOST, port: webPort });
 // The API serves from here on; the portal builds (when it must) in a child process and follows.
 const portal = startPortal({ root, host: env.HOST, port: webPort, env: webEnv, log, output: "inherit" });
 const setup = await adminSetupLink(webEnv.NEXTAUTH_URL);
@@ -75,14 +63,6 @@ portal.ready.then(
     stop("portal-failed");
   },
 );
-
-/** A random secret stored (mode 0600) in `file` the first time, read back afterwards. */
-async function persistentSecret(file: string): Promise<string> {
-  if (existsSync(file)) return (await readFile(file, "utf8")).trim();
-  const secret = randomBytes(32).toString("base64url");
-  await writeFile(file, secret + "\n", { mode: 0o600 });
-  return secret;
-}
 
 /**
  * While no administrator exists: a new single-use setup link for the portal's first-run page, also written to

@@ -162,6 +162,7 @@ test("an admin publishes a price version the user's price page shows, and resolv
   await admin.getByRole("button", { name: "Search" }).click();
   const row = admin.getByTestId(`user-${userEmail}`);
   await row.getByRole("button", { name: "Suspend" }).click();
+  await row.getByRole("button", { name: "Yes, suspend" }).click();
   await expect(admin.getByTestId(`user-${userEmail}`)).toContainText("suspended");
   expect((await db.user.findUniqueOrThrow({ where: { id: buyer.id } })).status).toBe("suspended");
   await user.goto("/app");
