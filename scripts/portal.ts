@@ -65,7 +65,7 @@ async function persistentSecret(file: string): Promise<string> {
   return secret;
 }
 
-/** True without a build, or when a source file the portal bundles is newer than the build. */
+/** True without a build, or when a source file the portal bundles (or its build configuration) is newer than the build. */
 export function portalBuildIsStale(root: string): boolean {
   const buildId = join(root, "web", ".next", "BUILD_ID");
   if (!existsSync(buildId)) return true;
@@ -73,7 +73,9 @@ export function portalBuildIsStale(root: string): boolean {
   const newer = (path: string): boolean =>
     readdirSync(path, { withFileTypes: true }).some((e) =>
       e.isDirectory() ? !["node_modules", ".next", "generated"].includes(e.name) && newer(join(path, e.name)) : statSync(join(path, e.name)).mtimeMs > builtAt);
-  return ["web/app", "web/lib", "web/public", "prisma/src", "gateway/src"].some((d) => existsSync(join(root, d)) && newer(join(root, d)));
+  const changed = (file: string) => existsSync(join(root, file)) && statSync(join(root, file)).mtimeMs > builtAt;
+  return ["web/app", "web/lib", "web/public", "prisma/src", "gateway/src"].some((d) => existsSync(join(root, d)) && newer(join(root, d)))
+    || ["web/next.config.ts", "web/postcss.config.mjs", "web/tsconfig.json", "package-lock.json"].some(changed);
 }
 
 const BUILDING_PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">

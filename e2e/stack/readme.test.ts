@@ -92,9 +92,11 @@ it("a fresh copy: npm install && npm start, the README's first steps beside it, 
   expect(steps.out).toContain("ledger audit ok");
 
   // The portal comes up once built.
-  await expect.poll(async () => (await fetch(`http://127.0.0.1:${web}/signin`).catch(() => null))?.status, { timeout: 300_000, interval: 1_000 }).toBe(200);
+  const hubExited = new Promise<never>((_, reject) => hub!.child.once("exit", (code) => reject(new Error(`npm start exited (${code}):\n${hub!.lines.slice(-40).join("\n")}`))));
+  await Promise.race([hubExited, expect.poll(async () => (await fetch(`http://127.0.0.1:${web}/signin`).catch(() => null))?.status, { timeout: 300_000, interval: 1_000 }).toBe(200)]);
 
   // SIGTERM to the `npm start` process alone (as a service manager sends it): everything of the copy stops.
+  hubExited.catch(() => undefined);
   const stoppedAt = Date.now();
   process.kill(hub.child.pid!, "SIGTERM");
   await new Promise((resolve) => (hub!.child.exitCode !== null ? resolve(null) : hub!.child.once("exit", resolve)));

@@ -1,5 +1,5 @@
 import type { ReactNode } from "react";
-import { buttonClass, inputClass, quietButtonClass } from "./classes";
+import { buttonClass, inputClass, quietButtonClass, tableGapClass } from "./classes";
 import { CopyButton } from "./client-ui";
 
 export function Card({ title, children, action }: { title?: string; children: ReactNode; action?: ReactNode }) {
@@ -49,7 +49,7 @@ export function PageTitle({ title, subtitle }: { title: string; subtitle?: strin
   );
 }
 
-export { buttonClass, inputClass, quietButtonClass };
+export { buttonClass, inputClass, quietButtonClass, tableGapClass };
 
 export function FieldError({ id, message }: { id: string; message?: string }) {
   if (!message) return null;
@@ -64,7 +64,7 @@ export function FieldError({ id, message }: { id: string; message?: string }) {
 export function Table({ columns, testId, children }: { columns: (string | { label: string; right?: boolean })[]; testId?: string; children: ReactNode }) {
   return (
     <div className="-mx-1 overflow-x-auto px-1">
-      <table className="w-full text-sm [&_td:not(:last-child)]:pr-4 [&_th:not(:last-child)]:pr-4" data-testid={testId}>
+      <table className={`w-full text-sm ${tableGapClass}`} data-testid={testId}>
         <thead className="text-left text-xs uppercase tracking-wide text-slate-500">
           <tr>
             {columns.map((c, i) => {

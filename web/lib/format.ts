@@ -1,7 +1,7 @@
 /** Display formatting. Money arrives as integer micro-USD (bigint) and is only ever formatted, never computed on. */
 
-/** Money, exactly: "$1,234.50", "$0.000001" (the one formatter, shared with the operator CLI: gateway/src/format/money.ts). */
-export { formatUsd as usd } from "@wellspring/gateway";
+/** Money, exactly (a module with no imports, so client components can use it): "$1,234.50", "$0.000001" (the one formatter, shared with the operator CLI: gateway/src/format/money.ts). */
+export { formatUsd as usd } from "@wellspring/gateway/money";
 
 export function count(n: number | bigint): string {
   return n.toLocaleString("en-US");

@@ -2,7 +2,7 @@ import Link from "next/link";
 import { requireActor } from "../../lib/data/actor";
 import { balance, spendByDay, spendByModel } from "../../lib/data/usage";
 import { count, usd } from "../../lib/format";
-import { Card, Empty, PageTitle, Stat } from "../ui";
+import { Card, Empty, PageTitle, Stat, tableGapClass } from "../ui";
 import { SpendChart } from "./spend-chart";
 
 export const metadata = { title: "Dashboard — Wellspring" };
@@ -32,7 +32,7 @@ export default async function Dashboard() {
           {models.length === 0 ? (
             <Empty>Spend per model appears after your first call.</Empty>
           ) : (
-            <table className="w-full text-sm" data-testid="spend-by-model">
+            <table className={`w-full text-sm ${tableGapClass}`} data-testid="spend-by-model">
               <tbody>
                 {models.map((m) => (
                   <tr key={m.model} className="border-b border-slate-100 last:border-0">

@@ -3,7 +3,7 @@ import { redirect } from "next/navigation";
 import { requireActor } from "../../../lib/data/actor";
 import { earnings } from "../../../lib/data/owner";
 import { count, usd, utc } from "../../../lib/format";
-import { Card, Empty, PageTitle, Stat, Table } from "../../ui";
+import { Card, Empty, PageTitle, Stat, Table, tableGapClass } from "../../ui";
 import { SpendChart } from "../spend-chart";
 import { PayoutForm } from "./payout-form";
 
@@ -43,7 +43,7 @@ export default async function EarningsPage() {
           {e.byModel.length === 0 ? (
             <Empty>Earnings per model appear with the first request your agents serve.</Empty>
           ) : (
-            <table className="w-full text-sm" data-testid="earnings-by-model">
+            <table className={`w-full text-sm ${tableGapClass}`} data-testid="earnings-by-model">
               <tbody>
                 {e.byModel.map((m) => (
                   <tr key={m.model} className="border-b border-slate-100 last:border-0">
