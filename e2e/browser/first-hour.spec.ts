@@ -135,16 +135,17 @@ test("every page of a user, a key owner and an admin, at 1280 and 390 px", async
     const res = await fetch(`${HUB_API}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }) });
     expect(res.status).toBe(503); // no agent serves it yet: "not available right now"
   }
+  // Revoking asks first; the secret of the key just revoked is no longer shown.
+  await expect(user.getByTestId("new-key-secret")).toHaveText(secret);
+  await user.getByRole("button", { name: "Revoke a-very-long-key-name" }).click();
+  await user.getByRole("button", { name: "Yes, revoke" }).click();
+  await expect(user.getByTestId("keys-table")).toContainText("revoked");
+  await expect(user.getByTestId("new-key-panel")).toHaveCount(0);
   // Unknown allowed models are refused by name.
   await user.getByLabel("Name", { exact: true }).fill("restricted");
   await user.getByLabel(/^Allowed models/).fill("gpt-4o-mini, gpt-imaginary");
   await user.getByRole("button", { name: "Create key" }).click();
   await expect(user.getByText("No model is called “gpt-imaginary”")).toBeVisible();
-  // Revoking asks first; the revoked key's secret is no longer shown.
-  await user.goto("/app/keys");
-  await user.getByRole("button", { name: "Revoke a-very-long-key-name" }).click();
-  await user.getByRole("button", { name: "Yes, revoke" }).click();
-  await expect(user.getByTestId("keys-table")).toContainText("revoked");
   const badDate = "/app/usage?from=2026-13-45";
 
   // A key owner with an enrollment in progress.

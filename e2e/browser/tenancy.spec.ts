@@ -82,7 +82,7 @@ test("another account's ids find nothing and change nothing, through every form 
     },
     {
       what: "usage page filtered by the victim's key",
-      run: async () => { await page.goto(`/app/usage?key=${victim.keyId}`); await expect(page.getByText("No requests match.")).toBeVisible(); },
+      run: async () => { await page.goto(`/app/usage?key=${victim.keyId}`); await expect(page.getByTestId("usage-empty")).toHaveText("No requests match these filters."); },
       unchanged: async () => db.requestRecord.count({ where: { userId: victim.userId } }),
       expected: 1,
     },
