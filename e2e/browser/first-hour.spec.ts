@@ -109,7 +109,8 @@ async function inspect(page: Page, testInfo: TestInfo, role: string, width: numb
   expect(res?.status() ?? 0, `${where}: HTTP status`).toBeLessThan(500);
   await expect(page.locator("body"), `${where}: error page`).not.toContainText(/Application error|Internal Server Error|This page couldn.t load|Unhandled Runtime Error/);
   await expect(page, `${where}: title`).toHaveTitle(/Wellspring/);
-  await page.waitForLoadState("networkidle");
+  // Laid out with its own font (a fallback font has other widths), after the page's scripts ran.
+  await page.evaluate(() => document.fonts.ready);
   expect(await layoutProblems(page), where).toEqual([]);
   const name = path.replace(/^\//, "").replace(/[/?=&]+/g, "-") || "home";
   await page.screenshot({ path: testInfo.outputPath(`${width}px`, `${role}-${name}.png`), fullPage: true });
