@@ -96,7 +96,7 @@ describe("an agent installed and started as the docs tell an owner", () => {
     const printed = await runAdmin(admin, ["enroll-token", "--email", ownerEmail]);
     const enrollLine = printed.split("\n").map((l) => l.trim()).find((l) => l.startsWith("./wellspring-agent enroll "));
     expect(enrollLine, printed).toBeDefined();
-    expect(printed).toContain("run: ./wellspring-agent start");
+    expect(printed.split("\n")).toContain("./wellspring-agent start");
     expect(printed.includes(image.cmd.join(" "))).toBe(true);
     const enroll = startProc("/bin/sh", ["-c", enrollLine!], { cwd: agentDir, env: ownerEnv() });
     agentId = (await enroll.waitForLine(/enrolled as (agt_\w+)/, 60_000))[1]!;

@@ -5,6 +5,7 @@ export { Treasury, audit, type EarningsDay } from "./billing/treasury.ts";
 export { formatMicros, officialCostMicros } from "./billing/pricing.ts";
 export { planPrice, Tariffs, type PlanView } from "./billing/tariffs.ts";
 export { createEnrollmentToken, enrollCommand } from "./tunnel/enroll.ts";
+export { enrollSteps, STARTER_CONFIG, type EnrollSteps } from "./tunnel/enroll_steps.ts";
 export { raiseRiskFlag, RISK_EVIDENCE_BYTES_MAX, type RiskFlagInput, type RaisedFlag } from "./risk/flags.ts";
 export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "./risk/duplicate_identity.ts";
 export { createLogger, type Logger } from "./log.ts";

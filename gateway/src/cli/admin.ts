@@ -33,7 +33,8 @@ import { Treasury } from "../billing/treasury.ts";
 import { parseEnv } from "../env.ts";
 import { issueKey } from "../api/keys.ts";
 import { openOperatorDatabase } from "./database.ts";
-import { createEnrollmentToken, enrollCommand } from "../tunnel/enroll.ts";
+import { createEnrollmentToken } from "../tunnel/enroll.ts";
+import { enrollSteps } from "../tunnel/enroll_steps.ts";
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -120,13 +121,18 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const hub = await currentHubEndpoint(db);
       if (!hub) throw new Error("Cannot print the enrollment command: no hub has published its agent address in this database yet. Start the hub (npm start) once, then run this again.");
       const t = await createEnrollmentToken(db, user.id, flag(args, "label"));
+      const steps = enrollSteps({ agentUrl: hub.agentUrl, pin: hub.tunnelPin, token: t.token, name: flag(args, "label") ?? "agent" });
       return [
         `enrollment token ${t.id}, valid until ${t.expiresAt.toISOString()} (UTC), single use:`,
         t.token,
         "",
-        "On the key owner's machine, in the agent's folder (agent-deno/; docs/operations/agent.md):",
-        `  ${enrollCommand({ agentUrl: hub.agentUrl, pin: hub.tunnelPin, token: t.token })}`,
-        "then list the providers in data/config.json and run: ./wellspring-agent start",
+        "On the key owner's machine, in the agent's folder (agent-deno/; docs/operations/agent.md), run in order:",
+        "# 1. enroll",
+        steps.enroll,
+        "# 2. say which keys and models it offers (edit the models to those the keys serve)",
+        steps.configure,
+        "# 3. start it with the keys in their environment variables",
+        steps.start,
       ].join("\n");
     }
     case "agents": {

@@ -1,6 +1,6 @@
 import "server-only";
 import { currentHubEndpoint, publishHubEvent } from "@wellspring/db/core";
-import { payoutAmountProblem, createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollCommand, Treasury, type DuplicateWarning, type EarningsDay } from "@wellspring/gateway";
+import { payoutAmountProblem, createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollSteps, Treasury, type EnrollSteps, type DuplicateWarning, type EarningsDay } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { Forbidden, requireOwner, type Actor } from "./actor";
 
@@ -15,16 +15,9 @@ export interface Enrollment {
   token: string;
   expiresAt: Date;
   /** What the owner runs, in order, in the agent's folder: each a shell command printed with a copy button. */
-  steps: { enroll: string; configure: string; start: string };
+  steps: EnrollSteps;
 }
 
-/** The agent configuration the portal prints for a new agent: one OpenAI and one Anthropic model, keys from the environment. */
-export const STARTER_CONFIG = {
-  upstreams: [
-    { provider: "openai", apiKeyEnv: "OPENAI_API_KEY", models: ["gpt-4o-mini"] },
-    { provider: "anthropic", apiKeyEnv: "ANTHROPIC_API_KEY", models: ["claude-haiku-4-5"] },
-  ],
-};
 
 /** A single-use enrollment token for one of the actor's agents, and the exact command the owner runs. */
 export async function createEnrollment(actor: Actor, label: string): Promise<Enrollment> {
@@ -39,11 +32,7 @@ export async function createEnrollment(actor: Actor, label: string): Promise<Enr
   return {
     token: t.token,
     expiresAt: t.expiresAt,
-    steps: {
-      enroll: enrollCommand({ agentUrl: hub, pin, token: t.token, name }),
-      configure: `cat > data/config.json <<'EOF'\n${JSON.stringify({ name, ...STARTER_CONFIG }, null, 2)}\nEOF`,
-      start: "export OPENAI_API_KEY=sk-…  ANTHROPIC_API_KEY=sk-ant-…   # your keys; only this machine sees them\n./wellspring-agent start",
-    },
+    steps: enrollSteps({ agentUrl: hub, pin, token: t.token, name }),
   };
 }
 
