@@ -11,6 +11,11 @@ export default defineConfig({
   // One hub serves every test (counts of agents, accounts): files run one after another.
   workers: 1,
   reporter: [["list"]],
+  projects: [
+    // The first-run page works only while the hub has no administrator: that file runs before every other.
+    { name: "first-run", testMatch: /first-hour\.spec\.ts$/ },
+    { name: "journeys", testIgnore: /first-hour\.spec\.ts$/, dependencies: ["first-run"] },
+  ],
   use: {
     baseURL: `http://127.0.0.1:${WEB_PORT}`,
     screenshot: "only-on-failure",
@@ -23,7 +28,8 @@ export default defineConfig({
     // The README's zero-configuration start (embedded PostgreSQL, no Redis) in a throwaway data folder.
     command: "rm -rf .data/playwright && npx tsx scripts/start.ts",
     url: `http://127.0.0.1:${WEB_PORT}`,
-    timeout: 180_000,
+    // A fresh checkout builds the portal first (about a minute; more on a busy machine).
+    timeout: 300_000,
     reuseExistingServer: false,
     env: { DATA_DIR: ".data/playwright", WEB_PORT: String(WEB_PORT), GATEWAY_PORT: String(GATEWAY_PORT), AGENT_PORT: "18788", ADMIN_PORT: "18789", DATABASE_URL: "" },
     stdout: "pipe",

@@ -1,14 +1,16 @@
 /**
  * `npm run demo [-- --upstream http://127.0.0.1:PORT]`: the hub, the mock provider (or the given loopback
- * origin) and one enrolled Deno agent serving gpt-4o-mini, text-embedding-3-small and claude-haiku-4-5.
- * When ready it prints WELLSPRING_BASE_URL=… and WELLSPRING_API_KEY=… and runs until Ctrl-C.
+ * origin), one enrolled Deno agent serving gpt-4o-mini, gpt-4o, text-embedding-3-small, claude-haiku-4-5 and
+ * claude-sonnet-4-5, and the portal. When the API is ready it prints WELLSPRING_BASE_URL=… and
+ * WELLSPRING_API_KEY=…; when the portal is ready, a sign-in for the demo user and the demo key owner (fresh
+ * passwords each start). Runs until Ctrl-C.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import pg from "pg";
-import { newId } from "@wellspring/db";
+import { hashPassword, newId, randomToken } from "@wellspring/db";
 import { startMockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../gateway/src/ops/keys.ts";
 import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
@@ -17,6 +19,12 @@ import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
 import { createEnrollmentToken } from "../gateway/src/ops/enrollment.ts";
 import { Treasury } from "../gateway/src/ops/treasury.ts";
+import { portalEnv, startPortal } from "./portal.ts";
+
+const DEMO_USER_EMAIL = "demo@wellspring.local";
+const DEMO_OWNER_EMAIL = "owner@wellspring.local";
+/** A password made for one demo run: 16 base32 characters (80 bits). */
+const demoPassword = () => randomToken(16);
 
 /** Credit the demo user starts with, micro-USD ($10). */
 const DEMO_CREDIT_MICROS = 10_000_000n;
@@ -61,8 +69,12 @@ const upstream = upstreamArg ?? mock!.origin;
 const gateway = await startGateway({ ...gatewayOptionsFromEnv(env), db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: newId("gw"), tls: hub.tls, spoolDir: join(hub.dataDir, "spool") });
 
 // A demo end user with a key, and a key owner with one agent.
-const user = await hub.db.user.upsert({ where: { email: "demo@wellspring.local" }, create: { id: newId("usr"), email: "demo@wellspring.local" }, update: {} });
-const owner = await hub.db.user.upsert({ where: { email: "owner@wellspring.local" }, create: { id: newId("usr"), email: "owner@wellspring.local", isOwner: true }, update: {} });
+// Both sign in to the portal with a password made for this run (printed below, never stored in clear).
+const userPassword = demoPassword();
+const ownerPassword = demoPassword();
+const [userHash, ownerHash] = await Promise.all([hashPassword(userPassword), hashPassword(ownerPassword)]);
+const user = await hub.db.user.upsert({ where: { email: DEMO_USER_EMAIL }, create: { id: newId("usr"), email: DEMO_USER_EMAIL, passwordHash: userHash }, update: { passwordHash: userHash } });
+const owner = await hub.db.user.upsert({ where: { email: DEMO_OWNER_EMAIL }, create: { id: newId("usr"), email: DEMO_OWNER_EMAIL, isOwner: true, passwordHash: ownerHash }, update: { passwordHash: ownerHash } });
 const key = await issueKey(hub.db, user.id, `demo ${new Date().toISOString()}`);
 // The demo user starts with $10 of credit (granted once per data directory, like a welcome grant).
 const treasuryPool = new pg.Pool({ connectionString: hub.databaseUrl, max: 1 });
@@ -93,12 +105,32 @@ console.error(`demo: hub ${hub.hubId}, upstream ${upstream}${mock ? " (built-in 
 console.log(`WELLSPRING_BASE_URL=${gateway.apiOrigin}`);
 console.log(`WELLSPRING_API_KEY=${key.secret}`);
 
+// The portal: built first when it has no build yet (about a minute; the API above already works).
+const webPort = Number(process.env.WEB_PORT ?? 3000);
+const webEnv = await portalEnv({ dataDir: hub.dataDir, databaseUrl: hub.databaseUrl, apiOrigin: gateway.apiOrigin, adminOrigin: gateway.adminOrigin, host: env.HOST, port: webPort });
+const portal = startPortal({ root, host: env.HOST, port: webPort, env: webEnv, log, output: process.env.DEMO_VERBOSE ? "inherit" : "quiet" });
+if (portal.building) console.error(`demo: building the portal for ${portal.origin} (about a minute; the API works already)`);
+portal.onExit((code) => {
+  console.error(`demo: the portal exited (${code})`);
+  stop();
+});
+portal.ready.then(
+  () => {
+    console.log(`Portal: ${portal.origin}/signin`);
+    console.log(`  sign in as ${DEMO_USER_EMAIL} / ${userPassword}   (the demo user: key, usage, balance)`);
+    console.log(`  or as ${DEMO_OWNER_EMAIL} / ${ownerPassword}   (the demo key owner: agent, earnings)`);
+  },
+  (error: unknown) => {
+    console.error(`demo: the portal did not start: ${(error as Error).message}`);
+    stop();
+  },
+);
+
 let stopping = false;
-const stop = () => {
+function stop(): void {
   if (stopping) return;
   stopping = true;
   for (const c of children) c.kill("SIGTERM");
-  void gateway.close().then(() => mock?.close()).then(() => hub.close()).finally(() => process.exit(0));
-};
-process.on("SIGINT", stop);
-process.on("SIGTERM", stop);
+  void portal.stop().then(() => gateway.close()).then(() => mock?.close()).then(() => hub.close()).finally(() => process.exit(0));
+}
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, stop);

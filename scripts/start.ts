@@ -1,18 +1,23 @@
 /**
  * `npm start`: the whole hub on one machine with nothing configured — an embedded PostgreSQL when
  * DATABASE_URL is unset, in-process limits when REDIS_URL is unset (both logged), the gateway (API and agent
- * tunnel) and the portal. Builds the portal first when it has not been built or its sources changed.
+ * tunnel) and the portal. The API answers at once; the portal is built (in a child process) when it has not been
+ * built or its sources changed, and answers "being built" meanwhile (scripts/portal.ts). With no administrator
+ * yet, prints a single-use link to the portal's first-run page. SIGINT, SIGTERM and SIGHUP stop the portal, the
+ * gateway and the embedded database, in that order.
  */
-import { spawn, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, statSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { newId } from "@wellspring/db";
 import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
 import { bootHub, databaseLocation } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
+import { issueSetupToken } from "../gateway/src/ops/administrators.ts";
+import { portalEnv, startPortal } from "./portal.ts";
+
+/** The file (in DATA_DIR, mode 0600) holding the first-run link while no administrator exists. */
+const ADMIN_SETUP_URL_FILE = "admin-setup-url";
 
 const root = resolve(import.meta.dirname, "..");
 const env = parseEnv();
@@ -26,73 +31,72 @@ const gateway = await startGateway({
   db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: env.GATEWAY_ID ?? newId("gw"), tls: hub.tls, spoolDir: join(hub.dataDir, "spool"),
 });
 
-const webDir = join(root, "web");
-const nextBin = join(root, "node_modules/.bin/next");
-const webEnv = {
-  ...process.env,
-  NEXT_TELEMETRY_DISABLED: "1",
-  WELLSPRING_GATEWAY_URL: gateway.apiOrigin,
-  // Gateway status (metrics) is read from the admin listener.
-  WELLSPRING_GATEWAY_ADMIN_URL: gateway.adminOrigin,
-  DATABASE_URL: hub.databaseUrl,
-  // Sessions are signed with a secret kept in DATA_DIR (made once) unless NEXTAUTH_SECRET is set.
-  NEXTAUTH_SECRET: process.env.NEXTAUTH_SECRET || (await persistentSecret(join(hub.dataDir, "portal-secret"))),
-  NEXTAUTH_URL: process.env.NEXTAUTH_URL || `http://${env.HOST}:${webPort}`,
-};
-if (portalBuildIsStale(webDir)) {
-  log.info("hub.portal_build", { note: "building the portal (next build): no build yet, or sources changed since" });
-  const built = spawnSync(nextBin, ["build"], { cwd: webDir, env: webEnv, stdio: "inherit" });
-  if (built.status !== 0) throw new Error("Cannot start the portal: next build failed");
-}
-// The portal runs through web/server.ts (Next.js's handler behind a listener that resolves client addresses).
-const web = spawn(join(root, "node_modules/.bin/tsx"), [join(webDir, "server.ts")], { cwd: webDir, env: { ...webEnv, HOST: env.HOST, WEB_PORT: String(webPort) }, stdio: ["ignore", "inherit", "inherit"] });
+const webEnv = await portalEnv({ dataDir: hub.dataDir, databaseUrl: hub.databaseUrl, apiOrigin: gateway.apiOrigin, adminOrigin: gateway.adminOrigin, host: env.HOST, port: webPort });
+// The API serves from here on; the portal builds (when it must) in a child process and follows.
+const portal = startPortal({ root, host: env.HOST, port: webPort, env: webEnv, log, output: "inherit" });
+const setup = await adminSetupLink(webEnv.NEXTAUTH_URL);
 
 console.log([
   "",
   "Wellspring hub is running:",
-  `  portal        http://${env.HOST}:${webPort}`,
-  `  API           ${gateway.apiOrigin}/v1   (OpenAI- and Anthropic-compatible)`,
+  `  API           ${gateway.apiOrigin}/v1   (OpenAI- and Anthropic-compatible; answering now)`,
+  `  portal        ${portal.origin}${portal.building ? "   (being built: about a minute; the page says so until it is ready)" : ""}`,
   `  agent tunnel  ${gateway.tunnelUrl}`,
   `  tunnel pin    ${hub.tls.pin}`,
   `  admin         ${gateway.adminOrigin}   (admin API /admin/v1/…, /metrics; keep it private)`,
   `  database      ${databaseLocation(hub.databaseUrl)}${hub.embedded ? ` (embedded, in ${hub.dataDir}/postgres)` : ""}`,
   `  hub id        ${hub.hubId}`,
-  `Sign up in the portal, or make the first administrator:  npm run admin -- create-admin --email you@example.com`,
+  ...(setup
+    ? [
+      "No administrator yet. Make the first one in the portal with this single-use link (valid 24 hours, also in",
+      `${setup.file}):`,
+      `  ${setup.url}`,
+      "or from a terminal:  npm run admin -- create-admin --email you@example.com",
+    ]
+    : []),
   "",
 ].join("\n"));
+portal.ready.then(
+  () => log.info("hub.portal_ready", { url: portal.origin }),
+  (error: unknown) => {
+    log.error("hub.portal_failed", { error });
+    stop("portal-failed");
+  },
+);
 
-/** A random secret stored (mode 0600) in `file` the first time, read back afterwards. */
-async function persistentSecret(file: string): Promise<string> {
-  if (existsSync(file)) return (await readFile(file, "utf8")).trim();
-  const secret = randomBytes(32).toString("base64url");
-  await writeFile(file, secret + "\n", { mode: 0o600 });
-  return secret;
-}
-
-/** True without a build, or when a source file the portal bundles is newer than the build. */
-function portalBuildIsStale(dir: string): boolean {
-  const buildId = join(dir, ".next", "BUILD_ID");
-  if (!existsSync(buildId)) return true;
-  const builtAt = statSync(buildId).mtimeMs;
-  const newer = (path: string): boolean =>
-    readdirSync(path, { withFileTypes: true }).some((e) =>
-      e.isDirectory() ? !["node_modules", ".next", "generated"].includes(e.name) && newer(join(path, e.name)) : statSync(join(path, e.name)).mtimeMs > builtAt);
-  return ["web/app", "web/lib", "prisma/src", "gateway/src"].some((d) => existsSync(join(root, d)) && newer(join(root, d)));
+/**
+ * While no administrator exists: a new single-use setup link for the portal's first-run page, also written to
+ * DATA_DIR/admin-setup-url (mode 0600) for operators who do not see the log. Once one exists the file goes.
+ */
+async function adminSetupLink(portalUrl: string): Promise<{ url: string; file: string } | null> {
+  const file = join(hub.dataDir, ADMIN_SETUP_URL_FILE);
+  const issued = await issueSetupToken(hub.db);
+  if (!issued) {
+    await rm(file, { force: true });
+    return null;
+  }
+  const url = `${portalUrl.replace(/\/$/, "")}/setup?token=${issued.token}`;
+  await writeFile(file, url + "\n", { mode: 0o600 });
+  return { url, file };
 }
 
 let stopping = false;
-const stop = (signal: string) => {
+function stop(reason: string): void {
   if (stopping) return;
   stopping = true;
-  log.info("hub.stopping", { signal });
-  web.kill("SIGTERM");
-  void gateway.close().then(() => hub.close()).finally(() => process.exit(0));
-};
-process.on("SIGINT", () => stop("SIGINT"));
-process.on("SIGTERM", () => stop("SIGTERM"));
-web.on("exit", (code) => {
-  if (!stopping) {
-    log.error("hub.portal_exited", { code });
-    stop("portal-exit");
-  }
+  log.info("hub.stopping", { reason });
+  // The portal first (it writes through the hub's database), then the gateway (leases released, spool flushed),
+  // then the database.
+  void portal.stop()
+    .then(() => gateway.close())
+    .then(() => hub.close())
+    .then(() => process.exit(0), (error: unknown) => {
+      log.error("hub.stop_failed", { error });
+      process.exit(1);
+    });
+}
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => stop(signal));
+portal.onExit((code) => {
+  log.error("hub.portal_exited", { code });
+  stop("portal-exit");
 });

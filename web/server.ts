@@ -8,6 +8,7 @@
  * TRUSTED_PROXIES (none), and what the app itself reads (docs/operations/portal.md).
  */
 import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import next from "next";
@@ -20,18 +21,27 @@ const hostname = process.env.HOST ?? "127.0.0.1";
 const STOP_GRACE_MS = 5_000;
 const trust = parseTrustedProxies(process.env.TRUSTED_PROXIES);
 
+/** How long a starting portal asks a browser to wait before it retries, seconds. */
+const STARTING_RETRY_SECONDS = 2;
+
 markClientAddressServer();
 const app = next({ dev: false, dir, hostname, port });
-await app.prepare();
-const handle = app.getRequestHandler();
+// The port is taken at once and answers 503 "starting" until Next.js has loaded, so nothing is refused meanwhile.
+let handle: ReturnType<typeof app.getRequestHandler> | null = null;
 
 const server = createServer((req, res) => {
+  if (!handle) {
+    res.writeHead(503, { "content-type": "text/plain; charset=utf-8", "retry-after": String(STARTING_RETRY_SECONDS), "cache-control": "no-store" });
+    res.end("The portal is starting; retry in a moment.\n");
+    return;
+  }
   req.headers[CLIENT_ADDRESS_HEADER] = resolveClientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], trust);
   void handle(req, res);
 });
-server.listen(port, hostname, () => {
-  console.log(`portal listening on http://${hostname}:${port}`);
-});
+await new Promise<void>((resolve) => server.listen(port, hostname, resolve));
+await app.prepare();
+handle = app.getRequestHandler();
+console.log(`portal ready on http://${hostname}:${(server.address() as AddressInfo).port}`);
 
 const stop = () => {
   server.close(() => process.exit(0));

@@ -78,7 +78,7 @@ test("an admin publishes a price version the user's price page shows, and resolv
   await draft.fill(text.replace("openai o4-mini 1.10 4.40 0.275", "openai o4-mini 1.10 4.80 0.275"));
   await admin.getByRole("button", { name: "Show difference" }).click();
   await expect(admin.getByTestId("price-diff")).toContainText("openai:o4-mini");
-  await expect(admin.getByTestId("price-diff")).toContainText("1100000 / 4800000 / 275000");
+  await expect(admin.getByTestId("price-diff")).toContainText("$1.10 / $4.80 / $0.275");
   await expect(admin.getByTestId("price-diff").locator("tbody tr")).toHaveCount(1);
   await admin.screenshot({ path: testInfo.outputPath("admin-prices-diff.png"), fullPage: true });
   await admin.getByLabel(/^Note/).fill("o4-mini output repriced");
@@ -162,6 +162,7 @@ test("an admin publishes a price version the user's price page shows, and resolv
   await admin.getByRole("button", { name: "Search" }).click();
   const row = admin.getByTestId(`user-${userEmail}`);
   await row.getByRole("button", { name: "Suspend" }).click();
+  await row.getByRole("button", { name: "Yes, suspend" }).click();
   await expect(admin.getByTestId(`user-${userEmail}`)).toContainText("suspended");
   expect((await db.user.findUniqueOrThrow({ where: { id: buyer.id } })).status).toBe("suspended");
   await user.goto("/app");

@@ -1,8 +1,11 @@
 /**
  * A key owner, in real Chromium against the hub started as `npm start` does: sign up as an owner, create an
- * enrollment command on the Agents page, run exactly that command (the Deno launcher), start the agent and
- * see it online; after users' traffic, see the earnings (official price × tier A) and request a payout.
+ * enrollment on the Agents page, run the three commands it prints exactly as printed in a clean folder holding
+ * only the agent's files (enroll, write the configuration, start), and see the agent online with the printed
+ * models; after users' traffic, see the earnings (official price × tier A) and request a payout in whole cents.
  */
+import { readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { HUB_API, hubDatabaseUrl, signInOnPage } from "./hub.ts";
 import { expect, test } from "@playwright/test";
 import pg from "pg";
@@ -10,7 +13,8 @@ import { createDb, newId, type Db } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { Treasury } from "../../gateway/src/ops/treasury.ts";
-import { enrollWithToken, startAgentProc, type AgentProc } from "../stack/harness.ts";
+import { startAgentProc, startProc, type AgentProc, type Proc } from "../stack/harness.ts";
+import { ownerEnv, ownerFolder, readImage } from "../stack/owner_folder.ts";
 
 const API = HUB_API;
 
@@ -26,14 +30,24 @@ test.beforeAll(async () => {
   mock = await startMockProvider();
 });
 
+const cleanups: (() => Promise<unknown>)[] = [];
+
+/** The exit code of a process that ends by itself. */
+function exitOf(proc: Proc): Promise<number | null> {
+  const { child } = proc;
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve(child.exitCode) : new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+}
+
 test.afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
   await agent?.stop();
   await mock?.close();
   await pool?.end();
   await db?.$disconnect();
 });
 
-test("an owner enrolls an agent with the command the page shows, sees it online, then its earnings", async ({ page }, testInfo) => {
+test("an owner runs the three commands the agents page prints in a clean folder, sees the agent online, then its earnings", async ({ page }, testInfo) => {
+  test.setTimeout(180_000); // the agent starts twice, and its going offline is seen
   const shot = (name: string) => page.screenshot({ path: testInfo.outputPath(`${name}.png`), fullPage: true });
   const email = `owner-${Date.now()}@example.test`;
   await page.goto("/signup");
@@ -47,23 +61,51 @@ test("an owner enrolls an agent with the command the page shows, sees it online,
   await page.getByRole("link", { name: "Agents" }).click();
   await page.getByLabel("Agent name").fill("office-agent");
   await page.getByRole("button", { name: "Create enrollment command" }).click();
-  const command = (await page.getByTestId("enroll-command").textContent())!;
+  const steps = await page.getByTestId("enroll-steps");
+  await expect(steps).toBeVisible();
+  const printed = async (testId: string) => (await page.getByTestId(testId).textContent())!;
+  const [enrollCommand, configureCommand, startCommand] = [await printed("enroll-command"), await printed("config-command"), await printed("start-command")];
   await shot("agents-enroll");
-  const m = /^\.\/wellspring-agent enroll --hub (\S+) --pin (\S+) --token (wse_\w+) --name office-agent$/.exec(command);
-  expect(m, command).not.toBeNull();
-  const [, hub, pin, token] = m!;
-  expect(hub).toBe("https://127.0.0.1:18788");
+  const m = /^\.\/wellspring-agent enroll --hub (\S+) --pin (\S+) --token (wse_\w+) --name office-agent$/.exec(enrollCommand);
+  expect(m, enrollCommand).not.toBeNull();
+  expect(m![1]).toBe("https://127.0.0.1:18788");
 
-  // The owner runs it where the keys are (here, through the same launcher script), then starts the agent.
-  const enrolled = await enrollWithToken({ agentOrigin: hub!, pin: pin! }, token!, { name: "office-agent", models: { openai: ["gpt-4o-mini"], anthropic: ["claude-opus-4-1"] } });
-  agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
+  // The owner's machine: a clean folder with only the agent's files, no Deno on PATH; the three commands the
+  // page printed run there exactly as printed.
+  const { root, agentDir } = await ownerFolder(await readImage());
+  cleanups.push(() => rm(root, { recursive: true, force: true }));
+  const shell = (script: string) => startProc("sh", ["-c", script], { cwd: agentDir, env: ownerEnv() });
+  const enrolling = shell(enrollCommand);
+  const agentId = (await enrolling.waitForLine(/enrolled as (agt_\w+)/, 60_000))[1]!;
+  expect(await exitOf(enrolling)).toBe(0);
+  expect(await exitOf(shell(configureCommand))).toBe(0);
+  const production = shell(startCommand);
+  cleanups.push(() => production.stop());
   await expect(async () => {
     await page.reload();
-    await expect(page.getByTestId(`agent-state-${enrolled.agentId}`)).toHaveText("Online", { timeout: 500 });
-    // The models arrive with the agent's inventory, just after the handshake.
-    await expect(page.getByTestId("agents-table")).toContainText("gpt-4o-mini", { timeout: 500 });
-  }).toPass({ timeout: 15_000 });
+    await expect(page.getByTestId(`agent-state-${agentId}`)).toHaveText("Online", { timeout: 500 });
+    // The models of the printed configuration arrive with the agent's inventory, just after the handshake.
+    await expect(page.getByTestId("agents-table")).toContainText("gpt-4o-mini, claude-haiku-4-5", { timeout: 500 });
+  }).toPass({ timeout: 30_000 });
+  await expect(page.getByTestId(`agent-next-${agentId}`)).toHaveCount(0); // online and serving: nothing to do
   await shot("agents-online");
+
+  // Then the owner offers a model no other agent serves and restarts it; here its calls go to the mock provider
+  // (a development flag: this machine has no internet).
+  await production.stop();
+  await expect(async () => {
+    await page.reload();
+    await expect(page.getByTestId(`agent-next-${agentId}`)).toContainText("./wellspring-agent start", { timeout: 500 });
+  }).toPass({ timeout: 70_000 });
+  const dataDir = join(agentDir, "data");
+  const config = JSON.parse(await readFile(join(dataDir, "config.json"), "utf8")) as { upstreams: { provider: string; models: string[]; apiKey?: string; apiKeyEnv?: string }[] };
+  for (const u of config.upstreams) {
+    if (u.provider === "anthropic") u.models = ["claude-opus-4-1"];
+    u.apiKey = "sk-owner-test-key"; // the test's agent process does not get the printed export
+    delete u.apiKeyEnv;
+  }
+  await writeFile(join(dataDir, "config.json"), JSON.stringify(config));
+  agent = await startAgentProc(dataDir, agentId, mock.origin);
 
   // A user's traffic, served by this owner's agent (the only agent offering claude-opus-4-1).
   const userId = newId("usr");
@@ -72,7 +114,7 @@ test("an owner enrolls an agent with the command the page shows, sees it online,
   const { secret } = await issueKey(db, userId, "buyer");
   let official = 0n;
   for (let i = 0; i < 3; i++) {
-    const res = await fetch(`${API}/v1/messages`, { method: "POST", headers: { "x-api-key": secret, "anthropic-version": "2023-06-01", "content-type": "application/json" }, body: JSON.stringify({ model: "claude-opus-4-1", max_tokens: 100, messages: [{ role: "user", content: "Hello [mock chunks=20]" }] }) });
+    const res = await fetch(`${API}/v1/messages`, { method: "POST", headers: { "x-api-key": secret, "anthropic-version": "2023-06-01", "content-type": "application/json" }, body: JSON.stringify({ model: "claude-opus-4-1", max_tokens: 400, messages: [{ role: "user", content: "Hello [mock chunks=20 output_tokens=300]" }] }) });
     expect(res.status).toBe(200);
     const u = ((await res.json()) as { usage: { input_tokens: number; output_tokens: number } }).usage;
     // claude-opus-4-1: $15 / $75 per 1M tokens.
@@ -94,10 +136,17 @@ test("an owner enrolls an agent with the command the page shows, sees it online,
   await page.getByLabel("Amount ($)").fill("1000");
   await page.getByRole("button", { name: "Request payout" }).click();
   await expect(page.getByText("That is more than your unrequested earnings.")).toBeVisible();
-  await page.getByLabel("Amount ($)").fill(available.replace(/[$,]/g, ""));
+  await page.getByLabel("Amount ($)").fill("0.00005");
   await page.getByRole("button", { name: "Request payout" }).click();
-  await expect(page.getByText(/Payout of .* requested\./)).toBeVisible();
-  await expect(page.getByTestId("payouts-pending")).toHaveText(available);
+  await expect(page.getByText("The smallest payout is $0.01.")).toBeVisible();
+  // The whole cents of what is available.
+  const cents = (BigInt(Math.round(Number(available.replace(/[$,]/g, "")) * 1e6)) / 10_000n) * 10_000n;
+  expect(cents).toBeGreaterThan(0n);
+  const payout = `${cents / 1_000_000n}.${(cents % 1_000_000n).toString().padStart(6, "0").slice(0, 2)}`;
+  await page.getByLabel("Amount ($)").fill(payout);
+  await page.getByRole("button", { name: "Request payout" }).click();
+  await expect(page.getByText(`Payout of $${payout} requested.`)).toBeVisible();
+  await expect(page.getByTestId("payouts-pending")).toHaveText(`$${payout}`);
   await expect(page.getByTestId("payouts-table")).toContainText("pending");
   await shot("earnings-payout");
 

@@ -39,7 +39,7 @@ test.beforeAll(async () => {
       NEXT_TELEMETRY_DISABLED: "1",
     },
   });
-  await portal.waitForLine(/portal listening on/, 60_000);
+  await portal.waitForLine(/portal ready on/, 60_000);
 });
 
 test.afterAll(async () => {

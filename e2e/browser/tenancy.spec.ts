@@ -60,7 +60,11 @@ test("another account's ids find nothing and change nothing, through every form 
   const cases: { what: string; run: () => Promise<void>; unchanged: () => Promise<unknown>; expected: unknown }[] = [
     {
       what: "revoke key form with the victim's key id",
-      run: async () => { await page.goto("/app/keys"); await submitWith(page, "keyId", victim.keyId, "Revoke own key"); },
+      run: async () => {
+        await page.goto("/app/keys");
+        await page.getByRole("button", { name: "Revoke own key" }).click(); // revoking asks first
+        await submitWith(page, "keyId", victim.keyId, "Yes, revoke");
+      },
       unchanged: async () => (await db.virtualKey.findUniqueOrThrow({ where: { id: victim.keyId } })).status,
       expected: "active",
     },
@@ -78,7 +82,7 @@ test("another account's ids find nothing and change nothing, through every form 
     },
     {
       what: "usage page filtered by the victim's key",
-      run: async () => { await page.goto(`/app/usage?key=${victim.keyId}`); await expect(page.getByText("No requests match.")).toBeVisible(); },
+      run: async () => { await page.goto(`/app/usage?key=${victim.keyId}`); await expect(page.getByTestId("usage-empty")).toHaveText("No requests match these filters."); },
       unchanged: async () => db.requestRecord.count({ where: { userId: victim.userId } }),
       expected: 1,
     },

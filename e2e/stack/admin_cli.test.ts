@@ -1,8 +1,9 @@
 /**
  * The operator's money commands as an operator runs them (`npm run admin -- …`, a separate process):
- * grant, balance, redemption codes, and the ledger audit, which exits 1 when the books are altered.
+ * grant, balance, redemption codes, and the ledger audit, which exits 1 when the books are altered; and
+ * create-admin at a real terminal (a pseudo-terminal from `script`), which never shows the password.
  */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -49,3 +50,27 @@ it("grant, balance, codes and audit work from the command line; an altered walle
   expect(failed.code).toBe(1);
   expect(failed.out).toMatch(/ledger audit FAILED[\s\S]*wallet usr_\S+: available \+ reserved 2500001 ≠ journal 2500000/);
 }, 90_000);
+
+it("create-admin at a terminal asks for the password twice and never shows it", async () => {
+  const password = "tty password 0123";
+  // `script` gives the command a pseudo-terminal, with echo on as in a terminal window; what the terminal shows is its stdout.
+  const child = spawn("script", ["-qfec", `${TSX} gateway/src/cli/admin.ts create-admin --email tty-admin@example.test`, "/dev/null"], { cwd: ROOT, env: { ...process.env, DATABASE_URL: database.url, DATA_DIR: dataDir }, stdio: ["pipe", "pipe", "pipe"] });
+  let shown = "";
+  child.stdout.on("data", (d: Buffer) => (shown += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  const until = async (text: string) => {
+    for (const deadline = Date.now() + 30_000; !shown.includes(text); await new Promise((r) => setTimeout(r, 50))) {
+      if (Date.now() > deadline) throw new Error(`the terminal never showed "${text}":\n${shown}`);
+    }
+  };
+  await until("not shown");
+  child.stdin.write(`${password}\r`);
+  await until("Same password again");
+  child.stdin.write(`${password}\r`);
+  expect(await exited).toBe(0);
+  expect(shown).toMatch(/administrator usr_\w+ tty-admin@example\.test/);
+  expect(shown).not.toContain(password);
+  expect(shown).not.toContain("tty pass");
+  const user = await database.db.user.findUniqueOrThrow({ where: { email: "tty-admin@example.test" } });
+  expect(user.isAdmin).toBe(true);
+}, 60_000);

@@ -9,16 +9,16 @@
  */
 import { chmod, cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import pg from "pg";
 import { newId } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runAdmin, type AdminContext } from "../../gateway/src/cli/admin.ts";
 import { issueKey } from "../../gateway/src/ops/keys.ts";
+import { ownerEnv, ownerFolder, readImage, type Image } from "./owner_folder.ts";
 import { createTestDatabase, fund, ROOT, startGatewayProc, startProc, TEST_USER_FUNDING_MICROS, type GatewayProc, type Proc, type TestDatabase } from "./harness.ts";
 
-const DOCKERFILE = join(ROOT, "docker/agent.Dockerfile");
 /** Exit codes of agent-deno/src/exit_codes.ts. */
 const EXIT_REFUSED_BY_HUB = 77;
 const EXIT_CONFIG = 78;
@@ -30,49 +30,6 @@ let pool: pg.Pool;
 let admin: AdminContext;
 let apiKey: string;
 const ownerEmail = `${newId("usr")}@owner.test`;
-
-/** The image's build steps, read from the Dockerfile: where files are copied, the working folder, the command. */
-interface Image {
-  copies: [from: string, to: string][];
-  workdir: string;
-  cmd: string[];
-}
-
-async function readImage(): Promise<Image> {
-  const image: Image = { copies: [], workdir: "/", cmd: [] };
-  for (const line of (await readFile(DOCKERFILE, "utf8")).split("\n")) {
-    const [instruction, ...rest] = line.trim().split(/\s+/);
-    const args = rest.join(" ");
-    if (instruction === "WORKDIR") image.workdir = args.startsWith("/") ? args : join(image.workdir, args);
-    if (instruction === "COPY") {
-      const [from, to] = rest;
-      image.copies.push([from!, to!.startsWith("/") ? to! : join(image.workdir, to!)]);
-    }
-    if (instruction === "CMD") image.cmd = JSON.parse(args) as string[];
-  }
-  return image;
-}
-
-/**
- * The image's file system, under a fresh temporary root: the COPY lines as written, then what
- * `npm install --omit=dev` in agent-deno/ puts in node_modules (ws, and the deno package with its binary),
- * linked from the repository's install instead of downloaded again.
- */
-async function ownerFolder(image: Image): Promise<{ root: string; agentDir: string }> {
-  const root = await mkdtemp(join(tmpdir(), "ws-owner-"));
-  for (const [from, to] of image.copies) await cp(join(ROOT, from), join(root, to), { recursive: true, filter: (src) => !src.includes("node_modules") });
-  const agentDir = join(root, image.workdir);
-  await mkdir(join(agentDir, "node_modules"), { recursive: true });
-  await cp(join(ROOT, "node_modules/ws"), join(agentDir, "node_modules/ws"), { recursive: true });
-  await symlink(join(ROOT, "node_modules/deno"), join(agentDir, "node_modules/deno"));
-  return { root, agentDir };
-}
-
-/** The owner's environment: no Deno on PATH, and no node_modules/.bin of this repository either. */
-function ownerEnv(extraPath: string[] = []): Record<string, string> {
-  const path = (process.env.PATH ?? "").split(delimiter).filter((d) => d && !d.includes("node_modules"));
-  return { PATH: [...extraPath, ...path].join(delimiter), OPENAI_API_KEY: "sk-owner-production-key-0001" };
-}
 
 beforeAll(async () => {
   database = await createTestDatabase();
@@ -139,7 +96,7 @@ describe("an agent installed and started as the docs tell an owner", () => {
     const printed = await runAdmin(admin, ["enroll-token", "--email", ownerEmail]);
     const enrollLine = printed.split("\n").map((l) => l.trim()).find((l) => l.startsWith("./wellspring-agent enroll "));
     expect(enrollLine, printed).toBeDefined();
-    expect(printed).toContain("run: ./wellspring-agent start");
+    expect(printed.split("\n")).toContain("./wellspring-agent start");
     expect(printed.includes(image.cmd.join(" "))).toBe(true);
     const enroll = startProc("/bin/sh", ["-c", enrollLine!], { cwd: agentDir, env: ownerEnv() });
     agentId = (await enroll.waitForLine(/enrolled as (agt_\w+)/, 60_000))[1]!;

@@ -1,11 +1,18 @@
-/** `npm run demo` does what the README says: prints the two lines, and the SDKs work with them. */
-import { mkdtemp, rm } from "node:fs/promises";
+/**
+ * `npm run demo` does what the README says: prints the two lines, the SDKs work with them (the README's own
+ * snippets, run as printed), and the portal it starts takes the printed sign-in and shows the demo user's calls.
+ */
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { afterAll, expect, it } from "vitest";
-import { createTestDatabase, startProc, type Proc, type TestDatabase } from "./harness.ts";
+import { promisify } from "node:util";
+import { createTestDatabase, ROOT, startProc, TSX, type Proc, type TestDatabase } from "./harness.ts";
+import { readmeBlocks } from "./readme.ts";
+import { freePort, signInOverHttp } from "../support/portal_http.ts";
 
 let database: TestDatabase | null = null;
 let demo: Proc | null = null;
@@ -19,7 +26,8 @@ afterAll(async () => {
 it("npm run demo prints WELLSPRING_BASE_URL and WELLSPRING_API_KEY that work with both SDKs", async () => {
   database = await createTestDatabase();
   dataDir = await mkdtemp(join(tmpdir(), "ws-demo-"));
-  demo = startProc("npm", ["run", "--silent", "demo"], { env: { DATABASE_URL: database.url, DATA_DIR: dataDir, GATEWAY_PORT: "0", AGENT_PORT: "0", ADMIN_PORT: "0" } });
+  const webPort = await freePort();
+  demo = startProc("npm", ["run", "--silent", "demo"], { env: { DATABASE_URL: database.url, DATA_DIR: dataDir, GATEWAY_PORT: "0", AGENT_PORT: "0", ADMIN_PORT: "0", WEB_PORT: String(webPort) } });
   const base = (await demo.waitForLine(/^WELLSPRING_BASE_URL=(http:\/\/127\.0\.0\.1:\d+)$/, 120_000))[1]!;
   const key = (await demo.waitForLine(/^WELLSPRING_API_KEY=(sk-ws-\w+)$/, 10_000))[1]!;
   const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: key });
@@ -30,10 +38,32 @@ it("npm run demo prints WELLSPRING_BASE_URL and WELLSPRING_API_KEY that work wit
   const anthropic = new Anthropic({ baseURL: base, apiKey: key });
   const stream = anthropic.messages.stream({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "hi" }] });
   expect((await stream.finalMessage()).content[0]).toMatchObject({ type: "text", text: "w0 w1 w2 w3 w4 " });
+
+  // The README's SDK snippets, exactly as printed, each print the answer.
+  const snippets = (await readmeBlocks()).filter((b) => b.section === "Try it in one command" && b.info === "ts");
+  expect(snippets).toHaveLength(2);
+  const dir = join(ROOT, "test-results", "readme-snippets");
+  await mkdir(dir, { recursive: true });
+  for (const [i, snippet] of snippets.entries()) {
+    const file = join(dir, `snippet-${i}.ts`);
+    await writeFile(file, snippet.text);
+    const { stdout } = await promisify(execFile)(TSX, [file], { cwd: ROOT, env: { ...process.env, WELLSPRING_BASE_URL: base, WELLSPRING_API_KEY: key } });
+    expect(stdout.trim(), snippet.text).toBe("w0 w1 w2 w3 w4");
+  }
+
+  // The portal: the printed sign-in works and the demo user's calls are on its usage page.
+  const portal = (await demo.waitForLine(/^Portal: (http:\/\/127\.0\.0\.1:\d+)\/signin$/, 240_000))[1]!;
+  const [, email, password] = (await demo.waitForLine(/^ {2}sign in as (demo@wellspring\.local) \/ (\S+) /, 5_000));
+  const cookie = await signInOverHttp(portal, email!, password!);
+  await expect.poll(async () => (await (await fetch(`${portal}/app/usage`, { headers: { cookie } })).text()).includes("claude-haiku-4-5"), { timeout: 10_000 }).toBe(true);
+  const ownerLine = await demo.waitForLine(/^ {2}or as (owner@wellspring\.local) \/ (\S+) /, 5_000);
+  const ownerCookie = await signInOverHttp(portal, ownerLine[1]!, ownerLine[2]!);
+  expect(await (await fetch(`${portal}/app/agents`, { headers: { cookie: ownerCookie } })).text()).toContain("demo-agent");
   // Ctrl-C (SIGINT to the process group) stops it cleanly, without needing SIGKILL.
   const stoppedAt = Date.now();
   const code = await demo.stop("SIGINT");
   expect(Date.now() - stoppedAt).toBeLessThan(12_000);
   expect(demo.child.signalCode).not.toBe("SIGKILL");
-  expect(code === 0 || demo.child.signalCode === "SIGINT").toBe(true);
-}, 180_000);
+  // npm reports a script interrupted by Ctrl-C as 130 (128 + SIGINT), as a shell does.
+  expect(code === 0 || code === 130 || demo.child.signalCode === "SIGINT").toBe(true);
+}, 360_000);

@@ -68,10 +68,14 @@ describe("gateway errors", () => {
     expect(await refusedWithin(other.secret)).toBeLessThanOrEqual(KEY_CACHE_TTL_MS + 1_000);
   }, 20_000);
 
-  it("404 for an unknown model, 503 with Retry-After when the model's agents are all offline", async () => {
+  it("404 for an unknown model, 503 with Retry-After for a priced model no agent serves and when the model's agents are all offline", async () => {
     const unknown = await call("/v1/chat/completions", { body: chat("gpt-9-imaginary") });
     expect(unknown.status).toBe(404);
     expect(unknown.json.error).toMatchObject({ code: "model_not_found", param: "model" });
+    // A model of the official price table that no agent serves is not "missing": it is not available right now.
+    const listed = await call("/v1/chat/completions", { body: chat("o3") });
+    expect(listed.status).toBe(503);
+    expect(listed.json.error).toMatchObject({ code: "no_capacity", message: "The model 'o3' is not available right now: no connected agent serves it. Retry later; GET /v1/models lists the models available now." });
     await stack.db.agent.create({ data: { id: newId("agt"), ownerId: stack.ownerId, name: "offline", publicKey: newId("hub"), models: ["openai:gpt-offline-only"] } });
     // The gateway learns models it has no connection for from the database (cached up to 10 s).
     let offline = await call("/v1/chat/completions", { body: chat("gpt-offline-only") });

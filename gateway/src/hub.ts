@@ -7,7 +7,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { createDb, deployMigrations, newId, seedPriceTableIfEmpty, startEmbeddedPostgres, type Db, type EmbeddedDb } from "@wellspring/db";
+import { createDb, deployMigrations, newId, seedPriceTableIfEmpty, startEmbeddedPostgres, takeOverEmbeddedPostgresSignals, type Db, type EmbeddedDb } from "@wellspring/db";
 import type { Logger } from "./log.ts";
 import { ensureTlsIdentity, type TlsIdentity } from "./tls.ts";
 
@@ -57,6 +57,7 @@ export async function readHubFile(dataDir: string): Promise<HubFile | null> {
   }
 }
 
+/** The caller stops the hub (`close()`) on SIGINT, SIGTERM and SIGHUP: the embedded database is stopped there, last. */
 export async function bootHub(opts: { databaseUrl?: string; dataDir: string; hubId?: string; tlsCertFile?: string; tlsKeyFile?: string; log: Logger }): Promise<HubBase> {
   const dataDir = resolve(opts.dataDir);
   await mkdir(dataDir, { recursive: true });
@@ -64,6 +65,7 @@ export async function bootHub(opts: { databaseUrl?: string; dataDir: string; hub
   let databaseUrl = opts.databaseUrl;
   if (!databaseUrl) {
     embedded = await startEmbeddedPostgres(dataDir);
+    takeOverEmbeddedPostgresSignals();
     databaseUrl = embedded.url;
     const file: HubFile = { databaseUrl, pid: process.pid, startedAt: new Date().toISOString() };
     await writeFile(join(dataDir, HUB_FILE), JSON.stringify(file, null, 2) + "\n", { mode: 0o600 });

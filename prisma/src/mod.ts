@@ -1,3 +1,3 @@
 export * from "./core.ts";
 export { deployMigrations, diffMigrationsToSchema, createMigration } from "./migrate.ts";
-export { startEmbeddedPostgres, type EmbeddedDb } from "./embedded.ts";
+export { startEmbeddedPostgres, takeOverEmbeddedPostgresSignals, type EmbeddedDb } from "./embedded.ts";

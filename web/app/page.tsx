@@ -1,5 +1,6 @@
 import Link from "next/link";
 import { gatewayStatus } from "./gateway-status";
+import { CommandBlock } from "./ui";
 
 export const dynamic = "force-dynamic";
 
@@ -9,8 +10,8 @@ const PUBLIC_API_URL = process.env.WELLSPRING_PUBLIC_API_URL ?? GATEWAY_URL;
 export default async function Home() {
   const status = await gatewayStatus();
   return (
-    <main className="mx-auto max-w-4xl px-6 py-16">
-      <header className="flex items-center justify-between">
+    <main className="mx-auto max-w-4xl px-4 py-10 sm:px-6 sm:py-16">
+      <header className="flex flex-wrap items-center justify-between gap-3">
         <div className="flex items-center gap-3">
           <span aria-hidden className="inline-block h-8 w-8 rounded-lg bg-gradient-to-br from-sky-500 to-emerald-500" />
           <span className="text-xl font-semibold tracking-tight">Wellspring</span>
@@ -22,7 +23,7 @@ export default async function Home() {
       </header>
 
       <section className="mt-16">
-        <h1 className="text-4xl font-semibold tracking-tight">One gateway for your organisation&apos;s AI capacity</h1>
+        <h1 className="text-3xl font-semibold tracking-tight sm:text-4xl">One gateway for your organisation&apos;s AI capacity</h1>
         <p className="mt-4 max-w-2xl text-lg text-slate-600">
           OpenAI, Azure OpenAI and Anthropic capacity behind one OpenAI- and Anthropic-compatible API, with
           metering, limits and routing. Provider keys stay on their owners&apos; machines.
@@ -54,12 +55,12 @@ export default async function Home() {
       <section className="mt-12">
         <h2 className="text-lg font-semibold">Make a first call</h2>
         <p className="mt-2 text-slate-600">Point the official SDKs at this gateway; only the base URL and the key change.</p>
-        <pre className="mt-4 overflow-x-auto rounded-lg bg-slate-900 p-4 text-sm text-slate-100">
-          <code>{`curl ${PUBLIC_API_URL}/v1/chat/completions \\
+        <div className="mt-4">
+          <CommandBlock testId="home-curl" text={`curl ${PUBLIC_API_URL}/v1/chat/completions \\
   -H "Authorization: Bearer $WELLSPRING_API_KEY" \\
   -H "Content-Type: application/json" \\
-  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`}</code>
-        </pre>
+  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`} />
+        </div>
       </section>
     </main>
   );

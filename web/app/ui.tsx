@@ -1,8 +1,10 @@
 import type { ReactNode } from "react";
+import { buttonClass, inputClass, quietButtonClass, tableGapClass } from "./classes";
+import { CopyButton } from "./client-ui";
 
 export function Card({ title, children, action }: { title?: string; children: ReactNode; action?: ReactNode }) {
   return (
-    <section className="rounded-xl border border-slate-200 bg-white p-5 shadow-sm">
+    <section className="min-w-0 rounded-xl border border-slate-200 bg-white p-4 shadow-sm sm:p-5">
       {title && (
         <div className="mb-4 flex items-center justify-between">
           <h2 className="text-sm font-semibold text-slate-700">{title}</h2>
@@ -24,8 +26,18 @@ export function Stat({ label, value, hint, testId }: { label: string; value: str
   );
 }
 
-export function Empty({ children }: { children: ReactNode }) {
-  return <div className="rounded-lg border border-dashed border-slate-300 px-4 py-8 text-center text-sm text-slate-500">{children}</div>;
+export function Empty({ children, testId }: { children: ReactNode; testId?: string }) {
+  return <div data-testid={testId} className="rounded-lg border border-dashed border-slate-300 px-4 py-8 text-center text-sm text-slate-500">{children}</div>;
+}
+
+/** A command or snippet the portal prints, in a scrolling block with a copy button. */
+export function CommandBlock({ text, testId, label }: { text: string; testId?: string; label?: string }) {
+  return (
+    <div className="relative min-w-0">
+      <pre className="overflow-x-auto rounded-lg bg-slate-900 p-3 pr-20 text-xs leading-relaxed text-slate-100"><code data-testid={testId}>{text}</code></pre>
+      <CopyButton text={text} label={label} className="absolute right-2 top-2 !px-2 !py-1 text-xs" />
+    </div>
+  );
 }
 
 export function PageTitle({ title, subtitle }: { title: string; subtitle?: string }) {
@@ -37,28 +49,27 @@ export function PageTitle({ title, subtitle }: { title: string; subtitle?: strin
   );
 }
 
-export const inputClass =
-  "mt-1 block w-full rounded-md border border-slate-300 bg-white px-3 py-2 text-sm shadow-sm focus:border-indigo-500 focus:outline-none focus:ring-2 focus:ring-indigo-500/30 aria-[invalid=true]:border-red-500";
-export const buttonClass =
-  "inline-flex items-center justify-center rounded-md bg-indigo-600 px-4 py-2 text-sm font-medium text-white shadow-sm hover:bg-indigo-500 focus:outline-none focus:ring-2 focus:ring-indigo-500/40 disabled:opacity-60";
-export const quietButtonClass =
-  "inline-flex items-center justify-center rounded-md border border-slate-300 bg-white px-3 py-1.5 text-sm font-medium text-slate-700 hover:bg-slate-50 focus:outline-none focus:ring-2 focus:ring-indigo-500/30";
+export { buttonClass, inputClass, quietButtonClass, tableGapClass };
 
 export function FieldError({ id, message }: { id: string; message?: string }) {
   if (!message) return null;
   return <p id={id} role="alert" className="mt-1 text-xs text-red-600">{message}</p>;
 }
 
-/** A data table with a header row; columns marked `right` are right-aligned (numbers). */
+/**
+ * A data table with a header row; columns marked `right` are right-aligned (numbers). Every cell but the last of
+ * a row keeps 1 rem from the next, so neighbouring columns never touch; a table wider than the screen scrolls
+ * inside its card, never the page.
+ */
 export function Table({ columns, testId, children }: { columns: (string | { label: string; right?: boolean })[]; testId?: string; children: ReactNode }) {
   return (
-    <div className="overflow-x-auto">
-      <table className="w-full text-sm" data-testid={testId}>
+    <div className="-mx-1 overflow-x-auto px-1">
+      <table className={`w-full text-sm ${tableGapClass}`} data-testid={testId}>
         <thead className="text-left text-xs uppercase tracking-wide text-slate-500">
           <tr>
             {columns.map((c, i) => {
               const col = typeof c === "string" ? { label: c } : c;
-              return <th key={i} className={`pb-2 ${col.right ? "text-right" : ""}`}>{col.label}</th>;
+              return <th key={i} className={`whitespace-nowrap pb-2 font-semibold ${col.right ? "text-right" : ""}`}>{col.label}</th>;
             })}
           </tr>
         </thead>

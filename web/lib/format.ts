@@ -1,5 +1,6 @@
 /** Display formatting. Money arrives as integer micro-USD (bigint) and is only ever formatted, never computed on. */
-// Money: the one formatter the hub's CLI and admin API use too.
+
+/** Money, exactly: "$1,234.50", "$0.000001" — the one formatter, shared with the CLI (gateway/src/billing/money.ts, a module with no imports, so client components can use it). */
 export { formatRate as rate, formatUsd as usd, parseUsd } from "@wellspring/gateway/money";
 
 export function count(n: number | bigint): string {
@@ -23,4 +24,11 @@ export function waitText(waitMs: number): string {
   if (s < 90) return `${s} second${s === 1 ? "" : "s"}`;
   const m = Math.ceil(s / 60);
   return `${m} minute${m === 1 ? "" : "s"}`;
+}
+
+/** `text` when it is a real calendar date written YYYY-MM-DD (2026-02-30 is not one), else null. */
+export function parseUtcDate(text: string | null | undefined): string | null {
+  if (!text || !/^\d{4}-\d{2}-\d{2}$/.test(text)) return null;
+  const d = new Date(`${text}T00:00:00Z`);
+  return !Number.isNaN(d.getTime()) && d.toISOString().slice(0, 10) === text ? text : null;
 }

@@ -300,7 +300,8 @@ class ProxyExchange {
     if (!conn) {
       const known = deps.registry.serves(route.api, model) || (await deps.knownModels(route.api)).has(model);
       if (!known) throw new GatewayError("model_not_found", `The model '${model}' does not exist or you do not have access to it.`, { param: "model" });
-      throw new GatewayError("no_capacity", `No capacity for the model '${model}' right now; retry shortly.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
+      const why = deps.registry.serves(route.api, model) ? "every agent serving it is busy or paused" : "no connected agent serves it";
+      throw new GatewayError("no_capacity", `The model '${model}' is not available right now: ${why}. Retry later; GET /v1/models lists the models available now.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
     }
     this.conn = conn;
     const profile = deps.registry.profile(conn.agentId!)!;

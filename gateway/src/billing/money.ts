@@ -6,21 +6,17 @@
  */
 
 export const MICROS_PER_USD = 1_000_000n;
-/** Below this (one cent), amounts are shown to the micro-dollar, so a small charge never reads as $0.00. */
-const CENT_MICROS = 10_000n;
-
 /**
- * "$1,234.56" — two decimals, or as many as the amount needs (up to six) under a cent: "$0.000435".
- * `exact` shows every micro-dollar the amount has ("$2.500123", but still "$2.50"): for operators and ledgers.
- * Negative amounts get a minus sign ("−$0.25").
+ * Money exactly, as people read it: whole cents with two decimals ("$1,234.50"), anything finer with as many
+ * decimals as it has, up to the micro-dollar ("$0.000001", "$4.999877"), so no charge reads as $0.00 and no
+ * balance is rounded. Negative amounts get a minus sign ("−$0.12").
  */
-export function formatUsd(micros: bigint, { exact = false }: { exact?: boolean } = {}): string {
+export function formatUsd(micros: bigint): string {
   const neg = micros < 0n;
   const abs = neg ? -micros : micros;
-  const whole = abs / MICROS_PER_USD;
-  const frac = (abs % MICROS_PER_USD).toString().padStart(6, "0");
-  const decimals = exact || (abs > 0n && abs < CENT_MICROS) ? frac.replace(/0+$/, "").padEnd(2, "0") : frac.slice(0, 2);
-  return `${neg ? "−" : ""}$${whole.toLocaleString("en-US")}.${decimals}`;
+  const whole = (abs / MICROS_PER_USD).toLocaleString("en-US");
+  const fraction = (abs % MICROS_PER_USD).toString().padStart(6, "0").replace(/0+$/, "").padEnd(2, "0");
+  return `${neg ? "−" : ""}$${whole}.${fraction}`;
 }
 
 /** A price in dollars with at least two decimals and up to six, no trailing zeros ("0.15", "0.075", "10.00"). */

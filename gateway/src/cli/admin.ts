@@ -1,6 +1,6 @@
 /**
  * Operator commands (the portal's admin pages call the same operations, gateway/src/ops/):
- *   npm run admin -- create-admin --email a@b.c        (asks for a password on stdin, or WELLSPRING_ADMIN_PASSWORD)
+ *   npm run admin -- create-admin --email a@b.c        (asks for the password without showing it, or WELLSPRING_ADMIN_PASSWORD)
  *   npm run admin -- create-user --email a@b.c [--admin] [--owner]
  *   npm run admin -- create-key --email a@b.c [--name N] [--models m1,m2]
  *   npm run admin -- enroll-token --email owner@b.c [--label L]
@@ -22,8 +22,9 @@
  */
 import { userInfo } from "node:os";
 import pg from "pg";
-import { createDb, currentHubEndpoint, passwordProblem, type Db } from "@wellspring/db";
-import { changeAgent, createEnrollmentToken, enrollCommand, ensureUser, formatUsd, issueKey, Ledger, makeAdmin, revokeAgent, Treasury } from "../ops/mod.ts";
+import { read } from "read";
+import { createDb, currentHubEndpoint, PASSWORD_CHARS_MIN, type Db } from "@wellspring/db";
+import { AdministratorInputError, changeAgent, createAdministrator, createEnrollmentToken, enrollSteps, ensureUser, formatUsd, issueKey, Ledger, payoutAmountProblem, revokeAgent, Treasury, unknownModelNames } from "../ops/mod.ts";
 import { parseEnv } from "../env.ts";
 import { openOperatorDatabase } from "./database.ts";
 
@@ -50,14 +51,23 @@ export interface AdminContext {
   pool: pg.Pool;
 }
 
-async function readPasswordFromStdin(): Promise<string> {
-  if (process.stdin.isTTY) process.stderr.write("Password (at least 10 characters), then Enter: ");
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
-    chunks.push(chunk);
-    if (Buffer.concat(chunks).includes(0x0a)) break;
+/**
+ * The new administrator's password: typed at a terminal without being shown (asked twice), or the first line of
+ * a piped stdin.
+ */
+async function readPassword(): Promise<string> {
+  if (!process.stdin.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      if (Buffer.concat(chunks).includes(0x0a)) break;
+    }
+    return Buffer.concat(chunks).toString("utf8").split(/\r?\n/)[0] ?? "";
   }
-  return Buffer.concat(chunks).toString("utf8").split(/\r?\n/)[0] ?? "";
+  const first = await read({ prompt: `Password (at least ${PASSWORD_CHARS_MIN} characters, not shown): `, silent: true, replace: "", output: process.stderr });
+  const again = await read({ prompt: "Same password again: ", silent: true, replace: "", output: process.stderr });
+  if (first !== again) throw new Error("The two passwords differ: nothing changed");
+  return first;
 }
 
 /** The operator running the command, for the audit trail. */
@@ -69,13 +79,16 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
   const [command] = args;
   switch (command) {
     case "create-admin": {
-      const email = flag(args, "email")?.toLowerCase();
-      if (!email || !/^[^@\s]+@[^@\s]+$/.test(email)) throw new Error("--email must be an email address");
-      const password = process.env.WELLSPRING_ADMIN_PASSWORD ?? (await readPasswordFromStdin());
-      const problem = passwordProblem(password);
-      if (problem) throw new Error(`Password refused: ${problem}`);
-      const user = await makeAdmin(db, actor(), email, password);
-      return `administrator ${user.id} ${user.email}: sign in to the portal with this email and password`;
+      const email = flag(args, "email");
+      if (!email) throw new Error("--email is required");
+      const password = process.env.WELLSPRING_ADMIN_PASSWORD ?? (await readPassword());
+      try {
+        const user = await createAdministrator(db, { email, password, actor: actor() });
+        return `administrator ${user.id} ${user.email}: sign in to the portal with this email and password`;
+      } catch (error) {
+        if (error instanceof AdministratorInputError) throw new Error(`Refused: ${error.message}`);
+        throw error;
+      }
     }
     case "create-user": {
       const email = flag(args, "email")?.toLowerCase();
@@ -86,6 +99,8 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
     case "create-key": {
       const user = await userByEmail(db, flag(args, "email"));
       const models = flag(args, "models")?.split(",").filter(Boolean) ?? [];
+      const unknown = await unknownModelNames(db, models);
+      if (unknown.length) throw new Error(`Unknown model(s): ${unknown.join(", ")} (neither in the official price table nor reported by an agent)`);
       const key = await issueKey(db, user.id, flag(args, "name") ?? "default", { allowedModels: models }, actor());
       return `key ${key.id} (shown once, store it now):\n${key.secret}`;
     }
@@ -94,13 +109,18 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const hub = await currentHubEndpoint(db);
       if (!hub) throw new Error("Cannot print the enrollment command: no hub has published its agent address in this database yet. Start the hub (npm start) once, then run this again.");
       const t = await createEnrollmentToken(db, user.id, flag(args, "label"));
+      const steps = enrollSteps({ agentUrl: hub.agentUrl, pin: hub.tunnelPin, token: t.token, name: flag(args, "label") ?? "agent" });
       return [
         `enrollment token ${t.id}, valid until ${t.expiresAt.toISOString()} (UTC), single use:`,
         t.token,
         "",
-        "On the key owner's machine, in the agent's folder (agent-deno/; docs/operations/agent.md):",
-        `  ${enrollCommand({ agentUrl: hub.agentUrl, pin: hub.tunnelPin, token: t.token })}`,
-        "then list the providers in data/config.json and run: ./wellspring-agent start",
+        "On the key owner's machine, in the agent's folder (agent-deno/; docs/operations/agent.md), run in order:",
+        "# 1. enroll",
+        steps.enroll,
+        "# 2. say which keys and models it offers (edit the models to those the keys serve)",
+        steps.configure,
+        "# 3. start it with the keys in their environment variables",
+        steps.start,
       ].join("\n");
     }
     case "agents": {
@@ -128,12 +148,12 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       if (!reason) throw new Error("--reason is required (it goes into the audit trail)");
       const amount = micros(args);
       const result = await treasury.grant(actor(), user.id, amount, reason, flag(args, "grant-id"));
-      return result === "credited" ? `granted ${formatUsd(amount, { exact: true })} to ${user.email}` : "that grant id was already credited: nothing changed";
+      return result === "credited" ? `granted ${formatUsd(amount)} to ${user.email}` : "that grant id was already credited: nothing changed";
     }
     case "balance": {
       const user = await userByEmail(db, flag(args, "email"));
       const w = await db.wallet.findUnique({ where: { userId: user.id } });
-      return `${user.email}: available ${formatUsd(w?.availableMicros ?? 0n, { exact: true })}, reserved ${formatUsd(w?.reservedMicros ?? 0n, { exact: true })}`;
+      return `${user.email}: available ${formatUsd(w?.availableMicros ?? 0n)}, reserved ${formatUsd(w?.reservedMicros ?? 0n)}`;
     }
     case "redemption-codes": {
       const count = Number(flag(args, "count") ?? "1");
@@ -141,23 +161,26 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const expiresAt = expires ? new Date(expires) : null;
       if (expiresAt && Number.isNaN(expiresAt.getTime())) throw new Error("--expires must be an ISO 8601 time (UTC)");
       const batch = await treasury.createRedemptionBatch(actor(), { amountMicros: micros(args), count, note: flag(args, "note"), expiresAt });
-      return [`batch ${batch.batchId}: ${batch.codes.length} codes of ${formatUsd(micros(args), { exact: true })} each (shown once, store them now):`, ...batch.codes].join("\n");
+      return [`batch ${batch.batchId}: ${batch.codes.length} codes of ${formatUsd(micros(args))} each (shown once, store them now):`, ...batch.codes].join("\n");
     }
     case "earnings": {
       const user = await userByEmail(db, flag(args, "email"));
       const days = await treasury.ownerEarningsByDay(user.id, Number(flag(args, "days") ?? "30"));
       const balance = await treasury.ownerBalance(user.id);
-      return [`${user.email}: ${formatUsd(balance, { exact: true })} not yet requested for payout`, ...days.map((d) => `${d.day} (UTC)  ${formatUsd(d.earningMicros, { exact: true })}  ${d.requests} requests`)].join("\n");
+      return [`${user.email}: ${formatUsd(balance)} not yet requested for payout`, ...days.map((d) => `${d.day} (UTC)  ${formatUsd(d.earningMicros)}  ${d.requests} requests`)].join("\n");
     }
     case "request-payout": {
       const user = await userByEmail(db, flag(args, "email"));
-      const r = await treasury.requestPayout(user.id, micros(args));
-      return r.outcome === "requested" ? `payout ${r.payoutId} requested` : `refused: only ${formatUsd(r.availableMicros, { exact: true })} is available`;
+      const amount = micros(args);
+      const problem = payoutAmountProblem(amount);
+      if (problem) throw new Error(`Refused: ${problem}`);
+      const r = await treasury.requestPayout(user.id, amount);
+      return r.outcome === "requested" ? `payout ${r.payoutId} requested` : `refused: only ${formatUsd(r.availableMicros)} is available`;
     }
     case "payouts": {
       const rows = await db.payout.findMany({ orderBy: { requestedAt: "desc" }, take: 100, include: { owner: { select: { email: true } } } });
       if (rows.length === 0) return "no payouts";
-      return rows.map((p) => `${p.id} ${p.status} ${formatUsd(p.amountMicros, { exact: true })} ${p.owner.email} requested=${p.requestedAt.toISOString()}${p.reference ? ` ref=${p.reference}` : ""}`).join("\n");
+      return rows.map((p) => `${p.id} ${p.status} ${formatUsd(p.amountMicros)} ${p.owner.email} requested=${p.requestedAt.toISOString()}${p.reference ? ` ref=${p.reference}` : ""}`).join("\n");
     }
     case "decide-payout": {
       const id = flag(args, "id");

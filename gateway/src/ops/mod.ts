@@ -6,14 +6,17 @@
  */
 export { recordAudit, type Actor } from "./audit.ts";
 export { hashKey, issueKey, KEY_PREFIX, revokeKey, revokeKeyIn, type KeyOptions } from "./keys.ts";
-export { createEnrollmentToken, enrollCommand, ENROLLMENT_TOKEN_TTL_MS } from "./enrollment.ts";
+export { createEnrollmentToken, enrollCommand, enrollSteps, ENROLLMENT_TOKEN_TTL_MS, STARTER_CONFIG, type EnrollSteps } from "./enrollment.ts";
 export { AgentLockedError, changeAgent, changeOwnAgent, revokeAgent, type AgentChange, type AgentTier } from "./agents.ts";
-export { ensureUser, makeAdmin, setUserPlan, setUserStatus } from "./users.ts";
+export { ensureUser, setUserPlan, setUserStatus } from "./users.ts";
+export { administratorExists, AdministratorInputError, completeSetup, createAdministrator, issueSetupToken, SETUP_TOKEN_TTL_MS, type AdministratorErrors, type SetupOutcome } from "./administrators.ts";
+export { knownModelNames, unknownModelNames } from "./models.ts";
 export { createPlan, publishPrices, setTierShare, type NewPlan } from "./prices.ts";
 export { decideFlag, type FlagDecision } from "./risk.ts";
 export { audit, Treasury, type EarningsDay } from "./treasury.ts";
 export { Ledger, walletBalance, type AuditReport } from "../billing/ledger.ts";
 export { officialCostMicros, planPrice, Tariffs, type PlanView } from "../billing/prices.ts";
+export { payoutAmountProblem, PAYOUT_MICROS_MIN } from "../billing/payout_minimum.ts";
 export { formatRate, formatUsd, parseUsd } from "../billing/money.ts";
 export { raiseRiskFlag, RISK_EVIDENCE_BYTES_MAX, type RaisedFlag, type RiskFlagInput } from "../risk/flags.ts";
 export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "../risk/duplicate_identity.ts";

@@ -3,7 +3,7 @@
  * plan. Each change is one transaction with its audit event and, where gateways must follow (a suspended
  * user's keys stop at once; a plan applies to requests that start from now), the hub event.
  */
-import { hashPassword, newId, publishHubEvent, type Db } from "@wellspring/db/core";
+import { newId, publishHubEvent, type Db } from "@wellspring/db/core";
 import { recordAudit, type Actor } from "./audit.ts";
 
 /** Creates a user, or adds the roles to an existing one; returns it. */
@@ -14,20 +14,6 @@ export async function ensureUser(db: Db, actor: Actor, email: string, roles: { a
       ? await tx.user.update({ where: { id: existing.id }, data: { isAdmin: roles.admin || undefined, isOwner: roles.owner || undefined } })
       : await tx.user.create({ data: { id: newId("usr"), email, isAdmin: roles.admin ?? false, isOwner: roles.owner ?? false } });
     await recordAudit(tx, actor, existing ? "account.roles_added" : "account.created", `user:${user.id}`, { admin: roles.admin ?? false, owner: roles.owner ?? false });
-    return user;
-  });
-}
-
-/** Makes `email` an administrator with this password (creating the account if needed). */
-export async function makeAdmin(db: Db, actor: Actor, email: string, password: string): Promise<{ id: string; email: string }> {
-  const passwordHash = await hashPassword(password);
-  return db.$transaction(async (tx) => {
-    const user = await tx.user.upsert({
-      where: { email },
-      create: { id: newId("usr"), email, passwordHash, isAdmin: true },
-      update: { passwordHash, isAdmin: true, sessionVersion: { increment: 1 } },
-    });
-    await recordAudit(tx, actor, "account.admin_created", `user:${user.id}`);
     return user;
   });
 }

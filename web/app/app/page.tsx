@@ -1,7 +1,8 @@
+import Link from "next/link";
 import { requireActor } from "../../lib/data/actor";
 import { balance, spendByDay, spendByModel } from "../../lib/data/usage";
 import { count, usd } from "../../lib/format";
-import { Card, Empty, PageTitle, Stat } from "../ui";
+import { Card, Empty, PageTitle, Stat, tableGapClass } from "../ui";
 import { SpendChart } from "./spend-chart";
 
 export const metadata = { title: "Dashboard — Wellspring" };
@@ -22,14 +23,16 @@ export default async function Dashboard() {
       <div className="mt-6 grid gap-4 lg:grid-cols-3">
         <div className="lg:col-span-2">
           <Card title="Spend per day">
-            {requests === 0 ? <Empty>No billed requests yet. Create an API key and make your first call.</Empty> : <SpendChart data={days.map((d) => ({ day: d.day.slice(5), spent: Number(d.spentMicros) / 1e6 }))} />}
+            {requests === 0 ? (
+              <Empty testId="dashboard-empty">No billed requests yet. <Link href="/app/keys" className="font-medium text-indigo-600 hover:underline">Create an API key</Link>, top up on <Link href="/app/billing" className="font-medium text-indigo-600 hover:underline">Billing</Link>, and make your first call.</Empty>
+            ) : <SpendChart data={days.map((d) => ({ day: d.day.slice(5), spent: Number(d.spentMicros) / 1e6, label: usd(d.spentMicros) }))} />}
           </Card>
         </div>
         <Card title="By model">
           {models.length === 0 ? (
-            <Empty>Nothing yet.</Empty>
+            <Empty>Spend per model appears after your first call.</Empty>
           ) : (
-            <table className="w-full text-sm" data-testid="spend-by-model">
+            <table className={`w-full text-sm ${tableGapClass}`} data-testid="spend-by-model">
               <tbody>
                 {models.map((m) => (
                   <tr key={m.model} className="border-b border-slate-100 last:border-0">

@@ -8,6 +8,7 @@ const NOTICES: Record<string, string> = {
   "signed-up": "Now sign in with the email and password you chose. If that address already had an account, nothing about it changed: its owner got an email, and its own password still applies.",
   "password-changed": "Password changed, and every session of your account signed out. Sign in again with the new password.",
   "password-reset": "Your new password is set, and every session of your account signed out. Sign in with it.",
+  "admin-created": "Your administrator account is ready. Sign in with its email and password.",
   "signed-out-everywhere": "Every session of your account is signed out, this one too. Sign in again.",
 };
 

@@ -17,16 +17,17 @@ export function SignUpForm() {
     <form onSubmit={submitTo(action)} className="mt-6 space-y-4" noValidate>
       <label className="block text-sm font-medium text-slate-700">
         Name <span className="font-normal text-slate-400">(optional)</span>
-        <input name="name" autoComplete="name" className={inputClass} />
+        <input name="name" autoComplete="name" maxLength={80} className={inputClass} aria-invalid={Boolean(errors?.name)} aria-describedby="name-error" />
       </label>
+      <FieldError id="name-error" message={errors?.name} />
       <label className="block text-sm font-medium text-slate-700">
         Email
-        <input name="email" type="email" autoComplete="email" required className={inputClass} aria-invalid={Boolean(errors?.email)} aria-describedby="email-error" />
+        <input name="email" type="email" autoComplete="email" required maxLength={255} className={inputClass} aria-invalid={Boolean(errors?.email)} aria-describedby="email-error" />
       </label>
       <FieldError id="email-error" message={errors?.email} />
       <label className="block text-sm font-medium text-slate-700">
         Password <span className="font-normal text-slate-400">(at least 10 characters)</span>
-        <input name="password" type="password" autoComplete="new-password" required minLength={10} className={inputClass} aria-invalid={Boolean(errors?.password)} aria-describedby="password-error" />
+        <input name="password" type="password" autoComplete="new-password" required minLength={10} maxLength={200} className={inputClass} aria-invalid={Boolean(errors?.password)} aria-describedby="password-error" />
       </label>
       <FieldError id="password-error" message={errors?.password} />
       <label className="flex items-start gap-2 text-sm text-slate-700">

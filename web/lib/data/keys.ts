@@ -1,5 +1,5 @@
 import "server-only";
-import { issueKey, revokeKey as revokeKeyForUser } from "@wellspring/gateway";
+import { issueKey, revokeKey as revokeKeyForUser, unknownModelNames } from "@wellspring/gateway";
 import { db } from "../db";
 import { parseUsd } from "../format";
 import type { Actor } from "./actor";
@@ -61,6 +61,11 @@ export function validateNewKey(raw: { name: string; models: string; rpm: string;
   }
   if (Object.keys(errors).length) return { ok: false, errors };
   return { ok: true, key: { name, allowedModels, rpmLimit, monthlyBudgetMicros, expiresAt } };
+}
+
+/** Names among `models` that are neither in the official price table nor reported by an agent. */
+export async function unknownModels(models: readonly string[]): Promise<string[]> {
+  return unknownModelNames(db(), models);
 }
 
 /** Creates a key for the actor; the secret is returned once and never stored. */

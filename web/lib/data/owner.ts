@@ -1,6 +1,6 @@
 import "server-only";
 import { currentHubEndpoint } from "@wellspring/db/core";
-import { AgentLockedError, changeOwnAgent, createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollCommand, Treasury, type DuplicateWarning, type EarningsDay } from "@wellspring/gateway";
+import { AgentLockedError, changeOwnAgent, createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollSteps, payoutAmountProblem, Treasury, type DuplicateWarning, type EarningsDay, type EnrollSteps } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { Forbidden, requireOwner, type Actor } from "./actor";
 
@@ -14,8 +14,10 @@ export function isOnline(agent: { connectedSession: string | null; lastSeenAt: D
 export interface Enrollment {
   token: string;
   expiresAt: Date;
-  command: string;
+  /** What the owner runs, in order, in the agent's folder: each a shell command printed with a copy button. */
+  steps: EnrollSteps;
 }
+
 
 /** A single-use enrollment token for one of the actor's agents, and the exact command the owner runs. */
 export async function createEnrollment(actor: Actor, label: string): Promise<Enrollment> {
@@ -26,7 +28,12 @@ export async function createEnrollment(actor: Actor, label: string): Promise<Enr
   const hub = endpoint.agentUrl;
   const pin = endpoint.tunnelPin;
   const t = await createEnrollmentToken(db(), actor.userId, label.trim().slice(0, 60) || undefined);
-  return { token: t.token, expiresAt: t.expiresAt, command: enrollCommand({ agentUrl: hub, pin, token: t.token, name: label.trim() || "agent" }) };
+  const name = label.trim().slice(0, 60) || "agent";
+  return {
+    token: t.token,
+    expiresAt: t.expiresAt,
+    steps: enrollSteps({ agentUrl: hub, pin, token: t.token, name }),
+  };
 }
 
 export interface AgentRow {
@@ -123,7 +130,8 @@ export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
 /** Asks for a payout of the actor's own unrequested earnings. */
 export async function requestPayout(actor: Actor, amountMicros: bigint): Promise<{ ok: true; payoutId: string } | { ok: false; error: string }> {
   requireOwner(actor);
-  if (amountMicros <= 0n) return { ok: false, error: "Enter a positive amount." };
+  const problem = payoutAmountProblem(amountMicros);
+  if (problem) return { ok: false, error: problem };
   const r = await new Treasury(pool()).requestPayout(actor.userId, amountMicros);
   return r.outcome === "requested" ? { ok: true, payoutId: r.payoutId } : { ok: false, error: "That is more than your unrequested earnings." };
 }

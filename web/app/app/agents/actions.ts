@@ -3,13 +3,13 @@ import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../lib/data/actor";
 import { createEnrollment, updateAgent } from "../../../lib/data/owner";
 
-export type EnrollState = { command?: string; expiresAt?: string; error?: string } | null;
+export type EnrollState = { steps?: { enroll: string; configure: string; start: string }; expiresAt?: string; error?: string } | null;
 
 export async function enrollAction(_prev: EnrollState, form: FormData): Promise<EnrollState> {
   const actor = await requireActor();
   try {
     const e = await createEnrollment(actor, String(form.get("label") ?? ""));
-    return { command: e.command, expiresAt: e.expiresAt.toISOString() };
+    return { steps: e.steps, expiresAt: e.expiresAt.toISOString() };
   } catch (error) {
     return { error: (error as Error).message };
   }

@@ -1,6 +1,6 @@
 import { redirect } from "next/navigation";
 import { requireActor } from "../../../lib/data/actor";
-import { listAgents } from "../../../lib/data/owner";
+import { listAgents, type AgentRow } from "../../../lib/data/owner";
 import { utc } from "../../../lib/format";
 import { ActionButton, Card, Empty, PageTitle, Table } from "../../ui";
 import { agentSwitchAction } from "./actions";
@@ -9,6 +9,16 @@ import { EnrollForm } from "./enroll-form";
 export const metadata = { title: "Agents — Wellspring" };
 
 const TIER_SHARE: Record<string, string> = { S: "0.9", A: "0.7" };
+
+/** What the owner does next for this agent, or null when it is serving. */
+function nextStep(a: AgentRow): string | null {
+  if (a.status === "suspended" || a.status === "revoked") return `An administrator ${a.status} this agent: it gets no requests. Ask the hub's operator why.`;
+  if (a.status === "paused") return "Paused by you: it gets no new requests until you resume it.";
+  if (!a.version) return "Not connected yet. In its folder, write data/config.json and run ./wellspring-agent start (steps 2 and 3 of the enrollment).";
+  if (!a.online) return "Offline. In its folder, run ./wellspring-agent start (it keeps itself running after that).";
+  if (a.models.length === 0) return "Online but offering no models: list them in data/config.json, then restart it.";
+  return null;
+}
 
 export default async function AgentsPage() {
   const actor = await requireActor();
@@ -21,13 +31,13 @@ export default async function AgentsPage() {
         <div className="lg:col-span-2">
           <Card title="Your agents">
             {agents.length === 0 ? (
-              <Empty>No agents yet. Create an enrollment command and run it where your keys are.</Empty>
+              <Empty testId="agents-empty">No agents yet. Name one in “Enroll an agent” and run the three commands it prints on the machine that holds your provider keys.</Empty>
             ) : (
               <Table testId="agents-table" columns={["Agent", "State", "Tier", "Models", ""]}>
                   {agents.map((a) => (
                     <tr key={a.id} className="border-t border-slate-100 align-top">
                       <td className="py-2">
-                        <div className="font-medium">{a.name}</div>
+                        <div className="break-words font-medium">{a.name}</div>
                         <div className="font-mono text-xs text-slate-500">{a.id}</div>
                         <div className="text-xs text-slate-500">{a.version ? `v${a.version}` : "never connected"}{a.priceVer ? ` · prices v${a.priceVer}` : ""}</div>
                         {a.duplicate && (
@@ -42,11 +52,12 @@ export default async function AgentsPage() {
                         <span data-testid={`agent-state-${a.id}`} className={a.online ? "font-medium text-emerald-700" : "text-slate-500"}>{a.online ? "Online" : "Offline"}</span>
                         {a.status !== "active" && <span className="ml-1 rounded bg-amber-50 px-1.5 py-0.5 text-amber-700">{a.status}</span>}
                         <div className="text-slate-500">{a.lastSeenAt ? `seen ${utc(a.lastSeenAt)}` : "not seen yet"}</div>
+                        {nextStep(a) && <p data-testid={`agent-next-${a.id}`} className="mt-1 max-w-xs text-slate-600">{nextStep(a)}</p>}
                       </td>
                       <td className="py-2 text-xs">
                         {a.discountLane ? <span title="You earn the discount share; your agent gets traffic first">discount lane</span> : <span>{a.tier} ({TIER_SHARE[a.tier] ?? a.tier} of list price)</span>}
                       </td>
-                      <td className="py-2 text-xs text-slate-600">{a.models.length ? a.models.map((m) => m.split(":").slice(1).join(":")).join(", ") : "—"}</td>
+                      <td className="max-w-[12rem] break-words py-2 text-xs text-slate-600">{a.models.length ? a.models.map((m) => m.split(":").slice(1).join(":")).join(", ") : "—"}</td>
                       <td className="space-y-1 py-2 text-right">
                         {(a.status === "active" || a.status === "paused") && (
                           <ActionButton action={agentSwitchAction} fields={{ agentId: a.id, what: "pause", on: String(a.status === "active") }} label={a.status === "active" ? "Pause" : "Resume"} />

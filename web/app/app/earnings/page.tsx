@@ -1,18 +1,28 @@
+import Link from "next/link";
 import { redirect } from "next/navigation";
 import { requireActor } from "../../../lib/data/actor";
 import { earnings } from "../../../lib/data/owner";
 import { count, usd, utc } from "../../../lib/format";
-import { Card, Empty, PageTitle, Stat, Table } from "../../ui";
+import { Card, Empty, PageTitle, Stat, Table, tableGapClass } from "../../ui";
 import { SpendChart } from "../spend-chart";
 import { PayoutForm } from "./payout-form";
 
 export const metadata = { title: "Earnings — Wellspring" };
 
+/** Days the earnings chart shows, ending today (UTC). */
+const EARNINGS_CHART_DAYS = 30;
+
 export default async function EarningsPage() {
   const actor = await requireActor();
   if (!actor.isOwner) redirect("/app");
   const e = await earnings(actor);
-  const days = [...e.byDay].reverse();
+  // Every one of the last 30 UTC days, with nothing earned on days without requests (the user's chart does the same).
+  const earnedOn = new Map(e.byDay.map((d) => [d.day, d.earningMicros]));
+  const today = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
+  const days = Array.from({ length: EARNINGS_CHART_DAYS }, (_, i) => {
+    const day = new Date(today - (EARNINGS_CHART_DAYS - 1 - i) * 86_400_000).toISOString().slice(0, 10);
+    return { day, earningMicros: earnedOn.get(day) ?? 0n };
+  });
   return (
     <>
       <PageTitle title="Earnings" subtitle="You earn the official list price × your tier for every request your agents serve. Days are UTC." />
@@ -24,14 +34,16 @@ export default async function EarningsPage() {
       <div className="mt-6 grid gap-4 lg:grid-cols-3">
         <div className="lg:col-span-2">
           <Card title="Earnings per day">
-            {days.length === 0 ? <Empty>No earnings yet.</Empty> : <SpendChart data={days.map((d) => ({ day: d.day.slice(5), spent: Number(d.earningMicros) / 1e6 }))} />}
+            {e.byDay.length === 0 ? (
+              <Empty testId="earnings-empty">No earnings yet: they appear once one of your <Link href="/app/agents" className="font-medium text-indigo-600 hover:underline">agents</Link> is online and serves requests.</Empty>
+            ) : <SpendChart label="Earnings" data={days.map((d) => ({ day: d.day.slice(5), spent: Number(d.earningMicros) / 1e6, label: usd(d.earningMicros) }))} />}
           </Card>
         </div>
         <Card title="By model">
           {e.byModel.length === 0 ? (
-            <Empty>Nothing yet.</Empty>
+            <Empty>Earnings per model appear with the first request your agents serve.</Empty>
           ) : (
-            <table className="w-full text-sm" data-testid="earnings-by-model">
+            <table className={`w-full text-sm ${tableGapClass}`} data-testid="earnings-by-model">
               <tbody>
                 {e.byModel.map((m) => (
                   <tr key={m.model} className="border-b border-slate-100 last:border-0">
@@ -50,7 +62,7 @@ export default async function EarningsPage() {
         <div className="lg:col-span-2">
           <Card title="Payouts">
             {e.payouts.length === 0 ? (
-              <Empty>No payouts yet.</Empty>
+              <Empty>No payouts yet. Request one with the form on this page once you have earnings.</Empty>
             ) : (
               <Table testId="payouts-table" columns={["Requested (UTC)", "Amount", "Status", "Reference"]}>
                   {e.payouts.map((p) => (

@@ -9,7 +9,7 @@ export function PayoutForm() {
   return (
     <form onSubmit={submitTo(action)} className="space-y-3">
       <label className="block text-sm font-medium text-slate-700">
-        Amount ($)
+        Amount ($) <span className="font-normal text-slate-400">(whole cents, at least $0.01)</span>
         <input name="amount" inputMode="decimal" className={inputClass} placeholder="25.00" aria-invalid={Boolean(state?.error)} aria-describedby="payout-error" />
       </label>
       <FieldError id="payout-error" message={state?.error} />

@@ -1,9 +1,9 @@
 "use server";
 import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../lib/data/actor";
-import { createKey, revokeKey, validateNewKey, type KeyErrors } from "../../../lib/data/keys";
+import { createKey, revokeKey, unknownModels, validateNewKey, type KeyErrors } from "../../../lib/data/keys";
 
-export type CreateKeyState = { errors?: KeyErrors; secret?: string; name?: string } | null;
+export type CreateKeyState = { errors?: KeyErrors; secret?: string; keyId?: string; name?: string } | null;
 
 export async function createKeyAction(_prev: CreateKeyState, form: FormData): Promise<CreateKeyState> {
   const actor = await requireActor();
@@ -15,10 +15,12 @@ export async function createKeyAction(_prev: CreateKeyState, form: FormData): Pr
     expires: String(form.get("expires") ?? ""),
   });
   if (!parsed.ok) return { errors: parsed.errors };
+  const unknown = await unknownModels(parsed.key.allowedModels);
+  if (unknown.length) return { errors: { allowedModels: `No model is called ${unknown.map((m) => `“${m}”`).join(", ")}. Use names from the Prices page, e.g. gpt-4o-mini.` } };
   try {
     const key = await createKey(actor, parsed.key);
     revalidatePath("/app/keys");
-    return { secret: key.secret, name: parsed.key.name };
+    return { secret: key.secret, keyId: key.id, name: parsed.key.name };
   } catch (error) {
     return { errors: { form: (error as Error).message } };
   }

@@ -1,28 +1,37 @@
 "use client";
 import { submitTo } from "../../submit";
-import { useActionState, useState } from "react";
+import { useActionState, useEffect, useRef, useState } from "react";
+import { CopyButton } from "../../client-ui";
 import { buttonClass, FieldError, inputClass, quietButtonClass } from "../../ui";
 import { createKeyAction } from "./actions";
 
-export function CreateKeyForm() {
+/** The form, and the new key's secret once (hidden when dismissed or when that key is revoked). */
+export function CreateKeyForm({ activeKeyIds }: { activeKeyIds: string[] }) {
   const [state, action, pending] = useActionState(createKeyAction, null);
-  const [copied, setCopied] = useState(false);
+  const [dismissed, setDismissed] = useState<string | null>(null);
+  const form = useRef<HTMLFormElement>(null);
+  // A created key clears the form for the next one.
+  useEffect(() => {
+    if (state?.keyId) form.current?.reset();
+  }, [state?.keyId]);
   const e = state?.errors;
+  const shown = state?.secret && state.keyId && dismissed !== state.keyId && activeKeyIds.includes(state.keyId) ? state : null;
   return (
     <div>
-      {state?.secret && (
-        <div className="mb-4 rounded-lg border border-emerald-200 bg-emerald-50 p-3" role="status">
-          <p className="text-sm font-medium text-emerald-800">Key “{state.name}” created. Copy it now: it will not be shown again.</p>
-          <code className="mt-2 block break-all rounded bg-white p-2 font-mono text-xs" data-testid="new-key-secret">{state.secret}</code>
-          <button type="button" className={`${quietButtonClass} mt-2`} onClick={() => void navigator.clipboard?.writeText(state.secret!).then(() => setCopied(true))}>
-            {copied ? "Copied" : "Copy"}
-          </button>
+      {shown && (
+        <div className="mb-4 rounded-lg border border-emerald-200 bg-emerald-50 p-3" role="status" data-testid="new-key-panel">
+          <p className="break-words text-sm font-medium text-emerald-800">Key “{shown.name}” created. Copy it now: it will not be shown again.</p>
+          <code className="mt-2 block break-all rounded bg-white p-2 font-mono text-xs" data-testid="new-key-secret">{shown.secret}</code>
+          <div className="mt-2 flex gap-2">
+            <CopyButton text={shown.secret!} />
+            <button type="button" className={quietButtonClass} onClick={() => setDismissed(shown.keyId!)}>I have stored it</button>
+          </div>
         </div>
       )}
-      <form onSubmit={submitTo(action)} className="space-y-3" noValidate>
+      <form ref={form} onSubmit={submitTo(action)} className="space-y-3" noValidate>
         <label className="block text-sm font-medium text-slate-700">
           Name
-          <input name="name" required maxLength={60} className={inputClass} placeholder="laptop" aria-invalid={Boolean(e?.name)} aria-describedby="key-name-error" />
+          <input name="name" required maxLength={60} autoComplete="off" className={inputClass} placeholder="laptop" aria-invalid={Boolean(e?.name)} aria-describedby="key-name-error" />
         </label>
         <FieldError id="key-name-error" message={e?.name} />
         <label className="block text-sm font-medium text-slate-700">

@@ -1,7 +1,8 @@
 import { requireActor } from "../../../lib/data/actor";
 import { listKeys } from "../../../lib/data/keys";
 import { usd, utc, utcDate } from "../../../lib/format";
-import { ActionButton, Card, Empty, PageTitle, Table } from "../../ui";
+import { ConfirmAction } from "../../client-ui";
+import { Card, CommandBlock, Empty, PageTitle, Table } from "../../ui";
 import { revokeKeyAction } from "./actions";
 import { CreateKeyForm } from "./create-key-form";
 
@@ -18,12 +19,12 @@ export default async function KeysPage() {
         <div className="lg:col-span-2">
           <Card title="Your keys">
             {keys.length === 0 ? (
-              <Empty>No keys yet. Create one to make your first call.</Empty>
+              <Empty testId="keys-empty">No keys yet. Create one with the form on this page, then make your first call with the quick start below.</Empty>
             ) : (
               <Table testId="keys-table" columns={["Name", "Key", "Limits", "Last used", ""]}>
                   {keys.map((k) => (
                     <tr key={k.id} className="border-t border-slate-100 align-top">
-                      <td className="py-2 font-medium">{k.name}{k.status === "revoked" && <span className="ml-2 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-500">revoked</span>}</td>
+                      <td className="max-w-[14rem] break-words py-2 font-medium">{k.name}{k.status === "revoked" && <span className="ml-2 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-500">revoked</span>}</td>
                       <td className="py-2 font-mono text-xs text-slate-600">{k.prefix}…</td>
                       <td className="py-2 text-xs text-slate-500">
                         {k.allowedModels.length ? k.allowedModels.join(", ") : "all models"}
@@ -33,7 +34,7 @@ export default async function KeysPage() {
                       </td>
                       <td className="py-2 text-xs text-slate-500">{k.lastUsedAt ? utc(k.lastUsedAt) : "never"}</td>
                       <td className="py-2 text-right">
-                        {k.status === "active" && <ActionButton action={revokeKeyAction} fields={{ keyId: k.id }} label="Revoke" ariaLabel={`Revoke ${k.name}`} danger />}
+                        {k.status === "active" && <ConfirmAction action={revokeKeyAction} fields={{ keyId: k.id }} label="Revoke" ariaLabel={`Revoke ${k.name}`} question={`Revoke “${k.name}”? Calls with it stop at once.`} confirmLabel="Yes, revoke" />}
                       </td>
                     </tr>
                   ))}
@@ -42,19 +43,18 @@ export default async function KeysPage() {
           </Card>
           <div className="mt-6">
             <Card title="Quick start">
-              <pre className="overflow-x-auto rounded-lg bg-slate-900 p-4 text-xs leading-relaxed text-slate-100"><code>{`curl ${gateway}/v1/chat/completions \\
+              <p className="mb-2 text-xs text-slate-500">Put a key in <code>WELLSPRING_API_KEY</code>, then:</p>
+              <CommandBlock testId="quickstart-curl" text={`curl ${gateway}/v1/chat/completions \\
   -H "Authorization: Bearer $WELLSPRING_API_KEY" -H "content-type: application/json" \\
-  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
-
-# OpenAI SDK
-new OpenAI({ baseURL: "${gateway}/v1", apiKey: process.env.WELLSPRING_API_KEY })
-# Anthropic SDK
-new Anthropic({ baseURL: "${gateway}", apiKey: process.env.WELLSPRING_API_KEY })`}</code></pre>
+  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`} />
+              <p className="mb-2 mt-4 text-xs text-slate-500">With the official SDKs (Node.js), only the base URL changes:</p>
+              <CommandBlock testId="quickstart-sdk" text={`new OpenAI({ baseURL: "${gateway}/v1", apiKey: process.env.WELLSPRING_API_KEY })
+new Anthropic({ baseURL: "${gateway}", apiKey: process.env.WELLSPRING_API_KEY })`} />
             </Card>
           </div>
         </div>
         <Card title="Create a key">
-          <CreateKeyForm />
+          <CreateKeyForm activeKeyIds={keys.filter((k) => k.status === "active").map((k) => k.id)} />
         </Card>
       </div>
     </>

@@ -2,26 +2,38 @@ import Link from "next/link";
 import { requireActor } from "../../../lib/data/actor";
 import { listKeys } from "../../../lib/data/keys";
 import { usagePage, USAGE_PAGE_ROWS, type UsageFilter } from "../../../lib/data/usage";
-import { count, usd, utc } from "../../../lib/format";
+import { count, parseUtcDate, usd, utc } from "../../../lib/format";
 import { Card, Empty, PageTitle, buttonClass, inputClass, quietButtonClass, Table } from "../../ui";
 
 export const metadata = { title: "Usage — Wellspring" };
 
-const DATE = /^\d{4}-\d{2}-\d{2}$/;
+/** The filter from the query string, and what in it was not a date (ignored, and said so). */
+function filterFrom(sp: Record<string, string | string[] | undefined>): { filter: UsageFilter; badDates: string[] } {
+  const one = (k: string) => (typeof sp[k] === "string" && sp[k] ? (sp[k] as string).slice(0, 256) : undefined);
+  const badDates: string[] = [];
+  const date = (k: string) => {
+    const v = one(k);
+    if (v === undefined) return undefined;
+    const d = parseUtcDate(v);
+    if (d === null) badDates.push(v);
+    return d ?? undefined;
+  };
+  return { filter: { keyId: one("key"), model: one("model"), from: date("from"), to: date("to") }, badDates };
+}
 
-function filterFrom(sp: Record<string, string | string[] | undefined>): UsageFilter {
-  const one = (k: string) => (typeof sp[k] === "string" && sp[k] ? (sp[k] as string) : undefined);
-  const date = (k: string) => (one(k) && DATE.test(one(k)!) ? one(k) : undefined);
-  return { keyId: one("key"), model: one("model"), from: date("from"), to: date("to") };
+/** The "Older →" cursor (`<ISO time>_<request id>`), when it is one. */
+function cursorFrom(before: string | string[] | undefined): { startedAt: Date; id: string } | undefined {
+  const m = typeof before === "string" ? /^(\d{4}-\d{2}-\d{2}T[\d:.]+Z)_(req_\w+)$/.exec(before) : null;
+  const startedAt = m ? new Date(m[1]!) : null;
+  return startedAt && !Number.isNaN(startedAt.getTime()) ? { startedAt, id: m![2]! } : undefined;
 }
 
 export default async function UsagePage({ searchParams }: { searchParams: Promise<Record<string, string | string[] | undefined>> }) {
   const actor = await requireActor();
   const sp = await searchParams;
-  const filter = filterFrom(sp);
-  const cursor = typeof sp.before === "string" ? /^(\d{4}-\d{2}-\d{2}T[\d:.]+Z)_(req_\w+)$/.exec(sp.before) : null;
+  const { filter, badDates } = filterFrom(sp);
   const [rows, keys] = await Promise.all([
-    usagePage(actor, filter, cursor ? { startedAt: new Date(cursor[1]!), id: cursor[2]! } : undefined),
+    usagePage(actor, filter, cursorFrom(sp.before)),
     listKeys(actor),
   ]);
   const query = new URLSearchParams(Object.entries(filter).filter(([, v]) => v) as [string, string][]);
@@ -52,8 +64,15 @@ export default async function UsagePage({ searchParams }: { searchParams: Promis
             <a className={quietButtonClass} href={`/app/usage/export?${query}`} download>CSV</a>
           </div>
         </form>
+        {badDates.length > 0 && (
+          <p role="alert" data-testid="usage-bad-date" className="mb-4 rounded-md bg-amber-50 px-3 py-2 text-sm text-amber-800">
+            Dates are written YYYY-MM-DD (UTC); {badDates.map((d) => `“${d}”`).join(" and ")} is not a date, so it was ignored.
+          </p>
+        )}
         {rows.length === 0 ? (
-          <Empty>No requests match.</Empty>
+          Object.values(filter).some(Boolean) ? <Empty testId="usage-empty">No requests match these filters.</Empty> : (
+            <Empty testId="usage-empty">No requests yet. Create a key on <Link href="/app/keys" className="font-medium text-indigo-600 hover:underline">API keys</Link> and call the API: every request shows up here within a second.</Empty>
+          )
         ) : (
           <div className="overflow-x-auto">
             <Table testId="usage-table" columns={["Time (UTC)", "Key", "Model", "Status", { label: "Input", right: true }, { label: "Output", right: true }, { label: "Charge", right: true }, { label: "Duration", right: true }]}>

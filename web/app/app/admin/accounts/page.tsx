@@ -2,6 +2,7 @@ import { redirect } from "next/navigation";
 import { requireActor } from "../../../../lib/data/actor";
 import { searchAccounts } from "../../../../lib/data/admin";
 import { usd, utc } from "../../../../lib/format";
+import { ConfirmAction } from "../../../client-ui";
 import { ActionButton, buttonClass, Card, Empty, inputClass, PageTitle, quietButtonClass, Table } from "../../../ui";
 import { agentAction, sendResetLinkAction, unlockSigninAction, userStatusAction } from "./actions";
 
@@ -32,7 +33,7 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
           <Table testId="admin-users" columns={["User", "Roles", { label: "Balance", right: true }, { label: "Spent", right: true }, "Status", ""]}>
               {users.map((u) => (
                 <tr key={u.id} className="border-t border-slate-100" data-testid={`user-${u.email}`}>
-                  <td className="py-2"><div>{u.email}</div><div className="font-mono text-xs text-slate-500">{u.id} · since {utc(u.createdAt)}</div></td>
+                  <td className="py-2"><div className="break-all">{u.email}</div><div className="font-mono text-xs text-slate-500">{u.id} · since {utc(u.createdAt)}</div></td>
                   <td className="py-2 text-xs">{["user", u.isOwner && "owner", u.isAdmin && "admin"].filter(Boolean).join(", ")}</td>
                   <td className="py-2 text-right tabular-nums">{usd(u.availableMicros)}</td>
                   <td className="py-2 text-right tabular-nums">{usd(u.spentMicros)}</td>
@@ -52,7 +53,9 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
                     <div className="flex justify-end gap-2">
                       {u.status === "active" && <ActionButton action={sendResetLinkAction} fields={{ userId: u.id }} label="Send reset link" ariaLabel={`Send a password reset link to ${u.email}`} />}
                       {u.id !== actor.userId && (
-                        <ActionButton action={userStatusAction} fields={{ userId: u.id, status: u.status === "active" ? "suspended" : "active" }} label={u.status === "active" ? "Suspend" : "Reactivate"} danger={u.status === "active"} />
+                        u.status === "active"
+                          ? <ConfirmAction action={userStatusAction} fields={{ userId: u.id, status: "suspended" }} label="Suspend" ariaLabel={`Suspend ${u.email}`} question={`Suspend ${u.email}? Their keys and sessions stop at once.`} confirmLabel="Yes, suspend" />
+                          : <ActionButton action={userStatusAction} fields={{ userId: u.id, status: "active" }} label="Reactivate" />
                       )}
                     </div>
                   </td>
@@ -82,7 +85,9 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
                     <td className="py-2 text-xs">{a.status}</td>
                     <td className="py-2 text-right">
                       {a.status !== "revoked" && (
-                        <ActionButton action={agentAction} fields={{ agentId: a.id, status: a.status === "suspended" ? "active" : "suspended" }} label={a.status === "suspended" ? "Reactivate" : "Suspend"} danger={a.status !== "suspended"} />
+                        a.status === "suspended"
+                          ? <ActionButton action={agentAction} fields={{ agentId: a.id, status: "active" }} label="Reactivate" />
+                          : <ConfirmAction action={agentAction} fields={{ agentId: a.id, status: "suspended" }} label="Suspend" ariaLabel={`Suspend agent ${a.name}`} question={`Suspend ${a.name}? Its tunnel closes at once.`} confirmLabel="Yes, suspend" />
                       )}
                     </td>
                   </tr>

@@ -1,6 +1,7 @@
 "use server";
 import { revalidatePath } from "next/cache";
 import { requireActor, requireAdmin } from "../../../../lib/data/actor";
+import { usd } from "../../../../lib/format";
 import { currentPrices, diffTables, parseDraft, publishDraft } from "../../../../lib/data/prices";
 
 export interface DraftState {
@@ -9,8 +10,9 @@ export interface DraftState {
   published?: number;
 }
 
+/** Per 1M tokens, in the editor's own unit (USD): "$1.10 / $4.40 / $0.275". */
 const show = (p?: { inputMicrosPerMTok: bigint; outputMicrosPerMTok: bigint; cachedInputMicrosPerMTok: bigint }) =>
-  p ? `${p.inputMicrosPerMTok} / ${p.outputMicrosPerMTok} / ${p.cachedInputMicrosPerMTok} µ$` : "—";
+  p ? `${usd(p.inputMicrosPerMTok)} / ${usd(p.outputMicrosPerMTok)} / ${usd(p.cachedInputMicrosPerMTok)}` : "—";
 
 export async function draftAction(_prev: DraftState | null, form: FormData): Promise<DraftState> {
   const actor = await requireActor();

@@ -26,8 +26,9 @@ export function DraftEditor({ initial }: { initial: string }) {
           {state.diff.length === 0 ? (
             <p className="p-3 text-sm text-slate-500">No difference from the current version.</p>
           ) : (
+            <div className="overflow-x-auto">
             <table className="w-full text-xs">
-              <thead className="bg-slate-50 text-left text-slate-500"><tr><th className="p-2">Model</th><th className="p-2">Change</th><th className="p-2">Before (input / output / cached per 1M)</th><th className="p-2">After</th></tr></thead>
+              <thead className="bg-slate-50 text-left text-slate-500"><tr><th className="p-2">Model</th><th className="p-2">Change</th><th className="p-2">Before (USD per 1M tokens: input / output / cached)</th><th className="p-2">After</th></tr></thead>
               <tbody>
                 {state.diff.map((d) => (
                   <tr key={d.key} className="border-t border-slate-100">
@@ -39,6 +40,7 @@ export function DraftEditor({ initial }: { initial: string }) {
                 ))}
               </tbody>
             </table>
+            </div>
           )}
         </div>
       )}

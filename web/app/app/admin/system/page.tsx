@@ -3,7 +3,7 @@ import { gatewayStatus } from "../../../gateway-status";
 import { requireActor } from "../../../../lib/data/actor";
 import { systemStatus } from "../../../../lib/data/admin";
 import { count, usd, utc } from "../../../../lib/format";
-import { Card, PageTitle, Stat } from "../../../ui";
+import { Card, PageTitle, Stat, tableGapClass } from "../../../ui";
 
 export const metadata = { title: "System — Wellspring admin" };
 
@@ -29,7 +29,7 @@ export default async function SystemPage() {
         </Card>
         <Card title={`Price version on agents (current: ${s.currentPriceVer ?? "none"})`}>
           {s.agents.length === 0 && <p className="text-sm text-slate-500">No agents enrolled yet.</p>}
-          <table className="w-full text-sm" data-testid="agent-price-versions">
+          <table className={`w-full text-sm ${tableGapClass}`} data-testid="agent-price-versions">
             <tbody>
               {s.agents.map((a) => (
                 <tr key={a.id} className="border-t border-slate-100 first:border-0">

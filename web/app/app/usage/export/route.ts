@@ -1,10 +1,10 @@
 import { currentActor } from "../../../../lib/data/actor";
 import { usagePage, type UsageFilter } from "../../../../lib/data/usage";
+import { parseUtcDate } from "../../../../lib/format";
 
 /** Rows in one CSV export at most. */
 const EXPORT_ROWS_MAX = 100_000;
 const BATCH = 5_000;
-const DATE = /^\d{4}-\d{2}-\d{2}$/;
 
 const csv = (v: unknown) => {
   const s = v === null || v === undefined ? "" : String(v);
@@ -15,7 +15,7 @@ export async function GET(req: Request): Promise<Response> {
   const actor = await currentActor();
   if (!actor) return new Response("Sign in first.", { status: 401 });
   const sp = new URL(req.url).searchParams;
-  const date = (k: string) => (DATE.test(sp.get(k) ?? "") ? sp.get(k)! : undefined);
+  const date = (k: string) => parseUtcDate(sp.get(k)) ?? undefined;
   const filter: UsageFilter = { keyId: sp.get("key") || undefined, model: sp.get("model") || undefined, from: date("from"), to: date("to") };
   const encoder = new TextEncoder();
   const body = new ReadableStream<Uint8Array>({
