@@ -41,6 +41,20 @@ module.exports = {
       to: { path: "^gateway/src/(api|billing|cli)/" },
     },
     {
+      name: "observability-is-a-leaf",
+      comment: "Metrics are observed from everywhere; the metrics module imports nothing of the gateway, so anything may call it.",
+      severity: "error",
+      from: { path: "^gateway/src/observability/", pathNot: "\\.test\\.ts$" },
+      to: { path: "^gateway/src/(api|tunnel|billing|ops|cli|archive|risk)/" },
+    },
+    {
+      name: "archive-below-the-listeners",
+      comment: "The archive job moves old rows; it knows nothing of the request path, the tunnel, billing or the operations layer.",
+      severity: "error",
+      from: { path: "^gateway/src/archive/", pathNot: "\\.test\\.ts$" },
+      to: { path: "^gateway/src/(api|tunnel|billing|ops|cli|risk)/" },
+    },
+    {
       name: "portal-through-the-operations-layer",
       comment: "The portal reaches the gateway only through its public face (gateway/src/mod.ts = ops/) and the money formatter, never its internals.",
       severity: "error",

@@ -56,4 +56,25 @@ describe("import rules", () => {
       "gateway/src/mod.ts": "export const x = 1;\n",
     })).toEqual(["agent-imports-only-the-protocol"]);
   });
+
+  it("operations never import the listeners; metrics and the archive import nothing above them", async () => {
+    expect(await violations({
+      "gateway/src/ops/keys.ts": 'import { route } from "../api/router.ts";\nexport const k = route;\n',
+      "gateway/src/api/router.ts": "export const route = 1;\n",
+      "gateway/src/observability/metrics.ts": 'import { hold } from "../billing/meter.ts";\nexport const m = hold;\n',
+      "gateway/src/billing/meter.ts": "export const hold = 1;\n",
+      "gateway/src/archive/job.ts": 'import { conn } from "../tunnel/registry.ts";\nexport const j = conn;\n',
+      "gateway/src/tunnel/registry.ts": "export const conn = 1;\n",
+    })).toEqual(["archive-below-the-listeners", "observability-is-a-leaf", "ops-below-the-listeners"]);
+  });
+
+  it("the database package knows no app, the portal never bundles migrations, and nothing shipped imports tests", async () => {
+    expect(await violations({
+      "prisma/src/client.ts": 'import { x } from "../../gateway/src/mod.ts";\nexport const c = x;\n',
+      "gateway/src/mod.ts": 'import { h } from "../../e2e/stack/harness.ts";\nexport const x = h;\n',
+      "e2e/stack/harness.ts": "export const h = 1;\n",
+      "web/lib/db.ts": 'import { migrate } from "../../prisma/src/migrate.ts";\nexport const d = migrate;\n',
+      "prisma/src/migrate.ts": "export const migrate = 1;\n",
+    })).toEqual(["database-package-knows-no-app", "portal-never-bundles-migrations", "product-never-imports-tests"]);
+  });
 });

@@ -5,7 +5,9 @@
  * whatever the client sent; the app's throttles read only that header (lib/client-address.ts).
  *
  * Run from anywhere: `tsx web/server.ts` (npm start does). Environment: WEB_PORT (3000), HOST (127.0.0.1),
- * TRUSTED_PROXIES (none), and what the app itself reads (docs/operations/portal.md).
+ * TRUSTED_PROXIES (none), and what the app itself reads (docs/operations/portal.md). `GET /healthz` (the process
+ * answers) and `GET /readyz` (the database answers; 503 while it does not) are answered here, for load
+ * balancers and container health checks.
  */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -13,6 +15,7 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import next from "next";
 import { CLIENT_ADDRESS_HEADER, markClientAddressServer, parseTrustedProxies, resolveClientAddress } from "./lib/client-address.ts";
+import { Readiness } from "./lib/readiness.ts";
 
 const dir = dirname(fileURLToPath(import.meta.url));
 const port = Number(process.env.WEB_PORT ?? 3000);
@@ -29,7 +32,22 @@ const app = next({ dev: false, dir, hostname, port });
 // The port is taken at once and answers 503 "starting" until Next.js has loaded, so nothing is refused meanwhile.
 let handle: ReturnType<typeof app.getRequestHandler> | null = null;
 
+const readiness = new Readiness(process.env.DATABASE_URL);
+
 const server = createServer((req, res) => {
+  const path = (req.url ?? "/").split("?")[0];
+  if (path === "/healthz") {
+    res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" }).end('{"ok":true}');
+    return;
+  }
+  if (path === "/readyz") {
+    // Ready once Next.js has loaded and the database answers.
+    void readiness.check().then((r) => {
+      const ready = r.ready && handle !== null;
+      res.writeHead(ready ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" }).end(JSON.stringify({ ready, portal: handle ? "loaded" : "starting", database: r.ready ? "reachable" : "unreachable" }));
+    });
+    return;
+  }
   if (!handle) {
     res.writeHead(503, { "content-type": "text/plain; charset=utf-8", "retry-after": String(STARTING_RETRY_SECONDS), "cache-control": "no-store" });
     res.end("The portal is starting; retry in a moment.\n");

@@ -9,6 +9,11 @@ export const ExitCode = {
   FAILED: 1,
   /** The command line was wrong. */
   USAGE: 64,
+  /**
+   * The hub refuses this agent's version (close 4032, below its minimum). The launcher looks for a signed update
+   * at once and restarts the agent (with backoff) whether or not it found one.
+   */
+  UPDATE_REQUIRED: 75,
   /** The hub refused this agent for good: revoked, suspended or unknown (close codes 4012, 4015). */
   REFUSED_BY_HUB: 77,
   /** The local files are missing or invalid: config.json, agent.json, agent-key.pk8, a key variable. */

@@ -13,7 +13,10 @@ import { createLog } from "./log.ts";
 import { stateDir } from "./permissions.ts";
 import { PriceStore } from "./prices.ts";
 import { checkDevOrigin, EndpointError, keyFingerprint } from "./providers.ts";
-import { AGENT_VERSION, FatalTunnelError, Tunnel } from "./tunnel.ts";
+import { FatalTunnelError, Tunnel, UpdateRequiredError } from "./tunnel.ts";
+import { AGENT_VERSION } from "./version.ts";
+import { StatusWriter } from "./status.ts";
+import { writeOffer } from "./update_offer.ts";
 
 /** On SIGINT/SIGTERM, running streams get this long to finish before the agent exits. */
 export const SHUTDOWN_DRAIN_MS = 10_000;
@@ -60,12 +63,23 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
   log.info("agent.starting", { agentId: identity.agentId, hub: identity.hubUrl, models: inventory.models.length, version: AGENT_VERSION });
   const prices = new PriceStore(stateDir(dataDir), log, dataDir);
   await prices.load();
-  const tunnel = new Tunnel({ identity, privateKey, upstreams, inventory, concurrentStreamsMax: config.concurrentStreamsMax, devOrigin, log, signal: stop.signal, prices, onReady: () => console.log("WELLSPRING_AGENT_READY") });
-  await tunnel.run();
+  const status = new StatusWriter(stateDir(dataDir), { version: AGENT_VERSION, agentId: identity.agentId, hubUrl: identity.hubUrl, priceVer: prices.ver });
+  try {
+    const tunnel = new Tunnel({
+      identity, privateKey, upstreams, inventory, concurrentStreamsMax: config.concurrentStreamsMax, devOrigin, log, signal: stop.signal, prices, status,
+      onReady: () => console.log("WELLSPRING_AGENT_READY"),
+      // The launcher watches this file and installs the offered release (the agent never writes its own code).
+      onUpdateOffer: (offer) => void writeOffer(stateDir(dataDir), offer).catch((error: unknown) => log.warn("agent.update_offer_not_saved", { error: (error as Error).message })),
+    });
+    await tunnel.run();
+  } finally {
+    await status.close();
+  }
 }
 
 function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof FatalTunnelError) return ExitCode.REFUSED_BY_HUB;
+  if (error instanceof UpdateRequiredError) return ExitCode.UPDATE_REQUIRED;
   if (error instanceof ConfigError || error instanceof HubUrlError || error instanceof EndpointError) return ExitCode.CONFIG;
   if (error instanceof UsageError) return ExitCode.USAGE;
   return ExitCode.FAILED;

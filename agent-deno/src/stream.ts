@@ -29,8 +29,13 @@ export interface StreamHost {
   send(frame: Uint8Array): void;
   connectionSendWindow(): SendWindow;
   forget(id: number): void;
+  /** The stream is over: how it ended. */
+  ended?(stream: AgentStream, outcome: StreamOutcome): void;
   readonly log: Log;
 }
+
+/** How a stream ended at the agent: the provider's whole answer went back; the agent reset it; the hub did; the tunnel dropped. */
+export type StreamOutcome = "completed" | "reset" | "cancelled" | "abandoned";
 
 /** Longest wait for the provider's response head, ms. */
 export const UPSTREAM_HEAD_TIMEOUT_MS = 600_000;
@@ -45,6 +50,8 @@ export class AgentStream {
   #closed = false;
   readonly startedAt = Date.now();
   upstreamBytes = 0;
+  /** The provider's HTTP status, once its response head arrived. */
+  status: number | null = null;
   /**
    * Reads the body the way the provider will, so a body that names another model than the head the agent was
    * asked to serve (or repeats a routing field) never reaches the provider whole.
@@ -113,28 +120,29 @@ export class AgentStream {
   onReset(reason: string): void {
     if (this.#closed) return;
     this.host.log.info("stream.cancelled", { requestId: this.head.requestId, streamId: this.id, reason });
-    this.#close(new DOMException(`cancelled by hub: ${reason}`, "AbortError"));
+    this.#close(new DOMException(`cancelled by hub: ${reason}`, "AbortError"), "cancelled");
   }
 
   /** The tunnel dropped: abort without telling anyone. */
   abandon(): void {
-    this.#close(new DOMException("tunnel lost", "AbortError"));
+    this.#close(new DOMException("tunnel lost", "AbortError"), "abandoned");
   }
 
   /** `reason` null: the call completed, nothing to abort (and no exception object to make per stream). */
-  #close(reason: unknown | null): void {
+  #close(reason: unknown | null, outcome: StreamOutcome): void {
     if (this.#closed) return;
     this.#closed = true;
     if (reason !== null) this.#abort.abort(reason);
     this.sendWindow.close();
     this.#bodyWaiter?.();
     this.host.forget(this.id);
+    this.host.ended?.(this, outcome);
   }
 
   #reset(code: number, reason: string): void {
     if (this.#closed) return;
     this.host.send(encodeReset(this.id, code, reason));
-    this.#close(new DOMException(reason, "AbortError"));
+    this.#close(new DOMException(reason, "AbortError"), "reset");
   }
 
   #requestBody(): ReadableStream<Uint8Array> {
@@ -225,6 +233,7 @@ export class AgentStream {
     response.headers.forEach((value, name) => {
       if (!RESPONSE_HEADERS_DROPPED.has(name)) outHeaders.push([name, value]);
     });
+    this.status = response.status;
     this.host.send(encodeResponse(this.id, jsonBytes({ status: response.status, headers: outHeaders })));
     if (!response.body) {
       this.#finish();
@@ -253,6 +262,6 @@ export class AgentStream {
   #finish(): void {
     if (this.#closed) return;
     this.host.send(encodeEnd(this.id, jsonBytes({ upstreamBytes: this.upstreamBytes, upstreamMs: Date.now() - this.startedAt })));
-    this.#close(null);
+    this.#close(null, "completed");
   }
 }

@@ -35,6 +35,8 @@ import {
   type Frame,
   type Inventory,
   type Settings,
+  type UpdateAvailable,
+  updateAvailable as updateAvailableSchema,
 } from "../../protocol/src/mod.ts";
 import type { Identity } from "./config.ts";
 import type { Log } from "./log.ts";
@@ -42,9 +44,11 @@ import { connectPinned } from "./pinned_tls.ts";
 import type { PriceStore } from "./prices.ts";
 import { checkForward, type ForwardedRequest } from "./forward_rules.ts";
 import { familyOf, upstreamUrl, type Upstream } from "./providers.ts";
-import { AgentStream } from "./stream.ts";
+import { AgentStream, type StreamOutcome } from "./stream.ts";
+import type { StatusWriter } from "./status.ts";
+import { AGENT_VERSION } from "./version.ts";
 
-export const AGENT_VERSION = "0.1.0";
+export { AGENT_VERSION };
 export const TUNNEL_PATH = "/agent/v1/tunnel";
 
 /** Reconnect backoff: full jitter between 0 and min(cap, base × 2^attempt). */
@@ -82,12 +86,24 @@ export interface TunnelOptions {
   onReady?: (sessionId: string) => void;
   /** Where pushed price tables are kept; without one they are acknowledged and not kept. */
   prices?: PriceStore;
+  /** The status file `./wellspring-agent status` reads (connection, calls served today). */
+  status?: StatusWriter;
+  /** The hub said which release to run and which versions it admits (CONTROL UPDATE_AVAILABLE). */
+  onUpdateOffer?: (offer: UpdateAvailable) => void;
 }
 
 export class FatalTunnelError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "FatalTunnelError";
+  }
+}
+
+/** The hub refuses this agent's version (close UPDATE_REQUIRED): the launcher updates it, then starts it again. */
+export class UpdateRequiredError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UpdateRequiredError";
   }
 }
 
@@ -153,8 +169,9 @@ export class Tunnel {
           duplicateRefusals = 0;
         });
         if (FATAL_CLOSE_CODES.has(code)) throw new FatalTunnelError(`Cannot serve: the hub refused this agent (close code ${code})`);
+        if (code === CloseCode.UPDATE_REQUIRED) throw new UpdateRequiredError(`Cannot serve: the hub requires a newer agent than ${AGENT_VERSION} (close code ${code}); the launcher updates it when a signed release is available`);
       } catch (error) {
-        if (error instanceof FatalTunnelError) throw error;
+        if (error instanceof FatalTunnelError || error instanceof UpdateRequiredError) throw error;
         log.warn("tunnel.connect_failed", { error: error as Error, attempt });
       }
       if (signal?.aborted) break;
@@ -257,6 +274,7 @@ export class Tunnel {
         for (const s of session.streams.values()) s.abandon();
         session.streams.clear();
         if (this.#session === session) this.#session = null;
+        this.#o.status?.disconnected(code);
         log.info("tunnel.closed", { code, reason: new TextDecoder().decode(reason) });
         resolve(code);
       });
@@ -300,6 +318,7 @@ export class Tunnel {
         this.#lastSessionId = w.sessionId;
         log.info("tunnel.ready", { agentId: w.agentId, sessionId: w.sessionId, clockSkewMs: Date.now() - w.serverTimeMs });
         this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(this.#o.inventory)));
+        this.#o.status?.connected(w.sessionId);
         onReady();
         this.#o.onReady?.(w.sessionId);
         return;
@@ -361,6 +380,10 @@ export class Tunnel {
           this.#onPriceTable(session, frame.body);
           return;
         }
+        if (frame.kind === ControlKind.UPDATE_AVAILABLE) {
+          this.#onUpdateAvailable(session, frame.body);
+          return;
+        }
         // Reserved control kinds this agent version does not implement are ignored (docs/protocol.md).
         if (frame.kind === ControlKind.CHALLENGE || frame.kind === ControlKind.WELCOME) {
           this.#close(session, CloseCode.PROTOCOL_ERROR, "handshake message after the handshake");
@@ -378,7 +401,23 @@ export class Tunnel {
       return;
     }
     const held = this.#o.prices ? this.#o.prices.accept(table) : Promise.resolve(table.ver);
-    void held.then((ver) => this.#send(session, encodeControl(ControlKind.PRICE_ACK, jsonBytes({ ver }))));
+    void held.then((ver) => {
+      this.#o.status?.prices(ver);
+      this.#send(session, encodeControl(ControlKind.PRICE_ACK, jsonBytes({ ver })));
+    });
+  }
+
+  #onUpdateAvailable(session: Session, body: Uint8Array): void {
+    let offer: UpdateAvailable;
+    try {
+      offer = parseJson(updateAvailableSchema, body);
+    } catch (error) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, `bad update offer: ${(error as Error).message}`);
+      return;
+    }
+    this.#o.log.info("agent.update_offered", { latestVersion: offer.latestVersion, minimumVersion: offer.minimumVersion, running: AGENT_VERSION });
+    this.#o.status?.offered({ latestVersion: offer.latestVersion, minimumVersion: offer.minimumVersion });
+    this.#o.onUpdateOffer?.(offer);
   }
 
   #streamFor(session: Session, streamId: number): AgentStream | undefined {
@@ -429,10 +468,18 @@ export class Tunnel {
         session.streams.delete(id);
         if (session.draining && session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "drained");
       },
+      ended: (s, outcome) => this.#streamEnded(s, outcome),
       log: this.#o.log,
     }, session.peer!.streamWindowBytes, this.#own.streamWindowBytes);
     session.streams.set(streamId, stream);
+    this.#o.status?.forwarded();
     void stream.run();
+  }
+
+  /** The access log line (same requestId as the gateway's `request.end`) and today's count. */
+  #streamEnded(s: AgentStream, outcome: StreamOutcome): void {
+    if (outcome === "completed") this.#o.status?.completed();
+    this.#o.log.info("stream.end", { requestId: s.head.requestId, model: s.head.model, provider: s.upstream.provider, outcome, status: s.status, upstreamBytes: s.upstreamBytes, ms: Date.now() - s.startedAt });
   }
 
   async #answerChallenge(session: Session, body: Uint8Array): Promise<void> {

@@ -120,6 +120,12 @@ describe("an agent installed and started as the docs tell an owner", () => {
       "--allow-env=WS_NO_BUFFER_UTIL,WS_NO_UTF_8_VALIDATE,OPENAI_API_KEY",
     ]);
     await eventually(async () => (await servedModels()).includes("gpt-4o-mini"), 10_000, "the agent's inventory");
+    // The image's health check, run as written: the agent's status command reads its status file (no port).
+    const [hcCmd, ...hcArgs] = image.healthcheck;
+    expect(image.healthcheck).toEqual(["./wellspring-agent", "status"]);
+    const health = startProc(hcCmd!, hcArgs, { cwd: agentDir, env: ownerEnv() });
+    expect(await exited(health), health.lines.join("\n")).toBe(0);
+    expect(health.lines.join("\n")).toMatch(/running: yes[\s\S]*connected since/);
 
     const res = await fetch(`${gateway.apiOrigin}/v1/chat/completions`, {
       method: "POST",
@@ -135,6 +141,10 @@ describe("an agent installed and started as the docs tell an owner", () => {
     // SIGTERM stops it for good: the launcher forwards it and does not restart.
     expect(await agent.stop("SIGTERM")).toBe(0);
     expect(events(agent, "launcher.agent_restarting")).toHaveLength(0);
+    // Stopped, the health check fails.
+    const after = startProc(hcCmd!, hcArgs, { cwd: agentDir, env: ownerEnv() });
+    expect(await exited(after)).toBe(1);
+    expect(after.lines.join("\n")).toMatch(/hub: .*not connected/);
   }, 180_000);
 
   it("`deno task start` runs the same launcher with a system Deno, passing over an npm JavaScript shim on PATH", async () => {

@@ -10,24 +10,27 @@ import { ROOT } from "./harness.ts";
 
 const DOCKERFILE = join(ROOT, "docker/agent.Dockerfile");
 
-/** The image's build steps, read from the Dockerfile: where files are copied, the working folder, the command. */
+/** The image's build steps, read from the Dockerfile: where files are copied, the working folder, the command, the health check. */
 export interface Image {
   copies: [from: string, to: string][];
   workdir: string;
   cmd: string[];
+  healthcheck: string[];
 }
 
 export async function readImage(): Promise<Image> {
-  const image: Image = { copies: [], workdir: "/", cmd: [] };
+  const image: Image = { copies: [], workdir: "/", cmd: [], healthcheck: [] };
   for (const line of (await readFile(DOCKERFILE, "utf8")).split("\n")) {
     const [instruction, ...rest] = line.trim().split(/\s+/);
     const args = rest.join(" ");
     if (instruction === "WORKDIR") image.workdir = args.startsWith("/") ? args : join(image.workdir, args);
-    if (instruction === "COPY") {
+    // Copies from the build context; a later stage's `COPY --from=build` brings the same paths over unchanged.
+    if (instruction === "COPY" && !rest[0]?.startsWith("--from=")) {
       const [from, to] = rest;
       image.copies.push([from!, to!.startsWith("/") ? to! : join(image.workdir, to!)]);
     }
     if (instruction === "CMD") image.cmd = JSON.parse(args) as string[];
+    if (instruction === "HEALTHCHECK") image.healthcheck = JSON.parse(/CMD (\[.*\])$/.exec(args)![1]!) as string[];
   }
   return image;
 }

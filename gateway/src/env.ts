@@ -6,6 +6,8 @@ import type { GatewayOptions } from "./server.ts";
 import { ADMIN_AUTH_DEFAULTS } from "./api/admin.ts";
 import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT } from "./api/keys.ts";
 import { KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT } from "./api/key_filter.ts";
+import { ARCHIVE_AFTER_DAYS_DEFAULT, ARCHIVE_AFTER_DAYS_MIN, ARCHIVE_BATCH_ROWS_DEFAULT, ARCHIVE_PART_ROWS_DEFAULT } from "./archive/archiver.ts";
+import { archiveConfigFromEnv } from "./archive/config.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 const positive = (def: number) => z.coerce.number().int().positive().default(def);
@@ -60,6 +62,19 @@ const schema = z.object({
   KEY_FILTER_MISS_LOOKUPS_PER_S: positive(KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT),
   KEY_FILTER_REBUILD_INTERVAL_MS: positive(KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  /** Hot data: days kept in PostgreSQL before the archive job moves them to the archive store. */
+  ARCHIVE_AFTER_DAYS: z.coerce.number().int().min(ARCHIVE_AFTER_DAYS_MIN).default(ARCHIVE_AFTER_DAYS_DEFAULT),
+  ARCHIVE_INTERVAL_MS: int(3_600_000),
+  ARCHIVE_PART_ROWS: positive(ARCHIVE_PART_ROWS_DEFAULT),
+  ARCHIVE_BATCH_ROWS: positive(ARCHIVE_BATCH_ROWS_DEFAULT),
+  ARCHIVE_DIR: z.string().optional(),
+  ARCHIVE_S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "must be an S3 bucket name").optional(),
+  ARCHIVE_S3_ENDPOINT: z.string().url().optional(),
+  ARCHIVE_S3_REGION: z.string().default("us-east-1"),
+  ARCHIVE_S3_PREFIX: z.string().regex(/^([a-z0-9_][a-z0-9_.-]*\/)*$/, "must be empty or end with /").default(""),
+  ARCHIVE_S3_ACCESS_KEY_ID: z.string().optional(),
+  ARCHIVE_S3_SECRET_ACCESS_KEY: z.string().optional(),
+  ARCHIVE_S3_FORCE_PATH_STYLE: z.enum(["0", "1", "false", "true"]).optional(),
 });
 
 export type GatewayEnv = z.infer<typeof schema>;
@@ -82,6 +97,7 @@ export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: numbe
 /** The gateway's options that come from the environment (main, `npm start` and the demo start it alike). */
 export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db" | "databaseUrl" | "log" | "hubId" | "gatewayId" | "tls" | "spoolDir"> {
   return {
+    archive: archiveConfigFromEnv(env),
     host: env.HOST,
     apiPort: env.GATEWAY_PORT,
     agentPort: env.AGENT_PORT,

@@ -12,6 +12,7 @@ import type { KeyFilter, KeyFilterLoader } from "./api/key_filter.ts";
 import type { PriceBook, Tariffs } from "./billing/prices.ts";
 import type { AgentConnection } from "./tunnel/agent_connection.ts";
 import type { AgentRegistry } from "./tunnel/registry.ts";
+import type { AgentReleases } from "./tunnel/releases.ts";
 
 /** What hub events change in a gateway. */
 export interface HubEventTargets {
@@ -24,12 +25,13 @@ export interface HubEventTargets {
   keyFilterLoader: KeyFilterLoader;
   /** Sends the current price table to these agents. */
   pushPrices(to: readonly AgentConnection[]): Promise<void>;
+  releases: AgentReleases;
   log: Logger;
 }
 
 /** How a gateway applies each hub event: caches dropped, agents told, profiles reloaded, tunnels closed. */
 export function hubEventHandler(t: HubEventTargets): (event: HubEvent) => void {
-  const { db, registry, prices, tariffs, keys, keyFilter, keyFilterLoader, log } = t;
+  const { db, registry, prices, tariffs, keys, keyFilter, keyFilterLoader, releases, log } = t;
   return (event) => {
     switch (event.kind) {
       case "price_published":
@@ -61,6 +63,10 @@ export function hubEventHandler(t: HubEventTargets): (event: HubEvent) => void {
         return;
       case "user_changed":
         keys.userChanged(event.userId);
+        return;
+      case "releases_changed":
+        releases.invalidate();
+        void releases.announce(registry.connections()).catch((error: unknown) => log.error("releases.announce_failed", { error }));
         return;
     }
   };

@@ -37,7 +37,11 @@ import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { IdentityGuard } from "./tunnel/identity_guard.ts";
+import { AgentReleases, RELEASES_PATH } from "./tunnel/releases.ts";
 import type { TlsIdentity } from "./tls.ts";
+import { attachGateway, metricsText, METRICS_CONTENT_TYPE } from "./observability/metrics.ts";
+import { ArchiveJob } from "./archive/job.ts";
+import type { ArchiveConfig } from "./archive/config.ts";
 
 export const TUNNEL_PATH = "/agent/v1/tunnel";
 export const ENROLL_PATH = "/agent/v1/enroll";
@@ -85,6 +89,8 @@ export interface GatewayOptions {
   /** The in-memory filter of issued keys: lookups allowed per second for keys it does not hold, rebuild interval. */
   keyFilter?: { missLookupsPerSecond?: number; rebuildIntervalMs?: number };
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
+  /** Day partitions and the archive job (docs/operations/database.md); partitions only are kept when null. */
+  archive?: ArchiveConfig | null;
 }
 
 export interface Gateway {
@@ -121,6 +127,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
   const directory = new AgentDirectory(db, log);
+  const releases = new AgentReleases(db, log);
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.
   const identities = new IdentityGuard({ db, gatewayId: opts.gatewayId, probeTimeoutMs: tunnelSettings.presenceProbeTimeoutMs, presenceTtlMs: tunnelSettings.heartbeatTimeoutMs, log });
   const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 8, connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS, query_timeout: DB_QUERY_TIMEOUT_MS });
@@ -164,10 +171,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const message = priceTableMessage(t);
     for (const conn of to) conn.sendPriceTable(message);
   };
-  const onHubEvent = hubEventHandler({ db, registry, prices, tariffs, keys, keyFilter, keyFilterLoader, pushPrices, log });
+  const onHubEvent = hubEventHandler({ db, registry, prices, tariffs, keys, keyFilter, keyFilterLoader, pushPrices, releases, log });
   const events = new HubEventListener(opts.databaseUrl, onHubEvent, () => {
     prices.invalidate();
     tariffs.invalidate();
+    releases.invalidate();
     keys.forgetAll();
     void keyFilterLoader.rebuild().catch(() => {});
     void pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
@@ -181,11 +189,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const apiRoutes = new Router("api", log, familyOfPath)
     .on("GET /healthz", ({ res }) => json(res, 200, { ok: true }))
     .on("GET /readyz", ({ res }) => {
-      // Ready while the ledger answers: without it this gateway grants no new credit (its settlements spool).
-      const ready = health.up;
+      // Ready while the ledger answers (without it this gateway grants no new credit; its settlements spool)
+      // and the tunnel listener accepts agents.
+      const ready = health.up && agentServer.listening;
       json(res, ready ? 200 : 503, {
         ready,
-        ledger: ready ? "reachable" : "unreachable",
+        ledger: health.up ? "reachable" : "unreachable",
+        tunnel: agentServer.listening ? "listening" : "closed",
         ...(health.downSince !== null ? { ledgerDownSince: new Date(health.downSince).toISOString() } : {}),
         spooledSettlements: settlements.spooled,
         spooledRecords: records.spooled,
@@ -208,16 +218,17 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   // --- admin listener: the admin API and metrics, for operators (loopback unless ADMIN_HOST says otherwise) ---
   const adminRoutes = new Router("admin", log, () => "openai")
-    .on("GET /metrics", ({ req, res }) => {
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metricsText(registry, records, leases, keys, keyFilter, settlements, health));
+    .on("GET /metrics", async ({ req, res }) => {
+      res.writeHead(200, { "content-type": METRICS_CONTENT_TYPE }).end(await metricsText());
       req.resume();
     })
     .under("/admin/v1/", withAdmin((req) => authorizeAdmin(req, adminDeps), ({ req, res, url }) => handleAdmin(req, res, url.pathname, adminDeps)));
   const admin = http.createServer(adminRoutes.listener);
 
-  // --- agent listener: TLS only; enrollment, health, and (below) the tunnel's WebSocket upgrade ---
+  // --- agent listener: TLS only; enrollment, signed agent releases, health, and (below) the tunnel's WebSocket upgrade ---
   const agentRoutes = new Router("agent_listener", log, () => "openai")
     .on(`POST ${ENROLL_PATH}`, ({ req, res }) => handleEnroll(req, res, db, opts.hubId))
+    .under(RELEASES_PATH, async ({ req, res, url }) => void (await releases.handle(req, res, url.pathname)))
     .on("GET /agent/v1/healthz", ({ res }) => json(res, 200, { ok: true, hubId: opts.hubId }));
   const agentServer = https.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: "TLSv1.2" }, agentRoutes.listener);
   // Small frames must leave at once: Nagle plus delayed ACKs would add ~40 ms to small exchanges.
@@ -233,13 +244,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     wss.handleUpgrade(req, socket, head, (ws) => {
       (socket as import("node:net").Socket).setNoDelay(true);
       new AgentConnection(ws, req, directory, tunnelSettings, {
-        admit: (conn, _agent, previousSessionId) => identities.admit(conn, previousSessionId),
+        admit: async (conn, _agent, previousSessionId) => {
+          // Below the minimum version: refused before it takes the identity's presence.
+          const byVersion = await releases.admit(conn);
+          return byVersion.admitted ? identities.admit(conn, previousSessionId) : byVersion;
+        },
         alive: (conn) => identities.renew(conn),
         ready: (conn, agent) => {
           knownCache = null;
           registry.add(conn);
           registry.setProfile(agent);
           void pushPrices([conn]).catch((error: unknown) => log.error("prices.push_failed", { agentId: conn.agentId, error }));
+          void releases.announce([conn]).catch((error: unknown) => log.error("releases.announce_failed", { agentId: conn.agentId, error }));
         },
         inventory: (conn, inventory) => {
           knownCache = null;
@@ -255,6 +271,23 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     });
   });
 
+  // Day partitions ahead of time, and old days moved to the archive store (one gateway at a time does it).
+  const archiveJob = opts.archive ? new ArchiveJob(opts.databaseUrl, opts.archive, log) : null;
+  await archiveJob?.start();
+  const detachMetrics = attachGateway({
+    agentsConnected: () => registry.connections().length,
+    streamsOpen: () => registry.connections().reduce((n, c) => n + c.inFlight, 0),
+    heldResponseBytes: () => registry.connections().reduce((n, c) => n + c.heldResponseBytes, 0),
+    bufferedBytes: () => registry.connections().reduce((n, c) => n + c.bufferedBytes, 0),
+    creditLeasesOpen: () => leases?.active ?? 0,
+    ledgerUp: () => health.up,
+    tunnelListening: () => agentServer.listening,
+    spooledSettlements: () => settlements.spooled,
+    spooledRecords: () => records.spooled,
+    recordsDropped: () => records.dropped,
+    keyChecks: () => keys.counts,
+    keyFilterEntries: () => keyFilter.size,
+  });
   const apiPort = await listen(api, opts.apiPort ?? 0, host);
   const agentPort = await listen(agentServer, opts.agentPort ?? 0, host);
   const adminHost = opts.adminHost ?? "127.0.0.1";
@@ -289,6 +322,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       admin.closeAllConnections();
       await adminClosed;
       keyFilterLoader.close();
+      archiveJob?.close();
       for (const client of wss.clients) client.terminate();
       // Agents reconnecting to another gateway are admitted at once, not after their presence runs out.
       await identities.releaseAll().catch((error: unknown) => log.warn("tunnel.presence_failed", { error }));
@@ -303,61 +337,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await recordSpool.close();
       await events.close();
       await recordsPool.end();
+      detachMetrics();
     },
   };
 }
 
 const isWildcard = (host: string) => host === "0.0.0.0" || host === "::" || host === "[::]";
-
-function metricsText(registry: AgentRegistry, records: RecordWriter, leases: CreditLeases | null, keys: KeyVerifier, keyFilter: KeyFilter, settlements: SettlementBatcher, health: LedgerHealth): string {
-  const k = keys.counts;
-  const conns = registry.connections();
-  const lines = [
-    "# HELP wellspring_agents_connected Agents with an authenticated tunnel to this gateway.",
-    "# TYPE wellspring_agents_connected gauge",
-    `wellspring_agents_connected ${conns.length}`,
-    "# HELP wellspring_streams_open Streams open across all tunnels.",
-    "# TYPE wellspring_streams_open gauge",
-    `wellspring_streams_open ${conns.reduce((n, c) => n + c.inFlight, 0)}`,
-    "# HELP wellspring_tunnel_held_response_bytes Response bytes received from agents and not yet taken by clients.",
-    "# TYPE wellspring_tunnel_held_response_bytes gauge",
-    `wellspring_tunnel_held_response_bytes ${conns.reduce((n, c) => n + c.heldResponseBytes, 0)}`,
-    "# HELP wellspring_tunnel_buffered_bytes Bytes queued on tunnel sockets.",
-    "# TYPE wellspring_tunnel_buffered_bytes gauge",
-    `wellspring_tunnel_buffered_bytes ${conns.reduce((n, c) => n + c.bufferedBytes, 0)}`,
-    "# HELP wellspring_credit_leases_open Wallet slices this gateway holds for running and recent requests.",
-    "# TYPE wellspring_credit_leases_open gauge",
-    `wellspring_credit_leases_open ${leases?.active ?? 0}`,
-    "# HELP wellspring_ledger_up Whether the ledger (PostgreSQL) answered this gateway's last call.",
-    "# TYPE wellspring_ledger_up gauge",
-    `wellspring_ledger_up ${health.up ? 1 : 0}`,
-    "# HELP wellspring_spool_settlements Settlements waiting in the local spool for the database.",
-    "# TYPE wellspring_spool_settlements gauge",
-    `wellspring_spool_settlements ${settlements.spooled}`,
-    "# HELP wellspring_spool_records Request records waiting in the local spool for the database.",
-    "# TYPE wellspring_spool_records gauge",
-    `wellspring_spool_records ${records.spooled}`,
-    "# HELP wellspring_records_dropped_total Request records dropped because the write queue was full.",
-    "# TYPE wellspring_records_dropped_total counter",
-    `wellspring_records_dropped_total ${records.dropped}`,
-    "# HELP wellspring_key_checks_total Virtual key checks by how they were answered: cache; lookup (the key filter holds the key); miss_lookup (it does not, looked up from the miss budget); miss_refused (it does not and the budget was spent: no lookup).",
-    "# TYPE wellspring_key_checks_total counter",
-    `wellspring_key_checks_total{path="cache"} ${k.cache}`,
-    `wellspring_key_checks_total{path="lookup"} ${k.lookups}`,
-    `wellspring_key_checks_total{path="miss_lookup"} ${k.missLookups}`,
-    `wellspring_key_checks_total{path="miss_refused"} ${k.missRefused}`,
-    "# HELP wellspring_key_db_queries_total Database queries made to verify virtual keys.",
-    "# TYPE wellspring_key_db_queries_total counter",
-    `wellspring_key_db_queries_total ${k.queries}`,
-    "# HELP wellspring_key_filter_stale_total Active keys the key filter did not hold yet (their creation event had not arrived).",
-    "# TYPE wellspring_key_filter_stale_total counter",
-    `wellspring_key_filter_stale_total ${k.filterStale}`,
-    "# HELP wellspring_key_filter_entries Keys the key filter holds (active at its last rebuild, plus created since).",
-    "# TYPE wellspring_key_filter_entries gauge",
-    `wellspring_key_filter_entries ${keyFilter.size}`,
-    "# HELP process_resident_memory_bytes Resident memory size in bytes.",
-    "# TYPE process_resident_memory_bytes gauge",
-    `process_resident_memory_bytes ${process.memoryUsage.rss()}`,
-  ];
-  return lines.join("\n") + "\n";
-}

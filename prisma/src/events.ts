@@ -1,6 +1,6 @@
 /**
  * Hub events: changes every gateway must act on at once (a price version published, plans or tiers edited,
- * an agent's settings changed, a virtual key created or changed, a user's status or plan changed). Sent with PostgreSQL NOTIFY on one channel, so they need nothing beyond the
+ * an agent's settings changed, a virtual key created or changed, a user's status or plan changed, an agent release published). Sent with PostgreSQL NOTIFY on one channel, so they need nothing beyond the
  * database (the embedded default included) and, sent inside a transaction, go out only if it commits.
  */
 import type { Db } from "./client.ts";
@@ -16,7 +16,9 @@ export type HubEvent =
   /** A key revoked or edited: gateways drop what they cached about it. */
   | { kind: "key_changed"; keyId: string }
   /** A user suspended, reinstated or moved to another plan: gateways drop what they cached about their keys. */
-  | { kind: "user_changed"; userId: string };
+  | { kind: "user_changed"; userId: string }
+  /** An agent release was published or the release policy (latest offered, minimum admitted) changed. */
+  | { kind: "releases_changed" };
 
 type Executor = Pick<Db, "$executeRaw">;
 
@@ -36,6 +38,7 @@ export function parseHubEvent(payload: string | undefined): HubEvent | null {
     }
     if (e.kind === "key_changed" && typeof e.keyId === "string") return { kind: e.kind, keyId: e.keyId };
     if (e.kind === "user_changed" && typeof e.userId === "string") return { kind: e.kind, userId: e.userId };
+    if (e.kind === "releases_changed") return { kind: e.kind };
   } catch {
     /* not an event */
   }

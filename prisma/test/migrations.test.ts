@@ -2,7 +2,7 @@
  * The offline migration workflow against a real PostgreSQL: deploy every migration to a fresh database,
  * find schema.prisma and the migrations in agreement, and notice when they are not.
  */
-import { cp, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -81,4 +81,48 @@ describe("migrations", () => {
     expect(applied).toHaveLength(committed + 1);
     expect(applied.at(-1)).toMatch(/_add_nickname$/);
   }, 60_000);
+
+  it("partitioning keeps every existing request record and journal entry, each in its UTC day's partition", async () => {
+    const url = await freshDatabase();
+    const dir = await mkdtemp(join(tmpdir(), "ws-mig-"));
+    await cp(MIGRATIONS_DIR, dir, { recursive: true });
+    const partitioning = (await readdir(dir)).find((n) => n.endsWith("_partitions_archive_releases"))!;
+    await rm(join(dir, partitioning), { recursive: true });
+    await deployMigrations(url, dir);
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      const userId = newId("usr");
+      const keyId = newId("key");
+      await c.query("INSERT INTO users (id, email, updated_at) VALUES ($1, $2, now())", [userId, `${userId}@x.test`]);
+      await c.query("INSERT INTO virtual_keys (id, user_id, name, prefix, hash) VALUES ($1, $2, 'k', 'sk-ws-abc', $3)", [keyId, userId, newId("hub")]);
+      // Rows of three UTC days: 45 days ago, yesterday 23:59:59.999 and today.
+      const times = ["now() - interval '45 days'", "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 millisecond'", "now()"];
+      for (const [i, t] of times.entries()) {
+        await c.query(`INSERT INTO request_records (id, user_id, key_id, gateway_id, route, provider, http_status, end_cause, started_at, duration_ms, user_charge_micros)
+          VALUES ($1, $2, $3, 'gw_t', '/v1/chat/completions', 'openai', 200, 'completed', ${t}, 5, $4)`, [`req_m${i}`, userId, keyId, 1000 * (i + 1)]);
+        await c.query(`INSERT INTO journal_entries (tx_id, account, amount_micros, kind, created_at) VALUES ($1, 'platform:funding', $2, 'grant', ${t}), ($1, $3, $4, 'grant', ${t})`,
+          [`grant:m${i}`, -(i + 1) * 1_000_000, `user:${userId}`, (i + 1) * 1_000_000]);
+      }
+      const before = await c.query("SELECT (SELECT json_agg(r ORDER BY id) FROM request_records r) AS records, (SELECT json_agg(j ORDER BY id) FROM journal_entries j) AS journal");
+      expect(await deployMigrations(url, MIGRATIONS_DIR)).toEqual([partitioning]);
+      const after = await c.query("SELECT (SELECT json_agg(r ORDER BY id) FROM request_records r) AS records, (SELECT json_agg(j ORDER BY id) FROM journal_entries j) AS journal");
+      expect(after.rows[0]).toEqual(before.rows[0]);
+      const placed = await c.query<{ relname: string; n: number }>(`
+        SELECT p.relname, (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I', p.relname), false, true, '')))[1]::text::int AS n
+        FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid JOIN pg_class parent ON parent.oid = i.inhparent
+        WHERE parent.relname IN ('request_records', 'journal_entries') ORDER BY 1`);
+      const holding = placed.rows.filter((r) => r.n > 0);
+      // Each row in its own day's partition (journal: two entries per day), none in the default partitions.
+      expect(holding.map((r) => r.n).sort()).toEqual([1, 1, 1, 2, 2, 2]);
+      expect(holding.every((r) => /_p\d{8}$/.test(r.relname))).toBe(true);
+      // Partitions exist ahead of time, and new rows go to today's.
+      expect(placed.rows.filter((r) => r.relname.startsWith("journal_entries_p")).length).toBeGreaterThanOrEqual(9);
+      await c.query("INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ('grant:new', 'platform:funding', -1, 'grant'), ('grant:new', $1, 1, 'grant')", [`user:${userId}`]);
+      const balance = await c.query<{ total: string }>("SELECT wellspring_account_total($1)::text AS total", [`user:${userId}`]);
+      expect(balance.rows[0]!.total).toBe("6000001");
+    } finally {
+      await c.end();
+    }
+  }, 120_000);
 });

@@ -131,6 +131,8 @@ export const CloseCode = {
   HEARTBEAT_TIMEOUT: 4020,
   GOING_AWAY: 4030,
   REPLACED: 4031,
+  /** The agent's version is below the oldest the hub admits: it must update (the launcher does) before it serves. */
+  UPDATE_REQUIRED: 4032,
   INTERNAL: 4050,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];

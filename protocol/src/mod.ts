@@ -10,3 +10,4 @@ export * from "./batch.ts";
 export * from "./fields.ts";
 export * from "./query.ts";
 export * from "./session.ts";
+export * from "./release.ts";

@@ -13,6 +13,8 @@ import { z } from "zod";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { FailureThrottle, FailureThrottleOptions } from "./failure_throttle.ts";
+import { observeLimiter } from "../observability/metrics.ts";
+import { checkArchive } from "../archive/check.ts";
 import type { Ledger } from "../billing/ledger.ts";
 import type { Treasury } from "../ops/treasury.ts";
 import { changeAgent, createPlan, publishPrices, setTierShare, setUserPlan } from "../ops/mod.ts";
@@ -55,6 +57,7 @@ export function authorizeAdmin(req: IncomingMessage, deps: AdminDeps): void {
   const address = req.socket.remoteAddress ?? "unknown";
   const now = deps.now();
   const waitMs = deps.throttle.waitMs(address, now);
+  observeLimiter("admin_auth", waitMs > 0 ? "refused" : "allowed");
   if (waitMs > 0) {
     throw new GatewayError("rate_limited", "Too many wrong admin tokens from this address: try again after the Retry-After delay.", { retryAfterSeconds: Math.ceil(waitMs / 1000) });
   }
@@ -232,7 +235,10 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
 
   if (resource === "ledger" && id === "audit" && method === "GET") {
     const report = await deps.ledger.audit();
-    return sendJson(res, report.ok ? 200 : 409, { ok: report.ok, problems: report.problems, journal_sum_micros: report.journalSumMicros.toString(), wallets_checked: report.walletsChecked });
+    // Archived days count through their totals; the archive check says whether those can be trusted.
+    const archive = await checkArchive(deps.pool);
+    const ok = report.ok && archive.ok;
+    return sendJson(res, ok ? 200 : 409, { ok, problems: [...report.problems, ...archive.problems], journal_sum_micros: report.journalSumMicros.toString(), wallets_checked: report.walletsChecked, archived_slices_checked: archive.slicesChecked });
   }
 
   throw new GatewayError("route_not_found", `Unknown admin route: ${method} ${path}.`);

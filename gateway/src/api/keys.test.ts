@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Db } from "@wellspring/db/core";
-import { KEY_CACHE_TTL_MS, KeyVerifier } from "./keys.ts";
+import { KEY_CACHE_TTL_MS, KEY_STALE_IF_UNREACHABLE_MS, KeyVerifier } from "./keys.ts";
 import { hashKey } from "../ops/keys.ts";
 import { hashPrefix64, KeyFilter } from "./key_filter.ts";
 
@@ -8,11 +8,12 @@ interface Row { id: string; userId: string; status: "active" | "revoked"; allowe
 
 /** A database stand-in that answers the verifier's one query from rows keyed by hash, and counts queries. */
 function fakeDb(rows: Map<string, Row>) {
-  const stats = { queries: 0 };
+  const stats = { queries: 0, unreachable: false };
   const db = {
     virtualKey: {
       findUnique: async ({ where }: { where: { hash: string } }) => {
         stats.queries++;
+        if (stats.unreachable) throw new Error("connect ECONNREFUSED 127.0.0.1:5432");
         const r = rows.get(where.hash); // read when the query runs
         const answer = r ? structuredClone(r) : null;
         await Promise.resolve();
@@ -94,6 +95,39 @@ describe("KeyVerifier", () => {
     const checks = await Promise.all(Array.from({ length: 10 }, () => v.verify(s)));
     expect(checks.every((c) => c.ok)).toBe(true);
     expect(stats.queries).toBe(1);
+  });
+});
+
+describe("KeyVerifier while the database is unreachable", () => {
+  it("accepts a key whose last answer was active, for a bounded time, and never one an event revoked", async () => {
+    const [a, b, c] = [secret("h"), secret("i"), secret("j")];
+    const { v, stats, advance } = setup({ [a]: row("key_h"), [b]: row("key_i"), [c]: row("key_j") });
+    for (const s of [a, b]) expect((await v.verify(s)).ok).toBe(true);
+    stats.unreachable = true;
+    advance(KEY_CACHE_TTL_MS + KEY_STALE_IF_UNREACHABLE_MS - 1);
+    const before = stats.queries;
+    expect((await v.verify(a)).ok).toBe(true); // looked up (and failed), then the last answer
+    expect(stats.queries).toBe(before + 1);
+    expect(v.counts.staleServed).toBe(1);
+    v.keyChanged("key_i"); // a revocation seen before the outage's lookup: never served from memory
+    await expect(v.verify(b)).rejects.toThrow(/ECONNREFUSED/);
+    await expect(v.verify(c)).rejects.toThrow(/ECONNREFUSED/); // never verified: nothing to fall back on
+    advance(1);
+    await expect(v.verify(a)).rejects.toThrow(/ECONNREFUSED/); // past the bound
+  });
+
+  it("after events may have been missed every key is looked up again, with its last answer kept for an outage", async () => {
+    const s = secret("k");
+    const { v, rows, stats } = setup({ [s]: row("key_k") });
+    expect((await v.verify(s)).ok).toBe(true);
+    v.forgetAll();
+    stats.unreachable = true;
+    expect((await v.verify(s)).ok).toBe(true);
+    expect(v.counts.staleServed).toBe(1);
+    stats.unreachable = false;
+    rows.get(hashKey(s))!.status = "revoked"; // changed while events were missed: the lookup sees it
+    v.forgetAll();
+    expect(await v.verify(s)).toEqual({ ok: false, reason: "invalid" });
   });
 });
 

@@ -12,6 +12,12 @@ import { hashPrefix64, KeyFilter, MissBudget } from "./key_filter.ts";
  * once through a hub event; this is the bound when an event is lost (a change made behind the product's back).
  */
 export const KEY_CACHE_TTL_MS = 5_000;
+/**
+ * While the database cannot be reached, a key whose last answer was "active" and is younger than this (past
+ * its TTL) is still accepted: the gateway's held credit bounds what it can spend, and a revocation seen as an
+ * event removes the answer at once. Without it, every key older than the TTL would be refused in an outage.
+ */
+export const KEY_STALE_IF_UNREACHABLE_MS = 60_000;
 /** Cache entries kept at most; the oldest go first. */
 export const KEY_CACHE_ENTRIES_MAX = 50_000;
 /** `lastUsedAt` is written at most once per this interval per key. */
@@ -53,6 +59,8 @@ export interface KeyCheckCounts {
   filterStale: number;
   /** Database queries made (concurrent lookups of one key share a query). */
   queries: number;
+  /** The lookup failed (database unreachable) and the key's last "active" answer was used (see KEY_STALE_IF_UNREACHABLE_MS). */
+  staleServed: number;
 }
 
 interface Loaded {
@@ -74,7 +82,7 @@ export class KeyVerifier {
   readonly #lastUsedWrite = new Map<string, number>();
   readonly #now: () => number;
   readonly #missBudget: MissBudget;
-  readonly counts: KeyCheckCounts = { cache: 0, lookups: 0, missLookups: 0, missRefused: 0, filterStale: 0, queries: 0 };
+  readonly counts: KeyCheckCounts = { cache: 0, lookups: 0, missLookups: 0, missRefused: 0, filterStale: 0, queries: 0, staleServed: 0 };
 
   constructor(
     private readonly db: Db,
@@ -104,13 +112,22 @@ export class KeyVerifier {
       if (held) this.counts.lookups++;
       else this.counts.missLookups++;
       const epoch = this.#epoch;
-      const loaded = await this.#loadOnce(hash);
+      let loaded: Loaded;
+      try {
+        loaded = await this.#loadOnce(hash);
+      } catch (error) {
+        // Only an answer still in the cache (no revocation event removed it), only a positive one, only for a while.
+        const last = this.#cache.get(hash);
+        if (!last?.check.ok || now - last.at >= KEY_CACHE_TTL_MS + KEY_STALE_IF_UNREACHABLE_MS) throw error;
+        this.counts.staleServed++;
+        loaded = { check: last.check, active: true };
+      }
       if (!held && loaded.active) {
         this.counts.filterStale++;
         filter!.add(prefix);
       }
       check = loaded.check;
-      if (epoch === this.#epoch) this.#remember(hash, now, check);
+      if (epoch === this.#epoch && this.#cache.get(hash)?.check !== check) this.#remember(hash, now, check);
     }
     if (check.ok && check.principal.expiresAt && check.principal.expiresAt.getTime() <= now) return { ok: false, reason: "expired" };
     if (check.ok) this.#touch(check.principal.keyId, now);
@@ -142,11 +159,14 @@ export class KeyVerifier {
     }
   }
 
-  /** Events may have been missed (the event connection was re-made): forget everything cached. */
+  /**
+   * Events may have been missed (the event connection was re-made): every cached answer is looked up again
+   * before it is used, but kept as the last known answer should the database be unreachable then.
+   */
   forgetAll(): void {
     this.#invalidated();
-    this.#cache.clear();
-    this.#hashByKeyId.clear();
+    const expired = this.#now() - KEY_CACHE_TTL_MS;
+    for (const entry of this.#cache.values()) entry.at = Math.min(entry.at, expired);
   }
 
   #invalidated(): void {

@@ -19,6 +19,7 @@ import type { EndCause } from "../billing/usage.ts";
 import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
 import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, type Meter } from "../billing/meter.ts";
 import type { FreeRouteLimiter } from "./free_routes.ts";
+import { observeLimiter, observeRequestEnd } from "../observability/metrics.ts";
 import { FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
 
 /** With billing on, bytes read (at most) before dispatch, so a small body's cap, `n` and size are known for its hold. */
@@ -145,6 +146,11 @@ class ProxyExchange {
     if (!this.status) this.status = status;
     if (this.#headTimer) clearTimeout(this.#headTimer);
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    const durationMs = Date.now() - this.startedAt;
+    const firstByteMs = this.firstByteAt === null ? null : this.firstByteAt - this.startedAt;
+    observeRequestEnd({ route: this.route.path, model: this.conn ? this.model : null, status: this.status, endCause: cause, streamed: this.streamed, durationMs, firstByteMs });
+    // The access log: ids, sizes and timings (the agent logs `stream.end` with the same requestId).
+    this.deps.log.info("request.end", { requestId: this.requestId, keyId: this.principal?.keyId, agentId: this.conn?.agentId, route: this.route.path, model: this.model, status: this.status, endCause: cause, streamed: this.streamed, bytesIn: this.bytesIn, bytesOut: this.bytesOut, durationMs, firstByteMs });
     if (!this.principal) return;
     const charge: Charge | null = this.#hold?.settle({ cause, status: this.status, responded: this.firstByteAt !== null, dispatched: this.#dispatched }) ?? null;
     const usage = charge?.usage ?? null;
@@ -163,8 +169,8 @@ class ProxyExchange {
       bytesIn: this.bytesIn,
       bytesOut: this.bytesOut,
       startedAt: new Date(this.startedAt),
-      firstByteMs: this.firstByteAt === null ? null : this.firstByteAt - this.startedAt,
-      durationMs: Date.now() - this.startedAt,
+      firstByteMs,
+      durationMs,
       inputTokens: usage?.inputTokens ?? null,
       outputTokens: usage?.outputTokens ?? null,
       cachedInputTokens: usage?.cachedInputTokens ?? null,
@@ -250,6 +256,7 @@ class ProxyExchange {
     }
     if (route.billing === "free") {
       const wait = deps.freeRoutes.take(this.principal.keyId);
+      observeLimiter("free_routes", wait === null ? "allowed" : "refused");
       if (wait !== null) throw new GatewayError("rate_limited", `This endpoint is free and limited to ${deps.freeRoutes.requestsPerWindow} requests per ${deps.freeRoutes.windowSeconds} s per key; retry in ${wait} s.`, { retryAfterSeconds: wait });
     }
 
@@ -449,7 +456,7 @@ class ProxyExchange {
     if (this.finished) return;
     const endCause: EndCause = cause === "connection" ? "agent_lost"
       : code === ResetCode.UPSTREAM_TIMEOUT ? "upstream_timeout"
-      : code === ResetCode.REFUSED || code === ResetCode.STREAM_LIMIT || code === ResetCode.ENDPOINT_FORBIDDEN || code === ResetCode.PATH_FORBIDDEN || code === ResetCode.BODY_REFUSED ? "refused"
+      : code === ResetCode.REFUSED || code === ResetCode.STREAM_LIMIT || code === ResetCode.ENDPOINT_FORBIDDEN || code === ResetCode.PATH_FORBIDDEN || code === ResetCode.BODY_REFUSED || code === ResetCode.SHUTTING_DOWN ? "refused"
       : "upstream_error";
     this.deps.log.warn("proxy.stream_reset", { requestId: this.requestId, agentId: this.conn?.agentId, code, reason, cause });
     if (this.res.headersSent) {

@@ -54,7 +54,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
   $8::text[], $9::bool[], $10::int[], $11::"EndCause"[], $12::bigint[], $13::bigint[], $14::timestamptz[],
   $15::int[], $16::int[], $17::int[], $18::int[], $19::int[], $20::bool[], $21::int[], $22::"AgentTier"[],
   $23::int[], $24::bigint[], $25::bigint[])
-ON CONFLICT (id) DO NOTHING`;
+ON CONFLICT (id, started_at) DO NOTHING`;
 const BATCH_ENTRIES_MAX = 500;
 
 /** How often spooled records are tried again while the spool is not empty, ms. */

@@ -268,11 +268,15 @@ export class Ledger {
     return r.rows.map((x) => x.id);
   }
 
-  /** Checks every invariant of the ledger; `ok` is false with a list of problems when one fails. */
+  /**
+   * Checks every invariant of the ledger; `ok` is false with a list of problems when one fails. Journal sums
+   * include archived days (their per-account totals, `wellspring_account_total`); the archived days themselves
+   * are checked by `checkArchive` (gateway/src/archive/check.ts).
+   */
   async audit(): Promise<AuditReport> {
     const problems: string[] = [];
     const q = async <T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) => (await this.pool.query<T>(sql, params)).rows;
-    const sum = await q<{ s: string | null }>("SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries");
+    const sum = await q<{ s: string | null }>("SELECT (COALESCE((SELECT SUM(amount_micros) FROM journal_entries), 0) + COALESCE((SELECT SUM(amount_micros) FROM journal_archive_totals), 0))::text AS s");
     const journalSumMicros = BigInt(sum[0]!.s ?? "0");
     if (journalSumMicros !== 0n) problems.push(`journal sums to ${journalSumMicros}, not 0`);
     for (const r of await q<{ tx_id: string }>("SELECT tx_id FROM journal_entries GROUP BY tx_id HAVING SUM(amount_micros) <> 0 LIMIT 5")) {
@@ -280,7 +284,7 @@ export class Ledger {
     }
     const wallets = await q<{ user_id: string; available: string; reserved: string; journal: string; held: string; overdraft: string }>(`
       SELECT w.user_id, w.available_micros::text AS available, w.reserved_micros::text AS reserved,
-        COALESCE((SELECT SUM(amount_micros) FROM journal_entries j WHERE j.account = 'user:' || w.user_id), 0)::text AS journal,
+        wellspring_account_total('user:' || w.user_id)::text AS journal,
         (COALESCE((SELECT SUM(amount_micros) FROM reservations r WHERE r.user_id = w.user_id AND r.status = 'held'), 0)
           + COALESCE((SELECT SUM(amount_micros) FROM credit_leases l WHERE l.user_id = w.user_id AND NOT l.released), 0))::text AS held,
         COALESCE((SELECT SUM(overdraft_micros) FROM reservations r WHERE r.user_id = w.user_id), 0)::text AS overdraft
@@ -297,16 +301,16 @@ export class Ledger {
     for (const r of await q<{ request_id: string }>("SELECT request_id FROM journal_entries WHERE kind = 'usage' GROUP BY request_id HAVING COUNT(*) > 1 LIMIT 5")) {
       problems.push(`request ${r.request_id} charged more than once`);
     }
-    for (const r of await q<{ account: string }>("SELECT account FROM journal_entries WHERE account LIKE 'owner:%' GROUP BY account HAVING SUM(amount_micros) < 0 LIMIT 5")) {
+    for (const r of await q<{ account: string }>("SELECT account FROM (SELECT DISTINCT account FROM journal_entries WHERE account LIKE 'owner:%' UNION SELECT DISTINCT account FROM journal_archive_totals WHERE account LIKE 'owner:%') o WHERE wellspring_account_total(account) < 0 LIMIT 5")) {
       problems.push(`${r.account} is negative`);
     }
     const pending = (await q<{ journal: string; payouts: string }>(`
-      SELECT COALESCE((SELECT SUM(amount_micros) FROM journal_entries WHERE account = 'platform:payouts_pending'), 0)::text AS journal,
+      SELECT wellspring_account_total('platform:payouts_pending')::text AS journal,
              COALESCE((SELECT SUM(amount_micros) FROM payouts WHERE status = 'requested'), 0)::text AS payouts`))[0]!;
     if (pending.journal !== pending.payouts) problems.push(`payouts pending in the journal ${pending.journal} ≠ requested payouts ${pending.payouts}`);
     for (const r of await q<{ user_id: string }>(`
       SELECT w.user_id FROM wallets w
-      WHERE w.spent_micros <> COALESCE((SELECT -SUM(j.amount_micros) FROM journal_entries j WHERE j.account = 'user:' || w.user_id AND j.kind = 'usage'), 0)
+      WHERE w.spent_micros <> -wellspring_account_total('user:' || w.user_id, 'usage')
          OR w.spent_micros <> COALESCE((SELECT SUM(u.spent_micros) FROM usage_daily u WHERE u.user_id = w.user_id), 0)
       LIMIT 5`)) {
       problems.push(`wallet ${r.user_id}: spent total differs from its journal or its daily rollup`);

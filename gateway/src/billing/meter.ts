@@ -20,6 +20,8 @@ import type { EndCause, Usage } from "./usage.ts";
 import { createUsageTap, type UsageTap } from "./usage_tap.ts";
 import { modelLimits, worstUsage, type BillingUnit, type ModelLimits } from "./worst_case.ts";
 import type { Logger } from "../log.ts";
+import { observeBilling } from "../observability/metrics.ts";
+import { LedgerUnavailableError } from "./health.ts";
 
 export interface MeterOptions {
   /** Writes settlements in small batches, off the request path (to the spool while the ledger is away). */
@@ -120,13 +122,17 @@ export class Meter {
     const billing = this.billing;
     if (!billing || req.route.unit === "free") return new Hold(req, null, null, this.log);
     const official = await billing.prices.get(req.route.api, req.model);
-    if (!official) throw new UnpricedModelError(req.model);
+    if (!official) {
+      observeBilling("unpriced");
+      throw new UnpricedModelError(req.model);
+    }
     const plan = await billing.tariffs.plan(req.planId);
     const tierBps = await billing.tariffs.tierBps(req.agent.tier);
     const limits = modelLimits(req.model, billing.defaultMaxOutputTokens);
     const amount = worstMicros(req, req.inputBytes, { plan, price: official.price, limits });
     // Held in memory against this gateway's lease on the wallet; a database round trip only to top it up.
-    const claim = await billing.leases.claim(req.userId, amount);
+    const claim = await observed(billing.leases.claim(req.userId, amount));
+    observeBilling(claim ? "held" : "insufficient_quota");
     if (!claim) throw new InsufficientBalanceError();
     const meta: ReserveMeta = {
       priceVer: official.ver,
@@ -139,6 +145,16 @@ export class Meter {
       tierBps: Number(tierBps),
     };
     return new Hold(req, billing, { ...official, plan, tier: req.agent.tier, tierBps, limits, reservedMicros: amount, claim, meta }, this.log);
+  }
+}
+
+/** A lease operation, with the ledger's unavailability counted. */
+async function observed<T>(operation: Promise<T>): Promise<T> {
+  try {
+    return await operation;
+  } catch (error) {
+    if (error instanceof LedgerUnavailableError) observeBilling("ledger_unavailable");
+    throw error;
   }
 }
 
@@ -173,7 +189,9 @@ export class Hold {
     if (!priced) return;
     const need = worstMicros(this.req, inputBytes, priced);
     if (need <= priced.reservedMicros) return;
-    if (!(await this.billing!.leases.grow(priced.claim, need - priced.reservedMicros))) throw new InsufficientBalanceError();
+    const grown = await observed(this.billing!.leases.grow(priced.claim, need - priced.reservedMicros));
+    observeBilling(grown ? "grown" : "insufficient_quota");
+    if (!grown) throw new InsufficientBalanceError();
     priced.reservedMicros = need;
   }
 

@@ -10,6 +10,7 @@ import type { Logger } from "../log.ts";
 import { isUnavailable, type LedgerHealth } from "./health.ts";
 import type { Ledger, SettleResult, Settlement } from "./ledger.ts";
 import type { Spool, SpoolCodec } from "./spool.ts";
+import { observeSettlementBatch } from "../observability/metrics.ts";
 
 /** How long a settlement may wait for others to share its round trip, ms. */
 export const SETTLE_BATCH_WINDOW_MS = 2;
@@ -90,6 +91,7 @@ export class SettlementBatcher {
     if (this.spool && (!this.health.up || this.spool.depth > 0)) return this.#toSpool(batch, null);
     try {
       const results = await this.ledger.settleMany(batch.map((p) => ({ requestId: p.requestId, settlement: p.settlement })));
+      observeSettlementBatch(batch.length);
       this.health.ok();
       batch.forEach((p, i) => p.done(results[i]!));
       return;

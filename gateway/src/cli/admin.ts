@@ -15,6 +15,9 @@
  *   npm run admin -- payouts
  *   npm run admin -- decide-payout --id pay_… --paid --reference REF | --cancel
  *   npm run admin -- audit                       (exit status 1 when an invariant fails)
+ *   npm run admin -- publish-release --dir DIR [--latest] [--minimum X.Y.Z] [--keys FILE]
+ *   npm run admin -- release-policy [--latest X.Y.Z|none] [--minimum X.Y.Z|none]
+ *   npm run admin -- releases
  * DATABASE_URL selects the database; without it, the database of the hub running on DATA_DIR (default .data),
  * or, with no hub running, the embedded one in DATA_DIR (cli/database.ts). The CLI never writes the hub's
  * identity files; the enrollment command names the agent URL and tunnel pin the hub published.
@@ -24,9 +27,10 @@ import { userInfo } from "node:os";
 import pg from "pg";
 import { read } from "read";
 import { createDb, currentHubEndpoint, PASSWORD_CHARS_MIN, type Db } from "@wellspring/db";
-import { AdministratorInputError, changeAgent, createAdministrator, createEnrollmentToken, enrollSteps, ensureUser, formatUsd, issueKey, Ledger, payoutAmountProblem, revokeAgent, Treasury, unknownModelNames } from "../ops/mod.ts";
+import { AdministratorInputError, changeAgent, createAdministrator, createEnrollmentToken, enrollSteps, ensureUser, formatUsd, issueKey, Ledger, payoutAmountProblem, publishRelease, readKeySet, readReleaseDir, revokeAgent, setReleasePolicy, Treasury, unknownModelNames } from "../ops/mod.ts";
 import { parseEnv } from "../env.ts";
 import { openOperatorDatabase } from "./database.ts";
+import { checkArchive } from "../archive/check.ts";
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -192,11 +196,39 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
     }
     case "audit": {
       const report = await new Ledger(pool).audit();
-      if (!report.ok) throw new Error(`ledger audit FAILED:\n${report.problems.join("\n")}`);
-      return `ledger audit ok: journal sums to 0, ${report.walletsChecked} wallets match the journal, no negative balance, reserves match requests in flight`;
+      // Archived days count through their totals; the archive check says whether those can be trusted.
+      const archive = await checkArchive(pool);
+      const problems = [...report.problems, ...archive.problems];
+      if (problems.length > 0) throw new Error(`ledger audit FAILED:\n${problems.join("\n")}`);
+      return `ledger audit ok: journal sums to 0, ${report.walletsChecked} wallets match the journal, no negative balance, reserves match requests in flight, ${archive.slicesChecked} archived days balance and match their manifests (\`npm run archive -- verify\` reads them back)`;
+    }
+    case "publish-release": {
+      const dir = flag(args, "dir");
+      if (!dir) throw new Error("--dir is required (a folder made by `npm run release -- build`)");
+      // The keys agent installs pin: a release they would refuse is refused here first.
+      const trusted = await readKeySet(flag(args, "keys") ?? new URL("../../../agent-deno/release-keys.json", import.meta.url).pathname);
+      if (trusted.keys.length === 0) throw new Error("Cannot publish: no release keys are pinned (agent-deno/release-keys.json); agents would refuse every release");
+      const minimum = flag(args, "minimum");
+      const r = await publishRelease(db, await readReleaseDir(dir), { trusted, publishedBy: actor(), latest: args.includes("--latest"), minimumVersion: minimum ?? null });
+      return `release ${r.version} published${args.includes("--latest") ? " and offered to every agent" : " (not offered: pass --latest, or run release-policy --latest)"}${minimum ? `; agents below ${minimum} are refused` : ""}`;
+    }
+    case "release-policy": {
+      const value = (name: string) => {
+        const v = flag(args, name);
+        return v === undefined ? undefined : v === "none" ? null : v;
+      };
+      const change = { ...(value("latest") !== undefined ? { latestVersion: value("latest") } : {}), ...(value("minimum") !== undefined ? { minimumVersion: value("minimum") } : {}) };
+      const p = Object.keys(change).length > 0 ? await setReleasePolicy(db, change, actor()) : await db.agentReleasePolicy.findUniqueOrThrow({ where: { id: 1 } });
+      return `agents are offered ${p.latestVersion ?? "no release"}; versions below ${p.minimumVersion ?? "(none)"} are refused`;
+    }
+    case "releases": {
+      const rows = await db.agentRelease.findMany({ orderBy: { publishedAt: "desc" }, select: { version: true, publishedAt: true, publishedBy: true } });
+      const p = await db.agentReleasePolicy.findUniqueOrThrow({ where: { id: 1 } });
+      if (rows.length === 0) return "no agent releases published";
+      return rows.map((r) => `${r.version} published=${r.publishedAt.toISOString()} by=${r.publishedBy}${r.version === p.latestVersion ? " latest" : ""}${r.version === p.minimumVersion ? " minimum" : ""}`).join("\n");
     }
     default:
-      throw new Error("usage: admin create-user|create-key|enroll-token|agents|revoke-agent|set-tier|grant|balance|redemption-codes|earnings|request-payout|payouts|decide-payout|audit (see gateway/src/cli/admin.ts)");
+      throw new Error("usage: admin create-user|create-key|enroll-token|agents|revoke-agent|set-tier|grant|balance|redemption-codes|earnings|request-payout|payouts|decide-payout|audit|publish-release|release-policy|releases (see gateway/src/cli/admin.ts)");
   }
 }
 

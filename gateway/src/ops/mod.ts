@@ -11,6 +11,7 @@ export { AgentLockedError, changeAgent, changeOwnAgent, revokeAgent, type AgentC
 export { ensureUser, setUserPlan, setUserStatus } from "./users.ts";
 export { administratorExists, AdministratorInputError, completeSetup, createAdministrator, issueSetupToken, SETUP_TOKEN_TTL_MS, type AdministratorErrors, type SetupOutcome } from "./administrators.ts";
 export { knownModelNames, unknownModelNames } from "./models.ts";
+export { publishRelease, readKeySet, readReleaseDir, setReleasePolicy, updateRequiredNotice, versionRefusal, type PublishInput, type ReleasePolicy, type UpdateRequiredNotice } from "./releases.ts";
 export { createPlan, publishPrices, setTierShare, type NewPlan } from "./prices.ts";
 export { decideFlag, type FlagDecision } from "./risk.ts";
 export { audit, Treasury, type EarningsDay } from "./treasury.ts";

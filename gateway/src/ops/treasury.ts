@@ -131,9 +131,9 @@ export class Treasury {
     });
   }
 
-  /** An owner's earnings not yet requested for payout. */
+  /** An owner's earnings not yet requested for payout (archived journal days included). */
   async ownerBalance(ownerId: string): Promise<bigint> {
-    const r = await this.pool.query<{ s: string }>("SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(ownerId)]);
+    const r = await this.pool.query<{ s: string }>("SELECT wellspring_account_total($1)::text AS s", [ownerAccount(ownerId)]);
     return BigInt(r.rows[0]!.s);
   }
 
@@ -156,7 +156,7 @@ export class Treasury {
     return inTransaction(this.pool, async (c) => {
       // One payout request per owner at a time, so two cannot both pass the balance check.
       await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [ownerAccount(ownerId)]);
-      const r = await c.query<{ s: string }>("SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(ownerId)]);
+      const r = await c.query<{ s: string }>("SELECT wellspring_account_total($1)::text AS s", [ownerAccount(ownerId)]);
       const availableMicros = BigInt(r.rows[0]!.s);
       if (availableMicros < amountMicros) return { outcome: "insufficient_earnings" as const, availableMicros };
       const payoutId = newId("pay");

@@ -53,6 +53,7 @@ import {
 import { newId } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
 import { HubStream, type StreamSink } from "./hub_stream.ts";
+import { countFrameIn, countFrameOut, countMessageIn } from "../observability/tunnel_counters.ts";
 
 export interface TunnelSettings {
   hubId: string;
@@ -120,6 +121,8 @@ export class AgentConnection {
   agentId: string | null = null;
   /** The price version this agent acknowledged holding on this session (PRICE_ACK). */
   priceVerAcked: number | null = null;
+  /** The version the agent announced in its AUTH. */
+  agentVersion: string | null = null;
   state: State = "authenticating";
   inventory: Inventory | null = null;
   /** The agent's settings: what it lets us send. */
@@ -229,6 +232,7 @@ export class AgentConnection {
 
   send(frame: Uint8Array): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
+    countFrameOut(frame);
     this.#batch.push(frame);
   }
 
@@ -306,6 +310,7 @@ export class AgentConnection {
       return;
     }
     this.#lastFrameAt = Date.now();
+    countMessageIn(data.length);
     // One message may carry several frames; a frame that closes the connection stops the rest.
     for (const result of decodeMessage(data)) if (!this.#onDecoded(result)) return;
   }
@@ -324,6 +329,7 @@ export class AgentConnection {
       else this.#resetStream(v.streamId, v.resetCode, v.message);
       return;
     }
+    countFrameIn(result.frame.type);
     try {
       this.#onFrame(result.frame);
     } catch (error) {
@@ -556,6 +562,7 @@ export class AgentConnection {
       return;
     }
     this.agentId = agent.id;
+    this.agentVersion = msg.agentVersion;
     // One live connection per identity; the auth timer still bounds the wait (a probe is shorter).
     const admission = await this.events.admit(this, agent, msg.previousSessionId ?? null);
     if (this.state !== "authenticating") return;

@@ -1,6 +1,6 @@
 import "server-only";
 import { currentHubEndpoint } from "@wellspring/db/core";
-import { AgentLockedError, changeOwnAgent, createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollSteps, payoutAmountProblem, Treasury, type DuplicateWarning, type EarningsDay, type EnrollSteps } from "@wellspring/gateway";
+import { AgentLockedError, changeOwnAgent, createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollSteps, payoutAmountProblem, Treasury, updateRequiredNotice, type DuplicateWarning, type EarningsDay, type EnrollSteps, type UpdateRequiredNotice } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { Forbidden, requireOwner, type Actor } from "./actor";
 
@@ -49,6 +49,8 @@ export interface AgentRow {
   lastSeenAt: Date | null;
   /** Another copy of this agent (same identity) tried to connect recently and was refused. */
   duplicate: DuplicateWarning | null;
+  /** The hub refuses this agent's version (below the minimum it admits). */
+  updateRequired: UpdateRequiredNotice | null;
 }
 
 export async function listAgents(actor: Actor): Promise<AgentRow[]> {
@@ -60,6 +62,8 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     orderBy: { lastRaisedAt: "desc" },
     select: { kind: true, subject: true, evidence: true, lastRaisedAt: true, raisedCount: true },
   });
+  const policy = await db().agentReleasePolicy.findUnique({ where: { id: 1 } });
+  const releasePolicy = { latestVersion: policy?.latestVersion ?? null, minimumVersion: policy?.minimumVersion ?? null };
   const duplicates = new Map<string, DuplicateWarning>();
   for (const f of flags) {
     const warning = duplicateWarningOf(f);
@@ -77,6 +81,7 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     priceVer: a.priceVer,
     lastSeenAt: a.lastSeenAt,
     duplicate: duplicates.get(`agent:${a.id}`) ?? null,
+    updateRequired: updateRequiredNotice(a, releasePolicy),
   }));
 }
 

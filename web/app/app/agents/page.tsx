@@ -40,6 +40,11 @@ export default async function AgentsPage() {
                         <div className="break-words font-medium">{a.name}</div>
                         <div className="font-mono text-xs text-slate-500">{a.id}</div>
                         <div className="text-xs text-slate-500">{a.version ? `v${a.version}` : "never connected"}{a.priceVer ? ` · prices v${a.priceVer}` : ""}</div>
+                        {a.updateRequired && (
+                          <p role="alert" data-testid={`agent-update-required-${a.id}`} className="mt-1 max-w-sm rounded bg-red-50 px-2 py-1 text-xs text-red-800">
+                            {a.updateRequired.message}
+                          </p>
+                        )}
                         {a.duplicate && (
                           <p role="alert" data-testid={`agent-duplicate-${a.id}`} className="mt-1 max-w-sm rounded bg-amber-50 px-2 py-1 text-xs text-amber-800">
                             Another copy of this agent tried to connect at {utc(a.duplicate.at)} from {a.duplicate.address}

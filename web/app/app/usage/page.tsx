@@ -5,6 +5,9 @@ import { usagePage, USAGE_PAGE_ROWS, type UsageFilter } from "../../../lib/data/
 import { count, parseUtcDate, usd, utc } from "../../../lib/format";
 import { Card, Empty, PageTitle, buttonClass, inputClass, quietButtonClass, Table } from "../../ui";
 
+/** Days of requests the hub keeps in its database (the gateways' ARCHIVE_AFTER_DAYS; older days are archived). */
+const HOT_DAYS = Number(process.env.ARCHIVE_AFTER_DAYS ?? 30);
+
 export const metadata = { title: "Usage — Wellspring" };
 
 /** The filter from the query string, and what in it was not a date (ignored, and said so). */
@@ -41,7 +44,7 @@ export default async function UsagePage({ searchParams }: { searchParams: Promis
   const next = rows.length === USAGE_PAGE_ROWS && last ? `?${new URLSearchParams([...query, ["before", `${last.startedAt.toISOString()}_${last.id}`]])}` : null;
   return (
     <>
-      <PageTitle title="Usage" subtitle="Every request made with your keys: tokens, charge and how it ended. Prompts and outputs are never stored." />
+      <PageTitle title="Usage" subtitle={`Every request made with your keys in the last ${HOT_DAYS} days: tokens, charge and how it ended. Older requests are archived; your spend totals still count them. Prompts and outputs are never stored.`} />
       <Card>
         <form className="mb-4 grid gap-3 sm:grid-cols-5" method="get">
           <label className="text-xs font-medium text-slate-600">Key
