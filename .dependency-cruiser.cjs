@@ -79,7 +79,10 @@ module.exports = {
       name: "product-never-imports-tests",
       comment: "Test harnesses and fixtures stay out of what ships.",
       severity: "error",
-      from: { path: "^(gateway|web|agent-deno|protocol|prisma|mock-provider)/", pathNot: "(\\.test\\.ts|_test\\.ts|\\.spec\\.ts)$|/testing/|^web/.*\\.test\\.ts$" },
+      from: {
+        path: "^(gateway|web|agent-deno|protocol|prisma|mock-provider)/",
+        pathNot: "(\\.test\\.ts|_test\\.ts|\\.spec\\.ts)$|/testing/|^web/.*\\.test\\.ts$",
+      },
       to: { path: "^(e2e|bench)/|/testing/" },
     },
   ],
@@ -88,6 +91,10 @@ module.exports = {
     exclude: { path: "(^|/)(node_modules|\\.next|generated|test-results|\\.data)/" },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.json" },
-    enhancedResolveOptions: { exportsFields: ["exports"], conditionNames: ["import", "require", "node", "default"], extensions: [".ts", ".tsx", ".js", ".mjs", ".cjs"] },
+    enhancedResolveOptions: {
+      exportsFields: ["exports"],
+      conditionNames: ["import", "require", "node", "default"],
+      extensions: [".ts", ".tsx", ".js", ".mjs", ".cjs"],
+    },
   },
 };

@@ -3,7 +3,18 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["**/node_modules/**", "web/.next/**", "prisma/generated/**", "agent-deno/**", "protocol/test/codec_deno_test.ts", "test-results/**", "playwright-report/**", "web/next-env.d.ts"] },
+  {
+    ignores: [
+      "**/node_modules/**",
+      "web/.next/**",
+      "prisma/generated/**",
+      "agent-deno/**",
+      "protocol/test/codec_deno_test.ts",
+      "test-results/**",
+      "playwright-report/**",
+      "web/next-env.d.ts",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

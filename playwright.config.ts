@@ -21,7 +21,16 @@ export default defineConfig({
     screenshot: "only-on-failure",
     launchOptions: {
       executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
     },
   },
   webServer: {
@@ -31,7 +40,14 @@ export default defineConfig({
     // A fresh checkout builds the portal first (about a minute; more on a busy machine).
     timeout: 300_000,
     reuseExistingServer: false,
-    env: { DATA_DIR: ".data/playwright", WEB_PORT: String(WEB_PORT), GATEWAY_PORT: String(GATEWAY_PORT), AGENT_PORT: "18788", ADMIN_PORT: "18789", DATABASE_URL: "" },
+    env: {
+      DATA_DIR: ".data/playwright",
+      WEB_PORT: String(WEB_PORT),
+      GATEWAY_PORT: String(GATEWAY_PORT),
+      AGENT_PORT: "18788",
+      ADMIN_PORT: "18789",
+      DATABASE_URL: "",
+    },
     stdout: "pipe",
     stderr: "pipe",
   },

@@ -120,16 +120,28 @@ async function servePlan(dataDir: string, devUpstream: string | undefined, extra
   const permissions = servePermissions({ dataDir, hubOrigin: identity.hubUrl, config, devOrigin });
   if (extra.net.length === 0 && extra.env.length === 0) return permissions;
   return permissions.map((p) =>
-    p.startsWith("--allow-net=") && extra.net.length > 0 ? `${p},${extra.net.join(",")}`
-    : p.startsWith("--allow-env=") && extra.env.length > 0 ? `${p},${extra.env.join(",")}`
-    : p
+    p.startsWith("--allow-net=") && extra.net.length > 0
+      ? `${p},${extra.net.join(",")}`
+      : p.startsWith("--allow-env=") && extra.env.length > 0
+        ? `${p},${extra.env.join(",")}`
+        : p,
   );
 }
 
 /** Runs the release fetcher (network to the hub only, writes only the staging folder); its exit code and report. */
 async function runFetcher(dataDir: string, hubOrigin: string, args: string[]): Promise<{ code: number; report: Record<string, unknown> }> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", `--allow-net=${hubNetPermission(hubOrigin)}`, `--allow-read=${dataDir}`, `--allow-write=${stagingDir(dataDir)}`, FETCHER, ...args, "--data", dataDir],
+    args: [
+      "run",
+      "--no-prompt",
+      `--allow-net=${hubNetPermission(hubOrigin)}`,
+      `--allow-read=${dataDir}`,
+      `--allow-write=${stagingDir(dataDir)}`,
+      FETCHER,
+      ...args,
+      "--data",
+      dataDir,
+    ],
     cwd: here,
     stdin: "null",
     stdout: "piped",
@@ -204,7 +216,11 @@ async function startCommand(args: string[], dataDir: string): Promise<number> {
       const runningNow = newest(state.current, INSTALLED_VERSION);
       if (latest && isVersion(latest) && compareVersions(latest, runningNow) < 0 && !olderReported.has(latest)) {
         olderReported.add(latest);
-        log("error", "launcher.update_refused", { version: latest, reason: "not_newer", error: `the hub offers ${latest}, older than ${runningNow}, which this agent runs: versions only move forward` });
+        log("error", "launcher.update_refused", {
+          version: latest,
+          reason: "not_newer",
+          error: `the hub offers ${latest}, older than ${runningNow}, which this agent runs: versions only move forward`,
+        });
       }
       const version = wantedVersion(offer, state, INSTALLED_VERSION, Date.now());
       if (!version) return;
@@ -228,7 +244,15 @@ async function startCommand(args: string[], dataDir: string): Promise<number> {
       }
       downloadRetry.delete(version);
       log("info", "launcher.update_downloaded", { version });
-      const manifest = await installStaged({ dataDir, staged, version, keys, newerThan: newest(state.highest, INSTALLED_VERSION), hubProtocol: offer!.protocolVersion, now: new Date() });
+      const manifest = await installStaged({
+        dataDir,
+        staged,
+        version,
+        keys,
+        newerThan: newest(state.highest, INSTALLED_VERSION),
+        hubProtocol: offer!.protocolVersion,
+        now: new Date(),
+      });
       staged = null;
       keys = (await trustedKeys(RELEASE_KEYS, dataDir)) ?? keys; // a release may rotate the keys
       await beginTrial(dataDir, version);
@@ -360,7 +384,13 @@ async function statusCommand(args: string[], dataDir: string): Promise<number> {
   const running = s !== null && isFresh(s);
   const healthy = running && s.connected;
   if (args.includes("--json")) {
-    console.log(JSON.stringify({ running, healthy, status: s, releases: state, offer, releaseKeys: keys ? { serial: keys.serial, keys: keys.keys.map((k) => k.keyId) } : null }, null, 2));
+    console.log(
+      JSON.stringify(
+        { running, healthy, status: s, releases: state, offer, releaseKeys: keys ? { serial: keys.serial, keys: keys.keys.map((k) => k.keyId) } : null },
+        null,
+        2,
+      ),
+    );
     return healthy ? 0 : 1;
   }
   const lines: string[] = [];
@@ -368,16 +398,28 @@ async function statusCommand(args: string[], dataDir: string): Promise<number> {
   else {
     const age = Math.round((Date.now() - Date.parse(s.updatedAt)) / 1000);
     lines.push(`agent ${s.agentId}, version ${s.version}${s.version === INSTALLED_VERSION ? " (installed)" : ` (release; installed ${INSTALLED_VERSION})`}`);
-    lines.push(running ? `running: yes (pid ${s.pid}, status ${age} s old)` : s.stoppedAt ? `running: no (stopped at ${s.stoppedAt})` : `running: no (last status ${s.updatedAt}, ${age} s ago)`);
-    lines.push(s.connected ? `hub: ${s.hubUrl}, connected since ${s.connectedSince} (session ${s.sessionId})` : `hub: ${s.hubUrl}, not connected${s.lastCloseCode !== null ? ` (last close code ${s.lastCloseCode} at ${s.lastDisconnectedAt})` : ""}`);
+    lines.push(
+      running
+        ? `running: yes (pid ${s.pid}, status ${age} s old)`
+        : s.stoppedAt
+          ? `running: no (stopped at ${s.stoppedAt})`
+          : `running: no (last status ${s.updatedAt}, ${age} s ago)`,
+    );
+    lines.push(
+      s.connected
+        ? `hub: ${s.hubUrl}, connected since ${s.connectedSince} (session ${s.sessionId})`
+        : `hub: ${s.hubUrl}, not connected${s.lastCloseCode !== null ? ` (last close code ${s.lastCloseCode} at ${s.lastDisconnectedAt})` : ""}`,
+    );
     lines.push(`today (UTC ${s.today.day}): ${s.today.forwarded} calls forwarded to providers, ${s.today.completed} completed`);
     lines.push(`prices: ${s.priceVer === null ? "none received yet" : `official version ${s.priceVer}`}`);
     lines.push("ledger and earnings: this agent version keeps no local ledger; the hub's figures are on the portal's Earnings page");
   }
   const failed = Object.entries(state.failed).map(([v, f]) => `${v} (${f.reason}, ${f.at})`);
-  lines.push(`updates: ${keys ? `${keys.keys.length} release keys pinned (serial ${keys.serial})` : "off (no release keys pinned)"}; ` +
-    `hub offers ${offer?.latestVersion ?? "nothing"}${offer?.minimumVersion ? `, requires ≥ ${offer.minimumVersion}` : ""}; ` +
-    `current release ${state.current ?? "none (installed agent)"}${state.trial ? `, trying ${state.trial.version}` : ""}${failed.length ? `; refused or rolled back: ${failed.join(", ")}` : ""}`);
+  lines.push(
+    `updates: ${keys ? `${keys.keys.length} release keys pinned (serial ${keys.serial})` : "off (no release keys pinned)"}; ` +
+      `hub offers ${offer?.latestVersion ?? "nothing"}${offer?.minimumVersion ? `, requires ≥ ${offer.minimumVersion}` : ""}; ` +
+      `current release ${state.current ?? "none (installed agent)"}${state.trial ? `, trying ${state.trial.version}` : ""}${failed.length ? `; refused or rolled back: ${failed.join(", ")}` : ""}`,
+  );
   console.log(lines.join("\n"));
   return healthy ? 0 : 1;
 }
@@ -392,7 +434,9 @@ async function approveCommand(args: string[], dataDir: string): Promise<number> 
   for (const e of env) if (!/^[A-Z_][A-Z0-9_]*$/.test(e)) throw new UsageError(`--env ${e}: give a variable name`);
   await Deno.mkdir(releasesDir(dataDir), { recursive: true, mode: 0o755 });
   await approve(dataDir, version, { net, env });
-  console.log(`release ${version} may use, beyond what this agent's files grant: ${[...net.map((n) => `network ${n}`), ...env.map((e) => `variable ${e}`)].join(", ") || "nothing more"}. It is installed at the next offer (within seconds while the agent runs).`);
+  console.log(
+    `release ${version} may use, beyond what this agent's files grant: ${[...net.map((n) => `network ${n}`), ...env.map((e) => `variable ${e}`)].join(", ") || "nothing more"}. It is installed at the next offer (within seconds while the agent runs).`,
+  );
   return ExitCode.OK;
 }
 

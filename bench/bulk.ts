@@ -34,7 +34,7 @@ function multipart(bytes: number): { body: Buffer; contentType: string } {
   const boundary = "----wellspring-bench-boundary";
   const head = Buffer.from(
     `--${boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n` +
-    `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="audio.mp3"\r\nContent-Type: audio/mpeg\r\n\r\n`,
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="audio.mp3"\r\nContent-Type: audio/mpeg\r\n\r\n`,
   );
   const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
   return { body: Buffer.concat([head, Buffer.alloc(bytes, 0x5a), tail]), contentType: `multipart/form-data; boundary=${boundary}` };
@@ -47,20 +47,24 @@ function slowReader(origin: string, key: string): { stop(): number } {
   let read = 0;
   const body = speechBody(BULK_BYTES);
   const started = performance.now();
-  const req = http.request(`${origin}/v1/audio/speech`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) },
-  }, (res) => {
-    res.on("data", (c: Buffer) => {
-      read += c.length;
-      const aheadMs = (read / SLOW_READER_BYTES_PER_SECOND) * 1000 - (performance.now() - started);
-      if (aheadMs > 0) {
-        res.pause();
-        setTimeout(() => res.resume(), aheadMs);
-      }
-    });
-    res.on("error", () => {});
-  });
+  const req = http.request(
+    `${origin}/v1/audio/speech`,
+    {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+    },
+    (res) => {
+      res.on("data", (c: Buffer) => {
+        read += c.length;
+        const aheadMs = (read / SLOW_READER_BYTES_PER_SECOND) * 1000 - (performance.now() - started);
+        if (aheadMs > 0) {
+          res.pause();
+          setTimeout(() => res.resume(), aheadMs);
+        }
+      });
+      res.on("error", () => {});
+    },
+  );
   req.on("error", () => {});
   req.end(body);
   return {
@@ -85,8 +89,16 @@ function gapsWithin(results: SseResult[], from: number, to: number): number[] {
 }
 
 /** The client side of S4 (runs in the load generator): streams, then the bulk transfers beside them. */
-export async function bulkClients(target: Target, key: string): Promise<{
-  uploadMBps: number; downloadMBps: number; gapsBefore: number[]; gapsDuring: number[]; sseErrors: number; slowReaderMiB: number;
+export async function bulkClients(
+  target: Target,
+  key: string,
+): Promise<{
+  uploadMBps: number;
+  downloadMBps: number;
+  gapsBefore: number[];
+  gapsDuring: number[];
+  sseErrors: number;
+  slowReaderMiB: number;
 }> {
   let stop = false;
   const streams = sseLoad(target, key, S4_STREAMS, 0, "s4", () => stop);

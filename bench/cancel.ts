@@ -41,14 +41,18 @@ function abortOne(origin: string, key: string, tag: string, agent: http.Agent): 
   const body = sseBody(tag, 500, 10);
   return new Promise((resolve) => {
     let status = "none";
-    const req = http.request(`${origin}/v1/chat/completions`, {
-      method: "POST",
-      agent,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) },
-    }, (res) => {
-      status = String(res.statusCode);
-      res.on("data", () => {}).on("error", () => {});
-    });
+    const req = http.request(
+      `${origin}/v1/chat/completions`,
+      {
+        method: "POST",
+        agent,
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      },
+      (res) => {
+        status = String(res.statusCode);
+        res.on("data", () => {}).on("error", () => {});
+      },
+    );
     req.on("error", () => {});
     req.end(body);
     setTimeout(() => {
@@ -60,20 +64,27 @@ function abortOne(origin: string, key: string, tag: string, agent: http.Agent): 
 }
 
 /** The client side of S5 (runs in the load generator): every abort's tag and when it happened, and the statuses seen. */
-export async function abortMany(target: Target, key: string, total: number, concurrency: number): Promise<{ abortedAt: [string, number][]; statuses: Record<string, number> }> {
+export async function abortMany(
+  target: Target,
+  key: string,
+  total: number,
+  concurrency: number,
+): Promise<{ abortedAt: [string, number][]; statuses: Record<string, number> }> {
   const abortedAt: [string, number][] = [];
   const statuses: Record<string, number> = {};
   let next = 0;
   // A fresh connection per request: an aborted request's socket is gone anyway.
   const agent = new http.Agent({ keepAlive: false });
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < total) {
-      const tag = `s5.${target.name}.${concurrency}.${next++}`;
-      const r = await abortOne(target.origin, key, tag, agent);
-      abortedAt.push([tag, r.at]);
-      statuses[r.status] = (statuses[r.status] ?? 0) + 1;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < total) {
+        const tag = `s5.${target.name}.${concurrency}.${next++}`;
+        const r = await abortOne(target.origin, key, tag, agent);
+        abortedAt.push([tag, r.at]);
+        statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+      }
+    }),
+  );
   agent.destroy();
   return { abortedAt, statuses };
 }
@@ -82,7 +93,14 @@ export async function abortMany(target: Target, key: string, total: number, conc
  * Runs the aborts against one path. `stillOpen` reports what the proxy itself still holds (open streams,
  * held reservations) once the grace period is over; it adds to the leak count.
  */
-export async function runS5(gen: Generator, target: Target, key: string, mock: MockProvider, stillOpen: () => Promise<number>, level: (typeof S5_LEVELS)[number]): Promise<S5Figures> {
+export async function runS5(
+  gen: Generator,
+  target: Target,
+  key: string,
+  mock: MockProvider,
+  stillOpen: () => Promise<number>,
+  level: (typeof S5_LEVELS)[number],
+): Promise<S5Figures> {
   const c = await gen.call("abortMany", target, key, level.aborts, level.concurrency);
   const abortedAt = new Map(c.abortedAt);
   const deadline = Date.now() + S5_GRACE_MS;

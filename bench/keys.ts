@@ -40,13 +40,21 @@ try {
   for (let i = 0; i < 1_000; i++) await verifier.verify(keys[i]!); // warm-up, spends the budget
   t = performance.now();
   for (const k of keys) await verifier.verify(k);
-  results.push({ what: "verify(random key), filter on", usPerCheck: +(((performance.now() - t) * 1000) / CHECKS).toFixed(3), dbQueries: verifier.counts.queries });
+  results.push({
+    what: "verify(random key), filter on",
+    usPerCheck: +(((performance.now() - t) * 1000) / CHECKS).toFixed(3),
+    dbQueries: verifier.counts.queries,
+  });
 
   // What each random key cost before: a database lookup.
   const unfiltered = new KeyVerifier(database.db, { filter: null, missLookupsPerSecond: 10 });
   t = performance.now();
   for (let i = 0; i < LOOKUPS; i++) await unfiltered.verify(keys[i]!);
-  results.push({ what: "verify(random key), no filter (database lookup)", usPerCheck: +(((performance.now() - t) * 1000) / LOOKUPS).toFixed(1), dbQueries: unfiltered.counts.queries });
+  results.push({
+    what: "verify(random key), no filter (database lookup)",
+    usPerCheck: +(((performance.now() - t) * 1000) / LOOKUPS).toFixed(1),
+    dbQueries: unfiltered.counts.queries,
+  });
 
   // The rebuild query.
   const userId = newId("usr");

@@ -30,21 +30,29 @@ try {
       const latencies: number[] = [];
       let next = 0;
       const started = performance.now();
-      await Promise.all(Array.from({ length: concurrency }, async () => {
-        while (next < SETTLEMENTS) {
-          const i = next++;
-          const id = `req_${wallets}_${concurrency}_${i}`;
-          const t0 = performance.now();
-          const claim = (await leases.claim(users[i % wallets]!, 5_000n))!;
-          const s = testSettlement(claim, usageCosting(1_234n), { ownerId: "usr_owner" });
-          await ledger.settle(id, s);
-          leases.finish(claim, s.chargeMicros, Promise.resolve());
-          latencies.push(performance.now() - t0);
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (next < SETTLEMENTS) {
+            const i = next++;
+            const id = `req_${wallets}_${concurrency}_${i}`;
+            const t0 = performance.now();
+            const claim = (await leases.claim(users[i % wallets]!, 5_000n))!;
+            const s = testSettlement(claim, usageCosting(1_234n), { ownerId: "usr_owner" });
+            await ledger.settle(id, s);
+            leases.finish(claim, s.chargeMicros, Promise.resolve());
+            latencies.push(performance.now() - t0);
+          }
+        }),
+      );
       const seconds = (performance.now() - started) / 1000;
       latencies.sort((a, b) => a - b);
-      results.push({ wallets, concurrency, settlementsPerSecond: Math.round(SETTLEMENTS / seconds), p50Ms: +latencies[Math.floor(latencies.length / 2)]!.toFixed(2), p99Ms: +latencies[Math.floor(latencies.length * 0.99)]!.toFixed(2) });
+      results.push({
+        wallets,
+        concurrency,
+        settlementsPerSecond: Math.round(SETTLEMENTS / seconds),
+        p50Ms: +latencies[Math.floor(latencies.length / 2)]!.toFixed(2),
+        p99Ms: +latencies[Math.floor(latencies.length * 0.99)]!.toFixed(2),
+      });
     }
   }
   await leases.close();

@@ -11,7 +11,12 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-export interface Pct { p50: number; p90: number; p99: number; max: number }
+export interface Pct {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
 
 /** p50 / p90 / p99 / max of `xs` (sorted here), rounded to µs. */
 export function pct(xs: number[]): Pct {
@@ -24,24 +29,38 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The three ways every scenario runs, in the same session. */
 export type PathName = "direct" | "nginx" | "wellspring";
-export interface Target { name: PathName; origin: string }
+export interface Target {
+  name: PathName;
+  origin: string;
+}
 
 /** A keep-alive HTTP agent for one load generator (sockets are reused across its requests). */
 export const keepAlive = (maxSockets = Infinity) => new http.Agent({ keepAlive: true, maxSockets });
 
 /** Sends one POST and reads the whole response; resolves with the status and the bytes received. */
-export function post(origin: string, path: string, key: string, body: string | Buffer, agent: http.Agent, contentType = "application/json"): Promise<{ status: number; bytes: number }> {
+export function post(
+  origin: string,
+  path: string,
+  key: string,
+  body: string | Buffer,
+  agent: http.Agent,
+  contentType = "application/json",
+): Promise<{ status: number; bytes: number }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(`${origin}${path}`, {
-      method: "POST",
-      agent,
-      headers: { authorization: `Bearer ${key}`, "content-type": contentType, "content-length": Buffer.byteLength(body) },
-    }, (res) => {
-      let bytes = 0;
-      res.on("data", (c: Buffer) => (bytes += c.length));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, bytes }));
-      res.on("error", reject);
-    });
+    const req = http.request(
+      `${origin}${path}`,
+      {
+        method: "POST",
+        agent,
+        headers: { authorization: `Bearer ${key}`, "content-type": contentType, "content-length": Buffer.byteLength(body) },
+      },
+      (res) => {
+        let bytes = 0;
+        res.on("data", (c: Buffer) => (bytes += c.length));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, bytes }));
+        res.on("error", reject);
+      },
+    );
     req.on("error", reject);
     req.end(body);
   });
@@ -88,30 +107,44 @@ export function sseCall(origin: string, key: string, tag: string, chunks: number
     const finish = (error: string | null) => {
       if (done) return;
       done = true;
-      resolve({ tag, status, startedAt: t0, sentAtEpochMs: performance.timeOrigin + t0, ttfbMs: eventAtMs[0] ?? NaN, eventAtMs, sha256: hash.digest("hex"), bytes, error });
-    };
-    const req = http.request(`${origin}/v1/chat/completions`, {
-      method: "POST",
-      agent,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) },
-    }, (res) => {
-      status = res.statusCode ?? 0;
-      res.on("data", (c: Buffer) => {
-        const at = performance.now() - t0;
-        hash.update(c);
-        bytes += c.length;
-        const text = tail + c.toString("latin1");
-        let from = 0;
-        for (let i = text.indexOf("\n\n"); i >= 0; i = text.indexOf("\n\n", from)) {
-          eventAtMs.push(at);
-          from = i + 2;
-        }
-        tail = text.slice(from);
+      resolve({
+        tag,
+        status,
+        startedAt: t0,
+        sentAtEpochMs: performance.timeOrigin + t0,
+        ttfbMs: eventAtMs[0] ?? NaN,
+        eventAtMs,
+        sha256: hash.digest("hex"),
+        bytes,
+        error,
       });
-      res.on("end", () => finish(null));
-      res.on("error", (e) => finish(e.message));
-      res.on("aborted", () => finish("aborted"));
-    });
+    };
+    const req = http.request(
+      `${origin}/v1/chat/completions`,
+      {
+        method: "POST",
+        agent,
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      },
+      (res) => {
+        status = res.statusCode ?? 0;
+        res.on("data", (c: Buffer) => {
+          const at = performance.now() - t0;
+          hash.update(c);
+          bytes += c.length;
+          const text = tail + c.toString("latin1");
+          let from = 0;
+          for (let i = text.indexOf("\n\n"); i >= 0; i = text.indexOf("\n\n", from)) {
+            eventAtMs.push(at);
+            from = i + 2;
+          }
+          tail = text.slice(from);
+        });
+        res.on("end", () => finish(null));
+        res.on("error", (e) => finish(e.message));
+        res.on("aborted", () => finish("aborted"));
+      },
+    );
     req.on("error", (e) => finish(e.message));
     req.end(body);
   });

@@ -36,7 +36,9 @@ export async function startNginx(upstream: string): Promise<Nginx | null> {
   const dir = await mkdtemp(join(tmpdir(), "ws-nginx-"));
   const port = await freePort();
   const upstreamHost = new URL(upstream).host;
-  await writeFile(join(dir, "nginx.conf"), `
+  await writeFile(
+    join(dir, "nginx.conf"),
+    `
 worker_processes 1;
 daemon off;
 pid ${dir}/nginx.pid;
@@ -63,7 +65,8 @@ http {
     }
   }
 }
-`);
+`,
+  );
   const child: ChildProcess = spawn(NGINX_BIN, ["-p", dir, "-c", join(dir, "nginx.conf")], { stdio: ["ignore", "ignore", "pipe"] });
   const origin = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {

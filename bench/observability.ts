@@ -30,7 +30,15 @@ frame[1] = 3;
 
 const figures = {
   requestObservationUs: perCallUs((i) => {
-    observeRequestEnd({ route: ROUTES[i % 3]!, model: MODELS[i % 4]!, status: 200, endCause: "completed", streamed: i % 2 === 0, durationMs: 120 + (i % 50), firstByteMs: 40 });
+    observeRequestEnd({
+      route: ROUTES[i % 3]!,
+      model: MODELS[i % 4]!,
+      status: 200,
+      endCause: "completed",
+      streamed: i % 2 === 0,
+      durationMs: 120 + (i % 50),
+      firstByteMs: 40,
+    });
     observeBilling("held");
   }),
   tunnelFrameCountUs: perCallUs(() => {
@@ -39,7 +47,20 @@ const figures = {
     countFrameOut(frame);
   }),
   accessLogLineUs: perCallUs((i) => {
-    log.info("request.end", { requestId: "req_01JEXAMPLE0000000000000000", keyId: "key_01JEXAMPLE000000000000000", agentId: "agt_01JEXAMPLE00000000000000", route: ROUTES[i % 3], model: MODELS[i % 4], status: 200, endCause: "completed", streamed: true, bytesIn: 812, bytesOut: 20_480, durationMs: 1234, firstByteMs: 210 });
+    log.info("request.end", {
+      requestId: "req_01JEXAMPLE0000000000000000",
+      keyId: "key_01JEXAMPLE000000000000000",
+      agentId: "agt_01JEXAMPLE00000000000000",
+      route: ROUTES[i % 3],
+      model: MODELS[i % 4],
+      status: 200,
+      endCause: "completed",
+      streamed: true,
+      bytesIn: 812,
+      bytesOut: 20_480,
+      durationMs: 1234,
+      firstByteMs: 210,
+    });
   }),
 };
 console.log(JSON.stringify(figures, null, 2));

@@ -11,12 +11,23 @@ import { newId } from "@wellspring/db";
 import { createTestDatabase } from "../e2e/stack/harness.ts";
 
 /** The portal data layer's shape as used here (it is compiled with the portal's settings, not this project's). */
-interface Actor { userId: string; email: string; name: string | null; isOwner: boolean; isAdmin: boolean }
+interface Actor {
+  userId: string;
+  email: string;
+  name: string | null;
+  isOwner: boolean;
+  isAdmin: boolean;
+}
 interface UsageModule {
   balance(a: Actor): Promise<unknown>;
   spendByDay(a: Actor, days: number): Promise<unknown>;
   spendByModel(a: Actor, days: number): Promise<unknown>;
-  usagePage(a: Actor, f: { keyId?: string; model?: string; from?: string; to?: string }, before?: { startedAt: Date; id: string }, limit?: number): Promise<{ startedAt: Date; id: string }[]>;
+  usagePage(
+    a: Actor,
+    f: { keyId?: string; model?: string; from?: string; to?: string },
+    before?: { startedAt: Date; id: string },
+    limit?: number,
+  ): Promise<{ startedAt: Date; id: string }[]>;
 }
 const USAGE_MODULE = "../web/lib/data/usage.ts";
 
@@ -33,7 +44,12 @@ async function seedUser(rows: number): Promise<{ userId: string; keyIds: string[
   await pool.query("INSERT INTO users (id, email, updated_at) VALUES ($1, $2, now())", [userId, `${userId}@bench.test`]);
   const keyIds = [newId("key"), newId("key"), newId("key")];
   for (const [i, k] of keyIds.entries()) {
-    await pool.query("INSERT INTO virtual_keys (id, user_id, name, prefix, hash) VALUES ($1, $2, $3, 'sk-ws-xxxxxx', $4)", [k, userId, `key ${i}`, `${k}-hash`]);
+    await pool.query("INSERT INTO virtual_keys (id, user_id, name, prefix, hash) VALUES ($1, $2, $3, 'sk-ws-xxxxxx', $4)", [
+      k,
+      userId,
+      `key ${i}`,
+      `${k}-hash`,
+    ]);
   }
   await pool.query("INSERT INTO wallets (user_id, available_micros) VALUES ($1, 1000000000)", [userId]);
   const started = Date.now();
@@ -59,7 +75,9 @@ async function seedUser(rows: number): Promise<{ userId: string; keyIds: string[
     [userId, rows],
   );
   // What settlement keeps as it goes: the wallet's total and the daily rollup (built here in bulk).
-  await pool.query("UPDATE wallets SET spent_micros = (SELECT -SUM(amount_micros) FROM journal_entries WHERE account = 'user:' || $1) WHERE user_id = $1", [userId]);
+  await pool.query("UPDATE wallets SET spent_micros = (SELECT -SUM(amount_micros) FROM journal_entries WHERE account = 'user:' || $1) WHERE user_id = $1", [
+    userId,
+  ]);
   await pool.query(
     `INSERT INTO usage_daily (user_id, day, model, spent_micros, requests)
      SELECT user_id, (settled_at AT TIME ZONE 'UTC')::date, model, SUM(charge_micros), COUNT(*) FROM reservations WHERE user_id = $1 GROUP BY 1, 2, 3`,
@@ -82,7 +100,10 @@ try {
     ["dashboard: spend per day (30 days)", () => usage.spendByDay(actor, 30)],
     ["dashboard: spend by model (30 days)", () => usage.spendByModel(actor, 30)],
     ["usage: first page", () => usage.usagePage(actor, {})],
-    ["usage: a page 500,000 rows deep", async () => usage.usagePage(actor, {}, { startedAt: new Date(deep.startedAt.getTime() - 45 * 86_400_000), id: "req_~" })],
+    [
+      "usage: a page 500,000 rows deep",
+      async () => usage.usagePage(actor, {}, { startedAt: new Date(deep.startedAt.getTime() - 45 * 86_400_000), id: "req_~" }),
+    ],
     ["usage: filtered by key and model", () => usage.usagePage(actor, { keyId: me.keyIds[1], model: "gpt-4o" })],
     ["usage: one UTC day", () => usage.usagePage(actor, { from: day(40), to: day(40) })],
   ];
@@ -96,7 +117,12 @@ try {
       times.push(performance.now() - t);
     }
     times.sort((a, b) => a - b);
-    results.push({ query: name, p50Ms: +times[Math.floor(RUNS * 0.5)]!.toFixed(2), p95Ms: +times[Math.floor(RUNS * 0.95)]!.toFixed(2), maxMs: +times.at(-1)!.toFixed(2) });
+    results.push({
+      query: name,
+      p50Ms: +times[Math.floor(RUNS * 0.5)]!.toFixed(2),
+      p95Ms: +times[Math.floor(RUNS * 0.95)]!.toFixed(2),
+      maxMs: +times.at(-1)!.toFixed(2),
+    });
   }
   console.table(results);
   const out = { rows: ROWS, otherRows: OTHER_ROWS, runs: RUNS, targetP95Ms: 300, results, at: new Date().toISOString() };

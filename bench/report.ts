@@ -12,8 +12,18 @@ import type { S5Figures } from "./cancel.ts";
 const PATHS: PathName[] = ["direct", "nginx", "wellspring"];
 const LABEL: Record<PathName, string> = { direct: "direct", nginx: "nginx", wellspring: "Wellspring" };
 
-interface Pct { p50: number; p99: number; p90?: number; p95?: number; max?: number }
-interface Tp { requestsPerSecond: number; p50Ms: number; p99Ms: number }
+interface Pct {
+  p50: number;
+  p99: number;
+  p90?: number;
+  p95?: number;
+  max?: number;
+}
+interface Tp {
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
 export interface BenchResult {
   requests: number;
   machine: { cpus: number; cpuModel?: string; memoryGiB: number; node: string };
@@ -61,7 +71,9 @@ export async function writePerformanceDoc(r: BenchResult): Promise<void> {
     "| path | p50 | p90 | p99 | max |",
     "|---|---|---|---|---|",
     `| direct (client → mock) | ${ms(r.directMs.p50)} | ${ms(r.directMs.p90)} | ${ms(r.directMs.p99)} | ${ms(r.directMs.max)} |`,
-    r.nginxMs ? `| nginx (one reverse-proxy hop) | ${ms(r.nginxMs.p50)} | ${ms(r.nginxMs.p90)} | ${ms(r.nginxMs.p99)} | ${ms(r.nginxMs.max)} |` : "| nginx | not installed | | | |",
+    r.nginxMs
+      ? `| nginx (one reverse-proxy hop) | ${ms(r.nginxMs.p50)} | ${ms(r.nginxMs.p90)} | ${ms(r.nginxMs.p99)} | ${ms(r.nginxMs.max)} |`
+      : "| nginx | not installed | | | |",
     `| Wellspring, billing off (gateway → tunnel → agent) | ${ms(r.tunnelBillingOffMs.p50)} | ${ms(r.tunnelBillingOffMs.p90)} | ${ms(r.tunnelBillingOffMs.p99)} | ${ms(r.tunnelBillingOffMs.max)} |`,
     `| Wellspring, billing on (the default) | ${ms(r.tunnelMs.p50)} | ${ms(r.tunnelMs.p90)} | ${ms(r.tunnelMs.p99)} | ${ms(r.tunnelMs.max)} |`,
     "",
@@ -72,7 +84,10 @@ export async function writePerformanceDoc(r: BenchResult): Promise<void> {
     "",
     "| concurrency | direct req/s (p99) | nginx req/s (p99) | Wellspring req/s (p99) |",
     "|---|---|---|---|",
-    ...r.s2.levels.map((l) => `| ${l.concurrency} | ${l.direct.requestsPerSecond} (${ms(l.direct.p99Ms)}) | ${l.nginx ? `${l.nginx.requestsPerSecond} (${ms(l.nginx.p99Ms)})` : "—"} | ${l.wellspring.requestsPerSecond} (${ms(l.wellspring.p99Ms)}) |`),
+    ...r.s2.levels.map(
+      (l) =>
+        `| ${l.concurrency} | ${l.direct.requestsPerSecond} (${ms(l.direct.p99Ms)}) | ${l.nginx ? `${l.nginx.requestsPerSecond} (${ms(l.nginx.p99Ms)})` : "—"} | ${l.wellspring.requestsPerSecond} (${ms(l.wellspring.p99Ms)}) |`,
+    ),
     "",
     `Best with p99 ≤ ${r.s2.p99BoundMs} ms: direct ${r.s2.bestUnderBound.direct} req/s, nginx ${r.s2.bestUnderBound.nginx ?? "—"} req/s, Wellspring ${r.s2.bestUnderBound.wellspring} req/s` +
       ` — ${r.s2.bestUnderBound.nginx ? `${Math.round((r.s2.bestUnderBound.wellspring / r.s2.bestUnderBound.nginx) * 100)}% of nginx` : ""}, ${Math.round((r.s2.bestUnderBound.wellspring / r.s2.bestUnderBound.direct) * 100)}% of direct` +
@@ -97,7 +112,7 @@ export async function writePerformanceDoc(r: BenchResult): Promise<void> {
     ...s3Section(r),
     ...s4Section(r),
     ...s5Section(r),
-    `The whole run took ${Math.round(r.totalSeconds / 60 * 10) / 10} minutes (budget: 15).`,
+    `The whole run took ${Math.round((r.totalSeconds / 60) * 10) / 10} minutes (budget: 15).`,
     "",
     "## Reading the misses",
     "",
@@ -140,7 +155,10 @@ function s3Section(r: BenchResult): string[] {
   for (const l of r.s3.levels) {
     for (const p of PATHS) {
       const f = l.byPath[p];
-      if (f) out.push(`| ${l.streams} | ${LABEL[p]} | ${ms(f.ttfbMs.p50)} | ${ms(f.ttfbMs.p99)} | ${ms(f.gapMs.p50)} | ${ms(f.gapMs.p99)} | ${f.stalls} | ${f.errors} | ${f.byteExactPct}% |`);
+      if (f)
+        out.push(
+          `| ${l.streams} | ${LABEL[p]} | ${ms(f.ttfbMs.p50)} | ${ms(f.ttfbMs.p99)} | ${ms(f.gapMs.p50)} | ${ms(f.gapMs.p99)} | ${f.stalls} | ${f.errors} | ${f.byteExactPct}% |`,
+        );
     }
   }
   const w = top?.byPath.wellspring;
@@ -167,7 +185,10 @@ function s4Section(r: BenchResult): string[] {
   for (const p of PATHS) {
     const f = r.s4.byPath[p];
     if (!f) continue;
-    const rss = Object.keys(f.rssPeakMiB).map((k) => `${k} ${f.rssPeakMiB[k]} MiB (${f.rssBeforeMiB[k]})`).join(", ") || "— (the bench process itself)";
+    const rss =
+      Object.keys(f.rssPeakMiB)
+        .map((k) => `${k} ${f.rssPeakMiB[k]} MiB (${f.rssBeforeMiB[k]})`)
+        .join(", ") || "— (the bench process itself)";
     out.push(`| ${LABEL[p]} | ${f.uploadMBps} | ${f.downloadMBps} | ${ms(f.gapBeforeMs.p99)} | ${ms(f.gapDuringMs.p99)} | ${f.stalls} | ${rss} |`);
   }
   const w = r.s4.byPath.wellspring;
@@ -198,7 +219,10 @@ function s5Section(r: BenchResult): string[] {
   for (const c of levels) {
     for (const p of PATHS) {
       const f = r.s5.byPath[p]?.find((x) => x.concurrency === c);
-      if (f) out.push(`| ${c} | ${LABEL[p]} | ${f.aborts} | ${f.aborts - (f.statusesBeforeAbort.none ?? 0)} | ${f.reachedProvider} | ${ms(f.cancelMs.p50)} | ${ms(f.cancelMs.p99)} | ${ms(f.cancelMs.max)} | ${f.leaked} |`);
+      if (f)
+        out.push(
+          `| ${c} | ${LABEL[p]} | ${f.aborts} | ${f.aborts - (f.statusesBeforeAbort.none ?? 0)} | ${f.reachedProvider} | ${ms(f.cancelMs.p50)} | ${ms(f.cancelMs.p99)} | ${ms(f.cancelMs.max)} | ${f.leaked} |`,
+        );
     }
   }
   const w = r.s5.byPath.wellspring;

@@ -44,20 +44,46 @@ interface Throughput {
 /** S2: `total` requests spread over `concurrency` clients; requests per second and latency. */
 async function throughput(origin: string, key: string, concurrency: number, total: number): Promise<Throughput> {
   const perClient = Math.max(1, Math.floor(total / concurrency));
-  const r = await load(origin, Array.from({ length: concurrency }, () => key), perClient);
-  return { requestsPerSecond: Math.round(r.latencies.length / r.seconds), p50Ms: +percentile(r.latencies, 50).toFixed(2), p99Ms: +percentile(r.latencies, 99).toFixed(2) };
+  const r = await load(
+    origin,
+    Array.from({ length: concurrency }, () => key),
+    perClient,
+  );
+  return {
+    requestsPerSecond: Math.round(r.latencies.length / r.seconds),
+    p50Ms: +percentile(r.latencies, 50).toFixed(2),
+    p99Ms: +percentile(r.latencies, 99).toFixed(2),
+  };
 }
 
-const row = (xs: number[]) => ({ p50: +percentile(xs, 50).toFixed(3), p90: +percentile(xs, 90).toFixed(3), p95: +percentile(xs, 95).toFixed(3), p99: +percentile(xs, 99).toFixed(3), max: +xs[xs.length - 1]!.toFixed(3) });
-const added = (xs: number[], base: number[]) => ({ p50: +(percentile(xs, 50) - percentile(base, 50)).toFixed(3), p99: +(percentile(xs, 99) - percentile(base, 99)).toFixed(3) });
-const ratio = (xs: number[], base: number[]) => ({ p50: +(percentile(xs, 50) / percentile(base, 50)).toFixed(2), p99: +(percentile(xs, 99) / percentile(base, 99)).toFixed(2) });
+const row = (xs: number[]) => ({
+  p50: +percentile(xs, 50).toFixed(3),
+  p90: +percentile(xs, 90).toFixed(3),
+  p95: +percentile(xs, 95).toFixed(3),
+  p99: +percentile(xs, 99).toFixed(3),
+  max: +xs[xs.length - 1]!.toFixed(3),
+});
+const added = (xs: number[], base: number[]) => ({
+  p50: +(percentile(xs, 50) - percentile(base, 50)).toFixed(3),
+  p99: +(percentile(xs, 99) - percentile(base, 99)).toFixed(3),
+});
+const ratio = (xs: number[], base: number[]) => ({
+  p50: +(percentile(xs, 50) / percentile(base, 50)).toFixed(2),
+  p99: +(percentile(xs, 99) / percentile(base, 99)).toFixed(2),
+});
 
 let direct: number[];
 let tunnel: number[];
 let viaNginx: number[] | null = null;
 /** The highest requests/s among the S2 levels whose p99 stayed under the bound (0 when none did). */
 const bestUnder = (pick: (l: (typeof s2)[number]) => Throughput) =>
-  Math.max(0, ...s2.map(pick).filter((t) => t.p99Ms <= S2_P99_BOUND_MS).map((t) => t.requestsPerSecond));
+  Math.max(
+    0,
+    ...s2
+      .map(pick)
+      .filter((t) => t.p99Ms <= S2_P99_BOUND_MS)
+      .map((t) => t.requestsPerSecond),
+  );
 const s2: { concurrency: number; direct: Throughput; nginx: Throughput | null; wellspring: Throughput }[] = [];
 /** CPU-seconds per 1,000 requests of each process, measured over the S2 run at CPU_CONCURRENCY. */
 const CPU_CONCURRENCY = 32;
@@ -70,7 +96,10 @@ const s5: Partial<Record<Target["name"], S5Figures[]>> = {};
 // S4 uploads 50 MB; the gateway's body limit (32 MiB by default) is raised for it.
 // Leases go back on the production schedule (the test harness shortens it).
 // S3 runs 1,000 streams through one agent: it is enrolled for the protocol's most (1,024).
-const stack = await startStack({ concurrentStreamsMax: 1024, gatewayEnv: { REQUEST_BODY_BYTES_MAX: String(BULK_BYTES + 1024 * 1024), BILLING_LEASE_IDLE_RELEASE_MS: "2000" } });
+const stack = await startStack({
+  concurrentStreamsMax: 1024,
+  gatewayEnv: { REQUEST_BODY_BYTES_MAX: String(BULK_BYTES + 1024 * 1024), BILLING_LEASE_IDLE_RELEASE_MS: "2000" },
+});
 try {
   await measure(stack.mock.origin, stack.apiKey, WARMUP);
   await measure(stack.baseUrl, stack.apiKey, WARMUP);
@@ -130,7 +159,11 @@ try {
     await nginx?.stop();
   }
   // Billing under load: 100 concurrent clients sharing one wallet (one key), then 100 wallets.
-  oneWallet = await load(stack.baseUrl, Array.from({ length: LOAD_CLIENTS }, () => stack.apiKey), LOAD_REQUESTS_PER_CLIENT);
+  oneWallet = await load(
+    stack.baseUrl,
+    Array.from({ length: LOAD_CLIENTS }, () => stack.apiKey),
+    LOAD_REQUESTS_PER_CLIENT,
+  );
   const keys: string[] = [];
   for (let i = 0; i < LOAD_CLIENTS; i++) {
     const userId = newId("usr");
@@ -152,7 +185,9 @@ async function heldByWellspring(s: typeof stack): Promise<number> {
   for (;;) {
     const metrics = await (await fetch(`${s.gateway.adminOrigin}/metrics`)).text();
     const open = Number(/^wellspring_streams_open (\d+)$/m.exec(metrics)?.[1] ?? NaN);
-    const rows = await s.db.$queryRaw<{ n: number }[]>`SELECT (SELECT count(*) FROM reservations WHERE status = 'held') + (SELECT count(*) FROM credit_leases WHERE NOT released) AS n`;
+    const rows = await s.db.$queryRaw<
+      { n: number }[]
+    >`SELECT (SELECT count(*) FROM reservations WHERE status = 'held') + (SELECT count(*) FROM credit_leases WHERE NOT released) AS n`;
     const held = open + Number(rows[0]!.n);
     if (held === 0 || Date.now() > until) return held;
     await sleep(100);

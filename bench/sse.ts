@@ -49,21 +49,26 @@ export async function sseLoad(target: Target, key: string, clients: number, roun
   const agent = keepAlive();
   const streamMs = S3_CHUNKS * S3_DELAY_MS;
   try {
-    const perClient = await Promise.all(Array.from({ length: clients }, async (_, i) => {
-      await sleep(Math.random() * streamMs);
-      const out: SseResult[] = [];
-      for (let r = 0; until ? !until() : r < rounds; r++) {
-        out.push(await sseCall(target.origin, key, `${label}.${target.name}.${i}.${r}`, S3_CHUNKS, S3_DELAY_MS, agent));
-      }
-      return out;
-    }));
+    const perClient = await Promise.all(
+      Array.from({ length: clients }, async (_, i) => {
+        await sleep(Math.random() * streamMs);
+        const out: SseResult[] = [];
+        for (let r = 0; until ? !until() : r < rounds; r++) {
+          out.push(await sseCall(target.origin, key, `${label}.${target.name}.${i}.${r}`, S3_CHUNKS, S3_DELAY_MS, agent));
+        }
+        return out;
+      }),
+    );
     return perClient.flat();
   } finally {
     agent.destroy();
   }
 }
 
-export interface S3Level { streams: number; byPath: Partial<Record<Target["name"], SseFigures>> }
+export interface S3Level {
+  streams: number;
+  byPath: Partial<Record<Target["name"], SseFigures>>;
+}
 
 export async function runS3(gen: Generator, targets: Target[], key: string, mock: MockProvider): Promise<S3Level[]> {
   const levels: S3Level[] = [];

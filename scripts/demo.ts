@@ -63,18 +63,42 @@ function run(cmd: string, argv: string[], opts: { cwd: string; env?: Record<stri
   });
 }
 
-const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
+const hub = await bootHub({
+  databaseUrl: env.DATABASE_URL,
+  dataDir: env.DATA_DIR,
+  hubId: env.HUB_ID,
+  tlsCertFile: env.TLS_CERT_FILE,
+  tlsKeyFile: env.TLS_KEY_FILE,
+  log,
+});
 const mock = upstreamArg ? null : await startMockProvider();
 const upstream = upstreamArg ?? mock!.origin;
-const gateway = await startGateway({ ...gatewayOptionsFromEnv(env), db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: newId("gw"), tls: hub.tls, spoolDir: join(hub.dataDir, "spool") });
+const gateway = await startGateway({
+  ...gatewayOptionsFromEnv(env),
+  db: hub.db,
+  databaseUrl: hub.databaseUrl,
+  log,
+  hubId: hub.hubId,
+  gatewayId: newId("gw"),
+  tls: hub.tls,
+  spoolDir: join(hub.dataDir, "spool"),
+});
 
 // A demo end user with a key, and a key owner with one agent.
 // Both sign in to the portal with a password made for this run (printed below, never stored in clear).
 const userPassword = demoPassword();
 const ownerPassword = demoPassword();
 const [userHash, ownerHash] = await Promise.all([hashPassword(userPassword), hashPassword(ownerPassword)]);
-const user = await hub.db.user.upsert({ where: { email: DEMO_USER_EMAIL }, create: { id: newId("usr"), email: DEMO_USER_EMAIL, passwordHash: userHash }, update: { passwordHash: userHash } });
-const owner = await hub.db.user.upsert({ where: { email: DEMO_OWNER_EMAIL }, create: { id: newId("usr"), email: DEMO_OWNER_EMAIL, isOwner: true, passwordHash: ownerHash }, update: { passwordHash: ownerHash } });
+const user = await hub.db.user.upsert({
+  where: { email: DEMO_USER_EMAIL },
+  create: { id: newId("usr"), email: DEMO_USER_EMAIL, passwordHash: userHash },
+  update: { passwordHash: userHash },
+});
+const owner = await hub.db.user.upsert({
+  where: { email: DEMO_OWNER_EMAIL },
+  create: { id: newId("usr"), email: DEMO_OWNER_EMAIL, isOwner: true, passwordHash: ownerHash },
+  update: { passwordHash: ownerHash },
+});
 const key = await issueKey(hub.db, user.id, `demo ${new Date().toISOString()}`);
 // The demo user starts with $10 of credit (granted once per data directory, like a welcome grant).
 const treasuryPool = new pg.Pool({ connectionString: hub.databaseUrl, max: 1 });
@@ -84,20 +108,38 @@ const { token } = await createEnrollmentToken(hub.db, owner.id, "demo agent");
 
 const agentData = join(hub.dataDir, "agent");
 await rm(agentData, { recursive: true, force: true });
-const enroll = await run(launcher, ["enroll", "--data", agentData, "--hub", gateway.agentOrigin, "--pin", hub.tls.pin, "--token", token, "--name", "demo-agent"], { cwd: agentDir }, /enrolled as/);
+const enroll = await run(
+  launcher,
+  ["enroll", "--data", agentData, "--hub", gateway.agentOrigin, "--pin", hub.tls.pin, "--token", token, "--name", "demo-agent"],
+  { cwd: agentDir },
+  /enrolled as/,
+);
 await new Promise((r) => enroll.once("exit", r));
-await writeFile(join(agentData, "config.json"), JSON.stringify({
-  name: "demo-agent",
-  logLevel: "warn",
-  upstreams: [
-    { provider: "openai", apiKeyEnv: "OPENAI_API_KEY", models: ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"] },
-    { provider: "anthropic", apiKeyEnv: "ANTHROPIC_API_KEY", models: ["claude-haiku-4-5", "claude-sonnet-4-5"] },
-  ],
-}, null, 2), { mode: 0o600 });
-await run(launcher, ["start", "--data", agentData, "--dev-upstream", upstream], {
-  cwd: agentDir,
-  env: { OPENAI_API_KEY: process.env.OPENAI_API_KEY ?? "sk-demo-owner-openai", ANTHROPIC_API_KEY: process.env.ANTHROPIC_API_KEY ?? "sk-ant-demo-owner" },
-}, /WELLSPRING_AGENT_READY/);
+await writeFile(
+  join(agentData, "config.json"),
+  JSON.stringify(
+    {
+      name: "demo-agent",
+      logLevel: "warn",
+      upstreams: [
+        { provider: "openai", apiKeyEnv: "OPENAI_API_KEY", models: ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"] },
+        { provider: "anthropic", apiKeyEnv: "ANTHROPIC_API_KEY", models: ["claude-haiku-4-5", "claude-sonnet-4-5"] },
+      ],
+    },
+    null,
+    2,
+  ),
+  { mode: 0o600 },
+);
+await run(
+  launcher,
+  ["start", "--data", agentData, "--dev-upstream", upstream],
+  {
+    cwd: agentDir,
+    env: { OPENAI_API_KEY: process.env.OPENAI_API_KEY ?? "sk-demo-owner-openai", ANTHROPIC_API_KEY: process.env.ANTHROPIC_API_KEY ?? "sk-ant-demo-owner" },
+  },
+  /WELLSPRING_AGENT_READY/,
+);
 // Wait until the gateway routes the demo models.
 for (let i = 0; i < 100 && !gateway.registry.serves("anthropic", "claude-haiku-4-5"); i++) await new Promise((r) => setTimeout(r, 50));
 
@@ -107,7 +149,14 @@ console.log(`WELLSPRING_API_KEY=${key.secret}`);
 
 // The portal: built first when it has no build yet (about a minute; the API above already works).
 const webPort = Number(process.env.WEB_PORT ?? 3000);
-const webEnv = await portalEnv({ dataDir: hub.dataDir, databaseUrl: hub.databaseUrl, apiOrigin: gateway.apiOrigin, adminOrigin: gateway.adminOrigin, host: env.HOST, port: webPort });
+const webEnv = await portalEnv({
+  dataDir: hub.dataDir,
+  databaseUrl: hub.databaseUrl,
+  apiOrigin: gateway.apiOrigin,
+  adminOrigin: gateway.adminOrigin,
+  host: env.HOST,
+  port: webPort,
+});
 const portal = startPortal({ root, host: env.HOST, port: webPort, env: webEnv, log, output: process.env.DEMO_VERBOSE ? "inherit" : "quiet" });
 if (portal.building) console.error(`demo: building the portal for ${portal.origin} (about a minute; the API works already)`);
 portal.onExit((code) => {
@@ -131,6 +180,11 @@ function stop(): void {
   if (stopping) return;
   stopping = true;
   for (const c of children) c.kill("SIGTERM");
-  void portal.stop().then(() => gateway.close()).then(() => mock?.close()).then(() => hub.close()).finally(() => process.exit(0));
+  void portal
+    .stop()
+    .then(() => gateway.close())
+    .then(() => mock?.close())
+    .then(() => hub.close())
+    .finally(() => process.exit(0));
 }
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, stop);

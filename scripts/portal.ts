@@ -44,7 +44,14 @@ export interface Portal {
  * The portal's environment beside a hub: its database, the gateway's API and admin origins, and a session secret
  * kept in DATA_DIR (made once, mode 0600) unless NEXTAUTH_SECRET is set.
  */
-export async function portalEnv(o: { dataDir: string; databaseUrl: string; apiOrigin: string; adminOrigin: string; host: string; port: number }): Promise<NodeJS.ProcessEnv & { NEXTAUTH_URL: string }> {
+export async function portalEnv(o: {
+  dataDir: string;
+  databaseUrl: string;
+  apiOrigin: string;
+  adminOrigin: string;
+  host: string;
+  port: number;
+}): Promise<NodeJS.ProcessEnv & { NEXTAUTH_URL: string }> {
   return {
     ...process.env,
     NEXT_TELEMETRY_DISABLED: "1",
@@ -72,10 +79,13 @@ export function portalBuildIsStale(root: string): boolean {
   const builtAt = statSync(buildId).mtimeMs;
   const newer = (path: string): boolean =>
     readdirSync(path, { withFileTypes: true }).some((e) =>
-      e.isDirectory() ? !["node_modules", ".next", "generated"].includes(e.name) && newer(join(path, e.name)) : statSync(join(path, e.name)).mtimeMs > builtAt);
+      e.isDirectory() ? !["node_modules", ".next", "generated"].includes(e.name) && newer(join(path, e.name)) : statSync(join(path, e.name)).mtimeMs > builtAt,
+    );
   const changed = (file: string) => existsSync(join(root, file)) && statSync(join(root, file)).mtimeMs > builtAt;
-  return ["web/app", "web/lib", "web/public", "prisma/src", "gateway/src"].some((d) => existsSync(join(root, d)) && newer(join(root, d)))
-    || ["web/next.config.ts", "web/postcss.config.mjs", "web/tsconfig.json", "package-lock.json"].some(changed);
+  return (
+    ["web/app", "web/lib", "web/public", "prisma/src", "gateway/src"].some((d) => existsSync(join(root, d)) && newer(join(root, d))) ||
+    ["web/next.config.ts", "web/postcss.config.mjs", "web/tsconfig.json", "package-lock.json"].some(changed)
+  );
 }
 
 const BUILDING_PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -120,7 +130,9 @@ export function startPortal(o: PortalOptions): Portal {
 
   const build = async (): Promise<void> => {
     placeholder = await startPlaceholder(o.host, o.port);
-    o.log.info("hub.portal_build", { note: `building the portal (next build) in a child process: no build yet, or sources changed since. The API answers meanwhile; the portal's address shows a "being built" page until it is done` });
+    o.log.info("hub.portal_build", {
+      note: `building the portal (next build) in a child process: no build yet, or sources changed since. The API answers meanwhile; the portal's address shows a "being built" page until it is done`,
+    });
     const tail: string[] = [];
     child = spawn(join(o.root, "node_modules/.bin/next"), ["build"], { cwd: webDir, env: o.env, stdio: ["ignore", "pipe", "pipe"] });
     watchOutput(child, o.output, tail);
@@ -135,7 +147,11 @@ export function startPortal(o: PortalOptions): Portal {
   const serve = async (): Promise<void> => {
     const tail: string[] = [];
     // web/server.ts: Next.js's handler behind a listener that resolves client addresses.
-    const web = spawn(join(o.root, "node_modules/.bin/tsx"), [join(webDir, "server.ts")], { cwd: webDir, env: { ...o.env, HOST: o.host, WEB_PORT: String(o.port) }, stdio: ["ignore", "pipe", "pipe"] });
+    const web = spawn(join(o.root, "node_modules/.bin/tsx"), [join(webDir, "server.ts")], {
+      cwd: webDir,
+      env: { ...o.env, HOST: o.host, WEB_PORT: String(o.port) },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     child = web;
     await new Promise<void>((resolve, reject) => {
       watchOutput(web, o.output, tail, (line) => {

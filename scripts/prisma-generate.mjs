@@ -4,7 +4,12 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 
 const dummy = process.platform === "win32" ? process.execPath : "/bin/true";
-const env = { ...process.env, PRISMA_SCHEMA_ENGINE_BINARY: process.env.PRISMA_SCHEMA_ENGINE_BINARY ?? dummy, PRISMA_HIDE_UPDATE_MESSAGE: "1", CHECKPOINT_DISABLE: "1" };
+const env = {
+  ...process.env,
+  PRISMA_SCHEMA_ENGINE_BINARY: process.env.PRISMA_SCHEMA_ENGINE_BINARY ?? dummy,
+  PRISMA_HIDE_UPDATE_MESSAGE: "1",
+  CHECKPOINT_DISABLE: "1",
+};
 const bin = "node_modules/.bin/prisma";
 if (!existsSync(bin)) {
   console.error("prisma-generate: node_modules/.bin/prisma is missing; run npm install first");

@@ -99,13 +99,19 @@ export async function build(o: BuildOptions): Promise<{ dir: string; manifest: R
   if (!isVersion(o.version)) throw new Error("--version must be X.Y.Z");
   const versionFile = await readFile(join(o.source, "src/version.ts"), "utf8");
   const inTree = /AGENT_VERSION = "([^"]+)"/.exec(versionFile)?.[1];
-  if (inTree !== o.version) throw new Error(`Cannot build ${o.version}: ${o.source}/src/version.ts says ${inTree ?? "nothing"} (the agent reports its version from there; bump it first)`);
+  if (inTree !== o.version)
+    throw new Error(
+      `Cannot build ${o.version}: ${o.source}/src/version.ts says ${inTree ?? "nothing"} (the agent reports its version from there; bump it first)`,
+    );
   if (o.keyFiles.length === 0) throw new Error("give at least one --key FILE.pk8 to sign with");
   const dir = resolve(o.out, o.version);
   await mkdir(dir, { recursive: true });
   const bundlePath = join(dir, RELEASE_FILES.bundle);
   const deno = join(ROOT, "node_modules/.bin/deno");
-  execFileSync(deno, ["bundle", "--quiet", "--platform", "deno", "--packages", "bundle", "-o", bundlePath, "src/main.ts"], { cwd: o.source, stdio: ["ignore", "inherit", "inherit"] });
+  execFileSync(deno, ["bundle", "--quiet", "--platform", "deno", "--packages", "bundle", "-o", bundlePath, "src/main.ts"], {
+    cwd: o.source,
+    stdio: ["ignore", "inherit", "inherit"],
+  });
   const bundle = await readFile(bundlePath);
   const now = o.now ?? new Date();
   const manifest: ReleaseManifest = {
@@ -130,7 +136,11 @@ export async function build(o: BuildOptions): Promise<{ dir: string; manifest: R
 }
 
 /** Checks a release folder; the problems (empty: it verifies). */
-export async function verifyDir(dir: string, keys: ReleaseKeySet, now = new Date()): Promise<{ manifest: ReleaseManifest | null; signers: string[]; problem: string | null }> {
+export async function verifyDir(
+  dir: string,
+  keys: ReleaseKeySet,
+  now = new Date(),
+): Promise<{ manifest: ReleaseManifest | null; signers: string[]; problem: string | null }> {
   try {
     const files = await readReleaseDir(dir);
     const asked = (JSON.parse(new TextDecoder().decode(files.manifest)) as { permissions?: { net: string[]; env: string[] } }).permissions ?? null;
@@ -170,7 +180,9 @@ async function main(args: string[]): Promise<number> {
       env: flags(args, "env"),
       nextKeys: nextKeysFile ? await readKeySet(nextKeysFile) : null,
     });
-    console.log(`release ${manifest.version} in ${dir}: bundle ${manifest.bundle.bytes} bytes, sha256 ${manifest.bundle.sha256}, expires ${manifest.expiresAt}`);
+    console.log(
+      `release ${manifest.version} in ${dir}: bundle ${manifest.bundle.bytes} bytes, sha256 ${manifest.bundle.sha256}, expires ${manifest.expiresAt}`,
+    );
     return 0;
   }
   if (command === "verify") {
@@ -182,7 +194,9 @@ async function main(args: string[]): Promise<number> {
       console.error(`release in ${dir} does NOT verify: ${r.problem}`);
       return 1;
     }
-    console.log(`release ${r.manifest!.version} verifies: signed by ${r.signers.join(", ")}, bundle ${r.manifest!.bundle.bytes} bytes matches its SHA-256, valid until ${r.manifest!.expiresAt}`);
+    console.log(
+      `release ${r.manifest!.version} verifies: signed by ${r.signers.join(", ")}, bundle ${r.manifest!.bundle.bytes} bytes matches its SHA-256, valid until ${r.manifest!.expiresAt}`,
+    );
     return 0;
   }
   console.error("usage: release keygen | pin | build | verify (see scripts/release.ts)");
@@ -190,8 +204,11 @@ async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2)).then((code) => process.exit(code), (error: unknown) => {
-    console.error((error as Error).message);
-    process.exit(1);
-  });
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      console.error((error as Error).message);
+      process.exit(1);
+    },
+  );
 }

@@ -24,38 +24,60 @@ const env = parseEnv();
 const webPort = Number(process.env.WEB_PORT ?? 3000);
 const log = createLogger({ proc: "hub" }, env.LOG_LEVEL);
 
-const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
+const hub = await bootHub({
+  databaseUrl: env.DATABASE_URL,
+  dataDir: env.DATA_DIR,
+  hubId: env.HUB_ID,
+  tlsCertFile: env.TLS_CERT_FILE,
+  tlsKeyFile: env.TLS_KEY_FILE,
+  log,
+});
 if (!env.REDIS_URL) log.info("hub.limits", { mode: "in-process", note: "REDIS_URL is unset: limits are kept in this process only (one gateway)" });
 const gateway = await startGateway({
   ...gatewayOptionsFromEnv(env),
-  db: hub.db, databaseUrl: hub.databaseUrl, log, hubId: hub.hubId, gatewayId: env.GATEWAY_ID ?? newId("gw"), tls: hub.tls, spoolDir: join(hub.dataDir, "spool"),
+  db: hub.db,
+  databaseUrl: hub.databaseUrl,
+  log,
+  hubId: hub.hubId,
+  gatewayId: env.GATEWAY_ID ?? newId("gw"),
+  tls: hub.tls,
+  spoolDir: join(hub.dataDir, "spool"),
 });
 
-const webEnv = await portalEnv({ dataDir: hub.dataDir, databaseUrl: hub.databaseUrl, apiOrigin: gateway.apiOrigin, adminOrigin: gateway.adminOrigin, host: env.HOST, port: webPort });
+const webEnv = await portalEnv({
+  dataDir: hub.dataDir,
+  databaseUrl: hub.databaseUrl,
+  apiOrigin: gateway.apiOrigin,
+  adminOrigin: gateway.adminOrigin,
+  host: env.HOST,
+  port: webPort,
+});
 // The API serves from here on; the portal builds (when it must) in a child process and follows.
 const portal = startPortal({ root, host: env.HOST, port: webPort, env: webEnv, log, output: "inherit" });
 const setup = await adminSetupLink(webEnv.NEXTAUTH_URL);
 
-console.log([
-  "",
-  "Wellspring hub is running:",
-  `  API           ${gateway.apiOrigin}/v1   (OpenAI- and Anthropic-compatible; answering now)`,
-  `  portal        ${portal.origin}${portal.building ? "   (being built: about a minute; the page says so until it is ready)" : ""}`,
-  `  agent tunnel  ${gateway.tunnelUrl}`,
-  `  tunnel pin    ${hub.tls.pin}`,
-  `  admin         ${gateway.adminOrigin}   (admin API /admin/v1/…, /metrics; keep it private)`,
-  `  database      ${databaseLocation(hub.databaseUrl)}${hub.embedded ? ` (embedded, in ${hub.dataDir}/postgres)` : ""}`,
-  `  hub id        ${hub.hubId}`,
-  ...(setup
-    ? [
-      "No administrator yet. Make the first one in the portal with this single-use link (valid 24 hours, also in",
-      `${setup.file}):`,
-      `  ${setup.url}`,
-      "or from a terminal:  npm run admin -- create-admin --email you@example.com",
-    ]
-    : []),
-  "",
-].join("\n"));
+console.log(
+  [
+    "",
+    "Wellspring hub is running:",
+    `  API           ${gateway.apiOrigin}/v1   (OpenAI- and Anthropic-compatible; answering now)`,
+    `  portal        ${portal.origin}${portal.building ? "   (being built: about a minute; the page says so until it is ready)" : ""}`,
+    `  agent tunnel  ${gateway.tunnelUrl}`,
+    `  tunnel pin    ${hub.tls.pin}`,
+    `  admin         ${gateway.adminOrigin}   (admin API /admin/v1/…, /metrics; keep it private)`,
+    `  database      ${databaseLocation(hub.databaseUrl)}${hub.embedded ? ` (embedded, in ${hub.dataDir}/postgres)` : ""}`,
+    `  hub id        ${hub.hubId}`,
+    ...(setup
+      ? [
+          "No administrator yet. Make the first one in the portal with this single-use link (valid 24 hours, also in",
+          `${setup.file}):`,
+          `  ${setup.url}`,
+          "or from a terminal:  npm run admin -- create-admin --email you@example.com",
+        ]
+      : []),
+    "",
+  ].join("\n"),
+);
 portal.ready.then(
   () => log.info("hub.portal_ready", { url: portal.origin }),
   (error: unknown) => {
@@ -87,13 +109,17 @@ function stop(reason: string): void {
   log.info("hub.stopping", { reason });
   // The portal first (it writes through the hub's database), then the gateway (leases released, spool flushed),
   // then the database.
-  void portal.stop()
+  void portal
+    .stop()
     .then(() => gateway.close())
     .then(() => hub.close())
-    .then(() => process.exit(0), (error: unknown) => {
-      log.error("hub.stop_failed", { error });
-      process.exit(1);
-    });
+    .then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error("hub.stop_failed", { error });
+        process.exit(1);
+      },
+    );
 }
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => stop(signal));
 portal.onExit((code) => {

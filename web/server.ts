@@ -44,7 +44,9 @@ const server = createServer((req, res) => {
     // Ready once Next.js has loaded and the database answers.
     void readiness.check().then((r) => {
       const ready = r.ready && handle !== null;
-      res.writeHead(ready ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" }).end(JSON.stringify({ ready, portal: handle ? "loaded" : "starting", database: r.ready ? "reachable" : "unreachable" }));
+      res
+        .writeHead(ready ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" })
+        .end(JSON.stringify({ ready, portal: handle ? "loaded" : "starting", database: r.ready ? "reachable" : "unreachable" }));
     });
     return;
   }

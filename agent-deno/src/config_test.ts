@@ -22,6 +22,10 @@ Deno.test("bad configs are refused with a message naming the field", () => {
     [{ ...valid, concurrentStreamsMax: 0 }, /concurrentStreamsMax/],
   ];
   for (const [input, message] of cases) {
-    assert.throws(() => parseConfig(input), (e: unknown) => e instanceof ConfigError && message.test(e.message), String(message));
+    assert.throws(
+      () => parseConfig(input),
+      (e: unknown) => e instanceof ConfigError && message.test(e.message),
+      String(message),
+    );
   }
 });

@@ -22,33 +22,36 @@ export interface EnrollOptions {
  * does not accept a ready-made socket, and fetch cannot pin, so this tiny client does the one call we need.)
  */
 function post(origin: URL, pins: string[], path: string, body: string, timeoutMs = 15_000): Promise<{ status: number; body: string }> {
-  return connectPinned(origin, pins).then((socket) => new Promise((resolve, reject) => {
-    const payload = new TextEncoder().encode(body);
-    const head = `POST ${path} HTTP/1.1\r\nHost: ${origin.host}\r\nContent-Type: application/json\r\nContent-Length: ${payload.length}\r\nConnection: close\r\n\r\n`;
-    const chunks: Uint8Array[] = [];
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`Cannot enroll: the hub did not answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.on("data", (c: Uint8Array) => chunks.push(c));
-    socket.on("error", (e: Error) => {
-      clearTimeout(timer);
-      reject(new Error(`Cannot enroll: ${e.message}`));
-    });
-    socket.on("end", () => {
-      clearTimeout(timer);
-      const text = new TextDecoder().decode(concat(chunks));
-      const split = text.indexOf("\r\n\r\n");
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1] ?? 0);
-      if (split < 0 || !status) {
-        reject(new Error("Cannot enroll: the hub's answer is not HTTP"));
-        return;
-      }
-      resolve({ status, body: text.slice(split + 4) });
-    });
-    socket.write(head);
-    socket.write(payload);
-  }));
+  return connectPinned(origin, pins).then(
+    (socket) =>
+      new Promise((resolve, reject) => {
+        const payload = new TextEncoder().encode(body);
+        const head = `POST ${path} HTTP/1.1\r\nHost: ${origin.host}\r\nContent-Type: application/json\r\nContent-Length: ${payload.length}\r\nConnection: close\r\n\r\n`;
+        const chunks: Uint8Array[] = [];
+        const timer = setTimeout(() => {
+          socket.destroy();
+          reject(new Error(`Cannot enroll: the hub did not answer within ${timeoutMs} ms`));
+        }, timeoutMs);
+        socket.on("data", (c: Uint8Array) => chunks.push(c));
+        socket.on("error", (e: Error) => {
+          clearTimeout(timer);
+          reject(new Error(`Cannot enroll: ${e.message}`));
+        });
+        socket.on("end", () => {
+          clearTimeout(timer);
+          const text = new TextDecoder().decode(concat(chunks));
+          const split = text.indexOf("\r\n\r\n");
+          const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1] ?? 0);
+          if (split < 0 || !status) {
+            reject(new Error("Cannot enroll: the hub's answer is not HTTP"));
+            return;
+          }
+          resolve({ status, body: text.slice(split + 4) });
+        });
+        socket.write(head);
+        socket.write(payload);
+      }),
+  );
 }
 
 export async function enroll(o: EnrollOptions): Promise<Identity> {
@@ -68,7 +71,9 @@ export async function enroll(o: EnrollOptions): Promise<Identity> {
     let message = res.body;
     try {
       message = (JSON.parse(res.body) as { error?: { message?: string } }).error?.message ?? res.body;
-    } catch { /* not JSON */ }
+    } catch {
+      /* not JSON */
+    }
     throw new Error(`Cannot enroll: hub answered ${res.status}: ${message}`);
   }
   const { agentId, hubId } = JSON.parse(res.body) as { agentId: string; hubId: string };

@@ -9,7 +9,10 @@
 export const HUB_URL_CHARS_MAX = 300;
 
 export class HubUrlError extends Error {
-  constructor(readonly input: string, reason: string) {
+  constructor(
+    readonly input: string,
+    reason: string,
+  ) {
     super(`Cannot use hub URL ${JSON.stringify(input.slice(0, 80))}: ${reason}; expected https://HOST[:PORT]`);
     this.name = "HubUrlError";
   }

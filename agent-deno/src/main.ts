@@ -44,7 +44,8 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
   const privateKey = await importAgentPrivateKey(await loadPrivateKey(dataDir));
   const upstreams = resolveUpstreams(config);
   const devOrigin = devUpstream === undefined ? null : checkDevOrigin(devUpstream);
-  if (devOrigin) log.warn("agent.dev_upstream", { origin: devOrigin, note: "DEVELOPMENT MODE: provider calls go to this loopback origin, not the official APIs" });
+  if (devOrigin)
+    log.warn("agent.dev_upstream", { origin: devOrigin, note: "DEVELOPMENT MODE: provider calls go to this loopback origin, not the official APIs" });
   const inventory: Inventory = {
     agentVersion: AGENT_VERSION,
     models: upstreams.flatMap((u) => u.models.map((model) => ({ provider: u.provider, model, contextTokens: null }))),
@@ -66,10 +67,20 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
   const status = new StatusWriter(stateDir(dataDir), { version: AGENT_VERSION, agentId: identity.agentId, hubUrl: identity.hubUrl, priceVer: prices.ver });
   try {
     const tunnel = new Tunnel({
-      identity, privateKey, upstreams, inventory, concurrentStreamsMax: config.concurrentStreamsMax, devOrigin, log, signal: stop.signal, prices, status,
+      identity,
+      privateKey,
+      upstreams,
+      inventory,
+      concurrentStreamsMax: config.concurrentStreamsMax,
+      devOrigin,
+      log,
+      signal: stop.signal,
+      prices,
+      status,
       onReady: () => console.log("WELLSPRING_AGENT_READY"),
       // The launcher watches this file and installs the offered release (the agent never writes its own code).
-      onUpdateOffer: (offer) => void writeOffer(stateDir(dataDir), offer).catch((error: unknown) => log.warn("agent.update_offer_not_saved", { error: (error as Error).message })),
+      onUpdateOffer: (offer) =>
+        void writeOffer(stateDir(dataDir), offer).catch((error: unknown) => log.warn("agent.update_offer_not_saved", { error: (error as Error).message })),
     });
     await tunnel.run();
   } finally {

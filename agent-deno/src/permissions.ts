@@ -29,12 +29,7 @@ export function checkDataDir(dataDir: string): string {
 }
 
 export function enrollPermissions(dataDir: string, hubOrigin: string): string[] {
-  return [
-    `--allow-net=${hubNetPermission(hubOrigin)}`,
-    `--allow-read=${dataDir}`,
-    `--allow-write=${dataDir}`,
-    `--allow-env=${WS_ENV.join(",")}`,
-  ];
+  return [`--allow-net=${hubNetPermission(hubOrigin)}`, `--allow-read=${dataDir}`, `--allow-write=${dataDir}`, `--allow-env=${WS_ENV.join(",")}`];
 }
 
 export interface ServeInputs {

@@ -16,8 +16,16 @@ Deno.test("permissions: the serving agent reaches the hub and the official hosts
     "--allow-write=/srv/agent/data/state",
     "--allow-env=WS_NO_BUFFER_UTIL,WS_NO_UTF_8_VALIDATE,OPENAI_API_KEY",
   ]);
-  assert.equal(servePermissions({ dataDir: "/d", hubOrigin: "https://hub.example.com", config, devOrigin: "http://127.0.0.1:9999" })[0], "--allow-net=hub.example.com:443,api.openai.com:443,contoso.openai.azure.com:443,127.0.0.1:9999");
-  assert.deepEqual(enrollPermissions("/d", "https://[::1]:8788"), ["--allow-net=[::1]:8788", "--allow-read=/d", "--allow-write=/d", "--allow-env=WS_NO_BUFFER_UTIL,WS_NO_UTF_8_VALIDATE"]);
+  assert.equal(
+    servePermissions({ dataDir: "/d", hubOrigin: "https://hub.example.com", config, devOrigin: "http://127.0.0.1:9999" })[0],
+    "--allow-net=hub.example.com:443,api.openai.com:443,contoso.openai.azure.com:443,127.0.0.1:9999",
+  );
+  assert.deepEqual(enrollPermissions("/d", "https://[::1]:8788"), [
+    "--allow-net=[::1]:8788",
+    "--allow-read=/d",
+    "--allow-write=/d",
+    "--allow-env=WS_NO_BUFFER_UTIL,WS_NO_UTF_8_VALIDATE",
+  ]);
 });
 
 /** What a compromised agent would try, run under exactly the permissions the launcher grants. */
@@ -47,7 +55,7 @@ Deno.test("permissions: under the launcher's grant the agent cannot rewrite the 
   const data = `${root}/data`;
   try {
     await Deno.mkdir(stateDir(data), { recursive: true });
-    await Deno.writeTextFile(`${data}/agent.json`, "{\"original\":true}");
+    await Deno.writeTextFile(`${data}/agent.json`, '{"original":true}');
     await Deno.writeTextFile(`${data}/config.json`, "{}");
     await Deno.writeTextFile(`${root}/probe.js`, PROBE);
     const permissions = servePermissions({ dataDir: data, hubOrigin: "https://hub.example.com:8788", config, devOrigin: null });
@@ -72,7 +80,7 @@ Deno.test("permissions: under the launcher's grant the agent cannot rewrite the 
       netElsewhere: "NotCapable",
       run: "NotCapable",
     });
-    assert.equal(await Deno.readTextFile(`${data}/agent.json`), "{\"original\":true}");
+    assert.equal(await Deno.readTextFile(`${data}/agent.json`), '{"original":true}');
   } finally {
     await Deno.remove(root, { recursive: true });
   }

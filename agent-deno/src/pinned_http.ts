@@ -88,7 +88,8 @@ export async function getPinned(origin: URL, pins: readonly string[], path: stri
       }
       if (body.length > bodyBytesMax) return reject(new ResponseTooLarge(bodyBytesMax));
       const declared = headers.get("content-length");
-      if (declared !== undefined && Number(declared) !== body.length) return reject(new Error(`the hub's answer ended after ${body.length} of ${declared} bytes`));
+      if (declared !== undefined && Number(declared) !== body.length)
+        return reject(new Error(`the hub's answer ended after ${body.length} of ${declared} bytes`));
       resolve({ status, headers, body });
     });
     socket.write(`GET ${path} HTTP/1.1\r\nHost: ${origin.host}\r\nAccept: */*\r\nConnection: close\r\n\r\n`);

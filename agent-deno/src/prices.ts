@@ -12,7 +12,11 @@ export class PriceStore {
   #table: PriceTableMessage | null = null;
 
   /** `dir` holds prices.json (the agent's state folder); `legacyDir`, if given, is where an older agent kept it. */
-  constructor(private readonly dir: string, private readonly log: Log, private readonly legacyDir: string | null = null) {}
+  constructor(
+    private readonly dir: string,
+    private readonly log: Log,
+    private readonly legacyDir: string | null = null,
+  ) {}
 
   get ver(): number | null {
     return this.#table?.ver ?? null;

@@ -6,7 +6,18 @@ import { PriceStore } from "./prices.ts";
 const table = (ver: number, output: string): PriceTableMessage => ({
   ver,
   publishedAt: "2026-11-29T00:00:00.000Z",
-  prices: [{ provider: "openai", model: "gpt-4o-mini", inputMicrosPerMTok: "150000", outputMicrosPerMTok: output, cachedInputMicrosPerMTok: "75000", audioSecondMicros: "0", imageMicros: "0", characterMicrosPerM: "0" }],
+  prices: [
+    {
+      provider: "openai",
+      model: "gpt-4o-mini",
+      inputMicrosPerMTok: "150000",
+      outputMicrosPerMTok: output,
+      cachedInputMicrosPerMTok: "75000",
+      audioSecondMicros: "0",
+      imageMicros: "0",
+      characterMicrosPerM: "0",
+    },
+  ],
 });
 
 Deno.test("price store: keeps newer versions on disk, ignores older ones, reloads after a restart", async () => {

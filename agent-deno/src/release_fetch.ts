@@ -14,7 +14,15 @@
  * Exit codes: 0 done; 2 the hub has no such release or it is larger than allowed (retrying cannot help);
  * 1 anything else (network, hub down: retried later). Errors are one JSON line on stdout: {ok: false, reason, message}.
  */
-import { isVersion, parseJson, RELEASE_BUNDLE_BYTES_MAX, RELEASE_FILES, RELEASE_MANIFEST_BYTES_MAX, releaseManifest, updateAvailable } from "../../protocol/src/mod.ts";
+import {
+  isVersion,
+  parseJson,
+  RELEASE_BUNDLE_BYTES_MAX,
+  RELEASE_FILES,
+  RELEASE_MANIFEST_BYTES_MAX,
+  releaseManifest,
+  updateAvailable,
+} from "../../protocol/src/mod.ts";
 import { loadIdentity } from "./config.ts";
 import { getPinned, ResponseTooLarge } from "./pinned_http.ts";
 
@@ -83,7 +91,8 @@ async function main(): Promise<number> {
   } catch {
     /* the launcher refuses the manifest itself; the bundle is still bounded */
   }
-  if (declared > RELEASE_BUNDLE_BYTES_MAX) throw new Refused(`oversized: the manifest names a ${declared}-byte bundle; at most ${RELEASE_BUNDLE_BYTES_MAX} are accepted`);
+  if (declared > RELEASE_BUNDLE_BYTES_MAX)
+    throw new Refused(`oversized: the manifest names a ${declared}-byte bundle; at most ${RELEASE_BUNDLE_BYTES_MAX} are accepted`);
   const bundle = await get(origin, identity.pins, base + RELEASE_FILES.bundle, declared, left());
   await Deno.mkdir(out, { recursive: true });
   await writeFileSynced(`${out}/${RELEASE_FILES.manifest}`, manifest);

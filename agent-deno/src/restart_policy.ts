@@ -20,9 +20,7 @@ export interface AgentExit {
   signal: string | null;
 }
 
-export type RestartDecision =
-  | { restart: true; delayMs: number; attempt: number }
-  | { restart: false; reason: "stopped" | "agent_stopped" | "fatal" };
+export type RestartDecision = { restart: true; delayMs: number; attempt: number } | { restart: false; reason: "stopped" | "agent_stopped" | "fatal" };
 
 export class RestartPolicy {
   /** Restarts since the last stable run. */

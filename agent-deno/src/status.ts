@@ -46,7 +46,11 @@ export class StatusWriter {
   #dirty = false;
   readonly #refresh: ReturnType<typeof setInterval>;
 
-  constructor(private readonly stateDir: string, init: { version: string; agentId: string; hubUrl: string; priceVer: number | null }, private readonly now: () => number = Date.now) {
+  constructor(
+    private readonly stateDir: string,
+    init: { version: string; agentId: string; hubUrl: string; priceVer: number | null },
+    private readonly now: () => number = Date.now,
+  ) {
     const t = new Date(now()).toISOString();
     this.#s = {
       pid: Deno.pid,

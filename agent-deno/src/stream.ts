@@ -84,8 +84,13 @@ export class AgentStream {
     if (chunk) scanner.push(chunk);
     if (end) scanner.end();
     const model = scanner.fields.model;
-    const problem = scanner.problem ?? (model !== null && model !== this.head.model ? "the body names another model than the request head"
-      : end && model === null ? "the body names no model" : null);
+    const problem =
+      scanner.problem ??
+      (model !== null && model !== this.head.model
+        ? "the body names another model than the request head"
+        : end && model === null
+          ? "the body names no model"
+          : null);
     if (problem === null) return true;
     this.host.log.warn("stream.body_refused", { requestId: this.head.requestId, streamId: this.id, problem });
     this.#reset(ResetCode.BODY_REFUSED, problem);
@@ -146,30 +151,33 @@ export class AgentStream {
   }
 
   #requestBody(): ReadableStream<Uint8Array> {
-    return new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        while (this.#bodyQueue.length === 0 && !this.#bodyEnded && !this.#closed) {
-          await new Promise<void>((resolve) => (this.#bodyWaiter = resolve));
-          this.#bodyWaiter = null;
-        }
-        if (this.#closed) {
-          controller.error(new DOMException("stream closed", "AbortError"));
-          return;
-        }
-        const chunk = this.#bodyQueue.shift();
-        if (!this.#bodyAllowed(chunk ?? null, !chunk)) {
-          controller.error(new DOMException("request body refused", "AbortError"));
-          return;
-        }
-        if (chunk) {
-          controller.enqueue(chunk);
-          const inc = this.recvWindow.consume(chunk.length);
-          if (inc > 0) this.host.send(encodeWindow(this.id, inc));
-          return;
-        }
-        controller.close();
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          while (this.#bodyQueue.length === 0 && !this.#bodyEnded && !this.#closed) {
+            await new Promise<void>((resolve) => (this.#bodyWaiter = resolve));
+            this.#bodyWaiter = null;
+          }
+          if (this.#closed) {
+            controller.error(new DOMException("stream closed", "AbortError"));
+            return;
+          }
+          const chunk = this.#bodyQueue.shift();
+          if (!this.#bodyAllowed(chunk ?? null, !chunk)) {
+            controller.error(new DOMException("request body refused", "AbortError"));
+            return;
+          }
+          if (chunk) {
+            controller.enqueue(chunk);
+            const inc = this.recvWindow.consume(chunk.length);
+            if (inc > 0) this.host.send(encodeWindow(this.id, inc));
+            return;
+          }
+          controller.close();
+        },
       },
-    }, { highWaterMark: 0 });
+      { highWaterMark: 0 },
+    );
   }
 
   /**
@@ -209,7 +217,7 @@ export class AgentStream {
       response = await fetch(this.url, {
         method: this.head.method,
         headers,
-        body: this.head.method !== "POST" ? undefined : (small as Uint8Array<ArrayBuffer> | null) ?? this.#requestBody(),
+        body: this.head.method !== "POST" ? undefined : ((small as Uint8Array<ArrayBuffer> | null) ?? this.#requestBody()),
         signal: this.#abort.signal,
         redirect: "manual",
         // @ts-ignore: `duplex` is required for streaming request bodies (not yet in every lib.dom).
@@ -245,7 +253,14 @@ export class AgentStream {
         const { value, done } = await reader.read();
         if (done) break;
         const windows = { stream: this.sendWindow, connection: this.host.connectionSendWindow() };
-        this.upstreamBytes += await sendWithCredit(this.id, value, windows, (f) => this.host.send(f), () => this.#closed, this.#abort.signal);
+        this.upstreamBytes += await sendWithCredit(
+          this.id,
+          value,
+          windows,
+          (f) => this.host.send(f),
+          () => this.#closed,
+          this.#abort.signal,
+        );
         if (this.#closed) return;
       }
     } catch (error) {

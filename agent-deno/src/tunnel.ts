@@ -124,10 +124,14 @@ interface Session {
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
+    signal?.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
   });
 }
 
@@ -169,7 +173,10 @@ export class Tunnel {
           duplicateRefusals = 0;
         });
         if (FATAL_CLOSE_CODES.has(code)) throw new FatalTunnelError(`Cannot serve: the hub refused this agent (close code ${code})`);
-        if (code === CloseCode.UPDATE_REQUIRED) throw new UpdateRequiredError(`Cannot serve: the hub requires a newer agent than ${AGENT_VERSION} (close code ${code}); the launcher updates it when a signed release is available`);
+        if (code === CloseCode.UPDATE_REQUIRED)
+          throw new UpdateRequiredError(
+            `Cannot serve: the hub requires a newer agent than ${AGENT_VERSION} (close code ${code}); the launcher updates it when a signed release is available`,
+          );
       } catch (error) {
         if (error instanceof FatalTunnelError || error instanceof UpdateRequiredError) throw error;
         log.warn("tunnel.connect_failed", { error: error as Error, attempt });
@@ -181,7 +188,8 @@ export class Tunnel {
         log.error("tunnel.duplicate_identity", {
           agentId: this.#o.identity.agentId,
           retryInMs: delay,
-          message: `Cannot serve: another agent is running with this identity (${this.#o.identity.agentId}) and is connected to the hub; only one may run. ` +
+          message:
+            `Cannot serve: another agent is running with this identity (${this.#o.identity.agentId}) and is connected to the hub; only one may run. ` +
             "Stop the other copy (a copied data folder runs the same agent), or enroll this machine as a new agent. Retrying later.",
         });
         await sleep(delay, signal);
@@ -461,16 +469,24 @@ export class Tunnel {
       return;
     }
     const url = upstreamUrl(upstream, forwarded, this.#o.devOrigin);
-    const stream = new AgentStream(streamId, head, upstream, url, {
-      send: (f) => this.#send(session, f),
-      connectionSendWindow: () => session.rules.send,
-      forget: (id) => {
-        session.streams.delete(id);
-        if (session.draining && session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "drained");
+    const stream = new AgentStream(
+      streamId,
+      head,
+      upstream,
+      url,
+      {
+        send: (f) => this.#send(session, f),
+        connectionSendWindow: () => session.rules.send,
+        forget: (id) => {
+          session.streams.delete(id);
+          if (session.draining && session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "drained");
+        },
+        ended: (s, outcome) => this.#streamEnded(s, outcome),
+        log: this.#o.log,
       },
-      ended: (s, outcome) => this.#streamEnded(s, outcome),
-      log: this.#o.log,
-    }, session.peer!.streamWindowBytes, this.#own.streamWindowBytes);
+      session.peer!.streamWindowBytes,
+      this.#own.streamWindowBytes,
+    );
     session.streams.set(streamId, stream);
     this.#o.status?.forwarded();
     void stream.run();
@@ -479,7 +495,15 @@ export class Tunnel {
   /** The access log line (same requestId as the gateway's `request.end`) and today's count. */
   #streamEnded(s: AgentStream, outcome: StreamOutcome): void {
     if (outcome === "completed") this.#o.status?.completed();
-    this.#o.log.info("stream.end", { requestId: s.head.requestId, model: s.head.model, provider: s.upstream.provider, outcome, status: s.status, upstreamBytes: s.upstreamBytes, ms: Date.now() - s.startedAt });
+    this.#o.log.info("stream.end", {
+      requestId: s.head.requestId,
+      model: s.head.model,
+      provider: s.upstream.provider,
+      outcome,
+      status: s.status,
+      upstreamBytes: s.upstreamBytes,
+      ms: Date.now() - s.startedAt,
+    });
   }
 
   async #answerChallenge(session: Session, body: Uint8Array): Promise<void> {
@@ -503,15 +527,21 @@ export class Tunnel {
     const timestampMs = Date.now();
     // Sign the hub id we enrolled with, not the one presented: a signature is only good for our hub.
     const signature = await signAuth(privateKey, { hubId: identity.hubId, sessionId: ch.sessionId, nonce: ch.nonce, timestampMs, agentId: identity.agentId });
-    this.#send(session, encodeControl(ControlKind.AUTH, jsonBytes({
-      agentId: identity.agentId,
-      sessionId: ch.sessionId,
-      nonce: ch.nonce,
-      timestampMs,
-      signature,
-      agentVersion: AGENT_VERSION,
-      settings: this.#own,
-      ...(this.#lastSessionId ? { previousSessionId: this.#lastSessionId } : {}),
-    })));
+    this.#send(
+      session,
+      encodeControl(
+        ControlKind.AUTH,
+        jsonBytes({
+          agentId: identity.agentId,
+          sessionId: ch.sessionId,
+          nonce: ch.nonce,
+          timestampMs,
+          signature,
+          agentVersion: AGENT_VERSION,
+          settings: this.#own,
+          ...(this.#lastSessionId ? { previousSessionId: this.#lastSessionId } : {}),
+        }),
+      ),
+    );
   }
 }

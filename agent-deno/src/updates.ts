@@ -15,7 +15,19 @@
  * previous version. Every boot verifies the release it is about to run again, so a kill -9 at any step leaves an
  * agent that boots a verified version (the trial, the current, the previous release, or the installed one).
  */
-import { compareVersions, isVersion, PROTOCOL_VERSION, RELEASE_FILES, releaseKeySet, ReleaseRefused, type ReleaseKeySet, type ReleaseManifest, type ReleaseRefusal, type UpdateAvailable, verifyRelease } from "../../protocol/src/mod.ts";
+import {
+  compareVersions,
+  isVersion,
+  PROTOCOL_VERSION,
+  RELEASE_FILES,
+  releaseKeySet,
+  ReleaseRefused,
+  type ReleaseKeySet,
+  type ReleaseManifest,
+  type ReleaseRefusal,
+  type UpdateAvailable,
+  verifyRelease,
+} from "../../protocol/src/mod.ts";
 
 /** A version that failed (refused, or rolled back) is tried again after this long, ms. */
 export const UPDATE_RETRY_AFTER_MS = 3_600_000;
@@ -166,7 +178,11 @@ export async function approve(dataDir: string, version: string, grant: { net: st
 }
 
 async function releaseFiles(dir: string): Promise<{ manifest: Uint8Array; signatures: Uint8Array; bundle: Uint8Array } | null> {
-  const [manifest, signatures, bundle] = await Promise.all([readBytes(`${dir}/${RELEASE_FILES.manifest}`), readBytes(`${dir}/${RELEASE_FILES.signatures}`), readBytes(`${dir}/${RELEASE_FILES.bundle}`)]);
+  const [manifest, signatures, bundle] = await Promise.all([
+    readBytes(`${dir}/${RELEASE_FILES.manifest}`),
+    readBytes(`${dir}/${RELEASE_FILES.signatures}`),
+    readBytes(`${dir}/${RELEASE_FILES.bundle}`),
+  ]);
   return manifest && signatures && bundle ? { manifest, signatures, bundle } : null;
 }
 
@@ -193,7 +209,13 @@ export interface BootTarget {
  * What to boot: the trial, else the newer of the current release and the installed agent, else the previous
  * release — each only after it verifies; the installed agent when none does.
  */
-export async function bootTarget(o: { dataDir: string; installMain: string; installVersion: string; keys: ReleaseKeySet | null; log: UpdateLog }): Promise<BootTarget> {
+export async function bootTarget(o: {
+  dataDir: string;
+  installMain: string;
+  installVersion: string;
+  keys: ReleaseKeySet | null;
+  log: UpdateLog;
+}): Promise<BootTarget> {
   const installed: BootTarget = { script: o.installMain, version: o.installVersion, source: "install", trial: false, extra: { net: [], env: [] } };
   if (!o.keys) return installed;
   const state = await readState(o.dataDir, o.log);
@@ -205,16 +227,31 @@ export async function bootTarget(o: { dataDir: string; installMain: string; inst
   for (const c of candidates) {
     try {
       const manifest = await verifyInstalled(o.dataDir, c.version, o.keys, approvals);
-      return { script: `${releasesDir(o.dataDir)}/${c.version}/${RELEASE_FILES.bundle}`, version: c.version, source: "release", trial: c.trial, extra: manifest.permissions };
+      return {
+        script: `${releasesDir(o.dataDir)}/${c.version}/${RELEASE_FILES.bundle}`,
+        version: c.version,
+        source: "release",
+        trial: c.trial,
+        extra: manifest.permissions,
+      };
     } catch (error) {
-      o.log("error", "launcher.release_invalid", { version: c.version, reason: (error as ReleaseRefused).reason ?? "unreadable", error: (error as Error).message, note: "not booted" });
+      o.log("error", "launcher.release_invalid", {
+        version: c.version,
+        reason: (error as ReleaseRefused).reason ?? "unreadable",
+        error: (error as Error).message,
+        note: "not booted",
+      });
     }
   }
   return installed;
 }
 
 export class UpdateRefusedError extends Error {
-  constructor(readonly version: string, readonly reason: ReleaseRefusal | "not_found" | "unreachable", message: string) {
+  constructor(
+    readonly version: string,
+    readonly reason: ReleaseRefusal | "not_found" | "unreachable",
+    message: string,
+  ) {
     super(message);
     this.name = "UpdateRefusedError";
   }
@@ -225,12 +262,28 @@ export class UpdateRefusedError extends Error {
  * Refuses anything not signed by a trusted key, whose bundle does not match, that expired, that is not newer
  * than `newerThan`, that speaks another protocol than the hub's, or asks for permissions not approved.
  */
-export async function installStaged(o: { dataDir: string; staged: string; version: string; keys: ReleaseKeySet; newerThan: string; hubProtocol: number; now: Date }): Promise<ReleaseManifest> {
+export async function installStaged(o: {
+  dataDir: string;
+  staged: string;
+  version: string;
+  keys: ReleaseKeySet;
+  newerThan: string;
+  hubProtocol: number;
+  now: Date;
+}): Promise<ReleaseManifest> {
   const files = await releaseFiles(o.staged);
   if (!files) throw new UpdateRefusedError(o.version, "tampered", "the download is incomplete");
   let verified;
   try {
-    verified = await verifyRelease(files, { trusted: o.keys, now: o.now, expectVersion: o.version, newerThan: o.newerThan, hubProtocol: o.hubProtocol, approved: (await readApprovals(o.dataDir))[o.version] ?? null, checkExpiry: true });
+    verified = await verifyRelease(files, {
+      trusted: o.keys,
+      now: o.now,
+      expectVersion: o.version,
+      newerThan: o.newerThan,
+      hubProtocol: o.hubProtocol,
+      approved: (await readApprovals(o.dataDir))[o.version] ?? null,
+      checkExpiry: true,
+    });
   } catch (error) {
     if (error instanceof ReleaseRefused) throw new UpdateRefusedError(o.version, error.reason, error.message);
     throw error;
@@ -267,7 +320,8 @@ export async function commitTrial(dataDir: string, version: string): Promise<Rel
   delete next.failed[version];
   await writeState(dataDir, next);
   for await (const e of Deno.readDir(releasesDir(dataDir))) {
-    if (e.isDirectory && isVersion(e.name) && e.name !== next.current && e.name !== next.previous) await Deno.remove(`${releasesDir(dataDir)}/${e.name}`, { recursive: true }).catch(() => {});
+    if (e.isDirectory && isVersion(e.name) && e.name !== next.current && e.name !== next.previous)
+      await Deno.remove(`${releasesDir(dataDir)}/${e.name}`, { recursive: true }).catch(() => {});
   }
   return next;
 }

@@ -4,7 +4,19 @@
  */
 import assert from "node:assert/strict";
 import { releaseKeyId, signManifest, toBase64Url, toHex, type ReleaseKeySet, type ReleaseManifest } from "../../protocol/src/mod.ts";
-import { beginTrial, bootTarget, commitTrial, installStaged, readState, releasesDir, rollBackTrial, trustedKeys, UpdateRefusedError, wantedVersion, writeState } from "./updates.ts";
+import {
+  beginTrial,
+  bootTarget,
+  commitTrial,
+  installStaged,
+  readState,
+  releasesDir,
+  rollBackTrial,
+  trustedKeys,
+  UpdateRefusedError,
+  wantedVersion,
+  writeState,
+} from "./updates.ts";
 
 interface Key {
   privateKey: CryptoKey;
@@ -20,7 +32,13 @@ async function newKey(): Promise<Key> {
 
 const set = (serial: number, ...keys: Key[]): ReleaseKeySet => ({ serial, keys: keys.map((k) => ({ keyId: k.keyId, publicKey: k.publicKey })) });
 
-async function writeRelease(dir: string, version: string, signers: Key[], change: Partial<ReleaseManifest> = {}, bundleText = `console.log("agent ${version}");\n`): Promise<void> {
+async function writeRelease(
+  dir: string,
+  version: string,
+  signers: Key[],
+  change: Partial<ReleaseManifest> = {},
+  bundleText = `console.log("agent ${version}");\n`,
+): Promise<void> {
   const bundle = new TextEncoder().encode(bundleText);
   const manifest: ReleaseManifest = {
     format: "wellspring-agent-release/1",
@@ -36,7 +54,10 @@ async function writeRelease(dir: string, version: string, signers: Key[], change
   const bytes = new TextEncoder().encode(JSON.stringify(manifest));
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeFile(`${dir}/manifest.json`, bytes);
-  await Deno.writeTextFile(`${dir}/manifest.sig`, JSON.stringify({ signatures: await Promise.all(signers.map(async (k) => ({ keyId: k.keyId, signature: await signManifest(k.privateKey, bytes) }))) }));
+  await Deno.writeTextFile(
+    `${dir}/manifest.sig`,
+    JSON.stringify({ signatures: await Promise.all(signers.map(async (k) => ({ keyId: k.keyId, signature: await signManifest(k.privateKey, bytes) }))) }),
+  );
   await Deno.writeFile(`${dir}/agent.js`, bundle);
 }
 
@@ -51,7 +72,13 @@ Deno.test("a boot runs the newest release that verifies, and never a damaged one
   await writeRelease(`${releasesDir(data)}/0.2.1`, "0.2.1", [primary]);
   await writeRelease(`${releasesDir(data)}/0.2.2`, "0.2.2", [primary]);
   await writeRelease(`${releasesDir(data)}/0.2.3`, "0.2.3", [primary]);
-  await writeState(data, { current: "0.2.2", previous: "0.2.1", highest: "0.2.2", trial: { version: "0.2.3", previous: "0.2.2", startedAt: new Date().toISOString() }, failed: {} });
+  await writeState(data, {
+    current: "0.2.2",
+    previous: "0.2.1",
+    highest: "0.2.2",
+    trial: { version: "0.2.3", previous: "0.2.2", startedAt: new Date().toISOString() },
+    failed: {},
+  });
   assert.deepEqual([(await boot()).version, (await boot()).trial], ["0.2.3", true]);
   // A damaged trial (one byte of its bundle) is not run: the current release is.
   const bundle = await Deno.readFile(`${releasesDir(data)}/0.2.3/agent.js`);
@@ -87,10 +114,13 @@ Deno.test("an install refuses what is tampered, older, expired, unsigned, wrongl
       return error.reason;
     }
   };
-  assert.equal(await attempt("0.3.0", async () => {
-    await writeRelease(staged, "0.3.0", [primary]);
-    await Deno.writeTextFile(`${staged}/agent.js`, 'console.log("agent 0.3.1");\n');
-  }), "tampered");
+  assert.equal(
+    await attempt("0.3.0", async () => {
+      await writeRelease(staged, "0.3.0", [primary]);
+      await Deno.writeTextFile(`${staged}/agent.js`, 'console.log("agent 0.3.1");\n');
+    }),
+    "tampered",
+  );
   assert.equal(await attempt("0.1.9", () => writeRelease(staged, "0.1.9", [primary])), "not_newer");
   assert.equal(await attempt("0.3.0", () => writeRelease(staged, "0.3.0", [primary], { expiresAt: new Date(Date.now() - 1000).toISOString() })), "expired");
   assert.equal(await attempt("0.3.0", () => writeRelease(staged, "0.3.0", [])), "unsigned");
@@ -132,7 +162,10 @@ Deno.test("release keys rotate only with a signature from every key trusted now"
   const staged = `${data}/releases/staging/r`;
   const rotation = set(2, next1, next2);
   await writeRelease(staged, "0.3.0", [primary], { releaseKeys: rotation });
-  await assert.rejects(installStaged({ dataDir: data, staged, version: "0.3.0", keys: installed, newerThan: "0.2.0", hubProtocol: 1, now: new Date() }), (e: unknown) => e instanceof UpdateRefusedError && e.reason === "key_rotation");
+  await assert.rejects(
+    installStaged({ dataDir: data, staged, version: "0.3.0", keys: installed, newerThan: "0.2.0", hubProtocol: 1, now: new Date() }),
+    (e: unknown) => e instanceof UpdateRefusedError && e.reason === "key_rotation",
+  );
   assert.equal((await trustedKeys(installed, data))!.serial, 1);
   await Deno.remove(staged, { recursive: true });
   await writeRelease(staged, "0.3.0", [primary, backup], { releaseKeys: rotation });

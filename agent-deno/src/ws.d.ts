@@ -5,13 +5,16 @@ export default class WebSocket {
   static readonly OPEN: 1;
   readonly readyState: number;
   binaryType: string;
-  constructor(url: string, options: {
-    createConnection?: () => Socket;
-    maxPayload?: number;
-    perMessageDeflate?: boolean;
-    handshakeTimeout?: number;
-    generateMask?: (mask: Uint8Array) => void;
-  });
+  constructor(
+    url: string,
+    options: {
+      createConnection?: () => Socket;
+      maxPayload?: number;
+      perMessageDeflate?: boolean;
+      handshakeTimeout?: number;
+      generateMask?: (mask: Uint8Array) => void;
+    },
+  );
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
   terminate(): void;

@@ -178,7 +178,10 @@ test("an admin sees a user's sign-in slow-down, unlocks it, and sends a reset li
   await page.reload();
   expect(await trySignIn(page, user.email, user.password)).toBe("signed in");
 
-  await adminPage.getByTestId(`user-${user.email}`).getByRole("button", { name: `Send a password reset link to ${user.email}` }).click();
+  await adminPage
+    .getByTestId(`user-${user.email}`)
+    .getByRole("button", { name: `Send a password reset link to ${user.email}` })
+    .click();
   await expect(adminPage.getByTestId("accounts-notice")).toContainText("A password reset link was sent");
   await adminPage.getByRole("link", { name: "Outbox" }).click();
   await expect(adminPage.getByTestId("mail-password_reset").filter({ hasText: user.email })).toHaveCount(1);

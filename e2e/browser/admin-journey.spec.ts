@@ -52,7 +52,10 @@ test("an admin publishes a price version the user's price page shows, and resolv
   const adminPassword = "admin password 456";
   // The first administrator, made with the documented command.
   const scratch = await mkdtemp(join(tmpdir(), "ws-admin-cli-"));
-  const made = await promisify(execFile)(TSX, ["gateway/src/cli/admin.ts", "create-admin", "--email", adminEmail], { cwd: ROOT, env: { ...process.env, DATABASE_URL: url, DATA_DIR: scratch, WELLSPRING_ADMIN_PASSWORD: adminPassword } });
+  const made = await promisify(execFile)(TSX, ["gateway/src/cli/admin.ts", "create-admin", "--email", adminEmail], {
+    cwd: ROOT,
+    env: { ...process.env, DATABASE_URL: url, DATA_DIR: scratch, WELLSPRING_ADMIN_PASSWORD: adminPassword },
+  });
   await rm(scratch, { recursive: true, force: true });
   expect(made.stdout).toContain(`administrator usr_`);
 
@@ -103,7 +106,9 @@ test("an admin publishes a price version the user's price page shows, and resolv
   await signInOnPage(owner, ownerEmail, "owner password 321");
   const ownerId = (await db.user.findUniqueOrThrow({ where: { email: ownerEmail } })).id;
   const pin = spkiPin(await readFile(join(HUB_DATA_DIR, "tls/tunnel-cert.pem")));
-  const enrolled = await enrollAgent(db, { agentOrigin: HUB_AGENT_ORIGIN, pin }, ownerId, { models: { openai: ["gpt-4.1-nano"], anthropic: ["claude-haiku-4-5"] } });
+  const enrolled = await enrollAgent(db, { agentOrigin: HUB_AGENT_ORIGIN, pin }, ownerId, {
+    models: { openai: ["gpt-4.1-nano"], anthropic: ["claude-haiku-4-5"] },
+  });
   dirs.push(enrolled.dataDir);
   const live = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
   agents.push(live);

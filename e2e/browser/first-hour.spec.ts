@@ -107,7 +107,9 @@ async function inspect(page: Page, testInfo: TestInfo, role: string, width: numb
   const res = await page.goto(path);
   const where = `${role} ${path} at ${width} px`;
   expect(res?.status() ?? 0, `${where}: HTTP status`).toBeLessThan(500);
-  await expect(page.locator("body"), `${where}: error page`).not.toContainText(/Application error|Internal Server Error|This page couldn.t load|Unhandled Runtime Error/);
+  await expect(page.locator("body"), `${where}: error page`).not.toContainText(
+    /Application error|Internal Server Error|This page couldn.t load|Unhandled Runtime Error/,
+  );
   await expect(page, `${where}: title`).toHaveTitle(/Wellspring/);
   // Laid out with its own font (a fallback font has other widths), after the page's scripts ran.
   await page.evaluate(() => document.fonts.ready);
@@ -133,7 +135,11 @@ test("every page of a user, a key owner and an admin, at 1280 and 390 px", async
   }
   const secret = (await user.getByTestId("new-key-secret").textContent())!;
   for (let i = 0; i < 3; i++) {
-    const res = await fetch(`${HUB_API}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }) });
+    const res = await fetch(`${HUB_API}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }),
+    });
     expect(res.status).toBe(503); // no agent serves it yet: "not available right now"
   }
   // Revoking asks first; the secret of the key just revoked is no longer shown.
@@ -166,7 +172,15 @@ test("every page of a user, a key owner and an admin, at 1280 and 390 px", async
 
   const userPages = ["/app", "/app/keys", "/app/usage", badDate, "/app/billing", "/app/prices", "/app/account"];
   const ownerPages = ["/app/agents", "/app/earnings"];
-  const adminPages = ["/app/admin/system", `/app/admin/accounts?q=layout-`, "/app/admin/prices", "/app/admin/risk", "/app/admin/payouts", "/app/admin/codes", "/app/admin/outbox"];
+  const adminPages = [
+    "/app/admin/system",
+    `/app/admin/accounts?q=layout-`,
+    "/app/admin/prices",
+    "/app/admin/risk",
+    "/app/admin/payouts",
+    "/app/admin/codes",
+    "/app/admin/outbox",
+  ];
   const publicPages = ["/", "/signin", "/signup", "/forgot-password", "/setup"];
   const visitor = await rolePage(browser, errors);
 

@@ -35,7 +35,9 @@ const cleanups: (() => Promise<unknown>)[] = [];
 /** The exit code of a process that ends by itself. */
 function exitOf(proc: Proc): Promise<number | null> {
   const { child } = proc;
-  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve(child.exitCode) : new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+  return child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve(child.exitCode)
+    : new Promise((resolve) => child.once("exit", (code) => resolve(code)));
 }
 
 test.afterAll(async () => {
@@ -98,7 +100,9 @@ test("an owner runs the three commands the agents page prints in a clean folder,
     await expect(page.getByTestId(`agent-next-${agentId}`)).toContainText("./wellspring-agent start", { timeout: 500 });
   }).toPass({ timeout: 70_000 });
   const dataDir = join(agentDir, "data");
-  const config = JSON.parse(await readFile(join(dataDir, "config.json"), "utf8")) as { upstreams: { provider: string; models: string[]; apiKey?: string; apiKeyEnv?: string }[] };
+  const config = JSON.parse(await readFile(join(dataDir, "config.json"), "utf8")) as {
+    upstreams: { provider: string; models: string[]; apiKey?: string; apiKeyEnv?: string }[];
+  };
   for (const u of config.upstreams) {
     if (u.provider === "anthropic") u.models = ["claude-opus-4-1"];
     u.apiKey = "sk-owner-test-key"; // the test's agent process does not get the printed export
@@ -114,7 +118,11 @@ test("an owner runs the three commands the agents page prints in a clean folder,
   const { secret } = await issueKey(db, userId, "buyer");
   let official = 0n;
   for (let i = 0; i < 3; i++) {
-    const res = await fetch(`${API}/v1/messages`, { method: "POST", headers: { "x-api-key": secret, "anthropic-version": "2023-06-01", "content-type": "application/json" }, body: JSON.stringify({ model: "claude-opus-4-1", max_tokens: 400, messages: [{ role: "user", content: "Hello [mock chunks=20 output_tokens=300]" }] }) });
+    const res = await fetch(`${API}/v1/messages`, {
+      method: "POST",
+      headers: { "x-api-key": secret, "anthropic-version": "2023-06-01", "content-type": "application/json" },
+      body: JSON.stringify({ model: "claude-opus-4-1", max_tokens: 400, messages: [{ role: "user", content: "Hello [mock chunks=20 output_tokens=300]" }] }),
+    });
     expect(res.status).toBe(200);
     const u = ((await res.json()) as { usage: { input_tokens: number; output_tokens: number } }).usage;
     // claude-opus-4-1: $15 / $75 per 1M tokens.
@@ -155,7 +163,11 @@ test("an owner runs the three commands the agents page prints in a clean folder,
   await page.getByRole("button", { name: "Pause" }).click();
   await expect(page.getByRole("button", { name: "Resume" })).toBeVisible();
   await expect(async () => {
-    const res = await fetch(`${API}/v1/messages`, { method: "POST", headers: { "x-api-key": secret, "anthropic-version": "2023-06-01", "content-type": "application/json" }, body: JSON.stringify({ model: "claude-opus-4-1", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }) });
+    const res = await fetch(`${API}/v1/messages`, {
+      method: "POST",
+      headers: { "x-api-key": secret, "anthropic-version": "2023-06-01", "content-type": "application/json" },
+      body: JSON.stringify({ model: "claude-opus-4-1", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+    });
     expect(res.status).toBe(503);
   }).toPass({ timeout: 5_000 });
   await page.getByRole("button", { name: "Join discount lane" }).click();

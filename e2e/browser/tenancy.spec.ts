@@ -20,7 +20,21 @@ test.beforeAll(async () => {
   victim.keyId = (await issueKey(db, victim.userId, "victim key")).id;
   victim.agentId = newId("agt");
   await db.agent.create({ data: { id: victim.agentId, ownerId: victim.userId, name: "victim agent", publicKey: `pk-${victim.agentId}` } });
-  await db.requestRecord.create({ data: { id: newId("req"), userId: victim.userId, keyId: victim.keyId, gatewayId: "gw_t", route: "/v1/chat/completions", provider: "openai", model: "gpt-4o", httpStatus: 200, endCause: "completed", startedAt: new Date(), durationMs: 5 } });
+  await db.requestRecord.create({
+    data: {
+      id: newId("req"),
+      userId: victim.userId,
+      keyId: victim.keyId,
+      gatewayId: "gw_t",
+      route: "/v1/chat/completions",
+      provider: "openai",
+      model: "gpt-4o",
+      httpStatus: 200,
+      endCause: "completed",
+      startedAt: new Date(),
+      durationMs: 5,
+    },
+  });
   attacker.userId = newId("usr");
   attacker.email = `${attacker.userId}@attacker.test`;
   await db.user.create({ data: { id: attacker.userId, email: attacker.email, isOwner: true, passwordHash: await hashPassword(attacker.password) } });
@@ -47,10 +61,13 @@ async function signIn(page: Page): Promise<void> {
  */
 async function submitWith(page: Page, name: string, value: string, button: string): Promise<void> {
   await page.waitForLoadState("networkidle");
-  await page.evaluate(([n, v]) => {
-    for (const input of document.querySelectorAll<HTMLInputElement>(`input[type=hidden][name="${n}"]`)) input.value = v!;
-    document.addEventListener("formdata", (e) => e.formData.set(n!, v!), { capture: true });
-  }, [name, value]);
+  await page.evaluate(
+    ([n, v]) => {
+      for (const input of document.querySelectorAll<HTMLInputElement>(`input[type=hidden][name="${n}"]`)) input.value = v!;
+      document.addEventListener("formdata", (e) => e.formData.set(n!, v!), { capture: true });
+    },
+    [name, value],
+  );
   await page.getByRole("button", { name: button }).first().click();
   await page.waitForLoadState("networkidle");
 }
@@ -70,19 +87,28 @@ test("another account's ids find nothing and change nothing, through every form 
     },
     {
       what: "pause agent form with the victim's agent id",
-      run: async () => { await page.goto("/app/agents"); await submitWith(page, "agentId", victim.agentId, "Pause"); },
+      run: async () => {
+        await page.goto("/app/agents");
+        await submitWith(page, "agentId", victim.agentId, "Pause");
+      },
       unchanged: async () => (await db.agent.findUniqueOrThrow({ where: { id: victim.agentId } })).status,
       expected: "active",
     },
     {
       what: "discount lane form with the victim's agent id",
-      run: async () => { await page.goto("/app/agents"); await submitWith(page, "agentId", victim.agentId, "Join discount lane"); },
+      run: async () => {
+        await page.goto("/app/agents");
+        await submitWith(page, "agentId", victim.agentId, "Join discount lane");
+      },
       unchanged: async () => (await db.agent.findUniqueOrThrow({ where: { id: victim.agentId } })).discountLane,
       expected: false,
     },
     {
       what: "usage page filtered by the victim's key",
-      run: async () => { await page.goto(`/app/usage?key=${victim.keyId}`); await expect(page.getByTestId("usage-empty")).toHaveText("No requests match these filters."); },
+      run: async () => {
+        await page.goto(`/app/usage?key=${victim.keyId}`);
+        await expect(page.getByTestId("usage-empty")).toHaveText("No requests match these filters.");
+      },
       unchanged: async () => db.requestRecord.count({ where: { userId: victim.userId } }),
       expected: 1,
     },

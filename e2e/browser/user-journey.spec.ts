@@ -75,7 +75,12 @@ test("sign up, create a key, top up, call the API, and see the request and its c
   await shot("keys");
 
   // Without credit the API refuses before any upstream call, in OpenAI's error shape.
-  const call = () => fetch(`${API}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" }, body: JSON.stringify({ model: "gpt-4o-mini", max_tokens: 50, messages: [{ role: "user", content: "Hello [mock chunks=9]" }] }) });
+  const call = () =>
+    fetch(`${API}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "gpt-4o-mini", max_tokens: 50, messages: [{ role: "user", content: "Hello [mock chunks=9]" }] }),
+    });
   const refused = await call();
   expect(refused.status).toBe(429);
   expect(((await refused.json()) as { error: { type: string } }).error.type).toBe("insufficient_quota");
@@ -99,7 +104,8 @@ test("sign up, create a key, top up, call the API, and see the request and its c
   const requestId = ok.headers.get("x-wellspring-request-id")!;
   // The current official price of gpt-4o-mini (standard plan: the official price), rounded up to the µUSD.
   const price = (await currentPriceTable(db))!.prices.find((p) => p.model === "gpt-4o-mini")!;
-  const chargeMicros = (BigInt(body.usage.prompt_tokens) * price.inputMicrosPerMTok + BigInt(body.usage.completion_tokens) * price.outputMicrosPerMTok + 999_999n) / 1_000_000n;
+  const chargeMicros =
+    (BigInt(body.usage.prompt_tokens) * price.inputMicrosPerMTok + BigInt(body.usage.completion_tokens) * price.outputMicrosPerMTok + 999_999n) / 1_000_000n;
   const shown = `$0.${chargeMicros.toString().padStart(6, "0").replace(/0+$/, "").padEnd(2, "0")}`;
 
   // Records are written in batches (≤ 200 ms): reload until the newest row is this call, with its charge.

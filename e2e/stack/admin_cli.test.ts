@@ -54,7 +54,11 @@ it("grant, balance, codes and audit work from the command line; an altered walle
 it("create-admin at a terminal asks for the password twice and never shows it", async () => {
   const password = "tty password 0123";
   // `script` gives the command a pseudo-terminal, with echo on as in a terminal window; what the terminal shows is its stdout.
-  const child = spawn("script", ["-qfec", `${TSX} gateway/src/cli/admin.ts create-admin --email tty-admin@example.test`, "/dev/null"], { cwd: ROOT, env: { ...process.env, DATABASE_URL: database.url, DATA_DIR: dataDir }, stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn("script", ["-qfec", `${TSX} gateway/src/cli/admin.ts create-admin --email tty-admin@example.test`, "/dev/null"], {
+    cwd: ROOT,
+    env: { ...process.env, DATABASE_URL: database.url, DATA_DIR: dataDir },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let shown = "";
   child.stdout.on("data", (d: Buffer) => (shown += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));

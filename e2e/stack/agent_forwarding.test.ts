@@ -35,7 +35,8 @@ describe("the agent's own allowlist", () => {
       await agent.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
       const session = await hub.session;
       const before = stack.mock.requests.length;
-      const openai = (method: RequestHead["method"], path: string) => session.request({ method, path, api: "openai", model: "gpt-4o-mini" }, method === "POST" ? CHAT : "");
+      const openai = (method: RequestHead["method"], path: string) =>
+        session.request({ method, path, api: "openai", model: "gpt-4o-mini" }, method === "POST" ? CHAT : "");
 
       const forbidden = await Promise.all([
         openai("POST", "/v1/../organization/admin_api_keys"),
@@ -50,7 +51,10 @@ describe("the agent's own allowlist", () => {
       expect(stack.mock.requests.length).toBe(before); // not one of them reached the provider
 
       expect(await openai("POST", "/v1/chat/completions?api-version=2099-01-01&organization=org_x")).toEqual({ kind: "response", status: 200 });
-      expect(await session.request({ method: "POST", path: "/v1/messages?x=1&beta=true", api: "anthropic", model: "claude-haiku-4-5" }, MESSAGES)).toEqual({ kind: "response", status: 200 });
+      expect(await session.request({ method: "POST", path: "/v1/messages?x=1&beta=true", api: "anthropic", model: "claude-haiku-4-5" }, MESSAGES)).toEqual({
+        kind: "response",
+        status: 200,
+      });
       const seen = stack.mock.requests.slice(before).map((r) => `${r.method} ${r.path}`);
       expect(seen).toEqual(["POST /v1/chat/completions", "POST /v1/messages?beta=true"]);
 
@@ -59,8 +63,14 @@ describe("the agent's own allowlist", () => {
       const afterAllowed = stack.mock.requests.length;
       const mismatched = await Promise.all([
         openai("POST", "/v1/chat/completions").then(() => null), // a sound one, for contrast
-        session.request({ method: "POST", path: "/v1/chat/completions", api: "openai", model: "gpt-4o-mini" }, JSON.stringify({ model: "gpt-4o", messages: [] })),
-        session.request({ method: "POST", path: "/v1/chat/completions", api: "openai", model: "gpt-4o-mini" }, `{"model":"gpt-4o-mini","messages":[]${" ".repeat(60_000)},"model":"gpt-4o"}`),
+        session.request(
+          { method: "POST", path: "/v1/chat/completions", api: "openai", model: "gpt-4o-mini" },
+          JSON.stringify({ model: "gpt-4o", messages: [] }),
+        ),
+        session.request(
+          { method: "POST", path: "/v1/chat/completions", api: "openai", model: "gpt-4o-mini" },
+          `{"model":"gpt-4o-mini","messages":[]${" ".repeat(60_000)},"model":"gpt-4o"}`,
+        ),
         session.request({ method: "POST", path: "/v1/messages", api: "anthropic", model: "claude-haiku-4-5" }, '{"max_tokens":5,"messages":[]}'),
       ]);
       for (const outcome of mismatched.slice(1)) expect(outcome).toMatchObject({ kind: "reset", code: ResetCode.BODY_REFUSED });
@@ -91,12 +101,20 @@ describe("the hub's side", () => {
     });
     await sendAuth(s, fake);
     await s.waitForControl(ControlKind.WELCOME);
-    s.ws.send(encodeControl(ControlKind.INVENTORY, jsonBytes({
-      agentVersion: "fake",
-      models: [{ provider: "anthropic", model: "claude-3-5-haiku", contextTokens: null }, { provider: "openai", model: "gpt-4.1-nano", contextTokens: null }],
-      keyFingerprints: [],
-      concurrentStreamsMax: 8,
-    })));
+    s.ws.send(
+      encodeControl(
+        ControlKind.INVENTORY,
+        jsonBytes({
+          agentVersion: "fake",
+          models: [
+            { provider: "anthropic", model: "claude-3-5-haiku", contextTokens: null },
+            { provider: "openai", model: "gpt-4.1-nano", contextTokens: null },
+          ],
+          keyFingerprints: [],
+          concurrentStreamsMax: 8,
+        }),
+      ),
+    );
     await stack.waitForModel("gpt-4.1-nano");
     try {
       const anthropic = await fetch(`${stack.baseUrl}/v1/messages?beta=true&x=1`, {
@@ -105,7 +123,10 @@ describe("the hub's side", () => {
         body: MESSAGES.replace("claude-haiku-4-5", "claude-3-5-haiku"),
       });
       expect(anthropic.status).toBe(403);
-      expect(await anthropic.json()).toEqual({ type: "error", error: { type: "permission_error", message: "The agent serving this model does not forward POST /v1/messages." } });
+      expect(await anthropic.json()).toEqual({
+        type: "error",
+        error: { type: "permission_error", message: "The agent serving this model does not forward POST /v1/messages." },
+      });
       const openai = await fetch(`${stack.baseUrl}/v1/chat/completions?api-version=2099-01-01&beta=true`, {
         method: "POST",
         headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },

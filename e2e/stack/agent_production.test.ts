@@ -17,7 +17,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runAdmin, type AdminContext } from "../../gateway/src/cli/admin.ts";
 import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { ownerEnv, ownerFolder, readImage, type Image } from "./owner_folder.ts";
-import { createTestDatabase, fund, ROOT, startGatewayProc, startProc, TEST_USER_FUNDING_MICROS, type GatewayProc, type Proc, type TestDatabase } from "./harness.ts";
+import {
+  createTestDatabase,
+  fund,
+  ROOT,
+  startGatewayProc,
+  startProc,
+  TEST_USER_FUNDING_MICROS,
+  type GatewayProc,
+  type Proc,
+  type TestDatabase,
+} from "./harness.ts";
 
 /** Exit codes of agent-deno/src/exit_codes.ts. */
 const EXIT_REFUSED_BY_HUB = 77;
@@ -94,7 +104,10 @@ describe("an agent installed and started as the docs tell an owner", () => {
 
     // What the hub operator hands the owner (the portal prints the same command: enrollCommand).
     const printed = await runAdmin(admin, ["enroll-token", "--email", ownerEmail]);
-    const enrollLine = printed.split("\n").map((l) => l.trim()).find((l) => l.startsWith("./wellspring-agent enroll "));
+    const enrollLine = printed
+      .split("\n")
+      .map((l) => l.trim())
+      .find((l) => l.startsWith("./wellspring-agent enroll "));
     expect(enrollLine, printed).toBeDefined();
     expect(printed.split("\n")).toContain("./wellspring-agent start");
     expect(printed.includes(image.cmd.join(" "))).toBe(true);
@@ -102,10 +115,14 @@ describe("an agent installed and started as the docs tell an owner", () => {
     agentId = (await enroll.waitForLine(/enrolled as (agt_\w+)/, 60_000))[1]!;
     expect(await exited(enroll)).toBe(0);
 
-    await writeFile(join(agentDir, "data/config.json"), JSON.stringify({
-      name: "office-agent",
-      upstreams: [{ provider: "openai", apiKeyEnv: "OPENAI_API_KEY", models: ["gpt-4o-mini"] }],
-    }), { mode: 0o600 });
+    await writeFile(
+      join(agentDir, "data/config.json"),
+      JSON.stringify({
+        name: "office-agent",
+        upstreams: [{ provider: "openai", apiKeyEnv: "OPENAI_API_KEY", models: ["gpt-4o-mini"] }],
+      }),
+      { mode: 0o600 },
+    );
     const [cmd, ...args] = image.cmd;
     agent = startProc(cmd!, args, { cwd: agentDir, env: ownerEnv() });
     const dockerAgent = agent;
@@ -185,7 +202,12 @@ describe("an agent installed and started as the docs tell an owner", () => {
     const identity = JSON.parse(await readFile(join(agentDir, "data/agent.json"), "utf8")) as Record<string, unknown>;
     const origin = new URL(gateway.agentOrigin);
     // A comma in the host would split the network permission: every port of the hub's host, and another host.
-    for (const hubUrl of [`https://${origin.hostname},exfiltrate.example.com:${origin.port}`, `https://${origin.host}/agent`, `https://owner@exfiltrate.example.com`, `http://${origin.host}`]) {
+    for (const hubUrl of [
+      `https://${origin.hostname},exfiltrate.example.com:${origin.port}`,
+      `https://${origin.host}/agent`,
+      `https://owner@exfiltrate.example.com`,
+      `http://${origin.host}`,
+    ]) {
       const data = await mkdtemp(join(tmpdir(), "ws-owner-edited-"));
       cleanups.push(() => rm(data, { recursive: true, force: true }));
       await cp(join(agentDir, "data"), data, { recursive: true });

@@ -24,7 +24,18 @@ import { runAdmin } from "../../gateway/src/cli/admin.ts";
 import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { setReleasePolicy } from "../../gateway/src/ops/releases.ts";
 import { build, keygen, pin, verifyDir } from "../../scripts/release.ts";
-import { createTestDatabase, enrollAgent, fund, ROOT, startGatewayProc, startProc, TEST_USER_FUNDING_MICROS, type GatewayProc, type Proc, type TestDatabase } from "./harness.ts";
+import {
+  createTestDatabase,
+  enrollAgent,
+  fund,
+  ROOT,
+  startGatewayProc,
+  startProc,
+  TEST_USER_FUNDING_MICROS,
+  type GatewayProc,
+  type Proc,
+  type TestDatabase,
+} from "./harness.ts";
 
 const KILL_CYCLES = Number(process.env.OTA_KILL_CYCLES ?? 5);
 const INSTALLED = /AGENT_VERSION = "([^"]+)"/.exec(await readFile(join(ROOT, "agent-deno/src/version.ts"), "utf8"))![1]!;
@@ -55,7 +66,10 @@ async function ownerInstall(root: string, version: string): Promise<string> {
   await mkdir(join(agentDir, "node_modules"), { recursive: true });
   await cp(join(ROOT, "node_modules/ws"), join(agentDir, "node_modules/ws"), { recursive: true });
   await symlink(join(ROOT, "node_modules/deno"), join(agentDir, "node_modules/deno"));
-  await writeFile(join(agentDir, "src/version.ts"), (await readFile(join(agentDir, "src/version.ts"), "utf8")).replace(/AGENT_VERSION = "[^"]+"/, `AGENT_VERSION = "${version}"`));
+  await writeFile(
+    join(agentDir, "src/version.ts"),
+    (await readFile(join(agentDir, "src/version.ts"), "utf8")).replace(/AGENT_VERSION = "[^"]+"/, `AGENT_VERSION = "${version}"`),
+  );
   await writeFile(join(agentDir, "release-keys.json"), JSON.stringify(keys, null, 2) + "\n");
   return agentDir;
 }
@@ -80,7 +94,10 @@ async function eventually<T>(check: () => T | null | undefined | false | Promise
 }
 
 function launch(dataDir: string): Proc {
-  return startProc(join(install, "wellspring-agent"), ["start", "--data", dataDir, "--dev-upstream", mock.origin], { cwd: install, env: { TEST_OPENAI_KEY: "sk-test-owner-openai-key-123" } });
+  return startProc(join(install, "wellspring-agent"), ["start", "--data", dataDir, "--dev-upstream", mock.origin], {
+    cwd: install,
+    env: { TEST_OPENAI_KEY: "sk-test-owner-openai-key-123" },
+  });
 }
 
 async function agentStatus(dataDir: string): Promise<{ version: string; connected: boolean; pid: number } | null> {
@@ -104,7 +121,12 @@ async function freshData(hubUrl?: string): Promise<string> {
 
 /** A release stored as a compromised hub would serve it: straight into the table, then offered. */
 async function serveRaw(version: string, files: { manifest: string; signatures: string; bundle: Uint8Array }): Promise<void> {
-  await pool.query("INSERT INTO agent_releases (version, manifest, signatures, bundle, published_by) VALUES ($1, $2, $3, $4, 'test:compromised-hub')", [version, files.manifest, files.signatures, Buffer.from(files.bundle)]);
+  await pool.query("INSERT INTO agent_releases (version, manifest, signatures, bundle, published_by) VALUES ($1, $2, $3, $4, 'test:compromised-hub')", [
+    version,
+    files.manifest,
+    files.signatures,
+    Buffer.from(files.bundle),
+  ]);
   await setReleasePolicy(database.db, { latestVersion: version }, "test");
 }
 
@@ -114,7 +136,10 @@ async function signedFiles(manifest: ReleaseManifest, keyFile: string | null): P
   const pkcs8 = await readFile(keyFile);
   const key = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, true, ["sign"]);
   const jwk = await crypto.subtle.exportKey("jwk", key);
-  return { manifest: text, signatures: JSON.stringify({ signatures: [{ keyId: await releaseKeyId(jwk.x!), signature: await signManifest(key, new TextEncoder().encode(text)) }] }) };
+  return {
+    manifest: text,
+    signatures: JSON.stringify({ signatures: [{ keyId: await releaseKeyId(jwk.x!), signature: await signManifest(key, new TextEncoder().encode(text)) }] }),
+  };
 }
 
 beforeAll(async () => {
@@ -139,7 +164,9 @@ beforeAll(async () => {
   install = await ownerInstall(join(work, "install"), INSTALLED);
   // The next version, built and signed by the release command from a tree whose version says so.
   const nextTree = await ownerInstall(join(work, "next-tree"), NEXT);
-  releaseDir = (await build({ version: NEXT, keyFiles: [primaryKey], out: join(work, "releases"), source: nextTree, expiresDays: 30, net: [], env: [], nextKeys: null })).dir;
+  releaseDir = (
+    await build({ version: NEXT, keyFiles: [primaryKey], out: join(work, "releases"), source: nextTree, expiresDays: 30, net: [], env: [], nextKeys: null })
+  ).dir;
   enrolled = await enrollAgent(database.db, gateway, ownerId);
 }, 180_000);
 
@@ -184,7 +211,9 @@ describe("signed agent self-update", () => {
     expect(events(agent, "launcher.boot")[0]).toMatchObject({ version: INSTALLED, source: "install" });
     const status = startProc(join(install, "wellspring-agent"), ["status", "--data", dataDir], { cwd: install });
     expect(await exitOf(status)).toBe(0);
-    expect(status.lines.join("\n")).toMatch(new RegExp(`version ${INSTALLED.replaceAll(".", "\\.")} \\(installed\\)[\\s\\S]*running: yes[\\s\\S]*connected since`));
+    expect(status.lines.join("\n")).toMatch(
+      new RegExp(`version ${INSTALLED.replaceAll(".", "\\.")} \\(installed\\)[\\s\\S]*running: yes[\\s\\S]*connected since`),
+    );
 
     // Streams of ~1 s each, back to back on 4 workers; a 503 is retried after its Retry-After, as SDKs do.
     const results: { status: number; complete: boolean; startedAt: number; endedAt: number; retries: number }[] = [];
@@ -208,7 +237,14 @@ describe("signed agent self-update", () => {
     const workers = [0, 1, 2, 3].map(worker);
     await eventually(() => results.length >= 4, 30_000, "traffic");
     // The operator publishes N+1 and offers it; the hub announces it; the launcher installs it.
-    const published = await runAdmin({ db: database.db, pool }, ["publish-release", "--dir", releaseDir, "--latest", "--keys", join(work, "release-keys.json")]);
+    const published = await runAdmin({ db: database.db, pool }, [
+      "publish-release",
+      "--dir",
+      releaseDir,
+      "--latest",
+      "--keys",
+      join(work, "release-keys.json"),
+    ]);
     expect(published).toMatch(new RegExp(`release ${NEXT.replaceAll(".", "\\.")} published and offered`));
     await agent.waitForLine(/"event":"launcher\.update_committed"/, 120_000);
     const swappedAt = Date.parse(events(agent, "launcher.update_swapped")[0]!.t as string);
@@ -223,15 +259,27 @@ describe("signed agent self-update", () => {
     expect(results.filter((r) => r.startedAt < swappedAt && r.endedAt > swappedAt).length).toBeGreaterThan(0);
     // Requests that met the gap were told to retry, and then served by N+1.
     const retried = results.filter((r) => r.retries > 0);
-    console.log(`update under traffic: ${results.length} streams, ${retried.length} met the swap's gap (${retried.reduce((n, r) => n + r.retries, 0)} retries of 503 + Retry-After), none dropped`);
+    console.log(
+      `update under traffic: ${results.length} streams, ${retried.length} met the swap's gap (${retried.reduce((n, r) => n + r.retries, 0)} retries of 503 + Retry-After), none dropped`,
+    );
     expect((await agentStatus(dataDir))?.version).toBe(NEXT);
-    await eventually(async () => (await database.db.agent.findUnique({ where: { id: enrolled.agentId } }))?.version === NEXT, 10_000, "the hub's record of the new version");
+    await eventually(
+      async () => (await database.db.agent.findUnique({ where: { id: enrolled.agentId } }))?.version === NEXT,
+      10_000,
+      "the hub's record of the new version",
+    );
   }, 240_000);
 
   it("tampered, older, expired, unsigned, wrongly signed and oversized releases are refused; the agent keeps its version", async () => {
     const bundle = await readFile(join(releaseDir, "agent.js"));
     const good = JSON.parse(await readFile(join(releaseDir, "manifest.json"), "utf8")) as ReleaseManifest;
-    const manifest = (version: string, change: Partial<ReleaseManifest> = {}): ReleaseManifest => ({ ...good, version, format: RELEASE_FORMAT, protocol: { min: PROTOCOL_VERSION, max: PROTOCOL_VERSION }, ...change });
+    const manifest = (version: string, change: Partial<ReleaseManifest> = {}): ReleaseManifest => ({
+      ...good,
+      version,
+      format: RELEASE_FORMAT,
+      protocol: { min: PROTOCOL_VERSION, max: PROTOCOL_VERSION },
+      ...change,
+    });
     const tampered = Buffer.from(bundle);
     tampered[200] = tampered[200] === 0x20 ? 0x21 : 0x20;
     const cases: { version: string; reason: string; files: () => Promise<{ manifest: string; signatures: string; bundle: Uint8Array }> }[] = [
@@ -239,20 +287,47 @@ describe("signed agent self-update", () => {
       // An old, validly signed release offered again (a downgrade), and one whose manifest says older than offered.
       { version: INSTALLED, reason: "not_newer", files: async () => ({ ...(await signedFiles(manifest(INSTALLED), primaryKey)), bundle }) },
       { version: v(1, 2), reason: "wrong_version", files: async () => ({ ...(await signedFiles(manifest(INSTALLED), primaryKey)), bundle }) },
-      { version: v(1, 3), reason: "expired", files: async () => ({ ...(await signedFiles(manifest(v(1, 3), { expiresAt: new Date(Date.now() - 60_000).toISOString() }), primaryKey)), bundle }) },
+      {
+        version: v(1, 3),
+        reason: "expired",
+        files: async () => ({ ...(await signedFiles(manifest(v(1, 3), { expiresAt: new Date(Date.now() - 60_000).toISOString() }), primaryKey)), bundle }),
+      },
       { version: v(1, 4), reason: "unsigned", files: async () => ({ ...(await signedFiles(manifest(v(1, 4)), null)), bundle }) },
       { version: v(1, 5), reason: "bad_signature", files: async () => ({ ...(await signedFiles(manifest(v(1, 5)), strangerKey)), bundle }) },
       // Larger than any agent accepts, as signed; and larger than signed, as served.
-      { version: v(1, 6), reason: "oversized", files: async () => ({ ...(await signedFiles(manifest(v(1, 6), { bundle: { ...good.bundle, bytes: 64 * 1024 * 1024 } }), primaryKey)), bundle }) },
-      { version: v(1, 7), reason: "oversized", files: async () => ({ ...(await signedFiles(manifest(v(1, 7)), primaryKey)), bundle: Buffer.concat([bundle, Buffer.alloc(4096, 0x20)]) }) },
+      {
+        version: v(1, 6),
+        reason: "oversized",
+        files: async () => ({ ...(await signedFiles(manifest(v(1, 6), { bundle: { ...good.bundle, bytes: 64 * 1024 * 1024 } }), primaryKey)), bundle }),
+      },
+      {
+        version: v(1, 7),
+        reason: "oversized",
+        files: async () => ({ ...(await signedFiles(manifest(v(1, 7)), primaryKey)), bundle: Buffer.concat([bundle, Buffer.alloc(4096, 0x20)]) }),
+      },
       // Asks for network access the owner never approved.
-      { version: v(1, 8), reason: "permissions", files: async () => ({ ...(await signedFiles(manifest(v(1, 8), { permissions: { net: ["exfiltrate.example.com:443"], env: [] } }), primaryKey)), bundle }) },
+      {
+        version: v(1, 8),
+        reason: "permissions",
+        files: async () => ({
+          ...(await signedFiles(manifest(v(1, 8), { permissions: { net: ["exfiltrate.example.com:443"], env: [] } }), primaryKey)),
+          bundle,
+        }),
+      },
     ];
     for (const c of cases) {
       const before = events(agent, "launcher.update_refused").length;
-      if (c.version === INSTALLED) await setReleasePolicy(database.db, { latestVersion: c.version }, "test").catch(async () => serveRaw(c.version, await c.files()));
+      if (c.version === INSTALLED)
+        await setReleasePolicy(database.db, { latestVersion: c.version }, "test").catch(async () => serveRaw(c.version, await c.files()));
       else await serveRaw(c.version, await c.files());
-      const refused = await eventually(() => events(agent, "launcher.update_refused").slice(before).find((e) => e.version === c.version), 30_000, `the refusal of ${c.version}`);
+      const refused = await eventually(
+        () =>
+          events(agent, "launcher.update_refused")
+            .slice(before)
+            .find((e) => e.version === c.version),
+        30_000,
+        `the refusal of ${c.version}`,
+      );
       expect(refused.reason, `${c.version}: ${String(refused.error)}`).toBe(c.reason);
       expect(events(agent, "launcher.update_swapped").filter((e) => e.version === c.version)).toEqual([]);
       expect(await agentStatus(dataDir)).toMatchObject({ version: NEXT, connected: true });
@@ -270,7 +345,10 @@ describe("signed agent self-update", () => {
     const oldDir = await ownerInstall(oldInstall, INSTALLED);
     keys = savedKeys;
     await setReleasePolicy(database.db, { minimumVersion: NEXT }, "test");
-    const old = startProc(join(oldDir, "wellspring-agent"), ["start", "--data", await freshData(), "--dev-upstream", mock.origin], { cwd: oldDir, env: { TEST_OPENAI_KEY: "k" } });
+    const old = startProc(join(oldDir, "wellspring-agent"), ["start", "--data", await freshData(), "--dev-upstream", mock.origin], {
+      cwd: oldDir,
+      env: { TEST_OPENAI_KEY: "k" },
+    });
     try {
       await eventually(() => events(old, "launcher.update_required").length > 0, 60_000, "the refusal");
       expect(old.lines.some((l) => l.includes("tunnel.ready"))).toBe(false);
@@ -278,74 +356,87 @@ describe("signed agent self-update", () => {
       expect(row.version).toBe(INSTALLED);
       expect(row.versionRefusedAt).not.toBeNull();
       process.env.DATABASE_URL = database.url;
-      const owner = (await import(`${"../../web/lib/data"}/owner.ts`)) as { listAgents(a: unknown): Promise<{ id: string; updateRequired: { message: string } | null }[]> };
+      const owner = (await import(`${"../../web/lib/data"}/owner.ts`)) as {
+        listAgents(a: unknown): Promise<{ id: string; updateRequired: { message: string } | null }[]>;
+      };
       const [listed] = await owner.listAgents({ userId: ownerId, email: "o@test", name: null, isOwner: true, isAdmin: false });
-      expect(listed!.updateRequired?.message).toMatch(new RegExp(`runs version ${INSTALLED.replaceAll(".", "\\.")}.*requires ${NEXT.replaceAll(".", "\\.")} or later`));
+      expect(listed!.updateRequired?.message).toMatch(
+        new RegExp(`runs version ${INSTALLED.replaceAll(".", "\\.")}.*requires ${NEXT.replaceAll(".", "\\.")} or later`),
+      );
     } finally {
       await old.stop();
       await setReleasePolicy(database.db, { minimumVersion: null }, "test");
     }
   }, 120_000);
 
-  it(`kill -9 during download or swap always leaves an agent that boots a verified version (${KILL_CYCLES} cycles)`, async () => {
-    // N+1 is the release offered (published here when this test runs alone).
-    if (!(await database.db.agentRelease.findUnique({ where: { version: NEXT } }))) {
-      await runAdmin({ db: database.db, pool }, ["publish-release", "--dir", releaseDir, "--keys", join(work, "release-keys.json")]);
-    }
-    await setReleasePolicy(database.db, { latestVersion: NEXT, minimumVersion: null }, "test");
-    // Agents reach the hub through a proxy that slows it to ~256 KiB/s, so a download takes about a second.
-    const origin = new URL(gateway.agentOrigin);
-    const proxy = await throttledProxy(Number(origin.port), 256 * 1024);
-    const phases: Record<string, number> = {};
-    const booted: Record<string, number> = {};
-    let windowMs = 0;
-    let downloadMs = 0;
-    try {
-      for (let cycle = 0; cycle <= KILL_CYCLES; cycle++) {
-        const dir = await freshData(`https://127.0.0.1:${proxy.port}`);
-        let proc = launch(dir);
-        await proc.waitForLine(/"event":"launcher\.update_started"/, 60_000);
-        const startedAt = Date.now();
-        if (cycle === 0) {
-          // The first cycle measures the update: its download, then the rest (verify, swap, drain, restart, health).
-          await proc.waitForLine(/"event":"launcher\.update_downloaded"/, 120_000);
-          downloadMs = Date.now() - startedAt;
-          await proc.waitForLine(/"event":"launcher\.update_committed"/, 120_000);
-          windowMs = Date.now() - startedAt;
-        } else {
-          // Odd cycles: a random moment of the download; even cycles: of everything after it (the swap).
-          if (cycle % 2 === 1) await new Promise((res) => setTimeout(res, Math.random() * downloadMs));
-          else {
+  it(
+    `kill -9 during download or swap always leaves an agent that boots a verified version (${KILL_CYCLES} cycles)`,
+    async () => {
+      // N+1 is the release offered (published here when this test runs alone).
+      if (!(await database.db.agentRelease.findUnique({ where: { version: NEXT } }))) {
+        await runAdmin({ db: database.db, pool }, ["publish-release", "--dir", releaseDir, "--keys", join(work, "release-keys.json")]);
+      }
+      await setReleasePolicy(database.db, { latestVersion: NEXT, minimumVersion: null }, "test");
+      // Agents reach the hub through a proxy that slows it to ~256 KiB/s, so a download takes about a second.
+      const origin = new URL(gateway.agentOrigin);
+      const proxy = await throttledProxy(Number(origin.port), 256 * 1024);
+      const phases: Record<string, number> = {};
+      const booted: Record<string, number> = {};
+      let windowMs = 0;
+      let downloadMs = 0;
+      try {
+        for (let cycle = 0; cycle <= KILL_CYCLES; cycle++) {
+          const dir = await freshData(`https://127.0.0.1:${proxy.port}`);
+          let proc = launch(dir);
+          await proc.waitForLine(/"event":"launcher\.update_started"/, 60_000);
+          const startedAt = Date.now();
+          if (cycle === 0) {
+            // The first cycle measures the update: its download, then the rest (verify, swap, drain, restart, health).
             await proc.waitForLine(/"event":"launcher\.update_downloaded"/, 120_000);
-            await new Promise((res) => setTimeout(res, Math.random() * (windowMs - downloadMs)));
-          }
-          const last = proc.lines.filter((l) => l.includes('"proc":"launcher"')).at(-1) ?? "";
-          const phase = /"event":"launcher\.(\w+)"/.exec(last)?.[1] ?? "unknown";
-          phases[phase] = (phases[phase] ?? 0) + 1;
-          await proc.stop("SIGKILL");
-          // Restarted: it boots a version that verifies, whatever the kill interrupted.
-          proc = launch(dir);
-          await proc.waitForLine(/"event":"launcher\.boot"/, 60_000);
-          const boot = events(proc, "launcher.boot")[0]!;
-          booted[String(boot.version)] = (booted[String(boot.version)] ?? 0) + 1;
-          if (boot.source === "release") expect((await verifyDir(join(dir, "releases", String(boot.version)), keys)).problem).toBeNull();
-          else expect(boot.version).toBe(INSTALLED);
-          await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
-          // And the update completes.
-          await eventually(async () => (await agentStatus(dir))?.version === NEXT && (await agentStatus(dir))?.connected, 120_000, `cycle ${cycle}: the update after the restart`)
-            .catch((error: unknown) => {
+            downloadMs = Date.now() - startedAt;
+            await proc.waitForLine(/"event":"launcher\.update_committed"/, 120_000);
+            windowMs = Date.now() - startedAt;
+          } else {
+            // Odd cycles: a random moment of the download; even cycles: of everything after it (the swap).
+            if (cycle % 2 === 1) await new Promise((res) => setTimeout(res, Math.random() * downloadMs));
+            else {
+              await proc.waitForLine(/"event":"launcher\.update_downloaded"/, 120_000);
+              await new Promise((res) => setTimeout(res, Math.random() * (windowMs - downloadMs)));
+            }
+            const last = proc.lines.filter((l) => l.includes('"proc":"launcher"')).at(-1) ?? "";
+            const phase = /"event":"launcher\.(\w+)"/.exec(last)?.[1] ?? "unknown";
+            phases[phase] = (phases[phase] ?? 0) + 1;
+            await proc.stop("SIGKILL");
+            // Restarted: it boots a version that verifies, whatever the kill interrupted.
+            proc = launch(dir);
+            await proc.waitForLine(/"event":"launcher\.boot"/, 60_000);
+            const boot = events(proc, "launcher.boot")[0]!;
+            booted[String(boot.version)] = (booted[String(boot.version)] ?? 0) + 1;
+            if (boot.source === "release") expect((await verifyDir(join(dir, "releases", String(boot.version)), keys)).problem).toBeNull();
+            else expect(boot.version).toBe(INSTALLED);
+            await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
+            // And the update completes.
+            await eventually(
+              async () => (await agentStatus(dir))?.version === NEXT && (await agentStatus(dir))?.connected,
+              120_000,
+              `cycle ${cycle}: the update after the restart`,
+            ).catch((error: unknown) => {
               throw new Error(`${(error as Error).message} (killed after ${phase}); the restarted launcher said:\n${proc.lines.slice(-40).join("\n")}`);
             });
+          }
+          expect((await verifyDir(join(dir, "releases", NEXT), keys)).problem).toBeNull();
+          expect(await proc.stop()).toBe(0);
+          await rm(dir, { recursive: true, force: true });
         }
-        expect((await verifyDir(join(dir, "releases", NEXT), keys)).problem).toBeNull();
-        expect(await proc.stop()).toBe(0);
-        await rm(dir, { recursive: true, force: true });
+      } finally {
+        await proxy.close();
       }
-    } finally {
-      await proxy.close();
-    }
-    console.log(`kill -9 cycles: ${KILL_CYCLES}; update ${windowMs} ms (download ${downloadMs} ms); killed after ${JSON.stringify(phases)}; booted right after the kill ${JSON.stringify(booted)}; every boot verified, every update completed`);
-  }, 60_000 + KILL_CYCLES * 60_000);
+      console.log(
+        `kill -9 cycles: ${KILL_CYCLES}; update ${windowMs} ms (download ${downloadMs} ms); killed after ${JSON.stringify(phases)}; booted right after the kill ${JSON.stringify(booted)}; every boot verified, every update completed`,
+      );
+    },
+    60_000 + KILL_CYCLES * 60_000,
+  );
 });
 
 /** A TCP proxy to 127.0.0.1:`port` that sends at most `bytesPerSecond` towards the client (the agent). */
@@ -399,9 +490,10 @@ async function throttledProxy(port: number, bytesPerSecond: number): Promise<{ p
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     port: (server.address() as net.AddressInfo).port,
-    close: () => new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
   };
 }

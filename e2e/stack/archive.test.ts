@@ -164,9 +164,18 @@ describe("archiving old days to S3", () => {
     await expect.poll(async () => Number((await utc.query("SELECT count(*) AS n FROM request_records")).rows[0].n), { timeout: 10_000 }).toBe(24);
     // Age the rows: whole transactions (and records) to one of two days 40 and 41 days ago, as if written then.
     for (const [i, day] of OLD_DAYS.entries()) {
-      await utc.query("SELECT wellspring_day_partition('journal_entries', 'created_at', $1::date), wellspring_day_partition('request_records', 'started_at', $1::date)", [day]);
-      await utc.query(`UPDATE journal_entries SET created_at = created_at - $1 * interval '1 day' WHERE created_at > now() - interval '1 day' AND get_byte(sha256(tx_id::bytea), 0) % 2 = $2`, [41 - i, i]);
-      await utc.query(`UPDATE request_records SET started_at = started_at - $1 * interval '1 day' WHERE started_at > now() - interval '1 day' AND get_byte(sha256(id::bytea), 0) % 2 = $2`, [41 - i, i]);
+      await utc.query(
+        "SELECT wellspring_day_partition('journal_entries', 'created_at', $1::date), wellspring_day_partition('request_records', 'started_at', $1::date)",
+        [day],
+      );
+      await utc.query(
+        `UPDATE journal_entries SET created_at = created_at - $1 * interval '1 day' WHERE created_at > now() - interval '1 day' AND get_byte(sha256(tx_id::bytea), 0) % 2 = $2`,
+        [41 - i, i],
+      );
+      await utc.query(
+        `UPDATE request_records SET started_at = started_at - $1 * interval '1 day' WHERE started_at > now() - interval '1 day' AND get_byte(sha256(id::bytea), 0) % 2 = $2`,
+        [41 - i, i],
+      );
     }
     for (const table of ["journal_entries", "request_records"] as const) {
       for (const day of OLD_DAYS) {
@@ -219,13 +228,31 @@ describe("archiving old days to S3", () => {
       }
     }
     // The store holds exactly the objects the manifests name: the killed runs left nothing extra.
-    const store = new S3ArchiveStore({ endpoint: s3Origin, region: "us-east-1", bucket: BUCKET, prefix: PREFIX, credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" }, forcePathStyle: true });
-    const manifests = await utc.query<{ object_key: string; totals: { parts: { key: string; objectSha256: string }[] }; object_sha256: string }>("SELECT object_key, totals, object_sha256 FROM archive_manifests WHERE status = 'archived'");
+    const store = new S3ArchiveStore({
+      endpoint: s3Origin,
+      region: "us-east-1",
+      bucket: BUCKET,
+      prefix: PREFIX,
+      credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
+      forcePathStyle: true,
+    });
+    const manifests = await utc.query<{ object_key: string; totals: { parts: { key: string; objectSha256: string }[] }; object_sha256: string }>(
+      "SELECT object_key, totals, object_sha256 FROM archive_manifests WHERE status = 'archived'",
+    );
     const expected = manifests.rows.flatMap((m) => [m.object_key, ...m.totals.parts.map((p) => p.key)]).sort();
     expect(await store.list("")).toEqual(expected);
     for (const m of manifests.rows) {
-      expect(createHash("sha256").update((await store.getBytes(m.object_key))!).digest("hex")).toBe(m.object_sha256);
-      for (const p of m.totals.parts) expect(createHash("sha256").update((await store.getBytes(p.key))!).digest("hex")).toBe(p.objectSha256);
+      expect(
+        createHash("sha256")
+          .update((await store.getBytes(m.object_key))!)
+          .digest("hex"),
+      ).toBe(m.object_sha256);
+      for (const p of m.totals.parts)
+        expect(
+          createHash("sha256")
+            .update((await store.getBytes(p.key))!)
+            .digest("hex"),
+        ).toBe(p.objectSha256);
     }
     const verify = archiveCommand(["verify"]);
     expect(await exitOf(verify)).toBe(0);
@@ -259,18 +286,45 @@ describe("archiving old days to S3", () => {
     // by the product's record writer. It waits in the default partition until the next run.
     const writer = new RecordWriter(pool, createLogger({}, "error"));
     writer.add({
-      id: "req_late_replayed", userId: stack.userId, keyId: stack.keyId, agentId: null, gatewayId: "gw_late", route: "/v1/chat/completions", provider: "openai",
-      model: "gpt-4o-mini", streamed: false, httpStatus: 200, endCause: "completed", bytesIn: 10, bytesOut: 20, startedAt: new Date(`${day}T12:00:00Z`),
-      firstByteMs: 5, durationMs: 9, inputTokens: 3, outputTokens: 4, cachedInputTokens: null, usageEstimated: false, priceVer: null, tier: null, tierBps: null,
-      userChargeMicros: 7n, ownerEarningMicros: 5n,
+      id: "req_late_replayed",
+      userId: stack.userId,
+      keyId: stack.keyId,
+      agentId: null,
+      gatewayId: "gw_late",
+      route: "/v1/chat/completions",
+      provider: "openai",
+      model: "gpt-4o-mini",
+      streamed: false,
+      httpStatus: 200,
+      endCause: "completed",
+      bytesIn: 10,
+      bytesOut: 20,
+      startedAt: new Date(`${day}T12:00:00Z`),
+      firstByteMs: 5,
+      durationMs: 9,
+      inputTokens: 3,
+      outputTokens: 4,
+      cachedInputTokens: null,
+      usageEstimated: false,
+      priceVer: null,
+      tier: null,
+      tierBps: null,
+      userChargeMicros: 7n,
+      ownerEarningMicros: 5n,
     });
     await writer.flush();
     writer.close();
     expect((await hotRows("request_records", day)).map((r) => r.id)).toEqual(["req_late_replayed"]);
     const run = archiveCommand(["run"]);
     expect(await exitOf(run)).toBe(0);
-    const slices = await utc.query<{ seq: number; rows: number; status: string }>("SELECT seq, rows, status::text FROM archive_manifests WHERE table_name = 'request_records' AND day = $1 ORDER BY seq", [day]);
-    expect(slices.rows.map((r) => [r.seq, r.status])).toEqual([[1, "archived"], [2, "archived"]]);
+    const slices = await utc.query<{ seq: number; rows: number; status: string }>(
+      "SELECT seq, rows, status::text FROM archive_manifests WHERE table_name = 'request_records' AND day = $1 ORDER BY seq",
+      [day],
+    );
+    expect(slices.rows.map((r) => [r.seq, r.status])).toEqual([
+      [1, "archived"],
+      [2, "archived"],
+    ]);
     expect(slices.rows[1]!.rows).toBe(1);
     expect(await hotRows("request_records", day)).toEqual([]);
     const read = archiveCommand(["read", "--table", "request_records", "--day", day]);

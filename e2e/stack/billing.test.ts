@@ -15,7 +15,10 @@ let stack: Stack;
 let pool: pg.Pool;
 let ledger: Ledger;
 beforeAll(async () => {
-  stack = await startStack({ gatewayEnv: { BILLING_ENABLED: "1" }, beforeAgent: async (db) => void (await publishPriceVersion(db, DEFAULT_PRICE_TABLE, "test seed")) });
+  stack = await startStack({
+    gatewayEnv: { BILLING_ENABLED: "1" },
+    beforeAgent: async (db) => void (await publishPriceVersion(db, DEFAULT_PRICE_TABLE, "test seed")),
+  });
   pool = new pg.Pool({ connectionString: stack.database.url, max: 4 });
   pool.on("error", () => {});
   ledger = new Ledger(pool);
@@ -58,12 +61,20 @@ function post(key: string, path: string, body: unknown) {
 describe("billing", () => {
   it("a request holds money through a credit lease that /metrics counts, and the lease goes back when the user is idle", async () => {
     const { userId, key } = await fundedUser(5_000_000n);
-    const leasesOpen = async () => Number(/^wellspring_credit_leases_open (\d+)$/m.exec(await (await fetch(`${stack.gateway.adminOrigin}/metrics`)).text())?.[1]);
-    const res = await post(key, "/v1/chat/completions", { model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "[mock chunks=20 delay_ms=20]" }] });
+    const leasesOpen = async () =>
+      Number(/^wellspring_credit_leases_open (\d+)$/m.exec(await (await fetch(`${stack.gateway.adminOrigin}/metrics`)).text())?.[1]);
+    const res = await post(key, "/v1/chat/completions", {
+      model: "gpt-4o-mini",
+      stream: true,
+      messages: [{ role: "user", content: "[mock chunks=20 delay_ms=20]" }],
+    });
     expect(res.status).toBe(200);
     // While the stream runs, the user's lease is open and part of the balance is held.
     expect(await leasesOpen()).toBeGreaterThanOrEqual(1);
-    const held = await pool.query<{ n: number; amount: string }>("SELECT count(*)::int AS n, COALESCE(SUM(amount_micros), 0)::text AS amount FROM credit_leases WHERE user_id = $1 AND NOT released", [userId]);
+    const held = await pool.query<{ n: number; amount: string }>(
+      "SELECT count(*)::int AS n, COALESCE(SUM(amount_micros), 0)::text AS amount FROM credit_leases WHERE user_id = $1 AND NOT released",
+      [userId],
+    );
     expect(held.rows[0]!.n).toBe(1);
     expect(BigInt(held.rows[0]!.amount)).toBeGreaterThan(0n);
     await res.text();
@@ -76,22 +87,34 @@ describe("billing", () => {
 
   it("a completed request costs exactly its reported usage at the official price; the owner earns price × tier A", async () => {
     const { userId, key } = await fundedUser(1_000_000n);
-    const ownerBefore = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(stack.ownerId)]);
+    const ownerBefore = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [
+      ownerAccount(stack.ownerId),
+    ]);
     const res = await post(key, "/v1/chat/completions", { model: "gpt-4o-mini", max_tokens: 100, messages: [{ role: "user", content: "[mock chunks=7]" }] });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
     await settled(userId);
-    const official = officialCostMicros({ inputTokens: body.usage.prompt_tokens, outputTokens: body.usage.completion_tokens, cachedInputTokens: 0 }, price("gpt-4o-mini"));
+    const official = officialCostMicros(
+      { inputTokens: body.usage.prompt_tokens, outputTokens: body.usage.completion_tokens, cachedInputTokens: 0 },
+      price("gpt-4o-mini"),
+    );
     expect(official).toBeGreaterThan(0n);
     expect((await wallet(userId)).available).toBe(1_000_000n - official);
-    const ownerAfter = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(stack.ownerId)]);
+    const ownerAfter = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [
+      ownerAccount(stack.ownerId),
+    ]);
     expect(BigInt(ownerAfter.rows[0]!.s ?? 0) - BigInt(ownerBefore.rows[0]!.s ?? 0)).toBe(ownerEarningMicros(official, TIER_BPS.A));
     expect((await ledger.audit()).problems).toEqual([]);
   });
 
   it("a streamed Anthropic message is charged from message_start and message_delta usage", async () => {
     const { userId, key } = await fundedUser(1_000_000n);
-    const res = await post(key, "/v1/messages", { model: "claude-haiku-4-5", max_tokens: 64, stream: true, messages: [{ role: "user", content: "[mock chunks=9]" }] });
+    const res = await post(key, "/v1/messages", {
+      model: "claude-haiku-4-5",
+      max_tokens: 64,
+      stream: true,
+      messages: [{ role: "user", content: "[mock chunks=9]" }],
+    });
     const text = await res.text();
     const input = Number(/"input_tokens":(\d+)/.exec(text)![1]);
     await settled(userId);
@@ -106,22 +129,33 @@ describe("billing", () => {
     expect(openai.status).toBe(429);
     expect(((await openai.json()) as { error: { type: string } }).error.type).toBe("insufficient_quota");
     const anthropic = await post(key, "/v1/messages", { model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "hi" }] });
-    expect(((await anthropic.json()) as { type: string; error: { type: string } })).toMatchObject({ type: "error", error: { type: "invalid_request_error" } });
+    expect((await anthropic.json()) as { type: string; error: { type: string } }).toMatchObject({ type: "error", error: { type: "invalid_request_error" } });
     expect(stack.mock.requests.length).toBe(before);
     expect(await wallet(userId)).toEqual({ available: 0n, reserved: 0n });
   });
 
   it("64 concurrent streams on a balance that covers about 10 never overspend", async () => {
-    const body = { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, max_tokens: 1000, messages: [{ role: "user", content: "[mock chunks=20 delay_ms=20]" }] };
+    const body = {
+      model: "gpt-4o-mini",
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 1000,
+      messages: [{ role: "user", content: "[mock chunks=20 delay_ms=20]" }],
+    };
     // The reservation: every input byte a token, plus the output cap.
-    const perRequest = officialCostMicros({ inputTokens: Buffer.byteLength(JSON.stringify(body)), outputTokens: 1000, cachedInputTokens: 0 }, price("gpt-4o-mini"));
+    const perRequest = officialCostMicros(
+      { inputTokens: Buffer.byteLength(JSON.stringify(body)), outputTokens: 1000, cachedInputTokens: 0 },
+      price("gpt-4o-mini"),
+    );
     const funding = perRequest * 10n + perRequest / 2n;
     const { userId, key } = await fundedUser(funding);
-    const results = await Promise.all(Array.from({ length: 64 }, async () => {
-      const res = await post(key, "/v1/chat/completions", body);
-      await res.text();
-      return res.status;
-    }));
+    const results = await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        const res = await post(key, "/v1/chat/completions", body);
+        await res.text();
+        return res.status;
+      }),
+    );
     const ok = results.filter((s) => s === 200).length;
     expect(ok).toBeGreaterThanOrEqual(10); // at least what the balance covers at the reservation…
     expect(results.filter((s) => s !== 200).every((s) => s === 429)).toBe(true);
@@ -129,7 +163,10 @@ describe("billing", () => {
     const w = await wallet(userId);
     expect(w.available >= 0n).toBe(true); // …and never more than the balance
     const spent = funding - w.available;
-    const official = officialCostMicros({ inputTokens: Math.ceil(Buffer.byteLength(JSON.stringify(body)) / 4), outputTokens: 20, cachedInputTokens: 0 }, price("gpt-4o-mini"));
+    const official = officialCostMicros(
+      { inputTokens: Math.ceil(Buffer.byteLength(JSON.stringify(body)) / 4), outputTokens: 20, cachedInputTokens: 0 },
+      price("gpt-4o-mini"),
+    );
     expect(spent).toBeLessThanOrEqual(funding);
     expect(spent).toBe(official * BigInt(ok));
     expect((await ledger.audit()).problems).toEqual([]);
@@ -155,8 +192,14 @@ describe("billing", () => {
     const expected = [speechCost, price("dall-e-3").imageMicros, price("whisper-1").audioSecondMicros];
     expect(expected).toEqual([675n, 40_000n, 100n]); // 45 characters × 15 µUSD
     const charges = await pool.query<{ model: string; charge_micros: string; earning_micros: string; estimated: boolean }>(
-      "SELECT model, charge_micros, earning_micros, estimated FROM reservations WHERE user_id = $1 ORDER BY created_at", [userId]);
-    expect(charges.rows.map((r) => [r.model, BigInt(r.charge_micros), r.estimated])).toEqual([["tts-1", expected[0], false], ["dall-e-3", expected[1], false], ["whisper-1", expected[2], false]]);
+      "SELECT model, charge_micros, earning_micros, estimated FROM reservations WHERE user_id = $1 ORDER BY created_at",
+      [userId],
+    );
+    expect(charges.rows.map((r) => [r.model, BigInt(r.charge_micros), r.estimated])).toEqual([
+      ["tts-1", expected[0], false],
+      ["dall-e-3", expected[1], false],
+      ["whisper-1", expected[2], false],
+    ]);
     const total = expected.reduce((a, b) => a + b, 0n);
     expect((await wallet(userId)).available).toBe(1_000_000n - total);
     expect((await ownerTotal()) - ownerBefore).toBe(expected.reduce((a, b) => a + ownerEarningMicros(b, TIER_BPS.A), 0n));
@@ -164,6 +207,8 @@ describe("billing", () => {
 });
 
 async function ownerTotal(): Promise<bigint> {
-  const r = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(stack.ownerId)]);
+  const r = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [
+    ownerAccount(stack.ownerId),
+  ]);
   return BigInt(r.rows[0]!.s ?? 0);
 }

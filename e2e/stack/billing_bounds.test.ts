@@ -86,7 +86,9 @@ describe("usage beyond the reservation", () => {
     const { key } = await user(5_000_000n);
     const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: key, maxRetries: 0 });
     // Each answer uses its whole cap (50 tokens): 200 output tokens, four times what one answer could use.
-    const res = await client.chat.completions.create({ model: "gpt-4o-mini", n: 4, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7 output_tokens=50] four answers" }] }).withResponse();
+    const res = await client.chat.completions
+      .create({ model: "gpt-4o-mini", n: 4, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7 output_tokens=50] four answers" }] })
+      .withResponse();
     expect(res.data.choices).toHaveLength(4);
     expect(res.data.usage!.completion_tokens).toBe(200);
     const s = await settled(res.response.headers.get("x-wellspring-request-id")!);
@@ -101,7 +103,11 @@ describe("usage beyond the reservation", () => {
 
   it("max_tokens=1 with a provider reporting 20,000 output tokens is charged all 20,000; the owner is paid for them; a flag records it", async () => {
     const { userId, key } = await user(5_000_000n);
-    const res = await post(key, "/v1/chat/completions", JSON.stringify({ model: "gpt-4o", max_tokens: 1, messages: [{ role: "user", content: "[mock chunks=1 output_tokens=20000] think hard" }] }));
+    const res = await post(
+      key,
+      "/v1/chat/completions",
+      JSON.stringify({ model: "gpt-4o", max_tokens: 1, messages: [{ role: "user", content: "[mock chunks=1 output_tokens=20000] think hard" }] }),
+    );
     expect(res.status).toBe(200);
     const body = (await res.json()) as { usage: { completion_tokens: number } };
     expect(body.usage.completion_tokens).toBe(20_000);
@@ -113,7 +119,10 @@ describe("usage beyond the reservation", () => {
     expect(s.reserved).toBeLessThan(s.charge);
     const w = await settledWallet(pool, userId);
     expect(w.available).toBe(5_000_000n - official);
-    const flag = await pool.query<{ evidence: { requestId: string; beyondMicros: string } }>("SELECT evidence FROM risk_flags WHERE kind = 'usage_over_reservation' AND subject = $1", [`user:${userId}`]);
+    const flag = await pool.query<{ evidence: { requestId: string; beyondMicros: string } }>(
+      "SELECT evidence FROM risk_flags WHERE kind = 'usage_over_reservation' AND subject = $1",
+      [`user:${userId}`],
+    );
     expect(flag.rows).toHaveLength(1);
     expect(flag.rows[0]!.evidence.requestId).toBe(res.headers.get("x-wellspring-request-id"));
     expect(BigInt(flag.rows[0]!.evidence.beyondMicros)).toBe(official - s.reserved);
@@ -132,13 +141,21 @@ describe("usage beyond the reservation", () => {
 
   it("a wallet the overage took below zero refuses the next request before any upstream call", async () => {
     const { userId, key } = await user(100_000n); // $0.10
-    const first = await post(key, "/v1/chat/completions", JSON.stringify({ model: "gpt-4o", max_tokens: 1, messages: [{ role: "user", content: "[mock chunks=1 output_tokens=20000] x" }] }));
+    const first = await post(
+      key,
+      "/v1/chat/completions",
+      JSON.stringify({ model: "gpt-4o", max_tokens: 1, messages: [{ role: "user", content: "[mock chunks=1 output_tokens=20000] x" }] }),
+    );
     expect(first.status).toBe(200);
     await first.text();
     const w = await settledWallet(pool, userId);
     expect(w.available).toBeLessThan(0n);
     const before = stack.mock.requests.length;
-    const second = await post(key, "/v1/chat/completions", JSON.stringify({ model: "gpt-4o-mini", max_tokens: 1, messages: [{ role: "user", content: "hi" }] }));
+    const second = await post(
+      key,
+      "/v1/chat/completions",
+      JSON.stringify({ model: "gpt-4o-mini", max_tokens: 1, messages: [{ role: "user", content: "hi" }] }),
+    );
     expect(second.status).toBe(429);
     expect(((await second.json()) as { error: { code: string } }).error.code).toBe("insufficient_quota");
     expect(stack.mock.requests.length).toBe(before);
@@ -176,7 +193,11 @@ describe("chunked bodies", () => {
   it("a chunked body larger than the balance is refused as it grows, before the provider has it whole", async () => {
     // $0.15 covers the first 256 KiB of gpt-4.1-mini input ($0.40 per 1M), not the whole ~600 KB.
     const { userId, key } = await user(150_000n);
-    const big = JSON.stringify({ model: "gpt-4.1-mini", max_tokens: 16, messages: [{ role: "user", content: `[mock chunks=1] ${"lorem ipsum ".repeat(50_000)}` }] });
+    const big = JSON.stringify({
+      model: "gpt-4.1-mini",
+      max_tokens: 16,
+      messages: [{ role: "user", content: `[mock chunks=1] ${"lorem ipsum ".repeat(50_000)}` }],
+    });
     const before = stack.mock.requests.length;
     const res = await post(key, "/v1/chat/completions", chunked(big, 60, 2));
     expect(res.status).toBe(429);
@@ -234,7 +255,10 @@ describe("one reading of the body", () => {
     const { key } = await user(5_000_000n);
     const res = await post(key, "/v1/responses", JSON.stringify({ model: "gpt-4o-mini", input: "news?", tools: [{ type: "web_search_preview" }] }));
     expect(res.status).toBe(400);
-    expect(((await res.json()) as { error: { param: string; message: string } }).error).toMatchObject({ param: "tools", message: expect.stringMatching(/web_search_preview/) });
+    expect(((await res.json()) as { error: { param: string; message: string } }).error).toMatchObject({
+      param: "tools",
+      message: expect.stringMatching(/web_search_preview/),
+    });
   });
 });
 
@@ -251,7 +275,9 @@ describe("free routes", () => {
     expect(records.rows[0]!.n).toBe(0);
     let limited: Response | null = null;
     for (let i = 1; i <= FREE_ROUTE_REQUESTS_PER_WINDOW + 1 && !limited; i++) {
-      const r = await post(key, "/v1/messages/count_tokens", JSON.stringify({ model: "claude-haiku-4-5", messages: [{ role: "user", content: "hi" }] }), { "anthropic-version": "2023-06-01" });
+      const r = await post(key, "/v1/messages/count_tokens", JSON.stringify({ model: "claude-haiku-4-5", messages: [{ role: "user", content: "hi" }] }), {
+        "anthropic-version": "2023-06-01",
+      });
       if (r.status === 429) limited = r;
       else await r.text();
     }

@@ -27,7 +27,9 @@ it("npm run demo prints WELLSPRING_BASE_URL and WELLSPRING_API_KEY that work wit
   database = await createTestDatabase();
   dataDir = await mkdtemp(join(tmpdir(), "ws-demo-"));
   const webPort = await freePort();
-  demo = startProc("npm", ["run", "--silent", "demo"], { env: { DATABASE_URL: database.url, DATA_DIR: dataDir, GATEWAY_PORT: "0", AGENT_PORT: "0", ADMIN_PORT: "0", WEB_PORT: String(webPort) } });
+  demo = startProc("npm", ["run", "--silent", "demo"], {
+    env: { DATABASE_URL: database.url, DATA_DIR: dataDir, GATEWAY_PORT: "0", AGENT_PORT: "0", ADMIN_PORT: "0", WEB_PORT: String(webPort) },
+  });
   const base = (await demo.waitForLine(/^WELLSPRING_BASE_URL=(http:\/\/127\.0\.0\.1:\d+)$/, 120_000))[1]!;
   const key = (await demo.waitForLine(/^WELLSPRING_API_KEY=(sk-ws-\w+)$/, 10_000))[1]!;
   const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: key });
@@ -53,9 +55,11 @@ it("npm run demo prints WELLSPRING_BASE_URL and WELLSPRING_API_KEY that work wit
 
   // The portal: the printed sign-in works and the demo user's calls are on its usage page.
   const portal = (await demo.waitForLine(/^Portal: (http:\/\/127\.0\.0\.1:\d+)\/signin$/, 240_000))[1]!;
-  const [, email, password] = (await demo.waitForLine(/^ {2}sign in as (demo@wellspring\.local) \/ (\S+) /, 5_000));
+  const [, email, password] = await demo.waitForLine(/^ {2}sign in as (demo@wellspring\.local) \/ (\S+) /, 5_000);
   const cookie = await signInOverHttp(portal, email!, password!);
-  await expect.poll(async () => (await (await fetch(`${portal}/app/usage`, { headers: { cookie } })).text()).includes("claude-haiku-4-5"), { timeout: 10_000 }).toBe(true);
+  await expect
+    .poll(async () => (await (await fetch(`${portal}/app/usage`, { headers: { cookie } })).text()).includes("claude-haiku-4-5"), { timeout: 10_000 })
+    .toBe(true);
   const ownerLine = await demo.waitForLine(/^ {2}or as (owner@wellspring\.local) \/ (\S+) /, 5_000);
   const ownerCookie = await signInOverHttp(portal, ownerLine[1]!, ownerLine[2]!);
   expect(await (await fetch(`${portal}/app/agents`, { headers: { cookie: ownerCookie } })).text()).toContain("demo-agent");

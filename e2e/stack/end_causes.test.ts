@@ -24,7 +24,9 @@ const IDLE_TIMEOUT_MS = 1_500;
 let stack: Stack;
 let pool: pg.Pool;
 beforeAll(async () => {
-  stack = await startStack({ gatewayEnv: { BILLING_ENABLED: "1", RESPONSE_HEAD_TIMEOUT_MS: String(HEAD_TIMEOUT_MS), STREAM_IDLE_TIMEOUT_MS: String(IDLE_TIMEOUT_MS) } });
+  stack = await startStack({
+    gatewayEnv: { BILLING_ENABLED: "1", RESPONSE_HEAD_TIMEOUT_MS: String(HEAD_TIMEOUT_MS), STREAM_IDLE_TIMEOUT_MS: String(IDLE_TIMEOUT_MS) },
+  });
   pool = new pg.Pool({ connectionString: stack.database.url, max: 4 });
   pool.on("error", () => {});
   // The admin moves this agent to tier S; every charge below must pay the owner 0.9 of the official cost.
@@ -57,7 +59,8 @@ interface Settled {
 async function settledReservation(requestId: string): Promise<Settled> {
   let row: Record<string, unknown> | undefined;
   await waitFor(async () => {
-    row = (await pool.query("SELECT * FROM reservations WHERE request_id = $1 AND status = 'settled'", [requestId])).rows[0] as Record<string, unknown> | undefined;
+    row = (await pool.query("SELECT * FROM reservations WHERE request_id = $1 AND status = 'settled'", [requestId])).rows[0] as
+      Record<string, unknown> | undefined;
     return Boolean(row);
   });
   const r = row!;
@@ -84,7 +87,9 @@ async function user() {
 
 async function balances(userId: string) {
   const w = await settledWallet(pool, userId);
-  const o = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(stack.ownerId)]);
+  const o = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [
+    ownerAccount(stack.ownerId),
+  ]);
   return { available: w.available, reserved: w.reserved, owner: BigInt(o.rows[0]!.s ?? 0) };
 }
 
@@ -151,18 +156,39 @@ describe("charge per end cause (docs/billing.md)", () => {
   it("completed, usage reported: exactly the reported usage", async () => {
     const { userId, key } = await user();
     const before = await balances(userId);
-    const res = await post(key, "/v1/chat/completions", { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, max_tokens: 200, messages: [{ role: "user", content: "hello [mock chunks=12]" }] });
+    const res = await post(key, "/v1/chat/completions", {
+      model: "gpt-4o-mini",
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 200,
+      messages: [{ role: "user", content: "hello [mock chunks=12]" }],
+    });
     const raw = await res.text();
     const usage = JSON.parse(/data: (\{[^\n]*"usage":\{"prompt_tokens"[^\n]*)/.exec(raw)![1]!).usage as { prompt_tokens: number; completion_tokens: number };
     const s = await settledReservation(res.headers.get("x-wellspring-request-id")!);
     expect(s.endCause).toBe("completed");
-    await expectCharge(userId, before, s, "gpt-4o-mini", { inputTokens: usage.prompt_tokens, outputTokens: usage.completion_tokens, cachedInputTokens: 0 }, false);
+    await expectCharge(
+      userId,
+      before,
+      s,
+      "gpt-4o-mini",
+      { inputTokens: usage.prompt_tokens, outputTokens: usage.completion_tokens, cachedInputTokens: 0 },
+      false,
+    );
   });
 
   it("completed without usage (no include_usage): estimated input plus the delivered output", async () => {
     const { userId, key } = await user();
     const before = await balances(userId);
-    const body = { model: "gpt-4o-mini", stream: true, max_tokens: 200, messages: [{ role: "system", content: "You are terse." }, { role: "user", content: "Count for me, please. [mock chunks=15]" }] };
+    const body = {
+      model: "gpt-4o-mini",
+      stream: true,
+      max_tokens: 200,
+      messages: [
+        { role: "system", content: "You are terse." },
+        { role: "user", content: "Count for me, please. [mock chunks=15]" },
+      ],
+    };
     const res = await post(key, "/v1/chat/completions", body);
     const got = await readDeltas(res, null);
     expect(got.deltas).toBe(15);
@@ -174,7 +200,13 @@ describe("charge per end cause (docs/billing.md)", () => {
   it("cancelled before the first token: the input only (estimated), no output", async () => {
     const { userId, key } = await user();
     const before = await balances(userId);
-    const body = { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, max_tokens: 200, messages: [{ role: "user", content: "A long prompt the provider has read. [mock first_delay_ms=3000]" }] };
+    const body = {
+      model: "gpt-4o-mini",
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 200,
+      messages: [{ role: "user", content: "A long prompt the provider has read. [mock first_delay_ms=3000]" }],
+    };
     const abort = new AbortController();
     const seen = stack.mock.requests.length;
     const pending = post(key, "/v1/chat/completions", body, abort.signal).catch(() => null);
@@ -192,7 +224,13 @@ describe("charge per end cause (docs/billing.md)", () => {
   it("cancelled mid-stream (OpenAI): estimated input plus exactly the output the client received", async () => {
     const { userId, key } = await user();
     const before = await balances(userId);
-    const body = { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, max_tokens: 500, messages: [{ role: "user", content: "Write a lot. [mock chunks=40 delay_ms=250]" }] };
+    const body = {
+      model: "gpt-4o-mini",
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 500,
+      messages: [{ role: "user", content: "Write a lot. [mock chunks=40 delay_ms=250]" }],
+    };
     const abort = new AbortController();
     const res = await post(key, "/v1/chat/completions", body, abort.signal);
     const got = await readDeltas(res, abort, 5);
@@ -205,7 +243,12 @@ describe("charge per end cause (docs/billing.md)", () => {
   it("cancelled mid-stream (Anthropic): input as message_start reported, plus the delivered output", async () => {
     const { userId, key } = await user();
     const before = await balances(userId);
-    const body = { model: "claude-haiku-4-5", stream: true, max_tokens: 500, messages: [{ role: "user", content: "Write a lot. [mock chunks=40 delay_ms=250]" }] };
+    const body = {
+      model: "claude-haiku-4-5",
+      stream: true,
+      max_tokens: 500,
+      messages: [{ role: "user", content: "Write a lot. [mock chunks=40 delay_ms=250]" }],
+    };
     const abort = new AbortController();
     const res = await post(key, "/v1/messages", body, abort.signal);
     const got = await readDeltas(res, abort, 4);
@@ -230,7 +273,11 @@ describe("charge per end cause (docs/billing.md)", () => {
   it("timeout before the response head: nothing is charged", async () => {
     const { userId, key } = await user();
     const before = await balances(userId);
-    const res = await post(key, "/v1/chat/completions", { model: "gpt-4o-mini", max_tokens: 100, messages: [{ role: "user", content: `[mock first_delay_ms=${HEAD_TIMEOUT_MS * 3}]` }] });
+    const res = await post(key, "/v1/chat/completions", {
+      model: "gpt-4o-mini",
+      max_tokens: 100,
+      messages: [{ role: "user", content: `[mock first_delay_ms=${HEAD_TIMEOUT_MS * 3}]` }],
+    });
     expect(res.status).toBe(504);
     await res.text();
     const s = await settledReservation(res.headers.get("x-wellspring-request-id")!);
@@ -241,14 +288,27 @@ describe("charge per end cause (docs/billing.md)", () => {
   it("timeout mid-stream (stalled): estimated input plus the output delivered before the stall", async () => {
     const { userId, key } = await user();
     const before = await balances(userId);
-    const body = { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, max_tokens: 100, messages: [{ role: "user", content: "Stall please. [mock chunks=10 stall_after=3]" }] };
+    const body = {
+      model: "gpt-4o-mini",
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 100,
+      messages: [{ role: "user", content: "Stall please. [mock chunks=10 stall_after=3]" }],
+    };
     const res = await post(key, "/v1/chat/completions", body);
     const got = await readDeltas(res, null).catch(() => ({ text: "", deltas: -1 }));
     // The connection is cut (no forged ending): the client saw 3 deltas, then an error or a truncated body.
     const s = await settledReservation(res.headers.get("x-wellspring-request-id")!);
     expect(s.endCause).toBe("upstream_timeout");
     const delivered = got.deltas === 3 ? got.text : "w0 w1 w2 ";
-    await expectCharge(userId, before, s, "gpt-4o-mini", { inputTokens: inputEstimate(body), outputTokens: countTokens(delivered), cachedInputTokens: 0 }, true);
+    await expectCharge(
+      userId,
+      before,
+      s,
+      "gpt-4o-mini",
+      { inputTokens: inputEstimate(body), outputTokens: countTokens(delivered), cachedInputTokens: 0 },
+      true,
+    );
   }, 20_000);
 
   it("the request record carries the same charge, earning, tier, price version and estimate flag", async () => {

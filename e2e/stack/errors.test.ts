@@ -37,12 +37,24 @@ describe("gateway errors", () => {
     expect(wrong.status).toBe(401);
     expect(wrong.json.error.code).toBe("invalid_api_key");
     expect(wrong.text).not.toContain(wrongKey.slice(6));
-    const anthropic = await call("/v1/messages", { key: null, headers: { "x-api-key": wrongKey, "anthropic-version": "2023-06-01" }, body: chat("claude-haiku-4-5") });
+    const anthropic = await call("/v1/messages", {
+      key: null,
+      headers: { "x-api-key": wrongKey, "anthropic-version": "2023-06-01" },
+      body: chat("claude-haiku-4-5"),
+    });
     expect(anthropic.status).toBe(401);
     expect(anthropic.json).toEqual({ type: "error", error: { type: "authentication_error", message: expect.any(String) } });
     // The SDKs surface them as their own typed errors.
-    await expect(new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: wrongKey, maxRetries: 0 }).chat.completions.create({ model: "gpt-4o-mini", messages: [] })).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
-    await expect(new Anthropic({ baseURL: stack.baseUrl, apiKey: wrongKey, maxRetries: 0 }).messages.create({ model: "claude-haiku-4-5", max_tokens: 5, messages: [{ role: "user", content: "x" }] })).rejects.toBeInstanceOf(Anthropic.AuthenticationError);
+    await expect(
+      new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: wrongKey, maxRetries: 0 }).chat.completions.create({ model: "gpt-4o-mini", messages: [] }),
+    ).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+    await expect(
+      new Anthropic({ baseURL: stack.baseUrl, apiKey: wrongKey, maxRetries: 0 }).messages.create({
+        model: "claude-haiku-4-5",
+        max_tokens: 5,
+        messages: [{ role: "user", content: "x" }],
+      }),
+    ).rejects.toBeInstanceOf(Anthropic.AuthenticationError);
   });
 
   it("a revoked key stops working: at once when revoked through the product, within the cache's TTL behind its back", async () => {
@@ -75,8 +87,13 @@ describe("gateway errors", () => {
     // A model of the official price table that no agent serves is not "missing": it is not available right now.
     const listed = await call("/v1/chat/completions", { body: chat("o3") });
     expect(listed.status).toBe(503);
-    expect(listed.json.error).toMatchObject({ code: "no_capacity", message: "The model 'o3' is not available right now: no connected agent serves it. Retry later; GET /v1/models lists the models available now." });
-    await stack.db.agent.create({ data: { id: newId("agt"), ownerId: stack.ownerId, name: "offline", publicKey: newId("hub"), models: ["openai:gpt-offline-only"] } });
+    expect(listed.json.error).toMatchObject({
+      code: "no_capacity",
+      message: "The model 'o3' is not available right now: no connected agent serves it. Retry later; GET /v1/models lists the models available now.",
+    });
+    await stack.db.agent.create({
+      data: { id: newId("agt"), ownerId: stack.ownerId, name: "offline", publicKey: newId("hub"), models: ["openai:gpt-offline-only"] },
+    });
     // The gateway learns models it has no connection for from the database (cached up to 10 s).
     let offline = await call("/v1/chat/completions", { body: chat("gpt-offline-only") });
     for (let i = 0; i < 120 && offline.status === 404; i++) {
@@ -103,7 +120,9 @@ describe("gateway errors", () => {
     expect(route.status).toBe(404);
     const method = await call("/v1/chat/completions", { method: "GET" });
     expect(method.status).toBe(405);
-    const keyLimited = await (await import("../../gateway/src/ops/keys.ts")).issueKey(stack.db, stack.userId, "limited", { allowedModels: ["claude-haiku-4-5"] });
+    const keyLimited = await (
+      await import("../../gateway/src/ops/keys.ts")
+    ).issueKey(stack.db, stack.userId, "limited", { allowedModels: ["claude-haiku-4-5"] });
     const forbidden = await call("/v1/chat/completions", { key: keyLimited.secret, body: chat("gpt-4o-mini") });
     expect(forbidden.status).toBe(403);
     expect(forbidden.json.error.code).toBe("model_not_allowed");
@@ -139,11 +158,15 @@ describe("gateway errors", () => {
     expect(limited.headers.get("retry-after")).toBe("1");
     expect(limited.json.error.code).toBe("rate_limit_exceeded");
     const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: stack.apiKey, maxRetries: 0 });
-    const err = await client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "[mock error=context]" }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "[mock error=context]" }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     expect((err as InstanceType<typeof OpenAI.BadRequestError>).code).toBe("context_length_exceeded");
     const anthropic = new Anthropic({ baseURL: stack.baseUrl, apiKey: stack.apiKey, maxRetries: 0 });
-    const aerr = await anthropic.messages.create({ model: "claude-haiku-4-5", max_tokens: 5, messages: [{ role: "user", content: "[mock status=429]" }] }).catch((e: unknown) => e);
+    const aerr = await anthropic.messages
+      .create({ model: "claude-haiku-4-5", max_tokens: 5, messages: [{ role: "user", content: "[mock status=429]" }] })
+      .catch((e: unknown) => e);
     expect(aerr).toBeInstanceOf(Anthropic.RateLimitError);
     expect((aerr as InstanceType<typeof Anthropic.RateLimitError>).headers?.get("retry-after")).toBe("1");
   });

@@ -79,7 +79,11 @@ export async function connectFakeAgent(tunnelUrl: string): Promise<FakeAgentSess
   return { ws, challenge: parseJson(challengeSchema, body), closed, frames, waitForControl };
 }
 
-export async function sendAuth(s: FakeAgentSession, agent: { id: string; privateKey: CryptoKey }, overrides: { hubId?: string; sessionId?: string; nonce?: string; timestampMs?: number; agentId?: string; signWith?: CryptoKey } = {}) {
+export async function sendAuth(
+  s: FakeAgentSession,
+  agent: { id: string; privateKey: CryptoKey },
+  overrides: { hubId?: string; sessionId?: string; nonce?: string; timestampMs?: number; agentId?: string; signWith?: CryptoKey } = {},
+) {
   const fields = {
     hubId: overrides.hubId ?? s.challenge.hubId,
     sessionId: overrides.sessionId ?? s.challenge.sessionId,
@@ -88,7 +92,15 @@ export async function sendAuth(s: FakeAgentSession, agent: { id: string; private
     agentId: overrides.agentId ?? agent.id,
   };
   const signature = await signAuth(overrides.signWith ?? agent.privateKey, fields);
-  const body = { agentId: fields.agentId, sessionId: fields.sessionId, nonce: fields.nonce, timestampMs: fields.timestampMs, signature, agentVersion: "fake", settings: SETTINGS };
+  const body = {
+    agentId: fields.agentId,
+    sessionId: fields.sessionId,
+    nonce: fields.nonce,
+    timestampMs: fields.timestampMs,
+    signature,
+    agentVersion: "fake",
+    settings: SETTINGS,
+  };
   s.ws.send(encodeControl(ControlKind.AUTH, jsonBytes(body)));
   return body;
 }
@@ -112,11 +124,12 @@ export async function startFakeHub(onAgent: (ws: WebSocket) => void) {
     get connections() {
       return connections;
     },
-    close: () => new Promise<void>((r) => {
-      for (const c of wss.clients) c.terminate();
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -145,14 +158,24 @@ export async function startScriptedHub(hubId: string) {
         const f: Frame = r.frame;
         if (f.type === FrameType.PING) ws.send(encodePong(f.data));
         else if (f.type === FrameType.CONTROL && f.kind === ControlKind.AUTH) {
-          ws.send(encodeControl(ControlKind.WELCOME, jsonBytes({ agentId: "agt_scripted", sessionId: "ses_scripted", serverTimeMs: Date.now(), heartbeatIntervalMs: 15_000, settings: SETTINGS })));
+          ws.send(
+            encodeControl(
+              ControlKind.WELCOME,
+              jsonBytes({ agentId: "agt_scripted", sessionId: "ses_scripted", serverTimeMs: Date.now(), heartbeatIntervalMs: 15_000, settings: SETTINGS }),
+            ),
+          );
         } else if (f.type === FrameType.CONTROL && f.kind === ControlKind.INVENTORY) {
           resolveSession({
             request(head, body = "") {
               const streamId = nextStreamId;
               nextStreamId += 2;
               const bytes = new TextEncoder().encode(body);
-              const full: RequestHead = { requestId: `req_scripted${streamId}`, headers: [["content-type", "application/json"]], bodyBytes: head.method === "POST" ? bytes.length : null, ...head };
+              const full: RequestHead = {
+                requestId: `req_scripted${streamId}`,
+                headers: [["content-type", "application/json"]],
+                bodyBytes: head.method === "POST" ? bytes.length : null,
+                ...head,
+              };
               const outcome = new Promise<StreamOutcome>((resolve) => waiting.set(streamId, resolve));
               ws.send(encodeOpen(streamId, jsonBytes(full)));
               if (bytes.length > 0) ws.send(encodeData(streamId, bytes));
@@ -170,7 +193,19 @@ export async function startScriptedHub(hubId: string) {
         }
       }
     });
-    ws.send(encodeControl(ControlKind.CHALLENGE, jsonBytes({ protocolVersion: PROTOCOL_VERSION, hubId, sessionId: "ses_scripted", nonce: toBase64Url(randomBytes(32)), issuedAtMs: Date.now(), settings: SETTINGS })));
+    ws.send(
+      encodeControl(
+        ControlKind.CHALLENGE,
+        jsonBytes({
+          protocolVersion: PROTOCOL_VERSION,
+          hubId,
+          sessionId: "ses_scripted",
+          nonce: toBase64Url(randomBytes(32)),
+          issuedAtMs: Date.now(),
+          settings: SETTINGS,
+        }),
+      ),
+    );
   });
   return { ...hub, session };
 }

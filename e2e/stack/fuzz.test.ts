@@ -101,11 +101,28 @@ describe("fuzzing live peers", () => {
         // The agent may send several frames in one message; the fuzzed hub answers its AUTH.
         const r = decodeMessage(new Uint8Array(data)).find((x) => x.ok && x.frame.type === FrameType.CONTROL && x.frame.kind === ControlKind.AUTH);
         if (!r) return;
-        ws.send(encodeControl(ControlKind.WELCOME, jsonBytes({ agentId: "agt_x", sessionId: "ses_fuzz", serverTimeMs: Date.now(), heartbeatIntervalMs: 15_000, settings: SETTINGS })));
+        ws.send(
+          encodeControl(
+            ControlKind.WELCOME,
+            jsonBytes({ agentId: "agt_x", sessionId: "ses_fuzz", serverTimeMs: Date.now(), heartbeatIntervalMs: 15_000, settings: SETTINGS }),
+          ),
+        );
         for (const frame of batch) if (ws.readyState === ws.OPEN) ws.send(frame);
         setTimeout(() => ws.terminate(), 300);
       });
-      ws.send(encodeControl(ControlKind.CHALLENGE, jsonBytes({ protocolVersion: PROTOCOL_VERSION, hubId: identity.hubId, sessionId: "ses_fuzz", nonce: toBase64Url(randomBytes(32)), issuedAtMs: Date.now(), settings: SETTINGS })));
+      ws.send(
+        encodeControl(
+          ControlKind.CHALLENGE,
+          jsonBytes({
+            protocolVersion: PROTOCOL_VERSION,
+            hubId: identity.hubId,
+            sessionId: "ses_fuzz",
+            nonce: toBase64Url(randomBytes(32)),
+            issuedAtMs: Date.now(),
+            settings: SETTINGS,
+          }),
+        ),
+      );
     });
     await writeFile(join(dataDir, "agent.json"), JSON.stringify({ ...identity, hubUrl: fake.origin, pins: [fake.pin] }));
     const proc = startAgentLauncher(dataDir, { devUpstream: stack.mock.origin });

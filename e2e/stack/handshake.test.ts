@@ -7,7 +7,18 @@ import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, writeFile, cp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CloseCode, ControlKind, encodeControl, generateAgentKeyPair, jsonBytes, PROTOCOL_VERSION, randomBytes, toBase64Url, welcome, parseJson } from "@wellspring/protocol";
+import {
+  CloseCode,
+  ControlKind,
+  encodeControl,
+  generateAgentKeyPair,
+  jsonBytes,
+  PROTOCOL_VERSION,
+  randomBytes,
+  toBase64Url,
+  welcome,
+  parseJson,
+} from "@wellspring/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectFakeAgent, registerFakeAgent, sendAuth, SETTINGS, startFakeHub } from "./fake_peers.ts";
 import { startAgentLauncher, startAgentProc, startStack, type Stack } from "./harness.ts";
@@ -108,14 +119,34 @@ describe("the agent verifies the hub", () => {
     const dir = await mkdtemp(join(tmpdir(), "ws-ca-"));
     const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
     await writeFile(join(dir, "leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n");
-    run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Test Trusted CA", "-addext", "basicConstraints=critical,CA:TRUE"]);
+    run([
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=Test Trusted CA",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+    ]);
     run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "hub.key", "-out", "hub.csr", "-subj", "/CN=127.0.0.1"]);
     run(["x509", "-req", "-in", "hub.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "hub.pem", "-days", "2", "-extfile", "leaf.ext"]);
     // A hub impostor with a CA-signed certificate; the agent's Deno trusts that CA (DENO_CERT).
     const https = await import("node:https");
     const { readFileSync } = await import("node:fs");
     let upgrades = 0;
-    const impostor = https.createServer({ cert: readFileSync(join(dir, "hub.pem")), key: readFileSync(join(dir, "hub.key")) }, (_req, res) => res.end("impostor"));
+    const impostor = https.createServer({ cert: readFileSync(join(dir, "hub.pem")), key: readFileSync(join(dir, "hub.key")) }, (_req, res) =>
+      res.end("impostor"),
+    );
     impostor.on("upgrade", (_req, socket) => {
       upgrades++;
       socket.destroy();
@@ -125,7 +156,14 @@ describe("the agent verifies the hub", () => {
     // Control: the CA really is trusted by this Deno (fetch over system trust + DENO_CERT succeeds).
     // (async: the impostor runs in this process and must keep answering)
     const { execFile } = await import("node:child_process");
-    const probe = await new Promise<string>((resolve, reject) => execFile(join(process.cwd(), "node_modules/.bin/deno"), ["eval", `const r = await fetch("${origin}/"); console.log("trusted", r.status); await r.body?.cancel();`], { env: { ...process.env, DENO_CERT: join(dir, "ca.pem") }, timeout: 20_000 }, (error, stdout, stderr) => (error ? reject(new Error(stderr || error.message)) : resolve(stdout))));
+    const probe = await new Promise<string>((resolve, reject) =>
+      execFile(
+        join(process.cwd(), "node_modules/.bin/deno"),
+        ["eval", `const r = await fetch("${origin}/"); console.log("trusted", r.status); await r.body?.cancel();`],
+        { env: { ...process.env, DENO_CERT: join(dir, "ca.pem") }, timeout: 20_000 },
+        (error, stdout, stderr) => (error ? reject(new Error(stderr || error.message)) : resolve(stdout)),
+      ),
+    );
     expect(probe).toMatch(/trusted \d{3}/);
     const dataDir = await agentCopy([stack.gateway.pin], origin);
     const proc = startAgentLauncher(dataDir, { devUpstream: stack.mock.origin, env: { DENO_CERT: join(dir, "ca.pem") } });
@@ -151,9 +189,19 @@ describe("the agent verifies the hub", () => {
     let authSeen = false;
     const fake = await startFakeHub((ws) => {
       ws.on("message", () => (authSeen = true));
-      ws.send(encodeControl(ControlKind.CHALLENGE, jsonBytes({
-        protocolVersion: PROTOCOL_VERSION, hubId: "hub_impostor", sessionId: "ses_x", nonce: toBase64Url(randomBytes(32)), issuedAtMs: Date.now(), settings: SETTINGS,
-      })));
+      ws.send(
+        encodeControl(
+          ControlKind.CHALLENGE,
+          jsonBytes({
+            protocolVersion: PROTOCOL_VERSION,
+            hubId: "hub_impostor",
+            sessionId: "ses_x",
+            nonce: toBase64Url(randomBytes(32)),
+            issuedAtMs: Date.now(),
+            settings: SETTINGS,
+          }),
+        ),
+      );
     });
     const dataDir = await agentCopy([fake.pin], fake.origin);
     const proc = startAgentLauncher(dataDir, { devUpstream: stack.mock.origin });
@@ -163,4 +211,3 @@ describe("the agent verifies the hub", () => {
     await fake.close();
   }, 60_000);
 });
-

@@ -96,14 +96,16 @@ export function startProc(cmd: string, args: string[], opts: { cwd?: string; env
           reject(new Error(`no line matching ${pattern} within ${timeoutMs} ms; output:\n${lines.slice(-30).join("\n")}`));
         }, timeoutMs);
         waiters.add(check);
-        child.once("exit", (code) => setTimeout(() => {
-          check();
-          if (waiters.has(check)) {
-            waiters.delete(check);
-            clearTimeout(timer);
-            reject(new Error(`process exited (${code}) before a line matching ${pattern}; output:\n${lines.slice(-30).join("\n")}`));
-          }
-        }, 50));
+        child.once("exit", (code) =>
+          setTimeout(() => {
+            check();
+            if (waiters.has(check)) {
+              waiters.delete(check);
+              clearTimeout(timer);
+              reject(new Error(`process exited (${code}) before a line matching ${pattern}; output:\n${lines.slice(-30).join("\n")}`));
+            }
+          }, 50),
+        );
         check();
       });
     },
@@ -143,7 +145,17 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ws-gw-")));
   const proc = startProc(TSX, ["gateway/src/main.ts"], {
     // Leases go back 100 ms after a user's last request (2 s in production), so tests see settled wallets soon.
-    env: { DATABASE_URL: databaseUrl, DATA_DIR: dir, GATEWAY_PORT: "0", AGENT_PORT: "0", ADMIN_PORT: "0", LOG_LEVEL: "warn", ADMIN_TOKEN: TEST_ADMIN_TOKEN, BILLING_LEASE_IDLE_RELEASE_MS: "100", ...env },
+    env: {
+      DATABASE_URL: databaseUrl,
+      DATA_DIR: dir,
+      GATEWAY_PORT: "0",
+      AGENT_PORT: "0",
+      ADMIN_PORT: "0",
+      LOG_LEVEL: "warn",
+      ADMIN_TOKEN: TEST_ADMIN_TOKEN,
+      BILLING_LEASE_IDLE_RELEASE_MS: "100",
+      ...env,
+    },
   });
   const m = await proc.waitForLine(/WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+) admin=(\S+)/, 30_000);
   return { ...proc, apiOrigin: m[1]!, agentOrigin: `https://${m[2]!}`, pin: m[3]!, hubId: m[4]!, adminOrigin: m[5]!, dataDir: dir };
@@ -160,27 +172,44 @@ export const DEMO_MODELS = {
 };
 
 /** Enrolls a new agent through the launcher (as an owner would) and writes its config. */
-export async function enrollAgent(db: Db, gw: { agentOrigin: string; pin: string }, ownerId: string, opts: { models?: typeof DEMO_MODELS; concurrentStreamsMax?: number } = {}): Promise<{ dataDir: string; agentId: string }> {
+export async function enrollAgent(
+  db: Db,
+  gw: { agentOrigin: string; pin: string },
+  ownerId: string,
+  opts: { models?: typeof DEMO_MODELS; concurrentStreamsMax?: number } = {},
+): Promise<{ dataDir: string; agentId: string }> {
   const { token } = await createEnrollmentToken(db, ownerId);
   return enrollWithToken(gw, token, opts);
 }
 
 /** Runs the owner's enrollment command (the launcher's `enroll`) with a token, then writes the agent's config. */
-export async function enrollWithToken(gw: { agentOrigin: string; pin: string }, token: string, opts: { models?: typeof DEMO_MODELS; concurrentStreamsMax?: number; name?: string } = {}): Promise<{ dataDir: string; agentId: string }> {
+export async function enrollWithToken(
+  gw: { agentOrigin: string; pin: string },
+  token: string,
+  opts: { models?: typeof DEMO_MODELS; concurrentStreamsMax?: number; name?: string } = {},
+): Promise<{ dataDir: string; agentId: string }> {
   const dataDir = await mkdtemp(join(tmpdir(), "ws-agent-"));
-  const proc = startProc(AGENT_LAUNCHER, ["enroll", "--data", dataDir, "--hub", gw.agentOrigin, "--pin", gw.pin, "--token", token, "--name", opts.name ?? "test-agent"], { cwd: join(ROOT, "agent-deno") });
+  const proc = startProc(
+    AGENT_LAUNCHER,
+    ["enroll", "--data", dataDir, "--hub", gw.agentOrigin, "--pin", gw.pin, "--token", token, "--name", opts.name ?? "test-agent"],
+    { cwd: join(ROOT, "agent-deno") },
+  );
   const m = await proc.waitForLine(/enrolled as (agt_\S+)/, 60_000);
   await proc.stop();
   const models = opts.models ?? DEMO_MODELS;
-  await writeFile(join(dataDir, "config.json"), JSON.stringify({
-    name: "test-agent",
-    concurrentStreamsMax: opts.concurrentStreamsMax ?? 512,
-    logLevel: "warn",
-    upstreams: [
-      { provider: "openai", apiKeyEnv: "TEST_OPENAI_KEY", models: models.openai },
-      { provider: "anthropic", apiKey: "sk-ant-test-owner-key", models: models.anthropic },
-    ],
-  }), { mode: 0o600 });
+  await writeFile(
+    join(dataDir, "config.json"),
+    JSON.stringify({
+      name: "test-agent",
+      concurrentStreamsMax: opts.concurrentStreamsMax ?? 512,
+      logLevel: "warn",
+      upstreams: [
+        { provider: "openai", apiKeyEnv: "TEST_OPENAI_KEY", models: models.openai },
+        { provider: "anthropic", apiKey: "sk-ant-test-owner-key", models: models.anthropic },
+      ],
+    }),
+    { mode: 0o600 },
+  );
   return { dataDir, agentId: m[1]! };
 }
 
@@ -234,7 +263,10 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
 export async function settledWallet(pool: pg.Pool, userId: string, timeoutMs = 5_000): Promise<{ available: bigint; reserved: bigint }> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const r = await pool.query<{ available_micros: string; reserved_micros: string }>("SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1", [userId]);
+    const r = await pool.query<{ available_micros: string; reserved_micros: string }>(
+      "SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1",
+      [userId],
+    );
     const w = { available: BigInt(r.rows[0]?.available_micros ?? 0), reserved: BigInt(r.rows[0]?.reserved_micros ?? 0) };
     if (w.reserved === 0n || Date.now() > until) return w;
     await new Promise((res) => setTimeout(res, 25));
@@ -276,15 +308,17 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-export async function startStack(opts: {
-  gatewayEnv?: Record<string, string>;
-  concurrentStreamsMax?: number;
-  beforeAgent?: (db: Db) => Promise<void>;
-  /** The database URL the gateway is given (e.g. through a proxy the test can cut); the test's own is direct. */
-  gatewayDatabaseUrl?: (url: string) => string;
-  /** Models the agent offers (default DEMO_MODELS). */
-  models?: typeof DEMO_MODELS;
-} = {}): Promise<Stack> {
+export async function startStack(
+  opts: {
+    gatewayEnv?: Record<string, string>;
+    concurrentStreamsMax?: number;
+    beforeAgent?: (db: Db) => Promise<void>;
+    /** The database URL the gateway is given (e.g. through a proxy the test can cut); the test's own is direct. */
+    gatewayDatabaseUrl?: (url: string) => string;
+    /** Models the agent offers (default DEMO_MODELS). */
+    models?: typeof DEMO_MODELS;
+  } = {},
+): Promise<Stack> {
   const database = await createTestDatabase();
   const { db } = database;
   await opts.beforeAgent?.(db);
@@ -299,7 +333,13 @@ export async function startStack(opts: {
   const enrolled = await enrollAgent(db, gateway, ownerId, { concurrentStreamsMax: opts.concurrentStreamsMax, models: opts.models });
   const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
   const stack: Stack = {
-    database, db, mock, gateway, agent, userId, ownerId,
+    database,
+    db,
+    mock,
+    gateway,
+    agent,
+    userId,
+    ownerId,
     apiKey: key.secret,
     keyId: key.id,
     baseUrl: gateway.apiOrigin,

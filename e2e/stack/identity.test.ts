@@ -16,7 +16,19 @@ import { startMockProvider, type MockProvider } from "@wellspring/mock-provider"
 import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { DUPLICATE_AGENT_IDENTITY, type DuplicateEvidence } from "../../gateway/src/risk/duplicate_identity.ts";
 import { connectFakeAgent, sendAuth } from "./fake_peers.ts";
-import { copyAgentData, createTestDatabase, enrollAgent, fund, launchAgent, startAgentProc, startGatewayProc, TEST_USER_FUNDING_MICROS, type GatewayProc, type Proc, type TestDatabase } from "./harness.ts";
+import {
+  copyAgentData,
+  createTestDatabase,
+  enrollAgent,
+  fund,
+  launchAgent,
+  startAgentProc,
+  startGatewayProc,
+  TEST_USER_FUNDING_MICROS,
+  type GatewayProc,
+  type Proc,
+  type TestDatabase,
+} from "./harness.ts";
 
 /** A live session on the gateway must answer the presence probe within this time (TUNNEL_PRESENCE_PROBE_TIMEOUT_MS). */
 const PROBE_MS = 1_000;
@@ -118,10 +130,14 @@ async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean
 }
 
 async function waitForModel(gw: GatewayProc, model: string): Promise<void> {
-  await eventually(async () => {
-    const res = await fetch(`${gw.apiOrigin}/v1/models`, { headers: { authorization: `Bearer ${apiKey}` } });
-    return ((await res.json()) as { data?: { id: string }[] }).data?.some((m) => m.id === model) ?? false;
-  }, Boolean, 20_000);
+  await eventually(
+    async () => {
+      const res = await fetch(`${gw.apiOrigin}/v1/models`, { headers: { authorization: `Bearer ${apiKey}` } });
+      return ((await res.json()) as { data?: { id: string }[] }).data?.some((m) => m.id === model) ?? false;
+    },
+    Boolean,
+    20_000,
+  );
 }
 
 /** A streamed chat completion, read to its end: the text of its deltas and whether it reached [DONE]. */
@@ -160,7 +176,9 @@ interface OwnerAgentRow {
 /** What the owner's agent page shows, read through the portal's data layer as the signed-in owner. */
 async function ownerAgents(): Promise<OwnerAgentRow[]> {
   process.env.DATABASE_URL = database.url;
-  const owner = (await import(OWNER_DATA_MODULE)) as { listAgents(actor: { userId: string; email: string; name: null; isOwner: boolean; isAdmin: boolean }): Promise<OwnerAgentRow[]> };
+  const owner = (await import(OWNER_DATA_MODULE)) as {
+    listAgents(actor: { userId: string; email: string; name: null; isOwner: boolean; isAdmin: boolean }): Promise<OwnerAgentRow[]>;
+  };
   return owner.listAgents({ userId: ownerId, email: `${ownerId}@owner.test`, name: null, isOwner: true, isAdmin: false });
 }
 
@@ -211,7 +229,10 @@ async function duplicateScenario(model: string, copyGateway: GatewayProc): Promi
 
   // One open flag for the agent, counting every refusal, with the sessions and addresses seen — no secrets.
   const { flags, refusals } = await eventually(
-    async () => ({ flags: await database.db.riskFlag.findMany({ where: { subject: `agent:${enrolled.agentId}` } }), refusals: handshakes(gateways, enrolled.agentId, 0).refused }),
+    async () => ({
+      flags: await database.db.riskFlag.findMany({ where: { subject: `agent:${enrolled.agentId}` } }),
+      refusals: handshakes(gateways, enrolled.agentId, 0).refused,
+    }),
     (r) => r.flags.length === 1 && r.flags[0]!.raisedCount === r.refusals,
     5_000,
   );
@@ -239,13 +260,21 @@ async function duplicateScenario(model: string, copyGateway: GatewayProc): Promi
 
 describe("two agents with one identity", () => {
   // Both scenarios run at once (different agents), so the file takes one long stream's time, not two.
-  it.concurrent("on one gateway: the copy is refused and backs off, the live agent's long stream is not cut, one flag, the owner is told", async () => {
-    await duplicateScenario("gpt-4o", one);
-  }, 120_000);
+  it.concurrent(
+    "on one gateway: the copy is refused and backs off, the live agent's long stream is not cut, one flag, the owner is told",
+    async () => {
+      await duplicateScenario("gpt-4o", one);
+    },
+    120_000,
+  );
 
-  it.concurrent("on two gateways sharing the database: the same", async () => {
-    await duplicateScenario("gpt-4o-mini", two);
-  }, 120_000);
+  it.concurrent(
+    "on two gateways sharing the database: the same",
+    async () => {
+      await duplicateScenario("gpt-4o-mini", two);
+    },
+    120_000,
+  );
 });
 
 describe("a half-open old session", () => {
@@ -322,10 +351,11 @@ async function startBalancer(targetPort: number): Promise<{ origin: string; targ
     set target(port: number) {
       state.target = port;
     },
-    close: () => new Promise<void>((r) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
 }
 

@@ -49,7 +49,9 @@ const chat = (origin: string, key: string, content = "[mock chunks=3] hi") =>
     body: JSON.stringify({ model: "gpt-4o-mini", max_tokens: 20, messages: [{ role: "user", content }] }),
   });
 
-async function readiness(origin: string): Promise<{ status: number; body: { ready: boolean; ledger: string; spooledSettlements: number; spooledRecords: number } }> {
+async function readiness(
+  origin: string,
+): Promise<{ status: number; body: { ready: boolean; ledger: string; spooledSettlements: number; spooledRecords: number } }> {
   const res = await fetch(`${origin}/readyz`);
   return { status: res.status, body: (await res.json()) as { ready: boolean; ledger: string; spooledSettlements: number; spooledRecords: number } };
 }
@@ -65,7 +67,10 @@ async function until<T>(what: string, f: () => Promise<T | null | undefined | fa
 }
 
 async function settledCharges(requestIds: string[]): Promise<Map<string, bigint>> {
-  const r = await pool.query<{ request_id: string; charge_micros: string }>("SELECT request_id, charge_micros FROM reservations WHERE request_id = ANY($1) AND status = 'settled'", [requestIds]);
+  const r = await pool.query<{ request_id: string; charge_micros: string }>(
+    "SELECT request_id, charge_micros FROM reservations WHERE request_id = ANY($1) AND status = 'settled'",
+    [requestIds],
+  );
   return new Map(r.rows.map((x) => [x.request_id, BigInt(x.charge_micros)]));
 }
 
@@ -153,10 +158,14 @@ describe("the ledger goes away", () => {
     proxy.restore();
     // The next gateway on the same folder: a new id; it takes the dead one's spool over once the ledger says it is dead.
     stack.gateway = await startGatewayProc(proxy.via(stack.database.url), { BILLING_ENABLED: "1", ...LEASE_ENV }, first.dataDir);
-    const charges = await until("the dead gateway's settlements to be replayed", async () => {
-      const m = await settledCharges(served);
-      return m.size === served.length ? m : null;
-    }, 30_000);
+    const charges = await until(
+      "the dead gateway's settlements to be replayed",
+      async () => {
+        const m = await settledCharges(served);
+        return m.size === served.length ? m : null;
+      },
+      30_000,
+    );
     expect([...charges.values()].every((c) => c > 0n)).toBe(true);
     await until("the spool file to be taken over", async () => !existsSync(spoolFile));
     // The dead gateway's lease is released by the survivor, so nothing stays held.

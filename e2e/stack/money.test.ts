@@ -60,7 +60,14 @@ async function settled(requestId: string): Promise<{ charge: bigint; earning: bi
   for (let i = 0; i < 200; i++) {
     const r = await pool.query("SELECT * FROM reservations WHERE request_id = $1 AND status = 'settled'", [requestId]);
     const row = r.rows[0] as Record<string, string | number> | undefined;
-    if (row) return { charge: BigInt(row.charge_micros!), earning: BigInt(row.earning_micros!), priceVer: Number(row.price_ver), input: Number(row.input_tokens), output: Number(row.output_tokens) };
+    if (row)
+      return {
+        charge: BigInt(row.charge_micros!),
+        earning: BigInt(row.earning_micros!),
+        priceVer: Number(row.price_ver),
+        input: Number(row.input_tokens),
+        output: Number(row.output_tokens),
+      };
     await sleep(25);
   }
   throw new Error(`request ${requestId} never settled`);
@@ -85,13 +92,18 @@ describe("price versions", () => {
     const elapsed = Date.now() - startedAt;
     expect(await agentPriceVer()).toBe(2);
     expect(elapsed).toBeLessThan(1_000);
-    const kept = JSON.parse(await readFile(join(stack.agent.dataDir, "state", "prices.json"), "utf8")) as { ver: number; prices: { model: string; outputMicrosPerMTok: string }[] };
+    const kept = JSON.parse(await readFile(join(stack.agent.dataDir, "state", "prices.json"), "utf8")) as {
+      ver: number;
+      prices: { model: string; outputMicrosPerMTok: string }[];
+    };
     expect(kept.ver).toBe(2);
     expect(kept.prices.find((p) => p.model === "gpt-4o-mini")?.outputMicrosPerMTok).toBe("600000");
   });
 
   it("a bad price table is refused with a clear error and publishes nothing", async () => {
-    const res = await admin("/admin/v1/prices", { body: { prices: [{ provider: "openai", model: "gpt-4o-mini", input_micros_per_mtok: -1, output_micros_per_mtok: 1 }] } });
+    const res = await admin("/admin/v1/prices", {
+      body: { prices: [{ provider: "openai", model: "gpt-4o-mini", input_micros_per_mtok: -1, output_micros_per_mtok: 1 }] },
+    });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/input_micros_per_mtok/);
     const unauthorised = await fetch(`${stack.gateway.adminOrigin}/admin/v1/prices`, { headers: { authorization: "Bearer wrong-token" } });
@@ -101,31 +113,59 @@ describe("price versions", () => {
 
   it("a request running when a version is published settles at the version it started with", async () => {
     const { key } = await user(5_000_000n);
-    const body = { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, max_tokens: 100, messages: [{ role: "user", content: "[mock chunks=12 delay_ms=100]" }] };
-    const running = await fetch(`${stack.baseUrl}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    const body = {
+      model: "gpt-4o-mini",
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 100,
+      messages: [{ role: "user", content: "[mock chunks=12 delay_ms=100]" }],
+    };
+    const running = await fetch(`${stack.baseUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
     const reader = running.body!.getReader();
     await reader.read(); // the stream has started
-    const published = (await (await admin("/admin/v1/prices", { body: { note: "v3: gpt-4o-mini ×10", prices: tableJson({ "gpt-4o-mini": { input: 1_500_000, output: 6_000_000 } }) } })).json()) as { ver: number };
+    const published = (await (
+      await admin("/admin/v1/prices", { body: { note: "v3: gpt-4o-mini ×10", prices: tableJson({ "gpt-4o-mini": { input: 1_500_000, output: 6_000_000 } }) } })
+    ).json()) as { ver: number };
     expect(published.ver).toBe(3);
-    while (!(await reader.read()).done) { /* drain */ }
+    while (!(await reader.read()).done) {
+      /* drain */
+    }
     const old = await settled(running.headers.get("x-wellspring-request-id")!);
     expect(old.priceVer).toBe(2);
     const v2 = DEFAULT_PRICE_TABLE.find((p) => p.model === "gpt-4o-mini")!;
     expect(old.charge).toBe(officialCostMicros({ inputTokens: old.input, outputTokens: old.output, cachedInputTokens: 0 }, v2));
 
     // A request that starts now is priced with version 3 (the gateway heard the publication at once).
-    const fresh = await fetch(`${stack.baseUrl}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ ...body, messages: [{ role: "user", content: "[mock chunks=12]" }] }) });
+    const fresh = await fetch(`${stack.baseUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ ...body, messages: [{ role: "user", content: "[mock chunks=12]" }] }),
+    });
     await fresh.text();
     const now = await settled(fresh.headers.get("x-wellspring-request-id")!);
     expect(now.priceVer).toBe(3);
-    expect(now.charge).toBe(officialCostMicros({ inputTokens: now.input, outputTokens: now.output, cachedInputTokens: 0 }, { ...v2, inputMicrosPerMTok: 1_500_000n, outputMicrosPerMTok: 6_000_000n }));
+    expect(now.charge).toBe(
+      officialCostMicros(
+        { inputTokens: now.input, outputTokens: now.output, cachedInputTokens: 0 },
+        { ...v2, inputMicrosPerMTok: 1_500_000n, outputMicrosPerMTok: 6_000_000n },
+      ),
+    );
   });
 });
 
 describe("plans and what callers read", () => {
   it("a promotional plan lowers what the user pays, not what the owner earns; /v1/models shows the caller's prices", async () => {
     const created = await admin("/admin/v1/plans", {
-      body: { name: "Launch promo", kind: "promotional", multiplier_bps: 8_000, overrides: [{ provider: "anthropic", model: "claude-haiku-4-5", input_micros_per_mtok: 500_000, output_micros_per_mtok: 2_500_000 }] },
+      body: {
+        name: "Launch promo",
+        kind: "promotional",
+        multiplier_bps: 8_000,
+        overrides: [{ provider: "anthropic", model: "claude-haiku-4-5", input_micros_per_mtok: 500_000, output_micros_per_mtok: 2_500_000 }],
+      },
     });
     expect(created.status).toBe(201);
     const plan = (await created.json()) as { id: string };
@@ -133,18 +173,29 @@ describe("plans and what callers read", () => {
     expect((await admin(`/admin/v1/users/${userId}/plan`, { method: "PUT", body: { plan_id: plan.id } })).status).toBe(200);
 
     const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: key });
-    const models = (await client.models.list()).data as unknown as { id: string; pricing?: { prompt: string; completion: string }; wellspring_pricing?: { price_ver: number; plan: string } }[];
+    const models = (await client.models.list()).data as unknown as {
+      id: string;
+      pricing?: { prompt: string; completion: string };
+      wellspring_pricing?: { price_ver: number; plan: string };
+    }[];
     const mini = models.find((m) => m.id === "gpt-4o-mini")!;
     // Version 3: gpt-4o-mini at $1.50 / $6.00 per 1M tokens, × 0.8 = $1.20 / $4.80 = 0.0000012 / 0.0000048 USD per token.
     expect(mini.pricing).toMatchObject({ prompt: "0.0000012", completion: "0.0000048" });
     expect(mini.wellspring_pricing).toMatchObject({ price_ver: 3, plan: "Launch promo" });
-    const anthropicModels = (await (await fetch(`${stack.baseUrl}/v1/models`, { headers: { "x-api-key": key, "anthropic-version": "2023-06-01" } })).json()) as { data: { id: string; pricing?: { prompt: string } }[] };
+    const anthropicModels = (await (
+      await fetch(`${stack.baseUrl}/v1/models`, { headers: { "x-api-key": key, "anthropic-version": "2023-06-01" } })
+    ).json()) as { data: { id: string; pricing?: { prompt: string } }[] };
     expect(anthropicModels.data.find((m) => m.id === "claude-haiku-4-5")?.pricing?.prompt).toBe("0.0000005");
 
     const ownerBefore = await ownerBalance();
-    const res = await client.chat.completions.create({ model: "gpt-4o-mini", max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=9]" }] }).withResponse();
+    const res = await client.chat.completions
+      .create({ model: "gpt-4o-mini", max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=9]" }] })
+      .withResponse();
     const s = await settled(res.response.headers.get("x-wellspring-request-id")!);
-    const official = officialCostMicros({ inputTokens: res.data.usage!.prompt_tokens, outputTokens: 9, cachedInputTokens: 0 }, { inputMicrosPerMTok: 1_500_000n, outputMicrosPerMTok: 6_000_000n, cachedInputMicrosPerMTok: 75_000n });
+    const official = officialCostMicros(
+      { inputTokens: res.data.usage!.prompt_tokens, outputTokens: 9, cachedInputTokens: 0 },
+      { inputMicrosPerMTok: 1_500_000n, outputMicrosPerMTok: 6_000_000n, cachedInputMicrosPerMTok: 75_000n },
+    );
     expect(s.charge).toBe(userChargeMicros(official, 8_000n));
     expect(s.earning).toBe(ownerEarningMicros(official, TIER_BPS.A));
     expect((await ownerBalance()) - ownerBefore).toBe(ownerEarningMicros(official, TIER_BPS.A));
@@ -153,12 +204,19 @@ describe("plans and what callers read", () => {
   it("the legacy billing endpoints add up to the balance (hard_limit_usd − total_usage / 100)", async () => {
     const { userId, key } = await user(2_500_000n);
     const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: key });
-    const done = await client.chat.completions.create({ model: "gpt-4o-mini", max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=30]" }] }).withResponse();
+    const done = await client.chat.completions
+      .create({ model: "gpt-4o-mini", max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=30]" }] })
+      .withResponse();
     const s = await settled(done.response.headers.get("x-wellspring-request-id")!);
     await settledWallet(pool, userId); // the gateway's lease went back
-    const sub = (await (await fetch(`${stack.baseUrl}/v1/dashboard/billing/subscription`, { headers: { authorization: `Bearer ${key}` } })).json()) as { hard_limit_usd: number; wellspring: { available_micros: string } };
+    const sub = (await (await fetch(`${stack.baseUrl}/v1/dashboard/billing/subscription`, { headers: { authorization: `Bearer ${key}` } })).json()) as {
+      hard_limit_usd: number;
+      wellspring: { available_micros: string };
+    };
     const day = (offset: number) => new Date(Date.now() + offset * 86_400_000).toISOString().slice(0, 10);
-    const usage = (await (await fetch(`${stack.baseUrl}/v1/dashboard/billing/usage?start_date=${day(-7)}&end_date=${day(2)}`, { headers: { authorization: `Bearer ${key}` } })).json()) as { total_usage: number; daily_costs: { line_items: { name: string; cost: number }[] }[]; wellspring: { spent_micros: string } };
+    const usage = (await (
+      await fetch(`${stack.baseUrl}/v1/dashboard/billing/usage?start_date=${day(-7)}&end_date=${day(2)}`, { headers: { authorization: `Bearer ${key}` } })
+    ).json()) as { total_usage: number; daily_costs: { line_items: { name: string; cost: number }[] }[]; wellspring: { spent_micros: string } };
     expect(BigInt(usage.wellspring.spent_micros)).toBe(s.charge);
     expect(BigInt(sub.wellspring.available_micros)).toBe(2_500_000n - s.charge);
     expect(sub.hard_limit_usd).toBeCloseTo(2.5, 6);
@@ -172,7 +230,9 @@ describe("plans and what callers read", () => {
 });
 
 async function ownerBalance(): Promise<bigint> {
-  const r = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [ownerAccount(stack.ownerId)]);
+  const r = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1", [
+    ownerAccount(stack.ownerId),
+  ]);
   return BigInt(r.rows[0]!.s ?? 0);
 }
 
@@ -185,17 +245,34 @@ describe("money in and out", () => {
     expect(new Set(codes).size).toBe(3);
     const { userId, key } = await user(0n);
     const { key: otherKey } = await user(0n);
-    const attempts = await Promise.all(Array.from({ length: 20 }, (_, i) =>
-      fetch(`${stack.baseUrl}/v1/billing/redeem`, { method: "POST", headers: { authorization: `Bearer ${i % 2 ? key : otherKey}`, "content-type": "application/json" }, body: JSON.stringify({ code: codes[0] }) }).then((r) => r.status)));
+    const attempts = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        fetch(`${stack.baseUrl}/v1/billing/redeem`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${i % 2 ? key : otherKey}`, "content-type": "application/json" },
+          body: JSON.stringify({ code: codes[0] }),
+        }).then((r) => r.status),
+      ),
+    );
     expect(attempts.filter((s) => s === 200)).toHaveLength(1);
     expect(attempts.filter((s) => s === 409)).toHaveLength(19);
-    const credited = await pool.query<{ s: string }>("SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries WHERE kind = 'redemption' AND account LIKE 'user:%'");
+    const credited = await pool.query<{ s: string }>(
+      "SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries WHERE kind = 'redemption' AND account LIKE 'user:%'",
+    );
     expect(BigInt(credited.rows[0]!.s)).toBe(5_000_000n);
-    const unknown = await fetch(`${stack.baseUrl}/v1/billing/redeem`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ code: "WSR-AAAA-BBBB-CCCC-DDDD" }) });
+    const unknown = await fetch(`${stack.baseUrl}/v1/billing/redeem`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ code: "WSR-AAAA-BBBB-CCCC-DDDD" }),
+    });
     expect(unknown.status).toBe(404);
     expect(((await unknown.json()) as { error: { param: string } }).error.param).toBe("code");
     // The second code works for a user with no wallet yet and makes one.
-    const second = await fetch(`${stack.baseUrl}/v1/billing/redeem`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ code: codes[1]!.toLowerCase() }) });
+    const second = await fetch(`${stack.baseUrl}/v1/billing/redeem`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ code: codes[1]!.toLowerCase() }),
+    });
     expect(second.status).toBe(200);
     void userId;
   });
@@ -231,7 +308,9 @@ describe("money in and out", () => {
     expect((await admin(`/admin/v1/payouts/${payoutId}`, { body: { decision: "paid" } })).status).toBe(400);
     expect((await admin(`/admin/v1/payouts/${payoutId}`, { body: { decision: "paid", reference: "SEPA-2026-11-29-001" } })).status).toBe(200);
     expect((await admin(`/admin/v1/payouts/${payoutId}`, { body: { decision: "cancelled" } })).status).toBe(409);
-    const actions = (await pool.query<{ action: string }>("SELECT action FROM audit_events WHERE subject = $1 ORDER BY id", [`payout:${payoutId}`])).rows.map((r) => r.action);
+    const actions = (await pool.query<{ action: string }>("SELECT action FROM audit_events WHERE subject = $1 ORDER BY id", [`payout:${payoutId}`])).rows.map(
+      (r) => r.action,
+    );
     expect(actions).toEqual(["payout.requested", "payout.paid"]);
     await expect(pool.query("DELETE FROM audit_events")).rejects.toThrow(/append-only/);
     const audit = await admin("/admin/v1/ledger/audit");

@@ -31,11 +31,14 @@ afterAll(async () => {
 
 /** `name{labels} value` lines of a Prometheus text exposition. */
 function samples(text: string, name: string): { labels: Record<string, string>; value: number }[] {
-  return text.split("\n").filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `)).map((l) => {
-    const m = /^[^{\s]+(?:\{(.*)\})?\s+(\S+)$/.exec(l)!;
-    const labels = Object.fromEntries([...(m[1] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1]!, x[2]!]));
-    return { labels, value: Number(m[2]) };
-  });
+  return text
+    .split("\n")
+    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    .map((l) => {
+      const m = /^[^{\s]+(?:\{(.*)\})?\s+(\S+)$/.exec(l)!;
+      const labels = Object.fromEntries([...(m[1] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1]!, x[2]!]));
+      return { labels, value: Number(m[2]) };
+    });
 }
 
 const sum = (xs: { value: number }[]) => xs.reduce((n, x) => n + x.value, 0);
@@ -43,16 +46,28 @@ const sum = (xs: { value: number }[]) => xs.reduce((n, x) => n + x.value, 0);
 describe("observability", () => {
   it("the metrics endpoint exposes the named series after real traffic", async () => {
     const call = (body: unknown, path = "/v1/chat/completions") =>
-      fetch(`${stack.baseUrl}${path}`, { method: "POST", headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json", "anthropic-version": "2023-06-01" }, body: JSON.stringify(body) });
-    for (let i = 0; i < 3; i++) expect((await (await call({ model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "[mock chunks=4] hi" }] })).text()).length).toBeGreaterThan(0);
+      fetch(`${stack.baseUrl}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json", "anthropic-version": "2023-06-01" },
+        body: JSON.stringify(body),
+      });
+    for (let i = 0; i < 3; i++)
+      expect(
+        (await (await call({ model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "[mock chunks=4] hi" }] })).text()).length,
+      ).toBeGreaterThan(0);
     expect((await call({ model: "gpt-4o", messages: [{ role: "user", content: "hello" }] })).status).toBe(200);
     expect((await call({ model: "no-such-model", messages: [{ role: "user", content: "hello" }] })).status).toBe(404);
     expect((await call({ model: "claude-haiku-4-5", messages: [{ role: "user", content: "count me" }] }, "/v1/messages/count_tokens")).status).toBe(200);
     let text = "";
-    await expect.poll(async () => {
-      text = await (await fetch(`${stack.gateway.adminOrigin}/metrics`)).text();
-      return sum(samples(text, "wellspring_settlement_batch_size_count"));
-    }, { timeout: 10_000 }).toBeGreaterThan(0);
+    await expect
+      .poll(
+        async () => {
+          text = await (await fetch(`${stack.gateway.adminOrigin}/metrics`)).text();
+          return sum(samples(text, "wellspring_settlement_batch_size_count"));
+        },
+        { timeout: 10_000 },
+      )
+      .toBeGreaterThan(0);
 
     const chat = samples(text, "wellspring_request_duration_seconds_count").filter((s) => s.labels.route === "/v1/chat/completions");
     expect(chat.find((s) => s.labels.model === "gpt-4o-mini" && s.labels.status_class === "2xx")?.value).toBe(3);
@@ -68,7 +83,9 @@ describe("observability", () => {
     expect(samples(text, "wellspring_tunnel_frames_total").find((s) => s.labels.direction === "out" && s.labels.type === "OPEN")!.value).toBe(5);
     expect(samples(text, "wellspring_tunnel_bytes_total").find((s) => s.labels.direction === "in")!.value).toBeGreaterThan(0);
     expect(samples(text, "wellspring_agents_connected")[0]?.value).toBe(1);
-    expect(samples(text, "wellspring_limiter_decisions_total").find((s) => s.labels.limiter === "free_routes" && s.labels.decision === "allowed")?.value).toBe(1);
+    expect(samples(text, "wellspring_limiter_decisions_total").find((s) => s.labels.limiter === "free_routes" && s.labels.decision === "allowed")?.value).toBe(
+      1,
+    );
     expect(samples(text, "wellspring_billing_decisions_total").find((s) => s.labels.decision === "held")?.value).toBe(4);
     expect(samples(text, "wellspring_spool_settlements")[0]?.value).toBe(0);
     expect(samples(text, "wellspring_spool_records")[0]?.value).toBe(0);
@@ -96,7 +113,14 @@ describe("observability", () => {
       }
       throw new Error(`no ${event} line for ${requestId}`);
     };
-    expect(await line(stack.gateway, "request.end")).toMatchObject({ requestId, route: "/v1/chat/completions", model: "gpt-4o-mini", status: 200, endCause: "completed", agentId: stack.agent.agentId });
+    expect(await line(stack.gateway, "request.end")).toMatchObject({
+      requestId,
+      route: "/v1/chat/completions",
+      model: "gpt-4o-mini",
+      status: 200,
+      endCause: "completed",
+      agentId: stack.agent.agentId,
+    });
     expect(await line(stack.agent, "stream.end")).toMatchObject({ requestId, model: "gpt-4o-mini", outcome: "completed", status: 200 });
     const everything = [...stack.gateway.lines, ...stack.agent.lines].join("\n");
     for (const secret of [stack.apiKey, "sk-test-owner-openai-key-123", "sk-ant-test-owner-key", "a private prompt"]) expect(everything).not.toContain(secret);

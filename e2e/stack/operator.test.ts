@@ -12,7 +12,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { KEY_CACHE_TTL_MS } from "../../gateway/src/api/keys.ts";
 import { issueKey, revokeKey } from "../../gateway/src/ops/keys.ts";
-import { adminFetch, createTestDatabase, ROOT, startGatewayProc, startProc, TEST_ADMIN_TOKEN, TSX, type GatewayProc, type Proc, type TestDatabase } from "./harness.ts";
+import {
+  adminFetch,
+  createTestDatabase,
+  ROOT,
+  startGatewayProc,
+  startProc,
+  TEST_ADMIN_TOKEN,
+  TSX,
+  type GatewayProc,
+  type Proc,
+  type TestDatabase,
+} from "./harness.ts";
 
 const run = promisify(execFile);
 /** The gateway's miss budget in this file: database lookups a second for keys its filter does not hold. */
@@ -108,12 +119,14 @@ describe("virtual keys", () => {
     const N = 400;
     const statuses: number[] = [];
     let sent = 0;
-    await Promise.all(Array.from({ length: 8 }, async () => {
-      while (sent < N) {
-        sent++;
-        statuses.push((await models(randomKey())).status);
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (sent < N) {
+          sent++;
+          statuses.push((await models(randomKey())).status);
+        }
+      }),
+    );
     const elapsedS = (performance.now() - started) / 1000;
     const after = await metrics();
     expect(new Set(statuses)).toEqual(new Set([401]));
@@ -121,7 +134,9 @@ describe("virtual keys", () => {
     // The budget: one second's worth at once, then MISS_LOOKUPS_PER_S a second.
     const budget = MISS_LOOKUPS_PER_S + Math.ceil(MISS_LOOKUPS_PER_S * elapsedS);
     expect(queries).toBeLessThanOrEqual(budget);
-    expect(after('wellspring_key_checks_total{path="miss_refused"}') - before('wellspring_key_checks_total{path="miss_refused"}')).toBeGreaterThanOrEqual(statuses.length - budget);
+    expect(after('wellspring_key_checks_total{path="miss_refused"}') - before('wellspring_key_checks_total{path="miss_refused"}')).toBeGreaterThanOrEqual(
+      statuses.length - budget,
+    );
   }, 30_000);
 
   it("a key created after the gateway started works at once, and its creation event puts it in the filter", async () => {
@@ -130,11 +145,15 @@ describe("virtual keys", () => {
     // The test before spent the miss budget; a key used before its creation event arrives needs a lookup from it
     // (docs/ARCHITECTURE.md, known limits), so wait until the budget has refilled: a random key is looked up again.
     const missRefused = async () => (await metrics())('wellspring_key_checks_total{path="miss_refused"}');
-    await until("the miss budget refills", async () => {
-      const before = await missRefused();
-      await models(randomKey());
-      return (await missRefused()) === before;
-    }, 5_000);
+    await until(
+      "the miss budget refills",
+      async () => {
+        const before = await missRefused();
+        await models(randomKey());
+        return (await missRefused()) === before;
+      },
+      5_000,
+    );
     const first = await issueKey(database.db, userId, "created after start");
     expect((await models(first.secret)).status).toBe(200);
     await until("the key_created event reaches the gateway", async () => (await entries()) === entries0 + 1, 2_000);
@@ -201,7 +220,10 @@ describe("npm run admin", () => {
       const identityBefore = await identity();
 
       const cli = (...args: string[]) => admin(args, { env: { DATABASE_URL: "", DATA_DIR: dataDir } });
-      expect(await cli("create-user", "--email", "owner@operator.test", "--owner")).toEqual({ code: 0, out: expect.stringContaining("owner@operator.test owner") });
+      expect(await cli("create-user", "--email", "owner@operator.test", "--owner")).toEqual({
+        code: 0,
+        out: expect.stringContaining("owner@operator.test owner"),
+      });
       const enroll = await cli("enroll-token", "--email", "owner@operator.test");
       expect(enroll.code).toBe(0);
       expect(enroll.out).toContain(`--hub ${agentOrigin} --pin ${pin} --token wse_`);

@@ -54,7 +54,15 @@ it("a fresh copy: npm install && npm start, the README's first steps beside it, 
   expect(await readFile(join(copy, "package-lock.json"), "utf8")).toBe(await readFile(join(ROOT, "package-lock.json"), "utf8"));
 
   const [api, agent, admin, web] = [await freePort(), await freePort(), await freePort(), await freePort()];
-  const ports = { GATEWAY_PORT: String(api), AGENT_PORT: String(agent), ADMIN_PORT: String(admin), WEB_PORT: String(web), DATABASE_URL: "", REDIS_URL: "", DATA_DIR: "" };
+  const ports = {
+    GATEWAY_PORT: String(api),
+    AGENT_PORT: String(agent),
+    ADMIN_PORT: String(admin),
+    WEB_PORT: String(web),
+    DATABASE_URL: "",
+    REDIS_URL: "",
+    DATA_DIR: "",
+  };
   // `npm start` in its own process group, as in a terminal; only the npm process gets the SIGTERM below.
   hub = startProc("npm", ["start"], { cwd: copy, env: ports });
   await hub.waitForLine(/^Wellspring hub is running:/, 120_000);
@@ -92,8 +100,13 @@ it("a fresh copy: npm install && npm start, the README's first steps beside it, 
   expect(steps.out).toContain("ledger audit ok");
 
   // The portal comes up once built.
-  const hubExited = new Promise<never>((_, reject) => hub!.child.once("exit", (code) => reject(new Error(`npm start exited (${code}):\n${hub!.lines.slice(-40).join("\n")}`))));
-  await Promise.race([hubExited, expect.poll(async () => (await fetch(`http://127.0.0.1:${web}/signin`).catch(() => null))?.status, { timeout: 300_000, interval: 1_000 }).toBe(200)]);
+  const hubExited = new Promise<never>((_, reject) =>
+    hub!.child.once("exit", (code) => reject(new Error(`npm start exited (${code}):\n${hub!.lines.slice(-40).join("\n")}`))),
+  );
+  await Promise.race([
+    hubExited,
+    expect.poll(async () => (await fetch(`http://127.0.0.1:${web}/signin`).catch(() => null))?.status, { timeout: 300_000, interval: 1_000 }).toBe(200),
+  ]);
 
   // SIGTERM to the `npm start` process alone (as a service manager sends it): everything of the copy stops.
   hubExited.catch(() => undefined);

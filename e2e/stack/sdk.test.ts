@@ -78,7 +78,11 @@ describe("official SDKs through gateway → tunnel → agent → provider", () =
 
   it("anthropic: streaming messages with usage in message_start and message_delta", async () => {
     const client = new Anthropic({ baseURL: stack.baseUrl, apiKey: stack.apiKey });
-    const stream = client.messages.stream({ model: "claude-haiku-4-5", max_tokens: 100, messages: [{ role: "user", content: "hi [mock chunks=6 delay_ms=2]" }] });
+    const stream = client.messages.stream({
+      model: "claude-haiku-4-5",
+      max_tokens: 100,
+      messages: [{ role: "user", content: "hi [mock chunks=6 delay_ms=2]" }],
+    });
     let text = "";
     stream.on("text", (t) => (text += t));
     const final = await stream.finalMessage();
@@ -163,10 +167,19 @@ describe("official SDKs through gateway → tunnel → agent → provider", () =
       const text = await res.text();
       return { id: res.headers.get("x-wellspring-request-id")!, text };
     };
-    const chat = await send("/v1/chat/completions", { model: "gpt-4o-mini", stream: true, stream_options: { include_usage: true }, messages: [{ role: "user", content: "[mock chunks=12]" }] });
+    const chat = await send("/v1/chat/completions", {
+      model: "gpt-4o-mini",
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: "user", content: "[mock chunks=12]" }],
+    });
     const noUsageBody = { model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "[mock chunks=3]" }] };
     const noUsage = await send("/v1/chat/completions", noUsageBody);
-    const claude = await send("/v1/messages", { model: "claude-haiku-4-5", stream: true, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7]" }] }, { "anthropic-version": "2023-06-01" });
+    const claude = await send(
+      "/v1/messages",
+      { model: "claude-haiku-4-5", stream: true, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7]" }] },
+      { "anthropic-version": "2023-06-01" },
+    );
     const emb = await send("/v1/embeddings", { model: "text-embedding-3-small", input: "hello" });
     const ids = [chat.id, noUsage.id, claude.id, emb.id];
     await waitFor(async () => (await stack.db.requestRecord.count({ where: { id: { in: ids } } })) === ids.length);
@@ -174,7 +187,11 @@ describe("official SDKs through gateway → tunnel → agent → provider", () =
     const promptOf = (text: string, key: string) => Number(new RegExp(`"${key}":(\\d+)`).exec(text)![1]);
     expect(rows.get(chat.id)).toMatchObject({ outputTokens: 12, inputTokens: promptOf(chat.text, "prompt_tokens"), streamed: true, endCause: "completed" });
     // No usage reported: billing estimates it (the delivered text "w0 w1 w2 ", the request's strings) and says so.
-    expect(rows.get(noUsage.id)).toMatchObject({ outputTokens: countTokens("w0 w1 w2 "), inputTokens: documentedInputEstimate(noUsageBody), usageEstimated: true });
+    expect(rows.get(noUsage.id)).toMatchObject({
+      outputTokens: countTokens("w0 w1 w2 "),
+      inputTokens: documentedInputEstimate(noUsageBody),
+      usageEstimated: true,
+    });
     expect(rows.get(claude.id)).toMatchObject({ outputTokens: 7, inputTokens: promptOf(claude.text, "input_tokens") });
     expect(rows.get(emb.id)).toMatchObject({ outputTokens: 0, inputTokens: promptOf(emb.text, "prompt_tokens") });
   });

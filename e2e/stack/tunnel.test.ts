@@ -73,7 +73,9 @@ describe("tunnel", () => {
     const peak = Math.max(...stack.mock.requests.slice(-201).map((r) => r.concurrentAtStart));
     const sorted = results.map((r) => r.ms).sort((a, b) => a - b);
     const ttfb = results.map((r) => r.ttfbMs).sort((a, b) => a - b);
-    console.log(`200 streams: peak concurrency ${peak}, duration p50 ${sorted[100]} ms max ${sorted[199]} ms, ttfb p50 ${ttfb[100]} ms max ${ttfb[199]} ms; 100 MB body ${bigResult.ms} ms`);
+    console.log(
+      `200 streams: peak concurrency ${peak}, duration p50 ${sorted[100]} ms max ${sorted[199]} ms, ttfb p50 ${ttfb[100]} ms max ${ttfb[199]} ms; 100 MB body ${bigResult.ms} ms`,
+    );
     expect(peak).toBeGreaterThanOrEqual(190);
     // No stream waited for the big body to finish (head-of-line blocking would push every first byte past it).
     expect(ttfb[199]!).toBeLessThan(bigResult.ms);
@@ -98,7 +100,7 @@ describe("tunnel", () => {
     // Wait until the provider has stopped sending: the same count over four reads 250 ms apart.
     const record = stack.mock.requests.at(-1)!;
     let sentWhilePaused = -1;
-    for (let unchanged = 0, deadline = Date.now() + 20_000; unchanged < 4 && Date.now() < deadline; ) {
+    for (let unchanged = 0, deadline = Date.now() + 20_000; unchanged < 4 && Date.now() < deadline;) {
       await new Promise((r) => setTimeout(r, 250));
       unchanged = record.responseBytesSoFar === sentWhilePaused ? unchanged + 1 : 0;
       sentWhilePaused = record.responseBytesSoFar;
@@ -134,7 +136,10 @@ describe("tunnel", () => {
         body: JSON.stringify({ model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: `[mock ${directive}] ${marker}` }] }),
         signal: controller.signal,
       });
-      const seen = await stack.mock.waitForRequest((r) => r.requestBytes > 0 && r.finishedAt === null && r.cancelledAt === null && r.startedAt > Date.now() - 5000, 5000);
+      const seen = await stack.mock.waitForRequest(
+        (r) => r.requestBytes > 0 && r.finishedAt === null && r.cancelledAt === null && r.startedAt > Date.now() - 5000,
+        5000,
+      );
       if (when === "mid-stream") {
         const r = await res;
         const reader = r.body!.getReader();

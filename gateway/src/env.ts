@@ -37,8 +37,14 @@ const schema = z.object({
   DATABASE_URL: z.string().url().optional(),
   REDIS_URL: z.string().url().optional(),
   DATA_DIR: z.string().default(".data"),
-  HUB_ID: z.string().regex(/^[A-Za-z0-9_.:-]{3,64}$/).optional(),
-  GATEWAY_ID: z.string().regex(/^[A-Za-z0-9_.:-]{3,64}$/).optional(),
+  HUB_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{3,64}$/)
+    .optional(),
+  GATEWAY_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{3,64}$/)
+    .optional(),
   TLS_CERT_FILE: z.string().optional(),
   TLS_KEY_FILE: z.string().optional(),
   REQUEST_BODY_BYTES_MAX: int(32 * 1024 * 1024),
@@ -47,7 +53,12 @@ const schema = z.object({
   TUNNEL_HEARTBEAT_INTERVAL_MS: int(15_000),
   TUNNEL_HEARTBEAT_TIMEOUT_MS: int(45_000),
   /** A live session must answer a ping this fast to keep its agent from a second connection; below AUTH_TIMEOUT_MS. */
-  TUNNEL_PRESENCE_PROBE_TIMEOUT_MS: z.coerce.number().int().min(1).max(AUTH_TIMEOUT_MS - 1_000).default(PRESENCE_PROBE_TIMEOUT_MS_DEFAULT),
+  TUNNEL_PRESENCE_PROBE_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(AUTH_TIMEOUT_MS - 1_000)
+    .default(PRESENCE_PROBE_TIMEOUT_MS_DEFAULT),
   BILLING_ENABLED: z.enum(["0", "1", "false", "true"]).default("1"),
   BILLING_DEFAULT_MAX_OUTPUT_TOKENS: int(32_768),
   BILLING_LEASE_SLICE_MICROS: int(1_000_000),
@@ -68,10 +79,16 @@ const schema = z.object({
   ARCHIVE_PART_ROWS: positive(ARCHIVE_PART_ROWS_DEFAULT),
   ARCHIVE_BATCH_ROWS: positive(ARCHIVE_BATCH_ROWS_DEFAULT),
   ARCHIVE_DIR: z.string().optional(),
-  ARCHIVE_S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "must be an S3 bucket name").optional(),
+  ARCHIVE_S3_BUCKET: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "must be an S3 bucket name")
+    .optional(),
   ARCHIVE_S3_ENDPOINT: z.string().url().optional(),
   ARCHIVE_S3_REGION: z.string().default("us-east-1"),
-  ARCHIVE_S3_PREFIX: z.string().regex(/^([a-z0-9_][a-z0-9_.-]*\/)*$/, "must be empty or end with /").default(""),
+  ARCHIVE_S3_PREFIX: z
+    .string()
+    .regex(/^([a-z0-9_][a-z0-9_.-]*\/)*$/, "must be empty or end with /")
+    .default(""),
   ARCHIVE_S3_ACCESS_KEY_ID: z.string().optional(),
   ARCHIVE_S3_SECRET_ACCESS_KEY: z.string().optional(),
   ARCHIVE_S3_FORCE_PATH_STYLE: z.enum(["0", "1", "false", "true"]).optional(),
@@ -113,7 +130,11 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
     adminToken: env.ADMIN_TOKEN,
     adminAuth: { failuresMax: env.ADMIN_AUTH_FAILURES_MAX, windowMs: env.ADMIN_AUTH_WINDOW_MS, blockMs: env.ADMIN_AUTH_BLOCK_MS },
     keyFilter: { missLookupsPerSecond: env.KEY_FILTER_MISS_LOOKUPS_PER_S, rebuildIntervalMs: env.KEY_FILTER_REBUILD_INTERVAL_MS },
-    tunnel: { heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS, heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS, presenceProbeTimeoutMs: env.TUNNEL_PRESENCE_PROBE_TIMEOUT_MS },
+    tunnel: {
+      heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS,
+      heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS,
+      presenceProbeTimeoutMs: env.TUNNEL_PRESENCE_PROBE_TIMEOUT_MS,
+    },
   };
 }
 
@@ -127,7 +148,10 @@ export function parseEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {
   }
   const leases = billingFromEnv(parsed.data)?.leases;
   const leaseProblem = leases ? leaseOptionsProblem(leases) : null;
-  if (leaseProblem) throw new Error(`Cannot start the gateway: invalid configuration (${leaseProblem}: BILLING_LEASE_RENEW_INTERVAL_MS < BILLING_LEASE_VALID_MS < BILLING_GATEWAY_DEAD_AFTER_MS)`);
+  if (leaseProblem)
+    throw new Error(
+      `Cannot start the gateway: invalid configuration (${leaseProblem}: BILLING_LEASE_RENEW_INTERVAL_MS < BILLING_LEASE_VALID_MS < BILLING_GATEWAY_DEAD_AFTER_MS)`,
+    );
   if (Boolean(parsed.data.TLS_CERT_FILE) !== Boolean(parsed.data.TLS_KEY_FILE)) {
     throw new Error("Cannot start the gateway: set both TLS_CERT_FILE and TLS_KEY_FILE, or neither");
   }

@@ -7,7 +7,16 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { createDb, deployMigrations, newId, seedPriceTableIfEmpty, startEmbeddedPostgres, takeOverEmbeddedPostgresSignals, type Db, type EmbeddedDb } from "@wellspring/db";
+import {
+  createDb,
+  deployMigrations,
+  newId,
+  seedPriceTableIfEmpty,
+  startEmbeddedPostgres,
+  takeOverEmbeddedPostgresSignals,
+  type Db,
+  type EmbeddedDb,
+} from "@wellspring/db";
 import type { Logger } from "./log.ts";
 import { ensureTlsIdentity, type TlsIdentity } from "./tls.ts";
 
@@ -58,7 +67,14 @@ export async function readHubFile(dataDir: string): Promise<HubFile | null> {
 }
 
 /** The caller stops the hub (`close()`) on SIGINT, SIGTERM and SIGHUP: the embedded database is stopped there, last. */
-export async function bootHub(opts: { databaseUrl?: string; dataDir: string; hubId?: string; tlsCertFile?: string; tlsKeyFile?: string; log: Logger }): Promise<HubBase> {
+export async function bootHub(opts: {
+  databaseUrl?: string;
+  dataDir: string;
+  hubId?: string;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  log: Logger;
+}): Promise<HubBase> {
   const dataDir = resolve(opts.dataDir);
   await mkdir(dataDir, { recursive: true });
   let embedded: EmbeddedDb | null = null;
@@ -69,7 +85,12 @@ export async function bootHub(opts: { databaseUrl?: string; dataDir: string; hub
     databaseUrl = embedded.url;
     const file: HubFile = { databaseUrl, pid: process.pid, startedAt: new Date().toISOString() };
     await writeFile(join(dataDir, HUB_FILE), JSON.stringify(file, null, 2) + "\n", { mode: 0o600 });
-    opts.log.info("hub.database", { mode: "embedded", location: databaseLocation(databaseUrl), dataDir: join(dataDir, "postgres"), note: "DATABASE_URL is unset: using an embedded PostgreSQL; `npm run admin` finds it through DATA_DIR/hub.json" });
+    opts.log.info("hub.database", {
+      mode: "embedded",
+      location: databaseLocation(databaseUrl),
+      dataDir: join(dataDir, "postgres"),
+      note: "DATABASE_URL is unset: using an embedded PostgreSQL; `npm run admin` finds it through DATA_DIR/hub.json",
+    });
   } else {
     opts.log.info("hub.database", { mode: "external", location: databaseLocation(databaseUrl) });
   }

@@ -45,13 +45,16 @@ export function hubEventHandler(t: HubEventTargets): (event: HubEvent) => void {
       case "agent_changed": {
         const conn = registry.get(event.agentId);
         if (!conn) return;
-        void db.agent.findUnique({ where: { id: event.agentId } }).then((agent) => {
-          if (!agent) return;
-          registry.setProfile(agent);
-          if (agent.status === "revoked" || agent.status === "suspended") conn.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
-          // Another gateway admitted a new session of this agent (it reconnected there): this one is stale.
-          else if (agent.connectedSession !== conn.sessionId) conn.close(CloseCode.REPLACED, "the agent reconnected elsewhere");
-        }, (error: unknown) => log.warn("agents.reload_failed", { agentId: event.agentId, error }));
+        void db.agent.findUnique({ where: { id: event.agentId } }).then(
+          (agent) => {
+            if (!agent) return;
+            registry.setProfile(agent);
+            if (agent.status === "revoked" || agent.status === "suspended") conn.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
+            // Another gateway admitted a new session of this agent (it reconnected there): this one is stale.
+            else if (agent.connectedSession !== conn.sessionId) conn.close(CloseCode.REPLACED, "the agent reconnected elsewhere");
+          },
+          (error: unknown) => log.warn("agents.reload_failed", { agentId: event.agentId, error }),
+        );
         return;
       }
       case "key_created":

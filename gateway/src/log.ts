@@ -24,7 +24,11 @@ function redact(fields: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
-export function createLogger(base: Record<string, unknown> = {}, level: Level = (process.env.LOG_LEVEL as Level | undefined) ?? "info", sink: (line: string) => void = (l) => process.stdout.write(l + "\n")): Logger {
+export function createLogger(
+  base: Record<string, unknown> = {},
+  level: Level = (process.env.LOG_LEVEL as Level | undefined) ?? "info",
+  sink: (line: string) => void = (l) => process.stdout.write(l + "\n"),
+): Logger {
   const min = ORDER[level] ?? ORDER.info;
   const emit = (lvl: Level, event: string, fields: Record<string, unknown> = {}) => {
     if (ORDER[lvl] < min) return;

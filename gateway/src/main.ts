@@ -8,11 +8,19 @@ import { startGateway } from "./server.ts";
 
 const env = parseEnv();
 const log = createLogger({ proc: "gateway" }, env.LOG_LEVEL);
-const hub = await bootHub({ databaseUrl: env.DATABASE_URL, dataDir: env.DATA_DIR, hubId: env.HUB_ID, tlsCertFile: env.TLS_CERT_FILE, tlsKeyFile: env.TLS_KEY_FILE, log });
+const hub = await bootHub({
+  databaseUrl: env.DATABASE_URL,
+  dataDir: env.DATA_DIR,
+  hubId: env.HUB_ID,
+  tlsCertFile: env.TLS_CERT_FILE,
+  tlsKeyFile: env.TLS_KEY_FILE,
+  log,
+});
 if (!env.REDIS_URL) log.info("gateway.limits", { mode: "in-process", note: "REDIS_URL is unset: limits are kept in this process only" });
 const gateway = await startGateway({
   ...gatewayOptionsFromEnv(env),
-  db: hub.db, databaseUrl: hub.databaseUrl,
+  db: hub.db,
+  databaseUrl: hub.databaseUrl,
   log,
   hubId: hub.hubId,
   gatewayId: env.GATEWAY_ID ?? newId("gw"),
@@ -27,6 +35,9 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     if (stopping) return;
     stopping = true;
     log.info("gateway.stopping", { signal });
-    void gateway.close().then(() => hub.close()).finally(() => process.exit(0));
+    void gateway
+      .close()
+      .then(() => hub.close())
+      .finally(() => process.exit(0));
   });
 }

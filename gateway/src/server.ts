@@ -129,12 +129,28 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const directory = new AgentDirectory(db, log);
   const releases = new AgentReleases(db, log);
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.
-  const identities = new IdentityGuard({ db, gatewayId: opts.gatewayId, probeTimeoutMs: tunnelSettings.presenceProbeTimeoutMs, presenceTtlMs: tunnelSettings.heartbeatTimeoutMs, log });
-  const recordsPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 8, connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS, query_timeout: DB_QUERY_TIMEOUT_MS });
+  const identities = new IdentityGuard({
+    db,
+    gatewayId: opts.gatewayId,
+    probeTimeoutMs: tunnelSettings.presenceProbeTimeoutMs,
+    presenceTtlMs: tunnelSettings.heartbeatTimeoutMs,
+    log,
+  });
+  const recordsPool = new pg.Pool({
+    connectionString: opts.databaseUrl,
+    max: 8,
+    connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
+    query_timeout: DB_QUERY_TIMEOUT_MS,
+  });
   recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
   const keyFilter = new KeyFilter();
   const keys = new KeyVerifier(db, { filter: keyFilter, missLookupsPerSecond: opts.keyFilter?.missLookupsPerSecond ?? KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT });
-  const keyFilterLoader = new KeyFilterLoader(keyFilter, () => activeKeyPrefixes(recordsPool), log, opts.keyFilter?.rebuildIntervalMs ?? KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT);
+  const keyFilterLoader = new KeyFilterLoader(
+    keyFilter,
+    () => activeKeyPrefixes(recordsPool),
+    log,
+    opts.keyFilter?.rebuildIntervalMs ?? KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT,
+  );
   const health = new LedgerHealth(log);
   const recordSpool = new Spool<RequestRecordInput>(opts.spoolDir, opts.gatewayId, "records", RECORD_CODEC, log);
   const settlementSpool = new Spool<SpooledSettlement>(opts.spoolDir, opts.gatewayId, "settlements", SETTLEMENT_CODEC, log);
@@ -155,11 +171,20 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const leases = opts.billing ? new CreditLeases(ledger, opts.gatewayId, opts.hubId, health, log, leaseOptions) : null;
   // Known to the ledger (and to other gateways' sweeps) before it serves anything.
   await leases?.heartbeat();
-  const meter = new Meter(opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, settlements, leases, prices, tariffs } : null, log);
+  const meter = new Meter(
+    opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, settlements, leases, prices, tariffs } : null,
+    log,
+  );
   log.info("gateway.billing", { mode: meter.billingOn ? "on" : "off" });
   const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
   const adminDeps = {
-    db, pool: recordsPool, ledger, treasury, prices, registry, log,
+    db,
+    pool: recordsPool,
+    ledger,
+    treasury,
+    prices,
+    registry,
+    log,
     tokenHash: adminTokenHash(opts.adminToken),
     throttle: new FailureThrottle({ ...ADMIN_AUTH_DEFAULTS, ...opts.adminAuth }),
     now: Date.now,
@@ -172,14 +197,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     for (const conn of to) conn.sendPriceTable(message);
   };
   const onHubEvent = hubEventHandler({ db, registry, prices, tariffs, keys, keyFilter, keyFilterLoader, pushPrices, releases, log });
-  const events = new HubEventListener(opts.databaseUrl, onHubEvent, () => {
-    prices.invalidate();
-    tariffs.invalidate();
-    releases.invalidate();
-    keys.forgetAll();
-    void keyFilterLoader.rebuild().catch(() => {});
-    void pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
-  }, log);
+  const events = new HubEventListener(
+    opts.databaseUrl,
+    onHubEvent,
+    () => {
+      prices.invalidate();
+      tariffs.invalidate();
+      releases.invalidate();
+      keys.forgetAll();
+      void keyFilterLoader.rebuild().catch(() => {});
+      void pushPrices(registry.connections()).catch((error: unknown) => log.error("prices.push_failed", { error }));
+    },
+    log,
+  );
   await events.start();
   // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
   await keyFilterLoader.start();
@@ -201,10 +231,22 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         spooledRecords: records.spooled,
       });
     })
-    .on("GET /v1/models", withPrincipal(keys, ({ req, res }, principal) => handleModels(req, res, principal, accountDeps)))
-    .on("GET /v1/dashboard/billing/subscription", withPrincipal(keys, ({ res }, principal) => handleBillingSubscription(res, principal, accountDeps)))
-    .on("GET /v1/dashboard/billing/usage", withPrincipal(keys, ({ url, res }, principal) => handleBillingUsage(url, res, principal, accountDeps)))
-    .on("POST /v1/billing/redeem", withPrincipal(keys, ({ req, res }, principal) => handleRedeem(req, res, principal, accountDeps)))
+    .on(
+      "GET /v1/models",
+      withPrincipal(keys, ({ req, res }, principal) => handleModels(req, res, principal, accountDeps)),
+    )
+    .on(
+      "GET /v1/dashboard/billing/subscription",
+      withPrincipal(keys, ({ res }, principal) => handleBillingSubscription(res, principal, accountDeps)),
+    )
+    .on(
+      "GET /v1/dashboard/billing/usage",
+      withPrincipal(keys, ({ url, res }, principal) => handleBillingUsage(url, res, principal, accountDeps)),
+    )
+    .on(
+      "POST /v1/billing/redeem",
+      withPrincipal(keys, ({ req, res }, principal) => handleRedeem(req, res, principal, accountDeps)),
+    )
     .otherwise(({ req, res, url }) => {
       const route = findRoute(url.pathname);
       if (!route) throw new GatewayError("route_not_found", `Unknown request URL: ${req.method} ${url.pathname}.`);
@@ -222,7 +264,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       res.writeHead(200, { "content-type": METRICS_CONTENT_TYPE }).end(await metricsText());
       req.resume();
     })
-    .under("/admin/v1/", withAdmin((req) => authorizeAdmin(req, adminDeps), ({ req, res, url }) => handleAdmin(req, res, url.pathname, adminDeps)));
+    .under(
+      "/admin/v1/",
+      withAdmin(
+        (req) => authorizeAdmin(req, adminDeps),
+        ({ req, res, url }) => handleAdmin(req, res, url.pathname, adminDeps),
+      ),
+    );
   const admin = http.createServer(adminRoutes.listener);
 
   // --- agent listener: TLS only; enrollment, signed agent releases, health, and (below) the tunnel's WebSocket upgrade ---
@@ -243,31 +291,38 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       (socket as import("node:net").Socket).setNoDelay(true);
-      new AgentConnection(ws, req, directory, tunnelSettings, {
-        admit: async (conn, _agent, previousSessionId) => {
-          // Below the minimum version: refused before it takes the identity's presence.
-          const byVersion = await releases.admit(conn);
-          return byVersion.admitted ? identities.admit(conn, previousSessionId) : byVersion;
+      new AgentConnection(
+        ws,
+        req,
+        directory,
+        tunnelSettings,
+        {
+          admit: async (conn, _agent, previousSessionId) => {
+            // Below the minimum version: refused before it takes the identity's presence.
+            const byVersion = await releases.admit(conn);
+            return byVersion.admitted ? identities.admit(conn, previousSessionId) : byVersion;
+          },
+          alive: (conn) => identities.renew(conn),
+          ready: (conn, agent) => {
+            knownCache = null;
+            registry.add(conn);
+            registry.setProfile(agent);
+            void pushPrices([conn]).catch((error: unknown) => log.error("prices.push_failed", { agentId: conn.agentId, error }));
+            void releases.announce([conn]).catch((error: unknown) => log.error("releases.announce_failed", { agentId: conn.agentId, error }));
+          },
+          inventory: (conn, inventory) => {
+            knownCache = null;
+            registry.reindex(conn);
+            directory.inventory(conn.agentId!, inventory);
+          },
+          priceAck: (conn, ver) => directory.priceAck(conn.agentId!, ver),
+          closed: (conn) => {
+            registry.remove(conn);
+            identities.forget(conn);
+          },
         },
-        alive: (conn) => identities.renew(conn),
-        ready: (conn, agent) => {
-          knownCache = null;
-          registry.add(conn);
-          registry.setProfile(agent);
-          void pushPrices([conn]).catch((error: unknown) => log.error("prices.push_failed", { agentId: conn.agentId, error }));
-          void releases.announce([conn]).catch((error: unknown) => log.error("releases.announce_failed", { agentId: conn.agentId, error }));
-        },
-        inventory: (conn, inventory) => {
-          knownCache = null;
-          registry.reindex(conn);
-          directory.inventory(conn.agentId!, inventory);
-        },
-        priceAck: (conn, ver) => directory.priceAck(conn.agentId!, ver),
-        closed: (conn) => {
-          registry.remove(conn);
-          identities.forget(conn);
-        },
-      }, log);
+        log,
+      );
     });
   });
 
@@ -297,7 +352,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const adminOrigin = `http://${adminHost}:${adminPort}`;
   const agentPublicUrl = opts.agentPublicUrl ?? agentOrigin;
   if (!opts.agentPublicUrl && isWildcard(host)) {
-    log.warn("gateway.agent_url_unknown", { agentOrigin, note: "HOST is a wildcard address: set AGENT_PUBLIC_URL to the origin agents dial, or enrollment commands name an address they cannot reach" });
+    log.warn("gateway.agent_url_unknown", {
+      agentOrigin,
+      note: "HOST is a wildcard address: set AGENT_PUBLIC_URL to the origin agents dial, or enrollment commands name an address they cannot reach",
+    });
   }
   // What enrollment commands (operator CLI, portal) print: the origin agents dial and the key they pin.
   await publishHubEndpoint(db, { hubId: opts.hubId, agentUrl: agentPublicUrl, tunnelPin: opts.tls.pin });

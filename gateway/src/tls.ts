@@ -31,9 +31,25 @@ export async function generateSelfSigned(dir: string, hosts: string[] = ["localh
   const san = hosts.map((h) => (/^[\d.]+$|:/.test(h) ? `IP:${h}` : `DNS:${h}`)).join(",");
   try {
     await run("openssl", [
-      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-      "-keyout", keyPath, "-out", certPath, "-days", "825", "-subj", "/CN=wellspring-hub",
-      "-addext", `subjectAltName=${san}`, "-addext", "basicConstraints=critical,CA:FALSE",
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      keyPath,
+      "-out",
+      certPath,
+      "-days",
+      "825",
+      "-subj",
+      "/CN=wellspring-hub",
+      "-addext",
+      `subjectAltName=${san}`,
+      "-addext",
+      "basicConstraints=critical,CA:FALSE",
     ]);
   } catch (error) {
     throw new Error(`Cannot create the tunnel TLS certificate: openssl failed (${(error as Error).message}). Set TLS_CERT_FILE and TLS_KEY_FILE instead.`);

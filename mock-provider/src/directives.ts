@@ -52,16 +52,36 @@ export function parseDirectives(body: Buffer): Directives {
     const [key, value = ""] = pair.split("=");
     const n = Number(value);
     switch (key) {
-      case "chunks": d.chunks = n; break;
-      case "delay_ms": d.delayMs = n; break;
-      case "first_delay_ms": d.firstDelayMs = n; break;
-      case "stall_after": d.stallAfter = n; break;
-      case "status": d.status = n; break;
-      case "error": d.error = value === "context" ? "context" : null; break;
-      case "bytes": d.bytes = n; break;
-      case "no_usage": d.noUsage = value === "1"; break;
-      case "tag": d.tag = value; break;
-      case "output_tokens": d.outputTokens = n; break;
+      case "chunks":
+        d.chunks = n;
+        break;
+      case "delay_ms":
+        d.delayMs = n;
+        break;
+      case "first_delay_ms":
+        d.firstDelayMs = n;
+        break;
+      case "stall_after":
+        d.stallAfter = n;
+        break;
+      case "status":
+        d.status = n;
+        break;
+      case "error":
+        d.error = value === "context" ? "context" : null;
+        break;
+      case "bytes":
+        d.bytes = n;
+        break;
+      case "no_usage":
+        d.noUsage = value === "1";
+        break;
+      case "tag":
+        d.tag = value;
+        break;
+      case "output_tokens":
+        d.outputTokens = n;
+        break;
     }
   }
   return d;

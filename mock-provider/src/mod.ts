@@ -67,7 +67,11 @@ function chunkText(i: number, d: Directives): string {
 class Responder {
   #hash = createHash("sha256");
   bytes = 0;
-  constructor(readonly res: http.ServerResponse, readonly record: MockRequestRecord, readonly onSettled?: () => void) {}
+  constructor(
+    readonly res: http.ServerResponse,
+    readonly record: MockRequestRecord,
+    readonly onSettled?: () => void,
+  ) {}
 
   head(status: number, headers: http.OutgoingHttpHeaders): void {
     this.record.status = status;
@@ -110,7 +114,8 @@ function openAiError(status: number, d: Directives): { status: number; headers: 
       headers: {},
       body: {
         error: {
-          message: "This model's maximum context length is 128000 tokens. However, your messages resulted in 250000 tokens. Please reduce the length of the messages.",
+          message:
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in 250000 tokens. Please reduce the length of the messages.",
           type: "invalid_request_error",
           param: "messages",
           code: "context_length_exceeded",
@@ -156,7 +161,11 @@ function anthropicError(status: number, d: Directives): { status: number; header
   if (status === 429) {
     return {
       status,
-      headers: { "retry-after": "1", "anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": new Date(Date.now() + 1000).toISOString() },
+      headers: {
+        "retry-after": "1",
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": new Date(Date.now() + 1000).toISOString(),
+      },
       body: { type: "error", error: { type: "rate_limit_error", message: "Number of request tokens has exceeded your per-minute rate limit." } },
     };
   }
@@ -205,7 +214,13 @@ async function chatCompletions(r: Responder, body: Json, d: Directives, requestB
   const n = typeof body.n === "number" && Number.isInteger(body.n) && body.n > 0 ? Math.min(body.n, 128) : 1;
   const indexes = Array.from({ length: n }, (_, i) => i);
   const completion = reportedOutput(d) * n;
-  const usage = { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } };
+  const usage = {
+    prompt_tokens: promptTokens,
+    completion_tokens: completion,
+    total_tokens: promptTokens + completion,
+    prompt_tokens_details: { cached_tokens: 0 },
+    completion_tokens_details: { reasoning_tokens: 0 },
+  };
   if (body.stream === true) {
     const includeUsage = (body.stream_options as Json | undefined)?.include_usage === true && !d.noUsage;
     r.head(200, { ...SSE_HEADERS, "x-request-id": `req_${randomUUID()}` });
@@ -213,11 +228,13 @@ async function chatCompletions(r: Responder, body: Json, d: Directives, requestB
     const frame = (obj: Json) => r.write(`data: ${JSON.stringify(obj)}\n\n`);
     const nullUsage = includeUsage ? { usage: null } : {};
     for (const index of indexes) {
-      if (!(await frame({ ...base, choices: [{ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }], ...nullUsage }))) return;
+      if (!(await frame({ ...base, choices: [{ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }], ...nullUsage })))
+        return;
     }
     const ok = await paced(d, async (i) => {
       for (const index of indexes) {
-        if (!(await frame({ ...base, choices: [{ index, delta: { content: chunkText(i, d) }, logprobs: null, finish_reason: null }], ...nullUsage }))) return false;
+        if (!(await frame({ ...base, choices: [{ index, delta: { content: chunkText(i, d) }, logprobs: null, finish_reason: null }], ...nullUsage })))
+          return false;
       }
       return true;
     });
@@ -234,7 +251,11 @@ async function chatCompletions(r: Responder, body: Json, d: Directives, requestB
   let content = "";
   for (let i = 0; i < d.chunks; i++) content += chunkText(i, d);
   await sendJson(r, 200, {
-    id, object: "chat.completion", created, model, system_fingerprint: "fp_mock",
+    id,
+    object: "chat.completion",
+    created,
+    model,
+    system_fingerprint: "fp_mock",
     choices: indexes.map((index) => ({ index, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: "stop" })),
     usage,
   });
@@ -247,7 +268,11 @@ async function completions(r: Responder, body: Json, d: Directives, requestBytes
   const promptTokens = estimateTokens(requestBytes);
   if (body.stream === true) {
     r.head(200, SSE_HEADERS);
-    const ok = await paced(d, (i) => r.write(`data: ${JSON.stringify({ id, object: "text_completion", created, model, choices: [{ text: chunkText(i, d), index: 0, logprobs: null, finish_reason: null }] })}\n\n`));
+    const ok = await paced(d, (i) =>
+      r.write(
+        `data: ${JSON.stringify({ id, object: "text_completion", created, model, choices: [{ text: chunkText(i, d), index: 0, logprobs: null, finish_reason: null }] })}\n\n`,
+      ),
+    );
     if (!ok) return;
     await r.write("data: [DONE]\n\n");
     r.end();
@@ -255,7 +280,14 @@ async function completions(r: Responder, body: Json, d: Directives, requestBytes
   }
   let text = "";
   for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
-  await sendJson(r, 200, { id, object: "text_completion", created, model, choices: [{ text, index: 0, logprobs: null, finish_reason: "stop" }], usage: { prompt_tokens: promptTokens, completion_tokens: d.chunks, total_tokens: promptTokens + d.chunks } });
+  await sendJson(r, 200, {
+    id,
+    object: "text_completion",
+    created,
+    model,
+    choices: [{ text, index: 0, logprobs: null, finish_reason: "stop" }],
+    usage: { prompt_tokens: promptTokens, completion_tokens: d.chunks, total_tokens: promptTokens + d.chunks },
+  });
 }
 
 async function responses(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
@@ -266,8 +298,15 @@ async function responses(r: Responder, body: Json, d: Directives, requestBytes: 
   const inputTokens = estimateTokens(requestBytes);
   let text = "";
   const response = (status: string, usage: Json | null) => ({
-    id, object: "response", created_at, status, model,
-    output: status === "completed" ? [{ type: "message", id: msgId, status: "completed", role: "assistant", content: [{ type: "output_text", text, annotations: [] }] }] : [],
+    id,
+    object: "response",
+    created_at,
+    status,
+    model,
+    output:
+      status === "completed"
+        ? [{ type: "message", id: msgId, status: "completed", role: "assistant", content: [{ type: "output_text", text, annotations: [] }] }]
+        : [],
     usage,
   });
   if (body.stream === true) {
@@ -275,7 +314,13 @@ async function responses(r: Responder, body: Json, d: Directives, requestBytes: 
     let seq = 0;
     const ev = (type: string, data: Json) => r.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
     if (!(await ev("response.created", { response: response("in_progress", null) }))) return;
-    if (!(await ev("response.output_item.added", { output_index: 0, item: { type: "message", id: msgId, status: "in_progress", role: "assistant", content: [] } }))) return;
+    if (
+      !(await ev("response.output_item.added", {
+        output_index: 0,
+        item: { type: "message", id: msgId, status: "in_progress", role: "assistant", content: [] },
+      }))
+    )
+      return;
     const ok = await paced(d, (i) => {
       const delta = chunkText(i, d);
       text += delta;
@@ -283,12 +328,30 @@ async function responses(r: Responder, body: Json, d: Directives, requestBytes: 
     });
     if (!ok) return;
     await ev("response.output_text.done", { item_id: msgId, output_index: 0, content_index: 0, text });
-    await ev("response.completed", { response: response("completed", { input_tokens: inputTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: reportedOutput(d), output_tokens_details: { reasoning_tokens: 0 }, total_tokens: inputTokens + reportedOutput(d) }) });
+    await ev("response.completed", {
+      response: response("completed", {
+        input_tokens: inputTokens,
+        input_tokens_details: { cached_tokens: 0 },
+        output_tokens: reportedOutput(d),
+        output_tokens_details: { reasoning_tokens: 0 },
+        total_tokens: inputTokens + reportedOutput(d),
+      }),
+    });
     r.end();
     return;
   }
   for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
-  await sendJson(r, 200, response("completed", { input_tokens: inputTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: reportedOutput(d), output_tokens_details: { reasoning_tokens: 0 }, total_tokens: inputTokens + reportedOutput(d) }));
+  await sendJson(
+    r,
+    200,
+    response("completed", {
+      input_tokens: inputTokens,
+      input_tokens_details: { cached_tokens: 0 },
+      output_tokens: reportedOutput(d),
+      output_tokens_details: { reasoning_tokens: 0 },
+      total_tokens: inputTokens + reportedOutput(d),
+    }),
+  );
 }
 
 async function embeddings(r: Responder, body: Json, requestBytes: number): Promise<void> {
@@ -300,7 +363,12 @@ async function embeddings(r: Responder, body: Json, requestBytes: number): Promi
     return { object: "embedding", index, embedding: base64 ? Buffer.from(new Float32Array(vector).buffer).toString("base64") : vector };
   });
   const tokens = estimateTokens(requestBytes);
-  await sendJson(r, 200, { object: "list", data, model: String(body.model ?? "text-embedding-3-small"), usage: { prompt_tokens: tokens, total_tokens: tokens } });
+  await sendJson(r, 200, {
+    object: "list",
+    data,
+    model: String(body.model ?? "text-embedding-3-small"),
+    usage: { prompt_tokens: tokens, total_tokens: tokens },
+  });
 }
 
 async function messages(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
@@ -311,7 +379,21 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
   if (body.stream === true) {
     r.head(200, { ...SSE_HEADERS, ...common });
     const ev = (type: string, data: Json) => r.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
-    if (!(await ev("message_start", { message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 } } }))) return;
+    if (
+      !(await ev("message_start", {
+        message: {
+          id,
+          type: "message",
+          role: "assistant",
+          model,
+          content: [],
+          stop_reason: null,
+          stop_sequence: null,
+          usage: { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 },
+        },
+      }))
+    )
+      return;
     if (!(await ev("content_block_start", { index: 0, content_block: { type: "text", text: "" } }))) return;
     if (!(await ev("ping", {}))) return;
     const ok = await paced(d, (i) => ev("content_block_delta", { index: 0, delta: { type: "text_delta", text: chunkText(i, d) } }));
@@ -324,12 +406,21 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
   }
   let text = "";
   for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
-  await sendJson(r, 200, {
-    id, type: "message", role: "assistant", model,
-    content: [{ type: "text", text }],
-    stop_reason: "end_turn", stop_sequence: null,
-    usage: { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: reportedOutput(d) },
-  }, common);
+  await sendJson(
+    r,
+    200,
+    {
+      id,
+      type: "message",
+      role: "assistant",
+      model,
+      content: [{ type: "text", text }],
+      stop_reason: "end_turn",
+      stop_sequence: null,
+      usage: { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: reportedOutput(d) },
+    },
+    common,
+  );
 }
 
 const MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "claude-haiku-4-5", "claude-sonnet-4-5"];
@@ -343,7 +434,7 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
     return;
   }
   // The agent authenticates upstream with the owner's key; the mock checks one is present.
-  const key = isAnthropic ? req.headers["x-api-key"] : req.headers["authorization"] ?? req.headers["api-key"];
+  const key = isAnthropic ? req.headers["x-api-key"] : (req.headers["authorization"] ?? req.headers["api-key"]);
   if (!key) {
     const body = isAnthropic
       ? { type: "error", error: { type: "authentication_error", message: "x-api-key header is required" } }
@@ -360,7 +451,8 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
       return;
     }
     if (path.startsWith("/v1/audio/")) await sendJson(r, 200, { text: `received ${raw.length} bytes`, usage: { type: "duration", seconds: 1 } });
-    else await sendJson(r, 200, { created: Math.floor(Date.now() / 1000), data: [{ b64_json: Buffer.from(`received ${raw.length} bytes`).toString("base64") }] });
+    else
+      await sendJson(r, 200, { created: Math.floor(Date.now() / 1000), data: [{ b64_json: Buffer.from(`received ${raw.length} bytes`).toString("base64") }] });
     return;
   }
   let body: Json;
@@ -382,13 +474,19 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
     return;
   }
   switch (path) {
-    case "/v1/chat/completions": return chatCompletions(r, body, d, raw.length);
-    case "/v1/completions": return completions(r, body, d, raw.length);
-    case "/v1/responses": return responses(r, body, d, raw.length);
-    case "/v1/embeddings": return embeddings(r, body, raw.length);
-    case "/v1/messages": return messages(r, body, d, raw.length);
+    case "/v1/chat/completions":
+      return chatCompletions(r, body, d, raw.length);
+    case "/v1/completions":
+      return completions(r, body, d, raw.length);
+    case "/v1/responses":
+      return responses(r, body, d, raw.length);
+    case "/v1/embeddings":
+      return embeddings(r, body, raw.length);
+    case "/v1/messages":
+      return messages(r, body, d, raw.length);
     // Free at the provider: counts the prompt's tokens, generates nothing.
-    case "/v1/messages/count_tokens": return sendJson(r, 200, { input_tokens: estimateTokens(raw.length) });
+    case "/v1/messages/count_tokens":
+      return sendJson(r, 200, { input_tokens: estimateTokens(raw.length) });
     case "/v1/images/generations":
       return sendJson(r, 200, { created: Math.floor(Date.now() / 1000), data: [{ b64_json: Buffer.from("png").toString("base64") }] });
     case "/v1/audio/speech": {
@@ -399,9 +497,13 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
       return;
     }
     default:
-      await sendJson(r, 404, isAnthropic
-        ? { type: "error", error: { type: "not_found_error", message: `Unknown path ${path}` } }
-        : { error: { message: `Invalid URL (${req.method} ${path})`, type: "invalid_request_error", param: null, code: null } });
+      await sendJson(
+        r,
+        404,
+        isAnthropic
+          ? { type: "error", error: { type: "not_found_error", message: `Unknown path ${path}` } }
+          : { error: { message: `Invalid URL (${req.method} ${path})`, type: "invalid_request_error", param: null, code: null } },
+      );
   }
 }
 
@@ -409,7 +511,9 @@ export async function startMockProvider(options: { port?: number; host?: string 
   const requests: MockRequestRecord[] = [];
   let inFlight = 0;
   const waiters = new Set<() => void>();
-  const notify = () => { for (const w of [...waiters]) w(); };
+  const notify = () => {
+    for (const w of [...waiters]) w();
+  };
   const server = http.createServer((req, res) => {
     const record: MockRequestRecord = {
       id: `mock_${requests.length + 1}`,
@@ -485,9 +589,10 @@ export async function startMockProvider(options: { port?: number; host?: string 
     inFlight: () => inFlight,
     waitForCancel: (pred, timeoutMs) => waitFor((r) => r.cancelledAt !== null && pred(r), timeoutMs, "cancelled request"),
     waitForRequest: (pred, timeoutMs) => waitFor(pred, timeoutMs, "request"),
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

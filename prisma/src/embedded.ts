@@ -63,7 +63,11 @@ export async function startEmbeddedPostgres(dataDir: string, port?: number): Pro
     persistent: true,
     postgresFlags: ["-c", "listen_addresses=127.0.0.1"],
     onLog: (message: unknown) => {
-      logTail.push(...String(message).split("\n").filter((l) => l.trim()));
+      logTail.push(
+        ...String(message)
+          .split("\n")
+          .filter((l) => l.trim()),
+      );
       logTail.splice(0, Math.max(0, logTail.length - EMBEDDED_LOG_TAIL_LINES));
     },
     onError: (message: unknown) => {
@@ -79,7 +83,8 @@ export async function startEmbeddedPostgres(dataDir: string, port?: number): Pro
     if (r.rowCount === 0) await client.query("CREATE DATABASE wellspring");
     await client.end();
   } catch (error) {
-    const reason = errors.join(" ") || (error instanceof Error ? error.message : "") || logTail.filter((l) => /FATAL|ERROR|HINT/.test(l)).join(" ") || "the server exited";
+    const reason =
+      errors.join(" ") || (error instanceof Error ? error.message : "") || logTail.filter((l) => /FATAL|ERROR|HINT/.test(l)).join(" ") || "the server exited";
     throw new Error(`Cannot start embedded PostgreSQL in ${dbDir}: ${reason}`);
   }
   return {

@@ -10,7 +10,8 @@ export function randomToken(length: number): string {
   return out;
 }
 
-export type IdPrefix = "usr" | "key" | "agt" | "enr" | "req" | "ses" | "gw" | "hub" | "rdb" | "rdc" | "pay" | "plan" | "grt" | "flg" | "lse" | "prt" | "mail" | "stp";
+export type IdPrefix =
+  "usr" | "key" | "agt" | "enr" | "req" | "ses" | "gw" | "hub" | "rdb" | "rdc" | "pay" | "plan" | "grt" | "flg" | "lse" | "prt" | "mail" | "stp";
 
 export function newId(prefix: IdPrefix): string {
   return `${prefix}_${randomToken(20)}`;

@@ -22,10 +22,19 @@ export interface PriceEntry {
 const usd = (dollars: number): bigint => BigInt(Math.round(dollars * 1_000_000));
 const NO_UNITS = { audioSecondMicros: 0n, imageMicros: 0n, characterMicrosPerM: 0n };
 const entry = (provider: PriceEntry["provider"], model: string, input: number, output: number, cached: number): PriceEntry => ({
-  provider, model, inputMicrosPerMTok: usd(input), outputMicrosPerMTok: usd(output), cachedInputMicrosPerMTok: usd(cached), ...NO_UNITS,
+  provider,
+  model,
+  inputMicrosPerMTok: usd(input),
+  outputMicrosPerMTok: usd(output),
+  cachedInputMicrosPerMTok: usd(cached),
+  ...NO_UNITS,
 });
 const unitEntry = (model: string, units: { perMinute?: number; perImage?: number; perMChars?: number }): PriceEntry => ({
-  provider: "openai", model, inputMicrosPerMTok: 0n, outputMicrosPerMTok: 0n, cachedInputMicrosPerMTok: 0n,
+  provider: "openai",
+  model,
+  inputMicrosPerMTok: 0n,
+  outputMicrosPerMTok: 0n,
+  cachedInputMicrosPerMTok: 0n,
   audioSecondMicros: units.perMinute === undefined ? 0n : usd(units.perMinute / 60),
   imageMicros: units.perImage === undefined ? 0n : usd(units.perImage),
   characterMicrosPerM: units.perMChars === undefined ? 0n : usd(units.perMChars),
@@ -81,7 +90,9 @@ export async function seedPriceTableIfEmpty(db: Db): Promise<number | null> {
 async function publish(db: Db, prices: readonly PriceEntry[], note: string | null, onlyIfEmpty: boolean, inside?: InPublication): Promise<number | null> {
   if (prices.length === 0) throw new Error("Cannot publish an empty price table");
   for (const p of prices) {
-    if ([p.inputMicrosPerMTok, p.outputMicrosPerMTok, p.cachedInputMicrosPerMTok, p.audioSecondMicros, p.imageMicros, p.characterMicrosPerM].some((v) => v < 0n)) {
+    if (
+      [p.inputMicrosPerMTok, p.outputMicrosPerMTok, p.cachedInputMicrosPerMTok, p.audioSecondMicros, p.imageMicros, p.characterMicrosPerM].some((v) => v < 0n)
+    ) {
       throw new Error(`Cannot publish: negative price for ${p.provider}:${p.model}`);
     }
   }

@@ -47,12 +47,16 @@ describe("migrations", () => {
     expect(applied.length).toBeGreaterThan(0);
     expect(await deployMigrations(url)).toEqual([]);
     const db = createDb(url);
-    const rows = await db.$queryRaw<{ migration_name: string; finished_at: Date | null }[]>`SELECT migration_name, finished_at FROM _prisma_migrations ORDER BY migration_name`;
+    const rows = await db.$queryRaw<
+      { migration_name: string; finished_at: Date | null }[]
+    >`SELECT migration_name, finished_at FROM _prisma_migrations ORDER BY migration_name`;
     expect(rows.map((r) => r.migration_name)).toEqual(applied);
     expect(rows.every((r) => r.finished_at !== null)).toBe(true);
     // The deployed schema works through the client: a nested create and a read back.
     const userId = newId("usr");
-    await db.user.create({ data: { id: userId, email: `${userId}@x.test`, keys: { create: { id: newId("key"), name: "k", prefix: "sk-ws-abc", hash: newId("hub") } } } });
+    await db.user.create({
+      data: { id: userId, email: `${userId}@x.test`, keys: { create: { id: newId("key"), name: "k", prefix: "sk-ws-abc", hash: newId("hub") } } },
+    });
     expect(await db.virtualKey.count({ where: { userId } })).toBe(1);
     await db.$disconnect();
   }, 60_000);
@@ -99,14 +103,23 @@ describe("migrations", () => {
       // Rows of three UTC days: 45 days ago, yesterday 23:59:59.999 and today.
       const times = ["now() - interval '45 days'", "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 millisecond'", "now()"];
       for (const [i, t] of times.entries()) {
-        await c.query(`INSERT INTO request_records (id, user_id, key_id, gateway_id, route, provider, http_status, end_cause, started_at, duration_ms, user_charge_micros)
-          VALUES ($1, $2, $3, 'gw_t', '/v1/chat/completions', 'openai', 200, 'completed', ${t}, 5, $4)`, [`req_m${i}`, userId, keyId, 1000 * (i + 1)]);
-        await c.query(`INSERT INTO journal_entries (tx_id, account, amount_micros, kind, created_at) VALUES ($1, 'platform:funding', $2, 'grant', ${t}), ($1, $3, $4, 'grant', ${t})`,
-          [`grant:m${i}`, -(i + 1) * 1_000_000, `user:${userId}`, (i + 1) * 1_000_000]);
+        await c.query(
+          `INSERT INTO request_records (id, user_id, key_id, gateway_id, route, provider, http_status, end_cause, started_at, duration_ms, user_charge_micros)
+          VALUES ($1, $2, $3, 'gw_t', '/v1/chat/completions', 'openai', 200, 'completed', ${t}, 5, $4)`,
+          [`req_m${i}`, userId, keyId, 1000 * (i + 1)],
+        );
+        await c.query(
+          `INSERT INTO journal_entries (tx_id, account, amount_micros, kind, created_at) VALUES ($1, 'platform:funding', $2, 'grant', ${t}), ($1, $3, $4, 'grant', ${t})`,
+          [`grant:m${i}`, -(i + 1) * 1_000_000, `user:${userId}`, (i + 1) * 1_000_000],
+        );
       }
-      const before = await c.query("SELECT (SELECT json_agg(r ORDER BY id) FROM request_records r) AS records, (SELECT json_agg(j ORDER BY id) FROM journal_entries j) AS journal");
+      const before = await c.query(
+        "SELECT (SELECT json_agg(r ORDER BY id) FROM request_records r) AS records, (SELECT json_agg(j ORDER BY id) FROM journal_entries j) AS journal",
+      );
       expect(await deployMigrations(url, MIGRATIONS_DIR)).toEqual([partitioning]);
-      const after = await c.query("SELECT (SELECT json_agg(r ORDER BY id) FROM request_records r) AS records, (SELECT json_agg(j ORDER BY id) FROM journal_entries j) AS journal");
+      const after = await c.query(
+        "SELECT (SELECT json_agg(r ORDER BY id) FROM request_records r) AS records, (SELECT json_agg(j ORDER BY id) FROM journal_entries j) AS journal",
+      );
       expect(after.rows[0]).toEqual(before.rows[0]);
       const placed = await c.query<{ relname: string; n: number }>(`
         SELECT p.relname, (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I', p.relname), false, true, '')))[1]::text::int AS n
@@ -118,7 +131,10 @@ describe("migrations", () => {
       expect(holding.every((r) => /_p\d{8}$/.test(r.relname))).toBe(true);
       // Partitions exist ahead of time, and new rows go to today's.
       expect(placed.rows.filter((r) => r.relname.startsWith("journal_entries_p")).length).toBeGreaterThanOrEqual(9);
-      await c.query("INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ('grant:new', 'platform:funding', -1, 'grant'), ('grant:new', $1, 1, 'grant')", [`user:${userId}`]);
+      await c.query(
+        "INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ('grant:new', 'platform:funding', -1, 'grant'), ('grant:new', $1, 1, 'grant')",
+        [`user:${userId}`],
+      );
       const balance = await c.query<{ total: string }>("SELECT wellspring_account_total($1)::text AS total", [`user:${userId}`]);
       expect(balance.rows[0]!.total).toBe("6000001");
     } finally {

@@ -78,7 +78,10 @@ export function splitMessage(message: Uint8Array): { ok: true; frames: Uint8Arra
     at = end;
   }
   if (frames.length === 0) {
-    return { ok: false, violation: { scope: "connection", closeCode: CloseCode.PROTOCOL_ERROR, message: `frame shorter than its ${FRAME_HEADER_BYTES}-byte header` } };
+    return {
+      ok: false,
+      violation: { scope: "connection", closeCode: CloseCode.PROTOCOL_ERROR, message: `frame shorter than its ${FRAME_HEADER_BYTES}-byte header` },
+    };
   }
   return { ok: true, frames };
 }

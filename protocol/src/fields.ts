@@ -65,7 +65,14 @@ export function emptyFields(): BodyFields {
   return { model: null, stream: null, maxOutputTokens: null, n: null, bestOf: null, inputChars: null, references: false, imageParts: 0, billedTools: [] };
 }
 
-const QUOTE = 0x22, BACKSLASH = 0x5c, LBRACE = 0x7b, RBRACE = 0x7d, LBRACKET = 0x5b, RBRACKET = 0x5d, COLON = 0x3a, COMMA = 0x2c;
+const QUOTE = 0x22,
+  BACKSLASH = 0x5c,
+  LBRACE = 0x7b,
+  RBRACE = 0x7d,
+  LBRACKET = 0x5b,
+  RBRACKET = 0x5d,
+  COLON = 0x3a,
+  COMMA = 0x2c;
 
 /** Top-level fields read as whole numbers (a plain non-negative integer literal, or null). */
 const COUNT_KEYS = new Set(["max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of"]);
@@ -117,7 +124,10 @@ interface Frame {
   /** The current member's key (objects), decoded; null when too long to be one we read. */
   key: string | null;
 }
-const KEY = 0, COLON_NEXT = 1, VALUE = 2, COMMA_NEXT = 3;
+const KEY = 0,
+  COLON_NEXT = 1,
+  VALUE = 2,
+  COMMA_NEXT = 3;
 
 /**
  * Incremental JSON scanner. Never throws; a body it cannot accept sets `problem` (and it stops reading).

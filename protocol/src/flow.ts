@@ -90,12 +90,7 @@ export class SendWindow {
  * Waits for credit on both the stream and the connection window and takes up to `wantBytes`.
  * The caller must send exactly the returned number of bytes.
  */
-export async function acquireCredit(
-  stream: SendWindow,
-  connection: SendWindow,
-  wantBytes: number,
-  signal?: AbortSignal,
-): Promise<number> {
+export async function acquireCredit(stream: SendWindow, connection: SendWindow, wantBytes: number, signal?: AbortSignal): Promise<number> {
   for (;;) {
     if (signal?.aborted) throw signal.reason;
     if (stream.availableBytes === 0) {

@@ -37,9 +37,7 @@ export type Frame =
   | { type: typeof FrameType.CONTROL; streamId: 0; kind: number; body: Uint8Array };
 
 /** What to do about a frame that broke the rules. */
-export type Violation =
-  | { scope: "connection"; closeCode: number; message: string }
-  | { scope: "stream"; streamId: number; resetCode: number; message: string };
+export type Violation = { scope: "connection"; closeCode: number; message: string } | { scope: "stream"; streamId: number; resetCode: number; message: string };
 
 export type DecodeResult = { ok: true; frame: Frame } | { ok: false; violation: Violation };
 
@@ -153,19 +151,8 @@ export function encodeControl(kind: number, body: Uint8Array): Uint8Array {
   return out;
 }
 
-const STREAM_FRAMES: ReadonlySet<number> = new Set([
-  FrameType.OPEN,
-  FrameType.RESPONSE,
-  FrameType.DATA,
-  FrameType.END,
-  FrameType.RESET,
-]);
-const CONNECTION_FRAMES: ReadonlySet<number> = new Set([
-  FrameType.PING,
-  FrameType.PONG,
-  FrameType.GOAWAY,
-  FrameType.CONTROL,
-]);
+const STREAM_FRAMES: ReadonlySet<number> = new Set([FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA, FrameType.END, FrameType.RESET]);
+const CONNECTION_FRAMES: ReadonlySet<number> = new Set([FrameType.PING, FrameType.PONG, FrameType.GOAWAY, FrameType.CONTROL]);
 
 function decodeReason(bytes: Uint8Array): string | null {
   if (bytes.length > REASON_BYTES_MAX) return null;

@@ -116,7 +116,10 @@ export async function validSigners(trusted: ReleaseKeySet, signatures: ReleaseSi
 }
 
 export class ReleaseRefused extends Error {
-  constructor(readonly reason: ReleaseRefusal, message: string) {
+  constructor(
+    readonly reason: ReleaseRefusal,
+    message: string,
+  ) {
     super(message);
     this.name = "ReleaseRefused";
   }
@@ -162,11 +165,15 @@ export interface VerifiedRelease {
  * Checks a release's three files against the trusted keys: signatures, bundle size and hash, expiry, version
  * order, protocol range and permissions. Throws ReleaseRefused naming the first problem.
  */
-export async function verifyRelease(files: { manifest: Uint8Array; signatures: Uint8Array; bundle: Uint8Array | null }, o: VerifyReleaseOptions): Promise<VerifiedRelease> {
+export async function verifyRelease(
+  files: { manifest: Uint8Array; signatures: Uint8Array; bundle: Uint8Array | null },
+  o: VerifyReleaseOptions,
+): Promise<VerifiedRelease> {
   const fail = (reason: ReleaseRefusal, message: string): never => {
     throw new ReleaseRefused(reason, message);
   };
-  if (files.manifest.length > RELEASE_MANIFEST_BYTES_MAX || files.signatures.length > RELEASE_MANIFEST_BYTES_MAX) fail("oversized", "manifest or signature file is larger than allowed");
+  if (files.manifest.length > RELEASE_MANIFEST_BYTES_MAX || files.signatures.length > RELEASE_MANIFEST_BYTES_MAX)
+    fail("oversized", "manifest or signature file is larger than allowed");
   let manifest: ReleaseManifest;
   let signatures: ReleaseSignatures;
   try {
@@ -185,25 +192,35 @@ export async function verifyRelease(files: { manifest: Uint8Array; signatures: U
   let nextKeys: ReleaseKeySet | null = null;
   if (manifest.releaseKeys && manifest.releaseKeys.serial > o.trusted.serial) {
     // A new key set needs every key trusted now: one stolen key cannot replace the others.
-    if (signers.length !== o.trusted.keys.length) fail("key_rotation", `rotating release keys needs a signature from every pinned key (${signers.length} of ${o.trusted.keys.length})`);
-    for (const k of manifest.releaseKeys.keys) if ((await releaseKeyId(k.publicKey)) !== k.keyId) fail("key_rotation", `release key ${k.keyId} does not match its public key`);
+    if (signers.length !== o.trusted.keys.length)
+      fail("key_rotation", `rotating release keys needs a signature from every pinned key (${signers.length} of ${o.trusted.keys.length})`);
+    for (const k of manifest.releaseKeys.keys)
+      if ((await releaseKeyId(k.publicKey)) !== k.keyId) fail("key_rotation", `release key ${k.keyId} does not match its public key`);
     if (manifest.releaseKeys.keys.length === 0) fail("key_rotation", "a release key set may not be empty");
     nextKeys = manifest.releaseKeys;
   }
-  if (manifest.bundle.bytes > RELEASE_BUNDLE_BYTES_MAX) fail("oversized", `the bundle is ${manifest.bundle.bytes} bytes; at most ${RELEASE_BUNDLE_BYTES_MAX} are accepted`);
-  if (o.expectVersion !== undefined && manifest.version !== o.expectVersion) fail("wrong_version", `the manifest says ${manifest.version}, ${o.expectVersion} was offered`);
-  if (o.newerThan && compareVersions(manifest.version, o.newerThan) <= 0) fail("not_newer", `${manifest.version} is not newer than ${o.newerThan}, the newest version this agent has run`);
+  if (manifest.bundle.bytes > RELEASE_BUNDLE_BYTES_MAX)
+    fail("oversized", `the bundle is ${manifest.bundle.bytes} bytes; at most ${RELEASE_BUNDLE_BYTES_MAX} are accepted`);
+  if (o.expectVersion !== undefined && manifest.version !== o.expectVersion)
+    fail("wrong_version", `the manifest says ${manifest.version}, ${o.expectVersion} was offered`);
+  if (o.newerThan && compareVersions(manifest.version, o.newerThan) <= 0)
+    fail("not_newer", `${manifest.version} is not newer than ${o.newerThan}, the newest version this agent has run`);
   if (o.checkExpiry && Date.parse(manifest.expiresAt) <= o.now.getTime()) fail("expired", `the release expired at ${manifest.expiresAt}`);
   if (manifest.protocol.min > manifest.protocol.max) fail("malformed", "protocol range is empty");
   if (o.hubProtocol !== undefined && (o.hubProtocol < manifest.protocol.min || o.hubProtocol > manifest.protocol.max)) {
     fail("protocol", `the release speaks protocol ${manifest.protocol.min}–${manifest.protocol.max}, the hub ${o.hubProtocol}`);
   }
   const approved = o.approved ?? { net: [], env: [] };
-  const unapproved = [...manifest.permissions.net.filter((n) => !approved.net.includes(n)).map((n) => `net ${n}`), ...manifest.permissions.env.filter((e) => !approved.env.includes(e)).map((e) => `env ${e}`)];
+  const unapproved = [
+    ...manifest.permissions.net.filter((n) => !approved.net.includes(n)).map((n) => `net ${n}`),
+    ...manifest.permissions.env.filter((e) => !approved.env.includes(e)).map((e) => `env ${e}`),
+  ];
   if (unapproved.length > 0) fail("permissions", `the release asks for permissions the owner has not approved: ${unapproved.join(", ")}`);
   if (files.bundle) {
-    if (files.bundle.length > manifest.bundle.bytes || files.bundle.length > RELEASE_BUNDLE_BYTES_MAX) fail("oversized", `the bundle is ${files.bundle.length} bytes, the manifest says ${manifest.bundle.bytes}`);
-    if (files.bundle.length !== manifest.bundle.bytes) fail("tampered", `the bundle is ${files.bundle.length} bytes, the manifest says ${manifest.bundle.bytes}`);
+    if (files.bundle.length > manifest.bundle.bytes || files.bundle.length > RELEASE_BUNDLE_BYTES_MAX)
+      fail("oversized", `the bundle is ${files.bundle.length} bytes, the manifest says ${manifest.bundle.bytes}`);
+    if (files.bundle.length !== manifest.bundle.bytes)
+      fail("tampered", `the bundle is ${files.bundle.length} bytes, the manifest says ${manifest.bundle.bytes}`);
     if (toHex(await sha256(files.bundle)) !== manifest.bundle.sha256) fail("tampered", "the bundle's SHA-256 is not the one signed");
   }
   return { manifest, signers, nextKeys };

@@ -19,55 +19,95 @@ function scanInChunks(input: string | Uint8Array, cuts: number[], scanner: BodyS
   return scanner;
 }
 
-const extraKey = fc.string({ maxLength: 8 }).filter((k) => !["model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "n", "best_of", "input", "tools", "web_search_options", "previous_response_id", "conversation", "mcp_servers", "container", "prompt"].includes(k));
+const extraKey = fc
+  .string({ maxLength: 8 })
+  .filter(
+    (k) =>
+      ![
+        "model",
+        "stream",
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "n",
+        "best_of",
+        "input",
+        "tools",
+        "web_search_options",
+        "previous_response_id",
+        "conversation",
+        "mcp_servers",
+        "container",
+        "prompt",
+      ].includes(k),
+  );
 
 describe("JsonBodyScanner", () => {
   it("accepts every well-formed body and reads model, stream and the caps however it is chunked", () => {
-    fc.assert(fc.property(
-      fc.string({ maxLength: 40 }),
-      fc.boolean(),
-      fc.option(fc.nat({ max: 999_999_999 })),
-      fc.dictionary(extraKey, fc.jsonValue({ maxDepth: 4 }), { maxKeys: 5 }),
-      fc.array(fc.nat(), { maxLength: 6 }),
-      fc.boolean(),
-      (model, stream, maxTokens, extra, cuts, modelFirst) => {
-        const caps = maxTokens === null ? {} : { max_tokens: maxTokens };
-        const obj = modelFirst ? { model, ...extra, stream, ...caps } : { ...extra, ...caps, stream, model };
-        const s = scanInChunks(JSON.stringify(obj, null, modelFirst ? 0 : 2), cuts);
-        expect(s.problem).toBeNull();
-        expect(s.complete).toBe(true);
-        expect(s.fields.model).toBe(model);
-        expect(s.fields.stream).toBe(stream);
-        expect(s.fields.maxOutputTokens).toBe(maxTokens);
-      },
-    ), { numRuns: 500 });
+    fc.assert(
+      fc.property(
+        fc.string({ maxLength: 40 }),
+        fc.boolean(),
+        fc.option(fc.nat({ max: 999_999_999 })),
+        fc.dictionary(extraKey, fc.jsonValue({ maxDepth: 4 }), { maxKeys: 5 }),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        fc.boolean(),
+        (model, stream, maxTokens, extra, cuts, modelFirst) => {
+          const caps = maxTokens === null ? {} : { max_tokens: maxTokens };
+          const obj = modelFirst ? { model, ...extra, stream, ...caps } : { ...extra, ...caps, stream, model };
+          const s = scanInChunks(JSON.stringify(obj, null, modelFirst ? 0 : 2), cuts);
+          expect(s.problem).toBeNull();
+          expect(s.complete).toBe(true);
+          expect(s.fields.model).toBe(model);
+          expect(s.fields.stream).toBe(stream);
+          expect(s.fields.maxOutputTokens).toBe(maxTokens);
+        },
+      ),
+      { numRuns: 500 },
+    );
   });
 
   it("a body it accepts is one JSON.parse reads, to the same model — whatever is done to its bytes", () => {
-    const alphabet = fc.constantFrom(..."{}[]\",:\\ \n0123456789.-+eEtrufalsn\u00e9".split(""), '"model"', '"model":"x"', ',"model":"gpt-4o"', "\\u00", "\u0001");
-    fc.assert(fc.property(
-      fc.dictionary(extraKey, fc.jsonValue({ maxDepth: 3 }), { maxKeys: 4 }),
-      fc.array(fc.tuple(fc.nat(), fc.nat({ max: 3 }), alphabet), { minLength: 1, maxLength: 4 }),
-      fc.array(fc.nat(), { maxLength: 4 }),
-      (extra, edits, cuts) => {
-        let text = JSON.stringify({ model: "gpt-4o-mini", ...extra, stream: true });
-        for (const [pos, del, ins] of edits) {
-          const p = pos % (text.length + 1);
-          text = text.slice(0, p) + ins + text.slice(p + del);
-        }
-        const s = scanInChunks(text, cuts);
-        if (!s.complete) return; // refusing a mangled body is always safe
-        const parsed = JSON.parse(text) as Record<string, unknown>;
-        expect(typeof parsed).toBe("object");
-        expect(parsed.model ?? null).toBe(s.fields.model);
-        expect(parsed.stream === undefined || parsed.stream === null ? null : parsed.stream).toBe(s.fields.stream);
-      },
-    ), { numRuns: 5000 });
+    const alphabet = fc.constantFrom(
+      ...'{}[]",:\\ \n0123456789.-+eEtrufalsn\u00e9'.split(""),
+      '"model"',
+      '"model":"x"',
+      ',"model":"gpt-4o"',
+      "\\u00",
+      "\u0001",
+    );
+    fc.assert(
+      fc.property(
+        fc.dictionary(extraKey, fc.jsonValue({ maxDepth: 3 }), { maxKeys: 4 }),
+        fc.array(fc.tuple(fc.nat(), fc.nat({ max: 3 }), alphabet), { minLength: 1, maxLength: 4 }),
+        fc.array(fc.nat(), { maxLength: 4 }),
+        (extra, edits, cuts) => {
+          let text = JSON.stringify({ model: "gpt-4o-mini", ...extra, stream: true });
+          for (const [pos, del, ins] of edits) {
+            const p = pos % (text.length + 1);
+            text = text.slice(0, p) + ins + text.slice(p + del);
+          }
+          const s = scanInChunks(text, cuts);
+          if (!s.complete) return; // refusing a mangled body is always safe
+          const parsed = JSON.parse(text) as Record<string, unknown>;
+          expect(typeof parsed).toBe("object");
+          expect(parsed.model ?? null).toBe(s.fields.model);
+          expect(parsed.stream === undefined || parsed.stream === null ? null : parsed.stream).toBe(s.fields.stream);
+        },
+      ),
+      { numRuns: 5000 },
+    );
   });
 
   it("refuses a repeated top-level field anywhere in the body, even after 300 KiB of padding", () => {
     const padding = " ".repeat(300 * 1024);
-    for (const [field, value] of [["model", '"gpt-4o"'], ["stream", "false"], ["max_tokens", "100000"], ["n", "8"], ["temperature", "1"]] as const) {
+    for (const [field, value] of [
+      ["model", '"gpt-4o"'],
+      ["stream", "false"],
+      ["max_tokens", "100000"],
+      ["n", "8"],
+      ["temperature", "1"],
+    ] as const) {
       const body = `{"model":"gpt-4o-mini","stream":true,"max_tokens":1,"n":1,"temperature":0,"messages":[]${padding},"${field}":${value}}`;
       for (const cuts of [[], [17, 300_000], [body.length - 3]]) {
         const s = scanInChunks(body, cuts);
@@ -115,17 +155,34 @@ describe("JsonBodyScanner", () => {
   });
 
   it("counts the characters of a top-level input string and reads n and best_of, however the body is chunked", () => {
-    fc.assert(fc.property(fc.string({ unit: "grapheme", maxLength: 60 }), fc.integer({ min: 1, max: 10 }), fc.array(fc.nat(), { maxLength: 8 }), (input, n, cuts) => {
-      const s = scanInChunks(JSON.stringify({ model: "tts-1", input, voice: "alloy", n, best_of: n + 1, nested: { input: "not this one" } }), cuts);
-      expect(s.fields.inputChars).toBe([...input].length);
-      expect(s.fields.n).toBe(n);
-      expect(s.fields.bestOf).toBe(n + 1);
-    }), { numRuns: 500 });
+    fc.assert(
+      fc.property(fc.string({ unit: "grapheme", maxLength: 60 }), fc.integer({ min: 1, max: 10 }), fc.array(fc.nat(), { maxLength: 8 }), (input, n, cuts) => {
+        const s = scanInChunks(JSON.stringify({ model: "tts-1", input, voice: "alloy", n, best_of: n + 1, nested: { input: "not this one" } }), cuts);
+        expect(s.fields.inputChars).toBe([...input].length);
+        expect(s.fields.n).toBe(n);
+        expect(s.fields.bestOf).toBe(n + 1);
+      }),
+      { numRuns: 500 },
+    );
     expect(scanInChunks('{"model":"tts-1","input":"a\\n\\u00e9\\"b"}', [19, 22]).fields.inputChars).toBe(5);
   });
 
   it("notes what makes the input larger than the body, and the tools billed per call", () => {
-    const plain = scanInChunks(JSON.stringify({ model: "gpt-4o", messages: [{ role: "user", content: [{ type: "text", text: "hi" }, { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } }] }] }), []);
+    const plain = scanInChunks(
+      JSON.stringify({
+        model: "gpt-4o",
+        messages: [
+          {
+            role: "user",
+            content: [
+              { type: "text", text: "hi" },
+              { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } },
+            ],
+          },
+        ],
+      }),
+      [],
+    );
     expect(plain.fields).toMatchObject({ references: false, imageParts: 1, billedTools: [] });
     for (const body of [
       { model: "gpt-4o", previous_response_id: "resp_123", input: "go on" },
@@ -138,18 +195,29 @@ describe("JsonBodyScanner", () => {
       expect(scanInChunks(JSON.stringify(body), [7]).fields.references, JSON.stringify(body)).toBe(true);
     }
     expect(scanInChunks(JSON.stringify({ model: "gpt-4o", previous_response_id: null, prompt: "text" }), []).fields.references).toBe(false);
-    const tools = scanInChunks(JSON.stringify({ model: "gpt-4o", tools: [{ type: "function", function: { name: "f", parameters: { type: "object" } } }, { type: "web_search_preview" }] }), [3]);
+    const tools = scanInChunks(
+      JSON.stringify({
+        model: "gpt-4o",
+        tools: [{ type: "function", function: { name: "f", parameters: { type: "object" } } }, { type: "web_search_preview" }],
+      }),
+      [3],
+    );
     expect(tools.fields.billedTools).toEqual(["web_search_preview"]);
-    expect(scanInChunks(JSON.stringify({ model: "claude-sonnet-4-5", tools: [{ type: "web_search_20250305", name: "web_search" }] }), []).fields.billedTools).toEqual(["web_search_20250305"]);
+    expect(
+      scanInChunks(JSON.stringify({ model: "claude-sonnet-4-5", tools: [{ type: "web_search_20250305", name: "web_search" }] }), []).fields.billedTools,
+    ).toEqual(["web_search_20250305"]);
     expect(scanInChunks(JSON.stringify({ model: "gpt-4o-search-preview", web_search_options: {} }), []).fields.billedTools).toEqual(["web_search"]);
     // A `type` of a billed tool's name inside messages is content (an earlier call replayed), not a new call.
     expect(scanInChunks(JSON.stringify({ model: "gpt-4o", input: [{ type: "web_search_call", id: "ws_1" }] }), []).fields.billedTools).toEqual([]);
   });
 
   it("never throws on arbitrary bytes, and stays bounded on deep nesting", () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), fc.array(fc.nat(), { maxLength: 3 }), (bytes, cuts) => {
-      scanInChunks(bytes, cuts);
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.array(fc.nat(), { maxLength: 3 }), (bytes, cuts) => {
+        scanInChunks(bytes, cuts);
+      }),
+      { numRuns: 3000 },
+    );
     expect(scanInChunks(`{"a":${"[".repeat(100_000)}`, []).problem).toMatch(/nested deeper/);
   });
 });
@@ -161,7 +229,9 @@ describe("MultipartBodyScanner", () => {
   const bodyOf = (...parts: string[]) => parts.join("") + `--${boundary}--\r\n`;
 
   it("finds the model and n fields across chunk boundaries, and accepts the body", () => {
-    const body = new TextEncoder().encode(bodyOf(part("file", `${"x".repeat(5000)}\r\n--${boundary.slice(0, 5)}`, "a.mp3"), part("model", "whisper-1"), part("n", "3")));
+    const body = new TextEncoder().encode(
+      bodyOf(part("file", `${"x".repeat(5000)}\r\n--${boundary.slice(0, 5)}`, "a.mp3"), part("model", "whisper-1"), part("n", "3")),
+    );
     for (const step of [1, 7, 64, 4096, body.length]) {
       const s = new MultipartBodyScanner(boundary);
       for (let i = 0; i < body.length; i += step) s.push(body.subarray(i, i + step));
@@ -176,8 +246,12 @@ describe("MultipartBodyScanner", () => {
   it("refuses a repeated model or n field, a bad n, and a body cut before its closing boundary", () => {
     const twice = bodyOf(part("model", "whisper-1"), part("file", "y".repeat(70_000), "b.wav"), part("model", "gpt-4o-transcribe"));
     expect(scanInChunks(twice, [100, 40_000], new MultipartBodyScanner(boundary)).problem).toMatch(/repeats the field `model`/);
-    expect(scanInChunks(bodyOf(part("model", "dall-e-2"), part("n", "2"), part("n", "10")), [], new MultipartBodyScanner(boundary)).problem).toMatch(/repeats the field `n`/);
-    expect(scanInChunks(bodyOf(part("model", "dall-e-2"), part("n", "ten")), [], new MultipartBodyScanner(boundary)).problem).toMatch(/`n` must be a whole number/);
+    expect(scanInChunks(bodyOf(part("model", "dall-e-2"), part("n", "2"), part("n", "10")), [], new MultipartBodyScanner(boundary)).problem).toMatch(
+      /repeats the field `n`/,
+    );
+    expect(scanInChunks(bodyOf(part("model", "dall-e-2"), part("n", "ten")), [], new MultipartBodyScanner(boundary)).problem).toMatch(
+      /`n` must be a whole number/,
+    );
     expect(scanInChunks(part("model", "whisper-1"), [], new MultipartBodyScanner(boundary)).problem).toMatch(/closing boundary/);
   });
 });

@@ -17,21 +17,27 @@ export default async function Home() {
           <span className="text-xl font-semibold tracking-tight">Wellspring</span>
         </div>
         <nav className="flex items-center gap-3 text-sm">
-          <Link href="/signin" className="font-medium text-slate-600 hover:text-slate-900">Sign in</Link>
-          <Link href="/signup" className="rounded-md bg-indigo-600 px-3 py-1.5 font-medium text-white hover:bg-indigo-500">Create account</Link>
+          <Link href="/signin" className="font-medium text-slate-600 hover:text-slate-900">
+            Sign in
+          </Link>
+          <Link href="/signup" className="rounded-md bg-indigo-600 px-3 py-1.5 font-medium text-white hover:bg-indigo-500">
+            Create account
+          </Link>
         </nav>
       </header>
 
       <section className="mt-16">
         <h1 className="text-3xl font-semibold tracking-tight sm:text-4xl">One gateway for your organisation&apos;s AI capacity</h1>
         <p className="mt-4 max-w-2xl text-lg text-slate-600">
-          OpenAI, Azure OpenAI and Anthropic capacity behind one OpenAI- and Anthropic-compatible API, with
-          metering, limits and routing. Provider keys stay on their owners&apos; machines.
+          OpenAI, Azure OpenAI and Anthropic capacity behind one OpenAI- and Anthropic-compatible API, with metering, limits and routing. Provider keys stay on
+          their owners&apos; machines.
         </p>
       </section>
 
       <section aria-labelledby="status-heading" className="mt-12 rounded-xl border border-slate-200 bg-white p-6 shadow-sm">
-        <h2 id="status-heading" className="text-sm font-medium uppercase tracking-wide text-slate-500">System status</h2>
+        <h2 id="status-heading" className="text-sm font-medium uppercase tracking-wide text-slate-500">
+          System status
+        </h2>
         <dl className="mt-4 grid grid-cols-1 gap-6 sm:grid-cols-3">
           <div>
             <dt className="text-sm text-slate-500">Gateway</dt>
@@ -42,7 +48,9 @@ export default async function Home() {
           </div>
           <div>
             <dt className="text-sm text-slate-500">Agents connected</dt>
-            <dd className="mt-1 text-lg font-medium tabular-nums" data-testid="agents-connected">{status.agentsConnected}</dd>
+            <dd className="mt-1 text-lg font-medium tabular-nums" data-testid="agents-connected">
+              {status.agentsConnected}
+            </dd>
           </div>
           <div>
             <dt className="text-sm text-slate-500">Streams in flight</dt>
@@ -56,10 +64,13 @@ export default async function Home() {
         <h2 className="text-lg font-semibold">Make a first call</h2>
         <p className="mt-2 text-slate-600">Point the official SDKs at this gateway; only the base URL and the key change.</p>
         <div className="mt-4">
-          <CommandBlock testId="home-curl" text={`curl ${PUBLIC_API_URL}/v1/chat/completions \\
+          <CommandBlock
+            testId="home-curl"
+            text={`curl ${PUBLIC_API_URL}/v1/chat/completions \\
   -H "Authorization: Bearer $WELLSPRING_API_KEY" \\
   -H "Content-Type: application/json" \\
-  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`} />
+  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`}
+          />
         </div>
       </section>
     </main>

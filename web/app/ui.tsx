@@ -20,21 +20,29 @@ export function Stat({ label, value, hint, testId }: { label: string; value: str
   return (
     <div className="rounded-xl border border-slate-200 bg-white p-5 shadow-sm">
       <div className="text-xs font-medium uppercase tracking-wide text-slate-500">{label}</div>
-      <div className="mt-2 text-2xl font-semibold tabular-nums text-slate-900" data-testid={testId}>{value}</div>
+      <div className="mt-2 text-2xl font-semibold tabular-nums text-slate-900" data-testid={testId}>
+        {value}
+      </div>
       {hint && <div className="mt-1 text-xs text-slate-500">{hint}</div>}
     </div>
   );
 }
 
 export function Empty({ children, testId }: { children: ReactNode; testId?: string }) {
-  return <div data-testid={testId} className="rounded-lg border border-dashed border-slate-300 px-4 py-8 text-center text-sm text-slate-500">{children}</div>;
+  return (
+    <div data-testid={testId} className="rounded-lg border border-dashed border-slate-300 px-4 py-8 text-center text-sm text-slate-500">
+      {children}
+    </div>
+  );
 }
 
 /** A command or snippet the portal prints, in a scrolling block with a copy button. */
 export function CommandBlock({ text, testId, label }: { text: string; testId?: string; label?: string }) {
   return (
     <div className="relative min-w-0">
-      <pre className="overflow-x-auto rounded-lg bg-slate-900 p-3 pr-20 text-xs leading-relaxed text-slate-100"><code data-testid={testId}>{text}</code></pre>
+      <pre className="overflow-x-auto rounded-lg bg-slate-900 p-3 pr-20 text-xs leading-relaxed text-slate-100">
+        <code data-testid={testId}>{text}</code>
+      </pre>
       <CopyButton text={text} label={label} className="absolute right-2 top-2 !px-2 !py-1 text-xs" />
     </div>
   );
@@ -53,7 +61,11 @@ export { buttonClass, inputClass, quietButtonClass, tableGapClass };
 
 export function FieldError({ id, message }: { id: string; message?: string }) {
   if (!message) return null;
-  return <p id={id} role="alert" className="mt-1 text-xs text-red-600">{message}</p>;
+  return (
+    <p id={id} role="alert" className="mt-1 text-xs text-red-600">
+      {message}
+    </p>
+  );
 }
 
 /**
@@ -69,7 +81,11 @@ export function Table({ columns, testId, children }: { columns: (string | { labe
           <tr>
             {columns.map((c, i) => {
               const col = typeof c === "string" ? { label: c } : c;
-              return <th key={i} className={`whitespace-nowrap pb-2 font-semibold ${col.right ? "text-right" : ""}`}>{col.label}</th>;
+              return (
+                <th key={i} className={`whitespace-nowrap pb-2 font-semibold ${col.right ? "text-right" : ""}`}>
+                  {col.label}
+                </th>
+              );
             })}
           </tr>
         </thead>
@@ -80,11 +96,27 @@ export function Table({ columns, testId, children }: { columns: (string | { labe
 }
 
 /** One button posting fixed fields to a server action (revoke, pause, suspend, …). */
-export function ActionButton({ action, fields, label, ariaLabel, danger }: { action: (form: FormData) => Promise<void>; fields: Record<string, string>; label: string; ariaLabel?: string; danger?: boolean }) {
+export function ActionButton({
+  action,
+  fields,
+  label,
+  ariaLabel,
+  danger,
+}: {
+  action: (form: FormData) => Promise<void>;
+  fields: Record<string, string>;
+  label: string;
+  ariaLabel?: string;
+  danger?: boolean;
+}) {
   return (
     <form action={action}>
-      {Object.entries(fields).map(([name, value]) => <input key={name} type="hidden" name={name} value={value} />)}
-      <button type="submit" aria-label={ariaLabel} className={`${quietButtonClass} ${danger ? "border-red-300 text-red-700 hover:bg-red-50" : ""}`}>{label}</button>
+      {Object.entries(fields).map(([name, value]) => (
+        <input key={name} type="hidden" name={name} value={value} />
+      ))}
+      <button type="submit" aria-label={ariaLabel} className={`${quietButtonClass} ${danger ? "border-red-300 text-red-700 hover:bg-red-50" : ""}`}>
+        {label}
+      </button>
     </form>
   );
 }

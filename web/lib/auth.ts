@@ -18,7 +18,10 @@ const SIGNIN_EMAIL_CHARS_MAX = 320;
 export type SigninError = "invalid" | "suspended" | `throttled:${"account" | "network"}:${number}`;
 
 /** One sign-in attempt: throttled, then the password checked; the user to sign in, or a SigninError thrown. */
-export async function authorizeSignin(input: { email: string; password: string; clientAddress: string }, now: Date = new Date()): Promise<{ id: string; email: string; name: string | null; sessionVersion: number }> {
+export async function authorizeSignin(
+  input: { email: string; password: string; clientAddress: string },
+  now: Date = new Date(),
+): Promise<{ id: string; email: string; name: string | null; sessionVersion: number }> {
   const email = input.email.trim().toLowerCase().slice(0, SIGNIN_EMAIL_CHARS_MAX);
   const address = addressKey(input.clientAddress);
   const gate = await takeAttempt(signinGates(email, address), now);
@@ -42,7 +45,11 @@ export const authOptions: NextAuthOptions = {
       name: "Email and password",
       credentials: { email: { label: "Email", type: "email" }, password: { label: "Password", type: "password" } },
       async authorize(credentials, req) {
-        return authorizeSignin({ email: String(credentials?.email ?? ""), password: String(credentials?.password ?? ""), clientAddress: clientAddressOf(req.headers) });
+        return authorizeSignin({
+          email: String(credentials?.email ?? ""),
+          password: String(credentials?.password ?? ""),
+          clientAddress: clientAddressOf(req.headers),
+        });
       },
     }),
   ],

@@ -3,7 +3,16 @@
  * X-Forwarded-For entry of the first untrusted hop, read from the right.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { addressKey, CLIENT_ADDRESS_HEADER, clientAddressOf, markClientAddressServer, parseTrustedProxies, resolveClientAddress, TrustedProxiesError, UNKNOWN_ADDRESS } from "./client-address.ts";
+import {
+  addressKey,
+  CLIENT_ADDRESS_HEADER,
+  clientAddressOf,
+  markClientAddressServer,
+  parseTrustedProxies,
+  resolveClientAddress,
+  TrustedProxiesError,
+  UNKNOWN_ADDRESS,
+} from "./client-address.ts";
 
 describe("resolveClientAddress", () => {
   const none = parseTrustedProxies(undefined);

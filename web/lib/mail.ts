@@ -46,7 +46,10 @@ export function portalUrl(): string {
 
 function transport(url: string): Transporter {
   if (g.__wsMailer?.url !== url) {
-    g.__wsMailer = { url, transport: nodemailer.createTransport({ url, connectionTimeout: SMTP_TIMEOUT_MS, greetingTimeout: SMTP_TIMEOUT_MS, socketTimeout: SMTP_TIMEOUT_MS }) };
+    g.__wsMailer = {
+      url,
+      transport: nodemailer.createTransport({ url, connectionTimeout: SMTP_TIMEOUT_MS, greetingTimeout: SMTP_TIMEOUT_MS, socketTimeout: SMTP_TIMEOUT_MS }),
+    };
   }
   return g.__wsMailer.transport;
 }

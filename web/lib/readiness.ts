@@ -13,8 +13,13 @@ export class Readiness {
   #last: { at: number; ready: boolean; error: string | null } | null = null;
   #pending: Promise<{ ready: boolean; error: string | null }> | null = null;
 
-  constructor(databaseUrl: string | undefined, private readonly now: () => number = Date.now) {
-    this.#pool = databaseUrl ? new pg.Pool({ connectionString: databaseUrl, max: 1, connectionTimeoutMillis: READINESS_QUERY_TIMEOUT_MS, query_timeout: READINESS_QUERY_TIMEOUT_MS }) : null;
+  constructor(
+    databaseUrl: string | undefined,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.#pool = databaseUrl
+      ? new pg.Pool({ connectionString: databaseUrl, max: 1, connectionTimeoutMillis: READINESS_QUERY_TIMEOUT_MS, query_timeout: READINESS_QUERY_TIMEOUT_MS })
+      : null;
     this.#pool?.on("error", () => {});
   }
 

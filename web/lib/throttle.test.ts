@@ -45,7 +45,11 @@ describe("the maths", () => {
     expect(t.waitMs(t.SIGNIN_ADDRESS, full, T0 + 60_000)).toBe(t.SIGNIN_ADDRESS.windowMs - 60_000);
     expect(t.waitMs(t.SIGNIN_ADDRESS, { ...full, count: full.count - 1 }, T0 + 60_000)).toBe(0);
     expect(t.waitMs(t.SIGNIN_ADDRESS, full, T0 + t.SIGNIN_ADDRESS.windowMs)).toBe(0);
-    expect(t.counted(t.SIGNIN_ADDRESS, full, T0 + t.SIGNIN_ADDRESS.windowMs)).toEqual({ count: 1, windowStart: at(t.SIGNIN_ADDRESS.windowMs), lastAt: at(t.SIGNIN_ADDRESS.windowMs) });
+    expect(t.counted(t.SIGNIN_ADDRESS, full, T0 + t.SIGNIN_ADDRESS.windowMs)).toEqual({
+      count: 1,
+      windowStart: at(t.SIGNIN_ADDRESS.windowMs),
+      lastAt: at(t.SIGNIN_ADDRESS.windowMs),
+    });
   });
 });
 
@@ -56,7 +60,8 @@ describe("counting in the database", () => {
     for (let i = 0; i < 3; i++) expect(await t.takeAttempt([pair, addr], at(i))).toEqual({ ok: true });
     // Three free attempts used: the fourth waits 1 s after the third, and counts nowhere.
     expect(await t.takeAttempt([pair, addr], at(500))).toEqual({ ok: false, waitMs: 502, key: "test:pair" });
-    const rows = async () => Object.fromEntries((await database.db.throttleCounter.findMany({ where: { key: { startsWith: "test:" } } })).map((r) => [r.key, r.count]));
+    const rows = async () =>
+      Object.fromEntries((await database.db.throttleCounter.findMany({ where: { key: { startsWith: "test:" } } })).map((r) => [r.key, r.count]));
     expect(await rows()).toEqual({ "test:pair": 3, "test:addr": 3 });
     expect(await t.takeAttempt([pair, addr], at(1_002))).toEqual({ ok: true });
     // The address window is full now (4): it is the longer wait.

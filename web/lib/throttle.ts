@@ -192,7 +192,10 @@ export async function signinThrottleStates(emails: string[], now: Date = new Dat
 
 /** Ends every sign-in slow-down of an account (all addresses); the per-address limits stay. */
 export async function clearSigninThrottle(email: string): Promise<number> {
-  const rows = await db().throttleCounter.findMany({ where: { OR: [{ key: signinAccountKey(email) }, { key: { startsWith: `signin:pair:${email}|` } }] }, select: { key: true } });
+  const rows = await db().throttleCounter.findMany({
+    where: { OR: [{ key: signinAccountKey(email) }, { key: { startsWith: `signin:pair:${email}|` } }] },
+    select: { key: true },
+  });
   const keys = rows.map((r) => r.key).filter((k) => emailOfSigninKey(k) === email);
   await clearCounters(keys);
   return keys.length;

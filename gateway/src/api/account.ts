@@ -61,37 +61,52 @@ export async function handleModels(req: IncomingMessage, res: ServerResponse, pr
   const api: ApiFamily = anthropic ? "anthropic" : "openai";
   const models = deps.liveModels(api);
   const plan = await deps.tariffs.plan(principal.planId);
-  const priced = await Promise.all(models.map(async (id) => {
-    const official = await deps.prices.get(api, id);
-    if (!official) return { id, pricing: null };
-    const mine = planPrice(plan, api, id, official.price);
-    return {
-      id,
-      pricing: pricingFields(mine),
-      wellspring_pricing: {
-        price_ver: official.ver,
-        plan: plan.name,
-        input_micros_per_mtok: mine.inputMicrosPerMTok.toString(),
-        output_micros_per_mtok: mine.outputMicrosPerMTok.toString(),
-        cached_input_micros_per_mtok: mine.cachedInputMicrosPerMTok.toString(),
-        audio_second_micros: (mine.audioSecondMicros ?? 0n).toString(),
-        image_micros: (mine.imageMicros ?? 0n).toString(),
-        character_micros_per_m: (mine.characterMicrosPerM ?? 0n).toString(),
-      },
-    };
-  }));
+  const priced = await Promise.all(
+    models.map(async (id) => {
+      const official = await deps.prices.get(api, id);
+      if (!official) return { id, pricing: null };
+      const mine = planPrice(plan, api, id, official.price);
+      return {
+        id,
+        pricing: pricingFields(mine),
+        wellspring_pricing: {
+          price_ver: official.ver,
+          plan: plan.name,
+          input_micros_per_mtok: mine.inputMicrosPerMTok.toString(),
+          output_micros_per_mtok: mine.outputMicrosPerMTok.toString(),
+          cached_input_micros_per_mtok: mine.cachedInputMicrosPerMTok.toString(),
+          audio_second_micros: (mine.audioSecondMicros ?? 0n).toString(),
+          image_micros: (mine.imageMicros ?? 0n).toString(),
+          character_micros_per_m: (mine.characterMicrosPerM ?? 0n).toString(),
+        },
+      };
+    }),
+  );
   const body = anthropic
     ? {
-        data: priced.map((m) => ({ type: "model", id: m.id, display_name: m.id, created_at: "2025-01-01T00:00:00Z", ...(m.pricing ? { pricing: m.pricing, wellspring_pricing: m.wellspring_pricing } : {}) })),
+        data: priced.map((m) => ({
+          type: "model",
+          id: m.id,
+          display_name: m.id,
+          created_at: "2025-01-01T00:00:00Z",
+          ...(m.pricing ? { pricing: m.pricing, wellspring_pricing: m.wellspring_pricing } : {}),
+        })),
         has_more: false,
         first_id: models[0] ?? null,
         last_id: models.at(-1) ?? null,
       }
-    : { object: "list", data: priced.map((m) => ({ id: m.id, object: "model", created: 0, owned_by: "wellspring", ...(m.pricing ? { pricing: m.pricing, wellspring_pricing: m.wellspring_pricing } : {}) })) };
+    : {
+        object: "list",
+        data: priced.map((m) => ({
+          id: m.id,
+          object: "model",
+          created: 0,
+          owned_by: "wellspring",
+          ...(m.pricing ? { pricing: m.pricing, wellspring_pricing: m.wellspring_pricing } : {}),
+        })),
+      };
   sendJson(res, 200, body);
 }
-
-
 
 /** Dollars as a JSON number, for the legacy endpoints' display fields only (exact integers sit beside them). */
 const usdNumber = (micros: bigint) => Number(decimalOf(micros, 6));
@@ -126,7 +141,8 @@ export async function handleBillingUsage(url: URL, res: ServerResponse, principa
     throw new GatewayError("invalid_request", "start_date and end_date must be dates as YYYY-MM-DD (UTC).");
   }
   const days = (Date.parse(`${end}T00:00:00Z`) - Date.parse(`${start}T00:00:00Z`)) / 86_400_000;
-  if (days <= 0 || days > USAGE_RANGE_DAYS_MAX) throw new GatewayError("invalid_request", `end_date must be after start_date, at most ${USAGE_RANGE_DAYS_MAX} days later.`);
+  if (days <= 0 || days > USAGE_RANGE_DAYS_MAX)
+    throw new GatewayError("invalid_request", `end_date must be after start_date, at most ${USAGE_RANGE_DAYS_MAX} days later.`);
   const daily = await deps.pool.query<{ day: string; model: string | null; cost: string }>(
     `SELECT to_char(date_trunc('day', settled_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day, model, SUM(charge_micros)::text AS cost
      FROM reservations
@@ -170,11 +186,13 @@ export async function readJsonObject(req: IncomingMessage, bytesMax: number, { e
 
 export async function handleRedeem(req: IncomingMessage, res: ServerResponse, principal: Principal, deps: AccountDeps): Promise<void> {
   const body = await readJsonObject(req, ACCOUNT_BODY_BYTES_MAX);
-  if (typeof body.code !== "string") throw new GatewayError("invalid_request", "Send the code as {\"code\": \"WSR-…\"}.", { param: "code" });
+  if (typeof body.code !== "string") throw new GatewayError("invalid_request", 'Send the code as {"code": "WSR-…"}.', { param: "code" });
   const result = await deps.treasury.redeem(principal.userId, body.code);
   if (result.outcome !== "redeemed") {
     if (result.outcome === "invalid") throw new GatewayError("not_found", "This redemption code does not exist.", { param: "code" });
-    throw new GatewayError("conflict", result.outcome === "expired" ? "This redemption code has expired." : "This redemption code was already redeemed.", { param: "code" });
+    throw new GatewayError("conflict", result.outcome === "expired" ? "This redemption code has expired." : "This redemption code was already redeemed.", {
+      param: "code",
+    });
   }
   const w = await walletBalance(deps.pool, principal.userId);
   sendJson(res, 200, { object: "redemption", amount_micros: result.amountMicros.toString(), available_micros: w.available.toString() });

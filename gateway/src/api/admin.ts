@@ -59,11 +59,15 @@ export function authorizeAdmin(req: IncomingMessage, deps: AdminDeps): void {
   const waitMs = deps.throttle.waitMs(address, now);
   observeLimiter("admin_auth", waitMs > 0 ? "refused" : "allowed");
   if (waitMs > 0) {
-    throw new GatewayError("rate_limited", "Too many wrong admin tokens from this address: try again after the Retry-After delay.", { retryAfterSeconds: Math.ceil(waitMs / 1000) });
+    throw new GatewayError("rate_limited", "Too many wrong admin tokens from this address: try again after the Retry-After delay.", {
+      retryAfterSeconds: Math.ceil(waitMs / 1000),
+    });
   }
   const m = /^Bearer\s+(\S+)\s*$/i.exec(String(req.headers.authorization ?? ""));
   // Compare fixed-length digests in constant time: neither the length nor a prefix of the token leaks.
-  const given = createHash("sha256").update(m?.[1] ?? "").digest();
+  const given = createHash("sha256")
+    .update(m?.[1] ?? "")
+    .digest();
   if (!m || !timingSafeEqual(given, deps.tokenHash)) {
     const failures = deps.throttle.failed(address, now);
     deps.log.warn("admin.auth_failed", { address, failures, method: req.method, path: req.url?.split("?")[0] });
@@ -78,48 +82,58 @@ async function body<T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<T> {
   const parsed = schema.safeParse(raw);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
-  const param = issue.path.map(String).join(".").replace(/\.(\d+)\./g, "[$1].");
+  const param = issue.path
+    .map(String)
+    .join(".")
+    .replace(/\.(\d+)\./g, "[$1].");
   throw new GatewayError("invalid_request", `${param || "body"}: ${issue.message}`, { param: param || null });
 }
 
 /** A non-negative integer amount of micro-units, given as a JSON integer or a decimal string. */
-const micros = z.union([z.number().int().nonnegative().refine(Number.isSafeInteger, "must be a safe integer").transform(String), z.string()])
+const micros = z
+  .union([z.number().int().nonnegative().refine(Number.isSafeInteger, "must be a safe integer").transform(String), z.string()])
   .refine((v) => /^(0|[1-9][0-9]{0,18})$/.test(v), "must be a non-negative integer number of micro-units")
   .transform((v) => BigInt(v));
 const positiveMicros = micros.refine((v) => v > 0n, "must be positive");
 const text = (max = 500) => z.string().trim().min(1, "must not be empty").max(max, `must be at most ${max} characters`);
 const MODEL = /^[\w.:/@-]{1,256}$/;
 
-const priceEntry = z.object({
-  provider: z.enum(["openai", "anthropic", "azure"]),
-  model: z.string().regex(MODEL, "is not a model name"),
-  input_micros_per_mtok: micros,
-  output_micros_per_mtok: micros,
-  cached_input_micros_per_mtok: micros.optional(),
-  audio_second_micros: micros.default(0n),
-  image_micros: micros.default(0n),
-  character_micros_per_m: micros.default(0n),
-}).transform((p): PriceEntry => ({
-  provider: p.provider,
-  model: p.model,
-  inputMicrosPerMTok: p.input_micros_per_mtok,
-  outputMicrosPerMTok: p.output_micros_per_mtok,
-  cachedInputMicrosPerMTok: p.cached_input_micros_per_mtok ?? p.input_micros_per_mtok,
-  audioSecondMicros: p.audio_second_micros,
-  imageMicros: p.image_micros,
-  characterMicrosPerM: p.character_micros_per_m,
-}));
-const priceEntries = z.array(priceEntry).min(1, "must list at least one price").superRefine((entries, ctx) => {
-  const seen = new Set<string>();
-  entries.forEach((e, i) => {
-    const key = `${e.provider}:${e.model}`;
-    if (seen.has(key)) ctx.addIssue({ code: "custom", path: [i], message: `lists ${key} twice` });
-    seen.add(key);
+const priceEntry = z
+  .object({
+    provider: z.enum(["openai", "anthropic", "azure"]),
+    model: z.string().regex(MODEL, "is not a model name"),
+    input_micros_per_mtok: micros,
+    output_micros_per_mtok: micros,
+    cached_input_micros_per_mtok: micros.optional(),
+    audio_second_micros: micros.default(0n),
+    image_micros: micros.default(0n),
+    character_micros_per_m: micros.default(0n),
+  })
+  .transform((p): PriceEntry => ({
+    provider: p.provider,
+    model: p.model,
+    inputMicrosPerMTok: p.input_micros_per_mtok,
+    outputMicrosPerMTok: p.output_micros_per_mtok,
+    cachedInputMicrosPerMTok: p.cached_input_micros_per_mtok ?? p.input_micros_per_mtok,
+    audioSecondMicros: p.audio_second_micros,
+    imageMicros: p.image_micros,
+    characterMicrosPerM: p.character_micros_per_m,
+  }));
+const priceEntries = z
+  .array(priceEntry)
+  .min(1, "must list at least one price")
+  .superRefine((entries, ctx) => {
+    const seen = new Set<string>();
+    entries.forEach((e, i) => {
+      const key = `${e.provider}:${e.model}`;
+      if (seen.has(key)) ctx.addIssue({ code: "custom", path: [i], message: `lists ${key} twice` });
+      seen.add(key);
+    });
   });
-});
 
 const PublishPrices = z.object({ note: text().optional(), prices: priceEntries });
-const ChangeAgent = z.object({ tier: z.enum(["S", "A", "discount"]).optional(), discount_lane: z.boolean().optional() })
+const ChangeAgent = z
+  .object({ tier: z.enum(["S", "A", "discount"]).optional(), discount_lane: z.boolean().optional() })
   .refine((b) => b.tier !== undefined || b.discount_lane !== undefined, "nothing to change: send tier and/or discount_lane");
 const SetTierShare = z.object({ bps: z.number().int().min(0).max(10_000) });
 const CreatePlan = z.object({
@@ -171,11 +185,24 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
   }
 
   if (resource === "agents" && !id && method === "GET") {
-    const agents = await deps.db.agent.findMany({ orderBy: { createdAt: "asc" }, select: { id: true, ownerId: true, name: true, status: true, tier: true, discountLane: true, priceVer: true, lastSeenAt: true } });
+    const agents = await deps.db.agent.findMany({
+      orderBy: { createdAt: "asc" },
+      select: { id: true, ownerId: true, name: true, status: true, tier: true, discountLane: true, priceVer: true, lastSeenAt: true },
+    });
     return sendJson(res, 200, {
       data: agents.map((a) => {
         const live = deps.registry.get(a.id);
-        return { id: a.id, owner_id: a.ownerId, name: a.name, status: a.status, tier: a.tier, discount_lane: a.discountLane, connected: Boolean(live), price_ver: live?.priceVerAcked ?? a.priceVer, last_seen_at: a.lastSeenAt?.toISOString() ?? null };
+        return {
+          id: a.id,
+          owner_id: a.ownerId,
+          name: a.name,
+          status: a.status,
+          tier: a.tier,
+          discount_lane: a.discountLane,
+          connected: Boolean(live),
+          price_ver: live?.priceVerAcked ?? a.priceVer,
+          last_seen_at: a.lastSeenAt?.toISOString() ?? null,
+        };
       }),
     });
   }
@@ -218,7 +245,12 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
   if (resource === "redemption-batches" && !id && method === "POST") {
     const b = await body(req, CodeBatch);
     try {
-      const batch = await deps.treasury.createRedemptionBatch(ACTOR, { amountMicros: b.amount_micros, count: b.count, note: b.note, expiresAt: b.expires_at ? new Date(b.expires_at) : null });
+      const batch = await deps.treasury.createRedemptionBatch(ACTOR, {
+        amountMicros: b.amount_micros,
+        count: b.count,
+        note: b.note,
+        expiresAt: b.expires_at ? new Date(b.expires_at) : null,
+      });
       return sendJson(res, 201, { batch_id: batch.batchId, amount_micros: b.amount_micros.toString(), codes: batch.codes });
     } catch (error) {
       if (error instanceof RangeError) throw new GatewayError("invalid_request", error.message);
@@ -238,7 +270,13 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
     // Archived days count through their totals; the archive check says whether those can be trusted.
     const archive = await checkArchive(deps.pool);
     const ok = report.ok && archive.ok;
-    return sendJson(res, ok ? 200 : 409, { ok, problems: [...report.problems, ...archive.problems], journal_sum_micros: report.journalSumMicros.toString(), wallets_checked: report.walletsChecked, archived_slices_checked: archive.slicesChecked });
+    return sendJson(res, ok ? 200 : 409, {
+      ok,
+      problems: [...report.problems, ...archive.problems],
+      journal_sum_micros: report.journalSumMicros.toString(),
+      wallets_checked: report.walletsChecked,
+      archived_slices_checked: archive.slicesChecked,
+    });
   }
 
   throw new GatewayError("route_not_found", `Unknown admin route: ${method} ${path}.`);

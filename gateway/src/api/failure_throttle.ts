@@ -71,5 +71,8 @@ export function throttleKey(address: string): string {
   const headGroups = head ? head.split(":") : [];
   const tailGroups = address.includes("::") ? (tail ? tail.split(":") : []) : [];
   const groups = address.includes("::") ? [...headGroups, ...Array<string>(8 - headGroups.length - tailGroups.length).fill("0"), ...tailGroups] : headGroups;
-  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, "")).join(":")}::/64`;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toLowerCase().replace(/^0+(?=.)/, ""))
+    .join(":")}::/64`;
 }

@@ -60,12 +60,17 @@ describe("KeyFilterLoader", () => {
     let loads = 0;
     let release: (() => void) | null = null;
     let fail = false;
-    const loader = new KeyFilterLoader(f, async () => {
-      loads++;
-      if (fail) throw new Error("database down");
-      if (loads === 2) await new Promise<void>((r) => (release = r));
-      return BigUint64Array.from([BigInt(loads)]);
-    }, silent, 3_600_000);
+    const loader = new KeyFilterLoader(
+      f,
+      async () => {
+        loads++;
+        if (fail) throw new Error("database down");
+        if (loads === 2) await new Promise<void>((r) => (release = r));
+        return BigUint64Array.from([BigInt(loads)]);
+      },
+      silent,
+      3_600_000,
+    );
     await loader.start();
     expect(f.has(1n)).toBe(true);
     const first = loader.rebuild();

@@ -91,7 +91,10 @@ export class MissBudget {
   #tokens: number;
   #at: number;
 
-  constructor(private readonly perSecond: number, now: number) {
+  constructor(
+    private readonly perSecond: number,
+    now: number,
+  ) {
     this.#tokens = perSecond;
     this.#at = now;
   }

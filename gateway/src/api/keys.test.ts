@@ -4,7 +4,14 @@ import { KEY_CACHE_TTL_MS, KEY_STALE_IF_UNREACHABLE_MS, KeyVerifier } from "./ke
 import { hashKey } from "../ops/keys.ts";
 import { hashPrefix64, KeyFilter } from "./key_filter.ts";
 
-interface Row { id: string; userId: string; status: "active" | "revoked"; allowedModels: string[]; expiresAt: Date | null; user: { status: "active" | "suspended"; planId: string | null } }
+interface Row {
+  id: string;
+  userId: string;
+  status: "active" | "revoked";
+  allowedModels: string[];
+  expiresAt: Date | null;
+  user: { status: "active" | "suspended"; planId: string | null };
+}
 
 /** A database stand-in that answers the verifier's one query from rows keyed by hash, and counts queries. */
 function fakeDb(rows: Map<string, Row>) {
@@ -26,7 +33,15 @@ function fakeDb(rows: Map<string, Row>) {
 }
 
 const secret = (c: string) => `sk-ws-${c.repeat(40)}`;
-const row = (id: string, over: Partial<Row> = {}): Row => ({ id, userId: "usr_1", status: "active", allowedModels: [], expiresAt: null, user: { status: "active", planId: null }, ...over });
+const row = (id: string, over: Partial<Row> = {}): Row => ({
+  id,
+  userId: "usr_1",
+  status: "active",
+  allowedModels: [],
+  expiresAt: null,
+  user: { status: "active", planId: null },
+  ...over,
+});
 
 function setup(keys: Record<string, Row>, missLookupsPerSecond = 2) {
   const rows = new Map(Object.entries(keys).map(([s, r]) => [hashKey(s), r]));

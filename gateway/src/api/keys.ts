@@ -203,7 +203,13 @@ export class KeyVerifier {
     const key = await this.db.virtualKey.findUnique({ where: { hash }, include: { user: { select: { status: true, planId: true } } } });
     if (!key || key.status !== "active") return { check: { ok: false, reason: "invalid" }, active: false };
     if (key.user.status !== "active") return { check: { ok: false, reason: "suspended" }, active: true };
-    return { check: { ok: true, principal: { keyId: key.id, userId: key.userId, allowedModels: key.allowedModels, expiresAt: key.expiresAt, planId: key.user.planId } }, active: true };
+    return {
+      check: {
+        ok: true,
+        principal: { keyId: key.id, userId: key.userId, allowedModels: key.allowedModels, expiresAt: key.expiresAt, planId: key.user.planId },
+      },
+      active: true,
+    };
   }
 
   #touch(keyId: string, now: number): void {

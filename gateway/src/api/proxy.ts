@@ -6,7 +6,18 @@
  * (`billing/meter.ts`): `meter.open` before anything goes upstream, `hold.settle` when the request ends.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { forwardedQuery, JsonBodyScanner, MultipartBodyScanner, multipartBoundary, ResetCode, RESPONSE_HEADERS_DROPPED, type ApiFamily, type BodyFields, type BodyScanner, type RequestHead } from "@wellspring/protocol";
+import {
+  forwardedQuery,
+  JsonBodyScanner,
+  MultipartBodyScanner,
+  multipartBoundary,
+  ResetCode,
+  RESPONSE_HEADERS_DROPPED,
+  type ApiFamily,
+  type BodyFields,
+  type BodyScanner,
+  type RequestHead,
+} from "@wellspring/protocol";
 import { newId } from "@wellspring/db/core";
 import { GatewayError, sendError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -81,7 +92,11 @@ export async function authenticate(req: IncomingMessage, keys: KeyVerifier): Pro
 /** Why a body the scanner read is refused before it reaches a provider, or null. */
 function bodyRefusal(fields: BodyFields): GatewayError | null {
   if (fields.billedTools.length > 0) {
-    return new GatewayError("invalid_request", `The server-side tool \`${fields.billedTools[0]}\` is billed per call by the provider and is not offered through this gateway; use function tools instead.`, { param: "tools" });
+    return new GatewayError(
+      "invalid_request",
+      `The server-side tool \`${fields.billedTools[0]}\` is billed per call by the provider and is not offered through this gateway; use function tools instead.`,
+      { param: "tools" },
+    );
   }
   return null;
 }
@@ -89,9 +104,12 @@ function bodyRefusal(fields: BodyFields): GatewayError | null {
 /** The meter's refusals in the route's error shape. */
 function meterError(error: unknown, api: ApiFamily): unknown {
   if (error instanceof InsufficientBalanceError) {
-    return new GatewayError("insufficient_quota", api === "anthropic"
-      ? "Your credit balance is too low to access the API. Top up your Wellspring balance."
-      : "You exceeded your current quota: your balance does not cover this request. Top up your Wellspring balance.");
+    return new GatewayError(
+      "insufficient_quota",
+      api === "anthropic"
+        ? "Your credit balance is too low to access the API. Top up your Wellspring balance."
+        : "You exceeded your current quota: your balance does not cover this request. Top up your Wellspring balance.",
+    );
   }
   if (error instanceof UnpricedModelError) return new GatewayError("model_not_found", error.message, { param: "model" });
   if (error instanceof LedgerUnavailableError) return ledgerUnavailable(error);
@@ -99,7 +117,10 @@ function meterError(error: unknown, api: ApiFamily): unknown {
 }
 
 function ledgerUnavailable(cause: unknown): GatewayError {
-  return new GatewayError("service_unavailable", "Billing is briefly unavailable, so no new credit can be granted; retry shortly.", { retryAfterSeconds: LEDGER_UNAVAILABLE_RETRY_AFTER_SECONDS, cause });
+  return new GatewayError("service_unavailable", "Billing is briefly unavailable, so no new credit can be granted; retry shortly.", {
+    retryAfterSeconds: LEDGER_UNAVAILABLE_RETRY_AFTER_SECONDS,
+    cause,
+  });
 }
 
 class ProxyExchange {
@@ -148,11 +169,33 @@ class ProxyExchange {
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
     const durationMs = Date.now() - this.startedAt;
     const firstByteMs = this.firstByteAt === null ? null : this.firstByteAt - this.startedAt;
-    observeRequestEnd({ route: this.route.path, model: this.conn ? this.model : null, status: this.status, endCause: cause, streamed: this.streamed, durationMs, firstByteMs });
+    observeRequestEnd({
+      route: this.route.path,
+      model: this.conn ? this.model : null,
+      status: this.status,
+      endCause: cause,
+      streamed: this.streamed,
+      durationMs,
+      firstByteMs,
+    });
     // The access log: ids, sizes and timings (the agent logs `stream.end` with the same requestId).
-    this.deps.log.info("request.end", { requestId: this.requestId, keyId: this.principal?.keyId, agentId: this.conn?.agentId, route: this.route.path, model: this.model, status: this.status, endCause: cause, streamed: this.streamed, bytesIn: this.bytesIn, bytesOut: this.bytesOut, durationMs, firstByteMs });
+    this.deps.log.info("request.end", {
+      requestId: this.requestId,
+      keyId: this.principal?.keyId,
+      agentId: this.conn?.agentId,
+      route: this.route.path,
+      model: this.model,
+      status: this.status,
+      endCause: cause,
+      streamed: this.streamed,
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      durationMs,
+      firstByteMs,
+    });
     if (!this.principal) return;
-    const charge: Charge | null = this.#hold?.settle({ cause, status: this.status, responded: this.firstByteAt !== null, dispatched: this.#dispatched }) ?? null;
+    const charge: Charge | null =
+      this.#hold?.settle({ cause, status: this.status, responded: this.firstByteAt !== null, dispatched: this.#dispatched }) ?? null;
     const usage = charge?.usage ?? null;
     this.deps.records.add({
       id: this.requestId,
@@ -257,7 +300,12 @@ class ProxyExchange {
     if (route.billing === "free") {
       const wait = deps.freeRoutes.take(this.principal.keyId);
       observeLimiter("free_routes", wait === null ? "allowed" : "refused");
-      if (wait !== null) throw new GatewayError("rate_limited", `This endpoint is free and limited to ${deps.freeRoutes.requestsPerWindow} requests per ${deps.freeRoutes.windowSeconds} s per key; retry in ${wait} s.`, { retryAfterSeconds: wait });
+      if (wait !== null)
+        throw new GatewayError(
+          "rate_limited",
+          `This endpoint is free and limited to ${deps.freeRoutes.requestsPerWindow} requests per ${deps.freeRoutes.windowSeconds} s per key; retry in ${wait} s.`,
+          { retryAfterSeconds: wait },
+        );
     }
 
     const contentType = String(req.headers["content-type"] ?? "");
@@ -294,7 +342,9 @@ class ProxyExchange {
     }
     const model = scanner.fields.model;
     if (!model) {
-      throw new GatewayError("model_required", this.bytesIn === 0 ? "Request body is empty; it must name a model." : "You must provide a model parameter.", { param: "model" });
+      throw new GatewayError("model_required", this.bytesIn === 0 ? "Request body is empty; it must name a model." : "You must provide a model parameter.", {
+        param: "model",
+      });
     }
     this.model = model;
     this.streamed = scanner.fields.stream === true;
@@ -308,7 +358,11 @@ class ProxyExchange {
       const known = deps.registry.serves(route.api, model) || (await deps.knownModels(route.api)).has(model);
       if (!known) throw new GatewayError("model_not_found", `The model '${model}' does not exist or you do not have access to it.`, { param: "model" });
       const why = deps.registry.serves(route.api, model) ? "every agent serving it is busy or paused" : "no connected agent serves it";
-      throw new GatewayError("no_capacity", `The model '${model}' is not available right now: ${why}. Retry later; GET /v1/models lists the models available now.`, { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds });
+      throw new GatewayError(
+        "no_capacity",
+        `The model '${model}' is not available right now: ${why}. Retry later; GET /v1/models lists the models available now.`,
+        { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds },
+      );
     }
     this.conn = conn;
     const profile = deps.registry.profile(conn.agentId!)!;
@@ -454,10 +508,19 @@ class ProxyExchange {
 
   #onReset(code: number, reason: string, cause: "agent" | "connection"): void {
     if (this.finished) return;
-    const endCause: EndCause = cause === "connection" ? "agent_lost"
-      : code === ResetCode.UPSTREAM_TIMEOUT ? "upstream_timeout"
-      : code === ResetCode.REFUSED || code === ResetCode.STREAM_LIMIT || code === ResetCode.ENDPOINT_FORBIDDEN || code === ResetCode.PATH_FORBIDDEN || code === ResetCode.BODY_REFUSED || code === ResetCode.SHUTTING_DOWN ? "refused"
-      : "upstream_error";
+    const endCause: EndCause =
+      cause === "connection"
+        ? "agent_lost"
+        : code === ResetCode.UPSTREAM_TIMEOUT
+          ? "upstream_timeout"
+          : code === ResetCode.REFUSED ||
+              code === ResetCode.STREAM_LIMIT ||
+              code === ResetCode.ENDPOINT_FORBIDDEN ||
+              code === ResetCode.PATH_FORBIDDEN ||
+              code === ResetCode.BODY_REFUSED ||
+              code === ResetCode.SHUTTING_DOWN
+            ? "refused"
+            : "upstream_error";
     this.deps.log.warn("proxy.stream_reset", { requestId: this.requestId, agentId: this.conn?.agentId, code, reason, cause });
     if (this.res.headersSent) {
       // Mid-body: cut the client's connection so it sees a truncated response, never a forged ending.
@@ -465,16 +528,19 @@ class ProxyExchange {
       this.res.destroy();
       return;
     }
-    const error = code === ResetCode.PATH_FORBIDDEN
-      ? new GatewayError("forbidden", `The agent serving this model does not forward POST ${this.route.path}.`)
-      : code === ResetCode.BODY_REFUSED
-      // The hub read the body and found it acceptable; the agent, reading it too, did not: never forwarded.
-      ? new GatewayError("invalid_request", "The request body was refused upstream: it does not read as the request it was routed as.")
-      : endCause === "upstream_timeout"
-      ? new GatewayError("upstream_timeout", "The provider did not answer in time.")
-      : endCause === "refused"
-        ? new GatewayError("no_capacity", "The selected capacity refused the request; retry shortly.", { retryAfterSeconds: this.deps.limits.noCapacityRetryAfterSeconds })
-        : new GatewayError("agent_unreachable", "The request could not be completed upstream; retry shortly.");
+    const error =
+      code === ResetCode.PATH_FORBIDDEN
+        ? new GatewayError("forbidden", `The agent serving this model does not forward POST ${this.route.path}.`)
+        : code === ResetCode.BODY_REFUSED
+          ? // The hub read the body and found it acceptable; the agent, reading it too, did not: never forwarded.
+            new GatewayError("invalid_request", "The request body was refused upstream: it does not read as the request it was routed as.")
+          : endCause === "upstream_timeout"
+            ? new GatewayError("upstream_timeout", "The provider did not answer in time.")
+            : endCause === "refused"
+              ? new GatewayError("no_capacity", "The selected capacity refused the request; retry shortly.", {
+                  retryAfterSeconds: this.deps.limits.noCapacityRetryAfterSeconds,
+                })
+              : new GatewayError("agent_unreachable", "The request could not be completed upstream; retry shortly.");
     this.#finish(endCause, error.status);
     sendError(this.res, this.route.api, error, this.requestId);
   }
@@ -486,7 +552,8 @@ export async function proxyRequest(req: IncomingMessage, res: ServerResponse, ro
     await exchange.run();
   } catch (error) {
     if (error instanceof GatewayError) {
-      const refused = error.code === "no_capacity" || error.code === "insufficient_quota" || error.code === "rate_limited" || error.code === "service_unavailable";
+      const refused =
+        error.code === "no_capacity" || error.code === "insufficient_quota" || error.code === "rate_limited" || error.code === "service_unavailable";
       exchange.fail(error, refused ? "refused" : "gateway_error");
       return;
     }

@@ -68,7 +68,11 @@ export class RecordWriter {
   readonly #replayTimer: ReturnType<typeof setInterval> | null;
   dropped = 0;
 
-  constructor(private readonly pool: pg.Pool, private readonly log: Logger, private readonly spool: Spool<RequestRecordInput> | null = null) {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly log: Logger,
+    private readonly spool: Spool<RequestRecordInput> | null = null,
+  ) {
     this.#replayTimer = spool ? setInterval(() => void this.#replay(), SPOOL_REPLAY_INTERVAL_MS) : null;
     this.#replayTimer?.unref();
   }
@@ -135,34 +139,33 @@ export class RecordWriter {
   }
 
   #insert(batch: RequestRecordInput[]): Promise<unknown> {
-    return this.pool
-      .query(INSERT_SQL, [
-        batch.map((r) => r.id),
-        batch.map((r) => r.userId),
-        batch.map((r) => r.keyId),
-        batch.map((r) => r.agentId),
-        batch.map((r) => r.gatewayId),
-        batch.map((r) => r.route),
-        batch.map((r) => r.provider),
-        batch.map((r) => r.model),
-        batch.map((r) => r.streamed),
-        batch.map((r) => r.httpStatus),
-        batch.map((r) => r.endCause),
-        batch.map((r) => String(r.bytesIn)),
-        batch.map((r) => String(r.bytesOut)),
-        batch.map((r) => r.startedAt.toISOString()),
-        batch.map((r) => r.firstByteMs),
-        batch.map((r) => r.durationMs),
-        batch.map((r) => r.inputTokens),
-        batch.map((r) => r.outputTokens),
-        batch.map((r) => r.cachedInputTokens),
-        batch.map((r) => r.usageEstimated),
-        batch.map((r) => r.priceVer),
-        batch.map((r) => r.tier),
-        batch.map((r) => r.tierBps),
-        batch.map((r) => (r.userChargeMicros === null ? null : String(r.userChargeMicros))),
-        batch.map((r) => (r.ownerEarningMicros === null ? null : String(r.ownerEarningMicros))),
-      ]);
+    return this.pool.query(INSERT_SQL, [
+      batch.map((r) => r.id),
+      batch.map((r) => r.userId),
+      batch.map((r) => r.keyId),
+      batch.map((r) => r.agentId),
+      batch.map((r) => r.gatewayId),
+      batch.map((r) => r.route),
+      batch.map((r) => r.provider),
+      batch.map((r) => r.model),
+      batch.map((r) => r.streamed),
+      batch.map((r) => r.httpStatus),
+      batch.map((r) => r.endCause),
+      batch.map((r) => String(r.bytesIn)),
+      batch.map((r) => String(r.bytesOut)),
+      batch.map((r) => r.startedAt.toISOString()),
+      batch.map((r) => r.firstByteMs),
+      batch.map((r) => r.durationMs),
+      batch.map((r) => r.inputTokens),
+      batch.map((r) => r.outputTokens),
+      batch.map((r) => r.cachedInputTokens),
+      batch.map((r) => r.usageEstimated),
+      batch.map((r) => r.priceVer),
+      batch.map((r) => r.tier),
+      batch.map((r) => r.tierBps),
+      batch.map((r) => (r.userChargeMicros === null ? null : String(r.userChargeMicros))),
+      batch.map((r) => (r.ownerEarningMicros === null ? null : String(r.ownerEarningMicros))),
+    ]);
   }
 }
 
@@ -179,6 +182,11 @@ export const RECORD_CODEC: SpoolCodec<RequestRecordInput> = {
   decode: (raw) => {
     const r = raw as Record<string, unknown>;
     if (typeof r.id !== "string" || typeof r.userId !== "string" || typeof r.startedAt !== "string") return null;
-    return { ...(r as unknown as RequestRecordInput), startedAt: new Date(r.startedAt), userChargeMicros: bigOrNull(r.userChargeMicros), ownerEarningMicros: bigOrNull(r.ownerEarningMicros) };
+    return {
+      ...(r as unknown as RequestRecordInput),
+      startedAt: new Date(r.startedAt),
+      userChargeMicros: bigOrNull(r.userChargeMicros),
+      ownerEarningMicros: bigOrNull(r.ownerEarningMicros),
+    };
   },
 };

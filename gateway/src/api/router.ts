@@ -37,7 +37,11 @@ export class Router {
   /**
    * `family(path)`: whose error shape a path answers in. `name`: the listener, for logs.
    */
-  constructor(private readonly name: string, private readonly log: Logger, private readonly family: (path: string) => ApiFamily) {
+  constructor(
+    private readonly name: string,
+    private readonly log: Logger,
+    private readonly family: (path: string) => ApiFamily,
+  ) {
     this.#fallback = ({ req, url }) => {
       throw new GatewayError("route_not_found", `Unknown request URL: ${req.method} ${url.pathname}.`);
     };
@@ -81,7 +85,9 @@ export class Router {
     if (error instanceof GatewayError) answer = error;
     else if (isUnavailable(error)) {
       this.log.warn(`${this.name}.database_unavailable`, { path, error });
-      answer = new GatewayError("service_unavailable", "The service is briefly unavailable; retry shortly.", { retryAfterSeconds: DATABASE_UNAVAILABLE_RETRY_AFTER_SECONDS });
+      answer = new GatewayError("service_unavailable", "The service is briefly unavailable; retry shortly.", {
+        retryAfterSeconds: DATABASE_UNAVAILABLE_RETRY_AFTER_SECONDS,
+      });
     } else {
       this.log.error(`${this.name}.unhandled`, { path, error });
       answer = new GatewayError("internal_error", "Internal error.");

@@ -60,7 +60,11 @@ interface TableSpec {
 
 export const ARCHIVE_TABLES = {
   journal_entries: { timeColumn: "created_at", keyColumns: ["id"], bigintColumns: ["id", "amount_micros"] },
-  request_records: { timeColumn: "started_at", keyColumns: ["id", "started_at"], bigintColumns: ["bytes_in", "bytes_out", "user_charge_micros", "owner_earning_micros"] },
+  request_records: {
+    timeColumn: "started_at",
+    keyColumns: ["id", "started_at"],
+    bigintColumns: ["bytes_in", "bytes_out", "user_charge_micros", "owner_earning_micros"],
+  },
 } as const satisfies Record<string, TableSpec>;
 export type ArchiveTable = keyof typeof ARCHIVE_TABLES;
 export const ARCHIVE_TABLE_NAMES = Object.keys(ARCHIVE_TABLES) as ArchiveTable[];
@@ -174,7 +178,8 @@ function addDays(day: string, n: number): string {
 }
 
 function checkDay(day: string): string {
-  if (!/^\d{4}-\d{2}-\d{2}$/.test(day) || utcDay(new Date(`${day}T00:00:00Z`)) !== day) throw new Error(`Cannot use day ${JSON.stringify(day)}: give a UTC date as YYYY-MM-DD`);
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(day) || utcDay(new Date(`${day}T00:00:00Z`)) !== day)
+    throw new Error(`Cannot use day ${JSON.stringify(day)}: give a UTC date as YYYY-MM-DD`);
   return day;
 }
 
@@ -262,7 +267,16 @@ export class TotalsAccumulator {
       };
     }
     const r = this.#rec;
-    return { kind: "records", rows: this.#rows, userChargeMicros: r.charge.toString(), ownerEarningMicros: r.earning.toString(), inputTokens: r.input.toString(), outputTokens: r.output.toString(), bytesIn: r.bytesIn.toString(), bytesOut: r.bytesOut.toString() };
+    return {
+      kind: "records",
+      rows: this.#rows,
+      userChargeMicros: r.charge.toString(),
+      ownerEarningMicros: r.earning.toString(),
+      inputTokens: r.input.toString(),
+      outputTokens: r.output.toString(),
+      bytesIn: r.bytesIn.toString(),
+      bytesOut: r.bytesOut.toString(),
+    };
   }
 }
 
@@ -277,9 +291,14 @@ export class Archiver {
   readonly batchRowsMax: number;
   readonly #now: () => Date;
 
-  constructor(private readonly databaseUrl: string, private readonly store: ArchiveStore, private readonly o: ArchiverOptions) {
+  constructor(
+    private readonly databaseUrl: string,
+    private readonly store: ArchiveStore,
+    private readonly o: ArchiverOptions,
+  ) {
     this.afterDays = o.afterDays ?? ARCHIVE_AFTER_DAYS_DEFAULT;
-    if (!Number.isInteger(this.afterDays) || this.afterDays < ARCHIVE_AFTER_DAYS_MIN) throw new Error(`Cannot archive: ARCHIVE_AFTER_DAYS must be a whole number of days ≥ ${ARCHIVE_AFTER_DAYS_MIN}`);
+    if (!Number.isInteger(this.afterDays) || this.afterDays < ARCHIVE_AFTER_DAYS_MIN)
+      throw new Error(`Cannot archive: ARCHIVE_AFTER_DAYS must be a whole number of days ≥ ${ARCHIVE_AFTER_DAYS_MIN}`);
     this.partRowsMax = o.partRowsMax ?? ARCHIVE_PART_ROWS_DEFAULT;
     this.batchRowsMax = Math.min(o.batchRowsMax ?? ARCHIVE_BATCH_ROWS_DEFAULT, this.partRowsMax);
     this.#now = o.now ?? (() => new Date());
@@ -326,7 +345,8 @@ export class Archiver {
       report.ran = true;
       await this.ensurePartitions(c);
       const day = opts.day === undefined ? null : checkDay(opts.day);
-      if (day !== null && day > this.lastArchivableDay) throw new Error(`Cannot archive ${day}: days up to ${this.lastArchivableDay} may be archived (ARCHIVE_AFTER_DAYS=${this.afterDays})`);
+      if (day !== null && day > this.lastArchivableDay)
+        throw new Error(`Cannot archive ${day}: days up to ${this.lastArchivableDay} may be archived (ARCHIVE_AFTER_DAYS=${this.afterDays})`);
       for (const table of opts.tables ?? ARCHIVE_TABLE_NAMES) {
         for (const slice of await this.#pendingSlices(c, table, day)) {
           const outcome = await this.#archiveSlice(c, table, slice.day, slice.seq);
@@ -387,14 +407,23 @@ export class Archiver {
         `SELECT account, kind, SUM(amount_micros)::text AS amount, COUNT(*)::int AS entries FROM journal_entries WHERE ${range} GROUP BY account, kind ORDER BY account COLLATE "C", kind COLLATE "C"`,
         [day],
       );
-      const tx = await c.query<{ n: number }>(`SELECT COUNT(*)::int AS n FROM (SELECT tx_id FROM journal_entries WHERE ${range} GROUP BY tx_id HAVING SUM(amount_micros) <> 0) x`, [day]);
+      const tx = await c.query<{ n: number }>(
+        `SELECT COUNT(*)::int AS n FROM (SELECT tx_id FROM journal_entries WHERE ${range} GROUP BY tx_id HAVING SUM(amount_micros) <> 0) x`,
+        [day],
+      );
       let sum = 0n;
       let rows = 0;
       for (const a of accounts.rows) {
         sum += BigInt(a.amount);
         rows += a.entries;
       }
-      return { kind: "journal", rows, sumMicros: sum.toString(), unbalancedTransactions: tx.rows[0]!.n, accounts: accounts.rows.map((a) => ({ account: a.account, kind: a.kind, amountMicros: a.amount, entries: a.entries })) };
+      return {
+        kind: "journal",
+        rows,
+        sumMicros: sum.toString(),
+        unbalancedTransactions: tx.rows[0]!.n,
+        accounts: accounts.rows.map((a) => ({ account: a.account, kind: a.kind, amountMicros: a.amount, entries: a.entries })),
+      };
     }
     const r = await c.query<{ rows: number; charge: string; earning: string; input: string; output: string; bytes_in: string; bytes_out: string }>(
       `SELECT COUNT(*)::int AS rows, COALESCE(SUM(user_charge_micros), 0)::text AS charge, COALESCE(SUM(owner_earning_micros), 0)::text AS earning,
@@ -404,7 +433,16 @@ export class Archiver {
       [day],
     );
     const x = r.rows[0]!;
-    return { kind: "records", rows: x.rows, userChargeMicros: x.charge, ownerEarningMicros: x.earning, inputTokens: x.input, outputTokens: x.output, bytesIn: x.bytes_in, bytesOut: x.bytes_out };
+    return {
+      kind: "records",
+      rows: x.rows,
+      userChargeMicros: x.charge,
+      ownerEarningMicros: x.earning,
+      inputTokens: x.input,
+      outputTokens: x.output,
+      bytesIn: x.bytes_in,
+      bytesOut: x.bytes_out,
+    };
   }
 
   /** The next batch of a slice's rows after `after` (keyset), as JSON lines, with the key of the last row. */
@@ -431,7 +469,12 @@ export class Archiver {
     this.o.onProgress?.(p);
   }
 
-  async #archiveSlice(c: pg.Client, table: ArchiveTable, day: string, seq: number): Promise<{ archived: true; rows: number } | { archived: false; reason: string }> {
+  async #archiveSlice(
+    c: pg.Client,
+    table: ArchiveTable,
+    day: string,
+    seq: number,
+  ): Promise<{ archived: true; rows: number } | { archived: false; reason: string }> {
     const log = this.o.log;
     const started = Date.now();
     const key = manifestKey(table, day, seq);
@@ -448,7 +491,9 @@ export class Archiver {
       return { archived: true, rows: 0 };
     }
     this.#progress({ table, day, seq, phase: "exporting", rowsDone: 0, rowsTotal: totals.rows });
-    const work = this.o.workDir ? (await mkdir(this.o.workDir, { recursive: true }), await mkdtemp(join(this.o.workDir, "slice-"))) : await mkdtemp(join(tmpdir(), "ws-archive-"));
+    const work = this.o.workDir
+      ? (await mkdir(this.o.workDir, { recursive: true }), await mkdtemp(join(this.o.workDir, "slice-")))
+      : await mkdtemp(join(tmpdir(), "ws-archive-"));
     try {
       const content = createHash("sha256");
       const parts: ManifestPart[] = [];
@@ -483,7 +528,13 @@ export class Archiver {
         await written;
         if (partRows === 0) break;
         const bytes = (await stat(path)).size;
-        const part: ManifestPart = { key: partKey(table, day, seq, partNo), rows: partRows, contentSha256: partHash.digest("hex"), objectSha256: await fileSha256(path), bytes };
+        const part: ManifestPart = {
+          key: partKey(table, day, seq, partNo),
+          rows: partRows,
+          contentSha256: partHash.digest("hex"),
+          objectSha256: await fileSha256(path),
+          bytes,
+        };
         await this.store.putFile(part.key, path, bytes);
         // Verify the upload: read the object back and check both checksums and the row count.
         const back = await this.store.get(part.key);
@@ -498,7 +549,17 @@ export class Archiver {
         if (partRows < this.partRowsMax) break;
       }
       if (rows !== totals.rows) return { archived: false, reason: `rows changed while exporting (${rows} exported, ${totals.rows} counted)` };
-      const manifest: SliceManifest = { format: ARCHIVE_FORMAT, table, day, seq, rows, contentSha256: content.digest("hex"), parts, totals, exportedAt: this.#now().toISOString() };
+      const manifest: SliceManifest = {
+        format: ARCHIVE_FORMAT,
+        table,
+        day,
+        seq,
+        rows,
+        contentSha256: content.digest("hex"),
+        parts,
+        totals,
+        exportedAt: this.#now().toISOString(),
+      };
       const manifestBytes = new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n");
       await this.store.putBytes(key, manifestBytes);
       const storedManifest = await this.store.getBytes(key);
@@ -510,7 +571,17 @@ export class Archiver {
         return { archived: false, reason: done.reason };
       }
       observeArchived(table, rows);
-      log.info("archive.archived", { table, day, seq, rows, parts: parts.length, bytes: parts.reduce((n, p) => n + p.bytes, 0), ms: Date.now() - started, lockedMs: done.lockedMs, store: this.store.location });
+      log.info("archive.archived", {
+        table,
+        day,
+        seq,
+        rows,
+        parts: parts.length,
+        bytes: parts.reduce((n, p) => n + p.bytes, 0),
+        ms: Date.now() - started,
+        lockedMs: done.lockedMs,
+        store: this.store.location,
+      });
       this.#progress({ table, day, seq, phase: "archived", rowsDone: rows, rowsTotal: totals.rows });
       return { archived: true, rows };
     } finally {
@@ -522,7 +593,14 @@ export class Archiver {
    * The one transaction that moves a slice out: lock, count again, compare, record, remove. With `stored`
    * null the slice is empty and only its (empty) partition goes.
    */
-  async #finish(c: pg.Client, table: ArchiveTable, day: string, seq: number, stored: { manifest: SliceManifest; manifestSha256: string } | null, totals: SliceTotals): Promise<{ ok: true; lockedMs: number } | { ok: false; reason: string }> {
+  async #finish(
+    c: pg.Client,
+    table: ArchiveTable,
+    day: string,
+    seq: number,
+    stored: { manifest: SliceManifest; manifestSha256: string } | null,
+    totals: SliceTotals,
+  ): Promise<{ ok: true; lockedMs: number } | { ok: false; reason: string }> {
     const partition = partitionName(table, day);
     await c.query("BEGIN");
     try {
@@ -549,24 +627,40 @@ export class Archiver {
         const m = stored.manifest;
         if (m.totals.kind === "journal") {
           for (const a of m.totals.accounts) {
-            await c.query(
-              "INSERT INTO journal_archive_totals (day, seq, account, kind, amount_micros, entries) VALUES ($1, $2, $3, $4, $5, $6)",
-              [day, seq, a.account, a.kind, a.amountMicros, a.entries],
-            );
+            await c.query("INSERT INTO journal_archive_totals (day, seq, account, kind, amount_micros, entries) VALUES ($1, $2, $3, $4, $5, $6)", [
+              day,
+              seq,
+              a.account,
+              a.kind,
+              a.amountMicros,
+              a.entries,
+            ]);
           }
         }
         await c.query(
           `UPDATE archive_manifests SET status = 'archived', rows = $4, content_sha256 = $5, object_sha256 = $6, object_bytes = $7,
              totals = $8::jsonb, archived_at = now(), restored_at = NULL
            WHERE table_name = $1 AND day = $2 AND seq = $3`,
-          [table, day, seq, m.rows, m.contentSha256, stored.manifestSha256, String(m.parts.reduce((n, p) => n + p.bytes, 0)), JSON.stringify({ ...m.totals, parts: m.parts })],
+          [
+            table,
+            day,
+            seq,
+            m.rows,
+            m.contentSha256,
+            stored.manifestSha256,
+            String(m.parts.reduce((n, p) => n + p.bytes, 0)),
+            JSON.stringify({ ...m.totals, parts: m.parts }),
+          ],
         );
       } else {
         await c.query("DELETE FROM archive_manifests WHERE table_name = $1 AND day = $2 AND seq = $3", [table, day, seq]);
       }
       const exists = await c.query("SELECT to_regclass($1) AS r", [partition]);
       if ((exists.rows[0] as { r: string | null }).r !== null) await c.query(`DROP TABLE ${partition}`);
-      await c.query(`DELETE FROM ${table}_default WHERE ${col} >= $1::date::timestamp AT TIME ZONE 'UTC' AND ${col} < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'`, [day]);
+      await c.query(
+        `DELETE FROM ${table}_default WHERE ${col} >= $1::date::timestamp AT TIME ZONE 'UTC' AND ${col} < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'`,
+        [day],
+      );
       await c.query("COMMIT");
       return { ok: true, lockedMs: Date.now() - lockedAt };
     } catch (error) {
@@ -623,7 +717,8 @@ export class Archiver {
       if (onLine) for (const l of lines) onLine(l);
       rows += seen.rows;
     }
-    if (rows !== manifest.rows || content.digest("hex") !== manifest.contentSha256) throw new Error(`archive ${s.objectKey}: parts do not add up to the manifest`);
+    if (rows !== manifest.rows || content.digest("hex") !== manifest.contentSha256)
+      throw new Error(`archive ${s.objectKey}: parts do not add up to the manifest`);
     const totals = acc.result();
     if (!sameTotals(totals, manifest.totals)) throw new Error(`archive ${s.objectKey}: its rows do not sum to its manifest totals`);
     return { rows, totals };
@@ -662,10 +757,16 @@ export class Archiver {
       try {
         await c.query("SELECT wellspring_day_partition($1, $2, $3::date)", [table, ARCHIVE_TABLES[table].timeColumn, day]);
         for (let i = 0; i < lines.length; i += this.batchRowsMax) {
-          await c.query(`INSERT INTO ${table} SELECT * FROM jsonb_populate_recordset(NULL::${table}, $1::jsonb)`, [`[${lines.slice(i, i + this.batchRowsMax).join(",")}]`]);
+          await c.query(`INSERT INTO ${table} SELECT * FROM jsonb_populate_recordset(NULL::${table}, $1::jsonb)`, [
+            `[${lines.slice(i, i + this.batchRowsMax).join(",")}]`,
+          ]);
         }
-        if (table === "journal_entries") await c.query("DELETE FROM journal_archive_totals WHERE day = $1 AND seq = ANY($2::int[])", [day, slices.map((s) => s.seq)]);
-        await c.query("UPDATE archive_manifests SET status = 'restored', restored_at = now() WHERE table_name = $1 AND day = $2 AND status = 'archived'", [table, day]);
+        if (table === "journal_entries")
+          await c.query("DELETE FROM journal_archive_totals WHERE day = $1 AND seq = ANY($2::int[])", [day, slices.map((s) => s.seq)]);
+        await c.query("UPDATE archive_manifests SET status = 'restored', restored_at = now() WHERE table_name = $1 AND day = $2 AND status = 'archived'", [
+          table,
+          day,
+        ]);
         await c.query("COMMIT");
       } catch (error) {
         await c.query("ROLLBACK").catch(() => {});
@@ -681,7 +782,20 @@ export class Archiver {
 }
 
 export async function listSlices(c: pg.Client | pg.Pool, table?: ArchiveTable): Promise<ArchivedSlice[]> {
-  const r = await c.query<{ table_name: ArchiveTable; day: string; seq: number; status: ArchivedSlice["status"]; object_key: string; rows: number; content_sha256: string; object_sha256: string; object_bytes: string; totals: Record<string, unknown>; archived_at: Date | null; restored_at: Date | null }>(
+  const r = await c.query<{
+    table_name: ArchiveTable;
+    day: string;
+    seq: number;
+    status: ArchivedSlice["status"];
+    object_key: string;
+    rows: number;
+    content_sha256: string;
+    object_sha256: string;
+    object_bytes: string;
+    totals: Record<string, unknown>;
+    archived_at: Date | null;
+    restored_at: Date | null;
+  }>(
     `SELECT table_name, to_char(day, 'YYYY-MM-DD') AS day, seq, status::text AS status, object_key, rows, content_sha256, object_sha256, object_bytes::text AS object_bytes,
             totals, archived_at, restored_at
      FROM archive_manifests ${table ? "WHERE table_name = $1" : ""} ORDER BY day, table_name, seq`,

@@ -25,7 +25,7 @@ export async function checkArchive(pool: pg.Pool, deep: Archiver | null = null, 
   const slices = await listSlices(pool);
   const archivedRows: Record<string, number> = {};
   const totals = await pool.query<{ day: string; seq: number; account: string; kind: string; amount: string; entries: number }>(
-    "SELECT to_char(day, 'YYYY-MM-DD') AS day, seq, account, kind, amount_micros::text AS amount, entries FROM journal_archive_totals ORDER BY account COLLATE \"C\", kind COLLATE \"C\"",
+    'SELECT to_char(day, \'YYYY-MM-DD\') AS day, seq, account, kind, amount_micros::text AS amount, entries FROM journal_archive_totals ORDER BY account COLLATE "C", kind COLLATE "C"',
   );
   const bySlice = new Map<string, typeof totals.rows>();
   for (const t of totals.rows) bySlice.set(`${t.day}#${t.seq}`, [...(bySlice.get(`${t.day}#${t.seq}`) ?? []), t]);
@@ -33,14 +33,22 @@ export async function checkArchive(pool: pg.Pool, deep: Archiver | null = null, 
   for (const s of slices) {
     const name = `${s.table} ${s.day} #${s.seq}`;
     if (s.status === "exporting") {
-      const started = await pool.query<{ started_at: Date }>("SELECT started_at FROM archive_manifests WHERE table_name = $1 AND day = $2 AND seq = $3", [s.table, s.day, s.seq]);
+      const started = await pool.query<{ started_at: Date }>("SELECT started_at FROM archive_manifests WHERE table_name = $1 AND day = $2 AND seq = $3", [
+        s.table,
+        s.day,
+        s.seq,
+      ]);
       const at = started.rows[0]?.started_at.getTime() ?? now();
-      if (now() - at > ARCHIVE_STALE_EXPORT_MS) problems.push(`archive of ${name} started ${new Date(at).toISOString()} and never finished (its rows are still in the table; the next run exports them again)`);
+      if (now() - at > ARCHIVE_STALE_EXPORT_MS)
+        problems.push(
+          `archive of ${name} started ${new Date(at).toISOString()} and never finished (its rows are still in the table; the next run exports them again)`,
+        );
       continue;
     }
     const kept = bySlice.get(`${s.day}#${s.seq}`) ?? [];
     if (s.status !== "archived" || s.table !== "journal_entries") {
-      if (s.status === "restored" && s.table === "journal_entries" && kept.length > 0) problems.push(`${name} was restored but its archived totals are still counted`);
+      if (s.status === "restored" && s.table === "journal_entries" && kept.length > 0)
+        problems.push(`${name} was restored but its archived totals are still counted`);
       if (s.status === "archived") {
         checked++;
         archivedRows[s.table] = (archivedRows[s.table] ?? 0) + s.rows;
@@ -65,7 +73,8 @@ export async function checkArchive(pool: pg.Pool, deep: Archiver | null = null, 
   }
   // Totals without an archived slice behind them would be money nobody can show.
   const archivedJournal = new Set(slices.filter((s) => s.table === "journal_entries" && s.status === "archived").map((s) => `${s.day}#${s.seq}`));
-  for (const key of bySlice.keys()) if (!archivedJournal.has(key)) problems.push(`journal_archive_totals holds totals for ${key.replace("#", " #")}, which is not an archived slice`);
+  for (const key of bySlice.keys())
+    if (!archivedJournal.has(key)) problems.push(`journal_archive_totals holds totals for ${key.replace("#", " #")}, which is not an archived slice`);
   if (deep) problems.push(...(await deep.verifyStored()));
   return { ok: problems.length === 0, problems, slicesChecked: checked, archivedRows };
 }

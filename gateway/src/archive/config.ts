@@ -16,13 +16,25 @@ export interface ArchiveConfig {
 export function archiveConfigFromEnv(env: GatewayEnv): ArchiveConfig {
   const store: ArchiveStore = env.ARCHIVE_S3_BUCKET
     ? new S3ArchiveStore({
-      endpoint: env.ARCHIVE_S3_ENDPOINT ?? null,
-      region: env.ARCHIVE_S3_REGION,
-      bucket: env.ARCHIVE_S3_BUCKET,
-      prefix: env.ARCHIVE_S3_PREFIX,
-      credentials: env.ARCHIVE_S3_ACCESS_KEY_ID && env.ARCHIVE_S3_SECRET_ACCESS_KEY ? { accessKeyId: env.ARCHIVE_S3_ACCESS_KEY_ID, secretAccessKey: env.ARCHIVE_S3_SECRET_ACCESS_KEY } : null,
-      forcePathStyle: env.ARCHIVE_S3_FORCE_PATH_STYLE === undefined ? Boolean(env.ARCHIVE_S3_ENDPOINT) : env.ARCHIVE_S3_FORCE_PATH_STYLE === "1" || env.ARCHIVE_S3_FORCE_PATH_STYLE === "true",
-    })
+        endpoint: env.ARCHIVE_S3_ENDPOINT ?? null,
+        region: env.ARCHIVE_S3_REGION,
+        bucket: env.ARCHIVE_S3_BUCKET,
+        prefix: env.ARCHIVE_S3_PREFIX,
+        credentials:
+          env.ARCHIVE_S3_ACCESS_KEY_ID && env.ARCHIVE_S3_SECRET_ACCESS_KEY
+            ? { accessKeyId: env.ARCHIVE_S3_ACCESS_KEY_ID, secretAccessKey: env.ARCHIVE_S3_SECRET_ACCESS_KEY }
+            : null,
+        forcePathStyle:
+          env.ARCHIVE_S3_FORCE_PATH_STYLE === undefined
+            ? Boolean(env.ARCHIVE_S3_ENDPOINT)
+            : env.ARCHIVE_S3_FORCE_PATH_STYLE === "1" || env.ARCHIVE_S3_FORCE_PATH_STYLE === "true",
+      })
     : new DirArchiveStore(resolve(env.ARCHIVE_DIR ?? join(env.DATA_DIR, "archive")));
-  return { store, afterDays: env.ARCHIVE_AFTER_DAYS, partRowsMax: env.ARCHIVE_PART_ROWS, batchRowsMax: env.ARCHIVE_BATCH_ROWS, intervalMs: env.ARCHIVE_INTERVAL_MS };
+  return {
+    store,
+    afterDays: env.ARCHIVE_AFTER_DAYS,
+    partRowsMax: env.ARCHIVE_PART_ROWS,
+    batchRowsMax: env.ARCHIVE_BATCH_ROWS,
+    intervalMs: env.ARCHIVE_INTERVAL_MS,
+  };
 }

@@ -19,8 +19,17 @@ export class ArchiveJob {
   #running: Promise<void> | null = null;
   #closed = false;
 
-  constructor(databaseUrl: string, private readonly config: ArchiveConfig, private readonly log: Logger) {
-    this.archiver = new Archiver(databaseUrl, config.store, { log, afterDays: config.afterDays, partRowsMax: config.partRowsMax, batchRowsMax: config.batchRowsMax });
+  constructor(
+    databaseUrl: string,
+    private readonly config: ArchiveConfig,
+    private readonly log: Logger,
+  ) {
+    this.archiver = new Archiver(databaseUrl, config.store, {
+      log,
+      afterDays: config.afterDays,
+      partRowsMax: config.partRowsMax,
+      batchRowsMax: config.batchRowsMax,
+    });
   }
 
   /** Makes today's and the coming days' partitions now, then schedules the job. */

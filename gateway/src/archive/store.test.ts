@@ -18,7 +18,9 @@ describe("archive store", () => {
     expect(local.store).toBeInstanceOf(DirArchiveStore);
     expect(local.store.location).toBe("directory /srv/hub/archive");
     expect(local.afterDays).toBe(30);
-    const s3 = archiveConfigFromEnv(parseEnv({ ARCHIVE_S3_BUCKET: "hub-archive", ARCHIVE_S3_ENDPOINT: "http://minio:9000", ARCHIVE_S3_PREFIX: "wellspring/" } as NodeJS.ProcessEnv));
+    const s3 = archiveConfigFromEnv(
+      parseEnv({ ARCHIVE_S3_BUCKET: "hub-archive", ARCHIVE_S3_ENDPOINT: "http://minio:9000", ARCHIVE_S3_PREFIX: "wellspring/" } as NodeJS.ProcessEnv),
+    );
     expect(s3.store).toBeInstanceOf(S3ArchiveStore);
     expect(s3.store.location).toBe("s3://hub-archive/wellspring/ at http://minio:9000");
     expect(() => parseEnv({ ARCHIVE_AFTER_DAYS: "1" } as NodeJS.ProcessEnv)).toThrow(/ARCHIVE_AFTER_DAYS/);

@@ -10,7 +10,10 @@ export class Cached<T> {
   /** Bumped by `invalidate()`, so a load that started before it cannot store a value it may not reflect. */
   #epoch = 0;
 
-  constructor(private readonly load: () => Promise<T>, private readonly ttlMs: number) {}
+  constructor(
+    private readonly load: () => Promise<T>,
+    private readonly ttlMs: number,
+  ) {}
 
   /** Forget the value (it changed); the next `get` loads it again. */
   invalidate(): void {

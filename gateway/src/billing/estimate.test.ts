@@ -24,20 +24,30 @@ function estimateInChunks(bytes: Uint8Array, cuts: number[]): number {
 }
 
 const text = fc.oneof(
-  fc.string({ unit: fc.constantFrom("a", "b", " ", "é", "\n", "\"", "\\", "漢", "😀", "\t", "x", "1", "/"), maxLength: 60 }),
+  fc.string({ unit: fc.constantFrom("a", "b", " ", "é", "\n", '"', "\\", "漢", "😀", "\t", "x", "1", "/"), maxLength: 60 }),
   // Long runs (base64-like and not), and strings that start like a data URL.
-  fc.tuple(fc.constantFrom("", "data:", "dat", "x "), fc.constantFrom("A", "b/", "é", "-", "zz"), fc.integer({ min: 100, max: 400 }), fc.constantFrom("", " tail", "\nmore"))
+  fc
+    .tuple(
+      fc.constantFrom("", "data:", "dat", "x "),
+      fc.constantFrom("A", "b/", "é", "-", "zz"),
+      fc.integer({ min: 100, max: 400 }),
+      fc.constantFrom("", " tail", "\nmore"),
+    )
     .map(([head, unit, times, tail]) => head + unit.repeat(times) + tail),
 );
 
 describe("RequestTokenEstimator", () => {
   it("counts the text of every JSON string, however the body is chunked", () => {
     fc.assert(
-      fc.property(fc.array(fc.record({ role: fc.constantFrom("user", "system"), content: text }), { maxLength: 6 }), fc.array(fc.nat(), { maxLength: 12 }), (messages, cuts) => {
-        const body = { model: "gpt-4o-mini", stream: true, max_tokens: 12, messages };
-        const bytes = new TextEncoder().encode(JSON.stringify(body));
-        expect(estimateInChunks(bytes, cuts)).toBe(expected(body));
-      }),
+      fc.property(
+        fc.array(fc.record({ role: fc.constantFrom("user", "system"), content: text }), { maxLength: 6 }),
+        fc.array(fc.nat(), { maxLength: 12 }),
+        (messages, cuts) => {
+          const body = { model: "gpt-4o-mini", stream: true, max_tokens: 12, messages };
+          const bytes = new TextEncoder().encode(JSON.stringify(body));
+          expect(estimateInChunks(bytes, cuts)).toBe(expected(body));
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -46,12 +56,17 @@ describe("RequestTokenEstimator", () => {
     const image = "iVBORw0KGgoAAAANSUhEUg".repeat(10_000);
     const body = {
       model: "gpt-4o",
-      messages: [{ role: "user", content: [
-        { type: "text", text: "What is in this picture?" },
-        { type: "image_url", image_url: { url: `data:image/png;base64,${image}` } },
-        { type: "image", source: { type: "base64", media_type: "image/png", data: image } },
-        { type: "text", text: `a hash ${"0a1b2c3d".repeat(64)}: and a run ${"p.".repeat(2_000_000)} end` },
-      ] }],
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "What is in this picture?" },
+            { type: "image_url", image_url: { url: `data:image/png;base64,${image}` } },
+            { type: "image", source: { type: "base64", media_type: "image/png", data: image } },
+            { type: "text", text: `a hash ${"0a1b2c3d".repeat(64)}: and a run ${"p.".repeat(2_000_000)} end` },
+          ],
+        },
+      ],
     };
     const bytes = new TextEncoder().encode(JSON.stringify(body));
     const started = performance.now();
@@ -78,18 +93,18 @@ describe("StreamedTokenCounter and deltaText", () => {
     const events = [
       { choices: [{ index: 0, delta: { role: "assistant", content: "Hello" } }] },
       { choices: [{ index: 0, delta: { content: " world" } }] },
-      { choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: "{\"city\":" } }] } }] },
+      { choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] } }] },
       { type: "response.output_text.delta", delta: " and more" },
       { type: "response.completed", response: { output: [{ content: [{ text: "NOT COUNTED" }] }] } },
       { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: " from Claude" } },
-      { type: "content_block_delta", index: 1, delta: { type: "input_json_delta", partial_json: "{\"q\": 1}" } },
+      { type: "content_block_delta", index: 1, delta: { type: "input_json_delta", partial_json: '{"q": 1}' } },
       { type: "message_delta", usage: { output_tokens: 3 } },
     ];
     const counter = new StreamedTokenCounter();
     for (const e of events) counter.line(new TextEncoder().encode(` ${JSON.stringify(e)}`));
     counter.line(new TextEncoder().encode(" [DONE]"));
     const joined = events.map((e) => deltaText(e)).join("");
-    expect(joined).toBe("Hello world{\"city\": and more from Claude{\"q\": 1}");
+    expect(joined).toBe('Hello world{"city": and more from Claude{"q": 1}');
     expect(counter.total()).toBe(countTokens(joined));
   });
 });
@@ -120,12 +135,31 @@ describe("charge rules", () => {
     expect(chargeBasis({ ...base, cause: "upstream_timeout", responded: false, status: 0 })).toMatchObject({ usage: usage(0, 0), rule: "failed" });
     expect(chargeBasis({ ...base, cause: "upstream_timeout" })).toMatchObject({ usage: usage(40, 17), rule: "delivered" });
     expect(chargeBasis({ ...base, cause: "agent_lost", responded: false, status: 0 })).toMatchObject({ rule: "failed" });
-    expect(chargeBasis({ ...base, cause: "client_cancelled", reportedInput: { inputTokens: 33, outputTokens: 1, cachedInputTokens: 8 } })).toEqual({ usage: { inputTokens: 33, outputTokens: 17, cachedInputTokens: 8 }, estimated: true, rule: "delivered" });
-    expect(chargeBasis({ ...base, cause: "client_cancelled", deliveredOutputTokens: () => null })).toEqual({ usage: usage(40, 0), estimated: true, rule: "input_only" });
+    expect(chargeBasis({ ...base, cause: "client_cancelled", reportedInput: { inputTokens: 33, outputTokens: 1, cachedInputTokens: 8 } })).toEqual({
+      usage: { inputTokens: 33, outputTokens: 17, cachedInputTokens: 8 },
+      estimated: true,
+      rule: "delivered",
+    });
+    expect(chargeBasis({ ...base, cause: "client_cancelled", deliveredOutputTokens: () => null })).toEqual({
+      usage: usage(40, 0),
+      estimated: true,
+      rule: "input_only",
+    });
     // Units: images counted in a completed response, speech characters once the provider has the input.
-    expect(chargeBasis({ ...base, deliveredOutputTokens: () => null, responseImages: () => 2 })).toEqual({ usage: { ...usage(0, 0), images: 2 }, estimated: false, rule: "units" });
-    expect(chargeBasis({ ...base, deliveredOutputTokens: () => null, inputCharacters: 120 })).toEqual({ usage: { ...usage(0, 0), characters: 120 }, estimated: false, rule: "units" });
-    expect(chargeBasis({ ...base, cause: "client_cancelled", responded: false, inputCharacters: 120 })).toMatchObject({ usage: { characters: 120 }, rule: "input_only" });
+    expect(chargeBasis({ ...base, deliveredOutputTokens: () => null, responseImages: () => 2 })).toEqual({
+      usage: { ...usage(0, 0), images: 2 },
+      estimated: false,
+      rule: "units",
+    });
+    expect(chargeBasis({ ...base, deliveredOutputTokens: () => null, inputCharacters: 120 })).toEqual({
+      usage: { ...usage(0, 0), characters: 120 },
+      estimated: false,
+      rule: "units",
+    });
+    expect(chargeBasis({ ...base, cause: "client_cancelled", responded: false, inputCharacters: 120 })).toMatchObject({
+      usage: { characters: 120 },
+      rule: "input_only",
+    });
     expect(chargeBasis({ ...base, status: 400, responseImages: () => 2 })).toMatchObject({ usage: usage(0, 0), rule: "failed" });
   });
 });

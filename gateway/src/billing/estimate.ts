@@ -26,10 +26,13 @@ const LONG_RUN = new RegExp(`[^ \\n\\t\\r]{${LONG_RUN_BYTES + 1},}`, "g");
 export function tokenCount(text: string): number {
   if (text.length === 0) return 0;
   let sized = 0;
-  const kept = text.length > LONG_RUN_BYTES ? text.replace(LONG_RUN, (run) => {
-    sized += Math.ceil(Buffer.byteLength(run) / LONG_RUN_BYTES_PER_TOKEN);
-    return "";
-  }) : text;
+  const kept =
+    text.length > LONG_RUN_BYTES
+      ? text.replace(LONG_RUN, (run) => {
+          sized += Math.ceil(Buffer.byteLength(run) / LONG_RUN_BYTES_PER_TOKEN);
+          return "";
+        })
+      : text;
   return (kept.length === 0 ? 0 : countTokens(kept)) + sized;
 }
 
@@ -66,7 +69,8 @@ const enum S {
 }
 
 const isSpace = (b: number) => b === 0x20 || b === 0x0a || b === 0x09 || b === 0x0d;
-const isBase64 = (b: number) => (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || b === 0x2b || b === 0x2f || b === 0x3d || b === 0x2d || b === 0x5f;
+const isBase64 = (b: number) =>
+  (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || b === 0x2b || b === 0x2f || b === 0x3d || b === 0x2d || b === 0x5f;
 const DATA_URL = [0x64, 0x61, 0x74, 0x61, 0x3a]; // "data:"
 
 /**
@@ -126,7 +130,8 @@ export class RequestTokenEstimator {
           if (this.#hex.length === 4) {
             const code = Number.parseInt(this.#hex, 16);
             // Lone surrogate halves count as one character each; exact pairing does not change an estimate.
-            for (const byte of this.#encoder.encode(Number.isNaN(code) || (code >= 0xd800 && code <= 0xdfff) ? "?" : String.fromCharCode(code))) this.#byte(byte);
+            for (const byte of this.#encoder.encode(Number.isNaN(code) || (code >= 0xd800 && code <= 0xdfff) ? "?" : String.fromCharCode(code)))
+              this.#byte(byte);
             this.#state = S.InString;
           }
           break;
@@ -137,7 +142,8 @@ export class RequestTokenEstimator {
   /** One decoded byte of the current string. */
   #byte(b: number): void {
     if (this.#dataUrl) return;
-    if (this.#stringBytes < DATA_URL.length && b !== DATA_URL[this.#stringBytes]) this.#stringBytes = DATA_URL.length + 1; // cannot be a data URL
+    if (this.#stringBytes < DATA_URL.length && b !== DATA_URL[this.#stringBytes])
+      this.#stringBytes = DATA_URL.length + 1; // cannot be a data URL
     else if (this.#stringBytes < DATA_URL.length && ++this.#stringBytes === DATA_URL.length) {
       this.#dataUrl = true;
       this.#run = [];

@@ -8,7 +8,10 @@ export class LedgerHealth {
   #downSince: number | null = null;
   #lastError = "";
 
-  constructor(private readonly log: Logger, private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   get up(): boolean {
     return this.#downSince === null;
@@ -50,8 +53,26 @@ export class LedgerUnavailableError extends Error {
  * errors, PostgreSQL's admin-shutdown and connection classes (57P0x, 08xxx), and Prisma's connection errors
  * (P1001 cannot reach, P1002/P1008 timed out, P1017 server closed the connection, P2024 no pool connection).
  */
-const UNREACHABLE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN", "57P01", "57P02", "57P03", "P1001", "P1002", "P1008", "P1017", "P2024"]);
-const UNREACHABLE_MESSAGES = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|the database system is (starting up|shutting down)|Can't reach database server|Server has closed the connection/i;
+const UNREACHABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "57P01",
+  "57P02",
+  "57P03",
+  "P1001",
+  "P1002",
+  "P1008",
+  "P1017",
+  "P2024",
+]);
+const UNREACHABLE_MESSAGES =
+  /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|the database system is (starting up|shutting down)|Can't reach database server|Server has closed the connection/i;
 
 /** True when `error` says the database is unreachable (retry later), false for an error of the statement itself. */
 export function isUnavailable(error: unknown): boolean {

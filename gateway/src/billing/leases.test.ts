@@ -38,7 +38,14 @@ afterAll(async () => {
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const options = (o: Partial<LeaseOptions> = {}): LeaseOptions => ({ sliceMicros: 100_000n, idleReleaseMs: 50, renewIntervalMs: 60_000, validForMs: 120_000, gatewayDeadAfterMs: 240_000, ...o });
+const options = (o: Partial<LeaseOptions> = {}): LeaseOptions => ({
+  sliceMicros: 100_000n,
+  idleReleaseMs: 50,
+  renewIntervalMs: 60_000,
+  validForMs: 120_000,
+  gatewayDeadAfterMs: 240_000,
+  ...o,
+});
 
 function gateway(id: string, o: Partial<LeaseOptions> = {}, l: Ledger = ledger, now?: () => number) {
   const health = new LedgerHealth(log);
@@ -53,7 +60,10 @@ async function fundedUser(micros: bigint): Promise<string> {
 }
 
 async function wallet(userId: string) {
-  const r = await pool.query<{ available_micros: string; reserved_micros: string; spent_micros: string }>("SELECT available_micros, reserved_micros, spent_micros FROM wallets WHERE user_id = $1", [userId]);
+  const r = await pool.query<{ available_micros: string; reserved_micros: string; spent_micros: string }>(
+    "SELECT available_micros, reserved_micros, spent_micros FROM wallets WHERE user_id = $1",
+    [userId],
+  );
   const w = r.rows[0]!;
   return { available: BigInt(w.available_micros), reserved: BigInt(w.reserved_micros), spent: BigInt(w.spent_micros) };
 }
@@ -75,7 +85,9 @@ describe("credit leases", () => {
     // Each gateway serves one request first (so each holds a lease however the burst below is scheduled).
     const first = await Promise.all(gateways.map(async (gw) => ({ gw, claim: await gw.leases.claim(userId, perRequest) })));
     // Then 400 claims at once, 200 per gateway: the wallet covers 142 in all.
-    const burst = await Promise.all(Array.from({ length: 400 }, async (_, i) => ({ gw: gateways[i % 2]!, claim: await gateways[i % 2]!.leases.claim(userId, perRequest) })));
+    const burst = await Promise.all(
+      Array.from({ length: 400 }, async (_, i) => ({ gw: gateways[i % 2]!, claim: await gateways[i % 2]!.leases.claim(userId, perRequest) })),
+    );
     const claims = [...first, ...burst];
     const granted = claims.filter((c): c is { gw: (typeof gateways)[number]; claim: LeaseClaim } => c.claim !== null);
     expect(BigInt(granted.length) * perRequest).toBeLessThanOrEqual(funding);
@@ -91,7 +103,10 @@ describe("credit leases", () => {
     expect(gateways.every((g) => g.leases.active === 0)).toBe(true);
     await settledWallet(pool, userId);
     expect(await wallet(userId)).toEqual({ available: funding - spent, reserved: 0n, spent });
-    const rows = await pool.query<{ n: number; s: string }>("SELECT count(*)::int AS n, SUM(charge_micros)::text AS s FROM reservations WHERE user_id = $1 AND status = 'settled'", [userId]);
+    const rows = await pool.query<{ n: number; s: string }>(
+      "SELECT count(*)::int AS n, SUM(charge_micros)::text AS s FROM reservations WHERE user_id = $1 AND status = 'settled'",
+      [userId],
+    );
     expect(rows.rows[0]).toEqual({ n: granted.length, s: spent.toString() });
     expect((await ledger.audit()).problems).toEqual([]);
     for (const g of gateways) await g.leases.close();
@@ -159,7 +174,9 @@ describe("credit leases", () => {
     const w = await wallet(userId);
     expect(w).toEqual({ available: 30_000n - spentElsewhere - late.chargeMicros, reserved: 0n, spent: spentElsewhere + late.chargeMicros });
     expect(w.available).toBeLessThan(0n);
-    const flag = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM risk_flags WHERE kind = 'balance_overdrawn' AND subject = $1", [`user:${userId}`]);
+    const flag = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM risk_flags WHERE kind = 'balance_overdrawn' AND subject = $1", [
+      `user:${userId}`,
+    ]);
     expect(flag.rows[0]!.n).toBe(1);
     // A released lease is never topped up again.
     expect(await ledger.lease(claim.leaseId, userId, deadId, 1_000n, 1_000n)).toBe(0n);
@@ -236,7 +253,15 @@ describe("credit leases", () => {
     const gatewayId = newId("gw");
     const health = new LedgerHealth(log);
     let clock = Date.now();
-    const leases = new CreditLeases(cutLedger, gatewayId, "hub_test", health, log, options({ renewIntervalMs: 60_000, validForMs: 120_000, gatewayDeadAfterMs: 240_000 }), () => clock);
+    const leases = new CreditLeases(
+      cutLedger,
+      gatewayId,
+      "hub_test",
+      health,
+      log,
+      options({ renewIntervalMs: 60_000, validForMs: 120_000, gatewayDeadAfterMs: 240_000 }),
+      () => clock,
+    );
     const spool = new Spool<SpooledSettlement>(spoolDir, gatewayId, "settlements", SETTLEMENT_CODEC, log);
     await spool.open();
     const batcher = new SettlementBatcher(cutLedger, log, health, spool);
@@ -248,13 +273,15 @@ describe("credit leases", () => {
       const during = (await leases.claim(userId, 10_000n))!;
       expect(during.leaseId).toBe(before.leaseId);
       const charges: bigint[] = [];
-      const outcomes = await Promise.all([before, during].map(async (c, i) => {
-        const s = testSettlement(c, usageCosting(BigInt(1_000 + i)));
-        charges.push(s.chargeMicros);
-        const written = batcher.settle(userId, "gpt-4o-mini", `req_spool_${i}_${userId}`, s);
-        leases.finish(c, s.chargeMicros, written);
-        return written;
-      }));
+      const outcomes = await Promise.all(
+        [before, during].map(async (c, i) => {
+          const s = testSettlement(c, usageCosting(BigInt(1_000 + i)));
+          charges.push(s.chargeMicros);
+          const written = batcher.settle(userId, "gpt-4o-mini", `req_spool_${i}_${userId}`, s);
+          leases.finish(c, s.chargeMicros, written);
+          return written;
+        }),
+      );
       expect(outcomes).toEqual([{ outcome: "spooled" }, { outcome: "spooled" }]);
       expect(health.up).toBe(false);
       expect(spool.depth).toBe(2);
@@ -272,7 +299,9 @@ describe("credit leases", () => {
       expect(spool.depth).toBe(0);
       // A second replay of the same entries (a crash after writing, before the spool shrank) charges nothing more.
       const spent = charges.reduce((a, b) => a + b, 0n);
-      const again = await cutLedger.settleMany(lines.map((l) => SETTLEMENT_CODEC.decode(JSON.parse(l))!).map((s) => ({ requestId: s.requestId, settlement: s.settlement })));
+      const again = await cutLedger.settleMany(
+        lines.map((l) => SETTLEMENT_CODEC.decode(JSON.parse(l))!).map((s) => ({ requestId: s.requestId, settlement: s.settlement })),
+      );
       expect(again.map((r) => r.outcome)).toEqual(["already_settled", "already_settled"]);
       await leases.close();
       expect(await wallet(userId)).toEqual({ available: 1_000_000n - spent, reserved: 0n, spent });

@@ -139,7 +139,13 @@ export class CreditLeases {
     // Only leases the ledger has granted have a row to renew; one whose first grant is under way does not yet.
     const leases = [...this.#byUser.values()].filter((l) => l.granted);
     try {
-      const closed = new Set(await this.ledger.heartbeat(this.gatewayId, this.hubId, leases.map((l) => ({ id: l.id, requestsClaimed: l.requestsClaimed }))));
+      const closed = new Set(
+        await this.ledger.heartbeat(
+          this.gatewayId,
+          this.hubId,
+          leases.map((l) => ({ id: l.id, requestsClaimed: l.requestsClaimed })),
+        ),
+      );
       this.#renewedAt = startedAt;
       this.health.ok();
       for (const lease of leases) {
@@ -218,17 +224,23 @@ export class CreditLeases {
       let granted = 0n;
       let failure: unknown = null;
       const l = lease;
-      l.topUp = this.ledger.lease(l.id, userId, this.gatewayId, want, need).then((g) => {
-        granted = g;
-        l.free += g;
-        if (g > 0n) l.granted = true;
-        this.health.ok();
-      }, (error: unknown) => {
-        failure = error;
-        this.health.failed(error);
-      }).finally(() => {
-        l.topUp = null;
-      });
+      l.topUp = this.ledger
+        .lease(l.id, userId, this.gatewayId, want, need)
+        .then(
+          (g) => {
+            granted = g;
+            l.free += g;
+            if (g > 0n) l.granted = true;
+            this.health.ok();
+          },
+          (error: unknown) => {
+            failure = error;
+            this.health.failed(error);
+          },
+        )
+        .finally(() => {
+          l.topUp = null;
+        });
       await l.topUp;
       if (failure !== null || granted === 0n) {
         if (l.open === 0 && l.free === 0n && this.#byUser.get(userId) === l) this.#byUser.delete(userId);
@@ -260,7 +272,12 @@ export class CreditLeases {
     written.then(done, (error: unknown) => {
       // Neither the database nor the spool took it: the lease is released with the claim counted, so the
       // audit reports the missing settlement instead of the money staying held.
-      this.log.error("billing.lease_settlement_unwritten", { leaseId: claim.leaseId, userId: claim.userId, amountMicros: claim.amountMicros.toString(), error });
+      this.log.error("billing.lease_settlement_unwritten", {
+        leaseId: claim.leaseId,
+        userId: claim.userId,
+        amountMicros: claim.amountMicros.toString(),
+        error,
+      });
       done();
     });
   }
@@ -277,14 +294,17 @@ export class CreditLeases {
 
   #release(lease: UserLease): Promise<void> {
     this.#byUser.delete(lease.userId);
-    const done: Promise<void> = this.ledger.releaseLease(lease.id, lease.requestsClaimed).then(
-      () => this.health.ok(),
-      (error: unknown) => {
-        this.health.failed(error);
-        this.#unreleased.set(lease.id, lease.requestsClaimed);
-        this.log.warn("billing.lease_release_failed", { leaseId: lease.id, error, note: "retried with the next heartbeat" });
-      },
-    ).finally(() => this.#releasing.delete(done));
+    const done: Promise<void> = this.ledger
+      .releaseLease(lease.id, lease.requestsClaimed)
+      .then(
+        () => this.health.ok(),
+        (error: unknown) => {
+          this.health.failed(error);
+          this.#unreleased.set(lease.id, lease.requestsClaimed);
+          this.log.warn("billing.lease_release_failed", { leaseId: lease.id, error, note: "retried with the next heartbeat" });
+        },
+      )
+      .finally(() => this.#releasing.delete(done));
     this.#releasing.add(done);
     return done;
   }
@@ -304,7 +324,11 @@ export class CreditLeases {
     await this.#beating;
     await Promise.all([...this.#byUser.values()].filter((l) => l.open === 0 && l.granted).map((l) => this.#release(l)));
     await Promise.all([...this.#releasing]);
-    for (const [id, claimed] of [...this.#unreleased]) await this.ledger.releaseLease(id, claimed).then(() => this.#unreleased.delete(id), () => {});
+    for (const [id, claimed] of [...this.#unreleased])
+      await this.ledger.releaseLease(id, claimed).then(
+        () => this.#unreleased.delete(id),
+        () => {},
+      );
     await this.ledger.gatewayStopped(this.gatewayId).catch((error: unknown) => this.log.warn("billing.gateway_stop_unrecorded", { error }));
   }
 }

@@ -55,41 +55,55 @@ const request = fc.record({
 
 describe("ledger", () => {
   it("random interleavings of 1,000 requests on two gateways keep every invariant", async () => {
-    const runs = fc.sample(fc.tuple(fc.array(fc.bigInt({ min: 0n, max: 200_000n }), { minLength: 20, maxLength: 20 }), fc.array(request, { minLength: 1000, maxLength: 1000 }), fc.array(fc.nat(), { minLength: 1000, maxLength: 1000 })), { numRuns: 2, seed: 1201 });
+    const runs = fc.sample(
+      fc.tuple(
+        fc.array(fc.bigInt({ min: 0n, max: 200_000n }), { minLength: 20, maxLength: 20 }),
+        fc.array(request, { minLength: 1000, maxLength: 1000 }),
+        fc.array(fc.nat(), { minLength: 1000, maxLength: 1000 }),
+      ),
+      { numRuns: 2, seed: 1201 },
+    );
     for (const [funding, requests, order] of runs) {
       const users = funding.map(() => newId("usr"));
-      await Promise.all(users.map(async (u, i) => {
-        if (funding[i]! > 0n) {
-          const txId = `grant:${u}`;
-          expect(await ledger.credit(u, funding[i]!, "grant", txId)).toBe("credited");
-          expect(await ledger.credit(u, funding[i]!, "grant", txId)).toBe("duplicate"); // retried grant
-        }
-      }));
+      await Promise.all(
+        users.map(async (u, i) => {
+          if (funding[i]! > 0n) {
+            const txId = `grant:${u}`;
+            expect(await ledger.credit(u, funding[i]!, "grant", txId)).toBe("credited");
+            expect(await ledger.credit(u, funding[i]!, "grant", txId)).toBe("duplicate"); // retried grant
+          }
+        }),
+      );
       const owner = newId("usr");
       const gateways = [gateway(newId("gw")), gateway(newId("gw"))];
       const outcomes = requests.map(() => ({ claimed: false, charged: 0n, earned: 0n }));
       // Run in a shuffled order, 50 at a time concurrently; some settlements race a retry of themselves.
       const sequence = requests.map((_, i) => i).sort((a, b) => order[a]! - order[b]! || a - b);
       for (let b = 0; b < sequence.length; b += 50) {
-        await Promise.all(sequence.slice(b, b + 50).map(async (i) => {
-          const r = requests[i]!;
-          if (r.fate === "abort_before_claim") return;
-          const gw = gateways[r.gateway]!;
-          const claim = await gw.leases.claim(users[r.user]!, r.reserve);
-          if (!claim) return;
-          outcomes[i]!.claimed = true;
-          const usage = usageCosting(r.fate === "settle" ? r.cost : 0n);
-          const settlement = testSettlement(claim, usage, { ownerId: owner, tierBps: r.tierBps, planBps: r.planBps });
-          const id = `req_${i}_${users[0]}`;
-          const written = Promise.all([gw.batcher.settle(claim.userId, "gpt-4o-mini", id, settlement), ...(r.retrySettle ? [gw.batcher.settle(claim.userId, "gpt-4o-mini", id, settlement)] : [])]);
-          gw.leases.finish(claim, settlement.chargeMicros, written);
-          const settles = await written;
-          const done = settles.filter((s) => s.outcome === "settled");
-          expect(done).toHaveLength(1); // exactly one of the racing settles wins
-          expect(done[0]).toMatchObject({ chargedMicros: settlement.chargeMicros }); // in full, even beyond the claim
-          outcomes[i]!.charged = settlement.chargeMicros;
-          outcomes[i]!.earned = settlement.ownerEarningMicros;
-        }));
+        await Promise.all(
+          sequence.slice(b, b + 50).map(async (i) => {
+            const r = requests[i]!;
+            if (r.fate === "abort_before_claim") return;
+            const gw = gateways[r.gateway]!;
+            const claim = await gw.leases.claim(users[r.user]!, r.reserve);
+            if (!claim) return;
+            outcomes[i]!.claimed = true;
+            const usage = usageCosting(r.fate === "settle" ? r.cost : 0n);
+            const settlement = testSettlement(claim, usage, { ownerId: owner, tierBps: r.tierBps, planBps: r.planBps });
+            const id = `req_${i}_${users[0]}`;
+            const written = Promise.all([
+              gw.batcher.settle(claim.userId, "gpt-4o-mini", id, settlement),
+              ...(r.retrySettle ? [gw.batcher.settle(claim.userId, "gpt-4o-mini", id, settlement)] : []),
+            ]);
+            gw.leases.finish(claim, settlement.chargeMicros, written);
+            const settles = await written;
+            const done = settles.filter((s) => s.outcome === "settled");
+            expect(done).toHaveLength(1); // exactly one of the racing settles wins
+            expect(done[0]).toMatchObject({ chargedMicros: settlement.chargeMicros }); // in full, even beyond the claim
+            outcomes[i]!.charged = settlement.chargeMicros;
+            outcomes[i]!.earned = settlement.ownerEarningMicros;
+          }),
+        );
       }
       for (const g of gateways) await g.leases.close();
       const report = await ledger.audit();
@@ -98,7 +112,10 @@ describe("ledger", () => {
       expect(report.chargesChecked).toBeGreaterThanOrEqual(outcomes.filter((o) => o.claimed).length); // every charge recomputed
       // Nothing in flight: nothing is held, and each wallet is its funding minus its charges (below zero only
       // by what requests used beyond their holds).
-      const wallets = await pool.query<{ user_id: string; available_micros: string; reserved_micros: string }>("SELECT user_id, available_micros, reserved_micros FROM wallets WHERE user_id = ANY($1)", [users]);
+      const wallets = await pool.query<{ user_id: string; available_micros: string; reserved_micros: string }>(
+        "SELECT user_id, available_micros, reserved_micros FROM wallets WHERE user_id = ANY($1)",
+        [users],
+      );
       for (const w of wallets.rows) {
         const idx = users.indexOf(w.user_id);
         const spent = requests.reduce((sum, r, i) => (r.user === idx ? sum + outcomes[i]!.charged : sum), 0n);
@@ -106,12 +123,16 @@ describe("ledger", () => {
         expect(BigInt(w.available_micros)).toBe(funding[idx]! - spent);
       }
       const earned = outcomes.reduce((s, o) => s + o.earned, 0n);
-      const ownerBalance = await pool.query<{ s: string }>("SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries WHERE account = $1", [`owner:${owner}`]);
+      const ownerBalance = await pool.query<{ s: string }>("SELECT COALESCE(SUM(amount_micros), 0)::text AS s FROM journal_entries WHERE account = $1", [
+        `owner:${owner}`,
+      ]);
       expect(BigInt(ownerBalance.rows[0]!.s)).toBe(earned);
       expect(outcomes.some((o) => !o.claimed)).toBe(true); // the generated load does hit empty wallets
       const beyond = requests.some((r, i) => outcomes[i]!.claimed && r.fate === "settle" && outcomes[i]!.charged > r.reserve);
       expect(beyond).toBe(true); // and uses more than it held
-      const flags = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM risk_flags WHERE kind = 'usage_over_reservation' AND subject = ANY($1)", [users.map((u) => `user:${u}`)]);
+      const flags = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM risk_flags WHERE kind = 'usage_over_reservation' AND subject = ANY($1)", [
+        users.map((u) => `user:${u}`),
+      ]);
       expect(flags.rows[0]!.n).toBeGreaterThan(0);
     }
   }, 180_000);
@@ -129,9 +150,15 @@ describe("ledger", () => {
     gw.leases.finish(claim, settlement.chargeMicros, written);
     expect(await written).toEqual({ outcome: "settled", chargedMicros: settlement.chargeMicros, releasedMicros: 0n });
     await gw.leases.close();
-    const w = await pool.query<{ available_micros: string; reserved_micros: string }>("SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1", [user]);
+    const w = await pool.query<{ available_micros: string; reserved_micros: string }>(
+      "SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1",
+      [user],
+    );
     expect(w.rows[0]).toEqual({ available_micros: String(10_000n - settlement.chargeMicros), reserved_micros: "0" });
-    const row = await pool.query<{ earning_micros: string; overdraft_micros: string }>("SELECT earning_micros, overdraft_micros FROM reservations WHERE request_id = $1", [`req_over_${user}`]);
+    const row = await pool.query<{ earning_micros: string; overdraft_micros: string }>(
+      "SELECT earning_micros, overdraft_micros FROM reservations WHERE request_id = $1",
+      [`req_over_${user}`],
+    );
     // The lease held half the balance (5,000): the claim's 1,000 came from it, the rest from the other 5,000
     // available, and what that did not cover is the overdraft.
     expect(row.rows[0]).toEqual({ earning_micros: String(settlement.ownerEarningMicros), overdraft_micros: String(settlement.chargeMicros - 1_000n - 5_000n) });
@@ -203,14 +230,26 @@ describe("pricing", () => {
     expect(ownerEarningMicros(official, TIER_BPS.S)).toBe(391n); // 391.5 rounded down
     expect(ownerEarningMicros(official, TIER_BPS.A)).toBe(304n); // 304.5 rounded down
     expect(userChargeMicros(official, 12_000n)).toBe(522n); // premium plan ×1.2
-    fc.assert(fc.property(fc.nat({ max: 10_000_000 }), fc.nat({ max: 1_000_000 }), fc.bigInt({ min: 0n, max: 100_000_000n }), fc.bigInt({ min: 1n, max: 20_000n }), (inTok, outTok, p, plan) => {
-      const cost = officialCostMicros({ inputTokens: inTok, outputTokens: outTok, cachedInputTokens: 0 }, { inputMicrosPerMTok: p, outputMicrosPerMTok: p, cachedInputMicrosPerMTok: p });
-      expect(cost * 1_000_000n >= BigInt(inTok + outTok) * p).toBe(true);
-      expect((cost - 1n) * 1_000_000n < BigInt(inTok + outTok) * p || cost === 0n).toBe(true);
-      const earning = ownerEarningMicros(cost, TIER_BPS.S);
-      expect(earning <= cost).toBe(true);
-      expect(userChargeMicros(cost, plan) * 10_000n >= cost * plan).toBe(true);
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(
+        fc.nat({ max: 10_000_000 }),
+        fc.nat({ max: 1_000_000 }),
+        fc.bigInt({ min: 0n, max: 100_000_000n }),
+        fc.bigInt({ min: 1n, max: 20_000n }),
+        (inTok, outTok, p, plan) => {
+          const cost = officialCostMicros(
+            { inputTokens: inTok, outputTokens: outTok, cachedInputTokens: 0 },
+            { inputMicrosPerMTok: p, outputMicrosPerMTok: p, cachedInputMicrosPerMTok: p },
+          );
+          expect(cost * 1_000_000n >= BigInt(inTok + outTok) * p).toBe(true);
+          expect((cost - 1n) * 1_000_000n < BigInt(inTok + outTok) * p || cost === 0n).toBe(true);
+          const earning = ownerEarningMicros(cost, TIER_BPS.S);
+          expect(earning <= cost).toBe(true);
+          expect(userChargeMicros(cost, plan) * 10_000n >= cost * plan).toBe(true);
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 
   it("batched settlements from several gateways at once: each request charged once, no deadlock lost, books balanced", async () => {
@@ -218,17 +257,25 @@ describe("pricing", () => {
     for (const u of users) await ledger.credit(u, 10_000_000n, "grant", `grant:batch:${u}`);
     const owner = newId("usr");
     const holder = gateway(newId("gw"));
-    const ids = await Promise.all(Array.from({ length: 600 }, async (_, i) => {
-      const user = users[i % users.length]!;
-      const claim = (await holder.leases.claim(user, 1_000n))!;
-      return { id: `req_batch_${i}_${users[0]}`, user, model: ["m1", "m2", "m3"][i % 3]!, settlement: testSettlement(claim, usageCosting(BigInt(100 + (i % 7) * 50)), { ownerId: owner }) };
-    }));
+    const ids = await Promise.all(
+      Array.from({ length: 600 }, async (_, i) => {
+        const user = users[i % users.length]!;
+        const claim = (await holder.leases.claim(user, 1_000n))!;
+        return {
+          id: `req_batch_${i}_${users[0]}`,
+          user,
+          model: ["m1", "m2", "m3"][i % 3]!,
+          settlement: testSettlement(claim, usageCosting(BigInt(100 + (i % 7) * 50)), { ownerId: owner }),
+        };
+      }),
+    );
     // Three "gateways", each with its own batcher and pool, settle overlapping subsets concurrently (so every
     // request is settled two or three times); batches interleave users and models in every order.
     const pools = [0, 1, 2].map(() => new pg.Pool({ connectionString: database.url, max: 4 }));
     const batchers = pools.map((p) => new SettlementBatcher(new Ledger(p), log, new LedgerHealth(log)));
-    const settled = await Promise.all(ids.flatMap((r, i) =>
-      batchers.filter((_, g) => g !== i % 3 || i % 2 === 0).map((b) => b.settle(r.user, r.model, r.id, r.settlement))));
+    const settled = await Promise.all(
+      ids.flatMap((r, i) => batchers.filter((_, g) => g !== i % 3 || i % 2 === 0).map((b) => b.settle(r.user, r.model, r.id, r.settlement))),
+    );
     await Promise.all(batchers.map((b) => b.drain()));
     await Promise.all(pools.map((p) => p.end()));
     const charged = settled.filter((x) => x.outcome === "settled");

@@ -11,9 +11,7 @@
 import type pg from "pg";
 import type { Usage } from "./usage.ts";
 
-export type SettleResult =
-  | { outcome: "settled"; chargedMicros: bigint; releasedMicros: bigint }
-  | { outcome: "already_settled" | "unknown_request" };
+export type SettleResult = { outcome: "settled"; chargedMicros: bigint; releasedMicros: bigint } | { outcome: "already_settled" | "unknown_request" };
 
 export interface Settlement {
   /** What the request cost the user, in full (it may exceed what was reserved). */
@@ -82,10 +80,14 @@ export async function postCredit(c: pg.PoolClient, userId: string, amountMicros:
      ON CONFLICT (user_id) DO UPDATE SET available_micros = wallets.available_micros + EXCLUDED.available_micros, updated_at = now()`,
     [userId, amountMicros.toString()],
   );
-  await c.query(
-    `INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, $5), ($1, $4, $6, $5)`,
-    [txId, ACCOUNT_FUNDING, (-amountMicros).toString(), userAccount(userId), kind, amountMicros.toString()],
-  );
+  await c.query(`INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, $5), ($1, $4, $6, $5)`, [
+    txId,
+    ACCOUNT_FUNDING,
+    (-amountMicros).toString(),
+    userAccount(userId),
+    kind,
+    amountMicros.toString(),
+  ]);
   return "credited";
 }
 
@@ -197,7 +199,13 @@ export class Ledger {
    */
   async lease(leaseId: string, userId: string, gatewayId: string, wantMicros: bigint, minMicros: bigint): Promise<bigint> {
     if (minMicros <= 0n || wantMicros < minMicros) throw new RangeError("a lease needs 0 < min ≤ want");
-    const r = await this.pool.query<{ granted: string }>("SELECT wellspring_lease($1, $2, $3, $4, $5)::text AS granted", [leaseId, userId, gatewayId, wantMicros.toString(), minMicros.toString()]);
+    const r = await this.pool.query<{ granted: string }>("SELECT wellspring_lease($1, $2, $3, $4, $5)::text AS granted", [
+      leaseId,
+      userId,
+      gatewayId,
+      wantMicros.toString(),
+      minMicros.toString(),
+    ]);
     return BigInt(r.rows[0]!.granted);
   }
 
@@ -276,7 +284,9 @@ export class Ledger {
   async audit(): Promise<AuditReport> {
     const problems: string[] = [];
     const q = async <T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) => (await this.pool.query<T>(sql, params)).rows;
-    const sum = await q<{ s: string | null }>("SELECT (COALESCE((SELECT SUM(amount_micros) FROM journal_entries), 0) + COALESCE((SELECT SUM(amount_micros) FROM journal_archive_totals), 0))::text AS s");
+    const sum = await q<{ s: string | null }>(
+      "SELECT (COALESCE((SELECT SUM(amount_micros) FROM journal_entries), 0) + COALESCE((SELECT SUM(amount_micros) FROM journal_archive_totals), 0))::text AS s",
+    );
     const journalSumMicros = BigInt(sum[0]!.s ?? "0");
     if (journalSumMicros !== 0n) problems.push(`journal sums to ${journalSumMicros}, not 0`);
     for (const r of await q<{ tx_id: string }>("SELECT tx_id FROM journal_entries GROUP BY tx_id HAVING SUM(amount_micros) <> 0 LIMIT 5")) {
@@ -294,19 +304,26 @@ export class Ledger {
       const reserved = BigInt(w.reserved);
       if (reserved < 0n) problems.push(`wallet ${w.user_id}: reserved is negative`);
       // Only usage beyond reservations (charged in full, flagged) may take a balance below zero.
-      if (available < 0n && -available > BigInt(w.overdraft)) problems.push(`wallet ${w.user_id} is ${-available} below zero, more than its requests' overdraft ${w.overdraft}`);
+      if (available < 0n && -available > BigInt(w.overdraft))
+        problems.push(`wallet ${w.user_id} is ${-available} below zero, more than its requests' overdraft ${w.overdraft}`);
       if (available + reserved !== BigInt(w.journal)) problems.push(`wallet ${w.user_id}: available + reserved ${available + reserved} ≠ journal ${w.journal}`);
       if (reserved !== BigInt(w.held)) problems.push(`wallet ${w.user_id}: reserved ${reserved} ≠ held reservations and leases ${w.held}`);
     }
-    for (const r of await q<{ request_id: string }>("SELECT request_id FROM journal_entries WHERE kind = 'usage' GROUP BY request_id HAVING COUNT(*) > 1 LIMIT 5")) {
+    for (const r of await q<{ request_id: string }>(
+      "SELECT request_id FROM journal_entries WHERE kind = 'usage' GROUP BY request_id HAVING COUNT(*) > 1 LIMIT 5",
+    )) {
       problems.push(`request ${r.request_id} charged more than once`);
     }
-    for (const r of await q<{ account: string }>("SELECT account FROM (SELECT DISTINCT account FROM journal_entries WHERE account LIKE 'owner:%' UNION SELECT DISTINCT account FROM journal_archive_totals WHERE account LIKE 'owner:%') o WHERE wellspring_account_total(account) < 0 LIMIT 5")) {
+    for (const r of await q<{ account: string }>(
+      "SELECT account FROM (SELECT DISTINCT account FROM journal_entries WHERE account LIKE 'owner:%' UNION SELECT DISTINCT account FROM journal_archive_totals WHERE account LIKE 'owner:%') o WHERE wellspring_account_total(account) < 0 LIMIT 5",
+    )) {
       problems.push(`${r.account} is negative`);
     }
-    const pending = (await q<{ journal: string; payouts: string }>(`
+    const pending = (
+      await q<{ journal: string; payouts: string }>(`
       SELECT wellspring_account_total('platform:payouts_pending')::text AS journal,
-             COALESCE((SELECT SUM(amount_micros) FROM payouts WHERE status = 'requested'), 0)::text AS payouts`))[0]!;
+             COALESCE((SELECT SUM(amount_micros) FROM payouts WHERE status = 'requested'), 0)::text AS payouts`)
+    )[0]!;
     if (pending.journal !== pending.payouts) problems.push(`payouts pending in the journal ${pending.journal} ≠ requested payouts ${pending.payouts}`);
     for (const r of await q<{ user_id: string }>(`
       SELECT w.user_id FROM wallets w
@@ -331,12 +348,22 @@ export class Ledger {
       FROM credit_leases l
       WHERE l.released AND l.requests_claimed > (SELECT COUNT(*) FROM reservations r WHERE r.lease_id = l.id)
       LIMIT 5`)) {
-      problems.push(`lease ${r.id}: ${r.claimed} requests were claimed against it, ${r.settled} settled — ${r.claimed - Number(r.settled)} settlements were never written`);
+      problems.push(
+        `lease ${r.id}: ${r.claimed} requests were claimed against it, ${r.settled} settled — ${r.claimed - Number(r.settled)} settlements were never written`,
+      );
     }
     // Every charge is the full cost of the usage it records, at the price version it was priced with: the
     // official cost recomputed from the recorded units, the owner's share of it, and (multiplier plans) the
     // user's price of it. A charge capped below its usage, or an owner paid less than the tier, fails here.
-    const recomputed = await q<{ request_id: string; official: string; expected_official: string | null; earning: string; expected_earning: string; charge: string; expected_charge: string | null }>(`
+    const recomputed = await q<{
+      request_id: string;
+      official: string;
+      expected_official: string | null;
+      earning: string;
+      expected_earning: string;
+      charge: string;
+      expected_charge: string | null;
+    }>(`
       WITH c AS (
         SELECT r.request_id, r.official_micros, r.earning_micros, r.charge_micros, r.owner_id, r.tier_bps, r.plan_bps,
           (SELECT CASE WHEN p.ver IS NULL THEN NULL ELSE
@@ -359,15 +386,19 @@ export class Ledger {
       FROM c`);
     let mismatched = 0;
     for (const r of recomputed) {
-      const wrong = r.expected_official === null ? "no official price for its model and version"
-        : r.official !== r.expected_official ? `official cost ${r.official} ≠ ${r.expected_official} for its usage`
-        : r.earning !== r.expected_earning ? `owner earned ${r.earning} ≠ ${r.expected_earning} (official × tier)`
-        : r.expected_charge !== null && r.charge !== r.expected_charge ? `charged ${r.charge} ≠ ${r.expected_charge} for its usage`
-        : null;
+      const wrong =
+        r.expected_official === null
+          ? "no official price for its model and version"
+          : r.official !== r.expected_official
+            ? `official cost ${r.official} ≠ ${r.expected_official} for its usage`
+            : r.earning !== r.expected_earning
+              ? `owner earned ${r.earning} ≠ ${r.expected_earning} (official × tier)`
+              : r.expected_charge !== null && r.charge !== r.expected_charge
+                ? `charged ${r.charge} ≠ ${r.expected_charge} for its usage`
+                : null;
       if (wrong && ++mismatched <= 5) problems.push(`request ${r.request_id}: ${wrong}`);
     }
     if (mismatched > 5) problems.push(`… and ${mismatched - 5} more requests whose charge does not match their usage`);
     return { ok: problems.length === 0, problems, journalSumMicros, walletsChecked: wallets.length, chargesChecked: recomputed.length };
   }
 }
-

@@ -14,7 +14,16 @@ import { chargeBasis } from "./charge_rules.ts";
 import { RequestTokenEstimator } from "./estimate.ts";
 import type { CreditLeases, LeaseClaim } from "./leases.ts";
 import type { ReserveMeta } from "./ledger.ts";
-import { officialCostMicros, ownerEarningMicros, planChargeMicros, type PlanView, type PriceBook, type PricedModel, type Tariffs, type Tier } from "./prices.ts";
+import {
+  officialCostMicros,
+  ownerEarningMicros,
+  planChargeMicros,
+  type PlanView,
+  type PriceBook,
+  type PricedModel,
+  type Tariffs,
+  type Tier,
+} from "./prices.ts";
 import type { SettlementBatcher } from "./settlement_batcher.ts";
 import type { EndCause, Usage } from "./usage.ts";
 import { createUsageTap, type UsageTap } from "./usage_tap.ts";
@@ -108,7 +117,10 @@ interface Priced extends PricedModel {
 }
 
 export class Meter {
-  constructor(private readonly billing: MeterOptions | null, private readonly log: Logger) {}
+  constructor(
+    private readonly billing: MeterOptions | null,
+    private readonly log: Logger,
+  ) {}
 
   get billingOn(): boolean {
     return this.billing !== null;
@@ -240,12 +252,27 @@ export class Hold {
     const lease = { leaseId: priced.claim.leaseId, userId: priced.claim.userId, reservedMicros: priced.reservedMicros, meta: priced.meta };
     const billing = this.billing!;
     const written = billing.settlements.settle(req.userId, req.model, req.requestId, {
-      chargeMicros, ownerId, ownerEarningMicros: earningMicros, officialMicros: official, planBps,
-      usage: basis.usage, estimated: basis.estimated, endCause: outcome.cause, lease,
+      chargeMicros,
+      ownerId,
+      ownerEarningMicros: earningMicros,
+      officialMicros: official,
+      planBps,
+      usage: basis.usage,
+      estimated: basis.estimated,
+      endCause: outcome.cause,
+      lease,
     });
     written.catch((error: unknown) => this.log.error("billing.settle_failed", { requestId: req.requestId, error }));
     billing.leases.finish(priced.claim, chargeMicros, written);
-    this.#settled = { usage: basis.usage, estimated: basis.estimated, chargeMicros, earningMicros, priceVer: priced.ver, tier: priced.tier, tierBps: Number(priced.tierBps) };
+    this.#settled = {
+      usage: basis.usage,
+      estimated: basis.estimated,
+      chargeMicros,
+      earningMicros,
+      priceVer: priced.ver,
+      tier: priced.tier,
+      tierBps: Number(priced.tierBps),
+    };
     return this.#settled;
   }
 }

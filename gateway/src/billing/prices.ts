@@ -36,9 +36,16 @@ export function officialCostMicros(usage: Usage, price: ModelPriceMicros): bigin
   const cached = BigInt(Math.min(usage.cachedInputTokens, usage.inputTokens));
   const uncached = BigInt(usage.inputTokens) - cached;
   // Tokens and characters are priced per million: summed before the one rounding.
-  const scaled = uncached * price.inputMicrosPerMTok + cached * price.cachedInputMicrosPerMTok + BigInt(usage.outputTokens) * price.outputMicrosPerMTok
-    + BigInt(usage.characters ?? 0) * (price.characterMicrosPerM ?? 0n);
-  return ceilDiv(scaled, TOKENS_PER_PRICE_UNIT) + BigInt(usage.audioSeconds ?? 0) * (price.audioSecondMicros ?? 0n) + BigInt(usage.images ?? 0) * (price.imageMicros ?? 0n);
+  const scaled =
+    uncached * price.inputMicrosPerMTok +
+    cached * price.cachedInputMicrosPerMTok +
+    BigInt(usage.outputTokens) * price.outputMicrosPerMTok +
+    BigInt(usage.characters ?? 0) * (price.characterMicrosPerM ?? 0n);
+  return (
+    ceilDiv(scaled, TOKENS_PER_PRICE_UNIT) +
+    BigInt(usage.audioSeconds ?? 0) * (price.audioSecondMicros ?? 0n) +
+    BigInt(usage.images ?? 0) * (price.imageMicros ?? 0n)
+  );
 }
 
 /** What a user on a plan pays for an official cost (plan multiplier in basis points), rounded up. */
@@ -158,7 +165,12 @@ export function planPrice(plan: PlanView, api: ApiFamily, model: string, officia
   };
   const own = plan.overrides.get(`${api}:${model}`);
   return own
-    ? { ...scaled, inputMicrosPerMTok: own.inputMicrosPerMTok, outputMicrosPerMTok: own.outputMicrosPerMTok, cachedInputMicrosPerMTok: own.cachedInputMicrosPerMTok }
+    ? {
+        ...scaled,
+        inputMicrosPerMTok: own.inputMicrosPerMTok,
+        outputMicrosPerMTok: own.outputMicrosPerMTok,
+        cachedInputMicrosPerMTok: own.cachedInputMicrosPerMTok,
+      }
     : scaled;
 }
 

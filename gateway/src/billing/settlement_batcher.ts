@@ -153,7 +153,12 @@ export class SettlementBatcher {
         const written = new Set<SpooledSettlement>();
         sorted.forEach((s, i) => {
           const r = results[i]!;
-          if (r.outcome === "unknown_request") this.log.error("billing.spooled_settlement_unknown_lease", { requestId: s.requestId, leaseId: s.settlement.lease.leaseId, note: "kept in the spool" });
+          if (r.outcome === "unknown_request")
+            this.log.error("billing.spooled_settlement_unknown_lease", {
+              requestId: s.requestId,
+              leaseId: s.settlement.lease.leaseId,
+              note: "kept in the spool",
+            });
           else written.add(s);
         });
         if (written.size === 0) return; // nothing can move: stop until the next tick

@@ -27,7 +27,25 @@ import { userInfo } from "node:os";
 import pg from "pg";
 import { read } from "read";
 import { createDb, currentHubEndpoint, PASSWORD_CHARS_MIN, type Db } from "@wellspring/db";
-import { AdministratorInputError, changeAgent, createAdministrator, createEnrollmentToken, enrollSteps, ensureUser, formatUsd, issueKey, Ledger, payoutAmountProblem, publishRelease, readKeySet, readReleaseDir, revokeAgent, setReleasePolicy, Treasury, unknownModelNames } from "../ops/mod.ts";
+import {
+  AdministratorInputError,
+  changeAgent,
+  createAdministrator,
+  createEnrollmentToken,
+  enrollSteps,
+  ensureUser,
+  formatUsd,
+  issueKey,
+  Ledger,
+  payoutAmountProblem,
+  publishRelease,
+  readKeySet,
+  readReleaseDir,
+  revokeAgent,
+  setReleasePolicy,
+  Treasury,
+  unknownModelNames,
+} from "../ops/mod.ts";
 import { parseEnv } from "../env.ts";
 import { openOperatorDatabase } from "./database.ts";
 import { checkArchive } from "../archive/check.ts";
@@ -111,7 +129,10 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
     case "enroll-token": {
       const user = await userByEmail(db, flag(args, "email"));
       const hub = await currentHubEndpoint(db);
-      if (!hub) throw new Error("Cannot print the enrollment command: no hub has published its agent address in this database yet. Start the hub (npm start) once, then run this again.");
+      if (!hub)
+        throw new Error(
+          "Cannot print the enrollment command: no hub has published its agent address in this database yet. Start the hub (npm start) once, then run this again.",
+        );
       const t = await createEnrollmentToken(db, user.id, flag(args, "label"));
       const steps = enrollSteps({ agentUrl: hub.agentUrl, pin: hub.tunnelPin, token: t.token, name: flag(args, "label") ?? "agent" });
       return [
@@ -130,7 +151,12 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
     case "agents": {
       const agents = await db.agent.findMany({ orderBy: { createdAt: "asc" }, include: { owner: { select: { email: true } } } });
       if (agents.length === 0) return "no agents enrolled";
-      return agents.map((a) => `${a.id} ${a.status} tier=${a.tier} owner=${a.owner.email} version=${a.version ?? "-"} lastSeen=${a.lastSeenAt?.toISOString() ?? "never"} models=${a.models.join(",")}`).join("\n");
+      return agents
+        .map(
+          (a) =>
+            `${a.id} ${a.status} tier=${a.tier} owner=${a.owner.email} version=${a.version ?? "-"} lastSeen=${a.lastSeenAt?.toISOString() ?? "never"} models=${a.models.join(",")}`,
+        )
+        .join("\n");
     }
     case "revoke-agent": {
       const id = flag(args, "id");
@@ -165,13 +191,18 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const expiresAt = expires ? new Date(expires) : null;
       if (expiresAt && Number.isNaN(expiresAt.getTime())) throw new Error("--expires must be an ISO 8601 time (UTC)");
       const batch = await treasury.createRedemptionBatch(actor(), { amountMicros: micros(args), count, note: flag(args, "note"), expiresAt });
-      return [`batch ${batch.batchId}: ${batch.codes.length} codes of ${formatUsd(micros(args))} each (shown once, store them now):`, ...batch.codes].join("\n");
+      return [`batch ${batch.batchId}: ${batch.codes.length} codes of ${formatUsd(micros(args))} each (shown once, store them now):`, ...batch.codes].join(
+        "\n",
+      );
     }
     case "earnings": {
       const user = await userByEmail(db, flag(args, "email"));
       const days = await treasury.ownerEarningsByDay(user.id, Number(flag(args, "days") ?? "30"));
       const balance = await treasury.ownerBalance(user.id);
-      return [`${user.email}: ${formatUsd(balance)} not yet requested for payout`, ...days.map((d) => `${d.day} (UTC)  ${formatUsd(d.earningMicros)}  ${d.requests} requests`)].join("\n");
+      return [
+        `${user.email}: ${formatUsd(balance)} not yet requested for payout`,
+        ...days.map((d) => `${d.day} (UTC)  ${formatUsd(d.earningMicros)}  ${d.requests} requests`),
+      ].join("\n");
     }
     case "request-payout": {
       const user = await userByEmail(db, flag(args, "email"));
@@ -184,7 +215,12 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
     case "payouts": {
       const rows = await db.payout.findMany({ orderBy: { requestedAt: "desc" }, take: 100, include: { owner: { select: { email: true } } } });
       if (rows.length === 0) return "no payouts";
-      return rows.map((p) => `${p.id} ${p.status} ${formatUsd(p.amountMicros)} ${p.owner.email} requested=${p.requestedAt.toISOString()}${p.reference ? ` ref=${p.reference}` : ""}`).join("\n");
+      return rows
+        .map(
+          (p) =>
+            `${p.id} ${p.status} ${formatUsd(p.amountMicros)} ${p.owner.email} requested=${p.requestedAt.toISOString()}${p.reference ? ` ref=${p.reference}` : ""}`,
+        )
+        .join("\n");
     }
     case "decide-payout": {
       const id = flag(args, "id");
@@ -207,9 +243,15 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       if (!dir) throw new Error("--dir is required (a folder made by `npm run release -- build`)");
       // The keys agent installs pin: a release they would refuse is refused here first.
       const trusted = await readKeySet(flag(args, "keys") ?? new URL("../../../agent-deno/release-keys.json", import.meta.url).pathname);
-      if (trusted.keys.length === 0) throw new Error("Cannot publish: no release keys are pinned (agent-deno/release-keys.json); agents would refuse every release");
+      if (trusted.keys.length === 0)
+        throw new Error("Cannot publish: no release keys are pinned (agent-deno/release-keys.json); agents would refuse every release");
       const minimum = flag(args, "minimum");
-      const r = await publishRelease(db, await readReleaseDir(dir), { trusted, publishedBy: actor(), latest: args.includes("--latest"), minimumVersion: minimum ?? null });
+      const r = await publishRelease(db, await readReleaseDir(dir), {
+        trusted,
+        publishedBy: actor(),
+        latest: args.includes("--latest"),
+        minimumVersion: minimum ?? null,
+      });
       return `release ${r.version} published${args.includes("--latest") ? " and offered to every agent" : " (not offered: pass --latest, or run release-policy --latest)"}${minimum ? `; agents below ${minimum} are refused` : ""}`;
     }
     case "release-policy": {
@@ -217,18 +259,29 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
         const v = flag(args, name);
         return v === undefined ? undefined : v === "none" ? null : v;
       };
-      const change = { ...(value("latest") !== undefined ? { latestVersion: value("latest") } : {}), ...(value("minimum") !== undefined ? { minimumVersion: value("minimum") } : {}) };
-      const p = Object.keys(change).length > 0 ? await setReleasePolicy(db, change, actor()) : await db.agentReleasePolicy.findUniqueOrThrow({ where: { id: 1 } });
+      const change = {
+        ...(value("latest") !== undefined ? { latestVersion: value("latest") } : {}),
+        ...(value("minimum") !== undefined ? { minimumVersion: value("minimum") } : {}),
+      };
+      const p =
+        Object.keys(change).length > 0 ? await setReleasePolicy(db, change, actor()) : await db.agentReleasePolicy.findUniqueOrThrow({ where: { id: 1 } });
       return `agents are offered ${p.latestVersion ?? "no release"}; versions below ${p.minimumVersion ?? "(none)"} are refused`;
     }
     case "releases": {
       const rows = await db.agentRelease.findMany({ orderBy: { publishedAt: "desc" }, select: { version: true, publishedAt: true, publishedBy: true } });
       const p = await db.agentReleasePolicy.findUniqueOrThrow({ where: { id: 1 } });
       if (rows.length === 0) return "no agent releases published";
-      return rows.map((r) => `${r.version} published=${r.publishedAt.toISOString()} by=${r.publishedBy}${r.version === p.latestVersion ? " latest" : ""}${r.version === p.minimumVersion ? " minimum" : ""}`).join("\n");
+      return rows
+        .map(
+          (r) =>
+            `${r.version} published=${r.publishedAt.toISOString()} by=${r.publishedBy}${r.version === p.latestVersion ? " latest" : ""}${r.version === p.minimumVersion ? " minimum" : ""}`,
+        )
+        .join("\n");
     }
     default:
-      throw new Error("usage: admin create-user|create-key|enroll-token|agents|revoke-agent|set-tier|grant|balance|redemption-codes|earnings|request-payout|payouts|decide-payout|audit|publish-release|release-policy|releases (see gateway/src/cli/admin.ts)");
+      throw new Error(
+        "usage: admin create-user|create-key|enroll-token|agents|revoke-agent|set-tier|grant|balance|redemption-codes|earnings|request-payout|payouts|decide-payout|audit|publish-release|release-policy|releases (see gateway/src/cli/admin.ts)",
+      );
   }
 }
 

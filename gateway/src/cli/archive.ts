@@ -28,7 +28,8 @@ function tableFlag(args: string[]): ArchiveTable | undefined {
   return t;
 }
 
-const USAGE = "usage: archive run [--day YYYY-MM-DD] [--table T] | list [--table T] | read --table T --day YYYY-MM-DD | restore --day YYYY-MM-DD [--table T] | verify";
+const USAGE =
+  "usage: archive run [--day YYYY-MM-DD] [--table T] | list [--table T] | read --table T --day YYYY-MM-DD | restore --day YYYY-MM-DD [--table T] | verify";
 
 /** Progress lines for a long run: each slice's start and end, and every tenth of its rows. */
 export function progressPrinter(write: (line: string) => void): (p: ArchiveProgress) => void {
@@ -66,7 +67,9 @@ export async function runArchiveCommand(archiver: Archiver, pool: pg.Pool, args:
       const slices = await archiver.list(tableFlag(args));
       if (slices.length === 0) write("nothing archived");
       for (const s of slices) {
-        write(`${s.day} ${s.table} #${s.seq} ${s.status} rows=${s.rows} bytes=${s.objectBytes} manifest=${s.objectKey}${s.archivedAt ? ` archived=${s.archivedAt.toISOString()}` : ""}${s.restoredAt ? ` restored=${s.restoredAt.toISOString()}` : ""}`);
+        write(
+          `${s.day} ${s.table} #${s.seq} ${s.status} rows=${s.rows} bytes=${s.objectBytes} manifest=${s.objectKey}${s.archivedAt ? ` archived=${s.archivedAt.toISOString()}` : ""}${s.restoredAt ? ` restored=${s.restoredAt.toISOString()}` : ""}`,
+        );
       }
       return 0;
     }
@@ -93,7 +96,15 @@ export async function runArchiveCommand(archiver: Archiver, pool: pg.Pool, args:
     case "verify": {
       const check = await checkArchive(pool, archiver);
       for (const p of check.problems) write(`PROBLEM ${p}`);
-      write(check.ok ? `archive ok: ${check.slicesChecked} slices read back and checked (${Object.entries(check.archivedRows).map(([t, n]) => `${t} ${n} rows`).join(", ") || "no rows"})` : "archive check FAILED");
+      write(
+        check.ok
+          ? `archive ok: ${check.slicesChecked} slices read back and checked (${
+              Object.entries(check.archivedRows)
+                .map(([t, n]) => `${t} ${n} rows`)
+                .join(", ") || "no rows"
+            })`
+          : "archive check FAILED",
+      );
       return check.ok ? 0 : 1;
     }
     default:

@@ -37,7 +37,9 @@ export async function openOperatorDatabase(opts: { databaseUrl?: string; dataDir
     return { databaseUrl: hub.databaseUrl, source: "running hub", close: async () => {} };
   }
   if (!existsSync(join(dataDir, "postgres", "PG_VERSION"))) {
-    throw new Error(`Cannot find the hub's database: no hub is running on DATA_DIR (${dataDir}) and it holds no database. Start the hub (npm start) first, give the DATA_DIR it uses, or set DATABASE_URL.`);
+    throw new Error(
+      `Cannot find the hub's database: no hub is running on DATA_DIR (${dataDir}) and it holds no database. Start the hub (npm start) first, give the DATA_DIR it uses, or set DATABASE_URL.`,
+    );
   }
   const embedded: EmbeddedDb = await startEmbeddedPostgres(dataDir);
   try {

@@ -73,7 +73,10 @@ new Counter({
   registers: [registry],
   collect() {
     this.reset();
-    for (const [direction, counts] of [["in", tunnelCounters.framesIn], ["out", tunnelCounters.framesOut]] as const) {
+    for (const [direction, counts] of [
+      ["in", tunnelCounters.framesIn],
+      ["out", tunnelCounters.framesOut],
+    ] as const) {
       counts.forEach((n, type) => {
         if (n > 0) this.inc({ direction, type: TUNNEL_FRAME_TYPE_NAMES[type] ?? "unknown" }, n);
       });
@@ -116,11 +119,26 @@ const sum = (f: (s: GatewayGaugeSources) => number) => {
 };
 
 function gauge(name: string, help: string, read: () => number): void {
-  new Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
+  new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
 }
 
 function counterFrom(name: string, help: string, read: () => number): void {
-  new Counter({ name, help, registers: [registry], collect() { this.reset(); this.inc(read()); } });
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
 }
 
 gauge("wellspring_agents_connected", "Agents with an authenticated tunnel to this gateway.", () => sum((s) => s.agentsConnected()));
@@ -128,15 +146,21 @@ gauge("wellspring_streams_open", "Streams open across all tunnels.", () => sum((
 gauge("wellspring_tunnel_held_response_bytes", "Response bytes received from agents and not yet taken by clients.", () => sum((s) => s.heldResponseBytes()));
 gauge("wellspring_tunnel_buffered_bytes", "Bytes queued on tunnel sockets.", () => sum((s) => s.bufferedBytes()));
 gauge("wellspring_credit_leases_open", "Wallet slices this gateway holds for running and recent requests.", () => sum((s) => s.creditLeasesOpen()));
-gauge("wellspring_ledger_up", "Whether the ledger (PostgreSQL) answered this gateway's last call (1) or not (0).", () => (gateways.size > 0 && [...gateways].every((s) => s.ledgerUp()) ? 1 : 0));
-gauge("wellspring_ready", "Whether this gateway is ready (1: the ledger answers and the tunnel listener is listening), as /readyz says.", () => (gateways.size > 0 && [...gateways].every((s) => s.ledgerUp() && s.tunnelListening()) ? 1 : 0));
+gauge("wellspring_ledger_up", "Whether the ledger (PostgreSQL) answered this gateway's last call (1) or not (0).", () =>
+  gateways.size > 0 && [...gateways].every((s) => s.ledgerUp()) ? 1 : 0,
+);
+gauge("wellspring_ready", "Whether this gateway is ready (1: the ledger answers and the tunnel listener is listening), as /readyz says.", () =>
+  gateways.size > 0 && [...gateways].every((s) => s.ledgerUp() && s.tunnelListening()) ? 1 : 0,
+);
 gauge("wellspring_spool_settlements", "Settlements waiting in the local spool for the database (spool depth).", () => sum((s) => s.spooledSettlements()));
 gauge("wellspring_spool_records", "Request records waiting in the local spool for the database (spool depth).", () => sum((s) => s.spooledRecords()));
 gauge("wellspring_key_filter_entries", "Keys the key filter holds (active at its last rebuild, plus created since).", () => sum((s) => s.keyFilterEntries()));
 counterFrom("wellspring_tunnel_streams_total", "Streams the gateway opened on agent tunnels (OPEN frames sent).", () => tunnelCounters.framesOut[1] ?? 0);
 counterFrom("wellspring_records_dropped_total", "Request records dropped because the write queue was full.", () => sum((s) => s.recordsDropped()));
 counterFrom("wellspring_key_db_queries_total", "Database queries made to verify virtual keys.", () => sum((s) => s.keyChecks().queries));
-counterFrom("wellspring_key_filter_stale_total", "Active keys the key filter did not hold yet (their creation event had not arrived).", () => sum((s) => s.keyChecks().filterStale));
+counterFrom("wellspring_key_filter_stale_total", "Active keys the key filter did not hold yet (their creation event had not arrived).", () =>
+  sum((s) => s.keyChecks().filterStale),
+);
 new Counter({
   name: "wellspring_key_checks_total",
   help: "Virtual key checks by how they were answered: cache; lookup (the key filter holds the key); miss_lookup (it does not, looked up from the miss budget); miss_refused (it does not and the budget was spent: no lookup); stale (the database was unreachable: the key's last active answer, within its bound).",
@@ -144,11 +168,26 @@ new Counter({
   registers: [registry],
   collect() {
     this.reset();
-    this.inc({ path: "cache" }, sum((s) => s.keyChecks().cache));
-    this.inc({ path: "lookup" }, sum((s) => s.keyChecks().lookups));
-    this.inc({ path: "miss_lookup" }, sum((s) => s.keyChecks().missLookups));
-    this.inc({ path: "miss_refused" }, sum((s) => s.keyChecks().missRefused));
-    this.inc({ path: "stale" }, sum((s) => s.keyChecks().staleServed));
+    this.inc(
+      { path: "cache" },
+      sum((s) => s.keyChecks().cache),
+    );
+    this.inc(
+      { path: "lookup" },
+      sum((s) => s.keyChecks().lookups),
+    );
+    this.inc(
+      { path: "miss_lookup" },
+      sum((s) => s.keyChecks().missLookups),
+    );
+    this.inc(
+      { path: "miss_refused" },
+      sum((s) => s.keyChecks().missRefused),
+    );
+    this.inc(
+      { path: "stale" },
+      sum((s) => s.keyChecks().staleServed),
+    );
   },
 });
 

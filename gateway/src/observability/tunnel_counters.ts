@@ -6,9 +6,7 @@
 import { FrameType } from "@wellspring/protocol";
 
 /** Frame type names by type code (docs/protocol.md). */
-export const TUNNEL_FRAME_TYPE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
-  Object.entries(FrameType).map(([name, code]) => [code, name]),
-);
+export const TUNNEL_FRAME_TYPE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(FrameType).map(([name, code]) => [code, name]));
 
 const TYPE_SLOTS = 16;
 

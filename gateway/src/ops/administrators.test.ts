@@ -21,8 +21,16 @@ it("a setup token makes exactly one first administrator, only before it expires,
   expect(stored.map((s) => s.tokenHash)).not.toContain(issued.token); // only the hash is kept
 
   const input = { token: issued.token, email: "First@Example.test", password: "first admin password" };
-  expect(await completeSetup(db, { ...input, password: "short" }, t0)).toMatchObject({ ok: false, reason: "invalid", errors: { password: expect.any(String) } });
-  expect(await completeSetup(db, { ...input, token: "wss_" + "0".repeat(40) }, t0)).toMatchObject({ ok: false, reason: "invalid", errors: { token: expect.stringContaining("not valid") } });
+  expect(await completeSetup(db, { ...input, password: "short" }, t0)).toMatchObject({
+    ok: false,
+    reason: "invalid",
+    errors: { password: expect.any(String) },
+  });
+  expect(await completeSetup(db, { ...input, token: "wss_" + "0".repeat(40) }, t0)).toMatchObject({
+    ok: false,
+    reason: "invalid",
+    errors: { token: expect.stringContaining("not valid") },
+  });
   const late = new Date(t0.getTime() + SETUP_TOKEN_TTL_MS);
   expect(await completeSetup(db, input, late)).toMatchObject({ ok: false, reason: "invalid" });
 

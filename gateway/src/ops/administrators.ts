@@ -75,7 +75,8 @@ export async function issueSetupToken(db: Db, now = new Date()): Promise<{ token
   return { token, expiresAt };
 }
 
-export type SetupOutcome = { ok: true; userId: string; email: string } | { ok: false; reason: "closed" } | { ok: false; reason: "invalid"; errors: AdministratorErrors };
+export type SetupOutcome =
+  { ok: true; userId: string; email: string } | { ok: false; reason: "closed" } | { ok: false; reason: "invalid"; errors: AdministratorErrors };
 
 /**
  * The first-run page's one action: with a valid, unused, unexpired setup token and no administrator yet, makes
@@ -95,7 +96,13 @@ export async function completeSetup(db: Db, input: { token: string; email: strin
     if ((await tx.user.count({ where: { isAdmin: true } })) > 0) return { ok: false, reason: "closed" };
     const found = await tx.adminSetupToken.findUnique({ where: { tokenHash: hashToken(token) } });
     if (!found || found.usedAt || found.expiresAt <= now) {
-      return { ok: false, reason: "invalid", errors: { token: "This setup token is not valid: it was mistyped, used or has expired. Restart the hub for a new link, or use `npm run admin -- create-admin`." } };
+      return {
+        ok: false,
+        reason: "invalid",
+        errors: {
+          token: "This setup token is not valid: it was mistyped, used or has expired. Restart the hub for a new link, or use `npm run admin -- create-admin`.",
+        },
+      };
     }
     await tx.adminSetupToken.updateMany({ where: { usedAt: null }, data: { usedAt: now } });
     const user = await upsertAdministrator(tx, email, passwordHash, `setup:${found.id}`);

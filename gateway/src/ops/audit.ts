@@ -11,7 +11,8 @@ export type Actor = string;
 export type AuditWriter = Pick<Db, "auditEvent">;
 
 /** Bigints become decimal strings: JSON has no integer wide enough for micro-units. */
-const jsonSafe = (detail: Record<string, unknown>) => JSON.parse(JSON.stringify(detail, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v))) as object;
+const jsonSafe = (detail: Record<string, unknown>) =>
+  JSON.parse(JSON.stringify(detail, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v))) as object;
 
 export async function recordAudit(tx: AuditWriter, actor: Actor, action: string, subject: string, detail: Record<string, unknown> = {}): Promise<void> {
   await tx.auditEvent.create({ data: { actor, action, subject, detail: jsonSafe(detail) } });

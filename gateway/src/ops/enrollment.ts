@@ -13,7 +13,12 @@ export function hashEnrollmentToken(token: string): string {
 /** How long an enrollment token stays valid. */
 export const ENROLLMENT_TOKEN_TTL_MS = 24 * 60 * 60 * 1000;
 /** A single-use token for one new agent of `ownerId` (who becomes a key owner), valid `ttlMs`; shown once. */
-export async function createEnrollmentToken(db: Db, ownerId: string, label?: string, ttlMs = ENROLLMENT_TOKEN_TTL_MS): Promise<{ id: string; token: string; expiresAt: Date }> {
+export async function createEnrollmentToken(
+  db: Db,
+  ownerId: string,
+  label?: string,
+  ttlMs = ENROLLMENT_TOKEN_TTL_MS,
+): Promise<{ id: string; token: string; expiresAt: Date }> {
   const token = `wse_${randomToken(40)}`;
   const id = newId("enr");
   const expiresAt = new Date(Date.now() + ttlMs);

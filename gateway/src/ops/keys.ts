@@ -28,7 +28,13 @@ export interface KeyOptions {
 type KeyWriter = Pick<Db, "virtualKey" | "$executeRaw"> & AuditWriter;
 
 /** Issues a key for `userId`: the secret is returned once and never stored. */
-export async function issueKey(db: Db, userId: string, name: string, opts: KeyOptions = {}, actor: Actor = `user:${userId}`): Promise<{ id: string; secret: string }> {
+export async function issueKey(
+  db: Db,
+  userId: string,
+  name: string,
+  opts: KeyOptions = {},
+  actor: Actor = `user:${userId}`,
+): Promise<{ id: string; secret: string }> {
   const secret = `${KEY_PREFIX}${randomToken(KEY_BODY_CHARS)}`;
   const id = newId("key");
   const hash = hashKey(secret);
@@ -58,7 +64,10 @@ export async function issueKey(db: Db, userId: string, name: string, opts: KeyOp
  * transaction client to revoke inside a larger change. False when there was no such active key.
  */
 export async function revokeKeyIn(tx: KeyWriter, keyId: string, opts: { userId?: string; actor?: Actor } = {}): Promise<boolean> {
-  const n = await tx.virtualKey.updateMany({ where: { id: keyId, status: "active", ...(opts.userId ? { userId: opts.userId } : {}) }, data: { status: "revoked", revokedAt: new Date() } });
+  const n = await tx.virtualKey.updateMany({
+    where: { id: keyId, status: "active", ...(opts.userId ? { userId: opts.userId } : {}) },
+    data: { status: "revoked", revokedAt: new Date() },
+  });
   if (n.count === 0) return false;
   await recordAudit(tx, opts.actor ?? (opts.userId ? `user:${opts.userId}` : "system"), "key.revoked", `key:${keyId}`, {});
   await publishHubEvent(tx, { kind: "key_changed", keyId });

@@ -9,9 +9,28 @@ export { hashKey, issueKey, KEY_PREFIX, revokeKey, revokeKeyIn, type KeyOptions 
 export { createEnrollmentToken, enrollCommand, enrollSteps, ENROLLMENT_TOKEN_TTL_MS, STARTER_CONFIG, type EnrollSteps } from "./enrollment.ts";
 export { AgentLockedError, changeAgent, changeOwnAgent, revokeAgent, type AgentChange, type AgentTier } from "./agents.ts";
 export { ensureUser, setUserPlan, setUserStatus } from "./users.ts";
-export { administratorExists, AdministratorInputError, completeSetup, createAdministrator, issueSetupToken, SETUP_TOKEN_TTL_MS, type AdministratorErrors, type SetupOutcome } from "./administrators.ts";
+export {
+  administratorExists,
+  AdministratorInputError,
+  completeSetup,
+  createAdministrator,
+  issueSetupToken,
+  SETUP_TOKEN_TTL_MS,
+  type AdministratorErrors,
+  type SetupOutcome,
+} from "./administrators.ts";
 export { knownModelNames, unknownModelNames } from "./models.ts";
-export { publishRelease, readKeySet, readReleaseDir, setReleasePolicy, updateRequiredNotice, versionRefusal, type PublishInput, type ReleasePolicy, type UpdateRequiredNotice } from "./releases.ts";
+export {
+  publishRelease,
+  readKeySet,
+  readReleaseDir,
+  setReleasePolicy,
+  updateRequiredNotice,
+  versionRefusal,
+  type PublishInput,
+  type ReleasePolicy,
+  type UpdateRequiredNotice,
+} from "./releases.ts";
 export { createPlan, publishPrices, setTierShare, type NewPlan } from "./prices.ts";
 export { decideFlag, type FlagDecision } from "./risk.ts";
 export { audit, Treasury, type EarningsDay } from "./treasury.ts";

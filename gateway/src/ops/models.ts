@@ -14,7 +14,10 @@ export async function knownModelsByFamily(db: Db): Promise<Map<ApiFamily, Set<st
     currentPriceTable(db),
     db.agent.findMany({ where: { status: { in: ["active", "paused"] } }, select: { models: true } }),
   ]);
-  const models = new Map<ApiFamily, Set<string>>([["openai", new Set()], ["anthropic", new Set()]]);
+  const models = new Map<ApiFamily, Set<string>>([
+    ["openai", new Set()],
+    ["anthropic", new Set()],
+  ]);
   for (const p of table?.prices ?? []) models.get(familyOf(p.provider))!.add(p.model);
   // Agents report `provider:model`.
   for (const a of agents) {

@@ -9,7 +9,9 @@ import type { AgentTier } from "./agents.ts";
 
 /** Publishes the whole table as the next version; returns its number. */
 export async function publishPrices(db: Db, actor: Actor, entries: readonly PriceEntry[], note?: string): Promise<number> {
-  return publishPriceVersion(db, entries, note, (tx, ver) => recordAudit(tx, actor, "prices.published", `price_ver:${ver}`, { models: entries.length, note: note ?? null }));
+  return publishPriceVersion(db, entries, note, (tx, ver) =>
+    recordAudit(tx, actor, "prices.published", `price_ver:${ver}`, { models: entries.length, note: note ?? null }),
+  );
 }
 
 /** Sets a tier's owner share, basis points of the official price (0–10,000). */
@@ -38,10 +40,22 @@ export async function createPlan(db: Db, actor: Actor, plan: NewPlan): Promise<s
     await tx.plan.create({ data: { id: planId, name: plan.name, kind: plan.kind, multiplierBps: plan.multiplierBps } });
     if (plan.overrides.length) {
       await tx.planModelPrice.createMany({
-        data: plan.overrides.map((o) => ({ planId, api: o.provider === "anthropic" ? "anthropic" : "openai", model: o.model, inputMicrosPerMTok: o.inputMicrosPerMTok, outputMicrosPerMTok: o.outputMicrosPerMTok, cachedInputMicrosPerMTok: o.cachedInputMicrosPerMTok })),
+        data: plan.overrides.map((o) => ({
+          planId,
+          api: o.provider === "anthropic" ? "anthropic" : "openai",
+          model: o.model,
+          inputMicrosPerMTok: o.inputMicrosPerMTok,
+          outputMicrosPerMTok: o.outputMicrosPerMTok,
+          cachedInputMicrosPerMTok: o.cachedInputMicrosPerMTok,
+        })),
       });
     }
-    await recordAudit(tx, actor, "plan.created", `plan:${planId}`, { name: plan.name, kind: plan.kind, multiplierBps: plan.multiplierBps, overrides: plan.overrides.length });
+    await recordAudit(tx, actor, "plan.created", `plan:${planId}`, {
+      name: plan.name,
+      kind: plan.kind,
+      multiplierBps: plan.multiplierBps,
+      overrides: plan.overrides.length,
+    });
     await publishHubEvent(tx, { kind: "tariffs_changed" });
   });
   return planId;

@@ -49,8 +49,9 @@ export function updateRequiredNotice(agent: { version: string | null; versionRef
     version: agent.version,
     minimumVersion: policy.minimumVersion,
     refusedAt: agent.versionRefusedAt,
-    message: `This agent runs version ${agent.version ?? "(unknown)"}; the hub requires ${policy.minimumVersion} or later and refused its connection (last at ${at} UTC), so it serves nothing. ` +
-      "An agent whose install pins release keys updates itself within minutes; otherwise install the new version (docs/operations/agent.md, \"Updates\").",
+    message:
+      `This agent runs version ${agent.version ?? "(unknown)"}; the hub requires ${policy.minimumVersion} or later and refused its connection (last at ${at} UTC), so it serves nothing. ` +
+      'An agent whose install pins release keys updates itself within minutes; otherwise install the new version (docs/operations/agent.md, "Updates").',
   };
 }
 
@@ -79,7 +80,11 @@ export interface PublishInput {
  * Stores a release after verifying it against `trusted` (the keys agents pin), and optionally makes it the
  * latest and/or raises the minimum; gateways are told at once (hub event), and tell their agents.
  */
-export async function publishRelease(db: Db, files: PublishInput, o: { trusted: ReleaseKeySet; publishedBy: Actor; latest: boolean; minimumVersion?: string | null; now?: Date }): Promise<{ version: string }> {
+export async function publishRelease(
+  db: Db,
+  files: PublishInput,
+  o: { trusted: ReleaseKeySet; publishedBy: Actor; latest: boolean; minimumVersion?: string | null; now?: Date },
+): Promise<{ version: string }> {
   // Extra permissions a release asks for are the owners' to approve on their machines, not the hub's to refuse.
   let asked = { net: [] as string[], env: [] as string[] };
   try {
@@ -87,14 +92,32 @@ export async function publishRelease(db: Db, files: PublishInput, o: { trusted: 
   } catch {
     /* verifyRelease says what is wrong with it */
   }
-  const verified = await verifyRelease(files, { trusted: o.trusted, now: o.now ?? new Date(), hubProtocol: PROTOCOL_VERSION, approved: asked, checkExpiry: true });
+  const verified = await verifyRelease(files, {
+    trusted: o.trusted,
+    now: o.now ?? new Date(),
+    hubProtocol: PROTOCOL_VERSION,
+    approved: asked,
+    checkExpiry: true,
+  });
   const version = verified.manifest.version;
   const minimum = o.minimumVersion ?? null;
-  if (minimum !== null && compareVersions(minimum, version) > 0) throw new Error(`Cannot set the minimum to ${minimum}: it is newer than the release being published (${version})`);
+  if (minimum !== null && compareVersions(minimum, version) > 0)
+    throw new Error(`Cannot set the minimum to ${minimum}: it is newer than the release being published (${version})`);
   await db.$transaction(async (tx) => {
-    await tx.agentRelease.create({ data: { version, manifest: new TextDecoder().decode(files.manifest), signatures: new TextDecoder().decode(files.signatures), bundle: Buffer.from(files.bundle), publishedBy: o.publishedBy } });
+    await tx.agentRelease.create({
+      data: {
+        version,
+        manifest: new TextDecoder().decode(files.manifest),
+        signatures: new TextDecoder().decode(files.signatures),
+        bundle: Buffer.from(files.bundle),
+        publishedBy: o.publishedBy,
+      },
+    });
     if (o.latest || minimum !== null) {
-      await tx.agentReleasePolicy.update({ where: { id: 1 }, data: { ...(o.latest ? { latestVersion: version } : {}), ...(minimum !== null ? { minimumVersion: minimum } : {}) } });
+      await tx.agentReleasePolicy.update({
+        where: { id: 1 },
+        data: { ...(o.latest ? { latestVersion: version } : {}), ...(minimum !== null ? { minimumVersion: minimum } : {}) },
+      });
     }
     await recordAudit(tx, o.publishedBy, "release.published", `release:${version}`, { latest: o.latest, minimumVersion: minimum, signers: verified.signers });
     await publishHubEvent(tx, { kind: "releases_changed" });
@@ -103,7 +126,11 @@ export async function publishRelease(db: Db, files: PublishInput, o: { trusted: 
 }
 
 /** Sets which release is offered and which versions are admitted (`null` clears one). */
-export async function setReleasePolicy(db: Db, change: { latestVersion?: string | null; minimumVersion?: string | null }, actor: Actor): Promise<ReleasePolicy> {
+export async function setReleasePolicy(
+  db: Db,
+  change: { latestVersion?: string | null; minimumVersion?: string | null },
+  actor: Actor,
+): Promise<ReleasePolicy> {
   return db.$transaction(async (tx) => {
     if (change.latestVersion) {
       const exists = await tx.agentRelease.findUnique({ where: { version: change.latestVersion }, select: { version: true } });

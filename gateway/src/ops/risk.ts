@@ -9,10 +9,20 @@ import { revokeKeyIn } from "./keys.ts";
 
 export type FlagDecision = "approved" | "dismissed" | "suspended";
 
-export async function decideFlag(db: Db, actor: Actor, flagId: string, decision: FlagDecision, note: string, decidedBy: string): Promise<"done" | "not_open" | "note_required"> {
+export async function decideFlag(
+  db: Db,
+  actor: Actor,
+  flagId: string,
+  decision: FlagDecision,
+  note: string,
+  decidedBy: string,
+): Promise<"done" | "not_open" | "note_required"> {
   if (!note.trim()) return "note_required";
   return db.$transaction(async (tx) => {
-    const n = await tx.riskFlag.updateMany({ where: { id: flagId, status: "open" }, data: { status: decision, openKey: null, decidedAt: new Date(), decidedBy, note: note.trim() } });
+    const n = await tx.riskFlag.updateMany({
+      where: { id: flagId, status: "open" },
+      data: { status: decision, openKey: null, decidedAt: new Date(), decidedBy, note: note.trim() },
+    });
     if (n.count === 0) return "not_open" as const;
     const flag = await tx.riskFlag.findUniqueOrThrow({ where: { id: flagId } });
     if (decision === "suspended") {

@@ -42,13 +42,9 @@ function newCode(): string {
 
 const hashCode = (code: string) => createHash("sha256").update(code).digest("hex");
 
-export type RedeemResult =
-  | { outcome: "redeemed"; amountMicros: bigint }
-  | { outcome: "invalid" | "already_redeemed" | "expired" };
+export type RedeemResult = { outcome: "redeemed"; amountMicros: bigint } | { outcome: "invalid" | "already_redeemed" | "expired" };
 
-export type PayoutResult =
-  | { outcome: "requested"; payoutId: string }
-  | { outcome: "insufficient_earnings"; availableMicros: bigint };
+export type PayoutResult = { outcome: "requested"; payoutId: string } | { outcome: "insufficient_earnings"; availableMicros: bigint };
 
 export interface EarningsDay {
   /** UTC date, YYYY-MM-DD. */
@@ -83,13 +79,17 @@ export class Treasury {
     if (!paid) return "unconfirmed";
     return inTransaction(this.pool, async (c) => {
       const result = await postCredit(c, paid.userId, paid.amountMicros, "topup", `payment:${provider.name}:${paymentId}`);
-      if (result === "credited") await audit(c, `payment:${provider.name}`, "credit.payment", `user:${paid.userId}`, { paymentId, amountMicros: paid.amountMicros });
+      if (result === "credited")
+        await audit(c, `payment:${provider.name}`, "credit.payment", `user:${paid.userId}`, { paymentId, amountMicros: paid.amountMicros });
       return result;
     });
   }
 
   /** Makes `count` single-use codes worth `amountMicros` each. The codes are returned once and stored hashed. */
-  async createRedemptionBatch(actor: Actor, opts: { amountMicros: bigint; count: number; note?: string; expiresAt?: Date | null }): Promise<{ batchId: string; codes: string[] }> {
+  async createRedemptionBatch(
+    actor: Actor,
+    opts: { amountMicros: bigint; count: number; note?: string; expiresAt?: Date | null },
+  ): Promise<{ batchId: string; codes: string[] }> {
     if (opts.amountMicros <= 0n) throw new RangeError("A code must be worth a positive amount");
     if (!Number.isSafeInteger(opts.count) || opts.count < 1 || opts.count > REDEMPTION_BATCH_CODES_MAX) {
       throw new RangeError(`A batch holds 1 to ${REDEMPTION_BATCH_CODES_MAX} codes`);
@@ -98,12 +98,24 @@ export class Treasury {
     const codes = Array.from({ length: opts.count }, newCode);
     await inTransaction(this.pool, async (c) => {
       await c.query("INSERT INTO redemption_batches (id, amount_micros, code_count, note, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)", [
-        batchId, opts.amountMicros.toString(), opts.count, opts.note ?? null, actor, opts.expiresAt ?? null,
+        batchId,
+        opts.amountMicros.toString(),
+        opts.count,
+        opts.note ?? null,
+        actor,
+        opts.expiresAt ?? null,
       ]);
       await c.query("INSERT INTO redemption_codes (id, batch_id, code_hash) SELECT unnest($1::text[]), $2, unnest($3::text[])", [
-        codes.map(() => newId("rdc")), batchId, codes.map(hashCode),
+        codes.map(() => newId("rdc")),
+        batchId,
+        codes.map(hashCode),
       ]);
-      await audit(c, actor, "redemption.batch_created", `batch:${batchId}`, { amountMicros: opts.amountMicros, count: opts.count, note: opts.note ?? null, expiresAt: opts.expiresAt ?? null });
+      await audit(c, actor, "redemption.batch_created", `batch:${batchId}`, {
+        amountMicros: opts.amountMicros,
+        count: opts.count,
+        note: opts.note ?? null,
+        expiresAt: opts.expiresAt ?? null,
+      });
     });
     return { batchId, codes };
   }
@@ -122,7 +134,10 @@ export class Treasury {
       if (!row) return { outcome: "invalid" as const };
       if (row.expired) return { outcome: "expired" as const };
       // The claim: one conditional UPDATE; a concurrent redeemer finds it taken.
-      const claimed = await c.query("UPDATE redemption_codes SET redeemed_by = $2, redeemed_at = now() WHERE id = $1 AND redeemed_at IS NULL", [row.id, userId]);
+      const claimed = await c.query("UPDATE redemption_codes SET redeemed_by = $2, redeemed_at = now() WHERE id = $1 AND redeemed_at IS NULL", [
+        row.id,
+        userId,
+      ]);
       if (claimed.rowCount === 0) return { outcome: "already_redeemed" as const };
       const amountMicros = BigInt(row.amount);
       await postCredit(c, userId, amountMicros, "redemption", `redeem:${row.id}`);
@@ -162,7 +177,11 @@ export class Treasury {
       const payoutId = newId("pay");
       await c.query("INSERT INTO payouts (id, owner_id, amount_micros) VALUES ($1, $2, $3)", [payoutId, ownerId, amountMicros.toString()]);
       await c.query("INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, 'payout_request'), ($1, $4, $5, 'payout_request')", [
-        `payout:${payoutId}:requested`, ownerAccount(ownerId), (-amountMicros).toString(), ACCOUNT_PAYOUTS_PENDING, amountMicros.toString(),
+        `payout:${payoutId}:requested`,
+        ownerAccount(ownerId),
+        (-amountMicros).toString(),
+        ACCOUNT_PAYOUTS_PENDING,
+        amountMicros.toString(),
       ]);
       await audit(c, `user:${ownerId}`, "payout.requested", `payout:${payoutId}`, { ownerId, amountMicros });
       return { outcome: "requested" as const, payoutId };
@@ -182,7 +201,12 @@ export class Treasury {
       if (!row) return "not_pending" as const;
       const to = decision === "paid" ? ACCOUNT_FUNDING : ownerAccount(row.owner_id);
       await c.query("INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, $5), ($1, $4, $6, $5)", [
-        `payout:${payoutId}:${decision}`, ACCOUNT_PAYOUTS_PENDING, `-${row.amount}`, to, `payout_${decision}`, row.amount,
+        `payout:${payoutId}:${decision}`,
+        ACCOUNT_PAYOUTS_PENDING,
+        `-${row.amount}`,
+        to,
+        `payout_${decision}`,
+        row.amount,
       ]);
       await audit(c, actor, `payout.${decision}`, `payout:${payoutId}`, { ownerId: row.owner_id, amountMicros: row.amount, reference: reference ?? null });
       return "done" as const;

@@ -7,13 +7,21 @@ import { newId, publishHubEvent, type Db } from "@wellspring/db/core";
 import { recordAudit, type Actor } from "./audit.ts";
 
 /** Creates a user, or adds the roles to an existing one; returns it. */
-export async function ensureUser(db: Db, actor: Actor, email: string, roles: { admin?: boolean; owner?: boolean } = {}): Promise<{ id: string; email: string; isAdmin: boolean; isOwner: boolean }> {
+export async function ensureUser(
+  db: Db,
+  actor: Actor,
+  email: string,
+  roles: { admin?: boolean; owner?: boolean } = {},
+): Promise<{ id: string; email: string; isAdmin: boolean; isOwner: boolean }> {
   return db.$transaction(async (tx) => {
     const existing = await tx.user.findUnique({ where: { email } });
     const user = existing
       ? await tx.user.update({ where: { id: existing.id }, data: { isAdmin: roles.admin || undefined, isOwner: roles.owner || undefined } })
       : await tx.user.create({ data: { id: newId("usr"), email, isAdmin: roles.admin ?? false, isOwner: roles.owner ?? false } });
-    await recordAudit(tx, actor, existing ? "account.roles_added" : "account.created", `user:${user.id}`, { admin: roles.admin ?? false, owner: roles.owner ?? false });
+    await recordAudit(tx, actor, existing ? "account.roles_added" : "account.created", `user:${user.id}`, {
+      admin: roles.admin ?? false,
+      owner: roles.owner ?? false,
+    });
     return user;
   });
 }

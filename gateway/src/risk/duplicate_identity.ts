@@ -76,7 +76,10 @@ export interface DuplicateWarning {
 }
 
 /** The owner-facing warning a duplicate-identity flag carries; null when the flag is not one or is too old. */
-export function duplicateWarningOf(flag: { kind: string; evidence: unknown; lastRaisedAt: Date; raisedCount: number }, now = Date.now()): DuplicateWarning | null {
+export function duplicateWarningOf(
+  flag: { kind: string; evidence: unknown; lastRaisedAt: Date; raisedCount: number },
+  now = Date.now(),
+): DuplicateWarning | null {
   if (flag.kind !== DUPLICATE_AGENT_IDENTITY || now - flag.lastRaisedAt.getTime() > DUPLICATE_WARNING_WINDOW_MS) return null;
   const last = (flag.evidence as Partial<DuplicateEvidence> | null)?.lastRefused;
   return { at: flag.lastRaisedAt, address: typeof last?.address === "string" ? last.address : "an unknown address", attempts: flag.raisedCount };

@@ -35,7 +35,12 @@ describe("raiseRiskFlag", () => {
   });
 
   it("keeps one open flag when two gateways raise it at the same moment, and counts every raise", async () => {
-    const raise = (db: Db, i: number) => raiseDuplicateIdentity(db, { agentId: "agt_race", live: { sessionId: "ses_live", gatewayId: "gw_1", address: "198.51.100.1" }, refused: { sessionId: `ses_${i}`, gatewayId: "gw_2", address: `198.51.100.${10 + (i % 4)}`, at: new Date() } });
+    const raise = (db: Db, i: number) =>
+      raiseDuplicateIdentity(db, {
+        agentId: "agt_race",
+        live: { sessionId: "ses_live", gatewayId: "gw_1", address: "198.51.100.1" },
+        refused: { sessionId: `ses_${i}`, gatewayId: "gw_2", address: `198.51.100.${10 + (i % 4)}`, at: new Date() },
+      });
     await Promise.all(Array.from({ length: 12 }, (_, i) => raise(i % 2 ? database.db : other, i)));
     const rows = await database.db.riskFlag.findMany({ where: { subject: "agent:agt_race" } });
     expect(rows).toHaveLength(1);
@@ -50,7 +55,11 @@ describe("raiseRiskFlag", () => {
 
   it("bounds the addresses a duplicate flag keeps", async () => {
     for (let i = 0; i < DUPLICATE_EVIDENCE_ADDRESSES_MAX + 5; i++) {
-      await raiseDuplicateIdentity(database.db, { agentId: "agt_many", live: { sessionId: "ses_l", gatewayId: "gw_1", address: "192.0.2.1" }, refused: { sessionId: `ses_${i}`, gatewayId: "gw_1", address: `192.0.2.${100 + i}`, at: new Date() } });
+      await raiseDuplicateIdentity(database.db, {
+        agentId: "agt_many",
+        live: { sessionId: "ses_l", gatewayId: "gw_1", address: "192.0.2.1" },
+        refused: { sessionId: `ses_${i}`, gatewayId: "gw_1", address: `192.0.2.${100 + i}`, at: new Date() },
+      });
     }
     const flag = await database.db.riskFlag.findFirstOrThrow({ where: { subject: "agent:agt_many" } });
     expect((flag.evidence as DuplicateEvidence).addresses).toHaveLength(DUPLICATE_EVIDENCE_ADDRESSES_MAX);
@@ -67,17 +76,21 @@ describe("raiseRiskFlag", () => {
   });
 
   it("runs inside the caller's transaction, which can roll it back", async () => {
-    await expect(database.db.$transaction(async (tx) => {
-      await raiseRiskFlag(tx, { kind: "rolled_back", subject: "key:key_x", severity: 1, evidence: {} });
-      throw new Error("abort");
-    })).rejects.toThrow("abort");
+    await expect(
+      database.db.$transaction(async (tx) => {
+        await raiseRiskFlag(tx, { kind: "rolled_back", subject: "key:key_x", severity: 1, evidence: {} });
+        throw new Error("abort");
+      }),
+    ).rejects.toThrow("abort");
     expect(await database.db.riskFlag.count({ where: { kind: "rolled_back" } })).toBe(0);
   });
 
   it("refuses a malformed kind or subject and oversized evidence", async () => {
     await expect(raiseRiskFlag(database.db, { kind: "Bad Kind", subject: "user:usr_a", severity: 1, evidence: {} })).rejects.toThrow(/not snake_case/);
     await expect(raiseRiskFlag(database.db, { kind: "ok_kind", subject: "wallet:x" as "user:x", severity: 1, evidence: {} })).rejects.toThrow(/subject/);
-    await expect(raiseRiskFlag(database.db, { kind: "ok_kind", subject: "user:usr_a", severity: 1, evidence: { blob: "x".repeat(RISK_EVIDENCE_BYTES_MAX) } })).rejects.toThrow(/larger than/);
+    await expect(
+      raiseRiskFlag(database.db, { kind: "ok_kind", subject: "user:usr_a", severity: 1, evidence: { blob: "x".repeat(RISK_EVIDENCE_BYTES_MAX) } }),
+    ).rejects.toThrow(/larger than/);
     expect(await database.db.riskFlag.count({ where: { kind: "ok_kind" } })).toBe(0);
   });
 });

@@ -59,7 +59,8 @@ function evidenceJson(evidence: RiskEvidence): string {
 /** Opens a flag, or updates the open flag of the same kind and subject. */
 export async function raiseRiskFlag(db: RiskDb, input: RiskFlagInput): Promise<RaisedFlag> {
   if (!KIND.test(input.kind)) throw new RiskFlagError(`Cannot raise a risk flag: kind ${JSON.stringify(input.kind)} is not snake_case`);
-  if (!SUBJECT.test(input.subject)) throw new RiskFlagError(`Cannot raise a risk flag: subject ${JSON.stringify(input.subject)} is not user:, agent: or key:<id>`);
+  if (!SUBJECT.test(input.subject))
+    throw new RiskFlagError(`Cannot raise a risk flag: subject ${JSON.stringify(input.subject)} is not user:, agent: or key:<id>`);
   const fresh = evidenceJson(input.evidence);
   // The read-merge-write of a repeat must not interleave with another gateway's: one transaction.
   if (db.$transaction) return db.$transaction((tx) => raiseIn(tx, input, fresh));

@@ -102,7 +102,11 @@ export interface ConnectionEvents {
    * Authenticated as `agent`: may this connection serve it? (One live connection per identity.) The agent
    * names the session it held before this one, if any.
    */
-  admit(conn: AgentConnection, agent: AgentRecord, previousSessionId: string | null): Promise<{ admitted: true } | { admitted: false; code: number; reason: string }>;
+  admit(
+    conn: AgentConnection,
+    agent: AgentRecord,
+    previousSessionId: string | null,
+  ): Promise<{ admitted: true } | { admitted: false; code: number; reason: string }>;
   ready(conn: AgentConnection, agent: AgentRecord): void;
   /** The agent answered a heartbeat. */
   alive(conn: AgentConnection): void;

@@ -9,10 +9,16 @@ import type { Logger } from "../log.ts";
 import type { AgentLookup, AgentRecord } from "./agent_connection.ts";
 
 export class AgentDirectory implements AgentLookup {
-  constructor(private readonly db: Db, private readonly log: Logger) {}
+  constructor(
+    private readonly db: Db,
+    private readonly log: Logger,
+  ) {}
 
   async find(agentId: string): Promise<AgentRecord | null> {
-    return this.db.agent.findUnique({ where: { id: agentId }, select: { id: true, ownerId: true, publicKey: true, status: true, tier: true, discountLane: true } });
+    return this.db.agent.findUnique({
+      where: { id: agentId },
+      select: { id: true, ownerId: true, publicKey: true, status: true, tier: true, discountLane: true },
+    });
   }
 
   /** What the agent serves and holds (models, key fingerprints, version), as it said on connecting. */
@@ -20,7 +26,12 @@ export class AgentDirectory implements AgentLookup {
     void this.db.agent
       .update({
         where: { id: agentId },
-        data: { models: inv.models.map((m) => `${m.provider}:${m.model}`), keyFingerprints: inv.keyFingerprints, version: inv.agentVersion, lastSeenAt: new Date() },
+        data: {
+          models: inv.models.map((m) => `${m.provider}:${m.model}`),
+          keyFingerprints: inv.keyFingerprints,
+          version: inv.agentVersion,
+          lastSeenAt: new Date(),
+        },
       })
       .catch((error: unknown) => this.log.warn("tunnel.inventory_persist_failed", { agentId, error }));
   }

@@ -13,23 +13,25 @@ const ENROLL_BODY_BYTES_MAX = 8 * 1024;
 
 const enrollBody = z.object({
   token: z.string().min(10).max(100),
-  publicKey: z.string().max(64).refine((k) => {
-    try {
-      return fromBase64Url(k).length === 32;
-    } catch {
-      return false;
-    }
-  }, "must be a base64url raw Ed25519 public key"),
+  publicKey: z
+    .string()
+    .max(64)
+    .refine((k) => {
+      try {
+        return fromBase64Url(k).length === 32;
+      } catch {
+        return false;
+      }
+    }, "must be a base64url raw Ed25519 public key"),
   name: z.string().min(1).max(80).default("agent"),
 });
 
-export type EnrollResult =
-  | { ok: true; agentId: string; hubId: string }
-  | { ok: false; status: number; code: string; message: string };
+export type EnrollResult = { ok: true; agentId: string; hubId: string } | { ok: false; status: number; code: string; message: string };
 
 export async function enrollAgent(db: Db, hubId: string, input: unknown): Promise<EnrollResult> {
   const parsed = enrollBody.safeParse(input);
-  if (!parsed.success) return { ok: false, status: 400, code: "invalid_request", message: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ") };
+  if (!parsed.success)
+    return { ok: false, status: 400, code: "invalid_request", message: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ") };
   const { token, publicKey, name } = parsed.data;
   const agentId = newId("agt");
   try {

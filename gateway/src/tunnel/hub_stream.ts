@@ -3,16 +3,7 @@
  * it sends request body bytes (bounded by the agent's windows) and receives the response through a sink,
  * returning credit as its client actually takes the bytes.
  */
-import {
-  encodeEnd,
-  encodeReset,
-  encodeWindow,
-  RecvWindow,
-  SendWindow,
-  sendWithCredit,
-  type EndTrailer,
-  type ResponseHead,
-} from "@wellspring/protocol";
+import { encodeEnd, encodeReset, encodeWindow, RecvWindow, SendWindow, sendWithCredit, type EndTrailer, type ResponseHead } from "@wellspring/protocol";
 
 export interface StreamSink {
   response(head: ResponseHead): void;
@@ -64,7 +55,14 @@ export class HubStream {
     if (this.#closed) throw new Error("stream closed");
     const windows = { stream: this.sendWindow, connection: this.transport.connectionSendWindow };
     this.#abort ??= new AbortController();
-    const sent = await sendWithCredit(this.id, chunk, windows, (f) => this.transport.send(f), () => this.#closed, this.#abort.signal);
+    const sent = await sendWithCredit(
+      this.id,
+      chunk,
+      windows,
+      (f) => this.transport.send(f),
+      () => this.#closed,
+      this.#abort.signal,
+    );
     this.bytesSent += sent;
     if (sent < chunk.length) throw new Error("stream closed");
   }

@@ -49,7 +49,12 @@ export class IdentityGuard {
         } else if (verdict.action === "probe") {
           const old = this.#local.get(verdict.sessionId)!;
           if (await old.probe(this.o.probeTimeoutMs)) return this.#refuseDuplicate(conn, holder);
-          log.warn("tunnel.presence_probe_unanswered", { agentId, sessionId: old.sessionId, newSessionId: conn.sessionId, probeTimeoutMs: this.o.probeTimeoutMs });
+          log.warn("tunnel.presence_probe_unanswered", {
+            agentId,
+            sessionId: old.sessionId,
+            newSessionId: conn.sessionId,
+            probeTimeoutMs: this.o.probeTimeoutMs,
+          });
           old.close(CloseCode.HEARTBEAT_TIMEOUT, `did not answer a presence probe within ${this.o.probeTimeoutMs} ms`);
           expectHolder = verdict.sessionId;
         } else {
@@ -59,7 +64,15 @@ export class IdentityGuard {
           if (expectHolder && expectHolder === previousSessionId) this.#local.get(expectHolder)?.close(CloseCode.REPLACED, "the agent reconnected");
         }
         if (conn.isClosed) return { admitted: false, code: CloseCode.GOING_AWAY, reason: "closed during admission" };
-        const claimed = await claimPresence(db, { agentId, sessionId: conn.sessionId, gatewayId, address: conn.remoteIp, ttlMs: this.o.presenceTtlMs, expectHolder, requireExpired });
+        const claimed = await claimPresence(db, {
+          agentId,
+          sessionId: conn.sessionId,
+          gatewayId,
+          address: conn.remoteIp,
+          ttlMs: this.o.presenceTtlMs,
+          expectHolder,
+          requireExpired,
+        });
         if (!claimed) continue; // the holder changed meanwhile: judge again
         if (conn.isClosed) {
           await releasePresence(db, agentId, conn.sessionId);
@@ -91,7 +104,13 @@ export class IdentityGuard {
   #refuseDuplicate(conn: AgentConnection, holder: { sessionId: string | null; gatewayId: string | null; address: string | null }): Admission {
     const agentId = conn.agentId!;
     const { db, gatewayId, log } = this.o;
-    log.warn("tunnel.duplicate_refused", { agentId, sessionId: conn.sessionId, remoteIp: conn.remoteIp, liveSessionId: holder.sessionId, liveGatewayId: holder.gatewayId });
+    log.warn("tunnel.duplicate_refused", {
+      agentId,
+      sessionId: conn.sessionId,
+      remoteIp: conn.remoteIp,
+      liveSessionId: holder.sessionId,
+      liveGatewayId: holder.gatewayId,
+    });
     void raiseDuplicateIdentity(db, {
       agentId,
       live: { sessionId: holder.sessionId!, gatewayId: holder.gatewayId, address: holder.address },
@@ -115,7 +134,9 @@ export class IdentityGuard {
   forget(conn: AgentConnection): void {
     this.#local.delete(conn.sessionId);
     if (!conn.agentId) return; // never authenticated, so never held the agent
-    void releasePresence(this.o.db, conn.agentId, conn.sessionId).catch((error: unknown) => this.o.log.warn("tunnel.presence_failed", { agentId: conn.agentId, sessionId: conn.sessionId, error }));
+    void releasePresence(this.o.db, conn.agentId, conn.sessionId).catch((error: unknown) =>
+      this.o.log.warn("tunnel.presence_failed", { agentId: conn.agentId, sessionId: conn.sessionId, error }),
+    );
   }
 
   /** On shutdown: every agent this gateway holds is offline now, so its reconnect elsewhere is admitted at once. */

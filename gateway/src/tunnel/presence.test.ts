@@ -46,7 +46,15 @@ describe("presence writes", () => {
     await database?.drop();
   });
   const claim = (sessionId: string, expectHolder: string | null, extra: { gatewayId?: string; requireExpired?: boolean; ttlMs?: number } = {}) =>
-    claimPresence(database.db, { agentId, sessionId, gatewayId: extra.gatewayId ?? "gw_1", address: "127.0.0.1", ttlMs: extra.ttlMs ?? 60_000, expectHolder, requireExpired: extra.requireExpired ?? false });
+    claimPresence(database.db, {
+      agentId,
+      sessionId,
+      gatewayId: extra.gatewayId ?? "gw_1",
+      address: "127.0.0.1",
+      ttlMs: extra.ttlMs ?? 60_000,
+      expectHolder,
+      requireExpired: extra.requireExpired ?? false,
+    });
 
   it("lets exactly one of many simultaneous claimants hold the agent", async () => {
     const results = await Promise.all(Array.from({ length: 8 }, (_, i) => claim(`ses_c${i}`, null)));

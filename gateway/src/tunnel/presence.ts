@@ -86,11 +86,16 @@ export type Verdict =
  * gone, or when the holder's presence ran out on another gateway. A holder on this gateway that is still
  * connected is asked (a ping); a live holder on another gateway keeps the agent.
  */
-export function judgeHolder(holder: Holder, claimant: { gatewayId: string; previousSessionId: string | null; isLocalSession(sessionId: string): boolean }): Verdict {
+export function judgeHolder(
+  holder: Holder,
+  claimant: { gatewayId: string; previousSessionId: string | null; isLocalSession(sessionId: string): boolean },
+): Verdict {
   if (holder.sessionId === null) return { action: "claim", expectHolder: null, requireExpired: false };
   if (holder.sessionId === claimant.previousSessionId) return { action: "claim", expectHolder: holder.sessionId, requireExpired: false };
   if (holder.gatewayId === claimant.gatewayId) {
-    return claimant.isLocalSession(holder.sessionId) ? { action: "probe", sessionId: holder.sessionId } : { action: "claim", expectHolder: holder.sessionId, requireExpired: false };
+    return claimant.isLocalSession(holder.sessionId)
+      ? { action: "probe", sessionId: holder.sessionId }
+      : { action: "claim", expectHolder: holder.sessionId, requireExpired: false };
   }
   if (holder.expired) return { action: "claim", expectHolder: holder.sessionId, requireExpired: true };
   return { action: "refuse" };

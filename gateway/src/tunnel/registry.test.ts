@@ -17,7 +17,12 @@ function agent(id: string, opts: { discountLane?: boolean; inFlight?: number; ca
     inFlight: opts.inFlight ?? 0,
     capacity: opts.capacity ?? 10,
     routable: opts.routable ?? true,
-    inventory: { agentVersion: "t", models: [{ provider: "openai", model: "gpt-4o-mini", contextTokens: null }], keyFingerprints: [], concurrentStreamsMax: 10 },
+    inventory: {
+      agentVersion: "t",
+      models: [{ provider: "openai", model: "gpt-4o-mini", contextTokens: null }],
+      keyFingerprints: [],
+      concurrentStreamsMax: 10,
+    },
   };
 }
 

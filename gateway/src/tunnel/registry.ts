@@ -99,7 +99,10 @@ export class AgentRegistry {
   /** Models currently served by at least one connected agent, per API family. */
   models(api: ApiFamily): string[] {
     const prefix = `${api}:`;
-    return [...this.#byModel.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length)).sort();
+    return [...this.#byModel.keys()]
+      .filter((k) => k.startsWith(prefix))
+      .map((k) => k.slice(prefix.length))
+      .sort();
   }
 
   serves(api: ApiFamily, model: string): boolean {

@@ -29,7 +29,11 @@ export class AgentReleases {
   #policy: { at: number; value: ReleasePolicy } | null = null;
   readonly #files = new Map<string, ReleaseFiles>();
 
-  constructor(private readonly db: Db, private readonly log: Logger, private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly db: Db,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   async policy(): Promise<ReleasePolicy> {
     if (this.#policy && this.now() - this.#policy.at < POLICY_TTL_MS) return this.#policy.value;
@@ -65,7 +69,8 @@ export class AgentReleases {
     const refusal = versionRefusal(conn.agentVersion, policy);
     if (!refusal) return { admitted: true };
     this.log.warn("tunnel.version_refused", { agentId: conn.agentId, agentVersion: conn.agentVersion, remoteIp: conn.remoteIp });
-    await this.db.agent.update({ where: { id: conn.agentId! }, data: { version: conn.agentVersion?.slice(0, 64) ?? null, versionRefusedAt: new Date(this.now()) } })
+    await this.db.agent
+      .update({ where: { id: conn.agentId! }, data: { version: conn.agentVersion?.slice(0, 64) ?? null, versionRefusedAt: new Date(this.now()) } })
       .catch((error: unknown) => this.log.warn("tunnel.version_refusal_not_recorded", { agentId: conn.agentId, error }));
     return { admitted: false, code: CloseCode.UPDATE_REQUIRED, reason: refusal };
   }
@@ -99,7 +104,8 @@ export class AgentReleases {
    */
   async handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
     if (!path.startsWith(RELEASES_PATH)) return false;
-    const notFound = (message: string) => res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: "not_found", message } }));
+    const notFound = (message: string) =>
+      res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: "not_found", message } }));
     if (req.method !== "GET") {
       res.writeHead(405, { "content-type": "application/json", allow: "GET" }).end('{"error":{"code":"method_not_allowed","message":"Use GET."}}');
       return true;

@@ -16,7 +16,12 @@ export default async function Dashboard() {
     <>
       <PageTitle title="Dashboard" subtitle="Your balance and spend over the last 30 days (UTC)." />
       <div className="grid gap-4 sm:grid-cols-3">
-        <Stat label="Balance" value={usd(b.availableMicros + b.reservedMicros)} hint={b.reservedMicros > 0n ? `${usd(b.reservedMicros)} of it held for requests in flight` : "Nothing held right now"} testId="balance" />
+        <Stat
+          label="Balance"
+          value={usd(b.availableMicros + b.reservedMicros)}
+          hint={b.reservedMicros > 0n ? `${usd(b.reservedMicros)} of it held for requests in flight` : "Nothing held right now"}
+          testId="balance"
+        />
         <Stat label="Spend, 30 days" value={usd(spent30)} hint={`${count(requests)} billed ${requests === 1 ? "request" : "requests"}`} testId="spend-30d" />
         <Stat label="Spend, all time" value={usd(b.spentMicros)} />
       </div>
@@ -24,8 +29,20 @@ export default async function Dashboard() {
         <div className="lg:col-span-2">
           <Card title="Spend per day">
             {requests === 0 ? (
-              <Empty testId="dashboard-empty">No billed requests yet. <Link href="/app/keys" className="font-medium text-indigo-600 hover:underline">Create an API key</Link>, top up on <Link href="/app/billing" className="font-medium text-indigo-600 hover:underline">Billing</Link>, and make your first call.</Empty>
-            ) : <SpendChart data={days.map((d) => ({ day: d.day.slice(5), spent: Number(d.spentMicros) / 1e6, label: usd(d.spentMicros) }))} />}
+              <Empty testId="dashboard-empty">
+                No billed requests yet.{" "}
+                <Link href="/app/keys" className="font-medium text-indigo-600 hover:underline">
+                  Create an API key
+                </Link>
+                , top up on{" "}
+                <Link href="/app/billing" className="font-medium text-indigo-600 hover:underline">
+                  Billing
+                </Link>
+                , and make your first call.
+              </Empty>
+            ) : (
+              <SpendChart data={days.map((d) => ({ day: d.day.slice(5), spent: Number(d.spentMicros) / 1e6, label: usd(d.spentMicros) }))} />
+            )}
           </Card>
         </div>
         <Card title="By model">

@@ -17,10 +17,20 @@ export function ForgotForm() {
     <form onSubmit={submitTo(action)} className="mt-6 space-y-4" noValidate>
       <label className="block text-sm font-medium text-slate-700">
         Email
-        <input name="email" type="email" autoComplete="email" required className={inputClass} aria-invalid={Boolean(state?.email)} aria-describedby="forgot-error" />
+        <input
+          name="email"
+          type="email"
+          autoComplete="email"
+          required
+          className={inputClass}
+          aria-invalid={Boolean(state?.email)}
+          aria-describedby="forgot-error"
+        />
       </label>
       <FieldError id="forgot-error" message={state?.email ?? state?.form} />
-      <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>{pending ? "Sending…" : "Send reset link"}</button>
+      <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>
+        {pending ? "Sending…" : "Send reset link"}
+      </button>
     </form>
   );
 }

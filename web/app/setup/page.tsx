@@ -16,21 +16,25 @@ export default async function SetupPage({ searchParams }: { searchParams: Promis
   const open = await setupOpen();
   return (
     <main className="mx-auto flex min-h-screen max-w-md flex-col justify-center px-6 py-10">
-      <Link href="/" className="mb-8 text-sm font-semibold text-indigo-600">Wellspring</Link>
+      <Link href="/" className="mb-8 text-sm font-semibold text-indigo-600">
+        Wellspring
+      </Link>
       <h1 className="text-2xl font-semibold tracking-tight">Create the first administrator</h1>
       {open ? (
         <>
           <p className="mt-1 text-sm text-slate-500">
-            Administrators publish prices, review risk flags, manage accounts and pay owners. This page works once, with the
-            setup link the hub printed when it started; afterwards administrators are made with{" "}
-            <code className="text-xs">npm run admin -- create-admin</code>.
+            Administrators publish prices, review risk flags, manage accounts and pay owners. This page works once, with the setup link the hub printed when it
+            started; afterwards administrators are made with <code className="text-xs">npm run admin -- create-admin</code>.
           </p>
           <SetupForm token={typeof token === "string" ? token : ""} />
         </>
       ) : (
         <p role="status" data-testid="setup-closed" className="mt-4 text-sm text-slate-600">
           Setup is done: this hub has an administrator.{" "}
-          <Link className="font-medium text-indigo-600 hover:underline" href="/signin">Sign in</Link>.
+          <Link className="font-medium text-indigo-600 hover:underline" href="/signin">
+            Sign in
+          </Link>
+          .
         </p>
       )}
     </main>

@@ -41,7 +41,8 @@ export function SignInForm() {
       setWait({ scope: throttled[1]!, until: Date.now() + Number(throttled[2]) * 1000 });
     } else setError(MESSAGES[res?.error ?? ""] ?? "Sign-in failed. Try again.");
   };
-  const waitMessage = wait &&
+  const waitMessage =
+    wait &&
     (left > 0
       ? `Too many failed sign-ins ${wait.scope === "network" ? "from your network" : "for this account"}. Try again in ${waitText(left * 1000)}.`
       : "You can try again now.");
@@ -59,10 +60,20 @@ export function SignInForm() {
       </label>
       <label className="block text-sm font-medium text-slate-700">
         Password
-        <input name="password" type="password" autoComplete="current-password" required className={inputClass} aria-invalid={Boolean(error)} aria-describedby="signin-error" />
+        <input
+          name="password"
+          type="password"
+          autoComplete="current-password"
+          required
+          className={inputClass}
+          aria-invalid={Boolean(error)}
+          aria-describedby="signin-error"
+        />
       </label>
       <FieldError id="signin-error" message={error ?? waitMessage ?? undefined} />
-      <button type="submit" className={`${buttonClass} w-full`} disabled={pending || left > 0}>{pending ? "Signing in…" : left > 0 ? `Wait ${left} s` : "Sign in"}</button>
+      <button type="submit" className={`${buttonClass} w-full`} disabled={pending || left > 0}>
+        {pending ? "Signing in…" : left > 0 ? `Wait ${left} s` : "Sign in"}
+      </button>
     </form>
   );
 }

@@ -22,12 +22,31 @@ export function SignUpForm() {
       <FieldError id="name-error" message={errors?.name} />
       <label className="block text-sm font-medium text-slate-700">
         Email
-        <input name="email" type="email" autoComplete="email" required maxLength={255} className={inputClass} aria-invalid={Boolean(errors?.email)} aria-describedby="email-error" />
+        <input
+          name="email"
+          type="email"
+          autoComplete="email"
+          required
+          maxLength={255}
+          className={inputClass}
+          aria-invalid={Boolean(errors?.email)}
+          aria-describedby="email-error"
+        />
       </label>
       <FieldError id="email-error" message={errors?.email} />
       <label className="block text-sm font-medium text-slate-700">
         Password <span className="font-normal text-slate-400">(at least 10 characters)</span>
-        <input name="password" type="password" autoComplete="new-password" required minLength={10} maxLength={200} className={inputClass} aria-invalid={Boolean(errors?.password)} aria-describedby="password-error" />
+        <input
+          name="password"
+          type="password"
+          autoComplete="new-password"
+          required
+          minLength={10}
+          maxLength={200}
+          className={inputClass}
+          aria-invalid={Boolean(errors?.password)}
+          aria-describedby="password-error"
+        />
       </label>
       <FieldError id="password-error" message={errors?.password} />
       <label className="flex items-start gap-2 text-sm text-slate-700">
@@ -35,7 +54,9 @@ export function SignUpForm() {
         <span>I also want to offer capacity from my own provider keys (key owner)</span>
       </label>
       <FieldError id="signup-error" message={errors?.form} />
-      <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>{pending ? "Creating…" : "Create account"}</button>
+      <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>
+        {pending ? "Creating…" : "Create account"}
+      </button>
     </form>
   );
 }

@@ -130,7 +130,13 @@ describe("sign-in throttling", () => {
     const admin = await import("./admin.ts");
     const u = await user("owner4@acct.test", "the right password 4");
     for (let i = 0; i < 4; i++) await attempt(u.email, "wrong password", "192.0.2.120", at(i * 10_000));
-    const adminActor: Actor = { userId: (await user("admin4@acct.test", "admin password 44")).id, email: "admin4@acct.test", name: null, isOwner: false, isAdmin: true };
+    const adminActor: Actor = {
+      userId: (await user("admin4@acct.test", "admin password 44")).id,
+      email: "admin4@acct.test",
+      name: null,
+      isOwner: false,
+      isAdmin: true,
+    };
     const found = (await admin.searchAccounts(adminActor, u.email)).users[0]!;
     expect(found.signinThrottle).toMatchObject({ failures: 4, addresses: 1 });
     expect(await attempt(u.email, u.password, "192.0.2.120", at(30_001))).toMatch(/^throttled:account:/);
@@ -198,11 +204,20 @@ describe("sign-up", () => {
   it("is throttled per client address", async () => {
     const address = "192.0.2.11";
     for (let i = 0; i < throttle.SIGNUP_ADDRESS.countMax; i++) {
-      expect(await accounts.signUp({ email: `many${i}@acct.test`, password: "some password 1", name: "", owner: false }, { clientAddress: address, now: at(i) })).toEqual({ ok: true });
+      expect(
+        await accounts.signUp({ email: `many${i}@acct.test`, password: "some password 1", name: "", owner: false }, { clientAddress: address, now: at(i) }),
+      ).toEqual({ ok: true });
     }
-    expect(await accounts.signUp({ email: "one-more@acct.test", password: "some password 1", name: "", owner: false }, { clientAddress: address, now: at(1000) })).toEqual({ ok: false, errors: { form: "Too many sign-ups from your network. Try again in 60 minutes." } });
+    expect(
+      await accounts.signUp({ email: "one-more@acct.test", password: "some password 1", name: "", owner: false }, { clientAddress: address, now: at(1000) }),
+    ).toEqual({ ok: false, errors: { form: "Too many sign-ups from your network. Try again in 60 minutes." } });
     expect(await database.db.user.findUnique({ where: { email: "one-more@acct.test" } })).toBeNull();
-    expect(await accounts.signUp({ email: "one-more@acct.test", password: "some password 1", name: "", owner: false }, { clientAddress: "192.0.2.12", now: at(1000) })).toEqual({ ok: true });
+    expect(
+      await accounts.signUp(
+        { email: "one-more@acct.test", password: "some password 1", name: "", owner: false },
+        { clientAddress: "192.0.2.12", now: at(1000) },
+      ),
+    ).toEqual({ ok: true });
   });
 });
 
@@ -238,7 +253,10 @@ describe("password reset", () => {
     expect(await reset.resetPassword(token, "short", at(2000))).toEqual({ ok: false, errors: { password: "Use at least 10 characters." } });
     expect(await reset.resetLinkUsable(token, at(2000))).toBe(true); // a refused password does not use the link up
     expect(await reset.resetPassword(token, "new password 222", at(2000))).toEqual({ ok: true });
-    expect(await reset.resetPassword(token, "other password 222", at(3000))).toEqual({ ok: false, errors: { form: "This link has expired or was already used. Ask for a new one." } });
+    expect(await reset.resetPassword(token, "other password 222", at(3000))).toEqual({
+      ok: false,
+      errors: { form: "This link has expired or was already used. Ask for a new one." },
+    });
     expect(await reset.resetLinkUsable(token, at(3000))).toBe(false);
     expect(await actorMod.actorOfSession(before.id, before.sessionVersion)).toBeNull();
     expect(await attempt(u.email, u.password, "192.0.2.32", at(4000))).toBe("invalid");
@@ -267,9 +285,14 @@ describe("password reset", () => {
 
   it("requests are throttled per email address and per client address", async () => {
     const perAccount = throttle.RESET_ACCOUNT.countMax;
-    for (let i = 0; i < perAccount; i++) expect(await reset.requestPasswordReset({ email: "reset5@acct.test" }, { clientAddress: `192.0.2.${40 + i}`, now: at(i) })).toEqual({ ok: true });
-    expect(await reset.requestPasswordReset({ email: "reset5@acct.test" }, { clientAddress: "192.0.2.49", now: at(10) })).toEqual({ ok: false, errors: { form: "Too many reset requests. Try again in 60 minutes." } });
-    for (let i = 0; i < throttle.RESET_ADDRESS.countMax; i++) expect(await reset.requestPasswordReset({ email: `r${i}@acct.test` }, { clientAddress: "192.0.2.50", now: at(i) })).toEqual({ ok: true });
+    for (let i = 0; i < perAccount; i++)
+      expect(await reset.requestPasswordReset({ email: "reset5@acct.test" }, { clientAddress: `192.0.2.${40 + i}`, now: at(i) })).toEqual({ ok: true });
+    expect(await reset.requestPasswordReset({ email: "reset5@acct.test" }, { clientAddress: "192.0.2.49", now: at(10) })).toEqual({
+      ok: false,
+      errors: { form: "Too many reset requests. Try again in 60 minutes." },
+    });
+    for (let i = 0; i < throttle.RESET_ADDRESS.countMax; i++)
+      expect(await reset.requestPasswordReset({ email: `r${i}@acct.test` }, { clientAddress: "192.0.2.50", now: at(i) })).toEqual({ ok: true });
     expect(await reset.requestPasswordReset({ email: "another@acct.test" }, { clientAddress: "192.0.2.50", now: at(100) })).toMatchObject({ ok: false });
     await mail.mailSettled();
   });

@@ -17,7 +17,10 @@ export type FieldErrors = Partial<Record<"email" | "password" | "name" | "curren
  * the work done before answering (the password is hashed either way): sign-up does not tell who has an
  * account. Throttled per client address. The first admin is made with `npm run admin -- create-admin`.
  */
-export async function signUp(input: { email: string; password: string; name: string; owner: boolean }, context: { clientAddress: string; now?: Date }): Promise<{ ok: true } | { ok: false; errors: FieldErrors }> {
+export async function signUp(
+  input: { email: string; password: string; name: string; owner: boolean },
+  context: { clientAddress: string; now?: Date },
+): Promise<{ ok: true } | { ok: false; errors: FieldErrors }> {
   const email = input.email.trim().toLowerCase();
   const errors: FieldErrors = {};
   if (!EMAIL.test(email)) errors.email = "Enter an email address like name@company.com.";

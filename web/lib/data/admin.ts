@@ -53,8 +53,28 @@ export async function searchAccounts(actor: Actor, q: string): Promise<{ users: 
     take: ADMIN_SEARCH_ROWS,
   });
   return {
-    users: users.map((u) => ({ id: u.id, email: u.email, name: u.name, status: u.status, isOwner: u.isOwner, isAdmin: u.isAdmin, availableMicros: byUser.get(u.id)?.availableMicros ?? 0n, spentMicros: byUser.get(u.id)?.spentMicros ?? 0n, createdAt: u.createdAt, signinThrottle: throttles.get(u.email) ?? null })),
-    agents: agents.map((a) => ({ id: a.id, name: a.name, ownerEmail: a.owner.email, status: a.status, tier: a.tier, discountLane: a.discountLane, priceVer: a.priceVer, lastSeenAt: a.lastSeenAt })),
+    users: users.map((u) => ({
+      id: u.id,
+      email: u.email,
+      name: u.name,
+      status: u.status,
+      isOwner: u.isOwner,
+      isAdmin: u.isAdmin,
+      availableMicros: byUser.get(u.id)?.availableMicros ?? 0n,
+      spentMicros: byUser.get(u.id)?.spentMicros ?? 0n,
+      createdAt: u.createdAt,
+      signinThrottle: throttles.get(u.email) ?? null,
+    })),
+    agents: agents.map((a) => ({
+      id: a.id,
+      name: a.name,
+      ownerEmail: a.owner.email,
+      status: a.status,
+      tier: a.tier,
+      discountLane: a.discountLane,
+      priceVer: a.priceVer,
+      lastSeenAt: a.lastSeenAt,
+    })),
   };
 }
 
@@ -71,7 +91,9 @@ export async function unlockSignin(actor: Actor, userId: string): Promise<boolea
   const user = await db().user.findUnique({ where: { id: userId }, select: { email: true } });
   if (!user) return false;
   const cleared = await clearSigninThrottle(user.email);
-  await db().auditEvent.create({ data: { actor: `user:${actor.userId}`, action: "account.signin_unlocked", subject: `user:${userId}`, detail: { counters: cleared } } });
+  await db().auditEvent.create({
+    data: { actor: `user:${actor.userId}`, action: "account.signin_unlocked", subject: `user:${userId}`, detail: { counters: cleared } },
+  });
   return true;
 }
 
@@ -112,16 +134,40 @@ export interface BatchRow {
 
 export async function redemptionBatches(actor: Actor): Promise<BatchRow[]> {
   requireAdmin(actor);
-  const r = await pool().query<{ id: string; amount: string; code_count: number; redeemed: string; note: string | null; expires_at: Date | null; created_at: Date }>(
+  const r = await pool().query<{
+    id: string;
+    amount: string;
+    code_count: number;
+    redeemed: string;
+    note: string | null;
+    expires_at: Date | null;
+    created_at: Date;
+  }>(
     `SELECT b.id, b.amount_micros::text AS amount, b.code_count, COUNT(c.redeemed_at)::text AS redeemed, b.note, b.expires_at, b.created_at
      FROM redemption_batches b LEFT JOIN redemption_codes c ON c.batch_id = b.id GROUP BY b.id ORDER BY b.created_at DESC LIMIT 100`,
   );
-  return r.rows.map((b) => ({ id: b.id, amountMicros: BigInt(b.amount), codeCount: b.code_count, redeemed: Number(b.redeemed), note: b.note, expiresAt: b.expires_at, createdAt: b.created_at }));
+  return r.rows.map((b) => ({
+    id: b.id,
+    amountMicros: BigInt(b.amount),
+    codeCount: b.code_count,
+    redeemed: Number(b.redeemed),
+    note: b.note,
+    expiresAt: b.expires_at,
+    createdAt: b.created_at,
+  }));
 }
 
-export async function createBatch(actor: Actor, input: { amountMicros: bigint; count: number; note: string; expiresAt: Date | null }): Promise<{ batchId: string; codes: string[] }> {
+export async function createBatch(
+  actor: Actor,
+  input: { amountMicros: bigint; count: number; note: string; expiresAt: Date | null },
+): Promise<{ batchId: string; codes: string[] }> {
   requireAdmin(actor);
-  return new Treasury(pool()).createRedemptionBatch(`user:${actor.userId}`, { amountMicros: input.amountMicros, count: input.count, note: input.note || undefined, expiresAt: input.expiresAt });
+  return new Treasury(pool()).createRedemptionBatch(`user:${actor.userId}`, {
+    amountMicros: input.amountMicros,
+    count: input.count,
+    note: input.note || undefined,
+    expiresAt: input.expiresAt,
+  });
 }
 
 export interface SystemStatus {

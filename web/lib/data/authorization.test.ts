@@ -35,7 +35,10 @@ beforeAll(async () => {
   prices = await import("./prices.ts");
   actorMod = await import("./actor.ts");
   admin = await import("./admin.ts");
-  for (const [name, pw] of [["alice", "alice-password-1"], ["bob", "bob-password-22"]] as const) {
+  for (const [name, pw] of [
+    ["alice", "alice-password-1"],
+    ["bob", "bob-password-22"],
+  ] as const) {
     expect(await accounts.signUp({ email: `${name}@tenant.test`, password: pw, name, owner: false }, { clientAddress: "192.0.2.1" })).toEqual({ ok: true });
   }
   const users = await database.db.user.findMany({ orderBy: { email: "asc" } });
@@ -44,7 +47,20 @@ beforeAll(async () => {
   await fund(database.url, alice.userId, 3_000_000n);
   aliceKeyId = (await keys.createKey(alice, { name: "alice-key", allowedModels: [], rpmLimit: 60, monthlyBudgetMicros: null, expiresAt: null })).id;
   await database.db.requestRecord.create({
-    data: { id: newId("req"), userId: alice.userId, keyId: aliceKeyId, gatewayId: "gw_test", route: "/v1/chat/completions", provider: "openai", model: "gpt-4o-mini", httpStatus: 200, endCause: "completed", startedAt: new Date(), durationMs: 12, userChargeMicros: 42n },
+    data: {
+      id: newId("req"),
+      userId: alice.userId,
+      keyId: aliceKeyId,
+      gatewayId: "gw_test",
+      route: "/v1/chat/completions",
+      provider: "openai",
+      model: "gpt-4o-mini",
+      httpStatus: 200,
+      endCause: "completed",
+      startedAt: new Date(),
+      durationMs: 12,
+      userChargeMicros: 42n,
+    },
   });
 }, 120_000);
 
@@ -76,11 +92,20 @@ describe("another tenant's ids", () => {
   });
 
   it("a password change needs the current password and touches only the caller", async () => {
-    expect(await accounts.changePassword(bob, "alice-password-1", "new-password-123")).toEqual({ ok: false, errors: { current: "This is not your current password." } });
-    expect(await accounts.changePassword(bob, "bob-password-22", "short")).toMatchObject({ ok: false, errors: { password: expect.stringMatching(/at least 10/) } });
+    expect(await accounts.changePassword(bob, "alice-password-1", "new-password-123")).toEqual({
+      ok: false,
+      errors: { current: "This is not your current password." },
+    });
+    expect(await accounts.changePassword(bob, "bob-password-22", "short")).toMatchObject({
+      ok: false,
+      errors: { password: expect.stringMatching(/at least 10/) },
+    });
     expect(await accounts.changePassword(bob, "bob-password-22", "new-password-123")).toEqual({ ok: true });
     const { verifyPassword } = await import("@wellspring/db");
-    const [a, b] = await Promise.all([database.db.user.findUniqueOrThrow({ where: { id: alice.userId } }), database.db.user.findUniqueOrThrow({ where: { id: bob.userId } })]);
+    const [a, b] = await Promise.all([
+      database.db.user.findUniqueOrThrow({ where: { id: alice.userId } }),
+      database.db.user.findUniqueOrThrow({ where: { id: bob.userId } }),
+    ]);
     expect(await verifyPassword("alice-password-1", a.passwordHash)).toBe(true);
     expect(await verifyPassword("new-password-123", b.passwordHash)).toBe(true);
     expect(await verifyPassword("bob-password-22", b.passwordHash)).toBe(false);
@@ -88,9 +113,14 @@ describe("another tenant's ids", () => {
 
   it("sign-up answers a taken email as a new one and changes nothing of the account; weak input gets field errors", async () => {
     const before = await database.db.user.findUniqueOrThrow({ where: { id: alice.userId } });
-    expect(await accounts.signUp({ email: "ALICE@tenant.test", password: "whatever-long-1", name: "", owner: true }, { clientAddress: "192.0.2.1" })).toEqual({ ok: true });
+    expect(await accounts.signUp({ email: "ALICE@tenant.test", password: "whatever-long-1", name: "", owner: true }, { clientAddress: "192.0.2.1" })).toEqual({
+      ok: true,
+    });
     expect(await database.db.user.findUniqueOrThrow({ where: { id: alice.userId } })).toEqual(before);
-    expect(await accounts.signUp({ email: "nope", password: "short", name: "", owner: false }, { clientAddress: "192.0.2.1" })).toMatchObject({ ok: false, errors: { email: expect.any(String), password: expect.any(String) } });
+    expect(await accounts.signUp({ email: "nope", password: "short", name: "", owner: false }, { clientAddress: "192.0.2.1" })).toMatchObject({
+      ok: false,
+      errors: { email: expect.any(String), password: expect.any(String) },
+    });
   });
 });
 

@@ -9,5 +9,13 @@ export type RedeemOutcome = { ok: true; amountMicros: bigint } | { ok: false; er
 export async function redeemCode(actor: Actor, code: string): Promise<RedeemOutcome> {
   const r = await new Treasury(pool()).redeem(actor.userId, code);
   if (r.outcome === "redeemed") return { ok: true, amountMicros: r.amountMicros };
-  return { ok: false, error: r.outcome === "invalid" ? "This code does not exist. Check it and try again." : r.outcome === "expired" ? "This code has expired." : "This code was already redeemed." };
+  return {
+    ok: false,
+    error:
+      r.outcome === "invalid"
+        ? "This code does not exist. Check it and try again."
+        : r.outcome === "expired"
+          ? "This code has expired."
+          : "This code was already redeemed.",
+  };
 }

@@ -24,7 +24,18 @@ export async function listKeys(actor: Actor): Promise<KeyRow[]> {
   return db().virtualKey.findMany({
     where: { userId: actor.userId },
     orderBy: [{ status: "asc" }, { createdAt: "desc" }],
-    select: { id: true, name: true, prefix: true, status: true, allowedModels: true, rpmLimit: true, monthlyBudgetMicros: true, expiresAt: true, lastUsedAt: true, createdAt: true },
+    select: {
+      id: true,
+      name: true,
+      prefix: true,
+      status: true,
+      allowedModels: true,
+      rpmLimit: true,
+      monthlyBudgetMicros: true,
+      expiresAt: true,
+      lastUsedAt: true,
+      createdAt: true,
+    },
   });
 }
 
@@ -38,11 +49,20 @@ export interface NewKey {
 
 export type KeyErrors = Partial<Record<keyof NewKey | "form", string>>;
 
-export function validateNewKey(raw: { name: string; models: string; rpm: string; budgetUsd: string; expires: string }): { ok: true; key: NewKey } | { ok: false; errors: KeyErrors } {
+export function validateNewKey(raw: {
+  name: string;
+  models: string;
+  rpm: string;
+  budgetUsd: string;
+  expires: string;
+}): { ok: true; key: NewKey } | { ok: false; errors: KeyErrors } {
   const errors: KeyErrors = {};
   const name = raw.name.trim();
   if (!name || name.length > 60) errors.name = "Give the key a name of 1 to 60 characters.";
-  const allowedModels = raw.models.split(/[\s,]+/).map((m) => m.trim()).filter(Boolean);
+  const allowedModels = raw.models
+    .split(/[\s,]+/)
+    .map((m) => m.trim())
+    .filter(Boolean);
   if (allowedModels.some((m) => !/^[\w.:/@-]{1,256}$/.test(m))) errors.allowedModels = "Model names are letters, digits and . : / @ - _ only.";
   let rpmLimit: number | null = null;
   if (raw.rpm.trim()) {
@@ -72,7 +92,12 @@ export async function unknownModels(models: readonly string[]): Promise<string[]
 export async function createKey(actor: Actor, key: NewKey): Promise<{ id: string; secret: string }> {
   const count = await db().virtualKey.count({ where: { userId: actor.userId, status: "active" } });
   if (count >= KEYS_PER_USER_MAX) throw new Error(`You have ${KEYS_PER_USER_MAX} active keys; revoke one first.`);
-  return issueKey(db(), actor.userId, key.name, { allowedModels: key.allowedModels, expiresAt: key.expiresAt, rpmLimit: key.rpmLimit, monthlyBudgetMicros: key.monthlyBudgetMicros });
+  return issueKey(db(), actor.userId, key.name, {
+    allowedModels: key.allowedModels,
+    expiresAt: key.expiresAt,
+    rpmLimit: key.rpmLimit,
+    monthlyBudgetMicros: key.monthlyBudgetMicros,
+  });
 }
 
 /** Revokes one of the actor's keys; another account's key id changes nothing and reports not found. */

@@ -1,6 +1,21 @@
 import "server-only";
 import { currentHubEndpoint } from "@wellspring/db/core";
-import { AgentLockedError, changeOwnAgent, createEnrollmentToken, DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, enrollSteps, payoutAmountProblem, Treasury, updateRequiredNotice, type DuplicateWarning, type EarningsDay, type EnrollSteps, type UpdateRequiredNotice } from "@wellspring/gateway";
+import {
+  AgentLockedError,
+  changeOwnAgent,
+  createEnrollmentToken,
+  DUPLICATE_AGENT_IDENTITY,
+  DUPLICATE_WARNING_WINDOW_MS,
+  duplicateWarningOf,
+  enrollSteps,
+  payoutAmountProblem,
+  Treasury,
+  updateRequiredNotice,
+  type DuplicateWarning,
+  type EarningsDay,
+  type EnrollSteps,
+  type UpdateRequiredNotice,
+} from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { Forbidden, requireOwner, type Actor } from "./actor";
 
@@ -17,7 +32,6 @@ export interface Enrollment {
   /** What the owner runs, in order, in the agent's folder: each a shell command printed with a copy button. */
   steps: EnrollSteps;
 }
-
 
 /** A single-use enrollment token for one of the actor's agents, and the exact command the owner runs. */
 export async function createEnrollment(actor: Actor, label: string): Promise<Enrollment> {
@@ -58,7 +72,11 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   const rows = await db().agent.findMany({ where: { ownerId: actor.userId }, orderBy: { createdAt: "asc" } });
   // The hub's duplicate-identity flags on the caller's own agents (subjects built from the rows above).
   const flags = await db().riskFlag.findMany({
-    where: { kind: DUPLICATE_AGENT_IDENTITY, subject: { in: rows.map((a) => `agent:${a.id}`) }, lastRaisedAt: { gte: new Date(Date.now() - DUPLICATE_WARNING_WINDOW_MS) } },
+    where: {
+      kind: DUPLICATE_AGENT_IDENTITY,
+      subject: { in: rows.map((a) => `agent:${a.id}`) },
+      lastRaisedAt: { gte: new Date(Date.now() - DUPLICATE_WARNING_WINDOW_MS) },
+    },
     orderBy: { lastRaisedAt: "desc" },
     select: { kind: true, subject: true, evidence: true, lastRaisedAt: true, raisedCount: true },
   });
@@ -128,7 +146,14 @@ export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
     paidMicros: payouts.filter((p) => p.status === "paid").reduce((n, p) => n + p.amountMicros, 0n),
     byDay,
     byModel: byModel.rows.map((r) => ({ model: r.model ?? "unknown", earningMicros: BigInt(r.earning), requests: Number(r.requests) })),
-    payouts: payouts.map((p) => ({ id: p.id, amountMicros: p.amountMicros, status: p.status, requestedAt: p.requestedAt, decidedAt: p.decidedAt, reference: p.reference })),
+    payouts: payouts.map((p) => ({
+      id: p.id,
+      amountMicros: p.amountMicros,
+      status: p.status,
+      requestedAt: p.requestedAt,
+      decidedAt: p.decidedAt,
+      reference: p.reference,
+    })),
   };
 }
 

@@ -24,7 +24,16 @@ const hashToken = (token: string) => createHash("sha256").update(token).digest("
 /** Makes a link for the user and mails it; the token itself exists only in that mail. */
 async function issueReset(user: { id: string; email: string }, requestedBy: string, now: Date): Promise<void> {
   const token = randomBytes(TOKEN_BYTES).toString("base64url");
-  await db().passwordReset.create({ data: { id: newId("prt"), userId: user.id, tokenHash: hashToken(token), requestedBy, createdAt: now, expiresAt: new Date(now.getTime() + PASSWORD_RESET_TTL_MS) } });
+  await db().passwordReset.create({
+    data: {
+      id: newId("prt"),
+      userId: user.id,
+      tokenHash: hashToken(token),
+      requestedBy,
+      createdAt: now,
+      expiresAt: new Date(now.getTime() + PASSWORD_RESET_TTL_MS),
+    },
+  });
   const minutes = PASSWORD_RESET_TTL_MS / 60_000;
   await sendMail({
     kind: "password_reset",
@@ -52,10 +61,13 @@ export async function requestPasswordReset(input: { email: string }, context: { 
   const email = input.email.trim().toLowerCase();
   if (!email || email.length > 320) return { ok: false, errors: { email: "Enter the email address of your account." } };
   const now = context.now ?? new Date();
-  const gate = await takeAttempt([
-    { key: resetAddressKey(addressKey(context.clientAddress)), policy: RESET_ADDRESS },
-    { key: resetAccountKey(email), policy: RESET_ACCOUNT },
-  ], now);
+  const gate = await takeAttempt(
+    [
+      { key: resetAddressKey(addressKey(context.clientAddress)), policy: RESET_ADDRESS },
+      { key: resetAccountKey(email), policy: RESET_ACCOUNT },
+    ],
+    now,
+  );
   if (!gate.ok) return { ok: false, errors: { form: `Too many reset requests. Try again in ${waitText(gate.waitMs)}.` } };
   mailInBackground(async () => {
     const user = await db().user.findUnique({ where: { email } });
@@ -97,7 +109,14 @@ export async function resetPassword(token: string, password: string, now: Date =
     if (used.count !== 1) return null;
     await tx.passwordReset.updateMany({ where: { userId: row.userId, usedAt: null }, data: { usedAt: now } });
     await tx.user.update({ where: { id: row.userId }, data: { passwordHash, sessionVersion: { increment: 1 } } });
-    await tx.auditEvent.create({ data: { actor: `user:${row.userId}`, action: "account.password_reset", subject: `user:${row.userId}`, detail: { resetId: row.id, requestedBy: row.requestedBy } } });
+    await tx.auditEvent.create({
+      data: {
+        actor: `user:${row.userId}`,
+        action: "account.password_reset",
+        subject: `user:${row.userId}`,
+        detail: { resetId: row.id, requestedBy: row.requestedBy },
+      },
+    });
     return row.user.email;
   });
   if (!email) return { ok: false, errors: { form: LINK_UNUSABLE } };

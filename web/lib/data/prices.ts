@@ -45,13 +45,18 @@ const FIELDS = ["inputMicrosPerMTok", "outputMicrosPerMTok", "cachedInputMicrosP
 export function parseDraft(text: string): { ok: true; entries: PriceEntry[] } | { ok: false; error: string } {
   const entries: PriceEntry[] = [];
   const seen = new Set<string>();
-  const lines = text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  const lines = text
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"));
   for (const [i, line] of lines.entries()) {
     const parts = line.split(/\s+/);
     const [provider, model, ...amounts] = parts;
-    if (provider !== "openai" && provider !== "anthropic" && provider !== "azure") return { ok: false, error: `Line ${i + 1}: the provider must be openai, anthropic or azure.` };
+    if (provider !== "openai" && provider !== "anthropic" && provider !== "azure")
+      return { ok: false, error: `Line ${i + 1}: the provider must be openai, anthropic or azure.` };
     if (!model || !/^[\w.:/@-]{1,256}$/.test(model)) return { ok: false, error: `Line ${i + 1}: "${model ?? ""}" is not a model name.` };
-    if (amounts.length !== 3 && amounts.length !== 6) return { ok: false, error: `Line ${i + 1}: give 3 prices (input output cached) or 6 (… audio_second image character).` };
+    if (amounts.length !== 3 && amounts.length !== 6)
+      return { ok: false, error: `Line ${i + 1}: give 3 prices (input output cached) or 6 (… audio_second image character).` };
     const micros: bigint[] = [];
     for (const a of amounts) {
       const v = parseUsd(a);
@@ -61,7 +66,16 @@ export function parseDraft(text: string): { ok: true; entries: PriceEntry[] } | 
     if (seen.has(`${provider}:${model}`)) return { ok: false, error: `Line ${i + 1}: ${provider} ${model} is listed twice.` };
     seen.add(`${provider}:${model}`);
     const [input, output, cached, audio = 0n, image = 0n, chars = 0n] = micros;
-    entries.push({ provider, model, inputMicrosPerMTok: input!, outputMicrosPerMTok: output!, cachedInputMicrosPerMTok: cached!, audioSecondMicros: audio, imageMicros: image, characterMicrosPerM: chars });
+    entries.push({
+      provider,
+      model,
+      inputMicrosPerMTok: input!,
+      outputMicrosPerMTok: output!,
+      cachedInputMicrosPerMTok: cached!,
+      audioSecondMicros: audio,
+      imageMicros: image,
+      characterMicrosPerM: chars,
+    });
   }
   if (entries.length === 0) return { ok: false, error: "The table is empty." };
   return { ok: true, entries };
@@ -72,7 +86,8 @@ export function draftText(prices: PriceEntry[]): string {
   return prices
     .map((p) => {
       const base = [p.provider, p.model, rate(p.inputMicrosPerMTok), rate(p.outputMicrosPerMTok), rate(p.cachedInputMicrosPerMTok)];
-      const units = p.audioSecondMicros || p.imageMicros || p.characterMicrosPerM ? [rate(p.audioSecondMicros), rate(p.imageMicros), rate(p.characterMicrosPerM)] : [];
+      const units =
+        p.audioSecondMicros || p.imageMicros || p.characterMicrosPerM ? [rate(p.audioSecondMicros), rate(p.imageMicros), rate(p.characterMicrosPerM)] : [];
       return [...base, ...units].join(" ");
     })
     .join("\n");

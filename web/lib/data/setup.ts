@@ -8,7 +8,11 @@ export async function setupOpen(): Promise<boolean> {
 }
 
 /** Makes the first administrator with a setup token (gateway/src/ops/administrators.ts). */
-export async function setUpFirstAdministrator(input: { token: string; email: string; password: string }): Promise<{ ok: true } | { ok: false; errors: AdministratorErrors }> {
+export async function setUpFirstAdministrator(input: {
+  token: string;
+  email: string;
+  password: string;
+}): Promise<{ ok: true } | { ok: false; errors: AdministratorErrors }> {
   const r = await completeSetup(db(), input);
   if (r.ok) return { ok: true };
   if (r.reason === "closed") return { ok: false, errors: { form: "Setup is already done: an administrator exists. Sign in instead." } };

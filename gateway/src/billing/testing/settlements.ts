@@ -37,7 +37,11 @@ export function usageCosting(micros: bigint): Usage {
 }
 
 /** A settlement for `usage` held against `claim`, charged at `planBps` (10,000 = the official price). */
-export function testSettlement(claim: LeaseClaim, usage: Usage, opts: { ownerId?: string | null; tierBps?: number; planBps?: number; reservedMicros?: bigint; endCause?: string } = {}): Settlement {
+export function testSettlement(
+  claim: LeaseClaim,
+  usage: Usage,
+  opts: { ownerId?: string | null; tierBps?: number; planBps?: number; reservedMicros?: bigint; endCause?: string } = {},
+): Settlement {
   const meta = testMeta({ ownerId: opts.ownerId ?? null, tierBps: opts.tierBps });
   const official = testOfficialMicros(usage);
   const planBps = opts.planBps ?? 10_000;

@@ -16,8 +16,8 @@ export default async function AccountPage() {
         </Card>
         <Card title="Sessions">
           <p className="mb-3 text-sm text-slate-600">
-            Signed in on a computer you no longer use, or think someone else is? This ends every session of your
-            account, on every device and browser, this one too.
+            Signed in on a computer you no longer use, or think someone else is? This ends every session of your account, on every device and browser, this one
+            too.
           </p>
           <SignOutEverywhere />
         </Card>

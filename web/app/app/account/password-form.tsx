@@ -13,20 +13,43 @@ export function PasswordForm() {
   }, [state]);
   return (
     <form onSubmit={submitTo(action)} className="space-y-3">
-      <label className="block text-sm font-medium text-slate-700">Current password
-        <input name="current" type="password" autoComplete="current-password" className={inputClass} aria-invalid={Boolean(state?.current)} aria-describedby="current-error" />
+      <label className="block text-sm font-medium text-slate-700">
+        Current password
+        <input
+          name="current"
+          type="password"
+          autoComplete="current-password"
+          className={inputClass}
+          aria-invalid={Boolean(state?.current)}
+          aria-describedby="current-error"
+        />
       </label>
       <FieldError id="current-error" message={state?.current} />
-      <label className="block text-sm font-medium text-slate-700">New password
-        <input name="password" type="password" autoComplete="new-password" className={inputClass} aria-invalid={Boolean(state?.password)} aria-describedby="new-error" />
+      <label className="block text-sm font-medium text-slate-700">
+        New password
+        <input
+          name="password"
+          type="password"
+          autoComplete="new-password"
+          className={inputClass}
+          aria-invalid={Boolean(state?.password)}
+          aria-describedby="new-error"
+        />
       </label>
-      <label className="block text-sm font-medium text-slate-700">Repeat the new password
+      <label className="block text-sm font-medium text-slate-700">
+        Repeat the new password
         <input name="confirm" type="password" autoComplete="new-password" className={inputClass} />
       </label>
       <FieldError id="new-error" message={state?.password} />
-      {state?.done && <p role="status" className="text-sm text-emerald-700">Password changed. Signing out…</p>}
+      {state?.done && (
+        <p role="status" className="text-sm text-emerald-700">
+          Password changed. Signing out…
+        </p>
+      )}
       <p className="text-xs text-slate-500">Changing it signs your account out everywhere, here too.</p>
-      <button type="submit" className={buttonClass} disabled={pending}>{pending ? "Saving…" : "Change password"}</button>
+      <button type="submit" className={buttonClass} disabled={pending}>
+        {pending ? "Saving…" : "Change password"}
+      </button>
     </form>
   );
 }

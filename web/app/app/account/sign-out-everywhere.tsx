@@ -11,10 +11,12 @@ export function SignOutEverywhere() {
       type="button"
       className={`${quietButtonClass} border-red-300 text-red-700 hover:bg-red-50`}
       disabled={pending}
-      onClick={() => start(async () => {
-        await signOutEverywhereAction();
-        await signOut({ callbackUrl: "/signin?notice=signed-out-everywhere" });
-      })}
+      onClick={() =>
+        start(async () => {
+          await signOutEverywhereAction();
+          await signOut({ callbackUrl: "/signin?notice=signed-out-everywhere" });
+        })
+      }
     >
       {pending ? "Signing out…" : "Sign out everywhere"}
     </button>

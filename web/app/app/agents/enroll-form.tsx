@@ -15,23 +15,29 @@ export function EnrollForm() {
           <input name="label" maxLength={60} className={inputClass} placeholder="office-agent" />
         </label>
         <FieldError id="enroll-error" message={state?.error} />
-        <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>{pending ? "Creating…" : "Create enrollment command"}</button>
+        <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>
+          {pending ? "Creating…" : "Create enrollment command"}
+        </button>
       </form>
       {state?.steps && (
         <ol className="mt-4 space-y-3 text-sm" role="status" data-testid="enroll-steps">
           <li>
             <p className="text-slate-600">
-              1. On the machine with your provider keys, in the agent&apos;s folder (<code>agent-deno/</code> of this
-              repository, or the agent image), enroll it. Single use, valid until {state.expiresAt?.slice(0, 16).replace("T", " ")} UTC:
+              1. On the machine with your provider keys, in the agent&apos;s folder (<code>agent-deno/</code> of this repository, or the agent image), enroll
+              it. Single use, valid until {state.expiresAt?.slice(0, 16).replace("T", " ")} UTC:
             </p>
             <CommandBlock testId="enroll-command" text={state.steps.enroll} />
           </li>
           <li>
-            <p className="text-slate-600">2. Say which keys and models it offers (edit the models to those your keys serve; Azure and more: docs/operations/agent.md):</p>
+            <p className="text-slate-600">
+              2. Say which keys and models it offers (edit the models to those your keys serve; Azure and more: docs/operations/agent.md):
+            </p>
             <CommandBlock testId="config-command" text={state.steps.configure} />
           </li>
           <li>
-            <p className="text-slate-600">3. Start it with your key in its environment variable. It restarts itself after a crash and shows up online here within seconds:</p>
+            <p className="text-slate-600">
+              3. Start it with your key in its environment variable. It restarts itself after a crash and shows up online here within seconds:
+            </p>
             <CommandBlock testId="start-command" text={state.steps.start} />
           </li>
         </ol>

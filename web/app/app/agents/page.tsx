@@ -31,46 +31,77 @@ export default async function AgentsPage() {
         <div className="lg:col-span-2">
           <Card title="Your agents">
             {agents.length === 0 ? (
-              <Empty testId="agents-empty">No agents yet. Name one in “Enroll an agent” and run the three commands it prints on the machine that holds your provider keys.</Empty>
+              <Empty testId="agents-empty">
+                No agents yet. Name one in “Enroll an agent” and run the three commands it prints on the machine that holds your provider keys.
+              </Empty>
             ) : (
               <Table testId="agents-table" columns={["Agent", "State", "Tier", "Models", ""]}>
-                  {agents.map((a) => (
-                    <tr key={a.id} className="border-t border-slate-100 align-top">
-                      <td className="py-2">
-                        <div className="break-words font-medium">{a.name}</div>
-                        <div className="font-mono text-xs text-slate-500">{a.id}</div>
-                        <div className="text-xs text-slate-500">{a.version ? `v${a.version}` : "never connected"}{a.priceVer ? ` · prices v${a.priceVer}` : ""}</div>
-                        {a.updateRequired && (
-                          <p role="alert" data-testid={`agent-update-required-${a.id}`} className="mt-1 max-w-sm rounded bg-red-50 px-2 py-1 text-xs text-red-800">
-                            {a.updateRequired.message}
-                          </p>
-                        )}
-                        {a.duplicate && (
-                          <p role="alert" data-testid={`agent-duplicate-${a.id}`} className="mt-1 max-w-sm rounded bg-amber-50 px-2 py-1 text-xs text-amber-800">
-                            Another copy of this agent tried to connect at {utc(a.duplicate.at)} from {a.duplicate.address}
-                            {a.duplicate.attempts > 1 ? ` (${a.duplicate.attempts} attempts)` : ""}; only one may run. The hub refused it and
-                            keeps the connected one. Stop the other copy, or enroll that machine as a new agent.
-                          </p>
-                        )}
-                      </td>
-                      <td className="py-2 text-xs">
-                        <span data-testid={`agent-state-${a.id}`} className={a.online ? "font-medium text-emerald-700" : "text-slate-500"}>{a.online ? "Online" : "Offline"}</span>
-                        {a.status !== "active" && <span className="ml-1 rounded bg-amber-50 px-1.5 py-0.5 text-amber-700">{a.status}</span>}
-                        <div className="text-slate-500">{a.lastSeenAt ? `seen ${utc(a.lastSeenAt)}` : "not seen yet"}</div>
-                        {nextStep(a) && <p data-testid={`agent-next-${a.id}`} className="mt-1 max-w-xs text-slate-600">{nextStep(a)}</p>}
-                      </td>
-                      <td className="py-2 text-xs">
-                        {a.discountLane ? <span title="You earn the discount share; your agent gets traffic first">discount lane</span> : <span>{a.tier} ({TIER_SHARE[a.tier] ?? a.tier} of list price)</span>}
-                      </td>
-                      <td className="max-w-[12rem] break-words py-2 text-xs text-slate-600">{a.models.length ? a.models.map((m) => m.split(":").slice(1).join(":")).join(", ") : "—"}</td>
-                      <td className="space-y-1 py-2 text-right">
-                        {(a.status === "active" || a.status === "paused") && (
-                          <ActionButton action={agentSwitchAction} fields={{ agentId: a.id, what: "pause", on: String(a.status === "active") }} label={a.status === "active" ? "Pause" : "Resume"} />
-                        )}
-                        <ActionButton action={agentSwitchAction} fields={{ agentId: a.id, what: "lane", on: String(!a.discountLane) }} label={a.discountLane ? "Leave discount lane" : "Join discount lane"} />
-                      </td>
-                    </tr>
-                  ))}
+                {agents.map((a) => (
+                  <tr key={a.id} className="border-t border-slate-100 align-top">
+                    <td className="py-2">
+                      <div className="break-words font-medium">{a.name}</div>
+                      <div className="font-mono text-xs text-slate-500">{a.id}</div>
+                      <div className="text-xs text-slate-500">
+                        {a.version ? `v${a.version}` : "never connected"}
+                        {a.priceVer ? ` · prices v${a.priceVer}` : ""}
+                      </div>
+                      {a.updateRequired && (
+                        <p
+                          role="alert"
+                          data-testid={`agent-update-required-${a.id}`}
+                          className="mt-1 max-w-sm rounded bg-red-50 px-2 py-1 text-xs text-red-800"
+                        >
+                          {a.updateRequired.message}
+                        </p>
+                      )}
+                      {a.duplicate && (
+                        <p role="alert" data-testid={`agent-duplicate-${a.id}`} className="mt-1 max-w-sm rounded bg-amber-50 px-2 py-1 text-xs text-amber-800">
+                          Another copy of this agent tried to connect at {utc(a.duplicate.at)} from {a.duplicate.address}
+                          {a.duplicate.attempts > 1 ? ` (${a.duplicate.attempts} attempts)` : ""}; only one may run. The hub refused it and keeps the connected
+                          one. Stop the other copy, or enroll that machine as a new agent.
+                        </p>
+                      )}
+                    </td>
+                    <td className="py-2 text-xs">
+                      <span data-testid={`agent-state-${a.id}`} className={a.online ? "font-medium text-emerald-700" : "text-slate-500"}>
+                        {a.online ? "Online" : "Offline"}
+                      </span>
+                      {a.status !== "active" && <span className="ml-1 rounded bg-amber-50 px-1.5 py-0.5 text-amber-700">{a.status}</span>}
+                      <div className="text-slate-500">{a.lastSeenAt ? `seen ${utc(a.lastSeenAt)}` : "not seen yet"}</div>
+                      {nextStep(a) && (
+                        <p data-testid={`agent-next-${a.id}`} className="mt-1 max-w-xs text-slate-600">
+                          {nextStep(a)}
+                        </p>
+                      )}
+                    </td>
+                    <td className="py-2 text-xs">
+                      {a.discountLane ? (
+                        <span title="You earn the discount share; your agent gets traffic first">discount lane</span>
+                      ) : (
+                        <span>
+                          {a.tier} ({TIER_SHARE[a.tier] ?? a.tier} of list price)
+                        </span>
+                      )}
+                    </td>
+                    <td className="max-w-[12rem] break-words py-2 text-xs text-slate-600">
+                      {a.models.length ? a.models.map((m) => m.split(":").slice(1).join(":")).join(", ") : "—"}
+                    </td>
+                    <td className="space-y-1 py-2 text-right">
+                      {(a.status === "active" || a.status === "paused") && (
+                        <ActionButton
+                          action={agentSwitchAction}
+                          fields={{ agentId: a.id, what: "pause", on: String(a.status === "active") }}
+                          label={a.status === "active" ? "Pause" : "Resume"}
+                        />
+                      )}
+                      <ActionButton
+                        action={agentSwitchAction}
+                        fields={{ agentId: a.id, what: "lane", on: String(!a.discountLane) }}
+                        label={a.discountLane ? "Leave discount lane" : "Join discount lane"}
+                      />
+                    </td>
+                  </tr>
+                ))}
               </Table>
             )}
           </Card>

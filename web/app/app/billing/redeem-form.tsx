@@ -10,11 +10,24 @@ export function RedeemForm() {
     <form onSubmit={submitTo(action)} className="space-y-3">
       <label className="block text-sm font-medium text-slate-700">
         Code
-        <input name="code" className={`${inputClass} font-mono uppercase`} placeholder="WSR-XXXX-XXXX-XXXX-XXXX" autoComplete="off" aria-invalid={Boolean(state?.error)} aria-describedby="redeem-error" />
+        <input
+          name="code"
+          className={`${inputClass} font-mono uppercase`}
+          placeholder="WSR-XXXX-XXXX-XXXX-XXXX"
+          autoComplete="off"
+          aria-invalid={Boolean(state?.error)}
+          aria-describedby="redeem-error"
+        />
       </label>
       <FieldError id="redeem-error" message={state?.error} />
-      {state?.ok && <p role="status" className="text-sm text-emerald-700">{state.ok}</p>}
-      <button type="submit" className={buttonClass} disabled={pending}>{pending ? "Redeeming…" : "Redeem"}</button>
+      {state?.ok && (
+        <p role="status" className="text-sm text-emerald-700">
+          {state.ok}
+        </p>
+      )}
+      <button type="submit" className={buttonClass} disabled={pending}>
+        {pending ? "Redeeming…" : "Redeem"}
+      </button>
     </form>
   );
 }

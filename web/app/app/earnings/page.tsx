@@ -35,8 +35,19 @@ export default async function EarningsPage() {
         <div className="lg:col-span-2">
           <Card title="Earnings per day">
             {e.byDay.length === 0 ? (
-              <Empty testId="earnings-empty">No earnings yet: they appear once one of your <Link href="/app/agents" className="font-medium text-indigo-600 hover:underline">agents</Link> is online and serves requests.</Empty>
-            ) : <SpendChart label="Earnings" data={days.map((d) => ({ day: d.day.slice(5), spent: Number(d.earningMicros) / 1e6, label: usd(d.earningMicros) }))} />}
+              <Empty testId="earnings-empty">
+                No earnings yet: they appear once one of your{" "}
+                <Link href="/app/agents" className="font-medium text-indigo-600 hover:underline">
+                  agents
+                </Link>{" "}
+                is online and serves requests.
+              </Empty>
+            ) : (
+              <SpendChart
+                label="Earnings"
+                data={days.map((d) => ({ day: d.day.slice(5), spent: Number(d.earningMicros) / 1e6, label: usd(d.earningMicros) }))}
+              />
+            )}
           </Card>
         </div>
         <Card title="By model">
@@ -58,22 +69,27 @@ export default async function EarningsPage() {
         </Card>
       </div>
       <div className="mt-6 grid gap-4 lg:grid-cols-3">
-        <Card title="Request a payout"><PayoutForm /></Card>
+        <Card title="Request a payout">
+          <PayoutForm />
+        </Card>
         <div className="lg:col-span-2">
           <Card title="Payouts">
             {e.payouts.length === 0 ? (
               <Empty>No payouts yet. Request one with the form on this page once you have earnings.</Empty>
             ) : (
               <Table testId="payouts-table" columns={["Requested (UTC)", "Amount", "Status", "Reference"]}>
-                  {e.payouts.map((p) => (
-                    <tr key={p.id} className="border-t border-slate-100">
-                      <td className="py-2 text-xs text-slate-500">{utc(p.requestedAt)}</td>
-                      <td className="py-2 tabular-nums">{usd(p.amountMicros)}</td>
-                      <td className="py-2 text-xs">{p.status === "requested" ? "pending" : p.status}{p.decidedAt && ` · ${utc(p.decidedAt)}`}</td>
-                      <td className="py-2 font-mono text-xs">{p.reference ?? "—"}</td>
-                    </tr>
-                  ))}
-                </Table>
+                {e.payouts.map((p) => (
+                  <tr key={p.id} className="border-t border-slate-100">
+                    <td className="py-2 text-xs text-slate-500">{utc(p.requestedAt)}</td>
+                    <td className="py-2 tabular-nums">{usd(p.amountMicros)}</td>
+                    <td className="py-2 text-xs">
+                      {p.status === "requested" ? "pending" : p.status}
+                      {p.decidedAt && ` · ${utc(p.decidedAt)}`}
+                    </td>
+                    <td className="py-2 font-mono text-xs">{p.reference ?? "—"}</td>
+                  </tr>
+                ))}
+              </Table>
             )}
           </Card>
         </div>

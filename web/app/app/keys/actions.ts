@@ -16,7 +16,8 @@ export async function createKeyAction(_prev: CreateKeyState, form: FormData): Pr
   });
   if (!parsed.ok) return { errors: parsed.errors };
   const unknown = await unknownModels(parsed.key.allowedModels);
-  if (unknown.length) return { errors: { allowedModels: `No model is called ${unknown.map((m) => `“${m}”`).join(", ")}. Use names from the Prices page, e.g. gpt-4o-mini.` } };
+  if (unknown.length)
+    return { errors: { allowedModels: `No model is called ${unknown.map((m) => `“${m}”`).join(", ")}. Use names from the Prices page, e.g. gpt-4o-mini.` } };
   try {
     const key = await createKey(actor, parsed.key);
     revalidatePath("/app/keys");

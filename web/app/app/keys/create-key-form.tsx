@@ -21,32 +21,65 @@ export function CreateKeyForm({ activeKeyIds }: { activeKeyIds: string[] }) {
       {shown && (
         <div className="mb-4 rounded-lg border border-emerald-200 bg-emerald-50 p-3" role="status" data-testid="new-key-panel">
           <p className="break-words text-sm font-medium text-emerald-800">Key “{shown.name}” created. Copy it now: it will not be shown again.</p>
-          <code className="mt-2 block break-all rounded bg-white p-2 font-mono text-xs" data-testid="new-key-secret">{shown.secret}</code>
+          <code className="mt-2 block break-all rounded bg-white p-2 font-mono text-xs" data-testid="new-key-secret">
+            {shown.secret}
+          </code>
           <div className="mt-2 flex gap-2">
             <CopyButton text={shown.secret!} />
-            <button type="button" className={quietButtonClass} onClick={() => setDismissed(shown.keyId!)}>I have stored it</button>
+            <button type="button" className={quietButtonClass} onClick={() => setDismissed(shown.keyId!)}>
+              I have stored it
+            </button>
           </div>
         </div>
       )}
       <form ref={form} onSubmit={submitTo(action)} className="space-y-3" noValidate>
         <label className="block text-sm font-medium text-slate-700">
           Name
-          <input name="name" required maxLength={60} autoComplete="off" className={inputClass} placeholder="laptop" aria-invalid={Boolean(e?.name)} aria-describedby="key-name-error" />
+          <input
+            name="name"
+            required
+            maxLength={60}
+            autoComplete="off"
+            className={inputClass}
+            placeholder="laptop"
+            aria-invalid={Boolean(e?.name)}
+            aria-describedby="key-name-error"
+          />
         </label>
         <FieldError id="key-name-error" message={e?.name} />
         <label className="block text-sm font-medium text-slate-700">
           Allowed models <span className="font-normal text-slate-400">(optional, comma-separated)</span>
-          <input name="models" className={inputClass} placeholder="gpt-4o-mini, claude-haiku-4-5" aria-invalid={Boolean(e?.allowedModels)} aria-describedby="key-models-error" />
+          <input
+            name="models"
+            className={inputClass}
+            placeholder="gpt-4o-mini, claude-haiku-4-5"
+            aria-invalid={Boolean(e?.allowedModels)}
+            aria-describedby="key-models-error"
+          />
         </label>
         <FieldError id="key-models-error" message={e?.allowedModels} />
         <div className="grid grid-cols-2 gap-3">
           <label className="block text-sm font-medium text-slate-700">
             Requests / min
-            <input name="rpm" inputMode="numeric" className={inputClass} placeholder="no limit" aria-invalid={Boolean(e?.rpmLimit)} aria-describedby="key-rpm-error" />
+            <input
+              name="rpm"
+              inputMode="numeric"
+              className={inputClass}
+              placeholder="no limit"
+              aria-invalid={Boolean(e?.rpmLimit)}
+              aria-describedby="key-rpm-error"
+            />
           </label>
           <label className="block text-sm font-medium text-slate-700">
             Budget / month ($)
-            <input name="budget" inputMode="decimal" className={inputClass} placeholder="no limit" aria-invalid={Boolean(e?.monthlyBudgetMicros)} aria-describedby="key-budget-error" />
+            <input
+              name="budget"
+              inputMode="decimal"
+              className={inputClass}
+              placeholder="no limit"
+              aria-invalid={Boolean(e?.monthlyBudgetMicros)}
+              aria-describedby="key-budget-error"
+            />
           </label>
         </div>
         <FieldError id="key-rpm-error" message={e?.rpmLimit} />
@@ -57,7 +90,9 @@ export function CreateKeyForm({ activeKeyIds }: { activeKeyIds: string[] }) {
         </label>
         <FieldError id="key-expires-error" message={e?.expiresAt} />
         <FieldError id="key-form-error" message={e?.form} />
-        <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>{pending ? "Creating…" : "Create key"}</button>
+        <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>
+          {pending ? "Creating…" : "Create key"}
+        </button>
       </form>
     </div>
   );

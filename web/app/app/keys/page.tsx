@@ -22,34 +22,54 @@ export default async function KeysPage() {
               <Empty testId="keys-empty">No keys yet. Create one with the form on this page, then make your first call with the quick start below.</Empty>
             ) : (
               <Table testId="keys-table" columns={["Name", "Key", "Limits", "Last used", ""]}>
-                  {keys.map((k) => (
-                    <tr key={k.id} className="border-t border-slate-100 align-top">
-                      <td className="max-w-[14rem] break-words py-2 font-medium">{k.name}{k.status === "revoked" && <span className="ml-2 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-500">revoked</span>}</td>
-                      <td className="py-2 font-mono text-xs text-slate-600">{k.prefix}…</td>
-                      <td className="py-2 text-xs text-slate-500">
-                        {k.allowedModels.length ? k.allowedModels.join(", ") : "all models"}
-                        {k.rpmLimit !== null && <div>{k.rpmLimit} requests/min</div>}
-                        {k.monthlyBudgetMicros !== null && <div>{usd(k.monthlyBudgetMicros)} / month</div>}
-                        {k.expiresAt && <div>expires {utcDate(k.expiresAt)}</div>}
-                      </td>
-                      <td className="py-2 text-xs text-slate-500">{k.lastUsedAt ? utc(k.lastUsedAt) : "never"}</td>
-                      <td className="py-2 text-right">
-                        {k.status === "active" && <ConfirmAction action={revokeKeyAction} fields={{ keyId: k.id }} label="Revoke" ariaLabel={`Revoke ${k.name}`} question={`Revoke “${k.name}”? Calls with it stop at once.`} confirmLabel="Yes, revoke" />}
-                      </td>
-                    </tr>
-                  ))}
+                {keys.map((k) => (
+                  <tr key={k.id} className="border-t border-slate-100 align-top">
+                    <td className="max-w-[14rem] break-words py-2 font-medium">
+                      {k.name}
+                      {k.status === "revoked" && <span className="ml-2 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-500">revoked</span>}
+                    </td>
+                    <td className="py-2 font-mono text-xs text-slate-600">{k.prefix}…</td>
+                    <td className="py-2 text-xs text-slate-500">
+                      {k.allowedModels.length ? k.allowedModels.join(", ") : "all models"}
+                      {k.rpmLimit !== null && <div>{k.rpmLimit} requests/min</div>}
+                      {k.monthlyBudgetMicros !== null && <div>{usd(k.monthlyBudgetMicros)} / month</div>}
+                      {k.expiresAt && <div>expires {utcDate(k.expiresAt)}</div>}
+                    </td>
+                    <td className="py-2 text-xs text-slate-500">{k.lastUsedAt ? utc(k.lastUsedAt) : "never"}</td>
+                    <td className="py-2 text-right">
+                      {k.status === "active" && (
+                        <ConfirmAction
+                          action={revokeKeyAction}
+                          fields={{ keyId: k.id }}
+                          label="Revoke"
+                          ariaLabel={`Revoke ${k.name}`}
+                          question={`Revoke “${k.name}”? Calls with it stop at once.`}
+                          confirmLabel="Yes, revoke"
+                        />
+                      )}
+                    </td>
+                  </tr>
+                ))}
               </Table>
             )}
           </Card>
           <div className="mt-6">
             <Card title="Quick start">
-              <p className="mb-2 text-xs text-slate-500">Put a key in <code>WELLSPRING_API_KEY</code>, then:</p>
-              <CommandBlock testId="quickstart-curl" text={`curl ${gateway}/v1/chat/completions \\
+              <p className="mb-2 text-xs text-slate-500">
+                Put a key in <code>WELLSPRING_API_KEY</code>, then:
+              </p>
+              <CommandBlock
+                testId="quickstart-curl"
+                text={`curl ${gateway}/v1/chat/completions \\
   -H "Authorization: Bearer $WELLSPRING_API_KEY" -H "content-type: application/json" \\
-  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`} />
+  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`}
+              />
               <p className="mb-2 mt-4 text-xs text-slate-500">With the official SDKs (Node.js), only the base URL changes:</p>
-              <CommandBlock testId="quickstart-sdk" text={`new OpenAI({ baseURL: "${gateway}/v1", apiKey: process.env.WELLSPRING_API_KEY })
-new Anthropic({ baseURL: "${gateway}", apiKey: process.env.WELLSPRING_API_KEY })`} />
+              <CommandBlock
+                testId="quickstart-sdk"
+                text={`new OpenAI({ baseURL: "${gateway}/v1", apiKey: process.env.WELLSPRING_API_KEY })
+new Anthropic({ baseURL: "${gateway}", apiKey: process.env.WELLSPRING_API_KEY })`}
+              />
             </Card>
           </div>
         </div>

@@ -20,21 +20,32 @@ export default async function PricesPage() {
         <div className="grid gap-6 lg:grid-cols-3">
           <div className="lg:col-span-2">
             <Card title={`Your prices — official version ${mine.ver}, plan ${mine.plan}`}>
-              <Table testId="my-prices" columns={["Model", { label: "Input / 1M", right: true }, { label: "Output / 1M", right: true }, { label: "Cached input / 1M", right: true }, { label: "Other", right: true }]}>
-                  {mine.rows.map((r) => (
-                    <tr key={`${r.provider}:${r.model}`} className="border-t border-slate-100" data-testid={`price-${r.model}`}>
-                      <td className="py-1.5"><span className="font-mono text-xs">{r.model}</span> <span className="text-xs text-slate-400">{r.provider}</span></td>
-                      <td className="py-1.5 text-right tabular-nums">{perM(r.mine.inputMicrosPerMTok)}</td>
-                      <td className="py-1.5 text-right tabular-nums">{perM(r.mine.outputMicrosPerMTok)}</td>
-                      <td className="py-1.5 text-right tabular-nums">{perM(r.mine.cachedInputMicrosPerMTok)}</td>
-                      <td className="py-1.5 text-right text-xs text-slate-500">
-                        {r.mine.audioSecondMicros ? `${perM(r.mine.audioSecondMicros)} / s audio ` : ""}
-                        {r.mine.imageMicros ? `${perM(r.mine.imageMicros)} / image ` : ""}
-                        {r.mine.characterMicrosPerM ? `${perM(r.mine.characterMicrosPerM)} / 1M chars` : ""}
-                      </td>
-                    </tr>
-                  ))}
-                </Table>
+              <Table
+                testId="my-prices"
+                columns={[
+                  "Model",
+                  { label: "Input / 1M", right: true },
+                  { label: "Output / 1M", right: true },
+                  { label: "Cached input / 1M", right: true },
+                  { label: "Other", right: true },
+                ]}
+              >
+                {mine.rows.map((r) => (
+                  <tr key={`${r.provider}:${r.model}`} className="border-t border-slate-100" data-testid={`price-${r.model}`}>
+                    <td className="py-1.5">
+                      <span className="font-mono text-xs">{r.model}</span> <span className="text-xs text-slate-400">{r.provider}</span>
+                    </td>
+                    <td className="py-1.5 text-right tabular-nums">{perM(r.mine.inputMicrosPerMTok)}</td>
+                    <td className="py-1.5 text-right tabular-nums">{perM(r.mine.outputMicrosPerMTok)}</td>
+                    <td className="py-1.5 text-right tabular-nums">{perM(r.mine.cachedInputMicrosPerMTok)}</td>
+                    <td className="py-1.5 text-right text-xs text-slate-500">
+                      {r.mine.audioSecondMicros ? `${perM(r.mine.audioSecondMicros)} / s audio ` : ""}
+                      {r.mine.imageMicros ? `${perM(r.mine.imageMicros)} / image ` : ""}
+                      {r.mine.characterMicrosPerM ? `${perM(r.mine.characterMicrosPerM)} / 1M chars` : ""}
+                    </td>
+                  </tr>
+                ))}
+              </Table>
             </Card>
           </div>
           <Card title="Official versions">
@@ -42,7 +53,9 @@ export default async function PricesPage() {
               {history.map((v) => (
                 <li key={v.ver} className="border-b border-slate-100 pb-2 last:border-0">
                   <div className="font-medium">Version {v.ver}</div>
-                  <div className="text-xs text-slate-500">{utc(v.publishedAt)} · {v.models} models</div>
+                  <div className="text-xs text-slate-500">
+                    {utc(v.publishedAt)} · {v.models} models
+                  </div>
                   {v.note && <div className="text-xs text-slate-600">{v.note}</div>}
                 </li>
               ))}

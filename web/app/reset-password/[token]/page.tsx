@@ -12,7 +12,9 @@ export default async function ResetPasswordPage({ params }: { params: Promise<{ 
   const usable = await resetLinkUsable(token);
   return (
     <main className="mx-auto flex min-h-screen max-w-md flex-col justify-center px-6">
-      <Link href="/" className="mb-8 text-sm font-semibold text-indigo-600">Wellspring</Link>
+      <Link href="/" className="mb-8 text-sm font-semibold text-indigo-600">
+        Wellspring
+      </Link>
       <h1 className="text-2xl font-semibold tracking-tight">Choose a new password</h1>
       {usable ? (
         <>
@@ -22,7 +24,10 @@ export default async function ResetPasswordPage({ params }: { params: Promise<{ 
       ) : (
         <p role="alert" className="mt-4 text-sm text-red-600">
           This link has expired or was already used.{" "}
-          <Link className="font-medium text-indigo-600 hover:underline" href="/forgot-password">Ask for a new one</Link>.
+          <Link className="font-medium text-indigo-600 hover:underline" href="/forgot-password">
+            Ask for a new one
+          </Link>
+          .
         </p>
       )}
     </main>

@@ -16,14 +16,23 @@ export function ResetForm({ token }: { token: string }) {
       <input type="hidden" name="token" value={token} />
       <label className="block text-sm font-medium text-slate-700">
         New password <span className="font-normal text-slate-400">(at least 10 characters)</span>
-        <input name="password" type="password" autoComplete="new-password" className={inputClass} aria-invalid={Boolean(state?.password)} aria-describedby="reset-error" />
+        <input
+          name="password"
+          type="password"
+          autoComplete="new-password"
+          className={inputClass}
+          aria-invalid={Boolean(state?.password)}
+          aria-describedby="reset-error"
+        />
       </label>
       <label className="block text-sm font-medium text-slate-700">
         Repeat the new password
         <input name="confirm" type="password" autoComplete="new-password" className={inputClass} />
       </label>
       <FieldError id="reset-error" message={state?.password ?? state?.form} />
-      <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>{pending ? "Saving…" : "Set new password"}</button>
+      <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>
+        {pending ? "Saving…" : "Set new password"}
+      </button>
     </form>
   );
 }

@@ -23,75 +23,129 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
   return (
     <>
       <PageTitle title="Users and agents" subtitle="Search by email, name or id. Suspending takes effect on the next request (keys within 5 s)." />
-      {notice && <p role="status" data-testid="accounts-notice" className="mb-4 rounded-md bg-indigo-50 px-3 py-2 text-sm text-indigo-800">{notice}</p>}
+      {notice && (
+        <p role="status" data-testid="accounts-notice" className="mb-4 rounded-md bg-indigo-50 px-3 py-2 text-sm text-indigo-800">
+          {notice}
+        </p>
+      )}
       <form method="get" className="mb-6 flex max-w-lg gap-2">
         <input name="q" defaultValue={q} aria-label="Search" placeholder="email, name or id" className={inputClass} />
-        <button type="submit" className={buttonClass}>Search</button>
+        <button type="submit" className={buttonClass}>
+          Search
+        </button>
       </form>
       <Card title={`Users (${users.length})`}>
-        {users.length === 0 ? <Empty>No user matches.</Empty> : (
+        {users.length === 0 ? (
+          <Empty>No user matches.</Empty>
+        ) : (
           <Table testId="admin-users" columns={["User", "Roles", { label: "Balance", right: true }, { label: "Spent", right: true }, "Status", ""]}>
-              {users.map((u) => (
-                <tr key={u.id} className="border-t border-slate-100" data-testid={`user-${u.email}`}>
-                  <td className="py-2"><div className="break-all">{u.email}</div><div className="font-mono text-xs text-slate-500">{u.id} · since {utc(u.createdAt)}</div></td>
-                  <td className="py-2 text-xs">{["user", u.isOwner && "owner", u.isAdmin && "admin"].filter(Boolean).join(", ")}</td>
-                  <td className="py-2 text-right tabular-nums">{usd(u.availableMicros)}</td>
-                  <td className="py-2 text-right tabular-nums">{usd(u.spentMicros)}</td>
-                  <td className="py-2 text-xs">
-                    <div>{u.status}</div>
-                    {u.signinThrottle && (
-                      <div className="mt-1 flex items-center gap-2 text-amber-700" data-testid="signin-throttle">
-                        <span>
-                          {u.signinThrottle.failures} failed sign-in{u.signinThrottle.failures === 1 ? "" : "s"} from {u.signinThrottle.addresses} address{u.signinThrottle.addresses === 1 ? "" : "es"}
-                          {u.signinThrottle.accountWaitUntil ? ` · next try after ${utc(u.signinThrottle.accountWaitUntil)}` : ""}
-                        </span>
-                        <ActionButton action={unlockSigninAction} fields={{ userId: u.id }} label="Unlock" ariaLabel={`Unlock sign-in of ${u.email}`} />
-                      </div>
-                    )}
-                  </td>
-                  <td className="py-2 text-right">
-                    <div className="flex justify-end gap-2">
-                      {u.status === "active" && <ActionButton action={sendResetLinkAction} fields={{ userId: u.id }} label="Send reset link" ariaLabel={`Send a password reset link to ${u.email}`} />}
-                      {u.id !== actor.userId && (
-                        u.status === "active"
-                          ? <ConfirmAction action={userStatusAction} fields={{ userId: u.id, status: "suspended" }} label="Suspend" ariaLabel={`Suspend ${u.email}`} question={`Suspend ${u.email}? Their keys and sessions stop at once.`} confirmLabel="Yes, suspend" />
-                          : <ActionButton action={userStatusAction} fields={{ userId: u.id, status: "active" }} label="Reactivate" />
-                      )}
+            {users.map((u) => (
+              <tr key={u.id} className="border-t border-slate-100" data-testid={`user-${u.email}`}>
+                <td className="py-2">
+                  <div className="break-all">{u.email}</div>
+                  <div className="font-mono text-xs text-slate-500">
+                    {u.id} · since {utc(u.createdAt)}
+                  </div>
+                </td>
+                <td className="py-2 text-xs">{["user", u.isOwner && "owner", u.isAdmin && "admin"].filter(Boolean).join(", ")}</td>
+                <td className="py-2 text-right tabular-nums">{usd(u.availableMicros)}</td>
+                <td className="py-2 text-right tabular-nums">{usd(u.spentMicros)}</td>
+                <td className="py-2 text-xs">
+                  <div>{u.status}</div>
+                  {u.signinThrottle && (
+                    <div className="mt-1 flex items-center gap-2 text-amber-700" data-testid="signin-throttle">
+                      <span>
+                        {u.signinThrottle.failures} failed sign-in{u.signinThrottle.failures === 1 ? "" : "s"} from {u.signinThrottle.addresses} address
+                        {u.signinThrottle.addresses === 1 ? "" : "es"}
+                        {u.signinThrottle.accountWaitUntil ? ` · next try after ${utc(u.signinThrottle.accountWaitUntil)}` : ""}
+                      </span>
+                      <ActionButton action={unlockSigninAction} fields={{ userId: u.id }} label="Unlock" ariaLabel={`Unlock sign-in of ${u.email}`} />
                     </div>
-                  </td>
-                </tr>
-              ))}
+                  )}
+                </td>
+                <td className="py-2 text-right">
+                  <div className="flex justify-end gap-2">
+                    {u.status === "active" && (
+                      <ActionButton
+                        action={sendResetLinkAction}
+                        fields={{ userId: u.id }}
+                        label="Send reset link"
+                        ariaLabel={`Send a password reset link to ${u.email}`}
+                      />
+                    )}
+                    {u.id !== actor.userId &&
+                      (u.status === "active" ? (
+                        <ConfirmAction
+                          action={userStatusAction}
+                          fields={{ userId: u.id, status: "suspended" }}
+                          label="Suspend"
+                          ariaLabel={`Suspend ${u.email}`}
+                          question={`Suspend ${u.email}? Their keys and sessions stop at once.`}
+                          confirmLabel="Yes, suspend"
+                        />
+                      ) : (
+                        <ActionButton action={userStatusAction} fields={{ userId: u.id, status: "active" }} label="Reactivate" />
+                      ))}
+                  </div>
+                </td>
+              </tr>
+            ))}
           </Table>
         )}
       </Card>
       <div className="mt-6">
         <Card title={`Agents (${agents.length})`}>
-          {agents.length === 0 ? <Empty>No agent matches.</Empty> : (
+          {agents.length === 0 ? (
+            <Empty>No agent matches.</Empty>
+          ) : (
             <Table testId="admin-agents" columns={["Agent", "Owner", "Tier", "Status", ""]}>
-                {agents.map((a) => (
-                  <tr key={a.id} className="border-t border-slate-100" data-testid={`agent-${a.id}`}>
-                    <td className="py-2"><div>{a.name}</div><div className="font-mono text-xs text-slate-500">{a.id}{a.priceVer ? ` · prices v${a.priceVer}` : ""}</div></td>
-                    <td className="py-2 text-xs">{a.ownerEmail}</td>
-                    <td className="py-2">
-                      <form action={agentAction} className="flex items-center gap-1">
-                        <input type="hidden" name="agentId" value={a.id} />
-                        <select name="tier" defaultValue={a.tier} aria-label={`Tier of ${a.name}`} className="rounded border border-slate-300 px-1 py-0.5 text-xs">
-                          <option value="S">S (0.9)</option><option value="A">A (0.7)</option><option value="discount">discount</option>
-                        </select>
-                        <button type="submit" className={quietButtonClass}>Set</button>
-                      </form>
-                      {a.discountLane && <div className="text-xs text-slate-500">in the discount lane</div>}
-                    </td>
-                    <td className="py-2 text-xs">{a.status}</td>
-                    <td className="py-2 text-right">
-                      {a.status !== "revoked" && (
-                        a.status === "suspended"
-                          ? <ActionButton action={agentAction} fields={{ agentId: a.id, status: "active" }} label="Reactivate" />
-                          : <ConfirmAction action={agentAction} fields={{ agentId: a.id, status: "suspended" }} label="Suspend" ariaLabel={`Suspend agent ${a.name}`} question={`Suspend ${a.name}? Its tunnel closes at once.`} confirmLabel="Yes, suspend" />
-                      )}
-                    </td>
-                  </tr>
-                ))}
+              {agents.map((a) => (
+                <tr key={a.id} className="border-t border-slate-100" data-testid={`agent-${a.id}`}>
+                  <td className="py-2">
+                    <div>{a.name}</div>
+                    <div className="font-mono text-xs text-slate-500">
+                      {a.id}
+                      {a.priceVer ? ` · prices v${a.priceVer}` : ""}
+                    </div>
+                  </td>
+                  <td className="py-2 text-xs">{a.ownerEmail}</td>
+                  <td className="py-2">
+                    <form action={agentAction} className="flex items-center gap-1">
+                      <input type="hidden" name="agentId" value={a.id} />
+                      <select
+                        name="tier"
+                        defaultValue={a.tier}
+                        aria-label={`Tier of ${a.name}`}
+                        className="rounded border border-slate-300 px-1 py-0.5 text-xs"
+                      >
+                        <option value="S">S (0.9)</option>
+                        <option value="A">A (0.7)</option>
+                        <option value="discount">discount</option>
+                      </select>
+                      <button type="submit" className={quietButtonClass}>
+                        Set
+                      </button>
+                    </form>
+                    {a.discountLane && <div className="text-xs text-slate-500">in the discount lane</div>}
+                  </td>
+                  <td className="py-2 text-xs">{a.status}</td>
+                  <td className="py-2 text-right">
+                    {a.status !== "revoked" &&
+                      (a.status === "suspended" ? (
+                        <ActionButton action={agentAction} fields={{ agentId: a.id, status: "active" }} label="Reactivate" />
+                      ) : (
+                        <ConfirmAction
+                          action={agentAction}
+                          fields={{ agentId: a.id, status: "suspended" }}
+                          label="Suspend"
+                          ariaLabel={`Suspend agent ${a.name}`}
+                          question={`Suspend ${a.name}? Its tunnel closes at once.`}
+                          confirmLabel="Yes, suspend"
+                        />
+                      ))}
+                  </td>
+                </tr>
+              ))}
             </Table>
           )}
         </Card>

@@ -16,7 +16,14 @@ export async function batchAction(_prev: BatchState, form: FormData): Promise<Ba
   const expiresAt = expires ? new Date(`${expires}T23:59:59Z`) : null;
   if (expiresAt && (Number.isNaN(expiresAt.getTime()) || expiresAt.getTime() < Date.now())) return { error: "Expiry must be a future date (UTC)." };
   try {
-    const batch = await createBatch(actor, { amountMicros, count, note: String(form.get("note") ?? "").trim().slice(0, 200), expiresAt });
+    const batch = await createBatch(actor, {
+      amountMicros,
+      count,
+      note: String(form.get("note") ?? "")
+        .trim()
+        .slice(0, 200),
+      expiresAt,
+    });
     revalidatePath("/app/admin/codes");
     return { codes: batch.codes, batchId: batch.batchId };
   } catch (error) {

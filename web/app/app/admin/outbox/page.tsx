@@ -15,12 +15,16 @@ export default async function OutboxPage() {
     <>
       <PageTitle
         title="Outbox"
-        subtitle={mode === "smtp"
-          ? "Mail goes out through the SMTP server (SMTP_URL). Mail kept before it was configured is listed below."
-          : `No SMTP server is configured (SMTP_URL), so the portal's mail is kept here instead: pass password reset links on to their owners yourself. Newest ${OUTBOX_ROWS}, kept ${OUTBOX_RETENTION_MS / 86_400_000} days.`}
+        subtitle={
+          mode === "smtp"
+            ? "Mail goes out through the SMTP server (SMTP_URL). Mail kept before it was configured is listed below."
+            : `No SMTP server is configured (SMTP_URL), so the portal's mail is kept here instead: pass password reset links on to their owners yourself. Newest ${OUTBOX_ROWS}, kept ${OUTBOX_RETENTION_MS / 86_400_000} days.`
+        }
       />
       <Card title={`Mail (${mails.length})`}>
-        {mails.length === 0 ? <Empty>No mail.</Empty> : (
+        {mails.length === 0 ? (
+          <Empty>No mail.</Empty>
+        ) : (
           <ul className="divide-y divide-slate-100" data-testid="outbox">
             {mails.map((m) => (
               <li key={m.id} className="py-3" data-testid={`mail-${m.kind}`}>
@@ -28,7 +32,9 @@ export default async function OutboxPage() {
                   <div className="text-sm font-medium text-slate-800">{m.subject}</div>
                   <div className="text-xs text-slate-500">{utc(m.createdAt)}</div>
                 </div>
-                <div className="text-xs text-slate-600">To: <span data-testid="mail-to">{m.toAddress}</span></div>
+                <div className="text-xs text-slate-600">
+                  To: <span data-testid="mail-to">{m.toAddress}</span>
+                </div>
                 <pre className="mt-2 whitespace-pre-wrap break-all rounded bg-slate-50 p-2 font-mono text-xs text-slate-700">{m.text}</pre>
               </li>
             ))}

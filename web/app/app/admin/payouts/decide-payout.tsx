@@ -14,14 +14,33 @@ export function DecidePayout({ payoutId }: { payoutId: string }) {
       {cancelling ? (
         <>
           <span className="text-xs text-slate-600">Cancel it? The amount goes back to the owner&apos;s earnings.</span>
-          <button type="submit" name="decision" value="cancelled" className={`${quietButtonClass} border-red-400 bg-red-600 text-white hover:bg-red-500`} disabled={pending}>Yes, cancel payout</button>
-          <button type="button" className={quietButtonClass} onClick={() => setCancelling(false)}>Keep</button>
+          <button
+            type="submit"
+            name="decision"
+            value="cancelled"
+            className={`${quietButtonClass} border-red-400 bg-red-600 text-white hover:bg-red-500`}
+            disabled={pending}
+          >
+            Yes, cancel payout
+          </button>
+          <button type="button" className={quietButtonClass} onClick={() => setCancelling(false)}>
+            Keep
+          </button>
         </>
       ) : (
         <>
-          <input name="reference" aria-label="Payment reference" placeholder="payment reference" className="w-40 rounded border border-slate-300 px-2 py-1 text-xs" />
-          <button type="submit" name="decision" value="paid" className={quietButtonClass} disabled={pending}>Mark paid</button>
-          <button type="button" className={`${quietButtonClass} border-red-300 text-red-700 hover:bg-red-50`} onClick={() => setCancelling(true)}>Cancel</button>
+          <input
+            name="reference"
+            aria-label="Payment reference"
+            placeholder="payment reference"
+            className="w-40 rounded border border-slate-300 px-2 py-1 text-xs"
+          />
+          <button type="submit" name="decision" value="paid" className={quietButtonClass} disabled={pending}>
+            Mark paid
+          </button>
+          <button type="button" className={`${quietButtonClass} border-red-300 text-red-700 hover:bg-red-50`} onClick={() => setCancelling(true)}>
+            Cancel
+          </button>
         </>
       )}
       <FieldError id={`payout-error-${payoutId}`} message={state?.error} />

@@ -23,7 +23,13 @@ export async function draftAction(_prev: DraftState | null, form: FormData): Pro
   const diff = diffTables(current?.prices ?? [], parsed.entries).map((d) => ({ key: d.key, change: d.change, before: show(d.before), after: show(d.after) }));
   if (form.get("intent") !== "publish") return { diff };
   if (diff.length === 0) return { diff, error: "Nothing changed: a new version would be identical to the current one." };
-  const ver = await publishDraft(actor, parsed.entries, String(form.get("note") ?? "").trim().slice(0, 200));
+  const ver = await publishDraft(
+    actor,
+    parsed.entries,
+    String(form.get("note") ?? "")
+      .trim()
+      .slice(0, 200),
+  );
   revalidatePath("/app/prices");
   revalidatePath("/app/admin/prices");
   return { diff, published: ver };

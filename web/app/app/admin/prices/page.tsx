@@ -13,9 +13,19 @@ export default async function AdminPricesPage() {
   const current = await currentPrices();
   return (
     <>
-      <PageTitle title="Official price table" subtitle={current ? `Version ${current.ver}, published ${utc(current.publishedAt)}. Edit a draft, check the difference, publish: agents receive it within a second.` : "Nothing published yet."} />
+      <PageTitle
+        title="Official price table"
+        subtitle={
+          current
+            ? `Version ${current.ver}, published ${utc(current.publishedAt)}. Edit a draft, check the difference, publish: agents receive it within a second.`
+            : "Nothing published yet."
+        }
+      />
       <Card title="Draft">
-        <p className="mb-3 text-xs text-slate-500">One model per line: <code>provider model input output cached</code> in USD per 1M tokens, optionally followed by <code>audio_per_second image character_per_1M</code>. Lines starting with # are ignored.</p>
+        <p className="mb-3 text-xs text-slate-500">
+          One model per line: <code>provider model input output cached</code> in USD per 1M tokens, optionally followed by{" "}
+          <code>audio_per_second image character_per_1M</code>. Lines starting with # are ignored.
+        </p>
         <DraftEditor initial={current ? draftText(current.prices) : ""} />
       </Card>
     </>

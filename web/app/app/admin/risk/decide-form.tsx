@@ -15,9 +15,21 @@ export function DecideForm({ flagId }: { flagId: string }) {
       </label>
       <FieldError id={`note-error-${flagId}`} message={state?.error} />
       <div className="flex gap-2">
-        <button type="submit" name="decision" value="approved" className={quietButtonClass} disabled={pending}>Approve</button>
-        <button type="submit" name="decision" value="dismissed" className={quietButtonClass} disabled={pending}>Dismiss</button>
-        <button type="submit" name="decision" value="suspended" className={`${quietButtonClass} border-red-300 text-red-700 hover:bg-red-50`} disabled={pending}>Suspend</button>
+        <button type="submit" name="decision" value="approved" className={quietButtonClass} disabled={pending}>
+          Approve
+        </button>
+        <button type="submit" name="decision" value="dismissed" className={quietButtonClass} disabled={pending}>
+          Dismiss
+        </button>
+        <button
+          type="submit"
+          name="decision"
+          value="suspended"
+          className={`${quietButtonClass} border-red-300 text-red-700 hover:bg-red-50`}
+          disabled={pending}
+        >
+          Suspend
+        </button>
       </div>
     </form>
   );

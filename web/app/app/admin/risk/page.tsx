@@ -15,7 +15,10 @@ export default async function RiskPage() {
   const [open, decided] = await Promise.all([flagQueue(actor, "open"), flagQueue(actor, "decided")]);
   return (
     <>
-      <PageTitle title="Risk review" subtitle="Flags raised by the hub's detectors, with what they saw; a detector that fires again updates its open flag. Every decision needs a note and is kept in the audit trail." />
+      <PageTitle
+        title="Risk review"
+        subtitle="Flags raised by the hub's detectors, with what they saw; a detector that fires again updates its open flag. Every decision needs a note and is kept in the audit trail."
+      />
       <Card title={`Open (${open.length})`}>
         {open.length === 0 ? (
           <Empty>Nothing to review.</Empty>
@@ -25,12 +28,17 @@ export default async function RiskPage() {
               <li key={f.id} className="grid gap-3 py-4 lg:grid-cols-2" data-testid={`flag-${f.id}`}>
                 <div>
                   <div className="flex items-center gap-2">
-                    <span className={`rounded px-1.5 py-0.5 text-xs font-medium ${f.severity === 3 ? "bg-red-50 text-red-700" : f.severity === 2 ? "bg-amber-50 text-amber-700" : "bg-slate-100 text-slate-600"}`}>{SEVERITY[f.severity]}</span>
+                    <span
+                      className={`rounded px-1.5 py-0.5 text-xs font-medium ${f.severity === 3 ? "bg-red-50 text-red-700" : f.severity === 2 ? "bg-amber-50 text-amber-700" : "bg-slate-100 text-slate-600"}`}
+                    >
+                      {SEVERITY[f.severity]}
+                    </span>
                     <span className="font-medium">{f.kind.replaceAll("_", " ")}</span>
                   </div>
                   <div className="mt-1 font-mono text-xs text-slate-600">{f.subject}</div>
                   <div className="text-xs text-slate-500" data-testid={`flag-raised-${f.id}`}>
-                    raised {utc(f.createdAt)}{f.raisedCount > 1 ? ` · ${f.raisedCount} times, last ${utc(f.lastRaisedAt)}` : ""}
+                    raised {utc(f.createdAt)}
+                    {f.raisedCount > 1 ? ` · ${f.raisedCount} times, last ${utc(f.lastRaisedAt)}` : ""}
                   </div>
                   <pre className="mt-2 overflow-x-auto rounded bg-slate-50 p-2 text-xs text-slate-700">{JSON.stringify(f.evidence, null, 2)}</pre>
                 </div>
@@ -46,16 +54,16 @@ export default async function RiskPage() {
             <Empty>No decisions yet.</Empty>
           ) : (
             <Table testId="decided-flags" columns={["Flag", "Subject", "Decision", "Note", "When (UTC)"]}>
-                {decided.map((f) => (
-                  <tr key={f.id} className="border-t border-slate-100">
-                    <td className="py-2">{f.kind.replaceAll("_", " ")}</td>
-                    <td className="py-2 font-mono text-xs">{f.subject}</td>
-                    <td className="py-2">{f.status}</td>
-                    <td className="py-2 text-xs text-slate-600">{f.note}</td>
-                    <td className="py-2 text-xs text-slate-500">{f.decidedAt ? utc(f.decidedAt) : ""}</td>
-                  </tr>
-                ))}
-              </Table>
+              {decided.map((f) => (
+                <tr key={f.id} className="border-t border-slate-100">
+                  <td className="py-2">{f.kind.replaceAll("_", " ")}</td>
+                  <td className="py-2 font-mono text-xs">{f.subject}</td>
+                  <td className="py-2">{f.status}</td>
+                  <td className="py-2 text-xs text-slate-600">{f.note}</td>
+                  <td className="py-2 text-xs text-slate-500">{f.decidedAt ? utc(f.decidedAt) : ""}</td>
+                </tr>
+              ))}
+            </Table>
           )}
         </Card>
       </div>

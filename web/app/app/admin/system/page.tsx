@@ -25,7 +25,13 @@ export default async function SystemPage() {
           <p data-testid="ledger-audit" className={s.audit.ok ? "text-emerald-700" : "text-red-600"}>
             {s.audit.ok ? `All invariants hold (${count(s.audit.walletsChecked)} wallets checked).` : "Invariants FAIL:"}
           </p>
-          {!s.audit.ok && <ul className="mt-2 list-disc pl-5 text-sm text-red-700">{s.audit.problems.map((p) => <li key={p}>{p}</li>)}</ul>}
+          {!s.audit.ok && (
+            <ul className="mt-2 list-disc pl-5 text-sm text-red-700">
+              {s.audit.problems.map((p) => (
+                <li key={p}>{p}</li>
+              ))}
+            </ul>
+          )}
         </Card>
         <Card title={`Price version on agents (current: ${s.currentPriceVer ?? "none"})`}>
           {s.agents.length === 0 && <p className="text-sm text-slate-500">No agents enrolled yet.</p>}
@@ -33,9 +39,13 @@ export default async function SystemPage() {
             <tbody>
               {s.agents.map((a) => (
                 <tr key={a.id} className="border-t border-slate-100 first:border-0">
-                  <td className="py-1.5">{a.name} <span className="font-mono text-xs text-slate-500">{a.id}</span></td>
+                  <td className="py-1.5">
+                    {a.name} <span className="font-mono text-xs text-slate-500">{a.id}</span>
+                  </td>
                   <td className="py-1.5 text-xs">{a.online ? "online" : "offline"}</td>
-                  <td className={`py-1.5 text-right text-xs ${a.priceVer === s.currentPriceVer ? "text-emerald-700" : "text-amber-700"}`}>{a.priceVer ? `v${a.priceVer}` : "—"}</td>
+                  <td className={`py-1.5 text-right text-xs ${a.priceVer === s.currentPriceVer ? "text-emerald-700" : "text-amber-700"}`}>
+                    {a.priceVer ? `v${a.priceVer}` : "—"}
+                  </td>
                 </tr>
               ))}
             </tbody>

@@ -20,13 +20,34 @@ export async function GET(req: Request): Promise<Response> {
   const encoder = new TextEncoder();
   const body = new ReadableStream<Uint8Array>({
     async start(controller) {
-      controller.enqueue(encoder.encode("request_id,started_at_utc,key,model,route,http_status,end_cause,input_tokens,output_tokens,estimated,charge_usd,duration_ms\n"));
+      controller.enqueue(
+        encoder.encode("request_id,started_at_utc,key,model,route,http_status,end_cause,input_tokens,output_tokens,estimated,charge_usd,duration_ms\n"),
+      );
       let before: { startedAt: Date; id: string } | undefined;
-      for (let sent = 0; sent < EXPORT_ROWS_MAX; ) {
+      for (let sent = 0; sent < EXPORT_ROWS_MAX;) {
         const rows = await usagePage(actor, filter, before, BATCH);
         for (const r of rows) {
           const charge = r.chargeMicros === null ? "" : `${r.chargeMicros / 1_000_000n}.${(r.chargeMicros % 1_000_000n).toString().padStart(6, "0")}`;
-          controller.enqueue(encoder.encode([r.id, r.startedAt.toISOString(), r.keyName, r.model, r.route, r.httpStatus, r.endCause, r.inputTokens, r.outputTokens, r.estimated, charge, r.durationMs].map(csv).join(",") + "\n"));
+          controller.enqueue(
+            encoder.encode(
+              [
+                r.id,
+                r.startedAt.toISOString(),
+                r.keyName,
+                r.model,
+                r.route,
+                r.httpStatus,
+                r.endCause,
+                r.inputTokens,
+                r.outputTokens,
+                r.estimated,
+                charge,
+                r.durationMs,
+              ]
+                .map(csv)
+                .join(",") + "\n",
+            ),
+          );
         }
         sent += rows.length;
         if (rows.length < BATCH) break;
@@ -36,5 +57,10 @@ export async function GET(req: Request): Promise<Response> {
       controller.close();
     },
   });
-  return new Response(body, { headers: { "content-type": "text/csv; charset=utf-8", "content-disposition": `attachment; filename="wellspring-usage-${new Date().toISOString().slice(0, 10)}.csv"` } });
+  return new Response(body, {
+    headers: {
+      "content-type": "text/csv; charset=utf-8",
+      "content-disposition": `attachment; filename="wellspring-usage-${new Date().toISOString().slice(0, 10)}.csv"`,
+    },
+  });
 }
