@@ -150,7 +150,7 @@ try {
     }
     for (const level of S5_LEVELS) {
       for (const t of targets) {
-        const f = await runS5(gen, t, stack.apiKey, stack.mock, t.name === "wellspring" ? () => heldByWellspring(stack) : async () => 0, level);
+        const f = await runS5(gen, t, stack.apiKey, stack.mock, t.name === "wellspring" ? () => heldByWellspring(stack) : () => Promise.resolve(0), level);
         (s5[t.name] ??= []).push(f);
         console.error(`S5 ${t.name}: ${JSON.stringify(f)}`);
       }

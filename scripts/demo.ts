@@ -46,7 +46,7 @@ function run(cmd: string, argv: string[], opts: { cwd: string; env?: Record<stri
     children.push(child);
     let done = false;
     const tail: string[] = [];
-    for (const s of [child.stdout!, child.stderr!]) {
+    for (const s of [child.stdout, child.stderr]) {
       createInterface({ input: s }).on("line", (line) => {
         tail.push(line);
         if (tail.length > 20) tail.shift();

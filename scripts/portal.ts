@@ -184,7 +184,7 @@ export function startPortal(o: PortalOptions): Portal {
         running.kill("SIGTERM");
         await exited;
       }
-      const p = placeholder as Server | null;
+      const p = placeholder;
       if (p) await new Promise<void>((resolve) => p.close(() => resolve()));
     },
   };

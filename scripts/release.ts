@@ -50,7 +50,7 @@ function flags(args: string[], name: string): string[] {
 
 export async function keygen(out: string, name: string): Promise<{ keyId: string; publicKey: string; privatePath: string }> {
   if (!/^[a-z0-9_-]{1,40}$/.test(name)) throw new Error("--name: lower-case letters, digits, _ and - only");
-  const pair = (await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"])) as CryptoKeyPair;
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
   const publicKey = toBase64Url(new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey)));
   const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
   const keyId = await releaseKeyId(publicKey);

@@ -63,7 +63,7 @@ test("an owner runs the three commands the agents page prints in a clean folder,
   await page.getByRole("link", { name: "Agents" }).click();
   await page.getByLabel("Agent name").fill("office-agent");
   await page.getByRole("button", { name: "Create enrollment command" }).click();
-  const steps = await page.getByTestId("enroll-steps");
+  const steps = page.getByTestId("enroll-steps");
   await expect(steps).toBeVisible();
   const printed = async (testId: string) => (await page.getByTestId(testId).textContent())!;
   const [enrollCommand, configureCommand, startCommand] = [await printed("enroll-command"), await printed("config-command"), await printed("start-command")];

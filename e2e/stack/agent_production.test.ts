@@ -215,7 +215,7 @@ describe("an agent installed and started as the docs tell an owner", () => {
       const proc = startProc("./wellspring-agent", ["start", "--data", data], { cwd: agentDir, env: ownerEnv() });
       try {
         const [first] = await proc.waitForLine(/^.*"event":"launcher\.(refused|agent_started)".*$/, 20_000);
-        expect(JSON.parse(first!), hubUrl).toMatchObject({ event: "launcher.refused", error: expect.stringMatching(/Cannot use hub URL/) });
+        expect(JSON.parse(first), hubUrl).toMatchObject({ event: "launcher.refused", error: expect.stringMatching(/Cannot use hub URL/) });
         expect(await exited(proc), hubUrl).toBe(EXIT_CONFIG);
       } finally {
         await proc.stop();

@@ -120,7 +120,7 @@ async function hotRows(table: "journal_entries" | "request_records", day: string
 /** One JSON row with every scalar as a string: archived rows carry bigints as strings, to_jsonb as numbers. */
 function normalise(line: string): Record<string, string | null> {
   const row = JSON.parse(line) as Record<string, unknown>;
-  return Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v === null ? null : String(v)]));
+  return Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v === null ? null : typeof v === "string" ? v : JSON.stringify(v)]));
 }
 
 /** What the owner's and the user's pages show, and what the ledger says. */
@@ -161,7 +161,9 @@ describe("archiving old days to S3", () => {
     // An owner's payout request: journal entries of other kinds and accounts.
     await expect.poll(async () => (await new Treasury(pool).ownerBalance(stack.ownerId)) > 10n, { timeout: 10_000 }).toBe(true);
     expect((await new Treasury(pool).requestPayout(stack.ownerId, 10n)).outcome).toBe("requested");
-    await expect.poll(async () => Number((await utc.query("SELECT count(*) AS n FROM request_records")).rows[0].n), { timeout: 10_000 }).toBe(24);
+    await expect
+      .poll(async () => Number((await utc.query<{ n: string }>("SELECT count(*) AS n FROM request_records")).rows[0]!.n), { timeout: 10_000 })
+      .toBe(24);
     // Age the rows: whole transactions (and records) to one of two days 40 and 41 days ago, as if written then.
     for (const [i, day] of OLD_DAYS.entries()) {
       await utc.query(
@@ -214,8 +216,8 @@ describe("archiving old days to S3", () => {
         expect(listed.lines.filter((l) => l.startsWith(`${day} ${table} #`) && l.includes(" archived "))).toHaveLength(1);
         // The hot tables hold nothing of those days any more, and their day partitions are gone.
         expect(await hotRows(table as "journal_entries", day)).toEqual([]);
-        const partition = await utc.query("SELECT to_regclass($1) AS r", [`${table}_p${day.replaceAll("-", "")}`]);
-        expect(partition.rows[0].r).toBeNull();
+        const partition = await utc.query<{ r: string | null }>("SELECT to_regclass($1) AS r", [`${table}_p${day.replaceAll("-", "")}`]);
+        expect(partition.rows[0]!.r).toBeNull();
       }
     }
     // Each archived day reads back (checked against its manifest by the command) equal to the rows it held.

@@ -164,7 +164,9 @@ describe("charge per end cause (docs/billing.md)", () => {
       messages: [{ role: "user", content: "hello [mock chunks=12]" }],
     });
     const raw = await res.text();
-    const usage = JSON.parse(/data: (\{[^\n]*"usage":\{"prompt_tokens"[^\n]*)/.exec(raw)![1]!).usage as { prompt_tokens: number; completion_tokens: number };
+    const { usage } = JSON.parse(/data: (\{[^\n]*"usage":\{"prompt_tokens"[^\n]*)/.exec(raw)![1]!) as {
+      usage: { prompt_tokens: number; completion_tokens: number };
+    };
     const s = await settledReservation(res.headers.get("x-wellspring-request-id")!);
     expect(s.endCause).toBe("completed");
     await expectCharge(

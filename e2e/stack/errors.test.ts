@@ -16,13 +16,18 @@ afterAll(async () => {
   await stack?.close();
 });
 
+/** Both providers' error shapes: OpenAI's `{ error: { message, type, param, code } }`, Anthropic's `{ type: "error", error: { type, message } }`. */
+interface ErrorBody {
+  type?: string;
+  error: { message: string; type: string; param?: string | null; code?: string | null };
+}
+
 async function call(path: string, init: { key?: string | null; body?: string; method?: string; headers?: Record<string, string> } = {}) {
   const headers: Record<string, string> = { "content-type": "application/json", ...init.headers };
   if (init.key !== null) headers.authorization = `Bearer ${init.key ?? stack.apiKey}`;
   const res = await fetch(`${stack.baseUrl}${path}`, { method: init.method ?? "POST", headers, body: init.body });
   const text = await res.text();
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the test reads arbitrary error shapes
-  return { status: res.status, headers: res.headers, text, json: JSON.parse(text) as Record<string, any> };
+  return { status: res.status, headers: res.headers, text, json: JSON.parse(text) as ErrorBody };
 }
 
 const chat = (model: string, extra = "") => JSON.stringify({ model, messages: [{ role: "user", content: `hi ${extra}` }] });

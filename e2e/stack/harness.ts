@@ -67,7 +67,7 @@ export function startProc(cmd: string, args: string[], opts: { cwd?: string; env
   const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"], detached: true });
   const lines: string[] = [];
   const waiters = new Set<() => void>();
-  for (const stream of [child.stdout!, child.stderr!]) {
+  for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on("line", (line) => {
       lines.push(line);
       if (process.env.STACK_DEBUG) console.log(`[${cmd.split("/").pop()}] ${line}`);

@@ -167,7 +167,7 @@ describe("the ledger goes away", () => {
       30_000,
     );
     expect([...charges.values()].every((c) => c > 0n)).toBe(true);
-    await until("the spool file to be taken over", async () => !existsSync(spoolFile));
+    await until("the spool file to be taken over", () => Promise.resolve(!existsSync(spoolFile)));
     // The dead gateway's lease is released by the survivor, so nothing stays held.
     await settledWallet(pool, userId, 15_000);
     expect((await new Ledger(pool).audit()).problems).toEqual([]);

@@ -130,7 +130,7 @@ describe("official SDKs through gateway → tunnel → agent → provider", () =
         if (size < 80) {
           // Too small to name a model: the gateway answers itself, in OpenAI's error shape.
           expect(res.status).toBe(400);
-          expect(JSON.parse(new TextDecoder().decode(received)).error.code).toMatch(/model_required|invalid_request/);
+          expect((JSON.parse(new TextDecoder().decode(received)) as { error: { code: string } }).error.code).toMatch(/model_required|invalid_request/);
           continue;
         }
         expect(res.status, `size ${size} stream ${stream} ${requestId}`).toBe(200);

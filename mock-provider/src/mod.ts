@@ -45,6 +45,8 @@ export interface MockProvider {
 }
 
 type Json = Record<string, unknown>;
+/** A body field that should be text: the field, or the default when it is missing or is not a string. */
+const textOr = (v: unknown, fallback: string) => (typeof v === "string" ? v : fallback);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Epoch milliseconds with sub-millisecond precision, on the same clock as `performance.now()`. */
 export const preciseNow = () => performance.timeOrigin + performance.now();
@@ -206,7 +208,7 @@ async function paced(d: Directives, emit: (i: number) => Promise<boolean>): Prom
 const reportedOutput = (d: Directives) => d.outputTokens ?? d.chunks;
 
 async function chatCompletions(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
-  const model = String(body.model ?? "gpt-4o-mini");
+  const model = textOr(body.model, "gpt-4o-mini");
   const id = `chatcmpl-${randomUUID().replaceAll("-", "").slice(0, 24)}`;
   const created = Math.floor(Date.now() / 1000);
   const promptTokens = estimateTokens(requestBytes);
@@ -262,7 +264,7 @@ async function chatCompletions(r: Responder, body: Json, d: Directives, requestB
 }
 
 async function completions(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
-  const model = String(body.model ?? "gpt-3.5-turbo-instruct");
+  const model = textOr(body.model, "gpt-3.5-turbo-instruct");
   const id = `cmpl-${randomUUID().replaceAll("-", "").slice(0, 24)}`;
   const created = Math.floor(Date.now() / 1000);
   const promptTokens = estimateTokens(requestBytes);
@@ -291,7 +293,7 @@ async function completions(r: Responder, body: Json, d: Directives, requestBytes
 }
 
 async function responses(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
-  const model = String(body.model ?? "gpt-4o-mini");
+  const model = textOr(body.model, "gpt-4o-mini");
   const id = `resp_${randomUUID().replaceAll("-", "")}`;
   const msgId = `msg_${randomUUID().replaceAll("-", "")}`;
   const created_at = Math.floor(Date.now() / 1000);
@@ -366,13 +368,13 @@ async function embeddings(r: Responder, body: Json, requestBytes: number): Promi
   await sendJson(r, 200, {
     object: "list",
     data,
-    model: String(body.model ?? "text-embedding-3-small"),
+    model: textOr(body.model, "text-embedding-3-small"),
     usage: { prompt_tokens: tokens, total_tokens: tokens },
   });
 }
 
 async function messages(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
-  const model = String(body.model ?? "claude-haiku-4-5");
+  const model = textOr(body.model, "claude-haiku-4-5");
   const id = `msg_${randomUUID().replaceAll("-", "").slice(0, 24)}`;
   const inputTokens = estimateTokens(requestBytes);
   const common = { "request-id": `req_${randomUUID()}`, "anthropic-organization-id": "org-mock" };

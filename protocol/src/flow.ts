@@ -9,6 +9,12 @@
 import { DATA_PAYLOAD_BYTES_MAX, WINDOW_BYTES_MAX } from "./constants.ts";
 import { encodeData } from "./frame.ts";
 
+/** Why a wait was aborted: the signal's reason when it is an Error, else an AbortError naming it. */
+function abortReason(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : new DOMException(typeof reason === "string" ? reason : "aborted", "AbortError");
+}
+
 export class WindowClosedError extends Error {
   constructor(message = "window closed") {
     super(message);
@@ -57,11 +63,11 @@ export class SendWindow {
   whenAvailable(signal?: AbortSignal): Promise<void> {
     if (this.#closed) return Promise.reject(this.#closed);
     if (this.#available > 0) return Promise.resolve();
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
     return new Promise<void>((resolve, reject) => {
       const onAbort = () => {
         this.#waiters.delete(waiter);
-        reject(signal!.reason);
+        reject(abortReason(signal!));
       };
       const waiter = () => {
         signal?.removeEventListener("abort", onAbort);

@@ -14,7 +14,7 @@ import {
 } from "../src/mod.ts";
 
 async function key() {
-  const pair = (await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"])) as CryptoKeyPair;
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
   const publicKey = toBase64Url(new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey)));
   return { privateKey: pair.privateKey, publicKey, keyId: await releaseKeyId(publicKey) };
 }

@@ -64,7 +64,7 @@ export const authOptions: NextAuthOptions = {
     session({ session, token }) {
       // The id and the session version travel in the session; roles, status and the current version are read
       // from the database on every request (lib/data/actor.ts).
-      return { ...session, user: { ...session.user, id: String(token.uid ?? ""), sv: typeof token.sv === "number" ? token.sv : -1 } };
+      return { ...session, user: { ...session.user, id: typeof token.uid === "string" ? token.uid : "", sv: typeof token.sv === "number" ? token.sv : -1 } };
     },
   },
 };

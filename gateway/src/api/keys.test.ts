@@ -26,7 +26,7 @@ function fakeDb(rows: Map<string, Row>) {
         await Promise.resolve();
         return answer;
       },
-      update: async () => ({}),
+      update: () => Promise.resolve({}),
     },
   } as unknown as Db;
   return { db, stats };

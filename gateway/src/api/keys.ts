@@ -124,7 +124,7 @@ export class KeyVerifier {
       }
       if (!held && loaded.active) {
         this.counts.filterStale++;
-        filter!.add(prefix);
+        filter.add(prefix);
       }
       check = loaded.check;
       if (epoch === this.#epoch && this.#cache.get(hash)?.check !== check) this.#remember(hash, now, check);

@@ -14,16 +14,14 @@ afterAll(async () => {
 
 describe("archive store", () => {
   it("without ARCHIVE_S3_BUCKET the archive goes to DATA_DIR/archive; with it, to S3", () => {
-    const local = archiveConfigFromEnv(parseEnv({ DATA_DIR: "/srv/hub" } as NodeJS.ProcessEnv));
+    const local = archiveConfigFromEnv(parseEnv({ DATA_DIR: "/srv/hub" }));
     expect(local.store).toBeInstanceOf(DirArchiveStore);
     expect(local.store.location).toBe("directory /srv/hub/archive");
     expect(local.afterDays).toBe(30);
-    const s3 = archiveConfigFromEnv(
-      parseEnv({ ARCHIVE_S3_BUCKET: "hub-archive", ARCHIVE_S3_ENDPOINT: "http://minio:9000", ARCHIVE_S3_PREFIX: "wellspring/" } as NodeJS.ProcessEnv),
-    );
+    const s3 = archiveConfigFromEnv(parseEnv({ ARCHIVE_S3_BUCKET: "hub-archive", ARCHIVE_S3_ENDPOINT: "http://minio:9000", ARCHIVE_S3_PREFIX: "wellspring/" }));
     expect(s3.store).toBeInstanceOf(S3ArchiveStore);
     expect(s3.store.location).toBe("s3://hub-archive/wellspring/ at http://minio:9000");
-    expect(() => parseEnv({ ARCHIVE_AFTER_DAYS: "1" } as NodeJS.ProcessEnv)).toThrow(/ARCHIVE_AFTER_DAYS/);
+    expect(() => parseEnv({ ARCHIVE_AFTER_DAYS: "1" })).toThrow(/ARCHIVE_AFTER_DAYS/);
   });
 
   it("a directory store replaces objects whole, lists them and leaves no temporary file", async () => {

@@ -17,7 +17,10 @@ export function SpendChart({ data, label = "Spend" }: { data: { day: string; spe
             tickFormatter={(v: number) => `$${v === 0 ? "0" : v < 0.01 ? v.toFixed(6) : v.toFixed(2)}`}
             width={80}
           />
-          <Tooltip formatter={(_v, _name, item) => [(item.payload as { label: string }).label, label]} labelFormatter={(l) => `${String(l)} (UTC)`} />
+          <Tooltip
+            formatter={(_v, _name, item) => [(item.payload as { label: string }).label, label]}
+            labelFormatter={(l) => (typeof l === "string" ? `${l} (UTC)` : l)}
+          />
           <Bar dataKey="spent" fill="#4f46e5" radius={[3, 3, 0, 0]} isAnimationActive={false} />
         </BarChart>
       </ResponsiveContainer>

@@ -2,6 +2,7 @@
 import { signIn } from "next-auth/react";
 import { useRouter } from "next/navigation";
 import { useEffect, useState } from "react";
+import { formText } from "../../lib/form";
 import { waitText } from "../../lib/format";
 import { buttonClass, FieldError, inputClass } from "../ui";
 
@@ -28,7 +29,7 @@ export function SignInForm() {
     setPending(true);
     setError(undefined);
     setWait(null);
-    const res = await signIn("credentials", { email: String(form.get("email")), password: String(form.get("password")), redirect: false });
+    const res = await signIn("credentials", { email: formText(form, "email"), password: formText(form, "password"), redirect: false });
     setPending(false);
     if (res?.ok) {
       router.push("/app");

@@ -133,7 +133,7 @@ describe("roles and other owners' agents", () => {
   beforeAll(async () => {
     for (const name of ["carol", "dave"]) {
       ids[name] = newId("usr");
-      await database.db.user.create({ data: { id: ids[name]!, email: `${name}@tenant.test`, isOwner: true } });
+      await database.db.user.create({ data: { id: ids[name], email: `${name}@tenant.test`, isOwner: true } });
     }
     carolAgent = newId("agt");
     await database.db.agent.create({ data: { id: carolAgent, ownerId: ids.carol!, name: "carol-agent", publicKey: `pk-${carolAgent}` } });

@@ -2,13 +2,14 @@
 import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../lib/data/actor";
 import { createEnrollment, updateAgent } from "../../../lib/data/owner";
+import { formText } from "../../../lib/form";
 
 export type EnrollState = { steps?: { enroll: string; configure: string; start: string }; expiresAt?: string; error?: string } | null;
 
 export async function enrollAction(_prev: EnrollState, form: FormData): Promise<EnrollState> {
   const actor = await requireActor();
   try {
-    const e = await createEnrollment(actor, String(form.get("label") ?? ""));
+    const e = await createEnrollment(actor, formText(form, "label"));
     return { steps: e.steps, expiresAt: e.expiresAt.toISOString() };
   } catch (error) {
     return { error: (error as Error).message };
@@ -17,8 +18,8 @@ export async function enrollAction(_prev: EnrollState, form: FormData): Promise<
 
 export async function agentSwitchAction(form: FormData): Promise<void> {
   const actor = await requireActor();
-  const agentId = String(form.get("agentId") ?? "");
-  const what = String(form.get("what") ?? "");
+  const agentId = formText(form, "agentId");
+  const what = formText(form, "what");
   const on = form.get("on") === "true";
   await updateAgent(actor, agentId, what === "pause" ? { paused: on } : { discountLane: on });
   revalidatePath("/app/agents");

@@ -3,10 +3,11 @@ import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../lib/data/actor";
 import { requestPayout } from "../../../lib/data/owner";
 import { parseUsd, usd } from "../../../lib/format";
+import { formText } from "../../../lib/form";
 
 export async function payoutAction(_prev: { ok?: string; error?: string } | null, form: FormData): Promise<{ ok?: string; error?: string }> {
   const actor = await requireActor();
-  const micros = parseUsd(String(form.get("amount") ?? ""));
+  const micros = parseUsd(formText(form, "amount"));
   if (micros === null) return { error: "Enter an amount in dollars, e.g. 12.50." };
   const r = await requestPayout(actor, micros);
   if (!r.ok) return { error: r.error };

@@ -2,17 +2,18 @@
 import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../lib/data/actor";
 import { createKey, revokeKey, unknownModels, validateNewKey, type KeyErrors } from "../../../lib/data/keys";
+import { formText } from "../../../lib/form";
 
 export type CreateKeyState = { errors?: KeyErrors; secret?: string; keyId?: string; name?: string } | null;
 
 export async function createKeyAction(_prev: CreateKeyState, form: FormData): Promise<CreateKeyState> {
   const actor = await requireActor();
   const parsed = validateNewKey({
-    name: String(form.get("name") ?? ""),
-    models: String(form.get("models") ?? ""),
-    rpm: String(form.get("rpm") ?? ""),
-    budgetUsd: String(form.get("budget") ?? ""),
-    expires: String(form.get("expires") ?? ""),
+    name: formText(form, "name"),
+    models: formText(form, "models"),
+    rpm: formText(form, "rpm"),
+    budgetUsd: formText(form, "budget"),
+    expires: formText(form, "expires"),
   });
   if (!parsed.ok) return { errors: parsed.errors };
   const unknown = await unknownModels(parsed.key.allowedModels);
@@ -29,6 +30,6 @@ export async function createKeyAction(_prev: CreateKeyState, form: FormData): Pr
 
 export async function revokeKeyAction(form: FormData): Promise<void> {
   const actor = await requireActor();
-  await revokeKey(actor, String(form.get("keyId") ?? ""));
+  await revokeKey(actor, formText(form, "keyId"));
   revalidatePath("/app/keys");
 }

@@ -12,7 +12,7 @@ export const metadata = { title: "Usage — Wellspring" };
 
 /** The filter from the query string, and what in it was not a date (ignored, and said so). */
 function filterFrom(sp: Record<string, string | string[] | undefined>): { filter: UsageFilter; badDates: string[] } {
-  const one = (k: string) => (typeof sp[k] === "string" && sp[k] ? (sp[k] as string).slice(0, 256) : undefined);
+  const one = (k: string) => (typeof sp[k] === "string" && sp[k] ? sp[k].slice(0, 256) : undefined);
   const badDates: string[] = [];
   const date = (k: string) => {
     const v = one(k);

@@ -4,16 +4,17 @@ import { redirect } from "next/navigation";
 import { requireActor } from "../../../../lib/data/actor";
 import { setAgent, setUserStatus, unlockSignin } from "../../../../lib/data/admin";
 import { sendResetLinkFor } from "../../../../lib/data/password-reset";
+import { formText } from "../../../../lib/form";
 
 export async function userStatusAction(form: FormData): Promise<void> {
   const actor = await requireActor();
-  await setUserStatus(actor, String(form.get("userId") ?? ""), form.get("status") === "active" ? "active" : "suspended", "from the admin accounts page");
+  await setUserStatus(actor, formText(form, "userId"), form.get("status") === "active" ? "active" : "suspended", "from the admin accounts page");
   revalidatePath("/app/admin/accounts");
 }
 
 export async function sendResetLinkAction(form: FormData): Promise<void> {
   const actor = await requireActor();
-  const userId = String(form.get("userId") ?? "");
+  const userId = formText(form, "userId");
   let notice: "reset-sent" | "reset-failed";
   try {
     notice = (await sendResetLinkFor(actor, userId)) ? "reset-sent" : "reset-failed";
@@ -25,15 +26,15 @@ export async function sendResetLinkAction(form: FormData): Promise<void> {
 
 export async function unlockSigninAction(form: FormData): Promise<void> {
   const actor = await requireActor();
-  await unlockSignin(actor, String(form.get("userId") ?? ""));
+  await unlockSignin(actor, formText(form, "userId"));
   revalidatePath("/app/admin/accounts");
 }
 
 export async function agentAction(form: FormData): Promise<void> {
   const actor = await requireActor();
-  const tier = String(form.get("tier") ?? "");
-  const status = String(form.get("status") ?? "");
-  await setAgent(actor, String(form.get("agentId") ?? ""), {
+  const tier = formText(form, "tier");
+  const status = formText(form, "status");
+  await setAgent(actor, formText(form, "agentId"), {
     ...(tier === "S" || tier === "A" || tier === "discount" ? { tier } : {}),
     ...(status === "active" || status === "suspended" ? { status } : {}),
   });

@@ -3,6 +3,7 @@ import { revalidatePath } from "next/cache";
 import { requireActor, requireAdmin } from "../../../../lib/data/actor";
 import { usd } from "../../../../lib/format";
 import { currentPrices, diffTables, parseDraft, publishDraft } from "../../../../lib/data/prices";
+import { formText } from "../../../../lib/form";
 
 export interface DraftState {
   error?: string;
@@ -17,19 +18,13 @@ const show = (p?: { inputMicrosPerMTok: bigint; outputMicrosPerMTok: bigint; cac
 export async function draftAction(_prev: DraftState | null, form: FormData): Promise<DraftState> {
   const actor = await requireActor();
   requireAdmin(actor);
-  const parsed = parseDraft(String(form.get("draft") ?? ""));
+  const parsed = parseDraft(formText(form, "draft"));
   if (!parsed.ok) return { error: parsed.error };
   const current = await currentPrices();
   const diff = diffTables(current?.prices ?? [], parsed.entries).map((d) => ({ key: d.key, change: d.change, before: show(d.before), after: show(d.after) }));
   if (form.get("intent") !== "publish") return { diff };
   if (diff.length === 0) return { diff, error: "Nothing changed: a new version would be identical to the current one." };
-  const ver = await publishDraft(
-    actor,
-    parsed.entries,
-    String(form.get("note") ?? "")
-      .trim()
-      .slice(0, 200),
-  );
+  const ver = await publishDraft(actor, parsed.entries, formText(form, "note").trim().slice(0, 200));
   revalidatePath("/app/prices");
   revalidatePath("/app/admin/prices");
   return { diff, published: ver };

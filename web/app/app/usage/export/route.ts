@@ -6,7 +6,7 @@ import { parseUtcDate } from "../../../../lib/format";
 const EXPORT_ROWS_MAX = 100_000;
 const BATCH = 5_000;
 
-const csv = (v: unknown) => {
+const csv = (v: string | number | boolean | null) => {
   const s = v === null || v === undefined ? "" : String(v);
   return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 };
