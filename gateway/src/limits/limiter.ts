@@ -12,6 +12,7 @@
  * `redisRetryMs` and goes back to Redis when it answers. Balances never depend on Redis (they are PostgreSQL's).
  */
 import type { Logger } from "../log.ts";
+import { observeLimiter } from "../observability/metrics.ts";
 import { MemoryStore } from "./memory_store.ts";
 import type { PoolSpec, PoolTake } from "./pool.ts";
 import type { PoolStore } from "./store.ts";
@@ -23,8 +24,11 @@ export const LIMITS_SLICE_FRACTION_DEFAULT = 0.0025;
 export const LIMITS_SLICE_IDLE_MS_DEFAULT = 500;
 /** How often an unreachable Redis is tried again, ms. */
 export const LIMITS_REDIS_RETRY_MS_DEFAULT = 1_000;
-/** Concurrent requests one user may have across all keys and gateways unless configured otherwise. */
-export const USER_CONCURRENCY_MAX_DEFAULT = 64;
+/**
+ * Concurrent requests one user may have across all keys and gateways unless configured otherwise (0 = no limit:
+ * a user's keys carry their own concurrency limits, and one agent serves 1,024 streams).
+ */
+export const USER_CONCURRENCY_MAX_DEFAULT = 0;
 /** RPM and TPM buckets refill their whole capacity in this long, ms. */
 const MINUTE_MS = 60_000;
 /** A monthly budget bucket is kept at most this long after its last use (a month and a margin), ms. */
@@ -220,8 +224,10 @@ export class Limiter {
       }
     } catch (error) {
       for (const d of done) this.#giveBack(d.store, d.taken);
+      if (error instanceof LimitRefusedError) observeLimiter("limits", "refused");
       throw error;
     }
+    if (done.length > 0) observeLimiter("limits", "allowed");
     for (const d of done) admission.add(d.store, d.taken);
   }
 
