@@ -48,6 +48,15 @@ function chat(key: string, body = chatBody()) {
   });
 }
 
+/** A fetch for the SDKs that records each response's status, so a test sees their retries. */
+const recording =
+  (seen: number[]): typeof fetch =>
+  async (url, init) => {
+    const res = await fetch(url, init);
+    seen.push(res.status);
+    return res;
+  };
+
 describe("limits on the request path", () => {
   it("create-key refuses a malformed limit", async () => {
     await expect(createKey("--rpm", "0")).rejects.toMatchObject({ stderr: expect.stringContaining("--rpm must be a positive whole number") });
@@ -78,11 +87,7 @@ describe("limits on the request path", () => {
       baseURL: `${stack.baseUrl}/v1`,
       apiKey: key,
       maxRetries: 3,
-      fetch: async (url, init) => {
-        const res = await fetch(url, init);
-        seen.push(res.status);
-        return res;
-      },
+      fetch: recording(seen),
     });
     // Drain whatever refilled meanwhile, so the SDK's first try meets the limit.
     while ((await chat(key)).status === 200);
@@ -116,11 +121,7 @@ describe("limits on the request path", () => {
       baseURL: stack.baseUrl,
       apiKey: key,
       maxRetries: 3,
-      fetch: async (url, init) => {
-        const res = await fetch(url, init);
-        seen.push(res.status);
-        return res;
-      },
+      fetch: recording(seen),
     });
     while ((await messages()).status === 200);
     const msg = await anthropic.messages.create({ model: "claude-haiku-4-5", max_tokens: 16, messages: [{ role: "user", content: "hi" }] });

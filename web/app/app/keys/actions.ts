@@ -11,6 +11,8 @@ export async function createKeyAction(_prev: CreateKeyState, form: FormData): Pr
     name: String(form.get("name") ?? ""),
     models: String(form.get("models") ?? ""),
     rpm: String(form.get("rpm") ?? ""),
+    tpm: String(form.get("tpm") ?? ""),
+    concurrency: String(form.get("concurrency") ?? ""),
     budgetUsd: String(form.get("budget") ?? ""),
     expires: String(form.get("expires") ?? ""),
   });
