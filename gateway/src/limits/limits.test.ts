@@ -234,6 +234,36 @@ for (const backend of backends) {
       expect(again.filter((r) => r.status === "fulfilled")).toHaveLength(1);
     });
 
+    it("an agent's expert limits hold whichever key sends to it, and a refusal gives back what the key took", async () => {
+      const store = backend.make();
+      const [gw] = makeLimiters(store);
+      const agentId = `agt_${randomUUID()}`;
+      const agent = { rpm: null, tpm: null, concurrency: 1 };
+      const keyA = `key_${randomUUID()}`;
+      const keyB = `key_${randomUUID()}`;
+      const key = { ...noLimits, concurrency: 1 };
+      const body = (keyId: string) => ({ keyId, key, estimatedTokens: 10, heldMicros: null, agentId, agent });
+      const a = await gw!.admitStart({ keyId: keyA, userId: "usr_a", key });
+      await gw!.admitBody(a, body(keyA));
+      const b = await gw!.admitStart({ keyId: keyB, userId: "usr_b", key });
+      await expect(gw!.admitBody(b, body(keyB))).rejects.toMatchObject({ refusal: { limit: "agent_concurrency" } });
+      b.end({ tokens: 0, chargedMicros: 0n });
+      a.end({ tokens: 10, chargedMicros: null });
+      // Both keys' slots and the agent's are free again.
+      await expect
+        .poll(async () => {
+          try {
+            const again = await gw!.admitStart({ keyId: keyB, userId: "usr_b", key });
+            await gw!.admitBody(again, body(keyB));
+            again.end({ tokens: 0, chargedMicros: 0n });
+            return "admitted";
+          } catch (error) {
+            return (error as LimitRefusedError).refusal.limit;
+          }
+        })
+        .toBe("admitted");
+    });
+
     it("a monthly budget starts from the month's spend and is exceeded by at most one request's hold", async () => {
       const store = backend.make();
       const spent = 9_000n;
