@@ -21,23 +21,13 @@ import {
   type GatewayProc,
   type TestDatabase,
 } from "./harness.ts";
+import { freePort } from "../support/portal_http.ts";
 
 let database: TestDatabase;
 let mock: MockProvider;
 let redisPort: number;
 let redis: ChildProcess | null = null;
 const procs: { stop(): Promise<unknown> }[] = [];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 async function startRedis(): Promise<void> {
   redis = spawn("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
