@@ -41,6 +41,13 @@ module.exports = {
       to: { path: "^gateway/src/(api|billing|cli)/" },
     },
     {
+      name: "limits-below-the-request-path",
+      comment: "Limits are a domain the request path calls; they never import the HTTP layer, the tunnel, billing, the operations layer or the CLI.",
+      severity: "error",
+      from: { path: "^gateway/src/limits/", pathNot: "\\.test\\.ts$" },
+      to: { path: "^gateway/src/(api|tunnel|billing|ops|cli|archive|risk)/" },
+    },
+    {
       name: "observability-is-a-leaf",
       comment: "Metrics are observed from everywhere; the metrics module imports nothing of the gateway, so anything may call it.",
       severity: "error",

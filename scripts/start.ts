@@ -32,7 +32,6 @@ const hub = await bootHub({
   tlsKeyFile: env.TLS_KEY_FILE,
   log,
 });
-if (!env.REDIS_URL) log.info("hub.limits", { mode: "in-process", note: "REDIS_URL is unset: limits are kept in this process only (one gateway)" });
 const gateway = await startGateway({
   ...gatewayOptionsFromEnv(env),
   db: hub.db,

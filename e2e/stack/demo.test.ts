@@ -71,3 +71,35 @@ it("npm run demo prints WELLSPRING_BASE_URL and WELLSPRING_API_KEY that work wit
   // npm reports a script interrupted by Ctrl-C as 130 (128 + SIGINT), as a shell does.
   expect(code === 0 || code === 130 || demo.child.signalCode === "SIGINT").toBe(true);
 }, 360_000);
+
+it("npm run demo -- --gateways 2 starts two gateways sharing the database and a Redis, and prints WELLSPRING_BASE_URLS", async () => {
+  const db2 = await createTestDatabase();
+  const dir2 = await mkdtemp(join(tmpdir(), "ws-demo-"));
+  const env: Record<string, string> = {
+    DATABASE_URL: db2.url,
+    DATA_DIR: dir2,
+    GATEWAY_PORT: "0",
+    AGENT_PORT: "0",
+    ADMIN_PORT: "0",
+    WEB_PORT: String(await freePort()),
+  };
+  // No REDIS_URL: the demo starts the machine's redis-server for its gateways.
+  const proc = startProc("npm", ["run", "--silent", "demo", "--", "--gateways", "2"], { env: { ...env, REDIS_URL: "" } });
+  try {
+    const urls = (await proc.waitForLine(/^WELLSPRING_BASE_URLS=(\S+)$/, 180_000))[1]!.split(",");
+    const key = (await proc.waitForLine(/^WELLSPRING_API_KEY=(sk-ws-\w+)$/, 10_000))[1]!;
+    expect(urls).toHaveLength(2);
+    expect(new Set(urls).size).toBe(2);
+    for (const url of urls) {
+      const openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: key });
+      const chat = await openai.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hello" }] });
+      expect(chat.choices[0]!.message.content).toBe("w0 w1 w2 w3 w4 ");
+      const ready = (await (await fetch(`${url}/readyz`)).json()) as { limits: string };
+      expect(ready.limits).toBe("shared");
+    }
+  } finally {
+    await proc.stop();
+    await db2.drop();
+    await rm(dir2, { recursive: true, force: true });
+  }
+}, 300_000);

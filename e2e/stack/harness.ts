@@ -141,6 +141,9 @@ export interface GatewayProc extends Proc {
   dataDir: string;
 }
 
+/** The machine's Redis, shared by helpers and tests: every test run uses its own key prefix, never FLUSHDB. */
+export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
+
 export async function startGatewayProc(databaseUrl: string, env: Record<string, string> = {}, dataDir?: string): Promise<GatewayProc> {
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ws-gw-")));
   const proc = startProc(TSX, ["gateway/src/main.ts"], {
@@ -154,6 +157,10 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       LOG_LEVEL: "warn",
       ADMIN_TOKEN: TEST_ADMIN_TOKEN,
       BILLING_LEASE_IDLE_RELEASE_MS: "100",
+      // Gateways of one test database share limits in the machine's Redis under a prefix of their own
+      // (a test may set REDIS_URL to "" for in-process limits).
+      REDIS_URL: TEST_REDIS_URL,
+      LIMITS_REDIS_PREFIX: `test:${new URL(databaseUrl).pathname.slice(1)}:`,
       ...env,
     },
   });

@@ -2,7 +2,8 @@
 import { z } from "zod";
 import { AUTH_TIMEOUT_MS, PRESENCE_PROBE_TIMEOUT_MS_DEFAULT } from "@wellspring/protocol";
 import { leaseOptionsProblem, type LeaseOptions } from "./billing/leases.ts";
-import type { GatewayOptions } from "./server.ts";
+import { DEFAULT_LIMITER_SETTINGS, type GatewayOptions } from "./server.ts";
+import { DEFAULT_PROXY_LIMITS } from "./api/proxy.ts";
 import { ADMIN_AUTH_DEFAULTS } from "./api/admin.ts";
 import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT } from "./api/keys.ts";
 import { KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT } from "./api/key_filter.ts";
@@ -50,6 +51,19 @@ const schema = z.object({
   REQUEST_BODY_BYTES_MAX: int(32 * 1024 * 1024),
   RESPONSE_HEAD_TIMEOUT_MS: int(600_000),
   STREAM_IDLE_TIMEOUT_MS: int(300_000),
+  /** A request body silent this long before it is wholly sent upstream is answered 408 (slow senders hold nothing). */
+  REQUEST_BODY_IDLE_TIMEOUT_MS: positive(DEFAULT_PROXY_LIMITS.requestBodyIdleTimeoutMs),
+  /** Prefix of every Redis key of the limits (several hubs may share one Redis); no braces (they are Cluster hash tags). */
+  LIMITS_REDIS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{0,64}$/, "letters, digits and _ . : - only")
+    .default(DEFAULT_LIMITER_SETTINGS.redisPrefix),
+  LIMITS_REDIS_TIMEOUT_MS: positive(DEFAULT_LIMITER_SETTINGS.redisCommandTimeoutMs),
+  /** Requests one user may have in flight at once across all keys and gateways; 0 = no limit. */
+  LIMITS_USER_CONCURRENCY_MAX: int(DEFAULT_LIMITER_SETTINGS.userConcurrencyMax),
+  LIMITS_SLICE_FRACTION: z.coerce.number().min(0).max(0.01).default(DEFAULT_LIMITER_SETTINGS.sliceFraction),
+  LIMITS_SLICE_IDLE_MS: positive(DEFAULT_LIMITER_SETTINGS.sliceIdleMs),
+  LIMITS_SLOT_HOLD_MS: positive(DEFAULT_LIMITER_SETTINGS.slotHoldMs),
   TUNNEL_HEARTBEAT_INTERVAL_MS: int(15_000),
   TUNNEL_HEARTBEAT_TIMEOUT_MS: int(45_000),
   /** A live session must answer a ping this fast to keep its agent from a second connection; below AUTH_TIMEOUT_MS. */
@@ -125,6 +139,16 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
       requestBodyBytesMax: env.REQUEST_BODY_BYTES_MAX,
       responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS,
       streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS,
+      requestBodyIdleTimeoutMs: env.REQUEST_BODY_IDLE_TIMEOUT_MS,
+    },
+    redisUrl: env.REDIS_URL ?? null,
+    limiter: {
+      redisPrefix: env.LIMITS_REDIS_PREFIX,
+      redisCommandTimeoutMs: env.LIMITS_REDIS_TIMEOUT_MS,
+      userConcurrencyMax: env.LIMITS_USER_CONCURRENCY_MAX,
+      sliceFraction: env.LIMITS_SLICE_FRACTION,
+      sliceIdleMs: env.LIMITS_SLICE_IDLE_MS,
+      slotHoldMs: env.LIMITS_SLOT_HOLD_MS,
     },
     billing: billingFromEnv(env),
     adminToken: env.ADMIN_TOKEN,

@@ -25,6 +25,8 @@ export type GatewayErrorCode =
   | "not_found"
   | "conflict"
   | "rate_limited"
+  | "budget_exceeded"
+  | "request_timeout"
   | "service_unavailable"
   | "internal_error";
 
@@ -56,6 +58,8 @@ const TABLE: Record<GatewayErrorCode, Mapping> = {
   not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
   conflict: { status: 409, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   rate_limited: { status: 429, openaiType: "requests", anthropicType: "rate_limit_error", retry: true },
+  budget_exceeded: { status: 429, openaiType: "insufficient_quota", anthropicType: "rate_limit_error", retry: false },
+  request_timeout: { status: 408, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   service_unavailable: { status: 503, openaiType: "server_error", anthropicType: "overloaded_error", retry: true },
   internal_error: { status: 500, openaiType: "server_error", anthropicType: "api_error", retry: true },
 };
@@ -64,7 +68,15 @@ export class GatewayError extends Error {
   constructor(
     readonly code: GatewayErrorCode,
     message: string,
-    readonly options: { retryAfterSeconds?: number; param?: string | null; cause?: unknown } = {},
+    readonly options: {
+      retryAfterSeconds?: number;
+      /** Milliseconds, for SDKs that read `retry-after-ms` (both official ones do). */
+      retryAfterMs?: number;
+      param?: string | null;
+      cause?: unknown;
+      /** Extra response headers (rate-limit headers). */
+      headers?: Record<string, string>;
+    } = {},
   ) {
     super(message, { cause: options.cause });
     this.name = "GatewayError";
@@ -95,6 +107,8 @@ export function sendError(res: ServerResponse, family: ApiFamily, error: Gateway
   };
   if (requestId) headers["x-wellspring-request-id"] = requestId;
   if (error.options.retryAfterSeconds !== undefined) headers["retry-after"] = String(error.options.retryAfterSeconds);
+  if (error.options.retryAfterMs !== undefined) headers["retry-after-ms"] = String(error.options.retryAfterMs);
+  for (const [name, value] of Object.entries(error.options.headers ?? {})) headers[name] = value;
   if (family === "openai") headers["x-should-retry"] = String(error.retry);
   res.writeHead(error.status, headers);
   res.end(body);

@@ -41,6 +41,17 @@ import { AgentReleases, RELEASES_PATH } from "./tunnel/releases.ts";
 import type { TlsIdentity } from "./tls.ts";
 import { attachGateway, metricsText, METRICS_CONTENT_TYPE } from "./observability/metrics.ts";
 import { ArchiveJob } from "./archive/job.ts";
+import {
+  Limiter,
+  LIMITS_REDIS_RETRY_MS_DEFAULT,
+  LIMITS_SLICE_FRACTION_DEFAULT,
+  LIMITS_SLICE_IDLE_MS_DEFAULT,
+  USER_CONCURRENCY_MAX_DEFAULT,
+} from "./limits/limiter.ts";
+import { SLOT_HOLD_MS_DEFAULT } from "./limits/store.ts";
+import { RedisStore } from "./limits/redis_store.ts";
+import { connectRedis, REDIS_COMMAND_TIMEOUT_MS_DEFAULT, redisAnswers, whenRedisReady } from "./limits/redis.ts";
+import { gatewaysLastSeen, keyChargedSinceMicros, liveGatewayCount, otherLiveGateways } from "./limits/ledger_reads.ts";
 import type { ArchiveConfig } from "./archive/config.ts";
 
 export const TUNNEL_PATH = "/agent/v1/tunnel";
@@ -91,7 +102,34 @@ export interface GatewayOptions {
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
   /** Day partitions and the archive job (docs/operations/database.md); partitions only are kept when null. */
   archive?: ArchiveConfig | null;
+  /** Redis, where every gateway counts limits; null: this process counts them (a single gateway only). */
+  redisUrl?: string | null;
+  limiter?: Partial<LimiterSettings>;
 }
+
+export interface LimiterSettings {
+  /** Prefix of every Redis key (e.g. `ws:`; several hubs or test runs may share one Redis). */
+  redisPrefix: string;
+  /** A Redis command slower than this counts as Redis unreachable, ms. */
+  redisCommandTimeoutMs: number;
+  /** Requests one user may have in flight across all keys and gateways (0 = no limit). */
+  userConcurrencyMax: number;
+  /** Share of each limit one gateway may hold as a local slice. */
+  sliceFraction: number;
+  /** A local slice unused this long goes back to Redis, ms. */
+  sliceIdleMs: number;
+  /** A gateway's concurrency slots expire this long after it stops renewing them (it crashed), ms. */
+  slotHoldMs: number;
+}
+
+export const DEFAULT_LIMITER_SETTINGS: LimiterSettings = {
+  redisPrefix: "ws:",
+  redisCommandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS_DEFAULT,
+  userConcurrencyMax: USER_CONCURRENCY_MAX_DEFAULT,
+  sliceFraction: LIMITS_SLICE_FRACTION_DEFAULT,
+  sliceIdleMs: LIMITS_SLICE_IDLE_MS_DEFAULT,
+  slotHoldMs: SLOT_HOLD_MS_DEFAULT,
+};
 
 export interface Gateway {
   apiOrigin: string;
@@ -213,7 +251,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   await events.start();
   // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
   await keyFilterLoader.start();
-  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter() };
+  const limiter = await startLimiter(opts, recordsPool, leaseOptions.gatewayDeadAfterMs);
+  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter(), limiter };
 
   // --- API listener: the public, OpenAI- and Anthropic-compatible API ---
   const apiRoutes = new Router("api", log, familyOfPath)
@@ -225,6 +264,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       json(res, ready ? 200 : 503, {
         ready,
         ledger: health.up ? "reachable" : "unreachable",
+        // shared: Redis; local: Redis unreachable, each limit ÷ live gateways here; in-process: no Redis configured.
+        limits: limiter.mode === "redis" ? "shared" : limiter.mode === "local" ? "local" : "in-process",
         tunnel: agentServer.listening ? "listening" : "closed",
         ...(health.downSince !== null ? { ledgerDownSince: new Date(health.downSince).toISOString() } : {}),
         spooledSettlements: settlements.spooled,
@@ -342,6 +383,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     recordsDropped: () => records.dropped,
     keyChecks: () => keys.counts,
     keyFilterEntries: () => keyFilter.size,
+    limitsDegraded: () => limiter.mode === "local",
   });
   const apiPort = await listen(api, opts.apiPort ?? 0, host);
   const agentPort = await listen(agentServer, opts.agentPort ?? 0, host);
@@ -388,6 +430,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       agentServer.closeAllConnections();
       await agentClosed;
       await settlements.drain();
+      await limiter.close();
+      limiter.closeRedis();
       await leases?.close();
       await records.flush();
       records.close();
@@ -398,6 +442,56 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       detachMetrics();
     },
   };
+}
+
+/**
+ * The limiter: Redis when configured (reachable or not: an unreachable Redis means local limits until it answers),
+ * else this process — refused when another gateway is alive on the same database, since limits would then not add up.
+ */
+async function startLimiter(opts: GatewayOptions, pool: pg.Pool, deadAfterMs: number): Promise<Limiter & { closeRedis(): void }> {
+  const settings = { ...DEFAULT_LIMITER_SETTINGS, ...opts.limiter };
+  const { log } = opts;
+  const redis = opts.redisUrl ? connectRedis(opts.redisUrl, log, settings.redisCommandTimeoutMs) : null;
+  if (redis) {
+    try {
+      await whenRedisReady(redis, 3_000);
+      await new RedisStore(redis).load();
+      log.info("gateway.limits", { mode: "redis", prefix: settings.redisPrefix });
+    } catch (error) {
+      log.warn("gateway.limits", { mode: "local", note: "Redis does not answer: limits are counted here (each ÷ live gateways) until it does", error });
+    }
+  } else {
+    // A gateway that crashed looks alive until its liveness runs out: only one still reporting itself is running.
+    let others = await otherLiveGateways(pool, opts.gatewayId, deadAfterMs);
+    if (others.length > 0) {
+      const before = await gatewaysLastSeen(pool, others);
+      await new Promise((resolve) => setTimeout(resolve, opts.billing?.leases?.renewIntervalMs ?? DEFAULT_LEASE_OPTIONS.renewIntervalMs).unref?.());
+      const after = await gatewaysLastSeen(pool, others);
+      others = others.filter((id) => after.get(id) !== undefined && after.get(id) !== before.get(id));
+    }
+    if (others.length > 0) {
+      throw new Error(
+        `Cannot start the gateway: gateway ${others.join(", ")} is running on this database and REDIS_URL is unset; several gateways must share limits through Redis: set REDIS_URL on every gateway`,
+      );
+    }
+    log.info("gateway.limits", { mode: "in-process", note: "REDIS_URL is unset: limits are kept in this process (one gateway only)" });
+  }
+  const limiter = new Limiter({
+    gatewayId: opts.gatewayId,
+    shared: redis ? new RedisStore(redis, settings.slotHoldMs) : null,
+    prefix: settings.redisPrefix,
+    userConcurrencyMax: settings.userConcurrencyMax,
+    sliceFraction: settings.sliceFraction,
+    sliceIdleMs: settings.sliceIdleMs,
+    redisRetryMs: LIMITS_REDIS_RETRY_MS_DEFAULT,
+    slotHoldMs: settings.slotHoldMs,
+    liveGateways: () => liveGatewayCount(pool, deadAfterMs),
+    monthSpendMicros: (keyId, since) => keyChargedSinceMicros(pool, keyId, since),
+    ping: () => (redis ? redisAnswers(redis) : Promise.resolve(false)),
+    log,
+  });
+  limiter.start();
+  return Object.assign(limiter, { closeRedis: () => redis?.disconnect() });
 }
 
 const isWildcard = (host: string) => host === "0.0.0.0" || host === "::" || host === "[::]";

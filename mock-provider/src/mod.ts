@@ -509,7 +509,78 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
   }
 }
 
-export async function startMockProvider(options: { port?: number; host?: string } = {}): Promise<MockProvider> {
+/**
+ * A provider's requests-per-minute limit, as OpenAI and Anthropic describe theirs: a bucket of `rpm` requests
+ * refilled continuously. Above it the mock answers 429 in the family's shape with the headers the providers send.
+ */
+class RpmBucket {
+  #level: number;
+  #at = Date.now();
+  constructor(readonly rpm: number) {
+    this.#level = rpm;
+  }
+
+  /** Takes one request: null when admitted, else the wait until one is available, ms. */
+  take(): number | null {
+    const now = Date.now();
+    this.#level = Math.min(this.rpm, this.#level + ((now - this.#at) * this.rpm) / 60_000);
+    this.#at = now;
+    if (this.#level >= 1) {
+      this.#level -= 1;
+      return null;
+    }
+    return Math.ceil(((1 - this.#level) * 60_000) / this.rpm);
+  }
+
+  remaining(): number {
+    return Math.floor(this.#level);
+  }
+}
+
+function rateLimited(path: string, rpm: number, waitMs: number): { headers: http.OutgoingHttpHeaders; body: Json } {
+  const seconds = String(Math.max(1, Math.ceil(waitMs / 1000)));
+  if (path.startsWith("/v1/messages")) {
+    return {
+      headers: {
+        "retry-after": seconds,
+        "anthropic-ratelimit-requests-limit": String(rpm),
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": new Date(Date.now() + waitMs).toISOString(),
+      },
+      body: {
+        type: "error",
+        error: { type: "rate_limit_error", message: `This request would exceed your organization's rate limit of ${rpm} requests per minute.` },
+      },
+    };
+  }
+  return {
+    headers: {
+      "retry-after": seconds,
+      "retry-after-ms": String(waitMs),
+      "x-ratelimit-limit-requests": String(rpm),
+      "x-ratelimit-remaining-requests": "0",
+      "x-ratelimit-reset-requests": `${(waitMs / 1000).toFixed(3)}s`,
+    },
+    body: {
+      error: {
+        message: `Rate limit reached for requests per min (RPM): Limit ${rpm}. Please try again in ${seconds}s.`,
+        type: "requests",
+        param: null,
+        code: "rate_limit_exceeded",
+      },
+    },
+  };
+}
+
+export async function startMockProvider(
+  options: {
+    port?: number;
+    host?: string;
+    /** Answer 429 (with the providers' rate-limit headers) above this many POSTs per minute; unset = no limit. */
+    rpmLimit?: number;
+  } = {},
+): Promise<MockProvider> {
+  const bucket = options.rpmLimit ? new RpmBucket(options.rpmLimit) : null;
   const requests: MockRequestRecord[] = [];
   let inFlight = 0;
   const waiters = new Set<() => void>();
@@ -557,6 +628,12 @@ export async function startMockProvider(options: { port?: number; host?: string 
       const raw = Buffer.concat(chunks);
       const directives = parseDirectives(raw);
       record.tag = directives.tag;
+      const waitMs = bucket && req.method === "POST" ? bucket.take() : null;
+      if (bucket && waitMs !== null) {
+        const limited = rateLimited(record.path, bucket.rpm, waitMs);
+        sendJson(r, 429, limited.body, limited.headers).then(notify, () => res.destroy());
+        return;
+      }
       handle(req, r, raw, directives).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();

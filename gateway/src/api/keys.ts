@@ -7,6 +7,7 @@
 import type { Db } from "@wellspring/db/core";
 import { hashKey, KEY_PATTERN } from "../ops/keys.ts";
 import { hashPrefix64, KeyFilter, MissBudget } from "./key_filter.ts";
+import type { KeyLimits } from "../limits/limiter.ts";
 /**
  * How long a verified (or refused) key stays cached. A revocation or user change reaches every gateway at
  * once through a hub event; this is the bound when an event is lost (a change made behind the product's back).
@@ -32,6 +33,8 @@ export interface Principal {
   expiresAt: Date | null;
   /** The user's plan; null = the default plan. */
   planId: string | null;
+  /** The key's own limits (RPM, TPM, concurrency, monthly budget), enforced by `limits/`. */
+  limits: KeyLimits;
 }
 
 export type KeyCheck = { ok: true; principal: Principal } | { ok: false; reason: "invalid" | "expired" | "suspended" };
@@ -206,7 +209,14 @@ export class KeyVerifier {
     return {
       check: {
         ok: true,
-        principal: { keyId: key.id, userId: key.userId, allowedModels: key.allowedModels, expiresAt: key.expiresAt, planId: key.user.planId },
+        principal: {
+          keyId: key.id,
+          userId: key.userId,
+          allowedModels: key.allowedModels,
+          expiresAt: key.expiresAt,
+          planId: key.user.planId,
+          limits: { rpm: key.rpmLimit, tpm: key.tpmLimit, concurrency: key.concurrencyLimit, monthlyBudgetMicros: key.monthlyBudgetMicros },
+        },
       },
       active: true,
     };

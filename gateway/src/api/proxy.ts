@@ -32,6 +32,8 @@ import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, t
 import type { FreeRouteLimiter } from "./free_routes.ts";
 import { observeLimiter, observeRequestEnd } from "../observability/metrics.ts";
 import { FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
+import { LimitRefusedError, type Admission, type Limiter } from "../limits/limiter.ts";
+import { estimatedTokens, refusalError } from "../limits/refusal.ts";
 
 /** With billing on, bytes read (at most) before dispatch, so a small body's cap, `n` and size are known for its hold. */
 export const BILLING_SCAN_BYTES_MAX = 256 * 1024;
@@ -43,6 +45,8 @@ export interface ProxyLimits {
   responseHeadTimeoutMs: number;
   /** Longest silence inside a response body before the stream is cut, ms. */
   streamIdleTimeoutMs: number;
+  /** Longest silence inside a request body before it is wholly sent upstream (a stalled upload is answered 408), ms. */
+  requestBodyIdleTimeoutMs: number;
   /** Retry-After sent with 503 when no agent has room, seconds. */
   noCapacityRetryAfterSeconds: number;
 }
@@ -51,6 +55,7 @@ export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
   requestBodyBytesMax: 32 * 1024 * 1024,
   responseHeadTimeoutMs: 600_000,
   streamIdleTimeoutMs: 300_000,
+  requestBodyIdleTimeoutMs: 30_000,
   noCapacityRetryAfterSeconds: 2,
 };
 
@@ -72,6 +77,8 @@ export interface ProxyDeps {
   meter: Meter;
   /** Rate limit of routes that are free at the provider (they cost owners capacity, not money). */
   freeRoutes: FreeRouteLimiter;
+  /** Keys', users' and agents' limits (RPM, TPM, concurrency, monthly budget), before dispatch. */
+  limiter: Limiter;
   /** Models known to the hub even when no agent serving them is connected (404 vs 503). */
   knownModels(api: ApiFamily): Promise<ReadonlySet<string>>;
 }
@@ -99,6 +106,11 @@ function bodyRefusal(fields: BodyFields): GatewayError | null {
     );
   }
   return null;
+}
+
+/** A limit's refusal in the route's error shape. */
+function limitError(error: unknown, api: ApiFamily): unknown {
+  return error instanceof LimitRefusedError ? refusalError(error.refusal, api) : error;
 }
 
 /** The meter's refusals in the route's error shape. */
@@ -138,6 +150,8 @@ class ProxyExchange {
   #pendingConsume = 0;
   /** The request's billing meter, from dispatch to its end. */
   #hold: Hold | null = null;
+  /** What the request took from the limits, from its start to its end. */
+  #admission: Admission | null = null;
   /** The whole request body went into the tunnel. */
   #dispatched = false;
   /** Reads the routing and billing fields from every byte of the body. */
@@ -197,6 +211,9 @@ class ProxyExchange {
     const charge: Charge | null =
       this.#hold?.settle({ cause, status: this.status, responded: this.firstByteAt !== null, dispatched: this.#dispatched }) ?? null;
     const usage = charge?.usage ?? null;
+    // TPM is corrected to the usage (nothing used when nothing went upstream), the budget to the charge.
+    const tokens = usage ? usage.inputTokens + usage.outputTokens : this.#dispatched || this.firstByteAt !== null ? null : 0;
+    this.#admission?.end({ tokens, chargedMicros: charge?.chargeMicros ?? (this.#dispatched ? null : 0n) });
     this.deps.records.add({
       id: this.requestId,
       userId: this.principal.userId,
@@ -297,6 +314,15 @@ class ProxyExchange {
     if (declaredBytes !== null && declaredBytes > deps.limits.requestBodyBytesMax) {
       throw new GatewayError("body_too_large", `Request body is ${declaredBytes} bytes; the limit is ${deps.limits.requestBodyBytesMax} bytes.`);
     }
+    // Concurrency and RPM are held from here, while the body arrives: stalled uploads count against their key.
+    const principal = this.principal;
+    this.#admission = await deps.limiter.admitStart({ keyId: principal.keyId, userId: principal.userId, key: principal.limits }).catch((error: unknown) => {
+      throw limitError(error, route.api);
+    });
+    if (this.finished) {
+      this.#admission.end({ tokens: 0, chargedMicros: 0n });
+      return;
+    }
     if (route.billing === "free") {
       const wait = deps.freeRoutes.take(this.principal.keyId);
       observeLimiter("free_routes", wait === null ? "allowed" : "refused");
@@ -326,7 +352,7 @@ class ProxyExchange {
     // body's size, output cap and `n` are known for its hold.
     const wantMore = () => !scanner.settled || (deps.meter.billingOn && this.bytesIn < BILLING_SCAN_BYTES_MAX);
     while (wantMore()) {
-      const next = await body.next();
+      const next = await this.#nextChunk(body);
       if (next.done) {
         bodyDone = true;
         break;
@@ -380,6 +406,18 @@ class ProxyExchange {
     } catch (error) {
       throw meterError(error, route.api);
     }
+    await deps.limiter
+      .admitBody(this.#admission, {
+        keyId: principal.keyId,
+        key: principal.limits,
+        estimatedTokens: estimatedTokens(scanner.fields, this.#inputBytes),
+        heldMicros: this.#hold.heldMicros,
+        agentId: conn.agentId,
+        agent: profile.limits,
+      })
+      .catch((error: unknown) => {
+        throw limitError(error, route.api);
+      });
     // The client may have gone while the hold was made: settle (release) it at once.
     if (this.finished) {
       this.#hold.settle({ cause: this.endCause!, status: this.status, responded: false, dispatched: false });
@@ -421,7 +459,7 @@ class ProxyExchange {
       }
       held.length = 0;
       while (!bodyDone) {
-        const next = await body.next();
+        const next = await this.#nextChunk(body);
         if (next.done) break;
         this.#countIn(next.value.length);
         if (this.finished) return;
@@ -443,6 +481,23 @@ class ProxyExchange {
       if (error instanceof GatewayError) throw error;
       if (this.stream.closed || this.finished) return; // reset or client gone: already answered
       throw error;
+    }
+  }
+
+  /** The body's next chunk, or a 408 when none arrives within the body idle limit. */
+  async #nextChunk(body: AsyncIterator<Buffer>): Promise<IteratorResult<Buffer>> {
+    const idleMs = this.deps.limits.requestBodyIdleTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new GatewayError("request_timeout", `The request body stalled: no bytes for ${idleMs} ms (the limit while a body is sent).`)),
+        idleMs,
+      );
+    });
+    try {
+      return await Promise.race([body.next(), stalled]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -553,7 +608,11 @@ export async function proxyRequest(req: IncomingMessage, res: ServerResponse, ro
   } catch (error) {
     if (error instanceof GatewayError) {
       const refused =
-        error.code === "no_capacity" || error.code === "insufficient_quota" || error.code === "rate_limited" || error.code === "service_unavailable";
+        error.code === "no_capacity" ||
+        error.code === "insufficient_quota" ||
+        error.code === "rate_limited" ||
+        error.code === "budget_exceeded" ||
+        error.code === "service_unavailable";
       exchange.fail(error, refused ? "refused" : "gateway_error");
       return;
     }

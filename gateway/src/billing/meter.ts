@@ -192,6 +192,11 @@ export class Hold {
     this.#inputEstimate = priced && !req.route.multipart ? new RequestTokenEstimator() : null;
   }
 
+  /** What the request holds now, µ$ (null when nothing is billed: billing off, or a free route). */
+  get heldMicros(): bigint | null {
+    return this.priced?.reservedMicros ?? null;
+  }
+
   /**
    * The body grew (or asked for more) past what is held: holds more before the bytes go on. Throws
    * InsufficientBalanceError or LedgerUnavailableError when it cannot.

@@ -2,7 +2,7 @@
  * Operator commands (the portal's admin pages call the same operations, gateway/src/ops/):
  *   npm run admin -- create-admin --email a@b.c        (asks for the password without showing it, or WELLSPRING_ADMIN_PASSWORD)
  *   npm run admin -- create-user --email a@b.c [--admin] [--owner]
- *   npm run admin -- create-key --email a@b.c [--name N] [--models m1,m2]
+ *   npm run admin -- create-key --email a@b.c [--name N] [--models m1,m2] [--rpm N] [--tpm N] [--concurrency N] [--monthly-budget-micros N]
  *   npm run admin -- enroll-token --email owner@b.c [--label L]
  *   npm run admin -- agents
  *   npm run admin -- revoke-agent --id agt_…
@@ -68,6 +68,14 @@ function micros(args: string[], name = "micros"): bigint {
   return BigInt(v);
 }
 
+/** An optional limit flag: a positive whole number, or absent (no limit). */
+function limitFlag(args: string[], name: string): number | null {
+  const v = flag(args, name);
+  if (v === undefined) return null;
+  if (!/^[1-9][0-9]{0,8}$/.test(v)) throw new Error(`--${name} must be a positive whole number (at most 999999999)`);
+  return Number(v);
+}
+
 export interface AdminContext {
   db: Db;
   pool: pg.Pool;
@@ -123,7 +131,19 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const models = flag(args, "models")?.split(",").filter(Boolean) ?? [];
       const unknown = await unknownModelNames(db, models);
       if (unknown.length) throw new Error(`Unknown model(s): ${unknown.join(", ")} (neither in the official price table nor reported by an agent)`);
-      const key = await issueKey(db, user.id, flag(args, "name") ?? "default", { allowedModels: models }, actor());
+      const key = await issueKey(
+        db,
+        user.id,
+        flag(args, "name") ?? "default",
+        {
+          allowedModels: models,
+          rpmLimit: limitFlag(args, "rpm"),
+          tpmLimit: limitFlag(args, "tpm"),
+          concurrencyLimit: limitFlag(args, "concurrency"),
+          monthlyBudgetMicros: flag(args, "monthly-budget-micros") === undefined ? null : micros(args, "monthly-budget-micros"),
+        },
+        actor(),
+      );
       return `key ${key.id} (shown once, store it now):\n${key.secret}`;
     }
     case "enroll-token": {

@@ -109,6 +109,8 @@ export interface GatewayGaugeSources {
   recordsDropped(): number;
   keyChecks(): { cache: number; lookups: number; missLookups: number; missRefused: number; queries: number; filterStale: number; staleServed: number };
   keyFilterEntries(): number;
+  /** Redis is configured but unreachable: limits are counted per gateway (each ÷ live gateways). */
+  limitsDegraded(): boolean;
 }
 
 const gateways = new Set<GatewayGaugeSources>();
@@ -146,6 +148,11 @@ gauge("wellspring_streams_open", "Streams open across all tunnels.", () => sum((
 gauge("wellspring_tunnel_held_response_bytes", "Response bytes received from agents and not yet taken by clients.", () => sum((s) => s.heldResponseBytes()));
 gauge("wellspring_tunnel_buffered_bytes", "Bytes queued on tunnel sockets.", () => sum((s) => s.bufferedBytes()));
 gauge("wellspring_credit_leases_open", "Wallet slices this gateway holds for running and recent requests.", () => sum((s) => s.creditLeasesOpen()));
+gauge(
+  "wellspring_limits_degraded",
+  "Gateways of this process counting limits locally because Redis is unreachable (each limit ÷ live gateways); 0 when limits are shared or Redis is not configured.",
+  () => sum((s) => (s.limitsDegraded() ? 1 : 0)),
+);
 gauge("wellspring_ledger_up", "Whether the ledger (PostgreSQL) answered this gateway's last call (1) or not (0).", () =>
   gateways.size > 0 && [...gateways].every((s) => s.ledgerUp()) ? 1 : 0,
 );
@@ -246,7 +253,7 @@ export function observeRequestEnd(r: RequestEnd): void {
 }
 
 /** A rate limiter allowed or refused a call. */
-export function observeLimiter(limiter: "free_routes" | "admin_auth", decision: "allowed" | "refused"): void {
+export function observeLimiter(limiter: "free_routes" | "admin_auth" | "limits", decision: "allowed" | "refused"): void {
   limiterDecisions.inc({ limiter, decision });
 }
 

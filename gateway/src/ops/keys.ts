@@ -21,6 +21,7 @@ export interface KeyOptions {
   expiresAt?: Date | null;
   rpmLimit?: number | null;
   tpmLimit?: number | null;
+  concurrencyLimit?: number | null;
   monthlyBudgetMicros?: bigint | null;
 }
 
@@ -50,6 +51,7 @@ export async function issueKey(
         expiresAt: opts.expiresAt ?? null,
         rpmLimit: opts.rpmLimit ?? null,
         tpmLimit: opts.tpmLimit ?? null,
+        concurrencyLimit: opts.concurrencyLimit ?? null,
         monthlyBudgetMicros: opts.monthlyBudgetMicros ?? null,
       },
     });

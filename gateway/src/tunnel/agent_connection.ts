@@ -86,6 +86,11 @@ export interface AgentRecord {
   status: "active" | "paused" | "suspended" | "revoked";
   tier: "S" | "A" | "discount";
   discountLane: boolean;
+  /** Expert mode: the owner's RPM, TPM and concurrency, which the hub holds the agent to (null = none). */
+  rateMode: "auto" | "expert";
+  rpmLimit: number | null;
+  tpmLimit: number | null;
+  concurrencyLimit: number | null;
 }
 
 /** Where a connection looks up the agent that answers its challenge. */

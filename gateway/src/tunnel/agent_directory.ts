@@ -17,7 +17,18 @@ export class AgentDirectory implements AgentLookup {
   async find(agentId: string): Promise<AgentRecord | null> {
     return this.db.agent.findUnique({
       where: { id: agentId },
-      select: { id: true, ownerId: true, publicKey: true, status: true, tier: true, discountLane: true },
+      select: {
+        id: true,
+        ownerId: true,
+        publicKey: true,
+        status: true,
+        tier: true,
+        discountLane: true,
+        rateMode: true,
+        rpmLimit: true,
+        tpmLimit: true,
+        concurrencyLimit: true,
+      },
     });
   }
 

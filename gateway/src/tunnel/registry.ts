@@ -17,6 +17,8 @@ export interface AgentProfile {
   tier: Tier;
   /** The owner opted into the discount lane: the discount share, and routing priority. */
   discountLane: boolean;
+  /** Limits the hub holds the agent to (expert mode); null in auto mode (the agent paces itself). */
+  limits: { rpm: number | null; tpm: number | null; concurrency: number | null } | null;
 }
 
 /** The tier a request routed to the agent now is settled at. */
@@ -35,8 +37,13 @@ export class AgentRegistry {
   }
 
   /** An agent's standing changed (handshake, admin, owner): routing and billing use it from now. */
-  setProfile(agent: Pick<AgentRecord, "id" | "ownerId" | "status" | "tier" | "discountLane">): void {
-    this.#profiles.set(agent.id, { ownerId: agent.ownerId, status: agent.status, tier: agent.tier, discountLane: agent.discountLane });
+  setProfile(
+    agent: Pick<AgentRecord, "id" | "ownerId" | "status" | "tier" | "discountLane"> &
+      Partial<Pick<AgentRecord, "rateMode" | "rpmLimit" | "tpmLimit" | "concurrencyLimit">>,
+  ): void {
+    const limits =
+      agent.rateMode === "expert" ? { rpm: agent.rpmLimit ?? null, tpm: agent.tpmLimit ?? null, concurrency: agent.concurrencyLimit ?? null } : null;
+    this.#profiles.set(agent.id, { ownerId: agent.ownerId, status: agent.status, tier: agent.tier, discountLane: agent.discountLane, limits });
   }
 
   get size(): number {

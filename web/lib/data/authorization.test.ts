@@ -45,7 +45,17 @@ beforeAll(async () => {
   alice = actor(users[0]!.id, users[0]!.email);
   bob = actor(users[1]!.id, users[1]!.email);
   await fund(database.url, alice.userId, 3_000_000n);
-  aliceKeyId = (await keys.createKey(alice, { name: "alice-key", allowedModels: [], rpmLimit: 60, monthlyBudgetMicros: null, expiresAt: null })).id;
+  aliceKeyId = (
+    await keys.createKey(alice, {
+      name: "alice-key",
+      allowedModels: [],
+      rpmLimit: 60,
+      tpmLimit: null,
+      concurrencyLimit: null,
+      monthlyBudgetMicros: null,
+      expiresAt: null,
+    })
+  ).id;
   await database.db.requestRecord.create({
     data: {
       id: newId("req"),

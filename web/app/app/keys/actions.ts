@@ -12,6 +12,8 @@ export async function createKeyAction(_prev: CreateKeyState, form: FormData): Pr
     name: formText(form, "name"),
     models: formText(form, "models"),
     rpm: formText(form, "rpm"),
+    tpm: formText(form, "tpm"),
+    concurrency: formText(form, "concurrency"),
     budgetUsd: formText(form, "budget"),
     expires: formText(form, "expires"),
   });

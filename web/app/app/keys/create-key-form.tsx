@@ -59,31 +59,18 @@ export function CreateKeyForm({ activeKeyIds }: { activeKeyIds: string[] }) {
         </label>
         <FieldError id="key-models-error" message={e?.allowedModels} />
         <div className="grid grid-cols-2 gap-3">
-          <label className="block text-sm font-medium text-slate-700">
-            Requests / min
-            <input
-              name="rpm"
-              inputMode="numeric"
-              className={inputClass}
-              placeholder="no limit"
-              aria-invalid={Boolean(e?.rpmLimit)}
-              aria-describedby="key-rpm-error"
-            />
-          </label>
-          <label className="block text-sm font-medium text-slate-700">
-            Budget / month ($)
-            <input
-              name="budget"
-              inputMode="decimal"
-              className={inputClass}
-              placeholder="no limit"
-              aria-invalid={Boolean(e?.monthlyBudgetMicros)}
-              aria-describedby="key-budget-error"
-            />
-          </label>
+          <LimitInput label="Requests / min" name="rpm" error={e?.rpmLimit} />
+          <LimitInput label="Budget / month ($)" name="budget" error={e?.monthlyBudgetMicros} decimal />
+          <LimitInput label="Tokens / min" name="tpm" error={e?.tpmLimit} />
+          <LimitInput label="Requests at once" name="concurrency" error={e?.concurrencyLimit} />
         </div>
-        <FieldError id="key-rpm-error" message={e?.rpmLimit} />
-        <FieldError id="key-budget-error" message={e?.monthlyBudgetMicros} />
+        {(["rpm", "budget", "tpm", "concurrency"] as const).map((name) => (
+          <FieldError
+            key={name}
+            id={`key-${name}-error`}
+            message={{ rpm: e?.rpmLimit, budget: e?.monthlyBudgetMicros, tpm: e?.tpmLimit, concurrency: e?.concurrencyLimit }[name]}
+          />
+        ))}
         <label className="block text-sm font-medium text-slate-700">
           Expires <span className="font-normal text-slate-400">(optional, UTC date)</span>
           <input name="expires" type="date" className={inputClass} aria-invalid={Boolean(e?.expiresAt)} aria-describedby="key-expires-error" />
@@ -95,5 +82,22 @@ export function CreateKeyForm({ activeKeyIds }: { activeKeyIds: string[] }) {
         </button>
       </form>
     </div>
+  );
+}
+
+/** One of the key's optional limits; empty = no limit. */
+function LimitInput({ label, name, error, decimal = false }: { label: string; name: string; error: string | undefined; decimal?: boolean }) {
+  return (
+    <label className="block text-sm font-medium text-slate-700">
+      {label}
+      <input
+        name={name}
+        inputMode={decimal ? "decimal" : "numeric"}
+        className={inputClass}
+        placeholder="no limit"
+        aria-invalid={Boolean(error)}
+        aria-describedby={`key-${name}-error`}
+      />
+    </label>
   );
 }

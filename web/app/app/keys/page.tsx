@@ -31,8 +31,22 @@ export default async function KeysPage() {
                     <td className="py-2 font-mono text-xs text-slate-600">{k.prefix}…</td>
                     <td className="py-2 text-xs text-slate-500">
                       {k.allowedModels.length ? k.allowedModels.join(", ") : "all models"}
-                      {k.rpmLimit !== null && <div>{k.rpmLimit} requests/min</div>}
-                      {k.monthlyBudgetMicros !== null && <div>{usd(k.monthlyBudgetMicros)} / month</div>}
+                      {k.rpmLimit !== null && (
+                        <div data-testid="key-use-rpm">
+                          {k.use.requestsLastMinute} of {k.rpmLimit} requests/min
+                        </div>
+                      )}
+                      {k.tpmLimit !== null && (
+                        <div data-testid="key-use-tpm">
+                          {k.use.tokensLastMinute} of {k.tpmLimit} tokens/min
+                        </div>
+                      )}
+                      {k.concurrencyLimit !== null && <div>at most {k.concurrencyLimit} requests at once</div>}
+                      {k.monthlyBudgetMicros !== null && (
+                        <div data-testid="key-use-budget">
+                          {usd(k.use.chargedThisMonthMicros)} of {usd(k.monthlyBudgetMicros)} this month (UTC)
+                        </div>
+                      )}
                       {k.expiresAt && <div>expires {utcDate(k.expiresAt)}</div>}
                     </td>
                     <td className="py-2 text-xs text-slate-500">{k.lastUsedAt ? utc(k.lastUsedAt) : "never"}</td>

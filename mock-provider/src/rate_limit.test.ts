@@ -1,0 +1,34 @@
+/** The mock's provider-side RPM limit: 429 above it, in each family's shape, with the providers' headers. */
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { startMockProvider, type MockProvider } from "./mod.ts";
+
+let mock: MockProvider;
+beforeAll(async () => {
+  mock = await startMockProvider({ rpmLimit: 3 });
+});
+afterAll(async () => {
+  await mock.close();
+});
+
+const post = (path: string, body: unknown) =>
+  fetch(`${mock.origin}${path}`, { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer sk-x" }, body: JSON.stringify(body) });
+
+it("answers 429 above its RPM with x-ratelimit-* and anthropic-ratelimit-* headers", async () => {
+  const chat = { model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] };
+  for (let i = 0; i < 3; i++) expect((await post("/v1/chat/completions", chat)).status).toBe(200);
+  const refused = await post("/v1/chat/completions", chat);
+  expect(refused.status).toBe(429);
+  expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("rate_limit_exceeded");
+  expect(refused.headers.get("x-ratelimit-limit-requests")).toBe("3");
+  expect(refused.headers.get("x-ratelimit-remaining-requests")).toBe("0");
+  // One request refills in 20 s at 3 RPM.
+  const waitMs = Number(refused.headers.get("retry-after-ms"));
+  expect(waitMs).toBeGreaterThan(15_000);
+  expect(waitMs).toBeLessThanOrEqual(20_000);
+  expect(refused.headers.get("retry-after")).toBe(String(Math.ceil(waitMs / 1000)));
+  const anthropic = await post("/v1/messages", { model: "claude-haiku-4-5", max_tokens: 5, messages: [{ role: "user", content: "hi" }] });
+  expect(anthropic.status).toBe(429);
+  expect(((await anthropic.json()) as { error: { type: string } }).error.type).toBe("rate_limit_error");
+  expect(anthropic.headers.get("anthropic-ratelimit-requests-limit")).toBe("3");
+  expect(Date.parse(anthropic.headers.get("anthropic-ratelimit-requests-reset")!)).toBeGreaterThan(Date.now());
+});
