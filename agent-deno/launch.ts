@@ -28,7 +28,7 @@ import { checkDevOrigin } from "./src/providers.ts";
 import { RestartPolicy } from "./src/restart_policy.ts";
 import { isFresh, readStatus } from "./src/status.ts";
 import { readOffer } from "./src/update_offer.ts";
-import { exportLedger, verifyLedger } from "./src/ledger_cli.ts";
+import { exportLedger, ledgerSummary, verifyLedger } from "./src/ledger_cli.ts";
 import {
   approve,
   beginTrial,
@@ -415,7 +415,7 @@ async function statusCommand(args: string[], dataDir: string): Promise<number> {
     );
     lines.push(`today (UTC ${s.today.day}): ${s.today.forwarded} calls forwarded to providers, ${s.today.completed} completed`);
     lines.push(`prices: ${s.priceVer === null ? "none received yet" : `official version ${s.priceVer}`}`);
-    lines.push("ledger and earnings: this agent version keeps no local ledger; the hub's figures are on the portal's Earnings page");
+    lines.push(ledgerSummary(dataDir));
   }
   const failed = Object.entries(state.failed).map(([v, f]) => `${v} (${f.reason}, ${f.at})`);
   lines.push(

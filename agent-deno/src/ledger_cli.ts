@@ -88,3 +88,15 @@ export function exportLedger(dataDir: string): Uint8Array {
   const rows = readDatabase(ledgerDir(stateDir(dataDir)));
   return concatBytes(rows.map((r) => encodeLogRecord(new Uint8Array(r.body), new Uint8Array(r.signature))));
 }
+
+/** One line for `./wellspring-agent status`: the chain's tail and how much of it the hub acknowledged. */
+export function ledgerSummary(dataDir: string): string {
+  let rows: Row[];
+  try {
+    rows = readDatabase(ledgerDir(stateDir(dataDir)));
+  } catch {
+    return "ledger: no receipts yet";
+  }
+  const acked = rows.filter((r) => r.acked).length;
+  return `ledger: ${rows.length} receipts (tail ${rows.length}), ${acked} acknowledged by the hub; ./wellspring-agent ledger verify checks them`;
+}
