@@ -58,6 +58,15 @@ export class LedgerFullError extends Error {
 /** What the ledger needs to make a receipt: everything but its place in the chain. */
 export type ReceiptInput = Omit<Receipt, "seq" | "prevHash" | "agentId">;
 
+/** A stream the agent served (or began to), kept until its receipt is written. */
+export interface ServedRow {
+  requestId: string;
+  provider: string;
+  startedAtMs: number;
+  /** null while it runs (or when the agent died during it). */
+  endedAtMs: number | null;
+}
+
 /** A kept receipt with what the hub said about it. */
 export interface KeptReceipt extends ChainEntry {
   seq: number;
@@ -97,6 +106,7 @@ export class AgentLedger {
   readonly #log: Deno.FsFile;
   #tail: ChainTail;
   #queue: Pending[] = [];
+  #servedQueue: ServedRow[] = [];
   #writing: Promise<void> | null = null;
   #closed = false;
 
@@ -126,6 +136,13 @@ export class AgentLedger {
       signature BLOB NOT NULL,
       countersignature BLOB,
       acked_at_ms INTEGER
+    ) STRICT`);
+    // Streams served and not yet receipted: a statement that arrives after a restart still finds its stream.
+    db.exec(`CREATE TABLE IF NOT EXISTS served (
+      request_id TEXT PRIMARY KEY,
+      provider TEXT NOT NULL,
+      started_at_ms INTEGER NOT NULL,
+      ended_at_ms INTEGER
     ) STRICT`);
     const last = db.prepare("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1").get() as { seq: number; hash: Uint8Array } | undefined;
     const tail: ChainTail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
@@ -158,6 +175,20 @@ export class AgentLedger {
     return row ? toKept(row) : null;
   }
 
+  /** Records that a stream started or ended (written with the next batch, off the stream's path). */
+  served(row: ServedRow): void {
+    if (this.#closed || this.#servedQueue.length >= LEDGER_QUEUE_RECEIPTS_MAX) return;
+    this.#servedQueue.push(row);
+    this.#kick();
+  }
+
+  /** A served stream the agent has not receipted yet, as committed. */
+  servedRecord(requestId: string): ServedRow | null {
+    const r = this.#db.prepare("SELECT provider, started_at_ms, ended_at_ms FROM served WHERE request_id = ?").get(requestId) as
+      { provider: string; started_at_ms: number; ended_at_ms: number | null } | undefined;
+    return r ? { requestId, provider: r.provider, startedAtMs: r.started_at_ms, endedAtMs: r.ended_at_ms } : null;
+  }
+
   /**
    * Queues a receipt; resolves once it is committed to the database and fsync'd to the log. A request that
    * already has a receipt resolves with the receipt it has, whatever `input` says (never a second one).
@@ -181,7 +212,7 @@ export class AgentLedger {
   }
 
   async #drain(): Promise<void> {
-    while (this.#queue.length > 0) {
+    while (this.#queue.length > 0 || this.#servedQueue.length > 0) {
       const batch = this.#queue.splice(0, LEDGER_BATCH_RECEIPTS_MAX);
       try {
         await this.#writeBatch(batch);
@@ -192,6 +223,7 @@ export class AgentLedger {
   }
 
   async #writeBatch(batch: Pending[]): Promise<void> {
+    const served = this.#servedQueue.splice(0, this.#servedQueue.length);
     let tail = this.#tail;
     const signed: { p: Pending; s: SignedReceipt; fresh: boolean }[] = [];
     const inBatch = new Map<string, SignedReceipt>();
@@ -207,21 +239,35 @@ export class AgentLedger {
       tail = { seq: s.receipt.seq, hash: s.hash };
     }
     const fresh = signed.filter((x) => x.fresh).map((x) => x.s);
-    if (fresh.length > 0) {
+    if (fresh.length > 0 || served.length > 0) {
       const insert = this.#db.prepare("INSERT INTO receipts (seq, request_id, body, hash, signature) VALUES (?, ?, ?, ?, ?)");
+      const serve = this.#db.prepare(
+        "INSERT INTO served (request_id, provider, started_at_ms, ended_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET ended_at_ms = excluded.ended_at_ms",
+      );
+      const receipted = this.#db.prepare("DELETE FROM served WHERE request_id = ?");
       this.#db.exec("BEGIN IMMEDIATE");
       try {
-        for (const s of fresh) insert.run(s.receipt.seq, s.receipt.requestId, s.body, s.hash, s.signature);
+        for (const r of served) if (!this.#hasReceipt(r.requestId)) serve.run(r.requestId, r.provider, r.startedAtMs, r.endedAtMs);
+        for (const s of fresh) {
+          insert.run(s.receipt.seq, s.receipt.requestId, s.body, s.hash, s.signature);
+          receipted.run(s.receipt.requestId);
+        }
         this.#db.exec("COMMIT");
       } catch (error) {
         this.#db.exec("ROLLBACK");
         throw error;
       }
       this.#tail = tail;
-      await writeAll(this.#log, concatBytes(fresh.map((s) => encodeLogRecord(s.body, s.signature))));
-      await this.#log.syncData();
+      if (fresh.length > 0) {
+        await writeAll(this.#log, concatBytes(fresh.map((s) => encodeLogRecord(s.body, s.signature))));
+        await this.#log.syncData();
+      }
     }
     for (const { p, s } of signed) p.resolve(s);
+  }
+
+  #hasReceipt(requestId: string): boolean {
+    return this.#db.prepare("SELECT 1 AS x FROM receipts WHERE request_id = ?").get(requestId) !== undefined;
   }
 
   #existing(requestId: string): SignedReceipt | null {

@@ -134,3 +134,16 @@ Deno.test("ledger: receipts per second with durable commits (figure for docs/per
   assert.equal(ledger.tail.seq, n + 200);
   await ledger.close();
 });
+
+Deno.test("ledger: a served stream is kept across a restart until its receipt is written", async () => {
+  const { dir, pair } = await setup();
+  let ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  ledger.served({ requestId: "req_s", provider: "openai", startedAtMs: 10, endedAtMs: null });
+  ledger.served({ requestId: "req_s", provider: "openai", startedAtMs: 10, endedAtMs: 25 });
+  await ledger.close();
+  ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  assert.deepEqual(ledger.servedRecord("req_s"), { requestId: "req_s", provider: "openai", startedAtMs: 10, endedAtMs: 25 });
+  await ledger.append(testReceiptInput("req_s"));
+  assert.equal(ledger.servedRecord("req_s"), null);
+  await ledger.close();
+});

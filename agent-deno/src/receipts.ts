@@ -93,8 +93,14 @@ export class ReceiptClerk {
     return this.ledger.tail;
   }
 
+  /** A stream started here: kept durably (off its path), so a statement after a crash still finds it. */
+  started(requestId: string, provider: Provider, startedAtMs: number): void {
+    this.ledger.served({ requestId, provider, startedAtMs, endedAtMs: null });
+  }
+
   /** A stream ended here: remember it until the hub's statement for it arrives. */
   served(s: ServedStream): void {
+    this.ledger.served(s);
     this.#forgetStale();
     if (this.#served.size >= SERVED_STREAMS_MAX) this.#served.delete(this.#served.keys().next().value!);
     this.#served.set(s.requestId, { provider: s.provider, startedAtMs: s.startedAtMs, endedAtMs: s.endedAtMs });
@@ -115,7 +121,7 @@ export class ReceiptClerk {
    */
   async settle(s: SettlementStatement): Promise<StatementOutcome> {
     const kept = this.ledger.byRequest(s.requestId);
-    const served = this.#served.get(s.requestId);
+    const served = this.#served.get(s.requestId) ?? this.#durablyServed(s.requestId);
     if (!served && !kept) {
       this.log.warn("ledger.statement_unknown_request", { requestId: s.requestId });
       return { refused: "unknown_request" };
@@ -147,6 +153,13 @@ export class ReceiptClerk {
     });
     this.#served.delete(s.requestId);
     return { signed };
+  }
+
+  /** A stream the agent began before a restart: its end is unknown when the agent died during it. */
+  #durablyServed(requestId: string): Served | null {
+    const row = this.ledger.servedRecord(requestId);
+    if (!row) return null;
+    return { provider: row.provider as Provider, startedAtMs: row.startedAtMs, endedAtMs: row.endedAtMs ?? row.startedAtMs };
   }
 
   /** The hub recorded (or refused) a receipt. */

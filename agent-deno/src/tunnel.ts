@@ -544,6 +544,7 @@ export class Tunnel {
       this.#own.streamWindowBytes,
     );
     session.streams.set(streamId, stream);
+    this.#o.receipts?.started(head.requestId, upstream.provider, stream.startedAt);
     this.#o.status?.forwarded();
     void stream.run();
   }

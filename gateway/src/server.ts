@@ -329,6 +329,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             void pushPrices([conn]).catch((error: unknown) => log.error("prices.push_failed", { agentId: conn.agentId, error }));
             void releases.announce([conn]).catch((error: unknown) => log.error("releases.announce_failed", { agentId: conn.agentId, error }));
             sendTail(conn);
+            void edgeReceipts
+              .unreceipted(conn.agentId!)
+              .then((statements) => statements.forEach((st) => conn.sendSettlement(st)))
+              .catch((error: unknown) => log.warn("ledger.resend_failed", { agentId: conn.agentId, error }));
           },
           inventory: (conn, inventory) => {
             knownCache = null;

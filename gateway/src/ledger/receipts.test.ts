@@ -172,6 +172,23 @@ describe("edge receipts at the hub", () => {
     expect(await database.db.agentReceipt.count({ where: { agentId: agent.id } })).toBe(1);
   });
 
+  it("lists the agent's settlements that have no receipt yet, as statements to send again", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const receipted = await settled(agent.id, ownerId);
+    const missing = await settled(agent.id, ownerId, 200n, 140n);
+    await edge.accept(agent, wire(await chain.next(receipted)));
+    const statements = await edge.unreceipted(agent.id);
+    expect(statements).toEqual([
+      expect.objectContaining({ requestId: missing, chargeMicros: "200", earningMicros: "140", priceVer: 1, tierBps: 7000, model: "gpt-4o-mini" }),
+    ]);
+    // The agent signs it: the receipt matches the settlement and is kept.
+    const ack = await edge.accept(agent, wire(await chain.next(missing, { chargeMicros: 200n, earningMicros: 140n, agentEarningMicros: 140n })));
+    expect(ack[0]!.refused).toBeNull();
+    expect(await edge.unreceipted(agent.id)).toEqual([]);
+  });
+
   it("compares the agent's reported tail: behind or different is out of sync, naming the first differing sequence", async () => {
     const { agent, privateKey, ownerId } = await enrolledAgent();
     const edge = new EdgeReceipts(database.db, hubKey, log);

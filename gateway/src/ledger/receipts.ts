@@ -28,6 +28,7 @@ import {
   type ReceiptAck,
   type ReceiptBatch,
   type ReceiptRefusal,
+  type SettlementStatement,
 } from "@wellspring/protocol";
 import type { Db } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
@@ -40,6 +41,27 @@ export const RECEIPT_REFUSED = "receipt_refused";
 export const RECEIPT_SETTLEMENT_WAIT_MS = 600_000;
 /** Largest sequence number the hub stores (PostgreSQL integer). */
 export const RECEIPT_SEQ_MAX = 2_147_483_647;
+/** Most statements sent again after one handshake (settlements without a receipt). */
+export const UNRECEIPTED_RESEND_MAX = 1000;
+/** How far back settlements without a receipt are sent again, ms. */
+export const UNRECEIPTED_RESEND_WINDOW_MS = 86_400_000;
+
+interface UnreceiptedRow {
+  request_id: string;
+  model: string | null;
+  charge_micros: bigint | null;
+  earning_micros: bigint | null;
+  price_ver: number | null;
+  tier_bps: number | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  cached_input_tokens: number | null;
+  audio_seconds: number | null;
+  images: number | null;
+  characters: number | null;
+  estimated: boolean;
+  end_cause: string;
+}
 
 export interface HubReceiptKey {
   privateKey: CryptoKey;
@@ -75,6 +97,44 @@ export class EdgeReceipts {
   async tail(agentId: string): Promise<ChainTail> {
     const last = await this.db.agentReceipt.findFirst({ where: { agentId }, orderBy: { seq: "desc" }, select: { seq: true, hash: true } });
     return last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
+  }
+
+  /**
+   * Settlements of this agent's requests that have no receipt yet (the statement was lost with the connection,
+   * or the agent died before it signed): sent again after each handshake, oldest first. The agent signs only
+   * those it recorded serving.
+   */
+  async unreceipted(agentId: string, limit = UNRECEIPTED_RESEND_MAX): Promise<SettlementStatement[]> {
+    const rows = await this.db.$queryRaw<UnreceiptedRow[]>`
+      SELECT r.request_id, r.model, r.charge_micros, r.earning_micros, r.price_ver, r.tier_bps, r.input_tokens, r.output_tokens,
+             r.cached_input_tokens, r.audio_seconds, r.images, r.characters, r.estimated, r.end_cause::text AS end_cause
+        FROM reservations r
+       WHERE r.agent_id = ${agentId} AND r.status = 'settled' AND r.charge_micros IS NOT NULL AND r.price_ver IS NOT NULL
+         AND r.settled_at > ${new Date(this.now() - UNRECEIPTED_RESEND_WINDOW_MS)}
+         AND NOT EXISTS (SELECT 1 FROM agent_receipts a WHERE a.request_id = r.request_id)
+       ORDER BY r.settled_at LIMIT ${limit}`;
+    return rows.map((r) => {
+      const usage = {
+        inputTokens: r.input_tokens ?? 0,
+        outputTokens: r.output_tokens ?? 0,
+        cachedInputTokens: r.cached_input_tokens ?? 0,
+        audioSeconds: r.audio_seconds ?? 0,
+        images: r.images ?? 0,
+        characters: r.characters ?? 0,
+      };
+      return {
+        requestId: r.request_id,
+        model: r.model ?? "",
+        reportedUsage: null,
+        chargedUsage: usage,
+        estimated: r.estimated,
+        priceVer: r.price_ver ?? 0,
+        tierBps: r.tier_bps ?? 0,
+        chargeMicros: String(r.charge_micros ?? 0n),
+        earningMicros: String(r.earning_micros ?? 0n),
+        endCause: r.end_cause as SettlementStatement["endCause"],
+      };
+    });
   }
 
   /** RECEIPT or CLAIM: each receipt in order, answered with one RECEIPT_ACK each. Never throws for bad input. */
