@@ -108,7 +108,7 @@ describe("edge ledger through the stack", () => {
     }
     // Traffic after the last restart settles and is receipted as usual.
     for (let i = 0; i < 4; i++) await openai.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: `after ${i}` }] });
-    // 0 lost: every settlement of a request dispatched to this agent gets its receipt, the ones whose statement
+    // 0 lost: every settlement that moved money for a request dispatched to this agent gets its receipt, the ones whose statement
     // died with a connection too (the hub sends them again after the handshake; the agent kept the stream).
     const settledCount = async () =>
       (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM reservations WHERE agent_id = $1 AND status = 'settled'", [stack.agent.agentId]))
@@ -117,7 +117,7 @@ describe("edge ledger through the stack", () => {
     const receipts = await expectChainsIdentical();
     const settled = await settledCount();
     console.log(
-      `edge ledger faults: ${CYCLES} kill -9 cycles, ${served} calls answered during them, ${settled} settlements for the agent, ${receipts} receipts on both sides`,
+      `edge ledger faults: ${CYCLES} kill -9 cycles, ${served} calls answered during them, ${settled} settlements that moved money for the agent, ${receipts} receipts on both sides`,
     );
     expect(receipts).toBe(settled);
     const audit = await run(TSX, ["gateway/src/cli/admin.ts", "audit"], { cwd: ROOT, env: { ...process.env, DATABASE_URL: stack.database.url } });

@@ -18,9 +18,13 @@ function wireUsage(u: Usage) {
   };
 }
 
-/** The statement for a settled, billed request; null when billing charged nothing for it (no settlement row). */
+/**
+ * The statement for a settled, billed request; null when it moved no money (nothing charged, nothing earned: a
+ * request refused or lost before the provider had it), which needs no receipt.
+ */
 export function settlementStatement(requestId: string, model: string, cause: EndCause, charge: Charge): SettlementStatement | null {
   if (charge.chargeMicros === null || charge.earningMicros === null || !charge.usage || charge.priceVer === null || charge.tierBps === null) return null;
+  if (charge.chargeMicros === 0n && charge.earningMicros === 0n) return null;
   return {
     requestId,
     model,

@@ -110,6 +110,7 @@ export class EdgeReceipts {
              r.cached_input_tokens, r.audio_seconds, r.images, r.characters, r.estimated, r.end_cause::text AS end_cause
         FROM reservations r
        WHERE r.agent_id = ${agentId} AND r.status = 'settled' AND r.charge_micros IS NOT NULL AND r.price_ver IS NOT NULL
+         AND (r.charge_micros > 0 OR r.earning_micros > 0)
          AND r.settled_at > ${new Date(this.now() - UNRECEIPTED_RESEND_WINDOW_MS)}
          AND NOT EXISTS (SELECT 1 FROM agent_receipts a WHERE a.request_id = r.request_id)
        ORDER BY r.settled_at LIMIT ${limit}`;
