@@ -62,6 +62,13 @@ module.exports = {
       to: { path: "^gateway/src/(api|tunnel|billing|ops|cli|risk)/" },
     },
     {
+      name: "edge-ledger-below-the-listeners",
+      comment: "The hub's receipt chains check receipts against settlement rows and raise risk flags; they know nothing of HTTP, the tunnel or the CLI.",
+      severity: "error",
+      from: { path: "^gateway/src/ledger/", pathNot: "\\.test\\.ts$" },
+      to: { path: "^gateway/src/(api|tunnel|cli|ops)/" },
+    },
+    {
       name: "portal-through-the-operations-layer",
       comment: "The portal reaches the gateway only through its public face (gateway/src/mod.ts = ops/) and the money formatter, never its internals.",
       severity: "error",

@@ -12,6 +12,8 @@
  *       deno run --allow-read=<data> launch.ts status …
  *   ./wellspring-agent approve-update --version X.Y.Z [--net HOST:PORT]… [--env NAME]… [--data DIR]
  *       deno run --allow-read=<data> --allow-write=<data>/releases launch.ts approve-update …
+ *   ./wellspring-agent ledger verify|export [--data DIR]
+ *       deno run --allow-read=<data> launch.ts ledger …   (export writes the receipts to stdout)
  *
  * `start` restarts an agent that crashed (src/restart_policy.ts) and logs each restart with the exit code; it
  * stops for good after a fatal refusal (revoked, unknown agent, bad configuration: src/exit_codes.ts) and on
@@ -26,6 +28,7 @@ import { checkDevOrigin } from "./src/providers.ts";
 import { RestartPolicy } from "./src/restart_policy.ts";
 import { isFresh, readStatus } from "./src/status.ts";
 import { readOffer } from "./src/update_offer.ts";
+import { exportLedger, ledgerSummary, verifyLedger } from "./src/ledger_cli.ts";
 import {
   approve,
   beginTrial,
@@ -412,7 +415,7 @@ async function statusCommand(args: string[], dataDir: string): Promise<number> {
     );
     lines.push(`today (UTC ${s.today.day}): ${s.today.forwarded} calls forwarded to providers, ${s.today.completed} completed`);
     lines.push(`prices: ${s.priceVer === null ? "none received yet" : `official version ${s.priceVer}`}`);
-    lines.push("ledger and earnings: this agent version keeps no local ledger; the hub's figures are on the portal's Earnings page");
+    lines.push(ledgerSummary(dataDir));
   }
   const failed = Object.entries(state.failed).map(([v, f]) => `${v} (${f.reason}, ${f.at})`);
   lines.push(
@@ -440,19 +443,38 @@ async function approveCommand(args: string[], dataDir: string): Promise<number> 
   return ExitCode.OK;
 }
 
+/** `./wellspring-agent ledger verify|export`: checks the agent's receipts, or writes them to stdout (src/ledger_cli.ts). */
+async function ledgerCommand(args: string[], dataDir: string): Promise<number> {
+  const sub = args[0];
+  if (sub === "verify") {
+    const report = await verifyLedger(dataDir);
+    console.log(report.lines.join("\n"));
+    return report.ok ? ExitCode.OK : ExitCode.FAILED;
+  }
+  if (sub === "export") {
+    const bytes = exportLedger(dataDir);
+    let o = 0;
+    while (o < bytes.length) o += await Deno.stdout.write(bytes.subarray(o));
+    return ExitCode.OK;
+  }
+  throw new UsageError("usage: ./wellspring-agent ledger verify|export [--data DIR]  (export writes the receipts to stdout)");
+}
+
 class UsageError extends Error {}
 
 const [command, ...args] = Deno.args;
 let code: number = ExitCode.USAGE;
 try {
   const data = flag(args, "data");
-  if (!data) throw new UsageError("usage: launch.ts enroll|start|status|approve-update … --data /absolute/path (run it through ./wellspring-agent)");
+  if (!data) throw new UsageError("usage: launch.ts enroll|start|status|approve-update|ledger … --data /absolute/path (run it through ./wellspring-agent)");
   const dataDir = checkDataDir(data);
   if (command === "enroll") code = await enrollCommand(args, dataDir);
   else if (command === "start") code = await startCommand(args, dataDir);
   else if (command === "status") code = await statusCommand(args, dataDir);
   else if (command === "approve-update") code = await approveCommand(args, dataDir);
-  else throw new UsageError("usage: ./wellspring-agent enroll --hub … --pin … --token … | start | status | approve-update --version X.Y.Z");
+  else if (command === "ledger") code = await ledgerCommand(args, dataDir);
+  else
+    throw new UsageError("usage: ./wellspring-agent enroll --hub … --pin … --token … | start | status | approve-update --version X.Y.Z | ledger verify|export");
 } catch (error) {
   console.error((error as Error).message);
   code = error instanceof UsageError ? ExitCode.USAGE : ExitCode.CONFIG;

@@ -72,7 +72,7 @@ describe("import rules", () => {
     ).toEqual(["agent-imports-only-the-protocol"]);
   });
 
-  it("operations never import the listeners; metrics and the archive import nothing above them", async () => {
+  it("operations and the edge ledger never import the listeners; metrics and the archive import nothing above them", async () => {
     expect(
       await violations({
         "gateway/src/ops/keys.ts": 'import { route } from "../api/router.ts";\nexport const k = route;\n',
@@ -81,8 +81,9 @@ describe("import rules", () => {
         "gateway/src/billing/meter.ts": "export const hold = 1;\n",
         "gateway/src/archive/job.ts": 'import { conn } from "../tunnel/registry.ts";\nexport const j = conn;\n',
         "gateway/src/tunnel/registry.ts": "export const conn = 1;\n",
+        "gateway/src/ledger/receipts.ts": 'import { route } from "../api/router.ts";\nexport const r = route;\n',
       }),
-    ).toEqual(["archive-below-the-listeners", "observability-is-a-leaf", "ops-below-the-listeners"]);
+    ).toEqual(["archive-below-the-listeners", "edge-ledger-below-the-listeners", "observability-is-a-leaf", "ops-below-the-listeners"]);
   });
 
   it("the database package knows no app, the portal never bundles migrations, and nothing shipped imports tests", async () => {

@@ -17,6 +17,8 @@ import { FatalTunnelError, Tunnel, UpdateRequiredError } from "./tunnel.ts";
 import { AGENT_VERSION } from "./version.ts";
 import { StatusWriter } from "./status.ts";
 import { writeOffer } from "./update_offer.ts";
+import { AgentLedger, ledgerDir } from "./ledger.ts";
+import { ReceiptClerk } from "./receipts.ts";
 
 /** On SIGINT/SIGTERM, running streams get this long to finish before the agent exits. */
 export const SHUTDOWN_DRAIN_MS = 10_000;
@@ -64,6 +66,9 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
   log.info("agent.starting", { agentId: identity.agentId, hub: identity.hubUrl, models: inventory.models.length, version: AGENT_VERSION });
   const prices = new PriceStore(stateDir(dataDir), log, dataDir);
   await prices.load();
+  const ledger = await AgentLedger.open(ledgerDir(stateDir(dataDir)), identity.agentId, privateKey);
+  const receipts = new ReceiptClerk(ledger, () => prices.table, log);
+  log.info("agent.ledger", { tailSeq: ledger.tail.seq, unacknowledged: ledger.unacknowledged(1).length > 0 });
   const status = new StatusWriter(stateDir(dataDir), { version: AGENT_VERSION, agentId: identity.agentId, hubUrl: identity.hubUrl, priceVer: prices.ver });
   try {
     const tunnel = new Tunnel({
@@ -77,6 +82,7 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
       signal: stop.signal,
       prices,
       status,
+      receipts,
       onReady: () => console.log("WELLSPRING_AGENT_READY"),
       // The launcher watches this file and installs the offered release (the agent never writes its own code).
       onUpdateOffer: (offer) =>
@@ -84,6 +90,7 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
     });
     await tunnel.run();
   } finally {
+    await ledger.close();
     await status.close();
   }
 }

@@ -29,9 +29,14 @@ import {
   ResetCode,
   SessionRules,
   signAuth,
+  toBase64Url,
   STREAM_WINDOW_BYTES_DEFAULT,
   TUNNEL_UPGRADE_TIMEOUT_MS,
   welcome as welcomeSchema,
+  chainTail as chainTailSchema,
+  receiptAck as receiptAckSchema,
+  settlementStatement as settlementSchema,
+  RECEIPTS_PER_MESSAGE_MAX,
   type Frame,
   type Inventory,
   type Settings,
@@ -46,6 +51,7 @@ import { checkForward, type ForwardedRequest } from "./forward_rules.ts";
 import { familyOf, upstreamUrl, type Upstream } from "./providers.ts";
 import { AgentStream, type StreamOutcome } from "./stream.ts";
 import type { StatusWriter } from "./status.ts";
+import type { ReceiptClerk } from "./receipts.ts";
 import { AGENT_VERSION } from "./version.ts";
 
 export { AGENT_VERSION };
@@ -88,6 +94,8 @@ export interface TunnelOptions {
   prices?: PriceStore;
   /** The status file `./wellspring-agent status` reads (connection, calls served today). */
   status?: StatusWriter;
+  /** Signs and keeps a receipt for every stream the hub settles (docs/protocol.md, "Receipts"); none in tests that need none. */
+  receipts?: ReceiptClerk;
   /** The hub said which release to run and which versions it admits (CONTROL UPDATE_AVAILABLE). */
   onUpdateOffer?: (offer: UpdateAvailable) => void;
 }
@@ -326,6 +334,7 @@ export class Tunnel {
         this.#lastSessionId = w.sessionId;
         log.info("tunnel.ready", { agentId: w.agentId, sessionId: w.sessionId, clockSkewMs: Date.now() - w.serverTimeMs });
         this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(this.#o.inventory)));
+        this.#sendClaims(session);
         this.#o.status?.connected(w.sessionId);
         onReady();
         this.#o.onReady?.(w.sessionId);
@@ -392,6 +401,10 @@ export class Tunnel {
           this.#onUpdateAvailable(session, frame.body);
           return;
         }
+        if (frame.kind === ControlKind.SETTLEMENT || frame.kind === ControlKind.RECEIPT_ACK || frame.kind === ControlKind.CHAIN_TAIL) {
+          this.#onLedgerControl(session, frame.kind, frame.body);
+          return;
+        }
         // Reserved control kinds this agent version does not implement are ignored (docs/protocol.md).
         if (frame.kind === ControlKind.CHALLENGE || frame.kind === ControlKind.WELCOME) {
           this.#close(session, CloseCode.PROTOCOL_ERROR, "handshake message after the handshake");
@@ -413,6 +426,45 @@ export class Tunnel {
       this.#o.status?.prices(ver);
       this.#send(session, encodeControl(ControlKind.PRICE_ACK, jsonBytes({ ver })));
     });
+  }
+
+  /** SETTLEMENT → a signed receipt (RECEIPT); RECEIPT_ACK → kept; CHAIN_TAIL → compared and answered. */
+  #onLedgerControl(session: Session, kind: number, body: Uint8Array): void {
+    const clerk = this.#o.receipts;
+    if (!clerk) return;
+    try {
+      if (kind === ControlKind.SETTLEMENT) {
+        const statement = parseJson(settlementSchema, body);
+        void clerk.settle(statement).then(
+          (outcome) => {
+            if ("signed" in outcome)
+              this.#send(
+                session,
+                encodeControl(
+                  ControlKind.RECEIPT,
+                  jsonBytes({ receipts: [{ body: toBase64Url(outcome.signed.body), signature: toBase64Url(outcome.signed.signature) }] }),
+                ),
+              );
+          },
+          (error: unknown) => this.#o.log.error("ledger.receipt_not_kept", { requestId: statement.requestId, error: error as Error }),
+        );
+      } else if (kind === ControlKind.RECEIPT_ACK) {
+        clerk.acknowledged(parseJson(receiptAckSchema, body));
+      } else {
+        this.#send(session, encodeControl(ControlKind.CHAIN_TAIL, jsonBytes(clerk.compareTail(parseJson(chainTailSchema, body)))));
+      }
+    } catch (error) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, `bad ledger message: ${(error as Error).message}`);
+    }
+  }
+
+  /** After a reconnect: receipts the hub never acknowledged go again (CLAIM); the hub settles each once. */
+  #sendClaims(session: Session): void {
+    const claims = this.#o.receipts?.claims() ?? [];
+    for (let i = 0; i < claims.length; i += RECEIPTS_PER_MESSAGE_MAX) {
+      const receipts = claims.slice(i, i + RECEIPTS_PER_MESSAGE_MAX).map((r) => ({ body: toBase64Url(r.body), signature: toBase64Url(r.signature) }));
+      this.#send(session, encodeControl(ControlKind.CLAIM, jsonBytes({ receipts })));
+    }
   }
 
   #onUpdateAvailable(session: Session, body: Uint8Array): void {
@@ -442,6 +494,10 @@ export class Tunnel {
     }
     if (session.draining) {
       this.#send(session, encodeReset(streamId, ResetCode.SHUTTING_DOWN, "agent is stopping"));
+      return;
+    }
+    if (this.#o.receipts?.outOfSync) {
+      this.#send(session, encodeReset(streamId, ResetCode.REFUSED, "agent ledger out of sync with the hub"));
       return;
     }
     if (session.streams.size >= this.#own.concurrentStreamsMax) {
@@ -488,6 +544,7 @@ export class Tunnel {
       this.#own.streamWindowBytes,
     );
     session.streams.set(streamId, stream);
+    this.#o.receipts?.started(head.requestId, upstream.provider, stream.startedAt);
     this.#o.status?.forwarded();
     void stream.run();
   }
@@ -495,6 +552,7 @@ export class Tunnel {
   /** The access log line (same requestId as the gateway's `request.end`) and today's count. */
   #streamEnded(s: AgentStream, outcome: StreamOutcome): void {
     if (outcome === "completed") this.#o.status?.completed();
+    this.#o.receipts?.served({ requestId: s.head.requestId, provider: s.upstream.provider, startedAtMs: s.startedAt, endedAtMs: Date.now() });
     this.#o.log.info("stream.end", {
       requestId: s.head.requestId,
       model: s.head.model,

@@ -8,7 +8,8 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { WebSocketServer } from "ws";
-import { FRAME_BYTES_MAX, type ApiFamily } from "@wellspring/protocol";
+import { FRAME_BYTES_MAX, toBase64Url, type ApiFamily } from "@wellspring/protocol";
+import { dirname, join } from "node:path";
 import { publishHubEndpoint, type Db } from "@wellspring/db/core";
 import { GatewayError } from "./errors.ts";
 import type { Logger } from "./log.ts";
@@ -36,6 +37,8 @@ import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from ".
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
+import { loadHubReceiptKey } from "./ledger/hub_key.ts";
+import { EdgeReceipts } from "./ledger/receipts.ts";
 import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import { AgentReleases, RELEASES_PATH } from "./tunnel/releases.ts";
 import type { TlsIdentity } from "./tls.ts";
@@ -100,6 +103,10 @@ export interface GatewayOptions {
   /** The in-memory filter of issued keys: lookups allowed per second for keys it does not hold, rebuild interval. */
   keyFilter?: { missLookupsPerSecond?: number; rebuildIntervalMs?: number };
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
+  /** The hub's receipt countersigning key (Ed25519 PKCS#8); `receipt-key.pk8` beside the spool folder when unset. */
+  receiptKeyFile?: string;
+  /** How often each connected agent's chain tail is compared, ms. */
+  chainTailIntervalMs?: number;
   /** Day partitions and the archive job (docs/operations/database.md); partitions only are kept when null. */
   archive?: ArchiveConfig | null;
   /** Redis, where every gateway counts limits; null: this process counts them (a single gateway only). */
@@ -148,6 +155,9 @@ export interface Gateway {
  */
 export const LISTEN_BACKLOG = 4096;
 
+/** How often the hub sends each connected agent its chain tail to compare (also right after the handshake), ms. */
+export const CHAIN_TAIL_INTERVAL_MS_DEFAULT = 60_000;
+
 function listen(server: http.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
@@ -165,6 +175,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
   const directory = new AgentDirectory(db, log);
+  const receiptKey = await loadHubReceiptKey(opts.receiptKeyFile ?? join(dirname(opts.spoolDir), "receipt-key.pk8"));
+  const edgeReceipts = new EdgeReceipts(db, receiptKey, log);
+  const sendTail = (conn: AgentConnection) =>
+    void edgeReceipts
+      .tail(conn.agentId!)
+      .then((t) => conn.sendChainTail({ seq: t.seq, hash: toBase64Url(t.hash) }))
+      .catch((error: unknown) => log.warn("ledger.tail_failed", { agentId: conn.agentId, error }));
+  const tailTimer = setInterval(() => registry.connections().forEach(sendTail), opts.chainTailIntervalMs ?? CHAIN_TAIL_INTERVAL_MS_DEFAULT);
+  tailTimer.unref();
   const releases = new AgentReleases(db, log);
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.
   const identities = new IdentityGuard({
@@ -350,6 +369,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             registry.setProfile(agent);
             void pushPrices([conn]).catch((error: unknown) => log.error("prices.push_failed", { agentId: conn.agentId, error }));
             void releases.announce([conn]).catch((error: unknown) => log.error("releases.announce_failed", { agentId: conn.agentId, error }));
+            sendTail(conn);
+            void edgeReceipts
+              .unreceipted(conn.agentId!)
+              .then((statements) => statements.forEach((st) => conn.sendSettlement(st)))
+              .catch((error: unknown) => log.warn("ledger.resend_failed", { agentId: conn.agentId, error }));
           },
           inventory: (conn, inventory) => {
             knownCache = null;
@@ -357,6 +381,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             directory.inventory(conn.agentId!, inventory);
           },
           priceAck: (conn, ver) => directory.priceAck(conn.agentId!, ver),
+          receipts: async (conn, batch) => {
+            const agent = await directory.find(conn.agentId!);
+            return agent ? edgeReceipts.accept(agent, batch) : [];
+          },
+          chainTail: (conn, tail) =>
+            void edgeReceipts
+              .reportedTail(conn.agentId!, tail)
+              .catch((error: unknown) => log.warn("ledger.reported_tail_failed", { agentId: conn.agentId, error })),
           closed: (conn) => {
             registry.remove(conn);
             identities.forget(conn);
@@ -422,6 +454,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       admin.closeAllConnections();
       await adminClosed;
       keyFilterLoader.close();
+      clearInterval(tailTimer);
       archiveJob?.close();
       for (const client of wss.clients) client.terminate();
       // Agents reconnecting to another gateway are admitted at once, not after their presence runs out.

@@ -167,6 +167,8 @@ export const ControlKind = {
   UPDATE_AVAILABLE: 12,
   EGRESS_PROBE: 13,
   NOTICE: 14,
+  /** Hub → agent: how a stream the agent served was settled; the agent signs a receipt for it. */
+  SETTLEMENT: 16,
 } as const;
 export type ControlKind = (typeof ControlKind)[keyof typeof ControlKind];
 

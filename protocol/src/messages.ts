@@ -3,8 +3,9 @@
  * Parsed strictly at the boundary; code past it sees typed values.
  */
 import { fromUtf8, utf8 } from "./bytes.ts";
+import { RECEIPT_END_CAUSES } from "./receipt.ts";
 import { ControlKind, PROTOCOL_VERSION, WINDOW_BYTES_MAX } from "./constants.ts";
-import { arrayOf, int, nullable, object, oneOf, optional, str, tuple2, type Infer, type Validator } from "./schema.ts";
+import { arrayOf, bool, int, nullable, object, oneOf, optional, str, tuple2, type Infer, type Validator } from "./schema.ts";
 
 /** Upstreams an agent may call. Azure OpenAI serves the OpenAI API family. */
 export const PROVIDERS = ["openai", "anthropic", "azure"] as const;
@@ -155,6 +156,66 @@ export type PriceTableMessage = Infer<typeof priceTable>;
 export const priceAck = object({ ver: int(1, 2_147_483_647) });
 export type PriceAck = Infer<typeof priceAck>;
 
+/** Most receipts in one RECEIPT or CLAIM message (each ≤ 1 KiB of body: well under the control frame's 1 MiB). */
+export const RECEIPTS_PER_MESSAGE_MAX = 256;
+
+const count = int(0, Number.MAX_SAFE_INTEGER);
+const usage = object({ inputTokens: count, outputTokens: count, cachedInputTokens: count, audioSeconds: count, images: count, characters: count });
+
+/**
+ * Hub → agent: how the hub settled a stream this agent served (CONTROL SETTLEMENT, sent once the settlement is
+ * durable). The agent checks the owner's earning against its own price table, then signs a receipt for it.
+ */
+export const settlementStatement = object({
+  requestId: id,
+  model: modelName,
+  reportedUsage: nullable(usage),
+  chargedUsage: usage,
+  estimated: bool,
+  priceVer: int(0, 2_147_483_647),
+  tierBps: int(0, 10_000),
+  chargeMicros: micros,
+  earningMicros: micros,
+  endCause: oneOf(RECEIPT_END_CAUSES),
+});
+export type SettlementStatement = Infer<typeof settlementStatement>;
+
+/** A signed receipt on the wire: its canonical body and the agent's signature, base64url (protocol/src/receipt.ts). */
+const wireReceipt = object({ body: b64url(2048), signature: b64url(128) });
+
+/** Agent → hub: new receipts (RECEIPT), or receipts the hub has not acknowledged, re-sent after a reconnect (CLAIM). */
+export const receiptBatch = object({ receipts: arrayOf(wireReceipt, RECEIPTS_PER_MESSAGE_MAX) });
+export type ReceiptBatch = Infer<typeof receiptBatch>;
+
+/** Why the hub refused a receipt (RECEIPT_ACK `refused`). */
+export const RECEIPT_REFUSALS = [
+  /** the body, signature, agent or chain link does not verify */
+  "invalid",
+  /** the hub's chain holds another receipt at this sequence number */
+  "fork",
+  /** the receipt names a request the hub never dispatched to this agent */
+  "not_dispatched",
+  /** the receipt's request has another receipt, or its content differs from the hub's settlement */
+  "mismatch",
+  /** the hub cannot take it now (sequence ahead of its tail, ledger unreachable): send it again later */
+  "retry",
+] as const;
+export type ReceiptRefusal = (typeof RECEIPT_REFUSALS)[number];
+
+/** Hub → agent: one receipt recorded (with the hub's countersignature) or refused. */
+export const receiptAck = object({
+  seq: int(1, Number.MAX_SAFE_INTEGER),
+  /** The receipt hash the hub recorded, base64url. */
+  hash: b64url(64),
+  countersignature: nullable(b64url(128)),
+  refused: nullable(oneOf(RECEIPT_REFUSALS)),
+});
+export type ReceiptAck = Infer<typeof receiptAck>;
+
+/** Both ways: a side's chain tail (sequence 0 and the genesis hash when empty). */
+export const chainTail = object({ seq: count, hash: b64url(64) });
+export type ChainTailMessage = Infer<typeof chainTail>;
+
 export const CONTROL_SCHEMAS = {
   [ControlKind.CHALLENGE]: challenge,
   [ControlKind.AUTH]: auth,
@@ -163,4 +224,9 @@ export const CONTROL_SCHEMAS = {
   [ControlKind.NOTICE]: notice,
   [ControlKind.PRICE_TABLE]: priceTable,
   [ControlKind.PRICE_ACK]: priceAck,
+  [ControlKind.SETTLEMENT]: settlementStatement,
+  [ControlKind.RECEIPT]: receiptBatch,
+  [ControlKind.CLAIM]: receiptBatch,
+  [ControlKind.RECEIPT_ACK]: receiptAck,
+  [ControlKind.CHAIN_TAIL]: chainTail,
 } as const;

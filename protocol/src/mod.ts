@@ -11,3 +11,4 @@ export * from "./fields.ts";
 export * from "./query.ts";
 export * from "./session.ts";
 export * from "./release.ts";
+export * from "./receipt.ts";

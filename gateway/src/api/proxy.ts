@@ -17,6 +17,7 @@ import {
   type BodyFields,
   type BodyScanner,
   type RequestHead,
+  type SettlementStatement,
 } from "@wellspring/protocol";
 import { newId } from "@wellspring/db/core";
 import { GatewayError, sendError } from "../errors.ts";
@@ -29,6 +30,7 @@ import type { RecordWriter } from "./records.ts";
 import type { EndCause } from "../billing/usage.ts";
 import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
 import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, type Meter } from "../billing/meter.ts";
+import { settlementStatement } from "../billing/statement.ts";
 import type { FreeRouteLimiter } from "./free_routes.ts";
 import { observeLimiter, observeRequestEnd } from "../observability/metrics.ts";
 import { FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
@@ -214,6 +216,7 @@ class ProxyExchange {
     // TPM is corrected to the usage (nothing used when nothing went upstream), the budget to the charge.
     const tokens = usage ? usage.inputTokens + usage.outputTokens : this.#dispatched || this.firstByteAt !== null ? null : 0;
     this.#admission?.end({ tokens, chargedMicros: charge?.chargeMicros ?? (this.#dispatched ? null : 0n) });
+    if (charge && this.conn && this.model) sendStatement(this.conn, settlementStatement(this.requestId, this.model, cause, charge), charge.written);
     this.deps.records.add({
       id: this.requestId,
       userId: this.principal.userId,
@@ -624,4 +627,13 @@ export async function proxyRequest(req: IncomingMessage, res: ServerResponse, ro
     deps.log.error("proxy.failed", { requestId: exchange.requestId, error });
     exchange.fail(new GatewayError("internal_error", "The gateway had an error while processing your request."), "gateway_error");
   }
+}
+
+/** Once the settlement is durable, the agent that served the request gets its statement and signs a receipt. */
+function sendStatement(conn: AgentConnection, statement: SettlementStatement | null, written: Promise<unknown> | null): void {
+  if (!statement || !written) return;
+  void written.then(
+    () => conn.sendSettlement(statement),
+    () => undefined, // not settled: no statement (the failure is logged by the meter)
+  );
 }

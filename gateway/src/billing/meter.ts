@@ -102,6 +102,10 @@ export interface Charge {
   priceVer: number | null;
   tier: Tier | null;
   tierBps: number | null;
+  /** What the provider reported, when it reported usage (the agent's receipt records both). */
+  reported: Usage | null;
+  /** Resolves once the settlement is durable (written, or in the spool); null when nothing was settled. */
+  written: Promise<unknown> | null;
 }
 
 /** What a billed request was priced with when it started; it settles with the same, whatever is published meanwhile. */
@@ -236,7 +240,18 @@ export class Hold {
     const priced = this.priced;
     const tap = this.#usage;
     if (!priced) {
-      this.#settled = { usage: tap?.result() ?? null, estimated: false, chargeMicros: null, earningMicros: null, priceVer: null, tier: null, tierBps: null };
+      const reported = tap?.result() ?? null;
+      this.#settled = {
+        usage: reported,
+        estimated: false,
+        chargeMicros: null,
+        earningMicros: null,
+        priceVer: null,
+        tier: null,
+        tierBps: null,
+        reported,
+        written: null,
+      };
       return this.#settled;
     }
     const { req } = this;
@@ -277,6 +292,8 @@ export class Hold {
       priceVer: priced.ver,
       tier: priced.tier,
       tierBps: Number(priced.tierBps),
+      reported: tap?.result() ?? null,
+      written,
     };
     return this.#settled;
   }

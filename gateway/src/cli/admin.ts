@@ -18,6 +18,7 @@
  *   npm run admin -- publish-release --dir DIR [--latest] [--minimum X.Y.Z] [--keys FILE]
  *   npm run admin -- release-policy [--latest X.Y.Z|none] [--minimum X.Y.Z|none]
  *   npm run admin -- releases
+ *   npm run admin -- ledger verify --agent agt_…  (exit status 1 when the hub's copy of the agent's receipt chain is bad)
  * DATABASE_URL selects the database; without it, the database of the hub running on DATA_DIR (default .data),
  * or, with no hub running, the embedded one in DATA_DIR (cli/database.ts). The CLI never writes the hub's
  * identity files; the enrollment command names the agent URL and tunnel pin the hub published.
@@ -49,6 +50,11 @@ import {
 import { parseEnv } from "../env.ts";
 import { openOperatorDatabase } from "./database.ts";
 import { checkArchive } from "../archive/check.ts";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { toHex } from "@wellspring/protocol";
+import { loadHubReceiptKey, publicOf } from "../ledger/hub_key.ts";
+import { verifyStoredChain } from "../ledger/receipts.ts";
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -249,6 +255,15 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       if (!decision) throw new Error("say --paid --reference REF, or --cancel");
       const r = await treasury.decidePayout(actor(), id, decision, flag(args, "reference"));
       return r === "done" ? `payout ${id} ${decision}` : `payout ${id} does not exist or was already decided`;
+    }
+    case "ledger": {
+      const agentId = flag(args, "agent");
+      if (args[1] !== "verify" || !agentId) throw new Error("usage: ledger verify --agent agt_…");
+      const keyFile = join(process.env.DATA_DIR ?? ".data", "receipt-key.pk8");
+      const hubKey = existsSync(keyFile) ? (await loadHubReceiptKey(keyFile)).privateKey : null;
+      const verdict = await verifyStoredChain(db, agentId, hubKey ? await publicOf(hubKey) : null);
+      if (!verdict.ok) throw new Error(`agent ${agentId}: BAD at sequence ${verdict.firstBadSeq} (${verdict.fault}: ${verdict.detail})`);
+      return `agent ${agentId}: ${verdict.count} receipts, chain whole${hubKey ? ", countersignatures verify" : ""}; hub tail ${verdict.tail.seq} ${toHex(verdict.tail.hash)}`;
     }
     case "audit": {
       const report = await new Ledger(pool).audit();

@@ -49,6 +49,12 @@ import {
   type PriceTableMessage,
   type RequestHead,
   type Settings,
+  receiptBatch as receiptBatchSchema,
+  chainTail as chainTailSchema,
+  type ReceiptBatch,
+  type ReceiptAck,
+  type ChainTailMessage,
+  type SettlementStatement,
 } from "@wellspring/protocol";
 import { newId } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
@@ -119,6 +125,10 @@ export interface ConnectionEvents {
   inventory(conn: AgentConnection, inventory: Inventory): void;
   /** The agent holds this official price version now. */
   priceAck(conn: AgentConnection, ver: number): void;
+  /** Receipts from the agent (RECEIPT, or CLAIM after a reconnect): one RECEIPT_ACK each, in order. */
+  receipts?(conn: AgentConnection, batch: ReceiptBatch): Promise<ReceiptAck[]>;
+  /** The agent's chain tail (its answer to the hub's CHAIN_TAIL). */
+  chainTail?(conn: AgentConnection, tail: ChainTailMessage): void;
   closed(conn: AgentConnection): void;
 }
 
@@ -150,6 +160,8 @@ export class AgentConnection {
   /** Presence probes waiting for their PONG, by ping data. */
   readonly #probes = new Map<string, (answered: boolean) => void>();
   readonly connectedAt = Date.now();
+  /** The receipts being checked, so the next batch waits for them. */
+  #receipts: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly ws: WebSocket,
@@ -246,6 +258,18 @@ export class AgentConnection {
   }
 
   /** Sends the official price table in force; the agent answers PRICE_ACK with the version it now holds. */
+  /** How the hub settled a stream this agent served; the agent answers with a signed RECEIPT. */
+  sendSettlement(statement: SettlementStatement): void {
+    if (this.state !== "ready" && this.state !== "draining") return;
+    this.#sendControl(ControlKind.SETTLEMENT, statement);
+  }
+
+  /** The hub's tail of this agent's receipt chain; the agent compares and answers with its own. */
+  sendChainTail(tail: ChainTailMessage): void {
+    if (this.state !== "ready" && this.state !== "draining") return;
+    this.#sendControl(ControlKind.CHAIN_TAIL, tail);
+  }
+
   sendPriceTable(table: PriceTableMessage): void {
     if (this.state !== "ready" && this.state !== "draining") return;
     this.#sendControl(ControlKind.PRICE_TABLE, table);
@@ -509,6 +533,36 @@ export class AgentConnection {
       }
       case ControlKind.PRICE_TABLE:
         this.close(CloseCode.PROTOCOL_ERROR, "only the hub sends price tables");
+        return;
+      case ControlKind.RECEIPT:
+      case ControlKind.CLAIM: {
+        let batch: ReceiptBatch;
+        try {
+          batch = parseJson(receiptBatchSchema, body);
+        } catch (error) {
+          this.close(CloseCode.PROTOCOL_ERROR, `bad receipts: ${(error as Error).message}`);
+          return;
+        }
+        // One agent's receipts are taken in the order they came: the chain is checked link by link.
+        this.#receipts = this.#receipts
+          .then(async () => {
+            const acks = (await this.events.receipts?.(this, batch)) ?? [];
+            for (const ack of acks) this.#sendControl(ControlKind.RECEIPT_ACK, ack);
+          })
+          .catch((error: unknown) => this.log.error("tunnel.receipts_failed", { agentId: this.agentId, error }));
+        return;
+      }
+      case ControlKind.CHAIN_TAIL: {
+        try {
+          this.events.chainTail?.(this, parseJson(chainTailSchema, body));
+        } catch (error) {
+          this.close(CloseCode.PROTOCOL_ERROR, `bad chain tail: ${(error as Error).message}`);
+        }
+        return;
+      }
+      case ControlKind.SETTLEMENT:
+      case ControlKind.RECEIPT_ACK:
+        this.close(CloseCode.PROTOCOL_ERROR, "only the hub sends settlements and receipt acknowledgements");
         return;
       case ControlKind.CHALLENGE:
       case ControlKind.AUTH:

@@ -1,0 +1,350 @@
+/**
+ * The agent's ledger: one signed, hash-chained receipt per stream it served (protocol/src/receipt.ts), kept
+ * twice in its state folder, `<data>/state/ledger/`:
+ *
+ * - `receipts.sqlite` — node:sqlite in WAL mode with `synchronous=FULL`: a committed batch survives kill -9
+ *   and power loss. It also records which receipts the hub acknowledged (with the hub's countersignature).
+ * - `receipts.log` — the same receipts as an append-only file of records (`u32 length · body · signature`),
+ *   fsync'd once per batch after the database commit. It is the export format, and a second copy that a
+ *   verifier compares with the database.
+ *
+ * Receipts are written in batches off the response's critical path: `append` queues the receipt and resolves
+ * once its batch is durable in both files. Sequence numbers are given in queue order by the one writer loop,
+ * so the chain has no gaps and no forks even when appends race.
+ *
+ * On open, a log that ends inside a record (a write cut before its fsync) is cut back to its whole records, and
+ * receipts the database committed but the log missed (a kill between the commit and the log's fsync) are
+ * appended again. A log that disagrees with the database is never repaired: `LedgerCorruptError`.
+ */
+/// <reference path="./sqlite.d.ts" />
+import { DatabaseSync } from "node:sqlite";
+import {
+  bytesEqual,
+  concatBytes,
+  decodeLogRecords,
+  decodeReceipt,
+  encodeLogRecord,
+  RECEIPT_GENESIS_HASH,
+  signReceipt,
+  type ChainEntry,
+  type ChainTail,
+  type Receipt,
+  type SignedReceipt,
+} from "../../protocol/src/mod.ts";
+
+/** Most receipts written in one database transaction and one log fsync. */
+export const LEDGER_BATCH_RECEIPTS_MAX = 256;
+/** Most receipts waiting to be written; `append` refuses beyond it (the disk cannot keep up). */
+export const LEDGER_QUEUE_RECEIPTS_MAX = 65_536;
+
+export function ledgerDir(stateDir: string): string {
+  return `${stateDir}/ledger`;
+}
+
+export class LedgerCorruptError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LedgerCorruptError";
+  }
+}
+
+export class LedgerFullError extends Error {
+  constructor() {
+    super(`Cannot record receipt: ${LEDGER_QUEUE_RECEIPTS_MAX} receipts already wait for the disk`);
+    this.name = "LedgerFullError";
+  }
+}
+
+/** What the ledger needs to make a receipt: everything but its place in the chain. */
+export type ReceiptInput = Omit<Receipt, "seq" | "prevHash" | "agentId">;
+
+/** A stream the agent served (or began to), kept until its receipt is written. */
+export interface ServedRow {
+  requestId: string;
+  provider: string;
+  startedAtMs: number;
+  /** null while it runs (or when the agent died during it). */
+  endedAtMs: number | null;
+}
+
+/** A kept receipt with what the hub said about it. */
+export interface KeptReceipt extends ChainEntry {
+  seq: number;
+  requestId: string;
+  /** The hub's countersignature, once it acknowledged the receipt; null until then. */
+  countersignature: Uint8Array | null;
+}
+
+interface Pending {
+  input: ReceiptInput;
+  resolve: (r: SignedReceipt) => void;
+  reject: (e: Error) => void;
+}
+
+interface Row {
+  seq: number;
+  request_id: string;
+  body: Uint8Array;
+  hash: Uint8Array;
+  signature: Uint8Array;
+  countersignature: Uint8Array | null;
+}
+
+function toKept(r: Row): KeptReceipt {
+  return {
+    seq: r.seq,
+    requestId: r.request_id,
+    body: new Uint8Array(r.body),
+    hash: new Uint8Array(r.hash),
+    signature: new Uint8Array(r.signature),
+    countersignature: r.countersignature ? new Uint8Array(r.countersignature) : null,
+  };
+}
+
+export class AgentLedger {
+  readonly #db: DatabaseSync;
+  readonly #log: Deno.FsFile;
+  #tail: ChainTail;
+  #queue: Pending[] = [];
+  #servedQueue: ServedRow[] = [];
+  #writing: Promise<void> | null = null;
+  #closed = false;
+
+  private constructor(
+    db: DatabaseSync,
+    log: Deno.FsFile,
+    tail: ChainTail,
+    private readonly agentId: string,
+    private readonly privateKey: CryptoKey,
+  ) {
+    this.#db = db;
+    this.#log = log;
+    this.#tail = tail;
+  }
+
+  /** Opens (or creates) the ledger in `dir`, repairing only what a crash can leave (see the module comment). */
+  static async open(dir: string, agentId: string, privateKey: CryptoKey): Promise<AgentLedger> {
+    await Deno.mkdir(dir, { recursive: true });
+    const db = new DatabaseSync(`${dir}/receipts.sqlite`);
+    db.exec("PRAGMA journal_mode=WAL");
+    db.exec("PRAGMA synchronous=FULL");
+    db.exec(`CREATE TABLE IF NOT EXISTS receipts (
+      seq INTEGER PRIMARY KEY,
+      request_id TEXT NOT NULL UNIQUE,
+      body BLOB NOT NULL,
+      hash BLOB NOT NULL,
+      signature BLOB NOT NULL,
+      countersignature BLOB,
+      acked_at_ms INTEGER
+    ) STRICT`);
+    // Streams served and not yet receipted: a statement that arrives after a restart still finds its stream.
+    db.exec(`CREATE TABLE IF NOT EXISTS served (
+      request_id TEXT PRIMARY KEY,
+      provider TEXT NOT NULL,
+      started_at_ms INTEGER NOT NULL,
+      ended_at_ms INTEGER
+    ) STRICT`);
+    const last = db.prepare("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1").get() as { seq: number; hash: Uint8Array } | undefined;
+    const tail: ChainTail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
+    const logPath = `${dir}/receipts.log`;
+    const log = await Deno.open(logPath, { read: true, write: true, create: true });
+    try {
+      await reconcileLog(db, log, await Deno.readFile(logPath), tail.seq);
+    } catch (error) {
+      log.close();
+      db.close();
+      throw error;
+    }
+    return new AgentLedger(db, log, tail, agentId, privateKey);
+  }
+
+  /** Sequence and hash of the last committed receipt (seq 0 and the genesis hash when empty). */
+  get tail(): ChainTail {
+    return this.#tail;
+  }
+
+  /** Receipts waiting for the disk. */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** The receipt of a request, if there is one (a repeated statement for a request gets the same receipt). */
+  byRequest(requestId: string): KeptReceipt | null {
+    const row = this.#db.prepare("SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE request_id = ?").get(requestId) as
+      Row | undefined;
+    return row ? toKept(row) : null;
+  }
+
+  /** Records that a stream started or ended (written with the next batch, off the stream's path). */
+  served(row: ServedRow): void {
+    if (this.#closed || this.#servedQueue.length >= LEDGER_QUEUE_RECEIPTS_MAX) return;
+    this.#servedQueue.push(row);
+    this.#kick();
+  }
+
+  /** A served stream the agent has not receipted yet, as committed. */
+  servedRecord(requestId: string): ServedRow | null {
+    const r = this.#db.prepare("SELECT provider, started_at_ms, ended_at_ms FROM served WHERE request_id = ?").get(requestId) as
+      { provider: string; started_at_ms: number; ended_at_ms: number | null } | undefined;
+    return r ? { requestId, provider: r.provider, startedAtMs: r.started_at_ms, endedAtMs: r.ended_at_ms } : null;
+  }
+
+  /**
+   * Queues a receipt; resolves once it is committed to the database and fsync'd to the log. A request that
+   * already has a receipt resolves with the receipt it has, whatever `input` says (never a second one).
+   */
+  append(input: ReceiptInput): Promise<SignedReceipt> {
+    if (this.#closed) return Promise.reject(new Error("Cannot record receipt: the ledger is closed"));
+    if (this.#queue.length >= LEDGER_QUEUE_RECEIPTS_MAX) return Promise.reject(new LedgerFullError());
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ input, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  /** Starts the one writer loop unless it runs; a receipt queued while it was finishing starts it again. */
+  #kick(): void {
+    if (this.#writing) return;
+    this.#writing = this.#drain().finally(() => {
+      this.#writing = null;
+      if (this.#queue.length > 0) this.#kick();
+    });
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#queue.length > 0 || this.#servedQueue.length > 0) {
+      const batch = this.#queue.splice(0, LEDGER_BATCH_RECEIPTS_MAX);
+      try {
+        await this.#writeBatch(batch);
+      } catch (error) {
+        for (const p of batch) p.reject(error as Error);
+      }
+    }
+  }
+
+  async #writeBatch(batch: Pending[]): Promise<void> {
+    const served = this.#servedQueue.splice(0, this.#servedQueue.length);
+    let tail = this.#tail;
+    const signed: { p: Pending; s: SignedReceipt; fresh: boolean }[] = [];
+    const inBatch = new Map<string, SignedReceipt>();
+    for (const p of batch) {
+      const kept = inBatch.get(p.input.requestId) ?? this.#existing(p.input.requestId);
+      if (kept) {
+        signed.push({ p, s: kept, fresh: false });
+        continue;
+      }
+      const s = await signReceipt(this.privateKey, { ...p.input, seq: tail.seq + 1, prevHash: tail.hash, agentId: this.agentId });
+      inBatch.set(p.input.requestId, s);
+      signed.push({ p, s, fresh: true });
+      tail = { seq: s.receipt.seq, hash: s.hash };
+    }
+    const fresh = signed.filter((x) => x.fresh).map((x) => x.s);
+    if (fresh.length > 0 || served.length > 0) {
+      const insert = this.#db.prepare("INSERT INTO receipts (seq, request_id, body, hash, signature) VALUES (?, ?, ?, ?, ?)");
+      const serve = this.#db.prepare(
+        "INSERT INTO served (request_id, provider, started_at_ms, ended_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET ended_at_ms = excluded.ended_at_ms",
+      );
+      const receipted = this.#db.prepare("DELETE FROM served WHERE request_id = ?");
+      this.#db.exec("BEGIN IMMEDIATE");
+      try {
+        for (const r of served) if (!this.#hasReceipt(r.requestId)) serve.run(r.requestId, r.provider, r.startedAtMs, r.endedAtMs);
+        for (const s of fresh) {
+          insert.run(s.receipt.seq, s.receipt.requestId, s.body, s.hash, s.signature);
+          receipted.run(s.receipt.requestId);
+        }
+        this.#db.exec("COMMIT");
+      } catch (error) {
+        this.#db.exec("ROLLBACK");
+        throw error;
+      }
+      this.#tail = tail;
+      if (fresh.length > 0) {
+        await writeAll(this.#log, concatBytes(fresh.map((s) => encodeLogRecord(s.body, s.signature))));
+        await this.#log.syncData();
+      }
+    }
+    for (const { p, s } of signed) p.resolve(s);
+  }
+
+  #hasReceipt(requestId: string): boolean {
+    return this.#db.prepare("SELECT 1 AS x FROM receipts WHERE request_id = ?").get(requestId) !== undefined;
+  }
+
+  #existing(requestId: string): SignedReceipt | null {
+    const kept = this.byRequest(requestId);
+    if (!kept) return null;
+    return { receipt: decodeReceipt(kept.body), body: kept.body, hash: kept.hash, signature: kept.signature };
+  }
+
+  /** Records the hub's acknowledgement of a receipt; false when `seq` is not a receipt here or its hash differs. */
+  acknowledge(seq: number, hash: Uint8Array, countersignature: Uint8Array, nowMs: number): boolean {
+    const row = this.#db.prepare("SELECT hash FROM receipts WHERE seq = ?").get(seq) as { hash: Uint8Array } | undefined;
+    if (!row || !bytesEqual(new Uint8Array(row.hash), hash)) return false;
+    this.#db.prepare("UPDATE receipts SET countersignature = ?, acked_at_ms = ? WHERE seq = ? AND countersignature IS NULL").run(countersignature, nowMs, seq);
+    return true;
+  }
+
+  /** Receipts the hub has not acknowledged, oldest first, at most `limit` (what a CLAIM re-sends). */
+  unacknowledged(limit: number): KeptReceipt[] {
+    const rows = this.#db
+      .prepare("SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE countersignature IS NULL ORDER BY seq LIMIT ?")
+      .all(limit) as unknown as Row[];
+    return rows.map(toKept);
+  }
+
+  /** Receipts from `fromSeq` on, in order, at most `limit`. */
+  range(fromSeq: number, limit: number): KeptReceipt[] {
+    const rows = this.#db
+      .prepare("SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE seq >= ? ORDER BY seq LIMIT ?")
+      .all(fromSeq, limit) as unknown as Row[];
+    return rows.map(toKept);
+  }
+
+  /** Waits for queued receipts, then closes both files. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#writing;
+    this.#log.close();
+    this.#db.close();
+  }
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let o = 0;
+  while (o < bytes.length) o += await file.write(bytes.subarray(o));
+}
+
+/**
+ * Brings the log up to the database after a crash: cut a torn tail, append what the database committed and the
+ * log missed. Every record the log keeps must be the database's receipt at that position.
+ */
+async function reconcileLog(db: DatabaseSync, log: Deno.FsFile, bytes: Uint8Array, dbTailSeq: number): Promise<void> {
+  const { records, wholeBytes } = decodeLogRecords(bytes);
+  if (records.length > dbTailSeq) throw new LedgerCorruptError(`Cannot open ledger: the log holds ${records.length} receipts, the database ${dbTailSeq}`);
+  const rows = db.prepare("SELECT seq, body, signature FROM receipts ORDER BY seq").iterate() as Iterable<{
+    seq: number;
+    body: Uint8Array;
+    signature: Uint8Array;
+  }>;
+  let i = 0;
+  const missing: Uint8Array[] = [];
+  for (const row of rows) {
+    if (row.seq !== i + 1) throw new LedgerCorruptError(`Cannot open ledger: the database skips from receipt ${i} to ${row.seq}`);
+    const rec = records[i];
+    if (rec) {
+      if (!bytesEqual(rec.body, new Uint8Array(row.body)) || !bytesEqual(rec.signature, new Uint8Array(row.signature)))
+        throw new LedgerCorruptError(`Cannot open ledger: the log's receipt ${row.seq} differs from the database's`);
+    } else {
+      missing.push(encodeLogRecord(new Uint8Array(row.body), new Uint8Array(row.signature)));
+    }
+    i++;
+  }
+  if (wholeBytes < bytes.length || missing.length > 0) {
+    await log.truncate(wholeBytes);
+    await log.seek(wholeBytes, Deno.SeekMode.Start);
+    await writeAll(log, concatBytes(missing));
+    await log.syncData();
+  } else {
+    await log.seek(0, Deno.SeekMode.End);
+  }
+}

@@ -1,0 +1,149 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { decodeLogRecords, generateAgentKeyPair, importReceiptVerifyKey, logEntries, toBase64Url, verifyChain } from "../../protocol/src/mod.ts";
+import { AgentLedger, LedgerCorruptError } from "./ledger.ts";
+import { testReceiptInput } from "./testdata/receipt_input.ts";
+
+const AGENT = "agt_ledger_test";
+
+async function setup() {
+  const dir = await Deno.makeTempDir({ prefix: "ws-ledger-" });
+  const { pair, privatePkcs8 } = await generateAgentKeyPair();
+  const key = (await importReceiptVerifyKey(pair.publicKey))!;
+  return { dir, pair, privatePkcs8, key };
+}
+
+async function logChain(dir: string) {
+  return await logEntries(decodeLogRecords(await Deno.readFile(`${dir}/receipts.log`)).records);
+}
+
+Deno.test("ledger: concurrent appends make one gapless chain, the same in the database and the log; a request gets one receipt", async () => {
+  const { dir, pair, key } = await setup();
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  const signed = await Promise.all(Array.from({ length: 600 }, (_, i) => ledger.append(testReceiptInput(`req_${i % 500}`))));
+  assert.equal(ledger.tail.seq, 500);
+  // A repeated request id got the receipt it already had, not a new one.
+  assert.deepEqual(signed[512]!.receipt.seq, signed[12]!.receipt.seq);
+  const again = await ledger.append(testReceiptInput("req_7", 999n));
+  assert.equal(again.receipt.chargeMicros, 150n);
+  assert.equal(ledger.tail.seq, 500);
+  const fromDb = ledger.range(1, 10_000);
+  const verdict = await verifyChain(fromDb, { agentId: AGENT, key, expectedTail: ledger.tail });
+  assert.ok(verdict.ok, verdict.ok ? "" : `${verdict.fault} at ${verdict.firstBadSeq}: ${verdict.detail}`);
+  const fromLog = await logChain(dir);
+  assert.ok((await verifyChain(fromLog, { agentId: AGENT, key, expectedTail: ledger.tail })).ok);
+  assert.equal(fromLog.length, 500);
+  await ledger.close();
+});
+
+Deno.test("ledger: acknowledgements are kept; unacknowledged receipts are listed oldest first", async () => {
+  const { dir, pair } = await setup();
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  const s = await Promise.all([1, 2, 3].map((i) => ledger.append(testReceiptInput(`req_${i}`))));
+  assert.equal(ledger.acknowledge(2, s[1]!.hash, new Uint8Array(64).fill(7), Date.now()), true);
+  assert.equal(ledger.acknowledge(3, s[0]!.hash, new Uint8Array(64), Date.now()), false, "a hash that is not receipt 3's");
+  assert.equal(ledger.acknowledge(9, s[0]!.hash, new Uint8Array(64), Date.now()), false, "no receipt 9");
+  assert.deepEqual(
+    ledger.unacknowledged(10).map((r) => r.seq),
+    [1, 3],
+  );
+  await ledger.close();
+  const reopened = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  assert.deepEqual(reopened.byRequest("req_2")?.countersignature, new Uint8Array(64).fill(7));
+  await reopened.close();
+});
+
+Deno.test("ledger: reopening cuts a torn log tail, re-appends what the log missed, and refuses a log that disagrees", async () => {
+  const { dir, pair, key } = await setup();
+  let ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  await Promise.all(Array.from({ length: 20 }, (_, i) => ledger.append(testReceiptInput(`req_${i}`))));
+  const tail = ledger.tail;
+  await ledger.close();
+  const log = await Deno.readFile(`${dir}/receipts.log`);
+  // A crash after the commit, before the log's write finished: the log holds 12½ receipts.
+  const recordBytes = log.length / 20;
+  await Deno.writeFile(`${dir}/receipts.log`, log.subarray(0, Math.floor(recordBytes * 12.5)));
+  ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  assert.deepEqual(await Deno.readFile(`${dir}/receipts.log`), log);
+  assert.deepEqual(ledger.tail, tail);
+  await ledger.append(testReceiptInput("req_after"));
+  await ledger.close();
+  assert.ok((await verifyChain(await logChain(dir), { agentId: AGENT, key })).ok);
+  // An edited log is never "repaired" from the database.
+  const edited = await Deno.readFile(`${dir}/receipts.log`);
+  edited[40]! ^= 1;
+  await Deno.writeFile(`${dir}/receipts.log`, edited);
+  await assert.rejects(AgentLedger.open(dir, AGENT, pair.privateKey), LedgerCorruptError);
+});
+
+Deno.test("ledger: kill -9 while appending loses no committed receipt and duplicates none", async () => {
+  const { dir, pair, privatePkcs8, key } = await setup();
+  const writer = new URL("./testdata/ledger_writer.ts", import.meta.url).pathname;
+  const committed = new Map<number, string>();
+  let next = 0;
+  for (let round = 0; round < 3; round++) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", writer, dir, toBase64Url(privatePkcs8), String(next), AGENT],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = "";
+    const target = committed.size + 200 + Math.floor(Math.random() * 300);
+    while (committed.size < target) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += value;
+      const lines = buffered.split("\n");
+      buffered = lines.pop()!;
+      for (const line of lines) {
+        const [seq, req] = line.split(" ");
+        committed.set(Number(seq), req!);
+      }
+    }
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel().catch(() => {});
+    next = 1_000_000 * (round + 1);
+  }
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  const all = ledger.range(1, 1_000_000);
+  const verdict = await verifyChain(all, { agentId: AGENT, key, expectedTail: ledger.tail });
+  assert.ok(verdict.ok, verdict.ok ? "" : `${verdict.fault} at ${verdict.firstBadSeq}: ${verdict.detail}`);
+  for (const [seq, req] of committed) assert.equal(ledger.byRequest(req)?.seq, seq, `committed receipt ${seq} (${req}) is lost`);
+  assert.equal(new Set(all.map((r) => r.requestId)).size, all.length);
+  assert.ok((await verifyChain(await logChain(dir), { agentId: AGENT, key, expectedTail: ledger.tail })).ok, "the log was not brought up to the database");
+  await ledger.close();
+  const db = new DatabaseSync(`${dir}/receipts.sqlite`);
+  assert.equal((db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode, "wal");
+  db.close();
+});
+
+Deno.test("ledger: receipts per second with durable commits (figure for docs/performance.md)", async () => {
+  const { dir, pair } = await setup();
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  const n = 2000;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: n }, (_, i) => ledger.append(testReceiptInput(`req_${i}`))));
+  const perSecond = Math.round(n / ((performance.now() - t0) / 1000));
+  console.log(`ledger: ${n} receipts, ${perSecond} receipts/s (batched, synchronous=FULL + log fsync)`);
+  let serial = 0;
+  const t1 = performance.now();
+  for (let i = 0; i < 200; i++) serial += (await ledger.append(testReceiptInput(`one_${i}`))).receipt.seq > 0 ? 1 : 0;
+  console.log(`ledger: ${Math.round(serial / ((performance.now() - t1) / 1000))} receipts/s one at a time (a commit and an fsync each)`);
+  assert.equal(ledger.tail.seq, n + 200);
+  await ledger.close();
+});
+
+Deno.test("ledger: a served stream is kept across a restart until its receipt is written", async () => {
+  const { dir, pair } = await setup();
+  let ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  ledger.served({ requestId: "req_s", provider: "openai", startedAtMs: 10, endedAtMs: null });
+  ledger.served({ requestId: "req_s", provider: "openai", startedAtMs: 10, endedAtMs: 25 });
+  await ledger.close();
+  ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  assert.deepEqual(ledger.servedRecord("req_s"), { requestId: "req_s", provider: "openai", startedAtMs: 10, endedAtMs: 25 });
+  await ledger.append(testReceiptInput("req_s"));
+  assert.equal(ledger.servedRecord("req_s"), null);
+  await ledger.close();
+});

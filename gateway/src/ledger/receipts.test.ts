@@ -1,0 +1,230 @@
+// The hub's side of the edge ledger against a real PostgreSQL: receipts checked link by link and against the
+// hub's settlement rows, countersigned, kept once; claims acknowledged again, never stored twice; forks, foreign
+// and disagreeing receipts refused and flagged; the stored chain verified and its tampering named.
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { newId } from "@wellspring/db";
+import {
+  generateAgentKeyPair,
+  importReceiptVerifyKey,
+  RECEIPT_GENESIS_HASH,
+  signReceipt,
+  toBase64Url,
+  verifyCountersignature,
+  fromBase64Url,
+  receiptHash,
+  type Receipt,
+  type SignedReceipt,
+} from "@wellspring/protocol";
+import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
+import { createLogger } from "../log.ts";
+import { loadHubReceiptKey } from "./hub_key.ts";
+import { EdgeReceipts, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
+
+let database: TestDatabase;
+let hubKey: HubReceiptKey;
+const log = createLogger({ proc: "test" }, "error");
+const USAGE = { inputTokens: 12, outputTokens: 40, cachedInputTokens: 0, audioSeconds: 0, images: 0, characters: 0 };
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  hubKey = await loadHubReceiptKey(join(await mkdtemp(join(tmpdir(), "ws-hubkey-")), "receipt-key.pk8"));
+}, 60_000);
+afterAll(async () => {
+  await database?.drop();
+});
+
+async function enrolledAgent() {
+  const db = database.db;
+  const owner = await db.user.create({ data: { id: newId("usr"), email: `${newId("usr")}@example.com`, isOwner: true } });
+  const { pair } = await generateAgentKeyPair();
+  const agent = await db.agent.create({ data: { id: newId("agt"), ownerId: owner.id, name: "a", publicKey: pair.publicKey } });
+  return { agent: { id: agent.id, publicKey: pair.publicKey }, privateKey: pair.privateKey, ownerId: owner.id };
+}
+
+/** A settled request as the meter writes it (the reservation row), for `agentId`. */
+async function settled(agentId: string, ownerId: string, charge = 150n, earning = 105n) {
+  const requestId = newId("req");
+  await database.db.reservation.create({
+    data: {
+      requestId,
+      userId: ownerId,
+      amountMicros: 1000n,
+      status: "settled",
+      chargeMicros: charge,
+      earningMicros: earning,
+      priceVer: 1,
+      model: "gpt-4o-mini",
+      agentId,
+      ownerId,
+      tierBps: 7000,
+      inputTokens: 12,
+      outputTokens: 40,
+      cachedInputTokens: 0,
+      settledAt: new Date(),
+    },
+  });
+  return requestId;
+}
+
+class Chain {
+  tail = { seq: 0, hash: RECEIPT_GENESIS_HASH };
+  constructor(
+    private readonly agentId: string,
+    private readonly key: CryptoKey,
+  ) {}
+  async next(requestId: string, over: Partial<Receipt> = {}): Promise<SignedReceipt> {
+    const s = await signReceipt(this.key, {
+      seq: this.tail.seq + 1,
+      prevHash: this.tail.hash,
+      agentId: this.agentId,
+      requestId,
+      model: "gpt-4o-mini",
+      reportedUsage: USAGE,
+      chargedUsage: USAGE,
+      estimated: false,
+      priceVer: 1,
+      tierBps: 7000,
+      chargeMicros: 150n,
+      earningMicros: 105n,
+      agentEarningMicros: 105n,
+      startedAtMs: Date.now() - 100,
+      endedAtMs: Date.now(),
+      endCause: "completed",
+      ...over,
+    });
+    this.tail = { seq: s.receipt.seq, hash: s.hash };
+    return s;
+  }
+}
+
+const wire = (...s: SignedReceipt[]) => ({ receipts: s.map((r) => ({ body: toBase64Url(r.body), signature: toBase64Url(r.signature) })) });
+
+async function openFlags(agentId: string, kind: string) {
+  return database.db.riskFlag.findMany({ where: { subject: `agent:${agentId}`, kind, status: "open" } });
+}
+
+describe("edge receipts at the hub", () => {
+  it("keeps a chain of receipts that match settlements, countersigned; a claim of the same receipts is acknowledged again and stored once", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const receipts = [];
+    for (let i = 0; i < 5; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
+    const acks = await edge.accept(agent, wire(...receipts));
+    expect(acks.map((a) => a.refused)).toEqual([null, null, null, null, null]);
+    const hubVerify = (await importReceiptVerifyKey(hubKey.publicKey))!;
+    for (const [i, a] of acks.entries()) {
+      expect(a.seq).toBe(i + 1);
+      expect(await verifyCountersignature(hubVerify, receipts[i]!.hash, fromBase64Url(a.countersignature!))).toBe(true);
+    }
+    // The gateway crashed before the agent got its acks: the agent claims them all again.
+    const again = await edge.accept(agent, wire(...receipts));
+    expect(again).toEqual(acks);
+    expect(await database.db.agentReceipt.count({ where: { agentId: agent.id } })).toBe(5);
+    expect((await edge.tail(agent.id)).seq).toBe(5);
+    const verdict = await verifyStoredChain(database.db, agent.id, hubVerify);
+    expect(verdict.ok).toBe(true);
+    expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
+  });
+
+  it("refuses and flags a fork, a foreign request, a receipt that disagrees with the settlement and a bad signature; asks again for one ahead of its tail", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const other = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const first = await chain.next(await settled(agent.id, ownerId));
+    expect((await edge.accept(agent, wire(first)))[0]!.refused).toBeNull();
+
+    // Another receipt at sequence 1 (the agent rewrote its history).
+    const forked = await new Chain(agent.id, privateKey).next(await settled(agent.id, ownerId));
+    expect((await edge.accept(agent, wire(forked)))[0]!.refused).toBe("fork");
+    // A request the hub dispatched to another agent, and one that was never settled, long ago.
+    const foreign = await new Chain(agent.id, privateKey).next("x", {
+      seq: 2,
+      prevHash: chain.tail.hash,
+      requestId: await settled(other.agent.id, other.ownerId),
+    });
+    expect((await edge.accept(agent, wire(foreign)))[0]!.refused).toBe("not_dispatched");
+    const never = await new Chain(agent.id, privateKey).next("x", { seq: 2, prevHash: chain.tail.hash, requestId: "req_never", startedAtMs: 1, endedAtMs: 2 });
+    expect((await edge.accept(agent, wire(never)))[0]!.refused).toBe("not_dispatched");
+    // The agent claims more than the hub settled.
+    const inflated = await new Chain(agent.id, privateKey).next("x", {
+      seq: 2,
+      prevHash: chain.tail.hash,
+      requestId: await settled(agent.id, ownerId),
+      earningMicros: 999n,
+    });
+    expect((await edge.accept(agent, wire(inflated)))[0]!.refused).toBe("mismatch");
+    // Signed by another key.
+    const impostor = await new Chain(agent.id, other.privateKey).next("x", { seq: 2, prevHash: chain.tail.hash, requestId: await settled(agent.id, ownerId) });
+    expect((await edge.accept(agent, wire(impostor)))[0]!.refused).toBe("invalid");
+    // Ahead of the hub's tail: not an offence, asked again (a claim fills the gap).
+    const ahead = await new Chain(agent.id, privateKey).next("x", { seq: 3, prevHash: chain.tail.hash, requestId: await settled(agent.id, ownerId) });
+    expect((await edge.accept(agent, wire(ahead)))[0]!.refused).toBe("retry");
+
+    const flags = await openFlags(agent.id, "receipt_refused");
+    expect(flags).toHaveLength(1);
+    expect(flags[0]!.raisedCount).toBe(5);
+    expect(await database.db.agentReceipt.count({ where: { agentId: agent.id } })).toBe(1);
+  });
+
+  it("lists the agent's settlements that have no receipt yet, as statements to send again", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const receipted = await settled(agent.id, ownerId);
+    const missing = await settled(agent.id, ownerId, 200n, 140n);
+    await edge.accept(agent, wire(await chain.next(receipted)));
+    const statements = await edge.unreceipted(agent.id);
+    expect(statements).toEqual([
+      expect.objectContaining({ requestId: missing, chargeMicros: "200", earningMicros: "140", priceVer: 1, tierBps: 7000, model: "gpt-4o-mini" }),
+    ]);
+    // The agent signs it: the receipt matches the settlement and is kept.
+    const ack = await edge.accept(agent, wire(await chain.next(missing, { chargeMicros: 200n, earningMicros: 140n, agentEarningMicros: 140n })));
+    expect(ack[0]!.refused).toBeNull();
+    expect(await edge.unreceipted(agent.id)).toEqual([]);
+  });
+
+  it("compares the agent's reported tail: behind or different is out of sync, naming the first differing sequence", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const receipts = [];
+    for (let i = 0; i < 3; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
+    await edge.accept(agent, wire(...receipts));
+    expect(await edge.reportedTail(agent.id, { seq: 3, hash: toBase64Url(receipts[2]!.hash) })).toBeNull();
+    expect(await edge.reportedTail(agent.id, { seq: 4, hash: toBase64Url(new Uint8Array(32)) })).toBeNull();
+    expect(await openFlags(agent.id, "ledger_out_of_sync")).toHaveLength(0);
+    // The agent lost its last receipt.
+    expect(await edge.reportedTail(agent.id, { seq: 2, hash: toBase64Url(receipts[1]!.hash) })).toBe(3);
+    const [flag] = await openFlags(agent.id, "ledger_out_of_sync");
+    expect(flag!.evidence).toMatchObject({ firstDifferingSeq: 3, hubSeq: 3, agentSeq: 2 });
+    const row = await database.db.agent.findUniqueOrThrow({ where: { id: agent.id } });
+    expect(row.ledgerTailSeq).toBe(2);
+  });
+
+  it("ledger verify names the first tampered receipt in the hub's copy", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const receipts = [];
+    for (let i = 0; i < 6; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
+    await edge.accept(agent, wire(...receipts));
+    const body = new Uint8Array(receipts[3]!.body);
+    body[body.length - 30]! ^= 1;
+    // An operator with database rights goes around the append-only trigger.
+    const c = new pg.Client({ connectionString: database.url });
+    await c.connect();
+    await expect(c.query("UPDATE agent_receipts SET body = $1 WHERE agent_id = $2 AND seq = 4", [body, agent.id])).rejects.toThrow(/append-only/);
+    await c.query("ALTER TABLE agent_receipts DISABLE TRIGGER agent_receipts_append_only");
+    await c.query("UPDATE agent_receipts SET body = $1, hash = $2 WHERE agent_id = $3 AND seq = 4", [body, await receiptHash(body), agent.id]);
+    await c.query("ALTER TABLE agent_receipts ENABLE TRIGGER agent_receipts_append_only");
+    await c.end();
+    const verdict = await verifyStoredChain(database.db, agent.id, null);
+    expect(verdict).toMatchObject({ ok: false, firstBadSeq: 4, fault: "bad_signature" });
+  });
+});

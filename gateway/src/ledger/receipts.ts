@@ -1,0 +1,307 @@
+/**
+ * The hub's side of the edge ledger (docs/protocol.md, "Receipts"): each agent's chain of signed receipts,
+ * verified, compared with the hub's own settlement of the same request, countersigned and kept
+ * (`agent_receipts`, append-only). A receipt that does not verify, forks the chain, names a request the hub never
+ * dispatched to that agent, or disagrees with the hub's settlement is refused and raises a risk flag.
+ *
+ * The settlement is written first (the request path settles as before, durable through the spool); the hub then
+ * sends the agent its SETTLEMENT statement, and the receipt that comes back is checked against the settlement row
+ * before it is kept. A receipt can therefore never create or change a charge: it can only confirm one.
+ */
+import {
+  bytesEqual,
+  countersignReceipt,
+  decodeReceipt,
+  fromBase64Url,
+  importReceiptVerifyKey,
+  RECEIPT_GENESIS_HASH,
+  receiptHash,
+  toBase64Url,
+  toHex,
+  verifyChain,
+  verifyCountersignature,
+  verifyReceiptSignature,
+  type ChainTail,
+  type ChainTailMessage,
+  type ChainVerdict,
+  type Receipt,
+  type ReceiptAck,
+  type ReceiptBatch,
+  type ReceiptRefusal,
+  type SettlementStatement,
+} from "@wellspring/protocol";
+import type { Db } from "@wellspring/db/core";
+import type { Logger } from "../log.ts";
+import { raiseRiskFlag } from "../risk/flags.ts";
+
+/** Risk flag kinds this module raises (subject `agent:<id>`). */
+export const LEDGER_OUT_OF_SYNC = "ledger_out_of_sync";
+export const RECEIPT_REFUSED = "receipt_refused";
+/** A receipt for a request the hub has no settlement for yet is asked again (retry) for this long after it ended, ms. */
+export const RECEIPT_SETTLEMENT_WAIT_MS = 600_000;
+/** Largest sequence number the hub stores (PostgreSQL integer). */
+export const RECEIPT_SEQ_MAX = 2_147_483_647;
+/** Most statements sent again after one handshake (settlements without a receipt). */
+export const UNRECEIPTED_RESEND_MAX = 1000;
+/** How far back settlements without a receipt are sent again, ms. */
+export const UNRECEIPTED_RESEND_WINDOW_MS = 86_400_000;
+
+interface UnreceiptedRow {
+  request_id: string;
+  model: string | null;
+  charge_micros: bigint | null;
+  earning_micros: bigint | null;
+  price_ver: number | null;
+  tier_bps: number | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  cached_input_tokens: number | null;
+  audio_seconds: number | null;
+  images: number | null;
+  characters: number | null;
+  estimated: boolean;
+  end_cause: string;
+}
+
+export interface HubReceiptKey {
+  privateKey: CryptoKey;
+  /** Raw 32-byte Ed25519 public key, base64url: what owners use to check the hub's countersignatures. */
+  publicKey: string;
+}
+
+interface AgentKey {
+  id: string;
+  publicKey: string;
+}
+
+export class EdgeReceipts {
+  /** Verify keys by agent public key (imported once). */
+  readonly #keys = new Map<string, CryptoKey>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly hubKey: HubReceiptKey,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async #verifyKey(publicKey: string): Promise<CryptoKey | null> {
+    const cached = this.#keys.get(publicKey);
+    if (cached) return cached;
+    const key = await importReceiptVerifyKey(publicKey);
+    if (key) this.#keys.set(publicKey, key);
+    return key;
+  }
+
+  /** The hub's tail of an agent's chain. */
+  async tail(agentId: string): Promise<ChainTail> {
+    const last = await this.db.agentReceipt.findFirst({ where: { agentId }, orderBy: { seq: "desc" }, select: { seq: true, hash: true } });
+    return last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
+  }
+
+  /**
+   * Settlements of this agent's requests that have no receipt yet (the statement was lost with the connection,
+   * or the agent died before it signed): sent again after each handshake, oldest first. The agent signs only
+   * those it recorded serving.
+   */
+  async unreceipted(agentId: string, limit = UNRECEIPTED_RESEND_MAX): Promise<SettlementStatement[]> {
+    const rows = await this.db.$queryRaw<UnreceiptedRow[]>`
+      SELECT r.request_id, r.model, r.charge_micros, r.earning_micros, r.price_ver, r.tier_bps, r.input_tokens, r.output_tokens,
+             r.cached_input_tokens, r.audio_seconds, r.images, r.characters, r.estimated, r.end_cause::text AS end_cause
+        FROM reservations r
+       WHERE r.agent_id = ${agentId} AND r.status = 'settled' AND r.charge_micros IS NOT NULL AND r.price_ver IS NOT NULL
+         AND (r.charge_micros > 0 OR r.earning_micros > 0)
+         AND r.settled_at > ${new Date(this.now() - UNRECEIPTED_RESEND_WINDOW_MS)}
+         AND NOT EXISTS (SELECT 1 FROM agent_receipts a WHERE a.request_id = r.request_id)
+       ORDER BY r.settled_at LIMIT ${limit}`;
+    return rows.map((r) => {
+      const usage = {
+        inputTokens: r.input_tokens ?? 0,
+        outputTokens: r.output_tokens ?? 0,
+        cachedInputTokens: r.cached_input_tokens ?? 0,
+        audioSeconds: r.audio_seconds ?? 0,
+        images: r.images ?? 0,
+        characters: r.characters ?? 0,
+      };
+      return {
+        requestId: r.request_id,
+        model: r.model ?? "",
+        reportedUsage: null,
+        chargedUsage: usage,
+        estimated: r.estimated,
+        priceVer: r.price_ver ?? 0,
+        tierBps: r.tier_bps ?? 0,
+        chargeMicros: String(r.charge_micros ?? 0n),
+        earningMicros: String(r.earning_micros ?? 0n),
+        endCause: r.end_cause as SettlementStatement["endCause"],
+      };
+    });
+  }
+
+  /** RECEIPT or CLAIM: each receipt in order, answered with one RECEIPT_ACK each. Never throws for bad input. */
+  async accept(agent: AgentKey, batch: ReceiptBatch): Promise<ReceiptAck[]> {
+    const acks: ReceiptAck[] = [];
+    for (const wire of batch.receipts) acks.push(await this.#acceptOne(agent, wire));
+    return acks;
+  }
+
+  async #acceptOne(agent: AgentKey, wire: ReceiptBatch["receipts"][number]): Promise<ReceiptAck> {
+    let body: Uint8Array;
+    let signature: Uint8Array;
+    let receipt: Receipt;
+    try {
+      body = fromBase64Url(wire.body);
+      signature = fromBase64Url(wire.signature);
+      receipt = decodeReceipt(body);
+    } catch (error) {
+      await this.#flag(agent.id, RECEIPT_REFUSED, { refused: "invalid", detail: (error as Error).message.slice(0, 200) });
+      return { seq: 1, hash: "", countersignature: null, refused: "invalid" };
+    }
+    const hash = await receiptHash(body);
+    const refuse = async (refused: ReceiptRefusal, detail: string): Promise<ReceiptAck> => {
+      if (refused !== "retry") await this.#flag(agent.id, RECEIPT_REFUSED, { refused, seq: receipt.seq, requestId: receipt.requestId, detail });
+      this.log.warn("ledger.receipt_refused", { agentId: agent.id, seq: receipt.seq, requestId: receipt.requestId, refused, detail });
+      return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused };
+    };
+    const key = await this.#verifyKey(agent.publicKey);
+    if (!key || !(await verifyReceiptSignature(key, hash, signature))) return refuse("invalid", "the agent's signature does not verify");
+    if (receipt.agentId !== agent.id) return refuse("invalid", `the receipt names agent ${receipt.agentId}`);
+    if (receipt.seq > RECEIPT_SEQ_MAX) return refuse("invalid", "sequence number beyond what the hub stores");
+    const atSeq = await this.db.agentReceipt.findUnique({ where: { agentId_seq: { agentId: agent.id, seq: receipt.seq } } });
+    if (atSeq) {
+      // A claim for a receipt the hub already holds: acknowledged again, never stored twice.
+      if (bytesEqual(new Uint8Array(atSeq.hash), hash))
+        return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: toBase64Url(atSeq.countersignature), refused: null };
+      return refuse("fork", `the hub holds another receipt at sequence ${receipt.seq}`);
+    }
+    const byRequest = await this.db.agentReceipt.findUnique({ where: { requestId: receipt.requestId }, select: { agentId: true, seq: true } });
+    if (byRequest) return refuse("mismatch", `request already has receipt ${byRequest.seq} of ${byRequest.agentId}`);
+    const tail = await this.tail(agent.id);
+    if (receipt.seq > tail.seq + 1) return refuse("retry", `sequence ${receipt.seq} is ahead of the hub's tail ${tail.seq}`);
+    if (receipt.seq <= tail.seq || !bytesEqual(receipt.prevHash, tail.hash)) return refuse("fork", `the receipt does not follow the hub's tail ${tail.seq}`);
+    const settled = await this.db.reservation.findUnique({ where: { requestId: receipt.requestId } });
+    if (!settled || settled.status !== "settled") {
+      if (this.now() - receipt.endedAtMs < RECEIPT_SETTLEMENT_WAIT_MS && (!settled || settled.agentId === agent.id))
+        return refuse("retry", "no settlement yet");
+      return refuse("not_dispatched", "the hub has no settlement of this request");
+    }
+    if (settled.agentId !== agent.id) return refuse("not_dispatched", "the request was not dispatched to this agent");
+    const differs = settlementDifference(receipt, settled);
+    if (differs) return refuse("mismatch", differs);
+    const countersignature = await countersignReceipt(this.hubKey.privateKey, hash);
+    try {
+      await this.db.agentReceipt.create({
+        data: {
+          agentId: agent.id,
+          seq: receipt.seq,
+          requestId: receipt.requestId,
+          body: body as Uint8Array<ArrayBuffer>,
+          hash: hash as Uint8Array<ArrayBuffer>,
+          signature: signature as Uint8Array<ArrayBuffer>,
+          countersignature: countersignature as Uint8Array<ArrayBuffer>,
+          chargeMicros: receipt.chargeMicros,
+          earningMicros: receipt.earningMicros,
+          agentEarningMicros: receipt.agentEarningMicros,
+          endedAt: new Date(receipt.endedAtMs),
+        },
+      });
+    } catch (error) {
+      this.log.warn("ledger.receipt_not_stored", { agentId: agent.id, seq: receipt.seq, error });
+      return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused: "retry" };
+    }
+    if (receipt.agentEarningMicros >= 0n && receipt.agentEarningMicros !== receipt.earningMicros)
+      await this.#flag(agent.id, RECEIPT_REFUSED, {
+        refused: "earning_disagrees",
+        seq: receipt.seq,
+        requestId: receipt.requestId,
+        detail: `agent computes ${receipt.agentEarningMicros} µUSD, the hub settled ${receipt.earningMicros}`,
+      });
+    return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: toBase64Url(countersignature), refused: null };
+  }
+
+  /**
+   * The agent's CHAIN_TAIL: kept on the agent's row (the owner's page shows it beside the hub's) and compared.
+   * Returns the first sequence number at which the two chains may differ, or null when they agree.
+   */
+  async reportedTail(agentId: string, reported: ChainTailMessage): Promise<number | null> {
+    let reportedHash: Uint8Array;
+    try {
+      reportedHash = fromBase64Url(reported.hash);
+    } catch {
+      reportedHash = new Uint8Array(0);
+    }
+    await this.db.agent.update({
+      where: { id: agentId },
+      data: { ledgerTailSeq: Math.min(reported.seq, RECEIPT_SEQ_MAX), ledgerTailHash: toHex(reportedHash), ledgerReportedAt: new Date(this.now()) },
+    });
+    let differs: number | null = null;
+    const hub = await this.tail(agentId);
+    if (reported.seq < hub.seq) differs = reported.seq + 1;
+    else if (reported.seq === hub.seq && !bytesEqual(reportedHash, hub.hash)) differs = hub.seq;
+    if (differs !== null) {
+      await this.#flag(agentId, LEDGER_OUT_OF_SYNC, { firstDifferingSeq: differs, hubSeq: hub.seq, agentSeq: reported.seq, agentHash: toHex(reportedHash) }, 3);
+      this.log.error("ledger.out_of_sync", { agentId, firstDifferingSeq: differs, hubSeq: hub.seq, agentSeq: reported.seq });
+    }
+    return differs;
+  }
+
+  async #flag(agentId: string, kind: string, evidence: Record<string, unknown>, severity: 1 | 2 | 3 = 2): Promise<void> {
+    await raiseRiskFlag(this.db, { kind, subject: `agent:${agentId}`, severity, evidence }).catch((error: unknown) =>
+      this.log.error("ledger.flag_failed", { agentId, kind, error }),
+    );
+  }
+}
+
+/**
+ * `npm run admin -- ledger verify --agent ID`: the hub's copy of an agent's chain, from its first receipt (canonical
+ * bodies, stored hashes, the agent's signatures, sequence and links), and the hub's countersignatures with `hubKey`.
+ */
+export async function verifyStoredChain(
+  db: Db,
+  agentId: string,
+  hubKey: CryptoKey | null,
+): Promise<ChainVerdict | { ok: false; fault: "unknown_agent" | "bad_countersignature"; firstBadSeq: number; detail: string }> {
+  const agent = await db.agent.findUnique({ where: { id: agentId }, select: { publicKey: true } });
+  const key = agent ? await importReceiptVerifyKey(agent.publicKey) : null;
+  if (!key) return { ok: false, fault: "unknown_agent", firstBadSeq: 0, detail: `no agent ${agentId}` };
+  const rows = await db.agentReceipt.findMany({
+    where: { agentId },
+    orderBy: { seq: "asc" },
+    select: { body: true, hash: true, signature: true, countersignature: true },
+  });
+  const entries = rows.map((r) => ({ body: new Uint8Array(r.body), hash: new Uint8Array(r.hash), signature: new Uint8Array(r.signature) }));
+  const verdict = await verifyChain(entries, { agentId, key });
+  if (!verdict.ok || !hubKey) return verdict;
+  for (let i = 0; i < rows.length; i++) {
+    if (!(await verifyCountersignature(hubKey, entries[i]!.hash, new Uint8Array(rows[i]!.countersignature))))
+      return { ok: false, fault: "bad_countersignature", firstBadSeq: i + 1, detail: "the hub's countersignature does not verify" };
+  }
+  return verdict;
+}
+
+interface SettledRow {
+  model: string | null;
+  chargeMicros: bigint | null;
+  earningMicros: bigint | null;
+  priceVer: number | null;
+  tierBps: number | null;
+  inputTokens: number | null;
+  outputTokens: number | null;
+  estimated: boolean;
+}
+
+/** What differs between a receipt and the hub's settlement of its request; null when they agree. */
+export function settlementDifference(r: Receipt, s: SettledRow): string | null {
+  const pairs: [string, unknown, unknown][] = [
+    ["model", r.model, s.model],
+    ["chargeMicros", r.chargeMicros, s.chargeMicros ?? 0n],
+    ["earningMicros", r.earningMicros, s.earningMicros ?? 0n],
+    ["priceVer", r.priceVer, s.priceVer ?? 0],
+    ["tierBps", r.tierBps, s.tierBps ?? 0],
+    ["inputTokens", r.chargedUsage.inputTokens, s.inputTokens ?? 0],
+    ["outputTokens", r.chargedUsage.outputTokens, s.outputTokens ?? 0],
+    ["estimated", r.estimated, s.estimated],
+  ];
+  const bad = pairs.filter(([, a, b]) => a !== b).map(([name, a, b]) => `${name} ${String(a)} ≠ ${String(b)}`);
+  return bad.length ? `the receipt differs from the settlement: ${bad.join(", ")}` : null;
+}
