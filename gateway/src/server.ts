@@ -24,6 +24,7 @@ import { Ledger } from "./billing/ledger.ts";
 import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
+import { recordUsageDivergence } from "./risk/usage_divergence.ts";
 import { Treasury } from "./ops/treasury.ts";
 import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
 import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
@@ -172,7 +173,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Known to the ledger (and to other gateways' sweeps) before it serves anything.
   await leases?.heartbeat();
   const meter = new Meter(
-    opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, settlements, leases, prices, tariffs } : null,
+    opts.billing && leases
+      ? {
+          defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens,
+          settlements,
+          leases,
+          prices,
+          tariffs,
+          onUsageCapped: (capped, written) => recordUsageDivergence(db, capped, written),
+        }
+      : null,
     log,
   );
   log.info("gateway.billing", { mode: meter.billingOn ? "on" : "off" });
