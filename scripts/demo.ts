@@ -73,8 +73,12 @@ const hub = await bootHub({
 });
 const mock = upstreamArg ? null : await startMockProvider();
 const upstream = upstreamArg ?? mock!.origin;
+const gatewayOptions = gatewayOptionsFromEnv(env);
 const gateway = await startGateway({
-  ...gatewayOptionsFromEnv(env),
+  ...gatewayOptions,
+  // The demo's agent calls the mock provider (or --upstream) through --dev-upstream: the demo hub runs in
+  // development mode, which admits it. `npm start` does not.
+  tunnel: { ...gatewayOptions.tunnel, developmentAgentsAllowed: true },
   db: hub.db,
   databaseUrl: hub.databaseUrl,
   log,

@@ -154,6 +154,8 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       LOG_LEVEL: "warn",
       ADMIN_TOKEN: TEST_ADMIN_TOKEN,
       BILLING_LEASE_IDLE_RELEASE_MS: "100",
+      // Test agents call the mock provider (--dev-upstream): only a hub in development mode admits them.
+      HUB_DEVELOPMENT: "1",
       ...env,
     },
   });

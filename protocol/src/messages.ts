@@ -4,7 +4,7 @@
  */
 import { fromUtf8, utf8 } from "./bytes.ts";
 import { ControlKind, PROTOCOL_VERSION, WINDOW_BYTES_MAX } from "./constants.ts";
-import { arrayOf, int, nullable, object, oneOf, optional, str, tuple2, type Infer, type Validator } from "./schema.ts";
+import { arrayOf, bool, int, nullable, object, oneOf, optional, str, tuple2, type Infer, type Validator } from "./schema.ts";
 
 /** Upstreams an agent may call. Azure OpenAI serves the OpenAI API family. */
 export const PROVIDERS = ["openai", "anthropic", "azure"] as const;
@@ -83,6 +83,11 @@ export const auth = object({
    * absent on a first connection. The hub lets the new connection take that session's place at once.
    */
   previousSessionId: optional(id),
+  /**
+   * The agent sends provider calls to a development upstream (a loopback mock or recorder), not the official
+   * APIs. A hub not started in development mode refuses it (close 4033). Absent = false.
+   */
+  development: optional(bool),
 });
 export type Auth = Infer<typeof auth>;
 
