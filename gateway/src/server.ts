@@ -25,6 +25,7 @@ import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
+import { ContentRules } from "./risk/content_screen.ts";
 import { Treasury } from "./ops/treasury.ts";
 import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
 import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
@@ -223,7 +224,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   await events.start();
   // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
   await keyFilterLoader.start();
-  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter() };
+  // Prohibited terms an admin manages, read on each JSON body before it is forwarded.
+  const content = new ContentRules(db, log);
+  await content.start();
+  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter(), content };
 
   // --- API listener: the public, OpenAI- and Anthropic-compatible API ---
   const apiRoutes = new Router("api", log, familyOfPath)
@@ -390,6 +394,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       admin.closeAllConnections();
       await adminClosed;
       keyFilterLoader.close();
+      content.stop();
       archiveJob?.close();
       for (const client of wss.clients) client.terminate();
       // Agents reconnecting to another gateway are admitted at once, not after their presence runs out.

@@ -17,7 +17,19 @@ import { observeLimiter } from "../observability/metrics.ts";
 import { checkArchive } from "../archive/check.ts";
 import type { Ledger } from "../billing/ledger.ts";
 import type { Treasury } from "../ops/treasury.ts";
-import { changeAgent, createPlan, decideFlag, listRiskFlags, publishPrices, setTierShare, setUserPlan } from "../ops/mod.ts";
+import {
+  addContentRule,
+  ContentRuleError,
+  listContentRules,
+  removeContentRule,
+  changeAgent,
+  createPlan,
+  decideFlag,
+  listRiskFlags,
+  publishPrices,
+  setTierShare,
+  setUserPlan,
+} from "../ops/mod.ts";
 import type { PriceBook } from "../billing/prices.ts";
 import type { AgentRegistry } from "../tunnel/registry.ts";
 import { readJsonObject, sendJson } from "./account.ts";
@@ -157,6 +169,7 @@ const DecidePayout = z.discriminatedUnion("decision", [
 
 const DecideFlag = z.object({ decision: z.enum(["approved", "dismissed", "suspended"]), note: text(1_000) });
 const FlagStatus = z.enum(["open", "decided"]);
+const AddContentRule = z.object({ list: text(40).default("default"), term: text(200) });
 
 const priceJson = (p: PriceEntry) => ({
   provider: p.provider,
@@ -295,6 +308,29 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
     const result = await decideFlag(deps.db, ACTOR, id, b.decision, b.note, ACTOR);
     if (result === "not_open") throw new GatewayError("conflict", `Flag ${id} does not exist or was already decided.`);
     return sendJson(res, 200, { id, status: b.decision });
+  }
+
+  if (resource === "content-rules" && !id && method === "GET") {
+    const rules = await listContentRules(deps.db);
+    return sendJson(res, 200, {
+      data: rules.map((r) => ({ id: r.id, list: r.list, term: r.term, created_at: r.createdAt.toISOString(), created_by: r.createdBy })),
+    });
+  }
+
+  if (resource === "content-rules" && !id && method === "POST") {
+    const b = await body(req, AddContentRule);
+    try {
+      const ruleId = await addContentRule(deps.db, ACTOR, b.list, b.term);
+      return sendJson(res, 201, { id: ruleId, list: b.list, note: "applies on every gateway within 2 s" });
+    } catch (error) {
+      if (error instanceof ContentRuleError) throw new GatewayError("invalid_request", error.message);
+      throw error;
+    }
+  }
+
+  if (resource === "content-rules" && id && !sub && method === "DELETE") {
+    if (!(await removeContentRule(deps.db, ACTOR, id))) throw new GatewayError("not_found", `No active content rule ${id}.`);
+    return sendJson(res, 200, { id, removed: true });
   }
 
   if (resource === "ledger" && id === "audit" && method === "GET") {

@@ -33,6 +33,8 @@ export {
 } from "./releases.ts";
 export { createPlan, publishPrices, setTierShare, type NewPlan } from "./prices.ts";
 export { decideFlag, listRiskFlags, type FlagDecision } from "./risk.ts";
+export { ContentRules, type ContentScreen } from "../risk/content_screen.ts";
+export { addContentRule, ContentRuleError, listContentRules, removeContentRule } from "./content_rules.ts";
 export { audit, Treasury, type EarningsDay } from "./treasury.ts";
 export { Ledger, walletBalance, type AuditReport } from "../billing/ledger.ts";
 export { officialCostMicros, planPrice, Tariffs, type PlanView } from "../billing/prices.ts";
