@@ -519,8 +519,9 @@ class ProxyExchange {
 
   #onEnd(): void {
     if (this.finished) return;
-    this.#finish(this.status >= 400 ? "upstream_error" : "completed", this.status);
+    // The client gets the end of its response first; settling (usage check, tokenizer counts) comes after it.
     this.res.end();
+    this.#finish(this.status >= 400 ? "upstream_error" : "completed", this.status);
   }
 
   #onReset(code: number, reason: string, cause: "agent" | "connection"): void {
