@@ -45,6 +45,8 @@ export default defineConfig({
       WEB_PORT: String(WEB_PORT),
       GATEWAY_PORT: String(GATEWAY_PORT),
       AGENT_PORT: "18788",
+      // The owner journey's agent calls the mock provider (--dev-upstream): a development hub admits it.
+      HUB_DEVELOPMENT: "1",
       ADMIN_PORT: "18789",
       DATABASE_URL: "",
     },

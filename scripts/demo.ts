@@ -120,6 +120,9 @@ for (let i = 0; i < gatewayCount; i++) {
       ...base,
       // The first gateway on the configured ports, the others on free ones.
       ...(i === 0 ? {} : { apiPort: 0, agentPort: 0, adminPort: 0 }),
+      // The demo's agents call the mock provider (or --upstream) through --dev-upstream: the demo hub runs in
+      // development mode, which admits them. `npm start` does not.
+      tunnel: { ...base.tunnel, developmentAgentsAllowed: true },
       redisUrl,
       db: hub.db,
       databaseUrl: hub.databaseUrl,

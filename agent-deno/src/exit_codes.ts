@@ -14,7 +14,10 @@ export const ExitCode = {
    * at once and restarts the agent (with backoff) whether or not it found one.
    */
   UPDATE_REQUIRED: 75,
-  /** The hub refused this agent for good: revoked, suspended or unknown (close codes 4012, 4015). */
+  /**
+   * The hub refused this agent for good: revoked, suspended or unknown (close codes 4012, 4015), or a production
+   * hub refusing a development upstream (4033).
+   */
   REFUSED_BY_HUB: 77,
   /** The local files are missing or invalid: config.json, agent.json, agent-key.pk8, a key variable. */
   CONFIG: 78,

@@ -181,6 +181,10 @@ export class Tunnel {
           duplicateRefusals = 0;
         });
         if (FATAL_CLOSE_CODES.has(code)) throw new FatalTunnelError(`Cannot serve: the hub refused this agent (close code ${code})`);
+        if (code === CloseCode.DEVELOPMENT_AGENT_REFUSED)
+          throw new FatalTunnelError(
+            `Cannot serve: the hub runs in production and refuses an agent with a development upstream (close code ${code}); start the agent without --dev-upstream`,
+          );
         if (code === CloseCode.UPDATE_REQUIRED)
           throw new UpdateRequiredError(
             `Cannot serve: the hub requires a newer agent than ${AGENT_VERSION} (close code ${code}); the launcher updates it when a signed release is available`,
@@ -598,6 +602,7 @@ export class Tunnel {
           agentVersion: AGENT_VERSION,
           settings: this.#own,
           ...(this.#lastSessionId ? { previousSessionId: this.#lastSessionId } : {}),
+          ...(this.#o.devOrigin !== null ? { development: true } : {}),
         }),
       ),
     );

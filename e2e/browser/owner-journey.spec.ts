@@ -121,7 +121,11 @@ test("an owner runs the three commands the agents page prints in a clean folder,
     const res = await fetch(`${API}/v1/messages`, {
       method: "POST",
       headers: { "x-api-key": secret, "anthropic-version": "2023-06-01", "content-type": "application/json" },
-      body: JSON.stringify({ model: "claude-opus-4-1", max_tokens: 400, messages: [{ role: "user", content: "Hello [mock chunks=20 output_tokens=300]" }] }),
+      body: JSON.stringify({
+        model: "claude-opus-4-1",
+        max_tokens: 400,
+        messages: [{ role: "user", content: "Hello [mock chunks=20 bytes=1200 output_tokens=300]" }],
+      }),
     });
     expect(res.status).toBe(200);
     const u = ((await res.json()) as { usage: { input_tokens: number; output_tokens: number } }).usage;

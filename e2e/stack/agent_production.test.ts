@@ -45,7 +45,8 @@ beforeAll(async () => {
   database = await createTestDatabase();
   // Started only to prove that nothing reaches a loopback provider: the production agent has no such origin.
   mock = await startMockProvider();
-  gateway = await startGatewayProc(database.url);
+  // A production hub, as `npm start` runs it: development agents are refused.
+  gateway = await startGatewayProc(database.url, { HUB_DEVELOPMENT: "0" });
   pool = new pg.Pool({ connectionString: database.url, max: 2 });
   // The running gateway published its agent URL and pin (hub_endpoints); the CLI prints them.
   admin = { db: database.db, pool };
@@ -189,6 +190,21 @@ describe("an agent installed and started as the docs tell an owner", () => {
     await eventually(async () => (await servedModels()).includes("gpt-4o-mini"), 10_000, "the agent's inventory again");
     expect(agent.child.exitCode).toBeNull();
   }, 120_000);
+
+  it("the same agent started with --dev-upstream is refused by this production hub (close 4033) and not restarted", async () => {
+    const data = await mkdtemp(join(tmpdir(), "ws-owner-dev-"));
+    cleanups.push(() => rm(data, { recursive: true, force: true }));
+    await cp(join(agentDir, "data"), data, { recursive: true });
+    const dev = startProc("./wellspring-agent", ["start", "--data", data, "--dev-upstream", mock.origin], { cwd: agentDir, env: ownerEnv() });
+    cleanups.push(() => dev.stop());
+    expect(await exited(dev)).toBe(EXIT_REFUSED_BY_HUB);
+    expect(dev.lines.join("\n")).toContain("the hub runs in production and refuses an agent with a development upstream (close code 4033)");
+    expect(events(dev, "launcher.agent_stopped")).toEqual([expect.objectContaining({ exitCode: EXIT_REFUSED_BY_HUB, reason: "fatal" })]);
+    expect(events(gateway, "tunnel.development_agent_refused")).toEqual([expect.objectContaining({ agentId })]);
+    expect(mock.requests).toHaveLength(0);
+    // The production agent kept serving.
+    expect(agent.child.exitCode).toBeNull();
+  }, 60_000);
 
   it("a revoked agent stops and is not restarted", async () => {
     await runAdmin(admin, ["revoke-agent", "--id", agentId]);

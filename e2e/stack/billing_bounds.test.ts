@@ -1,8 +1,9 @@
 /**
  * The money holes a hostile or careless client could use, closed — through the real gateway, a real Deno agent
  * and the mock provider:
- * - usage the provider reports beyond what the request held (`n`, a provider counting more than it sent) is
- *   charged in full and paid to the owner in full, and the audit recomputes every charge from its usage;
+ * - usage the provider reports beyond what the request held (`n`, a provider sending more than the cap) is
+ *   charged in full and paid to the owner in full, and the audit recomputes every charge from its usage (usage
+ *   reported beyond what the hub delivered is capped: usage_divergence.test.ts);
  * - a chunked body (no Content-Length) holds what it sends, not the 32 MiB ceiling, and a body that outgrows the
  *   balance is refused before the provider has it whole;
  * - the hub reads the body the provider reads: a repeated `model` (or `stream`) anywhere — after any padding —
@@ -85,9 +86,9 @@ describe("usage beyond the reservation", () => {
   it("a chat with n=4 is charged for all four answers, and the owner paid for all four", async () => {
     const { key } = await user(5_000_000n);
     const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: key, maxRetries: 0 });
-    // Each answer uses its whole cap (50 tokens): 200 output tokens, four times what one answer could use.
+    // Each answer uses its whole cap (50 tokens, 200 bytes the hub counts as 50): 200 output tokens, four times what one answer could use.
     const res = await client.chat.completions
-      .create({ model: "gpt-4o-mini", n: 4, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7 output_tokens=50] four answers" }] })
+      .create({ model: "gpt-4o-mini", n: 4, max_tokens: 50, messages: [{ role: "user", content: "[mock chunks=7 bytes=200 output_tokens=50] four answers" }] })
       .withResponse();
     expect(res.data.choices).toHaveLength(4);
     expect(res.data.usage!.completion_tokens).toBe(200);
@@ -101,12 +102,12 @@ describe("usage beyond the reservation", () => {
     expect(s.overdraft).toBe(0n);
   });
 
-  it("max_tokens=1 with a provider reporting 20,000 output tokens is charged all 20,000; the owner is paid for them; a flag records it", async () => {
+  it("max_tokens=1 with a provider delivering and reporting 20,000 output tokens is charged all 20,000; the owner is paid for them; a flag records it", async () => {
     const { userId, key } = await user(5_000_000n);
     const res = await post(
       key,
       "/v1/chat/completions",
-      JSON.stringify({ model: "gpt-4o", max_tokens: 1, messages: [{ role: "user", content: "[mock chunks=1 output_tokens=20000] think hard" }] }),
+      JSON.stringify({ model: "gpt-4o", max_tokens: 1, messages: [{ role: "user", content: "[mock chunks=1 bytes=80000 output_tokens=20000] think hard" }] }),
     );
     expect(res.status).toBe(200);
     const body = (await res.json()) as { usage: { completion_tokens: number } };
@@ -131,7 +132,7 @@ describe("usage beyond the reservation", () => {
 
   it("a Responses call without an output cap holds the model's whole output maximum, so its reported usage stays within the hold", async () => {
     const { key } = await user(5_000_000n);
-    const res = await post(key, "/v1/responses", JSON.stringify({ model: "gpt-4o-mini", input: "[mock chunks=2 output_tokens=16000] go" }));
+    const res = await post(key, "/v1/responses", JSON.stringify({ model: "gpt-4o-mini", input: "[mock chunks=2 bytes=64000 output_tokens=16000] go" }));
     expect(res.status).toBe(200);
     const s = await settled(res.headers.get("x-wellspring-request-id")!);
     expect(s.output).toBe(16_000);
@@ -144,7 +145,7 @@ describe("usage beyond the reservation", () => {
     const first = await post(
       key,
       "/v1/chat/completions",
-      JSON.stringify({ model: "gpt-4o", max_tokens: 1, messages: [{ role: "user", content: "[mock chunks=1 output_tokens=20000] x" }] }),
+      JSON.stringify({ model: "gpt-4o", max_tokens: 1, messages: [{ role: "user", content: "[mock chunks=1 bytes=80000 output_tokens=20000] x" }] }),
     );
     expect(first.status).toBe(200);
     await first.text();

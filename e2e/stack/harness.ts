@@ -161,6 +161,8 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       // (a test may set REDIS_URL to "" for in-process limits).
       REDIS_URL: TEST_REDIS_URL,
       LIMITS_REDIS_PREFIX: `test:${new URL(databaseUrl).pathname.slice(1)}:`,
+      // Test agents call the mock provider (--dev-upstream): only a hub in development mode admits them.
+      HUB_DEVELOPMENT: "1",
       ...env,
     },
   });

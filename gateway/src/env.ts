@@ -74,6 +74,8 @@ const schema = z.object({
     .max(AUTH_TIMEOUT_MS - 1_000)
     .default(PRESENCE_PROBE_TIMEOUT_MS_DEFAULT),
   BILLING_ENABLED: z.enum(["0", "1", "false", "true"]).default("1"),
+  /** Development mode: admit agents whose provider calls go to a development upstream (tests, the demo). Off by default. */
+  HUB_DEVELOPMENT: z.enum(["0", "1", "false", "true"]).default("0"),
   BILLING_DEFAULT_MAX_OUTPUT_TOKENS: int(32_768),
   BILLING_LEASE_SLICE_MICROS: int(1_000_000),
   BILLING_LEASE_IDLE_RELEASE_MS: int(2_000),
@@ -158,6 +160,7 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
       heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS,
       heartbeatTimeoutMs: env.TUNNEL_HEARTBEAT_TIMEOUT_MS,
       presenceProbeTimeoutMs: env.TUNNEL_PRESENCE_PROBE_TIMEOUT_MS,
+      developmentAgentsAllowed: env.HUB_DEVELOPMENT === "1" || env.HUB_DEVELOPMENT === "true",
     },
   };
 }

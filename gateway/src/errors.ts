@@ -16,6 +16,7 @@ export type GatewayErrorCode =
   | "route_not_found"
   | "method_not_allowed"
   | "invalid_request"
+  | "content_policy_violation"
   | "body_too_large"
   | "insufficient_quota"
   | "no_capacity"
@@ -49,6 +50,7 @@ const TABLE: Record<GatewayErrorCode, Mapping> = {
   route_not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
   method_not_allowed: { status: 405, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   invalid_request: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
+  content_policy_violation: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   body_too_large: { status: 413, openaiType: "invalid_request_error", anthropicType: "request_too_large", retry: false },
   insufficient_quota: { status: 429, openaiType: "insufficient_quota", anthropicType: "invalid_request_error", retry: false },
   no_capacity: { status: 503, openaiType: "server_error", anthropicType: "overloaded_error", retry: true },

@@ -25,6 +25,8 @@ import { Ledger } from "./billing/ledger.ts";
 import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
+import { recordUsageDivergence } from "./risk/usage_divergence.ts";
+import { ContentRules } from "./risk/content_screen.ts";
 import { Treasury } from "./ops/treasury.ts";
 import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
 import { CreditLeases, DEFAULT_LEASE_OPTIONS, type LeaseOptions } from "./billing/leases.ts";
@@ -229,7 +231,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Known to the ledger (and to other gateways' sweeps) before it serves anything.
   await leases?.heartbeat();
   const meter = new Meter(
-    opts.billing && leases ? { defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens, settlements, leases, prices, tariffs } : null,
+    opts.billing && leases
+      ? {
+          defaultMaxOutputTokens: opts.billing.defaultMaxOutputTokens,
+          settlements,
+          leases,
+          prices,
+          tariffs,
+          onUsageCapped: (capped, written) => recordUsageDivergence(db, capped, written),
+        }
+      : null,
     log,
   );
   log.info("gateway.billing", { mode: meter.billingOn ? "on" : "off" });
@@ -271,7 +282,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
   await keyFilterLoader.start();
   const limiter = await startLimiter(opts, recordsPool, leaseOptions.gatewayDeadAfterMs);
-  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter(), limiter };
+  // Prohibited terms an admin manages, read on each JSON body before it is forwarded.
+  const content = new ContentRules(db, log);
+  await content.start();
+  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter(), limiter, content };
 
   // --- API listener: the public, OpenAI- and Anthropic-compatible API ---
   const apiRoutes = new Router("api", log, familyOfPath)
@@ -455,6 +469,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await adminClosed;
       keyFilterLoader.close();
       clearInterval(tailTimer);
+      content.stop();
       archiveJob?.close();
       for (const client of wss.clients) client.terminate();
       // Agents reconnecting to another gateway are admitted at once, not after their presence runs out.

@@ -25,6 +25,8 @@ export interface Directives {
    * reports more than it delivered); null reports one token per chunk.
    */
   outputTokens: number | null;
+  /** Input tokens the usage reports, whatever was sent (a provider that makes up usage); null: bytes ÷ 4. */
+  inputTokens: number | null;
 }
 
 const DEFAULTS: Directives = {
@@ -38,6 +40,7 @@ const DEFAULTS: Directives = {
   noUsage: false,
   tag: null,
   outputTokens: null,
+  inputTokens: null,
 };
 
 const MARKER = /\[mock((?:\s+[a-z_]+=[a-z0-9_.]+)*)\s*\]/;
@@ -81,6 +84,9 @@ export function parseDirectives(body: Buffer): Directives {
         break;
       case "output_tokens":
         d.outputTokens = n;
+        break;
+      case "input_tokens":
+        d.inputTokens = n;
         break;
     }
   }

@@ -204,6 +204,9 @@ async function paced(d: Directives, emit: (i: number) => Promise<boolean>): Prom
   return true;
 }
 
+/** Input tokens the usage reports for a request body of `bytes`. */
+const reportedInput = (d: Directives, bytes: number) => d.inputTokens ?? estimateTokens(bytes);
+
 /** Output tokens the usage reports for one result of `d.chunks` chunks. */
 const reportedOutput = (d: Directives) => d.outputTokens ?? d.chunks;
 
@@ -211,7 +214,7 @@ async function chatCompletions(r: Responder, body: Json, d: Directives, requestB
   const model = textOr(body.model, "gpt-4o-mini");
   const id = `chatcmpl-${randomUUID().replaceAll("-", "").slice(0, 24)}`;
   const created = Math.floor(Date.now() / 1000);
-  const promptTokens = estimateTokens(requestBytes);
+  const promptTokens = reportedInput(d, requestBytes);
   // `n` results, each generated (and billed) separately.
   const n = typeof body.n === "number" && Number.isInteger(body.n) && body.n > 0 ? Math.min(body.n, 128) : 1;
   const indexes = Array.from({ length: n }, (_, i) => i);
@@ -267,7 +270,7 @@ async function completions(r: Responder, body: Json, d: Directives, requestBytes
   const model = textOr(body.model, "gpt-3.5-turbo-instruct");
   const id = `cmpl-${randomUUID().replaceAll("-", "").slice(0, 24)}`;
   const created = Math.floor(Date.now() / 1000);
-  const promptTokens = estimateTokens(requestBytes);
+  const promptTokens = reportedInput(d, requestBytes);
   if (body.stream === true) {
     r.head(200, SSE_HEADERS);
     const ok = await paced(d, (i) =>
@@ -297,7 +300,7 @@ async function responses(r: Responder, body: Json, d: Directives, requestBytes: 
   const id = `resp_${randomUUID().replaceAll("-", "")}`;
   const msgId = `msg_${randomUUID().replaceAll("-", "")}`;
   const created_at = Math.floor(Date.now() / 1000);
-  const inputTokens = estimateTokens(requestBytes);
+  const inputTokens = reportedInput(d, requestBytes);
   let text = "";
   const response = (status: string, usage: Json | null) => ({
     id,
@@ -356,7 +359,7 @@ async function responses(r: Responder, body: Json, d: Directives, requestBytes: 
   );
 }
 
-async function embeddings(r: Responder, body: Json, requestBytes: number): Promise<void> {
+async function embeddings(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
   const inputs = Array.isArray(body.input) ? body.input : [body.input];
   const dims = typeof body.dimensions === "number" ? body.dimensions : 8;
   const base64 = body.encoding_format === "base64";
@@ -364,7 +367,7 @@ async function embeddings(r: Responder, body: Json, requestBytes: number): Promi
     const vector = Array.from({ length: dims }, (_, j) => Number((Math.sin(index + j) / 2).toFixed(6)));
     return { object: "embedding", index, embedding: base64 ? Buffer.from(new Float32Array(vector).buffer).toString("base64") : vector };
   });
-  const tokens = estimateTokens(requestBytes);
+  const tokens = reportedInput(d, requestBytes);
   await sendJson(r, 200, {
     object: "list",
     data,
@@ -376,7 +379,7 @@ async function embeddings(r: Responder, body: Json, requestBytes: number): Promi
 async function messages(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
   const model = textOr(body.model, "claude-haiku-4-5");
   const id = `msg_${randomUUID().replaceAll("-", "").slice(0, 24)}`;
-  const inputTokens = estimateTokens(requestBytes);
+  const inputTokens = reportedInput(d, requestBytes);
   const common = { "request-id": `req_${randomUUID()}`, "anthropic-organization-id": "org-mock" };
   if (body.stream === true) {
     r.head(200, { ...SSE_HEADERS, ...common });
@@ -483,7 +486,7 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
     case "/v1/responses":
       return responses(r, body, d, raw.length);
     case "/v1/embeddings":
-      return embeddings(r, body, raw.length);
+      return embeddings(r, body, d, raw.length);
     case "/v1/messages":
       return messages(r, body, d, raw.length);
     // Free at the provider: counts the prompt's tokens, generates nothing.

@@ -11,7 +11,27 @@ export function randomToken(length: number): string {
 }
 
 export type IdPrefix =
-  "usr" | "key" | "agt" | "enr" | "req" | "ses" | "gw" | "hub" | "rdb" | "rdc" | "pay" | "plan" | "grt" | "flg" | "lse" | "prt" | "mail" | "stp";
+  | "usr"
+  | "key"
+  | "agt"
+  | "enr"
+  | "req"
+  | "ses"
+  | "gw"
+  | "hub"
+  | "rdb"
+  | "rdc"
+  | "pay"
+  | "plan"
+  | "grt"
+  | "flg"
+  | "lse"
+  | "prt"
+  | "mail"
+  | "stp"
+  | "hld"
+  | "cr"
+  | "crf";
 
 export function newId(prefix: IdPrefix): string {
   return `${prefix}_${randomToken(20)}`;

@@ -133,6 +133,11 @@ export const CloseCode = {
   REPLACED: 4031,
   /** The agent's version is below the oldest the hub admits: it must update (the launcher does) before it serves. */
   UPDATE_REQUIRED: 4032,
+  /**
+   * The agent sends provider calls to a development upstream (`--dev-upstream`, AUTH `development: true`) and this
+   * hub was not started in development mode (`HUB_DEVELOPMENT=1`): refused for good.
+   */
+  DEVELOPMENT_AGENT_REFUSED: 4033,
   INTERNAL: 4050,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];

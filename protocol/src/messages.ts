@@ -84,6 +84,11 @@ export const auth = object({
    * absent on a first connection. The hub lets the new connection take that session's place at once.
    */
   previousSessionId: optional(id),
+  /**
+   * The agent sends provider calls to a development upstream (a loopback mock or recorder), not the official
+   * APIs. A hub not started in development mode refuses it (close 4033). Absent = false.
+   */
+  development: optional(bool),
 });
 export type Auth = Infer<typeof auth>;
 

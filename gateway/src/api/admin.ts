@@ -1,8 +1,8 @@
 /**
  * The admin API (`/admin/v1/…` on the admin listener, `Authorization: Bearer $ADMIN_TOKEN`; off when
  * ADMIN_TOKEN is unset; wrong tokens are throttled per client address):
- * publish price versions, set tiers and plans, grant credit, make redemption codes, decide payouts, audit
- * the ledger. Every change is one transaction with an audit event, and changes every gateway must apply at
+ * publish price versions, set tiers and plans, grant credit, make redemption codes, decide payouts, list and
+ * decide risk flags, audit the ledger. Every change is one transaction with an audit event, and changes every gateway must apply at
  * once go out on the hub event channel. The portal's admin pages use the same operations.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
@@ -17,7 +17,19 @@ import { observeLimiter } from "../observability/metrics.ts";
 import { checkArchive } from "../archive/check.ts";
 import type { Ledger } from "../billing/ledger.ts";
 import type { Treasury } from "../ops/treasury.ts";
-import { changeAgent, createPlan, publishPrices, setTierShare, setUserPlan } from "../ops/mod.ts";
+import {
+  addContentRule,
+  ContentRuleError,
+  listContentRules,
+  removeContentRule,
+  changeAgent,
+  createPlan,
+  decideFlag,
+  listRiskFlags,
+  publishPrices,
+  setTierShare,
+  setUserPlan,
+} from "../ops/mod.ts";
 import type { PriceBook } from "../billing/prices.ts";
 import type { AgentRegistry } from "../tunnel/registry.ts";
 import { readJsonObject, sendJson } from "./account.ts";
@@ -155,6 +167,10 @@ const DecidePayout = z.discriminatedUnion("decision", [
   z.object({ decision: z.literal("cancelled"), reference: text(200).optional() }),
 ]);
 
+const DecideFlag = z.object({ decision: z.enum(["approved", "dismissed", "suspended"]), note: text(1_000) });
+const FlagStatus = z.enum(["open", "decided"]);
+const AddContentRule = z.object({ list: text(40).default("default"), term: text(200) });
+
 const priceJson = (p: PriceEntry) => ({
   provider: p.provider,
   model: p.model,
@@ -263,6 +279,58 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
     const result = await deps.treasury.decidePayout(ACTOR, id, b.decision, b.reference);
     if (result === "not_pending") throw new GatewayError("conflict", `Payout ${id} does not exist or was already decided.`);
     return sendJson(res, 200, { id, status: b.decision });
+  }
+
+  if (resource === "risk-flags" && !id && method === "GET") {
+    const status = FlagStatus.safeParse(new URL(req.url ?? "/", "http://admin").searchParams.get("status") ?? "open");
+    if (!status.success) throw new GatewayError("invalid_request", "status: must be open or decided", { param: "status" });
+    const flags = await listRiskFlags(deps.db, status.data);
+    return sendJson(res, 200, {
+      data: flags.map((f) => ({
+        id: f.id,
+        kind: f.kind,
+        subject: f.subject,
+        severity: f.severity,
+        status: f.status,
+        evidence: f.evidence,
+        raised_count: f.raisedCount,
+        created_at: f.createdAt.toISOString(),
+        last_raised_at: f.lastRaisedAt.toISOString(),
+        decided_at: f.decidedAt?.toISOString() ?? null,
+        decided_by: f.decidedBy,
+        note: f.note,
+      })),
+    });
+  }
+
+  if (resource === "risk-flags" && id && !sub && method === "POST") {
+    const b = await body(req, DecideFlag);
+    const result = await decideFlag(deps.db, ACTOR, id, b.decision, b.note, ACTOR);
+    if (result === "not_open") throw new GatewayError("conflict", `Flag ${id} does not exist or was already decided.`);
+    return sendJson(res, 200, { id, status: b.decision });
+  }
+
+  if (resource === "content-rules" && !id && method === "GET") {
+    const rules = await listContentRules(deps.db);
+    return sendJson(res, 200, {
+      data: rules.map((r) => ({ id: r.id, list: r.list, term: r.term, created_at: r.createdAt.toISOString(), created_by: r.createdBy })),
+    });
+  }
+
+  if (resource === "content-rules" && !id && method === "POST") {
+    const b = await body(req, AddContentRule);
+    try {
+      const ruleId = await addContentRule(deps.db, ACTOR, b.list, b.term);
+      return sendJson(res, 201, { id: ruleId, list: b.list, note: "applies on every gateway within 2 s" });
+    } catch (error) {
+      if (error instanceof ContentRuleError) throw new GatewayError("invalid_request", error.message);
+      throw error;
+    }
+  }
+
+  if (resource === "content-rules" && id && !sub && method === "DELETE") {
+    if (!(await removeContentRule(deps.db, ACTOR, id))) throw new GatewayError("not_found", `No active content rule ${id}.`);
+    return sendJson(res, 200, { id, removed: true });
   }
 
   if (resource === "ledger" && id === "audit" && method === "GET") {

@@ -36,6 +36,7 @@ import { observeLimiter, observeRequestEnd } from "../observability/metrics.ts";
 import { FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
 import { LimitRefusedError, type Admission, type Limiter } from "../limits/limiter.ts";
 import { estimatedTokens, refusalError } from "../limits/refusal.ts";
+import type { ContentRules, ContentScreen } from "../ops/mod.ts";
 
 /** With billing on, bytes read (at most) before dispatch, so a small body's cap, `n` and size are known for its hold. */
 export const BILLING_SCAN_BYTES_MAX = 256 * 1024;
@@ -83,6 +84,8 @@ export interface ProxyDeps {
   limiter: Limiter;
   /** Models known to the hub even when no agent serving them is connected (404 vs 503). */
   knownModels(api: ApiFamily): Promise<ReadonlySet<string>>;
+  /** Prohibited-term rules read on JSON bodies before each chunk is forwarded; null = no content screening. */
+  content: ContentRules | null;
 }
 
 export async function authenticate(req: IncomingMessage, keys: KeyVerifier): Promise<Principal> {
@@ -158,6 +161,8 @@ class ProxyExchange {
   #dispatched = false;
   /** Reads the routing and billing fields from every byte of the body. */
   #scanner: BodyScanner | null = null;
+  /** Reads the body's text for prohibited terms (JSON bodies, while rules exist). */
+  #screen: ContentScreen | null = null;
   #declaredBytes: number | null = null;
   #headTimer: ReturnType<typeof setTimeout> | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
@@ -293,6 +298,17 @@ class ProxyExchange {
     if (scanner.problem) throw this.#bodyProblem(scanner.problem);
     const refusal = bodyRefusal(scanner.fields);
     if (refusal) throw refusal;
+    const rule = this.#screen?.push(chunk);
+    if (rule) throw this.#contentRefused(rule, this.#screen!);
+  }
+
+  /** A prohibited term matched: keeps the body's hash and the rule (never the text) and refuses in the route's shape. */
+  #contentRefused(ruleId: string, screen: ContentScreen): GatewayError {
+    const { deps, principal } = this;
+    const record = { requestId: this.requestId, userId: principal!.userId, keyId: principal!.keyId, ruleId, requestHash: screen.digest(), api: this.route.api };
+    deps.content?.refused(record).catch((error: unknown) => deps.log.error("content.refusal_unrecorded", { requestId: this.requestId, ruleId, error }));
+    deps.log.info("content.refused", { requestId: this.requestId, ruleId });
+    return new GatewayError("content_policy_violation", "This request was refused: its content is not allowed by the platform's usage policy.");
   }
 
   #bodyProblem(problem: string): GatewayError {
@@ -346,6 +362,7 @@ class ProxyExchange {
       this.#scanner = new MultipartBodyScanner(boundary);
     } else {
       this.#scanner = new JsonBodyScanner();
+      this.#screen = deps.content?.screen() ?? null;
     }
     const scanner = this.#scanner;
     const body = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
@@ -560,8 +577,9 @@ class ProxyExchange {
 
   #onEnd(): void {
     if (this.finished) return;
-    this.#finish(this.status >= 400 ? "upstream_error" : "completed", this.status);
+    // The client gets the end of its response first; settling (usage check, tokenizer counts) comes after it.
     this.res.end();
+    this.#finish(this.status >= 400 ? "upstream_error" : "completed", this.status);
   }
 
   #onReset(code: number, reason: string, cause: "agent" | "connection"): void {

@@ -1,7 +1,8 @@
 /**
  * What a request is charged for, by how it ended. The rules (docs/billing.md):
  *
- * 1. The provider reported the final usage → that usage, exactly.
+ * 1. The provider reported the final usage → that usage, exactly (the meter then caps it to the hub's own count
+ *    beyond the model family's tolerance: `usage_check.ts`).
  * 2. The provider answered with an error status, or never answered (timeout, agent lost, refused, gateway
  *    error) → nothing: providers do not bill failed calls and the user received nothing.
  * 3. The client left before any response byte, after its request reached the provider → the input only

@@ -94,6 +94,11 @@ export class RequestTokenEstimator {
   #dataUrl = false;
   /** Tokens counted by size (long runs). */
   #sized = 0;
+  /** Bytes not tokenized (data URLs, base64 runs) and numbers outside strings (token-id arrays). */
+  #unmeasured = 0;
+  #numbers = 0;
+  /** The previous byte outside a string was part of a number. */
+  #inNumber = false;
   readonly #decoder = new TextDecoder();
   readonly #encoder = new TextEncoder();
   readonly #count = new RunningCount();
@@ -107,6 +112,12 @@ export class RequestTokenEstimator {
             this.#state = S.InString;
             this.#stringBytes = 0;
             this.#dataUrl = false;
+          } else {
+            const digit = (b >= 0x30 && b <= 0x39) || b === 0x2d;
+            if (!this.#inNumber && digit) {
+              this.#numbers++;
+              this.#inNumber = true;
+            } else if (this.#inNumber && !digit && b !== 0x2e && b !== 0x2b && b !== 0x65 && b !== 0x45) this.#inNumber = false;
           }
           break;
         case S.InString:
@@ -141,7 +152,10 @@ export class RequestTokenEstimator {
 
   /** One decoded byte of the current string. */
   #byte(b: number): void {
-    if (this.#dataUrl) return;
+    if (this.#dataUrl) {
+      this.#unmeasured++;
+      return;
+    }
     if (this.#stringBytes < DATA_URL.length && b !== DATA_URL[this.#stringBytes])
       this.#stringBytes = DATA_URL.length + 1; // cannot be a data URL
     else if (this.#stringBytes < DATA_URL.length && ++this.#stringBytes === DATA_URL.length) {
@@ -164,6 +178,7 @@ export class RequestTokenEstimator {
   #endRun(): void {
     if (this.#runBytes > LONG_RUN_BYTES) {
       if (!this.#runBase64) this.#sized += Math.ceil(this.#runBytes / LONG_RUN_BYTES_PER_TOKEN);
+      else this.#unmeasured += this.#runBytes;
     } else if (this.#run.length) {
       this.#take(Uint8Array.from(this.#run));
     }
@@ -210,6 +225,16 @@ export class RequestTokenEstimator {
     this.#emit();
     return this.#count.total() + this.#sized;
   }
+
+  /** Bytes seen but not tokenized: data URLs and base64 runs (images, audio). */
+  unmeasuredBytes(): number {
+    return this.#unmeasured;
+  }
+
+  /** Numbers outside strings (a token-id array is one token per number; `true`, `null` and the like are not counted). */
+  numbers(): number {
+    return this.#numbers;
+  }
 }
 
 const SPACE = new Uint8Array([0x20]);
@@ -252,6 +277,7 @@ export function deltaText(event: Json): string {
 /** Counts the tokens of the text in the SSE events handed to it (the JSON of whole `data:` lines). */
 export class StreamedTokenCounter {
   #lines: Uint8Array[] = [];
+  #thinking = false;
   #bytes = 0;
   readonly #decoder = new TextDecoder();
   readonly #count = new RunningCount();
@@ -271,7 +297,12 @@ export class StreamedTokenCounter {
       } catch {
         continue; // `[DONE]` and anything that is not an event
       }
-      if (event) this.#count.add(deltaText(event));
+      if (!event) continue;
+      this.#count.add(deltaText(event));
+      if (!this.#thinking && event.type === "content_block_start") {
+        const type = obj(event.content_block)?.type;
+        this.#thinking = type === "thinking" || type === "redacted_thinking";
+      }
     }
     this.#lines = [];
     this.#bytes = 0;
@@ -280,5 +311,11 @@ export class StreamedTokenCounter {
   total(): number {
     this.#parse();
     return this.#count.total();
+  }
+
+  /** A thinking block started (Claude: the delivered thinking summarises what is billed). */
+  thinkingSeen(): boolean {
+    this.#parse();
+    return this.#thinking;
   }
 }

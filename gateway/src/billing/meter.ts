@@ -26,6 +26,7 @@ import {
 } from "./prices.ts";
 import type { SettlementBatcher } from "./settlement_batcher.ts";
 import type { EndCause, Usage } from "./usage.ts";
+import { checkUsage, type UsageDivergence } from "./usage_check.ts";
 import { createUsageTap, type UsageTap } from "./usage_tap.ts";
 import { modelLimits, worstUsage, type BillingUnit, type ModelLimits } from "./worst_case.ts";
 import type { Logger } from "../log.ts";
@@ -41,6 +42,24 @@ export interface MeterOptions {
   tariffs: Tariffs;
   /** Output cap assumed for a request that sets none, for a model whose maximum is not known, tokens. */
   defaultMaxOutputTokens: number;
+  /**
+   * Told when a reported usage went beyond what the hub counted (the charge was capped), with the settlement's
+   * write: raises the flag and holds the owner's earning (`risk/usage_divergence.ts`). Never awaited by the request.
+   */
+  onUsageCapped?: (capped: CappedUsage, written: Promise<unknown>) => Promise<void>;
+}
+
+/** A settlement whose reported usage was capped to the hub's count (counts and ids only). */
+export interface CappedUsage {
+  requestId: string;
+  userId: string;
+  agentId: string | null;
+  ownerId: string | null;
+  model: string;
+  divergence: UsageDivergence;
+  /** The owner's earning on the capped charge, µ$ (what the hold keeps out of the available earnings). */
+  earningMicros: bigint;
+  chargeMicros: bigint;
 }
 
 /** The model has no official price: it cannot be served while billing is on. */
@@ -223,12 +242,39 @@ export class Hold {
 
   /** The provider's response head. */
   response(status: number, contentType: string): void {
-    if (status < 400) this.#usage = createUsageTap(contentType, { countImages: this.req.route.unit === "images" });
+    if (status < 400) {
+      const checked = this.priced !== null && this.req.route.unit === "tokens";
+      this.#usage = createUsageTap(contentType, { countImages: this.req.route.unit === "images", countOutput: checked });
+    }
   }
 
   /** Response body bytes, in order, as they go to the client. */
   output(chunk: Uint8Array): void {
     this.#usage?.push(chunk);
+  }
+
+  /**
+   * Reported token usage against the hub's own count (`usage_check.ts`): within the family's tolerance it is
+   * charged as reported, beyond it capped. Routes billed by other units, and multipart bodies, are not checked.
+   */
+  #check(reported: Usage, limits: ModelLimits): ReturnType<typeof checkUsage> | null {
+    const unit = this.req.route.unit;
+    if ((unit !== "tokens" && unit !== "input_tokens") || !this.#inputEstimate) return null;
+    const estimate = this.#inputEstimate;
+    const tap = this.#usage;
+    return checkUsage({
+      model: this.req.model,
+      reported,
+      hub: {
+        inputTokens: estimate.total(),
+        unmeasuredInputBytes: estimate.unmeasuredBytes(),
+        inputNumbers: estimate.numbers(),
+        outputTokens: unit === "input_tokens" ? 0 : (tap?.countedOutputTokens() ?? null),
+        thinkingSeen: tap?.thinkingSeen() ?? false,
+      },
+      fields: this.req.fields,
+      limits,
+    });
   }
 
   /**
@@ -264,8 +310,11 @@ export class Hold {
       inputCharacters: req.route.unit === "speech" ? (req.fields.inputChars ?? 0) : 0,
       responseImages: () => tap?.images() ?? 0,
     });
-    const official = officialCostMicros(basis.usage, priced.price);
-    const chargeMicros = planChargeMicros(priced.plan, req.route.api, req.model, priced.price, basis.usage);
+    const checked = basis.rule === "reported" ? this.#check(basis.usage, priced.limits) : null;
+    const usage = checked?.usage ?? basis.usage;
+    const estimated = basis.estimated || checked?.divergence != null;
+    const official = officialCostMicros(usage, priced.price);
+    const chargeMicros = planChargeMicros(priced.plan, req.route.api, req.model, priced.price, usage);
     const ownerId = req.agent.ownerId;
     const earningMicros = ownerId === null ? 0n : ownerEarningMicros(official, priced.tierBps);
     const planBps = priced.plan.overrides.has(`${req.route.api}:${req.model}`) ? null : Number(priced.plan.multiplierBps);
@@ -277,16 +326,29 @@ export class Hold {
       ownerEarningMicros: earningMicros,
       officialMicros: official,
       planBps,
-      usage: basis.usage,
-      estimated: basis.estimated,
+      usage,
+      estimated,
       endCause: outcome.cause,
       lease,
     });
     written.catch((error: unknown) => this.log.error("billing.settle_failed", { requestId: req.requestId, error }));
+    if (checked?.divergence && billing.onUsageCapped) {
+      const capped: CappedUsage = {
+        requestId: req.requestId,
+        userId: req.userId,
+        agentId: req.agent.agentId,
+        ownerId,
+        model: req.model,
+        divergence: checked.divergence,
+        earningMicros,
+        chargeMicros,
+      };
+      billing.onUsageCapped(capped, written).catch((error: unknown) => this.log.error("billing.usage_capped_unrecorded", { requestId: req.requestId, error }));
+    }
     billing.leases.finish(priced.claim, chargeMicros, written);
     this.#settled = {
-      usage: basis.usage,
-      estimated: basis.estimated,
+      usage,
+      estimated,
       chargeMicros,
       earningMicros,
       priceVer: priced.ver,

@@ -5,6 +5,8 @@ export interface Usage {
   outputTokens: number;
   /** Input tokens served from the provider's prompt cache (billed at the cached-input price). */
   cachedInputTokens: number;
+  /** Output tokens of hidden reasoning, as reported (part of `outputTokens`; checked against the request's cap). */
+  reasoningTokens?: number;
   /** Seconds of input audio (transcription usage `{type: "duration", seconds}`), rounded up. */
   audioSeconds?: number;
   /** Images generated (image APIs billed per image). */

@@ -6,7 +6,7 @@
  * (≤ TAIL_BYTES_MAX) for JSON.
  */
 import { concatBytes as concat } from "@wellspring/protocol";
-import { StreamedTokenCounter } from "./estimate.ts";
+import { RequestTokenEstimator, StreamedTokenCounter } from "./estimate.ts";
 import type { Usage } from "./usage.ts";
 
 export type { Usage } from "./usage.ts";
@@ -20,6 +20,12 @@ type Json = Record<string, unknown>;
 const num = (v: unknown): number => (typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0);
 const obj = (v: unknown): Json | null => (typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Json) : null);
 
+/** `reasoning_tokens` of an OpenAI output details object, when there are any. */
+function reasoning(details: Json | null): { reasoningTokens?: number } {
+  const tokens = num(details?.reasoning_tokens);
+  return tokens > 0 ? { reasoningTokens: tokens } : {};
+}
+
 /** Usage from any of the providers' usage objects (OpenAI chat/embeddings, Responses, Anthropic). */
 export function usageFromObject(u: Json): Usage | null {
   if (u.type === "duration" && typeof u.seconds === "number" && Number.isFinite(u.seconds) && u.seconds >= 0) {
@@ -30,12 +36,19 @@ export function usageFromObject(u: Json): Usage | null {
       inputTokens: num(u.prompt_tokens),
       outputTokens: num(u.completion_tokens),
       cachedInputTokens: num(obj(u.prompt_tokens_details)?.cached_tokens),
+      ...reasoning(obj(u.completion_tokens_details)),
     };
   }
   if ("input_tokens" in u || "output_tokens" in u) {
     // Responses API: input_tokens includes cached ones. Anthropic: input_tokens excludes cache reads/writes.
     const details = obj(u.input_tokens_details);
-    if (details) return { inputTokens: num(u.input_tokens), outputTokens: num(u.output_tokens), cachedInputTokens: num(details.cached_tokens) };
+    if (details)
+      return {
+        inputTokens: num(u.input_tokens),
+        outputTokens: num(u.output_tokens),
+        cachedInputTokens: num(details.cached_tokens),
+        ...reasoning(obj(u.output_tokens_details)),
+      };
     const cacheRead = num(u.cache_read_input_tokens);
     const cacheWrite = num(u.cache_creation_input_tokens);
     return { inputTokens: num(u.input_tokens) + cacheRead + cacheWrite, outputTokens: num(u.output_tokens), cachedInputTokens: cacheRead };
@@ -56,6 +69,13 @@ export interface UsageTap {
   streamedOutputTokens(): number | null;
   /** Images in a JSON body (`"b64_json"` / `"url"` entries of an images response); 0 for streams. */
   images(): number;
+  /**
+   * Output tokens the hub counted itself, for checking reported usage: the delivered deltas of a stream, or the
+   * text of a whole JSON body (keys and ids included, so it leans high); null when not counted.
+   */
+  countedOutputTokens(): number | null;
+  /** The response carried a thinking block (Claude bills thinking it only summarises). */
+  thinkingSeen(): boolean;
 }
 
 class SseTap implements UsageTap {
@@ -182,6 +202,14 @@ class SseTap implements UsageTap {
   images(): number {
     return 0;
   }
+
+  countedOutputTokens(): number {
+    return this.#output.total();
+  }
+
+  thinkingSeen(): boolean {
+    return this.#output.thinkingSeen();
+  }
 }
 
 /** The last TAIL_BYTES_MAX bytes pushed into it. */
@@ -224,17 +252,47 @@ function lastUsageIn(text: string): Usage | null {
 const IMAGE_KEYS = ['"b64_json"', '"url"'];
 const IMAGE_KEY_BYTES_MAX = 10;
 
+/**
+ * Generated base64 in a JSON body (an image from gpt-image-1, text a model wrote in base64) is not tokenized: it
+ * counts one token per this many bytes, high enough that an honest provider's count is never capped. Bytes.
+ */
+export const UNMEASURED_OUTPUT_BYTES_PER_TOKEN = 2;
+
+/** How a thinking block is marked in a JSON body (`"type":"thinking"` / `"redacted_thinking"`; a quote inside text is escaped). */
+const THINKING = '"thinking"';
+const THINKING_REDACTED = '"redacted_thinking"';
+
 class JsonTailTap implements UsageTap {
   readonly #tail = new TailBuffer();
   /** The last bytes of the previous chunk, so a key split across chunks is still found. */
   #carry = "";
   #images = 0;
+  /** Counts the body's text when its reported usage is to be checked. */
+  readonly #output: RequestTokenEstimator | null;
+  #thinkingCarry = "";
+  #thinking = false;
 
-  /** `countImages`: scan for images (only image responses need it; it reads every byte). */
-  constructor(private readonly countImages: boolean) {}
+  /**
+   * `countImages`: scan for images (only image responses need it; it reads every byte). `countOutput`: count the
+   * body's text tokens (it reads every byte).
+   */
+  constructor(
+    private readonly countImages: boolean,
+    countOutput: boolean,
+  ) {
+    this.#output = countOutput ? new RequestTokenEstimator() : null;
+  }
 
   push(chunk: Uint8Array): void {
     this.#tail.push(chunk);
+    if (this.#output) {
+      this.#output.push(chunk);
+      if (!this.#thinking) {
+        const text = this.#thinkingCarry + Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("latin1");
+        this.#thinking = text.includes(THINKING) || text.includes(THINKING_REDACTED);
+        this.#thinkingCarry = text.slice(-(THINKING_REDACTED.length - 1));
+      }
+    }
     if (!this.countImages) return;
     // Count image keys without decoding the (large) base64 text: latin1 keeps byte offsets.
     const text = this.#carry + Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("latin1");
@@ -261,6 +319,15 @@ class JsonTailTap implements UsageTap {
   streamedOutputTokens(): null {
     return null;
   }
+
+  countedOutputTokens(): number | null {
+    const output = this.#output;
+    return output ? output.total() + Math.ceil(output.unmeasuredBytes() / UNMEASURED_OUTPUT_BYTES_PER_TOKEN) : null;
+  }
+
+  thinkingSeen(): boolean {
+    return this.#thinking;
+  }
 }
 
 function matchingBrace(text: string, open: number): number {
@@ -278,7 +345,10 @@ function matchingBrace(text: string, open: number): number {
   return -1;
 }
 
-/** A tap for a response with this content type; `countImages` for image API responses (billed per image). */
-export function createUsageTap(contentType: string, opts: { countImages?: boolean } = {}): UsageTap {
-  return contentType.toLowerCase().startsWith("text/event-stream") ? new SseTap() : new JsonTailTap(opts.countImages ?? false);
+/**
+ * A tap for a response with this content type; `countImages` for image API responses (billed per image),
+ * `countOutput` to count a JSON body's text (streams are always counted).
+ */
+export function createUsageTap(contentType: string, opts: { countImages?: boolean; countOutput?: boolean } = {}): UsageTap {
+  return contentType.toLowerCase().startsWith("text/event-stream") ? new SseTap() : new JsonTailTap(opts.countImages ?? false, opts.countOutput ?? false);
 }

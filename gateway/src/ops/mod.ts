@@ -32,11 +32,14 @@ export {
   type UpdateRequiredNotice,
 } from "./releases.ts";
 export { createPlan, publishPrices, setTierShare, type NewPlan } from "./prices.ts";
-export { decideFlag, type FlagDecision } from "./risk.ts";
+export { decideFlag, listRiskFlags, type FlagDecision } from "./risk.ts";
+export { ContentRules, type ContentScreen } from "../risk/content_screen.ts";
+export { addContentRule, ContentRuleError, listContentRules, removeContentRule } from "./content_rules.ts";
 export { audit, Treasury, type EarningsDay } from "./treasury.ts";
 export { Ledger, walletBalance, type AuditReport } from "../billing/ledger.ts";
 export { officialCostMicros, planPrice, Tariffs, type PlanView } from "../billing/prices.ts";
 export { payoutAmountProblem, PAYOUT_MICROS_MIN } from "../billing/payout_minimum.ts";
 export { formatRate, formatUsd, parseUsd } from "../billing/money.ts";
 export { raiseRiskFlag, RISK_EVIDENCE_BYTES_MAX, type RaisedFlag, type RiskFlagInput } from "../risk/flags.ts";
+export { heldEarnings, holdReasonText, type HeldEarnings } from "../risk/earning_holds.ts";
 export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "../risk/duplicate_identity.ts";

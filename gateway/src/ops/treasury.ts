@@ -171,7 +171,10 @@ export class Treasury {
     return inTransaction(this.pool, async (c) => {
       // One payout request per owner at a time, so two cannot both pass the balance check.
       await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [ownerAccount(ownerId)]);
-      const r = await c.query<{ s: string }>("SELECT wellspring_account_total($1)::text AS s", [ownerAccount(ownerId)]);
+      const r = await c.query<{ s: string }>(
+        "SELECT (wellspring_account_total($1) - COALESCE((SELECT SUM(amount_micros) FROM earning_holds WHERE owner_id = $2 AND status = 'held'), 0))::text AS s",
+        [ownerAccount(ownerId), ownerId],
+      );
       const availableMicros = BigInt(r.rows[0]!.s);
       if (availableMicros < amountMicros) return { outcome: "insufficient_earnings" as const, availableMicros };
       const payoutId = newId("pay");

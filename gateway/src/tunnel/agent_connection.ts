@@ -61,6 +61,9 @@ import type { Logger } from "../log.ts";
 import { HubStream, type StreamSink } from "./hub_stream.ts";
 import { countFrameIn, countFrameOut, countMessageIn } from "../observability/tunnel_counters.ts";
 
+/** The close reason a production hub gives a development agent (a close reason is at most 123 bytes). */
+export const DEVELOPMENT_AGENT_REFUSED_REASON = "production hub: agents with --dev-upstream are refused (start the hub with HUB_DEVELOPMENT=1 for tests)";
+
 export interface TunnelSettings {
   hubId: string;
   streamWindowBytes: number;
@@ -71,6 +74,11 @@ export interface TunnelSettings {
   authTimeoutMs: number;
   /** A live session on this gateway must answer a ping within this time to keep its agent from a new connection. */
   presenceProbeTimeoutMs: number;
+  /**
+   * Admit agents whose provider calls go to a development upstream (AUTH `development`): tests and the demo only.
+   * A production hub refuses them (close DEVELOPMENT_AGENT_REFUSED).
+   */
+  developmentAgentsAllowed: boolean;
 }
 
 export const DEFAULT_TUNNEL_SETTINGS: Omit<TunnelSettings, "hubId"> = {
@@ -81,6 +89,7 @@ export const DEFAULT_TUNNEL_SETTINGS: Omit<TunnelSettings, "hubId"> = {
   heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS_DEFAULT,
   authTimeoutMs: AUTH_TIMEOUT_MS,
   presenceProbeTimeoutMs: PRESENCE_PROBE_TIMEOUT_MS_DEFAULT,
+  developmentAgentsAllowed: false,
 };
 
 /** What the hub knows of an enrolled agent: its key, owner and standing (see `AgentDirectory`). */
@@ -622,6 +631,11 @@ export class AgentConnection {
     }
     if (agent.status === "revoked" || agent.status === "suspended") {
       this.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
+      return;
+    }
+    if (msg.development === true && !this.settings.developmentAgentsAllowed) {
+      this.log.warn("tunnel.development_agent_refused", { agentId: agent.id, remoteIp: this.remoteIp });
+      this.close(CloseCode.DEVELOPMENT_AGENT_REFUSED, DEVELOPMENT_AGENT_REFUSED_REASON);
       return;
     }
     this.agentId = agent.id;

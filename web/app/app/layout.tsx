@@ -17,6 +17,7 @@ const ADMIN_NAV = [
   { href: "/app/admin/accounts", label: "Users & agents" },
   { href: "/app/admin/prices", label: "Price tables" },
   { href: "/app/admin/risk", label: "Risk review" },
+  { href: "/app/admin/content", label: "Content rules" },
   { href: "/app/admin/payouts", label: "Payouts" },
   { href: "/app/admin/codes", label: "Codes" },
   { href: "/app/admin/outbox", label: "Outbox" },

@@ -17,6 +17,7 @@ let risk: typeof import("./risk.ts");
 let prices: typeof import("./prices.ts");
 let actorMod: typeof import("./actor.ts");
 let admin: typeof import("./admin.ts");
+let content: typeof import("./content.ts");
 let alice: Actor;
 let bob: Actor;
 let aliceKeyId: string;
@@ -35,6 +36,7 @@ beforeAll(async () => {
   prices = await import("./prices.ts");
   actorMod = await import("./actor.ts");
   admin = await import("./admin.ts");
+  content = await import("./content.ts");
   for (const [name, pw] of [
     ["alice", "alice-password-1"],
     ["bob", "bob-password-22"],
@@ -181,6 +183,9 @@ describe("roles and other owners' agents", () => {
       ["setAgent", () => admin.setAgent(as("dave"), carolAgent, { tier: "S" })],
       ["createBatch", () => admin.createBatch(bob, { amountMicros: 1n, count: 1, note: "", expiresAt: null })],
       ["systemStatus", () => admin.systemStatus(bob)],
+      ["contentRules", () => content.contentRules(bob)],
+      ["addRule", () => content.addRule(as("carol"), "default", "anything")],
+      ["removeRule", () => content.removeRule(bob, "cr_x")],
     ];
     for (const [name, run] of refusals) await expect(run(), name).rejects.toBeInstanceOf(actorMod.Forbidden);
     expect((await database.db.riskFlag.findUniqueOrThrow({ where: { id: flagId } })).status).toBe("open");
@@ -188,6 +193,7 @@ describe("roles and other owners' agents", () => {
     expect(await database.db.enrollmentToken.count({ where: { ownerId: bob.userId } })).toBe(0);
     expect(await database.db.priceVersion.count()).toBe(0);
     expect(await database.db.redemptionBatch.count()).toBe(0);
+    expect(await database.db.contentRule.count()).toBe(0);
     expect((await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } })).tier).toBe("A");
   });
 });

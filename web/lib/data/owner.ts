@@ -8,6 +8,8 @@ import {
   DUPLICATE_WARNING_WINDOW_MS,
   duplicateWarningOf,
   enrollSteps,
+  heldEarnings,
+  holdReasonText,
   payoutAmountProblem,
   Treasury,
   updateRequiredNotice,
@@ -118,7 +120,10 @@ export async function updateAgent(actor: Actor, agentId: string, change: { pause
 }
 
 export interface Earnings {
+  /** Earnings not requested for payout and not held: what a payout may ask for. */
   unrequestedMicros: bigint;
+  /** Earnings held for an administrator's review, and why. */
+  held: { totalMicros: bigint; reasons: { text: string; amountMicros: bigint; requests: number; since: Date }[] };
   pendingPayoutMicros: bigint;
   paidMicros: bigint;
   byDay: EarningsDay[];
@@ -129,8 +134,9 @@ export interface Earnings {
 export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
   requireOwner(actor);
   const treasury = new Treasury(pool());
-  const [unrequestedMicros, byDay, byModel, payouts] = await Promise.all([
+  const [balanceMicros, held, byDay, byModel, payouts] = await Promise.all([
     treasury.ownerBalance(actor.userId),
+    heldEarnings(db(), actor.userId),
     treasury.ownerEarningsByDay(actor.userId, days),
     pool().query<{ model: string | null; earning: string; requests: string }>(
       `SELECT model, SUM(earning_micros)::text AS earning, COUNT(*)::text AS requests FROM reservations
@@ -141,7 +147,11 @@ export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
     db().payout.findMany({ where: { ownerId: actor.userId }, orderBy: { requestedAt: "desc" }, take: 50 }),
   ]);
   return {
-    unrequestedMicros,
+    unrequestedMicros: balanceMicros - held.totalMicros,
+    held: {
+      totalMicros: held.totalMicros,
+      reasons: held.reasons.map((r) => ({ text: holdReasonText(r.reason), amountMicros: r.amountMicros, requests: r.requests, since: r.since })),
+    },
     pendingPayoutMicros: payouts.filter((p) => p.status === "requested").reduce((n, p) => n + p.amountMicros, 0n),
     paidMicros: payouts.filter((p) => p.status === "paid").reduce((n, p) => n + p.amountMicros, 0n),
     byDay,

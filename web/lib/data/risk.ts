@@ -1,5 +1,5 @@
 import "server-only";
-import { decideFlag as decide, raiseRiskFlag, type FlagDecision, type RiskFlagInput } from "@wellspring/gateway";
+import { decideFlag as decide, listRiskFlags, raiseRiskFlag, type FlagDecision, type RiskFlagInput } from "@wellspring/gateway";
 import { db } from "../db";
 import { requireAdmin, type Actor } from "./actor";
 
@@ -26,11 +26,7 @@ export async function raiseFlag(input: RiskFlagInput): Promise<string> {
 
 export async function flagQueue(actor: Actor, status: "open" | "decided"): Promise<FlagRow[]> {
   requireAdmin(actor);
-  return db().riskFlag.findMany({
-    where: status === "open" ? { status: "open" } : { status: { not: "open" } },
-    orderBy: status === "open" ? [{ severity: "desc" }, { createdAt: "asc" }] : [{ decidedAt: "desc" }],
-    take: 100,
-  });
+  return listRiskFlags(db(), status);
 }
 
 /**

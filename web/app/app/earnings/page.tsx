@@ -26,11 +26,26 @@ export default async function EarningsPage() {
   return (
     <>
       <PageTitle title="Earnings" subtitle="You earn the official list price × your tier for every request your agents serve. Days are UTC." />
-      <div className="grid gap-4 sm:grid-cols-3">
+      <div className="grid gap-4 sm:grid-cols-4">
         <Stat label="Available to pay out" value={usd(e.unrequestedMicros)} testId="earnings-available" />
+        <Stat label="Held for review" value={usd(e.held.totalMicros)} testId="earnings-held" />
         <Stat label="Payouts pending" value={usd(e.pendingPayoutMicros)} testId="payouts-pending" />
         <Stat label="Paid out" value={usd(e.paidMicros)} />
       </div>
+      {e.held.reasons.length > 0 && (
+        <div className="mt-4">
+          <Card title="Why earnings are held">
+            <ul className="space-y-2 text-sm" data-testid="earnings-held-reasons">
+              {e.held.reasons.map((r) => (
+                <li key={`${r.text}-${r.since.toISOString()}`}>
+                  <span className="font-medium">{usd(r.amountMicros)}</span> from {count(r.requests)} request{r.requests === 1 ? "" : "s"} since {utc(r.since)}:{" "}
+                  {r.text}
+                </li>
+              ))}
+            </ul>
+          </Card>
+        </div>
+      )}
       <div className="mt-6 grid gap-4 lg:grid-cols-3">
         <div className="lg:col-span-2">
           <Card title="Earnings per day">

@@ -1,0 +1,172 @@
+/**
+ * Usage the hub can check, through the real gateway, a real Deno agent and the mock provider playing a dishonest
+ * provider that reports a million tokens per call: the charge is capped to the hub's own count within the same
+ * request, the agent is flagged with counts-only evidence, the owner's earning is held out of what they may
+ * withdraw until an admin reviews the flag (admin API), and the books stay balanced and audited clean.
+ */
+import pg from "pg";
+import OpenAI from "openai";
+import Anthropic from "@anthropic-ai/sdk";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_PRICE_TABLE } from "@wellspring/db";
+import { Ledger } from "../../gateway/src/billing/ledger.ts";
+import { officialCostMicros } from "../../gateway/src/billing/prices.ts";
+import { Treasury } from "../../gateway/src/ops/treasury.ts";
+import { adminFetch, settledWallet, startStack, waitFor, type Stack } from "./harness.ts";
+
+let stack: Stack;
+let pool: pg.Pool;
+beforeAll(async () => {
+  stack = await startStack({ gatewayEnv: { BILLING_ENABLED: "1" } });
+  pool = new pg.Pool({ connectionString: stack.database.url, max: 4 });
+  pool.on("error", () => {});
+}, 120_000);
+afterAll(async () => {
+  await pool?.end();
+  await stack?.close();
+});
+
+const FABRICATED = "[mock input_tokens=1000000 output_tokens=1000000]";
+const PROMPT_WORDS = "a question about the weather in Lisbon";
+
+interface Row {
+  input: number;
+  output: number;
+  charge: bigint;
+  earning: bigint;
+  official: bigint;
+  estimated: boolean;
+}
+
+async function settledRow(requestId: string): Promise<Row> {
+  let row: Record<string, unknown> | undefined;
+  await waitFor(async () => {
+    row = (await pool.query("SELECT * FROM reservations WHERE request_id = $1 AND status = 'settled'", [requestId])).rows[0] as
+      Record<string, unknown> | undefined;
+    return row !== undefined;
+  });
+  return {
+    input: Number(row!.input_tokens),
+    output: Number(row!.output_tokens),
+    charge: BigInt(row!.charge_micros as string),
+    earning: BigInt(row!.earning_micros as string),
+    official: BigInt(row!.official_micros as string),
+    estimated: row!.estimated as boolean,
+  };
+}
+
+interface FlagRow {
+  id: string;
+  severity: number;
+  raised_count: number;
+  evidence: { cappedRequests: number; requestIds: string[]; heldMicros: string; latest: { reported: { inputTokens: number; outputTokens: number } } };
+}
+
+const flags = async () =>
+  (
+    await pool.query<FlagRow>("SELECT id, severity, raised_count, evidence FROM risk_flags WHERE kind = 'usage_divergence' AND subject = $1", [
+      `agent:${stack.agent.agentId}`,
+    ])
+  ).rows;
+const heldFor = async (requestId: string) =>
+  (await pool.query<{ amount_micros: string; status: string }>("SELECT amount_micros, status FROM earning_holds WHERE request_id = $1", [requestId])).rows;
+
+describe("a provider that makes up usage", () => {
+  const openai = () => new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: stack.apiKey, maxRetries: 0 });
+  const fabricated: string[] = [];
+
+  it("an honest call is charged as reported: no cap, no flag, nothing held", async () => {
+    const res = await openai()
+      .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: PROMPT_WORDS }] })
+      .withResponse();
+    const requestId = res.response.headers.get("x-wellspring-request-id")!;
+    const row = await settledRow(requestId);
+    expect(row.input).toBe(res.data.usage!.prompt_tokens);
+    expect(row.output).toBe(res.data.usage!.completion_tokens);
+    expect(row.estimated).toBe(false);
+    expect(await flags()).toEqual([]);
+    expect(await heldFor(requestId)).toEqual([]);
+  });
+
+  it("1M reported tokens are capped to the hub's count and flagged within the one request (OpenAI, JSON)", async () => {
+    const res = await openai()
+      .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: `${FABRICATED} ${PROMPT_WORDS}` }] })
+      .withResponse();
+    // The user's bytes are the provider's, untouched: the SDK sees the made-up usage…
+    expect(res.data.usage!.prompt_tokens).toBe(1_000_000);
+    const requestId = res.response.headers.get("x-wellspring-request-id")!;
+    fabricated.push(requestId);
+    // …and the hub charges what it counted: o200k × 1.25 + slack, a few hundred tokens at most.
+    const row = await settledRow(requestId);
+    expect(row.input).toBeLessThan(300);
+    expect(row.output).toBeLessThan(300);
+    expect(row.estimated).toBe(true);
+    const price = DEFAULT_PRICE_TABLE.find((p) => p.model === "gpt-4o-mini")!;
+    expect(row.official).toBe(officialCostMicros({ inputTokens: row.input, outputTokens: row.output, cachedInputTokens: 0 }, price));
+    expect(row.charge).toBeLessThan(1_000n); // < $0.001, where 1M + 1M tokens cost $0.75
+    await waitFor(async () => (await flags()).length === 1, 5_000);
+    const [flag] = await flags();
+    expect(flag!.severity).toBe(3);
+    expect(flag!.evidence.requestIds).toEqual([requestId]);
+    expect(flag!.evidence.latest.reported).toMatchObject({ inputTokens: 1_000_000, outputTokens: 1_000_000 });
+    // Counts and ids only: nothing of the prompt or the answer.
+    expect(JSON.stringify(flag!.evidence)).not.toMatch(/Lisbon|weather|mock/);
+    await waitFor(async () => (await heldFor(requestId)).length === 1, 5_000);
+    expect(await heldFor(requestId)).toEqual([{ amount_micros: row.earning.toString(), status: "held" }]);
+  });
+
+  it("a streamed Anthropic call reporting 1M tokens is capped and raises the same open flag again", async () => {
+    const anthropic = new Anthropic({ baseURL: stack.baseUrl, apiKey: stack.apiKey, maxRetries: 0 });
+    const stream = anthropic.messages.stream({
+      model: "claude-haiku-4-5",
+      max_tokens: 64,
+      messages: [{ role: "user", content: `${FABRICATED} ${PROMPT_WORDS}` }],
+    });
+    const message = await stream.finalMessage();
+    expect(message.usage.output_tokens).toBe(1_000_000);
+    const requestId = (await stream.withResponse()).response.headers.get("x-wellspring-request-id")!;
+    fabricated.push(requestId);
+    const row = await settledRow(requestId);
+    expect(row.input).toBeLessThan(2_000); // × 2 + 1,024 (Claude's tokenizer and tool prompt)
+    expect(row.output).toBeLessThan(200);
+    await waitFor(async () => (await flags())[0]?.raised_count === 2, 5_000);
+    const [flag] = await flags();
+    expect(flag!.evidence.cappedRequests).toBe(2);
+    expect(flag!.evidence.requestIds).toEqual(fabricated);
+    await waitFor(async () => (await heldFor(requestId)).length === 1, 5_000);
+  });
+
+  it("held earnings cannot be withdrawn until an admin approves the flag; the books stay balanced", async () => {
+    const treasury = new Treasury(pool);
+    const balance = await treasury.ownerBalance(stack.ownerId);
+    const held = (
+      await pool.query<{ s: string }>("SELECT SUM(amount_micros)::text AS s FROM earning_holds WHERE owner_id = $1 AND status = 'held'", [stack.ownerId])
+    ).rows[0]!.s;
+    expect(BigInt(held)).toBeGreaterThan(0n);
+    const refused = await treasury.requestPayout(stack.ownerId, balance);
+    expect(refused).toEqual({ outcome: "insufficient_earnings", availableMicros: balance - BigInt(held) });
+
+    // The admin reads the flag with its evidence, and approves it: the holds are released.
+    const list = (await (await adminFetch(stack.gateway.adminOrigin, "/admin/v1/risk-flags")).json()) as {
+      data: { id: string; kind: string; subject: string; evidence: { heldMicros: string } }[];
+    };
+    const flag = list.data.find((f) => f.kind === "usage_divergence")!;
+    expect(flag.subject).toBe(`agent:${stack.agent.agentId}`);
+    expect(flag.evidence.heldMicros).toBe(held);
+    const missingNote = await adminFetch(stack.gateway.adminOrigin, `/admin/v1/risk-flags/${flag.id}`, { method: "POST", body: { decision: "approved" } });
+    expect(missingNote.status).toBe(400);
+    const decided = await adminFetch(stack.gateway.adminOrigin, `/admin/v1/risk-flags/${flag.id}`, {
+      method: "POST",
+      body: { decision: "approved", note: "checked with the owner" },
+    });
+    expect(decided.status).toBe(200);
+    for (const requestId of fabricated) expect((await heldFor(requestId))[0]!.status).toBe("released");
+    expect((await treasury.requestPayout(stack.ownerId, balance)).outcome).toBe("requested");
+    const trail = await pool.query<{ action: string; detail: { releasedHolds: number } }>("SELECT action, detail FROM audit_events WHERE subject = $1", [
+      `flag:${flag.id}`,
+    ]);
+    expect(trail.rows).toEqual([{ action: "risk.approved", detail: expect.objectContaining({ releasedHolds: 2 }) }]);
+    await settledWallet(pool, stack.userId);
+    expect((await new Ledger(pool).audit()).problems).toEqual([]);
+  });
+});
