@@ -41,11 +41,18 @@ module.exports = {
       to: { path: "^gateway/src/(api|billing|cli)/" },
     },
     {
+      name: "routing-between-the-request-path-and-the-tunnel",
+      comment: "Routing chooses among the tunnel's agents for the request path; it never imports the HTTP layer, billing, the operations layer or the CLI.",
+      severity: "error",
+      from: { path: "^gateway/src/routing/", pathNot: "\\.test\\.ts$" },
+      to: { path: "^gateway/src/(api|billing|ops|cli|archive|risk)/" },
+    },
+    {
       name: "observability-is-a-leaf",
       comment: "Metrics are observed from everywhere; the metrics module imports nothing of the gateway, so anything may call it.",
       severity: "error",
       from: { path: "^gateway/src/observability/", pathNot: "\\.test\\.ts$" },
-      to: { path: "^gateway/src/(api|tunnel|billing|ops|cli|archive|risk)/" },
+      to: { path: "^gateway/src/(api|tunnel|billing|ops|cli|archive|risk|routing)/" },
     },
     {
       name: "archive-below-the-listeners",

@@ -35,6 +35,7 @@ import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
+import { Routing, type RoutingOptions } from "./routing/mod.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import { AgentReleases, RELEASES_PATH } from "./tunnel/releases.ts";
@@ -80,6 +81,8 @@ export interface GatewayOptions {
   /** The origin agents dial, published for enrollment commands; the agent listener's own origin when unset. */
   agentPublicUrl?: string;
   limits?: Partial<ProxyLimits>;
+  /** Failover bounds and circuit breaker settings (routing/). */
+  routing?: RoutingOptions;
   /** Reserve-then-settle billing against the official price table; off when null. */
   billing?: { defaultMaxOutputTokens: number; leases?: LeaseOptions } | null;
   /** Bearer token for the admin API (`/admin/v1/…`); the admin API is off when unset. */
@@ -99,6 +102,7 @@ export interface Gateway {
   adminOrigin: string;
   tunnelUrl: string;
   registry: AgentRegistry;
+  routing: Routing;
   records: RecordWriter;
   close(): Promise<void>;
 }
@@ -126,6 +130,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const limits: ProxyLimits = { ...DEFAULT_PROXY_LIMITS, ...opts.limits };
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
+  const routing = new Routing(registry, opts.routing);
   const directory = new AgentDirectory(db, log);
   const releases = new AgentReleases(db, log);
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.
@@ -213,7 +218,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   await events.start();
   // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
   await keyFilterLoader.start();
-  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter() };
+  const deps = { registry, routing, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter() };
 
   // --- API listener: the public, OpenAI- and Anthropic-compatible API ---
   const apiRoutes = new Router("api", log, familyOfPath)
@@ -342,6 +347,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     recordsDropped: () => records.dropped,
     keyChecks: () => keys.counts,
     keyFilterEntries: () => keyFilter.size,
+    breakerStates: () => {
+      let open = 0;
+      let halfOpen = 0;
+      for (const b of routing.breakers.list()) {
+        if (b.state === "open") open++;
+        else if (b.state === "half_open") halfOpen++;
+      }
+      return { open, halfOpen };
+    },
   });
   const apiPort = await listen(api, opts.apiPort ?? 0, host);
   const agentPort = await listen(agentServer, opts.agentPort ?? 0, host);
@@ -367,6 +381,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     adminOrigin,
     tunnelUrl: `wss://${host}:${agentPort}${TUNNEL_PATH}`,
     registry,
+    routing,
     records,
     async close() {
       for (const conn of registry.connections()) conn.goAway();

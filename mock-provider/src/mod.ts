@@ -32,7 +32,16 @@ export interface MockRequestRecord {
   finishedAt: number | null;
 }
 
+/**
+ * A fault the whole mock shows while it is set (tests set it on one agent's provider to make that agent fail):
+ * every inference call answers an error status (in the API's own error shape), or its connection is dropped
+ * before any response byte, or the response is cut (connection destroyed) after `afterWrites` body writes.
+ */
+export type MockFault = { kind: "status"; status: number } | { kind: "drop" } | { kind: "cut"; afterWrites: number };
+
 export interface MockProvider {
+  /** The fault every new request meets; null = behave (the default). */
+  fault: MockFault | null;
   origin: string;
   port: number;
   requests: MockRequestRecord[];
@@ -67,10 +76,13 @@ function chunkText(i: number, d: Directives): string {
 class Responder {
   #hash = createHash("sha256");
   bytes = 0;
+  #writes = 0;
   constructor(
     readonly res: http.ServerResponse,
     readonly record: MockRequestRecord,
     readonly onSettled?: () => void,
+    /** Destroy the connection instead of the body write after this many (a provider dying mid-stream). */
+    readonly cutAfterWrites: number | null = null,
   ) {}
 
   head(status: number, headers: http.OutgoingHttpHeaders): void {
@@ -80,6 +92,10 @@ class Responder {
 
   async write(text: string | Buffer): Promise<boolean> {
     if (this.res.destroyed || this.record.cancelledAt !== null) return false;
+    if (this.cutAfterWrites !== null && this.#writes++ >= this.cutAfterWrites) {
+      this.res.destroy();
+      return false;
+    }
     const buf = typeof text === "string" ? Buffer.from(text) : text;
     this.#hash.update(buf);
     this.bytes += buf.length;
@@ -425,7 +441,7 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
 
 const MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "claude-haiku-4-5", "claude-sonnet-4-5"];
 
-async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: Directives): Promise<void> {
+async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: Directives, fault: MockFault | null): Promise<void> {
   const url = new URL(req.url ?? "/", "http://mock");
   const path = url.pathname;
   const isAnthropic = path === "/v1/messages" || path === "/v1/messages/count_tokens";
@@ -468,6 +484,15 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
   }
   if (d.firstDelayMs > 0) await sleep(d.firstDelayMs);
   if (r.record.cancelledAt !== null) return;
+  if (fault?.kind === "drop") {
+    r.res.destroy();
+    return;
+  }
+  if (fault?.kind === "status") {
+    const e = isAnthropic ? anthropicError(fault.status, d) : openAiError(fault.status, d);
+    await sendJson(r, e.status, e.body, e.headers);
+    return;
+  }
   if (d.status !== null || d.error !== null) {
     const e = isAnthropic ? anthropicError(d.status ?? 400, d) : openAiError(d.status ?? 400, d);
     await sendJson(r, e.status, e.body, e.headers);
@@ -510,6 +535,7 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
 export async function startMockProvider(options: { port?: number; host?: string } = {}): Promise<MockProvider> {
   const requests: MockRequestRecord[] = [];
   let inFlight = 0;
+  const mock = { fault: null } as MockProvider;
   const waiters = new Set<() => void>();
   const notify = () => {
     for (const w of [...waiters]) w();
@@ -551,11 +577,12 @@ export async function startMockProvider(options: { port?: number; host?: string 
     req.on("end", () => {
       record.requestSha256 = hash.digest("hex");
       notify();
-      const r = new Responder(res, record, () => inFlight--);
+      const fault = mock.fault;
+      const r = new Responder(res, record, () => inFlight--, fault?.kind === "cut" ? fault.afterWrites : null);
       const raw = Buffer.concat(chunks);
       const directives = parseDirectives(raw);
       record.tag = directives.tag;
-      handle(req, r, raw, directives).then(notify, (error: unknown) => {
+      handle(req, r, raw, directives, fault).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();
       });
@@ -582,7 +609,7 @@ export async function startMockProvider(options: { port?: number; host?: string 
       waiters.add(check);
       check();
     });
-  return {
+  const api: Omit<MockProvider, "fault"> = {
     origin: `http://127.0.0.1:${port}`,
     port,
     requests,
@@ -595,4 +622,5 @@ export async function startMockProvider(options: { port?: number; host?: string 
         server.close(() => resolve());
       }),
   };
+  return Object.assign(mock, api);
 }

@@ -4,6 +4,7 @@
  * Verification answers from a short-lived cache, refuses keys the in-memory filter says were never issued
  * without asking the database, and looks up the rest.
  */
+import type { AgentRestriction } from "../routing/mod.ts";
 import type { Db } from "@wellspring/db/core";
 import { hashKey, KEY_PATTERN } from "../ops/keys.ts";
 import { hashPrefix64, KeyFilter, MissBudget } from "./key_filter.ts";
@@ -29,6 +30,8 @@ export interface Principal {
   keyId: string;
   userId: string;
   allowedModels: string[];
+  /** Which agents may serve this key (routing honours it). */
+  agentRestriction: AgentRestriction;
   expiresAt: Date | null;
   /** The user's plan; null = the default plan. */
   planId: string | null;
@@ -206,7 +209,17 @@ export class KeyVerifier {
     return {
       check: {
         ok: true,
-        principal: { keyId: key.id, userId: key.userId, allowedModels: key.allowedModels, expiresAt: key.expiresAt, planId: key.user.planId },
+        principal: {
+          keyId: key.id,
+          userId: key.userId,
+          allowedModels: key.allowedModels,
+          agentRestriction: {
+            ownerIds: key.allowedOwnerIds,
+            minTier: key.minAgentTier === "S" || key.minAgentTier === "A" ? key.minAgentTier : null,
+          },
+          expiresAt: key.expiresAt,
+          planId: key.user.planId,
+        },
       },
       active: true,
     };

@@ -22,6 +22,10 @@ export interface KeyOptions {
   rpmLimit?: number | null;
   tpmLimit?: number | null;
   monthlyBudgetMicros?: bigint | null;
+  /** Owners (user ids) whose agents may serve the key; empty = any. */
+  allowedOwnerIds?: string[];
+  /** Lowest agent tier that may serve the key (S above A); null = any. */
+  minAgentTier?: "S" | "A" | null;
 }
 
 /** What a transaction (or the client itself) offers that key changes need. */
@@ -51,6 +55,8 @@ export async function issueKey(
         rpmLimit: opts.rpmLimit ?? null,
         tpmLimit: opts.tpmLimit ?? null,
         monthlyBudgetMicros: opts.monthlyBudgetMicros ?? null,
+        allowedOwnerIds: opts.allowedOwnerIds ?? [],
+        minAgentTier: opts.minAgentTier ?? null,
       },
     });
     await recordAudit(tx, actor, "key.created", `key:${id}`, { userId, name });
