@@ -183,6 +183,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   log.info("gateway.billing", { mode: meter.billingOn ? "on" : "off" });
   const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
   const adminDeps = {
+    routing,
     db,
     pool: recordsPool,
     ledger,

@@ -123,7 +123,21 @@ class Responder {
   }
 }
 
-function openAiError(status: number, d: Directives): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+function openAiError(status: number, d: Directives, contextTokens?: number): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+  if (contextTokens !== undefined) {
+    return {
+      status: 400,
+      headers: {},
+      body: {
+        error: {
+          message: `This model's maximum context length is ${contextTokens} tokens. However, your messages resulted in more tokens. Please reduce the length of the messages.`,
+          type: "invalid_request_error",
+          param: "messages",
+          code: "context_length_exceeded",
+        },
+      },
+    };
+  }
   if (d.error === "context") {
     return {
       status: 400,
@@ -166,7 +180,14 @@ function openAiError(status: number, d: Directives): { status: number; headers: 
   };
 }
 
-function anthropicError(status: number, d: Directives): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+function anthropicError(status: number, d: Directives, contextTokens?: number): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+  if (contextTokens !== undefined) {
+    return {
+      status: 400,
+      headers: {},
+      body: { type: "error", error: { type: "invalid_request_error", message: `prompt is too long: ${contextTokens + 1} tokens > ${contextTokens} maximum` } },
+    };
+  }
   if (d.error === "context") {
     return {
       status: 400,
@@ -441,12 +462,13 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
 
 const MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "claude-haiku-4-5", "claude-sonnet-4-5"];
 
-async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: Directives, fault: MockFault | null): Promise<void> {
+async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: Directives, fault: MockFault | null, options: MockOptions): Promise<void> {
   const url = new URL(req.url ?? "/", "http://mock");
   const path = url.pathname;
   const isAnthropic = path === "/v1/messages" || path === "/v1/messages/count_tokens";
   if (req.method === "GET" && path === "/v1/models") {
-    await sendJson(r, 200, { object: "list", data: MODELS.map((id) => ({ id, object: "model", created: 1_700_000_000, owned_by: "mock" })) });
+    const window = options.contextTokens !== undefined && options.advertiseContext !== false ? { context_window: options.contextTokens } : {};
+    await sendJson(r, 200, { object: "list", data: MODELS.map((id) => ({ id, object: "model", created: 1_700_000_000, owned_by: "mock", ...window })) });
     return;
   }
   // The agent authenticates upstream with the owner's key; the mock checks one is present.
@@ -493,6 +515,12 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
     await sendJson(r, e.status, e.body, e.headers);
     return;
   }
+  const maxTokens = Number(body.max_tokens ?? body.max_completion_tokens ?? body.max_output_tokens ?? 0) || 0;
+  if (options.contextTokens !== undefined && estimateTokens(raw.length) + maxTokens > options.contextTokens) {
+    const e = isAnthropic ? anthropicError(400, d, options.contextTokens) : openAiError(400, d, options.contextTokens);
+    await sendJson(r, e.status, e.body, e.headers);
+    return;
+  }
   if (d.status !== null || d.error !== null) {
     const e = isAnthropic ? anthropicError(d.status ?? 400, d) : openAiError(d.status ?? 400, d);
     await sendJson(r, e.status, e.body, e.headers);
@@ -532,7 +560,19 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
   }
 }
 
-export async function startMockProvider(options: { port?: number; host?: string } = {}): Promise<MockProvider> {
+export interface MockOptions {
+  port?: number;
+  host?: string;
+  /**
+   * The context window of every model, tokens: a request whose estimated input plus `max_tokens` exceeds it is
+   * answered with the API's context-length error naming this window. Unset: no limit.
+   */
+  contextTokens?: number;
+  /** List `context_window` in `GET /v1/models` (as some providers' metadata does); default true when contextTokens is set. */
+  advertiseContext?: boolean;
+}
+
+export async function startMockProvider(options: MockOptions = {}): Promise<MockProvider> {
   const requests: MockRequestRecord[] = [];
   let inFlight = 0;
   const mock = { fault: null } as MockProvider;
@@ -582,7 +622,7 @@ export async function startMockProvider(options: { port?: number; host?: string 
       const raw = Buffer.concat(chunks);
       const directives = parseDirectives(raw);
       record.tag = directives.tag;
-      handle(req, r, raw, directives, fault).then(notify, (error: unknown) => {
+      handle(req, r, raw, directives, fault, options).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();
       });

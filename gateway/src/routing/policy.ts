@@ -62,7 +62,7 @@ export interface Candidate {
 export type NoCandidate =
   /** No connected agent serves the model at all. */
   | "not_served"
-  /** Every agent serving it has a known context window too small for the request. */
+  /** Every agent serving it (that the key accepts) has a known context window too small for the request. */
   | "context_too_long"
   /** The key's restriction leaves no agent serving it. */
   | "restricted"
@@ -86,6 +86,7 @@ export class RoutingPolicy {
   plan(req: RouteRequest): RoutePlan {
     const serving = this.registry.serving(req.api, req.model);
     if (serving.length === 0) return { ok: false, reason: "not_served" };
+    // Judged in this order: the key's restriction, then the context window, then availability now.
     let needed: number | null | undefined = typeof req.contextTokensNeeded === "function" ? undefined : req.contextTokensNeeded;
     let fits = 0;
     let allowed = 0;
@@ -94,13 +95,13 @@ export class RoutingPolicy {
       const agentId = conn.agentId!;
       const profile = this.registry.profile(agentId);
       if (!profile) continue;
+      if (!permits(req.restriction, profile)) continue;
+      allowed++;
       if (contextTokens !== null) {
         if (needed === undefined) needed = (req.contextTokensNeeded as () => number | null)();
         if (needed !== null && needed > contextTokens) continue;
       }
       fits++;
-      if (!permits(req.restriction, profile)) continue;
-      allowed++;
       if (!conn.routable || profile.status !== "active" || req.exclude.has(agentId)) continue;
       if (!this.breakers.allows(agentId, req.model, false)) continue;
       const room = this.headroom.room(conn, req.model);
@@ -111,8 +112,8 @@ export class RoutingPolicy {
       const cls = (profile.discountLane ? 10 : 0) + TIER_RANK[profile.tier];
       ranked.push({ c: { conn, agentId, profile }, cls, key });
     }
-    if (fits === 0) return { ok: false, reason: "context_too_long" };
     if (allowed === 0) return { ok: false, reason: "restricted" };
+    if (fits === 0) return { ok: false, reason: "context_too_long" };
     if (ranked.length === 0) return { ok: false, reason: "unavailable" };
     ranked.sort((a, b) => b.cls - a.cls || a.key - b.key);
     return { ok: true, candidates: ranked.map((r) => r.c) };
