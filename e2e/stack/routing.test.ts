@@ -2,7 +2,8 @@
  * The routing policy through real processes: two Deno agents, the preferred one (tier S) behind a provider
  * whose models hold 2,000 tokens (its model list says so, and the agent reports it). An over-long request is
  * sent only to the agent that can hold it; a key restricted to owners or to a minimum tier is served only by
- * those agents, and gets a 400 in the API's shape when none of them can hold the request.
+ * those agents, and gets a 400 in the API's shape when none of them can hold the request. A Responses API
+ * follow-up (`previous_response_id`) reaches the agent that created the response.
  */
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
@@ -84,5 +85,26 @@ describe("routing policy", () => {
     expect(aError).toBeInstanceOf(Anthropic.BadRequestError);
     expect((aError as InstanceType<typeof Anthropic.BadRequestError>).error).toMatchObject({ type: "error", error: { type: "invalid_request_error" } });
     expect(stack.mock.requests.length).toBe(bigBefore);
+  });
+
+  it("a previous_response_id follow-up reaches the agent that created the response; an unknown one is a 404", async () => {
+    // Created through the stack's agent (a key restricted to its owner), though the default key prefers the other.
+    const ownerKey = await issueKey(stack.db, stack.userId, "create-on-big", { allowedOwnerIds: [stack.ownerId] });
+    const created = await openai(ownerKey.secret).responses.create({ model: "gpt-4o-mini", input: "remember this" });
+    expect(created.id).toMatch(/^resp_/);
+    const streamed = await openai(ownerKey.secret).responses.create({ model: "gpt-4o-mini", input: "and this", stream: true });
+    let streamedId = "";
+    for await (const event of streamed) if (event.type === "response.completed") streamedId = event.response.id;
+    const client = openai(stack.apiKey);
+    for (const previous of [created.id, streamedId]) {
+      const [smallBefore, bigBefore] = [mockSmall.requests.length, stack.mock.requests.length];
+      const follow = await client.responses.create({ model: "gpt-4o-mini", input: "what did I say?", previous_response_id: previous });
+      expect(follow.status).toBe("completed");
+      expect(mockSmall.requests.length).toBe(smallBefore);
+      expect(stack.mock.requests.length).toBe(bigBefore + 1);
+    }
+    const unknown = await client.responses.create({ model: "gpt-4o-mini", input: "x", previous_response_id: "resp_never_made_here" }).catch((e: unknown) => e);
+    expect(unknown).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((unknown as InstanceType<typeof OpenAI.NotFoundError>).param).toBe("previous_response_id");
   });
 });

@@ -35,7 +35,7 @@ import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
-import { Routing, type RoutingOptions } from "./routing/mod.ts";
+import { Routing, StickyRoutes, type RoutingOptions } from "./routing/mod.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import { AgentReleases, RELEASES_PATH } from "./tunnel/releases.ts";
@@ -130,7 +130,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const limits: ProxyLimits = { ...DEFAULT_PROXY_LIMITS, ...opts.limits };
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
-  const routing = new Routing(registry, opts.routing);
+  const routing = new Routing(registry, { ...opts.routing, sticky: new StickyRoutes(db, log) });
   const directory = new AgentDirectory(db, log);
   const releases = new AgentReleases(db, log);
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.

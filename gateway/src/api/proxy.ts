@@ -24,7 +24,7 @@ import type { Logger } from "../log.ts";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
 import type { HubStream } from "../tunnel/hub_stream.ts";
 import { effectiveTier, type AgentRegistry, type Tier } from "../tunnel/registry.ts";
-import { agentFaultStatus, retryableReset, type Candidate, type NoCandidate, type Routing } from "../routing/mod.ts";
+import { agentFaultStatus, ResponseIdTap, retryableReset, type Candidate, type NoCandidate, type Routing } from "../routing/mod.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { RecordWriter } from "./records.ts";
 import type { EndCause } from "../billing/usage.ts";
@@ -186,6 +186,10 @@ class ProxyExchange {
   /** The attempt whose stream is open now (one at a time), and when the first was dispatched. */
   #attempt: Attempt | null = null;
   #firstDispatchAt = 0;
+  /** The `previous_response_id` the request is pinned by, if any. */
+  #pinnedResponseId: string | null = null;
+  /** Reads a created response's id from the head of a successful `/v1/responses` answer (sticky routing). */
+  #responseIdTap: ResponseIdTap | null = null;
 
   constructor(
     readonly req: IncomingMessage,
@@ -399,7 +403,9 @@ class ProxyExchange {
     }
 
     this.#body = { held, replayable: bodyDone, rest: bodyDone ? null : body };
+    const pinnedAgentId = await this.#stickyAgent(scanner.fields);
     const plan = deps.routing.policy.plan({
+      pinnedAgentId,
       api: route.api,
       model,
       contextTokensNeeded: () => (bodyDone ? contextTokensNeeded(route, scanner.fields, held) : null),
@@ -457,9 +463,32 @@ class ProxyExchange {
     };
   }
 
+  /**
+   * The agent a follow-up must reach: the one that created the response its `previous_response_id` names (that
+   * response lives at that agent's provider key). Throws not_found when the hub never saw that response.
+   */
+  async #stickyAgent(fields: BodyFields): Promise<string | null> {
+    const sticky = this.deps.routing.sticky;
+    const previous = fields.previousResponseId;
+    if (!sticky || previous === null || this.route.path !== "/v1/responses") return null;
+    const agentId = await sticky.agentOf(previous);
+    if (agentId === null) {
+      throw new GatewayError("not_found", `Previous response with id '${previous}' not found.`, { param: "previous_response_id" });
+    }
+    this.#pinnedResponseId = previous;
+    return agentId;
+  }
+
   /** Why no agent can take the request, in the route's error shape. */
   async #noCandidate(reason: NoCandidate, model: string): Promise<GatewayError> {
     const { deps, route } = this;
+    if (reason === "pinned_gone") {
+      return new GatewayError(
+        "no_capacity",
+        `The response '${this.#pinnedResponseId}' is held by the provider account of an agent that is not connected now, and only it can continue it; retry later or start a new response.`,
+        { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds, param: "previous_response_id" },
+      );
+    }
     if (reason === "context_too_long") {
       return new GatewayError(
         "context_length_exceeded",
@@ -657,6 +686,7 @@ class ProxyExchange {
       out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
     this.#hold?.response(status, headers.find(([n]) => n === "content-type")?.[1] ?? "");
+    if (status < 300 && this.route.path === "/v1/responses" && this.deps.routing.sticky) this.#responseIdTap = new ResponseIdTap();
     this.res.writeHead(status, out);
     this.res.flushHeaders();
     this.#armIdle();
@@ -666,6 +696,13 @@ class ProxyExchange {
     if (this.finished) return;
     this.bytesOut += chunk.length;
     this.#hold?.output(chunk);
+    if (this.#responseIdTap) {
+      const id = this.#responseIdTap.push(chunk);
+      if (id !== null) {
+        this.#responseIdTap = null;
+        this.deps.routing.sticky?.record(id, this.conn!.agentId!);
+      }
+    }
     this.#armIdle();
     const n = chunk.length;
     if (this.res.write(chunk)) {

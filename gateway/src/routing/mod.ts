@@ -10,9 +10,11 @@ import { CircuitBreakers, DEFAULT_BREAKER_OPTIONS, type BreakerOptions } from ".
 import { DEFAULT_FAILOVER_LIMITS, type FailoverLimits } from "./failover.ts";
 import { RoutingPolicy, streamHeadroom, type Headroom } from "./policy.ts";
 import { AgentScores } from "./scores.ts";
+import type { StickyRoutes } from "./sticky.ts";
 
 export { agentFaultStatus, retryableReset, DEFAULT_FAILOVER_LIMITS, type FailoverLimits } from "./failover.ts";
 export { NO_RESTRICTION, permits, type AgentRestriction, type Candidate, type NoCandidate, type RouteRequest } from "./policy.ts";
+export { ResponseIdTap, StickyRoutes } from "./sticky.ts";
 export { DEFAULT_BREAKER_OPTIONS, type BreakerOptions, type BreakerState, type BreakerView } from "./breaker.ts";
 
 export interface RoutingOptions {
@@ -22,6 +24,8 @@ export interface RoutingOptions {
   headroom?: Headroom;
   now?: () => number;
   random?: () => number;
+  /** Which agent created each stored response (for `previous_response_id`); null = no sticky routing. */
+  sticky?: StickyRoutes | null;
 }
 
 export class Routing {
@@ -29,9 +33,11 @@ export class Routing {
   readonly scores = new AgentScores();
   readonly policy: RoutingPolicy;
   readonly failover: FailoverLimits;
+  readonly sticky: StickyRoutes | null;
 
   constructor(registry: AgentRegistry, opts: RoutingOptions = {}) {
     this.failover = opts.failover ?? DEFAULT_FAILOVER_LIMITS;
+    this.sticky = opts.sticky ?? null;
     this.breakers = new CircuitBreakers(opts.breaker ?? DEFAULT_BREAKER_OPTIONS, opts.now);
     this.breakers.onChange((_agentId, _model, _from, to) => observeBreakerChange(to));
     this.policy = new RoutingPolicy(registry, this.breakers, this.scores, opts.headroom ?? streamHeadroom, opts.random);

@@ -50,6 +50,8 @@ export interface RouteRequest {
   restriction: AgentRestriction;
   /** Agents already tried for this request. */
   exclude: ReadonlySet<string>;
+  /** Only this agent may serve it (it holds the stored object the request names); null or absent = any. */
+  pinnedAgentId?: string | null;
 }
 
 export interface Candidate {
@@ -67,7 +69,9 @@ export type NoCandidate =
   /** The key's restriction leaves no agent serving it. */
   | "restricted"
   /** Agents exist but none is usable now (busy, paused, breaker open, all tried). */
-  | "unavailable";
+  | "unavailable"
+  /** The request is pinned to an agent that is not connected (or no longer serves the model). */
+  | "pinned_gone";
 
 export type RoutePlan = { ok: true; candidates: Candidate[] } | { ok: false; reason: NoCandidate };
 
@@ -84,7 +88,10 @@ export class RoutingPolicy {
 
   /** The candidates for a request, in the order to try them. Does not claim a half-open breaker's probe. */
   plan(req: RouteRequest): RoutePlan {
-    const serving = this.registry.serving(req.api, req.model);
+    const all = this.registry.serving(req.api, req.model);
+    const pinned = req.pinnedAgentId ?? null;
+    const serving = pinned === null ? all : all.filter((s) => s.conn.agentId === pinned);
+    if (pinned !== null && serving.length === 0) return { ok: false, reason: "pinned_gone" };
     if (serving.length === 0) return { ok: false, reason: "not_served" };
     // Judged in this order: the key's restriction, then the context window, then availability now.
     let needed: number | null | undefined = typeof req.contextTokensNeeded === "function" ? undefined : req.contextTokensNeeded;
