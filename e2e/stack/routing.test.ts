@@ -11,7 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../../gateway/src/ops/keys.ts";
-import { adminFetch, enrollAgent, startAgentProc, startStack, waitFor, type AgentProc, type Stack } from "./harness.ts";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { adminFetch, enrollAgent, ROOT, startAgentProc, startStack, TSX, waitFor, type AgentProc, type Stack } from "./harness.ts";
+
+const run = promisify(execFile);
 
 const SMALL_WINDOW_TOKENS = 2_000;
 /** About 3,000 tokens at the hub's 4 bytes per token: more than the small window holds. */
@@ -62,10 +66,24 @@ describe("routing policy", () => {
     expect(stack.mock.requests.length).toBe(bigBefore + 1);
   });
 
-  it("a key restricted to one owner is served only by that owner's agent", async () => {
-    const key = await issueKey(stack.db, stack.userId, "owner-restricted", { allowedOwnerIds: [stack.ownerId] });
+  it("a key restricted to one owner (made with the admin CLI) is served only by that owner's agent", async () => {
+    const { stdout } = await run(
+      TSX,
+      ["gateway/src/cli/admin.ts", "create-key", "--email", `${stack.userId}@user.test`, "--owners", `${stack.ownerId}@owner.test`],
+      {
+        cwd: ROOT,
+        env: { ...process.env, DATABASE_URL: stack.database.url },
+      },
+    );
+    const secret = stdout.trim().split("\n").pop()!;
+    expect(secret).toMatch(/^sk-ws-/);
+    const bad = await run(TSX, ["gateway/src/cli/admin.ts", "create-key", "--email", `${stack.userId}@user.test`, "--min-tier", "discount"], {
+      cwd: ROOT,
+      env: { ...process.env, DATABASE_URL: stack.database.url },
+    }).catch((e: { code: number; stderr: string }) => e);
+    expect(bad).toMatchObject({ code: 1, stderr: expect.stringContaining("--min-tier must be S or A") });
     const smallBefore = mockSmall.requests.length;
-    for (let i = 0; i < 3; i++) await openai(key.secret).chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "short" }] });
+    for (let i = 0; i < 3; i++) await openai(secret).chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "short" }] });
     expect(mockSmall.requests.length).toBe(smallBefore);
   });
 

@@ -2,7 +2,7 @@
  * Operator commands (the portal's admin pages call the same operations, gateway/src/ops/):
  *   npm run admin -- create-admin --email a@b.c        (asks for the password without showing it, or WELLSPRING_ADMIN_PASSWORD)
  *   npm run admin -- create-user --email a@b.c [--admin] [--owner]
- *   npm run admin -- create-key --email a@b.c [--name N] [--models m1,m2]
+ *   npm run admin -- create-key --email a@b.c [--name N] [--models m1,m2] [--owners o1@x,o2@y] [--min-tier S|A]
  *   npm run admin -- enroll-token --email owner@b.c [--label L]
  *   npm run admin -- agents
  *   npm run admin -- revoke-agent --id agt_…
@@ -123,7 +123,12 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const models = flag(args, "models")?.split(",").filter(Boolean) ?? [];
       const unknown = await unknownModelNames(db, models);
       if (unknown.length) throw new Error(`Unknown model(s): ${unknown.join(", ")} (neither in the official price table nor reported by an agent)`);
-      const key = await issueKey(db, user.id, flag(args, "name") ?? "default", { allowedModels: models }, actor());
+      // Which agents may serve the key: their owners' emails, and the lowest tier (S above A).
+      const ownerEmails = flag(args, "owners")?.split(",").filter(Boolean) ?? [];
+      const allowedOwnerIds = await Promise.all(ownerEmails.map(async (email) => (await userByEmail(db, email.toLowerCase())).id));
+      const minTier = flag(args, "min-tier") ?? null;
+      if (minTier !== null && minTier !== "S" && minTier !== "A") throw new Error("--min-tier must be S or A");
+      const key = await issueKey(db, user.id, flag(args, "name") ?? "default", { allowedModels: models, allowedOwnerIds, minAgentTier: minTier }, actor());
       return `key ${key.id} (shown once, store it now):\n${key.secret}`;
     }
     case "enroll-token": {

@@ -78,6 +78,7 @@ export class CircuitBreakers {
    * `claim` = false asks without taking the probe (for ordering candidates).
    */
   allows(agentId: string, model: string, claim: boolean): boolean {
+    if (this.#breakers.size === 0) return true;
     const k = key(agentId, model);
     const b = this.#breakers.get(k);
     if (!b || b.state === "closed") return true;

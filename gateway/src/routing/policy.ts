@@ -88,18 +88,18 @@ export class RoutingPolicy {
 
   /** The candidates for a request, in the order to try them. Does not claim a half-open breaker's probe. */
   plan(req: RouteRequest): RoutePlan {
-    const all = this.registry.serving(req.api, req.model);
+    const serving = this.registry.serving(req.api, req.model);
     const pinned = req.pinnedAgentId ?? null;
-    const serving = pinned === null ? all : all.filter((s) => s.conn.agentId === pinned);
-    if (pinned !== null && serving.length === 0) return { ok: false, reason: "pinned_gone" };
-    if (serving.length === 0) return { ok: false, reason: "not_served" };
+    if (pinned !== null && ![...serving.keys()].some((c) => c.agentId === pinned)) return { ok: false, reason: "pinned_gone" };
+    if (serving.size === 0) return { ok: false, reason: "not_served" };
     // Judged in this order: the key's restriction, then the context window, then availability now.
     let needed: number | null | undefined = typeof req.contextTokensNeeded === "function" ? undefined : req.contextTokensNeeded;
     let fits = 0;
     let allowed = 0;
     const ranked: { c: Candidate; cls: number; key: number }[] = [];
-    for (const { conn, contextTokens } of serving) {
+    for (const [conn, contextTokens] of serving) {
       const agentId = conn.agentId!;
+      if (pinned !== null && agentId !== pinned) continue;
       const profile = this.registry.profile(agentId);
       if (!profile) continue;
       if (!permits(req.restriction, profile)) continue;

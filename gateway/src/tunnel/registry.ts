@@ -109,10 +109,10 @@ export class AgentRegistry {
     return (this.#byModel.get(`${api}:${model}`)?.size ?? 0) > 0;
   }
 
-  /** The connections serving a model (routable or not), each with the context window it reported for it. */
-  serving(api: ApiFamily, model: string): { conn: AgentConnection; contextTokens: number | null }[] {
-    const set = this.#byModel.get(`${api}:${model}`);
-    if (!set) return [];
-    return [...set].map(([conn, contextTokens]) => ({ conn, contextTokens }));
+  /** The connections serving a model (routable or not), each with the context window it reported for it (null = unknown). */
+  serving(api: ApiFamily, model: string): ReadonlyMap<AgentConnection, number | null> {
+    return this.#byModel.get(`${api}:${model}`) ?? NONE;
   }
 }
+
+const NONE: ReadonlyMap<AgentConnection, number | null> = new Map();
