@@ -6,6 +6,7 @@
  */
 import { importAgentPrivateKey, type Inventory } from "../../protocol/src/mod.ts";
 import { ConfigError, loadConfig, loadIdentity, loadPrivateKey, resolveUpstreams } from "./config.ts";
+import { ContextWindows } from "./context_windows.ts";
 import { enroll } from "./enroll.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { HubUrlError } from "./hub_url.ts";
@@ -64,6 +65,8 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
     });
   }
   log.info("agent.starting", { agentId: identity.agentId, hub: identity.hubUrl, models: inventory.models.length, version: AGENT_VERSION });
+  const windows = new ContextWindows(stateDir(dataDir), log);
+  await windows.load();
   const prices = new PriceStore(stateDir(dataDir), log, dataDir);
   await prices.load();
   const ledger = await AgentLedger.open(ledgerDir(stateDir(dataDir)), identity.agentId, privateKey);
@@ -75,7 +78,8 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
       identity,
       privateKey,
       upstreams,
-      inventory,
+      inventory: windows.apply(inventory),
+      onProviderError: (provider, model, body) => windows.learnFromError(provider, model, body),
       concurrentStreamsMax: config.concurrentStreamsMax,
       devOrigin,
       log,
@@ -88,6 +92,9 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
       onUpdateOffer: (offer) =>
         void writeOffer(stateDir(dataDir), offer).catch((error: unknown) => log.warn("agent.update_offer_not_saved", { error: (error as Error).message })),
     });
+    // Windows learned from now on (the model list, a context-length error) reach the hub in a new inventory.
+    windows.onChange(() => tunnel.announceInventory(windows.apply(inventory)));
+    void windows.learnFromMetadata(upstreams, devOrigin);
     await tunnel.run();
   } finally {
     await ledger.close();

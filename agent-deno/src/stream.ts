@@ -23,6 +23,7 @@ import {
   type RequestHead,
 } from "../../protocol/src/mod.ts";
 import { authHeaders, type Upstream } from "./providers.ts";
+import { ERROR_BODY_BYTES_MAX } from "./context_windows.ts";
 import type { Log } from "./log.ts";
 
 export interface StreamHost {
@@ -31,6 +32,8 @@ export interface StreamHost {
   forget(id: number): void;
   /** The stream is over: how it ended. */
   ended?(stream: AgentStream, outcome: StreamOutcome): void;
+  /** The provider answered 400: the first ERROR_BODY_BYTES_MAX bytes of its body (read as they pass, not kept). */
+  providerError?(provider: string, model: string, body: string): void;
   readonly log: Log;
 }
 
@@ -248,10 +251,17 @@ export class AgentStream {
       return;
     }
     const reader = response.body.getReader();
+    // A 400's first bytes, for a context-length error (the agent learns the model's window from it).
+    let errorHead: Uint8Array[] | null = response.status === 400 && this.host.providerError ? [] : null;
+    let errorHeadBytes = 0;
     try {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        if (errorHead && errorHeadBytes < ERROR_BODY_BYTES_MAX) {
+          errorHead.push(value.subarray(0, ERROR_BODY_BYTES_MAX - errorHeadBytes));
+          errorHeadBytes += Math.min(value.length, ERROR_BODY_BYTES_MAX - errorHeadBytes);
+        }
         const windows = { stream: this.sendWindow, connection: this.host.connectionSendWindow() };
         this.upstreamBytes += await sendWithCredit(
           this.id,
@@ -270,6 +280,11 @@ export class AgentStream {
       }
       await reader.cancel().catch(() => {});
       return;
+    }
+    if (errorHead && this.head.model) {
+      const text = new TextDecoder().decode(concatBytes(errorHead));
+      errorHead = null;
+      this.host.providerError?.(this.upstream.provider, this.head.model, text);
     }
     this.#finish();
   }

@@ -98,6 +98,8 @@ export interface TunnelOptions {
   receipts?: ReceiptClerk;
   /** The hub said which release to run and which versions it admits (CONTROL UPDATE_AVAILABLE). */
   onUpdateOffer?: (offer: UpdateAvailable) => void;
+  /** A provider answered 400: its first bytes, for the context-length error that names a model's window. */
+  onProviderError?: (provider: string, model: string, body: string) => void;
 }
 
 export class FatalTunnelError extends Error {
@@ -542,6 +544,7 @@ export class Tunnel {
           if (session.draining && session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "drained");
         },
         ended: (s, outcome) => this.#streamEnded(s, outcome),
+        providerError: this.#o.onProviderError,
         log: this.#o.log,
       },
       session.peer!.streamWindowBytes,
@@ -551,6 +554,13 @@ export class Tunnel {
     this.#o.receipts?.started(head.requestId, upstream.provider, stream.startedAt);
     this.#o.status?.forwarded();
     void stream.run();
+  }
+
+  /** What the agent serves changed (a model's context window was learned): tells the hub at once, and on every reconnect. */
+  announceInventory(inventory: Inventory): void {
+    this.#o.inventory = inventory;
+    const session = this.#session;
+    if (session?.state === "ready") this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(inventory)));
   }
 
   /** The access log line (same requestId as the gateway's `request.end`) and today's count. */

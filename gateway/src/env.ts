@@ -9,6 +9,7 @@ import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT } from "./api/keys.ts";
 import { KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT } from "./api/key_filter.ts";
 import { ARCHIVE_AFTER_DAYS_DEFAULT, ARCHIVE_AFTER_DAYS_MIN, ARCHIVE_BATCH_ROWS_DEFAULT, ARCHIVE_PART_ROWS_DEFAULT } from "./archive/archiver.ts";
 import { archiveConfigFromEnv } from "./archive/config.ts";
+import { DEFAULT_BREAKER_OPTIONS, DEFAULT_FAILOVER_LIMITS } from "./routing/mod.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 const positive = (def: number) => z.coerce.number().int().positive().default(def);
@@ -64,6 +65,13 @@ const schema = z.object({
   LIMITS_SLICE_FRACTION: z.coerce.number().min(0).max(0.01).default(DEFAULT_LIMITER_SETTINGS.sliceFraction),
   LIMITS_SLICE_IDLE_MS: positive(DEFAULT_LIMITER_SETTINGS.sliceIdleMs),
   LIMITS_SLOT_HOLD_MS: positive(DEFAULT_LIMITER_SETTINGS.slotHoldMs),
+  ROUTING_ATTEMPTS_MAX: positive(DEFAULT_FAILOVER_LIMITS.attemptsMax),
+  ROUTING_FAILOVER_WINDOW_MS: int(DEFAULT_FAILOVER_LIMITS.windowMs),
+  ROUTING_FAILOVER_BODY_BYTES_MAX: int(DEFAULT_FAILOVER_LIMITS.bodyBytesMax),
+  ROUTING_BREAKER_FAILURES: positive(DEFAULT_BREAKER_OPTIONS.failuresToOpen),
+  ROUTING_BREAKER_WINDOW_MS: positive(DEFAULT_BREAKER_OPTIONS.failureWindowMs),
+  ROUTING_BREAKER_OPEN_MS: positive(DEFAULT_BREAKER_OPTIONS.openMs),
+  ROUTING_BREAKER_PROBE_TIMEOUT_MS: positive(DEFAULT_BREAKER_OPTIONS.probeTimeoutMs),
   TUNNEL_HEARTBEAT_INTERVAL_MS: int(15_000),
   TUNNEL_HEARTBEAT_TIMEOUT_MS: int(45_000),
   /** A live session must answer a ping this fast to keep its agent from a second connection; below AUTH_TIMEOUT_MS. */
@@ -153,6 +161,15 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
       slotHoldMs: env.LIMITS_SLOT_HOLD_MS,
     },
     billing: billingFromEnv(env),
+    routing: {
+      failover: { attemptsMax: env.ROUTING_ATTEMPTS_MAX, windowMs: env.ROUTING_FAILOVER_WINDOW_MS, bodyBytesMax: env.ROUTING_FAILOVER_BODY_BYTES_MAX },
+      breaker: {
+        failuresToOpen: env.ROUTING_BREAKER_FAILURES,
+        failureWindowMs: env.ROUTING_BREAKER_WINDOW_MS,
+        openMs: env.ROUTING_BREAKER_OPEN_MS,
+        probeTimeoutMs: env.ROUTING_BREAKER_PROBE_TIMEOUT_MS,
+      },
+    },
     adminToken: env.ADMIN_TOKEN,
     adminAuth: { failuresMax: env.ADMIN_AUTH_FAILURES_MAX, windowMs: env.ADMIN_AUTH_WINDOW_MS, blockMs: env.ADMIN_AUTH_BLOCK_MS },
     keyFilter: { missLookupsPerSecond: env.KEY_FILTER_MISS_LOOKUPS_PER_S, rebuildIntervalMs: env.KEY_FILTER_REBUILD_INTERVAL_MS },

@@ -13,6 +13,7 @@ export type GatewayErrorCode =
   | "model_not_allowed"
   | "model_required"
   | "model_not_found"
+  | "context_length_exceeded"
   | "route_not_found"
   | "method_not_allowed"
   | "invalid_request"
@@ -47,6 +48,7 @@ const TABLE: Record<GatewayErrorCode, Mapping> = {
   model_not_allowed: { status: 403, openaiType: "permission_error", anthropicType: "permission_error", retry: false },
   model_required: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   model_not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
+  context_length_exceeded: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   route_not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
   method_not_allowed: { status: 405, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   invalid_request: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },

@@ -38,6 +38,7 @@ import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
+import { Routing, StickyRoutes, type RoutingOptions } from "./routing/mod.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { loadHubReceiptKey } from "./ledger/hub_key.ts";
 import { EdgeReceipts } from "./ledger/receipts.ts";
@@ -96,6 +97,8 @@ export interface GatewayOptions {
   /** The origin agents dial, published for enrollment commands; the agent listener's own origin when unset. */
   agentPublicUrl?: string;
   limits?: Partial<ProxyLimits>;
+  /** Failover bounds and circuit breaker settings (routing/). */
+  routing?: RoutingOptions;
   /** Reserve-then-settle billing against the official price table; off when null. */
   billing?: { defaultMaxOutputTokens: number; leases?: LeaseOptions } | null;
   /** Bearer token for the admin API (`/admin/v1/…`); the admin API is off when unset. */
@@ -146,6 +149,7 @@ export interface Gateway {
   adminOrigin: string;
   tunnelUrl: string;
   registry: AgentRegistry;
+  routing: Routing;
   records: RecordWriter;
   close(): Promise<void>;
 }
@@ -176,6 +180,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const limits: ProxyLimits = { ...DEFAULT_PROXY_LIMITS, ...opts.limits };
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
+  const routing = new Routing(registry, { ...opts.routing, sticky: new StickyRoutes(db, log) });
   const directory = new AgentDirectory(db, log);
   const receiptKey = await loadHubReceiptKey(opts.receiptKeyFile ?? join(dirname(opts.spoolDir), "receipt-key.pk8"));
   const edgeReceipts = new EdgeReceipts(db, receiptKey, log);
@@ -246,6 +251,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   log.info("gateway.billing", { mode: meter.billingOn ? "on" : "off" });
   const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
   const adminDeps = {
+    routing,
     db,
     pool: recordsPool,
     ledger,
@@ -285,7 +291,20 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Prohibited terms an admin manages, read on each JSON body before it is forwarded.
   const content = new ContentRules(db, log);
   await content.start();
-  const deps = { registry, keys, records, gatewayId: opts.gatewayId, limits, log, knownModels, meter, freeRoutes: new FreeRouteLimiter(), limiter, content };
+  const deps = {
+    registry,
+    routing,
+    keys,
+    records,
+    gatewayId: opts.gatewayId,
+    limits,
+    log,
+    knownModels,
+    meter,
+    freeRoutes: new FreeRouteLimiter(),
+    limiter,
+    content,
+  };
 
   // --- API listener: the public, OpenAI- and Anthropic-compatible API ---
   const apiRoutes = new Router("api", log, familyOfPath)
@@ -430,6 +449,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     keyChecks: () => keys.counts,
     keyFilterEntries: () => keyFilter.size,
     limitsDegraded: () => limiter.mode === "local",
+    breakerStates: () => {
+      let open = 0;
+      let halfOpen = 0;
+      for (const b of routing.breakers.list()) {
+        if (b.state === "open") open++;
+        else if (b.state === "half_open") halfOpen++;
+      }
+      return { open, halfOpen };
+    },
   });
   const apiPort = await listen(api, opts.apiPort ?? 0, host);
   const agentPort = await listen(agentServer, opts.agentPort ?? 0, host);
@@ -455,6 +483,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     adminOrigin,
     tunnelUrl: `wss://${host}:${agentPort}${TUNNEL_PATH}`,
     registry,
+    routing,
     records,
     async close() {
       for (const conn of registry.connections()) conn.goAway();

@@ -32,7 +32,16 @@ export interface MockRequestRecord {
   finishedAt: number | null;
 }
 
+/**
+ * A fault the whole mock shows while it is set (tests set it on one agent's provider to make that agent fail):
+ * every inference call answers an error status (in the API's own error shape), or its connection is dropped
+ * before any response byte, or the response is cut (connection destroyed) after `afterWrites` body writes.
+ */
+export type MockFault = { kind: "status"; status: number } | { kind: "drop" } | { kind: "cut"; afterWrites: number };
+
 export interface MockProvider {
+  /** The fault every new request meets; null = behave (the default). */
+  fault: MockFault | null;
   origin: string;
   port: number;
   requests: MockRequestRecord[];
@@ -69,10 +78,13 @@ function chunkText(i: number, d: Directives): string {
 class Responder {
   #hash = createHash("sha256");
   bytes = 0;
+  #writes = 0;
   constructor(
     readonly res: http.ServerResponse,
     readonly record: MockRequestRecord,
     readonly onSettled?: () => void,
+    /** Destroy the connection instead of the body write after this many (a provider dying mid-stream). */
+    readonly cutAfterWrites: number | null = null,
   ) {}
 
   head(status: number, headers: http.OutgoingHttpHeaders): void {
@@ -82,6 +94,10 @@ class Responder {
 
   async write(text: string | Buffer): Promise<boolean> {
     if (this.res.destroyed || this.record.cancelledAt !== null) return false;
+    if (this.cutAfterWrites !== null && this.#writes++ >= this.cutAfterWrites) {
+      this.res.destroy();
+      return false;
+    }
     const buf = typeof text === "string" ? Buffer.from(text) : text;
     this.#hash.update(buf);
     this.bytes += buf.length;
@@ -109,7 +125,21 @@ class Responder {
   }
 }
 
-function openAiError(status: number, d: Directives): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+function openAiError(status: number, d: Directives, contextTokens?: number): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+  if (contextTokens !== undefined) {
+    return {
+      status: 400,
+      headers: {},
+      body: {
+        error: {
+          message: `This model's maximum context length is ${contextTokens} tokens. However, your messages resulted in more tokens. Please reduce the length of the messages.`,
+          type: "invalid_request_error",
+          param: "messages",
+          code: "context_length_exceeded",
+        },
+      },
+    };
+  }
   if (d.error === "context") {
     return {
       status: 400,
@@ -152,7 +182,14 @@ function openAiError(status: number, d: Directives): { status: number; headers: 
   };
 }
 
-function anthropicError(status: number, d: Directives): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+function anthropicError(status: number, d: Directives, contextTokens?: number): { status: number; headers: http.OutgoingHttpHeaders; body: Json } {
+  if (contextTokens !== undefined) {
+    return {
+      status: 400,
+      headers: {},
+      body: { type: "error", error: { type: "invalid_request_error", message: `prompt is too long: ${contextTokens + 1} tokens > ${contextTokens} maximum` } },
+    };
+  }
   if (d.error === "context") {
     return {
       status: 400,
@@ -430,12 +467,13 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
 
 const MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "claude-haiku-4-5", "claude-sonnet-4-5"];
 
-async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: Directives): Promise<void> {
+async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: Directives, fault: MockFault | null, options: MockOptions): Promise<void> {
   const url = new URL(req.url ?? "/", "http://mock");
   const path = url.pathname;
   const isAnthropic = path === "/v1/messages" || path === "/v1/messages/count_tokens";
   if (req.method === "GET" && path === "/v1/models") {
-    await sendJson(r, 200, { object: "list", data: MODELS.map((id) => ({ id, object: "model", created: 1_700_000_000, owned_by: "mock" })) });
+    const window = options.contextTokens !== undefined && options.advertiseContext !== false ? { context_window: options.contextTokens } : {};
+    await sendJson(r, 200, { object: "list", data: MODELS.map((id) => ({ id, object: "model", created: 1_700_000_000, owned_by: "mock", ...window })) });
     return;
   }
   // The agent authenticates upstream with the owner's key; the mock checks one is present.
@@ -473,6 +511,21 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
   }
   if (d.firstDelayMs > 0) await sleep(d.firstDelayMs);
   if (r.record.cancelledAt !== null) return;
+  if (fault?.kind === "drop") {
+    r.res.destroy();
+    return;
+  }
+  if (fault?.kind === "status") {
+    const e = isAnthropic ? anthropicError(fault.status, d) : openAiError(fault.status, d);
+    await sendJson(r, e.status, e.body, e.headers);
+    return;
+  }
+  const maxTokens = Number(body.max_tokens ?? body.max_completion_tokens ?? body.max_output_tokens ?? 0) || 0;
+  if (options.contextTokens !== undefined && estimateTokens(raw.length) + maxTokens > options.contextTokens) {
+    const e = isAnthropic ? anthropicError(400, d, options.contextTokens) : openAiError(400, d, options.contextTokens);
+    await sendJson(r, e.status, e.body, e.headers);
+    return;
+  }
   if (d.status !== null || d.error !== null) {
     const e = isAnthropic ? anthropicError(d.status ?? 400, d) : openAiError(d.status ?? 400, d);
     await sendJson(r, e.status, e.body, e.headers);
@@ -575,17 +628,25 @@ function rateLimited(path: string, rpm: number, waitMs: number): { headers: http
   };
 }
 
-export async function startMockProvider(
-  options: {
-    port?: number;
-    host?: string;
-    /** Answer 429 (with the providers' rate-limit headers) above this many POSTs per minute; unset = no limit. */
-    rpmLimit?: number;
-  } = {},
-): Promise<MockProvider> {
+export interface MockOptions {
+  port?: number;
+  host?: string;
+  /** Answer 429 (with the providers' rate-limit headers) above this many POSTs per minute; unset = no limit. */
+  rpmLimit?: number;
+  /**
+   * The context window of every model, tokens: a request whose estimated input plus `max_tokens` exceeds it is
+   * answered with the API's context-length error naming this window. Unset: no limit.
+   */
+  contextTokens?: number;
+  /** List `context_window` in `GET /v1/models` (as some providers' metadata does); default true when contextTokens is set. */
+  advertiseContext?: boolean;
+}
+
+export async function startMockProvider(options: MockOptions = {}): Promise<MockProvider> {
   const bucket = options.rpmLimit ? new RpmBucket(options.rpmLimit) : null;
   const requests: MockRequestRecord[] = [];
   let inFlight = 0;
+  const mock = { fault: null } as MockProvider;
   const waiters = new Set<() => void>();
   const notify = () => {
     for (const w of [...waiters]) w();
@@ -627,7 +688,8 @@ export async function startMockProvider(
     req.on("end", () => {
       record.requestSha256 = hash.digest("hex");
       notify();
-      const r = new Responder(res, record, () => inFlight--);
+      const fault = mock.fault;
+      const r = new Responder(res, record, () => inFlight--, fault?.kind === "cut" ? fault.afterWrites : null);
       const raw = Buffer.concat(chunks);
       const directives = parseDirectives(raw);
       record.tag = directives.tag;
@@ -637,7 +699,7 @@ export async function startMockProvider(
         sendJson(r, 429, limited.body, limited.headers).then(notify, () => res.destroy());
         return;
       }
-      handle(req, r, raw, directives).then(notify, (error: unknown) => {
+      handle(req, r, raw, directives, fault, options).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();
       });
@@ -664,7 +726,7 @@ export async function startMockProvider(
       waiters.add(check);
       check();
     });
-  return {
+  const api: Omit<MockProvider, "fault"> = {
     origin: `http://127.0.0.1:${port}`,
     port,
     requests,
@@ -677,4 +739,5 @@ export async function startMockProvider(
         server.close(() => resolve());
       }),
   };
+  return Object.assign(mock, api);
 }

@@ -104,6 +104,8 @@ export const ResetCode = {
    * body the agent can read: refused before the provider has it whole.
    */
   BODY_REFUSED: 13,
+  /** The agent's own rate limit for its provider key has no room now: the hub tries another agent. */
+  RATE_LIMITED: 14,
 } as const;
 export type ResetCode = (typeof ResetCode)[keyof typeof ResetCode];
 

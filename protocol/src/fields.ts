@@ -46,6 +46,8 @@ export interface BodyFields {
   imageParts: number;
   /** Server-side tools the provider bills per call (`web_search`, `file_search`, `code_interpreter`, …). */
   billedTools: string[];
+  /** A top-level `previous_response_id` string (Responses API): the follow-up goes to the agent that made it. */
+  previousResponseId: string | null;
 }
 
 export interface BodyScanner {
@@ -62,7 +64,18 @@ export interface BodyScanner {
 }
 
 export function emptyFields(): BodyFields {
-  return { model: null, stream: null, maxOutputTokens: null, n: null, bestOf: null, inputChars: null, references: false, imageParts: 0, billedTools: [] };
+  return {
+    model: null,
+    stream: null,
+    maxOutputTokens: null,
+    n: null,
+    bestOf: null,
+    inputChars: null,
+    references: false,
+    imageParts: 0,
+    billedTools: [],
+    previousResponseId: null,
+  };
 }
 
 const QUOTE = 0x22,
@@ -355,7 +368,7 @@ export class JsonBodyScanner implements BodyScanner {
     const key = frame.obj ? frame.key : null;
     this.#collect = null;
     if (depth === 1) {
-      if (key === "model") {
+      if (key === "model" || key === "previous_response_id") {
         this.#collect = [];
         this.#collectMax = FIELD_BYTES_MAX;
       } else if (key === "input") this.#chars = { count: 0 };
@@ -401,7 +414,10 @@ export class JsonBodyScanner implements BodyScanner {
       } else if (key === "stream") this.#fail("`stream` must be true or false");
       else if (key !== null && COUNT_KEYS.has(key)) this.#fail(`\`${key}\` must be a whole number`);
       else if (key === "input" && this.#chars) this.fields.inputChars = this.#chars.count;
-      else if (key !== null && REFERENCE_TOP_KEYS.has(key)) this.fields.references = true;
+      else if (key !== null && REFERENCE_TOP_KEYS.has(key)) {
+        this.fields.references = true;
+        if (key === "previous_response_id") this.fields.previousResponseId = bytes && !overflow ? decodeJsonString(bytes) : null;
+      }
       this.#chars = null;
       return;
     }

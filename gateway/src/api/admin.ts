@@ -32,6 +32,7 @@ import {
 } from "../ops/mod.ts";
 import type { PriceBook } from "../billing/prices.ts";
 import type { AgentRegistry } from "../tunnel/registry.ts";
+import type { Routing } from "../routing/mod.ts";
 import { readJsonObject, sendJson } from "./account.ts";
 
 /** Largest admin request body (a price table of a few thousand models fits), bytes. */
@@ -50,6 +51,8 @@ export interface AdminDeps {
   treasury: Treasury;
   prices: PriceBook;
   registry: AgentRegistry;
+  /** Breakers per agent × model, shown with each agent. */
+  routing: Routing;
   /** SHA-256 of the admin token; null = admin API off. */
   tokenHash: Buffer | null;
   /** Wrong tokens per client address. */
@@ -205,6 +208,7 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
       orderBy: { createdAt: "asc" },
       select: { id: true, ownerId: true, name: true, status: true, tier: true, discountLane: true, priceVer: true, lastSeenAt: true },
     });
+    const breakers = deps.routing.breakers.list();
     return sendJson(res, 200, {
       data: agents.map((a) => {
         const live = deps.registry.get(a.id);
@@ -218,6 +222,16 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
           connected: Boolean(live),
           price_ver: live?.priceVerAcked ?? a.priceVer,
           last_seen_at: a.lastSeenAt?.toISOString() ?? null,
+          // What this gateway's connection of the agent reported, and routing's breakers for it (this gateway's view).
+          models: live?.inventory?.models.map((m) => ({ provider: m.provider, model: m.model, context_tokens: m.contextTokens })) ?? [],
+          breakers: breakers
+            .filter((b) => b.agentId === a.id)
+            .map((b) => ({
+              model: b.model,
+              state: b.state,
+              recent_failures: b.recentFailures,
+              retry_at: b.retryAtMs === null ? null : new Date(b.retryAtMs).toISOString(),
+            })),
         };
       }),
     });

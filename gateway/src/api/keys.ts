@@ -4,6 +4,7 @@
  * Verification answers from a short-lived cache, refuses keys the in-memory filter says were never issued
  * without asking the database, and looks up the rest.
  */
+import type { AgentRestriction } from "../routing/mod.ts";
 import type { Db } from "@wellspring/db/core";
 import { hashKey, KEY_PATTERN } from "../ops/keys.ts";
 import { hashPrefix64, KeyFilter, MissBudget } from "./key_filter.ts";
@@ -30,6 +31,8 @@ export interface Principal {
   keyId: string;
   userId: string;
   allowedModels: string[];
+  /** Which agents may serve this key (routing honours it). */
+  agentRestriction: AgentRestriction;
   expiresAt: Date | null;
   /** The user's plan; null = the default plan. */
   planId: string | null;
@@ -216,6 +219,10 @@ export class KeyVerifier {
           expiresAt: key.expiresAt,
           planId: key.user.planId,
           limits: { rpm: key.rpmLimit, tpm: key.tpmLimit, concurrency: key.concurrencyLimit, monthlyBudgetMicros: key.monthlyBudgetMicros },
+          agentRestriction: {
+            ownerIds: key.allowedOwnerIds,
+            minTier: key.minAgentTier === "S" || key.minAgentTier === "A" ? key.minAgentTier : null,
+          },
         },
       },
       active: true,

@@ -24,7 +24,8 @@ import { GatewayError, sendError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
 import type { HubStream } from "../tunnel/hub_stream.ts";
-import { effectiveTier, type AgentRegistry } from "../tunnel/registry.ts";
+import { effectiveTier, type AgentRegistry, type Tier } from "../tunnel/registry.ts";
+import { agentFaultStatus, ResponseIdTap, retryableReset, type Candidate, type NoCandidate, type Routing } from "../routing/mod.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { RecordWriter } from "./records.ts";
 import type { EndCause } from "../billing/usage.ts";
@@ -71,6 +72,8 @@ export const LEDGER_UNAVAILABLE_RETRY_AFTER_SECONDS = 5;
 
 export interface ProxyDeps {
   registry: AgentRegistry;
+  /** Which agent serves a request, breakers, scores and the failover bounds. */
+  routing: Routing;
   keys: KeyVerifier;
   records: RecordWriter;
   gatewayId: string;
@@ -140,6 +143,35 @@ function ledgerUnavailable(cause: unknown): GatewayError {
   });
 }
 
+/** One try of the request on one agent. */
+interface Attempt {
+  candidate: Candidate;
+  dispatchedAt: number;
+  /** Its response head was not the agent's fault. */
+  healthy: boolean;
+  /** Its outcome was reported to routing (served or failed). */
+  judged: boolean;
+}
+
+/** Who serves an attempt, as the meter settles it: the agent, its owner and the tier it settles at now. */
+function servedBy(c: Candidate): { agentId: string; ownerId: string; tier: Tier } {
+  return { agentId: c.agentId, ownerId: c.profile.ownerId, tier: effectiveTier(c.profile) };
+}
+
+/** Bytes per token assumed when sizing a request against a context window (errs long: JSON keys count too). */
+export const CONTEXT_BYTES_PER_TOKEN = 4;
+
+/**
+ * Context window tokens a whole body may need: its bytes at CONTEXT_BYTES_PER_TOKEN, plus the output cap it
+ * asks for. Null for multipart bodies (audio and images are not sized by their bytes).
+ */
+function contextTokensNeeded(route: ProxyRoute, fields: BodyFields, held: readonly Buffer[]): number | null {
+  if (route.body !== "json" || route.billing !== "tokens") return null;
+  let bytes = 0;
+  for (const c of held) bytes += c.length;
+  return Math.ceil(bytes / CONTEXT_BYTES_PER_TOKEN) + (fields.maxOutputTokens ?? 0);
+}
+
 class ProxyExchange {
   readonly requestId = newId("req");
   readonly startedAt = Date.now();
@@ -167,6 +199,18 @@ class ProxyExchange {
   #headTimer: ReturnType<typeof setTimeout> | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   principal: Principal | null = null;
+  /** The request body as dispatch sends it: the bytes held, whether they are all of it, and the rest's reader. */
+  #body: { held: Buffer[]; replayable: boolean; rest: AsyncIterator<Buffer> | null } | null = null;
+  /** The candidates routing ordered for this request, and the agents tried so far. */
+  #candidates: Candidate[] = [];
+  readonly #tried = new Set<string>();
+  /** The attempt whose stream is open now (one at a time), and when the first was dispatched. */
+  #attempt: Attempt | null = null;
+  #firstDispatchAt = 0;
+  /** The `previous_response_id` the request is pinned by, if any. */
+  #pinnedResponseId: string | null = null;
+  /** Reads a created response's id from the head of a successful `/v1/responses` answer (sticky routing). */
+  #responseIdTap: ResponseIdTap | null = null;
 
   constructor(
     readonly req: IncomingMessage,
@@ -188,6 +232,8 @@ class ProxyExchange {
     if (!this.status) this.status = status;
     if (this.#headTimer) clearTimeout(this.#headTimer);
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    const attempt = this.#attempt;
+    if (attempt && !attempt.judged) this.deps.routing.released(attempt.candidate.agentId, this.model!);
     const durationMs = Date.now() - this.startedAt;
     const firstByteMs = this.firstByteAt === null ? null : this.firstByteAt - this.startedAt;
     observeRequestEnd({
@@ -368,9 +414,12 @@ class ProxyExchange {
     const body = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const held: Buffer[] = [];
     let bodyDone = false;
-    // Hold bytes only until the routing fields are known; with billing on, read on (up to a bound) so a small
-    // body's size, output cap and `n` are known for its hold.
-    const wantMore = () => !scanner.settled || (deps.meter.billingOn && this.bytesIn < BILLING_SCAN_BYTES_MAX);
+    // Hold bytes until the routing fields are known; with billing on, read on (up to a bound) so a small body's
+    // size, output cap and `n` are known for its hold; and read a body that may fit the failover buffer whole, so
+    // it can be sent again to another agent (routing/failover.ts).
+    const replayBytesMax = deps.routing.failover.bodyBytesMax;
+    const mayReplay = declaredBytes === null || declaredBytes <= replayBytesMax;
+    const wantMore = () => !scanner.settled || (deps.meter.billingOn && this.bytesIn < BILLING_SCAN_BYTES_MAX) || (mayReplay && this.bytesIn <= replayBytesMax);
     while (wantMore()) {
       const next = await this.#nextChunk(body);
       if (next.done) {
@@ -399,19 +448,21 @@ class ProxyExchange {
       throw new GatewayError("model_not_allowed", `This API key may not use the model '${model}'.`, { param: "model" });
     }
 
-    const conn = deps.registry.pick(route.api, model);
-    if (!conn) {
-      const known = deps.registry.serves(route.api, model) || (await deps.knownModels(route.api)).has(model);
-      if (!known) throw new GatewayError("model_not_found", `The model '${model}' does not exist or you do not have access to it.`, { param: "model" });
-      const why = deps.registry.serves(route.api, model) ? "every agent serving it is busy or paused" : "no connected agent serves it";
-      throw new GatewayError(
-        "no_capacity",
-        `The model '${model}' is not available right now: ${why}. Retry later; GET /v1/models lists the models available now.`,
-        { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds },
-      );
-    }
-    this.conn = conn;
-    const profile = deps.registry.profile(conn.agentId!)!;
+    this.#body = { held, replayable: bodyDone, rest: bodyDone ? null : body };
+    const pinnedAgentId = await this.#stickyAgent(scanner.fields);
+    const plan = deps.routing.policy.plan({
+      pinnedAgentId,
+      api: route.api,
+      model,
+      contextTokensNeeded: () => (bodyDone ? contextTokensNeeded(route, scanner.fields, held) : null),
+      restriction: this.principal.agentRestriction,
+      exclude: this.#tried,
+    });
+    if (!plan.ok) throw await this.#noCandidate(plan.reason, model);
+    this.#candidates = plan.candidates;
+    const first = deps.routing.policy.claim(plan.candidates, model, this.#tried);
+    if (!first) throw await this.#noCandidate("unavailable", model);
+    this.conn = first.conn;
     try {
       this.#hold = await deps.meter.open({
         requestId: this.requestId,
@@ -420,7 +471,7 @@ class ProxyExchange {
         route: { api: route.api, unit: route.billing, multipart: route.body === "multipart" },
         model,
         fields: scanner.fields,
-        agent: { agentId: conn.agentId, ownerId: profile.ownerId, tier: effectiveTier(profile) },
+        agent: servedBy(first),
         inputBytes: this.#inputBytes,
       });
     } catch (error) {
@@ -432,8 +483,8 @@ class ProxyExchange {
         key: principal.limits,
         estimatedTokens: estimatedTokens(scanner.fields, this.#inputBytes),
         heldMicros: this.#hold.heldMicros,
-        agentId: conn.agentId,
-        agent: profile.limits,
+        agentId: first.agentId,
+        agent: first.profile.limits,
       })
       .catch((error: unknown) => {
         throw limitError(error, route.api);
@@ -443,63 +494,133 @@ class ProxyExchange {
       this.#hold.settle({ cause: this.endCause!, status: this.status, responded: false, dispatched: false });
       return;
     }
-    const headers: [string, string][] = [];
-    for (const [name, value] of Object.entries(req.headers)) {
-      if (FORWARDED_REQUEST_HEADERS.has(name) && typeof value === "string") headers.push([name, value]);
-    }
-    const url = new URL(req.url ?? "/", "http://gateway");
-    const head: RequestHead = {
-      requestId: this.requestId,
-      method: "POST",
-      path: `${route.path}${forwardedQuery(route.api, url.search)}`,
-      api: route.api,
-      model,
-      headers,
-      bodyBytes: declaredBytes,
-    };
-    this.stream = conn.openStream(head, {
-      response: (h) => this.#onResponse(h.status, h.headers),
-      data: (chunk) => this.#onData(chunk),
-      end: () => this.#onEnd(),
-      reset: (code, reason, cause) => this.#onReset(code, reason, cause),
-    });
+    for (const chunk of held) this.#hold.input(chunk);
     this.#headTimer = setTimeout(() => {
       this.stream?.reset(ResetCode.UPSTREAM_TIMEOUT, "no response head in time");
       this.fail(new GatewayError("upstream_timeout", `The provider did not answer within ${deps.limits.responseHeadTimeoutMs} ms.`), "upstream_timeout");
     }, deps.limits.responseHeadTimeoutMs);
+    this.#firstDispatchAt = Date.now();
+    await this.#dispatch(first);
+  }
 
-    // Forward what was held, then the rest of the body as it arrives. Each chunk is scanned (and the hold
-    // grown to cover it) before it is forwarded: a body that turns out unacceptable never reaches the
-    // provider whole, so the provider never acts on it.
-    const hold = this.#hold;
+  /** The request head sent to every attempt (the same for each: the same request). */
+  #requestHead(model: string): RequestHead {
+    const headers: [string, string][] = [];
+    for (const [name, value] of Object.entries(this.req.headers)) {
+      if (FORWARDED_REQUEST_HEADERS.has(name) && typeof value === "string") headers.push([name, value]);
+    }
+    const url = new URL(this.req.url ?? "/", "http://gateway");
+    return {
+      requestId: this.requestId,
+      method: "POST",
+      path: `${this.route.path}${forwardedQuery(this.route.api, url.search)}`,
+      api: this.route.api,
+      model,
+      headers,
+      bodyBytes: this.#declaredBytes,
+    };
+  }
+
+  /**
+   * The agent a follow-up must reach: the one that created the response its `previous_response_id` names (that
+   * response lives at that agent's provider key). Throws not_found when the hub never saw that response.
+   */
+  async #stickyAgent(fields: BodyFields): Promise<string | null> {
+    const sticky = this.deps.routing.sticky;
+    const previous = fields.previousResponseId;
+    if (!sticky || previous === null || this.route.path !== "/v1/responses") return null;
+    const agentId = await sticky.agentOf(previous);
+    if (agentId === null) {
+      throw new GatewayError("not_found", `Previous response with id '${previous}' not found.`, { param: "previous_response_id" });
+    }
+    this.#pinnedResponseId = previous;
+    return agentId;
+  }
+
+  /** Why no agent can take the request, in the route's error shape. */
+  async #noCandidate(reason: NoCandidate, model: string): Promise<GatewayError> {
+    const { deps, route } = this;
+    if (reason === "pinned_gone") {
+      return new GatewayError(
+        "no_capacity",
+        `The response '${this.#pinnedResponseId}' is held by the provider account of an agent that is not connected now, and only it can continue it; retry later or start a new response.`,
+        { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds, param: "previous_response_id" },
+      );
+    }
+    if (reason === "context_too_long") {
+      return new GatewayError(
+        "context_length_exceeded",
+        `This request (its input and requested output) is longer than the context window of every agent serving '${model}'. Shorten the messages or lower the output limit.`,
+        { param: "messages" },
+      );
+    }
+    if (reason === "restricted") {
+      return new GatewayError("no_capacity", `No agent this API key accepts (its owner allowlist or minimum tier) serves '${model}' right now; retry later.`, {
+        retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds,
+      });
+    }
+    const served = deps.registry.serves(route.api, model);
+    const known = served || (await deps.knownModels(route.api)).has(model);
+    if (!known) return new GatewayError("model_not_found", `The model '${model}' does not exist or you do not have access to it.`, { param: "model" });
+    const why = served ? "every agent serving it is busy, paused or failing" : "no connected agent serves it";
+    return new GatewayError(
+      "no_capacity",
+      `The model '${model}' is not available right now: ${why}. Retry later; GET /v1/models lists the models available now.`,
+      {
+        retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds,
+      },
+    );
+  }
+
+  /**
+   * One attempt: opens a stream on the candidate's connection and sends the body — the held bytes, then (when the
+   * body was too large to hold whole) the rest as it arrives. Each chunk is scanned (and the hold grown to cover
+   * it) before it is forwarded: a body that turns out unacceptable never reaches the provider whole.
+   */
+  async #dispatch(candidate: Candidate): Promise<void> {
+    const { route } = this;
+    const model = this.model!;
+    this.#tried.add(candidate.agentId);
+    this.conn = candidate.conn;
+    this.#dispatched = false;
+    const attempt: Attempt = { candidate, dispatchedAt: Date.now(), healthy: false, judged: false };
+    this.#attempt = attempt;
+    const stream = candidate.conn.openStream(this.#requestHead(model), {
+      response: (h) => this.#onAttemptResponse(attempt, h.status, h.headers),
+      data: (chunk) => this.#onData(chunk),
+      end: () => this.#onAttemptEnd(attempt),
+      reset: (code, reason, cause) => this.#onAttemptReset(attempt, code, reason, cause),
+    });
+    this.stream = stream;
+    const body = this.#body!;
+    const hold = this.#hold!;
     try {
-      for (const chunk of held) {
-        hold.input(chunk);
-        await this.stream.sendData(chunk);
+      for (const chunk of body.held) await stream.sendData(chunk);
+      const rest = body.rest;
+      if (rest) {
+        // Too large to replay: forwarded as it arrives, held no more.
+        body.held = [];
+        for (;;) {
+          const next = await this.#nextChunk(rest);
+          if (next.done) break;
+          this.#countIn(next.value.length);
+          if (this.finished) return;
+          this.#scan(next.value);
+          await hold.grow(this.#inputBytes).catch((error: unknown) => {
+            throw meterError(error, route.api);
+          });
+          if (this.finished) return;
+          hold.input(next.value);
+          await stream.sendData(next.value);
+        }
+        this.#scanner!.end();
+        if (this.#scanner!.problem) throw this.#bodyProblem(this.#scanner!.problem);
       }
-      held.length = 0;
-      while (!bodyDone) {
-        const next = await this.#nextChunk(body);
-        if (next.done) break;
-        this.#countIn(next.value.length);
-        if (this.finished) return;
-        this.#scan(next.value);
-        await hold.grow(this.#inputBytes).catch((error: unknown) => {
-          throw meterError(error, route.api);
-        });
-        if (this.finished) return;
-        hold.input(next.value);
-        await this.stream.sendData(next.value);
-      }
-      if (!bodyDone) {
-        scanner.end();
-        if (scanner.problem) throw this.#bodyProblem(scanner.problem);
-      }
-      this.stream.end();
+      stream.end();
       this.#dispatched = true;
     } catch (error) {
       if (error instanceof GatewayError) throw error;
-      if (this.stream.closed || this.finished) return; // reset or client gone: already answered
+      if (stream.closed || this.finished) return; // reset (maybe failed over) or client gone: already answered
       throw error;
     }
   }
@@ -519,6 +640,97 @@ class ProxyExchange {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * The next candidate to fail over to, claimed — or null when the request may not be tried again: its body is
+   * not held whole, the attempt or time bound is reached, or no candidate is left.
+   */
+  #nextCandidate(): Candidate | null {
+    const limits = this.deps.routing.failover;
+    if (!this.#body?.replayable || this.finished || this.res.headersSent) return null;
+    if (this.#tried.size >= limits.attemptsMax || Date.now() - this.#firstDispatchAt > limits.windowMs) return null;
+    return this.deps.routing.policy.claim(this.#candidates, this.model!, this.#tried);
+  }
+
+  /** The failed attempt is over (its stream closed); the request goes on with the next candidate. */
+  #failOver(next: Candidate, why: string): void {
+    const failed = this.#attempt!.candidate;
+    this.deps.log.warn("proxy.failover", { requestId: this.requestId, from: failed.agentId, to: next.agentId, why });
+    this.deps.routing.ended("failed_over");
+    this.#attempt = null;
+    this.stream = null;
+    void this.#hold!.serveBy(servedBy(next))
+      .then(() => {
+        if (this.finished) return;
+        return this.#dispatch(next);
+      })
+      .catch((error: unknown) => this.#failAttempt(error));
+  }
+
+  /** A failed-over attempt threw: answer the client (nothing of a response reached it yet). */
+  #failAttempt(error: unknown): void {
+    if (error instanceof GatewayError) this.fail(error, "gateway_error");
+    else {
+      this.deps.log.error("proxy.failover_failed", { requestId: this.requestId, error });
+      this.fail(new GatewayError("internal_error", "The gateway had an error while processing your request."), "gateway_error");
+    }
+  }
+
+  #onAttemptResponse(attempt: Attempt, status: number, headers: [string, string][]): void {
+    if (attempt !== this.#attempt || this.finished) return;
+    const { agentId } = attempt.candidate;
+    const routing = this.deps.routing;
+    if (agentFaultStatus(status)) {
+      this.#failed(attempt);
+      const next = this.#nextCandidate();
+      if (next) {
+        // Nothing of this answer reached the user: drop it, close the stream (the agent stops reading the
+        // provider's body) and try the next agent.
+        this.stream?.reset(ResetCode.CANCEL, "failing over to another agent");
+        this.#failOver(next, `status ${status}`);
+        return;
+      }
+    } else {
+      routing.responded(agentId, this.model!, Date.now() - attempt.dispatchedAt);
+      attempt.healthy = true;
+    }
+    routing.ended("served");
+    this.#onResponse(status, headers);
+  }
+
+  /** The attempt failed by the agent's fault: its breaker and score hear of it. */
+  #failed(attempt: Attempt): void {
+    attempt.judged = true;
+    this.deps.routing.failed(attempt.candidate.agentId, this.model!);
+  }
+
+  #onAttemptEnd(attempt: Attempt): void {
+    if (attempt !== this.#attempt) return;
+    if (attempt.healthy) this.deps.routing.served(attempt.candidate.agentId, this.model!);
+    attempt.judged = true;
+    this.#onEnd();
+  }
+
+  #onAttemptReset(attempt: Attempt, code: number, reason: string, cause: "agent" | "connection"): void {
+    if (attempt !== this.#attempt || this.finished) return;
+    const routing = this.deps.routing;
+    if (!this.res.headersSent && retryableReset(code, cause)) {
+      this.#failed(attempt);
+      const next = this.#nextCandidate();
+      if (next) {
+        this.#failOver(next, cause === "connection" ? "connection lost" : `reset ${code}`);
+        return;
+      }
+      routing.ended("failed");
+    } else if (this.res.headersSent || code === ResetCode.UPSTREAM_RESET || code === ResetCode.UPSTREAM_TIMEOUT) {
+      // Broken mid-body, or no answer in time: the agent's failure, but the request is not tried again.
+      this.#failed(attempt);
+      if (!this.res.headersSent) routing.ended("failed");
+    } else {
+      routing.ended("failed");
+    }
+    this.#onReset(code, reason, cause);
   }
 
   #countIn(n: number): void {
@@ -549,6 +761,7 @@ class ProxyExchange {
       out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
     this.#hold?.response(status, headers.find(([n]) => n === "content-type")?.[1] ?? "");
+    if (status < 300 && this.route.path === "/v1/responses" && this.deps.routing.sticky) this.#responseIdTap = new ResponseIdTap();
     this.res.writeHead(status, out);
     this.res.flushHeaders();
     this.#armIdle();
@@ -558,6 +771,13 @@ class ProxyExchange {
     if (this.finished) return;
     this.bytesOut += chunk.length;
     this.#hold?.output(chunk);
+    if (this.#responseIdTap) {
+      const id = this.#responseIdTap.push(chunk);
+      if (id !== null) {
+        this.#responseIdTap = null;
+        this.deps.routing.sticky?.record(id, this.conn!.agentId!);
+      }
+    }
     this.#armIdle();
     const n = chunk.length;
     if (this.res.write(chunk)) {

@@ -235,6 +235,21 @@ export class Hold {
     priced.reservedMicros = need;
   }
 
+  /**
+   * The request failed over, before any byte of a response, to another agent: the one hold now settles for that
+   * agent (its owner earns, at its tier). The failed attempt is never charged: a request settles once, for the
+   * attempt that served it.
+   */
+  async serveBy(agent: HoldRequest["agent"]): Promise<void> {
+    this.req.agent = agent;
+    const priced = this.priced;
+    if (!priced) return;
+    const tierBps = await this.billing!.tariffs.tierBps(agent.tier);
+    priced.tier = agent.tier;
+    priced.tierBps = tierBps;
+    priced.meta = { ...priced.meta, agentId: agent.agentId, ownerId: agent.ownerId, tier: agent.tier, tierBps: Number(tierBps) };
+  }
+
   /** Request body bytes, in order, as they go upstream. */
   input(chunk: Uint8Array): void {
     this.#inputEstimate?.push(chunk);

@@ -3,6 +3,7 @@
  *   npm run admin -- create-admin --email a@b.c        (asks for the password without showing it, or WELLSPRING_ADMIN_PASSWORD)
  *   npm run admin -- create-user --email a@b.c [--admin] [--owner]
  *   npm run admin -- create-key --email a@b.c [--name N] [--models m1,m2] [--rpm N] [--tpm N] [--concurrency N] [--monthly-budget-micros N]
+ *                               [--owners o1@x,o2@y] [--min-tier S|A]
  *   npm run admin -- enroll-token --email owner@b.c [--label L]
  *   npm run admin -- agents
  *   npm run admin -- revoke-agent --id agt_…
@@ -137,6 +138,11 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const models = flag(args, "models")?.split(",").filter(Boolean) ?? [];
       const unknown = await unknownModelNames(db, models);
       if (unknown.length) throw new Error(`Unknown model(s): ${unknown.join(", ")} (neither in the official price table nor reported by an agent)`);
+      // Which agents may serve the key: their owners' emails, and the lowest tier (S above A).
+      const ownerEmails = flag(args, "owners")?.split(",").filter(Boolean) ?? [];
+      const allowedOwnerIds = await Promise.all(ownerEmails.map(async (email) => (await userByEmail(db, email.toLowerCase())).id));
+      const minTier = flag(args, "min-tier") ?? null;
+      if (minTier !== null && minTier !== "S" && minTier !== "A") throw new Error("--min-tier must be S or A");
       const key = await issueKey(
         db,
         user.id,
@@ -147,6 +153,8 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
           tpmLimit: limitFlag(args, "tpm"),
           concurrencyLimit: limitFlag(args, "concurrency"),
           monthlyBudgetMicros: flag(args, "monthly-budget-micros") === undefined ? null : micros(args, "monthly-budget-micros"),
+          allowedOwnerIds,
+          minAgentTier: minTier,
         },
         actor(),
       );

@@ -58,6 +58,18 @@ const settlementBatchSize = new Histogram({
   buckets: BATCH_BUCKETS,
   registers: [registry],
 });
+const routingAttempts = new Counter({
+  name: "wellspring_routing_attempts_total",
+  help: "Attempts to serve a request on an agent, by result: served (the attempt answered the user), failed_over (it failed before the first byte and the next agent was tried), failed (it failed and nothing was left to try).",
+  labelNames: ["result"] as const,
+  registers: [registry],
+});
+const breakerTransitions = new Counter({
+  name: "wellspring_breaker_transitions_total",
+  help: "Circuit breaker (agent × model) state changes, by the state entered: open, half_open, closed.",
+  labelNames: ["to"] as const,
+  registers: [registry],
+});
 const archiveRows = new Counter({
   name: "wellspring_archive_rows_total",
   help: "Rows moved from the hot tables to the archive, by table.",
@@ -111,6 +123,8 @@ export interface GatewayGaugeSources {
   keyFilterEntries(): number;
   /** Redis is configured but unreachable: limits are counted per gateway (each ÷ live gateways). */
   limitsDegraded(): boolean;
+  /** Circuit breakers (agent × model) that are open or half-open now. */
+  breakerStates?(): { open: number; halfOpen: number };
 }
 
 const gateways = new Set<GatewayGaugeSources>();
@@ -162,6 +176,22 @@ gauge("wellspring_ready", "Whether this gateway is ready (1: the ledger answers 
 gauge("wellspring_spool_settlements", "Settlements waiting in the local spool for the database (spool depth).", () => sum((s) => s.spooledSettlements()));
 gauge("wellspring_spool_records", "Request records waiting in the local spool for the database (spool depth).", () => sum((s) => s.spooledRecords()));
 gauge("wellspring_key_filter_entries", "Keys the key filter holds (active at its last rebuild, plus created since).", () => sum((s) => s.keyFilterEntries()));
+new Gauge({
+  name: "wellspring_breakers",
+  help: "Circuit breakers (agent × model) by state: open (no traffic) or half_open (one probe allowed).",
+  labelNames: ["state"] as const,
+  registers: [registry],
+  collect() {
+    this.set(
+      { state: "open" },
+      sum((s) => s.breakerStates?.().open ?? 0),
+    );
+    this.set(
+      { state: "half_open" },
+      sum((s) => s.breakerStates?.().halfOpen ?? 0),
+    );
+  },
+});
 counterFrom("wellspring_tunnel_streams_total", "Streams the gateway opened on agent tunnels (OPEN frames sent).", () => tunnelCounters.framesOut[1] ?? 0);
 counterFrom("wellspring_records_dropped_total", "Request records dropped because the write queue was full.", () => sum((s) => s.recordsDropped()));
 counterFrom("wellspring_key_db_queries_total", "Database queries made to verify virtual keys.", () => sum((s) => s.keyChecks().queries));
@@ -272,4 +302,16 @@ export function observeSettlementBatch(size: number): void {
 /** The archive job moved `rows` rows of `table` out of the database. */
 export function observeArchived(table: string, rows: number): void {
   archiveRows.inc({ table }, rows);
+}
+
+export type RoutingAttemptResult = "served" | "failed_over" | "failed";
+
+/** One attempt of a request on an agent ended. */
+export function observeRoutingAttempt(result: RoutingAttemptResult): void {
+  routingAttempts.inc({ result });
+}
+
+/** A circuit breaker entered a state. */
+export function observeBreakerChange(to: "open" | "half_open" | "closed"): void {
+  breakerTransitions.inc({ to });
 }

@@ -23,6 +23,10 @@ export interface KeyOptions {
   tpmLimit?: number | null;
   concurrencyLimit?: number | null;
   monthlyBudgetMicros?: bigint | null;
+  /** Owners (user ids) whose agents may serve the key; empty = any. */
+  allowedOwnerIds?: string[];
+  /** Lowest agent tier that may serve the key (S above A); null = any. */
+  minAgentTier?: "S" | "A" | null;
 }
 
 /** What a transaction (or the client itself) offers that key changes need. */
@@ -53,6 +57,8 @@ export async function issueKey(
         tpmLimit: opts.tpmLimit ?? null,
         concurrencyLimit: opts.concurrencyLimit ?? null,
         monthlyBudgetMicros: opts.monthlyBudgetMicros ?? null,
+        allowedOwnerIds: opts.allowedOwnerIds ?? [],
+        minAgentTier: opts.minAgentTier ?? null,
       },
     });
     await recordAudit(tx, actor, "key.created", `key:${id}`, { userId, name });

@@ -1,8 +1,7 @@
 /**
  * Agents connected to this gateway, indexed by the models they serve, with the standing routing and billing
  * read of each (its profile: owner, status, tier, discount lane — kept current by the hub's `agent_changed`
- * events). Picks, for a model, an active agent with room: agents in the discount lane first (the priority their
- * owners accept a lower share for), then the least loaded.
+ * events). Which of them serves a request is the routing policy's choice (`routing/policy.ts`).
  */
 import { apiFamilyOf, CloseCode, type ApiFamily } from "@wellspring/protocol";
 import type { AgentConnection, AgentRecord } from "./agent_connection.ts";
@@ -28,7 +27,8 @@ export function effectiveTier(p: AgentProfile): Tier {
 
 export class AgentRegistry {
   readonly #byAgent = new Map<string, AgentConnection>();
-  readonly #byModel = new Map<string, Set<AgentConnection>>();
+  /** `api:model` → the connections serving it, with the context window each reported for it (null = unknown). */
+  readonly #byModel = new Map<string, Map<AgentConnection, number | null>>();
   readonly #profiles = new Map<string, AgentProfile>();
 
   /** The standing of a connected agent (as of its handshake or the last change event). */
@@ -91,8 +91,8 @@ export class AgentRegistry {
     for (const m of conn.inventory?.models ?? []) {
       const key = `${apiFamilyOf(m.provider)}:${m.model}`;
       let set = this.#byModel.get(key);
-      if (!set) this.#byModel.set(key, (set = new Set()));
-      set.add(conn);
+      if (!set) this.#byModel.set(key, (set = new Map()));
+      set.set(conn, m.contextTokens);
     }
   }
 
@@ -116,27 +116,10 @@ export class AgentRegistry {
     return (this.#byModel.get(`${api}:${model}`)?.size ?? 0) > 0;
   }
 
-  /**
-   * The routable connection with room, discount-lane agents first, then by lowest load (in-flight /
-   * capacity); null when none has room.
-   */
-  pick(api: ApiFamily, model: string, exclude?: ReadonlySet<AgentConnection>): AgentConnection | null {
-    const set = this.#byModel.get(`${api}:${model}`);
-    if (!set) return null;
-    let best: AgentConnection | null = null;
-    let bestLoad = Infinity;
-    for (const conn of set) {
-      const profile = this.#profiles.get(conn.agentId!);
-      if (!conn.routable || profile?.status !== "active" || exclude?.has(conn)) continue;
-      const capacity = conn.capacity;
-      if (conn.inFlight >= capacity) continue;
-      // Loads are in [0, 1); the lane adds a whole class, so any discount agent with room beats every other.
-      const load = (profile.discountLane ? 0 : 1) + conn.inFlight / capacity + Math.random() * 1e-6;
-      if (load < bestLoad) {
-        best = conn;
-        bestLoad = load;
-      }
-    }
-    return best;
+  /** The connections serving a model (routable or not), each with the context window it reported for it (null = unknown). */
+  serving(api: ApiFamily, model: string): ReadonlyMap<AgentConnection, number | null> {
+    return this.#byModel.get(`${api}:${model}`) ?? NONE;
   }
 }
+
+const NONE: ReadonlyMap<AgentConnection, number | null> = new Map();

@@ -1,0 +1,51 @@
+/**
+ * Failover before the first byte: which failures of an attempt let the request path try the next candidate,
+ * and the bounds on trying.
+ *
+ * A request is tried again on another agent only when nothing of the response reached the user, the whole
+ * request body is held (so it can be sent again byte for byte: bodies up to `FailoverLimits.bodyBytesMax`),
+ * fewer than `attemptsMax` attempts were made and `windowMs` has not passed since the first dispatch. One
+ * attempt at a time: the failed stream is closed (RESET CANCEL when it is still open) before the next opens, so
+ * a request never has two upstream calls at once.
+ */
+import { ResetCode } from "@wellspring/protocol";
+
+export interface FailoverLimits {
+  /** Attempts per request at most, the first included (default 3). */
+  attemptsMax: number;
+  /** No new attempt starts later than this after the first dispatch, ms (default 15 s). */
+  windowMs: number;
+  /**
+   * Largest request body held whole for a replay, bytes (default 1 MiB). A larger body is streamed to one agent
+   * as it arrives and is not tried again elsewhere.
+   */
+  bodyBytesMax: number;
+}
+
+export const DEFAULT_FAILOVER_LIMITS: FailoverLimits = { attemptsMax: 3, windowMs: 15_000, bodyBytesMax: 1024 * 1024 };
+
+/**
+ * A provider status that is the serving agent's fault, not the user's: rate limited (429), the owner's key
+ * refused (401, 403: the user's credentials never go upstream, so these are about the owner's key), or a
+ * provider error (5xx). Another agent may serve the same request. Every other 4xx (bad request, unknown model,
+ * context length) is the request's own and would fail anywhere.
+ */
+export function agentFaultStatus(status: number): boolean {
+  return status === 429 || status === 401 || status === 403 || status >= 500;
+}
+
+/**
+ * A RESET before the response head that another agent may not meet: the agent refused (its own limits, paused,
+ * busy, draining), could not reach its provider, or its connection was lost. Not retried: a timeout (the
+ * provider may be working on it), a body or path the agent refuses (it would be refused anywhere), a cancel.
+ */
+export function retryableReset(code: number, cause: "agent" | "connection"): boolean {
+  if (cause === "connection") return true;
+  return (
+    code === ResetCode.REFUSED ||
+    code === ResetCode.RATE_LIMITED ||
+    code === ResetCode.STREAM_LIMIT ||
+    code === ResetCode.SHUTTING_DOWN ||
+    code === ResetCode.UPSTREAM_UNREACHABLE
+  );
+}

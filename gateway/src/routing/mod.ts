@@ -1,0 +1,74 @@
+/**
+ * Routing: which agent serves a request, and what happens when it fails before answering. One object the
+ * request path holds: the policy (`policy.ts`: candidates and their order), the circuit breakers
+ * (`breaker.ts`), the measured scores (`scores.ts`) and the failover bounds (`failover.ts`). The request path
+ * reports each attempt's outcome here (`served`, `failed`), which feeds both the breakers and the scores.
+ */
+import type { AgentRegistry } from "../tunnel/registry.ts";
+import { observeBreakerChange, observeRoutingAttempt, type RoutingAttemptResult } from "../observability/metrics.ts";
+import { CircuitBreakers, DEFAULT_BREAKER_OPTIONS, type BreakerOptions } from "./breaker.ts";
+import { DEFAULT_FAILOVER_LIMITS, type FailoverLimits } from "./failover.ts";
+import { RoutingPolicy, streamHeadroom, type Headroom } from "./policy.ts";
+import { AgentScores } from "./scores.ts";
+import type { StickyRoutes } from "./sticky.ts";
+
+export { agentFaultStatus, retryableReset, DEFAULT_FAILOVER_LIMITS, type FailoverLimits } from "./failover.ts";
+export { NO_RESTRICTION, permits, type AgentRestriction, type Candidate, type NoCandidate, type RouteRequest } from "./policy.ts";
+export { ResponseIdTap, StickyRoutes } from "./sticky.ts";
+export { DEFAULT_BREAKER_OPTIONS, type BreakerOptions, type BreakerState, type BreakerView } from "./breaker.ts";
+
+export interface RoutingOptions {
+  failover?: FailoverLimits;
+  breaker?: BreakerOptions;
+  /** Room per agent; default: open streams against the agent's stream limit. */
+  headroom?: Headroom;
+  now?: () => number;
+  random?: () => number;
+  /** Which agent created each stored response (for `previous_response_id`); null = no sticky routing. */
+  sticky?: StickyRoutes | null;
+}
+
+export class Routing {
+  readonly breakers: CircuitBreakers;
+  readonly scores = new AgentScores();
+  readonly policy: RoutingPolicy;
+  readonly failover: FailoverLimits;
+  readonly sticky: StickyRoutes | null;
+
+  constructor(registry: AgentRegistry, opts: RoutingOptions = {}) {
+    this.failover = opts.failover ?? DEFAULT_FAILOVER_LIMITS;
+    this.sticky = opts.sticky ?? null;
+    this.breakers = new CircuitBreakers(opts.breaker ?? DEFAULT_BREAKER_OPTIONS, opts.now);
+    this.breakers.onChange((_agentId, _model, _from, to) => observeBreakerChange(to));
+    this.policy = new RoutingPolicy(registry, this.breakers, this.scores, opts.headroom ?? streamHeadroom, opts.random);
+  }
+
+  /** The agent answered with a response head that is not its fault, `ttfbMs` after the attempt was dispatched. */
+  responded(agentId: string, model: string, ttfbMs: number): void {
+    this.scores.success(agentId, model, ttfbMs);
+  }
+
+  /**
+   * That response ended whole: the breaker closes (or stays closed). Judged at the end, not at the head, so an
+   * agent whose streams break mid-body still opens its breaker.
+   */
+  served(agentId: string, model: string): void {
+    this.breakers.success(agentId, model);
+  }
+
+  /** The attempt ended without telling anything of the agent (the client left, the gateway refused the body). */
+  released(agentId: string, model: string): void {
+    this.breakers.release(agentId, model);
+  }
+
+  /** The agent failed the attempt (its fault: an error status, a refusal, a lost connection, a broken stream). */
+  failed(agentId: string, model: string): void {
+    this.breakers.failure(agentId, model);
+    this.scores.failure(agentId, model);
+  }
+
+  /** How a request's routing ended, for the metrics. */
+  ended(result: RoutingAttemptResult): void {
+    observeRoutingAttempt(result);
+  }
+}

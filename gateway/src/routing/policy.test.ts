@@ -1,0 +1,148 @@
+/** The routing policy: classes (discount lane, tier), weighted spreading, restrictions, context windows, breakers. */
+import { describe, expect, it } from "vitest";
+import type { AgentConnection } from "../tunnel/agent_connection.ts";
+import { AgentRegistry, type Tier } from "../tunnel/registry.ts";
+import { CircuitBreakers } from "./breaker.ts";
+import { NO_RESTRICTION, RoutingPolicy, type RouteRequest } from "./policy.ts";
+import { AgentScores } from "./scores.ts";
+
+interface FakeAgent {
+  id: string;
+  discountLane?: boolean;
+  tier?: Tier;
+  ownerId?: string;
+  inFlight?: number;
+  capacity?: number;
+  routable?: boolean;
+  paused?: boolean;
+  contextTokens?: number | null;
+}
+
+function setup(agents: FakeAgent[], random: () => number = Math.random) {
+  const registry = new AgentRegistry();
+  for (const a of agents) {
+    const conn = {
+      agentId: a.id,
+      inFlight: a.inFlight ?? 0,
+      capacity: a.capacity ?? 10,
+      routable: a.routable ?? true,
+      isClosed: false,
+      inventory: {
+        agentVersion: "t",
+        models: [{ provider: "openai", model: "gpt-4o-mini", contextTokens: a.contextTokens ?? null }],
+        keyFingerprints: [],
+        concurrentStreamsMax: 10,
+      },
+    };
+    registry.add(conn as unknown as AgentConnection);
+    registry.setProfile({
+      id: a.id,
+      ownerId: a.ownerId ?? "usr_owner",
+      status: a.paused ? "paused" : "active",
+      tier: a.tier ?? "A",
+      discountLane: a.discountLane ?? false,
+    });
+  }
+  let now = 1_000_000;
+  const breakers = new CircuitBreakers({ failuresToOpen: 3, failureWindowMs: 10_000, openMs: 5_000, probeTimeoutMs: 20_000 }, () => now);
+  const scores = new AgentScores();
+  const policy = new RoutingPolicy(registry, breakers, scores, undefined, random);
+  return { policy, breakers, scores, advance: (ms: number) => (now += ms) };
+}
+
+const req = (over: Partial<RouteRequest> = {}): RouteRequest => ({
+  api: "openai",
+  model: "gpt-4o-mini",
+  contextTokensNeeded: null,
+  restriction: NO_RESTRICTION,
+  exclude: new Set(),
+  ...over,
+});
+
+function order(policy: RoutingPolicy, r: RouteRequest = req()): string[] {
+  const plan = policy.plan(r);
+  if (!plan.ok) throw new Error(plan.reason);
+  return plan.candidates.map((c) => c.agentId);
+}
+
+describe("RoutingPolicy.plan", () => {
+  it("puts the discount lane first, then tier S before tier A, whatever the load", () => {
+    const { policy } = setup([
+      { id: "agt_a", tier: "A" },
+      { id: "agt_s", tier: "S", inFlight: 8 },
+      { id: "agt_lane", discountLane: true, inFlight: 9 },
+    ]);
+    expect(order(policy)).toEqual(["agt_lane", "agt_s", "agt_a"]);
+  });
+
+  it("skips agents without room, paused, not routable, or already tried", () => {
+    const { policy } = setup([
+      { id: "agt_full", inFlight: 10 },
+      { id: "agt_paused", paused: true },
+      { id: "agt_closing", routable: false },
+      { id: "agt_tried" },
+      { id: "agt_ok" },
+    ]);
+    expect(order(policy, req({ exclude: new Set(["agt_tried"]) }))).toEqual(["agt_ok"]);
+  });
+
+  it("says why there is no candidate", () => {
+    const { policy } = setup([{ id: "agt_full", inFlight: 10, contextTokens: 8_000, ownerId: "usr_a" }]);
+    expect(policy.plan(req({ model: "gpt-4o" }))).toEqual({ ok: false, reason: "not_served" });
+    expect(policy.plan(req({ contextTokensNeeded: 9_000 }))).toEqual({ ok: false, reason: "context_too_long" });
+    expect(policy.plan(req({ restriction: { ownerIds: ["usr_b"], minTier: null } }))).toEqual({ ok: false, reason: "restricted" });
+    expect(policy.plan(req())).toEqual({ ok: false, reason: "unavailable" });
+  });
+
+  it("sends an over-long request only to an agent whose window holds it; unknown windows are tried", () => {
+    const { policy } = setup([
+      { id: "agt_small", contextTokens: 8_000, discountLane: true },
+      { id: "agt_big", contextTokens: 200_000 },
+      { id: "agt_unknown", contextTokens: null, tier: "S" },
+    ]);
+    expect(order(policy, req({ contextTokensNeeded: 50_000 }))).toEqual(["agt_unknown", "agt_big"]);
+    expect(order(policy, req({ contextTokensNeeded: 1_000 }))[0]).toBe("agt_small");
+  });
+
+  it("honours a key's owner allowlist and minimum tier", () => {
+    const { policy } = setup([
+      { id: "agt_a_owner1", ownerId: "usr_1", tier: "A" },
+      { id: "agt_s_owner1", ownerId: "usr_1", tier: "S" },
+      { id: "agt_s_owner2", ownerId: "usr_2", tier: "S", discountLane: true },
+    ]);
+    expect(order(policy, req({ restriction: { ownerIds: ["usr_1"], minTier: null } }))).toEqual(["agt_s_owner1", "agt_a_owner1"]);
+    expect(order(policy, req({ restriction: { ownerIds: [], minTier: "S" } }))).toEqual(["agt_s_owner2", "agt_s_owner1"]);
+  });
+
+  it("spreads traffic by weight within a class: the idle, fast agent gets most but not all", () => {
+    let seed = 42;
+    const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+    const { policy, scores } = setup([{ id: "agt_fast" }, { id: "agt_slow" }], random);
+    for (let i = 0; i < 20; i++) {
+      scores.success("agt_fast", "gpt-4o-mini", 100);
+      scores.success("agt_slow", "gpt-4o-mini", 6_000);
+    }
+    const firsts = new Map<string, number>();
+    for (let i = 0; i < 2_000; i++) {
+      const first = order(policy)[0]!;
+      firsts.set(first, (firsts.get(first) ?? 0) + 1);
+    }
+    // Weights ~0.95 and 0.25: the fast agent first ~79% of the time.
+    expect(firsts.get("agt_fast")).toBeGreaterThan(1_400);
+    expect(firsts.get("agt_slow")).toBeGreaterThan(200);
+  });
+
+  it("leaves out an agent whose breaker is open for the model, and lets one probe through after the open time", () => {
+    const { policy, breakers, advance } = setup([{ id: "agt_bad", tier: "S" }, { id: "agt_good" }]);
+    for (let i = 0; i < 3; i++) breakers.failure("agt_bad", "gpt-4o-mini");
+    expect(breakers.state("agt_bad", "gpt-4o-mini")).toBe("open");
+    expect(order(policy)).toEqual(["agt_good"]);
+    advance(5_000);
+    const plan = policy.plan(req());
+    expect(plan.ok && plan.candidates.map((c) => c.agentId)).toEqual(["agt_bad", "agt_good"]);
+    if (!plan.ok) return;
+    // The first request claims the probe; a second one, meanwhile, goes elsewhere.
+    expect(policy.claim(plan.candidates, "gpt-4o-mini", new Set())?.agentId).toBe("agt_bad");
+    expect(policy.claim(plan.candidates, "gpt-4o-mini", new Set())?.agentId).toBe("agt_good");
+  });
+});

@@ -1,0 +1,148 @@
+/**
+ * The routing policy: which connected agents may serve a request, and in which order to try them.
+ *
+ * Candidates serve the request's API family and model, are active and routable, hold a context window the
+ * request fits (when the agent reported one), are allowed by the key's restriction (owners, minimum tier), are
+ * not excluded (already tried for this request), have headroom, and whose breaker for the model is not open.
+ * They are ordered in classes — the discount lane first (owners accepted a lower share for priority), then tier
+ * S before tier A — and within a class by a weighted random draw (weight = measured score × headroom), so the
+ * best agent gets most traffic but one agent is never hammered while its peers idle.
+ */
+import type { ApiFamily } from "@wellspring/protocol";
+import type { AgentConnection } from "../tunnel/agent_connection.ts";
+import type { AgentProfile, AgentRegistry, Tier } from "../tunnel/registry.ts";
+import type { CircuitBreakers } from "./breaker.ts";
+import type { AgentScores } from "./scores.ts";
+
+/** Which agents a key (or its user) accepts. Empty owners = any owner; null tier = any tier. */
+export interface AgentRestriction {
+  ownerIds: readonly string[];
+  minTier: "S" | "A" | null;
+}
+
+export const NO_RESTRICTION: AgentRestriction = { ownerIds: [], minTier: null };
+
+/**
+ * How much room an agent has for one more request of a model, in [0, 1]: 0 = none (it is skipped), 1 = idle.
+ * Today the agent's open streams against its stream limit; the limiter (agent rate limits it reports) plugs in
+ * here.
+ */
+export interface Headroom {
+  room(conn: AgentConnection, model: string): number;
+}
+
+export const streamHeadroom: Headroom = {
+  room(conn) {
+    const capacity = conn.capacity;
+    if (capacity <= 0 || conn.inFlight >= capacity) return 0;
+    return (capacity - conn.inFlight) / capacity;
+  },
+};
+
+export interface RouteRequest {
+  api: ApiFamily;
+  model: string;
+  /**
+   * Tokens the request may need in the context window (estimated input + requested output), null when unknown;
+   * a function is called only when some agent serving the model reported its window.
+   */
+  contextTokensNeeded: number | null | (() => number | null);
+  restriction: AgentRestriction;
+  /** Agents already tried for this request. */
+  exclude: ReadonlySet<string>;
+  /** Only this agent may serve it (it holds the stored object the request names); null or absent = any. */
+  pinnedAgentId?: string | null;
+}
+
+export interface Candidate {
+  conn: AgentConnection;
+  agentId: string;
+  profile: AgentProfile;
+}
+
+/** Why a request has no candidate, for the answer's message and status. */
+export type NoCandidate =
+  /** No connected agent serves the model at all. */
+  | "not_served"
+  /** Every agent serving it (that the key accepts) has a known context window too small for the request. */
+  | "context_too_long"
+  /** The key's restriction leaves no agent serving it. */
+  | "restricted"
+  /** Agents exist but none is usable now (busy, paused, breaker open, all tried). */
+  | "unavailable"
+  /** The request is pinned to an agent that is not connected (or no longer serves the model). */
+  | "pinned_gone";
+
+export type RoutePlan = { ok: true; candidates: Candidate[] } | { ok: false; reason: NoCandidate };
+
+const TIER_RANK: Record<Tier, number> = { S: 2, A: 1, discount: 0 };
+
+export class RoutingPolicy {
+  constructor(
+    private readonly registry: AgentRegistry,
+    private readonly breakers: CircuitBreakers,
+    private readonly scores: AgentScores,
+    private readonly headroom: Headroom = streamHeadroom,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  /** The candidates for a request, in the order to try them. Does not claim a half-open breaker's probe. */
+  plan(req: RouteRequest): RoutePlan {
+    const serving = this.registry.serving(req.api, req.model);
+    const pinned = req.pinnedAgentId ?? null;
+    if (pinned !== null && ![...serving.keys()].some((c) => c.agentId === pinned)) return { ok: false, reason: "pinned_gone" };
+    if (serving.size === 0) return { ok: false, reason: "not_served" };
+    // Judged in this order: the key's restriction, then the context window, then availability now.
+    let needed: number | null | undefined = typeof req.contextTokensNeeded === "function" ? undefined : req.contextTokensNeeded;
+    let fits = 0;
+    let allowed = 0;
+    const ranked: { c: Candidate; cls: number; key: number }[] = [];
+    for (const [conn, contextTokens] of serving) {
+      const agentId = conn.agentId!;
+      if (pinned !== null && agentId !== pinned) continue;
+      const profile = this.registry.profile(agentId);
+      if (!profile) continue;
+      if (!permits(req.restriction, profile)) continue;
+      allowed++;
+      if (contextTokens !== null) {
+        if (needed === undefined) needed = (req.contextTokensNeeded as () => number | null)();
+        if (needed !== null && needed > contextTokens) continue;
+      }
+      fits++;
+      if (!conn.routable || profile.status !== "active" || req.exclude.has(agentId)) continue;
+      if (!this.breakers.allows(agentId, req.model, false)) continue;
+      const room = this.headroom.room(conn, req.model);
+      if (room <= 0) continue;
+      const weight = this.scores.weight(agentId, req.model) * room;
+      // Exponential race: sorting by −ln(u)/w draws a weighted order without replacement.
+      const key = -Math.log(1 - this.random()) / weight;
+      const cls = (profile.discountLane ? 10 : 0) + TIER_RANK[profile.tier];
+      ranked.push({ c: { conn, agentId, profile }, cls, key });
+    }
+    if (allowed === 0) return { ok: false, reason: "restricted" };
+    if (fits === 0) return { ok: false, reason: "context_too_long" };
+    if (ranked.length === 0) return { ok: false, reason: "unavailable" };
+    ranked.sort((a, b) => b.cls - a.cls || a.key - b.key);
+    return { ok: true, candidates: ranked.map((r) => r.c) };
+  }
+
+  /**
+   * The first candidate whose breaker lets it through now (claiming a half-open breaker's one probe), or null.
+   * Called per attempt, so a breaker that opened meanwhile is respected.
+   */
+  claim(candidates: readonly Candidate[], model: string, exclude: ReadonlySet<string>): Candidate | null {
+    for (const c of candidates) {
+      if (exclude.has(c.agentId) || !c.conn.routable || c.conn.isClosed) continue;
+      if (this.headroom.room(c.conn, model) <= 0) continue;
+      if (this.breakers.allows(c.agentId, model, true)) return c;
+    }
+    return null;
+  }
+}
+
+/** Whether a key's restriction accepts an agent. The minimum tier compares the admin-set tier (S above A). */
+export function permits(r: AgentRestriction, profile: AgentProfile): boolean {
+  if (r.ownerIds.length > 0 && !r.ownerIds.includes(profile.ownerId)) return false;
+  if (r.minTier !== null && TIER_RANK[profile.tier] < TIER_RANK[r.minTier]) return false;
+  return true;
+}
