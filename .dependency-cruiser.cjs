@@ -45,7 +45,9 @@ module.exports = {
       comment: "Limits are a domain the request path calls; they never import the HTTP layer, the tunnel, billing, the operations layer or the CLI.",
       severity: "error",
       from: { path: "^gateway/src/limits/", pathNot: "\\.test\\.ts$" },
-      to: { path: "^gateway/src/(api|tunnel|billing|ops|cli|archive|risk)/" },
+      to: { path: "^gateway/src/(api|tunnel|billing|ops|cli|archive|risk|routing)/" },
+    },
+    {
       name: "routing-between-the-request-path-and-the-tunnel",
       comment: "Routing chooses among the tunnel's agents for the request path; it never imports the HTTP layer, billing, the operations layer or the CLI.",
       severity: "error",

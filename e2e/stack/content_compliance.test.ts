@@ -154,15 +154,15 @@ describe("the canary scan", () => {
     expect(refused.status).toBe(400);
     // The calls above went through: the scan below would prove nothing if they had not.
     expect(stack.mock.requests.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(9);
-    await waitFor(async () => Number((await pool.query("SELECT count(*) FROM content_refusals")).rows[0].count) >= 5, 5_000);
+    await waitFor(async () => Number((await pool.query<{ count: string }>("SELECT count(*) FROM content_refusals")).rows[0]!.count) >= 5, 5_000);
 
     // Every table, every row, as text (the scan finds text that is stored: the rule's own term is).
-    const control = await pool.query("SELECT count(*)::int AS n FROM content_rules t WHERE t::text LIKE $1", [`%${ZH_TERM}%`]);
-    expect(control.rows[0].n).toBe(1);
+    const control = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM content_rules t WHERE t::text LIKE $1", [`%${ZH_TERM}%`]);
+    expect(control.rows[0]!.n).toBe(1);
     const tables = await pool.query<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public'");
     for (const { tablename } of tables.rows) {
-      const hits = await pool.query(`SELECT count(*)::int AS n FROM "${tablename}" t WHERE t::text LIKE $1`, [`%${canary}%`]);
-      expect({ table: tablename, rows: hits.rows[0].n as number }).toEqual({ table: tablename, rows: 0 });
+      const hits = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${tablename}" t WHERE t::text LIKE $1`, [`%${canary}%`]);
+      expect({ table: tablename, rows: hits.rows[0]!.n }).toEqual({ table: tablename, rows: 0 });
     }
     expect(stack.gateway.lines.filter((l) => l.includes(canary))).toEqual([]);
     expect(stack.agent.lines.filter((l) => l.includes(canary))).toEqual([]);

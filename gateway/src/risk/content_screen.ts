@@ -45,7 +45,7 @@ export interface ContentRule {
 
 /** Aho–Corasick automaton over normalised code points; state 0 is the root. */
 export class TermMatcher {
-  readonly #next: Map<number, number>[] = [new Map()];
+  readonly #next: Map<number, number>[] = [new Map<number, number>()];
   readonly #fail: number[] = [0];
   /** The rule matched on reaching a state (its own term, or the longest suffix that is a term), or null. */
   readonly #out: (string | null)[] = [null];
@@ -77,7 +77,7 @@ export class TermMatcher {
         while (f !== 0 && !this.#next[f]!.has(cp)) f = this.#fail[f]!;
         const g = this.#next[f]!.get(cp);
         this.#fail[t] = g !== undefined && g !== t ? g : 0;
-        this.#out[t] ??= this.#out[this.#fail[t]!]!;
+        this.#out[t] ??= this.#out[this.#fail[t]]!;
         queue.push(t);
       }
     }

@@ -91,7 +91,7 @@ export class AgentRegistry {
     for (const m of conn.inventory?.models ?? []) {
       const key = `${apiFamilyOf(m.provider)}:${m.model}`;
       let set = this.#byModel.get(key);
-      if (!set) this.#byModel.set(key, (set = new Map()));
+      if (!set) this.#byModel.set(key, (set = new Map<AgentConnection, number | null>()));
       set.set(conn, m.contextTokens);
     }
   }

@@ -2,11 +2,12 @@
 import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../../lib/data/actor";
 import { addRule, removeRule } from "../../../../lib/data/content";
+import { formText } from "../../../../lib/form";
 
 export async function addRuleAction(_prev: { error?: string; done?: boolean } | null, form: FormData): Promise<{ error?: string; done?: boolean }> {
   const actor = await requireActor();
-  const term = String(form.get("term") ?? "").trim();
-  const list = String(form.get("list") ?? "").trim() || "default";
+  const term = formText(form, "term").trim();
+  const list = formText(form, "list").trim() || "default";
   if (!term) return { error: "Write the term to refuse." };
   const r = await addRule(actor, list, term);
   if (!r.ok) return { error: r.error };
@@ -16,6 +17,6 @@ export async function addRuleAction(_prev: { error?: string; done?: boolean } | 
 
 export async function removeRuleAction(form: FormData): Promise<void> {
   const actor = await requireActor();
-  await removeRule(actor, String(form.get("id") ?? ""));
+  await removeRule(actor, formText(form, "id"));
   revalidatePath("/app/admin/content");
 }
