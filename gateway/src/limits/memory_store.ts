@@ -31,7 +31,7 @@ export class MemoryStore implements PoolStore {
     for (let i = 0; i < takes.length; i++) {
       const { spec, amount } = takes[i]!;
       if (spec.kind === "slots") {
-        const used = slotsUsed(this.#slots.get(spec.key) ?? new Map<string, number>(), nowMs);
+        const used = slotsUsed(this.#slots.get(spec.key) ?? (new Map() as SlotState), nowMs);
         const free = spec.capacity - used;
         if (free < amount) return Promise.resolve({ ok: false, reason: "refused", index: i, retryAfterMs: null, level: free });
         levels.push(free);
