@@ -12,7 +12,7 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { issueKey } from "@wellspring/gateway";
-import { fund, ROOT, startStack, TSX, type Stack } from "./harness.ts";
+import { fund, ROOT, startStack, TSX, waitFor, type Stack } from "./harness.ts";
 
 const run = promisify(execFile);
 /** A body silent this long before dispatch is answered 408 (the test's setting; 30 s by default), ms. */
@@ -151,8 +151,10 @@ describe("limits on the request path", () => {
     const key = await createKey("--concurrency", "2");
     // The mock provider waits before answering when the prompt asks it to.
     const slow = () => chat(key, chatBody({}, "[mock first_delay_ms=1500]"));
+    const before = stack.mock.requests.length;
     const held = [slow(), slow()];
-    await new Promise((r) => setTimeout(r, 300));
+    // Both are in flight once the provider has them (the delay keeps them there).
+    await waitFor(() => stack.mock.requests.length >= before + 2);
     const third = await chat(key);
     expect(third.status).toBe(429);
     expect(((await third.json()) as { error: { message: string } }).error.message).toContain("in flight");
@@ -163,7 +165,7 @@ describe("limits on the request path", () => {
   it("monthly budget: refused once the month's charges reach it, exceeded by at most one request's cost", async () => {
     const key = await createKey("--monthly-budget-micros", "2000");
     // 300 output tokens of gpt-4o-mini: 180 µ$ and a little input each.
-    const costly = () => chat(key, chatBody({ max_tokens: 400 }, "[mock output_tokens=300]"));
+    const costly = () => chat(key, chatBody({ max_tokens: 400 }, "[mock bytes=1200 output_tokens=300]"));
     let admitted = 0;
     let refused: Response | null = null;
     for (let i = 0; i < 30 && !refused; i++) {
