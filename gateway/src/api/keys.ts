@@ -119,6 +119,7 @@ export class KeyVerifier {
       else this.counts.missLookups++;
       const epoch = this.#epoch;
       let loaded: Loaded;
+      let stale = false;
       try {
         loaded = await this.#loadOnce(hash);
       } catch (error) {
@@ -126,14 +127,18 @@ export class KeyVerifier {
         const last = this.#cache.get(hash);
         if (!last?.check.ok || now - last.at >= KEY_CACHE_TTL_MS + KEY_STALE_IF_UNREACHABLE_MS) throw error;
         this.counts.staleServed++;
+        stale = true;
         loaded = { check: last.check, active: true };
       }
-      if (!held && loaded.active) {
-        this.counts.filterStale++;
-        filter.add(prefix);
-      }
       check = loaded.check;
-      if (epoch === this.#epoch && this.#cache.get(hash)?.check !== check) this.#remember(hash, now, check);
+      // A last answer is used as it is: not re-cached (the bound counts from its lookup), nothing learnt for the filter.
+      if (!stale) {
+        if (!held && loaded.active) {
+          this.counts.filterStale++;
+          filter.add(prefix);
+        }
+        if (epoch === this.#epoch) this.#remember(hash, now, check);
+      }
     }
     if (check.ok && check.principal.expiresAt && check.principal.expiresAt.getTime() <= now) return { ok: false, reason: "expired" };
     if (check.ok) this.#touch(check.principal.keyId, now);
