@@ -1,24 +1,47 @@
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
+const alias = {
+  // The portal's data layer is marked server-only (it must never reach a browser bundle); in tests it runs in Node.
+  "server-only": fileURLToPath(new URL("./e2e/support/server-only.ts", import.meta.url)),
+};
+
 export default defineConfig({
-  resolve: {
-    // The portal's data layer is marked server-only (it must never reach a browser bundle); in tests it runs in Node.
-    alias: { "server-only": fileURLToPath(new URL("./e2e/support/server-only.ts", import.meta.url)) },
-  },
   test: {
-    include: [
-      "protocol/test/**/*.test.ts",
-      "gateway/src/**/*.test.ts",
-      "prisma/test/**/*.test.ts",
-      "mock-provider/**/*.test.ts",
-      "e2e/stack/**/*.test.ts",
-      "web/lib/**/*.test.ts",
-      "scripts/**/*.test.ts",
-    ],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    fileParallelism: false,
     pool: "forks",
+    projects: [
+      {
+        // Module and database-level tests: independent files, two at a time, before the whole-stack ones.
+        resolve: { alias },
+        extends: true,
+        test: {
+          name: "units",
+          include: [
+            "protocol/test/**/*.test.ts",
+            "gateway/src/**/*.test.ts",
+            "prisma/test/**/*.test.ts",
+            "mock-provider/**/*.test.ts",
+            "web/lib/**/*.test.ts",
+            "scripts/**/*.test.ts",
+          ],
+          maxWorkers: 2,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        // Whole-stack tests start several processes each and measure time (streams, limits, fault loops): one file
+        // at a time, after the units, so no file's timing depends on another's load.
+        resolve: { alias },
+        extends: true,
+        test: {
+          name: "stack",
+          include: ["e2e/stack/**/*.test.ts"],
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

@@ -3,7 +3,8 @@
  * process and a real Deno agent process (enrolled through the launcher, run under its permission flags).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { cp, mkdtemp, readFile, writeFile, rm } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { cp, mkdtemp, readdir, readFile, stat, writeFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -32,15 +33,69 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
+let templateName: Promise<string> | null = null;
+
+/** The template database for the current migrations, built once per machine (test files in parallel race safely). */
+function migratedTemplate(): Promise<string> {
+  templateName ??= (async () => {
+    const files = (await readdir(join(ROOT, "prisma/migrations"), { recursive: true })).sort();
+    const hash = createHash("sha256");
+    for (const f of files) {
+      const path = join(ROOT, "prisma/migrations", f);
+      if ((await stat(path)).isFile())
+        hash
+          .update(f)
+          .update("\0")
+          .update(await readFile(path))
+          .update("\0");
+    }
+    const name = `ws_template_${hash.digest("hex").slice(0, 16)}`;
+    const admin = new pg.Client({ connectionString: ADMIN_URL });
+    await admin.connect();
+    try {
+      const found = await admin.query(`SELECT 1 FROM pg_database WHERE datname = $1`, [name]);
+      if (found.rowCount) return name;
+      // Built under a name of its own, then renamed: a template is never seen half migrated.
+      const building = `${name}_${newId("hub").slice(4, 14)}`;
+      await admin.query(`CREATE DATABASE "${building}"`);
+      const url = new URL(ADMIN_URL);
+      url.pathname = `/${building}`;
+      await deployMigrations(url.toString());
+      // The schema engine's connection may outlive its call by a moment; a database being renamed must have none.
+      await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [building]);
+      try {
+        await admin.query(`ALTER DATABASE "${building}" RENAME TO "${name}"`);
+      } catch (e) {
+        // Another process built it meanwhile.
+        await admin.query(`DROP DATABASE IF EXISTS "${building}" WITH (FORCE)`);
+        if ((e as { code?: string }).code !== "42P04") throw e;
+      }
+      return name;
+    } finally {
+      await admin.end();
+    }
+  })();
+  return templateName;
+}
+
+/**
+ * A database that every migration has been deployed to, cloned per test from a template the first caller builds
+ * (named by a hash of the migrations, so a changed migration builds a new one). Deploying 26 migrations through
+ * the Wasm schema engine takes 2–6 s; a clone takes about one. The migrations themselves are tested on fresh
+ * databases in prisma/test/migrations.test.ts.
+ */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const name = `ws_test_${newId("hub").slice(4)}`;
+  const template = await migratedTemplate();
   const admin = new pg.Client({ connectionString: ADMIN_URL });
   await admin.connect();
-  await admin.query(`CREATE DATABASE "${name}"`);
-  await admin.end();
+  try {
+    await admin.query(`CREATE DATABASE "${name}" TEMPLATE "${template}"`);
+  } finally {
+    await admin.end();
+  }
   const url = new URL(ADMIN_URL);
   url.pathname = `/${name}`;
-  await deployMigrations(url.toString());
   const db = createDb(url.toString(), { poolConnectionsMax: 4 });
   return {
     url: url.toString(),
