@@ -422,6 +422,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             void edgeReceipts
               .reportedTail(conn.agentId!, tail)
               .catch((error: unknown) => log.warn("ledger.reported_tail_failed", { agentId: conn.agentId, error })),
+          rateState: (conn, state) => directory.rateState(conn.agentId!, state),
           closed: (conn) => {
             registry.remove(conn);
             identities.forget(conn);

@@ -1,0 +1,4 @@
+-- AlterTable
+ALTER TABLE "agents" ADD COLUMN     "rate_reported_at" TIMESTAMPTZ(3),
+ADD COLUMN     "reported_rpm" INTEGER,
+ADD COLUMN     "reported_tpm" INTEGER;
