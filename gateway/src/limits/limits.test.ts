@@ -341,6 +341,38 @@ describe("Redis unreachable", () => {
     await limiter.close();
   });
 
+  it("an idle gateway notices a Redis that stopped answering (its ping), and goes back when it answers", async () => {
+    let up = true;
+    let pings = 0;
+    const limiter = new Limiter({
+      gatewayId: "gwY",
+      shared: new RedisStore(redis),
+      prefix,
+      userConcurrencyMax: 0,
+      sliceFraction: 0,
+      sliceIdleMs: 500,
+      redisRetryMs: 20,
+      slotHoldMs: 30_000,
+      liveGateways: () => Promise.resolve(2),
+      monthSpendMicros: () => Promise.resolve(0n),
+      ping: () => {
+        pings++;
+        return Promise.resolve(up);
+      },
+      log,
+    });
+    limiter.start();
+    await expect.poll(() => pings).toBeGreaterThan(3);
+    expect(limiter.mode).toBe("redis");
+    up = false;
+    await expect.poll(() => limiter.mode).toBe("local");
+    expect(limiter.degradedSince).not.toBeNull();
+    up = true;
+    await expect.poll(() => limiter.mode).toBe("redis");
+    expect(limiter.degradedSince).toBeNull();
+    await limiter.close();
+  });
+
   it("the machine's Redis answers (the other cases ran against it)", async () => {
     expect(await redisAnswers(redis)).toBe(true);
   });

@@ -19,6 +19,7 @@ export {
   type AgentRateSettings,
   type AgentTier,
 } from "./agents.ts";
+export { degradedLimitsGateways, GATEWAY_ALIVE_WITHIN_MS, type DegradedLimitsGateway } from "./gateways.ts";
 export { ensureUser, setUserPlan, setUserStatus } from "./users.ts";
 export {
   administratorExists,
