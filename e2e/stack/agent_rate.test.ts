@@ -73,6 +73,8 @@ describe("the agent's own rate limits", () => {
     expect(calls.length).toBeLessThanOrEqual(ownerRpm);
     expect(calls.length).toBeGreaterThanOrEqual(ownerRpm - 1);
     expect(calls.every((c) => c.status === 200)).toBe(true);
+    // Every request was served or refused with 429: an agent at its own limit is healthy (no breaker opens, no 503).
+    expect(outcomes.filter((o) => o.status !== 200 && o.status !== 429)).toEqual([]);
     const refused = outcomes.filter((o) => o.status === 429);
     expect(outcomes.filter((o) => o.status === 200).length).toBe(calls.length);
     expect(refused.length).toBe(outcomes.length - calls.length);

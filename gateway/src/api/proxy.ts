@@ -716,7 +716,9 @@ class ProxyExchange {
     if (attempt !== this.#attempt || this.finished) return;
     const routing = this.deps.routing;
     if (!this.res.headersSent && retryableReset(code, cause)) {
-      this.#failed(attempt);
+      // An agent at its own rate limit is healthy: its breaker does not count it (routing puts it last meanwhile).
+      if (code === ResetCode.RATE_LIMITED && cause === "agent") attempt.judged = true;
+      else this.#failed(attempt);
       const next = this.#nextCandidate();
       if (next) {
         this.#failOver(next, cause === "connection" ? "connection lost" : `reset ${code}`);

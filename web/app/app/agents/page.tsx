@@ -41,13 +41,13 @@ function RateSummary({ agent: a }: { agent: AgentRow }) {
   return (
     <p data-testid={`agent-rate-summary-${a.id}`}>
       Auto
-      {a.reported ? (
+      {a.reported && (a.reported.rpm !== null || a.reported.tpm !== null) ? (
         <span className="text-slate-500">
           {" "}
           — learnt from the provider: {perMinute(a.reported.rpm, "requests")}, {perMinute(a.reported.tpm, "tokens")} (reported {utc(a.reported.at)})
         </span>
       ) : (
-        <span className="text-slate-500"> — nothing learnt yet</span>
+        <span className="text-slate-500"> — no limit learnt from the provider yet</span>
       )}
     </p>
   );
