@@ -39,7 +39,7 @@ export const PROVIDER_PAUSE_MS_MAX = 120_000;
 export const CONCURRENCY_RETRY_MS = 1_000;
 /** Request starts remembered for the window (bounds memory at any rate). */
 export const RATE_LOG_ENTRIES_MAX = 100_000;
-/** Token estimates kept for correction at settlement (oldest dropped beyond). */
+/** Token estimates kept for correction at settlement (all dropped when full). */
 export const TOKEN_ESTIMATES_MAX = 10_000;
 /** Tokens a request is estimated at when its body length is unknown (chunked). */
 export const TOKENS_ESTIMATE_UNKNOWN_BODY = 1_024;
@@ -223,7 +223,9 @@ export class RateGovernor {
       this.#refillTokens(now, tpm);
       if (this.#tokens <= 0) return { ok: false, limit: "tpm", retryAfterMs: Math.max(1, Math.ceil(((1 - this.#tokens) * RATE_WINDOW_MS) / tpm)) };
       this.#tokens -= estimate;
-      if (this.#estimates.size >= TOKEN_ESTIMATES_MAX) this.#estimates.delete(this.#estimates.keys().next().value!);
+      // Settlements normally remove their estimate; without them (billing off) the map is dropped whole when full
+      // (those requests keep their estimate: removing the oldest one by one costs a scan over deleted entries).
+      if (this.#estimates.size >= TOKEN_ESTIMATES_MAX) this.#estimates.clear();
       this.#estimates.set(requestId, estimate);
     }
     this.#record(now);
