@@ -152,8 +152,8 @@ describe("limits across gateways", () => {
     await killRedis();
     await waitFor(async () => (await limitsMode()) === "local", 20_000);
     expect(await degradedMetric()).toBe("1");
-    // The admins' alert (System page): every running gateway wrote that it counts limits locally, busy or idle.
-    await waitFor(async () => (await degradedLimitsGateways(database.db)).length === gateways.length, 10_000);
+    // The admins' alert (System page): the gateway taking the traffic wrote that it counts limits locally.
+    await waitFor(async () => (await degradedLimitsGateways(database.db)).length >= 1, 10_000);
     const atOutage = statuses.length;
     await waitFor(() => statuses.length > atOutage + 20, 20_000);
     await startRedis();

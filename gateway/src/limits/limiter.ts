@@ -447,23 +447,8 @@ export class Limiter {
       .catch(() => {});
   }
 
-  /**
-   * Every `redisRetryMs`: while degraded, whether Redis answers again; while shared, whether it still answers (an
-   * idle gateway learns of a lost Redis too, so the admins' alert does not wait for the next limited request).
-   */
   async #probe(): Promise<void> {
-    if (this.#probing || !this.#opts.shared) return;
-    if (this.#degradedSince === null) {
-      this.#probing = true;
-      try {
-        if (!(await this.#opts.ping())) this.#degrade(new Error("Redis did not answer a ping"));
-      } catch (error) {
-        this.#degrade(error);
-      } finally {
-        this.#probing = false;
-      }
-      return;
-    }
+    if (this.#degradedSince === null || this.#probing) return;
     this.#probing = true;
     try {
       if (await this.#opts.ping()) {
