@@ -32,6 +32,8 @@ export interface StreamHost {
   forget(id: number): void;
   /** The stream is over: how it ended. */
   ended?(stream: AgentStream, outcome: StreamOutcome): void;
+  /** The provider's response head arrived: its status and headers (the rate governor reads its rate-limit headers). */
+  providerResponse?(stream: AgentStream, status: number, headers: Headers): void;
   /** The provider answered 400: the first ERROR_BODY_BYTES_MAX bytes of its body (read as they pass, not kept). */
   providerError?(provider: string, model: string, body: string): void;
   readonly log: Log;
@@ -245,6 +247,7 @@ export class AgentStream {
       if (!RESPONSE_HEADERS_DROPPED.has(name)) outHeaders.push([name, value]);
     });
     this.status = response.status;
+    this.host.providerResponse?.(this, response.status, response.headers);
     this.host.send(encodeResponse(this.id, jsonBytes({ status: response.status, headers: outHeaders })));
     if (!response.body) {
       this.#finish();

@@ -42,6 +42,8 @@ import {
   type Settings,
   type UpdateAvailable,
   updateAvailable as updateAvailableSchema,
+  agentConfig as agentConfigSchema,
+  type RateState,
 } from "../../protocol/src/mod.ts";
 import type { Identity } from "./config.ts";
 import type { Log } from "./log.ts";
@@ -50,6 +52,7 @@ import type { PriceStore } from "./prices.ts";
 import { checkForward, type ForwardedRequest } from "./forward_rules.ts";
 import { familyOf, upstreamUrl, type Upstream } from "./providers.ts";
 import { AgentStream, type StreamOutcome } from "./stream.ts";
+import { RateGovernor, type RateTicket } from "./rate_governor.ts";
 import type { StatusWriter } from "./status.ts";
 import type { ReceiptClerk } from "./receipts.ts";
 import { AGENT_VERSION } from "./version.ts";
@@ -60,6 +63,9 @@ export const TUNNEL_PATH = "/agent/v1/tunnel";
 /** Reconnect backoff: full jitter between 0 and min(cap, base × 2^attempt). */
 export const RECONNECT_BASE_MS = 250;
 export const RECONNECT_CAP_MS = 30_000;
+
+/** RATE_STATE reports go to the hub at most this often, ms (a change meanwhile goes at the end of the interval). */
+export const RATE_STATE_INTERVAL_MS_MIN = 1_000;
 
 /** Close codes after which reconnecting cannot help: the agent stops. */
 const FATAL_CLOSE_CODES = new Set<number>([CloseCode.AGENT_REVOKED, CloseCode.UNKNOWN_AGENT]);
@@ -100,6 +106,8 @@ export interface TunnelOptions {
   onUpdateOffer?: (offer: UpdateAvailable) => void;
   /** A provider answered 400: its first bytes, for the context-length error that names a model's window. */
   onProviderError?: (provider: string, model: string, body: string) => void;
+  /** The agent's own rate limits for its provider keys (default: a new one, auto mode until the hub's CONFIG says otherwise). */
+  rate?: RateGovernor;
 }
 
 export class FatalTunnelError extends Error {
@@ -152,9 +160,15 @@ export class Tunnel {
   /** The session id of the last WELCOME: sent with the next AUTH so the hub lets this process take its place. */
   #lastSessionId: string | null = null;
   #modelIndex = new Map<string, Upstream>();
+  readonly #rate: RateGovernor;
+  readonly #tickets = new Map<AgentStream, RateTicket>();
+  /** The last RATE_STATE sent (its limits and whether the agent had room), and when; a trailing report's timer. */
+  #rateSent: { key: string; atMs: number } | null = null;
+  #rateTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(options: TunnelOptions) {
     this.#o = options;
+    this.#rate = options.rate ?? new RateGovernor();
     this.#own = {
       streamWindowBytes: options.settings?.streamWindowBytes ?? STREAM_WINDOW_BYTES_DEFAULT,
       connectionWindowBytes: options.settings?.connectionWindowBytes ?? CONNECTION_WINDOW_BYTES_DEFAULT,
@@ -341,6 +355,8 @@ export class Tunnel {
         log.info("tunnel.ready", { agentId: w.agentId, sessionId: w.sessionId, clockSkewMs: Date.now() - w.serverTimeMs });
         this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(this.#o.inventory)));
         this.#sendClaims(session);
+        this.#rateSent = null;
+        this.#reportRate(session);
         this.#o.status?.connected(w.sessionId);
         onReady();
         this.#o.onReady?.(w.sessionId);
@@ -407,6 +423,10 @@ export class Tunnel {
           this.#onUpdateAvailable(session, frame.body);
           return;
         }
+        if (frame.kind === ControlKind.CONFIG) {
+          this.#onConfig(session, frame.body);
+          return;
+        }
         if (frame.kind === ControlKind.SETTLEMENT || frame.kind === ControlKind.RECEIPT_ACK || frame.kind === ControlKind.CHAIN_TAIL) {
           this.#onLedgerControl(session, frame.kind, frame.body);
           return;
@@ -434,8 +454,52 @@ export class Tunnel {
     });
   }
 
+  /** The owner's rate mode and limits (CONFIG): held from the next request on, and reported back. */
+  #onConfig(session: Session, body: Uint8Array): void {
+    let config;
+    try {
+      config = parseJson(agentConfigSchema, body);
+    } catch (error) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, `bad config: ${(error as Error).message}`);
+      return;
+    }
+    this.#rate.configure(config);
+    this.#o.log.info("agent.rate_config", { ...config });
+    this.#reportRate(session);
+  }
+
+  /**
+   * Tells the hub the limits the agent holds and whether it has room (RATE_STATE), when they changed since the
+   * last report; at most every RATE_STATE_INTERVAL_MS_MIN (a change meanwhile is sent at the end of it).
+   */
+  #reportRate(session: Session): void {
+    if (session.state !== "ready") return;
+    const state: RateState = this.#rate.state();
+    const key = `${state.rateMode}:${state.rpm}:${state.tpm}:${state.concurrency}:${state.retryAfterMs > 0}`;
+    if (this.#rateSent?.key === key) return;
+    const waitMs = this.#rateSent === null ? 0 : this.#rateSent.atMs + RATE_STATE_INTERVAL_MS_MIN - Date.now();
+    if (waitMs > 0) {
+      this.#rateTimer ??= setTimeout(() => {
+        this.#rateTimer = null;
+        if (this.#session === session) this.#reportRate(session);
+      }, waitMs);
+      return;
+    }
+    this.#rateSent = { key, atMs: Date.now() };
+    this.#send(session, encodeControl(ControlKind.RATE_STATE, jsonBytes(state)));
+  }
+
   /** SETTLEMENT → a signed receipt (RECEIPT); RECEIPT_ACK → kept; CHAIN_TAIL → compared and answered. */
   #onLedgerControl(session: Session, kind: number, body: Uint8Array): void {
+    if (kind === ControlKind.SETTLEMENT) {
+      // The tokens the request used replace its estimate in the agent's TPM (expert mode).
+      try {
+        const { requestId, chargedUsage } = parseJson(settlementSchema, body);
+        this.#rate.settle(requestId, chargedUsage.inputTokens + chargedUsage.outputTokens);
+      } catch {
+        // refused below, with the connection
+      }
+    }
     const clerk = this.#o.receipts;
     if (!clerk) return;
     try {
@@ -530,6 +594,14 @@ export class Tunnel {
       this.#send(session, encodeReset(streamId, ResetCode.REFUSED, "model not offered by this agent"));
       return;
     }
+    // The owner's limits (expert) or what the provider taught (auto): refused before anything reaches the provider.
+    const admission = this.#rate.admit(head.requestId, head.bodyBytes);
+    if (!admission.ok) {
+      this.#o.log.info("stream.rate_limited", { requestId: head.requestId, limit: admission.limit, retryAfterMs: admission.retryAfterMs });
+      this.#send(session, encodeReset(streamId, ResetCode.RATE_LIMITED, `agent rate limit (${admission.limit}); retry in ${admission.retryAfterMs} ms`));
+      this.#reportRate(session);
+      return;
+    }
     const url = upstreamUrl(upstream, forwarded, this.#o.devOrigin);
     const stream = new AgentStream(
       streamId,
@@ -544,6 +616,11 @@ export class Tunnel {
           if (session.draining && session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "drained");
         },
         ended: (s, outcome) => this.#streamEnded(s, outcome),
+        providerResponse: (s, status, headers) => {
+          const ticket = this.#tickets.get(s);
+          if (ticket) this.#rate.observe(ticket, status, (name) => headers.get(name));
+          this.#reportRate(session);
+        },
         providerError: this.#o.onProviderError,
         log: this.#o.log,
       },
@@ -551,6 +628,7 @@ export class Tunnel {
       this.#own.streamWindowBytes,
     );
     session.streams.set(streamId, stream);
+    this.#tickets.set(stream, admission.ticket);
     this.#o.receipts?.started(head.requestId, upstream.provider, stream.startedAt);
     this.#o.status?.forwarded();
     void stream.run();
@@ -565,6 +643,11 @@ export class Tunnel {
 
   /** The access log line (same requestId as the gateway's `request.end`) and today's count. */
   #streamEnded(s: AgentStream, outcome: StreamOutcome): void {
+    const ticket = this.#tickets.get(s);
+    if (ticket) {
+      this.#rate.release(ticket);
+      this.#tickets.delete(s);
+    }
     if (outcome === "completed") this.#o.status?.completed();
     this.#o.receipts?.served({ requestId: s.head.requestId, provider: s.upstream.provider, startedAtMs: s.startedAt, endedAtMs: Date.now() });
     this.#o.log.info("stream.end", {

@@ -162,6 +162,29 @@ test("an owner runs the three commands the agents page prints in a clean folder,
   await expect(page.getByTestId("payouts-table")).toContainText("pending");
   await shot("earnings-payout");
 
+  // The rate mode: auto until the owner sets expert limits, which reach the live agent (it reports them back).
+  await page.getByRole("link", { name: "Agents" }).click();
+  await expect(page.getByTestId(`agent-rate-summary-${agentId}`)).toContainText("Auto");
+  const rateForm = page.getByTestId(`agent-rate-form-${agentId}`);
+  await rateForm.getByLabel("Expert").check();
+  await rateForm.getByLabel("Requests / min").fill("1.5");
+  await rateForm.getByRole("button", { name: "Save rate mode" }).click();
+  await expect(rateForm.getByText("Requests per minute: a whole number from 1 to 100,000,000, or empty for none.")).toBeVisible();
+  await rateForm.getByLabel("Requests / min").fill("600");
+  await rateForm.getByLabel("At once").fill("4");
+  await rateForm.getByRole("button", { name: "Save rate mode" }).click();
+  await expect(rateForm.getByText("Saved: sent to the agent.")).toBeVisible();
+  await expect(async () => {
+    await page.reload();
+    const summary = page.getByTestId(`agent-rate-summary-${agentId}`);
+    await expect(summary).toHaveText("Expert: 600 requests/min, 4 at once", { timeout: 500 });
+  }).toPass({ timeout: 10_000 });
+  expect((await db.agent.findUniqueOrThrow({ where: { id: agentId } })).reportedRpm).toBe(600);
+  await shot("agents-rate-expert");
+  await page.getByTestId(`agent-rate-form-${agentId}`).getByLabel("Auto").check();
+  await page.getByTestId(`agent-rate-form-${agentId}`).getByRole("button", { name: "Save rate mode" }).click();
+  await expect(page.getByTestId(`agent-rate-summary-${agentId}`)).toContainText("Auto");
+
   // Pausing takes the agent out of routing at once: the model has no capacity.
   await page.getByRole("link", { name: "Agents" }).click();
   await page.getByRole("button", { name: "Pause" }).click();

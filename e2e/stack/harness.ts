@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import pg from "pg";
 import { createDb, deployMigrations, newId, type Db } from "@wellspring/db";
-import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
+import { startMockProvider, type MockOptions, type MockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { createEnrollmentToken } from "../../gateway/src/ops/enrollment.ts";
 import { Ledger } from "../../gateway/src/billing/ledger.ts";
@@ -381,12 +381,14 @@ export async function startStack(
     gatewayDatabaseUrl?: (url: string) => string;
     /** Models the agent offers (default DEMO_MODELS). */
     models?: typeof DEMO_MODELS;
+    /** The mock provider's options (e.g. its own RPM limit). */
+    mockOptions?: MockOptions;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
   const { db } = database;
   await opts.beforeAgent?.(db);
-  const mock = await startMockProvider();
+  const mock = await startMockProvider(opts.mockOptions);
   const gateway = await startGatewayProc(opts.gatewayDatabaseUrl?.(database.url) ?? database.url, opts.gatewayEnv);
   const ownerId = newId("usr");
   const userId = newId("usr");

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
-import { issueKey } from "@wellspring/gateway";
+import { degradedLimitsGateways, issueKey } from "@wellspring/gateway";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import {
   createTestDatabase,
@@ -127,7 +127,7 @@ describe("limits across gateways", () => {
     expect(admitted).toBeGreaterThanOrEqual(Math.floor(rpm - tolerance));
   }, 240_000);
 
-  it("Redis killed and restarted under load: no 500s, limits go local and come back by themselves", async () => {
+  it("Redis killed and restarted under load: no 500s, limits go local (an admin alert) and come back by themselves", async () => {
     const gw = gateways[0]!;
     const key = await newKey({ concurrencyLimit: 8 });
     const statuses: number[] = [];
@@ -152,11 +152,14 @@ describe("limits across gateways", () => {
     await killRedis();
     await waitFor(async () => (await limitsMode()) === "local", 20_000);
     expect(await degradedMetric()).toBe("1");
+    // The admins' alert (System page): the gateway taking the traffic wrote that it counts limits locally.
+    await waitFor(async () => (await degradedLimitsGateways(database.db)).length >= 1, 10_000);
     const atOutage = statuses.length;
     await waitFor(() => statuses.length > atOutage + 20, 20_000);
     await startRedis();
     await waitFor(async () => (await limitsMode()) === "shared", 20_000);
     expect(await degradedMetric()).toBe("0");
+    await waitFor(async () => (await degradedLimitsGateways(database.db)).length === 0, 10_000);
     phase = "after";
     await waitFor(() => byPhase.after.length > 20, 20_000);
     running = false;

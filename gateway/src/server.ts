@@ -57,7 +57,14 @@ import {
 import { SLOT_HOLD_MS_DEFAULT } from "./limits/store.ts";
 import { RedisStore } from "./limits/redis_store.ts";
 import { connectRedis, REDIS_COMMAND_TIMEOUT_MS_DEFAULT, redisAnswers, whenRedisReady } from "./limits/redis.ts";
-import { gatewaysLastSeen, keyChargedSinceMicros, liveGatewayCount, otherLiveGateways } from "./limits/ledger_reads.ts";
+import {
+  gatewaysLastSeen,
+  keyChargedSinceMicros,
+  LIMITS_STATUS_INTERVAL_MS,
+  liveGatewayCount,
+  otherLiveGateways,
+  reportLimitsDegraded,
+} from "./limits/ledger_reads.ts";
 import type { ArchiveConfig } from "./archive/config.ts";
 
 export const TUNNEL_PATH = "/agent/v1/tunnel";
@@ -288,6 +295,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
   await keyFilterLoader.start();
   const limiter = await startLimiter(opts, recordsPool, leaseOptions.gatewayDeadAfterMs);
+  // Limits counted locally because Redis does not answer are an admin alert (System page): written when it changes.
+  let limitsDegradedWritten: number | null = null;
+  const limitsStatusTimer = setInterval(() => {
+    const since = limiter.degradedSince; // epoch ms, or null
+    if (since === limitsDegradedWritten) return;
+    const before = limitsDegradedWritten;
+    limitsDegradedWritten = since;
+    reportLimitsDegraded(recordsPool, opts.gatewayId, since === null ? null : new Date(since)).catch((error: unknown) => {
+      limitsDegradedWritten = before; // written again on the next tick
+      log.warn("gateway.limits_status_failed", { error });
+    });
+  }, LIMITS_STATUS_INTERVAL_MS);
   // Prohibited terms an admin manages, read on each JSON body before it is forwarded.
   const content = new ContentRules(db, log);
   await content.start();
@@ -422,6 +441,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             void edgeReceipts
               .reportedTail(conn.agentId!, tail)
               .catch((error: unknown) => log.warn("ledger.reported_tail_failed", { agentId: conn.agentId, error })),
+          rateState: (conn, state) => directory.rateState(conn.agentId!, state),
           closed: (conn) => {
             registry.remove(conn);
             identities.forget(conn);
@@ -498,6 +518,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await adminClosed;
       keyFilterLoader.close();
       clearInterval(tailTimer);
+      clearInterval(limitsStatusTimer);
       content.stop();
       archiveJob?.close();
       for (const client of wss.clients) client.terminate();

@@ -633,6 +633,8 @@ export interface MockOptions {
   host?: string;
   /** Answer 429 (with the providers' rate-limit headers) above this many POSTs per minute; unset = no limit. */
   rpmLimit?: number;
+  /** With `rpmLimit`: send the rate-limit headers on every answer too, as the providers do (default true). */
+  rateLimitHeaders?: boolean;
   /**
    * The context window of every model, tokens: a request whose estimated input plus `max_tokens` exceeds it is
    * answered with the API's context-length error naming this window. Unset: no limit.
@@ -698,6 +700,20 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
         const limited = rateLimited(record.path, bucket.rpm, waitMs);
         sendJson(r, 429, limited.body, limited.headers).then(notify, () => res.destroy());
         return;
+      }
+      if (bucket && options.rateLimitHeaders !== false && req.method === "POST") {
+        // As OpenAI and Anthropic do, every answer says the key's limit and what is left of it.
+        const left = String(bucket.remaining());
+        const resetMs = Math.ceil(60_000 / bucket.rpm);
+        if (record.path.startsWith("/v1/messages")) {
+          res.setHeader("anthropic-ratelimit-requests-limit", String(bucket.rpm));
+          res.setHeader("anthropic-ratelimit-requests-remaining", left);
+          res.setHeader("anthropic-ratelimit-requests-reset", new Date(Date.now() + resetMs).toISOString());
+        } else {
+          res.setHeader("x-ratelimit-limit-requests", String(bucket.rpm));
+          res.setHeader("x-ratelimit-remaining-requests", left);
+          res.setHeader("x-ratelimit-reset-requests", `${(resetMs / 1000).toFixed(3)}s`);
+        }
       }
       handle(req, r, raw, directives, fault, options).then(notify, (error: unknown) => {
         console.error("mock provider error", error);

@@ -15,7 +15,13 @@ const post = (path: string, body: unknown) =>
 
 it("answers 429 above its RPM with x-ratelimit-* and anthropic-ratelimit-* headers", async () => {
   const chat = { model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] };
-  for (let i = 0; i < 3; i++) expect((await post("/v1/chat/completions", chat)).status).toBe(200);
+  for (let i = 0; i < 3; i++) {
+    const ok = await post("/v1/chat/completions", chat);
+    expect(ok.status).toBe(200);
+    // Every answer carries the key's limit and what is left, as the providers send them.
+    expect(ok.headers.get("x-ratelimit-limit-requests")).toBe("3");
+    expect(ok.headers.get("x-ratelimit-remaining-requests")).toBe(String(2 - i));
+  }
   const refused = await post("/v1/chat/completions", chat);
   expect(refused.status).toBe(429);
   expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("rate_limit_exceeded");

@@ -170,10 +170,13 @@ export const ControlKind = {
   RECEIPT_ACK: 8,
   CHAIN_TAIL: 9,
   CLAIM: 10,
+  /** Hub → agent: the owner's rate mode and, in expert mode, the limits the agent holds its provider key to. */
   CONFIG: 11,
   UPDATE_AVAILABLE: 12,
   EGRESS_PROBE: 13,
   NOTICE: 14,
+  /** Agent → hub: the rate limits the agent holds now (auto mode: learnt from the provider) and whether it has room. */
+  RATE_STATE: 15,
   /** Hub → agent: how a stream the agent served was settled; the agent signs a receipt for it. */
   SETTLEMENT: 16,
 } as const;

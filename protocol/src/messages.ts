@@ -221,6 +221,34 @@ export type ReceiptAck = Infer<typeof receiptAck>;
 export const chainTail = object({ seq: count, hash: b64url(64) });
 export type ChainTailMessage = Infer<typeof chainTail>;
 
+/** Requests or tokens per minute, or requests in flight, an agent holds its provider key to (null = none). */
+const rateLimit = nullable(int(1, 100_000_000));
+
+/**
+ * Hub → agent (CONTROL CONFIG): the owner's rate mode. `auto`: the agent learns its provider key's limits from
+ * the provider's answers (the limits here are null); `expert`: it never sends more than these.
+ */
+export const agentConfig = object({
+  rateMode: oneOf(["auto", "expert"] as const),
+  rpm: rateLimit,
+  tpm: rateLimit,
+  concurrency: rateLimit,
+});
+export type AgentConfig = Infer<typeof agentConfig>;
+
+/**
+ * Agent → hub (CONTROL RATE_STATE): the limits the agent holds now — in auto mode what it learnt from the
+ * provider (null = none known) — and `retryAfterMs`, how long until it has room for another request (0 = room now).
+ */
+export const rateState = object({
+  rateMode: oneOf(["auto", "expert"] as const),
+  rpm: rateLimit,
+  tpm: rateLimit,
+  concurrency: rateLimit,
+  retryAfterMs: int(0, 86_400_000),
+});
+export type RateState = Infer<typeof rateState>;
+
 export const CONTROL_SCHEMAS = {
   [ControlKind.CHALLENGE]: challenge,
   [ControlKind.AUTH]: auth,
@@ -234,4 +262,6 @@ export const CONTROL_SCHEMAS = {
   [ControlKind.CLAIM]: receiptBatch,
   [ControlKind.RECEIPT_ACK]: receiptAck,
   [ControlKind.CHAIN_TAIL]: chainTail,
+  [ControlKind.CONFIG]: agentConfig,
+  [ControlKind.RATE_STATE]: rateState,
 } as const;

@@ -25,7 +25,7 @@ import type { Logger } from "../log.ts";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
 import type { HubStream } from "../tunnel/hub_stream.ts";
 import { effectiveTier, type AgentRegistry, type Tier } from "../tunnel/registry.ts";
-import { agentFaultStatus, ResponseIdTap, retryableReset, type Candidate, type NoCandidate, type Routing } from "../routing/mod.ts";
+import { agentFaultStatus, rateLimitedRetryMs, ResponseIdTap, retryableReset, type Candidate, type NoCandidate, type Routing } from "../routing/mod.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { RecordWriter } from "./records.ts";
 import type { EndCause } from "../billing/usage.ts";
@@ -716,7 +716,9 @@ class ProxyExchange {
     if (attempt !== this.#attempt || this.finished) return;
     const routing = this.deps.routing;
     if (!this.res.headersSent && retryableReset(code, cause)) {
-      this.#failed(attempt);
+      // An agent at its own rate limit is healthy: its breaker does not count it (routing puts it last meanwhile).
+      if (code === ResetCode.RATE_LIMITED && cause === "agent") attempt.judged = true;
+      else this.#failed(attempt);
       const next = this.#nextCandidate();
       if (next) {
         this.#failOver(next, cause === "connection" ? "connection lost" : `reset ${code}`);
@@ -810,6 +812,7 @@ class ProxyExchange {
         : code === ResetCode.UPSTREAM_TIMEOUT
           ? "upstream_timeout"
           : code === ResetCode.REFUSED ||
+              code === ResetCode.RATE_LIMITED ||
               code === ResetCode.STREAM_LIMIT ||
               code === ResetCode.ENDPOINT_FORBIDDEN ||
               code === ResetCode.PATH_FORBIDDEN ||
@@ -824,19 +827,26 @@ class ProxyExchange {
       this.res.destroy();
       return;
     }
+    const agentRetryMs = code === ResetCode.RATE_LIMITED ? rateLimitedRetryMs(reason) : 0;
     const error =
-      code === ResetCode.PATH_FORBIDDEN
-        ? new GatewayError("forbidden", `The agent serving this model does not forward POST ${this.route.path}.`)
-        : code === ResetCode.BODY_REFUSED
-          ? // The hub read the body and found it acceptable; the agent, reading it too, did not: never forwarded.
-            new GatewayError("invalid_request", "The request body was refused upstream: it does not read as the request it was routed as.")
-          : endCause === "upstream_timeout"
-            ? new GatewayError("upstream_timeout", "The provider did not answer in time.")
-            : endCause === "refused"
-              ? new GatewayError("no_capacity", "The selected capacity refused the request; retry shortly.", {
-                  retryAfterSeconds: this.deps.limits.noCapacityRetryAfterSeconds,
-                })
-              : new GatewayError("agent_unreachable", "The request could not be completed upstream; retry shortly.");
+      code === ResetCode.RATE_LIMITED
+        ? // Every candidate's own rate limit (the owner's, or the provider's as the agent learnt it) is full.
+          new GatewayError("rate_limited", `The capacity serving this model is at its rate limit. Retry in ${Math.ceil(agentRetryMs / 1000)} s.`, {
+            retryAfterSeconds: Math.ceil(agentRetryMs / 1000),
+            retryAfterMs: agentRetryMs,
+          })
+        : code === ResetCode.PATH_FORBIDDEN
+          ? new GatewayError("forbidden", `The agent serving this model does not forward POST ${this.route.path}.`)
+          : code === ResetCode.BODY_REFUSED
+            ? // The hub read the body and found it acceptable; the agent, reading it too, did not: never forwarded.
+              new GatewayError("invalid_request", "The request body was refused upstream: it does not read as the request it was routed as.")
+            : endCause === "upstream_timeout"
+              ? new GatewayError("upstream_timeout", "The provider did not answer in time.")
+              : endCause === "refused"
+                ? new GatewayError("no_capacity", "The selected capacity refused the request; retry shortly.", {
+                    retryAfterSeconds: this.deps.limits.noCapacityRetryAfterSeconds,
+                  })
+                : new GatewayError("agent_unreachable", "The request could not be completed upstream; retry shortly.");
     this.#finish(endCause, error.status);
     sendError(this.res, this.route.api, error, this.requestId);
   }

@@ -8,6 +8,8 @@
  *   npm run admin -- agents
  *   npm run admin -- revoke-agent --id agt_…
  *   npm run admin -- set-tier --id agt_… --tier S|A|discount
+ *   npm run admin -- set-agent-rate --id agt_… --mode auto | --mode expert [--rpm N] [--tpm N] [--concurrency N]
+ *                               (for the agent's owner, as the agents page does; pushed to the live agent)
  *   npm run admin -- grant --email a@b.c --micros 5000000 --reason "…" [--grant-id G]
  *   npm run admin -- balance --email a@b.c
  *   npm run admin -- redemption-codes --micros 5000000 --count 100 [--note N] [--expires 2027-01-01T00:00:00Z]
@@ -47,6 +49,8 @@ import {
   setReleasePolicy,
   Treasury,
   unknownModelNames,
+  parseAgentRateSettings,
+  setOwnAgentRate,
 } from "../ops/mod.ts";
 import { parseEnv } from "../env.ts";
 import { openOperatorDatabase } from "./database.ts";
@@ -205,6 +209,24 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       if (tier !== "S" && tier !== "A" && tier !== "discount") throw new Error("--tier must be S, A or discount");
       if (!(await changeAgent(db, actor(), id, { tier }))) throw new Error(`Cannot set the tier of agent ${id}: no such agent, or it is revoked`);
       return `agent ${id} is now tier ${tier}; requests that start from now settle at it`;
+    }
+    case "set-agent-rate": {
+      const id = flag(args, "id");
+      if (!id) throw new Error("--id is required");
+      const parsed = parseAgentRateSettings({
+        rateMode: flag(args, "mode"),
+        rpm: flag(args, "rpm"),
+        tpm: flag(args, "tpm"),
+        concurrency: flag(args, "concurrency"),
+      });
+      if (!parsed.ok) throw new Error(Object.values(parsed.errors).join(" "));
+      const agent = await db.agent.findUnique({ where: { id }, select: { ownerId: true } });
+      if (!agent || !(await setOwnAgentRate(db, agent.ownerId, id, parsed.settings)))
+        throw new Error(`Cannot set the rate mode of agent ${id}: no such agent, or it is revoked`);
+      const s = parsed.settings;
+      return s.rateMode === "auto"
+        ? `agent ${id}: auto mode (it learns its provider key's limits); sent to it if it is connected`
+        : `agent ${id}: expert mode, ${s.rpmLimit ?? "no"} requests/min, ${s.tpmLimit ?? "no"} tokens/min, ${s.concurrencyLimit ?? "no limit of"} requests at once; sent to it if it is connected`;
     }
     case "grant": {
       const user = await userByEmail(db, flag(args, "email"));

@@ -33,3 +33,11 @@ export async function keyChargedSinceMicros(pool: pg.Pool, keyId: string, since:
   );
   return BigInt(r.rows[0]?.s ?? "0");
 }
+
+/** How often a gateway checks whether its limits' mode changed, to write it for the admins' alert, ms. */
+export const LIMITS_STATUS_INTERVAL_MS = 2_000;
+
+/** Writes since when this gateway counts limits locally (Redis does not answer), or null when they are shared again. */
+export async function reportLimitsDegraded(pool: pg.Pool, gatewayId: string, since: Date | null): Promise<void> {
+  await pool.query(`UPDATE gateways SET limits_degraded_since = $2 WHERE id = $1`, [gatewayId, since]);
+}

@@ -298,6 +298,24 @@ for (const backend of backends) {
   });
 }
 
+/** A limiter that retries Redis every 20 ms, with `live` gateways alive, for the outage cases. */
+function outageLimiter(gatewayId: string, shared: PoolStore, live: number, ping: () => Promise<boolean>): Limiter {
+  return new Limiter({
+    gatewayId,
+    shared,
+    prefix,
+    userConcurrencyMax: 0,
+    sliceFraction: 0,
+    sliceIdleMs: 500,
+    redisRetryMs: 20,
+    slotHoldMs: 30_000,
+    liveGateways: () => Promise.resolve(live),
+    monthSpendMicros: () => Promise.resolve(0n),
+    ping,
+    log,
+  });
+}
+
 describe("Redis unreachable", () => {
   it("counts each limit ÷ live gateways in memory, then goes back to Redis when it answers", async () => {
     let up = false;
@@ -308,20 +326,7 @@ describe("Redis unreachable", () => {
       renew: () => Promise.reject(new Error("connect ECONNREFUSED")),
       close: () => Promise.resolve(),
     };
-    const limiter = new Limiter({
-      gatewayId: "gwX",
-      shared: failing,
-      prefix,
-      userConcurrencyMax: 0,
-      sliceFraction: 0,
-      sliceIdleMs: 500,
-      redisRetryMs: 20,
-      slotHoldMs: 30_000,
-      liveGateways: () => Promise.resolve(4),
-      monthSpendMicros: () => Promise.resolve(0n),
-      ping: () => Promise.resolve(up),
-      log,
-    });
+    const limiter = outageLimiter("gwX", failing, 4, () => Promise.resolve(up));
     limiter.start();
     const keyId = `key_${randomUUID()}`;
     const key: KeyLimits = { rpm: null, tpm: null, concurrency: 8, monthlyBudgetMicros: null };

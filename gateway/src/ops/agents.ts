@@ -66,3 +66,57 @@ export async function revokeAgent(db: Db, actor: Actor, agentId: string): Promis
     return true;
   });
 }
+
+/** The owner's rate mode for an agent: auto (the agent learns its provider key's limits) or expert with their limits. */
+export type AgentRateSettings =
+  { rateMode: "auto" } | { rateMode: "expert"; rpmLimit: number | null; tpmLimit: number | null; concurrencyLimit: number | null };
+
+/** Largest RPM, TPM and concurrency an owner may set (the protocol's bound). */
+export const AGENT_RATE_LIMIT_MAX = 100_000_000;
+
+/**
+ * Reads a rate-mode form (`rateMode`, `rpm`, `tpm`, `concurrency` as text; empty = none): the settings, or an
+ * error per field. Expert mode needs at least one limit.
+ */
+export function parseAgentRateSettings(
+  raw: Record<string, string | undefined>,
+): { ok: true; settings: AgentRateSettings } | { ok: false; errors: Partial<Record<"rateMode" | "rpm" | "tpm" | "concurrency", string>> } {
+  const errors: Partial<Record<"rateMode" | "rpm" | "tpm" | "concurrency", string>> = {};
+  const mode = raw.rateMode;
+  if (mode !== "auto" && mode !== "expert") return { ok: false, errors: { rateMode: "Rate mode: auto or expert." } };
+  if (mode === "auto") return { ok: true, settings: { rateMode: "auto" } };
+  const words = { rpm: "Requests per minute", tpm: "Tokens per minute", concurrency: "Requests at once" } as const;
+  const limit = (name: "rpm" | "tpm" | "concurrency"): number | null => {
+    const text = raw[name]?.trim() ?? "";
+    if (text === "") return null;
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1 || n > AGENT_RATE_LIMIT_MAX) {
+      errors[name] = `${words[name]}: a whole number from 1 to ${AGENT_RATE_LIMIT_MAX.toLocaleString("en-US")}, or empty for none.`;
+      return null;
+    }
+    return n;
+  };
+  const settings = { rateMode: "expert" as const, rpmLimit: limit("rpm"), tpmLimit: limit("tpm"), concurrencyLimit: limit("concurrency") };
+  if (Object.keys(errors).length > 0) return { ok: false, errors };
+  if (settings.rpmLimit === null && settings.tpmLimit === null && settings.concurrencyLimit === null)
+    return { ok: false, errors: { rpm: "Expert mode needs at least one limit (requests per minute, tokens per minute or requests at once)." } };
+  return { ok: true, settings };
+}
+
+/**
+ * The owner sets an agent's rate mode and limits. The hub holds the agent to expert limits, and every gateway
+ * pushes them to the live agent (CONFIG), which holds them itself. False when `ownerId` has no such agent.
+ */
+export async function setOwnAgentRate(db: Db, ownerId: string, agentId: string, settings: AgentRateSettings): Promise<boolean> {
+  const data =
+    settings.rateMode === "auto"
+      ? { rateMode: "auto" as const, rpmLimit: null, tpmLimit: null, concurrencyLimit: null }
+      : { rateMode: "expert" as const, rpmLimit: settings.rpmLimit, tpmLimit: settings.tpmLimit, concurrencyLimit: settings.concurrencyLimit };
+  return db.$transaction(async (tx) => {
+    const n = await tx.agent.updateMany({ where: { id: agentId, ownerId, status: { not: "revoked" } }, data });
+    if (n.count === 0) return false;
+    await recordAudit(tx, `user:${ownerId}`, "agent.rate_updated", `agent:${agentId}`, data);
+    await publishHubEvent(tx, { kind: "agent_changed", agentId });
+    return true;
+  });
+}

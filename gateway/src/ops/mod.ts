@@ -7,7 +7,19 @@
 export { recordAudit, type Actor } from "./audit.ts";
 export { hashKey, issueKey, KEY_PREFIX, revokeKey, revokeKeyIn, type KeyOptions } from "./keys.ts";
 export { createEnrollmentToken, enrollCommand, enrollSteps, ENROLLMENT_TOKEN_TTL_MS, STARTER_CONFIG, type EnrollSteps } from "./enrollment.ts";
-export { AgentLockedError, changeAgent, changeOwnAgent, revokeAgent, type AgentChange, type AgentTier } from "./agents.ts";
+export {
+  AGENT_RATE_LIMIT_MAX,
+  AgentLockedError,
+  changeAgent,
+  changeOwnAgent,
+  parseAgentRateSettings,
+  revokeAgent,
+  setOwnAgentRate,
+  type AgentChange,
+  type AgentRateSettings,
+  type AgentTier,
+} from "./agents.ts";
+export { degradedLimitsGateways, GATEWAY_ALIVE_WITHIN_MS, type DegradedLimitsGateway } from "./gateways.ts";
 export { ensureUser, setUserPlan, setUserStatus } from "./users.ts";
 export {
   administratorExists,

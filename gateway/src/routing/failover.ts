@@ -49,3 +49,13 @@ export function retryableReset(code: number, cause: "agent" | "connection"): boo
     code === ResetCode.UPSTREAM_UNREACHABLE
   );
 }
+
+/** The wait an agent's RATE_LIMITED refusal names (its reason ends `retry in <ms> ms`), bounded to [1 ms, 60 s]; 1 s when absent. */
+export const RATE_LIMITED_RETRY_MS_DEFAULT = 1_000;
+export const RATE_LIMITED_RETRY_MS_MAX = 60_000;
+
+export function rateLimitedRetryMs(reason: string): number {
+  const m = /retry in (\d{1,9}) ms$/.exec(reason);
+  if (!m) return RATE_LIMITED_RETRY_MS_DEFAULT;
+  return Math.min(RATE_LIMITED_RETRY_MS_MAX, Math.max(1, Number(m[1])));
+}

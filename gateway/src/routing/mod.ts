@@ -12,7 +12,7 @@ import { RoutingPolicy, streamHeadroom, type Headroom } from "./policy.ts";
 import { AgentScores } from "./scores.ts";
 import type { StickyRoutes } from "./sticky.ts";
 
-export { agentFaultStatus, retryableReset, DEFAULT_FAILOVER_LIMITS, type FailoverLimits } from "./failover.ts";
+export { agentFaultStatus, rateLimitedRetryMs, retryableReset, DEFAULT_FAILOVER_LIMITS, type FailoverLimits } from "./failover.ts";
 export { NO_RESTRICTION, permits, type AgentRestriction, type Candidate, type NoCandidate, type RouteRequest } from "./policy.ts";
 export { ResponseIdTap, StickyRoutes } from "./sticky.ts";
 export { DEFAULT_BREAKER_OPTIONS, type BreakerOptions, type BreakerState, type BreakerView } from "./breaker.ts";

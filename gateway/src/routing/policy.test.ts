@@ -16,6 +16,8 @@ interface FakeAgent {
   routable?: boolean;
   paused?: boolean;
   contextTokens?: number | null;
+  /** The agent reported its own rate limit has no room for this long (RATE_STATE). */
+  saturatedForMs?: number;
 }
 
 function setup(agents: FakeAgent[], random: () => number = Math.random) {
@@ -27,6 +29,7 @@ function setup(agents: FakeAgent[], random: () => number = Math.random) {
       capacity: a.capacity ?? 10,
       routable: a.routable ?? true,
       isClosed: false,
+      rateSaturatedUntilMs: a.saturatedForMs ? Date.now() + a.saturatedForMs : 0,
       inventory: {
         agentVersion: "t",
         models: [{ provider: "openai", model: "gpt-4o-mini", contextTokens: a.contextTokens ?? null }],
@@ -73,6 +76,18 @@ describe("RoutingPolicy.plan", () => {
       { id: "agt_lane", discountLane: true, inFlight: 9 },
     ]);
     expect(order(policy)).toEqual(["agt_lane", "agt_s", "agt_a"]);
+  });
+
+  it("tries an agent whose own rate limit has no room (RATE_STATE) after every other, whatever its class", () => {
+    const { policy } = setup([
+      { id: "agt_lane_saturated", discountLane: true, saturatedForMs: 5_000 },
+      { id: "agt_s_saturated", tier: "S", saturatedForMs: 5_000 },
+      { id: "agt_a", tier: "A", inFlight: 9 },
+      { id: "agt_s_past", tier: "S", saturatedForMs: -1 },
+    ]);
+    const o = order(policy);
+    expect(o.slice(0, 2)).toEqual(["agt_s_past", "agt_a"]);
+    expect(o.slice(2).sort()).toEqual(["agt_lane_saturated", "agt_s_saturated"]);
   });
 
   it("skips agents without room, paused, not routable, or already tried", () => {

@@ -23,21 +23,32 @@ export interface AgentRestriction {
 export const NO_RESTRICTION: AgentRestriction = { ownerIds: [], minTier: null };
 
 /**
- * How much room an agent has for one more request of a model, in [0, 1]: 0 = none (it is skipped), 1 = idle.
- * Today the agent's open streams against its stream limit; the limiter (agent rate limits it reports) plugs in
- * here.
+ * How much room an agent has for one more request of a model, in [0, 1]: 0 = none (it is skipped), 1 = idle;
+ * and whether it said its own rate limit has no room now (`saturated`: tried only after every agent with room).
  */
 export interface Headroom {
   room(conn: AgentConnection, model: string): number;
+  saturated?(conn: AgentConnection): boolean;
 }
 
+/**
+ * The agent's open streams against its stream limit, and its own rate limit as it reported it (CONTROL
+ * RATE_STATE: no room for `retryAfterMs`). A saturated agent is not skipped — when it is the only one, its refusal
+ * (RESET RATE_LIMITED) becomes the user's 429 with its retry time — but every agent with room is tried first.
+ */
 export const streamHeadroom: Headroom = {
   room(conn) {
     const capacity = conn.capacity;
     if (capacity <= 0 || conn.inFlight >= capacity) return 0;
     return (capacity - conn.inFlight) / capacity;
   },
+  saturated(conn) {
+    return conn.rateSaturatedUntilMs > Date.now();
+  },
 };
+
+/** The class of agents whose own rate limit has no room now: below every other. */
+const SATURATED_CLASS = -1;
 
 export interface RouteRequest {
   api: ApiFamily;
@@ -116,7 +127,7 @@ export class RoutingPolicy {
       const weight = this.scores.weight(agentId, req.model) * room;
       // Exponential race: sorting by −ln(u)/w draws a weighted order without replacement.
       const key = -Math.log(1 - this.random()) / weight;
-      const cls = (profile.discountLane ? 10 : 0) + TIER_RANK[profile.tier];
+      const cls = this.headroom.saturated?.(conn) ? SATURATED_CLASS : (profile.discountLane ? 10 : 0) + TIER_RANK[profile.tier];
       ranked.push({ c: { conn, agentId, profile }, cls, key });
     }
     if (allowed === 0) return { ok: false, reason: "restricted" };

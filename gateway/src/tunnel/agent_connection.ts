@@ -55,6 +55,9 @@ import {
   type ReceiptAck,
   type ChainTailMessage,
   type SettlementStatement,
+  type AgentConfig,
+  rateState as rateStateSchema,
+  type RateState,
 } from "@wellspring/protocol";
 import { newId } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
@@ -138,6 +141,8 @@ export interface ConnectionEvents {
   receipts?(conn: AgentConnection, batch: ReceiptBatch): Promise<ReceiptAck[]>;
   /** The agent's chain tail (its answer to the hub's CHAIN_TAIL). */
   chainTail?(conn: AgentConnection, tail: ChainTailMessage): void;
+  /** The agent reported the rate limits it holds (RATE_STATE). */
+  rateState?(conn: AgentConnection, state: RateState): void;
   closed(conn: AgentConnection): void;
 }
 
@@ -155,6 +160,12 @@ export class AgentConnection {
   inventory: Inventory | null = null;
   /** The agent's settings: what it lets us send. */
   peer: Settings | null = null;
+  /** The rate limits the agent last reported holding (RATE_STATE); null before its first report. */
+  rateState: RateState | null = null;
+  /** Until when the agent said it has no room for another request (its own rate limit), epoch ms. */
+  rateSaturatedUntilMs = 0;
+  /** The rate configuration last sent (CONFIG), to send it again only when it changes. */
+  #configSent: string | null = null;
   readonly streams = new Map<number, HubStream>();
   /** Connection-level flow control and stream-id rules, the same as the agent's (protocol/src/session.ts). */
   readonly #rules: SessionRules;
@@ -282,6 +293,15 @@ export class AgentConnection {
   sendPriceTable(table: PriceTableMessage): void {
     if (this.state !== "ready" && this.state !== "draining") return;
     this.#sendControl(ControlKind.PRICE_TABLE, table);
+  }
+
+  /** The owner's rate mode and limits; sent when they differ from what this session was last sent. */
+  sendConfig(config: AgentConfig): void {
+    if (this.state !== "ready" && this.state !== "draining") return;
+    const key = JSON.stringify(config);
+    if (key === this.#configSent) return;
+    this.#configSent = key;
+    this.#sendControl(ControlKind.CONFIG, config);
   }
 
   /** Pings the agent now: true when its PONG arrives within `timeoutMs`, false on timeout or close. */
@@ -569,9 +589,23 @@ export class AgentConnection {
         }
         return;
       }
+      case ControlKind.RATE_STATE: {
+        let state: RateState;
+        try {
+          state = parseJson(rateStateSchema, body);
+        } catch (error) {
+          this.close(CloseCode.PROTOCOL_ERROR, `bad rate state: ${(error as Error).message}`);
+          return;
+        }
+        this.rateState = state;
+        this.rateSaturatedUntilMs = state.retryAfterMs > 0 ? Date.now() + state.retryAfterMs : 0;
+        this.events.rateState?.(this, state);
+        return;
+      }
       case ControlKind.SETTLEMENT:
       case ControlKind.RECEIPT_ACK:
-        this.close(CloseCode.PROTOCOL_ERROR, "only the hub sends settlements and receipt acknowledgements");
+      case ControlKind.CONFIG:
+        this.close(CloseCode.PROTOCOL_ERROR, "only the hub sends settlements, receipt acknowledgements and configuration");
         return;
       case ControlKind.CHALLENGE:
       case ControlKind.AUTH:

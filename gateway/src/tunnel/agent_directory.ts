@@ -4,11 +4,14 @@
  * `AgentConnection` knows none of this: it emits events, and the gateway persists them here.
  */
 import type { Db } from "@wellspring/db/core";
-import type { Inventory } from "@wellspring/protocol";
+import type { Inventory, RateState } from "@wellspring/protocol";
 import type { Logger } from "../log.ts";
 import type { AgentLookup, AgentRecord } from "./agent_connection.ts";
 
 export class AgentDirectory implements AgentLookup {
+  /** The reported limits last written per agent (one entry per agent that reported since the gateway started). */
+  readonly #rateWritten = new Map<string, string>();
+
   constructor(
     private readonly db: Db,
     private readonly log: Logger,
@@ -45,6 +48,17 @@ export class AgentDirectory implements AgentLookup {
         },
       })
       .catch((error: unknown) => this.log.warn("tunnel.inventory_persist_failed", { agentId, error }));
+  }
+
+  /** The rate limits the agent reported holding (auto mode: learnt from its provider), for the owner's agent page. */
+  rateState(agentId: string, state: RateState): void {
+    // Reports also say when the agent has room; only a change of its limits is written.
+    const key = `${state.rpm}:${state.tpm}`;
+    if (this.#rateWritten.get(agentId) === key) return;
+    this.#rateWritten.set(agentId, key);
+    void this.db.agent
+      .update({ where: { id: agentId }, data: { reportedRpm: state.rpm, reportedTpm: state.tpm, rateReportedAt: new Date() } })
+      .catch((error: unknown) => this.log.warn("tunnel.rate_state_persist_failed", { agentId, error }));
   }
 
   /** The official price version the agent acknowledged holding. */

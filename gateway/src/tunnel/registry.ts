@@ -44,6 +44,9 @@ export class AgentRegistry {
     const limits =
       agent.rateMode === "expert" ? { rpm: agent.rpmLimit ?? null, tpm: agent.tpmLimit ?? null, concurrency: agent.concurrencyLimit ?? null } : null;
     this.#profiles.set(agent.id, { ownerId: agent.ownerId, status: agent.status, tier: agent.tier, discountLane: agent.discountLane, limits });
+    // The agent holds the owner's limits itself too (its token bucket): it hears of every change (CONFIG).
+    if (agent.rateMode !== undefined)
+      this.#byAgent.get(agent.id)?.sendConfig(limits ? { rateMode: "expert", ...limits } : { rateMode: "auto", rpm: null, tpm: null, concurrency: null });
   }
 
   get size(): number {

@@ -1,5 +1,5 @@
 import "server-only";
-import { changeAgent, Ledger, setUserStatus as setStatus, Treasury } from "@wellspring/gateway";
+import { changeAgent, degradedLimitsGateways, Ledger, setUserStatus as setStatus, Treasury, type DegradedLimitsGateway } from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { mailMode } from "../mail";
 import { clearSigninThrottle, signinThrottleStates, type SigninThrottleState } from "../throttle";
@@ -176,16 +176,19 @@ export interface SystemStatus {
   audit: { ok: boolean; problems: string[]; walletsChecked: number };
   openFlags: number;
   pendingPayouts: { count: number; amountMicros: bigint };
+  /** Running gateways counting limits locally because Redis does not answer (an alert), and since when. */
+  limitsDegraded: DegradedLimitsGateway[];
 }
 
 export async function systemStatus(actor: Actor): Promise<SystemStatus> {
   requireAdmin(actor);
-  const [ver, agents, audit, openFlags, pending] = await Promise.all([
+  const [ver, agents, audit, openFlags, pending, limitsDegraded] = await Promise.all([
     db().priceVersion.findFirst({ orderBy: { ver: "desc" }, select: { ver: true } }),
     db().agent.findMany({ where: { status: { not: "revoked" } }, orderBy: { createdAt: "asc" }, take: 200 }),
     new Ledger(pool()).audit(),
     db().riskFlag.count({ where: { status: "open" } }),
     db().payout.aggregate({ where: { status: "requested" }, _count: true, _sum: { amountMicros: true } }),
+    degradedLimitsGateways(db()),
   ]);
   return {
     currentPriceVer: ver?.ver ?? null,
@@ -193,5 +196,6 @@ export async function systemStatus(actor: Actor): Promise<SystemStatus> {
     audit: { ok: audit.ok, problems: audit.problems, walletsChecked: audit.walletsChecked },
     openFlags,
     pendingPayouts: { count: pending._count, amountMicros: pending._sum.amountMicros ?? 0n },
+    limitsDegraded,
   };
 }

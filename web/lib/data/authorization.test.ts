@@ -162,6 +162,26 @@ describe("roles and other owners' agents", () => {
     expect((await owner.listAgents(as("carol"))).map((a) => [a.id, a.discountLane])).toEqual([[carolAgent, true]]);
   });
 
+  it("an owner sets their agent's rate mode (validated and audited) and cannot set another owner's", async () => {
+    const expert = { rateMode: "expert", rpm: "120", tpm: "", concurrency: "4" };
+    expect(await owner.setAgentRate(as("dave"), carolAgent, expert)).toEqual({ ok: false, errors: { form: "No such agent of yours." } });
+    expect((await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } })).rateMode).toBe("auto");
+    const bad = await owner.setAgentRate(as("carol"), carolAgent, { rateMode: "expert", rpm: "1.5", tpm: "-3", concurrency: "" });
+    expect(bad.ok ? null : Object.keys(bad.errors).sort()).toEqual(["rpm", "tpm"]);
+    const none = await owner.setAgentRate(as("carol"), carolAgent, { rateMode: "expert", rpm: "", tpm: "", concurrency: "" });
+    expect(none.ok ? null : none.errors.rpm).toMatch(/at least one limit/);
+    expect(await owner.setAgentRate(as("carol"), carolAgent, { rateMode: "fast" })).toEqual({ ok: false, errors: { rateMode: "Rate mode: auto or expert." } });
+    expect(await owner.setAgentRate(as("carol"), carolAgent, expert)).toEqual({ ok: true });
+    const agent = await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } });
+    expect([agent.rateMode, agent.rpmLimit, agent.tpmLimit, agent.concurrencyLimit]).toEqual(["expert", 120, null, 4]);
+    expect(await database.db.auditEvent.count({ where: { action: "agent.rate_updated", subject: `agent:${carolAgent}` } })).toBe(1);
+    const row = (await owner.listAgents(as("carol")))[0]!;
+    expect([row.rateMode, row.rpmLimit, row.concurrencyLimit, row.reported]).toEqual(["expert", 120, 4, null]);
+    expect(await owner.setAgentRate(as("carol"), carolAgent, { rateMode: "auto", rpm: "5" })).toEqual({ ok: true });
+    const auto = await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } });
+    expect([auto.rateMode, auto.rpmLimit, auto.concurrencyLimit]).toEqual(["auto", null, null]);
+  });
+
   it("an admin-suspended agent cannot be resumed by its owner", async () => {
     await database.db.agent.update({ where: { id: carolAgent }, data: { status: "suspended" } });
     await expect(owner.updateAgent(as("carol"), carolAgent, { paused: false })).rejects.toThrow(/suspended by an administrator/);
@@ -175,6 +195,7 @@ describe("roles and other owners' agents", () => {
       ["listAgents", () => owner.listAgents(bob)],
       ["earnings", () => owner.earnings(bob)],
       ["requestPayout", () => owner.requestPayout(bob, 1n)],
+      ["setAgentRate", () => owner.setAgentRate(bob, carolAgent, { rateMode: "auto" })],
       ["flagQueue", () => risk.flagQueue(as("carol"), "open")],
       ["decideFlag", () => risk.decideFlag(as("carol"), flagId, "suspended", "no")],
       ["publishDraft", () => prices.publishDraft(bob, [], "x")],

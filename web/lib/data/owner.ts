@@ -4,6 +4,8 @@ import {
   AgentLockedError,
   changeOwnAgent,
   createEnrollmentToken,
+  parseAgentRateSettings,
+  setOwnAgentRate,
   DUPLICATE_AGENT_IDENTITY,
   DUPLICATE_WARNING_WINDOW_MS,
   duplicateWarningOf,
@@ -67,6 +69,13 @@ export interface AgentRow {
   duplicate: DuplicateWarning | null;
   /** The hub refuses this agent's version (below the minimum it admits). */
   updateRequired: UpdateRequiredNotice | null;
+  /** auto: the agent learns its provider key's limits; expert: the owner's limits below (null = none). */
+  rateMode: "auto" | "expert";
+  rpmLimit: number | null;
+  tpmLimit: number | null;
+  concurrencyLimit: number | null;
+  /** What the agent last reported holding (auto mode: learnt from its provider), and when; null = never reported. */
+  reported: { rpm: number | null; tpm: number | null; at: Date } | null;
 }
 
 export async function listAgents(actor: Actor): Promise<AgentRow[]> {
@@ -102,7 +111,26 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     lastSeenAt: a.lastSeenAt,
     duplicate: duplicates.get(`agent:${a.id}`) ?? null,
     updateRequired: updateRequiredNotice(a, releasePolicy),
+    rateMode: a.rateMode,
+    rpmLimit: a.rpmLimit,
+    tpmLimit: a.tpmLimit,
+    concurrencyLimit: a.concurrencyLimit,
+    reported: a.rateReportedAt ? { rpm: a.reportedRpm, tpm: a.reportedTpm, at: a.rateReportedAt } : null,
   }));
+}
+
+export type AgentRateErrors = Partial<Record<"rateMode" | "rpm" | "tpm" | "concurrency" | "form", string>>;
+
+/**
+ * The owner's rate mode for one of their agents (form fields as text): auto, or expert with their RPM, TPM and
+ * concurrency. Validated here; applied by every gateway and pushed to the live agent at once.
+ */
+export async function setAgentRate(actor: Actor, agentId: string, raw: Record<string, string>): Promise<{ ok: true } | { ok: false; errors: AgentRateErrors }> {
+  requireOwner(actor);
+  const parsed = parseAgentRateSettings(raw);
+  if (!parsed.ok) return parsed;
+  if (!(await setOwnAgentRate(db(), actor.userId, agentId, parsed.settings))) return { ok: false, errors: { form: "No such agent of yours." } };
+  return { ok: true };
 }
 
 /**

@@ -1,7 +1,7 @@
 "use server";
 import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../lib/data/actor";
-import { createEnrollment, updateAgent } from "../../../lib/data/owner";
+import { createEnrollment, setAgentRate, updateAgent, type AgentRateErrors } from "../../../lib/data/owner";
 import { formText } from "../../../lib/form";
 
 export type EnrollState = { steps?: { enroll: string; configure: string; start: string }; expiresAt?: string; error?: string } | null;
@@ -23,4 +23,19 @@ export async function agentSwitchAction(form: FormData): Promise<void> {
   const on = form.get("on") === "true";
   await updateAgent(actor, agentId, what === "pause" ? { paused: on } : { discountLane: on });
   revalidatePath("/app/agents");
+}
+
+export type AgentRateState = { saved?: boolean; errors?: AgentRateErrors } | null;
+
+export async function agentRateAction(_prev: AgentRateState, form: FormData): Promise<AgentRateState> {
+  const actor = await requireActor();
+  const result = await setAgentRate(actor, formText(form, "agentId"), {
+    rateMode: formText(form, "rateMode"),
+    rpm: formText(form, "rpm"),
+    tpm: formText(form, "tpm"),
+    concurrency: formText(form, "concurrency"),
+  });
+  if (!result.ok) return { errors: result.errors };
+  revalidatePath("/app/agents");
+  return { saved: true };
 }

@@ -5,6 +5,7 @@ import { utc } from "../../../lib/format";
 import { ActionButton, Card, Empty, PageTitle, Table } from "../../ui";
 import { agentSwitchAction } from "./actions";
 import { EnrollForm } from "./enroll-form";
+import { RateForm } from "./rate-form";
 
 export const metadata = { title: "Agents — Wellspring" };
 
@@ -18,6 +19,38 @@ function nextStep(a: AgentRow): string | null {
   if (!a.online) return "Offline. In its folder, run ./wellspring-agent start (it keeps itself running after that).";
   if (a.models.length === 0) return "Online but offering no models: list them in data/config.json, then restart it.";
   return null;
+}
+
+const perMinute = (n: number | null, unit: string) => (n === null ? `no ${unit} limit` : `${n.toLocaleString("en-US")} ${unit}/min`);
+
+/** The rate mode in force and, in auto mode, what the agent learnt from its provider. */
+function RateSummary({ agent: a }: { agent: AgentRow }) {
+  if (a.rateMode === "expert") {
+    const parts = [
+      a.rpmLimit !== null ? `${a.rpmLimit.toLocaleString("en-US")} requests/min` : null,
+      a.tpmLimit !== null ? `${a.tpmLimit.toLocaleString("en-US")} tokens/min` : null,
+      a.concurrencyLimit !== null ? `${a.concurrencyLimit.toLocaleString("en-US")} at once` : null,
+    ].filter(Boolean);
+    return (
+      <p data-testid={`agent-rate-summary-${a.id}`}>
+        Expert: {parts.join(", ")}
+        {a.reported && a.reported.rpm !== a.rpmLimit && <span className="text-amber-700"> (the agent has not confirmed it yet)</span>}
+      </p>
+    );
+  }
+  return (
+    <p data-testid={`agent-rate-summary-${a.id}`}>
+      Auto
+      {a.reported && (a.reported.rpm !== null || a.reported.tpm !== null) ? (
+        <span className="text-slate-500">
+          {" "}
+          — learnt from the provider: {perMinute(a.reported.rpm, "requests")}, {perMinute(a.reported.tpm, "tokens")} (reported {utc(a.reported.at)})
+        </span>
+      ) : (
+        <span className="text-slate-500"> — no limit learnt from the provider yet</span>
+      )}
+    </p>
+  );
 }
 
 export default async function AgentsPage() {
@@ -35,7 +68,7 @@ export default async function AgentsPage() {
                 No agents yet. Name one in “Enroll an agent” and run the three commands it prints on the machine that holds your provider keys.
               </Empty>
             ) : (
-              <Table testId="agents-table" columns={["Agent", "State", "Tier", "Models", ""]}>
+              <Table testId="agents-table" columns={["Agent", "State", "Tier", "Models", "Rate", ""]}>
                 {agents.map((a) => (
                   <tr key={a.id} className="border-t border-slate-100 align-top">
                     <td className="py-2">
@@ -85,6 +118,12 @@ export default async function AgentsPage() {
                     </td>
                     <td className="max-w-[12rem] break-words py-2 text-xs text-slate-600">
                       {a.models.length ? a.models.map((m) => m.split(":").slice(1).join(":")).join(", ") : "—"}
+                    </td>
+                    <td className="py-2 text-xs" data-testid={`agent-rate-${a.id}`}>
+                      <RateSummary agent={a} />
+                      {a.status !== "revoked" && (
+                        <RateForm agentId={a.id} rateMode={a.rateMode} rpmLimit={a.rpmLimit} tpmLimit={a.tpmLimit} concurrencyLimit={a.concurrencyLimit} />
+                      )}
                     </td>
                     <td className="space-y-1 py-2 text-right">
                       {(a.status === "active" || a.status === "paused") && (

@@ -14,6 +14,16 @@ export default async function SystemPage() {
   return (
     <>
       <PageTitle title="System" subtitle={`Checked ${utc(gw.checkedAt)}.`} />
+      {s.limitsDegraded.length > 0 && (
+        <div role="alert" data-testid="limits-degraded" className="mb-4 rounded-lg border border-red-200 bg-red-50 p-3 text-sm text-red-800">
+          <p className="font-medium">Redis does not answer: limits are counted per gateway.</p>
+          <p className="mt-1">
+            {s.limitsDegraded.map((g) => `${g.gatewayId} since ${utc(g.since)}`).join("; ")}. Each of these gateways holds every limit ÷ the live gateways in
+            memory until Redis answers again (balances are unaffected: they are in PostgreSQL). Check Redis (REDIS_URL); the gateways go back to it by
+            themselves.
+          </p>
+        </div>
+      )}
       <div className="grid gap-4 sm:grid-cols-4">
         <Stat label="Gateway" value={gw.reachable ? "Online" : "Unreachable"} hint={`${count(gw.streamsOpen)} streams open`} testId="system-gateway" />
         <Stat label="Agents connected" value={count(gw.agentsConnected)} hint={`${count(s.agents.length)} enrolled`} testId="system-agents" />

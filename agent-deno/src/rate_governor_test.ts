@@ -1,0 +1,229 @@
+import assert from "node:assert/strict";
+import { AUTO_CEILING_SHARE, parseDurationMs, RATE_WINDOW_MS, RateGovernor, readProviderLimits, type RateTicket } from "./rate_governor.ts";
+
+/** A provider key's limit as OpenAI and Anthropic describe it (and the mock provider runs it): a bucket of `rpm` refilled continuously. */
+class ProviderBucket {
+  #level: number;
+  #at = 0;
+  constructor(readonly rpm: number) {
+    this.#level = rpm;
+  }
+  /** null = served; else the wait until one request fits, ms. */
+  take(now: number): number | null {
+    this.#level = Math.min(this.rpm, this.#level + ((now - this.#at) * this.rpm) / RATE_WINDOW_MS);
+    this.#at = now;
+    if (this.#level >= 1) {
+      this.#level -= 1;
+      return null;
+    }
+    return Math.ceil(((1 - this.#level) * RATE_WINDOW_MS) / this.rpm);
+  }
+  remaining(): number {
+    return Math.floor(this.#level);
+  }
+}
+
+interface Sent {
+  at: number;
+  status: number;
+}
+
+/**
+ * The hub offers `demandRpm` requests per minute for `minutes`; the agent admits or refuses each; the provider
+ * answers `latencyMs` later. `headers`: the provider sends its rate-limit headers on every answer (as OpenAI
+ * and Anthropic do); without, the agent has only 429s and `retry-after` to go by.
+ */
+function simulate(opts: { providerRpm: number; demandRpm: number; minutes: number; latencyMs: number; headers: boolean; governor?: RateGovernor }) {
+  let now = 0;
+  const governor = opts.governor ?? new RateGovernor({ now: () => now, wallNow: () => now });
+  const provider = new ProviderBucket(opts.providerRpm);
+  const pending: { at: number; ticket: RateTicket; status: number; headers: Map<string, string> }[] = [];
+  const sent: Sent[] = [];
+  const stepMs = RATE_WINDOW_MS / opts.demandRpm;
+  let nextOffer = 0;
+  let id = 0;
+  const end = opts.minutes * RATE_WINDOW_MS;
+  while (now < end) {
+    const next = Math.min(nextOffer, pending[0]?.at ?? Infinity);
+    now = next;
+    if (pending.length > 0 && pending[0]!.at <= now) {
+      const p = pending.shift()!;
+      governor.observe(p.ticket, p.status, (n) => p.headers.get(n) ?? null);
+      governor.release(p.ticket);
+      continue;
+    }
+    nextOffer += stepMs;
+    const a = governor.admit(`req_${id++}`, 400);
+    if (!a.ok) continue;
+    const wait = provider.take(now);
+    const headers = new Map<string, string>();
+    if (wait !== null) {
+      headers.set("retry-after", String(Math.max(1, Math.ceil(wait / 1000))));
+      headers.set("retry-after-ms", String(wait));
+    }
+    if (opts.headers) {
+      headers.set("x-ratelimit-limit-requests", String(opts.providerRpm));
+      headers.set("x-ratelimit-remaining-requests", String(provider.remaining()));
+      headers.set("x-ratelimit-reset-requests", `${(RATE_WINDOW_MS / opts.providerRpm / 1000).toFixed(3)}s`);
+    }
+    const status = wait === null ? 200 : 429;
+    sent.push({ at: now, status });
+    pending.push({ at: now + opts.latencyMs, ticket: a.ticket, status, headers });
+  }
+  return { sent, governor };
+}
+
+function after(sent: Sent[], fromMs: number, toMs = Infinity) {
+  const s = sent.filter((x) => x.at >= fromMs && x.at < toMs);
+  const limited = s.filter((x) => x.status === 429).length;
+  return { sent: s.length, ok: s.length - limited, limited };
+}
+
+for (const headers of [false, true]) {
+  Deno.test(
+    `rate governor, auto mode ${headers ? "with" : "without"} the provider's rate-limit headers: settles near the provider's RPM within a minute, < 5% 429s after`,
+    () => {
+      const X = 120;
+      const { sent } = simulate({ providerRpm: X, demandRpm: 4 * X, minutes: 10, latencyMs: 300, headers });
+      // From the second minute on: every minute served near X (the provider's bucket holds X, so a minute after a
+      // slower one may serve a little more), and few 429s.
+      for (let minute = 1; minute < 10; minute++) {
+        const m = after(sent, minute * RATE_WINDOW_MS, (minute + 1) * RATE_WINDOW_MS);
+        assert.ok(m.ok >= 0.85 * X, `minute ${minute}: ${m.ok} served of X=${X}`);
+      }
+      const rest = after(sent, RATE_WINDOW_MS);
+      assert.ok(rest.ok <= 9 * X + X, `${rest.ok} served in 9 minutes at X=${X}`);
+      assert.ok(rest.limited / rest.sent < 0.05, `${rest.limited} of ${rest.sent} answered 429 after the first minute`);
+      // The first minute is where it learns: without headers it meets 429s, with them it needs none.
+      if (headers) assert.equal(after(sent, 0).limited, 0);
+      else assert.ok(after(sent, 0, RATE_WINDOW_MS).limited > 0);
+    },
+  );
+}
+
+Deno.test("rate governor, auto mode without headers, a slow provider (2 s answers) and a low limit: few 429s, most of the limit used", () => {
+  const X = 30;
+  const { sent, governor } = simulate({ providerRpm: X, demandRpm: 20 * X, minutes: 8, latencyMs: 2_000, headers: false });
+  const rest = after(sent, RATE_WINDOW_MS);
+  assert.ok(rest.limited / rest.sent < 0.05, `${rest.limited} of ${rest.sent} answered 429 after the first minute`);
+  assert.ok(rest.ok >= 0.8 * 7 * X, `${rest.ok} served in 7 minutes at X=${X}`);
+  assert.ok(governor.rpm! <= 1.2 * X, `rate ${governor.rpm}`);
+});
+
+Deno.test("rate governor, expert mode: never more than the owner's RPM in any minute, whatever the demand; refusals say when to retry", () => {
+  let now = 0;
+  const governor = new RateGovernor({ now: () => now, wallNow: () => now });
+  governor.configure({ rateMode: "expert", rpm: 30, tpm: null, concurrency: null });
+  const starts: number[] = [];
+  let refusedRetry = 0;
+  for (now = 0; now < 5 * RATE_WINDOW_MS; now += 50) {
+    const a = governor.admit(`r${now}`, 100);
+    if (a.ok) {
+      starts.push(now);
+      governor.observe(a.ticket, 200, () => null);
+      governor.release(a.ticket);
+    } else {
+      assert.equal(a.limit, "rpm");
+      assert.ok(a.retryAfterMs > 0 && a.retryAfterMs <= RATE_WINDOW_MS);
+      refusedRetry = a.retryAfterMs;
+    }
+  }
+  assert.ok(refusedRetry > 0);
+  // Every window of 60 s (any start) holds at most 30 starts.
+  for (let i = 0; i < starts.length; i++) {
+    const inWindow = starts.filter((s) => s >= starts[i]! && s < starts[i]! + RATE_WINDOW_MS).length;
+    assert.ok(inWindow <= 30, `${inWindow} starts in the minute from ${starts[i]}`);
+  }
+  assert.equal(starts.length, 30 * 5);
+});
+
+Deno.test("rate governor, expert mode: concurrency and TPM (estimate on admission, corrected at settlement)", () => {
+  let now = 0;
+  const governor = new RateGovernor({ now: () => now });
+  governor.configure({ rateMode: "expert", rpm: null, tpm: 1_000, concurrency: 2 });
+  const a = governor.admit("a", 400); // ~100 tokens
+  const b = governor.admit("b", 400);
+  assert.ok(a.ok && b.ok);
+  const c = governor.admit("c", 400);
+  assert.deepEqual(c.ok ? null : c.limit, "concurrency");
+  governor.release(a.ticket);
+  governor.release(b.ticket);
+  // The two used 600 tokens each (output included): the bucket is in debt, refused until it refills.
+  governor.settle("a", 600);
+  governor.settle("b", 600);
+  const d = governor.admit("d", 400);
+  assert.ok(!d.ok && d.limit === "tpm", JSON.stringify(d));
+  // 200 tokens of debt + 1 at 1,000 per minute: ~12 s.
+  assert.ok(d.retryAfterMs > 11_000 && d.retryAfterMs < 13_000, String(d.retryAfterMs));
+  now += d.retryAfterMs;
+  assert.ok(governor.admit("e", 400).ok);
+});
+
+Deno.test("rate governor: a 429's retry-after and a remaining count of zero pause new requests, in both modes", () => {
+  let now = 1_000_000;
+  const governor = new RateGovernor({ now: () => now, wallNow: () => now });
+  governor.configure({ rateMode: "expert", rpm: null, tpm: null, concurrency: null });
+  const a = governor.admit("a", 10);
+  assert.ok(a.ok);
+  governor.observe(a.ticket, 429, (n) => (n === "retry-after" ? "3" : null));
+  const refused = governor.admit("b", 10);
+  assert.deepEqual(refused, { ok: false, limit: "provider", retryAfterMs: 3_000 });
+  assert.equal(governor.state().retryAfterMs, 3_000);
+  now += 3_000;
+  const c = governor.admit("c", 10);
+  assert.ok(c.ok);
+  // Anthropic, in auto mode: remaining 0 and an absolute reset time.
+  governor.configure({ rateMode: "auto", rpm: null, tpm: null, concurrency: null });
+  governor.observe(c.ticket, 200, (n) =>
+    n === "anthropic-ratelimit-requests-remaining" ? "0" : n === "anthropic-ratelimit-requests-reset" ? new Date(now + 1_500).toISOString() : null,
+  );
+  const d = governor.admit("d", 10);
+  assert.ok(!d.ok && d.limit === "provider" && d.retryAfterMs === 1_500, JSON.stringify(d));
+});
+
+Deno.test("rate governor: reads OpenAI's and Anthropic's headers", () => {
+  const h = (m: Record<string, string>) => (n: string) => m[n] ?? null;
+  const openai = readProviderLimits(
+    h({
+      "x-ratelimit-limit-requests": "500",
+      "x-ratelimit-remaining-requests": "499",
+      "x-ratelimit-reset-requests": "120ms",
+      "x-ratelimit-limit-tokens": "30000",
+      "x-ratelimit-remaining-tokens": "29000",
+      "x-ratelimit-reset-tokens": "1m30.5s",
+      "retry-after-ms": "250",
+    }),
+    0,
+  );
+  assert.deepEqual(openai, {
+    requestsLimit: 500,
+    requestsRemaining: 499,
+    requestsResetMs: 120,
+    tokensLimit: 30000,
+    tokensRemaining: 29000,
+    tokensResetMs: 90_500,
+    retryAfterMs: 250,
+  });
+  const anthropic = readProviderLimits(
+    h({ "anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-tokens-reset": "1970-01-01T00:00:02Z", "retry-after": "7" }),
+    1_000,
+  );
+  assert.equal(anthropic.requestsLimit, 50);
+  assert.equal(anthropic.tokensResetMs, 1_000);
+  assert.equal(anthropic.retryAfterMs, 7_000);
+  assert.equal(parseDurationMs("6m0s"), 360_000);
+  assert.equal(parseDurationMs("1s junk"), null);
+  assert.equal(parseDurationMs(""), null);
+});
+
+Deno.test("rate governor, auto mode: the provider's announced limit is the ceiling, used at AUTO_CEILING_SHARE", () => {
+  let now = 0;
+  const governor = new RateGovernor({ now: () => now });
+  const a = governor.admit("a", 1);
+  assert.ok(a.ok);
+  assert.equal(governor.rpm, null);
+  governor.observe(a.ticket, 200, (n) => (n === "x-ratelimit-limit-requests" ? "1000" : null));
+  assert.equal(governor.rpm, Math.floor(1000 * AUTO_CEILING_SHARE));
+  assert.deepEqual(governor.state(), { rateMode: "auto", rpm: 980, tpm: null, concurrency: null, retryAfterMs: 0 });
+  now += 1;
+});
