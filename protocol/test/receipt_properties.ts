@@ -62,8 +62,13 @@ function receiptArb(fc: Fc) {
       startedAtMs: fc.integer({ min: 0, max: 2 ** 45 }),
       durationMs: fc.integer({ min: 0, max: 2 ** 30 }),
       endCause: fc.constantFrom(...RECEIPT_END_CAUSES),
+      dispatched: fc.boolean(),
     })
-    .map(({ durationMs, ...r }): Receipt => ({ ...r, endedAtMs: r.startedAtMs + durationMs }));
+    .map(({ durationMs, dispatched, ...r }): Receipt => ({
+      ...r,
+      endedAtMs: r.startedAtMs + durationMs,
+      ...(dispatched ? { witness: "dispatched" as const } : {}),
+    }));
 }
 
 const USAGE: ReceiptUsage = { inputTokens: 12, outputTokens: 40, cachedInputTokens: 0, audioSeconds: 0, images: 0, characters: 0 };
@@ -169,6 +174,8 @@ export const receiptProperties: PropertyCase[] = [
           const back = decodeReceipt(body);
           check(bytesEqual(encodeReceipt(back), body), "re-encoding differs");
           check(back.chargeMicros === r.chargeMicros && back.requestId === r.requestId && back.seq === r.seq, "fields differ");
+          // Version 1 for the agent's own record, version 2 (one more byte) only for another witness.
+          check(body[0] === (r.witness ? 2 : 1) && back.witness === r.witness, "witness or version differs");
           for (const bad of [new Uint8Array([...body, ...extra]), body.subarray(0, body.length - 1)]) {
             let refused = false;
             try {
@@ -181,6 +188,41 @@ export const receiptProperties: PropertyCase[] = [
         }),
         { numRuns: 2000 },
       );
+    },
+  },
+  {
+    name: "receipts: a version 2 body must name a witness other than `served` (one encoding per receipt)",
+    run() {
+      const r: Receipt = {
+        seq: 1,
+        prevHash: RECEIPT_GENESIS_HASH,
+        agentId: "a",
+        requestId: "r",
+        model: "m",
+        reportedUsage: null,
+        chargedUsage: USAGE,
+        estimated: false,
+        priceVer: 1,
+        tierBps: 7000,
+        chargeMicros: 1n,
+        earningMicros: 1n,
+        agentEarningMicros: -1n,
+        startedAtMs: 5,
+        endedAtMs: 5,
+        endCause: "completed",
+      };
+      const v1 = encodeReceipt(r);
+      const v2 = encodeReceipt({ ...r, witness: "dispatched" });
+      check(v2.length === v1.length + 1 && v2[v2.length - 1] === 1, "version 2 is version 1 plus the witness byte");
+      for (const bad of [new Uint8Array([2, ...v1.subarray(1), 0]), new Uint8Array([2, ...v1.subarray(1), 9]), new Uint8Array([2, ...v1.subarray(1)])]) {
+        let refused = false;
+        try {
+          decodeReceipt(bad);
+        } catch (error) {
+          refused = error instanceof ReceiptFormatError;
+        }
+        check(refused, "a non-canonical version 2 body was accepted");
+      }
     },
   },
   {

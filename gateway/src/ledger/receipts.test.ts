@@ -22,7 +22,7 @@ import {
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { createLogger } from "../log.ts";
 import { loadHubReceiptKey } from "./hub_key.ts";
-import { EdgeReceipts, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
+import { EdgeReceipts, UNRECEIPTED_REOFFER_AGE_MS, UNRECEIPTED_REOFFER_WINDOW_MS, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
 
 let database: TestDatabase;
 let hubKey: HubReceiptKey;
@@ -187,6 +187,21 @@ describe("edge receipts at the hub", () => {
     const ack = await edge.accept(agent, wire(await chain.next(missing, { chargeMicros: 200n, earningMicros: 140n, agentEarningMicros: 140n })));
     expect(ack[0]!.refused).toBeNull();
     expect(await edge.unreceipted(agent.id)).toEqual([]);
+  });
+
+  it("offers a live agent again the settlements 5 s to 10 min old that have no receipt, with their dispatch time", async () => {
+    const { agent, ownerId } = await enrolledAgent();
+    const missing = await settled(agent.id, ownerId);
+    const row = await database.db.reservation.findUniqueOrThrow({ where: { requestId: missing }, select: { createdAt: true } });
+    const at = (offsetMs: number) => new EdgeReceipts(database.db, hubKey, log, () => Date.now() + offsetMs);
+    // Just settled: its statement may be in flight, so not offered periodically (after a handshake it is).
+    expect(await at(0).unreceipted(agent.id, "reoffer")).toEqual([]);
+    expect(await at(0).unreceipted(agent.id, "handshake")).toEqual([expect.objectContaining({ requestId: missing })]);
+    expect(await at(UNRECEIPTED_REOFFER_AGE_MS + 1_000).unreceipted(agent.id, "reoffer")).toEqual([
+      expect.objectContaining({ requestId: missing, dispatchedAtMs: row.createdAt.getTime() }),
+    ]);
+    // Older than the periodic window: left to the next handshake.
+    expect(await at(UNRECEIPTED_REOFFER_WINDOW_MS + 1_000).unreceipted(agent.id, "reoffer")).toEqual([]);
   });
 
   it("compares the agent's reported tail: behind or different is out of sync, naming the first differing sequence", async () => {

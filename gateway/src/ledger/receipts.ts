@@ -43,8 +43,15 @@ export const RECEIPT_SETTLEMENT_WAIT_MS = 600_000;
 export const RECEIPT_SEQ_MAX = 2_147_483_647;
 /** Most statements sent again after one handshake (settlements without a receipt). */
 export const UNRECEIPTED_RESEND_MAX = 1000;
-/** How far back settlements without a receipt are sent again, ms. */
+/** How far back settlements without a receipt are sent again after a handshake, ms. */
 export const UNRECEIPTED_RESEND_WINDOW_MS = 86_400_000;
+/**
+ * How far back the periodic re-offer to a live agent looks, ms: a settlement written after the agent's new
+ * connection's handshake, whose statement went to the connection that had died, is offered again within this.
+ */
+export const UNRECEIPTED_REOFFER_WINDOW_MS = 600_000;
+/** A settlement younger than this is not re-offered periodically (its statement may be in flight), ms. */
+export const UNRECEIPTED_REOFFER_AGE_MS = 5_000;
 
 interface UnreceiptedRow {
   request_id: string;
@@ -61,6 +68,7 @@ interface UnreceiptedRow {
   characters: number | null;
   estimated: boolean;
   end_cause: string;
+  created_at: Date;
 }
 
 export interface HubReceiptKey {
@@ -101,17 +109,23 @@ export class EdgeReceipts {
 
   /**
    * Settlements of this agent's requests that have no receipt yet (the statement was lost with the connection,
-   * or the agent died before it signed): sent again after each handshake, oldest first. The agent signs only
-   * those it recorded serving.
+   * or the agent died before it signed), oldest first: sent again after each handshake (`window` = the last
+   * 24 h) and periodically to a live agent (`window` = "reoffer": settled 5 s to 10 min ago). The agent signs
+   * those it recorded serving, and those dispatched while its record was lost in a crash, marked as such
+   * (docs/protocol.md, "Streams served before a crash"). Read through the owner's settlement index.
    */
-  async unreceipted(agentId: string, limit = UNRECEIPTED_RESEND_MAX): Promise<SettlementStatement[]> {
+  async unreceipted(agentId: string, window: "handshake" | "reoffer" = "handshake", limit = UNRECEIPTED_RESEND_MAX): Promise<SettlementStatement[]> {
+    const now = this.now();
+    const from = new Date(now - (window === "handshake" ? UNRECEIPTED_RESEND_WINDOW_MS : UNRECEIPTED_REOFFER_WINDOW_MS));
+    const to = new Date(window === "handshake" ? now : now - UNRECEIPTED_REOFFER_AGE_MS);
     const rows = await this.db.$queryRaw<UnreceiptedRow[]>`
       SELECT r.request_id, r.model, r.charge_micros, r.earning_micros, r.price_ver, r.tier_bps, r.input_tokens, r.output_tokens,
-             r.cached_input_tokens, r.audio_seconds, r.images, r.characters, r.estimated, r.end_cause::text AS end_cause
+             r.cached_input_tokens, r.audio_seconds, r.images, r.characters, r.estimated, r.end_cause::text AS end_cause, r.created_at
         FROM reservations r
-       WHERE r.agent_id = ${agentId} AND r.status = 'settled' AND r.charge_micros IS NOT NULL AND r.price_ver IS NOT NULL
+       WHERE r.owner_id = (SELECT g.owner_id FROM agents g WHERE g.id = ${agentId})
+         AND r.settled_at > ${from} AND r.settled_at <= ${to}
+         AND r.agent_id = ${agentId} AND r.status = 'settled' AND r.charge_micros IS NOT NULL AND r.price_ver IS NOT NULL
          AND (r.charge_micros > 0 OR r.earning_micros > 0)
-         AND r.settled_at > ${new Date(this.now() - UNRECEIPTED_RESEND_WINDOW_MS)}
          AND NOT EXISTS (SELECT 1 FROM agent_receipts a WHERE a.request_id = r.request_id)
        ORDER BY r.settled_at LIMIT ${limit}`;
     return rows.map((r) => {
@@ -134,6 +148,7 @@ export class EdgeReceipts {
         chargeMicros: String(r.charge_micros ?? 0n),
         earningMicros: String(r.earning_micros ?? 0n),
         endCause: r.end_cause as SettlementStatement["endCause"],
+        dispatchedAtMs: r.created_at.getTime(),
       };
     });
   }
