@@ -21,6 +21,7 @@ import {
 } from "@wellspring/protocol";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { createLogger } from "../log.ts";
+import { agentLedgerSummaries } from "../ops/agent_ledger.ts";
 import { loadHubReceiptKey } from "./hub_key.ts";
 import { EdgeReceipts, UNRECEIPTED_REOFFER_AGE_MS, UNRECEIPTED_REOFFER_WINDOW_MS, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
 
@@ -131,6 +132,20 @@ describe("edge receipts at the hub", () => {
     expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
   });
 
+  it("two gateways taking the same agent's receipts at once store each once, in chain order, and acknowledge both with one countersignature", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const [one, two] = [new EdgeReceipts(database.db, hubKey, log), new EdgeReceipts(database.db, hubKey, log)];
+    const chain = new Chain(agent.id, privateKey);
+    const receipts = [];
+    for (let i = 0; i < 6; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
+    // The agent's claim after a reconnect reaches a second gateway while the first still takes the same receipts.
+    const [a, b] = await Promise.all([one.accept(agent, wire(...receipts)), two.accept(agent, wire(...receipts))]);
+    expect(a.map((x) => x.refused)).toEqual(Array(6).fill(null));
+    expect(b).toEqual(a);
+    expect(await database.db.agentReceipt.count({ where: { agentId: agent.id } })).toBe(6);
+    expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
+  });
+
   it("refuses and flags a fork, a foreign request, a receipt that disagrees with the settlement and a bad signature; asks again for one ahead of its tail", async () => {
     const { agent, privateKey, ownerId } = await enrolledAgent();
     const other = await enrolledAgent();
@@ -220,6 +235,28 @@ describe("edge receipts at the hub", () => {
     expect(flag!.evidence).toMatchObject({ firstDifferingSeq: 3, hubSeq: 3, agentSeq: 2 });
     const row = await database.db.agent.findUniqueOrThrow({ where: { id: agent.id } });
     expect(row.ledgerTailSeq).toBe(2);
+  });
+
+  it("the owner's page summary: both tails, out of sync as the hub's comparison found it, today's earnings by both sides", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const receipts = [];
+    for (let i = 0; i < 3; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
+    await edge.accept(agent, wire(...receipts));
+    // One settlement has no receipt yet: the hub's figure counts it, the agent's does not.
+    await settled(agent.id, ownerId, 300n, 210n);
+    const row = () => database.db.agent.findUniqueOrThrow({ where: { id: agent.id } });
+    let summary = (await agentLedgerSummaries(database.db, [await row()])).get(agent.id)!;
+    expect(summary.hubTail).toEqual({ seq: 3, hash: Buffer.from(receipts[2]!.hash).toString("hex") });
+    expect(summary.agentTail).toBeNull();
+    expect(summary.outOfSync).toBeNull();
+    expect(summary.today).toEqual({ hubEarningMicros: 3n * 105n + 210n, agentEarningMicros: 3n * 105n, receipts: 3, agentUnpriced: 0 });
+    // The agent reports an empty chain (its ledger was lost): the hub's comparison raises the flag the page shows.
+    await edge.reportedTail(agent.id, { seq: 0, hash: toBase64Url(RECEIPT_GENESIS_HASH) });
+    summary = (await agentLedgerSummaries(database.db, [await row()])).get(agent.id)!;
+    expect(summary.agentTail).toEqual(expect.objectContaining({ seq: 0 }));
+    expect(summary.outOfSync).toEqual(expect.objectContaining({ firstDifferingSeq: 1 }));
   });
 
   it("ledger verify names the first tampered receipt in the hub's copy", async () => {

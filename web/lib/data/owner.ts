@@ -1,6 +1,7 @@
 import "server-only";
 import { currentHubEndpoint } from "@wellspring/db/core";
 import {
+  agentLedgerSummaries,
   AgentLockedError,
   changeOwnAgent,
   createEnrollmentToken,
@@ -13,6 +14,7 @@ import {
   payoutAmountProblem,
   Treasury,
   updateRequiredNotice,
+  type AgentLedgerSummary,
   type DuplicateWarning,
   type EarningsDay,
   type EnrollSteps,
@@ -67,6 +69,8 @@ export interface AgentRow {
   duplicate: DuplicateWarning | null;
   /** The hub refuses this agent's version (below the minimum it admits). */
   updateRequired: UpdateRequiredNotice | null;
+  /** The two tails of its receipt chain and today's earnings by both sides. */
+  ledger: AgentLedgerSummary;
 }
 
 export async function listAgents(actor: Actor): Promise<AgentRow[]> {
@@ -84,6 +88,7 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   });
   const policy = await db().agentReleasePolicy.findUnique({ where: { id: 1 } });
   const releasePolicy = { latestVersion: policy?.latestVersion ?? null, minimumVersion: policy?.minimumVersion ?? null };
+  const ledgers = await agentLedgerSummaries(db(), rows);
   const duplicates = new Map<string, DuplicateWarning>();
   for (const f of flags) {
     const warning = duplicateWarningOf(f);
@@ -102,6 +107,7 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     lastSeenAt: a.lastSeenAt,
     duplicate: duplicates.get(`agent:${a.id}`) ?? null,
     updateRequired: updateRequiredNotice(a, releasePolicy),
+    ledger: ledgers.get(a.id)!,
   }));
 }
 
