@@ -13,6 +13,8 @@
 import {
   bytesEqual,
   fromBase64Url,
+  officialCostMicros,
+  ownerEarningMicros,
   toBase64Url,
   type ChainTail,
   type ChainTailMessage,
@@ -44,14 +46,10 @@ export interface ServedStream extends Served {
   requestId: string;
 }
 
-const TOKENS_PER_PRICE_UNIT = 1_000_000n;
-const BPS = 10_000n;
-
 /**
- * The owner's earning by the official price table (docs/billing.md, "Money"): official = ⌈(uncached input ×
- * input price + cached × cached price + output × output price + characters × character price) / 10⁶⌉ + audio
- * seconds × second price + images × image price; earning = ⌊official × tier bps / 10,000⌋. −1 when the table is
- * not the version the request was priced with, or has no price for the model.
+ * The owner's earning by the official price table, with the hub's own formula (protocol/src/pricing.ts):
+ * ⌊official cost × tier bps / 10,000⌋. −1 when the table is not the version the request was priced with, or has
+ * no price for the model.
  */
 export function earningByTable(table: PriceTableMessage | null, provider: Provider | null, s: SettlementStatement): bigint {
   if (!table || table.ver !== s.priceVer) return -1n;
@@ -59,18 +57,15 @@ export function earningByTable(table: PriceTableMessage | null, provider: Provid
   const prices = table.prices.filter((p) => (provider === null || p.provider === provider) && p.model === s.model);
   const price = prices.length === 1 ? prices[0] : undefined;
   if (!price) return -1n;
-  const u = s.chargedUsage;
-  const cached = BigInt(Math.min(u.cachedInputTokens, u.inputTokens));
-  const scaled =
-    (BigInt(u.inputTokens) - cached) * BigInt(price.inputMicrosPerMTok) +
-    cached * BigInt(price.cachedInputMicrosPerMTok) +
-    BigInt(u.outputTokens) * BigInt(price.outputMicrosPerMTok) +
-    BigInt(u.characters) * BigInt(price.characterMicrosPerM ?? "0");
-  const official =
-    (scaled + TOKENS_PER_PRICE_UNIT - 1n) / TOKENS_PER_PRICE_UNIT +
-    BigInt(u.audioSeconds) * BigInt(price.audioSecondMicros ?? "0") +
-    BigInt(u.images) * BigInt(price.imageMicros ?? "0");
-  return (official * BigInt(s.tierBps)) / BPS;
+  const official = officialCostMicros(s.chargedUsage, {
+    inputMicrosPerMTok: BigInt(price.inputMicrosPerMTok),
+    outputMicrosPerMTok: BigInt(price.outputMicrosPerMTok),
+    cachedInputMicrosPerMTok: BigInt(price.cachedInputMicrosPerMTok),
+    audioSecondMicros: BigInt(price.audioSecondMicros ?? "0"),
+    imageMicros: BigInt(price.imageMicros ?? "0"),
+    characterMicrosPerM: BigInt(price.characterMicrosPerM ?? "0"),
+  });
+  return ownerEarningMicros(official, BigInt(s.tierBps));
 }
 
 export type StatementOutcome = { signed: SignedReceipt } | { refused: "unknown_request" };

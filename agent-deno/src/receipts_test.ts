@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { generateAgentKeyPair, type SettlementStatement } from "../../protocol/src/mod.ts";
 import { AgentLedger } from "./ledger.ts";
 import { createLog } from "./log.ts";
-import { ReceiptClerk } from "./receipts.ts";
+import { earningByTable, ReceiptClerk } from "./receipts.ts";
 import { testReceiptInput } from "./testdata/receipt_input.ts";
 
 const AGENT = "agt_clerk_test";
@@ -70,3 +70,32 @@ Deno.test(
     await dead.close();
   },
 );
+
+Deno.test("clerk: the owner's earning by the agent's table uses the hub's formula (rounded up official cost, earning rounded down)", () => {
+  const table = {
+    ver: 3,
+    publishedAt: "2026-12-01T00:00:00Z",
+    prices: [
+      {
+        provider: "openai" as const,
+        model: "gpt-4o-mini",
+        inputMicrosPerMTok: "150000",
+        outputMicrosPerMTok: "600000",
+        cachedInputMicrosPerMTok: "75000",
+        audioSecondMicros: undefined,
+        imageMicros: undefined,
+        characterMicrosPerM: undefined,
+      },
+    ],
+  };
+  const s = {
+    ...statement("req_price"),
+    priceVer: 3,
+    chargedUsage: { inputTokens: 1_001, outputTokens: 500, cachedInputTokens: 1, audioSeconds: 0, images: 0, characters: 0 },
+  };
+  // ⌈(1,000 × 150,000 + 1 × 75,000 + 500 × 600,000) / 10⁶⌉ = ⌈450.075⌉ = 451; × 0.7 = 315.7 → 315.
+  assert.equal(earningByTable(table, "openai", s), 315n);
+  assert.equal(earningByTable(table, null, s), 315n, "the model names one price: found without the provider");
+  assert.equal(earningByTable(table, "anthropic", s), -1n);
+  assert.equal(earningByTable({ ...table, ver: 2 }, "openai", s), -1n);
+});
