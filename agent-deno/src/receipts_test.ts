@@ -8,19 +8,14 @@ import { testReceiptInput } from "./testdata/receipt_input.ts";
 const AGENT = "agt_clerk_test";
 const T0 = 1_764_000_000_000;
 
+/** The hub's statement for the receipt `testReceiptInput` describes. */
 function statement(requestId: string, dispatchedAtMs?: number): SettlementStatement {
-  const usage = { inputTokens: 12, outputTokens: 40, cachedInputTokens: 0, audioSeconds: 0, images: 0, characters: 0 };
+  const r = testReceiptInput(requestId);
   return {
-    requestId,
-    model: "gpt-4o-mini",
-    reportedUsage: usage,
-    chargedUsage: usage,
-    estimated: false,
-    priceVer: 1,
-    tierBps: 7000,
-    chargeMicros: "150",
-    earningMicros: "105",
-    endCause: "completed",
+    ...r,
+    reportedUsage: r.reportedUsage,
+    chargeMicros: r.chargeMicros.toString(),
+    earningMicros: r.earningMicros.toString(),
     dispatchedAtMs,
   };
 }

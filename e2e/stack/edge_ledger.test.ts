@@ -155,16 +155,28 @@ describe("edge ledger through the stack", () => {
       await writeFile(identityFile, JSON.stringify({ ...identity, hubUrl: `https://127.0.0.1:${proxy.port}` }));
       await restartAgent("SIGTERM");
       const faults = { agent: 0, gateway: 0, network: 0 };
+      const failures = new Map<string, number>();
       let answered = 0;
       for (let cycle = 0; cycle < CYCLES; cycle++) {
+        let done = 0;
         const calls = Array.from({ length: REQUESTS_PER_CYCLE }, (_, i) =>
-          openai.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: `cycle ${cycle} call ${i}` }] }).then(
-            () => 1,
-            () => 0,
-          ),
+          openai.chat.completions
+            .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: `cycle ${cycle} call ${i}` }] })
+            .then(
+              () => 1,
+              (error: unknown) => {
+                const status = (error as { status?: number }).status ?? "none";
+                failures.set(String(status), (failures.get(String(status)) ?? 0) + 1);
+                return 0;
+              },
+            )
+            .finally(() => done++),
         );
-        // The fault strikes at a random moment while the burst is in flight or being settled and receipted.
-        await new Promise((r) => setTimeout(r, 50 + Math.random() * 600));
+        // The fault strikes at a random point of the burst (after a random number of its calls were answered,
+        // however loaded the machine is), while the rest are in flight or being settled and receipted.
+        const strikeAfter = Math.floor(Math.random() * REQUESTS_PER_CYCLE);
+        await waitFor(() => done >= strikeAfter, 30_000).catch(() => undefined);
+        await new Promise((r) => setTimeout(r, Math.random() * 30));
         const fault = FAULTS[Math.floor(Math.random() * FAULTS.length)]!;
         faults[fault]++;
         if (fault === "agent") await restartAgent("SIGKILL");
@@ -192,7 +204,7 @@ describe("edge ledger through the stack", () => {
       console.log(
         `edge ledger faults: ${CYCLES} cycles (agent kill -9 ${faults.agent}, gateway kill -9 ${faults.gateway}, network cut ${faults.network}), ` +
           `${answered} calls answered during them, ${settled} settlements that moved money, ${receipts} receipts on both sides ` +
-          `(${dispatched} signed on the hub's dispatch inside a crash gap), 0 lost, 0 twice`,
+          `(${dispatched} signed on the hub's dispatch inside a crash gap), 0 lost, 0 twice; failed calls by status ${JSON.stringify(Object.fromEntries(failures))}`,
       );
       const flags = await pool.query<{ kind: string }>("SELECT kind FROM risk_flags WHERE subject = $1", [`agent:${stack.agent.agentId}`]);
       expect(flags.rows).toEqual([]);

@@ -73,6 +73,25 @@ function receiptArb(fc: Fc) {
 
 const USAGE: ReceiptUsage = { inputTokens: 12, outputTokens: 40, cachedInputTokens: 0, audioSeconds: 0, images: 0, characters: 0 };
 const CHAIN_LENGTH = 24;
+/** A receipt with every field at its smallest. */
+const MINIMAL_RECEIPT: Receipt = {
+  seq: 1,
+  prevHash: RECEIPT_GENESIS_HASH,
+  agentId: "a",
+  requestId: "r",
+  model: "m",
+  reportedUsage: null,
+  chargedUsage: USAGE,
+  estimated: false,
+  priceVer: 0,
+  tierBps: 0,
+  chargeMicros: 0n,
+  earningMicros: 0n,
+  agentEarningMicros: -1n,
+  startedAtMs: 5,
+  endedAtMs: 5,
+  endCause: "completed",
+};
 const AGENT_ID = "agt_receipt_test";
 
 /** A signed chain of CHAIN_LENGTH receipts, seq 1… with every link. */
@@ -193,24 +212,7 @@ export const receiptProperties: PropertyCase[] = [
   {
     name: "receipts: a version 2 body must name a witness other than `served` (one encoding per receipt)",
     run() {
-      const r: Receipt = {
-        seq: 1,
-        prevHash: RECEIPT_GENESIS_HASH,
-        agentId: "a",
-        requestId: "r",
-        model: "m",
-        reportedUsage: null,
-        chargedUsage: USAGE,
-        estimated: false,
-        priceVer: 1,
-        tierBps: 7000,
-        chargeMicros: 1n,
-        earningMicros: 1n,
-        agentEarningMicros: -1n,
-        startedAtMs: 5,
-        endedAtMs: 5,
-        endCause: "completed",
-      };
+      const r = MINIMAL_RECEIPT;
       const v1 = encodeReceipt(r);
       const v2 = encodeReceipt({ ...r, witness: "dispatched" });
       check(v2.length === v1.length + 1 && v2[v2.length - 1] === 1, "version 2 is version 1 plus the witness byte");
@@ -243,26 +245,7 @@ export const receiptProperties: PropertyCase[] = [
   {
     name: "receipts: the encoder refuses values outside their ranges",
     run() {
-      const base = decodeReceipt(
-        encodeReceipt({
-          seq: 1,
-          prevHash: RECEIPT_GENESIS_HASH,
-          agentId: "a",
-          requestId: "r",
-          model: "m",
-          reportedUsage: null,
-          chargedUsage: USAGE,
-          estimated: false,
-          priceVer: 0,
-          tierBps: 0,
-          chargeMicros: 0n,
-          earningMicros: 0n,
-          agentEarningMicros: -1n,
-          startedAtMs: 5,
-          endedAtMs: 5,
-          endCause: "completed",
-        }),
-      );
+      const base = decodeReceipt(encodeReceipt(MINIMAL_RECEIPT));
       const bad: Partial<Receipt>[] = [
         { seq: 0 },
         { chargeMicros: -1n },

@@ -102,6 +102,17 @@ class Chain {
   }
 }
 
+/** An enrolled agent whose first `n` receipts (each for a settled request) the hub has taken. */
+async function agentWithReceipts(n: number) {
+  const { agent, privateKey, ownerId } = await enrolledAgent();
+  const edge = new EdgeReceipts(database.db, hubKey, log);
+  const chain = new Chain(agent.id, privateKey);
+  const receipts: SignedReceipt[] = [];
+  for (let i = 0; i < n; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
+  await edge.accept(agent, wire(...receipts));
+  return { agent, ownerId, edge, receipts };
+}
+
 const wire = (...s: SignedReceipt[]) => ({ receipts: s.map((r) => ({ body: toBase64Url(r.body), signature: toBase64Url(r.signature) })) });
 
 async function openFlags(agentId: string, kind: string) {
@@ -220,12 +231,7 @@ describe("edge receipts at the hub", () => {
   });
 
   it("compares the agent's reported tail: behind or different is out of sync, naming the first differing sequence", async () => {
-    const { agent, privateKey, ownerId } = await enrolledAgent();
-    const edge = new EdgeReceipts(database.db, hubKey, log);
-    const chain = new Chain(agent.id, privateKey);
-    const receipts = [];
-    for (let i = 0; i < 3; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
-    await edge.accept(agent, wire(...receipts));
+    const { agent, edge, receipts } = await agentWithReceipts(3);
     expect(await edge.reportedTail(agent.id, { seq: 3, hash: toBase64Url(receipts[2]!.hash) })).toBeNull();
     expect(await edge.reportedTail(agent.id, { seq: 4, hash: toBase64Url(new Uint8Array(32)) })).toBeNull();
     expect(await openFlags(agent.id, "ledger_out_of_sync")).toHaveLength(0);
@@ -238,12 +244,7 @@ describe("edge receipts at the hub", () => {
   });
 
   it("the owner's page summary: both tails, out of sync as the hub's comparison found it, today's earnings by both sides", async () => {
-    const { agent, privateKey, ownerId } = await enrolledAgent();
-    const edge = new EdgeReceipts(database.db, hubKey, log);
-    const chain = new Chain(agent.id, privateKey);
-    const receipts = [];
-    for (let i = 0; i < 3; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
-    await edge.accept(agent, wire(...receipts));
+    const { agent, ownerId, edge, receipts } = await agentWithReceipts(3);
     // One settlement has no receipt yet: the hub's figure counts it, the agent's does not.
     await settled(agent.id, ownerId, 300n, 210n);
     const row = () => database.db.agent.findUniqueOrThrow({ where: { id: agent.id } });
