@@ -468,7 +468,7 @@ export async function verifyChain(entries: readonly ChainEntry[], opts: VerifyCh
 
 /**
  * The export / log file: records back to back, each `u32 bodyLength · body · 64-byte signature` (the hash is
- * recomputed by the reader). `ledger export` writes it; `rebuild-from-edge` and `ledger verify` read it.
+ * recomputed by the reader). `ledger export` writes it; `ledger verify` reads it.
  */
 export function encodeLogRecord(body: Uint8Array, signature: Uint8Array): Uint8Array {
   const out = new Uint8Array(4 + body.length + RECEIPT_SIGNATURE_BYTES);
