@@ -22,6 +22,7 @@ import {
   bytesEqual,
   concatBytes,
   decodeLogRecords,
+  AUTH_CLOCK_SKEW_MS_MAX,
   decodeReceipt,
   encodeLogRecord,
   RECEIPT_GENESIS_HASH,
@@ -36,6 +37,10 @@ import {
 export const LEDGER_BATCH_RECEIPTS_MAX = 256;
 /** Most receipts waiting to be written; `append` refuses beyond it (the disk cannot keep up). */
 export const LEDGER_QUEUE_RECEIPTS_MAX = 65_536;
+/** Crash gaps are kept this long (the hub offers unreceipted settlements of the last 24 h), ms. */
+export const CRASH_GAP_KEEP_MS = 2 * 86_400_000;
+/** A hub dispatch time this far outside a crash gap still falls in it (clocks differ by up to AUTH_CLOCK_SKEW_MS_MAX), ms. */
+export const CRASH_GAP_SKEW_MS = AUTH_CLOCK_SKEW_MS_MAX;
 
 export function ledgerDir(stateDir: string): string {
   return `${stateDir}/ledger`;
@@ -65,6 +70,16 @@ export interface ServedRow {
   startedAtMs: number;
   /** null while it runs (or when the agent died during it). */
   endedAtMs: number | null;
+}
+
+/**
+ * A stretch of time in which this agent may have served streams it holds no record of: from the last batch a run
+ * that died (kill -9, power loss) took for the disk, to the start of the run after it, UTC epoch ms. A stream
+ * whose start row was not committed began after that batch was taken.
+ */
+export interface CrashGap {
+  fromMs: number;
+  toMs: number;
 }
 
 /** A kept receipt with what the hub said about it. */
@@ -116,6 +131,8 @@ export class AgentLedger {
     tail: ChainTail,
     private readonly agentId: string,
     private readonly privateKey: CryptoKey,
+    private readonly runId: number,
+    private readonly now: () => number,
   ) {
     this.#db = db;
     this.#log = log;
@@ -123,7 +140,7 @@ export class AgentLedger {
   }
 
   /** Opens (or creates) the ledger in `dir`, repairing only what a crash can leave (see the module comment). */
-  static async open(dir: string, agentId: string, privateKey: CryptoKey): Promise<AgentLedger> {
+  static async open(dir: string, agentId: string, privateKey: CryptoKey, now: () => number = Date.now): Promise<AgentLedger> {
     await Deno.mkdir(dir, { recursive: true });
     const db = new DatabaseSync(`${dir}/receipts.sqlite`);
     db.exec("PRAGMA journal_mode=WAL");
@@ -144,6 +161,7 @@ export class AgentLedger {
       started_at_ms INTEGER NOT NULL,
       ended_at_ms INTEGER
     ) STRICT`);
+    const runId = startRun(db, now());
     const last = db.prepare("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1").get() as { seq: number; hash: Uint8Array } | undefined;
     const tail: ChainTail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
     const logPath = `${dir}/receipts.log`;
@@ -155,7 +173,24 @@ export class AgentLedger {
       db.close();
       throw error;
     }
-    return new AgentLedger(db, log, tail, agentId, privateKey);
+    return new AgentLedger(db, log, tail, agentId, privateKey, runId, now);
+  }
+
+  /** Whether `atMs` (a hub's dispatch time) falls in a crash gap of this ledger, give or take CRASH_GAP_SKEW_MS. */
+  inCrashGap(atMs: number): boolean {
+    return (
+      this.#db
+        .prepare("SELECT 1 AS x FROM crash_gaps WHERE from_ms - ? <= ? AND ? <= to_ms + ? LIMIT 1")
+        .get(CRASH_GAP_SKEW_MS, atMs, atMs, CRASH_GAP_SKEW_MS) !== undefined
+    );
+  }
+
+  /** The crash gaps kept, oldest first. */
+  crashGaps(): CrashGap[] {
+    return (this.#db.prepare("SELECT from_ms, to_ms FROM crash_gaps ORDER BY from_ms").all() as unknown as { from_ms: number; to_ms: number }[]).map((g) => ({
+      fromMs: g.from_ms,
+      toMs: g.to_ms,
+    }));
   }
 
   /** Sequence and hash of the last committed receipt (seq 0 and the genesis hash when empty). */
@@ -223,6 +258,7 @@ export class AgentLedger {
   }
 
   async #writeBatch(batch: Pending[]): Promise<void> {
+    const takenAtMs = this.now();
     const served = this.#servedQueue.splice(0, this.#servedQueue.length);
     let tail = this.#tail;
     const signed: { p: Pending; s: SignedReceipt; fresh: boolean }[] = [];
@@ -252,6 +288,8 @@ export class AgentLedger {
           insert.run(s.receipt.seq, s.receipt.requestId, s.body, s.hash, s.signature);
           receipted.run(s.receipt.requestId);
         }
+        // What this run has recorded reaches this far: after a crash, streams begun later have no record.
+        this.#db.prepare("UPDATE runs SET last_batch_ms = ? WHERE id = ?").run(takenAtMs, this.runId);
         this.#db.exec("COMMIT");
       } catch (error) {
         this.#db.exec("ROLLBACK");
@@ -304,8 +342,36 @@ export class AgentLedger {
   async close(): Promise<void> {
     this.#closed = true;
     await this.#writing;
+    this.#db.prepare("UPDATE runs SET clean = 1 WHERE id = ?").run(this.runId);
     this.#log.close();
     this.#db.close();
+  }
+}
+
+/**
+ * Records this run, and the crash gap the previous one left when it did not close cleanly (see `CrashGap`).
+ * Returns the run's id.
+ */
+function startRun(db: DatabaseSync, nowMs: number): number {
+  db.exec(`CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at_ms INTEGER NOT NULL,
+    last_batch_ms INTEGER NOT NULL,
+    clean INTEGER NOT NULL DEFAULT 0
+  ) STRICT`);
+  db.exec("CREATE TABLE IF NOT EXISTS crash_gaps (from_ms INTEGER NOT NULL, to_ms INTEGER NOT NULL) STRICT");
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    const prev = db.prepare("SELECT last_batch_ms, clean FROM runs ORDER BY id DESC LIMIT 1").get() as { last_batch_ms: number; clean: number } | undefined;
+    if (prev && prev.clean === 0) db.prepare("INSERT INTO crash_gaps (from_ms, to_ms) VALUES (?, ?)").run(prev.last_batch_ms, nowMs);
+    db.prepare("DELETE FROM crash_gaps WHERE to_ms < ?").run(nowMs - CRASH_GAP_KEEP_MS);
+    db.prepare("DELETE FROM runs").run();
+    const id = Number(db.prepare("INSERT INTO runs (started_at_ms, last_batch_ms) VALUES (?, ?)").run(nowMs, nowMs).lastInsertRowid);
+    db.exec("COMMIT");
+    return id;
+  } catch (error) {
+    db.exec("ROLLBACK");
+    throw error;
   }
 }
 

@@ -1,6 +1,6 @@
 /**
- * `./wellspring-agent ledger verify|export`: the owner's own check of the agent's ledger, and its export for the
- * hub's `rebuild-from-edge`. Both only read: verify never repairs what it finds (the running agent's `open` cuts
+ * `./wellspring-agent ledger verify|export`: the owner's own check of the agent's ledger, and its export (the
+ * owner's proof, in the format both verifiers read). Both only read: verify never repairs what it finds (the running agent's `open` cuts
  * a torn log tail; anything else is for a person to look at).
  *
  * verify: both copies (the database and the log) are whole chains signed by this agent's key, the log is the
@@ -14,9 +14,11 @@ import {
   bytesEqual,
   concatBytes,
   decodeLogRecords,
+  decodeReceipt,
   encodeLogRecord,
   importReceiptVerifyKey,
   logEntries,
+  RECEIPT_VERSION_WITNESS,
   verifyChain,
   type ChainEntry,
   type ChainVerdict,
@@ -43,6 +45,14 @@ function readDatabase(dir: string): Row[] {
     return db.prepare("SELECT seq, body, hash, signature, countersignature IS NOT NULL AS acked FROM receipts ORDER BY seq").all() as unknown as Row[];
   } finally {
     db.close();
+  }
+}
+
+function receiptWitness(body: Uint8Array): string | undefined {
+  try {
+    return decodeReceipt(body).witness;
+  } catch {
+    return undefined; // a malformed body is reported by the chain's verdict
   }
 }
 
@@ -79,11 +89,13 @@ export async function verifyLedger(dataDir: string): Promise<LedgerReport> {
   }
   const acked = rows.filter((r) => r.acked).length;
   lines.push(`${acked} of ${rows.length} receipts acknowledged by the hub`);
+  const dispatched = db.filter((e) => e.body[0] === RECEIPT_VERSION_WITNESS && receiptWitness(e.body) === "dispatched").length;
+  if (dispatched > 0) lines.push(`${dispatched} signed on the hub's dispatch record: the agent's own record of those calls was lost in a crash`);
   lines.push(ok ? "OK" : "FAILED");
   return { ok, lines };
 }
 
-/** The database's receipts in the log format, for `npm run admin -- rebuild-from-edge` or the hub's verifier. */
+/** The database's receipts in the log format (the owner's proof, for the hub operator). */
 export function exportLedger(dataDir: string): Uint8Array {
   const rows = readDatabase(ledgerDir(stateDir(dataDir)));
   return concatBytes(rows.map((r) => encodeLogRecord(new Uint8Array(r.body), new Uint8Array(r.signature))));

@@ -13,6 +13,8 @@
 import {
   bytesEqual,
   fromBase64Url,
+  officialCostMicros,
+  ownerEarningMicros,
   toBase64Url,
   type ChainTail,
   type ChainTailMessage,
@@ -44,31 +46,26 @@ export interface ServedStream extends Served {
   requestId: string;
 }
 
-const TOKENS_PER_PRICE_UNIT = 1_000_000n;
-const BPS = 10_000n;
-
 /**
- * The owner's earning by the official price table (docs/billing.md, "Money"): official = ⌈(uncached input ×
- * input price + cached × cached price + output × output price + characters × character price) / 10⁶⌉ + audio
- * seconds × second price + images × image price; earning = ⌊official × tier bps / 10,000⌋. −1 when the table is
- * not the version the request was priced with, or has no price for the model.
+ * The owner's earning by the official price table, with the hub's own formula (protocol/src/pricing.ts):
+ * ⌊official cost × tier bps / 10,000⌋. −1 when the table is not the version the request was priced with, or has
+ * no price for the model.
  */
-export function earningByTable(table: PriceTableMessage | null, provider: Provider, s: SettlementStatement): bigint {
+export function earningByTable(table: PriceTableMessage | null, provider: Provider | null, s: SettlementStatement): bigint {
   if (!table || table.ver !== s.priceVer) return -1n;
-  const price = table.prices.find((p) => p.provider === provider && p.model === s.model);
+  // Without the provider (a stream whose record was lost), the model must name one price.
+  const prices = table.prices.filter((p) => (provider === null || p.provider === provider) && p.model === s.model);
+  const price = prices.length === 1 ? prices[0] : undefined;
   if (!price) return -1n;
-  const u = s.chargedUsage;
-  const cached = BigInt(Math.min(u.cachedInputTokens, u.inputTokens));
-  const scaled =
-    (BigInt(u.inputTokens) - cached) * BigInt(price.inputMicrosPerMTok) +
-    cached * BigInt(price.cachedInputMicrosPerMTok) +
-    BigInt(u.outputTokens) * BigInt(price.outputMicrosPerMTok) +
-    BigInt(u.characters) * BigInt(price.characterMicrosPerM ?? "0");
-  const official =
-    (scaled + TOKENS_PER_PRICE_UNIT - 1n) / TOKENS_PER_PRICE_UNIT +
-    BigInt(u.audioSeconds) * BigInt(price.audioSecondMicros ?? "0") +
-    BigInt(u.images) * BigInt(price.imageMicros ?? "0");
-  return (official * BigInt(s.tierBps)) / BPS;
+  const official = officialCostMicros(s.chargedUsage, {
+    inputMicrosPerMTok: BigInt(price.inputMicrosPerMTok),
+    outputMicrosPerMTok: BigInt(price.outputMicrosPerMTok),
+    cachedInputMicrosPerMTok: BigInt(price.cachedInputMicrosPerMTok),
+    audioSecondMicros: BigInt(price.audioSecondMicros ?? "0"),
+    imageMicros: BigInt(price.imageMicros ?? "0"),
+    characterMicrosPerM: BigInt(price.characterMicrosPerM ?? "0"),
+  });
+  return ownerEarningMicros(official, BigInt(s.tierBps));
 }
 
 export type StatementOutcome = { signed: SignedReceipt } | { refused: "unknown_request" };
@@ -115,18 +112,21 @@ export class ReceiptClerk {
   }
 
   /**
-   * The hub settled a stream: sign and keep its receipt (durable before this resolves). A statement for a
-   * request this agent did not serve (or no longer remembers) is refused: the agent signs only what it served.
-   * A repeated statement gets the receipt already kept.
+   * The hub settled a stream: sign and keep its receipt (durable before this resolves). The agent signs what it
+   * recorded serving; and, marked `dispatched`, a statement for a request the hub dispatched to it inside a crash
+   * gap of its ledger (its record of that stream died with the process: see `CrashGap`). Anything else is
+   * refused. A repeated statement gets the receipt already kept.
    */
   async settle(s: SettlementStatement): Promise<StatementOutcome> {
     const kept = this.ledger.byRequest(s.requestId);
     const served = this.#served.get(s.requestId) ?? this.#durablyServed(s.requestId);
-    if (!served && !kept) {
+    const lostInCrash = !served && !kept && s.dispatchedAtMs !== undefined && this.ledger.inCrashGap(s.dispatchedAtMs);
+    if (!served && !kept && !lostInCrash) {
       this.log.warn("ledger.statement_unknown_request", { requestId: s.requestId });
       return { refused: "unknown_request" };
     }
-    const agentEarningMicros = served ? earningByTable(this.prices(), served.provider, s) : -1n;
+    if (lostInCrash) this.log.warn("ledger.statement_in_crash_gap", { requestId: s.requestId, dispatchedAtMs: s.dispatchedAtMs });
+    const agentEarningMicros = served || lostInCrash ? earningByTable(this.prices(), served?.provider ?? null, s) : -1n;
     const earningMicros = BigInt(s.earningMicros);
     if (agentEarningMicros >= 0n && agentEarningMicros !== earningMicros)
       this.log.error("ledger.earning_disagrees", {
@@ -147,9 +147,10 @@ export class ReceiptClerk {
       chargeMicros: BigInt(s.chargeMicros),
       earningMicros,
       agentEarningMicros,
-      startedAtMs: served?.startedAtMs ?? 0,
-      endedAtMs: served?.endedAtMs ?? 0,
+      startedAtMs: served?.startedAtMs ?? s.dispatchedAtMs ?? 0,
+      endedAtMs: served?.endedAtMs ?? s.dispatchedAtMs ?? 0,
       endCause: s.endCause,
+      ...(lostInCrash ? { witness: "dispatched" as const } : {}),
     });
     this.#served.delete(s.requestId);
     return { signed };

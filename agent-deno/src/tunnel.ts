@@ -489,7 +489,10 @@ export class Tunnel {
     this.#send(session, encodeControl(ControlKind.RATE_STATE, jsonBytes(state)));
   }
 
-  /** SETTLEMENT → a signed receipt (RECEIPT); RECEIPT_ACK → kept; CHAIN_TAIL → compared and answered. */
+  /**
+   * SETTLEMENT → a signed receipt (RECEIPT); RECEIPT_ACK → kept; CHAIN_TAIL → compared and answered, and the
+   * receipts the hub lacks claimed again.
+   */
   #onLedgerControl(session: Session, kind: number, body: Uint8Array): void {
     if (kind === ControlKind.SETTLEMENT) {
       // The tokens the request used replace its estimate in the agent's TPM (expert mode).
@@ -521,7 +524,11 @@ export class Tunnel {
       } else if (kind === ControlKind.RECEIPT_ACK) {
         clerk.acknowledged(parseJson(receiptAckSchema, body));
       } else {
-        this.#send(session, encodeControl(ControlKind.CHAIN_TAIL, jsonBytes(clerk.compareTail(parseJson(chainTailSchema, body)))));
+        const hub = parseJson(chainTailSchema, body);
+        const own = clerk.compareTail(hub);
+        this.#send(session, encodeControl(ControlKind.CHAIN_TAIL, jsonBytes(own)));
+        // The hub is behind: receipts it refused for now ("retry") or never got are claimed again, in order.
+        if (hub.seq < own.seq) this.#sendClaims(session);
       }
     } catch (error) {
       this.#close(session, CloseCode.PROTOCOL_ERROR, `bad ledger message: ${(error as Error).message}`);

@@ -2,7 +2,9 @@
  * A key owner, in real Chromium against the hub started as `npm start` does: sign up as an owner, create an
  * enrollment on the Agents page, run the three commands it prints exactly as printed in a clean folder holding
  * only the agent's files (enroll, write the configuration, start), and see the agent online with the printed
- * models; after users' traffic, see the earnings (official price × tier A) and request a payout in whole cents.
+ * models; after users' traffic, see the earnings (official price × tier A) and request a payout in whole cents,
+ * the receipt chain's two tails and today's earnings by both sides, and "ledger out of sync" once the agent's
+ * ledger is lost.
  */
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -185,8 +187,24 @@ test("an owner runs the three commands the agents page prints in a clean folder,
   await page.getByTestId(`agent-rate-form-${agentId}`).getByRole("button", { name: "Save rate mode" }).click();
   await expect(page.getByTestId(`agent-rate-summary-${agentId}`)).toContainText("Auto");
 
-  // Pausing takes the agent out of routing at once: the model has no capacity.
+  // The agent page shows the receipt chain: the hub holds the three receipts the agent signed, and today's
+  // earnings by the hub's settlements and by the agent's own price table agree.
   await page.getByRole("link", { name: "Agents" }).click();
+  const ledger = page.getByTestId(`agent-ledger-${agentId}`);
+  await expect(async () => {
+    await page.reload();
+    await expect(ledger.getByTestId("ledger-hub-tail")).toContainText("Hub: receipt 3", { timeout: 500 });
+  }).toPass({ timeout: 15_000 });
+  const today = (await ledger.getByTestId("ledger-today").textContent())!;
+  const m2 = /Today: hub (\$[\d.,]+) · agent (\$[\d.,]+) \(3 receipts\)/.exec(today);
+  expect(m2, today).not.toBeNull();
+  expect(m2![1]).toBe(m2![2]);
+  expect(m2![1]).toBe(available);
+  await expect(ledger.getByTestId("ledger-agent-tail")).toContainText("Agent: receipt");
+  await expect(ledger.getByTestId("ledger-out-of-sync")).toHaveCount(0);
+  await shot("agents-ledger");
+
+  // Pausing takes the agent out of routing at once: the model has no capacity.
   await page.getByRole("button", { name: "Pause" }).click();
   await expect(page.getByRole("button", { name: "Resume" })).toBeVisible();
   await expect(async () => {
@@ -200,4 +218,16 @@ test("an owner runs the three commands the agents page prints in a clean folder,
   await page.getByRole("button", { name: "Join discount lane" }).click();
   await expect(page.getByTestId("agents-table")).toContainText("discount lane");
   await shot("agents-paused");
+
+  // The owner's machine loses the agent's ledger (a restored backup, a wiped disk): at its handshake the agent
+  // reports an empty chain, the hub holds three receipts, and the page says the ledger is out of sync.
+  await agent.stop();
+  await rm(join(dataDir, "state", "ledger"), { recursive: true, force: true });
+  agent = await startAgentProc(dataDir, agentId, mock.origin);
+  await expect(async () => {
+    await page.reload();
+    await expect(ledger.getByTestId("ledger-out-of-sync")).toContainText("Ledger out of sync from receipt 1", { timeout: 500 });
+  }).toPass({ timeout: 15_000 });
+  await expect(ledger.getByTestId("ledger-agent-tail")).toContainText("Agent: receipt 0");
+  await shot("agents-ledger-out-of-sync");
 });

@@ -2,7 +2,7 @@
 import { z } from "zod";
 import { AUTH_TIMEOUT_MS, PRESENCE_PROBE_TIMEOUT_MS_DEFAULT } from "@wellspring/protocol";
 import { leaseOptionsProblem, type LeaseOptions } from "./billing/leases.ts";
-import { DEFAULT_LIMITER_SETTINGS, type GatewayOptions } from "./server.ts";
+import { CHAIN_TAIL_INTERVAL_MS_DEFAULT, DEFAULT_LIMITER_SETTINGS, type GatewayOptions } from "./server.ts";
 import { DEFAULT_PROXY_LIMITS } from "./api/proxy.ts";
 import { ADMIN_AUTH_DEFAULTS } from "./api/admin.ts";
 import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT } from "./api/keys.ts";
@@ -97,6 +97,8 @@ const schema = z.object({
   KEY_FILTER_MISS_LOOKUPS_PER_S: positive(KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT),
   KEY_FILTER_REBUILD_INTERVAL_MS: positive(KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  /** How often each connected agent's receipt chain tail is compared and its unreceipted settlements offered again, ms. */
+  LEDGER_TAIL_INTERVAL_MS: positive(CHAIN_TAIL_INTERVAL_MS_DEFAULT),
   /** Hot data: days kept in PostgreSQL before the archive job moves them to the archive store. */
   ARCHIVE_AFTER_DAYS: z.coerce.number().int().min(ARCHIVE_AFTER_DAYS_MIN).default(ARCHIVE_AFTER_DAYS_DEFAULT),
   ARCHIVE_INTERVAL_MS: int(3_600_000),
@@ -172,6 +174,7 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
     },
     adminToken: env.ADMIN_TOKEN,
     adminAuth: { failuresMax: env.ADMIN_AUTH_FAILURES_MAX, windowMs: env.ADMIN_AUTH_WINDOW_MS, blockMs: env.ADMIN_AUTH_BLOCK_MS },
+    chainTailIntervalMs: env.LEDGER_TAIL_INTERVAL_MS,
     keyFilter: { missLookupsPerSecond: env.KEY_FILTER_MISS_LOOKUPS_PER_S, rebuildIntervalMs: env.KEY_FILTER_REBUILD_INTERVAL_MS },
     tunnel: {
       heartbeatIntervalMs: env.TUNNEL_HEARTBEAT_INTERVAL_MS,

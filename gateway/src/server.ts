@@ -168,7 +168,10 @@ export interface Gateway {
  */
 export const LISTEN_BACKLOG = 4096;
 
-/** How often the hub sends each connected agent its chain tail to compare (also right after the handshake), ms. */
+/**
+ * How often the hub sends each connected agent its chain tail to compare (also right after the handshake) and
+ * offers again the settlements that still have no receipt, ms.
+ */
 export const CHAIN_TAIL_INTERVAL_MS_DEFAULT = 60_000;
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {
@@ -196,7 +199,21 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       .tail(conn.agentId!)
       .then((t) => conn.sendChainTail({ seq: t.seq, hash: toBase64Url(t.hash) }))
       .catch((error: unknown) => log.warn("ledger.tail_failed", { agentId: conn.agentId, error }));
-  const tailTimer = setInterval(() => registry.connections().forEach(sendTail), opts.chainTailIntervalMs ?? CHAIN_TAIL_INTERVAL_MS_DEFAULT);
+  // Settlements whose statement went to a connection that had died (written after the agent's new handshake) are
+  // offered again to the live agent with each tail.
+  const reoffer = (conn: AgentConnection) =>
+    void edgeReceipts
+      .unreceipted(conn.agentId!, "reoffer")
+      .then((statements) => statements.forEach((st) => conn.sendSettlement(st)))
+      .catch((error: unknown) => log.warn("ledger.reoffer_failed", { agentId: conn.agentId, error }));
+  const tailTimer = setInterval(
+    () =>
+      registry.connections().forEach((conn) => {
+        sendTail(conn);
+        reoffer(conn);
+      }),
+    opts.chainTailIntervalMs ?? CHAIN_TAIL_INTERVAL_MS_DEFAULT,
+  );
   tailTimer.unref();
   const releases = new AgentReleases(db, log);
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.

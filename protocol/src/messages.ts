@@ -182,6 +182,11 @@ export const settlementStatement = object({
   chargeMicros: micros,
   earningMicros: micros,
   endCause: oneOf(RECEIPT_END_CAUSES),
+  /**
+   * When the hub held the request for dispatch to this agent, UTC epoch ms (sent with statements offered again
+   * after a reconnect): lets an agent whose record of the stream was lost in a crash sign it as `dispatched`.
+   */
+  dispatchedAtMs: optional(count),
 });
 export type SettlementStatement = Infer<typeof settlementStatement>;
 

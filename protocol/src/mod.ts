@@ -12,3 +12,4 @@ export * from "./query.ts";
 export * from "./session.ts";
 export * from "./release.ts";
 export * from "./receipt.ts";
+export * from "./pricing.ts";

@@ -9,8 +9,12 @@
  */
 import { bytesEqual, concatBytes, fromBase64Url, fromUtf8, toBase64Url, toHex, utf8 } from "./bytes.ts";
 
-/** Receipt encoding version (the first byte of every receipt body). */
+/**
+ * Receipt encoding version (the first byte of every receipt body): 1 for a stream the agent recorded serving,
+ * 2 (the same fields, then `witness`) for one it signs on the hub's dispatch record (see `Receipt.witness`).
+ */
 export const RECEIPT_VERSION = 1;
+export const RECEIPT_VERSION_WITNESS = 2;
 /** Domain-separation prefix hashed before a receipt body: a receipt hash is never a hash of anything else. */
 export const RECEIPT_HASH_CONTEXT = "wellspring/receipt/v1\n";
 /** Prefix of what the agent signs: this prefix, then the receipt's 32-byte hash. */
@@ -31,6 +35,16 @@ export const RECEIPT_INT_MAX = (1n << 63n) - 1n;
 /** Why a stream ended, as the hub settled it; the byte is the index in this list (append only). */
 export const RECEIPT_END_CAUSES = ["completed", "client_cancelled", "upstream_error", "upstream_timeout", "agent_lost", "refused", "gateway_error"] as const;
 export type ReceiptEndCause = (typeof RECEIPT_END_CAUSES)[number];
+
+/**
+ * On whose record the agent signs a receipt; the byte is the index in this list (append only).
+ * `served`: the agent recorded serving the stream (its own start and end times).
+ * `dispatched`: the agent's record of the stream was lost in a crash (kill -9 before its record was durable), and
+ * the hub's statement says it dispatched the request to this agent at a moment inside that crash's gap; the
+ * times are the hub's dispatch time. Such a receipt proves the hub's word, countersigned, not the edge's.
+ */
+export const RECEIPT_WITNESSES = ["served", "dispatched"] as const;
+export type ReceiptWitness = (typeof RECEIPT_WITNESSES)[number];
 
 /** Units a stream used, each a non-negative integer. */
 export interface ReceiptUsage {
@@ -74,6 +88,8 @@ export interface Receipt {
   startedAtMs: number;
   endedAtMs: number;
   endCause: ReceiptEndCause;
+  /** Absent = `served` (encoded as version 1); `dispatched` is encoded as version 2. */
+  witness?: ReceiptWitness;
 }
 
 /** A receipt as it is kept and sent: its canonical bytes, their hash and the agent's signature. */
@@ -204,12 +220,14 @@ class Reader {
  * version u8 · seq i64 · prevHash 32 bytes · agentId str · requestId str · model str ·
  * reported u8 (0 none, 1 present) [· reportedUsage 6 × i64] · chargedUsage 6 × i64 · estimated u8 (0/1) ·
  * priceVer u32 · tierBps u32 · chargeMicros i64 · earningMicros i64 · agentEarningMicros i64 (≥ −1) ·
- * startedAtMs i64 · endedAtMs i64 · endCause u8.
+ * startedAtMs i64 · endedAtMs i64 · endCause u8 [· witness u8, version 2 only: 1 = dispatched].
  * Usage = inputTokens, outputTokens, cachedInputTokens, audioSeconds, images, characters.
  */
 export function encodeReceipt(r: Receipt): Uint8Array {
   const w = new Writer();
-  w.u8(RECEIPT_VERSION);
+  const witness = RECEIPT_WITNESSES.indexOf(r.witness ?? "served");
+  if (witness < 0) throw new ReceiptFormatError("witness is not a known witness");
+  w.u8(witness === 0 ? RECEIPT_VERSION : RECEIPT_VERSION_WITNESS);
   if (!Number.isSafeInteger(r.seq) || r.seq < 1) throw new ReceiptFormatError("seq must be a positive integer");
   w.i64(r.seq, "seq");
   w.raw(r.prevHash, 32, "prevHash");
@@ -232,6 +250,7 @@ export function encodeReceipt(r: Receipt): Uint8Array {
   const cause = RECEIPT_END_CAUSES.indexOf(r.endCause);
   if (cause < 0) throw new ReceiptFormatError("endCause is not a known end cause");
   w.u8(cause);
+  if (witness !== 0) w.u8(witness);
   return w.bytes();
 }
 
@@ -239,7 +258,8 @@ export function encodeReceipt(r: Receipt): Uint8Array {
 export function decodeReceipt(body: Uint8Array): Receipt {
   if (body.length > RECEIPT_BODY_BYTES_MAX) throw new ReceiptFormatError("receipt body is too large");
   const r = new Reader(body);
-  if (r.u8() !== RECEIPT_VERSION) throw new ReceiptFormatError("unknown receipt version");
+  const version = r.u8();
+  if (version !== RECEIPT_VERSION && version !== RECEIPT_VERSION_WITNESS) throw new ReceiptFormatError("unknown receipt version");
   const seq = r.num("seq");
   if (seq < 1) throw new ReceiptFormatError("seq must be positive");
   const prevHash = r.raw(32);
@@ -264,6 +284,9 @@ export function decodeReceipt(body: Uint8Array): Receipt {
   if (endedAtMs < startedAtMs) throw new ReceiptFormatError("endedAtMs is before startedAtMs");
   const endCause = RECEIPT_END_CAUSES[r.u8()];
   if (!endCause) throw new ReceiptFormatError("endCause is not a known end cause");
+  // Canonical: `served` is only ever version 1, so a version 2 body must name another witness.
+  const witness = version === RECEIPT_VERSION_WITNESS ? RECEIPT_WITNESSES[r.u8()] : undefined;
+  if (version === RECEIPT_VERSION_WITNESS && (!witness || witness === "served")) throw new ReceiptFormatError("witness is not a known witness");
   r.end();
   return {
     seq,
@@ -282,6 +305,7 @@ export function decodeReceipt(body: Uint8Array): Receipt {
     startedAtMs,
     endedAtMs,
     endCause,
+    ...(witness ? { witness } : {}),
   };
 }
 
@@ -444,7 +468,7 @@ export async function verifyChain(entries: readonly ChainEntry[], opts: VerifyCh
 
 /**
  * The export / log file: records back to back, each `u32 bodyLength · body · 64-byte signature` (the hash is
- * recomputed by the reader). `ledger export` writes it; `rebuild-from-edge` and `ledger verify` read it.
+ * recomputed by the reader). `ledger export` writes it; `ledger verify` reads it.
  */
 export function encodeLogRecord(body: Uint8Array, signature: Uint8Array): Uint8Array {
   const out = new Uint8Array(4 + body.length + RECEIPT_SIGNATURE_BYTES);

@@ -62,12 +62,36 @@ function receiptArb(fc: Fc) {
       startedAtMs: fc.integer({ min: 0, max: 2 ** 45 }),
       durationMs: fc.integer({ min: 0, max: 2 ** 30 }),
       endCause: fc.constantFrom(...RECEIPT_END_CAUSES),
+      dispatched: fc.boolean(),
     })
-    .map(({ durationMs, ...r }): Receipt => ({ ...r, endedAtMs: r.startedAtMs + durationMs }));
+    .map(({ durationMs, dispatched, ...r }): Receipt => ({
+      ...r,
+      endedAtMs: r.startedAtMs + durationMs,
+      ...(dispatched ? { witness: "dispatched" as const } : {}),
+    }));
 }
 
 const USAGE: ReceiptUsage = { inputTokens: 12, outputTokens: 40, cachedInputTokens: 0, audioSeconds: 0, images: 0, characters: 0 };
 const CHAIN_LENGTH = 24;
+/** A receipt with every field at its smallest. */
+const MINIMAL_RECEIPT: Receipt = {
+  seq: 1,
+  prevHash: RECEIPT_GENESIS_HASH,
+  agentId: "a",
+  requestId: "r",
+  model: "m",
+  reportedUsage: null,
+  chargedUsage: USAGE,
+  estimated: false,
+  priceVer: 0,
+  tierBps: 0,
+  chargeMicros: 0n,
+  earningMicros: 0n,
+  agentEarningMicros: -1n,
+  startedAtMs: 5,
+  endedAtMs: 5,
+  endCause: "completed",
+};
 const AGENT_ID = "agt_receipt_test";
 
 /** A signed chain of CHAIN_LENGTH receipts, seq 1… with every link. */
@@ -169,6 +193,8 @@ export const receiptProperties: PropertyCase[] = [
           const back = decodeReceipt(body);
           check(bytesEqual(encodeReceipt(back), body), "re-encoding differs");
           check(back.chargeMicros === r.chargeMicros && back.requestId === r.requestId && back.seq === r.seq, "fields differ");
+          // Version 1 for the agent's own record, version 2 (one more byte) only for another witness.
+          check(body[0] === (r.witness ? 2 : 1) && back.witness === r.witness, "witness or version differs");
           for (const bad of [new Uint8Array([...body, ...extra]), body.subarray(0, body.length - 1)]) {
             let refused = false;
             try {
@@ -181,6 +207,24 @@ export const receiptProperties: PropertyCase[] = [
         }),
         { numRuns: 2000 },
       );
+    },
+  },
+  {
+    name: "receipts: a version 2 body must name a witness other than `served` (one encoding per receipt)",
+    run() {
+      const r = MINIMAL_RECEIPT;
+      const v1 = encodeReceipt(r);
+      const v2 = encodeReceipt({ ...r, witness: "dispatched" });
+      check(v2.length === v1.length + 1 && v2[v2.length - 1] === 1, "version 2 is version 1 plus the witness byte");
+      for (const bad of [new Uint8Array([2, ...v1.subarray(1), 0]), new Uint8Array([2, ...v1.subarray(1), 9]), new Uint8Array([2, ...v1.subarray(1)])]) {
+        let refused = false;
+        try {
+          decodeReceipt(bad);
+        } catch (error) {
+          refused = error instanceof ReceiptFormatError;
+        }
+        check(refused, "a non-canonical version 2 body was accepted");
+      }
     },
   },
   {
@@ -201,26 +245,7 @@ export const receiptProperties: PropertyCase[] = [
   {
     name: "receipts: the encoder refuses values outside their ranges",
     run() {
-      const base = decodeReceipt(
-        encodeReceipt({
-          seq: 1,
-          prevHash: RECEIPT_GENESIS_HASH,
-          agentId: "a",
-          requestId: "r",
-          model: "m",
-          reportedUsage: null,
-          chargedUsage: USAGE,
-          estimated: false,
-          priceVer: 0,
-          tierBps: 0,
-          chargeMicros: 0n,
-          earningMicros: 0n,
-          agentEarningMicros: -1n,
-          startedAtMs: 5,
-          endedAtMs: 5,
-          endCause: "completed",
-        }),
-      );
+      const base = decodeReceipt(encodeReceipt(MINIMAL_RECEIPT));
       const bad: Partial<Receipt>[] = [
         { seq: 0 },
         { chargeMicros: -1n },

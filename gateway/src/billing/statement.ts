@@ -36,5 +36,7 @@ export function settlementStatement(requestId: string, model: string, cause: End
     chargeMicros: charge.chargeMicros.toString(),
     earningMicros: charge.earningMicros.toString(),
     endCause: cause,
+    // Only statements offered again after a reconnect carry it (ledger/receipts.ts `unreceipted`).
+    dispatchedAtMs: undefined,
   };
 }

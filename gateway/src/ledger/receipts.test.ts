@@ -21,8 +21,9 @@ import {
 } from "@wellspring/protocol";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { createLogger } from "../log.ts";
+import { agentLedgerSummaries } from "../ops/agent_ledger.ts";
 import { loadHubReceiptKey } from "./hub_key.ts";
-import { EdgeReceipts, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
+import { EdgeReceipts, UNRECEIPTED_REOFFER_AGE_MS, UNRECEIPTED_REOFFER_WINDOW_MS, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
 
 let database: TestDatabase;
 let hubKey: HubReceiptKey;
@@ -101,6 +102,17 @@ class Chain {
   }
 }
 
+/** An enrolled agent whose first `n` receipts (each for a settled request) the hub has taken. */
+async function agentWithReceipts(n: number) {
+  const { agent, privateKey, ownerId } = await enrolledAgent();
+  const edge = new EdgeReceipts(database.db, hubKey, log);
+  const chain = new Chain(agent.id, privateKey);
+  const receipts: SignedReceipt[] = [];
+  for (let i = 0; i < n; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
+  await edge.accept(agent, wire(...receipts));
+  return { agent, ownerId, edge, receipts };
+}
+
 const wire = (...s: SignedReceipt[]) => ({ receipts: s.map((r) => ({ body: toBase64Url(r.body), signature: toBase64Url(r.signature) })) });
 
 async function openFlags(agentId: string, kind: string) {
@@ -128,6 +140,20 @@ describe("edge receipts at the hub", () => {
     expect((await edge.tail(agent.id)).seq).toBe(5);
     const verdict = await verifyStoredChain(database.db, agent.id, hubVerify);
     expect(verdict.ok).toBe(true);
+    expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
+  });
+
+  it("two gateways taking the same agent's receipts at once store each once, in chain order, and acknowledge both with one countersignature", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const [one, two] = [new EdgeReceipts(database.db, hubKey, log), new EdgeReceipts(database.db, hubKey, log)];
+    const chain = new Chain(agent.id, privateKey);
+    const receipts = [];
+    for (let i = 0; i < 6; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
+    // The agent's claim after a reconnect reaches a second gateway while the first still takes the same receipts.
+    const [a, b] = await Promise.all([one.accept(agent, wire(...receipts)), two.accept(agent, wire(...receipts))]);
+    expect(a.map((x) => x.refused)).toEqual(Array(6).fill(null));
+    expect(b).toEqual(a);
+    expect(await database.db.agentReceipt.count({ where: { agentId: agent.id } })).toBe(6);
     expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
   });
 
@@ -189,13 +215,23 @@ describe("edge receipts at the hub", () => {
     expect(await edge.unreceipted(agent.id)).toEqual([]);
   });
 
+  it("offers a live agent again the settlements 5 s to 10 min old that have no receipt, with their dispatch time", async () => {
+    const { agent, ownerId } = await enrolledAgent();
+    const missing = await settled(agent.id, ownerId);
+    const row = await database.db.reservation.findUniqueOrThrow({ where: { requestId: missing }, select: { createdAt: true } });
+    const at = (offsetMs: number) => new EdgeReceipts(database.db, hubKey, log, () => Date.now() + offsetMs);
+    // Just settled: its statement may be in flight, so not offered periodically (after a handshake it is).
+    expect(await at(0).unreceipted(agent.id, "reoffer")).toEqual([]);
+    expect(await at(0).unreceipted(agent.id, "handshake")).toEqual([expect.objectContaining({ requestId: missing })]);
+    expect(await at(UNRECEIPTED_REOFFER_AGE_MS + 1_000).unreceipted(agent.id, "reoffer")).toEqual([
+      expect.objectContaining({ requestId: missing, dispatchedAtMs: row.createdAt.getTime() }),
+    ]);
+    // Older than the periodic window: left to the next handshake.
+    expect(await at(UNRECEIPTED_REOFFER_WINDOW_MS + 1_000).unreceipted(agent.id, "reoffer")).toEqual([]);
+  });
+
   it("compares the agent's reported tail: behind or different is out of sync, naming the first differing sequence", async () => {
-    const { agent, privateKey, ownerId } = await enrolledAgent();
-    const edge = new EdgeReceipts(database.db, hubKey, log);
-    const chain = new Chain(agent.id, privateKey);
-    const receipts = [];
-    for (let i = 0; i < 3; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
-    await edge.accept(agent, wire(...receipts));
+    const { agent, edge, receipts } = await agentWithReceipts(3);
     expect(await edge.reportedTail(agent.id, { seq: 3, hash: toBase64Url(receipts[2]!.hash) })).toBeNull();
     expect(await edge.reportedTail(agent.id, { seq: 4, hash: toBase64Url(new Uint8Array(32)) })).toBeNull();
     expect(await openFlags(agent.id, "ledger_out_of_sync")).toHaveLength(0);
@@ -205,6 +241,23 @@ describe("edge receipts at the hub", () => {
     expect(flag!.evidence).toMatchObject({ firstDifferingSeq: 3, hubSeq: 3, agentSeq: 2 });
     const row = await database.db.agent.findUniqueOrThrow({ where: { id: agent.id } });
     expect(row.ledgerTailSeq).toBe(2);
+  });
+
+  it("the owner's page summary: both tails, out of sync as the hub's comparison found it, today's earnings by both sides", async () => {
+    const { agent, ownerId, edge, receipts } = await agentWithReceipts(3);
+    // One settlement has no receipt yet: the hub's figure counts it, the agent's does not.
+    await settled(agent.id, ownerId, 300n, 210n);
+    const row = () => database.db.agent.findUniqueOrThrow({ where: { id: agent.id } });
+    let summary = (await agentLedgerSummaries(database.db, [await row()])).get(agent.id)!;
+    expect(summary.hubTail).toEqual({ seq: 3, hash: Buffer.from(receipts[2]!.hash).toString("hex") });
+    expect(summary.agentTail).toBeNull();
+    expect(summary.outOfSync).toBeNull();
+    expect(summary.today).toEqual({ hubEarningMicros: 3n * 105n + 210n, agentEarningMicros: 3n * 105n, receipts: 3, agentUnpriced: 0 });
+    // The agent reports an empty chain (its ledger was lost): the hub's comparison raises the flag the page shows.
+    await edge.reportedTail(agent.id, { seq: 0, hash: toBase64Url(RECEIPT_GENESIS_HASH) });
+    summary = (await agentLedgerSummaries(database.db, [await row()])).get(agent.id)!;
+    expect(summary.agentTail).toEqual(expect.objectContaining({ seq: 0 }));
+    expect(summary.outOfSync).toEqual(expect.objectContaining({ firstDifferingSeq: 1 }));
   });
 
   it("ledger verify names the first tampered receipt in the hub's copy", async () => {

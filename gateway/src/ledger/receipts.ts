@@ -43,8 +43,15 @@ export const RECEIPT_SETTLEMENT_WAIT_MS = 600_000;
 export const RECEIPT_SEQ_MAX = 2_147_483_647;
 /** Most statements sent again after one handshake (settlements without a receipt). */
 export const UNRECEIPTED_RESEND_MAX = 1000;
-/** How far back settlements without a receipt are sent again, ms. */
+/** How far back settlements without a receipt are sent again after a handshake, ms. */
 export const UNRECEIPTED_RESEND_WINDOW_MS = 86_400_000;
+/**
+ * How far back the periodic re-offer to a live agent looks, ms: a settlement written after the agent's new
+ * connection's handshake, whose statement went to the connection that had died, is offered again within this.
+ */
+export const UNRECEIPTED_REOFFER_WINDOW_MS = 600_000;
+/** A settlement younger than this is not re-offered periodically (its statement may be in flight), ms. */
+export const UNRECEIPTED_REOFFER_AGE_MS = 5_000;
 
 interface UnreceiptedRow {
   request_id: string;
@@ -61,6 +68,7 @@ interface UnreceiptedRow {
   characters: number | null;
   estimated: boolean;
   end_cause: string;
+  created_at: Date;
 }
 
 export interface HubReceiptKey {
@@ -101,17 +109,23 @@ export class EdgeReceipts {
 
   /**
    * Settlements of this agent's requests that have no receipt yet (the statement was lost with the connection,
-   * or the agent died before it signed): sent again after each handshake, oldest first. The agent signs only
-   * those it recorded serving.
+   * or the agent died before it signed), oldest first: sent again after each handshake (`window` = the last
+   * 24 h) and periodically to a live agent (`window` = "reoffer": settled 5 s to 10 min ago). The agent signs
+   * those it recorded serving, and those dispatched while its record was lost in a crash, marked as such
+   * (docs/protocol.md, "Streams served before a crash"). Read through the owner's settlement index.
    */
-  async unreceipted(agentId: string, limit = UNRECEIPTED_RESEND_MAX): Promise<SettlementStatement[]> {
+  async unreceipted(agentId: string, window: "handshake" | "reoffer" = "handshake", limit = UNRECEIPTED_RESEND_MAX): Promise<SettlementStatement[]> {
+    const now = this.now();
+    const from = new Date(now - (window === "handshake" ? UNRECEIPTED_RESEND_WINDOW_MS : UNRECEIPTED_REOFFER_WINDOW_MS));
+    const to = new Date(window === "handshake" ? now : now - UNRECEIPTED_REOFFER_AGE_MS);
     const rows = await this.db.$queryRaw<UnreceiptedRow[]>`
       SELECT r.request_id, r.model, r.charge_micros, r.earning_micros, r.price_ver, r.tier_bps, r.input_tokens, r.output_tokens,
-             r.cached_input_tokens, r.audio_seconds, r.images, r.characters, r.estimated, r.end_cause::text AS end_cause
+             r.cached_input_tokens, r.audio_seconds, r.images, r.characters, r.estimated, r.end_cause::text AS end_cause, r.created_at
         FROM reservations r
-       WHERE r.agent_id = ${agentId} AND r.status = 'settled' AND r.charge_micros IS NOT NULL AND r.price_ver IS NOT NULL
+       WHERE r.owner_id = (SELECT g.owner_id FROM agents g WHERE g.id = ${agentId})
+         AND r.settled_at > ${from} AND r.settled_at <= ${to}
+         AND r.agent_id = ${agentId} AND r.status = 'settled' AND r.charge_micros IS NOT NULL AND r.price_ver IS NOT NULL
          AND (r.charge_micros > 0 OR r.earning_micros > 0)
-         AND r.settled_at > ${new Date(this.now() - UNRECEIPTED_RESEND_WINDOW_MS)}
          AND NOT EXISTS (SELECT 1 FROM agent_receipts a WHERE a.request_id = r.request_id)
        ORDER BY r.settled_at LIMIT ${limit}`;
     return rows.map((r) => {
@@ -134,6 +148,7 @@ export class EdgeReceipts {
         chargeMicros: String(r.charge_micros ?? 0n),
         earningMicros: String(r.earning_micros ?? 0n),
         endCause: r.end_cause as SettlementStatement["endCause"],
+        dispatchedAtMs: r.created_at.getTime(),
       };
     });
   }
@@ -167,48 +182,59 @@ export class EdgeReceipts {
     if (!key || !(await verifyReceiptSignature(key, hash, signature))) return refuse("invalid", "the agent's signature does not verify");
     if (receipt.agentId !== agent.id) return refuse("invalid", `the receipt names agent ${receipt.agentId}`);
     if (receipt.seq > RECEIPT_SEQ_MAX) return refuse("invalid", "sequence number beyond what the hub stores");
-    const atSeq = await this.db.agentReceipt.findUnique({ where: { agentId_seq: { agentId: agent.id, seq: receipt.seq } } });
-    if (atSeq) {
-      // A claim for a receipt the hub already holds: acknowledged again, never stored twice.
-      if (bytesEqual(new Uint8Array(atSeq.hash), hash))
-        return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: toBase64Url(atSeq.countersignature), refused: null };
-      return refuse("fork", `the hub holds another receipt at sequence ${receipt.seq}`);
-    }
-    const byRequest = await this.db.agentReceipt.findUnique({ where: { requestId: receipt.requestId }, select: { agentId: true, seq: true } });
-    if (byRequest) return refuse("mismatch", `request already has receipt ${byRequest.seq} of ${byRequest.agentId}`);
-    const tail = await this.tail(agent.id);
-    if (receipt.seq > tail.seq + 1) return refuse("retry", `sequence ${receipt.seq} is ahead of the hub's tail ${tail.seq}`);
-    if (receipt.seq <= tail.seq || !bytesEqual(receipt.prevHash, tail.hash)) return refuse("fork", `the receipt does not follow the hub's tail ${tail.seq}`);
-    const settled = await this.db.reservation.findUnique({ where: { requestId: receipt.requestId } });
-    if (!settled || settled.status !== "settled") {
-      if (this.now() - receipt.endedAtMs < RECEIPT_SETTLEMENT_WAIT_MS && (!settled || settled.agentId === agent.id))
-        return refuse("retry", "no settlement yet");
-      return refuse("not_dispatched", "the hub has no settlement of this request");
-    }
-    if (settled.agentId !== agent.id) return refuse("not_dispatched", "the request was not dispatched to this agent");
-    const differs = settlementDifference(receipt, settled);
-    if (differs) return refuse("mismatch", differs);
-    const countersignature = await countersignReceipt(this.hubKey.privateKey, hash);
+    // The chain link, the settlement it confirms and the stored row are one unit: checked and written in one
+    // transaction, one agent's chain at a time across gateways (docs/ARCHITECTURE.md, "The owner keeps the proof").
+    let verdict: { stored: Uint8Array } | { refused: ReceiptRefusal; detail: string } | { again: Uint8Array };
     try {
-      await this.db.agentReceipt.create({
-        data: {
-          agentId: agent.id,
-          seq: receipt.seq,
-          requestId: receipt.requestId,
-          body: body as Uint8Array<ArrayBuffer>,
-          hash: hash as Uint8Array<ArrayBuffer>,
-          signature: signature as Uint8Array<ArrayBuffer>,
-          countersignature: countersignature as Uint8Array<ArrayBuffer>,
-          chargeMicros: receipt.chargeMicros,
-          earningMicros: receipt.earningMicros,
-          agentEarningMicros: receipt.agentEarningMicros,
-          endedAt: new Date(receipt.endedAtMs),
-        },
+      verdict = await this.db.$transaction(async (tx) => {
+        await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${`receipts:${agent.id}`}))`;
+        const atSeq = await tx.agentReceipt.findUnique({ where: { agentId_seq: { agentId: agent.id, seq: receipt.seq } } });
+        if (atSeq) {
+          // A claim for a receipt the hub already holds: acknowledged again, never stored twice.
+          if (bytesEqual(new Uint8Array(atSeq.hash), hash)) return { again: new Uint8Array(atSeq.countersignature) };
+          return { refused: "fork" as const, detail: `the hub holds another receipt at sequence ${receipt.seq}` };
+        }
+        const byRequest = await tx.agentReceipt.findUnique({ where: { requestId: receipt.requestId }, select: { agentId: true, seq: true } });
+        if (byRequest) return { refused: "mismatch" as const, detail: `request already has receipt ${byRequest.seq} of ${byRequest.agentId}` };
+        const last = await tx.agentReceipt.findFirst({ where: { agentId: agent.id }, orderBy: { seq: "desc" }, select: { seq: true, hash: true } });
+        const tail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
+        if (receipt.seq > tail.seq + 1) return { refused: "retry" as const, detail: `sequence ${receipt.seq} is ahead of the hub's tail ${tail.seq}` };
+        if (receipt.seq <= tail.seq || !bytesEqual(receipt.prevHash, tail.hash))
+          return { refused: "fork" as const, detail: `the receipt does not follow the hub's tail ${tail.seq}` };
+        const settled = await tx.reservation.findUnique({ where: { requestId: receipt.requestId } });
+        if (!settled || settled.status !== "settled") {
+          if (this.now() - receipt.endedAtMs < RECEIPT_SETTLEMENT_WAIT_MS && (!settled || settled.agentId === agent.id))
+            return { refused: "retry" as const, detail: "no settlement yet" };
+          return { refused: "not_dispatched" as const, detail: "the hub has no settlement of this request" };
+        }
+        if (settled.agentId !== agent.id) return { refused: "not_dispatched" as const, detail: "the request was not dispatched to this agent" };
+        const differs = settlementDifference(receipt, settled);
+        if (differs) return { refused: "mismatch" as const, detail: differs };
+        const countersignature = await countersignReceipt(this.hubKey.privateKey, hash);
+        await tx.agentReceipt.create({
+          data: {
+            agentId: agent.id,
+            seq: receipt.seq,
+            requestId: receipt.requestId,
+            body: body as Uint8Array<ArrayBuffer>,
+            hash: hash as Uint8Array<ArrayBuffer>,
+            signature: signature as Uint8Array<ArrayBuffer>,
+            countersignature: countersignature as Uint8Array<ArrayBuffer>,
+            chargeMicros: receipt.chargeMicros,
+            earningMicros: receipt.earningMicros,
+            agentEarningMicros: receipt.agentEarningMicros,
+            endedAt: new Date(receipt.endedAtMs),
+          },
+        });
+        return { stored: countersignature };
       });
     } catch (error) {
       this.log.warn("ledger.receipt_not_stored", { agentId: agent.id, seq: receipt.seq, error });
       return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused: "retry" };
     }
+    if ("again" in verdict) return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: toBase64Url(verdict.again), refused: null };
+    if ("refused" in verdict) return refuse(verdict.refused, verdict.detail);
+    const countersignature = verdict.stored;
     if (receipt.agentEarningMicros >= 0n && receipt.agentEarningMicros !== receipt.earningMicros)
       await this.#flag(agent.id, RECEIPT_REFUSED, {
         refused: "earning_disagrees",

@@ -55,3 +55,4 @@ export { formatRate, formatUsd, parseUsd } from "../billing/money.ts";
 export { raiseRiskFlag, RISK_EVIDENCE_BYTES_MAX, type RaisedFlag, type RiskFlagInput } from "../risk/flags.ts";
 export { heldEarnings, holdReasonText, type HeldEarnings } from "../risk/earning_holds.ts";
 export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "../risk/duplicate_identity.ts";
+export { agentLedgerSummaries, type AgentLedgerSummary } from "./agent_ledger.ts";

@@ -1,6 +1,7 @@
 import "server-only";
 import { currentHubEndpoint } from "@wellspring/db/core";
 import {
+  agentLedgerSummaries,
   AgentLockedError,
   changeOwnAgent,
   createEnrollmentToken,
@@ -15,6 +16,7 @@ import {
   payoutAmountProblem,
   Treasury,
   updateRequiredNotice,
+  type AgentLedgerSummary,
   type DuplicateWarning,
   type EarningsDay,
   type EnrollSteps,
@@ -76,6 +78,8 @@ export interface AgentRow {
   concurrencyLimit: number | null;
   /** What the agent last reported holding (auto mode: learnt from its provider), and when; null = never reported. */
   reported: { rpm: number | null; tpm: number | null; at: Date } | null;
+  /** The two tails of its receipt chain and today's earnings by both sides. */
+  ledger: AgentLedgerSummary;
 }
 
 export async function listAgents(actor: Actor): Promise<AgentRow[]> {
@@ -93,6 +97,7 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   });
   const policy = await db().agentReleasePolicy.findUnique({ where: { id: 1 } });
   const releasePolicy = { latestVersion: policy?.latestVersion ?? null, minimumVersion: policy?.minimumVersion ?? null };
+  const ledgers = await agentLedgerSummaries(db(), rows);
   const duplicates = new Map<string, DuplicateWarning>();
   for (const f of flags) {
     const warning = duplicateWarningOf(f);
@@ -116,6 +121,7 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     tpmLimit: a.tpmLimit,
     concurrencyLimit: a.concurrencyLimit,
     reported: a.rateReportedAt ? { rpm: a.reportedRpm, tpm: a.reportedTpm, at: a.rateReportedAt } : null,
+    ledger: ledgers.get(a.id)!,
   }));
 }
 

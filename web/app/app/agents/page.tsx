@@ -1,7 +1,7 @@
 import { redirect } from "next/navigation";
 import { requireActor } from "../../../lib/data/actor";
 import { listAgents, type AgentRow } from "../../../lib/data/owner";
-import { utc } from "../../../lib/format";
+import { usd, utc } from "../../../lib/format";
 import { ActionButton, Card, Empty, PageTitle, Table } from "../../ui";
 import { agentSwitchAction } from "./actions";
 import { EnrollForm } from "./enroll-form";
@@ -53,6 +53,46 @@ function RateSummary({ agent: a }: { agent: AgentRow }) {
   );
 }
 
+/**
+ * The receipt chain's two tails (the hub's now, the agent's last report) and today's earnings by both sides. "Out
+ * of sync" is the hub's own comparison (its `ledger_out_of_sync` flag): the two tails are read at different
+ * moments, so a report older than the hub's newest receipt is not a disagreement.
+ */
+function LedgerCell({ ledger }: { ledger: AgentRow["ledger"] }) {
+  const short = (hash: string | null) => (hash ? hash.slice(0, 8) : "—");
+  return (
+    <div className="space-y-0.5">
+      {ledger.outOfSync && (
+        <p role="alert" data-testid="ledger-out-of-sync" className="max-w-xs rounded bg-red-50 px-2 py-1 text-red-800">
+          Ledger out of sync from receipt {ledger.outOfSync.firstDifferingSeq} (seen {utc(ledger.outOfSync.since)}): the agent takes no new calls. Run
+          ./wellspring-agent ledger verify in its folder and contact the hub&apos;s operator.
+        </p>
+      )}
+      <div data-testid="ledger-hub-tail">
+        Hub: receipt {ledger.hubTail.seq} <span className="font-mono text-slate-500">{short(ledger.hubTail.hash)}</span>
+      </div>
+      <div data-testid="ledger-agent-tail">
+        {ledger.agentTail ? (
+          <>
+            Agent: receipt {ledger.agentTail.seq} <span className="font-mono text-slate-500">{short(ledger.agentTail.hash)}</span>
+            <span className="text-slate-500"> · reported {utc(ledger.agentTail.reportedAt)}</span>
+          </>
+        ) : (
+          "Agent: not reported yet"
+        )}
+      </div>
+      <div data-testid="ledger-today">
+        Today: hub {usd(ledger.today.hubEarningMicros)} · agent {usd(ledger.today.agentEarningMicros)}
+        <span className="text-slate-500">
+          {" "}
+          ({ledger.today.receipts} receipt{ledger.today.receipts === 1 ? "" : "s"}
+          {ledger.today.agentUnpriced > 0 ? `, ${ledger.today.agentUnpriced} the agent could not price` : ""})
+        </span>
+      </div>
+    </div>
+  );
+}
+
 export default async function AgentsPage() {
   const actor = await requireActor();
   if (!actor.isOwner) redirect("/app");
@@ -68,7 +108,7 @@ export default async function AgentsPage() {
                 No agents yet. Name one in “Enroll an agent” and run the three commands it prints on the machine that holds your provider keys.
               </Empty>
             ) : (
-              <Table testId="agents-table" columns={["Agent", "State", "Tier", "Models", "Rate", ""]}>
+              <Table testId="agents-table" columns={["Agent", "State", "Tier", "Models", "Rate", "Ledger", ""]}>
                 {agents.map((a) => (
                   <tr key={a.id} className="border-t border-slate-100 align-top">
                     <td className="py-2">
@@ -124,6 +164,9 @@ export default async function AgentsPage() {
                       {a.status !== "revoked" && (
                         <RateForm agentId={a.id} rateMode={a.rateMode} rpmLimit={a.rpmLimit} tpmLimit={a.tpmLimit} concurrencyLimit={a.concurrencyLimit} />
                       )}
+                    </td>
+                    <td className="py-2 text-xs" data-testid={`agent-ledger-${a.id}`}>
+                      <LedgerCell ledger={a.ledger} />
                     </td>
                     <td className="space-y-1 py-2 text-right">
                       {(a.status === "active" || a.status === "paused") && (
