@@ -1,0 +1,75 @@
+/**
+ * `npm run bench:hop`: the two figures the request path is tuned against, in a minute instead of the full
+ * benchmark's six — S1's added median at concurrency 1 (Wellspring against direct, same run) and the CPU-seconds
+ * per 1,000 small requests at concurrency 32 of the gateway and the agent (PostgreSQL is every `postgres`
+ * process on the machine, so it includes other work on a shared box). BENCH_REQUESTS (S1, default 2000) and
+ * BENCH_S2_REQUESTS (default 4000) set the counts; BENCH_GATEWAY_CPU_PROF=<dir> writes the gateway's V8 CPU
+ * profile there (`--cpu-prof`) for the concurrency-32 run. Prints one JSON line; writes no file.
+ */
+import { cpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
+import { startStack } from "../e2e/stack/harness.ts";
+import { Generator } from "./generator.ts";
+import { percentile } from "./lib.ts";
+
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
+const S2_REQUESTS = Number(process.env.BENCH_S2_REQUESTS ?? 4000);
+const CONCURRENCY = 32;
+const WARMUP = 300;
+const profileDir = process.env.BENCH_GATEWAY_CPU_PROF;
+
+const gen = new Generator();
+const stack = await startStack({
+  gatewayEnv: profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } : {},
+});
+try {
+  await gen.call("measure", stack.mock.origin, stack.apiKey, WARMUP);
+  await gen.call("measure", stack.baseUrl, stack.apiKey, WARMUP);
+  await gen.call(
+    "load",
+    stack.baseUrl,
+    Array.from({ length: CONCURRENCY }, () => stack.apiKey),
+    20,
+  );
+  const direct = await gen.call("measure", stack.mock.origin, stack.apiKey, REQUESTS);
+  const hop = await gen.call("measure", stack.baseUrl, stack.apiKey, REQUESTS);
+  const groups = {
+    gateway: await processTree(stack.gateway.child.pid!),
+    agent: await processTree(stack.agent.child.pid!),
+    postgres: await pidsNamed("postgres"),
+  };
+  const before = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, p]) => [k, await cpuSeconds(p)] as const)));
+  const perClient = Math.floor(S2_REQUESTS / CONCURRENCY);
+  const r = await gen.call(
+    "load",
+    stack.baseUrl,
+    Array.from({ length: CONCURRENCY }, () => stack.apiKey),
+    perClient,
+  );
+  const n = perClient * CONCURRENCY;
+  const cpuPer1000: Record<string, number> = {};
+  for (const [k, p] of Object.entries(groups)) cpuPer1000[k] = +((((await cpuSeconds(p)) - before[k]!) / n) * 1000).toFixed(3);
+  const rssMiB: Record<string, number> = {};
+  for (const k of ["gateway", "agent"] as const) {
+    let sum = 0;
+    for (const pid of groups[k]) sum += await rssBytes(pid).catch(() => 0);
+    rssMiB[k] = +(sum / 2 ** 20).toFixed(1);
+  }
+  const p = (xs: number[], q: number) => +percentile(xs, q).toFixed(3);
+  console.log(
+    JSON.stringify({
+      at: new Date().toISOString(),
+      s1: {
+        requests: REQUESTS,
+        directP50Ms: p(direct, 50),
+        wellspringP50Ms: p(hop, 50),
+        addedP50Ms: +(percentile(hop, 50) - percentile(direct, 50)).toFixed(3),
+        addedP99Ms: +(percentile(hop, 99) - percentile(direct, 99)).toFixed(3),
+      },
+      c32: { requests: n, requestsPerSecond: Math.round(r.latencies.length / r.seconds), p99Ms: p(r.latencies, 99), cpuPer1000 },
+      rssMiB,
+    }),
+  );
+} finally {
+  await stack.close();
+  await gen.close();
+}
