@@ -19,6 +19,7 @@ import {
   ResetCode,
   RESPONSE_HEADERS_DROPPED,
   SendWindow,
+  sendNow,
   sendWithCredit,
   type RequestHead,
 } from "../../protocol/src/mod.ts";
@@ -309,7 +310,10 @@ export class AgentStream {
             errorHeadBytes += Math.min(body.length, ERROR_BODY_BYTES_MAX - errorHeadBytes);
           }
           windows.connection = this.host.connectionSendWindow();
-          this.upstreamBytes += await sendWithCredit(this.id, body, windows, send, isClosed, this.#abort.signal);
+          // With credit in hand the bytes leave now, in the same message as the head (and, for a small
+          // answer, the end); otherwise as credit comes.
+          if (sendNow(this.id, body, windows, send)) this.upstreamBytes += body.length;
+          else this.upstreamBytes += await sendWithCredit(this.id, body, windows, send, isClosed, this.#abort.signal);
           if (this.#closed) return;
         }
         if (parser.done) break;

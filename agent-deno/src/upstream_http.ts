@@ -19,8 +19,9 @@ export const CHUNK_LINE_BYTES_MAX = 4096;
 export const TRAILER_BYTES_MAX = 16 * 1024;
 /** Interim (1xx) responses skipped before the final one, at most. */
 export const INTERIM_RESPONSES_MAX = 16;
-/** Bytes asked of the socket per read: at most one read's worth goes into one DATA frame. */
+/** Bytes asked of the socket per read, at most and at first: one read's worth goes into one DATA frame. */
 export const READ_BUFFER_BYTES = 64 * 1024;
+export const READ_BUFFER_BYTES_MIN = 16 * 1024;
 /** Idle keep-alive connections kept per origin, at most. */
 export const IDLE_CONNECTIONS_PER_ORIGIN_MAX = 256;
 /**
@@ -71,8 +72,12 @@ export const connectOrigin: Connect = async (origin) => {
 
 /** One connection to a provider; the pool lends it to one request at a time. */
 export class UpstreamConnection {
-  /** The read buffer: a body chunk the client hands out is a view of it, good until the next read. */
-  readonly buffer = new Uint8Array(READ_BUFFER_BYTES);
+  /**
+   * The read buffer: a body chunk the client hands out is a view of it, good until the next read. It starts at
+   * READ_BUFFER_BYTES_MIN and doubles (to READ_BUFFER_BYTES) after each read that filled it: a thousand idle
+   * SSE streams hold 16 KiB each, a bulk download reads 64 KiB at a time.
+   */
+  #buffer = new Uint8Array(READ_BUFFER_BYTES_MIN);
   /** Requests served on this connection before the current one. */
   served = 0;
   idleSince = 0;
@@ -92,8 +97,11 @@ export class UpstreamConnection {
   async read(): Promise<Uint8Array | null> {
     const pending = this.#idleRead;
     this.#idleRead = null;
-    const n = await (pending ?? this.conn.read(this.buffer));
-    return n === null ? null : this.buffer.subarray(0, n);
+    const buffer = this.#buffer;
+    const n = await (pending ?? this.conn.read(buffer));
+    if (n === null) return null;
+    if (n === buffer.length && buffer.length < READ_BUFFER_BYTES) this.#buffer = new Uint8Array(buffer.length * 2);
+    return buffer.subarray(0, n);
   }
 
   async write(bytes: Uint8Array): Promise<void> {
@@ -106,7 +114,7 @@ export class UpstreamConnection {
    * seen at once, and the connection leaves the pool. The next request's first read takes this one over.
    */
   watchIdle(onDead: () => void): void {
-    const read = this.conn.read(this.buffer);
+    const read = this.conn.read(this.#buffer);
     this.#idleRead = read;
     read.then(
       () => {
