@@ -181,12 +181,14 @@ interface Served {
  * A raw HTTP/1.1 server on loopback: `answer` gets each request (head and body as text) and the request's index
  * on its connection, and returns the bytes to write back and what to do with the connection afterwards.
  */
-function rawServer(answer: (request: string, n: number, conn: number) => { reply: string | null; then?: "keep" | "close" }): {
+function rawServer(
+  answer: (request: string, n: number, conn: number) => { reply: string | null; then?: "keep" | "close" },
+  listener: Deno.Listener = Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+): {
   port: number;
   served: Served;
   close(): void;
 } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const served: Served = { connections: 0, requests: [], closedByClient: 0 };
   const conns = new Set<Deno.Conn>();
   (async () => {
@@ -435,6 +437,67 @@ Deno.test("pool: every new connection goes through the one connect function", as
     const refusing = new UpstreamPool(() => Promise.reject(new Error("address not allowed")));
     const r = await call(url, refusing, BODY);
     assert.equal(r.outcome, "reset");
+  } finally {
+    pool.close();
+    server.close();
+  }
+});
+
+/** A self-signed certificate for 127.0.0.1 (a CA:FALSE leaf, as rustls wants of a trusted extra root). */
+async function selfSigned(): Promise<{ cert: string; key: string }> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-keyout",
+        `${dir}/key.pem`,
+        "-out",
+        `${dir}/cert.pem`,
+      ],
+      stderr: "null",
+      stdout: "null",
+    }).output();
+    assert.ok(out.success, "openssl could not make a test certificate");
+    return { cert: await Deno.readTextFile(`${dir}/cert.pem`), key: await Deno.readTextFile(`${dir}/key.pem`) };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("client over TLS: keep-alive reuse, the idle read, and a chunked answer byte-exact", async () => {
+  const { cert, key } = await selfSigned();
+  const events = Array.from({ length: 30 }, (_, i) => `data: {"i":${i}}\n\n`);
+  const chunked = events.map((e) => `${e.length.toString(16)}\r\n${e}\r\n`).join("") + "0\r\n\r\n";
+  const server = rawServer(
+    () => ({ reply: `HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}` }),
+    Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key }),
+  );
+  // The pool's one connect function, here trusting the test certificate (production: the system roots).
+  const pool = new UpstreamPool((origin) => Deno.connectTls({ hostname: origin.hostname, port: origin.port, caCerts: [cert] }));
+  try {
+    const url = `https://127.0.0.1:${server.port}/v1/chat/completions`;
+    for (let i = 0; i < 3; i++) {
+      const r = await call(url, pool, BODY);
+      assert.equal(r.outcome, "completed");
+      assert.equal(r.body, events.join(""));
+    }
+    assert.equal(server.served.connections, 1);
+    assert.equal(pool.idleCount(), 1);
   } finally {
     pool.close();
     server.close();
