@@ -511,11 +511,14 @@ class ProxyExchange {
     for (const [name, value] of Object.entries(this.req.headers)) {
       if (FORWARDED_REQUEST_HEADERS.has(name) && typeof value === "string") headers.push([name, value]);
     }
-    const url = new URL(this.req.url ?? "/", "http://gateway");
+    // The query as the request line spells it (the router parsed the URL already; no second URL object).
+    const target = this.req.url ?? "/";
+    const q = target.indexOf("?");
+    const search = q < 0 || q === target.length - 1 ? "" : target.slice(q);
     return {
       requestId: this.requestId,
       method: "POST",
-      path: `${this.route.path}${forwardedQuery(this.route.api, url.search)}`,
+      path: `${this.route.path}${search === "" ? "" : forwardedQuery(this.route.api, search)}`,
       api: this.route.api,
       model,
       headers,
