@@ -4,10 +4,12 @@
  * per 1,000 small requests at concurrency 32 of the gateway and the agent (PostgreSQL is every `postgres`
  * process on the machine, so it includes other work on a shared box). BENCH_REQUESTS (S1, default 2000) and
  * BENCH_S2_REQUESTS (default 4000) set the counts; BENCH_GATEWAY_CPU_PROF=<dir> writes the gateway's V8 CPU
- * profile there (`--cpu-prof`) for the concurrency-32 run. BENCH_SSE_STREAMS=<n> then runs S3's SSE load at n streams
+ * profile there, through a preload (bench/cpu_profile_preload.mjs) that starts the inspector's profiler and
+ * writes `<dir>/<pid>.cpuprofile` at exit. BENCH_SSE_STREAMS=<n> then runs S3's SSE load at n streams
  * (two rounds each) and reports TTFB, errors, and the RSS of gateway and agent before, right after and 10 s after.
  * Prints one JSON line; writes no file.
  */
+import { join } from "node:path";
 import { cpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
 import { startStack } from "../e2e/stack/harness.ts";
 import { Generator } from "./generator.ts";
@@ -25,7 +27,8 @@ const SETTLE_MS = 10_000;
 const gen = new Generator();
 const stack = await startStack({
   concurrentStreamsMax: 1024,
-  gatewayEnv: profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } : {},
+  // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
+  gatewayEnv: profileDir ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir } : {},
 });
 try {
   await gen.call("measure", stack.mock.origin, stack.apiKey, WARMUP);
