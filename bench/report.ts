@@ -188,6 +188,11 @@ const ISSUE_17_NOTES: string[] = [
   "  parsing 1.5%, proxy.ts 2%, the billing meter 1.5%. The next gateway lever is therefore the database work per",
   "  request (issue item 3, the Ledger helper's: one write per request, batched, in fewer Prisma calls), not the",
   "  proxy's JavaScript.",
+  '- **Bulk beside new streams, a possible regression**: `e2e/stack/tunnel.test.ts` ("200 concurrent streams … beside a',
+  "  large body\"), main then this branch in one locked slot (21:26 UTC, load 6–7): both pass; the 200 streams' TTFB p50",
+  "  5.5 s → 13.9 s and duration p50 13.5 s → 17.0 s, the 100 MB body 13.2 s → 14.2 s. Suspected: the agent's read loop",
+  "  for the 100 MB body reads and sends while data and credit last without yielding to the event loop, so other",
+  "  streams' frames wait. Not fixed (a yield per full read buffer is the candidate; it needs a measurement of S4).",
   "",
 ];
 
