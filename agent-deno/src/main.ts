@@ -15,6 +15,7 @@ import { stateDir } from "./permissions.ts";
 import { PriceStore } from "./prices.ts";
 import { checkDevOrigin, EndpointError, keyFingerprint } from "./providers.ts";
 import { FatalTunnelError, Tunnel, UpdateRequiredError } from "./tunnel.ts";
+import { SHARED_POOL } from "./upstream_http.ts";
 import { AGENT_VERSION } from "./version.ts";
 import { StatusWriter } from "./status.ts";
 import { writeOffer } from "./update_offer.ts";
@@ -97,6 +98,7 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
     void windows.learnFromMetadata(upstreams, devOrigin);
     await tunnel.run();
   } finally {
+    SHARED_POOL.close();
     await ledger.close();
     await status.close();
   }

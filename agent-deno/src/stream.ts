@@ -1,8 +1,8 @@
 /**
- * One proxied call at the agent: the request body arrives as DATA frames and feeds a ReadableStream that
- * fetch() pulls (credit goes back to the hub only as fetch takes the bytes); the response body is read
- * only as fast as the hub grants credit, so a slow user slows the provider read, not the agent's memory.
- * A RESET from the hub aborts the fetch, which closes the provider connection.
+ * One proxied call at the agent, over the agent's own HTTP/1.1 client (upstream_http.ts): the request body
+ * arrives as DATA frames and is written to the provider's socket (credit goes back to the hub only once a
+ * write has completed); the response body is read only as fast as the hub grants credit, so a slow user slows
+ * the provider read, not the agent's memory. A RESET from the hub closes the provider connection.
  */
 import {
   type BodyScanner,
@@ -19,10 +19,23 @@ import {
   ResetCode,
   RESPONSE_HEADERS_DROPPED,
   SendWindow,
+  sendNow,
   sendWithCredit,
   type RequestHead,
 } from "../../protocol/src/mod.ts";
 import { authHeaders, type Upstream } from "./providers.ts";
+import {
+  chunkFrame,
+  headWithBody,
+  LAST_CHUNK,
+  requestHead,
+  ResponseParser,
+  SHARED_POOL,
+  splitUrl,
+  type UpstreamConnection,
+  type UpstreamPool,
+} from "./upstream_http.ts";
+import { AGENT_VERSION } from "./version.ts";
 import { ERROR_BODY_BYTES_MAX } from "./context_windows.ts";
 import type { Log } from "./log.ts";
 
@@ -36,6 +49,8 @@ export interface StreamHost {
   providerResponse?(stream: AgentStream, status: number, headers: Headers): void;
   /** The provider answered 400: the first ERROR_BODY_BYTES_MAX bytes of its body (read as they pass, not kept). */
   providerError?(provider: string, model: string, body: string): void;
+  /** Keep-alive connections to the providers (one pool per agent process unless a test brings its own). */
+  readonly pool?: UpstreamPool;
   readonly log: Log;
 }
 
@@ -53,6 +68,10 @@ export class AgentStream {
   #bodyEnded = false;
   #bodyWaiter: (() => void) | null = null;
   #closed = false;
+  /** The provider connection this stream holds; closed (not pooled) when the stream ends early. */
+  #conn: UpstreamConnection | null = null;
+  /** A streamed request body went to the provider whole (the connection may then serve another call). */
+  #bodySent = false;
   readonly startedAt = Date.now();
   upstreamBytes = 0;
   /** The provider's HTTP status, once its response head arrived. */
@@ -142,7 +161,11 @@ export class AgentStream {
   #close(reason: unknown | null, outcome: StreamOutcome): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (reason !== null) this.#abort.abort(reason);
+    if (reason !== null) {
+      this.#abort.abort(reason);
+      this.#conn?.close();
+      this.#conn = null;
+    }
     this.sendWindow.close();
     this.#bodyWaiter?.();
     this.host.forget(this.id);
@@ -155,34 +178,39 @@ export class AgentStream {
     this.#close(new DOMException(reason, "AbortError"), "reset");
   }
 
-  #requestBody(): ReadableStream<Uint8Array> {
-    return new ReadableStream<Uint8Array>(
-      {
-        pull: async (controller) => {
-          while (this.#bodyQueue.length === 0 && !this.#bodyEnded && !this.#closed) {
-            await new Promise<void>((resolve) => (this.#bodyWaiter = resolve));
-            this.#bodyWaiter = null;
-          }
-          if (this.#closed) {
-            controller.error(new DOMException("stream closed", "AbortError"));
-            return;
-          }
-          const chunk = this.#bodyQueue.shift();
-          if (!this.#bodyAllowed(chunk ?? null, !chunk)) {
-            controller.error(new DOMException("request body refused", "AbortError"));
-            return;
-          }
-          if (chunk) {
-            controller.enqueue(chunk);
-            const inc = this.recvWindow.consume(chunk.length);
-            if (inc > 0) this.host.send(encodeWindow(this.id, inc));
-            return;
-          }
-          controller.close();
-        },
-      },
-      { highWaterMark: 0 },
-    );
+  /**
+   * Writes a body larger than one stream window to the provider as it arrives: raw after a Content-Length,
+   * or chunked when the client sent none. Credit goes back to the hub once a write has completed, so the
+   * provider's pace bounds what the agent holds. A write error ends the pump only: the response read decides.
+   */
+  async #pumpBody(conn: UpstreamConnection, chunked: boolean): Promise<void> {
+    const declared = this.head.bodyBytes;
+    let written = 0;
+    try {
+      for (;;) {
+        while (this.#bodyQueue.length === 0 && !this.#bodyEnded && !this.#closed) {
+          await new Promise<void>((resolve) => (this.#bodyWaiter = resolve));
+          this.#bodyWaiter = null;
+        }
+        if (this.#closed) return;
+        const chunk = this.#bodyQueue.shift() ?? null;
+        if (!this.#bodyAllowed(chunk, !chunk)) return;
+        if (chunk) {
+          written += chunk.length;
+          if (declared !== null && written > declared) return this.#reset(ResetCode.PROTOCOL_ERROR, "request body longer than its head said");
+          await conn.write(chunked ? chunkFrame(chunk) : chunk);
+          const inc = this.recvWindow.consume(chunk.length);
+          if (inc > 0 && !this.#closed) this.host.send(encodeWindow(this.id, inc));
+          continue;
+        }
+        if (declared !== null && written !== declared) return this.#reset(ResetCode.PROTOCOL_ERROR, "request body shorter than its head said");
+        if (chunked) await conn.write(LAST_CHUNK);
+        this.#bodySent = true;
+        return;
+      }
+    } catch {
+      // The provider stopped reading (it may have answered already, e.g. 413): the response read decides.
+    }
   }
 
   /**
@@ -207,29 +235,54 @@ export class AgentStream {
 
   /** Runs the provider call to completion, reset or abort. Never throws. */
   async run(): Promise<void> {
-    const headers = new Headers();
-    for (const [name, value] of this.head.headers) headers.append(name, value);
-    for (const [name, value] of authHeaders(this.upstream)) headers.set(name, value);
-    if (this.upstream.provider === "anthropic" && !headers.has("anthropic-version")) headers.set("anthropic-version", "2023-06-01");
+    const { origin, target } = splitUrl(this.url);
+    const own: [string, string][] = authHeaders(this.upstream);
+    if (this.upstream.provider === "anthropic" && !this.head.headers.some(([n]) => n === "anthropic-version")) own.push(["anthropic-version", "2023-06-01"]);
     // Bytes must reach the user as the provider sent them: ask for no compression.
-    headers.set("accept-encoding", "identity");
-    if (this.head.bodyBytes !== null) headers.set("content-length", String(this.head.bodyBytes));
-    const small = this.head.method === "POST" ? await this.#smallBody() : null;
-    if (this.#closed) return;
-    const headTimer = setTimeout(() => this.#reset(ResetCode.UPSTREAM_TIMEOUT, "provider did not answer in time"), UPSTREAM_HEAD_TIMEOUT_MS);
-    let response: Response;
+    own.push(["accept-encoding", "identity"], ["user-agent", `wellspring-agent/${AGENT_VERSION}`]);
+    let head: string;
     try {
-      response = await fetch(this.url, {
-        method: this.head.method,
-        headers,
-        body: this.head.method !== "POST" ? undefined : ((small as Uint8Array<ArrayBuffer> | null) ?? this.#requestBody()),
-        signal: this.#abort.signal,
-        redirect: "manual",
-        // @ts-ignore: `duplex` is required for streaming request bodies (not yet in every lib.dom).
-        duplex: "half",
-      });
+      head = requestHead(this.head.method, origin, target, this.head.headers, own, this.head.bodyBytes);
     } catch (error) {
-      clearTimeout(headTimer);
+      this.#reset(ResetCode.PROTOCOL_ERROR, (error as Error).message);
+      return;
+    }
+    const small = await this.#smallBody();
+    if (this.#closed) return;
+    const pool = this.host.pool ?? SHARED_POOL;
+    const headTimer = setTimeout(() => this.#reset(ResetCode.UPSTREAM_TIMEOUT, "provider did not answer in time"), UPSTREAM_HEAD_TIMEOUT_MS);
+    let parser: ResponseParser;
+    let body: Uint8Array;
+    let conn: UpstreamConnection;
+    try {
+      // A reused connection the provider closed just as it was taken answers nothing: a call whose body is
+      // all in hand is sent once more on a new connection (nothing of it reached the provider's handler).
+      for (let attempt = 0; ; attempt++) {
+        conn = await pool.acquire(origin, attempt > 0);
+        if (this.#closed) {
+          conn.close();
+          return;
+        }
+        this.#conn = conn;
+        parser = new ResponseParser(this.head.method);
+        try {
+          if (small) {
+            await conn.write(headWithBody(head, small));
+            this.#bodySent = true;
+          } else {
+            await conn.write(headWithBody(head, null));
+            void this.#pumpBody(conn, this.head.bodyBytes === null);
+          }
+          body = await this.#readHead(conn, parser);
+          break;
+        } catch (error) {
+          if (this.#closed) return;
+          this.#conn = null;
+          conn.close();
+          if (attempt > 0 || conn.served === 0 || !small || parser.head !== null) throw error;
+        }
+      }
+    } catch (error) {
       if (!this.#closed) {
         this.host.log.warn("stream.upstream_unreachable", { requestId: this.head.requestId, provider: this.upstream.provider, error: (error as Error).name });
         this.#reset(ResetCode.UPSTREAM_UNREACHABLE, "provider unreachable");
@@ -238,58 +291,72 @@ export class AgentStream {
     } finally {
       clearTimeout(headTimer);
     }
-    if (this.#closed) {
-      await response.body?.cancel().catch(() => {});
-      return;
-    }
+    if (this.#closed) return;
+    const response = parser.head!;
     const outHeaders: [string, string][] = [];
-    response.headers.forEach((value, name) => {
-      if (!RESPONSE_HEADERS_DROPPED.has(name)) outHeaders.push([name, value]);
-    });
+    for (const [name, value] of response.headers) if (!RESPONSE_HEADERS_DROPPED.has(name)) outHeaders.push([name, value]);
     this.status = response.status;
     this.host.providerResponse?.(this, response.status, response.headers);
     this.host.send(encodeResponse(this.id, jsonBytes({ status: response.status, headers: outHeaders })));
-    if (!response.body) {
-      this.#finish();
-      return;
-    }
-    const reader = response.body.getReader();
     // A 400's first bytes, for a context-length error (the agent learns the model's window from it).
     let errorHead: Uint8Array[] | null = response.status === 400 && this.host.providerError ? [] : null;
     let errorHeadBytes = 0;
+    const windows = { stream: this.sendWindow, connection: this.host.connectionSendWindow() };
+    const send = (f: Uint8Array) => this.host.send(f);
+    const isClosed = () => this.#closed;
     try {
       for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        if (errorHead && errorHeadBytes < ERROR_BODY_BYTES_MAX) {
-          errorHead.push(value.subarray(0, ERROR_BODY_BYTES_MAX - errorHeadBytes));
-          errorHeadBytes += Math.min(value.length, ERROR_BODY_BYTES_MAX - errorHeadBytes);
+        if (body.length > 0) {
+          if (errorHead && errorHeadBytes < ERROR_BODY_BYTES_MAX) {
+            // A copy: `body` is a view of the connection's read buffer.
+            errorHead.push(body.slice(0, ERROR_BODY_BYTES_MAX - errorHeadBytes));
+            errorHeadBytes += Math.min(body.length, ERROR_BODY_BYTES_MAX - errorHeadBytes);
+          }
+          windows.connection = this.host.connectionSendWindow();
+          // With credit in hand the bytes leave now, in the same message as the head (and, for a small
+          // answer, the end); otherwise as credit comes.
+          if (sendNow(this.id, body, windows, send)) this.upstreamBytes += body.length;
+          else this.upstreamBytes += await sendWithCredit(this.id, body, windows, send, isClosed, this.#abort.signal);
+          if (this.#closed) return;
         }
-        const windows = { stream: this.sendWindow, connection: this.host.connectionSendWindow() };
-        this.upstreamBytes += await sendWithCredit(
-          this.id,
-          value,
-          windows,
-          (f) => this.host.send(f),
-          () => this.#closed,
-          this.#abort.signal,
-        );
+        if (parser.done) break;
+        const read = await conn.read();
         if (this.#closed) return;
+        if (read === null) {
+          parser.eof();
+          break;
+        }
+        body = parser.feed(read);
       }
     } catch (error) {
       if (!this.#closed) {
         this.host.log.warn("stream.upstream_broken", { requestId: this.head.requestId, error: (error as Error).name });
         this.#reset(ResetCode.UPSTREAM_RESET, "provider stream broke");
       }
-      await reader.cancel().catch(() => {});
       return;
     }
+    this.#conn = null;
+    if (response.keepAlive && parser.extraBytes === 0 && this.#bodySent) pool.release(conn);
+    else conn.close();
     if (errorHead && this.head.model) {
       const text = new TextDecoder().decode(concatBytes(errorHead));
       errorHead = null;
       this.host.providerError?.(this.upstream.provider, this.head.model, text);
     }
     this.#finish();
+  }
+
+  /** Reads until the response head is complete; returns the body bytes that came with it (a view of the read buffer). */
+  async #readHead(conn: UpstreamConnection, parser: ResponseParser): Promise<Uint8Array> {
+    for (;;) {
+      const read = await conn.read();
+      if (read === null) {
+        parser.eof();
+        throw new Error("unreachable: eof() throws before a head");
+      }
+      const body = parser.feed(read);
+      if (parser.head) return body;
+    }
   }
 
   #finish(): void {

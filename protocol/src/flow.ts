@@ -115,6 +115,27 @@ export async function acquireCredit(stream: SendWindow, connection: SendWindow, 
 }
 
 /**
+ * Sends all of `bytes` now, as DATA frames of at most DATA_PAYLOAD_BYTES_MAX, when both windows have credit for
+ * all of it; otherwise sends nothing. True when sent. Unlike `sendWithCredit` nothing waits, so the frames leave
+ * in the same batch (batch.ts) as the frames sent before and after them in this turn — a small call's head, body
+ * and end as one message.
+ */
+export function sendNow(
+  streamId: number,
+  bytes: Uint8Array,
+  windows: { stream: SendWindow; connection: SendWindow },
+  send: (frame: Uint8Array) => void,
+): boolean {
+  const n = bytes.length;
+  if (windows.stream.availableBytes < n || windows.connection.availableBytes < n) return false;
+  windows.stream.take(n);
+  windows.connection.take(n);
+  for (let offset = 0; offset < n; offset += DATA_PAYLOAD_BYTES_MAX)
+    send(encodeData(streamId, bytes.subarray(offset, Math.min(n, offset + DATA_PAYLOAD_BYTES_MAX))));
+  return true;
+}
+
+/**
  * Sends `bytes` on a stream as DATA frames of at most DATA_PAYLOAD_BYTES_MAX, each only once both windows
  * have credit for it. Stops early (returning what was sent) when `isClosed()` turns true while waiting.
  */

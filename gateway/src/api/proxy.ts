@@ -198,6 +198,8 @@ class ProxyExchange {
   #declaredBytes: number | null = null;
   #headTimer: ReturnType<typeof setTimeout> | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Response body bytes were written (the head went with them). */
+  #bodyWritten = false;
   principal: Principal | null = null;
   /** The request body as dispatch sends it: the bytes held, whether they are all of it, and the rest's reader. */
   #body: { held: Buffer[]; replayable: boolean; rest: AsyncIterator<Buffer> | null } | null = null;
@@ -509,11 +511,14 @@ class ProxyExchange {
     for (const [name, value] of Object.entries(this.req.headers)) {
       if (FORWARDED_REQUEST_HEADERS.has(name) && typeof value === "string") headers.push([name, value]);
     }
-    const url = new URL(this.req.url ?? "/", "http://gateway");
+    // The query as the request line spells it (the router parsed the URL already; no second URL object).
+    const target = this.req.url ?? "/";
+    const q = target.indexOf("?");
+    const search = q < 0 || q === target.length - 1 ? "" : target.slice(q);
     return {
       requestId: this.requestId,
       method: "POST",
-      path: `${this.route.path}${forwardedQuery(this.route.api, url.search)}`,
+      path: `${this.route.path}${search === "" ? "" : forwardedQuery(this.route.api, search)}`,
       api: this.route.api,
       model,
       headers,
@@ -595,7 +600,8 @@ class ProxyExchange {
     const body = this.#body!;
     const hold = this.#hold!;
     try {
-      for (const chunk of body.held) await stream.sendData(chunk);
+      // Held bytes with credit for them leave at once: OPEN, DATA and END of a small body go as one message.
+      for (const chunk of body.held) if (!stream.sendNow(chunk)) await stream.sendData(chunk);
       const rest = body.rest;
       if (rest) {
         // Too large to replay: forwarded as it arrives, held no more.
@@ -742,8 +748,12 @@ class ProxyExchange {
     }
   }
 
+  /** (Re)starts the response's idle limit: one timer per request, restarted per chunk. */
   #armIdle(): void {
-    if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    if (this.#idleTimer) {
+      this.#idleTimer.refresh();
+      return;
+    }
     this.#idleTimer = setTimeout(() => {
       this.stream?.reset(ResetCode.UPSTREAM_TIMEOUT, "response stalled");
       this.#finish("upstream_timeout", this.status || 504);
@@ -765,7 +775,12 @@ class ProxyExchange {
     this.#hold?.response(status, headers.find(([n]) => n === "content-type")?.[1] ?? "");
     if (status < 300 && this.route.path === "/v1/responses" && this.deps.routing.sticky) this.#responseIdTap = new ResponseIdTap();
     this.res.writeHead(status, out);
-    this.res.flushHeaders();
+    // The head leaves with the first body bytes (and, for a small answer, the end) in one write: they
+    // usually arrive in the same tunnel message. A head whose body does not follow in this turn goes alone.
+    setImmediate(() => {
+      if (this.#bodyWritten || this.finished || this.res.destroyed) return;
+      this.res.flushHeaders();
+    });
     this.#armIdle();
   }
 
@@ -782,6 +797,7 @@ class ProxyExchange {
     }
     this.#armIdle();
     const n = chunk.length;
+    this.#bodyWritten = true;
     if (this.res.write(chunk)) {
       this.stream?.consumed(n);
       return;

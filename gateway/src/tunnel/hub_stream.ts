@@ -3,7 +3,17 @@
  * it sends request body bytes (bounded by the agent's windows) and receives the response through a sink,
  * returning credit as its client actually takes the bytes.
  */
-import { encodeEnd, encodeReset, encodeWindow, RecvWindow, SendWindow, sendWithCredit, type EndTrailer, type ResponseHead } from "@wellspring/protocol";
+import {
+  encodeEnd,
+  encodeReset,
+  encodeWindow,
+  RecvWindow,
+  SendWindow,
+  sendNow,
+  sendWithCredit,
+  type EndTrailer,
+  type ResponseHead,
+} from "@wellspring/protocol";
 
 export interface StreamSink {
   response(head: ResponseHead): void;
@@ -65,6 +75,17 @@ export class HubStream {
     );
     this.bytesSent += sent;
     if (sent < chunk.length) throw new Error("stream closed");
+  }
+
+  /**
+   * Sends `chunk` now when both windows have credit for all of it (it then leaves in the same message as the
+   * OPEN and END of this turn); false, having sent nothing, otherwise — or when the stream is closed.
+   */
+  sendNow(chunk: Uint8Array): boolean {
+    if (this.#closed) return false;
+    if (!sendNow(this.id, chunk, { stream: this.sendWindow, connection: this.transport.connectionSendWindow }, (f) => this.transport.send(f))) return false;
+    this.bytesSent += chunk.length;
+    return true;
   }
 
   end(): void {

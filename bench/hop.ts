@@ -1,0 +1,105 @@
+/**
+ * `npm run bench:hop`: the two figures the request path is tuned against, in a minute instead of the full
+ * benchmark's six — S1's added median at concurrency 1 (Wellspring against direct, same run) and the CPU-seconds
+ * per 1,000 small requests at concurrency 32 of the gateway and the agent (PostgreSQL is every `postgres`
+ * process on the machine, so it includes other work on a shared box). BENCH_REQUESTS (S1, default 2000) and
+ * BENCH_S2_REQUESTS (default 4000) set the counts; BENCH_GATEWAY_CPU_PROF=<dir> writes the gateway's V8 CPU
+ * profile there, through a preload (bench/cpu_profile_preload.mjs) that starts the inspector's profiler and
+ * writes `<dir>/<pid>.cpuprofile` at exit. BENCH_SSE_STREAMS=<n> then runs S3's SSE load at n streams
+ * (two rounds each) and reports TTFB, errors, and the RSS of gateway and agent before, right after and 10 s after.
+ * Prints one JSON line; writes no file.
+ */
+import { join } from "node:path";
+import { cpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
+import { startStack } from "../e2e/stack/harness.ts";
+import { Generator } from "./generator.ts";
+import { percentile, sleep } from "./lib.ts";
+
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
+const S2_REQUESTS = Number(process.env.BENCH_S2_REQUESTS ?? 4000);
+const CONCURRENCY = 32;
+const WARMUP = 300;
+const profileDir = process.env.BENCH_GATEWAY_CPU_PROF;
+const SSE_STREAMS = Number(process.env.BENCH_SSE_STREAMS ?? 0);
+/** How long after the SSE load RSS is read again, ms. */
+const SETTLE_MS = 10_000;
+
+const gen = new Generator();
+const stack = await startStack({
+  concurrentStreamsMax: 1024,
+  // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
+  gatewayEnv: profileDir ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir } : {},
+});
+try {
+  await gen.call("measure", stack.mock.origin, stack.apiKey, WARMUP);
+  await gen.call("measure", stack.baseUrl, stack.apiKey, WARMUP);
+  await gen.call(
+    "load",
+    stack.baseUrl,
+    Array.from({ length: CONCURRENCY }, () => stack.apiKey),
+    20,
+  );
+  const direct = await gen.call("measure", stack.mock.origin, stack.apiKey, REQUESTS);
+  const hop = await gen.call("measure", stack.baseUrl, stack.apiKey, REQUESTS);
+  const groups = {
+    gateway: await processTree(stack.gateway.child.pid!),
+    agent: await processTree(stack.agent.child.pid!),
+    postgres: await pidsNamed("postgres"),
+  };
+  const before = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, p]) => [k, await cpuSeconds(p)] as const)));
+  const perClient = Math.floor(S2_REQUESTS / CONCURRENCY);
+  const r = await gen.call(
+    "load",
+    stack.baseUrl,
+    Array.from({ length: CONCURRENCY }, () => stack.apiKey),
+    perClient,
+  );
+  const n = perClient * CONCURRENCY;
+  const cpuPer1000: Record<string, number> = {};
+  for (const [k, p] of Object.entries(groups)) cpuPer1000[k] = +((((await cpuSeconds(p)) - before[k]!) / n) * 1000).toFixed(3);
+  const rssMiB = async () => {
+    const out: Record<string, number> = {};
+    for (const k of ["gateway", "agent"] as const) {
+      let sum = 0;
+      for (const pid of groups[k]) sum += await rssBytes(pid).catch(() => 0);
+      out[k] = +(sum / 2 ** 20).toFixed(1);
+    }
+    return out;
+  };
+  const p = (xs: number[], q: number) => +percentile(xs, q).toFixed(3);
+  const rssAfterC32 = await rssMiB();
+  let sse: Record<string, unknown> | null = null;
+  if (SSE_STREAMS > 0) {
+    const results = await gen.call("sseLoad", { name: "wellspring", origin: stack.baseUrl }, stack.apiKey, SSE_STREAMS, 2, "hop");
+    const rightAfter = await rssMiB();
+    await sleep(SETTLE_MS);
+    const ttfb = results.map((r) => r.ttfbMs).sort((a, b) => a - b);
+    sse = {
+      streams: SSE_STREAMS,
+      calls: results.length,
+      errors: results.filter((r) => r.error !== null || r.status !== 200).length,
+      ttfbP50Ms: p(ttfb, 50),
+      ttfbP99Ms: p(ttfb, 99),
+      rssRightAfterMiB: rightAfter,
+      rssSettledMiB: await rssMiB(),
+    };
+  }
+  console.log(
+    JSON.stringify({
+      at: new Date().toISOString(),
+      s1: {
+        requests: REQUESTS,
+        directP50Ms: p(direct, 50),
+        wellspringP50Ms: p(hop, 50),
+        addedP50Ms: +(percentile(hop, 50) - percentile(direct, 50)).toFixed(3),
+        addedP99Ms: +(percentile(hop, 99) - percentile(direct, 99)).toFixed(3),
+      },
+      c32: { requests: n, requestsPerSecond: Math.round(r.latencies.length / r.seconds), p99Ms: p(r.latencies, 99), cpuPer1000 },
+      rssAfterC32MiB: rssAfterC32,
+      sse,
+    }),
+  );
+} finally {
+  await stack.close();
+  await gen.close();
+}
