@@ -35,6 +35,12 @@ import {
 
 /** Most receipts written in one database transaction and one log fsync. */
 export const LEDGER_BATCH_RECEIPTS_MAX = 256;
+/**
+ * How long a stream's start or end record waits to share one commit with others, ms. A durable commit blocks the
+ * event loop (4–30 ms on a busy disk), so it must never run on a stream's path, once per stream. A crash within
+ * this window loses the record: the run's crash gap covers it (the hub's statement with its dispatch time).
+ */
+export const LEDGER_SERVED_FLUSH_MS = 25;
 /** Most receipts waiting to be written; `append` refuses beyond it (the disk cannot keep up). */
 export const LEDGER_QUEUE_RECEIPTS_MAX = 65_536;
 /** Crash gaps are kept this long (the hub offers unreceipted settlements of the last 24 h), ms. */
@@ -122,6 +128,7 @@ export class AgentLedger {
   #tail: ChainTail;
   #queue: Pending[] = [];
   #servedQueue: ServedRow[] = [];
+  #servedTimer: ReturnType<typeof setTimeout> | null = null;
   #writing: Promise<void> | null = null;
   #closed = false;
 
@@ -214,7 +221,12 @@ export class AgentLedger {
   served(row: ServedRow): void {
     if (this.#closed || this.#servedQueue.length >= LEDGER_QUEUE_RECEIPTS_MAX) return;
     this.#servedQueue.push(row);
-    this.#kick();
+    // Never committed in the caller's turn: stream records share a commit LEDGER_SERVED_FLUSH_MS later (or the next
+    // receipt batch's, whichever comes first).
+    this.#servedTimer ??= setTimeout(() => {
+      this.#servedTimer = null;
+      this.#kick();
+    }, LEDGER_SERVED_FLUSH_MS);
   }
 
   /** A served stream the agent has not receipted yet, as committed. */
@@ -341,6 +353,9 @@ export class AgentLedger {
   /** Waits for queued receipts, then closes both files. */
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#servedTimer) clearTimeout(this.#servedTimer);
+    this.#servedTimer = null;
+    if (this.#servedQueue.length > 0) this.#kick();
     await this.#writing;
     this.#db.prepare("UPDATE runs SET clean = 1 WHERE id = ?").run(this.runId);
     this.#log.close();

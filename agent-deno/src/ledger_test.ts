@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { decodeLogRecords, generateAgentKeyPair, importReceiptVerifyKey, logEntries, toBase64Url, verifyChain } from "../../protocol/src/mod.ts";
-import { AgentLedger, LedgerCorruptError } from "./ledger.ts";
+import { AgentLedger, LEDGER_SERVED_FLUSH_MS, LedgerCorruptError } from "./ledger.ts";
 import { testReceiptInput } from "./testdata/receipt_input.ts";
 
 const AGENT = "agt_ledger_test";
@@ -132,6 +132,18 @@ Deno.test("ledger: receipts per second with durable commits (figure for docs/per
   for (let i = 0; i < 200; i++) serial += (await ledger.append(testReceiptInput(`one_${i}`))).receipt.seq > 0 ? 1 : 0;
   console.log(`ledger: ${Math.round(serial / ((performance.now() - t1) / 1000))} receipts/s one at a time (a commit and an fsync each)`);
   assert.equal(ledger.tail.seq, n + 200);
+  await ledger.close();
+});
+
+Deno.test("ledger: a stream's record is never committed in the caller's turn; records share a commit soon after", async () => {
+  const { dir, pair } = await setup();
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  for (let i = 0; i < 50; i++) ledger.served({ requestId: `req_turn_${i}`, provider: "openai", startedAtMs: i, endedAtMs: null });
+  // Nothing committed yet: the stream that wrote it goes on without waiting for the disk.
+  assert.equal(ledger.servedRecord("req_turn_0"), null);
+  await new Promise((r) => setTimeout(r, LEDGER_SERVED_FLUSH_MS * 4));
+  // Committed by the flush timer, not by close.
+  assert.deepEqual(ledger.servedRecord("req_turn_49"), { requestId: "req_turn_49", provider: "openai", startedAtMs: 49, endedAtMs: null });
   await ledger.close();
 });
 
