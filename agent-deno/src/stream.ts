@@ -45,8 +45,11 @@ export interface StreamHost {
   forget(id: number): void;
   /** The stream is over: how it ended. */
   ended?(stream: AgentStream, outcome: StreamOutcome): void;
-  /** The provider's response head arrived: its status and headers (the rate governor reads its rate-limit headers). */
-  providerResponse?(stream: AgentStream, status: number, headers: Headers): void;
+  /**
+   * The provider's response head arrived: its status and a reader of its headers by lower-case name (the rate
+   * governor reads its rate-limit headers).
+   */
+  providerResponse?(stream: AgentStream, status: number, header: (name: string) => string | null): void;
   /** The provider answered 400: the first ERROR_BODY_BYTES_MAX bytes of its body (read as they pass, not kept). */
   providerError?(provider: string, model: string, body: string): void;
   /** Keep-alive connections to the providers (one pool per agent process unless a test brings its own). */
@@ -296,7 +299,7 @@ export class AgentStream {
     const outHeaders: [string, string][] = [];
     for (const [name, value] of response.headers) if (!RESPONSE_HEADERS_DROPPED.has(name)) outHeaders.push([name, value]);
     this.status = response.status;
-    this.host.providerResponse?.(this, response.status, response.headers);
+    this.host.providerResponse?.(this, response.status, (name) => response.headers.find(([n]) => n === name)?.[1] ?? null);
     this.host.send(encodeResponse(this.id, jsonBytes({ status: response.status, headers: outHeaders })));
     // A 400's first bytes, for a context-length error (the agent learns the model's window from it).
     let errorHead: Uint8Array[] | null = response.status === 400 && this.host.providerError ? [] : null;

@@ -623,9 +623,9 @@ export class Tunnel {
           if (session.draining && session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "drained");
         },
         ended: (s, outcome) => this.#streamEnded(s, outcome),
-        providerResponse: (s, status, headers) => {
+        providerResponse: (s, status, header) => {
           const ticket = this.#tickets.get(s);
-          if (ticket) this.#rate.observe(ticket, status, (name) => headers.get(name));
+          if (ticket) this.#rate.observe(ticket, status, header);
           this.#reportRate(session);
         },
         providerError: this.#o.onProviderError,
