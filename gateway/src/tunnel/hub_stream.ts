@@ -3,7 +3,38 @@
  * it sends request body bytes (bounded by the agent's windows) and receives the response through a sink,
  * returning credit as its client actually takes the bytes.
  */
-import { encodeEnd, encodeReset, encodeWindow, RecvWindow, SendWindow, sendWithCredit, type EndTrailer, type ResponseHead } from "@wellspring/protocol";
+import {
+  encodeEnd,
+  encodeReset,
+  encodeWindow,
+  RecvWindow,
+  SendWindow,
+  sendWithCredit,
+  type EndTrailer,
+  type RequestHead,
+  type ResponseHead,
+  type SettlementStatement,
+} from "@wellspring/protocol";
+
+/**
+ * What the request path sends a request to an agent through: the agent's own connection on this gateway
+ * (`AgentConnection`), or the link to the gateway that holds that connection (`peers/remote_agent.ts`). Both
+ * carry the same frames with the same flow control.
+ */
+export interface AgentLink {
+  readonly agentId: string | null;
+  /** Accepts new streams now. */
+  readonly routable: boolean;
+  readonly isClosed: boolean;
+  /** Streams it may carry at once, and carries now (for this gateway's requests). */
+  readonly capacity: number;
+  readonly inFlight: number;
+  /** True for an agent held by another gateway (requests to it are forwarded). */
+  readonly remote: boolean;
+  openStream(head: RequestHead, sink: StreamSink): HubStream;
+  /** How the hub settled a stream this agent served; the agent signs a receipt for it. */
+  sendSettlement(statement: SettlementStatement): void;
+}
 
 export interface StreamSink {
   response(head: ResponseHead): void;
