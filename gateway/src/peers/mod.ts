@@ -28,6 +28,13 @@ export { PEER_TTL_MS, PEER_RENEW_INTERVAL_MS } from "./directory.ts";
 /** How often the other gateways and their agents are read, ms: an agent that moved is routed to within this (plus a query). */
 export const PEER_REFRESH_INTERVAL_MS = 500;
 
+/** Whether a link's upgrade request carries `secret` (`Authorization: Bearer …`), compared in constant time. */
+export function presentsSecret(req: Pick<IncomingMessage, "headers">, secret: string): boolean {
+  const presented = Buffer.from(String(req.headers.authorization ?? "").replace(/^Bearer /, ""));
+  const expected = Buffer.from(secret);
+  return presented.length === expected.length && timingSafeEqual(presented, expected);
+}
+
 /** An agent connected to another gateway, reached through the link to that gateway. */
 export class RemoteAgent implements AgentLink {
   readonly remote = true;
@@ -200,9 +207,7 @@ export class Peers {
    * unless it presents this gateway's secret.
    */
   upgrade(wss: WebSocketServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const presented = Buffer.from(String(req.headers.authorization ?? "").replace(/^Bearer /, ""));
-    const expected = Buffer.from(this.#secret);
-    if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) {
+    if (!presentsSecret(req, this.#secret)) {
       this.o.log.warn("peers.link_refused", { remoteIp: req.socket.remoteAddress, gateway: req.headers[PEER_GATEWAY_HEADER] });
       socket.end("HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
       return;
