@@ -42,7 +42,7 @@ function firstByte(origin: string, key: string, agent: http.Agent): Promise<numb
 const database = await createTestDatabase();
 const mock = await startMockProvider();
 const gwA = await startGatewayProc(database.url, { BILLING_ENABLED: "0" });
-const gwB = await startGatewayProc(database.url, { BILLING_ENABLED: "0" });
+const gwB = await startGatewayProc(database.url, { BILLING_ENABLED: "0", HUB_ID: gwA.hubId });
 try {
   const ownerId = newId("usr");
   const userId = newId("usr");

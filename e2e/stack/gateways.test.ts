@@ -73,7 +73,7 @@ beforeAll(async () => {
   const certs = (await find("find", [gwA.dataDir, "-name", "tunnel-*.pem"])).stdout.trim().split("\n");
   const cert = certs.find((f) => f.endsWith("tunnel-cert.pem"))!;
   const key = certs.find((f) => f.endsWith("tunnel-key.pem"))!;
-  gwB = await startGatewayProc(database.url, { GATEWAY_ID: GATEWAY_B, TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
+  gwB = await startGatewayProc(database.url, { GATEWAY_ID: GATEWAY_B, HUB_ID: gwA.hubId, TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
   expect(gwB.pin).toBe(gwA.pin);
   balancer = await startTcpProxy(hostPort(gwB.agentOrigin));
 
