@@ -38,7 +38,7 @@ import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
-import { Routing, StickyRoutes, type RoutingOptions } from "./routing/mod.ts";
+import { BreakerSnapshot, Routing, StickyRoutes, type RoutingOptions } from "./routing/mod.ts";
 import { PEER_PATH, Peers } from "./peers/mod.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { loadHubReceiptKey } from "./ledger/hub_key.ts";
@@ -199,7 +199,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     registry,
     log,
   });
-  const routing = new Routing(registry, { ...opts.routing, sticky: new StickyRoutes(db, log), remote: peers });
+  // Breakers the portal shows: this gateway's rows from a previous run (same id) are stale.
+  const breakerSnapshot = new BreakerSnapshot(db, opts.gatewayId, log);
+  await breakerSnapshot.clear();
+  const routing = new Routing(registry, { ...opts.routing, sticky: new StickyRoutes(db, log), remote: peers, snapshot: breakerSnapshot });
   const directory = new AgentDirectory(db, log);
   const receiptKey = await loadHubReceiptKey(opts.receiptKeyFile ?? join(dirname(opts.spoolDir), "receipt-key.pk8"));
   const edgeReceipts = new EdgeReceipts(db, receiptKey, log);
@@ -524,6 +527,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     async close() {
       // The others stop forwarding here first; requests they forward meanwhile fail over to other agents.
       await peers.close();
+      await breakerSnapshot.clear().catch((error: unknown) => log.warn("routing.breaker_snapshot_failed", { error }));
       for (const conn of registry.connections()) conn.goAway();
       // Stop accepting; idle keep-alive connections go now, requests in flight get a grace period.
       const apiClosed = new Promise<void>((resolve) => api.close(() => resolve()));

@@ -8,6 +8,7 @@ export { recordAudit, type Actor } from "./audit.ts";
 export { hashKey, issueKey, KEY_PREFIX, revokeKey, revokeKeyIn, type KeyOptions } from "./keys.ts";
 export { createEnrollmentToken, enrollCommand, enrollSteps, ENROLLMENT_TOKEN_TTL_MS, STARTER_CONFIG, type EnrollSteps } from "./enrollment.ts";
 export { AgentLockedError, changeAgent, changeOwnAgent, revokeAgent, type AgentChange, type AgentTier } from "./agents.ts";
+export { liveBreakers, type AgentBreakerView } from "./breakers.ts";
 export { ensureUser, setUserPlan, setUserStatus } from "./users.ts";
 export {
   administratorExists,

@@ -10,9 +10,11 @@ import {
   enrollSteps,
   heldEarnings,
   holdReasonText,
+  liveBreakers,
   payoutAmountProblem,
   Treasury,
   updateRequiredNotice,
+  type AgentBreakerView,
   type DuplicateWarning,
   type EarningsDay,
   type EnrollSteps,
@@ -67,6 +69,8 @@ export interface AgentRow {
   duplicate: DuplicateWarning | null;
   /** The hub refuses this agent's version (below the minimum it admits). */
   updateRequired: UpdateRequiredNotice | null;
+  /** Models a gateway keeps from this agent now (its circuit breaker for them is open or half-open). */
+  breakers: AgentBreakerView[];
 }
 
 export async function listAgents(actor: Actor): Promise<AgentRow[]> {
@@ -84,6 +88,10 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   });
   const policy = await db().agentReleasePolicy.findUnique({ where: { id: 1 } });
   const releasePolicy = { latestVersion: policy?.latestVersion ?? null, minimumVersion: policy?.minimumVersion ?? null };
+  const breakers = await liveBreakers(
+    db(),
+    rows.map((a) => a.id),
+  );
   const duplicates = new Map<string, DuplicateWarning>();
   for (const f of flags) {
     const warning = duplicateWarningOf(f);
@@ -102,6 +110,7 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     lastSeenAt: a.lastSeenAt,
     duplicate: duplicates.get(`agent:${a.id}`) ?? null,
     updateRequired: updateRequiredNotice(a, releasePolicy),
+    breakers: breakers.filter((b) => b.agentId === a.id),
   }));
 }
 
