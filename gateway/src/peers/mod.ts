@@ -187,11 +187,14 @@ export class Peers {
     return out;
   }
 
-  /** Models agents on other gateways serve, per API family. */
+  /** Models agents on other gateways serve (through a link that is up), per API family. */
   models(api: ApiFamily): string[] {
     const prefix = `${api}:`;
     const out = new Set<string>();
-    for (const a of this.#agents.values()) for (const k of a.models) if (k.startsWith(prefix)) out.add(k.slice(prefix.length));
+    for (const a of this.#agents.values()) {
+      if (!a.routable) continue;
+      for (const k of a.models) if (k.startsWith(prefix)) out.add(k.slice(prefix.length));
+    }
     return [...out];
   }
 
