@@ -55,9 +55,14 @@ const hostPort = (origin: string) => {
   return { host: u.hostname, port: Number(u.port) };
 };
 
+/** The models a gateway lists, both API families (an `anthropic-version` header asks for the Anthropic one). */
 async function listedModels(gw: GatewayProc): Promise<string[]> {
-  const res = await fetch(`${gw.apiOrigin}/v1/models`, { headers: { authorization: `Bearer ${apiKey}` } });
-  return ((await res.json()) as { data?: { id: string }[] }).data?.map((m) => m.id) ?? [];
+  const out: string[] = [];
+  for (const headers of [{}, { "anthropic-version": "2023-06-01" }]) {
+    const res = await fetch(`${gw.apiOrigin}/v1/models`, { headers: { authorization: `Bearer ${apiKey}`, ...headers } });
+    out.push(...(((await res.json()) as { data?: { id: string }[] }).data?.map((m) => m.id) ?? []));
+  }
+  return out;
 }
 
 const ALL_MODELS = [...MODELS_X.openai, ...MODELS_X.anthropic, ...MODELS_Y.openai, ...MODELS_Y.anthropic];

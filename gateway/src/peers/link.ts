@@ -125,13 +125,18 @@ export class PeerLink {
       generateMask: (mask) => mask.fill(0),
     });
     ws.binaryType = "nodebuffer";
+    // Its handlers are attached now, not once "open" resolved a promise: the other end's PEER_SETTINGS may be
+    // emitted in the same turn as "open".
+    const end = new ForwardingEnd(ws, this.own, this.log);
+    this.#end = end;
     await new Promise<void>((resolve, reject) => {
       ws.once("open", () => resolve());
       ws.once("error", reject);
       ws.once("unexpected-response", (_req, res) => reject(new Error(`gateway ${url.host} refused the link: HTTP ${res.statusCode}`)));
+    }).catch((error: unknown) => {
+      end.close(CloseCode.GOING_AWAY, "link not opened");
+      throw error;
     });
-    const end = new ForwardingEnd(ws, this.own, this.log);
-    this.#end = end;
     await end.whenReady;
   }
 
@@ -173,7 +178,8 @@ class ForwardingEnd extends PeerSocket {
       resetStream: (id, code, reason) => this.onStreamViolation(id, code, reason),
       close: (code, reason) => this.close(code, reason),
     };
-    this.sendSettings();
+    if (ws.readyState === ws.OPEN) this.sendSettings();
+    else ws.once("open", () => this.sendSettings());
   }
 
   inFlightFor(agentId: string): number {
