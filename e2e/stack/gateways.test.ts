@@ -58,7 +58,7 @@ const hostPort = (origin: string) => {
 /** The models a gateway lists, both API families (an `anthropic-version` header asks for the Anthropic one). */
 async function listedModels(gw: GatewayProc): Promise<string[]> {
   const out: string[] = [];
-  for (const headers of [{}, { "anthropic-version": "2023-06-01" }]) {
+  for (const headers of [{}, { "anthropic-version": "2023-06-01" }] as Record<string, string>[]) {
     const res = await fetch(`${gw.apiOrigin}/v1/models`, { headers: { authorization: `Bearer ${apiKey}`, ...headers } });
     out.push(...(((await res.json()) as { data?: { id: string }[] }).data?.map((m) => m.id) ?? []));
   }
