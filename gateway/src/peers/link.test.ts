@@ -14,6 +14,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer, type WebSocket } from "ws";
 import { decodeFrame, FrameType, ResetCode, SendWindow, type RequestHead, type Settings } from "@wellspring/protocol";
+import { waitFor } from "../../../e2e/stack/harness.ts";
 import { createLogger } from "../log.ts";
 import { HubStream, type StreamSink } from "../tunnel/hub_stream.ts";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
@@ -163,14 +164,6 @@ function collector() {
   };
 }
 
-const until = async (check: () => boolean, ms = 5_000) => {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 2));
-  }
-};
-
 describe("gateway link", () => {
   it("carries a request body and a 2 MB response byte for byte, holding the agent to what the client read", async () => {
     const link = await connectedLink();
@@ -181,7 +174,7 @@ describe("gateway link", () => {
     const requestBody = Buffer.alloc(300_000, 7);
     await stream.sendData(requestBody);
     stream.end();
-    await until(() => agent.ended);
+    await waitFor(() => agent.ended);
     expect(agent.head).toEqual(HEAD);
     expect(Buffer.concat(agent.body).equals(requestBody)).toBe(true);
 
@@ -206,10 +199,10 @@ describe("gateway link", () => {
     const c = collector();
     const stream = link.openStream(agent.agentId, HEAD, c.sink);
     agent.resets = [];
-    await until(() => agent.stream !== null && agent.head !== null);
+    await waitFor(() => agent.stream !== null && agent.head !== null);
     const at = performance.now();
     stream.reset(ResetCode.CANCEL, "client gone");
-    await until(() => agent.resets.length > 0);
+    await waitFor(() => agent.resets.length > 0);
     expect(agent.resets[0]!.code).toBe(ResetCode.CANCEL);
     expect(agent.resets[0]!.at - at).toBeLessThan(50);
     link.close();
@@ -219,14 +212,14 @@ describe("gateway link", () => {
     const link = await connectedLink();
     const away = collector();
     link.openStream("agt_elsewhere", HEAD, away.sink);
-    await until(() => away.got.reset !== null);
+    await waitFor(() => away.got.reset !== null);
     expect(away.got.reset).toEqual({ code: ResetCode.AGENT_NOT_HERE, cause: "agent" });
 
     const c = collector();
     link.openStream(agent.agentId, HEAD, c.sink);
-    await until(() => sessions.length > 0);
+    await waitFor(() => sessions.length > 0);
     for (const s of sessions) s.close(4030, "test closes the holding end");
-    await until(() => c.got.reset !== null);
+    await waitFor(() => c.got.reset !== null);
     expect(c.got.reset!.cause).toBe("connection");
     link.close();
   });

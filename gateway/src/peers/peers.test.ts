@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
 import { newId } from "@wellspring/db";
-import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
+import { createTestDatabase, waitFor, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { createLogger } from "../log.ts";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
 import { AgentRegistry } from "../tunnel/registry.ts";
@@ -67,23 +67,15 @@ afterAll(async () => {
   await database?.drop();
 });
 
-const until = async (check: () => boolean, ms = 5_000) => {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
-
 describe("Peers", () => {
   it("offers the other gateway's agent once the link to it is up, and drops it when that gateway withdraws", async () => {
-    await until(() => peersA.serving("openai", "gpt-4o").some((a) => a.routable));
+    await waitFor(() => peersA.serving("openai", "gpt-4o").some((a) => a.routable));
     const [remote] = peersA.serving("openai", "gpt-4o");
     expect(remote).toMatchObject({ agentId, remote: true, routable: true, capacity: SETTINGS.concurrentStreamsMax });
     expect(peersA.models("openai")).toEqual(["gpt-4o"]);
     // Gateway B does not see its own agent as remote.
     expect(peersB.serving("openai", "gpt-4o")).toEqual([]);
     await peersB.close();
-    await until(() => peersA.serving("openai", "gpt-4o").length === 0);
+    await waitFor(() => peersA.serving("openai", "gpt-4o").length === 0);
   });
 });
