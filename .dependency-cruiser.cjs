@@ -55,6 +55,14 @@ module.exports = {
       to: { path: "^gateway/src/(api|billing|ops|cli|archive|risk)/" },
     },
     {
+      name: "peers-beside-the-tunnel",
+      comment:
+        "The gateway links forward streams between gateways' tunnels; they never import the HTTP layer, billing, routing, the operations layer or the CLI.",
+      severity: "error",
+      from: { path: "^gateway/src/peers/", pathNot: "\\.test\\.ts$" },
+      to: { path: "^gateway/src/(api|billing|routing|ops|cli|archive|risk|limits)/" },
+    },
+    {
       name: "observability-is-a-leaf",
       comment: "Metrics are observed from everywhere; the metrics module imports nothing of the gateway, so anything may call it.",
       severity: "error",

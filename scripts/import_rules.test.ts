@@ -63,6 +63,15 @@ describe("import rules", () => {
     ).toEqual(["portal-through-the-operations-layer", "protocol-is-runtime-neutral", "protocol-is-runtime-neutral"]);
   });
 
+  it("the gateway links never import routing, billing or the HTTP layer", async () => {
+    expect(
+      await violations({
+        "gateway/src/peers/mod.ts": 'import { plan } from "../routing/policy.ts";\nexport const p = plan;\n',
+        "gateway/src/routing/policy.ts": "export const plan = 1;\n",
+      }),
+    ).toEqual(["peers-beside-the-tunnel"]);
+  });
+
   it("the agent imports nothing of the hub", async () => {
     expect(
       await violations({

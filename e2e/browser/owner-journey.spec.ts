@@ -204,6 +204,25 @@ test("an owner runs the three commands the agents page prints in a clean folder,
   await expect(ledger.getByTestId("ledger-out-of-sync")).toHaveCount(0);
   await shot("agents-ledger");
 
+  // The owner's provider fails: after ROUTING_BREAKER_FAILURES (5) errors the hub keeps the agent from that model, and the
+  // agents page says so.
+  mock.fault = { kind: "status", status: 500 };
+  for (let i = 0; i < 5; i++) {
+    const res = await fetch(`${API}/v1/messages`, {
+      method: "POST",
+      headers: { "x-api-key": secret, "anthropic-version": "2023-06-01", "content-type": "application/json" },
+      body: JSON.stringify({ model: "claude-opus-4-1", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(res.status).toBe(500);
+  }
+  mock.fault = null;
+  await page.getByRole("link", { name: "Agents" }).click();
+  await expect(async () => {
+    await page.reload();
+    await expect(page.getByTestId(`agent-breakers-${agentId}`)).toContainText("claude-opus-4-1 (circuit open since", { timeout: 500 });
+  }).toPass({ timeout: 10_000 });
+  await shot("agents-breaker-open");
+
   // Pausing takes the agent out of routing at once: the model has no capacity.
   await page.getByRole("button", { name: "Pause" }).click();
   await expect(page.getByRole("button", { name: "Resume" })).toBeVisible();

@@ -10,6 +10,7 @@ import OpenAI from "openai";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_PRICE_TABLE, newId, publishPriceVersion } from "@wellspring/db";
+import { liveBreakers } from "@wellspring/gateway";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { enrollAgent, startAgentProc, startStack, waitFor, type AgentProc, type Stack } from "./harness.ts";
 
@@ -111,6 +112,11 @@ describe("failover before the first byte", () => {
     expect((await settledReservation(response.headers.get("x-wellspring-request-id")!)).agent_id).toBe(stack.agent.agentId);
     expect(await metric("wellspring_breakers", '{state="open"}')).toBe(1);
     expect(await metric("wellspring_routing_attempts_total", '{result="failed_over"}')).toBe(3);
+    // What the owner's and the admin's agent pages read: the gateway wrote the open breaker.
+    await waitFor(async () => (await liveBreakers(stack.db, [agentA.agentId, stack.agent.agentId])).length === 1);
+    expect(await liveBreakers(stack.db, [agentA.agentId, stack.agent.agentId])).toMatchObject([
+      { agentId: agentA.agentId, model: "gpt-4o-mini", state: "open" },
+    ]);
   });
 
   it("an open breaker keeps traffic off the failing agent", async () => {

@@ -1,7 +1,8 @@
 /**
  * A TCP proxy a test can cut: stands between a process and PostgreSQL (or any TCP service) so the test can take
  * the service away mid-run — `cut()` resets every open connection and refuses new ones (as a crashed server or
- * a dropped route would), `restore()` lets connections through again.
+ * a dropped route would), `restore()` lets connections through again. `retarget()` sends new connections
+ * elsewhere (a load balancer taking a dead backend out).
  */
 import net from "node:net";
 import type { AddressInfo } from "node:net";
@@ -12,18 +13,21 @@ export interface TcpProxy {
   via(url: string): string;
   cut(): void;
   restore(): void;
+  /** New connections go to `to` from now on (open ones stay where they are). */
+  retarget(to: { host: string; port: number }): void;
   close(): Promise<void>;
 }
 
 export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
   const open = new Set<net.Socket>();
   let cut = false;
+  let current = target;
   const server = net.createServer((client) => {
     if (cut) {
       client.resetAndDestroy();
       return;
     }
-    const upstream = net.connect(target.port, target.host);
+    const upstream = net.connect(current.port, current.host);
     open.add(client);
     open.add(upstream);
     const drop = () => {
@@ -54,6 +58,9 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     },
     restore() {
       cut = false;
+    },
+    retarget(to) {
+      current = to;
     },
     close() {
       for (const s of open) s.destroy();

@@ -36,6 +36,8 @@ const schema = z.object({
   ADMIN_HOST: z.string().default("127.0.0.1"),
   ADMIN_PORT: int(8789),
   AGENT_PUBLIC_URL: agentUrl.optional(),
+  /** The origin of this gateway's own agent listener as the other gateways reach it (not a load balancer's). */
+  PEER_PUBLIC_URL: agentUrl.optional(),
   DATABASE_URL: z.string().url().optional(),
   REDIS_URL: z.string().url().optional(),
   DATA_DIR: z.string().default(".data"),
@@ -147,6 +149,7 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
     adminHost: env.ADMIN_HOST,
     adminPort: env.ADMIN_PORT,
     agentPublicUrl: env.AGENT_PUBLIC_URL,
+    peerPublicUrl: env.PEER_PUBLIC_URL,
     limits: {
       requestBodyBytesMax: env.REQUEST_BODY_BYTES_MAX,
       responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS,

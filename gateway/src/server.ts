@@ -38,7 +38,8 @@ import { familyOfPath, findRoute } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
-import { Routing, StickyRoutes, type RoutingOptions } from "./routing/mod.ts";
+import { BreakerSnapshot, Routing, StickyRoutes, type RoutingOptions } from "./routing/mod.ts";
+import { PEER_PATH, Peers } from "./peers/mod.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { loadHubReceiptKey } from "./ledger/hub_key.ts";
 import { EdgeReceipts } from "./ledger/receipts.ts";
@@ -103,6 +104,11 @@ export interface GatewayOptions {
   adminPort?: number;
   /** The origin agents dial, published for enrollment commands; the agent listener's own origin when unset. */
   agentPublicUrl?: string;
+  /**
+   * The origin of this gateway's agent listener as the other gateways dial it to forward requests (peers/): never a
+   * load balancer in front of several gateways. The agent listener's own origin when unset.
+   */
+  peerPublicUrl?: string;
   limits?: Partial<ProxyLimits>;
   /** Failover bounds and circuit breaker settings (routing/). */
   routing?: RoutingOptions;
@@ -190,7 +196,23 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const limits: ProxyLimits = { ...DEFAULT_PROXY_LIMITS, ...opts.limits };
   const tunnelSettings: TunnelSettings = { ...DEFAULT_TUNNEL_SETTINGS, ...opts.tunnel, hubId: opts.hubId };
   const registry = new AgentRegistry();
-  const routing = new Routing(registry, { ...opts.routing, sticky: new StickyRoutes(db, log) });
+  // Agents on the other gateways, reached by forwarding (peers/); announced once the agent listener listens.
+  const peers = new Peers({
+    db,
+    gatewayId: opts.gatewayId,
+    pin: opts.tls.pin,
+    settings: {
+      streamWindowBytes: tunnelSettings.streamWindowBytes,
+      connectionWindowBytes: tunnelSettings.connectionWindowBytes,
+      concurrentStreamsMax: tunnelSettings.concurrentStreamsMax,
+    },
+    registry,
+    log,
+  });
+  // Breakers the portal shows: this gateway's rows from a previous run (same id) are stale.
+  const breakerSnapshot = new BreakerSnapshot(db, opts.gatewayId, log);
+  await breakerSnapshot.clear();
+  const routing = new Routing(registry, { ...opts.routing, sticky: new StickyRoutes(db, log), remote: peers, snapshot: breakerSnapshot });
   const directory = new AgentDirectory(db, log);
   const receiptKey = await loadHubReceiptKey(opts.receiptKeyFile ?? join(dirname(opts.spoolDir), "receipt-key.pk8"));
   const edgeReceipts = new EdgeReceipts(db, receiptKey, log);
@@ -273,7 +295,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     log,
   );
   log.info("gateway.billing", { mode: meter.billingOn ? "on" : "off" });
-  const accountDeps = { pool: recordsPool, prices, tariffs, treasury, liveModels: (api: ApiFamily) => registry.models(api) };
+  const accountDeps = {
+    pool: recordsPool,
+    prices,
+    tariffs,
+    treasury,
+    liveModels: (api: ApiFamily) => [...new Set([...registry.models(api), ...peers.models(api)])].sort(),
+  };
   const adminDeps = {
     routing,
     db,
@@ -413,6 +441,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const wss = new WebSocketServer({ noServer: true, maxPayload: FRAME_BYTES_MAX, perMessageDeflate: false });
   agentServer.on("upgrade", (req, socket, head) => {
     const path = new URL(req.url ?? "/", "https://hub").pathname;
+    if (path === PEER_PATH) {
+      peers.upgrade(wss, req, socket, head);
+      return;
+    }
     if (path !== TUNNEL_PATH) {
       // A rejected upgrade gets a real HTTP status before the socket closes.
       socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
@@ -504,12 +536,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const agentOrigin = `https://${host}:${agentPort}`;
   const adminOrigin = `http://${adminHost}:${adminPort}`;
   const agentPublicUrl = opts.agentPublicUrl ?? agentOrigin;
+  if (!opts.peerPublicUrl && isWildcard(host)) {
+    log.warn("gateway.peer_url_unknown", {
+      agentOrigin,
+      note: "HOST is a wildcard address: set PEER_PUBLIC_URL to the origin other gateways dial to forward requests here",
+    });
+  }
   if (!opts.agentPublicUrl && isWildcard(host)) {
     log.warn("gateway.agent_url_unknown", {
       agentOrigin,
       note: "HOST is a wildcard address: set AGENT_PUBLIC_URL to the origin agents dial, or enrollment commands name an address they cannot reach",
     });
   }
+  await peers.start(opts.peerPublicUrl ?? agentOrigin);
   // What enrollment commands (operator CLI, portal) print: the origin agents dial and the key they pin.
   await publishHubEndpoint(db, { hubId: opts.hubId, agentUrl: agentPublicUrl, tunnelPin: opts.tls.pin });
   log.info("gateway.listening", { apiOrigin, agentOrigin, adminOrigin, agentPublicUrl, hubId: opts.hubId, gatewayId: opts.gatewayId, tunnelPin: opts.tls.pin });
@@ -523,6 +562,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     routing,
     records,
     async close() {
+      // The others stop forwarding here first; requests they forward meanwhile fail over to other agents.
+      await peers.close();
+      await breakerSnapshot.clear().catch((error: unknown) => log.warn("routing.breaker_snapshot_failed", { error }));
       for (const conn of registry.connections()) conn.goAway();
       // Stop accepting; idle keep-alive connections go now, requests in flight get a grace period.
       const apiClosed = new Promise<void>((resolve) => api.close(() => resolve()));

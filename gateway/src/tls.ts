@@ -8,13 +8,24 @@ import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import type { TLSSocket } from "node:tls";
 
 const run = promisify(execFile);
 
 /** `sha256/<base64 of SHA-256(SubjectPublicKeyInfo DER)>` of a PEM certificate. */
 export function spkiPin(certPem: string | Buffer): string {
-  const spki = new X509Certificate(certPem).publicKey.export({ type: "spki", format: "der" });
+  return pinOf(new X509Certificate(certPem));
+}
+
+function pinOf(cert: X509Certificate): string {
+  const spki = cert.publicKey.export({ type: "spki", format: "der" });
   return `sha256/${createHash("sha256").update(spki).digest("base64")}`;
+}
+
+/** The pin of the key a TLS peer presented ("" when it presented none). */
+export function pinOfSocket(socket: TLSSocket): string {
+  const cert = socket.getPeerX509Certificate();
+  return cert ? pinOf(cert) : "";
 }
 
 export interface TlsIdentity {

@@ -106,6 +106,13 @@ export const ResetCode = {
   BODY_REFUSED: 13,
   /** The agent's own rate limit for its provider key has no room now: the hub tries another agent. */
   RATE_LIMITED: 14,
+  /**
+   * Gateway link only: the gateway a request was forwarded to does not hold the named agent's connection (it
+   * moved, or is at its stream limit there). The forwarding gateway tries another agent.
+   */
+  AGENT_NOT_HERE: 15,
+  /** Gateway link only: the agent's connection at the gateway a request was forwarded to was lost. */
+  AGENT_LOST: 16,
 } as const;
 export type ResetCode = (typeof ResetCode)[keyof typeof ResetCode];
 
@@ -140,6 +147,8 @@ export const CloseCode = {
    * hub was not started in development mode (`HUB_DEVELOPMENT=1`): refused for good.
    */
   DEVELOPMENT_AGENT_REFUSED: 4033,
+  /** Gateway link only: the first frame was not the peer's PEER_SETTINGS. */
+  PEER_SETTINGS_MISSING: 4040,
   INTERNAL: 4050,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
@@ -179,6 +188,10 @@ export const ControlKind = {
   RATE_STATE: 15,
   /** Hub → agent: how a stream the agent served was settled; the agent signs a receipt for it. */
   SETTLEMENT: 16,
+  /** Gateway link only, both ways, first frame: the sender's windows and stream limit (a `Settings`). */
+  PEER_SETTINGS: 18,
+  /** Gateway link only, forwarding gateway → holding gateway: a settlement statement for the named agent. */
+  PEER_SETTLEMENT: 19,
 } as const;
 export type ControlKind = (typeof ControlKind)[keyof typeof ControlKind];
 

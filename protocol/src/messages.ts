@@ -42,6 +42,13 @@ export const responseHead = object({
 });
 export type ResponseHead = Infer<typeof responseHead>;
 
+/**
+ * Gateway link (OPEN payload): a request forwarded to the gateway that holds `agentId`'s connection, which opens
+ * a stream with `head` on that agent.
+ */
+export const peerOpen = object({ agentId: id, head: requestHead });
+export type PeerOpen = Infer<typeof peerOpen>;
+
 /** Optional trailer on the agent's END: what the agent measured for this stream. */
 export const endTrailer = object({
   upstreamBytes: optional(int(0, Number.MAX_SAFE_INTEGER)),
@@ -189,6 +196,10 @@ export const settlementStatement = object({
   dispatchedAtMs: optional(count),
 });
 export type SettlementStatement = Infer<typeof settlementStatement>;
+
+/** Gateway link (CONTROL PEER_SETTLEMENT): a statement the holding gateway passes on to its agent `agentId`. */
+export const peerSettlement = object({ agentId: id, statement: settlementStatement });
+export type PeerSettlement = Infer<typeof peerSettlement>;
 
 /** A signed receipt on the wire: its canonical body and the agent's signature, base64url (protocol/src/receipt.ts). */
 const wireReceipt = object({ body: b64url(2048), signature: b64url(128) });

@@ -22,8 +22,7 @@ import {
 import { newId } from "@wellspring/db/core";
 import { GatewayError, sendError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { AgentConnection } from "../tunnel/agent_connection.ts";
-import type { HubStream } from "../tunnel/hub_stream.ts";
+import type { AgentLink, HubStream } from "../tunnel/hub_stream.ts";
 import { effectiveTier, type AgentRegistry, type Tier } from "../tunnel/registry.ts";
 import { agentFaultStatus, rateLimitedRetryMs, ResponseIdTap, retryableReset, type Candidate, type NoCandidate, type Routing } from "../routing/mod.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
@@ -179,7 +178,7 @@ class ProxyExchange {
   bytesIn = 0;
   bytesOut = 0;
   stream: HubStream | null = null;
-  conn: AgentConnection | null = null;
+  conn: AgentLink | null = null;
   model: string | null = null;
   streamed = false;
   status = 0;
@@ -894,7 +893,7 @@ export async function proxyRequest(req: IncomingMessage, res: ServerResponse, ro
 }
 
 /** Once the settlement is durable, the agent that served the request gets its statement and signs a receipt. */
-function sendStatement(conn: AgentConnection, statement: SettlementStatement | null, written: Promise<unknown> | null): void {
+function sendStatement(conn: AgentLink, statement: SettlementStatement | null, written: Promise<unknown> | null): void {
   if (!statement || !written) return;
   void written.then(
     () => conn.sendSettlement(statement),

@@ -20,6 +20,7 @@ export {
   type AgentTier,
 } from "./agents.ts";
 export { degradedLimitsGateways, GATEWAY_ALIVE_WITHIN_MS, type DegradedLimitsGateway } from "./gateways.ts";
+export { liveBreakers, type AgentBreakerView } from "./breakers.ts";
 export { ensureUser, setUserPlan, setUserStatus } from "./users.ts";
 export {
   administratorExists,

@@ -8,13 +8,15 @@ import type { AgentRegistry } from "../tunnel/registry.ts";
 import { observeBreakerChange, observeRoutingAttempt, type RoutingAttemptResult } from "../observability/metrics.ts";
 import { CircuitBreakers, DEFAULT_BREAKER_OPTIONS, type BreakerOptions } from "./breaker.ts";
 import { DEFAULT_FAILOVER_LIMITS, type FailoverLimits } from "./failover.ts";
-import { RoutingPolicy, streamHeadroom, type Headroom } from "./policy.ts";
+import { RoutingPolicy, streamHeadroom, type Headroom, type RemoteCandidates } from "./policy.ts";
 import { AgentScores } from "./scores.ts";
 import type { StickyRoutes } from "./sticky.ts";
+import type { BreakerSnapshot } from "./breaker_snapshot.ts";
 
 export { agentFaultStatus, rateLimitedRetryMs, retryableReset, DEFAULT_FAILOVER_LIMITS, type FailoverLimits } from "./failover.ts";
-export { NO_RESTRICTION, permits, type AgentRestriction, type Candidate, type NoCandidate, type RouteRequest } from "./policy.ts";
+export { NO_RESTRICTION, permits, type AgentRestriction, type Candidate, type NoCandidate, type RemoteCandidates, type RouteRequest } from "./policy.ts";
 export { ResponseIdTap, StickyRoutes } from "./sticky.ts";
+export { BreakerSnapshot } from "./breaker_snapshot.ts";
 export { DEFAULT_BREAKER_OPTIONS, type BreakerOptions, type BreakerState, type BreakerView } from "./breaker.ts";
 
 export interface RoutingOptions {
@@ -26,6 +28,10 @@ export interface RoutingOptions {
   random?: () => number;
   /** Which agent created each stored response (for `previous_response_id`); null = no sticky routing. */
   sticky?: StickyRoutes | null;
+  /** Agents connected to the other gateways (several gateways); none when absent. */
+  remote?: RemoteCandidates;
+  /** Where breaker changes are written for the portal; none when absent. */
+  snapshot?: BreakerSnapshot;
 }
 
 export class Routing {
@@ -39,8 +45,11 @@ export class Routing {
     this.failover = opts.failover ?? DEFAULT_FAILOVER_LIMITS;
     this.sticky = opts.sticky ?? null;
     this.breakers = new CircuitBreakers(opts.breaker ?? DEFAULT_BREAKER_OPTIONS, opts.now);
-    this.breakers.onChange((_agentId, _model, _from, to) => observeBreakerChange(to));
-    this.policy = new RoutingPolicy(registry, this.breakers, this.scores, opts.headroom ?? streamHeadroom, opts.random);
+    this.breakers.onChange((agentId, model, _from, to) => {
+      observeBreakerChange(to);
+      opts.snapshot?.changed(agentId, model, to);
+    });
+    this.policy = new RoutingPolicy(registry, this.breakers, this.scores, opts.headroom ?? streamHeadroom, opts.random, opts.remote);
   }
 
   /** The agent answered with a response head that is not its fault, `ttfbMs` after the attempt was dispatched. */

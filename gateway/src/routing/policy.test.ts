@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { AgentConnection } from "../tunnel/agent_connection.ts";
 import { AgentRegistry, type Tier } from "../tunnel/registry.ts";
 import { CircuitBreakers } from "./breaker.ts";
-import { NO_RESTRICTION, RoutingPolicy, type RouteRequest } from "./policy.ts";
+import { NO_RESTRICTION, RoutingPolicy, type RemoteCandidates, type RouteRequest } from "./policy.ts";
 import { AgentScores } from "./scores.ts";
 
 interface FakeAgent {
@@ -20,7 +20,7 @@ interface FakeAgent {
   saturatedForMs?: number;
 }
 
-function setup(agents: FakeAgent[], random: () => number = Math.random) {
+function setup(agents: FakeAgent[], random: () => number = Math.random, remote?: RemoteCandidates) {
   const registry = new AgentRegistry();
   for (const a of agents) {
     const conn = {
@@ -49,7 +49,7 @@ function setup(agents: FakeAgent[], random: () => number = Math.random) {
   let now = 1_000_000;
   const breakers = new CircuitBreakers({ failuresToOpen: 3, failureWindowMs: 10_000, openMs: 5_000, probeTimeoutMs: 20_000 }, () => now);
   const scores = new AgentScores();
-  const policy = new RoutingPolicy(registry, breakers, scores, undefined, random);
+  const policy = new RoutingPolicy(registry, breakers, scores, undefined, random, remote);
   return { policy, breakers, scores, advance: (ms: number) => (now += ms) };
 }
 
@@ -159,5 +159,33 @@ describe("RoutingPolicy.plan", () => {
     // The first request claims the probe; a second one, meanwhile, goes elsewhere.
     expect(policy.claim(plan.candidates, "gpt-4o-mini", new Set())?.agentId).toBe("agt_bad");
     expect(policy.claim(plan.candidates, "gpt-4o-mini", new Set())?.agentId).toBe("agt_good");
+  });
+
+  it("offers agents on other gateways by the same policy: class first, restrictions, pinning, and no window check", () => {
+    const remoteAgent = (id: string, tier: Tier, routable = true) => ({
+      agentId: id,
+      remote: true,
+      routable,
+      isClosed: false,
+      capacity: 10,
+      inFlight: 0,
+      rateSaturatedUntilMs: 0,
+      profile: { ownerId: "usr_far", status: "active" as const, tier, discountLane: false, limits: null },
+      openStream: () => {
+        throw new Error("not in this test");
+      },
+      sendSettlement: () => undefined,
+    });
+    const far = [remoteAgent("agt_far_s", "S"), remoteAgent("agt_far_down", "S", false)];
+    const { policy } = setup([{ id: "agt_here", tier: "A", contextTokens: 1_000 }], Math.random, {
+      serving: (_api, model) => (model === "gpt-4o-mini" ? far : []),
+    });
+    // Tier S on the other gateway before tier A here; a remote agent whose gateway link is down is skipped.
+    expect(order(policy)).toEqual(["agt_far_s", "agt_here"]);
+    // A remote agent's window is unknown here: only the local one is skipped for a request too long for it.
+    expect(order(policy, req({ contextTokensNeeded: 5_000 }))).toEqual(["agt_far_s"]);
+    expect(order(policy, req({ restriction: { ownerIds: ["usr_owner"], minTier: null } }))).toEqual(["agt_here"]);
+    expect(order(policy, req({ pinnedAgentId: "agt_far_s" }))).toEqual(["agt_far_s"]);
+    expect(policy.plan(req({ pinnedAgentId: "agt_gone" }))).toEqual({ ok: false, reason: "pinned_gone" });
   });
 });

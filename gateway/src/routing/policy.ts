@@ -7,9 +7,13 @@
  * They are ordered in classes — the discount lane first (owners accepted a lower share for priority), then tier
  * S before tier A — and within a class by a weighted random draw (weight = measured score × headroom), so the
  * best agent gets most traffic but one agent is never hammered while its peers idle.
+ *
+ * Candidates are the agents connected to this gateway and, with several gateways, those connected to the
+ * others (`RemoteCandidates`, reached through a gateway link): the same policy orders both. A remote agent's
+ * context window is not known here (null), so only a local agent is skipped for a request too long for it.
  */
 import type { ApiFamily } from "@wellspring/protocol";
-import type { AgentConnection } from "../tunnel/agent_connection.ts";
+import type { AgentLink } from "../tunnel/hub_stream.ts";
 import type { AgentProfile, AgentRegistry, Tier } from "../tunnel/registry.ts";
 import type { CircuitBreakers } from "./breaker.ts";
 import type { AgentScores } from "./scores.ts";
@@ -27,8 +31,8 @@ export const NO_RESTRICTION: AgentRestriction = { ownerIds: [], minTier: null };
  * and whether it said its own rate limit has no room now (`saturated`: tried only after every agent with room).
  */
 export interface Headroom {
-  room(conn: AgentConnection, model: string): number;
-  saturated?(conn: AgentConnection): boolean;
+  room(conn: AgentLink, model: string): number;
+  saturated?(conn: AgentLink): boolean;
 }
 
 /**
@@ -66,7 +70,7 @@ export interface RouteRequest {
 }
 
 export interface Candidate {
-  conn: AgentConnection;
+  conn: AgentLink;
   agentId: string;
   profile: AgentProfile;
 }
@@ -88,6 +92,13 @@ export type RoutePlan = { ok: true; candidates: Candidate[] } | { ok: false; rea
 
 const TIER_RANK: Record<Tier, number> = { S: 2, A: 1, discount: 0 };
 
+/** Agents serving a model on other gateways, none of them connected to this one (`peers/mod.ts`). */
+export interface RemoteCandidates {
+  serving(api: ApiFamily, model: string): readonly (AgentLink & { readonly agentId: string; readonly profile: AgentProfile })[];
+}
+
+const NO_REMOTE: RemoteCandidates = { serving: () => [] };
+
 export class RoutingPolicy {
   constructor(
     private readonly registry: AgentRegistry,
@@ -95,23 +106,30 @@ export class RoutingPolicy {
     private readonly scores: AgentScores,
     private readonly headroom: Headroom = streamHeadroom,
     private readonly random: () => number = Math.random,
+    private readonly remote: RemoteCandidates = NO_REMOTE,
   ) {}
+
+  /** Every agent serving the model: this gateway's, then the other gateways'. */
+  *#serving(api: ApiFamily, model: string): Generator<{ conn: AgentLink; agentId: string; profile: AgentProfile | undefined; contextTokens: number | null }> {
+    for (const [conn, contextTokens] of this.registry.serving(api, model)) {
+      yield { conn, agentId: conn.agentId!, profile: this.registry.profile(conn.agentId!), contextTokens };
+    }
+    for (const r of this.remote.serving(api, model)) yield { conn: r, agentId: r.agentId, profile: r.profile, contextTokens: null };
+  }
 
   /** The candidates for a request, in the order to try them. Does not claim a half-open breaker's probe. */
   plan(req: RouteRequest): RoutePlan {
-    const serving = this.registry.serving(req.api, req.model);
+    const serving = [...this.#serving(req.api, req.model)];
     const pinned = req.pinnedAgentId ?? null;
-    if (pinned !== null && ![...serving.keys()].some((c) => c.agentId === pinned)) return { ok: false, reason: "pinned_gone" };
-    if (serving.size === 0) return { ok: false, reason: "not_served" };
+    if (pinned !== null && !serving.some((c) => c.agentId === pinned)) return { ok: false, reason: "pinned_gone" };
+    if (serving.length === 0) return { ok: false, reason: "not_served" };
     // Judged in this order: the key's restriction, then the context window, then availability now.
     let needed: number | null | undefined = typeof req.contextTokensNeeded === "function" ? undefined : req.contextTokensNeeded;
     let fits = 0;
     let allowed = 0;
     const ranked: { c: Candidate; cls: number; key: number }[] = [];
-    for (const [conn, contextTokens] of serving) {
-      const agentId = conn.agentId!;
+    for (const { conn, agentId, profile, contextTokens } of serving) {
       if (pinned !== null && agentId !== pinned) continue;
-      const profile = this.registry.profile(agentId);
       if (!profile) continue;
       if (!permits(req.restriction, profile)) continue;
       allowed++;

@@ -26,7 +26,6 @@ import {
   encodePing,
   encodePong,
   encodeReset,
-  endTrailer,
   FrameType,
   GoAwayCode,
   HEARTBEAT_INTERVAL_MS_DEFAULT,
@@ -39,7 +38,6 @@ import {
   PROTOCOL_VERSION,
   randomBytes,
   ResetCode,
-  responseHead,
   SessionRules,
   STREAM_WINDOW_BYTES_DEFAULT,
   toBase64Url,
@@ -61,7 +59,8 @@ import {
 } from "@wellspring/protocol";
 import { newId } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
-import { HubStream, type StreamSink } from "./hub_stream.ts";
+import { HubStream, type AgentLink, type StreamSink } from "./hub_stream.ts";
+import { onResponseFrame, type StreamFrameHost } from "./stream_frames.ts";
 import { countFrameIn, countFrameOut, countMessageIn } from "../observability/tunnel_counters.ts";
 
 /** The close reason a production hub gives a development agent (a close reason is at most 123 bytes). */
@@ -148,7 +147,8 @@ export interface ConnectionEvents {
 
 type State = "authenticating" | "ready" | "draining" | "closed";
 
-export class AgentConnection {
+export class AgentConnection implements AgentLink {
+  readonly remote = false;
   readonly sessionId = newId("ses");
   readonly remoteIp: string;
   agentId: string | null = null;
@@ -194,6 +194,13 @@ export class AgentConnection {
     this.remoteIp = req.socket.remoteAddress ?? "unknown";
     this.log = log.child({ sessionId: this.sessionId });
     this.#rules = new SessionRules(settings.connectionWindowBytes);
+    this.#frameHost = {
+      rules: this.#rules,
+      send: (frame) => this.send(frame),
+      streamFor: (id) => this.#streamFor(id),
+      resetStream: (id, code, reason) => this.#resetStream(id, code, reason),
+      close: (code, reason) => this.close(code, reason),
+    };
     ws.on("message", (data, isBinary) => this.#onMessage(data as Buffer, isBinary));
     ws.on("close", (code) => this.#onClose(code));
     ws.on("error", (error) => this.log.warn("tunnel.socket_error", { error }));
@@ -409,6 +416,9 @@ export class AgentConnection {
     this.send(encodeReset(streamId, code, reason));
   }
 
+  /** What the shared stream-frame handling (stream_frames.ts) needs of this connection. */
+  readonly #frameHost: StreamFrameHost;
+
   #onFrame(frame: Frame): void {
     if (this.state === "authenticating") {
       if (frame.type === FrameType.CONTROL && frame.kind === ControlKind.AUTH) {
@@ -424,79 +434,13 @@ export class AgentConnection {
         // Only the hub opens streams in protocol v1.
         this.close(CloseCode.PROTOCOL_ERROR, "agents may not open streams");
         return;
-      case FrameType.RESPONSE: {
-        const stream = this.#streamFor(frame.streamId);
-        if (!stream) return;
-        if (stream.responseStarted) {
-          this.#resetStream(frame.streamId, ResetCode.PROTOCOL_ERROR, "second RESPONSE on a stream");
-          return;
-        }
-        let head;
-        try {
-          head = parseJson(responseHead, frame.payload);
-        } catch (error) {
-          this.#resetStream(frame.streamId, ResetCode.PROTOCOL_ERROR, `bad response head: ${(error as Error).message}`);
-          return;
-        }
-        stream.onResponse(head);
+      case FrameType.RESPONSE:
+      case FrameType.DATA:
+      case FrameType.END:
+      case FrameType.RESET:
+      case FrameType.WINDOW:
+        onResponseFrame(this.#frameHost, frame);
         return;
-      }
-      case FrameType.DATA: {
-        const n = frame.payload.length;
-        const verdict = this.#rules.data(n);
-        if (!verdict.ok) {
-          this.close(CloseCode.FLOW_CONTROL_ERROR, verdict.reason);
-          return;
-        }
-        if (verdict.reply) this.send(verdict.reply);
-        const stream = this.#streamFor(frame.streamId);
-        if (!stream) return;
-        if (!stream.responseStarted || stream.remoteEnded) {
-          this.#resetStream(frame.streamId, ResetCode.PROTOCOL_ERROR, "DATA outside a response body");
-          return;
-        }
-        if (!stream.recvWindow.receive(n)) {
-          this.#resetStream(frame.streamId, ResetCode.FLOW_CONTROL_ERROR, "stream window exceeded");
-          return;
-        }
-        stream.onData(frame.payload);
-        return;
-      }
-      case FrameType.END: {
-        const stream = this.#streamFor(frame.streamId);
-        if (!stream) return;
-        if (!stream.responseStarted) {
-          this.#resetStream(frame.streamId, ResetCode.PROTOCOL_ERROR, "END before RESPONSE");
-          return;
-        }
-        let trailer = null;
-        if (frame.payload.length > 0) {
-          try {
-            trailer = parseJson(endTrailer, frame.payload);
-          } catch {
-            trailer = null;
-          }
-        }
-        stream.onEnd(trailer);
-        return;
-      }
-      case FrameType.RESET: {
-        const stream = this.#streamFor(frame.streamId);
-        stream?.onRemoteReset(frame.code, frame.reason, "agent");
-        return;
-      }
-      case FrameType.WINDOW: {
-        if (frame.streamId === 0) {
-          const verdict = this.#rules.window(frame.increment);
-          if (!verdict.ok) this.close(CloseCode.FLOW_CONTROL_ERROR, verdict.reason);
-          return;
-        }
-        const stream = this.#streamFor(frame.streamId);
-        if (stream && !stream.onWindow(frame.increment)) {
-          this.#resetStream(frame.streamId, ResetCode.FLOW_CONTROL_ERROR, "stream window overflow");
-        }
-        return;
-      }
       case FrameType.PING:
         this.send(encodePong(frame.data));
         return;

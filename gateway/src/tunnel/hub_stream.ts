@@ -12,8 +12,36 @@ import {
   sendNow,
   sendWithCredit,
   type EndTrailer,
+  type RequestHead,
   type ResponseHead,
+  type SettlementStatement,
 } from "@wellspring/protocol";
+
+/**
+ * What the request path sends a request to an agent through: the agent's own connection on this gateway
+ * (`AgentConnection`), or the link to the gateway that holds that connection (`peers/remote_agent.ts`). Both
+ * carry the same frames with the same flow control.
+ */
+export interface AgentLink {
+  readonly agentId: string | null;
+  /** Accepts new streams now. */
+  readonly routable: boolean;
+  readonly isClosed: boolean;
+  /** Streams it may carry at once, and carries now (for this gateway's requests). */
+  readonly capacity: number;
+  readonly inFlight: number;
+  /** True for an agent held by another gateway (requests to it are forwarded). */
+  readonly remote: boolean;
+  /**
+   * Until when (epoch ms) the agent's own rate limit has no room, as it last reported (RATE_STATE); 0 = room. A
+   * remote agent reports to the gateway that holds it, so the forwarding gateway reads 0 and learns of a refusal
+   * from its RESET RATE_LIMITED.
+   */
+  readonly rateSaturatedUntilMs: number;
+  openStream(head: RequestHead, sink: StreamSink): HubStream;
+  /** How the hub settled a stream this agent served; the agent signs a receipt for it. */
+  sendSettlement(statement: SettlementStatement): void;
+}
 
 export interface StreamSink {
   response(head: ResponseHead): void;

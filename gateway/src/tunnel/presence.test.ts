@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { claimPresence, judgeHolder, readHolder, releaseGatewayPresence, releasePresence, renewPresence, type Holder } from "./presence.ts";
+import { announcePeer } from "../peers/directory.ts";
 
 describe("judgeHolder", () => {
   const me = { gatewayId: "gw_me", previousSessionId: null, isLocalSession: (s: string) => s === "ses_local" };
@@ -87,5 +88,17 @@ describe("presence writes", () => {
     expect(await claim("ses_short", null, { ttlMs: 0 })).toBe(true);
     expect((await readHolder(database.db, agentId))?.expired).toBe(true);
     expect(await claim("ses_copy", "ses_short", { gatewayId: "gw_2", requireExpired: true })).toBe(true);
+  });
+
+  it("counts a live presence held on a dead gateway (its directory row ran out) as expired, and only then", async () => {
+    await releaseGatewayPresence(database.db, "gw_2");
+    expect(await claim("ses_on_dead", null, { gatewayId: "gw_dead", ttlMs: 60_000 })).toBe(true);
+    await announcePeer(database.db, { gatewayId: "gw_dead", url: "wss://127.0.0.1:1/gateway/v1/peer", pin: "sha256/x", secret: "s" }, 60_000);
+    expect((await readHolder(database.db, agentId))?.expired).toBe(false);
+    expect(await claim("ses_copy2", "ses_on_dead", { gatewayId: "gw_2", requireExpired: true })).toBe(false);
+    // The gateway stopped renewing: a time to live of 0 ms has run out by the next statement.
+    await announcePeer(database.db, { gatewayId: "gw_dead", url: "wss://127.0.0.1:1/gateway/v1/peer", pin: "sha256/x", secret: "s" }, 0);
+    expect((await readHolder(database.db, agentId))?.expired).toBe(true);
+    expect(await claim("ses_copy2", "ses_on_dead", { gatewayId: "gw_2", requireExpired: true })).toBe(true);
   });
 });

@@ -14,7 +14,10 @@ export interface Holder {
   gatewayId: string | null;
   /** The address the holding session connected from. */
   address: string | null;
-  /** Its presence ran out (no heartbeat recorded within its time to live), by the database's clock. */
+  /**
+   * Its presence ran out (no heartbeat recorded within its time to live), or its gateway is dead (that gateway's
+   * `gateway_peers` row ran out: it stopped renewing it), by the database's clock.
+   */
   expired: boolean;
 }
 
@@ -22,7 +25,8 @@ export interface Holder {
 export async function readHolder(db: Executor, agentId: string): Promise<Holder | null> {
   const rows = await db.$queryRaw<{ connected_session: string | null; connected_gateway: string | null; last_ip: string | null; expired: boolean }[]>`
     SELECT connected_session, connected_gateway, last_ip,
-      (presence_expires_at IS NULL OR presence_expires_at <= now()) AS expired
+      (presence_expires_at IS NULL OR presence_expires_at <= now()
+        OR EXISTS (SELECT 1 FROM gateway_peers p WHERE p.gateway_id = agents.connected_gateway AND p.expires_at <= now())) AS expired
     FROM agents WHERE id = ${agentId}`;
   const r = rows[0];
   return r ? { sessionId: r.connected_session, gatewayId: r.connected_gateway, address: r.last_ip, expired: r.expired } : null;
@@ -47,7 +51,8 @@ export async function claimPresence(db: Executor, c: Claim): Promise<boolean> {
     UPDATE agents SET connected_session = ${c.sessionId}, connected_gateway = ${c.gatewayId}, last_ip = ${c.address},
       last_seen_at = now(), presence_expires_at = now() + ${c.ttlMs}::int * interval '1 millisecond'
     WHERE id = ${c.agentId} AND connected_session IS NOT DISTINCT FROM ${c.expectHolder}
-      AND (NOT ${c.requireExpired}::boolean OR presence_expires_at IS NULL OR presence_expires_at <= now())`;
+      AND (NOT ${c.requireExpired}::boolean OR presence_expires_at IS NULL OR presence_expires_at <= now()
+        OR EXISTS (SELECT 1 FROM gateway_peers p WHERE p.gateway_id = agents.connected_gateway AND p.expires_at <= now()))`;
   return n === 1;
 }
 

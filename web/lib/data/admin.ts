@@ -1,5 +1,14 @@
 import "server-only";
-import { changeAgent, degradedLimitsGateways, Ledger, setUserStatus as setStatus, Treasury, type DegradedLimitsGateway } from "@wellspring/gateway";
+import {
+  changeAgent,
+  degradedLimitsGateways,
+  Ledger,
+  liveBreakers,
+  setUserStatus as setStatus,
+  Treasury,
+  type AgentBreakerView,
+  type DegradedLimitsGateway,
+} from "@wellspring/gateway";
 import { db, pool } from "../db";
 import { mailMode } from "../mail";
 import { clearSigninThrottle, signinThrottleStates, type SigninThrottleState } from "../throttle";
@@ -32,6 +41,8 @@ export interface AdminAgentRow {
   discountLane: boolean;
   priceVer: number | null;
   lastSeenAt: Date | null;
+  /** Models a gateway keeps from this agent now (circuit breaker open or half-open). */
+  breakers: AgentBreakerView[];
 }
 
 /** Users and agents whose email, name or id contains `q` (case-insensitive); newest first. */
@@ -52,6 +63,10 @@ export async function searchAccounts(actor: Actor, q: string): Promise<{ users: 
     orderBy: { createdAt: "desc" },
     take: ADMIN_SEARCH_ROWS,
   });
+  const breakers = await liveBreakers(
+    db(),
+    agents.map((a) => a.id),
+  );
   return {
     users: users.map((u) => ({
       id: u.id,
@@ -74,6 +89,7 @@ export async function searchAccounts(actor: Actor, q: string): Promise<{ users: 
       discountLane: a.discountLane,
       priceVer: a.priceVer,
       lastSeenAt: a.lastSeenAt,
+      breakers: breakers.filter((b) => b.agentId === a.id),
     })),
   };
 }

@@ -13,10 +13,12 @@ import {
   enrollSteps,
   heldEarnings,
   holdReasonText,
+  liveBreakers,
   payoutAmountProblem,
   Treasury,
   updateRequiredNotice,
   type AgentLedgerSummary,
+  type AgentBreakerView,
   type DuplicateWarning,
   type EarningsDay,
   type EnrollSteps,
@@ -80,6 +82,8 @@ export interface AgentRow {
   reported: { rpm: number | null; tpm: number | null; at: Date } | null;
   /** The two tails of its receipt chain and today's earnings by both sides. */
   ledger: AgentLedgerSummary;
+  /** Models a gateway keeps from this agent now (its circuit breaker for them is open or half-open). */
+  breakers: AgentBreakerView[];
 }
 
 export async function listAgents(actor: Actor): Promise<AgentRow[]> {
@@ -98,6 +102,10 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   const policy = await db().agentReleasePolicy.findUnique({ where: { id: 1 } });
   const releasePolicy = { latestVersion: policy?.latestVersion ?? null, minimumVersion: policy?.minimumVersion ?? null };
   const ledgers = await agentLedgerSummaries(db(), rows);
+  const breakers = await liveBreakers(
+    db(),
+    rows.map((a) => a.id),
+  );
   const duplicates = new Map<string, DuplicateWarning>();
   for (const f of flags) {
     const warning = duplicateWarningOf(f);
@@ -122,6 +130,7 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     concurrencyLimit: a.concurrencyLimit,
     reported: a.rateReportedAt ? { rpm: a.reportedRpm, tpm: a.reportedTpm, at: a.rateReportedAt } : null,
     ledger: ledgers.get(a.id)!,
+    breakers: breakers.filter((b) => b.agentId === a.id),
   }));
 }
 

@@ -127,6 +127,15 @@ export default async function AgentsPage() {
                           {a.updateRequired.message}
                         </p>
                       )}
+                      {a.breakers.length > 0 && (
+                        <p role="alert" data-testid={`agent-breakers-${a.id}`} className="mt-1 max-w-sm rounded bg-red-50 px-2 py-1 text-xs text-red-800">
+                          Failing, so kept from traffic:{" "}
+                          {a.breakers
+                            .map((b) => `${b.model} (${b.state === "open" ? "circuit open" : "testing with one request"} since ${utc(b.since)})`)
+                            .join("; ")}
+                          . The hub sends it requests again once a test request succeeds; check the agent's log and the provider key.
+                        </p>
+                      )}
                       {a.duplicate && (
                         <p role="alert" data-testid={`agent-duplicate-${a.id}`} className="mt-1 max-w-sm rounded bg-amber-50 px-2 py-1 text-xs text-amber-800">
                           Another copy of this agent tried to connect at {utc(a.duplicate.at)} from {a.duplicate.address}

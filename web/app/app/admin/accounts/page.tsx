@@ -128,7 +128,18 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
                     </form>
                     {a.discountLane && <div className="text-xs text-slate-500">in the discount lane</div>}
                   </td>
-                  <td className="py-2 text-xs">{a.status}</td>
+                  <td className="py-2 text-xs">
+                    {a.status}
+                    {a.breakers.length > 0 && (
+                      <div data-testid={`agent-breakers-${a.id}`} className="mt-1 text-red-700">
+                        {a.breakers.map((b) => (
+                          <div key={`${b.gatewayId}:${b.model}`}>
+                            {b.model}: {b.state === "open" ? "circuit open" : "half-open"} on {b.gatewayId} since {utc(b.since)}
+                          </div>
+                        ))}
+                      </div>
+                    )}
+                  </td>
                   <td className="py-2 text-right">
                     {a.status !== "revoked" &&
                       (a.status === "suspended" ? (
