@@ -32,6 +32,11 @@ export interface StreamHost {
   forget(id: number): void;
   /** The stream is over: how it ended. */
   ended?(stream: AgentStream, outcome: StreamOutcome): void;
+  /**
+   * Before the provider call: may it go to the provider's endpoint (endpoint_check.ts)? Null when it may, or the
+   * RESET to refuse it with. Absent: no check (a development upstream without `--dev-resolve`).
+   */
+  checkEndpoint?(): Promise<{ code: ResetCode; reason: string } | null>;
   /** The provider answered 400: the first ERROR_BODY_BYTES_MAX bytes of its body (read as they pass, not kept). */
   providerError?(provider: string, model: string, body: string): void;
   readonly log: Log;
@@ -205,6 +210,12 @@ export class AgentStream {
 
   /** Runs the provider call to completion, reset or abort. Never throws. */
   async run(): Promise<void> {
+    const refusal = (await this.host.checkEndpoint?.()) ?? null;
+    if (this.#closed) return;
+    if (refusal) {
+      this.#reset(refusal.code, refusal.reason);
+      return;
+    }
     const headers = new Headers();
     for (const [name, value] of this.head.headers) headers.append(name, value);
     for (const [name, value] of authHeaders(this.upstream)) headers.set(name, value);

@@ -37,6 +37,7 @@ import {
   receiptAck as receiptAckSchema,
   settlementStatement as settlementSchema,
   RECEIPTS_PER_MESSAGE_MAX,
+  type EndpointReport,
   type Frame,
   type Inventory,
   type Settings,
@@ -48,7 +49,8 @@ import type { Log } from "./log.ts";
 import { connectPinned } from "./pinned_tls.ts";
 import type { PriceStore } from "./prices.ts";
 import { checkForward, type ForwardedRequest } from "./forward_rules.ts";
-import { familyOf, upstreamUrl, type Upstream } from "./providers.ts";
+import { familyOf, officialOrigin, upstreamUrl, type Upstream } from "./providers.ts";
+import type { EndpointGuard } from "./endpoint_check.ts";
 import { AgentStream, type StreamOutcome } from "./stream.ts";
 import type { StatusWriter } from "./status.ts";
 import type { ReceiptClerk } from "./receipts.ts";
@@ -84,6 +86,8 @@ export interface TunnelOptions {
   inventory: Inventory;
   concurrentStreamsMax: number;
   devOrigin: string | null;
+  /** Checks each provider call's endpoint by address (endpoint_check.ts); null: no check (development upstream). */
+  endpoints?: EndpointGuard | null;
   log: Log;
   settings?: Partial<Settings>;
   /** Stop signal: closes the tunnel after a GOAWAY and ends `run()`. */
@@ -544,6 +548,7 @@ export class Tunnel {
           if (session.draining && session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "drained");
         },
         ended: (s, outcome) => this.#streamEnded(s, outcome),
+        checkEndpoint: this.#o.endpoints ? () => this.#checkEndpoint(session, head.requestId, upstream) : undefined,
         providerError: this.#o.onProviderError,
         log: this.#o.log,
       },
@@ -561,6 +566,36 @@ export class Tunnel {
     this.#o.inventory = inventory;
     const session = this.#session;
     if (session?.state === "ready") this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(inventory)));
+  }
+
+  /**
+   * Resolves the provider's official host and checks the addresses (endpoint_check.ts). A host outside the
+   * provider's networks is refused ENDPOINT_FORBIDDEN, logged for the owner and reported to the hub once per
+   * verdict (CONTROL ENDPOINT_REPORT).
+   */
+  async #checkEndpoint(session: Session, requestId: string, upstream: Upstream): Promise<{ code: ResetCode; reason: string } | null> {
+    const host = new URL(officialOrigin(upstream)).hostname;
+    const verdict = await this.#o.endpoints!.check(upstream.provider, host);
+    switch (verdict.kind) {
+      case "allowed":
+        return null;
+      case "unresolved":
+        this.#o.log.warn("endpoint.unresolved", { requestId, host, error: verdict.error });
+        return { code: ResetCode.UPSTREAM_UNREACHABLE, reason: `cannot resolve ${host}` };
+      case "forbidden": {
+        if (verdict.fresh) {
+          this.#o.log.warn("endpoint.forbidden", {
+            requestId,
+            host,
+            outside: verdict.outside,
+            note: `${host} resolves to addresses outside ${upstream.provider}'s networks (hosts file, DNS or proxy?): calls are refused`,
+          });
+          const report: EndpointReport = { requestId, provider: upstream.provider, host, addresses: verdict.addresses, outside: verdict.outside };
+          if (session.state === "ready") this.#send(session, encodeControl(ControlKind.ENDPOINT_REPORT, jsonBytes(report)));
+        }
+        return { code: ResetCode.ENDPOINT_FORBIDDEN, reason: `${host} resolves to ${verdict.outside[0]}, outside ${upstream.provider}'s networks` };
+      }
+    }
   }
 
   /** The access log line (same requestId as the gateway's `request.end`) and today's count. */

@@ -26,6 +26,7 @@ import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
+import { ENDPOINT_FORBIDDEN, raiseEndpointForbidden } from "./risk/endpoint_forbidden.ts";
 import { ContentRules } from "./risk/content_screen.ts";
 import { Treasury } from "./ops/treasury.ts";
 import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
@@ -422,6 +423,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             void edgeReceipts
               .reportedTail(conn.agentId!, tail)
               .catch((error: unknown) => log.warn("ledger.reported_tail_failed", { agentId: conn.agentId, error })),
+          endpointReport: (conn, report) =>
+            void raiseEndpointForbidden(db, conn.agentId!, report, { sessionId: conn.sessionId, tunnelAddress: conn.remoteIp, at: new Date() }).catch(
+              (error: unknown) => log.error("risk.flag_failed", { agentId: conn.agentId, kind: ENDPOINT_FORBIDDEN, error }),
+            ),
           closed: (conn) => {
             registry.remove(conn);
             identities.forget(conn);

@@ -176,6 +176,11 @@ export const ControlKind = {
   NOTICE: 14,
   /** Hub → agent: how a stream the agent served was settled; the agent signs a receipt for it. */
   SETTLEMENT: 16,
+  /**
+   * Agent → hub: a provider host resolved to addresses outside that provider's published networks; the agent
+   * refused the call with RESET ENDPOINT_FORBIDDEN (docs/protocol.md, "Endpoint checks").
+   */
+  ENDPOINT_REPORT: 20,
 } as const;
 export type ControlKind = (typeof ControlKind)[keyof typeof ControlKind];
 

@@ -221,6 +221,22 @@ export type ReceiptAck = Infer<typeof receiptAck>;
 export const chainTail = object({ seq: count, hash: b64url(64) });
 export type ChainTailMessage = Infer<typeof chainTail>;
 
+/** Addresses an ENDPOINT_REPORT carries, the first resolved. */
+export const ENDPOINT_REPORT_ADDRESSES_MAX = 16;
+
+/** Agent → hub: the agent refused a call because the provider host resolved outside the provider's networks. */
+export const endpointReport = object({
+  requestId: id,
+  provider: oneOf(PROVIDERS),
+  /** The official host that was resolved, e.g. `api.openai.com`. */
+  host: str(253, /^[a-z0-9.-]+$/),
+  /** What it resolved to (IPv4 or IPv6 text), at most ENDPOINT_REPORT_ADDRESSES_MAX. */
+  addresses: arrayOf(str(45, /^[0-9a-fA-F.:]+$/), ENDPOINT_REPORT_ADDRESSES_MAX),
+  /** The addresses that are outside the provider's networks (a subset of `addresses`). */
+  outside: arrayOf(str(45, /^[0-9a-fA-F.:]+$/), ENDPOINT_REPORT_ADDRESSES_MAX),
+});
+export type EndpointReport = Infer<typeof endpointReport>;
+
 export const CONTROL_SCHEMAS = {
   [ControlKind.CHALLENGE]: challenge,
   [ControlKind.AUTH]: auth,
@@ -234,4 +250,5 @@ export const CONTROL_SCHEMAS = {
   [ControlKind.CLAIM]: receiptBatch,
   [ControlKind.RECEIPT_ACK]: receiptAck,
   [ControlKind.CHAIN_TAIL]: chainTail,
+  [ControlKind.ENDPOINT_REPORT]: endpointReport,
 } as const;

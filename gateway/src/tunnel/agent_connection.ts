@@ -51,6 +51,8 @@ import {
   type Settings,
   receiptBatch as receiptBatchSchema,
   chainTail as chainTailSchema,
+  endpointReport as endpointReportSchema,
+  type EndpointReport,
   type ReceiptBatch,
   type ReceiptAck,
   type ChainTailMessage,
@@ -138,6 +140,8 @@ export interface ConnectionEvents {
   receipts?(conn: AgentConnection, batch: ReceiptBatch): Promise<ReceiptAck[]>;
   /** The agent's chain tail (its answer to the hub's CHAIN_TAIL). */
   chainTail?(conn: AgentConnection, tail: ChainTailMessage): void;
+  /** The agent refused a call: its provider host resolved outside the provider's networks (CONTROL ENDPOINT_REPORT). */
+  endpointReport?(conn: AgentConnection, report: EndpointReport): void;
   closed(conn: AgentConnection): void;
 }
 
@@ -567,6 +571,18 @@ export class AgentConnection {
         } catch (error) {
           this.close(CloseCode.PROTOCOL_ERROR, `bad chain tail: ${(error as Error).message}`);
         }
+        return;
+      }
+      case ControlKind.ENDPOINT_REPORT: {
+        let report: EndpointReport;
+        try {
+          report = parseJson(endpointReportSchema, body);
+        } catch (error) {
+          this.close(CloseCode.PROTOCOL_ERROR, `bad endpoint report: ${(error as Error).message}`);
+          return;
+        }
+        this.log.warn("tunnel.endpoint_forbidden", { agentId: this.agentId, requestId: report.requestId, host: report.host, outside: report.outside });
+        this.events.endpointReport?.(this, report);
         return;
       }
       case ControlKind.SETTLEMENT:
