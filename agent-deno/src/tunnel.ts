@@ -37,6 +37,8 @@ import {
   receiptAck as receiptAckSchema,
   settlementStatement as settlementSchema,
   RECEIPTS_PER_MESSAGE_MAX,
+  egressProbe,
+  type EgressProbe,
   type EndpointReport,
   type Frame,
   type Inventory,
@@ -51,6 +53,7 @@ import type { PriceStore } from "./prices.ts";
 import { checkForward, type ForwardedRequest } from "./forward_rules.ts";
 import { familyOf, officialOrigin, upstreamUrl, type Upstream } from "./providers.ts";
 import type { EndpointGuard } from "./endpoint_check.ts";
+import { pemOf, runEgressProbe } from "./egress_probe.ts";
 import { AgentStream, type StreamOutcome } from "./stream.ts";
 import type { StatusWriter } from "./status.ts";
 import type { ReceiptClerk } from "./receipts.ts";
@@ -133,6 +136,8 @@ interface Session {
   lastFrameAt: number;
   heartbeatTimeoutMs: number;
   draining: boolean;
+  /** The hub's certificate (PEM) as the pinned connection saw it: what the egress probe's fetch trusts. */
+  hubCertPem: string | null;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -225,6 +230,7 @@ export class Tunnel {
     const { identity, log } = this.#o;
     const origin = new URL(identity.hubUrl);
     const socket = await connectPinned(origin, identity.pins);
+    const hubCert = (socket.getPeerCertificate(false) as { raw?: Uint8Array } | null)?.raw;
     // The transport is the pinned TLS socket handed over by createConnection; the ws:// scheme only stops
     // ws from opening a TLS connection (and consulting the system CA store) of its own.
     const wsUrl = `ws://${origin.host}${TUNNEL_PATH}`;
@@ -250,6 +256,7 @@ export class Tunnel {
       lastFrameAt: Date.now(),
       heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS_DEFAULT,
       draining: false,
+      hubCertPem: hubCert && hubCert.length > 0 ? pemOf(hubCert) : null,
     };
     this.#session = session;
     return await new Promise<number>((resolve) => {
@@ -411,6 +418,10 @@ export class Tunnel {
           this.#onUpdateAvailable(session, frame.body);
           return;
         }
+        if (frame.kind === ControlKind.EGRESS_PROBE) {
+          this.#onEgressProbe(session, frame.body);
+          return;
+        }
         if (frame.kind === ControlKind.SETTLEMENT || frame.kind === ControlKind.RECEIPT_ACK || frame.kind === ControlKind.CHAIN_TAIL) {
           this.#onLedgerControl(session, frame.kind, frame.body);
           return;
@@ -566,6 +577,23 @@ export class Tunnel {
     this.#o.inventory = inventory;
     const session = this.#session;
     if (session?.state === "ready") this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(inventory)));
+  }
+
+  /** The hub asks where this agent's provider calls leave from: call its echo and answer (egress_probe.ts). */
+  #onEgressProbe(session: Session, body: Uint8Array): void {
+    let probe: EgressProbe;
+    try {
+      probe = parseJson(egressProbe, body);
+    } catch (error) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, `bad egress probe: ${(error as Error).message}`);
+      return;
+    }
+    if (!session.hubCertPem) return;
+    void runEgressProbe(new URL(this.#o.identity.hubUrl).origin, session.hubCertPem, probe.nonce).then(({ answer, error }) => {
+      if (error) this.#o.log.warn("egress.echo_failed", { error });
+      else this.#o.log.info("egress.echo", { address: answer.address });
+      if (session.state === "ready") this.#send(session, encodeControl(ControlKind.EGRESS_PROBE, jsonBytes(answer)));
+    });
   }
 
   /**

@@ -237,6 +237,22 @@ export const endpointReport = object({
 });
 export type EndpointReport = Infer<typeof endpointReport>;
 
+/** The hub's egress echo endpoint on its agent listener (docs/protocol.md, "Egress probes"). */
+export const EGRESS_ECHO_PATH = "/agent/v1/egress-echo";
+const nonce = str(64, /^[A-Za-z0-9_-]{16,64}$/);
+const ipAddress = str(45, /^[0-9a-fA-F.:]+$/);
+
+/** Hub → agent: call the echo endpoint with this nonce through the client provider calls use. */
+export const egressProbe = object({ nonce });
+export type EgressProbe = Infer<typeof egressProbe>;
+
+/** Agent → hub: the address the echo said it saw (`null`: the echo call failed), for the probe's nonce. */
+export const egressProbeAnswer = object({ nonce, address: nullable(ipAddress) });
+export type EgressProbeAnswer = Infer<typeof egressProbeAnswer>;
+
+/** The echo endpoint's answer. */
+export const egressEcho = object({ address: ipAddress });
+
 export const CONTROL_SCHEMAS = {
   [ControlKind.CHALLENGE]: challenge,
   [ControlKind.AUTH]: auth,
@@ -251,4 +267,6 @@ export const CONTROL_SCHEMAS = {
   [ControlKind.RECEIPT_ACK]: receiptAck,
   [ControlKind.CHAIN_TAIL]: chainTail,
   [ControlKind.ENDPOINT_REPORT]: endpointReport,
+  /** Hub → agent; the agent's answer on the same kind is `egressProbeAnswer`. */
+  [ControlKind.EGRESS_PROBE]: egressProbe,
 } as const;

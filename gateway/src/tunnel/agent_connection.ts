@@ -52,6 +52,8 @@ import {
   receiptBatch as receiptBatchSchema,
   chainTail as chainTailSchema,
   endpointReport as endpointReportSchema,
+  egressProbeAnswer as egressProbeAnswerSchema,
+  type EgressProbeAnswer,
   type EndpointReport,
   type ReceiptBatch,
   type ReceiptAck,
@@ -142,6 +144,8 @@ export interface ConnectionEvents {
   chainTail?(conn: AgentConnection, tail: ChainTailMessage): void;
   /** The agent refused a call: its provider host resolved outside the provider's networks (CONTROL ENDPOINT_REPORT). */
   endpointReport?(conn: AgentConnection, report: EndpointReport): void;
+  /** The agent's answer to an egress probe: the address the hub's echo told it (CONTROL EGRESS_PROBE). */
+  egressAnswer?(conn: AgentConnection, answer: EgressProbeAnswer): void;
   closed(conn: AgentConnection): void;
 }
 
@@ -305,6 +309,11 @@ export class AgentConnection {
       });
       this.send(encodePing(data));
     });
+  }
+
+  /** Asks the agent to call the egress echo with this nonce (CONTROL EGRESS_PROBE). */
+  sendEgressProbe(nonce: string): void {
+    this.#sendControl(ControlKind.EGRESS_PROBE, { nonce });
   }
 
   #sendControl(kind: number, body: unknown): void {
@@ -583,6 +592,17 @@ export class AgentConnection {
         }
         this.log.warn("tunnel.endpoint_forbidden", { agentId: this.agentId, requestId: report.requestId, host: report.host, outside: report.outside });
         this.events.endpointReport?.(this, report);
+        return;
+      }
+      case ControlKind.EGRESS_PROBE: {
+        let answer: EgressProbeAnswer;
+        try {
+          answer = parseJson(egressProbeAnswerSchema, body);
+        } catch (error) {
+          this.close(CloseCode.PROTOCOL_ERROR, `bad egress probe answer: ${(error as Error).message}`);
+          return;
+        }
+        this.events.egressAnswer?.(this, answer);
         return;
       }
       case ControlKind.SETTLEMENT:
