@@ -6,6 +6,7 @@
 import http from "node:http";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
+import { track } from "./tcp_proxy.ts";
 
 export interface ConnectProxy {
   /** `http://127.0.0.1:PORT`, for HTTPS_PROXY. */
@@ -29,16 +30,7 @@ export async function startConnectProxy(outgoingAddress: string): Promise<Connec
       upstream.pipe(client);
       client.pipe(upstream);
     });
-    open.add(client);
-    open.add(upstream);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      open.delete(client);
-      open.delete(upstream);
-    };
-    upstream.on("error", drop).on("close", drop);
-    client.on("error", drop).on("close", drop);
+    track(open, client, upstream);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
