@@ -5,11 +5,14 @@
  * Agents whose provider-call client goes through a proxy (HTTPS_PROXY) that dials out from 127.0.0.2 — another
  * address on Linux's loopback — are flagged `egress_mismatch` (tunnel 127.0.0.1, egress 127.0.0.2); with the
  * hub allowing one owner per egress address, the second owner behind that proxy is flagged `shared_egress`.
+ * The three agents hold the same provider keys (the harness's test keys): each owner after the first is flagged
+ * `key_fingerprint_reuse` when its agent reports its key fingerprints.
  */
 import { rm } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
+import { KEY_FINGERPRINT_REUSE, type KeyReuseEvidence } from "../../gateway/src/risk/key_reuse.ts";
 import { EGRESS_MISMATCH, SHARED_EGRESS, type EgressMismatchEvidence, type SharedEgressEvidence } from "../../gateway/src/risk/egress.ts";
 import { startConnectProxy, type ConnectProxy } from "./connect_proxy.ts";
 import {
@@ -34,6 +37,8 @@ let mock: MockProvider;
 let gateway: GatewayProc;
 let proxy: ConnectProxy;
 const procs: Proc[] = [];
+/** Owners and agents in the order they were started. */
+const started: { ownerId: string; agentId: string }[] = [];
 const dirs: string[] = [];
 
 /** Enrolls an agent for a new owner and starts it (with HTTPS_PROXY when given); resolves once it is ready. */
@@ -45,6 +50,7 @@ async function startOwnerAgent(httpsProxy: string | null): Promise<{ ownerId: st
   const proc = startAgentLauncher(dataDir, { devUpstream: mock.origin, env: httpsProxy ? { HTTPS_PROXY: httpsProxy } : {} });
   procs.push(proc);
   await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
+  started.push({ ownerId, agentId });
   return { ownerId, agentId };
 }
 
@@ -127,5 +133,24 @@ describe("egress probes", () => {
     expect(evidence.owners).toHaveLength(2);
     expect(evidence.owners[1]).toBe(ownerId);
     expect(first.agentId).not.toBe(agentId);
+  });
+
+  it("the same provider key behind agents of several owners is flagged on each owner after the first", async () => {
+    await waitFor(async () => (await flags(KEY_FINGERPRINT_REUSE)).length === started.length - 1, 10_000);
+    const raised = await flags(KEY_FINGERPRINT_REUSE);
+    expect(raised.map((f) => f.subject).sort()).toEqual(
+      started
+        .slice(1)
+        .map((s) => `user:${s.ownerId}`)
+        .sort(),
+    );
+    const last = raised.find((f) => f.subject === `user:${started.at(-1)!.ownerId}`)!.evidence as KeyReuseEvidence;
+    expect(last.crossOwner).toBe(true);
+    expect(last.agentId).toBe(started.at(-1)!.agentId);
+    expect(last.others.map((o) => o.agentId)).toEqual(started.slice(0, -1).map((s) => s.agentId));
+    // Fingerprints only: never a key.
+    expect(last.fingerprints.length).toBeGreaterThan(0);
+    expect(last.fingerprints.every((f) => /^kfp_[0-9a-f]{32}$/.test(f))).toBe(true);
+    expect(JSON.stringify(raised)).not.toContain("sk-");
   });
 });

@@ -28,6 +28,7 @@ import { Meter } from "./billing/meter.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
 import { ENDPOINT_FORBIDDEN, raiseEndpointForbidden } from "./risk/endpoint_forbidden.ts";
 import { EgressProbes, plainAddress } from "./risk/egress.ts";
+import { checkKeyReuse, KEY_FINGERPRINT_REUSE } from "./risk/key_reuse.ts";
 import { ContentRules } from "./risk/content_screen.ts";
 import { Treasury } from "./ops/treasury.ts";
 import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
@@ -428,6 +429,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             knownCache = null;
             registry.reindex(conn);
             directory.inventory(conn.agentId!, inventory);
+            const owner = registry.profile(conn.agentId!)?.ownerId;
+            if (owner)
+              void checkKeyReuse(db, { id: conn.agentId!, ownerId: owner }, inventory.keyFingerprints).catch((error: unknown) =>
+                log.error("risk.flag_failed", { agentId: conn.agentId, kind: KEY_FINGERPRINT_REUSE, error }),
+              );
           },
           priceAck: (conn, ver) => directory.priceAck(conn.agentId!, ver),
           receipts: async (conn, batch) => {

@@ -13,7 +13,7 @@ let database: TestDatabase;
 let probes: EgressProbes;
 beforeAll(async () => {
   database = await createTestDatabase();
-  probes = new EgressProbes({ db: database.db, log: createLogger("error"), ownersPerAddressMax: 2 });
+  probes = new EgressProbes({ db: database.db, log: createLogger({}, "error"), ownersPerAddressMax: 2 });
 }, 60_000);
 afterAll(async () => {
   await database?.drop();
