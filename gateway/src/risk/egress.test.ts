@@ -38,7 +38,11 @@ describe("egress probes", () => {
     await probes.answer("agt_liar", { nonce, address: "203.0.113.50" });
     const flag = await flagOf(EGRESS_MISMATCH, "agent:agt_liar");
     expect(flag?.severity).toBe(2);
-    expect(flag?.evidence as EgressMismatchEvidence).toMatchObject({ echoAddress: "198.51.100.7", reportedAddress: "203.0.113.50", problems: ["report_differs_from_echo"] });
+    expect(flag?.evidence as EgressMismatchEvidence).toMatchObject({
+      echoAddress: "198.51.100.7",
+      reportedAddress: "203.0.113.50",
+      problems: ["report_differs_from_echo"],
+    });
   });
 
   it("flags an answer whose echo the hub never saw, and a failed echo at low severity", async () => {
@@ -64,7 +68,8 @@ describe("egress probes", () => {
     expect(await flagOf(EGRESS_MISMATCH, "agent:agt_once")).toBeNull();
     // A probe older than the echo window takes no echo.
     const old = await start("agt_old");
-    await database.db.$executeRaw`UPDATE egress_probes SET created_at = now() - make_interval(secs => ${EGRESS_ECHO_WINDOW_MS / 1000 + 1}) WHERE nonce = ${old}`;
+    await database.db
+      .$executeRaw`UPDATE egress_probes SET created_at = now() - make_interval(secs => ${EGRESS_ECHO_WINDOW_MS / 1000 + 1}) WHERE nonce = ${old}`;
     expect(await probes.echo(old, "198.51.100.20")).toBe(false);
   });
 
