@@ -19,7 +19,7 @@ afterAll(async () => {
 async function agentOf(ownerId: string, keyFingerprints: string[], status: "active" | "revoked" = "active"): Promise<string> {
   await database.db.user.upsert({ where: { id: ownerId }, create: { id: ownerId, email: `${ownerId}@owner.test`, isOwner: true }, update: {} });
   const id = newId("agt");
-  await database.db.agent.create({ data: { id, ownerId, name: id, publicKey: newId("pk"), keyFingerprints, status } });
+  await database.db.agent.create({ data: { id, ownerId, name: id, publicKey: `pk_${id}`, keyFingerprints, status } });
   return id;
 }
 
