@@ -6,7 +6,7 @@
  *
  *   ./wellspring-agent enroll --hub https://HOST:PORT --pin sha256/… --token wse_… [--name N] [--data DIR]
  *       deno run --allow-read=<data> --allow-write=<data> --allow-run=<deno> launch.ts enroll … --data <data>
- *   ./wellspring-agent start [--data DIR] [--dev-upstream http://127.0.0.1:PORT]
+ *   ./wellspring-agent start [--data DIR] [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]…]
  *       deno run --allow-read=<data> --allow-write=<data>/state,<data>/releases --allow-run=<deno> launch.ts start …
  *   ./wellspring-agent status [--data DIR] [--json]
  *       deno run --allow-read=<data> launch.ts status …
@@ -167,7 +167,14 @@ async function removeStaging(dataDir: string): Promise<void> {
 
 async function startCommand(args: string[], dataDir: string): Promise<number> {
   const devUpstream = flag(args, "dev-upstream");
-  const serveArgs = ["serve", "--data", dataDir, ...(devUpstream === undefined ? [] : ["--dev-upstream", devUpstream])];
+  const serveArgs = [
+    "serve",
+    "--data",
+    dataDir,
+    ...(devUpstream === undefined ? [] : ["--dev-upstream", devUpstream]),
+    // Development answers for the endpoint check (src/endpoint_check.ts); the agent refuses them without --dev-upstream.
+    ...flags(args, "dev-resolve").flatMap((spec) => ["--dev-resolve", spec]),
+  ];
   const policy = new RestartPolicy();
   let stopping = false;
   let child: Deno.ChildProcess | null = null;

@@ -1,6 +1,6 @@
 /**
  * The agent process. Started by launch.ts with the narrowest permissions (see permissions.ts):
- *   deno run … src/main.ts serve --data <dir> [--dev-upstream http://127.0.0.1:PORT]
+ *   deno run … src/main.ts serve --data <dir> [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]…]
  *   deno run … src/main.ts enroll --data <dir> --hub https://… --pin sha256/… --token wse_… [--name N]
  * It exits with a code from exit_codes.ts, so the launcher knows whether a restart can help.
  */
@@ -14,6 +14,7 @@ import { createLog } from "./log.ts";
 import { stateDir } from "./permissions.ts";
 import { PriceStore } from "./prices.ts";
 import { checkDevOrigin, EndpointError, keyFingerprint } from "./providers.ts";
+import { EndpointGuard, parseDevResolve, staticResolver } from "./endpoint_check.ts";
 import { FatalTunnelError, Tunnel, UpdateRequiredError } from "./tunnel.ts";
 import { SHARED_POOL } from "./upstream_http.ts";
 import { AGENT_VERSION } from "./version.ts";
@@ -41,13 +42,20 @@ function flags(args: string[], name: string): string[] {
 }
 
 /** Serves until stopped. `devUpstream` (tests and demos only) sends provider calls to a loopback origin. */
-async function serve(dataDir: string, devUpstream: string | undefined): Promise<void> {
+async function serve(dataDir: string, devUpstream: string | undefined, devResolve: string[]): Promise<void> {
   const config = await loadConfig(dataDir);
   const log = createLog(config.logLevel);
   const identity = await loadIdentity(dataDir);
   const privateKey = await importAgentPrivateKey(await loadPrivateKey(dataDir));
   const upstreams = resolveUpstreams(config);
   const devOrigin = devUpstream === undefined ? null : checkDevOrigin(devUpstream);
+  if (devResolve.length > 0 && !devOrigin) throw new UsageError("--dev-resolve is for development only: it needs --dev-upstream");
+  // Production checks every provider host by address; a development upstream only when given answers to check.
+  const endpoints = !devOrigin
+    ? new EndpointGuard()
+    : devResolve.length > 0
+      ? new EndpointGuard({ resolver: staticResolver(parseDevResolve(devResolve)) })
+      : null;
   if (devOrigin)
     log.warn("agent.dev_upstream", { origin: devOrigin, note: "DEVELOPMENT MODE: provider calls go to this loopback origin, not the official APIs" });
   const inventory: Inventory = {
@@ -83,6 +91,7 @@ async function serve(dataDir: string, devUpstream: string | undefined): Promise<
       onProviderError: (provider, model, body) => windows.learnFromError(provider, model, body),
       concurrentStreamsMax: config.concurrentStreamsMax,
       devOrigin,
+      endpoints,
       log,
       signal: stop.signal,
       prices,
@@ -117,7 +126,7 @@ if (import.meta.main) {
   const dataDir = flag(args, "data") ?? "./data";
   try {
     if (command === "serve") {
-      await serve(dataDir, flag(args, "dev-upstream"));
+      await serve(dataDir, flag(args, "dev-upstream"), flags(args, "dev-resolve"));
       Deno.exit(ExitCode.OK); // signal listeners and the drain timer would otherwise keep the process alive
     } else if (command === "enroll") {
       const hub = flag(args, "hub");

@@ -3,6 +3,7 @@
  *
  *   enroll: --allow-net=<hub> --allow-read=<data> --allow-write=<data>
  *   serve:  --allow-net=<hub>,<official provider hosts>[,<dev origin>] --allow-read=<data>
+ *           (a provider host is granted without a port: resolving it, for the endpoint check, needs that)
  *           --allow-write=<data>/state --allow-env=<the key variables named in config.json>
  *
  * The serving agent can read its identity and configuration but write only its state folder: the files
@@ -42,7 +43,8 @@ export interface ServeInputs {
 }
 
 export function servePermissions(i: ServeInputs): string[] {
-  const net = [hubNetPermission(i.hubOrigin), ...upstreamHosts(i.config.upstreams)];
+  // Deno checks a name lookup (endpoint_check.ts) against the bare host name, so the provider hosts go in without a port.
+  const net = [hubNetPermission(i.hubOrigin), ...upstreamHosts(i.config.upstreams).map((h) => h.replace(/:443$/, ""))];
   if (i.devOrigin) {
     const dev = new URL(i.devOrigin);
     net.push(`${dev.hostname}:${dev.port || (dev.protocol === "https:" ? "443" : "80")}`);

@@ -11,14 +11,14 @@ const config = parseConfig({
 
 Deno.test("permissions: the serving agent reaches the hub and the official hosts, reads its data, writes only its state", () => {
   assert.deepEqual(servePermissions({ dataDir: "/srv/agent/data", hubOrigin: "https://hub.example.com:8788", config, devOrigin: null }), [
-    "--allow-net=hub.example.com:8788,api.openai.com:443,contoso.openai.azure.com:443",
+    "--allow-net=hub.example.com:8788,api.openai.com,contoso.openai.azure.com",
     "--allow-read=/srv/agent/data",
     "--allow-write=/srv/agent/data/state",
     "--allow-env=WS_NO_BUFFER_UTIL,WS_NO_UTF_8_VALIDATE,OPENAI_API_KEY",
   ]);
   assert.equal(
     servePermissions({ dataDir: "/d", hubOrigin: "https://hub.example.com", config, devOrigin: "http://127.0.0.1:9999" })[0],
-    "--allow-net=hub.example.com:443,api.openai.com:443,contoso.openai.azure.com:443,127.0.0.1:9999",
+    "--allow-net=hub.example.com:443,api.openai.com,contoso.openai.azure.com,127.0.0.1:9999",
   );
   assert.deepEqual(enrollPermissions("/d", "https://[::1]:8788"), [
     "--allow-net=[::1]:8788",

@@ -50,6 +50,11 @@ export interface StreamHost {
    * governor reads its rate-limit headers).
    */
   providerResponse?(stream: AgentStream, status: number, header: (name: string) => string | null): void;
+  /**
+   * Before the provider call: may it go to the provider's endpoint (endpoint_check.ts)? Null when it may, or the
+   * RESET to refuse it with. Absent: no check (a development upstream without `--dev-resolve`).
+   */
+  checkEndpoint?(): Promise<{ code: ResetCode; reason: string } | null>;
   /** The provider answered 400: the first ERROR_BODY_BYTES_MAX bytes of its body (read as they pass, not kept). */
   providerError?(provider: string, model: string, body: string): void;
   /** Keep-alive connections to the providers (one pool per agent process unless a test brings its own). */
@@ -238,6 +243,12 @@ export class AgentStream {
 
   /** Runs the provider call to completion, reset or abort. Never throws. */
   async run(): Promise<void> {
+    const refusal = (await this.host.checkEndpoint?.()) ?? null;
+    if (this.#closed) return;
+    if (refusal) {
+      this.#reset(refusal.code, refusal.reason);
+      return;
+    }
     const { origin, target } = splitUrl(this.url);
     const own: [string, string][] = authHeaders(this.upstream);
     if (this.upstream.provider === "anthropic" && !this.head.headers.some(([n]) => n === "anthropic-version")) own.push(["anthropic-version", "2023-06-01"]);

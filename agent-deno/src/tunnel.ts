@@ -37,6 +37,9 @@ import {
   receiptAck as receiptAckSchema,
   settlementStatement as settlementSchema,
   RECEIPTS_PER_MESSAGE_MAX,
+  egressProbe,
+  type EgressProbe,
+  type EndpointReport,
   type Frame,
   type Inventory,
   type Settings,
@@ -50,7 +53,9 @@ import type { Log } from "./log.ts";
 import { connectPinned } from "./pinned_tls.ts";
 import type { PriceStore } from "./prices.ts";
 import { checkForward, type ForwardedRequest } from "./forward_rules.ts";
-import { familyOf, upstreamUrl, type Upstream } from "./providers.ts";
+import { familyOf, officialOrigin, upstreamUrl, type Upstream } from "./providers.ts";
+import type { EndpointGuard } from "./endpoint_check.ts";
+import { pemOf, runEgressProbe } from "./egress_probe.ts";
 import { AgentStream, type StreamOutcome } from "./stream.ts";
 import { RateGovernor, type RateTicket } from "./rate_governor.ts";
 import type { StatusWriter } from "./status.ts";
@@ -90,6 +95,8 @@ export interface TunnelOptions {
   inventory: Inventory;
   concurrentStreamsMax: number;
   devOrigin: string | null;
+  /** Checks each provider call's endpoint by address (endpoint_check.ts); null: no check (development upstream). */
+  endpoints?: EndpointGuard | null;
   log: Log;
   settings?: Partial<Settings>;
   /** Stop signal: closes the tunnel after a GOAWAY and ends `run()`. */
@@ -137,6 +144,8 @@ interface Session {
   lastFrameAt: number;
   heartbeatTimeoutMs: number;
   draining: boolean;
+  /** The hub's certificate (PEM) as the pinned connection saw it: what the egress probe's fetch trusts. */
+  hubCertPem: string | null;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -235,6 +244,7 @@ export class Tunnel {
     const { identity, log } = this.#o;
     const origin = new URL(identity.hubUrl);
     const socket = await connectPinned(origin, identity.pins);
+    const hubCert = (socket.getPeerCertificate(false) as { raw?: Uint8Array } | null)?.raw;
     // The transport is the pinned TLS socket handed over by createConnection; the ws:// scheme only stops
     // ws from opening a TLS connection (and consulting the system CA store) of its own.
     const wsUrl = `ws://${origin.host}${TUNNEL_PATH}`;
@@ -260,6 +270,7 @@ export class Tunnel {
       lastFrameAt: Date.now(),
       heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS_DEFAULT,
       draining: false,
+      hubCertPem: hubCert && hubCert.length > 0 ? pemOf(hubCert) : null,
     };
     this.#session = session;
     return await new Promise<number>((resolve) => {
@@ -425,6 +436,10 @@ export class Tunnel {
         }
         if (frame.kind === ControlKind.CONFIG) {
           this.#onConfig(session, frame.body);
+          return;
+        }
+        if (frame.kind === ControlKind.EGRESS_PROBE) {
+          this.#onEgressProbe(session, frame.body);
           return;
         }
         if (frame.kind === ControlKind.SETTLEMENT || frame.kind === ControlKind.RECEIPT_ACK || frame.kind === ControlKind.CHAIN_TAIL) {
@@ -628,6 +643,7 @@ export class Tunnel {
           if (ticket) this.#rate.observe(ticket, status, header);
           this.#reportRate(session);
         },
+        checkEndpoint: this.#o.endpoints ? () => this.#checkEndpoint(session, head.requestId, upstream) : undefined,
         providerError: this.#o.onProviderError,
         log: this.#o.log,
       },
@@ -646,6 +662,53 @@ export class Tunnel {
     this.#o.inventory = inventory;
     const session = this.#session;
     if (session?.state === "ready") this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(inventory)));
+  }
+
+  /** The hub asks where this agent's provider calls leave from: call its echo and answer (egress_probe.ts). */
+  #onEgressProbe(session: Session, body: Uint8Array): void {
+    let probe: EgressProbe;
+    try {
+      probe = parseJson(egressProbe, body);
+    } catch (error) {
+      this.#close(session, CloseCode.PROTOCOL_ERROR, `bad egress probe: ${(error as Error).message}`);
+      return;
+    }
+    if (!session.hubCertPem) return;
+    void runEgressProbe(new URL(this.#o.identity.hubUrl).origin, session.hubCertPem, probe.nonce).then(({ answer, error }) => {
+      if (error) this.#o.log.warn("egress.echo_failed", { error });
+      else this.#o.log.info("egress.echo", { address: answer.address });
+      if (session.state === "ready") this.#send(session, encodeControl(ControlKind.EGRESS_PROBE, jsonBytes(answer)));
+    });
+  }
+
+  /**
+   * Resolves the provider's official host and checks the addresses (endpoint_check.ts). A host outside the
+   * provider's networks is refused ENDPOINT_FORBIDDEN, logged for the owner and reported to the hub once per
+   * verdict (CONTROL ENDPOINT_REPORT).
+   */
+  async #checkEndpoint(session: Session, requestId: string, upstream: Upstream): Promise<{ code: ResetCode; reason: string } | null> {
+    const host = new URL(officialOrigin(upstream)).hostname;
+    const verdict = await this.#o.endpoints!.check(upstream.provider, host);
+    switch (verdict.kind) {
+      case "allowed":
+        return null;
+      case "unresolved":
+        this.#o.log.warn("endpoint.unresolved", { requestId, host, error: verdict.error });
+        return { code: ResetCode.UPSTREAM_UNREACHABLE, reason: `cannot resolve ${host}` };
+      case "forbidden": {
+        if (verdict.fresh) {
+          this.#o.log.warn("endpoint.forbidden", {
+            requestId,
+            host,
+            outside: verdict.outside,
+            note: `${host} resolves to addresses outside ${upstream.provider}'s networks (hosts file, DNS or proxy?): calls are refused`,
+          });
+          const report: EndpointReport = { requestId, provider: upstream.provider, host, addresses: verdict.addresses, outside: verdict.outside };
+          if (session.state === "ready") this.#send(session, encodeControl(ControlKind.ENDPOINT_REPORT, jsonBytes(report)));
+        }
+        return { code: ResetCode.ENDPOINT_FORBIDDEN, reason: `${host} resolves to ${verdict.outside[0]}, outside ${upstream.provider}'s networks` };
+      }
+    }
   }
 
   /** The access log line (same requestId as the gateway's `request.end`) and today's count. */

@@ -279,10 +279,15 @@ export async function enrollWithToken(
 
 /**
  * Starts an agent as an owner does (`./wellspring-agent start`), with `--dev-upstream` when given (provider
- * calls then go to that loopback origin, e.g. the mock provider). Does not wait for it to connect.
+ * calls then go to that loopback origin, e.g. the mock provider) and `--dev-resolve HOST=IP,…` for each
+ * `devResolve` entry (what the endpoint check sees the provider hosts resolve to). Does not wait for it to connect.
  */
-export function startAgentLauncher(dataDir: string, opts: { devUpstream?: string; env?: Record<string, string> } = {}): Proc {
-  return startProc(AGENT_LAUNCHER, ["start", "--data", dataDir, ...(opts.devUpstream ? ["--dev-upstream", opts.devUpstream] : [])], {
+export function startAgentLauncher(
+  dataDir: string,
+  opts: { devUpstream?: string; devResolve?: Record<string, string[]>; env?: Record<string, string> } = {},
+): Proc {
+  const resolve = Object.entries(opts.devResolve ?? {}).flatMap(([host, addresses]) => ["--dev-resolve", `${host}=${addresses.join(",")}`]);
+  return startProc(AGENT_LAUNCHER, ["start", "--data", dataDir, ...(opts.devUpstream ? ["--dev-upstream", opts.devUpstream] : []), ...resolve], {
     cwd: join(ROOT, "agent-deno"),
     env: { TEST_OPENAI_KEY: "sk-test-owner-openai-key-123", ...opts.env },
   });

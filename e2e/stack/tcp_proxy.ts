@@ -18,6 +18,20 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
+/** Keeps both ends of a proxied connection in `open` until either closes or fails; then destroys both. */
+export function track(open: Set<net.Socket>, client: net.Socket, upstream: net.Socket): void {
+  open.add(client);
+  open.add(upstream);
+  const drop = () => {
+    client.destroy();
+    upstream.destroy();
+    open.delete(client);
+    open.delete(upstream);
+  };
+  client.on("error", drop).on("close", drop);
+  upstream.on("error", drop).on("close", drop);
+}
+
 export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
   const open = new Set<net.Socket>();
   let cut = false;
@@ -28,16 +42,7 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       return;
     }
     const upstream = net.connect(current.port, current.host);
-    open.add(client);
-    open.add(upstream);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      open.delete(client);
-      open.delete(upstream);
-    };
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
+    track(open, client, upstream);
     client.pipe(upstream);
     upstream.pipe(client);
   });

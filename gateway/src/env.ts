@@ -10,6 +10,7 @@ import { KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT } from "./api/key_filter.ts";
 import { ARCHIVE_AFTER_DAYS_DEFAULT, ARCHIVE_AFTER_DAYS_MIN, ARCHIVE_BATCH_ROWS_DEFAULT, ARCHIVE_PART_ROWS_DEFAULT } from "./archive/archiver.ts";
 import { archiveConfigFromEnv } from "./archive/config.ts";
 import { DEFAULT_BREAKER_OPTIONS, DEFAULT_FAILOVER_LIMITS } from "./routing/mod.ts";
+import { EGRESS_OWNERS_PER_ADDRESS_MAX_DEFAULT } from "./risk/egress.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 const positive = (def: number) => z.coerce.number().int().positive().default(def);
@@ -84,6 +85,8 @@ const schema = z.object({
     .max(AUTH_TIMEOUT_MS - 1_000)
     .default(PRESENCE_PROBE_TIMEOUT_MS_DEFAULT),
   BILLING_ENABLED: z.enum(["0", "1", "false", "true"]).default("1"),
+  /** Owner accounts that may share one agent egress address (gateway/src/risk/egress.ts) before each further one is flagged. */
+  EGRESS_OWNERS_PER_ADDRESS_MAX: int(EGRESS_OWNERS_PER_ADDRESS_MAX_DEFAULT),
   /** Development mode: admit agents whose provider calls go to a development upstream (tests, the demo). Off by default. */
   HUB_DEVELOPMENT: z.enum(["0", "1", "false", "true"]).default("0"),
   BILLING_DEFAULT_MAX_OUTPUT_TOKENS: int(32_768),
@@ -176,6 +179,7 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
       },
     },
     adminToken: env.ADMIN_TOKEN,
+    egressOwnersPerAddressMax: env.EGRESS_OWNERS_PER_ADDRESS_MAX,
     adminAuth: { failuresMax: env.ADMIN_AUTH_FAILURES_MAX, windowMs: env.ADMIN_AUTH_WINDOW_MS, blockMs: env.ADMIN_AUTH_BLOCK_MS },
     chainTailIntervalMs: env.LEDGER_TAIL_INTERVAL_MS,
     keyFilter: { missLookupsPerSecond: env.KEY_FILTER_MISS_LOOKUPS_PER_S, rebuildIntervalMs: env.KEY_FILTER_REBUILD_INTERVAL_MS },

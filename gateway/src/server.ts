@@ -8,7 +8,7 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { WebSocketServer } from "ws";
-import { FRAME_BYTES_MAX, toBase64Url, type ApiFamily } from "@wellspring/protocol";
+import { EGRESS_ECHO_PATH, FRAME_BYTES_MAX, toBase64Url, type ApiFamily } from "@wellspring/protocol";
 import { dirname, join } from "node:path";
 import { publishHubEndpoint, type Db } from "@wellspring/db/core";
 import { GatewayError } from "./errors.ts";
@@ -26,6 +26,9 @@ import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
+import { ENDPOINT_FORBIDDEN, raiseEndpointForbidden } from "./risk/endpoint_forbidden.ts";
+import { EgressProbes, plainAddress } from "./risk/egress.ts";
+import { checkKeyReuse, KEY_FINGERPRINT_REUSE } from "./risk/key_reuse.ts";
 import { ContentRules } from "./risk/content_screen.ts";
 import { Treasury } from "./ops/treasury.ts";
 import { SETTLEMENT_CODEC, SettlementBatcher, type SpooledSettlement } from "./billing/settlement_batcher.ts";
@@ -118,6 +121,8 @@ export interface GatewayOptions {
   adminToken?: string;
   /** Throttling of wrong admin tokens per client address. */
   adminAuth?: Partial<FailureThrottleOptions>;
+  /** Owner accounts that may share one agent egress address before each further one is flagged (risk/egress.ts). */
+  egressOwnersPerAddressMax?: number;
   /** The in-memory filter of issued keys: lookups allowed per second for keys it does not hold, rebuild interval. */
   keyFilter?: { missLookupsPerSecond?: number; rebuildIntervalMs?: number };
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
@@ -239,6 +244,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   tailTimer.unref();
   const releases = new AgentReleases(db, log);
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.
+  const egress = new EgressProbes({ db, log, ownersPerAddressMax: opts.egressOwnersPerAddressMax });
   const identities = new IdentityGuard({
     db,
     gatewayId: opts.gatewayId,
@@ -434,7 +440,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const agentRoutes = new Router("agent_listener", log, () => "openai")
     .on(`POST ${ENROLL_PATH}`, ({ req, res }) => handleEnroll(req, res, db, opts.hubId))
     .under(RELEASES_PATH, async ({ req, res, url }) => void (await releases.handle(req, res, url.pathname)))
-    .on("GET /agent/v1/healthz", ({ res }) => json(res, 200, { ok: true, hubId: opts.hubId }));
+    .on("GET /agent/v1/healthz", ({ res }) => json(res, 200, { ok: true, hubId: opts.hubId }))
+    // The egress echo: the address this request came from, for the probe whose nonce it carries (risk/egress.ts).
+    .on(`GET ${EGRESS_ECHO_PATH}`, async ({ req, res, url }) => {
+      const address = plainAddress(req.socket.remoteAddress ?? "");
+      const nonce = url.searchParams.get("nonce") ?? "";
+      if (!address || !(await egress.echo(nonce, address))) throw new GatewayError("not_found", "No egress probe is waiting for this nonce.");
+      json(res, 200, { address });
+    });
   const agentServer = https.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: "TLSv1.2" }, agentRoutes.listener);
   // Small frames must leave at once: Nagle plus delayed ACKs would add ~40 ms to small exchanges.
   agentServer.on("connection", (socket: import("node:net").Socket) => socket.setNoDelay(true));
@@ -471,6 +484,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             void pushPrices([conn]).catch((error: unknown) => log.error("prices.push_failed", { agentId: conn.agentId, error }));
             void releases.announce([conn]).catch((error: unknown) => log.error("releases.announce_failed", { agentId: conn.agentId, error }));
             sendTail(conn);
+            void egress
+              .start({ agentId: agent.id, ownerId: agent.ownerId, sessionId: conn.sessionId, tunnelAddress: conn.remoteIp })
+              .then((nonce) => conn.sendEgressProbe(nonce))
+              .catch((error: unknown) => log.warn("risk.egress_probe_failed", { agentId: agent.id, error }));
             void edgeReceipts
               .unreceipted(conn.agentId!)
               .then((statements) => statements.forEach((st) => conn.sendSettlement(st)))
@@ -480,6 +497,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             knownCache = null;
             registry.reindex(conn);
             directory.inventory(conn.agentId!, inventory);
+            const owner = registry.profile(conn.agentId!)?.ownerId;
+            if (owner)
+              void checkKeyReuse(db, { id: conn.agentId!, ownerId: owner }, inventory.keyFingerprints).catch((error: unknown) =>
+                log.error("risk.flag_failed", { agentId: conn.agentId, kind: KEY_FINGERPRINT_REUSE, error }),
+              );
           },
           priceAck: (conn, ver) => directory.priceAck(conn.agentId!, ver),
           receipts: async (conn, batch) => {
@@ -491,6 +513,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
               .reportedTail(conn.agentId!, tail)
               .catch((error: unknown) => log.warn("ledger.reported_tail_failed", { agentId: conn.agentId, error })),
           rateState: (conn, state) => directory.rateState(conn.agentId!, state),
+          endpointReport: (conn, report) =>
+            void raiseEndpointForbidden(db, conn.agentId!, report, { sessionId: conn.sessionId, tunnelAddress: conn.remoteIp, at: new Date() }).catch(
+              (error: unknown) => log.error("risk.flag_failed", { agentId: conn.agentId, kind: ENDPOINT_FORBIDDEN, error }),
+            ),
+          egressAnswer: (conn, answer) =>
+            void egress
+              .answer(conn.agentId!, answer)
+              .catch((error: unknown) => log.error("risk.flag_failed", { agentId: conn.agentId, kind: "egress", error })),
           closed: (conn) => {
             registry.remove(conn);
             identities.forget(conn);

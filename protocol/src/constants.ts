@@ -192,6 +192,11 @@ export const ControlKind = {
   PEER_SETTINGS: 18,
   /** Gateway link only, forwarding gateway → holding gateway: a settlement statement for the named agent. */
   PEER_SETTLEMENT: 19,
+  /**
+   * Agent → hub: a provider host resolved to addresses outside that provider's published networks; the agent
+   * refused the call with RESET ENDPOINT_FORBIDDEN (docs/protocol.md, "Endpoint checks").
+   */
+  ENDPOINT_REPORT: 20,
 } as const;
 export type ControlKind = (typeof ControlKind)[keyof typeof ControlKind];
 

@@ -265,6 +265,38 @@ export const rateState = object({
 });
 export type RateState = Infer<typeof rateState>;
 
+/** Addresses an ENDPOINT_REPORT carries, the first resolved. */
+export const ENDPOINT_REPORT_ADDRESSES_MAX = 16;
+
+/** Agent → hub: the agent refused a call because the provider host resolved outside the provider's networks. */
+export const endpointReport = object({
+  requestId: id,
+  provider: oneOf(PROVIDERS),
+  /** The official host that was resolved, e.g. `api.openai.com`. */
+  host: str(253, /^[a-z0-9.-]+$/),
+  /** What it resolved to (IPv4 or IPv6 text), at most ENDPOINT_REPORT_ADDRESSES_MAX. */
+  addresses: arrayOf(str(45, /^[0-9a-fA-F.:]+$/), ENDPOINT_REPORT_ADDRESSES_MAX),
+  /** The addresses that are outside the provider's networks (a subset of `addresses`). */
+  outside: arrayOf(str(45, /^[0-9a-fA-F.:]+$/), ENDPOINT_REPORT_ADDRESSES_MAX),
+});
+export type EndpointReport = Infer<typeof endpointReport>;
+
+/** The hub's egress echo endpoint on its agent listener (docs/protocol.md, "Egress probes"). */
+export const EGRESS_ECHO_PATH = "/agent/v1/egress-echo";
+const nonce = str(64, /^[A-Za-z0-9_-]{16,64}$/);
+const ipAddress = str(45, /^[0-9a-fA-F.:]+$/);
+
+/** Hub → agent: call the echo endpoint with this nonce through the client provider calls use. */
+export const egressProbe = object({ nonce });
+export type EgressProbe = Infer<typeof egressProbe>;
+
+/** Agent → hub: the address the echo said it saw (`null`: the echo call failed), for the probe's nonce. */
+export const egressProbeAnswer = object({ nonce, address: nullable(ipAddress) });
+export type EgressProbeAnswer = Infer<typeof egressProbeAnswer>;
+
+/** The echo endpoint's answer. */
+export const egressEcho = object({ address: ipAddress });
+
 export const CONTROL_SCHEMAS = {
   [ControlKind.CHALLENGE]: challenge,
   [ControlKind.AUTH]: auth,
@@ -280,4 +312,7 @@ export const CONTROL_SCHEMAS = {
   [ControlKind.CHAIN_TAIL]: chainTail,
   [ControlKind.CONFIG]: agentConfig,
   [ControlKind.RATE_STATE]: rateState,
+  [ControlKind.ENDPOINT_REPORT]: endpointReport,
+  /** Hub → agent; the agent's answer on the same kind is `egressProbeAnswer`. */
+  [ControlKind.EGRESS_PROBE]: egressProbe,
 } as const;

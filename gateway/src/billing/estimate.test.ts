@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import { describe, expect, it } from "vitest";
 import { chargeBasis, type RequestOutcome } from "./charge_rules.ts";
-import { deltaText, RequestTokenEstimator, StreamedTokenCounter, TEXT_BATCH_CHARS } from "./estimate.ts";
+import { deltaText, RequestTokenEstimator, StreamedTokenCounter, TEXT_BATCH_CHARS, tokenLowerBound } from "./estimate.ts";
 import { documentedInputEstimate } from "./testing/estimate_spec.ts";
 
 const expected = documentedInputEstimate;
@@ -161,5 +161,57 @@ describe("charge rules", () => {
       rule: "input_only",
     });
     expect(chargeBasis({ ...base, status: 400, responseImages: () => 2 })).toMatchObject({ usage: usage(0, 0), rule: "failed" });
+  });
+});
+
+describe("token lower bound (the usage check's fast path)", () => {
+  const unit = fc.constantFrom(
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\u00a0",
+    "\u3000",
+    "a",
+    "ab",
+    "The",
+    "'s",
+    ".",
+    "/",
+    "\n/",
+    "...",
+    "1",
+    "1234567",
+    "é",
+    "漢字",
+    "😀",
+    "-",
+    "_",
+    "\u000b",
+    "\u0001",
+    '"',
+  );
+  it("never exceeds the tokenizer's count, whatever the text", () => {
+    fc.assert(
+      fc.property(fc.array(unit, { maxLength: 200 }), (parts) => {
+        const text = parts.join("");
+        const e = new RequestTokenEstimator();
+        e.push(new TextEncoder().encode(JSON.stringify({ t: text })));
+        expect(e.lowerBound()).toBeLessThanOrEqual(e.total());
+        expect(tokenLowerBound(text)).toBeLessThanOrEqual(countTokens(text));
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it("is close to the count for prose, so honest reports skip the tokenizer", () => {
+    const prose = "The quick brown fox jumps over the lazy dog, and then it rests under a tree. ".repeat(8);
+    expect(tokenLowerBound(prose)).toBeGreaterThanOrEqual(Math.floor(countTokens(prose) * 0.8));
+    // Streamed deltas: the bound of the delivered text, and total() still exact after it.
+    const counter = new StreamedTokenCounter();
+    counter.line(new TextEncoder().encode(JSON.stringify({ choices: [{ delta: { content: prose } }] })));
+    expect(counter.lowerBound()).toBe(tokenLowerBound(prose));
+    expect(counter.total()).toBe(countTokens(prose));
   });
 });

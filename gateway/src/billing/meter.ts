@@ -277,19 +277,24 @@ export class Hold {
     if ((unit !== "tokens" && unit !== "input_tokens") || !this.#inputEstimate) return null;
     const estimate = this.#inputEstimate;
     const tap = this.#usage;
-    return checkUsage({
-      model: this.req.model,
-      reported,
-      hub: {
-        inputTokens: estimate.total(),
-        unmeasuredInputBytes: estimate.unmeasuredBytes(),
-        inputNumbers: estimate.numbers(),
-        outputTokens: unit === "input_tokens" ? 0 : (tap?.countedOutputTokens() ?? null),
-        thinkingSeen: tap?.thinkingSeen() ?? false,
-      },
-      fields: this.req.fields,
-      limits,
-    });
+    const check = (exact: boolean) =>
+      checkUsage({
+        model: this.req.model,
+        reported,
+        hub: {
+          inputTokens: exact ? estimate.total() : estimate.lowerBound(),
+          unmeasuredInputBytes: estimate.unmeasuredBytes(),
+          inputNumbers: estimate.numbers(),
+          outputTokens: unit === "input_tokens" ? 0 : ((exact ? tap?.countedOutputTokens() : tap?.countedOutputTokensLowerBound()) ?? null),
+          thinkingSeen: tap?.thinkingSeen() ?? false,
+        },
+        fields: this.req.fields,
+        limits,
+      });
+    // What the tolerance allows grows with the hub's counts: a report within it by lower bounds of the counts
+    // (no tokenizer) is within it by the counts themselves. Only a report beyond that is tokenized to decide.
+    const quick = check(false);
+    return quick.divergence === null ? quick : check(true);
   }
 
   /**

@@ -74,6 +74,8 @@ export interface UsageTap {
    * text of a whole JSON body (keys and ids included, so it leans high); null when not counted.
    */
   countedOutputTokens(): number | null;
+  /** At most `countedOutputTokens()`, without the tokenizer (null exactly when that is null). */
+  countedOutputTokensLowerBound(): number | null;
   /** The response carried a thinking block (Claude bills thinking it only summarises). */
   thinkingSeen(): boolean;
 }
@@ -207,6 +209,10 @@ class SseTap implements UsageTap {
     return this.#output.total();
   }
 
+  countedOutputTokensLowerBound(): number {
+    return this.#output.lowerBound();
+  }
+
   thinkingSeen(): boolean {
     return this.#output.thinkingSeen();
   }
@@ -323,6 +329,11 @@ class JsonTailTap implements UsageTap {
   countedOutputTokens(): number | null {
     const output = this.#output;
     return output ? output.total() + Math.ceil(output.unmeasuredBytes() / UNMEASURED_OUTPUT_BYTES_PER_TOKEN) : null;
+  }
+
+  countedOutputTokensLowerBound(): number | null {
+    const output = this.#output;
+    return output ? output.lowerBound() + Math.ceil(output.unmeasuredBytes() / UNMEASURED_OUTPUT_BYTES_PER_TOKEN) : null;
   }
 
   thinkingSeen(): boolean {

@@ -57,3 +57,4 @@ export { raiseRiskFlag, RISK_EVIDENCE_BYTES_MAX, type RaisedFlag, type RiskFlagI
 export { heldEarnings, holdReasonText, type HeldEarnings } from "../risk/earning_holds.ts";
 export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "../risk/duplicate_identity.ts";
 export { agentLedgerSummaries, type AgentLedgerSummary } from "./agent_ledger.ts";
+export { ENDPOINT_FORBIDDEN, ENDPOINT_WARNING_WINDOW_MS, endpointWarningOf, type EndpointWarning } from "../risk/endpoint_forbidden.ts";

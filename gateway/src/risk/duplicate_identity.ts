@@ -4,7 +4,7 @@
  * whose evidence gathers the refusals: the live session, the refused sessions and every address seen.
  * The owner's agent page shows a warning from the same flag.
  */
-import { raiseRiskFlag, type RaisedFlag, type RiskDb, type RiskEvidence } from "./flags.ts";
+import { appendDistinct, evidenceStrings as strings, raiseRiskFlag, type RaisedFlag, type RiskDb, type RiskEvidence } from "./flags.ts";
 
 export const DUPLICATE_AGENT_IDENTITY = "duplicate_agent_identity";
 /** Refused session ids a flag keeps, the most recent. */
@@ -33,13 +33,7 @@ export interface DuplicateAttempt {
   refused: { sessionId: string; gatewayId: string; address: string; at: Date };
 }
 
-const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
-
-function addAddresses(into: string[], ...more: (string | null)[]): string[] {
-  const out = [...into];
-  for (const a of more) if (a && !out.includes(a) && out.length < DUPLICATE_EVIDENCE_ADDRESSES_MAX) out.push(a);
-  return out;
-}
+const addAddresses = (into: string[], ...more: (string | null)[]): string[] => appendDistinct(into, more, DUPLICATE_EVIDENCE_ADDRESSES_MAX);
 
 export function mergeDuplicateEvidence(previous: RiskEvidence, next: RiskEvidence): RiskEvidence {
   const n = next as DuplicateEvidence;

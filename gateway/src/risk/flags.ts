@@ -48,6 +48,16 @@ export class RiskFlagError extends Error {
   }
 }
 
+/** The strings of an evidence list read back from the database (anything else dropped). */
+export const evidenceStrings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
+
+/** `into` followed by the values of `more` it does not hold yet, up to `max` items (evidence lists stay bounded). */
+export function appendDistinct(into: readonly string[], more: readonly (string | null)[], max: number): string[] {
+  const out = [...into];
+  for (const s of more) if (s && !out.includes(s) && out.length < max) out.push(s);
+  return out;
+}
+
 function evidenceJson(evidence: RiskEvidence): string {
   const json = JSON.stringify(evidence);
   if (new TextEncoder().encode(json).length > RISK_EVIDENCE_BYTES_MAX) {

@@ -36,8 +36,9 @@ export function agentFaultStatus(status: number): boolean {
 
 /**
  * A RESET before the response head that another agent may not meet: the agent refused (its own limits, paused,
- * busy, draining), could not reach its provider, or its connection was lost (here, or at the gateway a request
- * was forwarded to, or that gateway no longer holds it). Not retried: a timeout (the
+ * busy, draining), could not reach its provider or found its provider host outside the provider's networks, or
+ * its connection was lost (here, or at the gateway a request was forwarded to, or that gateway no longer holds
+ * it). Not retried: a timeout (the
  * provider may be working on it), a body or path the agent refuses (it would be refused anywhere), a cancel.
  */
 export function retryableReset(code: number, cause: "agent" | "connection"): boolean {
@@ -49,7 +50,9 @@ export function retryableReset(code: number, cause: "agent" | "connection"): boo
     code === ResetCode.SHUTTING_DOWN ||
     code === ResetCode.UPSTREAM_UNREACHABLE ||
     code === ResetCode.AGENT_NOT_HERE ||
-    code === ResetCode.AGENT_LOST
+    code === ResetCode.AGENT_LOST ||
+    // This agent's provider host resolves outside the provider's networks; another agent's may not.
+    code === ResetCode.ENDPOINT_FORBIDDEN
   );
 }
 

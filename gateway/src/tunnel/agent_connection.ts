@@ -49,6 +49,10 @@ import {
   type Settings,
   receiptBatch as receiptBatchSchema,
   chainTail as chainTailSchema,
+  endpointReport as endpointReportSchema,
+  egressProbeAnswer as egressProbeAnswerSchema,
+  type EgressProbeAnswer,
+  type EndpointReport,
   type ReceiptBatch,
   type ReceiptAck,
   type ChainTailMessage,
@@ -142,6 +146,10 @@ export interface ConnectionEvents {
   chainTail?(conn: AgentConnection, tail: ChainTailMessage): void;
   /** The agent reported the rate limits it holds (RATE_STATE). */
   rateState?(conn: AgentConnection, state: RateState): void;
+  /** The agent refused a call: its provider host resolved outside the provider's networks (CONTROL ENDPOINT_REPORT). */
+  endpointReport?(conn: AgentConnection, report: EndpointReport): void;
+  /** The agent's answer to an egress probe: the address the hub's echo told it (CONTROL EGRESS_PROBE). */
+  egressAnswer?(conn: AgentConnection, answer: EgressProbeAnswer): void;
   closed(conn: AgentConnection): void;
 }
 
@@ -328,6 +336,11 @@ export class AgentConnection implements AgentLink {
       });
       this.send(encodePing(data));
     });
+  }
+
+  /** Asks the agent to call the egress echo with this nonce (CONTROL EGRESS_PROBE). */
+  sendEgressProbe(nonce: string): void {
+    this.#sendControl(ControlKind.EGRESS_PROBE, { nonce });
   }
 
   #sendControl(kind: number, body: unknown): void {
@@ -544,6 +557,29 @@ export class AgentConnection implements AgentLink {
         this.rateState = state;
         this.rateSaturatedUntilMs = state.retryAfterMs > 0 ? Date.now() + state.retryAfterMs : 0;
         this.events.rateState?.(this, state);
+        return;
+      }
+      case ControlKind.ENDPOINT_REPORT: {
+        let report: EndpointReport;
+        try {
+          report = parseJson(endpointReportSchema, body);
+        } catch (error) {
+          this.close(CloseCode.PROTOCOL_ERROR, `bad endpoint report: ${(error as Error).message}`);
+          return;
+        }
+        this.log.warn("tunnel.endpoint_forbidden", { agentId: this.agentId, requestId: report.requestId, host: report.host, outside: report.outside });
+        this.events.endpointReport?.(this, report);
+        return;
+      }
+      case ControlKind.EGRESS_PROBE: {
+        let answer: EgressProbeAnswer;
+        try {
+          answer = parseJson(egressProbeAnswerSchema, body);
+        } catch (error) {
+          this.close(CloseCode.PROTOCOL_ERROR, `bad egress probe answer: ${(error as Error).message}`);
+          return;
+        }
+        this.events.egressAnswer?.(this, answer);
         return;
       }
       case ControlKind.SETTLEMENT:

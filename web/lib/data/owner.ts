@@ -10,6 +10,9 @@ import {
   DUPLICATE_AGENT_IDENTITY,
   DUPLICATE_WARNING_WINDOW_MS,
   duplicateWarningOf,
+  ENDPOINT_FORBIDDEN,
+  ENDPOINT_WARNING_WINDOW_MS,
+  endpointWarningOf,
   enrollSteps,
   heldEarnings,
   holdReasonText,
@@ -21,6 +24,7 @@ import {
   type AgentBreakerView,
   type DuplicateWarning,
   type EarningsDay,
+  type EndpointWarning,
   type EnrollSteps,
   type UpdateRequiredNotice,
 } from "@wellspring/gateway";
@@ -71,6 +75,8 @@ export interface AgentRow {
   lastSeenAt: Date | null;
   /** Another copy of this agent (same identity) tried to connect recently and was refused. */
   duplicate: DuplicateWarning | null;
+  /** The agent refused calls because its provider host resolved outside the provider's networks. */
+  endpoint: EndpointWarning | null;
   /** The hub refuses this agent's version (below the minimum it admits). */
   updateRequired: UpdateRequiredNotice | null;
   /** auto: the agent learns its provider key's limits; expert: the owner's limits below (null = none). */
@@ -89,12 +95,15 @@ export interface AgentRow {
 export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   requireOwner(actor);
   const rows = await db().agent.findMany({ where: { ownerId: actor.userId }, orderBy: { createdAt: "asc" } });
-  // The hub's duplicate-identity flags on the caller's own agents (subjects built from the rows above).
+  // The hub's duplicate-identity and endpoint flags on the caller's own agents (subjects built from the rows above).
+  const subjects = rows.map((a) => `agent:${a.id}`);
   const flags = await db().riskFlag.findMany({
     where: {
-      kind: DUPLICATE_AGENT_IDENTITY,
-      subject: { in: rows.map((a) => `agent:${a.id}`) },
-      lastRaisedAt: { gte: new Date(Date.now() - DUPLICATE_WARNING_WINDOW_MS) },
+      OR: [
+        { kind: DUPLICATE_AGENT_IDENTITY, lastRaisedAt: { gte: new Date(Date.now() - DUPLICATE_WARNING_WINDOW_MS) } },
+        { kind: ENDPOINT_FORBIDDEN, lastRaisedAt: { gte: new Date(Date.now() - ENDPOINT_WARNING_WINDOW_MS) } },
+      ],
+      subject: { in: subjects },
     },
     orderBy: { lastRaisedAt: "desc" },
     select: { kind: true, subject: true, evidence: true, lastRaisedAt: true, raisedCount: true },
@@ -107,9 +116,12 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     rows.map((a) => a.id),
   );
   const duplicates = new Map<string, DuplicateWarning>();
+  const endpoints = new Map<string, EndpointWarning>();
   for (const f of flags) {
     const warning = duplicateWarningOf(f);
     if (warning && !duplicates.has(f.subject)) duplicates.set(f.subject, warning);
+    const endpoint = endpointWarningOf(f);
+    if (endpoint && !endpoints.has(f.subject)) endpoints.set(f.subject, endpoint);
   }
   return rows.map((a) => ({
     id: a.id,
@@ -123,6 +135,7 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     priceVer: a.priceVer,
     lastSeenAt: a.lastSeenAt,
     duplicate: duplicates.get(`agent:${a.id}`) ?? null,
+    endpoint: endpoints.get(`agent:${a.id}`) ?? null,
     updateRequired: updateRequiredNotice(a, releasePolicy),
     rateMode: a.rateMode,
     rpmLimit: a.rpmLimit,

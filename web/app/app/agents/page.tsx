@@ -143,6 +143,13 @@ export default async function AgentsPage() {
                           one. Stop the other copy, or enroll that machine as a new agent.
                         </p>
                       )}
+                      {a.endpoint && (
+                        <p role="alert" data-testid={`agent-endpoint-${a.id}`} className="mt-1 max-w-sm rounded bg-red-50 px-2 py-1 text-xs text-red-800">
+                          At {utc(a.endpoint.at)} {a.endpoint.host} resolved on this agent&apos;s machine to {a.endpoint.outside.join(", ")}, outside the
+                          provider&apos;s networks{a.endpoint.reports > 1 ? ` (${a.endpoint.reports} reports)` : ""}. The agent refuses those calls. Check the
+                          machine&apos;s hosts file, DNS and proxy settings.
+                        </p>
+                      )}
                     </td>
                     <td className="py-2 text-xs">
                       <span data-testid={`agent-state-${a.id}`} className={a.online ? "font-medium text-emerald-700" : "text-slate-500"}>
