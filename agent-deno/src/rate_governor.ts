@@ -31,6 +31,12 @@ export const AUTO_SATURATION_SHARE = 0.9;
 export const AUTO_PACE_BURST_SECONDS = 10;
 /** The lowest rate auto mode goes down to, requests per minute. */
 export const AUTO_RPM_MIN = 1;
+/**
+ * Requests sent in the last minute below which a 429 teaches auto mode nothing about the rate (it only pauses): a
+ * quiet agent's 429 is a request too large for the key's TPM or an account-level refusal, and cutting the rate to
+ * 0.8 × a handful would hold the key to a request a minute for hours.
+ */
+export const AUTO_DECREASE_SENT_MIN = 10;
 /** A 429 without `retry-after`: pause this long, ms. */
 export const PROVIDER_PAUSE_MS_DEFAULT = 1_000;
 /** Longest pause a provider's header can impose, ms (a bad header cannot stop the agent for hours). */
@@ -265,7 +271,8 @@ export class RateGovernor {
     if (this.#mode !== "auto") return;
     const ceiling = this.#ceilingRpm === null ? Infinity : Math.max(AUTO_RPM_MIN, Math.floor(this.#ceilingRpm * AUTO_CEILING_SHARE));
     if (status === 429) {
-      if (ticket.startedAtMs >= this.#lastDecreaseAtMs) {
+      // A provider that announces its limit paces the agent by it and by its pauses: the 429 is not a rate to learn.
+      if (this.#ceilingRpm === null && ticket.startedAtMs >= this.#lastDecreaseAtMs && this.sentLastWindow() >= AUTO_DECREASE_SENT_MIN) {
         const base = Math.min(this.#autoRpm ?? Infinity, this.sentLastWindow());
         this.#autoRpm = Math.max(AUTO_RPM_MIN, Math.min(ceiling, Math.floor(base * AUTO_DECREASE_FACTOR)));
         this.#lastDecreaseAtMs = now;
@@ -273,6 +280,11 @@ export class RateGovernor {
       return;
     }
     if (status >= 200 && status < 300) {
+      if (ceiling !== Infinity) {
+        // The provider's own figure is authoritative: what a 429 taught before it was known no longer holds.
+        this.#autoRpm = ceiling;
+        return;
+      }
       if (this.#autoRpm === null) {
         if (ceiling !== Infinity) this.#autoRpm = ceiling;
         return;

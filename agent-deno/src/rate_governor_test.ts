@@ -227,3 +227,29 @@ Deno.test("rate governor, auto mode: the provider's announced limit is the ceili
   assert.deepEqual(governor.state(), { rateMode: "auto", rpm: 980, tpm: null, concurrency: null, retryAfterMs: 0 });
   now += 1;
 });
+
+Deno.test("rate governor, auto mode: one 429 on a quiet agent (a request too large) pauses it, and teaches it no rate", () => {
+  let now = 1_000_000;
+  const governor = new RateGovernor({ now: () => now, wallNow: () => now });
+  // A few calls served, then one refused 429 with retry-after 1 s and no rate-limit headers.
+  for (let i = 0; i < 3; i++) {
+    const a = governor.admit(`ok_${i}`, 10);
+    assert.ok(a.ok);
+    governor.observe(a.ticket, 200, () => null);
+    governor.release(a.ticket);
+    now += 1_000;
+  }
+  const big = governor.admit("too_large", 10);
+  assert.ok(big.ok);
+  governor.observe(big.ticket, 429, (n) => (n === "retry-after" ? "1" : null));
+  governor.release(big.ticket);
+  assert.equal(governor.admit("during_pause", 10).ok, false);
+  now += 1_000;
+  // After the pause: a burst of calls goes through (it was cut to 0.8 × 4 = 3 per minute before the fix).
+  for (let i = 0; i < 20; i++) {
+    const a = governor.admit(`after_${i}`, 10);
+    assert.ok(a.ok, `call ${i} after the pause: ${JSON.stringify(a)}`);
+    governor.release(a.ticket);
+  }
+  assert.equal(governor.state().rpm, null);
+});

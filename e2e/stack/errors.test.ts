@@ -162,6 +162,15 @@ describe("gateway errors", () => {
     expect(limited.status).toBe(429);
     expect(limited.headers.get("retry-after")).toBe("1");
     expect(limited.json.error.code).toBe("rate_limit_exceeded");
+    // The agent holds its provider key for the provider's retry-after: a call meanwhile is refused by the agent
+    // before it reaches the provider, in the route's shape, with the time left.
+    const providerCalls = stack.mock.requests.length;
+    const held = await call("/v1/chat/completions", { body: chat("gpt-4o-mini", "hi") });
+    expect(held.status).toBe(429);
+    expect(held.json.error.code).toBe("rate_limited");
+    expect(Number(held.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(stack.mock.requests.length).toBe(providerCalls);
+    await new Promise((r) => setTimeout(r, 1_100));
     const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: stack.apiKey, maxRetries: 0 });
     const err = await client.chat.completions
       .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "[mock error=context]" }] })

@@ -106,6 +106,9 @@ describe("failover before the first byte", () => {
   });
 
   it("a provider connection dropped before the head: served elsewhere; the third failure opens the breaker", async () => {
+    // Agent A honours its provider's last 429 (retry-after: 1 s) by refusing calls itself meanwhile (RATE_LIMITED,
+    // which its breaker does not count): wait it out, so this call reaches A's provider.
+    await new Promise((r) => setTimeout(r, 1_100));
     mockA.fault = { kind: "drop" };
     const { response } = await client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }).withResponse();
     expect(response.status).toBe(200);

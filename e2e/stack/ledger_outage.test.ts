@@ -149,7 +149,8 @@ describe("the ledger goes away", () => {
       const dir = join(first.dataDir, "spool");
       const { readdirSync } = await import("node:fs");
       const name = readdirSync(dir).find((n) => n.endsWith(".settlements.jsonl"));
-      return name ? join(dir, name) : null;
+      // The first call's settlement may have been spooled too (the cut came before it was written): wait for these.
+      return name && served.every((id) => readFileSync(join(dir, name), "utf8").includes(id)) ? join(dir, name) : null;
     });
     const spooled = readFileSync(spoolFile, "utf8");
     for (const id of served) expect(spooled).toContain(id);
