@@ -7,7 +7,21 @@
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ControlKind, decodeMessage, encodeControl, encodePong, encodeReset, FrameType, jsonBytes, ResetCode, type RequestHead } from "@wellspring/protocol";
+import {
+  ControlKind,
+  decodeMessage,
+  encodeControl,
+  encodeData,
+  encodeEnd,
+  encodePong,
+  encodeReset,
+  encodeResponse,
+  FrameType,
+  jsonBytes,
+  ResetCode,
+  type RequestHead,
+} from "@wellspring/protocol";
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectFakeAgent, registerFakeAgent, sendAuth, startScriptedHub } from "./fake_peers.ts";
 import { startAgentLauncher, startStack, type Stack } from "./harness.ts";
@@ -135,6 +149,83 @@ describe("the hub's side", () => {
       expect(openai.status).toBe(403);
       expect(((await openai.json()) as { error: { code: string } }).error.code).toBe("forbidden");
       expect(heads.map((h) => h.path)).toEqual(["/v1/messages?beta=true", "/v1/chat/completions"]);
+    } finally {
+      s.ws.close();
+    }
+  }, 60_000);
+  it("an agent's body that disagrees with its content-length never reaches the client as more bytes: the connection is cut", async () => {
+    // A modified agent declares 10 bytes and sends a forged second response after them (response splitting on the
+    // client's keep-alive connection), or declares 100 and sends 10 (the client would wait forever).
+    const fake = await registerFakeAgent(stack.db, stack.ownerId);
+    const s = await connectFakeAgent(`${stack.gateway.agentOrigin.replace("https:", "wss:")}/agent/v1/tunnel`);
+    const forged = 'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 17\r\n\r\n{"forged": true}';
+    let opens = 0;
+    s.ws.on("message", (data: Buffer) => {
+      for (const r of decodeMessage(new Uint8Array(data))) {
+        if (!r.ok) continue;
+        if (r.frame.type === FrameType.PING) s.ws.send(encodePong(r.frame.data));
+        if (r.frame.type === FrameType.OPEN) {
+          const long = opens++ === 0;
+          const body = new TextEncoder().encode(long ? `{"ok": 1}\n${forged}` : '{"ok": 1}\n');
+          const id = r.frame.streamId;
+          s.ws.send(
+            encodeResponse(
+              id,
+              jsonBytes({
+                status: 200,
+                headers: [
+                  ["content-type", "application/json"],
+                  ["content-length", long ? "10" : "100"],
+                ],
+              }),
+            ),
+          );
+          s.ws.send(encodeData(id, body));
+          s.ws.send(encodeEnd(id, jsonBytes({ upstreamBytes: body.length, upstreamMs: 1 })));
+        }
+      }
+    });
+    await sendAuth(s, fake);
+    await s.waitForControl(ControlKind.WELCOME);
+    s.ws.send(
+      encodeControl(
+        ControlKind.INVENTORY,
+        jsonBytes({
+          agentVersion: "fake",
+          models: [{ provider: "openai", model: "gpt-4.1-nano", contextTokens: null }],
+          keyFingerprints: [],
+          concurrentStreamsMax: 8,
+        }),
+      ),
+    );
+    await stack.waitForModel("gpt-4.1-nano");
+    try {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        // A raw keep-alive connection, as a pooling proxy in front of the gateway would hold it.
+        const raw = await new Promise<string>((resolve, reject) => {
+          const url = new URL(stack.baseUrl);
+          const sock = net.connect(Number(url.port), url.hostname);
+          const chunks: Buffer[] = [];
+          const body = CHAT.replace("gpt-4o-mini", "gpt-4.1-nano");
+          sock.on("connect", () =>
+            sock.write(
+              `POST /v1/chat/completions HTTP/1.1\r\nhost: ${url.host}\r\nauthorization: Bearer ${stack.apiKey}\r\ncontent-type: application/json\r\n` +
+                `content-length: ${Buffer.byteLength(body)}\r\nconnection: keep-alive\r\n\r\n${body}`,
+            ),
+          );
+          sock.on("data", (c: Buffer) => chunks.push(c));
+          sock.on("error", reject);
+          // Cut by the gateway: what the client got is all it will get.
+          sock.on("close", () => resolve(Buffer.concat(chunks).toString("latin1")));
+          setTimeout(() => {
+            sock.destroy();
+            reject(new Error(`the gateway kept the connection open; received: ${JSON.stringify(Buffer.concat(chunks).toString("latin1"))}`));
+          }, 10_000);
+        });
+        expect(raw).not.toContain("forged");
+        expect(raw.split("HTTP/1.1 ").length - 1).toBeLessThanOrEqual(1);
+      }
+      expect(opens).toBe(2);
     } finally {
       s.ws.close();
     }

@@ -199,6 +199,12 @@ class ProxyExchange {
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   /** Response body bytes were written (the head went with them). */
   #bodyWritten = false;
+  /**
+   * The body length the agent's response head declared (content-length), or null. Node does not hold a response to
+   * it: bytes past it would read as another response on the client's keep-alive connection (a forged answer from
+   * a modified agent), and a body short of it leaves the client waiting. So the gateway holds the agent to it.
+   */
+  #declaredLength: number | null = null;
   principal: Principal | null = null;
   /** The request body as dispatch sends it: the bytes held, whether they are all of it, and the rest's reader. */
   #body: { held: Buffer[]; replayable: boolean; rest: AsyncIterator<Buffer> | null } | null = null;
@@ -771,6 +777,15 @@ class ProxyExchange {
       const prev = out[name];
       out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
+    const lengths = headers.filter(([n]) => n === "content-length").map(([, v]) => v);
+    if (lengths.length > 0 && status !== 204 && status !== 304 && this.req.method !== "HEAD") {
+      if (lengths.length !== 1 || !/^\d{1,15}$/.test(lengths[0]!)) {
+        // Several lengths, or not a length: no body can be trusted to match it.
+        this.#onAgentLengthMismatch("response head with an invalid content-length");
+        return;
+      }
+      this.#declaredLength = Number(lengths[0]);
+    }
     this.#hold?.response(status, headers.find(([n]) => n === "content-type")?.[1] ?? "");
     if (status < 300 && this.route.path === "/v1/responses" && this.deps.routing.sticky) this.#responseIdTap = new ResponseIdTap();
     this.res.writeHead(status, out);
@@ -785,6 +800,10 @@ class ProxyExchange {
 
   #onData(chunk: Uint8Array): void {
     if (this.finished) return;
+    if (this.#declaredLength !== null && this.bytesOut + chunk.length > this.#declaredLength) {
+      this.#onAgentLengthMismatch("response body longer than its content-length");
+      return;
+    }
     this.bytesOut += chunk.length;
     this.#hold?.output(chunk);
     if (this.#responseIdTap) {
@@ -812,8 +831,26 @@ class ProxyExchange {
     this.#pendingConsume += n;
   }
 
+  /** The agent's body and its declared length disagree: the client's connection is cut, never given other bytes. */
+  #onAgentLengthMismatch(reason: string): void {
+    this.deps.log.warn("proxy.agent_length_mismatch", {
+      requestId: this.requestId,
+      agentId: this.conn?.agentId,
+      declared: this.#declaredLength,
+      sent: this.bytesOut,
+      reason,
+    });
+    this.stream?.reset(ResetCode.PROTOCOL_ERROR, reason);
+    this.#finish("upstream_error", this.status || 502);
+    this.res.destroy();
+  }
+
   #onEnd(): void {
     if (this.finished) return;
+    if (this.#declaredLength !== null && this.bytesOut !== this.#declaredLength) {
+      this.#onAgentLengthMismatch("response body shorter than its content-length");
+      return;
+    }
     // The client gets the end of its response first; settling (usage check, tokenizer counts) comes after it.
     this.res.end();
     this.#finish(this.status >= 400 ? "upstream_error" : "completed", this.status);
