@@ -97,39 +97,49 @@ describe("the agent's own allowlist", () => {
   }, 90_000);
 });
 
+/**
+ * A fake agent on the stack's gateway serving `models` (priced ones the stack's real agent does not serve, so every
+ * request for them reaches it); `onOpen` answers each stream the hub opens. Resolves once the gateway routes them.
+ */
+async function fakeAgentServing(
+  models: { provider: "openai" | "anthropic"; model: string }[],
+  onOpen: (streamId: number, payload: Uint8Array, send: (frame: Uint8Array) => void) => void,
+) {
+  const fake = await registerFakeAgent(stack.db, stack.ownerId);
+  const s = await connectFakeAgent(`${stack.gateway.agentOrigin.replace("https:", "wss:")}/agent/v1/tunnel`);
+  const send = (frame: Uint8Array) => s.ws.send(frame);
+  s.ws.on("message", (data: Buffer) => {
+    for (const r of decodeMessage(new Uint8Array(data))) {
+      if (!r.ok) continue;
+      if (r.frame.type === FrameType.PING) send(encodePong(r.frame.data));
+      if (r.frame.type === FrameType.OPEN) onOpen(r.frame.streamId, r.frame.payload, send);
+    }
+  });
+  await sendAuth(s, fake);
+  await s.waitForControl(ControlKind.WELCOME);
+  send(
+    encodeControl(
+      ControlKind.INVENTORY,
+      jsonBytes({ agentVersion: "fake", models: models.map((m) => ({ ...m, contextTokens: null })), keyFingerprints: [], concurrentStreamsMax: 8 }),
+    ),
+  );
+  await stack.waitForModel(models[models.length - 1]!.model);
+  return s;
+}
+
 describe("the hub's side", () => {
   it("forwards only allowlisted query parameters and answers an agent's PATH_FORBIDDEN with a clear error", async () => {
-    // A fake agent serving two priced models the stack's real agent does not serve, so every request reaches it.
-    const fake = await registerFakeAgent(stack.db, stack.ownerId);
-    const s = await connectFakeAgent(`${stack.gateway.agentOrigin.replace("https:", "wss:")}/agent/v1/tunnel`);
     const heads: RequestHead[] = [];
-    s.ws.on("message", (data: Buffer) => {
-      for (const r of decodeMessage(new Uint8Array(data))) {
-        if (!r.ok) continue;
-        if (r.frame.type === FrameType.PING) s.ws.send(encodePong(r.frame.data));
-        if (r.frame.type === FrameType.OPEN) {
-          heads.push(JSON.parse(new TextDecoder().decode(r.frame.payload)) as RequestHead);
-          s.ws.send(encodeReset(r.frame.streamId, ResetCode.PATH_FORBIDDEN, "not an inference endpoint this agent forwards"));
-        }
-      }
-    });
-    await sendAuth(s, fake);
-    await s.waitForControl(ControlKind.WELCOME);
-    s.ws.send(
-      encodeControl(
-        ControlKind.INVENTORY,
-        jsonBytes({
-          agentVersion: "fake",
-          models: [
-            { provider: "anthropic", model: "claude-3-5-haiku", contextTokens: null },
-            { provider: "openai", model: "gpt-4.1-nano", contextTokens: null },
-          ],
-          keyFingerprints: [],
-          concurrentStreamsMax: 8,
-        }),
-      ),
+    const s = await fakeAgentServing(
+      [
+        { provider: "anthropic", model: "claude-3-5-haiku" },
+        { provider: "openai", model: "gpt-4.1-nano" },
+      ],
+      (id, payload, send) => {
+        heads.push(JSON.parse(new TextDecoder().decode(payload)) as RequestHead);
+        send(encodeReset(id, ResetCode.PATH_FORBIDDEN, "not an inference endpoint this agent forwards"));
+      },
     );
-    await stack.waitForModel("gpt-4.1-nano");
     try {
       const anthropic = await fetch(`${stack.baseUrl}/v1/messages?beta=true&x=1`, {
         method: "POST",
@@ -156,49 +166,19 @@ describe("the hub's side", () => {
   it("an agent's body that disagrees with its content-length never reaches the client as more bytes: the connection is cut", async () => {
     // A modified agent declares 10 bytes and sends a forged second response after them (response splitting on the
     // client's keep-alive connection), or declares 100 and sends 10 (the client would wait forever).
-    const fake = await registerFakeAgent(stack.db, stack.ownerId);
-    const s = await connectFakeAgent(`${stack.gateway.agentOrigin.replace("https:", "wss:")}/agent/v1/tunnel`);
     const forged = 'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 17\r\n\r\n{"forged": true}';
     let opens = 0;
-    s.ws.on("message", (data: Buffer) => {
-      for (const r of decodeMessage(new Uint8Array(data))) {
-        if (!r.ok) continue;
-        if (r.frame.type === FrameType.PING) s.ws.send(encodePong(r.frame.data));
-        if (r.frame.type === FrameType.OPEN) {
-          const long = opens++ === 0;
-          const body = new TextEncoder().encode(long ? `{"ok": 1}\n${forged}` : '{"ok": 1}\n');
-          const id = r.frame.streamId;
-          s.ws.send(
-            encodeResponse(
-              id,
-              jsonBytes({
-                status: 200,
-                headers: [
-                  ["content-type", "application/json"],
-                  ["content-length", long ? "10" : "100"],
-                ],
-              }),
-            ),
-          );
-          s.ws.send(encodeData(id, body));
-          s.ws.send(encodeEnd(id, jsonBytes({ upstreamBytes: body.length, upstreamMs: 1 })));
-        }
-      }
+    const s = await fakeAgentServing([{ provider: "openai", model: "gpt-4.1-nano" }], (id, _payload, send) => {
+      const long = opens++ === 0;
+      const body = new TextEncoder().encode(long ? `{"ok": 1}\n${forged}` : '{"ok": 1}\n');
+      const headers = [
+        ["content-type", "application/json"],
+        ["content-length", long ? "10" : "100"],
+      ];
+      send(encodeResponse(id, jsonBytes({ status: 200, headers })));
+      send(encodeData(id, body));
+      send(encodeEnd(id, jsonBytes({ upstreamBytes: body.length, upstreamMs: 1 })));
     });
-    await sendAuth(s, fake);
-    await s.waitForControl(ControlKind.WELCOME);
-    s.ws.send(
-      encodeControl(
-        ControlKind.INVENTORY,
-        jsonBytes({
-          agentVersion: "fake",
-          models: [{ provider: "openai", model: "gpt-4.1-nano", contextTokens: null }],
-          keyFingerprints: [],
-          concurrentStreamsMax: 8,
-        }),
-      ),
-    );
-    await stack.waitForModel("gpt-4.1-nano");
     try {
       for (let attempt = 0; attempt < 2; attempt++) {
         // A raw keep-alive connection, as a pooling proxy in front of the gateway would hold it.
