@@ -122,7 +122,10 @@ describe("limits across gateways", () => {
     const admitted = statuses.filter((s) => s !== 429).length;
     const refilled = (rpm * elapsedMs) / 60_000;
     const tolerance = Math.max(1, 0.01 * rpm);
-    console.log(`4 gateways, RPM ${rpm}, ${total} requests in ${elapsedMs} ms: ${admitted} admitted (limit + refill ${(rpm + refilled).toFixed(1)})`);
+    const byStatus = Object.fromEntries([...new Set(statuses)].map((s) => [s, statuses.filter((t) => t === s).length]));
+    console.log(
+      `4 gateways, RPM ${rpm}, ${total} requests in ${elapsedMs} ms: ${admitted} admitted (limit + refill ${(rpm + refilled).toFixed(1)}); by status ${JSON.stringify(byStatus)}`,
+    );
     expect(admitted).toBeLessThanOrEqual(Math.floor(rpm + refilled + tolerance));
     expect(admitted).toBeGreaterThanOrEqual(Math.floor(rpm - tolerance));
   }, 240_000);

@@ -547,6 +547,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     recordsDropped: () => records.dropped,
     keyChecks: () => keys.counts,
     keyFilterEntries: () => keyFilter.size,
+    keyMissBudget: () => keys.missBudgetAvailable(),
     limitsDegraded: () => limiter.mode === "local",
     breakerStates: () => {
       let open = 0;

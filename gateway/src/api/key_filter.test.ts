@@ -52,6 +52,18 @@ describe("MissBudget", () => {
     // A long idle stretch refills to 4, not more.
     expect(Array.from({ length: 6 }, () => b.take(60_000))).toEqual([true, true, true, true, false, false]);
   });
+
+  it("says how many lookups it allows without spending them; a clock going back refills nothing", () => {
+    const b = new MissBudget(4, 0);
+    expect(b.available(0)).toBe(4);
+    expect(b.available(0)).toBe(4);
+    b.take(0);
+    b.take(0);
+    expect(b.available(0)).toBe(2);
+    expect(b.available(-10_000)).toBe(2);
+    expect(b.available(499)).toBe(3);
+    expect(b.available(500)).toBe(4);
+  });
 });
 
 describe("KeyFilterLoader", () => {

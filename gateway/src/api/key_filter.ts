@@ -100,11 +100,21 @@ export class MissBudget {
   }
 
   take(now: number): boolean {
-    this.#tokens = Math.min(this.perSecond, this.#tokens + ((now - this.#at) / 1000) * this.perSecond);
-    this.#at = now;
+    this.#refill(now);
     if (this.#tokens < 1) return false;
     this.#tokens -= 1;
     return true;
+  }
+
+  /** Whole lookups the budget allows now (for `/metrics`: 0 while random keys flood the gateway). */
+  available(now: number): number {
+    this.#refill(now);
+    return Math.floor(this.#tokens);
+  }
+
+  #refill(now: number): void {
+    this.#tokens = Math.min(this.perSecond, this.#tokens + (Math.max(0, now - this.#at) / 1000) * this.perSecond);
+    this.#at = Math.max(this.#at, now);
   }
 }
 

@@ -145,6 +145,11 @@ export class KeyVerifier {
     return check;
   }
 
+  /** Lookups the miss budget allows now. */
+  missBudgetAvailable(): number {
+    return this.#missBudget.available(this.#now());
+  }
+
   /** A key was created (hub event): the filter holds it from now on. */
   keyCreated(hashPrefixHex: string): void {
     this.opts.filter?.add(hashPrefix64(hashPrefixHex));

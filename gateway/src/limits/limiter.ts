@@ -14,7 +14,7 @@
 import type { Logger } from "../log.ts";
 import { observeLimiter } from "../observability/metrics.ts";
 import { MemoryStore } from "./memory_store.ts";
-import type { PoolSpec, PoolTake } from "./pool.ts";
+import type { PoolSpec, PoolTake, TakeResult } from "./pool.ts";
 import type { PoolStore } from "./store.ts";
 import { SLOT_HOLD_MS_DEFAULT } from "./store.ts";
 
@@ -24,6 +24,11 @@ export const LIMITS_SLICE_FRACTION_DEFAULT = 0.0025;
 export const LIMITS_SLICE_IDLE_MS_DEFAULT = 500;
 /** How often an unreachable Redis is tried again, ms. */
 export const LIMITS_REDIS_RETRY_MS_DEFAULT = 1_000;
+/**
+ * How often the live gateway count is read while Redis answers, ms: a gateway that loses Redis divides its limits
+ * by the last count at once, instead of counting each limit whole until a fresh count arrives.
+ */
+const LIVE_GATEWAYS_REFRESH_MS = 10_000;
 /**
  * Concurrent requests one user may have across all keys and gateways unless configured otherwise (0 = no limit:
  * a user's keys carry their own concurrency limits, and one agent serves 1,024 streams).
@@ -116,6 +121,8 @@ export class Limiter {
   #local: MemoryStore;
   #degradedSince: number | null = null;
   #divisor = 1;
+  /** Live gateways at the last count (PostgreSQL's view); the divisor when Redis is lost. */
+  #lastLive = 1;
   readonly #slices = new Map<string, Slice>();
   /** Slot pools this gateway holds units of (in flight or in a slice): renewed so they do not expire. */
   readonly #heldSlots = new Map<string, number>();
@@ -137,7 +144,9 @@ export class Limiter {
     const t1 = setInterval(() => this.#returnIdleSlices(), Math.max(10, Math.floor(this.#opts.sliceIdleMs / 2)));
     const t2 = setInterval(() => void this.#renewSlots(), Math.max(100, Math.floor(this.#opts.slotHoldMs / 3)));
     const t3 = setInterval(() => void this.#probe(), this.#opts.redisRetryMs);
-    for (const t of [t1, t2, t3]) {
+    const t4 = setInterval(() => void this.#countLive(), LIVE_GATEWAYS_REFRESH_MS);
+    if (this.#opts.shared) void this.#countLive();
+    for (const t of [t1, t2, t3, t4]) {
       t.unref();
       this.#timers.push(t);
     }
@@ -271,12 +280,12 @@ export class Limiter {
     });
     let result;
     try {
-      result = await store.take(this.#opts.gatewayId, takes);
+      result = await this.#take(store, takes);
       if (!result.ok && result.reason === "missing") {
         const t = takes[result.index]!;
         const spent = await this.#opts.monthSpendMicros(keyId, monthStart(this.#now()));
         t.spec = { ...t.spec, init: t.spec.capacity - Number(spent) / (store === this.#local ? this.#divisor : 1) };
-        result = await store.take(this.#opts.gatewayId, takes);
+        result = await this.#take(store, takes);
       }
     } catch (error) {
       if (store === this.#local) throw error;
@@ -313,6 +322,22 @@ export class Limiter {
     }
     this.#hold(store, group.takes, 1);
     return store;
+  }
+
+  /**
+   * One decision from a store. A failed Redis decision is asked once more before Redis counts as lost: one command
+   * that timed out because this process's event loop was busy (its answer arrived late) must not hand every limit to
+   * per-gateway counting. The failed attempt may have been applied in Redis, so the retry can take twice: a request
+   * refused too early, never one admitted beyond the limit.
+   */
+  async #take(store: PoolStore, takes: PoolTake[]): Promise<TakeResult> {
+    try {
+      return await store.take(this.#opts.gatewayId, takes);
+    } catch (error) {
+      if (store === this.#local) throw error;
+      this.#opts.log.info("limits.redis_retry", { error });
+      return await store.take(this.#opts.gatewayId, takes);
+    }
   }
 
   /** A request ended: its slots go back to the local slice (or the store), its estimates are corrected. */
@@ -438,13 +463,24 @@ export class Limiter {
     if (this.#degradedSince !== null || !this.#opts.shared) return;
     this.#degradedSince = this.#now();
     this.#local = new MemoryStore(this.#now, this.#opts.slotHoldMs);
+    this.#divisor = this.#lastLive;
     this.#opts.log.warn("limits.redis_unreachable", { error, note: "limits are counted per gateway (each limit ÷ live gateways) until Redis answers" });
     void this.#opts
       .liveGateways()
       .then((n) => {
-        this.#divisor = Math.max(1, n);
+        this.#lastLive = Math.max(1, n);
+        if (this.#degradedSince !== null) this.#divisor = this.#lastLive;
       })
       .catch(() => {});
+  }
+
+  async #countLive(): Promise<void> {
+    if (!this.#opts.shared || this.#degradedSince !== null) return;
+    try {
+      this.#lastLive = Math.max(1, await this.#opts.liveGateways());
+    } catch {
+      /* keep the last count */
+    }
   }
 
   async #probe(): Promise<void> {
@@ -455,7 +491,10 @@ export class Limiter {
         this.#opts.log.info("limits.redis_back", { degradedMs: this.#now() - this.#degradedSince });
         this.#degradedSince = null;
         this.#divisor = 1;
-      } else this.#divisor = Math.max(1, await this.#opts.liveGateways());
+      } else {
+        this.#lastLive = Math.max(1, await this.#opts.liveGateways());
+        this.#divisor = this.#lastLive;
+      }
     } catch {
       /* still down */
     } finally {

@@ -346,6 +346,52 @@ describe("Redis unreachable", () => {
     await limiter.close();
   });
 
+  it("one failed Redis decision is asked again, not taken for an outage; a lost Redis divides each limit by the last live count at once", async () => {
+    const real = new RedisStore(redis);
+    let failNext = 0;
+    const flaky: PoolStore = {
+      kind: "redis",
+      take: (gatewayId, takes) => (failNext-- > 0 ? Promise.reject(new Error("Command timed out")) : real.take(gatewayId, takes)),
+      give: (gatewayId, gives) => real.give(gatewayId, gives),
+      renew: (gatewayId, keys) => real.renew(gatewayId, keys),
+      close: () => Promise.resolve(),
+    };
+    let liveCalls = 0;
+    const limiter = new Limiter({
+      gatewayId: "gwF",
+      shared: flaky,
+      prefix,
+      userConcurrencyMax: 0,
+      sliceFraction: 0,
+      sliceIdleMs: 500,
+      redisRetryMs: 60_000,
+      slotHoldMs: 30_000,
+      liveGateways: () => {
+        liveCalls++;
+        // The count read while Redis answered is 4; later reads never arrive (a slow database).
+        return liveCalls === 1 ? Promise.resolve(4) : new Promise<number>(() => {});
+      },
+      monthSpendMicros: () => Promise.resolve(0n),
+      ping: () => Promise.resolve(false),
+      log,
+    });
+    limiter.start();
+    await expect.poll(() => liveCalls).toBe(1);
+    const keyId = `key_${randomUUID()}`;
+    const key: KeyLimits = { rpm: null, tpm: null, concurrency: 8, monthlyBudgetMicros: null };
+    failNext = 1;
+    const a = await limiter.admitStart({ keyId, userId: "usr_f", key });
+    expect(limiter.mode).toBe("redis");
+    a.end({ tokens: null, chargedMicros: null });
+    // Two failures in a row: Redis is lost; each limit is 8 ÷ 4 = 2 at once, without waiting for a new count.
+    failNext = 2;
+    const held = await Promise.allSettled([0, 1, 2].map(() => limiter.admitStart({ keyId, userId: "usr_f", key })));
+    expect(limiter.mode).toBe("local");
+    expect(held.filter((r) => r.status === "fulfilled")).toHaveLength(2);
+    for (const r of held) if (r.status === "fulfilled") r.value.end({ tokens: null, chargedMicros: null });
+    await limiter.close();
+  });
+
   it("the machine's Redis answers (the other cases ran against it)", async () => {
     expect(await redisAnswers(redis)).toBe(true);
   });

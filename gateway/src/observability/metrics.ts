@@ -121,6 +121,8 @@ export interface GatewayGaugeSources {
   recordsDropped(): number;
   keyChecks(): { cache: number; lookups: number; missLookups: number; missRefused: number; queries: number; filterStale: number; staleServed: number };
   keyFilterEntries(): number;
+  /** Lookups the miss budget allows now, for keys the key filter does not hold. */
+  keyMissBudget(): number;
   /** Redis is configured but unreachable: limits are counted per gateway (each ÷ live gateways). */
   limitsDegraded(): boolean;
   /** Circuit breakers (agent × model) that are open or half-open now. */
@@ -176,6 +178,11 @@ gauge("wellspring_ready", "Whether this gateway is ready (1: the ledger answers 
 gauge("wellspring_spool_settlements", "Settlements waiting in the local spool for the database (spool depth).", () => sum((s) => s.spooledSettlements()));
 gauge("wellspring_spool_records", "Request records waiting in the local spool for the database (spool depth).", () => sum((s) => s.spooledRecords()));
 gauge("wellspring_key_filter_entries", "Keys the key filter holds (active at its last rebuild, plus created since).", () => sum((s) => s.keyFilterEntries()));
+gauge(
+  "wellspring_key_miss_budget_lookups",
+  "Database lookups the miss budget allows now for well-formed keys the key filter does not hold (0 while unknown keys flood the gateway).",
+  () => sum((s) => s.keyMissBudget()),
+);
 new Gauge({
   name: "wellspring_breakers",
   help: "Circuit breakers (agent × model) by state: open (no traffic) or half_open (one probe allowed).",
