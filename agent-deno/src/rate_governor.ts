@@ -7,8 +7,13 @@
  * corrected when its settlement arrives). Auto mode: the agent learns the key's limits from the provider —
  * the `x-ratelimit-*` / `anthropic-ratelimit-*` headers it sends on every answer set a ceiling, a 429 multiplies
  * the rate by `AUTO_DECREASE_FACTOR` (once per burst of 429s), and a rate that is used in full grows by
- * `AUTO_INCREASE_PER_SUCCESS` per success (AIMD) up to the ceiling. In both modes a 429, a `retry-after` or a
- * remaining count of zero pauses new requests until the provider said it has room.
+ * `AUTO_INCREASE_PER_SUCCESS` per success (AIMD) up to the ceiling. Tokens in auto mode: once the provider
+ * announces its token limit (OpenAI's `x-ratelimit-limit-tokens`, Anthropic's `anthropic-ratelimit-tokens-limit`,
+ * sent on every answer), the agent paces tokens itself with the same debt bucket as expert mode at
+ * `AUTO_CEILING_SHARE` of it, brought down to the provider's `remaining-tokens` whenever that is lower (the key
+ * may be used elsewhere too), admitting a request only when its whole estimate fits and giving back nothing a
+ * request did not use, as the providers do. In both modes a 429, a `retry-after` or a remaining count of zero pauses new
+ * requests until the provider said it has room.
  *
  * Time comes from an injected clock (tests drive it); nothing here sleeps.
  */
@@ -155,7 +160,7 @@ export class RateGovernor {
   /** Auto: the pacing bucket (requests), refilled at the rate. */
   #pace = Infinity;
   #paceAtMs = 0;
-  /** Expert TPM: a debt bucket, tokens; refilled at tpm per minute up to tpm. */
+  /** TPM (expert, or auto once learnt): a debt bucket, tokens; refilled at tpm per minute up to tpm. */
   #tokens = 0;
   #tokensAtMs = 0;
   readonly #estimates = new Map<string, number>();
@@ -185,7 +190,18 @@ export class RateGovernor {
       }
     } else {
       this.#expert = { rpm: null, tpm: null, concurrency: null };
+      const tpm = this.tpm;
+      if (tpm !== null) {
+        this.#tokens = tpm;
+        this.#tokensAtMs = this.#now();
+      }
     }
+  }
+
+  /** The tokens-per-minute limit in force, null = none (auto: none until the provider announces its own). */
+  get tpm(): number | null {
+    if (this.#mode === "expert") return this.#expert.tpm;
+    return this.#ceilingTpm === null ? null : Math.max(1, Math.floor(this.#ceilingTpm * AUTO_CEILING_SHARE));
   }
 
   /** The requests-per-minute limit in force, null = none. */
@@ -201,10 +217,11 @@ export class RateGovernor {
   }
 
   /**
-   * May a request start now? `bodyBytes` (null = unknown) gives its token estimate for the TPM. An admitted
-   * request holds its slot until `release`.
+   * May a request start now? `bodyBytes` (null = unknown) gives its token estimate for the TPM, raised to the hub's
+   * `hubEstimate` (which counts the output the request asks for) when that is larger: a hub can add to what the
+   * agent counts, never take from it. An admitted request holds its slot until `release`.
    */
-  admit(requestId: string, bodyBytes: number | null): Admission {
+  admit(requestId: string, bodyBytes: number | null, hubEstimate: number | null = null): Admission {
     const now = this.#now();
     if (now < this.#pausedUntilMs) return { ok: false, limit: "provider", retryAfterMs: Math.ceil(this.#pausedUntilMs - now) };
     const concurrency = this.#mode === "expert" ? this.#expert.concurrency : null;
@@ -223,11 +240,17 @@ export class RateGovernor {
       this.#paceAtMs = now;
       if (this.#pace < 1) return { ok: false, limit: "rpm", retryAfterMs: Math.max(1, Math.ceil(((1 - this.#pace) * RATE_WINDOW_MS) / rpm)) };
     }
-    const tpm = this.#mode === "expert" ? this.#expert.tpm : null;
-    const estimate = bodyBytes === null ? TOKENS_ESTIMATE_UNKNOWN_BODY : Math.ceil(bodyBytes / BODY_BYTES_PER_TOKEN);
+    const tpm = this.tpm;
+    const estimate = Math.max(bodyBytes === null ? TOKENS_ESTIMATE_UNKNOWN_BODY : Math.ceil(bodyBytes / BODY_BYTES_PER_TOKEN), hubEstimate ?? 0);
     if (tpm !== null) {
       this.#refillTokens(now, tpm);
-      if (this.#tokens <= 0) return { ok: false, limit: "tpm", retryAfterMs: Math.max(1, Math.ceil(((1 - this.#tokens) * RATE_WINDOW_MS) / tpm)) };
+      // Expert: a debt bucket, as the hub counts the owner's limit. Auto: the provider refuses a request larger than
+      // what is left (OpenAI and Anthropic count input plus requested output up front), so the whole estimate must
+      // fit (capped at the limit, so one request larger than a minute's tokens still goes when the bucket is full).
+      const need = this.#mode === "auto" ? Math.min(estimate, tpm) : 1;
+      if (this.#tokens < need || this.#tokens <= 0) {
+        return { ok: false, limit: "tpm", retryAfterMs: Math.max(1, Math.ceil(((need - this.#tokens) * RATE_WINDOW_MS) / tpm)) };
+      }
       this.#tokens -= estimate;
       // Settlements normally remove their estimate; without them (billing off) the map is dropped whole when full
       // (those requests keep their estimate: removing the oldest one by one costs a scan over deleted entries).
@@ -247,12 +270,19 @@ export class RateGovernor {
     this.#inFlight--;
   }
 
-  /** The hub settled a request: its token estimate is replaced by the tokens it used (expert TPM). */
+  /**
+   * The hub settled a request: its token estimate is replaced by the tokens it used (expert). In auto mode only a
+   * request that used more than its estimate takes the rest: the providers count the output a request asks for up
+   * front and give nothing back, and their remaining count on every answer corrects the bucket.
+   */
   settle(requestId: string, tokens: number): void {
     const estimate = this.#estimates.get(requestId);
     if (estimate === undefined) return;
     this.#estimates.delete(requestId);
-    if (this.#mode === "expert" && this.#expert.tpm !== null) this.#tokens = Math.min(this.#expert.tpm, this.#tokens - (tokens - estimate));
+    const tpm = this.tpm;
+    if (tpm === null) return;
+    if (this.#mode === "auto") this.#tokens -= Math.max(0, tokens - estimate);
+    else this.#tokens = Math.min(tpm, this.#tokens - (tokens - estimate));
   }
 
   /** The provider's response head for an admitted request: its status and rate-limit headers. */
@@ -267,12 +297,31 @@ export class RateGovernor {
     if (p.requestsRemaining === 0) pause(p.requestsResetMs ?? p.retryAfterMs);
     if (p.tokensRemaining === 0) pause(p.tokensResetMs ?? p.retryAfterMs);
     if (p.requestsLimit !== null && p.requestsLimit > 0) this.#ceilingRpm = p.requestsLimit;
-    if (p.tokensLimit !== null && p.tokensLimit > 0) this.#ceilingTpm = p.tokensLimit;
+    if (p.tokensLimit !== null && p.tokensLimit > 0) {
+      const learnt = this.#ceilingTpm === null;
+      this.#ceilingTpm = p.tokensLimit;
+      if (learnt && this.#mode === "auto") {
+        // The bucket starts full at the limit; what the provider says is left brings it down just below.
+        this.#tokens = this.tpm!;
+        this.#tokensAtMs = now;
+      }
+    }
     if (this.#mode !== "auto") return;
+    const tpm = this.tpm;
+    if (tpm !== null && p.tokensRemaining !== null) {
+      this.#refillTokens(now, tpm);
+      this.#tokens = Math.min(this.#tokens, p.tokensRemaining - (p.tokensLimit ?? this.#ceilingTpm!) * (1 - AUTO_CEILING_SHARE));
+    }
     const ceiling = this.#ceilingRpm === null ? Infinity : Math.max(AUTO_RPM_MIN, Math.floor(this.#ceilingRpm * AUTO_CEILING_SHARE));
     if (status === 429) {
-      // A provider that announces its limit paces the agent by it and by its pauses: the 429 is not a rate to learn.
-      if (this.#ceilingRpm === null && ticket.startedAtMs >= this.#lastDecreaseAtMs && this.sentLastWindow() >= AUTO_DECREASE_SENT_MIN) {
+      // A provider that announces its limit paces the agent by it and by its pauses: the 429 is not a rate to learn;
+      // nor is a 429 for tokens (remaining tokens 0), which the token bucket paces.
+      if (
+        this.#ceilingRpm === null &&
+        p.tokensRemaining !== 0 &&
+        ticket.startedAtMs >= this.#lastDecreaseAtMs &&
+        this.sentLastWindow() >= AUTO_DECREASE_SENT_MIN
+      ) {
         const base = Math.min(this.#autoRpm ?? Infinity, this.sentLastWindow());
         this.#autoRpm = Math.max(AUTO_RPM_MIN, Math.min(ceiling, Math.floor(base * AUTO_DECREASE_FACTOR)));
         this.#lastDecreaseAtMs = now;
@@ -304,6 +353,11 @@ export class RateGovernor {
       const rpm = this.rpm;
       const sent = this.#starts.length - this.#head;
       if (rpm !== null && sent >= rpm) retryAfterMs = Math.max(1, Math.ceil(this.#starts[this.#head + (sent - rpm)]! + RATE_WINDOW_MS - now));
+      const tpm = this.tpm;
+      if (tpm !== null) {
+        this.#refillTokens(now, tpm);
+        if (this.#tokens <= 0) retryAfterMs = Math.max(retryAfterMs, Math.ceil(((1 - this.#tokens) * RATE_WINDOW_MS) / tpm));
+      }
     }
     const cap = (n: number | null) => (n === null ? null : Math.min(100_000_000, Math.max(1, Math.floor(n))));
     return this.#mode === "expert"
@@ -314,7 +368,7 @@ export class RateGovernor {
           concurrency: this.#expert.concurrency,
           retryAfterMs: Math.min(retryAfterMs, 86_400_000),
         }
-      : { rateMode: "auto", rpm: cap(this.rpm), tpm: cap(this.#ceilingTpm), concurrency: null, retryAfterMs: Math.min(retryAfterMs, 86_400_000) };
+      : { rateMode: "auto", rpm: cap(this.rpm), tpm: cap(this.tpm), concurrency: null, retryAfterMs: Math.min(retryAfterMs, 86_400_000) };
   }
 
   #refillTokens(now: number, tpm: number): void {

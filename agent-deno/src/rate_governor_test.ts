@@ -253,3 +253,74 @@ Deno.test("rate governor, auto mode: one 429 on a quiet agent (a request too lar
   }
   assert.equal(governor.state().rpm, null);
 });
+
+Deno.test("rate governor, auto mode: paces tokens once the provider announces its TPM, follows its remaining count, gives back nothing at settlement", () => {
+  let now = 0;
+  const governor = new RateGovernor({ now: () => now, wallNow: () => now });
+  // Before any announcement: no TPM (a 40,000-byte body, 10,000 tokens, goes).
+  const first = governor.admit("first", 40_000);
+  assert.ok(first.ok);
+  assert.equal(governor.tpm, null);
+  governor.observe(first.ticket, 200, (n) => (n === "x-ratelimit-limit-tokens" ? "10000" : n === "x-ratelimit-remaining-tokens" ? "4000" : null));
+  governor.release(first.ticket);
+  assert.equal(governor.tpm, Math.floor(10_000 * AUTO_CEILING_SHARE));
+  assert.equal(governor.state().tpm, 9_800);
+  // The provider says 4,000 are left: the agent keeps its 2% margin below that (3,800). A request counts the larger
+  // of its body's estimate and the hub's (which includes the output it asks for): 3,000 here.
+  const a = governor.admit("a", 400, 3_000);
+  assert.ok(a.ok);
+  // 800 left: a request of 1,000 does not fit (the provider would refuse it); one of 800 does.
+  const big = governor.admit("big", 400, 1_000);
+  assert.ok(!big.ok && big.limit === "tpm", JSON.stringify(big));
+  assert.equal(big.retryAfterMs, Math.ceil((200 * 60_000) / 9_800));
+  const b = governor.admit("b", 3_200);
+  assert.ok(b.ok);
+  const c = governor.admit("c", 4);
+  assert.ok(!c.ok && c.limit === "tpm", JSON.stringify(c));
+  assert.equal(governor.state().retryAfterMs, Math.ceil((1 * 60_000) / 9_800));
+  // b used 100 tokens of its 800 estimate: nothing comes back (the provider counted the 800 and keeps them)…
+  governor.settle("b", 100);
+  assert.equal(governor.admit("d", 4).ok, false);
+  // …while a request that used more than its estimate takes the rest (refilled first: 61 s later the bucket is full).
+  now += 61_000;
+  const e = governor.admit("e", 4_000);
+  assert.ok(e.ok);
+  governor.settle("e", 9_000);
+  // 9,800 − 9,000 = 800 left: a hub's estimate below the body's counts for nothing (3,600 bytes are 900 tokens).
+  assert.equal(governor.admit("f0", 3_600, 0).ok, false);
+  assert.ok(governor.admit("f1", 3_200, 0).ok);
+  // Expert mode ignores what auto mode learnt; back in auto mode the bucket starts full at the learnt rate.
+  governor.configure({ rateMode: "expert", rpm: null, tpm: null, concurrency: null });
+  assert.equal(governor.tpm, null);
+  assert.ok(governor.admit("f2", 400_000).ok);
+  governor.configure({ rateMode: "auto", rpm: null, tpm: null, concurrency: null });
+  // One request larger than a minute's tokens still goes when the bucket is full, and empties it.
+  assert.ok(governor.admit("g", 80_000).ok);
+  assert.equal(governor.admit("h", 4).ok, false);
+});
+
+Deno.test("rate governor, auto mode: a 429 for tokens pauses the agent and teaches it no request rate", () => {
+  let now = 0;
+  const governor = new RateGovernor({ now: () => now, wallNow: () => now });
+  for (let i = 0; i < 30; i++) {
+    const a = governor.admit(`ok_${i}`, 40);
+    assert.ok(a.ok);
+    governor.observe(a.ticket, 200, () => null);
+    governor.release(a.ticket);
+    now += 100;
+  }
+  const t = governor.admit("tokens", 40);
+  assert.ok(t.ok);
+  governor.observe(t.ticket, 429, (n) =>
+    n === "x-ratelimit-remaining-tokens" ? "0" : n === "x-ratelimit-limit-tokens" ? "3000" : n === "retry-after-ms" ? "2500" : null,
+  );
+  governor.release(t.ticket);
+  assert.equal(governor.rpm, null);
+  assert.equal(governor.admit("paused", 40).ok, false);
+  now += 2_500;
+  // The token bucket (2,940 a minute) was brought to the provider's 0 less the margin (−60): 2.5 s of refill later it
+  // holds ~62 tokens, so a request of 50 goes and one of 100 waits for tokens, not for a request rate.
+  assert.ok(governor.admit("after", 200).ok);
+  const waiting = governor.admit("refilling", 400);
+  assert.ok(!waiting.ok && waiting.limit === "tpm", JSON.stringify(waiting));
+});

@@ -617,7 +617,7 @@ export class Tunnel {
       return;
     }
     // The owner's limits (expert) or what the provider taught (auto): refused before anything reaches the provider.
-    const admission = this.#rate.admit(head.requestId, head.bodyBytes);
+    const admission = this.#rate.admit(head.requestId, head.bodyBytes, head.estimatedTokens ?? null);
     if (!admission.ok) {
       this.#o.log.info("stream.rate_limited", { requestId: head.requestId, limit: admission.limit, retryAfterMs: admission.retryAfterMs });
       this.#send(session, encodeReset(streamId, ResetCode.RATE_LIMITED, `agent rate limit (${admission.limit}); retry in ${admission.retryAfterMs} ms`));

@@ -2,7 +2,7 @@
  * The agent's own token bucket, through real processes (gateway, Deno agent, the mock provider answering 429
  * above its RPM with the providers' headers): in expert mode the owner's limit, pushed over the tunnel when the
  * owner changes it, is never exceeded at the provider even when the hub lets more through; in auto mode the agent
- * learns the provider's limit and settles near it with few 429s. Refusals reach the user as 429 in the route's
+ * learns the provider's limits (requests and tokens) and settles near them with few 429s. Refusals reach the user as 429 in the route's
  * shape with a retry time.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -103,5 +103,54 @@ describe("the agent's own rate limits", () => {
     const refused = outcomes.filter((o) => o.status === 429);
     expect(refused.length).toBeGreaterThan(0);
     expect(refused.every((o) => o.code === "rate_limited" && o.retryAfter !== null)).toBe(true);
+  }, 120_000);
+});
+
+/** The second provider key's limit, tokens per minute (each call below counts ~125: a ~100-byte body and max_tokens 100). */
+const PROVIDER_TPM = 3_000;
+
+describe("the agent's own token pacing", () => {
+  let tpmStack: Stack;
+  beforeAll(async () => {
+    tpmStack = await startStack({ mockOptions: { tpmLimit: PROVIDER_TPM } });
+  }, 120_000);
+  afterAll(async () => {
+    await tpmStack?.close();
+  });
+
+  it("auto mode: the agent learns the provider's TPM from its headers, paces tokens near it and meets < 5% 429s", async () => {
+    const runMs = Math.min(RUN_MS, 20_000);
+    const settleMs = 5_000;
+    const from = Date.now();
+    const outcomes: Promise<number>[] = [];
+    // ~17× what the key allows: ~125 tokens a call, 400 calls a minute (the bucket's first 3,000 tokens are spent in ~4 s).
+    for (let i = 0; Date.now() - from < runMs; i++) {
+      outcomes.push(
+        fetch(`${tpmStack.baseUrl}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${tpmStack.apiKey}`, "content-type": "application/json" },
+          body: JSON.stringify({ model: "gpt-4o-mini", max_tokens: 100, messages: [{ role: "user", content: `call ${i} ${"x".repeat(40)}` }] }),
+        }).then(async (res) => {
+          await res.arrayBuffer();
+          return res.status;
+        }),
+      );
+      await new Promise((r) => setTimeout(r, Math.max(0, from + (i + 1) * 150 - Date.now())));
+    }
+    const statuses = await Promise.all(outcomes);
+    const calls = tpmStack.mock.requests.filter((r) => r.method === "POST" && r.startedAt >= from + settleMs);
+    const limited = calls.filter((c) => c.status === 429).length;
+    const served = calls.filter((c) => c.status === 200).length;
+    console.log(`auto TPM: ${statuses.length} user requests, after ${settleMs} ms ${served} provider calls served, ${limited} answered 429`);
+    expect(limited / Math.max(1, calls.length)).toBeLessThan(0.05);
+    // The agent reported the provider's TPM (at AUTO_CEILING_SHARE) to the hub, and refused what did not fit.
+    const agent = await tpmStack.db.agent.findUniqueOrThrow({ where: { id: tpmStack.agent.agentId } });
+    expect(agent.reportedTpm).toBe(Math.floor(PROVIDER_TPM * 0.98));
+    expect(statuses.filter((s) => s !== 200 && s !== 429)).toEqual([]);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
+    // Served at the key's rate once its first minute's bucket is spent: ~24 calls a minute (50 tokens a second).
+    const perMinute = (served * 60_000) / (runMs - settleMs);
+    expect(perMinute).toBeGreaterThan(0.5 * (PROVIDER_TPM / 125));
+    expect(perMinute).toBeLessThan(1.5 * (PROVIDER_TPM / 125));
   }, 120_000);
 });

@@ -566,31 +566,88 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
 }
 
 /**
- * A provider's requests-per-minute limit, as OpenAI and Anthropic describe theirs: a bucket of `rpm` requests
- * refilled continuously. Above it the mock answers 429 in the family's shape with the headers the providers send.
+ * A provider's per-minute limit (requests or tokens), as OpenAI and Anthropic describe theirs: a bucket of `perMinute`
+ * units refilled continuously. Above it the mock answers 429 in the family's shape with the headers the providers send.
  */
-class RpmBucket {
+class RateBucket {
   #level: number;
   #at = Date.now();
-  constructor(readonly rpm: number) {
-    this.#level = rpm;
+  constructor(readonly perMinute: number) {
+    this.#level = perMinute;
   }
 
-  /** Takes one request: null when admitted, else the wait until one is available, ms. */
-  take(): number | null {
-    const now = Date.now();
-    this.#level = Math.min(this.rpm, this.#level + ((now - this.#at) * this.rpm) / 60_000);
-    this.#at = now;
-    if (this.#level >= 1) {
-      this.#level -= 1;
+  /** Takes `amount` units: null when admitted, else the wait until they are available, ms. */
+  take(amount = 1): number | null {
+    this.#refill();
+    if (this.#level >= amount) {
+      this.#level -= amount;
       return null;
     }
-    return Math.ceil(((1 - this.#level) * 60_000) / this.rpm);
+    return Math.ceil(((Math.min(amount, this.perMinute) - this.#level) * 60_000) / this.perMinute);
   }
 
   remaining(): number {
-    return Math.floor(this.#level);
+    this.#refill();
+    return Math.max(0, Math.floor(this.#level));
   }
+
+  #refill(): void {
+    const now = Date.now();
+    this.#level = Math.min(this.perMinute, this.#level + ((now - this.#at) * this.perMinute) / 60_000);
+    this.#at = now;
+  }
+}
+
+/** What a request counts against a tokens-per-minute limit: its estimated input plus the output it may ask for (as OpenAI counts). */
+function rateTokens(raw: Buffer): number {
+  let maxTokens = 0;
+  try {
+    const body = JSON.parse(raw.toString("utf8")) as Json;
+    maxTokens = Number(body.max_tokens ?? body.max_completion_tokens ?? body.max_output_tokens ?? 0) || 0;
+  } catch {
+    /* not JSON: input only */
+  }
+  return estimateTokens(raw.length) + maxTokens;
+}
+
+/** The headers OpenAI and Anthropic send about a tokens-per-minute limit. */
+function tokenHeaders(path: string, tpm: number, remaining: number, resetMs: number): http.OutgoingHttpHeaders {
+  return path.startsWith("/v1/messages")
+    ? {
+        "anthropic-ratelimit-tokens-limit": String(tpm),
+        "anthropic-ratelimit-tokens-remaining": String(remaining),
+        "anthropic-ratelimit-tokens-reset": new Date(Date.now() + resetMs).toISOString(),
+      }
+    : {
+        "x-ratelimit-limit-tokens": String(tpm),
+        "x-ratelimit-remaining-tokens": String(remaining),
+        "x-ratelimit-reset-tokens": `${(resetMs / 1000).toFixed(3)}s`,
+      };
+}
+
+function tokensLimited(path: string, tpm: number, waitMs: number): { headers: http.OutgoingHttpHeaders; body: Json } {
+  const seconds = String(Math.max(1, Math.ceil(waitMs / 1000)));
+  const headers = { "retry-after": seconds, ...tokenHeaders(path, tpm, 0, waitMs) };
+  if (path.startsWith("/v1/messages")) {
+    return {
+      headers,
+      body: {
+        type: "error",
+        error: { type: "rate_limit_error", message: `This request would exceed your organization's rate limit of ${tpm} input tokens per minute.` },
+      },
+    };
+  }
+  return {
+    headers: { ...headers, "retry-after-ms": String(waitMs) },
+    body: {
+      error: {
+        message: `Rate limit reached for tokens per min (TPM): Limit ${tpm}. Please try again in ${seconds}s.`,
+        type: "tokens",
+        param: null,
+        code: "rate_limit_exceeded",
+      },
+    },
+  };
 }
 
 function rateLimited(path: string, rpm: number, waitMs: number): { headers: http.OutgoingHttpHeaders; body: Json } {
@@ -633,7 +690,12 @@ export interface MockOptions {
   host?: string;
   /** Answer 429 (with the providers' rate-limit headers) above this many POSTs per minute; unset = no limit. */
   rpmLimit?: number;
-  /** With `rpmLimit`: send the rate-limit headers on every answer too, as the providers do (default true). */
+  /**
+   * Answer 429 (with the providers' token rate-limit headers) when a POST's estimated input plus its `max_tokens`
+   * exceeds what is left of this many tokens per minute; unset = no limit.
+   */
+  tpmLimit?: number;
+  /** With `rpmLimit` / `tpmLimit`: send the rate-limit headers on every answer too, as the providers do (default true). */
   rateLimitHeaders?: boolean;
   /**
    * The context window of every model, tokens: a request whose estimated input plus `max_tokens` exceeds it is
@@ -645,7 +707,8 @@ export interface MockOptions {
 }
 
 export async function startMockProvider(options: MockOptions = {}): Promise<MockProvider> {
-  const bucket = options.rpmLimit ? new RpmBucket(options.rpmLimit) : null;
+  const bucket = options.rpmLimit ? new RateBucket(options.rpmLimit) : null;
+  const tokenBucket = options.tpmLimit ? new RateBucket(options.tpmLimit) : null;
   const requests: MockRequestRecord[] = [];
   let inFlight = 0;
   const mock = { fault: null } as MockProvider;
@@ -697,20 +760,31 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
       record.tag = directives.tag;
       const waitMs = bucket && req.method === "POST" ? bucket.take() : null;
       if (bucket && waitMs !== null) {
-        const limited = rateLimited(record.path, bucket.rpm, waitMs);
+        const limited = rateLimited(record.path, bucket.perMinute, waitMs);
         sendJson(r, 429, limited.body, limited.headers).then(notify, () => res.destroy());
         return;
+      }
+      const tokenWaitMs = tokenBucket && req.method === "POST" ? tokenBucket.take(rateTokens(raw)) : null;
+      if (tokenBucket && tokenWaitMs !== null) {
+        const limited = tokensLimited(record.path, tokenBucket.perMinute, tokenWaitMs);
+        sendJson(r, 429, limited.body, limited.headers).then(notify, () => res.destroy());
+        return;
+      }
+      if (tokenBucket && options.rateLimitHeaders !== false && req.method === "POST") {
+        const left = tokenBucket.remaining();
+        const headers = tokenHeaders(record.path, tokenBucket.perMinute, left, Math.ceil(((tokenBucket.perMinute - left) * 60_000) / tokenBucket.perMinute));
+        for (const [name, value] of Object.entries(headers)) res.setHeader(name, value!);
       }
       if (bucket && options.rateLimitHeaders !== false && req.method === "POST") {
         // As OpenAI and Anthropic do, every answer says the key's limit and what is left of it.
         const left = String(bucket.remaining());
-        const resetMs = Math.ceil(60_000 / bucket.rpm);
+        const resetMs = Math.ceil(60_000 / bucket.perMinute);
         if (record.path.startsWith("/v1/messages")) {
-          res.setHeader("anthropic-ratelimit-requests-limit", String(bucket.rpm));
+          res.setHeader("anthropic-ratelimit-requests-limit", String(bucket.perMinute));
           res.setHeader("anthropic-ratelimit-requests-remaining", left);
           res.setHeader("anthropic-ratelimit-requests-reset", new Date(Date.now() + resetMs).toISOString());
         } else {
-          res.setHeader("x-ratelimit-limit-requests", String(bucket.rpm));
+          res.setHeader("x-ratelimit-limit-requests", String(bucket.perMinute));
           res.setHeader("x-ratelimit-remaining-requests", left);
           res.setHeader("x-ratelimit-reset-requests", `${(resetMs / 1000).toFixed(3)}s`);
         }

@@ -38,3 +38,40 @@ it("answers 429 above its RPM with x-ratelimit-* and anthropic-ratelimit-* heade
   expect(anthropic.headers.get("anthropic-ratelimit-requests-limit")).toBe("3");
   expect(Date.parse(anthropic.headers.get("anthropic-ratelimit-requests-reset")!)).toBeGreaterThan(Date.now());
 });
+
+it("answers 429 above its TPM (estimated input + max_tokens), with the token headers on every answer", async () => {
+  const tpmMock = await startMockProvider({ tpmLimit: 1_000 });
+  try {
+    const send = (path: string, maxTokens: number) =>
+      fetch(`${tpmMock.origin}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: "Bearer sk-x" },
+        body: JSON.stringify({
+          model: path === "/v1/messages" ? "claude-haiku-4-5" : "gpt-4o-mini",
+          max_tokens: maxTokens,
+          messages: [{ role: "user", content: "hi" }],
+        }),
+      });
+    const ok = await send("/v1/chat/completions", 600);
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get("x-ratelimit-limit-tokens")).toBe("1000");
+    const left = Number(ok.headers.get("x-ratelimit-remaining-tokens"));
+    // 600 output tokens and a ~100-byte body's ~25 input tokens were counted.
+    expect(left).toBeLessThan(400);
+    expect(left).toBeGreaterThan(350);
+    const refused = await send("/v1/chat/completions", 600);
+    expect(refused.status).toBe(429);
+    const body = (await refused.json()) as { error: { type: string; code: string } };
+    expect(body.error).toMatchObject({ type: "tokens", code: "rate_limit_exceeded" });
+    expect(refused.headers.get("x-ratelimit-remaining-tokens")).toBe("0");
+    expect(Number(refused.headers.get("retry-after-ms"))).toBeGreaterThan(10_000);
+    // A smaller request still fits what is left.
+    expect((await send("/v1/chat/completions", 5)).status).toBe(200);
+    const anthropic = await send("/v1/messages", 900);
+    expect(anthropic.status).toBe(429);
+    expect(anthropic.headers.get("anthropic-ratelimit-tokens-limit")).toBe("1000");
+    expect(((await anthropic.json()) as { error: { type: string } }).error.type).toBe("rate_limit_error");
+  } finally {
+    await tpmMock.close();
+  }
+});

@@ -33,6 +33,12 @@ export const requestHead = object({
   headers: headerList,
   /** Body length when the client sent Content-Length; null when chunked or absent. */
   bodyBytes: nullable(int(0, Number.MAX_SAFE_INTEGER)),
+  /**
+   * The hub's estimate of the tokens the request counts against a provider's tokens-per-minute limit (input plus
+   * the output it asks for), for the agent's TPM bucket; absent from older hubs. The agent uses it only to raise
+   * its own estimate (a hub cannot lower what the agent counts).
+   */
+  estimatedTokens: optional(nullable(int(0, Number.MAX_SAFE_INTEGER))),
 });
 export type RequestHead = Infer<typeof requestHead>;
 

@@ -369,6 +369,9 @@ class ProxyExchange {
     return new GatewayError("invalid_request", `We could not read the body of your request: ${problem}.`);
   }
 
+  /** Tokens the request counts against TPM limits (input estimate + requested output), once its fields are read. */
+  #estimatedTokens: number | null = null;
+
   /** The body's size as far as it is known: declared, or received so far. */
   get #inputBytes(): number {
     return this.#declaredBytes ?? this.bytesIn;
@@ -484,11 +487,12 @@ class ProxyExchange {
     } catch (error) {
       throw meterError(error, route.api);
     }
+    this.#estimatedTokens = estimatedTokens(scanner.fields, this.#inputBytes);
     await deps.limiter
       .admitBody(this.#admission, {
         keyId: principal.keyId,
         key: principal.limits,
-        estimatedTokens: estimatedTokens(scanner.fields, this.#inputBytes),
+        estimatedTokens: this.#estimatedTokens,
         heldMicros: this.#hold.heldMicros,
         agentId: first.agentId,
         agent: first.profile.limits,
@@ -528,6 +532,7 @@ class ProxyExchange {
       model,
       headers,
       bodyBytes: this.#declaredBytes,
+      estimatedTokens: this.#estimatedTokens,
     };
   }
 

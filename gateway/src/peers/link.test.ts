@@ -36,6 +36,7 @@ const HEAD: RequestHead = {
   model: "gpt-4o-mini",
   headers: [],
   bodyBytes: null,
+  estimatedTokens: null,
 };
 
 /** The agent's side of its one stream, scripted: it answers within the credit the holding gateway gives it. */
