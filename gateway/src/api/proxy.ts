@@ -879,7 +879,7 @@ class ProxyExchange {
       const id = this.#responseIdTap.push(chunk);
       if (id !== null) {
         this.#responseIdTap = null;
-        this.deps.routing.sticky?.record(id, { agentId: this.conn!.agentId!, userId: this.principal!.userId, model: this.model! });
+        void this.deps.routing.sticky?.record(id, { agentId: this.conn!.agentId!, userId: this.principal!.userId, model: this.model! });
       }
     }
     this.#armIdle();

@@ -76,17 +76,18 @@ export class StickyRoutes {
     return route;
   }
 
-  /** A response was created by `agentId` for `userId`'s request under `model`. */
-  record(responseId: string, route: { agentId: string; userId: string; model: string }): void {
+  /** A response was created by `agentId` for `userId`'s request under `model`; resolves once the row is written (or its failure logged). */
+  async record(responseId: string, route: { agentId: string; userId: string; model: string }): Promise<void> {
     const at = this.now();
     this.#memory.set(responseId, { ...route, at });
     if (this.#memory.size > STICKY_MEMORY_ENTRIES_MAX) {
       const oldest = this.#memory.keys().next().value;
       if (oldest !== undefined) this.#memory.delete(oldest);
     }
-    void this.db.responseRoute
-      .upsert({ where: { responseId }, create: { responseId, ...route, createdAt: new Date(at) }, update: {} })
-      .catch((error: unknown) => this.log.warn("routing.sticky_record_failed", { agentId: route.agentId, error }));
+    await this.db.responseRoute.upsert({ where: { responseId }, create: { responseId, ...route, createdAt: new Date(at) }, update: {} }).then(
+      () => {},
+      (error: unknown) => this.log.warn("routing.sticky_record_failed", { agentId: route.agentId, error }),
+    );
   }
 
   /** The agent no longer exists or was revoked: what its provider account holds cannot be reached through the hub again. */

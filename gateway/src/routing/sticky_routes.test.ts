@@ -23,16 +23,10 @@ afterAll(async () => {
   await database?.drop();
 });
 
-/** Waits for the route row a `record` writes off the request path. */
-async function stored(responseId: string): Promise<void> {
-  await expect.poll(() => database.db.responseRoute.count({ where: { responseId } }), { timeout: 5_000, interval: 10 }).toBe(1);
-}
-
 describe("StickyRoutes", () => {
   it("answers the user who made the response, from memory and from the table (another gateway); any other user gets null", async () => {
     const here = new StickyRoutes(database.db, log, now);
-    here.record("resp_u1", { agentId: "agt_a", userId: "usr_1", model: "gpt-4o-mini" });
-    await stored("resp_u1");
+    await here.record("resp_u1", { agentId: "agt_a", userId: "usr_1", model: "gpt-4o-mini" });
     const elsewhere = new StickyRoutes(database.db, log, now);
     for (const routes of [here, elsewhere]) {
       expect(await routes.routeOf("resp_u1", "usr_1")).toMatchObject({ agentId: "agt_a", userId: "usr_1", model: "gpt-4o-mini" });
@@ -48,8 +42,7 @@ describe("StickyRoutes", () => {
 
   it("a deleted response is forgotten here and in the table", async () => {
     const routes = new StickyRoutes(database.db, log, now);
-    routes.record("resp_del", { agentId: "agt_a", userId: "usr_1", model: "gpt-4o-mini" });
-    await stored("resp_del");
+    await routes.record("resp_del", { agentId: "agt_a", userId: "usr_1", model: "gpt-4o-mini" });
     await routes.forget("resp_del");
     expect(await routes.routeOf("resp_del", "usr_1")).toBeNull();
     expect(await database.db.responseRoute.count({ where: { responseId: "resp_del" } })).toBe(0);
@@ -57,11 +50,9 @@ describe("StickyRoutes", () => {
 
   it("routes older than the TTL are pruned from the table and memory; younger ones stay", async () => {
     const routes = new StickyRoutes(database.db, log, now);
-    routes.record("resp_aged", { agentId: "agt_a", userId: "usr_1", model: "gpt-4o-mini" });
-    await stored("resp_aged");
+    await routes.record("resp_aged", { agentId: "agt_a", userId: "usr_1", model: "gpt-4o-mini" });
     clock += 2 * DAY_MS;
-    routes.record("resp_young", { agentId: "agt_b", userId: "usr_1", model: "gpt-4o-mini" });
-    await stored("resp_young");
+    await routes.record("resp_young", { agentId: "agt_b", userId: "usr_1", model: "gpt-4o-mini" });
     clock += RESPONSE_ROUTE_TTL_MS - DAY_MS; // resp_aged is past the TTL, resp_young is not
     expect(await routes.routeOf("resp_aged", "usr_1")).toBeNull(); // expired before any prune
     expect(await routes.prune()).toBeGreaterThanOrEqual(1);
