@@ -1,8 +1,9 @@
 /**
  * What the agent forwards to a provider: per API family, an allowlist of methods and inference paths, and of
- * query parameters (protocol/src/query.ts). The hub sends only these, but the agent holds the owner's key
- * and checks for itself: a head for anything else (an account or admin endpoint, a file store, a GET) is
- * refused with RESET `PATH_FORBIDDEN` before any byte reaches the provider.
+ * query parameters (protocol/src/query.ts), plus the calls on a stored Responses API response (retrieve, delete,
+ * cancel, input items: the hub routes them to the agent whose key made it). The hub sends only these, but the
+ * agent holds the owner's key and checks for itself: a head for anything else (an account or admin endpoint,
+ * a file store, a listing) is refused with RESET `PATH_FORBIDDEN` before any byte reaches the provider.
  */
 import { forwardedQuery, type ApiFamily } from "../../protocol/src/mod.ts";
 
@@ -28,11 +29,25 @@ const PATHS: Record<ApiFamily, ReadonlySet<string>> = {
   anthropic: new Set(ANTHROPIC_INFERENCE_PATHS),
 };
 
-/** The only method forwarded: every inference call is a POST. */
+/** The method of every inference call. */
 export const FORWARDED_METHOD = "POST";
+
+/** Calls on one stored response, by path pattern (OpenAI only): the methods each takes. The id is one plain segment. */
+const STORED_RESPONSE_CALLS: readonly { pattern: RegExp; methods: readonly string[] }[] = [
+  { pattern: /^\/v1\/responses\/resp_[A-Za-z0-9_-]{1,200}$/, methods: ["GET", "DELETE"] },
+  { pattern: /^\/v1\/responses\/resp_[A-Za-z0-9_-]{1,200}\/cancel$/, methods: ["POST"] },
+  { pattern: /^\/v1\/responses\/resp_[A-Za-z0-9_-]{1,200}\/input_items$/, methods: ["GET"] },
+];
 
 /** Longest path (without the query) the agent considers, characters. */
 export const FORWARDED_PATH_CHARS_MAX = 256;
+
+/** A call on a stored response (it takes no body and names no model: the hub routes it by the response's id). */
+export function isStoredResponseCall(api: ApiFamily, pathAndQuery: string): boolean {
+  const q = pathAndQuery.indexOf("?");
+  const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q);
+  return api === "openai" && STORED_RESPONSE_CALLS.some((c) => c.pattern.test(path));
+}
 
 export class ForwardRefusedError extends Error {
   constructor(reason: string) {
@@ -50,13 +65,18 @@ export interface ForwardedRequest {
 
 /** Checks a request head's method and path for `api`; throws ForwardRefusedError for anything not allowlisted. */
 export function checkForward(api: ApiFamily, method: string, pathAndQuery: string): ForwardedRequest {
-  if (method !== FORWARDED_METHOD) throw new ForwardRefusedError(`method ${method.slice(0, 16)} is not forwarded`);
   const q = pathAndQuery.indexOf("?");
   const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q);
   // Exact match refuses these too; they are named so that no later normalisation can let them through.
   if (path.length > FORWARDED_PATH_CHARS_MAX || path.includes("..") || path.includes("%") || path.includes("//") || path.includes("\\")) {
     throw new ForwardRefusedError("the path is not a plain inference path");
   }
-  if (!PATHS[api].has(path)) throw new ForwardRefusedError(`${path} is not an inference endpoint the agent forwards`);
+  const stored = api === "openai" ? STORED_RESPONSE_CALLS.find((c) => c.pattern.test(path)) : undefined;
+  if (stored) {
+    if (!stored.methods.includes(method)) throw new ForwardRefusedError(`method ${method.slice(0, 16)} is not forwarded on ${path}`);
+  } else {
+    if (!PATHS[api].has(path)) throw new ForwardRefusedError(`${path} is not an inference endpoint the agent forwards`);
+    if (method !== FORWARDED_METHOD) throw new ForwardRefusedError(`method ${method.slice(0, 16)} is not forwarded`);
+  }
   return { path, query: q < 0 ? "" : forwardedQuery(api, pathAndQuery.slice(q)) };
 }

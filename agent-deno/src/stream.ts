@@ -36,6 +36,7 @@ import {
   type UpstreamPool,
 } from "./upstream_http.ts";
 import { AGENT_VERSION } from "./version.ts";
+import { isStoredResponseCall } from "./forward_rules.ts";
 import { ERROR_BODY_BYTES_MAX } from "./context_windows.ts";
 import type { Log } from "./log.ts";
 
@@ -89,6 +90,8 @@ export class AgentStream {
    * asked to serve (or repeats a routing field) never reaches the provider whole.
    */
   readonly #scanner: BodyScanner;
+  /** A call on a stored response: it must carry no body (and names no model in one). */
+  readonly #bodyless: boolean;
 
   constructor(
     readonly id: number,
@@ -105,6 +108,7 @@ export class AgentStream {
     const contentType = head.headers.find(([n]) => n === "content-type")?.[1] ?? "";
     const boundary = contentType.toLowerCase().startsWith("multipart/form-data") ? multipartBoundary(contentType) : null;
     this.#scanner = boundary ? new MultipartBodyScanner(boundary) : new JsonBodyScanner();
+    this.#bodyless = isStoredResponseCall(head.api, head.path);
   }
 
   /**
@@ -112,6 +116,12 @@ export class AgentStream {
    * after refusing the stream with BODY_REFUSED.
    */
   #bodyAllowed(chunk: Uint8Array | null, end: boolean): boolean {
+    if (this.#bodyless) {
+      if (!chunk || chunk.length === 0) return true;
+      this.host.log.warn("stream.body_refused", { requestId: this.head.requestId, streamId: this.id, problem: "a call on a stored response takes no body" });
+      this.#reset(ResetCode.BODY_REFUSED, "a call on a stored response takes no body");
+      return false;
+    }
     const scanner = this.#scanner;
     if (chunk) scanner.push(chunk);
     if (end) scanner.end();

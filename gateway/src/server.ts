@@ -37,7 +37,7 @@ import { Spool } from "./billing/spool.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
 import { ADMIN_AUTH_DEFAULTS, adminTokenHash, authorizeAdmin, handleAdmin } from "./api/admin.ts";
 import { hubEventHandler, HubEventListener } from "./hub_events.ts";
-import { familyOfPath, findRoute } from "./api/routes.ts";
+import { familyOfPath, findRoute, findStoredObjectCall } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
@@ -217,7 +217,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Breakers the portal shows: this gateway's rows from a previous run (same id) are stale.
   const breakerSnapshot = new BreakerSnapshot(db, opts.gatewayId, log);
   await breakerSnapshot.clear();
-  const routing = new Routing(registry, { ...opts.routing, sticky: new StickyRoutes(db, log), remote: peers, snapshot: breakerSnapshot });
+  const sticky = new StickyRoutes(db, log);
+  const stopPruningRoutes = sticky.startPruning();
+  const routing = new Routing(registry, { ...opts.routing, sticky, remote: peers, snapshot: breakerSnapshot });
   const directory = new AgentDirectory(db, log);
   const receiptKey = await loadHubReceiptKey(opts.receiptKeyFile ?? join(dirname(opts.spoolDir), "receipt-key.pk8"));
   const edgeReceipts = new EdgeReceipts(db, receiptKey, log);
@@ -411,6 +413,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       withPrincipal(keys, ({ req, res }, principal) => handleRedeem(req, res, principal, accountDeps)),
     )
     .otherwise(({ req, res, url }) => {
+      const stored = findStoredObjectCall(req.method ?? "GET", url.pathname);
+      if (stored && "allowed" in stored) {
+        throw new GatewayError("method_not_allowed", `${req.method} is not allowed on ${url.pathname}; use ${stored.allowed.join(" or ")}.`);
+      }
+      if (stored) return proxyRequest(req, res, stored.route, deps, stored);
       const route = findRoute(url.pathname);
       if (!route) throw new GatewayError("route_not_found", `Unknown request URL: ${req.method} ${url.pathname}.`);
       if (req.method !== "POST") throw new GatewayError("method_not_allowed", `${req.method} is not allowed on ${route.path}; use POST.`);
@@ -609,6 +616,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       keyFilterLoader.close();
       clearInterval(tailTimer);
       clearInterval(limitsStatusTimer);
+      stopPruningRoutes();
       content.stop();
       archiveJob?.close();
       for (const client of wss.clients) client.terminate();

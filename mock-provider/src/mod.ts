@@ -332,7 +332,52 @@ async function completions(r: Responder, body: Json, d: Directives, requestBytes
   });
 }
 
-async function responses(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
+/**
+ * The responses this mock made (as a provider account stores them, unless `store: false`), with their input
+ * items: served by GET / DELETE `/v1/responses/{id}`, `POST …/cancel` and `GET …/input_items`. Each mock is
+ * one provider account: another mock does not know them.
+ */
+class StoredResponses {
+  readonly #byId = new Map<string, { response: Json; input: Json[] }>();
+
+  save(response: Json, body: Json): void {
+    if (body.store === false) return;
+    const input =
+      typeof body.input === "string"
+        ? [{ type: "message", role: "user", content: [{ type: "input_text", text: body.input }] }]
+        : Array.isArray(body.input)
+          ? (body.input as Json[])
+          : [];
+    this.#byId.set(String(response.id), { response, input: input.map((item, i) => ({ id: `msg_in_${i}`, ...item })) });
+  }
+
+  /** Answers a stored-response call; false when `path` is none of them. */
+  async serve(r: Responder, method: string, path: string): Promise<boolean> {
+    const m = /^\/v1\/responses\/(resp_[A-Za-z0-9_-]+)(\/cancel|\/input_items)?$/.exec(path);
+    if (!m) return false;
+    const [, id, sub] = m;
+    const stored = this.#byId.get(id!);
+    const notFound = () =>
+      sendJson(r, 404, { error: { message: `Response with id '${id}' not found.`, type: "invalid_request_error", param: null, code: null } });
+    if (!stored) await notFound();
+    else if (method === "GET" && sub === undefined) await sendJson(r, 200, stored.response);
+    else if (method === "DELETE" && sub === undefined) {
+      this.#byId.delete(id!);
+      await sendJson(r, 200, { id, object: "response.deleted", deleted: true });
+    } else if (method === "POST" && sub === "/cancel") {
+      // Only a response created in the background can be cancelled; the mock makes none.
+      await sendJson(r, 400, {
+        error: { message: "Only responses created with background=true can be cancelled.", type: "invalid_request_error", param: null, code: null },
+      });
+    } else if (method === "GET" && sub === "/input_items") {
+      const data = stored.input;
+      await sendJson(r, 200, { object: "list", data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: false });
+    } else await sendJson(r, 405, { error: { message: `Invalid method for URL (${method} ${path})`, type: "invalid_request_error", param: null, code: null } });
+    return true;
+  }
+}
+
+async function responses(r: Responder, body: Json, d: Directives, requestBytes: number, stored: StoredResponses): Promise<void> {
   const model = textOr(body.model, "gpt-4o-mini");
   const id = `resp_${randomUUID().replaceAll("-", "")}`;
   const msgId = `msg_${randomUUID().replaceAll("-", "")}`;
@@ -351,11 +396,20 @@ async function responses(r: Responder, body: Json, d: Directives, requestBytes: 
         : [],
     usage,
   });
+  const completedResponse = () =>
+    response("completed", {
+      input_tokens: inputTokens,
+      input_tokens_details: { cached_tokens: 0 },
+      output_tokens: reportedOutput(d),
+      output_tokens_details: { reasoning_tokens: 0 },
+      total_tokens: inputTokens + reportedOutput(d),
+    });
   if (body.stream === true) {
     r.head(200, SSE_HEADERS);
     let seq = 0;
     const ev = (type: string, data: Json) => r.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
     if (!(await ev("response.created", { response: response("in_progress", null) }))) return;
+    stored.save(response("in_progress", null), body);
     if (
       !(await ev("response.output_item.added", {
         output_index: 0,
@@ -370,30 +424,16 @@ async function responses(r: Responder, body: Json, d: Directives, requestBytes: 
     });
     if (!ok) return;
     await ev("response.output_text.done", { item_id: msgId, output_index: 0, content_index: 0, text });
-    await ev("response.completed", {
-      response: response("completed", {
-        input_tokens: inputTokens,
-        input_tokens_details: { cached_tokens: 0 },
-        output_tokens: reportedOutput(d),
-        output_tokens_details: { reasoning_tokens: 0 },
-        total_tokens: inputTokens + reportedOutput(d),
-      }),
-    });
+    const completed = completedResponse();
+    stored.save(completed, body);
+    await ev("response.completed", { response: completed });
     r.end();
     return;
   }
   for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
-  await sendJson(
-    r,
-    200,
-    response("completed", {
-      input_tokens: inputTokens,
-      input_tokens_details: { cached_tokens: 0 },
-      output_tokens: reportedOutput(d),
-      output_tokens_details: { reasoning_tokens: 0 },
-      total_tokens: inputTokens + reportedOutput(d),
-    }),
-  );
+  const completed = completedResponse();
+  stored.save(completed, body);
+  await sendJson(r, 200, completed);
 }
 
 async function embeddings(r: Responder, body: Json, d: Directives, requestBytes: number): Promise<void> {
@@ -467,7 +507,15 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
 
 const MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "claude-haiku-4-5", "claude-sonnet-4-5"];
 
-async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: Directives, fault: MockFault | null, options: MockOptions): Promise<void> {
+async function handle(
+  req: http.IncomingMessage,
+  r: Responder,
+  raw: Buffer,
+  d: Directives,
+  fault: MockFault | null,
+  options: MockOptions,
+  stored: StoredResponses,
+): Promise<void> {
   const url = new URL(req.url ?? "/", "http://mock");
   const path = url.pathname;
   const isAnthropic = path === "/v1/messages" || path === "/v1/messages/count_tokens";
@@ -485,6 +533,7 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
     await sendJson(r, 401, body);
     return;
   }
+  if (await stored.serve(r, req.method ?? "GET", path)) return;
   const contentType = String(req.headers["content-type"] ?? "");
   if (contentType.startsWith("multipart/form-data")) {
     // Audio transcription / image edit: answer with the byte count so tests see the body arrived whole.
@@ -537,7 +586,7 @@ async function handle(req: http.IncomingMessage, r: Responder, raw: Buffer, d: D
     case "/v1/completions":
       return completions(r, body, d, raw.length);
     case "/v1/responses":
-      return responses(r, body, d, raw.length);
+      return responses(r, body, d, raw.length, stored);
     case "/v1/embeddings":
       return embeddings(r, body, d, raw.length);
     case "/v1/messages":
@@ -710,6 +759,7 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
   const bucket = options.rpmLimit ? new RateBucket(options.rpmLimit) : null;
   const tokenBucket = options.tpmLimit ? new RateBucket(options.tpmLimit) : null;
   const requests: MockRequestRecord[] = [];
+  const stored = new StoredResponses();
   let inFlight = 0;
   const mock = { fault: null } as MockProvider;
   const waiters = new Set<() => void>();
@@ -789,7 +839,7 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
           res.setHeader("x-ratelimit-reset-requests", `${(resetMs / 1000).toFixed(3)}s`);
         }
       }
-      handle(req, r, raw, directives, fault, options).then(notify, (error: unknown) => {
+      handle(req, r, raw, directives, fault, options, stored).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();
       });

@@ -24,7 +24,16 @@ import { GatewayError, sendError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AgentLink, HubStream } from "../tunnel/hub_stream.ts";
 import { effectiveTier, type AgentRegistry, type Tier } from "../tunnel/registry.ts";
-import { agentFaultStatus, rateLimitedRetryMs, ResponseIdTap, retryableReset, type Candidate, type NoCandidate, type Routing } from "../routing/mod.ts";
+import {
+  agentFaultStatus,
+  NO_RESTRICTION,
+  rateLimitedRetryMs,
+  ResponseIdTap,
+  retryableReset,
+  type Candidate,
+  type NoCandidate,
+  type Routing,
+} from "../routing/mod.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import type { RecordWriter } from "./records.ts";
 import type { EndCause } from "../billing/usage.ts";
@@ -33,7 +42,7 @@ import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, t
 import { settlementStatement } from "../billing/statement.ts";
 import type { FreeRouteLimiter } from "./free_routes.ts";
 import { observeLimiter, observeRequestEnd } from "../observability/metrics.ts";
-import { FORWARDED_REQUEST_HEADERS, type ProxyRoute } from "./routes.ts";
+import { FORWARDED_REQUEST_HEADERS, type ProxyRoute, type StoredObjectCall } from "./routes.ts";
 import { LimitRefusedError, type Admission, type Limiter } from "../limits/limiter.ts";
 import { estimatedTokens, refusalError } from "../limits/refusal.ts";
 import type { ContentRules, ContentScreen } from "../ops/mod.ts";
@@ -157,6 +166,13 @@ function servedBy(c: Candidate): { agentId: string; ownerId: string; tier: Tier 
   return { agentId: c.agentId, ownerId: c.profile.ownerId, tier: effectiveTier(c.profile) };
 }
 
+/** How a request is routed: pinned to one agent or not, the context it needs, which agents its key accepts. */
+interface RouteChoice {
+  pinnedAgentId: string | null;
+  contextTokensNeeded: () => number | null;
+  restriction: Principal["agentRestriction"];
+}
+
 /** Bytes per token assumed when sizing a request against a context window (errs long: JSON keys count too). */
 export const CONTEXT_BYTES_PER_TOKEN = 4;
 
@@ -214,8 +230,9 @@ class ProxyExchange {
   /** The attempt whose stream is open now (one at a time), and when the first was dispatched. */
   #attempt: Attempt | null = null;
   #firstDispatchAt = 0;
-  /** The `previous_response_id` the request is pinned by, if any. */
+  /** The `previous_response_id` (or stored response) the request is pinned by, if any, and its agent. */
   #pinnedResponseId: string | null = null;
+  #pinnedAgentId: string | null = null;
   /** Reads a created response's id from the head of a successful `/v1/responses` answer (sticky routing). */
   #responseIdTap: ResponseIdTap | null = null;
 
@@ -224,6 +241,8 @@ class ProxyExchange {
     readonly res: ServerResponse,
     readonly route: ProxyRoute,
     readonly deps: ProxyDeps,
+    /** Set for a call on a stored object (no body; routed by the object's id). */
+    readonly stored: StoredObjectCall | null = null,
   ) {
     res.setHeader("x-wellspring-request-id", this.requestId);
     res.on("close", () => this.#onClientClose());
@@ -409,6 +428,7 @@ class ProxyExchange {
         );
     }
 
+    if (this.stored) return this.#route(await this.#storedObject(this.stored));
     const contentType = String(req.headers["content-type"] ?? "");
     if (route.body === "multipart") {
       const boundary = multipartBoundary(contentType);
@@ -459,13 +479,49 @@ class ProxyExchange {
     }
 
     this.#body = { held, replayable: bodyDone, rest: bodyDone ? null : body };
-    const pinnedAgentId = await this.#stickyAgent(scanner.fields);
-    const plan = deps.routing.policy.plan({
-      pinnedAgentId,
-      api: route.api,
-      model,
+    await this.#route({
+      pinnedAgentId: await this.#stickyAgent(scanner.fields),
       contextTokensNeeded: () => (bodyDone ? contextTokensNeeded(route, scanner.fields, held) : null),
       restriction: this.principal.agentRestriction,
+    });
+  }
+
+  /**
+   * A call on a stored object: no body, and only the user whose key created the object reaches it, at the agent
+   * that created it, under the model that made it. Unknown, another user's and expired ids get the same 404.
+   */
+  async #storedObject(call: StoredObjectCall): Promise<RouteChoice> {
+    if ((this.#declaredBytes ?? 0) > 0) throw new GatewayError("invalid_request", `${call.method} ${this.route.path} takes no request body.`);
+    const body = this.req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    for (;;) {
+      const next = await this.#nextChunk(body);
+      if (next.done) break;
+      if (next.value.length > 0) throw new GatewayError("invalid_request", `${call.method} ${this.route.path} takes no request body.`);
+    }
+    const where = (await this.deps.routing.sticky?.routeOf(call.objectId, this.principal!.userId)) ?? null;
+    if (where === null || where.model === null) throw new GatewayError("not_found", `Response with id '${call.objectId}' not found.`);
+    this.model = where.model;
+    this.#pinnedResponseId = call.objectId;
+    this.#scanner = new JsonBodyScanner();
+    this.#body = { held: [], replayable: true, rest: null };
+    // No new content goes to the agent (it holds the object already): the key's agent restriction is not applied.
+    return { pinnedAgentId: where.agentId, contextTokensNeeded: () => null, restriction: NO_RESTRICTION };
+  }
+
+  /** Plans the candidates, opens the hold, takes the limits and dispatches the first attempt. */
+  async #route(choice: RouteChoice): Promise<void> {
+    const { route, deps } = this;
+    const principal = this.principal!;
+    const scanner = this.#scanner!;
+    const model = this.model!;
+    const held = this.#body!.held;
+    this.#pinnedAgentId = choice.pinnedAgentId;
+    const plan = deps.routing.policy.plan({
+      pinnedAgentId: choice.pinnedAgentId,
+      api: route.api,
+      model,
+      contextTokensNeeded: choice.contextTokensNeeded,
+      restriction: choice.restriction,
       exclude: this.#tried,
     });
     if (!plan.ok) throw await this.#noCandidate(plan.reason, model);
@@ -476,8 +532,8 @@ class ProxyExchange {
     try {
       this.#hold = await deps.meter.open({
         requestId: this.requestId,
-        userId: this.principal.userId,
-        planId: this.principal.planId,
+        userId: principal.userId,
+        planId: principal.planId,
         route: { api: route.api, unit: route.billing, multipart: route.body === "multipart" },
         model,
         fields: scanner.fields,
@@ -489,7 +545,7 @@ class ProxyExchange {
     }
     this.#estimatedTokens = estimatedTokens(scanner.fields, this.#inputBytes);
     await deps.limiter
-      .admitBody(this.#admission, {
+      .admitBody(this.#admission!, {
         keyId: principal.keyId,
         key: principal.limits,
         estimatedTokens: this.#estimatedTokens,
@@ -526,8 +582,8 @@ class ProxyExchange {
     const search = q < 0 || q === target.length - 1 ? "" : target.slice(q);
     return {
       requestId: this.requestId,
-      method: "POST",
-      path: `${this.route.path}${search === "" ? "" : forwardedQuery(this.route.api, search)}`,
+      method: this.stored?.method ?? "POST",
+      path: `${this.stored?.upstreamPath ?? this.route.path}${search === "" ? "" : forwardedQuery(this.route.api, search)}`,
       api: this.route.api,
       model,
       headers,
@@ -544,7 +600,7 @@ class ProxyExchange {
     const sticky = this.deps.routing.sticky;
     const previous = fields.previousResponseId;
     if (!sticky || previous === null || this.route.path !== "/v1/responses") return null;
-    const agentId = await sticky.agentOf(previous);
+    const agentId = (await sticky.routeOf(previous, this.principal!.userId))?.agentId ?? null;
     if (agentId === null) {
       throw new GatewayError("not_found", `Previous response with id '${previous}' not found.`, { param: "previous_response_id" });
     }
@@ -555,6 +611,17 @@ class ProxyExchange {
   /** Why no agent can take the request, in the route's error shape. */
   async #noCandidate(reason: NoCandidate, model: string): Promise<GatewayError> {
     const { deps, route } = this;
+    if (reason === "pinned_gone" && this.stored) {
+      const pinned = this.#pinnedResponseId;
+      if (await deps.routing.sticky?.agentRetired(this.#pinnedAgentId!)) {
+        return new GatewayError("not_found", `Response with id '${pinned}' not found: the agent whose provider account held it no longer serves.`);
+      }
+      return new GatewayError(
+        "no_capacity",
+        `The response '${pinned}' is held by the provider account of an agent that is not connected now, and only it can answer for it; retry later.`,
+        { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds },
+      );
+    }
     if (reason === "pinned_gone") {
       return new GatewayError(
         "no_capacity",
@@ -793,6 +860,8 @@ class ProxyExchange {
     }
     this.#hold?.response(status, headers.find(([n]) => n === "content-type")?.[1] ?? "");
     if (status < 300 && this.route.path === "/v1/responses" && this.deps.routing.sticky) this.#responseIdTap = new ResponseIdTap();
+    // A deleted response is gone at its provider: its route goes too.
+    if (status < 300 && this.stored?.deletes) void this.deps.routing.sticky?.forget(this.stored.objectId);
     this.res.writeHead(status, out);
     // The head leaves with the first body bytes (and, for a small answer, the end) in one write: they
     // usually arrive in the same tunnel message. A head whose body does not follow in this turn goes alone.
@@ -815,7 +884,7 @@ class ProxyExchange {
       const id = this.#responseIdTap.push(chunk);
       if (id !== null) {
         this.#responseIdTap = null;
-        this.deps.routing.sticky?.record(id, this.conn!.agentId!);
+        void this.deps.routing.sticky?.record(id, { agentId: this.conn!.agentId!, userId: this.principal!.userId, model: this.model! });
       }
     }
     this.#armIdle();
@@ -909,8 +978,14 @@ class ProxyExchange {
   }
 }
 
-export async function proxyRequest(req: IncomingMessage, res: ServerResponse, route: ProxyRoute, deps: ProxyDeps): Promise<void> {
-  const exchange = new ProxyExchange(req, res, route, deps);
+export async function proxyRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  route: ProxyRoute,
+  deps: ProxyDeps,
+  stored: StoredObjectCall | null = null,
+): Promise<void> {
+  const exchange = new ProxyExchange(req, res, route, deps, stored);
   try {
     await exchange.run();
   } catch (error) {

@@ -4,10 +4,14 @@ import type { ApiFamily } from "@wellspring/protocol";
 import type { BillingUnit } from "../billing/worst_case.ts";
 
 export interface ProxyRoute {
+  /** The path, or for a stored-object route its template (`/v1/responses/{id}`), as records and metrics name it. */
   path: string;
   api: ApiFamily;
-  /** Body kind the route takes: JSON (model in the object) or multipart (model as a form field). */
-  body: "json" | "multipart";
+  /**
+   * Body kind the route takes: JSON (model in the object), multipart (model as a form field), or none (a call
+   * on a stored object: routed by the object's id to the agent that made it, under the model that made it).
+   */
+  body: "json" | "multipart" | "none";
   /** What the provider bills the call by; `free` routes are never charged (and are rate-limited instead). */
   billing: BillingUnit;
 }
@@ -31,6 +35,57 @@ const ROUTES: ProxyRoute[] = [
 ];
 
 const BY_PATH = new Map(ROUTES.map((r) => [r.path, r]));
+
+/** A call on a stored provider object, routed to the agent (provider key) that created it. */
+export interface StoredObjectCall {
+  route: ProxyRoute;
+  method: "GET" | "DELETE" | "POST";
+  /** The object's id, from the path. */
+  objectId: string;
+  /** The path the provider is asked (the id in place). */
+  upstreamPath: string;
+  /** The call deletes the object: its route is forgotten once the provider confirms. */
+  deletes: boolean;
+}
+
+/** A Responses API response id as a path segment. */
+const RESPONSE_ID_SEGMENT = "(resp_[A-Za-z0-9_-]{1,200})";
+
+/** The stored-object calls the gateway routes (Responses API: retrieve, delete, cancel, input items); all free at the provider. */
+const STORED_OBJECT_ROUTES: { method: StoredObjectCall["method"]; pattern: RegExp; route: ProxyRoute; deletes: boolean }[] = [
+  { method: "GET", pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}$`), route: storedRoute("/v1/responses/{id}"), deletes: false },
+  { method: "DELETE", pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}$`), route: storedRoute("/v1/responses/{id}"), deletes: true },
+  { method: "POST", pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}/cancel$`), route: storedRoute("/v1/responses/{id}/cancel"), deletes: false },
+  {
+    method: "GET",
+    pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}/input_items$`),
+    route: storedRoute("/v1/responses/{id}/input_items"),
+    deletes: false,
+  },
+];
+
+function storedRoute(path: string): ProxyRoute {
+  return { path, api: "openai", body: "none", billing: "free" };
+}
+
+/**
+ * The stored-object call a request is, or null when its path is none of them. A path that is one but with
+ * another method answers `method_not_allowed` (thrown as `{ allowed }`).
+ */
+export function findStoredObjectCall(method: string, pathname: string): StoredObjectCall | { allowed: string[] } | null {
+  const path = pathname.length > 1 && pathname.endsWith("/") ? pathname.slice(0, -1) : pathname;
+  const allowed: string[] = [];
+  for (const r of STORED_OBJECT_ROUTES) {
+    const m = r.pattern.exec(path);
+    if (!m) continue;
+    if (r.method !== method) {
+      allowed.push(r.method);
+      continue;
+    }
+    return { route: r.route, method: r.method, objectId: m[1]!, upstreamPath: path, deletes: r.deletes };
+  }
+  return allowed.length ? { allowed } : null;
+}
 
 export function findRoute(pathname: string): ProxyRoute | undefined {
   return BY_PATH.get(pathname.length > 1 && pathname.endsWith("/") ? pathname.slice(0, -1) : pathname);

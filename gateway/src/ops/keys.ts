@@ -82,6 +82,33 @@ export async function revokeKeyIn(tx: KeyWriter, keyId: string, opts: { userId?:
   return true;
 }
 
+/** Which agents may serve a key: their owners (user ids; empty = any) and the lowest tier (S above A; null = any). */
+export interface KeyRestriction {
+  allowedOwnerIds: string[];
+  minAgentTier: "S" | "A" | null;
+}
+
+/**
+ * Changes which agents may serve an active key (only the given user's, when `userId` is set), with its audit
+ * event and the `key_changed` hub event that drops the key from every gateway's cache, so the next request
+ * routes under the new restriction. False when there was no such active key.
+ */
+export async function restrictKey(db: Db, keyId: string, restriction: KeyRestriction, opts: { userId?: string; actor?: Actor } = {}): Promise<boolean> {
+  return db.$transaction(async (tx) => {
+    const n = await tx.virtualKey.updateMany({
+      where: { id: keyId, status: "active", ...(opts.userId ? { userId: opts.userId } : {}) },
+      data: { allowedOwnerIds: restriction.allowedOwnerIds, minAgentTier: restriction.minAgentTier },
+    });
+    if (n.count === 0) return false;
+    await recordAudit(tx, opts.actor ?? (opts.userId ? `user:${opts.userId}` : "system"), "key.restricted", `key:${keyId}`, {
+      owners: restriction.allowedOwnerIds.length,
+      minTier: restriction.minAgentTier,
+    });
+    await publishHubEvent(tx, { kind: "key_changed", keyId });
+    return true;
+  });
+}
+
 export async function revokeKey(db: Db, keyId: string, opts: { userId?: string; actor?: Actor } = {}): Promise<boolean> {
   return db.$transaction((tx) => revokeKeyIn(tx, keyId, opts));
 }

@@ -5,7 +5,7 @@
  * portal all call these, so an operation is written once. Also what those callers read of the ledger.
  */
 export { recordAudit, type Actor } from "./audit.ts";
-export { hashKey, issueKey, KEY_PREFIX, revokeKey, revokeKeyIn, type KeyOptions } from "./keys.ts";
+export { hashKey, issueKey, KEY_PREFIX, restrictKey, revokeKey, revokeKeyIn, type KeyOptions, type KeyRestriction } from "./keys.ts";
 export { createEnrollmentToken, enrollCommand, enrollSteps, ENROLLMENT_TOKEN_TTL_MS, STARTER_CONFIG, type EnrollSteps } from "./enrollment.ts";
 export {
   AGENT_RATE_LIMIT_MAX,

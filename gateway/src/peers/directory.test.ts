@@ -18,9 +18,9 @@ afterAll(async () => {
 
 const endpoint = (gatewayId: string) => ({ gatewayId, url: `wss://127.0.0.1:1/${gatewayId}`, pin: "sha256/x", secret: `secret-${gatewayId}` });
 
-async function agentOn(gatewayId: string, ttlMs: number, models: string[]): Promise<string> {
+async function agentOn(gatewayId: string, ttlMs: number, models: string[], contextWindows: Record<string, number> = {}): Promise<string> {
   const id = newId("agt");
-  await database.db.agent.create({ data: { id, ownerId, name: id, publicKey: newId("hub"), models, tier: "S" } });
+  await database.db.agent.create({ data: { id, ownerId, name: id, publicKey: newId("hub"), models, contextWindows, tier: "S" } });
   await claimPresence(database.db, { agentId: id, sessionId: newId("ses"), gatewayId, address: "127.0.0.1", ttlMs, expectHolder: null, requireExpired: false });
   return id;
 }
@@ -31,7 +31,7 @@ describe("gateway directory", () => {
     await announcePeer(database.db, endpoint("gw_b"));
     await announcePeer(database.db, endpoint("gw_dead"), 0);
     const mine = await agentOn("gw_me", 60_000, ["openai:gpt-4o"]);
-    const onB = await agentOn("gw_b", 60_000, ["anthropic:claude-haiku-4-5"]);
+    const onB = await agentOn("gw_b", 60_000, ["anthropic:claude-haiku-4-5"], { "anthropic:claude-haiku-4-5": 200_000 });
     await agentOn("gw_b", 0, ["openai:gpt-4o"]); // its presence ran out
     await agentOn("gw_dead", 60_000, ["openai:gpt-4o"]);
     const { peers, agents } = await readPeers(database.db, "gw_me");
@@ -49,6 +49,7 @@ describe("gateway directory", () => {
         tpmLimit: null,
         concurrencyLimit: null,
         models: ["anthropic:claude-haiku-4-5"],
+        contextWindows: { "anthropic:claude-haiku-4-5": 200_000 },
       },
     ]);
     expect(agents.map((a) => a.agentId)).not.toContain(mine);

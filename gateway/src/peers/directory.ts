@@ -51,6 +51,8 @@ export interface RemoteAgentRow {
   concurrencyLimit: number | null;
   /** `provider:model` as its inventory said. */
   models: string[];
+  /** Context windows it reported, tokens, by `provider:model` (absent: unknown). */
+  contextWindows: Record<string, unknown>;
 }
 
 export interface PeerRow {
@@ -68,7 +70,7 @@ export async function readPeers(db: Executor, selfId: string): Promise<{ peers: 
   const agents = await db.$queryRaw<RemoteAgentRow[]>`
     SELECT a.id AS "agentId", a.connected_gateway AS "gatewayId", a.owner_id AS "ownerId", a.status::text AS status, a.tier::text AS tier,
       a.discount_lane AS "discountLane", a.rate_mode::text AS "rateMode", a.rpm_limit AS "rpmLimit", a.tpm_limit AS "tpmLimit",
-      a.concurrency_limit AS "concurrencyLimit", a.models
+      a.concurrency_limit AS "concurrencyLimit", a.models, a.context_windows AS "contextWindows"
     FROM agents a JOIN gateway_peers p ON p.gateway_id = a.connected_gateway
     WHERE a.connected_gateway <> ${selfId} AND p.expires_at > now() AND a.presence_expires_at > now()`;
   return { peers, agents };

@@ -40,8 +40,8 @@ export class RemoteAgent implements AgentLink {
   readonly remote = true;
   readonly rateSaturatedUntilMs = 0;
   profile: AgentProfile;
-  /** `api:model` keys it serves. */
-  models: Set<string>;
+  /** `api:model` keys it serves, each with its context window (tokens; null: unknown). */
+  models: Map<string, number | null>;
 
   constructor(
     readonly agentId: string,
@@ -49,7 +49,7 @@ export class RemoteAgent implements AgentLink {
     row: RemoteAgentRow,
   ) {
     this.profile = profileOf(row);
-    this.models = modelKeys(row.models);
+    this.models = modelKeys(row.models, row.contextWindows);
   }
 
   get routable(): boolean {
@@ -76,6 +76,11 @@ export class RemoteAgent implements AgentLink {
   sendSettlement(statement: SettlementStatement): void {
     this.link.sendSettlement(this.agentId, statement);
   }
+
+  /** The context window it reported for the model, tokens, or null when unknown. */
+  contextTokens(api: ApiFamily, model: string): number | null {
+    return this.models.get(`${api}:${model}`) ?? null;
+  }
 }
 
 function profileOf(r: RemoteAgentRow): AgentProfile {
@@ -83,13 +88,18 @@ function profileOf(r: RemoteAgentRow): AgentProfile {
   return { ownerId: r.ownerId, status: r.status, tier: r.tier, discountLane: r.discountLane, limits };
 }
 
-function modelKeys(models: readonly string[]): Set<string> {
-  const keys = new Set<string>();
+/** The `api:model` keys of an agent's `provider:model` list, with the context window its holder wrote for each. */
+function modelKeys(models: readonly string[], windows: Record<string, unknown>): Map<string, number | null> {
+  const keys = new Map<string, number | null>();
   for (const m of models) {
     const i = m.indexOf(":");
     const provider = m.slice(0, i);
     if (i <= 0 || !(PROVIDERS as readonly string[]).includes(provider)) continue;
-    keys.add(`${apiFamilyOf(provider as Provider)}:${m.slice(i + 1)}`);
+    const window = windows[m];
+    keys.set(
+      `${apiFamilyOf(provider as Provider)}:${m.slice(i + 1)}`,
+      typeof window === "number" && Number.isSafeInteger(window) && window > 0 ? window : null,
+    );
   }
   return keys;
 }
@@ -174,7 +184,7 @@ export class Peers {
       if (known) {
         known.link = link;
         known.profile = profileOf(row);
-        known.models = modelKeys(row.models);
+        known.models = modelKeys(row.models, row.contextWindows);
       } else this.#agents.set(row.agentId, new RemoteAgent(row.agentId, link, row));
     }
     for (const id of [...this.#agents.keys()]) if (!seen.has(id)) this.#agents.delete(id);
@@ -194,7 +204,7 @@ export class Peers {
     const out = new Set<string>();
     for (const a of this.#agents.values()) {
       if (!a.routable) continue;
-      for (const k of a.models) if (k.startsWith(prefix)) out.add(k.slice(prefix.length));
+      for (const k of a.models.keys()) if (k.startsWith(prefix)) out.add(k.slice(prefix.length));
     }
     return [...out];
   }

@@ -35,7 +35,16 @@ beforeAll(async () => {
   const ownerId = newId("usr");
   await database.db.user.create({ data: { id: ownerId, email: `${ownerId}@o.test`, isOwner: true } });
   agentId = newId("agt");
-  await database.db.agent.create({ data: { id: agentId, ownerId, name: "b", publicKey: newId("hub"), models: ["openai:gpt-4o"] } });
+  await database.db.agent.create({
+    data: {
+      id: agentId,
+      ownerId,
+      name: "b",
+      publicKey: newId("hub"),
+      models: ["openai:gpt-4o", "openai:gpt-4o-mini"],
+      contextWindows: { "openai:gpt-4o": 8_000, "openai:gpt-4o-mini": "x" },
+    },
+  });
   await claimPresence(database.db, {
     agentId,
     sessionId: newId("ses"),
@@ -72,7 +81,10 @@ describe("Peers", () => {
     await waitFor(() => peersA.serving("openai", "gpt-4o").some((a) => a.routable));
     const [remote] = peersA.serving("openai", "gpt-4o");
     expect(remote).toMatchObject({ agentId, remote: true, routable: true, capacity: SETTINGS.concurrentStreamsMax });
-    expect(peersA.models("openai")).toEqual(["gpt-4o"]);
+    expect(peersA.models("openai")).toEqual(["gpt-4o", "gpt-4o-mini"]);
+    // The context windows its gateway wrote with its inventory (a value that is no window counts as unknown).
+    expect(remote!.contextTokens("openai", "gpt-4o")).toBe(8_000);
+    expect(remote!.contextTokens("openai", "gpt-4o-mini")).toBeNull();
     // Gateway B does not see its own agent as remote.
     expect(peersB.serving("openai", "gpt-4o")).toEqual([]);
     await peersB.close();

@@ -161,8 +161,9 @@ describe("RoutingPolicy.plan", () => {
     expect(policy.claim(plan.candidates, "gpt-4o-mini", new Set())?.agentId).toBe("agt_good");
   });
 
-  it("offers agents on other gateways by the same policy: class first, restrictions, pinning, and no window check", () => {
-    const remoteAgent = (id: string, tier: Tier, routable = true) => ({
+  it("offers agents on other gateways by the same policy: class first, restrictions, pinning, and the windows their holders wrote", () => {
+    const remoteAgent = (id: string, tier: Tier, routable = true, contextTokens: number | null = null) => ({
+      contextTokens: (_api: string, model: string) => (model === "gpt-4o-mini" ? contextTokens : null),
       agentId: id,
       remote: true,
       routable,
@@ -176,14 +177,16 @@ describe("RoutingPolicy.plan", () => {
       },
       sendSettlement: () => undefined,
     });
-    const far = [remoteAgent("agt_far_s", "S"), remoteAgent("agt_far_down", "S", false)];
+    const far = [remoteAgent("agt_far_s", "S"), remoteAgent("agt_far_down", "S", false), remoteAgent("agt_far_small", "S", true, 2_000)];
     const { policy } = setup([{ id: "agt_here", tier: "A", contextTokens: 1_000 }], Math.random, {
       serving: (_api, model) => (model === "gpt-4o-mini" ? far : []),
     });
     // Tier S on the other gateway before tier A here; a remote agent whose gateway link is down is skipped.
-    expect(order(policy)).toEqual(["agt_far_s", "agt_here"]);
-    // A remote agent's window is unknown here: only the local one is skipped for a request too long for it.
+    expect(order(policy).slice(0, 2).sort()).toEqual(["agt_far_s", "agt_far_small"]);
+    expect(order(policy)[2]).toBe("agt_here");
+    // A remote agent's reported window counts as a local one's; an unknown one is tried.
     expect(order(policy, req({ contextTokensNeeded: 5_000 }))).toEqual(["agt_far_s"]);
+    expect(order(policy, req({ contextTokensNeeded: 1_500 })).sort()).toEqual(["agt_far_s", "agt_far_small"]);
     expect(order(policy, req({ restriction: { ownerIds: ["usr_owner"], minTier: null } }))).toEqual(["agt_here"]);
     expect(order(policy, req({ pinnedAgentId: "agt_far_s" }))).toEqual(["agt_far_s"]);
     expect(policy.plan(req({ pinnedAgentId: "agt_gone" }))).toEqual({ ok: false, reason: "pinned_gone" });

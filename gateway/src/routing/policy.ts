@@ -94,7 +94,10 @@ const TIER_RANK: Record<Tier, number> = { S: 2, A: 1, discount: 0 };
 
 /** Agents serving a model on other gateways, none of them connected to this one (`peers/mod.ts`). */
 export interface RemoteCandidates {
-  serving(api: ApiFamily, model: string): readonly (AgentLink & { readonly agentId: string; readonly profile: AgentProfile })[];
+  serving(
+    api: ApiFamily,
+    model: string,
+  ): readonly (AgentLink & { readonly agentId: string; readonly profile: AgentProfile; contextTokens(api: ApiFamily, model: string): number | null })[];
 }
 
 const NO_REMOTE: RemoteCandidates = { serving: () => [] };
@@ -114,7 +117,7 @@ export class RoutingPolicy {
     for (const [conn, contextTokens] of this.registry.serving(api, model)) {
       yield { conn, agentId: conn.agentId!, profile: this.registry.profile(conn.agentId!), contextTokens };
     }
-    for (const r of this.remote.serving(api, model)) yield { conn: r, agentId: r.agentId, profile: r.profile, contextTokens: null };
+    for (const r of this.remote.serving(api, model)) yield { conn: r, agentId: r.agentId, profile: r.profile, contextTokens: r.contextTokens(api, model) };
   }
 
   /** The candidates for a request, in the order to try them. Does not claim a half-open breaker's probe. */

@@ -42,6 +42,7 @@ export class AgentDirectory implements AgentLookup {
         where: { id: agentId },
         data: {
           models: inv.models.map((m) => `${m.provider}:${m.model}`),
+          contextWindows: Object.fromEntries(inv.models.filter((m) => m.contextTokens !== null).map((m) => [`${m.provider}:${m.model}`, m.contextTokens])),
           keyFingerprints: inv.keyFingerprints,
           version: inv.agentVersion,
           lastSeenAt: new Date(),

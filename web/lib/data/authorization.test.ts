@@ -84,6 +84,11 @@ describe("another tenant's ids", () => {
   const cases: [string, () => Promise<unknown>, unknown][] = [
     ["listKeys shows only the caller's keys", async () => (await keys.listKeys(bob)).map((k) => k.id), []],
     ["revokeKey of another's key reports not found", () => keys.revokeKey(bob, aliceKeyId), false],
+    [
+      "updateKeyRestriction of another's key reports not found",
+      () => keys.updateKeyRestriction(bob, aliceKeyId, { ownerEmails: [], minAgentTier: "S" }),
+      false,
+    ],
     ["usagePage filtered by another's key finds nothing", () => usage.usagePage(bob, { keyId: aliceKeyId }), []],
     ["usagePage unfiltered shows only the caller's requests", () => usage.usagePage(bob, {}), []],
     ["balance is the caller's own", async () => (await usage.balance(bob)).availableMicros, 0n],
@@ -98,6 +103,7 @@ describe("another tenant's ids", () => {
   it("changes nothing of the owner's data", async () => {
     const key = await database.db.virtualKey.findUniqueOrThrow({ where: { id: aliceKeyId } });
     expect(key.status).toBe("active");
+    expect(key.minAgentTier).toBeNull();
     expect((await usage.usagePage(alice, { keyId: aliceKeyId })).map((r) => r.chargeMicros)).toEqual([42n]);
     expect((await usage.balance(alice)).availableMicros).toBe(3_000_000n);
     expect(await keys.revokeKey(alice, aliceKeyId)).toBe(true);

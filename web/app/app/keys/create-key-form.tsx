@@ -4,6 +4,7 @@ import { useActionState, useEffect, useRef, useState } from "react";
 import { CopyButton } from "../../client-ui";
 import { buttonClass, FieldError, inputClass, quietButtonClass } from "../../ui";
 import { createKeyAction } from "./actions";
+import { RestrictionFields } from "./key-restriction";
 
 /** The form, and the new key's secret once (hidden when dismissed or when that key is revoked). */
 export function CreateKeyForm({ activeKeyIds }: { activeKeyIds: string[] }) {
@@ -32,7 +33,7 @@ export function CreateKeyForm({ activeKeyIds }: { activeKeyIds: string[] }) {
           </div>
         </div>
       )}
-      <form ref={form} onSubmit={submitTo(action)} className="space-y-3" noValidate>
+      <form ref={form} onSubmit={submitTo(action)} className="space-y-3" noValidate aria-label="Create a key">
         <label className="block text-sm font-medium text-slate-700">
           Name
           <input
@@ -76,6 +77,7 @@ export function CreateKeyForm({ activeKeyIds }: { activeKeyIds: string[] }) {
           <input name="expires" type="date" className={inputClass} aria-invalid={Boolean(e?.expiresAt)} aria-describedby="key-expires-error" />
         </label>
         <FieldError id="key-expires-error" message={e?.expiresAt} />
+        <RestrictionFields idPrefix="key" errors={e} />
         <FieldError id="key-form-error" message={e?.form} />
         <button type="submit" className={`${buttonClass} w-full`} disabled={pending}>
           {pending ? "Creating…" : "Create key"}

@@ -1,3 +1,4 @@
+import { Fragment } from "react";
 import { requireActor } from "../../../lib/data/actor";
 import { listKeys } from "../../../lib/data/keys";
 import { usd, utc, utcDate } from "../../../lib/format";
@@ -5,6 +6,7 @@ import { ConfirmAction } from "../../client-ui";
 import { Card, CommandBlock, Empty, PageTitle, Table } from "../../ui";
 import { revokeKeyAction } from "./actions";
 import { CreateKeyForm } from "./create-key-form";
+import { EditKeyRestriction } from "./key-restriction";
 
 export const metadata = { title: "API keys — Wellspring" };
 
@@ -23,46 +25,59 @@ export default async function KeysPage() {
             ) : (
               <Table testId="keys-table" columns={["Name", "Key", "Limits", "Last used", ""]}>
                 {keys.map((k) => (
-                  <tr key={k.id} className="border-t border-slate-100 align-top">
-                    <td className="max-w-[14rem] break-words py-2 font-medium">
-                      {k.name}
-                      {k.status === "revoked" && <span className="ml-2 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-500">revoked</span>}
-                    </td>
-                    <td className="py-2 font-mono text-xs text-slate-600">{k.prefix}…</td>
-                    <td className="py-2 text-xs text-slate-500">
-                      {k.allowedModels.length ? k.allowedModels.join(", ") : "all models"}
-                      {k.rpmLimit !== null && (
-                        <div data-testid="key-use-rpm">
-                          {k.use.requestsLastMinute} of {k.rpmLimit} requests/min
+                  <Fragment key={k.id}>
+                    <tr className="border-t border-slate-100 align-top">
+                      <td className="max-w-[14rem] break-words py-2 font-medium">
+                        {k.name}
+                        {k.status === "revoked" && <span className="ml-2 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-500">revoked</span>}
+                      </td>
+                      <td className="py-2 font-mono text-xs text-slate-600">{k.prefix}…</td>
+                      <td className="py-2 text-xs text-slate-500">
+                        {k.allowedModels.length ? k.allowedModels.join(", ") : "all models"}
+                        {k.rpmLimit !== null && (
+                          <div data-testid="key-use-rpm">
+                            {k.use.requestsLastMinute} of {k.rpmLimit} requests/min
+                          </div>
+                        )}
+                        {k.tpmLimit !== null && (
+                          <div data-testid="key-use-tpm">
+                            {k.use.tokensLastMinute} of {k.tpmLimit} tokens/min
+                          </div>
+                        )}
+                        {k.concurrencyLimit !== null && <div>at most {k.concurrencyLimit} requests at once</div>}
+                        {k.monthlyBudgetMicros !== null && (
+                          <div data-testid="key-use-budget">
+                            {usd(k.use.chargedThisMonthMicros)} of {usd(k.monthlyBudgetMicros)} this month (UTC)
+                          </div>
+                        )}
+                        {k.expiresAt && <div>expires {utcDate(k.expiresAt)}</div>}
+                        <div data-testid="key-agents" className="[overflow-wrap:anywhere]">
+                          {k.allowedOwners.length ? `served only by agents of ${k.allowedOwners.join(", ")}` : "served by any owner's agents"}
+                          {k.minAgentTier === "S" ? ", tier S only" : k.minAgentTier === "A" ? ", tier A or S" : ""}
                         </div>
-                      )}
-                      {k.tpmLimit !== null && (
-                        <div data-testid="key-use-tpm">
-                          {k.use.tokensLastMinute} of {k.tpmLimit} tokens/min
-                        </div>
-                      )}
-                      {k.concurrencyLimit !== null && <div>at most {k.concurrencyLimit} requests at once</div>}
-                      {k.monthlyBudgetMicros !== null && (
-                        <div data-testid="key-use-budget">
-                          {usd(k.use.chargedThisMonthMicros)} of {usd(k.monthlyBudgetMicros)} this month (UTC)
-                        </div>
-                      )}
-                      {k.expiresAt && <div>expires {utcDate(k.expiresAt)}</div>}
-                    </td>
-                    <td className="py-2 text-xs text-slate-500">{k.lastUsedAt ? utc(k.lastUsedAt) : "never"}</td>
-                    <td className="py-2 text-right">
-                      {k.status === "active" && (
-                        <ConfirmAction
-                          action={revokeKeyAction}
-                          fields={{ keyId: k.id }}
-                          label="Revoke"
-                          ariaLabel={`Revoke ${k.name}`}
-                          question={`Revoke “${k.name}”? Calls with it stop at once.`}
-                          confirmLabel="Yes, revoke"
-                        />
-                      )}
-                    </td>
-                  </tr>
+                      </td>
+                      <td className="py-2 text-xs text-slate-500">{k.lastUsedAt ? utc(k.lastUsedAt) : "never"}</td>
+                      <td className="py-2 text-right">
+                        {k.status === "active" && (
+                          <ConfirmAction
+                            action={revokeKeyAction}
+                            fields={{ keyId: k.id }}
+                            label="Revoke"
+                            ariaLabel={`Revoke ${k.name}`}
+                            question={`Revoke “${k.name}”? Calls with it stop at once.`}
+                            confirmLabel="Yes, revoke"
+                          />
+                        )}
+                      </td>
+                    </tr>
+                    {k.status === "active" && (
+                      <tr>
+                        <td colSpan={5} className="pb-2 text-xs text-slate-500">
+                          <EditKeyRestriction keyId={k.id} keyName={k.name} owners={k.allowedOwners} minTier={k.minAgentTier} />
+                        </td>
+                      </tr>
+                    )}
+                  </Fragment>
                 ))}
               </Table>
             )}

@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "agents" ADD COLUMN     "context_windows" JSONB NOT NULL DEFAULT '{}';
