@@ -71,13 +71,20 @@ export const tuple2 =
     return [a(v[0], `${p}[0]`), b(v[1], `${p}[1]`)];
   };
 
+/** An object's type: a key whose validator accepts `undefined` (`optional`) may be left out. */
+type ObjectOf<S extends Record<string, Validator<unknown>>> = {
+  [K in keyof S as undefined extends Infer<S[K]> ? never : K]: Infer<S[K]>;
+} & {
+  [K in keyof S as undefined extends Infer<S[K]> ? K : never]?: Infer<S[K]>;
+};
+
 export const object =
-  <S extends Record<string, Validator<unknown>>>(shape: S): Validator<{ [K in keyof S]: Infer<S[K]> }> =>
+  <S extends Record<string, Validator<unknown>>>(shape: S): Validator<ObjectOf<S>> =>
   (v, p) => {
     if (typeof v !== "object" || v === null || Array.isArray(v)) throw new SchemaError(p, "must be an object");
     const out: Record<string, unknown> = {};
     for (const key of Object.keys(shape)) {
       out[key] = shape[key]!((v as Record<string, unknown>)[key], p ? `${p}.${key}` : key);
     }
-    return out as { [K in keyof S]: Infer<S[K]> };
+    return out as ObjectOf<S>;
   };
