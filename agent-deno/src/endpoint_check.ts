@@ -19,6 +19,11 @@ import { PROVIDER_NETWORKS } from "./provider_networks_data.ts";
 
 /** How long a verdict for a host is reused before the host is resolved again, ms. */
 export const ENDPOINT_VERDICT_CACHE_MS = 30_000;
+/**
+ * Shortest time between two ENDPOINT_REPORTs the agent sends the hub for one provider host, ms. Calls are refused
+ * every time; the report (what the hub flags) goes at most once per host per interval, whatever the call rate.
+ */
+export const ENDPOINT_REPORT_INTERVAL_MS = 10 * 60_000;
 /** Addresses of one host a verdict keeps (and the report carries), the first resolved. */
 export const ENDPOINT_ADDRESSES_MAX = 16;
 
@@ -202,5 +207,27 @@ export class EndpointGuard {
     const outside = addresses.filter((a) => !this.#networks.contains(provider, a));
     if (outside.length > 0) return { kind: "forbidden", host, addresses, outside, fresh: true };
     return { kind: "allowed", host, addresses, address: addresses[0]! };
+  }
+}
+
+/**
+ * One ENDPOINT_REPORT per host per interval (ENDPOINT_REPORT_INTERVAL_MS). Keys are the provider hosts of the
+ * agent's config, so the map stays that small.
+ */
+export class EndpointReportThrottle {
+  readonly #lastAt = new Map<string, number>();
+
+  constructor(
+    readonly intervalMs: number = ENDPOINT_REPORT_INTERVAL_MS,
+    readonly now: () => number = Date.now,
+  ) {}
+
+  /** True when a report for `host` may go now (and counts it as sent); false within the interval of the last one. */
+  take(host: string): boolean {
+    const t = this.now();
+    const last = this.#lastAt.get(host);
+    if (last !== undefined && t - last < this.intervalMs) return false;
+    this.#lastAt.set(host, t);
+    return true;
   }
 }

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { EndpointGuard, parseAddress, parseDevResolve, ProviderNetworks, staticResolver } from "./endpoint_check.ts";
+import {
+  ENDPOINT_REPORT_INTERVAL_MS,
+  EndpointGuard,
+  EndpointReportThrottle,
+  parseAddress,
+  parseDevResolve,
+  ProviderNetworks,
+  staticResolver,
+} from "./endpoint_check.ts";
 import { PROVIDER_NETWORKS } from "./provider_networks_data.ts";
 
 const networks = new ProviderNetworks();
@@ -67,4 +75,24 @@ Deno.test("endpoint check: --dev-resolve specs parse, and a bad one is refused w
   assert.deepEqual(parseDevResolve(["api.openai.com=203.0.113.7,104.18.6.192"]), new Map([["api.openai.com", ["203.0.113.7", "104.18.6.192"]]]));
   assert.throws(() => parseDevResolve(["api.openai.com"]), /--dev-resolve api.openai.com: expected HOST=IP/);
   assert.throws(() => parseDevResolve(["api.openai.com=not-an-ip"]), /expected HOST=IP/);
+});
+
+Deno.test("endpoint report: one per host per interval, however often calls are refused; hosts are counted apart", () => {
+  let now = 1_000_000;
+  const throttle = new EndpointReportThrottle(ENDPOINT_REPORT_INTERVAL_MS, () => now);
+  let sent = 0;
+  // A call refused every 10 ms for two intervals: two reports, not thousands.
+  for (let t = 0; t < 2 * ENDPOINT_REPORT_INTERVAL_MS; t += 10) {
+    now = 1_000_000 + t;
+    if (throttle.take("openai api.openai.com")) sent++;
+  }
+  assert.equal(sent, 2);
+  // Another host has its own interval.
+  assert.equal(throttle.take("anthropic api.anthropic.com"), true);
+  assert.equal(throttle.take("anthropic api.anthropic.com"), false);
+  // The interval is counted from the last report sent.
+  now += ENDPOINT_REPORT_INTERVAL_MS - 1;
+  assert.equal(throttle.take("anthropic api.anthropic.com"), false);
+  now += 1;
+  assert.equal(throttle.take("anthropic api.anthropic.com"), true);
 });

@@ -8,7 +8,8 @@
  *   fsync'd once per batch after the database commit. It is the export format, and a second copy that a
  *   verifier compares with the database.
  *
- * Receipts are written in batches off the response's critical path: `append` queues the receipt and resolves
+ * Every commit while the ledger is open runs in a worker (ledger_writer.ts), so its fsync never holds the agent's
+ * event loop; this side's connection only reads. Receipts are written in batches off the response's critical path: `append` queues the receipt and resolves
  * once its batch is durable in both files. Sequence numbers are given in queue order by the one writer loop,
  * so the chain has no gaps and no forks even when appends race.
  *
@@ -18,6 +19,7 @@
  */
 /// <reference path="./sqlite.d.ts" />
 import { DatabaseSync } from "node:sqlite";
+import { LedgerWriter } from "./ledger_writer.ts";
 import {
   bytesEqual,
   concatBytes,
@@ -124,7 +126,11 @@ function toKept(r: Row): KeptReceipt {
 
 export class AgentLedger {
   readonly #db: DatabaseSync;
+  readonly #writer: LedgerWriter;
   readonly #log: Deno.FsFile;
+  /** Acknowledgements sent to the writer and not yet committed: reads show them as kept. */
+  readonly #pendingAcks = new Map<number, Uint8Array>();
+  #acking: Promise<void> = Promise.resolve();
   #tail: ChainTail;
   #queue: Pending[] = [];
   #servedQueue: ServedRow[] = [];
@@ -134,6 +140,7 @@ export class AgentLedger {
 
   private constructor(
     db: DatabaseSync,
+    writer: LedgerWriter,
     log: Deno.FsFile,
     tail: ChainTail,
     private readonly agentId: string,
@@ -142,6 +149,7 @@ export class AgentLedger {
     private readonly now: () => number,
   ) {
     this.#db = db;
+    this.#writer = writer;
     this.#log = log;
     this.#tail = tail;
   }
@@ -173,14 +181,16 @@ export class AgentLedger {
     const tail: ChainTail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
     const logPath = `${dir}/receipts.log`;
     const log = await Deno.open(logPath, { read: true, write: true, create: true });
+    let writer: LedgerWriter;
     try {
       await reconcileLog(db, log, await Deno.readFile(logPath), tail.seq);
+      writer = await LedgerWriter.open(`${dir}/receipts.sqlite`);
     } catch (error) {
       log.close();
       db.close();
       throw error;
     }
-    return new AgentLedger(db, log, tail, agentId, privateKey, runId, now);
+    return new AgentLedger(db, writer, log, tail, agentId, privateKey, runId, now);
   }
 
   /** Whether `atMs` (a hub's dispatch time) falls in a crash gap of this ledger, give or take CRASH_GAP_SKEW_MS. */
@@ -214,7 +224,12 @@ export class AgentLedger {
   byRequest(requestId: string): KeptReceipt | null {
     const row = this.#db.prepare("SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE request_id = ?").get(requestId) as
       Row | undefined;
-    return row ? toKept(row) : null;
+    return row ? this.#withPendingAck(toKept(row)) : null;
+  }
+
+  #withPendingAck(r: KeptReceipt): KeptReceipt {
+    const pending = r.countersignature ? undefined : this.#pendingAcks.get(r.seq);
+    return pending ? { ...r, countersignature: pending } : r;
   }
 
   /** Records that a stream started or ended (written with the next batch, off the stream's path). */
@@ -288,25 +303,14 @@ export class AgentLedger {
     }
     const fresh = signed.filter((x) => x.fresh).map((x) => x.s);
     if (fresh.length > 0 || served.length > 0) {
-      const insert = this.#db.prepare("INSERT INTO receipts (seq, request_id, body, hash, signature) VALUES (?, ?, ?, ?, ?)");
-      const serve = this.#db.prepare(
-        "INSERT INTO served (request_id, provider, started_at_ms, ended_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET ended_at_ms = excluded.ended_at_ms",
-      );
-      const receipted = this.#db.prepare("DELETE FROM served WHERE request_id = ?");
-      this.#db.exec("BEGIN IMMEDIATE");
-      try {
-        for (const r of served) if (!this.#hasReceipt(r.requestId)) serve.run(r.requestId, r.provider, r.startedAtMs, r.endedAtMs);
-        for (const s of fresh) {
-          insert.run(s.receipt.seq, s.receipt.requestId, s.body, s.hash, s.signature);
-          receipted.run(s.receipt.requestId);
-        }
-        // What this run has recorded reaches this far: after a crash, streams begun later have no record.
-        this.#db.prepare("UPDATE runs SET last_batch_ms = ? WHERE id = ?").run(takenAtMs, this.runId);
-        this.#db.exec("COMMIT");
-      } catch (error) {
-        this.#db.exec("ROLLBACK");
-        throw error;
-      }
+      // One transaction in the writer worker (its fsync off this event loop). `takenAtMs`: what this run has
+      // recorded reaches this far; after a crash, streams begun later have no record.
+      await this.#writer.commit({
+        served: served.filter((r) => !this.#hasReceipt(r.requestId)),
+        receipts: fresh.map((s) => ({ seq: s.receipt.seq, requestId: s.receipt.requestId, body: s.body, hash: s.hash, signature: s.signature })),
+        takenAtMs,
+        runId: this.runId,
+      });
       this.#tail = tail;
       if (fresh.length > 0) {
         await writeAll(this.#log, concatBytes(fresh.map((s) => encodeLogRecord(s.body, s.signature))));
@@ -330,7 +334,14 @@ export class AgentLedger {
   acknowledge(seq: number, hash: Uint8Array, countersignature: Uint8Array, nowMs: number): boolean {
     const row = this.#db.prepare("SELECT hash FROM receipts WHERE seq = ?").get(seq) as { hash: Uint8Array } | undefined;
     if (!row || !bytesEqual(new Uint8Array(row.hash), hash)) return false;
-    this.#db.prepare("UPDATE receipts SET countersignature = ?, acked_at_ms = ? WHERE seq = ? AND countersignature IS NULL").run(countersignature, nowMs, seq);
+    // Committed by the writer soon after; until then reads show it. Lost in a crash, the receipt is claimed
+    // again and the hub acknowledges it again (it keeps one copy).
+    if (this.#pendingAcks.has(seq)) return true;
+    this.#pendingAcks.set(seq, countersignature);
+    this.#acking = this.#acking
+      .then(() => this.#writer.acknowledge(seq, countersignature, nowMs))
+      .catch(() => {})
+      .finally(() => this.#pendingAcks.delete(seq));
     return true;
   }
 
@@ -338,8 +349,11 @@ export class AgentLedger {
   unacknowledged(limit: number): KeptReceipt[] {
     const rows = this.#db
       .prepare("SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE countersignature IS NULL ORDER BY seq LIMIT ?")
-      .all(limit) as unknown as Row[];
-    return rows.map(toKept);
+      .all(limit + this.#pendingAcks.size) as unknown as Row[];
+    return rows
+      .filter((r) => !this.#pendingAcks.has(r.seq))
+      .slice(0, limit)
+      .map(toKept);
   }
 
   /** Receipts from `fromSeq` on, in order, at most `limit`. */
@@ -347,7 +361,7 @@ export class AgentLedger {
     const rows = this.#db
       .prepare("SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE seq >= ? ORDER BY seq LIMIT ?")
       .all(fromSeq, limit) as unknown as Row[];
-    return rows.map(toKept);
+    return rows.map((r) => this.#withPendingAck(toKept(r)));
   }
 
   /** Waits for queued receipts, then closes both files. */
@@ -357,6 +371,8 @@ export class AgentLedger {
     this.#servedTimer = null;
     if (this.#servedQueue.length > 0) this.#kick();
     await this.#writing;
+    await this.#acking;
+    await this.#writer.close();
     this.#db.prepare("UPDATE runs SET clean = 1 WHERE id = ?").run(this.runId);
     this.#log.close();
     this.#db.close();

@@ -159,3 +159,28 @@ Deno.test("ledger: a served stream is kept across a restart until its receipt is
   assert.equal(ledger.servedRecord("req_s"), null);
   await ledger.close();
 });
+
+Deno.test("ledger: a commit that waits for the disk does not hold the agent's event loop; the receipt lands once it can", async () => {
+  const { dir, pair } = await setup();
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  // Another connection holds the database's write lock: a commit must wait, as it waits for a slow fsync.
+  const holder = new DatabaseSync(`${dir}/receipts.sqlite`);
+  holder.exec("BEGIN IMMEDIATE");
+  let landed = false;
+  const appended = ledger.append(testReceiptInput("req_blocked")).then((s) => {
+    landed = true;
+    return s;
+  });
+  // Meanwhile the event loop turns: 20 timers of 10 ms each fire, one after another, while the commit waits.
+  const t0 = performance.now();
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
+  const turned = performance.now() - t0;
+  assert.equal(landed, false, "the commit cannot have landed while the lock is held");
+  assert.ok(turned < 1_000, `timers fired late (${turned.toFixed(0)} ms for 200 ms): the event loop was held`);
+  holder.exec("COMMIT");
+  holder.close();
+  const signed = await appended;
+  assert.equal(signed.receipt.seq, 1);
+  assert.equal(ledger.byRequest("req_blocked")?.seq, 1);
+  await ledger.close();
+});

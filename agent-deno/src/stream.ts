@@ -75,6 +75,8 @@ export class AgentStream {
   readonly #abort = new AbortController();
   #bodyQueue: Uint8Array[] = [];
   #bodyEnded = false;
+  /** Request body bytes received from the hub so far (held to the head's `bodyBytes`). */
+  #bodyReceived = 0;
   #bodyWaiter: (() => void) | null = null;
   #closed = false;
   /** The provider connection this stream holds; closed (not pooled) when the stream ends early. */
@@ -145,9 +147,21 @@ export class AgentStream {
 
   // --- from the hub ---
 
+  /**
+   * A DATA frame of the request body. A body is held to the length its head declared here, for a small body
+   * (sent whole with the head) and a streamed one alike: more bytes than declared, or an END short of it,
+   * resets the stream with PROTOCOL_ERROR before the body is read for its content (BODY_REFUSED comes after).
+   */
   onData(chunk: Uint8Array): boolean {
     if (this.#bodyEnded) return false;
+    if (this.#closed) return true;
     if (!this.recvWindow.receive(chunk.length)) return false;
+    this.#bodyReceived += chunk.length;
+    const declared = this.head.bodyBytes;
+    if (declared !== null && this.#bodyReceived > declared) {
+      this.#reset(ResetCode.PROTOCOL_ERROR, "request body longer than its head said");
+      return true;
+    }
     // The frame buffer belongs to the socket layer: keep a copy only as long as fetch has not taken it.
     this.#bodyQueue.push(chunk.slice());
     this.#bodyWaiter?.();
@@ -155,7 +169,13 @@ export class AgentStream {
   }
 
   onEnd(): void {
+    if (this.#bodyEnded || this.#closed) return;
     this.#bodyEnded = true;
+    const declared = this.head.bodyBytes;
+    if (declared !== null && this.#bodyReceived !== declared) {
+      this.#reset(ResetCode.PROTOCOL_ERROR, "request body shorter than its head said");
+      return;
+    }
     this.#bodyWaiter?.();
   }
 
@@ -202,8 +222,6 @@ export class AgentStream {
    * provider's pace bounds what the agent holds. A write error ends the pump only: the response read decides.
    */
   async #pumpBody(conn: UpstreamConnection, chunked: boolean): Promise<void> {
-    const declared = this.head.bodyBytes;
-    let written = 0;
     try {
       for (;;) {
         while (this.#bodyQueue.length === 0 && !this.#bodyEnded && !this.#closed) {
@@ -214,14 +232,11 @@ export class AgentStream {
         const chunk = this.#bodyQueue.shift() ?? null;
         if (!this.#bodyAllowed(chunk, !chunk)) return;
         if (chunk) {
-          written += chunk.length;
-          if (declared !== null && written > declared) return this.#reset(ResetCode.PROTOCOL_ERROR, "request body longer than its head said");
           await conn.write(chunked ? chunkFrame(chunk) : chunk);
           const inc = this.recvWindow.consume(chunk.length);
           if (inc > 0 && !this.#closed) this.host.send(encodeWindow(this.id, inc));
           continue;
         }
-        if (declared !== null && written !== declared) return this.#reset(ResetCode.PROTOCOL_ERROR, "request body shorter than its head said");
         if (chunked) await conn.write(LAST_CHUNK);
         this.#bodySent = true;
         return;
@@ -243,6 +258,7 @@ export class AgentStream {
       await new Promise<void>((resolve) => (this.#bodyWaiter = resolve));
       this.#bodyWaiter = null;
     }
+    if (this.#closed) return null;
     const body = concatBytes(this.#bodyQueue);
     if (!this.#bodyAllowed(body, true)) return null;
     const inc = this.recvWindow.consume(body.length);
@@ -278,9 +294,14 @@ export class AgentStream {
     let parser: ResponseParser;
     let body: Uint8Array;
     let conn: UpstreamConnection;
+    /** Some byte of this request was accepted by a socket: the provider may have the call. */
+    let reached = false;
     try {
-      // A reused connection the provider closed just as it was taken answers nothing: a call whose body is
-      // all in hand is sent once more on a new connection (nothing of it reached the provider's handler).
+      // The retry rule (ARCHITECTURE, "The agent's provider client"): a call is sent again only when it is
+      // provable that the provider never got it — a reused connection the provider had closed, whose socket
+      // refused the request's first write with no byte accepted. Once any byte of the request was written the
+      // provider may have the call: a failure then resets the stream with UPSTREAM_RESET, which the hub does not
+      // send to another agent (a second provider call would charge the owner twice).
       for (let attempt = 0; ; attempt++) {
         conn = await pool.acquire(origin, attempt > 0);
         if (this.#closed) {
@@ -289,6 +310,7 @@ export class AgentStream {
         }
         this.#conn = conn;
         parser = new ResponseParser(this.head.method);
+        const writtenBefore = conn.bytesWritten;
         try {
           if (small) {
             await conn.write(headWithBody(head, small));
@@ -303,13 +325,20 @@ export class AgentStream {
           if (this.#closed) return;
           this.#conn = null;
           conn.close();
-          if (attempt > 0 || conn.served === 0 || !small || parser.head !== null) throw error;
+          reached = conn.bytesWritten > writtenBefore;
+          if (reached || attempt > 0 || conn.served === 0) throw error;
         }
       }
     } catch (error) {
       if (!this.#closed) {
-        this.host.log.warn("stream.upstream_unreachable", { requestId: this.head.requestId, provider: this.upstream.provider, error: (error as Error).name });
-        this.#reset(ResetCode.UPSTREAM_UNREACHABLE, "provider unreachable");
+        const name = (error as Error).name;
+        if (reached) {
+          this.host.log.warn("stream.upstream_broken", { requestId: this.head.requestId, provider: this.upstream.provider, error: name, phase: "head" });
+          this.#reset(ResetCode.UPSTREAM_RESET, "provider connection broke after the request was sent");
+        } else {
+          this.host.log.warn("stream.upstream_unreachable", { requestId: this.head.requestId, provider: this.upstream.provider, error: name });
+          this.#reset(ResetCode.UPSTREAM_UNREACHABLE, "provider unreachable");
+        }
       }
       return;
     } finally {

@@ -54,7 +54,7 @@ import { connectPinned } from "./pinned_tls.ts";
 import type { PriceStore } from "./prices.ts";
 import { checkForward, type ForwardedRequest } from "./forward_rules.ts";
 import { familyOf, officialOrigin, upstreamUrl, type Upstream } from "./providers.ts";
-import type { EndpointGuard } from "./endpoint_check.ts";
+import { type EndpointGuard, EndpointReportThrottle } from "./endpoint_check.ts";
 import { pemOf, runEgressProbe } from "./egress_probe.ts";
 import { AgentStream, type StreamOutcome } from "./stream.ts";
 import { RateGovernor, type RateTicket } from "./rate_governor.ts";
@@ -97,6 +97,8 @@ export interface TunnelOptions {
   devOrigin: string | null;
   /** Checks each provider call's endpoint by address (endpoint_check.ts); null: no check (development upstream). */
   endpoints?: EndpointGuard | null;
+  /** How often a forbidden host is reported to the hub (default: one report per host per ENDPOINT_REPORT_INTERVAL_MS). */
+  endpointReports?: EndpointReportThrottle;
   log: Log;
   settings?: Partial<Settings>;
   /** Stop signal: closes the tunnel after a GOAWAY and ends `run()`. */
@@ -171,11 +173,13 @@ export class Tunnel {
   #modelIndex = new Map<string, Upstream>();
   readonly #rate: RateGovernor;
   readonly #tickets = new Map<AgentStream, RateTicket>();
+  readonly #endpointReports: EndpointReportThrottle;
   /** The last RATE_STATE sent (its limits and whether the agent had room), and when; a trailing report's timer. */
   #rateSent: { key: string; atMs: number } | null = null;
   #rateTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(options: TunnelOptions) {
+    this.#endpointReports = options.endpointReports ?? new EndpointReportThrottle();
     this.#o = options;
     this.#rate = options.rate ?? new RateGovernor();
     this.#own = {
@@ -703,8 +707,10 @@ export class Tunnel {
             outside: verdict.outside,
             note: `${host} resolves to addresses outside ${upstream.provider}'s networks (hosts file, DNS or proxy?): calls are refused`,
           });
+        }
+        if (session.state === "ready" && this.#endpointReports.take(`${upstream.provider} ${host}`)) {
           const report: EndpointReport = { requestId, provider: upstream.provider, host, addresses: verdict.addresses, outside: verdict.outside };
-          if (session.state === "ready") this.#send(session, encodeControl(ControlKind.ENDPOINT_REPORT, jsonBytes(report)));
+          this.#send(session, encodeControl(ControlKind.ENDPOINT_REPORT, jsonBytes(report)));
         }
         return { code: ResetCode.ENDPOINT_FORBIDDEN, reason: `${host} resolves to ${verdict.outside[0]}, outside ${upstream.provider}'s networks` };
       }

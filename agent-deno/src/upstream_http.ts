@@ -80,6 +80,11 @@ export class UpstreamConnection {
   #buffer = new Uint8Array(READ_BUFFER_BYTES_MIN);
   /** Requests served on this connection before the current one. */
   served = 0;
+  /**
+   * Bytes the socket accepted so far (all requests). A request that failed while this still equals its value
+   * when the request began provably never reached the provider (the retry rule in stream.ts).
+   */
+  bytesWritten = 0;
   idleSince = 0;
   #idleRead: Promise<number | null> | null = null;
   #closed = false;
@@ -106,7 +111,11 @@ export class UpstreamConnection {
 
   async write(bytes: Uint8Array): Promise<void> {
     let off = 0;
-    while (off < bytes.length) off += await this.conn.write(off === 0 ? bytes : bytes.subarray(off));
+    while (off < bytes.length) {
+      const n = await this.conn.write(off === 0 ? bytes : bytes.subarray(off));
+      off += n;
+      this.bytesWritten += n;
+    }
   }
 
   /**
@@ -583,8 +592,12 @@ export class ResponseParser {
     if (this.method === "HEAD" || status === 204 || status === 304) {
       this.#state = State.Done;
     } else if (chunked || teOther) {
-      // A transfer coding beside a length: the coding wins and the connection is not reused (RFC 9112 6.3).
-      if (length !== null) this.head.keepAlive = false;
+      // A transfer coding beside a length: the coding wins, the length is dropped so it is never passed on
+      // beside framing it does not describe, and the connection is not reused (RFC 9112 6.1 and 6.3).
+      if (length !== null) {
+        this.head.keepAlive = false;
+        this.head.headers = headers.filter(([name]) => name !== "content-length");
+      }
       if (teOther) {
         this.head.keepAlive = false;
         this.#state = State.UntilClose;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decodeFrame, FrameType, SendWindow, WINDOW_BYTES_MAX, type RequestHead } from "../../protocol/src/mod.ts";
+import { decodeFrame, FrameType, ResetCode, SendWindow, WINDOW_BYTES_MAX, type RequestHead } from "../../protocol/src/mod.ts";
 import {
   chunkFrame,
   type Connect,
@@ -105,6 +105,8 @@ Deno.test("parser: keep-alive is off for Connection: close, HTTP/1.0, and a codi
   const both = parse(enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"), []);
   assert.equal(both.body, "x");
   assert.equal(both.head?.keepAlive, false);
+  // The coding wins and the length is dropped (RFC 9112 6.3): never passed on beside chunked framing.
+  assert.deepEqual(both.head?.headers, [["transfer-encoding", "chunked"]]);
 });
 
 Deno.test("parser: bytes after a complete response are counted, not returned", () => {
@@ -255,9 +257,24 @@ function rawServer(
 
 const quietLog: Log = { debug() {}, info() {}, warn() {}, error() {} } as unknown as Log;
 
+/** Longest a test call may take before it counts as hung, ms. */
+const CALL_DEADLINE_MS = 5_000;
+
+interface CallOptions {
+  onStarted?: (s: AgentStream) => void;
+  /** The head's `bodyBytes` (default: the body's length). */
+  declaredBytes?: number | null;
+  /** The agent's own stream window, bytes (default 1 MiB; a body larger than it is streamed to the provider). */
+  ownWindowBytes?: number;
+  /** The body is sent in DATA frames of at most this many bytes, each when the window has room. */
+  pieceBytes?: number;
+}
+
 /** Runs one call through an AgentStream against `url`; returns what the hub would have received. */
-async function call(url: string, pool: UpstreamPool, body: string, opts: { onStarted?: (s: AgentStream) => void } = {}) {
+async function call(url: string, pool: UpstreamPool, body: string, opts: CallOptions = {}) {
   const frames: { type: number; payload: Uint8Array }[] = [];
+  let resetCode: number | null = null;
+  let resetReason: string | null = null;
   let outcome: StreamOutcome | null = null;
   let done!: () => void;
   const finished = new Promise<void>((r) => (done = r));
@@ -265,6 +282,10 @@ async function call(url: string, pool: UpstreamPool, body: string, opts: { onSta
     send(frame) {
       const d = decodeFrame(frame);
       if (d.ok) frames.push({ type: d.frame.type, payload: "payload" in d.frame ? d.frame.payload.slice() : new Uint8Array(0) });
+      if (d.ok && d.frame.type === FrameType.RESET) {
+        resetCode = d.frame.code;
+        resetReason = d.frame.reason;
+      }
     },
     connectionSendWindow: () => new SendWindow(WINDOW_BYTES_MAX),
     forget() {},
@@ -283,15 +304,36 @@ async function call(url: string, pool: UpstreamPool, body: string, opts: { onSta
     api: "openai",
     model: "gpt-4o-mini",
     headers: [["content-type", "application/json"]],
-    bodyBytes: bytes.length,
+    bodyBytes: opts.declaredBytes === undefined ? bytes.length : opts.declaredBytes,
   };
-  const s = new AgentStream(1, head, { provider: "openai", models: ["gpt-4o-mini"], apiKey: "sk-test" }, url, host, WINDOW_BYTES_MAX, 1 << 20);
+  const s = new AgentStream(
+    1,
+    head,
+    { provider: "openai", models: ["gpt-4o-mini"], apiKey: "sk-test" },
+    url,
+    host,
+    WINDOW_BYTES_MAX,
+    opts.ownWindowBytes ?? 1 << 20,
+  );
   const running = s.run();
-  s.onData(bytes);
-  s.onEnd();
+  const piece = opts.pieceBytes ?? bytes.length;
+  for (let off = 0; off < bytes.length && !s.closed; off += piece) {
+    const chunk = bytes.subarray(off, off + piece);
+    // As the hub does: a DATA frame only with window for it (the agent gives credit once a write completed).
+    while (s.recvWindow.remainingBytes < chunk.length && !s.closed) await new Promise((r) => setTimeout(r, 2));
+    if (!s.closed) assert.equal(s.onData(chunk), true);
+  }
+  if (!s.closed) s.onEnd();
   opts.onStarted?.(s);
-  await running;
-  await finished;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the call did not end within ${CALL_DEADLINE_MS} ms`)), CALL_DEADLINE_MS);
+  });
+  try {
+    await Promise.race([Promise.all([running, finished]), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
   const data = frames.filter((f) => f.type === FrameType.DATA);
   const response = frames.find((f) => f.type === FrameType.RESPONSE);
   return {
@@ -300,6 +342,9 @@ async function call(url: string, pool: UpstreamPool, body: string, opts: { onSta
     body: dec.decode(new Uint8Array(data.flatMap((f) => [...f.payload]))),
     dataFrames: data.length,
     reset: frames.find((f) => f.type === FrameType.RESET) ? true : false,
+    resetCode,
+    resetReason,
+    responseHeaders: response ? (JSON.parse(dec.decode(response.payload)) as { headers: [string, string][] }).headers : null,
   };
 }
 
@@ -365,9 +410,9 @@ Deno.test("client: a pooled connection the provider closed while idle leaves the
   }
 });
 
-Deno.test("client: a reused connection that dies unanswered is retried once on a new connection", async () => {
-  // Connection 0 answers its first request, then takes the second and closes without a byte (the race of an
-  // idle close); connection 1 answers.
+Deno.test("client: a reused connection that dies after the request was written is not sent again (UPSTREAM_RESET, one provider call)", async () => {
+  // Connection 0 answers its first request, then takes the second and closes without a byte: the provider has
+  // the call (it may be working on it, and charging for it), so sending it again would make two calls.
   const server = rawServer((_r, n, conn) =>
     conn === 0 && n === 1 ? { reply: null, then: "close" } : { reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" },
   );
@@ -376,10 +421,65 @@ Deno.test("client: a reused connection that dies unanswered is retried once on a
     const url = `http://127.0.0.1:${server.port}/v1/chat/completions`;
     assert.equal((await call(url, pool, BODY)).body, "ok");
     const second = await call(url, pool, BODY);
-    assert.equal(second.outcome, "completed");
-    assert.equal(second.body, "ok");
+    assert.equal(second.outcome, "reset");
+    assert.equal(second.resetCode, ResetCode.UPSTREAM_RESET);
+    assert.equal(server.served.requests.length, 2);
+    assert.equal(server.served.connections, 1);
+  } finally {
+    pool.close();
+    server.close();
+  }
+});
+
+/**
+ * A connect function whose connections can be told to fail their next write: `acceptBytes` bytes of it are
+ * written (0: none), then the write throws as a socket the peer has reset does.
+ */
+function faultyConnect(): { connect: Connect; failNextWrite(acceptBytes: number): void } {
+  let failing: number | null = null;
+  const connect: Connect = async (origin) => {
+    const conn = await connectOrigin(origin);
+    return new Proxy(conn, {
+      get(target, prop) {
+        if (prop === "write") {
+          return async (bytes: Uint8Array) => {
+            if (failing === null) return await target.write(bytes);
+            const accept = failing;
+            // A partial write is followed by the failing one.
+            failing = accept > 0 ? 0 : null;
+            if (accept > 0) return await target.write(bytes.subarray(0, Math.min(accept, bytes.length - 1)));
+            throw new Deno.errors.BrokenPipe("Broken pipe (os error 32)");
+          };
+        }
+        const value = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  };
+  return { connect, failNextWrite: (acceptBytes) => (failing = acceptBytes) };
+}
+
+Deno.test("client: a reused connection whose socket took no byte of the request is retried once on a new connection; one that took some is not", async () => {
+  const server = rawServer(() => ({ reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" }));
+  const faulty = faultyConnect();
+  const pool = new UpstreamPool(faulty.connect);
+  try {
+    const url = `http://127.0.0.1:${server.port}/v1/chat/completions`;
+    assert.equal((await call(url, pool, BODY)).body, "ok");
+    faulty.failNextWrite(0);
+    const retried = await call(url, pool, BODY);
+    assert.equal(retried.outcome, "completed");
+    assert.equal(retried.body, "ok");
     assert.equal(server.served.connections, 2);
-    assert.equal(server.served.requests.length, 3);
+    assert.equal(server.served.requests.length, 2);
+    // Now the first write takes 10 bytes of the head and the rest of it fails: the provider may have begun
+    // reading the call, so it is not sent again.
+    faulty.failNextWrite(10);
+    const broken = await call(url, pool, BODY);
+    assert.equal(broken.outcome, "reset");
+    assert.equal(broken.resetCode, ResetCode.UPSTREAM_RESET);
+    assert.equal(server.served.connections, 2);
+    assert.equal(pool.opened, 2);
   } finally {
     pool.close();
     server.close();
@@ -392,8 +492,66 @@ Deno.test("client: a fresh connection that dies unanswered is not retried (the p
   try {
     const r = await call(`http://127.0.0.1:${server.port}/v1/chat/completions`, pool, BODY);
     assert.equal(r.outcome, "reset");
-    assert.equal(r.reset, true);
+    assert.equal(r.resetCode, ResetCode.UPSTREAM_RESET);
     assert.equal(server.served.requests.length, 1);
+  } finally {
+    pool.close();
+    server.close();
+  }
+});
+
+Deno.test(
+  "client: a body that differs from its declared length is refused with PROTOCOL_ERROR, small or streamed, before the provider has a request",
+  async () => {
+    const server = rawServer(() => ({ reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" }));
+    const pool = new UpstreamPool();
+    try {
+      const url = `http://127.0.0.1:${server.port}/v1/chat/completions`;
+      const cases = [
+        { name: "small, more than declared", declaredBytes: BODY.length - 5, reason: /longer/ },
+        { name: "small, less than declared", declaredBytes: BODY.length + 5, reason: /shorter/ },
+        // A window below the body's size: the body is streamed to the provider as it arrives. The piece that
+        // runs past the declared length (the third) is refused before any of it is written.
+        { name: "streamed, more than declared", declaredBytes: BODY.length - 5, ownWindowBytes: 16, pieceBytes: 12, reason: /longer/ },
+        { name: "streamed, less than declared", declaredBytes: BODY.length + 5, ownWindowBytes: 16, pieceBytes: 12, reason: /shorter/ },
+      ];
+      assert.ok(BODY.length - 5 < 36 && BODY.length > 24, "the pieces of 12 bytes cross the declared length in the third");
+      for (const { name, reason, ...opts } of cases) {
+        const r = await call(url, pool, BODY, opts);
+        assert.equal(r.outcome, "reset", name);
+        assert.equal(r.resetCode, ResetCode.PROTOCOL_ERROR, name);
+        assert.match(r.resetReason ?? "", reason, name);
+        assert.equal(r.status, null, name);
+      }
+      // The provider never read a whole request (a streamed body's connection was closed inside it).
+      for (let i = 0; i < 100 && server.served.closedByClient < server.served.connections; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(server.served.requests.length, 0);
+      // The same body with its true length goes through both ways.
+      assert.equal((await call(url, pool, BODY)).body, "ok");
+      assert.equal((await call(url, pool, BODY, { ownWindowBytes: 16, pieceBytes: 12 })).body, "ok");
+    } finally {
+      pool.close();
+      server.close();
+    }
+  },
+);
+
+Deno.test("client: a provider answer with both Transfer-Encoding: chunked and Content-Length is read as chunked, and the length is not passed on", async () => {
+  const events = ['data: {"a":1}\n\n', 'data: {"b":2}\n\n', "data: [DONE]\n\n"];
+  const chunked = events.map((e) => `${e.length.toString(16)}\r\n${e}\r\n`).join("") + "0\r\n\r\n";
+  const server = rawServer(() => ({
+    // The length names the framed bytes, not the body: passed on, it would make the gateway cut the answer.
+    reply: `HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${chunked.length}\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
+  }));
+  const pool = new UpstreamPool();
+  try {
+    const r = await call(`http://127.0.0.1:${server.port}/v1/chat/completions`, pool, BODY);
+    assert.equal(r.outcome, "completed");
+    assert.equal(r.body, events.join(""));
+    const names = (r.responseHeaders ?? []).map(([n]) => n);
+    assert.deepEqual(names, ["content-type"]);
+    // The connection is not reused after such an answer (RFC 9112 6.3).
+    assert.equal(pool.idleCount(), 0);
   } finally {
     pool.close();
     server.close();
@@ -437,6 +595,8 @@ Deno.test("pool: every new connection goes through the one connect function", as
     const refusing = new UpstreamPool(() => Promise.reject(new Error("address not allowed")));
     const r = await call(url, refusing, BODY);
     assert.equal(r.outcome, "reset");
+    // No byte of the call left the agent: the hub may send it to another agent.
+    assert.equal(r.resetCode, ResetCode.UPSTREAM_UNREACHABLE);
   } finally {
     pool.close();
     server.close();

@@ -14,7 +14,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../../gateway/src/ops/keys.ts";
-import { ENDPOINT_FORBIDDEN, type EndpointEvidence } from "../../gateway/src/risk/endpoint_forbidden.ts";
+import { ControlKind, encodeControl, encodePing, FrameType, jsonBytes, type EndpointReport } from "@wellspring/protocol";
+import { ENDPOINT_FORBIDDEN, ENDPOINT_REPORTS_PER_AGENT_MAX, type EndpointEvidence } from "../../gateway/src/risk/endpoint_forbidden.ts";
+import { connectFakeAgent, registerFakeAgent, sendAuth } from "./fake_peers.ts";
 import {
   adminFetch,
   createTestDatabase,
@@ -159,5 +161,35 @@ describe("official endpoints, checked by address", () => {
     // The relay agent's verdict is kept for its cache period: a refusal in it is not reported again.
     const [flag] = await endpointFlags();
     expect(flag!.raised_count).toBe(1);
+  });
+
+  it("takes at most the named number of reports per agent per window from an agent that floods them", async () => {
+    // A modified agent: a report per frame, 50 in one burst (a stock agent sends one per host per 10 minutes).
+    const FLOOD = 50;
+    const fake = await registerFakeAgent(database.db, ownerId);
+    const s = await connectFakeAgent(`${gateway.agentOrigin.replace("https:", "wss:")}/agent/v1/tunnel`);
+    try {
+      await sendAuth(s, fake);
+      await s.waitForControl(ControlKind.WELCOME);
+      const report: EndpointReport = {
+        requestId: "req_flood",
+        provider: "openai",
+        host: "api.openai.com",
+        addresses: [RELAY_ADDRESS],
+        outside: [RELAY_ADDRESS],
+      };
+      for (let i = 0; i < FLOOD; i++) s.ws.send(encodeControl(ControlKind.ENDPOINT_REPORT, jsonBytes(report)));
+      // The hub handles a connection's frames in order: its PONG comes after every report was admitted or dropped.
+      const marker = new Uint8Array([7, 7, 7, 7, 7, 7, 7, 7]);
+      s.ws.send(encodePing(marker));
+      await waitFor(() => s.frames.some((r) => r.ok && r.frame.type === FrameType.PONG && r.frame.data[0] === 7), 10_000);
+      await gateway.waitForLine(new RegExp(`tunnel\\.endpoint_reports_dropped.*${fake.id}`), 10_000);
+      const flagOf = async () => (await endpointFlags()).find((f) => f.subject === `agent:${fake.id}`);
+      await waitFor(async () => ((await flagOf())?.raised_count ?? 0) >= ENDPOINT_REPORTS_PER_AGENT_MAX, 10_000);
+      expect((await flagOf())!.raised_count).toBe(ENDPOINT_REPORTS_PER_AGENT_MAX);
+      expect(gateway.lines.filter((l) => l.includes("endpoint_reports_dropped") && l.includes(fake.id)).length).toBe(1);
+    } finally {
+      s.ws.close();
+    }
   });
 });

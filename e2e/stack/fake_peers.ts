@@ -138,7 +138,10 @@ export type StreamOutcome = { kind: "reset"; code: number; reason: string } | { 
 
 export interface ScriptedHubSession {
   /** Opens a stream with any head (one the real hub would never send, too), sends the body and END. */
-  request(head: Omit<RequestHead, "requestId" | "headers" | "bodyBytes" | "estimatedTokens"> & { headers?: [string, string][] }, body?: string): Promise<StreamOutcome>;
+  request(
+    head: Omit<RequestHead, "requestId" | "headers" | "bodyBytes" | "estimatedTokens"> & { headers?: [string, string][] },
+    body?: string,
+  ): Promise<StreamOutcome>;
 }
 
 /**

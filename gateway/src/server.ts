@@ -26,8 +26,8 @@ import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
-import { ENDPOINT_FORBIDDEN, raiseEndpointForbidden } from "./risk/endpoint_forbidden.ts";
-import { EgressProbes, plainAddress } from "./risk/egress.ts";
+import { ENDPOINT_FORBIDDEN, EndpointReportThrottle, raiseEndpointForbidden } from "./risk/endpoint_forbidden.ts";
+import { EGRESS_PRUNE_INTERVAL_MS, EgressProbes, plainAddress } from "./risk/egress.ts";
 import { checkKeyReuse, KEY_FINGERPRINT_REUSE } from "./risk/key_reuse.ts";
 import { ContentRules } from "./risk/content_screen.ts";
 import { Treasury } from "./ops/treasury.ts";
@@ -123,6 +123,8 @@ export interface GatewayOptions {
   adminAuth?: Partial<FailureThrottleOptions>;
   /** Owner accounts that may share one agent egress address before each further one is flagged (risk/egress.ts). */
   egressOwnersPerAddressMax?: number;
+  /** How often old egress probes are deleted, ms (default EGRESS_PRUNE_INTERVAL_MS). */
+  egressPruneIntervalMs?: number;
   /** The in-memory filter of issued keys: lookups allowed per second for keys it does not hold, rebuild interval. */
   keyFilter?: { missLookupsPerSecond?: number; rebuildIntervalMs?: number };
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
@@ -247,6 +249,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const releases = new AgentReleases(db, log);
   // Presence lasts as long as this gateway would keep a silent agent: its heartbeat timeout.
   const egress = new EgressProbes({ db, log, ownersPerAddressMax: opts.egressOwnersPerAddressMax });
+  // Old probes go (EGRESS_PROBE_RETENTION_MS): every gateway runs it, a delete of rows already gone is a no-op.
+  const egressPruneTimer = setInterval(
+    () => void egress.prune().catch((error: unknown) => log.warn("risk.egress_prune_failed", { error })),
+    opts.egressPruneIntervalMs ?? EGRESS_PRUNE_INTERVAL_MS,
+  );
+  egressPruneTimer.unref();
+  const endpointReports = new EndpointReportThrottle();
   const identities = new IdentityGuard({
     db,
     gatewayId: opts.gatewayId,
@@ -520,10 +529,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
               .reportedTail(conn.agentId!, tail)
               .catch((error: unknown) => log.warn("ledger.reported_tail_failed", { agentId: conn.agentId, error })),
           rateState: (conn, state) => directory.rateState(conn.agentId!, state),
-          endpointReport: (conn, report) =>
+          endpointReport: (conn, report) => {
+            const admission = endpointReports.admit(conn.agentId!);
+            if (!admission.take) {
+              if (admission.firstDropped)
+                log.warn("tunnel.endpoint_reports_dropped", { agentId: conn.agentId, perWindowMax: endpointReports.limits.perAgentMax });
+              return;
+            }
+            log.warn("tunnel.endpoint_forbidden", { agentId: conn.agentId, requestId: report.requestId, host: report.host, outside: report.outside });
             void raiseEndpointForbidden(db, conn.agentId!, report, { sessionId: conn.sessionId, tunnelAddress: conn.remoteIp, at: new Date() }).catch(
               (error: unknown) => log.error("risk.flag_failed", { agentId: conn.agentId, kind: ENDPOINT_FORBIDDEN, error }),
-            ),
+            );
+          },
           egressAnswer: (conn, answer) =>
             void egress
               .answer(conn.agentId!, answer)
@@ -615,6 +632,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await adminClosed;
       keyFilterLoader.close();
       clearInterval(tailTimer);
+      clearInterval(egressPruneTimer);
       clearInterval(limitsStatusTimer);
       stopPruningRoutes();
       content.stop();

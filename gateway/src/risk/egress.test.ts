@@ -7,7 +7,16 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { createLogger } from "../log.ts";
-import { EGRESS_ECHO_WINDOW_MS, EGRESS_MISMATCH, EgressProbes, plainAddress, SHARED_EGRESS, type EgressMismatchEvidence } from "./egress.ts";
+import {
+  EGRESS_ECHO_WINDOW_MS,
+  EGRESS_MISMATCH,
+  EGRESS_PROBE_RETENTION_MS,
+  EGRESS_SHARE_WINDOW_MS,
+  EgressProbes,
+  plainAddress,
+  SHARED_EGRESS,
+  type EgressMismatchEvidence,
+} from "./egress.ts";
 
 let database: TestDatabase;
 let probes: EgressProbes;
@@ -82,5 +91,27 @@ describe("egress probes", () => {
     expect(await flagOf(SHARED_EGRESS, "user:usr_n1")).toBeNull();
     expect(await flagOf(SHARED_EGRESS, "user:usr_n2")).toBeNull();
     expect((await flagOf(SHARED_EGRESS, "user:usr_n3"))?.evidence).toMatchObject({ address: "192.0.2.80", ownerCount: 3, ownersPerAddressMax: 2 });
+  });
+  it("prunes probes older than the retention, which outlasts the share window, and keeps the rest", async () => {
+    expect(EGRESS_PROBE_RETENTION_MS).toBeGreaterThan(EGRESS_SHARE_WINDOW_MS + EGRESS_ECHO_WINDOW_MS);
+    const count = async () => (await database.db.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM egress_probes`)[0]!.n;
+    const stale = await start("agt_stale");
+    const kept = await start("agt_kept");
+    // Age one row past the retention, the other to just inside it.
+    await database.db.$executeRaw`
+      UPDATE egress_probes SET created_at = now() - make_interval(secs => ${EGRESS_PROBE_RETENTION_MS / 1000 + 60}) WHERE nonce = ${stale}`;
+    await database.db.$executeRaw`
+      UPDATE egress_probes SET created_at = now() - make_interval(secs => ${EGRESS_PROBE_RETENTION_MS / 1000 - 3600}) WHERE nonce = ${kept}`;
+    const before = await count();
+    expect(await probes.prune()).toBe(1);
+    expect(await count()).toBe(before - 1n);
+    const left = await database.db.egressProbe.findMany({ where: { nonce: { in: [stale, kept] } }, select: { nonce: true } });
+    expect(left.map((r) => r.nonce)).toEqual([kept]);
+    // A clock two hours on: the kept row has passed the retention too; nothing younger goes.
+    expect(await probes.prune(Date.now() + 2 * 3600 * 1000)).toBe(1);
+    expect(await count()).toBe(before - 2n);
+    // At the end of every row's retention, the table is empty.
+    await probes.prune(Date.now() + EGRESS_PROBE_RETENTION_MS + 60_000);
+    expect(await count()).toBe(0n);
   });
 });

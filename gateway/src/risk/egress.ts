@@ -22,6 +22,15 @@ export const EGRESS_OWNERS_PER_ADDRESS_MAX_DEFAULT = 5;
 export const EGRESS_SHARE_WINDOW_MS = 7 * 24 * 60 * 60 * 1000;
 /** An echo is accepted for a probe this long after it was sent, ms. */
 export const EGRESS_ECHO_WINDOW_MS = 5 * 60 * 1000;
+/**
+ * How long a probe row is kept, ms: the share window (the longest any check looks back) and a day more, so a
+ * count over the window never misses a row the prune took.
+ */
+export const EGRESS_PROBE_RETENTION_MS = EGRESS_SHARE_WINDOW_MS + 24 * 60 * 60 * 1000;
+/** How often each gateway deletes probes older than the retention, ms. */
+export const EGRESS_PRUNE_INTERVAL_MS = 60 * 60 * 1000;
+/** Rows one prune statement deletes, at most (it repeats until fewer are left): short locks on a large backlog. */
+export const EGRESS_PRUNE_BATCH_ROWS = 5_000;
 /** Owner ids a shared-egress flag lists, the first seen. */
 export const EGRESS_EVIDENCE_OWNERS_MAX = 32;
 /** Random bytes in a probe nonce. */
@@ -129,6 +138,21 @@ export class EgressProbes {
       if (shared) raised.push(await raiseRiskFlag(this.o.db, { kind: SHARED_EGRESS, subject: `user:${probe.owner_id}`, severity: 2, evidence: shared }));
     }
     return raised;
+  }
+
+  /** Deletes probes created more than EGRESS_PROBE_RETENTION_MS before `nowMs` (UTC ms); the number deleted. */
+  async prune(nowMs: number = Date.now()): Promise<number> {
+    const cutoff = new Date(nowMs - EGRESS_PROBE_RETENTION_MS);
+    let deleted = 0;
+    for (;;) {
+      const n = await this.o.db.$executeRaw`
+        DELETE FROM egress_probes WHERE nonce IN (
+          SELECT nonce FROM egress_probes WHERE created_at < ${cutoff} LIMIT ${EGRESS_PRUNE_BATCH_ROWS})`;
+      deleted += n;
+      if (n < EGRESS_PRUNE_BATCH_ROWS) break;
+    }
+    if (deleted > 0) this.o.log.info("risk.egress_pruned", { deleted, retentionMs: EGRESS_PROBE_RETENTION_MS });
+    return deleted;
   }
 
   /** Evidence when `address` has more owners than allowed in the window and `ownerId` is one of those beyond the limit. */

@@ -567,7 +567,7 @@ export class AgentConnection implements AgentLink {
           this.close(CloseCode.PROTOCOL_ERROR, `bad endpoint report: ${(error as Error).message}`);
           return;
         }
-        this.log.warn("tunnel.endpoint_forbidden", { agentId: this.agentId, requestId: report.requestId, host: report.host, outside: report.outside });
+        // Throttled and logged by the listener (per agent, across this gateway's connections).
         this.events.endpointReport?.(this, report);
         return;
       }
