@@ -36,7 +36,8 @@ export function agentFaultStatus(status: number): boolean {
 
 /**
  * A RESET before the response head that another agent may not meet: the agent refused (its own limits, paused,
- * busy, draining), could not reach its provider or found its provider host outside the provider's networks, or
+ * busy, draining), could not reach its provider, lost its provider's connection before an answer, or found its
+ * provider host outside the provider's networks, or
  * its connection was lost (here, or at the gateway a request was forwarded to, or that gateway no longer holds
  * it). Not retried: a timeout (the
  * provider may be working on it), a body or path the agent refuses (it would be refused anywhere), a cancel.
@@ -49,6 +50,10 @@ export function retryableReset(code: number, cause: "agent" | "connection"): boo
     code === ResetCode.STREAM_LIMIT ||
     code === ResetCode.SHUTTING_DOWN ||
     code === ResetCode.UPSTREAM_UNREACHABLE ||
+    // Before a head: the provider's connection broke after the request was written. The provider may have the call,
+    // but this owner is not paid for it either way, and a user's SDK would retry it anyway (perhaps on the same
+    // key): another agent serves it once, billed once. (The agent itself never re-sends it on its own key.)
+    code === ResetCode.UPSTREAM_RESET ||
     code === ResetCode.AGENT_NOT_HERE ||
     code === ResetCode.AGENT_LOST ||
     // This agent's provider host resolves outside the provider's networks; another agent's may not.
