@@ -252,7 +252,7 @@ describe("edge receipts at the hub", () => {
     expect((await openFlags(agent.id, "receipt_refused"))[0]!.evidence).toMatchObject({
       refused: "not_dispatched",
       kept: true,
-      detail: expect.stringContaining(`no session of this agent ended within ${CRASH_GAP_MAX_MS} ms`),
+      detail: expect.stringContaining(`to ${CRASH_GAP_MAX_MS} ms after the dispatch`),
     });
     // A dispatch, then the agent's session ends (what the gateway records when the tunnel closes): kept, countersigned.
     const lost = await settled(agent.id, ownerId);

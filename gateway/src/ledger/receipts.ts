@@ -389,7 +389,7 @@ async function settlementDispute(
   if (!ended)
     return {
       kind: "not_dispatched",
-      detail: `signed on a crash gap, but no session of this agent ended within ${CRASH_GAP_MAX_MS} ms after the dispatch`,
+      detail: `signed on a crash gap, but no session of this agent ended from ${CRASH_GAP_SETTLE_LAG_MS} ms before to ${CRASH_GAP_MAX_MS} ms after the dispatch`,
     };
   return null;
 }
