@@ -24,8 +24,11 @@ import {
   bytesEqual,
   concatBytes,
   decodeLogRecords,
-  AUTH_CLOCK_SKEW_MS_MAX,
+  CRASH_GAP_CLOCK_TOLERANCE_MS,
+  CRASH_GAP_MAX_MS,
+  CRASH_GAP_SETTLE_LAG_MS,
   decodeReceipt,
+  LEDGER_SERVED_FLUSH_MS,
   encodeLogRecord,
   RECEIPT_GENESIS_HASH,
   signReceipt,
@@ -38,17 +41,29 @@ import {
 /** Most receipts written in one database transaction and one log fsync. */
 export const LEDGER_BATCH_RECEIPTS_MAX = 256;
 /**
- * How long a stream's start or end record waits to share one commit with others, ms. A durable commit blocks the
- * event loop (4–30 ms on a busy disk), so it must never run on a stream's path, once per stream. A crash within
- * this window loses the record: the run's crash gap covers it (the hub's statement with its dispatch time).
+ * How long a stream's start or end record waits to share one commit with others, ms (protocol/src/receipt.ts). A
+ * durable commit blocks the event loop (4–30 ms on a busy disk), so it must never run on a stream's path, once per
+ * stream. A crash within this window loses the record: the run's crash gap covers it (the hub's statement with its
+ * dispatch time).
  */
-export const LEDGER_SERVED_FLUSH_MS = 25;
+export { LEDGER_SERVED_FLUSH_MS };
 /** Most receipts waiting to be written; `append` refuses beyond it (the disk cannot keep up). */
 export const LEDGER_QUEUE_RECEIPTS_MAX = 65_536;
 /** Crash gaps are kept this long (the hub offers unreceipted settlements of the last 24 h), ms. */
 export const CRASH_GAP_KEEP_MS = 2 * 86_400_000;
-/** A hub dispatch time this far outside a crash gap still falls in it (clocks differ by up to AUTH_CLOCK_SKEW_MS_MAX), ms. */
-export const CRASH_GAP_SKEW_MS = AUTH_CLOCK_SKEW_MS_MAX;
+/**
+ * A served stream's record is kept this long after it started when no receipt comes for it, ms: past the hub's
+ * re-send window for unreceipted settlements (24 h, gateway/src/ledger/receipts.ts), with a day's margin. Most
+ * records never get a receipt (a request that moved no money has no statement), so without this the table grows
+ * without bound.
+ */
+export const SERVED_KEEP_MS = 2 * 86_400_000;
+/** Served records older than SERVED_KEEP_MS are deleted at most this often (with a batch's commit), ms. */
+export const SERVED_PRUNE_INTERVAL_MS = 60_000;
+/** The file beside the database holding when this run last armed a flush of stream records (see `CrashGap`). */
+const PENDING_MARK_FILE = "pending.mark";
+/** The mark: the agent's clock when it armed the flush (i64), and its clock minus the hub's (i64), ms. */
+const PENDING_MARK_BYTES = 16;
 
 export function ledgerDir(stateDir: string): string {
   return `${stateDir}/ledger`;
@@ -81,9 +96,14 @@ export interface ServedRow {
 }
 
 /**
- * A stretch of time in which this agent may have served streams it holds no record of: from the last batch a run
- * that died (kill -9, power loss) took for the disk, to the start of the run after it, UTC epoch ms. A stream
- * whose start row was not committed began after that batch was taken.
+ * A stretch of time in which this agent may have served streams it holds no record of, on the hub's clock (UTC
+ * epoch ms), so that a hub's dispatch time can be checked against it. A stream's record is committed at most
+ * LEDGER_SERVED_FLUSH_MS after it is queued (plus a commit's time), so a crash loses only records queued shortly
+ * before it. Each time the ledger arms a flush it writes the moment to `pending.mark` (no fsync: it survives
+ * kill -9, not power loss) with its measured offset to the hub's clock. A run that died leaves the gap
+ * [max(last committed batch, mark − CRASH_GAP_MAX_MS), mark + CRASH_GAP_MAX_MS]: a record queued earlier than
+ * that was committed, or its flush would have armed a later mark. After a power loss the mark may be gone and no
+ * gap is recorded: those streams' settlements stay unreceipted (the hub's audit names them).
  */
 export interface CrashGap {
   fromMs: number;
@@ -130,6 +150,8 @@ export class AgentLedger {
   readonly #log: Deno.FsFile;
   /** Acknowledgements sent to the writer and not yet committed: reads show them as kept. */
   readonly #pendingAcks = new Map<number, Uint8Array>();
+  /** Disputes recorded and not yet committed by the writer. */
+  readonly #pendingRefusals = new Set<number>();
   #acking: Promise<void> = Promise.resolve();
   #tail: ChainTail;
   #queue: Pending[] = [];
@@ -147,11 +169,37 @@ export class AgentLedger {
     private readonly privateKey: CryptoKey,
     private readonly runId: number,
     private readonly now: () => number,
+    mark: Deno.FsFile,
   ) {
     this.#db = db;
     this.#writer = writer;
     this.#log = log;
     this.#tail = tail;
+    this.#mark = mark;
+  }
+
+  readonly #mark: Deno.FsFile;
+  /** This agent's clock minus the hub's, ms (measured at each WELCOME); 0 until known. */
+  #hubOffsetMs = 0;
+  #lastPruneMs = Number.NEGATIVE_INFINITY;
+
+  /** The hub's clock as last measured: `agentNowMs - hubNowMs` (the WELCOME's serverTimeMs). */
+  setHubClockOffset(offsetMs: number): void {
+    if (Number.isSafeInteger(offsetMs)) this.#hubOffsetMs = offsetMs;
+  }
+
+  /** Records that a flush of stream records is armed now (see `CrashGap`): one small write, no fsync. */
+  #writeMark(atMs: number): void {
+    const b = new Uint8Array(PENDING_MARK_BYTES);
+    const v = new DataView(b.buffer);
+    v.setBigInt64(0, BigInt(Math.trunc(atMs)));
+    v.setBigInt64(8, BigInt(this.#hubOffsetMs));
+    try {
+      this.#mark.seekSync(0, Deno.SeekMode.Start);
+      this.#mark.writeSync(b);
+    } catch {
+      // Without the mark a crash leaves no gap: the stream's settlement stays unreceipted (never a wrong receipt).
+    }
   }
 
   /** Opens (or creates) the ledger in `dir`, repairing only what a crash can leave (see the module comment). */
@@ -176,7 +224,13 @@ export class AgentLedger {
       started_at_ms INTEGER NOT NULL,
       ended_at_ms INTEGER
     ) STRICT`);
-    const runId = startRun(db, now());
+    db.exec("CREATE INDEX IF NOT EXISTS served_started ON served (started_at_ms)");
+    migrate(db);
+    const markPath = `${dir}/${PENDING_MARK_FILE}`;
+    const mark = await Deno.open(markPath, { read: true, write: true, create: true });
+    const runId = startRun(db, now(), readMark(await Deno.readFile(markPath)));
+    // This run has armed nothing yet: an old mark must not widen the next crash's gap.
+    mark.truncateSync(0);
     const last = db.prepare("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1").get() as { seq: number; hash: Uint8Array } | undefined;
     const tail: ChainTail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
     const logPath = `${dir}/receipts.log`;
@@ -187,18 +241,23 @@ export class AgentLedger {
       writer = await LedgerWriter.open(`${dir}/receipts.sqlite`);
     } catch (error) {
       log.close();
+      mark.close();
       db.close();
       throw error;
     }
-    return new AgentLedger(db, writer, log, tail, agentId, privateKey, runId, now);
+    return new AgentLedger(db, writer, log, tail, agentId, privateKey, runId, now, mark);
   }
 
-  /** Whether `atMs` (a hub's dispatch time) falls in a crash gap of this ledger, give or take CRASH_GAP_SKEW_MS. */
+  /**
+   * Whether `atMs` (a hub's dispatch time, on the hub's clock) falls in a crash gap of this ledger, give or take
+   * CRASH_GAP_CLOCK_TOLERANCE_MS, and up to CRASH_GAP_SETTLE_LAG_MS after it (a leased request's time is its
+   * settlement's).
+   */
   inCrashGap(atMs: number): boolean {
     return (
       this.#db
         .prepare("SELECT 1 AS x FROM crash_gaps WHERE from_ms - ? <= ? AND ? <= to_ms + ? LIMIT 1")
-        .get(CRASH_GAP_SKEW_MS, atMs, atMs, CRASH_GAP_SKEW_MS) !== undefined
+        .get(CRASH_GAP_CLOCK_TOLERANCE_MS, atMs, atMs, CRASH_GAP_CLOCK_TOLERANCE_MS + CRASH_GAP_SETTLE_LAG_MS) !== undefined
     );
   }
 
@@ -238,7 +297,9 @@ export class AgentLedger {
     this.#servedQueue.push(row);
     // Never committed in the caller's turn: stream records share a commit LEDGER_SERVED_FLUSH_MS later (or the next
     // receipt batch's, whichever comes first).
-    this.#servedTimer ??= setTimeout(() => {
+    if (this.#servedTimer) return;
+    this.#writeMark(this.now());
+    this.#servedTimer = setTimeout(() => {
       this.#servedTimer = null;
       this.#kick();
     }, LEDGER_SERVED_FLUSH_MS);
@@ -310,7 +371,9 @@ export class AgentLedger {
         receipts: fresh.map((s) => ({ seq: s.receipt.seq, requestId: s.receipt.requestId, body: s.body, hash: s.hash, signature: s.signature })),
         takenAtMs,
         runId: this.runId,
+        pruneServedBeforeMs: takenAtMs - this.#lastPruneMs >= SERVED_PRUNE_INTERVAL_MS ? takenAtMs - SERVED_KEEP_MS : null,
       });
+      if (takenAtMs - this.#lastPruneMs >= SERVED_PRUNE_INTERVAL_MS) this.#lastPruneMs = takenAtMs;
       this.#tail = tail;
       if (fresh.length > 0) {
         await writeAll(this.#log, concatBytes(fresh.map((s) => encodeLogRecord(s.body, s.signature))));
@@ -345,13 +408,45 @@ export class AgentLedger {
     return true;
   }
 
-  /** Receipts the hub has not acknowledged, oldest first, at most `limit` (what a CLAIM re-sends). */
+  /**
+   * Records that the hub kept a receipt in its chain but disputes it (`refused`: why); false when `seq` is not a
+   * receipt here or its hash differs. A disputed receipt is not claimed again: the hub holds it, and the dispute is
+   * for the owner and the operator to settle (docs/protocol.md, "Disputed receipts").
+   */
+  markRefused(seq: number, hash: Uint8Array, refused: string): boolean {
+    const row = this.#db.prepare("SELECT hash FROM receipts WHERE seq = ?").get(seq) as { hash: Uint8Array } | undefined;
+    if (!row || !bytesEqual(new Uint8Array(row.hash), hash)) return false;
+    // Committed by the writer (in order with acknowledgements); until then `unacknowledged` leaves it out. Lost in a
+    // crash, the receipt is claimed again and the hub answers it the same way.
+    if (this.#pendingRefusals.has(seq)) return true;
+    this.#pendingRefusals.add(seq);
+    this.#acking = this.#acking
+      .then(() => this.#writer.refuse(seq, refused))
+      .catch(() => {})
+      .finally(() => this.#pendingRefusals.delete(seq));
+    return true;
+  }
+
+  /** Receipts the hub disputes, oldest first, at most `limit`. */
+  disputed(limit: number): { seq: number; requestId: string; refused: string }[] {
+    return (
+      this.#db.prepare("SELECT seq, request_id, refused FROM receipts WHERE refused IS NOT NULL ORDER BY seq LIMIT ?").all(limit) as unknown as {
+        seq: number;
+        request_id: string;
+        refused: string;
+      }[]
+    ).map((r) => ({ seq: r.seq, requestId: r.request_id, refused: r.refused }));
+  }
+
+  /** Receipts the hub has not acknowledged nor disputed, oldest first, at most `limit` (what a CLAIM re-sends). */
   unacknowledged(limit: number): KeptReceipt[] {
     const rows = this.#db
-      .prepare("SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE countersignature IS NULL ORDER BY seq LIMIT ?")
-      .all(limit + this.#pendingAcks.size) as unknown as Row[];
+      .prepare(
+        "SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE countersignature IS NULL AND refused IS NULL ORDER BY seq LIMIT ?",
+      )
+      .all(limit + this.#pendingAcks.size + this.#pendingRefusals.size) as unknown as Row[];
     return rows
-      .filter((r) => !this.#pendingAcks.has(r.seq))
+      .filter((r) => !this.#pendingAcks.has(r.seq) && !this.#pendingRefusals.has(r.seq))
       .slice(0, limit)
       .map(toKept);
   }
@@ -375,15 +470,40 @@ export class AgentLedger {
     await this.#writer.close();
     this.#db.prepare("UPDATE runs SET clean = 1 WHERE id = ?").run(this.runId);
     this.#log.close();
+    this.#mark.close();
     this.#db.close();
   }
+}
+
+/** What `pending.mark` holds; null when it holds nothing whole (no flush armed, or lost with the machine). */
+function readMark(bytes: Uint8Array): { atMs: number; hubOffsetMs: number } | null {
+  if (bytes.length < PENDING_MARK_BYTES) return null;
+  const v = new DataView(bytes.buffer, bytes.byteOffset, PENDING_MARK_BYTES);
+  const atMs = Number(v.getBigInt64(0));
+  const hubOffsetMs = Number(v.getBigInt64(8));
+  return atMs > 0 && Number.isSafeInteger(atMs) && Number.isSafeInteger(hubOffsetMs) ? { atMs, hubOffsetMs } : null;
+}
+
+/**
+ * Schema changes of this file, by `PRAGMA user_version`. 1: crash gaps are bounded and on the hub's clock; the
+ * unbounded gaps of earlier versions (from the last batch to the restart, on the agent's clock) are dropped.
+ * 2: receipts the hub refused are marked (`refused`), so they are not claimed again.
+ */
+function migrate(db: DatabaseSync): void {
+  const version = (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+  if (version < 1) db.exec("DROP TABLE IF EXISTS crash_gaps");
+  if (version < 2) {
+    const cols = db.prepare("PRAGMA table_info(receipts)").all() as unknown as { name: string }[];
+    if (!cols.some((c) => c.name === "refused")) db.exec("ALTER TABLE receipts ADD COLUMN refused TEXT");
+  }
+  if (version < 2) db.exec("PRAGMA user_version = 2");
 }
 
 /**
  * Records this run, and the crash gap the previous one left when it did not close cleanly (see `CrashGap`).
  * Returns the run's id.
  */
-function startRun(db: DatabaseSync, nowMs: number): number {
+function startRun(db: DatabaseSync, nowMs: number, mark: { atMs: number; hubOffsetMs: number } | null): number {
   db.exec(`CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started_at_ms INTEGER NOT NULL,
@@ -394,7 +514,11 @@ function startRun(db: DatabaseSync, nowMs: number): number {
   db.exec("BEGIN IMMEDIATE");
   try {
     const prev = db.prepare("SELECT last_batch_ms, clean FROM runs ORDER BY id DESC LIMIT 1").get() as { last_batch_ms: number; clean: number } | undefined;
-    if (prev && prev.clean === 0) db.prepare("INSERT INTO crash_gaps (from_ms, to_ms) VALUES (?, ?)").run(prev.last_batch_ms, nowMs);
+    if (prev && prev.clean === 0 && mark && mark.atMs + CRASH_GAP_MAX_MS >= prev.last_batch_ms) {
+      const fromMs = Math.max(prev.last_batch_ms, mark.atMs - CRASH_GAP_MAX_MS) - mark.hubOffsetMs;
+      const toMs = mark.atMs + CRASH_GAP_MAX_MS - mark.hubOffsetMs;
+      db.prepare("INSERT INTO crash_gaps (from_ms, to_ms) VALUES (?, ?)").run(fromMs, toMs);
+    }
     db.prepare("DELETE FROM crash_gaps WHERE to_ms < ?").run(nowMs - CRASH_GAP_KEEP_MS);
     db.prepare("DELETE FROM runs").run();
     const id = Number(db.prepare("INSERT INTO runs (started_at_ms, last_batch_ms) VALUES (?, ?)").run(nowMs, nowMs).lastInsertRowid);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { decodeLogRecords, generateAgentKeyPair, importReceiptVerifyKey, logEntries, toBase64Url, verifyChain } from "../../protocol/src/mod.ts";
-import { AgentLedger, LEDGER_SERVED_FLUSH_MS, LedgerCorruptError } from "./ledger.ts";
+import { AgentLedger, LEDGER_SERVED_FLUSH_MS, LedgerCorruptError, SERVED_KEEP_MS, SERVED_PRUNE_INTERVAL_MS } from "./ledger.ts";
 import { testReceiptInput } from "./testdata/receipt_input.ts";
 
 const AGENT = "agt_ledger_test";
@@ -138,23 +138,25 @@ Deno.test("ledger: receipts per second with durable commits (figure for docs/per
 Deno.test("ledger: a stream's record is never committed in the caller's turn; records share a commit soon after", async () => {
   const { dir, pair } = await setup();
   const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
-  for (let i = 0; i < 50; i++) ledger.served({ requestId: `req_turn_${i}`, provider: "openai", startedAtMs: i, endedAtMs: null });
+  const t = Date.now(); // records older than SERVED_KEEP_MS are pruned
+  for (let i = 0; i < 50; i++) ledger.served({ requestId: `req_turn_${i}`, provider: "openai", startedAtMs: t + i, endedAtMs: null });
   // Nothing committed yet: the stream that wrote it goes on without waiting for the disk.
   assert.equal(ledger.servedRecord("req_turn_0"), null);
   await new Promise((r) => setTimeout(r, LEDGER_SERVED_FLUSH_MS * 4));
   // Committed by the flush timer, not by close.
-  assert.deepEqual(ledger.servedRecord("req_turn_49"), { requestId: "req_turn_49", provider: "openai", startedAtMs: 49, endedAtMs: null });
+  assert.deepEqual(ledger.servedRecord("req_turn_49"), { requestId: "req_turn_49", provider: "openai", startedAtMs: t + 49, endedAtMs: null });
   await ledger.close();
 });
 
 Deno.test("ledger: a served stream is kept across a restart until its receipt is written", async () => {
   const { dir, pair } = await setup();
   let ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
-  ledger.served({ requestId: "req_s", provider: "openai", startedAtMs: 10, endedAtMs: null });
-  ledger.served({ requestId: "req_s", provider: "openai", startedAtMs: 10, endedAtMs: 25 });
+  const t = Date.now(); // records older than SERVED_KEEP_MS are pruned
+  ledger.served({ requestId: "req_s", provider: "openai", startedAtMs: t, endedAtMs: null });
+  ledger.served({ requestId: "req_s", provider: "openai", startedAtMs: t, endedAtMs: t + 15 });
   await ledger.close();
   ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
-  assert.deepEqual(ledger.servedRecord("req_s"), { requestId: "req_s", provider: "openai", startedAtMs: 10, endedAtMs: 25 });
+  assert.deepEqual(ledger.servedRecord("req_s"), { requestId: "req_s", provider: "openai", startedAtMs: t, endedAtMs: t + 15 });
   await ledger.append(testReceiptInput("req_s"));
   assert.equal(ledger.servedRecord("req_s"), null);
   await ledger.close();
@@ -182,5 +184,51 @@ Deno.test("ledger: a commit that waits for the disk does not hold the agent's ev
   const signed = await appended;
   assert.equal(signed.receipt.seq, 1);
   assert.equal(ledger.byRequest("req_blocked")?.seq, 1);
+  await ledger.close();
+});
+
+Deno.test("ledger: served records past SERVED_KEEP_MS are pruned with a batch; younger ones and every receipt stay", async () => {
+  const { dir, pair } = await setup();
+  const T = 1_764_000_000_000;
+  let clock = T;
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey, () => clock);
+  ledger.served({ requestId: "req_old", provider: "openai", startedAtMs: T, endedAtMs: T + 10 });
+  ledger.served({ requestId: "req_young", provider: "openai", startedAtMs: T + 3_600_000, endedAtMs: null });
+  await ledger.append(testReceiptInput("req_r1")); // its batch commits both records
+  assert.ok(ledger.servedRecord("req_old"));
+  // Just inside the window: kept.
+  clock = T + SERVED_KEEP_MS;
+  await ledger.append(testReceiptInput("req_r2"));
+  assert.ok(ledger.servedRecord("req_old"), "a record exactly SERVED_KEEP_MS old is still in the window");
+  // Past it (and past the prune interval): gone; the younger one and the receipts stay.
+  clock = T + SERVED_KEEP_MS + SERVED_PRUNE_INTERVAL_MS + 1;
+  await ledger.append(testReceiptInput("req_r3"));
+  assert.equal(ledger.servedRecord("req_old"), null);
+  assert.deepEqual(ledger.servedRecord("req_young"), { requestId: "req_young", provider: "openai", startedAtMs: T + 3_600_000, endedAtMs: null });
+  assert.deepEqual(
+    ledger.range(1, 10).map((r) => r.requestId),
+    ["req_r1", "req_r2", "req_r3"],
+  );
+  await ledger.close();
+});
+
+Deno.test("ledger: a receipt the hub keeps as disputed is marked, listed, and never claimed again", async () => {
+  const { dir, pair } = await setup();
+  let ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  const [a, b, c] = await Promise.all(["req_d1", "req_d2", "req_d3"].map((r) => ledger.append(testReceiptInput(r))));
+  assert.equal(ledger.markRefused(b!.receipt.seq, a!.hash, "mismatch"), false, "another receipt's hash");
+  assert.equal(ledger.markRefused(b!.receipt.seq, b!.hash, "mismatch"), true);
+  assert.equal(ledger.acknowledge(c!.receipt.seq, c!.hash, new Uint8Array(64), Date.now()), true);
+  assert.deepEqual(
+    ledger.unacknowledged(10).map((r) => r.seq),
+    [a!.receipt.seq],
+  );
+  await ledger.close();
+  ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  assert.deepEqual(ledger.disputed(10), [{ seq: b!.receipt.seq, requestId: "req_d2", refused: "mismatch" }]);
+  assert.deepEqual(
+    ledger.unacknowledged(10).map((r) => r.seq),
+    [a!.receipt.seq],
+  );
   await ledger.close();
 });

@@ -1,6 +1,6 @@
 /**
  * The ledger's one writer, in a Worker: every durable commit of `receipts.sqlite` (a receipt batch, the stream
- * records with it, an acknowledgement) runs there, on a connection of its own, so the fsync that `synchronous=FULL`
+ * records with it, an acknowledgement or a dispute, the pruning of old stream records) runs there, on a connection of its own, so the fsync that `synchronous=FULL`
  * makes at each COMMIT (4–30 ms on a busy disk) blocks the worker's thread, never the agent's event loop. The
  * agent's own connection only reads (WAL: readers see each commit as it lands and never wait for the writer).
  *
@@ -15,6 +15,8 @@ export interface WriterBatch {
   receipts: { seq: number; requestId: string; body: Uint8Array; hash: Uint8Array; signature: Uint8Array }[];
   takenAtMs: number;
   runId: number;
+  /** Stream records begun before this are deleted with the batch (null: not this time). */
+  pruneServedBeforeMs: number | null;
 }
 
 const WORKER_SOURCE = `
@@ -30,6 +32,7 @@ function commit(m) {
       st.receipted.run(r.requestId);
     }
     st.run.run(m.takenAtMs, m.runId);
+    if (m.pruneServedBeforeMs !== null) st.prune.run(m.pruneServedBeforeMs);
     db.exec("COMMIT");
   } catch (error) {
     db.exec("ROLLBACK");
@@ -50,11 +53,15 @@ self.onmessage = (e) => {
         receipted: db.prepare("DELETE FROM served WHERE request_id = ?"),
         run: db.prepare("UPDATE runs SET last_batch_ms = ? WHERE id = ?"),
         ack: db.prepare("UPDATE receipts SET countersignature = ?, acked_at_ms = ? WHERE seq = ? AND countersignature IS NULL"),
+        refuse: db.prepare("UPDATE receipts SET refused = ? WHERE seq = ? AND countersignature IS NULL"),
+        prune: db.prepare("DELETE FROM served WHERE started_at_ms < ?"),
       };
     } else if (m.kind === "batch") {
       commit(m.batch);
     } else if (m.kind === "ack") {
       st.ack.run(m.countersignature, m.nowMs, m.seq);
+    } else if (m.kind === "refuse") {
+      st.refuse.run(m.refused, m.seq);
     } else if (m.kind === "close") {
       db?.close();
       db = null;
@@ -70,6 +77,7 @@ type Request =
   | { kind: "open"; path: string }
   | { kind: "batch"; batch: WriterBatch }
   | { kind: "ack"; seq: number; countersignature: Uint8Array; nowMs: number }
+  | { kind: "refuse"; seq: number; refused: string }
   | { kind: "close" };
 
 /** The agent's side of the writer worker: each call resolves once the worker committed it (rejects with its error). */
@@ -116,6 +124,10 @@ export class LedgerWriter {
 
   acknowledge(seq: number, countersignature: Uint8Array, nowMs: number): Promise<void> {
     return this.#call({ kind: "ack", seq, countersignature, nowMs });
+  }
+
+  refuse(seq: number, refused: string): Promise<void> {
+    return this.#call({ kind: "refuse", seq, refused });
   }
 
   /** Closes the worker's connection, then the worker. */

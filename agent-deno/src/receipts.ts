@@ -163,10 +163,37 @@ export class ReceiptClerk {
     return { provider: row.provider as Provider, startedAtMs: row.startedAtMs, endedAtMs: row.endedAtMs ?? row.startedAtMs };
   }
 
-  /** The hub recorded (or refused) a receipt. */
+  /** The hub's clock, from its WELCOME: statements' dispatch times are read on it (see `CrashGap`). */
+  welcomed(serverTimeMs: number): void {
+    this.ledger.setHubClockOffset(this.now() - serverTimeMs);
+  }
+
+  /**
+   * The hub recorded (or refused) a receipt. `retry`: the hub will take it later (it is claimed again). `disputed`:
+   * the hub kept it in its chain without confirming it (later receipts still settle), so it is marked and not
+   * claimed again. Any other refusal (a receipt that does not verify or does not link) stops the chain at the hub:
+   * the log says so, and the hub's flag and the owner's page show it.
+   */
   acknowledged(ack: ReceiptAck): void {
     if (ack.refused) {
-      (ack.refused === "retry" ? this.log.info : this.log.error)("ledger.receipt_refused", { seq: ack.seq, refused: ack.refused });
+      if (ack.refused === "retry") {
+        this.log.info("ledger.receipt_refused", { seq: ack.seq, refused: ack.refused });
+        return;
+      }
+      if (ack.disputed === true && this.ledger.markRefused(ack.seq, fromBase64Url(ack.hash), ack.refused)) {
+        this.log.error("ledger.receipt_disputed", {
+          seq: ack.seq,
+          refused: ack.refused,
+          message: "The hub keeps this receipt as disputed (it does not confirm it) and settles later ones. Contact the hub operator",
+        });
+        return;
+      }
+      this.log.error("ledger.receipt_refused", {
+        seq: ack.seq,
+        refused: ack.refused,
+        message:
+          "The hub refused this receipt and keeps no later one until this is resolved. Run ./wellspring-agent ledger verify and contact the hub operator",
+      });
       return;
     }
     if (!ack.countersignature || !this.ledger.acknowledge(ack.seq, fromBase64Url(ack.hash), fromBase64Url(ack.countersignature), this.now()))

@@ -368,6 +368,7 @@ export class Tunnel {
         session.state = "ready";
         this.#lastSessionId = w.sessionId;
         log.info("tunnel.ready", { agentId: w.agentId, sessionId: w.sessionId, clockSkewMs: Date.now() - w.serverTimeMs });
+        this.#o.receipts?.welcomed(w.serverTimeMs);
         this.#send(session, encodeControl(ControlKind.INVENTORY, jsonBytes(this.#o.inventory)));
         this.#sendClaims(session);
         this.#rateSent = null;

@@ -198,6 +198,11 @@ describe("edge ledger through the stack", () => {
       await waitFor(async () => (await held()) === 0 && (await unreceipted()).length === 0, 90_000).catch(() => undefined);
       expect(await held()).toBe(0);
       expect(await unreceipted()).toEqual([]);
+      // Faults are no reason to dispute: every receipt, crash-witnessed ones included, is confirmed.
+      const disputed = await pool.query("SELECT seq, disputed, dispute_detail FROM agent_receipts WHERE agent_id = $1 AND disputed IS NOT NULL", [
+        stack.agent.agentId,
+      ]);
+      expect(disputed.rows).toEqual([]);
       const receipts = await expectChainsIdentical();
       const settled = await moneySettlements();
       expect(receipts).toBe(settled);

@@ -236,6 +236,12 @@ export const receiptAck = object({
   hash: b64url(64),
   countersignature: nullable(b64url(128)),
   refused: nullable(oneOf(RECEIPT_REFUSALS)),
+  /**
+   * With `mismatch` or `not_dispatched`: the hub kept the receipt in the agent's chain as disputed (not
+   * countersigned, flagged, shown to the owner), so later receipts settle; the agent marks it and does not claim it
+   * again. Absent = false (the receipt was not kept).
+   */
+  disputed: optional(bool),
 });
 export type ReceiptAck = Infer<typeof receiptAck>;
 

@@ -46,6 +46,33 @@ export type ReceiptEndCause = (typeof RECEIPT_END_CAUSES)[number];
 export const RECEIPT_WITNESSES = ["served", "dispatched"] as const;
 export type ReceiptWitness = (typeof RECEIPT_WITNESSES)[number];
 
+/**
+ * How long a stream's start or end record waits in the agent's ledger to share one commit with others, ms. A
+ * crash inside this window loses the record (the agent's crash gap covers it).
+ */
+export const LEDGER_SERVED_FLUSH_MS = 25;
+/**
+ * Beyond the flush window, what a crash gap also allows: a batch's commit on a busy disk (4–30 ms), the agent's
+ * event-loop lag, the time from the hub's reservation to the agent starting the stream, and the hub noticing the
+ * dead connection, ms.
+ */
+export const CRASH_GAP_MARGIN_MS = 1_000;
+/**
+ * The most a crash gap reaches on either side of the last moment the agent armed a flush of stream records (the
+ * agent), and the most a crash-witnessed request's dispatch precedes the end of a session of that agent (the hub),
+ * ms. A stream whose record a crash lost started at most this long before the crash.
+ */
+export const CRASH_GAP_MAX_MS = LEDGER_SERVED_FLUSH_MS + CRASH_GAP_MARGIN_MS;
+/** Error allowed when the agent reads the hub's dispatch time on its own clock (offset measured at WELCOME), ms. */
+export const CRASH_GAP_CLOCK_TOLERANCE_MS = 1_000;
+/**
+ * How much later than the stream's end the hub's `dispatchedAtMs` may be, ms. It is the reservation's `created_at`:
+ * the dispatch for a request reserved on its own, but the settlement for one charged to a credit lease (its row is
+ * written when it settles: the settlement batch, the database's answer, the spool's replay after a short outage).
+ * So a crash gap reaches this much further forward, and the hub looks for the session's end this much earlier.
+ */
+export const CRASH_GAP_SETTLE_LAG_MS = 5_000;
+
 /** Units a stream used, each a non-negative integer. */
 export interface ReceiptUsage {
   inputTokens: number;

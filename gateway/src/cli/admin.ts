@@ -293,7 +293,8 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       const hubKey = existsSync(keyFile) ? (await loadHubReceiptKey(keyFile)).privateKey : null;
       const verdict = await verifyStoredChain(db, agentId, hubKey ? await publicOf(hubKey) : null);
       if (!verdict.ok) throw new Error(`agent ${agentId}: BAD at sequence ${verdict.firstBadSeq} (${verdict.fault}: ${verdict.detail})`);
-      return `agent ${agentId}: ${verdict.count} receipts, chain whole${hubKey ? ", countersignatures verify" : ""}; hub tail ${verdict.tail.seq} ${toHex(verdict.tail.hash)}`;
+      const disputed = await db.agentReceipt.count({ where: { agentId, disputed: { not: null } } });
+      return `agent ${agentId}: ${verdict.count} receipts, chain whole${hubKey ? ", countersignatures verify" : ""}${disputed ? ` (${disputed} disputed, not countersigned)` : ""}; hub tail ${verdict.tail.seq} ${toHex(verdict.tail.hash)}`;
     }
     case "audit": {
       const report = await new Ledger(pool).audit();

@@ -1,6 +1,8 @@
 // The hub's side of the edge ledger against a real PostgreSQL: receipts checked link by link and against the
-// hub's settlement rows, countersigned, kept once; claims acknowledged again, never stored twice; forks, foreign
-// and disagreeing receipts refused and flagged; the stored chain verified and its tampering named.
+// hub's settlement rows, countersigned, kept once; claims acknowledged again, never stored twice; forks and bad
+// signatures refused and flagged; foreign, unsettled and disagreeing receipts kept as disputed, with later receipts
+// still settled; crash-witnessed receipts bounded by the agent's session ends; the stored chain verified and its
+// tampering named.
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +10,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import {
+  CRASH_GAP_MAX_MS,
   generateAgentKeyPair,
   importReceiptVerifyKey,
   RECEIPT_GENESIS_HASH,
@@ -23,6 +26,7 @@ import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harnes
 import { createLogger } from "../log.ts";
 import { agentLedgerSummaries } from "../ops/agent_ledger.ts";
 import { loadHubReceiptKey } from "./hub_key.ts";
+import { releasePresence } from "../tunnel/presence.ts";
 import { EdgeReceipts, UNRECEIPTED_REOFFER_AGE_MS, UNRECEIPTED_REOFFER_WINDOW_MS, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
 
 let database: TestDatabase;
@@ -157,7 +161,7 @@ describe("edge receipts at the hub", () => {
     expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
   });
 
-  it("refuses and flags a fork, a foreign request, a receipt that disagrees with the settlement and a bad signature; asks again for one ahead of its tail", async () => {
+  it("refuses and flags a fork and a bad signature (kept: false — the chain stops there, shown to the owner); asks again for one ahead of its tail", async () => {
     const { agent, privateKey, ownerId } = await enrolledAgent();
     const other = await enrolledAgent();
     const edge = new EdgeReceipts(database.db, hubKey, log);
@@ -167,35 +171,108 @@ describe("edge receipts at the hub", () => {
 
     // Another receipt at sequence 1 (the agent rewrote its history).
     const forked = await new Chain(agent.id, privateKey).next(await settled(agent.id, ownerId));
-    expect((await edge.accept(agent, wire(forked)))[0]!.refused).toBe("fork");
-    // A request the hub dispatched to another agent, and one that was never settled, long ago.
-    const foreign = await new Chain(agent.id, privateKey).next("x", {
-      seq: 2,
-      prevHash: chain.tail.hash,
-      requestId: await settled(other.agent.id, other.ownerId),
-    });
-    expect((await edge.accept(agent, wire(foreign)))[0]!.refused).toBe("not_dispatched");
-    const never = await new Chain(agent.id, privateKey).next("x", { seq: 2, prevHash: chain.tail.hash, requestId: "req_never", startedAtMs: 1, endedAtMs: 2 });
-    expect((await edge.accept(agent, wire(never)))[0]!.refused).toBe("not_dispatched");
-    // The agent claims more than the hub settled.
-    const inflated = await new Chain(agent.id, privateKey).next("x", {
-      seq: 2,
-      prevHash: chain.tail.hash,
-      requestId: await settled(agent.id, ownerId),
-      earningMicros: 999n,
-    });
-    expect((await edge.accept(agent, wire(inflated)))[0]!.refused).toBe("mismatch");
-    // Signed by another key.
-    const impostor = await new Chain(agent.id, other.privateKey).next("x", { seq: 2, prevHash: chain.tail.hash, requestId: await settled(agent.id, ownerId) });
-    expect((await edge.accept(agent, wire(impostor)))[0]!.refused).toBe("invalid");
+    expect((await edge.accept(agent, wire(forked)))[0]).toMatchObject({ refused: "fork", disputed: false });
     // Ahead of the hub's tail: not an offence, asked again (a claim fills the gap).
     const ahead = await new Chain(agent.id, privateKey).next("x", { seq: 3, prevHash: chain.tail.hash, requestId: await settled(agent.id, ownerId) });
     expect((await edge.accept(agent, wire(ahead)))[0]!.refused).toBe("retry");
+    // Signed by another key.
+    const impostor = await new Chain(agent.id, other.privateKey).next("x", { seq: 2, prevHash: chain.tail.hash, requestId: await settled(agent.id, ownerId) });
+    expect((await edge.accept(agent, wire(impostor)))[0]).toMatchObject({ refused: "invalid", disputed: false });
 
     const flags = await openFlags(agent.id, "receipt_refused");
     expect(flags).toHaveLength(1);
-    expect(flags[0]!.raisedCount).toBe(5);
+    expect(flags[0]!.raisedCount).toBe(2);
+    expect(flags[0]!.evidence).toMatchObject({ refused: "invalid", kept: false, seq: 2 });
     expect(await database.db.agentReceipt.count({ where: { agentId: agent.id } })).toBe(1);
+    const row = await database.db.agent.findUniqueOrThrow({ where: { id: agent.id } });
+    const summary = (await agentLedgerSummaries(database.db, [row])).get(agent.id)!;
+    expect(summary.stopped).toMatchObject({ seq: 2, refused: "invalid", detail: "the agent's signature does not verify" });
+    expect(summary.disputed).toEqual({ count: 0, latest: null });
+  });
+
+  it("keeps a linked receipt for a foreign, unsettled or disagreeing request as disputed (flagged, not countersigned, owner sees it); the receipts after it settle", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const other = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const hubVerify = (await importReceiptVerifyKey(hubKey.publicKey))!;
+    const foreignRequest = await settled(other.agent.id, other.ownerId);
+    const receipts = [
+      await chain.next(await settled(agent.id, ownerId)),
+      // A request the hub dispatched to another agent.
+      await chain.next(foreignRequest),
+      // One that was never settled, long ago.
+      await chain.next("req_never", { startedAtMs: 1, endedAtMs: 2 }),
+      // More than the hub settled.
+      await chain.next(await settled(agent.id, ownerId), { earningMicros: 999n }),
+      await chain.next(await settled(agent.id, ownerId)),
+    ];
+    const acks = await edge.accept(agent, wire(...receipts));
+    expect(acks.map((a) => [a.refused, a.disputed, a.countersignature !== null])).toEqual([
+      [null, false, true],
+      ["not_dispatched", true, false],
+      ["not_dispatched", true, false],
+      ["mismatch", true, false],
+      [null, false, true],
+    ]);
+    expect(await verifyCountersignature(hubVerify, receipts[4]!.hash, fromBase64Url(acks[4]!.countersignature!))).toBe(true);
+    expect((await edge.tail(agent.id)).seq).toBe(5);
+    // The chain verifies, disputed receipts included (they carry no countersignature, by design).
+    expect((await verifyStoredChain(database.db, agent.id, hubVerify)).ok).toBe(true);
+    // A claim of the same receipts is answered the same way and flags nothing again.
+    const flagged = (await openFlags(agent.id, "receipt_refused"))[0]!;
+    expect(flagged.raisedCount).toBe(3);
+    expect(flagged.evidence).toMatchObject({ refused: "mismatch", kept: true, seq: 4 });
+    expect(await edge.accept(agent, wire(...receipts))).toEqual(acks);
+    expect((await openFlags(agent.id, "receipt_refused"))[0]!.raisedCount).toBe(3);
+    // The foreign request's own agent still gets its receipt kept: a disputed receipt never holds its request id.
+    const theirs = await new Chain(other.agent.id, other.privateKey).next(foreignRequest);
+    expect((await edge.accept(other.agent, wire(theirs)))[0]).toMatchObject({ refused: null });
+    // The owner sees the disputes, and no stop.
+    const row = await database.db.agent.findUniqueOrThrow({ where: { id: agent.id } });
+    const summary = (await agentLedgerSummaries(database.db, [row])).get(agent.id)!;
+    expect(summary.disputed).toEqual({ count: 3, latest: { seq: 4, reason: "mismatch", detail: expect.stringContaining("earningMicros 999 ≠ 105") } });
+    expect(summary.stopped).toBeNull();
+  });
+
+  it("a crash-witnessed receipt is kept only for the hub's dispatch time and a session of the agent that ended within CRASH_GAP_MAX_MS after it", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const dispatchedAt = async (requestId: string) =>
+      (await database.db.reservation.findUniqueOrThrow({ where: { requestId }, select: { createdAt: true } })).createdAt.getTime();
+    const witnessed = async (requestId: string, atMs?: number) => {
+      const t = atMs ?? (await dispatchedAt(requestId));
+      return chain.next(requestId, { witness: "dispatched", startedAtMs: t, endedAtMs: t, reportedUsage: null });
+    };
+    // No session of this agent has ended: a gap the agent claims (forged, or wider than a crash can lose) is disputed.
+    const forged = await settled(agent.id, ownerId);
+    const [refusedAck] = await edge.accept(agent, wire(await witnessed(forged)));
+    expect(refusedAck).toMatchObject({ refused: "not_dispatched", disputed: true, countersignature: null });
+    expect((await openFlags(agent.id, "receipt_refused"))[0]!.evidence).toMatchObject({
+      refused: "not_dispatched",
+      kept: true,
+      detail: expect.stringContaining(`to ${CRASH_GAP_MAX_MS} ms after the dispatch`),
+    });
+    // A dispatch, then the agent's session ends (what the gateway records when the tunnel closes): kept, countersigned.
+    const lost = await settled(agent.id, ownerId);
+    await releasePresence(database.db, agent.id, "ses_dead");
+    expect((await edge.accept(agent, wire(await witnessed(lost))))[0]).toMatchObject({ refused: null });
+    // A time other than the hub's dispatch time: disputed.
+    const moved = await settled(agent.id, ownerId);
+    await releasePresence(database.db, agent.id, "ses_dead_2");
+    expect((await edge.accept(agent, wire(await witnessed(moved, (await dispatchedAt(moved)) - 5_000))))[0]).toMatchObject({
+      refused: "mismatch",
+      disputed: true,
+    });
+    // The session ended long after the dispatch (the stream's record would have been committed by then): disputed.
+    const old = await settled(agent.id, ownerId);
+    const c = new pg.Client({ connectionString: database.url });
+    await c.connect();
+    await c.query("UPDATE reservations SET created_at = created_at - interval '1 hour' WHERE request_id = $1", [old]);
+    await c.end();
+    expect((await edge.accept(agent, wire(await witnessed(old))))[0]).toMatchObject({ refused: "not_dispatched", disputed: true });
+    expect((await edge.tail(agent.id)).seq).toBe(4);
   });
 
   it("lists the agent's settlements that have no receipt yet, as statements to send again", async () => {

@@ -1,8 +1,10 @@
 /**
  * The hub's side of the edge ledger (docs/protocol.md, "Receipts"): each agent's chain of signed receipts,
  * verified, compared with the hub's own settlement of the same request, countersigned and kept
- * (`agent_receipts`, append-only). A receipt that does not verify, forks the chain, names a request the hub never
- * dispatched to that agent, or disagrees with the hub's settlement is refused and raises a risk flag.
+ * (`agent_receipts`, append-only). A receipt that does not verify or does not link to the hub's tail is refused
+ * and raises a risk flag: the chain stops there. One that links but names a request the hub never dispatched to
+ * that agent, or disagrees with the hub's settlement, is kept in the chain as *disputed* — never countersigned,
+ * flagged, shown to the owner — so one bad receipt never blocks the receipts after it.
  *
  * The settlement is written first (the request path settles as before, durable through the spool); the hub then
  * sends the agent its SETTLEMENT statement, and the receipt that comes back is checked against the settlement row
@@ -11,6 +13,8 @@
 import {
   bytesEqual,
   countersignReceipt,
+  CRASH_GAP_MAX_MS,
+  CRASH_GAP_SETTLE_LAG_MS,
   decodeReceipt,
   fromBase64Url,
   importReceiptVerifyKey,
@@ -41,6 +45,8 @@ export const RECEIPT_REFUSED = "receipt_refused";
 export const RECEIPT_SETTLEMENT_WAIT_MS = 600_000;
 /** Largest sequence number the hub stores (PostgreSQL integer). */
 export const RECEIPT_SEQ_MAX = 2_147_483_647;
+/** Longest dispute detail kept on a disputed receipt and in its flag, characters. */
+export const RECEIPT_DISPUTE_DETAIL_CHARS_MAX = 200;
 /** Most statements sent again after one handshake (settlements without a receipt). */
 export const UNRECEIPTED_RESEND_MAX = 1000;
 /** How far back settlements without a receipt are sent again after a handshake, ms. */
@@ -169,14 +175,20 @@ export class EdgeReceipts {
       signature = fromBase64Url(wire.signature);
       receipt = decodeReceipt(body);
     } catch (error) {
-      await this.#flag(agent.id, RECEIPT_REFUSED, { refused: "invalid", detail: (error as Error).message.slice(0, 200) });
-      return { seq: 1, hash: "", countersignature: null, refused: "invalid" };
+      await this.#flag(agent.id, RECEIPT_REFUSED, {
+        refused: "invalid",
+        kept: false,
+        detail: (error as Error).message.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX),
+      });
+      return { seq: 1, hash: "", countersignature: null, refused: "invalid", disputed: false };
     }
     const hash = await receiptHash(body);
+    // Not kept (it does not verify or does not link): the chain stops here until an operator resolves it, so the
+    // flag says so (`kept: false`) and the owner's page shows it.
     const refuse = async (refused: ReceiptRefusal, detail: string): Promise<ReceiptAck> => {
-      if (refused !== "retry") await this.#flag(agent.id, RECEIPT_REFUSED, { refused, seq: receipt.seq, requestId: receipt.requestId, detail });
+      if (refused !== "retry") await this.#flag(agent.id, RECEIPT_REFUSED, { refused, kept: false, seq: receipt.seq, requestId: receipt.requestId, detail });
       this.log.warn("ledger.receipt_refused", { agentId: agent.id, seq: receipt.seq, requestId: receipt.requestId, refused, detail });
-      return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused };
+      return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused, disputed: false };
     };
     const key = await this.#verifyKey(agent.publicKey);
     if (!key || !(await verifyReceiptSignature(key, hash, signature))) return refuse("invalid", "the agent's signature does not verify");
@@ -184,65 +196,97 @@ export class EdgeReceipts {
     if (receipt.seq > RECEIPT_SEQ_MAX) return refuse("invalid", "sequence number beyond what the hub stores");
     // The chain link, the settlement it confirms and the stored row are one unit: checked and written in one
     // transaction, one agent's chain at a time across gateways (docs/ARCHITECTURE.md, "The owner keeps the proof").
-    let verdict: { stored: Uint8Array } | { refused: ReceiptRefusal; detail: string } | { again: Uint8Array };
+    let verdict:
+      { stored: Uint8Array } | { refused: ReceiptRefusal; detail: string } | { again: Uint8Array } | { disputed: DisputeKind; detail: string; again: boolean };
     try {
       verdict = await this.db.$transaction(async (tx) => {
         await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${`receipts:${agent.id}`}))`;
         const atSeq = await tx.agentReceipt.findUnique({ where: { agentId_seq: { agentId: agent.id, seq: receipt.seq } } });
         if (atSeq) {
-          // A claim for a receipt the hub already holds: acknowledged again, never stored twice.
-          if (bytesEqual(new Uint8Array(atSeq.hash), hash)) return { again: new Uint8Array(atSeq.countersignature) };
+          // A claim for a receipt the hub already holds: answered as before, never stored twice.
+          if (bytesEqual(new Uint8Array(atSeq.hash), hash)) {
+            if (atSeq.disputed || !atSeq.countersignature) return { disputed: disputeKind(atSeq.disputed), detail: atSeq.disputeDetail ?? "", again: true };
+            return { again: new Uint8Array(atSeq.countersignature) };
+          }
           return { refused: "fork" as const, detail: `the hub holds another receipt at sequence ${receipt.seq}` };
         }
-        const byRequest = await tx.agentReceipt.findUnique({ where: { requestId: receipt.requestId }, select: { agentId: true, seq: true } });
-        if (byRequest) return { refused: "mismatch" as const, detail: `request already has receipt ${byRequest.seq} of ${byRequest.agentId}` };
         const last = await tx.agentReceipt.findFirst({ where: { agentId: agent.id }, orderBy: { seq: "desc" }, select: { seq: true, hash: true } });
         const tail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
         if (receipt.seq > tail.seq + 1) return { refused: "retry" as const, detail: `sequence ${receipt.seq} is ahead of the hub's tail ${tail.seq}` };
         if (receipt.seq <= tail.seq || !bytesEqual(receipt.prevHash, tail.hash))
           return { refused: "fork" as const, detail: `the receipt does not follow the hub's tail ${tail.seq}` };
         const settled = await tx.reservation.findUnique({ where: { requestId: receipt.requestId } });
-        if (!settled || settled.status !== "settled") {
-          if (this.now() - receipt.endedAtMs < RECEIPT_SETTLEMENT_WAIT_MS && (!settled || settled.agentId === agent.id))
-            return { refused: "retry" as const, detail: "no settlement yet" };
-          return { refused: "not_dispatched" as const, detail: "the hub has no settlement of this request" };
-        }
-        if (settled.agentId !== agent.id) return { refused: "not_dispatched" as const, detail: "the request was not dispatched to this agent" };
-        const differs = settlementDifference(receipt, settled);
-        if (differs) return { refused: "mismatch" as const, detail: differs };
-        const countersignature = await countersignReceipt(this.hubKey.privateKey, hash);
+        if (
+          (!settled || settled.status !== "settled") &&
+          this.now() - receipt.endedAtMs < RECEIPT_SETTLEMENT_WAIT_MS &&
+          (!settled || settled.agentId === agent.id)
+        )
+          return { refused: "retry" as const, detail: "no settlement yet" };
+        // From here the receipt links and is signed: it is kept, confirmed or disputed.
+        const byRequest = await tx.agentReceipt.findUnique({ where: { requestId: receipt.requestId }, select: { agentId: true, seq: true } });
+        const dispute = byRequest
+          ? { kind: "mismatch" as const, detail: `request already has receipt ${byRequest.seq} of ${byRequest.agentId}` }
+          : await settlementDispute(tx, agent.id, receipt, settled);
+        const ownsRequest = !byRequest && settled?.agentId === agent.id;
+        const countersignature = dispute ? null : await countersignReceipt(this.hubKey.privateKey, hash);
+        const detail = dispute?.detail.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX) ?? null;
         await tx.agentReceipt.create({
           data: {
             agentId: agent.id,
             seq: receipt.seq,
-            requestId: receipt.requestId,
+            // A disputed receipt for a request that is not this agent's names it only in its body: it must never
+            // stop the receipt of the agent that served it.
+            requestId: dispute && !ownsRequest ? null : receipt.requestId,
             body: body as Uint8Array<ArrayBuffer>,
             hash: hash as Uint8Array<ArrayBuffer>,
             signature: signature as Uint8Array<ArrayBuffer>,
-            countersignature: countersignature as Uint8Array<ArrayBuffer>,
+            countersignature: countersignature as Uint8Array<ArrayBuffer> | null,
+            disputed: dispute?.kind ?? null,
+            disputeDetail: detail,
             chargeMicros: receipt.chargeMicros,
             earningMicros: receipt.earningMicros,
             agentEarningMicros: receipt.agentEarningMicros,
             endedAt: new Date(receipt.endedAtMs),
           },
         });
-        return { stored: countersignature };
+        if (dispute) return { disputed: dispute.kind, detail: detail ?? "", again: false };
+        return { stored: countersignature! };
       });
     } catch (error) {
       this.log.warn("ledger.receipt_not_stored", { agentId: agent.id, seq: receipt.seq, error });
-      return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused: "retry" };
+      return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused: "retry", disputed: false };
     }
-    if ("again" in verdict) return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: toBase64Url(verdict.again), refused: null };
+    if ("disputed" in verdict) {
+      if (!verdict.again) {
+        await this.#flag(agent.id, RECEIPT_REFUSED, {
+          refused: verdict.disputed,
+          kept: true,
+          seq: receipt.seq,
+          requestId: receipt.requestId,
+          detail: verdict.detail,
+        });
+        this.log.warn("ledger.receipt_disputed", {
+          agentId: agent.id,
+          seq: receipt.seq,
+          requestId: receipt.requestId,
+          refused: verdict.disputed,
+          detail: verdict.detail,
+        });
+      }
+      return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused: verdict.disputed, disputed: true };
+    }
+    if ("again" in verdict) return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: toBase64Url(verdict.again), refused: null, disputed: false };
     if ("refused" in verdict) return refuse(verdict.refused, verdict.detail);
     const countersignature = verdict.stored;
     if (receipt.agentEarningMicros >= 0n && receipt.agentEarningMicros !== receipt.earningMicros)
       await this.#flag(agent.id, RECEIPT_REFUSED, {
         refused: "earning_disagrees",
+        kept: true,
         seq: receipt.seq,
         requestId: receipt.requestId,
         detail: `agent computes ${receipt.agentEarningMicros} µUSD, the hub settled ${receipt.earningMicros}`,
       });
-    return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: toBase64Url(countersignature), refused: null };
+    return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: toBase64Url(countersignature), refused: null, disputed: false };
   }
 
   /**
@@ -293,16 +337,61 @@ export async function verifyStoredChain(
   const rows = await db.agentReceipt.findMany({
     where: { agentId },
     orderBy: { seq: "asc" },
-    select: { body: true, hash: true, signature: true, countersignature: true },
+    select: { body: true, hash: true, signature: true, countersignature: true, disputed: true },
   });
   const entries = rows.map((r) => ({ body: new Uint8Array(r.body), hash: new Uint8Array(r.hash), signature: new Uint8Array(r.signature) }));
   const verdict = await verifyChain(entries, { agentId, key });
   if (!verdict.ok || !hubKey) return verdict;
   for (let i = 0; i < rows.length; i++) {
-    if (!(await verifyCountersignature(hubKey, entries[i]!.hash, new Uint8Array(rows[i]!.countersignature))))
+    const row = rows[i]!;
+    // A disputed receipt is kept in the chain and never countersigned; any other must carry a good countersignature.
+    if (row.disputed !== null && row.countersignature === null) continue;
+    if (!row.countersignature || !(await verifyCountersignature(hubKey, entries[i]!.hash, new Uint8Array(row.countersignature))))
       return { ok: false, fault: "bad_countersignature", firstBadSeq: i + 1, detail: "the hub's countersignature does not verify" };
   }
   return verdict;
+}
+
+/** Why a kept receipt is disputed. */
+type DisputeKind = "mismatch" | "not_dispatched";
+
+function disputeKind(stored: string | null): DisputeKind {
+  return stored === "not_dispatched" ? "not_dispatched" : "mismatch";
+}
+
+type Tx = Parameters<Parameters<Db["$transaction"]>[0]>[0];
+
+/**
+ * Why the hub disputes a receipt that links to its chain; null when it confirms it. It must name a settlement of
+ * this agent's with the same content; a receipt signed on the hub's word after a crash (`witness: dispatched`) must
+ * carry the hub's own dispatch time, and a session of this agent must have ended at most CRASH_GAP_MAX_MS after
+ * that dispatch (the agent's record of a stream is lost only in a crash that soon after the stream began) — or at
+ * most CRASH_GAP_SETTLE_LAG_MS before it, since a leased request's row (and so its time) is written at settlement.
+ */
+async function settlementDispute(
+  tx: Tx,
+  agentId: string,
+  receipt: Receipt,
+  settled: (SettledRow & { status: string; agentId: string | null; createdAt: Date }) | null,
+): Promise<{ kind: DisputeKind; detail: string } | null> {
+  if (!settled || settled.status !== "settled") return { kind: "not_dispatched", detail: "the hub has no settlement of this request" };
+  if (settled.agentId !== agentId) return { kind: "not_dispatched", detail: "the request was not dispatched to this agent" };
+  const differs = settlementDifference(receipt, settled);
+  if (differs) return { kind: "mismatch", detail: differs };
+  if (receipt.witness !== "dispatched") return null;
+  const dispatchedAtMs = settled.createdAt.getTime();
+  if (receipt.startedAtMs !== dispatchedAtMs || receipt.endedAtMs !== dispatchedAtMs)
+    return { kind: "mismatch", detail: `the crash-witnessed receipt's time ${receipt.startedAtMs} is not the hub's dispatch time ${dispatchedAtMs}` };
+  const ended = await tx.agentSessionEnd.findFirst({
+    where: { agentId, endedAt: { gte: new Date(dispatchedAtMs - CRASH_GAP_SETTLE_LAG_MS), lte: new Date(dispatchedAtMs + CRASH_GAP_MAX_MS) } },
+    select: { id: true },
+  });
+  if (!ended)
+    return {
+      kind: "not_dispatched",
+      detail: `signed on a crash gap, but no session of this agent ended from ${CRASH_GAP_SETTLE_LAG_MS} ms before to ${CRASH_GAP_MAX_MS} ms after the dispatch`,
+    };
+  return null;
 }
 
 interface SettledRow {

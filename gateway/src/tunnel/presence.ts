@@ -64,9 +64,20 @@ export async function renewPresence(db: Executor, agentId: string, sessionId: st
   return n === 1;
 }
 
-/** The session closed: the agent is offline, unless another session holds it by now. */
+/**
+ * How long a session's end is kept (`agent_session_ends`), ms: the hub's re-send window for unreceipted settlements
+ * (gateway/src/ledger/receipts.ts, UNRECEIPTED_RESEND_WINDOW_MS), after which no crash-witnessed receipt can come.
+ */
+export const SESSION_END_KEEP_MS = 86_400_000;
+
+/**
+ * The session closed: the agent is offline, unless another session holds it by now. Its end is recorded either way
+ * (a crash-witnessed receipt is checked against it: ledger/receipts.ts), and ends older than SESSION_END_KEEP_MS go.
+ */
 export async function releasePresence(db: Executor, agentId: string, sessionId: string): Promise<void> {
   await db.$executeRaw`
+    WITH ended AS (INSERT INTO agent_session_ends (agent_id, ended_at) VALUES (${agentId}, now())),
+         pruned AS (DELETE FROM agent_session_ends WHERE agent_id = ${agentId} AND ended_at < now() - ${SESSION_END_KEEP_MS}::int * interval '1 millisecond')
     UPDATE agents SET connected_session = NULL, connected_gateway = NULL, presence_expires_at = NULL, last_seen_at = now()
     WHERE id = ${agentId} AND connected_session = ${sessionId}`;
 }

@@ -54,7 +54,8 @@ function RateSummary({ agent: a }: { agent: AgentRow }) {
 }
 
 /**
- * The receipt chain's two tails (the hub's now, the agent's last report) and today's earnings by both sides. "Out
+ * The receipt chain's two tails (the hub's now, the agent's last report), today's earnings by both sides, disputed
+ * receipts, and a chain the hub stopped at a receipt it could not keep. "Out
  * of sync" is the hub's own comparison (its `ledger_out_of_sync` flag): the two tails are read at different
  * moments, so a report older than the hub's newest receipt is not a disagreement.
  */
@@ -66,6 +67,19 @@ function LedgerCell({ ledger }: { ledger: AgentRow["ledger"] }) {
         <p role="alert" data-testid="ledger-out-of-sync" className="max-w-xs rounded bg-red-50 px-2 py-1 text-red-800">
           Ledger out of sync from receipt {ledger.outOfSync.firstDifferingSeq} (seen {utc(ledger.outOfSync.since)}): the agent takes no new calls. Run
           ./wellspring-agent ledger verify in its folder and contact the hub&apos;s operator.
+        </p>
+      )}
+      {ledger.stopped && (
+        <p role="alert" data-testid="ledger-stopped" className="max-w-xs rounded bg-red-50 px-2 py-1 text-red-800">
+          Receipts stopped at receipt {ledger.stopped.seq} (since {utc(ledger.stopped.since)}): the hub refused it ({ledger.stopped.refused}
+          {ledger.stopped.detail ? `: ${ledger.stopped.detail}` : ""}) and keeps no later receipt until its operator resolves it.
+        </p>
+      )}
+      {ledger.disputed.latest && (
+        <p data-testid="ledger-disputed" className="max-w-xs rounded bg-amber-50 px-2 py-1 text-amber-900">
+          {ledger.disputed.count} disputed receipt{ledger.disputed.count === 1 ? "" : "s"}: the hub keeps {ledger.disputed.count === 1 ? "it" : "them"}{" "}
+          unconfirmed. Latest: receipt {ledger.disputed.latest.seq} ({ledger.disputed.latest.reason}
+          {ledger.disputed.latest.detail ? `: ${ledger.disputed.latest.detail}` : ""}).
         </p>
       )}
       <div data-testid="ledger-hub-tail">
