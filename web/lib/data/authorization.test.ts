@@ -198,6 +198,9 @@ describe("roles and other owners' agents", () => {
       ["setAgentRate", () => owner.setAgentRate(bob, carolAgent, { rateMode: "auto" })],
       ["flagQueue", () => risk.flagQueue(as("carol"), "open")],
       ["decideFlag", () => risk.decideFlag(as("carol"), flagId, "suspended", "no")],
+      ["reviewFlag", () => risk.reviewFlag(bob, flagId)],
+      ["actOnFlagAs", () => risk.actOnFlagAs(as("carol"), flagId, "suspend_subject", "no")],
+      ["actOnFlagAs (hold)", () => risk.actOnFlagAs(bob, flagId, "hold_earnings", "no")],
       ["publishDraft", () => prices.publishDraft(bob, [], "x")],
       ["searchAccounts", () => admin.searchAccounts(as("carol"), "")],
       ["setUserStatus", () => admin.setUserStatus(as("carol"), bob.userId, "suspended", "x")],
@@ -210,6 +213,8 @@ describe("roles and other owners' agents", () => {
     ];
     for (const [name, run] of refusals) await expect(run(), name).rejects.toBeInstanceOf(actorMod.Forbidden);
     expect((await database.db.riskFlag.findUniqueOrThrow({ where: { id: flagId } })).status).toBe("open");
+    expect(await database.db.auditEvent.count({ where: { subject: `flag:${flagId}` } })).toBe(0);
+    expect(await database.db.earningHold.count({ where: { flagId } })).toBe(0);
     expect((await database.db.user.findUniqueOrThrow({ where: { id: bob.userId } })).status).toBe("active");
     expect(await database.db.enrollmentToken.count({ where: { ownerId: bob.userId } })).toBe(0);
     expect(await database.db.priceVersion.count()).toBe(0);

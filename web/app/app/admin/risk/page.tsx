@@ -1,3 +1,4 @@
+import Link from "next/link";
 import { redirect } from "next/navigation";
 import { requireActor } from "../../../../lib/data/actor";
 import { flagQueue } from "../../../../lib/data/risk";
@@ -17,7 +18,7 @@ export default async function RiskPage() {
     <>
       <PageTitle
         title="Risk review"
-        subtitle="Flags raised by the hub's detectors, with what they saw; a detector that fires again updates its open flag. Every decision needs a note and is kept in the audit trail."
+        subtitle="Flags raised by the hub's detectors, with what they saw; a detector that fires again updates its open flag. A flag's page holds or releases the owner's earnings and suspends or reinstates its subject. Every decision and action needs a note and is kept in the audit trail."
       />
       <Card title={`Open (${open.length})`}>
         {open.length === 0 ? (
@@ -34,6 +35,9 @@ export default async function RiskPage() {
                       {SEVERITY[f.severity]}
                     </span>
                     <span className="font-medium">{f.kind.replaceAll("_", " ")}</span>
+                    <Link href={`/app/admin/risk/${f.id}`} className="text-xs text-sky-700 hover:underline">
+                      Review and act
+                    </Link>
                   </div>
                   <div className="mt-1 font-mono text-xs text-slate-600">{f.subject}</div>
                   <div className="text-xs text-slate-500" data-testid={`flag-raised-${f.id}`}>
@@ -56,7 +60,11 @@ export default async function RiskPage() {
             <Table testId="decided-flags" columns={["Flag", "Subject", "Decision", "Note", "When (UTC)"]}>
               {decided.map((f) => (
                 <tr key={f.id} className="border-t border-slate-100">
-                  <td className="py-2">{f.kind.replaceAll("_", " ")}</td>
+                  <td className="py-2">
+                    <Link href={`/app/admin/risk/${f.id}`} className="text-sky-700 hover:underline">
+                      {f.kind.replaceAll("_", " ")}
+                    </Link>
+                  </td>
                   <td className="py-2 font-mono text-xs">{f.subject}</td>
                   <td className="py-2">{f.status}</td>
                   <td className="py-2 text-xs text-slate-600">{f.note}</td>
