@@ -4,7 +4,8 @@
  * million tokens), a user's call through it is capped and flagged (usage divergence) and its earning held. The
  * owner's earnings page says why. On the flag's page the admin reads the evidence, holds the owner's other
  * earnings, suspends the agent (its tunnel is closed at once), reinstates it and releases the earnings — each
- * with a note, shown in the flag's history and kept in the audit trail with the admin and the UTC time.
+ * with a note, shown in the flag's history and kept in the audit trail with the admin and the UTC time. Then the
+ * owner requests the discount lane, which the admin refuses (the owner reads why) and later approves.
  */
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -79,7 +80,9 @@ test("an admin reviews a usage-divergence flag a detector raised and holds, susp
   const owner = await signUp(browser, ownerEmail, "risk owner password 2", true);
   const ownerId = (await db.user.findUniqueOrThrow({ where: { email: ownerEmail } })).id;
   const pin = spkiPin(await readFile(join(HUB_DATA_DIR, "tls/tunnel-cert.pem")));
-  const enrolled = await enrollAgent(db, { agentOrigin: HUB_AGENT_ORIGIN, pin }, ownerId, { models: { openai: ["gpt-4.1-nano"], anthropic: [] } });
+  const enrolled = await enrollAgent(db, { agentOrigin: HUB_AGENT_ORIGIN, pin }, ownerId, {
+    models: { openai: ["gpt-4.1-nano"], anthropic: ["claude-haiku-4-5"] },
+  });
   dirs.push(enrolled.dataDir);
   agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
 
@@ -185,4 +188,37 @@ test("an admin reviews a usage-divergence flag a detector raised and holds, susp
   expect(await available()).toBeGreaterThanOrEqual(honestEarnings);
   await owner.goto("/app/earnings");
   await expect(owner.getByTestId("earnings-held")).toHaveText("$0.00");
+
+  // The owner asks for the discount lane; the admin refuses once (the owner reads the note), then approves.
+  await owner.goto("/app/agents");
+  await owner.getByRole("button", { name: "Request discount lane" }).click();
+  await expect(owner.getByTestId(`agent-lane-${enrolled.agentId}`)).toContainText("waiting for an administrator");
+  await admin.goto("/app/admin/risk");
+  const lane = admin.getByTestId(`lane-${enrolled.agentId}`);
+  await expect(lane).toContainText(ownerEmail);
+  await lane.getByLabel("Lane note").fill("Not while the usage review is recent.");
+  await lane.getByRole("button", { name: "Refuse lane" }).click();
+  await expect(admin.getByTestId(`lane-${enrolled.agentId}`)).toHaveCount(0);
+  await owner.reload();
+  await expect(owner.getByTestId(`agent-lane-${enrolled.agentId}`)).toContainText("Discount lane refused");
+  await expect(owner.getByTestId(`agent-lane-${enrolled.agentId}`)).toContainText("Not while the usage review is recent.");
+  await owner.getByRole("button", { name: "Request discount lane" }).click();
+  await expect(owner.getByTestId(`agent-lane-${enrolled.agentId}`)).toContainText("waiting for an administrator");
+  expect((await db.agent.findUniqueOrThrow({ where: { id: enrolled.agentId } })).discountLane).toBe(false);
+  await admin.reload();
+  await admin.getByTestId(`lane-${enrolled.agentId}`).getByLabel("Lane note").fill("Approved after a clean month.");
+  await admin.getByTestId(`lane-${enrolled.agentId}`).getByRole("button", { name: "Approve lane" }).click();
+  await expect(admin.getByTestId(`lane-${enrolled.agentId}`)).toHaveCount(0);
+  await owner.reload();
+  await expect(owner.getByTestId("agents-table")).toContainText("discount lane");
+  await expect(owner.getByRole("button", { name: "Leave discount lane" })).toBeVisible();
+  expect((await db.agent.findUniqueOrThrow({ where: { id: enrolled.agentId } })).discountLane).toBe(true);
+  const laneTrail = await db.auditEvent.findMany({
+    where: { subject: `agent:${enrolled.agentId}`, action: { startsWith: "agent.discount_lane" } },
+    orderBy: { id: "asc" },
+  });
+  expect(laneTrail.map((e) => [e.action, e.actor])).toEqual([
+    ["agent.discount_lane_refused", `user:${adminId}`],
+    ["agent.discount_lane_approved", `user:${adminId}`],
+  ]);
 });

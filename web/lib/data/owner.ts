@@ -5,6 +5,7 @@ import {
   AgentLockedError,
   changeOwnAgent,
   createEnrollmentToken,
+  lastDiscountLaneDecision,
   parseAgentRateSettings,
   setOwnAgentRate,
   DUPLICATE_AGENT_IDENTITY,
@@ -68,7 +69,12 @@ export interface AgentRow {
   status: string;
   online: boolean;
   tier: string;
+  /** In the discount lane (an administrator approved it). */
   discountLane: boolean;
+  /** The owner asked to join the lane and no administrator has decided yet. */
+  discountLaneRequestedAt: Date | null;
+  /** The last administrator decision on a lane request, with its note (refusals are shown to the owner). */
+  discountLaneDecision: { approved: boolean; note: string | null; at: Date } | null;
   version: string | null;
   models: string[];
   priceVer: number | null;
@@ -111,6 +117,10 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   const policy = await db().agentReleasePolicy.findUnique({ where: { id: 1 } });
   const releasePolicy = { latestVersion: policy?.latestVersion ?? null, minimumVersion: policy?.minimumVersion ?? null };
   const ledgers = await agentLedgerSummaries(db(), rows);
+  const laneDecisions = await lastDiscountLaneDecision(
+    db(),
+    rows.map((a) => a.id),
+  );
   const breakers = await liveBreakers(
     db(),
     rows.map((a) => a.id),
@@ -130,6 +140,8 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     online: isOnline(a),
     tier: a.tier,
     discountLane: a.discountLane,
+    discountLaneRequestedAt: a.discountLaneRequestedAt,
+    discountLaneDecision: laneDecisions.get(a.id) ?? null,
     version: a.version,
     models: a.models,
     priceVer: a.priceVer,

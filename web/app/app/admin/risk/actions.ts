@@ -1,6 +1,7 @@
 "use server";
 import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../../lib/data/actor";
+import { decideLane } from "../../../../lib/data/admin";
 import { actOnFlagAs, decideFlag } from "../../../../lib/data/risk";
 import { formText } from "../../../../lib/form";
 
@@ -43,4 +44,17 @@ export async function flagAction(_prev: { error?: string; done?: string } | null
   if (r.outcome !== "done") return { error: REFUSED[r.outcome] };
   revalidatePath(`/app/admin/risk/${flagId}`);
   return { done: DONE[action] };
+}
+
+/** Approve or refuse an owner's discount-lane request (risk review page). */
+export async function laneAction(_prev: { error?: string; done?: string } | null, form: FormData): Promise<{ error?: string; done?: string }> {
+  const actor = await requireActor();
+  const decision = formText(form, "decision");
+  if (decision !== "approve" && decision !== "refuse") return { error: "Choose approve or refuse." };
+  const r = await decideLane(actor, formText(form, "agentId"), decision === "approve", formText(form, "note"));
+  if (r === "note_required") return { error: "Write a note: it goes into the audit trail (and the owner reads a refusal's)." };
+  if (r === "note_too_long") return { error: "The note is too long (at most 1,000 characters)." };
+  if (r === "no_request") return { error: "This request was already decided or withdrawn." };
+  revalidatePath("/app/admin/risk");
+  return { done: decision === "approve" ? "Approved." : "Refused." };
 }

@@ -1,10 +1,12 @@
 import Link from "next/link";
 import { redirect } from "next/navigation";
 import { requireActor } from "../../../../lib/data/actor";
+import { laneRequests } from "../../../../lib/data/admin";
 import { flagQueue } from "../../../../lib/data/risk";
 import { utc } from "../../../../lib/format";
 import { Card, Empty, PageTitle, Table } from "../../../ui";
 import { DecideForm } from "./decide-form";
+import { LaneForm } from "./lane-form";
 
 export const metadata = { title: "Risk review — Wellspring admin" };
 
@@ -13,7 +15,7 @@ const SEVERITY = ["", "low", "medium", "high"];
 export default async function RiskPage() {
   const actor = await requireActor();
   if (!actor.isAdmin) redirect("/app");
-  const [open, decided] = await Promise.all([flagQueue(actor, "open"), flagQueue(actor, "decided")]);
+  const [open, decided, lanes] = await Promise.all([flagQueue(actor, "open"), flagQueue(actor, "decided"), laneRequests(actor)]);
   return (
     <>
       <PageTitle
@@ -52,6 +54,29 @@ export default async function RiskPage() {
           </ul>
         )}
       </Card>
+      <div className="mt-6">
+        <Card title={`Discount lane requests (${lanes.length})`}>
+          {lanes.length === 0 ? (
+            <Empty testId="lane-requests-empty">No owner is waiting.</Empty>
+          ) : (
+            <ul className="divide-y divide-slate-100" data-testid="lane-requests">
+              {lanes.map((l) => (
+                <li key={l.agentId} className="grid gap-3 py-4 lg:grid-cols-2" data-testid={`lane-${l.agentId}`}>
+                  <div className="text-sm">
+                    <div className="font-medium">{l.agentName}</div>
+                    <div className="font-mono text-xs text-slate-600">agent:{l.agentId}</div>
+                    <div className="text-xs text-slate-500">
+                      {l.ownerEmail} · tier {l.tier} · {l.status} · requested {utc(l.requestedAt)}
+                    </div>
+                    <p className="mt-1 text-xs text-slate-500">Approving gives the agent routing priority and the discount share of the official price.</p>
+                  </div>
+                  <LaneForm agentId={l.agentId} />
+                </li>
+              ))}
+            </ul>
+          )}
+        </Card>
+      </div>
       <div className="mt-6">
         <Card title="Decided">
           {decided.length === 0 ? (
