@@ -4,7 +4,8 @@
  * request, the agent is flagged with counts-only evidence, the owner's earning is held out of what they may
  * withdraw until an admin reviews the flag (admin API), and the books stay balanced and audited clean. From the
  * flag, the admin then holds the owner's newer earnings, releases them, suspends the agent (its tunnel is closed
- * at once) and reinstates it, each audited; a suspended key is refused at once with `key_suspended`.
+ * at once) and reinstates it, each audited; a suspended key is refused at once with `key_suspended`. A new
+ * agent's earnings are pending for its probation and payable when it ends (the treasury's clock injected).
  */
 import pg from "pg";
 import OpenAI from "openai";
@@ -171,6 +172,26 @@ describe("a provider that makes up usage", () => {
     expect(trail.rows).toEqual([{ action: "risk.approved", detail: expect.objectContaining({ releasedHolds: 2 }) }]);
     await settledWallet(pool, stack.userId);
     expect((await new Ledger(pool).audit()).problems).toEqual([]);
+  });
+
+  it("a new agent's earnings wait out its probation: refused for payout until the period ends (injected clock)", async () => {
+    const HOUR = 3_600_000;
+    const enrolledAt = (await stack.db.agent.findUniqueOrThrow({ where: { id: stack.agent.agentId } })).createdAt;
+    // The hub's clock at 1 h 59 min and at 2 h after the agent's enrollment, with a 2-hour probation.
+    const at = (ms: number) => new Treasury(pool, { probationMs: 2 * HOUR, now: () => new Date(enrolledAt.getTime() + ms) });
+    const res = await openai()
+      .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: PROMPT_WORDS }] })
+      .withResponse();
+    const earned = (await settledRow(res.response.headers.get("x-wellspring-request-id")!)).earning;
+    const during = at(2 * HOUR - 60_000);
+    const pending = await during.probationPending(stack.ownerId);
+    // Everything this agent earned is pending (what earlier tests held and released or paid out included).
+    expect(pending.agents.map((a) => [a.agentId, a.endsAt.getTime()])).toEqual([[stack.agent.agentId, enrolledAt.getTime() + 2 * HOUR]]);
+    expect(pending.totalMicros).toBeGreaterThanOrEqual(earned);
+    expect(await during.requestPayout(stack.ownerId, earned)).toEqual({ outcome: "insufficient_earnings", availableMicros: 0n });
+    const after = at(2 * HOUR);
+    expect((await after.probationPending(stack.ownerId)).totalMicros).toBe(0n);
+    expect((await after.requestPayout(stack.ownerId, earned)).outcome).toBe("requested");
   });
 
   it("from the flag an admin holds and releases the owner's earnings, suspends and reinstates the agent, each audited", async () => {
