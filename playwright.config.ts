@@ -47,6 +47,8 @@ export default defineConfig({
       AGENT_PORT: "18788",
       // The owner journey's agent calls the mock provider (--dev-upstream): a development hub admits it.
       HUB_DEVELOPMENT: "1",
+      // Journeys enroll an agent and request a payout minutes later: no probation (risk/probation.ts).
+      AGENT_PROBATION_HOURS: "0",
       ADMIN_PORT: "18789",
       DATABASE_URL: "",
     },

@@ -9,6 +9,8 @@ const alias = {
 export default defineConfig({
   test: {
     testTimeout: 60_000,
+    // Tests' agents are enrolled moments before they earn: no probation unless a test sets one (risk/probation.ts).
+    env: { AGENT_PROBATION_HOURS: "0" },
     hookTimeout: 120_000,
     pool: "forks",
     projects: [

@@ -10,7 +10,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect, test, type Browser, type Page, type TestInfo } from "@playwright/test";
-import { HUB_API, HUB_DATA_DIR } from "./hub.ts";
+import { HUB_API, HUB_DATA_DIR, signUpOnPage } from "./hub.ts";
 
 test.describe.configure({ mode: "serial" });
 
@@ -57,16 +57,6 @@ async function signIn(page: Page, email: string, password: string): Promise<void
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
   await expect(page).toHaveURL(/\/app$/, { timeout: 20_000 });
-}
-
-async function signUp(page: Page, email: string, password: string, owner: boolean): Promise<void> {
-  await page.goto("/signup");
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel(/^Password/).fill(password);
-  if (owner) await page.getByLabel(/offer capacity/).check();
-  await page.getByRole("button", { name: "Create account" }).click();
-  await expect(page).toHaveURL(/\/signin\?notice=signed-up$/, { timeout: 15_000 });
-  await signIn(page, email, password);
 }
 
 /** A browser context of its own per role, collecting console errors and failed page loads. */
@@ -125,7 +115,7 @@ test("every page of a user, a key owner and an admin, at 1280 and 390 px", async
 
   // A user with keys (one with a long name), requests in the usage log (refused: no agent yet) and a bad date filter.
   const user = await rolePage(browser, errors);
-  await signUp(user, `layout-user-${stamp}@example.test`, "layout user password", false);
+  await signUpOnPage(user, `layout-user-${stamp}@example.test`, "layout user password", false);
   await user.goto("/app/keys");
   for (const name of ["laptop", "a-very-long-key-name-for-the-continuous-integration-pipeline"]) {
     await user.getByLabel("Name", { exact: true }).fill(name);
@@ -157,7 +147,7 @@ test("every page of a user, a key owner and an admin, at 1280 and 390 px", async
 
   // A key owner with an enrollment in progress.
   const owner = await rolePage(browser, errors);
-  await signUp(owner, `layout-owner-${stamp}@example.test`, "layout owner password", true);
+  await signUpOnPage(owner, `layout-owner-${stamp}@example.test`, "layout owner password", true);
   await owner.goto("/app/agents");
   await expect(owner.getByTestId("agents-empty")).toBeVisible();
 

@@ -26,3 +26,14 @@ export async function signInOnPage(page: Page, email: string, password: string):
   // A portal process that has not yet served /app loads its server code on the first visit: allow for that.
   await expect(page).toHaveURL(/\/app$/, { timeout: 20_000 });
 }
+
+/** Signs up through the sign-up page (ticking "offer capacity" for a key owner), then signs in. */
+export async function signUpOnPage(page: Page, email: string, password: string, owner: boolean): Promise<void> {
+  await page.goto("/signup");
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel(/^Password/).fill(password);
+  if (owner) await page.getByLabel(/offer capacity/).check();
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page).toHaveURL(/\/signin\?notice=signed-up$/, { timeout: 15_000 });
+  await signInOnPage(page, email, password);
+}

@@ -234,8 +234,11 @@ test("an owner runs the three commands the agents page prints in a clean folder,
     });
     expect(res.status).toBe(503);
   }).toPass({ timeout: 5_000 });
-  await page.getByRole("button", { name: "Join discount lane" }).click();
-  await expect(page.getByTestId("agents-table")).toContainText("discount lane");
+  // Joining the discount lane is a request an administrator decides (the admin's side: risk-review.spec.ts).
+  await page.getByRole("button", { name: "Request discount lane" }).click();
+  await expect(page.getByTestId(`agent-lane-${agentId}`)).toContainText("waiting for an administrator");
+  expect((await db.agent.findUniqueOrThrow({ where: { id: agentId } })).discountLane).toBe(false);
+  await expect(page.getByRole("button", { name: "Withdraw lane request" })).toBeVisible();
   await shot("agents-paused");
 
   // The owner's machine loses the agent's ledger (a restored backup, a wiped disk): at its handshake the agent

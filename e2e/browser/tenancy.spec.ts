@@ -98,10 +98,13 @@ test("another account's ids find nothing and change nothing, through every form 
       what: "discount lane form with the victim's agent id",
       run: async () => {
         await page.goto("/app/agents");
-        await submitWith(page, "agentId", victim.agentId, "Join discount lane");
+        await submitWith(page, "agentId", victim.agentId, "Request discount lane");
       },
-      unchanged: async () => (await db.agent.findUniqueOrThrow({ where: { id: victim.agentId } })).discountLane,
-      expected: false,
+      unchanged: async () => {
+        const a = await db.agent.findUniqueOrThrow({ where: { id: victim.agentId } });
+        return { lane: a.discountLane, requested: a.discountLaneRequestedAt };
+      },
+      expected: { lane: false, requested: null },
     },
     {
       what: "usage page filtered by the victim's key",

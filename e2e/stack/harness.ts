@@ -212,6 +212,8 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       LOG_LEVEL: "warn",
       ADMIN_TOKEN: TEST_ADMIN_TOKEN,
       BILLING_LEASE_IDLE_RELEASE_MS: "100",
+      // No probation for the test's freshly enrolled agents (routing weight, pending earnings); a test sets it to see it.
+      AGENT_PROBATION_HOURS: "0",
       // Gateways of one test database share limits in the machine's Redis under a prefix of their own
       // (a test may set REDIS_URL to "" for in-process limits).
       REDIS_URL: TEST_REDIS_URL,

@@ -2,7 +2,10 @@
  * Usage the hub can check, through the real gateway, a real Deno agent and the mock provider playing a dishonest
  * provider that reports a million tokens per call: the charge is capped to the hub's own count within the same
  * request, the agent is flagged with counts-only evidence, the owner's earning is held out of what they may
- * withdraw until an admin reviews the flag (admin API), and the books stay balanced and audited clean.
+ * withdraw until an admin reviews the flag (admin API), and the books stay balanced and audited clean. From the
+ * flag, the admin then holds the owner's newer earnings, releases them, suspends the agent (its tunnel is closed
+ * at once) and reinstates it, each audited; a suspended key is refused at once with `key_suspended`. A new
+ * agent's earnings are pending for its probation and payable when it ends (the treasury's clock injected).
  */
 import pg from "pg";
 import OpenAI from "openai";
@@ -12,6 +15,7 @@ import { DEFAULT_PRICE_TABLE } from "@wellspring/db";
 import { Ledger } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros } from "../../gateway/src/billing/prices.ts";
 import { Treasury } from "../../gateway/src/ops/treasury.ts";
+import { raiseRiskFlag } from "../../gateway/src/risk/flags.ts";
 import { adminFetch, settledWallet, startStack, waitFor, type Stack } from "./harness.ts";
 
 let stack: Stack;
@@ -168,5 +172,94 @@ describe("a provider that makes up usage", () => {
     expect(trail.rows).toEqual([{ action: "risk.approved", detail: expect.objectContaining({ releasedHolds: 2 }) }]);
     await settledWallet(pool, stack.userId);
     expect((await new Ledger(pool).audit()).problems).toEqual([]);
+  });
+
+  it("a new agent's earnings wait out its probation: refused for payout until the period ends (injected clock)", async () => {
+    const HOUR = 3_600_000;
+    const enrolledAt = (await stack.db.agent.findUniqueOrThrow({ where: { id: stack.agent.agentId } })).createdAt;
+    // The hub's clock at 1 h 59 min and at 2 h after the agent's enrollment, with a 2-hour probation.
+    const at = (ms: number) => new Treasury(pool, { probationMs: 2 * HOUR, now: () => new Date(enrolledAt.getTime() + ms) });
+    const res = await openai()
+      .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: PROMPT_WORDS }] })
+      .withResponse();
+    const earned = (await settledRow(res.response.headers.get("x-wellspring-request-id")!)).earning;
+    const during = at(2 * HOUR - 60_000);
+    const pending = await during.probationPending(stack.ownerId);
+    // Everything this agent earned is pending (what earlier tests held and released or paid out included).
+    expect(pending.agents.map((a) => [a.agentId, a.endsAt.getTime()])).toEqual([[stack.agent.agentId, enrolledAt.getTime() + 2 * HOUR]]);
+    expect(pending.totalMicros).toBeGreaterThanOrEqual(earned);
+    expect(await during.requestPayout(stack.ownerId, earned)).toEqual({ outcome: "insufficient_earnings", availableMicros: 0n });
+    const after = at(2 * HOUR);
+    expect((await after.probationPending(stack.ownerId)).totalMicros).toBe(0n);
+    expect((await after.requestPayout(stack.ownerId, earned)).outcome).toBe("requested");
+  });
+
+  it("from the flag an admin holds and releases the owner's earnings, suspends and reinstates the agent, each audited", async () => {
+    const treasury = new Treasury(pool);
+    const flagId = (await flags())[0]!.id;
+    const act = (action: string, note?: string) =>
+      adminFetch(stack.gateway.adminOrigin, `/admin/v1/risk-flags/${flagId}/actions`, { method: "POST", body: { action, ...(note ? { note } : {}) } });
+    // Everything was requested for payout above: nothing to hold yet.
+    expect((await act("hold_earnings", "hold what is left")).status).toBe(409);
+    // An honest call earns something new; the admin holds it.
+    const res = await openai()
+      .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: PROMPT_WORDS }] })
+      .withResponse();
+    const earned = (await settledRow(res.response.headers.get("x-wellspring-request-id")!)).earning;
+    expect(earned).toBeGreaterThan(0n);
+    expect(await treasury.ownerBalance(stack.ownerId)).toBe(earned);
+    const noNote = await act("hold_earnings");
+    expect(noNote.status).toBe(400);
+    expect(((await noNote.json()) as { error: { param: string } }).error.param).toBe("note");
+    const held = await act("hold_earnings", "holding while the owner explains the made-up usage");
+    expect(held.status).toBe(200);
+    expect(await held.json()).toEqual({ id: flagId, action: "hold_earnings", owner_id: stack.ownerId, held_micros: earned.toString() });
+    expect(await treasury.requestPayout(stack.ownerId, 1n)).toEqual({ outcome: "insufficient_earnings", availableMicros: 0n });
+    // Released: all of it can be asked for again; a second release finds nothing held.
+    const released = await act("release_earnings", "owner explained");
+    expect(await released.json()).toEqual({ id: flagId, action: "release_earnings", released_micros: earned.toString(), released_holds: 1 });
+    expect((await act("release_earnings", "again")).status).toBe(409);
+    expect((await treasury.requestPayout(stack.ownerId, earned)).outcome).toBe("requested");
+
+    // Suspended: the gateway closes the agent's tunnel at once; reinstated: the agent may connect again.
+    expect((await act("suspend_subject", "suspended pending review")).status).toBe(200);
+    await stack.agent.waitForLine(/close code 4012/, 10_000);
+    expect((await stack.db.agent.findUniqueOrThrow({ where: { id: stack.agent.agentId } })).status).toBe("suspended");
+    expect((await act("suspend_subject", "twice")).status).toBe(409);
+    expect(await (await act("unsuspend_subject", "reinstated after review")).json()).toEqual({ id: flagId, action: "unsuspend_subject", status: "active" });
+    expect((await stack.db.agent.findUniqueOrThrow({ where: { id: stack.agent.agentId } })).status).toBe("active");
+
+    const trail = await pool.query<{ action: string; actor: string; detail: { note: string } }>(
+      "SELECT action, actor, detail FROM audit_events WHERE subject = $1 ORDER BY id",
+      [`flag:${flagId}`],
+    );
+    expect(trail.rows.map((r) => [r.action, r.actor, r.detail.note])).toEqual([
+      ["risk.approved", "admin-api", "checked with the owner"],
+      ["risk.hold_earnings", "admin-api", "holding while the owner explains the made-up usage"],
+      ["risk.release_earnings", "admin-api", "owner explained"],
+      ["risk.suspend_subject", "admin-api", "suspended pending review"],
+      ["risk.unsuspend_subject", "admin-api", "reinstated after review"],
+    ]);
+    expect((await new Ledger(pool).audit()).problems).toEqual([]);
+  });
+
+  it("a key suspended from a flag is refused at once with key_suspended, and serves again once reinstated", async () => {
+    // No detector flags a key yet (self-dealing will): this flag is the action's input, not what is under test.
+    const flag = await raiseRiskFlag(stack.db, { kind: "key_review", subject: `key:${stack.keyId}`, severity: 1, evidence: { keyId: stack.keyId } });
+    const act = (action: string) =>
+      adminFetch(stack.gateway.adminOrigin, `/admin/v1/risk-flags/${flag.id}/actions`, { method: "POST", body: { action, note: `${action} by review` } });
+    const call = () => fetch(`${stack.baseUrl}/v1/models`, { headers: { authorization: `Bearer ${stack.apiKey}` } });
+    expect((await call()).status).toBe(200);
+    expect((await act("suspend_subject")).status).toBe(200);
+    await waitFor(async () => (await call()).status === 403, 5_000);
+    const refused = await openai()
+      .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: PROMPT_WORDS }] })
+      .catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(OpenAI.PermissionDeniedError);
+    expect((refused as InstanceType<typeof OpenAI.PermissionDeniedError>).code).toBe("key_suspended");
+    // Holding the key user's earnings: they have none (a buyer), so nothing is held.
+    expect((await act("hold_earnings")).status).toBe(409);
+    expect((await act("unsuspend_subject")).status).toBe(200);
+    await waitFor(async () => (await call()).status === 200, 5_000);
   });
 });

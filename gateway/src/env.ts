@@ -11,6 +11,7 @@ import { ARCHIVE_AFTER_DAYS_DEFAULT, ARCHIVE_AFTER_DAYS_MIN, ARCHIVE_BATCH_ROWS_
 import { archiveConfigFromEnv } from "./archive/config.ts";
 import { DEFAULT_BREAKER_OPTIONS, DEFAULT_FAILOVER_LIMITS } from "./routing/mod.ts";
 import { EGRESS_OWNERS_PER_ADDRESS_MAX_DEFAULT } from "./risk/egress.ts";
+import { AGENT_PROBATION_HOURS_DEFAULT, AGENT_PROBATION_HOURS_MAX } from "./risk/probation.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
 const positive = (def: number) => z.coerce.number().int().positive().default(def);
@@ -87,6 +88,8 @@ const schema = z.object({
   BILLING_ENABLED: z.enum(["0", "1", "false", "true"]).default("1"),
   /** Owner accounts that may share one agent egress address (gateway/src/risk/egress.ts) before each further one is flagged. */
   EGRESS_OWNERS_PER_ADDRESS_MAX: int(EGRESS_OWNERS_PER_ADDRESS_MAX_DEFAULT),
+  /** New agents' probation (gateway/src/risk/probation.ts), whole hours; 0 = none. */
+  AGENT_PROBATION_HOURS: int(AGENT_PROBATION_HOURS_DEFAULT).pipe(z.number().max(AGENT_PROBATION_HOURS_MAX)),
   /** Development mode: admit agents whose provider calls go to a development upstream (tests, the demo). Off by default. */
   HUB_DEVELOPMENT: z.enum(["0", "1", "false", "true"]).default("0"),
   BILLING_DEFAULT_MAX_OUTPUT_TOKENS: int(32_768),
@@ -177,6 +180,7 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
         openMs: env.ROUTING_BREAKER_OPEN_MS,
         probeTimeoutMs: env.ROUTING_BREAKER_PROBE_TIMEOUT_MS,
       },
+      probationMs: env.AGENT_PROBATION_HOURS * 3_600_000,
     },
     adminToken: env.ADMIN_TOKEN,
     egressOwnersPerAddressMax: env.EGRESS_OWNERS_PER_ADDRESS_MAX,

@@ -9,6 +9,7 @@ export type GatewayErrorCode =
   | "missing_api_key"
   | "invalid_api_key"
   | "key_expired"
+  | "key_suspended"
   | "account_suspended"
   | "model_not_allowed"
   | "model_required"
@@ -44,6 +45,7 @@ const TABLE: Record<GatewayErrorCode, Mapping> = {
   missing_api_key: { status: 401, openaiType: "invalid_request_error", anthropicType: "authentication_error", retry: false },
   invalid_api_key: { status: 401, openaiType: "invalid_request_error", anthropicType: "authentication_error", retry: false },
   key_expired: { status: 401, openaiType: "invalid_request_error", anthropicType: "authentication_error", retry: false },
+  key_suspended: { status: 403, openaiType: "permission_error", anthropicType: "permission_error", retry: false },
   account_suspended: { status: 403, openaiType: "permission_error", anthropicType: "permission_error", retry: false },
   model_not_allowed: { status: 403, openaiType: "permission_error", anthropicType: "permission_error", retry: false },
   model_required: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },

@@ -24,7 +24,10 @@ import {
   removeContentRule,
   changeAgent,
   createPlan,
+  actOnFlag,
   decideFlag,
+  FLAG_ACTIONS,
+  FLAG_NOTE_CHARS_MAX,
   listRiskFlags,
   publishPrices,
   setTierShare,
@@ -170,7 +173,15 @@ const DecidePayout = z.discriminatedUnion("decision", [
   z.object({ decision: z.literal("cancelled"), reference: text(200).optional() }),
 ]);
 
-const DecideFlag = z.object({ decision: z.enum(["approved", "dismissed", "suspended"]), note: text(1_000) });
+const DecideFlag = z.object({ decision: z.enum(["approved", "dismissed", "suspended"]), note: text(FLAG_NOTE_CHARS_MAX) });
+const FlagActionBody = z.object({ action: z.enum(FLAG_ACTIONS), note: text(FLAG_NOTE_CHARS_MAX) });
+/** Why an action from a flag changed nothing, as the admin API says it (409). */
+const FLAG_ACTION_REFUSED: Record<string, string> = {
+  no_owner: "The flag's subject has no account whose earnings could be held.",
+  nothing_available: "The owner has no earnings available to hold.",
+  nothing_held: "The flag holds no earnings.",
+  no_change: "The subject is not in a state this action changes (already suspended or active, revoked, or gone).",
+};
 const FlagStatus = z.enum(["open", "decided"]);
 const AddContentRule = z.object({ list: text(40).default("default"), term: text(200) });
 
@@ -322,6 +333,16 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
     const result = await decideFlag(deps.db, ACTOR, id, b.decision, b.note, ACTOR);
     if (result === "not_open") throw new GatewayError("conflict", `Flag ${id} does not exist or was already decided.`);
     return sendJson(res, 200, { id, status: b.decision });
+  }
+
+  if (resource === "risk-flags" && id && sub === "actions" && method === "POST") {
+    const b = await body(req, FlagActionBody);
+    const r = await actOnFlag(deps.db, ACTOR, id, b.action, b.note);
+    if (r.outcome === "no_flag") throw new GatewayError("not_found", `No flag ${id}.`);
+    if (r.outcome === "note_required" || r.outcome === "note_too_long") throw new GatewayError("invalid_request", "note: required", { param: "note" });
+    if (r.outcome !== "done") throw new GatewayError("conflict", FLAG_ACTION_REFUSED[r.outcome]!);
+    const snake = Object.entries(r.detail).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), typeof v === "bigint" ? v.toString() : v]);
+    return sendJson(res, 200, { id, action: b.action, ...Object.fromEntries(snake) });
   }
 
   if (resource === "content-rules" && !id && method === "GET") {

@@ -7,7 +7,7 @@ import { hashPrefix64, KeyFilter } from "./key_filter.ts";
 interface Row {
   id: string;
   userId: string;
-  status: "active" | "revoked";
+  status: "active" | "suspended" | "revoked";
   allowedModels: string[];
   expiresAt: Date | null;
   user: { status: "active" | "suspended"; planId: string | null };
@@ -102,6 +102,22 @@ describe("KeyVerifier", () => {
     expect((await v.verify(s2)).ok).toBe(true);
     v.userChanged("usr_2");
     expect(await v.verify(s2)).toEqual({ ok: false, reason: "suspended" });
+    // Reinstated: the refusal is dropped as soon as the event arrives, not after the TTL.
+    rows.get(hashKey(s2))!.user.status = "active";
+    v.userChanged("usr_2");
+    expect((await v.verify(s2)).ok).toBe(true);
+  });
+
+  it("a key an administrator suspended is refused as key_suspended once its key_changed event arrives, and serves again when reinstated", async () => {
+    const s = secret("g");
+    const { v, rows } = setup({ [s]: row("key_g") });
+    expect((await v.verify(s)).ok).toBe(true);
+    rows.get(hashKey(s))!.status = "suspended";
+    v.keyChanged("key_g");
+    expect(await v.verify(s)).toEqual({ ok: false, reason: "key_suspended" });
+    rows.get(hashKey(s))!.status = "active";
+    v.keyChanged("key_g");
+    expect((await v.verify(s)).ok).toBe(true);
   });
 
   it("concurrent first uses of one key share one query", async () => {

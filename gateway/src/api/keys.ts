@@ -40,7 +40,8 @@ export interface Principal {
   limits: KeyLimits;
 }
 
-export type KeyCheck = { ok: true; principal: Principal } | { ok: false; reason: "invalid" | "expired" | "suspended" };
+/** suspended: the account is; key_suspended: an administrator suspended this key (risk review). */
+export type KeyCheck = { ok: true; principal: Principal } | { ok: false; reason: "invalid" | "expired" | "suspended" | "key_suspended" };
 
 export interface KeyVerifierOptions {
   /** Refuse well-formed keys it does not hold without a lookup; null = look every key up. */
@@ -73,10 +74,18 @@ interface Loaded {
   check: KeyCheck;
   /** The key exists and is not revoked (whatever its user's state). */
   active: boolean;
+  /** The key's and its user's ids when it exists, also for a refusal (a suspension), so their events reach it. */
+  ids?: { keyId: string; userId: string };
+}
+
+interface Cached {
+  at: number;
+  check: KeyCheck;
+  ids?: { keyId: string; userId: string };
 }
 
 export class KeyVerifier {
-  readonly #cache = new Map<string, { at: number; check: KeyCheck }>();
+  readonly #cache = new Map<string, Cached>();
   /** keyId → hash of positively cached keys, so a `key_changed` event finds its entry. */
   readonly #hashByKeyId = new Map<string, string>();
   readonly #inFlight = new Map<string, Promise<Loaded>>();
@@ -137,7 +146,7 @@ export class KeyVerifier {
           this.counts.filterStale++;
           filter.add(prefix);
         }
-        if (epoch === this.#epoch) this.#remember(hash, now, check);
+        if (epoch === this.#epoch) this.#remember(hash, now, check, loaded.ids);
       }
     }
     if (check.ok && check.principal.expiresAt && check.principal.expiresAt.getTime() <= now) return { ok: false, reason: "expired" };
@@ -168,9 +177,9 @@ export class KeyVerifier {
   userChanged(userId: string): void {
     this.#invalidated();
     for (const [hash, entry] of this.#cache) {
-      if (entry.check.ok && entry.check.principal.userId === userId) {
+      if (entry.ids?.userId === userId) {
         this.#cache.delete(hash);
-        this.#hashByKeyId.delete(entry.check.principal.keyId);
+        this.#hashByKeyId.delete(entry.ids.keyId);
       }
     }
   }
@@ -190,15 +199,15 @@ export class KeyVerifier {
     this.#inFlight.clear();
   }
 
-  #remember(hash: string, now: number, check: KeyCheck): void {
+  #remember(hash: string, now: number, check: KeyCheck, ids: Cached["ids"]): void {
     if (this.#cache.size >= KEY_CACHE_ENTRIES_MAX) {
       const [oldHash, old] = this.#cache.entries().next().value!;
       this.#cache.delete(oldHash);
-      if (old.check.ok) this.#hashByKeyId.delete(old.check.principal.keyId);
+      if (old.ids) this.#hashByKeyId.delete(old.ids.keyId);
     }
     this.#cache.delete(hash);
-    this.#cache.set(hash, { at: now, check });
-    if (check.ok) this.#hashByKeyId.set(check.principal.keyId, hash);
+    this.#cache.set(hash, { at: now, check, ids });
+    if (ids) this.#hashByKeyId.set(ids.keyId, hash);
   }
 
   /** One lookup per key at a time: concurrent first uses of a key share it. */
@@ -217,8 +226,10 @@ export class KeyVerifier {
   async #load(hash: string): Promise<Loaded> {
     this.counts.queries++;
     const key = await this.db.virtualKey.findUnique({ where: { hash }, include: { user: { select: { status: true, planId: true } } } });
-    if (!key || key.status !== "active") return { check: { ok: false, reason: "invalid" }, active: false };
-    if (key.user.status !== "active") return { check: { ok: false, reason: "suspended" }, active: true };
+    if (!key || key.status === "revoked") return { check: { ok: false, reason: "invalid" }, active: false };
+    const ids = { keyId: key.id, userId: key.userId };
+    if (key.status === "suspended") return { check: { ok: false, reason: "key_suspended" }, active: true, ids };
+    if (key.user.status !== "active") return { check: { ok: false, reason: "suspended" }, active: true, ids };
     return {
       check: {
         ok: true,
@@ -236,6 +247,7 @@ export class KeyVerifier {
         },
       },
       active: true,
+      ids,
     };
   }
 

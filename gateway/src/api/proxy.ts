@@ -108,6 +108,7 @@ export async function authenticate(req: IncomingMessage, keys: KeyVerifier): Pro
   if (check.ok) return check.principal;
   if (check.reason === "expired") throw new GatewayError("key_expired", "This API key has expired.");
   if (check.reason === "suspended") throw new GatewayError("account_suspended", "The account that owns this API key is suspended.");
+  if (check.reason === "key_suspended") throw new GatewayError("key_suspended", "This API key is suspended by an administrator of this hub.");
   // Never echo the key back: not even a part of it.
   throw new GatewayError("invalid_api_key", "Incorrect API key provided.");
 }

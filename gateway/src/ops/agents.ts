@@ -18,7 +18,9 @@ export interface AgentChange {
 export async function changeAgent(db: Db, actor: Actor, agentId: string, change: AgentChange): Promise<boolean> {
   if (Object.keys(change).length === 0) return false;
   return db.$transaction(async (tx) => {
-    const n = await tx.agent.updateMany({ where: { id: agentId, status: { not: "revoked" } }, data: change });
+    // An admin setting the lane directly also settles any pending request for it.
+    const data = change.discountLane === undefined ? change : { ...change, discountLaneRequestedAt: null };
+    const n = await tx.agent.updateMany({ where: { id: agentId, status: { not: "revoked" } }, data });
     if (n.count === 0) return false;
     await recordAudit(tx, actor, "agent.updated", `agent:${agentId}`, { ...change });
     await publishHubEvent(tx, { kind: "agent_changed", agentId });
@@ -35,25 +37,83 @@ export class AgentLockedError extends Error {
 }
 
 /**
- * The owner's own switches for one of their agents: pause (no new requests) and the discount lane. An agent
- * an admin suspended or revoked cannot be resumed by its owner (AgentLockedError). False when `ownerId` has no
- * such agent.
+ * The owner's own switches for one of their agents: pause (no new requests) and the discount lane. Joining the
+ * lane is a request an administrator approves or refuses (`decideDiscountLane`); leaving it (or withdrawing the
+ * request) takes effect at once. An agent an admin suspended or revoked cannot be resumed by its owner
+ * (AgentLockedError). False when `ownerId` has no such agent.
  */
 export async function changeOwnAgent(db: Db, ownerId: string, agentId: string, change: { paused?: boolean; discountLane?: boolean }): Promise<boolean> {
   return db.$transaction(async (tx) => {
     const agent = await tx.agent.findFirst({ where: { id: agentId, ownerId } });
     if (!agent) return false;
-    const data: { status?: "active" | "paused"; discountLane?: boolean } = {};
+    const data: { status?: "active" | "paused"; discountLane?: boolean; discountLaneRequestedAt?: Date | null } = {};
     if (change.paused !== undefined) {
       if (agent.status !== "active" && agent.status !== "paused") throw new AgentLockedError(agent.status);
       data.status = change.paused ? "paused" : "active";
     }
-    if (change.discountLane !== undefined) data.discountLane = change.discountLane;
+    if (change.discountLane === true && !agent.discountLane && !agent.discountLaneRequestedAt) data.discountLaneRequestedAt = new Date();
+    if (change.discountLane === false) Object.assign(data, { discountLane: false, discountLaneRequestedAt: null });
     await tx.agent.update({ where: { id: agent.id }, data });
     await recordAudit(tx, `user:${ownerId}`, "agent.owner_updated", `agent:${agent.id}`, data);
     await publishHubEvent(tx, { kind: "agent_changed", agentId: agent.id });
     return true;
   });
+}
+
+/** Longest note an admin writes when deciding a discount-lane request, characters. */
+export const DISCOUNT_LANE_NOTE_CHARS_MAX = 1_000;
+
+/**
+ * An admin approves (the agent joins the lane: routing priority at the discount share) or refuses an owner's
+ * pending discount-lane request, with a note; audited (`agent.discount_lane_approved` / `_refused`), and every
+ * gateway follows at once.
+ */
+export async function decideDiscountLane(
+  db: Db,
+  actor: Actor,
+  agentId: string,
+  approve: boolean,
+  note: string,
+): Promise<"done" | "no_request" | "note_required" | "note_too_long"> {
+  const trimmed = note.trim();
+  if (!trimmed) return "note_required";
+  if (trimmed.length > DISCOUNT_LANE_NOTE_CHARS_MAX) return "note_too_long";
+  return db.$transaction(async (tx) => {
+    const n = await tx.agent.updateMany({
+      where: { id: agentId, discountLaneRequestedAt: { not: null }, status: { not: "revoked" } },
+      data: approve ? { discountLane: true, discountLaneRequestedAt: null } : { discountLaneRequestedAt: null },
+    });
+    if (n.count === 0) return "no_request" as const;
+    await recordAudit(tx, actor, `agent.discount_lane_${approve ? "approved" : "refused"}`, `agent:${agentId}`, { note: trimmed });
+    await publishHubEvent(tx, { kind: "agent_changed", agentId });
+    return "done" as const;
+  });
+}
+
+/** Agents whose owners asked to join the discount lane, oldest request first. */
+export async function discountLaneRequests(db: Db, limit = 100) {
+  return db.agent.findMany({
+    where: { discountLaneRequestedAt: { not: null }, status: { not: "revoked" } },
+    orderBy: { discountLaneRequestedAt: "asc" },
+    take: limit,
+    select: { id: true, name: true, ownerId: true, tier: true, status: true, discountLaneRequestedAt: true, owner: { select: { email: true } } },
+  });
+}
+
+/** The latest decision on an agent's discount-lane request (what its owner is told), or null. */
+export async function lastDiscountLaneDecision(db: Db, agentIds: string[]): Promise<Map<string, { approved: boolean; note: string | null; at: Date }>> {
+  const events = await db.auditEvent.findMany({
+    where: { subject: { in: agentIds.map((id) => `agent:${id}`) }, action: { in: ["agent.discount_lane_approved", "agent.discount_lane_refused"] } },
+    orderBy: { createdAt: "desc" },
+  });
+  const out = new Map<string, { approved: boolean; note: string | null; at: Date }>();
+  for (const e of events) {
+    const id = e.subject.slice("agent:".length);
+    if (out.has(id)) continue;
+    const detail = e.detail as { note?: unknown };
+    out.set(id, { approved: e.action.endsWith("approved"), note: typeof detail.note === "string" ? detail.note : null, at: e.createdAt });
+  }
+  return out;
 }
 
 /** Revokes an agent for good: its tunnel is closed and its next handshake refused. False when unknown. */

@@ -73,7 +73,7 @@ export async function issueKey(
  */
 export async function revokeKeyIn(tx: KeyWriter, keyId: string, opts: { userId?: string; actor?: Actor } = {}): Promise<boolean> {
   const n = await tx.virtualKey.updateMany({
-    where: { id: keyId, status: "active", ...(opts.userId ? { userId: opts.userId } : {}) },
+    where: { id: keyId, status: { in: ["active", "suspended"] }, ...(opts.userId ? { userId: opts.userId } : {}) },
     data: { status: "revoked", revokedAt: new Date() },
   });
   if (n.count === 0) return false;

@@ -12,6 +12,10 @@ export {
   AgentLockedError,
   changeAgent,
   changeOwnAgent,
+  decideDiscountLane,
+  DISCOUNT_LANE_NOTE_CHARS_MAX,
+  discountLaneRequests,
+  lastDiscountLaneDecision,
   parseAgentRateSettings,
   revokeAgent,
   setOwnAgentRate,
@@ -45,7 +49,18 @@ export {
   type UpdateRequiredNotice,
 } from "./releases.ts";
 export { createPlan, publishPrices, setTierShare, type NewPlan } from "./prices.ts";
-export { decideFlag, listRiskFlags, type FlagDecision } from "./risk.ts";
+export {
+  actOnFlag,
+  decideFlag,
+  FLAG_ACTIONS,
+  FLAG_NOTE_CHARS_MAX,
+  flagReview,
+  listRiskFlags,
+  type FlagAction,
+  type FlagActionResult,
+  type FlagDecision,
+  type FlagReview,
+} from "./risk.ts";
 export { ContentRules, type ContentScreen } from "../risk/content_screen.ts";
 export { addContentRule, ContentRuleError, listContentRules, removeContentRule } from "./content_rules.ts";
 export { audit, Treasury, type EarningsDay } from "./treasury.ts";

@@ -12,6 +12,7 @@ import { createHash, randomBytes } from "node:crypto";
 import type pg from "pg";
 import { newId } from "@wellspring/db/core";
 import { ACCOUNT_FUNDING, inTransaction, ownerAccount, postCredit } from "../billing/ledger.ts";
+import { agentProbationMs } from "../risk/probation.ts";
 
 export const ACCOUNT_PAYOUTS_PENDING = "platform:payouts_pending";
 /** Codes in one redemption batch at most. */
@@ -60,8 +61,48 @@ export interface PaymentProvider {
   confirm(paymentId: string): Promise<{ userId: string; amountMicros: bigint } | null>;
 }
 
+export interface TreasuryOptions {
+  /** New agents' probation (risk/probation.ts), ms; default from AGENT_PROBATION_HOURS. */
+  probationMs?: number;
+  /** The clock probation is judged by. */
+  now?: () => Date;
+}
+
 export class Treasury {
-  constructor(private readonly pool: pg.Pool) {}
+  readonly #probationMs: number;
+  readonly #now: () => Date;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    opts: TreasuryOptions = {},
+  ) {
+    this.#probationMs = opts.probationMs ?? agentProbationMs();
+    this.#now = opts.now ?? (() => new Date());
+  }
+
+  /**
+   * An owner's earnings still pending because the agent that earned them is on probation (and not already held
+   * for review, which counts once, as held): per such agent, what it earned and when its probation ends.
+   */
+  async probationPending(
+    ownerId: string,
+    c: Pick<pg.Pool, "query"> = this.pool,
+  ): Promise<{ totalMicros: bigint; agents: { agentId: string; amountMicros: bigint; endsAt: Date }[] }> {
+    if (this.#probationMs <= 0) return { totalMicros: 0n, agents: [] };
+    const since = new Date(this.#now().getTime() - this.#probationMs);
+    const r = await c.query<{ agent_id: string; created_at: Date; amount: string }>(
+      `SELECT a.id AS agent_id, a.created_at, COALESCE(SUM(r.earning_micros), 0)::text AS amount
+       FROM agents a JOIN reservations r ON r.agent_id = a.id AND r.owner_id = $1 AND r.status = 'settled'
+       WHERE a.owner_id = $1 AND a.created_at > $2
+         AND NOT EXISTS (SELECT 1 FROM earning_holds h WHERE h.request_id = r.request_id AND h.status = 'held')
+       GROUP BY a.id, a.created_at ORDER BY a.created_at`,
+      [ownerId, since],
+    );
+    const agents = r.rows
+      .map((row) => ({ agentId: row.agent_id, amountMicros: BigInt(row.amount), endsAt: new Date(row.created_at.getTime() + this.#probationMs) }))
+      .filter((a) => a.amountMicros > 0n);
+    return { totalMicros: agents.reduce((n, a) => n + a.amountMicros, 0n), agents };
+  }
 
   /** An admin adds credit to a user's wallet; `grantId` makes a retry harmless. */
   async grant(actor: Actor, userId: string, amountMicros: bigint, reason: string, grantId = newId("grt")): Promise<"credited" | "duplicate"> {
@@ -175,7 +216,9 @@ export class Treasury {
         "SELECT (wellspring_account_total($1) - COALESCE((SELECT SUM(amount_micros) FROM earning_holds WHERE owner_id = $2 AND status = 'held'), 0))::text AS s",
         [ownerAccount(ownerId), ownerId],
       );
-      const availableMicros = BigInt(r.rows[0]!.s);
+      const pending = (await this.probationPending(ownerId, c)).totalMicros;
+      const afterHolds = BigInt(r.rows[0]!.s);
+      const availableMicros = afterHolds - pending > 0n ? afterHolds - pending : 0n;
       if (availableMicros < amountMicros) return { outcome: "insufficient_earnings" as const, availableMicros };
       const payoutId = newId("pay");
       await c.query("INSERT INTO payouts (id, owner_id, amount_micros) VALUES ($1, $2, $3)", [payoutId, ownerId, amountMicros.toString()]);

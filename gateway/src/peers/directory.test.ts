@@ -44,6 +44,7 @@ describe("gateway directory", () => {
         status: "active",
         tier: "S",
         discountLane: false,
+        createdAt: expect.any(Date), // its probation counts from here
         rateMode: "auto",
         rpmLimit: null,
         tpmLimit: null,

@@ -45,6 +45,7 @@ export interface RemoteAgentRow {
   status: "active" | "paused" | "suspended" | "revoked";
   tier: Tier;
   discountLane: boolean;
+  createdAt: Date;
   rateMode: "auto" | "expert";
   rpmLimit: number | null;
   tpmLimit: number | null;
@@ -69,7 +70,7 @@ export async function readPeers(db: Executor, selfId: string): Promise<{ peers: 
   if (peers.length === 0) return { peers, agents: [] };
   const agents = await db.$queryRaw<RemoteAgentRow[]>`
     SELECT a.id AS "agentId", a.connected_gateway AS "gatewayId", a.owner_id AS "ownerId", a.status::text AS status, a.tier::text AS tier,
-      a.discount_lane AS "discountLane", a.rate_mode::text AS "rateMode", a.rpm_limit AS "rpmLimit", a.tpm_limit AS "tpmLimit",
+      a.discount_lane AS "discountLane", a.created_at AS "createdAt", a.rate_mode::text AS "rateMode", a.rpm_limit AS "rpmLimit", a.tpm_limit AS "tpmLimit",
       a.concurrency_limit AS "concurrencyLimit", a.models, a.context_windows AS "contextWindows"
     FROM agents a JOIN gateway_peers p ON p.gateway_id = a.connected_gateway
     WHERE a.connected_gateway <> ${selfId} AND p.expires_at > now() AND a.presence_expires_at > now()`;

@@ -85,7 +85,7 @@ export class RemoteAgent implements AgentLink {
 
 function profileOf(r: RemoteAgentRow): AgentProfile {
   const limits = r.rateMode === "expert" ? { rpm: r.rpmLimit, tpm: r.tpmLimit, concurrency: r.concurrencyLimit } : null;
-  return { ownerId: r.ownerId, status: r.status, tier: r.tier, discountLane: r.discountLane, limits };
+  return { ownerId: r.ownerId, status: r.status, tier: r.tier, discountLane: r.discountLane, limits, createdAt: r.createdAt };
 }
 
 /** The `api:model` keys of an agent's `provider:model` list, with the context window its holder wrote for each. */

@@ -5,6 +5,7 @@
  * credited at settlement as usual, and a hold only lowers what the owner may withdraw.
  */
 import { newId, type Db } from "@wellspring/db/core";
+import { ownerAccount } from "../billing/ledger.ts";
 
 type Executor = Pick<Db, "$queryRaw" | "$executeRaw">;
 
@@ -25,6 +26,35 @@ export async function holdEarning(tx: Executor, h: EarningHoldInput): Promise<vo
     INSERT INTO earning_holds (id, owner_id, agent_id, request_id, flag_id, reason, amount_micros)
     VALUES (${newId("hld")}, ${h.ownerId}, ${h.agentId}, ${h.requestId}, ${h.flagId}, ${h.reason}, ${h.amountMicros})
     ON CONFLICT (request_id) DO NOTHING`;
+}
+
+/** The reason of an admin's hold placed from a flag (the owner reads `holdReasonText`). */
+export const REVIEW_HOLD = "review_hold";
+
+/**
+ * An admin's hold from a flag: everything the owner may request for payout now (their earnings account less
+ * what is already held) is held until the flag's holds are released. Takes the lock `Treasury.requestPayout`
+ * takes, so a payout asked at the same moment either comes first (and is not held) or sees the hold. Returns
+ * the amount held (0: nothing was available).
+ */
+export async function holdAvailableEarnings(tx: Executor, ownerId: string, flagId: string, heldBy: string): Promise<bigint> {
+  const account = ownerAccount(ownerId);
+  await tx.$queryRaw`SELECT pg_advisory_xact_lock(hashtext(${account}))::text`;
+  const rows = await tx.$queryRaw<{ s: string }[]>`
+    SELECT (wellspring_account_total(${account}) - COALESCE((SELECT SUM(amount_micros) FROM earning_holds WHERE owner_id = ${ownerId} AND status = 'held'), 0))::text AS s`;
+  const available = BigInt(rows[0]!.s);
+  if (available <= 0n) return 0n;
+  await tx.$executeRaw`
+    INSERT INTO earning_holds (id, owner_id, agent_id, request_id, flag_id, reason, amount_micros, held_by)
+    VALUES (${newId("hld")}, ${ownerId}, NULL, NULL, ${flagId}, ${REVIEW_HOLD}, ${available}, ${heldBy})`;
+  return available;
+}
+
+/** What a flag holds now: µ$ and holds. */
+export async function flagHeld(tx: Executor, flagId: string): Promise<{ amountMicros: bigint; holds: number }> {
+  const rows = await tx.$queryRaw<{ amount: bigint | null; holds: bigint }[]>`
+    SELECT SUM(amount_micros)::bigint AS amount, COUNT(*)::bigint AS holds FROM earning_holds WHERE flag_id = ${flagId} AND status = 'held'`;
+  return { amountMicros: BigInt(rows[0]?.amount ?? 0n), holds: Number(rows[0]?.holds ?? 0n) };
 }
 
 /** Releases the holds a flag placed (it was approved or dismissed); returns how many. */
@@ -55,6 +85,8 @@ export function holdReasonText(reason: string): string {
   switch (reason) {
     case "usage_divergence":
       return "Your agent reported more tokens than the hub counted passing through it. Those requests were charged at the hub's count, and their earnings are held until an administrator reviews them.";
+    case REVIEW_HOLD:
+      return "An administrator is holding these earnings while reviewing activity on your account; they cannot be requested for payout until the review ends.";
     default:
       return "Held while an administrator reviews activity on your account.";
   }

@@ -32,6 +32,8 @@ export interface RoutingOptions {
   remote?: RemoteCandidates;
   /** Where breaker changes are written for the portal; none when absent. */
   snapshot?: BreakerSnapshot;
+  /** New agents' probation, ms (risk/probation.ts): they weigh less in the draw meanwhile; 0 / absent = none. */
+  probationMs?: number;
 }
 
 export class Routing {
@@ -49,7 +51,10 @@ export class Routing {
       observeBreakerChange(to);
       opts.snapshot?.changed(agentId, model, to);
     });
-    this.policy = new RoutingPolicy(registry, this.breakers, this.scores, opts.headroom ?? streamHeadroom, opts.random, opts.remote);
+    this.policy = new RoutingPolicy(registry, this.breakers, this.scores, opts.headroom ?? streamHeadroom, opts.random, opts.remote, {
+      ms: opts.probationMs ?? 0,
+      now: opts.now ?? Date.now,
+    });
   }
 
   /** The agent answered with a response head that is not its fault, `ttfbMs` after the attempt was dispatched. */

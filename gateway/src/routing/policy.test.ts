@@ -18,9 +18,11 @@ interface FakeAgent {
   contextTokens?: number | null;
   /** The agent reported its own rate limit has no room for this long (RATE_STATE). */
   saturatedForMs?: number;
+  /** When it was enrolled (probation counts from here), ms on the test clock. */
+  createdAtMs?: number;
 }
 
-function setup(agents: FakeAgent[], random: () => number = Math.random, remote?: RemoteCandidates) {
+function setup(agents: FakeAgent[], random: () => number = Math.random, remote?: RemoteCandidates, probationMs = 0) {
   const registry = new AgentRegistry();
   for (const a of agents) {
     const conn = {
@@ -44,12 +46,13 @@ function setup(agents: FakeAgent[], random: () => number = Math.random, remote?:
       status: a.paused ? "paused" : "active",
       tier: a.tier ?? "A",
       discountLane: a.discountLane ?? false,
+      ...(a.createdAtMs !== undefined ? { createdAt: new Date(a.createdAtMs) } : {}),
     });
   }
   let now = 1_000_000;
   const breakers = new CircuitBreakers({ failuresToOpen: 3, failureWindowMs: 10_000, openMs: 5_000, probeTimeoutMs: 20_000 }, () => now);
   const scores = new AgentScores();
-  const policy = new RoutingPolicy(registry, breakers, scores, undefined, random, remote);
+  const policy = new RoutingPolicy(registry, breakers, scores, undefined, random, remote, { ms: probationMs, now: () => now });
   return { policy, breakers, scores, advance: (ms: number) => (now += ms) };
 }
 
@@ -190,5 +193,39 @@ describe("RoutingPolicy.plan", () => {
     expect(order(policy, req({ restriction: { ownerIds: ["usr_owner"], minTier: null } }))).toEqual(["agt_here"]);
     expect(order(policy, req({ pinnedAgentId: "agt_far_s" }))).toEqual(["agt_far_s"]);
     expect(policy.plan(req({ pinnedAgentId: "agt_gone" }))).toEqual({ ok: false, reason: "pinned_gone" });
+  });
+});
+
+describe("probation", () => {
+  it("an agent enrolled within the probation period gets a bounded share of a class, and an even one once it ends", () => {
+    const HOUR = 3_600_000;
+    // A seeded generator: the same draws on every run.
+    let seed = 42;
+    const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+    const { policy, advance } = setup(
+      [
+        { id: "agt_old", createdAtMs: 1_000_000 - 1_000 * HOUR },
+        { id: "agt_new", createdAtMs: 1_000_000 - HOUR },
+      ],
+      random,
+      undefined,
+      72 * HOUR,
+    );
+    const newShare = () => {
+      let first = 0;
+      for (let i = 0; i < 10_000; i++) {
+        const plan = policy.plan(req());
+        if (plan.ok && plan.candidates[0]!.agentId === "agt_new") first++;
+      }
+      return first / 10_000;
+    };
+    // Weight × AGENT_PROBATION_WEIGHT_FACTOR (0.1) against an equal peer: 0.1 / 1.1 ≈ 9 %.
+    const during = newShare();
+    expect(during).toBeGreaterThan(0.07);
+    expect(during).toBeLessThan(0.11);
+    advance(71 * HOUR + 1); // 72 h after its enrollment
+    const after = newShare();
+    expect(after).toBeGreaterThan(0.45);
+    expect(after).toBeLessThan(0.55);
   });
 });

@@ -6,7 +6,9 @@
  * not excluded (already tried for this request), have headroom, and whose breaker for the model is not open.
  * They are ordered in classes — the discount lane first (owners accepted a lower share for priority), then tier
  * S before tier A — and within a class by a weighted random draw (weight = measured score × headroom), so the
- * best agent gets most traffic but one agent is never hammered while its peers idle.
+ * best agent gets most traffic but one agent is never hammered while its peers idle. An agent on probation (enrolled
+ * less than AGENT_PROBATION_HOURS ago) weighs AGENT_PROBATION_WEIGHT_FACTOR as much in that draw: a bounded share
+ * while peers have room, all of it when it is the only one.
  *
  * Candidates are the agents connected to this gateway and, with several gateways, those connected to the
  * others (`RemoteCandidates`, reached through a gateway link): the same policy orders both. A remote agent's
@@ -25,6 +27,9 @@ export interface AgentRestriction {
 }
 
 export const NO_RESTRICTION: AgentRestriction = { ownerIds: [], minTier: null };
+
+/** What an agent on probation (risk/probation.ts) weighs in the draw against an established agent of its class (a factor). */
+export const AGENT_PROBATION_WEIGHT_FACTOR = 0.1;
 
 /**
  * How much room an agent has for one more request of a model, in [0, 1]: 0 = none (it is skipped), 1 = idle;
@@ -110,6 +115,8 @@ export class RoutingPolicy {
     private readonly headroom: Headroom = streamHeadroom,
     private readonly random: () => number = Math.random,
     private readonly remote: RemoteCandidates = NO_REMOTE,
+    /** New agents' probation: an agent enrolled less than `ms` ago weighs AGENT_PROBATION_WEIGHT_FACTOR as much. */
+    private readonly probation: { ms: number; now: () => number } = { ms: 0, now: Date.now },
   ) {}
 
   /** Every agent serving the model: this gateway's, then the other gateways'. */
@@ -145,7 +152,8 @@ export class RoutingPolicy {
       if (!this.breakers.allows(agentId, req.model, false)) continue;
       const room = this.headroom.room(conn, req.model);
       if (room <= 0) continue;
-      const weight = this.scores.weight(agentId, req.model) * room;
+      const onProbation = profile.createdAt !== undefined && this.probation.now() - profile.createdAt.getTime() < this.probation.ms;
+      const weight = this.scores.weight(agentId, req.model) * room * (onProbation ? AGENT_PROBATION_WEIGHT_FACTOR : 1);
       // Exponential race: sorting by −ln(u)/w draws a weighted order without replacement.
       const key = -Math.log(1 - this.random()) / weight;
       const cls = this.headroom.saturated?.(conn) ? SATURATED_CLASS : (profile.discountLane ? 10 : 0) + TIER_RANK[profile.tier];

@@ -112,6 +112,8 @@ export interface AgentRecord {
   rpmLimit: number | null;
   tpmLimit: number | null;
   concurrencyLimit: number | null;
+  /** When it was enrolled: its probation (risk/probation.ts) counts from here. */
+  createdAt: Date;
 }
 
 /** Where a connection looks up the agent that answers its challenge. */

@@ -31,6 +31,7 @@ export class AgentDirectory implements AgentLookup {
         rpmLimit: true,
         tpmLimit: true,
         concurrencyLimit: true,
+        createdAt: true,
       },
     });
   }

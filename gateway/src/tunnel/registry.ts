@@ -18,6 +18,8 @@ export interface AgentProfile {
   discountLane: boolean;
   /** Limits the hub holds the agent to (expert mode); null in auto mode (the agent paces itself). */
   limits: { rpm: number | null; tpm: number | null; concurrency: number | null } | null;
+  /** When the agent was enrolled (its probation counts from here); absent = not on probation. */
+  createdAt?: Date;
 }
 
 /** The tier a request routed to the agent now is settled at. */
@@ -39,11 +41,18 @@ export class AgentRegistry {
   /** An agent's standing changed (handshake, admin, owner): routing and billing use it from now. */
   setProfile(
     agent: Pick<AgentRecord, "id" | "ownerId" | "status" | "tier" | "discountLane"> &
-      Partial<Pick<AgentRecord, "rateMode" | "rpmLimit" | "tpmLimit" | "concurrencyLimit">>,
+      Partial<Pick<AgentRecord, "rateMode" | "rpmLimit" | "tpmLimit" | "concurrencyLimit" | "createdAt">>,
   ): void {
     const limits =
       agent.rateMode === "expert" ? { rpm: agent.rpmLimit ?? null, tpm: agent.tpmLimit ?? null, concurrency: agent.concurrencyLimit ?? null } : null;
-    this.#profiles.set(agent.id, { ownerId: agent.ownerId, status: agent.status, tier: agent.tier, discountLane: agent.discountLane, limits });
+    this.#profiles.set(agent.id, {
+      ownerId: agent.ownerId,
+      status: agent.status,
+      tier: agent.tier,
+      discountLane: agent.discountLane,
+      limits,
+      ...(agent.createdAt ? { createdAt: agent.createdAt } : {}),
+    });
     // The agent holds the owner's limits itself too (its token bucket): it hears of every change (CONFIG).
     if (agent.rateMode !== undefined)
       this.#byAgent.get(agent.id)?.sendConfig(limits ? { rateMode: "expert", ...limits } : { rateMode: "auto", rpm: null, tpm: null, concurrency: null });

@@ -1,7 +1,9 @@
 import "server-only";
 import {
   changeAgent,
+  decideDiscountLane,
   degradedLimitsGateways,
+  discountLaneRequests,
   Ledger,
   liveBreakers,
   setUserStatus as setStatus,
@@ -136,6 +138,40 @@ export async function outbox(actor: Actor): Promise<{ mode: "smtp" | "outbox"; m
 export async function setAgent(actor: Actor, agentId: string, change: { tier?: "S" | "A" | "discount"; status?: "active" | "suspended" }): Promise<boolean> {
   requireAdmin(actor);
   return changeAgent(db(), `user:${actor.userId}`, agentId, change);
+}
+
+export interface LaneRequestRow {
+  agentId: string;
+  agentName: string;
+  ownerEmail: string;
+  tier: string;
+  status: string;
+  requestedAt: Date;
+}
+
+/** Owners' pending requests to put an agent in the discount lane, oldest first. Admins only. */
+export async function laneRequests(actor: Actor): Promise<LaneRequestRow[]> {
+  requireAdmin(actor);
+  const rows = await discountLaneRequests(db());
+  return rows.map((a) => ({
+    agentId: a.id,
+    agentName: a.name,
+    ownerEmail: a.owner.email,
+    tier: a.tier,
+    status: a.status,
+    requestedAt: a.discountLaneRequestedAt!,
+  }));
+}
+
+/** Approves (the agent joins the lane, on every gateway at once) or refuses a pending lane request, with a note; audited. Admins only. */
+export async function decideLane(
+  actor: Actor,
+  agentId: string,
+  approve: boolean,
+  note: string,
+): Promise<"done" | "no_request" | "note_required" | "note_too_long"> {
+  requireAdmin(actor);
+  return decideDiscountLane(db(), `user:${actor.userId}`, agentId, approve, note);
 }
 
 export interface BatchRow {

@@ -164,8 +164,33 @@ describe("roles and other owners' agents", () => {
     expect(await owner.updateAgent(as("dave"), carolAgent, { paused: true, discountLane: true })).toBe(false);
     const agent = await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } });
     expect({ status: agent.status, discountLane: agent.discountLane }).toEqual({ status: "active", discountLane: false });
+    // Joining the discount lane is a request: only an administrator's approval puts the agent in it.
     expect(await owner.updateAgent(as("carol"), carolAgent, { discountLane: true })).toBe(true);
-    expect((await owner.listAgents(as("carol"))).map((a) => [a.id, a.discountLane])).toEqual([[carolAgent, true]]);
+    const [requested] = await owner.listAgents(as("carol"));
+    expect([requested!.id, requested!.discountLane, requested!.discountLaneRequestedAt instanceof Date]).toEqual([carolAgent, false, true]);
+    await expect(admin.decideLane(as("carol"), carolAgent, true, "self-approved")).rejects.toBeInstanceOf(actorMod.Forbidden);
+    expect((await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } })).discountLane).toBe(false);
+    const root: Actor = { ...actor(bob.userId, bob.email), isAdmin: true }; // an administrator
+    expect(await admin.decideLane(root, carolAgent, true, "")).toBe("note_required");
+    expect((await admin.laneRequests(root)).map((r) => r.agentId)).toEqual([carolAgent]);
+    expect(await admin.decideLane(root, carolAgent, false, "not yet: too new")).toBe("done");
+    expect(await admin.decideLane(root, carolAgent, true, "again")).toBe("no_request");
+    const [refused] = await owner.listAgents(as("carol"));
+    expect([refused!.discountLane, refused!.discountLaneRequestedAt, refused!.discountLaneDecision?.note]).toEqual([false, null, "not yet: too new"]);
+    expect(await owner.updateAgent(as("carol"), carolAgent, { discountLane: true })).toBe(true);
+    expect(await admin.decideLane(root, carolAgent, true, "track record checked")).toBe("done");
+    expect((await owner.listAgents(as("carol"))).map((a) => [a.id, a.discountLane, a.discountLaneRequestedAt])).toEqual([[carolAgent, true, null]]);
+    const trail = await database.db.auditEvent.findMany({
+      where: { subject: `agent:${carolAgent}`, action: { startsWith: "agent.discount_lane" } },
+      orderBy: { id: "asc" },
+    });
+    expect(trail.map((e) => [e.action, e.actor])).toEqual([
+      ["agent.discount_lane_refused", `user:${bob.userId}`],
+      ["agent.discount_lane_approved", `user:${bob.userId}`],
+    ]);
+    // Leaving takes effect at once, without an administrator.
+    expect(await owner.updateAgent(as("carol"), carolAgent, { discountLane: false })).toBe(true);
+    expect((await database.db.agent.findUniqueOrThrow({ where: { id: carolAgent } })).discountLane).toBe(false);
   });
 
   it("an owner sets their agent's rate mode (validated and audited) and cannot set another owner's", async () => {
@@ -204,6 +229,9 @@ describe("roles and other owners' agents", () => {
       ["setAgentRate", () => owner.setAgentRate(bob, carolAgent, { rateMode: "auto" })],
       ["flagQueue", () => risk.flagQueue(as("carol"), "open")],
       ["decideFlag", () => risk.decideFlag(as("carol"), flagId, "suspended", "no")],
+      ["reviewFlag", () => risk.reviewFlag(bob, flagId)],
+      ["actOnFlagAs", () => risk.actOnFlagAs(as("carol"), flagId, "suspend_subject", "no")],
+      ["actOnFlagAs (hold)", () => risk.actOnFlagAs(bob, flagId, "hold_earnings", "no")],
       ["publishDraft", () => prices.publishDraft(bob, [], "x")],
       ["searchAccounts", () => admin.searchAccounts(as("carol"), "")],
       ["setUserStatus", () => admin.setUserStatus(as("carol"), bob.userId, "suspended", "x")],
@@ -216,6 +244,8 @@ describe("roles and other owners' agents", () => {
     ];
     for (const [name, run] of refusals) await expect(run(), name).rejects.toBeInstanceOf(actorMod.Forbidden);
     expect((await database.db.riskFlag.findUniqueOrThrow({ where: { id: flagId } })).status).toBe("open");
+    expect(await database.db.auditEvent.count({ where: { subject: `flag:${flagId}` } })).toBe(0);
+    expect(await database.db.earningHold.count({ where: { flagId } })).toBe(0);
     expect((await database.db.user.findUniqueOrThrow({ where: { id: bob.userId } })).status).toBe("active");
     expect(await database.db.enrollmentToken.count({ where: { ownerId: bob.userId } })).toBe(0);
     expect(await database.db.priceVersion.count()).toBe(0);

@@ -8,7 +8,8 @@ export interface KeyRow {
   id: string;
   name: string;
   prefix: string;
-  status: "active" | "revoked";
+  /** suspended: an administrator stopped it from a risk review (calls are refused with key_suspended). */
+  status: "active" | "suspended" | "revoked";
   allowedModels: string[];
   rpmLimit: number | null;
   tpmLimit: number | null;
@@ -219,7 +220,7 @@ async function ownerIds(emails: readonly string[]): Promise<string[]> {
 
 /** Creates a key for the actor; the secret is returned once and never stored. */
 export async function createKey(actor: Actor, key: NewKey): Promise<{ id: string; secret: string }> {
-  const count = await db().virtualKey.count({ where: { userId: actor.userId, status: "active" } });
+  const count = await db().virtualKey.count({ where: { userId: actor.userId, status: { in: ["active", "suspended"] } } });
   if (count >= KEYS_PER_USER_MAX) throw new Error(`You have ${KEYS_PER_USER_MAX} active keys; revoke one first.`);
   const allowedOwnerIds = await ownerIds(key.ownerEmails ?? []);
   return issueKey(db(), actor.userId, key.name, {

@@ -5,6 +5,7 @@ import {
   AgentLockedError,
   changeOwnAgent,
   createEnrollmentToken,
+  lastDiscountLaneDecision,
   parseAgentRateSettings,
   setOwnAgentRate,
   DUPLICATE_AGENT_IDENTITY,
@@ -68,7 +69,12 @@ export interface AgentRow {
   status: string;
   online: boolean;
   tier: string;
+  /** In the discount lane (an administrator approved it). */
   discountLane: boolean;
+  /** The owner asked to join the lane and no administrator has decided yet. */
+  discountLaneRequestedAt: Date | null;
+  /** The last administrator decision on a lane request, with its note (refusals are shown to the owner). */
+  discountLaneDecision: { approved: boolean; note: string | null; at: Date } | null;
   version: string | null;
   models: string[];
   priceVer: number | null;
@@ -111,6 +117,10 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
   const policy = await db().agentReleasePolicy.findUnique({ where: { id: 1 } });
   const releasePolicy = { latestVersion: policy?.latestVersion ?? null, minimumVersion: policy?.minimumVersion ?? null };
   const ledgers = await agentLedgerSummaries(db(), rows);
+  const laneDecisions = await lastDiscountLaneDecision(
+    db(),
+    rows.map((a) => a.id),
+  );
   const breakers = await liveBreakers(
     db(),
     rows.map((a) => a.id),
@@ -130,6 +140,8 @@ export async function listAgents(actor: Actor): Promise<AgentRow[]> {
     online: isOnline(a),
     tier: a.tier,
     discountLane: a.discountLane,
+    discountLaneRequestedAt: a.discountLaneRequestedAt,
+    discountLaneDecision: laneDecisions.get(a.id) ?? null,
     version: a.version,
     models: a.models,
     priceVer: a.priceVer,
@@ -176,10 +188,12 @@ export async function updateAgent(actor: Actor, agentId: string, change: { pause
 }
 
 export interface Earnings {
-  /** Earnings not requested for payout and not held: what a payout may ask for. */
+  /** Earnings not requested for payout, not held and not pending probation: what a payout may ask for. */
   unrequestedMicros: bigint;
   /** Earnings held for an administrator's review, and why. */
   held: { totalMicros: bigint; reasons: { text: string; amountMicros: bigint; requests: number; since: Date }[] };
+  /** Earnings of agents still on probation: available once each agent's probation ends (UTC). */
+  probation: { totalMicros: bigint; agents: { agentId: string; amountMicros: bigint; endsAt: Date }[] };
   pendingPayoutMicros: bigint;
   paidMicros: bigint;
   byDay: EarningsDay[];
@@ -190,9 +204,10 @@ export interface Earnings {
 export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
   requireOwner(actor);
   const treasury = new Treasury(pool());
-  const [balanceMicros, held, byDay, byModel, payouts] = await Promise.all([
+  const [balanceMicros, held, probation, byDay, byModel, payouts] = await Promise.all([
     treasury.ownerBalance(actor.userId),
     heldEarnings(db(), actor.userId),
+    treasury.probationPending(actor.userId),
     treasury.ownerEarningsByDay(actor.userId, days),
     pool().query<{ model: string | null; earning: string; requests: string }>(
       `SELECT model, SUM(earning_micros)::text AS earning, COUNT(*)::text AS requests FROM reservations
@@ -203,7 +218,8 @@ export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
     db().payout.findMany({ where: { ownerId: actor.userId }, orderBy: { requestedAt: "desc" }, take: 50 }),
   ]);
   return {
-    unrequestedMicros: balanceMicros - held.totalMicros,
+    unrequestedMicros: balanceMicros - held.totalMicros - probation.totalMicros > 0n ? balanceMicros - held.totalMicros - probation.totalMicros : 0n,
+    probation,
     held: {
       totalMicros: held.totalMicros,
       reasons: held.reasons.map((r) => ({ text: holdReasonText(r.reason), amountMicros: r.amountMicros, requests: r.requests, since: r.since })),

@@ -1,5 +1,16 @@
 import "server-only";
-import { decideFlag as decide, listRiskFlags, raiseRiskFlag, type FlagDecision, type RiskFlagInput } from "@wellspring/gateway";
+import {
+  actOnFlag,
+  decideFlag as decide,
+  flagReview,
+  listRiskFlags,
+  raiseRiskFlag,
+  type FlagAction,
+  type FlagActionResult,
+  type FlagDecision,
+  type FlagReview,
+  type RiskFlagInput,
+} from "@wellspring/gateway";
 import { db } from "../db";
 import { requireAdmin, type Actor } from "./actor";
 
@@ -41,4 +52,19 @@ export async function decideFlag(actor: Actor, flagId: string, decision: FlagDec
 export async function auditTrail(actor: Actor, subject: string): Promise<{ action: string; actor: string; createdAt: Date; detail: unknown }[]> {
   requireAdmin(actor);
   return db().auditEvent.findMany({ where: { subject }, orderBy: { createdAt: "asc" }, select: { action: true, actor: true, createdAt: true, detail: true } });
+}
+
+/** A flag's page: its evidence, its subject's state, what it holds, and every decision and action on it. Admins only. */
+export async function reviewFlag(actor: Actor, flagId: string): Promise<FlagReview | null> {
+  requireAdmin(actor);
+  return flagReview(db(), flagId);
+}
+
+/**
+ * From a flag (open or decided), with a note: hold the owner's available earnings, release what the flag holds,
+ * suspend or reinstate its user, agent or key (every gateway at once). Admins only; audited with actor, note, time.
+ */
+export async function actOnFlagAs(actor: Actor, flagId: string, action: FlagAction, note: string): Promise<FlagActionResult> {
+  requireAdmin(actor);
+  return actOnFlag(db(), `user:${actor.userId}`, flagId, action, note);
 }

@@ -21,6 +21,25 @@ function nextStep(a: AgentRow): string | null {
   return null;
 }
 
+/** Where the owner's discount-lane request stands: pending, or the last refusal with the administrator's note. */
+function LaneNote({ agent: a }: { agent: AgentRow }) {
+  if (a.discountLaneRequestedAt)
+    return (
+      <div data-testid={`agent-lane-${a.id}`} className="mt-1 text-amber-700">
+        Discount lane requested {utc(a.discountLaneRequestedAt)}: waiting for an administrator.
+      </div>
+    );
+  const d = a.discountLaneDecision;
+  if (d && !d.approved && !a.discountLane)
+    return (
+      <div data-testid={`agent-lane-${a.id}`} className="mt-1 text-slate-600">
+        Discount lane refused {utc(d.at)}
+        {d.note ? `: ${d.note}` : ""}
+      </div>
+    );
+  return null;
+}
+
 const perMinute = (n: number | null, unit: string) => (n === null ? `no ${unit} limit` : `${n.toLocaleString("en-US")} ${unit}/min`);
 
 /** The rate mode in force and, in auto mode, what the agent learnt from its provider. */
@@ -185,6 +204,7 @@ export default async function AgentsPage() {
                           {a.tier} ({TIER_SHARE[a.tier] ?? a.tier} of list price)
                         </span>
                       )}
+                      <LaneNote agent={a} />
                     </td>
                     <td className="max-w-[12rem] break-words py-2 text-xs text-slate-600">
                       {a.models.length ? a.models.map((m) => m.split(":").slice(1).join(":")).join(", ") : "—"}
@@ -208,8 +228,8 @@ export default async function AgentsPage() {
                       )}
                       <ActionButton
                         action={agentSwitchAction}
-                        fields={{ agentId: a.id, what: "lane", on: String(!a.discountLane) }}
-                        label={a.discountLane ? "Leave discount lane" : "Join discount lane"}
+                        fields={{ agentId: a.id, what: "lane", on: String(!(a.discountLane || a.discountLaneRequestedAt)) }}
+                        label={a.discountLane ? "Leave discount lane" : a.discountLaneRequestedAt ? "Withdraw lane request" : "Request discount lane"}
                       />
                     </td>
                   </tr>

@@ -32,6 +32,20 @@ export default async function EarningsPage() {
         <Stat label="Payouts pending" value={usd(e.pendingPayoutMicros)} testId="payouts-pending" />
         <Stat label="Paid out" value={usd(e.paidMicros)} />
       </div>
+      {e.probation.agents.length > 0 && (
+        <div className="mt-4">
+          <Card title="Pending: new agents on probation">
+            <ul className="space-y-2 text-sm" data-testid="earnings-probation">
+              {e.probation.agents.map((a) => (
+                <li key={a.agentId}>
+                  <span className="font-medium">{usd(a.amountMicros)}</span> earned by <span className="font-mono text-xs">{a.agentId}</span>, available after
+                  its probation ends {utc(a.endsAt)}. A new agent&apos;s earnings wait out this period, and it gets a smaller share of traffic meanwhile.
+                </li>
+              ))}
+            </ul>
+          </Card>
+        </div>
+      )}
       {e.held.reasons.length > 0 && (
         <div className="mt-4">
           <Card title="Why earnings are held">

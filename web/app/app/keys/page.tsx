@@ -30,6 +30,14 @@ export default async function KeysPage() {
                       <td className="max-w-[14rem] break-words py-2 font-medium">
                         {k.name}
                         {k.status === "revoked" && <span className="ml-2 rounded bg-slate-100 px-1.5 py-0.5 text-xs text-slate-500">revoked</span>}
+                        {k.status === "suspended" && (
+                          <span
+                            className="ml-2 rounded bg-amber-50 px-1.5 py-0.5 text-xs text-amber-700"
+                            title="An administrator suspended this key; calls with it are refused. Ask the hub's operator why."
+                          >
+                            suspended by an administrator
+                          </span>
+                        )}
                       </td>
                       <td className="py-2 font-mono text-xs text-slate-600">{k.prefix}…</td>
                       <td className="py-2 text-xs text-slate-500">
@@ -58,7 +66,7 @@ export default async function KeysPage() {
                       </td>
                       <td className="py-2 text-xs text-slate-500">{k.lastUsedAt ? utc(k.lastUsedAt) : "never"}</td>
                       <td className="py-2 text-right">
-                        {k.status === "active" && (
+                        {k.status !== "revoked" && (
                           <ConfirmAction
                             action={revokeKeyAction}
                             fields={{ keyId: k.id }}
