@@ -219,6 +219,36 @@ for (const backend of backends) {
       expect(allowed).toBeGreaterThanOrEqual(rpm - Math.max(1, 0.01 * rpm));
     });
 
+    it("a key sent at 5× its TPM from four gateways is admitted within max(1, 1%) of its limit", async () => {
+      if (backend.name === "memory") return; // as above: four gateways share only Redis
+      const store = backend.make();
+      const gws = makeLimiters(store);
+      const tpm = 200_000;
+      const perRequest = 100;
+      const keyId = `key_${randomUUID()}`;
+      const key: KeyLimits = { ...noLimits, tpm };
+      const t0 = Date.now();
+      let allowedTokens = 0;
+      const tries = Array.from({ length: (5 * tpm) / perRequest }, async (_, i) => {
+        const gw = gws[i % 4]!;
+        const a = await gw.admitStart({ keyId, userId: "usr_t", key });
+        try {
+          await gw.admitBody(a, { keyId, key, estimatedTokens: perRequest, heldMicros: null, agentId: null, agent: null });
+          allowedTokens += perRequest;
+          a.end({ tokens: perRequest, chargedMicros: null });
+        } catch (e) {
+          a.end({ tokens: 0, chargedMicros: null });
+          if (!(e instanceof LimitRefusedError)) throw e;
+          expect(e.refusal.limit).toBe("key_tpm");
+        }
+      });
+      await Promise.all(tries);
+      const refill = (tpm * (Date.now() - t0)) / 60_000;
+      const tolerance = Math.max(1, 0.01 * tpm);
+      expect(allowedTokens).toBeLessThanOrEqual(tpm + refill + tolerance);
+      expect(allowedTokens).toBeGreaterThanOrEqual(tpm - tolerance);
+    });
+
     it("a key's concurrency holds across gateways, and ended requests free their slots", async () => {
       const store = backend.make();
       const gws = backend.name === "redis" ? makeLimiters(store) : makeLimiters(store).slice(0, 1);
