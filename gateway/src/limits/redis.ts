@@ -6,8 +6,13 @@
 import { Redis } from "ioredis";
 import type { Logger } from "../log.ts";
 
-/** A Redis command taking longer than this counts as Redis unreachable, ms. */
-export const REDIS_COMMAND_TIMEOUT_MS_DEFAULT = 250;
+/**
+ * A Redis command taking longer than this counts as Redis unreachable, ms. Not shorter: on a loaded machine a
+ * gateway's event loop can stall a few hundred ms, and every command in flight then times out at once although
+ * Redis answered (250 ms did that in CI: a gateway went local with each limit divided by the live gateways while
+ * Redis was up). A Redis that refuses connections fails at once whatever this is.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS_DEFAULT = 1_000;
 /** Reconnect attempts back off up to this, ms. */
 const REDIS_RECONNECT_MS_MAX = 1_000;
 
