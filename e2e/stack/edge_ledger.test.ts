@@ -190,8 +190,20 @@ describe("edge ledger through the stack", () => {
         answered += (await Promise.all(calls)).reduce((a: number, b: number) => a + b, 0);
         await stack.waitForModel("gpt-4o-mini", 60_000);
       }
-      // Traffic after the last fault settles and is receipted as usual.
-      for (let i = 0; i < 4; i++) await openai.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: `after ${i}` }] });
+      // Traffic after the last fault settles and is receipted as usual. The faults may have opened the agent's
+      // circuit breaker (its only agent: 503 until the half-open probe succeeds): wait that out.
+      for (let i = 0; i < 4; i++) {
+        const deadline = Date.now() + 60_000;
+        for (;;) {
+          try {
+            await openai.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: `after ${i}` }] });
+            break;
+          } catch (error) {
+            if ((error as { status?: number }).status !== 503 || Date.now() > deadline) throw error;
+            await new Promise((r) => setTimeout(r, 250));
+          }
+        }
+      }
       // Nothing stays held (a killed gateway's holds go back once the next one declares it dead), and every
       // settlement that moved money for this agent gets its receipt: statements lost with a connection or a
       // process are offered again, receipts the hub never acknowledged are claimed again.
