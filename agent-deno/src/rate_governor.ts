@@ -310,7 +310,7 @@ export class RateGovernor {
     const tpm = this.tpm;
     if (tpm !== null && p.tokensRemaining !== null) {
       this.#refillTokens(now, tpm);
-      this.#tokens = Math.min(this.#tokens, p.tokensRemaining - (p.tokensLimit ?? this.#ceilingTpm!) * (1 - AUTO_CEILING_SHARE));
+      this.#tokens = Math.min(this.#tokens, p.tokensRemaining - this.#ceilingTpm! * (1 - AUTO_CEILING_SHARE));
     }
     const ceiling = this.#ceilingRpm === null ? Infinity : Math.max(AUTO_RPM_MIN, Math.floor(this.#ceilingRpm * AUTO_CEILING_SHARE));
     if (status === 429) {

@@ -120,8 +120,7 @@ export class Limiter {
   /** Counts in this process while Redis is unreachable (or always, without Redis). */
   #local: MemoryStore;
   #degradedSince: number | null = null;
-  #divisor = 1;
-  /** Live gateways at the last count (PostgreSQL's view); the divisor when Redis is lost. */
+  /** Live gateways at the last count (PostgreSQL's view); the divisor while Redis is lost. */
   #lastLive = 1;
   readonly #slices = new Map<string, Slice>();
   /** Slot pools this gateway holds units of (in flight or in a slice): renewed so they do not expire. */
@@ -144,9 +143,12 @@ export class Limiter {
     const t1 = setInterval(() => this.#returnIdleSlices(), Math.max(10, Math.floor(this.#opts.sliceIdleMs / 2)));
     const t2 = setInterval(() => void this.#renewSlots(), Math.max(100, Math.floor(this.#opts.slotHoldMs / 3)));
     const t3 = setInterval(() => void this.#probe(), this.#opts.redisRetryMs);
-    const t4 = setInterval(() => void this.#countLive(), LIVE_GATEWAYS_REFRESH_MS);
-    if (this.#opts.shared) void this.#countLive();
-    for (const t of [t1, t2, t3, t4]) {
+    const timers = [t1, t2, t3];
+    if (this.#opts.shared) {
+      timers.push(setInterval(() => void this.#countLive(), LIVE_GATEWAYS_REFRESH_MS));
+      void this.#countLive();
+    }
+    for (const t of timers) {
       t.unref();
       this.#timers.push(t);
     }
@@ -162,6 +164,11 @@ export class Limiter {
   get mode(): "redis" | "local" | "memory" {
     if (!this.#opts.shared) return "memory";
     return this.#degradedSince === null ? "redis" : "local";
+  }
+
+  /** What each limit is divided by in the local store: the live gateways while Redis is lost (1 otherwise). */
+  get #divisor(): number {
+    return this.#degradedSince === null ? 1 : this.#lastLive;
   }
 
   get degradedSince(): number | null {
@@ -463,13 +470,11 @@ export class Limiter {
     if (this.#degradedSince !== null || !this.#opts.shared) return;
     this.#degradedSince = this.#now();
     this.#local = new MemoryStore(this.#now, this.#opts.slotHoldMs);
-    this.#divisor = this.#lastLive;
     this.#opts.log.warn("limits.redis_unreachable", { error, note: "limits are counted per gateway (each limit ÷ live gateways) until Redis answers" });
     void this.#opts
       .liveGateways()
       .then((n) => {
         this.#lastLive = Math.max(1, n);
-        if (this.#degradedSince !== null) this.#divisor = this.#lastLive;
       })
       .catch(() => {});
   }
@@ -490,10 +495,8 @@ export class Limiter {
       if (await this.#opts.ping()) {
         this.#opts.log.info("limits.redis_back", { degradedMs: this.#now() - this.#degradedSince });
         this.#degradedSince = null;
-        this.#divisor = 1;
       } else {
         this.#lastLive = Math.max(1, await this.#opts.liveGateways());
-        this.#divisor = this.#lastLive;
       }
     } catch {
       /* still down */
