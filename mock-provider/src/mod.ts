@@ -337,6 +337,22 @@ async function completions(r: Responder, body: Json, d: Directives, requestBytes
  * items: served by GET / DELETE `/v1/responses/{id}`, `POST …/cancel` and `GET …/input_items`. Each mock is
  * one provider account: another mock does not know them.
  */
+/**
+ * One page of input items as OpenAI lists them: `order` (default `desc`, newest first), `limit` (1–100, default
+ * 20), and the cursors `after` / `before` (an item id: the page starts after it, or ends before it).
+ */
+function inputItemsPage(items: readonly Json[], query: URLSearchParams): Json {
+  const ordered = query.get("order") === "asc" ? [...items] : [...items].reverse();
+  const limit = Math.min(100, Math.max(1, Number(query.get("limit") ?? 20) || 20));
+  const index = (id: string | null) => (id === null ? -1 : ordered.findIndex((item) => item.id === id));
+  const after = index(query.get("after"));
+  const before = index(query.get("before"));
+  const from = after >= 0 ? after + 1 : 0;
+  const to = before >= 0 ? before : ordered.length;
+  const data = ordered.slice(from, Math.min(to, from + limit));
+  return { object: "list", data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + data.length < to };
+}
+
 class StoredResponses {
   readonly #byId = new Map<string, { response: Json; input: Json[] }>();
 
@@ -352,7 +368,7 @@ class StoredResponses {
   }
 
   /** Answers a stored-response call; false when `path` is none of them. */
-  async serve(r: Responder, method: string, path: string): Promise<boolean> {
+  async serve(r: Responder, method: string, path: string, query: URLSearchParams): Promise<boolean> {
     const m = /^\/v1\/responses\/(resp_[A-Za-z0-9_-]+)(\/cancel|\/input_items)?$/.exec(path);
     if (!m) return false;
     const [, id, sub] = m;
@@ -370,8 +386,7 @@ class StoredResponses {
         error: { message: "Only responses created with background=true can be cancelled.", type: "invalid_request_error", param: null, code: null },
       });
     } else if (method === "GET" && sub === "/input_items") {
-      const data = stored.input;
-      await sendJson(r, 200, { object: "list", data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: false });
+      await sendJson(r, 200, inputItemsPage(stored.input, query));
     } else await sendJson(r, 405, { error: { message: `Invalid method for URL (${method} ${path})`, type: "invalid_request_error", param: null, code: null } });
     return true;
   }
@@ -533,7 +548,7 @@ async function handle(
     await sendJson(r, 401, body);
     return;
   }
-  if (await stored.serve(r, req.method ?? "GET", path)) return;
+  if (await stored.serve(r, req.method ?? "GET", path, url.searchParams)) return;
   const contentType = String(req.headers["content-type"] ?? "");
   if (contentType.startsWith("multipart/form-data")) {
     // Audio transcription / image edit: answer with the byte count so tests see the body arrived whole.

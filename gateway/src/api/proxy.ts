@@ -581,10 +581,11 @@ class ProxyExchange {
     const target = this.req.url ?? "/";
     const q = target.indexOf("?");
     const search = q < 0 || q === target.length - 1 ? "" : target.slice(q);
+    const upstreamPath = this.stored?.upstreamPath ?? this.route.path;
     return {
       requestId: this.requestId,
       method: this.stored?.method ?? "POST",
-      path: `${this.stored?.upstreamPath ?? this.route.path}${search === "" ? "" : forwardedQuery(this.route.api, search)}`,
+      path: `${upstreamPath}${search === "" ? "" : forwardedQuery(this.route.api, search, upstreamPath)}`,
       api: this.route.api,
       model,
       headers,
