@@ -122,6 +122,13 @@ function bodyRefusal(fields: BodyFields): GatewayError | null {
       { param: "tools" },
     );
   }
+  if (fields.background === true) {
+    return new GatewayError(
+      "invalid_request",
+      "Background responses (`background: true`) are not offered through this gateway: the provider runs them after the call returns, where their usage cannot be metered. Send the request without `background`, with `stream: true` for long responses.",
+      { param: "background" },
+    );
+  }
   return null;
 }
 
