@@ -13,10 +13,10 @@
  * `model_substitution` on the agent with typed evidence.
  */
 import { newId, type Db } from "@wellspring/db/core";
-import { ResetCode, type Provider, type RequestHead } from "@wellspring/protocol";
+import { ResetCode, type Inventory, type Provider, type RequestHead } from "@wellspring/protocol";
 import type { Logger } from "../log.ts";
 import type { AgentLink, HubStream } from "../tunnel/hub_stream.ts";
-import type { AgentRegistry } from "../tunnel/registry.ts";
+import type { AgentProfile } from "../tunnel/registry.ts";
 import {
   canaryApplies,
   canaryCode,
@@ -157,10 +157,16 @@ export function dispatchCanary(link: AgentLink, requestId: string, req: CanaryRe
   });
 }
 
+/** The agents this gateway holds, as the scheduler reads them (`AgentRegistry`). */
+export interface CanaryAgents {
+  connections(): readonly (AgentLink & { readonly agentId: string | null; readonly inventory: Inventory | null })[];
+  profile(agentId: string): Pick<AgentProfile, "ownerId" | "status"> | undefined;
+}
+
 export interface CanaryOptions {
   db: Db;
   log: Logger;
-  registry: AgentRegistry;
+  registry: CanaryAgents;
   /** Interval per agent × model, ms; 0 turns canaries off. */
   intervalMs: number;
   firstDelayMsMax?: number;
@@ -199,6 +205,11 @@ export class CanaryScheduler {
       now: o.now ?? Date.now,
       random: o.random ?? Math.random,
     };
+  }
+
+  /** Canaries running now. */
+  get running(): number {
+    return this.#running.size;
   }
 
   get enabled(): boolean {
