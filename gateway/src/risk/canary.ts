@@ -273,6 +273,8 @@ export class CanaryScheduler {
           .finally(() => {
             this.#running.delete(t.key);
             if (this.#due.has(t.key)) this.#due.set(t.key, this.#o.now() + this.#jittered());
+            // A freed slot takes the next canary due now, not a tick later (a backlog drains at the concurrency).
+            if (this.#tickTimer) void this.tick();
           });
       }
     } catch (error) {
