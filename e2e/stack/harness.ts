@@ -220,6 +220,8 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       LIMITS_REDIS_PREFIX: `test:${new URL(databaseUrl).pathname.slice(1)}:`,
       // Test agents call the mock provider (--dev-upstream): only a hub in development mode admits them.
       HUB_DEVELOPMENT: "1",
+      // No quality canaries (they would add provider calls a test counts); a test turns them on to see them.
+      CANARY_INTERVAL_MS: "0",
       ...env,
     },
   });

@@ -28,6 +28,7 @@ import { Meter } from "./billing/meter.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
 import { ENDPOINT_FORBIDDEN, EndpointReportThrottle, raiseEndpointForbidden } from "./risk/endpoint_forbidden.ts";
 import { EGRESS_PRUNE_INTERVAL_MS, EgressProbes, plainAddress } from "./risk/egress.ts";
+import { CanaryScheduler, type CanaryOptions } from "./risk/canary.ts";
 import { checkKeyReuse, KEY_FINGERPRINT_REUSE } from "./risk/key_reuse.ts";
 import { ContentRules } from "./risk/content_screen.ts";
 import { Treasury } from "./ops/treasury.ts";
@@ -125,6 +126,8 @@ export interface GatewayOptions {
   egressOwnersPerAddressMax?: number;
   /** How often old egress probes are deleted, ms (default EGRESS_PRUNE_INTERVAL_MS). */
   egressPruneIntervalMs?: number;
+  /** Quality canaries through the agents this gateway holds (risk/canary.ts); off when absent or `intervalMs` is 0. */
+  canaries?: Pick<CanaryOptions, "intervalMs" | "firstDelayMsMax" | "tickMs" | "timeoutMs">;
   /** The in-memory filter of issued keys: lookups allowed per second for keys it does not hold, rebuild interval. */
   keyFilter?: { missLookupsPerSecond?: number; rebuildIntervalMs?: number };
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
@@ -255,6 +258,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     opts.egressPruneIntervalMs ?? EGRESS_PRUNE_INTERVAL_MS,
   );
   egressPruneTimer.unref();
+  // Each gateway canaries the agents it holds (an agent is held by one gateway at a time): no leader needed.
+  const canaries = new CanaryScheduler({ db, log, registry, intervalMs: 0, ...opts.canaries });
+  canaries.start();
   const endpointReports = new EndpointReportThrottle();
   const identities = new IdentityGuard({
     db,
@@ -633,6 +639,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       keyFilterLoader.close();
       clearInterval(tailTimer);
       clearInterval(egressPruneTimer);
+      canaries.stop();
       clearInterval(limitsStatusTimer);
       stopPruningRoutes();
       content.stop();

@@ -25,6 +25,7 @@ export {
 } from "./agents.ts";
 export { degradedLimitsGateways, GATEWAY_ALIVE_WITHIN_MS, type DegradedLimitsGateway } from "./gateways.ts";
 export { liveBreakers, type AgentBreakerView } from "./breakers.ts";
+export { CANARY_SUMMARY_WINDOW_MS, canaryRecommendation, canarySummaries, type AgentCanarySummary, type CanaryRecommendation } from "./canaries.ts";
 export { ensureUser, setUserPlan, setUserStatus } from "./users.ts";
 export {
   administratorExists,
