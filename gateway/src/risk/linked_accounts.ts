@@ -73,12 +73,14 @@ export class SelfDealingDetector {
    * holds the earning once the settlement is written. Returns whether it was linked.
    */
   async check(served: ServedRequest, written: Promise<unknown>): Promise<boolean> {
-    const links = await this.linkBetween(served.userId, served.ownerId);
-    if (!links) return false;
-    const settled = await written.then(
+    // Taken up at once: a failed write is an answer here, not an unhandled rejection while the links are read.
+    const writtenOk = written.then(
       () => true,
       () => false,
     );
+    const links = await this.linkBetween(served.userId, served.ownerId);
+    if (!links) return false;
+    const settled = await writtenOk;
     const held = settled && this.mode === "hold" ? served.earningMicros : 0n;
     const evidence: LinkedAccountsEvidence = {
       ownerId: served.ownerId,
