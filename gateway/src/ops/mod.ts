@@ -73,12 +73,4 @@ export { heldEarnings, holdReasonText, type HeldEarnings } from "../risk/earning
 export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "../risk/duplicate_identity.ts";
 export { agentLedgerSummaries, type AgentLedgerSummary } from "./agent_ledger.ts";
 export { ENDPOINT_FORBIDDEN, ENDPOINT_WARNING_WINDOW_MS, endpointWarningOf, type EndpointWarning } from "../risk/endpoint_forbidden.ts";
-export {
-  normalizedPayoutDestination,
-  PAYOUT_DESTINATION_CHARS_MAX,
-  payoutDestinationProblem,
-  recordAccountSeen,
-  setPayoutDestination,
-  type AccountSeen,
-} from "./account_links.ts";
-export { LINKED_ACCOUNTS } from "../risk/linked_accounts.ts";
+export { PAYOUT_DESTINATION_CHARS_MAX, recordAccountSeen, setPayoutDestination, type AccountSeen } from "./account_links.ts";
