@@ -4,23 +4,17 @@
  * its TTL (a clock injected), and a linked settlement is held with RISK_LINKED_EARNINGS=hold and only flagged with
  * `flag`; an unlinked one does nothing. The cached check's cost is measured.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
-import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
+import { useTestDatabase } from "../../../e2e/support/test_database.ts";
 import { LINK_PEERS_PER_SIGNAL_MAX, LinkedAccounts, linkValueKey, recordSignal, viaPrisma } from "./account_links.ts";
 import { LINKED_ACCOUNTS, SelfDealingDetector } from "./linked_accounts.ts";
 
-let database: TestDatabase;
-beforeAll(async () => {
-  database = await createTestDatabase();
-}, 60_000);
-afterAll(async () => {
-  await database?.drop();
-});
+const testDatabase = useTestDatabase();
 
-const run = () => viaPrisma(database.db);
-const holdOf = (requestId: string) => database.db.earningHold.findUnique({ where: { requestId } });
-const flagOf = (ownerId: string) => database.db.riskFlag.findFirst({ where: { kind: LINKED_ACCOUNTS, subject: `user:${ownerId}`, status: "open" } });
+const run = () => viaPrisma(testDatabase().db);
+const holdOf = (requestId: string) => testDatabase().db.earningHold.findUnique({ where: { requestId } });
+const flagOf = (ownerId: string) => testDatabase().db.riskFlag.findFirst({ where: { kind: LINKED_ACCOUNTS, subject: `user:${ownerId}`, status: "open" } });
 
 describe("account links", () => {
   it("a shared signal links both accounts, once per kind; another value links nobody", async () => {
@@ -71,7 +65,7 @@ describe("self-dealing detector", () => {
 
   it("hold mode: a linked request raises the owner's flag with kinds and counts, and holds its earning", async () => {
     const { owner, user } = await linkedPair();
-    const detector = new SelfDealingDetector(database.db, new LinkedAccounts(run()), "hold");
+    const detector = new SelfDealingDetector(testDatabase().db, new LinkedAccounts(run()), "hold");
     const request = served(user, owner);
     expect(await detector.check(request, Promise.resolve())).toBe(true);
     expect(await holdOf(request.requestId)).toMatchObject({ ownerId: owner, reason: LINKED_ACCOUNTS, amountMicros: 1_234n, status: "held" });
@@ -85,19 +79,19 @@ describe("self-dealing detector", () => {
 
   it("flag mode: flagged, nothing held; a settlement never written holds nothing either", async () => {
     const { owner, user } = await linkedPair();
-    const flagOnly = new SelfDealingDetector(database.db, new LinkedAccounts(run()), "flag");
+    const flagOnly = new SelfDealingDetector(testDatabase().db, new LinkedAccounts(run()), "flag");
     const request = served(user, owner);
     expect(await flagOnly.check(request, Promise.resolve())).toBe(true);
     expect(await holdOf(request.requestId)).toBeNull();
     expect((await flagOf(owner))?.evidence).toMatchObject({ heldMicros: "0", mode: "flag" });
     const unwritten = served(user, owner);
-    const hold = new SelfDealingDetector(database.db, new LinkedAccounts(run()), "hold");
+    const hold = new SelfDealingDetector(testDatabase().db, new LinkedAccounts(run()), "hold");
     expect(await hold.check(unwritten, Promise.reject(new Error("ledger away")))).toBe(true);
     expect(await holdOf(unwritten.requestId)).toBeNull();
   });
 
   it("an unlinked request raises nothing; the cached check costs microseconds", async () => {
-    const detector = new SelfDealingDetector(database.db, new LinkedAccounts(run()));
+    const detector = new SelfDealingDetector(testDatabase().db, new LinkedAccounts(run()));
     const [owner, user] = [newId("usr"), newId("usr")];
     const request = served(user, owner);
     expect(await detector.check(request, Promise.resolve())).toBe(false);
