@@ -90,6 +90,7 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
       inventory: windows.apply(inventory),
       onProviderError: (provider, model, body) => windows.learnFromError(provider, model, body),
       concurrentStreamsMax: config.concurrentStreamsMax,
+      suspendedRetryMs: config.suspendedRetrySeconds * 1000,
       devOrigin,
       endpoints,
       log,

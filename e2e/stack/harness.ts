@@ -271,6 +271,8 @@ export async function enrollWithToken(
       name: "test-agent",
       concurrentStreamsMax: opts.concurrentStreamsMax ?? 512,
       logLevel: "warn",
+      // A suspended agent asks again after 0.5–1 s here (5 minutes by default), so a test sees it come back.
+      suspendedRetrySeconds: 1,
       upstreams: [
         { provider: "openai", apiKeyEnv: "TEST_OPENAI_KEY", models: models.openai },
         { provider: "anthropic", apiKey: "sk-ant-test-owner-key", models: models.anthropic },

@@ -12,6 +12,7 @@ import { archiveConfigFromEnv } from "./archive/config.ts";
 import { DEFAULT_BREAKER_OPTIONS, DEFAULT_FAILOVER_LIMITS } from "./routing/mod.ts";
 import { EGRESS_OWNERS_PER_ADDRESS_MAX_DEFAULT } from "./risk/egress.ts";
 import { CANARY_FIRST_DELAY_MS_MAX_DEFAULT, CANARY_INTERVAL_MS_DEFAULT, CANARY_TICK_MS_DEFAULT, CANARY_TIMEOUT_MS_DEFAULT } from "./risk/canary.ts";
+import { LINKED_EARNINGS_MODE_DEFAULT, LINKED_EARNINGS_MODES } from "./risk/linked_accounts.ts";
 import { AGENT_PROBATION_HOURS_DEFAULT, AGENT_PROBATION_HOURS_MAX } from "./risk/probation.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
@@ -97,6 +98,8 @@ const schema = z.object({
   CANARY_TICK_MS: positive(CANARY_TICK_MS_DEFAULT),
   /** Longest a canary waits for its whole answer, ms. */
   CANARY_TIMEOUT_MS: positive(CANARY_TIMEOUT_MS_DEFAULT),
+  /** A request between linked accounts (gateway/src/risk/linked_accounts.ts): `hold` its earning for review, or only `flag` it. */
+  RISK_LINKED_EARNINGS: z.enum(LINKED_EARNINGS_MODES).default(LINKED_EARNINGS_MODE_DEFAULT),
   /** New agents' probation (gateway/src/risk/probation.ts), whole hours; 0 = none. */
   AGENT_PROBATION_HOURS: int(AGENT_PROBATION_HOURS_DEFAULT).pipe(z.number().max(AGENT_PROBATION_HOURS_MAX)),
   /** Development mode: admit agents whose provider calls go to a development upstream (tests, the demo). Off by default. */
@@ -199,6 +202,7 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
       tickMs: env.CANARY_TICK_MS,
       timeoutMs: env.CANARY_TIMEOUT_MS,
     },
+    linkedEarnings: env.RISK_LINKED_EARNINGS,
     adminAuth: { failuresMax: env.ADMIN_AUTH_FAILURES_MAX, windowMs: env.ADMIN_AUTH_WINDOW_MS, blockMs: env.ADMIN_AUTH_BLOCK_MS },
     chainTailIntervalMs: env.LEDGER_TAIL_INTERVAL_MS,
     keyFilter: { missLookupsPerSecond: env.KEY_FILTER_MISS_LOOKUPS_PER_S, rebuildIntervalMs: env.KEY_FILTER_REBUILD_INTERVAL_MS },

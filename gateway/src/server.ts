@@ -26,6 +26,8 @@ import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
+import { LinkedAccounts, viaPrisma } from "./risk/account_links.ts";
+import { SelfDealingDetector, type LinkedEarningsMode } from "./risk/linked_accounts.ts";
 import { ENDPOINT_FORBIDDEN, EndpointReportThrottle, raiseEndpointForbidden } from "./risk/endpoint_forbidden.ts";
 import { EGRESS_PRUNE_INTERVAL_MS, EgressProbes, plainAddress } from "./risk/egress.ts";
 import { CanaryScheduler, type CanaryOptions } from "./risk/canary.ts";
@@ -124,6 +126,8 @@ export interface GatewayOptions {
   adminAuth?: Partial<FailureThrottleOptions>;
   /** Owner accounts that may share one agent egress address before each further one is flagged (risk/egress.ts). */
   egressOwnersPerAddressMax?: number;
+  /** A request between linked accounts: its earning held for review, or only flagged (risk/linked_accounts.ts; default hold). */
+  linkedEarnings?: LinkedEarningsMode;
   /** How often old egress probes are deleted, ms (default EGRESS_PRUNE_INTERVAL_MS). */
   egressPruneIntervalMs?: number;
   /** Quality canaries through the agents this gateway holds (risk/canary.ts); off when absent or `intervalMs` is 0. */
@@ -304,6 +308,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const leases = opts.billing ? new CreditLeases(ledger, opts.gatewayId, opts.hubId, health, log, leaseOptions) : null;
   // Known to the ledger (and to other gateways' sweeps) before it serves anything.
   await leases?.heartbeat();
+  const selfDealing = new SelfDealingDetector(db, new LinkedAccounts(viaPrisma(db)), opts.linkedEarnings);
   const meter = new Meter(
     opts.billing && leases
       ? {
@@ -313,6 +318,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           prices,
           tariffs,
           onUsageCapped: (capped, written) => recordUsageDivergence(db, capped, written),
+          onServed: (served, written) => selfDealing.check(served, written),
         }
       : null,
     log,
