@@ -20,6 +20,22 @@ Deno.test("permissions: the serving agent reaches the hub and the official hosts
     servePermissions({ dataDir: "/d", hubOrigin: "https://hub.example.com", config, devOrigin: "http://127.0.0.1:9999" })[0],
     "--allow-net=hub.example.com:443,api.openai.com,contoso.openai.azure.com,127.0.0.1:9999",
   );
+  // Behind a proxy: its host:port and the proxy variables that are set, nothing more.
+  assert.deepEqual(
+    servePermissions({
+      dataDir: "/d",
+      hubOrigin: "https://hub.example.com",
+      config,
+      devOrigin: null,
+      proxy: { address: "proxy.corp:3128", env: ["HTTPS_PROXY", "no_proxy"] },
+    }),
+    [
+      "--allow-net=hub.example.com:443,api.openai.com,contoso.openai.azure.com,proxy.corp:3128",
+      "--allow-read=/d",
+      "--allow-write=/d/state",
+      "--allow-env=WS_NO_BUFFER_UTIL,WS_NO_UTF_8_VALIDATE,OPENAI_API_KEY,HTTPS_PROXY,no_proxy",
+    ],
+  );
   assert.deepEqual(enrollPermissions("/d", "https://[::1]:8788"), [
     "--allow-net=[::1]:8788",
     "--allow-read=/d",
