@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { decodeFrame, FrameType, SendWindow, type Inventory, type RequestHead } from "@wellspring/protocol";
-import { databaseForFile } from "../../../e2e/stack/test_database.ts";
+import { useTestDatabase } from "../../../e2e/support/test_database.ts";
 import { createLogger } from "../log.ts";
 import { HubStream, type AgentLink, type StreamSink } from "../tunnel/hub_stream.ts";
 import { CANARY_JITTER_FRACTION, CanaryScheduler, MODEL_SUBSTITUTION, type CanaryAgents } from "./canary.ts";
@@ -78,7 +78,7 @@ const honest: Behaviour = (head, code) => ({
   json: { model: `${head.model}-2024-07-18`, choices: [{ message: { content: code } }], usage: { prompt_tokens: reported(code), completion_tokens: 4 } },
 });
 
-const database = databaseForFile();
+const database = useTestDatabase();
 
 const inventory = (models: string[]): Inventory => ({
   agentVersion: "test",
@@ -94,7 +94,7 @@ function setup(agents: FakeAgent[], status: "active" | "paused" = "active", time
     profile: (id) => ({ ownerId: `usr_owner_${id}`, status }),
   };
   const scheduler = new CanaryScheduler({
-    db: database.current.db,
+    db: database().db,
     log: createLogger({}, "error"),
     registry,
     intervalMs: INTERVAL_MS,
@@ -111,7 +111,7 @@ function setup(agents: FakeAgent[], status: "active" | "paused" = "active", time
   };
 }
 
-const rows = (agentId: string) => database.current.db.canaryResult.findMany({ where: { agentId }, orderBy: { at: "asc" } });
+const rows = (agentId: string) => database().db.canaryResult.findMany({ where: { agentId }, orderBy: { at: "asc" } });
 
 /** Ticks until `agentId` has `n` results (a canary's answer arrives on the next turns of the event loop). */
 async function untilResults(scheduler: CanaryScheduler, agentId: string, n: number): Promise<void> {
@@ -142,7 +142,7 @@ describe("the canary scheduler", () => {
     expect(a.heads).toHaveLength(1);
     advance(1);
     await untilResults(scheduler, a.agentId, 2);
-    expect(await database.current.db.riskFlag.count({ where: { kind: MODEL_SUBSTITUTION } })).toBe(0);
+    expect(await database().db.riskFlag.count({ where: { kind: MODEL_SUBSTITUTION } })).toBe(0);
   });
 
   it("a gateway that newly holds an agent keeps its interval from the last canary any gateway recorded", async () => {
@@ -193,7 +193,7 @@ describe("the canary scheduler", () => {
     for (let i = 0; i < 5; i++) await Promise.all([p.scheduler.tick(), q.scheduler.tick()]);
     expect(paused.heads).toHaveLength(0);
     expect(full.heads).toHaveLength(0);
-    expect(await database.current.db.riskFlag.count({ where: { kind: MODEL_SUBSTITUTION } })).toBe(0);
+    expect(await database().db.riskFlag.count({ where: { kind: MODEL_SUBSTITUTION } })).toBe(0);
   });
 
   it("a substituted answer raises model_substitution once per agent, counting every failing canary", async () => {
@@ -205,7 +205,7 @@ describe("the canary scheduler", () => {
     await untilResults(scheduler, cheat.agentId, 1);
     advance(INTERVAL_MS);
     await untilResults(scheduler, cheat.agentId, 2);
-    const flags = await database.current.db.riskFlag.findMany({ where: { kind: MODEL_SUBSTITUTION, subject: `agent:${cheat.agentId}` } });
+    const flags = await database().db.riskFlag.findMany({ where: { kind: MODEL_SUBSTITUTION, subject: `agent:${cheat.agentId}` } });
     expect(flags).toHaveLength(1);
     expect(flags[0]).toMatchObject({
       severity: 3,
