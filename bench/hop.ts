@@ -7,8 +7,14 @@
  * profile there, through a preload (bench/cpu_profile_preload.mjs) that starts the inspector's profiler and
  * writes `<dir>/<pid>.cpuprofile` at exit. BENCH_SSE_STREAMS=<n> then runs S3's SSE load at n streams
  * (two rounds each) and reports TTFB, errors, and the RSS of gateway and agent before, right after and 10 s after.
- * Prints one JSON line; writes no file.
+ * BENCH_PERF=<dir> records `perf` samples (on-CPU only, with call chains; JavaScript frames named through V8's
+ * --perf-basic-prof maps) of the gateway and the agent during the concurrency-32 phase into `<dir>/perf.data`, and
+ * their pids into `<dir>/pids.json`; `npm run bench:profile` runs this and summarises it.
+ * Prints one JSON line; writes no file otherwise.
  */
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
 import { startStack } from "../e2e/stack/harness.ts";
@@ -21,6 +27,9 @@ const CONCURRENCY = 32;
 const WARMUP = 300;
 const profileDir = process.env.BENCH_GATEWAY_CPU_PROF;
 const SSE_STREAMS = Number(process.env.BENCH_SSE_STREAMS ?? 0);
+const perfDir = process.env.BENCH_PERF;
+/** perf's sampling rate while it records, Hz (per process; low enough that the recording costs little). */
+const PERF_FREQUENCY_HZ = 499;
 /** How long after the SSE load RSS is read again, ms. */
 const SETTLE_MS = 10_000;
 
@@ -28,7 +37,12 @@ const gen = new Generator();
 const stack = await startStack({
   concurrentStreamsMax: 1024,
   // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
-  gatewayEnv: profileDir ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir } : {},
+  gatewayEnv: profileDir
+    ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir }
+    : perfDir
+      ? { NODE_OPTIONS: "--perf-basic-prof" }
+      : {},
+  agentEnv: perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {},
 });
 try {
   await gen.call("measure", stack.mock.origin, stack.apiKey, WARMUP);
@@ -48,12 +62,14 @@ try {
   };
   const before = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, p]) => [k, await cpuSeconds(p)] as const)));
   const perClient = Math.floor(S2_REQUESTS / CONCURRENCY);
+  const perf = perfDir ? await startPerf(perfDir, { gateway: groups.gateway, agent: groups.agent }) : null;
   const r = await gen.call(
     "load",
     stack.baseUrl,
     Array.from({ length: CONCURRENCY }, () => stack.apiKey),
     perClient,
   );
+  await perf?.stop();
   const n = perClient * CONCURRENCY;
   const cpuPer1000: Record<string, number> = {};
   for (const [k, p] of Object.entries(groups)) cpuPer1000[k] = +((((await cpuSeconds(p)) - before[k]!) / n) * 1000).toFixed(3);
@@ -102,4 +118,19 @@ try {
 } finally {
   await stack.close();
   await gen.close();
+}
+
+/** `perf record` on the given processes until `stop()`; their pids by role go beside the data for the report. */
+async function startPerf(dir: string, pids: Record<string, number[]>): Promise<{ stop(): Promise<void> }> {
+  await writeFile(join(dir, "pids.json"), JSON.stringify(pids));
+  const all = Object.values(pids).flat();
+  const child = spawn("perf", ["record", "-F", String(PERF_FREQUENCY_HZ), "-g", "-o", join(dir, "perf.data"), "-p", all.join(",")], { stdio: "ignore" });
+  await sleep(500); // perf attaches before the load starts
+  return {
+    async stop() {
+      const exited = once(child, "exit");
+      child.kill("SIGINT");
+      await exited;
+    },
+  };
 }
