@@ -2,7 +2,8 @@
  * `npm run bench:hop`: the two figures the request path is tuned against, in a minute instead of the full
  * benchmark's six — S1's added median at concurrency 1 (Wellspring against direct, same run) and the CPU-seconds
  * per 1,000 small requests at concurrency 32 of the gateway and the agent (PostgreSQL is every `postgres`
- * process on the machine, so it includes other work on a shared box). BENCH_REQUESTS (S1, default 2000) and
+ * process on the machine, so it includes other work on a shared box; `postgresThisDatabase` is only the backends
+ * connected to this run's database). BENCH_REQUESTS (S1, default 2000) and
  * BENCH_S2_REQUESTS (default 4000) set the counts; BENCH_GATEWAY_CPU_PROF=<dir> writes the gateway's V8 CPU
  * profile there, through a preload (bench/cpu_profile_preload.mjs) that starts the inspector's profiler and
  * writes `<dir>/<pid>.cpuprofile` at exit. BENCH_SSE_STREAMS=<n> then runs S3's SSE load at n streams
@@ -61,6 +62,7 @@ try {
     postgres: await pidsNamed("postgres"),
   };
   const before = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, p]) => [k, await cpuSeconds(p)] as const)));
+  const backendsBefore = await backendCpu();
   const perClient = Math.floor(S2_REQUESTS / CONCURRENCY);
   const perf = perfDir ? await startPerf(perfDir, { gateway: groups.gateway, agent: groups.agent }) : null;
   const r = await gen.call(
@@ -73,6 +75,9 @@ try {
   const n = perClient * CONCURRENCY;
   const cpuPer1000: Record<string, number> = {};
   for (const [k, p] of Object.entries(groups)) cpuPer1000[k] = +((((await cpuSeconds(p)) - before[k]!) / n) * 1000).toFixed(3);
+  let backendSeconds = 0;
+  for (const [pid, cpu] of await backendCpu()) backendSeconds += cpu - (backendsBefore.get(pid) ?? 0);
+  cpuPer1000.postgresThisDatabase = +((backendSeconds / n) * 1000).toFixed(3);
   const rssMiB = async () => {
     const out: Record<string, number> = {};
     for (const k of ["gateway", "agent"] as const) {
@@ -118,6 +123,17 @@ try {
 } finally {
   await stack.close();
   await gen.close();
+}
+
+/**
+ * CPU-seconds so far of each PostgreSQL backend connected to this run's database (by pid): what the stack's own
+ * queries cost, without the other work on a shared server (its WAL writer and checkpointer are not counted).
+ */
+async function backendCpu(): Promise<Map<number, number>> {
+  const rows = await stack.db.$queryRaw<{ pid: number }[]>`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`;
+  const out = new Map<number, number>();
+  for (const { pid } of rows) out.set(pid, await cpuSeconds([pid]));
+  return out;
 }
 
 /** `perf record` on the given processes until `stop()`; their pids by role go beside the data for the report. */
