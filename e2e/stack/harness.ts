@@ -304,8 +304,8 @@ export function launchAgent(dataDir: string, upstreamOrigin: string): Proc {
   return startAgentLauncher(dataDir, { devUpstream: upstreamOrigin });
 }
 
-export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string): Promise<AgentProc> {
-  const proc = startAgentLauncher(dataDir, { devUpstream: upstreamOrigin });
+export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string, env?: Record<string, string>): Promise<AgentProc> {
+  const proc = startAgentLauncher(dataDir, { devUpstream: upstreamOrigin, env });
   await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
   return { ...proc, dataDir, agentId };
 }
@@ -386,6 +386,8 @@ export interface Stack {
 export async function startStack(
   opts: {
     gatewayEnv?: Record<string, string>;
+    /** Extra environment of the agent's launcher (which the agent inherits), e.g. DENO_V8_FLAGS for a profile. */
+    agentEnv?: Record<string, string>;
     concurrentStreamsMax?: number;
     beforeAgent?: (db: Db) => Promise<void>;
     /** The database URL the gateway is given (e.g. through a proxy the test can cut); the test's own is direct. */
@@ -408,7 +410,7 @@ export async function startStack(
   const key = await issueKey(db, userId, "test");
   await fund(database.url, userId, TEST_USER_FUNDING_MICROS);
   const enrolled = await enrollAgent(db, gateway, ownerId, { concurrentStreamsMax: opts.concurrentStreamsMax, models: opts.models });
-  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
+  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin, opts.agentEnv);
   const stack: Stack = {
     database,
     db,

@@ -532,10 +532,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
               );
           },
           priceAck: (conn, ver) => directory.priceAck(conn.agentId!, ver),
-          receipts: async (conn, batch) => {
-            const agent = await directory.find(conn.agentId!);
-            return agent ? edgeReceipts.accept(agent, batch) : [];
-          },
+          // Verified with the key the session authenticated with (no lookup per batch).
+          receipts: (conn, batch) => edgeReceipts.accept({ id: conn.agentId!, publicKey: conn.publicKey! }, batch),
           chainTail: (conn, tail) =>
             void edgeReceipts
               .reportedTail(conn.agentId!, tail)

@@ -51,8 +51,7 @@ async function enrolledAgent() {
 }
 
 /** A settled request as the meter writes it (the reservation row), for `agentId`. */
-async function settled(agentId: string, ownerId: string, charge = 150n, earning = 105n) {
-  const requestId = newId("req");
+async function settled(agentId: string, ownerId: string, charge = 150n, earning = 105n, requestId = newId("req")) {
   await database.db.reservation.create({
     data: {
       requestId,
@@ -144,6 +143,29 @@ describe("edge receipts at the hub", () => {
     expect((await edge.tail(agent.id)).seq).toBe(5);
     const verdict = await verifyStoredChain(database.db, agent.id, hubVerify);
     expect(verdict.ok).toBe(true);
+    expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
+  });
+
+  it("judges a batch receipt by receipt: a repeat inside it is answered as the first; one waiting for its settlement holds back those after it", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const first = await chain.next(await settled(agent.id, ownerId));
+    const unsettledId = newId("req");
+    const waiting = await chain.next(unsettledId);
+    const after = await chain.next(await settled(agent.id, ownerId));
+    const acks = await edge.accept(agent, wire(first, first, waiting, after));
+    expect(acks.map((a) => a.refused)).toEqual([null, null, "retry", "retry"]);
+    expect(acks[1]).toEqual(acks[0]);
+    expect(await database.db.agentReceipt.count({ where: { agentId: agent.id } })).toBe(1);
+    // Its settlement lands: the receipts held back are taken, in order, in one batch.
+    await settled(agent.id, ownerId, 150n, 105n, unsettledId);
+    const later = await edge.accept(agent, wire(waiting, after));
+    expect(later.map((a) => [a.seq, a.refused])).toEqual([
+      [2, null],
+      [3, null],
+    ]);
+    expect((await edge.tail(agent.id)).seq).toBe(3);
     expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
   });
 
