@@ -37,6 +37,7 @@ import {
 import type { Db } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
 import { raiseRiskFlag } from "../risk/flags.ts";
+import { openHubRecord, type HubRecordSealer } from "./hub_record.ts";
 
 /** Risk flag kinds this module raises (subject `agent:<id>`). */
 export const LEDGER_OUT_OF_SYNC = "ledger_out_of_sync";
@@ -97,6 +98,8 @@ export class EdgeReceipts {
     private readonly hubKey: HubReceiptKey,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
+    /** Seals the hub's record into statements offered again, and checks the record a receipt carries opens. */
+    private readonly hubRecords: { sealer: HubRecordSealer | null; rebuildKey: Uint8Array | null } = { sealer: null, rebuildKey: null },
   ) {}
 
   async #verifyKey(publicKey: string): Promise<CryptoKey | null> {
@@ -134,7 +137,7 @@ export class EdgeReceipts {
          AND (r.charge_micros > 0 OR r.earning_micros > 0)
          AND NOT EXISTS (SELECT 1 FROM agent_receipts a WHERE a.request_id = r.request_id)
        ORDER BY r.settled_at LIMIT ${limit}`;
-    return rows.map((r) => {
+    const statements = rows.map((r): SettlementStatement => {
       const usage = {
         inputTokens: r.input_tokens ?? 0,
         outputTokens: r.output_tokens ?? 0,
@@ -157,6 +160,7 @@ export class EdgeReceipts {
         dispatchedAtMs: r.created_at.getTime(),
       };
     });
+    return this.hubRecords.sealer ? this.hubRecords.sealer.sealAll(statements) : statements;
   }
 
   /** RECEIPT or CLAIM: each receipt in order, answered with one RECEIPT_ACK each. Never throws for bad input. */
@@ -190,6 +194,9 @@ export class EdgeReceipts {
       this.log.warn("ledger.receipt_refused", { agentId: agent.id, seq: receipt.seq, requestId: receipt.requestId, refused, detail });
       return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused, disputed: false };
     };
+    // A hub record opens only with the hub's key and for its own request: one the hub did not seal is disputed.
+    const rebuildKey = this.hubRecords.rebuildKey;
+    const hubRecordBad = receipt.hubRecord !== undefined && rebuildKey !== null && openHubRecord(rebuildKey, receipt.requestId, receipt.hubRecord) === null;
     const key = await this.#verifyKey(agent.publicKey);
     if (!key || !(await verifyReceiptSignature(key, hash, signature))) return refuse("invalid", "the agent's signature does not verify");
     if (receipt.agentId !== agent.id) return refuse("invalid", `the receipt names agent ${receipt.agentId}`);
@@ -226,7 +233,9 @@ export class EdgeReceipts {
         const byRequest = await tx.agentReceipt.findUnique({ where: { requestId: receipt.requestId }, select: { agentId: true, seq: true } });
         const dispute = byRequest
           ? { kind: "mismatch" as const, detail: `request already has receipt ${byRequest.seq} of ${byRequest.agentId}` }
-          : await settlementDispute(tx, agent.id, receipt, settled);
+          : hubRecordBad
+            ? { kind: "mismatch" as const, detail: "the hub record in the receipt does not open with the hub's rebuild key" }
+            : await settlementDispute(tx, agent.id, receipt, settled);
         const ownsRequest = !byRequest && settled?.agentId === agent.id;
         const countersignature = dispute ? null : await countersignReceipt(this.hubKey.privateKey, hash);
         const detail = dispute?.detail.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX) ?? null;
