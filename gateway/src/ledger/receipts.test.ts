@@ -3,6 +3,7 @@
 // signatures refused and flagged; foreign, unsettled and disagreeing receipts kept as disputed, with later receipts
 // still settled; crash-witnessed receipts bounded by the agent's session ends; the stored chain verified and its
 // tampering named.
+import { randomBytes } from "node:crypto";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,6 +27,7 @@ import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harnes
 import { createLogger } from "../log.ts";
 import { agentLedgerSummaries } from "../ops/agent_ledger.ts";
 import { loadHubReceiptKey } from "./hub_key.ts";
+import { hubRecordJson, HubRecordSealer, openHubRecord, sealHubRecord } from "./hub_record.ts";
 import { releasePresence } from "../tunnel/presence.ts";
 import { EdgeReceipts, UNRECEIPTED_REOFFER_AGE_MS, UNRECEIPTED_REOFFER_WINDOW_MS, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
 
@@ -305,6 +307,31 @@ describe("edge receipts at the hub", () => {
     ]);
     // Older than the periodic window: left to the next handshake.
     expect(await at(UNRECEIPTED_REOFFER_WINDOW_MS + 1_000).unreceipted(agent.id, "reoffer")).toEqual([]);
+  });
+
+  it("seals its record of the request into statements offered again; a receipt whose hub record it did not seal is disputed", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+    try {
+      const rebuildKey = new Uint8Array(randomBytes(32));
+      const edge = new EdgeReceipts(database.db, hubKey, log, Date.now, { sealer: new HubRecordSealer(pool, rebuildKey, log), rebuildKey });
+      const requestId = await settled(agent.id, ownerId);
+      const [statement] = await edge.unreceipted(agent.id);
+      const opened = openHubRecord(rebuildKey, requestId, fromBase64Url(statement!.hubRecord!));
+      expect(JSON.parse(opened!)).toMatchObject({ v: 1, reservation: { request_id: requestId, user_id: ownerId, charge_micros: 150 }, record: null });
+      // The agent signs the record as it came: confirmed. One sealed under another key (or for another request): disputed.
+      const chain = new Chain(agent.id, privateKey);
+      const [good] = await edge.accept(agent, wire(await chain.next(requestId, { hubRecord: fromBase64Url(statement!.hubRecord!) })));
+      expect(good).toMatchObject({ refused: null, disputed: false });
+      const other = await settled(agent.id, ownerId);
+      const forged = sealHubRecord(new Uint8Array(randomBytes(32)), other, hubRecordJson("{}", null));
+      const [bad] = await edge.accept(agent, wire(await chain.next(other, { hubRecord: forged })));
+      expect(bad).toMatchObject({ refused: "mismatch", disputed: true });
+      const row = await database.db.agentReceipt.findFirst({ where: { agentId: agent.id, seq: 2 } });
+      expect(row?.disputeDetail).toMatch(/hub record .* does not open/);
+    } finally {
+      await pool.end();
+    }
   });
 
   it("compares the agent's reported tail: behind or different is out of sync, naming the first differing sequence", async () => {
