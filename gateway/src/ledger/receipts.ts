@@ -98,7 +98,7 @@ export class EdgeReceipts {
     private readonly hubKey: HubReceiptKey,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
-    /** Seals the hub's record into statements offered again, and checks the record a receipt carries opens. */
+    /** Seals the hub's record into statements offered again, and checks that the record a receipt carries opens. */
     private readonly hubRecords: { sealer: HubRecordSealer | null; rebuildKey: Uint8Array | null } = { sealer: null, rebuildKey: null },
   ) {}
 
@@ -194,9 +194,12 @@ export class EdgeReceipts {
       this.log.warn("ledger.receipt_refused", { agentId: agent.id, seq: receipt.seq, requestId: receipt.requestId, refused, detail });
       return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused, disputed: false };
     };
-    // A hub record opens only with the hub's key and for its own request: one the hub did not seal is disputed.
+    // A hub record opens only with the hub's rebuild key and for its own request. One that does not (altered by the
+    // agent, or sealed by a gateway with another key: every gateway of a hub must share it) leaves the money as the
+    // settlement says, so it is not a dispute; it is logged here and the rebuild reports it.
     const rebuildKey = this.hubRecords.rebuildKey;
-    const hubRecordBad = receipt.hubRecord !== undefined && rebuildKey !== null && openHubRecord(rebuildKey, receipt.requestId, receipt.hubRecord) === null;
+    if (receipt.hubRecord !== undefined && rebuildKey !== null && openHubRecord(rebuildKey, receipt.requestId, receipt.hubRecord) === null)
+      this.log.warn("ledger.hub_record_unopened", { agentId: agent.id, seq: receipt.seq, requestId: receipt.requestId });
     const key = await this.#verifyKey(agent.publicKey);
     if (!key || !(await verifyReceiptSignature(key, hash, signature))) return refuse("invalid", "the agent's signature does not verify");
     if (receipt.agentId !== agent.id) return refuse("invalid", `the receipt names agent ${receipt.agentId}`);
@@ -233,9 +236,7 @@ export class EdgeReceipts {
         const byRequest = await tx.agentReceipt.findUnique({ where: { requestId: receipt.requestId }, select: { agentId: true, seq: true } });
         const dispute = byRequest
           ? { kind: "mismatch" as const, detail: `request already has receipt ${byRequest.seq} of ${byRequest.agentId}` }
-          : hubRecordBad
-            ? { kind: "mismatch" as const, detail: "the hub record in the receipt does not open with the hub's rebuild key" }
-            : await settlementDispute(tx, agent.id, receipt, settled);
+          : await settlementDispute(tx, agent.id, receipt, settled);
         const ownsRequest = !byRequest && settled?.agentId === agent.id;
         const countersignature = dispute ? null : await countersignReceipt(this.hubKey.privateKey, hash);
         const detail = dispute?.detail.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX) ?? null;
