@@ -140,13 +140,13 @@ async function writeBatch(pool: pg.Pool, batch: Ready[]): Promise<{ written: str
     await client.query("BEGIN");
     const docs = `[${batch.map((b) => b.plaintext).join(",")}]`;
     const inserted = await client.query<{ request_id: string; user_id: string }>(
-      `INSERT INTO reservations SELECT (json_populate_record(NULL::reservations, x->'reservation')).* FROM json_array_elements($1::json) x
+      `INSERT INTO reservations SELECT r.* FROM json_array_elements($1::json) x CROSS JOIN LATERAL json_populate_record(NULL::reservations, x->'reservation') r
        ON CONFLICT (request_id) DO NOTHING RETURNING request_id, user_id`,
       [docs],
     );
     const written = inserted.rows.map((r) => r.request_id);
     await client.query(
-      `INSERT INTO request_records SELECT (json_populate_record(NULL::request_records, x->'record')).* FROM json_array_elements($1::json) x
+      `INSERT INTO request_records SELECT r.* FROM json_array_elements($1::json) x CROSS JOIN LATERAL json_populate_record(NULL::request_records, x->'record') r
        WHERE json_typeof(x->'record') = 'object' AND x->'reservation'->>'request_id' = ANY($2)
        ON CONFLICT (id, started_at) DO NOTHING`,
       [docs, written],
@@ -248,7 +248,7 @@ export async function rebuildFromEdge(opts: RebuildOptions): Promise<RebuildRepo
     if (!force && done - lastCount < REBUILD_PROGRESS_EVERY_RECEIPTS && now() - lastLine < REBUILD_PROGRESS_EVERY_MS) return;
     lastLine = now();
     lastCount = done;
-    opts.progress(`rebuild-from-edge: ${done} receipts read, ${rebuilt} requests rebuilt (agent ${agentId ?? "?"})`);
+    opts.progress(`rebuild-from-edge: ${done} receipts read, ${rebuilt} requests rebuilt (${agentId ? `agent ${agentId}` : "all ledgers"})`);
   };
   for (const file of files) {
     const { agent, receipts } = await verifyFile(pool, file);
