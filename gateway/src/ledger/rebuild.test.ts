@@ -60,8 +60,9 @@ describe("rebuild from the edge", () => {
     expect(lines).toContain(`receipt 1 (request ${foreign.receipts[0]!.requestId}) not rebuilt: the hub record does not open with this rebuild key`);
     expect(await count("reservations")).toBe(report.rebuilt);
     expect(await count("request_records")).toBe(report.rebuilt);
-    // One progress line at the first REBUILD_PROGRESS_EVERY_RECEIPTS receipts, one at the end.
-    expect(progress[0]).toMatch(
+    // One line per file verified; one progress line at the first REBUILD_PROGRESS_EVERY_RECEIPTS receipts, one at the end.
+    expect(progress.filter((l) => l.includes(": verifying "))).toEqual(["a", "b", "c"].map((f) => `rebuild-from-edge: verifying ${join(dir, `${f}.ledger`)}`));
+    expect(progress.filter((l) => !l.includes(": verifying "))[0]).toMatch(
       new RegExp(`^rebuild-from-edge: ${REBUILD_PROGRESS_EVERY_RECEIPTS} receipts read, \\d+ requests rebuilt \\(agent ${good.agentId}\\)$`),
     );
     expect(progress.at(-1)).toBe(`rebuild-from-edge: ${good.receipts.length + 8} receipts read, ${report.rebuilt} requests rebuilt (all ledgers)`);

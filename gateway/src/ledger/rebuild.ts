@@ -251,6 +251,8 @@ export async function rebuildFromEdge(opts: RebuildOptions): Promise<RebuildRepo
     opts.progress(`rebuild-from-edge: ${done} receipts read, ${rebuilt} requests rebuilt (${agentId ? `agent ${agentId}` : "all ledgers"})`);
   };
   for (const file of files) {
+    // Verifying a long chain takes a while (~0.3 ms a receipt): say which file it is on.
+    opts.progress?.(`rebuild-from-edge: verifying ${file}`);
     const { agent, receipts } = await verifyFile(pool, file);
     agents.push(agent);
     let batch: Ready[] = [];
