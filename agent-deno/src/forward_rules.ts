@@ -78,5 +78,5 @@ export function checkForward(api: ApiFamily, method: string, pathAndQuery: strin
     if (!PATHS[api].has(path)) throw new ForwardRefusedError(`${path} is not an inference endpoint the agent forwards`);
     if (method !== FORWARDED_METHOD) throw new ForwardRefusedError(`method ${method.slice(0, 16)} is not forwarded`);
   }
-  return { path, query: q < 0 ? "" : forwardedQuery(api, pathAndQuery.slice(q)) };
+  return { path, query: q < 0 ? "" : forwardedQuery(api, pathAndQuery.slice(q), path) };
 }

@@ -8,12 +8,24 @@ Deno.test("forward rules: every inference path is forwarded as a POST, with only
   assert.deepEqual(checkForward("openai", "POST", "/v1/chat/completions?api-version=2020-01-01&x=y"), { path: "/v1/chat/completions", query: "" });
 });
 
-Deno.test("forward rules: a stored response is retrieved, deleted, cancelled and its input items listed, with no query", () => {
+Deno.test("forward rules: a stored response is retrieved, deleted, cancelled and its input items listed and paged", () => {
   const id = "resp_0123abcdEF_-x";
   assert.deepEqual(checkForward("openai", "GET", `/v1/responses/${id}`), { path: `/v1/responses/${id}`, query: "" });
   assert.deepEqual(checkForward("openai", "DELETE", `/v1/responses/${id}`), { path: `/v1/responses/${id}`, query: "" });
   assert.deepEqual(checkForward("openai", "POST", `/v1/responses/${id}/cancel`), { path: `/v1/responses/${id}/cancel`, query: "" });
-  assert.deepEqual(checkForward("openai", "GET", `/v1/responses/${id}/input_items?limit=5&after=x`), { path: `/v1/responses/${id}/input_items`, query: "" });
+  const items = `/v1/responses/${id}/input_items`;
+  assert.deepEqual(checkForward("openai", "GET", `${items}?order=asc&after=msg_1&limit=5&x=1`), { path: items, query: "?limit=5&after=msg_1&order=asc" });
+  // Free values only where the pattern allows them: a page of 0 or 101, a cursor with a slash, an unknown include.
+  assert.deepEqual(checkForward("openai", "GET", `${items}?limit=101&after=a%2Fb&order=up&include[]=secrets`), { path: items, query: "" });
+  assert.deepEqual(checkForward("openai", "GET", `${items}?limit=0&include%5B%5D=reasoning.encrypted_content&include[]=reasoning.encrypted_content`), {
+    path: items,
+    query: "?include%5B%5D=reasoning.encrypted_content",
+  });
+  assert.deepEqual(checkForward("openai", "GET", `/v1/responses/${id}?include[]=message.output_text.logprobs&limit=5`), {
+    path: `/v1/responses/${id}`,
+    query: "?include%5B%5D=message.output_text.logprobs",
+  });
+  assert.deepEqual(checkForward("openai", "POST", `/v1/responses/${id}/cancel?order=asc`), { path: `/v1/responses/${id}/cancel`, query: "" });
 });
 
 Deno.test("forward rules: anything else is refused", () => {

@@ -24,6 +24,7 @@ import {
   type RequestHead,
 } from "../../protocol/src/mod.ts";
 import { authHeaders, type Upstream } from "./providers.ts";
+import { ProxyError } from "./egress_proxy.ts";
 import {
   chunkFrame,
   headWithBody,
@@ -132,9 +133,11 @@ export class AgentStream {
       scanner.problem ??
       (model !== null && model !== this.head.model
         ? "the body names another model than the request head"
-        : end && model === null
-          ? "the body names no model"
-          : null);
+        : scanner.fields.background === true
+          ? "a background response runs on the owner's key after the call returns, where no meter sees it"
+          : end && model === null
+            ? "the body names no model"
+            : null);
     if (problem === null) return true;
     this.host.log.warn("stream.body_refused", { requestId: this.head.requestId, streamId: this.id, problem });
     this.#reset(ResetCode.BODY_REFUSED, problem);
@@ -336,7 +339,9 @@ export class AgentStream {
           this.host.log.warn("stream.upstream_broken", { requestId: this.head.requestId, provider: this.upstream.provider, error: name, phase: "head" });
           this.#reset(ResetCode.UPSTREAM_RESET, "provider connection broke after the request was sent");
         } else {
-          this.host.log.warn("stream.upstream_unreachable", { requestId: this.head.requestId, provider: this.upstream.provider, error: name });
+          // A proxy's refusal says which proxy and status (never its credentials): what the owner needs to fix it.
+          const detail = error instanceof ProxyError ? { detail: error.message } : {};
+          this.host.log.warn("stream.upstream_unreachable", { requestId: this.head.requestId, provider: this.upstream.provider, error: name, ...detail });
           this.#reset(ResetCode.UPSTREAM_UNREACHABLE, "provider unreachable");
         }
       }

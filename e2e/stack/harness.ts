@@ -220,6 +220,8 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       LIMITS_REDIS_PREFIX: `test:${new URL(databaseUrl).pathname.slice(1)}:`,
       // Test agents call the mock provider (--dev-upstream): only a hub in development mode admits them.
       HUB_DEVELOPMENT: "1",
+      // No quality canaries (they would add provider calls a test counts); a test turns them on to see them.
+      CANARY_INTERVAL_MS: "0",
       ...env,
     },
   });
@@ -269,6 +271,8 @@ export async function enrollWithToken(
       name: "test-agent",
       concurrentStreamsMax: opts.concurrentStreamsMax ?? 512,
       logLevel: "warn",
+      // A suspended agent asks again after 0.5–1 s here (5 minutes by default), so a test sees it come back.
+      suspendedRetrySeconds: 1,
       upstreams: [
         { provider: "openai", apiKeyEnv: "TEST_OPENAI_KEY", models: models.openai },
         { provider: "anthropic", apiKey: "sk-ant-test-owner-key", models: models.anthropic },

@@ -72,6 +72,38 @@ describe("stored responses reach the agent that made them", () => {
     expect(callsTo(mockB, onA.id)).toEqual([]);
   });
 
+  it("input items page through the hub with the client's limit, cursor and order; a query the rules refuse is dropped", async () => {
+    const keyB = await issueKey(stack.db, stack.userId, "paged-on-b", { allowedOwnerIds: [ownerB] });
+    const texts = ["one", "two", "three", "four", "five"];
+    const made = await openai(keyB.secret).responses.create({
+      model: "gpt-4o-mini",
+      input: texts.map((text) => ({ type: "message" as const, role: "user" as const, content: text })),
+    });
+    const client = openai(stack.apiKey);
+    const read = async (query: OpenAI.Responses.InputItemListParams) => {
+      const seen: string[] = [];
+      for await (const item of client.responses.inputItems.list(made.id, query)) seen.push((item as unknown as { content: string }).content);
+      return seen;
+    };
+    expect(await read({ limit: 2, order: "asc" })).toEqual(texts);
+    expect(await read({ limit: 3 })).toEqual([...texts].reverse());
+    const listed = callsTo(mockB, made.id).map((call) => call.replace(`GET /v1/responses/${made.id}/input_items`, ""));
+    // The SDK follows `has_more` with `after` = the page's last id; each page asked for what the client asked.
+    expect(listed).toEqual([
+      "?limit=2&order=asc",
+      "?limit=2&after=msg_in_1&order=asc",
+      "?limit=2&after=msg_in_3&order=asc",
+      "?limit=3",
+      "?limit=3&after=msg_in_2",
+    ]);
+    const refused = await fetch(`${stack.baseUrl}/v1/responses/${made.id}/input_items?limit=1000&after=../x&order=asc&api-version=1`, {
+      headers: { authorization: `Bearer ${stack.apiKey}` },
+    });
+    expect(refused.status).toBe(200);
+    expect(((await refused.json()) as { data: { content: string }[] }).data.map((item) => item.content)).toEqual(texts);
+    expect(callsTo(mockB, made.id).at(-1)).toBe(`GET /v1/responses/${made.id}/input_items?order=asc`);
+  });
+
   it("cancel reaches the provider, whose own answer comes back", async () => {
     const error = await openai(stack.apiKey)
       .responses.cancel(onB.id)

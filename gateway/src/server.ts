@@ -26,8 +26,11 @@ import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
+import { LinkedAccounts, viaPrisma } from "./risk/account_links.ts";
+import { SelfDealingDetector, type LinkedEarningsMode } from "./risk/linked_accounts.ts";
 import { ENDPOINT_FORBIDDEN, EndpointReportThrottle, raiseEndpointForbidden } from "./risk/endpoint_forbidden.ts";
 import { EGRESS_PRUNE_INTERVAL_MS, EgressProbes, plainAddress } from "./risk/egress.ts";
+import { CanaryScheduler, type CanaryOptions } from "./risk/canary.ts";
 import { checkKeyReuse, KEY_FINGERPRINT_REUSE } from "./risk/key_reuse.ts";
 import { ContentRules } from "./risk/content_screen.ts";
 import { Treasury } from "./ops/treasury.ts";
@@ -124,8 +127,12 @@ export interface GatewayOptions {
   adminAuth?: Partial<FailureThrottleOptions>;
   /** Owner accounts that may share one agent egress address before each further one is flagged (risk/egress.ts). */
   egressOwnersPerAddressMax?: number;
+  /** A request between linked accounts: its earning held for review, or only flagged (risk/linked_accounts.ts; default hold). */
+  linkedEarnings?: LinkedEarningsMode;
   /** How often old egress probes are deleted, ms (default EGRESS_PRUNE_INTERVAL_MS). */
   egressPruneIntervalMs?: number;
+  /** Quality canaries through the agents this gateway holds (risk/canary.ts); off when absent or `intervalMs` is 0. */
+  canaries?: Pick<CanaryOptions, "intervalMs" | "firstDelayMsMax" | "tickMs" | "timeoutMs">;
   /** The in-memory filter of issued keys: lookups allowed per second for keys it does not hold, rebuild interval. */
   keyFilter?: { missLookupsPerSecond?: number; rebuildIntervalMs?: number };
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
@@ -267,6 +274,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     opts.egressPruneIntervalMs ?? EGRESS_PRUNE_INTERVAL_MS,
   );
   egressPruneTimer.unref();
+  // Each gateway canaries the agents it holds (an agent is held by one gateway at a time): no leader needed.
+  const canaries = new CanaryScheduler({ db, log, registry, intervalMs: 0, ...opts.canaries });
+  canaries.start();
   const endpointReports = new EndpointReportThrottle();
   const identities = new IdentityGuard({
     db,
@@ -303,6 +313,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const leases = opts.billing ? new CreditLeases(ledger, opts.gatewayId, opts.hubId, health, log, leaseOptions) : null;
   // Known to the ledger (and to other gateways' sweeps) before it serves anything.
   await leases?.heartbeat();
+  const selfDealing = new SelfDealingDetector(db, new LinkedAccounts(viaPrisma(db)), opts.linkedEarnings);
   const meter = new Meter(
     opts.billing && leases
       ? {
@@ -312,6 +323,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           prices,
           tariffs,
           onUsageCapped: (capped, written) => recordUsageDivergence(db, capped, written),
+          onServed: (served, written) => selfDealing.check(served, written),
         }
       : null,
     log,
@@ -639,6 +651,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       keyFilterLoader.close();
       clearInterval(tailTimer);
       clearInterval(egressPruneTimer);
+      canaries.stop();
       clearInterval(limitsStatusTimer);
       stopPruningRoutes();
       content.stop();

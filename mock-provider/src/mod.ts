@@ -241,6 +241,25 @@ async function paced(d: Directives, emit: (i: number) => Promise<boolean>): Prom
   return true;
 }
 
+const INSTRUCTION = /Reply with exactly: (\S+)\s*$/;
+
+/**
+ * The one instruction the mock follows, as a model would: a last user message ending `Reply with exactly: X`
+ * (string content, or its text parts) is answered with X in a non-streamed answer. Null when there is none.
+ */
+function instructedReply(body: Json): string | null {
+  const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : [];
+  const last = messages[messages.length - 1] as { content?: unknown } | undefined;
+  const content = last?.content;
+  const text =
+    typeof content === "string"
+      ? content
+      : Array.isArray(content)
+        ? content.map((p) => (typeof p === "object" && p !== null && typeof (p as Json).text === "string" ? ((p as Json).text as string) : "")).join("")
+        : "";
+  return INSTRUCTION.exec(text)?.[1] ?? null;
+}
+
 /** Input tokens the usage reports for a request body of `bytes`. */
 const reportedInput = (d: Directives, bytes: number) => d.inputTokens ?? estimateTokens(bytes);
 
@@ -292,6 +311,7 @@ async function chatCompletions(r: Responder, body: Json, d: Directives, requestB
   if (d.firstDelayMs === 0 && d.delayMs > 0) await sleep(d.delayMs * d.chunks);
   let content = "";
   for (let i = 0; i < d.chunks; i++) content += chunkText(i, d);
+  content = instructedReply(body) ?? content;
   await sendJson(r, 200, {
     id,
     object: "chat.completion",
@@ -337,6 +357,22 @@ async function completions(r: Responder, body: Json, d: Directives, requestBytes
  * items: served by GET / DELETE `/v1/responses/{id}`, `POST …/cancel` and `GET …/input_items`. Each mock is
  * one provider account: another mock does not know them.
  */
+/**
+ * One page of input items as OpenAI lists them: `order` (default `desc`, newest first), `limit` (1–100, default
+ * 20), and the cursors `after` / `before` (an item id: the page starts after it, or ends before it).
+ */
+function inputItemsPage(items: readonly Json[], query: URLSearchParams): Json {
+  const ordered = query.get("order") === "asc" ? [...items] : [...items].reverse();
+  const limit = Math.min(100, Math.max(1, Number(query.get("limit") ?? 20) || 20));
+  const index = (id: string | null) => (id === null ? -1 : ordered.findIndex((item) => item.id === id));
+  const after = index(query.get("after"));
+  const before = index(query.get("before"));
+  const from = after >= 0 ? after + 1 : 0;
+  const to = before >= 0 ? before : ordered.length;
+  const data = ordered.slice(from, Math.min(to, from + limit));
+  return { object: "list", data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + data.length < to };
+}
+
 class StoredResponses {
   readonly #byId = new Map<string, { response: Json; input: Json[] }>();
 
@@ -352,7 +388,7 @@ class StoredResponses {
   }
 
   /** Answers a stored-response call; false when `path` is none of them. */
-  async serve(r: Responder, method: string, path: string): Promise<boolean> {
+  async serve(r: Responder, method: string, path: string, query: URLSearchParams): Promise<boolean> {
     const m = /^\/v1\/responses\/(resp_[A-Za-z0-9_-]+)(\/cancel|\/input_items)?$/.exec(path);
     if (!m) return false;
     const [, id, sub] = m;
@@ -370,8 +406,7 @@ class StoredResponses {
         error: { message: "Only responses created with background=true can be cancelled.", type: "invalid_request_error", param: null, code: null },
       });
     } else if (method === "GET" && sub === "/input_items") {
-      const data = stored.input;
-      await sendJson(r, 200, { object: "list", data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: false });
+      await sendJson(r, 200, inputItemsPage(stored.input, query));
     } else await sendJson(r, 405, { error: { message: `Invalid method for URL (${method} ${path})`, type: "invalid_request_error", param: null, code: null } });
     return true;
   }
@@ -488,6 +523,7 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
   }
   let text = "";
   for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
+  text = instructedReply(body) ?? text;
   await sendJson(
     r,
     200,
@@ -533,7 +569,7 @@ async function handle(
     await sendJson(r, 401, body);
     return;
   }
-  if (await stored.serve(r, req.method ?? "GET", path)) return;
+  if (await stored.serve(r, req.method ?? "GET", path, url.searchParams)) return;
   const contentType = String(req.headers["content-type"] ?? "");
   if (contentType.startsWith("multipart/form-data")) {
     // Audio transcription / image edit: answer with the byte count so tests see the body arrived whole.
@@ -579,6 +615,13 @@ async function handle(
     const e = isAnthropic ? anthropicError(d.status ?? 400, d) : openAiError(d.status ?? 400, d);
     await sendJson(r, e.status, e.body, e.headers);
     return;
+  }
+  const substitute = options.substitute;
+  if (substitute) {
+    // Another model answers: its name in the answer, its tokenizer's count of the same prompt.
+    if (substitute.model !== undefined) body.model = substitute.model;
+    if (substitute.inputTokensFactor !== undefined && d.inputTokens === null)
+      d = { ...d, inputTokens: Math.round(estimateTokens(raw.length) * substitute.inputTokensFactor) };
   }
   switch (path) {
     case "/v1/chat/completions":
@@ -753,6 +796,11 @@ export interface MockOptions {
   contextTokens?: number;
   /** List `context_window` in `GET /v1/models` (as some providers' metadata does); default true when contextTokens is set. */
   advertiseContext?: boolean;
+  /**
+   * Play a provider (or relay) that answers with another model than the one asked for: `model` is the model field
+   * of its answers; `inputTokensFactor` multiplies the input tokens its usage reports (another tokenizer's count).
+   */
+  substitute?: { model?: string; inputTokensFactor?: number };
 }
 
 export async function startMockProvider(options: MockOptions = {}): Promise<MockProvider> {

@@ -48,6 +48,11 @@ export interface BodyFields {
   billedTools: string[];
   /** A top-level `previous_response_id` string (Responses API): the follow-up goes to the agent that made it. */
   previousResponseId: string | null;
+  /**
+   * A top-level `background` (Responses API): true asks the provider to run the response after the call returns,
+   * where no meter sees its usage (the hub and the agent refuse it).
+   */
+  background: boolean | null;
 }
 
 export interface BodyScanner {
@@ -75,6 +80,7 @@ export function emptyFields(): BodyFields {
     imageParts: 0,
     billedTools: [],
     previousResponseId: null,
+    background: null,
   };
 }
 
@@ -343,7 +349,7 @@ export class JsonBodyScanner implements BodyScanner {
     const key = frame.key;
     if (key === null) return;
     if (key === "model") this.#fail("`model` must be a string");
-    else if (key === "stream") this.#fail("`stream` must be true or false");
+    else if (key === "stream" || key === "background") this.#fail(`\`${key}\` must be true or false`);
     else if (COUNT_KEYS.has(key)) this.#fail(`\`${key}\` must be a whole number`);
     else if (REFERENCE_TOP_KEYS.has(key) || (key === "prompt" && kind === "object")) this.fields.references = true;
   }
@@ -411,7 +417,7 @@ export class JsonBodyScanner implements BodyScanner {
         const model = bytes && !overflow ? decodeJsonString(bytes) : null;
         if (model === null) return this.#fail(`\`model\` must be a string of at most ${FIELD_BYTES_MAX} bytes`);
         this.fields.model = model;
-      } else if (key === "stream") this.#fail("`stream` must be true or false");
+      } else if (key === "stream" || key === "background") this.#fail(`\`${key}\` must be true or false`);
       else if (key !== null && COUNT_KEYS.has(key)) this.#fail(`\`${key}\` must be a whole number`);
       else if (key === "input" && this.#chars) this.fields.inputChars = this.#chars.count;
       else if (key !== null && REFERENCE_TOP_KEYS.has(key)) {
@@ -450,9 +456,10 @@ export class JsonBodyScanner implements BodyScanner {
     const key = this.#stack[0]!.key;
     if (key === null || text === "null") return;
     if (key === "model") this.#fail("`model` must be a string");
-    else if (key === "stream") {
-      if (text === "true" || text === "false") this.fields.stream = text === "true";
-      else this.#fail("`stream` must be true or false");
+    else if (key === "stream" || key === "background") {
+      if (text !== "true" && text !== "false") this.#fail(`\`${key}\` must be true or false`);
+      else if (key === "stream") this.fields.stream = text === "true";
+      else this.fields.background = text === "true";
     } else if (COUNT_KEYS.has(key)) {
       if (long || !INTEGER.test(text)) return this.#fail(`\`${key}\` must be a whole number`);
       const n = Number(text);

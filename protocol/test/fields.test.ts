@@ -130,6 +130,9 @@ describe("JsonBodyScanner", () => {
       [`{"model":"${"m".repeat(FIELD_BYTES_MAX + 1)}"}`, /`model` must be a string of at most/],
       ['{"model":"a","stream":"true"}', /`stream` must be true or false/],
       ['{"model":"a","stream":1}', /`stream` must be true or false/],
+      ['{"model":"a","background":"true"}', /`background` must be true or false/],
+      ['{"model":"a","background":[true]}', /`background` must be true or false/],
+      ['{"model":"a","background":1}', /`background` must be true or false/],
       ['{"model":"a","max_tokens":1e3}', /`max_tokens` must be a whole number/],
       ['{"model":"a","max_tokens":"100"}', /`max_tokens` must be a whole number/],
       ['{"model":"a","n":-1}', /`n` must be a whole number/],
@@ -152,6 +155,10 @@ describe("JsonBodyScanner", () => {
     const nulls = scanInChunks('{"model":"a","stream":null,"max_tokens":null,"n":null}', []);
     expect(nulls.complete).toBe(true);
     expect(nulls.fields).toMatchObject({ stream: null, maxOutputTokens: null, n: null });
+    // `background` is read as the provider reads it: true, false or absent; nested ones are content.
+    expect(scanInChunks('{"model":"a","background":true}', [20]).fields.background).toBe(true);
+    expect(scanInChunks('{"background":false,"model":"a"}', []).fields.background).toBe(false);
+    expect(scanInChunks('{"model":"a","metadata":{"background":true},"background":null}', []).fields.background).toBeNull();
   });
 
   it("counts the characters of a top-level input string and reads n and best_of, however the body is chunked", () => {

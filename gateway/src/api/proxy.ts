@@ -125,6 +125,13 @@ function bodyRefusal(fields: BodyFields): GatewayError | null {
       { param: "tools" },
     );
   }
+  if (fields.background === true) {
+    return new GatewayError(
+      "invalid_request",
+      "Background responses (`background: true`) are not offered through this gateway: the provider runs them after the call returns, where their usage cannot be metered. Send the request without `background`, with `stream: true` for long responses.",
+      { param: "background" },
+    );
+  }
   return null;
 }
 
@@ -586,10 +593,11 @@ class ProxyExchange {
     const target = this.req.url ?? "/";
     const q = target.indexOf("?");
     const search = q < 0 || q === target.length - 1 ? "" : target.slice(q);
+    const upstreamPath = this.stored?.upstreamPath ?? this.route.path;
     return {
       requestId: this.requestId,
       method: this.stored?.method ?? "POST",
-      path: `${this.stored?.upstreamPath ?? this.route.path}${search === "" ? "" : forwardedQuery(this.route.api, search)}`,
+      path: `${upstreamPath}${search === "" ? "" : forwardedQuery(this.route.api, search, upstreamPath)}`,
       api: this.route.api,
       model,
       headers,

@@ -11,6 +11,7 @@
  * PostgreSQL), reports it (metric `wellspring_limits_degraded`, `/readyz`, a warning), pings Redis every
  * `redisRetryMs` and goes back to Redis when it answers. Balances never depend on Redis (they are PostgreSQL's).
  */
+import { randomBytes } from "node:crypto";
 import type { Logger } from "../log.ts";
 import { observeLimiter } from "../observability/metrics.ts";
 import { MemoryStore } from "./memory_store.ts";
@@ -129,6 +130,9 @@ export class Limiter {
   #probing = false;
   /** Per owner (hash tag), the last decision queued on this gateway. */
   readonly #pending = new Map<string, Promise<unknown>>();
+  /** Decision ids: this limiter's own prefix (a restarted gateway may keep its id) and a counter. */
+  readonly #decisionPrefix = randomBytes(6).toString("base64url");
+  #decisions = 0;
   /** Buckets refused recently: refused locally until they could admit. */
   readonly #blocked = new Map<string, { untilMs: number; refusal: Refusal }>();
 
@@ -334,16 +338,17 @@ export class Limiter {
   /**
    * One decision from a store. A failed Redis decision is asked once more before Redis counts as lost: one command
    * that timed out because this process's event loop was busy (its answer arrived late) must not hand every limit to
-   * per-gateway counting. The failed attempt may have been applied in Redis, so the retry can take twice: a request
-   * refused too early, never one admitted beyond the limit.
+   * per-gateway counting. The failed attempt may have been applied in Redis: both carry one decision id, and Redis
+   * answers the retry with what the first attempt took instead of taking twice (`redis_store.ts`).
    */
   async #take(store: PoolStore, takes: PoolTake[]): Promise<TakeResult> {
+    const decisionId = store === this.#local ? undefined : `${this.#decisionPrefix}.${++this.#decisions}`;
     try {
-      return await store.take(this.#opts.gatewayId, takes);
+      return await store.take(this.#opts.gatewayId, takes, decisionId);
     } catch (error) {
       if (store === this.#local) throw error;
       this.#opts.log.info("limits.redis_retry", { error });
-      return await store.take(this.#opts.gatewayId, takes);
+      return await store.take(this.#opts.gatewayId, takes, decisionId);
     }
   }
 

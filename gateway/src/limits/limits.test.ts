@@ -422,6 +422,42 @@ describe("Redis unreachable", () => {
     await limiter.close();
   });
 
+  it("a decision whose answer was lost after Redis ran it is not taken twice when asked again", async () => {
+    const real = new RedisStore(redis);
+    let loseNext = 0;
+    const seen: (string | undefined)[] = [];
+    const lossy: PoolStore = {
+      kind: "redis",
+      // Redis runs the command; its answer never reaches this process (a timeout while the event loop was busy).
+      take: async (gatewayId, takes, decisionId) => {
+        seen.push(decisionId);
+        const out = await real.take(gatewayId, takes, decisionId);
+        if (loseNext-- > 0) throw new Error("Command timed out");
+        return out;
+      },
+      give: (gatewayId, gives) => real.give(gatewayId, gives),
+      renew: (gatewayId, keys) => real.renew(gatewayId, keys),
+      close: () => Promise.resolve(),
+    };
+    const limiter = outageLimiter("gwL", lossy, 1, () => Promise.resolve(true));
+    limiter.start();
+    const keyId = `key_${randomUUID()}`;
+    const key: KeyLimits = { rpm: null, tpm: null, concurrency: 2, monthlyBudgetMicros: null };
+    loseNext = 1;
+    const a = await limiter.admitStart({ keyId, userId: "usr_l", key });
+    expect(limiter.mode).toBe("redis");
+    expect(seen).toHaveLength(2);
+    expect(seen[0]).toBeTypeOf("string");
+    expect(seen[1]).toBe(seen[0]);
+    // Two slots: the lost answer's retry took one, not two, so a second request fits and a third does not.
+    const b = await limiter.admitStart({ keyId, userId: "usr_l", key });
+    expect(seen[2]).not.toBe(seen[0]);
+    await expect(limiter.admitStart({ keyId, userId: "usr_l", key })).rejects.toBeInstanceOf(LimitRefusedError);
+    a.end({ tokens: null, chargedMicros: null });
+    b.end({ tokens: null, chargedMicros: null });
+    await limiter.close();
+  });
+
   it("the machine's Redis answers (the other cases ran against it)", async () => {
     expect(await redisAnswers(redis)).toBe(true);
   });

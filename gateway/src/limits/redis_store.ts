@@ -37,12 +37,23 @@ local function refilled(key, cap, rate, now)
 end
 `;
 
-/** KEYS: pools. ARGV: gateway, slot hold ms, then per pool: kind, capacity, refill/ms, debt, ttl ms, init ('' = ask), amount, want. */
+/**
+ * KEYS: pools, then (when ARGV[3] is not '') the decision's key. ARGV: gateway, slot hold ms, decision memory ms
+ * ('' = none), then per pool: kind, capacity, refill/ms, debt, ttl ms, init ('' = ask), amount, want. A decision
+ * that took is remembered under its key: the same decision sent again (a retry after a timeout whose first
+ * attempt did run) answers what it answered, without taking twice.
+ */
 const TAKE = `${NOW}${SLOTS_USED}
-local gw, hold = ARGV[1], tonumber(ARGV[2])
+local gw, hold, memory = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local n = #KEYS
+if memory ~= '' then
+  n = n - 1
+  local prior = redis.call('GET', KEYS[#KEYS])
+  if prior then return cjson.decode(prior) end
+end
 local levels = {}
-for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 8
+for i = 1, n do
+  local b = 3 + (i - 1) * 8
   local kind, cap, rate, debt = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), ARGV[b + 4] == '1'
   local init, amount = ARGV[b + 6], tonumber(ARGV[b + 7])
   if kind == 'slots' then
@@ -70,8 +81,8 @@ for i = 1, #KEYS do
   end
 end
 local out = {1}
-for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 8
+for i = 1, n do
+  local b = 3 + (i - 1) * 8
   local kind, ttl, amount, want = ARGV[b + 1], tonumber(ARGV[b + 5]), tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
   local grant = amount
   if want > amount and levels[i] >= want then grant = want end
@@ -85,6 +96,7 @@ for i = 1, #KEYS do
   end
   out[i + 1] = grant
 end
+if memory ~= '' then redis.call('SET', KEYS[#KEYS], cjson.encode(out), 'PX', tonumber(memory)) end
 return out
 `;
 
@@ -141,6 +153,12 @@ class Script {
   }
 }
 
+/**
+ * How long Redis remembers a decision that took, ms: far beyond a command's timeout (`LIMITS_REDIS_TIMEOUT_MS`,
+ * 1 s), within which the limiter sends a failed decision again.
+ */
+export const DECISION_MEMORY_MS = 10_000;
+
 // One per process: a script's SHA is the same on every connection.
 const TAKE_SCRIPT = new Script(TAKE);
 const GIVE_SCRIPT = new Script(GIVE);
@@ -162,16 +180,15 @@ export class RedisStore implements PoolStore {
     for (const script of [this.#take, this.#give, this.#renew]) await script.load(this.redis);
   }
 
-  async take(gatewayId: string, takes: readonly PoolTake[]): Promise<TakeResult> {
-    const args: (string | number)[] = [gatewayId, this.slotHoldMs];
+  async take(gatewayId: string, takes: readonly PoolTake[], decisionId?: string): Promise<TakeResult> {
+    const args: (string | number)[] = [gatewayId, this.slotHoldMs, decisionId === undefined ? "" : DECISION_MEMORY_MS];
     for (const { spec, amount, want } of takes) {
       args.push(spec.kind, spec.capacity, spec.refillPerMs, spec.debt ? "1" : "0", spec.ttlMs, spec.init === null ? "" : spec.init, amount, want);
     }
-    const out = (await this.#take.run(
-      this.redis,
-      takes.map((t) => t.spec.key),
-      args,
-    )) as (number | string)[];
+    const keys = takes.map((t) => t.spec.key);
+    // The decision's key shares the pools' hash tag (one owner), so a Redis Cluster runs the script on one node.
+    if (decisionId !== undefined) keys.push(`${keys[0]!.slice(0, keys[0]!.indexOf("}") + 1)}:decision:${gatewayId}:${decisionId}`);
+    const out = (await this.#take.run(this.redis, keys, args)) as (number | string)[];
     if (out[0] === 1) return { ok: true, granted: out.slice(1).map(Number) };
     const index = Number(out[1]) - 1;
     if (out[0] === 2) return { ok: false, reason: "missing", index };

@@ -6,8 +6,11 @@ import type { PoolGive, PoolTake, TakeResult } from "./pool.ts";
 
 export interface PoolStore {
   readonly kind: "redis" | "memory";
-  /** Takes every pool's amount (and slice when it has it), or none of them. */
-  take(gatewayId: string, takes: readonly PoolTake[]): Promise<TakeResult>;
+  /**
+   * Takes every pool's amount (and slice when it has it), or none of them. With `decisionId`, the same decision
+   * sent again answers as the first one did instead of taking twice (a retry after a lost answer).
+   */
+  take(gatewayId: string, takes: readonly PoolTake[], decisionId?: string): Promise<TakeResult>;
   /** Gives units back (or takes more, for negative amounts); never refuses. */
   give(gatewayId: string, gives: readonly PoolGive[]): Promise<void>;
   /** Keeps this gateway's holdings of the given slot pools alive for another hold period. */

@@ -68,6 +68,15 @@ import { onResponseFrame, type StreamFrameHost } from "./stream_frames.ts";
 import { countFrameIn, countFrameOut, countMessageIn } from "../observability/tunnel_counters.ts";
 
 /** The close reason a production hub gives a development agent (a close reason is at most 123 bytes). */
+/**
+ * Closes the tunnel of an agent an administrator took out of service: a suspended agent keeps running and asks
+ * again later (AGENT_SUSPENDED), a revoked one stops (AGENT_REVOKED).
+ */
+export function closeRefusedAgent(conn: { close(code: number, reason: string): void }, status: "revoked" | "suspended"): void {
+  if (status === "suspended") conn.close(CloseCode.AGENT_SUSPENDED, "agent is suspended by an administrator; retrying later");
+  else conn.close(CloseCode.AGENT_REVOKED, "agent is revoked");
+}
+
 export const DEVELOPMENT_AGENT_REFUSED_REASON = "production hub: agents with --dev-upstream are refused (start the hub with HUB_DEVELOPMENT=1 for tests)";
 
 export interface TunnelSettings {
@@ -646,7 +655,7 @@ export class AgentConnection implements AgentLink {
       return;
     }
     if (agent.status === "revoked" || agent.status === "suspended") {
-      this.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
+      closeRefusedAgent(this, agent.status);
       return;
     }
     if (msg.development === true && !this.settings.developmentAgentsAllowed) {
