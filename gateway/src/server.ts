@@ -48,6 +48,7 @@ import { BreakerSnapshot, Routing, StickyRoutes, type RoutingOptions } from "./r
 import { PEER_PATH, Peers } from "./peers/mod.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { loadHubReceiptKey } from "./ledger/hub_key.ts";
+import { HubRecordSealer, loadRebuildKey, REBUILD_KEY_FILE } from "./ledger/hub_record.ts";
 import { EdgeReceipts } from "./ledger/receipts.ts";
 import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import { AgentReleases, RELEASES_PATH } from "./tunnel/releases.ts";
@@ -137,6 +138,8 @@ export interface GatewayOptions {
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
   /** The hub's receipt countersigning key (Ed25519 PKCS#8); `receipt-key.pk8` beside the spool folder when unset. */
   receiptKeyFile?: string;
+  /** The hub's rebuild key (AES-256, ledger/hub_record.ts); `rebuild-key.bin` beside the spool folder when unset. */
+  rebuildKeyFile?: string;
   /** How often each connected agent's chain tail is compared, ms. */
   chainTailIntervalMs?: number;
   /** Day partitions and the archive job (docs/operations/database.md); partitions only are kept when null. */
@@ -230,8 +233,17 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const stopPruningRoutes = sticky.startPruning();
   const routing = new Routing(registry, { ...opts.routing, sticky, remote: peers, snapshot: breakerSnapshot });
   const directory = new AgentDirectory(db, log);
+  const recordsPool = new pg.Pool({
+    connectionString: opts.databaseUrl,
+    max: 8,
+    connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
+    query_timeout: DB_QUERY_TIMEOUT_MS,
+  });
+  recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
   const receiptKey = await loadHubReceiptKey(opts.receiptKeyFile ?? join(dirname(opts.spoolDir), "receipt-key.pk8"));
-  const edgeReceipts = new EdgeReceipts(db, receiptKey, log);
+  const rebuildKey = await loadRebuildKey(opts.rebuildKeyFile ?? join(dirname(opts.spoolDir), REBUILD_KEY_FILE));
+  const sealer = new HubRecordSealer(recordsPool, rebuildKey, log);
+  const edgeReceipts = new EdgeReceipts(db, receiptKey, log, Date.now, { sealer, rebuildKey });
   const sendTail = (conn: AgentConnection) =>
     void edgeReceipts
       .tail(conn.agentId!)
@@ -273,13 +285,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     presenceTtlMs: tunnelSettings.heartbeatTimeoutMs,
     log,
   });
-  const recordsPool = new pg.Pool({
-    connectionString: opts.databaseUrl,
-    max: 8,
-    connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
-    query_timeout: DB_QUERY_TIMEOUT_MS,
-  });
-  recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
   const keyFilter = new KeyFilter();
   const keys = new KeyVerifier(db, { filter: keyFilter, missLookupsPerSecond: opts.keyFilter?.missLookupsPerSecond ?? KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT });
   const keyFilterLoader = new KeyFilterLoader(
@@ -397,6 +402,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     freeRoutes: new FreeRouteLimiter(),
     limiter,
     content,
+    sealer,
   };
 
   // --- API listener: the public, OpenAI- and Anthropic-compatible API ---

@@ -37,6 +37,7 @@ import {
 import type { Db } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
 import { raiseRiskFlag } from "../risk/flags.ts";
+import { openHubRecord, type HubRecordSealer } from "./hub_record.ts";
 
 /** Risk flag kinds this module raises (subject `agent:<id>`). */
 export const LEDGER_OUT_OF_SYNC = "ledger_out_of_sync";
@@ -97,6 +98,8 @@ export class EdgeReceipts {
     private readonly hubKey: HubReceiptKey,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
+    /** Seals the hub's record into statements offered again, and checks that the record a receipt carries opens. */
+    private readonly hubRecords: { sealer: HubRecordSealer | null; rebuildKey: Uint8Array | null } = { sealer: null, rebuildKey: null },
   ) {}
 
   async #verifyKey(publicKey: string): Promise<CryptoKey | null> {
@@ -134,7 +137,7 @@ export class EdgeReceipts {
          AND (r.charge_micros > 0 OR r.earning_micros > 0)
          AND NOT EXISTS (SELECT 1 FROM agent_receipts a WHERE a.request_id = r.request_id)
        ORDER BY r.settled_at LIMIT ${limit}`;
-    return rows.map((r) => {
+    const statements = rows.map((r): SettlementStatement => {
       const usage = {
         inputTokens: r.input_tokens ?? 0,
         outputTokens: r.output_tokens ?? 0,
@@ -157,6 +160,7 @@ export class EdgeReceipts {
         dispatchedAtMs: r.created_at.getTime(),
       };
     });
+    return this.hubRecords.sealer ? this.hubRecords.sealer.sealAll(statements) : statements;
   }
 
   /**
@@ -211,6 +215,12 @@ export class EdgeReceipts {
       return { ack: await this.#refuse(agent, s, "invalid", "the agent's signature does not verify") };
     if (receipt.agentId !== agent.id) return { ack: await this.#refuse(agent, s, "invalid", `the receipt names agent ${receipt.agentId}`) };
     if (receipt.seq > RECEIPT_SEQ_MAX) return { ack: await this.#refuse(agent, s, "invalid", "sequence number beyond what the hub stores") };
+    // A hub record opens only with the hub's rebuild key and for its own request. One that does not (altered by the
+    // agent, or sealed by a gateway with another key: every gateway of a hub must share it) leaves the money as the
+    // settlement says, so it is not a dispute; it is logged here and the rebuild reports it.
+    const rebuildKey = this.hubRecords.rebuildKey;
+    if (receipt.hubRecord !== undefined && rebuildKey !== null && openHubRecord(rebuildKey, receipt.requestId, receipt.hubRecord) === null)
+      this.log.warn("ledger.hub_record_unopened", { agentId: agent.id, seq: receipt.seq, requestId: receipt.requestId });
     return s;
   }
 
