@@ -111,10 +111,11 @@ describe("prohibited terms", () => {
   });
 
   it("keeps only the hash of the request and the matched rule", async () => {
-    const rows = await pool.query<{ rule_id: string; request_hash: string; api: string }>(
-      "SELECT rule_id, request_hash, api FROM content_refusals ORDER BY created_at",
-    );
-    expect(rows.rows.length).toBeGreaterThanOrEqual(4);
+    const refusals = () =>
+      pool.query<{ rule_id: string; request_hash: string; api: string }>("SELECT rule_id, request_hash, api FROM content_refusals ORDER BY created_at");
+    // Recorded beside the refusal, not before it is answered: the last one may land a moment after its 400.
+    await expect.poll(async () => (await refusals()).rows.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(4);
+    const rows = await refusals();
     for (const r of rows.rows) expect(r.request_hash).toMatch(/^[0-9a-f]{64}$/);
     expect(new Set(rows.rows.map((r) => r.rule_id))).toEqual(new Set([rules[EN_TERM], rules[ZH_TERM]]));
     expect(rows.rows.map((r) => r.api)).toContain("anthropic");

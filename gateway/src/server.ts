@@ -240,7 +240,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
     query_timeout: DB_QUERY_TIMEOUT_MS,
   });
-  recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
+  // Once the pool is ended its clients close in the background (pg-pool's end() does not wait for their sockets): a
+  // database stopping right after the gateway (the embedded one under `npm start`) may still reach one of them
+  // with "terminating connection", which is no fault then.
+  let recordsPoolEnded = false;
+  recordsPool.on("error", (error) => {
+    if (!recordsPoolEnded) log.warn("records.pool_error", { error });
+  });
   const receiptKey = await loadHubReceiptKey(opts.receiptKeyFile ?? join(dirname(opts.spoolDir), "receipt-key.pk8"));
   const rebuildKey = await loadRebuildKey(opts.rebuildKeyFile ?? join(dirname(opts.spoolDir), REBUILD_KEY_FILE));
   const sealer = new HubRecordSealer(recordsPool, rebuildKey, log);
@@ -672,6 +678,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       await settlementSpool.close();
       await recordSpool.close();
       await events.close();
+      recordsPoolEnded = true;
       await recordsPool.end();
       detachMetrics();
     },
