@@ -80,7 +80,7 @@ module.exports = {
       name: "edge-ledger-below-the-listeners",
       comment: "The hub's receipt chains check receipts against settlement rows and raise risk flags; they know nothing of HTTP, the tunnel or the CLI.",
       severity: "error",
-      from: { path: "^gateway/src/ledger/", pathNot: "\\.test\\.ts$" },
+      from: { path: "^gateway/src/ledger/", pathNot: "\\.test\\.ts$|/testing/" },
       to: { path: "^gateway/src/(api|tunnel|cli|ops)/" },
     },
     {

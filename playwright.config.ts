@@ -49,6 +49,10 @@ export default defineConfig({
       HUB_DEVELOPMENT: "1",
       // Journeys enroll an agent and request a payout minutes later: no probation (risk/probation.ts).
       AGENT_PROBATION_HOURS: "0",
+      // An agent's first quality canary of each chat model right after it connects (canaries.spec.ts reads them);
+      // the interval stays 6 h, so no journey sees a second one.
+      CANARY_FIRST_DELAY_MS_MAX: "0",
+      CANARY_TICK_MS: "1000",
       ADMIN_PORT: "18789",
       DATABASE_URL: "",
     },

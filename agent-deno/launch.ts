@@ -25,6 +25,7 @@ import { ExitCode } from "./src/exit_codes.ts";
 import { hubNetPermission, parseHubUrl } from "./src/hub_url.ts";
 import { checkDataDir, enrollPermissions, servePermissions, stateDir } from "./src/permissions.ts";
 import { checkDevOrigin } from "./src/providers.ts";
+import { grantedEnv, proxyEnvSet, proxyFromEnv } from "./src/egress_proxy.ts";
 import { RestartPolicy } from "./src/restart_policy.ts";
 import { isFresh, readStatus } from "./src/status.ts";
 import { readOffer } from "./src/update_offer.ts";
@@ -120,7 +121,15 @@ async function servePlan(dataDir: string, devUpstream: string | undefined, extra
   const identity = await loadIdentity(dataDir);
   const devOrigin = devUpstream === undefined ? null : checkDevOrigin(devUpstream);
   await ensureStateDir(dataDir);
-  const permissions = servePermissions({ dataDir, hubOrigin: identity.hubUrl, config, devOrigin });
+  // HTTPS_PROXY / NO_PROXY in the launcher's environment (the agent inherits it): checked here, granted narrowly.
+  const proxy = proxyFromEnv(grantedEnv);
+  const permissions = servePermissions({
+    dataDir,
+    hubOrigin: identity.hubUrl,
+    config,
+    devOrigin,
+    proxy: proxy ? { address: proxy.address, env: proxyEnvSet(grantedEnv) } : null,
+  });
   if (extra.net.length === 0 && extra.env.length === 0) return permissions;
   return permissions.map((p) =>
     p.startsWith("--allow-net=") && extra.net.length > 0
@@ -422,6 +431,7 @@ async function statusCommand(args: string[], dataDir: string): Promise<number> {
     );
     lines.push(`today (UTC ${s.today.day}): ${s.today.forwarded} calls forwarded to providers, ${s.today.completed} completed`);
     lines.push(`prices: ${s.priceVer === null ? "none received yet" : `official version ${s.priceVer}`}`);
+    lines.push(`provider calls: ${s.proxy ? `through proxy ${s.proxy} (HTTPS_PROXY; NO_PROXY hosts go direct)` : "direct (no HTTPS_PROXY)"}`);
     lines.push(ledgerSummary(dataDir));
   }
   const failed = Object.entries(state.failed).map(([v, f]) => `${v} (${f.reason}, ${f.at})`);

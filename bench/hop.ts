@@ -2,13 +2,20 @@
  * `npm run bench:hop`: the two figures the request path is tuned against, in a minute instead of the full
  * benchmark's six — S1's added median at concurrency 1 (Wellspring against direct, same run) and the CPU-seconds
  * per 1,000 small requests at concurrency 32 of the gateway and the agent (PostgreSQL is every `postgres`
- * process on the machine, so it includes other work on a shared box). BENCH_REQUESTS (S1, default 2000) and
+ * process on the machine, so it includes other work on a shared box; `postgresThisDatabase` is only the backends
+ * connected to this run's database). BENCH_REQUESTS (S1, default 2000) and
  * BENCH_S2_REQUESTS (default 4000) set the counts; BENCH_GATEWAY_CPU_PROF=<dir> writes the gateway's V8 CPU
  * profile there, through a preload (bench/cpu_profile_preload.mjs) that starts the inspector's profiler and
  * writes `<dir>/<pid>.cpuprofile` at exit. BENCH_SSE_STREAMS=<n> then runs S3's SSE load at n streams
  * (two rounds each) and reports TTFB, errors, and the RSS of gateway and agent before, right after and 10 s after.
- * Prints one JSON line; writes no file.
+ * BENCH_PERF=<dir> records `perf` samples (on-CPU only, with call chains; JavaScript frames named through V8's
+ * --perf-basic-prof maps) of the gateway and the agent during the concurrency-32 phase into `<dir>/perf.data`, and
+ * their pids into `<dir>/pids.json`; `npm run bench:profile` runs this and summarises it.
+ * Prints one JSON line; writes no file otherwise.
  */
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
 import { startStack } from "../e2e/stack/harness.ts";
@@ -21,6 +28,9 @@ const CONCURRENCY = 32;
 const WARMUP = 300;
 const profileDir = process.env.BENCH_GATEWAY_CPU_PROF;
 const SSE_STREAMS = Number(process.env.BENCH_SSE_STREAMS ?? 0);
+const perfDir = process.env.BENCH_PERF;
+/** perf's sampling rate while it records, Hz (per process; low enough that the recording costs little). */
+const PERF_FREQUENCY_HZ = 499;
 /** How long after the SSE load RSS is read again, ms. */
 const SETTLE_MS = 10_000;
 
@@ -28,7 +38,12 @@ const gen = new Generator();
 const stack = await startStack({
   concurrentStreamsMax: 1024,
   // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
-  gatewayEnv: profileDir ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir } : {},
+  gatewayEnv: profileDir
+    ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir }
+    : perfDir
+      ? { NODE_OPTIONS: "--perf-basic-prof" }
+      : {},
+  agentEnv: perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {},
 });
 try {
   await gen.call("measure", stack.mock.origin, stack.apiKey, WARMUP);
@@ -47,16 +62,22 @@ try {
     postgres: await pidsNamed("postgres"),
   };
   const before = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, p]) => [k, await cpuSeconds(p)] as const)));
+  const backendsBefore = await backendCpu();
   const perClient = Math.floor(S2_REQUESTS / CONCURRENCY);
+  const perf = perfDir ? await startPerf(perfDir, { gateway: groups.gateway, agent: groups.agent }) : null;
   const r = await gen.call(
     "load",
     stack.baseUrl,
     Array.from({ length: CONCURRENCY }, () => stack.apiKey),
     perClient,
   );
+  await perf?.stop();
   const n = perClient * CONCURRENCY;
   const cpuPer1000: Record<string, number> = {};
   for (const [k, p] of Object.entries(groups)) cpuPer1000[k] = +((((await cpuSeconds(p)) - before[k]!) / n) * 1000).toFixed(3);
+  let backendSeconds = 0;
+  for (const [pid, cpu] of await backendCpu()) backendSeconds += cpu - (backendsBefore.get(pid) ?? 0);
+  cpuPer1000.postgresThisDatabase = +((backendSeconds / n) * 1000).toFixed(3);
   const rssMiB = async () => {
     const out: Record<string, number> = {};
     for (const k of ["gateway", "agent"] as const) {
@@ -102,4 +123,30 @@ try {
 } finally {
   await stack.close();
   await gen.close();
+}
+
+/**
+ * CPU-seconds so far of each PostgreSQL backend connected to this run's database (by pid): what the stack's own
+ * queries cost, without the other work on a shared server (its WAL writer and checkpointer are not counted).
+ */
+async function backendCpu(): Promise<Map<number, number>> {
+  const rows = await stack.db.$queryRaw<{ pid: number }[]>`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`;
+  const out = new Map<number, number>();
+  for (const { pid } of rows) out.set(pid, await cpuSeconds([pid]));
+  return out;
+}
+
+/** `perf record` on the given processes until `stop()`; their pids by role go beside the data for the report. */
+async function startPerf(dir: string, pids: Record<string, number[]>): Promise<{ stop(): Promise<void> }> {
+  await writeFile(join(dir, "pids.json"), JSON.stringify(pids));
+  const all = Object.values(pids).flat();
+  const child = spawn("perf", ["record", "-F", String(PERF_FREQUENCY_HZ), "-g", "-o", join(dir, "perf.data"), "-p", all.join(",")], { stdio: "ignore" });
+  await sleep(500); // perf attaches before the load starts
+  return {
+    async stop() {
+      const exited = once(child, "exit");
+      child.kill("SIGINT");
+      await exited;
+    },
+  };
 }

@@ -24,7 +24,13 @@ export interface AgentConfig {
   /** Streams this agent serves at once. Default 256. */
   concurrentStreamsMax: number;
   logLevel: "debug" | "info" | "warn" | "error";
+  /** While an administrator has suspended the agent, how long it waits before asking the hub again, seconds. Default 300. */
+  suspendedRetrySeconds: number;
 }
+
+/** The shortest and longest `suspendedRetrySeconds`. */
+export const SUSPENDED_RETRY_SECONDS_MIN = 1;
+export const SUSPENDED_RETRY_SECONDS_MAX = 3_600;
 
 export interface Identity {
   agentId: string;
@@ -77,7 +83,22 @@ export function parseConfig(raw: unknown): AgentConfig {
   if (typeof streams !== "number" || !Number.isInteger(streams) || streams < 1 || streams > 65_536) fail("concurrentStreamsMax must be 1–65536");
   const logLevel = (r.logLevel ?? "info") as AgentConfig["logLevel"];
   if (!["debug", "info", "warn", "error"].includes(logLevel)) fail("logLevel must be debug, info, warn or error");
-  return { name: typeof r.name === "string" ? r.name.slice(0, 80) : "agent", upstreams, concurrentStreamsMax: streams, logLevel };
+  const suspendedRetry = r.suspendedRetrySeconds ?? 300;
+  if (
+    typeof suspendedRetry !== "number" ||
+    !Number.isInteger(suspendedRetry) ||
+    suspendedRetry < SUSPENDED_RETRY_SECONDS_MIN ||
+    suspendedRetry > SUSPENDED_RETRY_SECONDS_MAX
+  ) {
+    fail(`suspendedRetrySeconds must be ${SUSPENDED_RETRY_SECONDS_MIN}–${SUSPENDED_RETRY_SECONDS_MAX}`);
+  }
+  return {
+    name: typeof r.name === "string" ? r.name.slice(0, 80) : "agent",
+    upstreams,
+    concurrentStreamsMax: streams,
+    logLevel,
+    suspendedRetrySeconds: suspendedRetry,
+  };
 }
 
 export async function loadConfig(dataDir: string): Promise<AgentConfig> {

@@ -7,6 +7,8 @@ Deno.test("a valid config parses with defaults", () => {
   const c = parseConfig(valid);
   assert.equal(c.concurrentStreamsMax, 256);
   assert.equal(c.logLevel, "info");
+  assert.equal(c.suspendedRetrySeconds, 300);
+  assert.equal(parseConfig({ ...valid, suspendedRetrySeconds: 2 }).suspendedRetrySeconds, 2);
   assert.deepEqual(c.upstreams[0]!.models, ["gpt-4o-mini"]);
 });
 
@@ -20,6 +22,8 @@ Deno.test("bad configs are refused with a message naming the field", () => {
     [{ upstreams: [{ provider: "azure", apiKey: "k", models: ["m"] }] }, /resource name is missing/],
     [{ upstreams: [{ provider: "openai", apiKeyEnv: "lower-case", models: ["m"] }] }, /environment variable name/],
     [{ ...valid, concurrentStreamsMax: 0 }, /concurrentStreamsMax/],
+    [{ ...valid, suspendedRetrySeconds: 0 }, /suspendedRetrySeconds/],
+    [{ ...valid, suspendedRetrySeconds: 1.5 }, /suspendedRetrySeconds/],
   ];
   for (const [input, message] of cases) {
     assert.throws(

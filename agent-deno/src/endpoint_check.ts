@@ -2,16 +2,16 @@
  * Official endpoints, checked by address. The host names are fixed in code (providers.ts), but what a name
  * resolves to is decided on the owner's machine: a hosts-file line or a local DNS server can send
  * `api.openai.com` to a relay. Before a provider call the agent resolves the host with the system resolver (the
- * same getaddrinfo lookup, /etc/hosts included, that fetch uses to connect) and checks every address against
+ * same getaddrinfo lookup, /etc/hosts included, that the provider client's Deno.connect uses) and checks every address against
  * the provider's published networks (provider_networks_data.ts, generated offline from a public IP-to-ASN
  * dataset by scripts/provider_networks.ts). Any address outside them refuses the call: RESET ENDPOINT_FORBIDDEN,
  * reported to the hub (CONTROL ENDPOINT_REPORT) and logged for the owner.
  *
- * What this does not close (docs/ARCHITECTURE.md, "Known limits"): fetch resolves the host again when it opens
- * a connection, so an answer that changes between the check and the connect is not seen (the gap is the
- * verdict cache time at most). A client that connects by itself can close it: `Deno.connect` to the `address`
- * of an allowed verdict, then `Deno.startTls(conn, { hostname: host })` so the certificate is still checked
- * against the official name.
+ * What this does not close (docs/ARCHITECTURE.md, "Known limits"): the provider client (upstream_http.ts)
+ * resolves the host again when it opens a connection, so an answer that changes between the check and the
+ * connect is not seen (the gap is the verdict cache time at most). Connecting to the checked address instead is
+ * not possible under Deno's `--allow-net`, which grants names, not addresses (a provider's networks cannot be
+ * listed in it); and behind a proxy (egress_proxy.ts) the proxy resolves the name, not the agent.
  */
 import { lookup } from "node:dns/promises";
 import type { Provider } from "../../protocol/src/mod.ts";
@@ -30,7 +30,7 @@ export const ENDPOINT_ADDRESSES_MAX = 16;
 /** Resolves a host name to its addresses (IPv4 or IPv6 text). Throws when it cannot. */
 export type Resolver = (host: string) => Promise<string[]>;
 
-/** The system resolver (getaddrinfo, /etc/hosts first): what fetch itself connects with. Needs --allow-net=<host>. */
+/** The system resolver (getaddrinfo, /etc/hosts first): what Deno.connect itself connects with. Needs --allow-net=<host>. */
 export const systemResolver: Resolver = async (host) => (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 /** A fixed answer per host, for tests and development (`--dev-resolve HOST=IP[,IP]`); other hosts do not resolve. */

@@ -15,8 +15,8 @@ export const ExitCode = {
    */
   UPDATE_REQUIRED: 75,
   /**
-   * The hub refused this agent for good: revoked, suspended or unknown (close codes 4012, 4015), or a production
-   * hub refusing a development upstream (4033).
+   * The hub refused this agent for good: revoked or unknown (close codes 4012, 4015), or a production hub
+   * refusing a development upstream (4033). A suspended agent (4034) keeps running and asks again later.
    */
   REFUSED_BY_HUB: 77,
   /** The local files are missing or invalid: config.json, agent.json, agent-key.pk8, a key variable. */

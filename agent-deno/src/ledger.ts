@@ -18,8 +18,8 @@
  * appended again. A log that disagrees with the database is never repaired: `LedgerCorruptError`.
  */
 /// <reference path="./sqlite.d.ts" />
-import { DatabaseSync } from "node:sqlite";
-import { LedgerWriter } from "./ledger_writer.ts";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { LedgerWriter, type LedgerMark } from "./ledger_writer.ts";
 import {
   bytesEqual,
   concatBytes,
@@ -153,6 +153,11 @@ export class AgentLedger {
   /** Disputes recorded and not yet committed by the writer. */
   readonly #pendingRefusals = new Set<number>();
   #acking: Promise<void> = Promise.resolve();
+  /** Acknowledgements and disputes waiting for the writer's next commit of them. */
+  #marks: LedgerMark[] = [];
+  #marking = false;
+  /** Prepared statements by their SQL: the reads run per request, so each is prepared once. */
+  readonly #statements = new Map<string, StatementSync>();
   #tail: ChainTail;
   #queue: Pending[] = [];
   #servedQueue: ServedRow[] = [];
@@ -248,6 +253,12 @@ export class AgentLedger {
     return new AgentLedger(db, writer, log, tail, agentId, privateKey, runId, now, mark);
   }
 
+  #sql(sql: string): StatementSync {
+    let st = this.#statements.get(sql);
+    if (!st) this.#statements.set(sql, (st = this.#db.prepare(sql)));
+    return st;
+  }
+
   /**
    * Whether `atMs` (a hub's dispatch time, on the hub's clock) falls in a crash gap of this ledger, give or take
    * CRASH_GAP_CLOCK_TOLERANCE_MS, and up to CRASH_GAP_SETTLE_LAG_MS after it (a leased request's time is its
@@ -263,7 +274,7 @@ export class AgentLedger {
 
   /** The crash gaps kept, oldest first. */
   crashGaps(): CrashGap[] {
-    return (this.#db.prepare("SELECT from_ms, to_ms FROM crash_gaps ORDER BY from_ms").all() as unknown as { from_ms: number; to_ms: number }[]).map((g) => ({
+    return (this.#sql("SELECT from_ms, to_ms FROM crash_gaps ORDER BY from_ms").all() as unknown as { from_ms: number; to_ms: number }[]).map((g) => ({
       fromMs: g.from_ms,
       toMs: g.to_ms,
     }));
@@ -281,7 +292,7 @@ export class AgentLedger {
 
   /** The receipt of a request, if there is one (a repeated statement for a request gets the same receipt). */
   byRequest(requestId: string): KeptReceipt | null {
-    const row = this.#db.prepare("SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE request_id = ?").get(requestId) as
+    const row = this.#sql("SELECT seq, request_id, body, hash, signature, countersignature FROM receipts WHERE request_id = ?").get(requestId) as
       Row | undefined;
     return row ? this.#withPendingAck(toKept(row)) : null;
   }
@@ -307,7 +318,7 @@ export class AgentLedger {
 
   /** A served stream the agent has not receipted yet, as committed. */
   servedRecord(requestId: string): ServedRow | null {
-    const r = this.#db.prepare("SELECT provider, started_at_ms, ended_at_ms FROM served WHERE request_id = ?").get(requestId) as
+    const r = this.#sql("SELECT provider, started_at_ms, ended_at_ms FROM served WHERE request_id = ?").get(requestId) as
       { provider: string; started_at_ms: number; ended_at_ms: number | null } | undefined;
     return r ? { requestId, provider: r.provider, startedAtMs: r.started_at_ms, endedAtMs: r.ended_at_ms } : null;
   }
@@ -384,7 +395,7 @@ export class AgentLedger {
   }
 
   #hasReceipt(requestId: string): boolean {
-    return this.#db.prepare("SELECT 1 AS x FROM receipts WHERE request_id = ?").get(requestId) !== undefined;
+    return this.#sql("SELECT 1 AS x FROM receipts WHERE request_id = ?").get(requestId) !== undefined;
   }
 
   #existing(requestId: string): SignedReceipt | null {
@@ -395,16 +406,13 @@ export class AgentLedger {
 
   /** Records the hub's acknowledgement of a receipt; false when `seq` is not a receipt here or its hash differs. */
   acknowledge(seq: number, hash: Uint8Array, countersignature: Uint8Array, nowMs: number): boolean {
-    const row = this.#db.prepare("SELECT hash FROM receipts WHERE seq = ?").get(seq) as { hash: Uint8Array } | undefined;
+    const row = this.#sql("SELECT hash FROM receipts WHERE seq = ?").get(seq) as { hash: Uint8Array } | undefined;
     if (!row || !bytesEqual(new Uint8Array(row.hash), hash)) return false;
     // Committed by the writer soon after; until then reads show it. Lost in a crash, the receipt is claimed
     // again and the hub acknowledges it again (it keeps one copy).
     if (this.#pendingAcks.has(seq)) return true;
     this.#pendingAcks.set(seq, countersignature);
-    this.#acking = this.#acking
-      .then(() => this.#writer.acknowledge(seq, countersignature, nowMs))
-      .catch(() => {})
-      .finally(() => this.#pendingAcks.delete(seq));
+    this.#queueMark({ kind: "ack", seq, countersignature, nowMs });
     return true;
   }
 
@@ -414,23 +422,41 @@ export class AgentLedger {
    * for the owner and the operator to settle (docs/protocol.md, "Disputed receipts").
    */
   markRefused(seq: number, hash: Uint8Array, refused: string): boolean {
-    const row = this.#db.prepare("SELECT hash FROM receipts WHERE seq = ?").get(seq) as { hash: Uint8Array } | undefined;
+    const row = this.#sql("SELECT hash FROM receipts WHERE seq = ?").get(seq) as { hash: Uint8Array } | undefined;
     if (!row || !bytesEqual(new Uint8Array(row.hash), hash)) return false;
     // Committed by the writer (in order with acknowledgements); until then `unacknowledged` leaves it out. Lost in a
     // crash, the receipt is claimed again and the hub answers it the same way.
     if (this.#pendingRefusals.has(seq)) return true;
     this.#pendingRefusals.add(seq);
-    this.#acking = this.#acking
-      .then(() => this.#writer.refuse(seq, refused))
-      .catch(() => {})
-      .finally(() => this.#pendingRefusals.delete(seq));
+    this.#queueMark({ kind: "refuse", seq, refused });
     return true;
+  }
+
+  /**
+   * Acknowledgements and disputes reach the writer in the order they came; those that came while a commit ran
+   * share the next one (one worker message and one fsync for many, not one per request).
+   */
+  #queueMark(mark: LedgerMark): void {
+    this.#marks.push(mark);
+    if (this.#marking) return;
+    this.#marking = true;
+    this.#acking = this.#acking.then(async () => {
+      while (this.#marks.length) {
+        const marks = this.#marks.splice(0, this.#marks.length);
+        await this.#writer.mark(marks).catch(() => {});
+        for (const m of marks) {
+          if (m.kind === "ack") this.#pendingAcks.delete(m.seq);
+          else this.#pendingRefusals.delete(m.seq);
+        }
+      }
+      this.#marking = false;
+    });
   }
 
   /** Receipts the hub disputes, oldest first, at most `limit`. */
   disputed(limit: number): { seq: number; requestId: string; refused: string }[] {
     return (
-      this.#db.prepare("SELECT seq, request_id, refused FROM receipts WHERE refused IS NOT NULL ORDER BY seq LIMIT ?").all(limit) as unknown as {
+      this.#sql("SELECT seq, request_id, refused FROM receipts WHERE refused IS NOT NULL ORDER BY seq LIMIT ?").all(limit) as unknown as {
         seq: number;
         request_id: string;
         refused: string;
@@ -468,7 +494,7 @@ export class AgentLedger {
     await this.#writing;
     await this.#acking;
     await this.#writer.close();
-    this.#db.prepare("UPDATE runs SET clean = 1 WHERE id = ?").run(this.runId);
+    this.#sql("UPDATE runs SET clean = 1 WHERE id = ?").run(this.runId);
     this.#log.close();
     this.#mark.close();
     this.#db.close();

@@ -53,6 +53,32 @@ Deno.test("ledger: acknowledgements are kept; unacknowledged receipts are listed
   await reopened.close();
 });
 
+Deno.test("ledger: a burst of acknowledgements and disputes (most queued while a commit runs) is kept, each in effect after a reopen", async () => {
+  const { dir, pair } = await setup();
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  const s = await Promise.all(Array.from({ length: 40 }, (_, i) => ledger.append(testReceiptInput(`req_${i}`))));
+  // All in one turn: the first starts a commit, the rest wait for it and share the next.
+  for (const r of s.slice(0, 30)) assert.equal(ledger.acknowledge(r.receipt.seq, r.hash, new Uint8Array(64).fill(r.receipt.seq), Date.now()), true);
+  for (const r of s.slice(30, 35)) assert.equal(ledger.markRefused(r.receipt.seq, r.hash, "mismatch"), true);
+  // Shown as kept before the writer commits.
+  assert.deepEqual(
+    ledger.unacknowledged(100).map((r) => r.seq),
+    [36, 37, 38, 39, 40],
+  );
+  await ledger.close();
+  const reopened = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  for (const r of s.slice(0, 30)) assert.deepEqual(reopened.byRequest(r.receipt.requestId)?.countersignature, new Uint8Array(64).fill(r.receipt.seq));
+  assert.deepEqual(
+    reopened.disputed(100).map((d) => d.seq),
+    [31, 32, 33, 34, 35],
+  );
+  assert.deepEqual(
+    reopened.unacknowledged(100).map((r) => r.seq),
+    [36, 37, 38, 39, 40],
+  );
+  await reopened.close();
+});
+
 Deno.test("ledger: reopening cuts a torn log tail, re-appends what the log missed, and refuses a log that disagrees", async () => {
   const { dir, pair, key } = await setup();
   let ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);

@@ -1,6 +1,6 @@
 /**
  * The ledger's one writer, in a Worker: every durable commit of `receipts.sqlite` (a receipt batch, the stream
- * records with it, an acknowledgement or a dispute, the pruning of old stream records) runs there, on a connection of its own, so the fsync that `synchronous=FULL`
+ * records with it, the acknowledgements and disputes that came meanwhile, the pruning of old stream records) runs there, on a connection of its own, so the fsync that `synchronous=FULL`
  * makes at each COMMIT (4–30 ms on a busy disk) blocks the worker's thread, never the agent's event loop. The
  * agent's own connection only reads (WAL: readers see each commit as it lands and never wait for the writer).
  *
@@ -19,6 +19,9 @@ export interface WriterBatch {
   pruneServedBeforeMs: number | null;
 }
 
+/** A receipt's acknowledgement by the hub (its countersignature), or the hub's dispute of it. */
+export type LedgerMark = { kind: "ack"; seq: number; countersignature: Uint8Array; nowMs: number } | { kind: "refuse"; seq: number; refused: string };
+
 const WORKER_SOURCE = `
 import { DatabaseSync } from "node:sqlite";
 let db = null;
@@ -33,6 +36,19 @@ function commit(m) {
     }
     st.run.run(m.takenAtMs, m.runId);
     if (m.pruneServedBeforeMs !== null) st.prune.run(m.pruneServedBeforeMs);
+    db.exec("COMMIT");
+  } catch (error) {
+    db.exec("ROLLBACK");
+    throw error;
+  }
+}
+function mark(marks) {
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    for (const m of marks) {
+      if (m.kind === "ack") st.ack.run(m.countersignature, m.nowMs, m.seq);
+      else st.refuse.run(m.refused, m.seq);
+    }
     db.exec("COMMIT");
   } catch (error) {
     db.exec("ROLLBACK");
@@ -58,10 +74,8 @@ self.onmessage = (e) => {
       };
     } else if (m.kind === "batch") {
       commit(m.batch);
-    } else if (m.kind === "ack") {
-      st.ack.run(m.countersignature, m.nowMs, m.seq);
-    } else if (m.kind === "refuse") {
-      st.refuse.run(m.refused, m.seq);
+    } else if (m.kind === "marks") {
+      mark(m.marks);
     } else if (m.kind === "close") {
       db?.close();
       db = null;
@@ -73,12 +87,7 @@ self.onmessage = (e) => {
 };
 `;
 
-type Request =
-  | { kind: "open"; path: string }
-  | { kind: "batch"; batch: WriterBatch }
-  | { kind: "ack"; seq: number; countersignature: Uint8Array; nowMs: number }
-  | { kind: "refuse"; seq: number; refused: string }
-  | { kind: "close" };
+type Request = { kind: "open"; path: string } | { kind: "batch"; batch: WriterBatch } | { kind: "marks"; marks: LedgerMark[] } | { kind: "close" };
 
 /** The agent's side of the writer worker: each call resolves once the worker committed it (rejects with its error). */
 export class LedgerWriter {
@@ -122,12 +131,9 @@ export class LedgerWriter {
     return this.#call({ kind: "batch", batch });
   }
 
-  acknowledge(seq: number, countersignature: Uint8Array, nowMs: number): Promise<void> {
-    return this.#call({ kind: "ack", seq, countersignature, nowMs });
-  }
-
-  refuse(seq: number, refused: string): Promise<void> {
-    return this.#call({ kind: "refuse", seq, refused });
+  /** Acknowledgements and disputes, applied in order in one transaction. */
+  mark(marks: LedgerMark[]): Promise<void> {
+    return this.#call({ kind: "marks", marks });
   }
 
   /** Closes the worker's connection, then the worker. */

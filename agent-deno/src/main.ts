@@ -14,6 +14,7 @@ import { createLog } from "./log.ts";
 import { stateDir } from "./permissions.ts";
 import { PriceStore } from "./prices.ts";
 import { checkDevOrigin, EndpointError, keyFingerprint } from "./providers.ts";
+import { processProxy, ProxyConfigError } from "./egress_proxy.ts";
 import { EndpointGuard, parseDevResolve, staticResolver } from "./endpoint_check.ts";
 import { FatalTunnelError, Tunnel, UpdateRequiredError } from "./tunnel.ts";
 import { SHARED_POOL } from "./upstream_http.ts";
@@ -56,6 +57,10 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
     : devResolve.length > 0
       ? new EndpointGuard({ resolver: staticResolver(parseDevResolve(devResolve)) })
       : null;
+  // HTTPS_PROXY / NO_PROXY as the launcher granted them: a setting that cannot be used stops the agent here.
+  const proxy = processProxy();
+  if (proxy)
+    log.info("agent.proxy", { proxy: proxy.address, noProxyEntries: proxy.noProxy.length, note: "provider calls and the egress probe go through this proxy" });
   if (devOrigin)
     log.warn("agent.dev_upstream", { origin: devOrigin, note: "DEVELOPMENT MODE: provider calls go to this loopback origin, not the official APIs" });
   const inventory: Inventory = {
@@ -81,7 +86,13 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
   const ledger = await AgentLedger.open(ledgerDir(stateDir(dataDir)), identity.agentId, privateKey);
   const receipts = new ReceiptClerk(ledger, () => prices.table, log);
   log.info("agent.ledger", { tailSeq: ledger.tail.seq, unacknowledged: ledger.unacknowledged(1).length > 0 });
-  const status = new StatusWriter(stateDir(dataDir), { version: AGENT_VERSION, agentId: identity.agentId, hubUrl: identity.hubUrl, priceVer: prices.ver });
+  const status = new StatusWriter(stateDir(dataDir), {
+    version: AGENT_VERSION,
+    agentId: identity.agentId,
+    hubUrl: identity.hubUrl,
+    priceVer: prices.ver,
+    proxy: proxy?.address ?? null,
+  });
   try {
     const tunnel = new Tunnel({
       identity,
@@ -90,6 +101,7 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
       inventory: windows.apply(inventory),
       onProviderError: (provider, model, body) => windows.learnFromError(provider, model, body),
       concurrentStreamsMax: config.concurrentStreamsMax,
+      suspendedRetryMs: config.suspendedRetrySeconds * 1000,
       devOrigin,
       endpoints,
       log,
@@ -116,7 +128,8 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
 function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof FatalTunnelError) return ExitCode.REFUSED_BY_HUB;
   if (error instanceof UpdateRequiredError) return ExitCode.UPDATE_REQUIRED;
-  if (error instanceof ConfigError || error instanceof HubUrlError || error instanceof EndpointError) return ExitCode.CONFIG;
+  if (error instanceof ConfigError || error instanceof HubUrlError || error instanceof EndpointError || error instanceof ProxyConfigError)
+    return ExitCode.CONFIG;
   if (error instanceof UsageError) return ExitCode.USAGE;
   return ExitCode.FAILED;
 }

@@ -5,6 +5,8 @@
  *   serve:  --allow-net=<hub>,<official provider hosts>[,<dev origin>] --allow-read=<data>
  *           (a provider host is granted without a port: resolving it, for the endpoint check, needs that)
  *           --allow-write=<data>/state --allow-env=<the key variables named in config.json>
+ *           with HTTPS_PROXY set: the proxy's host:port in --allow-net, and the proxy variables that are set
+ *           (HTTPS_PROXY, https_proxy, NO_PROXY, no_proxy: egress_proxy.ts) in --allow-env
  *
  * The serving agent can read its identity and configuration but write only its state folder: the files
  * that decide these permissions (agent.json, agent-key.pk8, config.json) are out of its reach, so an agent
@@ -40,6 +42,8 @@ export interface ServeInputs {
   config: AgentConfig;
   /** Checked loopback origin (checkDevOrigin), or null in production. */
   devOrigin: string | null;
+  /** The https proxy from the launcher's environment: its host:port and the proxy variables set; null: none. */
+  proxy?: { address: string; env: readonly string[] } | null;
 }
 
 export function servePermissions(i: ServeInputs): string[] {
@@ -49,11 +53,12 @@ export function servePermissions(i: ServeInputs): string[] {
     const dev = new URL(i.devOrigin);
     net.push(`${dev.hostname}:${dev.port || (dev.protocol === "https:" ? "443" : "80")}`);
   }
+  if (i.proxy) net.push(i.proxy.address);
   const keyVariables = i.config.upstreams.flatMap((u) => (u.apiKeyEnv ? [u.apiKeyEnv] : []));
   return [
     `--allow-net=${[...new Set(net)].join(",")}`,
     `--allow-read=${i.dataDir}`,
     `--allow-write=${stateDir(i.dataDir)}`,
-    `--allow-env=${[...new Set([...WS_ENV, ...keyVariables])].join(",")}`,
+    `--allow-env=${[...new Set([...WS_ENV, ...keyVariables, ...(i.proxy?.env ?? [])])].join(",")}`,
   ];
 }

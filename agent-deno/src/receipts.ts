@@ -151,6 +151,8 @@ export class ReceiptClerk {
       endedAtMs: served?.endedAtMs ?? s.dispatchedAtMs ?? 0,
       endCause: s.endCause,
       ...(lostInCrash ? { witness: "dispatched" as const } : {}),
+      // The hub's sealed record of the request (opaque here): kept and signed so the hub's books can be rebuilt.
+      ...(s.hubRecord ? { hubRecord: fromBase64Url(s.hubRecord) } : {}),
     });
     this.#served.delete(s.requestId);
     return { signed };

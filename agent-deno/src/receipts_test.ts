@@ -3,7 +3,9 @@ import {
   CRASH_GAP_CLOCK_TOLERANCE_MS,
   CRASH_GAP_MAX_MS,
   CRASH_GAP_SETTLE_LAG_MS,
+  decodeReceipt,
   generateAgentKeyPair,
+  RECEIPT_VERSION_HUB_RECORD,
   toBase64Url,
   type SettlementStatement,
 } from "../../protocol/src/mod.ts";
@@ -17,7 +19,7 @@ const T0 = 1_764_000_000_000;
 
 /** The hub's statement for the receipt `testReceiptInput` describes. */
 function statement(requestId: string, dispatchedAtMs?: number): SettlementStatement {
-  const r = testReceiptInput(requestId);
+  const { hubRecord: _, ...r } = testReceiptInput(requestId);
   return {
     ...r,
     reportedUsage: r.reportedUsage,
@@ -116,6 +118,28 @@ Deno.test("clerk: a crash gap starts no earlier than the last batch; a run that 
   assert.equal(after.crashGaps().length, 1);
   await after.close();
   await quiet.close();
+});
+
+Deno.test("clerk: the hub's sealed record in a statement is signed into the receipt as it came (version 3)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ws-clerk-" });
+  const { pair } = await generateAgentKeyPair();
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey, () => T0);
+  const clerk = new ReceiptClerk(
+    ledger,
+    () => null,
+    createLog("error"),
+    () => T0,
+  );
+  clerk.served({ requestId: "req_sealed", provider: "openai", startedAtMs: T0 - 10, endedAtMs: T0 });
+  const hubRecord = Uint8Array.of(1, 2, 3, 4, 5);
+  const out = await clerk.settle({ ...statement("req_sealed"), hubRecord: toBase64Url(hubRecord) });
+  assert.ok("signed" in out);
+  assert.equal(out.signed.body[0], RECEIPT_VERSION_HUB_RECORD);
+  assert.deepEqual(decodeReceipt(out.signed.body).hubRecord, hubRecord);
+  // Kept in the ledger and exported with the receipt.
+  assert.deepEqual(decodeReceipt(ledger.range(1, 1)[0]!.body).hubRecord, hubRecord);
+  await ledger.close();
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("clerk: the owner's earning by the agent's table uses the hub's formula (rounded up official cost, earning rounded down)", () => {

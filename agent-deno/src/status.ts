@@ -30,6 +30,8 @@ export interface AgentStatus {
   today: { day: string; forwarded: number; completed: number };
   /** The official price version the agent holds. */
   priceVer: number | null;
+  /** The https proxy provider calls go through (host:port, never its credentials), or null: direct. */
+  proxy: string | null;
   /** What the hub last offered (CONTROL UPDATE_AVAILABLE). */
   update: { latestVersion: string | null; minimumVersion: string | null } | null;
 }
@@ -48,7 +50,7 @@ export class StatusWriter {
 
   constructor(
     private readonly stateDir: string,
-    init: { version: string; agentId: string; hubUrl: string; priceVer: number | null },
+    init: { version: string; agentId: string; hubUrl: string; priceVer: number | null; proxy?: string | null },
     private readonly now: () => number = Date.now,
   ) {
     const t = new Date(now()).toISOString();
@@ -67,6 +69,7 @@ export class StatusWriter {
       lastCloseCode: null,
       today: { day: utcDay(now()), forwarded: 0, completed: 0 },
       priceVer: init.priceVer,
+      proxy: init.proxy ?? null,
       update: null,
     };
     this.#refresh = setInterval(() => this.#changed(), STATUS_REFRESH_MS);

@@ -24,6 +24,7 @@ import {
   type RequestHead,
 } from "../../protocol/src/mod.ts";
 import { authHeaders, type Upstream } from "./providers.ts";
+import { ProxyError } from "./egress_proxy.ts";
 import {
   chunkFrame,
   headWithBody,
@@ -338,7 +339,9 @@ export class AgentStream {
           this.host.log.warn("stream.upstream_broken", { requestId: this.head.requestId, provider: this.upstream.provider, error: name, phase: "head" });
           this.#reset(ResetCode.UPSTREAM_RESET, "provider connection broke after the request was sent");
         } else {
-          this.host.log.warn("stream.upstream_unreachable", { requestId: this.head.requestId, provider: this.upstream.provider, error: name });
+          // A proxy's refusal says which proxy and status (never its credentials): what the owner needs to fix it.
+          const detail = error instanceof ProxyError ? { detail: error.message } : {};
+          this.host.log.warn("stream.upstream_unreachable", { requestId: this.head.requestId, provider: this.upstream.provider, error: name, ...detail });
           this.#reset(ResetCode.UPSTREAM_UNREACHABLE, "provider unreachable");
         }
       }

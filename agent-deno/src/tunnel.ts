@@ -82,6 +82,18 @@ const FATAL_CLOSE_CODES = new Set<number>([CloseCode.AGENT_REVOKED, CloseCode.UN
 export const DUPLICATE_RETRY_BASE_MS = 30_000;
 export const DUPLICATE_RETRY_CAP_MS = 300_000;
 
+/**
+ * After AGENT_SUSPENDED (an administrator suspended this agent) the agent keeps running and asks again after
+ * `suspendedRetryMs` (config.json `suspendedRetrySeconds`, default 5 minutes), jittered to [½, 1] of it so a
+ * hub's suspended agents do not all ask at once. Once reinstated it connects and serves.
+ */
+export const SUSPENDED_RETRY_MS_DEFAULT = 300_000;
+
+/** The wait before asking again after AGENT_SUSPENDED, ms. */
+export function suspendedRetryDelayMs(retryMs: number = SUSPENDED_RETRY_MS_DEFAULT, random: () => number = Math.random): number {
+  return Math.round(retryMs * (0.5 + random() / 2));
+}
+
 /** The wait after the n-th consecutive DUPLICATE_IDENTITY refusal (n ≥ 1), ms. */
 export function duplicateRetryDelayMs(refusals: number, random: () => number = Math.random): number {
   const ceiling = Math.min(DUPLICATE_RETRY_CAP_MS, DUPLICATE_RETRY_BASE_MS * 2 ** Math.min(Math.max(refusals - 1, 0), 20));
@@ -115,6 +127,8 @@ export interface TunnelOptions {
   onUpdateOffer?: (offer: UpdateAvailable) => void;
   /** A provider answered 400: its first bytes, for the context-length error that names a model's window. */
   onProviderError?: (provider: string, model: string, body: string) => void;
+  /** How long to wait before asking again while suspended (close AGENT_SUSPENDED), ms; default SUSPENDED_RETRY_MS_DEFAULT. */
+  suspendedRetryMs?: number;
   /** The agent's own rate limits for its provider keys (default: a new one, auto mode until the hub's CONFIG says otherwise). */
   rate?: RateGovernor;
 }
@@ -223,6 +237,16 @@ export class Tunnel {
         log.warn("tunnel.connect_failed", { error: error as Error, attempt });
       }
       if (signal?.aborted) break;
+      if (code === CloseCode.AGENT_SUSPENDED) {
+        const delay = suspendedRetryDelayMs(this.#o.suspendedRetryMs);
+        log.error("tunnel.suspended", {
+          agentId: this.#o.identity.agentId,
+          retryInMs: delay,
+          message: `Cannot serve: an administrator suspended this agent (close code ${code}); it keeps running and asks the hub again in ${Math.round(delay / 1000)} s.`,
+        });
+        await sleep(delay, signal);
+        continue;
+      }
       if (code === CloseCode.DUPLICATE_IDENTITY) {
         duplicateRefusals++;
         const delay = duplicateRetryDelayMs(duplicateRefusals);

@@ -7,9 +7,10 @@
  * decompresses, or picks a host: the caller passes the URL (an official origin, or the loopback development
  * origin) and gets the provider's answer as it is.
  *
- * Every new connection goes through one function, the pool's `connect(origin)` — the place where a check of
- * the address a host name resolves to belongs (ARCHITECTURE, "The agent's provider client").
+ * Every new connection goes through one function, the pool's `connect(origin)`: `connectOrigin` honours
+ * HTTPS_PROXY / NO_PROXY (egress_proxy.ts) as `fetch` did.
  */
+import { bypassesProxy, openProxyTunnel, processProxy, type ProxySettings } from "./egress_proxy.ts";
 
 /** Longest response head (status line and headers) read, bytes; a longer one is a malformed answer. */
 export const RESPONSE_HEAD_BYTES_MAX = 64 * 1024;
@@ -62,13 +63,39 @@ export function splitUrl(url: string): { origin: Origin; target: string } {
 /** Opens a connection to `origin`, TLS for https, Nagle off. */
 export type Connect = (origin: Origin) => Promise<Deno.Conn>;
 
-export const connectOrigin: Connect = async (origin) => {
-  const conn = origin.secure
-    ? await Deno.connectTls({ hostname: origin.hostname, port: origin.port, alpnProtocols: ["http/1.1"] })
-    : await Deno.connect({ hostname: origin.hostname, port: origin.port });
-  (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
-  return conn;
-};
+export interface ConnectOptions {
+  /** The https proxy (egress_proxy.ts), or null: every origin direct. */
+  proxy: ProxySettings | null;
+  /** Trust roots for TLS in place of the system's (the egress probe: the hub's own certificate; tests). */
+  caCerts?: string[];
+}
+
+/**
+ * The connect function for `options`: an https origin goes through the proxy unless NO_PROXY exempts it —
+ * `CONNECT host:port` by name, then TLS inside the tunnel with the origin's name, so the certificate is checked
+ * against it as on a direct connection. Plain http (the loopback development origin) always goes direct.
+ */
+export function originConnector(options: ConnectOptions): Connect {
+  const { proxy, caCerts } = options;
+  return async (origin) => {
+    let conn: Deno.Conn;
+    if (!origin.secure) conn = await Deno.connect({ hostname: origin.hostname, port: origin.port });
+    else if (proxy && !bypassesProxy(proxy.noProxy, origin.hostname, origin.port)) {
+      const tunnel = await openProxyTunnel(proxy, origin.hostname, origin.port);
+      try {
+        return await Deno.startTls(tunnel, { hostname: origin.hostname, alpnProtocols: ["http/1.1"], caCerts });
+      } catch (error) {
+        tunnel.close();
+        throw error;
+      }
+    } else conn = await Deno.connectTls({ hostname: origin.hostname, port: origin.port, alpnProtocols: ["http/1.1"], caCerts });
+    (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+    return conn;
+  };
+}
+
+/** The agent's connect function: this process's proxy settings (HTTPS_PROXY, NO_PROXY), the system's trust roots. */
+export const connectOrigin: Connect = (origin) => originConnector({ proxy: processProxy() })(origin);
 
 /** One connection to a provider; the pool lends it to one request at a time. */
 export class UpstreamConnection {

@@ -149,8 +149,8 @@ test("an admin publishes a price version the user's price page shows, and resolv
   expect((await db.agent.findUniqueOrThrow({ where: { id: enrolled.agentId } })).status).toBe("suspended");
   const trail = await db.auditEvent.findMany({ where: { subject: `flag:${flagId}` } });
   expect(trail.map((e) => e.action)).toEqual(["risk.suspended"]);
-  // The suspension reaches the running agent: the hub closes its tunnel and the agent stops.
-  await live.waitForLine(/the hub refused this agent \(close code 4012\)/, 10_000);
+  // The suspension reaches the running agent: the hub closes its tunnel; the agent keeps running and asks again later.
+  await live.waitForLine(/an administrator suspended this agent \(close code 4034\)/, 10_000);
 
   // Users & agents: reactivate the agent; suspend the user, whose next page load finds no session, and reactivate them.
   await admin.getByRole("link", { name: "Users & agents" }).click();

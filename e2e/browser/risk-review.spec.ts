@@ -147,7 +147,7 @@ test("an admin reviews a usage-divergence flag a detector raised and holds, susp
   await actions.getByRole("button", { name: "Suspend agent" }).click();
   await expect(actions.getByRole("status")).toHaveText("Suspended.");
   await expect(admin.getByTestId("flag-subject-status")).toHaveText("(suspended)");
-  await agent.waitForLine(/close code 4012/, 10_000);
+  await agent.waitForLine(/close code 4034/, 10_000);
   expect((await call(secret, "Hello after suspension")).status).toBeGreaterThanOrEqual(400);
   await shot(admin, "risk-flag-suspended");
 

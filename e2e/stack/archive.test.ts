@@ -20,6 +20,7 @@ import { RecordWriter } from "../../gateway/src/api/records.ts";
 import { Treasury } from "../../gateway/src/ops/treasury.ts";
 import { createLogger } from "../../gateway/src/log.ts";
 import { adminFetch, startProc, startStack, TSX, type Proc, type Stack } from "./harness.ts";
+import type { PortalActor } from "../support/portal_http.ts";
 
 const BUCKET = "wellspring-archive";
 const PREFIX = "hub-test/";
@@ -34,13 +35,7 @@ let s3Origin: string;
 let utc: pg.Client;
 let pool: pg.Pool;
 /** The portal's data functions behind the user's and the owner's dashboards (web/lib/data), as this test calls them. */
-interface Actor {
-  userId: string;
-  email: string;
-  name: string | null;
-  isOwner: boolean;
-  isAdmin: boolean;
-}
+type Actor = PortalActor;
 interface Portal {
   usage: {
     balance(a: Actor): Promise<unknown>;

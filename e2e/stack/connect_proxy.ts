@@ -13,17 +13,21 @@ export interface ConnectProxy {
   url: string;
   /** CONNECT targets seen, `host:port`. */
   tunnels: string[];
+  /** Each CONNECT's Proxy-Authorization header (null: none), in the same order. */
+  authorizations: (string | null)[];
   close(): Promise<void>;
 }
 
 export async function startConnectProxy(outgoingAddress: string): Promise<ConnectProxy> {
   const tunnels: string[] = [];
+  const authorizations: (string | null)[] = [];
   const open = new Set<net.Socket>();
   const server = http.createServer((_req, res) => res.writeHead(405).end());
   server.on("connect", (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
     const target = req.url ?? "";
     const colon = target.lastIndexOf(":");
     tunnels.push(target);
+    authorizations.push(req.headers["proxy-authorization"] ?? null);
     const upstream = net.connect({ host: target.slice(0, colon), port: Number(target.slice(colon + 1)), localAddress: outgoingAddress }, () => {
       client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
       upstream.write(head);
@@ -36,6 +40,7 @@ export async function startConnectProxy(outgoingAddress: string): Promise<Connec
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     tunnels,
+    authorizations,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of open) s.destroy();

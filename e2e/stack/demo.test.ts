@@ -57,6 +57,13 @@ it("npm run demo prints WELLSPRING_BASE_URL and WELLSPRING_API_KEY that work wit
   const portal = (await demo.waitForLine(/^Portal: (http:\/\/127\.0\.0\.1:\d+)\/signin$/, 240_000))[1]!;
   const [, email, password] = await demo.waitForLine(/^ {2}sign in as (demo@wellspring\.local) \/ (\S+) /, 5_000);
   const cookie = await signInOverHttp(portal, email!, password!);
+  // The sign-in set the portal's device cookie and recorded it (keyed, never as it is) for account links.
+  const device = /(?:^|; )ws_device=([A-Za-z0-9_-]{22})(?:;|$)/.exec(cookie)?.[1];
+  expect(device).toBeDefined();
+  const demoUser = await database.db.user.findUniqueOrThrow({ where: { email: email! } });
+  const signals = await database.db.accountSignal.findMany({ where: { userId: demoUser.id, kind: "device" } });
+  expect(signals).toHaveLength(1);
+  expect(signals[0]!.valueKey).not.toContain(device!);
   await expect
     .poll(async () => (await (await fetch(`${portal}/app/usage`, { headers: { cookie } })).text()).includes("claude-haiku-4-5"), { timeout: 10_000 })
     .toBe(true);

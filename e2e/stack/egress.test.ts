@@ -8,7 +8,9 @@
  * The three agents hold the same provider keys (the harness's test keys): each owner after the first is flagged
  * `key_fingerprint_reuse` when its agent reports its key fingerprints.
  */
+import { Buffer } from "node:buffer";
 import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
@@ -17,10 +19,13 @@ import { EGRESS_MISMATCH, SHARED_EGRESS, type EgressMismatchEvidence, type Share
 import { startConnectProxy, type ConnectProxy } from "./connect_proxy.ts";
 import {
   adminFetch,
+  AGENT_LAUNCHER,
   createTestDatabase,
   enrollAgent,
+  ROOT,
   startAgentLauncher,
   startGatewayProc,
+  startProc,
   waitFor,
   type GatewayProc,
   type Proc,
@@ -29,6 +34,8 @@ import {
 
 /** Where the proxy's connections leave from: a loopback address other than the tunnel's 127.0.0.1. */
 const PROXY_EGRESS = "127.0.0.2";
+/** The password in the first proxied agent's HTTPS_PROXY: it must reach the proxy and appear in no output. */
+const PROXY_PASSWORD = "pr0xy-s3cret";
 /** The hub's limit in this test: one owner per egress address, so a second owner behind the proxy is over it. */
 const OWNERS_PER_ADDRESS_MAX = 1;
 
@@ -42,7 +49,7 @@ const started: { ownerId: string; agentId: string }[] = [];
 const dirs: string[] = [];
 
 /** Enrolls an agent for a new owner and starts it (with HTTPS_PROXY when given); resolves once it is ready. */
-async function startOwnerAgent(httpsProxy: string | null): Promise<{ ownerId: string; agentId: string }> {
+async function startOwnerAgent(httpsProxy: string | null): Promise<{ ownerId: string; agentId: string; dataDir: string; proc: Proc }> {
   const ownerId = newId("usr");
   await database.db.user.create({ data: { id: ownerId, email: `${ownerId}@owner.test`, isOwner: true } });
   const { dataDir, agentId } = await enrollAgent(database.db, gateway, ownerId);
@@ -51,7 +58,7 @@ async function startOwnerAgent(httpsProxy: string | null): Promise<{ ownerId: st
   procs.push(proc);
   await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
   started.push({ ownerId, agentId });
-  return { ownerId, agentId };
+  return { ownerId, agentId, dataDir, proc };
 }
 
 /** The agent's probe once it answered: what the hub recorded (read, never written, by the test). */
@@ -101,10 +108,22 @@ describe("egress probes", () => {
   });
 
   it("an agent whose provider-call client goes through a proxy is flagged with the three addresses", async () => {
-    const { agentId } = await startOwnerAgent(proxy.url);
+    // Credentials in the proxy URL, as a corporate proxy wants them: sent to the proxy, shown nowhere.
+    const proxyAddress = new URL(proxy.url).host;
+    const { agentId, dataDir, proc } = await startOwnerAgent(`http://owner:${PROXY_PASSWORD}@${proxyAddress}`);
     expect(await answeredProbe(agentId)).toEqual({ tunnel: "127.0.0.1", echo: PROXY_EGRESS, reported: PROXY_EGRESS });
-    // The proxy carried the echo call to the hub's agent listener.
+    // The proxy carried the echo call to the hub's agent listener (CONNECT by the hub's name), with the credentials.
     expect(proxy.tunnels).toContain(new URL(gateway.agentOrigin).host);
+    expect(proxy.authorizations.at(-1)).toBe(`Basic ${Buffer.from(`owner:${PROXY_PASSWORD}`).toString("base64")}`);
+    // The launcher granted the proxy's address and the one proxy variable set; the status says which proxy is used.
+    const permissions = proc.lines.find((l) => l.includes('"launcher.permissions"'))!;
+    expect(permissions).toContain(`,${proxyAddress}"`);
+    expect(permissions).toMatch(/--allow-env=[^"]*HTTPS_PROXY"/);
+    const status = startProc(AGENT_LAUNCHER, ["status", "--data", dataDir], { cwd: join(ROOT, "agent-deno") });
+    await status.waitForLine(/^provider calls: /, 30_000);
+    await status.stop();
+    expect(status.lines).toContain(`provider calls: through proxy ${proxyAddress} (HTTPS_PROXY; NO_PROXY hosts go direct)`);
+    expect([...proc.lines, ...status.lines].some((l) => l.includes(PROXY_PASSWORD))).toBe(false);
     await waitFor(async () => (await flags(EGRESS_MISMATCH)).length === 1, 10_000);
     const [flag] = await flags(EGRESS_MISMATCH);
     expect(flag!.subject).toBe(`agent:${agentId}`);

@@ -29,7 +29,7 @@ import { generateSelfSigned } from "../../gateway/src/tls.ts";
 
 export const SETTINGS = { streamWindowBytes: 262_144, connectionWindowBytes: 16_777_216, concurrentStreamsMax: 64 };
 
-export async function registerFakeAgent(db: Db, ownerId: string, status: "active" | "revoked" = "active") {
+export async function registerFakeAgent(db: Db, ownerId: string, status: "active" | "revoked" | "suspended" = "active") {
   const { pair } = await generateAgentKeyPair();
   const id = newId("agt");
   await db.agent.create({ data: { id, ownerId, name: "fake", publicKey: pair.publicKey, status } });

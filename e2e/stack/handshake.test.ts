@@ -88,7 +88,7 @@ describe("the hub verifies agents", () => {
     expect((await s.closed)[0]).toBe(CloseCode.AUTH_FAILED);
   });
 
-  it("refuses unknown and revoked agents", async () => {
+  it("refuses unknown and revoked agents, and tells a suspended one", async () => {
     const unknown = { id: "agt_doesnotexist0000000", privateKey: (await generateAgentKeyPair()).pair.privateKey };
     const s1 = await connectFakeAgent(tunnelUrl);
     await sendAuth(s1, unknown);
@@ -97,6 +97,11 @@ describe("the hub verifies agents", () => {
     const s2 = await connectFakeAgent(tunnelUrl);
     await sendAuth(s2, revoked);
     expect((await s2.closed)[0]).toBe(CloseCode.AGENT_REVOKED);
+    // A suspended agent is told so (it keeps running and asks again later), not that it is revoked.
+    const suspended = await registerFakeAgent(stack.db, stack.ownerId, "suspended");
+    const s3 = await connectFakeAgent(tunnelUrl);
+    await sendAuth(s3, suspended);
+    expect((await s3.closed)[0]).toBe(CloseCode.AGENT_SUSPENDED);
   });
 
   it("refuses any frame before AUTH", async () => {

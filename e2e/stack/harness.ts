@@ -220,6 +220,8 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       LIMITS_REDIS_PREFIX: `test:${new URL(databaseUrl).pathname.slice(1)}:`,
       // Test agents call the mock provider (--dev-upstream): only a hub in development mode admits them.
       HUB_DEVELOPMENT: "1",
+      // No quality canaries (they would add provider calls a test counts); a test turns them on to see them.
+      CANARY_INTERVAL_MS: "0",
       ...env,
     },
   });
@@ -269,6 +271,8 @@ export async function enrollWithToken(
       name: "test-agent",
       concurrentStreamsMax: opts.concurrentStreamsMax ?? 512,
       logLevel: "warn",
+      // A suspended agent asks again after 0.5–1 s here (5 minutes by default), so a test sees it come back.
+      suspendedRetrySeconds: 1,
       upstreams: [
         { provider: "openai", apiKeyEnv: "TEST_OPENAI_KEY", models: models.openai },
         { provider: "anthropic", apiKey: "sk-ant-test-owner-key", models: models.anthropic },
@@ -300,8 +304,8 @@ export function launchAgent(dataDir: string, upstreamOrigin: string): Proc {
   return startAgentLauncher(dataDir, { devUpstream: upstreamOrigin });
 }
 
-export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string): Promise<AgentProc> {
-  const proc = startAgentLauncher(dataDir, { devUpstream: upstreamOrigin });
+export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string, env?: Record<string, string>): Promise<AgentProc> {
+  const proc = startAgentLauncher(dataDir, { devUpstream: upstreamOrigin, env });
   await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
   return { ...proc, dataDir, agentId };
 }
@@ -382,6 +386,8 @@ export interface Stack {
 export async function startStack(
   opts: {
     gatewayEnv?: Record<string, string>;
+    /** Extra environment of the agent's launcher (which the agent inherits), e.g. DENO_V8_FLAGS for a profile. */
+    agentEnv?: Record<string, string>;
     concurrentStreamsMax?: number;
     beforeAgent?: (db: Db) => Promise<void>;
     /** The database URL the gateway is given (e.g. through a proxy the test can cut); the test's own is direct. */
@@ -404,7 +410,7 @@ export async function startStack(
   const key = await issueKey(db, userId, "test");
   await fund(database.url, userId, TEST_USER_FUNDING_MICROS);
   const enrolled = await enrollAgent(db, gateway, ownerId, { concurrentStreamsMax: opts.concurrentStreamsMax, models: opts.models });
-  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
+  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin, opts.agentEnv);
   const stack: Stack = {
     database,
     db,

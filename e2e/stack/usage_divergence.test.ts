@@ -221,13 +221,27 @@ describe("a provider that makes up usage", () => {
     expect((await act("release_earnings", "again")).status).toBe(409);
     expect((await treasury.requestPayout(stack.ownerId, earned)).outcome).toBe("requested");
 
-    // Suspended: the gateway closes the agent's tunnel at once; reinstated: the agent may connect again.
+    // Suspended: the gateway closes the agent's tunnel at once (AGENT_SUSPENDED); the agent keeps running and keeps
+    // asking (every 0.5–1 s in tests, 5 minutes by default), refused each time, and nothing is served meanwhile.
     expect((await act("suspend_subject", "suspended pending review")).status).toBe(200);
-    await stack.agent.waitForLine(/close code 4012/, 10_000);
+    const suspendedLines = () => stack.agent.lines.filter((l) => /an administrator suspended this agent \(close code 4034\)/.test(l)).length;
+    await waitFor(() => suspendedLines() >= 2, 10_000);
+    expect(stack.agent.child.exitCode).toBeNull();
+    const refused = await openai()
+      .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: PROMPT_WORDS }] })
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    expect(refused).toBeInstanceOf(OpenAI.APIError);
     expect((await stack.db.agent.findUniqueOrThrow({ where: { id: stack.agent.agentId } })).status).toBe("suspended");
     expect((await act("suspend_subject", "twice")).status).toBe(409);
     expect(await (await act("unsuspend_subject", "reinstated after review")).json()).toEqual({ id: flagId, action: "unsuspend_subject", status: "active" });
     expect((await stack.db.agent.findUniqueOrThrow({ where: { id: stack.agent.agentId } })).status).toBe("active");
+    // Reinstated: the same agent process connects at its next try and serves again.
+    await stack.waitForModel("gpt-4o-mini", 10_000);
+    const served = await openai().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: PROMPT_WORDS }] });
+    expect(served.choices[0]!.message.content).toBeTruthy();
 
     const trail = await pool.query<{ action: string; actor: string; detail: { note: string } }>(
       "SELECT action, actor, detail FROM audit_events WHERE subject = $1 ORDER BY id",

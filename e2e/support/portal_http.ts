@@ -1,6 +1,15 @@
 /** The portal over plain HTTP, as a browser does it: next-auth's credentials sign-in, then pages with its cookie. */
 import { createServer } from "node:net";
 
+/** Who a portal data function acts for (web/lib/data/actor.ts), for tests that call the portal's data layer. */
+export interface PortalActor {
+  userId: string;
+  email: string;
+  name: string | null;
+  isOwner: boolean;
+  isAdmin: boolean;
+}
+
 /** Signs in with next-auth's credentials flow; returns the Cookie header for later requests. Throws on a refusal. */
 export async function signInOverHttp(origin: string, email: string, password: string): Promise<string> {
   const csrf = await fetch(`${origin}/api/auth/csrf`);

@@ -11,6 +11,8 @@ import { ARCHIVE_AFTER_DAYS_DEFAULT, ARCHIVE_AFTER_DAYS_MIN, ARCHIVE_BATCH_ROWS_
 import { archiveConfigFromEnv } from "./archive/config.ts";
 import { DEFAULT_BREAKER_OPTIONS, DEFAULT_FAILOVER_LIMITS } from "./routing/mod.ts";
 import { EGRESS_OWNERS_PER_ADDRESS_MAX_DEFAULT } from "./risk/egress.ts";
+import { CANARY_FIRST_DELAY_MS_MAX_DEFAULT, CANARY_INTERVAL_MS_DEFAULT, CANARY_TICK_MS_DEFAULT, CANARY_TIMEOUT_MS_DEFAULT } from "./risk/canary.ts";
+import { LINKED_EARNINGS_MODE_DEFAULT, LINKED_EARNINGS_MODES } from "./risk/linked_accounts.ts";
 import { AGENT_PROBATION_HOURS_DEFAULT, AGENT_PROBATION_HOURS_MAX } from "./risk/probation.ts";
 
 const int = (def: number) => z.coerce.number().int().nonnegative().default(def);
@@ -88,6 +90,16 @@ const schema = z.object({
   BILLING_ENABLED: z.enum(["0", "1", "false", "true"]).default("1"),
   /** Owner accounts that may share one agent egress address (gateway/src/risk/egress.ts) before each further one is flagged. */
   EGRESS_OWNERS_PER_ADDRESS_MAX: int(EGRESS_OWNERS_PER_ADDRESS_MAX_DEFAULT),
+  /** Quality canaries (gateway/src/risk/canary.ts): how often each agent × chat model is canaried, ms (±10 % jitter); 0 = off. */
+  CANARY_INTERVAL_MS: int(CANARY_INTERVAL_MS_DEFAULT),
+  /** An agent × model never canaried gets its first canary within this long of being seen, ms. */
+  CANARY_FIRST_DELAY_MS_MAX: int(CANARY_FIRST_DELAY_MS_MAX_DEFAULT),
+  /** How often each gateway looks for canaries due, ms. */
+  CANARY_TICK_MS: positive(CANARY_TICK_MS_DEFAULT),
+  /** Longest a canary waits for its whole answer, ms. */
+  CANARY_TIMEOUT_MS: positive(CANARY_TIMEOUT_MS_DEFAULT),
+  /** A request between linked accounts (gateway/src/risk/linked_accounts.ts): `hold` its earning for review, or only `flag` it. */
+  RISK_LINKED_EARNINGS: z.enum(LINKED_EARNINGS_MODES).default(LINKED_EARNINGS_MODE_DEFAULT),
   /** New agents' probation (gateway/src/risk/probation.ts), whole hours; 0 = none. */
   AGENT_PROBATION_HOURS: int(AGENT_PROBATION_HOURS_DEFAULT).pipe(z.number().max(AGENT_PROBATION_HOURS_MAX)),
   /** Development mode: admit agents whose provider calls go to a development upstream (tests, the demo). Off by default. */
@@ -184,6 +196,13 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
     },
     adminToken: env.ADMIN_TOKEN,
     egressOwnersPerAddressMax: env.EGRESS_OWNERS_PER_ADDRESS_MAX,
+    canaries: {
+      intervalMs: env.CANARY_INTERVAL_MS,
+      firstDelayMsMax: env.CANARY_FIRST_DELAY_MS_MAX,
+      tickMs: env.CANARY_TICK_MS,
+      timeoutMs: env.CANARY_TIMEOUT_MS,
+    },
+    linkedEarnings: env.RISK_LINKED_EARNINGS,
     adminAuth: { failuresMax: env.ADMIN_AUTH_FAILURES_MAX, windowMs: env.ADMIN_AUTH_WINDOW_MS, blockMs: env.ADMIN_AUTH_BLOCK_MS },
     chainTailIntervalMs: env.LEDGER_TAIL_INTERVAL_MS,
     keyFilter: { missLookupsPerSecond: env.KEY_FILTER_MISS_LOOKUPS_PER_S, rebuildIntervalMs: env.KEY_FILTER_REBUILD_INTERVAL_MS },

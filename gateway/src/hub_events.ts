@@ -10,7 +10,7 @@ import type { Logger } from "./log.ts";
 import type { KeyVerifier } from "./api/keys.ts";
 import type { KeyFilter, KeyFilterLoader } from "./api/key_filter.ts";
 import type { PriceBook, Tariffs } from "./billing/prices.ts";
-import type { AgentConnection } from "./tunnel/agent_connection.ts";
+import { closeRefusedAgent, type AgentConnection } from "./tunnel/agent_connection.ts";
 import type { AgentRegistry } from "./tunnel/registry.ts";
 import type { AgentReleases } from "./tunnel/releases.ts";
 
@@ -49,7 +49,7 @@ export function hubEventHandler(t: HubEventTargets): (event: HubEvent) => void {
           (agent) => {
             if (!agent) return;
             registry.setProfile(agent);
-            if (agent.status === "revoked" || agent.status === "suspended") conn.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
+            if (agent.status === "revoked" || agent.status === "suspended") closeRefusedAgent(conn, agent.status);
             // Another gateway admitted a new session of this agent (it reconnected there): this one is stale.
             else if (agent.connectedSession !== conn.sessionId) conn.close(CloseCode.REPLACED, "the agent reconnected elsewhere");
           },

@@ -26,8 +26,11 @@ import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
+import { LinkedAccounts, viaPrisma } from "./risk/account_links.ts";
+import { SelfDealingDetector, type LinkedEarningsMode } from "./risk/linked_accounts.ts";
 import { ENDPOINT_FORBIDDEN, EndpointReportThrottle, raiseEndpointForbidden } from "./risk/endpoint_forbidden.ts";
 import { EGRESS_PRUNE_INTERVAL_MS, EgressProbes, plainAddress } from "./risk/egress.ts";
+import { CanaryScheduler, type CanaryOptions } from "./risk/canary.ts";
 import { checkKeyReuse, KEY_FINGERPRINT_REUSE } from "./risk/key_reuse.ts";
 import { ContentRules } from "./risk/content_screen.ts";
 import { Treasury } from "./ops/treasury.ts";
@@ -45,6 +48,7 @@ import { BreakerSnapshot, Routing, StickyRoutes, type RoutingOptions } from "./r
 import { PEER_PATH, Peers } from "./peers/mod.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { loadHubReceiptKey } from "./ledger/hub_key.ts";
+import { HubRecordSealer, loadRebuildKey, REBUILD_KEY_FILE } from "./ledger/hub_record.ts";
 import { EdgeReceipts, type ReofferCursor } from "./ledger/receipts.ts";
 import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import { AgentReleases, RELEASES_PATH } from "./tunnel/releases.ts";
@@ -123,13 +127,19 @@ export interface GatewayOptions {
   adminAuth?: Partial<FailureThrottleOptions>;
   /** Owner accounts that may share one agent egress address before each further one is flagged (risk/egress.ts). */
   egressOwnersPerAddressMax?: number;
+  /** A request between linked accounts: its earning held for review, or only flagged (risk/linked_accounts.ts; default hold). */
+  linkedEarnings?: LinkedEarningsMode;
   /** How often old egress probes are deleted, ms (default EGRESS_PRUNE_INTERVAL_MS). */
   egressPruneIntervalMs?: number;
+  /** Quality canaries through the agents this gateway holds (risk/canary.ts); off when absent or `intervalMs` is 0. */
+  canaries?: Pick<CanaryOptions, "intervalMs" | "firstDelayMsMax" | "tickMs" | "timeoutMs">;
   /** The in-memory filter of issued keys: lookups allowed per second for keys it does not hold, rebuild interval. */
   keyFilter?: { missLookupsPerSecond?: number; rebuildIntervalMs?: number };
   tunnel?: Partial<Omit<TunnelSettings, "hubId">>;
   /** The hub's receipt countersigning key (Ed25519 PKCS#8); `receipt-key.pk8` beside the spool folder when unset. */
   receiptKeyFile?: string;
+  /** The hub's rebuild key (AES-256, ledger/hub_record.ts); `rebuild-key.bin` beside the spool folder when unset. */
+  rebuildKeyFile?: string;
   /** How often each connected agent's chain tail is compared, ms. */
   chainTailIntervalMs?: number;
   /** Day partitions and the archive job (docs/operations/database.md); partitions only are kept when null. */
@@ -223,8 +233,17 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const stopPruningRoutes = sticky.startPruning();
   const routing = new Routing(registry, { ...opts.routing, sticky, remote: peers, snapshot: breakerSnapshot });
   const directory = new AgentDirectory(db, log);
+  const recordsPool = new pg.Pool({
+    connectionString: opts.databaseUrl,
+    max: 8,
+    connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
+    query_timeout: DB_QUERY_TIMEOUT_MS,
+  });
+  recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
   const receiptKey = await loadHubReceiptKey(opts.receiptKeyFile ?? join(dirname(opts.spoolDir), "receipt-key.pk8"));
-  const edgeReceipts = new EdgeReceipts(db, receiptKey, log);
+  const rebuildKey = await loadRebuildKey(opts.rebuildKeyFile ?? join(dirname(opts.spoolDir), REBUILD_KEY_FILE));
+  const sealer = new HubRecordSealer(recordsPool, rebuildKey, log);
+  const edgeReceipts = new EdgeReceipts(db, receiptKey, log, Date.now, { sealer, rebuildKey });
   const sendTail = (conn: AgentConnection) =>
     void edgeReceipts
       .tail(conn.agentId!)
@@ -265,6 +284,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     opts.egressPruneIntervalMs ?? EGRESS_PRUNE_INTERVAL_MS,
   );
   egressPruneTimer.unref();
+  // Each gateway canaries the agents it holds (an agent is held by one gateway at a time): no leader needed.
+  const canaries = new CanaryScheduler({ db, log, registry, intervalMs: 0, ...opts.canaries });
+  canaries.start();
   const endpointReports = new EndpointReportThrottle();
   const identities = new IdentityGuard({
     db,
@@ -273,13 +295,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     presenceTtlMs: tunnelSettings.heartbeatTimeoutMs,
     log,
   });
-  const recordsPool = new pg.Pool({
-    connectionString: opts.databaseUrl,
-    max: 8,
-    connectionTimeoutMillis: DB_CONNECT_TIMEOUT_MS,
-    query_timeout: DB_QUERY_TIMEOUT_MS,
-  });
-  recordsPool.on("error", (error) => log.warn("records.pool_error", { error }));
   const keyFilter = new KeyFilter();
   const keys = new KeyVerifier(db, { filter: keyFilter, missLookupsPerSecond: opts.keyFilter?.missLookupsPerSecond ?? KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT });
   const keyFilterLoader = new KeyFilterLoader(
@@ -308,6 +323,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const leases = opts.billing ? new CreditLeases(ledger, opts.gatewayId, opts.hubId, health, log, leaseOptions) : null;
   // Known to the ledger (and to other gateways' sweeps) before it serves anything.
   await leases?.heartbeat();
+  const selfDealing = new SelfDealingDetector(db, new LinkedAccounts(viaPrisma(db)), opts.linkedEarnings);
   const meter = new Meter(
     opts.billing && leases
       ? {
@@ -317,6 +333,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           prices,
           tariffs,
           onUsageCapped: (capped, written) => recordUsageDivergence(db, capped, written),
+          onServed: (served, written) => selfDealing.check(served, written),
         }
       : null,
     log,
@@ -395,6 +412,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     freeRoutes: new FreeRouteLimiter(),
     limiter,
     content,
+    sealer,
   };
 
   // --- API listener: the public, OpenAI- and Anthropic-compatible API ---
@@ -530,10 +548,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
               );
           },
           priceAck: (conn, ver) => directory.priceAck(conn.agentId!, ver),
-          receipts: async (conn, batch) => {
-            const agent = await directory.find(conn.agentId!);
-            return agent ? edgeReceipts.accept(agent, batch) : [];
-          },
+          // Verified with the key the session authenticated with (no lookup per batch).
+          receipts: (conn, batch) => edgeReceipts.accept({ id: conn.agentId!, publicKey: conn.publicKey! }, batch),
           chainTail: (conn, tail) =>
             void edgeReceipts
               .reportedTail(conn.agentId!, tail)
@@ -643,6 +659,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       keyFilterLoader.close();
       clearInterval(tailTimer);
       clearInterval(egressPruneTimer);
+      canaries.stop();
       clearInterval(limitsStatusTimer);
       stopPruningRoutes();
       content.stop();

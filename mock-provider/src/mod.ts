@@ -241,6 +241,25 @@ async function paced(d: Directives, emit: (i: number) => Promise<boolean>): Prom
   return true;
 }
 
+const INSTRUCTION = /Reply with exactly: (\S+)\s*$/;
+
+/**
+ * The one instruction the mock follows, as a model would: a last user message ending `Reply with exactly: X`
+ * (string content, or its text parts) is answered with X in a non-streamed answer. Null when there is none.
+ */
+function instructedReply(body: Json): string | null {
+  const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : [];
+  const last = messages[messages.length - 1] as { content?: unknown } | undefined;
+  const content = last?.content;
+  const text =
+    typeof content === "string"
+      ? content
+      : Array.isArray(content)
+        ? content.map((p) => (typeof p === "object" && p !== null && typeof (p as Json).text === "string" ? ((p as Json).text as string) : "")).join("")
+        : "";
+  return INSTRUCTION.exec(text)?.[1] ?? null;
+}
+
 /** Input tokens the usage reports for a request body of `bytes`. */
 const reportedInput = (d: Directives, bytes: number) => d.inputTokens ?? estimateTokens(bytes);
 
@@ -292,6 +311,7 @@ async function chatCompletions(r: Responder, body: Json, d: Directives, requestB
   if (d.firstDelayMs === 0 && d.delayMs > 0) await sleep(d.delayMs * d.chunks);
   let content = "";
   for (let i = 0; i < d.chunks; i++) content += chunkText(i, d);
+  content = instructedReply(body) ?? content;
   await sendJson(r, 200, {
     id,
     object: "chat.completion",
@@ -503,6 +523,7 @@ async function messages(r: Responder, body: Json, d: Directives, requestBytes: n
   }
   let text = "";
   for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
+  text = instructedReply(body) ?? text;
   await sendJson(
     r,
     200,
@@ -594,6 +615,13 @@ async function handle(
     const e = isAnthropic ? anthropicError(d.status ?? 400, d) : openAiError(d.status ?? 400, d);
     await sendJson(r, e.status, e.body, e.headers);
     return;
+  }
+  const substitute = options.substitute;
+  if (substitute) {
+    // Another model answers: its name in the answer, its tokenizer's count of the same prompt.
+    if (substitute.model !== undefined) body.model = substitute.model;
+    if (substitute.inputTokensFactor !== undefined && d.inputTokens === null)
+      d = { ...d, inputTokens: Math.round(estimateTokens(raw.length) * substitute.inputTokensFactor) };
   }
   switch (path) {
     case "/v1/chat/completions":
@@ -768,6 +796,11 @@ export interface MockOptions {
   contextTokens?: number;
   /** List `context_window` in `GET /v1/models` (as some providers' metadata does); default true when contextTokens is set. */
   advertiseContext?: boolean;
+  /**
+   * Play a provider (or relay) that answers with another model than the one asked for: `model` is the model field
+   * of its answers; `inputTokensFactor` multiplies the input tokens its usage reports (another tokenizer's count).
+   */
+  substitute?: { model?: string; inputTokensFactor?: number };
 }
 
 export async function startMockProvider(options: MockOptions = {}): Promise<MockProvider> {

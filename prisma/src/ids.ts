@@ -31,7 +31,8 @@ export type IdPrefix =
   | "stp"
   | "hld"
   | "cr"
-  | "crf";
+  | "crf"
+  | "cnr";
 
 export function newId(prefix: IdPrefix): string {
   return `${prefix}_${randomToken(20)}`;

@@ -147,6 +147,11 @@ export const CloseCode = {
    * hub was not started in development mode (`HUB_DEVELOPMENT=1`): refused for good.
    */
   DEVELOPMENT_AGENT_REFUSED: 4033,
+  /**
+   * An administrator suspended the agent: it keeps running and asks again after a long wait (the agent's
+   * `suspendedRetrySeconds`, default 300), and serves again once reinstated. A revoked agent gets AGENT_REVOKED.
+   */
+  AGENT_SUSPENDED: 4034,
   /** Gateway link only: the first frame was not the peer's PEER_SETTINGS. */
   PEER_SETTINGS_MISSING: 4040,
   INTERNAL: 4050,

@@ -174,7 +174,7 @@ export type PriceTableMessage = Infer<typeof priceTable>;
 export const priceAck = object({ ver: int(1, 2_147_483_647) });
 export type PriceAck = Infer<typeof priceAck>;
 
-/** Most receipts in one RECEIPT or CLAIM message (each ≤ 1 KiB of body: well under the control frame's 1 MiB). */
+/** Most receipts in one RECEIPT or CLAIM message (each ≤ 2 KiB of body, 2.7 KiB as base64url: under the control frame's 1 MiB). */
 export const RECEIPTS_PER_MESSAGE_MAX = 256;
 
 const count = int(0, Number.MAX_SAFE_INTEGER);
@@ -200,6 +200,11 @@ export const settlementStatement = object({
    * after a reconnect): lets an agent whose record of the stream was lost in a crash sign it as `dispatched`.
    */
   dispatchedAtMs: optional(count),
+  /**
+   * The hub's sealed record of the request (base64url of ≤ RECEIPT_HUB_RECORD_BYTES_MAX bytes, opaque to the
+   * agent): signed into the receipt (version 3) so the hub's books can be rebuilt from the edges.
+   */
+  hubRecord: optional(b64url(1366)),
 });
 export type SettlementStatement = Infer<typeof settlementStatement>;
 
@@ -208,7 +213,7 @@ export const peerSettlement = object({ agentId: id, statement: settlementStateme
 export type PeerSettlement = Infer<typeof peerSettlement>;
 
 /** A signed receipt on the wire: its canonical body and the agent's signature, base64url (protocol/src/receipt.ts). */
-const wireReceipt = object({ body: b64url(2048), signature: b64url(128) });
+const wireReceipt = object({ body: b64url(2731), signature: b64url(128) });
 
 /** Agent → hub: new receipts (RECEIPT), or receipts the hub has not acknowledged, re-sent after a reconnect (CLAIM). */
 export const receiptBatch = object({ receipts: arrayOf(wireReceipt, RECEIPTS_PER_MESSAGE_MAX) });

@@ -11,10 +11,12 @@ import { bytesEqual, concatBytes, fromBase64Url, fromUtf8, toBase64Url, toHex, u
 
 /**
  * Receipt encoding version (the first byte of every receipt body): 1 for a stream the agent recorded serving,
- * 2 (the same fields, then `witness`) for one it signs on the hub's dispatch record (see `Receipt.witness`).
+ * 2 (the same fields, then `witness`) for one it signs on the hub's dispatch record (see `Receipt.witness`), 3 (the
+ * same fields, then `witness` always, then the hub's sealed record: see `Receipt.hubRecord`).
  */
 export const RECEIPT_VERSION = 1;
 export const RECEIPT_VERSION_WITNESS = 2;
+export const RECEIPT_VERSION_HUB_RECORD = 3;
 /** Domain-separation prefix hashed before a receipt body: a receipt hash is never a hash of anything else. */
 export const RECEIPT_HASH_CONTEXT = "wellspring/receipt/v1\n";
 /** Prefix of what the agent signs: this prefix, then the receipt's 32-byte hash. */
@@ -25,8 +27,10 @@ export const RECEIPT_COUNTERSIGN_CONTEXT = "wellspring/receipt-countersig/v1\n";
 export const RECEIPT_GENESIS_HASH: Uint8Array = new Uint8Array(32);
 /** Longest string field (request id, agent id, model), UTF-8 bytes. */
 export const RECEIPT_STRING_BYTES_MAX = 256;
-/** Largest encoded receipt body, bytes (every string at its maximum). */
-export const RECEIPT_BODY_BYTES_MAX = 1024;
+/** Longest sealed hub record a receipt carries, bytes (see `Receipt.hubRecord`). */
+export const RECEIPT_HUB_RECORD_BYTES_MAX = 1024;
+/** Largest encoded receipt body, bytes (every string and the hub record at their maximum). */
+export const RECEIPT_BODY_BYTES_MAX = 2048;
 /** Ed25519 signature length, bytes. */
 export const RECEIPT_SIGNATURE_BYTES = 64;
 /** Largest integer field: 2⁶³ − 1 (money and counts are non-negative signed 64-bit in PostgreSQL). */
@@ -117,6 +121,13 @@ export interface Receipt {
   endCause: ReceiptEndCause;
   /** Absent = `served` (encoded as version 1); `dispatched` is encoded as version 2. */
   witness?: ReceiptWitness;
+  /**
+   * The hub's own record of the request (who the user and key were, the plan, the lease, the overdraft, its
+   * settlement and request rows), sealed by the hub under its rebuild key: opaque to the agent, which signs and
+   * keeps it so that the hub's books can be rebuilt from the edges (`npm run admin -- rebuild-from-edge`). Present
+   * = encoded as version 3 (1…RECEIPT_HUB_RECORD_BYTES_MAX bytes).
+   */
+  hubRecord?: Uint8Array;
 }
 
 /** A receipt as it is kept and sent: its canonical bytes, their hash and the agent's signature. */
@@ -165,6 +176,12 @@ class Writer {
   raw(v: Uint8Array, length: number, name: string): void {
     if (v.length !== length) throw new ReceiptFormatError(`${name} must be ${length} bytes`);
     this.#parts.push(v);
+  }
+  blob(v: Uint8Array, name: string): void {
+    if (v.length === 0 || v.length > RECEIPT_HUB_RECORD_BYTES_MAX) throw new ReceiptFormatError(`${name} must be 1 to ${RECEIPT_HUB_RECORD_BYTES_MAX} bytes`);
+    const len = new Uint8Array(2);
+    new DataView(len.buffer).setUint16(0, v.length);
+    this.#parts.push(len, v);
   }
   usage(u: ReceiptUsage, name: string): void {
     for (const f of USAGE_FIELDS) this.i64(u[f], `${name}.${f}`);
@@ -231,6 +248,13 @@ class Reader {
     this.#o += n;
     return s;
   }
+  blob(name: string): Uint8Array {
+    this.#need(2);
+    const len = this.#view.getUint16(this.#o);
+    this.#o += 2;
+    if (len === 0 || len > RECEIPT_HUB_RECORD_BYTES_MAX) throw new ReceiptFormatError(`${name} has an invalid length`);
+    return this.raw(len);
+  }
   usage(name: string): ReceiptUsage {
     const u = {} as Record<(typeof USAGE_FIELDS)[number], number>;
     for (const f of USAGE_FIELDS) u[f] = this.num(`${name}.${f}`);
@@ -247,14 +271,15 @@ class Reader {
  * version u8 · seq i64 · prevHash 32 bytes · agentId str · requestId str · model str ·
  * reported u8 (0 none, 1 present) [· reportedUsage 6 × i64] · chargedUsage 6 × i64 · estimated u8 (0/1) ·
  * priceVer u32 · tierBps u32 · chargeMicros i64 · earningMicros i64 · agentEarningMicros i64 (≥ −1) ·
- * startedAtMs i64 · endedAtMs i64 · endCause u8 [· witness u8, version 2 only: 1 = dispatched].
+ * startedAtMs i64 · endedAtMs i64 · endCause u8 [· witness u8, version 2: 1 = dispatched; version 3: 0 = served,
+ * 1 = dispatched] [· hubRecord u16 length + 1…1024 bytes, version 3 only].
  * Usage = inputTokens, outputTokens, cachedInputTokens, audioSeconds, images, characters.
  */
 export function encodeReceipt(r: Receipt): Uint8Array {
   const w = new Writer();
   const witness = RECEIPT_WITNESSES.indexOf(r.witness ?? "served");
   if (witness < 0) throw new ReceiptFormatError("witness is not a known witness");
-  w.u8(witness === 0 ? RECEIPT_VERSION : RECEIPT_VERSION_WITNESS);
+  w.u8(r.hubRecord ? RECEIPT_VERSION_HUB_RECORD : witness === 0 ? RECEIPT_VERSION : RECEIPT_VERSION_WITNESS);
   if (!Number.isSafeInteger(r.seq) || r.seq < 1) throw new ReceiptFormatError("seq must be a positive integer");
   w.i64(r.seq, "seq");
   w.raw(r.prevHash, 32, "prevHash");
@@ -277,7 +302,10 @@ export function encodeReceipt(r: Receipt): Uint8Array {
   const cause = RECEIPT_END_CAUSES.indexOf(r.endCause);
   if (cause < 0) throw new ReceiptFormatError("endCause is not a known end cause");
   w.u8(cause);
-  if (witness !== 0) w.u8(witness);
+  if (r.hubRecord) {
+    w.u8(witness);
+    w.blob(r.hubRecord, "hubRecord");
+  } else if (witness !== 0) w.u8(witness);
   return w.bytes();
 }
 
@@ -286,7 +314,8 @@ export function decodeReceipt(body: Uint8Array): Receipt {
   if (body.length > RECEIPT_BODY_BYTES_MAX) throw new ReceiptFormatError("receipt body is too large");
   const r = new Reader(body);
   const version = r.u8();
-  if (version !== RECEIPT_VERSION && version !== RECEIPT_VERSION_WITNESS) throw new ReceiptFormatError("unknown receipt version");
+  if (version !== RECEIPT_VERSION && version !== RECEIPT_VERSION_WITNESS && version !== RECEIPT_VERSION_HUB_RECORD)
+    throw new ReceiptFormatError("unknown receipt version");
   const seq = r.num("seq");
   if (seq < 1) throw new ReceiptFormatError("seq must be positive");
   const prevHash = r.raw(32);
@@ -311,9 +340,12 @@ export function decodeReceipt(body: Uint8Array): Receipt {
   if (endedAtMs < startedAtMs) throw new ReceiptFormatError("endedAtMs is before startedAtMs");
   const endCause = RECEIPT_END_CAUSES[r.u8()];
   if (!endCause) throw new ReceiptFormatError("endCause is not a known end cause");
-  // Canonical: `served` is only ever version 1, so a version 2 body must name another witness.
-  const witness = version === RECEIPT_VERSION_WITNESS ? RECEIPT_WITNESSES[r.u8()] : undefined;
-  if (version === RECEIPT_VERSION_WITNESS && (!witness || witness === "served")) throw new ReceiptFormatError("witness is not a known witness");
+  // Canonical: without a hub record `served` is only ever version 1, so a version 2 body must name another witness.
+  const named = version === RECEIPT_VERSION ? undefined : RECEIPT_WITNESSES[r.u8()];
+  if (version !== RECEIPT_VERSION && !named) throw new ReceiptFormatError("witness is not a known witness");
+  if (version === RECEIPT_VERSION_WITNESS && named === "served") throw new ReceiptFormatError("witness is not a known witness");
+  const witness = named === "served" ? undefined : named;
+  const hubRecord = version === RECEIPT_VERSION_HUB_RECORD ? r.blob("hubRecord") : undefined;
   r.end();
   return {
     seq,
@@ -333,6 +365,7 @@ export function decodeReceipt(body: Uint8Array): Receipt {
     endedAtMs,
     endCause,
     ...(witness ? { witness } : {}),
+    ...(hubRecord ? { hubRecord } : {}),
   };
 }
 
@@ -536,6 +569,7 @@ export async function logEntries(records: LogRecords["records"]): Promise<ChainE
 export function receiptToJson(r: Receipt): Record<string, unknown> {
   return {
     ...r,
+    ...(r.hubRecord ? { hubRecord: toBase64Url(r.hubRecord) } : {}),
     prevHash: toBase64Url(r.prevHash),
     chargeMicros: r.chargeMicros.toString(),
     earningMicros: r.earningMicros.toString(),

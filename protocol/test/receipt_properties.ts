@@ -18,6 +18,7 @@ import {
   RECEIPT_BODY_BYTES_MAX,
   RECEIPT_END_CAUSES,
   RECEIPT_GENESIS_HASH,
+  RECEIPT_HUB_RECORD_BYTES_MAX,
   RECEIPT_INT_MAX,
   ReceiptFormatError,
   receiptHash,
@@ -34,6 +35,16 @@ type Fc = typeof fcModule;
 
 function check(cond: boolean, message: string): void {
   if (!cond) throw new Error(message);
+}
+
+/** `f` threw a ReceiptFormatError (what encoding and decoding throw for anything not canonical). */
+function refusedAsFormat(f: () => unknown): boolean {
+  try {
+    f();
+  } catch (error) {
+    return error instanceof ReceiptFormatError;
+  }
+  return false;
 }
 
 function usageArb(fc: Fc) {
@@ -63,11 +74,13 @@ function receiptArb(fc: Fc) {
       durationMs: fc.integer({ min: 0, max: 2 ** 30 }),
       endCause: fc.constantFrom(...RECEIPT_END_CAUSES),
       dispatched: fc.boolean(),
+      hubRecord: fc.option(fc.uint8Array({ minLength: 1, maxLength: RECEIPT_HUB_RECORD_BYTES_MAX }), { nil: undefined }),
     })
-    .map(({ durationMs, dispatched, ...r }): Receipt => ({
+    .map(({ durationMs, dispatched, hubRecord, ...r }): Receipt => ({
       ...r,
       endedAtMs: r.startedAtMs + durationMs,
       ...(dispatched ? { witness: "dispatched" as const } : {}),
+      ...(hubRecord ? { hubRecord } : {}),
     }));
 }
 
@@ -193,16 +206,15 @@ export const receiptProperties: PropertyCase[] = [
           const back = decodeReceipt(body);
           check(bytesEqual(encodeReceipt(back), body), "re-encoding differs");
           check(back.chargeMicros === r.chargeMicros && back.requestId === r.requestId && back.seq === r.seq, "fields differ");
-          // Version 1 for the agent's own record, version 2 (one more byte) only for another witness.
-          check(body[0] === (r.witness ? 2 : 1) && back.witness === r.witness, "witness or version differs");
+          // Version 1 for the agent's own record, version 2 (one more byte) only for another witness, version 3 with
+          // the hub's record.
+          check(body[0] === (r.hubRecord ? 3 : r.witness ? 2 : 1) && back.witness === r.witness, "witness or version differs");
+          check(r.hubRecord ? back.hubRecord !== undefined && bytesEqual(back.hubRecord, r.hubRecord) : back.hubRecord === undefined, "hub record differs");
           for (const bad of [new Uint8Array([...body, ...extra]), body.subarray(0, body.length - 1)]) {
-            let refused = false;
-            try {
-              decodeReceipt(bad);
-            } catch (error) {
-              refused = error instanceof ReceiptFormatError;
-            }
-            check(refused, "a non-canonical body was accepted");
+            check(
+              refusedAsFormat(() => decodeReceipt(bad)),
+              "a non-canonical body was accepted",
+            );
           }
         }),
         { numRuns: 2000 },
@@ -217,14 +229,40 @@ export const receiptProperties: PropertyCase[] = [
       const v2 = encodeReceipt({ ...r, witness: "dispatched" });
       check(v2.length === v1.length + 1 && v2[v2.length - 1] === 1, "version 2 is version 1 plus the witness byte");
       for (const bad of [new Uint8Array([2, ...v1.subarray(1), 0]), new Uint8Array([2, ...v1.subarray(1), 9]), new Uint8Array([2, ...v1.subarray(1)])]) {
-        let refused = false;
-        try {
-          decodeReceipt(bad);
-        } catch (error) {
-          refused = error instanceof ReceiptFormatError;
-        }
-        check(refused, "a non-canonical version 2 body was accepted");
+        check(
+          refusedAsFormat(() => decodeReceipt(bad)),
+          "a non-canonical version 2 body was accepted",
+        );
       }
+    },
+  },
+  {
+    name: "receipts: a version 3 body is version 1, the witness byte, then the hub record (1…1024 bytes, length-prefixed)",
+    run() {
+      const r = MINIMAL_RECEIPT;
+      const v1 = encodeReceipt(r);
+      const hubRecord = Uint8Array.of(7, 8, 9);
+      const v3 = encodeReceipt({ ...r, hubRecord });
+      check(v3[0] === 3 && v3.length === v1.length + 1 + 2 + 3, "version 3 is version 1 plus the witness byte and the hub record");
+      check(v3[v1.length] === 0 && bytesEqual(v3.subarray(v1.length + 3), hubRecord), "served witness byte, then the record");
+      const back = decodeReceipt(encodeReceipt({ ...r, witness: "dispatched", hubRecord }));
+      check(back.witness === "dispatched" && bytesEqual(back.hubRecord!, hubRecord), "a dispatched receipt keeps its hub record");
+      const head = new Uint8Array([3, ...v1.subarray(1)]);
+      for (const bad of [
+        new Uint8Array([...head, 9, 0, 3, 7, 8, 9]), // unknown witness
+        new Uint8Array([...head, 0, 0, 0]), // empty record
+        new Uint8Array([...head, 0, 0, 4, 7, 8, 9]), // shorter than its length
+        new Uint8Array([...head, 0]), // no record
+      ]) {
+        check(
+          refusedAsFormat(() => decodeReceipt(bad)),
+          "a non-canonical version 3 body was accepted",
+        );
+      }
+      check(
+        refusedAsFormat(() => encodeReceipt({ ...r, hubRecord: new Uint8Array(RECEIPT_HUB_RECORD_BYTES_MAX + 1) })),
+        "a hub record over the limit was encoded",
+      );
     },
   },
   {

@@ -4,6 +4,8 @@ import CredentialsProvider from "next-auth/providers/credentials";
 import { verifyPassword } from "@wellspring/db/core";
 import { addressKey, clientAddressOf } from "./client-address";
 import { db } from "./db";
+import { portalDeviceId } from "./device";
+import { recordSeen } from "./links";
 import { signinAddressKey, signinGates, signinSucceeded, takeAttempt } from "./throttle";
 
 /** How long a sign-in lasts, seconds. */
@@ -17,9 +19,13 @@ const SIGNIN_EMAIL_CHARS_MAX = 320;
  */
 export type SigninError = "invalid" | "suspended" | `throttled:${"account" | "network"}:${number}`;
 
-/** One sign-in attempt: throttled, then the password checked; the user to sign in, or a SigninError thrown. */
+/**
+ * One sign-in attempt: throttled, then the password checked; the user to sign in, or a SigninError thrown. A
+ * right password records the address and device (`deviceId`, the portal's device cookie) for account links —
+ * a suspended account's too.
+ */
 export async function authorizeSignin(
-  input: { email: string; password: string; clientAddress: string },
+  input: { email: string; password: string; clientAddress: string; deviceId?: string | null },
   now: Date = new Date(),
 ): Promise<{ id: string; email: string; name: string | null; sessionVersion: number }> {
   const email = input.email.trim().toLowerCase().slice(0, SIGNIN_EMAIL_CHARS_MAX);
@@ -33,6 +39,7 @@ export async function authorizeSignin(
   const ok = await verifyPassword(input.password, user?.passwordHash ?? null);
   if (!user || !ok) throw new Error("invalid" satisfies SigninError);
   await signinSucceeded(email, address);
+  await recordSeen(user.id, "signin", input.clientAddress, input.deviceId ?? null);
   if (user.status !== "active") throw new Error("suspended" satisfies SigninError);
   return { id: user.id, email: user.email, name: user.name ?? null, sessionVersion: user.sessionVersion };
 }
@@ -49,6 +56,7 @@ export const authOptions: NextAuthOptions = {
           email: String(credentials?.email ?? ""),
           password: String(credentials?.password ?? ""),
           clientAddress: clientAddressOf(req.headers),
+          deviceId: await portalDeviceId(),
         });
       },
     }),

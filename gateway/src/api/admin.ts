@@ -19,6 +19,8 @@ import type { Ledger } from "../billing/ledger.ts";
 import type { Treasury } from "../ops/treasury.ts";
 import {
   addContentRule,
+  CANARY_SUMMARY_WINDOW_MS,
+  canarySummaries,
   ContentRuleError,
   listContentRules,
   removeContentRule,
@@ -32,6 +34,7 @@ import {
   publishPrices,
   setTierShare,
   setUserPlan,
+  type AgentCanarySummary,
 } from "../ops/mod.ts";
 import type { PriceBook } from "../billing/prices.ts";
 import type { AgentRegistry } from "../tunnel/registry.ts";
@@ -196,6 +199,23 @@ const priceJson = (p: PriceEntry) => ({
   character_micros_per_m: p.characterMicrosPerM.toString(),
 });
 
+/** An agent's quality canaries over the summary window (ops/canaries.ts); null when none ran in it. */
+const canaryJson = (c: AgentCanarySummary | undefined) =>
+  c === undefined
+    ? null
+    : {
+        window_ms: CANARY_SUMMARY_WINDOW_MS,
+        total: c.total,
+        errors: c.errors,
+        substitutions: c.substitutions,
+        error_rate_bps: c.errorRateBps,
+        ttfb_p50_ms: c.ttfbP50Ms,
+        last: c.last && { at: c.last.at.toISOString(), ok: c.last.ok, model: c.last.model, error: c.last.error, problems: c.last.problems },
+        last_ok_at: c.lastOkAt?.toISOString() ?? null,
+        last_failed_at: c.lastFailedAt?.toISOString() ?? null,
+        tier_recommendation: c.recommendation,
+      };
+
 /** One admin request, its token already checked (`authorizeAdmin`). */
 export async function handleAdmin(req: IncomingMessage, res: ServerResponse, path: string, deps: AdminDeps): Promise<void> {
   const method = req.method ?? "GET";
@@ -220,6 +240,10 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
       select: { id: true, ownerId: true, name: true, status: true, tier: true, discountLane: true, priceVer: true, lastSeenAt: true },
     });
     const breakers = deps.routing.breakers.list();
+    const canaries = await canarySummaries(
+      deps.db,
+      agents.map((a) => a.id),
+    );
     return sendJson(res, 200, {
       data: agents.map((a) => {
         const live = deps.registry.get(a.id);
@@ -243,6 +267,7 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
               recent_failures: b.recentFailures,
               retry_at: b.retryAtMs === null ? null : new Date(b.retryAtMs).toISOString(),
             })),
+          canaries: canaryJson(canaries.get(a.id)),
         };
       }),
     });

@@ -35,7 +35,8 @@ import {
   type Routing,
 } from "../routing/mod.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
-import type { RecordWriter } from "./records.ts";
+import { recordRowJson, type RecordWriter, type RequestRecordInput } from "./records.ts";
+import type { HubRecordSealer } from "../ledger/hub_record.ts";
 import type { EndCause } from "../billing/usage.ts";
 import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
 import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, type Meter } from "../billing/meter.ts";
@@ -97,6 +98,8 @@ export interface ProxyDeps {
   knownModels(api: ApiFamily): Promise<ReadonlySet<string>>;
   /** Prohibited-term rules read on JSON bodies before each chunk is forwarded; null = no content screening. */
   content: ContentRules | null;
+  /** Seals the hub's record of each settled request into its statement; absent = statements carry none. */
+  sealer?: HubRecordSealer | null;
 }
 
 export async function authenticate(req: IncomingMessage, keys: KeyVerifier): Promise<Principal> {
@@ -301,8 +304,7 @@ class ProxyExchange {
     // TPM is corrected to the usage (nothing used when nothing went upstream), the budget to the charge.
     const tokens = usage ? usage.inputTokens + usage.outputTokens : this.#dispatched || this.firstByteAt !== null ? null : 0;
     this.#admission?.end({ tokens, chargedMicros: charge?.chargeMicros ?? (this.#dispatched ? null : 0n) });
-    if (charge && this.conn && this.model) sendStatement(this.conn, settlementStatement(this.requestId, this.model, cause, charge), charge.written);
-    this.deps.records.add({
+    const record: RequestRecordInput = {
       id: this.requestId,
       userId: this.principal.userId,
       keyId: this.principal.keyId,
@@ -328,7 +330,10 @@ class ProxyExchange {
       tierBps: charge?.tierBps ?? null,
       userChargeMicros: charge?.chargeMicros ?? null,
       ownerEarningMicros: charge?.earningMicros ?? null,
-    });
+    };
+    if (charge && this.conn && this.model)
+      sendStatement(this.conn, settlementStatement(this.requestId, this.model, cause, charge), charge.written, this.deps.sealer ?? null, record);
+    this.deps.records.add(record);
   }
 
   fail(error: GatewayError, cause: EndCause): void {
@@ -1018,11 +1023,23 @@ export async function proxyRequest(
   }
 }
 
-/** Once the settlement is durable, the agent that served the request gets its statement and signs a receipt. */
-function sendStatement(conn: AgentLink, statement: SettlementStatement | null, written: Promise<unknown> | null): void {
+/**
+ * Once the settlement is durable, the agent that served the request gets its statement, with the hub's sealed record
+ * of the request (ledger/hub_record.ts), and signs a receipt.
+ */
+function sendStatement(
+  conn: AgentLink,
+  statement: SettlementStatement | null,
+  written: Promise<unknown> | null,
+  sealer: HubRecordSealer | null,
+  record: RequestRecordInput,
+): void {
   if (!statement || !written) return;
   void written.then(
-    () => conn.sendSettlement(statement),
+    async () => {
+      const sealed = sealer ? await sealer.seal(statement, recordRowJson(record)) : statement;
+      if (sealed) conn.sendSettlement(sealed);
+    },
     () => undefined, // not settled: no statement (the failure is logged by the meter)
   );
 }

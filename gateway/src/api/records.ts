@@ -169,6 +169,41 @@ export class RecordWriter {
   }
 }
 
+/**
+ * A record as its row in `request_records` (JSON, column names as keys, bigints as decimal strings, times as
+ * ISO-8601 UTC): what the hub seals into the agent's receipt, and what a rebuild inserts with
+ * `json_populate_record` (gateway/src/ledger/hub_record.ts).
+ */
+export function recordRowJson(r: RequestRecordInput): string {
+  return JSON.stringify({
+    id: r.id,
+    user_id: r.userId,
+    key_id: r.keyId,
+    agent_id: r.agentId,
+    gateway_id: r.gatewayId,
+    route: r.route,
+    provider: r.provider,
+    model: r.model,
+    streamed: r.streamed,
+    http_status: r.httpStatus,
+    end_cause: r.endCause,
+    bytes_in: String(r.bytesIn),
+    bytes_out: String(r.bytesOut),
+    started_at: r.startedAt.toISOString(),
+    first_byte_ms: r.firstByteMs,
+    duration_ms: r.durationMs,
+    input_tokens: r.inputTokens,
+    output_tokens: r.outputTokens,
+    cached_input_tokens: r.cachedInputTokens,
+    usage_estimated: r.usageEstimated,
+    price_ver: r.priceVer,
+    tier: r.tier,
+    tier_bps: r.tierBps,
+    user_charge_micros: r.userChargeMicros === null ? null : String(r.userChargeMicros),
+    owner_earning_micros: r.ownerEarningMicros === null ? null : String(r.ownerEarningMicros),
+  });
+}
+
 const bigOrNull = (v: unknown): bigint | null => (typeof v === "string" && /^-?\d{1,20}$/.test(v) ? BigInt(v) : null);
 
 /** Request records as spool lines: bigints as decimal strings, the start time as ISO-8601 (UTC). */

@@ -47,6 +47,21 @@ export interface MeterOptions {
    * write: raises the flag and holds the owner's earning (`risk/usage_divergence.ts`). Never awaited by the request.
    */
   onUsageCapped?: (capped: CappedUsage, written: Promise<unknown>) => Promise<void>;
+  /**
+   * Told of every settled request an owner earns on, with the settlement's write: the self-dealing check
+   * (`risk/linked_accounts.ts`). Never awaited by the request.
+   */
+  onServed?: (served: ServedRequest, written: Promise<unknown>) => Promise<unknown>;
+}
+
+/** A settled request an owner earns on (ids and money only). */
+export interface ServedRequest {
+  requestId: string;
+  userId: string;
+  agentId: string | null;
+  ownerId: string;
+  /** The owner's earning on it, µ$. */
+  earningMicros: bigint;
 }
 
 /** A settlement whose reported usage was capped to the hub's count (counts and ids only). */
@@ -364,6 +379,10 @@ export class Hold {
         chargeMicros,
       };
       billing.onUsageCapped(capped, written).catch((error: unknown) => this.log.error("billing.usage_capped_unrecorded", { requestId: req.requestId, error }));
+    }
+    if (ownerId !== null && billing.onServed) {
+      const served: ServedRequest = { requestId: req.requestId, userId: req.userId, agentId: req.agent.agentId, ownerId, earningMicros };
+      billing.onServed(served, written).catch((error: unknown) => this.log.error("billing.served_check_failed", { requestId: req.requestId, error }));
     }
     billing.leases.finish(priced.claim, chargeMicros, written);
     this.#settled = {

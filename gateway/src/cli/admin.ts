@@ -22,6 +22,8 @@
  *   npm run admin -- release-policy [--latest X.Y.Z|none] [--minimum X.Y.Z|none]
  *   npm run admin -- releases
  *   npm run admin -- ledger verify --agent agt_…  (exit status 1 when the hub's copy of the agent's receipt chain is bad)
+ *   npm run admin -- rebuild-from-edge --from FILE…|DIR [--key FILE] [--into-non-empty]
+ *                               (agents' `ledger export` files into an empty database; exit status 1 when not everything verified)
  * DATABASE_URL selects the database; without it, the database of the hub running on DATA_DIR (default .data),
  * or, with no hub running, the embedded one in DATA_DIR (cli/database.ts). The CLI never writes the hub's
  * identity files; the enrollment command names the agent URL and tunnel pin the hub published.
@@ -60,6 +62,8 @@ import { join } from "node:path";
 import { toHex } from "@wellspring/protocol";
 import { loadHubReceiptKey, publicOf } from "../ledger/hub_key.ts";
 import { verifyStoredChain } from "../ledger/receipts.ts";
+import { readRebuildKey, REBUILD_KEY_FILE } from "../ledger/hub_record.ts";
+import { rebuildFromEdge } from "../ledger/rebuild.ts";
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -295,6 +299,22 @@ export async function runAdmin(ctx: AdminContext, args: string[]): Promise<strin
       if (!verdict.ok) throw new Error(`agent ${agentId}: BAD at sequence ${verdict.firstBadSeq} (${verdict.fault}: ${verdict.detail})`);
       const disputed = await db.agentReceipt.count({ where: { agentId, disputed: { not: null } } });
       return `agent ${agentId}: ${verdict.count} receipts, chain whole${hubKey ? ", countersignatures verify" : ""}${disputed ? ` (${disputed} disputed, not countersigned)` : ""}; hub tail ${verdict.tail.seq} ${toHex(verdict.tail.hash)}`;
+    }
+    case "rebuild-from-edge": {
+      const from = args.flatMap((a, i) => (i > 0 && !a.startsWith("--") && args[i - 1] !== "--key" ? [a] : []));
+      if (!args.includes("--from") || from.length === 0) throw new Error("usage: rebuild-from-edge --from FILE…|DIR [--key FILE] [--into-non-empty]");
+      const keyFile = flag(args, "key") ?? join(process.env.DATA_DIR ?? ".data", REBUILD_KEY_FILE);
+      const report = await rebuildFromEdge({
+        pool,
+        rebuildKey: await readRebuildKey(keyFile).catch((error: unknown) => {
+          throw new Error(`Cannot rebuild: the hub's rebuild key ${keyFile} cannot be read (${(error as Error).message})`);
+        }),
+        from,
+        intoNonEmpty: args.includes("--into-non-empty"),
+        progress: (line) => console.error(line),
+      });
+      if (!report.ok) throw new Error(`rebuild-from-edge: NOT EVERYTHING VERIFIED\n${report.lines.join("\n")}`);
+      return report.lines.join("\n");
     }
     case "audit": {
       const report = await new Ledger(pool).audit();

@@ -3,6 +3,7 @@
 // signatures refused and flagged; foreign, unsettled and disagreeing receipts kept as disputed, with later receipts
 // still settled; crash-witnessed receipts bounded by the agent's session ends; the stored chain verified and its
 // tampering named.
+import { randomBytes } from "node:crypto";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import {
   CRASH_GAP_MAX_MS,
+  decodeReceipt,
   generateAgentKeyPair,
   importReceiptVerifyKey,
   RECEIPT_GENESIS_HASH,
@@ -26,6 +28,7 @@ import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harnes
 import { createLogger } from "../log.ts";
 import { agentLedgerSummaries } from "../ops/agent_ledger.ts";
 import { loadHubReceiptKey } from "./hub_key.ts";
+import { hubRecordJson, HubRecordSealer, openHubRecord, sealHubRecord } from "./hub_record.ts";
 import { releasePresence } from "../tunnel/presence.ts";
 import { EdgeReceipts, UNRECEIPTED_REOFFER_AGE_MS, UNRECEIPTED_RESEND_WINDOW_MS, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
 
@@ -51,8 +54,7 @@ async function enrolledAgent() {
 }
 
 /** A settled request as the meter writes it (the reservation row), for `agentId`. */
-async function settled(agentId: string, ownerId: string, charge = 150n, earning = 105n) {
-  const requestId = newId("req");
+async function settled(agentId: string, ownerId: string, charge = 150n, earning = 105n, requestId = newId("req")) {
   await database.db.reservation.create({
     data: {
       requestId,
@@ -144,6 +146,29 @@ describe("edge receipts at the hub", () => {
     expect((await edge.tail(agent.id)).seq).toBe(5);
     const verdict = await verifyStoredChain(database.db, agent.id, hubVerify);
     expect(verdict.ok).toBe(true);
+    expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
+  });
+
+  it("judges a batch receipt by receipt: a repeat inside it is answered as the first; one waiting for its settlement holds back those after it", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const first = await chain.next(await settled(agent.id, ownerId));
+    const unsettledId = newId("req");
+    const waiting = await chain.next(unsettledId);
+    const after = await chain.next(await settled(agent.id, ownerId));
+    const acks = await edge.accept(agent, wire(first, first, waiting, after));
+    expect(acks.map((a) => a.refused)).toEqual([null, null, "retry", "retry"]);
+    expect(acks[1]).toEqual(acks[0]);
+    expect(await database.db.agentReceipt.count({ where: { agentId: agent.id } })).toBe(1);
+    // Its settlement lands: the receipts held back are taken, in order, in one batch.
+    await settled(agent.id, ownerId, 150n, 105n, unsettledId);
+    const later = await edge.accept(agent, wire(waiting, after));
+    expect(later.map((a) => [a.seq, a.refused])).toEqual([
+      [2, null],
+      [3, null],
+    ]);
+    expect((await edge.tail(agent.id)).seq).toBe(3);
     expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
   });
 
@@ -326,6 +351,52 @@ describe("edge receipts at the hub", () => {
     // The last page reached the newest: the next re-offer starts over.
     expect(third.next).toBeNull();
     expect((await edge.reofferPage(agent.id, third.next, 2)).statements.map((st) => st.requestId)).toEqual(ids.slice(0, 2));
+  });
+
+  it("seals its record of the request into statements offered again; a receipt whose hub record does not open is logged, its money confirmed", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+    try {
+      const rebuildKey = new Uint8Array(randomBytes(32));
+      const edge = new EdgeReceipts(database.db, hubKey, log, Date.now, { sealer: new HubRecordSealer(pool, rebuildKey, log), rebuildKey });
+      const requestId = await settled(agent.id, ownerId);
+      const [statement] = await edge.unreceipted(agent.id);
+      const opened = openHubRecord(rebuildKey, requestId, fromBase64Url(statement!.hubRecord!));
+      expect(JSON.parse(opened!)).toMatchObject({ v: 1, reservation: { request_id: requestId, user_id: ownerId, charge_micros: 150 }, record: null });
+      // The periodic re-offer seals it too.
+      const later = new EdgeReceipts(database.db, hubKey, log, () => Date.now() + UNRECEIPTED_REOFFER_AGE_MS + 1_000, {
+        sealer: new HubRecordSealer(pool, rebuildKey, log),
+        rebuildKey,
+      });
+      const [offered] = (await later.reofferPage(agent.id, null)).statements;
+      expect(JSON.parse(openHubRecord(rebuildKey, requestId, fromBase64Url(offered!.hubRecord!))!)).toMatchObject({ reservation: { request_id: requestId } });
+      // The agent signs the record as it came, and the hub keeps it in the chain with the receipt.
+      const chain = new Chain(agent.id, privateKey);
+      const [good] = await edge.accept(agent, wire(await chain.next(requestId, { hubRecord: fromBase64Url(statement!.hubRecord!) })));
+      expect(good).toMatchObject({ refused: null, disputed: false });
+      const kept = await database.db.agentReceipt.findFirst({ where: { agentId: agent.id, seq: 1 } });
+      expect(decodeReceipt(new Uint8Array(kept!.body)).hubRecord).toEqual(fromBase64Url(statement!.hubRecord!));
+      // One sealed under another key (a gateway with another rebuild key, or made up): the money is the settlement's,
+      // confirmed; the record is only logged here, and the rebuild reports it.
+      const lines: string[] = [];
+      const watched = new EdgeReceipts(
+        database.db,
+        hubKey,
+        createLogger({ proc: "test" }, "warn", (line) => lines.push(line)),
+        Date.now,
+        {
+          sealer: null,
+          rebuildKey,
+        },
+      );
+      const other = await settled(agent.id, ownerId);
+      const forged = sealHubRecord(new Uint8Array(randomBytes(32)), other, hubRecordJson("{}", null));
+      const [bad] = await watched.accept(agent, wire(await chain.next(other, { hubRecord: forged })));
+      expect(bad).toMatchObject({ refused: null, disputed: false });
+      expect(lines.some((l) => l.includes("ledger.hub_record_unopened") && l.includes(other))).toBe(true);
+    } finally {
+      await pool.end();
+    }
   });
 
   it("compares the agent's reported tail: behind or different is out of sync, naming the first differing sequence", async () => {

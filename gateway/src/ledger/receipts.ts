@@ -37,6 +37,7 @@ import {
 import type { Db } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
 import { raiseRiskFlag } from "../risk/flags.ts";
+import { openHubRecord, type HubRecordSealer } from "./hub_record.ts";
 
 /** Risk flag kinds this module raises (subject `agent:<id>`). */
 export const LEDGER_OUT_OF_SYNC = "ledger_out_of_sync";
@@ -129,6 +130,8 @@ export class EdgeReceipts {
     private readonly hubKey: HubReceiptKey,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
+    /** Seals the hub's record into statements offered again, and checks that the record a receipt carries opens. */
+    private readonly hubRecords: { sealer: HubRecordSealer | null; rebuildKey: Uint8Array | null } = { sealer: null, rebuildKey: null },
   ) {}
 
   async #verifyKey(publicKey: string): Promise<CryptoKey | null> {
@@ -153,7 +156,7 @@ export class EdgeReceipts {
    * settlement index.
    */
   async unreceipted(agentId: string, limit = UNRECEIPTED_RESEND_MAX): Promise<SettlementStatement[]> {
-    return (await this.#unreceiptedRows(agentId, this.now(), null, limit)).map(toStatement);
+    return this.#sealed((await this.#unreceiptedRows(agentId, this.now(), null, limit)).map(toStatement));
   }
 
   /**
@@ -170,7 +173,15 @@ export class EdgeReceipts {
   ): Promise<{ statements: SettlementStatement[]; next: ReofferCursor | null }> {
     const rows = await this.#unreceiptedRows(agentId, this.now() - UNRECEIPTED_REOFFER_AGE_MS, after, limit);
     const last = rows.at(-1);
-    return { statements: rows.map(toStatement), next: rows.length === limit && last ? { settledAt: last.settled_at, requestId: last.request_id } : null };
+    return {
+      statements: await this.#sealed(rows.map(toStatement)),
+      next: rows.length === limit && last ? { settledAt: last.settled_at, requestId: last.request_id } : null,
+    };
+  }
+
+  /** Statements offered again carry the hub's sealed record when this hub seals them. */
+  #sealed(statements: SettlementStatement[]): Promise<SettlementStatement[]> {
+    return this.hubRecords.sealer ? this.hubRecords.sealer.sealAll(statements) : Promise.resolve(statements);
   }
 
   /** Settled in the resend window up to `toMs`, after the cursor, without a receipt, by (settled_at, request_id). */
@@ -191,14 +202,36 @@ export class EdgeReceipts {
        ORDER BY r.settled_at, r.request_id LIMIT ${limit}`;
   }
 
-  /** RECEIPT or CLAIM: each receipt in order, answered with one RECEIPT_ACK each. Never throws for bad input. */
+  /**
+   * RECEIPT or CLAIM: each receipt in order, answered with one RECEIPT_ACK each. Never throws for bad input.
+   * Signatures are checked first; the receipts that verify are then linked, compared with their settlements and
+   * kept in one transaction (one agent's chain at a time across gateways), each as if checked alone in turn.
+   */
   async accept(agent: AgentKey, batch: ReceiptBatch): Promise<ReceiptAck[]> {
-    const acks: ReceiptAck[] = [];
-    for (const wire of batch.receipts) acks.push(await this.#acceptOne(agent, wire));
-    return acks;
+    const acks: (ReceiptAck | null)[] = [];
+    const signed: Signed[] = [];
+    for (const wire of batch.receipts) {
+      const checked = await this.#checkSignature(agent, wire);
+      if ("ack" in checked) acks.push(checked.ack);
+      else {
+        signed.push({ ...checked, index: acks.length });
+        acks.push(null);
+      }
+    }
+    if (signed.length === 0) return acks as ReceiptAck[];
+    let verdicts: Verdict[];
+    try {
+      verdicts = await this.db.$transaction((tx) => this.#link(tx, agent.id, signed));
+    } catch (error) {
+      this.log.warn("ledger.receipt_not_stored", { agentId: agent.id, seqs: signed.map((s) => s.receipt.seq), error });
+      verdicts = signed.map(() => ({ refused: "retry" as const, detail: "" }));
+    }
+    for (const [i, s] of signed.entries()) acks[s.index] = await this.#answer(agent, s, verdicts[i]!);
+    return acks as ReceiptAck[];
   }
 
-  async #acceptOne(agent: AgentKey, wire: ReceiptBatch["receipts"][number]): Promise<ReceiptAck> {
+  /** Decodes a receipt and checks its signature, sender and sequence; an ack when it is refused here. */
+  async #checkSignature(agent: AgentKey, wire: ReceiptBatch["receipts"][number]): Promise<{ ack: ReceiptAck } | Omit<Signed, "index">> {
     let body: Uint8Array;
     let signature: Uint8Array;
     let receipt: Receipt;
@@ -212,82 +245,135 @@ export class EdgeReceipts {
         kept: false,
         detail: (error as Error).message.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX),
       });
-      return { seq: 1, hash: "", countersignature: null, refused: "invalid", disputed: false };
+      return { ack: { seq: 1, hash: "", countersignature: null, refused: "invalid", disputed: false } };
     }
     const hash = await receiptHash(body);
-    // Not kept (it does not verify or does not link): the chain stops here until an operator resolves it, so the
-    // flag says so (`kept: false`) and the owner's page shows it.
-    const refuse = async (refused: ReceiptRefusal, detail: string): Promise<ReceiptAck> => {
-      if (refused !== "retry") await this.#flag(agent.id, RECEIPT_REFUSED, { refused, kept: false, seq: receipt.seq, requestId: receipt.requestId, detail });
-      this.log.warn("ledger.receipt_refused", { agentId: agent.id, seq: receipt.seq, requestId: receipt.requestId, refused, detail });
-      return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused, disputed: false };
-    };
+    const s = { body, signature, receipt, hash };
     const key = await this.#verifyKey(agent.publicKey);
-    if (!key || !(await verifyReceiptSignature(key, hash, signature))) return refuse("invalid", "the agent's signature does not verify");
-    if (receipt.agentId !== agent.id) return refuse("invalid", `the receipt names agent ${receipt.agentId}`);
-    if (receipt.seq > RECEIPT_SEQ_MAX) return refuse("invalid", "sequence number beyond what the hub stores");
-    // The chain link, the settlement it confirms and the stored row are one unit: checked and written in one
-    // transaction, one agent's chain at a time across gateways (docs/ARCHITECTURE.md, "The owner keeps the proof").
-    let verdict:
-      { stored: Uint8Array } | { refused: ReceiptRefusal; detail: string } | { again: Uint8Array } | { disputed: DisputeKind; detail: string; again: boolean };
-    try {
-      verdict = await this.db.$transaction(async (tx) => {
-        await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${`receipts:${agent.id}`}))`;
-        const atSeq = await tx.agentReceipt.findUnique({ where: { agentId_seq: { agentId: agent.id, seq: receipt.seq } } });
-        if (atSeq) {
-          // A claim for a receipt the hub already holds: answered as before, never stored twice.
-          if (bytesEqual(new Uint8Array(atSeq.hash), hash)) {
-            if (atSeq.disputed || !atSeq.countersignature) return { disputed: disputeKind(atSeq.disputed), detail: atSeq.disputeDetail ?? "", again: true };
-            return { again: new Uint8Array(atSeq.countersignature) };
-          }
-          return { refused: "fork" as const, detail: `the hub holds another receipt at sequence ${receipt.seq}` };
-        }
-        const last = await tx.agentReceipt.findFirst({ where: { agentId: agent.id }, orderBy: { seq: "desc" }, select: { seq: true, hash: true } });
-        const tail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
-        if (receipt.seq > tail.seq + 1) return { refused: "retry" as const, detail: `sequence ${receipt.seq} is ahead of the hub's tail ${tail.seq}` };
-        if (receipt.seq <= tail.seq || !bytesEqual(receipt.prevHash, tail.hash))
-          return { refused: "fork" as const, detail: `the receipt does not follow the hub's tail ${tail.seq}` };
-        const settled = await tx.reservation.findUnique({ where: { requestId: receipt.requestId } });
-        if (
-          (!settled || settled.status !== "settled") &&
-          this.now() - receipt.endedAtMs < RECEIPT_SETTLEMENT_WAIT_MS &&
-          (!settled || settled.agentId === agent.id)
-        )
-          return { refused: "retry" as const, detail: "no settlement yet" };
-        // From here the receipt links and is signed: it is kept, confirmed or disputed.
-        const byRequest = await tx.agentReceipt.findUnique({ where: { requestId: receipt.requestId }, select: { agentId: true, seq: true } });
-        const dispute = byRequest
-          ? { kind: "mismatch" as const, detail: `request already has receipt ${byRequest.seq} of ${byRequest.agentId}` }
-          : await settlementDispute(tx, agent.id, receipt, settled);
-        const ownsRequest = !byRequest && settled?.agentId === agent.id;
-        const countersignature = dispute ? null : await countersignReceipt(this.hubKey.privateKey, hash);
-        const detail = dispute?.detail.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX) ?? null;
-        await tx.agentReceipt.create({
-          data: {
-            agentId: agent.id,
-            seq: receipt.seq,
-            // A disputed receipt for a request that is not this agent's names it only in its body: it must never
-            // stop the receipt of the agent that served it.
-            requestId: dispute && !ownsRequest ? null : receipt.requestId,
-            body: body as Uint8Array<ArrayBuffer>,
-            hash: hash as Uint8Array<ArrayBuffer>,
-            signature: signature as Uint8Array<ArrayBuffer>,
-            countersignature: countersignature as Uint8Array<ArrayBuffer> | null,
-            disputed: dispute?.kind ?? null,
-            disputeDetail: detail,
-            chargeMicros: receipt.chargeMicros,
-            earningMicros: receipt.earningMicros,
-            agentEarningMicros: receipt.agentEarningMicros,
-            endedAt: new Date(receipt.endedAtMs),
-          },
-        });
-        if (dispute) return { disputed: dispute.kind, detail: detail ?? "", again: false };
-        return { stored: countersignature! };
+    if (!key || !(await verifyReceiptSignature(key, hash, signature)))
+      return { ack: await this.#refuse(agent, s, "invalid", "the agent's signature does not verify") };
+    if (receipt.agentId !== agent.id) return { ack: await this.#refuse(agent, s, "invalid", `the receipt names agent ${receipt.agentId}`) };
+    if (receipt.seq > RECEIPT_SEQ_MAX) return { ack: await this.#refuse(agent, s, "invalid", "sequence number beyond what the hub stores") };
+    // A hub record opens only with the hub's rebuild key and for its own request. One that does not (altered by the
+    // agent, or sealed by a gateway with another key: every gateway of a hub must share it) leaves the money as the
+    // settlement says, so it is not a dispute; it is logged here and the rebuild reports it.
+    const rebuildKey = this.hubRecords.rebuildKey;
+    if (receipt.hubRecord !== undefined && rebuildKey !== null && openHubRecord(rebuildKey, receipt.requestId, receipt.hubRecord) === null)
+      this.log.warn("ledger.hub_record_unopened", { agentId: agent.id, seq: receipt.seq, requestId: receipt.requestId });
+    return s;
+  }
+
+  /**
+   * Not kept (it does not verify or does not link): the chain stops here until an operator resolves it, so the
+   * flag says so (`kept: false`) and the owner's page shows it.
+   */
+  async #refuse(agent: AgentKey, s: Omit<Signed, "index">, refused: ReceiptRefusal, detail: string): Promise<ReceiptAck> {
+    const { receipt } = s;
+    if (refused !== "retry") await this.#flag(agent.id, RECEIPT_REFUSED, { refused, kept: false, seq: receipt.seq, requestId: receipt.requestId, detail });
+    this.log.warn("ledger.receipt_refused", { agentId: agent.id, seq: receipt.seq, requestId: receipt.requestId, refused, detail });
+    return { seq: receipt.seq, hash: toBase64Url(s.hash), countersignature: null, refused, disputed: false };
+  }
+
+  /**
+   * The chain link, the settlement each receipt confirms and the stored rows are one unit: checked and written in
+   * one transaction, one agent's chain at a time across gateways (docs/ARCHITECTURE.md, "The owner keeps the
+   * proof"). The rows the batch needs are read at once; each receipt is then judged in order against them and
+   * the receipts before it, and the kept ones are written in one statement.
+   */
+  async #link(tx: Tx, agentId: string, batch: Signed[]): Promise<Verdict[]> {
+    await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${`receipts:${agentId}`}))`;
+    const seqs = batch.map((s) => s.receipt.seq);
+    const requestIds = batch.map((s) => s.receipt.requestId);
+    const [atSeqRows, last, settledRows, byRequestRows] = await Promise.all([
+      tx.agentReceipt.findMany({
+        where: { agentId, seq: { in: seqs } },
+        select: { seq: true, hash: true, disputed: true, disputeDetail: true, countersignature: true },
+      }),
+      tx.agentReceipt.findFirst({ where: { agentId }, orderBy: { seq: "desc" }, select: { seq: true, hash: true } }),
+      tx.reservation.findMany({ where: { requestId: { in: requestIds } } }),
+      tx.agentReceipt.findMany({ where: { requestId: { in: requestIds } }, select: { requestId: true, agentId: true, seq: true } }),
+    ]);
+    type AtSeq = (typeof atSeqRows)[number];
+    const atSeq = new Map<number, AtSeq>(atSeqRows.map((r) => [r.seq, r]));
+    const settledBy = new Map(settledRows.map((r) => [r.requestId, r]));
+    const byRequest = new Map(byRequestRows.map((r) => [r.requestId!, { agentId: r.agentId, seq: r.seq }]));
+    let tail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
+    const rows: Extract<NonNullable<Parameters<Tx["agentReceipt"]["createMany"]>[0]>["data"], unknown[]> = [];
+    const verdicts: Verdict[] = [];
+    for (const { receipt, hash, body, signature } of batch) {
+      const held = atSeq.get(receipt.seq);
+      if (held) {
+        // A claim for a receipt the hub already holds: answered as before, never stored twice.
+        if (bytesEqual(new Uint8Array(held.hash), hash)) {
+          verdicts.push(
+            held.disputed || !held.countersignature
+              ? { disputed: disputeKind(held.disputed), detail: held.disputeDetail ?? "", again: true }
+              : { again: new Uint8Array(held.countersignature) },
+          );
+        } else verdicts.push({ refused: "fork", detail: `the hub holds another receipt at sequence ${receipt.seq}` });
+        continue;
+      }
+      if (receipt.seq > tail.seq + 1) {
+        verdicts.push({ refused: "retry", detail: `sequence ${receipt.seq} is ahead of the hub's tail ${tail.seq}` });
+        continue;
+      }
+      if (receipt.seq <= tail.seq || !bytesEqual(receipt.prevHash, tail.hash)) {
+        verdicts.push({ refused: "fork", detail: `the receipt does not follow the hub's tail ${tail.seq}` });
+        continue;
+      }
+      const settled = settledBy.get(receipt.requestId) ?? null;
+      if (
+        (!settled || settled.status !== "settled") &&
+        this.now() - receipt.endedAtMs < RECEIPT_SETTLEMENT_WAIT_MS &&
+        (!settled || settled.agentId === agentId)
+      ) {
+        verdicts.push({ refused: "retry", detail: "no settlement yet" });
+        continue;
+      }
+      // From here the receipt links and is signed: it is kept, confirmed or disputed.
+      const other = byRequest.get(receipt.requestId);
+      const dispute = other
+        ? { kind: "mismatch" as const, detail: `request already has receipt ${other.seq} of ${other.agentId}` }
+        : await settlementDispute(tx, agentId, receipt, settled);
+      const ownsRequest = !other && settled?.agentId === agentId;
+      const countersignature = dispute ? null : await countersignReceipt(this.hubKey.privateKey, hash);
+      const detail = dispute?.detail.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX) ?? null;
+      // A disputed receipt for a request that is not this agent's names it only in its body: it must never
+      // stop the receipt of the agent that served it.
+      const requestId = dispute && !ownsRequest ? null : receipt.requestId;
+      rows.push({
+        agentId,
+        seq: receipt.seq,
+        requestId,
+        body: body as Uint8Array<ArrayBuffer>,
+        hash: hash as Uint8Array<ArrayBuffer>,
+        signature: signature as Uint8Array<ArrayBuffer>,
+        countersignature: countersignature as Uint8Array<ArrayBuffer> | null,
+        disputed: dispute?.kind ?? null,
+        disputeDetail: detail,
+        chargeMicros: receipt.chargeMicros,
+        earningMicros: receipt.earningMicros,
+        agentEarningMicros: receipt.agentEarningMicros,
+        endedAt: new Date(receipt.endedAtMs),
       });
-    } catch (error) {
-      this.log.warn("ledger.receipt_not_stored", { agentId: agent.id, seq: receipt.seq, error });
-      return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused: "retry", disputed: false };
+      atSeq.set(receipt.seq, {
+        seq: receipt.seq,
+        hash: hash as Uint8Array<ArrayBuffer>,
+        disputed: dispute?.kind ?? null,
+        disputeDetail: detail,
+        countersignature: countersignature as Uint8Array<ArrayBuffer> | null,
+      });
+      if (requestId !== null) byRequest.set(requestId, { agentId, seq: receipt.seq });
+      tail = { seq: receipt.seq, hash };
+      verdicts.push(dispute ? { disputed: dispute.kind, detail: detail ?? "", again: false } : { stored: countersignature! });
     }
+    if (rows.length) await tx.agentReceipt.createMany({ data: rows });
+    return verdicts;
+  }
+
+  /** The RECEIPT_ACK for one receipt's verdict, with the flags and log lines it calls for. */
+  async #answer(agent: AgentKey, s: Signed, verdict: Verdict): Promise<ReceiptAck> {
+    const { receipt, hash } = s;
     if ("disputed" in verdict) {
       if (!verdict.again) {
         await this.#flag(agent.id, RECEIPT_REFUSED, {
@@ -308,7 +394,7 @@ export class EdgeReceipts {
       return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: null, refused: verdict.disputed, disputed: true };
     }
     if ("again" in verdict) return { seq: receipt.seq, hash: toBase64Url(hash), countersignature: toBase64Url(verdict.again), refused: null, disputed: false };
-    if ("refused" in verdict) return refuse(verdict.refused, verdict.detail);
+    if ("refused" in verdict) return this.#refuse(agent, s, verdict.refused, verdict.detail);
     const countersignature = verdict.stored;
     if (receipt.agentEarningMicros >= 0n && receipt.agentEarningMicros !== receipt.earningMicros)
       await this.#flag(agent.id, RECEIPT_REFUSED, {
@@ -392,6 +478,19 @@ function disputeKind(stored: string | null): DisputeKind {
 }
 
 type Tx = Parameters<Parameters<Db["$transaction"]>[0]>[0];
+
+/** A receipt whose signature verified, where its ack goes in the batch's answer. */
+interface Signed {
+  body: Uint8Array;
+  signature: Uint8Array;
+  receipt: Receipt;
+  hash: Uint8Array;
+  index: number;
+}
+
+/** What the chain check decided for one receipt. */
+type Verdict =
+  { stored: Uint8Array } | { refused: ReceiptRefusal; detail: string } | { again: Uint8Array } | { disputed: DisputeKind; detail: string; again: boolean };
 
 /**
  * Why the hub disputes a receipt that links to its chain; null when it confirms it. It must name a settlement of

@@ -25,6 +25,7 @@ export {
 } from "./agents.ts";
 export { degradedLimitsGateways, GATEWAY_ALIVE_WITHIN_MS, type DegradedLimitsGateway } from "./gateways.ts";
 export { liveBreakers, type AgentBreakerView } from "./breakers.ts";
+export { CANARY_SUMMARY_WINDOW_MS, canaryRecommendation, canarySummaries, type AgentCanarySummary, type CanaryRecommendation } from "./canaries.ts";
 export { ensureUser, setUserPlan, setUserStatus } from "./users.ts";
 export {
   administratorExists,
@@ -73,3 +74,4 @@ export { heldEarnings, holdReasonText, type HeldEarnings } from "../risk/earning
 export { DUPLICATE_AGENT_IDENTITY, DUPLICATE_WARNING_WINDOW_MS, duplicateWarningOf, type DuplicateWarning } from "../risk/duplicate_identity.ts";
 export { agentLedgerSummaries, type AgentLedgerSummary } from "./agent_ledger.ts";
 export { ENDPOINT_FORBIDDEN, ENDPOINT_WARNING_WINDOW_MS, endpointWarningOf, type EndpointWarning } from "../risk/endpoint_forbidden.ts";
+export { PAYOUT_DESTINATION_CHARS_MAX, recordAccountSeen, setPayoutDestination, type AccountSeen } from "./account_links.ts";

@@ -13,6 +13,7 @@ import type pg from "pg";
 import { newId } from "@wellspring/db/core";
 import { ACCOUNT_FUNDING, inTransaction, ownerAccount, postCredit } from "../billing/ledger.ts";
 import { agentProbationMs } from "../risk/probation.ts";
+import { recordLinks, recordSignal, REDEMPTION_BATCH_LINK_CODES_MAX, viaPg } from "../risk/account_links.ts";
 
 export const ACCOUNT_PAYOUTS_PENDING = "platform:payouts_pending";
 /** Codes in one redemption batch at most. */
@@ -166,8 +167,17 @@ export class Treasury {
     const normalised = code.trim().toUpperCase();
     if (!CODE_PATTERN.test(normalised)) return { outcome: "invalid" };
     return inTransaction(this.pool, async (c) => {
-      const found = await c.query<{ id: string; redeemed_at: Date | null; amount: string; expired: boolean }>(
-        `SELECT rc.id, rc.redeemed_at, rb.amount_micros::text AS amount, (rb.expires_at IS NOT NULL AND rb.expires_at <= now()) AS expired
+      const found = await c.query<{
+        id: string;
+        redeemed_at: Date | null;
+        amount: string;
+        expired: boolean;
+        batch_id: string;
+        code_count: number;
+        created_by: string;
+      }>(
+        `SELECT rc.id, rc.redeemed_at, rb.amount_micros::text AS amount, (rb.expires_at IS NOT NULL AND rb.expires_at <= now()) AS expired,
+                rb.id AS batch_id, rb.code_count, rb.created_by
          FROM redemption_codes rc JOIN redemption_batches rb ON rb.id = rc.batch_id WHERE rc.code_hash = $1`,
         [hashCode(normalised)],
       );
@@ -183,6 +193,7 @@ export class Treasury {
       const amountMicros = BigInt(row.amount);
       await postCredit(c, userId, amountMicros, "redemption", `redeem:${row.id}`);
       await audit(c, `user:${userId}`, "redemption.redeemed", `user:${userId}`, { codeId: row.id, amountMicros });
+      await linkRedemption(c, userId, row);
       return { outcome: "redeemed" as const, amountMicros };
     });
   }
@@ -258,4 +269,16 @@ export class Treasury {
       return "done" as const;
     });
   }
+}
+
+/**
+ * A redemption links accounts (risk/account_links.ts): the redeemer with the batch's creator when a portal user
+ * made it, and with the other redeemers of the batch — unless the batch is a promotion (more than
+ * REDEMPTION_BATCH_LINK_CODES_MAX codes).
+ */
+async function linkRedemption(c: pg.PoolClient, userId: string, batch: { batch_id: string; code_count: number; created_by: string }): Promise<void> {
+  if (batch.code_count > REDEMPTION_BATCH_LINK_CODES_MAX) return;
+  const run = viaPg(c);
+  await recordSignal(run, { userId, kind: "redemption_batch", valueKey: batch.batch_id });
+  if (batch.created_by.startsWith("user:")) await recordLinks(run, userId, [batch.created_by.slice("user:".length)], "redemption_batch");
 }

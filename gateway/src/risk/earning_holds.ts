@@ -85,6 +85,8 @@ export function holdReasonText(reason: string): string {
   switch (reason) {
     case "usage_divergence":
       return "Your agent reported more tokens than the hub counted passing through it. Those requests were charged at the hub's count, and their earnings are held until an administrator reviews them.";
+    case "linked_accounts":
+      return "Your agents served requests from your own account or from an account linked to yours (the same device, sign-in address, payout destination, redemption batch, provider key or egress address). Earnings on them are held until an administrator reviews whether it is self-dealing.";
     case REVIEW_HOLD:
       return "An administrator is holding these earnings while reviewing activity on your account; they cannot be requested for payout until the review ends.";
     default:

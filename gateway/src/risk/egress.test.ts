@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { createLogger } from "../log.ts";
+import { linksOf, viaPrisma } from "./account_links.ts";
 import {
   EGRESS_ECHO_WINDOW_MS,
   EGRESS_MISMATCH,
@@ -91,6 +92,12 @@ describe("egress probes", () => {
     expect(await flagOf(SHARED_EGRESS, "user:usr_n1")).toBeNull();
     expect(await flagOf(SHARED_EGRESS, "user:usr_n2")).toBeNull();
     expect((await flagOf(SHARED_EGRESS, "user:usr_n3"))?.evidence).toMatchObject({ address: "192.0.2.80", ownerCount: 3, ownersPerAddressMax: 2 });
+    // Below the limit or not, owners behind one address are linked accounts (the self-dealing detector reads them).
+    const links = await linksOf(viaPrisma(database.db), "usr_n1");
+    expect(links.map((l) => [l.linkedUserId, l.kind]).sort()).toEqual([
+      ["usr_n2", SHARED_EGRESS],
+      ["usr_n3", SHARED_EGRESS],
+    ]);
   });
   it("prunes probes older than the retention, which outlasts the share window, and keeps the rest", async () => {
     expect(EGRESS_PROBE_RETENTION_MS).toBeGreaterThan(EGRESS_SHARE_WINDOW_MS + EGRESS_ECHO_WINDOW_MS);

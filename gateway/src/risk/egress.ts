@@ -6,12 +6,14 @@
  * agent's report. Provider calls leaving from another address than the tunnel (a proxy in between), or a report
  * that is not what the echo saw, raise `egress_mismatch` on the agent. An echo address shared by more owners than
  * `ownersPerAddressMax` within EGRESS_SHARE_WINDOW_MS (a proxy farm) raises `shared_egress` on the owner over it.
+ * Owners seen behind one echo address are linked accounts (`account_links.ts`, kind `shared_egress`).
  * The probes live in the database (`egress_probes`), so the echo may land on any gateway of the hub.
  */
 import { randomBytes } from "node:crypto";
 import type { Db } from "@wellspring/db/core";
 import type { EgressProbeAnswer } from "@wellspring/protocol";
 import type { Logger } from "../log.ts";
+import { LINK_PEERS_PER_SIGNAL_MAX, recordLinks, viaPrisma } from "./account_links.ts";
 import { raiseRiskFlag, type RaisedFlag, type RiskEvidence } from "./flags.ts";
 
 export const EGRESS_MISMATCH = "egress_mismatch";
@@ -134,7 +136,10 @@ export class EgressProbes {
       raised.push(await raiseRiskFlag(this.o.db, { kind: EGRESS_MISMATCH, subject: `agent:${agentId}`, severity, evidence }));
     }
     if (probe.echo_address !== null) {
-      const shared = await this.#sharedBeyondLimit(probe.echo_address, probe.owner_id);
+      const owners = await this.#ownersBehind(probe.echo_address);
+      // Owners whose agents leave from one address are linked accounts (the self-dealing detector reads them).
+      await recordLinks(viaPrisma(this.o.db), probe.owner_id, owners.slice(0, LINK_PEERS_PER_SIGNAL_MAX), SHARED_EGRESS);
+      const shared = this.#sharedBeyondLimit(probe.echo_address, owners, probe.owner_id);
       if (shared) raised.push(await raiseRiskFlag(this.o.db, { kind: SHARED_EGRESS, subject: `user:${probe.owner_id}`, severity: 2, evidence: shared }));
     }
     return raised;
@@ -155,15 +160,21 @@ export class EgressProbes {
     return deleted;
   }
 
-  /** Evidence when `address` has more owners than allowed in the window and `ownerId` is one of those beyond the limit. */
-  async #sharedBeyondLimit(address: string, ownerId: string): Promise<SharedEgressEvidence | null> {
+  /** The owners seen behind `address` in the window, in the order they were first seen. */
+  async #ownersBehind(address: string): Promise<string[]> {
     const windowS = EGRESS_SHARE_WINDOW_MS / 1000;
-    // Owners in the order they were first seen behind the address: the first `ownersPerAddressMax` are within it.
     const owners = await this.o.db.$queryRaw<{ owner_id: string }[]>`
       SELECT owner_id FROM egress_probes
       WHERE echo_address = ${address} AND echoed_at > now() - make_interval(secs => ${windowS})
       GROUP BY owner_id ORDER BY min(echoed_at), owner_id`;
-    const ids = owners.map((o) => o.owner_id);
+    return owners.map((o) => o.owner_id);
+  }
+
+  /**
+   * Evidence when `address` has more owners than allowed in the window and `ownerId` is one of those beyond the
+   * limit (`ids` in the order first seen: the first `ownersPerAddressMax` are within it).
+   */
+  #sharedBeyondLimit(address: string, ids: string[], ownerId: string): SharedEgressEvidence | null {
     if (ids.length <= this.ownersPerAddressMax || ids.indexOf(ownerId) < this.ownersPerAddressMax) return null;
     return {
       address,

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
+import { linksOf, viaPrisma } from "./account_links.ts";
 import { checkKeyReuse, KEY_FINGERPRINT_REUSE, type KeyReuseEvidence } from "./key_reuse.ts";
 
 let database: TestDatabase;
@@ -49,5 +50,7 @@ describe("key fingerprint reuse", () => {
     const flag = await flagOf("usr_borrower");
     expect(flag?.severity).toBe(2);
     expect(flag?.evidence).toEqual({ agentId: id, fingerprints: ["kfp_shared"], others: [{ agentId: first, ownerId: "usr_lender" }], crossOwner: true });
+    // The two owners are linked accounts: requests between them are self-dealing (linked_accounts.ts).
+    expect((await linksOf(viaPrisma(database.db), "usr_lender")).map((l) => [l.linkedUserId, l.kind])).toEqual([["usr_borrower", "key_fingerprint"]]);
   });
 });

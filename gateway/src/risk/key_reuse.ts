@@ -4,8 +4,10 @@
  * everywhere). When an agent reports a fingerprint another agent also holds, the hub raises `key_fingerprint_reuse`
  * on the reporting agent's owner: severity 2 when another owner holds it (one key lent out under two accounts, the
  * shape of self-dealing and of resold keys), 1 when it is the same owner's other agent (often a second machine).
+ * Owners sharing a key are also linked (`account_links.ts`, kind `key_fingerprint`).
  */
 import type { Db } from "@wellspring/db/core";
+import { recordLinks, viaPrisma } from "./account_links.ts";
 import { raiseRiskFlag, type RaisedFlag, type RiskEvidence } from "./flags.ts";
 
 export const KEY_FINGERPRINT_REUSE = "key_fingerprint_reuse";
@@ -39,5 +41,12 @@ export async function checkKeyReuse(db: Db, agent: { id: string; ownerId: string
     others: rows.map((r) => ({ agentId: r.id, ownerId: r.owner_id })),
     crossOwner,
   };
+  // Owners holding one provider key are linked accounts (the self-dealing detector reads them).
+  await recordLinks(
+    viaPrisma(db),
+    agent.ownerId,
+    rows.map((r) => r.owner_id),
+    "key_fingerprint",
+  );
   return raiseRiskFlag(db, { kind: KEY_FINGERPRINT_REUSE, subject: `user:${agent.ownerId}`, severity: crossOwner ? 2 : 1, evidence });
 }

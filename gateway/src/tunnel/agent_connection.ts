@@ -67,7 +67,24 @@ import { HubStream, type AgentLink, type StreamSink } from "./hub_stream.ts";
 import { onResponseFrame, type StreamFrameHost } from "./stream_frames.ts";
 import { countFrameIn, countFrameOut, countMessageIn } from "../observability/tunnel_counters.ts";
 
+/** Receipts checked in one call (one database transaction) at most. */
+export const RECEIPTS_PER_CHECK_MAX = 256;
+/**
+ * Receipts of one agent waiting to be checked at most; beyond, new ones are dropped unanswered (the agent sends
+ * them again: its claims after a reconnect, and its answers to the hub's periodic re-offer of their statements).
+ */
+export const RECEIPTS_QUEUED_MAX = 10_000;
+
 /** The close reason a production hub gives a development agent (a close reason is at most 123 bytes). */
+/**
+ * Closes the tunnel of an agent an administrator took out of service: a suspended agent keeps running and asks
+ * again later (AGENT_SUSPENDED), a revoked one stops (AGENT_REVOKED).
+ */
+export function closeRefusedAgent(conn: { close(code: number, reason: string): void }, status: "revoked" | "suspended"): void {
+  if (status === "suspended") conn.close(CloseCode.AGENT_SUSPENDED, "agent is suspended by an administrator; retrying later");
+  else conn.close(CloseCode.AGENT_REVOKED, "agent is revoked");
+}
+
 export const DEVELOPMENT_AGENT_REFUSED_REASON = "production hub: agents with --dev-upstream are refused (start the hub with HUB_DEVELOPMENT=1 for tests)";
 
 export interface TunnelSettings {
@@ -162,6 +179,8 @@ export class AgentConnection implements AgentLink {
   readonly sessionId = newId("ses");
   readonly remoteIp: string;
   agentId: string | null = null;
+  /** The Ed25519 public key (raw, base64url) this session authenticated with: its receipts are verified with it. */
+  publicKey: string | null = null;
   /** The price version this agent acknowledged holding on this session (PRICE_ACK). */
   priceVerAcked: number | null = null;
   /** The version the agent announced in its AUTH. */
@@ -190,8 +209,9 @@ export class AgentConnection implements AgentLink {
   /** Presence probes waiting for their PONG, by ping data. */
   readonly #probes = new Map<string, (answered: boolean) => void>();
   readonly connectedAt = Date.now();
-  /** The receipts being checked, so the next batch waits for them. */
-  #receipts: Promise<void> = Promise.resolve();
+  /** Receipts that came while others were being checked: taken together next, in the order they came. */
+  #receiptQueue: ReceiptBatch["receipts"] = [];
+  #checkingReceipts = false;
 
   constructor(
     private readonly ws: WebSocket,
@@ -343,6 +363,28 @@ export class AgentConnection implements AgentLink {
   /** Asks the agent to call the egress echo with this nonce (CONTROL EGRESS_PROBE). */
   sendEgressProbe(nonce: string): void {
     this.#sendControl(ControlKind.EGRESS_PROBE, { nonce });
+  }
+
+  /**
+   * One agent's receipts are taken in the order they came (the chain is checked link by link), and whatever came
+   * while a check ran is checked together next (up to RECEIPTS_PER_CHECK_MAX): one transaction for many receipts.
+   */
+  async #checkReceipts(): Promise<void> {
+    if (this.#checkingReceipts) return;
+    this.#checkingReceipts = true;
+    try {
+      while (this.#receiptQueue.length) {
+        const receipts = this.#receiptQueue.splice(0, RECEIPTS_PER_CHECK_MAX);
+        try {
+          const acks = (await this.events.receipts?.(this, { receipts })) ?? [];
+          for (const ack of acks) this.#sendControl(ControlKind.RECEIPT_ACK, ack);
+        } catch (error) {
+          this.log.error("tunnel.receipts_failed", { agentId: this.agentId, error });
+        }
+      }
+    } finally {
+      this.#checkingReceipts = false;
+    }
   }
 
   #sendControl(kind: number, body: unknown): void {
@@ -531,13 +573,15 @@ export class AgentConnection implements AgentLink {
           this.close(CloseCode.PROTOCOL_ERROR, `bad receipts: ${(error as Error).message}`);
           return;
         }
-        // One agent's receipts are taken in the order they came: the chain is checked link by link.
-        this.#receipts = this.#receipts
-          .then(async () => {
-            const acks = (await this.events.receipts?.(this, batch)) ?? [];
-            for (const ack of acks) this.#sendControl(ControlKind.RECEIPT_ACK, ack);
-          })
-          .catch((error: unknown) => this.log.error("tunnel.receipts_failed", { agentId: this.agentId, error }));
+        const room = RECEIPTS_QUEUED_MAX - this.#receiptQueue.length;
+        if (room < batch.receipts.length)
+          this.log.warn("tunnel.receipts_dropped", {
+            agentId: this.agentId,
+            dropped: batch.receipts.length - Math.max(room, 0),
+            queuedMax: RECEIPTS_QUEUED_MAX,
+          });
+        if (room > 0) this.#receiptQueue.push(...batch.receipts.slice(0, room));
+        void this.#checkReceipts();
         return;
       }
       case ControlKind.CHAIN_TAIL: {
@@ -646,7 +690,7 @@ export class AgentConnection implements AgentLink {
       return;
     }
     if (agent.status === "revoked" || agent.status === "suspended") {
-      this.close(CloseCode.AGENT_REVOKED, `agent is ${agent.status}`);
+      closeRefusedAgent(this, agent.status);
       return;
     }
     if (msg.development === true && !this.settings.developmentAgentsAllowed) {
@@ -655,6 +699,7 @@ export class AgentConnection implements AgentLink {
       return;
     }
     this.agentId = agent.id;
+    this.publicKey = agent.publicKey;
     this.agentVersion = msg.agentVersion;
     // One live connection per identity; the auth timer still bounds the wait (a probe is shorter).
     const admission = await this.events.admit(this, agent, msg.previousSessionId ?? null);

@@ -1,6 +1,7 @@
 "use server";
 import { headers } from "next/headers";
 import { clientAddressOf } from "../../lib/client-address";
+import { portalDeviceId } from "../../lib/device";
 import { signUp, type FieldErrors } from "../../lib/data/accounts";
 import { formText } from "../../lib/form";
 
@@ -12,7 +13,7 @@ export async function signUpAction(_prev: FieldErrors | null, form: FormData): P
       name: formText(form, "name"),
       owner: form.get("owner") === "on",
     },
-    { clientAddress: clientAddressOf(await headers()) },
+    { clientAddress: clientAddressOf(await headers()), deviceId: await portalDeviceId() },
   );
   return result.ok ? {} : result.errors;
 }

@@ -2,6 +2,7 @@ import "server-only";
 import { hashPassword, newId, passwordProblem, verifyPassword } from "@wellspring/db/core";
 import { addressKey } from "../client-address";
 import { db } from "../db";
+import { recordSeen } from "../links";
 import { waitText } from "../format";
 import { mailInBackground, portalUrl, sendMail } from "../mail";
 import { SIGNUP_ADDRESS, SIGNUP_NOTICE_ACCOUNT, signupAddressKey, signupNoticeKey, takeAttempt } from "../throttle";
@@ -15,11 +16,11 @@ export type FieldErrors = Partial<Record<"email" | "password" | "name" | "curren
  * Creates an account (user, and owner when asked). The answer is the same whether the email was new or
  * already had an account (then its owner gets a mail, at most one an hour, and nothing changes), and so is
  * the work done before answering (the password is hashed either way): sign-up does not tell who has an
- * account. Throttled per client address. The first admin is made with `npm run admin -- create-admin`.
+ * account. Throttled per client address. A new account's address and device are recorded for account links. The first admin is made with `npm run admin -- create-admin`.
  */
 export async function signUp(
   input: { email: string; password: string; name: string; owner: boolean },
-  context: { clientAddress: string; now?: Date },
+  context: { clientAddress: string; deviceId?: string | null; now?: Date },
 ): Promise<{ ok: true } | { ok: false; errors: FieldErrors }> {
   const email = input.email.trim().toLowerCase();
   const errors: FieldErrors = {};
@@ -32,7 +33,9 @@ export async function signUp(
   if (!gate.ok) return { ok: false, errors: { form: `Too many sign-ups from your network. Try again in ${waitText(gate.waitMs)}.` } };
   const passwordHash = await hashPassword(input.password);
   try {
-    await db().user.create({ data: { id: newId("usr"), email, name: input.name.trim() || null, passwordHash, isOwner: input.owner } });
+    const id = newId("usr");
+    await db().user.create({ data: { id, email, name: input.name.trim() || null, passwordHash, isOwner: input.owner } });
+    await recordSeen(id, "signup", context.clientAddress, context.deviceId ?? null);
   } catch (error) {
     if ((error as { code?: string }).code !== "P2002") throw error;
     mailInBackground(() => noticeSignupAttempt(email, context.now));

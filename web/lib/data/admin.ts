@@ -1,5 +1,6 @@
 import "server-only";
 import {
+  canarySummaries,
   changeAgent,
   decideDiscountLane,
   degradedLimitsGateways,
@@ -9,6 +10,7 @@ import {
   setUserStatus as setStatus,
   Treasury,
   type AgentBreakerView,
+  type AgentCanarySummary,
   type DegradedLimitsGateway,
 } from "@wellspring/gateway";
 import { db, pool } from "../db";
@@ -45,6 +47,8 @@ export interface AdminAgentRow {
   lastSeenAt: Date | null;
   /** Models a gateway keeps from this agent now (circuit breaker open or half-open). */
   breakers: AgentBreakerView[];
+  /** Its quality canaries over the last CANARY_SUMMARY_WINDOW_MS and the tier they recommend; null when none ran. */
+  canaries: AgentCanarySummary | null;
 }
 
 /** Users and agents whose email, name or id contains `q` (case-insensitive); newest first. */
@@ -65,10 +69,9 @@ export async function searchAccounts(actor: Actor, q: string): Promise<{ users: 
     orderBy: { createdAt: "desc" },
     take: ADMIN_SEARCH_ROWS,
   });
-  const breakers = await liveBreakers(
-    db(),
-    agents.map((a) => a.id),
-  );
+  const agentIds = agents.map((a) => a.id);
+  const breakers = await liveBreakers(db(), agentIds);
+  const canaries = await canarySummaries(db(), agentIds);
   return {
     users: users.map((u) => ({
       id: u.id,
@@ -92,6 +95,7 @@ export async function searchAccounts(actor: Actor, q: string): Promise<{ users: 
       priceVer: a.priceVer,
       lastSeenAt: a.lastSeenAt,
       breakers: breakers.filter((b) => b.agentId === a.id),
+      canaries: canaries.get(a.id) ?? null,
     })),
   };
 }

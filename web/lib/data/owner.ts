@@ -19,6 +19,7 @@ import {
   holdReasonText,
   liveBreakers,
   payoutAmountProblem,
+  setPayoutDestination as setDestination,
   Treasury,
   updateRequiredNotice,
   type AgentLedgerSummary,
@@ -30,7 +31,10 @@ import {
   type UpdateRequiredNotice,
 } from "@wellspring/gateway";
 import { db, pool } from "../db";
+import { linkSecret } from "../links";
 import { Forbidden, requireOwner, type Actor } from "./actor";
+
+export { PAYOUT_DESTINATION_CHARS_MAX } from "@wellspring/gateway";
 
 /** An agent counts as online while its tunnel session is set and it answered a heartbeat this recently, ms. */
 export const ONLINE_WINDOW_MS = 60_000;
@@ -199,6 +203,8 @@ export interface Earnings {
   byDay: EarningsDay[];
   byModel: { model: string; earningMicros: bigint; requests: number }[];
   payouts: { id: string; amountMicros: bigint; status: string; requestedAt: Date; decidedAt: Date | null; reference: string | null }[];
+  /** Where the admin pays the owner; null = not set. */
+  payoutDestination: string | null;
 }
 
 export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
@@ -217,6 +223,7 @@ export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
     ),
     db().payout.findMany({ where: { ownerId: actor.userId }, orderBy: { requestedAt: "desc" }, take: 50 }),
   ]);
+  const owner = await db().user.findUnique({ where: { id: actor.userId }, select: { payoutDestination: true } });
   return {
     unrequestedMicros: balanceMicros - held.totalMicros - probation.totalMicros > 0n ? balanceMicros - held.totalMicros - probation.totalMicros : 0n,
     probation,
@@ -236,7 +243,14 @@ export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
       decidedAt: p.decidedAt,
       reference: p.reference,
     })),
+    payoutDestination: owner?.payoutDestination ?? null,
   };
+}
+
+/** Sets where the actor (an owner) is paid; the problem with the text, or null. */
+export async function setPayoutDestination(actor: Actor, text: string): Promise<string | null> {
+  requireOwner(actor);
+  return setDestination(db(), linkSecret(), actor.userId, text);
 }
 
 /** Asks for a payout of the actor's own unrequested earnings. */

@@ -1,7 +1,7 @@
 "use server";
 import { revalidatePath } from "next/cache";
 import { requireActor } from "../../../lib/data/actor";
-import { requestPayout } from "../../../lib/data/owner";
+import { requestPayout, setPayoutDestination } from "../../../lib/data/owner";
 import { parseUsd, usd } from "../../../lib/format";
 import { formText } from "../../../lib/form";
 
@@ -13,4 +13,12 @@ export async function payoutAction(_prev: { ok?: string; error?: string } | null
   if (!r.ok) return { error: r.error };
   revalidatePath("/app/earnings");
   return { ok: `Payout of ${usd(micros)} requested.` };
+}
+
+export async function payoutDestinationAction(_prev: { ok?: string; error?: string } | null, form: FormData): Promise<{ ok?: string; error?: string }> {
+  const actor = await requireActor();
+  const problem = await setPayoutDestination(actor, formText(form, "destination"));
+  if (problem) return { error: problem };
+  revalidatePath("/app/earnings");
+  return { ok: "Payout destination saved." };
 }

@@ -1,11 +1,12 @@
 import Link from "next/link";
 import { redirect } from "next/navigation";
 import { requireActor } from "../../../lib/data/actor";
-import { earnings } from "../../../lib/data/owner";
+import { earnings, PAYOUT_DESTINATION_CHARS_MAX } from "../../../lib/data/owner";
 import { count, usd, utc } from "../../../lib/format";
 import { Card, Empty, PageTitle, Stat, Table, tableGapClass } from "../../ui";
 import { SpendChart } from "../spend-chart";
 import { PayoutForm } from "./payout-form";
+import { PayoutDestinationForm } from "./destination-form";
 
 export const metadata = { title: "Earnings — Wellspring" };
 
@@ -98,9 +99,18 @@ export default async function EarningsPage() {
         </Card>
       </div>
       <div className="mt-6 grid gap-4 lg:grid-cols-3">
-        <Card title="Request a payout">
-          <PayoutForm />
-        </Card>
+        <div className="space-y-4">
+          <Card title="Request a payout">
+            <PayoutForm />
+          </Card>
+          <Card title="Payout destination">
+            <p className="mb-3 text-sm text-slate-500" data-testid="payout-destination">
+              {e.payoutDestination ? `Payouts go to: ${e.payoutDestination}` : "Not set: tell the administrator where to pay you."} Accounts that give the same
+              destination are treated as linked: earnings on requests between them are held for review.
+            </p>
+            <PayoutDestinationForm current={e.payoutDestination} charsMax={PAYOUT_DESTINATION_CHARS_MAX} />
+          </Card>
+        </div>
         <div className="lg:col-span-2">
           <Card title="Payouts">
             {e.payouts.length === 0 ? (

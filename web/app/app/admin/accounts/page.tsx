@@ -1,12 +1,42 @@
 import { redirect } from "next/navigation";
+import { CANARY_SUMMARY_WINDOW_MS } from "@wellspring/gateway";
 import { requireActor } from "../../../../lib/data/actor";
-import { searchAccounts } from "../../../../lib/data/admin";
+import { searchAccounts, type AdminAgentRow } from "../../../../lib/data/admin";
 import { usd, utc } from "../../../../lib/format";
 import { ConfirmAction } from "../../../client-ui";
 import { ActionButton, buttonClass, Card, Empty, inputClass, PageTitle, quietButtonClass, Table } from "../../../ui";
 import { agentAction, sendResetLinkAction, unlockSigninAction, userStatusAction } from "./actions";
 
 export const metadata = { title: "Users and agents — Wellspring admin" };
+
+const RECOMMENDATION: Record<string, string> = {
+  S: "recommends tier S",
+  A: "recommends tier A",
+  discount: "recommends the discount share",
+  review: "substitution found: review its flag",
+};
+
+/** An agent's canaries: the last result, median time to first byte, error rate, and the tier they recommend. */
+function CanaryCell({ summary }: { summary: AdminAgentRow["canaries"] }) {
+  if (!summary) return <span className="text-slate-500">none yet</span>;
+  const last = summary.last;
+  return (
+    <div className="space-y-0.5">
+      {last && (
+        <div className={last.ok ? "text-emerald-700" : "text-red-700"}>
+          last {last.ok ? "ok" : `failed (${last.error ?? last.problems.join(", ")})`} · {last.model} · {utc(last.at)}
+        </div>
+      )}
+      <div>
+        {summary.total} run{summary.total === 1 ? "" : "s"} · TTFB p50 {summary.ttfbP50Ms === null ? "—" : `${summary.ttfbP50Ms} ms`} · errors{" "}
+        {(summary.errorRateBps / 100).toFixed(1)}%{summary.substitutions > 0 ? ` · ${summary.substitutions} substituted` : ""}
+      </div>
+      <div className={summary.recommendation === "review" ? "font-medium text-red-700" : "text-slate-600"}>
+        {summary.recommendation ? RECOMMENDATION[summary.recommendation] : "too few runs to recommend a tier"}
+      </div>
+    </div>
+  );
+}
 
 const NOTICES: Record<string, string> = {
   "reset-sent": "A password reset link was sent to the user (it is in the Outbox while no SMTP server is configured).",
@@ -98,7 +128,7 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
           {agents.length === 0 ? (
             <Empty>No agent matches.</Empty>
           ) : (
-            <Table testId="admin-agents" columns={["Agent", "Owner", "Tier", "Status", ""]}>
+            <Table testId="admin-agents" columns={["Agent", "Owner", "Tier", "Status", `Canaries (${CANARY_SUMMARY_WINDOW_MS / 86_400_000} days)`, ""]}>
               {agents.map((a) => (
                 <tr key={a.id} className="border-t border-slate-100" data-testid={`agent-${a.id}`}>
                   <td className="py-2">
@@ -139,6 +169,9 @@ export default async function AccountsPage({ searchParams }: { searchParams: Pro
                         ))}
                       </div>
                     )}
+                  </td>
+                  <td className="py-2 text-xs" data-testid={`agent-canaries-${a.id}`}>
+                    <CanaryCell summary={a.canaries} />
                   </td>
                   <td className="py-2 text-right">
                     {a.status !== "revoked" &&
