@@ -2,18 +2,21 @@
  * Quality canaries through real processes: the gateway (canaries every 2 s per agent × model, injected through its
  * environment), two real Deno agents, and two mock providers — one honest, one that answers as another model with
  * another tokenizer's counts (MockOptions.substitute). The honest agent's canaries pass; the substituting agent's
- * raise `model_substitution` with counts-only evidence. Canaries are not user traffic (no request record, no charge),
+ * raise `model_substitution` with counts-only evidence. Canaries are not user traffic (no request record, no user
+ * charged; the platform pays the owner of a passing canary),
  * and the admin API shows each agent's canary summary and tier recommendation.
  */
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { newId } from "@wellspring/db";
+import { DEFAULT_PRICE_TABLE, newId } from "@wellspring/db";
 import { startMockProvider, type MockProvider } from "../../mock-provider/src/mod.ts";
 import { createLogger } from "../../gateway/src/log.ts";
 import { CANARY_RESULT_RETENTION_MS, CanaryScheduler } from "../../gateway/src/risk/canary.ts";
 import { canaryPrompt, promptTokenBand } from "../../gateway/src/risk/canary_check.ts";
 import { CANARY_RECOMMENDATION_RESULTS_MIN } from "../../gateway/src/ops/canaries.ts";
 import { AgentRegistry } from "../../gateway/src/tunnel/registry.ts";
+import { Ledger } from "../../gateway/src/billing/ledger.ts";
+import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/prices.ts";
 import {
   adminFetch,
   enrollAgent,
@@ -132,11 +135,43 @@ describe("quality canaries", () => {
     expect(await flags(stack.agent.agentId)).toEqual([]);
   });
 
-  it("canaries are not user traffic: no request record and no charge", async () => {
+  it("canaries are not user traffic: no request record and no user charged; the platform pays the owner of each canary that passed", async () => {
     const count = async (table: string) => (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).rows[0]!.n;
     expect(await count("request_records")).toBe(0);
     expect(await count("reservations")).toBe(0);
     expect((await settledWallet(pool, stack.userId)).available).toBe(TEST_USER_FUNDING_MICROS);
+    // Each passing canary so far is paid once, margin → owner, at the official price of its reported usage × tier A.
+    const passed = (
+      await pool.query<{ id: string; model: string; prompt_tokens: number; completion_tokens: number }>(
+        "SELECT id, model, prompt_tokens, completion_tokens FROM canary_results WHERE agent_id = $1 AND ok",
+        [stack.agent.agentId],
+      )
+    ).rows;
+    expect(passed.length).toBeGreaterThanOrEqual(CHAT_MODELS.length);
+    type Entry = { tx_id: string; account: string; amount: string };
+    const payments = async () =>
+      (await pool.query<Entry>("SELECT tx_id, account, amount_micros::text AS amount FROM journal_entries WHERE kind = 'canary' ORDER BY tx_id, amount_micros"))
+        .rows;
+    await waitFor(async () => {
+      const txs = new Set((await payments()).map((e) => e.tx_id));
+      return passed.every((c) => txs.has(`canary:${c.id}`));
+    }, 10_000);
+    const entries = await payments();
+    for (const c of passed) {
+      const price = DEFAULT_PRICE_TABLE.find((p) => `${p.provider}:${p.model}` === c.model)!;
+      const earning = ownerEarningMicros(
+        officialCostMicros({ inputTokens: c.prompt_tokens, outputTokens: c.completion_tokens, cachedInputTokens: 0 }, price),
+        TIER_BPS.A,
+      );
+      expect(earning).toBeGreaterThan(0n);
+      expect(entries.filter((e) => e.tx_id === `canary:${c.id}`)).toEqual([
+        { tx_id: `canary:${c.id}`, account: "platform:margin", amount: String(-earning) },
+        { tx_id: `canary:${c.id}`, account: `owner:${stack.ownerId}`, amount: String(earning) },
+      ]);
+    }
+    // A substituting agent's canaries are not paid: its answers were not the claimed model's.
+    expect(entries.filter((e) => e.account === `owner:${cheatOwnerId}`)).toEqual([]);
+    expect((await new Ledger(pool).audit()).problems).toEqual([]);
   });
 
   it("the admin API shows each agent's canaries and the tier they recommend", async () => {

@@ -25,6 +25,7 @@ import { Ledger } from "./billing/ledger.ts";
 import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
+import { CanaryPayments } from "./billing/canary_pay.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
 import { LinkedAccounts, viaPrisma } from "./risk/account_links.ts";
 import { SelfDealingDetector, type LinkedEarningsMode } from "./risk/linked_accounts.ts";
@@ -284,9 +285,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     opts.egressPruneIntervalMs ?? EGRESS_PRUNE_INTERVAL_MS,
   );
   egressPruneTimer.unref();
-  // Each gateway canaries the agents it holds (an agent is held by one gateway at a time): no leader needed.
-  const canaries = new CanaryScheduler({ db, log, registry, intervalMs: 0, ...opts.canaries });
-  canaries.start();
   const endpointReports = new EndpointReportThrottle();
   const identities = new IdentityGuard({
     db,
@@ -323,6 +321,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const leases = opts.billing ? new CreditLeases(ledger, opts.gatewayId, opts.hubId, health, log, leaseOptions) : null;
   // Known to the ledger (and to other gateways' sweeps) before it serves anything.
   await leases?.heartbeat();
+  // Each gateway canaries the agents it holds (an agent is held by one gateway at a time): no leader needed. With
+  // billing on, the platform pays the owner for each canary that passed.
+  const canaryPayments = opts.billing ? new CanaryPayments(recordsPool, prices, tariffs) : null;
+  const canaries = new CanaryScheduler({ db, log, registry, intervalMs: 0, ...opts.canaries, pay: canaryPayments ? (u) => canaryPayments.pay(u) : null });
+  canaries.start();
   const selfDealing = new SelfDealingDetector(db, new LinkedAccounts(viaPrisma(db)), opts.linkedEarnings);
   const meter = new Meter(
     opts.billing && leases

@@ -217,6 +217,16 @@ export class Treasury {
     return r.rows.map((row) => ({ day: row.day, earningMicros: BigInt(row.earning), requests: Number(row.requests) }));
   }
 
+  /** What the platform paid an owner for quality canaries in the last `days` days (journal kind `canary`). */
+  async ownerCanaryPay(ownerId: string, days = 30): Promise<{ micros: bigint; canaries: number }> {
+    const r = await this.pool.query<{ micros: string; canaries: string }>(
+      `SELECT COALESCE(SUM(amount_micros), 0)::text AS micros, COUNT(*)::text AS canaries FROM journal_entries
+       WHERE account = $1 AND kind = 'canary' AND created_at >= (now() AT TIME ZONE 'UTC')::date - ($2::int - 1)`,
+      [ownerAccount(ownerId), days],
+    );
+    return { micros: BigInt(r.rows[0]!.micros), canaries: Number(r.rows[0]!.canaries) };
+  }
+
   /** An owner asks to be paid `amountMicros` of their earnings; the amount is set aside at once. */
   async requestPayout(ownerId: string, amountMicros: bigint): Promise<PayoutResult> {
     if (amountMicros <= 0n) throw new RangeError("A payout must be a positive amount");

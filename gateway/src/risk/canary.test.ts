@@ -91,7 +91,7 @@ function setup(agents: FakeAgent[], status: "active" | "paused" = "active", time
   let now = Date.parse("2026-12-02T00:00:00Z");
   const registry: CanaryAgents = {
     connections: () => agents,
-    profile: (id) => ({ ownerId: `usr_owner_${id}`, status }),
+    profile: (id) => ({ ownerId: `usr_owner_${id}`, status, tier: "A" as const, discountLane: false }),
   };
   const scheduler = new CanaryScheduler({
     db: database().db,

@@ -5,9 +5,9 @@
  * compare-and-set), so the gateways split the agents between them without a lock or a leader; when an agent moves,
  * its new gateway reads when it was last canaried from `canary_results` and keeps the interval.
  *
- * A canary is not user traffic: it never passes the proxy, the limits or the meter; no user is charged and the owner
- * is not paid for it (a canary costs the owner's provider key a few dozen tokens per model per interval; see
- * docs/ARCHITECTURE.md, "Quality canaries"). Each result is kept (agent, model, time, ok, time to first byte, error,
+ * A canary is not user traffic: it never passes the proxy, the limits or the meter and no user is charged; the
+ * platform pays the owner for a canary that passed, as a user's request with its usage would earn (`pay`,
+ * billing/canary_pay.ts; docs/ARCHITECTURE.md, "Quality canaries"). Each result is kept (agent, model, time, ok, time to first byte, error,
  * token counts; never text) and pruned after CANARY_RESULT_RETENTION_MS. An answer that is not the claimed model —
  * another `model` field, not the code asked for, or prompt tokens outside the family's band — raises
  * `model_substitution` on the agent with typed evidence.
@@ -16,7 +16,8 @@ import { newId, type Db } from "@wellspring/db/core";
 import { ResetCode, type Inventory, type Provider, type RequestHead } from "@wellspring/protocol";
 import type { Logger } from "../log.ts";
 import type { AgentLink, HubStream } from "../tunnel/hub_stream.ts";
-import type { AgentProfile } from "../tunnel/registry.ts";
+import { effectiveTier, type AgentProfile } from "../tunnel/registry.ts";
+import type { CanaryUsage } from "../billing/canary_pay.ts";
 import {
   canaryApplies,
   canaryCode,
@@ -160,7 +161,7 @@ export function dispatchCanary(link: AgentLink, requestId: string, req: CanaryRe
 /** The agents this gateway holds, as the scheduler reads them (`AgentRegistry`). */
 export interface CanaryAgents {
   connections(): readonly (AgentLink & { readonly agentId: string | null; readonly inventory: Inventory | null })[];
-  profile(agentId: string): Pick<AgentProfile, "ownerId" | "status"> | undefined;
+  profile(agentId: string): Pick<AgentProfile, "ownerId" | "status" | "tier" | "discountLane"> | undefined;
 }
 
 export interface CanaryOptions {
@@ -169,6 +170,8 @@ export interface CanaryOptions {
   registry: CanaryAgents;
   /** Interval per agent × model, ms; 0 turns canaries off. */
   intervalMs: number;
+  /** Pays the owner for a canary that passed (billing on); the amount, or null when the model has no price. */
+  pay?: ((u: CanaryUsage) => Promise<bigint | null>) | null;
   firstDelayMsMax?: number;
   tickMs?: number;
   timeoutMs?: number;
@@ -182,13 +185,14 @@ interface Target {
   link: AgentLink;
   agentId: string;
   ownerId: string;
+  tier: AgentProfile["tier"];
   provider: Provider;
   model: string;
   key: string;
 }
 
 export class CanaryScheduler {
-  readonly #o: Required<Omit<CanaryOptions, "db" | "log" | "registry">> & Pick<CanaryOptions, "db" | "log" | "registry">;
+  readonly #o: Required<Omit<CanaryOptions, "db" | "log" | "registry" | "pay">> & Pick<CanaryOptions, "db" | "log" | "registry" | "pay">;
   /** When each agent × model this gateway holds is next due (epoch ms), by `agentId provider:model`. */
   readonly #due = new Map<string, number>();
   readonly #running = new Set<string>();
@@ -246,7 +250,15 @@ export class CanaryScheduler {
       if (!agentId || !profile || profile.status !== "active" || !conn.routable) continue;
       for (const m of conn.inventory?.models ?? []) {
         if (!canaryApplies(m.model)) continue;
-        out.push({ link: conn, agentId, ownerId: profile.ownerId, provider: m.provider, model: m.model, key: `${agentId} ${m.provider}:${m.model}` });
+        out.push({
+          link: conn,
+          agentId,
+          ownerId: profile.ownerId,
+          tier: effectiveTier(profile),
+          provider: m.provider,
+          model: m.model,
+          key: `${agentId} ${m.provider}:${m.model}`,
+        });
       }
     }
     return out;
@@ -327,14 +339,17 @@ export class CanaryScheduler {
         problems,
       },
     });
+    const ok = error === null && problems.length === 0;
+    const paidMicros = ok && answer && this.#o.pay ? await this.#paid(t, req.api, id, answer.promptTokens ?? 0, answer.completionTokens ?? 0) : null;
     this.#o.log.info("risk.canary", {
       canaryId: id,
       agentId: t.agentId,
       model,
-      ok: error === null && problems.length === 0,
+      ok,
       error,
       problems,
       ttfbMs: exchange.ttfbMs,
+      paidMicros: paidMicros?.toString() ?? null,
     });
     if (problems.length === 0 || !answer) return;
     const evidence: ModelSubstitutionEvidence = {
@@ -355,6 +370,16 @@ export class CanaryScheduler {
       },
     };
     await raiseRiskFlag(this.#o.db, { kind: MODEL_SUBSTITUTION, subject: `agent:${t.agentId}`, severity: severity(problems), evidence, merge: mergeEvidence });
+  }
+
+  /** The owner's pay for a canary that passed; null when nothing was paid (no price, or the payment failed: logged). */
+  async #paid(t: Target, api: CanaryRequest["api"], canaryId: string, inputTokens: number, outputTokens: number): Promise<bigint | null> {
+    try {
+      return await this.#o.pay!({ canaryId, ownerId: t.ownerId, tier: t.tier, api, model: t.model, inputTokens, outputTokens });
+    } catch (error) {
+      this.#o.log.warn("risk.canary_unpaid", { canaryId, agentId: t.agentId, error });
+      return null;
+    }
   }
 
   /** Deletes results older than CANARY_RESULT_RETENTION_MS before `nowMs`; the number deleted. */

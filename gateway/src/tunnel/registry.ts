@@ -23,7 +23,7 @@ export interface AgentProfile {
 }
 
 /** The tier a request routed to the agent now is settled at. */
-export function effectiveTier(p: AgentProfile): Tier {
+export function effectiveTier(p: Pick<AgentProfile, "tier" | "discountLane">): Tier {
   return p.discountLane ? "discount" : p.tier;
 }
 

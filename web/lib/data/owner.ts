@@ -205,12 +205,14 @@ export interface Earnings {
   payouts: { id: string; amountMicros: bigint; status: string; requestedAt: Date; decidedAt: Date | null; reference: string | null }[];
   /** Where the admin pays the owner; null = not set. */
   payoutDestination: string | null;
+  /** Paid by the platform for the quality canaries its agents answered (in the balance; not in the lists above). */
+  canaryPay: { micros: bigint; canaries: number };
 }
 
 export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
   requireOwner(actor);
   const treasury = new Treasury(pool());
-  const [balanceMicros, held, probation, byDay, byModel, payouts] = await Promise.all([
+  const [balanceMicros, held, probation, byDay, byModel, payouts, canaryPay] = await Promise.all([
     treasury.ownerBalance(actor.userId),
     heldEarnings(db(), actor.userId),
     treasury.probationPending(actor.userId),
@@ -222,6 +224,7 @@ export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
       [actor.userId, days],
     ),
     db().payout.findMany({ where: { ownerId: actor.userId }, orderBy: { requestedAt: "desc" }, take: 50 }),
+    treasury.ownerCanaryPay(actor.userId, days),
   ]);
   const owner = await db().user.findUnique({ where: { id: actor.userId }, select: { payoutDestination: true } });
   return {
@@ -244,6 +247,7 @@ export async function earnings(actor: Actor, days = 30): Promise<Earnings> {
       reference: p.reference,
     })),
     payoutDestination: owner?.payoutDestination ?? null,
+    canaryPay,
   };
 }
 

@@ -96,6 +96,12 @@ export default async function EarningsPage() {
               </tbody>
             </table>
           )}
+          {e.canaryPay.canaries > 0 && (
+            <p className="mt-3 text-xs text-slate-500" data-testid="earnings-canaries">
+              Also in your balance: {usd(e.canaryPay.micros)} the platform paid for {count(e.canaryPay.canaries)} quality checks your agents answered (short
+              test prompts the hub sends to confirm each model answers as itself).
+            </p>
+          )}
         </Card>
       </div>
       <div className="mt-6 grid gap-4 lg:grid-cols-3">
