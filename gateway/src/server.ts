@@ -50,7 +50,7 @@ import { PEER_PATH, Peers } from "./peers/mod.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { loadHubReceiptKey } from "./ledger/hub_key.ts";
 import { HubRecordSealer, loadRebuildKey, REBUILD_KEY_FILE } from "./ledger/hub_record.ts";
-import { EdgeReceipts } from "./ledger/receipts.ts";
+import { EdgeReceipts, type ReofferCursor } from "./ledger/receipts.ts";
 import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import { AgentReleases, RELEASES_PATH } from "./tunnel/releases.ts";
 import type { TlsIdentity } from "./tls.ts";
@@ -256,13 +256,23 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       .tail(conn.agentId!)
       .then((t) => conn.sendChainTail({ seq: t.seq, hash: toBase64Url(t.hash) }))
       .catch((error: unknown) => log.warn("ledger.tail_failed", { agentId: conn.agentId, error }));
-  // Settlements whose statement went to a connection that had died (written after the agent's new handshake) are
-  // offered again to the live agent with each tail.
-  const reoffer = (conn: AgentConnection) =>
+  // Settlements without a receipt (a statement that went to a connection that had died, one the agent could not sign
+  // yet) are offered again to the live agent with each tail, one page at a time through the whole resend window:
+  // each connection's cursor continues where its last page ended. One page at a time per connection.
+  const reofferCursors = new WeakMap<AgentConnection, ReofferCursor | null>();
+  const reoffering = new WeakSet<AgentConnection>();
+  const reoffer = (conn: AgentConnection) => {
+    if (reoffering.has(conn)) return;
+    reoffering.add(conn);
     void edgeReceipts
-      .unreceipted(conn.agentId!, "reoffer")
-      .then((statements) => statements.forEach((st) => conn.sendSettlement(st)))
-      .catch((error: unknown) => log.warn("ledger.reoffer_failed", { agentId: conn.agentId, error }));
+      .reofferPage(conn.agentId!, reofferCursors.get(conn) ?? null)
+      .then(({ statements, next }) => {
+        reofferCursors.set(conn, next);
+        statements.forEach((st) => conn.sendSettlement(st));
+      })
+      .catch((error: unknown) => log.warn("ledger.reoffer_failed", { agentId: conn.agentId, error }))
+      .finally(() => reoffering.delete(conn));
+  };
   const tailTimer = setInterval(
     () =>
       registry.connections().forEach((conn) => {

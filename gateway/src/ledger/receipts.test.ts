@@ -30,7 +30,7 @@ import { agentLedgerSummaries } from "../ops/agent_ledger.ts";
 import { loadHubReceiptKey } from "./hub_key.ts";
 import { hubRecordJson, HubRecordSealer, openHubRecord, sealHubRecord } from "./hub_record.ts";
 import { releasePresence } from "../tunnel/presence.ts";
-import { EdgeReceipts, UNRECEIPTED_REOFFER_AGE_MS, UNRECEIPTED_REOFFER_WINDOW_MS, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
+import { EdgeReceipts, UNRECEIPTED_REOFFER_AGE_MS, UNRECEIPTED_RESEND_WINDOW_MS, verifyStoredChain, type HubReceiptKey } from "./receipts.ts";
 
 let database: TestDatabase;
 let hubKey: HubReceiptKey;
@@ -317,19 +317,40 @@ describe("edge receipts at the hub", () => {
     expect(await edge.unreceipted(agent.id)).toEqual([]);
   });
 
-  it("offers a live agent again the settlements 5 s to 10 min old that have no receipt, with their dispatch time", async () => {
+  it("offers a live agent again, page by page, the settlements at least 5 s old that have no receipt, with their dispatch time", async () => {
     const { agent, ownerId } = await enrolledAgent();
     const missing = await settled(agent.id, ownerId);
     const row = await database.db.reservation.findUniqueOrThrow({ where: { requestId: missing }, select: { createdAt: true } });
     const at = (offsetMs: number) => new EdgeReceipts(database.db, hubKey, log, () => Date.now() + offsetMs);
     // Just settled: its statement may be in flight, so not offered periodically (after a handshake it is).
-    expect(await at(0).unreceipted(agent.id, "reoffer")).toEqual([]);
-    expect(await at(0).unreceipted(agent.id, "handshake")).toEqual([expect.objectContaining({ requestId: missing })]);
-    expect(await at(UNRECEIPTED_REOFFER_AGE_MS + 1_000).unreceipted(agent.id, "reoffer")).toEqual([
-      expect.objectContaining({ requestId: missing, dispatchedAtMs: row.createdAt.getTime() }),
-    ]);
-    // Older than the periodic window: left to the next handshake.
-    expect(await at(UNRECEIPTED_REOFFER_WINDOW_MS + 1_000).unreceipted(agent.id, "reoffer")).toEqual([]);
+    expect((await at(0).reofferPage(agent.id, null)).statements).toEqual([]);
+    expect(await at(0).unreceipted(agent.id)).toEqual([expect.objectContaining({ requestId: missing })]);
+    expect(await at(UNRECEIPTED_REOFFER_AGE_MS + 1_000).reofferPage(agent.id, null)).toEqual({
+      statements: [expect.objectContaining({ requestId: missing, dispatchedAtMs: row.createdAt.getTime() })],
+      next: null,
+    });
+    // Older than 10 minutes (no handshake since): still offered, up to the resend window.
+    expect((await at(3_600_000).reofferPage(agent.id, null)).statements).toEqual([expect.objectContaining({ requestId: missing })]);
+    expect((await at(UNRECEIPTED_RESEND_WINDOW_MS + 1_000).reofferPage(agent.id, null)).statements).toEqual([]);
+  });
+
+  it("pages through the re-offer: settlements the agent keeps refusing never hide newer ones", async () => {
+    const { agent, ownerId } = await enrolledAgent();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push(await settled(agent.id, ownerId));
+      await new Promise((r) => setTimeout(r, 3));
+    }
+    const edge = new EdgeReceipts(database.db, hubKey, log, () => Date.now() + UNRECEIPTED_REOFFER_AGE_MS + 1_000);
+    // Pages of 2: the oldest two (refused every time, say) are not offered again until the newer ones were.
+    const first = await edge.reofferPage(agent.id, null, 2);
+    const second = await edge.reofferPage(agent.id, first.next, 2);
+    const third = await edge.reofferPage(agent.id, second.next, 2);
+    expect([first, second, third].map((p) => p.statements.map((st) => st.requestId))).toEqual([ids.slice(0, 2), ids.slice(2, 4), ids.slice(4)]);
+    expect(first.next).not.toBeNull();
+    // The last page reached the newest: the next re-offer starts over.
+    expect(third.next).toBeNull();
+    expect((await edge.reofferPage(agent.id, third.next, 2)).statements.map((st) => st.requestId)).toEqual(ids.slice(0, 2));
   });
 
   it("seals its record of the request into statements offered again; a receipt whose hub record does not open is logged, its money confirmed", async () => {
@@ -342,6 +363,13 @@ describe("edge receipts at the hub", () => {
       const [statement] = await edge.unreceipted(agent.id);
       const opened = openHubRecord(rebuildKey, requestId, fromBase64Url(statement!.hubRecord!));
       expect(JSON.parse(opened!)).toMatchObject({ v: 1, reservation: { request_id: requestId, user_id: ownerId, charge_micros: 150 }, record: null });
+      // The periodic re-offer seals it too.
+      const later = new EdgeReceipts(database.db, hubKey, log, () => Date.now() + UNRECEIPTED_REOFFER_AGE_MS + 1_000, {
+        sealer: new HubRecordSealer(pool, rebuildKey, log),
+        rebuildKey,
+      });
+      const [offered] = (await later.reofferPage(agent.id, null)).statements;
+      expect(JSON.parse(openHubRecord(rebuildKey, requestId, fromBase64Url(offered!.hubRecord!))!)).toMatchObject({ reservation: { request_id: requestId } });
       // The agent signs the record as it came, and the hub keeps it in the chain with the receipt.
       const chain = new Chain(agent.id, privateKey);
       const [good] = await edge.accept(agent, wire(await chain.next(requestId, { hubRecord: fromBase64Url(statement!.hubRecord!) })));

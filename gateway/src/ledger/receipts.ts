@@ -50,15 +50,21 @@ export const RECEIPT_SEQ_MAX = 2_147_483_647;
 export const RECEIPT_DISPUTE_DETAIL_CHARS_MAX = 200;
 /** Most statements sent again after one handshake (settlements without a receipt). */
 export const UNRECEIPTED_RESEND_MAX = 1000;
-/** How far back settlements without a receipt are sent again after a handshake, ms. */
+/** How far back settlements without a receipt are sent again (after a handshake, and periodically), ms. */
 export const UNRECEIPTED_RESEND_WINDOW_MS = 86_400_000;
 /**
- * How far back the periodic re-offer to a live agent looks, ms: a settlement written after the agent's new
- * connection's handshake, whose statement went to the connection that had died, is offered again within this.
+ * Most statements one periodic re-offer sends a live agent: one page of its unreceipted settlements of the
+ * resend window, continuing where the last page ended (`ReofferCursor`) and starting over after the newest.
  */
-export const UNRECEIPTED_REOFFER_WINDOW_MS = 600_000;
+export const UNRECEIPTED_REOFFER_PAGE_MAX = 1000;
 /** A settlement younger than this is not re-offered periodically (its statement may be in flight), ms. */
 export const UNRECEIPTED_REOFFER_AGE_MS = 5_000;
+
+/** Where a live agent's periodic re-offer continues: the last settlement the previous page offered. */
+export interface ReofferCursor {
+  settledAt: Date;
+  requestId: string;
+}
 
 interface UnreceiptedRow {
   request_id: string;
@@ -76,6 +82,32 @@ interface UnreceiptedRow {
   estimated: boolean;
   end_cause: string;
   created_at: Date;
+  settled_at: Date;
+}
+
+/** A settlement without a receipt, as the statement the agent signs (with the hub's dispatch time). */
+function toStatement(r: UnreceiptedRow): SettlementStatement {
+  const usage = {
+    inputTokens: r.input_tokens ?? 0,
+    outputTokens: r.output_tokens ?? 0,
+    cachedInputTokens: r.cached_input_tokens ?? 0,
+    audioSeconds: r.audio_seconds ?? 0,
+    images: r.images ?? 0,
+    characters: r.characters ?? 0,
+  };
+  return {
+    requestId: r.request_id,
+    model: r.model ?? "",
+    reportedUsage: null,
+    chargedUsage: usage,
+    estimated: r.estimated,
+    priceVer: r.price_ver ?? 0,
+    tierBps: r.tier_bps ?? 0,
+    chargeMicros: String(r.charge_micros ?? 0n),
+    earningMicros: String(r.earning_micros ?? 0n),
+    endCause: r.end_cause as SettlementStatement["endCause"],
+    dispatchedAtMs: r.created_at.getTime(),
+  };
 }
 
 export interface HubReceiptKey {
@@ -118,49 +150,56 @@ export class EdgeReceipts {
 
   /**
    * Settlements of this agent's requests that have no receipt yet (the statement was lost with the connection,
-   * or the agent died before it signed), oldest first: sent again after each handshake (`window` = the last
-   * 24 h) and periodically to a live agent (`window` = "reoffer": settled 5 s to 10 min ago). The agent signs
-   * those it recorded serving, and those dispatched while its record was lost in a crash, marked as such
-   * (docs/protocol.md, "Streams served before a crash"). Read through the owner's settlement index.
+   * or the agent died before it signed) of the last 24 h, oldest first, at most `limit`: sent again after each
+   * handshake. The agent signs those it recorded serving, and those dispatched while its record was lost in a
+   * crash, marked as such (docs/protocol.md, "Streams served before a crash"). Read through the owner's
+   * settlement index.
    */
-  async unreceipted(agentId: string, window: "handshake" | "reoffer" = "handshake", limit = UNRECEIPTED_RESEND_MAX): Promise<SettlementStatement[]> {
-    const now = this.now();
-    const from = new Date(now - (window === "handshake" ? UNRECEIPTED_RESEND_WINDOW_MS : UNRECEIPTED_REOFFER_WINDOW_MS));
-    const to = new Date(window === "handshake" ? now : now - UNRECEIPTED_REOFFER_AGE_MS);
-    const rows = await this.db.$queryRaw<UnreceiptedRow[]>`
+  async unreceipted(agentId: string, limit = UNRECEIPTED_RESEND_MAX): Promise<SettlementStatement[]> {
+    return this.#sealed((await this.#unreceiptedRows(agentId, this.now(), null, limit)).map(toStatement));
+  }
+
+  /**
+   * One page of the periodic re-offer to a live agent: its unreceipted settlements of the last 24 h that are at
+   * least 5 s old (younger ones' statements may be in flight), after `after`, oldest first. `next` is where the
+   * following page starts; null once the page reached the newest, so the next re-offer starts over. Paging, not
+   * a fixed recent window: settlements the agent refuses (it holds no record of them) never hide newer ones, and
+   * older ones are offered again without waiting for a handshake.
+   */
+  async reofferPage(
+    agentId: string,
+    after: ReofferCursor | null,
+    limit = UNRECEIPTED_REOFFER_PAGE_MAX,
+  ): Promise<{ statements: SettlementStatement[]; next: ReofferCursor | null }> {
+    const rows = await this.#unreceiptedRows(agentId, this.now() - UNRECEIPTED_REOFFER_AGE_MS, after, limit);
+    const last = rows.at(-1);
+    return {
+      statements: await this.#sealed(rows.map(toStatement)),
+      next: rows.length === limit && last ? { settledAt: last.settled_at, requestId: last.request_id } : null,
+    };
+  }
+
+  /** Statements offered again carry the hub's sealed record when this hub seals them. */
+  #sealed(statements: SettlementStatement[]): Promise<SettlementStatement[]> {
+    return this.hubRecords.sealer ? this.hubRecords.sealer.sealAll(statements) : Promise.resolve(statements);
+  }
+
+  /** Settled in the resend window up to `toMs`, after the cursor, without a receipt, by (settled_at, request_id). */
+  async #unreceiptedRows(agentId: string, toMs: number, after: ReofferCursor | null, limit: number): Promise<UnreceiptedRow[]> {
+    const from = new Date(this.now() - UNRECEIPTED_RESEND_WINDOW_MS);
+    const afterAt = after && after.settledAt > from ? after.settledAt : from;
+    const afterId = after && after.settledAt > from ? after.requestId : "";
+    return this.db.$queryRaw<UnreceiptedRow[]>`
       SELECT r.request_id, r.model, r.charge_micros, r.earning_micros, r.price_ver, r.tier_bps, r.input_tokens, r.output_tokens,
-             r.cached_input_tokens, r.audio_seconds, r.images, r.characters, r.estimated, r.end_cause::text AS end_cause, r.created_at
+             r.cached_input_tokens, r.audio_seconds, r.images, r.characters, r.estimated, r.end_cause::text AS end_cause, r.created_at,
+             r.settled_at
         FROM reservations r
        WHERE r.owner_id = (SELECT g.owner_id FROM agents g WHERE g.id = ${agentId})
-         AND r.settled_at > ${from} AND r.settled_at <= ${to}
+         AND r.settled_at >= ${afterAt} AND (r.settled_at, r.request_id) > (${afterAt}, ${afterId}) AND r.settled_at <= ${new Date(toMs)}
          AND r.agent_id = ${agentId} AND r.status = 'settled' AND r.charge_micros IS NOT NULL AND r.price_ver IS NOT NULL
          AND (r.charge_micros > 0 OR r.earning_micros > 0)
          AND NOT EXISTS (SELECT 1 FROM agent_receipts a WHERE a.request_id = r.request_id)
-       ORDER BY r.settled_at LIMIT ${limit}`;
-    const statements = rows.map((r): SettlementStatement => {
-      const usage = {
-        inputTokens: r.input_tokens ?? 0,
-        outputTokens: r.output_tokens ?? 0,
-        cachedInputTokens: r.cached_input_tokens ?? 0,
-        audioSeconds: r.audio_seconds ?? 0,
-        images: r.images ?? 0,
-        characters: r.characters ?? 0,
-      };
-      return {
-        requestId: r.request_id,
-        model: r.model ?? "",
-        reportedUsage: null,
-        chargedUsage: usage,
-        estimated: r.estimated,
-        priceVer: r.price_ver ?? 0,
-        tierBps: r.tier_bps ?? 0,
-        chargeMicros: String(r.charge_micros ?? 0n),
-        earningMicros: String(r.earning_micros ?? 0n),
-        endCause: r.end_cause as SettlementStatement["endCause"],
-        dispatchedAtMs: r.created_at.getTime(),
-      };
-    });
-    return this.hubRecords.sealer ? this.hubRecords.sealer.sealAll(statements) : statements;
+       ORDER BY r.settled_at, r.request_id LIMIT ${limit}`;
   }
 
   /**
