@@ -8,7 +8,7 @@
  */
 import type pg from "pg";
 import type { ApiFamily } from "@wellspring/protocol";
-import { ACCOUNT_MARGIN, inTransaction, ownerAccount } from "./ledger.ts";
+import { ACCOUNT_MARGIN, inTransaction, ownerAccount, postTransfer } from "./ledger.ts";
 import { officialCostMicros, ownerEarningMicros, type PriceBook, type Tariffs, type Tier } from "./prices.ts";
 
 /** The journal kind of a canary payment. */
@@ -39,19 +39,7 @@ export class CanaryPayments {
     const official = officialCostMicros({ inputTokens: u.inputTokens, outputTokens: u.outputTokens, cachedInputTokens: 0 }, priced.price);
     const earning = ownerEarningMicros(official, await this.tariffs.tierBps(u.tier));
     if (earning <= 0n) return 0n;
-    const txId = `canary:${u.canaryId}`;
-    await inTransaction(this.pool, async (c) => {
-      await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [txId]);
-      if ((await c.query("SELECT 1 FROM journal_entries WHERE tx_id = $1 LIMIT 1", [txId])).rowCount) return;
-      await c.query(`INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, $5), ($1, $4, $6, $5)`, [
-        txId,
-        ACCOUNT_MARGIN,
-        (-earning).toString(),
-        ownerAccount(u.ownerId),
-        CANARY_JOURNAL_KIND,
-        earning.toString(),
-      ]);
-    });
+    await inTransaction(this.pool, (c) => postTransfer(c, `canary:${u.canaryId}`, ACCOUNT_MARGIN, ownerAccount(u.ownerId), earning, CANARY_JOURNAL_KIND));
     return earning;
   }
 }

@@ -67,27 +67,40 @@ export const userAccount = (id: string) => `user:${id}`;
 export const ownerAccount = (id: string) => `owner:${id}`;
 
 /**
- * Credits a wallet inside the caller's transaction: funding → user, one balanced transaction claimed by
- * `txId` (a retry finds it and changes nothing).
+ * Moves `amountMicros` from one journal account to another inside the caller's transaction: one balanced
+ * transaction claimed by `txId` (a retry finds it and changes nothing).
  */
-export async function postCredit(c: pg.PoolClient, userId: string, amountMicros: bigint, kind: string, txId: string): Promise<"credited" | "duplicate"> {
-  if (amountMicros <= 0n) throw new RangeError("credit amount must be positive");
+export async function postTransfer(
+  c: pg.PoolClient,
+  txId: string,
+  from: string,
+  to: string,
+  amountMicros: bigint,
+  kind: string,
+): Promise<"posted" | "duplicate"> {
   await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [txId]);
   const claimed = await c.query("SELECT 1 FROM journal_entries WHERE tx_id = $1 LIMIT 1", [txId]);
   if (claimed.rowCount) return "duplicate";
+  await c.query(`INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, $5), ($1, $4, $6, $5)`, [
+    txId,
+    from,
+    (-amountMicros).toString(),
+    to,
+    kind,
+    amountMicros.toString(),
+  ]);
+  return "posted";
+}
+
+/** Credits a wallet inside the caller's transaction: funding → user, claimed by `txId` (see `postTransfer`). */
+export async function postCredit(c: pg.PoolClient, userId: string, amountMicros: bigint, kind: string, txId: string): Promise<"credited" | "duplicate"> {
+  if (amountMicros <= 0n) throw new RangeError("credit amount must be positive");
+  if ((await postTransfer(c, txId, ACCOUNT_FUNDING, userAccount(userId), amountMicros, kind)) === "duplicate") return "duplicate";
   await c.query(
     `INSERT INTO wallets (user_id, available_micros) VALUES ($1, $2)
      ON CONFLICT (user_id) DO UPDATE SET available_micros = wallets.available_micros + EXCLUDED.available_micros, updated_at = now()`,
     [userId, amountMicros.toString()],
   );
-  await c.query(`INSERT INTO journal_entries (tx_id, account, amount_micros, kind) VALUES ($1, $2, $3, $5), ($1, $4, $6, $5)`, [
-    txId,
-    ACCOUNT_FUNDING,
-    (-amountMicros).toString(),
-    userAccount(userId),
-    kind,
-    amountMicros.toString(),
-  ]);
   return "credited";
 }
 
