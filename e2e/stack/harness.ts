@@ -313,7 +313,16 @@ export async function startAgentProc(dataDir: string, agentId: string, upstreamO
 /** A copy of an agent's data folder (what an owner makes by copying it to a second machine), optionally pointed at another hub origin. */
 export async function copyAgentData(dataDir: string, hubUrl?: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "ws-agent-copy-"));
-  await cp(dataDir, dir, { recursive: true });
+  // The folder may belong to a running agent: its atomic writes (`prices.json.tmp` renamed into place) and the
+  // ledger's WAL files can vanish between cp's directory read and its lstat. Skip the temporaries; retry the rest.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await cp(dataDir, dir, { recursive: true, force: true, filter: (src) => !src.endsWith(".tmp") });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 5) throw error;
+    }
+  }
   if (hubUrl) {
     const identity = JSON.parse(await readFile(join(dir, "agent.json"), "utf8")) as Record<string, unknown>;
     await writeFile(join(dir, "agent.json"), JSON.stringify({ ...identity, hubUrl }));
