@@ -196,6 +196,12 @@ export interface GatewayProc extends Proc {
   dataDir: string;
 }
 
+/**
+ * How long a gateway may take to start (tsx compiles it on each start). Quiet: a few seconds; one restart of the
+ * edge ledger's fault script at load ~20 took over 30 s (the earlier bound), failing a 200-cycle run at cycle ~130.
+ */
+export const GATEWAY_READY_TIMEOUT_MS = 90_000;
+
 /** The machine's Redis, shared by helpers and tests: every test run uses its own key prefix, never FLUSHDB. */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
@@ -225,7 +231,10 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       ...env,
     },
   });
-  const m = await proc.waitForLine(/WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+) admin=(\S+)/, 30_000);
+  const m = await proc.waitForLine(
+    /WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+) admin=(\S+)/,
+    GATEWAY_READY_TIMEOUT_MS,
+  );
   return { ...proc, apiOrigin: m[1]!, agentOrigin: `https://${m[2]!}`, pin: m[3]!, hubId: m[4]!, adminOrigin: m[5]!, dataDir: dir };
 }
 
