@@ -6,7 +6,7 @@
  *
  *   ./wellspring-agent enroll --hub https://HOST:PORT --pin sha256/… --token wse_… [--name N] [--data DIR]
  *       deno run --allow-read=<data> --allow-write=<data> --allow-run=<deno> launch.ts enroll … --data <data>
- *   ./wellspring-agent start [--data DIR] [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]…]
+ *   ./wellspring-agent start [--data DIR] [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]… [--dev-no-ledger]]
  *       deno run --allow-read=<data> --allow-write=<data>/state,<data>/releases --allow-run=<deno> launch.ts start …
  *   ./wellspring-agent status [--data DIR] [--json]
  *       deno run --allow-read=<data> launch.ts status …
@@ -183,6 +183,8 @@ async function startCommand(args: string[], dataDir: string): Promise<number> {
     ...(devUpstream === undefined ? [] : ["--dev-upstream", devUpstream]),
     // Development answers for the endpoint check (src/endpoint_check.ts); the agent refuses them without --dev-upstream.
     ...flags(args, "dev-resolve").flatMap((spec) => ["--dev-resolve", spec]),
+    // No edge ledger (benchmarks measuring its cost); the agent refuses it without --dev-upstream.
+    ...(args.includes("--dev-no-ledger") ? ["--dev-no-ledger"] : []),
   ];
   const policy = new RestartPolicy();
   let stopping = false;

@@ -11,14 +11,17 @@
  * BENCH_PERF=<dir> records `perf` samples (on-CPU only, with call chains; JavaScript frames named through V8's
  * --perf-basic-prof maps) of the gateway and the agent during the concurrency-32 phase into `<dir>/perf.data`, and
  * their pids into `<dir>/pids.json`; `npm run bench:profile` runs this and summarises it.
- * Prints one JSON line; writes no file otherwise.
+ * `-- --ledger on|off|both` (default on): off runs the agent without its edge ledger (`--dev-no-ledger`, a
+ * development agent only; the hub then sends it no statements), both alternates on and off; `-- --rounds N`
+ * repeats that N times (default 1), so the ledger's share of S1 and of concurrency 32 is read from runs made back
+ * to back. Prints one JSON line per run (and, with both, one more with each mode's medians); writes no file otherwise.
  */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
-import { startStack } from "../e2e/stack/harness.ts";
+import { startStack, type Stack } from "../e2e/stack/harness.ts";
 import { Generator } from "./generator.ts";
 import { percentile, sleep } from "./lib.ts";
 
@@ -35,79 +38,132 @@ const PERF_FREQUENCY_HZ = 499;
 const SETTLE_MS = 10_000;
 
 const gen = new Generator();
-const stack = await startStack({
-  concurrentStreamsMax: 1024,
-  // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
-  gatewayEnv: profileDir
-    ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir }
-    : perfDir
-      ? { NODE_OPTIONS: "--perf-basic-prof" }
-      : {},
-  agentEnv: perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {},
-});
+const args = process.argv.slice(2);
+const argValue = (name: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const ledgerArg = argValue("ledger") ?? "on";
+if (!["on", "off", "both"].includes(ledgerArg)) throw new Error("--ledger must be on, off or both");
+const ROUNDS = Number(argValue("rounds") ?? 1);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error("--rounds must be a positive integer");
+const modes: ("on" | "off")[] = ledgerArg === "both" ? ["on", "off"] : [ledgerArg as "on" | "off"];
+
+interface HopRun {
+  ledger: "on" | "off";
+  round: number;
+  s1: { addedP50Ms: number; addedP99Ms: number };
+  c32: { requestsPerSecond: number; cpuPer1000: Record<string, number> };
+}
+const runs: HopRun[] = [];
 try {
-  await gen.call("measure", stack.mock.origin, stack.apiKey, WARMUP);
-  await gen.call("measure", stack.baseUrl, stack.apiKey, WARMUP);
-  await gen.call(
-    "load",
-    stack.baseUrl,
-    Array.from({ length: CONCURRENCY }, () => stack.apiKey),
-    20,
-  );
-  const direct = await gen.call("measure", stack.mock.origin, stack.apiKey, REQUESTS);
-  const hop = await gen.call("measure", stack.baseUrl, stack.apiKey, REQUESTS);
-  const groups = {
-    gateway: await processTree(stack.gateway.child.pid!),
-    agent: await processTree(stack.agent.child.pid!),
-    postgres: await pidsNamed("postgres"),
-  };
-  const before = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, p]) => [k, await cpuSeconds(p)] as const)));
-  const backendsBefore = await backendCpu();
-  const perClient = Math.floor(S2_REQUESTS / CONCURRENCY);
-  const perf = perfDir ? await startPerf(perfDir, { gateway: groups.gateway, agent: groups.agent }) : null;
-  const r = await gen.call(
-    "load",
-    stack.baseUrl,
-    Array.from({ length: CONCURRENCY }, () => stack.apiKey),
-    perClient,
-  );
-  await perf?.stop();
-  const n = perClient * CONCURRENCY;
-  const cpuPer1000: Record<string, number> = {};
-  for (const [k, p] of Object.entries(groups)) cpuPer1000[k] = +((((await cpuSeconds(p)) - before[k]!) / n) * 1000).toFixed(3);
-  let backendSeconds = 0;
-  for (const [pid, cpu] of await backendCpu()) backendSeconds += cpu - (backendsBefore.get(pid) ?? 0);
-  cpuPer1000.postgresThisDatabase = +((backendSeconds / n) * 1000).toFixed(3);
-  const rssMiB = async () => {
-    const out: Record<string, number> = {};
-    for (const k of ["gateway", "agent"] as const) {
-      let sum = 0;
-      for (const pid of groups[k]) sum += await rssBytes(pid).catch(() => 0);
-      out[k] = +(sum / 2 ** 20).toFixed(1);
-    }
-    return out;
-  };
-  const p = (xs: number[], q: number) => +percentile(xs, q).toFixed(3);
-  const rssAfterC32 = await rssMiB();
-  let sse: Record<string, unknown> | null = null;
-  if (SSE_STREAMS > 0) {
-    const results = await gen.call("sseLoad", { name: "wellspring", origin: stack.baseUrl }, stack.apiKey, SSE_STREAMS, 2, "hop");
-    const rightAfter = await rssMiB();
-    await sleep(SETTLE_MS);
-    const ttfb = results.map((r) => r.ttfbMs).sort((a, b) => a - b);
-    sse = {
-      streams: SSE_STREAMS,
-      calls: results.length,
-      errors: results.filter((r) => r.error !== null || r.status !== 200).length,
-      ttfbP50Ms: p(ttfb, 50),
-      ttfbP99Ms: p(ttfb, 99),
-      rssRightAfterMiB: rightAfter,
-      rssSettledMiB: await rssMiB(),
-    };
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const ledger of modes) runs.push(await runOnce(ledger, round));
   }
-  console.log(
-    JSON.stringify({
+} finally {
+  await gen.close();
+}
+if (modes.length > 1) {
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const m = Math.floor(s.length / 2);
+    return +(s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2).toFixed(3);
+  };
+  const summary = Object.fromEntries(
+    modes.map((mode) => {
+      const of = runs.filter((r) => r.ledger === mode);
+      return [
+        mode,
+        {
+          runs: of.length,
+          s1AddedP50Ms: median(of.map((r) => r.s1.addedP50Ms)),
+          s1AddedP99Ms: median(of.map((r) => r.s1.addedP99Ms)),
+          c32RequestsPerSecond: median(of.map((r) => r.c32.requestsPerSecond)),
+          cpuPer1000: Object.fromEntries(Object.keys(of[0]!.c32.cpuPer1000).map((k) => [k, median(of.map((r) => r.c32.cpuPer1000[k]!))])),
+        },
+      ];
+    }),
+  );
+  console.log(JSON.stringify({ at: new Date().toISOString(), ledgerMedians: summary }));
+}
+
+/** One stack, one measurement: S1 at concurrency 1 against direct, then concurrency 32 with each process's CPU. */
+async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
+  const stack = await startStack({
+    concurrentStreamsMax: 1024,
+    // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
+    gatewayEnv: profileDir
+      ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir }
+      : perfDir
+        ? { NODE_OPTIONS: "--perf-basic-prof" }
+        : {},
+    agentEnv: perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {},
+    agentLedger: ledger === "on",
+  });
+  try {
+    await gen.call("measure", stack.mock.origin, stack.apiKey, WARMUP);
+    await gen.call("measure", stack.baseUrl, stack.apiKey, WARMUP);
+    await gen.call(
+      "load",
+      stack.baseUrl,
+      Array.from({ length: CONCURRENCY }, () => stack.apiKey),
+      20,
+    );
+    const direct = await gen.call("measure", stack.mock.origin, stack.apiKey, REQUESTS);
+    const hop = await gen.call("measure", stack.baseUrl, stack.apiKey, REQUESTS);
+    const groups = {
+      gateway: await processTree(stack.gateway.child.pid!),
+      agent: await processTree(stack.agent.child.pid!),
+      postgres: await pidsNamed("postgres"),
+    };
+    const before = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, p]) => [k, await cpuSeconds(p)] as const)));
+    const backendsBefore = await backendCpu(stack.db);
+    const perClient = Math.floor(S2_REQUESTS / CONCURRENCY);
+    const perf = perfDir ? await startPerf(perfDir, { gateway: groups.gateway, agent: groups.agent }) : null;
+    const r = await gen.call(
+      "load",
+      stack.baseUrl,
+      Array.from({ length: CONCURRENCY }, () => stack.apiKey),
+      perClient,
+    );
+    await perf?.stop();
+    const n = perClient * CONCURRENCY;
+    const cpuPer1000: Record<string, number> = {};
+    for (const [k, p] of Object.entries(groups)) cpuPer1000[k] = +((((await cpuSeconds(p)) - before[k]!) / n) * 1000).toFixed(3);
+    let backendSeconds = 0;
+    for (const [pid, cpu] of await backendCpu(stack.db)) backendSeconds += cpu - (backendsBefore.get(pid) ?? 0);
+    cpuPer1000.postgresThisDatabase = +((backendSeconds / n) * 1000).toFixed(3);
+    const rssMiB = async () => {
+      const out: Record<string, number> = {};
+      for (const k of ["gateway", "agent"] as const) {
+        let sum = 0;
+        for (const pid of groups[k]) sum += await rssBytes(pid).catch(() => 0);
+        out[k] = +(sum / 2 ** 20).toFixed(1);
+      }
+      return out;
+    };
+    const p = (xs: number[], q: number) => +percentile(xs, q).toFixed(3);
+    const rssAfterC32 = await rssMiB();
+    let sse: Record<string, unknown> | null = null;
+    if (SSE_STREAMS > 0) {
+      const results = await gen.call("sseLoad", { name: "wellspring", origin: stack.baseUrl }, stack.apiKey, SSE_STREAMS, 2, "hop");
+      const rightAfter = await rssMiB();
+      await sleep(SETTLE_MS);
+      const ttfb = results.map((r) => r.ttfbMs).sort((a, b) => a - b);
+      sse = {
+        streams: SSE_STREAMS,
+        calls: results.length,
+        errors: results.filter((r) => r.error !== null || r.status !== 200).length,
+        ttfbP50Ms: p(ttfb, 50),
+        ttfbP99Ms: p(ttfb, 99),
+        rssRightAfterMiB: rightAfter,
+        rssSettledMiB: await rssMiB(),
+      };
+    }
+    const run = {
       at: new Date().toISOString(),
+      ledger,
+      round,
       s1: {
         requests: REQUESTS,
         directP50Ms: p(direct, 50),
@@ -118,19 +174,20 @@ try {
       c32: { requests: n, requestsPerSecond: Math.round(r.latencies.length / r.seconds), p99Ms: p(r.latencies, 99), cpuPer1000 },
       rssAfterC32MiB: rssAfterC32,
       sse,
-    }),
-  );
-} finally {
-  await stack.close();
-  await gen.close();
+    };
+    console.log(JSON.stringify(run));
+    return run;
+  } finally {
+    await stack.close();
+  }
 }
 
 /**
  * CPU-seconds so far of each PostgreSQL backend connected to this run's database (by pid): what the stack's own
  * queries cost, without the other work on a shared server (its WAL writer and checkpointer are not counted).
  */
-async function backendCpu(): Promise<Map<number, number>> {
-  const rows = await stack.db.$queryRaw<{ pid: number }[]>`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`;
+async function backendCpu(db: Stack["db"]): Promise<Map<number, number>> {
+  const rows = await db.$queryRaw<{ pid: number }[]>`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`;
   const out = new Map<number, number>();
   for (const { pid } of rows) out.set(pid, await cpuSeconds([pid]));
   return out;

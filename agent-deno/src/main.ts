@@ -1,6 +1,6 @@
 /**
  * The agent process. Started by launch.ts with the narrowest permissions (see permissions.ts):
- *   deno run … src/main.ts serve --data <dir> [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]…]
+ *   deno run … src/main.ts serve --data <dir> [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]… [--dev-no-ledger]]
  *   deno run … src/main.ts enroll --data <dir> --hub https://… --pin sha256/… --token wse_… [--name N]
  * It exits with a code from exit_codes.ts, so the launcher knows whether a restart can help.
  */
@@ -42,8 +42,11 @@ function flags(args: string[], name: string): string[] {
   return out;
 }
 
-/** Serves until stopped. `devUpstream` (tests and demos only) sends provider calls to a loopback origin. */
-async function serve(dataDir: string, devUpstream: string | undefined, devResolve: string[]): Promise<void> {
+/**
+ * Serves until stopped. `devUpstream` (tests and demos only) sends provider calls to a loopback origin; with it,
+ * `noLedger` (benchmarks only) runs without the edge ledger, to measure what the ledger costs.
+ */
+async function serve(dataDir: string, devUpstream: string | undefined, devResolve: string[], noLedger: boolean): Promise<void> {
   const config = await loadConfig(dataDir);
   const log = createLog(config.logLevel);
   const identity = await loadIdentity(dataDir);
@@ -51,6 +54,7 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
   const upstreams = resolveUpstreams(config);
   const devOrigin = devUpstream === undefined ? null : checkDevOrigin(devUpstream);
   if (devResolve.length > 0 && !devOrigin) throw new UsageError("--dev-resolve is for development only: it needs --dev-upstream");
+  if (noLedger && !devOrigin) throw new UsageError("--dev-no-ledger is for development only: it needs --dev-upstream");
   // Production checks every provider host by address; a development upstream only when given answers to check.
   const endpoints = !devOrigin
     ? new EndpointGuard()
@@ -83,9 +87,10 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
   await windows.load();
   const prices = new PriceStore(stateDir(dataDir), log, dataDir);
   await prices.load();
-  const ledger = await AgentLedger.open(ledgerDir(stateDir(dataDir)), identity.agentId, privateKey);
-  const receipts = new ReceiptClerk(ledger, () => prices.table, log);
-  log.info("agent.ledger", { tailSeq: ledger.tail.seq, unacknowledged: ledger.unacknowledged(1).length > 0 });
+  const ledger = noLedger ? null : await AgentLedger.open(ledgerDir(stateDir(dataDir)), identity.agentId, privateKey);
+  const receipts = ledger ? new ReceiptClerk(ledger, () => prices.table, log) : undefined;
+  if (ledger) log.info("agent.ledger", { tailSeq: ledger.tail.seq, unacknowledged: ledger.unacknowledged(1).length > 0 });
+  else log.warn("agent.no_ledger", { note: "DEVELOPMENT MODE: no edge ledger — this agent signs no receipts (benchmarks only)" });
   const status = new StatusWriter(stateDir(dataDir), {
     version: AGENT_VERSION,
     agentId: identity.agentId,
@@ -109,6 +114,7 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
       prices,
       status,
       receipts,
+      ledgerOff: !ledger,
       onReady: () => console.log("WELLSPRING_AGENT_READY"),
       // The launcher watches this file and installs the offered release (the agent never writes its own code).
       onUpdateOffer: (offer) =>
@@ -120,7 +126,7 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
     await tunnel.run();
   } finally {
     SHARED_POOL.close();
-    await ledger.close();
+    await ledger?.close();
     await status.close();
   }
 }
@@ -139,7 +145,7 @@ if (import.meta.main) {
   const dataDir = flag(args, "data") ?? "./data";
   try {
     if (command === "serve") {
-      await serve(dataDir, flag(args, "dev-upstream"), flags(args, "dev-resolve"));
+      await serve(dataDir, flag(args, "dev-upstream"), flags(args, "dev-resolve"), args.includes("--dev-no-ledger"));
       Deno.exit(ExitCode.OK); // signal listeners and the drain timer would otherwise keep the process alive
     } else if (command === "enroll") {
       const hub = flag(args, "hub");

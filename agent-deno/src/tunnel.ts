@@ -123,6 +123,8 @@ export interface TunnelOptions {
   status?: StatusWriter;
   /** Signs and keeps a receipt for every stream the hub settles (docs/protocol.md, "Receipts"); none in tests that need none. */
   receipts?: ReceiptClerk;
+  /** No edge ledger (development agents only, for benchmarks): AUTH says `ledger: false`, so the hub sends no statements. */
+  ledgerOff?: boolean;
   /** The hub said which release to run and which versions it admits (CONTROL UPDATE_AVAILABLE). */
   onUpdateOffer?: (offer: UpdateAvailable) => void;
   /** A provider answered 400: its first bytes, for the context-length error that names a model's window. */
@@ -797,6 +799,7 @@ export class Tunnel {
           settings: this.#own,
           ...(this.#lastSessionId ? { previousSessionId: this.#lastSessionId } : {}),
           ...(this.#o.devOrigin !== null ? { development: true } : {}),
+          ...(this.#o.ledgerOff ? { ledger: false } : {}),
         }),
       ),
     );

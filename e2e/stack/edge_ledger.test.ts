@@ -111,6 +111,26 @@ async function unreceipted(): Promise<{ request_id: string; end_cause: string }[
 }
 
 /** Both chains, once the agent has nothing left unacknowledged: the same receipts, byte for byte. */
+/**
+ * What a failed run leaves to read (the database is dropped with the stack): the unreceipted settlements' span
+ * and end causes, the hub's tail and newest receipt, and the agent's own account of its chain.
+ */
+async function diagnosis(): Promise<string> {
+  const span = await pool.query(
+    `SELECT count(*)::int AS n, min(r.settled_at) AS first, max(r.settled_at) AS last, array_agg(DISTINCT r.end_cause::text) AS causes
+       FROM reservations r
+      WHERE r.agent_id = $1 AND r.status = 'settled' AND (r.charge_micros > 0 OR r.earning_micros > 0)
+        AND NOT EXISTS (SELECT 1 FROM agent_receipts a WHERE a.request_id = r.request_id)`,
+    [stack.agent.agentId],
+  );
+  const tail = await pool.query(
+    "SELECT max(seq) AS seq, max(received_at) AS last_received, count(*) FILTER (WHERE disputed IS NOT NULL)::int AS disputed FROM agent_receipts WHERE agent_id = $1",
+    [stack.agent.agentId],
+  );
+  const agent = await agentVerify().catch((error: unknown) => `agent verify failed: ${(error as Error).message}`);
+  return JSON.stringify({ unreceipted: span.rows[0], hub: tail.rows[0], now: new Date().toISOString(), agent });
+}
+
 async function expectChainsIdentical(): Promise<number> {
   await waitFor(async () => /(\d+) of \1 receipts acknowledged/.test(await agentVerify()), 30_000);
   const records = decodeLogRecords(await agentExport()).records;
@@ -208,6 +228,7 @@ describe("edge ledger through the stack", () => {
       // settlement that moved money for this agent gets its receipt: statements lost with a connection or a
       // process are offered again, receipts the hub never acknowledged are claimed again.
       await waitFor(async () => (await held()) === 0 && (await unreceipted()).length === 0, 90_000).catch(() => undefined);
+      if ((await unreceipted()).length > 0) console.log(`edge ledger faults: not receipted — ${await diagnosis()}`);
       expect(await held()).toBe(0);
       expect(await unreceipted()).toEqual([]);
       // Faults are no reason to dispute: every receipt, crash-witnessed ones included, is confirmed.

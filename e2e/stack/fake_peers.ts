@@ -82,7 +82,16 @@ export async function connectFakeAgent(tunnelUrl: string): Promise<FakeAgentSess
 export async function sendAuth(
   s: FakeAgentSession,
   agent: { id: string; privateKey: CryptoKey },
-  overrides: { hubId?: string; sessionId?: string; nonce?: string; timestampMs?: number; agentId?: string; signWith?: CryptoKey } = {},
+  overrides: {
+    hubId?: string;
+    sessionId?: string;
+    nonce?: string;
+    timestampMs?: number;
+    agentId?: string;
+    signWith?: CryptoKey;
+    /** More AUTH fields (e.g. `development`, `ledger`). */
+    extra?: Record<string, unknown>;
+  } = {},
 ) {
   const fields = {
     hubId: overrides.hubId ?? s.challenge.hubId,
@@ -100,6 +109,7 @@ export async function sendAuth(
     signature,
     agentVersion: "fake",
     settings: SETTINGS,
+    ...overrides.extra,
   };
   s.ws.send(encodeControl(ControlKind.AUTH, jsonBytes(body)));
   return body;

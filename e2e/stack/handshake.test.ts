@@ -44,6 +44,26 @@ describe("the hub verifies agents", () => {
     s.ws.close();
   });
 
+  it("admits an agent without its edge ledger only as a development agent", async () => {
+    const agent = await registerFakeAgent(stack.db, stack.ownerId);
+    const plain = await connectFakeAgent(tunnelUrl);
+    await sendAuth(plain, agent, { extra: { ledger: false } });
+    expect(await plain.closed).toEqual([CloseCode.PROTOCOL_ERROR, "ledger: false is for development agents only"]);
+    // This stack's hub runs in development mode (a production hub refuses `development: true` itself, close 4033).
+    const dev = await connectFakeAgent(tunnelUrl);
+    await sendAuth(dev, agent, { extra: { development: true, ledger: false } });
+    expect(parseJson(welcome, await dev.waitForControl(ControlKind.WELCOME)).agentId).toBe(agent.id);
+    dev.ws.close();
+  });
+
+  it("an agent started with --dev-no-ledger but no development upstream refuses to start", async () => {
+    const proc = startAgentLauncher(stack.agent.dataDir, { noLedger: true });
+    const [line] = await proc.waitForLine(/^.*"event":"launcher\.agent_stopped".*$/, 30_000);
+    expect(JSON.parse(line)).toMatchObject({ exitCode: 64, reason: "fatal" });
+    expect(proc.lines.join("\n")).toContain("--dev-no-ledger is for development only: it needs --dev-upstream");
+    await proc.stop();
+  }, 60_000);
+
   it("refuses a signature made with another key", async () => {
     const agent = await registerFakeAgent(stack.db, stack.ownerId);
     const other = await generateAgentKeyPair();

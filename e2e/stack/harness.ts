@@ -196,6 +196,12 @@ export interface GatewayProc extends Proc {
   dataDir: string;
 }
 
+/**
+ * How long a gateway may take to start (tsx compiles it on each start). Quiet: a few seconds; one restart of the
+ * edge ledger's fault script at load ~20 took over 30 s (the earlier bound), failing a 200-cycle run at cycle ~130.
+ */
+export const GATEWAY_READY_TIMEOUT_MS = 90_000;
+
 /** The machine's Redis, shared by helpers and tests: every test run uses its own key prefix, never FLUSHDB. */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
@@ -225,7 +231,10 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       ...env,
     },
   });
-  const m = await proc.waitForLine(/WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+) admin=(\S+)/, 30_000);
+  const m = await proc.waitForLine(
+    /WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+) admin=(\S+)/,
+    GATEWAY_READY_TIMEOUT_MS,
+  );
   return { ...proc, apiOrigin: m[1]!, agentOrigin: `https://${m[2]!}`, pin: m[3]!, hubId: m[4]!, adminOrigin: m[5]!, dataDir: dir };
 }
 
@@ -286,14 +295,16 @@ export async function enrollWithToken(
 /**
  * Starts an agent as an owner does (`./wellspring-agent start`), with `--dev-upstream` when given (provider
  * calls then go to that loopback origin, e.g. the mock provider) and `--dev-resolve HOST=IP,…` for each
- * `devResolve` entry (what the endpoint check sees the provider hosts resolve to). Does not wait for it to connect.
+ * `devResolve` entry (what the endpoint check sees the provider hosts resolve to), and `--dev-no-ledger` with
+ * `noLedger` (no edge ledger: benchmarks of its cost). Does not wait for it to connect.
  */
 export function startAgentLauncher(
   dataDir: string,
-  opts: { devUpstream?: string; devResolve?: Record<string, string[]>; env?: Record<string, string> } = {},
+  opts: { devUpstream?: string; devResolve?: Record<string, string[]>; env?: Record<string, string>; noLedger?: boolean } = {},
 ): Proc {
   const resolve = Object.entries(opts.devResolve ?? {}).flatMap(([host, addresses]) => ["--dev-resolve", `${host}=${addresses.join(",")}`]);
-  return startProc(AGENT_LAUNCHER, ["start", "--data", dataDir, ...(opts.devUpstream ? ["--dev-upstream", opts.devUpstream] : []), ...resolve], {
+  const args = ["start", "--data", dataDir, ...(opts.devUpstream ? ["--dev-upstream", opts.devUpstream] : []), ...resolve];
+  return startProc(AGENT_LAUNCHER, opts.noLedger ? [...args, "--dev-no-ledger"] : args, {
     cwd: join(ROOT, "agent-deno"),
     env: { TEST_OPENAI_KEY: "sk-test-owner-openai-key-123", ...opts.env },
   });
@@ -304,8 +315,14 @@ export function launchAgent(dataDir: string, upstreamOrigin: string): Proc {
   return startAgentLauncher(dataDir, { devUpstream: upstreamOrigin });
 }
 
-export async function startAgentProc(dataDir: string, agentId: string, upstreamOrigin: string, env?: Record<string, string>): Promise<AgentProc> {
-  const proc = startAgentLauncher(dataDir, { devUpstream: upstreamOrigin, env });
+export async function startAgentProc(
+  dataDir: string,
+  agentId: string,
+  upstreamOrigin: string,
+  env?: Record<string, string>,
+  launch: { noLedger?: boolean } = {},
+): Promise<AgentProc> {
+  const proc = startAgentLauncher(dataDir, { devUpstream: upstreamOrigin, env, noLedger: launch.noLedger });
   await proc.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
   return { ...proc, dataDir, agentId };
 }
@@ -405,6 +422,8 @@ export async function startStack(
     models?: typeof DEMO_MODELS;
     /** The mock provider's options (e.g. its own RPM limit). */
     mockOptions?: MockOptions;
+    /** false: the agent runs without its edge ledger (`--dev-no-ledger`; benchmarks of what the ledger costs). */
+    agentLedger?: boolean;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
@@ -419,7 +438,7 @@ export async function startStack(
   const key = await issueKey(db, userId, "test");
   await fund(database.url, userId, TEST_USER_FUNDING_MICROS);
   const enrolled = await enrollAgent(db, gateway, ownerId, { concurrentStreamsMax: opts.concurrentStreamsMax, models: opts.models });
-  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin, opts.agentEnv);
+  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin, opts.agentEnv, { noLedger: opts.agentLedger === false });
   const stack: Stack = {
     database,
     db,

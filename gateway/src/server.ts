@@ -276,6 +276,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const tailTimer = setInterval(
     () =>
       registry.connections().forEach((conn) => {
+        if (!conn.keepsLedger) return;
         sendTail(conn);
         reoffer(conn);
       }),
@@ -536,15 +537,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
             registry.setProfile(agent);
             void pushPrices([conn]).catch((error: unknown) => log.error("prices.push_failed", { agentId: conn.agentId, error }));
             void releases.announce([conn]).catch((error: unknown) => log.error("releases.announce_failed", { agentId: conn.agentId, error }));
-            sendTail(conn);
+            if (conn.keepsLedger) sendTail(conn);
             void egress
               .start({ agentId: agent.id, ownerId: agent.ownerId, sessionId: conn.sessionId, tunnelAddress: conn.remoteIp })
               .then((nonce) => conn.sendEgressProbe(nonce))
               .catch((error: unknown) => log.warn("risk.egress_probe_failed", { agentId: agent.id, error }));
-            void edgeReceipts
-              .unreceipted(conn.agentId!)
-              .then((statements) => statements.forEach((st) => conn.sendSettlement(st)))
-              .catch((error: unknown) => log.warn("ledger.resend_failed", { agentId: conn.agentId, error }));
+            if (conn.keepsLedger)
+              void edgeReceipts
+                .unreceipted(conn.agentId!)
+                .then((statements) => statements.forEach((st) => conn.sendSettlement(st)))
+                .catch((error: unknown) => log.warn("ledger.resend_failed", { agentId: conn.agentId, error }));
           },
           inventory: (conn, inventory) => {
             knownCache = null;

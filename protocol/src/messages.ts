@@ -102,6 +102,12 @@ export const auth = object({
    * APIs. A hub not started in development mode refuses it (close 4033). Absent = false.
    */
   development: optional(bool),
+  /**
+   * `false`: the agent keeps no edge ledger (development only, for measuring the ledger's cost): it signs no
+   * receipts, so the hub sends it no statements, tails or re-offers. Only with `development: true`; a hub refuses
+   * it otherwise (close 4000). Absent = true.
+   */
+  ledger: optional(bool),
 });
 export type Auth = Infer<typeof auth>;
 

@@ -1034,7 +1034,7 @@ function sendStatement(
   sealer: HubRecordSealer | null,
   record: RequestRecordInput,
 ): void {
-  if (!statement || !written) return;
+  if (!statement || !written || conn.keepsLedger === false) return;
   void written.then(
     async () => {
       const sealed = sealer ? await sealer.seal(statement, recordRowJson(record)) : statement;

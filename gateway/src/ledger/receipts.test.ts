@@ -172,6 +172,26 @@ describe("edge receipts at the hub", () => {
     expect(await openFlags(agent.id, "receipt_refused")).toHaveLength(0);
   });
 
+  it("judges a batch in chain order whatever order it came in: receipts that came before the one they follow are stored with it", async () => {
+    const { agent, privateKey, ownerId } = await enrolledAgent();
+    const edge = new EdgeReceipts(database.db, hubKey, log);
+    const chain = new Chain(agent.id, privateKey);
+    const receipts: SignedReceipt[] = [];
+    for (let i = 0; i < 6; i++) receipts.push(await chain.next(await settled(agent.id, ownerId)));
+    // Answers to re-offered statements (in settlement order) ahead of the claim that carries the chain's next one.
+    const acks = await edge.accept(agent, wire(receipts[5]!, receipts[3]!, receipts[4]!, receipts[1]!, receipts[2]!, receipts[0]!));
+    expect(acks.map((a) => [a.seq, a.refused])).toEqual([
+      [6, null],
+      [4, null],
+      [5, null],
+      [2, null],
+      [3, null],
+      [1, null],
+    ]);
+    expect((await edge.tail(agent.id)).seq).toBe(6);
+    expect((await verifyStoredChain(database.db, agent.id, await importReceiptVerifyKey(hubKey.publicKey))).ok).toBe(true);
+  });
+
   it("two gateways taking the same agent's receipts at once store each once, in chain order, and acknowledge both with one countersignature", async () => {
     const { agent, privateKey, ownerId } = await enrolledAgent();
     const [one, two] = [new EdgeReceipts(database.db, hubKey, log), new EdgeReceipts(database.db, hubKey, log)];

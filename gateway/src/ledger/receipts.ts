@@ -44,6 +44,14 @@ export const LEDGER_OUT_OF_SYNC = "ledger_out_of_sync";
 export const RECEIPT_REFUSED = "receipt_refused";
 /** A receipt for a request the hub has no settlement for yet is asked again (retry) for this long after it ended, ms. */
 export const RECEIPT_SETTLEMENT_WAIT_MS = 600_000;
+/**
+ * How long one batch's transaction may run, and wait for a connection, ms. Prisma's defaults (5 s, 2 s) were
+ * within reach of a full batch on a loaded machine (256 receipts took 1.6–3.5 s at load ~19): a batch that cannot
+ * finish in time is answered `retry` whole, and the backlog that brought it keeps the next batch full, so the chain
+ * would stop moving for as long as the load lasts. The advisory lock it holds is this agent's alone.
+ */
+export const RECEIPTS_TRANSACTION_TIMEOUT_MS = 60_000;
+export const RECEIPTS_TRANSACTION_MAX_WAIT_MS = 20_000;
 /** Largest sequence number the hub stores (PostgreSQL integer). */
 export const RECEIPT_SEQ_MAX = 2_147_483_647;
 /** Longest dispute detail kept on a disputed receipt and in its flag, characters. */
@@ -203,9 +211,10 @@ export class EdgeReceipts {
   }
 
   /**
-   * RECEIPT or CLAIM: each receipt in order, answered with one RECEIPT_ACK each. Never throws for bad input.
-   * Signatures are checked first; the receipts that verify are then linked, compared with their settlements and
-   * kept in one transaction (one agent's chain at a time across gateways), each as if checked alone in turn.
+   * RECEIPT or CLAIM: answered with one RECEIPT_ACK each, in the order they came. Never throws for bad input.
+   * Signatures are checked first; the receipts that verify are then linked in sequence order, compared with their
+   * settlements and kept in one transaction (one agent's chain at a time across gateways), each as if checked
+   * alone in turn.
    */
   async accept(agent: AgentKey, batch: ReceiptBatch): Promise<ReceiptAck[]> {
     const acks: (ReceiptAck | null)[] = [];
@@ -219,14 +228,22 @@ export class EdgeReceipts {
       }
     }
     if (signed.length === 0) return acks as ReceiptAck[];
+    // Judged in chain order, whatever order they came in (claims, fresh receipts and answers to re-offered
+    // statements interleave on the connection): in arrival order, a receipt that came before the one it follows
+    // was "ahead of the tail" and waited for the next claim, so a batch out of order stored as little as one.
+    // The sort is stable: repeats of one sequence keep their order. Acknowledgements go back in arrival order.
+    const inChainOrder = [...signed].sort((a, b) => a.receipt.seq - b.receipt.seq);
     let verdicts: Verdict[];
     try {
-      verdicts = await this.db.$transaction((tx) => this.#link(tx, agent.id, signed));
+      verdicts = await this.db.$transaction((tx) => this.#link(tx, agent.id, inChainOrder), {
+        timeout: RECEIPTS_TRANSACTION_TIMEOUT_MS,
+        maxWait: RECEIPTS_TRANSACTION_MAX_WAIT_MS,
+      });
     } catch (error) {
-      this.log.warn("ledger.receipt_not_stored", { agentId: agent.id, seqs: signed.map((s) => s.receipt.seq), error });
-      verdicts = signed.map(() => ({ refused: "retry" as const, detail: "" }));
+      this.log.warn("ledger.receipt_not_stored", { agentId: agent.id, seqs: inChainOrder.map((s) => s.receipt.seq), error });
+      verdicts = inChainOrder.map(() => ({ refused: "retry" as const, detail: "" }));
     }
-    for (const [i, s] of signed.entries()) acks[s.index] = await this.#answer(agent, s, verdicts[i]!);
+    for (const [i, s] of inChainOrder.entries()) acks[s.index] = await this.#answer(agent, s, verdicts[i]!);
     return acks as ReceiptAck[];
   }
 

@@ -185,6 +185,11 @@ export class AgentConnection implements AgentLink {
   priceVerAcked: number | null = null;
   /** The version the agent announced in its AUTH. */
   agentVersion: string | null = null;
+  /**
+   * False for a development agent started without its edge ledger (AUTH `ledger: false`, bench only): it signs no
+   * receipts, so it gets no statements, tails or re-offers.
+   */
+  keepsLedger = true;
   state: State = "authenticating";
   inventory: Inventory | null = null;
   /** The agent's settings: what it lets us send. */
@@ -317,13 +322,13 @@ export class AgentConnection implements AgentLink {
   /** Sends the official price table in force; the agent answers PRICE_ACK with the version it now holds. */
   /** How the hub settled a stream this agent served; the agent answers with a signed RECEIPT. */
   sendSettlement(statement: SettlementStatement): void {
-    if (this.state !== "ready" && this.state !== "draining") return;
+    if ((this.state !== "ready" && this.state !== "draining") || !this.keepsLedger) return;
     this.#sendControl(ControlKind.SETTLEMENT, statement);
   }
 
   /** The hub's tail of this agent's receipt chain; the agent compares and answers with its own. */
   sendChainTail(tail: ChainTailMessage): void {
-    if (this.state !== "ready" && this.state !== "draining") return;
+    if ((this.state !== "ready" && this.state !== "draining") || !this.keepsLedger) return;
     this.#sendControl(ControlKind.CHAIN_TAIL, tail);
   }
 
@@ -698,6 +703,13 @@ export class AgentConnection implements AgentLink {
       this.close(CloseCode.DEVELOPMENT_AGENT_REFUSED, DEVELOPMENT_AGENT_REFUSED_REASON);
       return;
     }
+    // An agent without its ledger owes its owner no proof: only a development agent (above: a development hub) may.
+    if (msg.ledger === false && msg.development !== true) {
+      this.log.warn("tunnel.ledger_off_refused", { agentId: agent.id, remoteIp: this.remoteIp });
+      this.close(CloseCode.PROTOCOL_ERROR, "ledger: false is for development agents only");
+      return;
+    }
+    this.keepsLedger = msg.ledger !== false;
     this.agentId = agent.id;
     this.publicKey = agent.publicKey;
     this.agentVersion = msg.agentVersion;

@@ -41,6 +41,8 @@ export interface AgentLink {
   openStream(head: RequestHead, sink: StreamSink): HubStream;
   /** How the hub settled a stream this agent served; the agent signs a receipt for it. */
   sendSettlement(statement: SettlementStatement): void;
+  /** False: a development agent without its edge ledger (no statement is sealed or sent). Absent = true. */
+  readonly keepsLedger?: boolean;
 }
 
 export interface StreamSink {
