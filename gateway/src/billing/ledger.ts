@@ -147,6 +147,39 @@ function settleResult(row: { outcome: string; charged: string; released: string;
   return { outcome: "unknown_request" };
 }
 
+/** A settlement's 24 values in the order of the settlement functions' parameters (`wellspring_settle_batch`'s arrays). */
+export function settlementRow(requestId: string, s: Settlement): unknown[] {
+  const l = s.lease;
+  const m = l.meta;
+  const u = s.usage;
+  return [
+    requestId,
+    l.leaseId,
+    l.userId,
+    l.reservedMicros.toString(),
+    s.chargeMicros.toString(),
+    s.ownerId,
+    s.ownerEarningMicros.toString(),
+    u.inputTokens,
+    u.outputTokens,
+    u.cachedInputTokens,
+    s.estimated,
+    s.endCause,
+    m.priceVer,
+    m.planId,
+    m.api,
+    m.model,
+    m.agentId,
+    m.tier,
+    m.tierBps,
+    s.officialMicros.toString(),
+    s.planBps,
+    u.audioSeconds ?? null,
+    u.images ?? null,
+    u.characters ?? null,
+  ];
+}
+
 /** One request to settle, with its request record (its `request_records` row as JSON, `recordRowJson`) when it has one. */
 export interface SettleItem {
   requestId: string;
@@ -163,8 +196,13 @@ export class Ledger {
   }
 
   /** Settles one request held against a lease (see `settleMany`). */
-  async settle(requestId: string, s: Settlement, record: string | null = null): Promise<SettleResult> {
-    return (await this.settleMany([{ requestId, settlement: s, record }]))[0]!;
+  async settle(
+    requestId: string,
+    s: Settlement,
+    record: string | null = null,
+    onRecordsDropped?: (count: number, error: string | null) => void,
+  ): Promise<SettleResult> {
+    return (await this.settleMany([{ requestId, settlement: s, record }], onRecordsDropped))[0]!;
   }
 
   /**
@@ -173,9 +211,10 @@ export class Ledger {
    * reserved, the rest from the available balance), the owner credited, the journal posted, the wallet's spent
    * total and the daily rollup kept — one write per table for the whole batch — and the request records given with
    * them inserted in the same transaction. Items are judged in the order given, as if settled one after another;
-   * callers order them by user and model.
+   * callers order them by user and model. Records the database refuses (a key or user gone, no partition for the
+   * day) never stop the settlements: they are dropped and reported to `onRecordsDropped`.
    */
-  async settleMany(items: readonly SettleItem[]): Promise<SettleResult[]> {
+  async settleMany(items: readonly SettleItem[], onRecordsDropped?: (count: number, error: string | null) => void): Promise<SettleResult[]> {
     for (const { settlement: s } of items) {
       if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n || s.officialMicros < 0n) throw new RangeError("charge, earning and cost must not be negative");
     }
@@ -185,46 +224,27 @@ export class Ledger {
     const records: string[] = [];
     for (let i = 0; i < n; i++) {
       const { requestId, settlement: s, record } = items[i]!;
-      const l = s.lease;
-      const m = l.meta;
-      const u = s.usage;
-      const row = [
-        requestId,
-        l.leaseId,
-        l.userId,
-        l.reservedMicros.toString(),
-        s.chargeMicros.toString(),
-        s.ownerId,
-        s.ownerEarningMicros.toString(),
-        u.inputTokens,
-        u.outputTokens,
-        u.cachedInputTokens,
-        s.estimated,
-        s.endCause,
-        m.priceVer,
-        m.planId,
-        m.api,
-        m.model,
-        m.agentId,
-        m.tier,
-        m.tierBps,
-        s.officialMicros.toString(),
-        s.planBps,
-        u.audioSeconds ?? null,
-        u.images ?? null,
-        u.characters ?? null,
-      ];
+      const row = settlementRow(requestId, s);
       for (let c = 0; c < 24; c++) cols[c]![i] = row[c];
       if (record) records.push(record);
     }
-    const r = await this.pool.query<{ outcome: string; charged: string; released: string; reservation: string | null }>(
-      `SELECT outcome, charged::text, released::text, reservation
+    const r = await this.pool.query<{
+      outcome: string;
+      charged: string;
+      released: string;
+      reservation: string | null;
+      records_dropped: number;
+      records_error: string | null;
+    }>(
+      `SELECT outcome, charged::text, released::text, reservation, records_dropped, records_error
        FROM wellspring_settle_batch($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::int[], $9::int[],
          $10::int[], $11::bool[], $12::"EndCause"[], $13::int[], $14::text[], $15::text[], $16::text[], $17::text[], $18::"AgentTier"[], $19::int[],
          $20::bigint[], $21::int[], $22::int[], $23::int[], $24::int[], $25::json)
        ORDER BY ord`,
       [...cols, `[${records.join(",")}]`],
     );
+    const dropped = r.rows[0]?.records_dropped ?? 0;
+    if (dropped > 0) onRecordsDropped?.(dropped, r.rows[0]!.records_error);
     return r.rows.map(settleResult);
   }
 

@@ -61,6 +61,9 @@ export class SettlementBatcher {
     this.#replayTimer?.unref();
   }
 
+  /** Request records the database refused beside their settlements (written, the records lost), as before: logged. */
+  readonly #recordsDropped = (count: number, error: string | null): void => this.log.error("records.write_failed", { count, error });
+
   /** Settlements waiting in the spool. */
   get spooled(): number {
     return this.spool?.depth ?? 0;
@@ -95,7 +98,7 @@ export class SettlementBatcher {
     // a request must not wait for a connection attempt, and settlements stay in their order.
     if (this.spool && (!this.health.up || this.spool.depth > 0)) return this.#toSpool(batch, null);
     try {
-      const results = await this.ledger.settleMany(batch);
+      const results = await this.ledger.settleMany(batch, this.#recordsDropped);
       observeSettlementBatch(batch.length);
       this.health.ok();
       batch.forEach((p, i) => p.done(results[i]!));
@@ -109,7 +112,7 @@ export class SettlementBatcher {
     }
     for (const p of batch) {
       try {
-        p.done(await this.ledger.settle(p.requestId, p.settlement, p.record));
+        p.done(await this.ledger.settle(p.requestId, p.settlement, p.record, this.#recordsDropped));
       } catch (error) {
         if (isUnavailable(error)) this.health.failed(error);
         await this.#toSpool([p], error);
@@ -153,7 +156,7 @@ export class SettlementBatcher {
       while (spool.depth > 0) {
         const batch = spool.items().slice(0, SETTLE_BATCH_ENTRIES_MAX);
         const sorted = [...batch].sort((a, b) => (order(a) < order(b) ? -1 : 1));
-        const results = await this.ledger.settleMany(sorted);
+        const results = await this.ledger.settleMany(sorted, this.#recordsDropped);
         this.health.ok();
         const written = new Set<SpooledSettlement>();
         sorted.forEach((s, i) => {

@@ -10,6 +10,8 @@
 -- judged against the balance the requests before it left, exactly as one call per request would.
 -- p_records: the request records of the batch (a JSON array of `request_records` rows, column names as keys),
 -- written with it whatever each settlement's outcome (keyed by id: a replay never duplicates one).
+-- Records that cannot be written (a foreign key gone, no partition for the day) never stop the settlements: they are
+-- dropped and counted (records_dropped, with the last error, on every row), as the separate record writer did.
 -- Returns per input row (ord = its position, from 1): outcome, charged, released, and the reservation row as JSON
 -- (row_to_json; null for 'unknown_request') — what the hub seals into the agent's receipt, so it is never read back.
 CREATE OR REPLACE FUNCTION wellspring_settle_batch(
@@ -17,11 +19,29 @@ CREATE OR REPLACE FUNCTION wellspring_settle_batch(
   p_input integer[], p_output integer[], p_cached integer[], p_estimated boolean[], p_end_cause "EndCause"[],
   p_price_ver integer[], p_plan text[], p_api text[], p_model text[], p_agent text[], p_tier "AgentTier"[], p_tier_bps integer[],
   p_official bigint[], p_plan_bps integer[], p_audio integer[], p_images integer[], p_chars integer[], p_records json
-) RETURNS TABLE (ord bigint, outcome text, charged bigint, released bigint, reservation text) AS $$
+) RETURNS TABLE (ord bigint, outcome text, charged bigint, released bigint, reservation text, records_dropped integer, records_error text) AS $$
 #variable_conflict use_column
 DECLARE
   v record;
+  v_dropped integer := 0;
+  v_error text := NULL;
+  v_row json;
 BEGIN
+  -- The records first, in one insert; one that cannot be written (a key or user gone, no partition for its day) must
+  -- not stop the money: then each is tried alone and those that fail are dropped and counted (the caller logs them).
+  BEGIN
+    INSERT INTO request_records SELECT * FROM json_populate_recordset(NULL::request_records, COALESCE(p_records, '[]'::json))
+      ON CONFLICT (id, started_at) DO NOTHING;
+  EXCEPTION WHEN others THEN
+    FOR v_row IN SELECT * FROM json_array_elements(p_records) LOOP
+      BEGIN
+        INSERT INTO request_records SELECT * FROM json_populate_record(NULL::request_records, v_row) ON CONFLICT (id, started_at) DO NOTHING;
+      EXCEPTION WHEN others THEN
+        v_dropped := v_dropped + 1;
+        v_error := SQLERRM;
+      END;
+    END LOOP;
+  END;
   PERFORM 1 FROM wallets w WHERE w.user_id = ANY(p_user) ORDER BY w.user_id FOR UPDATE;
   PERFORM 1 FROM credit_leases l WHERE l.id = ANY(p_lease) ORDER BY l.id FOR UPDATE;
   FOR v IN
@@ -95,10 +115,6 @@ BEGIN
           (3, 'platform:margin', m.c - m.e, 'margin')) AS t(n, account, amount, kind)
         WHERE (t.n = 1 AND m.c > 0) OR (t.n = 2 AND m.e > 0) OR (t.n = 3 AND m.c - m.e <> 0)
         ORDER BY m.ord, t.n
-    ),
-    records AS (
-      INSERT INTO request_records SELECT * FROM json_populate_recordset(NULL::request_records, COALESCE(p_records, '[]'::json))
-        ON CONFLICT (id, started_at) DO NOTHING
     )
     SELECT k.ord, k.known, k.request_id, k.user_id, k.agent_id, k.model, k.reserved, k.input_tokens, k.output_tokens, k.estimated,
       m.c, m.beyond, m.overdraft, m.available_before - (m.c - m.from_lease) AS available_after, m.j,
@@ -109,6 +125,8 @@ BEGIN
     ORDER BY k.ord
   LOOP
     ord := v.ord;
+    records_dropped := v_dropped;
+    records_error := v_error;
     IF NOT v.known THEN
       outcome := 'unknown_request'; charged := 0; released := 0; reservation := NULL;
     ELSIF v.c IS NULL THEN
