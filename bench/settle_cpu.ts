@@ -11,7 +11,7 @@ import pg from "pg";
 import { newId } from "@wellspring/db";
 import { createTestDatabase } from "../e2e/stack/harness.ts";
 import { Ledger, settlementRow, type Settlement } from "../gateway/src/billing/ledger.ts";
-import { testMeta } from "../gateway/src/billing/testing/settlements.ts";
+import { testMeta, testRecordJson } from "../gateway/src/billing/testing/settlements.ts";
 
 const N = Number(process.env.BENCH_SETTLEMENTS ?? 4000);
 const BATCH = Number(process.env.BENCH_BATCH ?? 32);
@@ -52,33 +52,7 @@ try {
       endCause: "completed",
       lease: { leaseId: u.lease, userId: u.id, reservedMicros: 400n, meta: testMeta() },
     };
-    const record = JSON.stringify({
-      id: requestId,
-      user_id: u.id,
-      key_id: u.key,
-      agent_id: null,
-      gateway_id: "gw_bench",
-      route: "/v1/chat/completions",
-      provider: "openai",
-      model: "gpt-4o-mini",
-      streamed: false,
-      http_status: 200,
-      end_cause: "completed",
-      bytes_in: "120",
-      bytes_out: "300",
-      started_at: new Date().toISOString(),
-      first_byte_ms: 3,
-      duration_ms: 5,
-      input_tokens: 12,
-      output_tokens: 40,
-      cached_input_tokens: 0,
-      usage_estimated: false,
-      price_ver: 1,
-      tier: null,
-      tier_bps: null,
-      user_charge_micros: "150",
-      owner_earning_micros: "0",
-    });
+    const record = testRecordJson(requestId, u.id, u.key, 150n);
     return { requestId, settlement, record, userId: u.id };
   };
   const batches = () => {

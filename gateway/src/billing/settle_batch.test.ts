@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { Ledger, settlementRow, type Settlement } from "./ledger.ts";
-import { testMeta } from "./testing/settlements.ts";
+import { testMeta, testRecordJson } from "./testing/settlements.ts";
 
 let database: TestDatabase;
 let pool: pg.Pool;
@@ -166,34 +166,7 @@ describe("settle batch", () => {
     await ledger.credit(userId, 10_000n, "grant", `grant:${userId}`);
     const leaseId = newId("lse");
     await ledger.lease(leaseId, userId, "gw_rec", 5_000n, 1n);
-    const record = (id: string, key: string) =>
-      JSON.stringify({
-        id,
-        user_id: userId,
-        key_id: key,
-        agent_id: null,
-        gateway_id: "gw_rec",
-        route: "/v1/chat/completions",
-        provider: "openai",
-        model: "gpt-4o-mini",
-        streamed: false,
-        http_status: 200,
-        end_cause: "completed",
-        bytes_in: "10",
-        bytes_out: "20",
-        started_at: new Date().toISOString(),
-        first_byte_ms: 3,
-        duration_ms: 5,
-        input_tokens: 1,
-        output_tokens: 2,
-        cached_input_tokens: 0,
-        usage_estimated: false,
-        price_ver: 1,
-        tier: null,
-        tier_bps: null,
-        user_charge_micros: "100",
-        owner_earning_micros: "0",
-      });
+    const record = (id: string, key: string) => testRecordJson(id, userId, key, 100n);
     const settlement = (): Settlement => ({
       chargeMicros: 100n,
       ownerId: null,
