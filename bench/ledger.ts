@@ -1,6 +1,6 @@
 /**
  * `npm run bench:ledger`: settlements per second the ledger sustains — requests claimed from a gateway's
- * credit lease in memory, then settled one statement each (`wellspring_settle_leased`, as the batcher's
+ * credit lease in memory, then settled one statement each (`wellspring_settle_batch` with one settlement, as the batcher's
  * one-by-one path) against the local PostgreSQL — spread over 100 wallets and all on one wallet, at several
  * concurrencies.
  */

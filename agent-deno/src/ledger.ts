@@ -20,6 +20,7 @@
 /// <reference path="./sqlite.d.ts" />
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { LedgerWriter, type LedgerMark } from "./ledger_writer.ts";
+import { nodeReceiptSigner } from "./receipt_signer.ts";
 import {
   bytesEqual,
   concatBytes,
@@ -31,10 +32,11 @@ import {
   LEDGER_SERVED_FLUSH_MS,
   encodeLogRecord,
   RECEIPT_GENESIS_HASH,
-  signReceipt,
+  signReceiptWith,
   type ChainEntry,
   type ChainTail,
   type Receipt,
+  type ReceiptSigner,
   type SignedReceipt,
 } from "../../protocol/src/mod.ts";
 
@@ -171,7 +173,7 @@ export class AgentLedger {
     log: Deno.FsFile,
     tail: ChainTail,
     private readonly agentId: string,
-    private readonly privateKey: CryptoKey,
+    privateKey: CryptoKey,
     private readonly runId: number,
     private readonly now: () => number,
     mark: Deno.FsFile,
@@ -181,7 +183,11 @@ export class AgentLedger {
     this.#log = log;
     this.#tail = tail;
     this.#mark = mark;
+    this.#signer = nodeReceiptSigner(privateKey);
   }
+
+  /** Signs receipts (node:crypto, the key made once: receipt_signer.ts). */
+  readonly #signer: ReceiptSigner;
 
   readonly #mark: Deno.FsFile;
   /** This agent's clock minus the hub's, ms (measured at each WELCOME); 0 until known. */
@@ -368,7 +374,7 @@ export class AgentLedger {
         signed.push({ p, s: kept, fresh: false });
         continue;
       }
-      const s = await signReceipt(this.privateKey, { ...p.input, seq: tail.seq + 1, prevHash: tail.hash, agentId: this.agentId });
+      const s = signReceiptWith(this.#signer, { ...p.input, seq: tail.seq + 1, prevHash: tail.hash, agentId: this.agentId });
       inBatch.set(p.input.requestId, s);
       signed.push({ p, s, fresh: true });
       tail = { seq: s.receipt.seq, hash: s.hash };

@@ -390,6 +390,24 @@ export async function signReceipt(privateKey: CryptoKey, receipt: Receipt): Prom
   return { receipt, body, hash, signature };
 }
 
+/**
+ * SHA-256 and Ed25519 done synchronously by the caller's runtime (the agent's is node:crypto with the key made once,
+ * agent-deno/src/receipt_signer.ts): the same bytes as `signReceipt`, without WebCrypto's per-call cost.
+ */
+export interface ReceiptSigner {
+  sha256(bytes: Uint8Array): Uint8Array;
+  /** Ed25519 over `message` with the agent's private key (64 bytes). */
+  sign(message: Uint8Array): Uint8Array;
+}
+
+/** `signReceipt` through a `ReceiptSigner`: the same body, hash and signature bytes. */
+export function signReceiptWith(signer: ReceiptSigner, receipt: Receipt): SignedReceipt {
+  const body = encodeReceipt(receipt);
+  const hash = signer.sha256(concatBytes([utf8(RECEIPT_HASH_CONTEXT), body]));
+  const signature = signer.sign(signedMessage(RECEIPT_SIGN_CONTEXT, hash));
+  return { receipt, body, hash, signature };
+}
+
 /** Imports a raw 32-byte Ed25519 public key (base64url) for verifying; null when it is not one. */
 export async function importReceiptVerifyKey(publicKeyB64: string): Promise<CryptoKey | null> {
   try {

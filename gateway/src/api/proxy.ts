@@ -36,6 +36,7 @@ import {
 } from "../routing/mod.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import { recordRowJson, type RecordWriter, type RequestRecordInput } from "./records.ts";
+import type { SettleOutcome } from "../billing/settlement_batcher.ts";
 import type { HubRecordSealer } from "../ledger/hub_record.ts";
 import type { EndCause } from "../billing/usage.ts";
 import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
@@ -297,43 +298,53 @@ class ProxyExchange {
       durationMs,
       firstByteMs,
     });
-    if (!this.principal) return;
+    const principal = this.principal;
+    if (!principal) return;
+    const recordOf = (charge: Charge | null): RequestRecordInput => {
+      const usage = charge?.usage ?? null;
+      return {
+        id: this.requestId,
+        userId: principal.userId,
+        keyId: principal.keyId,
+        agentId: this.conn?.agentId ?? null,
+        gatewayId: this.deps.gatewayId,
+        route: this.route.path,
+        provider: this.route.api,
+        model: this.model,
+        streamed: this.streamed,
+        httpStatus: this.status,
+        endCause: cause,
+        bytesIn: this.bytesIn,
+        bytesOut: this.bytesOut,
+        startedAt: new Date(this.startedAt),
+        firstByteMs,
+        durationMs,
+        inputTokens: usage?.inputTokens ?? null,
+        outputTokens: usage?.outputTokens ?? null,
+        cachedInputTokens: usage?.cachedInputTokens ?? null,
+        usageEstimated: charge?.estimated ?? false,
+        priceVer: charge?.priceVer ?? null,
+        tier: charge?.tier ?? null,
+        tierBps: charge?.tierBps ?? null,
+        userChargeMicros: charge?.chargeMicros ?? null,
+        ownerEarningMicros: charge?.earningMicros ?? null,
+      };
+    };
+    // A settled request's record goes in its settlement's statement (one write per request); any other is
+    // written by the record writer.
+    let recordJson: string | null = null;
     const charge: Charge | null =
-      this.#hold?.settle({ cause, status: this.status, responded: this.firstByteAt !== null, dispatched: this.#dispatched }) ?? null;
+      this.#hold?.settle({ cause, status: this.status, responded: this.firstByteAt !== null, dispatched: this.#dispatched }, (c) => {
+        recordJson = recordRowJson(recordOf(c));
+        return recordJson;
+      }) ?? null;
     const usage = charge?.usage ?? null;
     // TPM is corrected to the usage (nothing used when nothing went upstream), the budget to the charge.
     const tokens = usage ? usage.inputTokens + usage.outputTokens : this.#dispatched || this.firstByteAt !== null ? null : 0;
     this.#admission?.end({ tokens, chargedMicros: charge?.chargeMicros ?? (this.#dispatched ? null : 0n) });
-    const record: RequestRecordInput = {
-      id: this.requestId,
-      userId: this.principal.userId,
-      keyId: this.principal.keyId,
-      agentId: this.conn?.agentId ?? null,
-      gatewayId: this.deps.gatewayId,
-      route: this.route.path,
-      provider: this.route.api,
-      model: this.model,
-      streamed: this.streamed,
-      httpStatus: this.status,
-      endCause: cause,
-      bytesIn: this.bytesIn,
-      bytesOut: this.bytesOut,
-      startedAt: new Date(this.startedAt),
-      firstByteMs,
-      durationMs,
-      inputTokens: usage?.inputTokens ?? null,
-      outputTokens: usage?.outputTokens ?? null,
-      cachedInputTokens: usage?.cachedInputTokens ?? null,
-      usageEstimated: charge?.estimated ?? false,
-      priceVer: charge?.priceVer ?? null,
-      tier: charge?.tier ?? null,
-      tierBps: charge?.tierBps ?? null,
-      userChargeMicros: charge?.chargeMicros ?? null,
-      ownerEarningMicros: charge?.earningMicros ?? null,
-    };
+    if (recordJson === null) this.deps.records.add(recordOf(charge));
     if (charge && this.conn && this.model)
-      sendStatement(this.conn, settlementStatement(this.requestId, this.model, cause, charge), charge.written, this.deps.sealer ?? null, record);
-    this.deps.records.add(record);
+      sendStatement(this.conn, settlementStatement(this.requestId, this.model, cause, charge), charge.written, this.deps.sealer ?? null, recordJson);
   }
 
   fail(error: GatewayError, cause: EndCause): void {
@@ -1030,15 +1041,17 @@ export async function proxyRequest(
 function sendStatement(
   conn: AgentLink,
   statement: SettlementStatement | null,
-  written: Promise<unknown> | null,
+  written: Promise<SettleOutcome> | null,
   sealer: HubRecordSealer | null,
-  record: RequestRecordInput,
+  recordJson: string | null,
 ): void {
   if (!statement || !written || conn.keepsLedger === false) return;
   void written.then(
-    async () => {
-      const sealed = sealer ? await sealer.seal(statement, recordRowJson(record)) : statement;
-      if (sealed) conn.sendSettlement(sealed);
+    (outcome) => {
+      if (!sealer) return conn.sendSettlement(statement);
+      // The settlement row comes back from its write; a spooled settlement is offered again once written.
+      const reservation = "reservation" in outcome ? outcome.reservation : null;
+      if (reservation) conn.sendSettlement(sealer.seal(statement, reservation, recordJson));
     },
     () => undefined, // not settled: no statement (the failure is logged by the meter)
   );

@@ -1,5 +1,7 @@
 /**
- * Per-request records, written in batches off the request path. Never content: sizes, timings, ids.
+ * Per-request records, written in batches off the request path. Never content: sizes, timings, ids. A settled
+ * request's record goes with its settlement, in the same statement (`Ledger.settleMany`); this writer takes the
+ * others (billing off, free routes, requests refused before anything was held).
  *
  * One INSERT … SELECT FROM unnest(…) per batch through node-postgres: the ORM's per-call query planning ran
  * on the event loop and stalled proxied requests around each flush (p99 +30 ms in the S1 benchmark). A batch

@@ -325,7 +325,7 @@ describe("credit leases", () => {
     const theirs = new Spool<SpooledSettlement>(spoolDir, deadId, "settlements", SETTLEMENT_CODEC, log);
     await theirs.open();
     const s = testSettlement(claim, usageCosting(3_000n));
-    await theirs.append([{ requestId: `req_adopt_${userId}`, userId, model: "gpt-4o-mini", settlement: s }]);
+    await theirs.append([{ requestId: `req_adopt_${userId}`, userId, model: "gpt-4o-mini", settlement: s, record: null }]);
     await theirs.close();
     // The gateway dies (no more reports); a living one with the same spool folder takes its file over.
     await pool.query("UPDATE gateways SET last_seen_at = now() - interval '1 hour' WHERE id = $1", [deadId]);

@@ -148,7 +148,7 @@ describe("ledger", () => {
     expect(settlement.chargeMicros).toBeGreaterThanOrEqual(20_000n);
     const written = gw.batcher.settle(user, "gpt-4o-mini", `req_over_${user}`, settlement);
     gw.leases.finish(claim, settlement.chargeMicros, written);
-    expect(await written).toEqual({ outcome: "settled", chargedMicros: settlement.chargeMicros, releasedMicros: 0n });
+    expect(await written).toMatchObject({ outcome: "settled", chargedMicros: settlement.chargeMicros, releasedMicros: 0n });
     await gw.leases.close();
     const w = await pool.query<{ available_micros: string; reserved_micros: string }>(
       "SELECT available_micros, reserved_micros FROM wallets WHERE user_id = $1",
@@ -214,7 +214,7 @@ describe("ledger", () => {
     const claim = (await gw.leases.claim(user, 3_000n))!;
     const s = testSettlement(claim, usageCosting(100n));
     expect(await ledger.settle(`req_once_${user}`, s)).toMatchObject({ outcome: "settled", chargedMicros: s.chargeMicros });
-    expect(await ledger.settle(`req_once_${user}`, s)).toEqual({ outcome: "already_settled" });
+    expect(await ledger.settle(`req_once_${user}`, s)).toMatchObject({ outcome: "already_settled" });
     gw.leases.finish(claim, s.chargeMicros, Promise.resolve());
     await gw.leases.close();
     expect((await ledger.audit()).problems).toEqual([]);

@@ -11,7 +11,14 @@
 import type pg from "pg";
 import type { Usage } from "./usage.ts";
 
-export type SettleResult = { outcome: "settled"; chargedMicros: bigint; releasedMicros: bigint } | { outcome: "already_settled" | "unknown_request" };
+/**
+ * How a settlement was written. `reservation` is the request's settlement row as the database holds it (JSON,
+ * `row_to_json` of `reservations`): what the hub seals into the agent's receipt, returned by the write itself.
+ */
+export type SettleResult =
+  | { outcome: "settled"; chargedMicros: bigint; releasedMicros: bigint; reservation: string }
+  | { outcome: "already_settled"; reservation: string | null }
+  | { outcome: "unknown_request" };
 
 export interface Settlement {
   /** What the request cost the user, in full (it may exceed what was reserved). */
@@ -132,11 +139,52 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => 
   }
 }
 
-/** A row of `wellspring_settle_leased` as the caller sees it. */
-function settleResult(row: { outcome: string; charged: string; released: string }): SettleResult {
-  return row.outcome === "settled"
-    ? { outcome: "settled", chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released) }
-    : { outcome: row.outcome as "already_settled" | "unknown_request" };
+/** A row of `wellspring_settle_batch` as the caller sees it. */
+function settleResult(row: { outcome: string; charged: string; released: string; reservation: string | null }): SettleResult {
+  if (row.outcome === "settled")
+    return { outcome: "settled", chargedMicros: BigInt(row.charged), releasedMicros: BigInt(row.released), reservation: row.reservation! };
+  if (row.outcome === "already_settled") return { outcome: "already_settled", reservation: row.reservation };
+  return { outcome: "unknown_request" };
+}
+
+/** A settlement's 24 values in the order of the settlement functions' parameters (`wellspring_settle_batch`'s arrays). */
+export function settlementRow(requestId: string, s: Settlement): unknown[] {
+  const l = s.lease;
+  const m = l.meta;
+  const u = s.usage;
+  return [
+    requestId,
+    l.leaseId,
+    l.userId,
+    l.reservedMicros.toString(),
+    s.chargeMicros.toString(),
+    s.ownerId,
+    s.ownerEarningMicros.toString(),
+    u.inputTokens,
+    u.outputTokens,
+    u.cachedInputTokens,
+    s.estimated,
+    s.endCause,
+    m.priceVer,
+    m.planId,
+    m.api,
+    m.model,
+    m.agentId,
+    m.tier,
+    m.tierBps,
+    s.officialMicros.toString(),
+    s.planBps,
+    u.audioSeconds ?? null,
+    u.images ?? null,
+    u.characters ?? null,
+  ];
+}
+
+/** One request to settle, with its request record (its `request_records` row as JSON, `recordRowJson`) when it has one. */
+export interface SettleItem {
+  requestId: string;
+  settlement: Settlement;
+  record?: string | null;
 }
 
 export class Ledger {
@@ -148,60 +196,55 @@ export class Ledger {
   }
 
   /** Settles one request held against a lease (see `settleMany`). */
-  async settle(requestId: string, s: Settlement): Promise<SettleResult> {
-    return (await this.settleMany([{ requestId, settlement: s }]))[0]!;
+  async settle(
+    requestId: string,
+    s: Settlement,
+    record: string | null = null,
+    onRecordsDropped?: (count: number, error: string | null) => void,
+  ): Promise<SettleResult> {
+    return (await this.settleMany([{ requestId, settlement: s, record }], onRecordsDropped))[0]!;
   }
 
   /**
-   * Settles many requests in one round trip (one statement, one transaction), each once: its reservation
-   * record is written already settled, its charge taken in full (from its lease up to what it reserved, the rest
-   * from the available balance), the owner credited, the journal posted (`wellspring_settle_leased`). Items are
-   * settled in the order given; callers order them by user so concurrent batches lock wallets in the same order.
+   * Settles many requests in one round trip and one set-based statement (`wellspring_settle_batch`), each once:
+   * its reservation record is written already settled, its charge taken in full (from its lease up to what it
+   * reserved, the rest from the available balance), the owner credited, the journal posted, the wallet's spent
+   * total and the daily rollup kept — one write per table for the whole batch — and the request records given with
+   * them inserted in the same transaction. Items are judged in the order given, as if settled one after another;
+   * callers order them by user and model. Records the database refuses (a key or user gone, no partition for the
+   * day) never stop the settlements: they are dropped and reported to `onRecordsDropped`.
    */
-  async settleMany(items: readonly { requestId: string; settlement: Settlement }[]): Promise<SettleResult[]> {
+  async settleMany(items: readonly SettleItem[], onRecordsDropped?: (count: number, error: string | null) => void): Promise<SettleResult[]> {
     for (const { settlement: s } of items) {
       if (s.chargeMicros < 0n || s.ownerEarningMicros < 0n || s.officialMicros < 0n) throw new RangeError("charge, earning and cost must not be negative");
     }
     if (items.length === 0) return [];
-    const col = <T>(f: (s: Settlement, l: LeasedHold, id: string) => T) => items.map((i) => f(i.settlement, i.settlement.lease, i.requestId));
-    const r = await this.pool.query<{ outcome: string; charged: string; released: string }>(
-      `SELECT s.outcome, s.charged::text, s.released::text
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::int[], $9::int[], $10::int[],
-                   $11::bool[], $12::"EndCause"[], $13::int[], $14::text[], $15::text[], $16::text[], $17::text[], $18::"AgentTier"[], $19::int[],
-                   $20::bigint[], $21::int[], $22::int[], $23::int[], $24::int[])
-         WITH ORDINALITY AS x(request_id, lease_id, user_id, reserved, charge, owner_id, earning, input_tokens, output_tokens, cached_tokens,
-                              estimated, end_cause, price_ver, plan_id, api, model, agent_id, tier, tier_bps, official, plan_bps, audio, images, chars, ord)
-       CROSS JOIN LATERAL wellspring_settle_leased(x.request_id, x.lease_id, x.user_id, x.reserved, x.charge, x.owner_id, x.earning,
-         x.input_tokens, x.output_tokens, x.cached_tokens, x.estimated, x.end_cause, x.price_ver, x.plan_id, x.api, x.model, x.agent_id, x.tier, x.tier_bps,
-         x.official, x.plan_bps, x.audio, x.images, x.chars) AS s
-       ORDER BY x.ord`,
-      [
-        col((_, __, id) => id),
-        col((_, l) => l.leaseId),
-        col((_, l) => l.userId),
-        col((_, l) => l.reservedMicros.toString()),
-        col((s) => s.chargeMicros.toString()),
-        col((s) => s.ownerId),
-        col((s) => s.ownerEarningMicros.toString()),
-        col((s) => s.usage.inputTokens),
-        col((s) => s.usage.outputTokens),
-        col((s) => s.usage.cachedInputTokens),
-        col((s) => s.estimated),
-        col((s) => s.endCause),
-        col((_, l) => l.meta.priceVer),
-        col((_, l) => l.meta.planId),
-        col((_, l) => l.meta.api),
-        col((_, l) => l.meta.model),
-        col((_, l) => l.meta.agentId),
-        col((_, l) => l.meta.tier),
-        col((_, l) => l.meta.tierBps),
-        col((s) => s.officialMicros.toString()),
-        col((s) => s.planBps),
-        col((s) => s.usage.audioSeconds ?? null),
-        col((s) => s.usage.images ?? null),
-        col((s) => s.usage.characters ?? null),
-      ],
+    const n = items.length;
+    const cols = Array.from({ length: 24 }, () => new Array<unknown>(n));
+    const records: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const { requestId, settlement: s, record } = items[i]!;
+      const row = settlementRow(requestId, s);
+      for (let c = 0; c < 24; c++) cols[c]![i] = row[c];
+      if (record) records.push(record);
+    }
+    const r = await this.pool.query<{
+      outcome: string;
+      charged: string;
+      released: string;
+      reservation: string | null;
+      records_dropped: number;
+      records_error: string | null;
+    }>(
+      `SELECT outcome, charged::text, released::text, reservation, records_dropped, records_error
+       FROM wellspring_settle_batch($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::int[], $9::int[],
+         $10::int[], $11::bool[], $12::"EndCause"[], $13::int[], $14::text[], $15::text[], $16::text[], $17::text[], $18::"AgentTier"[], $19::int[],
+         $20::bigint[], $21::int[], $22::int[], $23::int[], $24::int[], $25::json)
+       ORDER BY ord`,
+      [...cols, `[${records.join(",")}]`],
     );
+    const dropped = r.rows[0]?.records_dropped ?? 0;
+    if (dropped > 0) onRecordsDropped?.(dropped, r.rows[0]!.records_error);
     return r.rows.map(settleResult);
   }
 

@@ -24,7 +24,7 @@ import {
   type Tariffs,
   type Tier,
 } from "./prices.ts";
-import type { SettlementBatcher } from "./settlement_batcher.ts";
+import type { SettleOutcome, SettlementBatcher } from "./settlement_batcher.ts";
 import type { EndCause, Usage } from "./usage.ts";
 import { checkUsage, type UsageDivergence } from "./usage_check.ts";
 import { createUsageTap, type UsageTap } from "./usage_tap.ts";
@@ -138,8 +138,11 @@ export interface Charge {
   tierBps: number | null;
   /** What the provider reported, when it reported usage (the agent's receipt records both). */
   reported: Usage | null;
-  /** Resolves once the settlement is durable (written, or in the spool); null when nothing was settled. */
-  written: Promise<unknown> | null;
+  /**
+   * Resolves once the settlement is durable (written, with its settlement row, or in the spool); null when nothing
+   * was settled.
+   */
+  written: Promise<SettleOutcome> | null;
 }
 
 /** What a billed request was priced with when it started; it settles with the same, whatever is published meanwhile. */
@@ -315,8 +318,10 @@ export class Hold {
   /**
    * Charges by the rule for how the request ended (docs/billing.md) at the prices it started with — in full,
    * even beyond what it held — and frees the rest of its hold. Once: later calls return the same charge.
+   * `record` makes the request's record (its row as JSON) from the charge: it is called only when a settlement is
+   * written, and the record goes in the settlement's statement (the caller writes it apart otherwise).
    */
-  settle(outcome: Outcome): Charge {
+  settle(outcome: Outcome, record?: (charge: Charge) => string): Charge {
     if (this.#settled) return this.#settled;
     const priced = this.priced;
     const tap = this.#usage;
@@ -355,17 +360,24 @@ export class Hold {
     const planBps = priced.plan.overrides.has(`${req.route.api}:${req.model}`) ? null : Number(priced.plan.multiplierBps);
     const lease = { leaseId: priced.claim.leaseId, userId: priced.claim.userId, reservedMicros: priced.reservedMicros, meta: priced.meta };
     const billing = this.billing!;
-    const written = billing.settlements.settle(req.userId, req.model, req.requestId, {
-      chargeMicros,
-      ownerId,
-      ownerEarningMicros: earningMicros,
-      officialMicros: official,
-      planBps,
+    const charge: Charge = {
       usage,
       estimated,
-      endCause: outcome.cause,
-      lease,
-    });
+      chargeMicros,
+      earningMicros,
+      priceVer: priced.ver,
+      tier: priced.tier,
+      tierBps: Number(priced.tierBps),
+      reported: tap?.result() ?? null,
+      written: null,
+    };
+    const written = billing.settlements.settle(
+      req.userId,
+      req.model,
+      req.requestId,
+      { chargeMicros, ownerId, ownerEarningMicros: earningMicros, officialMicros: official, planBps, usage, estimated, endCause: outcome.cause, lease },
+      record ? record(charge) : null,
+    );
     written.catch((error: unknown) => this.log.error("billing.settle_failed", { requestId: req.requestId, error }));
     if (checked?.divergence && billing.onUsageCapped) {
       const capped: CappedUsage = {
@@ -385,17 +397,8 @@ export class Hold {
       billing.onServed(served, written).catch((error: unknown) => this.log.error("billing.served_check_failed", { requestId: req.requestId, error }));
     }
     billing.leases.finish(priced.claim, chargeMicros, written);
-    this.#settled = {
-      usage,
-      estimated,
-      chargeMicros,
-      earningMicros,
-      priceVer: priced.ver,
-      tier: priced.tier,
-      tierBps: Number(priced.tierBps),
-      reported: tap?.result() ?? null,
-      written,
-    };
+    charge.written = written;
+    this.#settled = charge;
     return this.#settled;
   }
 }

@@ -1,7 +1,7 @@
 /**
  * Settlements leave the request path (the response is already sent) and are written in small batches:
  * whatever settles within SETTLE_BATCH_WINDOW_MS (or SETTLE_BATCH_ENTRIES_MAX of them) goes to PostgreSQL
- * in one statement, ordered by user and model so concurrent batches take wallet and rollup locks in the same
+ * in one set-based statement with the requests' records (`Ledger.settleMany`), ordered by user and model so concurrent batches take wallet and rollup locks in the same
  * order. A batch that fails for a reason other than the database being unreachable (a deadlock) is retried one
  * settlement at a time. A settlement that cannot be written now goes to the durable spool and is replayed when
  * the database is back; settling is idempotent by request id, so nothing is charged twice.
@@ -27,6 +27,8 @@ export interface SpooledSettlement {
   userId: string;
   model: string;
   settlement: Settlement;
+  /** The request's record (its `request_records` row as JSON), written in the settlement's statement; null: none. */
+  record: string | null;
 }
 
 interface Pending extends SpooledSettlement {
@@ -59,15 +61,21 @@ export class SettlementBatcher {
     this.#replayTimer?.unref();
   }
 
+  /** Request records the database refused beside their settlements (written, the records lost), as before: logged. */
+  readonly #recordsDropped = (count: number, error: string | null): void => this.log.error("records.write_failed", { count, error });
+
   /** Settlements waiting in the spool. */
   get spooled(): number {
     return this.spool?.depth ?? 0;
   }
 
-  /** Queues a settlement; resolves once it is written (or durably spooled). `userId` and `model` order the batch. */
-  settle(userId: string, model: string, requestId: string, settlement: Settlement): Promise<SettleOutcome> {
+  /**
+   * Queues a settlement, with the request's record when it has one; resolves once both are written (or durably
+   * spooled). `userId` and `model` order the batch.
+   */
+  settle(userId: string, model: string, requestId: string, settlement: Settlement, record: string | null = null): Promise<SettleOutcome> {
     return new Promise((done, fail) => {
-      const p: Pending = { requestId, userId, model, settlement, order: "", done, fail };
+      const p: Pending = { requestId, userId, model, settlement, record, order: "", done, fail };
       p.order = order(p);
       this.#queue.push(p);
       if (this.#queue.length >= SETTLE_BATCH_ENTRIES_MAX) this.#flush();
@@ -90,7 +98,7 @@ export class SettlementBatcher {
     // a request must not wait for a connection attempt, and settlements stay in their order.
     if (this.spool && (!this.health.up || this.spool.depth > 0)) return this.#toSpool(batch, null);
     try {
-      const results = await this.ledger.settleMany(batch.map((p) => ({ requestId: p.requestId, settlement: p.settlement })));
+      const results = await this.ledger.settleMany(batch, this.#recordsDropped);
       observeSettlementBatch(batch.length);
       this.health.ok();
       batch.forEach((p, i) => p.done(results[i]!));
@@ -104,7 +112,7 @@ export class SettlementBatcher {
     }
     for (const p of batch) {
       try {
-        p.done(await this.ledger.settle(p.requestId, p.settlement));
+        p.done(await this.ledger.settle(p.requestId, p.settlement, p.record, this.#recordsDropped));
       } catch (error) {
         if (isUnavailable(error)) this.health.failed(error);
         await this.#toSpool([p], error);
@@ -118,7 +126,7 @@ export class SettlementBatcher {
       return;
     }
     try {
-      await this.spool.append(batch.map(({ requestId, userId, model, settlement }) => ({ requestId, userId, model, settlement })));
+      await this.spool.append(batch.map(({ requestId, userId, model, settlement, record }) => ({ requestId, userId, model, settlement, record })));
       for (const p of batch) p.done({ outcome: "spooled" });
       this.log.warn("billing.settlements_spooled", { count: batch.length, depth: this.spool.depth, cause: cause instanceof Error ? cause.message : undefined });
     } catch (error) {
@@ -148,7 +156,7 @@ export class SettlementBatcher {
       while (spool.depth > 0) {
         const batch = spool.items().slice(0, SETTLE_BATCH_ENTRIES_MAX);
         const sorted = [...batch].sort((a, b) => (order(a) < order(b) ? -1 : 1));
-        const results = await this.ledger.settleMany(sorted.map((s) => ({ requestId: s.requestId, settlement: s.settlement })));
+        const results = await this.ledger.settleMany(sorted, this.#recordsDropped);
         this.health.ok();
         const written = new Set<SpooledSettlement>();
         sorted.forEach((s, i) => {
@@ -201,9 +209,16 @@ export const SETTLEMENT_CODEC: SpoolCodec<SpooledSettlement> = {
       officialMicros: s.settlement.officialMicros.toString(),
       lease: { ...s.settlement.lease, reservedMicros: s.settlement.lease.reservedMicros.toString() },
     },
+    record: s.record,
   }),
   decode: (raw) => {
-    const r = raw as { requestId?: unknown; userId?: unknown; model?: unknown; settlement?: Record<string, unknown> & { lease?: Record<string, unknown> } };
+    const r = raw as {
+      requestId?: unknown;
+      userId?: unknown;
+      model?: unknown;
+      settlement?: Record<string, unknown> & { lease?: Record<string, unknown> };
+      record?: unknown;
+    };
     if (typeof r.requestId !== "string" || typeof r.userId !== "string" || typeof r.model !== "string" || !r.settlement?.lease) return null;
     const s = r.settlement;
     return {
@@ -217,6 +232,8 @@ export const SETTLEMENT_CODEC: SpoolCodec<SpooledSettlement> = {
         officialMicros: big(s.officialMicros),
         lease: { ...(s.lease as unknown as Settlement["lease"]), reservedMicros: big(s.lease!.reservedMicros) },
       },
+      // Spool lines written before records went with settlements have none (their records were written apart).
+      record: typeof r.record === "string" ? r.record : null,
     };
   },
 };

@@ -5,7 +5,7 @@
  * per inline image, or the model's whole context window when the request points at content the hub cannot see
  * (an earlier response, a stored or remote file, a remote image); output ≤ the request's cap (or the model's
  * output maximum) × the results it asks for (`n`, `best_of`). Usage beyond it is still charged in full
- * (`wellspring_settle_leased`): the bound only decides what is held, never what is paid.
+ * (`wellspring_settle_batch`): the bound only decides what is held, never what is paid.
  */
 import type { BodyFields } from "@wellspring/protocol";
 import type { Usage } from "./usage.ts";

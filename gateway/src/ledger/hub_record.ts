@@ -29,10 +29,6 @@ const TAG_BYTES = 16;
 const AAD_CONTEXT = "wellspring/hub-record/v1\n";
 /** Largest plaintext a sealed record may inflate to, bytes (a bound on what a rebuild reads per receipt). */
 export const HUB_RECORD_PLAINTEXT_BYTES_MAX = 64 * 1024;
-/** Settlement rows read for sealing in one query, most. */
-export const HUB_RECORD_BATCH_MAX = 200;
-/** How long a statement waits for others to share its settlement-row read, ms (off the response's path). */
-export const HUB_RECORD_BATCH_WAIT_MS = 10;
 
 /**
  * The hub's rebuild key: 32 random bytes made on first start in the data folder (`rebuild-key.bin`, mode 0600)
@@ -90,35 +86,22 @@ export function openHubRecord(key: Uint8Array, requestId: string, sealed: Uint8A
   }
 }
 
-interface Waiting {
-  requestId: string;
-  resolve: (reservationJson: string | null) => void;
-}
-
 /**
- * Seals statements' hub records. A statement goes out once its settlement is durable; the settlement row (with what
- * only the database knows: its times, the lease's part, the overdraft) is read then, in batches. A row that cannot
- * be read now (the settlement waits in the spool, the database is away) sends no statement: the hub offers every
- * unreceipted settlement again (`EdgeReceipts.unreceipted`), sealed from the database.
+ * Seals statements' hub records. A statement goes out once its settlement is durable: the settlement row (with what
+ * only the database knows: its times, the lease's part, the overdraft) comes back from the settlement's own write
+ * (`wellspring_settle_batch` returns it), so it is never read again. A settlement that waits in the spool sends no
+ * statement: the hub offers every unreceipted settlement again (`EdgeReceipts.unreceipted`), sealed from the database.
  */
 export class HubRecordSealer {
-  #waiting: Waiting[] = [];
-  #timer: ReturnType<typeof setTimeout> | null = null;
-
   constructor(
     private readonly pool: pg.Pool,
     private readonly key: Uint8Array,
     private readonly log: Logger,
   ) {}
 
-  /** The statement with its hub record (the request record as the proxy wrote it); null when not now. */
-  async seal(statement: SettlementStatement, recordJson: string | null): Promise<SettlementStatement | null> {
-    const reservationJson = await new Promise<string | null>((resolve) => {
-      this.#waiting.push({ requestId: statement.requestId, resolve });
-      if (this.#waiting.length >= HUB_RECORD_BATCH_MAX) this.#flush();
-      else this.#timer ??= setTimeout(() => this.#flush(), HUB_RECORD_BATCH_WAIT_MS);
-    });
-    return reservationJson === null ? null : this.#with(statement, reservationJson, recordJson);
+  /** The statement with its hub record: the settlement row as written and the request record as the proxy made it. */
+  seal(statement: SettlementStatement, reservationJson: string, recordJson: string | null): SettlementStatement {
+    return this.#with(statement, reservationJson, recordJson);
   }
 
   /** Statements offered again: their settlement rows and request records read from the database. */
@@ -144,22 +127,5 @@ export class HubRecordSealer {
   async #rows(sql: string, ids: string[]): Promise<Map<string, string>> {
     const r = await this.pool.query<{ id: string; j: string }>(sql, [ids]);
     return new Map(r.rows.map((x) => [x.id, x.j]));
-  }
-
-  #flush(): void {
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-    const batch = this.#waiting.splice(0, HUB_RECORD_BATCH_MAX);
-    if (batch.length === 0) return;
-    this.#rows("SELECT request_id AS id, row_to_json(r)::text AS j FROM reservations r WHERE request_id = ANY($1) AND status = 'settled'", [
-      ...new Set(batch.map((w) => w.requestId)),
-    ]).then(
-      (rows) => batch.forEach((w) => w.resolve(rows.get(w.requestId) ?? null)),
-      (error: unknown) => {
-        this.log.warn("ledger.hub_record_unread", { count: batch.length, error });
-        batch.forEach((w) => w.resolve(null));
-      },
-    );
-    if (this.#waiting.length > 0) this.#timer = setTimeout(() => this.#flush(), HUB_RECORD_BATCH_WAIT_MS);
   }
 }

@@ -151,7 +151,7 @@ async function writeBatch(pool: pg.Pool, batch: Ready[]): Promise<{ written: str
        ON CONFLICT (id, started_at) DO NOTHING`,
       [docs, written],
     );
-    // As the settlement function posts them (wellspring_settle_leased): at the settlement's time, one
+    // As the settlement function posts them (wellspring_settle_batch, per request as wellspring_settle_leased did): at the settlement's time, one
     // transaction per request, no zero entries.
     await client.query(
       `INSERT INTO journal_entries (tx_id, request_id, account, amount_micros, kind, created_at)

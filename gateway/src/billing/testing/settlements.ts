@@ -8,6 +8,7 @@ import type { LeaseClaim } from "../leases.ts";
 import type { ReserveMeta, Settlement } from "../ledger.ts";
 import { officialCostMicros, ownerEarningMicros, userChargeMicros } from "../prices.ts";
 import type { Usage } from "../usage.ts";
+import { recordRowJson } from "../../api/records.ts";
 
 export const TEST_MODEL = "gpt-4o-mini";
 const PRICE = DEFAULT_PRICE_TABLE.find((p) => p.provider === "openai" && p.model === TEST_MODEL)!;
@@ -56,4 +57,35 @@ export function testSettlement(
     endCause: opts.endCause ?? "completed",
     lease: { leaseId: claim.leaseId, userId: claim.userId, reservedMicros: opts.reservedMicros ?? claim.amountMicros, meta },
   };
+}
+
+/** A small call's request record as the proxy writes it (`recordRowJson`), for settlements that carry one. */
+export function testRecordJson(id: string, userId: string, keyId: string, chargeMicros: bigint): string {
+  return recordRowJson({
+    id,
+    userId,
+    keyId,
+    agentId: null,
+    gatewayId: "gw_test",
+    route: "/v1/chat/completions",
+    provider: "openai",
+    model: TEST_MODEL,
+    streamed: false,
+    httpStatus: 200,
+    endCause: "completed",
+    bytesIn: 120,
+    bytesOut: 300,
+    startedAt: new Date(),
+    firstByteMs: 3,
+    durationMs: 5,
+    inputTokens: 12,
+    outputTokens: 40,
+    cachedInputTokens: 0,
+    usageEstimated: false,
+    priceVer: 1,
+    tier: null,
+    tierBps: null,
+    userChargeMicros: chargeMicros,
+    ownerEarningMicros: 0n,
+  });
 }
