@@ -133,11 +133,9 @@ export class AgentStream {
       scanner.problem ??
       (model !== null && model !== this.head.model
         ? "the body names another model than the request head"
-        : scanner.fields.background === true
-          ? "a background response runs on the owner's key after the call returns, where no meter sees it"
-          : end && model === null
-            ? "the body names no model"
-            : null);
+        : end && model === null
+          ? "the body names no model"
+          : null);
     if (problem === null) return true;
     this.host.log.warn("stream.body_refused", { requestId: this.head.requestId, streamId: this.id, problem });
     this.#reset(ResetCode.BODY_REFUSED, problem);

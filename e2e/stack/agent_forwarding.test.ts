@@ -72,9 +72,8 @@ describe("the agent's own allowlist", () => {
       const seen = stack.mock.requests.slice(before).map((r) => `${r.method} ${r.path}`);
       expect(seen).toEqual(["POST /v1/chat/completions", "POST /v1/messages?beta=true"]);
 
-      // The agent reads the body too: one that names another model than its head, repeats a field the provider
-      // would read the last of, or asks for a background response, is refused with BODY_REFUSED before the
-      // provider sees it.
+      // The agent reads the body too: one that names another model than its head, or repeats a field the provider
+      // would read the last of, is refused with BODY_REFUSED before the provider sees it.
       const afterAllowed = stack.mock.requests.length;
       const mismatched = await Promise.all([
         openai("POST", "/v1/chat/completions").then(() => null), // a sound one, for contrast
@@ -87,11 +86,6 @@ describe("the agent's own allowlist", () => {
           `{"model":"gpt-4o-mini","messages":[]${" ".repeat(60_000)},"model":"gpt-4o"}`,
         ),
         session.request({ method: "POST", path: "/v1/messages", api: "anthropic", model: "claude-haiku-4-5" }, '{"max_tokens":5,"messages":[]}'),
-        // A background response would run on the owner's key after the stream ends, where no meter sees it.
-        session.request(
-          { method: "POST", path: "/v1/responses", api: "openai", model: "gpt-4o-mini" },
-          '{"model":"gpt-4o-mini","input":"hi","background":true}',
-        ),
       ]);
       for (const outcome of mismatched.slice(1)) expect(outcome).toMatchObject({ kind: "reset", code: ResetCode.BODY_REFUSED });
       expect(stack.mock.requests.length).toBe(afterAllowed + 1); // only the sound one reached the provider

@@ -257,26 +257,6 @@ describe("one reading of the body", () => {
       message: expect.stringMatching(/web_search_preview/),
     });
   });
-
-  it("a background response is refused before dispatch in OpenAI's shape (its usage would come after the call); nothing is held", async () => {
-    const { userId, key } = await user(5_000_000n);
-    const before = stack.mock.requests.length;
-    const client = new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: key, maxRetries: 0 });
-    const error = await client.responses.create({ model: "gpt-4o-mini", input: "write a novel", background: true }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
-    expect((error as InstanceType<typeof OpenAI.BadRequestError>).error).toMatchObject({
-      type: "invalid_request_error",
-      param: "background",
-      message: expect.stringContaining("cannot be metered"),
-    });
-    // Hidden after 300 KiB of input, still refused, and `background: false` is an ordinary call.
-    const late = await post(key, "/v1/responses", `{"model":"gpt-4o-mini","input":"${"a".repeat(300 * 1024)}","background":true}`);
-    expect(late.status).toBe(400);
-    expect(stack.mock.requests.length).toBe(before);
-    expect(await client.responses.create({ model: "gpt-4o-mini", input: "hi", background: false })).toMatchObject({ status: "completed" });
-    await sleep(300);
-    expect((await settledWallet(pool, userId)).reserved).toBe(0n);
-  });
 });
 
 describe("free routes", () => {

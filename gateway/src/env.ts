@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { AUTH_TIMEOUT_MS, PRESENCE_PROBE_TIMEOUT_MS_DEFAULT } from "@wellspring/protocol";
 import { leaseOptionsProblem, type LeaseOptions } from "./billing/leases.ts";
+import type { DeferredOptions } from "./billing/deferred.ts";
 import { CHAIN_TAIL_INTERVAL_MS_DEFAULT, DEFAULT_LIMITER_SETTINGS, type GatewayOptions } from "./server.ts";
 import { DEFAULT_PROXY_LIMITS } from "./api/proxy.ts";
 import { ADMIN_AUTH_DEFAULTS } from "./api/admin.ts";
@@ -110,6 +111,10 @@ const schema = z.object({
   BILLING_LEASE_RENEW_INTERVAL_MS: int(5_000),
   BILLING_LEASE_VALID_MS: int(15_000),
   BILLING_GATEWAY_DEAD_AFTER_MS: int(30_000),
+  /** Background responses: first poll after the create call, the backoff's cap, the age limit (docs/billing.md). */
+  BILLING_DEFERRED_FIRST_POLL_MS: int(2_000),
+  BILLING_DEFERRED_POLL_MAX_MS: int(60_000),
+  BILLING_DEFERRED_MAX_AGE_MS: int(86_400_000),
   ADMIN_TOKEN: z.string().min(16).optional(),
   ADMIN_AUTH_FAILURES_MAX: positive(ADMIN_AUTH_DEFAULTS.failuresMax),
   ADMIN_AUTH_WINDOW_MS: positive(ADMIN_AUTH_DEFAULTS.windowMs),
@@ -143,7 +148,7 @@ const schema = z.object({
 export type GatewayEnv = z.infer<typeof schema>;
 
 /** The gateway's billing options from the environment, or null when billing is off. */
-export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: number; leases: LeaseOptions } | null {
+export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: number; leases: LeaseOptions; deferred: Partial<DeferredOptions> } | null {
   if (env.BILLING_ENABLED !== "1" && env.BILLING_ENABLED !== "true") return null;
   return {
     defaultMaxOutputTokens: env.BILLING_DEFAULT_MAX_OUTPUT_TOKENS,
@@ -153,6 +158,12 @@ export function billingFromEnv(env: GatewayEnv): { defaultMaxOutputTokens: numbe
       renewIntervalMs: env.BILLING_LEASE_RENEW_INTERVAL_MS,
       validForMs: env.BILLING_LEASE_VALID_MS,
       gatewayDeadAfterMs: env.BILLING_GATEWAY_DEAD_AFTER_MS,
+    },
+    deferred: {
+      firstPollMs: env.BILLING_DEFERRED_FIRST_POLL_MS,
+      pollMaxMs: env.BILLING_DEFERRED_POLL_MAX_MS,
+      maxAgeMs: env.BILLING_DEFERRED_MAX_AGE_MS,
+      tickMs: Math.min(1_000, env.BILLING_DEFERRED_FIRST_POLL_MS),
     },
   };
 }

@@ -25,6 +25,8 @@ import { Ledger } from "./billing/ledger.ts";
 import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
+import { DeferredSettlements } from "./api/deferred.ts";
+import type { DeferredOptions } from "./billing/deferred.ts";
 import { CanaryPayments } from "./billing/canary_pay.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
 import { LinkedAccounts, viaPrisma } from "./risk/account_links.ts";
@@ -121,7 +123,7 @@ export interface GatewayOptions {
   /** Failover bounds and circuit breaker settings (routing/). */
   routing?: RoutingOptions;
   /** Reserve-then-settle billing against the official price table; off when null. */
-  billing?: { defaultMaxOutputTokens: number; leases?: LeaseOptions } | null;
+  billing?: { defaultMaxOutputTokens: number; leases?: LeaseOptions; deferred?: Partial<DeferredOptions> } | null;
   /** Bearer token for the admin API (`/admin/v1/…`); the admin API is off when unset. */
   adminToken?: string;
   /** Throttling of wrong admin tokens per client address. */
@@ -349,6 +351,20 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     log,
   );
   log.info("gateway.billing", { mode: meter.billingOn ? "on" : "off" });
+  // Background responses settle after their create call: each gateway polls the ones its agents made (no leader).
+  const deferred = new DeferredSettlements({
+    pool: recordsPool,
+    log,
+    localAgent: (agentId) => {
+      const conn = registry.get(agentId);
+      return conn && !conn.isClosed ? conn : undefined;
+    },
+    localAgentIds: () => registry.connections().flatMap((c) => (c.agentId && !c.isClosed ? [c.agentId] : [])),
+    records,
+    sealer,
+    options: opts.billing?.deferred,
+  });
+  deferred.start();
   const accountDeps = {
     pool: recordsPool,
     prices,
@@ -423,6 +439,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     limiter,
     content,
     sealer,
+    deferred: meter.billingOn ? deferred : null,
   };
 
   // --- API listener: the public, OpenAI- and Anthropic-compatible API ---
@@ -671,6 +688,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       clearInterval(tailTimer);
       clearInterval(egressPruneTimer);
       canaries.stop();
+      await deferred.close();
       clearInterval(limitsStatusTimer);
       stopPruningRoutes();
       content.stop();

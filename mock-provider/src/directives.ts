@@ -27,6 +27,11 @@ export interface Directives {
   outputTokens: number | null;
   /** Input tokens the usage reports, whatever was sent (a provider that makes up usage); null: bytes ÷ 4. */
   inputTokens: number | null;
+  /** A background response (`background: true`): how long it stays `queued`, then `in_progress`, ms (on the mock's clock). */
+  bgQueueMs: number;
+  bgRunMs: number;
+  /** How a background response ends when it is not cancelled first. */
+  bgEnd: "completed" | "failed" | "incomplete";
 }
 
 const DEFAULTS: Directives = {
@@ -41,6 +46,9 @@ const DEFAULTS: Directives = {
   tag: null,
   outputTokens: null,
   inputTokens: null,
+  bgQueueMs: 0,
+  bgRunMs: 1_000,
+  bgEnd: "completed",
 };
 
 const MARKER = /\[mock((?:\s+[a-z_]+=[a-z0-9_.]+)*)\s*\]/;
@@ -87,6 +95,15 @@ export function parseDirectives(body: Buffer): Directives {
         break;
       case "input_tokens":
         d.inputTokens = n;
+        break;
+      case "bg_queue_ms":
+        d.bgQueueMs = n;
+        break;
+      case "bg_run_ms":
+        d.bgRunMs = n;
+        break;
+      case "bg_end":
+        d.bgEnd = value === "failed" || value === "incomplete" ? value : "completed";
         break;
     }
   }

@@ -373,8 +373,60 @@ function inputItemsPage(items: readonly Json[], query: URLSearchParams): Json {
   return { object: "list", data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + data.length < to };
 }
 
+/**
+ * A background response's schedule on the mock's clock: `queued` until `startAt`, `in_progress` until `doneAt`,
+ * then `end` with its usage; a cancel before then ends it `cancelled`, with the input and the output made so far.
+ */
+interface Background {
+  startAt: number;
+  doneAt: number;
+  end: "completed" | "failed" | "incomplete";
+  cancelledAt: number | null;
+  inputTokens: number;
+  outputTokens: number;
+}
+
 class StoredResponses {
-  readonly #byId = new Map<string, { response: Json; input: Json[] }>();
+  readonly #byId = new Map<string, { response: Json; input: Json[]; background?: Background }>();
+
+  constructor(readonly now: () => number) {}
+
+  /** The response as it stands now, or undefined. */
+  get(id: string): Json | undefined {
+    const stored = this.#byId.get(id);
+    return stored ? this.#current(stored) : undefined;
+  }
+
+  /** Resolves once the mock's clock reaches `at` (checked every 20 ms: the clock may be a test's). */
+  async until(at: number): Promise<void> {
+    while (this.now() < at) await new Promise((resolve) => setTimeout(resolve, Math.min(20, Math.max(1, at - this.now()))));
+  }
+
+  /** A background response: kept whatever `store` says (the API requires it), its status computed on each read. */
+  saveBackground(response: Json, body: Json, background: Background): void {
+    this.save(response, { ...body, store: true });
+    this.#byId.get(String(response.id))!.background = background;
+  }
+
+  /** The response as it stands now (a background one's status and usage by its schedule). */
+  #current(stored: { response: Json; background?: Background }): Json {
+    const bg = stored.background;
+    if (!bg) return stored.response;
+    const now = this.now();
+    const at = bg.cancelledAt ?? now;
+    const status = bg.cancelledAt !== null ? "cancelled" : at < bg.startAt ? "queued" : at < bg.doneAt ? "in_progress" : bg.end;
+    if (status === "queued" || status === "in_progress") return { ...stored.response, status, usage: null, output: [] };
+    const ran = Math.max(0, Math.min(at, bg.doneAt) - bg.startAt);
+    const made = status === "failed" ? 0 : bg.doneAt > bg.startAt ? Math.floor((bg.outputTokens * ran) / (bg.doneAt - bg.startAt)) : bg.outputTokens;
+    const usage = {
+      input_tokens: bg.inputTokens,
+      input_tokens_details: { cached_tokens: 0 },
+      output_tokens: made,
+      output_tokens_details: { reasoning_tokens: 0 },
+      total_tokens: bg.inputTokens + made,
+    };
+    return { ...stored.response, status, usage, ...(status === "completed" ? {} : { output: [] }) };
+  }
 
   save(response: Json, body: Json): void {
     if (body.store === false) return;
@@ -396,12 +448,16 @@ class StoredResponses {
     const notFound = () =>
       sendJson(r, 404, { error: { message: `Response with id '${id}' not found.`, type: "invalid_request_error", param: null, code: null } });
     if (!stored) await notFound();
-    else if (method === "GET" && sub === undefined) await sendJson(r, 200, stored.response);
+    else if (method === "GET" && sub === undefined) await sendJson(r, 200, this.#current(stored));
     else if (method === "DELETE" && sub === undefined) {
       this.#byId.delete(id!);
       await sendJson(r, 200, { id, object: "response.deleted", deleted: true });
+    } else if (method === "POST" && sub === "/cancel" && stored.background) {
+      const now = this.#current(stored);
+      if (now.status === "queued" || now.status === "in_progress") stored.background.cancelledAt = this.now();
+      await sendJson(r, 200, this.#current(stored));
     } else if (method === "POST" && sub === "/cancel") {
-      // Only a response created in the background can be cancelled; the mock makes none.
+      // Only a response created in the background can be cancelled.
       await sendJson(r, 400, {
         error: { message: "Only responses created with background=true can be cancelled.", type: "invalid_request_error", param: null, code: null },
       });
@@ -439,6 +495,29 @@ async function responses(r: Responder, body: Json, d: Directives, requestBytes: 
       output_tokens_details: { reasoning_tokens: 0 },
       total_tokens: inputTokens + reportedOutput(d),
     });
+  if (body.background === true) {
+    // Runs after the call on the provider's side: queued, then in progress, then its end (its usage only then).
+    const now = stored.now();
+    const startAt = now + d.bgQueueMs;
+    const background: Background = { startAt, doneAt: startAt + d.bgRunMs, end: d.bgEnd, cancelledAt: null, inputTokens, outputTokens: reportedOutput(d) };
+    for (let i = 0; i < d.chunks; i++) text += chunkText(i, d);
+    const full = { ...response("completed", null), background: true };
+    stored.saveBackground(full, body, background);
+    const queued = stored.get(id)!;
+    if (body.stream !== true) return sendJson(r, 200, queued);
+    // Streamed: the events as the response runs; a client that leaves does not stop it.
+    r.head(200, SSE_HEADERS);
+    let seq = 0;
+    const ev = (type: string, data: Json) => r.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
+    if (!(await ev("response.created", { response: queued }))) return;
+    const ok = await paced(d, (i) => ev("response.output_text.delta", { item_id: msgId, output_index: 0, content_index: 0, delta: chunkText(i, d) }));
+    if (!ok) return;
+    await stored.until(background.doneAt);
+    const final = stored.get(id);
+    if (final && typeof final.status === "string" && final.status !== "cancelled") await ev(`response.${final.status}`, { response: final });
+    r.end();
+    return;
+  }
   if (body.stream === true) {
     r.head(200, SSE_HEADERS);
     let seq = 0;
@@ -801,13 +880,15 @@ export interface MockOptions {
    * of its answers; `inputTokensFactor` multiplies the input tokens its usage reports (another tokenizer's count).
    */
   substitute?: { model?: string; inputTokensFactor?: number };
+  /** The clock background responses run on (epoch ms); default `Date.now`. A test may move it by hand. */
+  now?: () => number;
 }
 
 export async function startMockProvider(options: MockOptions = {}): Promise<MockProvider> {
   const bucket = options.rpmLimit ? new RateBucket(options.rpmLimit) : null;
   const tokenBucket = options.tpmLimit ? new RateBucket(options.tpmLimit) : null;
   const requests: MockRequestRecord[] = [];
-  const stored = new StoredResponses();
+  const stored = new StoredResponses(options.now ?? Date.now);
   let inFlight = 0;
   const mock = { fault: null } as MockProvider;
   const waiters = new Set<() => void>();

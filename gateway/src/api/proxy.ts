@@ -42,6 +42,7 @@ import type { EndCause } from "../billing/usage.ts";
 import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
 import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, type Meter } from "../billing/meter.ts";
 import { settlementStatement } from "../billing/statement.ts";
+import type { DeferredSettlements } from "./deferred.ts";
 import type { FreeRouteLimiter } from "./free_routes.ts";
 import { observeLimiter, observeRequestEnd } from "../observability/metrics.ts";
 import { FORWARDED_REQUEST_HEADERS, type ProxyRoute, type StoredObjectCall } from "./routes.ts";
@@ -101,6 +102,8 @@ export interface ProxyDeps {
   content: ContentRules | null;
   /** Seals the hub's record of each settled request into its statement; absent = statements carry none. */
   sealer?: HubRecordSealer | null;
+  /** Background responses' settlements, after their create call (absent: billing off, or not wired). */
+  deferred?: DeferredSettlements | null;
 }
 
 export async function authenticate(req: IncomingMessage, keys: KeyVerifier): Promise<Principal> {
@@ -124,13 +127,6 @@ function bodyRefusal(fields: BodyFields): GatewayError | null {
       "invalid_request",
       `The server-side tool \`${fields.billedTools[0]}\` is billed per call by the provider and is not offered through this gateway; use function tools instead.`,
       { param: "tools" },
-    );
-  }
-  if (fields.background === true) {
-    return new GatewayError(
-      "invalid_request",
-      "Background responses (`background: true`) are not offered through this gateway: the provider runs them after the call returns, where their usage cannot be metered. Send the request without `background`, with `stream: true` for long responses.",
-      { param: "background" },
     );
   }
   return null;
@@ -247,6 +243,8 @@ class ProxyExchange {
   #pinnedAgentId: string | null = null;
   /** Reads a created response's id from the head of a successful `/v1/responses` answer (sticky routing). */
   #responseIdTap: ResponseIdTap | null = null;
+  /** The id of the response this `/v1/responses` call created, once read. */
+  #createdResponseId: string | null = null;
 
   constructor(
     readonly req: IncomingMessage,
@@ -298,53 +296,86 @@ class ProxyExchange {
       durationMs,
       firstByteMs,
     });
-    const principal = this.principal;
-    if (!principal) return;
-    const recordOf = (charge: Charge | null): RequestRecordInput => {
-      const usage = charge?.usage ?? null;
-      return {
-        id: this.requestId,
-        userId: principal.userId,
-        keyId: principal.keyId,
-        agentId: this.conn?.agentId ?? null,
-        gatewayId: this.deps.gatewayId,
-        route: this.route.path,
-        provider: this.route.api,
-        model: this.model,
-        streamed: this.streamed,
-        httpStatus: this.status,
-        endCause: cause,
-        bytesIn: this.bytesIn,
-        bytesOut: this.bytesOut,
-        startedAt: new Date(this.startedAt),
-        firstByteMs,
-        durationMs,
-        inputTokens: usage?.inputTokens ?? null,
-        outputTokens: usage?.outputTokens ?? null,
-        cachedInputTokens: usage?.cachedInputTokens ?? null,
-        usageEstimated: charge?.estimated ?? false,
-        priceVer: charge?.priceVer ?? null,
-        tier: charge?.tier ?? null,
-        tierBps: charge?.tierBps ?? null,
-        userChargeMicros: charge?.chargeMicros ?? null,
-        ownerEarningMicros: charge?.earningMicros ?? null,
-      };
-    };
+    if (!this.principal) return;
+    if (this.stored && !this.stored.deletes) void this.deps.deferred?.nudge(this.stored.objectId);
+    const deferTo = this.#deferrableResponse();
+    if (deferTo !== null) {
+      void this.#defer(deferTo, cause, durationMs, firstByteMs);
+      return;
+    }
+    this.#settle(cause, durationMs, firstByteMs);
+  }
+
+  /**
+   * The background response whose create call this was, when its charge must wait for its end (docs/billing.md,
+   * "Background responses"): the provider accepted it and no final usage came with the answer. Else null.
+   */
+  #deferrableResponse(): string | null {
+    const hold = this.#hold;
+    if (!this.deps.deferred || !hold || hold.heldMicros === null || this.stored || this.route.path !== "/v1/responses") return null;
+    if (this.#scanner?.fields.background !== true || this.#createdResponseId === null || this.status >= 300 || !this.conn?.agentId) return null;
+    return hold.reported === null ? this.#createdResponseId : null;
+  }
+
+  /** Hands the hold to the deferred settlements; if that cannot be written, the request settles now by the usual rules. */
+  async #defer(responseId: string, cause: EndCause, durationMs: number, firstByteMs: number | null): Promise<void> {
+    const record = this.#record(cause, durationMs, firstByteMs, null);
+    const agentId = this.conn!.agentId!;
+    const handed = await this.#hold!.handOver(agentId, (held) => this.deps.deferred!.defer(held, responseId, record));
+    if (!handed) return this.#settle(cause, durationMs, firstByteMs);
+    // Concurrency ends with the call; the key's budget keeps the hold until the settlement (docs/billing.md).
+    this.#admission?.end({ tokens: null, chargedMicros: null });
+    this.deps.records.add(record);
+  }
+
+  #settle(cause: EndCause, durationMs: number, firstByteMs: number | null): void {
     // A settled request's record goes in its settlement's statement (one write per request); any other is
     // written by the record writer.
     let recordJson: string | null = null;
     const charge: Charge | null =
       this.#hold?.settle({ cause, status: this.status, responded: this.firstByteAt !== null, dispatched: this.#dispatched }, (c) => {
-        recordJson = recordRowJson(recordOf(c));
+        recordJson = recordRowJson(this.#record(cause, durationMs, firstByteMs, c));
         return recordJson;
       }) ?? null;
     const usage = charge?.usage ?? null;
     // TPM is corrected to the usage (nothing used when nothing went upstream), the budget to the charge.
     const tokens = usage ? usage.inputTokens + usage.outputTokens : this.#dispatched || this.firstByteAt !== null ? null : 0;
     this.#admission?.end({ tokens, chargedMicros: charge?.chargeMicros ?? (this.#dispatched ? null : 0n) });
-    if (recordJson === null) this.deps.records.add(recordOf(charge));
+    if (recordJson === null) this.deps.records.add(this.#record(cause, durationMs, firstByteMs, charge));
     if (charge && this.conn && this.model)
       sendStatement(this.conn, settlementStatement(this.requestId, this.model, cause, charge), charge.written, this.deps.sealer ?? null, recordJson);
+  }
+
+  /** The request's record (ids, sizes, times, usage and money; never content). */
+  #record(cause: EndCause, durationMs: number, firstByteMs: number | null, charge: Charge | null): RequestRecordInput {
+    const usage = charge?.usage ?? null;
+    return {
+      id: this.requestId,
+      userId: this.principal!.userId,
+      keyId: this.principal!.keyId,
+      agentId: this.conn?.agentId ?? null,
+      gatewayId: this.deps.gatewayId,
+      route: this.route.path,
+      provider: this.route.api,
+      model: this.model,
+      streamed: this.streamed,
+      httpStatus: this.status,
+      endCause: cause,
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      startedAt: new Date(this.startedAt),
+      firstByteMs,
+      durationMs,
+      inputTokens: usage?.inputTokens ?? null,
+      outputTokens: usage?.outputTokens ?? null,
+      cachedInputTokens: usage?.cachedInputTokens ?? null,
+      usageEstimated: charge?.estimated ?? false,
+      priceVer: charge?.priceVer ?? null,
+      tier: charge?.tier ?? null,
+      tierBps: charge?.tierBps ?? null,
+      userChargeMicros: charge?.chargeMicros ?? null,
+      ownerEarningMicros: charge?.earningMicros ?? null,
+    };
   }
 
   fail(error: GatewayError, cause: EndCause): void {
@@ -524,6 +555,15 @@ class ProxyExchange {
     }
     const where = (await this.deps.routing.sticky?.routeOf(call.objectId, this.principal!.userId)) ?? null;
     if (where === null || where.model === null) throw new GatewayError("not_found", `Response with id '${call.objectId}' not found.`);
+    // A background response still being metered is not deleted before its usage is read (cancel it instead).
+    if (call.deletes && (await this.deps.deferred?.pending(call.objectId))) {
+      await this.deps.deferred!.nudge(call.objectId);
+      throw new GatewayError(
+        "conflict",
+        `Response with id '${call.objectId}' is a background response whose usage has not been settled yet; cancel it (POST /v1/responses/${call.objectId}/cancel) or wait for it to finish, then delete it.`,
+        { retryAfterSeconds: 2 },
+      );
+    }
     this.model = where.model;
     this.#pinnedResponseId = call.objectId;
     this.#scanner = new JsonBodyScanner();
@@ -909,6 +949,7 @@ class ProxyExchange {
       const id = this.#responseIdTap.push(chunk);
       if (id !== null) {
         this.#responseIdTap = null;
+        this.#createdResponseId = id;
         void this.deps.routing.sticky?.record(id, { agentId: this.conn!.agentId!, userId: this.principal!.userId, model: this.model! });
       }
     }

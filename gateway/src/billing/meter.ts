@@ -18,6 +18,7 @@ import {
   officialCostMicros,
   ownerEarningMicros,
   planChargeMicros,
+  planPrice,
   type PlanView,
   type PriceBook,
   type PricedModel,
@@ -32,6 +33,7 @@ import { modelLimits, worstUsage, type BillingUnit, type ModelLimits } from "./w
 import type { Logger } from "../log.ts";
 import { observeBilling } from "../observability/metrics.ts";
 import { LedgerUnavailableError } from "./health.ts";
+import { priceToJson, type DeferredHold } from "./deferred.ts";
 
 export interface MeterOptions {
   /** Writes settlements in small batches, off the request path (to the spool while the ledger is away). */
@@ -245,6 +247,7 @@ export class Hold {
   async grow(inputBytes: number): Promise<void> {
     const priced = this.priced;
     if (!priced) return;
+    if (inputBytes > this.req.inputBytes) this.req.inputBytes = inputBytes;
     const need = worstMicros(this.req, inputBytes, priced);
     if (need <= priced.reservedMicros) return;
     const grown = await observed(this.billing!.leases.grow(priced.claim, need - priced.reservedMicros));
@@ -281,6 +284,11 @@ export class Hold {
     }
   }
 
+  /** The final usage the provider reported so far, or null. */
+  get reported(): Usage | null {
+    return this.#usage?.result() ?? null;
+  }
+
   /** Response body bytes, in order, as they go to the client. */
   output(chunk: Uint8Array): void {
     this.#usage?.push(chunk);
@@ -313,6 +321,61 @@ export class Hold {
     // (no tokenizer) is within it by the counts themselves. Only a report beyond that is tokenized to decide.
     const quick = check(false);
     return quick.divergence === null ? quick : check(true);
+  }
+
+  /**
+   * A background response's create call ended before its usage was known (docs/billing.md, "Background
+   * responses"): instead of settling, the hold is handed to `write` (which moves it to a reservation of its own,
+   * durably) and leaves this gateway's lease. False — nothing handed over, `settle` still to be called — when the
+   * request is not billed or `write` failed.
+   */
+  async handOver(agentId: string, write: (held: DeferredHold) => Promise<void>): Promise<boolean> {
+    const priced = this.priced;
+    if (!priced || this.#settled) return false;
+    const { req } = this;
+    const own = priced.plan.overrides.get(`${req.route.api}:${req.model}`);
+    const worst = worstUsage(req.route.unit, req.route.multipart, req.fields, req.inputBytes, priced.limits);
+    const written = write({
+      requestId: req.requestId,
+      userId: req.userId,
+      agentId,
+      ownerId: req.agent.ownerId,
+      model: req.model,
+      leaseId: priced.claim.leaseId,
+      reservedMicros: priced.reservedMicros,
+      pricing: {
+        priceVer: priced.ver,
+        planId: priced.plan.id,
+        planMultiplierBps: priced.plan.multiplierBps.toString(),
+        planOwnPrice: own ? priceToJson(planPrice(priced.plan, req.route.api, req.model, priced.price)) : null,
+        official: priceToJson(priced.price),
+        tier: priced.tier,
+        tierBps: Number(priced.tierBps),
+        api: req.route.api,
+      },
+      worst: { inputTokens: worst.inputTokens, outputTokens: worst.outputTokens },
+    });
+    try {
+      await written;
+    } catch (error) {
+      this.log.error("billing.defer_failed", { requestId: req.requestId, error });
+      return false;
+    }
+    if (this.#settled) return true;
+    // The lease was charged the whole hold (it now backs the reservation): none of the claim comes back to it.
+    this.billing!.leases.finish(priced.claim, priced.reservedMicros, Promise.resolve());
+    this.#settled = {
+      usage: null,
+      estimated: false,
+      chargeMicros: null,
+      earningMicros: null,
+      priceVer: priced.ver,
+      tier: priced.tier,
+      tierBps: Number(priced.tierBps),
+      reported: null,
+      written: null,
+    };
+    return true;
   }
 
   /**

@@ -104,6 +104,14 @@ export class HubRecordSealer {
     return this.#with(statement, reservationJson, recordJson);
   }
 
+  /** A statement whose settlement row another statement wrote (a deferred settlement): the row read back, the record as given. */
+  async sealWritten(statement: SettlementStatement, recordJson: string | null): Promise<SettlementStatement | null> {
+    const reservation = (
+      await this.#rows("SELECT request_id AS id, row_to_json(r)::text AS j FROM reservations r WHERE request_id = ANY($1)", [statement.requestId])
+    ).get(statement.requestId);
+    return reservation === undefined ? null : this.#with(statement, reservation, recordJson);
+  }
+
   /** Statements offered again: their settlement rows and request records read from the database. */
   async sealAll(statements: SettlementStatement[]): Promise<SettlementStatement[]> {
     if (statements.length === 0) return statements;
