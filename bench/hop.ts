@@ -11,6 +11,11 @@
  * BENCH_PERF=<dir> records `perf` samples (on-CPU only, with call chains; JavaScript frames named through V8's
  * --perf-basic-prof maps) of the gateway and the agent during the concurrency-32 phase into `<dir>/perf.data`, and
  * their pids into `<dir>/pids.json`; `npm run bench:profile` runs this and summarises it.
+ * `--gateway-processes N` (or BENCH_GATEWAY_PROCESSES) starts the gateway with GATEWAY_PROCESSES=N (gateway/src/cluster.ts;
+ * its CPU is then the primary's and every worker's), and `--s2` adds an S2 sweep: BENCH_S2_REQUESTS small calls at
+ * each of S2_LEVELS clients (one keep-alive connection each), reporting each level and the best requests/s whose
+ * p99 stayed ≤ 100 ms, as `npm run bench` does. On this 2-core machine the load generator, the mock provider, the
+ * agent and PostgreSQL share the cores with the gateway: 1 vs 2 processes compares what the gateway gets from them.
  * `-- --ledger on|off|both` (default on): off runs the agent without its edge ledger (`--dev-no-ledger`, a
  * development agent only; the hub then sends it no statements), both alternates on and off; `-- --rounds N`
  * repeats that N times (default 1), so the ledger's share of S1 and of concurrency 32 is read from runs made back
@@ -48,6 +53,12 @@ if (!["on", "off", "both"].includes(ledgerArg)) throw new Error("--ledger must b
 const ROUNDS = Number(argValue("rounds") ?? 1);
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error("--rounds must be a positive integer");
 const modes: ("on" | "off")[] = ledgerArg === "both" ? ["on", "off"] : [ledgerArg as "on" | "off"];
+const GATEWAY_PROCESSES = argValue("gateway-processes") ?? process.env.BENCH_GATEWAY_PROCESSES ?? "1";
+if (!/^([1-9][0-9]*|auto)$/.test(GATEWAY_PROCESSES)) throw new Error(`--gateway-processes must be a whole number from 1 or auto, not ${GATEWAY_PROCESSES}`);
+const S2_SWEEP = args.includes("--s2");
+/** The S2 sweep's client counts, and the p99 a level must stay under to count (as in bench/run.ts). */
+const S2_LEVELS = [8, 32, 64, 128];
+const S2_P99_BOUND_MS = 100;
 
 interface HopRun {
   ledger: "on" | "off";
@@ -92,11 +103,16 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
   const stack = await startStack({
     concurrentStreamsMax: 1024,
     // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
-    gatewayEnv: profileDir
-      ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir }
-      : perfDir
-        ? { NODE_OPTIONS: "--perf-basic-prof" }
-        : {},
+    gatewayEnv: {
+      GATEWAY_PROCESSES,
+      ...(profileDir
+        ? { NODE_OPTIONS: `--import ${join(import.meta.dirname, "cpu_profile_preload.mjs")}`, CPUPROF_DIR: profileDir }
+        : perfDir
+          ? { NODE_OPTIONS: "--perf-basic-prof" }
+          : {}),
+    },
+    // Several processes start side by side on the shared cores.
+    gatewayReadyTimeoutMs: GATEWAY_PROCESSES === "1" ? undefined : 120_000,
     agentEnv: perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {},
     agentLedger: ledger === "on",
   });
@@ -144,6 +160,31 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
     };
     const p = (xs: number[], q: number) => +percentile(xs, q).toFixed(3);
     const rssAfterC32 = await rssMiB();
+    let s2: Record<string, unknown> | null = null;
+    if (S2_SWEEP) {
+      const levels: { clients: number; requestsPerSecond: number; p50Ms: number; p99Ms: number; cpuPer1000: Record<string, number> }[] = [];
+      for (const clients of S2_LEVELS) {
+        const each = Math.max(1, Math.floor(S2_REQUESTS / clients));
+        const cpuBefore = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, ps]) => [k, await cpuSeconds(ps)] as const)));
+        const l = await gen.call(
+          "load",
+          stack.baseUrl,
+          Array.from({ length: clients }, () => stack.apiKey),
+          each,
+        );
+        const cpu: Record<string, number> = {};
+        for (const [k, ps] of Object.entries(groups)) cpu[k] = +((((await cpuSeconds(ps)) - cpuBefore[k]!) / l.latencies.length) * 1000).toFixed(3);
+        levels.push({
+          clients,
+          requestsPerSecond: Math.round(l.latencies.length / l.seconds),
+          p50Ms: p(l.latencies, 50),
+          p99Ms: p(l.latencies, 99),
+          cpuPer1000: cpu,
+        });
+      }
+      const under = levels.filter((l) => l.p99Ms <= S2_P99_BOUND_MS);
+      s2 = { levels, bestRequestsPerSecondP99Under100Ms: under.length ? Math.max(...under.map((l) => l.requestsPerSecond)) : 0 };
+    }
     let sse: Record<string, unknown> | null = null;
     if (SSE_STREAMS > 0) {
       const results = await gen.call("sseLoad", { name: "wellspring", origin: stack.baseUrl }, stack.apiKey, SSE_STREAMS, 2, "hop");
@@ -164,6 +205,7 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
       at: new Date().toISOString(),
       ledger,
       round,
+      gatewayProcesses: GATEWAY_PROCESSES,
       s1: {
         requests: REQUESTS,
         directP50Ms: p(direct, 50),
@@ -173,6 +215,7 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
       },
       c32: { requests: n, requestsPerSecond: Math.round(r.latencies.length / r.seconds), p99Ms: p(r.latencies, 99), cpuPer1000 },
       rssAfterC32MiB: rssAfterC32,
+      s2,
       sse,
     };
     console.log(JSON.stringify(run));

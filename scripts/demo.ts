@@ -17,7 +17,7 @@ import { hashPassword, newId, randomToken } from "@wellspring/db";
 import { startMockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../gateway/src/ops/keys.ts";
 import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
-import { bootHub } from "../gateway/src/hub.ts";
+import { bootHubFromEnv } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway, type Gateway } from "../gateway/src/server.ts";
 import { createEnrollmentToken } from "../gateway/src/ops/enrollment.ts";
@@ -74,14 +74,7 @@ function run(cmd: string, argv: string[], opts: { cwd: string; env?: Record<stri
   });
 }
 
-const hub = await bootHub({
-  databaseUrl: env.DATABASE_URL,
-  dataDir: env.DATA_DIR,
-  hubId: env.HUB_ID,
-  tlsCertFile: env.TLS_CERT_FILE,
-  tlsKeyFile: env.TLS_KEY_FILE,
-  log,
-});
+const hub = await bootHubFromEnv(env, log);
 const mock = upstreamArg ? null : await startMockProvider();
 const upstream = upstreamArg ?? mock!.origin;
 

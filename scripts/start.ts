@@ -10,7 +10,7 @@ import { rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { newId } from "@wellspring/db";
 import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
-import { bootHub, databaseLocation } from "../gateway/src/hub.ts";
+import { bootHubFromEnv, databaseLocation } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
 import { issueSetupToken } from "../gateway/src/ops/administrators.ts";
@@ -23,15 +23,13 @@ const root = resolve(import.meta.dirname, "..");
 const env = parseEnv();
 const webPort = Number(process.env.WEB_PORT ?? 3000);
 const log = createLogger({ proc: "hub" }, env.LOG_LEVEL);
+if (env.GATEWAY_PROCESSES !== "1") {
+  log.warn("hub.gateway_processes_ignored", {
+    note: 'npm start runs one gateway process: GATEWAY_PROCESSES applies to `npm run gateway` (docs/operations/gateway.md, "Several processes on one machine")',
+  });
+}
 
-const hub = await bootHub({
-  databaseUrl: env.DATABASE_URL,
-  dataDir: env.DATA_DIR,
-  hubId: env.HUB_ID,
-  tlsCertFile: env.TLS_CERT_FILE,
-  tlsKeyFile: env.TLS_KEY_FILE,
-  log,
-});
+const hub = await bootHubFromEnv(env, log);
 const gateway = await startGateway({
   ...gatewayOptionsFromEnv(env),
   db: hub.db,

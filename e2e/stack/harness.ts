@@ -205,7 +205,12 @@ export const GATEWAY_READY_TIMEOUT_MS = 90_000;
 /** The machine's Redis, shared by helpers and tests: every test run uses its own key prefix, never FLUSHDB. */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
-export async function startGatewayProc(databaseUrl: string, env: Record<string, string> = {}, dataDir?: string): Promise<GatewayProc> {
+export async function startGatewayProc(
+  databaseUrl: string,
+  env: Record<string, string> = {},
+  dataDir?: string,
+  readyTimeoutMs = GATEWAY_READY_TIMEOUT_MS,
+): Promise<GatewayProc> {
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ws-gw-")));
   const proc = startProc(TSX, ["gateway/src/main.ts"], {
     // Leases go back 100 ms after a user's last request (2 s in production), so tests see settled wallets soon.
@@ -231,10 +236,7 @@ export async function startGatewayProc(databaseUrl: string, env: Record<string, 
       ...env,
     },
   });
-  const m = await proc.waitForLine(
-    /WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+) admin=(\S+)/,
-    GATEWAY_READY_TIMEOUT_MS,
-  );
+  const m = await proc.waitForLine(/WELLSPRING_GATEWAY_READY api=(\S+) tunnel=wss:\/\/(\S+?)\/agent\S* pin=(\S+) hub=(\S+) admin=(\S+)/, readyTimeoutMs);
   return { ...proc, apiOrigin: m[1]!, agentOrigin: `https://${m[2]!}`, pin: m[3]!, hubId: m[4]!, adminOrigin: m[5]!, dataDir: dir };
 }
 
@@ -424,13 +426,15 @@ export async function startStack(
     mockOptions?: MockOptions;
     /** false: the agent runs without its edge ledger (`--dev-no-ledger`; benchmarks of what the ledger costs). */
     agentLedger?: boolean;
+    /** How long the gateway may take to print its ready line (default GATEWAY_READY_TIMEOUT_MS). */
+    gatewayReadyTimeoutMs?: number;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
   const { db } = database;
   await opts.beforeAgent?.(db);
   const mock = await startMockProvider(opts.mockOptions);
-  const gateway = await startGatewayProc(opts.gatewayDatabaseUrl?.(database.url) ?? database.url, opts.gatewayEnv);
+  const gateway = await startGatewayProc(opts.gatewayDatabaseUrl?.(database.url) ?? database.url, opts.gatewayEnv, undefined, opts.gatewayReadyTimeoutMs);
   const ownerId = newId("usr");
   const userId = newId("usr");
   await db.user.create({ data: { id: ownerId, email: `${ownerId}@owner.test`, isOwner: true } });

@@ -40,6 +40,16 @@ const schema = z.object({
   AGENT_PORT: int(8788),
   ADMIN_HOST: z.string().default("127.0.0.1"),
   ADMIN_PORT: int(8789),
+  /**
+   * Gateway processes on this machine (gateway/src/cluster.ts): 1 (default) is one process; n > 1 or `auto` (one per
+   * core) forks that many workers that share the API and agent ports. Several need REDIS_URL (limits add up there).
+   */
+  GATEWAY_PROCESSES: z
+    .string()
+    .regex(/^(auto|[1-9][0-9]{0,2})$/, "must be a whole number from 1 or auto")
+    .default("1"),
+  /** With several processes: worker n takes forwarded requests from other gateways on PEER_PORT + n (0: a free port each). */
+  PEER_PORT: int(0).pipe(z.number().max(65_535)),
   AGENT_PUBLIC_URL: agentUrl.optional(),
   /** The origin of this gateway's own agent listener as the other gateways reach it (not a load balancer's). */
   PEER_PUBLIC_URL: agentUrl.optional(),

@@ -17,6 +17,7 @@ import {
   type Db,
   type EmbeddedDb,
 } from "@wellspring/db";
+import type { GatewayEnv } from "./env.ts";
 import type { Logger } from "./log.ts";
 import { ensureTlsIdentity, type TlsIdentity } from "./tls.ts";
 
@@ -124,4 +125,40 @@ async function persistentHubId(dataDir: string): Promise<string> {
   const id = newId("hub");
   await writeFile(file, id + "\n");
   return id;
+}
+
+/**
+ * A gateway worker's view of the hub its primary booted (gateway/src/cluster.ts): the database is already running
+ * and migrated, the hub id and the tunnel TLS identity already exist, so a worker only connects and reads them.
+ */
+export async function joinHub(opts: { databaseUrl: string; dataDir: string; hubId: string; tlsCertFile?: string; tlsKeyFile?: string }): Promise<HubBase> {
+  const dataDir = resolve(opts.dataDir);
+  const tls = await ensureTlsIdentity({ certFile: opts.tlsCertFile, keyFile: opts.tlsKeyFile, dir: join(dataDir, "tls") });
+  const db = createDb(opts.databaseUrl);
+  return {
+    db,
+    databaseUrl: opts.databaseUrl,
+    embedded: null,
+    hubId: opts.hubId,
+    tls,
+    dataDir,
+    async close() {
+      await db.$disconnect();
+    },
+  };
+}
+
+/** `bootHub` with the hub's settings from the environment (the gateway, its cluster primary, `npm start`, the demo). */
+export function bootHubFromEnv(
+  env: Pick<GatewayEnv, "DATABASE_URL" | "DATA_DIR" | "HUB_ID" | "TLS_CERT_FILE" | "TLS_KEY_FILE">,
+  log: Logger,
+): Promise<HubBase> {
+  return bootHub({
+    databaseUrl: env.DATABASE_URL,
+    dataDir: env.DATA_DIR,
+    hubId: env.HUB_ID,
+    tlsCertFile: env.TLS_CERT_FILE,
+    tlsKeyFile: env.TLS_KEY_FILE,
+    log,
+  });
 }

@@ -3,6 +3,7 @@
  * (TLS, WebSocket) on another, and the operator's admin API and metrics on a third (loopback by default),
  * so each can be exposed and firewalled on its own.
  */
+import { timingSafeEqual } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
@@ -150,6 +151,14 @@ export interface GatewayOptions {
   /** Redis, where every gateway counts limits; null: this process counts them (a single gateway only). */
   redisUrl?: string | null;
   limiter?: Partial<LimiterSettings>;
+  /**
+   * Set in a worker of several gateway processes on one machine (cluster.ts). The API and agent ports are then
+   * shared with the other workers; this worker also takes forwarded requests on a peer listener of its own
+   * (`peerPort` on HOST, 0: a free port), its peer URL being that port on PEER_PUBLIC_URL's host (or HOST), and
+   * its admin listener is private (loopback, a free port), answering only the primary, which proxies the admin
+   * port to it and names the client's address in a header.
+   */
+  worker?: { peerPort: number; adminProxySecret: string };
 }
 
 export interface LimiterSettings {
@@ -200,10 +209,14 @@ export const LISTEN_BACKLOG = 4096;
  */
 export const CHAIN_TAIL_INTERVAL_MS_DEFAULT = 60_000;
 
-function listen(server: http.Server, port: number, host: string): Promise<number> {
+/**
+ * `exclusive`: in a cluster worker, a port of this worker's own (not shared with the other workers through the
+ * primary).
+ */
+function listen(server: http.Server, port: number, host: string, exclusive = false): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
+    server.listen({ port, host, backlog: LISTEN_BACKLOG, exclusive }, () => {
       server.off("error", reject);
       resolve((server.address() as AddressInfo).port);
     });
@@ -384,6 +397,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     tokenHash: adminTokenHash(opts.adminToken),
     throttle: new FailureThrottle({ ...ADMIN_AUTH_DEFAULTS, ...opts.adminAuth }),
     now: Date.now,
+    // A worker's admin listener hears only the primary, which names the client's address (cluster.ts).
+    clientAddress: opts.worker ? (req: http.IncomingMessage) => String(req.headers[ADMIN_CLIENT_ADDRESS_HEADER] ?? "unknown") : undefined,
   };
 
   const pushPrices = async (to: readonly AgentConnection[]) => {
@@ -505,7 +520,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         ({ req, res, url }) => handleAdmin(req, res, url.pathname, adminDeps),
       ),
     );
-  const admin = http.createServer(adminRoutes.listener);
+  const workerSecret = opts.worker ? Buffer.from(opts.worker.adminProxySecret) : null;
+  const admin = http.createServer(
+    workerSecret
+      ? (req, res) => {
+          if (!proxySecretMatches(req.headers[ADMIN_PROXY_SECRET_HEADER], workerSecret)) {
+            res.writeHead(403, { "content-type": "text/plain" }).end("This listener answers only the gateway's primary process.\n");
+            req.resume();
+            return;
+          }
+          adminRoutes.listener(req, res);
+        }
+      : adminRoutes.listener,
+  );
 
   // --- agent listener: TLS only; enrollment, signed agent releases, health, and (below) the tunnel's WebSocket upgrade ---
   const agentRoutes = new Router("agent_listener", log, () => "openai")
@@ -520,10 +547,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       json(res, 200, { address });
     });
   const agentServer = https.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: "TLSv1.2" }, agentRoutes.listener);
-  // Small frames must leave at once: Nagle plus delayed ACKs would add ~40 ms to small exchanges.
-  agentServer.on("connection", (socket: import("node:net").Socket) => socket.setNoDelay(true));
+  // A worker of several processes: the same routes on a port of its own, where the other gateways' links reach it.
+  const peerServer = opts.worker ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: "TLSv1.2" }, agentRoutes.listener) : null;
   const wss = new WebSocketServer({ noServer: true, maxPayload: FRAME_BYTES_MAX, perMessageDeflate: false });
-  agentServer.on("upgrade", (req, socket, head) => {
+  const onUpgrade = (req: http.IncomingMessage, socket: import("node:stream").Duplex, head: Buffer) => {
     const path = new URL(req.url ?? "/", "https://hub").pathname;
     if (path === PEER_PATH) {
       peers.upgrade(wss, req, socket, head);
@@ -607,7 +634,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         log,
       );
     });
-  });
+  };
+  for (const server of peerServer ? [agentServer, peerServer] : [agentServer]) {
+    // Small frames must leave at once: Nagle plus delayed ACKs would add ~40 ms to small exchanges.
+    server.on("connection", (socket: import("node:net").Socket) => socket.setNoDelay(true));
+    server.on("upgrade", onUpgrade);
+  }
 
   // Day partitions ahead of time, and old days moved to the archive store (one gateway at a time does it).
   const archiveJob = opts.archive ? new ArchiveJob(opts.databaseUrl, opts.archive, log) : null;
@@ -640,11 +672,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const apiPort = await listen(api, opts.apiPort ?? 0, host);
   const agentPort = await listen(agentServer, opts.agentPort ?? 0, host);
   const adminHost = opts.adminHost ?? "127.0.0.1";
-  const adminPort = await listen(admin, opts.adminPort ?? 0, adminHost);
+  const adminPort = opts.worker ? await listen(admin, 0, "127.0.0.1", true) : await listen(admin, opts.adminPort ?? 0, adminHost);
+  const peerPort = peerServer ? await listen(peerServer, opts.worker!.peerPort, host, true) : null;
   const apiOrigin = `http://${host}:${apiPort}`;
   const agentOrigin = `https://${host}:${agentPort}`;
-  const adminOrigin = `http://${adminHost}:${adminPort}`;
+  const adminOrigin = opts.worker ? `http://127.0.0.1:${adminPort}` : `http://${adminHost}:${adminPort}`;
   const agentPublicUrl = opts.agentPublicUrl ?? agentOrigin;
+  const peerUrl = peerPort === null ? (opts.peerPublicUrl ?? agentOrigin) : withPort(opts.peerPublicUrl ?? agentOrigin, peerPort);
   if (!opts.peerPublicUrl && isWildcard(host)) {
     log.warn("gateway.peer_url_unknown", {
       agentOrigin,
@@ -657,10 +691,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       note: "HOST is a wildcard address: set AGENT_PUBLIC_URL to the origin agents dial, or enrollment commands name an address they cannot reach",
     });
   }
-  await peers.start(opts.peerPublicUrl ?? agentOrigin);
+  await peers.start(peerUrl);
   // What enrollment commands (operator CLI, portal) print: the origin agents dial and the key they pin.
   await publishHubEndpoint(db, { hubId: opts.hubId, agentUrl: agentPublicUrl, tunnelPin: opts.tls.pin });
-  log.info("gateway.listening", { apiOrigin, agentOrigin, adminOrigin, agentPublicUrl, hubId: opts.hubId, gatewayId: opts.gatewayId, tunnelPin: opts.tls.pin });
+  log.info("gateway.listening", {
+    apiOrigin,
+    agentOrigin,
+    adminOrigin,
+    agentPublicUrl,
+    peerUrl,
+    hubId: opts.hubId,
+    gatewayId: opts.gatewayId,
+    tunnelPin: opts.tls.pin,
+  });
 
   return {
     apiOrigin,
@@ -696,9 +739,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       for (const client of wss.clients) client.terminate();
       // Agents reconnecting to another gateway are admitted at once, not after their presence runs out.
       await identities.releaseAll().catch((error: unknown) => log.warn("tunnel.presence_failed", { error }));
-      const agentClosed = new Promise<void>((resolve) => agentServer.close(() => resolve()));
-      agentServer.closeAllConnections();
-      await agentClosed;
+      for (const server of peerServer ? [agentServer, peerServer] : [agentServer]) {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeAllConnections();
+        await closed;
+      }
       await settlements.drain();
       await limiter.close();
       limiter.closeRedis();
@@ -766,3 +811,20 @@ async function startLimiter(opts: GatewayOptions, pool: pg.Pool, deadAfterMs: nu
 }
 
 const isWildcard = (host: string) => host === "0.0.0.0" || host === "::" || host === "[::]";
+
+/** `origin` with its port replaced. */
+function withPort(origin: string, port: number): string {
+  const u = new URL(origin);
+  u.port = String(port);
+  return u.origin;
+}
+
+/** The header by which the primary proves a request on a worker's admin listener comes from it (cluster.ts). */
+export const ADMIN_PROXY_SECRET_HEADER = "x-wellspring-admin-proxy";
+/** The header in which the primary names the admin client's address (for the wrong-token throttle). */
+export const ADMIN_CLIENT_ADDRESS_HEADER = "x-wellspring-admin-client";
+
+function proxySecretMatches(presented: string | string[] | undefined, secret: Buffer): boolean {
+  const p = Buffer.from(typeof presented === "string" ? presented : "");
+  return p.length === secret.length && timingSafeEqual(p, secret);
+}

@@ -66,6 +66,8 @@ export interface AdminDeps {
   log: Logger;
   /** The clock, ms. */
   now: () => number;
+  /** The client's address when the socket's is not it (a worker behind the primary's admin port); the socket's when unset. */
+  clientAddress?: (req: IncomingMessage) => string;
 }
 
 export function adminTokenHash(token: string | undefined): Buffer | null {
@@ -75,7 +77,7 @@ export function adminTokenHash(token: string | undefined): Buffer | null {
 /** Checks the admin token (throttled per client address); throws a GatewayError when it is missing or wrong. */
 export function authorizeAdmin(req: IncomingMessage, deps: AdminDeps): void {
   if (!deps.tokenHash) throw new GatewayError("not_found", "The admin API is off: set ADMIN_TOKEN to enable it.");
-  const address = req.socket.remoteAddress ?? "unknown";
+  const address = deps.clientAddress?.(req) ?? req.socket.remoteAddress ?? "unknown";
   const now = deps.now();
   const waitMs = deps.throttle.waitMs(address, now);
   observeLimiter("admin_auth", waitMs > 0 ? "refused" : "allowed");

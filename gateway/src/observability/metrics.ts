@@ -8,7 +8,7 @@
  * enum, and model names only from requests an agent was chosen for, at most MODEL_LABELS_MAX distinct ones
  * (later ones are counted as `other`). Never a key, a user id or any content.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { tunnelCounters, TUNNEL_FRAME_TYPE_NAMES } from "./tunnel_counters.ts";
 
 /** Distinct model label values at most; further models share `other`. */
@@ -321,4 +321,15 @@ export function observeRoutingAttempt(result: RoutingAttemptResult): void {
 /** A circuit breaker entered a state. */
 export function observeBreakerChange(to: "open" | "half_open" | "closed"): void {
   breakerTransitions.inc({ to });
+}
+
+/**
+ * In a worker of several gateway processes (cluster.ts): every series carries `worker="<slot>"`, and the
+ * primary's `/metrics` gathers this registry over the cluster channel.
+ */
+export function labelWorker(slot: number): void {
+  registry.setDefaultLabels({ worker: String(slot) });
+  AggregatorRegistry.setRegistries([registry]);
+  // Constructing one installs prom-client's answer to the primary's requests (there is no other way to do it).
+  new AggregatorRegistry();
 }
