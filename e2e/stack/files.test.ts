@@ -11,10 +11,10 @@ import Anthropic from "@anthropic-ai/sdk";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newId } from "@wellspring/db";
-import { startMockProvider, type MockProvider } from "@wellspring/mock-provider";
+import type { MockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { changeAgent } from "../../gateway/src/ops/agents.ts";
-import { enrollAgent, startAgentProc, startStack, waitFor, type AgentProc, type Stack } from "./harness.ts";
+import { addOwnerAgent, startStack, waitFor, type OwnerAgent, type Stack } from "./harness.ts";
 
 /** The hub's upload limit in this stack, bytes (the default is OpenAI's 512 MB). */
 const UPLOAD_MAX = 8 * 1024 * 1024;
@@ -22,16 +22,13 @@ const UPLOAD_MAX = 8 * 1024 * 1024;
 const BODY_IDLE_MS = 1_500;
 
 let stack: Stack;
+/** The second agent (owner B), behind its own mock provider. */
+let b: OwnerAgent;
 let mockB: MockProvider;
-let agentB: AgentProc;
-let agentBId: string;
-let ownerB: string;
 let keyA: string;
 let keyB: string;
 
-function openai(apiKey: string): OpenAI {
-  return new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey, maxRetries: 0 });
-}
+const openai = (apiKey: string) => new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey, maxRetries: 0 });
 
 const callsTo = (mock: MockProvider, path: string) => mock.requests.filter((r) => r.path.startsWith(path)).map((r) => `${r.method} ${r.path}`);
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -40,21 +37,15 @@ beforeAll(async () => {
   stack = await startStack({
     gatewayEnv: { BILLING_ENABLED: "0", FILE_UPLOAD_BYTES_MAX: String(UPLOAD_MAX), REQUEST_BODY_IDLE_TIMEOUT_MS: String(BODY_IDLE_MS) },
   });
-  ownerB = newId("usr");
-  await stack.db.user.create({ data: { id: ownerB, email: `${ownerB}@owner.test`, isOwner: true } });
-  mockB = await startMockProvider();
-  const enrolled = await enrollAgent(stack.db, stack.gateway, ownerB);
-  agentBId = enrolled.agentId;
-  agentB = await startAgentProc(enrolled.dataDir, enrolled.agentId, mockB.origin);
-  await waitFor(() => stack.db.agent.findUnique({ where: { id: agentBId } }).then((a) => a?.connectedSession != null), 20_000);
+  b = await addOwnerAgent(stack);
+  mockB = b.mock;
   // Uploads land on a chosen agent through keys restricted to its owner; everything else uses the unrestricted key.
   keyA = (await issueKey(stack.db, stack.userId, "files-on-a", { allowedOwnerIds: [stack.ownerId] })).secret;
-  keyB = (await issueKey(stack.db, stack.userId, "files-on-b", { allowedOwnerIds: [ownerB] })).secret;
+  keyB = (await issueKey(stack.db, stack.userId, "files-on-b", { allowedOwnerIds: [b.ownerId] })).secret;
 }, 180_000);
 
 afterAll(async () => {
-  await agentB?.stop();
-  await mockB?.close();
+  await b?.stop();
   await stack?.close();
 });
 
@@ -116,7 +107,7 @@ describe("files live at the agent that uploaded them", () => {
 
   it("a chat or Responses request naming a file reaches the agent that keeps it, even while routing prefers the other", async () => {
     // B in the discount lane: every request that may go anywhere goes to B first.
-    await changeAgent(stack.db, "test", agentBId, { discountLane: true });
+    await changeAgent(stack.db, "test", b.agentId, { discountLane: true });
     const client = openai(stack.apiKey);
     await waitFor(async () => {
       const before = mockB.requests.length;
@@ -265,7 +256,7 @@ describe("files live at the agent that uploaded them", () => {
   });
 
   it("while the keeping agent is away, calls on its file get 503 with Retry-After (the other agent is never asked); once revoked, 404", async () => {
-    await agentB.stop();
+    await b.agent.stop();
     const client = openai(stack.apiKey);
     await waitFor(async () => ((await client.files.retrieve(onB.id).catch((e: unknown) => e)) as { status?: number }).status === 503, 10_000);
     const away = await fetch(`${stack.baseUrl}/v1/files/${onB.id}/content`, { headers: { authorization: `Bearer ${stack.apiKey}` } });
@@ -277,7 +268,7 @@ describe("files live at the agent that uploaded them", () => {
       .catch((e: unknown) => e);
     expect((chat as { status?: number }).status).toBe(503);
     expect(callsTo(stack.mock, `/v1/files/${onB.id}`)).toEqual([]);
-    await stack.db.agent.update({ where: { id: agentBId }, data: { status: "revoked" } });
+    await stack.db.agent.update({ where: { id: b.agentId }, data: { status: "revoked" } });
     const gone = await client.files.retrieve(onB.id).catch((e: unknown) => e);
     expect(gone).toBeInstanceOf(OpenAI.NotFoundError);
     expect((gone as Error).message).toContain("no longer serves");
@@ -304,6 +295,8 @@ async function rawUpload(headers: Record<string, string>, head: Buffer, opts: { 
     req.on("error", (error) => (answered ? undefined : reject(error)));
     let answered = false;
     req.on("response", () => (answered = true));
+    // The head goes now even with no body byte yet (Node holds it until the first write otherwise).
+    req.flushHeaders();
     if (head.length > 0) req.write(head);
     let left = opts.more ?? 0;
     const chunk = Buffer.alloc(256 * 1024);

@@ -437,7 +437,7 @@ class ProxyExchange {
       throw new GatewayError(
         "body_too_large",
         route === FILE_UPLOAD_ROUTE
-          ? `The file upload is ${declaredBytes} bytes; the limit is ${bodyMax} bytes (512 MB).`
+          ? `The file upload is ${declaredBytes} bytes; the limit is ${bodyMax} bytes.`
           : `Request body is ${declaredBytes} bytes; the limit is ${bodyMax} bytes.`,
       );
     }
