@@ -1,9 +1,11 @@
 /**
  * What the agent forwards to a provider: per API family, an allowlist of methods and inference paths, and of
  * query parameters (protocol/src/query.ts), plus the calls on a stored Responses API response (retrieve, delete,
- * cancel, input items: the hub routes them to the agent whose key made it). The hub sends only these, but the
+ * cancel, input items: the hub routes them to the agent whose key made it) and the Files API's upload, retrieve,
+ * content and delete (OpenAI keys only; never the file list, which the hub answers itself so that no user sees
+ * the owner's other files). The hub sends only these, but the
  * agent holds the owner's key and checks for itself: a head for anything else (an account or admin endpoint,
- * a file store, a listing) is refused with RESET `PATH_FORBIDDEN` before any byte reaches the provider.
+ * a listing, another store) is refused with RESET `PATH_FORBIDDEN` before any byte reaches the provider.
  */
 import { forwardedQuery, type ApiFamily } from "../../protocol/src/mod.ts";
 
@@ -37,12 +39,25 @@ const STORED_RESPONSE_CALLS: readonly { pattern: RegExp; methods: readonly strin
   { pattern: /^\/v1\/responses\/resp_[A-Za-z0-9_-]{1,200}$/, methods: ["GET", "DELETE"] },
   { pattern: /^\/v1\/responses\/resp_[A-Za-z0-9_-]{1,200}\/cancel$/, methods: ["POST"] },
   { pattern: /^\/v1\/responses\/resp_[A-Za-z0-9_-]{1,200}\/input_items$/, methods: ["GET"] },
+  // Files API: one file's object, its content, its deletion (no body; the hub routes them by the file's id).
+  { pattern: /^\/v1\/files\/file-[A-Za-z0-9_-]{1,200}$/, methods: ["GET", "DELETE"] },
+  { pattern: /^\/v1\/files\/file-[A-Za-z0-9_-]{1,200}\/content$/, methods: ["GET"] },
 ];
+
+/** The Files API upload path (POST, multipart; names no model in its body). */
+export const FILE_UPLOAD_PATH = "/v1/files";
+
+/** A Files API call (upload, or a call on one file): served only from an OpenAI key. */
+export function isFilesCall(api: ApiFamily, pathAndQuery: string): boolean {
+  const q = pathAndQuery.indexOf("?");
+  const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q);
+  return api === "openai" && (path === FILE_UPLOAD_PATH || path.startsWith(`${FILE_UPLOAD_PATH}/`));
+}
 
 /** Longest path (without the query) the agent considers, characters. */
 export const FORWARDED_PATH_CHARS_MAX = 256;
 
-/** A call on a stored response (it takes no body and names no model: the hub routes it by the response's id). */
+/** A call on a stored response or file (it takes no body and names no model: the hub routes it by the object's id). */
 export function isStoredResponseCall(api: ApiFamily, pathAndQuery: string): boolean {
   const q = pathAndQuery.indexOf("?");
   const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q);
@@ -75,7 +90,8 @@ export function checkForward(api: ApiFamily, method: string, pathAndQuery: strin
   if (stored) {
     if (!stored.methods.includes(method)) throw new ForwardRefusedError(`method ${method.slice(0, 16)} is not forwarded on ${path}`);
   } else {
-    if (!PATHS[api].has(path)) throw new ForwardRefusedError(`${path} is not an inference endpoint the agent forwards`);
+    if (!PATHS[api].has(path) && !(api === "openai" && path === FILE_UPLOAD_PATH))
+      throw new ForwardRefusedError(`${path} is not an inference endpoint the agent forwards`);
     if (method !== FORWARDED_METHOD) throw new ForwardRefusedError(`method ${method.slice(0, 16)} is not forwarded`);
   }
   return { path, query: q < 0 ? "" : forwardedQuery(api, pathAndQuery.slice(q), path) };

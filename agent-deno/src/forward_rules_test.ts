@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ANTHROPIC_INFERENCE_PATHS, checkForward, ForwardRefusedError, OPENAI_INFERENCE_PATHS } from "./forward_rules.ts";
+import { ANTHROPIC_INFERENCE_PATHS, checkForward, ForwardRefusedError, isFilesCall, isStoredResponseCall, OPENAI_INFERENCE_PATHS } from "./forward_rules.ts";
 
 Deno.test("forward rules: every inference path is forwarded as a POST, with only allowlisted query parameters", () => {
   for (const path of OPENAI_INFERENCE_PATHS) assert.deepEqual(checkForward("openai", "POST", path), { path, query: "" });
@@ -28,11 +28,35 @@ Deno.test("forward rules: a stored response is retrieved, deleted, cancelled and
   assert.deepEqual(checkForward("openai", "POST", `/v1/responses/${id}/cancel?order=asc`), { path: `/v1/responses/${id}/cancel`, query: "" });
 });
 
+Deno.test("forward rules: a file is uploaded, retrieved, downloaded and deleted (OpenAI only; never listed)", () => {
+  const id = "file-AbC123_-x";
+  assert.deepEqual(checkForward("openai", "POST", "/v1/files?purpose=x"), { path: "/v1/files", query: "" });
+  assert.deepEqual(checkForward("openai", "GET", `/v1/files/${id}`), { path: `/v1/files/${id}`, query: "" });
+  assert.deepEqual(checkForward("openai", "DELETE", `/v1/files/${id}`), { path: `/v1/files/${id}`, query: "" });
+  assert.deepEqual(checkForward("openai", "GET", `/v1/files/${id}/content?x=1`), { path: `/v1/files/${id}/content`, query: "" });
+  assert.ok(isFilesCall("openai", "/v1/files") && isFilesCall("openai", `/v1/files/${id}/content`));
+  assert.ok(!isFilesCall("anthropic", "/v1/files") && !isFilesCall("openai", "/v1/filesx"));
+  // The calls on one file carry no body; the upload does.
+  assert.ok(isStoredResponseCall("openai", `/v1/files/${id}`) && isStoredResponseCall("openai", `/v1/files/${id}/content`));
+  assert.ok(!isStoredResponseCall("openai", "/v1/files"));
+  for (const [api, method, path] of [
+    ["openai", "GET", "/v1/files"],
+    ["openai", "DELETE", "/v1/files"],
+    ["openai", "POST", `/v1/files/${id}`],
+    ["openai", "DELETE", `/v1/files/${id}/content`],
+    ["openai", "GET", "/v1/files/file_abc"],
+    ["openai", "GET", `/v1/files/${id}/../../organization/admin_api_keys`],
+    ["anthropic", "GET", `/v1/files/${id}`],
+    ["anthropic", "POST", "/v1/files"],
+  ] as const) {
+    assert.throws(() => checkForward(api, method, path), ForwardRefusedError, `${api} ${method} ${path}`);
+  }
+});
+
 Deno.test("forward rules: anything else is refused", () => {
   const refused: [Parameters<typeof checkForward>[0], string, string][] = [
     ["openai", "POST", "/v1/../organization/admin_api_keys"],
     ["openai", "POST", "/v1/chat/completions/../../organization/admin_api_keys"],
-    ["openai", "POST", "/v1/files"],
     ["openai", "POST", "/v1/organization/admin_api_keys"],
     ["openai", "POST", "/v1/chat/completions/"],
     ["openai", "POST", "/v1//chat/completions"],

@@ -37,7 +37,7 @@ import {
   type UpstreamPool,
 } from "./upstream_http.ts";
 import { AGENT_VERSION } from "./version.ts";
-import { isStoredResponseCall } from "./forward_rules.ts";
+import { FILE_UPLOAD_PATH, isStoredResponseCall } from "./forward_rules.ts";
 import { ERROR_BODY_BYTES_MAX } from "./context_windows.ts";
 import type { Log } from "./log.ts";
 
@@ -93,8 +93,10 @@ export class AgentStream {
    * asked to serve (or repeats a routing field) never reaches the provider whole.
    */
   readonly #scanner: BodyScanner;
-  /** A call on a stored response: it must carry no body (and names no model in one). */
+  /** A call on a stored response or file: it must carry no body (and names no model in one). */
   readonly #bodyless: boolean;
+  /** A Files API upload: a multipart body that names no model (the head's model picks the provider key). */
+  readonly #fileUpload: boolean;
 
   constructor(
     readonly id: number,
@@ -112,6 +114,7 @@ export class AgentStream {
     const boundary = contentType.toLowerCase().startsWith("multipart/form-data") ? multipartBoundary(contentType) : null;
     this.#scanner = boundary ? new MultipartBodyScanner(boundary) : new JsonBodyScanner();
     this.#bodyless = isStoredResponseCall(head.api, head.path);
+    this.#fileUpload = head.api === "openai" && head.path.split("?")[0] === FILE_UPLOAD_PATH && boundary !== null;
   }
 
   /**
@@ -121,8 +124,8 @@ export class AgentStream {
   #bodyAllowed(chunk: Uint8Array | null, end: boolean): boolean {
     if (this.#bodyless) {
       if (!chunk || chunk.length === 0) return true;
-      this.host.log.warn("stream.body_refused", { requestId: this.head.requestId, streamId: this.id, problem: "a call on a stored response takes no body" });
-      this.#reset(ResetCode.BODY_REFUSED, "a call on a stored response takes no body");
+      this.host.log.warn("stream.body_refused", { requestId: this.head.requestId, streamId: this.id, problem: "a call on a stored object takes no body" });
+      this.#reset(ResetCode.BODY_REFUSED, "a call on a stored object takes no body");
       return false;
     }
     const scanner = this.#scanner;
@@ -133,7 +136,7 @@ export class AgentStream {
       scanner.problem ??
       (model !== null && model !== this.head.model
         ? "the body names another model than the request head"
-        : end && model === null
+        : end && model === null && !this.#fileUpload
           ? "the body names no model"
           : null);
     if (problem === null) return true;

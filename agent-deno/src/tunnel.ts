@@ -52,7 +52,7 @@ import type { Identity } from "./config.ts";
 import type { Log } from "./log.ts";
 import { connectPinned } from "./pinned_tls.ts";
 import type { PriceStore } from "./prices.ts";
-import { checkForward, type ForwardedRequest } from "./forward_rules.ts";
+import { checkForward, isFilesCall, type ForwardedRequest } from "./forward_rules.ts";
 import { familyOf, officialOrigin, upstreamUrl, type Upstream } from "./providers.ts";
 import { type EndpointGuard, EndpointReportThrottle } from "./endpoint_check.ts";
 import { pemOf, runEgressProbe } from "./egress_probe.ts";
@@ -647,8 +647,15 @@ export class Tunnel {
       this.#send(session, encodeReset(streamId, ResetCode.REFUSED, "model not offered by this agent"));
       return;
     }
+    // Files live at OpenAI keys only (an Azure or Anthropic key has no such store behind this path).
+    const filesCall = isFilesCall(head.api, forwarded.path);
+    if (filesCall && upstream.provider !== "openai") {
+      this.#send(session, encodeReset(streamId, ResetCode.PATH_FORBIDDEN, "files are kept only at an OpenAI key"));
+      return;
+    }
     // The owner's limits (expert) or what the provider taught (auto): refused before anything reaches the provider.
-    const admission = this.#rate.admit(head.requestId, head.bodyBytes, head.estimatedTokens ?? null);
+    // A file upload is no prompt: its bytes count no tokens.
+    const admission = this.#rate.admit(head.requestId, filesCall ? 0 : head.bodyBytes, filesCall ? 0 : (head.estimatedTokens ?? null));
     if (!admission.ok) {
       this.#o.log.info("stream.rate_limited", { requestId: head.requestId, limit: admission.limit, retryAfterMs: admission.retryAfterMs });
       this.#send(session, encodeReset(streamId, ResetCode.RATE_LIMITED, `agent rate limit (${admission.limit}); retry in ${admission.retryAfterMs} ms`));

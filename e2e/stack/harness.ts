@@ -477,3 +477,31 @@ export async function startStack(
   await stack.waitForModel("gpt-4o-mini");
   return stack;
 }
+
+/** A second owner's agent on a stack, behind its own mock provider (another provider account), connected. */
+export interface OwnerAgent {
+  ownerId: string;
+  mock: MockProvider;
+  agent: AgentProc;
+  agentId: string;
+  stop(): Promise<void>;
+}
+
+export async function addOwnerAgent(stack: Stack): Promise<OwnerAgent> {
+  const ownerId = newId("usr");
+  await stack.db.user.create({ data: { id: ownerId, email: `${ownerId}@owner.test`, isOwner: true } });
+  const mock = await startMockProvider();
+  const enrolled = await enrollAgent(stack.db, stack.gateway, ownerId);
+  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin);
+  await waitFor(() => stack.db.agent.findUnique({ where: { id: enrolled.agentId } }).then((a) => a?.connectedSession != null), 20_000);
+  return {
+    ownerId,
+    mock,
+    agent,
+    agentId: enrolled.agentId,
+    async stop() {
+      await agent.stop();
+      await mock.close();
+    },
+  };
+}

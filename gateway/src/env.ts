@@ -67,6 +67,8 @@ const schema = z.object({
   TLS_CERT_FILE: z.string().optional(),
   TLS_KEY_FILE: z.string().optional(),
   REQUEST_BODY_BYTES_MAX: int(32 * 1024 * 1024),
+  /** Largest file upload (`POST /v1/files`), bytes: OpenAI's own limit, 512 MB, by default. */
+  FILE_UPLOAD_BYTES_MAX: positive(DEFAULT_PROXY_LIMITS.fileUploadBytesMax),
   RESPONSE_HEAD_TIMEOUT_MS: int(600_000),
   STREAM_IDLE_TIMEOUT_MS: int(300_000),
   /** A request body silent this long before it is wholly sent upstream is answered 408 (slow senders hold nothing). */
@@ -194,6 +196,7 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
       responseHeadTimeoutMs: env.RESPONSE_HEAD_TIMEOUT_MS,
       streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS,
       requestBodyIdleTimeoutMs: env.REQUEST_BODY_IDLE_TIMEOUT_MS,
+      fileUploadBytesMax: env.FILE_UPLOAD_BYTES_MAX,
     },
     redisUrl: env.REDIS_URL ?? null,
     limiter: {

@@ -16,6 +16,7 @@ export type GatewayErrorCode =
   | "model_not_found"
   | "context_length_exceeded"
   | "route_not_found"
+  | "api_retired"
   | "method_not_allowed"
   | "invalid_request"
   | "content_policy_violation"
@@ -52,6 +53,7 @@ const TABLE: Record<GatewayErrorCode, Mapping> = {
   model_not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
   context_length_exceeded: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   route_not_found: { status: 404, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
+  api_retired: { status: 410, openaiType: "invalid_request_error", anthropicType: "not_found_error", retry: false },
   method_not_allowed: { status: 405, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   invalid_request: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },
   content_policy_violation: { status: 400, openaiType: "invalid_request_error", anthropicType: "invalid_request_error", retry: false },

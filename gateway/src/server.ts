@@ -12,7 +12,7 @@ import { WebSocketServer } from "ws";
 import { EGRESS_ECHO_PATH, FRAME_BYTES_MAX, toBase64Url, type ApiFamily } from "@wellspring/protocol";
 import { dirname, join } from "node:path";
 import { publishHubEndpoint, type Db } from "@wellspring/db/core";
-import { GatewayError } from "./errors.ts";
+import { GatewayError, sendError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { knownModelsByFamily } from "./ops/models.ts";
 import { KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT, KeyVerifier } from "./api/keys.ts";
@@ -20,7 +20,7 @@ import { activeKeyPrefixes, KEY_FILTER_REBUILD_INTERVAL_MS_DEFAULT, KeyFilter, K
 import { FailureThrottle, type FailureThrottleOptions } from "./api/failure_throttle.ts";
 import { DEFAULT_PROXY_LIMITS, proxyRequest, type ProxyLimits } from "./api/proxy.ts";
 import { json, Router, withAdmin, withPrincipal } from "./api/router.ts";
-import { FreeRouteLimiter } from "./api/free_routes.ts";
+import { FreeRouteLimiter, freeRouteLimited } from "./api/free_routes.ts";
 import { RECORD_CODEC, RecordWriter, type RequestRecordInput } from "./api/records.ts";
 import { Ledger } from "./billing/ledger.ts";
 import { LedgerHealth } from "./billing/health.ts";
@@ -44,11 +44,11 @@ import { Spool } from "./billing/spool.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
 import { ADMIN_AUTH_DEFAULTS, adminTokenHash, authorizeAdmin, handleAdmin } from "./api/admin.ts";
 import { hubEventHandler, HubEventListener } from "./hub_events.ts";
-import { familyOfPath, findRoute, findStoredObjectCall } from "./api/routes.ts";
+import { familyOfPath, FILE_UPLOAD_ROUTE, findRoute, findStoredObjectCall, isAnthropicFilesCall, isAssistantsPath } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
-import { BreakerSnapshot, Routing, StickyRoutes, type RoutingOptions } from "./routing/mod.ts";
+import { BreakerSnapshot, FileRoutes, fileListQuery, Routing, StickyRoutes, type RoutingOptions } from "./routing/mod.ts";
 import { PEER_PATH, Peers } from "./peers/mod.ts";
 import { AgentDirectory } from "./tunnel/agent_directory.ts";
 import { loadHubReceiptKey } from "./ledger/hub_key.ts";
@@ -57,7 +57,7 @@ import { EdgeReceipts, type ReofferCursor } from "./ledger/receipts.ts";
 import { IdentityGuard } from "./tunnel/identity_guard.ts";
 import { AgentReleases, RELEASES_PATH } from "./tunnel/releases.ts";
 import type { TlsIdentity } from "./tls.ts";
-import { attachGateway, metricsText, METRICS_CONTENT_TYPE } from "./observability/metrics.ts";
+import { attachGateway, metricsText, METRICS_CONTENT_TYPE, observeLimiter } from "./observability/metrics.ts";
 import { ArchiveJob } from "./archive/job.ts";
 import {
   Limiter,
@@ -247,7 +247,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   await breakerSnapshot.clear();
   const sticky = new StickyRoutes(db, log);
   const stopPruningRoutes = sticky.startPruning();
-  const routing = new Routing(registry, { ...opts.routing, sticky, remote: peers, snapshot: breakerSnapshot });
+  const files = new FileRoutes(db, log);
+  const routing = new Routing(registry, { ...opts.routing, sticky, files, remote: peers, snapshot: breakerSnapshot });
   const directory = new AgentDirectory(db, log);
   const recordsPool = new pg.Pool({
     connectionString: opts.databaseUrl,
@@ -491,7 +492,31 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       "POST /v1/billing/redeem",
       withPrincipal(keys, ({ req, res }, principal) => handleRedeem(req, res, principal, accountDeps)),
     )
+    .on(
+      "GET /v1/files",
+      withPrincipal(keys, async ({ req, res, url }, principal) => {
+        if (isAnthropicFilesCall(url.pathname, req.headers)) return anthropicFilesRefused(res);
+        // Answered from the hub's own file routes: only this user's files (a provider's list would show the owner's).
+        const wait = deps.freeRoutes.take(principal.keyId);
+        observeLimiter("free_routes", wait === null ? "allowed" : "refused");
+        if (wait !== null) throw freeRouteLimited(deps.freeRoutes, wait);
+        const query = fileListQuery(url.searchParams);
+        if ("problem" in query) throw new GatewayError("invalid_request", query.problem, { param: query.param });
+        json(res, 200, await files.list(principal.userId, query));
+      }),
+    )
     .otherwise(({ req, res, url }) => {
+      if (isAssistantsPath(url.pathname)) {
+        throw new GatewayError(
+          "api_retired",
+          "The Assistants API (assistants, threads, runs) was shut down by OpenAI on 2026-08-26 and is not offered through this gateway. Use the Responses API (POST /v1/responses) instead.",
+        );
+      }
+      if (isAnthropicFilesCall(url.pathname, req.headers)) return anthropicFilesRefused(res);
+      if (url.pathname === "/v1/files" || url.pathname === "/v1/files/") {
+        if (req.method !== "POST") throw new GatewayError("method_not_allowed", `${req.method} is not allowed on /v1/files; use GET or POST.`);
+        return proxyRequest(req, res, FILE_UPLOAD_ROUTE, deps);
+      }
       const stored = findStoredObjectCall(req.method ?? "GET", url.pathname);
       if (stored && "allowed" in stored) {
         throw new GatewayError("method_not_allowed", `${req.method} is not allowed on ${url.pathname}; use ${stored.allowed.join(" or ")}.`);
@@ -827,4 +852,19 @@ export const ADMIN_CLIENT_ADDRESS_HEADER = "x-wellspring-admin-client";
 function proxySecretMatches(presented: string | string[] | undefined, secret: Buffer): boolean {
   const p = Buffer.from(typeof presented === "string" ? presented : "");
   return p.length === secret.length && timingSafeEqual(p, secret);
+}
+
+/**
+ * `/v1/files` called with Anthropic's client (anthropic-version / anthropic-beta headers): Anthropic's Files API
+ * (beta) is not offered, in Anthropic's error shape.
+ */
+function anthropicFilesRefused(res: http.ServerResponse): void {
+  sendError(
+    res,
+    "anthropic",
+    new GatewayError(
+      "route_not_found",
+      "Anthropic's Files API (beta) is not offered through this gateway: files are kept only through OpenAI provider keys (OpenAI's /v1/files). Send documents inline in /v1/messages.",
+    ),
+  );
 }

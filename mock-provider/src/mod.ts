@@ -468,6 +468,114 @@ class StoredResponses {
   }
 }
 
+/** OpenAI's largest file `limit` on a list call, and its default. */
+const FILE_LIST_LIMIT_MAX = 10_000;
+/** Purposes OpenAI accepts on an upload. */
+const FILE_PURPOSES = new Set(["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]);
+
+/**
+ * The files this mock keeps (the Files API of one provider account): upload (multipart `file` + `purpose`), list
+ * (`purpose`, `limit`, `order`, `after`), retrieve, content (the bytes as uploaded) and delete. Another mock does
+ * not know them, so a call that reaches the wrong account gets OpenAI's 404.
+ */
+class StoredFiles {
+  readonly #byId = new Map<string, { object: Json; content: Buffer; contentType: string }>();
+  #seq = 0;
+
+  has(id: string): boolean {
+    return this.#byId.has(id);
+  }
+
+  /** Answers a Files API call; false when `path` is none of them. */
+  async serve(r: Responder, req: http.IncomingMessage, path: string, query: URLSearchParams, raw: Buffer): Promise<boolean> {
+    const method = req.method ?? "GET";
+    const error = (status: number, message: string, param: string | null = null) =>
+      sendJson(r, status, { error: { message, type: "invalid_request_error", param, code: null } });
+    if (path === "/v1/files") {
+      if (method === "GET") {
+        const limit = Number(query.get("limit") ?? FILE_LIST_LIMIT_MAX);
+        if (!Number.isInteger(limit) || limit < 1 || limit > FILE_LIST_LIMIT_MAX) await error(400, "Invalid limit", "limit");
+        else {
+          const purpose = query.get("purpose");
+          let all = [...this.#byId.values()].map((f) => f.object).filter((o) => purpose === null || o.purpose === purpose);
+          if (query.get("order") !== "asc") all = all.reverse();
+          const after = query.get("after");
+          const from = after === null ? 0 : all.findIndex((o) => o.id === after) + 1;
+          const data = all.slice(from, from + limit);
+          await sendJson(r, 200, {
+            object: "list",
+            data,
+            first_id: data[0]?.id ?? null,
+            last_id: data.at(-1)?.id ?? null,
+            has_more: from + data.length < all.length,
+          });
+        }
+        return true;
+      }
+      if (method !== "POST") return false;
+      let form: FormData;
+      try {
+        form = await new Response(new Uint8Array(raw), { headers: { "content-type": String(req.headers["content-type"] ?? "") } }).formData();
+      } catch {
+        await error(400, "Could not parse multipart form");
+        return true;
+      }
+      const file = form.getAll("file");
+      const purpose = form.getAll("purpose");
+      if (file.length !== 1 || typeof file[0] === "string") await error(400, "Missing required parameter: 'file'.", "file");
+      else if (purpose.length !== 1 || typeof purpose[0] !== "string" || !FILE_PURPOSES.has(purpose[0]))
+        await error(400, "Invalid value for 'purpose'.", "purpose");
+      else {
+        const blob = file[0] as File;
+        const content = Buffer.from(await blob.arrayBuffer());
+        const id = `file-${(++this.#seq).toString(36)}${randomUUID().replace(/-/g, "").slice(0, 20)}`;
+        const object: Json = {
+          id,
+          object: "file",
+          bytes: content.length,
+          created_at: Math.floor(Date.now() / 1000),
+          filename: blob.name,
+          purpose: purpose[0],
+          status: "processed",
+          expires_at: null,
+          status_details: null,
+        };
+        this.#byId.set(id, { object, content, contentType: blob.type || "application/octet-stream" });
+        await sendJson(r, 200, object);
+      }
+      return true;
+    }
+    const m = /^\/v1\/files\/([^/]+)(\/content)?$/.exec(path);
+    if (!m) return false;
+    const [, id, content] = m;
+    const stored = this.#byId.get(id!);
+    if (!stored) await error(404, `No such File object: ${id}`, "id");
+    else if (method === "GET" && content === undefined) await sendJson(r, 200, stored.object);
+    else if (method === "GET") {
+      r.head(200, { "content-type": stored.contentType, "content-length": stored.content.length });
+      // In pieces, as a provider streams a download.
+      for (let at = 0; at < stored.content.length; at += 64 * 1024) if (!(await r.write(stored.content.subarray(at, at + 64 * 1024)))) return true;
+      r.end();
+    } else if (method === "DELETE" && content === undefined) {
+      this.#byId.delete(id!);
+      await sendJson(r, 200, { id, object: "file", deleted: true });
+    } else await sendJson(r, 405, { error: { message: `Invalid method for URL (${method} ${path})`, type: "invalid_request_error", param: null, code: null } });
+    return true;
+  }
+}
+
+/** Every `file_id` string a JSON request names, at any depth. */
+function namedFileIds(value: unknown, out: string[] = []): string[] {
+  if (Array.isArray(value)) for (const v of value) namedFileIds(v, out);
+  else if (typeof value === "object" && value !== null) {
+    for (const [k, v] of Object.entries(value)) {
+      if (k === "file_id" && typeof v === "string") out.push(v);
+      else namedFileIds(v, out);
+    }
+  }
+  return out;
+}
+
 async function responses(r: Responder, body: Json, d: Directives, requestBytes: number, stored: StoredResponses): Promise<void> {
   const model = textOr(body.model, "gpt-4o-mini");
   const id = `resp_${randomUUID().replaceAll("-", "")}`;
@@ -630,6 +738,7 @@ async function handle(
   fault: MockFault | null,
   options: MockOptions,
   stored: StoredResponses,
+  files: StoredFiles,
 ): Promise<void> {
   const url = new URL(req.url ?? "/", "http://mock");
   const path = url.pathname;
@@ -649,6 +758,7 @@ async function handle(
     return;
   }
   if (await stored.serve(r, req.method ?? "GET", path, url.searchParams)) return;
+  if (!isAnthropic && (await files.serve(r, req, path, url.searchParams, raw))) return;
   const contentType = String(req.headers["content-type"] ?? "");
   if (contentType.startsWith("multipart/form-data")) {
     // Audio transcription / image edit: answer with the byte count so tests see the body arrived whole.
@@ -671,6 +781,12 @@ async function handle(
       ? { type: "error", error: { type: "invalid_request_error", message: "Request body is not valid JSON" } }
       : { error: { message: "We could not parse the JSON body of your request.", type: "invalid_request_error", param: null, code: null } };
     await sendJson(r, 400, e);
+    return;
+  }
+  // A request naming a file this account does not hold is refused as OpenAI refuses it.
+  const unknownFile = isAnthropic ? undefined : namedFileIds(body).find((id) => !files.has(id));
+  if (unknownFile !== undefined) {
+    await sendJson(r, 404, { error: { message: `No such File object: ${unknownFile}`, type: "invalid_request_error", param: null, code: null } });
     return;
   }
   if (d.firstDelayMs > 0) await sleep(d.firstDelayMs);
@@ -889,6 +1005,7 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
   const tokenBucket = options.tpmLimit ? new RateBucket(options.tpmLimit) : null;
   const requests: MockRequestRecord[] = [];
   const stored = new StoredResponses(options.now ?? Date.now);
+  const files = new StoredFiles();
   let inFlight = 0;
   const mock = { fault: null } as MockProvider;
   const waiters = new Set<() => void>();
@@ -968,7 +1085,7 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
           res.setHeader("x-ratelimit-reset-requests", `${(resetMs / 1000).toFixed(3)}s`);
         }
       }
-      handle(req, r, raw, directives, fault, options, stored).then(notify, (error: unknown) => {
+      handle(req, r, raw, directives, fault, options, stored, files).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();
       });

@@ -9,8 +9,10 @@
  *   scanner reads could be billed as one model and served as another). Deeper, it notes what makes the input
  *   larger than its bytes (references to earlier responses, stored files, remote URLs; inline images) and the
  *   server-side tools a provider bills per call.
- * - multipart/form-data: every part's headers are read; the `model` and `n` fields' values are collected and a
- *   repeated `model` or `n` field is a problem.
+ * - multipart/form-data: every part's headers are read; the `model`, `n` and `purpose` fields' values are collected
+ *   and a repeated `model`, `n`, `purpose` or `file` field is a problem.
+ * - Stored files a JSON body names (`file_id` strings of the `file-…` form at any depth: chat `file` parts,
+ *   Responses `input_file` parts) are collected, so the request can go to the agent holding them.
  *
  * Runtime-neutral (Web APIs only). Memory is bounded by the named limits below, whatever the body's size.
  */
@@ -23,6 +25,10 @@ export const JSON_DEPTH_MAX = 256;
 export const TOP_LEVEL_KEYS_MAX = 1024;
 /** Longest `type` value examined (tool and content-part types are short), bytes. */
 const TYPE_BYTES_MAX = 64;
+/** Distinct stored files (`file_id`) one body may name: the request goes to the one agent holding them all. */
+export const FILE_IDS_MAX = 16;
+/** A stored file's id as OpenAI spells it (`file-` and a token); other `file_id` values (container files) are not routed by. */
+export const FILE_ID_PATTERN = /^file-[A-Za-z0-9_-]{1,200}$/;
 /** Longest multipart part header block, bytes. */
 export const MULTIPART_HEADER_BYTES_MAX = 8 * 1024;
 
@@ -53,6 +59,10 @@ export interface BodyFields {
    * where no meter sees its usage (the hub and the agent refuse it).
    */
   background: boolean | null;
+  /** Distinct stored-file ids (`file-…`) named by `file_id` at any depth, in the order met (at most FILE_IDS_MAX). */
+  fileIds: string[];
+  /** A multipart `purpose` field (Files API upload). */
+  purpose: string | null;
 }
 
 export interface BodyScanner {
@@ -81,6 +91,8 @@ export function emptyFields(): BodyFields {
     billedTools: [],
     previousResponseId: null,
     background: null,
+    fileIds: [],
+    purpose: null,
   };
 }
 
@@ -380,9 +392,9 @@ export class JsonBodyScanner implements BodyScanner {
       } else if (key === "input") this.#chars = { count: 0 };
       return;
     }
-    if (key === "type") {
+    if (key === "type" || key === "file_id") {
       this.#collect = [];
-      this.#collectMax = TYPE_BYTES_MAX;
+      this.#collectMax = key === "type" ? TYPE_BYTES_MAX : FIELD_BYTES_MAX;
     } else if (key !== null && URL_KEYS.has(key)) {
       this.#collect = [];
       this.#collectMax = 5; // enough to tell `data:` from a remote URL
@@ -427,7 +439,12 @@ export class JsonBodyScanner implements BodyScanner {
       this.#chars = null;
       return;
     }
-    if (key === "type" && bytes && !overflow) {
+    if (key === "file_id") {
+      const id = bytes && !overflow ? decodeJsonString(bytes) : null;
+      if (id === null || !FILE_ID_PATTERN.test(id) || this.fields.fileIds.includes(id)) return;
+      if (this.fields.fileIds.length >= FILE_IDS_MAX) return this.#fail(`the request names more than ${FILE_IDS_MAX} stored files`);
+      this.fields.fileIds.push(id);
+    } else if (key === "type" && bytes && !overflow) {
       const type = decodeJsonString(bytes);
       if (type === null) return;
       const top = this.#stack[0]!.key;
@@ -478,11 +495,13 @@ export function multipartBoundary(contentType: string): string | null {
 
 const LATIN1 = new TextDecoder("latin1");
 /** Multipart fields the hub reads; each may appear once. */
-const MULTIPART_FIELDS = new Set(["model", "n"]);
+const MULTIPART_FIELDS = new Set(["model", "n", "purpose"]);
+/** Multipart parts not read but refused when repeated (one upload per request: a second would be a second file). */
+const MULTIPART_SINGLE_PARTS = new Set(["file"]);
 
 /**
- * Incremental multipart/form-data scanner: finds every part's headers, collects the values of `model` and `n`
- * (bounded), and refuses a body that repeats either. Only a delimiter's length of bytes is kept between chunks.
+ * Incremental multipart/form-data scanner: finds every part's headers, collects the values of `model`, `n` and
+ * `purpose` (bounded), and refuses a body that repeats one of them or its `file` part. Only a delimiter's length of bytes is kept between chunks.
  */
 export class MultipartBodyScanner implements BodyScanner {
   readonly fields: BodyFields = emptyFields();
@@ -607,7 +626,12 @@ export class MultipartBodyScanner implements BodyScanner {
     const disposition = /^content-disposition:[ \t]*form-data(.*)$/im.exec(headers)?.[1] ?? "";
     const name = /;\s*name=(?:"([^"]*)"|([^;\s]+))/i.exec(disposition);
     const field = name ? (name[1] ?? name[2] ?? "") : "";
-    if (MULTIPART_FIELDS.has(field)) {
+    if (MULTIPART_SINGLE_PARTS.has(field)) {
+      if (this.#seen.has(field)) this.problem = `the multipart body repeats the field \`${field}\`; send each field once`;
+      this.#seen.add(field);
+      this.#field = null;
+      this.#value = null;
+    } else if (MULTIPART_FIELDS.has(field)) {
       if (this.#seen.has(field)) {
         this.problem = `the multipart body repeats the field \`${field}\`; send each field once`;
         return;
@@ -635,6 +659,7 @@ export class MultipartBodyScanner implements BodyScanner {
       return;
     }
     if (field === "model") this.fields.model = text;
+    else if (field === "purpose") this.fields.purpose = text;
     else if (field === "n") {
       if (!INTEGER.test(text.trim())) this.problem = "the multipart field `n` must be a whole number";
       else this.fields.n = Number(text.trim());

@@ -6,7 +6,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { FIELD_BYTES_MAX, JsonBodyScanner, MultipartBodyScanner, type BodyScanner } from "../src/fields.ts";
+import { FIELD_BYTES_MAX, FILE_IDS_MAX, JsonBodyScanner, MultipartBodyScanner, type BodyScanner } from "../src/fields.ts";
 
 function scanInChunks(input: string | Uint8Array, cuts: number[], scanner: BodyScanner = new JsonBodyScanner()): BodyScanner {
   const bytes = typeof input === "string" ? new TextEncoder().encode(input) : input;
@@ -229,6 +229,47 @@ describe("JsonBodyScanner", () => {
   });
 });
 
+describe("stored files a JSON body names", () => {
+  it("collects the distinct file-… ids of file_id at any depth (chat file parts, Responses input_file parts), however chunked", () => {
+    const body = JSON.stringify({
+      model: "gpt-4o",
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "file", file: { file_id: "file-abc123" } },
+            { type: "text", text: "file_id" },
+          ],
+        },
+        {
+          role: "user",
+          content: [
+            { type: "input_file", file_id: "file-XyZ_9" },
+            { type: "file", file: { file_id: "file-abc123" } },
+          ],
+        },
+        // Not a stored file of the Files API (a container file): not routed by.
+        { role: "assistant", content: [{ type: "container_file_citation", file_id: "cfile_1" }] },
+      ],
+    });
+    for (const cuts of [[], [1], [37, 90], [...Array(body.length).keys()]]) {
+      const s = scanInChunks(body, cuts);
+      expect(s.problem).toBeNull();
+      expect(s.fields.fileIds).toEqual(["file-abc123", "file-XyZ_9"]);
+      expect(s.fields.references).toBe(true);
+    }
+    expect(scanInChunks(JSON.stringify({ model: "m", file_id: "file-top" }), []).fields.fileIds).toEqual([]);
+  });
+
+  it("refuses a body naming more than FILE_IDS_MAX distinct files", () => {
+    const parts = (n: number) => Array.from({ length: n }, (_, i) => ({ type: "input_file", file_id: `file-${i}` }));
+    expect(scanInChunks(JSON.stringify({ model: "m", input: [{ role: "user", content: parts(FILE_IDS_MAX) }] }), []).problem).toBeNull();
+    expect(scanInChunks(JSON.stringify({ model: "m", input: [{ role: "user", content: parts(FILE_IDS_MAX + 1) }] }), []).problem).toMatch(
+      /more than 16 stored files/,
+    );
+  });
+});
+
 describe("MultipartBodyScanner", () => {
   const boundary = "----wsboundary123";
   const part = (name: string, value: string, file?: string) =>
@@ -260,5 +301,19 @@ describe("MultipartBodyScanner", () => {
       /`n` must be a whole number/,
     );
     expect(scanInChunks(part("model", "whisper-1"), [], new MultipartBodyScanner(boundary)).problem).toMatch(/closing boundary/);
+  });
+
+  it("reads a Files API upload's purpose (no model) and refuses a repeated purpose or file part", () => {
+    const upload = scanInChunks(
+      bodyOf(part("purpose", "user_data"), part("file", "z".repeat(10_000), "doc.pdf")),
+      [3, 200],
+      new MultipartBodyScanner(boundary),
+    );
+    expect(upload.problem).toBeNull();
+    expect(upload.fields).toMatchObject({ purpose: "user_data", model: null });
+    const twoPurposes = bodyOf(part("purpose", "user_data"), part("file", "a", "a.txt"), part("purpose", "batch"));
+    expect(scanInChunks(twoPurposes, [], new MultipartBodyScanner(boundary)).problem).toMatch(/repeats the field `purpose`/);
+    const twoFiles = bodyOf(part("purpose", "user_data"), part("file", "a", "a.txt"), part("file", "b", "b.txt"));
+    expect(scanInChunks(twoFiles, [50], new MultipartBodyScanner(boundary)).problem).toMatch(/repeats the field `file`/);
   });
 });

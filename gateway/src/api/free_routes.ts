@@ -3,6 +3,7 @@
  * owner's key and capacity, so each virtual key may call them at most `requestsPerWindow` times per window.
  * Kept in this gateway's memory (fixed windows per key).
  */
+import { GatewayError } from "../errors.ts";
 
 /** Free-route calls one key may make per window. */
 export const FREE_ROUTE_REQUESTS_PER_WINDOW = 100;
@@ -34,4 +35,13 @@ export class FreeRouteLimiter {
     w.count++;
     return null;
   }
+}
+
+/** The 429 a key past its free-route window gets, `wait` seconds before it may call again. */
+export function freeRouteLimited(limiter: FreeRouteLimiter, wait: number): GatewayError {
+  return new GatewayError(
+    "rate_limited",
+    `This endpoint is free and limited to ${limiter.requestsPerWindow} requests per ${limiter.windowSeconds} s per key; retry in ${wait} s.`,
+    { retryAfterSeconds: wait },
+  );
 }

@@ -43,9 +43,10 @@ import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
 import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, type Meter } from "../billing/meter.ts";
 import { settlementStatement } from "../billing/statement.ts";
 import type { DeferredSettlements } from "./deferred.ts";
-import type { FreeRouteLimiter } from "./free_routes.ts";
+import { freeRouteLimited, type FreeRouteLimiter } from "./free_routes.ts";
 import { observeLimiter, observeRequestEnd } from "../observability/metrics.ts";
-import { FORWARDED_REQUEST_HEADERS, type ProxyRoute, type StoredObjectCall } from "./routes.ts";
+import { FILE_UPLOAD_ROUTE, FORWARDED_REQUEST_HEADERS, type ProxyRoute, type StoredObjectCall } from "./routes.ts";
+import { FileObjectTap } from "../routing/files.ts";
 import { LimitRefusedError, type Admission, type Limiter } from "../limits/limiter.ts";
 import { estimatedTokens, refusalError } from "../limits/refusal.ts";
 import type { ContentRules, ContentScreen } from "../ops/mod.ts";
@@ -64,7 +65,12 @@ export interface ProxyLimits {
   requestBodyIdleTimeoutMs: number;
   /** Retry-After sent with 503 when no agent has room, seconds. */
   noCapacityRetryAfterSeconds: number;
+  /** Largest file upload (`POST /v1/files`) accepted, bytes: streamed to the agent, never held whole. */
+  fileUploadBytesMax: number;
 }
+
+/** The hub's file upload limit: OpenAI's own per-file limit, 512 MB (512,000,000 bytes). */
+export const FILE_UPLOAD_BYTES_MAX = 512_000_000;
 
 export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
   requestBodyBytesMax: 32 * 1024 * 1024,
@@ -72,6 +78,7 @@ export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
   streamIdleTimeoutMs: 300_000,
   requestBodyIdleTimeoutMs: 30_000,
   noCapacityRetryAfterSeconds: 2,
+  fileUploadBytesMax: FILE_UPLOAD_BYTES_MAX,
 };
 
 /** After an early answer, the most of the rest of an upload read and dropped before the connection is closed, bytes and ms. */
@@ -245,6 +252,10 @@ class ProxyExchange {
   #responseIdTap: ResponseIdTap | null = null;
   /** The id of the response this `/v1/responses` call created, once read. */
   #createdResponseId: string | null = null;
+  /** The file (`file_id`) the request is pinned by, if any (a call on a file, or a request naming files). */
+  #pinnedFileId: string | null = null;
+  /** Reads an uploaded file's object from a successful `POST /v1/files` answer (files routing). */
+  #fileTap: FileObjectTap | null = null;
 
   constructor(
     readonly req: IncomingMessage,
@@ -439,6 +450,9 @@ class ProxyExchange {
   }
 
   #bodyProblem(problem: string): GatewayError {
+    if (problem === "the request body is empty" && this.route === FILE_UPLOAD_ROUTE) {
+      return new GatewayError("invalid_request", "The upload is empty: send a multipart body with a `file` and a `purpose` field.");
+    }
     if (problem === "the request body is empty") return new GatewayError("model_required", "Request body is empty; it must name a model.", { param: "model" });
     return new GatewayError("invalid_request", `We could not read the body of your request: ${problem}.`);
   }
@@ -460,8 +474,14 @@ class ProxyExchange {
     }
     this.#declaredBytes = declaredBytes;
     this.principal = await authenticate(req, deps.keys);
-    if (declaredBytes !== null && declaredBytes > deps.limits.requestBodyBytesMax) {
-      throw new GatewayError("body_too_large", `Request body is ${declaredBytes} bytes; the limit is ${deps.limits.requestBodyBytesMax} bytes.`);
+    const bodyMax = this.#bodyBytesMax;
+    if (declaredBytes !== null && declaredBytes > bodyMax) {
+      throw new GatewayError(
+        "body_too_large",
+        route === FILE_UPLOAD_ROUTE
+          ? `The file upload is ${declaredBytes} bytes; the limit is ${bodyMax} bytes.`
+          : `Request body is ${declaredBytes} bytes; the limit is ${bodyMax} bytes.`,
+      );
     }
     // Concurrency and RPM are held from here, while the body arrives: stalled uploads count against their key.
     const principal = this.principal;
@@ -475,15 +495,11 @@ class ProxyExchange {
     if (route.billing === "free") {
       const wait = deps.freeRoutes.take(this.principal.keyId);
       observeLimiter("free_routes", wait === null ? "allowed" : "refused");
-      if (wait !== null)
-        throw new GatewayError(
-          "rate_limited",
-          `This endpoint is free and limited to ${deps.freeRoutes.requestsPerWindow} requests per ${deps.freeRoutes.windowSeconds} s per key; retry in ${wait} s.`,
-          { retryAfterSeconds: wait },
-        );
+      if (wait !== null) throw freeRouteLimited(deps.freeRoutes, wait);
     }
 
     if (this.stored) return this.#route(await this.#storedObject(this.stored));
+    if (route === FILE_UPLOAD_ROUTE) return this.#route(this.#fileUpload());
     const contentType = String(req.headers["content-type"] ?? "");
     if (route.body === "multipart") {
       const boundary = multipartBoundary(contentType);
@@ -542,6 +558,33 @@ class ProxyExchange {
   }
 
   /**
+   * A file upload: streamed to one agent with an OpenAI upstream (its body is never held: no failover), under
+   * that agent's first OpenAI model (the agent picks the provider key by model; later calls on the file are asked
+   * under the same one). The key's agent restriction applies (the file is new content).
+   */
+  #fileUpload(): RouteChoice {
+    const contentType = String(this.req.headers["content-type"] ?? "");
+    const boundary = multipartBoundary(contentType);
+    if (!contentType.toLowerCase().startsWith("multipart/form-data") || !boundary) {
+      throw new GatewayError("invalid_request", "File uploads take a multipart/form-data body with a `file` and a `purpose` field.");
+    }
+    this.#scanner = new MultipartBodyScanner(boundary);
+    const restriction = this.principal!.agentRestriction;
+    const host = this.deps.routing.fileHost(restriction, this.#tried);
+    if (!host) {
+      throw new GatewayError(
+        "no_capacity",
+        "No agent that keeps files (one with an OpenAI provider key) and that this API key accepts has room right now; retry later.",
+        { retryAfterSeconds: this.deps.limits.noCapacityRetryAfterSeconds },
+      );
+    }
+    this.model = host.model;
+    this.#body = { held: [], replayable: false, rest: this.req[Symbol.asyncIterator]() as AsyncIterator<Buffer> };
+    this.#fileTap = new FileObjectTap();
+    return { pinnedAgentId: host.agentId, contextTokensNeeded: () => null, restriction };
+  }
+
+  /**
    * A call on a stored object: no body, and only the user whose key created the object reaches it, at the agent
    * that created it, under the model that made it. Unknown, another user's and expired ids get the same 404.
    */
@@ -553,10 +596,15 @@ class ProxyExchange {
       if (next.done) break;
       if (next.value.length > 0) throw new GatewayError("invalid_request", `${call.method} ${this.route.path} takes no request body.`);
     }
-    const where = (await this.deps.routing.sticky?.routeOf(call.objectId, this.principal!.userId)) ?? null;
-    if (where === null || where.model === null) throw new GatewayError("not_found", `Response with id '${call.objectId}' not found.`);
+    const where =
+      call.kind === "file"
+        ? ((await this.deps.routing.files?.routeOf(call.objectId, this.principal!.userId)) ?? null)
+        : ((await this.deps.routing.sticky?.routeOf(call.objectId, this.principal!.userId)) ?? null);
+    if (where === null || where.model === null) {
+      throw new GatewayError("not_found", call.kind === "file" ? `No such File object: ${call.objectId}` : `Response with id '${call.objectId}' not found.`);
+    }
     // A background response still being metered is not deleted before its usage is read (cancel it instead).
-    if (call.deletes && (await this.deps.deferred?.pending(call.objectId))) {
+    if (call.kind !== "file" && call.deletes && (await this.deps.deferred?.pending(call.objectId))) {
       await this.deps.deferred!.nudge(call.objectId);
       throw new GatewayError(
         "conflict",
@@ -565,7 +613,8 @@ class ProxyExchange {
       );
     }
     this.model = where.model;
-    this.#pinnedResponseId = call.objectId;
+    if (call.kind === "file") this.#pinnedFileId = call.objectId;
+    else this.#pinnedResponseId = call.objectId;
     this.#scanner = new JsonBodyScanner();
     this.#body = { held: [], replayable: true, rest: null };
     // No new content goes to the agent (it holds the object already): the key's agent restriction is not applied.
@@ -607,7 +656,8 @@ class ProxyExchange {
     } catch (error) {
       throw meterError(error, route.api);
     }
-    this.#estimatedTokens = estimatedTokens(scanner.fields, this.#inputBytes);
+    // A file upload is no tokens (its bytes are a file the provider stores, not a prompt).
+    this.#estimatedTokens = route === FILE_UPLOAD_ROUTE ? 0 : estimatedTokens(scanner.fields, this.#inputBytes);
     await deps.limiter
       .admitBody(this.#admission!, {
         keyId: principal.keyId,
@@ -664,18 +714,66 @@ class ProxyExchange {
   async #stickyAgent(fields: BodyFields): Promise<string | null> {
     const sticky = this.deps.routing.sticky;
     const previous = fields.previousResponseId;
-    if (!sticky || previous === null || this.route.path !== "/v1/responses") return null;
-    const agentId = (await sticky.routeOf(previous, this.principal!.userId))?.agentId ?? null;
-    if (agentId === null) {
-      throw new GatewayError("not_found", `Previous response with id '${previous}' not found.`, { param: "previous_response_id" });
+    let agentId: string | null = null;
+    if (sticky && previous !== null && this.route.path === "/v1/responses") {
+      agentId = (await sticky.routeOf(previous, this.principal!.userId))?.agentId ?? null;
+      if (agentId === null) {
+        throw new GatewayError("not_found", `Previous response with id '${previous}' not found.`, { param: "previous_response_id" });
+      }
+      this.#pinnedResponseId = previous;
     }
-    this.#pinnedResponseId = previous;
+    return this.#fileAgent(fields, agentId);
+  }
+
+  /**
+   * The agent holding the files a chat or Responses request names (`file_id`), all of them at one agent (and at the
+   * one holding its previous response, when it names one): a file lives at the provider account that stored it.
+   * An unknown or another user's file is a 404; files at different agents cannot be used together (400).
+   */
+  async #fileAgent(fields: BodyFields, pinned: string | null): Promise<string | null> {
+    const files = this.deps.routing.files;
+    if (!files || fields.fileIds.length === 0 || (this.route.path !== "/v1/responses" && this.route.path !== "/v1/chat/completions")) return pinned;
+    let agentId = pinned;
+    for (const fileId of fields.fileIds) {
+      const where = await files.routeOf(fileId, this.principal!.userId);
+      if (where === null) throw new GatewayError("not_found", `No such File object: ${fileId}`, { param: "file_id" });
+      if (agentId !== null && where.agentId !== agentId) {
+        throw new GatewayError(
+          "invalid_request",
+          `The file '${fileId}' is held by another provider account than ${this.#pinnedFileId !== null ? `the file '${this.#pinnedFileId}'` : "the previous response"} this request names; one request can use only what one provider account holds.`,
+          { param: "file_id" },
+        );
+      }
+      agentId = where.agentId;
+      this.#pinnedFileId ??= fileId;
+    }
     return agentId;
   }
 
   /** Why no agent can take the request, in the route's error shape. */
   async #noCandidate(reason: NoCandidate, model: string): Promise<GatewayError> {
     const { deps, route } = this;
+    if (reason === "pinned_gone" && this.route === FILE_UPLOAD_ROUTE) {
+      // The agent chosen for the upload left between the choice and the plan.
+      return new GatewayError("no_capacity", "The agent chosen to keep this file disconnected; retry.", {
+        retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds,
+      });
+    }
+    if (reason === "pinned_gone" && this.#pinnedFileId !== null) {
+      const file = this.#pinnedFileId;
+      if (await deps.routing.sticky?.agentRetired(this.#pinnedAgentId!)) {
+        return new GatewayError("not_found", `No such File object: ${file} (the agent whose provider account held it no longer serves).`, {
+          param: this.stored ? null : "file_id",
+        });
+      }
+      return new GatewayError(
+        "no_capacity",
+        this.stored
+          ? `The file '${file}' is held by the provider account of an agent that is not connected now, and only it can answer for it; retry later.`
+          : `The file '${file}' is held by the provider account of an agent that is not connected now or does not serve '${model}', and only it can read the file; retry later or use a model that agent serves.`,
+        { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds, ...(this.stored ? {} : { param: "file_id" }) },
+      );
+    }
     if (reason === "pinned_gone" && this.stored) {
       const pinned = this.#pinnedResponseId;
       if (await deps.routing.sticky?.agentRetired(this.#pinnedAgentId!)) {
@@ -883,10 +981,15 @@ class ProxyExchange {
     this.#onReset(code, reason, cause);
   }
 
+  /** The largest body this route takes: a file upload's own limit, else the request limit. */
+  get #bodyBytesMax(): number {
+    return this.route === FILE_UPLOAD_ROUTE ? this.deps.limits.fileUploadBytesMax : this.deps.limits.requestBodyBytesMax;
+  }
+
   #countIn(n: number): void {
     this.bytesIn += n;
-    if (this.bytesIn > this.deps.limits.requestBodyBytesMax) {
-      throw new GatewayError("body_too_large", `Request body exceeds the limit of ${this.deps.limits.requestBodyBytesMax} bytes.`);
+    if (this.bytesIn > this.#bodyBytesMax) {
+      throw new GatewayError("body_too_large", `Request body exceeds the limit of ${this.#bodyBytesMax} bytes.`);
     }
   }
 
@@ -925,8 +1028,12 @@ class ProxyExchange {
     }
     this.#hold?.response(status, headers.find(([n]) => n === "content-type")?.[1] ?? "");
     if (status < 300 && this.route.path === "/v1/responses" && this.deps.routing.sticky) this.#responseIdTap = new ResponseIdTap();
-    // A deleted response is gone at its provider: its route goes too.
-    if (status < 300 && this.stored?.deletes) void this.deps.routing.sticky?.forget(this.stored.objectId);
+    // A deleted response or file is gone at its provider: its route goes too.
+    if (status < 300 && this.stored?.deletes) {
+      if (this.stored.kind === "file") void this.deps.routing.files?.forget(this.stored.objectId);
+      else void this.deps.routing.sticky?.forget(this.stored.objectId);
+    }
+    if (status >= 300) this.#fileTap = null;
     this.res.writeHead(status, out);
     // The head leaves with the first body bytes (and, for a small answer, the end) in one write: they
     // usually arrive in the same tunnel message. A head whose body does not follow in this turn goes alone.
@@ -945,6 +1052,7 @@ class ProxyExchange {
     }
     this.bytesOut += chunk.length;
     this.#hold?.output(chunk);
+    this.#fileTap?.push(chunk);
     if (this.#responseIdTap) {
       const id = this.#responseIdTap.push(chunk);
       if (id !== null) {
@@ -991,9 +1099,38 @@ class ProxyExchange {
       this.#onAgentLengthMismatch("response body shorter than its content-length");
       return;
     }
+    const tap = this.#fileTap;
+    if (tap) {
+      this.#fileTap = null;
+      void this.#recordFile(tap).then(() => this.#onEnd());
+      return;
+    }
     // The client gets the end of its response first; settling (usage check, tokenizer counts) comes after it.
     this.res.end();
     this.#finish(this.status >= 400 ? "upstream_error" : "completed", this.status);
+  }
+
+  /**
+   * An upload succeeded: its file's route is written before the client hears of it, so any gateway routes the
+   * calls the client makes next. A file object the hub cannot read, or a route it cannot write, is logged: the
+   * client still gets the provider's answer (the file exists at the provider), but the hub cannot reach it.
+   */
+  async #recordFile(tap: FileObjectTap): Promise<void> {
+    const file = tap.fileObject();
+    if (!file) {
+      this.deps.log.warn("files.upload_unread", { requestId: this.requestId, agentId: this.conn?.agentId });
+      return;
+    }
+    await this.deps.routing.files
+      ?.record(file.id, {
+        agentId: this.conn!.agentId!,
+        userId: this.principal!.userId,
+        model: this.model!,
+        purpose: file.purpose,
+        bytes: file.bytes,
+        createdAt: file.createdAt,
+      })
+      .catch(() => undefined);
   }
 
   #onReset(code: number, reason: string, cause: "agent" | "connection"): void {

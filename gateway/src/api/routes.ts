@@ -36,8 +36,16 @@ const ROUTES: ProxyRoute[] = [
 
 const BY_PATH = new Map(ROUTES.map((r) => [r.path, r]));
 
+/**
+ * The Files API upload (OpenAI): a multipart body streamed to one agent with an OpenAI upstream; free (the
+ * provider does not charge an upload; storage is the owner's) and rate-limited with the other free routes.
+ */
+export const FILE_UPLOAD_ROUTE: ProxyRoute = { path: "/v1/files", api: "openai", body: "multipart", billing: "free" };
+
 /** A call on a stored provider object, routed to the agent (provider key) that created it. */
 export interface StoredObjectCall {
+  /** What the object is: a Responses API response, or a file (Files API). */
+  kind: "response" | "file";
   route: ProxyRoute;
   method: "GET" | "DELETE" | "POST";
   /** The object's id, from the path. */
@@ -51,17 +59,39 @@ export interface StoredObjectCall {
 /** A Responses API response id as a path segment. */
 const RESPONSE_ID_SEGMENT = "(resp_[A-Za-z0-9_-]{1,200})";
 
-/** The stored-object calls the gateway routes (Responses API: retrieve, delete, cancel, input items); all free at the provider. */
-const STORED_OBJECT_ROUTES: { method: StoredObjectCall["method"]; pattern: RegExp; route: ProxyRoute; deletes: boolean }[] = [
-  { method: "GET", pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}$`), route: storedRoute("/v1/responses/{id}"), deletes: false },
-  { method: "DELETE", pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}$`), route: storedRoute("/v1/responses/{id}"), deletes: true },
-  { method: "POST", pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}/cancel$`), route: storedRoute("/v1/responses/{id}/cancel"), deletes: false },
+/** A file id (Files API) as a path segment. */
+const FILE_ID_SEGMENT = "(file-[A-Za-z0-9_-]{1,200})";
+
+/**
+ * The stored-object calls the gateway routes (Responses API: retrieve, delete, cancel, input items; Files API:
+ * retrieve, delete, content); all free at the provider.
+ */
+const STORED_OBJECT_ROUTES: { kind: StoredObjectCall["kind"]; method: StoredObjectCall["method"]; pattern: RegExp; route: ProxyRoute; deletes: boolean }[] = [
+  { kind: "response", method: "GET", pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}$`), route: storedRoute("/v1/responses/{id}"), deletes: false },
   {
+    kind: "response",
+    method: "DELETE",
+    pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}$`),
+    route: storedRoute("/v1/responses/{id}"),
+    deletes: true,
+  },
+  {
+    kind: "response",
+    method: "POST",
+    pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}/cancel$`),
+    route: storedRoute("/v1/responses/{id}/cancel"),
+    deletes: false,
+  },
+  {
+    kind: "response",
     method: "GET",
     pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}/input_items$`),
     route: storedRoute("/v1/responses/{id}/input_items"),
     deletes: false,
   },
+  { kind: "file", method: "GET", pattern: new RegExp(`^/v1/files/${FILE_ID_SEGMENT}$`), route: storedRoute("/v1/files/{id}"), deletes: false },
+  { kind: "file", method: "DELETE", pattern: new RegExp(`^/v1/files/${FILE_ID_SEGMENT}$`), route: storedRoute("/v1/files/{id}"), deletes: true },
+  { kind: "file", method: "GET", pattern: new RegExp(`^/v1/files/${FILE_ID_SEGMENT}/content$`), route: storedRoute("/v1/files/{id}/content"), deletes: false },
 ];
 
 function storedRoute(path: string): ProxyRoute {
@@ -82,7 +112,7 @@ export function findStoredObjectCall(method: string, pathname: string): StoredOb
       allowed.push(r.method);
       continue;
     }
-    return { route: r.route, method: r.method, objectId: m[1]!, upstreamPath: path, deletes: r.deletes };
+    return { kind: r.kind, route: r.route, method: r.method, objectId: m[1]!, upstreamPath: path, deletes: r.deletes };
   }
   return allowed.length ? { allowed } : null;
 }
@@ -94,6 +124,19 @@ export function findRoute(pathname: string): ProxyRoute | undefined {
 /** The family whose error shape a path answers in (Anthropic for /v1/messages*, else OpenAI). */
 export function familyOfPath(pathname: string): ApiFamily {
   return pathname.startsWith("/v1/messages") ? "anthropic" : "openai";
+}
+
+/**
+ * The Assistants API (assistants, threads, runs, messages, vector stores' assistant tools): OpenAI sunset it on
+ * 2026-08-26, so the hub answers its paths with a clear error instead of forwarding them.
+ */
+export function isAssistantsPath(pathname: string): boolean {
+  return /^\/v1\/(assistants|threads)(\/|$)/.test(pathname);
+}
+
+/** A `/v1/files` call made with Anthropic's client (its version or the Files API beta header), not OpenAI's. */
+export function isAnthropicFilesCall(pathname: string, headers: Record<string, string | string[] | undefined>): boolean {
+  return /^\/v1\/files(\/|$)/.test(pathname) && (headers["anthropic-version"] !== undefined || headers["anthropic-beta"] !== undefined);
 }
 
 /** Request headers forwarded to the provider. Everything else — credentials above all — stays at the hub. */

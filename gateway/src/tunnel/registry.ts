@@ -124,6 +124,21 @@ export class AgentRegistry {
       .sort();
   }
 
+  /**
+   * Connected agents that can keep a file (an OpenAI upstream: the Files API is OpenAI's), each with the first
+   * (by name) of the models it serves from OpenAI: an upload goes to the agent under that model, and every later
+   * call on the file under the same one (the agent picks its provider key by model).
+   */
+  fileHosts(): { agentId: string; model: string }[] {
+    const hosts: { agentId: string; model: string }[] = [];
+    for (const [agentId, conn] of this.#byAgent) {
+      let first: string | null = null;
+      for (const m of conn.inventory?.models ?? []) if (m.provider === "openai" && (first === null || m.model < first)) first = m.model;
+      if (first !== null) hosts.push({ agentId, model: first });
+    }
+    return hosts;
+  }
+
   serves(api: ApiFamily, model: string): boolean {
     return (this.#byModel.get(`${api}:${model}`)?.size ?? 0) > 0;
   }
