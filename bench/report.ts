@@ -8,6 +8,7 @@ import type { PathName } from "./lib.ts";
 import type { S3Level } from "./sse.ts";
 import { SLOW_READER_BYTES_PER_SECOND, type S4Figures } from "./bulk.ts";
 import type { S5Figures } from "./cancel.ts";
+import { FLAT_MIB_PER_MINUTE, type SoakResult } from "./soak.ts";
 
 const PATHS: PathName[] = ["direct", "nginx", "wellspring"];
 const LABEL: Record<PathName, string> = { direct: "direct", nginx: "nginx", wellspring: "Wellspring" };
@@ -86,6 +87,37 @@ export async function gatewaysSection(): Promise<string[]> {
   ];
 }
 
+/** Memory after a burst of streams and over a steady soak, from the last `npm run bench:soak`, if it ran. */
+export async function soakSection(): Promise<string[]> {
+  let r: SoakResult;
+  try {
+    r = JSON.parse(await readFile(join(import.meta.dirname, "results", "soak.json"), "utf8")) as SoakResult;
+  } catch {
+    return [];
+  }
+  const b = r.burst;
+  const s = r.soak;
+  const first = s.samples[0];
+  const last = s.samples[s.samples.length - 1];
+  const f = (x: number | undefined) => (x === undefined ? "—" : `${x.toFixed(1)} MiB`);
+  const sl = (x: number) => `${x >= 0 ? "+" : ""}${x.toFixed(2)} MiB/min`;
+  return [
+    "## Memory — after a burst, and a soak at steady load",
+    "",
+    `From \`npm run bench:soak\` at ${r.at.slice(0, 19).replace("T", " ")} UTC. Burst: ${b.streams} SSE streams at once (S3's top level), then ${b.restSeconds} s at rest.`,
+    `Soak: ${s.minutes} min of ${s.streams} SSE streams open at any time (run back to back) beside ${s.callers} clients of small calls; RSS sampled every ${s.sampleSeconds} s;`,
+    `the slope is a least-squares fit over the samples after the first fifth (warm-up); flat = within ±${FLAT_MIB_PER_MINUTE} MiB/min.`,
+    "",
+    "| process | before the burst | right after | after the rest | soak: first sample | soak: last sample | soak slope |",
+    "|---|---|---|---|---|---|---|",
+    `| gateway | ${f(b.before.gateway)} | ${f(b.after.gateway)} | ${f(b.afterRest.gateway)} | ${f(first?.gatewayMiB)} | ${f(last?.gatewayMiB)} | ${sl(s.slopeMiBPerMinute.gateway)} |`,
+    `| agent | ${f(b.before.agent)} | ${f(b.after.agent)} | ${f(b.afterRest.agent)} | ${f(first?.agentMiB)} | ${f(last?.agentMiB)} | ${sl(s.slopeMiBPerMinute.agent)} |`,
+    "",
+    `The soak ran ${s.streamsRun} streams and ${s.callsRun} small calls (${s.errors} errors); RSS ${s.flat ? "is flat" : "**is not flat**"}. Target: RSS after the run within 50 MiB of the start (${b.afterRest.gateway - b.before.gateway <= 50 && b.afterRest.agent - b.before.agent <= 50 ? "met" : "**missed**"}), no growth in the soak (${s.flat ? "met" : "**missed**"}).`,
+    "",
+  ];
+}
+
 export async function writePerformanceDoc(r: BenchResult): Promise<void> {
   const lines: string[] = [];
   const best = r.s2.bestRequestsPerSecond;
@@ -145,6 +177,7 @@ export async function writePerformanceDoc(r: BenchResult): Promise<void> {
     ...s4Section(r),
     ...s5Section(r),
     ...(await gatewaysSection()),
+    ...(await soakSection()),
     `The whole run took ${Math.round((r.totalSeconds / 60) * 10) / 10} minutes (budget: 15).`,
     "",
     "## Reading the misses",
