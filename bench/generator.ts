@@ -5,11 +5,11 @@
  */
 import { parentPort, Worker } from "node:worker_threads";
 import { load, measure } from "./lib.ts";
-import { sseLoad } from "./sse.ts";
+import { soakLoad, sseLoad } from "./sse.ts";
 import { bulkClients } from "./bulk.ts";
 import { abortMany } from "./cancel.ts";
 
-const FUNCTIONS = { measure, load, sseLoad, bulkClients, abortMany };
+const FUNCTIONS = { measure, load, sseLoad, soakLoad, bulkClients, abortMany };
 type Fns = typeof FUNCTIONS;
 
 if (parentPort) {

@@ -190,7 +190,7 @@ export function rssSampler(groups: Record<string, number[]>, everyMs = 20): { st
 }
 
 /** S1 / S2 / S6 request: a small non-streaming chat call (≈1 KB in, ≈0.5 KB out). */
-const SMALL_CALL = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x".repeat(900) + " [mock chunks=5]" }] });
+export const SMALL_CALL = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x".repeat(900) + " [mock chunks=5]" }] });
 
 /** `n` small calls back to back on one keep-alive connection; latencies in ms, sorted. */
 export async function measure(origin: string, key: string, n: number): Promise<number[]> {

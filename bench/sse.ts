@@ -7,7 +7,7 @@
  */
 import type { MockProvider } from "@wellspring/mock-provider";
 import type { Generator } from "./generator.ts";
-import { contentGaps, keepAlive, pct, sleep, sseCall, type Pct, type SseResult, type Target } from "./lib.ts";
+import { contentGaps, keepAlive, pct, post, sleep, SMALL_CALL, sseCall, type Pct, type SseResult, type Target } from "./lib.ts";
 
 export const S3_CHUNKS = 64;
 export const S3_DELAY_MS = 20;
@@ -82,4 +82,49 @@ export async function runS3(gen: Generator, targets: Target[], key: string, mock
     levels.push({ streams: level, byPath });
   }
   return levels;
+}
+
+/**
+ * The soak's steady load (bench/soak.ts): `streams` SSE clients and `callers` small-call clients, each back to
+ * back, for `durationMs`. Counts what ran and what failed (no per-stream figures: a 10-minute run keeps none).
+ */
+export async function soakLoad(
+  target: Target,
+  key: string,
+  streams: number,
+  callers: number,
+  durationMs: number,
+): Promise<{ streamsRun: number; callsRun: number; errors: number }> {
+  const until = performance.now() + durationMs;
+  const agent = keepAlive();
+  let streamsRun = 0;
+  let callsRun = 0;
+  let errors = 0;
+  try {
+    await Promise.all([
+      ...Array.from({ length: streams }, async (_, i) => {
+        await sleep(Math.random() * S3_CHUNKS * S3_DELAY_MS);
+        for (let r = 0; performance.now() < until; r++) {
+          const res = await sseCall(target.origin, key, `soak.${i}.${r}`, S3_CHUNKS, S3_DELAY_MS, agent);
+          streamsRun++;
+          if (res.error !== null || res.status !== 200) errors++;
+        }
+      }),
+      ...Array.from({ length: callers }, async () => {
+        const one = keepAlive(1);
+        try {
+          while (performance.now() < until) {
+            const r = await post(target.origin, "/v1/chat/completions", key, SMALL_CALL, one);
+            callsRun++;
+            if (r.status !== 200) errors++;
+          }
+        } finally {
+          one.destroy();
+        }
+      }),
+    ]);
+  } finally {
+    agent.destroy();
+  }
+  return { streamsRun, callsRun, errors };
 }

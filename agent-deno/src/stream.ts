@@ -22,6 +22,7 @@ import {
   sendNow,
   sendWithCredit,
   type RequestHead,
+  type WindowGrowth,
 } from "../../protocol/src/mod.ts";
 import { authHeaders, type Upstream } from "./providers.ts";
 import { ProxyError } from "./egress_proxy.ts";
@@ -44,6 +45,8 @@ import type { Log } from "./log.ts";
 export interface StreamHost {
   send(frame: Uint8Array): void;
   connectionSendWindow(): SendWindow;
+  /** The connection's receive-window growth (protocol/src/flow.ts): a fast provider's request body is not held to one window per round trip. */
+  readonly windowGrowth?: WindowGrowth;
   forget(id: number): void;
   /** The stream is over: how it ended. */
   ended?(stream: AgentStream, outcome: StreamOutcome): void;
@@ -109,7 +112,7 @@ export class AgentStream {
     ownStreamWindowBytes: number,
   ) {
     this.sendWindow = new SendWindow(peerStreamWindowBytes);
-    this.recvWindow = new RecvWindow(ownStreamWindowBytes);
+    this.recvWindow = new RecvWindow(ownStreamWindowBytes, host.windowGrowth ?? null);
     const contentType = head.headers.find(([n]) => n === "content-type")?.[1] ?? "";
     const boundary = contentType.toLowerCase().startsWith("multipart/form-data") ? multipartBoundary(contentType) : null;
     this.#scanner = boundary ? new MultipartBodyScanner(boundary) : new JsonBodyScanner();
@@ -209,6 +212,7 @@ export class AgentStream {
       this.#conn = null;
     }
     this.sendWindow.close();
+    this.recvWindow.release();
     this.#bodyWaiter?.();
     this.host.forget(this.id);
     this.host.ended?.(this, outcome);

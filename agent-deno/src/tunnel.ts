@@ -28,6 +28,7 @@ import {
   requestHead,
   ResetCode,
   SessionRules,
+  WindowGrowth,
   signAuth,
   toBase64Url,
   STREAM_WINDOW_BYTES_DEFAULT,
@@ -158,6 +159,8 @@ interface Session {
   streams: Map<number, AgentStream>;
   /** Connection-level flow control and stream-id rules, the same as the hub's (protocol/src/session.ts). */
   rules: SessionRules;
+  /** Request-body windows of streams whose provider reads fast grow from this budget (protocol/src/flow.ts). */
+  windowGrowth: WindowGrowth;
   peer: Settings | null;
   lastFrameAt: number;
   heartbeatTimeoutMs: number;
@@ -296,6 +299,7 @@ export class Tunnel {
       state: "challenge",
       streams: new Map(),
       rules: new SessionRules(this.#own.connectionWindowBytes),
+      windowGrowth: new WindowGrowth(),
       peer: null,
       lastFrameAt: Date.now(),
       heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS_DEFAULT,
@@ -671,6 +675,7 @@ export class Tunnel {
       {
         send: (f) => this.#send(session, f),
         connectionSendWindow: () => session.rules.send,
+        windowGrowth: session.windowGrowth,
         forget: (id) => {
           session.streams.delete(id);
           if (session.draining && session.streams.size === 0) this.#close(session, CloseCode.NORMAL, "drained");

@@ -158,25 +158,78 @@ export async function sendWithCredit(
   return offset;
 }
 
+/** A stream's receive window grows (doubles) when half of it was taken within this long of the previous grant, ms. */
+export const WINDOW_GROWTH_FAST_MS = 50;
+/** A stream's receive window grows to this at most (from STREAM_WINDOW_BYTES_DEFAULT: three doublings). */
+export const STREAM_WINDOW_GROWN_BYTES_MAX = 2 * 1024 * 1024;
+/** What the streams of one connection may grow their receive windows by, together, at most. */
+export const WINDOW_GROWTH_BUDGET_BYTES_DEFAULT = 16 * 1024 * 1024;
+
+/**
+ * Receive-window growth shared by the streams of one connection (auto-tuning, as HTTP/2 and QUIC implementations
+ * do). A stream whose consumer takes half its window within WINDOW_GROWTH_FAST_MS of the previous grant is held
+ * back by the round trip, not by its reader: its window doubles (the extra is granted with the increment), up to
+ * STREAM_WINDOW_GROWN_BYTES_MAX, drawn from this budget and given back when the stream closes. A slow reader's
+ * stream never grows, and what a connection holds stays bounded: `open streams × streamWindowBytes` plus the
+ * budget. Nothing on the wire changes: a receiver may always grant more credit than it took back.
+ */
+export class WindowGrowth {
+  #available: number;
+
+  constructor(
+    budgetBytes: number = WINDOW_GROWTH_BUDGET_BYTES_DEFAULT,
+    readonly now: () => number = () => performance.now(),
+    readonly fastMs: number = WINDOW_GROWTH_FAST_MS,
+    readonly streamMaxBytes: number = STREAM_WINDOW_GROWN_BYTES_MAX,
+  ) {
+    this.#available = budgetBytes;
+  }
+
+  /** Budget not lent to a stream now. */
+  get availableBytes(): number {
+    return this.#available;
+  }
+
+  /** Lends up to `wantBytes` (may be 0). */
+  take(wantBytes: number): number {
+    const n = Math.max(0, Math.min(wantBytes, this.#available));
+    this.#available -= n;
+    return n;
+  }
+
+  giveBack(bytes: number): void {
+    this.#available += bytes;
+  }
+}
+
 /**
  * Receiver side. `receive` checks the peer stayed within the window; `consume` returns the increment to
- * grant back (0 until at least half the window is consumed, to batch WINDOW frames).
+ * grant back (0 until at least half the window is consumed, to batch WINDOW frames). With a `growth`, a fast
+ * consumer's window grows (WindowGrowth); `release` gives the growth back when the stream closes.
  */
 export class RecvWindow {
   #remaining: number;
   #unacknowledged = 0;
-  readonly #sizeBytes: number;
+  #sizeBytes: number;
+  /** Bytes this window grew by, lent by `growth`. */
+  #grown = 0;
+  /** When credit was last granted back (or the window made), on `growth`'s clock. */
+  #grantedAt = 0;
 
-  constructor(sizeBytes: number) {
+  constructor(
+    sizeBytes: number,
+    private readonly growth: WindowGrowth | null = null,
+  ) {
     this.#sizeBytes = sizeBytes;
     this.#remaining = sizeBytes;
+    if (growth) this.#grantedAt = growth.now();
   }
 
   get remainingBytes(): number {
     return this.#remaining;
   }
 
-  /** The window granted to the peer at the start. */
+  /** The window granted to the peer now: the one at the start, plus any growth. */
   get sizeBytes(): number {
     return this.#sizeBytes;
   }
@@ -196,9 +249,27 @@ export class RecvWindow {
   consume(bytes: number): number {
     this.#unacknowledged += bytes;
     if (this.#unacknowledged * 2 < this.#sizeBytes) return 0;
-    const increment = this.#unacknowledged;
+    let increment = this.#unacknowledged;
     this.#unacknowledged = 0;
+    const growth = this.growth;
+    if (growth) {
+      const now = growth.now();
+      if (now - this.#grantedAt < growth.fastMs && this.#sizeBytes < growth.streamMaxBytes) {
+        const extra = growth.take(Math.min(this.#sizeBytes, growth.streamMaxBytes - this.#sizeBytes));
+        this.#sizeBytes += extra;
+        this.#grown += extra;
+        increment += extra;
+      }
+      this.#grantedAt = now;
+    }
     this.#remaining += increment;
     return increment;
+  }
+
+  /** The stream closed: its growth goes back to the connection's budget. */
+  release(): void {
+    if (this.#grown === 0) return;
+    this.growth?.giveBack(this.#grown);
+    this.#grown = 0;
   }
 }

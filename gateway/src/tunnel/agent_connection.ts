@@ -60,6 +60,7 @@ import {
   type AgentConfig,
   rateState as rateStateSchema,
   type RateState,
+  WindowGrowth,
 } from "@wellspring/protocol";
 import { newId } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
@@ -203,6 +204,8 @@ export class AgentConnection implements AgentLink {
   readonly streams = new Map<number, HubStream>();
   /** Connection-level flow control and stream-id rules, the same as the agent's (protocol/src/session.ts). */
   readonly #rules: SessionRules;
+  /** Response windows of fast readers grow from this budget (flow.ts): bulk is not held to one window per round trip. */
+  readonly #windowGrowth = new WindowGrowth();
   #nextStreamId = 1;
   #nonce = toBase64Url(randomBytes(AUTH_NONCE_BYTES));
   #authTimer: ReturnType<typeof setTimeout> | null = null;
@@ -297,6 +300,7 @@ export class AgentConnection implements AgentLink {
       {
         send: (frame) => this.send(frame),
         connectionSendWindow: this.#rules.send,
+        windowGrowth: this.#windowGrowth,
         forget: (sid) => this.streams.delete(sid),
       },
       sink,

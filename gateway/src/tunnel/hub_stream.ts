@@ -15,6 +15,7 @@ import {
   type RequestHead,
   type ResponseHead,
   type SettlementStatement,
+  type WindowGrowth,
 } from "@wellspring/protocol";
 
 /**
@@ -57,6 +58,8 @@ export interface StreamSink {
 export interface StreamTransport {
   send(frame: Uint8Array): void;
   readonly connectionSendWindow: SendWindow;
+  /** The connection's receive-window growth (flow.ts), when its streams' windows may grow. */
+  readonly windowGrowth?: WindowGrowth;
   forget(streamId: number): void;
 }
 
@@ -83,7 +86,7 @@ export class HubStream {
     ownStreamWindowBytes: number,
   ) {
     this.sendWindow = new SendWindow(peerStreamWindowBytes);
-    this.recvWindow = new RecvWindow(ownStreamWindowBytes);
+    this.recvWindow = new RecvWindow(ownStreamWindowBytes, transport.windowGrowth ?? null);
   }
 
   get closed(): boolean {
@@ -175,6 +178,7 @@ export class HubStream {
     this.#closed = true;
     this.#abort?.abort(STREAM_CLOSED);
     this.sendWindow.close();
+    this.recvWindow.release();
     this.transport.forget(this.id);
   }
 }
