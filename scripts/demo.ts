@@ -17,7 +17,7 @@ import { hashPassword, newId, randomToken } from "@wellspring/db";
 import { startMockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../gateway/src/ops/keys.ts";
 import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
-import { bootHubFromEnv } from "../gateway/src/hub.ts";
+import { bootHubFromEnv, hubGatewayOptions } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway, type Gateway } from "../gateway/src/server.ts";
 import { createEnrollmentToken } from "../gateway/src/ops/enrollment.ts";
@@ -117,13 +117,9 @@ for (let i = 0; i < gatewayCount; i++) {
       // development mode, which admits them. `npm start` does not.
       tunnel: { ...base.tunnel, developmentAgentsAllowed: true },
       redisUrl,
-      db: hub.db,
-      databaseUrl: hub.databaseUrl,
+      ...hubGatewayOptions(hub),
       log,
-      hubId: hub.hubId,
       gatewayId: newId("gw"),
-      tls: hub.tls,
-      spoolDir: join(hub.dataDir, "spool"),
     }),
   );
 }

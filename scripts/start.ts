@@ -10,7 +10,7 @@ import { rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { newId } from "@wellspring/db";
 import { gatewayOptionsFromEnv, parseEnv } from "../gateway/src/env.ts";
-import { bootHubFromEnv, databaseLocation } from "../gateway/src/hub.ts";
+import { bootHubFromEnv, databaseLocation, hubGatewayOptions } from "../gateway/src/hub.ts";
 import { createLogger } from "../gateway/src/log.ts";
 import { startGateway } from "../gateway/src/server.ts";
 import { issueSetupToken } from "../gateway/src/ops/administrators.ts";
@@ -32,13 +32,9 @@ if (env.GATEWAY_PROCESSES !== "1") {
 const hub = await bootHubFromEnv(env, log);
 const gateway = await startGateway({
   ...gatewayOptionsFromEnv(env),
-  db: hub.db,
-  databaseUrl: hub.databaseUrl,
+  ...hubGatewayOptions(hub),
   log,
-  hubId: hub.hubId,
   gatewayId: env.GATEWAY_ID ?? newId("gw"),
-  tls: hub.tls,
-  spoolDir: join(hub.dataDir, "spool"),
 });
 
 const webEnv = await portalEnv({

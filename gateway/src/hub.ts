@@ -47,6 +47,11 @@ export interface HubBase {
   close(): Promise<void>;
 }
 
+/** What a gateway takes from the hub it runs in: its database, the hub's id and TLS identity, a spool folder in the hub's data. */
+export function hubGatewayOptions(hub: HubBase) {
+  return { db: hub.db, databaseUrl: hub.databaseUrl, hubId: hub.hubId, tls: hub.tls, spoolDir: join(hub.dataDir, "spool") };
+}
+
 /** A connection string without its credentials, for logs: `postgresql://host:port/database`. */
 export function databaseLocation(url: string): string {
   try {

@@ -2,11 +2,10 @@
  * The gateway process entry: `npm run gateway` (or part of `npm start`). With GATEWAY_PROCESSES above 1 (or `auto`)
  * this process is the primary of several gateway processes and each worker runs this same entry (cluster.ts).
  */
-import { join } from "node:path";
 import { newId } from "@wellspring/db";
 import { announceWorkerReady, gatewayProcessCount, runPrimary, workerContext } from "./cluster.ts";
 import { gatewayOptionsFromEnv, parseEnv } from "./env.ts";
-import { bootHubFromEnv, joinHub } from "./hub.ts";
+import { bootHubFromEnv, hubGatewayOptions, joinHub } from "./hub.ts";
 import { createLogger } from "./log.ts";
 import { labelWorker } from "./observability/metrics.ts";
 import { startGateway } from "./server.ts";
@@ -25,13 +24,9 @@ if (!worker && processes > 1) {
     : await bootHubFromEnv(env, log);
   const gateway = await startGateway({
     ...gatewayOptionsFromEnv(env),
-    db: hub.db,
-    databaseUrl: hub.databaseUrl,
+    ...hubGatewayOptions(hub),
     log,
-    hubId: hub.hubId,
     gatewayId: env.GATEWAY_ID ?? newId("gw"),
-    tls: hub.tls,
-    spoolDir: join(hub.dataDir, "spool"),
     worker: worker ? { peerPort: env.PEER_PORT ? env.PEER_PORT + worker.slot : 0, adminProxySecret: worker.adminProxySecret } : undefined,
   });
   if (worker) {
