@@ -3,7 +3,8 @@
  * benchmark's six — S1's added median at concurrency 1 (Wellspring against direct, same run) and the CPU-seconds
  * per 1,000 small requests at concurrency 32 of the gateway and the agent (PostgreSQL is every `postgres`
  * process on the machine, so it includes other work on a shared box; `postgresThisDatabase` is only the backends
- * connected to this run's database). BENCH_REQUESTS (S1, default 2000) and
+ * connected to this run's database; `agentMainThread` is the agent's main threads alone, its event loop without its
+ * Workers and helper threads). BENCH_REQUESTS (S1, default 2000) and
  * BENCH_S2_REQUESTS (default 4000) set the counts; BENCH_GATEWAY_CPU_PROF=<dir> writes the gateway's V8 CPU
  * profile there, through a preload (bench/cpu_profile_preload.mjs) that starts the inspector's profiler and
  * writes `<dir>/<pid>.cpuprofile` at exit. BENCH_SSE_STREAMS=<n> then runs S3's SSE load at n streams
@@ -25,7 +26,7 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { cpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
+import { cpuSeconds, mainThreadCpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
 import { startStack, type Stack } from "../e2e/stack/harness.ts";
 import { Generator } from "./generator.ts";
 import { percentile, sleep } from "./lib.ts";
@@ -133,6 +134,7 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
       postgres: await pidsNamed("postgres"),
     };
     const before = Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, p]) => [k, await cpuSeconds(p)] as const)));
+    const agentMainBefore = await mainThreadCpuSeconds(groups.agent);
     const backendsBefore = await backendCpu(stack.db);
     const perClient = Math.floor(S2_REQUESTS / CONCURRENCY);
     const perf = perfDir ? await startPerf(perfDir, { gateway: groups.gateway, agent: groups.agent }) : null;
@@ -146,6 +148,8 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
     const n = perClient * CONCURRENCY;
     const cpuPer1000: Record<string, number> = {};
     for (const [k, p] of Object.entries(groups)) cpuPer1000[k] = +((((await cpuSeconds(p)) - before[k]!) / n) * 1000).toFixed(3);
+    // The agent's main threads alone (its event loop: the tunnel; not its Workers, I/O or V8 helper threads).
+    cpuPer1000.agentMainThread = +((((await mainThreadCpuSeconds(groups.agent)) - agentMainBefore) / n) * 1000).toFixed(3);
     let backendSeconds = 0;
     for (const [pid, cpu] of await backendCpu(stack.db)) backendSeconds += cpu - (backendsBefore.get(pid) ?? 0);
     cpuPer1000.postgresThisDatabase = +((backendSeconds / n) * 1000).toFixed(3);

@@ -1,6 +1,6 @@
 /**
  * Receipt signing in the agent: WebCrypto (`signReceipt`: `crypto.subtle.digest` + `crypto.subtle.sign`) against
- * node:crypto with the key made once (`signReceiptWith(nodeReceiptSigner(key))`, what the ledger uses), the same
+ * node:crypto with the key made once (`signReceiptWith(nodeReceiptSigner(key))`, the calls the ledger writer makes), the same
  * receipt, alternated twice; prints µs of this process's CPU per receipt for each. Run from agent-deno/:
  *   ../node_modules/.bin/deno run -A bench/receipt_sign_bench.ts [receipts]
  */

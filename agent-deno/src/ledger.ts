@@ -20,7 +20,6 @@
 /// <reference path="./sqlite.d.ts" />
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { LedgerWriter, type LedgerMark } from "./ledger_writer.ts";
-import { nodeReceiptSigner } from "./receipt_signer.ts";
 import {
   bytesEqual,
   concatBytes,
@@ -31,12 +30,14 @@ import {
   decodeReceipt,
   LEDGER_SERVED_FLUSH_MS,
   encodeLogRecord,
+  encodeReceipt,
   RECEIPT_GENESIS_HASH,
-  signReceiptWith,
+  RECEIPT_HASH_CONTEXT,
+  RECEIPT_PREV_HASH_OFFSET,
+  RECEIPT_SIGN_CONTEXT,
   type ChainEntry,
   type ChainTail,
   type Receipt,
-  type ReceiptSigner,
   type SignedReceipt,
 } from "../../protocol/src/mod.ts";
 
@@ -173,7 +174,6 @@ export class AgentLedger {
     log: Deno.FsFile,
     tail: ChainTail,
     private readonly agentId: string,
-    privateKey: CryptoKey,
     private readonly runId: number,
     private readonly now: () => number,
     mark: Deno.FsFile,
@@ -183,11 +183,7 @@ export class AgentLedger {
     this.#log = log;
     this.#tail = tail;
     this.#mark = mark;
-    this.#signer = nodeReceiptSigner(privateKey);
   }
-
-  /** Signs receipts (node:crypto, the key made once: receipt_signer.ts). */
-  readonly #signer: ReceiptSigner;
 
   readonly #mark: Deno.FsFile;
   /** This agent's clock minus the hub's, ms (measured at each WELCOME); 0 until known. */
@@ -249,14 +245,19 @@ export class AgentLedger {
     let writer: LedgerWriter;
     try {
       await reconcileLog(db, log, await Deno.readFile(logPath), tail.seq);
-      writer = await LedgerWriter.open(`${dir}/receipts.sqlite`);
+      // The writer signs each batch as it commits it (ledger_writer.ts): the key goes to its worker.
+      writer = await LedgerWriter.open(`${dir}/receipts.sqlite`, privateKey, {
+        hashContext: RECEIPT_HASH_CONTEXT,
+        signContext: RECEIPT_SIGN_CONTEXT,
+        prevHashOffset: RECEIPT_PREV_HASH_OFFSET,
+      });
     } catch (error) {
       log.close();
       mark.close();
       db.close();
       throw error;
     }
-    return new AgentLedger(db, writer, log, tail, agentId, privateKey, runId, now, mark);
+    return new AgentLedger(db, writer, log, tail, agentId, runId, now, mark);
   }
 
   #sql(sql: string): StatementSync {
@@ -365,39 +366,51 @@ export class AgentLedger {
   async #writeBatch(batch: Pending[]): Promise<void> {
     const takenAtMs = this.now();
     const served = this.#servedQueue.splice(0, this.#servedQueue.length);
-    let tail = this.#tail;
-    const signed: { p: Pending; s: SignedReceipt; fresh: boolean }[] = [];
-    const inBatch = new Map<string, SignedReceipt>();
+    let seq = this.#tail.seq;
+    // Each request's receipt: one kept already, or a new one (index into `fresh`) signed by the writer.
+    const outcome: { p: Pending; kept: SignedReceipt | null; fresh: number }[] = [];
+    const fresh: Receipt[] = [];
+    const inBatch = new Map<string, number>();
     for (const p of batch) {
-      const kept = inBatch.get(p.input.requestId) ?? this.#existing(p.input.requestId);
-      if (kept) {
-        signed.push({ p, s: kept, fresh: false });
+      const already = inBatch.get(p.input.requestId);
+      const kept = already === undefined ? this.#existing(p.input.requestId) : null;
+      if (kept || already !== undefined) {
+        outcome.push({ p, kept, fresh: already ?? -1 });
         continue;
       }
-      const s = signReceiptWith(this.#signer, { ...p.input, seq: tail.seq + 1, prevHash: tail.hash, agentId: this.agentId });
-      inBatch.set(p.input.requestId, s);
-      signed.push({ p, s, fresh: true });
-      tail = { seq: s.receipt.seq, hash: s.hash };
+      // Encoded here with the genesis hash as a placeholder: the writer links it to its predecessor as it signs.
+      fresh.push({ ...p.input, seq: ++seq, prevHash: RECEIPT_GENESIS_HASH, agentId: this.agentId });
+      inBatch.set(p.input.requestId, fresh.length - 1);
+      outcome.push({ p, kept: null, fresh: fresh.length - 1 });
     }
-    const fresh = signed.filter((x) => x.fresh).map((x) => x.s);
+    const signed: SignedReceipt[] = [];
     if (fresh.length > 0 || served.length > 0) {
-      // One transaction in the writer worker (its fsync off this event loop). `takenAtMs`: what this run has
-      // recorded reaches this far; after a crash, streams begun later have no record.
-      await this.#writer.commit({
+      const bodies = fresh.map((r) => encodeReceipt(r));
+      // One transaction in the writer worker (the signing and the fsync off this event loop). `takenAtMs`: what
+      // this run has recorded reaches this far; after a crash, streams begun later have no record.
+      const { hashes, signatures } = await this.#writer.commit({
         served: served.filter((r) => !this.#hasReceipt(r.requestId)),
-        receipts: fresh.map((s) => ({ seq: s.receipt.seq, requestId: s.receipt.requestId, body: s.body, hash: s.hash, signature: s.signature })),
+        receipts: fresh.map((r, i) => ({ seq: r.seq, requestId: r.requestId, body: bodies[i]! })),
+        prevHash: this.#tail.hash,
         takenAtMs,
         runId: this.runId,
         pruneServedBeforeMs: takenAtMs - this.#lastPruneMs >= SERVED_PRUNE_INTERVAL_MS ? takenAtMs - SERVED_KEEP_MS : null,
       });
       if (takenAtMs - this.#lastPruneMs >= SERVED_PRUNE_INTERVAL_MS) this.#lastPruneMs = takenAtMs;
-      this.#tail = tail;
+      let prevHash = this.#tail.hash;
+      for (let i = 0; i < fresh.length; i++) {
+        const body = bodies[i]!;
+        body.set(prevHash, RECEIPT_PREV_HASH_OFFSET);
+        signed.push({ receipt: { ...fresh[i]!, prevHash }, body, hash: hashes[i]!, signature: signatures[i]! });
+        prevHash = hashes[i]!;
+      }
+      if (fresh.length > 0) this.#tail = { seq, hash: prevHash };
       if (fresh.length > 0) {
-        await writeAll(this.#log, concatBytes(fresh.map((s) => encodeLogRecord(s.body, s.signature))));
+        await writeAll(this.#log, concatBytes(signed.map((s) => encodeLogRecord(s.body, s.signature))));
         await this.#log.syncData();
       }
     }
-    for (const { p, s } of signed) p.resolve(s);
+    for (const o of outcome) o.p.resolve(o.kept ?? signed[o.fresh]!);
   }
 
   #hasReceipt(requestId: string): boolean {

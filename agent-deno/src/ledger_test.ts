@@ -1,6 +1,16 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { decodeLogRecords, generateAgentKeyPair, importReceiptVerifyKey, logEntries, toBase64Url, verifyChain } from "../../protocol/src/mod.ts";
+import {
+  decodeLogRecords,
+  decodeReceipt,
+  generateAgentKeyPair,
+  importReceiptVerifyKey,
+  logEntries,
+  RECEIPT_GENESIS_HASH,
+  signReceipt,
+  toBase64Url,
+  verifyChain,
+} from "../../protocol/src/mod.ts";
 import { AgentLedger, LEDGER_SERVED_FLUSH_MS, LedgerCorruptError, SERVED_KEEP_MS, SERVED_PRUNE_INTERVAL_MS } from "./ledger.ts";
 import { testReceiptInput } from "./testdata/receipt_input.ts";
 
@@ -33,6 +43,38 @@ Deno.test("ledger: concurrent appends make one gapless chain, the same in the da
   const fromLog = await logChain(dir);
   assert.ok((await verifyChain(fromLog, { agentId: AGENT, key, expectedTail: ledger.tail })).ok);
   assert.equal(fromLog.length, 500);
+  await ledger.close();
+});
+
+Deno.test("ledger: receipts signed in the writer's worker are byte for byte what WebCrypto's signReceipt gives, linked in order across batches", async () => {
+  const { dir, pair, key } = await setup();
+  const ledger = await AgentLedger.open(dir, AGENT, pair.privateKey);
+  const inputs = Array.from({ length: 90 }, (_, i) => ({
+    ...testReceiptInput(`req_sig_${i}`, BigInt(100 + i * 37)),
+    model: i % 2 ? "gpt-4o-mini" : "claude-sonnet-4-5 ✓",
+    ...(i % 5 === 0 ? { hubRecord: new Uint8Array(i + 1).fill(i) } : {}),
+    ...(i % 7 === 0 ? { witness: "dispatched" as const } : {}),
+  }));
+  // Three bursts (each shared by few batches) and single appends: chains cross batch boundaries.
+  const returned = [
+    ...(await Promise.all(inputs.slice(0, 40).map((x) => ledger.append(x)))),
+    ...(await Promise.all(inputs.slice(40, 80).map((x) => ledger.append(x)))),
+  ];
+  for (const x of inputs.slice(80)) returned.push(await ledger.append(x));
+  let prevHash = RECEIPT_GENESIS_HASH;
+  for (let i = 0; i < inputs.length; i++) {
+    const expected = await signReceipt(pair.privateKey, { ...inputs[i]!, seq: i + 1, prevHash, agentId: AGENT });
+    const got = returned[i]!;
+    assert.deepEqual(got.body, expected.body, `receipt ${i + 1}'s body`);
+    assert.deepEqual(got.hash, expected.hash, `receipt ${i + 1}'s hash`);
+    assert.deepEqual(got.signature, expected.signature, `receipt ${i + 1}'s signature`);
+    assert.deepEqual(got.receipt, decodeReceipt(expected.body));
+    const kept = ledger.range(i + 1, 1)[0]!;
+    assert.deepEqual([kept.body, kept.hash, kept.signature], [expected.body, expected.hash, expected.signature]);
+    prevHash = expected.hash;
+  }
+  assert.deepEqual(ledger.tail, { seq: inputs.length, hash: prevHash });
+  assert.ok((await verifyChain(await logChain(dir), { agentId: AGENT, key, expectedTail: ledger.tail })).ok);
   await ledger.close();
 });
 

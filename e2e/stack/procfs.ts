@@ -57,9 +57,21 @@ export async function socketCount(pid: number): Promise<number> {
 
 /** User + system CPU seconds used so far by these processes (from /proc/<pid>/stat; clock ticks of 10 ms). */
 export async function cpuSeconds(pids: number[]): Promise<number> {
+  return await statCpuSeconds(pids.map((pid) => `/proc/${pid}/stat`));
+}
+
+/**
+ * The same for only each process's main thread (/proc/<pid>/task/<pid>/stat): in Deno, the JavaScript event loop,
+ * without its Workers, the runtime's I/O threads and V8's helpers.
+ */
+export async function mainThreadCpuSeconds(pids: number[]): Promise<number> {
+  return await statCpuSeconds(pids.map((pid) => `/proc/${pid}/task/${pid}/stat`));
+}
+
+async function statCpuSeconds(paths: string[]): Promise<number> {
   let ticks = 0;
-  for (const pid of pids) {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  for (const path of paths) {
+    const stat = await readFile(path, "utf8").catch(() => "");
     // Fields after the parenthesised command name: state is field 3; utime and stime are fields 14 and 15.
     const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     ticks += Number(rest[11] ?? 0) + Number(rest[12] ?? 0);

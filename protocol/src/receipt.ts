@@ -25,6 +25,11 @@ export const RECEIPT_SIGN_CONTEXT = "wellspring/receipt-sig/v1\n";
 export const RECEIPT_COUNTERSIGN_CONTEXT = "wellspring/receipt-countersig/v1\n";
 /** Hash a chain's first receipt names as its predecessor. */
 export const RECEIPT_GENESIS_HASH: Uint8Array = new Uint8Array(32);
+/**
+ * Where `prevHash` sits in every receipt body version (after version u8 · seq i64), bytes: a body encoded with a
+ * placeholder there can be linked to its predecessor by whoever signs the chain in order (the agent's ledger writer).
+ */
+export const RECEIPT_PREV_HASH_OFFSET = 9;
 /** Longest string field (request id, agent id, model), UTF-8 bytes. */
 export const RECEIPT_STRING_BYTES_MAX = 256;
 /** Longest sealed hub record a receipt carries, bytes (see `Receipt.hubRecord`). */
@@ -392,7 +397,8 @@ export async function signReceipt(privateKey: CryptoKey, receipt: Receipt): Prom
 
 /**
  * SHA-256 and Ed25519 done synchronously by the caller's runtime (the agent's is node:crypto with the key made once,
- * agent-deno/src/receipt_signer.ts): the same bytes as `signReceipt`, without WebCrypto's per-call cost.
+ * agent-deno/src/receipt_signer.ts, and the same calls in its ledger writer's Worker): the same bytes as
+ * `signReceipt`, without WebCrypto's per-call cost.
  */
 export interface ReceiptSigner {
   sha256(bytes: Uint8Array): Uint8Array;
