@@ -102,17 +102,27 @@ export async function soakSection(): Promise<string[]> {
   const last = s.samples[s.samples.length - 1];
   const f = (x: number | undefined) => (x === undefined ? "—" : `${x.toFixed(1)} MiB`);
   const sl = (x: number) => `${x >= 0 ? "+" : ""}${x.toFixed(2)} MiB/min`;
+  const { warmUp, growth } = s.slopeMiBPerMinute;
+  const h = b.gatewayHeap;
+  const heap = (x: typeof h.before) => `${x.heapUsed.toFixed(0)} / ${x.heapTotal.toFixed(0)} (young ${x.newSpaceTotal.toFixed(0)}) / ${x.external.toFixed(0)}`;
   return [
     "## Memory — after a burst, and a soak at steady load",
     "",
     `From \`npm run bench:soak\` at ${r.at.slice(0, 19).replace("T", " ")} UTC. Burst: ${b.streams} SSE streams at once (S3's top level), then ${b.restSeconds} s at rest.`,
     `Soak: ${s.minutes} min of ${s.streams} SSE streams open at any time (run back to back) beside ${s.callers} clients of small calls; RSS sampled every ${s.sampleSeconds} s;`,
-    `the slope is a least-squares fit over the samples after the first fifth (warm-up); flat = within ±${FLAT_MIB_PER_MINUTE} MiB/min.`,
+    `slopes are least-squares fits over the first half (warm-up) and the second half (growth); flat = the second half within ±${FLAT_MIB_PER_MINUTE} MiB/min.`,
+    "RSS of the process trees: the gateway's includes its `tsx` launcher and tsx's esbuild service; the agent's its launcher.",
     "",
-    "| process | before the burst | right after | after the rest | soak: first sample | soak: last sample | soak slope |",
-    "|---|---|---|---|---|---|---|",
-    `| gateway | ${f(b.before.gateway)} | ${f(b.after.gateway)} | ${f(b.afterRest.gateway)} | ${f(first?.gatewayMiB)} | ${f(last?.gatewayMiB)} | ${sl(s.slopeMiBPerMinute.gateway)} |`,
-    `| agent | ${f(b.before.agent)} | ${f(b.after.agent)} | ${f(b.afterRest.agent)} | ${f(first?.agentMiB)} | ${f(last?.agentMiB)} | ${sl(s.slopeMiBPerMinute.agent)} |`,
+    "| process | before the burst | right after | after the rest | soak: first sample | soak: last sample | slope, first half | slope, second half |",
+    "|---|---|---|---|---|---|---|---|",
+    `| gateway | ${f(b.before.gateway)} | ${f(b.after.gateway)} | ${f(b.afterRest.gateway)} | ${f(first?.gatewayMiB)} | ${f(last?.gatewayMiB)} | ${sl(warmUp.gateway)} | ${sl(growth.gateway)} |`,
+    `| agent | ${f(b.before.agent)} | ${f(b.after.agent)} | ${f(b.afterRest.agent)} | ${f(first?.agentMiB)} | ${f(last?.agentMiB)} | ${sl(warmUp.agent)} | ${sl(growth.agent)} |`,
+    "",
+    `Each process before the burst, MiB: ${Object.entries(b.before.parts)
+      .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+      .join(
+        ", ",
+      )}. The gateway's V8 heap used / total (young generation) / external memory, MiB: before the burst ${heap(h.before)}, right after ${heap(h.after)}, after the rest ${heap(h.afterRest)}; in the soak its heap total moved ${sl(warmUp.gatewayHeapTotal)} then ${sl(growth.gatewayHeapTotal)}, external ${sl(warmUp.gatewayExternal)} then ${sl(growth.gatewayExternal)}.`,
     "",
     `The soak ran ${s.streamsRun} streams and ${s.callsRun} small calls (${s.errors} errors); RSS ${s.flat ? "is flat" : "**is not flat**"}. Target: RSS after the run within 50 MiB of the start (${b.afterRest.gateway - b.before.gateway <= 50 && b.afterRest.agent - b.before.agent <= 50 ? "met" : "**missed**"}), no growth in the soak (${s.flat ? "met" : "**missed**"}).`,
     "",
