@@ -92,6 +92,9 @@ export async function gatewaysSection(): Promise<string[]> {
   ];
 }
 
+const agentHeapText = (x: { heapUsed: number; heapTotal: number; external: number }) =>
+  `${x.heapUsed.toFixed(0)} / ${x.heapTotal.toFixed(0)} / ${x.external.toFixed(0)}`;
+
 /** Memory after a burst of streams and over a steady soak, from the last `npm run bench:soak`, if it ran. */
 export async function soakSection(): Promise<string[]> {
   const r = await lastResult<SoakResult>("soak.json");
@@ -123,6 +126,12 @@ export async function soakSection(): Promise<string[]> {
       .join(
         ", ",
       )}. The gateway's V8 heap used / total (young generation) / external memory, MiB: before the burst ${heap(h.before)}, right after ${heap(h.after)}, after the rest ${heap(h.afterRest)}; in the soak its heap total moved ${sl(warmUp.gatewayHeapTotal)} then ${sl(growth.gatewayHeapTotal)}, external ${sl(warmUp.gatewayExternal)} then ${sl(growth.gatewayExternal)}.`,
+    ...(b.agentHeap?.before && b.agentHeap.after && b.agentHeap.afterRest
+      ? [
+          "",
+          `The agent's V8 heap used / total / external memory (its status file, \`Deno.memoryUsage()\`), MiB: before the burst ${agentHeapText(b.agentHeap.before)}, right after ${agentHeapText(b.agentHeap.after)}, after the rest ${agentHeapText(b.agentHeap.afterRest)}.`,
+        ]
+      : []),
     "",
     `The soak ran ${s.streamsRun} streams and ${s.callsRun} small calls (${s.errors} errors); RSS ${s.flat ? "is flat" : "**is not flat**"}. Target: RSS after the run within 50 MiB of the start (${b.afterRest.gateway - b.before.gateway <= 50 && b.afterRest.agent - b.before.agent <= 50 ? "met" : "**missed**"}), no growth in the soak (${s.flat ? "met" : "**missed**"}).`,
     "",

@@ -18,12 +18,11 @@
  *
  * Writes bench/results/soak.json; `npm run bench` puts the last one in docs/performance.md (report.ts).
  */
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startStack } from "../e2e/stack/harness.ts";
 import { processTree } from "../e2e/stack/procfs.ts";
 import { Generator } from "./generator.ts";
-import { readFile } from "node:fs/promises";
 import { mib, rss, sleep, type Target } from "./lib.ts";
 
 const BURST = Number(process.env.BENCH_SOAK_BURST ?? 1000);
@@ -64,6 +63,21 @@ async function gatewayHeap(adminOrigin: string): Promise<GatewayHeap> {
   };
 }
 
+/** The agent's V8 heap from its status file (`Deno.memoryUsage()` when the agent last wrote it, ≤ 10 s old), MiB; null from an agent that does not report it. */
+export interface AgentHeap {
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+}
+
+async function agentHeap(dataDir: string): Promise<AgentHeap | null> {
+  const status = JSON.parse(await readFile(join(dataDir, "state", "status.json"), "utf8").catch(() => "{}")) as {
+    memory?: { heapUsedBytes: number; heapTotalBytes: number; externalBytes: number };
+  };
+  const m = status.memory;
+  return m ? { heapUsed: mib(m.heapUsedBytes), heapTotal: mib(m.heapTotalBytes), external: mib(m.externalBytes) } : null;
+}
+
 export interface SoakSample {
   atS: number;
   gatewayMiB: number;
@@ -72,6 +86,8 @@ export interface SoakSample {
   gatewayProcessMiB: number;
   gatewayHeapTotalMiB: number;
   gatewayExternalMiB: number;
+  /** The agent's V8 heap in use (its status file), MiB; null when it does not report it. */
+  agentHeapUsedMiB: number | null;
 }
 
 /** Least-squares slopes of one soak half, MiB per minute. */
@@ -92,6 +108,8 @@ export interface SoakResult {
     afterRest: ProcessMiB;
     /** The gateway's V8 heap (used, total) and external memory at the same three moments, MiB (its /metrics). */
     gatewayHeap: { before: GatewayHeap; after: GatewayHeap; afterRest: GatewayHeap };
+    /** The agent's, from its status file. */
+    agentHeap: { before: AgentHeap | null; after: AgentHeap | null; afterRest: AgentHeap | null };
   };
   soak: {
     minutes: number;
@@ -190,14 +208,17 @@ if (import.meta.filename === process.argv[1]) {
     await gen.call("load", stack.baseUrl, [stack.apiKey, stack.apiKey], 100);
     const before = await rssNow(processes);
     const heapBefore = await gatewayHeap(stack.gateway.adminOrigin);
+    const agentBefore = await agentHeap(stack.agent.dataDir);
     const burst = BURST > 0 ? await gen.call("sseLoad", target, stack.apiKey, BURST, 1, "soak.burst") : [];
     const after = await rssNow(processes);
     const heapAfter = await gatewayHeap(stack.gateway.adminOrigin);
+    const agentAfter = await agentHeap(stack.agent.dataDir);
     await sleep(REST_S * 1000);
     const afterRest = await rssNow(processes);
     const gatewayHeaps = { before: heapBefore, after: heapAfter, afterRest: await gatewayHeap(stack.gateway.adminOrigin) };
+    const agentHeaps = { before: agentBefore, after: agentAfter, afterRest: await agentHeap(stack.agent.dataDir) };
     console.error(
-      `burst of ${burst.length} streams: RSS MiB before ${JSON.stringify(before)}, after ${JSON.stringify(after)}, after ${REST_S} s ${JSON.stringify(afterRest)}; gateway heap ${JSON.stringify(gatewayHeaps)}`,
+      `burst of ${burst.length} streams: RSS MiB before ${JSON.stringify(before)}, after ${JSON.stringify(after)}, after ${REST_S} s ${JSON.stringify(afterRest)}; gateway heap ${JSON.stringify(gatewayHeaps)}; agent heap ${JSON.stringify(agentHeaps)}`,
     );
 
     const started = performance.now();
@@ -207,6 +228,7 @@ if (import.meta.filename === process.argv[1]) {
       while (performance.now() < endAt) {
         const r = await rssNow(processes);
         const heap = await gatewayHeap(stack.gateway.adminOrigin);
+        const agent = await agentHeap(stack.agent.dataDir);
         samples.push({
           atS: +((performance.now() - started) / 1000).toFixed(1),
           gatewayMiB: r.gateway,
@@ -214,8 +236,9 @@ if (import.meta.filename === process.argv[1]) {
           gatewayProcessMiB: r.parts["gateway: gateway"] ?? NaN,
           gatewayHeapTotalMiB: heap.heapTotal,
           gatewayExternalMiB: heap.external,
+          agentHeapUsedMiB: agent?.heapUsed ?? null,
         });
-        console.error(`soak ${samples.at(-1)!.atS} s: ${JSON.stringify(r.parts)}; gateway heap ${JSON.stringify(heap)}`);
+        console.error(`soak ${samples.at(-1)!.atS} s: ${JSON.stringify(r.parts)}; gateway heap ${JSON.stringify(heap)}; agent heap ${JSON.stringify(agent)}`);
         await sleep(Math.min(SAMPLE_S * 1000, Math.max(0, endAt - performance.now())));
       }
     })();
@@ -226,7 +249,7 @@ if (import.meta.filename === process.argv[1]) {
     const growth = slopes(samples, half, Infinity);
     result = {
       at: new Date().toISOString(),
-      burst: { streams: BURST, restSeconds: REST_S, before, after, afterRest, gatewayHeap: gatewayHeaps },
+      burst: { streams: BURST, restSeconds: REST_S, before, after, afterRest, gatewayHeap: gatewayHeaps, agentHeap: agentHeaps },
       soak: {
         minutes: MINUTES,
         streams: STREAMS,
