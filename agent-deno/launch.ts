@@ -434,6 +434,12 @@ async function statusCommand(args: string[], dataDir: string): Promise<number> {
     lines.push(`today (UTC ${s.today.day}): ${s.today.forwarded} calls forwarded to providers, ${s.today.completed} completed`);
     lines.push(`prices: ${s.priceVer === null ? "none received yet" : `official version ${s.priceVer}`}`);
     lines.push(`provider calls: ${s.proxy ? `through proxy ${s.proxy} (HTTPS_PROXY; NO_PROXY hosts go direct)` : "direct (no HTTPS_PROXY)"}`);
+    if (s.memory) {
+      const m = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
+      lines.push(
+        `memory: resident ${m(s.memory.rssBytes)}; JavaScript heap ${m(s.memory.heapUsedBytes)} used of ${m(s.memory.heapTotalBytes)}; buffers ${m(s.memory.externalBytes)} (as of the status)`,
+      );
+    }
     lines.push(ledgerSummary(dataDir));
   }
   const failed = Object.entries(state.failed).map(([v, f]) => `${v} (${f.reason}, ${f.at})`);

@@ -34,6 +34,24 @@ export interface AgentStatus {
   proxy: string | null;
   /** What the hub last offered (CONTROL UPDATE_AVAILABLE). */
   update: { latestVersion: string | null; minimumVersion: string | null } | null;
+  /**
+   * The agent process's memory when this status was written (`Deno.memoryUsage()`), bytes: resident set, V8 heap
+   * used and allocated, and memory outside the heap that V8 knows of (buffers). Absent from an older agent's file.
+   */
+  memory?: AgentMemory;
+}
+
+export interface AgentMemory {
+  rssBytes: number;
+  heapUsedBytes: number;
+  heapTotalBytes: number;
+  externalBytes: number;
+}
+
+/** This process's memory now (what the status file reports). */
+export function memoryNow(): AgentMemory {
+  const m = Deno.memoryUsage();
+  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, heapTotalBytes: m.heapTotal, externalBytes: m.external };
 }
 
 export const statusPath = (stateDir: string) => `${stateDir}/status.json`;
@@ -152,6 +170,7 @@ export class StatusWriter {
     this.#lastWriteAt = this.now();
     this.#today();
     this.#s.updatedAt = new Date(this.now()).toISOString();
+    this.#s.memory = memoryNow();
     const path = statusPath(this.stateDir);
     try {
       await Deno.writeTextFile(`${path}.tmp`, JSON.stringify(this.#s, null, 2) + "\n");

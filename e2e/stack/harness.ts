@@ -25,6 +25,12 @@ export const DENO = join(ROOT, "node_modules/.bin/deno");
 /** The owner's one command (agent-deno/wellspring-agent): finds Deno and runs the launcher. */
 export const AGENT_LAUNCHER = join(ROOT, "agent-deno/wellspring-agent");
 export const TSX = join(ROOT, "node_modules/.bin/tsx");
+/**
+ * How the gateway is started, as `npm run gateway` and the image start it: tsx's loader inside the gateway's own
+ * Node process (`node --import tsx`), not the tsx command, which runs the program in a second Node process and
+ * stays beside it (~47 MiB RSS doing nothing; docs/performance.md, "Memory").
+ */
+export const GATEWAY_COMMAND = [process.execPath, "--import", "tsx", "gateway/src/main.ts"] as const;
 const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 
 export interface TestDatabase {
@@ -212,7 +218,8 @@ export async function startGatewayProc(
   readyTimeoutMs = GATEWAY_READY_TIMEOUT_MS,
 ): Promise<GatewayProc> {
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), "ws-gw-")));
-  const proc = startProc(TSX, ["gateway/src/main.ts"], {
+  const [node, ...args] = GATEWAY_COMMAND;
+  const proc = startProc(node, args, {
     // Leases go back 100 ms after a user's last request (2 s in production), so tests see settled wallets soon.
     env: {
       DATABASE_URL: databaseUrl,

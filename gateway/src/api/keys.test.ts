@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Db } from "@wellspring/db/core";
-import { KEY_CACHE_TTL_MS, KEY_STALE_IF_UNREACHABLE_MS, KeyVerifier } from "./keys.ts";
+import { KEY_CACHE_TTL_MS, KEY_STALE_IF_UNREACHABLE_MS, KeyVerifier, LAST_USED_WRITE_INTERVAL_MS } from "./keys.ts";
 import { hashKey } from "../ops/keys.ts";
 import { hashPrefix64, KeyFilter } from "./key_filter.ts";
 
@@ -15,7 +15,7 @@ interface Row {
 
 /** A database stand-in that answers the verifier's one query from rows keyed by hash, and counts queries. */
 function fakeDb(rows: Map<string, Row>) {
-  const stats = { queries: 0, unreachable: false };
+  const stats = { queries: 0, unreachable: false, lastUsedWrites: 0 };
   const db = {
     virtualKey: {
       findUnique: async ({ where }: { where: { hash: string } }) => {
@@ -26,7 +26,10 @@ function fakeDb(rows: Map<string, Row>) {
         await Promise.resolve();
         return answer;
       },
-      update: () => Promise.resolve({}),
+      update: () => {
+        stats.lastUsedWrites++;
+        return Promise.resolve({});
+      },
     },
   } as unknown as Db;
   return { db, stats };
@@ -171,5 +174,24 @@ describe("KeyVerifier and events racing a lookup", () => {
     v.keyChanged("key_g"); // the revocation's event overtakes the answer
     expect((await first).ok).toBe(true); // read before the change: this one request passes
     expect(await v.verify(s)).toEqual({ ok: false, reason: "invalid" }); // not served from a stale cache entry
+  });
+});
+
+describe("KeyVerifier's lastUsedAt writes", () => {
+  it("writes once per interval per key and forgets keys not used within it (memory bounded by recent keys)", async () => {
+    const keys = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`sk-ws-${i.toString(36).padStart(40, "k")}`, row(`key_${i}`)]));
+    const { v, stats, advance } = setup(keys);
+    for (const s of Object.keys(keys)) expect((await v.verify(s)).ok).toBe(true);
+    expect(stats.lastUsedWrites).toBe(300);
+    expect(v.lastUsedTracked).toBe(300);
+    // Within the interval (and past the cache's TTL): no second write.
+    advance(KEY_CACHE_TTL_MS + 1);
+    for (const s of Object.keys(keys)) await v.verify(s);
+    expect(stats.lastUsedWrites).toBe(300);
+    // A whole interval later one key is used: it is written again, and the 299 idle keys are forgotten.
+    advance(LAST_USED_WRITE_INTERVAL_MS);
+    await v.verify(Object.keys(keys)[7]!);
+    expect(stats.lastUsedWrites).toBe(301);
+    expect(v.lastUsedTracked).toBe(1);
   });
 });

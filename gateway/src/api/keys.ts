@@ -23,7 +23,12 @@ export const KEY_STALE_IF_UNREACHABLE_MS = 60_000;
 /** Cache entries kept at most; the oldest go first. */
 export const KEY_CACHE_ENTRIES_MAX = 50_000;
 /** `lastUsedAt` is written at most once per this interval per key. */
-const LAST_USED_WRITE_INTERVAL_MS = 60_000;
+export const LAST_USED_WRITE_INTERVAL_MS = 60_000;
+/**
+ * Keys whose last `lastUsedAt` write is remembered, at most (the most recent; an entry older than
+ * LAST_USED_WRITE_INTERVAL_MS is dropped anyway, as the next use writes again). Entries.
+ */
+export const LAST_USED_TRACKED_KEYS_MAX = KEY_CACHE_ENTRIES_MAX;
 /** Database lookups per second (per gateway) for well-formed keys the key filter does not hold. */
 export const KEY_FILTER_MISS_LOOKUPS_PER_S_DEFAULT = 10;
 
@@ -94,6 +99,7 @@ export class KeyVerifier {
    * announces, so it is used once but not cached, and lookups started before it are not joined.
    */
   #epoch = 0;
+  /** keyId → when its `lastUsedAt` was last written, oldest first; only writes of the last interval (bounded). */
   readonly #lastUsedWrite = new Map<string, number>();
   readonly #now: () => number;
   readonly #missBudget: MissBudget;
@@ -251,9 +257,20 @@ export class KeyVerifier {
     };
   }
 
+  /** Keys whose last `lastUsedAt` write is remembered (at most LAST_USED_TRACKED_KEYS_MAX). */
+  get lastUsedTracked(): number {
+    return this.#lastUsedWrite.size;
+  }
+
   #touch(keyId: string, now: number): void {
     const last = this.#lastUsedWrite.get(keyId) ?? 0;
     if (now - last < LAST_USED_WRITE_INTERVAL_MS) return;
+    // Oldest first: writes older than the interval say nothing any more, and the map stays bounded.
+    for (const [id, at] of this.#lastUsedWrite) {
+      if (now - at < LAST_USED_WRITE_INTERVAL_MS && this.#lastUsedWrite.size < LAST_USED_TRACKED_KEYS_MAX) break;
+      this.#lastUsedWrite.delete(id);
+    }
+    this.#lastUsedWrite.delete(keyId);
     this.#lastUsedWrite.set(keyId, now);
     void this.db.virtualKey.update({ where: { id: keyId }, data: { lastUsedAt: new Date(now) } }).catch(() => {});
   }
