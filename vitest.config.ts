@@ -6,6 +6,36 @@ const alias = {
   "server-only": fileURLToPath(new URL("./e2e/support/server-only.ts", import.meta.url)),
 };
 
+/** Whole-stack files that may run two at a time (see the "stack-pairs" project); every other e2e/stack file runs alone. */
+const STACK_PAIRS = [
+  "admin_cli",
+  "agent_forwarding",
+  "agent_production",
+  "archive",
+  "billing",
+  "billing_bounds",
+  "canary",
+  "content_compliance",
+  "deferred",
+  "demo",
+  "egress",
+  "endpoint_check",
+  "files",
+  "fuzz",
+  "gateway_processes",
+  "gateways_context",
+  "handshake",
+  "images",
+  "linked_accounts",
+  "observability",
+  "readme",
+  "rebuild_from_edge",
+  "routing",
+  "sdk",
+  "stored_responses",
+  "usage_divergence",
+];
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -33,15 +63,36 @@ export default defineConfig({
         },
       },
       {
-        // Whole-stack tests start several processes each and measure time (streams, limits, fault loops): one file
-        // at a time, after the units, so no file's timing depends on another's load.
+        // Whole-stack files whose claims are about what happens, not how fast: exact charges and receipts, errors in
+        // the API's shape, who a request reaches, what a log or a database holds, processes restarted. Each starts its
+        // own processes on ports the kernel hands out, its own database and Redis prefix, so two run side by side (on a
+        // 2-core CI machine they wait on timers, PostgreSQL and each other's processes more than they compute). Any
+        // time they assert is a lower bound (a stall lasted at least its timeout) or a deadline minutes wide. `demo`
+        // and `readme` build the portal (CPU for a minute or two): their only time bounds are a stop within 12/15 s.
+        resolve: { alias },
+        extends: true,
+        test: {
+          name: "stack-pairs",
+          include: STACK_PAIRS.map((f) => `e2e/stack/${f}.test.ts`),
+          maxWorkers: 2,
+          sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        // Whole-stack files that measure time or rates, or inject faults in loops: one file at a time, after the
+        // others, so no file's timing depends on another's load. Streams and memory (tunnel), rates and buckets
+        // (agent_rate, limits, limits_cluster, operator's lookups per second), latency bounds (gateways' 100 ms cancel,
+        // money's 1 s price push, errors' key revoked within 1 s, heartbeat's 800–3,000 ms), idle and head timeouts
+        // of 1.5 s (end_causes), breakers and their cool-down (failover), retry windows (identity), fault loops
+        // (edge_ledger, agent_update, ledger_outage).
         resolve: { alias },
         extends: true,
         test: {
           name: "stack",
           include: ["e2e/stack/**/*.test.ts"],
+          exclude: STACK_PAIRS.map((f) => `e2e/stack/${f}.test.ts`),
           fileParallelism: false,
-          sequence: { groupOrder: 1 },
+          sequence: { groupOrder: 2 },
         },
       },
     ],
