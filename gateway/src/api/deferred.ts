@@ -1,7 +1,8 @@
 /**
- * The poller of background responses' deferred settlements (docs/billing.md, "Background responses"; the money
- * rules are `billing/deferred.ts`): hands a create call's hold over to a `held` reservation and a
- * `deferred_settlements` row, polls the response through the agent that made it until it ends, and settles once.
+ * The poller of deferred settlements (docs/billing.md, "Background responses" and "Batches"; the money rules are
+ * `billing/deferred.ts`, each kind's provider calls `deferred_kinds.ts`): hands a create call's hold over to a
+ * `held` reservation and a `deferred_settlements` row, polls the object through the agent that made it until it
+ * ends, and settles once.
  */
 import type pg from "pg";
 import { newId } from "@wellspring/db/core";
@@ -11,29 +12,39 @@ import type { AgentLink } from "../tunnel/hub_stream.ts";
 import type { HubRecordSealer } from "../ledger/hub_record.ts";
 import { RECORD_CODEC, recordRowJson, type RecordWriter, type RequestRecordInput } from "./records.ts";
 import {
-  cappedUsage,
+  capUsage,
   DEFAULT_DEFERRED_OPTIONS,
   DEFERRED_CLAIM_BATCH_MAX,
-  DEFERRED_RESPONSE_BYTES_MAX,
   deferredCharge,
-  endCauseOf,
-  TERMINAL_STATUSES,
   type DeferredHold,
+  type DeferredKind,
   type DeferredOptions,
   type DeferredPricing,
 } from "../billing/deferred.ts";
+import { BPS } from "../billing/prices.ts";
 import { settlementStatement } from "../billing/statement.ts";
 import type { EndCause, Usage } from "../billing/usage.ts";
+import {
+  DEFERRED_KINDS,
+  type DeferredAgent,
+  type DeferredCall,
+  type DeferredKindHandler,
+  type DeferredKinds,
+  type DeferredPoll,
+  type DeferredRowView,
+} from "./deferred_kinds.ts";
 
 /** A row as the poller reads it. */
 interface Row {
   request_id: string;
+  kind: DeferredKind;
   user_id: string;
   agent_id: string;
   owner_id: string | null;
   model: string;
-  response_id: string;
+  object_id: string;
   held_micros: string;
+  price_bps: number;
   pricing: DeferredPricing;
   worst_input_tokens: number;
   worst_output_tokens: number;
@@ -42,12 +53,23 @@ interface Row {
   created_at: Date;
 }
 
-/** One poll's result: the terminal object, still running, the response gone (404), or no answer. */
-type PollResult =
-  | { kind: "terminal"; status: string; response: Record<string, unknown> }
-  | { kind: "running"; status: string }
-  | { kind: "gone" }
-  | { kind: "no_answer"; why: string };
+const ROW_COLUMNS = `d.request_id, d.kind::text AS kind, d.user_id, d.agent_id, d.owner_id, d.model, d.object_id, d.held_micros::text, d.price_bps,
+  d.pricing, d.worst_input_tokens::float8 AS worst_input_tokens, d.worst_output_tokens::float8 AS worst_output_tokens, d.record, d.attempts, d.created_at`;
+
+function view(row: Row): DeferredRowView {
+  return {
+    requestId: row.request_id,
+    kind: row.kind,
+    userId: row.user_id,
+    agentId: row.agent_id,
+    model: row.model,
+    objectId: row.object_id,
+    worst: { inputTokens: row.worst_input_tokens, outputTokens: row.worst_output_tokens },
+    createdAt: row.created_at,
+  };
+}
+
+type Terminal = Extract<DeferredPoll, { kind: "terminal" }>;
 
 export interface DeferredDeps {
   pool: pg.Pool;
@@ -59,23 +81,34 @@ export interface DeferredDeps {
   records: RecordWriter;
   sealer: HubRecordSealer | null;
   options?: Partial<DeferredOptions>;
+  /** The kinds this gateway polls (default `DEFERRED_KINDS`). */
+  kinds?: DeferredKinds;
 }
 
 export class DeferredSettlements {
   readonly options: DeferredOptions;
+  readonly kinds: DeferredKinds;
   #timer: ReturnType<typeof setInterval> | null = null;
   #ticking: Promise<number> | null = null;
   #closed = false;
 
   constructor(private readonly deps: DeferredDeps) {
     this.options = { ...DEFAULT_DEFERRED_OPTIONS, ...deps.options };
+    this.kinds = deps.kinds ?? DEFERRED_KINDS;
   }
 
   /**
-   * The create call ended with the response still running: the hold moves to a reservation of its own and the row
-   * is written, in one transaction. Resolves once both are durable.
+   * The create call ended with the object still running: the hold moves to a reservation of its own and the row
+   * is written, in one transaction. Resolves once both are durable. `snapshot`: the created object's content-free
+   * fields, for a kind that keeps them.
    */
-  async defer(hold: DeferredHold, responseId: string, record: RequestRecordInput): Promise<void> {
+  async defer(
+    hold: DeferredHold,
+    objectId: string,
+    record: RequestRecordInput,
+    kind: DeferredKind = "response",
+    snapshot: Record<string, unknown> | null = null,
+  ): Promise<void> {
     const c = await this.deps.pool.connect();
     try {
       await c.query("BEGIN");
@@ -95,22 +128,26 @@ export class DeferredSettlements {
         p.tierBps,
       ]);
       await c.query(
-        `INSERT INTO deferred_settlements (request_id, user_id, agent_id, owner_id, model, response_id, held_micros, pricing, worst_input_tokens,
-           worst_output_tokens, record, next_poll_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + make_interval(secs => $12::double precision / 1000))
+        `INSERT INTO deferred_settlements (request_id, kind, user_id, agent_id, owner_id, model, object_id, held_micros, price_bps, pricing,
+           worst_input_tokens, worst_output_tokens, record, snapshot, next_poll_at)
+         VALUES ($1, $2::"DeferredKind", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+           now() + make_interval(secs => $15::double precision / 1000))
          ON CONFLICT (request_id) DO NOTHING`,
         [
           hold.requestId,
+          kind,
           hold.userId,
           hold.agentId,
           hold.ownerId,
           hold.model,
-          responseId,
+          objectId,
           r.rows[0]!.held,
+          Number(hold.priceBps ?? BPS),
           JSON.stringify(p),
           hold.worst.inputTokens,
           hold.worst.outputTokens,
           JSON.stringify(RECORD_CODEC.encode(record)),
+          snapshot === null ? null : JSON.stringify(snapshot),
           this.options.firstPollMs,
         ],
       );
@@ -123,16 +160,22 @@ export class DeferredSettlements {
     }
   }
 
-  /** A pending row's state for a user's call on its response (null: none pending). */
-  async pending(responseId: string): Promise<boolean> {
-    const r = await this.deps.pool.query("SELECT 1 FROM deferred_settlements WHERE response_id = $1 AND state = 'pending'", [responseId]);
+  /** Whether the object has a row still pending (its usage not settled yet). */
+  async pending(objectId: string, kind: DeferredKind = "response"): Promise<boolean> {
+    const r = await this.deps.pool.query("SELECT 1 FROM deferred_settlements WHERE kind = $2::\"DeferredKind\" AND object_id = $1 AND state = 'pending'", [
+      objectId,
+      kind,
+    ]);
     return (r.rowCount ?? 0) > 0;
   }
 
-  /** The user retrieved or cancelled the response: its row is polled at the next tick of the gateway holding its agent. */
-  async nudge(responseId: string): Promise<void> {
+  /** The user retrieved or cancelled the object: its row is polled at the next tick of the gateway holding its agent. */
+  async nudge(objectId: string, kind: DeferredKind = "response"): Promise<void> {
     await this.deps.pool
-      .query("UPDATE deferred_settlements SET next_poll_at = now() WHERE response_id = $1 AND state = 'pending' AND next_poll_at > now()", [responseId])
+      .query(
+        "UPDATE deferred_settlements SET next_poll_at = now() WHERE kind = $2::\"DeferredKind\" AND object_id = $1 AND state = 'pending' AND next_poll_at > now()",
+        [objectId, kind],
+      )
       .catch((error: unknown) => this.deps.log.warn("deferred.nudge_failed", { error }));
   }
 
@@ -162,6 +205,10 @@ export class DeferredSettlements {
     return this.#ticking;
   }
 
+  #kindNames(): string[] {
+    return Object.keys(this.kinds);
+  }
+
   async #tick(): Promise<number> {
     let settled = await this.#settleByRule();
     const local = this.deps.localAgentIds();
@@ -171,71 +218,126 @@ export class DeferredSettlements {
       `UPDATE deferred_settlements d SET next_poll_at = now() + make_interval(secs => $2::double precision / 1000), attempts = d.attempts + 1
        WHERE d.request_id IN (
          SELECT request_id FROM deferred_settlements
-         WHERE state = 'pending' AND next_poll_at <= now() AND agent_id = ANY($1::text[])
+         WHERE state = 'pending' AND next_poll_at <= now() AND agent_id = ANY($1::text[]) AND kind::text = ANY($3::text[])
          ORDER BY next_poll_at LIMIT ${DEFERRED_CLAIM_BATCH_MAX} FOR UPDATE SKIP LOCKED)
-       RETURNING d.request_id, d.user_id, d.agent_id, d.owner_id, d.model, d.response_id, d.held_micros::text, d.pricing, d.worst_input_tokens,
-         d.worst_output_tokens, d.record, d.attempts, d.created_at`,
-      [local, this.options.pollTimeoutMs * 2],
+       RETURNING ${ROW_COLUMNS}`,
+      [local, this.options.pollTimeoutMs * 2, this.#kindNames()],
     );
     for (const row of claimed.rows) {
       if (this.#closed) break;
+      const handler = this.kinds[row.kind]!;
       const conn = this.deps.localAgent(row.agent_id);
-      const result: PollResult = conn ? await this.#poll(conn, row) : { kind: "no_answer", why: "agent not connected here" };
-      if (result.kind === "terminal") {
-        const { usage, capped } = cappedUsage(result.response, { inputTokens: row.worst_input_tokens, outputTokens: row.worst_output_tokens });
+      let result: DeferredPoll = { kind: "no_answer", why: "agent not connected here" };
+      let usage: { usage: Usage | null } | { noAnswer: string } | null = null;
+      if (conn) {
+        const agent = this.#agent(conn, row, handler);
+        const answer = await agent.get(handler.poll(view(row)), handler.pollBytesMax);
+        if ("error" in answer) result = { kind: "no_answer", why: answer.error };
+        else if (answer.truncated) result = { kind: "no_answer", why: `answer over ${handler.pollBytesMax} bytes` };
+        else result = handler.parse(answer.status, answer.body);
+        if (result.kind === "terminal") usage = handler.usage ? await handler.usage(view(row), result, agent) : { usage: result.usage };
+      }
+      if (result.kind === "terminal" && usage && !("noAnswer" in usage)) {
+        const reported = usage.usage;
+        const { usage: charged, capped } = capUsage(reported ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0 }, view(row).worst);
         if (capped) this.deps.log.warn("deferred.usage_capped", { requestId: row.request_id, agentId: row.agent_id });
-        if (await this.#settle(row, { usage, estimated: capped, cause: endCauseOf(result.status), by: result.status, status: result.status }, conn ?? null))
-          settled++;
+        const end = {
+          usage: reported === null ? null : charged,
+          estimated: capped,
+          cause: handler.endCause(result.status),
+          by: result.status,
+          status: result.status,
+        };
+        if (await this.#settle(row, end, conn ?? null, result)) settled++;
       } else if (result.kind === "gone") {
-        if (await this.#settle(row, { usage: null, estimated: false, cause: "upstream_error", by: "gone", status: "gone" }, conn ?? null)) settled++;
+        if (await this.#settle(row, { usage: null, estimated: false, cause: "upstream_error", by: "gone", status: "gone" }, conn ?? null, null)) settled++;
       } else {
-        const status = result.kind === "running" ? result.status : `no answer: ${result.why}`;
+        const status =
+          result.kind === "running"
+            ? result.status
+            : result.kind === "no_answer"
+              ? `no answer: ${result.why}`
+              : usage && "noAnswer" in usage
+                ? `${result.status}, usage: no answer: ${usage.noAnswer}`
+                : "unknown";
+        const object = result.kind === "running" || result.kind === "terminal" ? result.object : null;
+        const snapshot = object && handler.snapshot ? handler.snapshot(object) : null;
         const waitMs = Math.min(this.options.pollMaxMs, this.options.firstPollMs * 2 ** Math.min(20, Math.max(0, row.attempts - 1)));
         await this.deps.pool.query(
-          "UPDATE deferred_settlements SET next_poll_at = now() + make_interval(secs => $2::double precision / 1000), last_status = $3 WHERE request_id = $1 AND state = 'pending'",
-          [row.request_id, waitMs, status.slice(0, 200)],
+          `UPDATE deferred_settlements SET next_poll_at = now() + make_interval(secs => $2::double precision / 1000), last_status = $3,
+             snapshot = COALESCE($4::jsonb, snapshot)
+           WHERE request_id = $1 AND state = 'pending'`,
+          [row.request_id, waitMs, status.slice(0, 200), snapshot === null ? null : JSON.stringify(snapshot)],
         );
       }
     }
     return settled;
   }
 
-  /** Rows no poll will end: the agent revoked or deleted, or older than the age limit. Any gateway settles them (idempotent). */
+  /**
+   * Rows no poll will end: the agent revoked or deleted, or older than their kind's age limit. Any gateway settles
+   * them (idempotent).
+   */
   async #settleByRule(): Promise<number> {
+    const names = this.#kindNames();
+    const ages = names.map((k) => this.kinds[k as DeferredKind]!.maxAgeMs ?? this.options.maxAgeMs);
     const r = await this.deps.pool.query<Row & { rule: string }>(
-      `SELECT d.request_id, d.user_id, d.agent_id, d.owner_id, d.model, d.response_id, d.held_micros::text, d.pricing, d.worst_input_tokens,
-         d.worst_output_tokens, d.record, d.attempts, d.created_at,
+      `SELECT ${ROW_COLUMNS},
          CASE WHEN a.id IS NULL OR a.status = 'revoked' THEN 'agent_retired' ELSE 'expired' END AS rule
-       FROM deferred_settlements d LEFT JOIN agents a ON a.id = d.agent_id
-       WHERE d.state = 'pending' AND (a.id IS NULL OR a.status = 'revoked' OR d.created_at < now() - make_interval(secs => $1::double precision / 1000))
+       FROM deferred_settlements d
+         JOIN unnest($1::text[], $2::double precision[]) AS k(kind, max_age_ms) ON k.kind = d.kind::text
+         LEFT JOIN agents a ON a.id = d.agent_id
+       WHERE d.state = 'pending' AND (a.id IS NULL OR a.status = 'revoked' OR d.created_at < now() - make_interval(secs => k.max_age_ms / 1000))
        LIMIT ${DEFERRED_CLAIM_BATCH_MAX}`,
-      [this.options.maxAgeMs],
+      [names, ages],
     );
     let settled = 0;
     for (const row of r.rows) {
-      if (await this.#settle(row, { usage: null, estimated: false, cause: "upstream_error", by: row.rule, status: row.rule }, null)) settled++;
+      if (await this.#settle(row, { usage: null, estimated: false, cause: "upstream_error", by: row.rule, status: row.rule }, null, null)) settled++;
     }
     return settled;
   }
 
-  /** Retrieves the response through its agent. */
-  #poll(conn: AgentLink, row: Row): Promise<PollResult> {
+  /** Provider calls through the row's agent, for its kind. */
+  #agent(conn: AgentLink, row: Row, handler: DeferredKindHandler): DeferredAgent {
+    const call = (c: DeferredCall, onData: (chunk: Uint8Array) => void) => this.#call(conn, row, handler, c, onData);
+    return {
+      get: async (c, maxBytes) => {
+        const chunks: Uint8Array[] = [];
+        let bytes = 0;
+        const r = await call(c, (chunk) => {
+          bytes += chunk.length;
+          if (bytes <= maxBytes) chunks.push(chunk);
+        });
+        if ("error" in r) return r;
+        return { status: r.status, body: Buffer.concat(chunks), truncated: bytes > maxBytes };
+      },
+      stream: call,
+    };
+  }
+
+  /** One GET through the agent: the answer's chunks to `onData`, each credited back once handed over; bounded by `pollTimeoutMs`. */
+  #call(
+    conn: AgentLink,
+    row: Row,
+    handler: DeferredKindHandler,
+    call: DeferredCall,
+    onData: (chunk: Uint8Array) => void,
+  ): Promise<{ status: number } | { error: string }> {
     const head: RequestHead = {
       requestId: newId("req"),
       method: "GET",
-      path: `/v1/responses/${row.response_id}`,
-      api: "openai",
+      path: call.path,
+      api: handler.api,
       model: row.model,
-      headers: [],
+      headers: call.headers ?? [],
       bodyBytes: 0,
       estimatedTokens: null,
     };
-    return new Promise<PollResult>((resolve) => {
+    return new Promise((resolve) => {
       let status = 0;
-      let bytes = 0;
-      const chunks: Uint8Array[] = [];
       let done = false;
-      const finish = (r: PollResult) => {
+      const finish = (r: { status: number } | { error: string }) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
@@ -243,7 +345,7 @@ export class DeferredSettlements {
       };
       const timer = setTimeout(() => {
         stream?.reset(ResetCode.CANCEL, "deferred poll timed out");
-        finish({ kind: "no_answer", why: "timeout" });
+        finish({ error: "timeout" });
       }, this.options.pollTimeoutMs);
       let stream: ReturnType<AgentLink["openStream"]> | null = null;
       try {
@@ -252,44 +354,40 @@ export class DeferredSettlements {
             status = h.status;
           },
           data: (chunk) => {
-            bytes += chunk.length;
-            if (bytes <= DEFERRED_RESPONSE_BYTES_MAX) chunks.push(chunk);
+            if (done) return;
+            try {
+              onData(chunk);
+            } catch (error) {
+              stream?.reset(ResetCode.CANCEL, "deferred reader failed");
+              finish({ error: error instanceof Error ? error.message.slice(0, 100) : "reader failed" });
+              return;
+            }
             stream?.consumed(chunk.length);
           },
-          end: () => {
-            if (status === 404) return finish({ kind: "gone" });
-            if (status !== 200 || bytes > DEFERRED_RESPONSE_BYTES_MAX) return finish({ kind: "no_answer", why: `status ${status}` });
-            let body: unknown;
-            try {
-              body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-            } catch {
-              return finish({ kind: "no_answer", why: "not JSON" });
-            }
-            const obj = typeof body === "object" && body !== null ? (body as Record<string, unknown>) : {};
-            const s = typeof obj.status === "string" ? obj.status : "";
-            finish(TERMINAL_STATUSES.has(s) ? { kind: "terminal", status: s, response: obj } : { kind: "running", status: s || "unknown" });
-          },
-          reset: (_code, reason) => finish({ kind: "no_answer", why: reason.slice(0, 100) }),
+          end: () => finish({ status }),
+          reset: (_code, reason) => finish({ error: reason.slice(0, 100) }),
         });
         stream.end();
       } catch (error) {
-        finish({ kind: "no_answer", why: error instanceof Error ? error.message : "stream refused" });
+        finish({ error: error instanceof Error ? error.message : "stream refused" });
       }
     });
   }
 
   /**
    * Settles the row once (`wellspring_settle_deferred`, idempotent by request id): the charge for `usage` (none
-   * for a rule without a terminal object), the row marked, the request record completed; then the agent gets its
-   * statement. True when this call settled it.
+   * for a rule without a terminal object) at the row's share of the price table, the row marked, the request record
+   * completed, the kind's own writes; then the agent gets its statement. True when this call settled it.
    */
   async #settle(
     row: Row,
     end: { usage: Usage | null; estimated: boolean; cause: EndCause; by: string; status: string },
     conn: AgentLink | null,
+    terminal: Terminal | null,
   ): Promise<boolean> {
     const usage = end.usage ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0 };
-    const money = deferredCharge(row.pricing, row.model, usage, row.owner_id !== null);
+    const handler = this.kinds[row.kind];
+    const money = deferredCharge(row.pricing, row.model, usage, row.owner_id !== null, BigInt(row.price_bps));
     const charged = end.usage ? money : { chargeMicros: 0n, officialMicros: 0n, earningMicros: 0n, planBps: money.planBps };
     const decoded = RECORD_CODEC.decode(row.record);
     const record: RequestRecordInput | null = decoded && {
@@ -323,10 +421,14 @@ export class DeferredSettlements {
         charged.planBps,
       ]);
       outcome = r.rows[0]!.outcome;
+      const snapshot = terminal && handler?.snapshot ? handler.snapshot(terminal.object) : null;
       await c.query(
-        "UPDATE deferred_settlements SET state = 'settled', settled_at = now(), settled_by = $2, last_status = $3, charge_micros = $4 WHERE request_id = $1 AND state = 'pending'",
-        [row.request_id, end.by, end.status, charged.chargeMicros.toString()],
+        `UPDATE deferred_settlements SET state = 'settled', settled_at = now(), settled_by = $2, last_status = $3, charge_micros = $4,
+           snapshot = COALESCE($5::jsonb, snapshot)
+         WHERE request_id = $1 AND state = 'pending'`,
+        [row.request_id, end.by, end.status, charged.chargeMicros.toString(), snapshot === null ? null : JSON.stringify(snapshot)],
       );
+      if (outcome === "settled" && handler?.onSettled) await handler.onSettled(c, view(row), terminal);
       if (record && outcome === "settled") {
         const u = await c.query(
           `UPDATE request_records SET end_cause = $3, input_tokens = $4, output_tokens = $5, cached_input_tokens = $6, usage_estimated = $7,

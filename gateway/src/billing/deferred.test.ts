@@ -16,7 +16,7 @@ import { DeferredSettlements } from "../api/deferred.ts";
 import { LedgerHealth } from "./health.ts";
 import { CreditLeases, type LeaseOptions } from "./leases.ts";
 import { Ledger } from "./ledger.ts";
-import { officialCostMicros, ownerEarningMicros, userChargeMicros } from "./prices.ts";
+import { BATCH_PRICE_BPS, officialCostMicros, ownerEarningMicros, scaledPrice, userChargeMicros } from "./prices.ts";
 
 let database: TestDatabase;
 let pool: pg.Pool;
@@ -176,5 +176,25 @@ describe("deferred settlements", () => {
     const beyond = { usage: { input_tokens: 80, output_tokens: 5_000, input_tokens_details: { cached_tokens: 0 } } };
     expect(cappedUsage(beyond, worst)).toEqual({ usage: { inputTokens: 80, outputTokens: 50, cachedInputTokens: 0 }, capped: true });
     expect(cappedUsage({ status: "failed", usage: null }, worst)).toEqual({ usage: { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0 }, capped: false });
+  });
+
+  it("charges a batch at the batch share of the price table, for the user and the owner's official share alike", () => {
+    const usage = { inputTokens: 1_000_000, outputTokens: 1_000_000, cachedInputTokens: 0 };
+    // 150,000 + 600,000 micros at the full table; 75,000 + 300,000 at half of it.
+    const half = 375_000n;
+    expect(deferredCharge(pricing, "gpt-4o-mini", usage, true, BATCH_PRICE_BPS)).toEqual({
+      chargeMicros: userChargeMicros(half, 12_000n),
+      officialMicros: half,
+      earningMicros: ownerEarningMicros(half, 7_000n),
+      planBps: 12_000,
+    });
+    expect(deferredCharge(pricing, "gpt-4o-mini", usage, true).officialMicros).toBe(750_000n);
+    // A plan's own price is halved too; an odd price rounds up to the whole micro-unit.
+    const own = { ...pricing, planOwnPrice: priceToJson({ inputMicrosPerMTok: 1_000_001n, outputMicrosPerMTok: 0n, cachedInputMicrosPerMTok: 0n }) };
+    expect(deferredCharge(own, "gpt-4o-mini", { ...usage, outputTokens: 0 }, true, BATCH_PRICE_BPS).chargeMicros).toBe(500_001n);
+    expect(scaledPrice({ inputMicrosPerMTok: 3n, outputMicrosPerMTok: 0n, cachedInputMicrosPerMTok: 1n }, BATCH_PRICE_BPS)).toMatchObject({
+      inputMicrosPerMTok: 2n,
+      cachedInputMicrosPerMTok: 1n,
+    });
   });
 });

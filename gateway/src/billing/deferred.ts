@@ -1,6 +1,7 @@
 /**
- * Background responses' money (`background: true`, docs/billing.md "Background responses"; the poller is
- * `api/deferred.ts`): the provider answers the
+ * Deferred settlements' money — background responses (`background: true`, docs/billing.md "Background responses")
+ * and batches ("Batches"); the poller is `api/deferred.ts`, each kind's calls `api/deferred_kinds.ts`. A background
+ * response: the provider answers the
  * create call at once (status `queued` / `in_progress`, no usage) — or a background stream ends before its usage
  * arrives — and runs the response after the call is over. The request's hold stays held past the call:
  * `defer` moves it out of the gateway's credit lease into a `held` reservation of its own and writes a
@@ -15,7 +16,7 @@
  * nothing: the owner's side lost it). A user's own retrieve or cancel of the response makes the row due at once.
  */
 import type { ModelPriceMicros } from "@wellspring/protocol";
-import { officialCostMicros, ownerEarningMicros, planChargeMicros, type PlanView, type Tier } from "./prices.ts";
+import { BPS, officialCostMicros, ownerEarningMicros, planChargeMicros, scaledPrice, type PlanView, type Tier } from "./prices.ts";
 import type { EndCause, Usage } from "./usage.ts";
 import { usageFromObject } from "./usage_tap.ts";
 
@@ -43,8 +44,6 @@ export const DEFAULT_DEFERRED_OPTIONS: DeferredOptions = {
 
 /** Rows claimed per tick per gateway, most. */
 export const DEFERRED_CLAIM_BATCH_MAX = 32;
-/** Largest retrieved response object read, bytes (its usage sits at the end; a longer one is read as no answer). */
-export const DEFERRED_RESPONSE_BYTES_MAX = 8 * 1024 * 1024;
 
 /** The Responses API statuses after which a response changes no more. */
 export const TERMINAL_STATUSES: ReadonlySet<string> = new Set(["completed", "failed", "cancelled", "incomplete"]);
@@ -69,7 +68,10 @@ export interface DeferredPricing {
   api: string;
 }
 
-/** A hold handed over by the meter when a background response's create call ends without usage. */
+/** What a deferred settlement waits for (`deferred_settlements.kind`). */
+export type DeferredKind = "response" | "openai_batch" | "anthropic_batch";
+
+/** A hold handed over by the meter when a background response's create call ends without usage (or a batch is created). */
 export interface DeferredHold {
   requestId: string;
   userId: string;
@@ -80,6 +82,8 @@ export interface DeferredHold {
   reservedMicros: bigint;
   pricing: DeferredPricing;
   worst: { inputTokens: number; outputTokens: number };
+  /** The share of the price table charged, basis points (absent: all of it; a batch: `BATCH_PRICE_BPS`). */
+  priceBps?: bigint;
 }
 
 const PRICE_KEYS: (keyof ModelPriceMicros)[] = [
@@ -99,10 +103,13 @@ function priceFromJson(p: Record<string, string>): ModelPriceMicros {
   return Object.fromEntries(PRICE_KEYS.map((k) => [k, BigInt(p[k] ?? "0")])) as unknown as ModelPriceMicros;
 }
 
-/** The charge for `usage` by the pricing a request started with: the user's, the official cost, the owner's share. */
-export function deferredCharge(pricing: DeferredPricing, model: string, usage: Usage, hasOwner: boolean) {
-  const official = priceFromJson(pricing.official);
-  const own = pricing.planOwnPrice ? priceFromJson(pricing.planOwnPrice) : null;
+/**
+ * The charge for `usage` by the pricing a request started with: the user's, the official cost, the owner's share.
+ * `priceBps` scales the price table first (a batch: `BATCH_PRICE_BPS`), for the user and the owner alike.
+ */
+export function deferredCharge(pricing: DeferredPricing, model: string, usage: Usage, hasOwner: boolean, priceBps: bigint = BPS) {
+  const official = scaledPrice(priceFromJson(pricing.official), priceBps);
+  const own = pricing.planOwnPrice ? scaledPrice(priceFromJson(pricing.planOwnPrice), priceBps) : null;
   const api = pricing.api as "openai";
   const plan: PlanView = {
     id: pricing.planId,
@@ -127,7 +134,11 @@ export function deferredCharge(pricing: DeferredPricing, model: string, usage: U
  */
 export function cappedUsage(response: Record<string, unknown>, worst: { inputTokens: number; outputTokens: number }): { usage: Usage; capped: boolean } {
   const raw = typeof response.usage === "object" && response.usage !== null ? usageFromObject(response.usage as Record<string, unknown>) : null;
-  const reported = raw ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0 };
+  return capUsage(raw ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0 }, worst);
+}
+
+/** A reported usage capped to the worst case held, figure by figure; `capped` when any figure was cut. */
+export function capUsage(reported: Usage, worst: { inputTokens: number; outputTokens: number }): { usage: Usage; capped: boolean } {
   const inputTokens = Math.min(reported.inputTokens, worst.inputTokens);
   const outputTokens = Math.min(reported.outputTokens, worst.outputTokens);
   const usage: Usage = { inputTokens, outputTokens, cachedInputTokens: Math.min(reported.cachedInputTokens, inputTokens) };

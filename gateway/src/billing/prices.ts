@@ -20,6 +20,27 @@ function ceilDiv(a: bigint, b: bigint): bigint {
   return a === 0n ? 0n : (a + b - 1n) / b;
 }
 
+/**
+ * Batches (OpenAI Batch API, Anthropic Message Batches) are priced at this share of the price table, basis points —
+ * the providers' own batch discount, passed on: the user's charge and the official cost the owner's share is taken
+ * from are both computed from the table scaled by it (`scaledPrice`).
+ */
+export const BATCH_PRICE_BPS = 5_000n;
+
+/** A price table entry scaled by `bps` (basis points), each price rounded up to the whole micro-unit. */
+export function scaledPrice(price: ModelPriceMicros, bps: bigint): ModelPriceMicros {
+  if (bps === BPS) return price;
+  const scale = (v: bigint | undefined) => ceilDiv((v ?? 0n) * bps, BPS);
+  return {
+    inputMicrosPerMTok: scale(price.inputMicrosPerMTok),
+    outputMicrosPerMTok: scale(price.outputMicrosPerMTok),
+    cachedInputMicrosPerMTok: scale(price.cachedInputMicrosPerMTok),
+    audioSecondMicros: scale(price.audioSecondMicros),
+    imageMicros: scale(price.imageMicros),
+    characterMicrosPerM: scale(price.characterMicrosPerM),
+  };
+}
+
 /** What a user on a plan pays for an official cost (plan multiplier in basis points), rounded up. */
 export function userChargeMicros(officialMicros: bigint, planBps: bigint): bigint {
   return ceilDiv(officialMicros * planBps, BPS);
