@@ -4,6 +4,7 @@
  * cache writes and cache reads) is added up; `errored`, `canceled` and `expired` results are not billed by the
  * provider and add nothing. One line is held at a time (at most RESULT_LINE_BYTES_MAX), whatever the file's size.
  */
+import { concatBytes } from "@wellspring/protocol";
 import type { Usage } from "./usage.ts";
 import { usageFromObject } from "./usage_tap.ts";
 
@@ -67,7 +68,7 @@ export class BatchResultsTally {
       this.counts.unreadable++;
       return;
     }
-    const text = this.#decoder.decode(concat(parts)).trim();
+    const text = this.#decoder.decode(concatBytes(parts)).trim();
     if (text === "") return;
     this.#result(text);
   }
@@ -101,17 +102,4 @@ export class BatchResultsTally {
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
