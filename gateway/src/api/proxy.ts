@@ -972,7 +972,8 @@ class ProxyExchange {
    */
   #nextCandidate(): Candidate | null {
     const limits = this.deps.routing.failover;
-    if (!this.#body?.replayable || this.finished || this.res.headersSent) return null;
+    // Never after a response head (a batch object's head waits at the hub, unsent, yet the batch exists).
+    if (!this.#body?.replayable || this.finished || this.res.headersSent || this.firstByteAt !== null) return null;
     if (this.#tried.size >= limits.attemptsMax || Date.now() - this.#firstDispatchAt > limits.windowMs) return null;
     return this.deps.routing.policy.claim(this.#candidates, this.model!, this.#tried);
   }
