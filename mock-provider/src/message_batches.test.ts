@@ -53,6 +53,8 @@ it("runs a batch on its clock to ended, with results carrying each message's usa
   expect(ended.results_url).toBe(`${mock.origin}/v1/messages/batches/${batch.id}/results`);
   const results = await call("GET", `/v1/messages/batches/${batch.id}/results`);
   expect(results.type).toBe("application/binary");
+  // The same bytes on every read (as a provider's stored results file).
+  expect((await call("GET", `/v1/messages/batches/${batch.id}/results`)).text).toBe(results.text);
   const lines = results.text
     .trim()
     .split("\n")

@@ -37,6 +37,8 @@ const RESULTS_WRITE_BYTES = 64 * 1024;
 
 interface BatchRequest {
   customId: string;
+  /** Its message's id, fixed at creation: every read of the results is the same bytes. */
+  messageId: string;
   doneAt: number;
   errored: boolean;
   model: string;
@@ -120,6 +122,7 @@ export class MessageBatches {
       for (let c = 0; c < d.chunks; c++) text += `word${c} `;
       parsed.push({
         customId: r.custom_id,
+        messageId: `msg_${randomUUID().replaceAll("-", "").slice(0, 24)}`,
         errored: d.status !== null,
         model: params.model,
         inputTokens: d.inputTokens ?? Math.ceil(bytes / 4),
@@ -229,7 +232,7 @@ export class MessageBatches {
     return {
       type,
       message: {
-        id: `msg_${randomUUID().replaceAll("-", "").slice(0, 24)}`,
+        id: r.messageId,
         type: "message",
         role: "assistant",
         model: r.model,
