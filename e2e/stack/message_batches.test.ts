@@ -35,7 +35,6 @@ beforeAll(async () => {
     mockOptions: { now: () => clock },
     beforeAgent: async (db) => void (await publishPriceVersion(db, DEFAULT_PRICE_TABLE, "test seed")),
   });
-  await stack.waitForModel(MODEL);
   pool = new pg.Pool({ connectionString: stack.database.url, max: 4 });
   pool.on("error", () => {});
   ledger = new Ledger(pool);
