@@ -3,11 +3,12 @@
  * query parameters (protocol/src/query.ts), plus the calls on a stored Responses API response (retrieve, delete,
  * cancel, input items: the hub routes them to the agent whose key made it) and the Files API's upload, retrieve,
  * content and delete (OpenAI keys only; never the file list, which the hub answers itself so that no user sees
- * the owner's other files). The hub sends only these, but the
+ * the owner's other files), and Anthropic's Message Batches: create, retrieve, cancel, results and delete (never
+ * the batch list, answered by the hub for the same reason). The hub sends only these, but the
  * agent holds the owner's key and checks for itself: a head for anything else (an account or admin endpoint,
  * a listing, another store) is refused with RESET `PATH_FORBIDDEN` before any byte reaches the provider.
  */
-import { forwardedQuery, type ApiFamily } from "../../protocol/src/mod.ts";
+import { forwardedQuery, MESSAGE_BATCHES_PATH, type ApiFamily } from "../../protocol/src/mod.ts";
 
 /** OpenAI's inference endpoints (Azure OpenAI serves the same under `/openai/v1/…`). */
 export const OPENAI_INFERENCE_PATHS: readonly string[] = [
@@ -24,7 +25,8 @@ export const OPENAI_INFERENCE_PATHS: readonly string[] = [
   "/v1/audio/translations",
 ];
 
-export const ANTHROPIC_INFERENCE_PATHS: readonly string[] = ["/v1/messages", "/v1/messages/count_tokens"];
+/** Anthropic's endpoints taking a POST body: inference, token counting, and a Message Batch's creation. */
+export const ANTHROPIC_INFERENCE_PATHS: readonly string[] = ["/v1/messages", "/v1/messages/count_tokens", MESSAGE_BATCHES_PATH];
 
 const PATHS: Record<ApiFamily, ReadonlySet<string>> = {
   openai: new Set(OPENAI_INFERENCE_PATHS),
@@ -44,6 +46,25 @@ const STORED_RESPONSE_CALLS: readonly { pattern: RegExp; methods: readonly strin
   { pattern: /^\/v1\/files\/file-[A-Za-z0-9_-]{1,200}\/content$/, methods: ["GET"] },
 ];
 
+/** Calls on one Message Batch (Anthropic only; no body: the hub routes them by the batch's id). */
+const STORED_BATCH_CALLS: readonly { pattern: RegExp; methods: readonly string[] }[] = [
+  { pattern: /^\/v1\/messages\/batches\/msgbatch_[A-Za-z0-9_-]{1,200}$/, methods: ["GET", "DELETE"] },
+  { pattern: /^\/v1\/messages\/batches\/msgbatch_[A-Za-z0-9_-]{1,200}\/cancel$/, methods: ["POST"] },
+  { pattern: /^\/v1\/messages\/batches\/msgbatch_[A-Za-z0-9_-]{1,200}\/results$/, methods: ["GET"] },
+];
+
+/** The calls on one stored object a family has: responses and files (OpenAI), message batches (Anthropic). */
+const STORED_CALLS: Record<ApiFamily, readonly { pattern: RegExp; methods: readonly string[] }[]> = {
+  openai: STORED_RESPONSE_CALLS,
+  anthropic: STORED_BATCH_CALLS,
+};
+
+/** A Message Batch's creation (its body is a list of requests, each naming the model: the agent reads them all). */
+export function isMessageBatchCreate(api: ApiFamily, pathAndQuery: string): boolean {
+  const q = pathAndQuery.indexOf("?");
+  return api === "anthropic" && (q < 0 ? pathAndQuery : pathAndQuery.slice(0, q)) === MESSAGE_BATCHES_PATH;
+}
+
 /** The Files API upload path (POST, multipart; names no model in its body). */
 export const FILE_UPLOAD_PATH = "/v1/files";
 
@@ -57,11 +78,11 @@ export function isFilesCall(api: ApiFamily, pathAndQuery: string): boolean {
 /** Longest path (without the query) the agent considers, characters. */
 export const FORWARDED_PATH_CHARS_MAX = 256;
 
-/** A call on a stored response or file (it takes no body and names no model: the hub routes it by the object's id). */
+/** A call on a stored response, file or message batch (it takes no body and names no model: the hub routes it by the object's id). */
 export function isStoredResponseCall(api: ApiFamily, pathAndQuery: string): boolean {
   const q = pathAndQuery.indexOf("?");
   const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q);
-  return api === "openai" && STORED_RESPONSE_CALLS.some((c) => c.pattern.test(path));
+  return STORED_CALLS[api].some((c) => c.pattern.test(path));
 }
 
 export class ForwardRefusedError extends Error {
@@ -86,7 +107,7 @@ export function checkForward(api: ApiFamily, method: string, pathAndQuery: strin
   if (path.length > FORWARDED_PATH_CHARS_MAX || path.includes("..") || path.includes("%") || path.includes("//") || path.includes("\\")) {
     throw new ForwardRefusedError("the path is not a plain inference path");
   }
-  const stored = api === "openai" ? STORED_RESPONSE_CALLS.find((c) => c.pattern.test(path)) : undefined;
+  const stored = STORED_CALLS[api].find((c) => c.pattern.test(path));
   if (stored) {
     if (!stored.methods.includes(method)) throw new ForwardRefusedError(`method ${method.slice(0, 16)} is not forwarded on ${path}`);
   } else {

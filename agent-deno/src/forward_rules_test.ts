@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { ANTHROPIC_INFERENCE_PATHS, checkForward, ForwardRefusedError, isFilesCall, isStoredResponseCall, OPENAI_INFERENCE_PATHS } from "./forward_rules.ts";
+import {
+  ANTHROPIC_INFERENCE_PATHS,
+  checkForward,
+  ForwardRefusedError,
+  isFilesCall,
+  isMessageBatchCreate,
+  isStoredResponseCall,
+  OPENAI_INFERENCE_PATHS,
+} from "./forward_rules.ts";
 
 Deno.test("forward rules: every inference path is forwarded as a POST, with only allowlisted query parameters", () => {
   for (const path of OPENAI_INFERENCE_PATHS) assert.deepEqual(checkForward("openai", "POST", path), { path, query: "" });
@@ -53,6 +61,30 @@ Deno.test("forward rules: a file is uploaded, retrieved, downloaded and deleted 
   }
 });
 
+Deno.test("forward rules: a message batch is created, retrieved, cancelled, its results read and deleted (Anthropic only; never listed)", () => {
+  const id = "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d";
+  assert.deepEqual(checkForward("anthropic", "POST", "/v1/messages/batches?beta=true&x=1"), { path: "/v1/messages/batches", query: "?beta=true" });
+  assert.deepEqual(checkForward("anthropic", "GET", `/v1/messages/batches/${id}`), { path: `/v1/messages/batches/${id}`, query: "" });
+  assert.deepEqual(checkForward("anthropic", "DELETE", `/v1/messages/batches/${id}`), { path: `/v1/messages/batches/${id}`, query: "" });
+  assert.deepEqual(checkForward("anthropic", "POST", `/v1/messages/batches/${id}/cancel`), { path: `/v1/messages/batches/${id}/cancel`, query: "" });
+  assert.deepEqual(checkForward("anthropic", "GET", `/v1/messages/batches/${id}/results`), { path: `/v1/messages/batches/${id}/results`, query: "" });
+  assert.ok(isStoredResponseCall("anthropic", `/v1/messages/batches/${id}/results`) && !isStoredResponseCall("anthropic", "/v1/messages/batches"));
+  assert.ok(isMessageBatchCreate("anthropic", "/v1/messages/batches") && !isMessageBatchCreate("openai", "/v1/messages/batches"));
+  for (const [api, method, path] of [
+    ["anthropic", "GET", "/v1/messages/batches"],
+    ["anthropic", "GET", `/v1/messages/batches/${id}/cancel`],
+    ["anthropic", "POST", `/v1/messages/batches/${id}`],
+    ["anthropic", "DELETE", `/v1/messages/batches/${id}/results`],
+    ["anthropic", "GET", "/v1/messages/batches/batch_abc"],
+    ["anthropic", "GET", `/v1/messages/batches/${id}/../../organizations/api_keys`],
+    ["anthropic", "GET", `/v1/messages/batches/${id}/results/extra`],
+    ["openai", "GET", `/v1/messages/batches/${id}`],
+    ["openai", "POST", "/v1/messages/batches"],
+  ] as const) {
+    assert.throws(() => checkForward(api, method, path), ForwardRefusedError, `${api} ${method} ${path}`);
+  }
+});
+
 Deno.test("forward rules: anything else is refused", () => {
   const refused: [Parameters<typeof checkForward>[0], string, string][] = [
     ["openai", "POST", "/v1/../organization/admin_api_keys"],
@@ -64,7 +96,7 @@ Deno.test("forward rules: anything else is refused", () => {
     ["openai", "POST", "/v1/chat/completions\\..\\x"],
     ["openai", "POST", "/v1/messages"],
     ["anthropic", "POST", "/v1/chat/completions"],
-    ["anthropic", "POST", "/v1/messages/batches"],
+    ["anthropic", "GET", "/v1/messages/batches"],
     ["openai", "GET", "/v1/chat/completions"],
     ["openai", "DELETE", "/v1/chat/completions"],
     ["openai", "GET", "/v1/models"],

@@ -13,6 +13,7 @@ import {
   encodeWindow,
   jsonBytes,
   JsonBodyScanner,
+  MessageBatchScanner,
   MultipartBodyScanner,
   multipartBoundary,
   RecvWindow,
@@ -38,7 +39,7 @@ import {
   type UpstreamPool,
 } from "./upstream_http.ts";
 import { AGENT_VERSION } from "./version.ts";
-import { FILE_UPLOAD_PATH, isStoredResponseCall } from "./forward_rules.ts";
+import { FILE_UPLOAD_PATH, isMessageBatchCreate, isStoredResponseCall } from "./forward_rules.ts";
 import { ERROR_BODY_BYTES_MAX } from "./context_windows.ts";
 import type { Log } from "./log.ts";
 
@@ -115,7 +116,12 @@ export class AgentStream {
     this.recvWindow = new RecvWindow(ownStreamWindowBytes, host.windowGrowth ?? null);
     const contentType = head.headers.find(([n]) => n === "content-type")?.[1] ?? "";
     const boundary = contentType.toLowerCase().startsWith("multipart/form-data") ? multipartBoundary(contentType) : null;
-    this.#scanner = boundary ? new MultipartBodyScanner(boundary) : new JsonBodyScanner();
+    // A Message Batch's body lists requests: each must name the head's model (one model per batch).
+    this.#scanner = boundary
+      ? new MultipartBodyScanner(boundary)
+      : isMessageBatchCreate(head.api, head.path)
+        ? new MessageBatchScanner()
+        : new JsonBodyScanner();
     this.#bodyless = isStoredResponseCall(head.api, head.path);
     this.#fileUpload = head.api === "openai" && head.path.split("?")[0] === FILE_UPLOAD_PATH && boundary !== null;
   }

@@ -53,7 +53,7 @@ import type { Identity } from "./config.ts";
 import type { Log } from "./log.ts";
 import { connectPinned } from "./pinned_tls.ts";
 import type { PriceStore } from "./prices.ts";
-import { checkForward, isFilesCall, type ForwardedRequest } from "./forward_rules.ts";
+import { checkForward, isFilesCall, isMessageBatchCreate, type ForwardedRequest } from "./forward_rules.ts";
 import { familyOf, officialOrigin, upstreamUrl, type Upstream } from "./providers.ts";
 import { type EndpointGuard, EndpointReportThrottle } from "./endpoint_check.ts";
 import { pemOf, runEgressProbe } from "./egress_probe.ts";
@@ -658,8 +658,10 @@ export class Tunnel {
       return;
     }
     // The owner's limits (expert) or what the provider taught (auto): refused before anything reaches the provider.
-    // A file upload is no prompt: its bytes count no tokens.
-    const admission = this.#rate.admit(head.requestId, filesCall ? 0 : head.bodyBytes, filesCall ? 0 : (head.estimatedTokens ?? null));
+    // A file upload is no prompt: its bytes count no tokens. Nor is a Message Batch's creation (its requests run
+    // later, under the provider's separate batch limits, not the per-minute limits this governor learns).
+    const noTokens = filesCall || isMessageBatchCreate(head.api, forwarded.path);
+    const admission = this.#rate.admit(head.requestId, noTokens ? 0 : head.bodyBytes, noTokens ? 0 : (head.estimatedTokens ?? null));
     if (!admission.ok) {
       this.#o.log.info("stream.rate_limited", { requestId: head.requestId, limit: admission.limit, retryAfterMs: admission.retryAfterMs });
       this.#send(session, encodeReset(streamId, ResetCode.RATE_LIMITED, `agent rate limit (${admission.limit}); retry in ${admission.retryAfterMs} ms`));

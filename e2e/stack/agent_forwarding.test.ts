@@ -60,7 +60,8 @@ describe("the agent's own allowlist", () => {
         openai("POST", "/v1/chat%2fcompletions"),
         openai("GET", "/v1/chat/completions"),
         openai("DELETE", "/v1/chat/completions"),
-        session.request({ method: "POST", path: "/v1/messages/batches", api: "anthropic", model: "claude-haiku-4-5" }, MESSAGES),
+        // The batch list is the hub's to answer (a provider's would show the owner's other batches).
+        session.request({ method: "GET", path: "/v1/messages/batches", api: "anthropic", model: "claude-haiku-4-5" }, ""),
       ]);
       for (const outcome of forbidden) expect(outcome).toMatchObject({ kind: "reset", code: ResetCode.PATH_FORBIDDEN });
       expect(stack.mock.requests.length).toBe(before); // not one of them reached the provider

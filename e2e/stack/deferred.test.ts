@@ -13,7 +13,7 @@ import { DEFAULT_PRICE_TABLE, newId, publishPriceVersion } from "@wellspring/db"
 import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/prices.ts";
-import { startAgentProc, startGatewayProc, startStack, waitFor, type Stack } from "./harness.ts";
+import { journalSum, startAgentProc, startGatewayProc, startStack, waitFor, type Stack } from "./harness.ts";
 
 const GATEWAY_ENV = { BILLING_ENABLED: "1", BILLING_DEFERRED_FIRST_POLL_MS: "200", BILLING_DEFERRED_POLL_MAX_MS: "400" };
 
@@ -85,15 +85,7 @@ async function providerUsage(id: string): Promise<{ status: string; input: numbe
   return { status: r.status, input: r.usage?.input_tokens ?? 0, output: r.usage?.output_tokens ?? 0 };
 }
 
-const journal = async (account: string, requestId: string) =>
-  BigInt(
-    (
-      await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1 AND request_id = $2", [
-        account,
-        requestId,
-      ])
-    ).rows[0]!.s ?? "0",
-  );
+const journal = (account: string, requestId: string) => journalSum(pool, account, requestId);
 
 const pollsAtMock = (id: string) => stack.mock.requests.filter((r) => r.method === "GET" && r.path === `/v1/responses/${id}`).length;
 

@@ -370,6 +370,15 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
   throw new Error(`condition not met in ${timeoutMs} ms`);
 }
 
+/** The sum of a request's journal entries on one account, µ$ (0 when there are none). */
+export async function journalSum(pool: pg.Pool, account: string, requestId: string): Promise<bigint> {
+  const r = await pool.query<{ s: string | null }>("SELECT SUM(amount_micros)::text AS s FROM journal_entries WHERE account = $1 AND request_id = $2", [
+    account,
+    requestId,
+  ]);
+  return BigInt(r.rows[0]!.s ?? "0");
+}
+
 export async function settledWallet(pool: pg.Pool, userId: string, timeoutMs = 5_000): Promise<{ available: bigint; reserved: bigint }> {
   const until = Date.now() + timeoutMs;
   for (;;) {

@@ -69,6 +69,8 @@ const schema = z.object({
   REQUEST_BODY_BYTES_MAX: int(32 * 1024 * 1024),
   /** Largest file upload (`POST /v1/files`), bytes: OpenAI's own limit, 512 MB, by default. */
   FILE_UPLOAD_BYTES_MAX: positive(DEFAULT_PROXY_LIMITS.fileUploadBytesMax),
+  /** Largest Message Batch create body (`POST /v1/messages/batches`), bytes: Anthropic's own limit, 256 MB, by default. */
+  MESSAGE_BATCH_BODY_BYTES_MAX: positive(DEFAULT_PROXY_LIMITS.messageBatchBodyBytesMax),
   RESPONSE_HEAD_TIMEOUT_MS: int(600_000),
   STREAM_IDLE_TIMEOUT_MS: int(300_000),
   /** A request body silent this long before it is wholly sent upstream is answered 408 (slow senders hold nothing). */
@@ -197,6 +199,7 @@ export function gatewayOptionsFromEnv(env: GatewayEnv): Omit<GatewayOptions, "db
       streamIdleTimeoutMs: env.STREAM_IDLE_TIMEOUT_MS,
       requestBodyIdleTimeoutMs: env.REQUEST_BODY_IDLE_TIMEOUT_MS,
       fileUploadBytesMax: env.FILE_UPLOAD_BYTES_MAX,
+      messageBatchBodyBytesMax: env.MESSAGE_BATCH_BODY_BYTES_MAX,
     },
     redisUrl: env.REDIS_URL ?? null,
     limiter: {

@@ -44,7 +44,18 @@ import { Spool } from "./billing/spool.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
 import { ADMIN_AUTH_DEFAULTS, adminTokenHash, authorizeAdmin, handleAdmin } from "./api/admin.ts";
 import { hubEventHandler, HubEventListener } from "./hub_events.ts";
-import { familyOfPath, FILE_UPLOAD_ROUTE, findRoute, findStoredObjectCall, isAnthropicFilesCall, isAssistantsPath } from "./api/routes.ts";
+import {
+  familyOfPath,
+  FILE_UPLOAD_ROUTE,
+  findRoute,
+  findStoredObjectCall,
+  isAnthropicFilesCall,
+  isAssistantsPath,
+  MESSAGE_BATCH_CREATE_ROUTE,
+} from "./api/routes.ts";
+import { MessageBatchRoutes, messageBatchListQuery } from "./routing/message_batches.ts";
+import { anthropicBatchKind } from "./api/message_batch_kind.ts";
+import { DEFERRED_KINDS } from "./api/deferred_kinds.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
@@ -248,6 +259,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const sticky = new StickyRoutes(db, log);
   const stopPruningRoutes = sticky.startPruning();
   const files = new FileRoutes(db, log);
+  const messageBatches = new MessageBatchRoutes(db, log);
   const routing = new Routing(registry, { ...opts.routing, sticky, files, remote: peers, snapshot: breakerSnapshot });
   const directory = new AgentDirectory(db, log);
   const recordsPool = new pg.Pool({
@@ -377,6 +389,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     records,
     sealer,
     options: opts.billing?.deferred,
+    kinds: { ...DEFERRED_KINDS, anthropic_batch: anthropicBatchKind },
     // The limiter starts further down; the poller starts after it (below), so no settlement misses its correction.
     refundBudget: (taken, amountMicros) => limiterRef?.refundBudget(taken, amountMicros),
   });
@@ -460,6 +473,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     content,
     sealer,
     deferred: meter.billingOn ? deferred : null,
+    messageBatches,
   };
 
   // --- API listener: the public, OpenAI- and Anthropic-compatible API ---
@@ -509,6 +523,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         json(res, 200, await files.list(principal.userId, query));
       }),
     )
+    .on(
+      "GET /v1/messages/batches",
+      withPrincipal(keys, async ({ res, url }, principal) => {
+        // Answered from the hub's own batch routes: only this user's batches (a provider's list would show the owner's).
+        const wait = deps.freeRoutes.take(principal.keyId);
+        observeLimiter("free_routes", wait === null ? "allowed" : "refused");
+        if (wait !== null) throw freeRouteLimited(deps.freeRoutes, wait);
+        const query = messageBatchListQuery(url.searchParams);
+        if ("problem" in query) throw new GatewayError("invalid_request", query.problem);
+        json(res, 200, await messageBatches.list(principal.userId, query));
+      }),
+    )
     .otherwise(({ req, res, url }) => {
       if (isAssistantsPath(url.pathname)) {
         throw new GatewayError(
@@ -520,6 +546,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       if (url.pathname === "/v1/files" || url.pathname === "/v1/files/") {
         if (req.method !== "POST") throw new GatewayError("method_not_allowed", `${req.method} is not allowed on /v1/files; use GET or POST.`);
         return proxyRequest(req, res, FILE_UPLOAD_ROUTE, deps);
+      }
+      if (url.pathname === "/v1/messages/batches" || url.pathname === "/v1/messages/batches/") {
+        if (req.method !== "POST") throw new GatewayError("method_not_allowed", `${req.method} is not allowed on /v1/messages/batches; use GET or POST.`);
+        return proxyRequest(req, res, MESSAGE_BATCH_CREATE_ROUTE, deps);
       }
       const stored = findStoredObjectCall(req.method ?? "GET", url.pathname);
       if (stored && "allowed" in stored) {

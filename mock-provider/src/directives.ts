@@ -32,6 +32,9 @@ export interface Directives {
   bgRunMs: number;
   /** How a background response ends when it is not cancelled first. */
   bgEnd: "completed" | "failed" | "incomplete";
+  /** Prompt-cache reads and writes a Message Batch request's usage reports (Anthropic's `cache_*_input_tokens`), tokens. */
+  cacheRead: number | null;
+  cacheWrite: number | null;
 }
 
 const DEFAULTS: Directives = {
@@ -49,6 +52,8 @@ const DEFAULTS: Directives = {
   bgQueueMs: 0,
   bgRunMs: 1_000,
   bgEnd: "completed",
+  cacheRead: null,
+  cacheWrite: null,
 };
 
 const MARKER = /\[mock((?:\s+[a-z_]+=[a-z0-9_.]+)*)\s*\]/;
@@ -101,6 +106,12 @@ export function parseDirectives(body: Buffer): Directives {
         break;
       case "bg_run_ms":
         d.bgRunMs = n;
+        break;
+      case "cache_read":
+        d.cacheRead = n;
+        break;
+      case "cache_write":
+        d.cacheWrite = n;
         break;
       case "bg_end":
         d.bgEnd = value === "failed" || value === "incomplete" ? value : "completed";

@@ -8,6 +8,7 @@ import http from "node:http";
 import { createHash, randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { parseDirectives, type Directives } from "./directives.ts";
+import { MessageBatches } from "./message_batches.ts";
 
 export interface MockRequestRecord {
   id: string;
@@ -739,10 +740,11 @@ async function handle(
   options: MockOptions,
   stored: StoredResponses,
   files: StoredFiles,
+  batches: MessageBatches,
 ): Promise<void> {
   const url = new URL(req.url ?? "/", "http://mock");
   const path = url.pathname;
-  const isAnthropic = path === "/v1/messages" || path === "/v1/messages/count_tokens";
+  const isAnthropic = path === "/v1/messages" || path.startsWith("/v1/messages/");
   if (req.method === "GET" && path === "/v1/models") {
     const window = options.contextTokens !== undefined && options.advertiseContext !== false ? { context_window: options.contextTokens } : {};
     await sendJson(r, 200, { object: "list", data: MODELS.map((id) => ({ id, object: "model", created: 1_700_000_000, owned_by: "mock", ...window })) });
@@ -758,6 +760,8 @@ async function handle(
     return;
   }
   if (await stored.serve(r, req.method ?? "GET", path, url.searchParams)) return;
+  const wire = { json: (status: number, body: Json) => sendJson(r, status, body), head: r.head.bind(r), write: r.write.bind(r), end: r.end.bind(r) };
+  if (isAnthropic && (await batches.serve(wire, req.method ?? "GET", path, url.searchParams, raw, `http://${req.headers.host ?? "127.0.0.1"}`))) return;
   if (!isAnthropic && (await files.serve(r, req, path, url.searchParams, raw))) return;
   const contentType = String(req.headers["content-type"] ?? "");
   if (contentType.startsWith("multipart/form-data")) {
@@ -996,7 +1000,7 @@ export interface MockOptions {
    * of its answers; `inputTokensFactor` multiplies the input tokens its usage reports (another tokenizer's count).
    */
   substitute?: { model?: string; inputTokensFactor?: number };
-  /** The clock background responses run on (epoch ms); default `Date.now`. A test may move it by hand. */
+  /** The clock background responses and message batches run on (epoch ms); default `Date.now`. A test may move it by hand. */
   now?: () => number;
 }
 
@@ -1006,6 +1010,7 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
   const requests: MockRequestRecord[] = [];
   const stored = new StoredResponses(options.now ?? Date.now);
   const files = new StoredFiles();
+  const batches = new MessageBatches(options.now ?? Date.now);
   let inFlight = 0;
   const mock = { fault: null } as MockProvider;
   const waiters = new Set<() => void>();
@@ -1085,7 +1090,7 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
           res.setHeader("x-ratelimit-reset-requests", `${(resetMs / 1000).toFixed(3)}s`);
         }
       }
-      handle(req, r, raw, directives, fault, options, stored, files).then(notify, (error: unknown) => {
+      handle(req, r, raw, directives, fault, options, stored, files, batches).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();
       });

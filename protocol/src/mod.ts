@@ -8,6 +8,7 @@ export * from "./handshake.ts";
 export { SchemaError } from "./schema.ts";
 export * from "./batch.ts";
 export * from "./fields.ts";
+export * from "./message_batch_body.ts";
 export * from "./query.ts";
 export * from "./session.ts";
 export * from "./release.ts";

@@ -9,6 +9,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import {
   forwardedQuery,
   JsonBodyScanner,
+  MESSAGE_BATCH_BODY_BYTES_MAX,
   MultipartBodyScanner,
   multipartBoundary,
   ResetCode,
@@ -45,7 +46,11 @@ import { settlementStatement } from "../billing/statement.ts";
 import type { DeferredSettlements } from "./deferred.ts";
 import { freeRouteLimited, type FreeRouteLimiter } from "./free_routes.ts";
 import { observeLimiter, observeRequestEnd } from "../observability/metrics.ts";
-import { FILE_UPLOAD_ROUTE, FORWARDED_REQUEST_HEADERS, type ProxyRoute, type StoredObjectCall } from "./routes.ts";
+import { FILE_UPLOAD_ROUTE, FORWARDED_REQUEST_HEADERS, MESSAGE_BATCH_CREATE_ROUTE, type ProxyRoute, type StoredObjectCall } from "./routes.ts";
+import { MESSAGE_BATCH_OBJECT_BYTES_MAX, parseBatchObject, type HubBatchObject, type MessageBatchRoutes } from "../routing/message_batches.ts";
+import { MessageBatchWorstCase } from "../billing/message_batch_body.ts";
+import { modelLimits } from "../billing/worst_case.ts";
+import { BATCH_PRICE_BPS } from "../billing/prices.ts";
 import { FileObjectTap } from "../routing/files.ts";
 import { LimitRefusedError, type Admission, type Limiter } from "../limits/limiter.ts";
 import { estimatedTokens, refusalError } from "../limits/refusal.ts";
@@ -67,6 +72,8 @@ export interface ProxyLimits {
   noCapacityRetryAfterSeconds: number;
   /** Largest file upload (`POST /v1/files`) accepted, bytes: streamed to the agent, never held whole. */
   fileUploadBytesMax: number;
+  /** Largest Message Batch create body (`POST /v1/messages/batches`) accepted, bytes: streamed, never held whole. */
+  messageBatchBodyBytesMax: number;
 }
 
 /** The hub's file upload limit: OpenAI's own per-file limit, 512 MB (512,000,000 bytes). */
@@ -79,6 +86,7 @@ export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
   requestBodyIdleTimeoutMs: 30_000,
   noCapacityRetryAfterSeconds: 2,
   fileUploadBytesMax: FILE_UPLOAD_BYTES_MAX,
+  messageBatchBodyBytesMax: MESSAGE_BATCH_BODY_BYTES_MAX,
 };
 
 /** After an early answer, the most of the rest of an upload read and dropped before the connection is closed, bytes and ms. */
@@ -109,8 +117,10 @@ export interface ProxyDeps {
   content: ContentRules | null;
   /** Seals the hub's record of each settled request into its statement; absent = statements carry none. */
   sealer?: HubRecordSealer | null;
-  /** Background responses' settlements, after their create call (absent: billing off, or not wired). */
+  /** Background responses' and batches' settlements, after their create call (absent: billing off, or not wired). */
   deferred?: DeferredSettlements | null;
+  /** Where each Message Batch lives (absent: Message Batches are not offered). */
+  messageBatches?: MessageBatchRoutes | null;
 }
 
 export async function authenticate(req: IncomingMessage, keys: KeyVerifier): Promise<Principal> {
@@ -196,7 +206,8 @@ export const CONTEXT_BYTES_PER_TOKEN = 4;
  * asks for. Null for multipart bodies (audio and images are not sized by their bytes).
  */
 function contextTokensNeeded(route: ProxyRoute, fields: BodyFields, held: readonly Buffer[]): number | null {
-  if (route.body !== "json" || route.billing !== "tokens") return null;
+  // A batch's requests are sized one by one (each within its model's window), not as one body.
+  if (route.body !== "json" || route.billing !== "tokens" || route === MESSAGE_BATCH_CREATE_ROUTE) return null;
   let bytes = 0;
   for (const c of held) bytes += c.length;
   return Math.ceil(bytes / CONTEXT_BYTES_PER_TOKEN) + (fields.maxOutputTokens ?? 0);
@@ -256,6 +267,15 @@ class ProxyExchange {
   #pinnedFileId: string | null = null;
   /** Reads an uploaded file's object from a successful `POST /v1/files` answer (files routing). */
   #fileTap: FileObjectTap | null = null;
+  /** A Message Batch's creation: sums its requests' worst case as its body is read (the hold). */
+  #batchWorst: MessageBatchWorstCase | null = null;
+  /**
+   * A successful answer that is a batch object (create, retrieve, cancel): held whole (it is small) so that its
+   * `results_url` is handed out as the hub's path; the head waits for it. Null for every other answer.
+   */
+  #batchAnswer: { status: number; headers: [string, string][]; chunks: Uint8Array[]; bytes: number } | null = null;
+  /** The batch this create call made, once its answer was read and its route written. */
+  #createdBatch: { id: string; object: HubBatchObject } | null = null;
 
   constructor(
     readonly req: IncomingMessage,
@@ -308,10 +328,16 @@ class ProxyExchange {
       firstByteMs,
     });
     if (!this.principal) return;
-    if (this.stored && !this.stored.deletes) void this.deps.deferred?.nudge(this.stored.objectId);
+    if (this.stored && !this.stored.deletes)
+      void this.deps.deferred?.nudge(this.stored.objectId, this.stored.kind === "message_batch" ? "anthropic_batch" : "response");
     const deferTo = this.#deferrableResponse();
     if (deferTo !== null) {
       void this.#defer(deferTo, cause, durationMs, firstByteMs);
+      return;
+    }
+    const batch = this.#createdBatch;
+    if (batch && this.#hold?.heldMicros != null && this.deps.deferred && this.conn?.agentId) {
+      void this.#defer(batch.id, cause, durationMs, firstByteMs, batch.object);
       return;
     }
     this.#settle(cause, durationMs, firstByteMs);
@@ -328,14 +354,20 @@ class ProxyExchange {
     return hold.reported === null ? this.#createdResponseId : null;
   }
 
-  /** Hands the hold to the deferred settlements; if that cannot be written, the request settles now by the usual rules. */
-  async #defer(responseId: string, cause: EndCause, durationMs: number, firstByteMs: number | null): Promise<void> {
+  /**
+   * Hands the hold to the deferred settlements (a background response's, or with `batch` a Message Batch's); if
+   * that cannot be written, the request settles now by the usual rules (a batch's create call: at nothing).
+   */
+  async #defer(objectId: string, cause: EndCause, durationMs: number, firstByteMs: number | null, batch?: HubBatchObject): Promise<void> {
     const record = this.#record(cause, durationMs, firstByteMs, null);
     const agentId = this.conn!.agentId!;
     const handed = await this.#hold!.handOver(agentId, (held) =>
-      this.deps.deferred!.defer(held, responseId, record, "response", null, this.#admission?.budgetTaken() ?? null),
+      this.deps.deferred!.defer(held, objectId, record, batch ? "anthropic_batch" : "response", batch ?? null, this.#admission?.budgetTaken() ?? null),
     );
-    if (!handed) return this.#settle(cause, durationMs, firstByteMs);
+    if (!handed) {
+      if (batch) this.deps.log.error("message_batch.unsettled", { requestId: this.requestId, agentId, batchId: objectId });
+      return this.#settle(cause, durationMs, firstByteMs);
+    }
     // Concurrency ends with the call; the key's budget keeps the hold until the settlement corrects it (docs/billing.md).
     this.#admission?.end({ tokens: null, chargedMicros: null });
     this.deps.records.add(record);
@@ -509,6 +541,11 @@ class ProxyExchange {
         throw new GatewayError("invalid_request", "This endpoint takes a multipart/form-data body.");
       }
       this.#scanner = new MultipartBodyScanner(boundary);
+    } else if (route === MESSAGE_BATCH_CREATE_ROUTE) {
+      if (!deps.messageBatches) throw new GatewayError("route_not_found", "Message Batches are not offered by this gateway.");
+      this.#batchWorst = new MessageBatchWorstCase((m) => modelLimits(m, 0));
+      this.#scanner = this.#batchWorst.scanner;
+      this.#screen = deps.content?.screen() ?? null;
     } else {
       this.#scanner = new JsonBodyScanner();
       this.#screen = deps.content?.screen() ?? null;
@@ -532,6 +569,13 @@ class ProxyExchange {
       this.#countIn(next.value.length);
       this.#scan(next.value);
       held.push(next.value);
+      if (this.#batchWorst && !scanner.settled && this.bytesIn > deps.limits.requestBodyBytesMax) {
+        // A batch is routed by its first request's model: that request is held whole until then, and no longer.
+        throw new GatewayError(
+          "invalid_request",
+          `The first request of the batch must end within the first ${deps.limits.requestBodyBytesMax} bytes of the body (its model routes the batch).`,
+        );
+      }
     }
     if (this.finished) return;
     if (bodyDone) {
@@ -598,15 +642,34 @@ class ProxyExchange {
       if (next.done) break;
       if (next.value.length > 0) throw new GatewayError("invalid_request", `${call.method} ${this.route.path} takes no request body.`);
     }
+    const userId = this.principal!.userId;
     const where =
       call.kind === "file"
-        ? ((await this.deps.routing.files?.routeOf(call.objectId, this.principal!.userId)) ?? null)
-        : ((await this.deps.routing.sticky?.routeOf(call.objectId, this.principal!.userId)) ?? null);
+        ? ((await this.deps.routing.files?.routeOf(call.objectId, userId)) ?? null)
+        : call.kind === "message_batch"
+          ? ((await this.deps.messageBatches?.routeOf(call.objectId, userId)) ?? null)
+          : ((await this.deps.routing.sticky?.routeOf(call.objectId, userId)) ?? null);
     if (where === null || where.model === null) {
-      throw new GatewayError("not_found", call.kind === "file" ? `No such File object: ${call.objectId}` : `Response with id '${call.objectId}' not found.`);
+      throw new GatewayError(
+        "not_found",
+        call.kind === "file"
+          ? `No such File object: ${call.objectId}`
+          : call.kind === "message_batch"
+            ? `No batch found with id '${call.objectId}'.`
+            : `Response with id '${call.objectId}' not found.`,
+      );
+    }
+    // A batch whose usage is not settled yet is not deleted before its results are read (cancel it first).
+    if (call.kind === "message_batch" && call.deletes && (await this.deps.deferred?.pending(call.objectId, "anthropic_batch"))) {
+      await this.deps.deferred!.nudge(call.objectId, "anthropic_batch");
+      throw new GatewayError(
+        "conflict",
+        `The message batch '${call.objectId}' has not been settled yet (its results are read for its usage once it has ended); wait for it to end, or cancel it (POST /v1/messages/batches/${call.objectId}/cancel), then delete it.`,
+        { retryAfterSeconds: 2 },
+      );
     }
     // A background response still being metered is not deleted before its usage is read (cancel it instead).
-    if (call.kind !== "file" && call.deletes && (await this.deps.deferred?.pending(call.objectId))) {
+    if (call.kind === "response" && call.deletes && (await this.deps.deferred?.pending(call.objectId))) {
       await this.deps.deferred!.nudge(call.objectId);
       throw new GatewayError(
         "conflict",
@@ -654,12 +717,14 @@ class ProxyExchange {
         fields: scanner.fields,
         agent: servedBy(first),
         inputBytes: this.#inputBytes,
+        ...(this.#batchWorst ? { batch: { worst: () => this.#batchWorst!.usage(), priceBps: BATCH_PRICE_BPS } } : {}),
       });
     } catch (error) {
       throw meterError(error, route.api);
     }
-    // A file upload is no tokens (its bytes are a file the provider stores, not a prompt).
-    this.#estimatedTokens = route === FILE_UPLOAD_ROUTE ? 0 : estimatedTokens(scanner.fields, this.#inputBytes);
+    // A file upload is no tokens (its bytes are a file the provider stores, not a prompt); nor is a batch's creation
+    // (its requests run later, under the provider's batch limits; the budget sees its hold).
+    this.#estimatedTokens = route === FILE_UPLOAD_ROUTE || this.#batchWorst ? 0 : estimatedTokens(scanner.fields, this.#inputBytes);
     await deps.limiter
       .admitBody(this.#admission!, {
         keyId: principal.keyId,
@@ -774,6 +839,17 @@ class ProxyExchange {
           ? `The file '${file}' is held by the provider account of an agent that is not connected now, and only it can answer for it; retry later.`
           : `The file '${file}' is held by the provider account of an agent that is not connected now or does not serve '${model}', and only it can read the file; retry later or use a model that agent serves.`,
         { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds, ...(this.stored ? {} : { param: "file_id" }) },
+      );
+    }
+    if (reason === "pinned_gone" && this.stored?.kind === "message_batch") {
+      const batch = this.stored.objectId;
+      if (await deps.routing.sticky?.agentRetired(this.#pinnedAgentId!)) {
+        return new GatewayError("not_found", `No batch found with id '${batch}': the agent whose provider account held it no longer serves.`);
+      }
+      return new GatewayError(
+        "no_capacity",
+        `The message batch '${batch}' is held by the provider account of an agent that is not connected now, and only it can answer for it; retry later.`,
+        { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds },
       );
     }
     if (reason === "pinned_gone" && this.stored) {
@@ -896,7 +972,8 @@ class ProxyExchange {
    */
   #nextCandidate(): Candidate | null {
     const limits = this.deps.routing.failover;
-    if (!this.#body?.replayable || this.finished || this.res.headersSent) return null;
+    // Never after a response head (a batch object's head waits at the hub, unsent, yet the batch exists).
+    if (!this.#body?.replayable || this.finished || this.res.headersSent || this.firstByteAt !== null) return null;
     if (this.#tried.size >= limits.attemptsMax || Date.now() - this.#firstDispatchAt > limits.windowMs) return null;
     return this.deps.routing.policy.claim(this.#candidates, this.model!, this.#tried);
   }
@@ -985,6 +1062,7 @@ class ProxyExchange {
 
   /** The largest body this route takes: a file upload's own limit, else the request limit. */
   get #bodyBytesMax(): number {
+    if (this.route === MESSAGE_BATCH_CREATE_ROUTE) return this.deps.limits.messageBatchBodyBytesMax;
     return this.route === FILE_UPLOAD_ROUTE ? this.deps.limits.fileUploadBytesMax : this.deps.limits.requestBodyBytesMax;
   }
 
@@ -1033,9 +1111,16 @@ class ProxyExchange {
     // A deleted response or file is gone at its provider: its route goes too.
     if (status < 300 && this.stored?.deletes) {
       if (this.stored.kind === "file") void this.deps.routing.files?.forget(this.stored.objectId);
+      else if (this.stored.kind === "message_batch") void this.deps.messageBatches?.forget(this.stored.objectId);
       else void this.deps.routing.sticky?.forget(this.stored.objectId);
     }
     if (status >= 300) this.#fileTap = null;
+    if (status < 300 && this.#answersBatchObject()) {
+      // Held until its end (bounded): its `results_url` is rewritten before the client sees it.
+      this.#batchAnswer = { status, headers, chunks: [], bytes: 0 };
+      this.#armIdle();
+      return;
+    }
     this.res.writeHead(status, out);
     // The head leaves with the first body bytes (and, for a small answer, the end) in one write: they
     // usually arrive in the same tunnel message. A head whose body does not follow in this turn goes alone.
@@ -1048,6 +1133,17 @@ class ProxyExchange {
 
   #onData(chunk: Uint8Array): void {
     if (this.finished) return;
+    const batchAnswer = this.#batchAnswer;
+    if (batchAnswer) {
+      batchAnswer.bytes += chunk.length;
+      if (batchAnswer.bytes > MESSAGE_BATCH_OBJECT_BYTES_MAX) return this.#onAgentLengthMismatch("a message batch object longer than any");
+      batchAnswer.chunks.push(chunk.slice());
+      this.bytesOut += chunk.length;
+      this.#hold?.output(chunk);
+      this.#armIdle();
+      this.stream?.consumed(chunk.length);
+      return;
+    }
     if (this.#declaredLength !== null && this.bytesOut + chunk.length > this.#declaredLength) {
       this.#onAgentLengthMismatch("response body longer than its content-length");
       return;
@@ -1107,9 +1203,55 @@ class ProxyExchange {
       void this.#recordFile(tap).then(() => this.#onEnd());
       return;
     }
+    const batchAnswer = this.#batchAnswer;
+    if (batchAnswer) {
+      this.#batchAnswer = null;
+      void this.#answerBatch(batchAnswer);
+      return;
+    }
     // The client gets the end of its response first; settling (usage check, tokenizer counts) comes after it.
     this.res.end();
     this.#finish(this.status >= 400 ? "upstream_error" : "completed", this.status);
+  }
+
+  /** The answer is a batch object the hub rewrites: a batch's creation, retrieval or cancel (not its results or deletion). */
+  #answersBatchObject(): boolean {
+    if (this.route === MESSAGE_BATCH_CREATE_ROUTE) return true;
+    const s = this.stored;
+    return s !== null && s.kind === "message_batch" && !s.deletes && !s.upstreamPath.endsWith("/results");
+  }
+
+  /**
+   * A batch object arrived whole: a new batch's route is written (before the client hears of it, so any gateway
+   * routes its next calls), the hub's copy updated, and the object sent with its `results_url` the hub's path.
+   * An answer that is not a batch object is not passed on (502): the hub would lose the batch.
+   */
+  async #answerBatch(answer: { status: number; headers: [string, string][]; chunks: Uint8Array[] }): Promise<void> {
+    const object = parseBatchObject(Buffer.concat(answer.chunks));
+    const batches = this.deps.messageBatches!;
+    if (object === null) {
+      this.deps.log.warn("message_batch.answer_unread", { requestId: this.requestId, agentId: this.conn?.agentId });
+      this.#finish("upstream_error", 502);
+      sendError(this.res, "anthropic", new GatewayError("agent_unreachable", "The provider's answer was not a message batch."), this.requestId);
+      return;
+    }
+    if (this.route === MESSAGE_BATCH_CREATE_ROUTE) {
+      const route = { agentId: this.conn!.agentId!, userId: this.principal!.userId, model: this.model!, requestId: this.requestId };
+      await batches.record(object.id, route, object).catch(() => undefined);
+      this.#createdBatch = { id: object.id, object };
+    } else await batches.seen(object);
+    if (this.finished) return;
+    const body = Buffer.from(JSON.stringify(object));
+    const out: Record<string, string | string[]> = { "x-wellspring-request-id": this.requestId };
+    for (const [name, value] of answer.headers) {
+      if (RESPONSE_HEADERS_DROPPED.has(name) || name === "content-length") continue;
+      const prev = out[name];
+      out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+    }
+    out["content-length"] = String(body.length);
+    this.#bodyWritten = true;
+    this.res.writeHead(answer.status, out).end(body);
+    this.#finish("completed", answer.status);
   }
 
   /**

@@ -33,3 +33,21 @@ describe("file routes", () => {
     for (const p of ["/v1/threadsx", "/v1/responses", "/v1/files"]) expect(isAssistantsPath(p)).toBe(false);
   });
 });
+
+describe("message batch routes (Anthropic)", () => {
+  it("retrieve, cancel, results and delete of one batch are calls on a stored batch, answered in Anthropic's shape", () => {
+    const id = "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d";
+    expect(findStoredObjectCall("GET", `/v1/messages/batches/${id}`)).toMatchObject({
+      kind: "message_batch",
+      objectId: id,
+      deletes: false,
+      route: { path: "/v1/messages/batches/{id}", api: "anthropic", billing: "free" },
+    });
+    expect(findStoredObjectCall("DELETE", `/v1/messages/batches/${id}`)).toMatchObject({ kind: "message_batch", deletes: true });
+    expect(findStoredObjectCall("POST", `/v1/messages/batches/${id}/cancel`)).toMatchObject({ route: { path: "/v1/messages/batches/{id}/cancel" } });
+    expect(findStoredObjectCall("GET", `/v1/messages/batches/${id}/results`)).toMatchObject({ upstreamPath: `/v1/messages/batches/${id}/results` });
+    expect(findStoredObjectCall("POST", `/v1/messages/batches/${id}`)).toEqual({ allowed: ["GET", "DELETE"] });
+    expect(findStoredObjectCall("GET", "/v1/messages/batches/batch_abc")).toBeNull();
+    expect(findStoredObjectCall("GET", "/v1/messages/batches")).toBeNull();
+  });
+});

@@ -42,10 +42,17 @@ const BY_PATH = new Map(ROUTES.map((r) => [r.path, r]));
  */
 export const FILE_UPLOAD_ROUTE: ProxyRoute = { path: "/v1/files", api: "openai", body: "multipart", billing: "free" };
 
+/**
+ * Anthropic's Message Batch creation: a JSON body of up to 100,000 requests (one model), streamed to one agent with
+ * an Anthropic key while the hub sums its worst case for the hold (billing/message_batch_body.ts); billed later, at
+ * batch prices, by its results (docs/billing.md, "Message Batches").
+ */
+export const MESSAGE_BATCH_CREATE_ROUTE: ProxyRoute = { path: "/v1/messages/batches", api: "anthropic", body: "json", billing: "tokens" };
+
 /** A call on a stored provider object, routed to the agent (provider key) that created it. */
 export interface StoredObjectCall {
-  /** What the object is: a Responses API response, or a file (Files API). */
-  kind: "response" | "file";
+  /** What the object is: a Responses API response, a file (Files API), or a message batch (Anthropic). */
+  kind: "response" | "file" | "message_batch";
   route: ProxyRoute;
   method: "GET" | "DELETE" | "POST";
   /** The object's id, from the path. */
@@ -59,12 +66,15 @@ export interface StoredObjectCall {
 /** A Responses API response id as a path segment. */
 const RESPONSE_ID_SEGMENT = "(resp_[A-Za-z0-9_-]{1,200})";
 
+/** A Message Batch id as a path segment. */
+const MESSAGE_BATCH_ID_SEGMENT = "(msgbatch_[A-Za-z0-9_-]{1,200})";
+
 /** A file id (Files API) as a path segment. */
 const FILE_ID_SEGMENT = "(file-[A-Za-z0-9_-]{1,200})";
 
 /**
  * The stored-object calls the gateway routes (Responses API: retrieve, delete, cancel, input items; Files API:
- * retrieve, delete, content); all free at the provider.
+ * retrieve, delete, content; Message Batches: retrieve, cancel, results, delete); all free at the provider.
  */
 const STORED_OBJECT_ROUTES: { kind: StoredObjectCall["kind"]; method: StoredObjectCall["method"]; pattern: RegExp; route: ProxyRoute; deletes: boolean }[] = [
   { kind: "response", method: "GET", pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}$`), route: storedRoute("/v1/responses/{id}"), deletes: false },
@@ -92,10 +102,31 @@ const STORED_OBJECT_ROUTES: { kind: StoredObjectCall["kind"]; method: StoredObje
   { kind: "file", method: "GET", pattern: new RegExp(`^/v1/files/${FILE_ID_SEGMENT}$`), route: storedRoute("/v1/files/{id}"), deletes: false },
   { kind: "file", method: "DELETE", pattern: new RegExp(`^/v1/files/${FILE_ID_SEGMENT}$`), route: storedRoute("/v1/files/{id}"), deletes: true },
   { kind: "file", method: "GET", pattern: new RegExp(`^/v1/files/${FILE_ID_SEGMENT}/content$`), route: storedRoute("/v1/files/{id}/content"), deletes: false },
+  ...(["GET", "DELETE"] as const).map((method) => ({
+    kind: "message_batch" as const,
+    method,
+    pattern: new RegExp(`^/v1/messages/batches/${MESSAGE_BATCH_ID_SEGMENT}$`),
+    route: storedRoute("/v1/messages/batches/{id}", "anthropic"),
+    deletes: method === "DELETE",
+  })),
+  {
+    kind: "message_batch",
+    method: "POST",
+    pattern: new RegExp(`^/v1/messages/batches/${MESSAGE_BATCH_ID_SEGMENT}/cancel$`),
+    route: storedRoute("/v1/messages/batches/{id}/cancel", "anthropic"),
+    deletes: false,
+  },
+  {
+    kind: "message_batch",
+    method: "GET",
+    pattern: new RegExp(`^/v1/messages/batches/${MESSAGE_BATCH_ID_SEGMENT}/results$`),
+    route: storedRoute("/v1/messages/batches/{id}/results", "anthropic"),
+    deletes: false,
+  },
 ];
 
-function storedRoute(path: string): ProxyRoute {
-  return { path, api: "openai", body: "none", billing: "free" };
+function storedRoute(path: string, api: ApiFamily = "openai"): ProxyRoute {
+  return { path, api, body: "none", billing: "free" };
 }
 
 /**

@@ -10,7 +10,7 @@
  * nothing; the hold still reads the usage the provider reports, for the request's record.
  */
 import type { ApiFamily, BodyFields } from "@wellspring/protocol";
-import { chargeBasis } from "./charge_rules.ts";
+import { chargeBasis, type ChargeBasis } from "./charge_rules.ts";
 import { RequestTokenEstimator } from "./estimate.ts";
 import type { CreditLeases, LeaseClaim } from "./leases.ts";
 import type { ReserveMeta } from "./ledger.ts";
@@ -19,6 +19,8 @@ import {
   ownerEarningMicros,
   planChargeMicros,
   planPrice,
+  scaledPrice,
+  type ModelPriceMicros,
   type PlanView,
   type PriceBook,
   type PricedModel,
@@ -116,6 +118,12 @@ export interface HoldRequest {
   agent: { agentId: string | null; ownerId: string | null; tier: Tier };
   /** The body's size as far as it is known (Content-Length, or the bytes received so far). */
   inputBytes: number;
+  /**
+   * A batch (Anthropic Message Batches): its worst case is the sum of its requests' (`worst`, growing as the body
+   * is read, not the body's own), it is priced at `priceBps` of the price table, and the create call itself is never
+   * charged — its requests are, from their results, by the deferred settlement it is handed over to.
+   */
+  batch?: { worst: () => Usage; priceBps: bigint };
 }
 
 /** How the request ended, as the request path saw it. */
@@ -149,6 +157,8 @@ export interface Charge {
 
 /** What a billed request was priced with when it started; it settles with the same, whatever is published meanwhile. */
 interface Priced extends PricedModel {
+  /** The price it is charged at: the table's (`price`), or a batch's share of it. */
+  chargePrice: ModelPriceMicros;
   plan: PlanView;
   tier: Tier;
   tierBps: bigint;
@@ -184,7 +194,8 @@ export class Meter {
     const plan = await billing.tariffs.plan(req.planId);
     const tierBps = await billing.tariffs.tierBps(req.agent.tier);
     const limits = modelLimits(req.model, billing.defaultMaxOutputTokens);
-    const amount = worstMicros(req, req.inputBytes, { plan, price: official.price, limits });
+    const chargePrice = req.batch ? scaledPrice(official.price, req.batch.priceBps) : official.price;
+    const amount = worstMicros(req, req.inputBytes, { plan, chargePrice, limits });
     // Held in memory against this gateway's lease on the wallet; a database round trip only to top it up.
     const claim = await observed(billing.leases.claim(req.userId, amount));
     observeBilling(claim ? "held" : "insufficient_quota");
@@ -199,7 +210,7 @@ export class Meter {
       tier: req.agent.tier,
       tierBps: Number(tierBps),
     };
-    return new Hold(req, billing, { ...official, plan, tier: req.agent.tier, tierBps, limits, reservedMicros: amount, claim, meta }, this.log);
+    return new Hold(req, billing, { ...official, chargePrice, plan, tier: req.agent.tier, tierBps, limits, reservedMicros: amount, claim, meta }, this.log);
   }
 }
 
@@ -213,9 +224,13 @@ async function observed<T>(operation: Promise<T>): Promise<T> {
   }
 }
 
-function worstMicros(req: HoldRequest, inputBytes: number, priced: Pick<Priced, "plan" | "price" | "limits">): bigint {
-  const worst = worstUsage(req.route.unit, req.route.multipart, req.fields, inputBytes, priced.limits);
-  return planChargeMicros(priced.plan, req.route.api, req.model, priced.price, worst);
+function worstMicros(req: HoldRequest, inputBytes: number, priced: Pick<Priced, "plan" | "chargePrice" | "limits">): bigint {
+  return planChargeMicros(priced.plan, req.route.api, req.model, priced.chargePrice, requestWorst(req, inputBytes, priced.limits));
+}
+
+/** The most the request may use: a batch's sum of its requests' worst cases, else its body's (`worstUsage`). */
+function requestWorst(req: HoldRequest, inputBytes: number, limits: ModelLimits): Usage {
+  return req.batch ? req.batch.worst() : worstUsage(req.route.unit, req.route.multipart, req.fields, inputBytes, limits);
 }
 
 /** One request's meter: what it holds, what it used, and its settlement (exactly once). */
@@ -334,7 +349,7 @@ export class Hold {
     if (!priced || this.#settled) return false;
     const { req } = this;
     const own = priced.plan.overrides.get(`${req.route.api}:${req.model}`);
-    const worst = worstUsage(req.route.unit, req.route.multipart, req.fields, req.inputBytes, priced.limits);
+    const worst = requestWorst(req, req.inputBytes, priced.limits);
     const written = write({
       requestId: req.requestId,
       userId: req.userId,
@@ -354,6 +369,7 @@ export class Hold {
         api: req.route.api,
       },
       worst: { inputTokens: worst.inputTokens, outputTokens: worst.outputTokens },
+      ...(req.batch ? { priceBps: req.batch.priceBps } : {}),
     });
     try {
       await written;
@@ -404,20 +420,23 @@ export class Hold {
       return this.#settled;
     }
     const { req } = this;
-    const basis = chargeBasis({
-      ...outcome,
-      reported: tap?.result() ?? null,
-      reportedInput: tap?.reportedInput() ?? null,
-      deliveredOutputTokens: () => tap?.streamedOutputTokens() ?? null,
-      estimatedInputTokens: () => this.#inputEstimate?.total() ?? 0,
-      inputCharacters: req.route.unit === "speech" ? (req.fields.inputChars ?? 0) : 0,
-      responseImages: () => tap?.images() ?? 0,
-    });
+    // A batch's create call is never charged (the provider bills its requests, read from their results later).
+    const basis: ChargeBasis = req.batch
+      ? { usage: { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0 }, estimated: false, rule: "failed" }
+      : chargeBasis({
+          ...outcome,
+          reported: tap?.result() ?? null,
+          reportedInput: tap?.reportedInput() ?? null,
+          deliveredOutputTokens: () => tap?.streamedOutputTokens() ?? null,
+          estimatedInputTokens: () => this.#inputEstimate?.total() ?? 0,
+          inputCharacters: req.route.unit === "speech" ? (req.fields.inputChars ?? 0) : 0,
+          responseImages: () => tap?.images() ?? 0,
+        });
     const checked = basis.rule === "reported" ? this.#check(basis.usage, priced.limits) : null;
     const usage = checked?.usage ?? basis.usage;
     const estimated = basis.estimated || checked?.divergence != null;
-    const official = officialCostMicros(usage, priced.price);
-    const chargeMicros = planChargeMicros(priced.plan, req.route.api, req.model, priced.price, usage);
+    const official = officialCostMicros(usage, priced.chargePrice);
+    const chargeMicros = planChargeMicros(priced.plan, req.route.api, req.model, priced.chargePrice, usage);
     const ownerId = req.agent.ownerId;
     const earningMicros = ownerId === null ? 0n : ownerEarningMicros(official, priced.tierBps);
     const planBps = priced.plan.overrides.has(`${req.route.api}:${req.model}`) ? null : Number(priced.plan.multiplierBps);
