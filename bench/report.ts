@@ -224,6 +224,7 @@ export async function writePerformanceDoc(r: BenchResult): Promise<void> {
     ...ISSUE_17_NOTES,
     ...ISSUE_14_NOTES,
     ...MEMORY_NOTES,
+    ...HTTP2_NOTES,
   );
   await writeFile(join(import.meta.dirname, "..", "docs", "performance.md"), lines.join("\n"));
 }
@@ -588,5 +589,34 @@ const MEMORY_NOTES: string[] = [
   "run: the benchmark lock was held by other helpers' runs from 09:18 to 10:25 UTC. Next steps not measured here: a",
   "cap on the gateway's old generation (`--max-old-space-size`, so V8 collects before it grows), and",
   "`MALLOC_ARENA_MAX=2` in the stack (`BENCH_SOAK_GATEWAY_ENV`).",
+  "",
+];
+
+/** HTTP/2 to providers, measured with `npm run bench:h2` (dated; not regenerated). */
+const HTTP2_NOTES: string[] = [
+  "## HTTP/2 to providers — measured, not built (2026-12-02, 10:45 UTC)",
+  "",
+  'Issue 17 asked for HTTP/2 to providers "where it pays (measure)". Deno\'s only HTTP/2 client is `fetch` (hyper in',
+  "the runtime); the agent's provider calls use its own HTTP/1.1 client on Deno's TLS (`src/upstream_http.ts`).",
+  "`npm run bench:h2` (agent-deno/bench/upstream_h2_bench.ts) makes the same call over TLS three ways against one",
+  "Node `http2` server in another process (its CPU not counted): the agent's client, `fetch` held to HTTP/1.1 and",
+  "`fetch` held to HTTP/2 (one connection, multiplexed). Two alternating rounds, load average 1.8–5 (quiet for this",
+  "machine); CPU is the agent-side process's.",
+  "",
+  "| | agent's client (HTTP/1.1) | fetch, HTTP/1.1 | fetch, HTTP/2 |",
+  "|---|---|---|---|",
+  "| CPU per 1,000 small calls at concurrency 32 | 66 / 82 ms | 194 / 149 ms | 134 / 131 ms |",
+  "| one call at concurrency 1, p50 / p99 | 0.08–0.11 / 0.53–0.60 ms | 0.15–0.18 / 0.90–1.73 ms | 0.25–0.49 / 2.61–2.69 ms |",
+  "| CPU per 1,000 SSE streams of 64 events at concurrency 32 | 284 / 350 ms | 3,285 / 2,859 ms | 2,014 / 1,847 ms |",
+  "",
+  "HTTP/2 through `fetch` costs 1.6–2× the agent's client's CPU per small call and 6–7× per stream, and its latency",
+  "at concurrency 1 is 3–4× higher: the multiplexing does not buy back what `fetch`'s machinery (Request/Response",
+  "objects, ReadableStreams, header maps) costs per call. What HTTP/2 itself would save here is connections: the",
+  "agent's client keeps a keep-alive pool per origin (one TLS handshake per connection, reused), so at a provider the",
+  "difference is a few dozen idle connections against one. The lever would be an HTTP/2 client of the agent's own",
+  "(framing, HPACK, per-stream flow control) on Deno's TLS, as the HTTP/1.1 one is — a large piece of work for a",
+  "saving this measurement does not show; not built. (The SSE streams' duration, 44 ms against 2 ms, is the test",
+  "server's: Node's HTTP/1.1 response writes each event as its own TLS record while its HTTP/2 session coalesces",
+  "them; a provider paces events by generation, not by writes.)",
   "",
 ];
