@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { ANTHROPIC_INFERENCE_PATHS, checkForward, ForwardRefusedError, isFilesCall, isStoredResponseCall, OPENAI_INFERENCE_PATHS } from "./forward_rules.ts";
+import {
+  ANTHROPIC_INFERENCE_PATHS,
+  checkForward,
+  ForwardRefusedError,
+  isBatchesCall,
+  isFilesCall,
+  isStoredResponseCall,
+  OPENAI_INFERENCE_PATHS,
+} from "./forward_rules.ts";
 
 Deno.test("forward rules: every inference path is forwarded as a POST, with only allowlisted query parameters", () => {
   for (const path of OPENAI_INFERENCE_PATHS) assert.deepEqual(checkForward("openai", "POST", path), { path, query: "" });
@@ -48,6 +56,26 @@ Deno.test("forward rules: a file is uploaded, retrieved, downloaded and deleted 
     ["openai", "GET", `/v1/files/${id}/../../organization/admin_api_keys`],
     ["anthropic", "GET", `/v1/files/${id}`],
     ["anthropic", "POST", "/v1/files"],
+  ] as const) {
+    assert.throws(() => checkForward(api, method, path), ForwardRefusedError, `${api} ${method} ${path}`);
+  }
+});
+
+Deno.test("forward rules: a batch is created, retrieved and cancelled (OpenAI only; never listed)", () => {
+  const id = "batch_AbC123_-x";
+  assert.deepEqual(checkForward("openai", "POST", "/v1/batches"), { path: "/v1/batches", query: "" });
+  assert.deepEqual(checkForward("openai", "GET", `/v1/batches/${id}`), { path: `/v1/batches/${id}`, query: "" });
+  assert.deepEqual(checkForward("openai", "POST", `/v1/batches/${id}/cancel`), { path: `/v1/batches/${id}/cancel`, query: "" });
+  assert.ok(isBatchesCall("openai", "/v1/batches") && isBatchesCall("openai", `/v1/batches/${id}/cancel`));
+  assert.ok(!isBatchesCall("anthropic", "/v1/batches") && !isBatchesCall("openai", "/v1/batchesx"));
+  assert.ok(isStoredResponseCall("openai", `/v1/batches/${id}`) && !isStoredResponseCall("openai", "/v1/batches"));
+  for (const [api, method, path] of [
+    ["openai", "GET", "/v1/batches"],
+    ["openai", "DELETE", `/v1/batches/${id}`],
+    ["openai", "GET", `/v1/batches/${id}/cancel`],
+    ["openai", "POST", "/v1/batches/file-abc"],
+    ["anthropic", "POST", "/v1/batches"],
+    ["anthropic", "GET", `/v1/batches/${id}`],
   ] as const) {
     assert.throws(() => checkForward(api, method, path), ForwardRefusedError, `${api} ${method} ${path}`);
   }

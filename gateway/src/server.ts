@@ -27,6 +27,7 @@ import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { DeferredSettlements } from "./api/deferred.ts";
+import { batchListQuery, listBatches } from "./api/openai_batches.ts";
 import type { DeferredOptions } from "./billing/deferred.ts";
 import { CanaryPayments } from "./billing/canary_pay.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
@@ -44,7 +45,7 @@ import { Spool } from "./billing/spool.ts";
 import { handleBillingSubscription, handleBillingUsage, handleModels, handleRedeem } from "./api/account.ts";
 import { ADMIN_AUTH_DEFAULTS, adminTokenHash, authorizeAdmin, handleAdmin } from "./api/admin.ts";
 import { hubEventHandler, HubEventListener } from "./hub_events.ts";
-import { familyOfPath, FILE_UPLOAD_ROUTE, findRoute, findStoredObjectCall, isAnthropicFilesCall, isAssistantsPath } from "./api/routes.ts";
+import { BATCH_CREATE_ROUTE, familyOfPath, FILE_UPLOAD_ROUTE, findRoute, findStoredObjectCall, isAnthropicFilesCall, isAssistantsPath } from "./api/routes.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
@@ -505,6 +506,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         json(res, 200, await files.list(principal.userId, query));
       }),
     )
+    .on(
+      "GET /v1/batches",
+      withPrincipal(keys, async ({ res, url }, principal) => {
+        // Answered from the hub's own rows: only this user's batches (a provider's list would show the owner's).
+        const wait = deps.freeRoutes.take(principal.keyId);
+        observeLimiter("free_routes", wait === null ? "allowed" : "refused");
+        if (wait !== null) throw freeRouteLimited(deps.freeRoutes, wait);
+        const query = batchListQuery(url.searchParams);
+        if ("problem" in query) throw new GatewayError("invalid_request", query.problem, { param: query.param });
+        json(res, 200, await listBatches(recordsPool, principal.userId, query));
+      }),
+    )
     .otherwise(({ req, res, url }) => {
       if (isAssistantsPath(url.pathname)) {
         throw new GatewayError(
@@ -516,6 +529,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       if (url.pathname === "/v1/files" || url.pathname === "/v1/files/") {
         if (req.method !== "POST") throw new GatewayError("method_not_allowed", `${req.method} is not allowed on /v1/files; use GET or POST.`);
         return proxyRequest(req, res, FILE_UPLOAD_ROUTE, deps);
+      }
+      if (url.pathname === "/v1/batches" || url.pathname === "/v1/batches/") {
+        if (req.method !== "POST") throw new GatewayError("method_not_allowed", `${req.method} is not allowed on /v1/batches; use GET or POST.`);
+        return proxyRequest(req, res, BATCH_CREATE_ROUTE, deps);
       }
       const stored = findStoredObjectCall(req.method ?? "GET", url.pathname);
       if (stored && "allowed" in stored) {

@@ -19,6 +19,7 @@ import {
   ownerEarningMicros,
   planChargeMicros,
   planPrice,
+  scaledPricing,
   type PlanView,
   type PriceBook,
   type PricedModel,
@@ -116,6 +117,11 @@ export interface HoldRequest {
   agent: { agentId: string | null; ownerId: string | null; tier: Tier };
   /** The body's size as far as it is known (Content-Length, or the bytes received so far). */
   inputBytes: number;
+  /**
+   * A batch create: the worst usage of the whole batch (read from its input file, `batch_input.ts`) instead of the
+   * body's, charged at `priceBps` of the price table (`BATCH_PRICE_BPS`).
+   */
+  batch?: { worst: Usage; priceBps: bigint };
 }
 
 /** How the request ended, as the request path saw it. */
@@ -159,6 +165,9 @@ interface Priced extends PricedModel {
   meta: ReserveMeta;
 }
 
+/** The output cap of a model not in the table when billing is off (`BILLING_DEFAULT_MAX_OUTPUT_TOKENS`' default), tokens. */
+const DEFAULT_MAX_OUTPUT_TOKENS = 32_768;
+
 export class Meter {
   constructor(
     private readonly billing: MeterOptions | null,
@@ -167,6 +176,11 @@ export class Meter {
 
   get billingOn(): boolean {
     return this.billing !== null;
+  }
+
+  /** A model's window and output maximum as holds bound them (the gateway's default output cap for a model not in the table). */
+  limitsOf(model: string): ModelLimits {
+    return modelLimits(model, this.billing?.defaultMaxOutputTokens ?? DEFAULT_MAX_OUTPUT_TOKENS);
   }
 
   /**
@@ -214,8 +228,17 @@ async function observed<T>(operation: Promise<T>): Promise<T> {
 }
 
 function worstMicros(req: HoldRequest, inputBytes: number, priced: Pick<Priced, "plan" | "price" | "limits">): bigint {
+  if (req.batch) {
+    const { plan, price } = scaledPricing(priced.plan, req.route.api, req.model, priced.price, req.batch.priceBps);
+    return planChargeMicros(plan, req.route.api, req.model, price, req.batch.worst);
+  }
   const worst = worstUsage(req.route.unit, req.route.multipart, req.fields, inputBytes, priced.limits);
   return planChargeMicros(priced.plan, req.route.api, req.model, priced.price, worst);
+}
+
+/** The worst usage a request holds: a batch's own, else its body's. */
+function heldUsage(req: HoldRequest, limits: ModelLimits): Usage {
+  return req.batch?.worst ?? worstUsage(req.route.unit, req.route.multipart, req.fields, req.inputBytes, limits);
 }
 
 /** One request's meter: what it holds, what it used, and its settlement (exactly once). */
@@ -334,7 +357,7 @@ export class Hold {
     if (!priced || this.#settled) return false;
     const { req } = this;
     const own = priced.plan.overrides.get(`${req.route.api}:${req.model}`);
-    const worst = worstUsage(req.route.unit, req.route.multipart, req.fields, req.inputBytes, priced.limits);
+    const worst = heldUsage(req, priced.limits);
     const written = write({
       requestId: req.requestId,
       userId: req.userId,
@@ -354,6 +377,7 @@ export class Hold {
         api: req.route.api,
       },
       worst: { inputTokens: worst.inputTokens, outputTokens: worst.outputTokens },
+      ...(req.batch ? { priceBps: req.batch.priceBps } : {}),
     });
     try {
       await written;
