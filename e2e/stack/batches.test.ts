@@ -48,12 +48,13 @@ async function fundedUser(micros: bigint) {
   return { userId, client: new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: key.secret, maxRetries: 0 }) };
 }
 
-const line = (id: string, text: string, maxTokens = 100, model = "gpt-4o-mini") =>
+/** One request line; `pad` characters of content make its body long enough to bound the input the mock reports. */
+const line = (id: string, text: string, maxTokens = 100, model = "gpt-4o-mini", pad = 0) =>
   JSON.stringify({
     custom_id: id,
     method: "POST",
     url: "/v1/chat/completions",
-    body: { model, messages: [{ role: "user", content: text }], max_tokens: maxTokens },
+    body: { model, messages: [{ role: "user", content: `${text}${"x".repeat(pad)}` }], max_tokens: maxTokens },
   });
 
 async function upload(client: OpenAI, lines: string[]) {
@@ -108,8 +109,8 @@ describe("OpenAI batches", () => {
   it("run at the file's agent, held at batch prices, settled once with the batch's usage at batch prices; the output file downloads byte-exact", async () => {
     const { userId, client } = await fundedUser(50_000_000n);
     const file = await upload(client, [
-      line("a", "[mock bg_queue_ms=300 bg_run_ms=1500 input_tokens=1000 output_tokens=30]"),
-      line("b", "[mock input_tokens=2000 output_tokens=50]"),
+      line("a", "[mock bg_queue_ms=300 bg_run_ms=1500 input_tokens=1000 output_tokens=30]", 100, "gpt-4o-mini", 1_000),
+      line("b", "[mock input_tokens=2000 output_tokens=50]", 100, "gpt-4o-mini", 2_000),
     ]);
     const batch = await client.batches.create({
       input_file_id: file.id,
@@ -118,6 +119,8 @@ describe("OpenAI batches", () => {
       metadata: { job: "nightly" },
     });
     expect(batch).toMatchObject({ object: "batch", status: "validating", input_file_id: file.id, metadata: { job: "nightly" } });
+    // Written as the create call ends (just after its answer).
+    await waitFor(async () => (await row(batch.id)) !== undefined);
     const pending = await row(batch.id);
     expect(pending).toMatchObject({ state: "pending", price_bps: Number(BATCH_PRICE_BPS) });
     // The hold is the file's worst case (each line's body bytes of input, its max_tokens of output) at batch prices.
