@@ -92,6 +92,7 @@ test("sign up, create a key, top up, call the API, and see the request and its c
   await page.getByRole("button", { name: "Redeem" }).click();
   await expect(page.getByText("$5.00 added to your balance.")).toBeVisible();
   await expect(page.getByTestId("billing-balance")).toHaveText("$5.00");
+  await expect(page.getByTestId("billing-pending-empty")).toContainText("No background responses or batches are running");
   await page.getByLabel("Code").fill(codes[0]!);
   await page.getByRole("button", { name: "Redeem" }).click();
   await expect(page.getByText("This code was already redeemed.")).toBeVisible();

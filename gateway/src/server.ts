@@ -378,8 +378,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     records,
     sealer,
     options: opts.billing?.deferred,
+    // The limiter starts further down; the poller starts after it (below), so no settlement misses its correction.
+    refundBudget: (taken, amountMicros) => limiterRef?.refundBudget(taken, amountMicros),
   });
-  deferred.start();
+  let limiterRef: Limiter | null = null;
   const accountDeps = {
     pool: recordsPool,
     prices,
@@ -427,6 +429,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Built after LISTEN started, so no key created meanwhile is missed; the gateway serves only with a filter.
   await keyFilterLoader.start();
   const limiter = await startLimiter(opts, recordsPool, leaseOptions.gatewayDeadAfterMs);
+  limiterRef = limiter;
+  deferred.start();
   // Limits counted locally because Redis does not answer are an admin alert (System page): written when it changes.
   let limitsDegradedWritten: number | null = null;
   const limitsStatusTimer = setInterval(() => {

@@ -8,6 +8,7 @@ import type pg from "pg";
 import { newId } from "@wellspring/db/core";
 import { ResetCode, type RequestHead } from "@wellspring/protocol";
 import type { Logger } from "../log.ts";
+import type { BudgetTaken } from "../limits/limiter.ts";
 import type { AgentLink } from "../tunnel/hub_stream.ts";
 import type { HubRecordSealer } from "../ledger/hub_record.ts";
 import { RECORD_CODEC, recordRowJson, type RecordWriter, type RequestRecordInput } from "./records.ts";
@@ -49,12 +50,13 @@ interface Row {
   worst_input_tokens: number;
   worst_output_tokens: number;
   record: unknown;
+  budget_taken: BudgetTaken | null;
   attempts: number;
   created_at: Date;
 }
 
 const ROW_COLUMNS = `d.request_id, d.kind::text AS kind, d.user_id, d.agent_id, d.owner_id, d.model, d.object_id, d.held_micros::text, d.price_bps,
-  d.pricing, d.worst_input_tokens::float8 AS worst_input_tokens, d.worst_output_tokens::float8 AS worst_output_tokens, d.record, d.attempts, d.created_at`;
+  d.pricing, d.worst_input_tokens::float8 AS worst_input_tokens, d.worst_output_tokens::float8 AS worst_output_tokens, d.record, d.budget_taken, d.attempts, d.created_at`;
 
 function view(row: Row): DeferredRowView {
   return {
@@ -83,6 +85,8 @@ export interface DeferredDeps {
   options?: Partial<DeferredOptions>;
   /** The kinds this gateway polls (default `DEFERRED_KINDS`). */
   kinds?: DeferredKinds;
+  /** Gives a key's monthly budget pool back what a settled charge did not use (`Limiter.refundBudget`). */
+  refundBudget?: (taken: BudgetTaken, amountMicros: number) => void;
 }
 
 export class DeferredSettlements {
@@ -108,6 +112,7 @@ export class DeferredSettlements {
     record: RequestRecordInput,
     kind: DeferredKind = "response",
     snapshot: Record<string, unknown> | null = null,
+    budget: BudgetTaken | null = null,
   ): Promise<void> {
     const c = await this.deps.pool.connect();
     try {
@@ -129,9 +134,9 @@ export class DeferredSettlements {
       ]);
       await c.query(
         `INSERT INTO deferred_settlements (request_id, kind, user_id, agent_id, owner_id, model, object_id, held_micros, price_bps, pricing,
-           worst_input_tokens, worst_output_tokens, record, snapshot, next_poll_at)
-         VALUES ($1, $2::"DeferredKind", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-           now() + make_interval(secs => $15::double precision / 1000))
+           worst_input_tokens, worst_output_tokens, record, snapshot, budget_taken, next_poll_at)
+         VALUES ($1, $2::"DeferredKind", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+           now() + make_interval(secs => $16::double precision / 1000))
          ON CONFLICT (request_id) DO NOTHING`,
         [
           hold.requestId,
@@ -148,6 +153,7 @@ export class DeferredSettlements {
           hold.worst.outputTokens,
           JSON.stringify(RECORD_CODEC.encode(record)),
           snapshot === null ? null : JSON.stringify(snapshot),
+          budget === null ? null : JSON.stringify(budget),
           this.options.firstPollMs,
         ],
       );
@@ -470,6 +476,8 @@ export class DeferredSettlements {
       c.release();
     }
     if (outcome !== "settled") return false;
+    // The key's budget kept the worst case since the create call: it is corrected to the charge now.
+    if (row.budget_taken && this.deps.refundBudget) this.deps.refundBudget(row.budget_taken, row.budget_taken.takenMicros - Number(charged.chargeMicros));
     // The create call's record is still in its batch: this one (complete) goes first, the batch's copy is then ignored.
     if (record && !recordUpdated) this.deps.records.add(record);
     this.deps.log.info("deferred.settled", {

@@ -354,9 +354,11 @@ class ProxyExchange {
   ): Promise<void> {
     const record = this.#record(cause, durationMs, firstByteMs, null);
     const agentId = this.conn!.agentId!;
-    const handed = await this.#hold!.handOver(agentId, (held) => this.deps.deferred!.defer(held, object.id, record, object.kind, object.snapshot));
+    const handed = await this.#hold!.handOver(agentId, (held) =>
+      this.deps.deferred!.defer(held, object.id, record, object.kind, object.snapshot, this.#admission?.budgetTaken() ?? null),
+    );
     if (!handed) return this.#settle(cause, durationMs, firstByteMs);
-    // Concurrency ends with the call; the key's budget keeps the hold until the settlement (docs/billing.md).
+    // Concurrency ends with the call; the key's budget keeps the hold until the settlement corrects it (docs/billing.md).
     this.#admission?.end({ tokens: null, chargedMicros: null });
     this.deps.records.add(record);
   }

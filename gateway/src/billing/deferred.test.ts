@@ -13,6 +13,7 @@ import { issueKey } from "../ops/keys.ts";
 import { RecordWriter, type RequestRecordInput } from "../api/records.ts";
 import { cappedUsage, deferredCharge, priceToJson, type DeferredHold, type DeferredPricing } from "./deferred.ts";
 import { DeferredSettlements } from "../api/deferred.ts";
+import type { BudgetTaken } from "../limits/limiter.ts";
 import { LedgerHealth } from "./health.ts";
 import { CreditLeases, type LeaseOptions } from "./leases.ts";
 import { Ledger } from "./ledger.ts";
@@ -90,7 +91,17 @@ describe("deferred settlements", () => {
     const leases = new CreditLeases(new Ledger(pool), "gw_a", "hub_test", new LedgerHealth(log), log, options);
     const records = new RecordWriter(pool, log);
     // No agent connected here, and the row's agent does not exist: only the rule can end it.
-    const deferred = new DeferredSettlements({ pool, log, localAgent: () => undefined, localAgentIds: () => [], records, sealer: null });
+    const refunds: [BudgetTaken, number][] = [];
+    const deferred = new DeferredSettlements({
+      pool,
+      log,
+      localAgent: () => undefined,
+      localAgentIds: () => [],
+      records,
+      sealer: null,
+      refundBudget: (taken, amount) => refunds.push([taken, amount]),
+    });
+    const budget: BudgetTaken = { pool: "limits:{k:key_x}:budget:2026-12:1000000", capacityMicros: 1_000_000, takenMicros: 50_000 };
     try {
       const claim = (await leases.claim(userId, 50_000n))!;
       const requestId = newId("req");
@@ -105,7 +116,7 @@ describe("deferred settlements", () => {
         pricing,
         worst: { inputTokens: 1_000, outputTokens: 2_000 },
       };
-      await deferred.defer(hold, "resp_abc", record(requestId, userId, key.id));
+      await deferred.defer(hold, "resp_abc", record(requestId, userId, key.id), "response", null, budget);
       leases.finish(claim, 50_000n, Promise.resolve());
       const lease = await pool.query<{ amount: string; charged: string }>(
         "SELECT amount_micros::text AS amount, charged_micros::text AS charged FROM credit_leases WHERE id = $1",
@@ -124,6 +135,8 @@ describe("deferred settlements", () => {
 
       expect(await deferred.tick()).toBe(1);
       expect(await deferred.tick()).toBe(0);
+      // Settled at nothing: the key's budget pool gets the whole take back, once.
+      expect(refunds).toEqual([[budget, 50_000]]);
       const row = await pool.query("SELECT state::text, settled_by, charge_micros::text FROM deferred_settlements WHERE request_id = $1", [requestId]);
       expect(row.rows[0]).toEqual({ state: "settled", settled_by: "agent_retired", charge_micros: "0" });
       expect(await walletOf(userId)).toEqual(wallet(1_000_000n - slice + 50_000n));

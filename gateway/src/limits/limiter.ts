@@ -375,6 +375,26 @@ export class Limiter {
     this.#give(store, gives);
   }
 
+  /**
+   * Whether `store` counts for every gateway: Redis, or this gateway's memory when it runs without Redis (one
+   * gateway) — not the per-gateway share it counts in while Redis is away.
+   */
+  isShared(store: PoolStore): boolean {
+    return this.#opts.shared ? store === this.#opts.shared : store === this.#local;
+  }
+
+  /**
+   * A deferred settlement's charge is known: the budget pool its request took from gets back what the charge did
+   * not use (`amountMicros` = taken − charged; negative takes the excess). Nothing while Redis is away (the pool
+   * is not this gateway's to correct then) or when the pool has expired (a new month's pool starts from the
+   * charges in PostgreSQL).
+   */
+  refundBudget(taken: BudgetTaken, amountMicros: number): void {
+    if (amountMicros === 0 || this.#degradedSince !== null) return;
+    const spec: PoolSpec = { kind: "bucket", key: taken.pool, capacity: taken.capacityMicros, refillPerMs: 0, debt: true, ttlMs: BUDGET_TTL_MS, init: null };
+    this.#give(this.#opts.shared ?? this.#local, [{ spec, amount: amountMicros }]);
+  }
+
   #giveBack(store: PoolStore, taken: Taken[]): void {
     this.#hold(store, taken, -1);
     this.#give(
@@ -511,6 +531,14 @@ export class Limiter {
   }
 }
 
+/** A key's monthly budget take, kept by a deferred settlement until its charge is known (µ$). */
+export interface BudgetTaken {
+  /** The pool's Redis key (the key, the UTC month and the budget it was started with). */
+  pool: string;
+  capacityMicros: number;
+  takenMicros: number;
+}
+
 /** What one request took from the limits; ended once with what it used. */
 export class Admission {
   readonly #parts: { store: PoolStore; taken: Taken[] }[] = [];
@@ -519,6 +547,21 @@ export class Admission {
 
   add(store: PoolStore, taken: Taken[]): void {
     this.#parts.push({ store, taken });
+  }
+
+  /**
+   * What the key's monthly budget pool took for this request, if it was taken from the shared store (Redis): a
+   * deferred settlement keeps it and gives back what the final charge did not use (`Limiter.refundBudget`). Null
+   * when the key has no budget or the limits were counted per gateway while Redis was away: such a take is
+   * this gateway's alone and is not corrected later.
+   */
+  budgetTaken(): BudgetTaken | null {
+    for (const p of this.#parts) {
+      if (!this.limiter.isShared(p.store)) continue;
+      const t = p.taken.find((x) => x.name === "key_budget");
+      if (t) return { pool: t.spec.key, capacityMicros: t.spec.capacity, takenMicros: t.amount };
+    }
+    return null;
   }
 
   /** The request ended: slots back, TPM and budget corrected to what it used (null: keep the estimate). */

@@ -325,6 +325,38 @@ for (const backend of backends) {
         })
         .toBe("admitted");
     });
+
+    it("a deferred request's budget take is corrected to its charge when that is known, by any gateway", async () => {
+      const store = backend.make();
+      const gws = makeLimiters(store, { monthSpendMicros: () => Promise.resolve(9_000n) });
+      const settling = backend.name === "redis" ? gws[1]! : gws[0]!;
+      const keyId = `key_${randomUUID()}`;
+      const key = { ...noLimits, monthlyBudgetMicros: 10_000n };
+      const body = (held: bigint) => ({ keyId, key, estimatedTokens: 10, heldMicros: held, agentId: null, agent: null });
+      const a = await gws[0]!.admitStart({ keyId, userId: "usr_d", key });
+      await gws[0]!.admitBody(a, body(600n));
+      const taken = a.budgetTaken();
+      expect(taken).toMatchObject({ capacityMicros: 10_000, takenMicros: 600 });
+      // The create call ends with its charge unknown: the budget keeps the hold (400 left); a request charged 500
+      // takes the pool below zero, and the next is refused.
+      a.end({ tokens: null, chargedMicros: null });
+      const tryAdmit = async (held: bigint, charged: bigint) => {
+        const b = await gws[0]!.admitStart({ keyId, userId: "usr_d", key });
+        try {
+          await gws[0]!.admitBody(b, body(held));
+          b.end({ tokens: 10, chargedMicros: charged });
+          return "admitted";
+        } catch (error) {
+          b.end({ tokens: null, chargedMicros: null });
+          return (error as LimitRefusedError).refusal.limit;
+        }
+      };
+      expect(await tryAdmit(500n, 500n)).toBe("admitted");
+      await expect.poll(() => tryAdmit(100n, 0n)).toBe("key_budget");
+      // Settled at 100: the pool gets 500 back (400 left), whichever gateway settles it.
+      settling.refundBudget(taken!, 600 - 100);
+      await expect.poll(() => tryAdmit(100n, 0n)).toBe("admitted");
+    });
   });
 }
 

@@ -18,6 +18,7 @@ let prices: typeof import("./prices.ts");
 let actorMod: typeof import("./actor.ts");
 let admin: typeof import("./admin.ts");
 let content: typeof import("./content.ts");
+let billing: typeof import("./billing.ts");
 let alice: Actor;
 let bob: Actor;
 let aliceKeyId: string;
@@ -37,6 +38,7 @@ beforeAll(async () => {
   actorMod = await import("./actor.ts");
   admin = await import("./admin.ts");
   content = await import("./content.ts");
+  billing = await import("./billing.ts");
   for (const [name, pw] of [
     ["alice", "alice-password-1"],
     ["bob", "bob-password-22"],
@@ -74,6 +76,10 @@ beforeAll(async () => {
       userChargeMicros: 42n,
     },
   });
+  // A background response of Alice's still running (its charge waits for its end).
+  await database.db.$executeRaw`INSERT INTO deferred_settlements (request_id, user_id, agent_id, model, object_id, held_micros, pricing,
+    worst_input_tokens, worst_output_tokens, record, last_status)
+    VALUES (${newId("req")}, ${alice.userId}, 'agt_x', 'gpt-4o-mini', 'resp_alice', 7000, '{}'::jsonb, 10, 20, '{}'::jsonb, 'in_progress')`;
 }, 120_000);
 
 afterAll(async () => {
@@ -93,6 +99,7 @@ describe("another tenant's ids", () => {
     ["usagePage unfiltered shows only the caller's requests", () => usage.usagePage(bob, {}), []],
     ["balance is the caller's own", async () => (await usage.balance(bob)).availableMicros, 0n],
     ["spendByModel is the caller's own", () => usage.spendByModel(bob), []],
+    ["pendingDeferred is the caller's own", () => billing.pendingDeferred(bob), { rows: [], count: 0, heldMicros: 0n }],
   ];
   for (const [name, run, expected] of cases) {
     it(name, async () => {
@@ -106,6 +113,11 @@ describe("another tenant's ids", () => {
     expect(key.minAgentTier).toBeNull();
     expect((await usage.usagePage(alice, { keyId: aliceKeyId })).map((r) => r.chargeMicros)).toEqual([42n]);
     expect((await usage.balance(alice)).availableMicros).toBe(3_000_000n);
+    expect(await billing.pendingDeferred(alice)).toMatchObject({
+      rows: [{ kind: "response", objectId: "resp_alice", model: "gpt-4o-mini", heldMicros: 7000n, lastStatus: "in_progress" }],
+      count: 1,
+      heldMicros: 7000n,
+    });
     expect(await keys.revokeKey(alice, aliceKeyId)).toBe(true);
   });
 
