@@ -2,9 +2,10 @@
  * What the agent forwards to a provider: per API family, an allowlist of methods and inference paths, and of
  * query parameters (protocol/src/query.ts), plus the calls on a stored Responses API response (retrieve, delete,
  * cancel, input items: the hub routes them to the agent whose key made it) and the Files API's upload, retrieve,
- * content and delete (OpenAI keys only; never the file list, which the hub answers itself so that no user sees
- * the owner's other files), and Anthropic's Message Batches: create, retrieve, cancel, results and delete (never
- * the batch list, answered by the hub for the same reason). The hub sends only these, but the
+ * content and delete, and the Batch API's create, retrieve and cancel (OpenAI keys only; never the file or batch
+ * lists, which the hub answers itself so that no user sees the owner's other files and batches), and Anthropic's
+ * Message Batches: create, retrieve, cancel, results and delete (never the batch list, answered by the hub for the
+ * same reason). The hub sends only these, but the
  * agent holds the owner's key and checks for itself: a head for anything else (an account or admin endpoint,
  * a listing, another store) is refused with RESET `PATH_FORBIDDEN` before any byte reaches the provider.
  */
@@ -44,6 +45,9 @@ const STORED_RESPONSE_CALLS: readonly { pattern: RegExp; methods: readonly strin
   // Files API: one file's object, its content, its deletion (no body; the hub routes them by the file's id).
   { pattern: /^\/v1\/files\/file-[A-Za-z0-9_-]{1,200}$/, methods: ["GET", "DELETE"] },
   { pattern: /^\/v1\/files\/file-[A-Za-z0-9_-]{1,200}\/content$/, methods: ["GET"] },
+  // Batch API: one batch's object and its cancel (the hub routes them by the batch's id).
+  { pattern: /^\/v1\/batches\/batch_[A-Za-z0-9_-]{1,200}$/, methods: ["GET"] },
+  { pattern: /^\/v1\/batches\/batch_[A-Za-z0-9_-]{1,200}\/cancel$/, methods: ["POST"] },
 ];
 
 /** Calls on one Message Batch (Anthropic only; no body: the hub routes them by the batch's id). */
@@ -67,6 +71,16 @@ export function isMessageBatchCreate(api: ApiFamily, pathAndQuery: string): bool
 
 /** The Files API upload path (POST, multipart; names no model in its body). */
 export const FILE_UPLOAD_PATH = "/v1/files";
+
+/** The Batch API's create path (POST, JSON naming an input file; names no model in its body). */
+export const BATCH_CREATE_PATH = "/v1/batches";
+
+/** A Batch API call (create, or a call on one batch): served only from an OpenAI key, and no prompt itself. */
+export function isBatchesCall(api: ApiFamily, pathAndQuery: string): boolean {
+  const q = pathAndQuery.indexOf("?");
+  const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q);
+  return api === "openai" && (path === BATCH_CREATE_PATH || path.startsWith(`${BATCH_CREATE_PATH}/`));
+}
 
 /** A Files API call (upload, or a call on one file): served only from an OpenAI key. */
 export function isFilesCall(api: ApiFamily, pathAndQuery: string): boolean {
@@ -111,7 +125,7 @@ export function checkForward(api: ApiFamily, method: string, pathAndQuery: strin
   if (stored) {
     if (!stored.methods.includes(method)) throw new ForwardRefusedError(`method ${method.slice(0, 16)} is not forwarded on ${path}`);
   } else {
-    if (!PATHS[api].has(path) && !(api === "openai" && path === FILE_UPLOAD_PATH))
+    if (!PATHS[api].has(path) && !(api === "openai" && (path === FILE_UPLOAD_PATH || path === BATCH_CREATE_PATH)))
       throw new ForwardRefusedError(`${path} is not an inference endpoint the agent forwards`);
     if (method !== FORWARDED_METHOD) throw new ForwardRefusedError(`method ${method.slice(0, 16)} is not forwarded`);
   }

@@ -5,6 +5,8 @@ import {
   ForwardRefusedError,
   isFilesCall,
   isMessageBatchCreate,
+  isBatchesCall,
+  isFilesCall,
   isStoredResponseCall,
   OPENAI_INFERENCE_PATHS,
 } from "./forward_rules.ts";
@@ -80,6 +82,26 @@ Deno.test("forward rules: a message batch is created, retrieved, cancelled, its 
     ["anthropic", "GET", `/v1/messages/batches/${id}/results/extra`],
     ["openai", "GET", `/v1/messages/batches/${id}`],
     ["openai", "POST", "/v1/messages/batches"],
+  ] as const) {
+    assert.throws(() => checkForward(api, method, path), ForwardRefusedError, `${api} ${method} ${path}`);
+  }
+});
+
+Deno.test("forward rules: a batch is created, retrieved and cancelled (OpenAI only; never listed)", () => {
+  const id = "batch_AbC123_-x";
+  assert.deepEqual(checkForward("openai", "POST", "/v1/batches"), { path: "/v1/batches", query: "" });
+  assert.deepEqual(checkForward("openai", "GET", `/v1/batches/${id}`), { path: `/v1/batches/${id}`, query: "" });
+  assert.deepEqual(checkForward("openai", "POST", `/v1/batches/${id}/cancel`), { path: `/v1/batches/${id}/cancel`, query: "" });
+  assert.ok(isBatchesCall("openai", "/v1/batches") && isBatchesCall("openai", `/v1/batches/${id}/cancel`));
+  assert.ok(!isBatchesCall("anthropic", "/v1/batches") && !isBatchesCall("openai", "/v1/batchesx"));
+  assert.ok(isStoredResponseCall("openai", `/v1/batches/${id}`) && !isStoredResponseCall("openai", "/v1/batches"));
+  for (const [api, method, path] of [
+    ["openai", "GET", "/v1/batches"],
+    ["openai", "DELETE", `/v1/batches/${id}`],
+    ["openai", "GET", `/v1/batches/${id}/cancel`],
+    ["openai", "POST", "/v1/batches/file-abc"],
+    ["anthropic", "POST", "/v1/batches"],
+    ["anthropic", "GET", `/v1/batches/${id}`],
   ] as const) {
     assert.throws(() => checkForward(api, method, path), ForwardRefusedError, `${api} ${method} ${path}`);
   }

@@ -39,7 +39,7 @@ import {
   type UpstreamPool,
 } from "./upstream_http.ts";
 import { AGENT_VERSION } from "./version.ts";
-import { FILE_UPLOAD_PATH, isMessageBatchCreate, isStoredResponseCall } from "./forward_rules.ts";
+import { BATCH_CREATE_PATH, FILE_UPLOAD_PATH, isMessageBatchCreate, isStoredResponseCall } from "./forward_rules.ts";
 import { ERROR_BODY_BYTES_MAX } from "./context_windows.ts";
 import type { Log } from "./log.ts";
 
@@ -99,7 +99,7 @@ export class AgentStream {
   readonly #scanner: BodyScanner;
   /** A call on a stored response or file: it must carry no body (and names no model in one). */
   readonly #bodyless: boolean;
-  /** A Files API upload: a multipart body that names no model (the head's model picks the provider key). */
+  /** A Files API upload or a batch create: a body that names no model (the head's model picks the provider key). */
   readonly #fileUpload: boolean;
 
   constructor(
@@ -123,7 +123,8 @@ export class AgentStream {
         ? new MessageBatchScanner()
         : new JsonBodyScanner();
     this.#bodyless = isStoredResponseCall(head.api, head.path);
-    this.#fileUpload = head.api === "openai" && head.path.split("?")[0] === FILE_UPLOAD_PATH && boundary !== null;
+    const path = head.path.split("?")[0];
+    this.#fileUpload = head.api === "openai" && ((path === FILE_UPLOAD_PATH && boundary !== null) || (path === BATCH_CREATE_PATH && boundary === null));
   }
 
   /**

@@ -53,7 +53,7 @@ import type { Identity } from "./config.ts";
 import type { Log } from "./log.ts";
 import { connectPinned } from "./pinned_tls.ts";
 import type { PriceStore } from "./prices.ts";
-import { checkForward, isFilesCall, isMessageBatchCreate, type ForwardedRequest } from "./forward_rules.ts";
+import { checkForward, isBatchesCall, isFilesCall, isMessageBatchCreate, type ForwardedRequest } from "./forward_rules.ts";
 import { familyOf, officialOrigin, upstreamUrl, type Upstream } from "./providers.ts";
 import { type EndpointGuard, EndpointReportThrottle } from "./endpoint_check.ts";
 import { pemOf, runEgressProbe } from "./egress_probe.ts";
@@ -652,9 +652,10 @@ export class Tunnel {
       return;
     }
     // Files live at OpenAI keys only (an Azure or Anthropic key has no such store behind this path).
-    const filesCall = isFilesCall(head.api, forwarded.path);
+    // Batches too: they run at the OpenAI key that keeps their input file.
+    const filesCall = isFilesCall(head.api, forwarded.path) || isBatchesCall(head.api, forwarded.path);
     if (filesCall && upstream.provider !== "openai") {
-      this.#send(session, encodeReset(streamId, ResetCode.PATH_FORBIDDEN, "files are kept only at an OpenAI key"));
+      this.#send(session, encodeReset(streamId, ResetCode.PATH_FORBIDDEN, "files and batches are kept only at an OpenAI key"));
       return;
     }
     // The owner's limits (expert) or what the provider taught (auto): refused before anything reaches the provider.

@@ -56,7 +56,7 @@ describe("the agent's own allowlist", () => {
         openai("POST", "/v1/../organization/admin_api_keys"),
         openai("POST", "/v1/chat/completions/../../organization/admin_api_keys"),
         openai("POST", "/v1/fine_tuning/jobs"),
-        openai("POST", "/v1/batches"),
+        openai("GET", "/v1/batches"),
         openai("POST", "/v1/chat%2fcompletions"),
         openai("GET", "/v1/chat/completions"),
         openai("DELETE", "/v1/chat/completions"),

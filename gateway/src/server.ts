@@ -27,6 +27,7 @@ import { LedgerHealth } from "./billing/health.ts";
 import { PriceBook, priceTableMessage, Tariffs } from "./billing/prices.ts";
 import { Meter } from "./billing/meter.ts";
 import { DeferredSettlements } from "./api/deferred.ts";
+import { batchListQuery, listBatches } from "./api/openai_batches.ts";
 import type { DeferredOptions } from "./billing/deferred.ts";
 import { CanaryPayments } from "./billing/canary_pay.ts";
 import { recordUsageDivergence } from "./risk/usage_divergence.ts";
@@ -45,6 +46,7 @@ import { handleBillingSubscription, handleBillingUsage, handleModels, handleRede
 import { ADMIN_AUTH_DEFAULTS, adminTokenHash, authorizeAdmin, handleAdmin } from "./api/admin.ts";
 import { hubEventHandler, HubEventListener } from "./hub_events.ts";
 import {
+  BATCH_CREATE_ROUTE,
   familyOfPath,
   FILE_UPLOAD_ROUTE,
   findRoute,
@@ -54,8 +56,6 @@ import {
   MESSAGE_BATCH_CREATE_ROUTE,
 } from "./api/routes.ts";
 import { MessageBatchRoutes, messageBatchListQuery } from "./routing/message_batches.ts";
-import { anthropicBatchKind } from "./api/message_batch_kind.ts";
-import { DEFERRED_KINDS } from "./api/deferred_kinds.ts";
 import { AgentConnection, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings } from "./tunnel/agent_connection.ts";
 import { handleEnroll } from "./tunnel/enroll.ts";
 import { AgentRegistry } from "./tunnel/registry.ts";
@@ -389,7 +389,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     records,
     sealer,
     options: opts.billing?.deferred,
-    kinds: { ...DEFERRED_KINDS, anthropic_batch: anthropicBatchKind },
     // The limiter starts further down; the poller starts after it (below), so no settlement misses its correction.
     refundBudget: (taken, amountMicros) => limiterRef?.refundBudget(taken, amountMicros),
   });
@@ -535,6 +534,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         json(res, 200, await messageBatches.list(principal.userId, query));
       }),
     )
+    .on(
+      "GET /v1/batches",
+      withPrincipal(keys, async ({ res, url }, principal) => {
+        // Answered from the hub's own rows: only this user's batches (a provider's list would show the owner's).
+        const wait = deps.freeRoutes.take(principal.keyId);
+        observeLimiter("free_routes", wait === null ? "allowed" : "refused");
+        if (wait !== null) throw freeRouteLimited(deps.freeRoutes, wait);
+        const query = batchListQuery(url.searchParams);
+        if ("problem" in query) throw new GatewayError("invalid_request", query.problem, { param: query.param });
+        json(res, 200, await listBatches(recordsPool, principal.userId, query));
+      }),
+    )
     .otherwise(({ req, res, url }) => {
       if (isAssistantsPath(url.pathname)) {
         throw new GatewayError(
@@ -550,6 +561,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       if (url.pathname === "/v1/messages/batches" || url.pathname === "/v1/messages/batches/") {
         if (req.method !== "POST") throw new GatewayError("method_not_allowed", `${req.method} is not allowed on /v1/messages/batches; use GET or POST.`);
         return proxyRequest(req, res, MESSAGE_BATCH_CREATE_ROUTE, deps);
+      }
+      if (url.pathname === "/v1/batches" || url.pathname === "/v1/batches/") {
+        if (req.method !== "POST") throw new GatewayError("method_not_allowed", `${req.method} is not allowed on /v1/batches; use GET or POST.`);
+        return proxyRequest(req, res, BATCH_CREATE_ROUTE, deps);
       }
       const stored = findStoredObjectCall(req.method ?? "GET", url.pathname);
       if (stored && "allowed" in stored) {

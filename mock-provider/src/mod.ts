@@ -487,6 +487,29 @@ class StoredFiles {
     return this.#byId.has(id);
   }
 
+  /** A file's object and bytes, or undefined. */
+  get(id: string): { object: Json; content: Buffer } | undefined {
+    return this.#byId.get(id);
+  }
+
+  /** Stores a file (an upload, or one the provider made itself: a batch's output or error file); returns its id. */
+  add(content: Buffer, purpose: string, filename: string, contentType = "application/jsonl"): string {
+    const id = `file-${(++this.#seq).toString(36)}${randomUUID().replace(/-/g, "").slice(0, 20)}`;
+    const object: Json = {
+      id,
+      object: "file",
+      bytes: content.length,
+      created_at: Math.floor(Date.now() / 1000),
+      filename,
+      purpose,
+      status: "processed",
+      expires_at: null,
+      status_details: null,
+    };
+    this.#byId.set(id, { object, content, contentType });
+    return id;
+  }
+
   /** Answers a Files API call; false when `path` is none of them. */
   async serve(r: Responder, req: http.IncomingMessage, path: string, query: URLSearchParams, raw: Buffer): Promise<boolean> {
     const method = req.method ?? "GET";
@@ -528,21 +551,8 @@ class StoredFiles {
         await error(400, "Invalid value for 'purpose'.", "purpose");
       else {
         const blob = file[0] as File;
-        const content = Buffer.from(await blob.arrayBuffer());
-        const id = `file-${(++this.#seq).toString(36)}${randomUUID().replace(/-/g, "").slice(0, 20)}`;
-        const object: Json = {
-          id,
-          object: "file",
-          bytes: content.length,
-          created_at: Math.floor(Date.now() / 1000),
-          filename: blob.name,
-          purpose: purpose[0],
-          status: "processed",
-          expires_at: null,
-          status_details: null,
-        };
-        this.#byId.set(id, { object, content, contentType: blob.type || "application/octet-stream" });
-        await sendJson(r, 200, object);
+        const id = this.add(Buffer.from(await blob.arrayBuffer()), purpose[0], blob.name, blob.type || "application/octet-stream");
+        await sendJson(r, 200, this.#byId.get(id)!.object);
       }
       return true;
     }
@@ -562,6 +572,197 @@ class StoredFiles {
       await sendJson(r, 200, { id, object: "file", deleted: true });
     } else await sendJson(r, 405, { error: { message: `Invalid method for URL (${method} ${path})`, type: "invalid_request_error", param: null, code: null } });
     return true;
+  }
+}
+
+/** One request of a batch as the mock runs it: its usage and answer made up front, by its own body's directives. */
+interface BatchLine {
+  customId: string;
+  status: number;
+  inputTokens: number;
+  outputTokens: number;
+  body: Json;
+}
+
+/**
+ * A batch's schedule on the mock's clock (the one background responses use): `validating` until `startAt`
+ * (`bg_queue_ms` of the first line), `in_progress` until `doneAt` (`bg_run_ms`), running its lines evenly in
+ * between, then `completed`. A cancel ends it `cancelled` with the lines run by then. Its `usage` sums the lines
+ * run; its output file (lines answered 200) and error file (the others) are made when it ends.
+ */
+interface MockBatch {
+  object: Json;
+  lines: BatchLine[];
+  startAt: number;
+  doneAt: number;
+  cancelledAt: number | null;
+  files: { output: string | null; error: string | null } | null;
+}
+
+class StoredBatches {
+  readonly #byId = new Map<string, MockBatch>();
+
+  constructor(
+    readonly now: () => number,
+    private readonly files: StoredFiles,
+  ) {}
+
+  /** Answers a Batch API call; false when `path` is none of them. */
+  async serve(r: Responder, method: string, path: string, raw: Buffer): Promise<boolean> {
+    const error = (status: number, message: string, param: string | null = null) =>
+      sendJson(r, status, { error: { message, type: "invalid_request_error", param, code: null } });
+    if (path === "/v1/batches" && method === "POST") {
+      let body: Json;
+      try {
+        body = JSON.parse(raw.toString("utf8")) as Json;
+      } catch {
+        await error(400, "We could not parse the JSON body of your request.");
+        return true;
+      }
+      const file = typeof body.input_file_id === "string" ? this.files.get(body.input_file_id) : undefined;
+      if (!file) await error(404, `No such File object: ${String(body.input_file_id)}`, "input_file_id");
+      else if (file.object.purpose !== "batch") await error(400, "The input file must be uploaded with purpose 'batch'.", "input_file_id");
+      else if (body.completion_window !== "24h") await error(400, "Invalid value for 'completion_window'.", "completion_window");
+      else await sendJson(r, 200, this.#create(body, file.content));
+      return true;
+    }
+    const m = /^\/v1\/batches\/(batch_[A-Za-z0-9_-]+)(\/cancel)?$/.exec(path);
+    if (!m) return false;
+    const batch = this.#byId.get(m[1]!);
+    if (!batch) await error(404, `No batch found with id '${m[1]}'.`);
+    else if (method === "GET" && m[2] === undefined) await sendJson(r, 200, this.#current(batch));
+    else if (method === "POST" && m[2] === "/cancel") {
+      const now = this.#current(batch);
+      if (now.status === "validating" || now.status === "in_progress") {
+        batch.cancelledAt = this.now();
+        await sendJson(r, 200, { ...now, status: "cancelling", cancelling_at: Math.floor(batch.cancelledAt / 1000) });
+      } else await error(409, `Cannot cancel a batch with status '${String(now.status)}'.`);
+    } else await error(405, `Invalid method for URL (${method} ${path})`);
+    return true;
+  }
+
+  #create(body: Json, content: Buffer): Json {
+    const lines: BatchLine[] = [];
+    for (const text of content.toString("utf8").split("\n")) {
+      if (text.trim() === "") continue;
+      const line = JSON.parse(text) as Json;
+      const reqBody = (line.body ?? {}) as Json;
+      const bytes = Buffer.from(JSON.stringify(reqBody));
+      const d = parseDirectives(bytes);
+      lines.push({
+        customId: String(line.custom_id),
+        status: d.status ?? 200,
+        inputTokens: reportedInput(d, bytes.length),
+        outputTokens: reportedOutput(d),
+        body: reqBody,
+      });
+    }
+    const first = parseDirectives(content);
+    const now = this.now();
+    const id = `batch_${randomUUID().replaceAll("-", "")}`;
+    const object: Json = {
+      id,
+      object: "batch",
+      endpoint: body.endpoint,
+      errors: null,
+      input_file_id: body.input_file_id,
+      completion_window: "24h",
+      status: "validating",
+      output_file_id: null,
+      error_file_id: null,
+      created_at: Math.floor(now / 1000),
+      in_progress_at: null,
+      expires_at: Math.floor(now / 1000) + 86_400,
+      finalizing_at: null,
+      completed_at: null,
+      failed_at: null,
+      expired_at: null,
+      cancelling_at: null,
+      cancelled_at: null,
+      request_counts: { total: lines.length, completed: 0, failed: 0 },
+      metadata: body.metadata ?? null,
+    };
+    const startAt = now + first.bgQueueMs;
+    this.#byId.set(id, { object, lines, startAt, doneAt: startAt + first.bgRunMs, cancelledAt: null, files: null });
+    return object;
+  }
+
+  /** The batch as it stands now. */
+  #current(b: MockBatch): Json {
+    const at = b.cancelledAt ?? this.now();
+    const status = b.cancelledAt !== null ? "cancelled" : at < b.startAt ? "validating" : at < b.doneAt ? "in_progress" : "completed";
+    const span = b.doneAt - b.startAt;
+    const ranCount = at < b.startAt ? 0 : span <= 0 || at >= b.doneAt ? b.lines.length : Math.floor((b.lines.length * (at - b.startAt)) / span);
+    const ran = b.lines.slice(0, ranCount);
+    const ok = ran.filter((l) => l.status === 200);
+    const counts = { total: b.lines.length, completed: ok.length, failed: ran.length - ok.length };
+    const out: Json = { ...b.object, status, request_counts: counts };
+    if (at >= b.startAt) out.in_progress_at = Math.floor(b.startAt / 1000);
+    if (status === "validating" || status === "in_progress") return out;
+    const input = ok.reduce((n, l) => n + l.inputTokens, 0);
+    const output = ok.reduce((n, l) => n + l.outputTokens, 0);
+    out.usage = {
+      input_tokens: input,
+      input_tokens_details: { cached_tokens: 0 },
+      output_tokens: output,
+      output_tokens_details: { reasoning_tokens: 0 },
+      total_tokens: input + output,
+    };
+    b.files ??= this.#results(
+      b,
+      ok,
+      ran.filter((l) => l.status !== 200),
+    );
+    out.output_file_id = b.files.output;
+    out.error_file_id = b.files.error;
+    const end = Math.floor(at / 1000);
+    if (status === "cancelled") Object.assign(out, { cancelling_at: end, cancelled_at: end });
+    else Object.assign(out, { finalizing_at: end, completed_at: end });
+    return out;
+  }
+
+  #results(b: MockBatch, ok: BatchLine[], failed: BatchLine[]): { output: string | null; error: string | null } {
+    const jsonl = (lines: BatchLine[], row: (l: BatchLine) => Json) => Buffer.from(lines.map((l) => `${JSON.stringify(row(l))}\n`).join(""));
+    const id = () => `batch_req_${randomUUID().replaceAll("-", "")}`;
+    const output = ok.length
+      ? this.files.add(
+          jsonl(ok, (l) => ({
+            id: id(),
+            custom_id: l.customId,
+            response: {
+              status_code: 200,
+              request_id: `req_${randomUUID().replaceAll("-", "")}`,
+              body: {
+                id: `chatcmpl-${randomUUID().replaceAll("-", "").slice(0, 24)}`,
+                object: "chat.completion",
+                model: textOr(l.body.model, "gpt-4o-mini"),
+                choices: [{ index: 0, message: { role: "assistant", content: `answer to ${l.customId}` }, finish_reason: "stop" }],
+                usage: { prompt_tokens: l.inputTokens, completion_tokens: l.outputTokens, total_tokens: l.inputTokens + l.outputTokens },
+              },
+            },
+            error: null,
+          })),
+          "batch_output",
+          `${String(b.object.id)}_output.jsonl`,
+        )
+      : null;
+    const error = failed.length
+      ? this.files.add(
+          jsonl(failed, (l) => ({
+            id: id(),
+            custom_id: l.customId,
+            response: {
+              status_code: l.status,
+              request_id: `req_${randomUUID().replaceAll("-", "")}`,
+              body: { error: { message: "mock failure", type: "server_error" } },
+            },
+            error: null,
+          })),
+          "batch_output",
+          `${String(b.object.id)}_error.jsonl`,
+        )
+      : null;
+    return { output, error };
   }
 }
 
@@ -740,7 +941,8 @@ async function handle(
   options: MockOptions,
   stored: StoredResponses,
   files: StoredFiles,
-  batches: MessageBatches,
+  messageBatches: MessageBatches,
+  batches: StoredBatches,
 ): Promise<void> {
   const url = new URL(req.url ?? "/", "http://mock");
   const path = url.pathname;
@@ -761,8 +963,9 @@ async function handle(
   }
   if (await stored.serve(r, req.method ?? "GET", path, url.searchParams)) return;
   const wire = { json: (status: number, body: Json) => sendJson(r, status, body), head: r.head.bind(r), write: r.write.bind(r), end: r.end.bind(r) };
-  if (isAnthropic && (await batches.serve(wire, req.method ?? "GET", path, url.searchParams, raw, `http://${req.headers.host ?? "127.0.0.1"}`))) return;
+  if (isAnthropic && (await messageBatches.serve(wire, req.method ?? "GET", path, url.searchParams, raw, `http://${req.headers.host ?? "127.0.0.1"}`))) return;
   if (!isAnthropic && (await files.serve(r, req, path, url.searchParams, raw))) return;
+  if (!isAnthropic && (await batches.serve(r, req.method ?? "GET", path, raw))) return;
   const contentType = String(req.headers["content-type"] ?? "");
   if (contentType.startsWith("multipart/form-data")) {
     // Audio transcription / image edit: answer with the byte count so tests see the body arrived whole.
@@ -1010,7 +1213,8 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
   const requests: MockRequestRecord[] = [];
   const stored = new StoredResponses(options.now ?? Date.now);
   const files = new StoredFiles();
-  const batches = new MessageBatches(options.now ?? Date.now);
+  const messageBatches = new MessageBatches(options.now ?? Date.now);
+  const batches = new StoredBatches(options.now ?? Date.now, files);
   let inFlight = 0;
   const mock = { fault: null } as MockProvider;
   const waiters = new Set<() => void>();
@@ -1090,7 +1294,7 @@ export async function startMockProvider(options: MockOptions = {}): Promise<Mock
           res.setHeader("x-ratelimit-reset-requests", `${(resetMs / 1000).toFixed(3)}s`);
         }
       }
-      handle(req, r, raw, directives, fault, options, stored, files, batches).then(notify, (error: unknown) => {
+      handle(req, r, raw, directives, fault, options, stored, files, messageBatches, batches).then(notify, (error: unknown) => {
         console.error("mock provider error", error);
         res.destroy();
       });

@@ -516,7 +516,14 @@ export class MultipartBodyScanner implements BodyScanner {
   #seen = new Set<string>();
   #bytes = 0;
 
-  constructor(boundary: string) {
+  /** Inside the `file` part (its content goes to the file sink). */
+  #inFile = false;
+
+  /** `fileSink`, when given, receives the `file` part's content bytes in order, as they are scanned. */
+  constructor(
+    boundary: string,
+    private readonly fileSink: ((chunk: Uint8Array) => void) | null = null,
+  ) {
     // A part ends at CRLF "--" boundary; the body starts with "--" boundary (a CRLF is prepended to find it).
     this.#delimiter = new TextEncoder().encode(`\r\n--${boundary}`);
     this.#carry = new Uint8Array([0x0d, 0x0a]);
@@ -612,6 +619,7 @@ export class MultipartBodyScanner implements BodyScanner {
   }
 
   #content(data: Uint8Array, from: number, to: number): void {
+    if (this.#inFile && to > from && this.#state === "body") this.fileSink?.(data.subarray(from, to));
     const v = this.#value;
     if (v === null || to <= from) return;
     if (v.length + (to - from) > FIELD_BYTES_MAX) {
@@ -631,6 +639,7 @@ export class MultipartBodyScanner implements BodyScanner {
       this.#seen.add(field);
       this.#field = null;
       this.#value = null;
+      this.#inFile = field === "file";
     } else if (MULTIPART_FIELDS.has(field)) {
       if (this.#seen.has(field)) {
         this.problem = `the multipart body repeats the field \`${field}\`; send each field once`;
@@ -646,6 +655,7 @@ export class MultipartBodyScanner implements BodyScanner {
   }
 
   #endPart(): void {
+    this.#inFile = false;
     const field = this.#field;
     const bytes = this.#value;
     this.#field = null;

@@ -25,8 +25,8 @@ import {
 import { BPS } from "../billing/prices.ts";
 import { settlementStatement } from "../billing/statement.ts";
 import type { EndCause, Usage } from "../billing/usage.ts";
+import { DEFERRED_KINDS } from "./deferred_registry.ts";
 import {
-  DEFERRED_KINDS,
   type DeferredAgent,
   type DeferredCall,
   type DeferredKindHandler,
@@ -173,6 +173,16 @@ export class DeferredSettlements {
       kind,
     ]);
     return (r.rowCount ?? 0) > 0;
+  }
+
+  /** Where a user's object of `kind` lives (the agent that created it, and the model it was asked under); null when it is not theirs. */
+  async routeOf(kind: DeferredKind, objectId: string, userId: string): Promise<{ agentId: string; model: string } | null> {
+    const r = await this.deps.pool.query<{ agent_id: string; model: string }>(
+      `SELECT agent_id, model FROM deferred_settlements WHERE kind = $1::"DeferredKind" AND object_id = $2 AND user_id = $3`,
+      [kind, objectId, userId],
+    );
+    const row = r.rows[0];
+    return row ? { agentId: row.agent_id, model: row.model } : null;
   }
 
   /** The user retrieved or cancelled the object: its row is polled at the next tick of the gateway holding its agent. */

@@ -3,7 +3,7 @@
  * which provider call reads the object's state, how its answer reads (running, terminal with usage, gone), where
  * the usage is when the terminal object does not carry it (more calls through the same agent), and what else a
  * settlement writes in its transaction. The poller owns the claiming, the backoff, the money and the receipts; a
- * kind owns only its provider's wire format. A new kind is one `DeferredKindHandler` in `DEFERRED_KINDS`.
+ * kind owns only its provider's wire format. A new kind is one `DeferredKindHandler` listed in `deferred_registry.ts`.
  */
 import type pg from "pg";
 import type { ApiFamily } from "@wellspring/protocol";
@@ -89,26 +89,33 @@ export function jsonObject(body: Uint8Array): Record<string, unknown> | null {
   }
 }
 
+/**
+ * Reads a polled object with a `status` and, once terminal, a `usage` (OpenAI's responses and batches): 404 is
+ * gone, another status or a body that is not a JSON object no answer.
+ */
+export function parseStatusObject(status: number, body: Uint8Array, terminal: ReadonlySet<string>): DeferredPoll {
+  if (status === 404) return { kind: "gone" };
+  if (status !== 200) return { kind: "no_answer", why: `status ${status}` };
+  const obj = jsonObject(body);
+  if (!obj) return { kind: "no_answer", why: "not JSON" };
+  const s = typeof obj.status === "string" ? obj.status : "";
+  if (!terminal.has(s)) return { kind: "running", status: s || "unknown", object: obj };
+  const usage = typeof obj.usage === "object" && obj.usage !== null ? usageFromObject(obj.usage as Record<string, unknown>) : null;
+  return { kind: "terminal", status: s, usage, object: obj };
+}
+
 /** A background response (`background: true`): `GET /v1/responses/{id}` until a terminal status; its usage is in the object. */
 export const responseKind: DeferredKindHandler = {
   api: "openai",
   pollBytesMax: DEFERRED_RESPONSE_BYTES_MAX,
   poll: (row) => ({ path: `/v1/responses/${row.objectId}` }),
   parse(status, body) {
-    if (status === 404) return { kind: "gone" };
-    if (status !== 200) return { kind: "no_answer", why: `status ${status}` };
-    const obj = jsonObject(body);
-    if (!obj) return { kind: "no_answer", why: "not JSON" };
-    const s = typeof obj.status === "string" ? obj.status : "";
-    if (!TERMINAL_STATUSES.has(s)) return { kind: "running", status: s || "unknown", object: obj };
+    const poll = parseStatusObject(status, body, TERMINAL_STATUSES);
     // A terminal response without a usage object is charged nothing (docs/billing.md, "Background responses").
-    const usage = typeof obj.usage === "object" && obj.usage !== null ? usageFromObject(obj.usage as Record<string, unknown>) : null;
-    return { kind: "terminal", status: s, usage: usage ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0 }, object: obj };
+    return poll.kind === "terminal" ? { ...poll, usage: poll.usage ?? { inputTokens: 0, outputTokens: 0, cachedInputTokens: 0 } } : poll;
   },
   endCause: endCauseOf,
 };
 
-/** The kinds this gateway polls (a row of a kind not listed waits for a gateway that knows it). */
+/** The kinds a gateway polls (a row of a kind not listed waits for a gateway that knows it); `deferred_registry.ts` lists them. */
 export type DeferredKinds = Partial<Record<DeferredKind, DeferredKindHandler>>;
-
-export const DEFERRED_KINDS: DeferredKinds = { response: responseKind };

@@ -39,19 +39,29 @@ import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import { recordRowJson, type RecordWriter, type RequestRecordInput } from "./records.ts";
 import type { SettleOutcome } from "../billing/settlement_batcher.ts";
 import type { HubRecordSealer } from "../ledger/hub_record.ts";
-import type { EndCause } from "../billing/usage.ts";
+import type { EndCause, Usage } from "../billing/usage.ts";
 import { isUnavailable, LedgerUnavailableError } from "../billing/health.ts";
 import { InsufficientBalanceError, UnpricedModelError, type Charge, type Hold, type Meter } from "../billing/meter.ts";
 import { settlementStatement } from "../billing/statement.ts";
 import type { DeferredSettlements } from "./deferred.ts";
 import { freeRouteLimited, type FreeRouteLimiter } from "./free_routes.ts";
 import { observeLimiter, observeRequestEnd } from "../observability/metrics.ts";
-import { FILE_UPLOAD_ROUTE, FORWARDED_REQUEST_HEADERS, MESSAGE_BATCH_CREATE_ROUTE, type ProxyRoute, type StoredObjectCall } from "./routes.ts";
+import {
+  BATCH_CREATE_ROUTE,
+  FILE_UPLOAD_ROUTE,
+  FORWARDED_REQUEST_HEADERS,
+  MESSAGE_BATCH_CREATE_ROUTE,
+  type ProxyRoute,
+  type StoredObjectCall,
+} from "./routes.ts";
 import { MESSAGE_BATCH_OBJECT_BYTES_MAX, parseBatchObject, type HubBatchObject, type MessageBatchRoutes } from "../routing/message_batches.ts";
 import { MessageBatchWorstCase } from "../billing/message_batch_body.ts";
 import { modelLimits } from "../billing/worst_case.ts";
 import { BATCH_PRICE_BPS } from "../billing/prices.ts";
-import { FileObjectTap } from "../routing/files.ts";
+import { BATCH_CREATE_BODY_BYTES_MAX, batchSnapshot, parseBatchCreate } from "./openai_batches.ts";
+import type { DeferredKind } from "../billing/deferred.ts";
+import { FileObjectTap, ObjectTap } from "../routing/files.ts";
+import { BatchInputScanner } from "../billing/batch_input.ts";
 import { LimitRefusedError, type Admission, type Limiter } from "../limits/limiter.ts";
 import { estimatedTokens, refusalError } from "../limits/refusal.ts";
 import type { ContentRules, ContentScreen } from "../ops/mod.ts";
@@ -276,6 +286,10 @@ class ProxyExchange {
   #batchAnswer: { status: number; headers: [string, string][]; chunks: Uint8Array[]; bytes: number } | null = null;
   /** The batch this create call made, once its answer was read and its route written. */
   #createdBatch: { id: string; object: HubBatchObject } | null = null;
+  /** Reads an upload's lines as a batch input file (its summary is recorded when its purpose is `batch`). */
+  #batchInput: BatchInputScanner | null = null;
+  /** A batch create: the batch's worst usage and price share (held instead of the body's), and its answer's tap. */
+  #batch: { worst: Usage; priceBps: bigint; tap: ObjectTap } | null = null;
 
   constructor(
     readonly req: IncomingMessage,
@@ -328,8 +342,7 @@ class ProxyExchange {
       firstByteMs,
     });
     if (!this.principal) return;
-    if (this.stored && !this.stored.deletes)
-      void this.deps.deferred?.nudge(this.stored.objectId, this.stored.kind === "message_batch" ? "anthropic_batch" : "response");
+    if (this.stored && !this.stored.deletes) void this.deps.deferred?.nudge(this.stored.objectId, deferredKindOf(this.stored));
     const deferTo = this.#deferrableResponse();
     if (deferTo !== null) {
       void this.#defer(deferTo, cause, durationMs, firstByteMs);
@@ -337,7 +350,7 @@ class ProxyExchange {
     }
     const batch = this.#createdBatch;
     if (batch && this.#hold?.heldMicros != null && this.deps.deferred && this.conn?.agentId) {
-      void this.#defer(batch.id, cause, durationMs, firstByteMs, batch.object);
+      void this.#defer({ id: batch.id, kind: "anthropic_batch", snapshot: batch.object }, cause, durationMs, firstByteMs);
       return;
     }
     this.#settle(cause, durationMs, firstByteMs);
@@ -347,25 +360,39 @@ class ProxyExchange {
    * The background response whose create call this was, when its charge must wait for its end (docs/billing.md,
    * "Background responses"): the provider accepted it and no final usage came with the answer. Else null.
    */
-  #deferrableResponse(): string | null {
+  #deferrableResponse(): { id: string; kind: DeferredKind; snapshot: Record<string, unknown> | null } | null {
     const hold = this.#hold;
-    if (!this.deps.deferred || !hold || hold.heldMicros === null || this.stored || this.route.path !== "/v1/responses") return null;
-    if (this.#scanner?.fields.background !== true || this.#createdResponseId === null || this.status >= 300 || !this.conn?.agentId) return null;
-    return hold.reported === null ? this.#createdResponseId : null;
+    if (!this.deps.deferred || !hold || hold.heldMicros === null || this.stored || this.status >= 300 || !this.conn?.agentId) return null;
+    if (this.route === BATCH_CREATE_ROUTE) {
+      // A batch: the provider's batch object names it (its usage comes when it ends).
+      const batch = this.#batch?.tap.object();
+      if (!batch || typeof batch.id !== "string" || !/^batch_[A-Za-z0-9_-]{1,200}$/.test(batch.id)) {
+        this.deps.log.warn("batches.create_unread", { requestId: this.requestId, agentId: this.conn.agentId });
+        return null;
+      }
+      return { id: batch.id, kind: "openai_batch", snapshot: batchSnapshot(batch) };
+    }
+    if (this.route.path !== "/v1/responses" || this.#scanner?.fields.background !== true || this.#createdResponseId === null) return null;
+    return hold.reported === null ? { id: this.#createdResponseId, kind: "response", snapshot: null } : null;
   }
 
   /**
-   * Hands the hold to the deferred settlements (a background response's, or with `batch` a Message Batch's); if
-   * that cannot be written, the request settles now by the usual rules (a batch's create call: at nothing).
+   * Hands the hold to the deferred settlements (a background response's or a batch's); if that cannot be written,
+   * the request settles now by the usual rules (a batch's create call: at nothing).
    */
-  async #defer(objectId: string, cause: EndCause, durationMs: number, firstByteMs: number | null, batch?: HubBatchObject): Promise<void> {
+  async #defer(
+    object: { id: string; kind: DeferredKind; snapshot: Record<string, unknown> | null },
+    cause: EndCause,
+    durationMs: number,
+    firstByteMs: number | null,
+  ): Promise<void> {
     const record = this.#record(cause, durationMs, firstByteMs, null);
     const agentId = this.conn!.agentId!;
     const handed = await this.#hold!.handOver(agentId, (held) =>
-      this.deps.deferred!.defer(held, objectId, record, batch ? "anthropic_batch" : "response", batch ?? null, this.#admission?.budgetTaken() ?? null),
+      this.deps.deferred!.defer(held, object.id, record, object.kind, object.snapshot, this.#admission?.budgetTaken() ?? null),
     );
     if (!handed) {
-      if (batch) this.deps.log.error("message_batch.unsettled", { requestId: this.requestId, agentId, batchId: objectId });
+      if (object.kind !== "response") this.deps.log.error("batch.unsettled", { requestId: this.requestId, agentId, kind: object.kind, batchId: object.id });
       return this.#settle(cause, durationMs, firstByteMs);
     }
     // Concurrency ends with the call; the key's budget keeps the hold until the settlement corrects it (docs/billing.md).
@@ -534,6 +561,7 @@ class ProxyExchange {
 
     if (this.stored) return this.#route(await this.#storedObject(this.stored));
     if (route === FILE_UPLOAD_ROUTE) return this.#route(this.#fileUpload());
+    if (route === BATCH_CREATE_ROUTE) return this.#route(await this.#batchCreate());
     const contentType = String(req.headers["content-type"] ?? "");
     if (route.body === "multipart") {
       const boundary = multipartBoundary(contentType);
@@ -614,7 +642,13 @@ class ProxyExchange {
     if (!contentType.toLowerCase().startsWith("multipart/form-data") || !boundary) {
       throw new GatewayError("invalid_request", "File uploads take a multipart/form-data body with a `file` and a `purpose` field.");
     }
-    this.#scanner = new MultipartBodyScanner(boundary);
+    // A batch input file's lines are read as they pass (its worst case, for the batch created from it later).
+    const batch = new BatchInputScanner((model) => this.deps.meter.limitsOf(model));
+    const scanner = new MultipartBodyScanner(boundary, (chunk) => {
+      if (scanner.fields.purpose === null || scanner.fields.purpose === "batch") batch.push(chunk);
+    });
+    this.#scanner = scanner;
+    this.#batchInput = batch;
     const restriction = this.principal!.agentRestriction;
     const host = this.deps.routing.fileHost(restriction, this.#tried);
     if (!host) {
@@ -628,6 +662,68 @@ class ProxyExchange {
     this.#body = { held: [], replayable: false, rest: this.req[Symbol.asyncIterator]() as AsyncIterator<Buffer> };
     this.#fileTap = new FileObjectTap();
     return { pinnedAgentId: host.agentId, contextTokensNeeded: () => null, restriction };
+  }
+
+  /**
+   * A batch create (OpenAI Batch API): its small body read whole and checked; routed (pinned) to the agent keeping
+   * its input file, under the file's one model, holding the batch's worst case read from the file when it was
+   * uploaded, at batch prices (docs/billing.md "Batches"). Its charge is deferred to the batch's end.
+   */
+  async #batchCreate(): Promise<RouteChoice> {
+    if (!this.deps.deferred) {
+      throw new GatewayError(
+        "invalid_request",
+        "Batches are not offered by this gateway: it runs with billing off, and a batch's usage is known only when it ends.",
+      );
+    }
+    const body = this.req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const held: Buffer[] = [];
+    for (;;) {
+      const next = await this.#nextChunk(body);
+      if (next.done) break;
+      this.#countIn(next.value.length);
+      if (this.bytesIn > BATCH_CREATE_BODY_BYTES_MAX)
+        throw new GatewayError("body_too_large", `A batch create body is at most ${BATCH_CREATE_BODY_BYTES_MAX} bytes.`);
+      held.push(next.value);
+    }
+    const create = parseBatchCreate(Buffer.concat(held));
+    if ("problem" in create) throw new GatewayError("invalid_request", create.problem, create.param ? { param: create.param } : {});
+    const fileId = create.inputFileId;
+    const file = await this.deps.routing.files?.routeOf(fileId, this.principal!.userId);
+    if (!file) throw new GatewayError("not_found", `No such File object: ${fileId}`, { param: "input_file_id" });
+    const batch = file.batch ?? null;
+    if (!batch) {
+      throw new GatewayError("invalid_request", `The file '${fileId}' was not uploaded with purpose 'batch': a batch's input file must be.`, {
+        param: "input_file_id",
+      });
+    }
+    if (!batch.batchable) {
+      throw new GatewayError("invalid_request", `The file '${fileId}' cannot be run as a batch through this gateway: ${batch.problem}.`, {
+        param: "input_file_id",
+      });
+    }
+    if (batch.endpoint !== create.endpoint) {
+      throw new GatewayError("invalid_request", `The requests in '${fileId}' are for ${batch.endpoint}, but the batch names the endpoint ${create.endpoint}.`, {
+        param: "endpoint",
+      });
+    }
+    const allowed = this.principal!.allowedModels;
+    if (allowed.length > 0 && !allowed.includes(batch.model)) {
+      throw new GatewayError("model_not_allowed", `This API key may not use the model '${batch.model}' (the model of the batch's requests).`, {
+        param: "model",
+      });
+    }
+    this.model = batch.model;
+    this.#pinnedFileId = fileId;
+    this.#scanner = new JsonBodyScanner();
+    this.#body = { held, replayable: true, rest: null };
+    this.#batch = {
+      worst: { inputTokens: batch.worstInputTokens, outputTokens: batch.worstOutputTokens, cachedInputTokens: 0 },
+      priceBps: BATCH_PRICE_BPS,
+      tap: new ObjectTap(),
+    };
+    // The batch runs new requests at the owner's key: the API key's agent restriction applies, as for an upload.
+    return { pinnedAgentId: file.agentId, contextTokensNeeded: () => null, restriction: this.principal!.agentRestriction };
   }
 
   /**
@@ -648,13 +744,15 @@ class ProxyExchange {
         ? ((await this.deps.routing.files?.routeOf(call.objectId, userId)) ?? null)
         : call.kind === "message_batch"
           ? ((await this.deps.messageBatches?.routeOf(call.objectId, userId)) ?? null)
-          : ((await this.deps.routing.sticky?.routeOf(call.objectId, userId)) ?? null);
+          : call.kind === "batch"
+            ? ((await this.deps.deferred?.routeOf("openai_batch", call.objectId, userId)) ?? null)
+            : ((await this.deps.routing.sticky?.routeOf(call.objectId, userId)) ?? null);
     if (where === null || where.model === null) {
       throw new GatewayError(
         "not_found",
         call.kind === "file"
           ? `No such File object: ${call.objectId}`
-          : call.kind === "message_batch"
+          : call.kind === "message_batch" || call.kind === "batch"
             ? `No batch found with id '${call.objectId}'.`
             : `Response with id '${call.objectId}' not found.`,
       );
@@ -718,6 +816,7 @@ class ProxyExchange {
         agent: servedBy(first),
         inputBytes: this.#inputBytes,
         ...(this.#batchWorst ? { batch: { worst: () => this.#batchWorst!.usage(), priceBps: BATCH_PRICE_BPS } } : {}),
+        ...(this.#batch ? { batch: { worst: () => this.#batch!.worst, priceBps: this.#batch.priceBps } } : {}),
       });
     } catch (error) {
       throw meterError(error, route.api);
@@ -849,6 +948,13 @@ class ProxyExchange {
       return new GatewayError(
         "no_capacity",
         `The message batch '${batch}' is held by the provider account of an agent that is not connected now, and only it can answer for it; retry later.`,
+        { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds },
+      );
+    }
+    if (reason === "pinned_gone" && this.stored?.kind === "batch") {
+      return new GatewayError(
+        "no_capacity",
+        `The batch '${this.stored.objectId}' is held by the provider account of an agent that is not connected now, and only it can answer for it; retry later.`,
         { retryAfterSeconds: deps.limits.noCapacityRetryAfterSeconds },
       );
     }
@@ -1151,6 +1257,7 @@ class ProxyExchange {
     this.bytesOut += chunk.length;
     this.#hold?.output(chunk);
     this.#fileTap?.push(chunk);
+    this.#batch?.tap.push(chunk);
     if (this.#responseIdTap) {
       const id = this.#responseIdTap.push(chunk);
       if (id !== null) {
@@ -1273,6 +1380,7 @@ class ProxyExchange {
         purpose: file.purpose,
         bytes: file.bytes,
         createdAt: file.createdAt,
+        batch: file.purpose === "batch" && this.#batchInput ? this.#batchInput.end() : null,
       })
       .catch(() => undefined);
   }
@@ -1377,4 +1485,9 @@ function sendStatement(
     },
     () => undefined, // not settled: no statement (the failure is logged by the meter)
   );
+}
+
+/** The deferred settlement kind a stored-object call's object is polled as. */
+function deferredKindOf(call: StoredObjectCall): DeferredKind {
+  return call.kind === "batch" ? "openai_batch" : call.kind === "message_batch" ? "anthropic_batch" : "response";
 }

@@ -49,10 +49,17 @@ export const FILE_UPLOAD_ROUTE: ProxyRoute = { path: "/v1/files", api: "openai",
  */
 export const MESSAGE_BATCH_CREATE_ROUTE: ProxyRoute = { path: "/v1/messages/batches", api: "anthropic", body: "json", billing: "tokens" };
 
+/**
+ * The Batch API's create call (OpenAI): a JSON body naming an uploaded batch input file, routed to the agent that
+ * keeps the file; it holds the batch's worst case (read from the file, `billing/batch_input.ts`) at batch prices,
+ * and its charge is deferred to the batch's end (docs/billing.md, "Batches").
+ */
+export const BATCH_CREATE_ROUTE: ProxyRoute = { path: "/v1/batches", api: "openai", body: "json", billing: "tokens" };
+
 /** A call on a stored provider object, routed to the agent (provider key) that created it. */
 export interface StoredObjectCall {
-  /** What the object is: a Responses API response, a file (Files API), or a message batch (Anthropic). */
-  kind: "response" | "file" | "message_batch";
+  /** What the object is: a Responses API response, a file (Files API), a batch (Batch API) or a message batch (Anthropic). */
+  kind: "response" | "file" | "batch" | "message_batch";
   route: ProxyRoute;
   method: "GET" | "DELETE" | "POST";
   /** The object's id, from the path. */
@@ -68,13 +75,16 @@ const RESPONSE_ID_SEGMENT = "(resp_[A-Za-z0-9_-]{1,200})";
 
 /** A Message Batch id as a path segment. */
 const MESSAGE_BATCH_ID_SEGMENT = "(msgbatch_[A-Za-z0-9_-]{1,200})";
+/** A batch id (Batch API) as a path segment. */
+const BATCH_ID_SEGMENT = "(batch_[A-Za-z0-9_-]{1,200})";
 
 /** A file id (Files API) as a path segment. */
 const FILE_ID_SEGMENT = "(file-[A-Za-z0-9_-]{1,200})";
 
 /**
  * The stored-object calls the gateway routes (Responses API: retrieve, delete, cancel, input items; Files API:
- * retrieve, delete, content; Message Batches: retrieve, cancel, results, delete); all free at the provider.
+ * retrieve, delete, content; Batch API: retrieve, cancel; Message Batches: retrieve, cancel, results, delete); all
+ * free at the provider.
  */
 const STORED_OBJECT_ROUTES: { kind: StoredObjectCall["kind"]; method: StoredObjectCall["method"]; pattern: RegExp; route: ProxyRoute; deletes: boolean }[] = [
   { kind: "response", method: "GET", pattern: new RegExp(`^/v1/responses/${RESPONSE_ID_SEGMENT}$`), route: storedRoute("/v1/responses/{id}"), deletes: false },
@@ -102,6 +112,14 @@ const STORED_OBJECT_ROUTES: { kind: StoredObjectCall["kind"]; method: StoredObje
   { kind: "file", method: "GET", pattern: new RegExp(`^/v1/files/${FILE_ID_SEGMENT}$`), route: storedRoute("/v1/files/{id}"), deletes: false },
   { kind: "file", method: "DELETE", pattern: new RegExp(`^/v1/files/${FILE_ID_SEGMENT}$`), route: storedRoute("/v1/files/{id}"), deletes: true },
   { kind: "file", method: "GET", pattern: new RegExp(`^/v1/files/${FILE_ID_SEGMENT}/content$`), route: storedRoute("/v1/files/{id}/content"), deletes: false },
+  { kind: "batch", method: "GET", pattern: new RegExp(`^/v1/batches/${BATCH_ID_SEGMENT}$`), route: storedRoute("/v1/batches/{id}"), deletes: false },
+  {
+    kind: "batch",
+    method: "POST",
+    pattern: new RegExp(`^/v1/batches/${BATCH_ID_SEGMENT}/cancel$`),
+    route: storedRoute("/v1/batches/{id}/cancel"),
+    deletes: false,
+  },
   ...(["GET", "DELETE"] as const).map((method) => ({
     kind: "message_batch" as const,
     method,

@@ -109,6 +109,7 @@ function priceFromJson(p: Record<string, string>): ModelPriceMicros {
  */
 export function deferredCharge(pricing: DeferredPricing, model: string, usage: Usage, hasOwner: boolean, priceBps: bigint = BPS) {
   const official = scaledPrice(priceFromJson(pricing.official), priceBps);
+  // The plan's own price, as `scaledPricing` scales it for the hold.
   const own = pricing.planOwnPrice ? scaledPrice(priceFromJson(pricing.planOwnPrice), priceBps) : null;
   const api = pricing.api as "openai";
   const plan: PlanView = {

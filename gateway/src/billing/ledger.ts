@@ -423,15 +423,16 @@ export class Ledger {
       WITH c AS (
         SELECT r.request_id, r.official_micros, r.earning_micros, r.charge_micros, r.owner_id, r.tier_bps, r.plan_bps,
           (SELECT CASE WHEN p.ver IS NULL THEN NULL ELSE
-             (GREATEST(COALESCE(r.input_tokens, 0) - LEAST(COALESCE(r.cached_input_tokens, 0), COALESCE(r.input_tokens, 0)), 0)::bigint * p.input_micros_per_mtok
-               + LEAST(COALESCE(r.cached_input_tokens, 0), COALESCE(r.input_tokens, 0))::bigint * p.cached_input_micros_per_mtok
-               + COALESCE(r.output_tokens, 0)::bigint * p.output_micros_per_mtok
-               + COALESCE(r.characters, 0)::bigint * p.character_micros_per_m + 999999) / 1000000
-             + COALESCE(r.audio_seconds, 0) * p.audio_second_micros + COALESCE(r.images, 0) * p.image_micros END
+             (GREATEST(COALESCE(r.input_tokens, 0) - LEAST(COALESCE(r.cached_input_tokens, 0), COALESCE(r.input_tokens, 0)), 0)::bigint * (((p.input_micros_per_mtok) * COALESCE(d.price_bps, 10000) + 9999) / 10000)
+               + LEAST(COALESCE(r.cached_input_tokens, 0), COALESCE(r.input_tokens, 0))::bigint * (((p.cached_input_micros_per_mtok) * COALESCE(d.price_bps, 10000) + 9999) / 10000)
+               + COALESCE(r.output_tokens, 0)::bigint * (((p.output_micros_per_mtok) * COALESCE(d.price_bps, 10000) + 9999) / 10000)
+               + COALESCE(r.characters, 0)::bigint * (((p.character_micros_per_m) * COALESCE(d.price_bps, 10000) + 9999) / 10000) + 999999) / 1000000
+             + COALESCE(r.audio_seconds, 0) * (((p.audio_second_micros) * COALESCE(d.price_bps, 10000) + 9999) / 10000) + COALESCE(r.images, 0) * (((p.image_micros) * COALESCE(d.price_bps, 10000) + 9999) / 10000) END
            FROM model_prices p
            WHERE p.ver = r.price_ver AND p.model = r.model AND p.provider IN (r.api, CASE WHEN r.api = 'openai' THEN 'azure' END)
            ORDER BY (p.provider = r.api) DESC LIMIT 1) AS expected_official
-        FROM reservations r
+        -- A deferred settlement's share of the price table (a batch: BATCH_PRICE_BPS), each price rounded up as scaledPrice does.
+        FROM reservations r LEFT JOIN deferred_settlements d ON d.request_id = r.request_id
         WHERE r.status = 'settled' AND r.official_micros IS NOT NULL
       )
       SELECT request_id, official_micros::text AS official, expected_official::text,

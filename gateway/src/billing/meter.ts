@@ -19,7 +19,7 @@ import {
   ownerEarningMicros,
   planChargeMicros,
   planPrice,
-  scaledPrice,
+  scaledPricing,
   type ModelPriceMicros,
   type PlanView,
   type PriceBook,
@@ -119,9 +119,10 @@ export interface HoldRequest {
   /** The body's size as far as it is known (Content-Length, or the bytes received so far). */
   inputBytes: number;
   /**
-   * A batch (Anthropic Message Batches): its worst case is the sum of its requests' (`worst`, growing as the body
-   * is read, not the body's own), it is priced at `priceBps` of the price table, and the create call itself is never
-   * charged — its requests are, from their results, by the deferred settlement it is handed over to.
+   * A batch: its worst case is the sum of its requests' (`worst`: an OpenAI batch's read from its input file at
+   * upload, `batch_input.ts`; an Anthropic Message Batch's growing as its body is read, not the body's own), it is
+   * priced at `priceBps` of the price table (`BATCH_PRICE_BPS`, a plan's own price scaled alike), and the create
+   * call itself is never charged — its requests are, by the deferred settlement it is handed over to.
    */
   batch?: { worst: () => Usage; priceBps: bigint };
 }
@@ -169,6 +170,9 @@ interface Priced extends PricedModel {
   meta: ReserveMeta;
 }
 
+/** The output cap of a model not in the table when billing is off (`BILLING_DEFAULT_MAX_OUTPUT_TOKENS`' default), tokens. */
+const DEFAULT_MAX_OUTPUT_TOKENS = 32_768;
+
 export class Meter {
   constructor(
     private readonly billing: MeterOptions | null,
@@ -177,6 +181,11 @@ export class Meter {
 
   get billingOn(): boolean {
     return this.billing !== null;
+  }
+
+  /** A model's window and output maximum as holds bound them (the gateway's default output cap for a model not in the table). */
+  limitsOf(model: string): ModelLimits {
+    return modelLimits(model, this.billing?.defaultMaxOutputTokens ?? DEFAULT_MAX_OUTPUT_TOKENS);
   }
 
   /**
@@ -191,10 +200,12 @@ export class Meter {
       observeBilling("unpriced");
       throw new UnpricedModelError(req.model);
     }
-    const plan = await billing.tariffs.plan(req.planId);
+    const tablePlan = await billing.tariffs.plan(req.planId);
     const tierBps = await billing.tariffs.tierBps(req.agent.tier);
     const limits = modelLimits(req.model, billing.defaultMaxOutputTokens);
-    const chargePrice = req.batch ? scaledPrice(official.price, req.batch.priceBps) : official.price;
+    const scaled = req.batch ? scaledPricing(tablePlan, req.route.api, req.model, official.price, req.batch.priceBps) : null;
+    const plan = scaled?.plan ?? tablePlan;
+    const chargePrice = scaled?.price ?? official.price;
     const amount = worstMicros(req, req.inputBytes, { plan, chargePrice, limits });
     // Held in memory against this gateway's lease on the wallet; a database round trip only to top it up.
     const claim = await observed(billing.leases.claim(req.userId, amount));

@@ -41,6 +41,23 @@ export function scaledPrice(price: ModelPriceMicros, bps: bigint): ModelPriceMic
   };
 }
 
+/** A plan and an official price both scaled by `bps` for `model` (a batch): the plan's own price for it too. */
+export function scaledPricing(
+  plan: PlanView,
+  api: ApiFamily,
+  model: string,
+  official: ModelPriceMicros,
+  bps: bigint,
+): { plan: PlanView; price: ModelPriceMicros } {
+  if (bps === BPS) return { plan, price: official };
+  const key = `${api}:${model}`;
+  const own = plan.overrides.get(key);
+  return {
+    plan: own ? { ...plan, overrides: new Map([[key, scaledPrice(own, bps)]]) } : plan,
+    price: scaledPrice(official, bps),
+  };
+}
+
 /** What a user on a plan pays for an official cost (plan multiplier in basis points), rounded up. */
 export function userChargeMicros(officialMicros: bigint, planBps: bigint): bigint {
   return ceilDiv(officialMicros * planBps, BPS);

@@ -40,6 +40,23 @@ describe("FileRoutes", () => {
     }
   });
 
+  it("keeps a batch input file's summary (or why it cannot be batched) for every gateway", async () => {
+    const here = new FileRoutes(database.db, log);
+    const batchable = {
+      batchable: true as const,
+      model: "gpt-4o-mini",
+      endpoint: "/v1/chat/completions",
+      lines: 3,
+      worstInputTokens: 3_000_000_000,
+      worstOutputTokens: 7,
+    };
+    await here.record("file-b1", { ...route("usr_1", 1_700_000_010, "batch"), batch: batchable });
+    await here.record("file-b2", { ...route("usr_1", 1_700_000_011, "batch"), batch: { batchable: false, problem: "line 2 is not JSON" } });
+    const elsewhere = new FileRoutes(database.db, log);
+    expect((await elsewhere.routeOf("file-b1", "usr_1"))?.batch).toEqual(batchable);
+    expect((await elsewhere.routeOf("file-b2", "usr_1"))?.batch).toEqual({ batchable: false, problem: "line 2 is not JSON" });
+  });
+
   it("a forgotten (deleted) file is reached by no one, on any gateway", async () => {
     const here = new FileRoutes(database.db, log);
     await here.record("file-gone", route("usr_1", 1_700_000_001));

@@ -21,6 +21,11 @@ export const FILE_LIST_LIMIT_MAX = 10_000;
 /** A file list's page when the call names no `limit` (OpenAI's default). */
 export const FILE_LIST_LIMIT_DEFAULT = 10_000;
 
+/** A batch input file as the hub read it while it uploaded (`billing/batch_input.ts` computes it). */
+export type BatchInputSummary =
+  | { batchable: true; model: string; endpoint: string; lines: number; worstInputTokens: number; worstOutputTokens: number }
+  | { batchable: false; problem: string };
+
 /** Where a file lives: the agent that uploaded it (its provider key), for which user, under which model's offer. */
 export interface FileRoute {
   agentId: string;
@@ -30,6 +35,8 @@ export interface FileRoute {
   bytes: number;
   /** The provider's `created_at`, epoch seconds. */
   createdAt: number;
+  /** A batch input file as the hub read it (purpose `batch`); null for other files. */
+  batch?: BatchInputSummary | null;
 }
 
 /** A file object as the hub lists it (OpenAI's shape; `filename` is not kept by the hub, so it is ""). */
@@ -88,6 +95,7 @@ export class FileRoutes {
     let route: FileRoute | null | undefined = this.#memory.get(fileId);
     if (!route) {
       const row = await this.db.fileRoute.findUnique({ where: { fileId } });
+      const batch = row ? batchOfRow(row) : null;
       route = row
         ? {
             agentId: row.agentId,
@@ -96,6 +104,7 @@ export class FileRoutes {
             purpose: row.purpose,
             bytes: Number(row.bytes),
             createdAt: Math.floor(row.createdAt.getTime() / 1000),
+            ...(batch ? { batch } : {}),
           }
         : null;
     }
@@ -116,6 +125,7 @@ export class FileRoutes {
       purpose: route.purpose,
       bytes: BigInt(route.bytes),
       createdAt: new Date(route.createdAt * 1000),
+      ...batchColumns(route.batch ?? null),
     };
     try {
       await this.db.fileRoute.upsert({ where: { fileId }, create: { fileId, ...data }, update: {} });
@@ -165,11 +175,36 @@ export class FileRoutes {
   }
 }
 
+/** A batch summary as `file_routes` columns (all null for a file that is not a batch input). */
+function batchColumns(b: BatchInputSummary | null) {
+  return {
+    batchModel: b?.batchable ? b.model : null,
+    batchEndpoint: b?.batchable ? b.endpoint : null,
+    batchLines: b?.batchable ? b.lines : null,
+    batchInputTokensMax: b?.batchable ? BigInt(b.worstInputTokens) : null,
+    batchOutputTokensMax: b?.batchable ? BigInt(b.worstOutputTokens) : null,
+    batchProblem: b && !b.batchable ? b.problem.slice(0, 500) : null,
+  };
+}
+
+function batchOfRow(row: ReturnType<typeof batchColumns>): BatchInputSummary | null {
+  if (row.batchProblem !== null) return { batchable: false, problem: row.batchProblem };
+  if (row.batchModel === null || row.batchEndpoint === null) return null;
+  return {
+    batchable: true,
+    model: row.batchModel,
+    endpoint: row.batchEndpoint,
+    lines: row.batchLines ?? 0,
+    worstInputTokens: Number(row.batchInputTokensMax ?? 0n),
+    worstOutputTokens: Number(row.batchOutputTokensMax ?? 0n),
+  };
+}
+
 /** Response bytes of an upload read for the file object (id, bytes, purpose, created_at), bytes. */
 export const FILE_OBJECT_SCAN_BYTES_MAX = 16 * 1024;
 
-/** Collects the head of a successful upload's answer (the file object) as its bytes pass, bounded; never changes them. */
-export class FileObjectTap {
+/** Collects the head of an answer (a small JSON object: a file, a batch) as its bytes pass, bounded; never changes them. */
+export class ObjectTap {
   readonly #chunks: Uint8Array[] = [];
   #bytes = 0;
 
@@ -180,19 +215,27 @@ export class FileObjectTap {
     this.#bytes += part.length;
   }
 
-  /** The file object's routing fields, or null when the answer is not one (not JSON, too long, an id of another form). */
-  fileObject(): { id: string; bytes: number; purpose: string; createdAt: number } | null {
+  /** The answer as a JSON object, or null (not JSON, not an object, longer than read). */
+  object(): Record<string, unknown> | null {
     if (this.#bytes >= FILE_OBJECT_SCAN_BYTES_MAX) return null;
     try {
-      const text = new TextDecoder().decode(Buffer.concat(this.#chunks));
-      const o = JSON.parse(text) as Record<string, unknown>;
-      if (typeof o.id !== "string" || !/^file-[A-Za-z0-9_-]{1,200}$/.test(o.id)) return null;
-      const bytes = typeof o.bytes === "number" && Number.isSafeInteger(o.bytes) && o.bytes >= 0 ? o.bytes : 0;
-      const createdAt = typeof o.created_at === "number" && Number.isSafeInteger(o.created_at) ? o.created_at : Math.floor(Date.now() / 1000);
-      const purpose = typeof o.purpose === "string" ? o.purpose.slice(0, 64) : "";
-      return { id: o.id, bytes, purpose, createdAt };
+      const o: unknown = JSON.parse(new TextDecoder().decode(Buffer.concat(this.#chunks)));
+      return typeof o === "object" && o !== null && !Array.isArray(o) ? (o as Record<string, unknown>) : null;
     } catch {
       return null;
     }
+  }
+}
+
+/** Collects the head of a successful upload's answer (the file object) as its bytes pass, bounded; never changes them. */
+export class FileObjectTap extends ObjectTap {
+  /** The file object's routing fields, or null when the answer is not one (not JSON, too long, an id of another form). */
+  fileObject(): { id: string; bytes: number; purpose: string; createdAt: number } | null {
+    const o = this.object();
+    if (!o || typeof o.id !== "string" || !/^file-[A-Za-z0-9_-]{1,200}$/.test(o.id)) return null;
+    const bytes = typeof o.bytes === "number" && Number.isSafeInteger(o.bytes) && o.bytes >= 0 ? o.bytes : 0;
+    const createdAt = typeof o.created_at === "number" && Number.isSafeInteger(o.created_at) ? o.created_at : Math.floor(Date.now() / 1000);
+    const purpose = typeof o.purpose === "string" ? o.purpose.slice(0, 64) : "";
+    return { id: o.id, bytes, purpose, createdAt };
   }
 }
