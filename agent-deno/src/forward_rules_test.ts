@@ -3,10 +3,9 @@ import {
   ANTHROPIC_INFERENCE_PATHS,
   checkForward,
   ForwardRefusedError,
-  isFilesCall,
-  isMessageBatchCreate,
   isBatchesCall,
   isFilesCall,
+  isMessageBatchCreate,
   isStoredResponseCall,
   OPENAI_INFERENCE_PATHS,
 } from "./forward_rules.ts";
