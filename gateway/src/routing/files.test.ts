@@ -65,6 +65,21 @@ describe("FileRoutes", () => {
     expect(await new FileRoutes(database.db, log).routeOf("file-gone", "usr_1")).toBeNull();
   });
 
+  it("a forgotten file's row is deleted even when the database refuses the first tries (a busy pool)", async () => {
+    const here = new FileRoutes(database.db, log);
+    await here.record("file-busy", route("usr_1", 1_700_000_002));
+    let refusals = 2;
+    const busy = {
+      fileRoute: {
+        deleteMany: (args: { where: { fileId: string } }) =>
+          refusals-- > 0 ? Promise.reject(new Error("Timed out fetching a new connection from the connection pool")) : database.db.fileRoute.deleteMany(args),
+      },
+    } as unknown as ConstructorParameters<typeof FileRoutes>[0];
+    await new FileRoutes(busy, log).forget("file-busy", 1);
+    expect(refusals).toBe(-1);
+    expect(await database.db.fileRoute.count({ where: { fileId: "file-busy" } })).toBe(0);
+  });
+
   it("lists only the user's files, newest first or oldest first, by purpose, paged with after", async () => {
     const routes = new FileRoutes(database.db, log);
     for (let i = 0; i < 5; i++) await routes.record(`file-l${i}`, route("usr_list", 1_700_000_100 + i, i % 2 === 0 ? "user_data" : "batch"));

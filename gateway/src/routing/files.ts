@@ -79,6 +79,11 @@ export function fileListQuery(params: URLSearchParams): FileListQuery | { proble
   return { purpose, limit, order, after };
 }
 
+/** Tries of a deleted file's route delete before it is logged as left behind. */
+export const FILE_FORGET_ATTEMPTS = 5;
+/** The first wait between those tries, ms (doubling: 0.5, 1, 2, 4 s). */
+export const FILE_FORGET_RETRY_MS = 500;
+
 export class FileRoutes {
   readonly #memory = new Map<string, FileRoute>();
 
@@ -135,13 +140,25 @@ export class FileRoutes {
     }
   }
 
-  /** A file was deleted at its provider: no later call is routed for it. */
-  async forget(fileId: string): Promise<void> {
+  /**
+   * A file was deleted at its provider: no later call is routed for it, and it leaves the user's list. The row's
+   * delete is retried (FILE_FORGET_ATTEMPTS, backoff from FILE_FORGET_RETRY_MS) when the database refuses it — a
+   * busy pool — since a route left behind would list a deleted file.
+   */
+  async forget(fileId: string, retryMs = FILE_FORGET_RETRY_MS): Promise<void> {
     this.#memory.delete(fileId);
-    await this.db.fileRoute.deleteMany({ where: { fileId } }).then(
-      () => {},
-      (error: unknown) => this.log.warn("routing.file_forget_failed", { error }),
-    );
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.db.fileRoute.deleteMany({ where: { fileId } });
+        return;
+      } catch (error) {
+        if (attempt >= FILE_FORGET_ATTEMPTS) {
+          this.log.warn("routing.file_forget_failed", { attempts: attempt, error });
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, retryMs * 2 ** (attempt - 1)));
+      }
+    }
   }
 
   /** One page of the user's files, newest first unless `order` is asc; `after` is the cursor of the previous page. */
