@@ -1344,8 +1344,9 @@ class ProxyExchange {
     }
     if (this.route === MESSAGE_BATCH_CREATE_ROUTE) {
       const route = { agentId: this.conn!.agentId!, userId: this.principal!.userId, model: this.model!, requestId: this.requestId };
-      await batches.record(object.id, route, object).catch(() => undefined);
+      // Known as created before the route's write: a client leaving meanwhile still leaves a batch that is settled.
       this.#createdBatch = { id: object.id, object };
+      await batches.record(object.id, route, object).catch(() => undefined);
     } else await batches.seen(object);
     if (this.finished) return;
     const body = Buffer.from(JSON.stringify(object));

@@ -160,7 +160,10 @@ export interface Charge {
 interface Priced extends PricedModel {
   /** The price it is charged at: the table's (`price`), or a batch's share of it. */
   chargePrice: ModelPriceMicros;
+  /** The plan it is charged at: the user's, or for a batch the user's with its own price for the model scaled alike. */
   plan: PlanView;
+  /** The user's plan as the table has it (unscaled): what a deferred settlement keeps, it applies its own share. */
+  tablePlan: PlanView;
   tier: Tier;
   tierBps: bigint;
   limits: ModelLimits;
@@ -221,7 +224,12 @@ export class Meter {
       tier: req.agent.tier,
       tierBps: Number(tierBps),
     };
-    return new Hold(req, billing, { ...official, chargePrice, plan, tier: req.agent.tier, tierBps, limits, reservedMicros: amount, claim, meta }, this.log);
+    return new Hold(
+      req,
+      billing,
+      { ...official, chargePrice, plan, tablePlan, tier: req.agent.tier, tierBps, limits, reservedMicros: amount, claim, meta },
+      this.log,
+    );
   }
 }
 
@@ -359,7 +367,9 @@ export class Hold {
     const priced = this.priced;
     if (!priced || this.#settled) return false;
     const { req } = this;
-    const own = priced.plan.overrides.get(`${req.route.api}:${req.model}`);
+    // The table's prices and plan, unscaled: the settlement applies the row's share (`price_bps`) itself.
+    const plan = priced.tablePlan;
+    const own = plan.overrides.get(`${req.route.api}:${req.model}`);
     const worst = requestWorst(req, req.inputBytes, priced.limits);
     const written = write({
       requestId: req.requestId,
@@ -371,9 +381,9 @@ export class Hold {
       reservedMicros: priced.reservedMicros,
       pricing: {
         priceVer: priced.ver,
-        planId: priced.plan.id,
-        planMultiplierBps: priced.plan.multiplierBps.toString(),
-        planOwnPrice: own ? priceToJson(planPrice(priced.plan, req.route.api, req.model, priced.price)) : null,
+        planId: plan.id,
+        planMultiplierBps: plan.multiplierBps.toString(),
+        planOwnPrice: own ? priceToJson(planPrice(plan, req.route.api, req.model, priced.price)) : null,
         official: priceToJson(priced.price),
         tier: priced.tier,
         tierBps: Number(priced.tierBps),
