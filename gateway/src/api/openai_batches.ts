@@ -11,7 +11,7 @@ import { jsonObject, parseStatusObject, type DeferredKindHandler } from "./defer
 
 /** Largest batch create body read, bytes (its fields are ids and up to 16 metadata pairs of ≤ 64 + 512 characters). */
 export const BATCH_CREATE_BODY_BYTES_MAX = 64 * 1024;
-/** Largest batch object read by a poll, bytes. */
+/** Largest batch object read, bytes: by a poll, and from the create call's answer. */
 export const BATCH_OBJECT_BYTES_MAX = 256 * 1024;
 /**
  * A batch row not settled this long after its create call is settled by the "expired" rule, ms: the 24 h

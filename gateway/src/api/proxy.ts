@@ -58,7 +58,7 @@ import { MESSAGE_BATCH_OBJECT_BYTES_MAX, parseBatchObject, type HubBatchObject, 
 import { MessageBatchWorstCase } from "../billing/message_batch_body.ts";
 import { modelLimits } from "../billing/worst_case.ts";
 import { BATCH_PRICE_BPS } from "../billing/prices.ts";
-import { BATCH_CREATE_BODY_BYTES_MAX, batchSnapshot, parseBatchCreate } from "./openai_batches.ts";
+import { BATCH_CREATE_BODY_BYTES_MAX, BATCH_OBJECT_BYTES_MAX, batchSnapshot, parseBatchCreate } from "./openai_batches.ts";
 import type { DeferredKind } from "../billing/deferred.ts";
 import { FileObjectTap, ObjectTap } from "../routing/files.ts";
 import { BatchInputScanner } from "../billing/batch_input.ts";
@@ -720,7 +720,9 @@ class ProxyExchange {
     this.#batch = {
       worst: { inputTokens: batch.worstInputTokens, outputTokens: batch.worstOutputTokens, cachedInputTokens: 0 },
       priceBps: BATCH_PRICE_BPS,
-      tap: new ObjectTap(),
+      // A batch object carries the user's metadata (16 pairs of up to 64 + 512 characters, escaped): read up to
+      // BATCH_OBJECT_BYTES_MAX as a poll does, so no metadata makes a created batch unreadable (and so unbilled).
+      tap: new ObjectTap(BATCH_OBJECT_BYTES_MAX),
     };
     // The batch runs new requests at the owner's key: the API key's agent restriction applies, as for an upload.
     return { pinnedAgentId: file.agentId, contextTokensNeeded: () => null, restriction: this.principal!.agentRestriction };

@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../../e2e/stack/harness.ts";
 import { createLogger } from "../log.ts";
-import { FILE_OBJECT_SCAN_BYTES_MAX, FileObjectTap, FileRoutes, fileListQuery, type FileRoute } from "./files.ts";
+import { FILE_OBJECT_SCAN_BYTES_MAX, FileObjectTap, FileRoutes, fileListQuery, ObjectTap, type FileRoute } from "./files.ts";
+import { BATCH_OBJECT_BYTES_MAX } from "../api/openai_batches.ts";
 
 let database: TestDatabase;
 const log = createLogger({}, "error", () => {});
@@ -154,5 +155,18 @@ describe("FileObjectTap", () => {
     expect(read(JSON.stringify({ id: "resp_1", object: "response" }))).toBeNull();
     expect(read(JSON.stringify({ id: "file-../../x" }))).toBeNull();
     expect(read(JSON.stringify({ id: "file-big", pad: "x".repeat(FILE_OBJECT_SCAN_BYTES_MAX) }))).toBeNull();
+  });
+
+  it("a tap given a larger bound reads a batch object whose metadata is beyond the file bound", () => {
+    // 16 metadata values of 512 escaped non-ASCII characters: ~49 KiB of JSON.
+    const pairs = Array.from({ length: 16 }, (_, i) => `"k${i}":"${"\\u00e9".repeat(512)}"`).join(",");
+    const text = `{"id":"batch_1","object":"batch","metadata":{${pairs}}}`;
+    expect(text.length).toBeGreaterThan(FILE_OBJECT_SCAN_BYTES_MAX);
+    const small = new ObjectTap();
+    small.push(enc(text));
+    expect(small.object()).toBeNull();
+    const large = new ObjectTap(BATCH_OBJECT_BYTES_MAX);
+    large.push(enc(text));
+    expect(large.object()).toMatchObject({ id: "batch_1", object: "batch" });
   });
 });

@@ -225,16 +225,19 @@ export class ObjectTap {
   readonly #chunks: Uint8Array[] = [];
   #bytes = 0;
 
+  /** `limitBytes`: the longest answer read (a longer one is not an object this tap returns). */
+  constructor(private readonly limitBytes = FILE_OBJECT_SCAN_BYTES_MAX) {}
+
   push(chunk: Uint8Array): void {
-    if (this.#bytes >= FILE_OBJECT_SCAN_BYTES_MAX) return;
-    const part = chunk.subarray(0, FILE_OBJECT_SCAN_BYTES_MAX - this.#bytes);
+    if (this.#bytes >= this.limitBytes) return;
+    const part = chunk.subarray(0, this.limitBytes - this.#bytes);
     this.#chunks.push(part.slice());
     this.#bytes += part.length;
   }
 
   /** The answer as a JSON object, or null (not JSON, not an object, longer than read). */
   object(): Record<string, unknown> | null {
-    if (this.#bytes >= FILE_OBJECT_SCAN_BYTES_MAX) return null;
+    if (this.#bytes >= this.limitBytes) return null;
     try {
       const o: unknown = JSON.parse(new TextDecoder().decode(Buffer.concat(this.#chunks)));
       return typeof o === "object" && o !== null && !Array.isArray(o) ? (o as Record<string, unknown>) : null;
