@@ -93,7 +93,8 @@ describe("container images", () => {
     // The image's environment, with the volume's path (/data) replaced by a temporary folder.
     const env = { ...final.env, DATA_DIR: dataDir, DATABASE_URL: database.url, HUB_ID: "hub_image_test", ...ports };
     const [cmd, ...args] = final.cmd;
-    gateway = startProc(join(ROOT, cmd!), args, { cwd: ROOT, env });
+    // A path runs from the image's working folder (the checkout here); a bare name (`node`) from the PATH, as in the image.
+    gateway = startProc(cmd!.includes("/") ? join(ROOT, cmd!) : cmd!, args, { cwd: ROOT, env });
     await gateway.waitForLine(/WELLSPRING_GATEWAY_READY/, 60_000);
     const [hc, ...hcArgs] = final.healthcheck;
     expect(hc).toBe("node");
