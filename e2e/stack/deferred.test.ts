@@ -9,39 +9,29 @@
 import pg from "pg";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_PRICE_TABLE, newId, publishPriceVersion } from "@wellspring/db";
-import { issueKey } from "../../gateway/src/ops/keys.ts";
+import { DEFAULT_PRICE_TABLE } from "@wellspring/db";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { officialCostMicros, ownerEarningMicros, TIER_BPS } from "../../gateway/src/billing/prices.ts";
-import { journalSum, startAgentProc, startGatewayProc, startStack, waitFor, type Stack } from "./harness.ts";
+import { journalSum, startAgentProc, startGatewayProc, fundedUser as fundedUserKey, startPricedStack, waitFor, type Stack } from "./harness.ts";
 
 const GATEWAY_ENV = { BILLING_ENABLED: "1", BILLING_DEFERRED_FIRST_POLL_MS: "200", BILLING_DEFERRED_POLL_MAX_MS: "400" };
 
 let stack: Stack;
 let pool: pg.Pool;
 let ledger: Ledger;
+let closeStack: (() => Promise<void>) | undefined;
 beforeAll(async () => {
-  stack = await startStack({
-    gatewayEnv: GATEWAY_ENV,
-    beforeAgent: async (db) => void (await publishPriceVersion(db, DEFAULT_PRICE_TABLE, "test seed")),
-  });
-  pool = new pg.Pool({ connectionString: stack.database.url, max: 4 });
-  pool.on("error", () => {});
-  ledger = new Ledger(pool);
+  ({ stack, pool, ledger, close: closeStack } = await startPricedStack({ gatewayEnv: GATEWAY_ENV }));
 }, 120_000);
 afterAll(async () => {
-  await pool?.end();
-  await stack?.close();
+  await closeStack?.();
 });
 
 const price = DEFAULT_PRICE_TABLE.find((p) => p.model === "gpt-4o-mini")!;
 
 async function fundedUser(micros: bigint) {
-  const userId = newId("usr");
-  await stack.db.user.create({ data: { id: userId, email: `${userId}@user.test` } });
-  await ledger.credit(userId, micros, "grant", `grant:${userId}`);
-  const key = await issueKey(stack.db, userId, "background");
-  return { userId, client: new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: key.secret, maxRetries: 0 }) };
+  const { userId, secret } = await fundedUserKey(stack, ledger, micros, "background");
+  return { userId, client: new OpenAI({ baseURL: `${stack.baseUrl}/v1`, apiKey: secret, maxRetries: 0 }) };
 }
 
 interface Row {

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import pg from "pg";
-import { createDb, deployMigrations, newId, type Db } from "@wellspring/db";
+import { createDb, DEFAULT_PRICE_TABLE, deployMigrations, newId, publishPriceVersion, type Db } from "@wellspring/db";
 import { startMockProvider, type MockOptions, type MockProvider } from "@wellspring/mock-provider";
 import { issueKey } from "../../gateway/src/ops/keys.ts";
 import { createEnrollmentToken } from "../../gateway/src/ops/enrollment.ts";
@@ -425,6 +425,35 @@ export interface Stack {
   /** Waits until the gateway routes the model (the agent's inventory arrived). */
   waitForModel(model: string, timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * A stack whose hub has the default price table published before the agent connects, with a pool and a ledger on
+ * its database (the billing tests' setup). `close` ends the pool, then the stack.
+ */
+export async function startPricedStack(
+  opts: Parameters<typeof startStack>[0] = {},
+): Promise<{ stack: Stack; pool: pg.Pool; ledger: Ledger; close: () => Promise<void> }> {
+  const stack = await startStack({ ...opts, beforeAgent: async (db) => void (await publishPriceVersion(db, DEFAULT_PRICE_TABLE, "test seed")) });
+  const pool = new pg.Pool({ connectionString: stack.database.url, max: 4 });
+  pool.on("error", () => {});
+  return {
+    stack,
+    pool,
+    ledger: new Ledger(pool),
+    close: async () => {
+      await pool.end();
+      await stack.close();
+    },
+  };
+}
+
+/** A new user granted `micros` (none when 0), with one API key named `keyName`: the user's id and the key's secret. */
+export async function fundedUser(stack: Stack, ledger: Ledger, micros: bigint, keyName: string): Promise<{ userId: string; secret: string }> {
+  const userId = newId("usr");
+  await stack.db.user.create({ data: { id: userId, email: `${userId}@user.test` } });
+  if (micros > 0n) await ledger.credit(userId, micros, "grant", `grant:${userId}`);
+  return { userId, secret: (await issueKey(stack.db, userId, keyName)).secret };
 }
 
 export async function startStack(

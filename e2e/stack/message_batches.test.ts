@@ -9,11 +9,10 @@
 import pg from "pg";
 import Anthropic from "@anthropic-ai/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_PRICE_TABLE, newId, publishPriceVersion } from "@wellspring/db";
-import { issueKey } from "../../gateway/src/ops/keys.ts";
+import { DEFAULT_PRICE_TABLE } from "@wellspring/db";
 import { Ledger, ownerAccount } from "../../gateway/src/billing/ledger.ts";
 import { BATCH_PRICE_BPS, officialCostMicros, ownerEarningMicros, scaledPrice, TIER_BPS } from "../../gateway/src/billing/prices.ts";
-import { journalSum, startStack, waitFor, type Stack } from "./harness.ts";
+import { journalSum, fundedUser as fundedUserKey, startPricedStack, waitFor, type Stack } from "./harness.ts";
 
 /** The batch body limit this stack runs with (small, so a test can pass it), bytes. */
 const BATCH_BODY_BYTES_MAX = 256 * 1024;
@@ -29,30 +28,20 @@ let clock = Date.now();
 let stack: Stack;
 let pool: pg.Pool;
 let ledger: Ledger;
+let closeStack: (() => Promise<void>) | undefined;
 beforeAll(async () => {
-  stack = await startStack({
-    gatewayEnv: GATEWAY_ENV,
-    mockOptions: { now: () => clock },
-    beforeAgent: async (db) => void (await publishPriceVersion(db, DEFAULT_PRICE_TABLE, "test seed")),
-  });
-  pool = new pg.Pool({ connectionString: stack.database.url, max: 4 });
-  pool.on("error", () => {});
-  ledger = new Ledger(pool);
+  ({ stack, pool, ledger, close: closeStack } = await startPricedStack({ gatewayEnv: GATEWAY_ENV, mockOptions: { now: () => clock } }));
 }, 120_000);
 afterAll(async () => {
-  await pool?.end();
-  await stack?.close();
+  await closeStack?.();
 });
 
 const price = DEFAULT_PRICE_TABLE.find((p) => p.model === MODEL)!;
 const batchPrice = scaledPrice(price, BATCH_PRICE_BPS);
 
 async function fundedUser(micros: bigint) {
-  const userId = newId("usr");
-  await stack.db.user.create({ data: { id: userId, email: `${userId}@user.test` } });
-  if (micros > 0n) await ledger.credit(userId, micros, "grant", `grant:${userId}`);
-  const key = await issueKey(stack.db, userId, "batches");
-  return { userId, key: key.secret, client: new Anthropic({ baseURL: stack.baseUrl, apiKey: key.secret, maxRetries: 0 }) };
+  const { userId, secret } = await fundedUserKey(stack, ledger, micros, "batches");
+  return { userId, key: secret, client: new Anthropic({ baseURL: stack.baseUrl, apiKey: secret, maxRetries: 0 }) };
 }
 
 const request = (id: string, text: string, maxTokens = 500) => ({
