@@ -6,7 +6,7 @@
  * the top functions by self time, and the top JavaScript functions by inclusive time (self plus what they call,
  * as far as the call chains reach: native frames without frame pointers cut them). BENCH_PROFILE_TOP sets the
  * rows per table (default 25); BENCH_PROFILE_DIR=<dir> summarises a recording made before instead of running
- * the benchmark. Writes the summary to stdout and keeps perf.data in a temporary folder it names.
+ * the benchmark. Arguments go to bench:hop (`npm run bench:profile -- --ledger off` profiles without the edge ledger). Writes the summary to stdout and keeps perf.data in a temporary folder it names.
  */
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -22,7 +22,7 @@ const REPORT_BYTES_MAX = 256 * 2 ** 20;
 const run = promisify(execFile);
 const dir = process.env.BENCH_PROFILE_DIR ?? (await mkdtemp(join(tmpdir(), "ws-profile-")));
 if (!process.env.BENCH_PROFILE_DIR) {
-  const bench = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "hop.ts")], {
+  const bench = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "hop.ts"), ...process.argv.slice(2)], {
     env: { ...process.env, BENCH_PERF: dir },
     stdio: ["ignore", "inherit", "inherit"],
   });

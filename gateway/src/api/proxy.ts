@@ -35,6 +35,7 @@ import {
   type NoCandidate,
   type Routing,
 } from "../routing/mod.ts";
+import { BodyReader } from "./body_reader.ts";
 import { extractKey, type KeyVerifier, type Principal } from "./keys.ts";
 import { recordRowJson, type RecordWriter, type RequestRecordInput } from "./records.ts";
 import type { SettleOutcome } from "../billing/settlement_batcher.ts";
@@ -259,7 +260,7 @@ class ProxyExchange {
   #declaredLength: number | null = null;
   principal: Principal | null = null;
   /** The request body as dispatch sends it: the bytes held, whether they are all of it, and the rest's reader. */
-  #body: { held: Buffer[]; replayable: boolean; rest: AsyncIterator<Buffer> | null } | null = null;
+  #body: { held: Buffer[]; replayable: boolean; rest: BodyReader | null } | null = null;
   /** The candidates routing ordered for this request, and the agents tried so far. */
   #candidates: Candidate[] = [];
   readonly #tried = new Set<string>();
@@ -479,7 +480,7 @@ class ProxyExchange {
     });
     req.once("end", () => clearTimeout(timer));
     req.once("close", () => clearTimeout(timer));
-    // The body's async iterator reads through 'readable' events, under which resume() does nothing.
+    // The body reader waits on 'readable' events, under which resume() does nothing.
     req.removeAllListeners("readable");
     req.resume();
   }
@@ -579,7 +580,7 @@ class ProxyExchange {
       this.#screen = deps.content?.screen() ?? null;
     }
     const scanner = this.#scanner;
-    const body = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const body = this.#bodyReader();
     const held: Buffer[] = [];
     let bodyDone = false;
     // Hold bytes until the routing fields are known; with billing on, read on (up to a bound) so a small body's
@@ -589,7 +590,7 @@ class ProxyExchange {
     const mayReplay = declaredBytes === null || declaredBytes <= replayBytesMax;
     const wantMore = () => !scanner.settled || (deps.meter.billingOn && this.bytesIn < BILLING_SCAN_BYTES_MAX) || (mayReplay && this.bytesIn <= replayBytesMax);
     while (wantMore()) {
-      const next = await this.#nextChunk(body);
+      const next = await body.next();
       if (next.done) {
         bodyDone = true;
         break;
@@ -659,7 +660,7 @@ class ProxyExchange {
       );
     }
     this.model = host.model;
-    this.#body = { held: [], replayable: false, rest: this.req[Symbol.asyncIterator]() as AsyncIterator<Buffer> };
+    this.#body = { held: [], replayable: false, rest: this.#bodyReader() };
     this.#fileTap = new FileObjectTap();
     return { pinnedAgentId: host.agentId, contextTokensNeeded: () => null, restriction };
   }
@@ -676,10 +677,10 @@ class ProxyExchange {
         "Batches are not offered by this gateway: it runs with billing off, and a batch's usage is known only when it ends.",
       );
     }
-    const body = this.req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const body = this.#bodyReader();
     const held: Buffer[] = [];
     for (;;) {
-      const next = await this.#nextChunk(body);
+      const next = await body.next();
       if (next.done) break;
       this.#countIn(next.value.length);
       if (this.bytesIn > BATCH_CREATE_BODY_BYTES_MAX)
@@ -734,9 +735,9 @@ class ProxyExchange {
    */
   async #storedObject(call: StoredObjectCall): Promise<RouteChoice> {
     if ((this.#declaredBytes ?? 0) > 0) throw new GatewayError("invalid_request", `${call.method} ${this.route.path} takes no request body.`);
-    const body = this.req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const body = this.#bodyReader();
     for (;;) {
-      const next = await this.#nextChunk(body);
+      const next = await body.next();
       if (next.done) break;
       if (next.value.length > 0) throw new GatewayError("invalid_request", `${call.method} ${this.route.path} takes no request body.`);
     }
@@ -1033,7 +1034,7 @@ class ProxyExchange {
         // Too large to replay: forwarded as it arrives, held no more.
         body.held = [];
         for (;;) {
-          const next = await this.#nextChunk(rest);
+          const next = await rest.next();
           if (next.done) break;
           this.#countIn(next.value.length);
           if (this.finished) return;
@@ -1057,21 +1058,14 @@ class ProxyExchange {
     }
   }
 
-  /** The body's next chunk, or a 408 when none arrives within the body idle limit. */
-  async #nextChunk(body: AsyncIterator<Buffer>): Promise<IteratorResult<Buffer>> {
+  /** The request body's reader: a 408 when no byte arrives within the body idle limit. */
+  #bodyReader(): BodyReader {
     const idleMs = this.deps.limits.requestBodyIdleTimeoutMs;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const stalled = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new GatewayError("request_timeout", `The request body stalled: no bytes for ${idleMs} ms (the limit while a body is sent).`)),
-        idleMs,
-      );
-    });
-    try {
-      return await Promise.race([body.next(), stalled]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return new BodyReader(
+      this.req,
+      idleMs,
+      () => new GatewayError("request_timeout", `The request body stalled: no bytes for ${idleMs} ms (the limit while a body is sent).`),
+    );
   }
 
   /**

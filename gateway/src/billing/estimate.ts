@@ -126,11 +126,14 @@ const DATA_URL = [0x64, 0x61, 0x74, 0x61, 0x3a]; // "data:"
 export class RequestTokenEstimator {
   #state = S.Outside;
   #hex = "";
-  /** Text ready for the tokenizer (whole runs and separators), and its size. */
-  #parts: Uint8Array[] = [];
-  #partBytes = 0;
-  /** The current whitespace-free run: its bytes while short, its length, whether it is all base64 characters. */
-  #run: number[] = [];
+  /**
+   * Text ready for the tokenizer (whole runs and separators) in `#text[0, #queued)`, and the current run's bytes
+   * after it while the run is short: one buffer, grown by doubling (at most TEXT_BATCH_CHARS + LONG_RUN_BYTES + 1
+   * bytes), so a word or a separator costs no allocation of its own.
+   */
+  #text: Uint8Array | null = null;
+  #queued = 0;
+  /** The current whitespace-free run: its length, whether it is all base64 characters (its bytes follow the queued text while short). */
   #runBytes = 0;
   #runBase64 = true;
   /** Bytes of the current string seen, and whether it is a data URL (not counted). */
@@ -143,7 +146,6 @@ export class RequestTokenEstimator {
   #numbers = 0;
   /** The previous byte outside a string was part of a number. */
   #inNumber = false;
-  readonly #encoder = new TextEncoder();
   readonly #count = new RunningCount();
 
   push(chunk: Uint8Array): void {
@@ -184,7 +186,7 @@ export class RequestTokenEstimator {
           if (this.#hex.length === 4) {
             const code = Number.parseInt(this.#hex, 16);
             // Lone surrogate halves count as one character each; exact pairing does not change an estimate.
-            for (const byte of this.#encoder.encode(Number.isNaN(code) || (code >= 0xd800 && code <= 0xdfff) ? "?" : String.fromCharCode(code)))
+            for (const byte of UTF8_ENCODER.encode(Number.isNaN(code) || (code >= 0xd800 && code <= 0xdfff) ? "?" : String.fromCharCode(code)))
               this.#byte(byte);
             this.#state = S.InString;
           }
@@ -203,64 +205,63 @@ export class RequestTokenEstimator {
       this.#stringBytes = DATA_URL.length + 1; // cannot be a data URL
     else if (this.#stringBytes < DATA_URL.length && ++this.#stringBytes === DATA_URL.length) {
       this.#dataUrl = true;
-      this.#run = [];
       this.#runBytes = 0;
       return;
     }
     if (isSpace(b)) {
       this.#endRun();
-      this.#take(Uint8Array.of(b));
+      this.#put(this.#queued, b);
+      this.#queued++;
+      if (this.#queued >= TEXT_BATCH_CHARS) this.#emit();
       return;
     }
     this.#runBytes++;
     if (!isBase64(b)) this.#runBase64 = false;
-    if (this.#runBytes <= LONG_RUN_BYTES) this.#run.push(b);
-    else if (this.#run.length) this.#run = [];
+    if (this.#runBytes <= LONG_RUN_BYTES) this.#put(this.#queued + this.#runBytes - 1, b);
+  }
+
+  /** Writes `b` at `at` of the text buffer, growing it when it is too short. */
+  #put(at: number, b: number): void {
+    let text = this.#text;
+    if (text === null || at >= text.length) {
+      const grown = new Uint8Array(Math.max(TEXT_INITIAL_BYTES, (text?.length ?? 0) * 2, at + 1));
+      if (text !== null) grown.set(text.subarray(0, at));
+      this.#text = text = grown;
+    }
+    text[at] = b;
   }
 
   #endRun(): void {
     if (this.#runBytes > LONG_RUN_BYTES) {
       if (!this.#runBase64) this.#sized += Math.ceil(this.#runBytes / LONG_RUN_BYTES_PER_TOKEN);
       else this.#unmeasured += this.#runBytes;
-    } else if (this.#run.length) {
-      this.#take(Uint8Array.from(this.#run));
+    } else if (this.#runBytes > 0) {
+      this.#queued += this.#runBytes;
+      if (this.#queued >= TEXT_BATCH_CHARS) this.#emit();
     }
-    this.#run = [];
     this.#runBytes = 0;
     this.#runBase64 = true;
   }
 
-  #take(bytes: Uint8Array): void {
-    this.#parts.push(bytes);
-    this.#partBytes += bytes.length;
-    if (this.#partBytes >= TEXT_BATCH_CHARS) this.#emit();
-  }
-
   /** Hands the queued text to the counter; queued text always ends at a run boundary, never inside a character. */
   #emit(): void {
-    if (this.#parts.length === 0) return;
-    const all = new Uint8Array(this.#partBytes);
-    let at = 0;
-    for (const p of this.#parts) {
-      all.set(p, at);
-      at += p.length;
-    }
-    this.#count.add(UTF8.decode(all));
-    this.#parts = [];
-    this.#partBytes = 0;
+    if (this.#queued === 0) return;
+    this.#count.add(UTF8.decode(this.#text!.subarray(0, this.#queued)));
+    this.#queued = 0;
   }
 
   #endString(): void {
     if (this.#dataUrl) {
       this.#dataUrl = false;
-      this.#run = [];
       this.#runBytes = 0;
       this.#runBase64 = true;
     } else {
       this.#endRun();
     }
     // A separator between strings, so adjacent strings are not tokenized as one word.
-    this.#take(SPACE);
+    this.#put(this.#queued, 0x20);
+    this.#queued++;
+    if (this.#queued >= TEXT_BATCH_CHARS) this.#emit();
   }
 
   total(): number {
@@ -287,7 +288,9 @@ export class RequestTokenEstimator {
   }
 }
 
-const SPACE = new Uint8Array([0x20]);
+/** The text buffer's first size, bytes (a small request's strings fit; it doubles as needed). */
+const TEXT_INITIAL_BYTES = 1024;
+const UTF8_ENCODER = new TextEncoder();
 
 type Json = Record<string, unknown>;
 const obj = (v: unknown): Json | null => (typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Json) : null);

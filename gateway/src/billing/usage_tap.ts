@@ -16,6 +16,12 @@ export const LINE_BYTES_MAX = 256 * 1024;
 /** Bytes kept from the end of a JSON body, where every provider puts `usage`. */
 export const TAIL_BYTES_MAX = 64 * 1024;
 
+/**
+ * One decoder for every tap: each call decodes a whole buffer (never `stream: true`), so sharing it is safe, and a
+ * decoder's first decode costs tens of µs in Node (it sets up its converter) — per response, if each had its own.
+ */
+const UTF8 = new TextDecoder();
+
 type Json = Record<string, unknown>;
 const num = (v: unknown): number => (typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0);
 const obj = (v: unknown): Json | null => (typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Json) : null);
@@ -88,7 +94,6 @@ class SseTap implements UsageTap {
   #usage: Usage | null = null;
   #anthropicInput: Usage | null = null;
   readonly #output = new StreamedTokenCounter();
-  readonly #decoder = new TextDecoder();
 
   push(chunk: Uint8Array): void {
     let start = 0;
@@ -114,7 +119,7 @@ class SseTap implements UsageTap {
     }
     // A large event (e.g. response.completed repeating a long output): keep where its type is and its tail,
     // where the usage object is.
-    const head = new TextDecoder().decode(concat([...this.#partial, bytes.subarray(0, 512)]).subarray(0, 512));
+    const head = UTF8.decode(concat([...this.#partial, bytes.subarray(0, 512)]).subarray(0, 512));
     const tail = new TailBuffer();
     for (const p of this.#partial) tail.push(p);
     tail.push(bytes);
@@ -132,7 +137,7 @@ class SseTap implements UsageTap {
     if (long) {
       if (!long.head.startsWith("data:")) return;
       const type = /"type"\s*:\s*"([^"]+)"/.exec(long.head)?.[1];
-      const usage = lastUsageIn(new TextDecoder().decode(long.tail.bytes()));
+      const usage = lastUsageIn(UTF8.decode(long.tail.bytes()));
       // Only the events that carry final usage count (Anthropic's usage events are always small).
       if (usage && (type === "response.completed" || type === "response.incomplete" || type === "response.failed" || type === undefined)) this.#usage = usage;
       return;
@@ -143,7 +148,7 @@ class SseTap implements UsageTap {
     if (bytes[0] === 0x64 && bytes[4] === 0x3a && bytes[1] === 0x61) this.#output.line(bytes.subarray(5));
     // Most lines are content deltas: look for the field name in the bytes before decoding anything.
     if (Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf("_tokens") < 0) return;
-    let line = this.#decoder.decode(bytes);
+    let line = UTF8.decode(bytes);
     if (line.endsWith("\r")) line = line.slice(0, -1);
     if (!line.startsWith("data:")) return;
     let data: Json | null;
@@ -277,6 +282,8 @@ class JsonTailTap implements UsageTap {
   readonly #output: RequestTokenEstimator | null;
   #thinkingCarry = "";
   #thinking = false;
+  /** `result()` of the bytes pushed so far; undefined until read. */
+  #result: Usage | null | undefined = undefined;
 
   /**
    * `countImages`: scan for images (only image responses need it; it reads every byte). `countOutput`: count the
@@ -290,6 +297,7 @@ class JsonTailTap implements UsageTap {
   }
 
   push(chunk: Uint8Array): void {
+    this.#result = undefined;
     this.#tail.push(chunk);
     if (this.#output) {
       this.#output.push(chunk);
@@ -315,7 +323,9 @@ class JsonTailTap implements UsageTap {
   }
 
   result(): Usage | null {
-    return lastUsageIn(new TextDecoder().decode(this.#tail.bytes()));
+    // Parsed once per body read so far (the settlement and the request path may each ask).
+    if (this.#result === undefined) this.#result = lastUsageIn(UTF8.decode(this.#tail.bytes()));
+    return this.#result;
   }
 
   reportedInput(): null {
