@@ -29,6 +29,14 @@ function readOne(idleMs: number): { server: Server; result: Promise<{ chunks: Bu
   return { server, result, port };
 }
 
+/** A POST to the server that declares `length` bytes and sends `sent` of them (errors ignored: the tests cut it). */
+async function partialPost(port: Promise<number>, length: number, sent: string) {
+  const req = request({ port: await port, method: "POST", headers: { "content-length": length } });
+  req.on("error", () => undefined);
+  req.write(sent);
+  return req;
+}
+
 const servers: Server[] = [];
 afterEach(() => {
   for (const s of servers.splice(0)) s.close();
@@ -66,9 +74,7 @@ describe("BodyReader", () => {
   it("fails a read when no byte arrives within the idle limit", async () => {
     const { server, result, port } = readOne(100);
     servers.push(server);
-    const req = request({ port: await port, method: "POST", headers: { "content-length": 100 } });
-    req.on("error", () => undefined);
-    req.write("only ten b");
+    const req = await partialPost(port, 100, "only ten b");
     const { chunks, error } = await result;
     expect(error?.message).toBe("stalled");
     expect(Buffer.concat(chunks).toString()).toBe("only ten b");
@@ -78,9 +84,7 @@ describe("BodyReader", () => {
   it("never reads a body the client cut off as complete", async () => {
     const { server, result, port } = readOne(5_000);
     servers.push(server);
-    const req = request({ port: await port, method: "POST", headers: { "content-length": 100 } });
-    req.on("error", () => undefined);
-    req.write("partial");
+    const req = await partialPost(port, 100, "partial");
     await new Promise((r) => setTimeout(r, 50));
     req.destroy();
     const { chunks, error } = await result;
