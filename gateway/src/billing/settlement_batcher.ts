@@ -1,8 +1,12 @@
 /**
- * Settlements leave the request path (the response is already sent) and are written in small batches:
- * whatever settles within SETTLE_BATCH_WINDOW_MS (or SETTLE_BATCH_ENTRIES_MAX of them) goes to PostgreSQL
- * in one set-based statement with the requests' records (`Ledger.settleMany`), ordered by user and model so concurrent batches take wallet and rollup locks in the same
- * order. A batch that fails for a reason other than the database being unreachable (a deadlock) is retried one
+ * Settlements leave the request path (the response is already sent) and are written in batches: whatever
+ * settles within the batch window (or SETTLE_BATCH_ENTRIES_MAX of them) goes to PostgreSQL in one set-based
+ * statement with the requests' records (`Ledger.settleMany`), ordered by user and model so concurrent batches take
+ * wallet and rollup locks in the same order. The window adapts to the rate: it starts at SETTLE_BATCH_WINDOW_MS,
+ * doubles after each window that gathered more than one settlement (up to SETTLE_BATCH_WINDOW_MAX_MS) and falls back
+ * to SETTLE_BATCH_WINDOW_MS after a window that gathered one or a quiet spell longer than the window — a statement's
+ * fixed cost is most of PostgreSQL's work at a few settlements per statement (docs/performance.md, "Issue 17 —
+ * PostgreSQL per request"), while a settlement after a quiet spell waits no longer than it did with a fixed window. A batch that fails for a reason other than the database being unreachable (a deadlock) is retried one
  * settlement at a time. A settlement that cannot be written now goes to the durable spool and is replayed when
  * the database is back; settling is idempotent by request id, so nothing is charged twice.
  */
@@ -12,8 +16,10 @@ import type { Ledger, SettleResult, Settlement } from "./ledger.ts";
 import type { Spool, SpoolCodec } from "./spool.ts";
 import { observeSettlementBatch } from "../observability/metrics.ts";
 
-/** How long a settlement may wait for others to share its round trip, ms. */
+/** How long a settlement may wait for others to share its round trip when settlements are few, ms. */
 export const SETTLE_BATCH_WINDOW_MS = 2;
+/** The longest the window grows to while settlements keep coming, ms: the most a settlement waits for its statement. */
+export const SETTLE_BATCH_WINDOW_MAX_MS = 32;
 /** Settlements in one statement at most. */
 export const SETTLE_BATCH_ENTRIES_MAX = 128;
 /** How often spooled settlements are tried again while the spool is not empty, ms. */
@@ -42,6 +48,10 @@ const order = (s: SpooledSettlement) => `${s.userId}\u0000${s.model}\u0000${s.re
 export class SettlementBatcher {
   #queue: Pending[] = [];
   #timer: ReturnType<typeof setTimeout> | null = null;
+  /** The current batch window, ms (adapted after each window: see the module's comment). */
+  #windowMs = SETTLE_BATCH_WINDOW_MS;
+  /** When the last batch was taken from the queue (Date.now()). */
+  #windowClosedAt = -Infinity;
   #inFlight = new Set<Promise<void>>();
   #replaying: Promise<void> | null = null;
   readonly #replayTimer: ReturnType<typeof setInterval> | null;
@@ -79,13 +89,30 @@ export class SettlementBatcher {
       p.order = order(p);
       this.#queue.push(p);
       if (this.#queue.length >= SETTLE_BATCH_ENTRIES_MAX) this.#flush();
-      else this.#timer ??= setTimeout(() => this.#flush(), SETTLE_BATCH_WINDOW_MS);
+      else if (this.#timer === null) {
+        // A quiet spell longer than the window: settlements are few again.
+        if (Date.now() - this.#windowClosedAt > this.#windowMs) this.#windowMs = SETTLE_BATCH_WINDOW_MS;
+        this.#timer = setTimeout(() => this.#closeWindow(), this.#windowMs);
+      }
     });
+  }
+
+  /** The batch window ends: its settlements are written, and the next window is sized by how many it gathered. */
+  #closeWindow(): void {
+    this.#timer = null;
+    this.#windowMs = this.#queue.length > 1 ? Math.min(this.#windowMs * 2, SETTLE_BATCH_WINDOW_MAX_MS) : SETTLE_BATCH_WINDOW_MS;
+    this.#flush();
+  }
+
+  /** The window currently used, ms (for tests and metrics). */
+  get windowMs(): number {
+    return this.#windowMs;
   }
 
   #flush(): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
+    this.#windowClosedAt = Date.now();
     const batch = this.#queue.splice(0, SETTLE_BATCH_ENTRIES_MAX).sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0));
     if (this.#queue.length) this.#timer = setTimeout(() => this.#flush(), 0);
     if (batch.length === 0) return;
