@@ -10,21 +10,19 @@
  * sends the agent its SETTLEMENT statement, and the receipt that comes back is checked against the settlement row
  * before it is kept. A receipt can therefore never create or change a charge: it can only confirm one.
  */
+import { KeyObject } from "node:crypto";
 import {
   bytesEqual,
-  countersignReceipt,
   CRASH_GAP_MAX_MS,
   CRASH_GAP_SETTLE_LAG_MS,
   decodeReceipt,
   fromBase64Url,
   importReceiptVerifyKey,
   RECEIPT_GENESIS_HASH,
-  receiptHash,
   toBase64Url,
   toHex,
   verifyChain,
   verifyCountersignature,
-  verifyReceiptSignature,
   type ChainTail,
   type ChainTailMessage,
   type ChainVerdict,
@@ -38,6 +36,7 @@ import type { Db } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
 import { raiseRiskFlag } from "../risk/flags.ts";
 import { openHubRecord, type HubRecordSealer } from "./hub_record.ts";
+import { countersignReceiptSync, receiptHashSync, receiptVerifyKeyObject, verifyReceiptSignatureSync } from "./receipt_crypto.ts";
 
 /** Risk flag kinds this module raises (subject `agent:<id>`). */
 export const LEDGER_OUT_OF_SYNC = "ledger_out_of_sync";
@@ -131,7 +130,9 @@ interface AgentKey {
 
 export class EdgeReceipts {
   /** Verify keys by agent public key (imported once). */
-  readonly #keys = new Map<string, CryptoKey>();
+  readonly #keys = new Map<string, KeyObject>();
+  /** The hub's receipt key as node:crypto signs with it (receipt_crypto.ts). */
+  readonly #countersignKey: KeyObject;
 
   constructor(
     private readonly db: Db,
@@ -140,12 +141,14 @@ export class EdgeReceipts {
     private readonly now: () => number = Date.now,
     /** Seals the hub's record into statements offered again, and checks that the record a receipt carries opens. */
     private readonly hubRecords: { sealer: HubRecordSealer | null; rebuildKey: Uint8Array | null } = { sealer: null, rebuildKey: null },
-  ) {}
+  ) {
+    this.#countersignKey = KeyObject.from(hubKey.privateKey);
+  }
 
-  async #verifyKey(publicKey: string): Promise<CryptoKey | null> {
+  #verifyKey(publicKey: string): KeyObject | null {
     const cached = this.#keys.get(publicKey);
     if (cached) return cached;
-    const key = await importReceiptVerifyKey(publicKey);
+    const key = receiptVerifyKeyObject(publicKey);
     if (key) this.#keys.set(publicKey, key);
     return key;
   }
@@ -264,10 +267,10 @@ export class EdgeReceipts {
       });
       return { ack: { seq: 1, hash: "", countersignature: null, refused: "invalid", disputed: false } };
     }
-    const hash = await receiptHash(body);
+    const hash = receiptHashSync(body);
     const s = { body, signature, receipt, hash };
-    const key = await this.#verifyKey(agent.publicKey);
-    if (!key || !(await verifyReceiptSignature(key, hash, signature)))
+    const key = this.#verifyKey(agent.publicKey);
+    if (!key || !verifyReceiptSignatureSync(key, hash, signature))
       return { ack: await this.#refuse(agent, s, "invalid", "the agent's signature does not verify") };
     if (receipt.agentId !== agent.id) return { ack: await this.#refuse(agent, s, "invalid", `the receipt names agent ${receipt.agentId}`) };
     if (receipt.seq > RECEIPT_SEQ_MAX) return { ack: await this.#refuse(agent, s, "invalid", "sequence number beyond what the hub stores") };
@@ -353,7 +356,7 @@ export class EdgeReceipts {
         ? { kind: "mismatch" as const, detail: `request already has receipt ${other.seq} of ${other.agentId}` }
         : await settlementDispute(tx, agentId, receipt, settled);
       const ownsRequest = !other && settled?.agentId === agentId;
-      const countersignature = dispute ? null : await countersignReceipt(this.hubKey.privateKey, hash);
+      const countersignature = dispute ? null : countersignReceiptSync(this.#countersignKey, hash);
       const detail = dispute?.detail.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX) ?? null;
       // A disputed receipt for a request that is not this agent's names it only in its body: it must never
       // stop the receipt of the agent that served it.
