@@ -2,7 +2,8 @@
  * `npm run bench:receipts-hub`: the hub's share of the edge ledger alone — `EdgeReceipts.accept` (signature checks,
  * the batch's transaction against its settlement rows, countersignatures) for receipts signed in advance, against the
  * local PostgreSQL, in batches as they arrive at concurrency 32 (BENCH_RECEIPT_BATCH, default 8). Prints the CPU per
- * 1,000 receipts of this process (the hub's work) and of this database's PostgreSQL backends. With
+ * 1,000 receipts of this process (the hub's work, every thread), its event loop's busy time, and the CPU of this
+ * database's PostgreSQL backends. With
  * BENCH_RECEIPTS_COMPARE=<module>[,<module>…] (copies of other versions of gateway/src/ledger/receipts.ts beside it,
  * paths relative to this file) each round runs those versions and this one in turn in one process, so drift on a
  * shared machine shows in all of them.
@@ -82,13 +83,15 @@ async function backendCpu(): Promise<number> {
   return cpuSeconds(rows.map((r) => r.pid));
 }
 
-const results: { way: string; round: number; hubCpuPer1000: number; postgresCpuPer1000: number; receiptsPerSecond: number }[] = [];
+const results: { way: string; round: number; hubCpuPer1000: number; hubLoopBusyMsPer1000: number; postgresCpuPer1000: number; receiptsPerSecond: number }[] =
+  [];
 try {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const [way, make] of ways) {
       const { agent, receipts } = await prepared();
       const edge = make(db, hubKey, log);
       const wire = receipts.map((r) => ({ body: toBase64Url(r.body), signature: toBase64Url(r.signature) }));
+      const elu0 = performance.eventLoopUtilization();
       const cpu0 = process.cpuUsage();
       const pg0 = await backendCpu();
       const t0 = performance.now();
@@ -100,11 +103,14 @@ try {
       const seconds = (performance.now() - t0) / 1000;
       const pg1 = await backendCpu();
       const cpu = process.cpuUsage(cpu0);
+      const loop = performance.eventLoopUtilization(elu0);
       if (stored !== RECEIPTS) throw new Error(`${way}: ${stored} of ${RECEIPTS} receipts countersigned`);
       const r = {
         way,
         round,
         hubCpuPer1000: +((cpu.user + cpu.system) / 1e6 / RECEIPTS) * 1000,
+        // The event loop's busy time (the thread that also carries every request), ms.
+        hubLoopBusyMsPer1000: +((loop.active / RECEIPTS) * 1000).toFixed(1),
         postgresCpuPer1000: +(((pg1 - pg0) / RECEIPTS) * 1000).toFixed(3),
         receiptsPerSecond: Math.round(RECEIPTS / seconds),
       };

@@ -11,7 +11,7 @@ import {
   verifyReceiptSignature,
   type Receipt,
 } from "@wellspring/protocol";
-import { countersignReceiptSync, receiptHashSync, receiptVerifyKeyObject, verifyReceiptSignatureSync } from "./receipt_crypto.ts";
+import { countersignReceiptAsync, receiptHashSync, receiptVerifyKeyObject, verifyReceiptSignatureAsync } from "./receipt_crypto.ts";
 import { KeyObject } from "node:crypto";
 
 const usage = { inputTokens: 12, outputTokens: 40, cachedInputTokens: 0, audioSeconds: 0, images: 0, characters: 0 };
@@ -42,8 +42,8 @@ describe("the hub's receipt crypto through node:crypto", () => {
     const body = encodeReceipt(receipt);
     expect(receiptHashSync(body)).toEqual(await receiptHash(body));
     const key = receiptVerifyKeyObject(agent.publicKey)!;
-    expect(verifyReceiptSignatureSync(key, signed.hash, signed.signature)).toBe(true);
-    const countersignature = countersignReceiptSync(KeyObject.from(hub.privateKey), signed.hash);
+    expect(await verifyReceiptSignatureAsync(key, signed.hash, signed.signature)).toBe(true);
+    const countersignature = await countersignReceiptAsync(KeyObject.from(hub.privateKey), signed.hash);
     // Ed25519 is deterministic: the same signature WebCrypto makes, and it verifies as one.
     expect(countersignature).toEqual(await countersignReceipt(hub.privateKey, signed.hash));
     expect(await verifyCountersignature((await importReceiptVerifyKey(hub.publicKey))!, signed.hash, countersignature)).toBe(true);
@@ -57,14 +57,14 @@ describe("the hub's receipt crypto through node:crypto", () => {
     const key = receiptVerifyKeyObject(agent.publicKey)!;
     const altered = Uint8Array.from(signed.signature);
     altered[10]! ^= 1;
-    expect(verifyReceiptSignatureSync(key, signed.hash, altered)).toBe(false);
+    expect(await verifyReceiptSignatureAsync(key, signed.hash, altered)).toBe(false);
     const otherHash = receiptHashSync(encodeReceipt({ ...receipt, chargeMicros: 1235n }));
-    expect(verifyReceiptSignatureSync(key, otherHash, signed.signature)).toBe(false);
-    expect(verifyReceiptSignatureSync(receiptVerifyKeyObject(other.publicKey)!, signed.hash, signed.signature)).toBe(false);
-    expect(verifyReceiptSignatureSync(key, signed.hash, signed.signature.subarray(0, 63))).toBe(false);
+    expect(await verifyReceiptSignatureAsync(key, otherHash, signed.signature)).toBe(false);
+    expect(await verifyReceiptSignatureAsync(receiptVerifyKeyObject(other.publicKey)!, signed.hash, signed.signature)).toBe(false);
+    expect(await verifyReceiptSignatureAsync(key, signed.hash, signed.signature.subarray(0, 63))).toBe(false);
     // A countersignature is not an agent's signature (another prefix), even with the same key and hash.
-    const asHub = countersignReceiptSync(KeyObject.from(agent.privateKey), signed.hash);
-    expect(verifyReceiptSignatureSync(key, signed.hash, asHub)).toBe(false);
+    const asHub = await countersignReceiptAsync(KeyObject.from(agent.privateKey), signed.hash);
+    expect(await verifyReceiptSignatureAsync(key, signed.hash, asHub)).toBe(false);
     expect(receiptVerifyKeyObject(toBase64Url(new Uint8Array(31)))).toBeNull();
     expect(receiptVerifyKeyObject("not base64url!")).toBeNull();
   });

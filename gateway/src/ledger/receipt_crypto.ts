@@ -1,13 +1,14 @@
 /**
- * The hub's receipt crypto per receipt — the receipt hash, the agent's Ed25519 signature checked, the hub's
- * countersignature — through node:crypto, synchronously, with each key made into a KeyObject once. WebCrypto
- * (`crypto.subtle`, which protocol/src/receipt.ts uses so that both runtimes share it) costs several times the CPU
- * per call in Node: each digest, verify and sign is a promise and a job on libuv's thread pool (measured per receipt
- * on this machine: digest 102 → 7 µs, verify 213 → 133 µs, sign 112 → 41 µs; docs/performance.md, "Issue 17 — a
- * cheaper ledger"). The bytes are the same: SHA-256 over the same prefix and body, and Ed25519 is deterministic
- * (receipt_crypto.test.ts checks both against protocol/src/receipt.ts).
+ * The hub's receipt crypto per receipt through node:crypto, with each key made into a KeyObject once: the receipt
+ * hash synchronously (SHA-256 of a body under 2 KiB is ~3 µs; WebCrypto's `digest` is a promise and a libuv
+ * thread-pool job, ~11–14 µs of CPU), and the agent's Ed25519 signature and the hub's countersignature on the thread
+ * pool as before (node:crypto's callback forms, without WebCrypto's per-call wrapping), so the gateway's event loop
+ * never runs an Ed25519 operation: done there, a check held it ~0.2 ms per receipt and bench:hop served fewer
+ * requests per second (docs/performance.md, "Issue 17 — a cheaper ledger"). The bytes are those of
+ * protocol/src/receipt.ts (SHA-256 over the same prefix and body; Ed25519 is deterministic), which
+ * receipt_crypto.test.ts checks.
  */
-import { createHash, createPublicKey, KeyObject, sign, verify } from "node:crypto";
+import { createHash, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
 import {
   fromBase64Url,
   RECEIPT_COUNTERSIGN_CONTEXT,
@@ -38,17 +39,21 @@ export function receiptVerifyKeyObject(publicKeyB64: string): KeyObject | null {
   }
 }
 
-/** `verifyReceiptSignature`: the agent's signature over a receipt hash; false for anything malformed, never throws. */
-export function verifyReceiptSignatureSync(key: KeyObject, hash: Uint8Array, signature: Uint8Array): boolean {
-  if (signature.length !== RECEIPT_SIGNATURE_BYTES) return false;
-  try {
-    return verify(null, Buffer.concat([SIGN_CONTEXT, hash]), key, signature);
-  } catch {
-    return false;
-  }
+/** `verifyReceiptSignature`: the agent's signature over a receipt hash, on the thread pool; false for anything malformed, never rejects. */
+export function verifyReceiptSignatureAsync(key: KeyObject, hash: Uint8Array, signature: Uint8Array): Promise<boolean> {
+  if (signature.length !== RECEIPT_SIGNATURE_BYTES) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    try {
+      verify(null, Buffer.concat([SIGN_CONTEXT, hash]), key, signature, (error, ok) => resolve(!error && ok));
+    } catch {
+      resolve(false);
+    }
+  });
 }
 
-/** `countersignReceipt`: the hub's Ed25519 signature over the countersign prefix and the receipt hash. */
-export function countersignReceiptSync(hubPrivateKey: KeyObject, hash: Uint8Array): Uint8Array {
-  return new Uint8Array(sign(null, Buffer.concat([COUNTERSIGN_CONTEXT, hash]), hubPrivateKey));
+/** `countersignReceipt`: the hub's Ed25519 signature over the countersign prefix and the receipt hash, on the thread pool. */
+export function countersignReceiptAsync(hubPrivateKey: KeyObject, hash: Uint8Array): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    sign(null, Buffer.concat([COUNTERSIGN_CONTEXT, hash]), hubPrivateKey, (error, signature) => (error ? reject(error) : resolve(new Uint8Array(signature))));
+  });
 }

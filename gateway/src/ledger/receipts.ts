@@ -36,7 +36,7 @@ import type { Db } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
 import { raiseRiskFlag } from "../risk/flags.ts";
 import { openHubRecord, type HubRecordSealer } from "./hub_record.ts";
-import { countersignReceiptSync, receiptHashSync, receiptVerifyKeyObject, verifyReceiptSignatureSync } from "./receipt_crypto.ts";
+import { countersignReceiptAsync, receiptHashSync, receiptVerifyKeyObject, verifyReceiptSignatureAsync } from "./receipt_crypto.ts";
 
 /** Risk flag kinds this module raises (subject `agent:<id>`). */
 export const LEDGER_OUT_OF_SYNC = "ledger_out_of_sync";
@@ -270,7 +270,7 @@ export class EdgeReceipts {
     const hash = receiptHashSync(body);
     const s = { body, signature, receipt, hash };
     const key = this.#verifyKey(agent.publicKey);
-    if (!key || !verifyReceiptSignatureSync(key, hash, signature))
+    if (!key || !(await verifyReceiptSignatureAsync(key, hash, signature)))
       return { ack: await this.#refuse(agent, s, "invalid", "the agent's signature does not verify") };
     if (receipt.agentId !== agent.id) return { ack: await this.#refuse(agent, s, "invalid", `the receipt names agent ${receipt.agentId}`) };
     if (receipt.seq > RECEIPT_SEQ_MAX) return { ack: await this.#refuse(agent, s, "invalid", "sequence number beyond what the hub stores") };
@@ -389,7 +389,7 @@ export class EdgeReceipts {
         ? { kind: "mismatch" as const, detail: `request already has receipt ${other.seq} of ${other.agentId}` }
         : await settlementDispute(tx, agentId, receipt, settled);
       const ownsRequest = !other && settled?.agentId === agentId;
-      const countersignature = dispute ? null : countersignReceiptSync(this.#countersignKey, hash);
+      const countersignature = dispute ? null : await countersignReceiptAsync(this.#countersignKey, hash);
       const detail = dispute?.detail.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX) ?? null;
       // A disputed receipt for a request that is not this agent's names it only in its body: it must never
       // stop the receipt of the agent that served it.
