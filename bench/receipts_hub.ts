@@ -9,7 +9,8 @@
  * shared machine shows in all of them.
  */
 import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
+import { performance } from "node:perf_hooks";
 import { join } from "node:path";
 import { newId } from "@wellspring/db";
 import { generateAgentKeyPair, RECEIPT_GENESIS_HASH, signReceipt, toBase64Url, type SignedReceipt } from "@wellspring/protocol";
@@ -116,7 +117,7 @@ try {
       };
       r.hubCpuPer1000 = +r.hubCpuPer1000.toFixed(3);
       results.push(r);
-      console.log(JSON.stringify({ ...r, batch: BATCH, load: (await import("node:os")).loadavg().map((x) => +x.toFixed(2)) }));
+      console.log(JSON.stringify({ ...r, batch: BATCH, load: loadavg().map((x) => +x.toFixed(2)) }));
     }
   }
 } finally {
