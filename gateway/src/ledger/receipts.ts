@@ -10,21 +10,19 @@
  * sends the agent its SETTLEMENT statement, and the receipt that comes back is checked against the settlement row
  * before it is kept. A receipt can therefore never create or change a charge: it can only confirm one.
  */
+import { KeyObject } from "node:crypto";
 import {
   bytesEqual,
-  countersignReceipt,
   CRASH_GAP_MAX_MS,
   CRASH_GAP_SETTLE_LAG_MS,
   decodeReceipt,
   fromBase64Url,
   importReceiptVerifyKey,
   RECEIPT_GENESIS_HASH,
-  receiptHash,
   toBase64Url,
   toHex,
   verifyChain,
   verifyCountersignature,
-  verifyReceiptSignature,
   type ChainTail,
   type ChainTailMessage,
   type ChainVerdict,
@@ -38,6 +36,7 @@ import type { Db } from "@wellspring/db/core";
 import type { Logger } from "../log.ts";
 import { raiseRiskFlag } from "../risk/flags.ts";
 import { openHubRecord, type HubRecordSealer } from "./hub_record.ts";
+import { countersignReceiptAsync, receiptHashSync, receiptVerifyKeyObject, verifyReceiptSignatureAsync } from "./receipt_crypto.ts";
 
 /** Risk flag kinds this module raises (subject `agent:<id>`). */
 export const LEDGER_OUT_OF_SYNC = "ledger_out_of_sync";
@@ -131,7 +130,9 @@ interface AgentKey {
 
 export class EdgeReceipts {
   /** Verify keys by agent public key (imported once). */
-  readonly #keys = new Map<string, CryptoKey>();
+  readonly #keys = new Map<string, KeyObject>();
+  /** The hub's receipt key as node:crypto signs with it (receipt_crypto.ts). */
+  readonly #countersignKey: KeyObject;
 
   constructor(
     private readonly db: Db,
@@ -140,12 +141,14 @@ export class EdgeReceipts {
     private readonly now: () => number = Date.now,
     /** Seals the hub's record into statements offered again, and checks that the record a receipt carries opens. */
     private readonly hubRecords: { sealer: HubRecordSealer | null; rebuildKey: Uint8Array | null } = { sealer: null, rebuildKey: null },
-  ) {}
+  ) {
+    this.#countersignKey = KeyObject.from(hubKey.privateKey);
+  }
 
-  async #verifyKey(publicKey: string): Promise<CryptoKey | null> {
+  #verifyKey(publicKey: string): KeyObject | null {
     const cached = this.#keys.get(publicKey);
     if (cached) return cached;
-    const key = await importReceiptVerifyKey(publicKey);
+    const key = receiptVerifyKeyObject(publicKey);
     if (key) this.#keys.set(publicKey, key);
     return key;
   }
@@ -264,10 +267,10 @@ export class EdgeReceipts {
       });
       return { ack: { seq: 1, hash: "", countersignature: null, refused: "invalid", disputed: false } };
     }
-    const hash = await receiptHash(body);
+    const hash = receiptHashSync(body);
     const s = { body, signature, receipt, hash };
-    const key = await this.#verifyKey(agent.publicKey);
-    if (!key || !(await verifyReceiptSignature(key, hash, signature)))
+    const key = this.#verifyKey(agent.publicKey);
+    if (!key || !(await verifyReceiptSignatureAsync(key, hash, signature)))
       return { ack: await this.#refuse(agent, s, "invalid", "the agent's signature does not verify") };
     if (receipt.agentId !== agent.id) return { ack: await this.#refuse(agent, s, "invalid", `the receipt names agent ${receipt.agentId}`) };
     if (receipt.seq > RECEIPT_SEQ_MAX) return { ack: await this.#refuse(agent, s, "invalid", "sequence number beyond what the hub stores") };
@@ -301,31 +304,64 @@ export class EdgeReceipts {
     await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${`receipts:${agentId}`}))`;
     const seqs = batch.map((s) => s.receipt.seq);
     const requestIds = batch.map((s) => s.receipt.requestId);
-    const [atSeqRows, last, settledRows, byRequestRows] = await Promise.all([
-      tx.agentReceipt.findMany({
-        where: { agentId, seq: { in: seqs } },
-        select: { seq: true, hash: true, disputed: true, disputeDetail: true, countersignature: true },
-      }),
-      tx.agentReceipt.findFirst({ where: { agentId }, orderBy: { seq: "desc" }, select: { seq: true, hash: true } }),
-      tx.reservation.findMany({ where: { requestId: { in: requestIds } } }),
-      tx.agentReceipt.findMany({ where: { requestId: { in: requestIds } }, select: { requestId: true, agentId: true, seq: true } }),
-    ]);
-    type AtSeq = (typeof atSeqRows)[number];
-    const atSeq = new Map<number, AtSeq>(atSeqRows.map((r) => [r.seq, r]));
-    const settledBy = new Map(settledRows.map((r) => [r.requestId, r]));
-    const byRequest = new Map(byRequestRows.map((r) => [r.requestId!, { agentId: r.agentId, seq: r.seq }]));
-    let tail = last ? { seq: last.seq, hash: new Uint8Array(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
+    // What the batch needs, read in one statement (after the lock, so it sees every receipt stored before it): the
+    // receipts already held at its sequence numbers, the chain's tail, the settlements it confirms and any receipt
+    // already naming its requests. Bytes travel as hex and money as text inside the JSON.
+    const [read] = await tx.$queryRaw<{ at_seq: string | null; last: string | null; settled: string | null; by_request: string | null }[]>`
+      SELECT
+        (SELECT json_agg(json_build_object('seq', a.seq, 'hash', encode(a.hash, 'hex'), 'disputed', a.disputed,
+                'disputeDetail', a.dispute_detail, 'countersignature', encode(a.countersignature, 'hex')))
+           FROM agent_receipts a WHERE a.agent_id = ${agentId} AND a.seq = ANY(${seqs}::int[]))::text AS at_seq,
+        (SELECT json_build_object('seq', a.seq, 'hash', encode(a.hash, 'hex'))
+           FROM agent_receipts a WHERE a.agent_id = ${agentId} ORDER BY a.seq DESC LIMIT 1)::text AS last,
+        (SELECT json_agg(json_build_object('requestId', r.request_id, 'status', r.status, 'agentId', r.agent_id,
+                'createdAt', (extract(epoch FROM r.created_at) * 1000)::bigint::text, 'model', r.model,
+                'chargeMicros', r.charge_micros::text, 'earningMicros', r.earning_micros::text, 'priceVer', r.price_ver,
+                'tierBps', r.tier_bps, 'inputTokens', r.input_tokens, 'outputTokens', r.output_tokens, 'estimated', r.estimated))
+           FROM reservations r WHERE r.request_id = ANY(${requestIds}::text[]))::text AS settled,
+        (SELECT json_agg(json_build_object('requestId', a.request_id, 'agentId', a.agent_id, 'seq', a.seq))
+           FROM agent_receipts a WHERE a.request_id = ANY(${requestIds}::text[]))::text AS by_request`;
+    const atSeqRows = parseRows<{ seq: number; hash: string; disputed: string | null; disputeDetail: string | null; countersignature: string | null }>(
+      read?.at_seq,
+    );
+    const last = read?.last ? (JSON.parse(read.last) as { seq: number; hash: string }) : null;
+    const atSeq = new Map<number, HeldReceipt>(
+      atSeqRows.map((r) => [
+        r.seq,
+        {
+          hash: hexBytes(r.hash),
+          disputed: r.disputed,
+          disputeDetail: r.disputeDetail,
+          countersignature: r.countersignature === null ? null : hexBytes(r.countersignature),
+        },
+      ]),
+    );
+    const settledBy = new Map(
+      parseRows<LinkSettlementJson>(read?.settled).map((r) => [
+        r.requestId,
+        {
+          ...r,
+          createdAt: new Date(Number(r.createdAt)),
+          chargeMicros: r.chargeMicros === null ? null : BigInt(r.chargeMicros),
+          earningMicros: r.earningMicros === null ? null : BigInt(r.earningMicros),
+        },
+      ]),
+    );
+    const byRequest = new Map(
+      parseRows<{ requestId: string; agentId: string; seq: number }>(read?.by_request).map((r) => [r.requestId, { agentId: r.agentId, seq: r.seq }]),
+    );
+    let tail = last ? { seq: last.seq, hash: hexBytes(last.hash) } : { seq: 0, hash: RECEIPT_GENESIS_HASH };
     const rows: Extract<NonNullable<Parameters<Tx["agentReceipt"]["createMany"]>[0]>["data"], unknown[]> = [];
     const verdicts: Verdict[] = [];
     for (const { receipt, hash, body, signature } of batch) {
       const held = atSeq.get(receipt.seq);
       if (held) {
         // A claim for a receipt the hub already holds: answered as before, never stored twice.
-        if (bytesEqual(new Uint8Array(held.hash), hash)) {
+        if (bytesEqual(held.hash, hash)) {
           verdicts.push(
             held.disputed || !held.countersignature
               ? { disputed: disputeKind(held.disputed), detail: held.disputeDetail ?? "", again: true }
-              : { again: new Uint8Array(held.countersignature) },
+              : { again: held.countersignature },
           );
         } else verdicts.push({ refused: "fork", detail: `the hub holds another receipt at sequence ${receipt.seq}` });
         continue;
@@ -353,7 +389,7 @@ export class EdgeReceipts {
         ? { kind: "mismatch" as const, detail: `request already has receipt ${other.seq} of ${other.agentId}` }
         : await settlementDispute(tx, agentId, receipt, settled);
       const ownsRequest = !other && settled?.agentId === agentId;
-      const countersignature = dispute ? null : await countersignReceipt(this.hubKey.privateKey, hash);
+      const countersignature = dispute ? null : await countersignReceiptAsync(this.#countersignKey, hash);
       const detail = dispute?.detail.slice(0, RECEIPT_DISPUTE_DETAIL_CHARS_MAX) ?? null;
       // A disputed receipt for a request that is not this agent's names it only in its body: it must never
       // stop the receipt of the agent that served it.
@@ -373,13 +409,7 @@ export class EdgeReceipts {
         agentEarningMicros: receipt.agentEarningMicros,
         endedAt: new Date(receipt.endedAtMs),
       });
-      atSeq.set(receipt.seq, {
-        seq: receipt.seq,
-        hash: hash as Uint8Array<ArrayBuffer>,
-        disputed: dispute?.kind ?? null,
-        disputeDetail: detail,
-        countersignature: countersignature as Uint8Array<ArrayBuffer> | null,
-      });
+      atSeq.set(receipt.seq, { hash, disputed: dispute?.kind ?? null, disputeDetail: detail, countersignature });
       if (requestId !== null) byRequest.set(requestId, { agentId, seq: receipt.seq });
       tail = { seq: receipt.seq, hash };
       verdicts.push(dispute ? { disputed: dispute.kind, detail: detail ?? "", again: false } : { stored: countersignature! });
@@ -495,6 +525,32 @@ function disputeKind(stored: string | null): DisputeKind {
 }
 
 type Tx = Parameters<Parameters<Db["$transaction"]>[0]>[0];
+
+/** A receipt the hub already holds at a sequence number a batch names. */
+interface HeldReceipt {
+  hash: Uint8Array;
+  disputed: string | null;
+  disputeDetail: string | null;
+  countersignature: Uint8Array | null;
+}
+
+/** A settlement row as the batch's read returns it (JSON: the time in epoch ms and money as text). */
+interface LinkSettlementJson extends Omit<SettledRow, "chargeMicros" | "earningMicros"> {
+  requestId: string;
+  status: string;
+  agentId: string | null;
+  createdAt: string;
+  chargeMicros: string | null;
+  earningMicros: string | null;
+}
+
+function parseRows<T>(json: string | null | undefined): T[] {
+  return json ? (JSON.parse(json) as T[]) : [];
+}
+
+function hexBytes(hex: string): Uint8Array {
+  return new Uint8Array(Buffer.from(hex, "hex"));
+}
 
 /** A receipt whose signature verified, where its ack goes in the batch's answer. */
 interface Signed {
