@@ -12,6 +12,8 @@
  * BENCH_PERF=<dir> records `perf` samples (on-CPU only, with call chains; JavaScript frames named through V8's
  * --perf-basic-prof maps) of the gateway and the agent during the concurrency-32 phase into `<dir>/perf.data`, and
  * their pids into `<dir>/pids.json`; `npm run bench:profile` runs this and summarises it.
+ * `--agent-workers N` (or BENCH_AGENT_WORKERS) starts the agent with AGENT_WORKERS=N (its provider connections in
+ * N − 1 Workers; the agent's CPU is still its whole process, `agentMainThread` its event loop alone).
  * `--gateway-processes N` (or BENCH_GATEWAY_PROCESSES) starts the gateway with GATEWAY_PROCESSES=N (gateway/src/cluster.ts;
  * its CPU is then the primary's and every worker's), and `--s2` adds an S2 sweep: BENCH_S2_REQUESTS small calls at
  * each of S2_LEVELS clients (one keep-alive connection each), reporting each level and the best requests/s whose
@@ -57,6 +59,9 @@ const modes: ("on" | "off")[] = ledgerArg === "both" ? ["on", "off"] : [ledgerAr
 const GATEWAY_PROCESSES = argValue("gateway-processes") ?? process.env.BENCH_GATEWAY_PROCESSES ?? "1";
 if (!/^([1-9][0-9]*|auto)$/.test(GATEWAY_PROCESSES)) throw new Error(`--gateway-processes must be a whole number from 1 or auto, not ${GATEWAY_PROCESSES}`);
 const S2_SWEEP = args.includes("--s2");
+/** `--agent-workers N` (or BENCH_AGENT_WORKERS): the agent runs with AGENT_WORKERS=N (agent-deno/src/upstream_workers.ts). */
+const AGENT_WORKERS = argValue("agent-workers") ?? process.env.BENCH_AGENT_WORKERS ?? "1";
+if (!/^[1-9][0-9]*$/.test(AGENT_WORKERS)) throw new Error(`--agent-workers must be a whole number from 1, not ${AGENT_WORKERS}`);
 /** The S2 sweep's client counts, and the p99 a level must stay under to count (as in bench/run.ts). */
 const S2_LEVELS = [8, 32, 64, 128];
 const S2_P99_BOUND_MS = 100;
@@ -114,7 +119,7 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
     },
     // Several processes start side by side on the shared cores.
     gatewayReadyTimeoutMs: GATEWAY_PROCESSES === "1" ? undefined : 120_000,
-    agentEnv: perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {},
+    agentEnv: { AGENT_WORKERS, ...(perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {}) },
     agentLedger: ledger === "on",
   });
   try {
@@ -191,7 +196,12 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
     }
     let sse: Record<string, unknown> | null = null;
     if (SSE_STREAMS > 0) {
+      const sseCpuBefore = { agent: await cpuSeconds(groups.agent), agentMainThread: await mainThreadCpuSeconds(groups.agent) };
       const results = await gen.call("sseLoad", { name: "wellspring", origin: stack.baseUrl }, stack.apiKey, SSE_STREAMS, 2, "hop");
+      const sseCpu = {
+        agent: (await cpuSeconds(groups.agent)) - sseCpuBefore.agent,
+        agentMainThread: (await mainThreadCpuSeconds(groups.agent)) - sseCpuBefore.agentMainThread,
+      };
       const rightAfter = await rssMiB();
       await sleep(SETTLE_MS);
       const ttfb = results.map((r) => r.ttfbMs).sort((a, b) => a - b);
@@ -201,6 +211,11 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
         errors: results.filter((r) => r.error !== null || r.status !== 200).length,
         ttfbP50Ms: p(ttfb, 50),
         ttfbP99Ms: p(ttfb, 99),
+        // The agent's CPU per 1,000 SSE streams (64 events each), its whole process and its main thread alone.
+        agentCpuPer1000Streams: {
+          agent: +((sseCpu.agent / results.length) * 1000).toFixed(3),
+          agentMainThread: +((sseCpu.agentMainThread / results.length) * 1000).toFixed(3),
+        },
         rssRightAfterMiB: rightAfter,
         rssSettledMiB: await rssMiB(),
       };
@@ -210,6 +225,7 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
       ledger,
       round,
       gatewayProcesses: GATEWAY_PROCESSES,
+      agentWorkers: AGENT_WORKERS,
       s1: {
         requests: REQUESTS,
         directP50Ms: p(direct, 50),

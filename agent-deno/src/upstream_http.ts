@@ -63,6 +63,19 @@ export function splitUrl(url: string): { origin: Origin; target: string } {
 /** Opens a connection to `origin`, TLS for https, Nagle off. */
 export type Connect = (origin: Origin) => Promise<Deno.Conn>;
 
+/**
+ * What the pool needs of a connection: Deno.Conn's byte calls. A connection held by an upstream Worker
+ * (upstream_workers.ts) is one of these on this thread.
+ */
+export interface ByteConn {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+/** Opens a byte connection to `origin` (a `Connect`, or one in an upstream Worker). */
+export type ByteConnect = (origin: Origin) => Promise<ByteConn>;
+
 export interface ConnectOptions {
   /** The https proxy (egress_proxy.ts), or null: every origin direct. */
   proxy: ProxySettings | null;
@@ -118,7 +131,7 @@ export class UpstreamConnection {
 
   constructor(
     readonly origin: Origin,
-    readonly conn: Deno.Conn,
+    readonly conn: ByteConn,
   ) {}
 
   get closed(): boolean {
@@ -181,7 +194,7 @@ export class UpstreamPool {
   opened = 0;
 
   constructor(
-    readonly connect: Connect = connectOrigin,
+    readonly connect: ByteConnect = connectOrigin,
     readonly limits = { idlePerOriginMax: IDLE_CONNECTIONS_PER_ORIGIN_MAX, idleMs: IDLE_CONNECTION_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS },
     readonly now: () => number = Date.now,
   ) {}
@@ -196,7 +209,7 @@ export class UpstreamPool {
     return new UpstreamConnection(origin, await this.#connect(origin));
   }
 
-  #connect(origin: Origin): Promise<Deno.Conn> {
+  #connect(origin: Origin): Promise<ByteConn> {
     return new Promise((resolve, reject) => {
       let timedOut = false;
       const timer = setTimeout(() => {
