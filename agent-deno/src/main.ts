@@ -101,7 +101,14 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
     threads,
   });
   // `--workers N` > 1: provider connections in N − 1 Workers (upstream_workers.ts); 1: all on this thread.
-  const workers = threads > 1 ? new UpstreamWorkers(threads) : null;
+  const workers =
+    threads > 1
+      ? new UpstreamWorkers(threads, Deno.mainModule, (error) => {
+          // Its calls fail from now on: stop, and the launcher starts the agent again whole (restart_policy.ts).
+          log.error("agent.worker_stopped", { error: error.message });
+          Deno.exit(ExitCode.FAILED);
+        })
+      : null;
   const pool = workers ? new UpstreamPool(workers.connect) : SHARED_POOL;
   if (workers) {
     await workers.ready();

@@ -77,7 +77,7 @@ class UpstreamWorker {
   /** Resolves once the Worker serves (its module loaded); rejects if it stopped first. */
   readonly ready: Promise<void>;
 
-  constructor(moduleUrl: string) {
+  constructor(moduleUrl: string, onStopped: (error: Error) => void) {
     this.#worker = new Worker(moduleUrl, { type: "module" });
     this.ready = new Promise<void>((resolve, reject) => this.#pending.set(READY_ID, { resolve: () => resolve(), reject }));
     // Whoever starts the Workers waits for this; a Worker that dies later must not be an unhandled rejection here.
@@ -98,6 +98,7 @@ class UpstreamWorker {
       this.#dead = new Error(`upstream worker stopped: ${e.message}`);
       for (const p of this.#pending.values()) p.reject(this.#dead);
       this.#pending.clear();
+      onStopped(this.#dead);
     };
   }
 
@@ -200,9 +201,13 @@ export class UpstreamWorkers {
   readonly #workers: UpstreamWorker[];
   #nextConn = 1;
 
-  constructor(threads: number, moduleUrl: string = Deno.mainModule) {
+  /**
+   * `onStopped`: a Worker died (an uncaught error in it): its connections' calls fail, and the agent should stop
+   * so that the launcher restarts it whole (main.ts does) rather than keep sending new connections to it.
+   */
+  constructor(threads: number, moduleUrl: string = Deno.mainModule, onStopped: (error: Error) => void = () => {}) {
     if (threads < 2 || threads > AGENT_WORKERS_MAX) throw new RangeError(`upstream workers need 2 to ${AGENT_WORKERS_MAX} threads`);
-    this.#workers = Array.from({ length: threads - 1 }, () => new UpstreamWorker(moduleUrl));
+    this.#workers = Array.from({ length: threads - 1 }, () => new UpstreamWorker(moduleUrl, onStopped));
   }
 
   /** Resolves once every Worker serves (the agent starts its tunnel after this); rejects if one could not start. */

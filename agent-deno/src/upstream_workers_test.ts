@@ -123,3 +123,18 @@ Deno.test("workers: --workers / AGENT_WORKERS is a whole number from 1 to AGENT_
   assert.equal(parseAgentWorkers(String(AGENT_WORKERS_MAX)), AGENT_WORKERS_MAX);
   for (const bad of ["0", "-1", "1.5", "2x", " 2", String(AGENT_WORKERS_MAX + 1), "1e1"]) assert.throws(() => parseAgentWorkers(bad), RangeError, bad);
 });
+
+Deno.test("workers: a Worker that dies is reported (the agent then stops for the launcher to restart it) and its calls fail", async () => {
+  const stopped: string[] = [];
+  const workers = new UpstreamWorkers(2, "data:application/javascript,throw new Error('boom')", (e) => stopped.push(e.message));
+  try {
+    await assert.rejects(workers.ready(), /upstream worker stopped/);
+    assert.equal(stopped.length, 1);
+    await assert.rejects(
+      workers.connect({ secure: false, hostname: "127.0.0.1", port: 1, host: "127.0.0.1:1", key: "http://127.0.0.1:1" }),
+      /upstream worker stopped/,
+    );
+  } finally {
+    workers.close();
+  }
+});
