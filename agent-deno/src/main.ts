@@ -17,8 +17,8 @@ import { checkDevOrigin, EndpointError, keyFingerprint } from "./providers.ts";
 import { processProxy, ProxyConfigError } from "./egress_proxy.ts";
 import { EndpointGuard, parseDevResolve, staticResolver } from "./endpoint_check.ts";
 import { FatalTunnelError, Tunnel, UpdateRequiredError } from "./tunnel.ts";
-import { SHARED_POOL, UpstreamPool } from "./upstream_http.ts";
-import { inWorker, parseAgentWorkers, serveUpstreamWorker, UpstreamWorkers } from "./upstream_workers.ts";
+import { originConnector, SHARED_POOL, UpstreamPool } from "./upstream_http.ts";
+import { parseAgentWorkers, UpstreamWorkers } from "./upstream_workers.ts";
 import { AGENT_VERSION } from "./version.ts";
 import { StatusWriter } from "./status.ts";
 import { writeOffer } from "./update_offer.ts";
@@ -103,13 +103,13 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
   // `--workers N` > 1: provider connections in N − 1 Workers (upstream_workers.ts); 1: all on this thread.
   const workers =
     threads > 1
-      ? new UpstreamWorkers(threads, Deno.mainModule, (error) => {
+      ? new UpstreamWorkers(threads, (error) => {
           // Its calls fail from now on: stop, and the launcher starts the agent again whole (restart_policy.ts).
           log.error("agent.worker_stopped", { error: error.message });
           Deno.exit(ExitCode.FAILED);
         })
       : null;
-  const pool = workers ? new UpstreamPool(workers.connect) : SHARED_POOL;
+  const pool = workers ? new UpstreamPool(originConnector({ proxy }, workers.dialer)) : SHARED_POOL;
   if (workers) {
     await workers.ready();
     log.info("agent.workers", { threads, upstreamWorkers: threads - 1 });
@@ -158,10 +158,7 @@ function exitCodeOf(error: unknown): ExitCode {
   return ExitCode.FAILED;
 }
 
-if (inWorker()) {
-  // An upstream Worker of this agent (upstream_workers.ts): it runs this same module and only moves provider bytes.
-  serveUpstreamWorker();
-} else if (import.meta.main) {
+if (import.meta.main) {
   const [command, ...args] = Deno.args;
   const dataDir = flag(args, "data") ?? "./data";
   try {

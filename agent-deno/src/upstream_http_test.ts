@@ -3,7 +3,9 @@ import { ResetCode } from "../../protocol/src/mod.ts";
 import {
   chunkFrame,
   type Connect,
+  type ConnectOptions,
   connectOrigin,
+  originConnector,
   requestHead,
   ResponseParser,
   RESPONSE_HEAD_BYTES_MAX,
@@ -12,22 +14,24 @@ import {
   UpstreamProtocolError,
 } from "./upstream_http.ts";
 import { UpstreamWorkers } from "./upstream_workers.ts";
-import { BODY, call, rawServer, selfSigned, WORKER_MODULE } from "./testdata/upstream_calls.ts";
+import { processProxy } from "./egress_proxy.ts";
+import { BODY, call, rawServer, selfSigned } from "./testdata/upstream_calls.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /**
  * A client test run twice: with connections on this thread, and with them held by an upstream Worker
- * (upstream_workers.ts, AGENT_WORKERS=2) — every guarantee must hold across the Worker boundary too.
+ * (upstream_workers.ts, AGENT_WORKERS=2) — every guarantee must hold across the Worker boundary too. `newPool`
+ * without options: the agent's own connect function (this process's proxy settings, the system's roots).
  */
-function clientTest(name: string, fn: (newPool: () => UpstreamPool) => Promise<void>): void {
-  Deno.test(name, () => fn(() => new UpstreamPool()));
+function clientTest(name: string, fn: (newPool: (options?: ConnectOptions) => UpstreamPool) => Promise<void>): void {
+  Deno.test(name, () => fn((options) => new UpstreamPool(options ? originConnector(options) : undefined)));
   Deno.test(`${name} (upstream Worker)`, async () => {
-    const workers = new UpstreamWorkers(2, WORKER_MODULE);
+    const workers = new UpstreamWorkers(2);
     try {
       await workers.ready();
-      await fn(() => new UpstreamPool(workers.connect));
+      await fn((options) => new UpstreamPool(originConnector(options ?? { proxy: processProxy() }, workers.dialer)));
     } finally {
       workers.close();
     }
@@ -445,7 +449,7 @@ Deno.test("pool: every new connection goes through the one connect function", as
   }
 });
 
-Deno.test("client over TLS: keep-alive reuse, the idle read, and a chunked answer byte-exact", async () => {
+clientTest("client over TLS: keep-alive reuse, the idle read, and a chunked answer byte-exact", async (newPool) => {
   const { cert, key } = await selfSigned("IP:127.0.0.1");
   const events = Array.from({ length: 30 }, (_, i) => `data: {"i":${i}}\n\n`);
   const chunked = events.map((e) => `${e.length.toString(16)}\r\n${e}\r\n`).join("") + "0\r\n\r\n";
@@ -454,7 +458,7 @@ Deno.test("client over TLS: keep-alive reuse, the idle read, and a chunked answe
     Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key }),
   );
   // The pool's one connect function, here trusting the test certificate (production: the system roots).
-  const pool = new UpstreamPool((origin) => Deno.connectTls({ hostname: origin.hostname, port: origin.port, caCerts: [cert] }));
+  const pool = newPool({ proxy: null, caCerts: [cert] });
   try {
     const url = `https://127.0.0.1:${server.port}/v1/chat/completions`;
     for (let i = 0; i < 3; i++) {

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { ResetCode } from "../../protocol/src/mod.ts";
-import { connectOrigin, READ_BUFFER_BYTES, UpstreamPool, type ByteConn, type ByteConnect } from "./upstream_http.ts";
+import type { ByteConn } from "./dialer.ts";
+import { type Connect, connectOrigin, originConnector, READ_BUFFER_BYTES, UpstreamPool } from "./upstream_http.ts";
 import { AGENT_WORKERS_MAX, parseAgentWorkers, UpstreamWorkers } from "./upstream_workers.ts";
-import { BODY, call, rawServer, WORKER_MODULE } from "./testdata/upstream_calls.ts";
+import { BODY, call, rawServer } from "./testdata/upstream_calls.ts";
 
 /** Counts the bytes this thread took from the provider's connections (a Worker's reads are only the ones asked for). */
-function counting(connect: ByteConnect): { connect: ByteConnect; read: () => number } {
+function counting(connect: Connect): { connect: Connect; read: () => number } {
   let read = 0;
   return {
     read: () => read,
@@ -56,9 +57,9 @@ for (const mode of ["this thread", "an upstream Worker"] as const) {
       const TOTAL = 16 << 20;
       const WINDOW = 64 * 1024;
       const server = floodingServer(TOTAL);
-      const workers = mode === "an upstream Worker" ? new UpstreamWorkers(2, WORKER_MODULE) : null;
+      const workers = mode === "an upstream Worker" ? new UpstreamWorkers(2) : null;
       await workers?.ready();
-      const counted = counting(workers ? workers.connect : connectOrigin);
+      const counted = counting(workers ? originConnector({ proxy: null }, workers.dialer) : connectOrigin);
       const pool = new UpstreamPool(counted.connect);
       try {
         let readWhileStalled = -1;
@@ -95,9 +96,9 @@ for (const mode of ["this thread", "an upstream Worker"] as const) {
 
 Deno.test("workers: new connections go to the Worker holding the fewest; a refused connect keeps its error's name and adds none", async () => {
   const server = rawServer(() => ({ reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" }));
-  const workers = new UpstreamWorkers(3, WORKER_MODULE);
+  const workers = new UpstreamWorkers(3);
   await workers.ready();
-  const pool = new UpstreamPool(workers.connect);
+  const pool = new UpstreamPool(originConnector({ proxy: null }, workers.dialer));
   try {
     const url = `http://127.0.0.1:${server.port}/v1/chat/completions`;
     const results = await Promise.all(Array.from({ length: 4 }, () => call(url, pool, BODY)));
@@ -126,15 +127,56 @@ Deno.test("workers: --workers / AGENT_WORKERS is a whole number from 1 to AGENT_
 
 Deno.test("workers: a Worker that dies is reported (the agent then stops for the launcher to restart it) and its calls fail", async () => {
   const stopped: string[] = [];
-  const workers = new UpstreamWorkers(2, "data:application/javascript,throw new Error('boom')", (e) => stopped.push(e.message));
+  const workers = new UpstreamWorkers(2, (e) => stopped.push(e.message), "throw new Error('boom')");
   try {
     await assert.rejects(workers.ready(), /upstream worker stopped/);
     assert.equal(stopped.length, 1);
-    await assert.rejects(
-      workers.connect({ secure: false, hostname: "127.0.0.1", port: 1, host: "127.0.0.1:1", key: "http://127.0.0.1:1" }),
-      /upstream worker stopped/,
-    );
+    await assert.rejects(workers.dialer.tcp("127.0.0.1", 1), /upstream worker stopped/);
   } finally {
     workers.close();
   }
 });
+
+Deno.test(
+  "workers: the Worker starts and serves under the agent's permissions (read only a data folder), from source and from the release's kind of bundle",
+  async () => {
+    const server = rawServer(() => ({ reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" }));
+    const data = await Deno.makeTempDir({ prefix: "ws-workers-data-" });
+    const scratch = await Deno.makeTempDir({ prefix: "ws-workers-bundle-" });
+    try {
+      const script = new URL("./testdata/workers_narrow.ts", import.meta.url).pathname;
+      // As scripts/release.ts bundles the agent: one file, packages inside.
+      const bundle = `${scratch}/agent.js`;
+      const built = await new Deno.Command(Deno.execPath(), {
+        args: ["bundle", "--quiet", "--platform", "deno", "--packages", "bundle", "-o", bundle, script],
+        cwd: new URL("..", import.meta.url).pathname,
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert.equal(built.code, 0, new TextDecoder().decode(built.stderr));
+      for (const entry of [script, bundle]) {
+        // The agent's serve permissions (src/permissions.ts): --allow-read names its data folder only.
+        const run = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "--no-prompt",
+            `--allow-read=${data}`,
+            `--allow-net=127.0.0.1:${server.port}`,
+            entry,
+            `http://127.0.0.1:${server.port}/v1/chat/completions`,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const err = new TextDecoder().decode(run.stderr);
+        assert.equal(run.code, 0, `${entry}: ${err}`);
+        assert.deepEqual(JSON.parse(new TextDecoder().decode(run.stdout)), { outcome: "completed", body: "ok", openPerWorker: [1] }, entry);
+      }
+      assert.equal(server.served.requests.length, 2);
+    } finally {
+      server.close();
+      await Deno.remove(data, { recursive: true });
+      await Deno.remove(scratch, { recursive: true });
+    }
+  },
+);

@@ -111,9 +111,6 @@ export interface CallOptions {
   peerWindowBytes?: number;
 }
 
-/** The module an upstream Worker runs in tests: the agent's entry module, as in production (upstream_workers.ts). */
-export const WORKER_MODULE = new URL("../main.ts", import.meta.url).href;
-
 /** Runs one call through an AgentStream against `url`; returns what the hub would have received. */
 export async function call(url: string, pool: UpstreamPool, body: string, opts: CallOptions = {}) {
   const frames: { type: number; payload: Uint8Array }[] = [];
