@@ -451,7 +451,7 @@ async function statusCommand(args: string[], dataDir: string): Promise<number> {
     }
     // An agent of an older release writes no `threads`: it has one.
     const threads = s.threads ?? 1;
-    lines.push(`threads for provider calls: ${threads}${threads > 1 ? ` (the main thread and ${threads - 1} upstream Workers)` : ""}`);
+    lines.push(`threads for provider calls: ${threads}${threads > 1 ? ` (the main thread and ${threads - 1} upstream Worker${threads > 2 ? "s" : ""})` : ""}`);
     lines.push(ledgerSummary(dataDir));
   }
   const failed = Object.entries(state.failed).map(([v, f]) => `${v} (${f.reason}, ${f.at})`);

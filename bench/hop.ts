@@ -14,6 +14,9 @@
  * their pids into `<dir>/pids.json`; `npm run bench:profile` runs this and summarises it.
  * `--agent-workers N` (or BENCH_AGENT_WORKERS) starts the agent with AGENT_WORKERS=N (its provider connections in
  * N − 1 Workers; the agent's CPU is still its whole process, `agentMainThread` its event loop alone).
+ * `--upstream-tls` puts a TLS front (this process, a self-signed certificate for 127.0.0.1 that the agent's Deno
+ * trusts through DENO_CERT) between the agent and the mock provider, so the agent's provider calls are TLS as in
+ * production; without it they are plain HTTP on loopback. S1's direct figure stays plain.
  * `--gateway-processes N` (or BENCH_GATEWAY_PROCESSES) starts the gateway with GATEWAY_PROCESSES=N (gateway/src/cluster.ts;
  * its CPU is then the primary's and every worker's), and `--s2` adds an S2 sweep: BENCH_S2_REQUESTS small calls at
  * each of S2_LEVELS clients (one keep-alive connection each), reporting each level and the best requests/s whose
@@ -24,10 +27,14 @@
  * repeats that N times (default 1), so the ledger's share of S1 and of concurrency 32 is read from runs made back
  * to back. Prints one JSON line per run (and, with both, one more with each mode's medians); writes no file otherwise.
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import net, { type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import tls from "node:tls";
+import { track } from "../e2e/stack/tcp_proxy.ts";
 import { cpuSeconds, mainThreadCpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
 import { startStack, type Stack } from "../e2e/stack/harness.ts";
 import { Generator } from "./generator.ts";
@@ -62,6 +69,8 @@ const S2_SWEEP = args.includes("--s2");
 /** `--agent-workers N` (or BENCH_AGENT_WORKERS): the agent runs with AGENT_WORKERS=N (agent-deno/src/upstream_workers.ts). */
 const AGENT_WORKERS = argValue("agent-workers") ?? process.env.BENCH_AGENT_WORKERS ?? "1";
 if (!/^[1-9][0-9]*$/.test(AGENT_WORKERS)) throw new Error(`--agent-workers must be a whole number from 1, not ${AGENT_WORKERS}`);
+const UPSTREAM_TLS = args.includes("--upstream-tls");
+const upstreamCert = UPSTREAM_TLS ? await loopbackCertificate() : null;
 /** The S2 sweep's client counts, and the p99 a level must stay under to count (as in bench/run.ts). */
 const S2_LEVELS = [8, 32, 64, 128];
 const S2_P99_BOUND_MS = 100;
@@ -106,6 +115,7 @@ if (modes.length > 1) {
 
 /** One stack, one measurement: S1 at concurrency 1 against direct, then concurrency 32 with each process's CPU. */
 async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
+  const fronts: { close(): Promise<void> }[] = [];
   const stack = await startStack({
     concurrentStreamsMax: 1024,
     // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
@@ -119,8 +129,15 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
     },
     // Several processes start side by side on the shared cores.
     gatewayReadyTimeoutMs: GATEWAY_PROCESSES === "1" ? undefined : 120_000,
-    agentEnv: { AGENT_WORKERS, ...(perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {}) },
+    agentEnv: { AGENT_WORKERS, ...(perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {}), ...(upstreamCert ? { DENO_CERT: upstreamCert.certFile } : {}) },
     agentLedger: ledger === "on",
+    agentUpstream: upstreamCert
+      ? async (mockOrigin) => {
+          const front = await tlsFront(mockOrigin, upstreamCert);
+          fronts.push(front);
+          return front.origin;
+        }
+      : undefined,
   });
   try {
     await gen.call("measure", stack.mock.origin, stack.apiKey, WARMUP);
@@ -226,6 +243,7 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
       round,
       gatewayProcesses: GATEWAY_PROCESSES,
       agentWorkers: AGENT_WORKERS,
+      upstream: UPSTREAM_TLS ? "tls" : "plain",
       s1: {
         requests: REQUESTS,
         directP50Ms: p(direct, 50),
@@ -242,7 +260,63 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
     return run;
   } finally {
     await stack.close();
+    for (const f of fronts) await f.close();
   }
+}
+
+/** A self-signed certificate for 127.0.0.1 (openssl, not a CA: a TLS client trusts it as itself), in a temporary folder. */
+async function loopbackCertificate(): Promise<{ certFile: string; cert: string; key: string }> {
+  const dir = await mkdtemp(join(tmpdir(), "ws-bench-tls-"));
+  const [certFile, keyFile] = [join(dir, "cert.pem"), join(dir, "key.pem")];
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-addext",
+      "basicConstraints=critical,CA:FALSE",
+      "-keyout",
+      keyFile,
+      "-out",
+      certFile,
+    ],
+    { stdio: "ignore" },
+  );
+  return { certFile, cert: await readFile(certFile, "utf8"), key: await readFile(keyFile, "utf8") };
+}
+
+/** A TLS front on loopback for `origin` (plain HTTP): each connection's bytes relayed both ways once its handshake is done. */
+async function tlsFront(origin: string, certificate: { cert: string; key: string }): Promise<{ origin: string; close(): Promise<void> }> {
+  const target = new URL(origin);
+  const open = new Set<net.Socket>();
+  const server = tls.createServer({ cert: certificate.cert, key: certificate.key }, (client) => {
+    const upstream = net.connect({ host: target.hostname, port: Number(target.port) });
+    upstream.setNoDelay(true);
+    client.setNoDelay(true);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    track(open, client, upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    origin: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of open) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 /**
