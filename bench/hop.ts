@@ -221,11 +221,17 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
       };
       const rightAfter = await rssMiB();
       await sleep(SETTLE_MS);
-      const ttfb = results.map((r) => r.ttfbMs).sort((a, b) => a - b);
+      // A stream that failed before its first byte has no TTFB (NaN): left out, as bench/sse.ts does, so the sort holds.
+      const ttfb = results
+        .map((r) => r.ttfbMs)
+        .filter((v) => !Number.isNaN(v))
+        .sort((a, b) => a - b);
       sse = {
         streams: SSE_STREAMS,
         calls: results.length,
         errors: results.filter((r) => r.error !== null || r.status !== 200).length,
+        // What the failures were (status and error text, the first few distinct ones).
+        errorKinds: [...new Set(results.filter((r) => r.error !== null || r.status !== 200).map((r) => `${r.status} ${r.error ?? ""}`.trim()))].slice(0, 5),
         ttfbP50Ms: p(ttfb, 50),
         ttfbP99Ms: p(ttfb, 99),
         // The agent's CPU per 1,000 SSE streams (64 events each), its whole process and its main thread alone.
