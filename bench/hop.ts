@@ -27,14 +27,15 @@
  * repeats that N times (default 1), so the ledger's share of S1 and of concurrency 32 is read from runs made back
  * to back. Prints one JSON line per run (and, with both, one more with each mode's medians); writes no file otherwise.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import net, { type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
 import { track } from "../e2e/stack/tcp_proxy.ts";
+import { generateSelfSigned } from "../gateway/src/tls.ts";
 import { cpuSeconds, mainThreadCpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
 import { startStack, type Stack } from "../e2e/stack/harness.ts";
 import { Generator } from "./generator.ts";
@@ -270,36 +271,11 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
   }
 }
 
-/** A self-signed certificate for 127.0.0.1 (openssl, not a CA: a TLS client trusts it as itself), in a temporary folder. */
+/** A self-signed certificate for 127.0.0.1 (the gateway's own maker: a P-256 leaf, not a CA), in a temporary folder. */
 async function loopbackCertificate(): Promise<{ certFile: string; cert: string; key: string }> {
   const dir = await mkdtemp(join(tmpdir(), "ws-bench-tls-"));
-  const [certFile, keyFile] = [join(dir, "cert.pem"), join(dir, "key.pem")];
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-    ],
-    { stdio: "ignore" },
-  );
-  return { certFile, cert: await readFile(certFile, "utf8"), key: await readFile(keyFile, "utf8") };
+  const identity = await generateSelfSigned(dir, ["127.0.0.1"]);
+  return { certFile: join(dir, "tunnel-cert.pem"), cert: identity.cert.toString(), key: identity.key.toString() };
 }
 
 /** A TLS front on loopback for `origin` (plain HTTP): each connection's bytes relayed both ways once its handshake is done. */
