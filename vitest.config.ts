@@ -1,4 +1,5 @@
 import { fileURLToPath } from "node:url";
+import { BaseSequencer, type TestSpecification } from "vitest/node";
 import { defineConfig } from "vitest/config";
 
 const alias = {
@@ -38,6 +39,42 @@ const STACK_PAIRS = [
   "usage_divergence",
 ];
 
+/** Files at a time in the first group (units and stack-pairs together; docs/ARCHITECTURE.md, "Tests and CI time"). */
+const GROUP_WORKERS = 3;
+
+/**
+ * Files that take minutes (a portal build each, the archive's runs, the sign-in throttle's scrypt hashes, migrations
+ * through the Wasm engine): they start first, so the group does not end with one of them running alone. Without
+ * timings cached from an earlier run (a clean clone), vitest starts the largest files first, and these are small.
+ */
+const LONG_FIRST = [
+  "e2e/stack/demo.test.ts",
+  "e2e/stack/readme.test.ts",
+  "e2e/stack/archive.test.ts",
+  "web/lib/data/accounts.test.ts",
+  "e2e/stack/admin_cli.test.ts",
+  "prisma/test/migrations.test.ts",
+  "scripts/import_rules.test.ts",
+];
+
+/**
+ * LONG_FIRST, then the other files of the group taken from each project in turn (each in vitest's own order: cached
+ * durations, longest first, else the largest file first), so whole-stack files, which keep a core busy starting
+ * processes, run beside unit files, which mostly wait on PostgreSQL, rather than all of one kind at once.
+ */
+class LongFirstSequencer extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const sorted = await super.sort(files);
+    const long = LONG_FIRST.flatMap((name) => sorted.filter((f) => f.moduleId.endsWith(`/${name}`)));
+    const byProject = new Map<string, TestSpecification[]>();
+    for (const f of sorted) if (!long.includes(f)) byProject.set(f.project.name, [...(byProject.get(f.project.name) ?? []), f]);
+    const queues = [...byProject.values()];
+    const rest: TestSpecification[] = [];
+    while (queues.some((q) => q.length)) for (const q of queues) if (q.length) rest.push(q.shift()!);
+    return [...long, ...rest];
+  }
+}
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -45,9 +82,12 @@ export default defineConfig({
     env: { AGENT_PROBATION_HOURS: "0" },
     hookTimeout: 120_000,
     pool: "forks",
+    sequence: { sequencer: LongFirstSequencer },
     projects: [
       {
-        // Module and database-level tests: independent files, two at a time, before the whole-stack ones.
+        // Module and database-level tests: independent files, in one group with stack-pairs (below), three files at a
+        // time from both: run in a phase of their own, two at a time, they kept half of the 2 cores busy (waiting on
+        // PostgreSQL, SMTP, timers); the whole-stack files beside them use what they leave, and the reverse.
         resolve: { alias },
         extends: true,
         test: {
@@ -60,15 +100,15 @@ export default defineConfig({
             "web/lib/**/*.test.ts",
             "scripts/**/*.test.ts",
           ],
-          maxWorkers: 2,
+          maxWorkers: GROUP_WORKERS,
           sequence: { groupOrder: 0 },
         },
       },
       {
         // Whole-stack files whose claims are about what happens, not how fast: exact charges and receipts, errors in
         // the API's shape, who a request reaches, what a log or a database holds, processes restarted. Each starts its
-        // own processes on ports the kernel hands out, its own database and Redis prefix, so two run side by side (on a
-        // 2-core CI machine they wait on timers, PostgreSQL and each other's processes more than they compute). Any
+        // own processes on ports the kernel hands out, its own database and Redis prefix, so several run side by side
+        // (the name is from when it was two; now up to three, with unit files, in one group). Any
         // time they assert is a lower bound (a stall lasted at least its timeout) or a deadline minutes wide. `demo`
         // and `readme` build the portal (CPU for a minute or two): their only time bounds are a stop within 12/15 s.
         resolve: { alias },
@@ -76,8 +116,8 @@ export default defineConfig({
         test: {
           name: "stack-pairs",
           include: STACK_PAIRS.map((f) => `e2e/stack/${f}.test.ts`),
-          maxWorkers: 2,
-          sequence: { groupOrder: 1 },
+          maxWorkers: GROUP_WORKERS,
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -94,7 +134,7 @@ export default defineConfig({
           include: ["e2e/stack/**/*.test.ts"],
           exclude: STACK_PAIRS.map((f) => `e2e/stack/${f}.test.ts`),
           fileParallelism: false,
-          sequence: { groupOrder: 2 },
+          sequence: { groupOrder: 1 },
         },
       },
     ],
