@@ -7,7 +7,7 @@ const alias = {
   "server-only": fileURLToPath(new URL("./e2e/support/server-only.ts", import.meta.url)),
 };
 
-/** Whole-stack files that may run two at a time (see the "stack-pairs" project); every other e2e/stack file runs alone. */
+/** Whole-stack files that may run beside other files (the "stack-pairs" project); every other e2e/stack file runs alone. */
 const STACK_PAIRS = [
   "admin_cli",
   "agent_forwarding",
