@@ -7,7 +7,7 @@ const alias = {
   "server-only": fileURLToPath(new URL("./e2e/support/server-only.ts", import.meta.url)),
 };
 
-/** Whole-stack files that may run beside other files (the "stack-pairs" project); every other e2e/stack file runs alone. */
+/** Whole-stack files that may run two at a time (see the "stack-pairs" project); every other e2e/stack file runs alone. */
 const STACK_PAIRS = [
   "admin_cli",
   "agent_forwarding",
@@ -39,13 +39,11 @@ const STACK_PAIRS = [
   "usage_divergence",
 ];
 
-/** Files at a time in the first group (units and stack-pairs together; docs/ARCHITECTURE.md, "Tests and CI time"). */
-const GROUP_WORKERS = 3;
-
 /**
  * Files that take minutes (a portal build each, the archive's runs, the sign-in throttle's scrypt hashes, migrations
- * through the Wasm engine): they start first, so the group does not end with one of them running alone. Without
- * timings cached from an earlier run (a clean clone), vitest starts the largest files first, and these are small.
+ * through the Wasm engine): they start first in their project, so it does not end with one of them running alone.
+ * Without timings cached from an earlier run (a clean clone), vitest starts the largest files first, and these are
+ * small (docs/ARCHITECTURE.md, "Tests and CI time").
  */
 const LONG_FIRST = [
   "e2e/stack/demo.test.ts",
@@ -57,21 +55,14 @@ const LONG_FIRST = [
   "scripts/import_rules.test.ts",
 ];
 
-/**
- * LONG_FIRST, then the other files of the group taken from each project in turn (each in vitest's own order: cached
- * durations, longest first, else the largest file first), so whole-stack files, which keep a core busy starting
- * processes, run beside unit files, which mostly wait on PostgreSQL, rather than all of one kind at once.
- */
+/** Vitest's order (cached durations, longest first; else the largest file first), with LONG_FIRST ahead of the rest. */
 class LongFirstSequencer extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
-    const sorted = await super.sort(files);
-    const long = LONG_FIRST.flatMap((name) => sorted.filter((f) => f.moduleId.endsWith(`/${name}`)));
-    const byProject = new Map<string, TestSpecification[]>();
-    for (const f of sorted) if (!long.includes(f)) byProject.set(f.project.name, [...(byProject.get(f.project.name) ?? []), f]);
-    const queues = [...byProject.values()];
-    const rest: TestSpecification[] = [];
-    while (queues.some((q) => q.length)) for (const q of queues) if (q.length) rest.push(q.shift()!);
-    return [...long, ...rest];
+    const rank = (f: TestSpecification) => {
+      const i = LONG_FIRST.findIndex((name) => f.moduleId.endsWith(`/${name}`));
+      return i === -1 ? LONG_FIRST.length : i;
+    };
+    return (await super.sort(files)).sort((a, b) => rank(a) - rank(b));
   }
 }
 
@@ -85,9 +76,7 @@ export default defineConfig({
     sequence: { sequencer: LongFirstSequencer },
     projects: [
       {
-        // Module and database-level tests: independent files, in one group with stack-pairs (below), three files at a
-        // time from both: run in a phase of their own, two at a time, they kept half of the 2 cores busy (waiting on
-        // PostgreSQL, SMTP, timers); the whole-stack files beside them use what they leave, and the reverse.
+        // Module and database-level tests: independent files, two at a time, before the whole-stack ones.
         resolve: { alias },
         extends: true,
         test: {
@@ -100,15 +89,15 @@ export default defineConfig({
             "web/lib/**/*.test.ts",
             "scripts/**/*.test.ts",
           ],
-          maxWorkers: GROUP_WORKERS,
+          maxWorkers: 2,
           sequence: { groupOrder: 0 },
         },
       },
       {
         // Whole-stack files whose claims are about what happens, not how fast: exact charges and receipts, errors in
         // the API's shape, who a request reaches, what a log or a database holds, processes restarted. Each starts its
-        // own processes on ports the kernel hands out, its own database and Redis prefix, so several run side by side
-        // (the name is from when it was two; now up to three, with unit files, in one group). Any
+        // own processes on ports the kernel hands out, its own database and Redis prefix, so two run side by side (on a
+        // 2-core CI machine they wait on timers, PostgreSQL and each other's processes more than they compute). Any
         // time they assert is a lower bound (a stall lasted at least its timeout) or a deadline minutes wide. `demo`
         // and `readme` build the portal (CPU for a minute or two): their only time bounds are a stop within 12/15 s.
         resolve: { alias },
@@ -116,8 +105,8 @@ export default defineConfig({
         test: {
           name: "stack-pairs",
           include: STACK_PAIRS.map((f) => `e2e/stack/${f}.test.ts`),
-          maxWorkers: GROUP_WORKERS,
-          sequence: { groupOrder: 0 },
+          maxWorkers: 2,
+          sequence: { groupOrder: 1 },
         },
       },
       {
@@ -134,7 +123,7 @@ export default defineConfig({
           include: ["e2e/stack/**/*.test.ts"],
           exclude: STACK_PAIRS.map((f) => `e2e/stack/${f}.test.ts`),
           fileParallelism: false,
-          sequence: { groupOrder: 1 },
+          sequence: { groupOrder: 2 },
         },
       },
     ],
