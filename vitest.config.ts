@@ -1,4 +1,5 @@
 import { fileURLToPath } from "node:url";
+import { BaseSequencer, type TestSpecification } from "vitest/node";
 import { defineConfig } from "vitest/config";
 
 const alias = {
@@ -38,6 +39,33 @@ const STACK_PAIRS = [
   "usage_divergence",
 ];
 
+/**
+ * Files that take minutes (a portal build each, the archive's runs, the sign-in throttle's scrypt hashes, migrations
+ * through the Wasm engine): they start first in their project, so it does not end with one of them running alone.
+ * Without timings cached from an earlier run (a clean clone), vitest starts the largest files first, and these are
+ * small (docs/ARCHITECTURE.md, "Tests and CI time").
+ */
+const LONG_FIRST = [
+  "e2e/stack/demo.test.ts",
+  "e2e/stack/readme.test.ts",
+  "e2e/stack/archive.test.ts",
+  "web/lib/data/accounts.test.ts",
+  "e2e/stack/admin_cli.test.ts",
+  "prisma/test/migrations.test.ts",
+  "scripts/import_rules.test.ts",
+];
+
+/** Vitest's order (cached durations, longest first; else the largest file first), with LONG_FIRST ahead of the rest. */
+class LongFirstSequencer extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const rank = (f: TestSpecification) => {
+      const i = LONG_FIRST.findIndex((name) => f.moduleId.endsWith(`/${name}`));
+      return i === -1 ? LONG_FIRST.length : i;
+    };
+    return (await super.sort(files)).sort((a, b) => rank(a) - rank(b));
+  }
+}
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -45,6 +73,7 @@ export default defineConfig({
     env: { AGENT_PROBATION_HOURS: "0" },
     hookTimeout: 120_000,
     pool: "forks",
+    sequence: { sequencer: LongFirstSequencer },
     projects: [
       {
         // Module and database-level tests: independent files, two at a time, before the whole-stack ones.
