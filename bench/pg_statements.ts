@@ -69,7 +69,7 @@ try {
   for (const e of entries) {
     const m = /^\S+ \S+ \S+ \[(\d+)\] \S+@(\S+) (\w+):\s+([\s\S]*)$/.exec(e);
     if (!m || m[2] !== dbName) continue;
-    const [, pid, kind, body] = m as unknown as [string, string, string, string, string];
+    const [, pid, , kind, body] = m as unknown as [string, string, string, string, string];
     if (kind === "LOG") {
       const s = /^(QUERY|PARSE MESSAGE|BIND MESSAGE|EXECUTE MESSAGE) STATISTICS/.exec(body);
       if (s) open.set(pid, { execute: s[1] === "QUERY" || s[1] === "EXECUTE MESSAGE" });
