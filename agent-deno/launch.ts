@@ -6,7 +6,7 @@
  *
  *   ./wellspring-agent enroll --hub https://HOST:PORT --pin sha256/… --token wse_… [--name N] [--data DIR]
  *       deno run --allow-read=<data> --allow-write=<data> --allow-run=<deno> launch.ts enroll … --data <data>
- *   ./wellspring-agent start [--data DIR] [--workers N] [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]… [--dev-no-ledger]]
+ *   ./wellspring-agent start [--data DIR] [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]… [--dev-no-ledger]]
  *       deno run --allow-read=<data> --allow-write=<data>/state,<data>/releases --allow-run=<deno> launch.ts start …
  *   ./wellspring-agent status [--data DIR] [--json]
  *       deno run --allow-read=<data> launch.ts status …
@@ -27,7 +27,6 @@ import { checkDataDir, enrollPermissions, servePermissions, stateDir } from "./s
 import { checkDevOrigin } from "./src/providers.ts";
 import { grantedEnv, proxyEnvSet, proxyFromEnv } from "./src/egress_proxy.ts";
 import { RestartPolicy } from "./src/restart_policy.ts";
-import { parseAgentWorkers } from "./src/upstream_workers.ts";
 import { isFresh, readStatus } from "./src/status.ts";
 import { readOffer } from "./src/update_offer.ts";
 import { exportLedger, ledgerSummary, verifyLedger } from "./src/ledger_cli.ts";
@@ -177,18 +176,10 @@ async function removeStaging(dataDir: string): Promise<void> {
 
 async function startCommand(args: string[], dataDir: string): Promise<number> {
   const devUpstream = flag(args, "dev-upstream");
-  // Threads for provider calls (src/upstream_workers.ts): `--workers N`, else AGENT_WORKERS, else 1.
-  let workers: number;
-  try {
-    workers = parseAgentWorkers(flag(args, "workers") ?? Deno.env.get("AGENT_WORKERS"));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
   const serveArgs = [
     "serve",
     "--data",
     dataDir,
-    ...(workers > 1 ? ["--workers", String(workers)] : []),
     ...(devUpstream === undefined ? [] : ["--dev-upstream", devUpstream]),
     // Development answers for the endpoint check (src/endpoint_check.ts); the agent refuses them without --dev-upstream.
     ...flags(args, "dev-resolve").flatMap((spec) => ["--dev-resolve", spec]),
@@ -449,9 +440,6 @@ async function statusCommand(args: string[], dataDir: string): Promise<number> {
         `memory: resident ${m(s.memory.rssBytes)}; JavaScript heap ${m(s.memory.heapUsedBytes)} used of ${m(s.memory.heapTotalBytes)}; buffers ${m(s.memory.externalBytes)} (as of the status)`,
       );
     }
-    // An agent of an older release writes no `threads`: it has one.
-    const threads = s.threads ?? 1;
-    lines.push(`threads for provider calls: ${threads}${threads > 1 ? ` (the main thread and ${threads - 1} upstream Worker${threads > 2 ? "s" : ""})` : ""}`);
     lines.push(ledgerSummary(dataDir));
   }
   const failed = Object.entries(state.failed).map(([v, f]) => `${v} (${f.reason}, ${f.at})`);

@@ -12,11 +12,6 @@
  * BENCH_PERF=<dir> records `perf` samples (on-CPU only, with call chains; JavaScript frames named through V8's
  * --perf-basic-prof maps) of the gateway and the agent during the concurrency-32 phase into `<dir>/perf.data`, and
  * their pids into `<dir>/pids.json`; `npm run bench:profile` runs this and summarises it.
- * `--agent-workers N` (or BENCH_AGENT_WORKERS) starts the agent with AGENT_WORKERS=N (its provider connections in
- * N − 1 Workers; the agent's CPU is still its whole process, `agentMainThread` its event loop alone).
- * `--upstream-tls` puts a TLS front (this process, a self-signed certificate for 127.0.0.1 that the agent's Deno
- * trusts through DENO_CERT) between the agent and the mock provider, so the agent's provider calls are TLS as in
- * production; without it they are plain HTTP on loopback. S1's direct figure stays plain.
  * `--gateway-processes N` (or BENCH_GATEWAY_PROCESSES) starts the gateway with GATEWAY_PROCESSES=N (gateway/src/cluster.ts;
  * its CPU is then the primary's and every worker's), and `--s2` adds an S2 sweep: BENCH_S2_REQUESTS small calls at
  * each of S2_LEVELS clients (one keep-alive connection each), reporting each level and the best requests/s whose
@@ -29,13 +24,8 @@
  */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, writeFile } from "node:fs/promises";
-import net, { type AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import tls from "node:tls";
-import { track } from "../e2e/stack/tcp_proxy.ts";
-import { generateSelfSigned } from "../gateway/src/tls.ts";
 import { cpuSeconds, mainThreadCpuSeconds, pidsNamed, processTree, rssBytes } from "../e2e/stack/procfs.ts";
 import { startStack, type Stack } from "../e2e/stack/harness.ts";
 import { Generator } from "./generator.ts";
@@ -67,11 +57,6 @@ const modes: ("on" | "off")[] = ledgerArg === "both" ? ["on", "off"] : [ledgerAr
 const GATEWAY_PROCESSES = argValue("gateway-processes") ?? process.env.BENCH_GATEWAY_PROCESSES ?? "1";
 if (!/^([1-9][0-9]*|auto)$/.test(GATEWAY_PROCESSES)) throw new Error(`--gateway-processes must be a whole number from 1 or auto, not ${GATEWAY_PROCESSES}`);
 const S2_SWEEP = args.includes("--s2");
-/** `--agent-workers N` (or BENCH_AGENT_WORKERS): the agent runs with AGENT_WORKERS=N (agent-deno/src/upstream_workers.ts). */
-const AGENT_WORKERS = argValue("agent-workers") ?? process.env.BENCH_AGENT_WORKERS ?? "1";
-if (!/^[1-9][0-9]*$/.test(AGENT_WORKERS)) throw new Error(`--agent-workers must be a whole number from 1, not ${AGENT_WORKERS}`);
-const UPSTREAM_TLS = args.includes("--upstream-tls");
-const upstreamCert = UPSTREAM_TLS ? await loopbackCertificate() : null;
 /** The S2 sweep's client counts, and the p99 a level must stay under to count (as in bench/run.ts). */
 const S2_LEVELS = [8, 32, 64, 128];
 const S2_P99_BOUND_MS = 100;
@@ -116,7 +101,6 @@ if (modes.length > 1) {
 
 /** One stack, one measurement: S1 at concurrency 1 against direct, then concurrency 32 with each process's CPU. */
 async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
-  const fronts: { close(): Promise<void> }[] = [];
   const stack = await startStack({
     concurrentStreamsMax: 1024,
     // Node 20 refuses --cpu-prof in NODE_OPTIONS: a preload starts the profiler instead.
@@ -130,15 +114,8 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
     },
     // Several processes start side by side on the shared cores.
     gatewayReadyTimeoutMs: GATEWAY_PROCESSES === "1" ? undefined : 120_000,
-    agentEnv: { AGENT_WORKERS, ...(perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {}), ...(upstreamCert ? { DENO_CERT: upstreamCert.certFile } : {}) },
+    agentEnv: perfDir ? { DENO_V8_FLAGS: "--perf-basic-prof" } : {},
     agentLedger: ledger === "on",
-    agentUpstream: upstreamCert
-      ? async (mockOrigin) => {
-          const front = await tlsFront(mockOrigin, upstreamCert);
-          fronts.push(front);
-          return front.origin;
-        }
-      : undefined,
   });
   try {
     await gen.call("measure", stack.mock.origin, stack.apiKey, WARMUP);
@@ -214,32 +191,16 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
     }
     let sse: Record<string, unknown> | null = null;
     if (SSE_STREAMS > 0) {
-      const sseCpuBefore = { agent: await cpuSeconds(groups.agent), agentMainThread: await mainThreadCpuSeconds(groups.agent) };
       const results = await gen.call("sseLoad", { name: "wellspring", origin: stack.baseUrl }, stack.apiKey, SSE_STREAMS, 2, "hop");
-      const sseCpu = {
-        agent: (await cpuSeconds(groups.agent)) - sseCpuBefore.agent,
-        agentMainThread: (await mainThreadCpuSeconds(groups.agent)) - sseCpuBefore.agentMainThread,
-      };
       const rightAfter = await rssMiB();
       await sleep(SETTLE_MS);
-      // A stream that failed before its first byte has no TTFB (NaN): left out, as bench/sse.ts does, so the sort holds.
-      const ttfb = results
-        .map((r) => r.ttfbMs)
-        .filter((v) => !Number.isNaN(v))
-        .sort((a, b) => a - b);
+      const ttfb = results.map((r) => r.ttfbMs).sort((a, b) => a - b);
       sse = {
         streams: SSE_STREAMS,
         calls: results.length,
         errors: results.filter((r) => r.error !== null || r.status !== 200).length,
-        // What the failures were (status and error text, the first few distinct ones).
-        errorKinds: [...new Set(results.filter((r) => r.error !== null || r.status !== 200).map((r) => `${r.status} ${r.error ?? ""}`.trim()))].slice(0, 5),
         ttfbP50Ms: p(ttfb, 50),
         ttfbP99Ms: p(ttfb, 99),
-        // The agent's CPU per 1,000 SSE streams (64 events each), its whole process and its main thread alone.
-        agentCpuPer1000Streams: {
-          agent: +((sseCpu.agent / results.length) * 1000).toFixed(3),
-          agentMainThread: +((sseCpu.agentMainThread / results.length) * 1000).toFixed(3),
-        },
         rssRightAfterMiB: rightAfter,
         rssSettledMiB: await rssMiB(),
       };
@@ -249,8 +210,6 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
       ledger,
       round,
       gatewayProcesses: GATEWAY_PROCESSES,
-      agentWorkers: AGENT_WORKERS,
-      upstream: UPSTREAM_TLS ? "tls" : "plain",
       s1: {
         requests: REQUESTS,
         directP50Ms: p(direct, 50),
@@ -267,38 +226,7 @@ async function runOnce(ledger: "on" | "off", round: number): Promise<HopRun> {
     return run;
   } finally {
     await stack.close();
-    for (const f of fronts) await f.close();
   }
-}
-
-/** A self-signed certificate for 127.0.0.1 (the gateway's own maker: a P-256 leaf, not a CA), in a temporary folder. */
-async function loopbackCertificate(): Promise<{ certFile: string; cert: string; key: string }> {
-  const dir = await mkdtemp(join(tmpdir(), "ws-bench-tls-"));
-  const identity = await generateSelfSigned(dir, ["127.0.0.1"]);
-  return { certFile: join(dir, "tunnel-cert.pem"), cert: identity.cert.toString(), key: identity.key.toString() };
-}
-
-/** A TLS front on loopback for `origin` (plain HTTP): each connection's bytes relayed both ways once its handshake is done. */
-async function tlsFront(origin: string, certificate: { cert: string; key: string }): Promise<{ origin: string; close(): Promise<void> }> {
-  const target = new URL(origin);
-  const open = new Set<net.Socket>();
-  const server = tls.createServer({ cert: certificate.cert, key: certificate.key }, (client) => {
-    const upstream = net.connect({ host: target.hostname, port: Number(target.port) });
-    upstream.setNoDelay(true);
-    client.setNoDelay(true);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    track(open, client, upstream);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    origin: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of open) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
 }
 
 /**

@@ -871,13 +871,22 @@ const LEDGER_NOTES: string[] = [
   "",
 ];
 
-/** The agent's upstream Workers, 1 against 2 threads, measured with `npm run bench:hop -- --agent-workers N` (dated; not regenerated). */
+/** The agent's upstream Workers, 1 against 2 threads, measured on branch `workers` (dated; not regenerated). */
 const AGENT_WORKERS_NOTES: string[] = [
   "## The agent's upstream Workers — 1 against 2 threads (measured 2026-12-02, 13:00–13:09 UTC)",
   "",
   '`AGENT_WORKERS=N` / `--workers N` (docs/ARCHITECTURE.md, "The agent may spread its provider connections over Deno',
   "Workers\"; operations/agent.md) opens each provider connection's sockets — TCP, TLS, reads and writes — in one of",
-  "N − 1 Deno Workers; the tunnel, the parser and the pool stay on the agent's main thread. **How to re-run it**:",
+  "N − 1 Deno Workers; the tunnel, the parser and the pool stay on the agent's main thread. **Status: left out again (2026-12-02, 13:46 UTC).** The Worker now starts under the agent's permissions (its code a",
+  "string run from a blob URL, as the ledger writer's; the sockets behind a `Dialer`, the proxy decision and CONNECT on",
+  "the main thread), its unit tests passed both ways (client, TLS, proxy, backpressure, cancellation, a Worker that",
+  "dies, a process with `--allow-read=<data>` from source and from a `deno bundle`), and the production test ran the",
+  "image's command with AGENT_WORKERS=2 — but `e2e/stack/sdk.test.ts` with AGENT_WORKERS=2 hung on large bodies",
+  "(bytes-exact up to 20 MB: timed out at 120 s; a 3 MB multipart upload: at 60 s) while AGENT_WORKERS=1 passed. The",
+  "code and the benchmark options below (`--agent-workers`, `--upstream-tls`) are on branch `workers` (commit 5baa308),",
+  "reverted here until that hang is found. The figures were measured with it:",
+  "",
+  "**How to re-run it** (branch `workers`):",
   "`flock /work/wt/heavy.lock sh -c 'for w in 1 2 2 1; do BENCH_SSE_STREAMS=1000 npm run bench:hop -- --agent-workers",
   "$w; done'`, and the same with `--upstream-tls`: a TLS front in the benchmark's process (a self-signed certificate",
   "for 127.0.0.1 that the agent trusts through DENO_CERT) between the agent and the mock provider, so the agent's",
@@ -916,8 +925,8 @@ const AGENT_WORKERS_NOTES: string[] = [
   "always pays more (both sides of every message), so Workers pay only when (a) the agent's main thread is what",
   "saturates, (b) a core is free for each Worker, and (c) the load is TLS-heavy per message: long streams and bulk",
   "bodies. On this 2-core machine (b) never holds — the gateway, PostgreSQL, the load generator and the mock already",
-  "share both cores (the gateway's model above) — and (c) holds only for the streams, so **N = 1 stays the default**;",
-  "`--workers` is there, tested, for an owner whose agent's main thread is busy with streams or bulk on a machine with",
+  "share both cores (the gateway's model above) — and (c) holds only for the streams, so **N = 1 would stay the default**;",
+  "`--workers` would be for an owner whose agent's main thread is busy with streams or bulk on a machine with",
   "cores to spare — what it buys there is at most the TLS share of the main thread's work (~11% for the streams here).",
   "Beyond that, an owner scales by running several agents (each its own process, tunnel and cores).",
   "",

@@ -8,7 +8,6 @@
 import { Buffer } from "node:buffer";
 import { EGRESS_ECHO_PATH, egressEcho, parseJson, type EgressProbeAnswer } from "../../protocol/src/mod.ts";
 import { processProxy } from "./egress_proxy.ts";
-import type { ByteConn } from "./dialer.ts";
 import { type Connect, originConnector, ResponseParser, splitUrl } from "./upstream_http.ts";
 import { AGENT_VERSION } from "./version.ts";
 
@@ -35,7 +34,7 @@ export async function runEgressProbe(
   timeoutMs: number = EGRESS_ECHO_TIMEOUT_MS,
 ): Promise<{ answer: EgressProbeAnswer; error: string | null }> {
   const failed = (error: string) => ({ answer: { nonce, address: null }, error });
-  let conn: ByteConn | null = null;
+  let conn: Deno.Conn | null = null;
   let expired = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   // At the deadline the connection closes (a read or write under way fails) and a connect still under way is given up.
@@ -81,7 +80,7 @@ export async function runEgressProbe(
   }
 }
 
-function closeQuietly(conn: ByteConn | null): void {
+function closeQuietly(conn: Deno.Conn | null): void {
   try {
     conn?.close();
   } catch {

@@ -15,7 +15,6 @@
  * part of an error message (`ProxySettings.address` is host:port only).
  */
 import { Buffer } from "node:buffer";
-import { THREAD_DIALER, type ByteConn, type Dialer } from "./dialer.ts";
 
 /** The variables read, in order of preference for each setting. */
 export const HTTPS_PROXY_ENV = ["HTTPS_PROXY", "https_proxy"] as const;
@@ -174,21 +173,19 @@ const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
 
 /**
- * Opens a TCP connection to the proxy (with `dialer`: on this thread, or in an upstream Worker) and asks it for a
- * tunnel to `hostname:port` (by name). Resolves with the raw connection once the proxy answered 2xx; the caller
- * starts TLS on it (`dialer.startTls`). Throws ProxyError otherwise.
+ * Opens a TCP connection to the proxy and asks it for a tunnel to `hostname:port` (by name). Resolves with the
+ * raw connection once the proxy answered 2xx; the caller starts TLS on it. Throws ProxyError otherwise.
  */
 export async function openProxyTunnel(
   proxy: ProxySettings,
   hostname: string,
   port: number,
   answerTimeoutMs: number = PROXY_ANSWER_TIMEOUT_MS,
-  dialer: Dialer = THREAD_DIALER,
-): Promise<ByteConn> {
+): Promise<Deno.TcpConn> {
   const target = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
-  let conn: ByteConn;
+  let conn: Deno.TcpConn;
   try {
-    conn = await dialer.tcp(proxy.hostname, proxy.port);
+    conn = await Deno.connect({ hostname: proxy.hostname, port: proxy.port });
   } catch (error) {
     throw new ProxyError(`Cannot reach proxy ${proxy.address}: ${(error as Error).message}`);
   }
@@ -209,6 +206,7 @@ export async function openProxyTunnel(
       const hint = status === 407 ? " (proxy authentication required: the credentials in HTTPS_PROXY are missing or refused)" : "";
       throw new ProxyError(`Proxy ${proxy.address} refused CONNECT to ${target}: it answered ${status}${hint}`);
     }
+    conn.setNoDelay(true);
     return conn;
   } catch (error) {
     try {
@@ -224,7 +222,7 @@ export async function openProxyTunnel(
   }
 }
 
-async function writeAll(conn: ByteConn, bytes: Uint8Array): Promise<void> {
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let off = 0;
   while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }
@@ -233,7 +231,7 @@ async function writeAll(conn: ByteConn, bytes: Uint8Array): Promise<void> {
  * Reads the proxy's answer head (at most PROXY_ANSWER_HEAD_BYTES_MAX) and returns its status. Nothing may follow
  * the head before TLS starts (the origin speaks only after the agent's ClientHello), so bytes after it are an error.
  */
-async function readConnectAnswer(conn: ByteConn, address: string): Promise<number> {
+async function readConnectAnswer(conn: Deno.Conn, address: string): Promise<number> {
   const buf = new Uint8Array(PROXY_ANSWER_HEAD_BYTES_MAX);
   let got = 0;
   for (;;) {

@@ -14,8 +14,6 @@ import {
 } from "./egress_proxy.ts";
 import { runEgressProbe } from "./egress_probe.ts";
 import { originConnector, UpstreamPool } from "./upstream_http.ts";
-import { type Dialer, THREAD_DIALER } from "./dialer.ts";
-import { UpstreamWorkers } from "./upstream_workers.ts";
 import { BODY, call, rawServer, selfSigned } from "./testdata/upstream_calls.ts";
 
 const enc = new TextEncoder();
@@ -165,29 +163,12 @@ Deno.test("NO_PROXY: *, host and its subdomains, .suffix and *.suffix, host:port
   assert.equal(bypassesProxy(parseNoProxy(""), "example.com", 443), false);
 });
 
-/**
- * A proxy test run twice: with the sockets on this thread, and in an upstream Worker (upstream_workers.ts): the
- * CONNECT exchange is read on the main thread over the Worker's socket, and TLS then starts inside it there.
- */
-function proxyTest(name: string, fn: (dialer: Dialer) => Promise<void>): void {
-  Deno.test(name, () => fn(THREAD_DIALER));
-  Deno.test(`${name} (upstream Worker)`, async () => {
-    const workers = new UpstreamWorkers(2);
-    try {
-      await workers.ready();
-      await fn(workers.dialer);
-    } finally {
-      workers.close();
-    }
-  });
-}
-
-proxyTest("through HTTPS_PROXY: the provider call asks CONNECT for the official name, TLS is checked against that name, keep-alive holds", async (dialer) => {
+Deno.test("through HTTPS_PROXY: the provider call asks CONNECT for the official name, TLS is checked against that name, keep-alive holds", async () => {
   const { cert, key } = await selfSigned("DNS:api.provider.test");
   const server = rawServer(okServer, Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key }));
   // The proxy sends both names to the same server, whose certificate is for api.provider.test only.
   const proxy = connectProxy({ "api.provider.test:443": server.port, "relay.provider.test:443": server.port });
-  const pool = new UpstreamPool(originConnector({ proxy: parseProxySettings("HTTPS_PROXY", proxy.url, ""), caCerts: [cert] }, dialer));
+  const pool = new UpstreamPool(originConnector({ proxy: parseProxySettings("HTTPS_PROXY", proxy.url, ""), caCerts: [cert] }));
   try {
     for (let i = 0; i < 2; i++) {
       const r = await call("https://api.provider.test/v1/chat/completions", pool, BODY);
@@ -218,12 +199,12 @@ proxyTest("through HTTPS_PROXY: the provider call asks CONNECT for the official 
   }
 });
 
-proxyTest("NO_PROXY: an exempt https origin goes direct; plain-http development origins never use the proxy", async (dialer) => {
+Deno.test("NO_PROXY: an exempt https origin goes direct; plain-http development origins never use the proxy", async () => {
   const { cert, key } = await selfSigned("IP:127.0.0.1");
   const tlsServer = rawServer(okServer, Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key }));
   const plainServer = rawServer(okServer);
   const proxy = connectProxy({});
-  const pool = new UpstreamPool(originConnector({ proxy: parseProxySettings("HTTPS_PROXY", proxy.url, "localhost,127.0.0.1"), caCerts: [cert] }, dialer));
+  const pool = new UpstreamPool(originConnector({ proxy: parseProxySettings("HTTPS_PROXY", proxy.url, "localhost,127.0.0.1"), caCerts: [cert] }));
   try {
     assert.equal((await call(`https://127.0.0.1:${tlsServer.port}/v1/chat/completions`, pool, BODY)).outcome, "completed");
     assert.equal((await call(`http://127.0.0.1:${plainServer.port}/v1/chat/completions`, pool, BODY)).outcome, "completed");

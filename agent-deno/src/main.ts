@@ -1,6 +1,6 @@
 /**
  * The agent process. Started by launch.ts with the narrowest permissions (see permissions.ts):
- *   deno run … src/main.ts serve --data <dir> [--workers N] [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]… [--dev-no-ledger]]
+ *   deno run … src/main.ts serve --data <dir> [--dev-upstream http://127.0.0.1:PORT [--dev-resolve HOST=IP[,IP]]… [--dev-no-ledger]]
  *   deno run … src/main.ts enroll --data <dir> --hub https://… --pin sha256/… --token wse_… [--name N]
  * It exits with a code from exit_codes.ts, so the launcher knows whether a restart can help.
  */
@@ -17,8 +17,7 @@ import { checkDevOrigin, EndpointError, keyFingerprint } from "./providers.ts";
 import { processProxy, ProxyConfigError } from "./egress_proxy.ts";
 import { EndpointGuard, parseDevResolve, staticResolver } from "./endpoint_check.ts";
 import { FatalTunnelError, Tunnel, UpdateRequiredError } from "./tunnel.ts";
-import { originConnector, SHARED_POOL, UpstreamPool } from "./upstream_http.ts";
-import { parseAgentWorkers, UpstreamWorkers } from "./upstream_workers.ts";
+import { SHARED_POOL } from "./upstream_http.ts";
 import { AGENT_VERSION } from "./version.ts";
 import { StatusWriter } from "./status.ts";
 import { writeOffer } from "./update_offer.ts";
@@ -47,7 +46,7 @@ function flags(args: string[], name: string): string[] {
  * Serves until stopped. `devUpstream` (tests and demos only) sends provider calls to a loopback origin; with it,
  * `noLedger` (benchmarks only) runs without the edge ledger, to measure what the ledger costs.
  */
-async function serve(dataDir: string, devUpstream: string | undefined, devResolve: string[], noLedger: boolean, threads: number): Promise<void> {
+async function serve(dataDir: string, devUpstream: string | undefined, devResolve: string[], noLedger: boolean): Promise<void> {
   const config = await loadConfig(dataDir);
   const log = createLog(config.logLevel);
   const identity = await loadIdentity(dataDir);
@@ -98,25 +97,9 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
     hubUrl: identity.hubUrl,
     priceVer: prices.ver,
     proxy: proxy?.address ?? null,
-    threads,
   });
-  // `--workers N` > 1: provider connections in N − 1 Workers (upstream_workers.ts); 1: all on this thread.
-  const workers =
-    threads > 1
-      ? new UpstreamWorkers(threads, (error) => {
-          // Its calls fail from now on: stop, and the launcher starts the agent again whole (restart_policy.ts).
-          log.error("agent.worker_stopped", { error: error.message });
-          Deno.exit(ExitCode.FAILED);
-        })
-      : null;
-  const pool = workers ? new UpstreamPool(originConnector({ proxy }, workers.dialer)) : SHARED_POOL;
-  if (workers) {
-    await workers.ready();
-    log.info("agent.workers", { threads, upstreamWorkers: threads - 1 });
-  }
   try {
     const tunnel = new Tunnel({
-      pool,
       identity,
       privateKey,
       upstreams,
@@ -142,8 +125,7 @@ async function serve(dataDir: string, devUpstream: string | undefined, devResolv
     void windows.learnFromMetadata(upstreams, devOrigin);
     await tunnel.run();
   } finally {
-    pool.close();
-    workers?.close();
+    SHARED_POOL.close();
     await ledger?.close();
     await status.close();
   }
@@ -163,13 +145,7 @@ if (import.meta.main) {
   const dataDir = flag(args, "data") ?? "./data";
   try {
     if (command === "serve") {
-      let threads: number;
-      try {
-        threads = parseAgentWorkers(flag(args, "workers"));
-      } catch (error) {
-        throw new UsageError((error as Error).message);
-      }
-      await serve(dataDir, flag(args, "dev-upstream"), flags(args, "dev-resolve"), args.includes("--dev-no-ledger"), threads);
+      await serve(dataDir, flag(args, "dev-upstream"), flags(args, "dev-resolve"), args.includes("--dev-no-ledger"));
       Deno.exit(ExitCode.OK); // signal listeners and the drain timer would otherwise keep the process alive
     } else if (command === "enroll") {
       const hub = flag(args, "hub");

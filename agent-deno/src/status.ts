@@ -32,8 +32,6 @@ export interface AgentStatus {
   priceVer: number | null;
   /** The https proxy provider calls go through (host:port, never its credentials), or null: direct. */
   proxy: string | null;
-  /** Threads carrying provider calls (`--workers` / AGENT_WORKERS): 1 = the main thread only, N = it and N − 1 upstream Workers. */
-  threads: number;
   /** What the hub last offered (CONTROL UPDATE_AVAILABLE). */
   update: { latestVersion: string | null; minimumVersion: string | null } | null;
   /**
@@ -70,7 +68,7 @@ export class StatusWriter {
 
   constructor(
     private readonly stateDir: string,
-    init: { version: string; agentId: string; hubUrl: string; priceVer: number | null; proxy?: string | null; threads?: number },
+    init: { version: string; agentId: string; hubUrl: string; priceVer: number | null; proxy?: string | null },
     private readonly now: () => number = Date.now,
   ) {
     const t = new Date(now()).toISOString();
@@ -90,7 +88,6 @@ export class StatusWriter {
       today: { day: utcDay(now()), forwarded: 0, completed: 0 },
       priceVer: init.priceVer,
       proxy: init.proxy ?? null,
-      threads: init.threads ?? 1,
       update: null,
     };
     this.#refresh = setInterval(() => this.#changed(), STATUS_REFRESH_MS);

@@ -4,7 +4,6 @@
  */
 // @ts-types="./ws.d.ts"
 import WebSocket from "ws";
-import type { UpstreamPool } from "./upstream_http.ts";
 import {
   AUTH_NONCE_BYTES,
   challenge as challengeSchema,
@@ -133,8 +132,6 @@ export interface TunnelOptions {
   onProviderError?: (provider: string, model: string, body: string) => void;
   /** How long to wait before asking again while suspended (close AGENT_SUSPENDED), ms; default SUSPENDED_RETRY_MS_DEFAULT. */
   suspendedRetryMs?: number;
-  /** Keep-alive provider connections (default: the process's SHARED_POOL; with upstream Workers, one on them). */
-  pool?: UpstreamPool;
   /** The agent's own rate limits for its provider keys (default: a new one, auto mode until the hub's CONFIG says otherwise). */
   rate?: RateGovernor;
 }
@@ -694,7 +691,6 @@ export class Tunnel {
         },
         checkEndpoint: this.#o.endpoints ? () => this.#checkEndpoint(session, head.requestId, upstream) : undefined,
         providerError: this.#o.onProviderError,
-        pool: this.#o.pool,
         log: this.#o.log,
       },
       session.peer!.streamWindowBytes,

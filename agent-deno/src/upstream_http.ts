@@ -10,7 +10,6 @@
  * Every new connection goes through one function, the pool's `connect(origin)`: `connectOrigin` honours
  * HTTPS_PROXY / NO_PROXY (egress_proxy.ts) as `fetch` did.
  */
-import { THREAD_DIALER, type ByteConn, type Dialer } from "./dialer.ts";
 import { bypassesProxy, openProxyTunnel, processProxy, type ProxySettings } from "./egress_proxy.ts";
 
 /** Longest response head (status line and headers) read, bytes; a longer one is a malformed answer. */
@@ -62,7 +61,7 @@ export function splitUrl(url: string): { origin: Origin; target: string } {
 }
 
 /** Opens a connection to `origin`, TLS for https, Nagle off. */
-export type Connect = (origin: Origin) => Promise<ByteConn>;
+export type Connect = (origin: Origin) => Promise<Deno.Conn>;
 
 export interface ConnectOptions {
   /** The https proxy (egress_proxy.ts), or null: every origin direct. */
@@ -74,23 +73,24 @@ export interface ConnectOptions {
 /**
  * The connect function for `options`: an https origin goes through the proxy unless NO_PROXY exempts it —
  * `CONNECT host:port` by name, then TLS inside the tunnel with the origin's name, so the certificate is checked
- * against it as on a direct connection. Plain http (the loopback development origin) always goes direct. The
- * sockets are `dialer`'s: this thread's, or an upstream Worker's (upstream_workers.ts) — the same decisions.
+ * against it as on a direct connection. Plain http (the loopback development origin) always goes direct.
  */
-export function originConnector(options: ConnectOptions, dialer: Dialer = THREAD_DIALER): Connect {
+export function originConnector(options: ConnectOptions): Connect {
   const { proxy, caCerts } = options;
   return async (origin) => {
-    if (!origin.secure) return await dialer.tcp(origin.hostname, origin.port);
-    if (proxy && !bypassesProxy(proxy.noProxy, origin.hostname, origin.port)) {
-      const tunnel = await openProxyTunnel(proxy, origin.hostname, origin.port, undefined, dialer);
+    let conn: Deno.Conn;
+    if (!origin.secure) conn = await Deno.connect({ hostname: origin.hostname, port: origin.port });
+    else if (proxy && !bypassesProxy(proxy.noProxy, origin.hostname, origin.port)) {
+      const tunnel = await openProxyTunnel(proxy, origin.hostname, origin.port);
       try {
-        return await dialer.startTls(tunnel, origin.hostname, caCerts);
+        return await Deno.startTls(tunnel, { hostname: origin.hostname, alpnProtocols: ["http/1.1"], caCerts });
       } catch (error) {
         tunnel.close();
         throw error;
       }
-    }
-    return await dialer.tls(origin.hostname, origin.port, caCerts);
+    } else conn = await Deno.connectTls({ hostname: origin.hostname, port: origin.port, alpnProtocols: ["http/1.1"], caCerts });
+    (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+    return conn;
   };
 }
 
@@ -118,7 +118,7 @@ export class UpstreamConnection {
 
   constructor(
     readonly origin: Origin,
-    readonly conn: ByteConn,
+    readonly conn: Deno.Conn,
   ) {}
 
   get closed(): boolean {
@@ -196,7 +196,7 @@ export class UpstreamPool {
     return new UpstreamConnection(origin, await this.#connect(origin));
   }
 
-  #connect(origin: Origin): Promise<ByteConn> {
+  #connect(origin: Origin): Promise<Deno.Conn> {
     return new Promise((resolve, reject) => {
       let timedOut = false;
       const timer = setTimeout(() => {

@@ -3,9 +3,7 @@ import { ResetCode } from "../../protocol/src/mod.ts";
 import {
   chunkFrame,
   type Connect,
-  type ConnectOptions,
   connectOrigin,
-  originConnector,
   requestHead,
   ResponseParser,
   RESPONSE_HEAD_BYTES_MAX,
@@ -13,30 +11,10 @@ import {
   UpstreamPool,
   UpstreamProtocolError,
 } from "./upstream_http.ts";
-import { UpstreamWorkers } from "./upstream_workers.ts";
-import { processProxy } from "./egress_proxy.ts";
 import { BODY, call, rawServer, selfSigned } from "./testdata/upstream_calls.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-/**
- * A client test run twice: with connections on this thread, and with them held by an upstream Worker
- * (upstream_workers.ts, AGENT_WORKERS=2) — every guarantee must hold across the Worker boundary too. `newPool`
- * without options: the agent's own connect function (this process's proxy settings, the system's roots).
- */
-function clientTest(name: string, fn: (newPool: (options?: ConnectOptions) => UpstreamPool) => Promise<void>): void {
-  Deno.test(name, () => fn((options) => new UpstreamPool(options ? originConnector(options) : undefined)));
-  Deno.test(`${name} (upstream Worker)`, async () => {
-    const workers = new UpstreamWorkers(2);
-    try {
-      await workers.ready();
-      await fn((options) => new UpstreamPool(originConnector(options ?? { proxy: processProxy() }, workers.dialer)));
-    } finally {
-      workers.close();
-    }
-  });
-}
 
 /** Feeds `wire` to a fresh parser in the pieces `cuts` gives (each piece a fresh buffer, as a socket read is); returns head, body, done. */
 function parse(wire: Uint8Array, cuts: number[], method = "POST", eof = false) {
@@ -193,9 +171,9 @@ Deno.test("request head: the agent's framing, host and credentials win; a CR or 
 
 // --- against a real socket ---
 
-clientTest("client: calls reuse one keep-alive connection; the request carries the owner's key and the agent's framing", async (newPool) => {
+Deno.test("client: calls reuse one keep-alive connection; the request carries the owner's key and the agent's framing", async () => {
   const server = rawServer(() => ({ reply: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a=b\r\n\r\nhello" }));
-  const pool = newPool();
+  const pool = new UpstreamPool();
   try {
     const url = `http://127.0.0.1:${server.port}/v1/chat/completions`;
     for (let i = 0; i < 3; i++) {
@@ -217,14 +195,14 @@ clientTest("client: calls reuse one keep-alive connection; the request carries t
   }
 });
 
-clientTest("client: a chunked SSE answer goes on byte-exact, framing removed; Connection: close is not pooled", async (newPool) => {
+Deno.test("client: a chunked SSE answer goes on byte-exact, framing removed; Connection: close is not pooled", async () => {
   const events = Array.from({ length: 40 }, (_, i) => `data: {"i":${i},"s":"${"é".repeat(i)}"}\n\n`);
   const chunked = events.map((e) => `${enc.encode(e).length.toString(16)}\r\n${e}\r\n`).join("") + "0\r\n\r\n";
   const server = rawServer(() => ({
     reply: `HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunked}`,
     then: "close",
   }));
-  const pool = newPool();
+  const pool = new UpstreamPool();
   try {
     const r = await call(`http://127.0.0.1:${server.port}/v1/chat/completions`, pool, BODY);
     assert.equal(r.outcome, "completed");
@@ -236,9 +214,9 @@ clientTest("client: a chunked SSE answer goes on byte-exact, framing removed; Co
   }
 });
 
-clientTest("client: a pooled connection the provider closed while idle leaves the pool; the next call opens a new one", async (newPool) => {
+Deno.test("client: a pooled connection the provider closed while idle leaves the pool; the next call opens a new one", async () => {
   const server = rawServer(() => ({ reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", then: "close" }));
-  const pool = newPool();
+  const pool = new UpstreamPool();
   try {
     const url = `http://127.0.0.1:${server.port}/v1/chat/completions`;
     // The server answers with keep-alive but closes right after: the idle read sees the close.
@@ -253,13 +231,13 @@ clientTest("client: a pooled connection the provider closed while idle leaves th
   }
 });
 
-clientTest("client: a reused connection that dies after the request was written is not sent again (UPSTREAM_RESET, one provider call)", async (newPool) => {
+Deno.test("client: a reused connection that dies after the request was written is not sent again (UPSTREAM_RESET, one provider call)", async () => {
   // Connection 0 answers its first request, then takes the second and closes without a byte: the provider has
   // the call (it may be working on it, and charging for it), so sending it again would make two calls.
   const server = rawServer((_r, n, conn) =>
     conn === 0 && n === 1 ? { reply: null, then: "close" } : { reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" },
   );
-  const pool = newPool();
+  const pool = new UpstreamPool();
   try {
     const url = `http://127.0.0.1:${server.port}/v1/chat/completions`;
     assert.equal((await call(url, pool, BODY)).body, "ok");
@@ -329,9 +307,9 @@ Deno.test("client: a reused connection whose socket took no byte of the request 
   }
 });
 
-clientTest("client: a fresh connection that dies unanswered is not retried (the provider may have the call)", async (newPool) => {
+Deno.test("client: a fresh connection that dies unanswered is not retried (the provider may have the call)", async () => {
   const server = rawServer(() => ({ reply: null, then: "close" }));
-  const pool = newPool();
+  const pool = new UpstreamPool();
   try {
     const r = await call(`http://127.0.0.1:${server.port}/v1/chat/completions`, pool, BODY);
     assert.equal(r.outcome, "reset");
@@ -343,11 +321,11 @@ clientTest("client: a fresh connection that dies unanswered is not retried (the 
   }
 });
 
-clientTest(
+Deno.test(
   "client: a body that differs from its declared length is refused with PROTOCOL_ERROR, small or streamed, before the provider has a request",
-  async (newPool) => {
+  async () => {
     const server = rawServer(() => ({ reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" }));
-    const pool = newPool();
+    const pool = new UpstreamPool();
     try {
       const url = `http://127.0.0.1:${server.port}/v1/chat/completions`;
       const cases = [
@@ -379,35 +357,32 @@ clientTest(
   },
 );
 
-clientTest(
-  "client: a provider answer with both Transfer-Encoding: chunked and Content-Length is read as chunked, and the length is not passed on",
-  async (newPool) => {
-    const events = ['data: {"a":1}\n\n', 'data: {"b":2}\n\n', "data: [DONE]\n\n"];
-    const chunked = events.map((e) => `${e.length.toString(16)}\r\n${e}\r\n`).join("") + "0\r\n\r\n";
-    const server = rawServer(() => ({
-      // The length names the framed bytes, not the body: passed on, it would make the gateway cut the answer.
-      reply: `HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${chunked.length}\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
-    }));
-    const pool = newPool();
-    try {
-      const r = await call(`http://127.0.0.1:${server.port}/v1/chat/completions`, pool, BODY);
-      assert.equal(r.outcome, "completed");
-      assert.equal(r.body, events.join(""));
-      const names = (r.responseHeaders ?? []).map(([n]) => n);
-      assert.deepEqual(names, ["content-type"]);
-      // The connection is not reused after such an answer (RFC 9112 6.3).
-      assert.equal(pool.idleCount(), 0);
-    } finally {
-      pool.close();
-      server.close();
-    }
-  },
-);
+Deno.test("client: a provider answer with both Transfer-Encoding: chunked and Content-Length is read as chunked, and the length is not passed on", async () => {
+  const events = ['data: {"a":1}\n\n', 'data: {"b":2}\n\n', "data: [DONE]\n\n"];
+  const chunked = events.map((e) => `${e.length.toString(16)}\r\n${e}\r\n`).join("") + "0\r\n\r\n";
+  const server = rawServer(() => ({
+    // The length names the framed bytes, not the body: passed on, it would make the gateway cut the answer.
+    reply: `HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${chunked.length}\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
+  }));
+  const pool = new UpstreamPool();
+  try {
+    const r = await call(`http://127.0.0.1:${server.port}/v1/chat/completions`, pool, BODY);
+    assert.equal(r.outcome, "completed");
+    assert.equal(r.body, events.join(""));
+    const names = (r.responseHeaders ?? []).map(([n]) => n);
+    assert.deepEqual(names, ["content-type"]);
+    // The connection is not reused after such an answer (RFC 9112 6.3).
+    assert.equal(pool.idleCount(), 0);
+  } finally {
+    pool.close();
+    server.close();
+  }
+});
 
-clientTest("client: a reset from the hub closes the provider connection", async (newPool) => {
+Deno.test("client: a reset from the hub closes the provider connection", async () => {
   // Head sent, body never ends: the stream is cancelled while the provider is still sending.
   const server = rawServer(() => ({ reply: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n" }));
-  const pool = newPool();
+  const pool = new UpstreamPool();
   try {
     const r = await call(`http://127.0.0.1:${server.port}/v1/chat/completions`, pool, BODY, {
       onStarted: (s) => {
@@ -449,7 +424,7 @@ Deno.test("pool: every new connection goes through the one connect function", as
   }
 });
 
-clientTest("client over TLS: keep-alive reuse, the idle read, and a chunked answer byte-exact", async (newPool) => {
+Deno.test("client over TLS: keep-alive reuse, the idle read, and a chunked answer byte-exact", async () => {
   const { cert, key } = await selfSigned("IP:127.0.0.1");
   const events = Array.from({ length: 30 }, (_, i) => `data: {"i":${i}}\n\n`);
   const chunked = events.map((e) => `${e.length.toString(16)}\r\n${e}\r\n`).join("") + "0\r\n\r\n";
@@ -458,7 +433,7 @@ clientTest("client over TLS: keep-alive reuse, the idle read, and a chunked answ
     Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key }),
   );
   // The pool's one connect function, here trusting the test certificate (production: the system roots).
-  const pool = newPool({ proxy: null, caCerts: [cert] });
+  const pool = new UpstreamPool((origin) => Deno.connectTls({ hostname: origin.hostname, port: origin.port, caCerts: [cert] }));
   try {
     const url = `https://127.0.0.1:${server.port}/v1/chat/completions`;
     for (let i = 0; i < 3; i++) {

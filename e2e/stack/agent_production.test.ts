@@ -1,8 +1,7 @@
 /**
  * The key owner's path, with no development flag anywhere: a clean folder holding only what the agent image
  * holds (docker/agent.Dockerfile: its COPY lines, and the npm packages its RUN line installs), the enrollment
- * command exactly as the hub prints it, and the image's CMD run as written (with AGENT_WORKERS=2: its upstream
- * Workers start under the same permissions as the agent, src/upstream_workers.ts). The agent connects, reports its
+ * command exactly as the hub prints it, and the image's CMD run as written. The agent connects, reports its
  * models, and — this machine having no internet — a request fails cleanly as "provider unreachable" (the endpoint
  * check's lookup of the official host finds no answer) rather
  * than reaching any loopback provider. Then the launcher's own jobs: `deno task start` with a system Deno,
@@ -127,8 +126,7 @@ describe("an agent installed and started as the docs tell an owner", () => {
       { mode: 0o600 },
     );
     const [cmd, ...args] = image.cmd;
-    // With upstream Workers (`docker run -e AGENT_WORKERS=2`): they start under exactly the permissions below.
-    agent = startProc(cmd!, args, { cwd: agentDir, env: { ...ownerEnv(), AGENT_WORKERS: "2" } });
+    agent = startProc(cmd!, args, { cwd: agentDir, env: ownerEnv() });
     const dockerAgent = agent;
     cleanups.push(() => dockerAgent.stop());
     await agent.waitForLine(/WELLSPRING_AGENT_READY/, 60_000);
@@ -140,7 +138,6 @@ describe("an agent installed and started as the docs tell an owner", () => {
       `--allow-write=${data}/state`,
       "--allow-env=WS_NO_BUFFER_UTIL,WS_NO_UTF_8_VALIDATE,OPENAI_API_KEY",
     ]);
-    expect(events(agent, "agent.workers")).toEqual([expect.objectContaining({ threads: 2, upstreamWorkers: 1 })]);
     await eventually(async () => (await servedModels()).includes("gpt-4o-mini"), 10_000, "the agent's inventory");
     // The image's health check, run as written: the agent's status command reads its status file (no port).
     const [hcCmd, ...hcArgs] = image.healthcheck;
@@ -148,7 +145,6 @@ describe("an agent installed and started as the docs tell an owner", () => {
     const health = startProc(hcCmd!, hcArgs, { cwd: agentDir, env: ownerEnv() });
     expect(await exited(health), health.lines.join("\n")).toBe(0);
     expect(health.lines.join("\n")).toMatch(/running: yes[\s\S]*connected since/);
-    expect(health.lines).toContain("threads for provider calls: 2 (the main thread and 1 upstream Worker)");
 
     const res = await fetch(`${gateway.apiOrigin}/v1/chat/completions`, {
       method: "POST",

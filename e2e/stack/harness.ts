@@ -473,8 +473,6 @@ export async function startStack(
     agentLedger?: boolean;
     /** How long the gateway may take to print its ready line (default GATEWAY_READY_TIMEOUT_MS). */
     gatewayReadyTimeoutMs?: number;
-    /** The agent's development upstream given the mock provider's origin (default: that origin; a benchmark puts TLS in front). */
-    agentUpstream?: (mockOrigin: string) => Promise<string>;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
@@ -489,8 +487,7 @@ export async function startStack(
   const key = await issueKey(db, userId, "test");
   await fund(database.url, userId, TEST_USER_FUNDING_MICROS);
   const enrolled = await enrollAgent(db, gateway, ownerId, { concurrentStreamsMax: opts.concurrentStreamsMax, models: opts.models });
-  const upstream = opts.agentUpstream ? await opts.agentUpstream(mock.origin) : mock.origin;
-  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, upstream, opts.agentEnv, { noLedger: opts.agentLedger === false });
+  const agent = await startAgentProc(enrolled.dataDir, enrolled.agentId, mock.origin, opts.agentEnv, { noLedger: opts.agentLedger === false });
   const stack: Stack = {
     database,
     db,

@@ -107,8 +107,6 @@ export interface CallOptions {
   ownWindowBytes?: number;
   /** The body is sent in DATA frames of at most this many bytes, each when the window has room. */
   pieceBytes?: number;
-  /** The hub's window for the stream's response, bytes (default WINDOW_BYTES_MAX); no credit comes after it. */
-  peerWindowBytes?: number;
 }
 
 /** Runs one call through an AgentStream against `url`; returns what the hub would have received. */
@@ -153,7 +151,7 @@ export async function call(url: string, pool: UpstreamPool, body: string, opts: 
     { provider: "openai", models: ["gpt-4o-mini"], apiKey: "sk-test" },
     url,
     host,
-    opts.peerWindowBytes ?? WINDOW_BYTES_MAX,
+    WINDOW_BYTES_MAX,
     opts.ownWindowBytes ?? 1 << 20,
   );
   const running = s.run();
